@@ -1,0 +1,88 @@
+//! Bearer authentication: the admin token from configuration, or a tenant API key looked up by
+//! its digest on every request (so a revoked key is refused at once).
+
+use super::AppState;
+use super::error::ApiError;
+use crate::db;
+use crate::secrets::{constant_time_eq, sha256_hex};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use onda_shared::api::{Tenant, TenantStatus};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    Tenant(Tenant),
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::Forbidden(
+                "This route needs the admin token; a tenant API key cannot use it.".to_string(),
+            )),
+        }
+    }
+
+    /// The tenant whose objects a read is limited to; None for the admin (sees everything).
+    pub fn tenant_scope(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(&t.id),
+        }
+    }
+
+    /// The calling tenant, for routes that act on behalf of one; refused for a suspended tenant.
+    pub fn writing_tenant(&self, what: &str) -> Result<&Tenant, ApiError> {
+        match self {
+            Caller::Admin => Err(ApiError::Forbidden(format!(
+                "{what} belong to a tenant: call this route with the tenant's API key."
+            ))),
+            Caller::Tenant(t) if t.status == TenantStatus::Suspended => Err(ApiError::Forbidden(
+                "This tenant is suspended: its objects can be read but not changed.".to_string(),
+            )),
+            Caller::Tenant(t) => Ok(t),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "Send an Authorization: Bearer header with the admin token or a tenant API key."
+                    .to_string(),
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "The Authorization header must be `Bearer <token>`.".to_string(),
+                )
+            })?;
+        if let Some(admin) = &state.admin_token
+            && constant_time_eq(admin.as_bytes(), token.as_bytes())
+        {
+            return Ok(Caller::Admin);
+        }
+        let mut conn = state.db.conn().await?;
+        let tenant_id = db::keys::tenant_for_secret(&mut conn, &sha256_hex(token)).await?;
+        let tenant = match tenant_id {
+            Some(id) => db::tenants::get(&mut conn, &id).await?,
+            None => None,
+        };
+        tenant.map(Caller::Tenant).ok_or_else(|| {
+            ApiError::Unauthorized("The token is unknown or has been revoked.".to_string())
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! `/v1/stations`: a tenant's stations and their mounts, within the tenant's plan. A tenant key
+//! sees only its own stations (another tenant's id answers 404); the admin token reads and
+//! deletes any station.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
+use crate::db::{self, is_unique_violation};
+use crate::{secrets, validate};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use onda_shared::api::{CreateStation, Page, PageParams, Plan, Problem, Station, UpdateStation};
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("There is no station {id:?}."))
+}
+
+fn slug_taken(slug: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "The slug {slug:?} is already used by another station; choose another."
+    ))
+}
+
+async fn plan_of(conn: &mut db::Conn, plan_id: &str) -> ApiResult<Plan> {
+    db::plans::get(conn, plan_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("tenant's plan {plan_id} is missing")))
+}
+
+/// Creates a station for a tenant inside the caller's transaction, enforcing every plan limit
+/// under the tenant's lock (also used by dev mode to create the demo station).
+pub async fn create_for_tenant(
+    conn: &mut db::Conn,
+    tenant_id: &str,
+    plan_id: &str,
+    req: CreateStation,
+) -> ApiResult<Station> {
+    if !db::tenants::lock(conn, tenant_id).await? {
+        return Err(ApiError::NotFound(format!(
+            "There is no tenant {tenant_id:?}."
+        )));
+    }
+    let plan = plan_of(conn, plan_id).await?;
+    let name = validate::name("name", &req.name)?;
+    let max_listeners = req
+        .max_listeners
+        .unwrap_or(plan.limits.max_listeners_per_station);
+    validate::station(&plan, &req.mounts, max_listeners, req.autodj_enabled)?;
+    let count = db::stations::count_for_tenant(conn, tenant_id).await?;
+    if count >= i64::from(plan.limits.max_stations) {
+        return Err(ApiError::PlanLimit {
+            limit: "max_stations",
+            detail: format!(
+                "Plan {:?} allows {} station(s) and this tenant already has {count}.",
+                plan.name, plan.limits.max_stations
+            ),
+        });
+    }
+    let slug = match &req.slug {
+        Some(s) => validate::slug(s)?,
+        None => {
+            let base = validate::slug_from_name(&name).unwrap_or_else(|| "station".to_string());
+            let mut candidate = base.clone();
+            while db::stations::slug_taken(conn, &candidate).await? {
+                candidate = format!("{base}-{}", &secrets::new_id("s")[2..8]);
+            }
+            candidate
+        }
+    };
+    let station = Station {
+        id: secrets::new_id("stn"),
+        tenant_id: tenant_id.to_string(),
+        name,
+        slug: slug.clone(),
+        description: validate::text("description", &req.description)?,
+        genre: validate::text("genre", &req.genre)?,
+        autodj_enabled: req.autodj_enabled,
+        max_listeners,
+        mounts: req.mounts,
+        source_password: secrets::new_password(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    match db::stations::insert(conn, &station).await {
+        Ok(s) => Ok(s),
+        Err(e) if is_unique_violation(&e) => Err(slug_taken(&slug)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// List stations: a tenant's own, or every station for the admin.
+#[utoipa::path(get, path = "/v1/stations", tag = "stations", params(PageParams),
+    responses((status = 200, body = Page<Station>), (status = 401, body = Problem)))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Station>>> {
+    let p = Paging::try_from(q)?;
+    let mut conn = st.db.conn().await?;
+    Ok(Json(
+        db::stations::list(&mut conn, caller.tenant_scope(), p.limit, &p.cursor).await?,
+    ))
+}
+
+/// Create a station (tenant key). Plan limits are checked: stations, mounts, formats, bitrate,
+/// listeners, AutoDJ; a refusal is a 403 problem whose `limit` names the limit.
+#[utoipa::path(post, path = "/v1/stations", tag = "stations", request_body = CreateStation,
+    responses((status = 201, body = Station), (status = 403, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateStation>,
+) -> ApiResult<(StatusCode, Json<Station>)> {
+    let tenant = caller.writing_tenant("Stations")?;
+    let mut tx = st.db.begin().await?;
+    let station = create_for_tenant(&mut tx, &tenant.id, &tenant.plan_id, req).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(station)))
+}
+
+/// Get a station.
+#[utoipa::path(get, path = "/v1/stations/{id}", params(("id" = String, Path, description = "Object id")), tag = "stations",
+    responses((status = 200, body = Station), (status = 404, body = Problem)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Station>> {
+    let mut conn = st.db.conn().await?;
+    db::stations::get(&mut conn, &id, caller.tenant_scope())
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Change a station; absent fields stay, `mounts` replaces the whole list. Plan limits apply.
+#[utoipa::path(patch, path = "/v1/stations/{id}", params(("id" = String, Path, description = "Object id")), tag = "stations", request_body = UpdateStation,
+    responses((status = 200, body = Station), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateStation>,
+) -> ApiResult<Json<Station>> {
+    let mut tx = st.db.begin().await?;
+    // Ownership first, so another tenant's id is a 404 whatever the caller's role.
+    let mut s = db::stations::get(&mut tx, &id, caller.tenant_scope())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let tenant = caller.writing_tenant("Stations")?;
+    db::tenants::lock(&mut tx, &tenant.id).await?;
+    let plan = plan_of(&mut tx, &tenant.plan_id).await?;
+    if let Some(n) = &req.name {
+        s.name = validate::name("name", n)?;
+    }
+    if let Some(slug) = &req.slug {
+        s.slug = validate::slug(slug)?;
+    }
+    if let Some(d) = &req.description {
+        s.description = validate::text("description", d)?;
+    }
+    if let Some(g) = &req.genre {
+        s.genre = validate::text("genre", g)?;
+    }
+    s.autodj_enabled = req.autodj_enabled.unwrap_or(s.autodj_enabled);
+    s.max_listeners = req.max_listeners.unwrap_or(s.max_listeners);
+    if let Some(m) = req.mounts {
+        s.mounts = m;
+    }
+    validate::station(&plan, &s.mounts, s.max_listeners, s.autodj_enabled)?;
+    let saved = match db::stations::update(&mut tx, &s).await {
+        Ok(saved) => saved,
+        Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(Json(saved))
+}
+
+/// Delete a station and its mounts.
+#[utoipa::path(delete, path = "/v1/stations/{id}", params(("id" = String, Path, description = "Object id")), tag = "stations",
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let mut tx = st.db.begin().await?;
+    if db::stations::get(&mut tx, &id, caller.tenant_scope())
+        .await?
+        .is_none()
+    {
+        return Err(not_found(&id));
+    }
+    if let Caller::Tenant(_) = caller {
+        caller.writing_tenant("Stations")?;
+    }
+    db::stations::delete(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace the source password with a new random one (connected sources keep streaming until
+/// they reconnect).
+#[utoipa::path(post, path = "/v1/stations/{id}/source-password", params(("id" = String, Path, description = "Object id")), tag = "stations",
+    responses((status = 200, body = Station), (status = 404, body = Problem)))]
+pub async fn rotate_source_password(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Station>> {
+    let mut tx = st.db.begin().await?;
+    let mut s = db::stations::get(&mut tx, &id, caller.tenant_scope())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    caller.writing_tenant("Stations")?;
+    s.source_password = secrets::new_password();
+    let saved = db::stations::update(&mut tx, &s).await?;
+    tx.commit().await?;
+    Ok(Json(saved))
+}

@@ -1,0 +1,171 @@
+//! `/v1/tenants`: admin CRUD of tenants, suspend and resume.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
+use crate::{db, secrets, validate};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use onda_shared::api::{
+    CreateTenant, Page, PageParams, Problem, Tenant, TenantStatus, UpdateTenant,
+};
+
+pub(super) fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("There is no tenant {id:?}."))
+}
+
+async fn require_plan(conn: &mut db::Conn, plan_id: &str) -> ApiResult<()> {
+    match db::plans::get(conn, plan_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unprocessable(format!(
+            "plan_id {plan_id:?} names no plan."
+        ))),
+    }
+}
+
+/// List tenants.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageParams),
+    responses((status = 200, body = Page<Tenant>), (status = 403, body = Problem)))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Tenant>>> {
+    caller.require_admin()?;
+    let p = Paging::try_from(q)?;
+    let mut conn = st.db.conn().await?;
+    Ok(Json(
+        db::tenants::list(&mut conn, p.limit, &p.cursor).await?,
+    ))
+}
+
+/// Create a tenant on a plan.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    caller.require_admin()?;
+    let tenant = Tenant {
+        id: secrets::new_id("tnt"),
+        name: validate::name("name", &req.name)?,
+        email: validate::email(&req.email)?,
+        plan_id: req.plan_id,
+        status: TenantStatus::Active,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    let mut tx = st.db.begin().await?;
+    require_plan(&mut tx, &tenant.plan_id).await?;
+    let t = db::tenants::insert(&mut tx, &tenant).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+/// Get a tenant.
+#[utoipa::path(get, path = "/v1/tenants/{id}", params(("id" = String, Path, description = "Object id")), tag = "tenants",
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Tenant>> {
+    caller.require_admin()?;
+    let mut conn = st.db.conn().await?;
+    db::tenants::get(&mut conn, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Change a tenant's name, e-mail or plan.
+#[utoipa::path(patch, path = "/v1/tenants/{id}", params(("id" = String, Path, description = "Object id")), tag = "tenants", request_body = UpdateTenant,
+    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateTenant>,
+) -> ApiResult<Json<Tenant>> {
+    caller.require_admin()?;
+    let mut tx = st.db.begin().await?;
+    let mut t = db::tenants::get(&mut tx, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    if let Some(n) = &req.name {
+        t.name = validate::name("name", n)?;
+    }
+    if let Some(e) = &req.email {
+        t.email = validate::email(e)?;
+    }
+    if let Some(p) = req.plan_id {
+        require_plan(&mut tx, &p).await?;
+        t.plan_id = p;
+    }
+    let t = db::tenants::update(&mut tx, &t).await?;
+    tx.commit().await?;
+    Ok(Json(t))
+}
+
+/// Delete a tenant that has no stations left (its API keys go with it).
+#[utoipa::path(delete, path = "/v1/tenants/{id}", params(("id" = String, Path, description = "Object id")), tag = "tenants",
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let mut tx = st.db.begin().await?;
+    if !db::tenants::lock(&mut tx, &id).await? {
+        return Err(not_found(&id));
+    }
+    let n = db::stations::count_for_tenant(&mut tx, &id).await?;
+    if n > 0 {
+        return Err(ApiError::Conflict(format!(
+            "Tenant {id:?} still has {n} station(s); delete them first."
+        )));
+    }
+    db::tenants::delete(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(st: &AppState, id: &str, status: TenantStatus) -> ApiResult<Json<Tenant>> {
+    let mut tx = st.db.begin().await?;
+    let mut t = db::tenants::get(&mut tx, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    t.status = status;
+    let t = db::tenants::update(&mut tx, &t).await?;
+    tx.commit().await?;
+    Ok(Json(t))
+}
+
+/// Suspend a tenant: its objects stay readable but cannot be changed.
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", params(("id" = String, Path, description = "Object id")), tag = "tenants",
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+pub async fn suspend(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Tenant>> {
+    caller.require_admin()?;
+    set_status(&st, &id, TenantStatus::Suspended).await
+}
+
+/// Resume a suspended tenant.
+#[utoipa::path(post, path = "/v1/tenants/{id}/resume", params(("id" = String, Path, description = "Object id")), tag = "tenants",
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+pub async fn resume(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Tenant>> {
+    caller.require_admin()?;
+    set_status(&st, &id, TenantStatus::Active).await
+}

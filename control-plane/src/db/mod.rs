@@ -1,0 +1,206 @@
+//! The control plane's database: a pool over SQLite (embedded default) or PostgreSQL, chosen by
+//! URL, with the embedded migrations applied at connect. One set of portable SQL serves both
+//! backends through sqlx's Any driver; each submodule owns the queries of one resource.
+
+pub mod keys;
+pub mod nodes;
+pub mod plans;
+pub mod stations;
+pub mod tenants;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, Transaction};
+use std::borrow::Cow;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+/// Which database engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The migrations, embedded in the binary, in order.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "panel", include_str!("../../migrations/0001_panel.sql"))];
+
+impl Db {
+    /// Connects (creating a SQLite file if needed) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalize_url(url)?;
+        let opts = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid database URL {}", redact(&url)))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot connect to database {}", redact(&url)))?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers proceed while a writer commits; it persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .context("cannot switch SQLite to WAL")?;
+        }
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await
+            .context("cannot apply database migrations")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// True when a trivial query answers: what `/readyz` reports.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+use sqlx::SqlSafeStr as _;
+
+/// Accepts `sqlite://path`, `sqlite:path`, `postgres://...` and `postgresql://...`; SQLite
+/// files are created when missing.
+fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_string()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let mut url = format!("sqlite:{rest}");
+        if !rest.contains("mode=") {
+            url.push(if rest.contains('?') { '&' } else { '?' });
+            url.push_str("mode=rwc");
+        }
+        return Ok((Backend::Sqlite, url));
+    }
+    anyhow::bail!(
+        "database URL {} is neither sqlite:… nor postgres://…",
+        redact(url)
+    )
+}
+
+/// Hides a password in a URL before it reaches a log or an error.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Current time as unix seconds, the representation every table uses.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix seconds to RFC 3339 for the API.
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// True when the error is a violated UNIQUE constraint (a name or slug already taken).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// Splits `limit + 1` fetched rows into a page and the cursor of the next one.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> &str,
+) -> onda_shared::api::Page<T> {
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| id(r).to_string())
+    } else {
+        None
+    };
+    onda_shared::api::Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+/// Connection type every query function takes, so it runs inside or outside a transaction.
+pub type Conn = AnyConnection;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("sqlite://a.db").expect("ok"),
+            (Backend::Sqlite, "sqlite://a.db?mode=rwc".into())
+        );
+        assert_eq!(
+            normalize_url("sqlite://a.db?mode=ro").expect("ok").1,
+            "sqlite://a.db?mode=ro"
+        );
+        assert_eq!(
+            normalize_url("postgres://u@h/db").expect("ok").0,
+            Backend::Postgres
+        );
+        assert!(normalize_url("mysql://x").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,146 @@
+//! Plans: what a tenant may use and what it pays.
+
+use super::{Conn, now, paginate, rfc3339};
+use onda_shared::api::{AudioFormat, Page, Plan, PlanFeatures, PlanLimits, PlanPrices};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_station, \
+    allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, max_live_streams, \
+    feature_autodj, feature_scheduling, feature_hls, feature_live_video, currency, monthly_micros, \
+    overage_per_gb_micros, overage_per_listener_hour_micros, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
+    let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
+        Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    let u64_col = |name: &str| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    let flag = |name: &str| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i64, _>(name)? != 0) };
+    let formats: String = row.try_get("allowed_formats")?;
+    Ok(Plan {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        limits: PlanLimits {
+            max_stations: u32_col("max_stations")?,
+            max_mounts_per_station: u32_col("max_mounts_per_station")?,
+            allowed_formats: formats.split(',').filter_map(AudioFormat::parse).collect(),
+            max_bitrate_kbps: u32_col("max_bitrate_kbps")?,
+            max_listeners_per_station: u32_col("max_listeners_per_station")?,
+            storage_bytes: u64_col("storage_bytes")?,
+            max_live_streams: u32_col("max_live_streams")?,
+        },
+        features: PlanFeatures {
+            autodj: flag("feature_autodj")?,
+            scheduling: flag("feature_scheduling")?,
+            hls: flag("feature_hls")?,
+            live_video: flag("feature_live_video")?,
+        },
+        prices: PlanPrices {
+            currency: row.try_get("currency")?,
+            monthly_micros: u64_col("monthly_micros")?,
+            overage_per_gb_micros: u64_col("overage_per_gb_micros")?,
+            overage_per_listener_hour_micros: u64_col("overage_per_listener_hour_micros")?,
+        },
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+fn formats_column(formats: &[AudioFormat]) -> String {
+    formats
+        .iter()
+        .map(|f| f.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Saturating conversion: limits are validated before they get here, and SQL BIGINT is signed.
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Plan>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM plans WHERE id = $1"));
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Plan>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM plans WHERE id > $1 ORDER BY id LIMIT $2"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(conn)
+        .await?;
+    let plans = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(plans, limit, |p| &p.id))
+}
+
+/// Inserts or replaces all fields of `plan` (its id decides which).
+pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, sqlx::Error> {
+    let ts = now();
+    let sql = if insert {
+        "INSERT INTO plans (name, description, max_stations, max_mounts_per_station, \
+         allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, \
+         max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
+         currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
+         updated_at, id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $18)"
+    } else {
+        "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
+         max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
+         max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
+         feature_autodj = $10, feature_scheduling = $11, feature_hls = $12, \
+         feature_live_video = $13, currency = $14, monthly_micros = $15, \
+         overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, updated_at = $18 \
+         WHERE id = $19"
+    };
+    let l = &plan.limits;
+    let f = &plan.features;
+    let p = &plan.prices;
+    sqlx::query(sql)
+        .bind(&plan.name)
+        .bind(&plan.description)
+        .bind(i64::from(l.max_stations))
+        .bind(i64::from(l.max_mounts_per_station))
+        .bind(formats_column(&l.allowed_formats))
+        .bind(i64::from(l.max_bitrate_kbps))
+        .bind(i64::from(l.max_listeners_per_station))
+        .bind(big(l.storage_bytes))
+        .bind(i64::from(l.max_live_streams))
+        .bind(i64::from(f.autodj))
+        .bind(i64::from(f.scheduling))
+        .bind(i64::from(f.hls))
+        .bind(i64::from(f.live_video))
+        .bind(&p.currency)
+        .bind(big(p.monthly_micros))
+        .bind(big(p.overage_per_gb_micros))
+        .bind(big(p.overage_per_listener_hour_micros))
+        .bind(ts)
+        .bind(&plan.id)
+        .execute(&mut *conn)
+        .await?;
+    get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// How many tenants are on the plan (a plan in use cannot be deleted).
+pub async fn tenant_count(conn: &mut Conn, id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM tenants WHERE plan_id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?
+        .try_get("n")
+}
+
+pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM plans WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,187 @@
+//! Stations and their mounts. A station's mounts are rewritten as a whole with the station.
+
+use super::{Conn, now, paginate, rfc3339};
+use onda_shared::api::{AudioFormat, Mount, Page, Station};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, tenant_id, name, slug, description, genre, autodj_enabled, \
+    max_listeners, source_password, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
+    Ok(Station {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        slug: row.try_get("slug")?,
+        description: row.try_get("description")?,
+        genre: row.try_get("genre")?,
+        autodj_enabled: row.try_get::<i64, _>("autodj_enabled")? != 0,
+        max_listeners: u32::try_from(row.try_get::<i64, _>("max_listeners")?).unwrap_or(0),
+        mounts: Vec::new(),
+        source_password: row.try_get("source_password")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+async fn load_mounts(conn: &mut Conn, station: &mut Station) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT path, format, bitrate_kbps FROM mounts WHERE station_id = $1 ORDER BY position",
+    )
+    .bind(&station.id)
+    .fetch_all(conn)
+    .await?;
+    station.mounts = rows
+        .iter()
+        .map(|r| {
+            let format: String = r.try_get("format")?;
+            Ok(Mount {
+                path: r.try_get("path")?,
+                format: AudioFormat::parse(&format).unwrap_or(AudioFormat::Mp3),
+                bitrate_kbps: u32::try_from(r.try_get::<i64, _>("bitrate_kbps")?).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(())
+}
+
+async fn write_mounts(conn: &mut Conn, station: &Station) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM mounts WHERE station_id = $1")
+        .bind(&station.id)
+        .execute(&mut *conn)
+        .await?;
+    for (position, m) in station.mounts.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO mounts (station_id, position, path, format, bitrate_kbps) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&station.id)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(&m.path)
+        .bind(m.format.as_str())
+        .bind(i64::from(m.bitrate_kbps))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A station by id; with `tenant_id`, only if that tenant owns it.
+pub async fn get(
+    conn: &mut Conn,
+    id: &str,
+    tenant_id: Option<&str>,
+) -> Result<Option<Station>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM stations WHERE id = $1 AND ($2 = '' OR tenant_id = $2)"
+    ));
+    let row = sqlx::query(sql)
+        .bind(id)
+        .bind(tenant_id.unwrap_or(""))
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut station = from_row(&row)?;
+    load_mounts(conn, &mut station).await?;
+    Ok(Some(station))
+}
+
+/// Stations of one tenant, or of all tenants when `tenant_id` is None.
+pub async fn list(
+    conn: &mut Conn,
+    tenant_id: Option<&str>,
+    limit: u32,
+    cursor: &str,
+) -> Result<Page<Station>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM stations WHERE ($1 = '' OR tenant_id = $1) AND id > $2 \
+         ORDER BY id LIMIT $3"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant_id.unwrap_or(""))
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    for s in &mut items {
+        load_mounts(conn, s).await?;
+    }
+    Ok(paginate(items, limit, |s| &s.id))
+}
+
+pub async fn count_for_tenant(conn: &mut Conn, tenant_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM stations WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await?
+        .try_get("n")
+}
+
+pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stations (id, tenant_id, name, slug, description, genre, autodj_enabled, \
+         max_listeners, source_password, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant_id)
+    .bind(&s.name)
+    .bind(&s.slug)
+    .bind(&s.description)
+    .bind(&s.genre)
+    .bind(i64::from(s.autodj_enabled))
+    .bind(i64::from(s.max_listeners))
+    .bind(&s.source_password)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    write_mounts(conn, s).await?;
+    get(conn, &s.id, None)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error> {
+    sqlx::query(
+        "UPDATE stations SET name = $1, slug = $2, description = $3, genre = $4, \
+         autodj_enabled = $5, max_listeners = $6, source_password = $7, updated_at = $8 \
+         WHERE id = $9",
+    )
+    .bind(&s.name)
+    .bind(&s.slug)
+    .bind(&s.description)
+    .bind(&s.genre)
+    .bind(i64::from(s.autodj_enabled))
+    .bind(i64::from(s.max_listeners))
+    .bind(&s.source_password)
+    .bind(now())
+    .bind(&s.id)
+    .execute(&mut *conn)
+    .await?;
+    write_mounts(conn, s).await?;
+    get(conn, &s.id, None)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM mounts WHERE station_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM stations WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn slug_taken(conn: &mut Conn, slug: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT id FROM stations WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
+}

@@ -1,0 +1,108 @@
+//! Tenants: the hosting company's customers.
+
+use super::{Conn, now, paginate, rfc3339};
+use onda_shared::api::{Page, Tenant, TenantStatus};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, name, email, plan_id, status, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        plan_id: row.try_get("plan_id")?,
+        status: if status == "suspended" {
+            TenantStatus::Suspended
+        } else {
+            TenantStatus::Active
+        },
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"));
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE name = $1 ORDER BY id LIMIT 1"
+    ));
+    let row = sqlx::query(sql).bind(name).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Tenant>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(conn)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(items, limit, |t| &t.id))
+}
+
+pub async fn insert(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> {
+    let ts = now();
+    sqlx::query(
+        "INSERT INTO tenants (id, name, email, plan_id, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(&t.email)
+    .bind(&t.plan_id)
+    .bind(t.status.as_str())
+    .bind(ts)
+    .execute(&mut *conn)
+    .await?;
+    get(conn, &t.id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+pub async fn update(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET name = $1, email = $2, plan_id = $3, status = $4, updated_at = $5 \
+         WHERE id = $6",
+    )
+    .bind(&t.name)
+    .bind(&t.email)
+    .bind(&t.plan_id)
+    .bind(t.status.as_str())
+    .bind(now())
+    .bind(&t.id)
+    .execute(&mut *conn)
+    .await?;
+    get(conn, &t.id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Takes the tenant's row lock for the rest of the transaction (a write, which SQLite and
+/// PostgreSQL both serialise), so concurrent requests cannot both pass a plan-limit count.
+pub async fn lock(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE tenants SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes a tenant and its (revoked or live) API keys; callers refuse when stations remain.
+pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,73 @@
+//! Random identifiers and secrets, and how API key secrets are stored.
+//!
+//! API keys are 256-bit random values, so a single SHA-256 digest is a safe store for them (no
+//! dictionary to guess from); a slow password hash would only add latency to every request.
+
+use sha2::{Digest as _, Sha256};
+
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const ALPHABET_MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `len` characters drawn from `alphabet` with the thread-local CSPRNG.
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(alphabet[rand::random_range(0..alphabet.len())]))
+        .collect()
+}
+
+/// A new object id such as `stn_k3v9...` (16 random characters: 82 bits).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", random_string(ALPHABET, 16))
+}
+
+/// A new API key secret: `onda_` and 43 base62 characters (256 bits).
+pub fn new_api_key() -> String {
+    format!("onda_{}", random_string(ALPHABET_MIXED, 43))
+}
+
+/// The part of a secret shown in listings.
+pub fn key_prefix(secret: &str) -> String {
+    secret.chars().take(12).collect()
+}
+
+/// A password for Icecast source clients: 20 base62 characters (119 bits), nothing that needs
+/// escaping in a URL or a config file.
+pub fn new_password() -> String {
+    random_string(ALPHABET_MIXED, 20)
+}
+
+/// An admin token for dev mode.
+pub fn new_admin_token() -> String {
+    format!("onda_admin_{}", random_string(ALPHABET_MIXED, 40))
+}
+
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let k = new_api_key();
+        assert_eq!(k.len(), 48);
+        assert!(k.starts_with("onda_"));
+        assert_ne!(k, new_api_key());
+        assert_eq!(key_prefix(&k).len(), 12);
+        assert!(new_id("stn").starts_with("stn_"));
+        assert_eq!(sha256_hex("abc").len(), 64);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

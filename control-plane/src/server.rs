@@ -1,0 +1,128 @@
+//! Runs the control plane: connects the database, binds the HTTP listener, serves until told to
+//! stop, then drains in-flight requests.
+
+use crate::api;
+use crate::config::Validated;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A control plane serving in the background of the current runtime.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub db: Db,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, closes the database pool.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.task).await.context("server task failed")?;
+        self.db.close().await;
+        served.context("HTTP server failed")
+    }
+}
+
+/// Binds the listener first (so a port in use is reported before anything else happens), then
+/// connects the database and starts serving.
+pub async fn start(cfg: &Validated) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| bind_error(cfg.listen, &e))?;
+    let db = Db::connect(&cfg.database_url, cfg.max_connections).await?;
+    start_with(listener, db, cfg).await
+}
+
+/// Serves on an already bound listener with an already connected database.
+pub async fn start_with(
+    listener: tokio::net::TcpListener,
+    db: Db,
+    cfg: &Validated,
+) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new()?);
+    if cfg.admin_token.is_none() {
+        tracing::warn!(
+            "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
+        );
+    }
+    let app = api::router(
+        db.clone(),
+        cfg.admin_token.clone(),
+        metrics,
+        cfg.max_body_bytes,
+    );
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = ?db.backend(), "panel API listening on http://{addr}");
+    Ok(Running {
+        addr,
+        db,
+        stop: Some(tx),
+        task,
+    })
+}
+
+pub fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: port {} is already in use; choose another address with \
+             http.listen in the config file or the ONDA_HTTP_LISTEN environment variable",
+            addr.port()
+        )
+    } else {
+        anyhow::anyhow!("cannot listen on {addr}: {e}")
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// `onda control-plane`: serve until a signal, then drain.
+pub async fn run(cfg: Validated) -> anyhow::Result<()> {
+    let running = start(&cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! Input rules and plan limits, as pure functions so they are tested without a server.
+
+use crate::api::error::ApiError;
+use onda_shared::api::{Mount, Plan, PlanLimits, PlanPrices};
+use std::collections::HashSet;
+
+pub const MAX_NAME: usize = 100;
+pub const MAX_TEXT: usize = 2000;
+
+pub fn name(field: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not be empty."
+        )));
+    }
+    if v.chars().count() > MAX_NAME {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} is longer than {MAX_NAME} characters."
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not contain control characters."
+        )));
+    }
+    Ok(v.to_string())
+}
+
+pub fn text(field: &str, value: &str) -> Result<String, ApiError> {
+    if value.chars().count() > MAX_TEXT {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} is longer than {MAX_TEXT} characters."
+        )));
+    }
+    Ok(value.trim().to_string())
+}
+
+pub fn email(value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = v.len() <= 254
+        && v.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "email {v:?} is not an e-mail address."
+        )))
+    }
+}
+
+/// Slugs appear in public URLs: 2–48 of a-z, 0-9 and '-', not starting or ending with '-'.
+pub fn slug(value: &str) -> Result<String, ApiError> {
+    let ok = (2..=48).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "slug {value:?} must be 2 to 48 characters of a-z, 0-9 and '-', not starting or ending with '-'."
+        )))
+    }
+}
+
+/// A slug made from a station name ("Radio Ñu 101!" → "radio-u-101"); `None` when nothing usable
+/// is left.
+pub fn slug_from_name(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+        if out.len() >= 40 {
+            break;
+        }
+    }
+    let out = out.trim_matches('-').to_string();
+    (out.len() >= 2).then_some(out)
+}
+
+pub fn currency(value: &str) -> Result<String, ApiError> {
+    if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "currency {value:?} must be a three-letter ISO 4217 code such as \"USD\"."
+        )))
+    }
+}
+
+/// Upper bound for any count-like limit, so plans stay meaningful and fit SQL integers.
+pub const MAX_COUNT: u32 = 1_000_000;
+/// Upper bound for prices and storage (fits a signed 64-bit column).
+pub const MAX_BIG: u64 = i64::MAX as u64;
+
+pub fn plan(plan: &Plan) -> Result<(), ApiError> {
+    let PlanLimits {
+        max_stations,
+        max_mounts_per_station,
+        allowed_formats,
+        max_bitrate_kbps,
+        max_listeners_per_station,
+        storage_bytes,
+        max_live_streams,
+    } = &plan.limits;
+    for (field, v) in [
+        ("limits.max_stations", max_stations),
+        ("limits.max_mounts_per_station", max_mounts_per_station),
+        (
+            "limits.max_listeners_per_station",
+            max_listeners_per_station,
+        ),
+        ("limits.max_live_streams", max_live_streams),
+    ] {
+        if *v > MAX_COUNT {
+            return Err(ApiError::Unprocessable(format!(
+                "{field} is {v}; at most {MAX_COUNT} is accepted."
+            )));
+        }
+    }
+    if !(8..=1024).contains(max_bitrate_kbps) {
+        return Err(ApiError::Unprocessable(format!(
+            "limits.max_bitrate_kbps must be between 8 and 1024, got {max_bitrate_kbps}."
+        )));
+    }
+    if allowed_formats.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "limits.allowed_formats must name at least one format.".to_string(),
+        ));
+    }
+    let PlanPrices {
+        currency: cur,
+        monthly_micros,
+        overage_per_gb_micros,
+        overage_per_listener_hour_micros,
+    } = &plan.prices;
+    currency(cur)?;
+    for v in [
+        storage_bytes,
+        monthly_micros,
+        overage_per_gb_micros,
+        overage_per_listener_hour_micros,
+    ] {
+        if *v > MAX_BIG {
+            return Err(ApiError::Unprocessable(format!(
+                "{v} is larger than {MAX_BIG}, the largest amount accepted."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn mount_path(path: &str) -> bool {
+    path.len() >= 2
+        && path.len() <= 64
+        && path.starts_with('/')
+        && path[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !path[1..].starts_with('.')
+}
+
+/// Checks a station's mounts and settings against input rules and the tenant's plan. The
+/// station count limit is checked separately, under the tenant's lock.
+pub fn station(
+    plan: &Plan,
+    mounts: &[Mount],
+    max_listeners: u32,
+    autodj_enabled: bool,
+) -> Result<(), ApiError> {
+    let limits = &plan.limits;
+    if mounts.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "A station needs at least one mount.".to_string(),
+        ));
+    }
+    if mounts.len() > limits.max_mounts_per_station as usize {
+        return Err(ApiError::PlanLimit {
+            limit: "max_mounts_per_station",
+            detail: format!(
+                "Plan {:?} allows {} mount(s) per station; {} were given.",
+                plan.name,
+                limits.max_mounts_per_station,
+                mounts.len()
+            ),
+        });
+    }
+    let mut seen = HashSet::new();
+    for m in mounts {
+        if !mount_path(&m.path) {
+            return Err(ApiError::Unprocessable(format!(
+                "Mount path {:?} must be '/' followed by 1 to 63 letters, digits, '.', '_' or '-'.",
+                m.path
+            )));
+        }
+        if !seen.insert(m.path.as_str()) {
+            return Err(ApiError::Unprocessable(format!(
+                "Mount path {:?} appears twice.",
+                m.path
+            )));
+        }
+        if !limits.allowed_formats.contains(&m.format) {
+            return Err(ApiError::PlanLimit {
+                limit: "allowed_formats",
+                detail: format!(
+                    "Plan {:?} does not include {} mounts (allowed: {}).",
+                    plan.name,
+                    m.format.as_str(),
+                    limits
+                        .allowed_formats
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        if m.bitrate_kbps < 8 {
+            return Err(ApiError::Unprocessable(format!(
+                "Mount {:?}: bitrate_kbps must be at least 8.",
+                m.path
+            )));
+        }
+        if m.bitrate_kbps > limits.max_bitrate_kbps {
+            return Err(ApiError::PlanLimit {
+                limit: "max_bitrate_kbps",
+                detail: format!(
+                    "Plan {:?} allows mounts up to {} kbps; mount {:?} asks for {} kbps.",
+                    plan.name, limits.max_bitrate_kbps, m.path, m.bitrate_kbps
+                ),
+            });
+        }
+    }
+    if max_listeners > limits.max_listeners_per_station {
+        return Err(ApiError::PlanLimit {
+            limit: "max_listeners_per_station",
+            detail: format!(
+                "Plan {:?} allows {} listeners per station; {} were asked for.",
+                plan.name, limits.max_listeners_per_station, max_listeners
+            ),
+        });
+    }
+    if autodj_enabled && !plan.features.autodj {
+        return Err(ApiError::PlanLimit {
+            limit: "features.autodj",
+            detail: format!("Plan {:?} does not include the AutoDJ.", plan.name),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onda_shared::api::{AudioFormat, PlanFeatures};
+
+    fn basic() -> Plan {
+        Plan {
+            id: "p".into(),
+            name: "Basic".into(),
+            description: String::new(),
+            limits: PlanLimits {
+                max_stations: 1,
+                max_mounts_per_station: 1,
+                allowed_formats: vec![AudioFormat::Mp3],
+                max_bitrate_kbps: 64,
+                max_listeners_per_station: 50,
+                storage_bytes: 1,
+                max_live_streams: 0,
+            },
+            features: PlanFeatures::default(),
+            prices: PlanPrices {
+                currency: "USD".into(),
+                monthly_micros: 1,
+                overage_per_gb_micros: 1,
+                overage_per_listener_hour_micros: 1,
+            },
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn mount(path: &str, format: AudioFormat, kbps: u32) -> Mount {
+        Mount {
+            path: path.into(),
+            format,
+            bitrate_kbps: kbps,
+        }
+    }
+
+    fn limit_of(r: Result<(), ApiError>) -> &'static str {
+        match r {
+            Err(ApiError::PlanLimit { limit, .. }) => limit,
+            other => panic!("expected a plan limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn station_limits_name_the_limit() {
+        let p = basic();
+        let ok = [mount("/live", AudioFormat::Mp3, 64)];
+        assert!(station(&p, &ok, 50, false).is_ok());
+        assert_eq!(
+            limit_of(station(&p, &[mount("/a", AudioFormat::Mp3, 65)], 50, false)),
+            "max_bitrate_kbps"
+        );
+        assert_eq!(
+            limit_of(station(
+                &p,
+                &[mount("/a", AudioFormat::Opus, 64)],
+                50,
+                false
+            )),
+            "allowed_formats"
+        );
+        assert_eq!(
+            limit_of(station(
+                &p,
+                &[
+                    mount("/a", AudioFormat::Mp3, 64),
+                    mount("/b", AudioFormat::Mp3, 64)
+                ],
+                50,
+                false
+            )),
+            "max_mounts_per_station"
+        );
+        assert_eq!(
+            limit_of(station(&p, &ok, 51, false)),
+            "max_listeners_per_station"
+        );
+        assert_eq!(limit_of(station(&p, &ok, 50, true)), "features.autodj");
+    }
+
+    #[test]
+    fn mount_paths() {
+        for good in ["/live", "/radio.mp3", "/a_b-c"] {
+            assert!(mount_path(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/",
+            "live",
+            "/a/b",
+            "/../x",
+            "/a b",
+            "/.hidden",
+            &format!("/{}", "a".repeat(64)),
+        ] {
+            assert!(!mount_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            slug_from_name("Radio Ñu 101!").as_deref(),
+            Some("radio-u-101")
+        );
+        assert_eq!(slug_from_name("!!"), None);
+        assert!(slug("ok-slug").is_ok());
+        assert!(slug("-bad").is_err());
+        assert!(slug("Bad").is_err());
+        assert!(slug("a").is_err());
+    }
+
+    #[test]
+    fn names_and_emails() {
+        assert!(name("name", "  ").is_err());
+        assert!(name("name", &"x".repeat(101)).is_err());
+        assert_eq!(name("name", " A ").expect("ok"), "A");
+        assert!(email("a@b.c").is_ok());
+        assert!(email("").is_ok());
+        assert!(email("nope").is_err());
+        assert!(currency("usd").is_err());
+    }
+}

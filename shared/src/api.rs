@@ -1,0 +1,343 @@
+//! Wire types of the panel API (`/v1`): what clients send and what the control plane answers.
+//! Request types reject unknown fields so a typo is an error instead of a silent no-op.
+//! Amounts of money are integers in micro-units of `currency` (1 USD = 1 000 000), so sub-cent
+//! overage prices (per listener hour) are exact.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// Audio formats a mount can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioFormat {
+    Mp3,
+    Aac,
+    Opus,
+}
+
+impl AudioFormat {
+    pub const ALL: [AudioFormat; 3] = [AudioFormat::Mp3, AudioFormat::Aac, AudioFormat::Opus];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioFormat::Mp3 => "mp3",
+            AudioFormat::Aac => "aac",
+            AudioFormat::Opus => "opus",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// What a plan allows a tenant to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    /// Stations a tenant on this plan may have.
+    pub max_stations: u32,
+    /// Mounts (output streams) per station.
+    pub max_mounts_per_station: u32,
+    /// Formats a mount may use.
+    pub allowed_formats: Vec<AudioFormat>,
+    /// Highest mount bitrate, in kbit/s.
+    pub max_bitrate_kbps: u32,
+    /// Concurrent listeners per station, across all nodes.
+    pub max_listeners_per_station: u32,
+    /// Media library size, in bytes.
+    pub storage_bytes: u64,
+    /// Live video streams a tenant may have.
+    pub max_live_streams: u32,
+}
+
+/// Features a plan switches on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanFeatures {
+    pub autodj: bool,
+    pub scheduling: bool,
+    pub hls: bool,
+    pub live_video: bool,
+}
+
+/// Prices of a plan, in micro-units of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPrices {
+    /// ISO 4217 code, e.g. "USD".
+    pub currency: String,
+    pub monthly_micros: u64,
+    /// Per GB (10^9 bytes) delivered beyond what the plan includes.
+    pub overage_per_gb_micros: u64,
+    /// Per listener hour beyond what the plan includes.
+    pub overage_per_listener_hour_micros: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub limits: PlanLimits,
+    pub features: PlanFeatures,
+    pub prices: PlanPrices,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlan {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub limits: PlanLimits,
+    #[serde(default)]
+    pub features: PlanFeatures,
+    pub prices: PlanPrices,
+}
+
+/// A partial update: absent fields stay as they are; `limits`, `features` and `prices` are
+/// patched field by field too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlan {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub limits: Option<PlanLimitsPatch>,
+    pub features: Option<PlanFeaturesPatch>,
+    pub prices: Option<PlanPricesPatch>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimitsPatch {
+    pub max_stations: Option<u32>,
+    pub max_mounts_per_station: Option<u32>,
+    pub allowed_formats: Option<Vec<AudioFormat>>,
+    pub max_bitrate_kbps: Option<u32>,
+    pub max_listeners_per_station: Option<u32>,
+    pub storage_bytes: Option<u64>,
+    pub max_live_streams: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFeaturesPatch {
+    pub autodj: Option<bool>,
+    pub scheduling: Option<bool>,
+    pub hls: Option<bool>,
+    pub live_video: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPricesPatch {
+    pub currency: Option<String>,
+    pub monthly_micros: Option<u64>,
+    pub overage_per_gb_micros: Option<u64>,
+    pub overage_per_listener_hour_micros: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// Contact address for invoices and notices; may be empty.
+    pub email: String,
+    pub plan_id: String,
+    pub status: TenantStatus,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    pub plan_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub plan_id: Option<String>,
+}
+
+/// An API key as listed: the secret itself is never shown again after creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The first characters of the secret, to recognise a key.
+    pub prefix: String,
+    pub created_at: String,
+    /// Set once the key is revoked; a revoked key is refused at once.
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label such as "website" or "billing sync".
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The answer to creating a key: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// Use as `Authorization: Bearer <secret>`. Stored hashed; it cannot be shown again.
+    pub secret: String,
+}
+
+/// An output stream of a station.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Path on the edge, e.g. "/radio.mp3": a slash, then letters, digits, '.', '_' or '-'.
+    pub path: String,
+    pub format: AudioFormat,
+    pub bitrate_kbps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Station {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// Short unique name used in public URLs (`/listen/{slug}/...`).
+    pub slug: String,
+    pub description: String,
+    pub genre: String,
+    pub autodj_enabled: bool,
+    /// Concurrent listeners across all mounts and nodes; at most the plan's limit.
+    pub max_listeners: u32,
+    pub mounts: Vec<Mount>,
+    /// Password for Icecast source clients (user `source`).
+    pub source_password: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStation {
+    pub name: String,
+    /// Derived from `name` when absent.
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub genre: String,
+    #[serde(default)]
+    pub autodj_enabled: bool,
+    /// Defaults to the plan's listener limit.
+    pub max_listeners: Option<u32>,
+    pub mounts: Vec<Mount>,
+}
+
+/// A partial update; `mounts`, when present, replaces the whole list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStation {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub autodj_enabled: Option<bool>,
+    pub max_listeners: Option<u32>,
+    pub mounts: Option<Vec<Mount>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Ready,
+    Unreachable,
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub labels: BTreeMap<String, String>,
+    /// Base URL listeners use to reach this node's edge.
+    pub public_url: String,
+    pub capacity_listeners: u32,
+    pub capacity_mbps: u32,
+    pub status: NodeStatus,
+    pub last_heartbeat_at: Option<String>,
+    pub created_at: String,
+}
+
+/// Who the bearer token belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// "admin" or "tenant".
+    pub role: String,
+    pub tenant: Option<Tenant>,
+    pub plan: Option<Plan>,
+}
+
+/// One page of a list. Pass `next_cursor` as `cursor` to get the next page; it is null on the
+/// last page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters accepted by every list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// An RFC 9457 problem document: every error of the API has this shape.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem, e.g. "https://onda.dev/problems/plan-limit".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// A sentence a person understands.
+    pub detail: String,
+    /// For plan-limit problems: the limit that was hit (e.g. "max_stations").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}

@@ -1,0 +1,7 @@
+//! Types shared by every Onda crate: the panel API's wire types (so the control plane and its
+//! clients cannot drift), and configuration loading (TOML plus `ONDA_...` overrides) used by each
+//! component.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;

@@ -1,0 +1,98 @@
+//! `onda`: one multi-call binary. This file only parses the command line, sets up logging and the
+//! TLS provider, and calls into the crates.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "onda",
+    version,
+    about = "Onda: a streaming cluster for hosting companies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Control plane with demo data on SQLite under ./.onda-dev/, for trying Onda out.
+    Dev {
+        /// Panel API address.
+        #[arg(long, env = "ONDA_DEV_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the database and dev.json live.
+        #[arg(long, env = "ONDA_DEV_DIR", default_value = ".onda-dev")]
+        dir: PathBuf,
+    },
+    /// The control plane (panel API; cluster, scheduler and billing arrive with their issues).
+    ControlPlane {
+        /// TOML configuration; every key can be overridden as ONDA_<SECTION>_<KEY>.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// A cluster node (arrives with the cluster issue).
+    Agent {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One-time join token from the control plane.
+        #[arg(long)]
+        join: Option<String>,
+    },
+    /// A standalone edge node, a drop-in Icecast replacement (arrives with the edge issue).
+    Edge {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    // One TLS provider for the whole process (ring), before anything opens a TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onda: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev { listen, dir } => {
+                onda_control_plane::dev::run(onda_control_plane::dev::DevOptions { dir, listen })
+                    .await
+            }
+            Command::ControlPlane { config } => {
+                let cfg: onda_control_plane::config::ControlPlaneConfig =
+                    onda_shared::config::load(config.as_deref())?;
+                onda_control_plane::server::run(cfg.validate()?).await
+            }
+            Command::Agent { .. } => onda_agent::run().await,
+            Command::Edge { .. } => onda_edge::run().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onda: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONDA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
