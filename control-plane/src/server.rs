@@ -68,7 +68,10 @@ pub async fn start_with(
             })
             .await
     });
-    tracing::info!(%addr, backend = ?db.backend(), "panel API listening on http://{addr}");
+    tracing::info!(
+        "panel API listening on http://{addr} (database: {:?})",
+        db.backend()
+    );
     Ok(Running {
         addr,
         db,

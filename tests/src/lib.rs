@@ -1,1 +1,29 @@
-//! placeholder
+//! The test harness: starts real `onda` processes (free ports, a temp dir each, logs kept and
+//! printed when a test fails, children killed on drop), starts in-process control planes on
+//! SQLite or a per-test PostgreSQL database, and waits on conditions with deadlines.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod db;
+pub mod process;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

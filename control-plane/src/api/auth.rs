@@ -86,3 +86,32 @@ impl FromRequestParts<AppState> for Caller {
         })
     }
 }
+
+/// Extractor for admin-only routes: refuses tenant keys with 403 before the body is read.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_admin()
+            .map(|()| Admin)
+    }
+}
+
+/// Extractor for routes that change a tenant's own objects: an active tenant's key, checked
+/// before the body is read.
+pub struct WritingTenant(pub Tenant);
+
+impl FromRequestParts<AppState> for WritingTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller
+            .writing_tenant("Stations")
+            .map(|t| WritingTenant(t.clone()))
+    }
+}

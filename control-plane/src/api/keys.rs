@@ -1,7 +1,7 @@
 //! `/v1/tenants/{id}/api-keys`: the admin issues, lists and revokes a tenant's API keys.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use super::tenants::not_found as tenant_not_found;
@@ -31,11 +31,10 @@ pub async fn issue(conn: &mut db::Conn, tenant_id: &str, name: &str) -> ApiResul
     responses((status = 200, body = Page<ApiKey>), (status = 404, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<ApiKey>>> {
-    caller.require_admin()?;
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
     if db::tenants::get(&mut conn, &id).await?.is_none() {
@@ -51,11 +50,10 @@ pub async fn list(
     responses((status = 201, body = CreatedApiKey), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    caller.require_admin()?;
     let name = if req.name.trim().is_empty() {
         "api key".to_string()
     } else {
@@ -75,10 +73,9 @@ pub async fn create(
     responses((status = 200, body = ApiKey), (status = 404, body = Problem)))]
 pub async fn revoke(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKey>> {
-    caller.require_admin()?;
     let mut conn = st.db.conn().await?;
     db::keys::revoke(&mut conn, &id, &key_id)
         .await?

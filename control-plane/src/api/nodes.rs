@@ -1,7 +1,7 @@
 //! `/v1/nodes`: the admin's view of edge nodes (registration arrives with the cluster issue).
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery, Paging};
 use crate::db;
@@ -14,10 +14,9 @@ use onda_shared::api::{Node, Page, PageParams, Problem};
     responses((status = 200, body = Page<Node>), (status = 403, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Node>>> {
-    caller.require_admin()?;
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
     Ok(Json(db::nodes::list(&mut conn, p.limit, &p.cursor).await?))
@@ -28,10 +27,9 @@ pub async fn list(
     responses((status = 200, body = Node), (status = 404, body = Problem)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Node>> {
-    caller.require_admin()?;
     let mut conn = st.db.conn().await?;
     db::nodes::get(&mut conn, &id)
         .await?

@@ -1,7 +1,7 @@
 //! `/v1/plans`: admin CRUD of plans.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -24,10 +24,9 @@ fn taken(name: &str) -> ApiError {
     responses((status = 200, body = Page<Plan>), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Plan>>> {
-    caller.require_admin()?;
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
     Ok(Json(db::plans::list(&mut conn, p.limit, &p.cursor).await?))
@@ -39,10 +38,9 @@ pub async fn list(
               (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiJson(req): ApiJson<CreatePlan>,
 ) -> ApiResult<(StatusCode, Json<Plan>)> {
-    caller.require_admin()?;
     let plan = Plan {
         id: secrets::new_id("plan"),
         name: validate::name("name", &req.name)?,
@@ -67,10 +65,9 @@ pub async fn create(
     responses((status = 200, body = Plan), (status = 404, body = Problem)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Plan>> {
-    caller.require_admin()?;
     let mut conn = st.db.conn().await?;
     db::plans::get(&mut conn, &id)
         .await?
@@ -85,11 +82,10 @@ pub async fn get(
               (status = 422, body = Problem)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdatePlan>,
 ) -> ApiResult<Json<Plan>> {
-    caller.require_admin()?;
     let mut tx = st.db.begin().await?;
     let mut plan = db::plans::get(&mut tx, &id)
         .await?
@@ -145,10 +141,9 @@ pub async fn update(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     let mut tx = st.db.begin().await?;
     if db::plans::get(&mut tx, &id).await?.is_none() {
         return Err(not_found(&id));

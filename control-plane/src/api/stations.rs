@@ -3,7 +3,7 @@
 //! deletes any station.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::{Caller, WritingTenant};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -112,10 +112,9 @@ pub async fn list(
               (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    WritingTenant(tenant): WritingTenant,
     ApiJson(req): ApiJson<CreateStation>,
 ) -> ApiResult<(StatusCode, Json<Station>)> {
-    let tenant = caller.writing_tenant("Stations")?;
     let mut tx = st.db.begin().await?;
     let station = create_for_tenant(&mut tx, &tenant.id, &tenant.plan_id, req).await?;
     tx.commit().await?;
@@ -143,17 +142,16 @@ pub async fn get(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    WritingTenant(tenant): WritingTenant,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateStation>,
 ) -> ApiResult<Json<Station>> {
     let mut tx = st.db.begin().await?;
-    // Ownership first, so another tenant's id is a 404 whatever the caller's role.
-    let mut s = db::stations::get(&mut tx, &id, caller.tenant_scope())
+    // The tenant's lock before reading, so a concurrent change is not overwritten.
+    db::tenants::lock(&mut tx, &tenant.id).await?;
+    let mut s = db::stations::get(&mut tx, &id, Some(&tenant.id))
         .await?
         .ok_or_else(|| not_found(&id))?;
-    let tenant = caller.writing_tenant("Stations")?;
-    db::tenants::lock(&mut tx, &tenant.id).await?;
     let plan = plan_of(&mut tx, &tenant.plan_id).await?;
     if let Some(n) = &req.name {
         s.name = validate::name("name", n)?;
@@ -190,17 +188,13 @@ pub async fn delete(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = st.db.begin().await?;
-    if db::stations::get(&mut tx, &id, caller.tenant_scope())
-        .await?
-        .is_none()
-    {
-        return Err(not_found(&id));
-    }
     if let Caller::Tenant(_) = caller {
         caller.writing_tenant("Stations")?;
     }
-    db::stations::delete(&mut tx, &id).await?;
+    let mut tx = st.db.begin().await?;
+    if !db::stations::delete(&mut tx, &id, caller.tenant_scope()).await? {
+        return Err(not_found(&id));
+    }
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -211,14 +205,14 @@ pub async fn delete(
     responses((status = 200, body = Station), (status = 404, body = Problem)))]
 pub async fn rotate_source_password(
     State(st): State<AppState>,
-    caller: Caller,
+    WritingTenant(tenant): WritingTenant,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Station>> {
     let mut tx = st.db.begin().await?;
-    let mut s = db::stations::get(&mut tx, &id, caller.tenant_scope())
+    db::tenants::lock(&mut tx, &tenant.id).await?;
+    let mut s = db::stations::get(&mut tx, &id, Some(&tenant.id))
         .await?
         .ok_or_else(|| not_found(&id))?;
-    caller.writing_tenant("Stations")?;
     s.source_password = secrets::new_password();
     let saved = db::stations::update(&mut tx, &s).await?;
     tx.commit().await?;

@@ -1,7 +1,7 @@
 //! `/v1/tenants`: admin CRUD of tenants, suspend and resume.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::{db, secrets, validate};
@@ -30,10 +30,9 @@ async fn require_plan(conn: &mut db::Conn, plan_id: &str) -> ApiResult<()> {
     responses((status = 200, body = Page<Tenant>), (status = 403, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Tenant>>> {
-    caller.require_admin()?;
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
     Ok(Json(
@@ -46,10 +45,9 @@ pub async fn list(
     responses((status = 201, body = Tenant), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiJson(req): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
-    caller.require_admin()?;
     let tenant = Tenant {
         id: secrets::new_id("tnt"),
         name: validate::name("name", &req.name)?,
@@ -71,10 +69,9 @@ pub async fn create(
     responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_admin()?;
     let mut conn = st.db.conn().await?;
     db::tenants::get(&mut conn, &id)
         .await?
@@ -87,11 +84,10 @@ pub async fn get(
     responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_admin()?;
     let mut tx = st.db.begin().await?;
     let mut t = db::tenants::get(&mut tx, &id)
         .await?
@@ -116,10 +112,9 @@ pub async fn update(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     let mut tx = st.db.begin().await?;
     if !db::tenants::lock(&mut tx, &id).await? {
         return Err(not_found(&id));
@@ -151,10 +146,9 @@ async fn set_status(st: &AppState, id: &str, status: TenantStatus) -> ApiResult<
     responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
 pub async fn suspend(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_admin()?;
     set_status(&st, &id, TenantStatus::Suspended).await
 }
 
@@ -163,9 +157,8 @@ pub async fn suspend(
     responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
 pub async fn resume(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_admin()?;
     set_status(&st, &id, TenantStatus::Active).await
 }

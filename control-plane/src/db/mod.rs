@@ -89,8 +89,15 @@ impl Db {
         self.pool.acquire().await
     }
 
+    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads and then writes fails with SQLITE_BUSY instead of
+    /// waiting when another writer got in between. PostgreSQL transactions lock rows as they go
+    /// (see `tenants::lock`).
     pub async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// True when a trivial query answers: what `/readyz` reports.

@@ -166,16 +166,25 @@ pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
         .ok_or(sqlx::Error::RowNotFound)
 }
 
-pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM mounts WHERE station_id = $1")
+/// Deletes a station (with `tenant_id`, only if that tenant owns it) and its mounts.
+pub async fn delete(
+    conn: &mut Conn,
+    id: &str,
+    tenant_id: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM stations WHERE id = $1 AND ($2 = '' OR tenant_id = $2)")
         .bind(id)
+        .bind(tenant_id.unwrap_or(""))
         .execute(&mut *conn)
         .await?;
-    let done = sqlx::query("DELETE FROM stations WHERE id = $1")
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM mounts WHERE station_id = $1")
         .bind(id)
         .execute(conn)
         .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(true)
 }
 
 pub async fn slug_taken(conn: &mut Conn, slug: &str) -> Result<bool, sqlx::Error> {

@@ -1,0 +1,16 @@
+# The two set-up commands (see README.md). Both install missing system tools first.
+.PHONY: dev test deps-dev deps-test
+
+dev: deps-dev
+	cargo run --release -- dev
+
+# Builds the binary the integration tests start, then runs every test of the workspace.
+test: deps-test
+	cargo build --bin onda
+	cargo test --workspace
+
+deps-dev:
+	@scripts/install-deps.sh dev
+
+deps-test:
+	@scripts/install-deps.sh test

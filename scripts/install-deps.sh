@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs the system tools a make target needs, from Debian packages, skipping any tool that is
+# already on PATH. Used by `make dev` and `make test`; safe to run again.
+#
+#   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions)
+#   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
+#                                  protoc (etcd-client builds its protocol with it)
+#
+# As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
+# command to run and fails.
+set -euo pipefail
+
+target=${1:-test}
+case "$target" in
+  dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg") ;;
+  test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler") ;;
+  *) echo "usage: $0 dev|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for pair in "${wanted[@]}"; do
+  tool=${pair%%:*}
+  pkg=${pair#*:}
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install the Rust toolchain (rustup) first." >&2
+  exit 1
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  apt=(apt-get)
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  apt=(sudo -n apt-get)
+else
+  echo "Missing system packages: ${missing[*]}" >&2
+  echo "Install them with:  sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "Installing ${missing[*]} (Debian packages) ..." >&2
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when a first attempt cannot find the packages.
+if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/tmp/onda-apt.log 2>&1; then
+  "${apt[@]}" update >>/tmp/onda-apt.log 2>&1
+  if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >>/tmp/onda-apt.log 2>&1; then
+    tail -20 /tmp/onda-apt.log >&2
+    echo "apt-get could not install ${missing[*]}; see /tmp/onda-apt.log" >&2
+    exit 1
+  fi
+fi
+# Debian's etcd-server starts a system etcd on the default ports; tests start their own on free
+# ports, so stop the packaged one where systemd is not there to keep it.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && pgrep -x etcd >/dev/null 2>&1 && ! pidof systemd >/dev/null 2>&1; then
+  pkill -x etcd || true
+fi
+echo "Installed ${missing[*]}." >&2

@@ -1,0 +1,199 @@
+//! An in-process control plane on `127.0.0.1:0` over a test database, and a small JSON client
+//! for its API.
+
+use crate::db::{Backend, TestDb};
+use onda_control_plane::config::Validated;
+use onda_control_plane::server::{self, Running};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub struct TestControlPlane {
+    pub url: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    running: Option<Running>,
+    _db: TestDb,
+}
+
+/// One answer: status, content type and the body as JSON (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "expected {status}, got {} with body {}",
+            self.status,
+            self.text
+        );
+        self
+    }
+
+    /// Asserts an RFC 9457 problem with this status and a human sentence.
+    #[track_caller]
+    pub fn problem(self, status: u16) -> Reply {
+        let r = self.expect(status);
+        assert_eq!(r.content_type, "application/problem+json", "{}", r.text);
+        assert_eq!(r.body["status"], json!(status), "{}", r.text);
+        let detail = r.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.len() > 10 && detail.contains(' '),
+            "detail is not a sentence: {}",
+            r.text
+        );
+        r
+    }
+}
+
+impl TestControlPlane {
+    /// Starts a control plane, or None when the backend is PostgreSQL and it is unreachable
+    /// outside CI.
+    pub async fn start(backend: Backend) -> Option<TestControlPlane> {
+        let db = TestDb::new(backend).await?;
+        let admin = format!("test-admin-token-{}", rand::random::<u64>());
+        let cfg = Validated {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            max_body_bytes: 64 * 1024,
+            database_url: db.url.clone(),
+            max_connections: 5,
+            admin_token: Some(admin.clone()),
+        };
+        let running = server::start(&cfg).await.expect("control plane starts");
+        Some(TestControlPlane {
+            url: format!("http://{}", running.addr),
+            admin,
+            http: reqwest::Client::new(),
+            running: Some(running),
+            _db: db,
+        })
+    }
+
+    /// Sends a request; `body` None sends no body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends raw bytes with an optional content type (for malformed-input tests).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a tenant on `plan_id` and an API key for it: (tenant id, secret).
+    pub async fn tenant_with_key(&self, name: &str, plan_id: &str) -> (String, String) {
+        let t = self
+            .post(
+                "/v1/tenants",
+                &self.admin,
+                json!({"name": name, "plan_id": plan_id}),
+            )
+            .await
+            .expect(201);
+        let id = t.body["id"].as_str().expect("tenant id").to_string();
+        let k = self
+            .post(
+                &format!("/v1/tenants/{id}/api-keys"),
+                &self.admin,
+                json!({"name": "test"}),
+            )
+            .await
+            .expect(201);
+        (id, k.body["secret"].as_str().expect("secret").to_string())
+    }
+
+    /// Every item of a paginated list, following cursors.
+    pub async fn list_all(&self, path: &str, token: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}limit=100&cursor={c}"),
+                None => format!("{path}{sep}limit=100"),
+            };
+            let page = self.get(&url, token).await.expect(200);
+            items.extend(page.body["items"].as_array().cloned().unwrap_or_default());
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return items,
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}

@@ -1,0 +1,977 @@
+//! The panel API against a real database: every test runs once on SQLite and once on
+//! PostgreSQL (a fresh database each), through real HTTP on 127.0.0.1.
+
+use onda_tests::api::TestControlPlane;
+use onda_tests::db::Backend;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    seed_plans_and_plan_crud,
+    pagination,
+    tenants_keys_and_revocation,
+    suspended_tenant_reads_but_cannot_write,
+    station_crud,
+    plan_limits_refuse_and_change_nothing,
+    concurrent_creates_respect_max_stations,
+    another_tenants_objects_answer_404_on_every_route,
+    bad_input_is_refused_and_changes_nothing,
+    openapi_lists_every_served_route,
+    health_readiness_and_metrics,
+);
+
+fn mp3(path: &str, kbps: u32) -> Value {
+    json!({"path": path, "format": "mp3", "bitrate_kbps": kbps})
+}
+
+async fn seed_plans_and_plan_crud(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = &cp.admin;
+    let plans = cp.list_all("/v1/plans", a).await;
+    let by_name = |n: &str| plans.iter().find(|p| p["name"] == n).cloned().expect(n);
+    let basic = by_name("Basic");
+    assert_eq!(basic["limits"]["max_stations"], 1);
+    assert_eq!(basic["limits"]["max_bitrate_kbps"], 64);
+    assert_eq!(basic["limits"]["max_listeners_per_station"], 50);
+    assert_eq!(basic["limits"]["storage_bytes"], 10_000_000_000_u64);
+    let standard = by_name("Standard");
+    assert_eq!(standard["limits"]["max_mounts_per_station"], 2);
+    assert_eq!(standard["limits"]["max_bitrate_kbps"], 128);
+    assert_eq!(standard["limits"]["max_listeners_per_station"], 100);
+    assert_eq!(standard["limits"]["storage_bytes"], 30_000_000_000_u64);
+    assert_eq!(standard["features"]["scheduling"], true);
+    let premium = by_name("Premium");
+    assert_eq!(premium["limits"]["max_mounts_per_station"], 3);
+    assert_eq!(premium["limits"]["max_bitrate_kbps"], 320);
+    assert_eq!(premium["limits"]["max_listeners_per_station"], 200);
+    assert_eq!(premium["limits"]["storage_bytes"], 50_000_000_000_u64);
+    assert_eq!(
+        premium["features"],
+        json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true})
+    );
+
+    let body = json!({
+        "name": "Pro",
+        "limits": {"max_stations": 3, "max_mounts_per_station": 2, "allowed_formats": ["mp3", "opus"],
+                   "max_bitrate_kbps": 192, "max_listeners_per_station": 500, "storage_bytes": 1000,
+                   "max_live_streams": 1},
+        "features": {"autodj": true},
+        "prices": {"currency": "EUR", "monthly_micros": 12_500_000, "overage_per_gb_micros": 10_000,
+                   "overage_per_listener_hour_micros": 500}
+    });
+    let created = cp.post("/v1/plans", a, body.clone()).await.expect(201).body;
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["features"]["scheduling"], false);
+    assert_eq!(
+        cp.get(&format!("/v1/plans/{id}"), a).await.expect(200).body,
+        created
+    );
+    cp.post("/v1/plans", a, body).await.problem(409);
+
+    let patched = cp
+        .patch(
+            &format!("/v1/plans/{id}"),
+            a,
+            json!({"limits": {"max_stations": 4}, "prices": {"monthly_micros": 1}}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(patched["limits"]["max_stations"], 4);
+    assert_eq!(
+        patched["limits"]["max_bitrate_kbps"], 192,
+        "untouched limits stay"
+    );
+    assert_eq!(patched["prices"]["monthly_micros"], 1);
+    assert_eq!(patched["prices"]["currency"], "EUR");
+    cp.patch(&format!("/v1/plans/{id}"), a, json!({"name": "Basic"}))
+        .await
+        .problem(409);
+
+    // A plan in use cannot be deleted; an unused one can.
+    let (_, _) = cp.tenant_with_key("On Pro", &id).await;
+    cp.delete(&format!("/v1/plans/{id}"), a).await.problem(409);
+    let spare = cp.get("/v1/plans/plan_standard", a).await.expect(200).body;
+    assert_eq!(spare["name"], "Standard");
+    cp.delete("/v1/plans/plan_standard", a).await.expect(204);
+    cp.get("/v1/plans/plan_standard", a).await.problem(404);
+    cp.delete("/v1/plans/plan_standard", a).await.problem(404);
+    cp.stop().await;
+}
+
+async fn pagination(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = &cp.admin;
+    for i in 0..7 {
+        cp.post(
+            "/v1/tenants",
+            a,
+            json!({"name": format!("T{i}"), "plan_id": "plan_basic"}),
+        )
+        .await
+        .expect(201);
+    }
+    let first = cp.get("/v1/tenants?limit=3", a).await.expect(200).body;
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(3));
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("more pages")
+        .to_string();
+    let second = cp
+        .get(&format!("/v1/tenants?limit=3&cursor={cursor}"), a)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(second["items"].as_array().map(Vec::len), Some(3));
+    assert!(second["items"][0]["id"].as_str() > first["items"][2]["id"].as_str());
+    let all = cp.list_all("/v1/tenants", a).await;
+    assert_eq!(all.len(), 7);
+    let mut ids: Vec<&str> = all.iter().filter_map(|t| t["id"].as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "no item twice across pages");
+    let exact = cp.get("/v1/tenants?limit=7", a).await.expect(200).body;
+    assert!(
+        exact["next_cursor"].is_null(),
+        "a page that ends the list has no cursor"
+    );
+    cp.get("/v1/tenants?limit=0", a).await.problem(400);
+    cp.get("/v1/tenants?limit=101", a).await.problem(400);
+    cp.get("/v1/tenants?limit=abc", a).await.problem(400);
+    cp.get("/v1/tenants?page=2", a).await.problem(400);
+    cp.stop().await;
+}
+
+async fn tenants_keys_and_revocation(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = &cp.admin;
+    cp.post(
+        "/v1/tenants",
+        a,
+        json!({"name": "X", "plan_id": "plan_nope"}),
+    )
+    .await
+    .problem(422);
+    cp.post(
+        "/v1/tenants",
+        a,
+        json!({"name": "X", "plan_id": "plan_basic", "email": "not-an-email"}),
+    )
+    .await
+    .problem(422);
+    let t = cp
+        .post(
+            "/v1/tenants",
+            a,
+            json!({"name": "Rock FM", "plan_id": "plan_basic", "email": "ops@rock.example"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let tid = t["id"].as_str().expect("id").to_string();
+    assert_eq!(t["status"], "active");
+    let t2 = cp
+        .patch(
+            &format!("/v1/tenants/{tid}"),
+            a,
+            json!({"plan_id": "plan_standard", "name": "Rock FM 2"}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t2["plan_id"], "plan_standard");
+    assert_eq!(t2["email"], "ops@rock.example");
+    cp.patch(
+        &format!("/v1/tenants/{tid}"),
+        a,
+        json!({"plan_id": "plan_nope"}),
+    )
+    .await
+    .problem(422);
+
+    let created = cp
+        .post(
+            &format!("/v1/tenants/{tid}/api-keys"),
+            a,
+            json!({"name": "website"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let key_id = created["id"].as_str().expect("id").to_string();
+    assert!(secret.starts_with(created["prefix"].as_str().expect("prefix")));
+    let listed = cp.list_all(&format!("/v1/tenants/{tid}/api-keys"), a).await;
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].get("secret").is_none(),
+        "the secret is shown once only"
+    );
+    assert!(!listed[0].to_string().contains(&secret));
+
+    let me = cp.get("/v1/me", &secret).await.expect(200).body;
+    assert_eq!(me["role"], "tenant");
+    assert_eq!(me["tenant"]["id"], json!(tid));
+    assert_eq!(me["plan"]["id"], "plan_standard");
+    assert_eq!(cp.get("/v1/me", a).await.expect(200).body["role"], "admin");
+
+    let revoked = cp
+        .delete(&format!("/v1/tenants/{tid}/api-keys/{key_id}"), a)
+        .await
+        .expect(200)
+        .body;
+    assert!(revoked["revoked_at"].is_string());
+    let r = cp.get("/v1/me", &secret).await.problem(401);
+    assert!(r.text.contains("revoked"), "{}", r.text);
+    cp.delete(&format!("/v1/tenants/{tid}/api-keys/key_nope"), a)
+        .await
+        .problem(404);
+
+    // Missing and malformed credentials.
+    cp.call(Method::GET, "/v1/me", None, None)
+        .await
+        .problem(401);
+    cp.get("/v1/me", "not-a-key").await.problem(401);
+    let r = cp.raw(Method::GET, "/v1/me", "", None, Vec::new()).await;
+    assert_eq!(r.status, 401);
+
+    // A tenant with stations cannot be deleted; without, it can (keys go with it).
+    let (tid2, key2) = cp.tenant_with_key("Jazz", "plan_basic").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key2,
+            json!({"name": "Jazz 1", "mounts": [mp3("/jazz", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    cp.delete(&format!("/v1/tenants/{tid2}"), a)
+        .await
+        .problem(409);
+    cp.delete(
+        &format!("/v1/stations/{}", s["id"].as_str().expect("id")),
+        &key2,
+    )
+    .await
+    .expect(204);
+    cp.delete(&format!("/v1/tenants/{tid2}"), a)
+        .await
+        .expect(204);
+    cp.get(&format!("/v1/tenants/{tid2}"), a).await.problem(404);
+    cp.get("/v1/me", &key2).await.problem(401);
+    cp.stop().await;
+}
+
+async fn suspended_tenant_reads_but_cannot_write(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = &cp.admin;
+    let (tid, key) = cp.tenant_with_key("Sleepy", "plan_standard").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "S1", "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid = s["id"].as_str().expect("id");
+    let t = cp
+        .post(&format!("/v1/tenants/{tid}/suspend"), a, json!({}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t["status"], "suspended");
+    cp.get(&format!("/v1/stations/{sid}"), &key)
+        .await
+        .expect(200);
+    let r = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "S2", "mounts": [mp3("/b", 64)]}),
+        )
+        .await
+        .problem(403);
+    assert!(r.text.contains("suspended"), "{}", r.text);
+    cp.patch(&format!("/v1/stations/{sid}"), &key, json!({"name": "new"}))
+        .await
+        .problem(403);
+    cp.delete(&format!("/v1/stations/{sid}"), &key)
+        .await
+        .problem(403);
+    assert_eq!(cp.list_all("/v1/stations", &key).await.len(), 1);
+    let t = cp
+        .post(&format!("/v1/tenants/{tid}/resume"), a, json!({}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t["status"], "active");
+    cp.patch(&format!("/v1/stations/{sid}"), &key, json!({"name": "new"}))
+        .await
+        .expect(200);
+    cp.post("/v1/tenants/tnt_nope/suspend", a, json!({}))
+        .await
+        .problem(404);
+    cp.stop().await;
+}
+
+async fn station_crud(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (tid, key) = cp.tenant_with_key("Crud", "plan_premium").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "Radio Ñu 101!", "genre": "Jazz", "autodj_enabled": true,
+                   "mounts": [mp3("/hi.mp3", 320), {"path": "/lo.aac", "format": "aac", "bitrate_kbps": 48}]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid = s["id"].as_str().expect("id").to_string();
+    assert_eq!(s["tenant_id"], json!(tid));
+    assert_eq!(s["slug"], "radio-u-101");
+    assert_eq!(s["max_listeners"], 200, "defaults to the plan's limit");
+    assert_eq!(s["mounts"][1]["format"], "aac");
+    let password = s["source_password"].as_str().expect("password").to_string();
+    assert!(password.len() >= 16);
+    assert_eq!(
+        cp.get(&format!("/v1/stations/{sid}"), &key)
+            .await
+            .expect(200)
+            .body,
+        s
+    );
+
+    // Same name again: a distinct slug is derived; an explicit taken slug is a conflict.
+    let s2 = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "Radio Ñu 101!", "mounts": [mp3("/x", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_ne!(s2["slug"], s["slug"]);
+    cp.post(
+        "/v1/stations",
+        &key,
+        json!({"name": "Z", "slug": "radio-u-101", "mounts": [mp3("/x", 64)]}),
+    )
+    .await
+    .problem(409);
+    cp.patch(
+        &format!("/v1/stations/{sid}"),
+        &key,
+        json!({"slug": s2["slug"]}),
+    )
+    .await
+    .problem(409);
+
+    let u = cp
+        .patch(
+            &format!("/v1/stations/{sid}"),
+            &key,
+            json!({"description": "Live from Lisbon", "max_listeners": 10, "mounts": [mp3("/only.mp3", 128)]}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(u["description"], "Live from Lisbon");
+    assert_eq!(u["genre"], "Jazz");
+    assert_eq!(u["max_listeners"], 10);
+    assert_eq!(u["mounts"], json!([mp3("/only.mp3", 128)]));
+
+    let rotated = cp
+        .post(
+            &format!("/v1/stations/{sid}/source-password"),
+            &key,
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_ne!(rotated["source_password"].as_str(), Some(password.as_str()));
+
+    // The admin reads every station and may delete one, but writes go through tenant keys.
+    let all = cp.list_all("/v1/stations", &cp.admin).await;
+    assert_eq!(all.len(), 2);
+    cp.patch(
+        &format!("/v1/stations/{sid}"),
+        &cp.admin,
+        json!({"name": "n"}),
+    )
+    .await
+    .problem(403);
+    cp.delete(&format!("/v1/stations/{sid}"), &key)
+        .await
+        .expect(204);
+    cp.get(&format!("/v1/stations/{sid}"), &key)
+        .await
+        .problem(404);
+    cp.delete(&format!("/v1/stations/{sid}"), &key)
+        .await
+        .problem(404);
+    cp.delete(
+        &format!("/v1/stations/{}", s2["id"].as_str().expect("id")),
+        &cp.admin,
+    )
+    .await
+    .expect(204);
+    assert!(cp.list_all("/v1/stations", &key).await.is_empty());
+    cp.stop().await;
+}
+
+async fn plan_limits_refuse_and_change_nothing(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Small", "plan_basic").await;
+    let cases = [
+        (
+            json!({"name": "a", "mounts": [mp3("/a", 128)]}),
+            "max_bitrate_kbps",
+        ),
+        (
+            json!({"name": "a", "mounts": [{"path": "/a", "format": "opus", "bitrate_kbps": 64}]}),
+            "allowed_formats",
+        ),
+        (
+            json!({"name": "a", "mounts": [mp3("/a", 64), mp3("/b", 64)]}),
+            "max_mounts_per_station",
+        ),
+        (
+            json!({"name": "a", "max_listeners": 51, "mounts": [mp3("/a", 64)]}),
+            "max_listeners_per_station",
+        ),
+    ];
+    for (body, limit) in &cases {
+        let r = cp
+            .post("/v1/stations", &key, body.clone())
+            .await
+            .problem(403);
+        assert_eq!(r.body["limit"], json!(limit), "{}", r.text);
+        assert_eq!(r.body["type"], "https://onda.dev/problems/plan-limit");
+    }
+    assert!(
+        cp.list_all("/v1/stations", &key).await.is_empty(),
+        "refusals create nothing"
+    );
+
+    let ok = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "One", "autodj_enabled": true, "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let r = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "Two", "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .problem(403);
+    assert_eq!(r.body["limit"], "max_stations");
+    assert!(
+        r.text.contains("Basic"),
+        "the sentence names the plan: {}",
+        r.text
+    );
+
+    // Updates are held to the same limits and a refused update changes nothing.
+    let sid = ok["id"].as_str().expect("id");
+    for (body, limit) in [
+        (json!({"mounts": [mp3("/a", 65)]}), "max_bitrate_kbps"),
+        (json!({"max_listeners": 1000}), "max_listeners_per_station"),
+    ] {
+        let r = cp
+            .patch(&format!("/v1/stations/{sid}"), &key, body)
+            .await
+            .problem(403);
+        assert_eq!(r.body["limit"], json!(limit));
+    }
+    assert_eq!(
+        cp.get(&format!("/v1/stations/{sid}"), &key)
+            .await
+            .expect(200)
+            .body,
+        ok
+    );
+
+    // A plan without the AutoDJ refuses it.
+    let nodj = cp
+        .post(
+            "/v1/plans",
+            &cp.admin,
+            json!({"name": "NoDJ", "limits": {"max_stations": 1, "max_mounts_per_station": 1,
+                   "allowed_formats": ["mp3"], "max_bitrate_kbps": 64, "max_listeners_per_station": 5,
+                   "storage_bytes": 0, "max_live_streams": 0},
+                   "prices": {"currency": "USD", "monthly_micros": 0, "overage_per_gb_micros": 0,
+                              "overage_per_listener_hour_micros": 0}}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let (_, key2) = cp
+        .tenant_with_key("NoDJ tenant", nodj["id"].as_str().expect("id"))
+        .await;
+    let r = cp
+        .post(
+            "/v1/stations",
+            &key2,
+            json!({"name": "DJ", "autodj_enabled": true, "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .problem(403);
+    assert_eq!(r.body["limit"], "features.autodj");
+    cp.stop().await;
+}
+
+async fn concurrent_creates_respect_max_stations(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Racer", "plan_standard").await;
+    let cp = std::sync::Arc::new(cp);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let cp = cp.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            cp.post(
+                "/v1/stations",
+                &key,
+                json!({"name": format!("R{i}"), "mounts": [mp3("/a", 64)]}),
+            )
+            .await
+            .status
+            .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("task"));
+    }
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        vec![201, 201, 403, 403, 403, 403, 403, 403],
+        "plan_standard allows 2 stations"
+    );
+    assert_eq!(cp.list_all("/v1/stations", &key).await.len(), 2);
+}
+
+/// Walks every route of the OpenAPI document with tenant B's key against tenant A's objects.
+async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (tid_a, key_a) = cp.tenant_with_key("Alpha", "plan_premium").await;
+    let (_, key_b) = cp.tenant_with_key("Beta", "plan_premium").await;
+    let sa = cp
+        .post(
+            "/v1/stations",
+            &key_a,
+            json!({"name": "Alpha 1", "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid_a = sa["id"].as_str().expect("id").to_string();
+    let keys_a = cp
+        .list_all(&format!("/v1/tenants/{tid_a}/api-keys"), &cp.admin)
+        .await;
+    let kid_a = keys_a[0]["id"].as_str().expect("key id").to_string();
+
+    let spec = cp
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut walked = 0;
+    for (template, ops) in paths {
+        for method in ops.as_object().expect("ops").keys() {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let path = template.replace("{key_id}", &kid_a).replace(
+                "{id}",
+                if template.starts_with("/v1/stations") {
+                    &sid_a
+                } else if template.starts_with("/v1/tenants") {
+                    &tid_a
+                } else {
+                    "plan_basic"
+                },
+            );
+            let body = matches!(m, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
+            let r = cp.call(m.clone(), &path, Some(&key_b), body).await;
+            let code = r.status.as_u16();
+            let expected: &[u16] = match (method.as_str(), template.as_str()) {
+                // Public system routes.
+                ("get", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => &[200],
+                // B's own view: its identity and its (empty) station list.
+                ("get", "/v1/me" | "/v1/stations") => &[200],
+                // B may create stations for itself (the empty body is refused before anything).
+                ("post", "/v1/stations") => &[422],
+                // A's station through B's key: as if it did not exist.
+                (_, t) if t.starts_with("/v1/stations/") => &[404],
+                // Admin collections and objects: forbidden to any tenant key.
+                _ => &[403],
+            };
+            assert!(
+                expected.contains(&code),
+                "{method} {path} with another tenant's key answered {code}, expected {expected:?}: {}",
+                r.text
+            );
+            if code >= 400 {
+                assert_eq!(
+                    r.content_type, "application/problem+json",
+                    "{method} {path}"
+                );
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked >= 25, "walked only {walked} routes");
+    let listed = cp.list_all("/v1/stations", &key_b).await;
+    assert!(listed.is_empty(), "B sees none of A's stations: {listed:?}");
+    // A's station and key survived the walk untouched.
+    assert_eq!(
+        cp.get(&format!("/v1/stations/{sid_a}"), &key_a)
+            .await
+            .expect(200)
+            .body,
+        sa
+    );
+    cp.get("/v1/me", &key_a).await.expect(200);
+    cp.stop().await;
+}
+
+async fn bad_input_is_refused_and_changes_nothing(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = cp.admin.clone();
+    let (tid, key) = cp.tenant_with_key("Input", "plan_premium").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "In", "mounts": [mp3("/a", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid = s["id"].as_str().expect("id").to_string();
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(70 * 1024)).into_bytes();
+
+    // (method, path, token, list to compare before/after, valid-looking body with a wrong type)
+    let targets: Vec<(Method, String, String, String, Value, Value)> = vec![
+        (
+            Method::POST,
+            "/v1/plans".into(),
+            a.clone(),
+            "/v1/plans".into(),
+            json!({"name": 5}),
+            json!({"name": "P", "limits": {}, "prices": {}, "nonsense": true}),
+        ),
+        (
+            Method::PATCH,
+            "/v1/plans/plan_basic".into(),
+            a.clone(),
+            "/v1/plans".into(),
+            json!({"limits": {"max_stations": -1}}),
+            json!({"limits": {"max_stationz": 2}}),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants".into(),
+            a.clone(),
+            "/v1/tenants".into(),
+            json!({"name": ["x"], "plan_id": "plan_basic"}),
+            json!({"name": "x", "plan_id": "plan_basic", "colour": "red"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/tenants/{tid}"),
+            a.clone(),
+            "/v1/tenants".into(),
+            json!({"email": 12}),
+            json!({"status": "active"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/tenants/{tid}/api-keys"),
+            a.clone(),
+            format!("/v1/tenants/{tid}/api-keys"),
+            json!({"name": false}),
+            json!({"name": "k", "secret": "mine"}),
+        ),
+        (
+            Method::POST,
+            "/v1/stations".into(),
+            key.clone(),
+            "/v1/stations".into(),
+            json!({"name": "S", "mounts": [{"path": "/a", "format": "flac", "bitrate_kbps": 64}]}),
+            json!({"name": "S", "mounts": [mp3("/a", 64)], "tenant_id": tid}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/stations/{sid}"),
+            key.clone(),
+            "/v1/stations".into(),
+            json!({"max_listeners": "many"}),
+            json!({"source_password": "mine"}),
+        ),
+    ];
+    for (m, path, token, list, wrong_type, unknown_field) in targets {
+        let before = cp.list_all(&list, &token).await;
+        let r = cp
+            .raw(
+                m.clone(),
+                &path,
+                &token,
+                Some("application/json"),
+                b"{\"name\": ".to_vec(),
+            )
+            .await;
+        r.problem(400);
+        let r = cp
+            .raw(
+                m.clone(),
+                &path,
+                &token,
+                Some("application/json"),
+                b"{,}".to_vec(),
+            )
+            .await;
+        r.problem(400);
+        let r = cp
+            .call(m.clone(), &path, Some(&token), Some(wrong_type))
+            .await
+            .problem(422);
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("invalid") || d.contains("expected")),
+            "{}",
+            r.text
+        );
+        let r = cp
+            .call(m.clone(), &path, Some(&token), Some(unknown_field))
+            .await
+            .problem(422);
+        assert!(
+            r.text.contains("unknown field") || r.text.contains("missing field"),
+            "{}",
+            r.text
+        );
+        cp.raw(
+            m.clone(),
+            &path,
+            &token,
+            Some("application/json"),
+            huge.clone(),
+        )
+        .await
+        .problem(413);
+        cp.raw(m.clone(), &path, &token, None, b"{}".to_vec())
+            .await
+            .problem(415);
+        cp.raw(m.clone(), &path, &token, Some("text/plain"), b"{}".to_vec())
+            .await
+            .problem(415);
+        let after = cp.list_all(&list, &token).await;
+        assert_eq!(before, after, "{m} {path}: refused input changed {list}");
+    }
+
+    // Values that parse but break the rules: 422 and nothing changes.
+    let before = cp.list_all("/v1/stations", &key).await;
+    for body in [
+        json!({"name": "", "mounts": [mp3("/a", 64)]}),
+        json!({"name": "x".repeat(101), "mounts": [mp3("/a", 64)]}),
+        json!({"name": "S", "mounts": []}),
+        json!({"name": "S", "mounts": [mp3("no-slash", 64)]}),
+        json!({"name": "S", "mounts": [mp3("/a", 64), mp3("/a", 32)]}),
+        json!({"name": "S", "mounts": [mp3("/a", 0)]}),
+        json!({"name": "S", "slug": "Not A Slug", "mounts": [mp3("/a", 64)]}),
+        json!({"name": "S", "mounts": [mp3("/a", 64)], "max_listeners": 1_u64 << 40}),
+    ] {
+        cp.post("/v1/stations", &key, body).await.problem(422);
+    }
+    assert_eq!(before, cp.list_all("/v1/stations", &key).await);
+    let plans_before = cp.list_all("/v1/plans", &a).await;
+    for body in [
+        json!({"limits": {"max_bitrate_kbps": 0}}),
+        json!({"limits": {"allowed_formats": []}}),
+        json!({"prices": {"currency": "dollars"}}),
+        json!({"name": "  "}),
+        json!({"prices": {"monthly_micros": u64::MAX}}),
+    ] {
+        cp.patch("/v1/plans/plan_basic", &a, body)
+            .await
+            .problem(422);
+    }
+    assert_eq!(plans_before, cp.list_all("/v1/plans", &a).await);
+
+    // Unknown routes and methods are problems too.
+    cp.get("/v1/nowhere", &a).await.problem(404);
+    cp.call(Method::PUT, "/v1/plans", Some(&a), Some(json!({})))
+        .await
+        .problem(405);
+    cp.stop().await;
+}
+
+async fn openapi_lists_every_served_route(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let spec = cp
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    let expected = [
+        ("get", "/v1/plans"),
+        ("post", "/v1/plans"),
+        ("get", "/v1/plans/{id}"),
+        ("patch", "/v1/plans/{id}"),
+        ("delete", "/v1/plans/{id}"),
+        ("get", "/v1/tenants"),
+        ("post", "/v1/tenants"),
+        ("get", "/v1/tenants/{id}"),
+        ("patch", "/v1/tenants/{id}"),
+        ("delete", "/v1/tenants/{id}"),
+        ("post", "/v1/tenants/{id}/suspend"),
+        ("post", "/v1/tenants/{id}/resume"),
+        ("get", "/v1/tenants/{id}/api-keys"),
+        ("post", "/v1/tenants/{id}/api-keys"),
+        ("delete", "/v1/tenants/{id}/api-keys/{key_id}"),
+        ("get", "/v1/stations"),
+        ("post", "/v1/stations"),
+        ("get", "/v1/stations/{id}"),
+        ("patch", "/v1/stations/{id}"),
+        ("delete", "/v1/stations/{id}"),
+        ("post", "/v1/stations/{id}/source-password"),
+        ("get", "/v1/nodes"),
+        ("get", "/v1/nodes/{id}"),
+        ("get", "/v1/me"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    for (m, p) in expected {
+        let op = &spec["paths"][p][m];
+        assert!(op.is_object(), "{m} {p} is missing from /openapi.json");
+        for name in p.split('{').skip(1).filter_map(|s| s.split('}').next()) {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                params
+                    .iter()
+                    .any(|x| x["name"] == name && x["in"] == "path"),
+                "{m} {p}: parameter {name} undocumented"
+            );
+        }
+    }
+    // And the other way: everything the document lists is served (no "no route" fallback).
+    for (template, ops) in spec["paths"].as_object().expect("paths") {
+        for m in ops.as_object().expect("ops").keys() {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+            let r = cp
+                .call(
+                    method,
+                    &template.replace('{', "x").replace('}', ""),
+                    None,
+                    None,
+                )
+                .await;
+            assert!(
+                !r.text.contains("There is no route"),
+                "{m} {template} is documented but not served"
+            );
+        }
+    }
+    let documented: usize = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|o| o.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        expected.len(),
+        "a route was added: list it in this test"
+    );
+    cp.stop().await;
+}
+
+async fn health_readiness_and_metrics(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    cp.call(Method::GET, "/healthz", None, None)
+        .await
+        .expect(200);
+    cp.call(Method::GET, "/readyz", None, None)
+        .await
+        .expect(200);
+    cp.get("/v1/plans", &cp.admin).await.expect(200);
+    cp.get("/v1/plans/plan_nope", &cp.admin).await.expect(404);
+    let m = cp
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .expect(200);
+    assert!(m.content_type.starts_with("text/plain"));
+    let text = m.text;
+    assert!(
+        text.contains(r#"onda_http_requests_total{method="GET",route="/v1/plans",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"onda_http_requests_total{method="GET",route="/v1/plans/{id}",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("onda_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(text.contains("onda_build_info{"), "{text}");
+    cp.stop().await;
+}

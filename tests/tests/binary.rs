@@ -1,0 +1,279 @@
+//! The real `onda` binary as users run it: dev mode, the control plane from a config file with
+//! environment overrides, configuration errors, busy ports and graceful shutdown.
+
+use onda_tests::db::{Backend, TestDb};
+use onda_tests::process::Onda;
+use onda_tests::wait_for;
+use serde_json::Value;
+use std::time::Duration;
+
+const START: Duration = Duration::from_secs(30);
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The base URL a control plane logged as its panel API address.
+async fn logged_address(p: &mut Onda) -> String {
+    let what = "the 'listening on' log line";
+    wait_for(what, START, || {
+        let err = p.stderr();
+        let exited = p.try_exit();
+        async move {
+            assert!(exited.is_none(), "exited early ({exited:?}):\n{err}");
+            err.lines()
+                .find_map(|l| l.split("listening on ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dev_mode_serves_demo_data_and_reuses_it() {
+    let mut dev = Onda::start("onda dev", &["dev", "--listen", "127.0.0.1:0"], &[]);
+    let info = dev.wait_json(".onda-dev/dev.json", START).await;
+    for key in ["api_url", "admin_token", "tenant_api_key", "station_id"] {
+        assert!(
+            info[key].as_str().is_some_and(|v| !v.is_empty()),
+            "dev.json lacks {key}: {info}"
+        );
+    }
+    let api = info["api_url"].as_str().expect("api_url").to_string();
+    let key = info["tenant_api_key"].as_str().expect("key").to_string();
+    let (status, stations) = get(&format!("{api}/v1/stations"), &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(stations["items"][0]["id"], info["station_id"]);
+    let (status, me) = get(&format!("{api}/v1/me"), &key).await;
+    assert_eq!(
+        (status, me["tenant"]["name"].as_str()),
+        (200, Some("Demo Radio"))
+    );
+    let (status, _) = get(
+        &format!("{api}/v1/tenants"),
+        info["admin_token"].as_str().expect("t"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        dev.stdout().contains(&key),
+        "the key is printed for the user"
+    );
+
+    dev.terminate();
+    let exit = dev.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        exit.success(),
+        "SIGTERM ends dev mode cleanly: {exit}\n{}",
+        dev.logs()
+    );
+
+    // A second run in the same directory finds the same data and credentials.
+    let dir = dev.into_dir();
+    let mut again = Onda::start_in(
+        "onda dev (2nd)",
+        dir,
+        &["dev", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let info2 = wait_for("dev.json rewritten with a new address", START, || {
+        let p = again.path().join(".onda-dev/dev.json");
+        let api = api.clone();
+        async move {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+            (v["api_url"].as_str() != Some(api.as_str())).then_some(v)
+        }
+    })
+    .await;
+    for k in ["admin_token", "tenant_api_key", "station_id", "tenant_id"] {
+        assert_eq!(info2[k], info[k], "{k} changed across runs");
+    }
+    let api2 = info2["api_url"].as_str().expect("api_url");
+    let (_, stations) = get(&format!("{api2}/v1/stations"), &key).await;
+    assert_eq!(
+        stations["items"].as_array().map(Vec::len),
+        Some(1),
+        "no duplicate demo station"
+    );
+    let (_, tenants) = get(
+        &format!("{api2}/v1/tenants"),
+        info["admin_token"].as_str().expect("t"),
+    )
+    .await;
+    assert_eq!(
+        tenants["items"].as_array().map(Vec::len),
+        Some(1),
+        "no duplicate demo tenant"
+    );
+    assert!(again.try_exit().is_none());
+}
+
+#[tokio::test]
+async fn busy_port_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = holder.local_addr().expect("addr").to_string();
+    let port = addr.rsplit(':').next().expect("port").to_string();
+
+    let mut dev = Onda::start("onda dev", &["dev", "--listen", &addr], &[]);
+    let exit = dev.wait_exit(START).await;
+    assert!(!exit.success());
+    let err = dev.stderr();
+    assert!(
+        err.contains("already in use") && err.contains(&port) && err.contains("--listen"),
+        "{err}"
+    );
+    assert!(!dev.path().join(".onda-dev/dev.json").exists());
+
+    let mut cp = Onda::start(
+        "control plane",
+        &["control-plane"],
+        &[
+            ("ONDA_HTTP_LISTEN", &addr),
+            ("ONDA_DATABASE_URL", "sqlite://cp.db"),
+        ],
+    );
+    let exit = cp.wait_exit(START).await;
+    assert!(!exit.success());
+    let err = cp.stderr();
+    assert!(
+        err.contains("already in use") && err.contains(&port) && err.contains("ONDA_HTTP_LISTEN"),
+        "{err}"
+    );
+    drop(holder);
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[http]\nlisten = \"127.0.0.1:0\"\nlistne = \"oops\"\n",
+    )
+    .expect("write");
+    let bad = bad.display().to_string();
+    let mut p = Onda::start("control plane", &["control-plane", "--config", &bad], &[]);
+    assert!(!p.wait_exit(START).await.success());
+    assert!(p.stderr().contains("listne"), "{}", p.stderr());
+
+    let mut p = Onda::start(
+        "control plane",
+        &["control-plane"],
+        &[("ONDA_DATABASE_UR", "sqlite://x.db")],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(
+        p.stderr().contains("ONDA_DATABASE_UR") && p.stderr().contains("ONDA_DATABASE_URL"),
+        "{}",
+        p.stderr()
+    );
+
+    let mut p = Onda::start(
+        "control plane",
+        &["control-plane"],
+        &[("ONDA_HTTP_LISTEN", "not-an-address")],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(p.stderr().contains("http.listen"), "{}", p.stderr());
+
+    let mut p = Onda::start(
+        "control plane",
+        &["control-plane", "--config", "/nonexistent/cp.toml"],
+        &[],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(
+        p.stderr().contains("/nonexistent/cp.toml"),
+        "{}",
+        p.stderr()
+    );
+
+    let mut p = Onda::start(
+        "control plane",
+        &["control-plane"],
+        &[
+            ("ONDA_HTTP_LISTEN", "127.0.0.1:0"),
+            ("ONDA_DATABASE_URL", "mysql://nope"),
+        ],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(p.stderr().contains("mysql://nope"), "{}", p.stderr());
+}
+
+async fn serve_from_config_file(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("cp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:9\"\n\n[database]\nurl = \"{}\"\nmax_connections = 4\n",
+            db.url
+        ),
+    )
+    .expect("write");
+    let token = "an-admin-token-for-this-test";
+    let cfg = cfg.display().to_string();
+    // The environment overrides the file's (unusable) port.
+    let mut p = Onda::start(
+        "control plane",
+        &["control-plane", "--config", &cfg],
+        &[
+            ("ONDA_HTTP_LISTEN", "127.0.0.1:0"),
+            ("ONDA_AUTH_ADMIN_TOKEN", token),
+        ],
+    );
+    let addr = logged_address(&mut p).await;
+    let base = addr;
+    wait_for("readiness", START, || {
+        let url = format!("{base}/readyz");
+        async move { (get(&url, "").await.0 == 200).then_some(()) }
+    })
+    .await;
+    let (status, plans) = get(&format!("{base}/v1/plans"), token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        plans["items"].as_array().map(Vec::len),
+        Some(3),
+        "seed plans: {plans}"
+    );
+    assert_eq!(get(&format!("{base}/v1/plans"), "wrong-token").await.0, 401);
+    p.terminate();
+    let exit = p.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        exit.success(),
+        "graceful stop on SIGTERM: {exit}\n{}",
+        p.logs()
+    );
+    assert!(p.stderr().contains("stopped"), "{}", p.stderr());
+}
+
+#[tokio::test]
+async fn control_plane_serves_from_config_file_on_sqlite() {
+    serve_from_config_file(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn control_plane_serves_from_config_file_on_postgres() {
+    serve_from_config_file(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn later_subcommands_say_when_they_arrive() {
+    for (cmd, word) in [("agent", "cluster"), ("edge", "edge")] {
+        let mut p = Onda::start(cmd, &[cmd], &[]);
+        assert!(!p.wait_exit(START).await.success());
+        let err = p.stderr();
+        assert!(err.contains("not built yet") && err.contains(word), "{err}");
+    }
+}
