@@ -6,8 +6,7 @@ dev: deps-dev
 
 # Builds the binary the integration tests start, then runs every test of the workspace.
 test: deps-test
-	cargo build --bin onda
-	cargo test --workspace
+	scripts/test.sh
 
 deps-dev:
 	@scripts/install-deps.sh dev

@@ -843,6 +843,37 @@ async fn bad_input_is_refused_and_changes_nothing(b: Backend) {
     }
     assert_eq!(plans_before, cp.list_all("/v1/plans", &a).await);
 
+    // Tenants and keys: values over their limits.
+    let tenants_before = cp.list_all("/v1/tenants", &a).await;
+    let keys_path = format!("/v1/tenants/{tid}/api-keys");
+    let keys_before = cp.list_all(&keys_path, &a).await;
+    cp.post(
+        "/v1/tenants",
+        &a,
+        json!({"name": "x".repeat(101), "plan_id": "plan_basic"}),
+    )
+    .await
+    .problem(422);
+    cp.patch(
+        &format!("/v1/tenants/{tid}"),
+        &a,
+        json!({"email": format!("{}@x.io", "a".repeat(300))}),
+    )
+    .await
+    .problem(422);
+    cp.patch(
+        &format!("/v1/tenants/{tid}"),
+        &a,
+        json!({"name": "bell\u{7}"}),
+    )
+    .await
+    .problem(422);
+    cp.post(&keys_path, &a, json!({"name": "k".repeat(101)}))
+        .await
+        .problem(422);
+    assert_eq!(tenants_before, cp.list_all("/v1/tenants", &a).await);
+    assert_eq!(keys_before, cp.list_all(&keys_path, &a).await);
+
     // Unknown routes and methods are problems too.
     cp.get("/v1/nowhere", &a).await.problem(404);
     cp.call(Method::PUT, "/v1/plans", Some(&a), Some(json!({})))
