@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         join: Option<String>,
     },
-    /// A standalone edge node, a drop-in Icecast replacement (arrives with the edge issue).
+    /// A standalone edge node: an Icecast-compatible server, no control plane.
     Edge {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                 onda_control_plane::server::run(cfg.validate()?).await
             }
             Command::Agent { .. } => onda_agent::run().await,
-            Command::Edge { .. } => onda_edge::run().await,
+            Command::Edge { config } => onda_edge::run(config.as_deref()).await,
         }
     });
     match result {

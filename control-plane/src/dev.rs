@@ -109,7 +109,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         json = json_path.display(),
         dir = opts.dir.display(),
     );
-    server::shutdown_signal().await;
+    onda_shared::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await
 }

@@ -92,38 +92,10 @@ pub fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 /// `onda control-plane`: serve until a signal, then drain.
 pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     let running = start(&cfg).await?;
-    shutdown_signal().await;
+    onda_shared::signal::shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
     running.shutdown().await?;
     tracing::info!("stopped");

@@ -1,11 +1,148 @@
-//! The Onda edge node: the data plane every listener touches (Icecast-compatible server, fan-out,
-//! AutoDJ, RTMP ingest, HLS). It takes a typed configuration and knows nothing of QUIC or the
-//! control plane. The server itself arrives with its issue; until then `onda edge` says so.
+//! The Onda edge node: the data plane every listener touches. An Icecast 2.4-compatible server
+//! (sources by PUT/SOURCE, listeners with ICY metadata, admin and status routes, fallback mounts,
+//! relays) with one shared buffer per mount. It takes a typed [`EdgeConfig`] and knows nothing of
+//! QUIC or the control plane: the agent drives it through [`Edge::apply`] and [`Edge::stats`],
+//! and `onda edge --config edge.toml` runs it alone as a drop-in Icecast replacement.
 #![forbid(unsafe_code)]
 
-/// `onda edge`: not built yet.
-pub async fn run() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`onda edge` (the standalone Icecast-compatible edge node) is not built yet: it arrives with the edge-node issue"
-    )
+pub mod admin;
+pub mod chunked;
+pub mod config;
+pub mod head;
+pub mod icy;
+mod listener;
+pub mod metrics;
+pub mod mount;
+pub mod server;
+mod source;
+
+pub use config::{EdgeConfig, MountConfig, RelayConfig};
+
+use anyhow::Context as _;
+use server::Shared;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::task::JoinHandle;
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a source feeding a mount looks like from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStats {
+    pub connected_since: SystemTime,
+    pub content_type: String,
+    pub bitrate: u32,
+    pub title: String,
+    pub relay: bool,
+    pub bytes_received: u64,
+}
+
+/// One mount's numbers, for the agent and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountStats {
+    pub path: String,
+    pub listeners: u64,
+    pub peak: u64,
+    pub bytes_sent: u64,
+    pub connections: u64,
+    pub dropped_slow: u64,
+    pub refused_full: u64,
+    pub source: Option<SourceStats>,
+}
+
+/// A running edge node.
+pub struct Edge {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Edge {
+    /// Binds and starts serving `config`.
+    pub async fn start(config: EdgeConfig) -> anyhow::Result<Edge> {
+        let v = config.validate()?;
+        let listener = tokio::net::TcpListener::bind(v.listen).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "cannot listen on {}: port {} is already in use; choose another with http.listen or ONDA_HTTP_LISTEN",
+                    v.listen,
+                    v.listen.port()
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {}: {e}", v.listen)
+            }
+        })?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(v.config)?);
+        let task = tokio::spawn(server::serve(listener, shared.clone()));
+        tracing::info!("edge listening on http://{addr}");
+        Ok(Edge { shared, addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Applies a new configuration at runtime: added mounts appear, removed ones end, changed
+    /// ones take the new settings; listeners of unchanged mounts are not disturbed. The listen
+    /// address cannot change at runtime.
+    pub fn apply(&self, config: EdgeConfig) -> anyhow::Result<()> {
+        let v = config.validate()?;
+        self.shared.set_config(v.config);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Vec<MountStats> {
+        self.shared
+            .mounts()
+            .iter()
+            .map(|m| MountStats {
+                path: m.path.clone(),
+                listeners: m.listener_count(),
+                peak: u64::try_from(m.counters.peak.get()).unwrap_or(0),
+                bytes_sent: m.counters.bytes_sent.get(),
+                connections: m.counters.connections.get(),
+                dropped_slow: m.counters.dropped_slow.get(),
+                refused_full: m.counters.refused_full.get(),
+                source: m.session().map(|s| SourceStats {
+                    connected_since: s.connected_at,
+                    content_type: s.info.content_type.clone(),
+                    bitrate: s.info.bitrate,
+                    title: s.metadata().title.clone(),
+                    relay: s.info.relay,
+                    bytes_received: s.end(),
+                }),
+            })
+            .collect()
+    }
+
+    /// Stops accepting and disconnects everyone.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        for m in self.shared.mounts() {
+            if let Some(s) = m.session() {
+                s.kill();
+                m.detach(&s);
+            }
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// `onda edge --config edge.toml`: serve until SIGINT/SIGTERM.
+pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config: EdgeConfig = onda_shared::config::load(config_path)?;
+    let edge = Edge::start(config)
+        .await
+        .context("cannot start the edge node")?;
+    onda_shared::signal::shutdown_signal().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -270,7 +270,7 @@ async fn control_plane_serves_from_config_file_on_postgres() {
 
 #[tokio::test]
 async fn later_subcommands_say_when_they_arrive() {
-    for (cmd, word) in [("agent", "cluster"), ("edge", "edge")] {
+    for (cmd, word) in [("agent", "cluster")] {
         let mut p = Onda::start(cmd, &[cmd], &[]);
         assert!(!p.wait_exit(START).await.success());
         let err = p.stderr();

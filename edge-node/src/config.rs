@@ -1,0 +1,236 @@
+//! The edge node's configuration: the TOML file of `onda edge --config edge.toml` and, identically,
+//! the typed value the agent hands to [`crate::Edge::apply`] at runtime.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+    pub mounts: Vec<MountConfig>,
+    pub relays: Vec<RelayConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address for sources, listeners, admin, status and metrics. `ONDA_HTTP_LISTEN`.
+    pub listen: String,
+    /// Host name used in `listenurl` of the status page (defaults to the request's Host).
+    pub hostname: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8000".to_string(),
+            hostname: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub user: String,
+    /// Empty disables the admin routes.
+    pub password: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            user: "admin".to_string(),
+            password: String::new(),
+        }
+    }
+}
+
+/// Protections and buffer sizes; the defaults follow Icecast 2.4's where it has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Bytes sent to a new listener at once so playback starts immediately.
+    pub burst_bytes: u64,
+    /// How far (bytes) a listener may fall behind the source before it is dropped.
+    pub queue_bytes: u64,
+    /// A source that sends nothing for this long is dropped.
+    pub source_timeout_ms: u64,
+    /// A client must finish its request head within this time (slowloris).
+    pub header_timeout_ms: u64,
+    /// Largest request head.
+    pub max_header_bytes: u64,
+    /// Most header lines in a request head.
+    pub max_headers: u64,
+    /// Concurrent connections from one IP address; 0 = no limit.
+    pub max_connections_per_ip: u64,
+    /// Concurrent connections in total.
+    pub max_connections: u64,
+    /// Interval of ICY metadata blocks, in audio bytes.
+    pub icy_metaint: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            burst_bytes: 65_536,
+            queue_bytes: 524_288,
+            source_timeout_ms: 10_000,
+            header_timeout_ms: 15_000,
+            max_header_bytes: 8_192,
+            max_headers: 64,
+            max_connections_per_ip: 0,
+            max_connections: 50_000,
+            icy_metaint: 16_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// "/live": a slash and then letters, digits, '.', '_', '-' or '/'.
+    pub path: String,
+    /// Password of user `source` for this mount. Empty refuses every source (relay-only).
+    #[serde(default)]
+    pub source_password: String,
+    /// Concurrent listeners; absent = no limit.
+    #[serde(default)]
+    pub max_listeners: Option<u64>,
+    /// Listeners move here when this mount's source leaves, and back when it returns.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Defaults for the icy-* headers when the source sends none.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub genre: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Listed in directories (`icy-pub`).
+    #[serde(default)]
+    pub public: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Local mount the relayed stream appears on.
+    pub path: String,
+    /// Any Icecast-compatible stream URL (http only).
+    pub url: String,
+    #[serde(default)]
+    pub max_listeners: Option<u64>,
+}
+
+/// The configuration checked for what serde cannot check.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub listen: SocketAddr,
+    pub config: EdgeConfig,
+}
+
+impl LimitsConfig {
+    pub fn source_timeout(&self) -> Duration {
+        Duration::from_millis(self.source_timeout_ms)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+}
+
+pub fn valid_mount_path(path: &str) -> bool {
+    path.len() >= 2
+        && path.len() <= 128
+        && path.starts_with('/')
+        && !path.contains("//")
+        && !path.contains("/.")
+        && path[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+impl EdgeConfig {
+    pub fn validate(self) -> anyhow::Result<Validated> {
+        let listen = self.http.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "http.listen = {:?} is not an address such as \"0.0.0.0:8000\"",
+                self.http.listen
+            )
+        })?;
+        let l = &self.limits;
+        let checks = [
+            ("limits.burst_bytes", l.burst_bytes, 0, 16 << 20),
+            ("limits.queue_bytes", l.queue_bytes, 16 << 10, 256 << 20),
+            (
+                "limits.source_timeout_ms",
+                l.source_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "limits.header_timeout_ms",
+                l.header_timeout_ms,
+                100,
+                600_000,
+            ),
+            ("limits.max_header_bytes", l.max_header_bytes, 512, 1 << 20),
+            ("limits.max_headers", l.max_headers, 4, 1024),
+            ("limits.max_connections", l.max_connections, 1, 10_000_000),
+            ("limits.icy_metaint", l.icy_metaint, 256, 1 << 20),
+        ];
+        for (key, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                anyhow::bail!("{key} = {v} must be between {lo} and {hi}");
+            }
+        }
+        let mut paths = HashSet::new();
+        let all = self
+            .mounts
+            .iter()
+            .map(|m| ("mounts", m.path.as_str()))
+            .chain(self.relays.iter().map(|r| ("relays", r.path.as_str())));
+        for (section, path) in all {
+            if !valid_mount_path(path) {
+                anyhow::bail!(
+                    "{section}: path {path:?} must start with '/' and use letters, digits, '.', '_', '-' or '/'"
+                );
+            }
+            if path.starts_with("/admin") || path == "/status-json.xsl" || path == "/metrics" {
+                anyhow::bail!("{section}: path {path:?} is reserved for the server itself");
+            }
+            if !paths.insert(path.to_string()) {
+                anyhow::bail!("{section}: path {path:?} is configured twice");
+            }
+        }
+        for m in &self.mounts {
+            if let Some(f) = &m.fallback {
+                if !paths.contains(f) {
+                    anyhow::bail!(
+                        "mounts: {}: fallback {f:?} is not a configured mount",
+                        m.path
+                    );
+                }
+                if f == &m.path {
+                    anyhow::bail!("mounts: {}: a mount cannot fall back to itself", m.path);
+                }
+            }
+        }
+        for r in &self.relays {
+            if !r.url.starts_with("http://") {
+                anyhow::bail!("relays: {}: url {:?} must be an http:// URL", r.path, r.url);
+            }
+        }
+        Ok(Validated {
+            listen,
+            config: self,
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! Listeners: the Icecast reply head, the burst, then the mount's audio (with ICY metadata when
+//! asked) until the listener leaves, is dropped for falling behind, or its source and every
+//! fallback are gone. A listener whose mount lost its source keeps its connection and hears the
+//! fallback, and goes back when the source returns.
+
+use crate::icy::Interleaver;
+use crate::mount::{Control, ListenerEntry, Mount, Read, Session};
+use crate::server::{Request, SERVER, Shared, respond};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A write that makes no progress for this long means the listener is gone or stalled.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn wants_icy(req: &Request) -> bool {
+    req.head
+        .header("icy-metadata")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|v| v > 0)
+}
+
+/// Formats whose container carries its own metadata get no ICY blocks (as in Icecast).
+fn icy_capable(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    !(ct.contains("ogg") || ct.contains("webm") || ct.contains("opus"))
+}
+
+fn reply_head(mount: &Mount, session: &Session, metaint: Option<u64>) -> String {
+    let cfg = mount.config();
+    let info = &session.info;
+    let pick = |src: &str, dflt: &Option<String>| {
+        if src.is_empty() {
+            dflt.clone().unwrap_or_default()
+        } else {
+            src.to_string()
+        }
+    };
+    let mut h = format!(
+        "HTTP/1.0 200 OK\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {}\r\n\
+         Cache-Control: no-cache, no-store\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nPragma: no-cache\r\n\
+         Access-Control-Allow-Origin: *\r\n\
+         Access-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, Icy-MetaData\r\n\
+         Access-Control-Expose-Headers: icy-br, icy-description, icy-genre, icy-metaint, icy-name, icy-pub, icy-url\r\n",
+        clean(&info.content_type)
+    );
+    if info.bitrate > 0 {
+        h.push_str(&format!("icy-br:{}\r\n", info.bitrate));
+    }
+    if !info.audio_info.is_empty() {
+        h.push_str(&format!("ice-audio-info: {}\r\n", clean(&info.audio_info)));
+    }
+    for (key, value) in [
+        ("icy-description", pick(&info.description, &cfg.description)),
+        ("icy-genre", pick(&info.genre, &cfg.genre)),
+        ("icy-name", pick(&info.name, &cfg.name)),
+        ("icy-url", pick(&info.url, &cfg.url)),
+    ] {
+        if !value.is_empty() {
+            h.push_str(&format!("{key}:{}\r\n", clean(&value)));
+        }
+    }
+    let public = cfg.public.unwrap_or(info.public);
+    h.push_str(&format!("icy-pub:{}\r\n", u8::from(public)));
+    if let Some(m) = metaint {
+        h.push_str(&format!("icy-metaint:{m}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// Header values come from source clients: no line breaks may pass into a reply.
+fn clean(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+pub async fn serve(mut req: Request, shared: Arc<Shared>) {
+    let mut home = req.head.path.clone();
+    let Some(home_mount) = shared.mount(&home) else {
+        let _ = respond(
+            &mut req.stream,
+            404,
+            "text/plain",
+            &[],
+            b"The file you requested could not be found\n",
+        )
+        .await;
+        return;
+    };
+    let Some((mut current, mut session)) = shared.resolve(&home) else {
+        let _ = respond(
+            &mut req.stream,
+            404,
+            "text/plain",
+            &[],
+            b"Source not found: nothing is playing on this mount\n",
+        )
+        .await;
+        return;
+    };
+    let limits = shared.config().limits.clone();
+    let metaint =
+        (wants_icy(&req) && icy_capable(&session.info.content_type)).then_some(limits.icy_metaint);
+    let head = reply_head(&current, &session, metaint);
+    if req.head.method == "HEAD" {
+        let _ = req.stream.write_all(head.as_bytes()).await;
+        return;
+    }
+    let id = shared.next_id();
+    let (control_tx, mut control) = mpsc::unbounded_channel();
+    let entry = ListenerEntry {
+        id,
+        ip: req.peer.ip(),
+        user_agent: req
+            .head
+            .header("user-agent")
+            .unwrap_or_default()
+            .to_string(),
+        connected_at: Instant::now(),
+        control: control_tx,
+    };
+    let mut registered = home_mount.clone();
+    if !registered.add_listener(entry.clone()) {
+        let _ = respond(
+            &mut req.stream,
+            403,
+            "text/plain",
+            &[],
+            b"Forbidden: max listeners reached\n",
+        )
+        .await;
+        return;
+    }
+    shared.metrics.listener_connects.inc();
+    if tokio::time::timeout(WRITE_TIMEOUT, req.stream.write_all(head.as_bytes()))
+        .await
+        .is_err()
+    {
+        registered.remove_listener(id);
+        return;
+    }
+    let mut icy = metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000)));
+    let mut pos = session.burst_start(limits.burst_bytes);
+    let mut home_gen = shared.mount(&home).map(|m| m.generation.subscribe());
+    let end = loop {
+        let on_fallback = current.path != home;
+        tokio::select! {
+            biased;
+            ctl = control.recv() => match ctl {
+                None | Some(Control::Kill) => break "killed",
+                Some(Control::Move(dest)) => {
+                    let Some(dest_mount) = shared.mount(&dest) else { continue };
+                    // Re-register on the destination so counts and listclients follow the move.
+                    registered.remove_listener(id);
+                    if !dest_mount.add_listener(entry.clone()) {
+                        break "moved to a full mount";
+                    }
+                    registered = dest_mount.clone();
+                    home = dest;
+                    home_gen = Some(dest_mount.generation.subscribe());
+                    match shared.resolve(&home) {
+                        Some((m, s)) => { pos = s.end(); current = m; session = s; }
+                        None => break "moved to a mount with nothing playing",
+                    }
+                }
+            },
+            () = session.wait(pos) => match session.read(&mut pos) {
+                Read::Pending => {}
+                Read::Data(chunks) => {
+                    match send(&mut req.stream, &chunks, icy.as_mut(), &session).await {
+                        Ok(n) => {
+                            current.counters.bytes_sent.inc_by(n);
+                            shared.metrics.bytes_sent.inc_by(n);
+                        }
+                        Err(_) => break "gone",
+                    }
+                }
+                Read::Lagged => {
+                    current.counters.dropped_slow.inc();
+                    shared.metrics.slow_drops.inc();
+                    break "fell behind by more than the queue";
+                }
+                Read::Ended => match shared.resolve(&home) {
+                    // The source left: carry on with the fallback, from its live edge.
+                    Some((m, s)) => { pos = s.end(); current = m; session = s; }
+                    None => break "source ended",
+                },
+            },
+            changed = wait_generation(&mut home_gen), if on_fallback => {
+                if !changed { continue; }
+                // The home mount's source returned: go back to it.
+                if let Some(m) = shared.mount(&home)
+                    && let Some(s) = m.session()
+                {
+                    pos = s.end();
+                    current = m;
+                    session = s;
+                }
+            },
+            () = shared.shutdown.cancelled() => break "server stopping",
+        }
+    };
+    registered.remove_listener(id);
+    tracing::debug!(listener = id, mount = %home, "listener left: {end}");
+}
+
+async fn wait_generation(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes chunks (with ICY blocks when asked); returns the audio bytes written.
+async fn send(
+    stream: &mut TcpStream,
+    chunks: &[Bytes],
+    icy: Option<&mut Interleaver>,
+    session: &Session,
+) -> std::io::Result<u64> {
+    let audio: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let pieces: Vec<Bytes> = match icy {
+        Some(il) => {
+            let meta = session.metadata();
+            let mut out = Vec::with_capacity(chunks.len() * 2);
+            for c in chunks {
+                il.frame(c, &meta, &mut out);
+            }
+            out
+        }
+        None => chunks.to_vec(),
+    };
+    for p in &pieces {
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(p)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write stalled",
+                ));
+            }
+        }
+    }
+    Ok(audio)
+}

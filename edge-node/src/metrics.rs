@@ -1,0 +1,151 @@
+//! Prometheus metrics of an edge node (`onda_edge_…`), in a registry of its own. Per-mount
+//! series are handles held by each mount, so the hot path is one atomic add.
+
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+pub struct EdgeMetrics {
+    registry: Registry,
+    listeners: IntGaugeVec,
+    peak: IntGaugeVec,
+    source: IntGaugeVec,
+    mount_bytes: IntCounterVec,
+    mount_drops: IntCounterVec,
+    mount_connects: IntCounterVec,
+    mount_refused: IntCounterVec,
+    pub bytes_sent: IntCounter,
+    pub slow_drops: IntCounter,
+    pub listener_connects: IntCounter,
+    pub refused_connections: IntCounter,
+}
+
+/// One mount's series.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub listeners: IntGauge,
+    pub peak: IntGauge,
+    pub source_connected: IntGauge,
+    pub bytes_sent: IntCounter,
+    pub dropped_slow: IntCounter,
+    pub connections: IntCounter,
+    pub refused_full: IntCounter,
+}
+
+impl Counters {
+    /// Series registered nowhere (for unit tests and mounts outside a server).
+    pub fn detached() -> Counters {
+        let g = |n: &str| IntGauge::new(n, n).unwrap_or_else(|_| unreachable_metric());
+        let c = |n: &str| IntCounter::new(n, n).unwrap_or_else(|_| unreachable_counter());
+        Counters {
+            listeners: g("l"),
+            peak: g("p"),
+            source_connected: g("s"),
+            bytes_sent: c("b"),
+            dropped_slow: c("d"),
+            connections: c("c"),
+            refused_full: c("r"),
+        }
+    }
+}
+
+// Metric constructors fail only on invalid names; ours are fixed and valid.
+fn unreachable_metric() -> IntGauge {
+    IntGauge::with_opts(Opts::new("onda_invalid", "invalid"))
+        .unwrap_or_else(|_| std::process::abort())
+}
+fn unreachable_counter() -> IntCounter {
+    IntCounter::with_opts(Opts::new("onda_invalid", "invalid"))
+        .unwrap_or_else(|_| std::process::abort())
+}
+
+impl EdgeMetrics {
+    pub fn new() -> anyhow::Result<EdgeMetrics> {
+        let registry = Registry::new();
+        let gauge_vec = |name: &str, help: &str| -> anyhow::Result<IntGaugeVec> {
+            let v = IntGaugeVec::new(Opts::new(name, help), &["mount"])?;
+            registry.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let counter_vec = |name: &str, help: &str| -> anyhow::Result<IntCounterVec> {
+            let v = IntCounterVec::new(Opts::new(name, help), &["mount"])?;
+            registry.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let counter = |name: &str, help: &str| -> anyhow::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(EdgeMetrics {
+            listeners: gauge_vec("onda_edge_listeners", "Listeners connected to a mount")?,
+            peak: gauge_vec(
+                "onda_edge_listener_peak",
+                "Most listeners a mount had at once",
+            )?,
+            source: gauge_vec(
+                "onda_edge_source_connected",
+                "1 while a source (or relay) feeds the mount",
+            )?,
+            mount_bytes: counter_vec(
+                "onda_edge_mount_bytes_sent_total",
+                "Audio bytes sent to a mount's listeners",
+            )?,
+            mount_drops: counter_vec(
+                "onda_edge_mount_slow_listener_drops_total",
+                "Listeners of a mount dropped for falling behind",
+            )?,
+            mount_connects: counter_vec(
+                "onda_edge_mount_listener_connects_total",
+                "Listeners admitted to a mount",
+            )?,
+            mount_refused: counter_vec(
+                "onda_edge_mount_listener_refusals_total",
+                "Listeners refused because the mount was full",
+            )?,
+            bytes_sent: counter(
+                "onda_edge_bytes_sent_total",
+                "Audio bytes sent to all listeners",
+            )?,
+            slow_drops: counter(
+                "onda_edge_slow_listener_drops_total",
+                "Listeners dropped for falling behind",
+            )?,
+            listener_connects: counter("onda_edge_listener_connects_total", "Listeners admitted")?,
+            refused_connections: counter(
+                "onda_edge_refused_connections_total",
+                "Connections refused by the connection limits",
+            )?,
+            registry,
+        })
+    }
+
+    pub fn mount_counters(&self, mount: &str) -> Counters {
+        Counters {
+            listeners: self.listeners.with_label_values(&[mount]),
+            peak: self.peak.with_label_values(&[mount]),
+            source_connected: self.source.with_label_values(&[mount]),
+            bytes_sent: self.mount_bytes.with_label_values(&[mount]),
+            dropped_slow: self.mount_drops.with_label_values(&[mount]),
+            connections: self.mount_connects.with_label_values(&[mount]),
+            refused_full: self.mount_refused.with_label_values(&[mount]),
+        }
+    }
+
+    /// Removes a deleted mount's series.
+    pub fn forget_mount(&self, mount: &str) {
+        let _ = self.listeners.remove_label_values(&[mount]);
+        let _ = self.peak.remove_label_values(&[mount]);
+        let _ = self.source.remove_label_values(&[mount]);
+        let _ = self.mount_bytes.remove_label_values(&[mount]);
+        let _ = self.mount_drops.remove_label_values(&[mount]);
+        let _ = self.mount_connects.remove_label_values(&[mount]);
+        let _ = self.mount_refused.remove_label_values(&[mount]);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

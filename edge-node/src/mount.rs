@@ -1,0 +1,474 @@
+//! Mounts and the fan-out. A mount has at most one source session at a time; a session holds
+//! the shared buffer every listener of it reads from: a ring of reference-counted chunks indexed
+//! by byte offset, so a listener is just an offset into it (no per-listener copy), a new listener
+//! starts `burst_bytes` back, and a listener more than `queue_bytes` behind is dropped without
+//! the source or anyone else waiting for it.
+
+use crate::config::MountConfig;
+use crate::icy::Metadata;
+pub use crate::metrics::Counters;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// What a source client told us about its stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub content_type: String,
+    pub name: String,
+    pub description: String,
+    pub genre: String,
+    pub url: String,
+    pub public: bool,
+    /// kbit/s, from `ice-audio-info`/`icy-br`, 0 when unknown.
+    pub bitrate: u32,
+    /// The raw `ice-audio-info` value.
+    pub audio_info: String,
+    pub user_agent: String,
+    pub ip: String,
+    /// True for a relay pulling from another server.
+    pub relay: bool,
+}
+
+/// The outcome of one read from a session.
+#[derive(Debug)]
+pub enum Read {
+    /// New bytes from the listener's offset; the offset has moved past them.
+    Data(Vec<Bytes>),
+    /// Nothing new yet.
+    Pending,
+    /// The listener fell further behind than the queue allows.
+    Lagged,
+    /// The source left and the listener has everything it sent.
+    Ended,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    /// (offset of the chunk's first byte, chunk), oldest first.
+    chunks: VecDeque<(u64, Bytes)>,
+}
+
+/// One connection of a source (or one run of a relay) feeding a mount.
+pub struct Session {
+    pub info: SourceInfo,
+    pub connected_at: SystemTime,
+    pub started: Instant,
+    ring: Mutex<Ring>,
+    end: AtomicU64,
+    closed: AtomicBool,
+    notify: Notify,
+    queue_bytes: u64,
+    keep_bytes: u64,
+    meta: RwLock<Arc<Metadata>>,
+    /// Set to stop the source's connection (killsource, config removal).
+    pub kill: Notify,
+    pub killed: AtomicBool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("info", &self.info)
+            .field("end", &self.end.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+static META_VERSION: AtomicU64 = AtomicU64::new(1);
+
+impl Session {
+    pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64) -> Session {
+        Session {
+            info,
+            connected_at: SystemTime::now(),
+            started: Instant::now(),
+            ring: Mutex::new(Ring::default()),
+            end: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            notify: Notify::new(),
+            queue_bytes,
+            keep_bytes: queue_bytes.max(burst_bytes),
+            meta: RwLock::new(Arc::new(Metadata::new(
+                META_VERSION.fetch_add(1, Ordering::Relaxed),
+                "",
+                "",
+            ))),
+            kill: Notify::new(),
+            killed: AtomicBool::new(false),
+        }
+    }
+
+    /// Appends audio from the source and wakes the listeners.
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        {
+            let mut ring = lock(&self.ring);
+            let end = self.end.load(Ordering::Relaxed);
+            let len = chunk.len() as u64;
+            ring.chunks.push_back((end, chunk));
+            let new_end = end + len;
+            // Drop chunks wholly older than what listeners may still need.
+            while let Some((start, c)) = ring.chunks.front() {
+                if ring.chunks.len() > 1 && start + c.len() as u64 + self.keep_bytes <= new_end {
+                    ring.chunks.pop_front();
+                } else {
+                    break;
+                }
+            }
+            self.end.store(new_end, Ordering::Release);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Marks the session over; listeners drain what is left and then see `Ended`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes received from the source so far.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Where a new listener starts: the chunk boundary at least `burst` bytes before the end
+    /// (or the oldest kept byte).
+    pub fn burst_start(&self, burst: u64) -> u64 {
+        let ring = lock(&self.ring);
+        let end = self.end();
+        let target = end.saturating_sub(burst);
+        ring.chunks
+            .iter()
+            .rev()
+            .map(|(start, _)| *start)
+            .find(|&s| s <= target)
+            .or_else(|| ring.chunks.front().map(|(s, _)| *s))
+            .unwrap_or(end)
+    }
+
+    /// Everything after `pos`, advancing it.
+    pub fn read(&self, pos: &mut u64) -> Read {
+        let end = self.end();
+        if *pos >= end {
+            return if self.is_closed() {
+                Read::Ended
+            } else {
+                Read::Pending
+            };
+        }
+        if end - *pos > self.queue_bytes {
+            return Read::Lagged;
+        }
+        let ring = lock(&self.ring);
+        let Some((first, _)) = ring.chunks.front() else {
+            return Read::Pending;
+        };
+        if *pos < *first {
+            return Read::Lagged;
+        }
+        // The chunk holding `pos`: the last one starting at or before it.
+        let idx = ring.chunks.partition_point(|(s, _)| *s <= *pos) - 1;
+        let mut out = Vec::with_capacity(ring.chunks.len() - idx);
+        for (start, chunk) in ring.chunks.iter().skip(idx) {
+            let skip = usize::try_from(pos.saturating_sub(*start)).unwrap_or(0);
+            if skip < chunk.len() {
+                out.push(chunk.slice(skip..));
+            }
+        }
+        *pos = ring.chunks.back().map_or(*pos, |(s, c)| s + c.len() as u64);
+        Read::Data(out)
+    }
+
+    /// Resolves when there may be something new after `pos` (or the session ended).
+    pub async fn wait(&self, pos: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.end() > pos || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.meta
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |m| m.clone())
+    }
+
+    pub fn set_title(&self, title: &str, url: &str) {
+        let meta = Arc::new(Metadata::new(
+            META_VERSION.fetch_add(1, Ordering::Relaxed),
+            title,
+            url,
+        ));
+        match self.meta.write() {
+            Ok(mut m) => *m = meta,
+            Err(p) => *p.into_inner() = meta,
+        }
+    }
+
+    /// Asks the source's connection to end.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_waiters();
+        self.kill.notify_one();
+    }
+}
+
+/// What the server can tell a listener's task from outside.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Kill,
+    Move(String),
+}
+
+/// A connected listener, as `/admin/listclients` shows it.
+#[derive(Debug, Clone)]
+pub struct ListenerEntry {
+    pub id: u64,
+    pub ip: IpAddr,
+    pub user_agent: String,
+    pub connected_at: Instant,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+#[derive(Debug)]
+pub struct Mount {
+    pub path: String,
+    config: RwLock<MountConfig>,
+    session: RwLock<Option<Arc<Session>>>,
+    /// Bumped whenever a source connects or leaves, so parked listeners can react.
+    pub generation: watch::Sender<u64>,
+    pub listeners: Mutex<HashMap<u64, ListenerEntry>>,
+    pub counters: Counters,
+    pub removed: AtomicBool,
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (nothing here leaves it half-done).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Mount {
+    pub fn new(config: MountConfig, counters: Counters) -> Mount {
+        Mount {
+            path: config.path.clone(),
+            config: RwLock::new(config),
+            session: RwLock::new(None),
+            generation: watch::channel(0).0,
+            listeners: Mutex::new(HashMap::new()),
+            counters,
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> MountConfig {
+        self.config
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    pub fn set_config(&self, c: MountConfig) {
+        match self.config.write() {
+            Ok(mut g) => *g = c,
+            Err(p) => *p.into_inner() = c,
+        }
+    }
+
+    /// The live session, if a source is connected.
+    pub fn session(&self) -> Option<Arc<Session>> {
+        let s = self
+            .session
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone());
+        s.filter(|s| !s.is_closed())
+    }
+
+    /// Installs a new session unless one is live; returns false if the mount is taken.
+    pub fn attach(&self, session: Arc<Session>) -> bool {
+        let mut slot = match self.session.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if slot.as_ref().is_some_and(|s| !s.is_closed()) {
+            return false;
+        }
+        *slot = Some(session);
+        drop(slot);
+        self.counters.source_connected.set(1);
+        self.generation.send_modify(|g| *g += 1);
+        true
+    }
+
+    /// Ends a session (if it is still the mount's) and tells parked listeners.
+    pub fn detach(&self, session: &Arc<Session>) {
+        session.close();
+        let mut slot = match self.session.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *slot = None;
+            self.counters.source_connected.set(0);
+        }
+        drop(slot);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn listener_count(&self) -> u64 {
+        u64::try_from(self.counters.listeners.get()).unwrap_or(0)
+    }
+
+    /// Registers a listener; false when `max_listeners` is reached.
+    pub fn add_listener(&self, entry: ListenerEntry) -> bool {
+        let max = self.config().max_listeners;
+        let mut table = lock(&self.listeners);
+        if max.is_some_and(|m| table.len() as u64 >= m) {
+            self.counters.refused_full.inc();
+            return false;
+        }
+        table.insert(entry.id, entry);
+        let n = i64::try_from(table.len()).unwrap_or(i64::MAX);
+        self.counters.listeners.set(n);
+        if n > self.counters.peak.get() {
+            self.counters.peak.set(n);
+        }
+        drop(table);
+        self.counters.connections.inc();
+        true
+    }
+
+    pub fn remove_listener(&self, id: u64) -> Option<ListenerEntry> {
+        let mut table = lock(&self.listeners);
+        let e = table.remove(&id);
+        self.counters
+            .listeners
+            .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(r: Read) -> Vec<u8> {
+        match r {
+            Read::Data(v) => v.concat(),
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listeners_read_from_their_offset() {
+        let s = Session::new(SourceInfo::default(), 4, 100);
+        s.push(Bytes::from_static(b"abc"));
+        s.push(Bytes::from_static(b"def"));
+        let mut a = s.burst_start(4);
+        assert_eq!(a, 0, "the chunk boundary at or before end-4");
+        assert_eq!(data(s.read(&mut a)), b"abcdef");
+        assert!(matches!(s.read(&mut a), Read::Pending));
+        let mut b = 4;
+        assert_eq!(
+            data(s.read(&mut b)),
+            b"ef",
+            "mid-chunk offsets slice without copying"
+        );
+        s.push(Bytes::from_static(b"g"));
+        assert_eq!(data(s.read(&mut a)), b"g");
+        s.close();
+        assert!(matches!(s.read(&mut a), Read::Ended));
+        let mut late = 0;
+        assert_eq!(
+            data(s.read(&mut late)),
+            b"abcdefg",
+            "a closed session still drains"
+        );
+    }
+
+    #[test]
+    fn slow_listener_lags_out_and_memory_stays_bounded() {
+        let s = Session::new(SourceInfo::default(), 10, 50);
+        let mut slow = 0;
+        let mut fast = 0;
+        for _ in 0..100 {
+            s.push(Bytes::from_static(b"0123456789"));
+            assert!(matches!(s.read(&mut fast), Read::Data(_)));
+        }
+        assert!(matches!(s.read(&mut slow), Read::Lagged));
+        let kept: usize = lock(&s.ring).chunks.iter().map(|(_, c)| c.len()).sum();
+        assert!(
+            kept <= 60,
+            "ring keeps about queue_bytes, not everything: {kept}"
+        );
+        let mut fresh = s.burst_start(10);
+        assert_eq!(data(s.read(&mut fresh)).len(), 10);
+    }
+
+    #[tokio::test]
+    async fn wait_wakes_on_push_and_close() {
+        let s = Arc::new(Session::new(SourceInfo::default(), 0, 100));
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move { s2.wait(0).await });
+        tokio::task::yield_now().await;
+        s.push(Bytes::from_static(b"x"));
+        waiter.await.expect("woken by push");
+        let s3 = s.clone();
+        let waiter = tokio::spawn(async move { s3.wait(1).await });
+        tokio::task::yield_now().await;
+        s.close();
+        waiter.await.expect("woken by close");
+    }
+
+    #[test]
+    fn attach_is_exclusive_until_detached() {
+        let m = Mount::new(
+            MountConfig {
+                path: "/m".into(),
+                source_password: "p".into(),
+                max_listeners: Some(1),
+                fallback: None,
+                name: None,
+                description: None,
+                genre: None,
+                url: None,
+                public: None,
+            },
+            Counters::detached(),
+        );
+        let a = Arc::new(Session::new(SourceInfo::default(), 0, 10));
+        let b = Arc::new(Session::new(SourceInfo::default(), 0, 10));
+        assert!(m.attach(a.clone()));
+        assert!(!m.attach(b.clone()));
+        m.detach(&a);
+        assert!(m.session().is_none());
+        assert!(m.attach(b));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let entry = |id| ListenerEntry {
+            id,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            user_agent: String::new(),
+            connected_at: Instant::now(),
+            control: tx.clone(),
+        };
+        assert!(m.add_listener(entry(1)));
+        assert!(!m.add_listener(entry(2)), "max_listeners = 1");
+        m.remove_listener(1);
+        assert!(m.add_listener(entry(3)));
+        assert_eq!(m.counters.peak.get(), 1);
+    }
+}

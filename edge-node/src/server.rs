@@ -1,0 +1,416 @@
+//! The edge's HTTP front: accepts connections, enforces the connection limits and the header
+//! timeout, parses the request head and hands the connection to the source, listener or admin
+//! code.
+//!
+//! Hand-written on tokio and httparse rather than on hyper because Icecast clients need what a
+//! general HTTP server does not give: the `SOURCE` method and `ICE/1.0` version, request bodies
+//! that run until the connection closes with neither Content-Length nor chunking, a `100
+//! Continue` sent only after authentication, and per-listener control of queues and writes.
+
+use crate::config::{EdgeConfig, MountConfig};
+use crate::head::{self, HeadError, RequestHead};
+use crate::metrics::EdgeMetrics;
+use crate::mount::{Mount, lock};
+use crate::{admin, listener, source};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// State shared by every connection of one edge node.
+pub struct Shared {
+    config: RwLock<Arc<EdgeConfig>>,
+    mounts: RwLock<HashMap<String, Arc<Mount>>>,
+    per_ip: Mutex<HashMap<IpAddr, u64>>,
+    open: AtomicU64,
+    next_id: AtomicU64,
+    pub started: SystemTime,
+    pub metrics: EdgeMetrics,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(config: EdgeConfig) -> anyhow::Result<Shared> {
+        let shared = Shared {
+            config: RwLock::new(Arc::new(EdgeConfig::default())),
+            mounts: RwLock::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            open: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            started: SystemTime::now(),
+            metrics: EdgeMetrics::new()?,
+            shutdown: CancellationToken::new(),
+        };
+        shared.set_config(config);
+        Ok(shared)
+    }
+
+    pub fn config(&self) -> Arc<EdgeConfig> {
+        self.config
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    /// Makes `config` current: new mounts appear, removed ones end (their source and listeners
+    /// are disconnected), changed ones take the new settings without touching their listeners.
+    pub fn set_config(&self, config: EdgeConfig) {
+        let wanted: Vec<MountConfig> = config
+            .mounts
+            .iter()
+            .cloned()
+            .chain(config.relays.iter().map(|r| MountConfig {
+                path: r.path.clone(),
+                source_password: String::new(),
+                max_listeners: r.max_listeners,
+                fallback: None,
+                name: None,
+                description: None,
+                genre: None,
+                url: None,
+                public: None,
+            }))
+            .collect();
+        let mut mounts = match self.mounts.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let keep: std::collections::HashSet<&str> =
+            wanted.iter().map(|m| m.path.as_str()).collect();
+        let gone: Vec<String> = mounts
+            .keys()
+            .filter(|p| !keep.contains(p.as_str()))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(m) = mounts.remove(&path) {
+                m.removed.store(true, Ordering::Release);
+                self.metrics.forget_mount(&path);
+                if let Some(s) = m.session() {
+                    s.kill();
+                    m.detach(&s);
+                }
+                for l in lock(&m.listeners).values() {
+                    let _ = l.control.send(crate::mount::Control::Kill);
+                }
+            }
+        }
+        for mc in wanted {
+            match mounts.get(&mc.path) {
+                Some(m) => {
+                    if m.config() != mc {
+                        m.set_config(mc);
+                    }
+                }
+                None => {
+                    let counters = self.metrics.mount_counters(&mc.path);
+                    mounts.insert(mc.path.clone(), Arc::new(Mount::new(mc, counters)));
+                }
+            }
+        }
+        drop(mounts);
+        let new = Arc::new(config);
+        match self.config.write() {
+            Ok(mut c) => *c = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    pub fn mount(&self, path: &str) -> Option<Arc<Mount>> {
+        let mounts = self
+            .mounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        mounts.get(path).cloned()
+    }
+
+    /// Every mount, sorted by path.
+    pub fn mounts(&self) -> Vec<Arc<Mount>> {
+        let mounts = self
+            .mounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v: Vec<_> = mounts.values().cloned().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The mount whose live source a listener of `home` hears: `home` itself, else the first
+    /// live mount along its fallback chain.
+    pub fn resolve(&self, home: &str) -> Option<(Arc<Mount>, Arc<crate::mount::Session>)> {
+        let mut path = home.to_string();
+        for _ in 0..8 {
+            let m = self.mount(&path)?;
+            if let Some(s) = m.session() {
+                return Some((m, s));
+            }
+            path = m.config().fallback?;
+        }
+        None
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+        let cfg = self.config();
+        if self.open.load(Ordering::Relaxed) >= cfg.limits.max_connections {
+            return None;
+        }
+        let mut per_ip = lock(&self.per_ip);
+        let n = per_ip.entry(ip).or_insert(0);
+        if cfg.limits.max_connections_per_ip > 0 && *n >= cfg.limits.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(ConnGuard {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Releases a connection's slot in the limits when the connection ends.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = lock(&self.shared.per_ip);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A parsed request with its connection and the body bytes read along with the head.
+pub struct Request {
+    pub head: RequestHead,
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub leftover: BytesMut,
+}
+
+/// Accepts until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            handle(stream, peer, shared).await;
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let Some(_guard) = shared.admit(peer.ip()) else {
+        shared.metrics.refused_connections.inc();
+        let _ = respond(
+            &mut stream,
+            503,
+            "text/plain",
+            &[],
+            b"Too many connections\n",
+        )
+        .await;
+        return;
+    };
+    let cfg = shared.config();
+    let max = usize::try_from(cfg.limits.max_header_bytes).unwrap_or(8192);
+    let max_headers = usize::try_from(cfg.limits.max_headers).unwrap_or(64);
+    let read = tokio::time::timeout(
+        cfg.limits.header_timeout(),
+        read_head(&mut stream, max, max_headers),
+    )
+    .await;
+    let (head, leftover) = match read {
+        Err(_) => {
+            let _ = respond(
+                &mut stream,
+                408,
+                "text/plain",
+                &[],
+                b"Request head timeout\n",
+            )
+            .await;
+            return;
+        }
+        Ok(Err(None)) => return, // closed before sending anything
+        Ok(Err(Some(e))) => {
+            let status = match e {
+                HeadError::TooLarge => 431,
+                HeadError::TooManyHeaders => 431,
+                HeadError::Malformed(_) => 400,
+            };
+            let _ = respond(
+                &mut stream,
+                status,
+                "text/plain",
+                &[],
+                format!("{e}\n").as_bytes(),
+            )
+            .await;
+            return;
+        }
+        Ok(Ok(v)) => v,
+    };
+    let req = Request {
+        head,
+        stream,
+        peer,
+        leftover,
+    };
+    dispatch(req, shared).await;
+}
+
+/// Reads until a complete head; `Err(None)` when the peer closed first.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+    max_headers: usize,
+) -> Result<(RequestHead, BytesMut), Option<HeadError>> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let n = stream.read_buf(&mut buf).await.map_err(|_| None)?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                None
+            } else {
+                Some(HeadError::Malformed(
+                    "connection closed inside the request head".into(),
+                ))
+            });
+        }
+        if let Some((head, used)) = head::parse(&buf, max, max_headers).map_err(Some)? {
+            let _ = buf.split_to(used);
+            return Ok((head, buf));
+        }
+    }
+}
+
+async fn dispatch(mut req: Request, shared: Arc<Shared>) {
+    let method = req.head.method.clone();
+    let path = req.head.path.clone();
+    match (method.as_str(), path.as_str()) {
+        ("SOURCE" | "PUT", _) => source::serve(req, shared).await,
+        ("OPTIONS", _) => {
+            let _ = respond(&mut req.stream, 204, "text/plain", CORS_PREFLIGHT, b"").await;
+        }
+        ("GET" | "HEAD", p)
+            if p == "/status-json.xsl"
+                || p == "/metrics"
+                || p == "/healthz"
+                || p == "/readyz"
+                || p.starts_with("/admin/")
+                || p == "/admin" =>
+        {
+            admin::serve(req, shared).await;
+        }
+        ("GET" | "HEAD", p) if shared.mount(p).is_some() => listener::serve(req, shared).await,
+        ("GET" | "HEAD", _) => {
+            let _ = respond(
+                &mut req.stream,
+                404,
+                "text/plain",
+                &[],
+                b"The file you requested could not be found\n",
+            )
+            .await;
+        }
+        _ => {
+            let _ = respond(
+                &mut req.stream,
+                405,
+                "text/plain",
+                &[("Allow", "GET, HEAD, OPTIONS, PUT, SOURCE")],
+                b"Method not allowed\n",
+            )
+            .await;
+        }
+    }
+}
+
+pub const SERVER: &str = concat!(
+    "Onda/",
+    env!("CARGO_PKG_VERSION"),
+    " (Icecast 2.4 compatible)"
+);
+
+const CORS_PREFLIGHT: &[(&str, &str)] = &[
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+    (
+        "Access-Control-Allow-Headers",
+        "Origin, Accept, X-Requested-With, Content-Type, Icy-MetaData, Range",
+    ),
+    ("Access-Control-Max-Age", "86400"),
+];
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Authentication Required",
+        403 => "Forbidden",
+        404 => "File Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a complete HTTP/1.0 response and leaves the connection to be closed.
+pub async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n",
+        reason(status),
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(k);
+        out.push_str(": ");
+        out.push_str(v);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await?;
+    stream.flush().await
+}

@@ -1,0 +1,218 @@
+//! Source clients (`PUT` and legacy `SOURCE`): authentication before any `100 Continue`,
+//! ice-*/icy-* headers into the stream's description, then the body (raw until close, or
+//! chunked) pushed into the mount's session until the client leaves or falls silent.
+
+use crate::chunked::ChunkedDecoder;
+use crate::head::{RequestHead, basic_auth};
+use crate::mount::{Session, SourceInfo};
+use crate::server::{Request, Shared, respond};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Header names Icecast reads for each field, in order of preference.
+fn first_header(head: &RequestHead, names: &[&str]) -> String {
+    names
+        .iter()
+        .find_map(|n| head.header(n))
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+/// The bitrate a source announces: `ice-audio-info` (`bitrate=` or `ice-bitrate=`), else
+/// `icy-br`/`ice-bitrate`.
+fn announced_bitrate(head: &RequestHead, audio_info: &str) -> u32 {
+    audio_info
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == "bitrate" || k.trim() == "ice-bitrate")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .or_else(|| {
+            head.header("icy-br")
+                .or_else(|| head.header("ice-bitrate"))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceInfo {
+    let audio_info = first_header(head, &["ice-audio-info"]);
+    let public = first_header(head, &["ice-public", "icy-pub", "x-audiocast-public"]);
+    SourceInfo {
+        content_type: content_type.to_string(),
+        name: first_header(head, &["ice-name", "icy-name", "x-audiocast-name"]),
+        description: first_header(
+            head,
+            &[
+                "ice-description",
+                "icy-description",
+                "x-audiocast-description",
+            ],
+        ),
+        genre: first_header(head, &["ice-genre", "icy-genre", "x-audiocast-genre"]),
+        url: first_header(head, &["ice-url", "icy-url", "x-audiocast-url"]),
+        public: public.trim() == "1",
+        bitrate: announced_bitrate(head, &audio_info),
+        audio_info,
+        user_agent: first_header(head, &["user-agent"]),
+        ip: ip.to_string(),
+        relay: false,
+    }
+}
+
+const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS, PUT, SOURCE");
+
+pub async fn serve(mut req: Request, shared: Arc<Shared>) {
+    let path = req.head.path.clone();
+    let Some(mount) = shared.mount(&path) else {
+        let _ = respond(
+            &mut req.stream,
+            404,
+            "text/plain",
+            &[ALLOW],
+            b"No such mountpoint\n",
+        )
+        .await;
+        return;
+    };
+    let cfg = mount.config();
+    let authorized = basic_auth(&req.head).is_some_and(|(user, pass)| {
+        user == "source"
+            && !cfg.source_password.is_empty()
+            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes())
+    });
+    if !authorized {
+        // libshout probes without credentials and reads `Allow` from this answer.
+        let _ = respond(
+            &mut req.stream,
+            401,
+            "text/plain",
+            &[
+                ("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""),
+                ALLOW,
+            ],
+            b"You need to authenticate\n",
+        )
+        .await;
+        return;
+    }
+    let content_type = match req.head.header("content-type") {
+        Some(ct) if !ct.is_empty() => ct.to_string(),
+        // A legacy SOURCE without Content-Type is MP3; a PUT must say what it sends.
+        _ if req.head.method == "SOURCE" => "audio/mpeg".to_string(),
+        _ => {
+            let _ = respond(
+                &mut req.stream,
+                403,
+                "text/plain",
+                &[],
+                b"No Content-type given\n",
+            )
+            .await;
+            return;
+        }
+    };
+    let limits = shared.config().limits.clone();
+    let info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
+    let session = Arc::new(Session::new(info, limits.burst_bytes, limits.queue_bytes));
+    if !mount.attach(session.clone()) {
+        let _ = respond(
+            &mut req.stream,
+            403,
+            "text/plain",
+            &[],
+            b"Mountpoint in use\n",
+        )
+        .await;
+        return;
+    }
+    tracing::info!(mount = %path, ip = %req.peer.ip(), content_type, "source connected");
+    let chunked = req
+        .head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let expects_continue = req
+        .head
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    // As Icecast 2.4.4: `100 Continue` (only after authentication) and then `200 OK`.
+    let mut reply = Vec::new();
+    if expects_continue {
+        reply.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    reply.extend_from_slice(b"HTTP/1.0 200 OK\r\nServer: ");
+    reply.extend_from_slice(crate::server::SERVER.as_bytes());
+    reply.extend_from_slice(b"\r\n\r\n");
+    let result = async {
+        req.stream.write_all(&reply).await?;
+        receive(&mut req, &session, chunked, limits.source_timeout()).await
+    }
+    .await;
+    mount.detach(&session);
+    match result {
+        Ok(end) => tracing::info!(mount = %path, bytes = session.end(), "source left: {end}"),
+        Err(e) => tracing::info!(mount = %path, bytes = session.end(), "source dropped: {e}"),
+    }
+}
+
+/// Reads the body into the session. Returns why it ended.
+async fn receive(
+    req: &mut Request,
+    session: &Arc<Session>,
+    chunked: bool,
+    timeout: std::time::Duration,
+) -> std::io::Result<&'static str> {
+    let mut decoder = chunked.then(ChunkedDecoder::new);
+    let mut pieces = Vec::new();
+    let mut feed = |data: Bytes, pieces: &mut Vec<Bytes>| -> std::io::Result<bool> {
+        match &mut decoder {
+            Some(d) => {
+                d.feed(&data, pieces).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+                })?;
+                Ok(d.is_done())
+            }
+            None => {
+                pieces.push(data);
+                Ok(false)
+            }
+        }
+    };
+    if !req.leftover.is_empty() {
+        let first = std::mem::take(&mut req.leftover).freeze();
+        if feed(first, &mut pieces)? {
+            push_all(session, &mut pieces);
+            return Ok("end of chunked body");
+        }
+        push_all(session, &mut pieces);
+    }
+    loop {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, req.stream.read_buf(&mut buf)) => r,
+            () = session.kill.notified() => return Ok("killed by admin"),
+        };
+        if session.killed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok("killed by admin");
+        }
+        match read {
+            Err(_) => return Ok("silent for longer than the source timeout"),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(0)) => return Ok("connection closed"),
+            Ok(Ok(_)) => {
+                let done = feed(buf.freeze(), &mut pieces)?;
+                push_all(session, &mut pieces);
+                if done {
+                    return Ok("end of chunked body");
+                }
+            }
+        }
+    }
+}
+
+fn push_all(session: &Session, pieces: &mut Vec<Bytes>) {
+    for p in pieces.drain(..) {
+        session.push(p);
+    }
+}
