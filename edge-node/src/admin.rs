@@ -449,7 +449,7 @@ fn stats_xml(shared: &Shared, host: &str) -> Vec<u8> {
         let cfg = m.config();
         let _ = write!(
             x,
-            "<source mount=\"{}\"><listeners>{}</listeners><listener_peak>{}</listener_peak><max_listeners>{}</max_listeners><server_name>{}</server_name><server_type>{}</server_type><title>{}</title><total_bytes_sent>{}</total_bytes_sent><slow_listeners>{}</slow_listeners><source_ip>{}</source_ip><stream_start>{}</stream_start><listenurl>http://{}{}</listenurl></source>",
+            "<source mount=\"{}\"><listeners>{}</listeners><listener_peak>{}</listener_peak><max_listeners>{}</max_listeners><server_name>{}</server_name><server_type>{}</server_type><title>{}</title><total_bytes_sent>{}</total_bytes_sent><slow_listeners>{}</slow_listeners><source_ip>{}</source_ip><stream_start>{}</stream_start><total_bytes_read>{}</total_bytes_read><listenurl>http://{}{}</listenurl></source>",
             xml_escape(&m.path),
             m.listener_count(),
             m.counters.peak.get(),
@@ -466,6 +466,7 @@ fn stats_xml(shared: &Shared, host: &str) -> Vec<u8> {
             m.counters.dropped_slow.get(),
             xml_escape(&s.info.ip),
             rfc2822(s.connected_at),
+            s.end(),
             xml_escape(host),
             xml_escape(&m.path),
         );

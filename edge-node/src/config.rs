@@ -73,6 +73,9 @@ pub struct LimitsConfig {
     pub max_connections: u64,
     /// Interval of ICY metadata blocks, in audio bytes.
     pub icy_metaint: u64,
+    /// Kernel send buffer of each listener socket; small, so a stalled listener shows up in our
+    /// queue within seconds instead of hiding megabytes in the kernel. 0 = the kernel's default.
+    pub listener_send_buffer_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -87,6 +90,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 0,
             max_connections: 50_000,
             icy_metaint: 16_000,
+            listener_send_buffer_bytes: 65_536,
         }
     }
 }
@@ -185,11 +189,24 @@ impl EdgeConfig {
             ("limits.max_headers", l.max_headers, 4, 1024),
             ("limits.max_connections", l.max_connections, 1, 10_000_000),
             ("limits.icy_metaint", l.icy_metaint, 256, 1 << 20),
+            (
+                "limits.listener_send_buffer_bytes",
+                l.listener_send_buffer_bytes,
+                0,
+                64 << 20,
+            ),
         ];
         for (key, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {
                 anyhow::bail!("{key} = {v} must be between {lo} and {hi}");
             }
+        }
+        if l.burst_bytes >= l.queue_bytes {
+            anyhow::bail!(
+                "limits.burst_bytes = {} must be smaller than limits.queue_bytes = {}",
+                l.burst_bytes,
+                l.queue_bytes
+            );
         }
         let mut paths = HashSet::new();
         let all = self

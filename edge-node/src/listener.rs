@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 /// A write that makes no progress for this long means the listener is gone or stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a blocked write looks at how far the source has moved on.
+const STALL_CHECK: Duration = Duration::from_millis(250);
 
 fn wants_icy(req: &Request) -> bool {
     req.head
@@ -102,6 +104,10 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     };
     let limits = shared.config().limits.clone();
+    if limits.listener_send_buffer_bytes > 0 {
+        let size = usize::try_from(limits.listener_send_buffer_bytes).unwrap_or(usize::MAX);
+        let _ = socket2::SockRef::from(&req.stream).set_send_buffer_size(size);
+    }
     let metaint =
         (wants_icy(&req) && icy_capable(&session.info.content_type)).then_some(limits.icy_metaint);
     let head = reply_head(&current, &session, metaint);
@@ -135,6 +141,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     }
     shared.metrics.listener_connects.inc();
+    // The burst is measured from the moment of connection, before the reply head is written.
+    let mut pos = session.burst_start(limits.burst_bytes);
     if tokio::time::timeout(WRITE_TIMEOUT, req.stream.write_all(head.as_bytes()))
         .await
         .is_err()
@@ -143,7 +151,6 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     }
     let mut icy = metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000)));
-    let mut pos = session.burst_start(limits.burst_bytes);
     let mut home_gen = shared.mount(&home).map(|m| m.generation.subscribe());
     let end = loop {
         let on_fallback = current.path != home;
@@ -170,12 +177,17 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             () = session.wait(pos) => match session.read(&mut pos) {
                 Read::Pending => {}
                 Read::Data(chunks) => {
-                    match send(&mut req.stream, &chunks, icy.as_mut(), &session).await {
+                    match send(&mut req.stream, &chunks, icy.as_mut(), &session, pos, limits.queue_bytes).await {
                         Ok(n) => {
                             current.counters.bytes_sent.inc_by(n);
                             shared.metrics.bytes_sent.inc_by(n);
                         }
-                        Err(_) => break "gone",
+                        Err(SendError::Gone) => break "gone",
+                        Err(SendError::Stalled) => {
+                            current.counters.dropped_slow.inc();
+                            shared.metrics.slow_drops.inc();
+                            break "stopped reading";
+                        }
                     }
                 }
                 Read::Lagged => {
@@ -204,7 +216,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         }
     };
     registered.remove_listener(id);
-    tracing::debug!(listener = id, mount = %home, "listener left: {end}");
+    tracing::debug!(listener = id, mount = %home, pos, "listener left: {end}");
 }
 
 async fn wait_generation(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
@@ -214,13 +226,27 @@ async fn wait_generation(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> 
     }
 }
 
+/// Why sending to a listener stopped.
+enum SendError {
+    /// The connection failed or closed.
+    Gone,
+    /// The listener stopped taking data for longer than the queue (or the write timeout) allows.
+    Stalled,
+}
+
 /// Writes chunks (with ICY blocks when asked); returns the audio bytes written.
+///
+/// While a write waits on a full socket, the source keeps going; if it gets more than the queue
+/// ahead of `pos` (the listener's offset after these chunks), the listener is dropped then and
+/// there instead of being noticed only when the write finally returns.
 async fn send(
     stream: &mut TcpStream,
     chunks: &[Bytes],
     icy: Option<&mut Interleaver>,
     session: &Session,
-) -> std::io::Result<u64> {
+    pos: u64,
+    queue_bytes: u64,
+) -> Result<u64, SendError> {
     let audio: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let pieces: Vec<Bytes> = match icy {
         Some(il) => {
@@ -233,14 +259,24 @@ async fn send(
         }
         None => chunks.to_vec(),
     };
+    let lagging = || session.end().saturating_sub(pos) > queue_bytes;
     for p in &pieces {
-        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(p)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "write stalled",
-                ));
+        let mut buf = &p[..];
+        let mut blocked = Duration::ZERO;
+        while !buf.is_empty() {
+            // `write` on a TcpStream writes nothing when cancelled, so the timeout is safe.
+            match tokio::time::timeout(STALL_CHECK, stream.write(buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(SendError::Gone),
+                Ok(Ok(n)) => {
+                    buf = &buf[n..];
+                    blocked = Duration::ZERO;
+                }
+                Err(_) => {
+                    blocked += STALL_CHECK;
+                    if lagging() || blocked >= WRITE_TIMEOUT {
+                        return Err(SendError::Stalled);
+                    }
+                }
             }
         }
     }

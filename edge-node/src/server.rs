@@ -412,5 +412,25 @@ pub async fn respond(
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).await?;
-    stream.flush().await
+    stream.flush().await?;
+    close_gracefully(stream).await;
+    Ok(())
+}
+
+/// Sends FIN and discards what the client still sends (a refused source's audio, the rest of
+/// an oversized head) for a moment, so closing does not turn into a reset that destroys the
+/// response before the client has read it.
+pub async fn close_gracefully(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod db;
+pub mod edge;
 pub mod process;
 
 use std::time::{Duration, Instant};

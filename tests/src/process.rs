@@ -1,5 +1,6 @@
-//! Real `onda` processes for tests: each runs in a temp dir of its own with stdout and stderr
-//! captured to files, is killed when dropped, and has its logs printed if the test panics.
+//! Real processes for tests (`onda` itself, and real clients such as ffmpeg): each runs in a temp
+//! dir of its own with stdout and stderr captured to files, is killed when dropped, and has its
+//! logs printed (and its directory kept) if the test panics.
 //!
 //! The binary is `target/debug/onda` of this workspace (built by `make test` before the tests),
 //! or the path in `ONDA_BIN`.
@@ -33,15 +34,15 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-pub struct Onda {
+pub struct Proc {
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
     name: String,
 }
 
-impl Onda {
+impl Proc {
     /// Starts `onda ARGS` in a new temp dir with extra environment variables.
-    pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Onda {
+    pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(name, dir, args, env)
     }
@@ -52,16 +53,36 @@ impl Onda {
         dir: tempfile::TempDir,
         args: &[&str],
         env: &[(&str, &str)],
-    ) -> Onda {
+    ) -> Proc {
+        Self::spawn(name, &onda_bin(), dir, args, env)
+    }
+
+    /// Starts another program (a real client: ffmpeg, curl, …) in a new temp dir.
+    pub fn external(name: &str, program: &str, args: &[&str]) -> Proc {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn(name, Path::new(program), dir, args, &[])
+    }
+
+    fn spawn(
+        name: &str,
+        program: &Path,
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let out = std::fs::File::create(dir.path().join("stdout.log")).expect("log file");
         let err = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let mut cmd = Command::new(onda_bin());
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env("ONDA_LOG", "info");
+            // ONDA_LOG from the developer's environment raises the children's log level.
+            .env(
+                "ONDA_LOG",
+                std::env::var("ONDA_LOG").unwrap_or_else(|_| "info".to_string()),
+            );
         // Nothing from the developer's environment leaks into a test's configuration.
         for (k, _) in std::env::vars() {
             if k.starts_with("ONDA_") && k != "ONDA_LOG" {
@@ -71,8 +92,10 @@ impl Onda {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn onda");
-        Onda {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        Proc {
             child: Some(child),
             dir: Some(dir),
             name: name.to_string(),
@@ -168,6 +191,36 @@ impl Onda {
         }
     }
 
+    /// Waits for a log line on stderr containing `marker` and returns the first word after it
+    /// (e.g. the address after "listening on ").
+    pub async fn wait_log_word(&mut self, marker: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(word) = self
+                .stderr()
+                .lines()
+                .find_map(|l| l.split(marker).nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return word.to_string();
+            }
+            if let Some(s) = self.try_exit() {
+                panic!(
+                    "{} exited ({s}) before logging {marker:?}\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {marker:?} within {timeout:?}\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn logs(&self) -> String {
         format!(
             "----- {} stdout -----\n{}\n----- {} stderr -----\n{}",
@@ -179,7 +232,7 @@ impl Onda {
     }
 }
 
-impl Drop for Onda {
+impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {

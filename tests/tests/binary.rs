@@ -2,7 +2,7 @@
 //! environment overrides, configuration errors, busy ports and graceful shutdown.
 
 use onda_tests::db::{Backend, TestDb};
-use onda_tests::process::Onda;
+use onda_tests::process::Proc;
 use onda_tests::wait_for;
 use serde_json::Value;
 use std::time::Duration;
@@ -21,25 +21,13 @@ async fn get(url: &str, token: &str) -> (u16, Value) {
 }
 
 /// The base URL a control plane logged as its panel API address.
-async fn logged_address(p: &mut Onda) -> String {
-    let what = "the 'listening on' log line";
-    wait_for(what, START, || {
-        let err = p.stderr();
-        let exited = p.try_exit();
-        async move {
-            assert!(exited.is_none(), "exited early ({exited:?}):\n{err}");
-            err.lines()
-                .find_map(|l| l.split("listening on ").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_string)
-        }
-    })
-    .await
+async fn logged_address(p: &mut Proc) -> String {
+    p.wait_log_word("listening on ", START).await
 }
 
 #[tokio::test]
 async fn dev_mode_serves_demo_data_and_reuses_it() {
-    let mut dev = Onda::start("onda dev", &["dev", "--listen", "127.0.0.1:0"], &[]);
+    let mut dev = Proc::start("onda dev", &["dev", "--listen", "127.0.0.1:0"], &[]);
     let info = dev.wait_json(".onda-dev/dev.json", START).await;
     for key in ["api_url", "admin_token", "tenant_api_key", "station_id"] {
         assert!(
@@ -78,7 +66,7 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
 
     // A second run in the same directory finds the same data and credentials.
     let dir = dev.into_dir();
-    let mut again = Onda::start_in(
+    let mut again = Proc::start_in(
         "onda dev (2nd)",
         dir,
         &["dev", "--listen", "127.0.0.1:0"],
@@ -122,7 +110,7 @@ async fn busy_port_is_a_clear_error() {
     let addr = holder.local_addr().expect("addr").to_string();
     let port = addr.rsplit(':').next().expect("port").to_string();
 
-    let mut dev = Onda::start("onda dev", &["dev", "--listen", &addr], &[]);
+    let mut dev = Proc::start("onda dev", &["dev", "--listen", &addr], &[]);
     let exit = dev.wait_exit(START).await;
     assert!(!exit.success());
     let err = dev.stderr();
@@ -132,7 +120,7 @@ async fn busy_port_is_a_clear_error() {
     );
     assert!(!dev.path().join(".onda-dev/dev.json").exists());
 
-    let mut cp = Onda::start(
+    let mut cp = Proc::start(
         "control plane",
         &["control-plane"],
         &[
@@ -160,11 +148,11 @@ async fn configuration_errors_name_the_key() {
     )
     .expect("write");
     let bad = bad.display().to_string();
-    let mut p = Onda::start("control plane", &["control-plane", "--config", &bad], &[]);
+    let mut p = Proc::start("control plane", &["control-plane", "--config", &bad], &[]);
     assert!(!p.wait_exit(START).await.success());
     assert!(p.stderr().contains("listne"), "{}", p.stderr());
 
-    let mut p = Onda::start(
+    let mut p = Proc::start(
         "control plane",
         &["control-plane"],
         &[("ONDA_DATABASE_UR", "sqlite://x.db")],
@@ -176,7 +164,7 @@ async fn configuration_errors_name_the_key() {
         p.stderr()
     );
 
-    let mut p = Onda::start(
+    let mut p = Proc::start(
         "control plane",
         &["control-plane"],
         &[("ONDA_HTTP_LISTEN", "not-an-address")],
@@ -184,7 +172,7 @@ async fn configuration_errors_name_the_key() {
     assert!(!p.wait_exit(START).await.success());
     assert!(p.stderr().contains("http.listen"), "{}", p.stderr());
 
-    let mut p = Onda::start(
+    let mut p = Proc::start(
         "control plane",
         &["control-plane", "--config", "/nonexistent/cp.toml"],
         &[],
@@ -196,7 +184,7 @@ async fn configuration_errors_name_the_key() {
         p.stderr()
     );
 
-    let mut p = Onda::start(
+    let mut p = Proc::start(
         "control plane",
         &["control-plane"],
         &[
@@ -225,7 +213,7 @@ async fn serve_from_config_file(backend: Backend) {
     let token = "an-admin-token-for-this-test";
     let cfg = cfg.display().to_string();
     // The environment overrides the file's (unusable) port.
-    let mut p = Onda::start(
+    let mut p = Proc::start(
         "control plane",
         &["control-plane", "--config", &cfg],
         &[
@@ -271,7 +259,7 @@ async fn control_plane_serves_from_config_file_on_postgres() {
 #[tokio::test]
 async fn later_subcommands_say_when_they_arrive() {
     for (cmd, word) in [("agent", "cluster")] {
-        let mut p = Onda::start(cmd, &[cmd], &[]);
+        let mut p = Proc::start(cmd, &[cmd], &[]);
         assert!(!p.wait_exit(START).await.success());
         let err = p.stderr();
         assert!(err.contains("not built yet") && err.contains(word), "{err}");
