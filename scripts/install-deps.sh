@@ -53,9 +53,4 @@ if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/tmp/onda-a
     exit 1
   fi
 fi
-# Debian's etcd-server starts a system etcd on the default ports; tests start their own on free
-# ports, so stop the packaged one where systemd is not there to keep it.
-if [[ " ${missing[*]} " == *" etcd-server "* ]] && pgrep -x etcd >/dev/null 2>&1 && ! pidof systemd >/dev/null 2>&1; then
-  pkill -x etcd || true
-fi
 echo "Installed ${missing[*]}." >&2

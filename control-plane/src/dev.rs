@@ -43,6 +43,13 @@ fn read_previous(path: &Path) -> Option<DevInfo> {
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    // dev.json and the database hold the admin token and keys: only the user may read them.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&opts.dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", opts.dir.display()))?;
+    }
     let json_path = opts.dir.join("dev.json");
     let previous = read_previous(&json_path);
 
@@ -169,7 +176,6 @@ async fn ensure_demo(
         None => create_for_tenant(
             &mut tx,
             &tenant.id,
-            &tenant.plan_id,
             CreateStation {
                 name: "Demo Station".to_string(),
                 slug: None,

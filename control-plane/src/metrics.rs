@@ -30,13 +30,13 @@ impl Metrics {
             ]),
             &["method", "route", "status"],
         )?;
-        let build = IntCounterVec::new(
+        let build = prometheus::IntGaugeVec::new(
             Opts::new("onda_build_info", "Always 1; labels carry the version"),
             &["component", "version"],
         )?;
         build
             .with_label_values(&["control-plane", env!("CARGO_PKG_VERSION")])
-            .inc();
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(build))?;

@@ -27,7 +27,23 @@ pub fn name(field: &str, value: &str) -> Result<String, ApiError> {
     Ok(v.to_string())
 }
 
+/// Ids as the API hands them out (`plan_basic`, `stn_k3v9…`): short, lowercase, no surprises.
+pub fn is_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 pub fn text(field: &str, value: &str) -> Result<String, ApiError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not contain control characters."
+        )));
+    }
     if value.chars().count() > MAX_TEXT {
         return Err(ApiError::Unprocessable(format!(
             "{field} is longer than {MAX_TEXT} characters."

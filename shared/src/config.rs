@@ -68,6 +68,11 @@ where
         if let Some((key_path, default)) = known.iter().find(|(p, _)| env_name(p) == suffix) {
             let value = parse_env_value(&var, &raw, default)?;
             set_path(&mut table, key_path, value);
+        } else if let Some(near) = typo_of_section(suffix, &known) {
+            return Err(ConfigError::Env {
+                var,
+                message: format!("no such section; did you mean ONDA_{near}_…?"),
+            });
         } else if let Some(section) = known
             .iter()
             .filter(|(p, _)| p.len() > 1)
@@ -94,6 +99,41 @@ where
         path: origin.to_string(),
         message: e.to_string(),
     })
+}
+
+/// The known section a variable's first word nearly spells (`DATABSE` → `DATABASE`), so a typo
+/// is reported instead of silently ignored. Variables of other components or tools
+/// (`ONDA_LOG`, `ONDA_DEV_DIR`) are far from every section and pass.
+fn typo_of_section(suffix: &str, known: &[(Vec<String>, serde_json::Value)]) -> Option<String> {
+    let sections: std::collections::BTreeSet<String> = known
+        .iter()
+        .filter(|(p, _)| p.len() > 1)
+        .map(|(p, _)| p[0].to_uppercase())
+        .collect();
+    // Sections may hold '_' themselves: compare against the same number of words.
+    sections.into_iter().find(|s| {
+        let words = s.split('_').count();
+        let head: Vec<&str> = suffix.splitn(words + 1, '_').collect();
+        if head.len() <= words {
+            return false;
+        }
+        let candidate = head[..words].join("_");
+        candidate != *s && candidate.len() >= 3 && edit_distance(&candidate, s) <= 2
+    })
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn env_name(path: &[String]) -> String {
@@ -246,6 +286,24 @@ mod tests {
             .expect_err("must fail");
         assert!(err.to_string().contains("ONDA_HTTP_LISTN"), "{err}");
         assert!(err.to_string().contains("ONDA_HTTP_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_section_is_named_and_other_variables_pass() {
+        let err = load_from::<Cfg, _>("", "t.toml", env(&[("ONDA_DATABSE_URL", "x")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("ONDA_DATABSE_URL"), "{err}");
+        assert!(err.to_string().contains("ONDA_DATABASE_"), "{err}");
+        load_from::<Cfg, _>(
+            "",
+            "t.toml",
+            env(&[
+                ("ONDA_LOG", "debug"),
+                ("ONDA_DEV_DIR", "x"),
+                ("ONDA_TEST_POSTGRES_URL", "y"),
+            ]),
+        )
+        .expect("variables of other tools are not errors");
     }
 
     #[test]

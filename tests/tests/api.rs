@@ -31,6 +31,8 @@ on_both_backends!(
     bad_input_is_refused_and_changes_nothing,
     openapi_lists_every_served_route,
     health_readiness_and_metrics,
+    control_characters_are_refused_never_a_500,
+    concurrent_updates_never_undo_a_suspension,
 );
 
 fn mp3(path: &str, kbps: u32) -> Value {
@@ -957,6 +959,26 @@ async fn openapi_lists_every_served_route(b: Backend) {
             );
         }
     }
+    // Errors are documented as problem documents, and every /v1 operation documents 401.
+    for (template, ops) in spec["paths"].as_object().expect("paths") {
+        for (m, op) in ops.as_object().expect("ops") {
+            for (status, resp) in op["responses"].as_object().expect("responses") {
+                if status.as_str() >= "400" && template.starts_with("/v1/") {
+                    let content = resp["content"].as_object().cloned().unwrap_or_default();
+                    assert!(
+                        content.keys().all(|k| k == "application/problem+json"),
+                        "{m} {template} {status}: {content:?}"
+                    );
+                }
+            }
+            if template.starts_with("/v1/") {
+                assert!(
+                    op["responses"].get("401").is_some(),
+                    "{m} {template} lacks 401"
+                );
+            }
+        }
+    }
     let documented: usize = spec["paths"]
         .as_object()
         .expect("paths")
@@ -1005,4 +1027,171 @@ async fn health_readiness_and_metrics(b: Backend) {
     );
     assert!(text.contains("onda_build_info{"), "{text}");
     cp.stop().await;
+}
+
+async fn control_characters_are_refused_never_a_500(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let a = cp.admin.clone();
+    let (tid, key) = cp.tenant_with_key("Nul", "plan_premium").await;
+    let stations_before = cp.list_all("/v1/stations", &key).await;
+    for (m, path, token, body) in [
+        (Method::GET, "/v1/plans/%00".to_string(), a.clone(), None),
+        (
+            Method::GET,
+            "/v1/plans?cursor=%00".to_string(),
+            a.clone(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/stations?cursor=a%00".to_string(),
+            key.clone(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/stations/%00".to_string(),
+            key.clone(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/stations/%00".to_string(),
+            key.clone(),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/tenants/{tid}%00"),
+            a.clone(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/tenants".to_string(),
+            a.clone(),
+            Some(json!({"name": "x", "plan_id": "plan_\u{0}"})),
+        ),
+        (
+            Method::POST,
+            "/v1/stations".to_string(),
+            key.clone(),
+            Some(json!({"name": "S", "description": "a\u{0}b", "mounts": [mp3("/a", 64)]})),
+        ),
+        (
+            Method::POST,
+            "/v1/stations".to_string(),
+            key.clone(),
+            Some(json!({"name": "S", "genre": "\u{0}", "mounts": [mp3("/a", 64)]})),
+        ),
+        (
+            Method::PATCH,
+            "/v1/plans/plan_basic".to_string(),
+            a.clone(),
+            Some(json!({"description": "x\u{0}"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/tenants/{tid}/api-keys"),
+            a.clone(),
+            Some(json!({"name": "k\u{0}"})),
+        ),
+    ] {
+        let r = cp.call(m.clone(), &path, Some(&token), body).await;
+        let code = r.status.as_u16();
+        assert!(
+            (400..500).contains(&code),
+            "{m} {path} answered {code}: {}",
+            r.text
+        );
+        assert_eq!(r.content_type, "application/problem+json", "{m} {path}");
+    }
+    assert_eq!(
+        stations_before,
+        cp.list_all("/v1/stations", &key).await,
+        "nothing was stored"
+    );
+    let plan = cp.get("/v1/plans/plan_basic", &a).await.expect(200).body;
+    assert!(
+        !plan["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('\u{0}')
+    );
+    // The scheme of the Authorization header is case-insensitive (RFC 9110).
+    let r = cp
+        .http
+        .get(format!("{}/v1/me", cp.url))
+        .header("authorization", format!("bearer {key}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // Odd methods do not mint new metric series.
+    cp.call(
+        Method::from_bytes(b"FOO1").expect("method"),
+        "/healthz",
+        None,
+        None,
+    )
+    .await;
+    let m = cp.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(!m.contains("FOO1"), "{m}");
+    assert!(m.contains(r#"method="other""#), "{m}");
+    cp.stop().await;
+}
+
+/// A suspension must survive concurrent updates of the same tenant (on PostgreSQL a
+/// read-modify-write without the row lock wrote `active` back).
+async fn concurrent_updates_never_undo_a_suspension(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let cp = std::sync::Arc::new(cp);
+    let (tid, _) = cp.tenant_with_key("Busy", "plan_basic").await;
+    for round in 0..12 {
+        cp.post(&format!("/v1/tenants/{tid}/resume"), &cp.admin, json!({}))
+            .await
+            .expect(200);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let cp = cp.clone();
+            let tid = tid.clone();
+            tasks.push(tokio::spawn(async move {
+                cp.patch(
+                    &format!("/v1/tenants/{tid}"),
+                    &cp.admin,
+                    json!({"name": format!("Busy {round}.{i}")}),
+                )
+                .await
+                .status
+                .as_u16()
+            }));
+        }
+        let suspend = {
+            let cp = cp.clone();
+            let tid = tid.clone();
+            tokio::spawn(async move {
+                cp.post(&format!("/v1/tenants/{tid}/suspend"), &cp.admin, json!({}))
+                    .await
+                    .status
+                    .as_u16()
+            })
+        };
+        for t in tasks {
+            assert_eq!(t.await.expect("task"), 200);
+        }
+        assert_eq!(suspend.await.expect("task"), 200);
+        let t = cp
+            .get(&format!("/v1/tenants/{tid}"), &cp.admin)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(
+            t["status"], "suspended",
+            "round {round}: a concurrent update undid the suspension"
+        );
+    }
 }

@@ -55,6 +55,13 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         dev.stdout().contains(&key),
         "the key is printed for the user"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = dev.path().join(".onda-dev");
+        let mode = std::fs::metadata(dir).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the dev directory holds secrets: {mode:o}");
+    }
 
     dev.terminate();
     let exit = dev.wait_exit(Duration::from_secs(15)).await;
@@ -160,6 +167,31 @@ async fn configuration_errors_name_the_key() {
     assert!(!p.wait_exit(START).await.success());
     assert!(
         p.stderr().contains("ONDA_DATABASE_UR") && p.stderr().contains("ONDA_DATABASE_URL"),
+        "{}",
+        p.stderr()
+    );
+
+    // A misspelt section is a typo to report, not a variable to ignore.
+    let mut p = Proc::start(
+        "control plane",
+        &["control-plane"],
+        &[("ONDA_DATABSE_URL", "postgres://x/y")],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(p.stderr().contains("ONDA_DATABSE_URL"), "{}", p.stderr());
+    assert!(!p.path().join("onda.db").exists(), "nothing was created");
+
+    let mut p = Proc::start(
+        "control plane",
+        &["control-plane"],
+        &[
+            ("ONDA_HTTP_LISTEN", "127.0.0.1:0"),
+            ("ONDA_DATABASE_URL", "sqlite::memory:"),
+        ],
+    );
+    assert!(!p.wait_exit(START).await.success());
+    assert!(
+        p.stderr().contains("in-memory SQLite is not supported"),
         "{}",
         p.stderr()
     );

@@ -33,6 +33,22 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_foreign_key_violation() {
+                // A referenced object (a plan, a tenant) was deleted or created concurrently.
+                return ApiError::Conflict(
+                    "An object this request refers to was changed at the same time; retry the request."
+                        .to_string(),
+                );
+            }
+            // PostgreSQL: invalid byte sequence / untranslatable character (a NUL in text).
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return ApiError::BadRequest(
+                    "Text in this request contains a character that cannot be stored (such as NUL)."
+                        .to_string(),
+                );
+            }
+        }
         ApiError::Internal(anyhow::Error::new(e).context("database"))
     }
 }

@@ -58,6 +58,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_encoded_control(parts.uri.query().unwrap_or_default()) {
+            return Err(ApiError::BadRequest(
+                "The query string contains a control character.".to_string(),
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -78,11 +83,28 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No stored id contains a control character; such a path names nothing.
+        if has_encoded_control(parts.uri.path()) {
+            return Err(ApiError::NotFound(
+                "There is no object with that id.".to_string(),
+            ));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
             .map_err(|r: PathRejection| ApiError::BadRequest(r.body_text()))
     }
+}
+
+/// True when a URI part carries a percent-encoded control character (`%00`–`%1F`, `%7F`).
+fn has_encoded_control(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && std::str::from_utf8(&w[1..])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .is_some_and(|b| b < 0x20 || b == 0x7f)
+    })
 }
 
 /// Validated paging: `limit` in 1..=100 (default 50) and the cursor to start after.

@@ -90,7 +90,7 @@ pub fn router(
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-    let openapi_json = openapi.to_pretty_json().unwrap_or_default();
+    let openapi_json = complete_error_responses(&openapi);
     let state = AppState {
         db,
         admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -103,6 +103,72 @@ pub fn router(
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Adds to every operation the error answers that the extractors give (401 for a missing or bad
+/// token, 403 for the wrong role, 400/413/415/422 for bodies) and marks every error body as
+/// `application/problem+json`, so the document tells clients exactly what they can receive.
+fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
+    let mut doc = serde_json::to_value(openapi).unwrap_or_default();
+    let problem = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for (path, item) in paths.iter_mut() {
+            let Some(ops) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in ops.iter_mut() {
+                let has_body = op.get("requestBody").is_some();
+                let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut())
+                else {
+                    continue;
+                };
+                for (status, resp) in responses.iter_mut() {
+                    if status.as_str() >= "400"
+                        && let Some(content) =
+                            resp.get_mut("content").and_then(|c| c.as_object_mut())
+                        && let Some(json) = content.remove("application/json")
+                    {
+                        content.insert("application/problem+json".to_string(), json);
+                    }
+                }
+                if !path.starts_with("/v1/") {
+                    continue;
+                }
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| problem(description));
+                };
+                add("401", "Missing, unknown or revoked bearer token");
+                let open_to_all =
+                    path == "/v1/me" || (path.starts_with("/v1/stations") && method == "get");
+                if !open_to_all {
+                    add(
+                        "403",
+                        "The token's role may not do this (admin route, or a suspended tenant)",
+                    );
+                }
+                if has_body {
+                    add("400", "The body is not valid JSON");
+                    add("413", "The body is larger than the server accepts");
+                    add("415", "The body is not sent as application/json");
+                    add(
+                        "422",
+                        "The body does not fit the request (unknown field, wrong type, invalid value)",
+                    );
+                }
+                if path.contains('{') {
+                    add("404", "No such object (or it belongs to another tenant)");
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -129,14 +195,21 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let method = req.method().clone();
+    // Only standard methods become label values: any other string would add a series.
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let start = Instant::now();
     let resp = next.run(req).await;
-    state.metrics.observe_request(
-        method.as_str(),
-        &route,
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
+    state
+        .metrics
+        .observe_request(method, &route, resp.status().as_u16(), start.elapsed());
     resp
 }

@@ -87,6 +87,10 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdatePlan>,
 ) -> ApiResult<Json<Plan>> {
     let mut tx = st.db.begin().await?;
+    // Lock before reading, so concurrent updates cannot undo each other's changes.
+    if !db::plans::lock(&mut tx, &id).await? {
+        return Err(not_found(&id));
+    }
     let mut plan = db::plans::get(&mut tx, &id)
         .await?
         .ok_or_else(|| not_found(&id))?;
@@ -145,7 +149,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let mut tx = st.db.begin().await?;
-    if db::plans::get(&mut tx, &id).await?.is_none() {
+    if !db::plans::lock(&mut tx, &id).await? {
         return Err(not_found(&id));
     }
     let n = db::plans::tenant_count(&mut tx, &id).await?;

@@ -11,7 +11,9 @@ use crate::{secrets, validate};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use onda_shared::api::{CreateStation, Page, PageParams, Plan, Problem, Station, UpdateStation};
+use onda_shared::api::{
+    CreateStation, Page, PageParams, Plan, Problem, Station, Tenant, TenantStatus, UpdateStation,
+};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("There is no station {id:?}."))
@@ -29,20 +31,33 @@ async fn plan_of(conn: &mut db::Conn, plan_id: &str) -> ApiResult<Plan> {
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("tenant's plan {plan_id} is missing")))
 }
 
+/// Locks the tenant for the rest of the transaction and re-reads it under the lock, so a
+/// suspension or plan change that committed meanwhile is what the request is checked against.
+async fn lock_active_tenant(conn: &mut db::Conn, tenant_id: &str) -> ApiResult<Tenant> {
+    let missing = || ApiError::NotFound(format!("There is no tenant {tenant_id:?}."));
+    if !db::tenants::lock(conn, tenant_id).await? {
+        return Err(missing());
+    }
+    let tenant = db::tenants::get(conn, tenant_id)
+        .await?
+        .ok_or_else(missing)?;
+    if tenant.status == TenantStatus::Suspended {
+        return Err(ApiError::Forbidden(
+            "This tenant is suspended: its objects can be read but not changed.".to_string(),
+        ));
+    }
+    Ok(tenant)
+}
+
 /// Creates a station for a tenant inside the caller's transaction, enforcing every plan limit
 /// under the tenant's lock (also used by dev mode to create the demo station).
 pub async fn create_for_tenant(
     conn: &mut db::Conn,
     tenant_id: &str,
-    plan_id: &str,
     req: CreateStation,
 ) -> ApiResult<Station> {
-    if !db::tenants::lock(conn, tenant_id).await? {
-        return Err(ApiError::NotFound(format!(
-            "There is no tenant {tenant_id:?}."
-        )));
-    }
-    let plan = plan_of(conn, plan_id).await?;
+    let tenant = lock_active_tenant(conn, tenant_id).await?;
+    let plan = plan_of(conn, &tenant.plan_id).await?;
     let name = validate::name("name", &req.name)?;
     let max_listeners = req
         .max_listeners
@@ -116,7 +131,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateStation>,
 ) -> ApiResult<(StatusCode, Json<Station>)> {
     let mut tx = st.db.begin().await?;
-    let station = create_for_tenant(&mut tx, &tenant.id, &tenant.plan_id, req).await?;
+    let station = create_for_tenant(&mut tx, &tenant.id, req).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(station)))
 }
@@ -148,7 +163,7 @@ pub async fn update(
 ) -> ApiResult<Json<Station>> {
     let mut tx = st.db.begin().await?;
     // The tenant's lock before reading, so a concurrent change is not overwritten.
-    db::tenants::lock(&mut tx, &tenant.id).await?;
+    let tenant = lock_active_tenant(&mut tx, &tenant.id).await?;
     let mut s = db::stations::get(&mut tx, &id, Some(&tenant.id))
         .await?
         .ok_or_else(|| not_found(&id))?;
@@ -209,7 +224,7 @@ pub async fn rotate_source_password(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Station>> {
     let mut tx = st.db.begin().await?;
-    db::tenants::lock(&mut tx, &tenant.id).await?;
+    lock_active_tenant(&mut tx, &tenant.id).await?;
     let mut s = db::stations::get(&mut tx, &id, Some(&tenant.id))
         .await?
         .ok_or_else(|| not_found(&id))?;

@@ -17,6 +17,11 @@ pub(super) fn not_found(id: &str) -> ApiError {
 }
 
 async fn require_plan(conn: &mut db::Conn, plan_id: &str) -> ApiResult<()> {
+    if !validate::is_id(plan_id) {
+        return Err(ApiError::Unprocessable(format!(
+            "plan_id {plan_id:?} names no plan."
+        )));
+    }
     match db::plans::get(conn, plan_id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::Unprocessable(format!(
@@ -89,6 +94,10 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
     let mut tx = st.db.begin().await?;
+    // Lock before reading, so a concurrent suspend or update is not overwritten.
+    if !db::tenants::lock(&mut tx, &id).await? {
+        return Err(not_found(&id));
+    }
     let mut t = db::tenants::get(&mut tx, &id)
         .await?
         .ok_or_else(|| not_found(&id))?;
@@ -132,6 +141,9 @@ pub async fn delete(
 
 async fn set_status(st: &AppState, id: &str, status: TenantStatus) -> ApiResult<Json<Tenant>> {
     let mut tx = st.db.begin().await?;
+    if !db::tenants::lock(&mut tx, id).await? {
+        return Err(not_found(id));
+    }
     let mut t = db::tenants::get(&mut tx, id)
         .await?
         .ok_or_else(|| not_found(id))?;

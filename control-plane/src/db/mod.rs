@@ -118,6 +118,12 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok((Backend::Postgres, url.to_string()));
     }
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        anyhow::bail!(
+            "database URL {url}: in-memory SQLite is not supported (every pooled connection would \
+             get its own empty database); use a file such as sqlite://onda.db"
+        );
+    }
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let mut url = format!("sqlite:{rest}");
         if !rest.contains("mode=") {
@@ -207,6 +213,7 @@ mod tests {
             Backend::Postgres
         );
         assert!(normalize_url("mysql://x").is_err());
+        assert!(normalize_url("sqlite::memory:").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }

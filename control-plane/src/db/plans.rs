@@ -128,6 +128,15 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
+/// Takes the plan's row lock for the rest of the transaction; false when there is no such plan.
+pub async fn lock(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE plans SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// How many tenants are on the plan (a plan in use cannot be deleted).
 pub async fn tenant_count(conn: &mut Conn, id: &str) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) AS n FROM tenants WHERE plan_id = $1")
