@@ -13,6 +13,7 @@ pub mod icy;
 mod listener;
 pub mod metrics;
 pub mod mount;
+pub mod relay;
 pub mod server;
 mod source;
 
@@ -79,6 +80,7 @@ impl Edge {
         })?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(v.config)?);
+        shared.sync_relays();
         let task = tokio::spawn(server::serve(listener, shared.clone()));
         tracing::info!("edge listening on http://{addr}");
         Ok(Edge { shared, addr, task })
@@ -94,6 +96,7 @@ impl Edge {
     pub fn apply(&self, config: EdgeConfig) -> anyhow::Result<()> {
         let v = config.validate()?;
         self.shared.set_config(v.config);
+        self.shared.sync_relays();
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub struct Shared {
     config: RwLock<Arc<EdgeConfig>>,
     mounts: RwLock<HashMap<String, Arc<Mount>>>,
     per_ip: Mutex<HashMap<IpAddr, u64>>,
+    relays: Mutex<HashMap<String, (crate::config::RelayConfig, CancellationToken)>>,
     open: AtomicU64,
     next_id: AtomicU64,
     pub started: SystemTime,
@@ -40,6 +41,7 @@ impl Shared {
             config: RwLock::new(Arc::new(EdgeConfig::default())),
             mounts: RwLock::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
+            relays: Mutex::new(HashMap::new()),
             open: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: SystemTime::now(),
@@ -117,6 +119,27 @@ impl Shared {
         match self.config.write() {
             Ok(mut c) => *c = new,
             Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    /// Starts relay tasks for new relays, stops those of removed ones and restarts changed ones.
+    pub fn sync_relays(self: &Arc<Self>) {
+        let wanted = self.config().relays.clone();
+        let mut running = lock(&self.relays);
+        running.retain(|path, (cfg, token)| {
+            let keep = wanted.iter().any(|w| w == cfg && &w.path == path);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for r in wanted {
+            if running.contains_key(&r.path) {
+                continue;
+            }
+            let token = self.shutdown.child_token();
+            running.insert(r.path.clone(), (r.clone(), token.clone()));
+            tokio::spawn(crate::relay::run(self.clone(), r, token));
         }
     }
 

@@ -505,3 +505,75 @@ async fn slow_and_oversized_request_heads_and_connection_limits() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_of_a_relay_plays_carries_titles_and_reconnects() {
+    let origin = EdgeNode::start(LIVE).await;
+    let src = ffmpeg_source(
+        &origin.icecast_url("/live", "hackme"),
+        440,
+        &["-ice_name", "Origin FM"],
+    );
+    origin.wait_source("/live").await;
+    origin
+        .admin_get("/admin/metadata?mount=/live&mode=updinfo&song=Upstream%20Title")
+        .await;
+    let middle = EdgeNode::start(&format!(
+        "[[relays]]\npath = \"/relayed\"\nurl = \"{}\"\n",
+        origin.url("/live")
+    ))
+    .await;
+    middle.wait_source("/relayed").await;
+    let last = EdgeNode::start(&format!(
+        "[[relays]]\npath = \"/r2\"\nurl = \"{}\"\n",
+        middle.url("/relayed")
+    ))
+    .await;
+    let status = last.wait_source("/r2").await;
+    assert_eq!(
+        status["server_name"], "Origin FM",
+        "stream headers travel with the relay"
+    );
+
+    let l = RawListener::connect(&last.addr, "/r2", true).await;
+    l.wait_title("Upstream Title").await;
+    l.wait_more_audio(32_000).await;
+    origin
+        .admin_get("/admin/metadata?mount=/live&mode=updinfo&song=Second%20Title")
+        .await;
+    l.wait_title("Second Title").await;
+    let url = last.url("/r2");
+    let (ok, out, err) = run_to_end(Proc::external(
+        "ffprobe",
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    ))
+    .await;
+    assert!(ok && out.trim() == "mp3", "ffprobe: {out} {err}");
+
+    // The origin's source goes and comes back: the relays reconnect by themselves.
+    origin.admin_get("/admin/killsource?mount=/live").await;
+    drop(src);
+    wait_for("the middle relay to notice", START, || async {
+        middle
+            .source_status("/relayed")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let _src2 = ffmpeg_source(&origin.icecast_url("/live", "hackme"), 660, &[]);
+    origin.wait_source("/live").await;
+    middle.wait_source("/relayed").await;
+    last.wait_source("/r2").await;
+    let again = RawListener::connect(&last.addr, "/r2", false).await;
+    again.wait_more_audio(32_000).await;
+}

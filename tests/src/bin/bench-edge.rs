@@ -1,0 +1,312 @@
+//! Benchmark (not a test): `onda edge` against Icecast 2 on this machine, with the same 128 kbps
+//! MP3 source and the same load generator, one server at a time. Reports per case and server:
+//! listeners that kept ≥ 90 % of the bitrate, server CPU % and RSS, and onda/Icecast ratios.
+//!
+//! Run with `scripts/bench-edge.sh` (installs icecast2, builds release binaries). Options:
+//! `--cases 1000,storm4000,ramp10000` `--window SECS` `--servers icecast,onda`.
+
+use onda_tests::load::{LoadPlan, LoadReport, run};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Case {
+    name: String,
+    listeners: usize,
+    ramp: Duration,
+}
+
+fn parse_case(s: &str) -> Option<Case> {
+    let (kind, n) = if let Some(n) = s.strip_prefix("storm") {
+        ("storm", n)
+    } else if let Some(n) = s.strip_prefix("ramp") {
+        ("ramp", n)
+    } else {
+        ("steady", s)
+    };
+    let listeners: usize = n.parse().ok()?;
+    let ramp = match kind {
+        "storm" => Duration::ZERO,
+        // About 1,000 new listeners a second, as a popular show starting.
+        _ => Duration::from_millis((listeners as u64).max(1)),
+    };
+    Some(Case {
+        name: s.to_string(),
+        listeners,
+        ramp,
+    })
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18000)
+}
+
+fn start_icecast(dir: &Path) -> anyhow::Result<Server> {
+    let port = free_port();
+    let xml = format!(
+        r#"<icecast>
+  <location>bench</location><admin>bench@localhost</admin><hostname>127.0.0.1</hostname>
+  <limits><clients>30000</clients><sources>4</sources><queue-size>524288</queue-size>
+    <client-timeout>30</client-timeout><header-timeout>15</header-timeout><source-timeout>10</source-timeout>
+    <burst-on-connect>1</burst-on-connect><burst-size>65536</burst-size></limits>
+  <authentication><source-password>hackme</source-password><admin-user>admin</admin-user><admin-password>admin-bench</admin-password></authentication>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>1</fileserve>
+  <paths><basedir>/usr/share/icecast2</basedir><logdir>{d}</logdir><webroot>/usr/share/icecast2/web</webroot>
+    <adminroot>/usr/share/icecast2/admin</adminroot></paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>1</loglevel></logging>
+  <security><chroot>0</chroot><changeowner><user>icecast2</user><group>icecast</group></changeowner></security>
+</icecast>"#,
+        d = dir.display()
+    );
+    let cfg = dir.join("icecast.xml");
+    std::fs::write(&cfg, xml)?;
+    let child = Command::new("icecast2")
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server {
+        name: "icecast",
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    })
+}
+
+fn start_onda(dir: &Path, onda: &Path) -> anyhow::Result<Server> {
+    let port = free_port();
+    let toml = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[limits]\nmax_connections = 30000\n\n[[mounts]]\npath = \"/live\"\nsource_password = \"hackme\"\n"
+    );
+    let cfg = dir.join("edge.toml");
+    std::fs::write(&cfg, toml)?;
+    let child = Command::new(onda)
+        .args(["edge", "--config"])
+        .arg(&cfg)
+        .env("ONDA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server {
+        name: "onda",
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn wait_for_source(addr: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/status-json.xsl")).await
+            && let Ok(t) = r.text().await
+            && t.contains("\"listenurl\"")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+struct Row {
+    case: String,
+    server: &'static str,
+    report: LoadReport,
+    cpu_pct: f64,
+    rss_mib: f64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let cases: Vec<Case> = arg("--cases")
+        .unwrap_or_else(|| "1000,storm4000,ramp10000".to_string())
+        .split(',')
+        .filter_map(parse_case)
+        .collect();
+    let window = Duration::from_secs(arg("--window").and_then(|w| w.parse().ok()).unwrap_or(20));
+    let servers = arg("--servers").unwrap_or_else(|| "icecast,onda".to_string());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let onda = arg("--onda").map_or_else(|| root.join("target/release/onda"), PathBuf::from);
+    let ticks: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+
+    let work = tempfile::tempdir()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Icecast drops to its own user and must write its logs here.
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777))?;
+    }
+    let track = work.path().join("tone.mp3");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100:duration=60",
+            "-ac",
+            "2",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+        ])
+        .arg(&track)
+        .status()?;
+    anyhow::ensure!(made.success(), "ffmpeg could not make the test track");
+
+    let mut rows = Vec::new();
+    for name in servers.split(',') {
+        let server = match name {
+            "icecast" => start_icecast(work.path())?,
+            "onda" => start_onda(work.path(), &onda)?,
+            other => anyhow::bail!("unknown server {other}"),
+        };
+        let url = format!("icecast://source:hackme@{}/live", server.addr);
+        let mut source = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&track)
+            .args([
+                "-c",
+                "copy",
+                "-content_type",
+                "audio/mpeg",
+                "-f",
+                "mp3",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        anyhow::ensure!(
+            wait_for_source(&server.addr).await,
+            "{}: the source did not connect",
+            server.name
+        );
+        let pid = server.child.id();
+        for case in &cases {
+            let plan = LoadPlan {
+                addr: server.addr.clone(),
+                path: "/live".to_string(),
+                listeners: case.listeners,
+                ramp: case.ramp,
+                settle: Duration::from_secs(3),
+                window,
+                bitrate_kbps: 128,
+            };
+            // CPU is measured over connect + settle + window: the whole cost of the case.
+            let cpu0 = cpu_seconds(pid, ticks);
+            let t0 = Instant::now();
+            let report = run(&plan).await;
+            let cpu_pct = (cpu_seconds(pid, ticks) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+            let rss = rss_mib(pid);
+            eprintln!(
+                "{} {}: {report:?} cpu {cpu_pct:.1}% rss {rss:.1} MiB",
+                server.name, case.name
+            );
+            rows.push(Row {
+                case: case.name.clone(),
+                server: server.name,
+                report,
+                cpu_pct,
+                rss_mib: rss,
+            });
+            // Let the server close the previous case's connections.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let _ = source.kill();
+        let _ = source.wait();
+        drop(server);
+    }
+
+    println!(
+        "| case | server | kept ≥90 % | failed | ended early | min / median rate | all connected after | CPU % | RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let rep = &r.report;
+        println!(
+            "| {} | {} | {}/{} ({:.2} %) | {} | {} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
+            r.case,
+            r.server,
+            rep.kept_up,
+            rep.listeners,
+            rep.kept_up as f64 * 100.0 / rep.listeners.max(1) as f64,
+            rep.failed,
+            rep.ended_early,
+            rep.min_rate_ratio,
+            rep.median_rate_ratio,
+            rep.all_connected_after
+                .map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+            r.cpu_pct,
+            r.rss_mib
+        );
+    }
+    println!();
+    for case in &cases {
+        let find = |s: &str| rows.iter().find(|r| r.case == case.name && r.server == s);
+        if let (Some(i), Some(o)) = (find("icecast"), find("onda")) {
+            println!(
+                "{}: CPU onda/icecast = {:.2}, RSS onda/icecast = {:.2}, kept-up onda {} vs icecast {}",
+                case.name,
+                o.cpu_pct / i.cpu_pct.max(0.01),
+                o.rss_mib / i.rss_mib.max(0.01),
+                o.report.kept_up,
+                i.report.kept_up
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `Edge::apply` as the agent uses it, in process: mounts are added, removed and changed at
+//! runtime while a listener of an unchanged mount keeps its connection.
+
+use onda_edge::{Edge, EdgeConfig, MountConfig};
+use onda_tests::edge::{RawListener, START, ffmpeg_source};
+use onda_tests::wait_for;
+
+fn mount(path: &str, password: &str) -> MountConfig {
+    MountConfig {
+        path: path.to_string(),
+        source_password: password.to_string(),
+        max_listeners: None,
+        fallback: None,
+        name: None,
+        description: None,
+        genre: None,
+        url: None,
+        public: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_changes_mounts_without_disturbing_listeners() {
+    let mut config = EdgeConfig::default();
+    config.http.listen = "127.0.0.1:0".to_string();
+    config.mounts = vec![mount("/a", "pw-a"), mount("/b", "pw-b")];
+    let edge = Edge::start(config.clone()).await.expect("edge starts");
+    let addr = edge.addr().to_string();
+    let _src = ffmpeg_source(&format!("icecast://source:pw-a@{addr}/a"), 440, &[]);
+    wait_for("a source on /a", START, || async {
+        edge.stats()
+            .iter()
+            .find(|m| m.path == "/a")
+            .and_then(|m| m.source.clone())
+    })
+    .await;
+    let listener = RawListener::connect(&addr, "/a", false).await;
+    listener.wait_more_audio(20_000).await;
+
+    // Change /a, drop /b, add /c.
+    let mut next = config.clone();
+    let mut a = mount("/a", "pw-a");
+    a.name = Some("Renamed".to_string());
+    a.max_listeners = Some(5);
+    next.mounts = vec![a, mount("/c", "pw-c")];
+    edge.apply(next.clone()).expect("apply");
+    listener.wait_more_audio(20_000).await;
+    assert!(
+        !listener.heard().closed,
+        "the /a listener kept its connection"
+    );
+
+    let stats = edge.stats();
+    let paths: Vec<&str> = stats.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, vec!["/a", "/c"]);
+    let a = &stats[0];
+    assert_eq!(a.listeners, 1);
+    assert!(a.source.is_some(), "the source of /a was not touched");
+    assert_eq!(
+        reqwest::get(format!("http://{addr}/b"))
+            .await
+            .expect("get")
+            .status(),
+        404
+    );
+
+    // A source can feed the new mount.
+    let _src_c = ffmpeg_source(&format!("icecast://source:pw-c@{addr}/c"), 220, &[]);
+    wait_for("a source on /c", START, || async {
+        edge.stats()
+            .iter()
+            .find(|m| m.path == "/c")
+            .and_then(|m| m.source.clone())
+    })
+    .await;
+
+    // An invalid configuration is refused and changes nothing.
+    let mut bad = next.clone();
+    bad.mounts.push(mount("/a", "dup"));
+    assert!(edge.apply(bad).is_err());
+    assert_eq!(edge.stats().len(), 2);
+    listener.wait_more_audio(8_000).await;
+    edge.shutdown().await;
+}
