@@ -76,6 +76,9 @@ pub struct LimitsConfig {
     /// Kernel send buffer of each listener socket; small, so a stalled listener shows up in our
     /// queue within seconds instead of hiding megabytes in the kernel. 0 = the kernel's default.
     pub listener_send_buffer_bytes: u64,
+    /// How often new audio is handed to listeners, in milliseconds (also at every 32 KiB). Larger
+    /// batches mean fewer wake-ups and writes per listener; 0 hands over every source write.
+    pub publish_interval_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -91,6 +94,7 @@ impl Default for LimitsConfig {
             max_connections: 50_000,
             icy_metaint: 16_000,
             listener_send_buffer_bytes: 65_536,
+            publish_interval_ms: 200,
         }
     }
 }
@@ -145,6 +149,21 @@ impl LimitsConfig {
     pub fn source_timeout(&self) -> Duration {
         Duration::from_millis(self.source_timeout_ms)
     }
+    /// A new session for a mount, publishing in batches as configured.
+    pub fn new_session(&self, info: crate::mount::SourceInfo) -> std::sync::Arc<crate::mount::Session> {
+        let batch = if self.publish_interval_ms == 0 { 0 } else { 32 * 1024 };
+        let session = std::sync::Arc::new(crate::mount::Session::new(
+            info,
+            self.burst_bytes,
+            self.queue_bytes,
+            batch,
+        ));
+        if self.publish_interval_ms > 0 {
+            session.spawn_publisher(Duration::from_millis(self.publish_interval_ms));
+        }
+        session
+    }
+
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
     }
@@ -195,6 +214,7 @@ impl EdgeConfig {
                 0,
                 64 << 20,
             ),
+            ("limits.publish_interval_ms", l.publish_interval_ms, 0, 2_000),
         ];
         for (key, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {

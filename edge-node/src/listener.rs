@@ -260,6 +260,17 @@ async fn send(
         None => chunks.to_vec(),
     };
     let lagging = || session.end().saturating_sub(pos) > queue_bytes;
+    // One write per batch: copying a few KiB is cheaper than a system call per piece.
+    let pieces = if pieces.len() > 1 {
+        let total = pieces.iter().map(Bytes::len).sum();
+        let mut one = Vec::with_capacity(total);
+        for p in &pieces {
+            one.extend_from_slice(p);
+        }
+        vec![Bytes::from(one)]
+    } else {
+        pieces
+    };
     for p in &pieces {
         let mut buf = &p[..];
         let mut blocked = Duration::ZERO;

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc, watch};
 
 /// What a source client told us about its stream.
@@ -59,7 +59,13 @@ pub struct Session {
     pub connected_at: SystemTime,
     pub started: Instant,
     ring: Mutex<Ring>,
+    /// Bytes received from the source.
     end: AtomicU64,
+    /// Bytes listeners may read: `end` as of the last publication. Publishing in batches (every
+    /// `batch_bytes`, or by the publisher task every few hundred milliseconds) wakes each
+    /// listener a few times a second instead of once per MP3 frame the source writes.
+    published: AtomicU64,
+    batch_bytes: u64,
     closed: AtomicBool,
     notify: Notify,
     queue_bytes: u64,
@@ -82,13 +88,16 @@ impl std::fmt::Debug for Session {
 static META_VERSION: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
-    pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64) -> Session {
+    /// A session; `batch_bytes` 0 publishes every push at once (no batching).
+    pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64, batch_bytes: u64) -> Session {
         Session {
             info,
             connected_at: SystemTime::now(),
             started: Instant::now(),
             ring: Mutex::new(Ring::default()),
             end: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            batch_bytes,
             closed: AtomicBool::new(false),
             notify: Notify::new(),
             queue_bytes,
@@ -124,12 +133,45 @@ impl Session {
             }
             self.end.store(new_end, Ordering::Release);
         }
-        self.notify.notify_waiters();
+        let end = self.end();
+        if end - self.published() >= self.batch_bytes {
+            self.publish();
+        }
+    }
+
+    /// Makes everything received so far readable and wakes the listeners.
+    pub fn publish(&self) {
+        let end = self.end();
+        if self.published.swap(end, Ordering::AcqRel) != end {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Publishes whatever is pending every `every`, until the session ends.
+    pub fn spawn_publisher(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                s.publish();
+                if s.is_closed() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Marks the session over; listeners drain what is left and then see `Ended`.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.publish();
         self.notify.notify_waiters();
     }
 
@@ -146,7 +188,7 @@ impl Session {
     /// (or the oldest kept byte).
     pub fn burst_start(&self, burst: u64) -> u64 {
         let ring = lock(&self.ring);
-        let end = self.end();
+        let end = self.published();
         let target = end.saturating_sub(burst);
         ring.chunks
             .iter()
@@ -159,16 +201,17 @@ impl Session {
 
     /// Everything after `pos`, advancing it.
     pub fn read(&self, pos: &mut u64) -> Read {
-        let end = self.end();
+        // Lag counts against everything received; reading stops at what is published.
+        if self.end().saturating_sub(*pos) > self.queue_bytes {
+            return Read::Lagged;
+        }
+        let end = self.published();
         if *pos >= end {
-            return if self.is_closed() {
+            return if self.is_closed() && *pos >= self.end() {
                 Read::Ended
             } else {
                 Read::Pending
             };
-        }
-        if end - *pos > self.queue_bytes {
-            return Read::Lagged;
         }
         let ring = lock(&self.ring);
         let Some((first, _)) = ring.chunks.front() else {
@@ -181,12 +224,16 @@ impl Session {
         let idx = ring.chunks.partition_point(|(s, _)| *s <= *pos) - 1;
         let mut out = Vec::with_capacity(ring.chunks.len() - idx);
         for (start, chunk) in ring.chunks.iter().skip(idx) {
+            if *start >= end {
+                break;
+            }
             let skip = usize::try_from(pos.saturating_sub(*start)).unwrap_or(0);
-            if skip < chunk.len() {
-                out.push(chunk.slice(skip..));
+            let take = usize::try_from(end - start).unwrap_or(usize::MAX).min(chunk.len());
+            if skip < take {
+                out.push(chunk.slice(skip..take));
             }
         }
-        *pos = ring.chunks.back().map_or(*pos, |(s, c)| s + c.len() as u64);
+        *pos = end;
         Read::Data(out)
     }
 
@@ -196,7 +243,7 @@ impl Session {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.end() > pos || self.is_closed() {
+            if self.published() > pos || self.is_closed() {
                 return;
             }
             notified.await;
@@ -375,7 +422,7 @@ mod tests {
 
     #[test]
     fn listeners_read_from_their_offset() {
-        let s = Session::new(SourceInfo::default(), 4, 100);
+        let s = Session::new(SourceInfo::default(), 4, 100, 0);
         s.push(Bytes::from_static(b"abc"));
         s.push(Bytes::from_static(b"def"));
         let mut a = s.burst_start(4);
@@ -402,7 +449,7 @@ mod tests {
 
     #[test]
     fn slow_listener_lags_out_and_memory_stays_bounded() {
-        let s = Session::new(SourceInfo::default(), 10, 50);
+        let s = Session::new(SourceInfo::default(), 10, 50, 0);
         let mut slow = 0;
         let mut fast = 0;
         for _ in 0..100 {
@@ -419,9 +466,27 @@ mod tests {
         assert_eq!(data(s.read(&mut fresh)).len(), 10);
     }
 
+    #[test]
+    fn batched_sessions_publish_at_the_threshold_or_on_demand() {
+        let s = Session::new(SourceInfo::default(), 0, 1000, 10);
+        s.push(Bytes::from_static(b"abcd"));
+        let mut pos = 0;
+        assert!(matches!(s.read(&mut pos), Read::Pending), "below the batch: not yet visible");
+        s.push(Bytes::from_static(b"efghijk"));
+        assert_eq!(data(s.read(&mut pos)), b"abcdefghijk", "11 >= 10 bytes: published");
+        s.push(Bytes::from_static(b"lm"));
+        assert!(matches!(s.read(&mut pos), Read::Pending));
+        s.publish();
+        assert_eq!(data(s.read(&mut pos)), b"lm");
+        s.push(Bytes::from_static(b"n"));
+        s.close();
+        assert_eq!(data(s.read(&mut pos)), b"n", "closing publishes the tail");
+        assert!(matches!(s.read(&mut pos), Read::Ended));
+    }
+
     #[tokio::test]
     async fn wait_wakes_on_push_and_close() {
-        let s = Arc::new(Session::new(SourceInfo::default(), 0, 100));
+        let s = Arc::new(Session::new(SourceInfo::default(), 0, 100, 0));
         let s2 = s.clone();
         let waiter = tokio::spawn(async move { s2.wait(0).await });
         tokio::task::yield_now().await;
@@ -450,8 +515,8 @@ mod tests {
             },
             Counters::detached(),
         );
-        let a = Arc::new(Session::new(SourceInfo::default(), 0, 10));
-        let b = Arc::new(Session::new(SourceInfo::default(), 0, 10));
+        let a = Arc::new(Session::new(SourceInfo::default(), 0, 10, 0));
+        let b = Arc::new(Session::new(SourceInfo::default(), 0, 10, 0));
         assert!(m.attach(a.clone()));
         assert!(!m.attach(b.clone()));
         m.detach(&a);

@@ -4,7 +4,7 @@
 
 use crate::config::RelayConfig;
 use crate::icy::{Deinterleaver, stream_title};
-use crate::mount::{Session, SourceInfo};
+use crate::mount::SourceInfo;
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -214,7 +214,7 @@ async fn pull(
         ip: format!("{}:{}", target.host, target.port),
         relay: true,
     };
-    let session = Arc::new(Session::new(info, limits.burst_bytes, limits.queue_bytes));
+    let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
         return Err("the mount already has a source".into());
     }

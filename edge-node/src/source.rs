@@ -115,7 +115,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     };
     let limits = shared.config().limits.clone();
     let info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
-    let session = Arc::new(Session::new(info, limits.burst_bytes, limits.queue_bytes));
+    let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
         let _ = respond(
             &mut req.stream,
