@@ -67,15 +67,6 @@ fn is_mount_source(head: &RequestHead, mount: &Mount) -> bool {
     })
 }
 
-/// Values of `ice-audio-info` (`ice-samplerate=44100;ice-bitrate=128;…`) by key, without the
-/// `ice-` prefix.
-fn audio_info_value(info: &str, key: &str) -> Option<i64> {
-    info.split(';')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| k.trim().trim_start_matches("ice-") == key)
-        .and_then(|(_, v)| v.trim().parse().ok())
-}
-
 fn host(req: &Request, shared: &Shared) -> String {
     let cfg = shared.config();
     if !cfg.http.hostname.is_empty() {
@@ -102,12 +93,20 @@ fn source_json(mount: &Mount, s: &Session, host: &str) -> Value {
     let mut o = Map::new();
     o.insert("audio_info".into(), json!(info.audio_info));
     o.insert("genre".into(), json!(or(&info.genre, &cfg.genre)));
-    for key in ["bitrate", "channels", "samplerate"] {
-        if let Some(v) = audio_info_value(&info.audio_info, key) {
-            o.insert(format!("ice-{key}"), json!(v));
+    // Each key of ice-audio-info becomes a stat under its own name, a number when it is one.
+    for (k, v) in info
+        .audio_info
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            continue;
         }
+        let value = v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n));
+        o.insert(k.to_string(), value);
     }
-    if !o.contains_key("ice-bitrate") && info.bitrate > 0 {
+    if !o.contains_key("ice-bitrate") && !o.contains_key("bitrate") && info.bitrate > 0 {
         o.insert("bitrate".into(), json!(info.bitrate));
     }
     o.insert("listener_peak".into(), json!(mount.counters.peak.get()));
@@ -244,11 +243,15 @@ fn latin1_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
-    let mount = match mount_param(req, shared) {
-        Ok(m) => m,
-        Err(e) => return e,
-    };
-    if !is_admin(&req.head, shared) && !is_mount_source(&req.head, &mount) {
+    // Authentication first: an unauthenticated caller learns nothing, not even whether the
+    // mount exists.
+    let name = req.head.query_param("mount").unwrap_or_default();
+    let mount = shared.mount(&name);
+    let allowed = is_admin(&req.head, shared)
+        || mount
+            .as_ref()
+            .is_some_and(|m| is_mount_source(&req.head, m));
+    if !allowed {
         return (
             401,
             XML,
@@ -258,6 +261,13 @@ fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
             ),
         );
     }
+    let Some(mount) = mount else {
+        return (
+            400,
+            XML,
+            iceresponse(&format!("Mount {name:?} does not exist"), false),
+        );
+    };
     if req.head.query_param("mode").as_deref() != Some("updinfo") {
         return (
             400,
@@ -411,10 +421,23 @@ fn moveclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
         );
     }
     let table = lock(&mount.listeners);
+    let n = table.len();
+    if let Some(d) = shared.mount(&dest)
+        && let Some(max) = d.config().max_listeners
+        && d.listener_count() + n as u64 > max
+    {
+        return (
+            400,
+            XML,
+            iceresponse(
+                &format!("Destination {dest:?} has no room for {n} more listeners"),
+                false,
+            ),
+        );
+    }
     for e in table.values() {
         let _ = e.control.send(Control::Move(dest.clone()));
     }
-    let n = table.len();
     (
         200,
         XML,
@@ -482,14 +505,6 @@ mod tests {
     #[test]
     fn escapes_and_formats() {
         assert_eq!(xml_escape("a<b>&\"'\u{1}"), "a&lt;b&gt;&amp;&quot;&apos;");
-        assert_eq!(
-            audio_info_value(
-                "ice-samplerate=44100;ice-bitrate=128;ice-channels=2",
-                "bitrate"
-            ),
-            Some(128)
-        );
-        assert_eq!(audio_info_value("bitrate=64", "bitrate"), Some(64));
         assert_eq!(
             latin1_param("song=Caf%E9+Ol%E9&x=1", "song").as_deref(),
             Some("Café Olé")

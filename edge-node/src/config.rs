@@ -150,8 +150,15 @@ impl LimitsConfig {
         Duration::from_millis(self.source_timeout_ms)
     }
     /// A new session for a mount, publishing in batches as configured.
-    pub fn new_session(&self, info: crate::mount::SourceInfo) -> std::sync::Arc<crate::mount::Session> {
-        let batch = if self.publish_interval_ms == 0 { 0 } else { 32 * 1024 };
+    pub fn new_session(
+        &self,
+        info: crate::mount::SourceInfo,
+    ) -> std::sync::Arc<crate::mount::Session> {
+        let batch = if self.publish_interval_ms == 0 {
+            0
+        } else {
+            32 * 1024
+        };
         let session = std::sync::Arc::new(crate::mount::Session::new(
             info,
             self.burst_bytes,
@@ -214,7 +221,12 @@ impl EdgeConfig {
                 0,
                 64 << 20,
             ),
-            ("limits.publish_interval_ms", l.publish_interval_ms, 0, 2_000),
+            (
+                "limits.publish_interval_ms",
+                l.publish_interval_ms,
+                0,
+                2_000,
+            ),
         ];
         for (key, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {

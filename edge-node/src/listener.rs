@@ -92,6 +92,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         .await;
         return;
     };
+    // Subscribe before resolving, so a source returning meanwhile is not missed.
+    let mut home_gen = Some(home_mount.generation.subscribe());
     let Some((mut current, mut session)) = shared.resolve(&home) else {
         let _ = respond(
             &mut req.stream,
@@ -151,7 +153,6 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     }
     let mut icy = metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000)));
-    let mut home_gen = shared.mount(&home).map(|m| m.generation.subscribe());
     let end = loop {
         let on_fallback = current.path != home;
         tokio::select! {
@@ -163,7 +164,9 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     // Re-register on the destination so counts and listclients follow the move.
                     registered.remove_listener(id);
                     if !dest_mount.add_listener(entry.clone()) {
-                        break "moved to a full mount";
+                        // The destination filled up meanwhile: stay where we are.
+                        registered.add_listener(entry.clone());
+                        continue;
                     }
                     registered = dest_mount.clone();
                     home = dest;

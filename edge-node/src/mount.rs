@@ -7,7 +7,7 @@
 use crate::config::MountConfig;
 use crate::icy::Metadata;
 pub use crate::metrics::Counters;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -189,14 +189,9 @@ impl Session {
     pub fn burst_start(&self, burst: u64) -> u64 {
         let ring = lock(&self.ring);
         let end = self.published();
-        let target = end.saturating_sub(burst);
-        ring.chunks
-            .iter()
-            .rev()
-            .map(|(start, _)| *start)
-            .find(|&s| s <= target)
-            .or_else(|| ring.chunks.front().map(|(s, _)| *s))
-            .unwrap_or(end)
+        // Exactly `burst` back (reads slice inside chunks), never before the oldest kept byte.
+        let oldest = ring.chunks.front().map_or(end, |(s, _)| *s);
+        end.saturating_sub(burst).max(oldest)
     }
 
     /// Everything after `pos`, advancing it.
@@ -228,7 +223,9 @@ impl Session {
                 break;
             }
             let skip = usize::try_from(pos.saturating_sub(*start)).unwrap_or(0);
-            let take = usize::try_from(end - start).unwrap_or(usize::MAX).min(chunk.len());
+            let take = usize::try_from(end - start)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
             if skip < take {
                 out.push(chunk.slice(skip..take));
             }
@@ -273,6 +270,50 @@ impl Session {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_waiters();
         self.kill.notify_one();
+    }
+}
+
+/// Gathers a source's small writes (ffmpeg writes one ~400-byte MP3 frame at a time) into
+/// chunks of a few KiB before they enter the ring: fewer chunks per listener read, and no read
+/// buffer kept alive per frame.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    pending: BytesMut,
+    since: Option<Instant>,
+}
+
+impl Coalescer {
+    pub const BYTES: usize = 8 * 1024;
+    pub const WAIT: Duration = Duration::from_millis(100);
+
+    pub fn add(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.pending.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        if self.pending.capacity() - self.pending.len() < data.len() {
+            self.pending.reserve(data.len().max(4 * Self::BYTES));
+        }
+        self.pending.extend_from_slice(data);
+    }
+
+    /// True when the pending bytes should go out now.
+    pub fn due(&self) -> bool {
+        self.pending.len() >= Self::BYTES || self.since.is_some_and(|t| t.elapsed() >= Self::WAIT)
+    }
+
+    /// The latest moment pending bytes may wait until, if any are pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|t| t + Self::WAIT)
+    }
+
+    pub fn flush(&mut self, session: &Session) {
+        if !self.pending.is_empty() {
+            session.push(self.pending.split().freeze());
+        }
+        self.since = None;
     }
 }
 
@@ -351,7 +392,7 @@ impl Mount {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if slot.as_ref().is_some_and(|s| !s.is_closed()) {
+        if slot.as_ref().is_some_and(|s| !s.is_closed()) || self.removed.load(Ordering::Acquire) {
             return false;
         }
         *slot = Some(session);
@@ -384,6 +425,9 @@ impl Mount {
     pub fn add_listener(&self, entry: ListenerEntry) -> bool {
         let max = self.config().max_listeners;
         let mut table = lock(&self.listeners);
+        if self.removed.load(Ordering::Acquire) {
+            return false;
+        }
         if max.is_some_and(|m| table.len() as u64 >= m) {
             self.counters.refused_full.inc();
             return false;
@@ -426,8 +470,9 @@ mod tests {
         s.push(Bytes::from_static(b"abc"));
         s.push(Bytes::from_static(b"def"));
         let mut a = s.burst_start(4);
-        assert_eq!(a, 0, "the chunk boundary at or before end-4");
-        assert_eq!(data(s.read(&mut a)), b"abcdef");
+        assert_eq!(a, 2, "exactly the burst back");
+        assert_eq!(data(s.read(&mut a)), b"cdef");
+        assert_eq!(s.burst_start(100), 0, "never before the oldest byte");
         assert!(matches!(s.read(&mut a), Read::Pending));
         let mut b = 4;
         assert_eq!(
@@ -471,9 +516,16 @@ mod tests {
         let s = Session::new(SourceInfo::default(), 0, 1000, 10);
         s.push(Bytes::from_static(b"abcd"));
         let mut pos = 0;
-        assert!(matches!(s.read(&mut pos), Read::Pending), "below the batch: not yet visible");
+        assert!(
+            matches!(s.read(&mut pos), Read::Pending),
+            "below the batch: not yet visible"
+        );
         s.push(Bytes::from_static(b"efghijk"));
-        assert_eq!(data(s.read(&mut pos)), b"abcdefghijk", "11 >= 10 bytes: published");
+        assert_eq!(
+            data(s.read(&mut pos)),
+            b"abcdefghijk",
+            "11 >= 10 bytes: published"
+        );
         s.push(Bytes::from_static(b"lm"));
         assert!(matches!(s.read(&mut pos), Read::Pending));
         s.publish();

@@ -4,11 +4,11 @@
 
 use crate::config::RelayConfig;
 use crate::icy::{Deinterleaver, stream_title};
-use crate::mount::SourceInfo;
+use crate::mount::{Coalescer, SourceInfo};
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -223,43 +223,78 @@ async fn pull(
         .header("icy-metaint")
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&m| m > 0);
+    // Detaches even when this future is dropped mid-stream (relay removed or changed).
+    let _attached = Attached {
+        mount: mount.clone(),
+        session: session.clone(),
+    };
     let mut de = metaint.map(Deinterleaver::new);
-    let mut audio = Vec::new();
-    let mut titles = Vec::new();
-    let result = async {
-        let mut data = std::mem::take(&mut leftover).freeze();
-        loop {
-            match &mut de {
-                Some(de) => de.feed(&data, &mut audio, &mut titles),
-                None => audio.push(data.clone()),
+    let mut co = Coalescer::default();
+    let (mut audio, mut titles) = (Vec::new(), Vec::new());
+    let mut data = std::mem::take(&mut leftover).freeze();
+    let mut heard = Instant::now();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let result = loop {
+        match &mut de {
+            Some(de) => de.feed(&data, &mut audio, &mut titles),
+            None => audio.push(data.clone()),
+        }
+        for a in audio.drain(..) {
+            co.add(&a);
+        }
+        if let Some(t) = titles
+            .drain(..)
+            .filter_map(|t| stream_title(&t))
+            .next_back()
+        {
+            // Audio before the title change goes out first, so the title lands where it did
+            // upstream (within the coalescing delay).
+            co.flush(&session);
+            session.set_title(&t, "");
+        }
+        if co.due() {
+            co.flush(&session);
+        }
+        let silence_deadline = heard + timeout;
+        let wake = co
+            .deadline()
+            .map_or(silence_deadline, |d| d.min(silence_deadline));
+        if buf.capacity() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let read = tokio::select! {
+            () = stop.cancelled() => break Ok("relay removed"),
+            () = session.kill.notified() => break Ok("killed by admin"),
+            r = tokio::time::timeout_at(wake.into(), stream.read_buf(&mut buf)) => r,
+        };
+        data = bytes::Bytes::new();
+        match read {
+            Err(_) if Instant::now() >= silence_deadline => {
+                break Ok("upstream silent for longer than the source timeout");
             }
-            for a in audio.drain(..) {
-                session.push(a);
-            }
-            if let Some(t) = titles
-                .drain(..)
-                .filter_map(|t| stream_title(&t))
-                .next_back()
-            {
-                session.set_title(&t, "");
-            }
-            let mut buf = BytesMut::with_capacity(16 * 1024);
-            let read = tokio::select! {
-                () = stop.cancelled() => return Ok("relay removed"),
-                () = session.kill.notified() => return Ok("killed by admin"),
-                r = tokio::time::timeout(timeout, stream.read_buf(&mut buf)) => r,
-            };
-            match read {
-                Err(_) => return Ok("upstream silent for longer than the source timeout"),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(0)) => return Ok("upstream closed the stream"),
-                Ok(Ok(_)) => data = buf.freeze(),
+            Err(_) => co.flush(&session),
+            Ok(Err(e)) => break Err(e.to_string()),
+            Ok(Ok(0)) => break Ok("upstream closed the stream"),
+            Ok(Ok(_)) => {
+                heard = Instant::now();
+                data = buf.split().freeze();
             }
         }
-    }
-    .await;
-    mount.detach(&session);
+    };
+    co.flush(&session);
     result
+}
+
+/// Ends a relay's session when dropped, however the relay's future ends.
+struct Attached {
+    mount: Arc<crate::mount::Mount>,
+    session: Arc<crate::mount::Session>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.mount.detach(&self.session);
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 
 use crate::chunked::ChunkedDecoder;
 use crate::head::{RequestHead, basic_auth};
-use crate::mount::{Session, SourceInfo};
+use crate::mount::{Coalescer, Session, SourceInfo};
 use crate::server::{Request, Shared, respond};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Header names Icecast reads for each field, in order of preference.
@@ -156,7 +157,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     }
 }
 
-/// Reads the body into the session. Returns why it ended.
+/// Reads the body into the session, in coalesced chunks. Returns why it ended.
 async fn receive(
     req: &mut Request,
     session: &Arc<Session>,
@@ -164,55 +165,64 @@ async fn receive(
     timeout: std::time::Duration,
 ) -> std::io::Result<&'static str> {
     let mut decoder = chunked.then(ChunkedDecoder::new);
+    let mut co = Coalescer::default();
     let mut pieces = Vec::new();
-    let mut feed = |data: Bytes, pieces: &mut Vec<Bytes>| -> std::io::Result<bool> {
+    // Returns true at the end of a chunked body.
+    let mut take = |data: &[u8], co: &mut Coalescer| -> std::io::Result<bool> {
         match &mut decoder {
             Some(d) => {
-                d.feed(&data, pieces).map_err(|e| {
+                d.feed(data, &mut pieces).map_err(|e| {
                     std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
                 })?;
+                for p in pieces.drain(..) {
+                    co.add(&p);
+                }
                 Ok(d.is_done())
             }
             None => {
-                pieces.push(data);
+                co.add(data);
                 Ok(false)
             }
         }
     };
-    if !req.leftover.is_empty() {
-        let first = std::mem::take(&mut req.leftover).freeze();
-        if feed(first, &mut pieces)? {
-            push_all(session, &mut pieces);
-            return Ok("end of chunked body");
-        }
-        push_all(session, &mut pieces);
+    let leftover = std::mem::take(&mut req.leftover);
+    if take(&leftover, &mut co)? {
+        co.flush(session);
+        return Ok("end of chunked body");
     }
-    loop {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut heard = Instant::now();
+    let result = loop {
+        let silence_deadline = heard + timeout;
+        let wake = co
+            .deadline()
+            .map_or(silence_deadline, |d| d.min(silence_deadline));
+        buf.clear();
         let read = tokio::select! {
-            r = tokio::time::timeout(timeout, req.stream.read_buf(&mut buf)) => r,
-            () = session.kill.notified() => return Ok("killed by admin"),
+            r = tokio::time::timeout_at(wake.into(), req.stream.read_buf(&mut buf)) => r,
+            () = session.kill.notified() => break Ok("killed by admin"),
         };
         if session.killed.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok("killed by admin");
+            break Ok("killed by admin");
         }
         match read {
-            Err(_) => return Ok("silent for longer than the source timeout"),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(0)) => return Ok("connection closed"),
+            Err(_) if Instant::now() >= silence_deadline => {
+                break Ok("silent for longer than the source timeout");
+            }
+            Err(_) => co.flush(session),
+            Ok(Err(e)) => break Err(e),
+            Ok(Ok(0)) => break Ok("connection closed"),
             Ok(Ok(_)) => {
-                let done = feed(buf.freeze(), &mut pieces)?;
-                push_all(session, &mut pieces);
-                if done {
-                    return Ok("end of chunked body");
+                heard = Instant::now();
+                if take(&buf, &mut co)? {
+                    break Ok("end of chunked body");
+                }
+                if co.due() {
+                    co.flush(session);
                 }
             }
         }
-    }
-}
-
-fn push_all(session: &Session, pieces: &mut Vec<Bytes>) {
-    for p in pieces.drain(..) {
-        session.push(p);
-    }
+    };
+    co.flush(session);
+    result
 }

@@ -82,3 +82,47 @@ async fn apply_changes_mounts_without_disturbing_listeners() {
     listener.wait_more_audio(8_000).await;
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_relay_restarts_it_cleanly() {
+    let mut origin_cfg = EdgeConfig::default();
+    origin_cfg.http.listen = "127.0.0.1:0".to_string();
+    origin_cfg.mounts = vec![mount("/live", "pw")];
+    let origin = Edge::start(origin_cfg).await.expect("origin starts");
+    let _src = ffmpeg_source(
+        &format!("icecast://source:pw@{}/live", origin.addr()),
+        440,
+        &[],
+    );
+
+    let mut cfg = EdgeConfig::default();
+    cfg.http.listen = "127.0.0.1:0".to_string();
+    cfg.relays = vec![onda_edge::RelayConfig {
+        path: "/relayed".to_string(),
+        url: format!("http://{}/live", origin.addr()),
+        max_listeners: None,
+    }];
+    let edge = Edge::start(cfg.clone()).await.expect("edge starts");
+    let relayed = || async {
+        edge.stats()
+            .iter()
+            .find(|m| m.path == "/relayed")
+            .and_then(|m| m.source.clone())
+    };
+    wait_for("the relay to connect", START, relayed).await;
+    // Each change restarts the relay; the old session must go so the new one can attach.
+    for limit in [10, 20, 30] {
+        let before = relayed().await.map(|s| s.connected_since);
+        let mut next = cfg.clone();
+        next.relays[0].max_listeners = Some(limit);
+        edge.apply(next).expect("apply");
+        wait_for("the restarted relay to connect", START, || async {
+            relayed()
+                .await
+                .filter(|s| Some(s.connected_since) != before)
+        })
+        .await;
+    }
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
