@@ -76,7 +76,8 @@ pub struct LimitsConfig {
     /// Kernel send buffer of each listener socket; small, so a stalled listener shows up in our
     /// queue within seconds instead of hiding megabytes in the kernel. 0 = the kernel's default.
     pub listener_send_buffer_bytes: u64,
-    /// How often new audio is handed to listeners, in milliseconds (also at every 32 KiB). Larger
+    /// How often new audio is handed to listeners, in milliseconds (also at every 32 KiB); this
+    /// adds at most that much latency, which players buffer anyway. Larger
     /// batches mean fewer wake-ups and writes per listener; 0 hands over every source write.
     pub publish_interval_ms: u64,
 }
@@ -94,7 +95,7 @@ impl Default for LimitsConfig {
             max_connections: 50_000,
             icy_metaint: 16_000,
             listener_send_buffer_bytes: 65_536,
-            publish_interval_ms: 200,
+            publish_interval_ms: 400,
         }
     }
 }

@@ -298,9 +298,13 @@ async fn main() -> anyhow::Result<()> {
     for case in &cases {
         let find = |s: &str| rows.iter().find(|r| r.case == case.name && r.server == s);
         if let (Some(i), Some(o)) = (find("icecast"), find("onda")) {
+            // CPU per listener that kept up: a server that refuses half its listeners must not
+            // look cheap for it.
+            let per = |r: &Row| r.cpu_pct / r.report.kept_up.max(1) as f64;
             println!(
-                "{}: CPU onda/icecast = {:.2}, RSS onda/icecast = {:.2}, kept-up onda {} vs icecast {}",
+                "{}: CPU per listener kept up onda/icecast = {:.2} (total CPU {:.2}), RSS onda/icecast = {:.2}, kept up onda {} vs icecast {}",
                 case.name,
+                per(o) / per(i).max(1e-9),
                 o.cpu_pct / i.cpu_pct.max(0.01),
                 o.rss_mib / i.rss_mib.max(0.01),
                 o.report.kept_up,
