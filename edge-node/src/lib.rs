@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod chunked;
 pub mod config;
+pub mod frames;
 pub mod head;
 pub mod icy;
 mod listener;

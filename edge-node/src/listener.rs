@@ -172,7 +172,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     home = dest;
                     home_gen = Some(dest_mount.generation.subscribe());
                     match shared.resolve(&home) {
-                        Some((m, s)) => { pos = s.end(); current = m; session = s; }
+                        Some((m, s)) => { pos = s.switch_start(); current = m; session = s; }
                         None => break "moved to a mount with nothing playing",
                     }
                 }
@@ -200,7 +200,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 }
                 Read::Ended => match shared.resolve(&home) {
                     // The source left: carry on with the fallback, from its live edge.
-                    Some((m, s)) => { pos = s.end(); current = m; session = s; }
+                    Some((m, s)) => { pos = s.switch_start(); current = m; session = s; }
                     None => break "source ended",
                 },
             },
@@ -210,7 +210,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 if let Some(m) = shared.mount(&home)
                     && let Some(s) = m.session()
                 {
-                    pos = s.end();
+                    pos = s.switch_start();
                     current = m;
                     session = s;
                 }

@@ -189,9 +189,40 @@ impl Session {
     pub fn burst_start(&self, burst: u64) -> u64 {
         let ring = lock(&self.ring);
         let end = self.published();
-        // Exactly `burst` back (reads slice inside chunks), never before the oldest kept byte.
+        // `burst` back (reads slice inside chunks), never before the oldest kept byte, then on to
+        // the next frame so the listener's decoder starts on a frame boundary.
         let oldest = ring.chunks.front().map_or(end, |(s, _)| *s);
-        end.saturating_sub(burst).max(oldest)
+        let start = end.saturating_sub(burst).max(oldest);
+        self.align(&ring, start, end)
+    }
+
+    /// Where a listener switching to this session (fallback, move) starts: a little before the
+    /// live edge, on a frame boundary.
+    pub fn switch_start(&self) -> u64 {
+        self.burst_start(4096)
+    }
+
+    /// The first frame boundary at or after `start` (within 8 KiB), or `start` itself when the
+    /// format is unknown or no frame is found.
+    fn align(&self, ring: &Ring, start: u64, end: u64) -> u64 {
+        let Some(parse) = crate::frames::parser_for(&self.info.content_type) else {
+            return start;
+        };
+        let mut window = Vec::with_capacity(8192);
+        for (s, c) in &ring.chunks {
+            let chunk_end = s + c.len() as u64;
+            if chunk_end <= start || *s >= end {
+                continue;
+            }
+            let from = usize::try_from(start.saturating_sub(*s)).unwrap_or(0);
+            let room = 8192 - window.len();
+            let piece = &c[from..];
+            window.extend_from_slice(&piece[..piece.len().min(room)]);
+            if window.len() >= 8192 {
+                break;
+            }
+        }
+        crate::frames::find_frame(&window, parse).map_or(start, |i| start + i as u64)
     }
 
     /// Everything after `pos`, advancing it.

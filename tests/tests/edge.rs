@@ -75,6 +75,32 @@ async fn ffmpeg_source_plays_in_ffprobe_ffmpeg_and_status() {
     .await;
     assert!(ok && err.trim().is_empty(), "decoding errors: {err}");
 
+    // Every listener's audio starts on an MP3 frame boundary, wherever the burst began.
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&edge.addr).await.expect("connect");
+        c.write_all(b"GET /live HTTP/1.0\r\n\r\n")
+            .await
+            .expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let body = loop {
+            let n = c.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() >= i + 4 + 4
+            {
+                break got[i + 4..].to_vec();
+            }
+        };
+        assert!(
+            onda_edge::frames::mpeg(&body).is_some(),
+            "first bytes {:02x?}",
+            &body[..4]
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
     // A listener appears in the counts and in listclients.
     let l = RawListener::connect(&edge.addr, "/live", false).await;
     l.wait_more_audio(64 * 1024).await;
