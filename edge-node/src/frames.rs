@@ -2,6 +2,9 @@
 //! listener's first byte is the start of a frame rather than the middle of one. Pure code over
 //! bytes; any input is safe.
 
+/// Reads the frame header at the start of a byte slice.
+pub type Parser = fn(&[u8]) -> Option<Frame>;
+
 /// One frame header: how long the frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
@@ -77,7 +80,7 @@ pub fn adts(b: &[u8]) -> Option<Frame> {
 }
 
 /// The parser for a Content-Type, if the format is framed in a way we can find.
-pub fn parser_for(content_type: &str) -> Option<fn(&[u8]) -> Option<Frame>> {
+pub fn parser_for(content_type: &str) -> Option<Parser> {
     let ct = content_type.to_ascii_lowercase();
     if ct.contains("mpeg") || ct.contains("mp3") {
         Some(mpeg)
@@ -90,7 +93,7 @@ pub fn parser_for(content_type: &str) -> Option<fn(&[u8]) -> Option<Frame>> {
 
 /// The offset of the first frame in `b` that is followed by another valid frame (or by the end
 /// of `b`), which rules out most false syncs inside audio data.
-pub fn find_frame(b: &[u8], parse: fn(&[u8]) -> Option<Frame>) -> Option<usize> {
+pub fn find_frame(b: &[u8], parse: Parser) -> Option<usize> {
     (0..b.len()).find(|&i| {
         let Some(f) = parse(&b[i..]) else {
             return false;
@@ -164,14 +167,14 @@ mod tests {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     // Bias towards sync bytes so headers are actually parsed.
-                    if seed % 3 == 0 {
+                    if seed.is_multiple_of(3) {
                         0xFF
                     } else {
                         (seed >> 8) as u8
                     }
                 })
                 .collect();
-            for p in [mpeg as fn(&[u8]) -> Option<Frame>, adts] {
+            for p in [mpeg as Parser, adts] {
                 if let Some(i) = find_frame(&bytes, p) {
                     assert!(i < bytes.len());
                     assert!(p(&bytes[i..]).is_some_and(|f| f.len >= 4));
