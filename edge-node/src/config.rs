@@ -139,6 +139,23 @@ pub struct RelayConfig {
     pub max_listeners: Option<u64>,
 }
 
+impl MountConfig {
+    /// A mount with only a path and a source password; everything else unset.
+    pub fn new(path: &str, source_password: &str) -> MountConfig {
+        MountConfig {
+            path: path.to_string(),
+            source_password: source_password.to_string(),
+            max_listeners: None,
+            fallback: None,
+            name: None,
+            description: None,
+            genre: None,
+            url: None,
+            public: None,
+        }
+    }
+}
+
 /// The configuration checked for what serde cannot check.
 #[derive(Debug, Clone)]
 pub struct Validated {

@@ -586,15 +586,8 @@ mod tests {
     fn attach_is_exclusive_until_detached() {
         let m = Mount::new(
             MountConfig {
-                path: "/m".into(),
-                source_password: "p".into(),
                 max_listeners: Some(1),
-                fallback: None,
-                name: None,
-                description: None,
-                genre: None,
-                url: None,
-                public: None,
+                ..MountConfig::new("/m", "p")
             },
             Counters::detached(),
         );

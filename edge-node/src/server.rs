@@ -65,16 +65,10 @@ impl Shared {
             .mounts
             .iter()
             .cloned()
+            // A relay's mount takes no source clients (no password).
             .chain(config.relays.iter().map(|r| MountConfig {
-                path: r.path.clone(),
-                source_password: String::new(),
                 max_listeners: r.max_listeners,
-                fallback: None,
-                name: None,
-                description: None,
-                genre: None,
-                url: None,
-                public: None,
+                ..MountConfig::new(&r.path, "")
             }))
             .collect();
         let mut mounts = match self.mounts.write() {
@@ -354,17 +348,8 @@ async fn dispatch(mut req: Request, shared: Arc<Shared>) {
         {
             admin::serve(req, shared).await;
         }
-        ("GET" | "HEAD", p) if shared.mount(p).is_some() => listener::serve(req, shared).await,
-        ("GET" | "HEAD", _) => {
-            let _ = respond(
-                &mut req.stream,
-                404,
-                "text/plain",
-                &[],
-                b"The file you requested could not be found\n",
-            )
-            .await;
-        }
+        // Everything else is a mount or nothing; the listener code answers 404 for nothing.
+        ("GET" | "HEAD", _) => listener::serve(req, shared).await,
         _ => {
             let _ = respond(
                 &mut req.stream,

@@ -6,17 +6,7 @@ use onda_tests::edge::{RawListener, START, ffmpeg_source};
 use onda_tests::wait_for;
 
 fn mount(path: &str, password: &str) -> MountConfig {
-    MountConfig {
-        path: path.to_string(),
-        source_password: password.to_string(),
-        max_listeners: None,
-        fallback: None,
-        name: None,
-        description: None,
-        genre: None,
-        url: None,
-        public: None,
-    }
+    MountConfig::new(path, password)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
