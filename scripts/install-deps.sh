@@ -4,7 +4,8 @@
 #
 #   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions)
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
-#                                  protoc (etcd-client builds its protocol with it)
+#                                  protoc (etcd-client builds its protocol with it),
+#                                  shout (libshout's client, a real libshout source)
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -13,7 +14,8 @@ set -euo pipefail
 target=${1:-test}
 case "$target" in
   dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg") ;;
-  test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler") ;;
+  test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler"
+              "shout:libshout-tools") ;;
   *) echo "usage: $0 dev|test" >&2; exit 2 ;;
 esac
 

@@ -201,6 +201,16 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         }
         "/admin/listclients" | "/admin/listclients.xsl" => listclients(&req, &shared),
         "/admin/listmounts" | "/admin/listmounts.xsl" => (200, XML, listmounts(&shared)),
+        // What master/slave relays poll: the mounts that have a source, one per line.
+        "/admin/streamlist.txt" => {
+            let list: String = shared
+                .mounts()
+                .iter()
+                .filter(|m| m.session().is_some())
+                .map(|m| format!("{}\n", m.path))
+                .collect();
+            (200, "text/plain; charset=utf-8", list.into_bytes())
+        }
         "/admin/killsource" | "/admin/killsource.xsl" => killsource(&req, &shared),
         "/admin/killclient" | "/admin/killclient.xsl" => killclient(&req, &shared),
         "/admin/moveclients" | "/admin/moveclients.xsl" => moveclients(&req, &shared),

@@ -116,16 +116,22 @@ impl Shared {
         }
     }
 
-    /// Starts relay tasks for new relays, stops those of removed ones and restarts changed ones.
+    /// Starts relay tasks for new relays, stops those of removed ones and restarts those whose
+    /// URL changed. Other changes (`max_listeners`) reach the mount without a reconnect.
     pub fn sync_relays(self: &Arc<Self>) {
         let wanted = self.config().relays.clone();
         let mut running = lock(&self.relays);
         running.retain(|path, (cfg, token)| {
-            let keep = wanted.iter().any(|w| w == cfg && &w.path == path);
-            if !keep {
-                token.cancel();
+            match wanted.iter().find(|w| &w.path == path && w.url == cfg.url) {
+                Some(w) => {
+                    *cfg = w.clone();
+                    true
+                }
+                None => {
+                    token.cancel();
+                    false
+                }
             }
-            keep
         });
         for r in wanted {
             if running.contains_key(&r.path) {

@@ -121,6 +121,8 @@ async fn ffmpeg_source_plays_in_ffprobe_ffmpeg_and_status() {
     }
     let s = edge.wait_source("/live").await;
     assert_eq!(s["listeners"], 1, "{s}");
+    let (code, list) = edge.admin_get("/admin/streamlist.txt").await;
+    assert_eq!((code, list.as_str()), (200, "/live\n"));
     let (code, xml) = edge.admin_get("/admin/listclients?mount=/live").await;
     assert_eq!(code, 200);
     assert!(
@@ -602,4 +604,70 @@ async fn relay_of_a_relay_plays_carries_titles_and_reconnects() {
     last.wait_source("/r2").await;
     let again = RawListener::connect(&last.addr, "/r2", false).await;
     again.wait_more_audio(32_000).await;
+}
+
+/// libshout (the library behind ezstream, Mixxx, darkice) through its own `shout` tool: the
+/// unauthenticated probe, then PUT with credentials; Ogg Vorbis paced by libshout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libshout_client_streams_ogg() {
+    let edge = EdgeNode::start(LIVE).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let track = dir.path().join("tone.ogg");
+    let (ok, _, err) = run_to_end(Proc::external(
+        "ffmpeg encoder",
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:sample_rate=44100:duration=60",
+            "-ac",
+            "2",
+            "-c:a",
+            "libvorbis",
+            "-b:a",
+            "96k",
+            track.to_str().expect("path"),
+        ],
+    ))
+    .await;
+    assert!(ok, "encoding failed: {err}");
+    let (host, port) = edge.addr.split_once(':').expect("addr");
+    let cmd = format!(
+        "exec shout --format ogg -H {host} -P {port} --mount /live --user source --pass hackme --station-name 'Shout FM' --station-genre Jazz < {}",
+        track.display()
+    );
+    let _shout = Proc::external("shout", "sh", &["-c", &cmd]);
+    let status = edge.wait_source("/live").await;
+    assert_eq!(status["server_type"], "application/ogg");
+    assert_eq!(status["server_name"], "Shout FM");
+    assert_eq!(status["genre"], "Jazz");
+    let url = edge.url("/live");
+    let (ok, out, err) = run_to_end(Proc::external(
+        "ffprobe",
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    ))
+    .await;
+    assert!(ok && out.trim() == "vorbis", "ffprobe: {out} {err}");
+    // Ogg carries its own metadata: no ICY blocks even when asked.
+    let l = RawListener::connect(&edge.addr, "/live", true).await;
+    l.wait_more_audio(4_000).await;
+    assert!(
+        !l.heard()
+            .head
+            .lines()
+            .any(|x| x.starts_with("icy-metaint:"))
+    );
 }

@@ -100,12 +100,23 @@ async fn changing_a_relay_restarts_it_cleanly() {
             .and_then(|m| m.source.clone())
     };
     wait_for("the relay to connect", START, relayed).await;
-    // Each change restarts the relay; the old session must go so the new one can attach.
-    for limit in [10, 20, 30] {
+    // A new limit reaches the mount without a reconnect.
+    let first = relayed().await.map(|s| s.connected_since);
+    let mut next = cfg.clone();
+    next.relays[0].max_listeners = Some(10);
+    edge.apply(next.clone()).expect("apply");
+    let listener = RawListener::connect(&edge.addr().to_string(), "/relayed", false).await;
+    listener.wait_more_audio(4_000).await;
+    assert_eq!(
+        relayed().await.map(|s| s.connected_since),
+        first,
+        "no reconnect for a limit"
+    );
+    // A new URL restarts the relay; the old session must go so the new one can attach.
+    for n in 1..=3 {
         let before = relayed().await.map(|s| s.connected_since);
-        let mut next = cfg.clone();
-        next.relays[0].max_listeners = Some(limit);
-        edge.apply(next).expect("apply");
+        next.relays[0].url = format!("http://{}/live?try={n}", origin.addr());
+        edge.apply(next.clone()).expect("apply");
         wait_for("the restarted relay to connect", START, || async {
             relayed()
                 .await
