@@ -79,10 +79,114 @@ pub fn adts(b: &[u8]) -> Option<Frame> {
     (len >= 7).then_some(Frame { len })
 }
 
+/// An Ogg page at the start of `b`: capture pattern, version 0 and a complete segment table.
+pub fn ogg(b: &[u8]) -> Option<Frame> {
+    if b.len() < 27 || &b[..4] != b"OggS" || b[4] != 0 {
+        return None;
+    }
+    let n = usize::from(b[26]);
+    let table = b.get(27..27 + n)?;
+    let body: usize = table.iter().map(|&x| usize::from(x)).sum();
+    Some(Frame { len: 27 + n + body })
+}
+
+/// Largest set of header pages kept (comment headers can carry cover art).
+const MAX_OGG_HEADERS: usize = 256 * 1024;
+
+/// The header pages of an Ogg stream (codec setup: Vorbis' three header packets, OpusHead and
+/// OpusTags), which a decoder needs before any audio page. A listener joining mid-stream gets
+/// them first, as Icecast does. A new beginning-of-stream page (a chained stream: the next
+/// track) replaces them.
+#[derive(Debug, Default)]
+pub struct OggHeaders {
+    pending: Vec<u8>,
+    pending_at: u64,
+    headers: Vec<u8>,
+    headers_start: u64,
+    headers_end: u64,
+    in_headers: bool,
+}
+
+impl OggHeaders {
+    /// Feeds the stream's bytes in order.
+    pub fn feed(&mut self, data: &[u8]) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
+        let mut i = 0;
+        while pending.len() - i >= 27 {
+            let rest = &pending[i..];
+            if &rest[..4] != b"OggS" {
+                // Lost sync: skip to the next capture pattern.
+                match rest[1..].windows(4).position(|w| w == b"OggS") {
+                    Some(k) => i += 1 + k,
+                    None => i = pending.len() - 3,
+                }
+                continue;
+            }
+            let Some(page) = ogg(rest) else {
+                if rest.len() >= 27 + 255 || rest[4] != 0 {
+                    i += 1; // not a page after all
+                    continue;
+                }
+                break; // segment table not here yet
+            };
+            if rest.len() < page.len {
+                break;
+            }
+            let bytes = &rest[..page.len];
+            let bos = bytes[5] & 0x02 != 0;
+            let granule = u64::from_le_bytes(bytes[6..14].try_into().unwrap_or([0xFF; 8]));
+            let start = self.pending_at + i as u64;
+            let end = start + page.len as u64;
+            if bos {
+                if !self.in_headers {
+                    self.headers.clear();
+                    self.headers_start = start;
+                    self.in_headers = true;
+                }
+                self.append(bytes, end);
+            } else if self.in_headers && granule == 0 {
+                self.append(bytes, end);
+            } else {
+                self.in_headers = false;
+            }
+            i += page.len;
+        }
+        pending.drain(..i);
+        self.pending_at += i as u64;
+        if pending.len() > 1 << 20 {
+            // A "page" this large is garbage: drop it and resync.
+            self.pending_at += pending.len() as u64;
+            pending.clear();
+        }
+        self.pending = pending;
+    }
+
+    fn append(&mut self, page: &[u8], end: u64) {
+        if self.headers.len() + page.len() <= MAX_OGG_HEADERS {
+            self.headers.extend_from_slice(page);
+            self.headers_end = end;
+        }
+    }
+
+    /// The header pages and the stream offsets where they start and end.
+    pub fn headers(&self) -> (&[u8], u64, u64) {
+        (&self.headers, self.headers_start, self.headers_end)
+    }
+}
+
+/// True for Ogg-contained streams (Vorbis, Opus, FLAC in Ogg).
+pub fn is_ogg(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    ct.contains("ogg") || ct.contains("opus") || ct.contains("vorbis")
+}
+
 /// The parser for a Content-Type, if the format is framed in a way we can find.
 pub fn parser_for(content_type: &str) -> Option<Parser> {
     let ct = content_type.to_ascii_lowercase();
-    if ct.contains("mpeg") || ct.contains("mp3") {
+    if is_ogg(&ct) {
+        Some(ogg)
+    } else if ct.contains("mpeg") || ct.contains("mp3") {
         Some(mpeg)
     } else if ct.contains("aac") || ct.contains("aacp") {
         Some(adts)
@@ -157,6 +261,47 @@ mod tests {
         assert_eq!(find_frame(&stream, mpeg), Some(6));
     }
 
+    fn page(bos: bool, granule: u64, body: &[u8]) -> Vec<u8> {
+        let mut p = b"OggS".to_vec();
+        p.push(0);
+        p.push(if bos { 2 } else { 0 });
+        p.extend_from_slice(&granule.to_le_bytes());
+        p.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p.push(1);
+        p.push(u8::try_from(body.len()).expect("small body"));
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn ogg_header_pages_are_kept_and_replaced_by_the_next_chain() {
+        let head: Vec<u8> = [page(true, 0, b"OpusHead"), page(false, 0, b"OpusTags")].concat();
+        let audio: Vec<u8> = (1..5)
+            .flat_map(|g| page(false, g * 960, b"audio"))
+            .collect();
+        let stream = [head.clone(), audio.clone()].concat();
+        for piece in [1, 7, 64, stream.len()] {
+            let mut h = OggHeaders::default();
+            for p in stream.chunks(piece) {
+                h.feed(p);
+            }
+            assert_eq!(
+                h.headers(),
+                (&head[..], 0, head.len() as u64),
+                "piece {piece}"
+            );
+        }
+        let mut h = OggHeaders::default();
+        h.feed(&stream);
+        let next = [page(true, 0, b"OpusHead2"), page(false, 0, b"OpusTags2")].concat();
+        h.feed(&[b"junk".to_vec(), next.clone(), audio].concat());
+        let (bytes, start, end) = h.headers();
+        assert_eq!(bytes, &next[..]);
+        assert_eq!(start, stream.len() as u64 + 4);
+        assert_eq!(end, start + next.len() as u64);
+        assert_eq!(ogg(&head), Some(Frame { len: 27 + 1 + 8 }));
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
@@ -174,7 +319,9 @@ mod tests {
                     }
                 })
                 .collect();
-            for p in [mpeg as Parser, adts] {
+            let mut h = OggHeaders::default();
+            h.feed(&bytes);
+            for p in [mpeg as Parser, adts, ogg] {
                 if let Some(i) = find_frame(&bytes, p) {
                     assert!(i < bytes.len());
                     assert!(p(&bytes[i..]).is_some_and(|f| f.len >= 4));

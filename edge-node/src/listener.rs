@@ -147,7 +147,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     }
     shared.metrics.listener_connects.inc();
     // The burst is measured from the moment of connection, before the reply head is written.
-    let mut pos = session.burst_start(limits.burst_bytes);
+    let (mut pos, mut prefix) = session.listener_start(limits.burst_bytes);
     if tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(head.as_bytes()))
         .await
         .is_err()
@@ -175,14 +175,18 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     home = dest;
                     home_gen = Some(dest_mount.generation.subscribe());
                     match shared.resolve(&home) {
-                        Some((m, s)) => { pos = s.switch_start(); current = m; session = s; }
+                        Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
                         None => break "moved to a mount with nothing playing",
                     }
                 }
             },
             () = session.wait(pos) => match session.read(&mut pos) {
                 Read::Pending => {}
-                Read::Data(chunks) => {
+                Read::Data(mut chunks) => {
+                    // Codec headers the decoder needs first (Ogg), once per session joined.
+                    if let Some(p) = prefix.take() {
+                        chunks.insert(0, p);
+                    }
                     match send(&mut stream, &chunks, icy.as_mut(), &session, pos, limits.queue_bytes).await {
                         Ok(n) => {
                             current.counters.bytes_sent.inc_by(n);
@@ -203,7 +207,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 }
                 Read::Ended => match shared.resolve(&home) {
                     // The source left: carry on with the fallback, from its live edge.
-                    Some((m, s)) => { pos = s.switch_start(); current = m; session = s; }
+                    Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
                     None => break "source ended",
                 },
             },
@@ -213,7 +217,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 if let Some(m) = shared.mount(&home)
                     && let Some(s) = m.session()
                 {
-                    pos = s.switch_start();
+                    (pos, prefix) = s.listener_start(4096);
                     current = m;
                     session = s;
                 }

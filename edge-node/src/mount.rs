@@ -59,6 +59,8 @@ pub struct Session {
     pub connected_at: SystemTime,
     pub started: Instant,
     ring: Mutex<Ring>,
+    /// For Ogg streams: the header pages new listeners need first.
+    ogg: Option<Mutex<crate::frames::OggHeaders>>,
     /// Bytes received from the source.
     end: AtomicU64,
     /// Bytes listeners may read: `end` as of the last publication. Publishing in batches (every
@@ -90,7 +92,10 @@ static META_VERSION: AtomicU64 = AtomicU64::new(1);
 impl Session {
     /// A session; `batch_bytes` 0 publishes every push at once (no batching).
     pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64, batch_bytes: u64) -> Session {
+        let ogg = crate::frames::is_ogg(&info.content_type)
+            .then(|| Mutex::new(crate::frames::OggHeaders::default()));
         Session {
+            ogg,
             info,
             connected_at: SystemTime::now(),
             started: Instant::now(),
@@ -116,6 +121,9 @@ impl Session {
     pub fn push(&self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
+        }
+        if let Some(ogg) = &self.ogg {
+            lock(ogg).feed(&chunk);
         }
         {
             let mut ring = lock(&self.ring);
@@ -196,10 +204,28 @@ impl Session {
         self.align(&ring, start, end)
     }
 
-    /// Where a listener switching to this session (fallback, move) starts: a little before the
-    /// live edge, on a frame boundary.
-    pub fn switch_start(&self) -> u64 {
-        self.burst_start(4096)
+    /// Where a listener starts reading, and what it must be sent before (an Ogg stream's header
+    /// pages when it starts after them). A start inside the header pages moves back to their
+    /// beginning, so a decoder always sees them whole.
+    pub fn listener_start(&self, back: u64) -> (u64, Option<Bytes>) {
+        let pos = self.burst_start(back);
+        let Some(ogg) = &self.ogg else {
+            return (pos, None);
+        };
+        let ogg = lock(ogg);
+        let (headers, start, end) = ogg.headers();
+        if headers.is_empty() {
+            (pos, None)
+        } else if pos >= end {
+            (pos, Some(Bytes::copy_from_slice(headers)))
+        } else {
+            let oldest = lock(&self.ring).chunks.front().map_or(start, |(s, _)| *s);
+            if start >= oldest {
+                (start.min(pos), None)
+            } else {
+                (pos, Some(Bytes::copy_from_slice(headers)))
+            }
+        }
     }
 
     /// The first frame boundary at or after `start` (within 8 KiB), or `start` itself when the

@@ -610,7 +610,8 @@ async fn relay_of_a_relay_plays_carries_titles_and_reconnects() {
 /// unauthenticated probe, then PUT with credentials; Ogg Vorbis paced by libshout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libshout_client_streams_ogg() {
-    let edge = EdgeNode::start(LIVE).await;
+    // A small burst, so later listeners start long after the stream's header pages.
+    let edge = EdgeNode::start(&format!("[limits]\nburst_bytes = 4096\n\n{LIVE}")).await;
     let dir = tempfile::tempdir().expect("dir");
     let track = dir.path().join("tone.ogg");
     let (ok, _, err) = run_to_end(Proc::external(
@@ -645,7 +646,31 @@ async fn libshout_client_streams_ogg() {
     assert_eq!(status["server_type"], "application/ogg");
     assert_eq!(status["server_name"], "Shout FM");
     assert_eq!(status["genre"], "Jazz");
+    wait_for("40 kB from the source", START, || async {
+        let (_, stats) = edge.admin_get("/admin/stats").await;
+        let read: u64 = stats
+            .split("<total_bytes_read>")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (read > 40_000).then_some(())
+    })
+    .await;
+    // Joining mid-stream, the listener is sent the Vorbis header pages first, so it decodes.
     let url = edge.url("/live");
+    let (ok, _, err) = run_to_end(Proc::external(
+        "ffmpeg player",
+        "ffmpeg",
+        &[
+            "-nostdin", "-v", "error", "-i", &url, "-t", "2", "-f", "null", "-",
+        ],
+    ))
+    .await;
+    assert!(
+        ok && err.trim().is_empty(),
+        "decoding a mid-stream Ogg join: {err}"
+    );
     let (ok, out, err) = run_to_end(Proc::external(
         "ffprobe",
         "ffprobe",
