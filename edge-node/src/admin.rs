@@ -225,7 +225,12 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     } else {
         body
     };
-    let _ = respond(&mut req.stream, status, ctype, &[], &body).await;
+    let challenge: &[(&str, &str)] = if status == 401 {
+        &[("WWW-Authenticate", "Basic realm=\"Icecast2 Server\"")]
+    } else {
+        &[]
+    };
+    let _ = respond(&mut req.stream, status, ctype, challenge, &body).await;
 }
 
 fn mount_param(req: &Request, shared: &Shared) -> Result<Arc<Mount>, (u16, &'static str, Vec<u8>)> {

@@ -425,7 +425,12 @@ pub async fn respond(
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
-    stream.write_all(&bytes).await?;
+    // A client that stops reading must not hold its connection slot forever.
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.write_all(&bytes))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "response write stalled")
+        })??;
     stream.flush().await?;
     close_gracefully(stream).await;
     Ok(())

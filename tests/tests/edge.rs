@@ -696,3 +696,45 @@ async fn libshout_client_streams_ogg() {
             .any(|x| x.starts_with("icy-metaint:"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_source_is_dropped_and_admin_routes_need_credentials() {
+    let edge = EdgeNode::start(&format!("[limits]\nsource_timeout_ms = 500\n\n{LIVE}")).await;
+    // A source that authenticates and then sends nothing.
+    let mut s = TcpStream::connect(&edge.addr).await.expect("connect");
+    s.write_all(b"SOURCE /live HTTP/1.0\r\nAuthorization: Basic c291cmNlOmhhY2ttZQ==\r\nContent-Type: audio/mpeg\r\n\r\n")
+        .await
+        .expect("send");
+    edge.wait_source("/live").await;
+    wait_for("the silent source to be dropped", START, || async {
+        edge.source_status("/live").await.is_none().then_some(())
+    })
+    .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(START, s.read_to_end(&mut rest))
+        .await
+        .expect("closed by the server");
+
+    for path in [
+        "/admin/listclients?mount=/live",
+        "/admin/stats",
+        "/admin/killsource?mount=/live",
+        "/admin/listmounts",
+    ] {
+        let r = reqwest::get(edge.url(path)).await.expect("get");
+        assert_eq!(r.status(), 401, "{path} without credentials");
+        assert!(r.headers().contains_key("www-authenticate"), "{path}");
+        let r = reqwest::Client::new()
+            .get(edge.url(path))
+            .basic_auth("admin", Some("wrong"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 401, "{path} with a wrong password");
+    }
+    let r = reqwest::get(edge.url("/admin/metadata?mount=/live&mode=updinfo&song=x"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+}
