@@ -189,19 +189,19 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     }
                     match send(&mut stream, &chunks, icy.as_mut(), &session, pos, limits.queue_bytes).await {
                         Ok(n) => {
-                            current.counters.bytes_sent.inc_by(n);
+                            registered.counters.bytes_sent.inc_by(n);
                             shared.metrics.bytes_sent.inc_by(n);
                         }
                         Err(SendError::Gone) => break "gone",
                         Err(SendError::Stalled) => {
-                            current.counters.dropped_slow.inc();
+                            registered.counters.dropped_slow.inc();
                             shared.metrics.slow_drops.inc();
                             break "stopped reading";
                         }
                     }
                 }
                 Read::Lagged => {
-                    current.counters.dropped_slow.inc();
+                    registered.counters.dropped_slow.inc();
                     shared.metrics.slow_drops.inc();
                     break "fell behind by more than the queue";
                 }
