@@ -67,6 +67,15 @@ fn is_mount_source(head: &RequestHead, mount: &Mount) -> bool {
     })
 }
 
+/// `example.org:8000` → `example.org`; `[::1]:8000` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        host.find(']').map_or(host, |i| &host[..=i])
+    } else {
+        host.split(':').next().unwrap_or(host)
+    }
+}
+
 fn host(req: &Request, shared: &Shared) -> String {
     let cfg = shared.config();
     if !cfg.http.hostname.is_empty() {
@@ -145,7 +154,7 @@ pub fn status_json(shared: &Shared, host: &str) -> Value {
         .collect();
     let mut stats = Map::new();
     stats.insert("admin".into(), json!("icemaster@localhost"));
-    stats.insert("host".into(), json!(host.split(':').next().unwrap_or(host)));
+    stats.insert("host".into(), json!(host_without_port(host)));
     stats.insert("location".into(), json!("Earth"));
     stats.insert("server_id".into(), json!(crate::server::SERVER));
     stats.insert("server_start".into(), json!(rfc2822(shared.started)));
@@ -524,6 +533,8 @@ mod tests {
             latin1_param("song=Caf%E9+Ol%E9&x=1", "song").as_deref(),
             Some("Café Olé")
         );
+        assert_eq!(host_without_port("[::1]:8000"), "[::1]");
+        assert_eq!(host_without_port("radio.example:8000"), "radio.example");
         let t = SystemTime::UNIX_EPOCH;
         assert_eq!(rfc2822(t), "Thu, 01 Jan 1970 00:00:00 +0000");
         assert_eq!(iso8601(t), "1970-01-01T00:00:00+0000");

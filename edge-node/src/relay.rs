@@ -140,13 +140,19 @@ async fn pull(
     let timeout = limits.source_timeout();
     let mut redirects = 0;
     let (mut stream, head, mut leftover) = loop {
-        let addr = format!("{}:{}", target.host, target.port);
+        // IPv6 literals need brackets both to connect and in the Host header.
+        let host = if target.host.contains(':') {
+            format!("[{}]", target.host)
+        } else {
+            target.host.clone()
+        };
+        let addr = format!("{host}:{}", target.port);
         let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let host_header = if target.port == 80 {
-            target.host.clone()
+            host.clone()
         } else {
             addr.clone()
         };

@@ -127,3 +127,30 @@ async fn changing_a_relay_restarts_it_cleanly() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_reach_ipv6_upstreams() {
+    let mut origin_cfg = EdgeConfig::default();
+    origin_cfg.http.listen = "[::1]:0".to_string();
+    origin_cfg.mounts = vec![mount("/live", "pw")];
+    let origin = Edge::start(origin_cfg).await.expect("origin starts on ::1");
+    let port = origin.addr().port();
+    let _src = ffmpeg_source(&format!("icecast://source:pw@[::1]:{port}/live"), 440, &[]);
+    let mut cfg = EdgeConfig::default();
+    cfg.http.listen = "127.0.0.1:0".to_string();
+    cfg.relays = vec![onda_edge::RelayConfig {
+        path: "/relayed".to_string(),
+        url: format!("http://[::1]:{port}/live"),
+        max_listeners: None,
+    }];
+    let edge = Edge::start(cfg).await.expect("edge starts");
+    wait_for("the relay to connect over IPv6", START, || async {
+        edge.stats()
+            .iter()
+            .find(|m| m.path == "/relayed")
+            .and_then(|m| m.source.clone())
+    })
+    .await;
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
