@@ -86,6 +86,41 @@ impl EdgeNode {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
+    /// Bytes the live source has sent, from `/admin/stats` (0 when there is none).
+    pub async fn bytes_read(&self) -> u64 {
+        let (_, stats) = self.admin_get("/admin/stats").await;
+        stats
+            .split("<total_bytes_read>")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The codec ffprobe finds on `mount`, or its error output.
+    pub async fn probe_codec(&self, mount: &str) -> String {
+        let url = self.url(mount);
+        let mut p = Proc::external(
+            "ffprobe",
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+                &url,
+            ],
+        );
+        let status = p.wait_exit(START).await;
+        if status.success() {
+            p.stdout().trim().to_string()
+        } else {
+            format!("ffprobe failed: {}", p.stderr())
+        }
+    }
+
     /// The value of a metric line such as `onda_edge_listeners{mount="/live"}`.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = reqwest::get(self.url("/metrics"))

@@ -466,13 +466,7 @@ async fn stalled_listener_is_dropped_while_others_keep_up() {
     .await;
     // Meanwhile the reading listener kept pace with the source.
     reader.wait_more_audio(100_000).await;
-    let (_, stats) = edge.admin_get("/admin/stats").await;
-    let read: u64 = stats
-        .split("<total_bytes_read>")
-        .nth(1)
-        .and_then(|s| s.split('<').next())
-        .and_then(|v| v.parse().ok())
-        .expect("total_bytes_read");
+    let read = edge.bytes_read().await;
     let heard = reader.heard().audio_bytes;
     assert!(
         heard as f64 >= read as f64 * 0.9 - 16_384.0,
@@ -570,22 +564,7 @@ async fn relay_of_a_relay_plays_carries_titles_and_reconnects() {
         .admin_get("/admin/metadata?mount=/live&mode=updinfo&song=Second%20Title")
         .await;
     l.wait_title("Second Title").await;
-    let url = last.url("/r2");
-    let (ok, out, err) = run_to_end(Proc::external(
-        "ffprobe",
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            &url,
-        ],
-    ))
-    .await;
-    assert!(ok && out.trim() == "mp3", "ffprobe: {out} {err}");
+    assert_eq!(last.probe_codec("/r2").await, "mp3");
 
     // The origin's source goes and comes back: the relays reconnect by themselves.
     origin.admin_get("/admin/killsource?mount=/live").await;
@@ -647,14 +626,7 @@ async fn libshout_client_streams_ogg() {
     assert_eq!(status["server_name"], "Shout FM");
     assert_eq!(status["genre"], "Jazz");
     wait_for("40 kB from the source", START, || async {
-        let (_, stats) = edge.admin_get("/admin/stats").await;
-        let read: u64 = stats
-            .split("<total_bytes_read>")
-            .nth(1)
-            .and_then(|s| s.split('<').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        (read > 40_000).then_some(())
+        (edge.bytes_read().await > 40_000).then_some(())
     })
     .await;
     // Joining mid-stream, the listener is sent the Vorbis header pages first, so it decodes.
@@ -671,21 +643,7 @@ async fn libshout_client_streams_ogg() {
         ok && err.trim().is_empty(),
         "decoding a mid-stream Ogg join: {err}"
     );
-    let (ok, out, err) = run_to_end(Proc::external(
-        "ffprobe",
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            &url,
-        ],
-    ))
-    .await;
-    assert!(ok && out.trim() == "vorbis", "ffprobe: {out} {err}");
+    assert_eq!(edge.probe_codec("/live").await, "vorbis");
     // Ogg carries its own metadata: no ICY blocks even when asked.
     let l = RawListener::connect(&edge.addr, "/live", true).await;
     l.wait_more_audio(4_000).await;
