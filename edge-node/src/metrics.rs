@@ -8,6 +8,7 @@ pub struct EdgeMetrics {
     listeners: IntGaugeVec,
     peak: IntGaugeVec,
     source: IntGaugeVec,
+    source_since: IntGaugeVec,
     mount_bytes: IntCounterVec,
     mount_drops: IntCounterVec,
     mount_connects: IntCounterVec,
@@ -24,6 +25,8 @@ pub struct Counters {
     pub listeners: IntGauge,
     pub peak: IntGauge,
     pub source_connected: IntGauge,
+    /// Unix time the current source connected; 0 without one.
+    pub source_since: IntGauge,
     pub bytes_sent: IntCounter,
     pub dropped_slow: IntCounter,
     pub connections: IntCounter,
@@ -39,6 +42,7 @@ impl Counters {
             listeners: g("l"),
             peak: g("p"),
             source_connected: g("s"),
+            source_since: g("t"),
             bytes_sent: c("b"),
             dropped_slow: c("d"),
             connections: c("c"),
@@ -85,6 +89,10 @@ impl EdgeMetrics {
                 "onda_edge_source_connected",
                 "1 while a source (or relay) feeds the mount",
             )?,
+            source_since: gauge_vec(
+                "onda_edge_source_connected_since_seconds",
+                "Unix time the mount's current source connected (0 without one)",
+            )?,
             mount_bytes: counter_vec(
                 "onda_edge_mount_bytes_sent_total",
                 "Audio bytes sent to a mount's listeners",
@@ -123,6 +131,7 @@ impl EdgeMetrics {
             listeners: self.listeners.with_label_values(&[mount]),
             peak: self.peak.with_label_values(&[mount]),
             source_connected: self.source.with_label_values(&[mount]),
+            source_since: self.source_since.with_label_values(&[mount]),
             bytes_sent: self.mount_bytes.with_label_values(&[mount]),
             dropped_slow: self.mount_drops.with_label_values(&[mount]),
             connections: self.mount_connects.with_label_values(&[mount]),
@@ -135,6 +144,7 @@ impl EdgeMetrics {
         let _ = self.listeners.remove_label_values(&[mount]);
         let _ = self.peak.remove_label_values(&[mount]);
         let _ = self.source.remove_label_values(&[mount]);
+        let _ = self.source_since.remove_label_values(&[mount]);
         let _ = self.mount_bytes.remove_label_values(&[mount]);
         let _ = self.mount_drops.remove_label_values(&[mount]);
         let _ = self.mount_connects.remove_label_values(&[mount]);

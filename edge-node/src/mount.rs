@@ -452,9 +452,14 @@ impl Mount {
         if slot.as_ref().is_some_and(|s| !s.is_closed()) || self.removed.load(Ordering::Acquire) {
             return false;
         }
+        let since = session
+            .connected_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         *slot = Some(session);
         drop(slot);
         self.counters.source_connected.set(1);
+        self.counters.source_since.set(since);
         self.generation.send_modify(|g| *g += 1);
         true
     }
@@ -469,6 +474,7 @@ impl Mount {
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
             self.counters.source_connected.set(0);
+            self.counters.source_since.set(0);
         }
         drop(slot);
         self.generation.send_modify(|g| *g += 1);

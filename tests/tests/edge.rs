@@ -131,6 +131,17 @@ async fn ffmpeg_source_plays_in_ffprobe_ffmpeg_and_status() {
         "{xml}"
     );
     assert!(edge.metric("onda_edge_listeners{mount=\"/live\"}").await >= 1.0);
+    let since = edge
+        .metric("onda_edge_source_connected_since_seconds{mount=\"/live\"}")
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        since > now - 120.0 && since <= now,
+        "source connected at {since}, now {now}"
+    );
 
     // HEAD answers the head only; OPTIONS is a CORS preflight.
     let r = reqwest::Client::new()
