@@ -2,7 +2,8 @@
 # Installs the system tools a make target needs, from Debian packages, skipping any tool that is
 # already on PATH. Used by `make dev` and `make test`; safe to run again.
 #
-#   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions)
+#   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions, the dev tone),
+#                                  protoc (etcd-client builds its protocol with it)
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source)
@@ -13,9 +14,10 @@ set -euo pipefail
 
 target=${1:-test}
 case "$target" in
-  dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg") ;;
+  dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "protoc:protobuf-compiler"
+              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev") ;;
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler"
-              "shout:libshout-tools") ;;
+              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools") ;;
   *) echo "usage: $0 dev|test" >&2; exit 2 ;;
 esac
 
@@ -23,7 +25,10 @@ missing=()
 for pair in "${wanted[@]}"; do
   tool=${pair%%:*}
   pkg=${pair#*:}
-  if ! command -v "$tool" >/dev/null 2>&1; then
+  # A path stands for a file a package ships (protoc's well-known .proto includes).
+  if [[ $tool == /* ]]; then present=$([ -e "$tool" ] && echo y || true)
+  else present=$(command -v "$tool" >/dev/null 2>&1 && echo y || true); fi
+  if [ -z "$present" ]; then
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
