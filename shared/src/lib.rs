@@ -4,5 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod signal;

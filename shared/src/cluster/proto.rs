@@ -1,0 +1,300 @@
+//! Control-channel messages. Each QUIC connection carries one bidirectional stream of frames:
+//! a 4-byte big-endian length, then one JSON message. JSON because the volume is small (a desired
+//! state per change, a heartbeat a second) and a human can read a captured frame; the length
+//! prefix bounds what a peer can make us buffer.
+//!
+//! Versioning: the node opens with [`NodeMessage::Hello`] (or [`NodeMessage::Join`]) naming the
+//! range of protocol versions it speaks; the control plane answers [`ControlMessage::Welcome`]
+//! with the version both use, or [`ControlMessage::Refused`] with code `version` and a sentence
+//! naming both ranges. Message types a peer does not know are a protocol error naming the type,
+//! never a crash. Usage reports (a later issue) will be a new `NodeMessage` variant carrying a
+//! per-node sequence number, acknowledged by a new `ControlMessage` variant.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+/// Versions this build speaks.
+pub const MIN_VERSION: u32 = 1;
+pub const MAX_VERSION: u32 = 1;
+/// ALPN of the control channel; a peer that is not Onda fails the TLS handshake.
+pub const ALPN: &[u8] = b"onda-control";
+/// Largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// What a node says about itself, at join and on every connection (so a changed config updates
+/// the node record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAdvert {
+    pub name: String,
+    pub region: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Public base URL of the node's edge (`http://edge1.example.com:8000`).
+    pub edge_url: String,
+    pub capacity_listeners: u64,
+    pub capacity_mbps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeMessage {
+    /// First message of a joined node (mutual TLS).
+    Hello {
+        min_version: u32,
+        max_version: u32,
+        software: String,
+        node: NodeAdvert,
+        /// The generation the node is serving (from before a reconnect), 0 if none.
+        applied_generation: u64,
+    },
+    /// First and only message of a joining node (no client certificate yet).
+    Join {
+        min_version: u32,
+        max_version: u32,
+        token_id: String,
+        token_secret: String,
+        /// PKCS#10 request for the node certificate; the node keeps its private key.
+        csr_pem: String,
+        node: NodeAdvert,
+    },
+    /// The node applied this generation of its desired state.
+    Ack { generation: u64, error: Option<String> },
+    Heartbeat(Heartbeat),
+    /// Something changed on the node that the control plane should know now, not at the next
+    /// heartbeat (a source connected or left).
+    Event(NodeEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host: HostMetrics,
+    /// Observed state: every mount the edge serves.
+    pub mounts: Vec<MountReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostMetrics {
+    /// Busy share of all CPUs since the previous heartbeat, 0–100.
+    pub cpu_percent: f64,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    /// Totals over every interface but loopback, since boot.
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountReport {
+    pub station_id: String,
+    /// The edge path (`/slug/radio.mp3`).
+    pub path: String,
+    pub listeners: u64,
+    /// A source (or the relay's upstream) is on the air.
+    pub on_air: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NodeEvent {
+    SourceConnected { station_id: String, path: String },
+    SourceLeft { station_id: String, path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    Welcome {
+        version: u32,
+        node_id: String,
+        control_plane: String,
+        /// How often the node should send heartbeats.
+        heartbeat_ms: u64,
+    },
+    /// Answer to a join: the node's identity and certificate, then the connection closes and the
+    /// node reconnects with mutual TLS.
+    Joined {
+        node_id: String,
+        cert_pem: String,
+        ca_pem: String,
+    },
+    Desired(DesiredState),
+    /// The control plane will not talk to this node; `code` is machine-readable, `message` says why.
+    Refused { code: RefusalCode, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    Version,
+    TokenUnknown,
+    TokenUsed,
+    TokenExpired,
+    BadRequest,
+    Revoked,
+    UnknownNode,
+    Protocol,
+    Internal,
+}
+
+impl RefusalCode {
+    /// Refusals that retrying cannot fix: the node should stop and say so.
+    pub fn is_permanent(self) -> bool {
+        !matches!(self, RefusalCode::Internal)
+    }
+}
+
+/// Everything a node should carry. Sent whole (never as a diff) so a node that missed messages
+/// converges from the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub generation: u64,
+    pub stations: Vec<StationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationSpec {
+    pub station_id: String,
+    pub slug: String,
+    pub name: String,
+    pub role: StationRole,
+    /// For relays: the origin edge's base URL to pull each mount from.
+    #[serde(default)]
+    pub origin_url: Option<String>,
+    pub mounts: Vec<MountSpec>,
+    /// Listeners this node may admit for the station (its share of the plan's limit).
+    pub max_listeners: Option<u64>,
+    /// Until the AutoDJ exists: the origin feeds the station a generated tone (dev/test clusters).
+    #[serde(default)]
+    pub demo_tone: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StationRole {
+    Origin,
+    Relay,
+    /// Still serving while the station's new origin comes up (drain without a gap).
+    Leaving,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// The station's mount path (`/radio.mp3`); the edge serves it under the station's slug.
+    pub path: String,
+    pub format: String,
+    pub bitrate_kbps: u32,
+    pub source_password: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("control channel I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer sent a frame of {0} bytes, more than the {MAX_FRAME_BYTES} allowed")]
+    TooLarge(usize),
+    #[error("peer sent a message this build does not understand: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(body.len()))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one message; `Ok(None)` when the peer finished the stream cleanly between frames.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+/// The version both ends use, or the sentence explaining why there is none.
+pub fn negotiate(peer_min: u32, peer_max: u32) -> Result<u32, String> {
+    let v = peer_max.min(MAX_VERSION);
+    if v < peer_min.max(MIN_VERSION) {
+        return Err(format!(
+            "protocol version mismatch: the node speaks versions {peer_min}..={peer_max}, \
+             this control plane {MIN_VERSION}..={MAX_VERSION}; upgrade the older side"
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bound() {
+        let msg = NodeMessage::Ack {
+            generation: 7,
+            error: None,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).await.unwrap();
+        let got: NodeMessage = read_frame(&mut buf.as_slice()).await.unwrap().unwrap();
+        assert_eq!(got, msg);
+        // Clean end between frames.
+        let none: Option<NodeMessage> = read_frame(&mut [].as_slice()).await.unwrap();
+        assert!(none.is_none());
+        // A declared size beyond the bound is refused before anything is allocated.
+        let huge = (u32::MAX).to_be_bytes();
+        let err = read_frame::<_, NodeMessage>(&mut huge.as_slice())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)));
+        // An unknown message type names itself.
+        let body = br#"{"type":"usage_report","seq":1}"#;
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(body);
+        let err = read_frame::<_, NodeMessage>(&mut framed.as_slice())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("usage_report"), "{err}");
+        // Truncated body.
+        let mut cut = 10u32.to_be_bytes().to_vec();
+        cut.extend_from_slice(b"{\"ty");
+        assert!(
+            read_frame::<_, NodeMessage>(&mut cut.as_slice())
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate(1, 1), Ok(1));
+        assert_eq!(negotiate(1, 5), Ok(1));
+        let err = negotiate(2, 3).unwrap_err();
+        assert!(err.contains("2..=3") && err.contains("1..=1"), "{err}");
+    }
+}
