@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod coordinator;
 pub mod db;
 pub mod dev;
 pub mod metrics;

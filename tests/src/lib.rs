@@ -6,6 +6,7 @@
 pub mod api;
 pub mod db;
 pub mod edge;
+pub mod etcd;
 pub mod load;
 pub mod process;
 

@@ -59,7 +59,10 @@ pub enum NodeMessage {
         node: NodeAdvert,
     },
     /// The node applied this generation of its desired state.
-    Ack { generation: u64, error: Option<String> },
+    Ack {
+        generation: u64,
+        error: Option<String>,
+    },
     Heartbeat(Heartbeat),
     /// Something changed on the node that the control plane should know now, not at the next
     /// heartbeat (a source connected or left).
@@ -120,7 +123,10 @@ pub enum ControlMessage {
     },
     Desired(DesiredState),
     /// The control plane will not talk to this node; `code` is machine-readable, `message` says why.
-    Refused { code: RefusalCode, message: String },
+    Refused {
+        code: RefusalCode,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
