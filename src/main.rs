@@ -73,7 +73,9 @@ fn main() -> ExitCode {
                     onda_shared::config::load(config.as_deref())?;
                 onda_control_plane::server::run(cfg.validate()?).await
             }
-            Command::Agent { .. } => onda_agent::run().await,
+            Command::Agent { config, join } => {
+                onda_agent::run(config.as_deref(), join.as_deref()).await
+            }
             Command::Edge { config } => onda_edge::run(config.as_deref()).await,
         }
     });

@@ -1,11 +1,220 @@
-//! The Onda node daemon: joins the cluster over QUIC, applies desired state to an in-process edge
-//! node, syncs media, spools usage. It arrives with the cluster issue; until then `onda agent`
-//! says so.
+//! The Onda node daemon: joins the cluster over QUIC (a one-time token, then mutual TLS), applies
+//! each desired state it receives to an in-process edge node without disturbing unchanged
+//! mounts, and reports heartbeats (host metrics, every mount's listeners and source) and source
+//! events. It keeps serving its last desired state while no control plane answers, also across
+//! its own restarts.
 #![forbid(unsafe_code)]
 
-/// `onda agent`: not built yet.
-pub async fn run() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`onda agent` (a cluster node) is not built yet: it arrives with the cluster issue"
-    )
+pub mod apply;
+pub mod config;
+pub mod host;
+pub mod identity;
+pub mod session;
+
+use anyhow::Context as _;
+use config::AgentConfig;
+use onda_edge::{Edge, EdgeConfig};
+use onda_shared::cluster::proto::{DesiredState, MountReport, NodeAdvert};
+use onda_shared::cluster::tls;
+use onda_shared::cluster::token::JoinToken;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("cannot resolve control plane address {addr:?}"))?
+        .next()
+        .with_context(|| format!("control plane address {addr:?} resolves to nothing"))
+}
+
+/// A running node.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub identity: identity::Identity,
+    pub advert: NodeAdvert,
+    pub edge: Edge,
+    pub desired: DesiredState,
+    state_dir: PathBuf,
+    base: EdgeConfig,
+    tones: apply::Tones,
+    pub host: host::HostSampler,
+}
+
+impl Agent {
+    fn client_config(&self) -> anyhow::Result<quinn::ClientConfig> {
+        let ca = tls::certs_from_pem(&self.identity.ca_pem)?
+            .into_iter()
+            .next()
+            .context("no CA certificate in identity.json")?;
+        tls::client_config_mtls(
+            ca,
+            tls::certs_from_pem(&self.identity.cert_pem)?,
+            tls::key_from_pem(&self.identity.key_pem)?,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// Applies a desired state to the edge and the tone sources, and keeps it on disk.
+    pub fn apply(&mut self, desired: DesiredState) -> anyhow::Result<()> {
+        let cfg = apply::edge_config(&self.base, &desired);
+        self.edge
+            .apply(cfg)
+            .with_context(|| format!("generation {}", desired.generation))?;
+        self.tones.sync(&desired, self.edge.addr().port());
+        identity::save_desired(&self.state_dir, &desired)?;
+        tracing::info!(
+            "applied generation {} ({} station(s))",
+            desired.generation,
+            desired.stations.len()
+        );
+        self.desired = desired;
+        Ok(())
+    }
+
+    pub fn mount_reports(&self) -> Vec<MountReport> {
+        let stations = apply::station_of_paths(&self.desired);
+        self.edge
+            .stats()
+            .into_iter()
+            .filter_map(|m| {
+                Some(MountReport {
+                    station_id: stations.get(&m.path)?.clone(),
+                    on_air: m.source.is_some(),
+                    listeners: m.listeners,
+                    path: m.path,
+                })
+            })
+            .collect()
+    }
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}
+
+/// `onda agent --config agent.toml [--join TOKEN]`: join if needed, then serve until a signal.
+pub async fn run(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
+    let config: AgentConfig = onda_shared::config::load(config_path)?;
+    config.check()?;
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        onda_shared::signal::shutdown_signal().await;
+        signal.cancel();
+    });
+    let agent = start(config, join).await?;
+    serve(agent, stop).await
+}
+
+/// Starts the edge (with the last desired state on disk) and joins when the node has no
+/// identity yet.
+pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Agent> {
+    let state_dir = PathBuf::from(&config.node.state_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let base = EdgeConfig {
+        http: config.http.clone(),
+        admin: config.admin.clone(),
+        limits: config.limits.clone(),
+        mounts: Vec::new(),
+        relays: Vec::new(),
+    };
+    let desired = identity::load_desired(&state_dir).unwrap_or_default();
+    let edge = Edge::start(apply::edge_config(&base, &desired))
+        .await
+        .context("cannot start the edge")?;
+    let bound = edge.addr();
+    let public_url = if !config.node.public_url.is_empty() {
+        config.node.public_url.trim_end_matches('/').to_string()
+    } else if bound.ip().is_unspecified() {
+        anyhow::bail!(
+            "node.public_url is empty and the edge listens on {bound}: set node.public_url to the \
+             URL listeners reach this node at (e.g. http://edge1.example.com:{})",
+            bound.port()
+        );
+    } else {
+        format!("http://{bound}")
+    };
+    let advert = NodeAdvert {
+        name: if config.node.name.is_empty() {
+            default_name()
+        } else {
+            config.node.name.clone()
+        },
+        region: config.node.region.clone(),
+        labels: config.node.labels.clone(),
+        edge_url: public_url,
+        capacity_listeners: config.node.capacity_listeners,
+        capacity_mbps: config.node.capacity_mbps,
+    };
+    let identity = match (identity::load(&state_dir)?, join) {
+        (Some(id), Some(_)) => {
+            tracing::warn!(
+                "this node already joined as {}; ignoring --join (remove {} to join again)",
+                id.node_id,
+                identity::identity_path(&state_dir).display()
+            );
+            id
+        }
+        (Some(id), None) => id,
+        (None, Some(token)) => {
+            let token: JoinToken = token.parse()?;
+            let mut addrs = Vec::new();
+            for a in &config.control_plane.addresses {
+                addrs.push(resolve(a).await?);
+            }
+            let id = identity::join(&token, &addrs, &advert).await?;
+            identity::write_private(
+                &identity::identity_path(&state_dir),
+                &serde_json::to_vec_pretty(&id)?,
+            )?;
+            tracing::info!("joined the cluster as node {} ({})", id.node_id, advert.name);
+            id
+        }
+        (None, None) => anyhow::bail!(
+            "this node has not joined a cluster yet: run it once with --join TOKEN (an admin \
+             creates one with POST /v1/join-tokens)"
+        ),
+    };
+    let mut agent = Agent {
+        config,
+        identity,
+        advert,
+        edge,
+        desired: DesiredState::default(),
+        state_dir,
+        base,
+        tones: apply::Tones::default(),
+        host: host::HostSampler::default(),
+    };
+    if desired.generation > 0 {
+        tracing::info!(
+            "serving the last desired state (generation {}) until a control plane answers",
+            desired.generation
+        );
+        agent.apply(desired)?;
+    }
+    tracing::info!(
+        "node {} ({}) edge on {}",
+        agent.advert.name,
+        agent.identity.node_id,
+        agent.advert.edge_url
+    );
+    Ok(agent)
+}
+
+/// Talks to the control planes until `stop`, then stops the edge.
+pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<()> {
+    let result = session::run(&mut agent, &stop).await;
+    agent.tones.stop_all();
+    agent.edge.shutdown().await;
+    tracing::info!("stopped");
+    result
 }

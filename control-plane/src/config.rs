@@ -10,6 +10,7 @@ pub struct ControlPlaneConfig {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +58,133 @@ pub struct AuthConfig {
     pub admin_token: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// UDP address of the QUIC control channel nodes connect to; empty disables the cluster
+    /// (panel API only). `ONDA_CLUSTER_LISTEN`.
+    pub listen: String,
+    /// Addresses nodes use to reach the control planes (`host:7443`), for the join command the
+    /// API prints; empty: `listen`.
+    pub advertise: Vec<String>,
+    /// Directory of the cluster CA (`ca.crt`, `ca.key`); replicas share the same CA.
+    pub ca_dir: String,
+    /// `memory` (one control plane) or `etcd` (several replicas).
+    pub coordinator: String,
+    /// etcd client URLs, e.g. `["http://10.0.0.5:2379"]`.
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd, so clusters can share one etcd.
+    pub etcd_prefix: String,
+    /// This replica's name in leader elections and logs; empty: host name and process id.
+    pub replica: String,
+    /// A node whose heartbeats stop for this long is dead and its stations move.
+    pub node_ttl_ms: u64,
+    /// How often nodes send heartbeats.
+    pub heartbeat_ms: u64,
+    /// Until the AutoDJ exists: origins feed each station a generated tone (dev and test
+    /// clusters only).
+    pub demo_tone: bool,
+    /// Listeners one node should serve of a station before relay edges are added.
+    pub relay_threshold_listeners: u64,
+    /// Listeners reserved for each station on its node even when nobody listens.
+    pub reserve_listeners: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: "0.0.0.0:7443".to_string(),
+            advertise: Vec::new(),
+            ca_dir: "cluster-ca".to_string(),
+            coordinator: "memory".to_string(),
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/onda".to_string(),
+            replica: String::new(),
+            node_ttl_ms: 5_000,
+            heartbeat_ms: 1_000,
+            demo_tone: false,
+            relay_threshold_listeners: 500,
+            reserve_listeners: 10,
+        }
+    }
+}
+
+/// The cluster settings checked.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    pub advertise: Vec<String>,
+    pub ca_dir: std::path::PathBuf,
+    pub etcd: Option<(Vec<String>, String)>,
+    pub replica: String,
+    pub node_ttl: std::time::Duration,
+    pub heartbeat: std::time::Duration,
+    pub demo_tone: bool,
+    pub relay_threshold_listeners: u64,
+    pub reserve_listeners: u64,
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> anyhow::Result<Option<ClusterSettings>> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        let listen = self.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "cluster.listen = {:?} is not an address such as \"0.0.0.0:7443\"",
+                self.listen
+            )
+        })?;
+        let etcd = match self.coordinator.as_str() {
+            "memory" => None,
+            "etcd" => {
+                if self.etcd_endpoints.is_empty() {
+                    anyhow::bail!(
+                        "cluster.coordinator = \"etcd\" needs cluster.etcd_endpoints, e.g. [\"http://127.0.0.1:2379\"]"
+                    );
+                }
+                Some((self.etcd_endpoints.clone(), self.etcd_prefix.clone()))
+            }
+            other => anyhow::bail!(
+                "cluster.coordinator = {other:?}: use \"memory\" (one control plane) or \"etcd\""
+            ),
+        };
+        if !(500..=600_000).contains(&self.node_ttl_ms) {
+            anyhow::bail!("cluster.node_ttl_ms = {} must be between 500 and 600000", self.node_ttl_ms);
+        }
+        if self.heartbeat_ms < 100 || self.heartbeat_ms * 2 > self.node_ttl_ms {
+            anyhow::bail!(
+                "cluster.heartbeat_ms = {} must be at least 100 and at most half of cluster.node_ttl_ms ({})",
+                self.heartbeat_ms,
+                self.node_ttl_ms
+            );
+        }
+        if self.relay_threshold_listeners == 0 {
+            anyhow::bail!("cluster.relay_threshold_listeners must be at least 1");
+        }
+        let replica = if self.replica.trim().is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "cp".to_string());
+            format!("{host}-{}", std::process::id())
+        } else {
+            self.replica.trim().to_string()
+        };
+        Ok(Some(ClusterSettings {
+            listen,
+            advertise: self.advertise.clone(),
+            ca_dir: self.ca_dir.clone().into(),
+            etcd,
+            replica,
+            node_ttl: std::time::Duration::from_millis(self.node_ttl_ms),
+            heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            demo_tone: self.demo_tone,
+            relay_threshold_listeners: self.relay_threshold_listeners,
+            reserve_listeners: self.reserve_listeners,
+        }))
+    }
+}
+
 /// A configuration checked for what serde cannot check.
 #[derive(Debug, Clone)]
 pub struct Validated {
@@ -65,6 +193,7 @@ pub struct Validated {
     pub database_url: String,
     pub max_connections: u32,
     pub admin_token: Option<String>,
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl ControlPlaneConfig {
@@ -99,6 +228,7 @@ impl ControlPlaneConfig {
             database_url: self.database.url.clone(),
             max_connections: self.database.max_connections,
             admin_token: (!token.is_empty()).then(|| token.to_string()),
+            cluster: self.cluster.validate()?,
         })
     }
 }

@@ -86,6 +86,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         database_url: database_url.clone(),
         max_connections: 5,
         admin_token: Some(admin_token.clone()),
+        cluster: None,
     };
     let running = server::start_with(listener, db, &cfg).await?;
     let info = DevInfo {
@@ -188,6 +189,8 @@ async fn ensure_demo(
                     format: AudioFormat::Mp3,
                     bitrate_kbps: 128,
                 }],
+                region: String::new(),
+                node_labels: Default::default(),
             },
         )
         .await

@@ -1,14 +1,16 @@
-//! The Onda control plane: panel API over a SQLite or PostgreSQL database. Later issues add the
-//! scheduler, the coordinator, the QUIC control channel, billing, the media store and the
-//! listener redirector here.
+//! The Onda control plane: panel API over a SQLite or PostgreSQL database, the cluster (CA and
+//! joins, QUIC control channel, coordinator, leader-run scheduler) and the listener redirector.
+//! Later issues add billing and the media store here.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod db;
 pub mod dev;
 pub mod metrics;
+pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod validate;

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Db,
+    /// The control channel and scheduler, when the cluster is enabled.
+    pub cluster: Option<crate::cluster::Running>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -26,6 +28,9 @@ impl Running {
             let _ = stop.send(());
         }
         let served = (&mut self.task).await.context("server task failed")?;
+        if let Some(c) = self.cluster.take() {
+            c.shutdown().await;
+        }
         self.db.close().await;
         served.context("HTTP server failed")
     }
@@ -54,11 +59,16 @@ pub async fn start_with(
             "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
         );
     }
+    let cluster = match &cfg.cluster {
+        Some(settings) => Some(crate::cluster::start(db.clone(), settings.clone()).await?),
+        None => None,
+    };
     let app = api::router(
         db.clone(),
         cfg.admin_token.clone(),
         metrics,
         cfg.max_body_bytes,
+        cluster.as_ref().map(|c| c.cluster.clone()),
     );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -75,6 +85,7 @@ pub async fn start_with(
     Ok(Running {
         addr,
         db,
+        cluster,
         stop: Some(tx),
         task,
     })

@@ -277,6 +277,45 @@ pub fn station(
     Ok(())
 }
 
+fn label_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A region name: empty (any), or up to 63 letters, digits, '.', '_', '-'.
+pub fn region(field: &str, value: &str) -> Result<String, ApiError> {
+    if value.is_empty() || label_token(value) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "{field} must be empty or up to 63 letters, digits, '.', '_' or '-'."
+        )))
+    }
+}
+
+/// Node labels: at most 16, keys and values of up to 63 letters, digits, '.', '_', '-'.
+pub fn labels(
+    field: &str,
+    value: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    if value.len() > 16 {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} has {} labels; at most 16 are allowed.",
+            value.len()
+        )));
+    }
+    for (k, v) in value {
+        if !label_token(k) || !label_token(v) {
+            return Err(ApiError::Unprocessable(format!(
+                "{field}: labels need keys and values of 1 to 63 letters, digits, '.', '_' or '-'."
+            )));
+        }
+    }
+    Ok(value.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

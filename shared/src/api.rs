@@ -242,6 +242,10 @@ pub struct Station {
     pub mounts: Vec<Mount>,
     /// Password for Icecast source clients (user `source`).
     pub source_password: String,
+    /// Region the station must be served from (empty: any).
+    pub region: String,
+    /// Labels a node must carry to serve the station (e.g. {"tier": "premium"}).
+    pub node_labels: BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -261,6 +265,12 @@ pub struct CreateStation {
     /// Defaults to the plan's listener limit.
     pub max_listeners: Option<u32>,
     pub mounts: Vec<Mount>,
+    /// Region the station must be served from; empty or absent: any.
+    #[serde(default)]
+    pub region: String,
+    /// Labels a node must carry to serve the station.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 /// A partial update; `mounts`, when present, replaces the whole list.
@@ -274,6 +284,8 @@ pub struct UpdateStation {
     pub autodj_enabled: Option<bool>,
     pub max_listeners: Option<u32>,
     pub mounts: Option<Vec<Mount>>,
+    pub region: Option<String>,
+    pub node_labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -282,6 +294,7 @@ pub enum NodeStatus {
     Ready,
     Unreachable,
     Draining,
+    Revoked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -297,6 +310,45 @@ pub struct Node {
     pub status: NodeStatus,
     pub last_heartbeat_at: Option<String>,
     pub created_at: String,
+    /// Set once an admin revoked the node: its certificate is refused from then on.
+    pub revoked_at: Option<String>,
+}
+
+/// A one-time join token. `token` (with the CA fingerprint) is shown only in the answer to
+/// its creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenInfo {
+    pub id: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub used_at: Option<String>,
+    pub node_id: Option<String>,
+    /// `onda1.<id>.<secret>.<ca-sha256>`: only in the creation answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The command a node runs to join (`onda agent --config agent.toml --join …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    #[serde(default)]
+    pub description: String,
+    /// Seconds until the token expires; default 3600, at most 7 days.
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Where a station is served right now, from the scheduler's placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StationPlacementInfo {
+    pub station_id: String,
+    /// Node running the station's source; null while unplaced.
+    pub origin: Option<String>,
+    pub relays: Vec<String>,
+    pub leaving: Vec<String>,
 }
 
 /// Who the bearer token belongs to.

@@ -13,6 +13,18 @@ pub struct TestControlPlane {
     pub http: reqwest::Client,
     running: Option<Running>,
     _db: TestDb,
+    _ca_dir: tempfile::TempDir,
+}
+
+/// An in-process cluster for API tests: in-memory coordinator, QUIC on a free loopback port.
+pub fn cluster_settings(ca_dir: &std::path::Path) -> onda_control_plane::config::ClusterSettings {
+    let mut c = onda_control_plane::config::ClusterConfig {
+        listen: "127.0.0.1:0".to_string(),
+        ca_dir: ca_dir.display().to_string(),
+        ..Default::default()
+    };
+    c.replica = "test".to_string();
+    c.validate().expect("cluster settings").expect("cluster enabled")
 }
 
 /// One answer: status, content type and the body as JSON (Null when empty or not JSON).
@@ -60,12 +72,14 @@ impl TestControlPlane {
     pub async fn start(backend: Backend) -> Option<TestControlPlane> {
         let db = TestDb::new(backend).await?;
         let admin = format!("test-admin-token-{}", rand::random::<u64>());
+        let ca_dir = tempfile::tempdir().expect("temp dir");
         let cfg = Validated {
             listen: "127.0.0.1:0".parse().expect("addr"),
             max_body_bytes: 64 * 1024,
             database_url: db.url.clone(),
             max_connections: 5,
             admin_token: Some(admin.clone()),
+            cluster: Some(cluster_settings(ca_dir.path())),
         };
         let running = server::start(&cfg).await.expect("control plane starts");
         Some(TestControlPlane {
@@ -74,6 +88,7 @@ impl TestControlPlane {
             http: reqwest::Client::new(),
             running: Some(running),
             _db: db,
+            _ca_dir: ca_dir,
         })
     }
 

@@ -7,8 +7,9 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod keys;
+mod listen;
 mod me;
-mod nodes;
+pub mod nodes;
 mod plans;
 pub mod stations;
 mod tenants;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<String>,
+    /// None when the control plane runs without a cluster (API only).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -51,7 +54,8 @@ pub struct AppState {
         (name = "tenants", description = "Customers of the hosting company (admin)"),
         (name = "api-keys", description = "Tenant API keys (admin)"),
         (name = "stations", description = "A tenant's radio stations"),
-        (name = "nodes", description = "Edge nodes of the cluster (admin)"),
+        (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
+        (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
     )
 )]
@@ -63,6 +67,7 @@ pub fn router(
     admin_token: Option<String>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(plans::list, plans::create))
@@ -78,6 +83,13 @@ pub fn router(
         .routes(routes!(stations::rotate_source_password))
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::get))
+        .routes(routes!(nodes::drain))
+        .routes(routes!(nodes::resume))
+        .routes(routes!(nodes::revoke))
+        .routes(routes!(nodes::list_tokens, nodes::create_token))
+        .routes(routes!(nodes::delete_token))
+        .routes(routes!(stations::placement))
+        .routes(routes!(listen::listen))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -96,6 +108,7 @@ pub fn router(
         admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
         metrics,
         openapi: Arc::new(openapi_json),
+        cluster,
     };
     router
         .fallback(not_found)

@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
+    StationPlacementInfo,
     CreateStation, Page, PageParams, Plan, Problem, Station, Tenant, TenantStatus, UpdateStation,
 };
 
@@ -95,6 +96,8 @@ pub async fn create_for_tenant(
         max_listeners,
         mounts: req.mounts,
         source_password: secrets::new_password(),
+        region: validate::region("region", &req.region)?,
+        node_labels: validate::labels("node_labels", &req.node_labels)?,
         created_at: String::new(),
         updated_at: String::new(),
     };
@@ -151,6 +154,36 @@ pub async fn get(
         .ok_or_else(|| not_found(&id))
 }
 
+/// Where a station plays right now: its origin node, relay nodes, and nodes it is leaving.
+#[utoipa::path(get, path = "/v1/stations/{id}/placement", params(("id" = String, Path, description = "Object id")), tag = "stations",
+    responses((status = 200, body = StationPlacementInfo), (status = 404, body = Problem)))]
+pub async fn placement(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<StationPlacementInfo>> {
+    let mut conn = st.db.conn().await?;
+    if db::stations::get(&mut conn, &id, caller.tenant_scope())
+        .await?
+        .is_none()
+    {
+        return Err(not_found(&id));
+    }
+    let placed = match &st.cluster {
+        Some(c) => c.view.get().placement.stations.get(&id).cloned(),
+        None => None,
+    };
+    Ok(Json(StationPlacementInfo {
+        station_id: id,
+        origin: placed
+            .as_ref()
+            .map(|p| p.origin.clone())
+            .filter(|o| !o.is_empty()),
+        relays: placed.as_ref().map(|p| p.relays.clone()).unwrap_or_default(),
+        leaving: placed.map(|p| p.leaving).unwrap_or_default(),
+    }))
+}
+
 /// Change a station; absent fields stay, `mounts` replaces the whole list. Plan limits apply.
 #[utoipa::path(patch, path = "/v1/stations/{id}", params(("id" = String, Path, description = "Object id")), tag = "stations", request_body = UpdateStation,
     responses((status = 200, body = Station), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -184,6 +217,12 @@ pub async fn update(
     s.max_listeners = req.max_listeners.unwrap_or(s.max_listeners);
     if let Some(m) = req.mounts {
         s.mounts = m;
+    }
+    if let Some(r) = &req.region {
+        s.region = validate::region("region", r)?;
+    }
+    if let Some(l) = &req.node_labels {
+        s.node_labels = validate::labels("node_labels", l)?;
     }
     validate::station(&plan, &s.mounts, s.max_listeners, s.autodj_enabled)?;
     let saved = match db::stations::update(&mut tx, &s).await {

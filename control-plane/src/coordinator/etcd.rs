@@ -121,14 +121,14 @@ impl Coordinator for EtcdCoordinator {
     async fn keep_alive(&self, lease: LeaseId) -> anyhow::Result<bool> {
         let mut keepers = self.keepers.lock().await;
         let result = async {
-            if !keepers.contains_key(&lease) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
                 let pair = self
                     .client
                     .clone()
                     .lease_keep_alive(lease)
                     .await
                     .context("etcd lease keep-alive")?;
-                keepers.insert(lease, pair);
+                slot.insert(pair);
             }
             let (keeper, stream) = keepers
                 .get_mut(&lease)

@@ -2,6 +2,7 @@
 //! URL, with the embedded migrations applied at connect. One set of portable SQL serves both
 //! backends through sqlx's Any driver; each submodule owns the queries of one resource.
 
+pub mod cluster;
 pub mod keys;
 pub mod nodes;
 pub mod plans;
@@ -30,8 +31,10 @@ pub struct Db {
 }
 
 /// The migrations, embedded in the binary, in order.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "panel", include_str!("../../migrations/0001_panel.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "panel", include_str!("../../migrations/0001_panel.sql")),
+    (2, "cluster", include_str!("../../migrations/0002_cluster.sql")),
+];
 
 impl Db {
     /// Connects (creating a SQLite file if needed) and applies pending migrations.

@@ -1,17 +1,21 @@
-//! Edge nodes known to the cluster. Registration arrives with the cluster (QUIC join); until
-//! then the table is only read.
+//! Edge nodes known to the cluster: created when a node joins, updated from what it advertises
+//! on each connection, drained and revoked by the admin. Liveness is not stored here (it is a
+//! coordinator lease); `status` records what the leader last saw, for the API.
 
-use super::{Conn, paginate, rfc3339};
+use super::{Conn, now, paginate, rfc3339};
 use onda_shared::api::{Node, NodeStatus, Page};
+use onda_shared::cluster::proto::NodeAdvert;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, name, region, labels, public_url, capacity_listeners, capacity_mbps, \
-    status, last_heartbeat_at, created_at";
+    status, last_heartbeat_at, created_at, draining, revoked_at";
 
 fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
     let labels: String = row.try_get("labels")?;
     let status: String = row.try_get("status")?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    let draining = row.try_get::<i64, _>("draining")? != 0;
     Ok(Node {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -19,17 +23,22 @@ fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         public_url: row.try_get("public_url")?,
         capacity_listeners: u32::try_from(row.try_get::<i64, _>("capacity_listeners")?)
-            .unwrap_or(0),
-        capacity_mbps: u32::try_from(row.try_get::<i64, _>("capacity_mbps")?).unwrap_or(0),
-        status: match status.as_str() {
-            "ready" => NodeStatus::Ready,
-            "draining" => NodeStatus::Draining,
-            _ => NodeStatus::Unreachable,
+            .unwrap_or(u32::MAX),
+        capacity_mbps: u32::try_from(row.try_get::<i64, _>("capacity_mbps")?).unwrap_or(u32::MAX),
+        status: if revoked_at.is_some() {
+            NodeStatus::Revoked
+        } else if draining {
+            NodeStatus::Draining
+        } else if status == "ready" {
+            NodeStatus::Ready
+        } else {
+            NodeStatus::Unreachable
         },
         last_heartbeat_at: row
             .try_get::<Option<i64>, _>("last_heartbeat_at")?
             .map(rfc3339),
         created_at: rfc3339(row.try_get("created_at")?),
+        revoked_at: revoked_at.map(rfc3339),
     })
 }
 
@@ -37,6 +46,21 @@ pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Node>, sqlx::Error>
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM nodes WHERE id = $1"));
     let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
+}
+
+/// The node holding the certificate with this fingerprint.
+pub async fn by_cert(conn: &mut Conn, sha256: &str) -> Result<Option<Node>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM nodes WHERE cert_sha256 = $1"));
+    let row = sqlx::query(sql).bind(sha256).fetch_optional(conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn name_taken(conn: &mut Conn, name: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT id FROM nodes WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
 }
 
 pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Node>, sqlx::Error> {
@@ -50,4 +74,100 @@ pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Node
         .await?;
     let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(paginate(items, limit, |n| &n.id))
+}
+
+/// Every node, for the scheduler and the redirector.
+pub async fn all(conn: &mut Conn) -> Result<Vec<Node>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM nodes ORDER BY id"));
+    let rows = sqlx::query(sql).fetch_all(conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub async fn insert(
+    conn: &mut Conn,
+    id: &str,
+    advert: &NodeAdvert,
+    cert_sha256: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO nodes (id, name, region, labels, public_url, capacity_listeners, \
+         capacity_mbps, status, last_heartbeat_at, created_at, cert_sha256, draining) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'unreachable', NULL, $8, $9, 0)",
+    )
+    .bind(id)
+    .bind(&advert.name)
+    .bind(&advert.region)
+    .bind(super::stations::labels_json(&advert.labels))
+    .bind(&advert.edge_url)
+    .bind(clamp(advert.capacity_listeners))
+    .bind(clamp(advert.capacity_mbps))
+    .bind(now())
+    .bind(cert_sha256)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What a node says about itself on each connection replaces what was stored.
+pub async fn update_advert(
+    conn: &mut Conn,
+    id: &str,
+    advert: &NodeAdvert,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE nodes SET region = $1, labels = $2, public_url = $3, capacity_listeners = $4, \
+         capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6 WHERE id = $7",
+    )
+    .bind(&advert.region)
+    .bind(super::stations::labels_json(&advert.labels))
+    .bind(&advert.edge_url)
+    .bind(clamp(advert.capacity_listeners))
+    .bind(clamp(advert.capacity_mbps))
+    .bind(now())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn heartbeat(conn: &mut Conn, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE nodes SET status = 'ready', last_heartbeat_at = $1 WHERE id = $2")
+        .bind(now())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_status(conn: &mut Conn, id: &str, ready: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE nodes SET status = $1 WHERE id = $2")
+        .bind(if ready { "ready" } else { "unreachable" })
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets or clears the drain flag; false when there is no such node.
+pub async fn set_draining(conn: &mut Conn, id: &str, draining: bool) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE nodes SET draining = $1 WHERE id = $2")
+        .bind(i64::from(draining))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Revokes a node (idempotent); false when there is no such node.
+pub async fn revoke(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE nodes SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(get(conn, id).await?.is_some())
 }

@@ -6,7 +6,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, tenant_id, name, slug, description, genre, autodj_enabled, \
-    max_listeners, source_password, created_at, updated_at";
+    max_listeners, source_password, region, node_labels, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
     Ok(Station {
@@ -20,9 +20,16 @@ fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
         max_listeners: u32::try_from(row.try_get::<i64, _>("max_listeners")?).unwrap_or(0),
         mounts: Vec::new(),
         source_password: row.try_get("source_password")?,
+        region: row.try_get("region")?,
+        node_labels: serde_json::from_str(&row.try_get::<String, _>("node_labels")?)
+            .unwrap_or_default(),
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
+}
+
+pub fn labels_json(labels: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_string())
 }
 
 async fn load_mounts(conn: &mut Conn, station: &mut Station) -> Result<(), sqlx::Error> {
@@ -122,8 +129,8 @@ pub async fn count_for_tenant(conn: &mut Conn, tenant_id: &str) -> Result<i64, s
 pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error> {
     sqlx::query(
         "INSERT INTO stations (id, tenant_id, name, slug, description, genre, autodj_enabled, \
-         max_listeners, source_password, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         max_listeners, source_password, region, node_labels, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -134,6 +141,8 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(i64::from(s.autodj_enabled))
     .bind(i64::from(s.max_listeners))
     .bind(&s.source_password)
+    .bind(&s.region)
+    .bind(labels_json(&s.node_labels))
     .bind(now())
     .execute(&mut *conn)
     .await?;
@@ -146,8 +155,8 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
 pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error> {
     sqlx::query(
         "UPDATE stations SET name = $1, slug = $2, description = $3, genre = $4, \
-         autodj_enabled = $5, max_listeners = $6, source_password = $7, updated_at = $8 \
-         WHERE id = $9",
+         autodj_enabled = $5, max_listeners = $6, source_password = $7, region = $8, \
+         node_labels = $9, updated_at = $10 WHERE id = $11",
     )
     .bind(&s.name)
     .bind(&s.slug)
@@ -156,6 +165,8 @@ pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(i64::from(s.autodj_enabled))
     .bind(i64::from(s.max_listeners))
     .bind(&s.source_password)
+    .bind(&s.region)
+    .bind(labels_json(&s.node_labels))
     .bind(now())
     .bind(&s.id)
     .execute(&mut *conn)

@@ -1,0 +1,89 @@
+//! The agent's configuration (`onda agent --config agent.toml`): who the node is, where the
+//! control planes are, where it keeps its identity, and the edge settings it serves with. Every
+//! key can be overridden as `ONDA_<SECTION>_<KEY>`.
+
+use onda_edge::config::{AdminConfig, HttpConfig, LimitsConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub node: NodeConfig,
+    pub control_plane: ControlPlaneConfig,
+    /// The edge's HTTP listener (listeners, sources, status, metrics).
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Unique name in the cluster; default: the host name.
+    pub name: String,
+    pub region: String,
+    pub labels: BTreeMap<String, String>,
+    /// Base URL listeners reach this edge at (`http://edge1.example.com:8000`); default:
+    /// `http://` and the bound address when that is a concrete address.
+    pub public_url: String,
+    /// Concurrent listeners this node should carry.
+    pub capacity_listeners: u64,
+    /// Outgoing bandwidth this node should use, in Mbit/s.
+    pub capacity_mbps: u64,
+    /// Where the node keeps its identity (key, certificate) and last desired state.
+    pub state_dir: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: String::new(),
+            region: String::new(),
+            labels: BTreeMap::new(),
+            public_url: String::new(),
+            capacity_listeners: 5_000,
+            capacity_mbps: 1_000,
+            state_dir: "onda-node".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    /// QUIC addresses of the control planes (`cp1.example.com:7443`); the agent tries them in
+    /// turn and moves to the next when one fails.
+    pub addresses: Vec<String>,
+    /// Longest wait between reconnection attempts, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            addresses: vec!["127.0.0.1:7443".to_string()],
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.control_plane.addresses.is_empty() {
+            anyhow::bail!(
+                "control_plane.addresses is empty: list at least one control plane (\"host:7443\")"
+            );
+        }
+        if self.node.capacity_listeners == 0 || self.node.capacity_mbps == 0 {
+            anyhow::bail!("node.capacity_listeners and node.capacity_mbps must be at least 1");
+        }
+        if self.node.state_dir.trim().is_empty() {
+            anyhow::bail!("node.state_dir must name a directory");
+        }
+        if !(100..=600_000).contains(&self.control_plane.max_backoff_ms) {
+            anyhow::bail!("control_plane.max_backoff_ms must be between 100 and 600000");
+        }
+        Ok(())
+    }
+}

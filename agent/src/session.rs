@@ -1,0 +1,205 @@
+//! The agent's connection to the control planes: mutual TLS, hello, then desired states in and
+//! heartbeats, acks and events out. Reconnects with exponential backoff and jitter, moving to
+//! the next control-plane address after each failure; the edge keeps serving the last desired
+//! state the whole time.
+
+use crate::Agent;
+use onda_shared::cluster::proto::{
+    self, ControlMessage, Heartbeat, MAX_VERSION, MIN_VERSION, MountReport, NodeEvent,
+    NodeMessage, RefusalCode,
+};
+use onda_shared::cluster::tls;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn client_endpoint(peer: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+    let bind: SocketAddr = if peer.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    Ok(quinn::Endpoint::client(bind)?)
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The agent is stopping.
+    Stopped,
+    /// The control plane refused this node for good (revoked, unknown).
+    Refused(RefusalCode, String),
+    /// Anything retrying may fix; `established` says whether the session got as far as welcome.
+    Failed { established: bool, error: anyhow::Error },
+}
+
+/// Runs sessions until stopped or permanently refused.
+pub async fn run(agent: &mut Agent, stop: &CancellationToken) -> anyhow::Result<()> {
+    let max = Duration::from_millis(agent.config.control_plane.max_backoff_ms);
+    let mut backoff = Duration::from_millis(100);
+    let mut turn = 0usize;
+    loop {
+        let addrs = &agent.config.control_plane.addresses;
+        let addr = addrs[turn % addrs.len()].clone();
+        turn += 1;
+        let ended = match crate::resolve(&addr).await {
+            Ok(sa) => session(agent, sa, stop).await,
+            Err(e) => Ended::Failed {
+                established: false,
+                error: e,
+            },
+        };
+        match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::Refused(RefusalCode::Version, msg) => {
+                // A rolling upgrade may bring a control plane that speaks our version: keep
+                // trying, slowly, and say why every time.
+                tracing::error!("control plane {addr} refused this node: {msg}");
+                backoff = max;
+            }
+            Ended::Refused(code, msg) => {
+                anyhow::bail!("control plane {addr} refused this node ({code:?}): {msg}")
+            }
+            Ended::Failed { established, error } => {
+                if established {
+                    backoff = Duration::from_millis(100);
+                }
+                tracing::warn!("control plane {addr}: {error:#}; retrying in about {backoff:?}");
+            }
+        }
+        // Full jitter: nodes that lost the same control plane do not come back in step.
+        let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+fn failed(established: bool, error: impl Into<anyhow::Error>) -> Ended {
+    Ended::Failed {
+        established,
+        error: error.into(),
+    }
+}
+
+async fn session(agent: &mut Agent, addr: SocketAddr, stop: &CancellationToken) -> Ended {
+    let cfg = match agent.client_config() {
+        Ok(c) => c,
+        Err(e) => return Ended::Refused(RefusalCode::Internal, format!("{e:#}")),
+    };
+    let endpoint = match client_endpoint(addr) {
+        Ok(e) => e,
+        Err(e) => return failed(false, e),
+    };
+    let connecting = match endpoint.connect_with(cfg, addr, tls::SERVER_NAME) {
+        Ok(c) => c,
+        Err(e) => return failed(false, e),
+    };
+    let conn = tokio::select! {
+        c = connecting => match c {
+            Ok(c) => c,
+            Err(e) => return failed(false, anyhow::anyhow!("cannot connect to {addr}: {e}")),
+        },
+        () = stop.cancelled() => return Ended::Stopped,
+    };
+    let ended = established(agent, &conn, stop).await;
+    let reason: &[u8] = if matches!(ended, Ended::Stopped) {
+        b"agent stopping"
+    } else {
+        b"session ended"
+    };
+    conn.close(0u32.into(), reason);
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    ended
+}
+
+async fn established(agent: &mut Agent, conn: &quinn::Connection, stop: &CancellationToken) -> Ended {
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return failed(false, e),
+    };
+    let hello = NodeMessage::Hello {
+        min_version: MIN_VERSION,
+        max_version: MAX_VERSION,
+        software: format!("onda {}", env!("CARGO_PKG_VERSION")),
+        node: agent.advert.clone(),
+        applied_generation: agent.desired.generation,
+    };
+    if let Err(e) = proto::write_frame(&mut send, &hello).await {
+        return failed(false, e);
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv)).await;
+    let heartbeat_ms = match first {
+        Ok(Ok(Some(ControlMessage::Welcome {
+            version,
+            control_plane,
+            heartbeat_ms,
+            ..
+        }))) => {
+            tracing::info!(
+                "connected to control plane {control_plane} at {} (protocol {version})",
+                conn.remote_address()
+            );
+            heartbeat_ms.clamp(100, 60_000)
+        }
+        Ok(Ok(Some(ControlMessage::Refused { code, message }))) => {
+            return Ended::Refused(code, message);
+        }
+        Ok(Ok(Some(other))) => return failed(false, anyhow::anyhow!("expected welcome, got {other:?}")),
+        Ok(Ok(None)) => {
+            return failed(false, anyhow::anyhow!("the control plane closed the connection before welcome"));
+        }
+        Ok(Err(e)) => {
+            // A refused certificate shows up here, on the first read, not at connect.
+            return failed(false, anyhow::anyhow!("no welcome: {e}"));
+        }
+        Err(_) => return failed(false, anyhow::anyhow!("no welcome within 10 s")),
+    };
+    let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut on_air: BTreeMap<String, bool> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            msg = proto::read_frame::<_, ControlMessage>(&mut recv) => match msg {
+                Ok(Some(ControlMessage::Desired(desired))) => {
+                    let generation = desired.generation;
+                    let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
+                    let ack = NodeMessage::Ack { generation, error };
+                    if let Err(e) = proto::write_frame(&mut send, &ack).await {
+                        return failed(true, e);
+                    }
+                }
+                Ok(Some(ControlMessage::Refused { code, message })) => return Ended::Refused(code, message),
+                Ok(Some(other)) => tracing::warn!("ignoring an unexpected control message: {other:?}"),
+                Ok(None) => return failed(true, anyhow::anyhow!("the control plane ended the session")),
+                Err(e) => return failed(true, e),
+            },
+            _ = beat.tick() => {
+                let hb = Heartbeat { host: agent.host.sample(), mounts: agent.mount_reports() };
+                if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
+                    return failed(true, e);
+                }
+            }
+            _ = poll.tick() => {
+                // Sources coming and going are told at once: the redirector and a drain wait on them.
+                for MountReport { station_id, path, on_air: now, .. } in agent.mount_reports() {
+                    let before = on_air.insert(path.clone(), now).unwrap_or(false);
+                    if before != now {
+                        let ev = if now {
+                            NodeEvent::SourceConnected { station_id, path }
+                        } else {
+                            NodeEvent::SourceLeft { station_id, path }
+                        };
+                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
+                            return failed(true, e);
+                        }
+                    }
+                }
+            }
+            () = stop.cancelled() => return Ended::Stopped,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The listener redirector: public URLs that stay the same whichever node carries a station.
+//! `GET /listen/{station}/{mount}` answers 302 to the least-loaded live edge with the mount on
+//! the air; `…/{mount}.m3u` and `.pls` list every such edge so players fail over by themselves;
+//! 503 with `Retry-After` when no edge has it on the air (a failover in progress).
+
+use super::AppState;
+use super::error::ApiError;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use onda_shared::api::Problem;
+
+fn unavailable(detail: String) -> Response {
+    let problem = Problem {
+        kind: "https://onda.dev/problems/unavailable".to_string(),
+        title: "Service unavailable".to_string(),
+        status: 503,
+        detail,
+        limit: None,
+    };
+    let mut resp = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::to_vec(&problem).unwrap_or_default(),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+enum Variant {
+    Redirect,
+    M3u,
+    Pls,
+}
+
+/// Redirect a listener to an edge carrying the station's mount (`.m3u`/`.pls`: a playlist of
+/// every edge carrying it).
+#[utoipa::path(get, path = "/listen/{station}/{mount}", tag = "listen", security(()),
+    params(("station" = String, Path, description = "Station slug or id"),
+           ("mount" = String, Path, description = "Mount name without the leading slash (`radio.mp3`), optionally with `.m3u` or `.pls` appended")),
+    responses((status = 302, description = "To the least-loaded edge carrying the mount"),
+              (status = 200, description = "M3U or PLS playlist of every edge carrying it", body = String),
+              (status = 404, body = Problem),
+              (status = 503, description = "No edge has the mount on the air right now; retry", body = Problem)))]
+pub async fn listen(
+    State(st): State<AppState>,
+    Path((station, mount)): Path<(String, String)>,
+) -> Response {
+    let Some(cluster) = &st.cluster else {
+        return unavailable("This control plane runs without a cluster.".to_string());
+    };
+    let snap = cluster.view.get();
+    if !snap.loaded {
+        return unavailable("The control plane is starting.".to_string());
+    }
+    let Some(s) = snap.station(&station) else {
+        return ApiError::NotFound(format!("There is no station {station:?}.")).into_response();
+    };
+    let (variant, name) = if let Some(m) = mount.strip_suffix(".m3u") {
+        (Variant::M3u, m)
+    } else if let Some(m) = mount.strip_suffix(".pls") {
+        (Variant::Pls, m)
+    } else {
+        (Variant::Redirect, mount.as_str())
+    };
+    let path = format!("/{name}");
+    // A mount literally named `x.m3u` wins over the playlist of `x`.
+    let (variant, path) = if s.mounts.iter().any(|m| m.0 == format!("/{mount}")) {
+        (Variant::Redirect, format!("/{mount}"))
+    } else {
+        (variant, path)
+    };
+    if !s.mounts.iter().any(|m| m.0 == path) {
+        return ApiError::NotFound(format!(
+            "Station {station:?} has no mount {path:?}; it has {}.",
+            s.mounts
+                .iter()
+                .map(|m| m.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into_response();
+    }
+    if !s.active {
+        return unavailable(format!("Station {station:?} is off the air."));
+    }
+    let carriers = snap.carriers(s, &path);
+    if carriers.is_empty() {
+        return unavailable(format!(
+            "No edge has {station}{path} on the air right now; it is being placed or moved."
+        ));
+    }
+    let no_store = (header::CACHE_CONTROL, "no-store");
+    match variant {
+        Variant::Redirect => (
+            StatusCode::FOUND,
+            [(header::LOCATION, carriers[0].url.as_str()), no_store],
+        )
+            .into_response(),
+        Variant::M3u => {
+            let mut body = String::from("#EXTM3U\n");
+            for c in &carriers {
+                body.push_str(&format!("#EXTINF:-1,{}\n{}\n", s.name, c.url));
+            }
+            (
+                [(header::CONTENT_TYPE, "audio/x-mpegurl"), no_store],
+                body,
+            )
+                .into_response()
+        }
+        Variant::Pls => {
+            let mut body = String::from("[playlist]\n");
+            for (i, c) in carriers.iter().enumerate() {
+                let n = i + 1;
+                body.push_str(&format!(
+                    "File{n}={}\nTitle{n}={}\nLength{n}=-1\n",
+                    c.url, s.name
+                ));
+            }
+            body.push_str(&format!(
+                "NumberOfEntries={}\nVersion=2\n",
+                carriers.len()
+            ));
+            (
+                [(header::CONTENT_TYPE, "audio/x-scpls"), no_store],
+                body,
+            )
+                .into_response()
+        }
+    }
+}

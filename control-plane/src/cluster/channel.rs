@@ -1,0 +1,461 @@
+//! The QUIC control channel: joins (no client certificate, a one-time token) and sessions of
+//! joined nodes (mutual TLS). One bidirectional stream per connection carries the frames of
+//! [`onda_shared::cluster::proto`].
+
+use super::{Cluster, Observed, keys};
+use crate::db;
+use anyhow::Context as _;
+use onda_shared::cluster::proto::{
+    self, ControlMessage, DesiredState, NodeAdvert, NodeEvent, NodeMessage, RefusalCode,
+};
+use onda_shared::cluster::tls::peer_cert_sha256;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            () = stop.cancelled() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let cluster = cluster.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = handle(incoming, cluster, stop).await {
+                tracing::debug!("control channel from {remote}: {e:#}");
+            }
+        });
+    }
+}
+
+type Send = quinn::SendStream;
+type Recv = quinn::RecvStream;
+
+async fn handle(
+    incoming: quinn::Incoming,
+    cluster: Arc<Cluster>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = incoming.await.context("handshake")?;
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .context("no stream within 10 s")??;
+    let first: NodeMessage = tokio::time::timeout(
+        Duration::from_secs(10),
+        proto::read_frame(&mut recv),
+    )
+    .await
+    .context("no first message within 10 s")??
+    .context("closed before the first message")?;
+    match (peer_cert_sha256(&conn), first) {
+        (None, NodeMessage::Join {
+            min_version,
+            max_version,
+            token_id,
+            token_secret,
+            csr_pem,
+            node,
+        }) => {
+            let answer = join(
+                &cluster,
+                (min_version, max_version),
+                &token_id,
+                &token_secret,
+                &csr_pem,
+                &node,
+            )
+            .await;
+            if let ControlMessage::Refused { code, message } = &answer {
+                tracing::warn!("refused a join from {}: {code:?}: {message}", conn.remote_address());
+            }
+            finish(&conn, &mut send, &answer).await
+        }
+        (Some(fp), NodeMessage::Hello {
+            min_version,
+            max_version,
+            node,
+            applied_generation,
+            ..
+        }) => {
+            session(
+                &cluster,
+                &conn,
+                send,
+                recv,
+                &fp,
+                (min_version, max_version),
+                node,
+                applied_generation,
+                stop,
+            )
+            .await
+        }
+        (None, NodeMessage::Hello { .. }) => {
+            refuse(
+                &conn,
+                &mut send,
+                RefusalCode::UnknownNode,
+                "a node without a certificate must join first (onda agent --join TOKEN)",
+            )
+            .await
+        }
+        (Some(_), NodeMessage::Join { .. }) => {
+            refuse(
+                &conn,
+                &mut send,
+                RefusalCode::BadRequest,
+                "this node already has a certificate; it connects with hello, not join",
+            )
+            .await
+        }
+        (_, other) => {
+            let what = serde_json::to_value(&other)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            refuse(
+                &conn,
+                &mut send,
+                RefusalCode::Protocol,
+                &format!("the first message must be hello or join, not {what}"),
+            )
+            .await
+        }
+    }
+}
+
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut Send,
+    code: RefusalCode,
+    message: &str,
+) -> anyhow::Result<()> {
+    let msg = ControlMessage::Refused {
+        code,
+        message: message.to_string(),
+    };
+    finish(conn, send, &msg).await
+}
+
+/// Sends a last message and closes once the peer has it (or after 3 s).
+async fn finish(
+    conn: &quinn::Connection,
+    send: &mut Send,
+    msg: &ControlMessage,
+) -> anyhow::Result<()> {
+    proto::write_frame(send, msg).await?;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(3), send.stopped()).await;
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+fn refused(code: RefusalCode, message: impl Into<String>) -> ControlMessage {
+    ControlMessage::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+fn check_advert(node: &NodeAdvert) -> Result<(), String> {
+    let token = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if !token(&node.name) {
+        return Err(format!(
+            "node name {:?} must be 1 to 63 letters, digits, '.', '_' or '-'",
+            node.name
+        ));
+    }
+    if !node.region.is_empty() && !token(&node.region) {
+        return Err(format!("node region {:?} is not a valid name", node.region));
+    }
+    if node.labels.len() > 16 || node.labels.iter().any(|(k, v)| !token(k) || !token(v)) {
+        return Err("node labels: at most 16, keys and values of 1 to 63 letters, digits, '.', '_' or '-'".into());
+    }
+    if !node.edge_url.starts_with("http://") && !node.edge_url.starts_with("https://") {
+        return Err(format!(
+            "node edge_url {:?} must be an http:// or https:// URL listeners can reach",
+            node.edge_url
+        ));
+    }
+    if node.capacity_listeners == 0 || node.capacity_mbps == 0 {
+        return Err("node capacity_listeners and capacity_mbps must be at least 1".into());
+    }
+    Ok(())
+}
+
+async fn join(
+    cluster: &Cluster,
+    versions: (u32, u32),
+    token_id: &str,
+    token_secret: &str,
+    csr_pem: &str,
+    node: &NodeAdvert,
+) -> ControlMessage {
+    if let Err(why) = proto::negotiate(versions.0, versions.1) {
+        return refused(RefusalCode::Version, why);
+    }
+    if let Err(why) = check_advert(node) {
+        return refused(RefusalCode::BadRequest, why);
+    }
+    let node_id = crate::secrets::new_id("node");
+    let cert_pem = match cluster.ca.sign_node(csr_pem, &node_id) {
+        Ok(c) => c,
+        Err(e) => return refused(RefusalCode::BadRequest, format!("{e:#}")),
+    };
+    let fp = match onda_shared::cluster::tls::certs_from_pem(&cert_pem) {
+        Ok(c) => onda_shared::cluster::tls::sha256_hex(&c[0]),
+        Err(e) => return refused(RefusalCode::Internal, format!("{e:#}")),
+    };
+    let result: anyhow::Result<ControlMessage> = async {
+        let mut tx = cluster.db.begin().await?;
+        let secret = crate::secrets::sha256_hex(token_secret);
+        match db::cluster::consume_token(&mut tx, token_id, &secret, &node_id).await? {
+            Ok(()) => {}
+            Err(db::cluster::TokenProblem::Unknown) => {
+                return Ok(refused(
+                    RefusalCode::TokenUnknown,
+                    "the join token is not known to this cluster (mistyped, deleted, or for another cluster)",
+                ));
+            }
+            Err(db::cluster::TokenProblem::Used) => {
+                return Ok(refused(
+                    RefusalCode::TokenUsed,
+                    "the join token was already used; tokens are one-time: create a new one (POST /v1/join-tokens)",
+                ));
+            }
+            Err(db::cluster::TokenProblem::Expired) => {
+                return Ok(refused(
+                    RefusalCode::TokenExpired,
+                    "the join token has expired; create a new one (POST /v1/join-tokens)",
+                ));
+            }
+        }
+        if db::nodes::name_taken(&mut tx, &node.name).await? {
+            return Ok(refused(
+                RefusalCode::BadRequest,
+                format!(
+                    "a node named {:?} is already in the cluster; revoke it or give this node another name",
+                    node.name
+                ),
+            ));
+        }
+        db::nodes::insert(&mut tx, &node_id, node, &fp).await?;
+        tx.commit().await?;
+        Ok(ControlMessage::Joined {
+            node_id: node_id.clone(),
+            cert_pem,
+            ca_pem: cluster.ca.cert_pem.clone(),
+        })
+    }
+    .await;
+    match result {
+        Ok(m) => {
+            if matches!(m, ControlMessage::Joined { .. }) {
+                tracing::info!("node {} joined as {node_id}", node.name);
+            }
+            m
+        }
+        Err(e) => refused(RefusalCode::Internal, format!("the control plane failed: {e:#}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cluster: &Arc<Cluster>,
+    conn: &quinn::Connection,
+    mut send: Send,
+    mut recv: Recv,
+    fp: &str,
+    versions: (u32, u32),
+    advert: NodeAdvert,
+    applied_generation: u64,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = {
+        let mut c = cluster.db.conn().await?;
+        db::nodes::by_cert(&mut c, fp).await?
+    };
+    let Some(node) = node else {
+        return refuse(
+            conn,
+            &mut send,
+            RefusalCode::UnknownNode,
+            "this node's certificate belongs to no node of this cluster; join again with a new token",
+        )
+        .await;
+    };
+    if let Some(at) = &node.revoked_at {
+        return refuse(
+            conn,
+            &mut send,
+            RefusalCode::Revoked,
+            &format!(
+                "node {} ({}) was revoked by an administrator at {at}; it must join again with a new token",
+                node.name, node.id
+            ),
+        )
+        .await;
+    }
+    let version = match proto::negotiate(versions.0, versions.1) {
+        Ok(v) => v,
+        Err(why) => {
+            tracing::warn!("node {}: {why}", node.name);
+            return refuse(conn, &mut send, RefusalCode::Version, &why).await;
+        }
+    };
+    if let Err(why) = check_advert(&advert) {
+        return refuse(conn, &mut send, RefusalCode::BadRequest, &why).await;
+    }
+    {
+        let mut c = cluster.db.conn().await?;
+        db::nodes::update_advert(&mut c, &node.id, &advert).await?;
+    }
+    let id = node.id.clone();
+    let settings = &cluster.settings;
+    proto::write_frame(
+        &mut send,
+        &ControlMessage::Welcome {
+            version,
+            node_id: id.clone(),
+            control_plane: settings.replica.clone(),
+            heartbeat_ms: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(1000),
+        },
+    )
+    .await?;
+    let coord = &cluster.coord;
+    let mut lease = coord.grant(settings.node_ttl).await?;
+    let mut observed = Observed {
+        replica: settings.replica.clone(),
+        applied_generation,
+        ..Observed::default()
+    };
+    let put_observed = |lease, observed: &Observed| {
+        let body = serde_json::to_vec(observed).unwrap_or_default();
+        let key = format!("{}{id}", keys::OBSERVED);
+        async move { coord.put(&key, &body, Some(lease)).await }
+    };
+    coord
+        .put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease))
+        .await?;
+    put_observed(lease, &observed).await?;
+    tracing::info!("node {} ({id}) connected from {}", advert.name, conn.remote_address());
+
+    let desired_key = format!("{}{id}", keys::DESIRED);
+    let revoked_key = format!("{}{id}", keys::REVOKED);
+    let mut desired_watch = coord.watch(&desired_key).await?;
+    let mut revoked_watch = coord.watch(&revoked_key).await?;
+    let mut sent_generation = 0u64;
+    let mut beats = 0u64;
+    // Send what is already desired before waiting for changes.
+    let mut check_desired = true;
+    let outcome: anyhow::Result<()> = loop {
+        if check_desired {
+            check_desired = false;
+            if let Some(raw) = coord.get(&desired_key).await? {
+                let desired: DesiredState = serde_json::from_slice(&raw)?;
+                if desired.generation != sent_generation {
+                    sent_generation = desired.generation;
+                    proto::write_frame(&mut send, &ControlMessage::Desired(desired)).await?;
+                }
+            }
+        }
+        tokio::select! {
+            msg = proto::read_frame::<_, NodeMessage>(&mut recv) => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Ok(()),
+                    Err(e) => {
+                        let _ = refuse(conn, &mut send, RefusalCode::Protocol, &e.to_string()).await;
+                        break Err(e.into());
+                    }
+                };
+                match msg {
+                    NodeMessage::Heartbeat(hb) => {
+                        if !coord.keep_alive(lease).await? {
+                            // The lease lapsed (a long pause): the node is back, say so again.
+                            lease = coord.grant(settings.node_ttl).await?;
+                            coord.put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease)).await?;
+                        }
+                        observed.host = hb.host;
+                        observed.mounts = hb.mounts;
+                        put_observed(lease, &observed).await?;
+                        beats += 1;
+                        if beats % 10 == 1 {
+                            let mut c = cluster.db.conn().await?;
+                            db::nodes::heartbeat(&mut c, &id).await?;
+                        }
+                    }
+                    NodeMessage::Ack { generation, error } => {
+                        if let Some(e) = error {
+                            tracing::warn!("node {} could not apply generation {generation}: {e}", advert.name);
+                        }
+                        observed.applied_generation = generation;
+                        put_observed(lease, &observed).await?;
+                    }
+                    NodeMessage::Event(ev) => {
+                        let (path, on_air) = match &ev {
+                            NodeEvent::SourceConnected { path, .. } => (path, true),
+                            NodeEvent::SourceLeft { path, .. } => (path, false),
+                        };
+                        for m in observed.mounts.iter_mut().filter(|m| &m.path == path) {
+                            m.on_air = on_air;
+                        }
+                        if let NodeEvent::SourceConnected { station_id, path } = &ev
+                            && !observed.mounts.iter().any(|m| &m.path == path)
+                        {
+                            observed.mounts.push(proto::MountReport {
+                                station_id: station_id.clone(),
+                                path: path.clone(),
+                                listeners: 0,
+                                on_air: true,
+                            });
+                        }
+                        put_observed(lease, &observed).await?;
+                    }
+                    other => {
+                        let _ = refuse(conn, &mut send, RefusalCode::Protocol, &format!("unexpected message {other:?} in a session")).await;
+                        break Ok(());
+                    }
+                }
+            }
+            w = desired_watch.recv() => {
+                if w.is_none() {
+                    desired_watch = coord.watch(&desired_key).await?;
+                }
+                check_desired = true;
+            }
+            w = revoked_watch.recv() => {
+                if w.is_none() {
+                    revoked_watch = coord.watch(&revoked_key).await?;
+                }
+                let mut c = cluster.db.conn().await?;
+                if db::nodes::get(&mut c, &id).await?.is_some_and(|n| n.revoked_at.is_some()) {
+                    let _ = refuse(conn, &mut send, RefusalCode::Revoked, "this node was revoked by an administrator").await;
+                    break Ok(());
+                }
+            }
+            () = stop.cancelled() => {
+                conn.close(0u32.into(), b"control plane stopping");
+                break Ok(());
+            }
+        }
+    };
+    // A node that closed the connection itself is leaving: let its stations move now. After a
+    // timeout or a network error it may be back within its lease, so the lease decides.
+    if matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(_))
+    ) {
+        let _ = coord.revoke(lease).await;
+    }
+    tracing::info!("node {} ({id}) disconnected", advert.name);
+    outcome
+}

@@ -1,0 +1,335 @@
+//! Leadership and the reconcile loop. Every replica campaigns; the leader alone runs the
+//! scheduler and writes `placement` and each node's `desired` state. Leadership lives on a
+//! coordinator lease this loop keeps alive; when a keep-alive fails the replica stops acting at
+//! once and campaigns again, so two leaders never write at the same time for longer than one
+//! lease.
+
+use super::{Cluster, Observed, keys};
+use crate::db;
+use crate::scheduler::{self, NodeInfo, NodeState, Placement, Policy, Role, StationDemand};
+use onda_shared::cluster::proto::{DesiredState, MountSpec, StationRole, StationSpec};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        if let Err(e) = lead_once(&cluster, &stop).await {
+            tracing::warn!("leadership: {e:#}");
+        }
+        cluster.leading.store(false, Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+}
+
+async fn lead_once(cluster: &Arc<Cluster>, stop: &CancellationToken) -> anyhow::Result<()> {
+    let coord = cluster.coord.clone();
+    let ttl = cluster.settings.node_ttl;
+    let lease = coord.grant(ttl).await?;
+    let lost = CancellationToken::new();
+    // The lease must outlive the campaign and the leadership: keep it alive from the start.
+    let keeper = {
+        let coord = coord.clone();
+        let lost = lost.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 4);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                match coord.keep_alive(lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("the leadership lease expired");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot keep the leadership lease alive: {e:#}");
+                        break;
+                    }
+                }
+            }
+            lost.cancel();
+        })
+    };
+    let campaign = tokio::select! {
+        r = coord.campaign(keys::LEADER, &cluster.settings.replica, lease) => r,
+        () = lost.cancelled() => Err(anyhow::anyhow!("lost the lease while campaigning")),
+        () = stop.cancelled() => Ok(()),
+    };
+    let result = match campaign {
+        Ok(()) if !stop.is_cancelled() && !lost.is_cancelled() => {
+            cluster.leading.store(true, Ordering::Relaxed);
+            tracing::info!("replica {} is the leader", cluster.settings.replica);
+            let r = lead(cluster, &lost, stop).await;
+            cluster.leading.store(false, Ordering::Relaxed);
+            let _ = coord.resign(keys::LEADER).await;
+            r
+        }
+        Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    };
+    keeper.abort();
+    let _ = coord.revoke(lease).await;
+    result
+}
+
+async fn lead(
+    cluster: &Arc<Cluster>,
+    lost: &CancellationToken,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    // A fresh process has seen no heartbeat yet: give nodes one lease to (re)connect before
+    // judging any of them dead, or a restart would move every station.
+    let settle = cluster.started + cluster.settings.node_ttl;
+    tokio::select! {
+        () = tokio::time::sleep_until(settle) => {}
+        () = lost.cancelled() => return Ok(()),
+        () = stop.cancelled() => return Ok(()),
+    }
+    let mut watch = cluster.coord.watch(keys::NODES).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut round = Round::default();
+    loop {
+        if let Err(e) = reconcile(cluster, &mut round).await {
+            tracing::warn!("reconcile failed: {e:#}");
+        }
+        // Coalesce bursts of heartbeats: at most one run per 200 ms.
+        let floor = tokio::time::sleep(Duration::from_millis(200));
+        tokio::select! {
+            () = floor => {}
+            () = lost.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
+        }
+        tokio::select! {
+            w = watch.recv() => {
+                if w.is_none() {
+                    watch = cluster.coord.watch(keys::NODES).await?;
+                }
+            }
+            _ = tick.tick() => {}
+            () = lost.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// What one leadership remembers between rounds, to log and write only changes.
+#[derive(Debug, Default)]
+pub struct Round {
+    last_unplaced: BTreeSet<String>,
+    last_alive: Option<BTreeSet<String>>,
+}
+
+fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
+    key.strip_prefix(prefix).unwrap_or(key)
+}
+
+/// One scheduling round: catalogue and nodes from the database, liveness and observations from
+/// the coordinator, placement computed, and every node's desired state rewritten where it
+/// changed (with the next generation).
+pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<()> {
+    let coord = &cluster.coord;
+    let (catalog, nodes) = {
+        let mut c = cluster.db.conn().await?;
+        (
+            db::cluster::catalog(&mut c).await?,
+            db::nodes::all(&mut c).await?,
+        )
+    };
+    let alive: BTreeSet<String> = coord
+        .list(keys::ALIVE)
+        .await?
+        .into_iter()
+        .map(|(k, _)| strip(&k, keys::ALIVE).to_string())
+        .collect();
+    let observed: BTreeMap<String, Observed> = coord
+        .list(keys::OBSERVED)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                strip(&k, keys::OBSERVED).to_string(),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
+    let current: Placement = coord
+        .get(keys::PLACEMENT)
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+
+    let infos: Vec<NodeInfo> = nodes
+        .iter()
+        .filter(|n| n.revoked_at.is_none())
+        .map(|n| NodeInfo {
+            id: n.id.clone(),
+            region: n.region.clone(),
+            labels: n.labels.clone(),
+            capacity_listeners: u64::from(n.capacity_listeners),
+            capacity_kbps: u64::from(n.capacity_mbps) * 1000,
+            state: if !alive.contains(&n.id) {
+                NodeState::Dead
+            } else if n.status == onda_shared::api::NodeStatus::Draining {
+                NodeState::Draining
+            } else {
+                NodeState::Ready
+            },
+        })
+        .collect();
+    let mut listeners: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut serving = BTreeSet::new();
+    for (node, obs) in &observed {
+        for m in &obs.mounts {
+            *listeners.entry(m.station_id.as_str()).or_default() += m.listeners;
+            if m.on_air {
+                serving.insert((m.station_id.clone(), node.clone()));
+            }
+        }
+    }
+    let on_air: Vec<&db::cluster::CatalogStation> = catalog
+        .iter()
+        .filter(|s| s.active && !s.mounts.is_empty())
+        .collect();
+    let demands: Vec<StationDemand> = on_air
+        .iter()
+        .map(|s| StationDemand {
+            id: s.id.clone(),
+            region: s.region.clone(),
+            node_selector: s.node_labels.clone(),
+            listeners: listeners.get(s.id.as_str()).copied().unwrap_or(0),
+            reserve_listeners: cluster.settings.reserve_listeners.min(s.max_listeners),
+            kbps_per_listener: s.mounts.iter().map(|m| u64::from(m.2)).sum(),
+        })
+        .collect();
+    let policy = Policy {
+        relay_threshold_listeners: cluster.settings.relay_threshold_listeners,
+        ..Policy::default()
+    };
+    let outcome = scheduler::place(&scheduler::Input {
+        nodes: &infos,
+        stations: &demands,
+        current: &current,
+        serving: &serving,
+        policy: &policy,
+    });
+    let unplaced: BTreeSet<String> = outcome.unplaced.iter().map(|u| u.station.clone()).collect();
+    if unplaced != round.last_unplaced {
+        for u in &outcome.unplaced {
+            tracing::warn!("station {} is not placed: {}", u.station, u.reason);
+        }
+        round.last_unplaced = unplaced;
+    }
+    if outcome.placement != current {
+        coord
+            .put(
+                keys::PLACEMENT,
+                &serde_json::to_vec(&outcome.placement)?,
+                None,
+            )
+            .await?;
+        if outcome.moved > 0 {
+            tracing::info!("placement: {} station(s) moved", outcome.moved);
+        }
+    }
+
+    // Desired state per node.
+    let edge_url: BTreeMap<&str, &str> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.public_url.as_str()))
+        .collect();
+    let by_id: BTreeMap<&str, &&db::cluster::CatalogStation> =
+        on_air.iter().map(|s| (s.id.as_str(), s)).collect();
+    let by_node = outcome.placement.by_node();
+    let existing: BTreeMap<String, DesiredState> = coord
+        .list(keys::DESIRED)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                strip(&k, keys::DESIRED).to_string(),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
+    for n in &nodes {
+        if n.revoked_at.is_some() {
+            if existing.contains_key(&n.id) {
+                coord.delete(&format!("{}{}", keys::DESIRED, n.id)).await?;
+            }
+            continue;
+        }
+        let mut stations = Vec::new();
+        for (station_id, role) in by_node.get(&n.id).map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(s) = by_id.get(station_id.as_str()) else {
+                continue;
+            };
+            let placement = outcome.placement.stations.get(station_id);
+            let relays = placement.map_or(0, |p| p.relays.len() as u64);
+            let (role, origin_url) = match role {
+                Role::Origin => (StationRole::Origin, None),
+                Role::Leaving => (StationRole::Leaving, None),
+                Role::Relay => (
+                    StationRole::Relay,
+                    placement
+                        .and_then(|p| edge_url.get(p.origin.as_str()))
+                        .map(|u| u.to_string()),
+                ),
+            };
+            stations.push(StationSpec {
+                station_id: s.id.clone(),
+                slug: s.slug.clone(),
+                name: s.name.clone(),
+                role,
+                origin_url,
+                mounts: s
+                    .mounts
+                    .iter()
+                    .map(|(path, format, kbps)| MountSpec {
+                        path: path.clone(),
+                        format: format.clone(),
+                        bitrate_kbps: *kbps,
+                        source_password: s.source_password.clone(),
+                    })
+                    .collect(),
+                // Relays pull from the origin as listeners of it: leave room for them.
+                // Cluster-wide shares of the plan's limit arrive with usage metering.
+                max_listeners: Some(s.max_listeners + relays),
+                demo_tone: cluster.settings.demo_tone && role != StationRole::Relay,
+            });
+        }
+        let previous = existing.get(&n.id);
+        if previous.map(|d| &d.stations) != Some(&stations) {
+            let desired = DesiredState {
+                generation: previous.map_or(0, |d| d.generation) + 1,
+                stations,
+            };
+            coord
+                .put(
+                    &format!("{}{}", keys::DESIRED, n.id),
+                    &serde_json::to_vec(&desired)?,
+                    None,
+                )
+                .await?;
+        }
+        let is_alive = alive.contains(&n.id);
+        let changed = round
+            .last_alive
+            .as_ref()
+            .is_none_or(|last| last.contains(&n.id) != is_alive);
+        if changed {
+            let mut c = cluster.db.conn().await?;
+            db::nodes::set_status(&mut c, &n.id, is_alive).await?;
+        }
+    }
+    round.last_alive = Some(alive);
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The cluster side of the control plane: the CA ([`ca`]), the QUIC control channel nodes connect
+//! to ([`channel`]), the leader's reconcile loop that runs the scheduler and writes each node's
+//! desired state ([`leader`]), and the cached view of where stations play that the redirector
+//! and the API read ([`view`]).
+//!
+//! Data flow: nodes' heartbeats and events become `observed` keys with the node's lease in the
+//! coordinator; the leader reads them with the catalogue from the database, places stations and
+//! writes `placement` and per-node `desired` keys; the replica holding a node's connection
+//! watches that node's `desired` key and sends it. Every replica serves the API and the
+//! redirector from the same keys.
+
+pub mod ca;
+pub mod channel;
+pub mod leader;
+pub mod view;
+
+use crate::config::ClusterSettings;
+use crate::coordinator::Coordinator;
+use crate::coordinator::etcd::EtcdCoordinator;
+use crate::coordinator::memory::MemoryCoordinator;
+use crate::db::Db;
+use anyhow::Context as _;
+use onda_shared::cluster::proto::{HostMetrics, MountReport};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Coordinator keys (under the etcd prefix when etcd is used).
+pub mod keys {
+    /// `alive/{node}`: present while the node's lease lives.
+    pub const ALIVE: &str = "/nodes/alive/";
+    /// `observed/{node}`: the node's last heartbeat (JSON [`super::Observed`]), same lease.
+    pub const OBSERVED: &str = "/nodes/observed/";
+    /// `desired/{node}`: what the leader wants the node to carry (JSON `DesiredState`).
+    pub const DESIRED: &str = "/nodes/desired/";
+    /// `revoked/{node}`: tells the replica holding the node's connection to cut it.
+    pub const REVOKED: &str = "/nodes/revoked/";
+    /// Everything under `/nodes/` is watched by the leader and the views.
+    pub const NODES: &str = "/nodes/";
+    /// The scheduler's placement (JSON `scheduler::Placement`).
+    pub const PLACEMENT: &str = "/placement";
+    /// The election among replicas.
+    pub const LEADER: &str = "/leader";
+}
+
+/// What a node last reported, as stored in the coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub replica: String,
+    pub host: HostMetrics,
+    pub mounts: Vec<MountReport>,
+    pub applied_generation: u64,
+}
+
+/// Shared by the channel, the leader loop, the view and the API.
+pub struct Cluster {
+    pub db: Db,
+    pub coord: Arc<dyn Coordinator>,
+    pub ca: ca::ClusterCa,
+    pub settings: ClusterSettings,
+    pub view: view::View,
+    leading: AtomicBool,
+    started: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({})", self.settings.replica)
+    }
+}
+
+impl Cluster {
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// The addresses a joining node should be told about.
+    pub fn advertised(&self, bound: SocketAddr) -> Vec<String> {
+        if self.settings.advertise.is_empty() {
+            vec![bound.to_string()]
+        } else {
+            self.settings.advertise.clone()
+        }
+    }
+}
+
+/// The cluster running in the background of a control plane.
+pub struct Running {
+    pub cluster: Arc<Cluster>,
+    pub quic_addr: SocketAddr,
+    stop: CancellationToken,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.endpoint.close(0u32.into(), b"control plane stopping");
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if self.cluster.is_leader() {
+            let _ = self.cluster.coord.resign(keys::LEADER).await;
+        }
+    }
+}
+
+/// Loads the CA, connects the coordinator, binds the QUIC endpoint, and starts the channel, the
+/// leader loop and the view.
+pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running> {
+    let ca = ca::ClusterCa::load_or_create(&settings.ca_dir)?;
+    {
+        let mut conn = db.conn().await?;
+        let agreed = crate::db::cluster::agree_fact(&mut conn, "ca_sha256", &ca.sha256).await?;
+        if agreed != ca.sha256 {
+            anyhow::bail!(
+                "the cluster CA in {} (sha256 {}) is not the cluster's CA (sha256 {agreed}, \
+                 recorded in the database by the first control plane); copy ca.crt and ca.key \
+                 from that control plane's CA directory",
+                settings.ca_dir.display(),
+                ca.sha256
+            );
+        }
+    }
+    let coord: Arc<dyn Coordinator> = match &settings.etcd {
+        Some((endpoints, prefix)) => Arc::new(EtcdCoordinator::connect(endpoints, prefix).await?),
+        None => Arc::new(MemoryCoordinator::start()),
+    };
+    let (chain, key) = ca.server_identity()?;
+    let server_config = onda_shared::cluster::tls::server_config(
+        ca.cert_der.clone(),
+        chain,
+        key,
+        settings.node_ttl,
+    )?;
+    let endpoint = quinn::Endpoint::server(server_config, settings.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (UDP) for the control channel; choose another address with \
+             cluster.listen or ONDA_CLUSTER_LISTEN",
+            settings.listen
+        )
+    })?;
+    let quic_addr = endpoint.local_addr()?;
+    let cluster = Arc::new(Cluster {
+        db,
+        coord,
+        ca,
+        view: view::View::default(),
+        settings,
+        leading: AtomicBool::new(false),
+        started: tokio::time::Instant::now(),
+    });
+    let stop = CancellationToken::new();
+    let tasks = vec![
+        tokio::spawn(channel::serve(endpoint.clone(), cluster.clone(), stop.clone())),
+        tokio::spawn(leader::run(cluster.clone(), stop.clone())),
+        tokio::spawn(view::run(cluster.clone(), stop.clone())),
+    ];
+    tracing::info!(
+        "control channel listening on quic://{quic_addr} (replica {}, CA sha256 {})",
+        cluster.settings.replica,
+        cluster.ca.sha256
+    );
+    Ok(Running {
+        cluster,
+        quic_addr,
+        stop,
+        endpoint,
+        tasks,
+    })
+}

@@ -1,0 +1,188 @@
+//! Every replica's cached picture of where stations play: the catalogue (from the database), the
+//! placement and what each node reports (from the coordinator). Refreshed on every coordinator
+//! change (at most every 100 ms) and at least each second, so the redirector answers from
+//! memory.
+
+use super::{Cluster, Observed, keys};
+use crate::db::{self, cluster::CatalogStation};
+use crate::scheduler::Placement;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// By slug and by id.
+    pub stations: HashMap<String, Arc<CatalogStation>>,
+    pub placement: Placement,
+    pub nodes: BTreeMap<String, NodeView>,
+    /// True once the first refresh completed.
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub name: String,
+    pub edge_url: String,
+    pub capacity_listeners: u64,
+    pub alive: bool,
+    pub listeners: u64,
+    /// Edge paths with a source (or a relay's upstream) on the air.
+    pub on_air: BTreeSet<String>,
+}
+
+/// An edge serving a mount, for the redirector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carrier {
+    pub node: String,
+    pub url: String,
+    /// Listeners over capacity, for choosing the least loaded.
+    pub load: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct View {
+    snap: RwLock<Arc<Snapshot>>,
+}
+
+impl View {
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.snap.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, s: Snapshot) {
+        if let Ok(mut slot) = self.snap.write() {
+            *slot = Arc::new(s);
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn station(&self, key: &str) -> Option<&Arc<CatalogStation>> {
+        self.stations.get(key)
+    }
+
+    /// Live edges with this station's mount on the air, least loaded first.
+    pub fn carriers(&self, station: &CatalogStation, mount_path: &str) -> Vec<Carrier> {
+        let Some(p) = self.placement.stations.get(&station.id) else {
+            return Vec::new();
+        };
+        let edge_path = onda_shared::cluster::edge_mount_path(&station.slug, mount_path);
+        let mut out: Vec<Carrier> = std::iter::once(&p.origin)
+            .chain(&p.relays)
+            .chain(&p.leaving)
+            .filter_map(|id| {
+                let n = self.nodes.get(id)?;
+                if !n.alive || !n.on_air.contains(&edge_path) {
+                    return None;
+                }
+                Some(Carrier {
+                    node: id.clone(),
+                    url: format!("{}{edge_path}", n.edge_url.trim_end_matches('/')),
+                    load: n.listeners as f64 / n.capacity_listeners.max(1) as f64,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.load.total_cmp(&b.load).then_with(|| a.node.cmp(&b.node)));
+        out.dedup_by(|a, b| a.node == b.node);
+        out
+    }
+}
+
+pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
+    let mut watch = None;
+    loop {
+        if watch.is_none() {
+            watch = cluster.coord.watch("/").await.ok();
+        }
+        match refresh(&cluster).await {
+            Ok(s) => cluster.view.set(s),
+            Err(e) => tracing::debug!("view refresh: {e:#}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = stop.cancelled() => return,
+        }
+        let changed = async {
+            match watch.as_mut() {
+                Some(w) => w.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            still = changed => if !still { watch = None },
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
+    let (catalog, nodes) = {
+        let mut c = cluster.db.conn().await?;
+        (
+            db::cluster::catalog(&mut c).await?,
+            db::nodes::all(&mut c).await?,
+        )
+    };
+    let coord = &cluster.coord;
+    let alive: BTreeSet<String> = coord
+        .list(keys::ALIVE)
+        .await?
+        .into_iter()
+        .map(|(k, _)| k.trim_start_matches(keys::ALIVE).to_string())
+        .collect();
+    let observed: BTreeMap<String, Observed> = coord
+        .list(keys::OBSERVED)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.trim_start_matches(keys::OBSERVED).to_string(),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
+    let placement: Placement = coord
+        .get(keys::PLACEMENT)
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+    let mut stations = HashMap::with_capacity(catalog.len() * 2);
+    for s in catalog {
+        let s = Arc::new(s);
+        stations.insert(s.slug.clone(), s.clone());
+        stations.insert(s.id.clone(), s);
+    }
+    let nodes = nodes
+        .into_iter()
+        .filter(|n| n.revoked_at.is_none())
+        .map(|n| {
+            let obs = observed.get(&n.id);
+            let view = NodeView {
+                name: n.name.clone(),
+                edge_url: n.public_url.clone(),
+                capacity_listeners: u64::from(n.capacity_listeners),
+                alive: alive.contains(&n.id),
+                listeners: obs.map_or(0, |o| o.mounts.iter().map(|m| m.listeners).sum()),
+                on_air: obs
+                    .map(|o| {
+                        o.mounts
+                            .iter()
+                            .filter(|m| m.on_air)
+                            .map(|m| m.path.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            (n.id, view)
+        })
+        .collect();
+    Ok(Snapshot {
+        stations,
+        placement,
+        nodes,
+        loaded: true,
+    })
+}
