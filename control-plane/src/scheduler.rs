@@ -48,6 +48,13 @@
 //! - `Dead` nodes, and nodes missing from `Input::nodes`, appear nowhere in the output. Stations
 //!   missing from `Input::stations` are dropped everywhere. Ids are expected to be unique; of
 //!   duplicates, the smallest by all fields is used (so input order still does not matter).
+//! - [`Outcome::moved`] counts the stations that had an origin in `current` and now have another
+//!   one, or none (unplaced).
+//!
+//! Cost: each carrier chosen scans the station's eligible nodes once, so a run is
+//! O(stations × nodes × carriers per station) plus sorting; 10,000 stations on 100 nodes take
+//! tens of milliseconds in a release build (`cargo run --release -p onda-tests --bin
+//! bench-placement`).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

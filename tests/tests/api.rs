@@ -624,7 +624,11 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
     for (template, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-            let path = template.replace("{key_id}", &kid_a).replace(
+            let path = template
+                .replace("{key_id}", &kid_a)
+                .replace("{station}", &sid_a)
+                .replace("{mount}", "radio.mp3")
+                .replace(
                 "{id}",
                 if template.starts_with("/v1/stations") {
                     &sid_a
@@ -640,6 +644,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
             let expected: &[u16] = match (method.as_str(), template.as_str()) {
                 // Public system routes.
                 ("get", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => &[200],
+                // The public redirector: A's station is not on the air (no node carries it).
+                ("get", "/listen/{station}/{mount}") => &[404, 503],
                 // B's own view: its identity and its (empty) station list.
                 ("get", "/v1/me" | "/v1/stations") => &[200],
                 // B may create stations for itself (the empty body is refused before anything).
@@ -920,8 +926,16 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("patch", "/v1/stations/{id}"),
         ("delete", "/v1/stations/{id}"),
         ("post", "/v1/stations/{id}/source-password"),
+        ("get", "/v1/stations/{id}/placement"),
         ("get", "/v1/nodes"),
         ("get", "/v1/nodes/{id}"),
+        ("post", "/v1/nodes/{id}/drain"),
+        ("post", "/v1/nodes/{id}/resume"),
+        ("post", "/v1/nodes/{id}/revoke"),
+        ("get", "/v1/join-tokens"),
+        ("post", "/v1/join-tokens"),
+        ("delete", "/v1/join-tokens/{id}"),
+        ("get", "/listen/{station}/{mount}"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),

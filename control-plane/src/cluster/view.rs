@@ -65,13 +65,13 @@ impl Snapshot {
 
     /// Live edges with this station's mount on the air, least loaded first.
     pub fn carriers(&self, station: &CatalogStation, mount_path: &str) -> Vec<Carrier> {
-        let Some(p) = self.placement.stations.get(&station.id) else {
-            return Vec::new();
-        };
+        let placed = self.placement.stations.get(&station.id);
+        let leaving_only = self.placement.leaving_only.get(&station.id);
         let edge_path = onda_shared::cluster::edge_mount_path(&station.slug, mount_path);
-        let mut out: Vec<Carrier> = std::iter::once(&p.origin)
-            .chain(&p.relays)
-            .chain(&p.leaving)
+        let mut out: Vec<Carrier> = placed
+            .into_iter()
+            .flat_map(|p| std::iter::once(&p.origin).chain(&p.relays).chain(&p.leaving))
+            .chain(leaving_only.into_iter().flatten())
             .filter_map(|id| {
                 let n = self.nodes.get(id)?;
                 if !n.alive || !n.on_air.contains(&edge_path) {
