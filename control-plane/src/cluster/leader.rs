@@ -59,10 +59,19 @@ async fn lead_once(cluster: &Arc<Cluster>, stop: &CancellationToken) -> anyhow::
             lost.cancel();
         })
     };
-    let campaign = tokio::select! {
-        r = coord.campaign(keys::LEADER, &cluster.settings.replica, lease) => r,
-        () = lost.cancelled() => Err(anyhow::anyhow!("lost the lease while campaigning")),
-        () = stop.cancelled() => Ok(()),
+    // etcd answers a campaign only when it is won; the client's request timeout ends a long
+    // wait with an error, after which we simply campaign again on the same lease.
+    let campaign = loop {
+        let r = tokio::select! {
+            r = coord.campaign(keys::LEADER, &cluster.settings.replica, lease) => r,
+            () = lost.cancelled() => break Err(anyhow::anyhow!("lost the lease while campaigning")),
+            () = stop.cancelled() => break Ok(()),
+        };
+        match r {
+            Ok(()) => break Ok(()),
+            Err(e) if format!("{e:#}").contains("imeout") => continue,
+            Err(e) => break Err(e),
+        }
     };
     let result = match campaign {
         Ok(()) if !stop.is_cancelled() && !lost.is_cancelled() => {
@@ -97,9 +106,15 @@ async fn lead(
     let mut watch = cluster.coord.watch(keys::NODES).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut round = Round::default();
+    let mut first = true;
     loop {
-        if let Err(e) = reconcile(cluster, &mut round).await {
-            tracing::warn!("reconcile failed: {e:#}");
+        match reconcile(cluster, &mut round).await {
+            Ok(placed) if first => {
+                first = false;
+                tracing::info!("first reconcile as leader: {placed} station(s) placed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reconcile failed: {e:#}"),
         }
         // Coalesce bursts of heartbeats: at most one run per 200 ms.
         let floor = tokio::time::sleep(Duration::from_millis(200));
@@ -135,7 +150,8 @@ fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
 /// One scheduling round: catalogue and nodes from the database, liveness and observations from
 /// the coordinator, placement computed, and every node's desired state rewritten where it
 /// changed (with the next generation).
-pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<()> {
+/// Returns how many stations are placed.
+pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<usize> {
     let coord = &cluster.coord;
     let (catalog, nodes) = {
         let mut c = cluster.db.conn().await?;
@@ -331,5 +347,5 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         }
     }
     round.last_alive = Some(alive);
-    Ok(())
+    Ok(outcome.placement.stations.len())
 }

@@ -1,0 +1,257 @@
+//! Real clusters for tests: `onda control-plane` processes (SQLite or PostgreSQL, in-memory or
+//! etcd coordinator, short node leases) and `onda agent` processes joined with tokens from the
+//! API, each on free loopback ports in its own temp dir, killed on drop.
+
+use crate::process::{Proc, free_port};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// A free UDP port on 127.0.0.1 for a control channel.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+pub struct CpOptions<'a> {
+    pub database_url: String,
+    /// etcd client URL; None: the in-process coordinator.
+    pub etcd: Option<&'a str>,
+    /// Shared by replicas of one cluster.
+    pub ca_dir: &'a Path,
+    pub replica: &'a str,
+    pub admin_token: &'a str,
+    pub node_ttl_ms: u64,
+    pub relay_threshold: u64,
+}
+
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub api: String,
+    pub quic: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+}
+
+fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
+    let coordinator = match o.etcd {
+        Some(url) => format!("coordinator = \"etcd\"\netcd_endpoints = [\"{url}\"]\n"),
+        None => "coordinator = \"memory\"\n".to_string(),
+    };
+    format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[database]\nurl = \"{db}\"\n\n\
+         [cluster]\nlisten = \"127.0.0.1:{quic_port}\"\nca_dir = \"{ca}\"\n{coordinator}\
+         replica = \"{replica}\"\nnode_ttl_ms = {ttl}\nheartbeat_ms = {hb}\ndemo_tone = true\n\
+         relay_threshold_listeners = {relay}\nreserve_listeners = 1\n",
+        db = o.database_url,
+        ca = o.ca_dir.display(),
+        replica = o.replica,
+        ttl = o.node_ttl_ms,
+        hb = (o.node_ttl_ms / 5).max(100),
+        relay = o.relay_threshold,
+    )
+}
+
+impl ControlPlane {
+    pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(o, dir, free_port(), free_udp_port()).await
+    }
+
+    /// Starts in a given dir on given ports (a restart on the same data and addresses).
+    pub async fn start_in(
+        o: &CpOptions<'_>,
+        dir: tempfile::TempDir,
+        http_port: u16,
+        quic_port: u16,
+    ) -> ControlPlane {
+        std::fs::write(dir.path().join("cp.toml"), cp_toml(o, http_port, quic_port))
+            .expect("write cp.toml");
+        let mut proc = Proc::start_in(
+            o.replica,
+            dir,
+            &["control-plane", "--config", "cp.toml"],
+            &[("ONDA_AUTH_ADMIN_TOKEN", o.admin_token)],
+        );
+        let quic = proc
+            .wait_log_word("control channel listening on quic://", Duration::from_secs(30))
+            .await;
+        let api = proc
+            .wait_log_word("panel API listening on ", Duration::from_secs(30))
+            .await;
+        ControlPlane {
+            proc,
+            api,
+            quic,
+            admin: o.admin_token.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.api.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    pub fn quic_port(&self) -> u16 {
+        self.quic.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn join_token(&self, ttl_seconds: u64) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/join-tokens",
+                Some(json!({"description": "test", "ttl_seconds": ttl_seconds})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// A tenant on the premium plan with one station of one MP3 mount; returns the station.
+    pub async fn station(&self, name: &str) -> Value {
+        let (s, tenant) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/tenants",
+                Some(json!({"name": name, "email": "t@example.com", "plan_id": "plan_premium"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{tenant}");
+        let tid = tenant["id"].as_str().expect("id");
+        let (s, key) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{tid}/api-keys"),
+                Some(json!({"name": "k"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{key}");
+        let secret = key["secret"].as_str().expect("secret");
+        let resp = self
+            .http
+            .post(format!("{}/v1/stations", self.api))
+            .bearer_auth(secret)
+            .json(&json!({"name": name, "mounts": [{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]}))
+            .send()
+            .await
+            .expect("create station");
+        assert_eq!(resp.status().as_u16(), 201);
+        resp.json().await.expect("station json")
+    }
+
+    /// Where the redirector sends a listener of `slug`'s `/radio.mp3` right now (None: 503).
+    pub async fn redirect(&self, slug: &str) -> Option<String> {
+        let resp = self
+            .http
+            .get(format!("{}/listen/{slug}/radio.mp3", self.api))
+            .send()
+            .await
+            .ok()?;
+        if resp.status().as_u16() != 302 {
+            return None;
+        }
+        resp.headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+    }
+
+    pub async fn placement(&self, station_id: &str) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/stations/{station_id}/placement"),
+            None,
+        )
+        .await
+        .1
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub name: String,
+    pub edge_url: String,
+}
+
+pub fn agent_toml(name: &str, cps: &[String], edge_port: u16) -> String {
+    let addrs = cps
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[node]\nname = \"{name}\"\nregion = \"test\"\ncapacity_listeners = 1000\n\
+         capacity_mbps = 1000\nstate_dir = \"state\"\n\n[control_plane]\naddresses = [{addrs}]\n\
+         max_backoff_ms = 1000\n\n[http]\nlisten = \"127.0.0.1:{edge_port}\"\n"
+    )
+}
+
+impl Agent {
+    /// Starts `onda agent` joined with `token` (None: it already joined, in `dir`).
+    pub async fn start(name: &str, cps: &[String], token: Option<&str>) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("agent.toml"), agent_toml(name, cps, free_port()))
+            .expect("write agent.toml");
+        Self::start_in(name, dir, token).await
+    }
+
+    pub async fn start_in(name: &str, dir: tempfile::TempDir, token: Option<&str>) -> Agent {
+        let mut args = vec!["agent", "--config", "agent.toml"];
+        if let Some(t) = token {
+            args.extend(["--join", t]);
+        }
+        let mut proc = Proc::start_in(name, dir, &args, &[]);
+        let edge_url = proc
+            .wait_log_word(") edge on ", Duration::from_secs(30))
+            .await;
+        Agent {
+            proc,
+            name: name.to_string(),
+            edge_url,
+        }
+    }
+
+    /// The node id this agent joined as.
+    pub fn node_id(&self) -> String {
+        let text = std::fs::read_to_string(self.proc.path().join("state/identity.json"))
+            .expect("identity.json");
+        let v: Value = serde_json::from_str(&text).expect("identity json");
+        v["node_id"].as_str().expect("node_id").to_string()
+    }
+}
+
+/// Starts `onda agent --join TOKEN` expecting it to fail; returns its stderr.
+pub async fn failed_join(cps: &[String], token: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("agent.toml"), agent_toml("bad", cps, free_port()))
+        .expect("write agent.toml");
+    let mut p = Proc::start_in(
+        "bad-agent",
+        dir,
+        &["agent", "--config", "agent.toml", "--join", token],
+        &[],
+    );
+    let status = p.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success(), "the join should fail\n{}", p.logs());
+    p.stderr()
+}

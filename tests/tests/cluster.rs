@@ -1,0 +1,330 @@
+//! The cluster with real processes: `onda control-plane` (one or two replicas, etcd or the
+//! in-process coordinator), real etcd, `onda agent` nodes joined with tokens, ffmpeg tones as the
+//! stations' sources, and ffprobe and raw HTTP as listeners through the redirector.
+
+use onda_tests::cluster::{Agent, ControlPlane, CpOptions, failed_join};
+use onda_tests::db::{Backend, TestDb};
+use onda_tests::etcd::Etcd;
+use onda_tests::wait_for;
+use reqwest::Method;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cluster-test-admin-token-0123456789";
+
+/// Reads audio from `url` (following the redirector) until `n` bytes arrived.
+async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let mut resp = client.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let mut got = 0;
+    while got < n {
+        let chunk = resp.chunk().await.ok()??;
+        got += chunk.len();
+    }
+    Some(got)
+}
+
+/// ffprobe through the redirector: the codec it finds.
+async fn probe(url: &str) -> String {
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "5000000",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("ffprobe finished within 20 s")
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("onda.db").display())
+}
+
+#[tokio::test]
+async fn joins_need_a_valid_token_and_revoked_nodes_are_refused() {
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: None,
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: ADMIN,
+        node_ttl_ms: 2000,
+        relay_threshold: 500,
+    })
+    .await;
+    let cps = vec![cp.quic.clone()];
+
+    // Tokens that cannot work, each with the reason in the agent's error.
+    let good = cp.join_token(600).await;
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[3] = "ab".repeat(32);
+    let wrong_pin = parts.join(".");
+    let err = failed_join(&cps, &wrong_pin).await;
+    assert!(err.contains("CA fingerprint is"), "{err}");
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[2] = "WrongSecret".to_string();
+    let err = failed_join(&cps, &parts.join(".")).await;
+    assert!(err.contains("not known to this cluster"), "{err}");
+    let err = failed_join(&cps, "not-a-token").await;
+    assert!(err.contains("not an Onda join token"), "{err}");
+
+    let short = cp.join_token(1).await;
+    let (_, tokens) = cp.call(Method::GET, "/v1/join-tokens", None).await;
+    let expires = tokens
+        .as_array()
+        .and_then(|t| t.iter().find(|t| short.contains(t["id"].as_str().unwrap_or("-"))))
+        .and_then(|t| t["expires_at"].as_str())
+        .map(str::to_string)
+        .expect("short token listed");
+    wait_for("the short token to expire", Duration::from_secs(5), || {
+        let expires = expires.clone();
+        async move {
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()?;
+            (now > expires).then_some(())
+        }
+    })
+    .await;
+    let err = failed_join(&cps, &short).await;
+    assert!(err.contains("expired"), "{err}");
+
+    // The good token works once.
+    let node = Agent::start("edge-a", &cps, Some(&good)).await;
+    let err = failed_join(&cps, &good).await;
+    assert!(err.contains("already used"), "{err}");
+    let id = node.node_id();
+    let status = wait_for("the node to be ready", Duration::from_secs(10), || async {
+        let (_, n) = cp.call(Method::GET, &format!("/v1/nodes/{id}"), None).await;
+        (n["status"] == "ready").then_some(n)
+    })
+    .await;
+    assert_eq!(status["name"], "edge-a");
+    assert_eq!(status["public_url"], node.edge_url.as_str());
+
+    // Revoked: the connection is cut, the agent stops and says why, and a restart is refused.
+    let (s, n) = cp
+        .call(Method::POST, &format!("/v1/nodes/{id}/revoke"), None)
+        .await;
+    assert_eq!(s, 200, "{n}");
+    assert_eq!(n["status"], "revoked");
+    let mut proc = node.proc;
+    let exit = proc.wait_exit(Duration::from_secs(15)).await;
+    assert!(!exit.success());
+    assert!(proc.stderr().contains("revoked"), "{}", proc.logs());
+    let dir = proc.into_dir();
+    let mut again = onda_tests::process::Proc::start_in(
+        "revoked-again",
+        dir,
+        &["agent", "--config", "agent.toml"],
+        &[],
+    );
+    let exit = again.wait_exit(Duration::from_secs(15)).await;
+    assert!(!exit.success());
+    assert!(again.stderr().contains("revoked"), "{}", again.logs());
+}
+
+#[tokio::test]
+async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_dies() {
+    let etcd = Etcd::start().await;
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let opts = CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: Some(&etcd.endpoint),
+        ca_dir: ca.path(),
+        replica: "cp-1",
+        admin_token: ADMIN,
+        node_ttl_ms: 1500,
+        relay_threshold: 500,
+    };
+    let cp = ControlPlane::start(&opts).await;
+    let cps = vec![cp.quic.clone()];
+    let mut agents = Vec::new();
+    for name in ["edge-1", "edge-2", "edge-3"] {
+        let token = cp.join_token(600).await;
+        agents.push(Agent::start(name, &cps, Some(&token)).await);
+    }
+    let station = cp.station("Failover FM").await;
+    let slug = station["slug"].as_str().expect("slug").to_string();
+    let sid = station["id"].as_str().expect("id").to_string();
+    let listen = format!("{}/listen/{slug}/radio.mp3", cp.api);
+
+    let first = wait_for("the station on the air", Duration::from_secs(30), || {
+        cp.redirect(&slug)
+    })
+    .await;
+    assert_eq!(probe(&listen).await, "mp3");
+    let placement = cp.placement(&sid).await;
+    let origin = placement["origin"].as_str().expect("origin").to_string();
+    let carrier = agents
+        .iter()
+        .position(|a| a.node_id() == origin)
+        .expect("origin is one of ours");
+    assert!(first.starts_with(&agents[carrier].edge_url), "{first}");
+
+    // Playlists list every edge carrying the mount.
+    let m3u = cp
+        .http
+        .get(format!("{listen}.m3u"))
+        .send()
+        .await
+        .expect("m3u");
+    assert_eq!(m3u.status().as_u16(), 200);
+    let text = m3u.text().await.expect("m3u text");
+    assert!(text.starts_with("#EXTM3U") && text.contains(&first), "{text}");
+    let pls = cp
+        .http
+        .get(format!("{listen}.pls"))
+        .send()
+        .await
+        .expect("pls")
+        .text()
+        .await
+        .expect("pls text");
+    assert!(pls.contains("File1=") && pls.contains("NumberOfEntries=1"), "{pls}");
+
+    // kill -9 the carrying node; time until audio flows through the redirector again.
+    let killed = agents.remove(carrier);
+    let killed_url = killed.edge_url.clone();
+    let t0 = Instant::now();
+    drop(killed);
+    let moved_to = wait_for("audio from another node", Duration::from_secs(15), || {
+        let cp = &cp;
+        let killed_url = &killed_url;
+        let slug = &slug;
+        async move {
+            let url = cp.redirect(slug).await?;
+            if url.starts_with(killed_url.as_str()) {
+                return None;
+            }
+            audio_bytes(&url, 4096).await.map(|_| url)
+        }
+    })
+    .await;
+    let failover = t0.elapsed();
+    eprintln!(
+        "FAILOVER: kill -9 to audio through the redirector: {} ms (node lease 1500 ms)",
+        failover.as_millis()
+    );
+    assert!(
+        failover < Duration::from_secs(6),
+        "failover took {failover:?}"
+    );
+    assert_eq!(probe(&listen).await, "mp3");
+    let placement = cp.placement(&sid).await;
+    let new_origin = placement["origin"].as_str().expect("origin").to_string();
+    assert_ne!(new_origin, origin);
+    assert!(moved_to.starts_with(
+        &agents
+            .iter()
+            .find(|a| a.node_id() == new_origin)
+            .expect("new origin is a live agent")
+            .edge_url
+    ));
+
+    // A control-plane restart changes no placement.
+    let (http_port, quic_port) = (cp.http_port(), cp.quic_port());
+    let dir = cp.proc.into_dir();
+    let mut cp = ControlPlane::start_in(&opts, dir, http_port, quic_port).await;
+    wait_for("agents back on the restarted control plane", Duration::from_secs(20), || async {
+        let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
+        let ready = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"] == "ready")
+            .count();
+        (ready == 2).then_some(())
+    })
+    .await;
+    // Once the restarted leader has reconciled: still the same origin.
+    cp.proc
+        .wait_log_word("first reconcile as leader:", Duration::from_secs(15))
+        .await;
+    let after = cp.placement(&sid).await;
+    assert_eq!(after["origin"].as_str(), Some(new_origin.as_str()), "{after}");
+    let url = wait_for("the redirector after the restart", Duration::from_secs(10), || {
+        cp.redirect(&slug)
+    })
+    .await;
+    assert_eq!(url, moved_to);
+}
+
+#[tokio::test]
+async fn the_leader_role_passes_to_the_other_control_plane() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let etcd = Etcd::start().await;
+    let ca = tempfile::tempdir().expect("dir");
+    let opts = |replica| CpOptions {
+        database_url: db.url.clone(),
+        etcd: Some(&etcd.endpoint),
+        ca_dir: ca.path(),
+        replica,
+        admin_token: ADMIN,
+        node_ttl_ms: 1500,
+        relay_threshold: 500,
+    };
+    let mut a = ControlPlane::start(&opts("cp-a")).await;
+    let mut b = ControlPlane::start(&opts("cp-b")).await;
+    // The agent knows both control planes; it starts on a.
+    let cps = vec![a.quic.clone(), b.quic.clone()];
+    let token = a.join_token(600).await;
+    let agent = Agent::start("edge-1", &cps, Some(&token)).await;
+    let station = b.station("Leader FM").await;
+    let slug = station["slug"].as_str().expect("slug").to_string();
+    wait_for("the station on the air via a", Duration::from_secs(30), || {
+        a.redirect(&slug)
+    })
+    .await;
+    wait_for("b sees it too", Duration::from_secs(10), || b.redirect(&slug)).await;
+    a.proc
+        .wait_log_word("replica cp-a is the", Duration::from_secs(5))
+        .await;
+    // kill -9 the leader (which also holds the agent's connection).
+    drop(a);
+    b.proc
+        .wait_log_word("replica cp-b is the", Duration::from_secs(15))
+        .await;
+    // The agent moves to b, and the station keeps playing through b's redirector.
+    wait_for("the agent on cp-b", Duration::from_secs(15), || async {
+        agent
+            .proc
+            .stderr()
+            .contains("connected to control plane cp-b")
+            .then_some(())
+    })
+    .await;
+    let url = wait_for("the station through b", Duration::from_secs(15), || {
+        b.redirect(&slug)
+    })
+    .await;
+    assert!(url.starts_with(&agent.edge_url));
+    assert!(audio_bytes(&url, 4096).await.is_some());
+    // A station created now is placed by the new leader.
+    let second = b.station("After FM").await;
+    let slug2 = second["slug"].as_str().expect("slug").to_string();
+    wait_for("the new station on the air", Duration::from_secs(20), || {
+        b.redirect(&slug2)
+    })
+    .await;
+}
