@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Control plane with demo data on SQLite under ./.onda-dev/, for trying Onda out.
+    /// Control plane, local nodes and a demo station on the air, under ./.onda-dev/, for trying
+    /// Onda out.
     Dev {
         /// Panel API address.
         #[arg(long, env = "ONDA_DEV_LISTEN", default_value = "127.0.0.1:8080")]
@@ -28,14 +29,20 @@ enum Command {
         /// Where the database and dev.json live.
         #[arg(long, env = "ONDA_DEV_DIR", default_value = ".onda-dev")]
         dir: PathBuf,
+        /// Local nodes to run (separate processes), so one can be killed to watch failover.
+        #[arg(long, env = "ONDA_DEV_NODES", default_value_t = 1)]
+        nodes: usize,
+        /// Edge port of the first node; the others count up from it. 0: any free port.
+        #[arg(long, env = "ONDA_DEV_EDGE_PORT", default_value_t = 8000)]
+        edge_port: u16,
     },
-    /// The control plane (panel API; cluster, scheduler and billing arrive with their issues).
+    /// The control plane: panel API, redirector, control channel, scheduler.
     ControlPlane {
         /// TOML configuration; every key can be overridden as ONDA_<SECTION>_<KEY>.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// A cluster node (arrives with the cluster issue).
+    /// A cluster node: an edge driven by the control plane.
     Agent {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -64,9 +71,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dev { listen, dir } => {
-                onda_control_plane::dev::run(onda_control_plane::dev::DevOptions { dir, listen })
-                    .await
+            Command::Dev {
+                listen,
+                dir,
+                nodes,
+                edge_port,
+            } => {
+                onda_control_plane::dev::run(onda_control_plane::dev::DevOptions {
+                    dir,
+                    listen,
+                    nodes,
+                    edge_port,
+                })
+                .await
             }
             Command::ControlPlane { config } => {
                 let cfg: onda_control_plane::config::ControlPlaneConfig =

@@ -95,7 +95,9 @@ pub async fn join(
                     ca_pem,
                 });
             }
-            Err(JoinError::Refused(msg)) => anyhow::bail!("the control plane refused to join: {msg}"),
+            Err(JoinError::Refused(msg)) => {
+                anyhow::bail!("the control plane refused to join: {msg}")
+            }
             Err(JoinError::Pin(msg)) => anyhow::bail!("{msg}"),
             Err(JoinError::Other(e)) => {
                 tracing::warn!("joining through {addr}: {e:#}");
@@ -126,7 +128,8 @@ async fn join_one(
     csr_pem: &str,
 ) -> Result<(String, String, String), JoinError> {
     let mismatch = Arc::new(Mutex::new(None));
-    let cfg = tls::client_config_pinned(&token.ca_sha256, mismatch.clone(), Duration::from_secs(10))?;
+    let cfg =
+        tls::client_config_pinned(&token.ca_sha256, mismatch.clone(), Duration::from_secs(10))?;
     let endpoint = crate::session::client_endpoint(addr)?;
     let pin_problem = || mismatch.lock().ok().and_then(|m| m.clone());
     let conn = match endpoint.connect_with(cfg, addr, tls::SERVER_NAME)?.await {

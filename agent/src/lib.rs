@@ -175,7 +175,11 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
                 &identity::identity_path(&state_dir),
                 &serde_json::to_vec_pretty(&id)?,
             )?;
-            tracing::info!("joined the cluster as node {} ({})", id.node_id, advert.name);
+            tracing::info!(
+                "joined the cluster as node {} ({})",
+                id.node_id,
+                advert.name
+            );
             id
         }
         (None, None) => anyhow::bail!(

@@ -5,8 +5,8 @@
 
 use crate::Agent;
 use onda_shared::cluster::proto::{
-    self, ControlMessage, Heartbeat, MAX_VERSION, MIN_VERSION, MountReport, NodeEvent,
-    NodeMessage, RefusalCode,
+    self, ControlMessage, Heartbeat, MAX_VERSION, MIN_VERSION, MountReport, NodeEvent, NodeMessage,
+    RefusalCode,
 };
 use onda_shared::cluster::tls;
 use std::collections::BTreeMap;
@@ -31,7 +31,10 @@ pub enum Ended {
     /// The control plane refused this node for good (revoked, unknown).
     Refused(RefusalCode, String),
     /// Anything retrying may fix; `established` says whether the session got as far as welcome.
-    Failed { established: bool, error: anyhow::Error },
+    Failed {
+        established: bool,
+        error: anyhow::Error,
+    },
 }
 
 /// Runs sessions until stopped or permanently refused.
@@ -116,7 +119,11 @@ async fn session(agent: &mut Agent, addr: SocketAddr, stop: &CancellationToken) 
     ended
 }
 
-async fn established(agent: &mut Agent, conn: &quinn::Connection, stop: &CancellationToken) -> Ended {
+async fn established(
+    agent: &mut Agent,
+    conn: &quinn::Connection,
+    stop: &CancellationToken,
+) -> Ended {
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(e) => return failed(false, e),
@@ -148,9 +155,14 @@ async fn established(agent: &mut Agent, conn: &quinn::Connection, stop: &Cancell
         Ok(Ok(Some(ControlMessage::Refused { code, message }))) => {
             return Ended::Refused(code, message);
         }
-        Ok(Ok(Some(other))) => return failed(false, anyhow::anyhow!("expected welcome, got {other:?}")),
+        Ok(Ok(Some(other))) => {
+            return failed(false, anyhow::anyhow!("expected welcome, got {other:?}"));
+        }
         Ok(Ok(None)) => {
-            return failed(false, anyhow::anyhow!("the control plane closed the connection before welcome"));
+            return failed(
+                false,
+                anyhow::anyhow!("the control plane closed the connection before welcome"),
+            );
         }
         Ok(Err(e)) => {
             // A refused certificate shows up here, on the first read, not at connect.

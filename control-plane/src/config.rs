@@ -150,7 +150,10 @@ impl ClusterConfig {
             ),
         };
         if !(500..=600_000).contains(&self.node_ttl_ms) {
-            anyhow::bail!("cluster.node_ttl_ms = {} must be between 500 and 600000", self.node_ttl_ms);
+            anyhow::bail!(
+                "cluster.node_ttl_ms = {} must be between 500 and 600000",
+                self.node_ttl_ms
+            );
         }
         if self.heartbeat_ms < 100 || self.heartbeat_ms * 2 > self.node_ttl_ms {
             anyhow::bail!(

@@ -1,6 +1,8 @@
-//! `onda dev`: a control plane on SQLite under `./.onda-dev/` with the seed plans, a demo tenant,
-//! its API key and a demo station, and `dev.json` listing the URLs and tokens. A second run
-//! reuses the same database, admin token and key.
+//! `onda dev`: a control plane on SQLite with the in-process coordinator under `./.onda-dev/`,
+//! the seed plans, a demo tenant, its API key and a demo station, and N local nodes (`onda agent`
+//! child processes, joined automatically, each with its own edge port) so the demo station is on
+//! the air (fed a generated tone until the AutoDJ exists). `dev.json` lists the URLs, tokens and
+//! nodes. A second run reuses the same database, CA, node identities, admin token and key.
 
 use crate::api::keys::issue;
 use crate::api::stations::create_for_tenant;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub const DEMO_TENANT: &str = "Demo Radio";
 
-/// What `dev.json` holds; later issues add the edge, listen and RTMP URLs.
+/// What `dev.json` holds; a later issue adds the RTMP URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevInfo {
     pub api_url: String,
@@ -26,12 +28,33 @@ pub struct DevInfo {
     pub station_id: String,
     pub station_slug: String,
     pub database_url: String,
+    /// The demo station's public URL through the redirector.
+    #[serde(default)]
+    pub listen_url: String,
+    /// The first node's edge.
+    #[serde(default)]
+    pub edge_url: String,
+    #[serde(default)]
+    pub control_channel: String,
+    #[serde(default)]
+    pub nodes: Vec<DevNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevNode {
+    pub name: String,
+    pub edge_url: String,
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     pub dir: PathBuf,
     pub listen: SocketAddr,
+    /// How many local nodes (agent processes) to run.
+    pub nodes: usize,
+    /// Edge port of the first node (the next ones count up); 0: any free port.
+    pub edge_port: u16,
 }
 
 fn read_previous(path: &Path) -> Option<DevInfo> {
@@ -80,23 +103,101 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .unwrap_or_else(secrets::new_admin_token);
     let (tenant, api_key, station) = ensure_demo(&db, previous.as_ref()).await?;
 
+    let cluster = crate::config::ClusterConfig {
+        listen: "127.0.0.1:0".to_string(),
+        ca_dir: opts.dir.join("cluster-ca").display().to_string(),
+        replica: "dev".to_string(),
+        node_ttl_ms: 3_000,
+        heartbeat_ms: 500,
+        demo_tone: true,
+        ..Default::default()
+    };
     let cfg = Validated {
         listen: addr,
         max_body_bytes: 64 * 1024,
         database_url: database_url.clone(),
         max_connections: 5,
         admin_token: Some(admin_token.clone()),
-        cluster: None,
+        cluster: cluster.validate()?,
     };
-    let running = server::start_with(listener, db, &cfg).await?;
+    let running = server::start_with(listener, db.clone(), &cfg).await?;
+    let cluster = running
+        .cluster
+        .as_ref()
+        .context("dev mode runs with a cluster")?;
+    let quic = cluster.quic_addr;
+    let mut children = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=opts.nodes.max(1) {
+        let name = format!("node-{i}");
+        let port = if opts.edge_port == 0 {
+            0
+        } else {
+            opts.edge_port
+                .saturating_add(u16::try_from(i - 1).unwrap_or(0))
+        };
+        let child = spawn_node(
+            &opts.dir,
+            &name,
+            port,
+            quic,
+            &db,
+            &cluster.cluster.ca.sha256,
+        )
+        .await?;
+        nodes.push(DevNode {
+            name,
+            edge_url: String::new(),
+            pid: child.id().unwrap_or(0),
+        });
+        children.push(child);
+    }
+    // Each node reports its edge URL when it connects.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for n in &mut nodes {
+        while n.edge_url.is_empty() && tokio::time::Instant::now() < deadline {
+            let mut c = db.conn().await?;
+            let all = db::nodes::all(&mut c).await?;
+            if let Some(found) = all
+                .iter()
+                .find(|x| x.name == n.name && x.status == onda_shared::api::NodeStatus::Ready)
+            {
+                n.edge_url = found.public_url.clone();
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        if n.edge_url.is_empty() {
+            tracing::warn!(
+                "{} did not connect within 30 s; see {}",
+                n.name,
+                opts.dir
+                    .join("nodes")
+                    .join(&n.name)
+                    .join("agent.log")
+                    .display()
+            );
+        }
+    }
+    let mount = station
+        .mounts
+        .first()
+        .map_or("/radio.mp3", |m| m.path.as_str());
     let info = DevInfo {
         api_url: format!("http://{addr}"),
         admin_token,
         tenant_id: tenant.id,
         tenant_api_key: api_key,
+        listen_url: format!("http://{addr}/listen/{}{mount}", station.slug),
         station_id: station.id,
         station_slug: station.slug,
         database_url,
+        edge_url: nodes
+            .first()
+            .map(|n| n.edge_url.clone())
+            .unwrap_or_default(),
+        control_channel: quic.to_string(),
+        nodes,
     };
     write_json(&json_path, &info)?;
     println!(
@@ -105,6 +206,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
          \n  admin token    {admin}\
          \n  tenant API key {key}  (tenant {tenant:?})\
          \n  demo station   {station}\
+         \n  listen         {listen}\
+         \n  nodes          {nodes}\
          \n  metrics        {api}/metrics\
          \n\nThe same values are in {json}. Try:\
          \n  curl -H 'Authorization: Bearer {key}' {api}/v1/stations\
@@ -114,12 +217,88 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         key = info.tenant_api_key,
         tenant = DEMO_TENANT,
         station = info.station_id,
+        listen = info.listen_url,
+        nodes = info
+            .nodes
+            .iter()
+            .map(|n| format!("{} {} (pid {})", n.name, n.edge_url, n.pid))
+            .collect::<Vec<_>>()
+            .join(", "),
         json = json_path.display(),
         dir = opts.dir.display(),
     );
     onda_shared::signal::shutdown_signal().await;
     tracing::info!("shutting down");
+    for child in &children {
+        if let Some(pid) = child.id() {
+            // SIGTERM lets each node stop its edge and tones cleanly.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for mut child in children {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
     running.shutdown().await
+}
+
+/// Starts one local node as `onda agent` (this same binary), joining it on first use.
+async fn spawn_node(
+    dir: &Path,
+    name: &str,
+    edge_port: u16,
+    quic: SocketAddr,
+    db: &Db,
+    ca_sha256: &str,
+) -> anyhow::Result<tokio::process::Child> {
+    let node_dir = std::path::absolute(dir.join("nodes").join(name))?;
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("cannot create {}", node_dir.display()))?;
+    let state = node_dir.join("state");
+    let config = format!(
+        "[node]\nname = \"{name}\"\nregion = \"local\"\nstate_dir = \"{state}\"\n\n\
+         [control_plane]\naddresses = [\"{quic}\"]\nmax_backoff_ms = 1000\n\n\
+         [http]\nlisten = \"127.0.0.1:{edge_port}\"\n",
+        state = state.display(),
+    );
+    let config_path = node_dir.join("agent.toml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let mut args = vec![
+        "agent".to_string(),
+        "--config".to_string(),
+        config_path.display().to_string(),
+    ];
+    if !state.join("identity.json").exists() {
+        let mut c = db.conn().await?;
+        let token = crate::api::nodes::issue_join_token(&mut c, ca_sha256, name, 600)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot issue a join token: {e}"))?;
+        args.push("--join".to_string());
+        args.push(token.token.unwrap_or_default());
+    }
+    let log = std::fs::File::create(node_dir.join("agent.log"))?;
+    let exe = std::env::current_exe().context("cannot find the onda binary")?;
+    let child = tokio::process::Command::new(exe)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    tracing::info!(
+        "started {name} (pid {:?}), log in {}",
+        child.id(),
+        node_dir.join("agent.log").display()
+    );
+    Ok(child)
 }
 
 fn write_json(path: &Path, info: &DevInfo) -> anyhow::Result<()> {

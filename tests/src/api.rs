@@ -24,7 +24,9 @@ pub fn cluster_settings(ca_dir: &std::path::Path) -> onda_control_plane::config:
         ..Default::default()
     };
     c.replica = "test".to_string();
-    c.validate().expect("cluster settings").expect("cluster enabled")
+    c.validate()
+        .expect("cluster settings")
+        .expect("cluster enabled")
 }
 
 /// One answer: status, content type and the body as JSON (Null when empty or not JSON).

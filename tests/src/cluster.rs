@@ -76,7 +76,10 @@ impl ControlPlane {
             &[("ONDA_AUTH_ADMIN_TOKEN", o.admin_token)],
         );
         let quic = proc
-            .wait_log_word("control channel listening on quic://", Duration::from_secs(30))
+            .wait_log_word(
+                "control channel listening on quic://",
+                Duration::from_secs(30),
+            )
             .await;
         let api = proc
             .wait_log_word("panel API listening on ", Duration::from_secs(30))
@@ -94,14 +97,27 @@ impl ControlPlane {
     }
 
     pub fn http_port(&self) -> u16 {
-        self.api.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.api
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     pub fn quic_port(&self) -> u16 {
-        self.quic.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.quic
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.api))
@@ -112,7 +128,10 @@ impl ControlPlane {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn join_token(&self, ttl_seconds: u64) -> String {
@@ -210,8 +229,11 @@ impl Agent {
     /// Starts `onda agent` joined with `token` (None: it already joined, in `dir`).
     pub async fn start(name: &str, cps: &[String], token: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("agent.toml"), agent_toml(name, cps, free_port()))
-            .expect("write agent.toml");
+        std::fs::write(
+            dir.path().join("agent.toml"),
+            agent_toml(name, cps, free_port()),
+        )
+        .expect("write agent.toml");
         Self::start_in(name, dir, token).await
     }
 
@@ -243,8 +265,11 @@ impl Agent {
 /// Starts `onda agent --join TOKEN` expecting it to fail; returns its stderr.
 pub async fn failed_join(cps: &[String], token: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("agent.toml"), agent_toml("bad", cps, free_port()))
-        .expect("write agent.toml");
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        agent_toml("bad", cps, free_port()),
+    )
+    .expect("write agent.toml");
     let mut p = Proc::start_in(
         "bad-agent",
         dir,

@@ -629,15 +629,15 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 .replace("{station}", &sid_a)
                 .replace("{mount}", "radio.mp3")
                 .replace(
-                "{id}",
-                if template.starts_with("/v1/stations") {
-                    &sid_a
-                } else if template.starts_with("/v1/tenants") {
-                    &tid_a
-                } else {
-                    "plan_basic"
-                },
-            );
+                    "{id}",
+                    if template.starts_with("/v1/stations") {
+                        &sid_a
+                    } else if template.starts_with("/v1/tenants") {
+                        &tid_a
+                    } else {
+                        "plan_basic"
+                    },
+                );
             let body = matches!(m, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
             let r = cp.call(m.clone(), &path, Some(&key_b), body).await;
             let code = r.status.as_u16();

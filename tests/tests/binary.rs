@@ -27,9 +27,20 @@ async fn logged_address(p: &mut Proc) -> String {
 
 #[tokio::test]
 async fn dev_mode_serves_demo_data_and_reuses_it() {
-    let mut dev = Proc::start("onda dev", &["dev", "--listen", "127.0.0.1:0"], &[]);
+    let mut dev = Proc::start(
+        "onda dev",
+        &["dev", "--listen", "127.0.0.1:0", "--edge-port", "0"],
+        &[],
+    );
     let info = dev.wait_json(".onda-dev/dev.json", START).await;
-    for key in ["api_url", "admin_token", "tenant_api_key", "station_id"] {
+    for key in [
+        "api_url",
+        "admin_token",
+        "tenant_api_key",
+        "station_id",
+        "listen_url",
+        "edge_url",
+    ] {
         assert!(
             info[key].as_str().is_some_and(|v| !v.is_empty()),
             "dev.json lacks {key}: {info}"
@@ -55,6 +66,10 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         dev.stdout().contains(&key),
         "the key is printed for the user"
     );
+    // The demo station is on the air through the redirector, from the local node.
+    assert_eq!(info["nodes"].as_array().map(Vec::len), Some(1), "{info}");
+    let listen = info["listen_url"].as_str().expect("listen_url");
+    assert_eq!(probe_codec(listen).await, "mp3");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -76,7 +91,7 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     let mut again = Proc::start_in(
         "onda dev (2nd)",
         dir,
-        &["dev", "--listen", "127.0.0.1:0"],
+        &["dev", "--listen", "127.0.0.1:0", "--edge-port", "0"],
         &[],
     );
     let info2 = wait_for("dev.json rewritten with a new address", START, || {
@@ -109,6 +124,93 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         "no duplicate demo tenant"
     );
     assert!(again.try_exit().is_none());
+}
+
+/// ffprobe's codec of a URL (following redirects), retried while the station comes on the air.
+async fn probe_codec(url: &str) -> String {
+    wait_for("ffprobe to find audio", START, || async {
+        let out = tokio::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-rw_timeout",
+                "5000000",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+                url,
+            ])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .ok()?;
+        let codec = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!codec.is_empty()).then_some(codec)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dev_mode_with_several_nodes_survives_killing_one() {
+    let mut dev = Proc::start(
+        "onda dev --nodes 3",
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "3",
+            "--edge-port",
+            "0",
+        ],
+        &[],
+    );
+    let info = dev.wait_json(".onda-dev/dev.json", START).await;
+    let nodes = info["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3, "{info}");
+    let listen = info["listen_url"].as_str().expect("listen_url").to_string();
+    assert_eq!(probe_codec(&listen).await, "mp3");
+    // Which node plays it: the redirector's target.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let location = |client: reqwest::Client, listen: String| async move {
+        let r = client.get(&listen).send().await.ok()?;
+        (r.status().as_u16() == 302).then(|| {
+            r.headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string)
+        })?
+    };
+    let before = location(client.clone(), listen.clone())
+        .await
+        .expect("a redirect");
+    let carrier = nodes
+        .iter()
+        .find(|n| before.starts_with(n["edge_url"].as_str().unwrap_or("-")))
+        .expect("the redirect names a dev node");
+    let pid = carrier["pid"].as_u64().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let after = wait_for("the station on another node", START, || {
+        let (client, listen, before) = (client.clone(), listen.clone(), before.clone());
+        async move {
+            let l = location(client, listen).await?;
+            (l != before).then_some(l)
+        }
+    })
+    .await;
+    assert_ne!(after, before);
+    assert_eq!(probe_codec(&listen).await, "mp3");
+    dev.terminate();
+    let exit = dev.wait_exit(Duration::from_secs(20)).await;
+    assert!(exit.success(), "{}", dev.logs());
 }
 
 #[tokio::test]

@@ -108,11 +108,7 @@ pub async fn listen(
             for c in &carriers {
                 body.push_str(&format!("#EXTINF:-1,{}\n{}\n", s.name, c.url));
             }
-            (
-                [(header::CONTENT_TYPE, "audio/x-mpegurl"), no_store],
-                body,
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "audio/x-mpegurl"), no_store], body).into_response()
         }
         Variant::Pls => {
             let mut body = String::from("[playlist]\n");
@@ -123,15 +119,8 @@ pub async fn listen(
                     c.url, s.name
                 ));
             }
-            body.push_str(&format!(
-                "NumberOfEntries={}\nVersion=2\n",
-                carriers.len()
-            ));
-            (
-                [(header::CONTENT_TYPE, "audio/x-scpls"), no_store],
-                body,
-            )
-                .into_response()
+            body.push_str(&format!("NumberOfEntries={}\nVersion=2\n", carriers.len()));
+            ([(header::CONTENT_TYPE, "audio/x-scpls"), no_store], body).into_response()
         }
     }
 }

@@ -194,6 +194,8 @@ pub async fn delete_token(
     if db::cluster::delete_token(&mut conn, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("There is no join token {id:?}.")))
+        Err(ApiError::NotFound(format!(
+            "There is no join token {id:?}."
+        )))
     }
 }

@@ -12,8 +12,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
-    StationPlacementInfo,
-    CreateStation, Page, PageParams, Plan, Problem, Station, Tenant, TenantStatus, UpdateStation,
+    CreateStation, Page, PageParams, Plan, Problem, Station, StationPlacementInfo, Tenant,
+    TenantStatus, UpdateStation,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -179,7 +179,10 @@ pub async fn placement(
             .as_ref()
             .map(|p| p.origin.clone())
             .filter(|o| !o.is_empty()),
-        relays: placed.as_ref().map(|p| p.relays.clone()).unwrap_or_default(),
+        relays: placed
+            .as_ref()
+            .map(|p| p.relays.clone())
+            .unwrap_or_default(),
         leaving: placed.map(|p| p.leaving).unwrap_or_default(),
     }))
 }

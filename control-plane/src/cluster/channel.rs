@@ -43,22 +43,23 @@ async fn handle(
     let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .context("no stream within 10 s")??;
-    let first: NodeMessage = tokio::time::timeout(
-        Duration::from_secs(10),
-        proto::read_frame(&mut recv),
-    )
-    .await
-    .context("no first message within 10 s")??
-    .context("closed before the first message")?;
+    let first: NodeMessage =
+        tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv))
+            .await
+            .context("no first message within 10 s")??
+            .context("closed before the first message")?;
     match (peer_cert_sha256(&conn), first) {
-        (None, NodeMessage::Join {
-            min_version,
-            max_version,
-            token_id,
-            token_secret,
-            csr_pem,
-            node,
-        }) => {
+        (
+            None,
+            NodeMessage::Join {
+                min_version,
+                max_version,
+                token_id,
+                token_secret,
+                csr_pem,
+                node,
+            },
+        ) => {
             let answer = join(
                 &cluster,
                 (min_version, max_version),
@@ -69,17 +70,23 @@ async fn handle(
             )
             .await;
             if let ControlMessage::Refused { code, message } = &answer {
-                tracing::warn!("refused a join from {}: {code:?}: {message}", conn.remote_address());
+                tracing::warn!(
+                    "refused a join from {}: {code:?}: {message}",
+                    conn.remote_address()
+                );
             }
             finish(&conn, &mut send, &answer).await
         }
-        (Some(fp), NodeMessage::Hello {
-            min_version,
-            max_version,
-            node,
-            applied_generation,
-            ..
-        }) => {
+        (
+            Some(fp),
+            NodeMessage::Hello {
+                min_version,
+                max_version,
+                node,
+                applied_generation,
+                ..
+            },
+        ) => {
             session(
                 &cluster,
                 &conn,
@@ -177,7 +184,10 @@ fn check_advert(node: &NodeAdvert) -> Result<(), String> {
         return Err(format!("node region {:?} is not a valid name", node.region));
     }
     if node.labels.len() > 16 || node.labels.iter().any(|(k, v)| !token(k) || !token(v)) {
-        return Err("node labels: at most 16, keys and values of 1 to 63 letters, digits, '.', '_' or '-'".into());
+        return Err(
+            "node labels: at most 16, keys and values of 1 to 63 letters, digits, '.', '_' or '-'"
+                .into(),
+        );
     }
     if !node.edge_url.starts_with("http://") && !node.edge_url.starts_with("https://") {
         return Err(format!(
@@ -263,7 +273,10 @@ async fn join(
             }
             m
         }
-        Err(e) => refused(RefusalCode::Internal, format!("the control plane failed: {e:#}")),
+        Err(e) => refused(
+            RefusalCode::Internal,
+            format!("the control plane failed: {e:#}"),
+        ),
     }
 }
 
@@ -343,10 +356,18 @@ async fn session(
         async move { coord.put(&key, &body, Some(lease)).await }
     };
     coord
-        .put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease))
+        .put(
+            &format!("{}{id}", keys::ALIVE),
+            settings.replica.as_bytes(),
+            Some(lease),
+        )
         .await?;
     put_observed(lease, &observed).await?;
-    tracing::info!("node {} ({id}) connected from {}", advert.name, conn.remote_address());
+    tracing::info!(
+        "node {} ({id}) connected from {}",
+        advert.name,
+        conn.remote_address()
+    );
 
     let desired_key = format!("{}{id}", keys::DESIRED);
     let revoked_key = format!("{}{id}", keys::REVOKED);

@@ -156,7 +156,11 @@ pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running>
     });
     let stop = CancellationToken::new();
     let tasks = vec![
-        tokio::spawn(channel::serve(endpoint.clone(), cluster.clone(), stop.clone())),
+        tokio::spawn(channel::serve(
+            endpoint.clone(),
+            cluster.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(leader::run(cluster.clone(), stop.clone())),
         tokio::spawn(view::run(cluster.clone(), stop.clone())),
     ];

@@ -70,7 +70,11 @@ impl Snapshot {
         let edge_path = onda_shared::cluster::edge_mount_path(&station.slug, mount_path);
         let mut out: Vec<Carrier> = placed
             .into_iter()
-            .flat_map(|p| std::iter::once(&p.origin).chain(&p.relays).chain(&p.leaving))
+            .flat_map(|p| {
+                std::iter::once(&p.origin)
+                    .chain(&p.relays)
+                    .chain(&p.leaving)
+            })
             .chain(leaving_only.into_iter().flatten())
             .filter_map(|id| {
                 let n = self.nodes.get(id)?;

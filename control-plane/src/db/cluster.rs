@@ -77,10 +77,11 @@ pub async fn consume_token(
     secret_sha256: &str,
     node_id: &str,
 ) -> Result<Result<(), TokenProblem>, sqlx::Error> {
-    let row = sqlx::query("SELECT secret_sha256, expires_at, used_at FROM join_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT secret_sha256, expires_at, used_at FROM join_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(row) = row else {
         return Ok(Err(TokenProblem::Unknown));
     };
@@ -127,13 +128,11 @@ pub async fn agree_fact(conn: &mut Conn, name: &str, value: &str) -> Result<Stri
     match inserted {
         Ok(_) => Ok(value.to_string()),
         // Lost a race with another replica: its value stands.
-        Err(_) => {
-            sqlx::query("SELECT value FROM cluster_facts WHERE name = $1")
-                .bind(name)
-                .fetch_one(conn)
-                .await?
-                .try_get("value")
-        }
+        Err(_) => sqlx::query("SELECT value FROM cluster_facts WHERE name = $1")
+            .bind(name)
+            .fetch_one(conn)
+            .await?
+            .try_get("value"),
     }
 }
 

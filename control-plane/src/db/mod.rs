@@ -33,7 +33,11 @@ pub struct Db {
 /// The migrations, embedded in the binary, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "panel", include_str!("../../migrations/0001_panel.sql")),
-    (2, "cluster", include_str!("../../migrations/0002_cluster.sql")),
+    (
+        2,
+        "cluster",
+        include_str!("../../migrations/0002_cluster.sql"),
+    ),
 ];
 
 impl Db {

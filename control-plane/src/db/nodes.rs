@@ -50,7 +50,9 @@ pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Node>, sqlx::Error>
 
 /// The node holding the certificate with this fingerprint.
 pub async fn by_cert(conn: &mut Conn, sha256: &str) -> Result<Option<Node>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM nodes WHERE cert_sha256 = $1"));
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM nodes WHERE cert_sha256 = $1"
+    ));
     let row = sqlx::query(sql).bind(sha256).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
