@@ -179,6 +179,12 @@ async fn established(
                 Ok(Some(ControlMessage::Desired(desired))) => {
                     let generation = desired.generation;
                     let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
+                    // What the node carries now, before the ack: the control plane trusts a
+                    // node's observations only once they are as new as its desired state.
+                    let hb = Heartbeat { host: agent.host.sample(), mounts: agent.mount_reports() };
+                    if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
+                        return failed(true, e);
+                    }
                     let ack = NodeMessage::Ack { generation, error };
                     if let Err(e) = proto::write_frame(&mut send, &ack).await {
                         return failed(true, e);
@@ -196,8 +202,25 @@ async fn established(
                 }
             }
             _ = poll.tick() => {
-                // Sources coming and going are told at once: the redirector and a drain wait on them.
-                for MountReport { station_id, path, on_air: now, .. } in agent.mount_reports() {
+                // Sources coming and going are told at once: the redirector and a drain wait on
+                // them. A mount that disappeared has left too.
+                let reports = agent.mount_reports();
+                let gone: Vec<String> = on_air
+                    .keys()
+                    .filter(|p| !reports.iter().any(|r| &r.path == *p))
+                    .cloned()
+                    .collect();
+                let stations = crate::apply::station_of_paths(&agent.desired);
+                for path in gone {
+                    if on_air.remove(&path) == Some(true) {
+                        let station_id = stations.get(&path).cloned().unwrap_or_default();
+                        let ev = NodeEvent::SourceLeft { station_id, path };
+                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
+                            return failed(true, e);
+                        }
+                    }
+                }
+                for MountReport { station_id, path, on_air: now, .. } in reports {
                     let before = on_air.insert(path.clone(), now).unwrap_or(false);
                     if before != now {
                         let ev = if now {

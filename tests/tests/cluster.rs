@@ -356,3 +356,124 @@ async fn the_leader_role_passes_to_the_other_control_plane() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_the_control_plane()
+{
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: None,
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: ADMIN,
+        node_ttl_ms: 2000,
+        // Two listeners are all one node should carry of a station before relays help.
+        relay_threshold: 2,
+    })
+    .await;
+    let cps = vec![cp.quic.clone()];
+    let mut agents = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let token = cp.join_token(600).await;
+        agents.push(Agent::start(name, &cps, Some(&token)).await);
+    }
+    let station = cp.station("Drain FM").await;
+    let slug = station["slug"].as_str().expect("slug").to_string();
+    let sid = station["id"].as_str().expect("id").to_string();
+    let first = wait_for("on the air", Duration::from_secs(30), || cp.redirect(&slug)).await;
+    let origin = cp.placement(&sid).await["origin"]
+        .as_str()
+        .expect("origin")
+        .to_string();
+
+    // Relays: three listeners on the origin exceed 2 × 0.8, so the other node relays it.
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let resp = reqwest::get(&first).await.expect("listen");
+        assert!(resp.status().is_success());
+        listeners.push(resp);
+    }
+    let relayed = wait_for("a relay placement", Duration::from_secs(20), || async {
+        let p = cp.placement(&sid).await;
+        let relays = p["relays"].as_array()?.clone();
+        if relays.len() != 1 {
+            return None;
+        }
+        relays[0].as_str().map(str::to_string)
+    })
+    .await;
+    assert_ne!(relayed, origin);
+    let relay_agent = agents
+        .iter()
+        .find(|a| a.node_id() == relayed)
+        .expect("relay node is ours");
+    let m3u = wait_for(
+        "both edges in the playlist",
+        Duration::from_secs(20),
+        || async {
+            let text = cp
+                .http
+                .get(format!("{}/listen/{slug}/radio.mp3.m3u", cp.api))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text.contains(&relay_agent.edge_url) && text.matches("http://").count() == 2)
+                .then_some(text)
+        },
+    )
+    .await;
+    assert!(m3u.contains(&first), "{m3u}");
+    // The relay edge really serves audio it pulls from the origin.
+    let relay_url = format!("{}/{slug}/radio.mp3", relay_agent.edge_url);
+    assert!(audio_bytes(&relay_url, 4096).await.is_some());
+    // Listeners leave: the relay goes.
+    listeners.clear();
+    wait_for("the relay removed", Duration::from_secs(20), || async {
+        let p = cp.placement(&sid).await;
+        p["relays"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+
+    // Drain the origin: at every moment some edge serves the station, and it ends elsewhere.
+    let origin_edge = agents
+        .iter()
+        .find(|a| a.node_id() == origin)
+        .expect("origin is ours")
+        .edge_url
+        .clone();
+    let (s, n) = cp
+        .call(Method::POST, &format!("/v1/nodes/{origin}/drain"), None)
+        .await;
+    assert_eq!(s, 200, "{n}");
+    assert_eq!(n["status"], "draining");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let url = cp.redirect(&slug).await;
+        let p = cp.placement(&sid).await;
+        let url = url.unwrap_or_else(|| panic!("the redirector had no edge during the drain: {p}"));
+        if p["origin"].as_str() != Some(origin.as_str())
+            && p["leaving"].as_array().is_some_and(Vec::is_empty)
+            && !url.starts_with(&origin_edge)
+        {
+            break url;
+        }
+        assert!(Instant::now() < deadline, "the drain did not finish: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = reqwest::get(&moved).await.expect("get the new edge");
+    assert!(r.status().is_success(), "{moved}: {}", r.status());
+    assert!(audio_bytes(&moved, 4096).await.is_some());
+
+    // The control plane goes away: the node keeps serving what it was told.
+    drop(cp);
+    let still = audio_bytes(&moved, 16384).await;
+    assert!(
+        still.is_some(),
+        "the edge kept serving without a control plane"
+    );
+}

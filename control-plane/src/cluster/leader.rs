@@ -201,12 +201,27 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<u
             },
         })
         .collect();
+    let existing: BTreeMap<String, DesiredState> = coord
+        .list(keys::DESIRED)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                strip(&k, keys::DESIRED).to_string(),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
     let mut listeners: BTreeMap<&str, u64> = BTreeMap::new();
     let mut serving = BTreeSet::new();
     for (node, obs) in &observed {
+        // A node that has not applied its latest desired state may report mounts it is about to
+        // drop: its "on the air" cannot end anyone's drain yet.
+        let current_gen = existing.get(node).map_or(0, |d| d.generation);
+        let up_to_date = obs.applied_generation >= current_gen;
         for m in &obs.mounts {
             *listeners.entry(m.station_id.as_str()).or_default() += m.listeners;
-            if m.on_air {
+            if m.on_air && up_to_date {
                 serving.insert((m.station_id.clone(), node.clone()));
             }
         }
@@ -221,7 +236,19 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<u
             id: s.id.clone(),
             region: s.region.clone(),
             node_selector: s.node_labels.clone(),
-            listeners: listeners.get(s.id.as_str()).copied().unwrap_or(0),
+            // Each relay pulls every mount from the origin as one of its listeners: those are
+            // not audience, and counting them would keep a relay alive by itself.
+            listeners: listeners
+                .get(s.id.as_str())
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(
+                    current
+                        .stations
+                        .get(&s.id)
+                        .map_or(0, |p| p.relays.len() as u64)
+                        * s.mounts.len() as u64,
+                ),
             reserve_listeners: cluster.settings.reserve_listeners.min(s.max_listeners),
             kbps_per_listener: s.mounts.iter().map(|m| u64::from(m.2)).sum(),
         })
@@ -265,17 +292,6 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<u
     let by_id: BTreeMap<&str, &&db::cluster::CatalogStation> =
         on_air.iter().map(|s| (s.id.as_str(), s)).collect();
     let by_node = outcome.placement.by_node();
-    let existing: BTreeMap<String, DesiredState> = coord
-        .list(keys::DESIRED)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                strip(&k, keys::DESIRED).to_string(),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
     for n in &nodes {
         if n.revoked_at.is_some() {
             if existing.contains_key(&n.id) {

@@ -131,6 +131,13 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
         )
     };
     let coord = &cluster.coord;
+    // Placement first: the leader drops a node a station is leaving only after it saw the new
+    // node on the air, so observations read after the placement always show that node on air.
+    let placement: Placement = coord
+        .get(keys::PLACEMENT)
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
     let alive: BTreeSet<String> = coord
         .list(keys::ALIVE)
         .await?
@@ -148,11 +155,6 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
             ))
         })
         .collect();
-    let placement: Placement = coord
-        .get(keys::PLACEMENT)
-        .await?
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default();
     let mut stations = HashMap::with_capacity(catalog.len() * 2);
     for s in catalog {
         let s = Arc::new(s);
