@@ -280,3 +280,52 @@ pub async fn failed_join(cps: &[String], token: &str) -> String {
     assert!(!status.success(), "the join should fail\n{}", p.logs());
     p.stderr()
 }
+
+/// Reads audio from `url` until `n` bytes arrived (None: not served or too slow).
+pub async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let mut resp = client.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let mut got = 0;
+    while got < n {
+        let chunk = resp.chunk().await.ok()??;
+        got += chunk.len();
+    }
+    Some(got)
+}
+
+/// Kills (SIGKILL) the node carrying `slug` and measures the time until a listener gets audio
+/// through the redirector from another node. Returns the elapsed time and the agent's index.
+pub async fn kill_carrier_and_time_failover(
+    cp: &ControlPlane,
+    agents: &mut Vec<Agent>,
+    slug: &str,
+    timeout: Duration,
+) -> (Duration, usize) {
+    let current = crate::wait_for("the station on the air", timeout, || cp.redirect(slug)).await;
+    let idx = agents
+        .iter()
+        .position(|a| current.starts_with(&a.edge_url))
+        .expect("the redirect names one of the agents");
+    let killed = agents.remove(idx);
+    let killed_url = killed.edge_url.clone();
+    let t0 = std::time::Instant::now();
+    drop(killed);
+    crate::wait_for("audio from another node", timeout, || {
+        let killed_url = &killed_url;
+        async move {
+            let url = cp.redirect(slug).await?;
+            if url.starts_with(killed_url.as_str()) {
+                return None;
+            }
+            audio_bytes(&url, 4096).await
+        }
+    })
+    .await;
+    (t0.elapsed(), idx)
+}

@@ -2,7 +2,9 @@
 //! in-process coordinator), real etcd, `onda agent` nodes joined with tokens, ffmpeg tones as the
 //! stations' sources, and ffprobe and raw HTTP as listeners through the redirector.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, failed_join};
+use onda_tests::cluster::{
+    Agent, ControlPlane, CpOptions, audio_bytes, failed_join, kill_carrier_and_time_failover,
+};
 use onda_tests::db::{Backend, TestDb};
 use onda_tests::etcd::Etcd;
 use onda_tests::wait_for;
@@ -10,24 +12,6 @@ use reqwest::Method;
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "cluster-test-admin-token-0123456789";
-
-/// Reads audio from `url` (following the redirector) until `n` bytes arrived.
-async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let mut resp = client.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let mut got = 0;
-    while got < n {
-        let chunk = resp.chunk().await.ok()??;
-        got += chunk.len();
-    }
-    Some(got)
-}
 
 /// ffprobe through the redirector: the codec it finds.
 async fn probe(url: &str) -> String {
@@ -212,24 +196,8 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
     );
 
     // kill -9 the carrying node; time until audio flows through the redirector again.
-    let killed = agents.remove(carrier);
-    let killed_url = killed.edge_url.clone();
-    let t0 = Instant::now();
-    drop(killed);
-    let moved_to = wait_for("audio from another node", Duration::from_secs(15), || {
-        let cp = &cp;
-        let killed_url = &killed_url;
-        let slug = &slug;
-        async move {
-            let url = cp.redirect(slug).await?;
-            if url.starts_with(killed_url.as_str()) {
-                return None;
-            }
-            audio_bytes(&url, 4096).await.map(|_| url)
-        }
-    })
-    .await;
-    let failover = t0.elapsed();
+    let (failover, _) =
+        kill_carrier_and_time_failover(&cp, &mut agents, &slug, Duration::from_secs(15)).await;
     eprintln!(
         "FAILOVER: kill -9 to audio through the redirector: {} ms (node lease 1000 ms)",
         failover.as_millis()
@@ -238,6 +206,7 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
         failover < Duration::from_secs(6),
         "failover took {failover:?}"
     );
+    let moved_to = cp.redirect(&slug).await.expect("redirect after failover");
     assert_eq!(probe(&listen).await, "mp3");
     let placement = cp.placement(&sid).await;
     let new_origin = placement["origin"].as_str().expect("origin").to_string();

@@ -30,5 +30,15 @@ fn control_plane_example_is_valid() {
     let text = read("control-plane/examples/cp.toml");
     let cfg: onda_control_plane::config::ControlPlaneConfig =
         onda_shared::config::load_from(&text, "cp.toml", Vec::new()).expect("parses");
-    cfg.validate().expect("validates");
+    let v = cfg.validate().expect("validates");
+    assert!(v.cluster.is_some(), "the example runs a cluster");
+}
+
+#[test]
+fn agent_example_is_valid() {
+    let text = read("agent/examples/agent.toml");
+    let cfg: onda_agent::config::AgentConfig =
+        onda_shared::config::load_from(&text, "agent.toml", Vec::new()).expect("parses");
+    cfg.check().expect("checks");
+    assert_eq!(cfg.control_plane.addresses.len(), 2);
 }
