@@ -117,6 +117,12 @@ pub async fn run(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Resu
 /// identity yet.
 pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Agent> {
     let state_dir = PathBuf::from(&config.node.state_dir);
+    if join.is_none() && identity::load(&state_dir)?.is_none() {
+        anyhow::bail!(
+            "this node has not joined a cluster yet: run it once with --join TOKEN (an admin \
+             creates one with POST /v1/join-tokens)"
+        );
+    }
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let base = EdgeConfig {

@@ -22,7 +22,7 @@ async fn get(url: &str, token: &str) -> (u16, Value) {
 
 /// The base URL a control plane logged as its panel API address.
 async fn logged_address(p: &mut Proc) -> String {
-    p.wait_log_word("listening on ", START).await
+    p.wait_log_word("panel API listening on ", START).await
 }
 
 #[tokio::test]
@@ -352,6 +352,7 @@ async fn serve_from_config_file(backend: Backend) {
         &["control-plane", "--config", &cfg],
         &[
             ("ONDA_HTTP_LISTEN", "127.0.0.1:0"),
+            ("ONDA_CLUSTER_LISTEN", "127.0.0.1:0"),
             ("ONDA_AUTH_ADMIN_TOKEN", token),
         ],
     );
@@ -391,11 +392,12 @@ async fn control_plane_serves_from_config_file_on_postgres() {
 }
 
 #[tokio::test]
-async fn later_subcommands_say_when_they_arrive() {
-    for (cmd, word) in [("agent", "cluster")] {
-        let mut p = Proc::start(cmd, &[cmd], &[]);
-        assert!(!p.wait_exit(START).await.success());
-        let err = p.stderr();
-        assert!(err.contains("not built yet") && err.contains(word), "{err}");
-    }
+async fn an_agent_that_never_joined_says_how_to_join() {
+    let mut p = Proc::start("agent", &["agent"], &[("ONDA_HTTP_LISTEN", "127.0.0.1:0")]);
+    assert!(!p.wait_exit(START).await.success());
+    let err = p.stderr();
+    assert!(
+        err.contains("has not joined a cluster yet") && err.contains("--join"),
+        "{err}"
+    );
 }
