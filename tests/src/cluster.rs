@@ -329,3 +329,25 @@ pub async fn kill_carrier_and_time_failover(
     .await;
     (t0.elapsed(), idx)
 }
+
+/// ffprobe's codec for a URL (following redirects), or empty when it found no audio in 20 s.
+pub async fn ffprobe_codec(url: &str) -> String {
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "5000000",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(20), out).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        _ => String::new(),
+    }
+}

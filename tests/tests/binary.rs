@@ -129,23 +129,7 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
 /// ffprobe's codec of a URL (following redirects), retried while the station comes on the air.
 async fn probe_codec(url: &str) -> String {
     wait_for("ffprobe to find audio", START, || async {
-        let out = tokio::process::Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-rw_timeout",
-                "5000000",
-                "-show_entries",
-                "stream=codec_name",
-                "-of",
-                "csv=p=0",
-                url,
-            ])
-            .kill_on_drop(true)
-            .output()
-            .await
-            .ok()?;
-        let codec = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let codec = onda_tests::cluster::ffprobe_codec(url).await;
         (!codec.is_empty()).then_some(codec)
     })
     .await

@@ -15,25 +15,7 @@ const ADMIN: &str = "cluster-test-admin-token-0123456789";
 
 /// ffprobe through the redirector: the codec it finds.
 async fn probe(url: &str) -> String {
-    let out = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rw_timeout",
-            "5000000",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), out)
-        .await
-        .expect("ffprobe finished within 20 s")
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    onda_tests::cluster::ffprobe_codec(url).await
 }
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {

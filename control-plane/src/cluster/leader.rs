@@ -4,9 +4,9 @@
 //! once and campaigns again, so two leaders never write at the same time for longer than one
 //! lease.
 
-use super::{Cluster, Observed, keys};
+use super::{Cluster, keys};
 use crate::db;
-use crate::scheduler::{self, NodeInfo, NodeState, Placement, Policy, Role, StationDemand};
+use crate::scheduler::{self, NodeInfo, NodeState, Policy, Role, StationDemand};
 use onda_shared::cluster::proto::{DesiredState, MountSpec, StationRole, StationSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -153,36 +153,13 @@ fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
 /// Returns how many stations are placed.
 pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<usize> {
     let coord = &cluster.coord;
-    let (catalog, nodes) = {
-        let mut c = cluster.db.conn().await?;
-        (
-            db::cluster::catalog(&mut c).await?,
-            db::nodes::all(&mut c).await?,
-        )
-    };
-    let alive: BTreeSet<String> = coord
-        .list(keys::ALIVE)
-        .await?
-        .into_iter()
-        .map(|(k, _)| strip(&k, keys::ALIVE).to_string())
-        .collect();
-    let observed: BTreeMap<String, Observed> = coord
-        .list(keys::OBSERVED)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                strip(&k, keys::OBSERVED).to_string(),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
-    let current: Placement = coord
-        .get(keys::PLACEMENT)
-        .await?
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default();
-
+    let super::ClusterState {
+        catalog,
+        nodes,
+        placement: current,
+        alive,
+        observed,
+    } = super::read_state(cluster).await?;
     let infos: Vec<NodeInfo> = nodes
         .iter()
         .filter(|n| n.revoked_at.is_none())

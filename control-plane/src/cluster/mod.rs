@@ -55,6 +55,64 @@ pub struct Observed {
     pub applied_generation: u64,
 }
 
+/// What the leader and the views read each round: the catalogue and nodes from the database,
+/// placement, liveness and observations from the coordinator.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub catalog: Vec<crate::db::cluster::CatalogStation>,
+    pub nodes: Vec<onda_shared::api::Node>,
+    pub placement: crate::scheduler::Placement,
+    pub alive: std::collections::BTreeSet<String>,
+    pub observed: std::collections::BTreeMap<String, Observed>,
+}
+
+fn strip_key(key: &str, prefix: &str) -> String {
+    key.strip_prefix(prefix).unwrap_or(key).to_string()
+}
+
+/// Reads a [`ClusterState`]. The placement is read before the observations: the leader drops a
+/// node a station is leaving only after it saw the new node on the air, so observations read
+/// after the placement always show that node on the air.
+pub async fn read_state(cluster: &Cluster) -> anyhow::Result<ClusterState> {
+    let (catalog, nodes) = {
+        let mut c = cluster.db.conn().await?;
+        (
+            crate::db::cluster::catalog(&mut c).await?,
+            crate::db::nodes::all(&mut c).await?,
+        )
+    };
+    let coord = &cluster.coord;
+    let placement = coord
+        .get(keys::PLACEMENT)
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+    let alive = coord
+        .list(keys::ALIVE)
+        .await?
+        .into_iter()
+        .map(|(k, _)| strip_key(&k, keys::ALIVE))
+        .collect();
+    let observed = coord
+        .list(keys::OBSERVED)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                strip_key(&k, keys::OBSERVED),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
+    Ok(ClusterState {
+        catalog,
+        nodes,
+        placement,
+        alive,
+        observed,
+    })
+}
+
 /// Shared by the channel, the leader loop, the view and the API.
 pub struct Cluster {
     pub db: Db,

@@ -3,8 +3,8 @@
 //! change (at most every 100 ms) and at least each second, so the redirector answers from
 //! memory.
 
-use super::{Cluster, Observed, keys};
-use crate::db::{self, cluster::CatalogStation};
+use super::Cluster;
+use crate::db::cluster::CatalogStation;
 use crate::scheduler::Placement;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -123,38 +123,13 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
 }
 
 async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
-    let (catalog, nodes) = {
-        let mut c = cluster.db.conn().await?;
-        (
-            db::cluster::catalog(&mut c).await?,
-            db::nodes::all(&mut c).await?,
-        )
-    };
-    let coord = &cluster.coord;
-    // Placement first: the leader drops a node a station is leaving only after it saw the new
-    // node on the air, so observations read after the placement always show that node on air.
-    let placement: Placement = coord
-        .get(keys::PLACEMENT)
-        .await?
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default();
-    let alive: BTreeSet<String> = coord
-        .list(keys::ALIVE)
-        .await?
-        .into_iter()
-        .map(|(k, _)| k.trim_start_matches(keys::ALIVE).to_string())
-        .collect();
-    let observed: BTreeMap<String, Observed> = coord
-        .list(keys::OBSERVED)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k.trim_start_matches(keys::OBSERVED).to_string(),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
+    let super::ClusterState {
+        catalog,
+        nodes,
+        placement,
+        alive,
+        observed,
+    } = super::read_state(cluster).await?;
     let mut stations = HashMap::with_capacity(catalog.len() * 2);
     for s in catalog {
         let s = Arc::new(s);
