@@ -277,9 +277,10 @@ async fn spawn_node(
     ];
     if !state.join("identity.json").exists() {
         let mut c = db.conn().await?;
-        let token = crate::api::nodes::issue_join_token(&mut c, ca_sha256, name, 600)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot issue a join token: {e}"))?;
+        let token =
+            crate::api::nodes::issue_join_token(&mut c, ca_sha256, &[quic.to_string()], name, 600)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot issue a join token: {e}"))?;
         args.push("--join".to_string());
         args.push(token.token.unwrap_or_default());
     }

@@ -121,6 +121,7 @@ pub async fn revoke(
 pub async fn issue_join_token(
     conn: &mut db::Conn,
     ca_sha256: &str,
+    control_planes: &[String],
     description: &str,
     ttl_seconds: u64,
 ) -> ApiResult<JoinTokenInfo> {
@@ -140,7 +141,14 @@ pub async fn issue_join_token(
         ca_sha256: ca_sha256.to_string(),
     }
     .to_string();
-    info.command = Some(format!("onda agent --config agent.toml --join {token}"));
+    let addresses = control_planes
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    info.command = Some(format!(
+        "ONDA_CONTROL_PLANE_ADDRESSES='[{addresses}]' onda agent --config agent.toml --join {token}"
+    ));
     info.token = Some(token);
     Ok(info)
 }
@@ -178,7 +186,14 @@ pub async fn create_token(
     }
     let description = crate::validate::text("description", &req.description)?;
     let mut conn = st.db.conn().await?;
-    let info = issue_join_token(&mut conn, &cluster.ca.sha256, &description, ttl).await?;
+    let info = issue_join_token(
+        &mut conn,
+        &cluster.ca.sha256,
+        &cluster.advertised(),
+        &description,
+        ttl,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

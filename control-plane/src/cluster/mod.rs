@@ -120,6 +120,8 @@ pub struct Cluster {
     pub ca: ca::ClusterCa,
     pub settings: ClusterSettings,
     pub view: view::View,
+    /// Where the control channel is bound.
+    pub quic_addr: SocketAddr,
     leading: AtomicBool,
     started: tokio::time::Instant,
 }
@@ -136,9 +138,9 @@ impl Cluster {
     }
 
     /// The addresses a joining node should be told about.
-    pub fn advertised(&self, bound: SocketAddr) -> Vec<String> {
+    pub fn advertised(&self) -> Vec<String> {
         if self.settings.advertise.is_empty() {
-            vec![bound.to_string()]
+            vec![self.quic_addr.to_string()]
         } else {
             self.settings.advertise.clone()
         }
@@ -208,6 +210,7 @@ pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running>
         coord,
         ca,
         view: view::View::default(),
+        quic_addr,
         settings,
         leading: AtomicBool::new(false),
         started: tokio::time::Instant::now(),
