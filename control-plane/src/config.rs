@@ -81,6 +81,10 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
     /// How often nodes send heartbeats.
     pub heartbeat_ms: u64,
+    /// When a replica becomes the leader it waits up to this long (after one `node_ttl_ms`) for
+    /// the nodes that carry stations to reconnect before it moves anything: a control-plane
+    /// restart or failover must not look like dead nodes.
+    pub reconnect_grace_ms: u64,
     /// Until the AutoDJ exists: origins feed each station a generated tone (dev and test
     /// clusters only).
     pub demo_tone: bool,
@@ -102,6 +106,7 @@ impl Default for ClusterConfig {
             replica: String::new(),
             node_ttl_ms: 5_000,
             heartbeat_ms: 1_000,
+            reconnect_grace_ms: 10_000,
             demo_tone: false,
             relay_threshold_listeners: 500,
             reserve_listeners: 10,
@@ -119,6 +124,7 @@ pub struct ClusterSettings {
     pub replica: String,
     pub node_ttl: std::time::Duration,
     pub heartbeat: std::time::Duration,
+    pub reconnect_grace: std::time::Duration,
     pub demo_tone: bool,
     pub relay_threshold_listeners: u64,
     pub reserve_listeners: u64,
@@ -162,6 +168,12 @@ impl ClusterConfig {
                 self.node_ttl_ms
             );
         }
+        if self.reconnect_grace_ms > 600_000 {
+            anyhow::bail!(
+                "cluster.reconnect_grace_ms = {} must be at most 600000",
+                self.reconnect_grace_ms
+            );
+        }
         if self.relay_threshold_listeners == 0 {
             anyhow::bail!("cluster.relay_threshold_listeners must be at least 1");
         }
@@ -181,6 +193,7 @@ impl ClusterConfig {
             replica,
             node_ttl: std::time::Duration::from_millis(self.node_ttl_ms),
             heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            reconnect_grace: std::time::Duration::from_millis(self.reconnect_grace_ms),
             demo_tone: self.demo_tone,
             relay_threshold_listeners: self.relay_threshold_listeners,
             reserve_listeners: self.reserve_listeners,

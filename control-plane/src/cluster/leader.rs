@@ -95,13 +95,41 @@ async fn lead(
     lost: &CancellationToken,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // A fresh process has seen no heartbeat yet: give nodes one lease to (re)connect before
-    // judging any of them dead, or a restart would move every station.
-    let settle = cluster.started + cluster.settings.node_ttl;
-    tokio::select! {
-        () = tokio::time::sleep_until(settle) => {}
-        () = lost.cancelled() => return Ok(()),
-        () = stop.cancelled() => return Ok(()),
+    // A new leader (a restarted process, or a replica taking over from a dead one) cannot tell a
+    // dead node from one still reconnecting: the dead replica's leases expire while agents back
+    // off and retry. Moving stations then would cut listeners off healthy nodes, so wait until
+    // every node that carries something is alive again, bounded by one node TTL plus the grace.
+    let began = tokio::time::Instant::now();
+    let deadline = began + cluster.settings.node_ttl + cluster.settings.reconnect_grace;
+    let settle = cluster.started.max(began) + cluster.settings.node_ttl;
+    let mut said = false;
+    loop {
+        let missing = missing_carriers(cluster).await.unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        if now >= deadline || (now >= settle && missing.is_empty()) {
+            if !missing.is_empty() {
+                tracing::warn!(
+                    "{} node(s) carrying stations did not reconnect within {:?}: {}",
+                    missing.len(),
+                    deadline - began,
+                    missing.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
+            break;
+        }
+        if !said && !missing.is_empty() && now >= settle {
+            tracing::info!(
+                "waiting up to {:?} for {} node(s) carrying stations to reconnect",
+                deadline - now,
+                missing.len()
+            );
+            said = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = lost.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
+        }
     }
     let mut watch = cluster.coord.watch(keys::NODES).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -109,9 +137,11 @@ async fn lead(
     let mut first = true;
     loop {
         match reconcile(cluster, &mut round).await {
-            Ok(placed) if first => {
+            Ok((placed, moved)) if first => {
                 first = false;
-                tracing::info!("first reconcile as leader: {placed} station(s) placed");
+                tracing::info!(
+                    "first reconcile as leader: {placed} station(s) placed, {moved} moved"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("reconcile failed: {e:#}"),
@@ -136,6 +166,23 @@ async fn lead(
     }
 }
 
+/// Nodes the current placement puts stations on (not revoked) whose liveness key is missing.
+async fn missing_carriers(cluster: &Cluster) -> anyhow::Result<BTreeSet<String>> {
+    let state = super::read_state(cluster).await?;
+    let revoked: BTreeSet<&str> = state
+        .nodes
+        .iter()
+        .filter(|n| n.revoked_at.is_some())
+        .map(|n| n.id.as_str())
+        .collect();
+    Ok(state
+        .placement
+        .by_node()
+        .into_keys()
+        .filter(|n| !n.is_empty() && !revoked.contains(n.as_str()) && !state.alive.contains(n))
+        .collect())
+}
+
 /// What one leadership remembers between rounds, to log and write only changes.
 #[derive(Debug, Default)]
 pub struct Round {
@@ -150,8 +197,8 @@ fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
 /// One scheduling round: catalogue and nodes from the database, liveness and observations from
 /// the coordinator, placement computed, and every node's desired state rewritten where it
 /// changed (with the next generation).
-/// Returns how many stations are placed.
-pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<usize> {
+/// Returns how many stations are placed and how many of them moved.
+pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(usize, usize)> {
     let coord = &cluster.coord;
     let super::ClusterState {
         catalog,
@@ -340,5 +387,5 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<u
         }
     }
     round.last_alive = Some(alive);
-    Ok(outcome.placement.stations.len())
+    Ok((outcome.placement.stations.len(), outcome.moved))
 }
