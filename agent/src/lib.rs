@@ -129,8 +129,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         http: config.http.clone(),
         admin: config.admin.clone(),
         limits: config.limits.clone(),
-        mounts: Vec::new(),
-        relays: Vec::new(),
+        ..EdgeConfig::default()
     };
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
     let edge = Edge::start(apply::edge_config(&base, &desired))

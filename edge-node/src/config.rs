@@ -14,6 +14,98 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     pub mounts: Vec<MountConfig>,
     pub relays: Vec<RelayConfig>,
+    pub media: MediaConfig,
+    /// Stations played by the AutoDJ, each into one or more of `mounts`.
+    pub autodj: Vec<AutoDjConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Where AutoDJ renditions are cached, one file per (content hash, format, bitrate).
+    pub cache_dir: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            cache_dir: "renditions".to_string(),
+        }
+    }
+}
+
+/// One station's AutoDJ: a playlist played in real time into one or more mounts, each in its own
+/// format and bitrate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDjConfig {
+    /// The station's name (logs, `icy-name`).
+    pub name: String,
+    pub outputs: Vec<AutoDjOutput>,
+    #[serde(default)]
+    pub order: PlayOrder,
+    pub tracks: Vec<TrackConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDjOutput {
+    /// A configured mount (not a relay's).
+    pub mount: String,
+    /// `mp3` or `aac` (ADTS).
+    pub format: String,
+    pub bitrate_kbps: u32,
+}
+
+/// How the AutoDJ picks the next track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayOrder {
+    /// In list order, then again.
+    #[default]
+    Sequential,
+    /// Every track once in a random order, then a new order (never the same track twice in a
+    /// row).
+    Shuffle,
+    /// Independent random picks in proportion to each track's weight (never the same track twice
+    /// in a row).
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackConfig {
+    /// An audio file in any format ffmpeg reads.
+    pub file: String,
+    #[serde(default)]
+    pub artist: String,
+    #[serde(default)]
+    pub title: String,
+    /// Relative weight for `order = "random"`.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// The file's SHA-256 when known (the agent's media arrive by hash); otherwise computed.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl TrackConfig {
+    /// `Artist - Title`, or whichever of them is set, or the file name.
+    pub fn stream_title(&self) -> String {
+        match (self.artist.trim(), self.title.trim()) {
+            ("", "") => std::path::Path::new(&self.file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            (a, "") => a.to_string(),
+            ("", t) => t.to_string(),
+            (a, t) => format!("{a} - {t}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,6 +381,72 @@ impl EdgeConfig {
                     anyhow::bail!("mounts: {}: a mount cannot fall back to itself", m.path);
                 }
             }
+        }
+        let mut fed = HashSet::new();
+        let mut names = HashSet::new();
+        for a in &self.autodj {
+            if a.name.trim().is_empty() {
+                anyhow::bail!("autodj: every AutoDJ needs a name");
+            }
+            if !names.insert(a.name.as_str()) {
+                anyhow::bail!("autodj: name {:?} is used twice", a.name);
+            }
+            if a.outputs.is_empty() {
+                anyhow::bail!(
+                    "autodj {:?}: outputs is empty: name the mounts it plays into",
+                    a.name
+                );
+            }
+            if a.tracks.is_empty() {
+                anyhow::bail!("autodj {:?}: tracks is empty: nothing to play", a.name);
+            }
+            for o in &a.outputs {
+                if !self.mounts.iter().any(|m| m.path == o.mount) {
+                    anyhow::bail!(
+                        "autodj {:?}: output mount {:?} is not one of mounts",
+                        a.name,
+                        o.mount
+                    );
+                }
+                if !fed.insert(o.mount.as_str()) {
+                    anyhow::bail!(
+                        "autodj {:?}: mount {:?} is already fed by an AutoDJ",
+                        a.name,
+                        o.mount
+                    );
+                }
+                if !matches!(o.format.as_str(), "mp3" | "aac") {
+                    anyhow::bail!(
+                        "autodj {:?}: output {}: format {:?} must be \"mp3\" or \"aac\"",
+                        a.name,
+                        o.mount,
+                        o.format
+                    );
+                }
+                if !(8..=320).contains(&o.bitrate_kbps) {
+                    anyhow::bail!(
+                        "autodj {:?}: output {}: bitrate_kbps = {} must be between 8 and 320",
+                        a.name,
+                        o.mount,
+                        o.bitrate_kbps
+                    );
+                }
+            }
+            for t in &a.tracks {
+                if t.file.trim().is_empty() {
+                    anyhow::bail!("autodj {:?}: a track has an empty file", a.name);
+                }
+                if t.weight == 0 {
+                    anyhow::bail!(
+                        "autodj {:?}: track {}: weight must be at least 1",
+                        a.name,
+                        t.file
+                    );
+                }
+            }
+        }
+        if !self.autodj.is_empty() && self.media.cache_dir.trim().is_empty() {
+            anyhow::bail!("media.cache_dir must be set for the AutoDJ");
         }
         for r in &self.relays {
             if !r.url.starts_with("http://") {

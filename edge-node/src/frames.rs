@@ -5,11 +5,31 @@
 /// Reads the frame header at the start of a byte slice.
 pub type Parser = fn(&[u8]) -> Option<Frame>;
 
-/// One frame header: how long the frame is.
+/// One frame header: how long the frame is and, for MPEG audio and ADTS, how much audio it
+/// holds (Ogg pages: 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
     pub len: usize,
+    /// Samples per channel in the frame.
+    pub samples: u32,
+    /// Sampling rate in Hz.
+    pub rate: u32,
 }
+
+impl Frame {
+    /// The frame's playing time in nanoseconds (0 when unknown).
+    pub fn duration_ns(&self) -> u64 {
+        if self.rate == 0 {
+            return 0;
+        }
+        u64::from(self.samples) * 1_000_000_000 / u64::from(self.rate)
+    }
+}
+
+/// AAC sampling frequencies by ADTS index.
+const ADTS_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 const MPEG1_L3: [u32; 16] = [
     0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0,
@@ -62,7 +82,16 @@ pub fn mpeg(b: &[u8]) -> Option<Frame> {
         1 if !mpeg1 => 72 * bits / rate + pad,
         _ => 144 * bits / rate + pad,
     };
-    (len >= 4).then_some(Frame { len: len as usize })
+    let samples = match layer {
+        3 => 384,
+        1 if !mpeg1 => 576,
+        _ => 1152,
+    };
+    (len >= 4).then_some(Frame {
+        len: len as usize,
+        samples,
+        rate,
+    })
 }
 
 /// An AAC ADTS frame header at the start of `b`.
@@ -72,11 +101,11 @@ pub fn adts(b: &[u8]) -> Option<Frame> {
         return None;
     }
     // Sampling frequency index 13–15 are reserved.
-    if (h[2] >> 2) & 0xF > 12 {
-        return None;
-    }
+    let rate = *ADTS_RATES.get(usize::from((h[2] >> 2) & 0xF))?;
     let len = (usize::from(h[3] & 0x3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
-    (len >= 7).then_some(Frame { len })
+    // Each raw data block holds 1024 samples.
+    let samples = 1024 * (u32::from(h[6] & 0x3) + 1);
+    (len >= 7).then_some(Frame { len, samples, rate })
 }
 
 /// An Ogg page at the start of `b`: capture pattern, version 0 and a complete segment table.
@@ -87,7 +116,11 @@ pub fn ogg(b: &[u8]) -> Option<Frame> {
     let n = usize::from(b[26]);
     let table = b.get(27..27 + n)?;
     let body: usize = table.iter().map(|&x| usize::from(x)).sum();
-    Some(Frame { len: 27 + n + body })
+    Some(Frame {
+        len: 27 + n + body,
+        samples: 0,
+        rate: 0,
+    })
 }
 
 /// Largest set of header pages kept (comment headers can carry cover art).
@@ -214,10 +247,31 @@ mod tests {
     #[test]
     fn mpeg_lengths() {
         // MPEG-1 Layer III, 128 kbps, 44.1 kHz, no padding: 417 bytes; with padding 418.
-        assert_eq!(mpeg(&[0xFF, 0xFB, 0x90, 0x00]), Some(Frame { len: 417 }));
-        assert_eq!(mpeg(&[0xFF, 0xFB, 0x92, 0x00]), Some(Frame { len: 418 }));
+        assert_eq!(
+            mpeg(&[0xFF, 0xFB, 0x90, 0x00]),
+            Some(Frame {
+                len: 417,
+                samples: 1152,
+                rate: 44100
+            })
+        );
+        assert_eq!(
+            mpeg(&[0xFF, 0xFB, 0x92, 0x00]),
+            Some(Frame {
+                len: 418,
+                samples: 1152,
+                rate: 44100
+            })
+        );
         // MPEG-2 Layer III, 64 kbps, 22.05 kHz: 72 * 64000 / 22050 = 208.
-        assert_eq!(mpeg(&[0xFF, 0xF3, 0x80, 0x00]), Some(Frame { len: 208 }));
+        assert_eq!(
+            mpeg(&[0xFF, 0xF3, 0x80, 0x00]),
+            Some(Frame {
+                len: 208,
+                samples: 576,
+                rate: 22050
+            })
+        );
         // Free format, bad bitrate, reserved rate or version are not frames.
         assert_eq!(mpeg(&[0xFF, 0xFB, 0x00, 0x00]), None);
         assert_eq!(mpeg(&[0xFF, 0xFB, 0xF0, 0x00]), None);
@@ -239,7 +293,15 @@ mod tests {
             ((len & 7) << 5) as u8 | 0x1F,
             0xFC,
         ];
-        assert_eq!(adts(&h), Some(Frame { len }));
+        assert_eq!(
+            adts(&h),
+            Some(Frame {
+                len,
+                samples: 1024,
+                rate: 44100
+            })
+        );
+        assert_eq!(adts(&h).map(|f| f.duration_ns()), Some(23_219_954));
         assert_eq!(
             adts(&[0xFF, 0xF1, 0x3C, 0x80, 0, 0, 0]),
             None,
@@ -299,7 +361,14 @@ mod tests {
         assert_eq!(bytes, &next[..]);
         assert_eq!(start, stream.len() as u64 + 4);
         assert_eq!(end, start + next.len() as u64);
-        assert_eq!(ogg(&head), Some(Frame { len: 27 + 1 + 8 }));
+        assert_eq!(
+            ogg(&head),
+            Some(Frame {
+                len: 27 + 1 + 8,
+                samples: 0,
+                rate: 0
+            })
+        );
     }
 
     #[test]

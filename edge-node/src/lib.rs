@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod autodj;
 pub mod chunked;
 pub mod config;
 pub mod frames;
@@ -82,6 +83,7 @@ impl Edge {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(v.config)?);
         shared.sync_relays();
+        shared.sync_autodj();
         let task = tokio::spawn(server::serve(listener, shared.clone()));
         tracing::info!("edge listening on http://{addr}");
         Ok(Edge { shared, addr, task })
@@ -98,6 +100,7 @@ impl Edge {
         let v = config.validate()?;
         self.shared.set_config(v.config);
         self.shared.sync_relays();
+        self.shared.sync_autodj();
         Ok(())
     }
 

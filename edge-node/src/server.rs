@@ -28,6 +28,8 @@ pub struct Shared {
     mounts: RwLock<HashMap<String, Arc<Mount>>>,
     per_ip: Mutex<HashMap<IpAddr, u64>>,
     relays: Mutex<HashMap<String, (crate::config::RelayConfig, CancellationToken)>>,
+    autodjs: Mutex<HashMap<String, crate::autodj::Handle>>,
+    renditions: Mutex<Option<Arc<crate::autodj::render::Renditions>>>,
     open: AtomicU64,
     next_id: AtomicU64,
     pub started: SystemTime,
@@ -42,6 +44,8 @@ impl Shared {
             mounts: RwLock::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
             relays: Mutex::new(HashMap::new()),
+            autodjs: Mutex::new(HashMap::new()),
+            renditions: Mutex::new(None),
             open: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: SystemTime::now(),
@@ -140,6 +144,57 @@ impl Shared {
             let token = self.shutdown.child_token();
             running.insert(r.path.clone(), (r.clone(), token.clone()));
             tokio::spawn(crate::relay::run(self.clone(), r, token));
+        }
+    }
+
+    /// Starts AutoDJs that are new, stops removed ones and hands changed configurations to the
+    /// running ones (they apply them at the next track, so listeners stay connected).
+    pub fn sync_autodj(self: &Arc<Self>) {
+        let config = self.config();
+        let renditions = {
+            let mut slot = lock(&self.renditions);
+            let dir = std::path::Path::new(&config.media.cache_dir);
+            match slot.as_ref() {
+                Some(r) if r.dir() == dir => r.clone(),
+                _ => {
+                    let r = Arc::new(crate::autodj::render::Renditions::new(dir));
+                    *slot = Some(r.clone());
+                    r
+                }
+            }
+        };
+        let mut running = lock(&self.autodjs);
+        running.retain(
+            |name, h| match config.autodj.iter().find(|a| &a.name == name) {
+                Some(a) => {
+                    h.config.send_if_modified(|c| {
+                        let changed = c != a;
+                        if changed {
+                            *c = a.clone();
+                        }
+                        changed
+                    });
+                    true
+                }
+                None => {
+                    h.stop.cancel();
+                    false
+                }
+            },
+        );
+        for a in &config.autodj {
+            if running.contains_key(&a.name) {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::watch::channel(a.clone());
+            let stop = self.shutdown.child_token();
+            tokio::spawn(crate::autodj::run(
+                self.clone(),
+                renditions.clone(),
+                rx,
+                stop.clone(),
+            ));
+            running.insert(a.name.clone(), crate::autodj::Handle { config: tx, stop });
         }
     }
 

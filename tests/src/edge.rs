@@ -285,3 +285,31 @@ impl Drop for RawListener {
         self.task.abort();
     }
 }
+
+/// Makes a tagged audio file with ffmpeg: `secs` seconds of a sine at `freq` Hz, in the format
+/// the extension names (`.mp3`, `.m4a`, `.flac`, …).
+pub fn make_track(
+    dir: &std::path::Path,
+    file: &str,
+    freq: u32,
+    secs: u32,
+    artist: &str,
+    title: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(file);
+    let input = format!("sine=frequency={freq}:sample_rate=44100:duration={secs}");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", &input, "-ac", "2"])
+        .args(["-metadata", &format!("artist={artist}")])
+        .args(["-metadata", &format!("title={title}")])
+        .arg(&path)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make {file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}

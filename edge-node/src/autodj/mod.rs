@@ -1,0 +1,327 @@
+//! The AutoDJ: plays a station's playlist into its mounts in real time. Every track is encoded
+//! once per output format and bitrate ([`render`]); playing is paced passthrough of those
+//! frames — each frame's duration comes from its header, and an output is kept at most
+//! [`LEAD`] ahead of a monotonic clock that started with the AutoDJ, so an hour of AutoDJ is an
+//! hour of audio however the timers jitter, and tracks follow each other with no gap. No audio is
+//! decoded or encoded while playing.
+//!
+//! One task per AutoDJ owns one source session per output mount for as long as it runs, so
+//! listeners stay connected across tracks. Configuration changes take effect at the next track.
+//! A track that cannot be encoded (missing, not audio) is skipped with a warning.
+
+pub mod order;
+pub mod render;
+
+use crate::config::{AutoDjConfig, AutoDjOutput, TrackConfig};
+use crate::frames::{Frame, Parser};
+use crate::mount::{Mount, Session, SourceInfo};
+use crate::server::Shared;
+use bytes::{Bytes, BytesMut};
+use rand::SeedableRng as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How far ahead of real time an output may be: enough that timer jitter and the short wait at a
+/// track change never starve a listener, small enough that a title change lands close to its
+/// audio.
+pub const LEAD: Duration = Duration::from_millis(500);
+/// Wake-ups per output: one per this much audio.
+const TICK: Duration = Duration::from_millis(100);
+/// An output further behind than this (the process was stopped, the machine suspended) jumps
+/// to now instead of flooding its listeners.
+const MAX_BEHIND: Duration = Duration::from_secs(5);
+
+/// A running AutoDJ, as the edge keeps it.
+#[derive(Debug)]
+pub struct Handle {
+    pub config: watch::Sender<AutoDjConfig>,
+    pub stop: CancellationToken,
+}
+
+struct Output {
+    cfg: AutoDjOutput,
+    mount: Arc<Mount>,
+    session: Arc<Session>,
+    /// Audio pushed so far, on the AutoDJ's clock.
+    sent: Duration,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.mount.detach(&self.session);
+    }
+}
+
+/// Runs one AutoDJ until `stop`.
+pub async fn run(
+    shared: Arc<Shared>,
+    renditions: Arc<render::Renditions>,
+    mut config: watch::Receiver<AutoDjConfig>,
+    stop: CancellationToken,
+) {
+    let clock = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let mut picker = order::Picker::default();
+    let mut outputs: Vec<Output> = Vec::new();
+    let mut skipped_in_row = 0usize;
+    let mut next: Option<(usize, TrackConfig, Prepared)> = None;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let cfg = config.borrow_and_update().clone();
+        sync_outputs(&shared, &cfg, &mut outputs, clock);
+        let (index, track, prepared) = match next.take() {
+            Some((i, t, p)) if cfg.tracks.get(i) == Some(&t) => (i, t, p),
+            _ => {
+                let Some(i) = pick(&mut picker, &cfg, &mut rng) else {
+                    return;
+                };
+                let track = cfg.tracks[i].clone();
+                let p = prepare(&renditions, &track, &cfg.outputs);
+                (i, track, p)
+            }
+        };
+        let files = tokio::select! {
+            r = prepared => r.map_err(|e| anyhow::anyhow!("the encoder task failed: {e}")).and_then(|f| f),
+            () = stop.cancelled() => return,
+        };
+        let files = match files {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(autodj = %cfg.name, "skipping track {}: {e:#}", track.file);
+                skipped_in_row += 1;
+                if skipped_in_row >= cfg.tracks.len() {
+                    tracing::error!(
+                        autodj = %cfg.name,
+                        "no track of the playlist is playable; trying again in 10 s"
+                    );
+                    skipped_in_row = 0;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+                continue;
+            }
+        };
+        skipped_in_row = 0;
+        // While this one plays, the next one is encoded.
+        if let Some(i) = pick(&mut picker, &cfg, &mut rng) {
+            let t = cfg.tracks[i].clone();
+            let p = prepare(&renditions, &t, &cfg.outputs);
+            next = Some((i, t, p));
+        }
+        let title = track.stream_title();
+        tracing::info!(autodj = %cfg.name, "playing #{index}: {title}");
+        play(&mut outputs, &files, &title, clock, &stop).await;
+    }
+}
+
+fn pick(
+    picker: &mut order::Picker,
+    cfg: &AutoDjConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Option<usize> {
+    let weights: Vec<u32> = cfg.tracks.iter().map(|t| t.weight).collect();
+    picker.next(cfg.order, &weights, rng)
+}
+
+/// Renditions of one track for each output (by mount path), encoding in the background.
+type Prepared = tokio::task::JoinHandle<anyhow::Result<Vec<(String, PathBuf)>>>;
+
+fn prepare(
+    renditions: &Arc<render::Renditions>,
+    track: &TrackConfig,
+    outs: &[AutoDjOutput],
+) -> Prepared {
+    let (r, track, outs) = (renditions.clone(), track.clone(), outs.to_vec());
+    tokio::spawn(async move {
+        let mut files = Vec::with_capacity(outs.len());
+        for o in &outs {
+            files.push((o.mount.clone(), r.get(&track, o).await?));
+        }
+        Ok(files)
+    })
+}
+
+/// Attaches a session to each configured output that has none (a live source may hold the
+/// mount: then it is tried again at the next track) and lets go of outputs no longer wanted.
+fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, clock: Instant) {
+    outputs.retain(|o| {
+        !o.session.is_closed()
+            && cfg.outputs.iter().any(|c| c == &o.cfg)
+            && shared
+                .mount(&o.cfg.mount)
+                .is_some_and(|m| Arc::ptr_eq(&m, &o.mount))
+    });
+    for c in &cfg.outputs {
+        if outputs.iter().any(|o| o.cfg.mount == c.mount) {
+            continue;
+        }
+        let Some(mount) = shared.mount(&c.mount) else {
+            continue;
+        };
+        let info = SourceInfo {
+            content_type: if c.format == "aac" {
+                "audio/aac"
+            } else {
+                "audio/mpeg"
+            }
+            .to_string(),
+            name: cfg.name.clone(),
+            bitrate: c.bitrate_kbps,
+            audio_info: format!("bitrate={}", c.bitrate_kbps),
+            user_agent: "Onda AutoDJ".to_string(),
+            ip: "autodj".to_string(),
+            ..SourceInfo::default()
+        };
+        let session = shared.config().limits.new_session(info);
+        if !mount.attach(session.clone()) {
+            tracing::debug!(autodj = %cfg.name, mount = %c.mount, "the mount has another source");
+            continue;
+        }
+        outputs.push(Output {
+            cfg: c.clone(),
+            mount,
+            session,
+            sent: clock.elapsed(),
+        });
+    }
+}
+
+/// Plays one track on every output; returns when every output has sent all of it (or `stop`).
+async fn play(
+    outputs: &mut [Output],
+    files: &[(String, PathBuf)],
+    title: &str,
+    clock: Instant,
+    stop: &CancellationToken,
+) {
+    let mut readers: Vec<Option<FrameReader>> = Vec::with_capacity(outputs.len());
+    for o in outputs.iter() {
+        let file = files
+            .iter()
+            .find(|(m, _)| m == &o.cfg.mount)
+            .map(|(_, p)| p);
+        let reader = match file {
+            Some(p) => match FrameReader::open(p, &o.cfg.format).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(mount = %o.cfg.mount, "cannot read {}: {e}", p.display());
+                    None
+                }
+            },
+            None => None,
+        };
+        if reader.is_some() {
+            o.session.set_title(title, "");
+        }
+        readers.push(reader);
+    }
+    loop {
+        let now = clock.elapsed();
+        let mut wake: Option<Duration> = None;
+        for (o, slot) in outputs.iter_mut().zip(readers.iter_mut()) {
+            let Some(reader) = slot else { continue };
+            if o.session.is_closed() {
+                *slot = None;
+                continue;
+            }
+            if now.saturating_sub(o.sent) > MAX_BEHIND {
+                tracing::warn!(mount = %o.cfg.mount, "AutoDJ fell {:?} behind; skipping ahead", now - o.sent);
+                o.sent = now;
+            }
+            let mut chunk = BytesMut::new();
+            while o.sent < now + LEAD {
+                match reader.next().await {
+                    Ok(Some((bytes, frame))) => {
+                        chunk.extend_from_slice(&bytes);
+                        o.sent += Duration::from_nanos(frame.duration_ns());
+                    }
+                    Ok(None) => {
+                        *slot = None;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(mount = %o.cfg.mount, "reading a rendition failed: {e}");
+                        *slot = None;
+                        break;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                o.session.push(chunk.freeze());
+            }
+            if slot.is_some() {
+                let at = o.sent.saturating_sub(LEAD) + TICK;
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        let Some(wake) = wake else { return };
+        tokio::select! {
+            () = tokio::time::sleep_until(clock + wake) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Reads the frames of a bare MP3 or ADTS stream one by one, resynchronising past anything that
+/// is not a frame.
+struct FrameReader {
+    file: tokio::fs::File,
+    buf: BytesMut,
+    parse: Parser,
+    eof: bool,
+}
+
+impl FrameReader {
+    async fn open(path: &std::path::Path, format: &str) -> std::io::Result<FrameReader> {
+        Ok(FrameReader {
+            file: tokio::fs::File::open(path).await?,
+            buf: BytesMut::with_capacity(64 * 1024),
+            parse: if format == "aac" {
+                crate::frames::adts
+            } else {
+                crate::frames::mpeg
+            },
+            eof: false,
+        })
+    }
+
+    async fn next(&mut self) -> std::io::Result<Option<(Bytes, Frame)>> {
+        loop {
+            if let Some(f) = (self.parse)(&self.buf) {
+                if f.duration_ns() > 0 && self.buf.len() >= f.len {
+                    return Ok(Some((self.buf.split_to(f.len).freeze(), f)));
+                }
+                if f.duration_ns() == 0 {
+                    let _ = self.buf.split_to(1);
+                    continue;
+                }
+            } else if self.buf.len() >= 8 {
+                // Not a frame here: skip to the next sync byte.
+                let skip = self.buf[1..]
+                    .iter()
+                    .position(|&b| b == 0xFF)
+                    .map_or(self.buf.len(), |i| i + 1);
+                let _ = self.buf.split_to(skip);
+                continue;
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.file.read_buf(&mut self.buf).await? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Renditions: each (file content, format, bitrate) is encoded once by the system ffmpeg
+//! (through ffmpeg-sidecar, never a downloaded binary) into a bare stream of frames — MP3 without
+//! ID3 or Xing headers, AAC in ADTS — and cached under its SHA-256, so the AutoDJ only copies
+//! frames while it plays.
+
+use crate::config::{AutoDjOutput, TrackConfig};
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+use tokio::sync::Semaphore;
+
+/// At most this many ffmpeg encodes at once per edge: a node starting many stations must keep
+/// CPU for the stations already playing.
+const PARALLEL_ENCODES: usize = 2;
+
+type FileKey = (PathBuf, u64, Option<SystemTime>);
+
+#[derive(Debug)]
+pub struct Renditions {
+    dir: PathBuf,
+    /// Hashes of files already read, by (path, size, modification time).
+    hashes: Mutex<HashMap<FileKey, String>>,
+    encodes: Semaphore,
+}
+
+impl Renditions {
+    pub fn new(dir: impl Into<PathBuf>) -> Renditions {
+        Renditions {
+            dir: dir.into(),
+            hashes: Mutex::new(HashMap::new()),
+            encodes: Semaphore::new(PARALLEL_ENCODES),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The rendition of `track` for `out`, made now if it is not cached yet.
+    pub async fn get(&self, track: &TrackConfig, out: &AutoDjOutput) -> anyhow::Result<PathBuf> {
+        let src = PathBuf::from(&track.file);
+        let sha = match &track.sha256 {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                h.to_ascii_lowercase()
+            }
+            _ => self.hash(&src).await?,
+        };
+        let ext = if out.format == "aac" { "aac" } else { "mp3" };
+        let path = self
+            .dir
+            .join(format!("{sha}-{}-{}.{ext}", out.format, out.bitrate_kbps));
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(path);
+        }
+        let _permit = self.encodes.acquire().await?;
+        // Another task may have made it while this one waited.
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(path);
+        }
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let tmp = path.with_extension(format!("{ext}.part-{}", rand::random::<u32>()));
+        let (format, kbps) = (out.format.clone(), out.bitrate_kbps);
+        let (src2, tmp2) = (src.clone(), tmp.clone());
+        let encoded = tokio::task::spawn_blocking(move || encode(&src2, &tmp2, &format, kbps))
+            .await
+            .context("the encoder task failed")?;
+        if let Err(e) = encoded {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .with_context(|| format!("cannot store {}", path.display()))?;
+        tracing::info!("rendition {} made from {}", path.display(), src.display());
+        Ok(path)
+    }
+
+    async fn hash(&self, src: &Path) -> anyhow::Result<String> {
+        let meta = tokio::fs::metadata(src)
+            .await
+            .with_context(|| format!("cannot read {}", src.display()))?;
+        let key = (src.to_path_buf(), meta.len(), meta.modified().ok());
+        if let Some(h) = crate::mount::lock(&self.hashes).get(&key) {
+            return Ok(h.clone());
+        }
+        let path = src.to_path_buf();
+        let h = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let mut f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(hex::encode(hasher.finalize()))
+        })
+        .await??;
+        crate::mount::lock(&self.hashes).insert(key, h.clone());
+        Ok(h)
+    }
+}
+
+/// Encodes `src` into `dst` as a bare frame stream; an error carries ffmpeg's own words.
+fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()> {
+    let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
+    cmd.hide_banner()
+        .args(["-nostdin", "-v", "error"])
+        .input(src.as_os_str())
+        .args(["-vn", "-map", "0:a:0", "-map_metadata", "-1"])
+        .args(["-ac", "2", "-ar", "44100", "-b:a", &format!("{kbps}k")]);
+    if format == "aac" {
+        cmd.args(["-c:a", "aac", "-f", "adts"]);
+    } else {
+        // No Xing/Info frame and no ID3 tag: the file is nothing but audio frames, so
+        // concatenating tracks is gapless and every byte counts as playing time.
+        cmd.args([
+            "-c:a",
+            "libmp3lame",
+            "-write_xing",
+            "0",
+            "-id3v2_version",
+            "0",
+            "-f",
+            "mp3",
+        ]);
+    }
+    cmd.overwrite().output(dst.as_os_str());
+    let mut child = cmd
+        .spawn()
+        .context("cannot start ffmpeg (is it installed?)")?;
+    let mut errors = Vec::new();
+    for event in child.iter()? {
+        use ffmpeg_sidecar::event::FfmpegEvent;
+        // With `-v error` everything ffmpeg logs is an error.
+        if let FfmpegEvent::Log(_, msg) | FfmpegEvent::Error(msg) = event
+            && errors.len() < 5
+        {
+            errors.push(msg);
+        }
+    }
+    let status = child.wait()?;
+    let size = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
+    if !status.success() || size == 0 {
+        anyhow::bail!(
+            "{} is not playable audio: ffmpeg {status}{}",
+            src.display(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            }
+        );
+    }
+    Ok(())
+}
