@@ -42,6 +42,11 @@ pub struct AutoDjConfig {
     /// The station's name (logs, `icy-name`).
     pub name: String,
     pub outputs: Vec<AutoDjOutput>,
+    /// A configured mount live DJs connect to with any source client: while one is on it, the
+    /// outputs carry the live show (converted where format or bitrate differ), and the AutoDJ
+    /// resumes when the DJ leaves. Listeners of the outputs stay connected throughout.
+    #[serde(default)]
+    pub live_mount: Option<String>,
     #[serde(default)]
     pub order: PlayOrder,
     pub tracks: Vec<TrackConfig>,
@@ -429,6 +434,20 @@ impl EdgeConfig {
                         a.name,
                         o.mount,
                         o.bitrate_kbps
+                    );
+                }
+            }
+            if let Some(live) = &a.live_mount {
+                if !self.mounts.iter().any(|m| &m.path == live) {
+                    anyhow::bail!(
+                        "autodj {:?}: live_mount {live:?} is not one of mounts",
+                        a.name
+                    );
+                }
+                if a.outputs.iter().any(|o| &o.mount == live) {
+                    anyhow::bail!(
+                        "autodj {:?}: live_mount {live:?} cannot also be an output",
+                        a.name
                     );
                 }
             }

@@ -95,3 +95,89 @@ async fn the_autodj_plays_the_playlist_in_order_in_real_time_and_skips_broken_fi
     let cached = std::fs::read_dir(&cache).expect("cache").count();
     assert_eq!(cached, 6, "3 playable files × 2 outputs");
 }
+
+#[tokio::test]
+async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners() {
+    let media = tempfile::tempdir().expect("dir");
+    let a = make_track(media.path(), "a.mp3", 440, 30, "Artist A", "Track A");
+    let b = make_track(media.path(), "b.mp3", 550, 30, "Artist B", "Track B");
+    let config = format!(
+        "[media]\ncache_dir = \"{}\"\n\n\
+         [[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
+         [[mounts]]\npath = \"/live\"\nsource_password = \"dj-secret\"\n\n\
+         [[autodj]]\nname = \"Live FM\"\nlive_mount = \"/live\"\n\
+         outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
+         {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n\
+         [[autodj.tracks]]\nfile = \"{}\"\nartist = \"Artist A\"\ntitle = \"Track A\"\n\n\
+         [[autodj.tracks]]\nfile = \"{}\"\nartist = \"Artist B\"\ntitle = \"Track B\"\n",
+        media.path().join("cache").display(),
+        a.display(),
+        b.display(),
+    );
+    let edge = EdgeNode::start(&config).await;
+    edge.wait_source("/radio.mp3").await;
+    let mp3 = RawListener::connect(&edge.addr, "/radio.mp3", true).await;
+    let aac = RawListener::connect(&edge.addr, "/radio.aac", true).await;
+    mp3.wait_title("Artist A - Track A").await;
+
+    // Wrong DJ credentials are refused.
+    let client = reqwest::Client::new();
+    let wrong = client
+        .put(edge.url("/live"))
+        .basic_auth("source", Some("not-it"))
+        .header("content-type", "audio/mpeg")
+        .body(vec![0u8; 512])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(wrong.status().as_u16(), 401);
+
+    // The DJ (ffmpeg as an Icecast source client) comes on: both mounts carry the show, with the
+    // DJ's title, and nobody is disconnected.
+    let dj = onda_tests::edge::ffmpeg_source(&edge.icecast_url("/live", "dj-secret"), 1000, &[]);
+    edge.wait_source("/live").await;
+    let (s, _) = edge
+        .admin_get("/admin/metadata?mount=/live&mode=updinfo&song=DJ%20Nova%20-%20Friday%20Set")
+        .await;
+    assert_eq!(s, 200);
+    mp3.wait_title("DJ Nova - Friday Set").await;
+    aac.wait_title("DJ Nova - Friday Set").await;
+    mp3.wait_more_audio(32 * 1024).await;
+    aac.wait_more_audio(16 * 1024).await;
+    // The AAC mount carries the MP3 show converted.
+    assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
+    assert!(edge.source_status("/live").await.is_some(), "the DJ is still on");
+
+    // A second DJ while one is live is refused with a clear status.
+    let second = client
+        .put(edge.url("/live"))
+        .basic_auth("source", Some("dj-secret"))
+        .header("content-type", "audio/mpeg")
+        .body(vec![0u8; 512])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(second.status().as_u16(), 403);
+    assert!(second.text().await.unwrap_or_default().contains("in use"));
+
+    // The DJ leaves: the AutoDJ is back on the mounts within a second.
+    let left = Instant::now();
+    drop(dj);
+    let back = wait_for(
+        "the AutoDJ back on /radio.mp3",
+        Duration::from_secs(10),
+        || async {
+            let title = edge.source_status("/radio.mp3").await?["title"]
+                .as_str()?
+                .to_string();
+            title.starts_with("Artist").then(|| left.elapsed())
+        },
+    )
+    .await;
+    eprintln!("AUTODJ RESUME: {} ms after the DJ left", back.as_millis());
+    assert!(back < Duration::from_secs(1), "resumed after {back:?}");
+    mp3.wait_more_audio(32 * 1024).await;
+    aac.wait_more_audio(16 * 1024).await;
+    assert!(!mp3.heard().closed && !aac.heard().closed);
+    assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
+}

@@ -9,6 +9,7 @@
 //! listeners stay connected across tracks. Configuration changes take effect at the next track.
 //! A track that cannot be encoded (missing, not audio) is skipped with a warning.
 
+mod live;
 pub mod order;
 pub mod render;
 
@@ -76,6 +77,10 @@ pub async fn run(
         }
         let cfg = config.borrow_and_update().clone();
         sync_outputs(&shared, &cfg, &mut outputs, clock);
+        if let Some(session) = live::on_air(&shared, &cfg) {
+            live::play(&mut outputs, session, clock, &stop).await;
+            continue;
+        }
         let (index, track, prepared) = match next.take() {
             Some((i, t, p)) if cfg.tracks.get(i) == Some(&t) => (i, t, p),
             _ => {
@@ -119,7 +124,8 @@ pub async fn run(
         }
         let title = track.stream_title();
         tracing::info!(autodj = %cfg.name, "playing #{index}: {title}");
-        play(&mut outputs, &files, &title, clock, &stop).await;
+        let live = || live::on_air(&shared, &cfg).is_some();
+        play(&mut outputs, &files, &title, clock, &stop, &live).await;
     }
 }
 
@@ -195,13 +201,15 @@ fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, 
     }
 }
 
-/// Plays one track on every output; returns when every output has sent all of it (or `stop`).
+/// Plays one track on every output; returns when every output has sent all of it, when a live
+/// DJ comes on the air (`live`), or on `stop`.
 async fn play(
     outputs: &mut [Output],
     files: &[(String, PathBuf)],
     title: &str,
     clock: Instant,
     stop: &CancellationToken,
+    live: &(dyn Fn() -> bool + Sync),
 ) {
     let mut readers: Vec<Option<FrameReader>> = Vec::with_capacity(outputs.len());
     for o in outputs.iter() {
@@ -225,6 +233,9 @@ async fn play(
         readers.push(reader);
     }
     loop {
+        if live() {
+            return;
+        }
         let now = clock.elapsed();
         let mut wake: Option<Duration> = None;
         for (o, slot) in outputs.iter_mut().zip(readers.iter_mut()) {

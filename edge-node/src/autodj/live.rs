@@ -1,0 +1,237 @@
+//! Live takeover: while a DJ's source client is on the station's live mount, the AutoDJ's
+//! outputs carry the live show instead of the playlist. An output whose format and bitrate match
+//! the DJ's stream gets the bytes as they are; any other gets them through one ffmpeg per output
+//! (decode + encode is unavoidable there). The outputs' sessions never change, so listeners stay
+//! connected when the DJ arrives and when the DJ leaves.
+//!
+//! Live conversion uses tokio's process API rather than ffmpeg-sidecar: the sidecar is
+//! synchronous, and a live pipe needs asynchronous stdin and stdout.
+
+use super::{Output, Session};
+use crate::config::AutoDjConfig;
+use crate::mount::Read;
+use crate::server::Shared;
+use bytes::{Bytes, BytesMut};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The DJ's session when one is on the live mount and has sent audio.
+pub fn on_air(shared: &Shared, cfg: &AutoDjConfig) -> Option<Arc<Session>> {
+    let mount = shared.mount(cfg.live_mount.as_deref()?)?;
+    mount
+        .session()
+        .filter(|s| !s.is_closed() && s.published() > 0)
+}
+
+/// Carries the live session on every output until the DJ leaves (or `stop`).
+pub async fn play(
+    outputs: &mut [Output],
+    live: Arc<Session>,
+    clock: Instant,
+    stop: &CancellationToken,
+) {
+    let live_format = format_of(&live.info.content_type);
+    tracing::info!(
+        "live DJ on the air ({}, {} kbps)",
+        live.info.content_type,
+        live.info.bitrate
+    );
+    let mut feeds: Vec<Feed> = outputs
+        .iter()
+        .map(|o| {
+            let same = live_format == Some(o.cfg.format.as_str())
+                && live.info.bitrate == o.cfg.bitrate_kbps;
+            if same {
+                Feed::Direct(o.session.clone())
+            } else {
+                Feed::convert(live_format, o)
+            }
+        })
+        .collect();
+    let mut pos = live.published();
+    let mut title_version = 0;
+    loop {
+        let meta = live.metadata();
+        if meta.version != title_version && !meta.title.is_empty() {
+            title_version = meta.version;
+            for o in outputs.iter() {
+                o.session.set_title(&meta.title, &meta.url);
+            }
+        }
+        match live.read(&mut pos) {
+            Read::Data(chunks) => {
+                for feed in &mut feeds {
+                    feed.send(&chunks);
+                }
+            }
+            Read::Lagged => pos = live.published(),
+            Read::Ended => break,
+            Read::Pending => {
+                tokio::select! {
+                    () = live.wait(pos) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+    tracing::info!("live DJ left; the AutoDJ resumes");
+    // What ffmpeg still holds is flushed, briefly: the AutoDJ must be back within a second.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    for feed in feeds {
+        feed.finish(deadline).await;
+    }
+    let now = clock.elapsed();
+    for o in outputs.iter_mut() {
+        o.sent = o.sent.max(now);
+    }
+}
+
+/// The AutoDJ's output format name for a source's content type.
+fn format_of(content_type: &str) -> Option<&'static str> {
+    let ct = content_type.to_ascii_lowercase();
+    if ct.contains("mpeg") || ct.contains("mp3") {
+        Some("mp3")
+    } else if ct.contains("aac") {
+        Some("aac")
+    } else {
+        None
+    }
+}
+
+enum Feed {
+    /// Same format and bitrate: the DJ's bytes as they are.
+    Direct(Arc<Session>),
+    /// Through ffmpeg; `None` once ffmpeg could not start (the output then stays quiet while the
+    /// DJ is on, and says why once).
+    Convert(Option<Converter>),
+}
+
+struct Converter {
+    input: mpsc::Sender<Bytes>,
+    child: tokio::process::Child,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    fn convert(input_format: Option<&str>, o: &Output) -> Feed {
+        match Converter::start(input_format, o) {
+            Ok(c) => Feed::Convert(Some(c)),
+            Err(e) => {
+                tracing::warn!(mount = %o.cfg.mount, "cannot convert the live show: {e}");
+                Feed::Convert(None)
+            }
+        }
+    }
+
+    fn send(&mut self, chunks: &[Bytes]) {
+        match self {
+            Feed::Direct(session) => {
+                for c in chunks {
+                    session.push(c.clone());
+                }
+            }
+            Feed::Convert(Some(c)) => {
+                for chunk in chunks {
+                    // A converter that cannot keep up loses audio rather than holding up the
+                    // other outputs.
+                    if c.input.try_send(chunk.clone()).is_err() {
+                        tracing::debug!("live converter is behind; dropping a chunk");
+                    }
+                }
+            }
+            Feed::Convert(None) => {}
+        }
+    }
+
+    async fn finish(self, deadline: Instant) {
+        if let Feed::Convert(Some(mut c)) = self {
+            drop(c.input);
+            let _ = tokio::time::timeout_at(deadline, &mut c.reader).await;
+            c.reader.abort();
+            let _ = c.child.kill().await;
+        }
+    }
+}
+
+impl Converter {
+    fn start(input_format: Option<&str>, o: &Output) -> anyhow::Result<Converter> {
+        let mut cmd = tokio::process::Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-loglevel", "error"])
+            .args(["-fflags", "+nobuffer", "-probesize", "32768"])
+            .args(["-analyzeduration", "0"]);
+        if let Some(f) = input_format {
+            cmd.args(["-f", f]);
+        }
+        cmd.args([
+            "-i",
+            "pipe:0",
+            "-vn",
+            "-map_metadata",
+            "-1",
+            "-ac",
+            "2",
+            "-ar",
+            "44100",
+        ])
+        .args(["-b:a", &format!("{}k", o.cfg.bitrate_kbps)]);
+        if o.cfg.format == "aac" {
+            cmd.args(["-c:a", "aac", "-f", "adts"]);
+        } else {
+            cmd.args([
+                "-c:a",
+                "libmp3lame",
+                "-write_xing",
+                "0",
+                "-id3v2_version",
+                "0",
+            ])
+            .args(["-f", "mp3"]);
+        }
+        cmd.args(["-flush_packets", "1", "pipe:1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if stdin.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            // Dropping stdin ends ffmpeg's input: it flushes and exits.
+        });
+        let session = o.session.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            loop {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+                match stdout.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => session.push(buf.split().freeze()),
+                }
+            }
+        });
+        Ok(Converter {
+            input: tx,
+            child,
+            reader,
+        })
+    }
+}
