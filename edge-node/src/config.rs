@@ -47,9 +47,64 @@ pub struct AutoDjConfig {
     /// resumes when the DJ leaves. Listeners of the outputs stay connected throughout.
     #[serde(default)]
     pub live_mount: Option<String>,
+    /// IANA time zone the schedules are in (the station's), e.g. "Europe/Berlin".
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Shorthand for one rotation playlist: its order and tracks.
     #[serde(default)]
     pub order: PlayOrder,
+    #[serde(default)]
     pub tracks: Vec<TrackConfig>,
+    #[serde(default)]
+    pub playlists: Vec<PlaylistConfig>,
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+/// A playlist of the AutoDJ. What plays next, at each track change: a station ID once the hour
+/// has turned since the last one; else an interval playlist whose turn has come; else a
+/// scheduled playlist in its window; else a rotation playlist chosen by weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaylistConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kind: PlaylistKind,
+    /// Order of the tracks within this playlist.
+    #[serde(default)]
+    pub order: PlayOrder,
+    /// Rotation: how often this playlist is chosen relative to the other rotation playlists.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Scheduled: ISO days of the week (1 = Monday … 7 = Sunday); empty = every day.
+    #[serde(default)]
+    pub days: Vec<u8>,
+    /// Scheduled: window start and end, "HH:MM" in `timezone`; an end at or before the start
+    /// crosses midnight (the window belongs to the day it starts on).
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    /// Interval: one track of this playlist after every this many songs.
+    #[serde(default)]
+    pub every_songs: Option<u32>,
+    pub tracks: Vec<TrackConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaylistKind {
+    /// The general rotation.
+    #[default]
+    Rotation,
+    /// Wins over rotation during its window (`days`, `start`, `end`).
+    Scheduled,
+    /// One track every `every_songs` songs (jingles).
+    Interval,
+    /// One track at the first track change of every hour.
+    StationId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -146,7 +146,10 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
     aac.wait_more_audio(16 * 1024).await;
     // The AAC mount carries the MP3 show converted.
     assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
-    assert!(edge.source_status("/live").await.is_some(), "the DJ is still on");
+    assert!(
+        edge.source_status("/live").await.is_some(),
+        "the DJ is still on"
+    );
 
     // A second DJ while one is live is refused with a clear status.
     let second = client
