@@ -147,6 +147,9 @@ pub struct TrackConfig {
     /// The file's SHA-256 when known (the agent's media arrive by hash); otherwise computed.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Playing time when known (now-playing reports); otherwise estimated from the rendition.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 fn one() -> u32 {

@@ -128,6 +128,11 @@ impl Edge {
             .collect()
     }
 
+    /// What each AutoDJ plays now, by AutoDJ name.
+    pub fn now_playing(&self) -> Vec<(String, autodj::NowPlaying)> {
+        self.shared.now_playing()
+    }
+
     /// Stops accepting and disconnects everyone.
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();

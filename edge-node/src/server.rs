@@ -188,14 +188,34 @@ impl Shared {
             }
             let (tx, rx) = tokio::sync::watch::channel(a.clone());
             let stop = self.shutdown.child_token();
+            let now = Arc::new(Mutex::new(None));
             tokio::spawn(crate::autodj::run(
                 self.clone(),
                 renditions.clone(),
                 rx,
                 stop.clone(),
+                now.clone(),
             ));
-            running.insert(a.name.clone(), crate::autodj::Handle { config: tx, stop });
+            running.insert(
+                a.name.clone(),
+                crate::autodj::Handle {
+                    config: tx,
+                    stop,
+                    now,
+                },
+            );
         }
+    }
+
+    /// What each AutoDJ plays now, by AutoDJ name.
+    pub fn now_playing(&self) -> Vec<(String, crate::autodj::NowPlaying)> {
+        let running = lock(&self.autodjs);
+        let mut v: Vec<_> = running
+            .iter()
+            .filter_map(|(name, h)| Some((name.clone(), lock(&h.now).clone()?)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     pub fn mount(&self, path: &str) -> Option<Arc<Mount>> {

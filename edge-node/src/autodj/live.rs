@@ -34,7 +34,21 @@ pub async fn play(
     live: Arc<Session>,
     clock: Instant,
     stop: &CancellationToken,
+    now: &std::sync::Mutex<Option<super::NowPlaying>>,
 ) {
+    let started_at = std::time::SystemTime::now();
+    let show = |title: &str| super::NowPlaying {
+        title: title.to_string(),
+        artist: String::new(),
+        track_title: title.to_string(),
+        file: String::new(),
+        sha256: None,
+        started_at,
+        duration: None,
+        live: true,
+        next: None,
+    };
+    super::set_now(now, show(&live.metadata().title));
     let live_format = format_of(&live.info.content_type);
     tracing::info!(
         "live DJ on the air ({}, {} kbps)",
@@ -62,6 +76,7 @@ pub async fn play(
             for o in outputs.iter() {
                 o.session.set_title(&meta.title, &meta.url);
             }
+            super::set_now(now, show(&meta.title));
         }
         match live.read(&mut pos) {
             Read::Data(chunks) => {

@@ -20,8 +20,8 @@ use crate::server::Shared;
 use bytes::{Bytes, BytesMut};
 use rand::SeedableRng as _;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,6 +42,27 @@ const MAX_BEHIND: Duration = Duration::from_secs(5);
 pub struct Handle {
     pub config: watch::Sender<AutoDjConfig>,
     pub stop: CancellationToken,
+    pub now: Arc<Mutex<Option<NowPlaying>>>,
+}
+
+/// What an AutoDJ's outputs carry now: a track of the playlist or a live DJ's show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NowPlaying {
+    /// The ICY title: `Artist - Title`, or the DJ's.
+    pub title: String,
+    pub artist: String,
+    pub track_title: String,
+    pub file: String,
+    pub sha256: Option<String>,
+    pub started_at: SystemTime,
+    pub duration: Option<Duration>,
+    pub live: bool,
+    /// The ICY title of the track prepared to play next.
+    pub next: Option<String>,
+}
+
+fn set_now(now: &Mutex<Option<NowPlaying>>, np: NowPlaying) {
+    *crate::mount::lock(now) = Some(np);
 }
 
 struct Output {
@@ -64,6 +85,7 @@ pub async fn run(
     renditions: Arc<render::Renditions>,
     mut config: watch::Receiver<AutoDjConfig>,
     stop: CancellationToken,
+    now: Arc<Mutex<Option<NowPlaying>>>,
 ) {
     let clock = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
@@ -78,7 +100,7 @@ pub async fn run(
         let cfg = config.borrow_and_update().clone();
         sync_outputs(&shared, &cfg, &mut outputs, clock);
         if let Some(session) = live::on_air(&shared, &cfg) {
-            live::play(&mut outputs, session, clock, &stop).await;
+            live::play(&mut outputs, session, clock, &stop, &now).await;
             continue;
         }
         let (index, track, prepared) = match next.take() {
@@ -124,6 +146,20 @@ pub async fn run(
         }
         let title = track.stream_title();
         tracing::info!(autodj = %cfg.name, "playing #{index}: {title}");
+        set_now(
+            &now,
+            NowPlaying {
+                title: title.clone(),
+                artist: track.artist.clone(),
+                track_title: track.title.clone(),
+                file: track.file.clone(),
+                sha256: track.sha256.clone(),
+                started_at: SystemTime::now(),
+                duration: track_duration(&track, &cfg.outputs, &files).await,
+                live: false,
+                next: next.as_ref().map(|(_, t, _)| t.stream_title()),
+            },
+        );
         let live = || live::on_air(&shared, &cfg).is_some();
         play(&mut outputs, &files, &title, clock, &stop, &live).await;
     }
@@ -136,6 +172,24 @@ fn pick(
 ) -> Option<usize> {
     let weights: Vec<u32> = cfg.tracks.iter().map(|t| t.weight).collect();
     picker.next(cfg.order, &weights, rng)
+}
+
+/// The track's length: as configured, else from the size of its first constant-bitrate
+/// rendition.
+async fn track_duration(
+    track: &TrackConfig,
+    outputs: &[AutoDjOutput],
+    files: &[(String, PathBuf)],
+) -> Option<Duration> {
+    if let Some(ms) = track.duration_ms {
+        return Some(Duration::from_millis(ms));
+    }
+    let out = outputs.first()?;
+    let (_, path) = files.iter().find(|(m, _)| m == &out.mount)?;
+    let bytes = tokio::fs::metadata(path).await.ok()?.len();
+    Some(Duration::from_millis(
+        bytes * 8 / u64::from(out.bitrate_kbps.max(1)),
+    ))
 }
 
 /// Renditions of one track for each output (by mount path), encoding in the background.
