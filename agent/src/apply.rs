@@ -1,20 +1,40 @@
 //! Turns a desired state into the edge's configuration (each station's mounts under its slug;
-//! relays pulling from the origin edge) and, until the AutoDJ exists, keeps one ffmpeg tone
-//! source running per mount of stations whose desired state asks for it.
+//! relays pulling from the origin edge; on the origin, the station's AutoDJ over the media files
+//! already in the node's cache) and keeps one ffmpeg tone source running per mount of stations
+//! whose desired state asks for one (test clusters without media).
 
-use onda_edge::config::{EdgeConfig, MountConfig, RelayConfig};
+use crate::media::MediaCache;
+use onda_edge::config::{
+    AutoDjConfig, AutoDjOutput, EdgeConfig, MountConfig, PlaylistConfig, PlaylistKind, RelayConfig,
+    TrackConfig,
+};
 use onda_shared::cluster::edge_mount_path;
-use onda_shared::cluster::proto::{DesiredState, StationRole};
+use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, StationRole, StationSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The edge configuration for `desired`, on top of the node's own HTTP/admin/limits settings.
-pub fn edge_config(base: &EdgeConfig, desired: &DesiredState) -> EdgeConfig {
+pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache) -> EdgeConfig {
     let mut cfg = base.clone();
     cfg.mounts.clear();
     cfg.relays.clear();
+    cfg.autodj.clear();
     for s in &desired.stations {
+        let autodj = match (&s.autodj, s.role) {
+            (Some(spec), StationRole::Origin | StationRole::Leaving) => {
+                autodj_config(s, spec, media)
+            }
+            _ => None,
+        };
+        if let Some(a) = &autodj
+            && let Some(live) = &a.live_mount
+        {
+            let source_password = s.mounts.first().map(|m| m.source_password.as_str());
+            let mut mc = MountConfig::new(live, source_password.unwrap_or_default());
+            mc.name = Some(format!("{} (live)", s.name));
+            cfg.mounts.push(mc);
+        }
         for m in &s.mounts {
             let path = edge_mount_path(&s.slug, &m.path);
             match (s.role, &s.origin_url) {
@@ -26,15 +46,102 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState) -> EdgeConfig {
                 // A relay without an origin URL has nothing to pull: skip it.
                 (StationRole::Relay, None) => {}
                 _ => {
-                    let mut mc = MountConfig::new(&path, &m.source_password);
+                    // Mounts the AutoDJ feeds take no source clients: DJs use the live mount.
+                    let fed = autodj
+                        .as_ref()
+                        .is_some_and(|a| a.outputs.iter().any(|o| o.mount == path));
+                    let password = if fed { "" } else { m.source_password.as_str() };
+                    let mut mc = MountConfig::new(&path, password);
                     mc.max_listeners = s.max_listeners;
                     mc.name = Some(s.name.clone());
                     cfg.mounts.push(mc);
                 }
             }
         }
+        cfg.autodj.extend(autodj);
     }
     cfg
+}
+
+/// Every media hash the desired state's AutoDJs play, with its size.
+pub fn wanted_media(desired: &DesiredState) -> BTreeMap<String, u64> {
+    desired
+        .stations
+        .iter()
+        .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
+        .filter_map(|s| s.autodj.as_ref())
+        .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
+        .map(|t| (t.sha256.clone(), t.size_bytes))
+        .collect()
+}
+
+/// The station's AutoDJ over the tracks already cached; `None` while no rotation track is
+/// (the station then waits for its media instead of failing the whole configuration).
+fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Option<AutoDjConfig> {
+    let outputs: Vec<AutoDjOutput> = s
+        .mounts
+        .iter()
+        .filter(|m| matches!(m.format.as_str(), "mp3" | "aac"))
+        .map(|m| AutoDjOutput {
+            mount: edge_mount_path(&s.slug, &m.path),
+            format: m.format.clone(),
+            bitrate_kbps: m.bitrate_kbps,
+        })
+        .collect();
+    if outputs.len() < s.mounts.len() {
+        tracing::warn!(
+            "station {}: the AutoDJ plays only MP3 and AAC mounts; its other mounts stay silent",
+            s.slug
+        );
+    }
+    let playlists: Vec<PlaylistConfig> = spec
+        .playlists
+        .iter()
+        .filter_map(|p| {
+            let tracks: Vec<TrackConfig> = p
+                .tracks
+                .iter()
+                .filter(|t| media.has(&t.sha256))
+                .map(|t| TrackConfig {
+                    file: media.path(&t.sha256).display().to_string(),
+                    artist: t.artist.clone(),
+                    title: t.title.clone(),
+                    weight: t.weight.max(1),
+                    sha256: Some(t.sha256.clone()),
+                    duration_ms: t.duration_ms,
+                })
+                .collect();
+            if tracks.is_empty() {
+                return None;
+            }
+            Some(PlaylistConfig {
+                name: p.name.clone(),
+                kind: serde_json::from_value(serde_json::Value::String(p.kind.clone())).ok()?,
+                order: serde_json::from_value(serde_json::Value::String(p.order.clone())).ok()?,
+                weight: p.weight.max(1),
+                days: p.days.clone(),
+                start: p.start.clone(),
+                end: p.end.clone(),
+                every_songs: p.every_songs,
+                tracks,
+            })
+        })
+        .collect();
+    if outputs.is_empty() || !playlists.iter().any(|p| p.kind == PlaylistKind::Rotation) {
+        return None;
+    }
+    Some(AutoDjConfig {
+        name: s.slug.clone(),
+        outputs,
+        live_mount: spec
+            .live_mount
+            .as_ref()
+            .map(|p| edge_mount_path(&s.slug, p)),
+        timezone: spec.timezone.clone(),
+        order: Default::default(),
+        tracks: Vec::new(),
+        playlists,
+    })
 }
 
 /// Which station each edge path belongs to.

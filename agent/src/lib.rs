@@ -9,12 +9,13 @@ pub mod apply;
 pub mod config;
 pub mod host;
 pub mod identity;
+pub mod media;
 pub mod session;
 
 use anyhow::Context as _;
 use config::AgentConfig;
 use onda_edge::{Edge, EdgeConfig};
-use onda_shared::cluster::proto::{DesiredState, MountReport, NodeAdvert};
+use onda_shared::cluster::proto::{DesiredState, MountReport, NodeAdvert, TrackPlaying};
 use onda_shared::cluster::tls;
 use onda_shared::cluster::token::JoinToken;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub struct Agent {
     pub advert: NodeAdvert,
     pub edge: Edge,
     pub desired: DesiredState,
+    pub media: media::MediaCache,
     state_dir: PathBuf,
     base: EdgeConfig,
     tones: apply::Tones,
@@ -59,7 +61,7 @@ impl Agent {
 
     /// Applies a desired state to the edge and the tone sources, and keeps it on disk.
     pub fn apply(&mut self, desired: DesiredState) -> anyhow::Result<()> {
-        let cfg = apply::edge_config(&self.base, &desired);
+        let cfg = apply::edge_config(&self.base, &desired, &self.media);
         self.edge
             .apply(cfg)
             .with_context(|| format!("generation {}", desired.generation))?;
@@ -72,6 +74,44 @@ impl Agent {
         );
         self.desired = desired;
         Ok(())
+    }
+
+    /// Applies the current desired state again (new media files arrived).
+    pub fn reconfigure(&mut self) -> anyhow::Result<()> {
+        let cfg = apply::edge_config(&self.base, &self.desired, &self.media);
+        self.edge.apply(cfg)
+    }
+
+    /// What each station's AutoDJ plays now, by station id.
+    pub fn now_playing(&self) -> Vec<TrackPlaying> {
+        let by_slug: std::collections::BTreeMap<&str, &str> = self
+            .desired
+            .stations
+            .iter()
+            .map(|s| (s.slug.as_str(), s.station_id.as_str()))
+            .collect();
+        self.edge
+            .now_playing()
+            .into_iter()
+            .filter_map(|(slug, np)| {
+                Some(TrackPlaying {
+                    station_id: by_slug.get(slug.as_str())?.to_string(),
+                    started_at_ms: np
+                        .started_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    title: np.title,
+                    artist: np.artist,
+                    track_title: np.track_title,
+                    media_sha256: np.sha256,
+                    duration_ms: np
+                        .duration
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    live: np.live,
+                    next_title: np.next,
+                })
+            })
+            .collect()
     }
 
     pub fn mount_reports(&self) -> Vec<MountReport> {
@@ -129,10 +169,14 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         http: config.http.clone(),
         admin: config.admin.clone(),
         limits: config.limits.clone(),
+        media: onda_edge::config::MediaConfig {
+            cache_dir: state_dir.join("renditions").display().to_string(),
+        },
         ..EdgeConfig::default()
     };
+    let media = media::MediaCache::new(state_dir.join("media"));
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
-    let edge = Edge::start(apply::edge_config(&base, &desired))
+    let edge = Edge::start(apply::edge_config(&base, &desired, &media))
         .await
         .context("cannot start the edge")?;
     let bound = edge.addr();
@@ -198,6 +242,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         advert,
         edge,
         desired: DesiredState::default(),
+        media,
         state_dir,
         base,
         tones: apply::Tones::default(),

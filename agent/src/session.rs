@@ -173,12 +173,25 @@ async fn established(
     let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut on_air: BTreeMap<String, bool> = BTreeMap::new();
+    // Tracks reported in this session; a new session reports the current ones again.
+    let mut reported: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let (want, fetched, fetcher) = spawn_fetcher(conn.clone(), agent.media.clone());
+    let _fetcher = AbortOnDrop(fetcher);
+    let mut fetched = fetched;
+    want.send_replace(crate::apply::wanted_media(&agent.desired));
     loop {
         tokio::select! {
+            Some(()) = fetched.recv() => {
+                // New media arrived: AutoDJs waiting for it start, the others see more tracks.
+                if let Err(e) = agent.reconfigure() {
+                    tracing::warn!("applying newly fetched media: {e:#}");
+                }
+            }
             msg = proto::read_frame::<_, ControlMessage>(&mut recv) => match msg {
                 Ok(Some(ControlMessage::Desired(desired))) => {
                     let generation = desired.generation;
                     let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
+                    want.send_replace(crate::apply::wanted_media(&agent.desired));
                     // What the node carries now, before the ack: the control plane trusts a
                     // node's observations only once they are as new as its desired state.
                     let hb = Heartbeat { host: agent.host.sample(), mounts: agent.mount_reports() };
@@ -210,6 +223,16 @@ async fn established(
                     .filter(|p| !reports.iter().any(|r| &r.path == *p))
                     .cloned()
                     .collect();
+                for track in agent.now_playing() {
+                    let key = (track.started_at_ms, track.title.clone());
+                    if reported.get(&track.station_id) != Some(&key) {
+                        reported.insert(track.station_id.clone(), key);
+                        let ev = NodeEvent::TrackChanged(track);
+                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
+                            return failed(true, e);
+                        }
+                    }
+                }
                 let stations = crate::apply::station_of_paths(&agent.desired);
                 for path in gone {
                     if on_air.remove(&path) == Some(true) {
@@ -237,4 +260,62 @@ async fn established(
             () = stop.cancelled() => return Ended::Stopped,
         }
     }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches, one at a time, every wanted media file the cache lacks; says when one arrived.
+/// Failures are retried every 10 s (the control plane may still be storing an upload).
+fn spawn_fetcher(
+    conn: quinn::Connection,
+    media: crate::media::MediaCache,
+) -> (
+    tokio::sync::watch::Sender<BTreeMap<String, u64>>,
+    tokio::sync::mpsc::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (want_tx, mut want_rx) = tokio::sync::watch::channel(BTreeMap::<String, u64>::new());
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        loop {
+            let wanted = want_rx.borrow_and_update().clone();
+            let mut failed = false;
+            for (sha, size) in wanted {
+                if media.has(&sha) {
+                    continue;
+                }
+                match media.fetch(&conn, &sha, size).await {
+                    Ok(()) => {
+                        tracing::info!("media {sha} ({size} bytes) fetched and verified");
+                        let _ = done_tx.send(()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot fetch media {sha}: {e:#}");
+                        failed = true;
+                    }
+                }
+                if want_rx.has_changed().unwrap_or(false) {
+                    break;
+                }
+            }
+            let retry = async {
+                if failed {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                r = want_rx.changed() => if r.is_err() { return },
+                () = retry => {}
+            }
+        }
+    });
+    (want_tx, done_rx, task)
 }

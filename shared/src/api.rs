@@ -394,3 +394,92 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
 }
+
+/// What a station plays now, in the shape web players written for AzuraCast read
+/// (`station`, `listeners`, `live`, `now_playing`, `playing_next`, `song_history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NowPlaying {
+    pub station: NowPlayingStation,
+    pub listeners: NowPlayingListeners,
+    pub live: NowPlayingLive,
+    /// Absent while nothing has been reported yet.
+    pub now_playing: Option<CurrentSong>,
+    pub playing_next: Option<NextSong>,
+    /// Newest first, without the current one.
+    pub song_history: Vec<PlayedSong>,
+    /// Some edge has the station on the air.
+    pub is_online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NowPlayingStation {
+    pub id: String,
+    pub name: String,
+    /// The station's slug.
+    pub shortcode: String,
+    /// The first mount's public URL (through the redirector).
+    pub listen_url: String,
+    pub mounts: Vec<NowPlayingMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NowPlayingMount {
+    pub name: String,
+    pub url: String,
+    pub format: String,
+    pub bitrate: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NowPlayingListeners {
+    /// Listeners on every edge carrying the station.
+    pub total: u64,
+    pub current: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NowPlayingLive {
+    pub is_live: bool,
+    /// The live show's title (what the DJ's source client sent).
+    pub streamer_name: String,
+    /// Unix seconds.
+    pub broadcast_start: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Song {
+    /// The media file's SHA-256 (empty for live shows).
+    pub id: String,
+    /// `Artist - Title`.
+    pub text: String,
+    pub artist: String,
+    pub title: String,
+    pub album: String,
+    pub art: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CurrentSong {
+    /// Unix seconds.
+    pub played_at: i64,
+    /// Seconds; 0 when unknown (live).
+    pub duration: u64,
+    pub elapsed: u64,
+    pub remaining: u64,
+    /// `autodj` or `live`.
+    pub source: String,
+    pub song: Song,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NextSong {
+    pub song: Song,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayedSong {
+    pub played_at: i64,
+    pub duration: u64,
+    pub source: String,
+    pub song: Song,
+}

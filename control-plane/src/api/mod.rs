@@ -10,6 +10,7 @@ pub mod keys;
 mod listen;
 mod me;
 pub mod nodes;
+mod nowplaying;
 mod plans;
 pub mod stations;
 mod tenants;
@@ -90,6 +91,9 @@ pub fn router(
         .routes(routes!(nodes::delete_token))
         .routes(routes!(stations::placement))
         .routes(routes!(listen::listen))
+        .routes(routes!(nowplaying::panel))
+        .routes(routes!(nowplaying::public))
+        .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

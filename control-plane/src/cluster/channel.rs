@@ -421,10 +421,16 @@ async fn session(
                         observed.applied_generation = generation;
                         put_observed(lease, &observed).await?;
                     }
+                    NodeMessage::Event(NodeEvent::TrackChanged(track)) => {
+                        if let Err(why) = track_changed(cluster, &id, track).await {
+                            tracing::warn!("node {}: a track report was not recorded: {why:#}", advert.name);
+                        }
+                    }
                     NodeMessage::Event(ev) => {
                         let (path, on_air) = match &ev {
                             NodeEvent::SourceConnected { path, .. } => (path, true),
                             NodeEvent::SourceLeft { path, .. } => (path, false),
+                            NodeEvent::TrackChanged(_) => continue,
                         };
                         for m in observed.mounts.iter_mut().filter(|m| &m.path == path) {
                             m.on_air = on_air;
@@ -446,6 +452,17 @@ async fn session(
                         break Ok(());
                     }
                 }
+            }
+            bi = conn.accept_bi() => {
+                // Further streams of a session fetch media files by hash.
+                let (media_send, media_recv) = bi?;
+                let cluster = cluster.clone();
+                let node = advert.name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_media(&cluster, media_send, media_recv).await {
+                        tracing::warn!("node {node}: media stream: {e:#}");
+                    }
+                });
             }
             w = desired_watch.recv() => {
                 if w.is_none() {
@@ -479,4 +496,74 @@ async fn session(
     }
     tracing::info!("node {} ({id}) disconnected", advert.name);
     outcome
+}
+
+/// Records what a node says a station plays: into the song history (once per start) and as the
+/// station's now-playing key every replica's view reads.
+async fn track_changed(
+    cluster: &Cluster,
+    node_id: &str,
+    mut track: proto::TrackPlaying,
+) -> anyhow::Result<()> {
+    if track.station_id.is_empty() || track.station_id.len() > 64 {
+        anyhow::bail!("a track report must name its station");
+    }
+    // Titles come from DJs' source clients: keep them to a sane size.
+    for text in [&mut track.title, &mut track.artist, &mut track.track_title] {
+        if text.len() > 1024 {
+            let mut end = 1024;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+    }
+    {
+        let mut c = cluster.db.conn().await?;
+        db::history::record(&mut c, node_id, &track).await?;
+    }
+    cluster
+        .coord
+        .put(
+            &format!("{}{}", keys::NOW_PLAYING, track.station_id),
+            &serde_json::to_vec(&track)?,
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Answers one media request: the file with the asked hash, streamed from the media store.
+async fn serve_media(cluster: &Cluster, mut send: Send, mut recv: Recv) -> anyhow::Result<()> {
+    let req: proto::MediaRequest =
+        tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv))
+            .await
+            .context("no media request within 10 s")??
+            .context("the media stream closed before its request")?;
+    let found = match cluster.blob_path(&req.sha256) {
+        Some(path) => tokio::fs::File::open(&path).await.ok().map(|f| (f, path)),
+        None => None,
+    };
+    let Some((mut file, path)) = found else {
+        proto::write_frame(
+            &mut send,
+            &proto::MediaReply::NotFound {
+                message: format!("the control plane has no media file {}", req.sha256),
+            },
+        )
+        .await?;
+        send.finish()?;
+        return Ok(());
+    };
+    let size = file
+        .metadata()
+        .await
+        .with_context(|| format!("{}", path.display()))?
+        .len();
+    proto::write_frame(&mut send, &proto::MediaReply::Found { size_bytes: size }).await?;
+    tokio::io::copy(&mut file, &mut send).await?;
+    send.finish()?;
+    // Wait for the node to have read everything before the stream is dropped.
+    let _ = send.stopped().await;
+    Ok(())
 }

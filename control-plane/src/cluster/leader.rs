@@ -206,6 +206,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         placement: current,
         alive,
         observed,
+        ..
     } = super::read_state(cluster).await?;
     let infos: Vec<NodeInfo> = nodes
         .iter()
@@ -360,6 +361,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 // Cluster-wide shares of the plan's limit arrive with usage metering.
                 max_listeners: Some(s.max_listeners + relays),
                 demo_tone: cluster.settings.demo_tone && role != StationRole::Relay,
+                autodj: None,
             });
         }
         let previous = existing.get(&n.id);

@@ -44,6 +44,9 @@ pub mod keys {
     pub const PLACEMENT: &str = "/placement";
     /// The election among replicas.
     pub const LEADER: &str = "/leader";
+    /// `nowplaying/{station}`: what the station's origin last reported playing (JSON
+    /// `TrackPlaying`), written by the replica that received the report.
+    pub const NOW_PLAYING: &str = "/nowplaying/";
 }
 
 /// What a node last reported, as stored in the coordinator.
@@ -64,6 +67,7 @@ pub struct ClusterState {
     pub placement: crate::scheduler::Placement,
     pub alive: std::collections::BTreeSet<String>,
     pub observed: std::collections::BTreeMap<String, Observed>,
+    pub now_playing: std::collections::BTreeMap<String, onda_shared::cluster::proto::TrackPlaying>,
 }
 
 fn strip_key(key: &str, prefix: &str) -> String {
@@ -104,12 +108,24 @@ pub async fn read_state(cluster: &Cluster) -> anyhow::Result<ClusterState> {
             ))
         })
         .collect();
+    let now_playing = coord
+        .list(keys::NOW_PLAYING)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                strip_key(&k, keys::NOW_PLAYING),
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect();
     Ok(ClusterState {
         catalog,
         nodes,
         placement,
         alive,
         observed,
+        now_playing,
     })
 }
 
@@ -120,10 +136,30 @@ pub struct Cluster {
     pub ca: ca::ClusterCa,
     pub settings: ClusterSettings,
     pub view: view::View,
+    /// Bumped whenever a view refresh changes what a now-playing answer shows (track, listeners),
+    /// so push feeds send it again.
+    pub changed: tokio::sync::watch::Sender<u64>,
     /// Where the control channel is bound.
     pub quic_addr: SocketAddr,
+    /// The media store's directory (blobs at `{dir}/{sha[..2]}/{sha}`), when there is one.
+    pub media_dir: Option<std::path::PathBuf>,
     leading: AtomicBool,
     started: tokio::time::Instant,
+}
+
+impl Cluster {
+    /// The media store's file with this SHA-256, if it has one.
+    pub fn blob_path(&self, sha256: &str) -> Option<std::path::PathBuf> {
+        let valid = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return None;
+        }
+        let path = self.media_dir.as_ref()?.join(&sha256[..2]).join(sha256);
+        path.is_file().then_some(path)
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -210,7 +246,9 @@ pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running>
         coord,
         ca,
         view: view::View::default(),
+        changed: tokio::sync::watch::Sender::new(0),
         quic_addr,
+        media_dir: None,
         settings,
         leading: AtomicBool::new(false),
         started: tokio::time::Instant::now(),

@@ -17,6 +17,10 @@ pub struct Snapshot {
     pub stations: HashMap<String, Arc<CatalogStation>>,
     pub placement: Placement,
     pub nodes: BTreeMap<String, NodeView>,
+    /// What each station plays, by station id.
+    pub now_playing: BTreeMap<String, onda_shared::cluster::proto::TrackPlaying>,
+    /// Audience per station across its edges (relays' pulls from the origin not counted).
+    pub listeners: BTreeMap<String, u64>,
     /// True once the first refresh completed.
     pub loaded: bool,
 }
@@ -101,7 +105,14 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             watch = cluster.coord.watch("/").await.ok();
         }
         match refresh(&cluster).await {
-            Ok(s) => cluster.view.set(s),
+            Ok(s) => {
+                let old = cluster.view.get();
+                let news = old.now_playing != s.now_playing || old.listeners != s.listeners;
+                cluster.view.set(s);
+                if news {
+                    cluster.changed.send_modify(|v| *v += 1);
+                }
+            }
             Err(e) => tracing::debug!("view refresh: {e:#}"),
         }
         tokio::select! {
@@ -129,7 +140,21 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
         placement,
         alive,
         observed,
+        now_playing,
     } = super::read_state(cluster).await?;
+    let mut listeners: BTreeMap<String, u64> = BTreeMap::new();
+    for obs in observed.values() {
+        for m in &obs.mounts {
+            *listeners.entry(m.station_id.clone()).or_default() += m.listeners;
+        }
+    }
+    for s in &catalog {
+        // Each relay pulls every mount from the origin as one of its listeners.
+        let relays = placement.stations.get(&s.id).map_or(0, |p| p.relays.len()) as u64;
+        if let Some(n) = listeners.get_mut(&s.id) {
+            *n = n.saturating_sub(relays * s.mounts.len() as u64);
+        }
+    }
     let mut stations = HashMap::with_capacity(catalog.len() * 2);
     for s in catalog {
         let s = Arc::new(s);
@@ -164,6 +189,8 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
         stations,
         placement,
         nodes,
+        now_playing,
+        listeners,
         loaded: true,
     })
 }

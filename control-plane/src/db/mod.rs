@@ -3,6 +3,7 @@
 //! backends through sqlx's Any driver; each submodule owns the queries of one resource.
 
 pub mod cluster;
+pub mod history;
 pub mod keys;
 pub mod nodes;
 pub mod plans;

@@ -100,8 +100,49 @@ pub struct MountReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum NodeEvent {
-    SourceConnected { station_id: String, path: String },
-    SourceLeft { station_id: String, path: String },
+    SourceConnected {
+        station_id: String,
+        path: String,
+    },
+    SourceLeft {
+        station_id: String,
+        path: String,
+    },
+    /// The station's AutoDJ started a track, or a live DJ's show began or changed its title.
+    TrackChanged(TrackPlaying),
+}
+
+/// What a station plays since `started_at_ms`, as its origin node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackPlaying {
+    pub station_id: String,
+    /// Unix time in milliseconds.
+    pub started_at_ms: u64,
+    /// The ICY title (`Artist - Title`, or the DJ's).
+    pub title: String,
+    pub artist: String,
+    pub track_title: String,
+    /// The media file, for AutoDJ tracks.
+    pub media_sha256: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub live: bool,
+    /// The ICY title of the track prepared to play next.
+    pub next_title: Option<String>,
+}
+
+/// The first frame of a media stream: a node opens a further bidirectional stream on its session
+/// to fetch one media file by hash. The answer is a [`MediaReply`] frame, then (when found)
+/// exactly `size_bytes` raw bytes, which the node checks against the hash before using them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRequest {
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaReply {
+    Found { size_bytes: u64 },
+    NotFound { message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,9 +211,53 @@ pub struct StationSpec {
     pub mounts: Vec<MountSpec>,
     /// Listeners this node may admit for the station (its share of the plan's limit).
     pub max_listeners: Option<u64>,
-    /// Until the AutoDJ exists: the origin feeds the station a generated tone (dev/test clusters).
+    /// The origin feeds the station a generated tone (test clusters without media).
     #[serde(default)]
     pub demo_tone: bool,
+    /// The origin plays these playlists when the station has the AutoDJ on.
+    #[serde(default)]
+    pub autodj: Option<AutoDjSpec>,
+}
+
+/// A station's AutoDJ as the origin node runs it (the edge's `[[autodj]]` configuration; see
+/// `onda_edge::config::AutoDjConfig` for what each field means).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoDjSpec {
+    /// IANA time zone of the schedules.
+    pub timezone: String,
+    /// The station's mount live DJs connect to (`/live`), not one of `mounts`.
+    pub live_mount: Option<String>,
+    pub playlists: Vec<PlaylistSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaylistSpec {
+    pub name: String,
+    /// `rotation`, `scheduled`, `interval` or `station_id`.
+    pub kind: String,
+    /// `sequential`, `shuffle` or `random`.
+    pub order: String,
+    pub weight: u32,
+    #[serde(default)]
+    pub days: Vec<u8>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub every_songs: Option<u32>,
+    pub tracks: Vec<TrackSpec>,
+}
+
+/// A media file to play, fetched from the control plane by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSpec {
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub artist: String,
+    pub title: String,
+    pub duration_ms: Option<u64>,
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,59 @@
+//! Song history: every track (or live show) a station's origin node reported playing.
+
+use super::Conn;
+use onda_shared::cluster::proto::TrackPlaying;
+use sqlx::Row as _;
+
+/// Records a report; a repeat of the same (station, start) is ignored.
+pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO song_history (station_id, started_at_ms, node_id, title, artist, track_title, \
+         media_sha256, duration_ms, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (station_id, started_at_ms) DO NOTHING",
+    )
+    .bind(&t.station_id)
+    .bind(i64::try_from(t.started_at_ms).unwrap_or(i64::MAX))
+    .bind(node_id)
+    .bind(&t.title)
+    .bind(&t.artist)
+    .bind(&t.track_title)
+    .bind(&t.media_sha256)
+    .bind(t.duration_ms.and_then(|d| i64::try_from(d).ok()))
+    .bind(i64::from(t.live))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The station's last `limit` entries, newest first.
+pub async fn recent(
+    conn: &mut Conn,
+    station_id: &str,
+    limit: u32,
+) -> Result<Vec<TrackPlaying>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT station_id, started_at_ms, title, artist, track_title, media_sha256, duration_ms, \
+         live FROM song_history WHERE station_id = $1 ORDER BY started_at_ms DESC LIMIT $2",
+    )
+    .bind(station_id)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TrackPlaying {
+                station_id: r.try_get("station_id")?,
+                started_at_ms: u64::try_from(r.try_get::<i64, _>("started_at_ms")?).unwrap_or(0),
+                title: r.try_get("title")?,
+                artist: r.try_get("artist")?,
+                track_title: r.try_get("track_title")?,
+                media_sha256: r.try_get("media_sha256")?,
+                duration_ms: r
+                    .try_get::<Option<i64>, _>("duration_ms")?
+                    .and_then(|d| u64::try_from(d).ok()),
+                live: r.try_get::<i64, _>("live")? != 0,
+                next_title: None,
+            })
+        })
+        .collect()
+}
