@@ -6,7 +6,7 @@
 use crate::media::MediaCache;
 use onda_edge::config::{
     AutoDjConfig, AutoDjOutput, EdgeConfig, MountConfig, PlaylistConfig, PlaylistKind, RelayConfig,
-    TrackConfig,
+    SourceUser, TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
 use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, StationRole, StationSpec};
@@ -33,6 +33,15 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             let source_password = s.mounts.first().map(|m| m.source_password.as_str());
             let mut mc = MountConfig::new(live, source_password.unwrap_or_default());
             mc.name = Some(format!("{} (live)", s.name));
+            mc.source_users = s
+                .autodj
+                .iter()
+                .flat_map(|a| &a.djs)
+                .map(|d| SourceUser {
+                    user: d.username.clone(),
+                    password_hash: d.password_hash.clone(),
+                })
+                .collect();
             cfg.mounts.push(mc);
         }
         for m in &s.mounts {

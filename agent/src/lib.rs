@@ -108,6 +108,7 @@ impl Agent {
                         .duration
                         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                     live: np.live,
+                    streamer: np.streamer,
                     next_title: np.next,
                 })
             })

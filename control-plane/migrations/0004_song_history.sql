@@ -11,5 +11,6 @@ CREATE TABLE song_history (
     media_sha256 TEXT,
     duration_ms BIGINT,
     live BIGINT NOT NULL DEFAULT 0,
+    streamer TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (station_id, started_at_ms)
 );

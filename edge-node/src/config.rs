@@ -281,6 +281,18 @@ pub struct MountConfig {
     /// Listed in directories (`icy-pub`).
     #[serde(default)]
     pub public: Option<bool>,
+    /// Further source users (live DJs), each with an Argon2 password hash (PHC string), besides
+    /// user `source` with `source_password`.
+    #[serde(default)]
+    pub source_users: Vec<SourceUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceUser {
+    pub user: String,
+    /// `$argon2id$v=19$...`
+    pub password_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +319,7 @@ impl MountConfig {
             genre: None,
             url: None,
             public: None,
+            source_users: Vec::new(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct SourceInfo {
     pub ip: String,
     /// True for a relay pulling from another server.
     pub relay: bool,
+    /// The source user who authenticated (`source`, or a live DJ's name).
+    pub user: String,
 }
 
 /// The outcome of one read from a session.

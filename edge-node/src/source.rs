@@ -59,6 +59,7 @@ pub fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceIn
         user_agent: first_header(head, &["user-agent"]),
         ip: ip.to_string(),
         relay: false,
+        user: String::new(),
     }
 }
 
@@ -78,11 +79,24 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     };
     let cfg = mount.config();
-    let authorized = basic_auth(&req.head).is_some_and(|(user, pass)| {
-        user == "source"
-            && !cfg.source_password.is_empty()
-            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes())
-    });
+    let user = match basic_auth(&req.head) {
+        Some((user, pass)) if user == "source" => (!cfg.source_password.is_empty()
+            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes()))
+        .then_some(user),
+        Some((user, pass)) => match cfg.source_users.iter().find(|u| u.user == user) {
+            Some(u) => {
+                // Argon2 is deliberately slow: off the async threads.
+                let hash = u.password_hash.clone();
+                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pass))
+                    .await
+                    .unwrap_or(false);
+                ok.then_some(user)
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let authorized = user.is_some();
     if !authorized {
         // libshout probes without credentials and reads `Allow` from this answer.
         let _ = respond(
@@ -115,7 +129,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         }
     };
     let limits = shared.config().limits.clone();
-    let info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
+    let mut info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
+    info.user = user.unwrap_or_default();
     let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
         let _ = respond(
@@ -225,4 +240,14 @@ async fn receive(
     };
     co.flush(session);
     result
+}
+
+/// Checks a password against an Argon2 PHC string; a malformed hash never matches.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }

@@ -483,3 +483,48 @@ pub struct PlayedSong {
     pub source: String,
     pub song: Song,
 }
+
+/// A live DJ account of a station. The password is never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Streamer {
+    pub id: String,
+    pub station_id: String,
+    /// What the DJ enters as the user name in the source client.
+    pub username: String,
+    /// Shown as the streamer in now-playing.
+    pub display_name: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStreamer {
+    /// 1–64 of a–z, 0–9, '.', '_', '-' (not `source`).
+    pub username: String,
+    /// 8–128 characters.
+    pub password: String,
+    /// Defaults to the user name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStreamer {
+    pub password: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// Where a station's live DJs connect: any Icecast source client (BUTT, Mixxx, Liquidsoap,
+/// ffmpeg) with a streamer account's user name and password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveIngest {
+    /// The edge to connect to (the station's origin node); absent while the station is not
+    /// placed.
+    pub server_url: Option<String>,
+    /// The mount to send to.
+    pub mount: String,
+    /// `icecast://USER:PASSWORD@host:port/mount` with placeholders, for ffmpeg.
+    pub icecast_url: Option<String>,
+}

@@ -33,6 +33,7 @@ on_both_backends!(
     health_readiness_and_metrics,
     control_characters_are_refused_never_a_500,
     concurrent_updates_never_undo_a_suspension,
+    streamer_accounts,
 );
 
 fn mp3(path: &str, kbps: u32) -> Value {
@@ -945,6 +946,11 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/api/nowplaying/{station}"),
         ("get", "/api/nowplaying/{station}/events"),
         ("get", "/v1/stations/{id}/nowplaying"),
+        ("get", "/v1/stations/{id}/streamers"),
+        ("post", "/v1/stations/{id}/streamers"),
+        ("patch", "/v1/stations/{id}/streamers/{streamer_id}"),
+        ("delete", "/v1/stations/{id}/streamers/{streamer_id}"),
+        ("get", "/v1/stations/{id}/live"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
@@ -1217,4 +1223,115 @@ async fn concurrent_updates_never_undo_a_suspension(b: Backend) {
             "round {round}: a concurrent update undid the suspension"
         );
     }
+}
+
+async fn streamer_accounts(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Deejays", "plan_premium").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "DJ FM", "autodj_enabled": true, "mounts": [mp3("/radio.mp3", 128)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid = s["id"].as_str().expect("id").to_string();
+    let base = format!("/v1/stations/{sid}/streamers");
+    let dj = cp
+        .post(
+            &base,
+            &key,
+            json!({"username": "nova", "password": "friday-night", "display_name": "DJ Nova"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(dj["username"], "nova");
+    assert_eq!(dj["display_name"], "DJ Nova");
+    assert!(dj.get("password").is_none() && dj.get("password_hash").is_none(), "{dj}");
+    // Bad input is refused with a sentence and creates nothing.
+    for (body, status) in [
+        (json!({"username": "nova", "password": "another-one"}), 409),
+        (json!({"username": "source", "password": "friday-night"}), 422),
+        (json!({"username": "Nova Space", "password": "friday-night"}), 422),
+        (json!({"username": "kai", "password": "short"}), 422),
+        (json!({"username": "kai", "password": "has:colon-in-it"}), 422),
+        (json!({"username": "kai", "password": "friday-night", "extra": 1}), 422),
+    ] {
+        let r = cp.post(&base, &key, body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+        assert_eq!(r.content_type, "application/problem+json");
+    }
+    let listed = cp.list_all(&base, &key).await;
+    assert_eq!(listed.len(), 1);
+    let id = dj["id"].as_str().expect("id");
+    let patched = cp
+        .call(
+            Method::PATCH,
+            &format!("{base}/{id}"),
+            Some(&key),
+            Some(json!({"display_name": "Nova", "password": "saturday-night"})),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(patched["display_name"], "Nova");
+    // Where DJs connect: the live mount under the station's slug.
+    let live = cp
+        .call(Method::GET, &format!("/v1/stations/{sid}/live"), Some(&key), None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(live["mount"], "/dj-fm/live");
+    cp.call(Method::DELETE, &format!("{base}/{id}"), Some(&key), None)
+        .await
+        .expect(204);
+    assert!(cp.list_all(&base, &key).await.is_empty());
+    // A plan without the AutoDJ has no live DJs.
+    let (_, no_autodj) = cp.tenant_with_key("Plain", "plan_premium").await;
+    let plan = cp
+        .post(
+            "/v1/plans",
+            &cp.admin,
+            json!({
+                "name": "Relay only",
+                "limits": {"max_stations": 1, "max_mounts_per_station": 1, "allowed_formats": ["mp3"],
+                           "max_bitrate_kbps": 128, "max_listeners_per_station": 10, "storage_bytes": 0,
+                           "max_live_streams": 0},
+                "features": {"autodj": false},
+                "prices": {"currency": "EUR", "monthly_micros": 1, "overage_per_gb_micros": 0,
+                           "overage_per_listener_hour_micros": 0}
+            }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let (_, plain_key) = cp
+        .tenant_with_key("Relay Co", plan["id"].as_str().expect("plan id"))
+        .await;
+    let ps = cp
+        .post(
+            "/v1/stations",
+            &plain_key,
+            json!({"name": "Plain FM", "mounts": [mp3("/a.mp3", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let r = cp
+        .post(
+            &format!("/v1/stations/{}/streamers", ps["id"].as_str().expect("id")),
+            &plain_key,
+            json!({"username": "kai", "password": "friday-night"}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.text);
+    assert!(r.text.contains("AutoDJ"), "{}", r.text);
+    // Another tenant's key sees nothing of it.
+    let r = cp.call(Method::GET, &base, Some(&no_autodj), None).await;
+    assert_eq!(r.status.as_u16(), 404);
 }

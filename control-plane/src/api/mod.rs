@@ -13,6 +13,7 @@ pub mod nodes;
 mod nowplaying;
 mod plans;
 pub mod stations;
+pub mod streamers;
 mod tenants;
 
 use crate::db::Db;
@@ -91,6 +92,9 @@ pub fn router(
         .routes(routes!(nodes::delete_token))
         .routes(routes!(stations::placement))
         .routes(routes!(listen::listen))
+        .routes(routes!(streamers::list, streamers::create))
+        .routes(routes!(streamers::update, streamers::delete))
+        .routes(routes!(streamers::live))
         .routes(routes!(nowplaying::panel))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))

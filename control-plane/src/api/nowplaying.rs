@@ -134,7 +134,15 @@ async fn build(
         },
         live: NowPlayingLive {
             is_live: live.is_some(),
-            streamer_name: live.map(|t| t.title.clone()).unwrap_or_default(),
+            streamer_name: live
+                .map(|t| {
+                    if t.streamer.is_empty() || t.streamer == "source" {
+                        t.title.clone()
+                    } else {
+                        t.streamer.clone()
+                    }
+                })
+                .unwrap_or_default(),
             broadcast_start: live.map(|t| secs(t.started_at_ms)),
         },
         now_playing,

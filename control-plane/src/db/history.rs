@@ -8,7 +8,7 @@ use sqlx::Row as _;
 pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO song_history (station_id, started_at_ms, node_id, title, artist, track_title, \
-         media_sha256, duration_ms, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         media_sha256, duration_ms, live, streamer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (station_id, started_at_ms) DO NOTHING",
     )
     .bind(&t.station_id)
@@ -20,6 +20,7 @@ pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<
     .bind(&t.media_sha256)
     .bind(t.duration_ms.and_then(|d| i64::try_from(d).ok()))
     .bind(i64::from(t.live))
+    .bind(&t.streamer)
     .execute(conn)
     .await?;
     Ok(())
@@ -33,7 +34,7 @@ pub async fn recent(
 ) -> Result<Vec<TrackPlaying>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT station_id, started_at_ms, title, artist, track_title, media_sha256, duration_ms, \
-         live FROM song_history WHERE station_id = $1 ORDER BY started_at_ms DESC LIMIT $2",
+         live, streamer FROM song_history WHERE station_id = $1 ORDER BY started_at_ms DESC LIMIT $2",
     )
     .bind(station_id)
     .bind(i64::from(limit))
@@ -52,6 +53,7 @@ pub async fn recent(
                     .try_get::<Option<i64>, _>("duration_ms")?
                     .and_then(|d| u64::try_from(d).ok()),
                 live: r.try_get::<i64, _>("live")? != 0,
+                streamer: r.try_get("streamer")?,
                 next_title: None,
             })
         })

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod nodes;
 pub mod plans;
 pub mod stations;
+pub mod streamers;
 pub mod tenants;
 
 use anyhow::Context as _;
@@ -38,6 +39,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "cluster",
         include_str!("../../migrations/0002_cluster.sql"),
+    ),
+    (
+        4,
+        "song history",
+        include_str!("../../migrations/0004_song_history.sql"),
+    ),
+    (
+        5,
+        "streamers",
+        include_str!("../../migrations/0005_streamers.sql"),
     ),
 ];
 

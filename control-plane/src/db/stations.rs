@@ -193,6 +193,10 @@ pub async fn delete(
     }
     sqlx::query("DELETE FROM mounts WHERE station_id = $1")
         .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM streamers WHERE station_id = $1")
+        .bind(id)
         .execute(conn)
         .await?;
     Ok(true)

@@ -46,6 +46,7 @@ pub async fn play(
         started_at,
         duration: None,
         live: true,
+        streamer: live.info.user.clone(),
         next: None,
     };
     super::set_now(now, show(&live.metadata().title));

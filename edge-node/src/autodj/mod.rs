@@ -57,6 +57,8 @@ pub struct NowPlaying {
     pub started_at: SystemTime,
     pub duration: Option<Duration>,
     pub live: bool,
+    /// The live DJ's source user.
+    pub streamer: String,
     /// The ICY title of the track prepared to play next.
     pub next: Option<String>,
 }
@@ -157,6 +159,7 @@ pub async fn run(
                 started_at: SystemTime::now(),
                 duration: track_duration(&track, &cfg.outputs, &files).await,
                 live: false,
+                streamer: String::new(),
                 next: next.as_ref().map(|(_, t, _)| t.stream_title()),
             },
         );

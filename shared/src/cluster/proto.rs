@@ -126,6 +126,9 @@ pub struct TrackPlaying {
     pub media_sha256: Option<String>,
     pub duration_ms: Option<u64>,
     pub live: bool,
+    /// The live DJ's account name.
+    #[serde(default)]
+    pub streamer: String,
     /// The ICY title of the track prepared to play next.
     pub next_title: Option<String>,
 }
@@ -227,7 +230,17 @@ pub struct AutoDjSpec {
     pub timezone: String,
     /// The station's mount live DJs connect to (`/live`), not one of `mounts`.
     pub live_mount: Option<String>,
+    /// Accounts that may go live on it (besides user `source` with the station's password).
+    #[serde(default)]
+    pub djs: Vec<DjSpec>,
     pub playlists: Vec<PlaylistSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DjSpec {
+    pub username: String,
+    /// Argon2 PHC string; the node never sees the password.
+    pub password_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
