@@ -1,4 +1,5 @@
-//! The AutoDJ: plays a station's playlist into its mounts in real time. Every track is encoded
+//! The AutoDJ: plays a station's playlists into its mounts in real time, in the order its
+//! [`schedule`] decides (station IDs, jingles, scheduled shows, weighted rotation). Every track is encoded
 //! once per output format and bitrate ([`render`]); playing is paced passthrough of those
 //! frames — each frame's duration comes from its header, and an output is kept at most
 //! [`LEAD`] ahead of a monotonic clock that started with the AutoDJ, so an hour of AutoDJ is an
@@ -12,6 +13,7 @@
 mod live;
 pub mod order;
 pub mod render;
+pub mod schedule;
 
 use crate::config::{AutoDjConfig, AutoDjOutput, TrackConfig};
 use crate::frames::{Frame, Parser};
@@ -19,6 +21,7 @@ use crate::mount::{Mount, Session, SourceInfo};
 use crate::server::Shared;
 use bytes::{Bytes, BytesMut};
 use rand::SeedableRng as _;
+use schedule::{Pick, Schedule};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,10 +70,11 @@ pub async fn run(
 ) {
     let clock = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    let mut picker = order::Picker::default();
+    let mut schedule = Schedule::default();
     let mut outputs: Vec<Output> = Vec::new();
     let mut skipped_in_row = 0usize;
-    let mut next: Option<(usize, TrackConfig, Prepared)> = None;
+    // The next track, picked and encoding while the current one plays.
+    let mut next: Option<(Pick, Prepared)> = None;
     loop {
         if stop.is_cancelled() {
             return;
@@ -81,30 +85,44 @@ pub async fn run(
             live::play(&mut outputs, session, clock, &stop).await;
             continue;
         }
-        let (index, track, prepared) = match next.take() {
-            Some((i, t, p)) if cfg.tracks.get(i) == Some(&t) => (i, t, p),
-            _ => {
-                let Some(i) = pick(&mut picker, &cfg, &mut rng) else {
+        // The prepared pick was made a track ago: the configuration may have changed since, or
+        // the hour turned, or a window opened or closed.
+        let now = jiff::Timestamp::now();
+        let (pick, prepared) = match next.take() {
+            Some((pick, p)) if schedule.confirm(&pick, &cfg, now) => (pick, p),
+            stale => {
+                if let Some((pick, _)) = stale {
+                    schedule.put_back(pick);
+                }
+                let Some(pick) = schedule.next(&cfg, now, &mut rng) else {
+                    tracing::error!(autodj = %cfg.name, "no track to play; the AutoDJ stops");
                     return;
                 };
-                let track = cfg.tracks[i].clone();
-                let p = prepare(&renditions, &track, &cfg.outputs);
-                (i, track, p)
+                let p = prepare(&renditions, &pick.track, &cfg.outputs);
+                (pick, p)
             }
         };
         let files = tokio::select! {
             r = prepared => r.map_err(|e| anyhow::anyhow!("the encoder task failed: {e}")).and_then(|f| f),
             () = stop.cancelled() => return,
         };
+        let now = jiff::Timestamp::now();
         let files = match files {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(autodj = %cfg.name, "skipping track {}: {e:#}", track.file);
+                tracing::warn!(
+                    autodj = %cfg.name,
+                    playlist = %pick.playlist,
+                    "skipping track {}: {e:#}",
+                    pick.track.file
+                );
+                schedule.failed(&pick, &cfg, now);
                 skipped_in_row += 1;
-                if skipped_in_row >= cfg.tracks.len() {
+                let tracks: usize = cfg.all_playlists().iter().map(|p| p.tracks.len()).sum();
+                if skipped_in_row >= tracks {
                     tracing::error!(
                         autodj = %cfg.name,
-                        "no track of the playlist is playable; trying again in 10 s"
+                        "no track of the playlists is playable; trying again in 10 s"
                     );
                     skipped_in_row = 0;
                     tokio::select! {
@@ -116,26 +134,17 @@ pub async fn run(
             }
         };
         skipped_in_row = 0;
+        schedule.played(&pick, &cfg, now);
         // While this one plays, the next one is encoded.
-        if let Some(i) = pick(&mut picker, &cfg, &mut rng) {
-            let t = cfg.tracks[i].clone();
-            let p = prepare(&renditions, &t, &cfg.outputs);
-            next = Some((i, t, p));
+        if let Some(p) = schedule.next(&cfg, now, &mut rng) {
+            let prepared = prepare(&renditions, &p.track, &cfg.outputs);
+            next = Some((p, prepared));
         }
-        let title = track.stream_title();
-        tracing::info!(autodj = %cfg.name, "playing #{index}: {title}");
+        let title = pick.track.stream_title();
+        tracing::info!(autodj = %cfg.name, playlist = %pick.playlist, "playing {title}");
         let live = || live::on_air(&shared, &cfg).is_some();
         play(&mut outputs, &files, &title, clock, &stop, &live).await;
     }
-}
-
-fn pick(
-    picker: &mut order::Picker,
-    cfg: &AutoDjConfig,
-    rng: &mut rand::rngs::StdRng,
-) -> Option<usize> {
-    let weights: Vec<u32> = cfg.tracks.iter().map(|t| t.weight).collect();
-    picker.next(cfg.order, &weights, rng)
 }
 
 /// Renditions of one track for each output (by mount path), encoding in the background.
