@@ -583,6 +583,17 @@ mod tests {
             .collect();
         assert_eq!(ids, first_of_hour, "{plays:?}");
         assert_eq!(ids.len(), 3, "{plays:?}");
+        // A start in the middle of an hour: no ID before the next hour begins.
+        let mut sim = Sim::new();
+        let titles = sim.titles(
+            &cfg,
+            at("2026-03-09T10:10", "Asia/Kolkata"),
+            jiff::SignedDuration::from_mins(4),
+            14,
+        );
+        let first_id = titles.iter().position(|t| t == "ID");
+        // Changes at 10:10, 10:14, …, 10:58, 11:02: the ID is the 14th.
+        assert_eq!(first_id, Some(13), "{titles:?}");
         // IDs do not count as songs: four songs between jingles, whatever comes between.
         let songs_between: Vec<usize> = plays
             .iter()
