@@ -3,10 +3,12 @@
 # already on PATH. Used by `make dev` and `make test`; safe to run again.
 #
 #   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions, the dev tone),
-#                                  protoc (etcd-client builds its protocol with it)
+#                                  protoc (etcd-client builds its protocol with it),
+#                                  tzdata (AutoDJ schedules in the station's time zone)
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
-#                                  shout (libshout's client, a real libshout source)
+#                                  shout (libshout's client, a real libshout source),
+#                                  tzdata (AutoDJ schedule tests in named time zones)
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -15,9 +17,11 @@ set -euo pipefail
 target=${1:-test}
 case "$target" in
   dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "protoc:protobuf-compiler"
-              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev") ;;
+              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
+              "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler"
-              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools") ;;
+              "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
+              "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   *) echo "usage: $0 dev|test" >&2; exit 2 ;;
 esac
 
@@ -25,7 +29,7 @@ missing=()
 for pair in "${wanted[@]}"; do
   tool=${pair%%:*}
   pkg=${pair#*:}
-  # A path stands for a file a package ships (protoc's well-known .proto includes).
+  # A path stands for a file a package ships (protoc's well-known .proto includes, tz data).
   if [[ $tool == /* ]]; then present=$([ -e "$tool" ] && echo y || true)
   else present=$(command -v "$tool" >/dev/null 2>&1 && echo y || true); fi
   if [ -z "$present" ]; then

@@ -53,6 +53,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// An Argon2id hash (PHC string) of a human-chosen password, with a random salt.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,13 +79,4 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
     }
-}
-
-/// An Argon2id hash (PHC string) of a human-chosen password, with a random salt.
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    use argon2::password_hash::{PasswordHasher as _, SaltString};
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
 }

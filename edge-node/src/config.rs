@@ -63,6 +63,158 @@ fn utc() -> String {
     "UTC".to_string()
 }
 
+/// The time zone named `name` (IANA, e.g. "Europe/Berlin"), from the system's tz database.
+/// "UTC" is known even on a machine without one.
+pub fn time_zone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
+    if name.eq_ignore_ascii_case("UTC") {
+        return Ok(jiff::tz::TimeZone::UTC);
+    }
+    if name.trim().is_empty() {
+        anyhow::bail!("timezone is empty: name an IANA time zone such as \"Europe/Berlin\"");
+    }
+    jiff::tz::db().get(name).map_err(|_| {
+        anyhow::anyhow!(
+            "timezone = {name:?} is not a known IANA time zone (such as \"Europe/Berlin\" or \"UTC\")"
+        )
+    })
+}
+
+/// Minutes since midnight of a time written "HH:MM" (00:00 to 23:59).
+pub fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// Name of the rotation playlist that the shorthand `tracks` and `order` stand for.
+pub const DEFAULT_PLAYLIST: &str = "default";
+
+impl AutoDjConfig {
+    /// Every playlist, the shorthand `tracks` last as a rotation playlist of weight 1 named
+    /// [`DEFAULT_PLAYLIST`] when there are any.
+    pub fn all_playlists(&self) -> Vec<std::borrow::Cow<'_, PlaylistConfig>> {
+        let mut all: Vec<_> = self
+            .playlists
+            .iter()
+            .map(std::borrow::Cow::Borrowed)
+            .collect();
+        if !self.tracks.is_empty() {
+            all.push(std::borrow::Cow::Owned(PlaylistConfig {
+                name: DEFAULT_PLAYLIST.to_string(),
+                kind: PlaylistKind::Rotation,
+                order: self.order,
+                weight: 1,
+                days: Vec::new(),
+                start: None,
+                end: None,
+                every_songs: None,
+                tracks: self.tracks.clone(),
+            }));
+        }
+        all
+    }
+
+    /// Checks the time zone and the playlists; every error names the AutoDJ, the playlist and
+    /// the key.
+    fn validate_playlists(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        time_zone(&self.timezone).map_err(|e| anyhow::anyhow!("autodj {name:?}: {e}"))?;
+        let rotation_tracks = self.tracks.len()
+            + self
+                .playlists
+                .iter()
+                .filter(|p| p.kind == PlaylistKind::Rotation)
+                .map(|p| p.tracks.len())
+                .sum::<usize>();
+        if rotation_tracks == 0 {
+            anyhow::bail!(
+                "autodj {name:?}: no rotation track: set tracks, or a playlist of kind \"rotation\" \
+                 with tracks, so the station never runs out of music"
+            );
+        }
+        let mut names = HashSet::new();
+        if !self.tracks.is_empty() {
+            names.insert(DEFAULT_PLAYLIST);
+        }
+        for (i, p) in self.playlists.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                anyhow::bail!("autodj {name:?}: playlists[{i}]: name is empty");
+            }
+            let at = format!("autodj {name:?}: playlist {:?}", p.name);
+            if !names.insert(p.name.as_str()) {
+                if p.name == DEFAULT_PLAYLIST && !self.tracks.is_empty() {
+                    anyhow::bail!(
+                        "{at}: name is taken by the shorthand tracks (the playlist \"{DEFAULT_PLAYLIST}\")"
+                    );
+                }
+                anyhow::bail!("{at}: name is used twice");
+            }
+            if p.tracks.is_empty() {
+                anyhow::bail!("{at}: tracks is empty");
+            }
+            if p.weight == 0 {
+                anyhow::bail!("{at}: weight must be at least 1");
+            }
+            let scheduled = p.kind == PlaylistKind::Scheduled;
+            for (key, set) in [
+                ("days", !p.days.is_empty()),
+                ("start", p.start.is_some()),
+                ("end", p.end.is_some()),
+            ] {
+                if set && !scheduled {
+                    anyhow::bail!("{at}: {key} is only for kind = \"scheduled\"");
+                }
+            }
+            if p.every_songs.is_some() && p.kind != PlaylistKind::Interval {
+                anyhow::bail!("{at}: every_songs is only for kind = \"interval\"");
+            }
+            match p.kind {
+                PlaylistKind::Scheduled => {
+                    for (key, v) in [("start", &p.start), ("end", &p.end)] {
+                        match v {
+                            None => anyhow::bail!(
+                                "{at}: {key} is missing: a scheduled playlist needs start and end (\"HH:MM\")"
+                            ),
+                            Some(v) if parse_hhmm(v).is_none() => anyhow::bail!(
+                                "{at}: {key} = {v:?} must be a time \"HH:MM\" from 00:00 to 23:59"
+                            ),
+                            Some(_) => {}
+                        }
+                    }
+                    if let Some(d) = p.days.iter().find(|d| !(1..=7).contains(*d)) {
+                        anyhow::bail!("{at}: days contains {d}: days are 1 (Monday) to 7 (Sunday)");
+                    }
+                }
+                PlaylistKind::Interval => {
+                    if p.every_songs.unwrap_or(0) == 0 {
+                        anyhow::bail!("{at}: every_songs must be at least 1");
+                    }
+                }
+                PlaylistKind::Rotation | PlaylistKind::StationId => {}
+            }
+        }
+        let shorthand = (format!("autodj {name:?}: tracks"), &self.tracks);
+        let lists = self
+            .playlists
+            .iter()
+            .map(|p| (format!("autodj {name:?}: playlist {:?}", p.name), &p.tracks));
+        for (at, tracks) in std::iter::once(shorthand).chain(lists) {
+            for t in tracks {
+                if t.file.trim().is_empty() {
+                    anyhow::bail!("{at}: a track has an empty file");
+                }
+                if t.weight == 0 {
+                    anyhow::bail!("{at}: track {}: weight must be at least 1", t.file);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A playlist of the AutoDJ. What plays next, at each track change: a station ID once the hour
 /// has turned since the last one; else an interval playlist whose turn has come; else a
 /// scheduled playlist in its window; else a rotation playlist chosen by weight.
@@ -473,9 +625,7 @@ impl EdgeConfig {
                     a.name
                 );
             }
-            if a.tracks.is_empty() {
-                anyhow::bail!("autodj {:?}: tracks is empty: nothing to play", a.name);
-            }
+            a.validate_playlists()?;
             for o in &a.outputs {
                 if !self.mounts.iter().any(|m| m.path == o.mount) {
                     anyhow::bail!(
@@ -522,18 +672,6 @@ impl EdgeConfig {
                     );
                 }
             }
-            for t in &a.tracks {
-                if t.file.trim().is_empty() {
-                    anyhow::bail!("autodj {:?}: a track has an empty file", a.name);
-                }
-                if t.weight == 0 {
-                    anyhow::bail!(
-                        "autodj {:?}: track {}: weight must be at least 1",
-                        a.name,
-                        t.file
-                    );
-                }
-            }
         }
         if !self.autodj.is_empty() && self.media.cache_dir.trim().is_empty() {
             anyhow::bail!("media.cache_dir must be set for the AutoDJ");
@@ -547,5 +685,169 @@ impl EdgeConfig {
             listen,
             config: self,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid edge with one AutoDJ, whose `[[autodj]]` table ends with `rest`.
+    fn edge(rest: &str) -> anyhow::Result<Validated> {
+        let toml = format!(
+            "[[mounts]]\npath = \"/radio.mp3\"\n\n\
+             [[autodj]]\nname = \"Test FM\"\n\
+             outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}]\n{rest}"
+        );
+        let cfg: EdgeConfig = toml::from_str(&toml)?;
+        cfg.validate()
+    }
+
+    fn error(rest: &str) -> String {
+        match edge(rest) {
+            Ok(_) => panic!("accepted:\n{rest}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const SONG: &str = "[[autodj.tracks]]\nfile = \"song.mp3\"\n";
+
+    #[test]
+    fn playlists_of_every_kind_are_accepted() {
+        let v = edge(
+            "timezone = \"America/New_York\"\n\
+             [[autodj.playlists]]\nname = \"music\"\nweight = 3\n\
+             tracks = [{ file = \"a.mp3\" }]\n\
+             [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\ndays = [5, 6]\n\
+             start = \"22:00\"\nend = \"02:00\"\ntracks = [{ file = \"n.mp3\" }]\n\
+             [[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\nevery_songs = 3\n\
+             tracks = [{ file = \"j.mp3\" }]\n\
+             [[autodj.playlists]]\nname = \"ids\"\nkind = \"station_id\"\n\
+             tracks = [{ file = \"id.mp3\" }]\n",
+        )
+        .expect("valid");
+        let a = &v.config.autodj[0];
+        assert_eq!(a.playlists.len(), 4);
+        // Without shorthand tracks there is no "default" playlist.
+        assert_eq!(a.all_playlists().len(), 4);
+        // The shorthand alone is one rotation playlist named "default", in UTC.
+        let v = edge(SONG).expect("valid");
+        let all = v.config.autodj[0].all_playlists();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, DEFAULT_PLAYLIST);
+        assert_eq!(v.config.autodj[0].timezone, "UTC");
+    }
+
+    #[test]
+    fn playlist_errors_name_the_autodj_the_playlist_and_the_key() {
+        for (rest, expected) in [
+            ("", "autodj \"Test FM\": no rotation track"),
+            (
+                "[[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\nevery_songs = 2\n\
+                 tracks = [{ file = \"j.mp3\" }]\n",
+                "autodj \"Test FM\": no rotation track",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"music\"\ntracks = []\n",
+                "autodj \"Test FM\": no rotation track",
+            ),
+            (
+                "timezone = \"Mars/Olympus_Mons\"\n[[autodj.tracks]]\nfile = \"a.mp3\"\n",
+                "autodj \"Test FM\": timezone = \"Mars/Olympus_Mons\" is not a known IANA time zone",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \" \"\ntracks = [{ file = \"a.mp3\" }]\n",
+                "autodj \"Test FM\": playlists[0]: name is empty",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"x\"\ntracks = [{ file = \"a.mp3\" }]\n\
+                 [[autodj.playlists]]\nname = \"x\"\ntracks = [{ file = \"b.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"x\": name is used twice",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"default\"\ntracks = [{ file = \"b.mp3\" }]\n",
+                "playlist \"default\": name is taken by the shorthand tracks",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"ids\"\nkind = \"station_id\"\ntracks = []\n",
+                "autodj \"Test FM\": playlist \"ids\": tracks is empty",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"music\"\nweight = 0\ntracks = [{ file = \"a.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"music\": weight must be at least 1",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nend = \"02:00\"\n\
+                 tracks = [{ file = \"n.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"night\": start is missing",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"22:00\"\n\
+                 end = \"24:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"night\": end = \"24:00\" must be a time \"HH:MM\"",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"9:00\"\n\
+                 end = \"10:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"night\": start = \"9:00\" must be a time \"HH:MM\"",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\ndays = [0, 1]\n\
+                 start = \"22:00\"\nend = \"23:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"night\": days contains 0",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\n\
+                 tracks = [{ file = \"j.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"jingles\": every_songs must be at least 1",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+                 [[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\nevery_songs = 0\n\
+                 tracks = [{ file = \"j.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"jingles\": every_songs must be at least 1",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"music\"\nstart = \"10:00\"\n\
+                 tracks = [{ file = \"a.mp3\" }]\n",
+                "autodj \"Test FM\": playlist \"music\": start is only for kind = \"scheduled\"",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"music\"\ntracks = [{ file = \"a.mp3\", weight = 0 }]\n",
+                "autodj \"Test FM\": playlist \"music\": track a.mp3: weight must be at least 1",
+            ),
+            (
+                "[[autodj.tracks]]\nfile = \" \"\n",
+                "autodj \"Test FM\": tracks: a track has an empty file",
+            ),
+        ] {
+            let e = error(rest);
+            assert!(
+                e.contains(expected),
+                "{e}\n  wanted: {expected}\n  for:\n{rest}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_hh_mm() {
+        assert_eq!(parse_hhmm("00:00"), Some(0));
+        assert_eq!(parse_hhmm("23:59"), Some(23 * 60 + 59));
+        for bad in [
+            "24:00", "7:30", "07:3", "07:60", "0730", "+7:30", "07:30:00", "",
+        ] {
+            assert_eq!(parse_hhmm(bad), None, "{bad}");
+        }
+        assert!(time_zone("UTC").is_ok());
+        assert!(time_zone("Europe/Berlin").is_ok());
+        assert!(time_zone("").is_err());
     }
 }

@@ -1252,15 +1252,30 @@ async fn streamer_accounts(b: Backend) {
         .body;
     assert_eq!(dj["username"], "nova");
     assert_eq!(dj["display_name"], "DJ Nova");
-    assert!(dj.get("password").is_none() && dj.get("password_hash").is_none(), "{dj}");
+    assert!(
+        dj.get("password").is_none() && dj.get("password_hash").is_none(),
+        "{dj}"
+    );
     // Bad input is refused with a sentence and creates nothing.
     for (body, status) in [
         (json!({"username": "nova", "password": "another-one"}), 409),
-        (json!({"username": "source", "password": "friday-night"}), 422),
-        (json!({"username": "Nova Space", "password": "friday-night"}), 422),
+        (
+            json!({"username": "source", "password": "friday-night"}),
+            422,
+        ),
+        (
+            json!({"username": "Nova Space", "password": "friday-night"}),
+            422,
+        ),
         (json!({"username": "kai", "password": "short"}), 422),
-        (json!({"username": "kai", "password": "has:colon-in-it"}), 422),
-        (json!({"username": "kai", "password": "friday-night", "extra": 1}), 422),
+        (
+            json!({"username": "kai", "password": "has:colon-in-it"}),
+            422,
+        ),
+        (
+            json!({"username": "kai", "password": "friday-night", "extra": 1}),
+            422,
+        ),
     ] {
         let r = cp.post(&base, &key, body.clone()).await;
         assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
@@ -1282,7 +1297,12 @@ async fn streamer_accounts(b: Backend) {
     assert_eq!(patched["display_name"], "Nova");
     // Where DJs connect: the live mount under the station's slug.
     let live = cp
-        .call(Method::GET, &format!("/v1/stations/{sid}/live"), Some(&key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/stations/{sid}/live"),
+            Some(&key),
+            None,
+        )
         .await
         .expect(200)
         .body;

@@ -1,6 +1,7 @@
 //! The AutoDJ on a standalone edge: real files made by ffmpeg, real listeners, ffprobe.
 
-use onda_tests::edge::{EdgeNode, RawListener, make_track};
+use onda_tests::edge::{EdgeNode, RawListener, START, make_track};
+use onda_tests::process::Proc;
 use onda_tests::wait_for;
 use std::time::{Duration, Instant};
 
@@ -183,4 +184,105 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
     aac.wait_more_audio(16 * 1024).await;
     assert!(!mp3.heard().closed && !aac.heard().closed);
     assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
+}
+
+#[tokio::test]
+async fn a_jingle_plays_after_every_second_song_as_a_real_listener_hears_it() {
+    let media = tempfile::tempdir().expect("dir");
+    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Song A");
+    let b = make_track(media.path(), "b.mp3", 550, 4, "Artist B", "Song B");
+    let c = make_track(media.path(), "c.mp3", 660, 4, "Artist C", "Song C");
+    let j = make_track(media.path(), "j.mp3", 880, 3, "Test FM", "Jingle");
+    let config = format!(
+        "[media]\ncache_dir = \"{}\"\n\n[[mounts]]\npath = \"/radio.mp3\"\n\n\
+         [[autodj]]\nname = \"Test FM\"\ntimezone = \"Europe/Berlin\"\n\
+         outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}]\n\n\
+         [[autodj.playlists]]\nname = \"music\"\norder = \"sequential\"\ntracks = [\
+         {{ file = \"{}\", artist = \"Artist A\", title = \"Song A\" }}, \
+         {{ file = \"{}\", artist = \"Artist B\", title = \"Song B\" }}, \
+         {{ file = \"{}\", artist = \"Artist C\", title = \"Song C\" }}]\n\n\
+         [[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\nevery_songs = 2\n\
+         tracks = [{{ file = \"{}\", artist = \"Test FM\", title = \"Jingle\" }}]\n",
+        media.path().join("cache").display(),
+        a.display(),
+        b.display(),
+        c.display(),
+        j.display(),
+    );
+    let edge = EdgeNode::start(&config).await;
+    edge.wait_source("/radio.mp3").await;
+    let listener = RawListener::connect(&edge.addr, "/radio.mp3", true).await;
+
+    // Songs in their order, with the jingle after every second one: A B J C A J B C J …
+    let cycle = [
+        "Artist A - Song A",
+        "Artist B - Song B",
+        "Test FM - Jingle",
+        "Artist C - Song C",
+        "Artist A - Song A",
+        "Test FM - Jingle",
+        "Artist B - Song B",
+        "Artist C - Song C",
+        "Test FM - Jingle",
+    ];
+    let heard = wait_for("seven track changes", Duration::from_secs(90), || {
+        let mut titles = listener.heard().titles;
+        titles.dedup();
+        async move { (titles.len() >= 7).then_some(titles) }
+    })
+    .await;
+    let pattern: String = heard
+        .iter()
+        .map(|t| if t.contains("Jingle") { 'J' } else { 'S' })
+        .collect();
+    assert!(pattern.contains("SSJSSJ"), "{heard:?}");
+    let expected: Vec<&str> = cycle
+        .iter()
+        .cycle()
+        .take(cycle.len() * 3)
+        .copied()
+        .collect();
+    assert!(
+        (0..cycle.len()).any(|k| expected[k..k + heard.len()] == heard[..]),
+        "{heard:?}"
+    );
+    assert!(!listener.heard().closed, "the listener stayed connected");
+}
+
+#[tokio::test]
+async fn playlist_config_errors_stop_onda_edge_with_a_clear_message() {
+    for (autodj, expected) in [
+        (
+            "timezone = \"Mars/Olympus_Mons\"\n[[autodj.tracks]]\nfile = \"a.mp3\"\n",
+            "autodj \"Test FM\": timezone = \"Mars/Olympus_Mons\" is not a known IANA time zone",
+        ),
+        (
+            "[[autodj.playlists]]\nname = \"jingles\"\nkind = \"interval\"\nevery_songs = 2\n\
+             tracks = [{ file = \"j.mp3\" }]\n",
+            "autodj \"Test FM\": no rotation track",
+        ),
+        (
+            "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
+             [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"22:00\"\n\
+             end = \"25:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+            "autodj \"Test FM\": playlist \"night\": end = \"25:00\" must be a time \"HH:MM\"",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join("edge.toml"),
+            format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\n\n[[mounts]]\npath = \"/radio.mp3\"\n\n\
+                 [[autodj]]\nname = \"Test FM\"\n\
+                 outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}]\n\
+                 {autodj}"
+            ),
+        )
+        .expect("write config");
+        let mut p = Proc::start_in("onda edge", dir, &["edge", "--config", "edge.toml"], &[]);
+        assert!(!p.wait_exit(START).await.success(), "{}", p.stderr());
+        let stderr = p.stderr();
+        assert!(stderr.contains(expected), "{stderr}\n  wanted: {expected}");
+        assert!(!stderr.contains("edge listening"), "{stderr}");
+    }
 }

@@ -1,4 +1,5 @@
-//! The AutoDJ: plays a station's playlist into its mounts in real time. Every track is encoded
+//! The AutoDJ: plays a station's playlists into its mounts in real time, in the order its
+//! [`schedule`] decides (station IDs, jingles, scheduled shows, weighted rotation). Every track is encoded
 //! once per output format and bitrate ([`render`]); playing is paced passthrough of those
 //! frames — each frame's duration comes from its header, and an output is kept at most
 //! [`LEAD`] ahead of a monotonic clock that started with the AutoDJ, so an hour of AutoDJ is an
@@ -12,6 +13,7 @@
 mod live;
 pub mod order;
 pub mod render;
+pub mod schedule;
 
 use crate::config::{AutoDjConfig, AutoDjOutput, TrackConfig};
 use crate::frames::{Frame, Parser};
@@ -19,6 +21,7 @@ use crate::mount::{Mount, Session, SourceInfo};
 use crate::server::Shared;
 use bytes::{Bytes, BytesMut};
 use rand::SeedableRng as _;
+use schedule::{Pick, Schedule};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -87,14 +90,15 @@ pub async fn run(
     renditions: Arc<render::Renditions>,
     mut config: watch::Receiver<AutoDjConfig>,
     stop: CancellationToken,
-    now: Arc<Mutex<Option<NowPlaying>>>,
+    playing: Arc<Mutex<Option<NowPlaying>>>,
 ) {
     let clock = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    let mut picker = order::Picker::default();
+    let mut schedule = Schedule::default();
     let mut outputs: Vec<Output> = Vec::new();
     let mut skipped_in_row = 0usize;
-    let mut next: Option<(usize, TrackConfig, Prepared)> = None;
+    // The next track, picked and encoding while the current one plays.
+    let mut next: Option<(Pick, Prepared)> = None;
     loop {
         if stop.is_cancelled() {
             return;
@@ -102,33 +106,47 @@ pub async fn run(
         let cfg = config.borrow_and_update().clone();
         sync_outputs(&shared, &cfg, &mut outputs, clock);
         if let Some(session) = live::on_air(&shared, &cfg) {
-            live::play(&mut outputs, session, clock, &stop, &now).await;
+            live::play(&mut outputs, session, clock, &stop, &playing).await;
             continue;
         }
-        let (index, track, prepared) = match next.take() {
-            Some((i, t, p)) if cfg.tracks.get(i) == Some(&t) => (i, t, p),
-            _ => {
-                let Some(i) = pick(&mut picker, &cfg, &mut rng) else {
+        // The prepared pick was made a track ago: the configuration may have changed since, or
+        // the hour turned, or a window opened or closed.
+        let now = jiff::Timestamp::now();
+        let (pick, prepared) = match next.take() {
+            Some((pick, p)) if schedule.confirm(&pick, &cfg, now) => (pick, p),
+            stale => {
+                if let Some((pick, _)) = stale {
+                    schedule.put_back(pick);
+                }
+                let Some(pick) = schedule.next(&cfg, now, &mut rng) else {
+                    tracing::error!(autodj = %cfg.name, "no track to play; the AutoDJ stops");
                     return;
                 };
-                let track = cfg.tracks[i].clone();
-                let p = prepare(&renditions, &track, &cfg.outputs);
-                (i, track, p)
+                let p = prepare(&renditions, &pick.track, &cfg.outputs);
+                (pick, p)
             }
         };
         let files = tokio::select! {
             r = prepared => r.map_err(|e| anyhow::anyhow!("the encoder task failed: {e}")).and_then(|f| f),
             () = stop.cancelled() => return,
         };
+        let now = jiff::Timestamp::now();
         let files = match files {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(autodj = %cfg.name, "skipping track {}: {e:#}", track.file);
+                tracing::warn!(
+                    autodj = %cfg.name,
+                    playlist = %pick.playlist,
+                    "skipping track {}: {e:#}",
+                    pick.track.file
+                );
+                schedule.failed(&pick, &cfg, now);
                 skipped_in_row += 1;
-                if skipped_in_row >= cfg.tracks.len() {
+                let tracks: usize = cfg.all_playlists().iter().map(|p| p.tracks.len()).sum();
+                if skipped_in_row >= tracks {
                     tracing::error!(
                         autodj = %cfg.name,
-                        "no track of the playlist is playable; trying again in 10 s"
+                        "no track of the playlists is playable; trying again in 10 s"
                     );
                     skipped_in_row = 0;
                     tokio::select! {
@@ -140,16 +158,17 @@ pub async fn run(
             }
         };
         skipped_in_row = 0;
+        schedule.played(&pick, &cfg, now);
         // While this one plays, the next one is encoded.
-        if let Some(i) = pick(&mut picker, &cfg, &mut rng) {
-            let t = cfg.tracks[i].clone();
-            let p = prepare(&renditions, &t, &cfg.outputs);
-            next = Some((i, t, p));
+        if let Some(p) = schedule.next(&cfg, now, &mut rng) {
+            let prepared = prepare(&renditions, &p.track, &cfg.outputs);
+            next = Some((p, prepared));
         }
+        let track = &pick.track;
         let title = track.stream_title();
-        tracing::info!(autodj = %cfg.name, "playing #{index}: {title}");
+        tracing::info!(autodj = %cfg.name, playlist = %pick.playlist, "playing {title}");
         set_now(
-            &now,
+            &playing,
             NowPlaying {
                 title: title.clone(),
                 artist: track.artist.clone(),
@@ -157,24 +176,15 @@ pub async fn run(
                 file: track.file.clone(),
                 sha256: track.sha256.clone(),
                 started_at: SystemTime::now(),
-                duration: track_duration(&track, &cfg.outputs, &files).await,
+                duration: track_duration(track, &cfg.outputs, &files).await,
                 live: false,
                 streamer: String::new(),
-                next: next.as_ref().map(|(_, t, _)| t.stream_title()),
+                next: next.as_ref().map(|(p, _)| p.track.stream_title()),
             },
         );
         let live = || live::on_air(&shared, &cfg).is_some();
         play(&mut outputs, &files, &title, clock, &stop, &live).await;
     }
-}
-
-fn pick(
-    picker: &mut order::Picker,
-    cfg: &AutoDjConfig,
-    rng: &mut rand::rngs::StdRng,
-) -> Option<usize> {
-    let weights: Vec<u32> = cfg.tracks.iter().map(|t| t.weight).collect();
-    picker.next(cfg.order, &weights, rng)
 }
 
 /// The track's length: as configured, else from the size of its first constant-bitrate
