@@ -251,3 +251,15 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
             .is_ok()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argon2_hashes_verify() {
+        // Made by the control plane's `secrets::hash_password("friday-night")`.
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$MSVh1jgze0H4aNrq4EEOnA$7cBSps/jHr3dPVhHEXiVsttFxSt0AHy74yL3RIGoqQc";
+        assert!(super::verify_password(hash, "friday-night"));
+        assert!(!super::verify_password(hash, "saturday-night"));
+        assert!(!super::verify_password("not a hash", "friday-night"));
+    }
+}

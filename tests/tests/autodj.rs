@@ -105,13 +105,15 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
     let config = format!(
         "[media]\ncache_dir = \"{}\"\n\n\
          [[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
-         [[mounts]]\npath = \"/live\"\nsource_password = \"dj-secret\"\n\n\
+         [[mounts]]\npath = \"/live\"\nsource_password = \"dj-secret\"\n\
+         source_users = [{{ user = \"nova\", password_hash = \"{}\" }}]\n\n\
          [[autodj]]\nname = \"Live FM\"\nlive_mount = \"/live\"\n\
          outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
          {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n\
          [[autodj.tracks]]\nfile = \"{}\"\nartist = \"Artist A\"\ntitle = \"Track A\"\n\n\
          [[autodj.tracks]]\nfile = \"{}\"\nartist = \"Artist B\"\ntitle = \"Track B\"\n",
         media.path().join("cache").display(),
+        onda_control_plane::secrets::hash_password("friday-night").expect("hash"),
         a.display(),
         b.display(),
     );
@@ -132,10 +134,24 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
         .await
         .expect("put");
     assert_eq!(wrong.status().as_u16(), 401);
+    let wrong = client
+        .put(edge.url("/live"))
+        .basic_auth("nova", Some("saturday-night"))
+        .header("content-type", "audio/mpeg")
+        .body(vec![0u8; 512])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(wrong.status().as_u16(), 401, "a DJ with the wrong password");
 
     // The DJ (ffmpeg as an Icecast source client) comes on: both mounts carry the show, with the
     // DJ's title, and nobody is disconnected.
-    let dj = onda_tests::edge::ffmpeg_source(&edge.icecast_url("/live", "dj-secret"), 1000, &[]);
+    // The DJ's own account (an Argon2 hash on the edge), not the station's source password.
+    let dj = onda_tests::edge::ffmpeg_source(
+        &format!("icecast://nova:friday-night@{}/live", edge.addr),
+        1000,
+        &[],
+    );
     edge.wait_source("/live").await;
     let (s, _) = edge
         .admin_get("/admin/metadata?mount=/live&mode=updinfo&song=DJ%20Nova%20-%20Friday%20Set")
