@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod keys;
+pub mod media;
 pub mod nodes;
 pub mod plans;
 pub mod stations;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cluster",
         include_str!("../../migrations/0002_cluster.sql"),
     ),
+    (3, "media", include_str!("../../migrations/0003_media.sql")),
 ];
 
 impl Db {
