@@ -22,6 +22,13 @@ use onda_shared::api::{
     UploadMediaParams,
 };
 
+// How the OpenAPI document describes an upload's body: a `Vec<u8>` would be documented as an
+// array of integers.
+/// The raw bytes of an audio file.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct AudioFileBytes(pub Vec<u8>);
+
 /// Longest `?q=`, in characters.
 const MAX_QUERY: usize = 200;
 
@@ -78,7 +85,7 @@ fn probe_error(e: ProbeError, filename: &str) -> ApiError {
 /// existing file.
 #[utoipa::path(post, path = "/v1/stations/{id}/media", tag = "media",
     params(("id" = String, Path, description = "Station id"), UploadMediaParams),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+    request_body(content = AudioFileBytes, content_type = "application/octet-stream",
         description = "The audio file's bytes: MP3, AAC/M4A, FLAC, Ogg Vorbis/Opus, WAV or Matroska audio"),
     responses((status = 201, body = MediaFile, description = "Stored"),
               (status = 200, body = MediaFile, description = "This station already holds the same content"),
