@@ -334,8 +334,23 @@ async fn storage_quota_is_enforced_and_freed_by_delete(b: Backend) {
     cp.delete(&format!("/v1/stations/{sid}/media/{}", id(&first)), &key)
         .await
         .expect(204);
-    upload(&cp, &key, &sid, "b.mp3", bb).await.expect(201);
+    let bb_again = bb.clone();
+    let b_file = upload(&cp, &key, &sid, "b.mp3", bb).await.expect(201).body;
     assert_eq!(stored(&cp.media_dir).len(), 1, "a's blob went with its row");
+
+    // Two uploads at once that fit only one at a time: both pass the first look, and the
+    // decision under the tenant's lock lets exactly one in.
+    cp.delete(&format!("/v1/stations/{sid}/media/{}", id(&b_file)), &key)
+        .await
+        .expect(204);
+    let (ra, rb) = tokio::join!(
+        upload(&cp, &key, &sid, "a.mp3", a.clone()),
+        upload(&cp, &key, &sid2, "b.mp3", bb_again.clone()),
+    );
+    let mut codes = [ra.status.as_u16(), rb.status.as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 413], "{} / {}", ra.text, rb.text);
+    assert_eq!(stored(&cp.media_dir).len(), 1);
     cp.stop().await;
 }
 

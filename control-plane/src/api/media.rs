@@ -15,8 +15,10 @@ use crate::media::probe::{self, ProbeError};
 use crate::{secrets, validate};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts as _, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use onda_shared::api::{
     MediaFile, MediaListParams, Page, PageParams, Plan, Problem, Station, UpdateMedia,
     UploadMediaParams,
@@ -61,6 +63,22 @@ fn require_autodj(plan: &Plan) -> ApiResult<()> {
     }
 }
 
+/// The plan's `storage_bytes` holds the tenant's files (`used` bytes) plus `size` more.
+fn check_quota(plan: &Plan, used: u64, size: u64) -> ApiResult<()> {
+    let quota = plan.limits.storage_bytes;
+    if used.saturating_add(size) <= quota {
+        return Ok(());
+    }
+    Err(ApiError::Quota {
+        limit: "storage_bytes",
+        detail: format!(
+            "Plan {:?} includes {quota} bytes of media storage; this tenant uses {used} and the \
+             file has {size} more. Delete files or change plan.",
+            plan.name
+        ),
+    })
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::PayloadTooLarge(format!(
         "The file is larger than this server accepts ({max} bytes, media.max_upload_bytes)."
@@ -93,15 +111,33 @@ fn probe_error(e: ProbeError, filename: &str) -> ApiError {
               (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 413, body = Problem, description = "Larger than media.max_upload_bytes, or over the plan's storage_bytes"),
               (status = 422, body = Problem, description = "Not audio, truncated or corrupt")))]
-pub async fn upload(
-    State(st): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<UploadMediaParams>,
-    headers: HeaderMap,
+pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    match receive_and_store(&st, &mut parts, body).await {
+        Ok(stored) => stored.into_response(),
+        Err(e) => {
+            let mut resp = e.into_response();
+            // A refusal may leave most of the body unread, and the server then closes the
+            // connection; saying so keeps clients from sending their next request on it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+/// The upload itself. Extractors run here rather than in the handler's signature so that their
+/// refusals (401, 403, 400) also close the connection.
+async fn receive_and_store(
+    st: &AppState,
+    parts: &mut Parts,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<MediaFile>)> {
+    let caller = Caller::from_request_parts(parts, st).await?;
     let tenant = caller.writing_tenant("Media files")?.clone();
+    let ApiPath(id) = ApiPath::<String>::from_request_parts(parts, st).await?;
+    let ApiQuery(q) = ApiQuery::<UploadMediaParams>::from_request_parts(parts, st).await?;
+    let headers = &parts.headers;
     // Everything that can be refused without the body is, before a byte of it is read.
     {
         let mut conn = st.db.conn().await?;
@@ -125,9 +161,24 @@ pub async fn upload(
         }
         ReceiveError::Io(e) => ApiError::Internal(anyhow::Error::new(e).context("media store")),
     })?;
-    let probed = probe::probe(upload.path(), &filename)
-        .await
-        .map_err(|e| probe_error(e, &filename))?;
+    // A first look before the expensive decode: content the station already holds needs no
+    // probe, and a file over the quota is refused without one. Decided for good below, under
+    // the tenant's lock.
+    {
+        let mut conn = st.db.conn().await?;
+        if let Some(existing) = db::media::find_by_sha256(&mut conn, &id, &upload.sha256).await? {
+            return Ok((StatusCode::OK, Json(existing)));
+        }
+        let plan = plan_of(&mut conn, &tenant.plan_id).await?;
+        let used = db::media::tenant_usage(&mut conn, &tenant.id).await?;
+        check_quota(&plan, used, upload.size_bytes)?;
+    }
+    let probed = {
+        let _permit = st.media.probe_permit().await;
+        probe::probe(upload.path(), &filename)
+            .await
+            .map_err(|e| probe_error(e, &filename))?
+    };
 
     let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
@@ -141,17 +192,7 @@ pub async fn upload(
         return Ok((StatusCode::OK, Json(existing)));
     }
     let used = db::media::tenant_usage(&mut tx, &tenant.id).await?;
-    let quota = plan.limits.storage_bytes;
-    if used.saturating_add(upload.size_bytes) > quota {
-        return Err(ApiError::Quota {
-            limit: "storage_bytes",
-            detail: format!(
-                "Plan {:?} includes {quota} bytes of media storage; this tenant uses {used} and \
-                 the file has {} more. Delete files or change plan.",
-                plan.name, upload.size_bytes
-            ),
-        });
-    }
+    check_quota(&plan, used, upload.size_bytes)?;
     let file = MediaFile {
         id: secrets::new_id("med"),
         tenant_id: tenant.id.clone(),

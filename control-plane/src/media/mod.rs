@@ -37,6 +37,8 @@ pub struct MediaStore {
     tmp: PathBuf,
     max_upload_bytes: u64,
     refs: tokio::sync::Mutex<()>,
+    /// Bounds concurrent probes: each decodes a whole file with ffmpeg, a core's worth of work.
+    probes: tokio::sync::Semaphore,
 }
 
 /// Proof that the caller holds the store's reference lock (see [`MediaStore::lock_refs`]).
@@ -114,6 +116,9 @@ impl MediaStore {
             tmp,
             max_upload_bytes: settings.max_upload_bytes,
             refs: tokio::sync::Mutex::new(()),
+            probes: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -152,6 +157,13 @@ impl MediaStore {
         RefsGuard {
             _guard: self.refs.lock().await,
         }
+    }
+
+    /// Waits for a turn to probe an upload (at most one probe per core at a time, so a burst of
+    /// uploads cannot starve the API of CPU).
+    pub async fn probe_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed; None would only mean "go ahead".
+        self.probes.acquire().await.ok()
     }
 
     /// Streams a request body into a temp file of the store, hashing it on the way; refuses it
