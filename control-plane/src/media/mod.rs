@@ -3,11 +3,12 @@
 //! Layout under `media.dir`:
 //! - `{sha[0..2]}/{sha}` — one blob per distinct content, whatever number of stations or
 //!   tenants hold it (each holder is a row of `media_files`);
-//! - `tmp/` — uploads being received; emptied at start (the directory belongs to one control
-//!   plane).
+//! - `incoming/upload-*` — uploads being received; removed at start (the directory belongs to
+//!   one control plane). Only files of that name are ever removed wholesale, so a mistaken
+//!   `media.dir` (say `/`) costs nothing else.
 //!
 //! Invariants:
-//! - A blob's bytes hash to its name: an upload is hashed while it streams to `tmp/` and only a
+//! - A blob's bytes hash to its name: an upload is hashed while it streams to `incoming/` and only a
 //!   complete, probed upload is renamed into place (same file system, so the rename is atomic
 //!   and a reader never sees a partial blob).
 //! - A blob exists while a row references it: rows are inserted and deleted, and blobs placed
@@ -29,7 +30,9 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt as _;
 
 /// Subdirectory of the store holding uploads in progress.
-const TMP: &str = "tmp";
+const INCOMING: &str = "incoming";
+/// Name prefix of an upload in progress.
+const UPLOAD_PREFIX: &str = "upload-";
 
 #[derive(Debug)]
 pub struct MediaStore {
@@ -98,19 +101,26 @@ pub fn is_sha256(s: &str) -> bool {
 }
 
 impl MediaStore {
-    /// Opens (creating) the store's directory and empties `tmp/` of uploads an earlier process
-    /// left unfinished.
+    /// Opens (creating) the store's directory and removes the uploads an earlier process left
+    /// unfinished in `incoming/`.
     pub async fn open(settings: &MediaSettings) -> anyhow::Result<MediaStore> {
         let dir = settings.dir.clone();
-        let tmp = dir.join(TMP);
-        if tokio::fs::try_exists(&tmp).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&tmp)
-                .await
-                .with_context(|| format!("cannot empty {}", tmp.display()))?;
-        }
+        let tmp = dir.join(INCOMING);
         tokio::fs::create_dir_all(&tmp)
             .await
             .with_context(|| format!("cannot create the media directory {}", tmp.display()))?;
+        let mut entries = tokio::fs::read_dir(&tmp)
+            .await
+            .with_context(|| format!("cannot read {}", tmp.display()))?;
+        while let Some(e) = entries.next_entry().await? {
+            if e.file_name().to_string_lossy().starts_with(UPLOAD_PREFIX)
+                && e.file_type().await.is_ok_and(|t| t.is_file())
+            {
+                tokio::fs::remove_file(e.path())
+                    .await
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+        }
         Ok(MediaStore {
             dir,
             tmp,
@@ -171,7 +181,7 @@ impl MediaStore {
     pub async fn receive(&self, body: Body) -> Result<Upload, ReceiveError> {
         let path = self
             .tmp
-            .join(format!("upload-{}", crate::secrets::new_id("u")));
+            .join(format!("{UPLOAD_PREFIX}{}", crate::secrets::new_id("u")));
         let mut file = tokio::fs::File::create(&path).await?;
         let temp = TempFile { path: Some(path) };
         let mut hasher = Sha256::new();
@@ -341,10 +351,11 @@ mod tests {
     #[tokio::test]
     async fn open_empties_leftover_uploads() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let tmp = dir.path().join("media").join(TMP);
+        let tmp = dir.path().join("media").join(INCOMING);
         std::fs::create_dir_all(&tmp).expect("mkdir");
         std::fs::write(tmp.join("upload-x"), b"partial").expect("write");
+        std::fs::write(tmp.join("notes.txt"), b"not ours").expect("write");
         let s = store(dir.path(), 1024).await;
-        assert!(files_under(s.dir()).is_empty());
+        assert_eq!(files_under(s.dir()), vec![tmp.join("notes.txt")]);
     }
 }
