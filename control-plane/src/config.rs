@@ -11,6 +11,7 @@ pub struct ControlPlaneConfig {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub cluster: ClusterConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +115,55 @@ impl Default for ClusterConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Directory of the media store (uploaded audio, one file per content hash); relative paths
+    /// are taken from the working directory. `ONDA_MEDIA_DIR`.
+    pub dir: String,
+    /// Largest upload accepted, in bytes (413 beyond). `ONDA_MEDIA_MAX_UPLOAD_BYTES`.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            dir: "media".to_string(),
+            max_upload_bytes: 200 * 1024 * 1024,
+        }
+    }
+}
+
+/// The media store's settings checked.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub dir: std::path::PathBuf,
+    pub max_upload_bytes: u64,
+}
+
+/// Smallest `media.max_upload_bytes`: below this not even a short jingle fits.
+pub const MIN_UPLOAD_BYTES: u64 = 1024;
+/// Largest `media.max_upload_bytes` (64 GiB): bounds what one request may put on disk.
+pub const MAX_UPLOAD_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+impl MediaConfig {
+    pub fn validate(&self) -> anyhow::Result<MediaSettings> {
+        if self.dir.trim().is_empty() {
+            anyhow::bail!("media.dir must name a directory, e.g. \"media\"");
+        }
+        if !(MIN_UPLOAD_BYTES..=MAX_UPLOAD_BYTES).contains(&self.max_upload_bytes) {
+            anyhow::bail!(
+                "media.max_upload_bytes = {} must be between {MIN_UPLOAD_BYTES} and {MAX_UPLOAD_BYTES}",
+                self.max_upload_bytes
+            );
+        }
+        Ok(MediaSettings {
+            dir: self.dir.clone().into(),
+            max_upload_bytes: self.max_upload_bytes,
+        })
+    }
+}
+
 /// The cluster settings checked.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -210,6 +260,7 @@ pub struct Validated {
     pub max_connections: u32,
     pub admin_token: Option<String>,
     pub cluster: Option<ClusterSettings>,
+    pub media: MediaSettings,
 }
 
 impl ControlPlaneConfig {
@@ -245,6 +296,55 @@ impl ControlPlaneConfig {
             max_connections: self.database.max_connections,
             admin_token: (!token.is_empty()).then(|| token.to_string()),
             cluster: self.cluster.validate()?,
+            media: self.media.validate()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onda_shared::config::load_from;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn media_section_defaults_file_env_and_errors() {
+        let cfg: ControlPlaneConfig = load_from("", "cp.toml", Vec::new()).expect("loads");
+        let media = cfg.validate().expect("valid").media;
+        assert_eq!(media.dir, std::path::PathBuf::from("media"));
+        assert_eq!(media.max_upload_bytes, 200 * 1024 * 1024);
+
+        let cfg: ControlPlaneConfig = load_from(
+            "[media]\ndir = \"/srv/onda/media\"\nmax_upload_bytes = 4096\n",
+            "cp.toml",
+            env(&[("ONDA_MEDIA_MAX_UPLOAD_BYTES", "8192")]),
+        )
+        .expect("loads");
+        let media = cfg.validate().expect("valid").media;
+        assert_eq!(media.dir, std::path::PathBuf::from("/srv/onda/media"));
+        assert_eq!(media.max_upload_bytes, 8192, "the environment wins");
+
+        let err = load_from::<ControlPlaneConfig, _>("[media]\nsize = 1\n", "cp.toml", Vec::new())
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("size"), "{err}");
+        let err = load_from::<ControlPlaneConfig, _>(
+            "",
+            "cp.toml",
+            env(&[("ONDA_MEDIA_DIRECTORY", "x")]),
+        )
+        .expect_err("unknown variable");
+        assert!(err.to_string().contains("ONDA_MEDIA_DIRECTORY"), "{err}");
+
+        for bad in ["[media]\ndir = \" \"\n", "[media]\nmax_upload_bytes = 10\n"] {
+            let cfg: ControlPlaneConfig = load_from(bad, "cp.toml", Vec::new()).expect("loads");
+            let err = cfg.validate().expect_err("invalid");
+            assert!(err.to_string().starts_with("media."), "{err}");
+        }
     }
 }

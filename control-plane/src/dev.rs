@@ -119,6 +119,11 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         max_connections: 5,
         admin_token: Some(admin_token.clone()),
         cluster: cluster.validate()?,
+        media: crate::config::MediaConfig {
+            dir: opts.dir.join("media").display().to_string(),
+            ..Default::default()
+        }
+        .validate()?,
     };
     let running = server::start_with(listener, db.clone(), &cfg).await?;
     let cluster = running

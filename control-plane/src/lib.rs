@@ -1,6 +1,6 @@
 //! The Onda control plane: panel API over a SQLite or PostgreSQL database, the cluster (CA and
 //! joins, QUIC control channel, coordinator, leader-run scheduler) and the listener redirector.
-//! Later issues add billing and the media store here.
+//! The media store keeps stations' uploaded audio; later issues add billing here.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod coordinator;
 pub mod db;
 pub mod dev;
+pub mod media;
 pub mod metrics;
 pub mod scheduler;
 pub mod secrets;

@@ -4,6 +4,7 @@
 use crate::api;
 use crate::config::Validated;
 use crate::db::Db;
+use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ pub struct Running {
     pub db: Db,
     /// The control channel and scheduler, when the cluster is enabled.
     pub cluster: Option<crate::cluster::Running>,
+    /// The media store (uploaded audio by content hash), e.g. to serve blobs to nodes.
+    pub media: Arc<MediaStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -59,8 +62,11 @@ pub async fn start_with(
             "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
         );
     }
+    let media = Arc::new(MediaStore::open(&cfg.media).await?);
     let cluster = match &cfg.cluster {
-        Some(settings) => Some(crate::cluster::start(db.clone(), settings.clone()).await?),
+        Some(settings) => {
+            Some(crate::cluster::start(db.clone(), settings.clone(), Some(media.clone())).await?)
+        }
         None => None,
     };
     let app = api::router(
@@ -69,6 +75,7 @@ pub async fn start_with(
         metrics,
         cfg.max_body_bytes,
         cluster.as_ref().map(|c| c.cluster.clone()),
+        media.clone(),
     );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -86,6 +93,7 @@ pub async fn start_with(
         addr,
         db,
         cluster,
+        media,
         stop: Some(tx),
         task,
     })

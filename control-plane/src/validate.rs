@@ -316,10 +316,73 @@ pub fn labels(
     Ok(value.clone())
 }
 
+/// Longest media file name kept, in characters.
+pub const MAX_FILENAME: usize = 255;
+/// Longest artist, title or album, in characters.
+pub const MAX_TAG: usize = 500;
+
+/// An uploaded file's name (`?filename=`): its last path component (a browser or script may
+/// send a whole path), trimmed, 1 to 255 characters, no control characters.
+pub fn media_filename(value: Option<&str>) -> Result<String, ApiError> {
+    let raw = value.unwrap_or_default();
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if base.is_empty() || base == "." || base == ".." {
+        return Err(ApiError::BadRequest(
+            "Name the uploaded file in the query string, e.g. ?filename=song.mp3.".to_string(),
+        ));
+    }
+    if base.chars().count() > MAX_FILENAME || base.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "filename must be at most {MAX_FILENAME} characters without control characters."
+        )));
+    }
+    Ok(base.to_string())
+}
+
+/// An artist, title or album edited through the API: trimmed, at most 500 characters, no
+/// control characters; empty clears it.
+pub fn tag(field: &str, value: &str) -> Result<String, ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not contain control characters."
+        )));
+    }
+    let v = value.trim();
+    if v.chars().count() > MAX_TAG {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} is longer than {MAX_TAG} characters."
+        )));
+    }
+    Ok(v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use onda_shared::api::{AudioFormat, PlanFeatures};
+
+    #[test]
+    fn media_filenames_and_tags() {
+        assert_eq!(
+            media_filename(Some("song.mp3")).ok(),
+            Some("song.mp3".into())
+        );
+        assert_eq!(
+            media_filename(Some("C:\\Music\\a b.flac")).ok(),
+            Some("a b.flac".into())
+        );
+        assert_eq!(
+            media_filename(Some("/tmp/../x.mp3")).ok(),
+            Some("x.mp3".into())
+        );
+        for bad in [None, Some(""), Some("dir/"), Some(".."), Some("a\u{7}.mp3")] {
+            assert!(media_filename(bad).is_err(), "{bad:?}");
+        }
+        assert!(media_filename(Some(&"x".repeat(256))).is_err());
+        assert_eq!(tag("artist", "  Björk ").ok(), Some("Björk".into()));
+        assert!(tag("artist", "a\u{0}b").is_err());
+        assert!(tag("album", &"x".repeat(501)).is_err());
+    }
 
     fn basic() -> Plan {
         Plan {

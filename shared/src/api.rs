@@ -497,6 +497,32 @@ pub struct Streamer {
     pub updated_at: String,
 }
 
+/// An audio file in a station's media library. The bytes are stored once per content (by
+/// `sha256`) however many stations hold the same file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MediaFile {
+    pub id: String,
+    pub tenant_id: String,
+    pub station_id: String,
+    /// SHA-256 of the file's bytes, lowercase hex: the name nodes fetch it by.
+    pub sha256: String,
+    /// Counted against the plan's `storage_bytes` for each station that holds the file.
+    pub size_bytes: u64,
+    /// The name it was uploaded with (without any directory).
+    pub filename: String,
+    pub artist: String,
+    /// From the file's tags; the file name without its extension when it has no title tag.
+    pub title: String,
+    pub album: String,
+    /// Playing time measured by decoding the whole file.
+    pub duration_ms: u64,
+    /// The audio codec as ffmpeg names it: "mp3", "aac", "flac", "vorbis", "opus", …
+    pub codec: String,
+    pub bitrate_kbps: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStreamer {
@@ -527,4 +553,36 @@ pub struct LiveIngest {
     pub mount: String,
     /// `icecast://USER:PASSWORD@host:port/mount` with placeholders, for ffmpeg.
     pub icecast_url: Option<String>,
+}
+
+/// `POST /v1/stations/{id}/media?filename=NAME`: the raw file is the body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UploadMediaParams {
+    /// The file's name, e.g. "song.mp3" (required; a directory part is dropped).
+    pub filename: Option<String>,
+}
+
+/// Paging and search of a station's media library.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MediaListParams {
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only files whose artist, title, album or file name contains this text (any case).
+    pub q: Option<String>,
+}
+
+/// Edits a media file's tags; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMedia {
+    pub artist: Option<String>,
+    pub title: Option<String>,
+    pub album: Option<String>,
 }

@@ -11,8 +11,11 @@ pub struct TestControlPlane {
     pub url: String,
     pub admin: String,
     pub http: reqwest::Client,
+    /// The control plane's media store directory (`media.dir`).
+    pub media_dir: std::path::PathBuf,
     running: Option<Running>,
     _db: TestDb,
+    _media_dir: tempfile::TempDir,
     _ca_dir: tempfile::TempDir,
 }
 
@@ -72,24 +75,41 @@ impl TestControlPlane {
     /// Starts a control plane, or None when the backend is PostgreSQL and it is unreachable
     /// outside CI.
     pub async fn start(backend: Backend) -> Option<TestControlPlane> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestControlPlane::start`], with the configuration adjusted by `tweak` first (the
+    /// media directory is a temp dir of the test's own).
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Validated),
+    ) -> Option<TestControlPlane> {
         let db = TestDb::new(backend).await?;
         let admin = format!("test-admin-token-{}", rand::random::<u64>());
         let ca_dir = tempfile::tempdir().expect("temp dir");
-        let cfg = Validated {
+        let media_dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = Validated {
             listen: "127.0.0.1:0".parse().expect("addr"),
             max_body_bytes: 64 * 1024,
             database_url: db.url.clone(),
             max_connections: 5,
             admin_token: Some(admin.clone()),
             cluster: Some(cluster_settings(ca_dir.path())),
+            media: onda_control_plane::config::MediaSettings {
+                dir: media_dir.path().join("media"),
+                max_upload_bytes: 200 * 1024 * 1024,
+            },
         };
+        tweak(&mut cfg);
         let running = server::start(&cfg).await.expect("control plane starts");
         Some(TestControlPlane {
             url: format!("http://{}", running.addr),
             admin,
             http: reqwest::Client::new(),
+            media_dir: cfg.media.dir.clone(),
             running: Some(running),
             _db: db,
+            _media_dir: media_dir,
             _ca_dir: ca_dir,
         })
     }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod edge;
 pub mod etcd;
 pub mod load;
+pub mod media;
 pub mod process;
 
 use std::time::{Duration, Instant};

@@ -19,6 +19,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{detail}")]
     PlanLimit { limit: &'static str, detail: String },
+    /// A plan's storage quota: 413, because the request is refused for its size (and would be
+    /// accepted once space is freed), with `limit` naming the quota like other plan limits.
+    #[error("{detail}")]
+    Quota { limit: &'static str, detail: String },
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
@@ -64,6 +68,11 @@ impl ApiError {
             ApiError::PlanLimit { .. } => {
                 (StatusCode::FORBIDDEN, "plan-limit", "Plan limit exceeded")
             }
+            ApiError::Quota { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "plan-limit",
+                "Plan limit exceeded",
+            ),
             ApiError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-request",
@@ -107,7 +116,9 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             limit: match self {
-                ApiError::PlanLimit { limit, .. } => Some((*limit).to_string()),
+                ApiError::PlanLimit { limit, .. } | ApiError::Quota { limit, .. } => {
+                    Some((*limit).to_string())
+                }
                 _ => None,
             },
         }

@@ -9,6 +9,7 @@ mod health;
 pub mod keys;
 mod listen;
 mod me;
+pub mod media;
 pub mod nodes;
 mod nowplaying;
 mod plans;
@@ -40,13 +41,15 @@ pub struct AppState {
     pub openapi: Arc<String>,
     /// None when the control plane runs without a cluster (API only).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Uploaded audio, by content hash.
+    pub media: Arc<crate::media::MediaStore>,
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Onda panel API",
-        description = "Plans, tenants, API keys, stations and nodes of an Onda streaming cluster. \
+        description = "Plans, tenants, API keys, stations, media and nodes of an Onda streaming cluster. \
             Authenticate with `Authorization: Bearer <admin token or tenant API key>`. Errors are \
             RFC 9457 problem documents. Lists take `limit` (1-100) and `cursor`.",
     ),
@@ -56,6 +59,7 @@ pub struct AppState {
         (name = "tenants", description = "Customers of the hosting company (admin)"),
         (name = "api-keys", description = "Tenant API keys (admin)"),
         (name = "stations", description = "A tenant's radio stations"),
+        (name = "media", description = "A station's media library: uploaded audio for the AutoDJ"),
         (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -70,6 +74,7 @@ pub fn router(
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    media: Arc<crate::media::MediaStore>,
 ) -> Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(plans::list, plans::create))
@@ -91,6 +96,8 @@ pub fn router(
         .routes(routes!(nodes::list_tokens, nodes::create_token))
         .routes(routes!(nodes::delete_token))
         .routes(routes!(stations::placement))
+        .routes(routes!(media::list, media::upload))
+        .routes(routes!(media::get, media::update, media::delete))
         .routes(routes!(listen::listen))
         .routes(routes!(streamers::list, streamers::create))
         .routes(routes!(streamers::update, streamers::delete))
@@ -117,6 +124,7 @@ pub fn router(
         metrics,
         openapi: Arc::new(openapi_json),
         cluster,
+        media,
     };
     router
         .fallback(not_found)
@@ -127,8 +135,9 @@ pub fn router(
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad
-/// token, 403 for the wrong role, 400/413/415/422 for bodies) and marks every error body as
-/// `application/problem+json`, so the document tells clients exactly what they can receive.
+/// token, 403 for the wrong role, 413/422 for bodies and 400/415 for JSON bodies) and marks
+/// every error body as `application/problem+json`, so the document tells clients exactly what
+/// they can receive.
 fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
     let mut doc = serde_json::to_value(openapi).unwrap_or_default();
     let problem = |description: &str| {
@@ -144,6 +153,10 @@ fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
             };
             for (method, op) in ops.iter_mut() {
                 let has_body = op.get("requestBody").is_some();
+                // Raw uploads (media) are not JSON: no 415, and their 400 is documented by hand.
+                let has_json_body = op
+                    .pointer("/requestBody/content/application~1json")
+                    .is_some();
                 let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut())
                 else {
                     continue;
@@ -174,10 +187,12 @@ fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
                         "The token's role may not do this (admin route, or a suspended tenant)",
                     );
                 }
-                if has_body {
+                if has_json_body {
                     add("400", "The body is not valid JSON");
-                    add("413", "The body is larger than the server accepts");
                     add("415", "The body is not sent as application/json");
+                }
+                if has_body {
+                    add("413", "The body is larger than the server accepts");
                     add(
                         "422",
                         "The body does not fit the request (unknown field, wrong type, invalid value)",

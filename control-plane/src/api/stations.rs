@@ -26,7 +26,7 @@ fn slug_taken(slug: &str) -> ApiError {
     ))
 }
 
-async fn plan_of(conn: &mut db::Conn, plan_id: &str) -> ApiResult<Plan> {
+pub(crate) async fn plan_of(conn: &mut db::Conn, plan_id: &str) -> ApiResult<Plan> {
     db::plans::get(conn, plan_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("tenant's plan {plan_id} is missing")))
@@ -34,7 +34,7 @@ async fn plan_of(conn: &mut db::Conn, plan_id: &str) -> ApiResult<Plan> {
 
 /// Locks the tenant for the rest of the transaction and re-reads it under the lock, so a
 /// suspension or plan change that committed meanwhile is what the request is checked against.
-async fn lock_active_tenant(conn: &mut db::Conn, tenant_id: &str) -> ApiResult<Tenant> {
+pub(crate) async fn lock_active_tenant(conn: &mut db::Conn, tenant_id: &str) -> ApiResult<Tenant> {
     let missing = || ApiError::NotFound(format!("There is no tenant {tenant_id:?}."));
     if !db::tenants::lock(conn, tenant_id).await? {
         return Err(missing());
@@ -237,7 +237,7 @@ pub async fn update(
     Ok(Json(saved))
 }
 
-/// Delete a station and its mounts.
+/// Delete a station, its mounts and its media library (freeing the tenant's storage).
 #[utoipa::path(delete, path = "/v1/stations/{id}", params(("id" = String, Path, description = "Object id")), tag = "stations",
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete(
@@ -248,11 +248,23 @@ pub async fn delete(
     if let Caller::Tenant(_) = caller {
         caller.writing_tenant("Stations")?;
     }
+    // The media store's lock before the transaction, as everywhere media rows change.
+    let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
+    if db::stations::get(&mut tx, &id, caller.tenant_scope())
+        .await?
+        .is_none()
+    {
+        return Err(not_found(&id));
+    }
+    let hashes = db::media::delete_for_station(&mut tx, &id).await?;
     if !db::stations::delete(&mut tx, &id, caller.tenant_scope()).await? {
         return Err(not_found(&id));
     }
     tx.commit().await?;
+    for sha256 in &hashes {
+        st.media.remove_if_unreferenced(&refs, &st.db, sha256).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

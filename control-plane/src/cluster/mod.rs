@@ -141,8 +141,8 @@ pub struct Cluster {
     pub changed: tokio::sync::watch::Sender<u64>,
     /// Where the control channel is bound.
     pub quic_addr: SocketAddr,
-    /// The media store's directory (blobs at `{dir}/{sha[..2]}/{sha}`), when there is one.
-    pub media_dir: Option<std::path::PathBuf>,
+    /// The media store nodes fetch AutoDJ files from.
+    pub media: Option<Arc<crate::media::MediaStore>>,
     leading: AtomicBool,
     started: tokio::time::Instant,
 }
@@ -150,15 +150,7 @@ pub struct Cluster {
 impl Cluster {
     /// The media store's file with this SHA-256, if it has one.
     pub fn blob_path(&self, sha256: &str) -> Option<std::path::PathBuf> {
-        let valid = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !valid {
-            return None;
-        }
-        let path = self.media_dir.as_ref()?.join(&sha256[..2]).join(sha256);
-        path.is_file().then_some(path)
+        self.media.as_ref()?.blob_path(sha256)
     }
 }
 
@@ -207,7 +199,11 @@ impl Running {
 
 /// Loads the CA, connects the coordinator, binds the QUIC endpoint, and starts the channel, the
 /// leader loop and the view.
-pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running> {
+pub async fn start(
+    db: Db,
+    settings: ClusterSettings,
+    media: Option<Arc<crate::media::MediaStore>>,
+) -> anyhow::Result<Running> {
     let ca = ca::ClusterCa::load_or_create(&settings.ca_dir)?;
     {
         let mut conn = db.conn().await?;
@@ -248,7 +244,7 @@ pub async fn start(db: Db, settings: ClusterSettings) -> anyhow::Result<Running>
         view: view::View::default(),
         changed: tokio::sync::watch::Sender::new(0),
         quic_addr,
-        media_dir: None,
+        media,
         settings,
         leading: AtomicBool::new(false),
         started: tokio::time::Instant::now(),

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod history;
 pub mod keys;
+pub mod media;
 pub mod nodes;
 pub mod plans;
 pub mod stations;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cluster",
         include_str!("../../migrations/0002_cluster.sql"),
     ),
+    (3, "media", include_str!("../../migrations/0003_media.sql")),
     (
         4,
         "song history",

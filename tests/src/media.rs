@@ -1,0 +1,215 @@
+//! Helpers for media-library tests: real audio files made by the system ffmpeg, uploads of raw
+//! bytes (also chunked, with no length announced), and a look at what the media store holds on
+//! disk.
+
+use crate::api::{Reply, TestControlPlane};
+use reqwest::Method;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Containers and codecs the tests make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// MP3 (LAME, 128 kbps CBR, with a Xing/Info header and ID3v2 tags).
+    Mp3,
+    /// AAC in an M4A (MP4) container.
+    M4a,
+    /// FLAC with Vorbis comments.
+    Flac,
+}
+
+impl Kind {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Kind::Mp3 => "mp3",
+            Kind::M4a => "m4a",
+            Kind::Flac => "flac",
+        }
+    }
+
+    pub fn codec(self) -> &'static str {
+        match self {
+            Kind::Mp3 => "mp3",
+            Kind::M4a => "aac",
+            Kind::Flac => "flac",
+        }
+    }
+}
+
+/// A track's tags.
+#[derive(Debug, Clone)]
+pub struct Tags<'a> {
+    pub artist: &'a str,
+    pub title: &'a str,
+    pub album: &'a str,
+}
+
+/// Makes `seconds` of a sine tone at `hz` (so tracks differ in content) with the tags, in
+/// `dir`, and returns its path. Panics with ffmpeg's output when ffmpeg fails.
+pub async fn make_track(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    seconds: f64,
+    hz: u32,
+    tags: &Tags<'_>,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.{}", kind.extension()));
+    let codec: &[&str] = match kind {
+        Kind::Mp3 => &["-c:a", "libmp3lame", "-b:a", "128k"],
+        Kind::M4a => &["-c:a", "aac", "-b:a", "96k"],
+        Kind::Flac => &["-c:a", "flac"],
+    };
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .arg("-i")
+        .arg(format!(
+            "sine=frequency={hz}:sample_rate=44100:duration={seconds}"
+        ))
+        .args(codec)
+        .arg("-metadata")
+        .arg(format!("artist={}", tags.artist))
+        .arg("-metadata")
+        .arg(format!("title={}", tags.title))
+        .arg("-metadata")
+        .arg(format!("album={}", tags.album))
+        .arg(&path)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed to make {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Every file under `dir` (recursively), sorted; directories are not listed.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Where the store keeps the content with this SHA-256.
+pub fn blob_path(media_dir: &Path, sha256: &str) -> PathBuf {
+    media_dir.join(&sha256[..2]).join(sha256)
+}
+
+/// `POST /v1/stations/{station}/media?filename=…` with `bytes` as the body (Content-Length set).
+pub async fn upload(
+    cp: &TestControlPlane,
+    token: &str,
+    station: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> Reply {
+    let query: String = form_urlencoded(filename);
+    cp.raw(
+        Method::POST,
+        &format!("/v1/stations/{station}/media?filename={query}"),
+        token,
+        Some("application/octet-stream"),
+        bytes,
+    )
+    .await
+}
+
+/// Uploads `bytes` with `Transfer-Encoding: chunked` over a raw connection, so the server cannot
+/// know the size in advance and must stop the upload while it streams. Returns the status and
+/// the body of the answer.
+pub async fn upload_chunked(
+    cp: &TestControlPlane,
+    token: &str,
+    station: &str,
+    filename: &str,
+    bytes: &[u8],
+) -> (u16, String) {
+    let addr = cp.url.trim_start_matches("http://").to_string();
+    let s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut r, mut w) = s.into_split();
+    let head = format!(
+        "POST /v1/stations/{station}/media?filename={} HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: audio/mpeg\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        form_urlencoded(filename)
+    );
+    w.write_all(head.as_bytes()).await.expect("write head");
+    let bytes = bytes.to_vec();
+    // Written beside the reader: the server may answer and close before the end, and the answer
+    // must be read as it comes (later writes then fail, which is the point). The task hands the
+    // write half back instead of dropping it: dropping it would half-close the connection, and
+    // the server takes that for a client that left.
+    let writer = tokio::spawn(async move {
+        for chunk in bytes.chunks(16 * 1024) {
+            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+            frame.extend_from_slice(chunk);
+            frame.extend_from_slice(b"\r\n");
+            if w.write_all(&frame).await.is_err() {
+                return w;
+            }
+        }
+        let _ = w.write_all(b"0\r\n\r\n").await;
+        w
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // Bounded: a writer still blocked after the answer would mean the server neither read nor
+    // closed, and the caller's assertions say more than a hang.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), writer).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Percent-encodes a query value (letters, digits and `-._~` stay).
+fn form_urlencoded(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
