@@ -586,3 +586,97 @@ pub struct UpdateMedia {
     pub title: Option<String>,
     pub album: Option<String>,
 }
+
+/// Kinds of AutoDJ playlists. At each track change the AutoDJ plays: a station ID once the hour
+/// has turned; else an interval playlist whose turn has come; else a scheduled playlist in its
+/// window; else a rotation playlist chosen by weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaylistKind {
+    Rotation,
+    /// Wins over rotation in its window (needs the plan's `scheduling` feature).
+    Scheduled,
+    /// One track every `every_songs` songs: jingles (needs `scheduling`).
+    Interval,
+    /// One track at the first track change of every hour (needs `scheduling`).
+    StationId,
+}
+
+/// Order of the tracks within a playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayOrder {
+    /// Every track once in a random order, then a new order; never the same track twice in a row.
+    Shuffle,
+    /// In list order, then again.
+    Sequential,
+    /// Independent random picks; never the same track twice in a row.
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Playlist {
+    pub id: String,
+    pub station_id: String,
+    pub name: String,
+    pub kind: PlaylistKind,
+    pub order: PlayOrder,
+    /// Rotation: chosen this often relative to the station's other rotation playlists.
+    pub weight: u32,
+    /// Scheduled: ISO weekdays (1 = Monday … 7 = Sunday); empty = every day.
+    pub days: Vec<u8>,
+    /// Scheduled: "HH:MM" in the station's time zone; an end at or before the start crosses
+    /// midnight.
+    pub start: Option<String>,
+    pub end: Option<String>,
+    /// Interval: one track after every this many songs.
+    pub every_songs: Option<u32>,
+    /// The station's media files, in order.
+    pub media_ids: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlaylist {
+    pub name: String,
+    pub kind: PlaylistKind,
+    /// Defaults to `shuffle`.
+    #[serde(default)]
+    pub order: Option<PlayOrder>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub days: Vec<u8>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub every_songs: Option<u32>,
+    #[serde(default)]
+    pub media_ids: Vec<String>,
+}
+
+/// A partial update; `media_ids`, when present, replaces the whole list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlaylist {
+    pub name: Option<String>,
+    pub order: Option<PlayOrder>,
+    pub weight: Option<u32>,
+    pub days: Option<Vec<u8>>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub every_songs: Option<u32>,
+    pub media_ids: Option<Vec<String>>,
+}
+
+/// A station's AutoDJ settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDjSettings {
+    /// IANA time zone of the station's schedules, e.g. "Europe/Berlin" (default "UTC").
+    pub timezone: String,
+}

@@ -13,6 +13,7 @@ pub mod media;
 pub mod nodes;
 mod nowplaying;
 mod plans;
+mod playlists;
 pub mod stations;
 pub mod streamers;
 mod tenants;
@@ -99,6 +100,13 @@ pub fn router(
         .routes(routes!(media::list, media::upload))
         .routes(routes!(media::get, media::update, media::delete))
         .routes(routes!(listen::listen))
+        .routes(routes!(playlists::list, playlists::create))
+        .routes(routes!(
+            playlists::get,
+            playlists::update,
+            playlists::delete
+        ))
+        .routes(routes!(playlists::get_settings, playlists::put_settings))
         .routes(routes!(streamers::list, streamers::create))
         .routes(routes!(streamers::update, streamers::delete))
         .routes(routes!(streamers::live))

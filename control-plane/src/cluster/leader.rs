@@ -7,7 +7,9 @@
 use super::{Cluster, keys};
 use crate::db;
 use crate::scheduler::{self, NodeInfo, NodeState, Policy, Role, StationDemand};
-use onda_shared::cluster::proto::{DesiredState, MountSpec, StationRole, StationSpec};
+use onda_shared::cluster::proto::{
+    AutoDjSpec, DesiredState, DjSpec, MountSpec, PlaylistSpec, StationRole, StationSpec, TrackSpec,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -309,6 +311,20 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         }
     }
 
+    // What each station's AutoDJ plays, from the media library, playlists and DJ accounts.
+    let (autodj_catalog, djs) = {
+        let mut c = cluster.db.conn().await?;
+        let cat = db::playlists::autodj_catalog(&mut c).await?;
+        let mut djs: BTreeMap<String, Vec<DjSpec>> = BTreeMap::new();
+        for (station, username, password_hash) in db::streamers::all_credentials(&mut c).await? {
+            djs.entry(station).or_default().push(DjSpec {
+                username,
+                password_hash,
+            });
+        }
+        (cat, djs)
+    };
+
     // Desired state per node.
     let edge_url: BTreeMap<&str, &str> = nodes
         .iter()
@@ -341,6 +357,9 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                         .map(|u| u.to_string()),
                 ),
             };
+            let autodj = (role != StationRole::Relay)
+                .then(|| autodj_spec(s, &autodj_catalog, djs.get(&s.id)))
+                .flatten();
             stations.push(StationSpec {
                 station_id: s.id.clone(),
                 slug: s.slug.clone(),
@@ -360,8 +379,10 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 // Relays pull from the origin as listeners of it: leave room for them.
                 // Cluster-wide shares of the plan's limit arrive with usage metering.
                 max_listeners: Some(s.max_listeners + relays),
-                demo_tone: cluster.settings.demo_tone && role != StationRole::Relay,
-                autodj: None,
+                demo_tone: cluster.settings.demo_tone
+                    && role != StationRole::Relay
+                    && autodj.is_none(),
+                autodj,
             });
         }
         let previous = existing.get(&n.id);
@@ -390,4 +411,93 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     }
     round.last_alive = Some(alive);
     Ok((outcome.placement.stations.len(), outcome.moved))
+}
+
+/// The AutoDJ a station's origin runs: its playlists (or, without any, its whole library in
+/// shuffle), always with a rotation so the station never runs out of music, its DJ accounts and
+/// its time zone. `None` when the AutoDJ is off or the library is empty.
+fn autodj_spec(
+    s: &db::cluster::CatalogStation,
+    cat: &db::playlists::AutoDjCatalog,
+    djs: Option<&Vec<DjSpec>>,
+) -> Option<AutoDjSpec> {
+    if !s.autodj {
+        return None;
+    }
+    let media = cat.media.get(&s.id).filter(|m| !m.is_empty())?;
+    let by_id: BTreeMap<&str, &db::playlists::TrackRow> =
+        media.iter().map(|m| (m.media_id.as_str(), m)).collect();
+    let track = |m: &db::playlists::TrackRow| TrackSpec {
+        sha256: m.sha256.clone(),
+        size_bytes: m.size_bytes,
+        artist: m.artist.clone(),
+        title: m.title.clone(),
+        duration_ms: Some(m.duration_ms),
+        weight: 1,
+    };
+    let mut playlists: Vec<PlaylistSpec> = cat
+        .playlists
+        .get(&s.id)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let tracks: Vec<TrackSpec> = p
+                .media_ids
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()).map(|m| track(m)))
+                .collect();
+            (!tracks.is_empty()).then(|| PlaylistSpec {
+                name: p.name.clone(),
+                kind: wire(&p.kind),
+                order: wire(&p.order),
+                weight: p.weight,
+                days: p.days.clone(),
+                start: p.start.clone(),
+                end: p.end.clone(),
+                every_songs: p.every_songs,
+                tracks,
+            })
+        })
+        .collect();
+    if !playlists.iter().any(|p| p.kind == "rotation") {
+        let mut name = "(all media)".to_string();
+        while playlists.iter().any(|p| p.name == name) {
+            name.push('+');
+        }
+        playlists.push(PlaylistSpec {
+            name,
+            kind: "rotation".to_string(),
+            order: "shuffle".to_string(),
+            weight: 1,
+            days: Vec::new(),
+            start: None,
+            end: None,
+            every_songs: None,
+            tracks: media.iter().map(track).collect(),
+        });
+    }
+    let live_mount = if s.mounts.iter().any(|m| m.0 == "/live") {
+        "/live-dj"
+    } else {
+        "/live"
+    };
+    Some(AutoDjSpec {
+        timezone: cat
+            .timezones
+            .get(&s.id)
+            .cloned()
+            .unwrap_or_else(|| "UTC".to_string()),
+        live_mount: Some(live_mount.to_string()),
+        djs: djs.cloned().unwrap_or_default(),
+        playlists,
+    })
+}
+
+/// The wire name of one of the API's playlist enums (`rotation`, `shuffle`, …), which the edge's
+/// configuration uses too.
+fn wire<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -150,12 +150,14 @@ pub struct CatalogStation {
     pub mounts: Vec<(String, String, u32)>,
     /// The tenant is active (suspended tenants' stations go off the air).
     pub active: bool,
+    /// The station has the AutoDJ on.
+    pub autodj: bool,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
-         s.node_labels, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
+         s.node_labels, s.autodj_enabled, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -175,6 +177,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
                 .unwrap_or_default(),
             mounts: Vec::new(),
             active: row.try_get::<String, _>("status")? == "active",
+            autodj: row.try_get::<i64, _>("autodj_enabled")? != 0,
         });
     }
     let mounts = sqlx::query(

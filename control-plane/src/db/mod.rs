@@ -8,6 +8,7 @@ pub mod keys;
 pub mod media;
 pub mod nodes;
 pub mod plans;
+pub mod playlists;
 pub mod stations;
 pub mod streamers;
 pub mod tenants;
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "streamers",
         include_str!("../../migrations/0005_streamers.sql"),
+    ),
+    (
+        6,
+        "playlists",
+        include_str!("../../migrations/0006_playlists.sql"),
     ),
 ];
 

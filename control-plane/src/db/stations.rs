@@ -197,8 +197,9 @@ pub async fn delete(
         .await?;
     sqlx::query("DELETE FROM streamers WHERE station_id = $1")
         .bind(id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    super::playlists::delete_for_station(conn, id).await?;
     Ok(true)
 }
 

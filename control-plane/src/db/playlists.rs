@@ -1,0 +1,287 @@
+//! AutoDJ playlists (with their ordered media items) and per-station AutoDJ settings, plus the
+//! one query the leader needs to turn them into what a node plays.
+
+use super::{Conn, now, paginate, rfc3339};
+use onda_shared::api::{Page, PlayOrder, Playlist, PlaylistKind};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+const COLUMNS: &str = "id, station_id, name, kind, play_order, weight, days, start_time, \
+    end_time, every_songs, created_at, updated_at";
+
+fn enum_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn from_row(row: &AnyRow) -> Result<Playlist, sqlx::Error> {
+    let days: String = row.try_get("days")?;
+    Ok(Playlist {
+        id: row.try_get("id")?,
+        station_id: row.try_get("station_id")?,
+        name: row.try_get("name")?,
+        kind: parse_enum::<PlaylistKind>(&row.try_get::<String, _>("kind")?)?,
+        order: parse_enum::<PlayOrder>(&row.try_get::<String, _>("play_order")?)?,
+        weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
+        days: days.split(',').filter_map(|d| d.parse().ok()).collect(),
+        start: row.try_get("start_time")?,
+        end: row.try_get("end_time")?,
+        every_songs: row
+            .try_get::<Option<i64>, _>("every_songs")?
+            .and_then(|v| u32::try_from(v).ok()),
+        media_ids: Vec::new(),
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+/// The playlist's media ids in order (files deleted since are left out).
+async fn items(conn: &mut Conn, playlist_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.media_id FROM playlist_items i JOIN media_files m ON m.id = i.media_id \
+         WHERE i.playlist_id = $1 ORDER BY i.position",
+    )
+    .bind(playlist_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("media_id")).collect()
+}
+
+pub async fn get(
+    conn: &mut Conn,
+    station_id: &str,
+    id: &str,
+) -> Result<Option<Playlist>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM playlists WHERE station_id = $1 AND id = $2"
+    ));
+    let Some(row) = sqlx::query(sql)
+        .bind(station_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut p = from_row(&row)?;
+    p.media_ids = items(conn, &p.id).await?;
+    Ok(Some(p))
+}
+
+pub async fn list(
+    conn: &mut Conn,
+    station_id: &str,
+    limit: u32,
+    cursor: &str,
+) -> Result<Page<Playlist>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM playlists WHERE station_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(station_id)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut p = from_row(r)?;
+        p.media_ids = items(conn, &p.id).await?;
+        out.push(p);
+    }
+    Ok(paginate(out, limit, |p| &p.id))
+}
+
+/// Inserts or replaces a playlist and its items (`insert` false: the row exists).
+pub async fn save(conn: &mut Conn, p: &Playlist, insert: bool) -> Result<(), sqlx::Error> {
+    let ts = now();
+    let days = p
+        .days
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = if insert {
+        "INSERT INTO playlists (name, kind, play_order, weight, days, start_time, end_time, \
+         every_songs, updated_at, station_id, id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)"
+    } else {
+        "UPDATE playlists SET name = $1, kind = $2, play_order = $3, weight = $4, days = $5, \
+         start_time = $6, end_time = $7, every_songs = $8, updated_at = $9 \
+         WHERE station_id = $10 AND id = $11"
+    };
+    sqlx::query(sql)
+        .bind(&p.name)
+        .bind(enum_text(&p.kind))
+        .bind(enum_text(&p.order))
+        .bind(i64::from(p.weight))
+        .bind(days)
+        .bind(&p.start)
+        .bind(&p.end)
+        .bind(p.every_songs.map(i64::from))
+        .bind(ts)
+        .bind(&p.station_id)
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM playlist_items WHERE playlist_id = $1")
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+    for (i, media) in p.media_ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO playlist_items (playlist_id, position, media_id) VALUES ($1, $2, $3)",
+        )
+        .bind(&p.id)
+        .bind(i64::try_from(i).unwrap_or(i64::MAX))
+        .bind(media)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn delete(conn: &mut Conn, station_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM playlists WHERE station_id = $1 AND id = $2")
+        .bind(station_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM playlist_items WHERE playlist_id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Removes a station's playlists and settings (the station is being deleted).
+pub async fn delete_for_station(conn: &mut Conn, station_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM playlist_items WHERE playlist_id IN \
+         (SELECT id FROM playlists WHERE station_id = $1)",
+    )
+    .bind(station_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM playlists WHERE station_id = $1")
+        .bind(station_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM station_autodj WHERE station_id = $1")
+        .bind(station_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn timezone(conn: &mut Conn, station_id: &str) -> Result<String, sqlx::Error> {
+    let row = sqlx::query("SELECT timezone FROM station_autodj WHERE station_id = $1")
+        .bind(station_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("timezone")?,
+        None => "UTC".to_string(),
+    })
+}
+
+pub async fn set_timezone(conn: &mut Conn, station_id: &str, tz: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO station_autodj (station_id, timezone) VALUES ($1, $2) \
+         ON CONFLICT (station_id) DO UPDATE SET timezone = $2",
+    )
+    .bind(station_id)
+    .bind(tz)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A media file as the AutoDJ needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRow {
+    pub media_id: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub artist: String,
+    pub title: String,
+    pub duration_ms: u64,
+}
+
+/// Everything the leader turns into AutoDJ specs: per station, its media files (in upload
+/// order), its playlists with their items, and its time zone.
+#[derive(Debug, Default)]
+pub struct AutoDjCatalog {
+    pub media: BTreeMap<String, Vec<TrackRow>>,
+    pub playlists: BTreeMap<String, Vec<Playlist>>,
+    pub timezones: BTreeMap<String, String>,
+}
+
+pub async fn autodj_catalog(conn: &mut Conn) -> Result<AutoDjCatalog, sqlx::Error> {
+    let mut cat = AutoDjCatalog::default();
+    let rows = sqlx::query(
+        "SELECT id, station_id, sha256, size_bytes, artist, title, duration_ms FROM media_files \
+         ORDER BY station_id, created_at, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let station: String = r.try_get("station_id")?;
+        cat.media.entry(station).or_default().push(TrackRow {
+            media_id: r.try_get("id")?,
+            sha256: r.try_get("sha256")?,
+            size_bytes: u64::try_from(r.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
+            artist: r.try_get("artist")?,
+            title: r.try_get("title")?,
+            duration_ms: u64::try_from(r.try_get::<i64, _>("duration_ms")?).unwrap_or(0),
+        });
+    }
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM playlists ORDER BY station_id, created_at, id"
+    ));
+    let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
+    let mut by_id = BTreeMap::new();
+    for r in &rows {
+        let p = from_row(r)?;
+        by_id.insert(
+            p.id.clone(),
+            (
+                p.station_id.clone(),
+                cat.playlists.entry(p.station_id.clone()).or_default().len(),
+            ),
+        );
+        cat.playlists
+            .entry(p.station_id.clone())
+            .or_default()
+            .push(p);
+    }
+    let items = sqlx::query(
+        "SELECT playlist_id, media_id FROM playlist_items ORDER BY playlist_id, position",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &items {
+        let pid: String = r.try_get("playlist_id")?;
+        if let Some((station, i)) = by_id.get(&pid)
+            && let Some(p) = cat.playlists.get_mut(station).and_then(|v| v.get_mut(*i))
+        {
+            p.media_ids.push(r.try_get("media_id")?);
+        }
+    }
+    let tzs = sqlx::query("SELECT station_id, timezone FROM station_autodj")
+        .fetch_all(conn)
+        .await?;
+    for r in &tzs {
+        cat.timezones
+            .insert(r.try_get("station_id")?, r.try_get("timezone")?);
+    }
+    Ok(cat)
+}
