@@ -27,6 +27,11 @@ pub struct CpOptions<'a> {
     pub relay_threshold: u64,
 }
 
+/// A SQLite database file in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("onda.db").display())
+}
+
 pub struct ControlPlane {
     pub proc: Proc,
     pub api: String,
@@ -146,8 +151,8 @@ impl ControlPlane {
         body["token"].as_str().expect("token").to_string()
     }
 
-    /// A tenant on the premium plan with one station of one MP3 mount; returns the station.
-    pub async fn station(&self, name: &str) -> Value {
+    /// A new tenant on the premium plan; returns its API key.
+    pub async fn tenant_key(&self, name: &str) -> String {
         let (s, tenant) = self
             .call(
                 reqwest::Method::POST,
@@ -165,7 +170,37 @@ impl ControlPlane {
             )
             .await;
         assert_eq!(s, 201, "{key}");
-        let secret = key["secret"].as_str().expect("secret");
+        key["secret"].as_str().expect("secret").to_string()
+    }
+
+    /// A request as a tenant (JSON body or none): status and JSON (or the text as a string).
+    pub async fn tenant_call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A tenant on the premium plan with one station of one MP3 mount; returns the station.
+    pub async fn station(&self, name: &str) -> Value {
+        let secret = self.tenant_key(name).await;
+        let secret = secret.as_str();
         let resp = self
             .http
             .post(format!("{}/v1/stations", self.api))

@@ -2,6 +2,7 @@
 //! in-process coordinator), real etcd, `onda agent` nodes joined with tokens, ffmpeg tones as the
 //! stations' sources, and ffprobe and raw HTTP as listeners through the redirector.
 
+use onda_tests::cluster::sqlite_url;
 use onda_tests::cluster::{
     Agent, ControlPlane, CpOptions, audio_bytes, failed_join, kill_carrier_and_time_failover,
 };
@@ -16,10 +17,6 @@ const ADMIN: &str = "cluster-test-admin-token-0123456789";
 /// ffprobe through the redirector: the codec it finds.
 async fn probe(url: &str) -> String {
     onda_tests::cluster::ffprobe_codec(url).await
-}
-
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("onda.db").display())
 }
 
 #[tokio::test]

@@ -54,13 +54,24 @@ async fn build(
     base: &str,
 ) -> ApiResult<NowPlaying> {
     let snap = cluster.view.get();
-    let history = {
+    let current = snap.now_playing.get(&station.id).cloned();
+    let (history, streamer) = {
         let mut c = st.db.conn().await?;
-        db::history::recent(&mut c, &station.id, HISTORY + 1).await?
+        let history = db::history::recent(&mut c, &station.id, HISTORY + 1).await?;
+        // A DJ's account name becomes the display name the tenant gave it.
+        let streamer = match current.as_ref().filter(|t| t.live) {
+            Some(t) if !t.streamer.is_empty() && t.streamer != "source" => {
+                db::streamers::display_name(&mut c, &station.id, &t.streamer)
+                    .await?
+                    .unwrap_or_else(|| t.streamer.clone())
+            }
+            Some(t) => t.title.clone(),
+            None => String::new(),
+        };
+        (history, streamer)
     };
     let now_ms = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(0);
-    let current = snap.now_playing.get(&station.id).cloned();
     let now_playing = current.as_ref().map(|t| {
         let elapsed = now_ms.saturating_sub(t.started_at_ms) / 1000;
         let duration = t.duration_ms.unwrap_or(0) / 1000;
@@ -134,15 +145,7 @@ async fn build(
         },
         live: NowPlayingLive {
             is_live: live.is_some(),
-            streamer_name: live
-                .map(|t| {
-                    if t.streamer.is_empty() || t.streamer == "source" {
-                        t.title.clone()
-                    } else {
-                        t.streamer.clone()
-                    }
-                })
-                .unwrap_or_default(),
+            streamer_name: streamer,
             broadcast_start: live.map(|t| secs(t.started_at_ms)),
         },
         now_playing,

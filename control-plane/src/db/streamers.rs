@@ -128,3 +128,18 @@ pub async fn all_credentials(
         })
         .collect()
 }
+
+/// The display name of a station's account, by user name.
+pub async fn display_name(
+    conn: &mut Conn,
+    station_id: &str,
+    username: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT display_name FROM streamers WHERE station_id = $1 AND username = $2")
+            .bind(station_id)
+            .bind(username)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|r| r.try_get("display_name")).transpose()
+}
