@@ -31,6 +31,9 @@ pub struct DevInfo {
     /// The demo station's public URL through the redirector.
     #[serde(default)]
     pub listen_url: String,
+    /// The demo station's public now-playing JSON (its SSE feed: this URL + `/events`).
+    #[serde(default)]
+    pub nowplaying_url: String,
     /// The first node's edge.
     #[serde(default)]
     pub edge_url: String,
@@ -131,6 +134,18 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .as_ref()
         .context("dev mode runs with a cluster")?;
     let quic = cluster.quic_addr;
+    // The demo station plays its AutoDJ library: made once, uploaded through the panel API.
+    if let Err(e) = ensure_demo_library(
+        &format!("http://{addr}"),
+        &api_key,
+        &station.id,
+        &opts.dir,
+        &db,
+    )
+    .await
+    {
+        tracing::warn!("the demo station has no music (it plays a tone instead): {e:#}");
+    }
     let mut children = Vec::new();
     let mut nodes = Vec::new();
     for i in 1..=opts.nodes.max(1) {
@@ -194,6 +209,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         tenant_id: tenant.id,
         tenant_api_key: api_key,
         listen_url: format!("http://{addr}/listen/{}{mount}", station.slug),
+        nowplaying_url: format!("http://{addr}/api/nowplaying/{}", station.slug),
         station_id: station.id,
         station_slug: station.slug,
         database_url,
@@ -383,4 +399,95 @@ async fn ensure_demo(
     };
     tx.commit().await?;
     Ok((tenant, api_key, station))
+}
+
+/// The demo library: (file, artist, title, ffmpeg lavfi source). Each is 90 s of a slowly
+/// changing chord, so a listener can tell them apart and now-playing changes.
+const DEMO_TRACKS: [(&str, &str, &str, &str); 3] = [
+    (
+        "first-light.mp3",
+        "Onda Demo Band",
+        "First Light",
+        "aevalsrc=0.15*sin(2*PI*220*t)+0.1*sin(2*PI*277.18*t)+0.1*sin(2*PI*329.63*t)*(0.6+0.4*sin(2*PI*0.25*t)):s=44100:d=90",
+    ),
+    (
+        "harbour-lights.mp3",
+        "Onda Demo Band",
+        "Harbour Lights",
+        "aevalsrc=0.15*sin(2*PI*196*t)+0.1*sin(2*PI*246.94*t)+0.1*sin(2*PI*293.66*t)*(0.6+0.4*sin(2*PI*0.5*t)):s=44100:d=90",
+    ),
+    (
+        "night-drive.mp3",
+        "The Sample Rates",
+        "Night Drive",
+        "aevalsrc=0.15*sin(2*PI*174.61*t)+0.1*sin(2*PI*220*t)+0.1*sin(2*PI*261.63*t)*(0.6+0.4*sin(2*PI*1*t)):s=44100:d=90",
+    ),
+];
+
+/// Gives the demo station its library unless it has one: tracks synthesized by ffmpeg (kept in
+/// `demo-tracks/`), tagged, and uploaded through the panel API like a tenant would.
+async fn ensure_demo_library(
+    api: &str,
+    key: &str,
+    station_id: &str,
+    dir: &Path,
+    db: &Db,
+) -> anyhow::Result<()> {
+    {
+        let mut c = db.conn().await?;
+        if !db::media::list(&mut c, station_id, "", 1, "")
+            .await?
+            .items
+            .is_empty()
+        {
+            return Ok(());
+        }
+    }
+    let tracks = dir.join("demo-tracks");
+    std::fs::create_dir_all(&tracks)
+        .with_context(|| format!("cannot create {}", tracks.display()))?;
+    let client = reqwest::Client::new();
+    for (file, artist, title, source) in DEMO_TRACKS {
+        let path = tracks.join(file);
+        if !path.is_file() {
+            let out = tokio::process::Command::new("ffmpeg")
+                .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", source, "-ac", "2", "-b:a", "128k"])
+                .args(["-metadata", &format!("artist={artist}")])
+                .args(["-metadata", &format!("title={title}")])
+                .args(["-metadata", "album=Onda Demo Tracks"])
+                .arg(&path)
+                .output()
+                .await
+                .context("cannot run ffmpeg (install it with `make dev`)")?;
+            if !out.status.success() {
+                let _ = std::fs::remove_file(&path);
+                anyhow::bail!(
+                    "ffmpeg could not make {file}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let body = tokio::fs::read(&path).await?;
+        let resp = client
+            .post(format!(
+                "{api}/v1/stations/{station_id}/media?filename={file}"
+            ))
+            .bearer_auth(key)
+            .body(body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            anyhow::bail!(
+                "uploading {file} answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    tracing::info!(
+        "the demo station's library has {} tracks",
+        DEMO_TRACKS.len()
+    );
+    Ok(())
 }

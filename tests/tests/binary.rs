@@ -39,6 +39,7 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         "tenant_api_key",
         "station_id",
         "listen_url",
+        "nowplaying_url",
         "edge_url",
     ] {
         assert!(
@@ -70,6 +71,24 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     assert_eq!(info["nodes"].as_array().map(Vec::len), Some(1), "{info}");
     let listen = info["listen_url"].as_str().expect("listen_url");
     assert_eq!(probe_codec(listen).await, "mp3");
+    // It plays the demo library on the AutoDJ: now-playing names a demo track.
+    let np_url = info["nowplaying_url"].as_str().expect("nowplaying_url");
+    let np = wait_for("a demo track in now-playing", START, || async {
+        let np: Value = reqwest::get(np_url).await.ok()?.json().await.ok()?;
+        np["now_playing"]["song"]["text"]
+            .as_str()
+            .filter(|t| t.starts_with("Onda Demo Band - ") || t.starts_with("The Sample Rates - "))
+            .map(str::to_string)
+    })
+    .await;
+    let sid = info["station_id"].as_str().expect("station id");
+    let (status, library) = get(&format!("{api}/v1/stations/{sid}/media"), &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        library["items"].as_array().map(Vec::len),
+        Some(3),
+        "{np}: {library}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

@@ -105,6 +105,15 @@ pub async fn run(
         }
         let cfg = config.borrow_and_update().clone();
         sync_outputs(&shared, &cfg, &mut outputs, clock);
+        if outputs.is_empty() {
+            // Every output mount still has another source (one being replaced by the AutoDJ):
+            // try again shortly rather than play to nobody.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
         if let Some(session) = live::on_air(&shared, &cfg) {
             live::play(&mut outputs, session, clock, &stop, &playing).await;
             continue;
