@@ -34,6 +34,7 @@ on_both_backends!(
     control_characters_are_refused_never_a_500,
     concurrent_updates_never_undo_a_suspension,
     streamer_accounts,
+    playlists_and_schedules,
 );
 
 fn mp3(path: &str, kbps: u32) -> Value {
@@ -1366,4 +1367,175 @@ async fn streamer_accounts(b: Backend) {
     // Another tenant's key sees nothing of it.
     let r = cp.call(Method::GET, &base, Some(&no_autodj), None).await;
     assert_eq!(r.status.as_u16(), 404);
+}
+
+async fn playlists_and_schedules(b: Backend) {
+    use onda_tests::media::{Kind, Tags, make_track, upload};
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, key) = cp.tenant_with_key("Scheduler", "plan_premium").await;
+    let s = cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "Sched FM", "autodj_enabled": true, "mounts": [mp3("/radio.mp3", 128)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let sid = s["id"].as_str().expect("id").to_string();
+    let tags = Tags {
+        artist: "A",
+        title: "Song",
+        album: "",
+    };
+    let file = make_track(dir.path(), "song", Kind::Mp3, 2.0, 440, &tags).await;
+    let media = upload(
+        &cp,
+        &key,
+        &sid,
+        "song.mp3",
+        std::fs::read(&file).expect("read"),
+    )
+    .await
+    .expect(201)
+    .body;
+    let mid = media["id"].as_str().expect("media id").to_string();
+    let base = format!("/v1/stations/{sid}/playlists");
+
+    let night = cp
+        .post(
+            &base,
+            &key,
+            json!({"name": "Night", "kind": "scheduled", "days": [5, 6], "start": "22:00",
+                   "end": "02:00", "media_ids": [mid]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(night["order"], "shuffle");
+    assert_eq!(night["media_ids"], json!([mid]));
+    let jingles = cp
+        .post(
+            &base,
+            &key,
+            json!({"name": "Jingles", "kind": "interval", "every_songs": 3, "order": "sequential",
+                   "media_ids": [mid]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(jingles["every_songs"], 3);
+    // Bad playlists are refused with a sentence and create nothing.
+    for (body, status) in [
+        (json!({"name": "Night", "kind": "rotation"}), 409),
+        (
+            json!({"name": "X", "kind": "scheduled", "start": "25:00", "end": "02:00"}),
+            422,
+        ),
+        (
+            json!({"name": "X", "kind": "scheduled", "start": "22:00"}),
+            422,
+        ),
+        (
+            json!({"name": "X", "kind": "scheduled", "start": "22:00", "end": "23:00", "days": [8]}),
+            422,
+        ),
+        (
+            json!({"name": "X", "kind": "rotation", "every_songs": 2}),
+            422,
+        ),
+        (json!({"name": "X", "kind": "interval"}), 422),
+        (
+            json!({"name": "X", "kind": "rotation", "media_ids": ["med_nope"]}),
+            422,
+        ),
+        (json!({"name": "X", "kind": "weekly"}), 422),
+    ] {
+        let r = cp.post(&base, &key, body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+    }
+    assert_eq!(cp.list_all(&base, &key).await.len(), 2);
+    let nid = night["id"].as_str().expect("id");
+    let patched = cp
+        .call(
+            Method::PATCH,
+            &format!("{base}/{nid}"),
+            Some(&key),
+            Some(json!({"end": "03:30", "order": "random"})),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (patched["end"].as_str(), patched["order"].as_str()),
+        (Some("03:30"), Some("random"))
+    );
+    // The station's time zone.
+    let tz = cp
+        .call(
+            Method::PUT,
+            &format!("/v1/stations/{sid}/autodj"),
+            Some(&key),
+            Some(json!({"timezone": "America/New_York"})),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(tz["timezone"], "America/New_York");
+    let r = cp
+        .call(
+            Method::PUT,
+            &format!("/v1/stations/{sid}/autodj"),
+            Some(&key),
+            Some(json!({"timezone": "Mars/Olympus"})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.text);
+    // Deleting the file drops it from the playlists.
+    cp.call(
+        Method::DELETE,
+        &format!("/v1/stations/{sid}/media/{mid}"),
+        Some(&key),
+        None,
+    )
+    .await
+    .expect(204);
+    let after = cp
+        .call(Method::GET, &format!("{base}/{nid}"), Some(&key), None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(after["media_ids"], json!([]));
+    cp.call(Method::DELETE, &format!("{base}/{nid}"), Some(&key), None)
+        .await
+        .expect(204);
+    assert_eq!(cp.list_all(&base, &key).await.len(), 1);
+
+    // Scheduling needs the plan's feature: Basic has only rotation.
+    let (_, basic) = cp.tenant_with_key("Small", "plan_basic").await;
+    let bs = cp
+        .post(
+            "/v1/stations",
+            &basic,
+            json!({"name": "Small FM", "autodj_enabled": true, "mounts": [mp3("/a.mp3", 64)]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let bbase = format!("/v1/stations/{}/playlists", bs["id"].as_str().expect("id"));
+    let r = cp
+        .post(
+            &bbase,
+            &basic,
+            json!({"name": "Jingles", "kind": "interval", "every_songs": 2}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.text);
+    assert_eq!(r.body["limit"], "features.scheduling");
+    cp.post(&bbase, &basic, json!({"name": "All", "kind": "rotation"}))
+        .await
+        .expect(201);
 }

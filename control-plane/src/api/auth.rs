@@ -118,3 +118,38 @@ impl FromRequestParts<AppState> for WritingTenant {
             .map(|t| WritingTenant(t.clone()))
     }
 }
+
+/// Extractor for routes that change something of a station (`{id}` in the path): an active
+/// tenant's key and that tenant's own station, both checked before the body is read, so another
+/// tenant's station answers 404 whatever the body says.
+pub struct WritableStation {
+    pub tenant: Tenant,
+    pub station_id: String,
+}
+
+impl FromRequestParts<AppState> for WritableStation {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let WritingTenant(tenant) = WritingTenant::from_request_parts(parts, state).await?;
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("This route names no station.".to_string()))?;
+        let id = params
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| ApiError::NotFound("This route names no station.".to_string()))?;
+        let mut conn = state.db.conn().await?;
+        if db::stations::get(&mut conn, &id, Some(&tenant.id))
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::NotFound(format!("There is no station {id:?}.")));
+        }
+        Ok(WritableStation {
+            tenant,
+            station_id: id,
+        })
+    }
+}

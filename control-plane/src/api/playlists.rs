@@ -4,7 +4,7 @@
 //! `scheduling` feature; every playlist needs `autodj`.
 
 use super::AppState;
-use super::auth::{Caller, WritingTenant};
+use super::auth::{Caller, WritableStation, WritingTenant};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -162,7 +162,7 @@ pub async fn list(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    WritableStation { tenant, .. }: WritableStation,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CreatePlaylist>,
 ) -> ApiResult<(StatusCode, Json<Playlist>)> {
@@ -230,7 +230,7 @@ pub async fn get(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    WritableStation { tenant, .. }: WritableStation,
     ApiPath((id, playlist_id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdatePlaylist>,
 ) -> ApiResult<Json<Playlist>> {
@@ -329,7 +329,7 @@ pub async fn get_settings(
     responses((status = 200, body = AutoDjSettings), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn put_settings(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    WritableStation { tenant, .. }: WritableStation,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AutoDjSettings>,
 ) -> ApiResult<Json<AutoDjSettings>> {

@@ -5,7 +5,7 @@
 //! nodes receive only the hashes.
 
 use super::AppState;
-use super::auth::{Caller, WritingTenant};
+use super::auth::{Caller, WritableStation, WritingTenant};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -114,7 +114,7 @@ pub async fn list(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    WritableStation { tenant, .. }: WritableStation,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateStreamer>,
 ) -> ApiResult<(StatusCode, Json<Streamer>)> {
@@ -150,7 +150,7 @@ pub async fn create(
     responses((status = 200, body = Streamer), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    WritableStation { tenant, .. }: WritableStation,
     ApiPath((id, streamer_id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdateStreamer>,
 ) -> ApiResult<Json<Streamer>> {
