@@ -147,6 +147,7 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
             .as_ref()
             .map(|p| edge_mount_path(&s.slug, p)),
         timezone: spec.timezone.clone(),
+        crossfade_ms: spec.crossfade_ms,
         order: Default::default(),
         tracks: Vec::new(),
         playlists,

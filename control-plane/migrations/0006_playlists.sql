@@ -26,5 +26,6 @@ CREATE TABLE playlist_items (
 
 CREATE TABLE station_autodj (
     station_id TEXT PRIMARY KEY,
-    timezone TEXT NOT NULL
+    timezone TEXT NOT NULL,
+    crossfade_ms BIGINT NOT NULL DEFAULT 0
 );

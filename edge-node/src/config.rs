@@ -50,6 +50,11 @@ pub struct AutoDjConfig {
     /// IANA time zone the schedules are in (the station's), e.g. "Europe/Berlin".
     #[serde(default = "utc")]
     pub timezone: String,
+    /// Crossfade between tracks, in milliseconds (0 = off, at most 10000). It decodes and
+    /// re-encodes continuously (one ffmpeg per output and one per track), so it costs CPU; off,
+    /// the AutoDJ copies pre-encoded frames.
+    #[serde(default)]
+    pub crossfade_ms: u64,
     /// Shorthand for one rotation playlist: its order and tracks.
     #[serde(default)]
     pub order: PlayOrder,
@@ -122,6 +127,12 @@ impl AutoDjConfig {
     fn validate_playlists(&self) -> anyhow::Result<()> {
         let name = &self.name;
         time_zone(&self.timezone).map_err(|e| anyhow::anyhow!("autodj {name:?}: {e}"))?;
+        if self.crossfade_ms > 10_000 {
+            anyhow::bail!(
+                "autodj {name:?}: crossfade_ms = {} must be at most 10000",
+                self.crossfade_ms
+            );
+        }
         let rotation_tracks = self.tracks.len()
             + self
                 .playlists

@@ -679,4 +679,8 @@ pub struct UpdatePlaylist {
 pub struct AutoDjSettings {
     /// IANA time zone of the station's schedules, e.g. "Europe/Berlin" (default "UTC").
     pub timezone: String,
+    /// Crossfade between tracks in milliseconds, 0 (off, the default) to 10000. It decodes and
+    /// re-encodes the station continuously, so it costs CPU on its node.
+    #[serde(default)]
+    pub crossfade_ms: u32,
 }

@@ -286,9 +286,9 @@ impl Drop for RawListener {
     }
 }
 
-/// Makes a tagged audio file with ffmpeg: `secs` seconds of a sine at `freq` Hz, in the format
-/// the extension names (`.mp3`, `.m4a`, `.flac`, …).
-pub fn make_track(
+/// A tagged track named `file`, its extension choosing the format (`mp3`, `m4a` or `flac`):
+/// [`crate::media::make_track`] with the names the edge tests use.
+pub async fn make_track(
     dir: &std::path::Path,
     file: &str,
     freq: u32,
@@ -296,20 +296,20 @@ pub fn make_track(
     artist: &str,
     title: &str,
 ) -> std::path::PathBuf {
-    let path = dir.join(file);
-    let input = format!("sine=frequency={freq}:sample_rate=44100:duration={secs}");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", &input, "-ac", "2"])
-        .args(["-metadata", &format!("artist={artist}")])
-        .args(["-metadata", &format!("title={title}")])
-        .arg(&path)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg could not make {file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
+    use crate::media::{Kind, Tags};
+    let (name, ext) = file
+        .rsplit_once('.')
+        .expect("a file name with an extension");
+    let kind = match ext {
+        "mp3" => Kind::Mp3,
+        "m4a" => Kind::M4a,
+        "flac" => Kind::Flac,
+        other => panic!("the tests make no .{other} files"),
+    };
+    let tags = Tags {
+        artist,
+        title,
+        album: "",
+    };
+    crate::media::make_track(dir, name, kind, f64::from(secs), freq, &tags).await
 }

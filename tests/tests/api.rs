@@ -1479,12 +1479,35 @@ async fn playlists_and_schedules(b: Backend) {
             Method::PUT,
             &format!("/v1/stations/{sid}/autodj"),
             Some(&key),
-            Some(json!({"timezone": "America/New_York"})),
+            Some(json!({"timezone": "America/New_York", "crossfade_ms": 3000})),
         )
         .await
         .expect(200)
         .body;
     assert_eq!(tz["timezone"], "America/New_York");
+    let got = cp
+        .call(
+            Method::GET,
+            &format!("/v1/stations/{sid}/autodj"),
+            Some(&key),
+            None,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        got,
+        json!({"timezone": "America/New_York", "crossfade_ms": 3000})
+    );
+    let r = cp
+        .call(
+            Method::PUT,
+            &format!("/v1/stations/{sid}/autodj"),
+            Some(&key),
+            Some(json!({"timezone": "UTC", "crossfade_ms": 20000})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.text);
     let r = cp
         .call(
             Method::PUT,

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn the_autodj_plays_the_playlist_in_order_in_real_time_and_skips_broken_files() {
     let media = tempfile::tempdir().expect("dir");
-    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Track A");
-    let b = make_track(media.path(), "b.flac", 550, 4, "Artist B", "Track B");
-    let c = make_track(media.path(), "c.m4a", 660, 4, "Artist C", "Track C");
+    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Track A").await;
+    let b = make_track(media.path(), "b.flac", 550, 4, "Artist B", "Track B").await;
+    let c = make_track(media.path(), "c.m4a", 660, 4, "Artist C", "Track C").await;
     let bad = media.path().join("not-audio.mp3");
     std::fs::write(&bad, "this is a text file, not audio\n".repeat(100)).expect("write");
     let missing = media.path().join("missing.mp3");
@@ -100,8 +100,8 @@ async fn the_autodj_plays_the_playlist_in_order_in_real_time_and_skips_broken_fi
 #[tokio::test]
 async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners() {
     let media = tempfile::tempdir().expect("dir");
-    let a = make_track(media.path(), "a.mp3", 440, 30, "Artist A", "Track A");
-    let b = make_track(media.path(), "b.mp3", 550, 30, "Artist B", "Track B");
+    let a = make_track(media.path(), "a.mp3", 440, 30, "Artist A", "Track A").await;
+    let b = make_track(media.path(), "b.mp3", 550, 30, "Artist B", "Track B").await;
     let config = format!(
         "[media]\ncache_dir = \"{}\"\n\n\
          [[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
@@ -205,10 +205,10 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
 #[tokio::test]
 async fn a_jingle_plays_after_every_second_song_as_a_real_listener_hears_it() {
     let media = tempfile::tempdir().expect("dir");
-    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Song A");
-    let b = make_track(media.path(), "b.mp3", 550, 4, "Artist B", "Song B");
-    let c = make_track(media.path(), "c.mp3", 660, 4, "Artist C", "Song C");
-    let j = make_track(media.path(), "j.mp3", 880, 3, "Test FM", "Jingle");
+    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Song A").await;
+    let b = make_track(media.path(), "b.mp3", 550, 4, "Artist B", "Song B").await;
+    let c = make_track(media.path(), "c.mp3", 660, 4, "Artist C", "Song C").await;
+    let j = make_track(media.path(), "j.mp3", 880, 3, "Test FM", "Jingle").await;
     let config = format!(
         "[media]\ncache_dir = \"{}\"\n\n[[mounts]]\npath = \"/radio.mp3\"\n\n\
          [[autodj]]\nname = \"Test FM\"\ntimezone = \"Europe/Berlin\"\n\
@@ -301,4 +301,74 @@ async fn playlist_config_errors_stop_onda_edge_with_a_clear_message() {
         assert!(stderr.contains(expected), "{stderr}\n  wanted: {expected}");
         assert!(!stderr.contains("edge listening"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn crossfade_overlaps_tracks_on_a_continuous_stream() {
+    let media = tempfile::tempdir().expect("dir");
+    let a = make_track(media.path(), "a.mp3", 440, 4, "Artist A", "Fade A").await;
+    let b = make_track(media.path(), "b.flac", 550, 4, "Artist B", "Fade B").await;
+    let c = make_track(media.path(), "c.m4a", 660, 4, "Artist C", "Fade C").await;
+    let track = |p: &std::path::Path, artist: &str, title: &str| {
+        format!(
+            "[[autodj.tracks]]\nfile = \"{}\"\nartist = \"{artist}\"\ntitle = \"{title}\"\n",
+            p.display()
+        )
+    };
+    let config = format!(
+        "[media]\ncache_dir = \"{}\"\n\n\
+         [[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
+         [[autodj]]\nname = \"Fade FM\"\norder = \"sequential\"\ncrossfade_ms = 2000\n\
+         outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
+         {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n{}{}{}",
+        media.path().join("cache").display(),
+        track(&a, "Artist A", "Fade A"),
+        track(&b, "Artist B", "Fade B"),
+        track(&c, "Artist C", "Fade C"),
+    );
+    let edge = EdgeNode::start(&config).await;
+    edge.wait_source("/radio.mp3").await;
+    let listener = RawListener::connect(&edge.addr, "/radio.mp3", true).await;
+    // When each new title arrived.
+    let mut seen: Vec<(String, Instant)> = Vec::new();
+    let cycle = wait_for(
+        "two cycles of the playlist",
+        Duration::from_secs(60),
+        || {
+            let titles = listener.heard().titles;
+            let now = Instant::now();
+            let mut seq: Vec<String> = titles;
+            seq.dedup();
+            for t in seq.into_iter().skip(seen.len()) {
+                seen.push((t, now));
+            }
+            let names: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+            let found = names.windows(7).position(|w| {
+                w == [
+                    "Artist A - Fade A",
+                    "Artist B - Fade B",
+                    "Artist C - Fade C",
+                    "Artist A - Fade A",
+                    "Artist B - Fade B",
+                    "Artist C - Fade C",
+                    "Artist A - Fade A",
+                ]
+            });
+            let span = found.map(|i| seen[i + 6].1 - seen[i].1);
+            async move { span }
+        },
+    )
+    .await;
+    // Three 4 s tracks overlapping by 2 s repeat every 6 s (12 s without the crossfade).
+    eprintln!("CROSSFADE: two cycles took {:.1} s", cycle.as_secs_f64());
+    assert!(
+        (Duration::from_secs(9)..=Duration::from_secs(16)).contains(&cycle),
+        "two cycles took {cycle:?}"
+    );
+    assert!(!listener.heard().closed, "one continuous stream");
+    assert_eq!(edge.probe_codec("/radio.mp3").await, "mp3");
+    assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
+    // Crossfading decodes the originals: no renditions were made.
+    let cached = std::fs::read_dir(media.path().join("cache")).map_or(0, |d| d.count());
+    assert_eq!(cached, 0);
 }

@@ -113,7 +113,7 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
         ("two.flac", 550, "Artist Two", "Song Two"),
         ("three.m4a", 660, "Artist Three", "Song Three"),
     ] {
-        let path = make_track(media.path(), file, freq, 5, artist, title);
+        let path = make_track(media.path(), file, freq, 5, artist, title).await;
         let m = upload(&cp, &key, &sid, &path).await;
         ids.push(m["id"].as_str().expect("media id").to_string());
     }

@@ -318,12 +318,10 @@ pub async fn get_settings(
     {
         return Err(station_not_found(&id));
     }
-    Ok(Json(AutoDjSettings {
-        timezone: db::playlists::timezone(&mut conn, &id).await?,
-    }))
+    Ok(Json(db::playlists::settings(&mut conn, &id).await?))
 }
 
-/// Change the station's AutoDJ settings (the time zone its schedules are in).
+/// Change the station's AutoDJ settings: the time zone its schedules are in, the crossfade.
 #[utoipa::path(put, path = "/v1/stations/{id}/autodj", tag = "stations", params(("id" = String, Path, description = "Object id")),
     request_body = AutoDjSettings,
     responses((status = 200, body = AutoDjSettings), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -339,10 +337,18 @@ pub async fn put_settings(
             "timezone {tz:?} is not a known IANA time zone (e.g. \"Europe/Berlin\")."
         )));
     }
+    if req.crossfade_ms > 10_000 {
+        return Err(ApiError::Unprocessable(format!(
+            "crossfade_ms = {} must be between 0 (off) and 10000.",
+            req.crossfade_ms
+        )));
+    }
+    let settings = AutoDjSettings {
+        timezone: tz.to_string(),
+        crossfade_ms: req.crossfade_ms,
+    };
     let mut conn = st.db.conn().await?;
     writable(&mut conn, &tenant, &id).await?;
-    db::playlists::set_timezone(&mut conn, &id, tz).await?;
-    Ok(Json(AutoDjSettings {
-        timezone: tz.to_string(),
-    }))
+    db::playlists::set_settings(&mut conn, &id, &settings).await?;
+    Ok(Json(settings))
 }

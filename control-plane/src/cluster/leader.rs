@@ -476,17 +476,22 @@ fn autodj_spec(
             tracks: media.iter().map(track).collect(),
         });
     }
+    let settings = cat
+        .settings
+        .get(&s.id)
+        .cloned()
+        .unwrap_or(onda_shared::api::AutoDjSettings {
+            timezone: "UTC".to_string(),
+            crossfade_ms: 0,
+        });
     let live_mount = if s.mounts.iter().any(|m| m.0 == "/live") {
         "/live-dj"
     } else {
         "/live"
     };
     Some(AutoDjSpec {
-        timezone: cat
-            .timezones
-            .get(&s.id)
-            .cloned()
-            .unwrap_or_else(|| "UTC".to_string()),
+        timezone: settings.timezone,
+        crossfade_ms: u64::from(settings.crossfade_ms),
         live_mount: Some(live_mount.to_string()),
         djs: djs.cloned().unwrap_or_default(),
         playlists,

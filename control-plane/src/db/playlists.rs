@@ -2,7 +2,7 @@
 //! one query the leader needs to turn them into what a node plays.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{Page, PlayOrder, Playlist, PlaylistKind};
+use onda_shared::api::{AutoDjSettings, Page, PlayOrder, Playlist, PlaylistKind};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
@@ -182,24 +182,43 @@ pub async fn delete_for_station(conn: &mut Conn, station_id: &str) -> Result<(),
     Ok(())
 }
 
-pub async fn timezone(conn: &mut Conn, station_id: &str) -> Result<String, sqlx::Error> {
-    let row = sqlx::query("SELECT timezone FROM station_autodj WHERE station_id = $1")
-        .bind(station_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(match row {
-        Some(r) => r.try_get("timezone")?,
-        None => "UTC".to_string(),
+/// The station's AutoDJ settings (defaults when it has none stored).
+pub async fn settings(conn: &mut Conn, station_id: &str) -> Result<AutoDjSettings, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT timezone, crossfade_ms FROM station_autodj WHERE station_id = $1")
+            .bind(station_id)
+            .fetch_optional(conn)
+            .await?;
+    row.as_ref()
+        .map_or_else(|| Ok(default_settings()), settings_from_row)
+}
+
+fn default_settings() -> AutoDjSettings {
+    AutoDjSettings {
+        timezone: "UTC".to_string(),
+        crossfade_ms: 0,
+    }
+}
+
+fn settings_from_row(r: &AnyRow) -> Result<AutoDjSettings, sqlx::Error> {
+    Ok(AutoDjSettings {
+        timezone: r.try_get("timezone")?,
+        crossfade_ms: u32::try_from(r.try_get::<i64, _>("crossfade_ms")?).unwrap_or(0),
     })
 }
 
-pub async fn set_timezone(conn: &mut Conn, station_id: &str, tz: &str) -> Result<(), sqlx::Error> {
+pub async fn set_settings(
+    conn: &mut Conn,
+    station_id: &str,
+    s: &AutoDjSettings,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO station_autodj (station_id, timezone) VALUES ($1, $2) \
-         ON CONFLICT (station_id) DO UPDATE SET timezone = $2",
+        "INSERT INTO station_autodj (station_id, timezone, crossfade_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (station_id) DO UPDATE SET timezone = $2, crossfade_ms = $3",
     )
     .bind(station_id)
-    .bind(tz)
+    .bind(&s.timezone)
+    .bind(i64::from(s.crossfade_ms))
     .execute(conn)
     .await?;
     Ok(())
@@ -217,12 +236,12 @@ pub struct TrackRow {
 }
 
 /// Everything the leader turns into AutoDJ specs: per station, its media files (in upload
-/// order), its playlists with their items, and its time zone.
+/// order), its playlists with their items, and its settings.
 #[derive(Debug, Default)]
 pub struct AutoDjCatalog {
     pub media: BTreeMap<String, Vec<TrackRow>>,
     pub playlists: BTreeMap<String, Vec<Playlist>>,
-    pub timezones: BTreeMap<String, String>,
+    pub settings: BTreeMap<String, AutoDjSettings>,
 }
 
 pub async fn autodj_catalog(conn: &mut Conn) -> Result<AutoDjCatalog, sqlx::Error> {
@@ -276,12 +295,12 @@ pub async fn autodj_catalog(conn: &mut Conn) -> Result<AutoDjCatalog, sqlx::Erro
             p.media_ids.push(r.try_get("media_id")?);
         }
     }
-    let tzs = sqlx::query("SELECT station_id, timezone FROM station_autodj")
+    let rows = sqlx::query("SELECT station_id, timezone, crossfade_ms FROM station_autodj")
         .fetch_all(conn)
         .await?;
-    for r in &tzs {
-        cat.timezones
-            .insert(r.try_get("station_id")?, r.try_get("timezone")?);
+    for r in &rows {
+        cat.settings
+            .insert(r.try_get("station_id")?, settings_from_row(r)?);
     }
     Ok(cat)
 }

@@ -127,15 +127,18 @@ enum Feed {
     Convert(Option<Converter>),
 }
 
-struct Converter {
-    input: mpsc::Sender<Bytes>,
+/// One ffmpeg encoding whatever is written to it into an output's format and bitrate, its
+/// output pushed to the output's session as it comes (used for live shows and crossfades).
+pub(super) struct Converter {
+    pub(super) input: mpsc::Sender<Bytes>,
     child: tokio::process::Child,
     reader: tokio::task::JoinHandle<()>,
 }
 
 impl Feed {
     fn convert(input_format: Option<&str>, o: &Output) -> Feed {
-        match Converter::start(input_format, o) {
+        let input: Vec<&str> = input_format.map(|f| vec!["-f", f]).unwrap_or_default();
+        match Converter::start(&input, o) {
             Ok(c) => Feed::Convert(Some(c)),
             Err(e) => {
                 tracing::warn!(mount = %o.cfg.mount, "cannot convert the live show: {e}");
@@ -165,24 +168,28 @@ impl Feed {
     }
 
     async fn finish(self, deadline: Instant) {
-        if let Feed::Convert(Some(mut c)) = self {
-            drop(c.input);
-            let _ = tokio::time::timeout_at(deadline, &mut c.reader).await;
-            c.reader.abort();
-            let _ = c.child.kill().await;
+        if let Feed::Convert(Some(c)) = self {
+            c.finish(deadline).await;
         }
     }
 }
 
 impl Converter {
-    fn start(input_format: Option<&str>, o: &Output) -> anyhow::Result<Converter> {
+    /// Ends the input and waits (until `deadline`) for ffmpeg's last output, then stops it.
+    pub(super) async fn finish(mut self, deadline: Instant) {
+        drop(self.input);
+        let _ = tokio::time::timeout_at(deadline, &mut self.reader).await;
+        self.reader.abort();
+        let _ = self.child.kill().await;
+    }
+
+    /// `input`: ffmpeg's options describing what is written (e.g. `-f s16le -ar 44100 -ac 2`).
+    pub(super) fn start(input: &[&str], o: &Output) -> anyhow::Result<Converter> {
         let mut cmd = tokio::process::Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-loglevel", "error"])
             .args(["-fflags", "+nobuffer", "-probesize", "32768"])
-            .args(["-analyzeduration", "0"]);
-        if let Some(f) = input_format {
-            cmd.args(["-f", f]);
-        }
+            .args(["-analyzeduration", "0"])
+            .args(input);
         cmd.args([
             "-i",
             "pipe:0",

@@ -10,6 +10,7 @@
 //! listeners stay connected across tracks. Configuration changes take effect at the next track.
 //! A track that cannot be encoded (missing, not audio) is skipped with a warning.
 
+mod crossfade;
 mod live;
 pub mod order;
 pub mod render;
@@ -99,9 +100,10 @@ pub async fn run(
     let mut skipped_in_row = 0usize;
     // The next track, picked and encoding while the current one plays.
     let mut next: Option<(Pick, Prepared)> = None;
+    let mut mixer = crossfade::Mixer::default();
     loop {
         if stop.is_cancelled() {
-            return;
+            break;
         }
         let cfg = config.borrow_and_update().clone();
         sync_outputs(&shared, &cfg, &mut outputs, clock);
@@ -110,12 +112,13 @@ pub async fn run(
             // try again shortly rather than play to nobody.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
             continue;
         }
         if let Some(session) = live::on_air(&shared, &cfg) {
             live::play(&mut outputs, session, clock, &stop, &playing).await;
+            mixer.reset();
             continue;
         }
         // The prepared pick was made a track ago: the configuration may have changed since, or
@@ -129,15 +132,15 @@ pub async fn run(
                 }
                 let Some(pick) = schedule.next(&cfg, now, &mut rng) else {
                     tracing::error!(autodj = %cfg.name, "no track to play; the AutoDJ stops");
-                    return;
+                    break;
                 };
-                let p = prepare(&renditions, &pick.track, &cfg.outputs);
+                let p = prepare(&renditions, &pick.track, &cfg);
                 (pick, p)
             }
         };
         let files = tokio::select! {
             r = prepared => r.map_err(|e| anyhow::anyhow!("the encoder task failed: {e}")).and_then(|f| f),
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         };
         let now = jiff::Timestamp::now();
         let files = match files {
@@ -160,7 +163,7 @@ pub async fn run(
                     skipped_in_row = 0;
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(10)) => {}
-                        () = stop.cancelled() => return,
+                        () = stop.cancelled() => break,
                     }
                 }
                 continue;
@@ -170,7 +173,7 @@ pub async fn run(
         schedule.played(&pick, &cfg, now);
         // While this one plays, the next one is encoded.
         if let Some(p) = schedule.next(&cfg, now, &mut rng) {
-            let prepared = prepare(&renditions, &p.track, &cfg.outputs);
+            let prepared = prepare(&renditions, &p.track, &cfg);
             next = Some((p, prepared));
         }
         let track = &pick.track;
@@ -192,8 +195,19 @@ pub async fn run(
             },
         );
         let live = || live::on_air(&shared, &cfg).is_some();
-        play(&mut outputs, &files, &title, clock, &stop, &live).await;
+        if cfg.crossfade_ms > 0 {
+            let fade = Duration::from_millis(cfg.crossfade_ms);
+            let ended = mixer
+                .play(&outputs, &track.file, &title, fade, &stop, &live)
+                .await;
+            if let crossfade::Ended::Failed(why) = ended {
+                tracing::warn!(autodj = %cfg.name, "skipping track {}: {why}", track.file);
+            }
+        } else {
+            play(&mut outputs, &files, &title, clock, &stop, &live).await;
+        }
     }
+    mixer.shutdown().await;
 }
 
 /// The track's length: as configured, else from the size of its first constant-bitrate
@@ -220,10 +234,15 @@ type Prepared = tokio::task::JoinHandle<anyhow::Result<Vec<(String, PathBuf)>>>;
 fn prepare(
     renditions: &Arc<render::Renditions>,
     track: &TrackConfig,
-    outs: &[AutoDjOutput],
+    cfg: &AutoDjConfig,
 ) -> Prepared {
-    let (r, track, outs) = (renditions.clone(), track.clone(), outs.to_vec());
+    let (r, track, outs) = (renditions.clone(), track.clone(), cfg.outputs.clone());
+    // A crossfading AutoDJ decodes the original files as it plays: no renditions.
+    let crossfade = cfg.crossfade_ms > 0;
     tokio::spawn(async move {
+        if crossfade {
+            return Ok(Vec::new());
+        }
         let mut files = Vec::with_capacity(outs.len());
         for o in &outs {
             files.push((o.mount.clone(), r.get(&track, o).await?));

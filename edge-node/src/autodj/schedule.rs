@@ -328,6 +328,7 @@ mod tests {
             outputs: Vec::new(),
             live_mount: None,
             timezone: timezone.to_string(),
+            crossfade_ms: 0,
             order: PlayOrder::Sequential,
             tracks: tracks.iter().map(|t| track(t)).collect(),
             playlists,

@@ -228,6 +228,9 @@ pub struct StationSpec {
 pub struct AutoDjSpec {
     /// IANA time zone of the schedules.
     pub timezone: String,
+    /// Crossfade between tracks (0: off).
+    #[serde(default)]
+    pub crossfade_ms: u64,
     /// The station's mount live DJs connect to (`/live`), not one of `mounts`.
     pub live_mount: Option<String>,
     /// Accounts that may go live on it (besides user `source` with the station's password).
