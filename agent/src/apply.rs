@@ -90,7 +90,7 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
     let outputs: Vec<AutoDjOutput> = s
         .mounts
         .iter()
-        .filter(|m| matches!(m.format.as_str(), "mp3" | "aac"))
+        .filter(|m| matches!(m.format.as_str(), "mp3" | "aac" | "opus"))
         .map(|m| AutoDjOutput {
             mount: edge_mount_path(&s.slug, &m.path),
             format: m.format.clone(),
@@ -99,7 +99,7 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
         .collect();
     if outputs.len() < s.mounts.len() {
         tracing::warn!(
-            "station {}: the AutoDJ plays only MP3 and AAC mounts; its other mounts stay silent",
+            "station {}: the AutoDJ plays MP3, AAC and Opus mounts; its other mounts stay silent",
             s.slug
         );
     }

@@ -275,7 +275,7 @@ pub enum PlaylistKind {
 pub struct AutoDjOutput {
     /// A configured mount (not a relay's).
     pub mount: String,
-    /// `mp3` or `aac` (ADTS).
+    /// `mp3`, `aac` (ADTS) or `opus` (Ogg).
     pub format: String,
     pub bitrate_kbps: u32,
 }
@@ -652,9 +652,9 @@ impl EdgeConfig {
                         o.mount
                     );
                 }
-                if !matches!(o.format.as_str(), "mp3" | "aac") {
+                if !matches!(o.format.as_str(), "mp3" | "aac" | "opus") {
                     anyhow::bail!(
-                        "autodj {:?}: output {}: format {:?} must be \"mp3\" or \"aac\"",
+                        "autodj {:?}: output {}: format {:?} must be \"mp3\", \"aac\" or \"opus\"",
                         a.name,
                         o.mount,
                         o.format

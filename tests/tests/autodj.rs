@@ -24,9 +24,11 @@ async fn the_autodj_plays_the_playlist_in_order_in_real_time_and_skips_broken_fi
     let config = format!(
         "[media]\ncache_dir = \"{}\"\n\n\
          [[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
+         [[mounts]]\npath = \"/radio.opus\"\n\n\
          [[autodj]]\nname = \"Test FM\"\norder = \"sequential\"\n\
          outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
-         {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n{}{}{}{}{}",
+         {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 64 }}, \
+         {{ mount = \"/radio.opus\", format = \"opus\", bitrate_kbps = 96 }}]\n\n{}{}{}{}{}",
         cache.display(),
         track(&a, "Artist A", "Track A"),
         track(&bad, "Broken", "Not Audio"),
@@ -93,8 +95,21 @@ async fn the_autodj_plays_the_playlist_in_order_in_real_time_and_skips_broken_fi
     // Each mount carries its own format; renditions were made once per (file, format, bitrate).
     assert_eq!(edge.probe_codec("/radio.mp3").await, "mp3");
     assert_eq!(edge.probe_codec("/radio.aac").await, "aac");
+    assert_eq!(edge.probe_codec("/radio.opus").await, "opus");
+    // The Opus mount is paced by its pages' granule positions: real time too (96 kbps ≈ 12 kB/s
+    // plus Ogg framing).
+    let opus = RawListener::connect(&edge.addr, "/radio.opus", false).await;
+    opus.wait_more_audio(24 * 1024).await;
+    let (t0, b0) = (Instant::now(), opus.heard().audio_bytes);
+    wait_for("4 s of Opus", Duration::from_secs(20), || async {
+        (t0.elapsed() >= Duration::from_secs(4)).then_some(())
+    })
+    .await;
+    let rate = (opus.heard().audio_bytes - b0) as f64 / t0.elapsed().as_secs_f64();
+    eprintln!("AUTODJ OPUS RATE: {rate:.0} B/s (96 kbps = 12000 B/s of audio)");
+    assert!((9_000.0..=16_000.0).contains(&rate), "{rate} B/s");
     let cached = std::fs::read_dir(&cache).expect("cache").count();
-    assert_eq!(cached, 6, "3 playable files × 2 outputs");
+    assert_eq!(cached, 9, "3 playable files × 3 outputs");
 }
 
 #[tokio::test]

@@ -114,6 +114,8 @@ fn format_of(content_type: &str) -> Option<&'static str> {
         Some("mp3")
     } else if ct.contains("aac") {
         Some("aac")
+    } else if ct.contains("ogg") {
+        Some("ogg")
     } else {
         None
     }
@@ -190,31 +192,11 @@ impl Converter {
             .args(["-fflags", "+nobuffer", "-probesize", "32768"])
             .args(["-analyzeduration", "0"])
             .args(input);
-        cmd.args([
-            "-i",
-            "pipe:0",
-            "-vn",
-            "-map_metadata",
-            "-1",
-            "-ac",
-            "2",
-            "-ar",
-            "44100",
-        ])
-        .args(["-b:a", &format!("{}k", o.cfg.bitrate_kbps)]);
-        if o.cfg.format == "aac" {
-            cmd.args(["-c:a", "aac", "-f", "adts"]);
-        } else {
-            cmd.args([
-                "-c:a",
-                "libmp3lame",
-                "-write_xing",
-                "0",
-                "-id3v2_version",
-                "0",
-            ])
-            .args(["-f", "mp3"]);
-        }
+        cmd.args(["-i", "pipe:0", "-vn", "-map_metadata", "-1"])
+            .args(super::render::encoder_args(
+                &o.cfg.format,
+                o.cfg.bitrate_kbps,
+            ));
         cmd.args(["-flush_packets", "1", "pipe:1"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -12,6 +12,7 @@
 
 mod crossfade;
 mod live;
+mod ogg;
 pub mod order;
 pub mod render;
 pub mod schedule;
@@ -77,6 +78,8 @@ struct Output {
     session: Arc<Session>,
     /// Audio pushed so far, on the AutoDJ's clock.
     sent: Duration,
+    /// Opus outputs: the tracks' Ogg streams joined into one.
+    ogg: Option<ogg::Chain>,
 }
 
 impl Drop for Output {
@@ -269,12 +272,7 @@ fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, 
             continue;
         };
         let info = SourceInfo {
-            content_type: if c.format == "aac" {
-                "audio/aac"
-            } else {
-                "audio/mpeg"
-            }
-            .to_string(),
+            content_type: render::content_type(&c.format).to_string(),
             name: cfg.name.clone(),
             bitrate: c.bitrate_kbps,
             audio_info: format!("bitrate={}", c.bitrate_kbps),
@@ -292,6 +290,7 @@ fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, 
             mount,
             session,
             sent: clock.elapsed(),
+            ogg: (c.format == "opus").then(ogg::Chain::default),
         });
     }
 }
@@ -347,7 +346,14 @@ async fn play(
             while o.sent < now + LEAD {
                 match reader.next().await {
                     Ok(Some((bytes, frame))) => {
-                        chunk.extend_from_slice(&bytes);
+                        match &mut o.ogg {
+                            Some(chain) => {
+                                if let Some(page) = chain.rewrite(&bytes) {
+                                    chunk.extend_from_slice(&page);
+                                }
+                            }
+                            None => chunk.extend_from_slice(&bytes),
+                        }
                         o.sent += Duration::from_nanos(frame.duration_ns());
                     }
                     Ok(None) => {
@@ -377,12 +383,16 @@ async fn play(
     }
 }
 
-/// Reads the frames of a bare MP3 or ADTS stream one by one, resynchronising past anything that
-/// is not a frame.
+/// Reads a rendition one frame (MP3, ADTS) or Ogg page (Opus) at a time, resynchronising past
+/// anything that is not one. An Ogg page's duration is the growth of its granule position
+/// (48 kHz for Opus); header pages have none and are passed on as they are.
 struct FrameReader {
     file: tokio::fs::File,
     buf: BytesMut,
     parse: Parser,
+    ogg: bool,
+    /// Granule position of the last Ogg page with one.
+    granule: Option<u64>,
     eof: bool,
 }
 
@@ -391,11 +401,13 @@ impl FrameReader {
         Ok(FrameReader {
             file: tokio::fs::File::open(path).await?,
             buf: BytesMut::with_capacity(64 * 1024),
-            parse: if format == "aac" {
-                crate::frames::adts
-            } else {
-                crate::frames::mpeg
+            parse: match format {
+                "aac" => crate::frames::adts,
+                "opus" => crate::frames::ogg,
+                _ => crate::frames::mpeg,
             },
+            ogg: format == "opus",
+            granule: None,
             eof: false,
         })
     }
@@ -403,20 +415,35 @@ impl FrameReader {
     async fn next(&mut self) -> std::io::Result<Option<(Bytes, Frame)>> {
         loop {
             if let Some(f) = (self.parse)(&self.buf) {
-                if f.duration_ns() > 0 && self.buf.len() >= f.len {
-                    return Ok(Some((self.buf.split_to(f.len).freeze(), f)));
+                if self.buf.len() >= f.len && (self.ogg || f.duration_ns() > 0) {
+                    let bytes = self.buf.split_to(f.len).freeze();
+                    let f = if self.ogg {
+                        self.ogg_duration(&bytes, f)
+                    } else {
+                        f
+                    };
+                    return Ok(Some((bytes, f)));
                 }
-                if f.duration_ns() == 0 {
+                if !self.ogg && f.duration_ns() == 0 {
                     let _ = self.buf.split_to(1);
                     continue;
                 }
-            } else if self.buf.len() >= 8 {
-                // Not a frame here: skip to the next sync byte.
-                let skip = self.buf[1..]
-                    .iter()
-                    .position(|&b| b == 0xFF)
-                    .map_or(self.buf.len(), |i| i + 1);
-                let _ = self.buf.split_to(skip);
+            } else if (self.ogg && self.buf.len() >= 27 + 255 || !self.buf.starts_with(b"OggS"))
+                && self.buf.len() >= if self.ogg { 27 } else { 8 }
+            {
+                // Not a frame here: skip to the next possible start.
+                let skip = if self.ogg {
+                    self.buf[1..]
+                        .windows(4)
+                        .position(|w| w == b"OggS")
+                        .map_or(self.buf.len().saturating_sub(3), |i| i + 1)
+                } else {
+                    self.buf[1..]
+                        .iter()
+                        .position(|&b| b == 0xFF)
+                        .map_or(self.buf.len(), |i| i + 1)
+                };
+                let _ = self.buf.split_to(skip.max(1));
                 continue;
             }
             if self.eof {
@@ -428,6 +455,34 @@ impl FrameReader {
             if self.file.read_buf(&mut self.buf).await? == 0 {
                 self.eof = true;
             }
+        }
+    }
+
+    /// An Ogg page with its duration: the growth of the granule position since the last page
+    /// that had one (a new stream, the next track, starts counting again).
+    fn ogg_duration(&mut self, page: &[u8], f: Frame) -> Frame {
+        let granule = page
+            .get(6..14)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(u64::MAX);
+        let bos = page.get(5).is_some_and(|flags| flags & 0x02 != 0);
+        if bos {
+            self.granule = None;
+        }
+        // -1 marks a page on which no packet ends.
+        if granule == u64::MAX {
+            return Frame {
+                samples: 0,
+                rate: 0,
+                ..f
+            };
+        }
+        let before = self.granule.replace(granule).unwrap_or(granule);
+        Frame {
+            samples: u32::try_from(granule.saturating_sub(before)).unwrap_or(0),
+            rate: 48_000,
+            ..f
         }
     }
 }

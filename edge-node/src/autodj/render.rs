@@ -49,7 +49,11 @@ impl Renditions {
             }
             _ => self.hash(&src).await?,
         };
-        let ext = if out.format == "aac" { "aac" } else { "mp3" };
+        let ext = match out.format.as_str() {
+            "aac" => "aac",
+            "opus" => "opus",
+            _ => "mp3",
+        };
         let path = self
             .dir
             .join(format!("{sha}-{}-{}.{ext}", out.format, out.bitrate_kbps));
@@ -110,6 +114,59 @@ impl Renditions {
     }
 }
 
+/// The MIME type of an output format's stream.
+pub fn content_type(format: &str) -> &'static str {
+    match format {
+        "aac" => "audio/aac",
+        "opus" => "audio/ogg",
+        _ => "audio/mpeg",
+    }
+}
+
+/// ffmpeg's output options for an output format and bitrate (renditions, live conversion,
+/// crossfade): MP3 as bare frames (no Xing/Info frame, no ID3 tag, so concatenated tracks are
+/// gapless and every byte is playing time), AAC in ADTS, Opus in Ogg pages of 100 ms (fine
+/// enough to pace by).
+pub fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
+    let bitrate = format!("{kbps}k");
+    let args: Vec<&str> = match format {
+        "aac" => vec![
+            "-ac", "2", "-ar", "44100", "-c:a", "aac", "-b:a", &bitrate, "-f", "adts",
+        ],
+        "opus" => vec![
+            "-ac",
+            "2",
+            "-ar",
+            "48000",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            &bitrate,
+            "-page_duration",
+            "100000",
+            "-f",
+            "ogg",
+        ],
+        _ => vec![
+            "-ac",
+            "2",
+            "-ar",
+            "44100",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            &bitrate,
+            "-write_xing",
+            "0",
+            "-id3v2_version",
+            "0",
+            "-f",
+            "mp3",
+        ],
+    };
+    args.into_iter().map(str::to_string).collect()
+}
+
 /// Encodes `src` into `dst` as a bare frame stream; an error carries ffmpeg's own words.
 fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()> {
     let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
@@ -117,23 +174,7 @@ fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()>
         .args(["-nostdin", "-v", "error"])
         .input(src.as_os_str())
         .args(["-vn", "-map", "0:a:0", "-map_metadata", "-1"])
-        .args(["-ac", "2", "-ar", "44100", "-b:a", &format!("{kbps}k")]);
-    if format == "aac" {
-        cmd.args(["-c:a", "aac", "-f", "adts"]);
-    } else {
-        // No Xing/Info frame and no ID3 tag: the file is nothing but audio frames, so
-        // concatenating tracks is gapless and every byte counts as playing time.
-        cmd.args([
-            "-c:a",
-            "libmp3lame",
-            "-write_xing",
-            "0",
-            "-id3v2_version",
-            "0",
-            "-f",
-            "mp3",
-        ]);
-    }
+        .args(encoder_args(format, kbps));
     cmd.overwrite().output(dst.as_os_str());
     let mut child = cmd
         .spawn()
