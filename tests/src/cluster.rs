@@ -117,26 +117,14 @@ impl ControlPlane {
             .expect("port")
     }
 
+    /// A request as the admin (JSON body or none): status and JSON (or the text as a string).
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(&self.admin);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.tenant_call(&self.admin, method, path, body).await
     }
 
     pub async fn join_token(&self, ttl_seconds: u64) -> String {

@@ -132,24 +132,49 @@ impl FromRequestParts<AppState> for WritableStation {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let WritingTenant(tenant) = WritingTenant::from_request_parts(parts, state).await?;
-        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound("This route names no station.".to_string()))?;
-        let id = params
-            .iter()
-            .find(|(k, _)| *k == "id")
-            .map(|(_, v)| v.to_string())
-            .ok_or_else(|| ApiError::NotFound("This route names no station.".to_string()))?;
-        let mut conn = state.db.conn().await?;
-        if db::stations::get(&mut conn, &id, Some(&tenant.id))
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::NotFound(format!("There is no station {id:?}.")));
-        }
+        let id = station_param(parts, state).await?;
+        check_station(state, &id, Some(&tenant.id)).await?;
         Ok(WritableStation {
             tenant,
             station_id: id,
         })
+    }
+}
+
+/// Extractor for routes that read something of a station (`{id}` in the path): the caller may
+/// see it (the admin any, a tenant its own); otherwise 404.
+pub struct ReadableStation {
+    pub caller: Caller,
+    pub station_id: String,
+}
+
+/// The route's `{id}` path parameter.
+async fn station_param(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
+    let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::NotFound("This route names no station.".to_string()))?;
+    params
+        .iter()
+        .find(|(k, _)| *k == "id")
+        .map(|(_, v)| v.to_string())
+        .ok_or_else(|| ApiError::NotFound("This route names no station.".to_string()))
+}
+
+async fn check_station(state: &AppState, id: &str, tenant: Option<&str>) -> Result<(), ApiError> {
+    let mut conn = state.db.conn().await?;
+    if db::stations::get(&mut conn, id, tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("There is no station {id:?}.")));
+    }
+    Ok(())
+}
+
+impl FromRequestParts<AppState> for ReadableStation {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let station_id = station_param(parts, state).await?;
+        check_station(state, &station_id, caller.tenant_scope()).await?;
+        Ok(ReadableStation { caller, station_id })
     }
 }

@@ -5,7 +5,7 @@
 //! answer again whenever it changes.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::ReadableStation;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiPath;
 use crate::cluster::Cluster;
@@ -186,19 +186,9 @@ fn lookup(st: &AppState, key: &str) -> ApiResult<(Arc<Cluster>, Arc<CatalogStati
     responses((status = 200, body = NowPlaying), (status = 404, body = Problem)))]
 pub async fn panel(
     State(st): State<AppState>,
-    caller: Caller,
+    ReadableStation { station_id: id, .. }: ReadableStation,
     headers: HeaderMap,
-    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<NowPlaying>> {
-    {
-        let mut conn = st.db.conn().await?;
-        if db::stations::get(&mut conn, &id, caller.tenant_scope())
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::NotFound(format!("There is no station {id:?}.")));
-        }
-    }
     let (cluster, station) = lookup(&st, &id)?;
     Ok(Json(
         build(&st, &cluster, &station, &base_url(&headers)).await?,

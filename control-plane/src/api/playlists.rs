@@ -4,7 +4,7 @@
 //! `scheduling` feature; every playlist needs `autodj`.
 
 use super::AppState;
-use super::auth::{Caller, WritableStation, WritingTenant};
+use super::auth::{ReadableStation, WritableStation};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -17,32 +17,43 @@ use onda_shared::api::{
     Problem, Tenant, UpdatePlaylist,
 };
 
-fn station_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("There is no station {id:?}."))
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("There is no playlist {id:?}."))
 }
 
-/// The tenant's station and plan, for a change.
-async fn writable(conn: &mut db::Conn, tenant: &Tenant, id: &str) -> ApiResult<Plan> {
-    if db::stations::get(conn, id, Some(&tenant.id))
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(id));
-    }
+/// The tenant's plan, which must include the AutoDJ (`what` says what needs it).
+pub(super) async fn autodj_plan(
+    conn: &mut db::Conn,
+    tenant: &Tenant,
+    what: &str,
+) -> ApiResult<Plan> {
     let plan = db::plans::get(conn, &tenant.plan_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("There is no plan {:?}.", tenant.plan_id)))?;
     if !plan.features.autodj {
         return Err(ApiError::PlanLimit {
             limit: "features.autodj",
-            detail: format!("Plan {:?} does not include the AutoDJ.", plan.name),
+            detail: format!("Plan {:?} does not include the AutoDJ, {what}.", plan.name),
         });
     }
     Ok(plan)
+}
+
+/// Saves a playlist; a name the station already uses is a conflict.
+async fn save(conn: &mut db::Conn, p: &Playlist, insert: bool) -> ApiResult<Playlist> {
+    match db::playlists::save(conn, p, insert).await {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "The station already has a playlist named {:?}.",
+                p.name
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    db::playlists::get(conn, &p.station_id, &p.id)
+        .await?
+        .ok_or_else(|| not_found(&p.id))
 }
 
 fn hhmm(field: &str, v: &str) -> ApiResult<String> {
@@ -139,18 +150,11 @@ async fn check(conn: &mut db::Conn, plan: &Plan, p: &Playlist) -> ApiResult<()> 
     responses((status = 200, body = Page<Playlist>), (status = 404, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ReadableStation { station_id: id, .. }: ReadableStation,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Playlist>>> {
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     Ok(Json(
         db::playlists::list(&mut conn, &id, p.limit, &p.cursor).await?,
     ))
@@ -162,12 +166,14 @@ pub async fn list(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    WritableStation { tenant, .. }: WritableStation,
-    ApiPath(id): ApiPath<String>,
+    WritableStation {
+        tenant,
+        station_id: id,
+    }: WritableStation,
     ApiJson(req): ApiJson<CreatePlaylist>,
 ) -> ApiResult<(StatusCode, Json<Playlist>)> {
     let mut conn = st.db.conn().await?;
-    let plan = writable(&mut conn, &tenant, &id).await?;
+    let plan = autodj_plan(&mut conn, &tenant, "which playlists are for").await?;
     let p = Playlist {
         id: secrets::new_id("pl"),
         station_id: id.clone(),
@@ -184,19 +190,7 @@ pub async fn create(
         updated_at: String::new(),
     };
     check(&mut conn, &plan, &p).await?;
-    match db::playlists::save(&mut conn, &p, true).await {
-        Ok(()) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!(
-                "The station already has a playlist named {:?}.",
-                p.name
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let saved = db::playlists::get(&mut conn, &id, &p.id)
-        .await?
-        .ok_or_else(|| not_found(&p.id))?;
+    let saved = save(&mut conn, &p, true).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -206,16 +200,10 @@ pub async fn create(
     responses((status = 200, body = Playlist), (status = 404, body = Problem)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    _station: ReadableStation,
     ApiPath((id, playlist_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Playlist>> {
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     db::playlists::get(&mut conn, &id, &playlist_id)
         .await?
         .map(Json)
@@ -235,7 +223,7 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdatePlaylist>,
 ) -> ApiResult<Json<Playlist>> {
     let mut conn = st.db.conn().await?;
-    let plan = writable(&mut conn, &tenant, &id).await?;
+    let plan = autodj_plan(&mut conn, &tenant, "which playlists are for").await?;
     let mut p = db::playlists::get(&mut conn, &id, &playlist_id)
         .await?
         .ok_or_else(|| not_found(&playlist_id))?;
@@ -264,20 +252,7 @@ pub async fn update(
         p.media_ids = v;
     }
     check(&mut conn, &plan, &p).await?;
-    match db::playlists::save(&mut conn, &p, false).await {
-        Ok(()) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!(
-                "The station already has a playlist named {:?}.",
-                p.name
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    db::playlists::get(&mut conn, &id, &playlist_id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(&playlist_id))
+    Ok(Json(save(&mut conn, &p, false).await?))
 }
 
 /// Delete a playlist (its media files stay in the library).
@@ -286,16 +261,10 @@ pub async fn update(
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn delete(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    _station: WritableStation,
     ApiPath((id, playlist_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, Some(&tenant.id))
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     if db::playlists::delete(&mut conn, &id, &playlist_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -308,16 +277,9 @@ pub async fn delete(
     responses((status = 200, body = AutoDjSettings), (status = 404, body = Problem)))]
 pub async fn get_settings(
     State(st): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ReadableStation { station_id: id, .. }: ReadableStation,
 ) -> ApiResult<Json<AutoDjSettings>> {
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     Ok(Json(db::playlists::settings(&mut conn, &id).await?))
 }
 
@@ -327,8 +289,10 @@ pub async fn get_settings(
     responses((status = 200, body = AutoDjSettings), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn put_settings(
     State(st): State<AppState>,
-    WritableStation { tenant, .. }: WritableStation,
-    ApiPath(id): ApiPath<String>,
+    WritableStation {
+        tenant,
+        station_id: id,
+    }: WritableStation,
     ApiJson(req): ApiJson<AutoDjSettings>,
 ) -> ApiResult<Json<AutoDjSettings>> {
     let tz = req.timezone.trim();
@@ -348,7 +312,7 @@ pub async fn put_settings(
         crossfade_ms: req.crossfade_ms,
     };
     let mut conn = st.db.conn().await?;
-    writable(&mut conn, &tenant, &id).await?;
+    autodj_plan(&mut conn, &tenant, "which these settings are for").await?;
     db::playlists::set_settings(&mut conn, &id, &settings).await?;
     Ok(Json(settings))
 }

@@ -5,7 +5,7 @@
 //! nodes receive only the hashes.
 
 use super::AppState;
-use super::auth::{Caller, WritableStation, WritingTenant};
+use super::auth::{ReadableStation, WritableStation};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use crate::db::{self, is_unique_violation};
@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
-    CreateStreamer, LiveIngest, Page, PageParams, Problem, Streamer, Tenant, UpdateStreamer,
+    CreateStreamer, LiveIngest, Page, PageParams, Problem, Streamer, UpdateStreamer,
 };
 
 /// The live mount of every station with the AutoDJ on.
@@ -63,46 +63,16 @@ fn username(u: &str) -> ApiResult<String> {
     Ok(u.to_string())
 }
 
-/// The station (the tenant's own) after checking its plan allows live DJs.
-async fn writable_station(conn: &mut db::Conn, tenant: &Tenant, id: &str) -> ApiResult<()> {
-    if db::stations::get(conn, id, Some(&tenant.id))
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(id));
-    }
-    let plan = db::plans::get(conn, &tenant.plan_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("There is no plan {:?}.", tenant.plan_id)))?;
-    if !plan.features.autodj {
-        return Err(ApiError::PlanLimit {
-            limit: "features.autodj",
-            detail: format!(
-                "Plan {:?} does not include the AutoDJ, which live DJs take over from.",
-                plan.name
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// List a station's live DJ accounts.
 #[utoipa::path(get, path = "/v1/stations/{id}/streamers", tag = "stations", params(("id" = String, Path, description = "Object id"), PageParams),
     responses((status = 200, body = Page<Streamer>), (status = 404, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ReadableStation { station_id: id, .. }: ReadableStation,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Streamer>>> {
     let p = Paging::try_from(q)?;
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     Ok(Json(
         db::streamers::list(&mut conn, &id, p.limit, &p.cursor).await?,
     ))
@@ -114,8 +84,10 @@ pub async fn list(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(
     State(st): State<AppState>,
-    WritableStation { tenant, .. }: WritableStation,
-    ApiPath(id): ApiPath<String>,
+    WritableStation {
+        tenant,
+        station_id: id,
+    }: WritableStation,
     ApiJson(req): ApiJson<CreateStreamer>,
 ) -> ApiResult<(StatusCode, Json<Streamer>)> {
     let user = username(&req.username)?;
@@ -125,7 +97,7 @@ pub async fn create(
     };
     let hash = password(&req.password)?;
     let mut conn = st.db.conn().await?;
-    writable_station(&mut conn, &tenant, &id).await?;
+    super::playlists::autodj_plan(&mut conn, &tenant, "which live DJs take over from").await?;
     let s = Streamer {
         id: secrets::new_id("dj"),
         station_id: id,
@@ -161,7 +133,7 @@ pub async fn update(
         .transpose()?;
     let hash = req.password.as_deref().map(password).transpose()?;
     let mut conn = st.db.conn().await?;
-    writable_station(&mut conn, &tenant, &id).await?;
+    super::playlists::autodj_plan(&mut conn, &tenant, "which live DJs take over from").await?;
     db::streamers::update(
         &mut conn,
         &id,
@@ -180,16 +152,10 @@ pub async fn update(
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn delete(
     State(st): State<AppState>,
-    WritingTenant(tenant): WritingTenant,
+    _station: WritableStation,
     ApiPath((id, streamer_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let mut conn = st.db.conn().await?;
-    if db::stations::get(&mut conn, &id, Some(&tenant.id))
-        .await?
-        .is_none()
-    {
-        return Err(station_not_found(&id));
-    }
     if db::streamers::delete(&mut conn, &id, &streamer_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -202,8 +168,10 @@ pub async fn delete(
     responses((status = 200, body = LiveIngest), (status = 404, body = Problem)))]
 pub async fn live(
     State(st): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ReadableStation {
+        caller,
+        station_id: id,
+    }: ReadableStation,
 ) -> ApiResult<Json<LiveIngest>> {
     let station = {
         let mut conn = st.db.conn().await?;
