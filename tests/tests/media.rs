@@ -5,22 +5,10 @@
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::media::{Kind, Tags, blob_path, files_under, make_track, upload, upload_chunked};
+use onda_tests::on_both_backends;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     mp3_aac_flac_are_stored_with_tags_once_per_content,
