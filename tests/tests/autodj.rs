@@ -387,3 +387,88 @@ async fn crossfade_overlaps_tracks_on_a_continuous_stream() {
     let cached = std::fs::read_dir(media.path().join("cache")).map_or(0, |d| d.count());
     assert_eq!(cached, 0);
 }
+
+/// The longest silence (≥ 2 ms below -40 dB) ffmpeg finds in `file`, ignoring its first 0.5 s.
+fn longest_silence(file: &std::path::Path) -> Duration {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(file)
+        .args([
+            "-af",
+            "silencedetect=noise=-40dB:d=0.002",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let mut longest = Duration::ZERO;
+    let mut start = 0.0f64;
+    for line in log.lines() {
+        if let Some(v) = line.split("silence_start: ").nth(1) {
+            start = v.trim().parse().unwrap_or(0.0);
+        }
+        if let Some(v) = line.split("silence_duration: ").nth(1)
+            && start > 0.5
+        {
+            let d = Duration::from_secs_f64(v.trim().parse().unwrap_or(0.0));
+            longest = longest.max(d);
+        }
+    }
+    longest
+}
+
+/// Frames are joined with nothing in between and each rendition's first frame (the encoder's
+/// priming) is dropped; what is left at a track change is the encoder's padding of the last
+/// frame, under one frame's length (26 ms MP3, 23 ms AAC) plus the decoder's edge.
+#[tokio::test]
+async fn track_changes_leave_less_than_a_frame_or_two_of_silence() {
+    let media = tempfile::tempdir().expect("dir");
+    let mut tracks = String::new();
+    for (i, freq) in [440, 550, 660, 770].into_iter().enumerate() {
+        let p = make_track(
+            media.path(),
+            &format!("t{i}.mp3"),
+            freq,
+            2,
+            "Gapless",
+            &format!("T{i}"),
+        )
+        .await;
+        tracks.push_str(&format!("[[autodj.tracks]]\nfile = \"{}\"\n", p.display()));
+    }
+    let config = format!(
+        "[media]\ncache_dir = \"{}\"\n\n[[mounts]]\npath = \"/radio.mp3\"\n\n[[mounts]]\npath = \"/radio.aac\"\n\n\
+         [[autodj]]\nname = \"Gapless FM\"\norder = \"sequential\"\n\
+         outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
+         {{ mount = \"/radio.aac\", format = \"aac\", bitrate_kbps = 96 }}]\n\n{tracks}",
+        media.path().join("cache").display(),
+    );
+    let edge = EdgeNode::start(&config).await;
+    edge.wait_source("/radio.mp3").await;
+    // ffmpeg as a listener records 7 s (three track changes) of each mount.
+    for (mount, limit_ms) in [("/radio.mp3", 30), ("/radio.aac", 45)] {
+        let out = media
+            .path()
+            .join(format!("rec{}.wav", mount.replace('/', "-")));
+        let status = tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+            .arg(edge.url(mount))
+            .args(["-t", "7"])
+            .arg(&out)
+            .kill_on_drop(true)
+            .status();
+        let status = tokio::time::timeout(Duration::from_secs(30), status)
+            .await
+            .expect("recorded within 30 s")
+            .expect("run ffmpeg");
+        assert!(status.success());
+        let gap = longest_silence(&out);
+        eprintln!(
+            "GAP {mount}: longest silence at a track change {} ms",
+            gap.as_millis()
+        );
+        assert!(gap < Duration::from_millis(limit_ms), "{mount}: {gap:?}");
+    }
+}

@@ -393,6 +393,9 @@ struct FrameReader {
     ogg: bool,
     /// Granule position of the last Ogg page with one.
     granule: Option<u64>,
+    /// The first MP3/ADTS frame is still to be dropped: it holds mostly the encoder's priming
+    /// (silence), which would otherwise add ~25 ms of silence at every track change.
+    skip_first: bool,
     eof: bool,
 }
 
@@ -408,6 +411,7 @@ impl FrameReader {
             },
             ogg: format == "opus",
             granule: None,
+            skip_first: format != "opus",
             eof: false,
         })
     }
@@ -417,6 +421,9 @@ impl FrameReader {
             if let Some(f) = (self.parse)(&self.buf) {
                 if self.buf.len() >= f.len && (self.ogg || f.duration_ns() > 0) {
                     let bytes = self.buf.split_to(f.len).freeze();
+                    if std::mem::take(&mut self.skip_first) {
+                        continue;
+                    }
                     let f = if self.ogg {
                         self.ogg_duration(&bytes, f)
                     } else {

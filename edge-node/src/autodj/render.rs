@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 use tokio::sync::Semaphore;
 
+/// Part of every rendition's name: renditions made with other settings are not reused.
+const RENDITION_VERSION: &str = "v2";
+
 /// At most this many ffmpeg encodes at once per edge: a node starting many stations must keep
 /// CPU for the stations already playing.
 const PARALLEL_ENCODES: usize = 2;
@@ -54,9 +57,10 @@ impl Renditions {
             "opus" => "opus",
             _ => "mp3",
         };
-        let path = self
-            .dir
-            .join(format!("{sha}-{}-{}.{ext}", out.format, out.bitrate_kbps));
+        let path = self.dir.join(format!(
+            "{sha}-{}-{}-{RENDITION_VERSION}.{ext}",
+            out.format, out.bitrate_kbps
+        ));
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(path);
         }
@@ -175,6 +179,11 @@ fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()>
         .input(src.as_os_str())
         .args(["-vn", "-map", "0:a:0", "-map_metadata", "-1"])
         .args(encoder_args(format, kbps));
+    if format == "mp3" {
+        // Without the bit reservoir every frame decodes on its own, so the player may skip a
+        // track's first frame (the encoder's priming) without damaging the next one.
+        cmd.args(["-reservoir", "0"]);
+    }
     cmd.overwrite().output(dst.as_os_str());
     let mut child = cmd
         .spawn()
