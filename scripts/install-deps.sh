@@ -9,6 +9,8 @@
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
 #                                  tzdata (AutoDJ schedule tests in named time zones)
+#   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
+#                                  liquidsoap (the peer AutoDJ), protoc, tzdata
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -22,7 +24,10 @@ case "$target" in
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
-  *) echo "usage: $0 dev|test" >&2; exit 2 ;;
+  bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
+              "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
+              "/usr/share/zoneinfo/America/New_York:tzdata") ;;
+  *) echo "usage: $0 dev|test|bench" >&2; exit 2 ;;
 esac
 
 missing=()
