@@ -190,6 +190,39 @@ async fn missing_carriers(cluster: &Cluster) -> anyhow::Result<BTreeSet<String>>
 pub struct Round {
     last_unplaced: BTreeSet<String>,
     last_alive: Option<BTreeSet<String>>,
+    /// The AutoDJ catalogue (library, playlists, DJ accounts) and when it was read: it is read
+    /// again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
+    autodj: Option<(tokio::time::Instant, Arc<AutoDjInputs>)>,
+}
+
+/// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change reaches its
+/// node within this (plus one round).
+const AUTODJ_REFRESH: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct AutoDjInputs {
+    catalog: db::playlists::AutoDjCatalog,
+    djs: BTreeMap<String, Vec<DjSpec>>,
+}
+
+async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Arc<AutoDjInputs>> {
+    if let Some((at, inputs)) = &round.autodj
+        && at.elapsed() < AUTODJ_REFRESH
+    {
+        return Ok(inputs.clone());
+    }
+    let mut c = cluster.db.conn().await?;
+    let catalog = db::playlists::autodj_catalog(&mut c).await?;
+    let mut djs: BTreeMap<String, Vec<DjSpec>> = BTreeMap::new();
+    for (station, username, password_hash) in db::streamers::all_credentials(&mut c).await? {
+        djs.entry(station).or_default().push(DjSpec {
+            username,
+            password_hash,
+        });
+    }
+    let inputs = Arc::new(AutoDjInputs { catalog, djs });
+    round.autodj = Some((tokio::time::Instant::now(), inputs.clone()));
+    Ok(inputs)
 }
 
 fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
@@ -312,18 +345,8 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     }
 
     // What each station's AutoDJ plays, from the media library, playlists and DJ accounts.
-    let (autodj_catalog, djs) = {
-        let mut c = cluster.db.conn().await?;
-        let cat = db::playlists::autodj_catalog(&mut c).await?;
-        let mut djs: BTreeMap<String, Vec<DjSpec>> = BTreeMap::new();
-        for (station, username, password_hash) in db::streamers::all_credentials(&mut c).await? {
-            djs.entry(station).or_default().push(DjSpec {
-                username,
-                password_hash,
-            });
-        }
-        (cat, djs)
-    };
+    let inputs = autodj_inputs(cluster, round).await?;
+    let (autodj_catalog, djs) = (&inputs.catalog, &inputs.djs);
 
     // Desired state per node.
     let edge_url: BTreeMap<&str, &str> = nodes
@@ -358,7 +381,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 ),
             };
             let autodj = (role != StationRole::Relay)
-                .then(|| autodj_spec(s, &autodj_catalog, djs.get(&s.id)))
+                .then(|| autodj_spec(s, autodj_catalog, djs.get(&s.id)))
                 .flatten();
             stations.push(StationSpec {
                 station_id: s.id.clone(),
