@@ -393,9 +393,11 @@ struct FrameReader {
     ogg: bool,
     /// Granule position of the last Ogg page with one.
     granule: Option<u64>,
-    /// The first MP3/ADTS frame is still to be dropped: it holds mostly the encoder's priming
-    /// (silence), which would otherwise add ~25 ms of silence at every track change.
+    /// The first MP3/ADTS frame is still to be dropped: it holds the encoder's priming
+    /// (silence). The last is dropped too (the encoder's flush; see `render::gapless_length`),
+    /// so frames are held back by one.
     skip_first: bool,
+    held: Option<(Bytes, Frame)>,
     eof: bool,
 }
 
@@ -412,6 +414,7 @@ impl FrameReader {
             ogg: format == "opus",
             granule: None,
             skip_first: format != "opus",
+            held: None,
             eof: false,
         })
     }
@@ -421,15 +424,18 @@ impl FrameReader {
             if let Some(f) = (self.parse)(&self.buf) {
                 if self.buf.len() >= f.len && (self.ogg || f.duration_ns() > 0) {
                     let bytes = self.buf.split_to(f.len).freeze();
+                    if self.ogg {
+                        let f = self.ogg_duration(&bytes, f);
+                        return Ok(Some((bytes, f)));
+                    }
                     if std::mem::take(&mut self.skip_first) {
                         continue;
                     }
-                    let f = if self.ogg {
-                        self.ogg_duration(&bytes, f)
-                    } else {
-                        f
-                    };
-                    return Ok(Some((bytes, f)));
+                    // Hand out the previous frame: the one read now may be the last.
+                    match self.held.replace((bytes, f)) {
+                        Some(previous) => return Ok(Some(previous)),
+                        None => continue,
+                    }
                 }
                 if !self.ogg && f.duration_ns() == 0 {
                     let _ = self.buf.split_to(1);

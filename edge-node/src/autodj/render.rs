@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 
 /// Part of every rendition's name: renditions made with other settings are not reused.
-const RENDITION_VERSION: &str = "v2";
+const RENDITION_VERSION: &str = "v3";
 
 /// At most this many ffmpeg encodes at once per edge: a node starting many stations must keep
 /// CPU for the stations already playing.
@@ -171,6 +171,55 @@ pub fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
     args.into_iter().map(str::to_string).collect()
 }
 
+/// Samples (at 44.1 kHz) to keep of `src` so that, once the player drops the rendition's first
+/// frame (the encoder's priming) and its last (the encoder's flush), tracks join with no silence
+/// between them: the audio plus the encoder's delay must fill whole frames (MP3: 1152 samples,
+/// LAME delays by 576; AAC: 1024, ffmpeg's encoder by a whole frame). At most one frame of the
+/// track's very end is cut. `None` for Opus, or when the length cannot be measured.
+fn gapless_length(src: &Path, format: &str) -> Option<u64> {
+    let (frame, delay) = match format {
+        "mp3" => (1152, 576),
+        "aac" => (1024, 0),
+        _ => return None,
+    };
+    let n = decoded_samples(src)?;
+    ((n + delay) / frame * frame)
+        .checked_sub(delay)
+        .filter(|k| *k > 0)
+}
+
+/// The exact length of `src` in samples at 44.1 kHz, by decoding it (container durations are
+/// rounded).
+fn decoded_samples(src: &Path) -> Option<u64> {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(src)
+        .args([
+            "-vn", "-map", "0:a:0", "-ac", "1", "-ar", "44100", "-f", "s16le", "pipe:1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes += n as u64,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    child.wait().ok()?.success().then_some(bytes / 2)
+}
+
 /// Encodes `src` into `dst` as a bare frame stream; an error carries ffmpeg's own words.
 fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()> {
     let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
@@ -181,8 +230,11 @@ fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()>
         .args(encoder_args(format, kbps));
     if format == "mp3" {
         // Without the bit reservoir every frame decodes on its own, so the player may skip a
-        // track's first frame (the encoder's priming) without damaging the next one.
+        // track's first and last frames without damaging their neighbours.
         cmd.args(["-reservoir", "0"]);
+    }
+    if let Some(keep) = gapless_length(src, format) {
+        cmd.args(["-af", &format!("aresample=44100,atrim=end_sample={keep}")]);
     }
     cmd.overwrite().output(dst.as_os_str());
     let mut child = cmd
