@@ -1,8 +1,8 @@
 //! `onda dev`: a control plane on SQLite with the in-process coordinator under `./.onda-dev/`,
 //! the seed plans, a demo tenant, its API key and a demo station, and N local nodes (`onda agent`
 //! child processes, joined automatically, each with its own edge port) so the demo station is on
-//! the air (fed a generated tone until the AutoDJ exists). `dev.json` lists the URLs, tokens and
-//! nodes. A second run reuses the same database, CA, node identities, admin token and key.
+//! the air on the AutoDJ with a synthesized demo library (a tone if ffmpeg cannot make it).
+//! `dev.json` lists the URLs, tokens and nodes. A second run reuses the same database, CA, node identities, admin token and key.
 
 use crate::api::keys::issue;
 use crate::api::stations::create_for_tenant;
