@@ -7,14 +7,6 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-/// A free UDP port on 127.0.0.1 for a control channel.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
-}
-
 pub struct CpOptions<'a> {
     pub database_url: String,
     /// etcd client URL; None: the in-process coordinator.
@@ -62,7 +54,9 @@ fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
 impl ControlPlane {
     pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(o, dir, free_port(), free_udp_port()).await
+        // Port 0: the control plane binds what is free and logs it (no race with other tests
+        // for a port picked in advance); a restart reuses the logged ports.
+        Self::start_in(o, dir, 0, 0).await
     }
 
     /// Starts in a given dir on given ports (a restart on the same data and addresses).
