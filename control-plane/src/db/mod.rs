@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "playlists",
         include_str!("../../migrations/0006_playlists.sql"),
     ),
+    (7, "usage", include_str!("../../migrations/0007_usage.sql")),
 ];
 
 impl Db {

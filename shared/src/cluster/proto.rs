@@ -7,8 +7,9 @@
 //! range of protocol versions it speaks; the control plane answers [`ControlMessage::Welcome`]
 //! with the version both use, or [`ControlMessage::Refused`] with code `version` and a sentence
 //! naming both ranges. Message types a peer does not know are a protocol error naming the type,
-//! never a crash. Usage reports (a later issue) will be a new `NodeMessage` variant carrying a
-//! per-node sequence number, acknowledged by a new `ControlMessage` variant.
+//! never a crash. Version 2 adds usage reports ([`NodeMessage::Usage`], acknowledged by
+//! [`ControlMessage::UsageAck`]); a node sends them only in a version-2 session and spools them
+//! meanwhile.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
@@ -16,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// Versions this build speaks.
 pub const MIN_VERSION: u32 = 1;
-pub const MAX_VERSION: u32 = 1;
+pub const MAX_VERSION: u32 = 2;
+/// The first version with usage reports.
+pub const USAGE_VERSION: u32 = 2;
 /// ALPN of the control channel; a peer that is not Onda fails the TLS handshake.
 pub const ALPN: &[u8] = b"onda-control";
 /// Largest frame either side accepts.
@@ -67,6 +70,37 @@ pub enum NodeMessage {
     /// Something changed on the node that the control plane should know now, not at the next
     /// heartbeat (a source connected or left).
     Event(NodeEvent),
+    /// What the node's listeners used in one interval; resent until acknowledged.
+    Usage(UsageReport),
+}
+
+/// Listener usage of one node over one interval. `seq` numbers a node's reports (1, 2, …, never
+/// reused, also across restarts); the control plane stores each (node, seq) once and answers
+/// [`ControlMessage::UsageAck`] once it is durably stored, duplicate or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub seq: u64,
+    /// Unix milliseconds on the node's clock: the interval is [start, end).
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    pub mounts: Vec<MountUsage>,
+}
+
+/// One station mount's usage in a report. Relay pulls between edges are not listeners and are
+/// not in here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountUsage {
+    pub station_id: String,
+    /// The station's mount path (`/radio.mp3`).
+    pub mount: String,
+    /// Listener time in the interval, summed over listeners.
+    pub listener_ms: u64,
+    /// Most listeners at once in the interval.
+    pub peak_listeners: u64,
+    /// Listener connections admitted in the interval.
+    pub sessions: u64,
+    /// Audio bytes sent to listeners in the interval.
+    pub bytes_sent: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +200,10 @@ pub enum ControlMessage {
         ca_pem: String,
     },
     Desired(DesiredState),
+    /// The usage report with this sequence number is stored: the node may forget it.
+    UsageAck {
+        seq: u64,
+    },
     /// The control plane will not talk to this node; `code` is machine-readable, `message` says why.
     Refused {
         code: RefusalCode,
@@ -380,13 +418,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)));
         // An unknown message type names itself.
-        let body = br#"{"type":"usage_report","seq":1}"#;
+        let body = br#"{"type":"usage_summary","seq":1}"#;
         let mut framed = (body.len() as u32).to_be_bytes().to_vec();
         framed.extend_from_slice(body);
         let err = read_frame::<_, NodeMessage>(&mut framed.as_slice())
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("usage_report"), "{err}");
+        assert!(err.to_string().contains("usage_summary"), "{err}");
         // Truncated body.
         let mut cut = 10u32.to_be_bytes().to_vec();
         cut.extend_from_slice(b"{\"ty");
@@ -400,8 +438,8 @@ mod tests {
     #[test]
     fn negotiation() {
         assert_eq!(negotiate(1, 1), Ok(1));
-        assert_eq!(negotiate(1, 5), Ok(1));
-        let err = negotiate(2, 3).unwrap_err();
-        assert!(err.contains("2..=3") && err.contains("1..=1"), "{err}");
+        assert_eq!(negotiate(1, 5), Ok(2));
+        let err = negotiate(3, 4).unwrap_err();
+        assert!(err.contains("3..=4") && err.contains("1..=2"), "{err}");
     }
 }
