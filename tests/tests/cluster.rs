@@ -234,6 +234,13 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
         .wait_log_word("station(s) placed,", Duration::from_secs(25))
         .await;
     assert_eq!(moved, "0", "{}", cp.proc.logs());
+    // Every round that writes a move logs it, also one that fails afterwards (whose move the
+    // first-round line above would not count).
+    assert!(
+        !cp.proc.logs().contains("station(s) moved"),
+        "the restarted control plane moved a station: {}",
+        cp.proc.logs()
+    );
     let after = cp.placement(&sid).await;
     assert_eq!(
         after["origin"].as_str(),

@@ -106,9 +106,17 @@ async fn lead(
     let settle = cluster.started.max(began) + cluster.settings.node_ttl;
     let mut said = false;
     loop {
-        let missing = missing_carriers(cluster).await.unwrap_or_default();
+        // A failed read proves nothing about the nodes: only the deadline or a read that
+        // finds every carrier back ends the wait.
+        let (missing, known) = match missing_carriers(cluster).await {
+            Ok(m) => (m, true),
+            Err(e) => {
+                tracing::warn!("cannot read which nodes are back yet: {e:#}");
+                (Default::default(), false)
+            }
+        };
         let now = tokio::time::Instant::now();
-        if now >= deadline || (now >= settle && missing.is_empty()) {
+        if now >= deadline || (now >= settle && known && missing.is_empty()) {
             if !missing.is_empty() {
                 tracing::warn!(
                     "{} node(s) carrying stations did not reconnect within {:?}: {}",
