@@ -17,6 +17,9 @@ pub struct EdgeConfig {
     pub media: MediaConfig,
     /// Stations played by the AutoDJ, each into one or more of `mounts`.
     pub autodj: Vec<AutoDjConfig>,
+    /// Listener limits shared by several mounts (a station's share of its plan's limit on this
+    /// node): group name → most listeners at once over every mount naming the group.
+    pub listener_groups: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,6 +451,13 @@ pub struct MountConfig {
     /// user `source` with `source_password`.
     #[serde(default)]
     pub source_users: Vec<SourceUser>,
+    /// Counts this mount's listeners against a limit of `listener_groups` too.
+    #[serde(default)]
+    pub listener_group: Option<String>,
+    /// Pulls presenting this key in an `X-Onda-Relay` header are relay edges, not listeners:
+    /// they are exempt from the group limit and left out of usage.
+    #[serde(default)]
+    pub relay_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +477,13 @@ pub struct RelayConfig {
     pub url: String,
     #[serde(default)]
     pub max_listeners: Option<u64>,
+    /// As for mounts: this relay's listeners count against a group limit.
+    #[serde(default)]
+    pub listener_group: Option<String>,
+    /// Sent upstream as `X-Onda-Relay` (so the origin does not count the pull as a listener)
+    /// and accepted from relays of this relay.
+    #[serde(default)]
+    pub relay_key: Option<String>,
 }
 
 impl MountConfig {
@@ -483,6 +500,8 @@ impl MountConfig {
             url: None,
             public: None,
             source_users: Vec::new(),
+            listener_group: None,
+            relay_key: None,
         }
     }
 }
@@ -690,6 +709,24 @@ impl EdgeConfig {
         for r in &self.relays {
             if !r.url.starts_with("http://") {
                 anyhow::bail!("relays: {}: url {:?} must be an http:// URL", r.path, r.url);
+            }
+        }
+        let groups = self
+            .mounts
+            .iter()
+            .map(|m| ("mounts", &m.path, &m.listener_group))
+            .chain(
+                self.relays
+                    .iter()
+                    .map(|r| ("relays", &r.path, &r.listener_group)),
+            );
+        for (section, path, group) in groups {
+            if let Some(g) = group
+                && !self.listener_groups.contains_key(g)
+            {
+                anyhow::bail!(
+                    "{section}: {path}: listener_group {g:?} is not one of listener_groups"
+                );
             }
         }
         Ok(Validated {

@@ -18,6 +18,7 @@ pub mod mount;
 pub mod relay;
 pub mod server;
 mod source;
+pub mod usage;
 
 pub use config::{EdgeConfig, MountConfig, RelayConfig};
 
@@ -126,6 +127,19 @@ impl Edge {
                 }),
             })
             .collect()
+    }
+
+    /// Listener usage of every mount since the previous call (see [`usage`]): the agent meters
+    /// with it. Relay pulls are not in it.
+    pub fn take_usage(&self) -> Vec<usage::MountUsage> {
+        self.shared.take_usage()
+    }
+
+    /// [`Edge::take_usage`] as a function that outlives a borrow of the edge (for a metering
+    /// task, and for the last take after [`Edge::shutdown`]).
+    pub fn usage_taker(&self) -> impl Fn() -> Vec<usage::MountUsage> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.take_usage()
     }
 
     /// What each AutoDJ plays now, by AutoDJ name.

@@ -4,11 +4,12 @@
 //! fallback, and goes back when the source returns.
 
 use crate::icy::Interleaver;
-use crate::mount::{Control, ListenerEntry, Mount, Read, Session};
+use crate::mount::{Control, ListenerEntry, Mount, Read, Refused, Session};
 use crate::server::{Request, SERVER, Shared, respond};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -129,20 +130,27 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             .to_string(),
         connected_at: Instant::now(),
         control: control_tx,
+        relay: req
+            .head
+            .header("x-onda-relay")
+            .is_some_and(|k| home_mount.is_relay_key(k)),
+        since: Instant::now(),
+        group: None,
     };
+    let relay = entry.relay;
     // From here on only the socket is needed: the request head and the read buffer go, which
     // matters at ten thousand listeners.
     let Request { mut stream, .. } = req;
     let mut registered = home_mount.clone();
-    if !registered.add_listener(entry.clone()) {
-        let _ = respond(
-            &mut stream,
-            403,
-            "text/plain",
-            &[],
-            b"Forbidden: max listeners reached\n",
-        )
-        .await;
+    if let Err(why) = registered.add_listener(entry.clone()) {
+        // Icecast answers a full mount with 403; players know it as "server full".
+        let body: &[u8] = match why {
+            Refused::GroupFull => {
+                b"Forbidden: this station's listener limit is reached on this server\n"
+            }
+            Refused::MountFull | Refused::Removed => b"Forbidden: max listeners reached\n",
+        };
+        let _ = respond(&mut stream, 403, "text/plain", &[], body).await;
         return;
     }
     shared.metrics.listener_connects.inc();
@@ -156,6 +164,13 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     }
     let mut icy = metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000)));
+    // A player sends nothing after its request; watching the socket notices a reset at once
+    // instead of at the next failed write, which keeps listener time (billed usage) exact. A
+    // player that closes with unread audio resets; an end of its sending side only (a client
+    // that half-closes after its request) keeps it listening, so that ends the watch, not the
+    // stream.
+    let mut hangup = [0u8; 64];
+    let mut watch_peer = true;
     let end = loop {
         let on_fallback = current.path != home;
         tokio::select! {
@@ -166,9 +181,10 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     let Some(dest_mount) = shared.mount(&dest) else { continue };
                     // Re-register on the destination so counts and listclients follow the move.
                     registered.remove_listener(id);
-                    if !dest_mount.add_listener(entry.clone()) {
-                        // The destination filled up meanwhile: stay where we are.
-                        registered.add_listener(entry.clone());
+                    if dest_mount.add_listener(entry.clone()).is_err() {
+                        // The destination filled up meanwhile: stay where we are (the place
+                        // just freed is ours again).
+                        let _ = registered.add_listener(entry.clone());
                         continue;
                     }
                     registered = dest_mount.clone();
@@ -190,6 +206,9 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     match send(&mut stream, &chunks, icy.as_mut(), &session, pos, limits.queue_bytes).await {
                         Ok(n) => {
                             registered.counters.bytes_sent.inc_by(n);
+                            if !relay {
+                                registered.usage.add_bytes(n);
+                            }
                             shared.metrics.bytes_sent.inc_by(n);
                         }
                         Err(SendError::Gone) => break "gone",
@@ -221,6 +240,13 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     current = m;
                     session = s;
                 }
+            },
+            r = stream.read(&mut hangup), if watch_peer => match r {
+                Err(_) => break "gone",
+                Ok(0) => watch_peer = false,
+                // Bytes after the request (a pipelined request, keep-alive noise) mean nothing
+                // to a stream: dropped.
+                Ok(_) => {}
             },
             () = shared.shutdown.cancelled() => break "server stopping",
         }

@@ -391,6 +391,23 @@ pub struct ListenerEntry {
     pub user_agent: String,
     pub connected_at: Instant,
     pub control: mpsc::UnboundedSender<Control>,
+    /// A relay edge pulling the mount, not a listener (no limit of the group, no usage).
+    pub relay: bool,
+    /// Since when this listener's time on the mount is not yet in its usage.
+    pub since: Instant,
+    /// The group limit this listener holds a place in.
+    pub group: Option<Arc<crate::usage::Group>>,
+}
+
+/// Why a listener was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The mount's own `max_listeners`.
+    MountFull,
+    /// The mount's listener group (the station's share on this node).
+    GroupFull,
+    /// The mount is being removed.
+    Removed,
 }
 
 #[derive(Debug)]
@@ -403,6 +420,8 @@ pub struct Mount {
     pub listeners: Mutex<HashMap<u64, ListenerEntry>>,
     pub counters: Counters,
     pub removed: AtomicBool,
+    pub usage: Arc<crate::usage::UsageCell>,
+    group: RwLock<Option<Arc<crate::usage::Group>>>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (nothing here leaves it half-done).
@@ -411,8 +430,15 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Mount {
-    pub fn new(config: MountConfig, counters: Counters) -> Mount {
+    pub fn new(
+        config: MountConfig,
+        counters: Counters,
+        usage: Arc<crate::usage::UsageCell>,
+        group: Option<Arc<crate::usage::Group>>,
+    ) -> Mount {
         Mount {
+            usage,
+            group: RwLock::new(group),
             path: config.path.clone(),
             config: RwLock::new(config),
             session: RwLock::new(None),
@@ -427,6 +453,27 @@ impl Mount {
         self.config
             .read()
             .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    pub fn set_group(&self, g: Option<Arc<crate::usage::Group>>) {
+        match self.group.write() {
+            Ok(mut slot) => *slot = g,
+            Err(p) => *p.into_inner() = g,
+        }
+    }
+
+    fn group(&self) -> Option<Arc<crate::usage::Group>> {
+        self.group
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Whether `key` (an `X-Onda-Relay` header) is this mount's relay key.
+    pub fn is_relay_key(&self, key: &str) -> bool {
+        self.config()
+            .relay_key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty() && crate::constant_time_eq(k.as_bytes(), key.as_bytes()))
     }
 
     pub fn set_config(&self, c: MountConfig) {
@@ -486,16 +533,36 @@ impl Mount {
         u64::try_from(self.counters.listeners.get()).unwrap_or(0)
     }
 
-    /// Registers a listener; false when `max_listeners` is reached.
-    pub fn add_listener(&self, entry: ListenerEntry) -> bool {
+    /// Registers a listener, unless `max_listeners` or the group's limit is reached.
+    pub fn add_listener(&self, mut entry: ListenerEntry) -> Result<(), Refused> {
         let max = self.config().max_listeners;
         let mut table = lock(&self.listeners);
         if self.removed.load(Ordering::Acquire) {
-            return false;
+            return Err(Refused::Removed);
         }
-        if max.is_some_and(|m| table.len() as u64 >= m) {
+        // Relay edges pulling the mount take no listener's place (they are how a full origin
+        // scales out); relays are few, so they are counted only when the table looks full.
+        if !entry.relay
+            && max.is_some_and(|m| {
+                table.len() as u64 >= m && table.values().filter(|e| !e.relay).count() as u64 >= m
+            })
+        {
             self.counters.refused_full.inc();
-            return false;
+            return Err(Refused::MountFull);
+        }
+        entry.group = None;
+        if !entry.relay
+            && let Some(g) = self.group()
+        {
+            if !g.try_acquire() {
+                self.counters.refused_full.inc();
+                return Err(Refused::GroupFull);
+            }
+            entry.group = Some(g);
+        }
+        entry.since = Instant::now();
+        if !entry.relay {
+            self.usage.admit();
         }
         table.insert(entry.id, entry);
         let n = i64::try_from(table.len()).unwrap_or(i64::MAX);
@@ -505,12 +572,20 @@ impl Mount {
         }
         drop(table);
         self.counters.connections.inc();
-        true
+        Ok(())
     }
 
     pub fn remove_listener(&self, id: u64) -> Option<ListenerEntry> {
         let mut table = lock(&self.listeners);
         let e = table.remove(&id);
+        if let Some(e) = &e {
+            if let Some(g) = &e.group {
+                g.release();
+            }
+            if !e.relay {
+                self.usage.leave(e.since.elapsed());
+            }
+        }
         self.counters
             .listeners
             .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
@@ -624,6 +699,8 @@ mod tests {
                 ..MountConfig::new("/m", "p")
             },
             Counters::detached(),
+            Arc::default(),
+            None,
         );
         let a = Arc::new(Session::new(SourceInfo::default(), 0, 10, 0));
         let b = Arc::new(Session::new(SourceInfo::default(), 0, 10, 0));
@@ -639,11 +716,40 @@ mod tests {
             user_agent: String::new(),
             connected_at: Instant::now(),
             control: tx.clone(),
+            relay: false,
+            since: Instant::now(),
+            group: None,
         };
-        assert!(m.add_listener(entry(1)));
-        assert!(!m.add_listener(entry(2)), "max_listeners = 1");
+        assert!(m.add_listener(entry(1)).is_ok());
+        assert_eq!(
+            m.add_listener(entry(2)),
+            Err(Refused::MountFull),
+            "max_listeners = 1"
+        );
         m.remove_listener(1);
-        assert!(m.add_listener(entry(3)));
+        assert!(m.add_listener(entry(3)).is_ok());
         assert_eq!(m.counters.peak.get(), 1);
+        // A group shared with another mount limits both together; relays pass.
+        let g = Arc::new(crate::usage::Group::new(1));
+        let other = Mount::new(
+            MountConfig::new("/n", "p"),
+            Counters::detached(),
+            Arc::default(),
+            Some(g.clone()),
+        );
+        m.set_group(Some(g.clone()));
+        m.remove_listener(3);
+        assert!(other.add_listener(entry(4)).is_ok());
+        assert_eq!(m.add_listener(entry(5)), Err(Refused::GroupFull));
+        assert!(
+            m.add_listener(ListenerEntry {
+                relay: true,
+                ..entry(6)
+            })
+            .is_ok()
+        );
+        other.remove_listener(4);
+        assert!(m.add_listener(entry(7)).is_ok());
+        assert_eq!(g.count(), 1);
     }
 }

@@ -156,8 +156,15 @@ async fn pull(
         } else {
             addr.clone()
         };
+        // An Onda origin does not count a pull with its relay key as a listener.
+        let relay_key = relay
+            .relay_key
+            .as_deref()
+            .filter(|k| !k.is_empty() && !k.contains(['\r', '\n']))
+            .map(|k| format!("X-Onda-Relay: {k}\r\n"))
+            .unwrap_or_default();
         let req = format!(
-            "GET {} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: {}\r\nIcy-MetaData: 1\r\nAccept: */*\r\n\r\n",
+            "GET {} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: {}\r\nIcy-MetaData: 1\r\n{relay_key}Accept: */*\r\n\r\n",
             target.path_and_query,
             crate::server::SERVER
         );

@@ -35,6 +35,8 @@ pub struct Shared {
     pub started: SystemTime,
     pub metrics: EdgeMetrics,
     pub shutdown: CancellationToken,
+    pub usage: crate::usage::Usage,
+    groups: Mutex<HashMap<String, Arc<crate::usage::Group>>>,
 }
 
 impl Shared {
@@ -51,6 +53,8 @@ impl Shared {
             started: SystemTime::now(),
             metrics: EdgeMetrics::new()?,
             shutdown: CancellationToken::new(),
+            usage: crate::usage::Usage::default(),
+            groups: Mutex::new(HashMap::new()),
         };
         shared.set_config(config);
         Ok(shared)
@@ -72,9 +76,27 @@ impl Shared {
             // A relay's mount takes no source clients (no password).
             .chain(config.relays.iter().map(|r| MountConfig {
                 max_listeners: r.max_listeners,
+                listener_group: r.listener_group.clone(),
+                relay_key: r.relay_key.clone(),
                 ..MountConfig::new(&r.path, "")
             }))
             .collect();
+        // Groups keep their counts across configurations; only their limits change.
+        let groups: HashMap<String, Arc<crate::usage::Group>> = {
+            let mut all = lock(&self.groups);
+            all.retain(|name, _| config.listener_groups.contains_key(name));
+            for (name, max) in &config.listener_groups {
+                all.entry(name.clone())
+                    .or_insert_with(|| Arc::new(crate::usage::Group::new(*max)))
+                    .set_max(*max);
+            }
+            all.clone()
+        };
+        let group_of = |mc: &MountConfig| {
+            mc.listener_group
+                .as_ref()
+                .and_then(|g| groups.get(g).cloned())
+        };
         let mut mounts = match self.mounts.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -102,13 +124,19 @@ impl Shared {
         for mc in wanted {
             match mounts.get(&mc.path) {
                 Some(m) => {
+                    m.set_group(group_of(&mc));
                     if m.config() != mc {
                         m.set_config(mc);
                     }
                 }
                 None => {
                     let counters = self.metrics.mount_counters(&mc.path);
-                    mounts.insert(mc.path.clone(), Arc::new(Mount::new(mc, counters)));
+                    let cell = self.usage.cell(&mc.path);
+                    let group = group_of(&mc);
+                    mounts.insert(
+                        mc.path.clone(),
+                        Arc::new(Mount::new(mc, counters, cell, group)),
+                    );
                 }
             }
         }
@@ -216,6 +244,36 @@ impl Shared {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Usage of every mount since the previous call (mounts with nothing to report left out).
+    pub fn take_usage(&self) -> Vec<crate::usage::MountUsage> {
+        let mut out = Vec::new();
+        for (path, cell) in self.usage.cells() {
+            let now = std::time::Instant::now();
+            let usage = match self.mount(&path).filter(|m| Arc::ptr_eq(&m.usage, &cell)) {
+                Some(m) => {
+                    // The table's lock is held across the take so a listener leaving meanwhile
+                    // is counted either here or at its leave, never both.
+                    let mut table = lock(&m.listeners);
+                    let open = table
+                        .values_mut()
+                        .filter(|e| !e.relay)
+                        .map(|e| crate::usage::restart_clock(&mut e.since, now))
+                        .sum();
+                    let u = cell.take(&path, open);
+                    drop(table);
+                    u
+                }
+                None => cell.take(&path, std::time::Duration::ZERO),
+            };
+            if !usage.is_empty() {
+                out.push(usage);
+            }
+        }
+        self.usage.prune();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
 
     pub fn mount(&self, path: &str) -> Option<Arc<Mount>> {

@@ -91,6 +91,8 @@ async fn changing_a_relay_restarts_it_cleanly() {
         path: "/relayed".to_string(),
         url: format!("http://{}/live", origin.addr()),
         max_listeners: None,
+        listener_group: None,
+        relay_key: None,
     }];
     let edge = Edge::start(cfg.clone()).await.expect("edge starts");
     let relayed = || async {
@@ -142,6 +144,8 @@ async fn relays_reach_ipv6_upstreams() {
         path: "/relayed".to_string(),
         url: format!("http://[::1]:{port}/live"),
         max_listeners: None,
+        listener_group: None,
+        relay_key: None,
     }];
     let edge = Edge::start(cfg).await.expect("edge starts");
     wait_for("the relay to connect over IPv6", START, || async {
