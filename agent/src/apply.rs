@@ -51,6 +51,8 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
                     url: format!("{}{path}", origin.trim_end_matches('/')),
                     path,
                     max_listeners: s.max_listeners,
+                    listener_group: None,
+                    relay_key: None,
                 }),
                 // A relay without an origin URL has nothing to pull: skip it.
                 (StationRole::Relay, None) => {}

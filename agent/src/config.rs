@@ -15,6 +15,29 @@ pub struct AgentConfig {
     pub http: HttpConfig,
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
+    pub usage: UsageConfig,
+}
+
+/// Usage metering (see `usage`): how often listener usage is made durable on the node, and how
+/// long one report covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Listener usage is written to the node's spool this often (milliseconds); a kill -9 of
+    /// the agent can lose at most this much of its listeners' time.
+    pub checkpoint_ms: u64,
+    /// One usage report covers this long (milliseconds); reports are what the control plane
+    /// stores and bills from.
+    pub interval_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            checkpoint_ms: 1_000,
+            interval_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +103,15 @@ impl AgentConfig {
         }
         if self.node.state_dir.trim().is_empty() {
             anyhow::bail!("node.state_dir must name a directory");
+        }
+        if !(100..=3_600_000).contains(&self.usage.interval_ms) {
+            anyhow::bail!("usage.interval_ms must be between 100 and 3600000");
+        }
+        if !(50..=self.usage.interval_ms).contains(&self.usage.checkpoint_ms) {
+            anyhow::bail!(
+                "usage.checkpoint_ms must be between 50 and usage.interval_ms ({})",
+                self.usage.interval_ms
+            );
         }
         if !(100..=600_000).contains(&self.control_plane.max_backoff_ms) {
             anyhow::bail!("control_plane.max_backoff_ms must be between 100 and 600000");

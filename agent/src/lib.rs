@@ -11,6 +11,7 @@ pub mod host;
 pub mod identity;
 pub mod media;
 pub mod session;
+pub mod usage;
 
 use anyhow::Context as _;
 use config::AgentConfig;
@@ -43,6 +44,11 @@ pub struct Agent {
     base: EdgeConfig,
     tones: apply::Tones,
     pub host: host::HostSampler,
+    /// Edge path → (station, station mount), for usage reports.
+    paths: usage::PathMap,
+    pub spool: std::sync::Arc<std::sync::Mutex<usage::Spool>>,
+    /// The last sealed report's sequence number: sessions send what is new.
+    pub sealed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Agent {
@@ -61,6 +67,8 @@ impl Agent {
 
     /// Applies a desired state to the edge and the tone sources, and keeps it on disk.
     pub fn apply(&mut self, desired: DesiredState) -> anyhow::Result<()> {
+        // Known before any listener of a new mount can arrive, so its usage has a station.
+        usage::remember_paths(&self.paths, &desired);
         let cfg = apply::edge_config(&self.base, &desired, &self.media);
         self.edge
             .apply(cfg)
@@ -176,6 +184,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         ..EdgeConfig::default()
     };
     let media = media::MediaCache::new(state_dir.join("media"));
+    let spool = usage::Spool::open(&state_dir.join("usage"))?;
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
     let edge = Edge::start(apply::edge_config(&base, &desired, &media))
         .await
@@ -248,6 +257,9 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         base,
         tones: apply::Tones::default(),
         host: host::HostSampler::default(),
+        paths: usage::PathMap::default(),
+        spool: std::sync::Arc::new(std::sync::Mutex::new(spool)),
+        sealed: tokio::sync::watch::channel(0).0,
     };
     if desired.generation > 0 {
         tracing::info!(
@@ -266,10 +278,28 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
 }
 
 /// Talks to the control planes until `stop`, then stops the edge.
+/// Meters usage meanwhile; the last checkpoint is taken once the edge has stopped, so every
+/// listener's time is in the spool before the process exits.
 pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<()> {
+    let meter_stop = CancellationToken::new();
+    let meter = tokio::spawn(usage::meter(
+        agent.edge.usage_taker(),
+        agent.paths.clone(),
+        agent.spool.clone(),
+        agent.sealed.clone(),
+        Duration::from_millis(agent.config.usage.checkpoint_ms),
+        Duration::from_millis(agent.config.usage.interval_ms),
+        meter_stop.clone(),
+    ));
     let result = session::run(&mut agent, &stop).await;
     agent.tones.stop_all();
+    meter_stop.cancel();
+    let meter = meter.await;
     agent.edge.shutdown().await;
+    match meter {
+        Ok(m) => m.finish(),
+        Err(e) => tracing::error!("the usage meter failed: {e}"),
+    }
     tracing::info!("stopped");
     result
 }

@@ -139,7 +139,7 @@ async fn established(
         return failed(false, e);
     }
     let first = tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv)).await;
-    let heartbeat_ms = match first {
+    let (version, heartbeat_ms) = match first {
         Ok(Ok(Some(ControlMessage::Welcome {
             version,
             control_plane,
@@ -150,7 +150,7 @@ async fn established(
                 "connected to control plane {control_plane} at {} (protocol {version})",
                 conn.remote_address()
             );
-            heartbeat_ms.clamp(100, 60_000)
+            (version, heartbeat_ms.clamp(100, 60_000))
         }
         Ok(Ok(Some(ControlMessage::Refused { code, message }))) => {
             return Ended::Refused(code, message);
@@ -179,8 +179,20 @@ async fn established(
     let _fetcher = AbortOnDrop(fetcher);
     let mut fetched = fetched;
     want.send_replace(crate::apply::wanted_media(&agent.desired));
+    // Usage reports: everything still spooled goes first, then each report as it is sealed.
+    let usage = version >= proto::USAGE_VERSION;
+    let mut sealed = agent.sealed.subscribe();
+    let mut usage_sent = 0u64;
+    if usage && let Err(e) = send_usage(agent, &mut send, &mut usage_sent).await {
+        return failed(true, e);
+    }
     loop {
         tokio::select! {
+            Ok(()) = sealed.changed(), if usage => {
+                if let Err(e) = send_usage(agent, &mut send, &mut usage_sent).await {
+                    return failed(true, e);
+                }
+            }
             Some(()) = fetched.recv() => {
                 // New media arrived: AutoDJs waiting for it start, the others see more tracks.
                 if let Err(e) = agent.reconfigure() {
@@ -201,6 +213,18 @@ async fn established(
                     let ack = NodeMessage::Ack { generation, error };
                     if let Err(e) = proto::write_frame(&mut send, &ack).await {
                         return failed(true, e);
+                    }
+                }
+                Ok(Some(ControlMessage::UsageAck { seq })) => {
+                    let acked = agent
+                        .spool
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .ack(seq);
+                    if let Err(e) = acked {
+                        // The report stays pending and is sent again; the control plane stores
+                        // it once.
+                        tracing::error!("usage spool: {e:#}");
                     }
                 }
                 Ok(Some(ControlMessage::Refused { code, message })) => return Ended::Refused(code, message),
@@ -260,6 +284,25 @@ async fn established(
             () = stop.cancelled() => return Ended::Stopped,
         }
     }
+}
+
+/// Sends the spooled reports after `sent` (the newest one sent in this session) and moves it.
+async fn send_usage(
+    agent: &Agent,
+    send: &mut quinn::SendStream,
+    sent: &mut u64,
+) -> anyhow::Result<()> {
+    let reports = agent
+        .spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pending_after(*sent);
+    for r in reports {
+        let seq = r.seq;
+        proto::write_frame(send, &NodeMessage::Usage(r)).await?;
+        *sent = seq;
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
