@@ -684,3 +684,55 @@ pub struct AutoDjSettings {
     #[serde(default)]
     pub crossfade_ms: u32,
 }
+
+/// Query of a station's usage history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Start (RFC 3339, inclusive); default: 24 hours before `to`.
+    pub from: Option<String>,
+    /// End (RFC 3339, exclusive); default: now.
+    pub to: Option<String>,
+    /// `hour` (default) or `day`; buckets are aligned to UTC.
+    pub granularity: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// One hour or day of a station's usage, over every node and mount that carried it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageBucket {
+    /// RFC 3339 start of the bucket.
+    pub start: String,
+    /// Listener time summed over listeners, in seconds (milliseconds exact in `listener_ms`).
+    pub listener_seconds: f64,
+    pub listener_ms: u64,
+    /// Listener connections admitted.
+    pub sessions: u64,
+    /// Audio bytes delivered to listeners.
+    pub bytes_sent: u64,
+    /// Most listeners at once (per report interval, summed over nodes and mounts).
+    pub peak_listeners: u64,
+}
+
+/// A station's usage history, as nodes reported and the control plane stored it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StationUsage {
+    pub station_id: String,
+    pub granularity: String,
+    pub from: String,
+    pub to: String,
+    pub buckets: Vec<UsageBucket>,
+    /// Sums over the buckets (the peak is the largest bucket peak).
+    pub total: UsageTotal,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageTotal {
+    pub listener_ms: u64,
+    pub listener_hours: f64,
+    pub sessions: u64,
+    pub bytes_sent: u64,
+    pub peak_listeners: u64,
+}

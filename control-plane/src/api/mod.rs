@@ -17,6 +17,7 @@ mod playlists;
 pub mod stations;
 pub mod streamers;
 mod tenants;
+mod usage;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -111,6 +112,7 @@ pub fn router(
         .routes(routes!(streamers::update, streamers::delete))
         .routes(routes!(streamers::live))
         .routes(routes!(nowplaying::panel))
+        .routes(routes!(usage::station_usage))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))

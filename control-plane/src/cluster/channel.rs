@@ -421,6 +421,16 @@ async fn session(
                         observed.applied_generation = generation;
                         put_observed(lease, &observed).await?;
                     }
+                    NodeMessage::Usage(report) if version >= proto::USAGE_VERSION => {
+                        // Acknowledged only once stored; a failure ends the session, and the
+                        // node sends the report again in the next one.
+                        let seq = report.seq;
+                        if let Err(e) = store_usage(cluster, &id, &report).await {
+                            tracing::error!("node {}: usage report {seq} not stored: {e:#}", advert.name);
+                            break Err(e);
+                        }
+                        proto::write_frame(&mut send, &ControlMessage::UsageAck { seq }).await?;
+                    }
                     NodeMessage::Event(NodeEvent::TrackChanged(track)) => {
                         if let Err(why) = track_changed(cluster, &id, track).await {
                             tracing::warn!("node {}: a track report was not recorded: {why:#}", advert.name);
@@ -496,6 +506,39 @@ async fn session(
     }
     tracing::info!("node {} ({id}) disconnected", advert.name);
     outcome
+}
+
+/// Stores a usage report once per (node, seq): a resend of a stored report changes nothing.
+async fn store_usage(
+    cluster: &Cluster,
+    node_id: &str,
+    report: &proto::UsageReport,
+) -> anyhow::Result<()> {
+    if report.mounts.len() > db::usage::MAX_MOUNTS_PER_REPORT {
+        anyhow::bail!(
+            "a usage report of {} mounts is more than the {} a report may carry",
+            report.mounts.len(),
+            db::usage::MAX_MOUNTS_PER_REPORT
+        );
+    }
+    if report.seq == 0 || report.period_end_ms < report.period_start_ms {
+        anyhow::bail!(
+            "usage report {} covers [{}, {}): sequence numbers start at 1 and periods end after they start",
+            report.seq,
+            report.period_start_ms,
+            report.period_end_ms
+        );
+    }
+    let mut tx = cluster.db.begin().await?;
+    let fresh = db::usage::store(&mut tx, node_id, report, crate::db::now_ms()).await?;
+    tx.commit().await?;
+    if !fresh {
+        tracing::debug!(
+            "usage report {} of node {node_id} was already stored",
+            report.seq
+        );
+    }
+    Ok(())
 }
 
 /// Records what a node says a station plays: into the song history (once per start) and as the

@@ -12,6 +12,7 @@ pub mod playlists;
 pub mod stations;
 pub mod streamers;
 pub mod tenants;
+pub mod usage;
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -179,6 +180,11 @@ fn redact(url: &str) -> String {
 /// Current time as unix seconds, the representation every table uses.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Current time as unix milliseconds (usage periods).
+pub fn now_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// Unix seconds to RFC 3339 for the API.

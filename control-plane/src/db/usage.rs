@@ -1,0 +1,141 @@
+//! Usage reports from nodes, stored once per (node, seq), and the aggregates the stats API and
+//! billing read.
+
+use super::Conn;
+use onda_shared::cluster::proto::UsageReport;
+use sqlx::Row as _;
+
+/// Most mounts one report may carry (a node carries at most a few thousand station mounts).
+pub const MAX_MOUNTS_PER_REPORT: usize = 20_000;
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Stores a report unless this node's `seq` is already stored; true when it was new. Runs in
+/// the caller's transaction, so a report is stored whole or not at all.
+pub async fn store(
+    conn: &mut Conn,
+    node_id: &str,
+    r: &UsageReport,
+    received_at_ms: u64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO usage_reports (node_id, seq, period_start_ms, period_end_ms, received_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id, seq) DO NOTHING",
+    )
+    .bind(node_id)
+    .bind(i(r.seq))
+    .bind(i(r.period_start_ms))
+    .bind(i(r.period_end_ms))
+    .bind(i(received_at_ms))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    for m in &r.mounts {
+        // The tenant is copied now, so usage stays billable after the station is deleted; a
+        // station deleted before its last report arrived keeps an empty tenant.
+        let tenant: Option<String> = sqlx::query("SELECT tenant_id FROM stations WHERE id = $1")
+            .bind(&m.station_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| row.try_get("tenant_id"))
+            .transpose()?;
+        sqlx::query(
+            "INSERT INTO usage_mounts (node_id, seq, station_id, tenant_id, mount, period_start_ms, \
+             period_end_ms, listener_ms, peak_listeners, sessions, bytes_sent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (node_id, seq, station_id, mount) DO NOTHING",
+        )
+        .bind(node_id)
+        .bind(i(r.seq))
+        .bind(&m.station_id)
+        .bind(tenant.unwrap_or_default())
+        .bind(&m.mount)
+        .bind(i(r.period_start_ms))
+        .bind(i(r.period_end_ms))
+        .bind(i(m.listener_ms))
+        .bind(i(m.peak_listeners))
+        .bind(i(m.sessions))
+        .bind(i(m.bytes_sent))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// One bucket of a station's usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Unix milliseconds where the bucket starts.
+    pub start_ms: i64,
+    pub listener_ms: i64,
+    pub sessions: i64,
+    pub bytes_sent: i64,
+    /// Most listeners at once: per report slot, the sum over nodes and mounts; then the most
+    /// over the bucket's slots.
+    pub peak_listeners: i64,
+}
+
+/// Reports of different nodes are compared at this granularity for the peak.
+const SLOT_MS: i64 = 10_000;
+
+/// A station's usage in [from, to) in buckets of `bucket_ms` (aligned to the Unix epoch, so
+/// hours and days in UTC), by the start of each report's period.
+pub async fn buckets(
+    conn: &mut Conn,
+    station_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<Bucket>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT (period_start_ms / $4) * $4 AS bucket, CAST(SUM(listener_ms) AS BIGINT) AS listener_ms, \
+         CAST(SUM(sessions) AS BIGINT) AS sessions, CAST(SUM(bytes_sent) AS BIGINT) AS bytes_sent \
+         FROM usage_mounts \
+         WHERE station_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 \
+         GROUP BY (period_start_ms / $4) * $4 ORDER BY bucket",
+    )
+    .bind(station_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(bucket_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<Bucket> = rows
+        .iter()
+        .map(|r| {
+            Ok(Bucket {
+                start_ms: r.try_get("bucket")?,
+                listener_ms: r.try_get("listener_ms")?,
+                sessions: r.try_get("sessions")?,
+                bytes_sent: r.try_get("bytes_sent")?,
+                peak_listeners: 0,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let peaks = sqlx::query(
+        "SELECT bucket, CAST(MAX(slot_peak) AS BIGINT) AS peak FROM (SELECT (period_start_ms / $4) * $4 AS bucket, \
+         period_start_ms / $5 AS slot, CAST(SUM(peak_listeners) AS BIGINT) AS slot_peak FROM usage_mounts \
+         WHERE station_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 \
+         GROUP BY (period_start_ms / $4) * $4, period_start_ms / $5) AS slots GROUP BY bucket",
+    )
+    .bind(station_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(bucket_ms)
+    .bind(SLOT_MS)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &peaks {
+        let bucket: i64 = r.try_get("bucket")?;
+        let peak: i64 = r.try_get("peak")?;
+        if let Some(b) = out.iter_mut().find(|b| b.start_ms == bucket) {
+            b.peak_listeners = peak;
+        }
+    }
+    Ok(out)
+}
