@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod load;
 pub mod media;
 pub mod process;
+pub mod usage;
 
 use std::time::{Duration, Instant};
 

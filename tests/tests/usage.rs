@@ -1,0 +1,336 @@
+//! Usage metering with no loss and no double count, against real processes: listeners that
+//! record what they received are the truth, and what the control plane stored (its usage API)
+//! must match it after a `kill -9` of the agent, a `kill -9` of the control plane, and a
+//! network partition between them. Agents checkpoint usage every 200 ms and report every 1 s
+//! (the harness's agent.toml), so a report counted twice would add about a second per listener:
+//! far more than the bounds below allow.
+
+use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+use onda_tests::db::{Backend, TestDb};
+use onda_tests::usage::{Listened, Truth, UdpRelay, listen_for, spooled_reports, truth};
+use onda_tests::wait_for;
+use reqwest::Method;
+use serde_json::Value;
+use std::time::Duration;
+
+const ADMIN: &str = "usage-test-admin-token-0123456789";
+/// Client and server see a session start and end this close together (connect and request on
+/// loopback; the edge notices a reset at once).
+const PER_SESSION_MS: u64 = 60;
+/// Audio in flight when a listener resets (at most one publish batch at 64 kbit/s, and what sits
+/// in the two sockets' buffers).
+const PER_SESSION_BYTES: u64 = 16 * 1024;
+/// The agent's checkpoint (200 ms) plus scheduling slack: what a kill -9 of the agent may lose
+/// of each listener connected at that moment.
+const CHECKPOINT_LOSS_MS: u64 = 300;
+/// 64 kbit/s for CHECKPOINT_LOSS_MS plus one publish batch.
+const CHECKPOINT_LOSS_BYTES: u64 = 8_000 * 3 / 10 + 8 * 1024;
+
+fn opts<'a>(database_url: String, ca: &'a tempfile::TempDir) -> CpOptions<'a> {
+    CpOptions {
+        database_url,
+        etcd: None,
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: ADMIN,
+        node_ttl_ms: 1000,
+        relay_threshold: 500,
+    }
+}
+
+/// A station on the air on the agent; returns its id, its mount's edge path, and what the
+/// listeners that checked it heard (they are billed like any other).
+async fn station_on_air(cp: &ControlPlane, agent: &Agent) -> (String, String, Vec<Listened>) {
+    let st = cp.station("metered").await;
+    let id = st["id"].as_str().expect("id").to_string();
+    let path = format!("/{}/radio.mp3", st["slug"].as_str().expect("slug"));
+    let addr = host_port(&agent.edge_url);
+    let mut heard = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(l) = listen_for(&addr, &path, Duration::from_millis(500)).await {
+            heard.push(l);
+            if l.bytes > 0 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the station never came on the air"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (id, path, heard)
+}
+
+fn host_port(edge_url: &str) -> String {
+    edge_url.trim_start_matches("http://").to_string()
+}
+
+/// `n` listeners of `secs` each on the agent's edge, started now.
+fn listeners(
+    agent: &Agent,
+    path: &str,
+    n: usize,
+    secs: f64,
+) -> Vec<tokio::task::JoinHandle<Option<Listened>>> {
+    (0..n)
+        .map(|_| {
+            let (addr, path) = (host_port(&agent.edge_url), path.to_string());
+            tokio::spawn(
+                async move { listen_for(&addr, &path, Duration::from_secs_f64(secs)).await },
+            )
+        })
+        .collect()
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Option<Listened>>>) -> Vec<Listened> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("listener task").expect("listener admitted"));
+    }
+    out
+}
+
+/// What the control plane billed for the station: sessions, listener ms, bytes.
+async fn billed(cp: &ControlPlane, station_id: &str) -> Truth {
+    let (status, body) = cp
+        .call(
+            Method::GET,
+            // The default range: the last 24 hours, up to now.
+            &format!("/v1/stations/{station_id}/usage?granularity=day"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let t = &body["total"];
+    let n = |v: &Value| v.as_u64().expect("number");
+    Truth {
+        sessions: n(&t["sessions"]),
+        listener_ms: n(&t["listener_ms"]),
+        bytes: n(&t["bytes_sent"]),
+    }
+}
+
+/// Waits until the agent's spool is empty (every report sealed, sent and acknowledged) and
+/// what is billed holds still across two report intervals; returns it.
+async fn settled(cp: &ControlPlane, agent: &Agent, station_id: &str) -> Truth {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last: Option<Truth> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let now = billed(cp, station_id).await;
+        if spooled_reports(agent.proc.path()) == 0 && last == Some(now) {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage reports not all stored within 30 s: billed {now:?}, {} report(s) spooled",
+            spooled_reports(agent.proc.path())
+        );
+        last = Some(now);
+    }
+}
+
+/// Billed against received: sessions exact; time and bytes within `lost_*` below the truth
+/// (what a dead agent had not checkpointed) and the per-session slack above it.
+fn compare(what: &str, got: Truth, truth: Truth, lost_ms: u64, lost_bytes: u64) {
+    eprintln!("{what}: received {truth:?}, billed {got:?}");
+    assert_eq!(got.sessions, truth.sessions, "{what}: sessions");
+    let slack_ms = PER_SESSION_MS * truth.sessions;
+    assert!(
+        got.listener_ms + lost_ms + slack_ms >= truth.listener_ms
+            && got.listener_ms <= truth.listener_ms + slack_ms,
+        "{what}: billed {} listener-ms, listeners measured {} (allowed: {} lost, {} slack)",
+        got.listener_ms,
+        truth.listener_ms,
+        lost_ms,
+        slack_ms
+    );
+    let slack_bytes = PER_SESSION_BYTES * truth.sessions;
+    assert!(
+        got.bytes + lost_bytes + slack_bytes >= truth.bytes
+            && got.bytes <= truth.bytes + slack_bytes,
+        "{what}: billed {} bytes, listeners received {} (allowed: {} lost, {} slack)",
+        got.bytes,
+        truth.bytes,
+        lost_bytes,
+        slack_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twice() {
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
+    let token = cp.join_token(600).await;
+    let agent = Agent::start("meter-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+
+    // Two listeners finish before the kill; four are connected when it comes.
+    let done = listeners(&agent, &path, 2, 1.5);
+    let cut = listeners(&agent, &path, 4, 60.0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let dir = agent.proc.into_dir(); // SIGKILL
+    let done = collect(done).await;
+    let cut = collect(cut).await;
+    assert!(done.iter().all(|l| !l.cut), "{done:?}");
+    assert!(cut.iter().all(|l| l.cut), "the kill ended these: {cut:?}");
+
+    // The same node starts again on its own state: its spool holds what it had not sent.
+    let agent = Agent::start_in("meter-a", dir, None).await;
+    let got = settled(&cp, &agent, &sid).await;
+    let all: Vec<Listened> = checks.into_iter().chain(done).chain(cut).collect();
+    compare(
+        "kill -9 of the agent",
+        got,
+        truth(&all),
+        CHECKPOINT_LOSS_MS * 4,
+        CHECKPOINT_LOSS_BYTES * 4,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_control_plane_loses_nothing_on_postgresql() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let ca = tempfile::tempdir().expect("dir");
+    let o = opts(db.url.clone(), &ca);
+    let cp = ControlPlane::start(&o).await;
+    let (http_port, quic_port) = (cp.http_port(), cp.quic_port());
+    let token = cp.join_token(600).await;
+    let agent = Agent::start("meter-b", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+
+    let tasks = listeners(&agent, &path, 4, 6.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = cp.proc.into_dir(); // SIGKILL, reports in flight and unacknowledged
+    // The node keeps serving and spooling while no control plane answers.
+    wait_for(
+        "reports spooled meanwhile",
+        Duration::from_secs(10),
+        || async { (spooled_reports(agent.proc.path()) >= 2).then_some(()) },
+    )
+    .await;
+    let cp = ControlPlane::start_in(&o, dir, http_port, quic_port).await;
+    let mut heard = collect(tasks).await;
+    assert!(
+        heard.iter().all(|l| !l.cut),
+        "listeners kept listening: {heard:?}"
+    );
+    let got = settled(&cp, &agent, &sid).await;
+    heard.extend(checks);
+    compare("kill -9 of the control plane", got, truth(&heard), 0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_node_and_control_plane_loses_nothing() {
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
+    let relay = UdpRelay::start(cp.quic.parse().expect("quic addr")).await;
+    let token = cp.join_token(600).await;
+    let agent = Agent::start("meter-c", &[relay.addr.to_string()], Some(&token)).await;
+    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+
+    let tasks = listeners(&agent, &path, 4, 5.0);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    relay.cut();
+    // Longer than the control channel's idle timeout (the 1 s node lease): both sides give
+    // the session up, and reports pile up in the spool.
+    wait_for(
+        "the control plane to lose the node",
+        Duration::from_secs(15),
+        || async { cp.proc.logs().contains("disconnected").then_some(()) },
+    )
+    .await;
+    wait_for(
+        "reports spooled during the partition",
+        Duration::from_secs(10),
+        || async { (spooled_reports(agent.proc.path()) >= 2).then_some(()) },
+    )
+    .await;
+    relay.heal();
+    let mut heard = collect(tasks).await;
+    let got = settled(&cp, &agent, &sid).await;
+    // The station may have been taken off the partitioned node meanwhile (its lease expired,
+    // and no other node could carry it): listeners cut that way count what they heard.
+    heard.extend(checks);
+    compare("a partition", got, truth(&heard), 0, 0);
+}
+
+/// The store itself, on both databases: a resent report changes nothing, and buckets add up
+/// reports of several nodes (the peak per report slot summed over nodes).
+async fn a_report_is_stored_once(backend: Backend) {
+    use onda_control_plane::db::{Db, usage};
+    use onda_shared::cluster::proto::{MountUsage, UsageReport};
+    let Some(tdb) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = Db::connect(&tdb.url, 2).await.expect("connect");
+    let base = 1_764_547_200_000u64; // 2025-12-01T00:00:00Z, an hour boundary
+    let report = |seq, start: u64, listener_ms, peak| UsageReport {
+        seq,
+        period_start_ms: start,
+        period_end_ms: start + 10_000,
+        mounts: vec![MountUsage {
+            station_id: "stn_x".into(),
+            mount: "/radio.mp3".into(),
+            listener_ms,
+            peak_listeners: peak,
+            sessions: 1,
+            bytes_sent: 1000,
+        }],
+    };
+    let store = |node: &'static str, r: UsageReport| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.expect("begin");
+            let fresh = usage::store(&mut tx, node, &r, 0).await.expect("store");
+            tx.commit().await.expect("commit");
+            fresh
+        }
+    };
+    assert!(store("n1", report(1, base, 5_000, 2)).await);
+    assert!(!store("n1", report(1, base, 5_000, 2)).await, "a resend");
+    assert!(
+        store("n2", report(1, base + 1_000, 7_000, 3)).await,
+        "another node's seq 1"
+    );
+    assert!(
+        store("n1", report(2, base + 3_600_000, 1_000, 1)).await,
+        "the next hour"
+    );
+    let mut c = db.begin().await.expect("begin");
+    let b = usage::buckets(
+        &mut c,
+        "stn_x",
+        base as i64,
+        (base + 7_200_000) as i64,
+        3_600_000,
+    )
+    .await
+    .expect("buckets");
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(
+        (
+            b[0].start_ms,
+            b[0].listener_ms,
+            b[0].sessions,
+            b[0].bytes_sent,
+            b[0].peak_listeners
+        ),
+        (base as i64, 12_000, 2, 2000, 5)
+    );
+    assert_eq!(
+        (b[1].listener_ms, b[1].sessions, b[1].peak_listeners),
+        (1_000, 1, 1)
+    );
+    c.rollback().await.expect("rollback");
+    db.close().await;
+    db.close().await;
+}
+
+onda_tests::on_both_backends!(a_report_is_stored_once);
