@@ -20,7 +20,14 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
     cfg.mounts.clear();
     cfg.relays.clear();
     cfg.autodj.clear();
+    cfg.listener_groups.clear();
     for s in &desired.stations {
+        // The station's limit holds over all its mounts on this node together.
+        let group = s.max_listeners.map(|max| {
+            cfg.listener_groups.insert(s.slug.clone(), max);
+            s.slug.clone()
+        });
+        let relay_key = Some(relay_key(s));
         let autodj = match (&s.autodj, s.role) {
             (Some(spec), StationRole::Origin | StationRole::Leaving) => {
                 autodj_config(s, spec, media)
@@ -33,6 +40,7 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             let source_password = s.mounts.first().map(|m| m.source_password.as_str());
             let mut mc = MountConfig::new(live, source_password.unwrap_or_default());
             mc.name = Some(format!("{} (live)", s.name));
+            mc.listener_group = group.clone();
             mc.source_users = s
                 .autodj
                 .iter()
@@ -50,9 +58,9 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
                 (StationRole::Relay, Some(origin)) => cfg.relays.push(RelayConfig {
                     url: format!("{}{path}", origin.trim_end_matches('/')),
                     path,
-                    max_listeners: s.max_listeners,
-                    listener_group: None,
-                    relay_key: None,
+                    max_listeners: None,
+                    listener_group: group.clone(),
+                    relay_key: relay_key.clone(),
                 }),
                 // A relay without an origin URL has nothing to pull: skip it.
                 (StationRole::Relay, None) => {}
@@ -63,7 +71,8 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
                         .is_some_and(|a| a.outputs.iter().any(|o| o.mount == path));
                     let password = if fed { "" } else { m.source_password.as_str() };
                     let mut mc = MountConfig::new(&path, password);
-                    mc.max_listeners = s.max_listeners;
+                    mc.listener_group = group.clone();
+                    mc.relay_key = relay_key.clone();
                     mc.name = Some(s.name.clone());
                     cfg.mounts.push(mc);
                 }
@@ -72,6 +81,20 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
         cfg.autodj.extend(autodj);
     }
     cfg
+}
+
+/// The key a relay edge of the station presents to its origin so that its pull is not counted
+/// as a listener (nor limited as one). Derived from the station's source password, which every
+/// node carrying the station has and listeners do not, so no new secret needs handing out.
+fn relay_key(s: &StationSpec) -> String {
+    use sha2::Digest as _;
+    let password = s.mounts.first().map_or("", |m| m.source_password.as_str());
+    let mut h = sha2::Sha256::new();
+    h.update(b"onda-relay\0");
+    h.update(s.station_id.as_bytes());
+    h.update(b"\0");
+    h.update(password.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Every media hash the desired state's AutoDJs play, with its size.
