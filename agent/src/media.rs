@@ -64,33 +64,85 @@ impl MediaCache {
         let tmp = self
             .dir
             .join(format!(".{sha256}.part-{}", rand::random::<u32>()));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut hasher = Sha256::new();
-            let mut got = 0u64;
-            while let Some(chunk) = recv.read_chunk(64 * 1024, true).await? {
-                got += chunk.bytes.len() as u64;
-                anyhow::ensure!(got <= size, "the control plane sent more than {size} bytes");
-                hasher.update(&chunk.bytes);
-                file.write_all(&chunk.bytes).await?;
-            }
-            anyhow::ensure!(
-                got == size,
-                "the media stream ended after {got} of {size} bytes"
-            );
-            let actual = hex::encode(hasher.finalize());
-            anyhow::ensure!(
-                actual == sha256,
-                "the file received hashes to {actual}, not {sha256}"
-            );
-            file.sync_all().await?;
+        let result = receive_verified(&mut recv, &tmp, sha256, size).await;
+        if result.is_ok() {
             tokio::fs::rename(&tmp, self.path(sha256)).await?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
+        } else {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+}
+
+/// Writes exactly `size` bytes of `body` to `tmp`, hashing them, and fails unless they are
+/// that many and hash to `sha256` (the caller then drops `tmp`; only a verified file is renamed
+/// into the cache).
+async fn receive_verified<R: tokio::io::AsyncRead + Unpin>(
+    body: &mut R,
+    tmp: &std::path::Path,
+    sha256: &str,
+    size: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::create(tmp).await?;
+    let mut hasher = Sha256::new();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        anyhow::ensure!(got <= size, "the control plane sent more than {size} bytes");
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+    }
+    anyhow::ensure!(
+        got == size,
+        "the media stream ended after {got} of {size} bytes"
+    );
+    let actual = hex::encode(hasher.finalize());
+    anyhow::ensure!(
+        actual == sha256,
+        "the file received hashes to {actual}, not {sha256}"
+    );
+    file.sync_all().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_asked_content_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("part");
+        let body = b"the right audio bytes".to_vec();
+        let sha = hex::encode(Sha256::digest(&body));
+        let size = body.len() as u64;
+        receive_verified(&mut body.as_slice(), &tmp, &sha, size)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&tmp).unwrap(), body);
+        // Same size, other content: the hash check refuses it.
+        let forged = b"the wrong audio bytes".to_vec();
+        assert_eq!(forged.len(), body.len());
+        let err = receive_verified(&mut forged.as_slice(), &tmp, &sha, size)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("hashes to"), "{err}");
+        // Cut short, or longer than announced.
+        let err = receive_verified(&mut &body[..5], &tmp, &sha, size)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("ended after 5"), "{err}");
+        let long = [body.as_slice(), b"!"].concat();
+        let err = receive_verified(&mut long.as_slice(), &tmp, &sha, size)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 }

@@ -235,6 +235,21 @@ async fn bad_uploads_are_refused_and_leave_nothing(b: Backend) {
     .problem(422);
     assert!(r.text.contains("truncated"), "{}", r.text);
     nothing_left("a truncated FLAC");
+    // A FLAC of the full length with its middle overwritten: damage inside, not at the end.
+    let mut damaged = flac.clone();
+    let (from, to) = (damaged.len() / 4, damaged.len() * 3 / 4);
+    for (i, b) in damaged[from..to].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    let r = upload(&cp, &key, &sid, "damaged.flac", damaged)
+        .await
+        .problem(422);
+    assert!(
+        r.text.contains("damaged") || r.text.contains("truncated") || r.text.contains("corrupt"),
+        "{}",
+        r.text
+    );
+    nothing_left("a FLAC damaged inside");
 
     // Larger than media.max_upload_bytes: refused from Content-Length, and while streaming when
     // the size is not announced (chunked).

@@ -429,7 +429,9 @@ async fn session(
                             tracing::error!("node {}: usage report {seq} not stored: {e:#}", advert.name);
                             break Err(e);
                         }
-                        proto::write_frame(&mut send, &ControlMessage::UsageAck { seq }).await?;
+                        if let Err(e) = proto::write_frame(&mut send, &ControlMessage::UsageAck { seq }).await {
+                            break Err(e.into());
+                        }
                     }
                     NodeMessage::Event(NodeEvent::TrackChanged(track)) => {
                         if let Err(why) = track_changed(cluster, &id, track).await {

@@ -171,32 +171,44 @@ pub fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
     args.into_iter().map(str::to_string).collect()
 }
 
-/// Samples (at 44.1 kHz) to keep of `src` so that, once the player drops the rendition's first
+/// Samples (at 44.1 kHz; Opus at 48 kHz) to keep of `src` so that, once the player drops the rendition's first
 /// frame (the encoder's priming) and its last (the encoder's flush), tracks join with no silence
 /// between them: the audio plus the encoder's delay must fill whole frames (MP3: 1152 samples,
 /// LAME delays by 576; AAC: 1024, ffmpeg's encoder by a whole frame). At most one frame of the
-/// track's very end is cut. `None` for Opus, or when the length cannot be measured.
+/// track's very end is cut. `None` when the length cannot be measured.
 fn gapless_length(src: &Path, format: &str) -> Option<u64> {
-    let (frame, delay) = match format {
-        "mp3" => (1152, 576),
-        "aac" => (1024, 0),
+    // Opus (at 48 kHz): 20 ms packets after libopus's 312 samples of lookahead; whole packets
+    // leave the last one no padding, which would be heard as silence where tracks join.
+    let (frame, delay, rate) = match format {
+        "mp3" => (1152, 576, 44_100),
+        "aac" => (1024, 0, 44_100),
+        "opus" => (960, 312, 48_000),
         _ => return None,
     };
-    let n = decoded_samples(src)?;
+    let n = decoded_samples(src, rate)?;
     ((n + delay) / frame * frame)
         .checked_sub(delay)
         .filter(|k| *k > 0)
 }
 
-/// The exact length of `src` in samples at 44.1 kHz, by decoding it (container durations are
+/// The exact length of `src` in samples at `rate`, by decoding it (container durations are
 /// rounded).
-fn decoded_samples(src: &Path) -> Option<u64> {
+fn decoded_samples(src: &Path, rate: u32) -> Option<u64> {
     use std::io::Read as _;
     let mut child = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
         .arg(src)
         .args([
-            "-vn", "-map", "0:a:0", "-ac", "1", "-ar", "44100", "-f", "s16le", "pipe:1",
+            "-vn",
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            &rate.to_string(),
+            "-f",
+            "s16le",
+            "pipe:1",
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -234,7 +246,8 @@ fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()>
         cmd.args(["-reservoir", "0"]);
     }
     if let Some(keep) = gapless_length(src, format) {
-        cmd.args(["-af", &format!("aresample=44100,atrim=end_sample={keep}")]);
+        let rate = if format == "opus" { 48_000 } else { 44_100 };
+        cmd.args(["-af", &format!("aresample={rate},atrim=end_sample={keep}")]);
     }
     cmd.overwrite().output(dst.as_os_str());
     let mut child = cmd
