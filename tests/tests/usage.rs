@@ -5,7 +5,7 @@
 //! (the harness's agent.toml), so a report counted twice would add about a second per listener:
 //! far more than the bounds below allow.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+use onda_tests::cluster::{Agent, ControlPlane, CpOptions, audio_bytes, sqlite_url};
 use onda_tests::db::{Backend, TestDb};
 use onda_tests::usage::{Listened, Truth, UdpRelay, listen_for, spooled_reports, truth};
 use onda_tests::wait_for;
@@ -340,3 +340,200 @@ async fn a_report_is_stored_once(backend: Backend) {
 }
 
 onda_tests::on_both_backends!(a_report_is_stored_once);
+
+/// A plan's listeners-per-station limit across three nodes: the station on an origin and two
+/// relays, listeners storming all three edges at once; the cluster admits the limit and refuses
+/// the rest (403 naming the station's limit), over by at most the places one re-split moves
+/// between two nodes (`shares::overshoot_bound`; with three nodes and every edge full at once,
+/// at most 2). When listeners leave the origin, a relay admits again: shares follow the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stations_listener_limit_holds_across_three_nodes() {
+    const LIMIT: usize = 6;
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&CpOptions {
+        // One listener is all a node should carry before relays help: two listeners bring
+        // the station onto all three nodes.
+        relay_threshold: 1,
+        ..opts(sqlite_url(&data), &ca)
+    })
+    .await;
+    let mut agents = Vec::new();
+    for name in ["lim-1", "lim-2", "lim-3"] {
+        let token = cp.join_token(600).await;
+        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
+    }
+    let key = cp.tenant_key("Limited").await;
+    let (s, st) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/stations",
+            Some(
+                serde_json::json!({"name": "Limited FM", "max_listeners": LIMIT,
+                "mounts": [{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{st}");
+    let sid = st["id"].as_str().expect("id").to_string();
+    let path = format!("/{}/radio.mp3", st["slug"].as_str().expect("slug"));
+    let origin_url = wait_for("on the air", Duration::from_secs(30), || async {
+        let node = cp.placement(&sid).await["origin"].as_str()?.to_string();
+        let a = agents.iter().find(|a| a.node_id() == node)?;
+        let url = format!("{}{path}", a.edge_url);
+        audio_bytes(&url, 1024).await?;
+        Some(a.edge_url.clone())
+    })
+    .await;
+    // Two listeners on the origin: relays on both other nodes, each serving audio.
+    let first = listeners_on(&origin_url, &path, 2, 60.0);
+    wait_for(
+        "the station on all three edges",
+        Duration::from_secs(30),
+        || async {
+            let p = cp.placement(&sid).await;
+            if p["relays"].as_array()?.len() != 2 {
+                return None;
+            }
+            for a in &agents {
+                audio_bytes(&format!("{}{path}", a.edge_url), 1024).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    // The checks' own listeners have left (each edge notices within a publish batch or two):
+    // the origin holds its two listeners and the two relays' pulls, the relays nobody.
+    wait_for(
+        "only the two listeners on the air",
+        Duration::from_secs(10),
+        || async {
+            for a in &agents {
+                let want = if a.edge_url == origin_url { 4 } else { 0 };
+                if edge_listeners(&a.edge_url, &path).await != Some(want) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    // The storm: five at once on every edge (15 for the 4 places left).
+    let storm: Vec<_> = agents
+        .iter()
+        .flat_map(|a| listeners_on(&a.edge_url, &path, 5, 60.0))
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for t in storm {
+        match t.await.expect("task") {
+            Some(h) => admitted.push(h),
+            None => refused += 1,
+        }
+    }
+    // Newcomers until every edge refuses one in the same pass (the shares have settled): any
+    // admitted meanwhile is held, so the count is the most listeners the cluster carried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut refusals = 0;
+        for a in &agents {
+            let t = listeners_on(&a.edge_url, &path, 1, 60.0).remove(0);
+            match t.await.expect("task") {
+                Some(h) => admitted.push(h),
+                None => refusals += 1,
+            }
+        }
+        if refusals == agents.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "newcomers still admitted after 15 s"
+        );
+    }
+    let total = admitted.len() + 2;
+    eprintln!(
+        "limit {LIMIT}: at most {total} listeners at once across 3 nodes ({refused} of the storm refused)"
+    );
+    assert!(
+        (LIMIT..=LIMIT + 2).contains(&total),
+        "{total} admitted for a limit of {LIMIT}"
+    );
+    let r = reqwest::get(format!("{}{path}", agents[0].edge_url))
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 403);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("listener limit"), "{text}");
+    // The origin's two first listeners leave: their places go to whichever node needs them.
+    for t in first {
+        if let Some(h) = t.await.expect("task") {
+            h.abort();
+        }
+    }
+    wait_for(
+        "a relay admitting again",
+        Duration::from_secs(20),
+        || async {
+            for relay in agents.iter().filter(|a| a.edge_url != origin_url) {
+                let addr = host_port(&relay.edge_url);
+                if listen_for(&addr, &path, Duration::from_millis(300))
+                    .await
+                    .is_some()
+                {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
+    for h in admitted {
+        h.abort();
+    }
+}
+
+/// The edge's own count of listeners (and relay pulls) on a mount, from its metrics.
+async fn edge_listeners(edge_url: &str, path: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{edge_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let series = format!("onda_edge_listeners{{mount=\"{path}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series).and_then(|v| v.trim().parse().ok()))
+}
+
+/// `n` held listeners (HTTP/1.0 GET, read until dropped) on `edge_url`; each task answers
+/// whether it was admitted and, while held, keeps its place.
+fn listeners_on(
+    edge_url: &str,
+    path: &str,
+    n: usize,
+    secs: f64,
+) -> Vec<tokio::task::JoinHandle<Option<tokio::task::JoinHandle<()>>>> {
+    (0..n)
+        .map(|_| {
+            let url = format!("{edge_url}{path}");
+            tokio::spawn(async move {
+                let mut resp = reqwest::get(&url).await.ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                // Keep reading in the background: the place stays taken until aborted.
+                Some(tokio::spawn(async move {
+                    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+                    while tokio::time::Instant::now() < end {
+                        if resp.chunk().await.ok().flatten().is_none() {
+                            break;
+                        }
+                    }
+                }))
+            })
+        })
+        .collect()
+}

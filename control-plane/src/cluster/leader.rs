@@ -281,6 +281,8 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         })
         .collect();
     let mut listeners: BTreeMap<&str, u64> = BTreeMap::new();
+    // Listeners per (station, node), for the shares of the station's limit.
+    let mut per_node: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut serving = BTreeSet::new();
     for (node, obs) in &observed {
         // A node that has not applied its latest desired state may report mounts it is about to
@@ -289,6 +291,9 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         let up_to_date = obs.applied_generation >= current_gen;
         for m in &obs.mounts {
             *listeners.entry(m.station_id.as_str()).or_default() += m.listeners;
+            *per_node
+                .entry((m.station_id.as_str(), node.as_str()))
+                .or_default() += m.listeners;
             if m.on_air && up_to_date {
                 serving.insert((m.station_id.clone(), node.clone()));
             }
@@ -364,6 +369,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     let by_id: BTreeMap<&str, &&db::cluster::CatalogStation> =
         on_air.iter().map(|s| (s.id.as_str(), s)).collect();
     let by_node = outcome.placement.by_node();
+    let shares = listener_shares(&outcome.placement, &on_air, &per_node, &existing);
     for n in &nodes {
         if n.revoked_at.is_some() {
             if existing.contains_key(&n.id) {
@@ -377,7 +383,6 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 continue;
             };
             let placement = outcome.placement.stations.get(station_id);
-            let relays = placement.map_or(0, |p| p.relays.len() as u64);
             let (role, origin_url) = match role {
                 Role::Origin => (StationRole::Origin, None),
                 Role::Leaving => (StationRole::Leaving, None),
@@ -407,9 +412,14 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                         source_password: s.source_password.clone(),
                     })
                     .collect(),
-                // Relays pull from the origin as listeners of it: leave room for them.
-                // Cluster-wide shares of the plan's limit arrive with usage metering.
-                max_listeners: Some(s.max_listeners + relays),
+                // This node's share of the station's limit (relay pulls are exempt on the
+                // edge, so no room is kept for them).
+                max_listeners: Some(
+                    shares
+                        .get(&(s.id.clone(), n.id.clone()))
+                        .copied()
+                        .unwrap_or(s.max_listeners),
+                ),
                 demo_tone: cluster.settings.demo_tone
                     && role != StationRole::Relay
                     && autodj.is_none(),
@@ -442,6 +452,65 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     }
     round.last_alive = Some(alive);
     Ok((outcome.placement.stations.len(), outcome.moved))
+}
+
+/// Each carrier's share of each station's listener limit (see [`super::shares`]), keyed by
+/// (station, node). Counts are what the nodes reported, less the origin's relay pulls.
+fn listener_shares(
+    placement: &scheduler::Placement,
+    stations: &[&db::cluster::CatalogStation],
+    per_node: &BTreeMap<(&str, &str), u64>,
+    existing: &BTreeMap<String, DesiredState>,
+) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for s in stations {
+        let Some(p) = placement.stations.get(&s.id) else {
+            continue;
+        };
+        let carriers: BTreeSet<&String> = std::iter::once(&p.origin)
+            .chain(&p.relays)
+            .chain(&p.leaving)
+            .collect();
+        let pulls = p.relays.len() as u64 * s.mounts.len() as u64;
+        let counts: BTreeMap<String, u64> = carriers
+            .iter()
+            .map(|node| {
+                let n = per_node
+                    .get(&(s.id.as_str(), node.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                let n = if **node == p.origin {
+                    n.saturating_sub(pulls)
+                } else {
+                    n
+                };
+                ((*node).clone(), n)
+            })
+            .collect();
+        let previous: BTreeMap<String, u64> = carriers
+            .iter()
+            .filter_map(|node| {
+                let spec = existing
+                    .get(node.as_str())?
+                    .stations
+                    .iter()
+                    .find(|st| st.station_id == s.id)?;
+                Some(((*node).clone(), spec.max_listeners?))
+            })
+            .collect();
+        let split = super::shares::split(s.max_listeners, &counts, &previous);
+        if split != previous && !previous.is_empty() {
+            tracing::debug!(
+                "station {}: listener shares {split:?} (over the limit by at most {} while nodes apply them)",
+                s.id,
+                super::shares::overshoot_bound(&previous, &split)
+            );
+        }
+        for (node, share) in split {
+            out.insert((s.id.clone(), node), share);
+        }
+    }
+    out
 }
 
 /// The AutoDJ a station's origin runs: its playlists (or, without any, its whole library in

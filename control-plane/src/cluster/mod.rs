@@ -12,6 +12,7 @@
 pub mod ca;
 pub mod channel;
 pub mod leader;
+pub mod shares;
 pub mod view;
 
 use crate::config::ClusterSettings;
