@@ -10,6 +10,7 @@ pub mod config;
 pub mod host;
 pub mod identity;
 pub mod media;
+pub mod metrics;
 pub mod session;
 pub mod usage;
 
@@ -49,6 +50,7 @@ pub struct Agent {
     pub spool: std::sync::Arc<std::sync::Mutex<usage::Spool>>,
     /// The last sealed report's sequence number: sessions send what is new.
     pub sealed: tokio::sync::watch::Sender<u64>,
+    pub metrics: metrics::AgentMetrics,
 }
 
 impl Agent {
@@ -121,6 +123,13 @@ impl Agent {
                 })
             })
             .collect()
+    }
+
+    /// The host's readings for a heartbeat, also kept as metrics.
+    pub fn sample_host(&mut self) -> onda_shared::cluster::proto::HostMetrics {
+        let h = self.host.sample();
+        self.metrics.host(&h);
+        h
     }
 
     pub fn mount_reports(&self) -> Vec<MountReport> {
@@ -246,7 +255,12 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
              creates one with POST /v1/join-tokens)"
         ),
     };
+    let agent_metrics = metrics::AgentMetrics::register(&edge)?;
+    agent_metrics
+        .spool
+        .set(i64::try_from(spool.depth()).unwrap_or(i64::MAX));
     let mut agent = Agent {
+        metrics: agent_metrics,
         config,
         identity,
         advert,
@@ -287,8 +301,8 @@ pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<
         agent.paths.clone(),
         agent.spool.clone(),
         agent.sealed.clone(),
-        Duration::from_millis(agent.config.usage.checkpoint_ms),
-        Duration::from_millis(agent.config.usage.interval_ms),
+        agent.metrics.spool.clone(),
+        agent.config.usage.clone(),
         meter_stop.clone(),
     ));
     let result = session::run(&mut agent, &stop).await;

@@ -179,6 +179,14 @@ async fn established(
     let _fetcher = AbortOnDrop(fetcher);
     let mut fetched = fetched;
     want.send_replace(crate::apply::wanted_media(&agent.desired));
+    agent.metrics.connected.set(1);
+    struct Disconnected(prometheus::IntGauge);
+    impl Drop for Disconnected {
+        fn drop(&mut self) {
+            self.0.set(0);
+        }
+    }
+    let _connected = Disconnected(agent.metrics.connected.clone());
     // Usage reports: everything still spooled goes first, then each report as it is sealed.
     let usage = version >= proto::USAGE_VERSION;
     let mut sealed = agent.sealed.subscribe();
@@ -206,7 +214,7 @@ async fn established(
                     want.send_replace(crate::apply::wanted_media(&agent.desired));
                     // What the node carries now, before the ack: the control plane trusts a
                     // node's observations only once they are as new as its desired state.
-                    let hb = Heartbeat { host: agent.host.sample(), mounts: agent.mount_reports() };
+                    let hb = Heartbeat { host: agent.sample_host(), mounts: agent.mount_reports() };
                     if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
                         return failed(true, e);
                     }
@@ -216,11 +224,15 @@ async fn established(
                     }
                 }
                 Ok(Some(ControlMessage::UsageAck { seq })) => {
-                    let acked = agent
-                        .spool
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .ack(seq);
+                    let acked = {
+                        let mut spool = agent
+                            .spool
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let acked = spool.ack(seq);
+                        agent.metrics.spool.set(i64::try_from(spool.depth()).unwrap_or(i64::MAX));
+                        acked
+                    };
                     if let Err(e) = acked {
                         // The report stays pending and is sent again; the control plane stores
                         // it once.
@@ -233,7 +245,7 @@ async fn established(
                 Err(e) => return failed(true, e),
             },
             _ = beat.tick() => {
-                let hb = Heartbeat { host: agent.host.sample(), mounts: agent.mount_reports() };
+                let hb = Heartbeat { host: agent.sample_host(), mounts: agent.mount_reports() };
                 if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
                     return failed(true, e);
                 }

@@ -276,7 +276,7 @@ pub fn checkpoint(
         .checkpoint(start, end, mounts)
 }
 
-/// The metering loop: a checkpoint every `checkpoint`, a sealed report every `interval`
+/// The metering loop: a checkpoint every `checkpoint_ms`, a sealed report every `interval_ms`
 /// (announced on `sealed`), until `stop`; then one last checkpoint and seal, after the caller
 /// has stopped the edge (see [`finish`]).
 pub async fn meter(
@@ -284,10 +284,12 @@ pub async fn meter(
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,
-    checkpoint_every: std::time::Duration,
-    interval: std::time::Duration,
+    depth: prometheus::IntGauge,
+    every: crate::config::UsageConfig,
     stop: tokio_util::sync::CancellationToken,
 ) -> Meter {
+    let checkpoint_every = std::time::Duration::from_millis(every.checkpoint_ms);
+    let interval = std::time::Duration::from_millis(every.interval_ms);
     let mut since = now_ms();
     let mut tick = tokio::time::interval(checkpoint_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,10 +307,11 @@ pub async fn meter(
         }
         if tokio::time::Instant::now() >= next_seal {
             next_seal += interval;
-            seal_and_announce(&spool, &sealed);
+            seal_and_announce(&spool, &sealed, &depth);
         }
     }
     Meter {
+        depth,
         take: Box::new(take),
         paths,
         spool,
@@ -323,6 +326,7 @@ pub struct Meter {
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,
+    depth: prometheus::IntGauge,
     since: u64,
 }
 
@@ -333,15 +337,23 @@ impl Meter {
         if let Err(e) = checkpoint(&*self.take, &self.paths, &self.spool, &mut self.since) {
             tracing::error!("usage spool: {e:#}");
         }
-        seal_and_announce(&self.spool, &self.sealed);
+        seal_and_announce(&self.spool, &self.sealed, &self.depth);
     }
 }
 
-fn seal_and_announce(spool: &std::sync::Mutex<Spool>, sealed: &tokio::sync::watch::Sender<u64>) {
-    let result = spool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .seal();
+fn seal_and_announce(
+    spool: &std::sync::Mutex<Spool>,
+    sealed: &tokio::sync::watch::Sender<u64>,
+    depth: &prometheus::IntGauge,
+) {
+    let result = {
+        let mut spool = spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = spool.seal();
+        depth.set(i64::try_from(spool.depth()).unwrap_or(i64::MAX));
+        r
+    };
     match result {
         Ok(Some(r)) => {
             sealed.send_replace(r.seq);

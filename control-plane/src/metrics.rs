@@ -8,6 +8,98 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    pub cluster: ClusterMetrics,
+}
+
+/// The cluster's series (handles are cheap clones of the registered metrics).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// Nodes connected to this replica's control channel.
+    pub sessions: prometheus::IntGauge,
+    /// Usage reports received, `result` = stored | duplicate | failed.
+    pub usage_reports: IntCounterVec,
+    /// Seconds from the end of the last stored report's period to its storing.
+    pub usage_lag: prometheus::Gauge,
+    /// Reconcile rounds of the leader, `result` = ok | error.
+    pub scheduler_runs: IntCounterVec,
+    pub scheduler_duration: prometheus::Histogram,
+    /// Stations by `state` = placed | unplaced (set by the leader).
+    pub stations: prometheus::IntGaugeVec,
+    /// Nodes by `status` (set by the leader).
+    pub nodes: prometheus::IntGaugeVec,
+}
+
+impl ClusterMetrics {
+    fn new(registry: &Registry) -> anyhow::Result<ClusterMetrics> {
+        let m = ClusterMetrics {
+            sessions: prometheus::IntGauge::new(
+                "onda_control_channel_sessions",
+                "Nodes connected to this replica's control channel",
+            )?,
+            usage_reports: IntCounterVec::new(
+                Opts::new(
+                    "onda_usage_reports_total",
+                    "Usage reports received from nodes, by result (stored, duplicate, failed)",
+                ),
+                &["result"],
+            )?,
+            usage_lag: prometheus::Gauge::new(
+                "onda_usage_ingest_lag_seconds",
+                "Seconds from the end of the last stored usage report's period to its storing",
+            )?,
+            scheduler_runs: IntCounterVec::new(
+                Opts::new(
+                    "onda_scheduler_runs_total",
+                    "Reconcile rounds run by the leader, by result (ok, error)",
+                ),
+                &["result"],
+            )?,
+            scheduler_duration: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "onda_scheduler_run_duration_seconds",
+                    "Time of one reconcile round of the leader",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            )?,
+            stations: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "onda_stations",
+                    "Stations on the air by placement state (placed, unplaced); set by the leader",
+                ),
+                &["state"],
+            )?,
+            nodes: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "onda_nodes",
+                    "Nodes by status (ready, unreachable, draining, revoked); set by the leader",
+                ),
+                &["status"],
+            )?,
+        };
+        registry.register(Box::new(m.sessions.clone()))?;
+        registry.register(Box::new(m.usage_reports.clone()))?;
+        registry.register(Box::new(m.usage_lag.clone()))?;
+        registry.register(Box::new(m.scheduler_runs.clone()))?;
+        registry.register(Box::new(m.scheduler_duration.clone()))?;
+        registry.register(Box::new(m.stations.clone()))?;
+        registry.register(Box::new(m.nodes.clone()))?;
+        // Series exist from the start, so dashboards and alerts see zeros, not gaps.
+        for r in ["stored", "duplicate", "failed"] {
+            m.usage_reports.with_label_values(&[r]);
+        }
+        for r in ["ok", "error"] {
+            m.scheduler_runs.with_label_values(&[r]);
+        }
+        for st in ["placed", "unplaced"] {
+            m.stations.with_label_values(&[st]);
+        }
+        for st in ["ready", "unreachable", "draining", "revoked"] {
+            m.nodes.with_label_values(&[st]);
+        }
+        Ok(m)
+    }
 }
 
 impl Metrics {
@@ -40,10 +132,12 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(build))?;
+        let cluster = ClusterMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
             latency,
+            cluster,
         })
     }
 

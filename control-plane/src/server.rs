@@ -64,9 +64,15 @@ pub async fn start_with(
     }
     let media = Arc::new(MediaStore::open(&cfg.media).await?);
     let cluster = match &cfg.cluster {
-        Some(settings) => {
-            Some(crate::cluster::start(db.clone(), settings.clone(), Some(media.clone())).await?)
-        }
+        Some(settings) => Some(
+            crate::cluster::start(
+                db.clone(),
+                settings.clone(),
+                Some(media.clone()),
+                metrics.cluster.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let app = api::router(

@@ -129,6 +129,11 @@ impl Edge {
             .collect()
     }
 
+    /// Serves another component's metrics (the agent's) on this edge's `/metrics` too.
+    pub fn register_metric(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        self.shared.metrics.register(c)
+    }
+
     /// Listener usage of every mount since the previous call (see [`usage`]): the agent meters
     /// with it. Relay pulls are not in it.
     pub fn take_usage(&self) -> Vec<usage::MountUsage> {

@@ -142,6 +142,12 @@ impl EdgeMetrics {
         let _ = self.mount_refused.remove_label_values(&[mount]);
     }
 
+    /// Adds another component's metrics (the agent's) to this edge's `/metrics`.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        self.registry.register(c)?;
+        Ok(())
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

@@ -182,6 +182,22 @@ async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twi
     let agent = Agent::start_in("meter-a", dir, None).await;
     let got = settled(&cp, &agent, &sid).await;
     let all: Vec<Listened> = checks.into_iter().chain(done).chain(cut).collect();
+    // What the two report about it in Prometheus terms.
+    let agent_metrics = scrape(format!("{}/metrics", agent.edge_url)).await;
+    assert_eq!(agent_metrics("onda_agent_usage_spool_reports"), Some(0.0));
+    assert_eq!(
+        agent_metrics("onda_agent_control_plane_connected"),
+        Some(1.0)
+    );
+    assert!(agent_metrics("onda_agent_host_memory_total_bytes").unwrap_or(0.0) > 0.0);
+    assert!(agent_metrics("onda_agent_host_network_transmit_bytes").is_some());
+    let cp_metrics = scrape(format!("{}/metrics", cp.api)).await;
+    assert!(cp_metrics("onda_usage_reports_total{result=\"stored\"}").unwrap_or(0.0) >= 2.0);
+    assert_eq!(cp_metrics("onda_control_channel_sessions"), Some(1.0));
+    assert!(cp_metrics("onda_scheduler_runs_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0);
+    assert_eq!(cp_metrics("onda_stations{state=\"placed\"}"), Some(1.0));
+    assert_eq!(cp_metrics("onda_nodes{status=\"ready\"}"), Some(1.0));
+    assert!(cp_metrics("onda_usage_ingest_lag_seconds").is_some_and(|v| (0.0..30.0).contains(&v)));
     compare(
         "kill -9 of the agent",
         got,
@@ -492,6 +508,21 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
     .await;
     for h in admitted {
         h.abort();
+    }
+}
+
+/// A Prometheus text page as a lookup of one series' value.
+async fn scrape(url: String) -> impl Fn(&str) -> Option<f64> {
+    let text = reqwest::get(&url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    move |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 

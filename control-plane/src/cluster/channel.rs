@@ -368,6 +368,15 @@ async fn session(
         advert.name,
         conn.remote_address()
     );
+    cluster.metrics.sessions.inc();
+    // Decremented however the session ends (an early return included).
+    struct Connected<'a>(&'a prometheus::IntGauge);
+    impl Drop for Connected<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _connected = Connected(&cluster.metrics.sessions);
 
     let desired_key = format!("{}{id}", keys::DESIRED);
     let revoked_key = format!("{}{id}", keys::REVOKED);
@@ -531,9 +540,28 @@ async fn store_usage(
             report.period_end_ms
         );
     }
-    let mut tx = cluster.db.begin().await?;
-    let fresh = db::usage::store(&mut tx, node_id, report, crate::db::now_ms()).await?;
-    tx.commit().await?;
+    let stored: anyhow::Result<bool> = async {
+        let mut tx = cluster.db.begin().await?;
+        let fresh = db::usage::store(&mut tx, node_id, report, crate::db::now_ms()).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+    .await;
+    let m = &cluster.metrics;
+    let fresh = match stored {
+        Ok(f) => f,
+        Err(e) => {
+            m.usage_reports.with_label_values(&["failed"]).inc();
+            return Err(e);
+        }
+    };
+    m.usage_reports
+        .with_label_values(&[if fresh { "stored" } else { "duplicate" }])
+        .inc();
+    if fresh {
+        let lag = crate::db::now_ms().saturating_sub(report.period_end_ms);
+        m.usage_lag.set(lag as f64 / 1000.0);
+    }
     if !fresh {
         tracing::debug!(
             "usage report {} of node {node_id} was already stored",

@@ -146,7 +146,14 @@ async fn lead(
     let mut round = Round::default();
     let mut first = true;
     loop {
-        match reconcile(cluster, &mut round).await {
+        let began = std::time::Instant::now();
+        let result = reconcile(cluster, &mut round).await;
+        let m = &cluster.metrics;
+        m.scheduler_duration.observe(began.elapsed().as_secs_f64());
+        m.scheduler_runs
+            .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+            .inc();
+        match result {
             Ok((placed, moved)) if first => {
                 first = false;
                 tracing::info!(
@@ -337,6 +344,24 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         serving: &serving,
         policy: &policy,
     });
+    let m = &cluster.metrics;
+    m.stations
+        .with_label_values(&["placed"])
+        .set(i64::try_from(outcome.placement.stations.len()).unwrap_or(i64::MAX));
+    m.stations
+        .with_label_values(&["unplaced"])
+        .set(i64::try_from(outcome.unplaced.len()).unwrap_or(i64::MAX));
+    for (status, label) in [
+        (onda_shared::api::NodeStatus::Ready, "ready"),
+        (onda_shared::api::NodeStatus::Unreachable, "unreachable"),
+        (onda_shared::api::NodeStatus::Draining, "draining"),
+        (onda_shared::api::NodeStatus::Revoked, "revoked"),
+    ] {
+        let n = nodes.iter().filter(|n| n.status == status).count();
+        m.nodes
+            .with_label_values(&[label])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     let unplaced: BTreeSet<String> = outcome.unplaced.iter().map(|u| u.station.clone()).collect();
     if unplaced != round.last_unplaced {
         for u in &outcome.unplaced {

@@ -144,6 +144,7 @@ pub struct Cluster {
     pub quic_addr: SocketAddr,
     /// The media store nodes fetch AutoDJ files from.
     pub media: Option<Arc<crate::media::MediaStore>>,
+    pub metrics: crate::metrics::ClusterMetrics,
     leading: AtomicBool,
     started: tokio::time::Instant,
 }
@@ -204,6 +205,7 @@ pub async fn start(
     db: Db,
     settings: ClusterSettings,
     media: Option<Arc<crate::media::MediaStore>>,
+    metrics: crate::metrics::ClusterMetrics,
 ) -> anyhow::Result<Running> {
     let ca = ca::ClusterCa::load_or_create(&settings.ca_dir)?;
     {
@@ -246,6 +248,7 @@ pub async fn start(
         changed: tokio::sync::watch::Sender::new(0),
         quic_addr,
         media,
+        metrics,
         settings,
         leading: AtomicBool::new(false),
         started: tokio::time::Instant::now(),

@@ -1,0 +1,73 @@
+//! The agent's own metrics (`onda_agent_…`), served on its edge's `/metrics`: the host's CPU,
+//! memory and network as the heartbeats report them, the usage spool's depth, and whether a
+//! control plane is connected.
+
+use onda_shared::cluster::proto::HostMetrics;
+use prometheus::{Gauge, IntGauge};
+
+#[derive(Clone)]
+pub struct AgentMetrics {
+    cpu: Gauge,
+    memory_total: IntGauge,
+    memory_available: IntGauge,
+    net_rx: IntGauge,
+    net_tx: IntGauge,
+    /// Sealed usage reports waiting for the control plane's ack.
+    pub spool: IntGauge,
+    /// 1 while a control-plane session is established.
+    pub connected: IntGauge,
+}
+
+impl AgentMetrics {
+    /// Creates the series and registers them on the edge.
+    pub fn register(edge: &onda_edge::Edge) -> anyhow::Result<AgentMetrics> {
+        let m = AgentMetrics {
+            cpu: Gauge::new(
+                "onda_agent_host_cpu_percent",
+                "Busy share of all CPUs of the node since the previous heartbeat, 0 to 100",
+            )?,
+            memory_total: IntGauge::new("onda_agent_host_memory_total_bytes", "The node's memory")?,
+            memory_available: IntGauge::new(
+                "onda_agent_host_memory_available_bytes",
+                "The node's memory available to new work",
+            )?,
+            net_rx: IntGauge::new(
+                "onda_agent_host_network_receive_bytes",
+                "Bytes received on every interface but loopback since boot",
+            )?,
+            net_tx: IntGauge::new(
+                "onda_agent_host_network_transmit_bytes",
+                "Bytes sent on every interface but loopback since boot",
+            )?,
+            spool: IntGauge::new(
+                "onda_agent_usage_spool_reports",
+                "Usage reports spooled on the node and not yet acknowledged by a control plane",
+            )?,
+            connected: IntGauge::new(
+                "onda_agent_control_plane_connected",
+                "1 while the node has a session with a control plane",
+            )?,
+        };
+        for c in [
+            &m.memory_total,
+            &m.memory_available,
+            &m.net_rx,
+            &m.net_tx,
+            &m.spool,
+            &m.connected,
+        ] {
+            edge.register_metric(Box::new(c.clone()))?;
+        }
+        edge.register_metric(Box::new(m.cpu.clone()))?;
+        Ok(m)
+    }
+
+    pub fn host(&self, h: &HostMetrics) {
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.cpu.set(h.cpu_percent);
+        self.memory_total.set(i(h.memory_total_bytes));
+        self.memory_available.set(i(h.memory_available_bytes));
+        self.net_rx.set(i(h.net_rx_bytes));
+        self.net_tx.set(i(h.net_tx_bytes));
+    }
+}
