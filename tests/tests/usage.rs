@@ -137,25 +137,29 @@ async fn settled(cp: &ControlPlane, agent: &Agent, station_id: &str) -> Truth {
 fn compare(what: &str, got: Truth, truth: Truth, lost_ms: u64, lost_bytes: u64) {
     eprintln!("{what}: received {truth:?}, billed {got:?}");
     assert_eq!(got.sessions, truth.sessions, "{what}: sessions");
-    let slack_ms = PER_SESSION_MS * truth.sessions;
-    assert!(
-        got.listener_ms + lost_ms + slack_ms >= truth.listener_ms
-            && got.listener_ms <= truth.listener_ms + slack_ms,
-        "{what}: billed {} listener-ms, listeners measured {} (allowed: {} lost, {} slack)",
+    within(
+        what,
+        "listener-ms",
         got.listener_ms,
         truth.listener_ms,
         lost_ms,
-        slack_ms
+        PER_SESSION_MS * truth.sessions,
     );
-    let slack_bytes = PER_SESSION_BYTES * truth.sessions;
-    assert!(
-        got.bytes + lost_bytes + slack_bytes >= truth.bytes
-            && got.bytes <= truth.bytes + slack_bytes,
-        "{what}: billed {} bytes, listeners received {} (allowed: {} lost, {} slack)",
+    within(
+        what,
+        "bytes",
         got.bytes,
         truth.bytes,
         lost_bytes,
-        slack_bytes
+        PER_SESSION_BYTES * truth.sessions,
+    );
+}
+
+/// `billed` is at most `slack` above `truth`, and at most `lost + slack` below it.
+fn within(what: &str, unit: &str, billed: u64, truth: u64, lost: u64, slack: u64) {
+    assert!(
+        billed + lost + slack >= truth && billed <= truth + slack,
+        "{what}: billed {billed} {unit}, listeners measured {truth} (allowed: {lost} lost, {slack} slack)"
     );
 }
 
