@@ -29,6 +29,11 @@ pub struct Spool {
     open: Option<UsageReport>,
     /// Sealed reports by sequence number (also on disk), waiting for their ack.
     pending: BTreeMap<u64, UsageReport>,
+    /// The open report has changes its file does not have yet (a write failed).
+    dirty: bool,
+    /// Usage taken while no report could be opened (the sequence number could not be made
+    /// durable), with where it starts: added to the next one.
+    unwritten: Option<(u64, Vec<MountUsage>)>,
 }
 
 fn sealed_name(seq: u64) -> String {
@@ -111,6 +116,8 @@ impl Spool {
             last_seq,
             open: None,
             pending,
+            dirty: false,
+            unwritten: None,
         })
     }
 
@@ -122,7 +129,14 @@ impl Spool {
         end_ms: u64,
         mounts: Vec<MountUsage>,
     ) -> anyhow::Result<()> {
-        if mounts.is_empty() {
+        let (start_ms, mut mounts) = match self.unwritten.take() {
+            Some((since, mut earlier)) => {
+                merge(&mut earlier, mounts);
+                (since, earlier)
+            }
+            None => (start_ms, mounts),
+        };
+        if mounts.is_empty() && !self.dirty {
             if let Some(open) = &mut self.open {
                 open.period_end_ms = open.period_end_ms.max(end_ms);
             }
@@ -130,8 +144,12 @@ impl Spool {
         }
         if self.open.is_none() {
             let seq = self.last_seq + 1;
-            // The number is durable before a report carries it: no restart hands it out again.
-            write_durably(&self.dir, "seq", seq.to_string().as_bytes())?;
+            // The number is durable before a report carries it: no restart hands it out again
+            // (a reused number would be taken for a resend and dropped).
+            if let Err(e) = write_durably(&self.dir, "seq", seq.to_string().as_bytes()) {
+                self.unwritten = Some((start_ms, std::mem::take(&mut mounts)));
+                return Err(e);
+            }
             self.last_seq = seq;
             self.open = Some(UsageReport {
                 seq,
@@ -145,12 +163,19 @@ impl Spool {
         };
         open.period_end_ms = open.period_end_ms.max(end_ms);
         merge(&mut open.mounts, mounts);
+        self.dirty = true;
         let bytes = serde_json::to_vec(open)?;
-        write_durably(&self.dir, &open_name(open.seq), &bytes)
+        write_durably(&self.dir, &open_name(open.seq), &bytes)?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Seals the open report, if any: from now on it is sent until acknowledged.
     pub fn seal(&mut self) -> anyhow::Result<Option<UsageReport>> {
+        if self.dirty {
+            // The file must hold everything the report does before it is sealed and sent.
+            self.checkpoint(0, 0, Vec::new())?;
+        }
         let Some(report) = self.open.take() else {
             return Ok(None);
         };
@@ -300,8 +325,8 @@ pub async fn meter(
             () = stop.cancelled() => break,
         }
         if let Err(e) = checkpoint(&take, &paths, &spool, &mut since) {
-            // The usage stays in memory (the edge's cells and the open report) until a
-            // checkpoint succeeds; say so loudly, this is billing.
+            // What was taken stays in the spool's memory (the open report, or usage waiting
+            // for one) until a checkpoint succeeds; say so loudly, this is billing.
             tracing::error!("usage spool: {e:#}");
             continue;
         }
@@ -461,6 +486,35 @@ mod tests {
                 .iter()
                 .any(|n| n.ends_with(".tmp") || n.contains(".open.")),
             "{names:?}"
+        );
+    }
+
+    #[test]
+    fn failed_writes_lose_nothing_and_seal_only_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path()).unwrap();
+        // The sequence number cannot be written (its temp name is taken by a directory).
+        let blocker = dir.path().join("seq.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(s.checkpoint(0, 10, usage(4, 1)).is_err());
+        assert!(s.seal().unwrap().is_none(), "nothing could be opened");
+        std::fs::remove_dir(&blocker).unwrap();
+        s.checkpoint(10, 20, usage(6, 2)).unwrap();
+        // Now the open report's own file cannot be rewritten.
+        let blocker = dir.path().join("00000000000000000001.open.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(s.checkpoint(20, 30, usage(5, 1)).is_err());
+        assert!(s.seal().is_err(), "not sealed while its file lags behind");
+        std::fs::remove_dir(&blocker).unwrap();
+        let r = s.seal().unwrap().unwrap();
+        assert_eq!((r.seq, r.period_start_ms, r.period_end_ms), (1, 0, 30));
+        assert_eq!(r.mounts[0].listener_ms, 15, "every checkpoint's usage");
+        drop(s);
+        let s = Spool::open(dir.path()).unwrap();
+        assert_eq!(
+            s.pending_after(0),
+            vec![r],
+            "the sealed file holds all of it"
         );
     }
 
