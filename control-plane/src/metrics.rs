@@ -27,6 +27,8 @@ pub struct ClusterMetrics {
     pub stations: prometheus::IntGaugeVec,
     /// Nodes by `status` (set by the leader).
     pub nodes: prometheus::IntGaugeVec,
+    /// Listeners per station (by slug) across its edges, relay pulls left out.
+    pub station_listeners: prometheus::IntGaugeVec,
 }
 
 impl ClusterMetrics {
@@ -77,6 +79,13 @@ impl ClusterMetrics {
                 ),
                 &["status"],
             )?,
+            station_listeners: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "onda_station_listeners",
+                    "Listeners of a station across every edge carrying it (relay pulls left out)",
+                ),
+                &["station"],
+            )?,
         };
         registry.register(Box::new(m.sessions.clone()))?;
         registry.register(Box::new(m.usage_reports.clone()))?;
@@ -85,6 +94,7 @@ impl ClusterMetrics {
         registry.register(Box::new(m.scheduler_duration.clone()))?;
         registry.register(Box::new(m.stations.clone()))?;
         registry.register(Box::new(m.nodes.clone()))?;
+        registry.register(Box::new(m.station_listeners.clone()))?;
         // Series exist from the start, so dashboards and alerts see zeros, not gaps.
         for r in ["stored", "duplicate", "failed"] {
             m.usage_reports.with_label_values(&[r]);

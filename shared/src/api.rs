@@ -736,3 +736,39 @@ pub struct UsageTotal {
     pub bytes_sent: u64,
     pub peak_listeners: u64,
 }
+
+/// Listeners of a station right now, as its nodes last reported them (relay pulls left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StationListeners {
+    pub station_id: String,
+    pub listeners: u64,
+    /// Per station mount, over every node.
+    pub mounts: Vec<MountListeners>,
+    /// Per node carrying the station.
+    pub nodes: Vec<NodeListeners>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MountListeners {
+    /// The station's mount path (`/radio.mp3`).
+    pub mount: String,
+    pub listeners: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeListeners {
+    pub node_id: String,
+    pub name: String,
+    /// `origin`, `relay` or `leaving`.
+    pub role: String,
+    pub listeners: u64,
+    pub mounts: Vec<MountListeners>,
+}
+
+/// One Prometheus HTTP service-discovery target group (`http_sd_configs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SdTargetGroup {
+    /// `host:port` of the node's edge, which serves `/metrics` (the agent's own series too).
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}

@@ -941,6 +941,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/api/nowplaying/{station}/events"),
         ("get", "/v1/stations/{id}/nowplaying"),
         ("get", "/v1/stations/{id}/usage"),
+        ("get", "/v1/stations/{id}/listeners"),
+        ("get", "/v1/prometheus/targets"),
         ("get", "/v1/stations/{id}/playlists"),
         ("post", "/v1/stations/{id}/playlists"),
         ("get", "/v1/stations/{id}/playlists/{playlist_id}"),

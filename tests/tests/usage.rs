@@ -487,6 +487,53 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
     assert_eq!(r.status().as_u16(), 403);
     let text = r.text().await.unwrap_or_default();
     assert!(text.contains("listener limit"), "{text}");
+    // Realtime stats and the metrics follow the edges' counts (a heartbeat behind).
+    let slug = st["slug"].as_str().expect("slug").to_string();
+    let realtime = wait_for("realtime listeners", Duration::from_secs(10), || async {
+        let (s, body) = cp
+            .tenant_call(
+                &key,
+                Method::GET,
+                &format!("/v1/stations/{sid}/listeners"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        (body["listeners"].as_u64() == Some(total as u64)).then_some(body)
+    })
+    .await;
+    let nodes = realtime["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{realtime}");
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "relay").count(), 2);
+    assert_eq!(realtime["mounts"][0]["mount"], "/radio.mp3");
+    let per_node: u64 = nodes
+        .iter()
+        .map(|n| n["listeners"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(per_node, total as u64);
+    let metrics = scrape(format!("{}/metrics", cp.api)).await;
+    assert_eq!(
+        metrics(&format!("onda_station_listeners{{station=\"{slug}\"}}")),
+        Some(total as f64)
+    );
+    // Prometheus discovers every node's edge (admin only).
+    let (s, sd) = cp.call(Method::GET, "/v1/prometheus/targets", None).await;
+    assert_eq!(s, 200, "{sd}");
+    let targets: Vec<String> = sd
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["targets"][0].as_str().map(str::to_string))
+        .collect();
+    for a in &agents {
+        assert!(targets.contains(&host_port(&a.edge_url)), "{sd}");
+    }
+    assert_eq!(sd[0]["labels"]["region"], "test");
+    let (s, _) = cp
+        .tenant_call(&key, Method::GET, "/v1/prometheus/targets", None)
+        .await;
+    assert_eq!(s, 403);
+
     // The origin's two first listeners leave: their places go to whichever node needs them.
     for t in first {
         if let Some(h) = t.await.expect("task") {

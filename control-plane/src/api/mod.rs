@@ -113,6 +113,8 @@ pub fn router(
         .routes(routes!(streamers::live))
         .routes(routes!(nowplaying::panel))
         .routes(routes!(usage::station_usage))
+        .routes(routes!(usage::station_listeners))
+        .routes(routes!(usage::prometheus_targets))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))

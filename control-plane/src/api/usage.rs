@@ -1,8 +1,9 @@
 //! Usage statistics of a station (tenant-scoped): listener time, sessions, bytes and peak
-//! listeners per hour or day, from the usage reports nodes sent, as JSON or CSV.
+//! listeners per hour or day, from the usage reports nodes sent, as JSON or CSV; its listeners
+//! right now per mount and node; and the Prometheus service discovery of the nodes.
 
 use super::AppState;
-use super::auth::ReadableStation;
+use super::auth::{Admin, ReadableStation};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
 use crate::db;
@@ -10,7 +11,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use onda_shared::api::{Problem, StationUsage, UsageBucket, UsageParams, UsageTotal};
+use onda_shared::api::{
+    MountListeners, NodeListeners, Problem, SdTargetGroup, StationListeners, StationUsage,
+    UsageBucket, UsageParams, UsageTotal,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -132,4 +136,114 @@ pub async fn station_usage(
         total,
     })
     .into_response())
+}
+
+/// A station's listeners right now, per mount and per node, as the nodes last reported them.
+#[utoipa::path(get, path = "/v1/stations/{id}/listeners", tag = "stations",
+    params(("id" = String, Path, description = "Object id")),
+    responses((status = 200, body = StationListeners), (status = 404, body = Problem)))]
+pub async fn station_listeners(
+    State(st): State<AppState>,
+    ReadableStation { station_id, .. }: ReadableStation,
+) -> ApiResult<Json<StationListeners>> {
+    let mut out = StationListeners {
+        station_id: station_id.clone(),
+        listeners: 0,
+        mounts: Vec::new(),
+        nodes: Vec::new(),
+    };
+    let Some(cluster) = &st.cluster else {
+        return Ok(Json(out));
+    };
+    let snap = cluster.view.get();
+    let (Some(station), Some(placement)) = (
+        snap.station(&station_id),
+        snap.placement.stations.get(&station_id),
+    ) else {
+        return Ok(Json(out));
+    };
+    let prefix = format!("/{}", station.slug);
+    let roles = std::iter::once((&placement.origin, "origin"))
+        .chain(placement.relays.iter().map(|r| (r, "relay")))
+        .chain(placement.leaving.iter().map(|l| (l, "leaving")));
+    let mut by_mount: std::collections::BTreeMap<String, u64> = Default::default();
+    for (node_id, role) in roles {
+        let Some(node) = snap.nodes.get(node_id) else {
+            continue;
+        };
+        // Each relay pulls every mount from the origin once: not audience.
+        let pulls = if role == "origin" {
+            placement.relays.len() as u64
+        } else {
+            0
+        };
+        let mounts: Vec<MountListeners> = node
+            .mounts
+            .iter()
+            .filter(|m| m.station_id == station_id)
+            .map(|m| MountListeners {
+                mount: m.path.strip_prefix(&prefix).unwrap_or(&m.path).to_string(),
+                listeners: m.listeners.saturating_sub(pulls),
+            })
+            .collect();
+        let total: u64 = mounts.iter().map(|m| m.listeners).sum();
+        for m in &mounts {
+            *by_mount.entry(m.mount.clone()).or_default() += m.listeners;
+        }
+        out.listeners += total;
+        out.nodes.push(NodeListeners {
+            node_id: node_id.clone(),
+            name: node.name.clone(),
+            role: role.to_string(),
+            listeners: total,
+            mounts,
+        });
+    }
+    out.mounts = by_mount
+        .into_iter()
+        .map(|(mount, listeners)| MountListeners { mount, listeners })
+        .collect();
+    Ok(Json(out))
+}
+
+/// Prometheus HTTP service discovery (`http_sd_configs`): every node's edge, which serves the
+/// node's metrics (edge and agent) on `/metrics`. Revoked nodes are left out.
+#[utoipa::path(get, path = "/v1/prometheus/targets", tag = "nodes",
+    responses((status = 200, body = Vec<SdTargetGroup>), (status = 403, body = Problem)))]
+pub async fn prometheus_targets(
+    State(st): State<AppState>,
+    _admin: Admin,
+) -> ApiResult<Json<Vec<SdTargetGroup>>> {
+    let nodes = {
+        let mut c = st.db.conn().await?;
+        db::nodes::all(&mut c).await?
+    };
+    let groups = nodes
+        .into_iter()
+        .filter(|n| n.revoked_at.is_none())
+        .filter_map(|n| {
+            let (scheme, rest) = n.public_url.split_once("://")?;
+            let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+            // A URL without a port uses the scheme's (`[v6]` or `[v6]:port`, `name[:port]`).
+            let has_port = match host.strip_prefix('[') {
+                Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+                None => host.contains(':'),
+            };
+            let target = if has_port {
+                host.to_string()
+            } else {
+                format!("{host}:{}", if scheme == "https" { 443 } else { 80 })
+            };
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("__scheme__".to_string(), scheme.to_string());
+            labels.insert("node".to_string(), n.name.clone());
+            labels.insert("node_id".to_string(), n.id.clone());
+            labels.insert("region".to_string(), n.region.clone());
+            Some(SdTargetGroup {
+                targets: vec![target],
+                labels,
+            })
+        })
+        .collect();
+    Ok(Json(groups))
 }

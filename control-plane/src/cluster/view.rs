@@ -34,6 +34,8 @@ pub struct NodeView {
     pub listeners: u64,
     /// Edge paths with a source (or a relay's upstream) on the air.
     pub on_air: BTreeSet<String>,
+    /// Every mount the node last reported (listeners include relay pulls on an origin).
+    pub mounts: Vec<onda_shared::cluster::proto::MountReport>,
 }
 
 /// An edge serving a mount, for the redirector.
@@ -181,10 +183,21 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                mounts: obs.map(|o| o.mounts.clone()).unwrap_or_default(),
             };
             (n.id, view)
         })
         .collect();
+    // Listeners per station for Prometheus; series of stations gone since are dropped.
+    let gauge = &cluster.metrics.station_listeners;
+    gauge.reset();
+    for (id, n) in &listeners {
+        if let Some(s) = stations.get(id) {
+            gauge
+                .with_label_values(&[&s.slug])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
     Ok(Snapshot {
         stations,
         placement,
