@@ -8,6 +8,7 @@
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
+#                                  promtool (checks grafana/prometheus config and alert rules),
 #                                  tzdata (AutoDJ schedule tests in named time zones)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), protoc, tzdata
@@ -21,7 +22,7 @@ case "$target" in
   dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
-  test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "protoc:protobuf-compiler"
+  test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "promtool:prometheus" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"

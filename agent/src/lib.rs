@@ -129,6 +129,7 @@ impl Agent {
     pub fn sample_host(&mut self) -> onda_shared::cluster::proto::HostMetrics {
         let h = self.host.sample();
         self.metrics.host(&h);
+        self.metrics.disk(&self.state_dir);
         h
     }
 

@@ -1,6 +1,6 @@
 //! The agent's own metrics (`onda_agent_…`), served on its edge's `/metrics`: the host's CPU,
-//! memory and network as the heartbeats report them, the usage spool's depth, and whether a
-//! control plane is connected.
+//! memory and network as the heartbeats report them, the free disk of its state directory, the
+//! usage spool's depth, and whether a control plane is connected.
 
 use onda_shared::cluster::proto::HostMetrics;
 use prometheus::{Gauge, IntGauge};
@@ -16,6 +16,8 @@ pub struct AgentMetrics {
     pub spool: IntGauge,
     /// 1 while a control-plane session is established.
     pub connected: IntGauge,
+    disk_available: IntGauge,
+    disk_total: IntGauge,
 }
 
 impl AgentMetrics {
@@ -47,6 +49,14 @@ impl AgentMetrics {
                 "onda_agent_control_plane_connected",
                 "1 while the node has a session with a control plane",
             )?,
+            disk_available: IntGauge::new(
+                "onda_agent_state_disk_available_bytes",
+                "Free space for the node's state directory (usage spool, media, renditions)",
+            )?,
+            disk_total: IntGauge::new(
+                "onda_agent_state_disk_total_bytes",
+                "Size of the file system holding the node's state directory",
+            )?,
         };
         for c in [
             &m.memory_total,
@@ -55,11 +65,24 @@ impl AgentMetrics {
             &m.net_tx,
             &m.spool,
             &m.connected,
+            &m.disk_available,
+            &m.disk_total,
         ] {
             edge.register_metric(Box::new(c.clone()))?;
         }
         edge.register_metric(Box::new(m.cpu.clone()))?;
         Ok(m)
+    }
+
+    /// The state directory's file system: what the spool and the media cache can still use.
+    pub fn disk(&self, state_dir: &std::path::Path) {
+        if let Ok(v) = rustix::fs::statvfs(state_dir) {
+            let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.disk_available
+                .set(i(v.f_bavail.saturating_mul(v.f_frsize)));
+            self.disk_total
+                .set(i(v.f_blocks.saturating_mul(v.f_frsize)));
+        }
     }
 
     pub fn host(&self, h: &HostMetrics) {

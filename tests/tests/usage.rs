@@ -195,6 +195,9 @@ async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twi
     );
     assert!(agent_metrics("onda_agent_host_memory_total_bytes").unwrap_or(0.0) > 0.0);
     assert!(agent_metrics("onda_agent_host_network_transmit_bytes").is_some());
+    let free = agent_metrics("onda_agent_state_disk_available_bytes").unwrap_or(0.0);
+    let size = agent_metrics("onda_agent_state_disk_total_bytes").unwrap_or(0.0);
+    assert!(free > 0.0 && free <= size, "disk {free} of {size}");
     let cp_metrics = scrape(format!("{}/metrics", cp.api)).await;
     assert!(cp_metrics("onda_usage_reports_total{result=\"stored\"}").unwrap_or(0.0) >= 2.0);
     assert_eq!(cp_metrics("onda_control_channel_sessions"), Some(1.0));
