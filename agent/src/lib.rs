@@ -142,7 +142,7 @@ impl Agent {
                 Some(MountReport {
                     station_id: stations.get(&m.path)?.clone(),
                     on_air: m.source.is_some(),
-                    listeners: m.listeners,
+                    listeners: m.audience,
                     path: m.path,
                 })
             })

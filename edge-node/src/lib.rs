@@ -50,7 +50,10 @@ pub struct SourceStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountStats {
     pub path: String,
+    /// Connections on the mount, relay edges pulling it included (what Icecast counts).
     pub listeners: u64,
+    /// Listeners proper: relay pulls presenting the mount's relay key left out.
+    pub audience: u64,
     pub peak: u64,
     pub bytes_sent: u64,
     pub connections: u64,
@@ -112,6 +115,7 @@ impl Edge {
             .map(|m| MountStats {
                 path: m.path.clone(),
                 listeners: m.listener_count(),
+                audience: m.usage.current(),
                 peak: u64::try_from(m.counters.peak.get()).unwrap_or(0),
                 bytes_sent: m.counters.bytes_sent.get(),
                 connections: m.counters.connections.get(),

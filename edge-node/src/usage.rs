@@ -71,6 +71,11 @@ impl UsageCell {
         a.closed += listened;
     }
 
+    /// Listeners connected now (relay pulls are never admitted into a cell).
+    pub fn current(&self) -> u64 {
+        lock(&self.acc).current
+    }
+
     pub fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }

@@ -171,19 +171,13 @@ pub async fn station_listeners(
         let Some(node) = snap.nodes.get(node_id) else {
             continue;
         };
-        // Each relay pulls every mount from the origin once: not audience.
-        let pulls = if role == "origin" {
-            placement.relays.len() as u64
-        } else {
-            0
-        };
         let mounts: Vec<MountListeners> = node
             .mounts
             .iter()
             .filter(|m| m.station_id == station_id)
             .map(|m| MountListeners {
                 mount: m.path.strip_prefix(&prefix).unwrap_or(&m.path).to_string(),
-                listeners: m.listeners.saturating_sub(pulls),
+                listeners: m.listeners,
             })
             .collect();
         let total: u64 = mounts.iter().map(|m| m.listeners).sum();

@@ -316,19 +316,8 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             id: s.id.clone(),
             region: s.region.clone(),
             node_selector: s.node_labels.clone(),
-            // Each relay pulls every mount from the origin as one of its listeners: those are
-            // not audience, and counting them would keep a relay alive by itself.
-            listeners: listeners
-                .get(s.id.as_str())
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(
-                    current
-                        .stations
-                        .get(&s.id)
-                        .map_or(0, |p| p.relays.len() as u64)
-                        * s.mounts.len() as u64,
-                ),
+            // Nodes leave relay pulls out of their counts: a relay cannot keep itself alive.
+            listeners: listeners.get(s.id.as_str()).copied().unwrap_or(0),
             reserve_listeners: cluster.settings.reserve_listeners.min(s.max_listeners),
             kbps_per_listener: s.mounts.iter().map(|m| u64::from(m.2)).sum(),
         })
@@ -480,7 +469,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
 }
 
 /// Each carrier's share of each station's listener limit (see [`super::shares`]), keyed by
-/// (station, node). Counts are what the nodes reported, less the origin's relay pulls.
+/// (station, node), from the counts the nodes reported (relay pulls are not in them).
 fn listener_shares(
     placement: &scheduler::Placement,
     stations: &[&db::cluster::CatalogStation],
@@ -496,7 +485,6 @@ fn listener_shares(
             .chain(&p.relays)
             .chain(&p.leaving)
             .collect();
-        let pulls = p.relays.len() as u64 * s.mounts.len() as u64;
         let counts: BTreeMap<String, u64> = carriers
             .iter()
             .map(|node| {
@@ -504,11 +492,6 @@ fn listener_shares(
                     .get(&(s.id.as_str(), node.as_str()))
                     .copied()
                     .unwrap_or(0);
-                let n = if **node == p.origin {
-                    n.saturating_sub(pulls)
-                } else {
-                    n
-                };
                 ((*node).clone(), n)
             })
             .collect();

@@ -34,7 +34,7 @@ pub struct NodeView {
     pub listeners: u64,
     /// Edge paths with a source (or a relay's upstream) on the air.
     pub on_air: BTreeSet<String>,
-    /// Every mount the node last reported (listeners include relay pulls on an origin).
+    /// Every mount the node last reported (relay pulls are not in its listeners).
     pub mounts: Vec<onda_shared::cluster::proto::MountReport>,
 }
 
@@ -148,13 +148,6 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
     for obs in observed.values() {
         for m in &obs.mounts {
             *listeners.entry(m.station_id.clone()).or_default() += m.listeners;
-        }
-    }
-    for s in &catalog {
-        // Each relay pulls every mount from the origin as one of its listeners.
-        let relays = placement.stations.get(&s.id).map_or(0, |p| p.relays.len()) as u64;
-        if let Some(n) = listeners.get_mut(&s.id) {
-            *n = n.saturating_sub(relays * s.mounts.len() as u64);
         }
     }
     let mut stations = HashMap::with_capacity(catalog.len() * 2);

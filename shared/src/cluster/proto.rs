@@ -126,6 +126,7 @@ pub struct MountReport {
     pub station_id: String,
     /// The edge path (`/slug/radio.mp3`).
     pub path: String,
+    /// Listeners on the mount; relay edges pulling it are not listeners and not counted.
     pub listeners: u64,
     /// A source (or the relay's upstream) is on the air.
     pub on_air: bool,
