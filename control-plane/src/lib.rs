@@ -1,9 +1,10 @@
 //! The Onda control plane: panel API over a SQLite or PostgreSQL database, the cluster (CA and
 //! joins, QUIC control channel, coordinator, leader-run scheduler) and the listener redirector.
-//! The media store keeps stations' uploaded audio; later issues add billing here.
+//! The media store keeps stations' uploaded audio; billing turns metered usage into invoices.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod billing;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -29,6 +29,11 @@ pub struct ClusterMetrics {
     pub nodes: prometheus::IntGaugeVec,
     /// Listeners per station (by slug) across its edges, relay pulls left out.
     pub station_listeners: prometheus::IntGaugeVec,
+    /// Listeners per tenant (by id), the sum over its stations.
+    pub tenant_listeners: prometheus::IntGaugeVec,
+    /// Invoices a billing run touched, by `outcome` = created | updated | unchanged |
+    /// finalized | skipped.
+    pub billing_invoices: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -86,6 +91,20 @@ impl ClusterMetrics {
                 ),
                 &["station"],
             )?,
+            tenant_listeners: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "onda_tenant_listeners",
+                    "Listeners of a tenant's stations across every edge (relay pulls left out)",
+                ),
+                &["tenant"],
+            )?,
+            billing_invoices: IntCounterVec::new(
+                Opts::new(
+                    "onda_billing_invoices_total",
+                    "Invoices billing runs touched, by outcome (created, updated, unchanged, finalized, skipped)",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(m.sessions.clone()))?;
         registry.register(Box::new(m.usage_reports.clone()))?;
@@ -95,12 +114,17 @@ impl ClusterMetrics {
         registry.register(Box::new(m.stations.clone()))?;
         registry.register(Box::new(m.nodes.clone()))?;
         registry.register(Box::new(m.station_listeners.clone()))?;
+        registry.register(Box::new(m.tenant_listeners.clone()))?;
+        registry.register(Box::new(m.billing_invoices.clone()))?;
         // Series exist from the start, so dashboards and alerts see zeros, not gaps.
         for r in ["stored", "duplicate", "failed"] {
             m.usage_reports.with_label_values(&[r]);
         }
         for r in ["ok", "error"] {
             m.scheduler_runs.with_label_values(&[r]);
+        }
+        for o in ["created", "updated", "unchanged", "finalized", "skipped"] {
+            m.billing_invoices.with_label_values(&[o]);
         }
         for st in ["placed", "unplaced"] {
             m.stations.with_label_values(&[st]);
@@ -159,6 +183,21 @@ impl Metrics {
         self.latency
             .with_label_values(&[method, route, &status])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts what a billing run did.
+    pub fn billing_run(&self, run: &onda_shared::api::BillingRun) {
+        let c = &self.cluster.billing_invoices;
+        c.with_label_values(&["created"])
+            .inc_by(u64::from(run.created));
+        c.with_label_values(&["updated"])
+            .inc_by(u64::from(run.updated));
+        c.with_label_values(&["unchanged"])
+            .inc_by(u64::from(run.unchanged) + u64::from(run.already_finalized));
+        c.with_label_values(&["finalized"])
+            .inc_by(u64::from(run.finalized));
+        c.with_label_values(&["skipped"])
+            .inc_by(run.skipped.len() as u64);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -161,8 +161,23 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         monthly_micros,
         overage_per_gb_micros,
         overage_per_listener_hour_micros,
+        included_gb,
+        included_listener_hours,
     } = &plan.prices;
     currency(cur)?;
+    // Allowances are multiplied by 10^9 bytes or 3.6 million ms when billed; this bound keeps
+    // those products inside a signed 64-bit column.
+    const MAX_ALLOWANCE: u64 = 1_000_000_000;
+    for (field, v) in [
+        ("prices.included_gb", included_gb),
+        ("prices.included_listener_hours", included_listener_hours),
+    ] {
+        if *v > MAX_ALLOWANCE {
+            return Err(ApiError::Unprocessable(format!(
+                "{field} is {v}; at most {MAX_ALLOWANCE} is accepted."
+            )));
+        }
+    }
     for v in [
         storage_bytes,
         monthly_micros,
@@ -404,6 +419,8 @@ mod tests {
                 monthly_micros: 1,
                 overage_per_gb_micros: 1,
                 overage_per_listener_hour_micros: 1,
+                included_gb: 1,
+                included_listener_hours: 1,
             },
             created_at: String::new(),
             updated_at: String::new(),

@@ -73,6 +73,13 @@ pub struct PlanPrices {
     pub overage_per_gb_micros: u64,
     /// Per listener hour beyond what the plan includes.
     pub overage_per_listener_hour_micros: u64,
+    /// GB (10^9 bytes) delivered per month that the monthly price includes; billing prorates it
+    /// by active days like the price.
+    #[serde(default)]
+    pub included_gb: u64,
+    /// Listener hours per month that the monthly price includes, prorated the same way.
+    #[serde(default)]
+    pub included_listener_hours: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -140,6 +147,8 @@ pub struct PlanPricesPatch {
     pub monthly_micros: Option<u64>,
     pub overage_per_gb_micros: Option<u64>,
     pub overage_per_listener_hour_micros: Option<u64>,
+    pub included_gb: Option<u64>,
+    pub included_listener_hours: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -771,4 +780,170 @@ pub struct SdTargetGroup {
     /// `host:port` of the node's edge, which serves `/metrics` (the agent's own series too).
     pub targets: Vec<String>,
     pub labels: BTreeMap<String, String>,
+}
+
+/// Whether an invoice may still change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvoiceStatus {
+    /// Recomputed by each billing run of its period.
+    Draft,
+    /// Never changes again.
+    Finalized,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "draft",
+            InvoiceStatus::Finalized => "finalized",
+        }
+    }
+}
+
+/// One line of an invoice. `amount_micros` is `unit_price_micros` × the exact quantity, rounded
+/// half up to a micro-unit (`quantity` is exact for GB and for days as a fraction of the month
+/// up to six places; listener hours are shown to six places).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceLine {
+    /// `plan`, `bandwidth_overage` or `listener_hours_overage`.
+    pub kind: String,
+    pub description: String,
+    pub plan_id: String,
+    /// The month the line's days or usage belong to (`YYYY-MM`): earlier than the invoice's
+    /// own period for usage that arrived after its month was finalized.
+    pub usage_period: String,
+    pub quantity: String,
+    /// `month`, `GB` (10^9 bytes) or `listener hour`.
+    pub unit: String,
+    pub unit_price_micros: u64,
+    pub amount_micros: u64,
+}
+
+/// A tenant's invoice for one calendar month (UTC). Taxes are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Invoice {
+    pub id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// RFC 3339, inclusive.
+    pub period_start: String,
+    /// RFC 3339, exclusive.
+    pub period_end: String,
+    pub status: InvoiceStatus,
+    pub currency: String,
+    pub lines: Vec<InvoiceLine>,
+    pub total_micros: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub finalized_at: Option<String>,
+}
+
+/// Generate (and optionally finalize) the invoices of one month.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBillingRun {
+    /// `YYYY-MM`, UTC; a month that has begun.
+    pub period: String,
+    /// Finalize every invoice of the period as well; refused until the period has ended.
+    #[serde(default)]
+    pub finalize: bool,
+}
+
+/// A tenant the run could not bill, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkippedTenant {
+    pub tenant_id: String,
+    pub reason: String,
+}
+
+/// What a billing run did. Running it again with nothing changed creates and updates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BillingRun {
+    pub period: String,
+    /// New draft (or, with `finalize`, finalized) invoices.
+    pub created: u32,
+    /// Drafts whose lines changed (new usage, a plan change).
+    pub updated: u32,
+    pub unchanged: u32,
+    /// Invoices this run finalized.
+    pub finalized: u32,
+    /// Invoices that were already finalized and were left as they are.
+    pub already_finalized: u32,
+    /// Every invoice of the period after the run.
+    pub invoice_ids: Vec<String>,
+    pub skipped: Vec<SkippedTenant>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceParams {
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this month (`YYYY-MM`).
+    pub period: Option<String>,
+    /// Only this tenant (admin; a tenant key sees its own invoices only).
+    pub tenant_id: Option<String>,
+    /// `draft` or `finalized`.
+    pub status: Option<String>,
+    /// `json` (default) or `csv` (one row per invoice line).
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParams {
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Start (RFC 3339, inclusive); default: 24 hours before `to`.
+    pub from: Option<String>,
+    /// End (RFC 3339, exclusive); default: now.
+    pub to: Option<String>,
+    /// Most entries, newest first: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// One track (AutoDJ) or live show a station played.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// RFC 3339 (milliseconds exact in `started_at_ms`).
+    pub started_at: String,
+    pub started_at_ms: u64,
+    /// Known for AutoDJ tracks; none for live shows.
+    pub duration_ms: Option<u64>,
+    /// `autodj` or `live`.
+    pub source: String,
+    /// The live DJ's display name, when one was on.
+    pub streamer: String,
+    /// "Artist - Title" as listeners saw it in the stream metadata.
+    pub text: String,
+    pub artist: String,
+    pub title: String,
+    /// The media file played (AutoDJ).
+    pub media_sha256: Option<String>,
+}
+
+/// What a station played in a time range, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StationHistory {
+    pub station_id: String,
+    pub from: String,
+    pub to: String,
+    pub items: Vec<HistoryEntry>,
 }

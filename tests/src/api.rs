@@ -114,6 +114,11 @@ impl TestControlPlane {
         })
     }
 
+    /// The URL of the control plane's database (for tests that seed or inspect it directly).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// Sends a request; `body` None sends no body.
     pub async fn call(
         &self,

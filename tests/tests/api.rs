@@ -603,6 +603,15 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         .list_all(&format!("/v1/tenants/{tid_a}/api-keys"), &cp.admin)
         .await;
     let kid_a = keys_a[0]["id"].as_str().expect("key id").to_string();
+    // A draft invoice of A for this month, to be read through B's key.
+    let month = &time::OffsetDateTime::now_utc().date().to_string()[..7];
+    cp.post("/v1/billing/runs", &cp.admin, json!({ "period": month }))
+        .await
+        .expect(200);
+    let inv_a = cp
+        .list_all(&format!("/v1/invoices?tenant_id={tid_a}"), &cp.admin)
+        .await;
+    let inv_a = inv_a[0]["id"].as_str().expect("A's invoice").to_string();
 
     let spec = cp
         .call(Method::GET, "/openapi.json", None, None)
@@ -624,6 +633,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                         &sid_a
                     } else if template.starts_with("/v1/tenants") {
                         &tid_a
+                    } else if template.starts_with("/v1/invoices") {
+                        &inv_a
                     } else {
                         "plan_basic"
                     },
@@ -646,6 +657,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/v1/me" | "/v1/stations") => &[200],
                 // B may create stations for itself (the empty body is refused before anything).
                 ("post", "/v1/stations") => &[422],
+                // B's own invoices (none), and A's invoice as if it did not exist.
+                ("get", "/v1/invoices") => &[200],
+                ("get", "/v1/invoices/{id}") => &[404],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
@@ -943,6 +957,11 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/stations/{id}/usage"),
         ("get", "/v1/stations/{id}/listeners"),
         ("get", "/v1/prometheus/targets"),
+        ("get", "/v1/stations/{id}/history"),
+        ("post", "/v1/billing/runs"),
+        ("get", "/v1/invoices"),
+        ("get", "/v1/invoices/{id}"),
+        ("post", "/v1/invoices/{id}/finalize"),
         ("get", "/v1/stations/{id}/playlists"),
         ("post", "/v1/stations/{id}/playlists"),
         ("get", "/v1/stations/{id}/playlists/{playlist_id}"),

@@ -200,6 +200,44 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
         .await;
     assert_eq!(s, 200, "{panel}");
     assert_eq!(panel["station"]["id"], sid.as_str());
+    // The song history API has what now-playing listed, newest first, and its CSV the same.
+    let (s, history) = cp
+        .tenant_call(
+            &key,
+            Method::GET,
+            &format!("/v1/stations/{sid}/history"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{history}");
+    let items = history["items"].as_array().expect("items");
+    let played: Vec<&str> = items.iter().filter_map(|h| h["text"].as_str()).collect();
+    for h in np["song_history"].as_array().expect("history") {
+        let text = h["song"]["text"].as_str().expect("text");
+        assert!(played.contains(&text), "{text} missing from {history}");
+    }
+    let starts: Vec<u64> = items
+        .iter()
+        .filter_map(|h| h["started_at_ms"].as_u64())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] > w[1]), "{history}");
+    assert!(items.iter().all(|h| h["source"] == "autodj"), "{history}");
+    let csv = cp
+        .http
+        .get(format!("{}/v1/stations/{sid}/history?format=csv", cp.api))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("csv body");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("started_at,duration_ms,source,streamer,artist,title,text,media_sha256")
+    );
+    assert!(lines.count() >= items.len(), "{csv}");
 
     // The push feed sends the answer at once and again when the track changes.
     let events = sse_events(&format!("{public}/events"), 2).await;

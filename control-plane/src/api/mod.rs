@@ -3,7 +3,9 @@
 //! generated from the same list the router serves and cannot miss a route.
 
 pub mod auth;
+mod billing;
 pub mod error;
+mod export;
 pub mod extract;
 mod health;
 pub mod keys;
@@ -63,6 +65,7 @@ pub struct AppState {
         (name = "stations", description = "A tenant's radio stations"),
         (name = "media", description = "A station's media library: uploaded audio for the AutoDJ"),
         (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
+        (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
     )
@@ -114,7 +117,12 @@ pub fn router(
         .routes(routes!(nowplaying::panel))
         .routes(routes!(usage::station_usage))
         .routes(routes!(usage::station_listeners))
+        .routes(routes!(usage::station_history))
         .routes(routes!(usage::prometheus_targets))
+        .routes(routes!(billing::run))
+        .routes(routes!(billing::list))
+        .routes(routes!(billing::get))
+        .routes(routes!(billing::finalize))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))
@@ -191,8 +199,9 @@ fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
                         .or_insert_with(|| problem(description));
                 };
                 add("401", "Missing, unknown or revoked bearer token");
-                let open_to_all =
-                    path == "/v1/me" || (path.starts_with("/v1/stations") && method == "get");
+                let open_to_all = path == "/v1/me"
+                    || ((path.starts_with("/v1/stations") || path.starts_with("/v1/invoices"))
+                        && method == "get");
                 if !open_to_all {
                     add(
                         "403",

@@ -129,6 +129,10 @@ pub async fn update(
         t.overage_per_listener_hour_micros = p
             .overage_per_listener_hour_micros
             .unwrap_or(t.overage_per_listener_hour_micros);
+        t.included_gb = p.included_gb.unwrap_or(t.included_gb);
+        t.included_listener_hours = p
+            .included_listener_hours
+            .unwrap_or(t.included_listener_hours);
     }
     validate::plan(&plan)?;
     let saved = match db::plans::upsert(&mut tx, &plan, false).await {

@@ -1,19 +1,19 @@
 //! Usage statistics of a station (tenant-scoped): listener time, sessions, bytes and peak
 //! listeners per hour or day, from the usage reports nodes sent, as JSON or CSV; its listeners
-//! right now per mount and node; and the Prometheus service discovery of the nodes.
+//! right now per mount and node; its song history (JSON or CSV); and the Prometheus service discovery of the nodes.
 
 use super::AppState;
 use super::auth::{Admin, ReadableStation};
 use super::error::{ApiError, ApiResult};
+use super::export;
 use super::extract::ApiQuery;
 use crate::db;
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use onda_shared::api::{
-    MountListeners, NodeListeners, Problem, SdTargetGroup, StationListeners, StationUsage,
-    UsageBucket, UsageParams, UsageTotal,
+    HistoryEntry, HistoryParams, MountListeners, NodeListeners, Problem, SdTargetGroup,
+    StationHistory, StationListeners, StationUsage, UsageBucket, UsageParams, UsageTotal,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -33,6 +33,25 @@ fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::BadRequest(format!("{name} = {v:?} is out of range")))
 }
 
+/// `from` and `to` of a query: default the last 24 hours, at most `MAX_RANGE_MS` long.
+fn time_range(from: Option<&str>, to: Option<&str>) -> ApiResult<(i64, i64)> {
+    let to = match to {
+        Some(v) => parse_time("to", v)?,
+        None => i64::try_from(db::now_ms()).unwrap_or(i64::MAX),
+    };
+    let from = match from {
+        Some(v) => parse_time("from", v)?,
+        None => to - DAY_MS,
+    };
+    if from >= to || to - from > MAX_RANGE_MS {
+        return Err(ApiError::BadRequest(format!(
+            "from must be before to, and the range at most {} days",
+            MAX_RANGE_MS / DAY_MS
+        )));
+    }
+    Ok((from, to))
+}
+
 fn format_ms(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
@@ -42,6 +61,79 @@ fn format_ms(ms: i64) -> String {
 
 fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// What a station played (song history), newest first.
+#[utoipa::path(get, path = "/v1/stations/{id}/history", tag = "stations",
+    params(("id" = String, Path, description = "Object id"), HistoryParams),
+    responses((status = 200, body = StationHistory, description = "JSON, or text/csv with format=csv"),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn station_history(
+    State(st): State<AppState>,
+    ReadableStation { station_id, .. }: ReadableStation,
+    ApiQuery(q): ApiQuery<HistoryParams>,
+) -> ApiResult<Response> {
+    let csv = export::wants_csv(q.format.as_deref())?;
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 1000, got {limit}."
+        )));
+    }
+    let rows = {
+        let mut c = st.db.conn().await?;
+        db::history::range(&mut c, &station_id, from, to, limit).await?
+    };
+    let items: Vec<HistoryEntry> = rows
+        .into_iter()
+        .map(|t| HistoryEntry {
+            started_at: format_ms(i64::try_from(t.started_at_ms).unwrap_or(i64::MAX)),
+            started_at_ms: t.started_at_ms,
+            duration_ms: t.duration_ms,
+            source: if t.live { "live" } else { "autodj" }.to_string(),
+            streamer: t.streamer,
+            text: t.title,
+            artist: t.artist,
+            title: t.track_title,
+            media_sha256: t.media_sha256,
+        })
+        .collect();
+    if csv {
+        let rows = items.iter().map(|h| {
+            [
+                h.started_at.clone(),
+                h.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                h.source.clone(),
+                h.streamer.clone(),
+                h.artist.clone(),
+                h.title.clone(),
+                h.text.clone(),
+                h.media_sha256.clone().unwrap_or_default(),
+            ]
+        });
+        return export::csv(
+            &format!("{station_id}-history.csv"),
+            &[
+                "started_at",
+                "duration_ms",
+                "source",
+                "streamer",
+                "artist",
+                "title",
+                "text",
+                "media_sha256",
+            ],
+            rows,
+        );
+    }
+    Ok(Json(StationHistory {
+        station_id,
+        from: format_ms(from),
+        to: format_ms(to),
+        items,
+    })
+    .into_response())
 }
 
 /// A station's usage per hour or day.
@@ -63,29 +155,8 @@ pub async fn station_usage(
             )));
         }
     };
-    let csv = match q.format.as_deref().unwrap_or("json") {
-        "json" => false,
-        "csv" => true,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "format = {other:?}: use \"json\" or \"csv\""
-            )));
-        }
-    };
-    let to = match &q.to {
-        Some(v) => parse_time("to", v)?,
-        None => i64::try_from(db::now_ms()).unwrap_or(i64::MAX),
-    };
-    let from = match &q.from {
-        Some(v) => parse_time("from", v)?,
-        None => to - DAY_MS,
-    };
-    if from >= to || to - from > MAX_RANGE_MS {
-        return Err(ApiError::BadRequest(format!(
-            "from must be before to, and the range at most {} days",
-            MAX_RANGE_MS / DAY_MS
-        )));
-    }
+    let csv = export::wants_csv(q.format.as_deref())?;
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let rows = {
         let mut c = st.db.conn().await?;
         db::usage::buckets(&mut c, &station_id, from, to, bucket_ms).await?
@@ -110,22 +181,26 @@ pub async fn station_usage(
     }
     total.listener_hours = total.listener_ms as f64 / HOUR_MS as f64;
     if csv {
-        let mut out = String::from("start,listener_seconds,sessions,bytes_sent,peak_listeners\n");
-        for b in &buckets {
-            out.push_str(&format!(
-                "{},{:.3},{},{},{}\n",
-                b.start, b.listener_seconds, b.sessions, b.bytes_sent, b.peak_listeners
-            ));
-        }
-        let name = format!("attachment; filename=\"{station_id}-usage-{granularity}.csv\"");
-        return Ok((
+        let rows = buckets.iter().map(|b| {
             [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (header::CONTENT_DISPOSITION, name),
+                b.start.clone(),
+                format!("{:.3}", b.listener_seconds),
+                b.sessions.to_string(),
+                b.bytes_sent.to_string(),
+                b.peak_listeners.to_string(),
+            ]
+        });
+        return export::csv(
+            &format!("{station_id}-usage-{granularity}.csv"),
+            &[
+                "start",
+                "listener_seconds",
+                "sessions",
+                "bytes_sent",
+                "peak_listeners",
             ],
-            out,
-        )
-            .into_response());
+            rows,
+        );
     }
     Ok(Json(StationUsage {
         station_id,

@@ -182,14 +182,29 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
         })
         .collect();
     // Listeners per station for Prometheus; series of stations gone since are dropped.
+    // Listeners per station and per tenant for Prometheus; series of stations gone since are
+    // dropped. Every tenant with a station has a series (zero when silent), so per-tenant
+    // panels show zeros rather than gaps.
     let gauge = &cluster.metrics.station_listeners;
     gauge.reset();
+    let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in stations.values() {
+        per_tenant.entry(&s.tenant_id).or_default();
+    }
     for (id, n) in &listeners {
         if let Some(s) = stations.get(id) {
             gauge
                 .with_label_values(&[&s.slug])
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            *per_tenant.entry(&s.tenant_id).or_default() += n;
         }
+    }
+    let tenants = &cluster.metrics.tenant_listeners;
+    tenants.reset();
+    for (t, n) in per_tenant {
+        tenants
+            .with_label_values(&[t])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     Ok(Snapshot {
         stations,

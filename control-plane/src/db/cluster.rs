@@ -140,6 +140,7 @@ pub async fn agree_fact(conn: &mut Conn, name: &str, value: &str) -> Result<Stri
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogStation {
     pub id: String,
+    pub tenant_id: String,
     pub slug: String,
     pub name: String,
     pub max_listeners: u64,
@@ -156,7 +157,7 @@ pub struct CatalogStation {
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT s.id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
+        "SELECT s.id, s.tenant_id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
          s.node_labels, s.autodj_enabled, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
     )
     .fetch_all(&mut *conn)
@@ -168,6 +169,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
         index.insert(id.clone(), stations.len());
         stations.push(CatalogStation {
             id,
+            tenant_id: row.try_get("tenant_id")?,
             slug: row.try_get("slug")?,
             name: row.try_get("name")?,
             max_listeners: u64::try_from(row.try_get::<i64, _>("max_listeners")?).unwrap_or(0),

@@ -26,36 +26,53 @@ pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<
     Ok(())
 }
 
+const COLUMNS: &str = "station_id, started_at_ms, title, artist, track_title, media_sha256, \
+    duration_ms, live, streamer";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<TrackPlaying, sqlx::Error> {
+    Ok(TrackPlaying {
+        station_id: r.try_get("station_id")?,
+        started_at_ms: u64::try_from(r.try_get::<i64, _>("started_at_ms")?).unwrap_or(0),
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        track_title: r.try_get("track_title")?,
+        media_sha256: r.try_get("media_sha256")?,
+        duration_ms: r
+            .try_get::<Option<i64>, _>("duration_ms")?
+            .and_then(|d| u64::try_from(d).ok()),
+        live: r.try_get::<i64, _>("live")? != 0,
+        streamer: r.try_get("streamer")?,
+        next_title: None,
+    })
+}
+
 /// The station's last `limit` entries, newest first.
 pub async fn recent(
     conn: &mut Conn,
     station_id: &str,
     limit: u32,
 ) -> Result<Vec<TrackPlaying>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT station_id, started_at_ms, title, artist, track_title, media_sha256, duration_ms, \
-         live, streamer FROM song_history WHERE station_id = $1 ORDER BY started_at_ms DESC LIMIT $2",
-    )
-    .bind(station_id)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(TrackPlaying {
-                station_id: r.try_get("station_id")?,
-                started_at_ms: u64::try_from(r.try_get::<i64, _>("started_at_ms")?).unwrap_or(0),
-                title: r.try_get("title")?,
-                artist: r.try_get("artist")?,
-                track_title: r.try_get("track_title")?,
-                media_sha256: r.try_get("media_sha256")?,
-                duration_ms: r
-                    .try_get::<Option<i64>, _>("duration_ms")?
-                    .and_then(|d| u64::try_from(d).ok()),
-                live: r.try_get::<i64, _>("live")? != 0,
-                streamer: r.try_get("streamer")?,
-                next_title: None,
-            })
-        })
-        .collect()
+    range(conn, station_id, 0, i64::MAX, limit).await
+}
+
+/// Entries that started in [from_ms, to_ms), newest first, at most `limit`.
+pub async fn range(
+    conn: &mut Conn,
+    station_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+    limit: u32,
+) -> Result<Vec<TrackPlaying>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM song_history WHERE station_id = $1 AND started_at_ms >= $2 \
+         AND started_at_ms < $3 ORDER BY started_at_ms DESC LIMIT $4"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(station_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(from_row).collect()
 }

@@ -2,6 +2,7 @@
 //! URL, with the embedded migrations applied at connect. One set of portable SQL serves both
 //! backends through sqlx's Any driver; each submodule owns the queries of one resource.
 
+pub mod billing;
 pub mod cluster;
 pub mod history;
 pub mod keys;
@@ -60,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0006_playlists.sql"),
     ),
     (7, "usage", include_str!("../../migrations/0007_usage.sql")),
+    (
+        8,
+        "billing",
+        include_str!("../../migrations/0008_billing.sql"),
+    ),
 ];
 
 impl Db {

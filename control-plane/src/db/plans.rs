@@ -8,7 +8,8 @@ use sqlx::any::AnyRow;
 const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_station, \
     allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, max_live_streams, \
     feature_autodj, feature_scheduling, feature_hls, feature_live_video, currency, monthly_micros, \
-    overage_per_gb_micros, overage_per_listener_hour_micros, created_at, updated_at";
+    overage_per_gb_micros, overage_per_listener_hour_micros, included_gb, included_listener_hours, \
+    created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -43,6 +44,8 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             monthly_micros: u64_col("monthly_micros")?,
             overage_per_gb_micros: u64_col("overage_per_gb_micros")?,
             overage_per_listener_hour_micros: u64_col("overage_per_listener_hour_micros")?,
+            included_gb: u64_col("included_gb")?,
+            included_listener_hours: u64_col("included_listener_hours")?,
         },
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -89,16 +92,17 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
          allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, \
          max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
          currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
-         updated_at, id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $18)"
+         included_gb, included_listener_hours, updated_at, id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $20)"
     } else {
         "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
          feature_autodj = $10, feature_scheduling = $11, feature_hls = $12, \
          feature_live_video = $13, currency = $14, monthly_micros = $15, \
-         overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, updated_at = $18 \
-         WHERE id = $19"
+         overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, included_gb = $18, \
+         included_listener_hours = $19, updated_at = $20 WHERE id = $21"
     };
     let l = &plan.limits;
     let f = &plan.features;
@@ -121,6 +125,8 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
         .bind(big(p.monthly_micros))
         .bind(big(p.overage_per_gb_micros))
         .bind(big(p.overage_per_listener_hour_micros))
+        .bind(big(p.included_gb))
+        .bind(big(p.included_listener_hours))
         .bind(ts)
         .bind(&plan.id)
         .execute(&mut *conn)

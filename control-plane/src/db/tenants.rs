@@ -1,6 +1,7 @@
 //! Tenants: the hosting company's customers.
 
-use super::{Conn, now, paginate, rfc3339};
+use super::{Conn, billing, now, paginate, rfc3339};
+use crate::billing::Status;
 use onda_shared::api::{Page, Tenant, TenantStatus};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
@@ -65,6 +66,7 @@ pub async fn insert(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> 
     .bind(ts)
     .execute(&mut *conn)
     .await?;
+    record(conn, t).await?;
     get(conn, &t.id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
@@ -81,6 +83,7 @@ pub async fn update(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> 
     .bind(&t.id)
     .execute(&mut *conn)
     .await?;
+    record(conn, t).await?;
     get(conn, &t.id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
@@ -94,8 +97,30 @@ pub async fn lock(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() > 0)
 }
 
+/// Billing prorates by the history of plan and status this keeps.
+async fn record(conn: &mut Conn, t: &Tenant) -> Result<(), sqlx::Error> {
+    let status = match t.status {
+        TenantStatus::Active => Status::Active,
+        TenantStatus::Suspended => Status::Suspended,
+    };
+    billing::record_tenant(
+        conn,
+        &t.id,
+        billing::history_now(),
+        &t.plan_id,
+        status,
+        &t.name,
+    )
+    .await
+}
+
 /// Deletes a tenant and its (revoked or live) API keys; callers refuse when stations remain.
+/// Its history stays (ending in `deleted`) so its last month is still billed.
 pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    if let Some(t) = get(conn, id).await? {
+        let now = billing::history_now();
+        billing::record_tenant(conn, id, now, &t.plan_id, Status::Deleted, &t.name).await?;
+    }
     sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1")
         .bind(id)
         .execute(&mut *conn)

@@ -1,0 +1,549 @@
+//! Billing storage: tenant history, usage by day for a tenant, invoices and their lines, and
+//! the generation of one tenant's invoice (`generate`) from them with `crate::billing`.
+//!
+//! Invariants: one invoice per (tenant, period), enforced by a UNIQUE key; a finalized invoice
+//! is never written again (every write is conditioned on `status = 'draft'`); a usage row is
+//! marked with the finalized invoice that billed it, in the same transaction as the
+//! finalization, and the lines are computed from the marked rows, so a row is billed once.
+
+use super::{Conn, now, now_ms, paginate, rfc3339};
+use crate::billing::{self, Change, DayUsage, Line, Period, Status};
+use onda_shared::api::{Invoice, InvoiceLine, InvoiceStatus, Page, Plan};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use std::collections::HashMap;
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Records that from `at_ms` on the tenant (called `name`) is on `plan_id` with `status`,
+/// unless that is already its latest plan and status. Two changes in one millisecond keep the
+/// last.
+pub async fn record_tenant(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+    plan_id: &str,
+    status: Status,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    let latest = sqlx::query(
+        "SELECT plan_id, status FROM tenant_history WHERE tenant_id = $1 \
+         ORDER BY at_ms DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = latest {
+        let (p, s): (String, String) = (row.try_get("plan_id")?, row.try_get("status")?);
+        if p == plan_id && s == status.as_str() {
+            return Ok(());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, at_ms) DO UPDATE SET \
+         plan_id = excluded.plan_id, status = excluded.status, name = excluded.name",
+    )
+    .bind(tenant_id)
+    .bind(at_ms)
+    .bind(plan_id)
+    .bind(status.as_str())
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The tenant's name: its current one, or the last its history kept once it is deleted.
+async fn tenant_name(conn: &mut Conn, tenant_id: &str) -> Result<String, sqlx::Error> {
+    if let Some(t) = super::tenants::get(conn, tenant_id).await? {
+        return Ok(t.name);
+    }
+    let row = sqlx::query(
+        "SELECT name FROM tenant_history WHERE tenant_id = $1 ORDER BY at_ms DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map_or(Ok(String::new()), |r| r.try_get("name"))
+}
+
+/// A tenant's history, oldest first.
+pub async fn history(conn: &mut Conn, tenant_id: &str) -> Result<Vec<Change>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at_ms, plan_id, status FROM tenant_history WHERE tenant_id = $1 ORDER BY at_ms",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Change {
+                at_ms: r.try_get("at_ms")?,
+                plan_id: r.try_get("plan_id")?,
+                status: Status::parse(&r.try_get::<String, _>("status")?),
+            })
+        })
+        .collect()
+}
+
+/// Every tenant that existed before `end_ms` (deleted ones included), by id.
+pub async fn tenants_before(conn: &mut Conn, end_ms: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT tenant_id FROM tenant_history WHERE at_ms < $1 ORDER BY tenant_id",
+    )
+    .bind(end_ms)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("tenant_id")).collect()
+}
+
+/// Which usage rows of a month to add up.
+#[derive(Debug, Clone, Copy)]
+enum Rows<'a> {
+    /// Not billed yet, or billed by this invoice.
+    Open(&'a str),
+    /// Billed by another invoice.
+    BilledElsewhere(&'a str),
+    All,
+}
+
+async fn daily_usage(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: Period,
+    rows: Rows<'_>,
+) -> Result<Vec<DayUsage>, sqlx::Error> {
+    let (clause, invoice) = match rows {
+        Rows::Open(id) => ("AND (invoice_id IS NULL OR invoice_id = $5)", id),
+        Rows::BilledElsewhere(id) => ("AND invoice_id IS NOT NULL AND invoice_id <> $5", id),
+        Rows::All => ("AND $5 = $5", ""),
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM(listener_ms) AS BIGINT) AS listener_ms, \
+         CAST(SUM(bytes_sent) AS BIGINT) AS bytes FROM usage_mounts \
+         WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 {clause} \
+         GROUP BY (period_start_ms - $2) / $4 ORDER BY day"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(period.start_ms())
+        .bind(period.end_ms())
+        .bind(billing::DAY_MS)
+        .bind(invoice)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DayUsage {
+                day: u32::try_from(r.try_get::<i64, _>("day")?).unwrap_or(0),
+                listener_ms: u(r.try_get("listener_ms")?),
+                bytes: u(r.try_get("bytes")?),
+            })
+        })
+        .collect()
+}
+
+/// Marks the tenant's unbilled usage rows of `period` as billed by `invoice_id`.
+async fn mark_usage(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: Period,
+    invoice_id: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE usage_mounts SET invoice_id = $4 WHERE tenant_id = $1 AND invoice_id IS NULL \
+         AND period_start_ms >= $2 AND period_start_ms < $3",
+    )
+    .bind(tenant_id)
+    .bind(period.start_ms())
+    .bind(period.end_ms())
+    .bind(invoice_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Earlier months of the tenant that have a finalized invoice and usage rows that no invoice
+/// (or only `invoice_id`) billed: usage that arrived after its month was finalized.
+async fn late_periods(
+    conn: &mut Conn,
+    tenant_id: &str,
+    before: Period,
+    invoice_id: &str,
+) -> Result<Vec<Period>, sqlx::Error> {
+    let oldest: Option<i64> = sqlx::query(
+        "SELECT MIN(period_start_ms) AS oldest FROM usage_mounts WHERE tenant_id = $1 \
+         AND period_start_ms < $2 AND (invoice_id IS NULL OR invoice_id = $3)",
+    )
+    .bind(tenant_id)
+    .bind(before.start_ms())
+    .bind(invoice_id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("oldest")?;
+    let Some(oldest) = oldest else {
+        return Ok(Vec::new());
+    };
+    let oldest = Period::containing(oldest);
+    let rows = sqlx::query(
+        "SELECT period FROM invoices WHERE tenant_id = $1 AND status = 'finalized' ORDER BY period",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let Ok(p) = Period::parse(&r.try_get::<String, _>("period")?) else {
+            continue;
+        };
+        if p >= oldest && p < before {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Every plan by id (a handful: hosting offers have few plans).
+async fn plans(conn: &mut Conn) -> Result<HashMap<String, Plan>, sqlx::Error> {
+    let mut out = HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let page = super::plans::list(conn, 100, &cursor).await?;
+        for p in page.items {
+            out.insert(p.id.clone(), p);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = c,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The lines of `invoice_id` (new or draft) for the tenant's month, from the usage rows it
+/// would bill. Err(reason) when the month cannot be priced.
+async fn lines(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: Period,
+    invoice_id: &str,
+    plans: &HashMap<String, Plan>,
+) -> Result<Result<Vec<Line>, String>, sqlx::Error> {
+    let history = history(conn, tenant_id).await?;
+    let usage = daily_usage(conn, tenant_id, period, Rows::Open(invoice_id)).await?;
+    let mut lines = match billing::month_lines(period, &history, &usage, plans) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    for late in late_periods(conn, tenant_id, period, invoice_id).await? {
+        let all = daily_usage(conn, tenant_id, late, Rows::All).await?;
+        let billed = daily_usage(conn, tenant_id, late, Rows::BilledElsewhere(invoice_id)).await?;
+        match billing::late_lines(late, &history, &all, &billed, plans) {
+            Ok(l) => lines.extend(l),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(lines))
+}
+
+fn api_line(l: &Line) -> InvoiceLine {
+    InvoiceLine {
+        kind: l.kind.as_str().to_string(),
+        description: l.description.clone(),
+        plan_id: l.plan_id.clone(),
+        usage_period: l.usage_period.clone(),
+        quantity: l.quantity.clone(),
+        unit: l.unit.clone(),
+        unit_price_micros: l.unit_price_micros,
+        amount_micros: l.amount_micros,
+    }
+}
+
+/// What `generate` did for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created(String),
+    Updated(String),
+    Unchanged(String),
+    /// Finalized by this call (created first when it did not exist).
+    Finalized(String),
+    AlreadyFinalized(String),
+    /// No active day and no usage in the period: no invoice. The caller rolls back.
+    Nothing,
+    /// The month cannot be priced (a plan was deleted, plans in two currencies). The caller
+    /// rolls back.
+    Skipped(String),
+}
+
+/// Creates or recomputes the tenant's invoice for `period`, and finalizes it when asked; runs
+/// in the caller's transaction, which must be rolled back for `Nothing` and `Skipped`.
+pub async fn generate(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: Period,
+    finalize: bool,
+) -> Result<Outcome, sqlx::Error> {
+    let period_s = period.to_string();
+    let existing = match find(conn, tenant_id, &period_s).await? {
+        Some(inv) if inv.status == InvoiceStatus::Finalized => {
+            return Ok(Outcome::AlreadyFinalized(inv.id));
+        }
+        Some(inv) => {
+            // The row lock makes concurrent runs of this invoice take turns; a run that waited
+            // may find it finalized meanwhile.
+            if !lock_draft(conn, &inv.id).await? {
+                return Ok(Outcome::AlreadyFinalized(inv.id));
+            }
+            find(conn, tenant_id, &period_s).await?
+        }
+        None => None,
+    };
+    let id = existing
+        .as_ref()
+        .map_or_else(|| crate::secrets::new_id("inv"), |inv| inv.id.clone());
+    if finalize {
+        mark_usage(conn, tenant_id, period, &id).await?;
+        for late in late_periods(conn, tenant_id, period, &id).await? {
+            mark_usage(conn, tenant_id, late, &id).await?;
+        }
+    }
+    let plans = plans(conn).await?;
+    let lines = match lines(conn, tenant_id, period, &id, &plans).await? {
+        Ok(l) => l,
+        Err(reason) => return Ok(Outcome::Skipped(reason)),
+    };
+    if lines.is_empty() && existing.is_none() {
+        return Ok(Outcome::Nothing);
+    }
+    let currency = match billing::currency(&lines, &plans) {
+        Ok(Some(c)) => c,
+        Ok(None) => existing
+            .as_ref()
+            .map(|inv| inv.currency.clone())
+            .unwrap_or_default(),
+        Err(reason) => return Ok(Outcome::Skipped(reason)),
+    };
+    let api_lines: Vec<InvoiceLine> = lines.iter().map(api_line).collect();
+    let total: u64 = lines.iter().map(|l| l.amount_micros).sum();
+    let outcome = match &existing {
+        Some(inv) if inv.lines == api_lines && inv.currency == currency => {
+            Outcome::Unchanged(id.clone())
+        }
+        Some(_) => {
+            write_lines(conn, &id, &currency, total, &api_lines).await?;
+            Outcome::Updated(id.clone())
+        }
+        None => {
+            let tenant_name = tenant_name(conn, tenant_id).await?;
+            let ts = now();
+            let inserted = sqlx::query(
+                "INSERT INTO invoices (id, tenant_id, tenant_name, period, status, currency, \
+                 total_micros, created_at, updated_at) VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6, $6) \
+                 ON CONFLICT (tenant_id, period) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(tenant_id)
+            .bind(&tenant_name)
+            .bind(&period_s)
+            .bind(&currency)
+            .bind(ts)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Outcome::Skipped(
+                    "another billing run created this invoice at the same moment; run again"
+                        .to_string(),
+                ));
+            }
+            write_lines(conn, &id, &currency, total, &api_lines).await?;
+            Outcome::Created(id.clone())
+        }
+    };
+    if finalize {
+        sqlx::query(
+            "UPDATE invoices SET status = 'finalized', finalized_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status = 'draft'",
+        )
+        .bind(&id)
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
+        return Ok(Outcome::Finalized(id));
+    }
+    Ok(outcome)
+}
+
+async fn lock_draft(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE invoices SET updated_at = updated_at WHERE id = $1 AND status = 'draft'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn write_lines(
+    conn: &mut Conn,
+    id: &str,
+    currency: &str,
+    total: u64,
+    lines: &[InvoiceLine],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    for (pos, l) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invoice_lines (invoice_id, position, kind, description, plan_id, \
+             usage_period, quantity, unit, unit_price_micros, amount_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id)
+        .bind(i64::try_from(pos).unwrap_or(i64::MAX))
+        .bind(&l.kind)
+        .bind(&l.description)
+        .bind(&l.plan_id)
+        .bind(&l.usage_period)
+        .bind(&l.quantity)
+        .bind(&l.unit)
+        .bind(i(l.unit_price_micros))
+        .bind(i(l.amount_micros))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE invoices SET currency = $2, total_micros = $3, updated_at = $4 \
+         WHERE id = $1 AND status = 'draft'",
+    )
+    .bind(id)
+    .bind(currency)
+    .bind(i(total))
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, tenant_id, tenant_name, period, status, currency, total_micros, \
+    created_at, updated_at, finalized_at";
+
+async fn from_row(conn: &mut Conn, row: &AnyRow) -> Result<Invoice, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let period: String = row.try_get("period")?;
+    let (start, end) = Period::parse(&period).map_or((0, 0), |p| (p.start_ms(), p.end_ms()));
+    let lines = sqlx::query(
+        "SELECT kind, description, plan_id, usage_period, quantity, unit, unit_price_micros, \
+         amount_micros FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(&id)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(InvoiceLine {
+            kind: r.try_get("kind")?,
+            description: r.try_get("description")?,
+            plan_id: r.try_get("plan_id")?,
+            usage_period: r.try_get("usage_period")?,
+            quantity: r.try_get("quantity")?,
+            unit: r.try_get("unit")?,
+            unit_price_micros: u(r.try_get("unit_price_micros")?),
+            amount_micros: u(r.try_get("amount_micros")?),
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let status: String = row.try_get("status")?;
+    Ok(Invoice {
+        id,
+        tenant_id: row.try_get("tenant_id")?,
+        tenant_name: row.try_get("tenant_name")?,
+        period,
+        period_start: rfc3339(start / 1000),
+        period_end: rfc3339(end / 1000),
+        status: if status == "finalized" {
+            InvoiceStatus::Finalized
+        } else {
+            InvoiceStatus::Draft
+        },
+        currency: row.try_get("currency")?,
+        lines,
+        total_micros: u(row.try_get("total_micros")?),
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+        finalized_at: row.try_get::<Option<i64>, _>("finalized_at")?.map(rfc3339),
+    })
+}
+
+pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Invoice>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"));
+    match sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await? {
+        Some(row) => Ok(Some(from_row(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn find(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: &str,
+) -> Result<Option<Invoice>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND period = $2"
+    ));
+    match sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(period)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        Some(row) => Ok(Some(from_row(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Filters of an invoice list; empty strings match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub tenant_id: String,
+    pub period: String,
+    pub status: String,
+}
+
+pub async fn list(
+    conn: &mut Conn,
+    f: &Filter,
+    limit: u32,
+    cursor: &str,
+) -> Result<Page<Invoice>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoices WHERE id > $1 AND ($2 = '' OR tenant_id = $2) \
+         AND ($3 = '' OR period = $3) AND ($4 = '' OR status = $4) ORDER BY id LIMIT $5"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(cursor)
+        .bind(&f.tenant_id)
+        .bind(&f.period)
+        .bind(&f.status)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        items.push(from_row(conn, r).await?);
+    }
+    Ok(paginate(items, limit, |inv| &inv.id))
+}
+
+/// The current time in unix milliseconds as the history's clock.
+pub fn history_now() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
