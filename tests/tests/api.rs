@@ -38,6 +38,8 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     let by_name = |n: &str| plans.iter().find(|p| p["name"] == n).cloned().expect(n);
     let basic = by_name("Basic");
     assert_eq!(basic["limits"]["max_stations"], 1);
+    assert_eq!(basic["prices"]["included_gb"], 250);
+    assert_eq!(basic["prices"]["included_listener_hours"], 10_000);
     assert_eq!(basic["limits"]["max_bitrate_kbps"], 64);
     assert_eq!(basic["limits"]["max_listeners_per_station"], 50);
     assert_eq!(basic["limits"]["storage_bytes"], 10_000_000_000_u64);
@@ -69,6 +71,7 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     let created = cp.post("/v1/plans", a, body.clone()).await.expect(201).body;
     let id = created["id"].as_str().expect("id").to_string();
     assert_eq!(created["features"]["scheduling"], false);
+    assert_eq!(created["prices"]["included_gb"], 0, "allowances default to none");
     assert_eq!(
         cp.get(&format!("/v1/plans/{id}"), a).await.expect(200).body,
         created
@@ -79,11 +82,20 @@ async fn seed_plans_and_plan_crud(b: Backend) {
         .patch(
             &format!("/v1/plans/{id}"),
             a,
-            json!({"limits": {"max_stations": 4}, "prices": {"monthly_micros": 1}}),
+            json!({"limits": {"max_stations": 4}, "prices": {"monthly_micros": 1, "included_gb": 7}}),
         )
         .await
         .expect(200)
         .body;
+    assert_eq!(patched["prices"]["included_gb"], 7);
+    assert_eq!(patched["prices"]["included_listener_hours"], 0);
+    cp.patch(
+        &format!("/v1/plans/{id}"),
+        a,
+        json!({"prices": {"included_listener_hours": 2_000_000_000_u64}}),
+    )
+    .await
+    .problem(422);
     assert_eq!(patched["limits"]["max_stations"], 4);
     assert_eq!(
         patched["limits"]["max_bitrate_kbps"], 192,
