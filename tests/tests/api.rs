@@ -71,7 +71,10 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     let created = cp.post("/v1/plans", a, body.clone()).await.expect(201).body;
     let id = created["id"].as_str().expect("id").to_string();
     assert_eq!(created["features"]["scheduling"], false);
-    assert_eq!(created["prices"]["included_gb"], 0, "allowances default to none");
+    assert_eq!(
+        created["prices"]["included_gb"], 0,
+        "allowances default to none"
+    );
     assert_eq!(
         cp.get(&format!("/v1/plans/{id}"), a).await.expect(200).body,
         created

@@ -214,6 +214,89 @@ async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twi
     );
 }
 
+/// Suspending a tenant takes its station off the air: the connected listener is ended, the
+/// edge and the redirector refuse new ones, and usage stops with it (what is billed is what the
+/// listeners received). Resuming brings the station back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_tenant_takes_its_stations_off_the_air_until_it_is_resumed() {
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
+    let token = cp.join_token(600).await;
+    let agent = Agent::start("suspend-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+    let (_, st) = cp
+        .call(Method::GET, &format!("/v1/stations/{sid}"), None)
+        .await;
+    let tenant = st["tenant_id"].as_str().expect("tenant").to_string();
+    let slug = st["slug"].as_str().expect("slug").to_string();
+
+    let on = listeners(&agent, &path, 1, 60.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let suspended_at = std::time::Instant::now();
+    let (s, t) = cp
+        .call(Method::POST, &format!("/v1/tenants/{tenant}/suspend"), None)
+        .await;
+    assert_eq!((s, t["status"].as_str()), (200, Some("suspended")), "{t}");
+    let ended = tokio::time::timeout(Duration::from_secs(15), collect(on))
+        .await
+        .expect("the suspension ended the listener within 15 s");
+    eprintln!(
+        "suspension to listener cut: {} ms",
+        suspended_at.elapsed().as_millis()
+    );
+    assert!(ended[0].cut && ended[0].bytes > 0, "{ended:?}");
+    assert!(
+        listen_for(
+            &host_port(&agent.edge_url),
+            &path,
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none(),
+        "the edge admits no listener of a suspended tenant"
+    );
+    // The redirector's view follows within a refresh of its snapshot.
+    let (status, body) = wait_for(
+        "the redirector to answer 503",
+        Duration::from_secs(5),
+        || {
+            let (cp, slug) = (&cp, &slug);
+            async move {
+                let (status, body) = cp
+                    .call(Method::GET, &format!("/listen/{slug}/radio.mp3"), None)
+                    .await;
+                (status != 302).then_some((status, body))
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("off the air"), "{body}");
+    let got = settled(&cp, &agent, &sid).await;
+    let all: Vec<Listened> = checks.into_iter().chain(ended).collect();
+    compare("a suspension", got, truth(&all), 0, 0);
+
+    let (s, _) = cp
+        .call(Method::POST, &format!("/v1/tenants/{tenant}/resume"), None)
+        .await;
+    assert_eq!(s, 200);
+    let back = wait_for(
+        "the station back on the air",
+        Duration::from_secs(30),
+        || {
+            let (addr, path) = (host_port(&agent.edge_url), path.clone());
+            async move {
+                listen_for(&addr, &path, Duration::from_millis(500))
+                    .await
+                    .filter(|l| l.bytes > 0)
+            }
+        },
+    )
+    .await;
+    assert!(back.bytes > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_control_plane_loses_nothing_on_postgresql() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
