@@ -52,15 +52,20 @@ pub fn split(
             return previous.clone();
         }
     }
-    // Each node: what it carries plus an even part of the free places; the remainder goes to
-    // the busiest nodes first (then by name), so the result is deterministic.
-    let mut order: Vec<(&String, u64)> = counts.iter().map(|(k, c)| (k, *c)).collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // Each node: what it carries plus an even part of the free places; the remainder goes
+    // first to nodes that filled their previous share (they are the ones refusing listeners),
+    // then to the busiest, then by name, so the result is deterministic. Without the first
+    // rule a single free place could go to a node with room to spare while a full one keeps
+    // refusing.
+    let full = |k: &String, c: u64| previous.get(k).is_some_and(|p| c >= *p);
+    let mut order: Vec<(&String, u64, bool)> =
+        counts.iter().map(|(k, c)| (k, *c, full(k, *c))).collect();
+    order.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(b.0)));
     let rest = free % n;
     order
         .into_iter()
         .enumerate()
-        .map(|(i, (k, c))| (k.clone(), c + free / n + u64::from((i as u64) < rest)))
+        .map(|(i, (k, c, _))| (k.clone(), c + free / n + u64::from((i as u64) < rest)))
         .collect()
 }
 
@@ -96,6 +101,11 @@ mod tests {
         // Everything taken: shares are what each carries.
         let full = split(9, &map(&[("a", 5), ("b", 2), ("c", 2)]), &BTreeMap::new());
         assert_eq!(full, map(&[("a", 5), ("b", 2), ("c", 2)]));
+        // Over the limit after a storm (shares = counts), then two listeners leave a: the one
+        // free place goes to a full node, not back to a although a is as busy.
+        let over = map(&[("a", 4), ("b", 2), ("c", 1)]);
+        let after = split(6, &map(&[("a", 2), ("b", 2), ("c", 1)]), &over);
+        assert_eq!(after, map(&[("a", 2), ("b", 3), ("c", 1)]));
         // One node: the whole limit.
         assert_eq!(
             split(9, &map(&[("a", 3)]), &BTreeMap::new()),
