@@ -23,13 +23,32 @@ CREATE TABLE tenant_history (
 INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name)
     SELECT id, created_at * 1000, plan_id, status, name FROM tenants;
 
+-- Which tenant owns a station, kept after the station is deleted, so a usage report that
+-- arrives after the deletion (a node back from a partition) is still billed to its tenant.
+CREATE TABLE station_owners (
+    station_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL
+);
+INSERT INTO station_owners (station_id, tenant_id) SELECT id, tenant_id FROM stations;
+UPDATE usage_mounts SET tenant_id = (SELECT o.tenant_id FROM station_owners o
+    WHERE o.station_id = usage_mounts.station_id) WHERE tenant_id = '' AND EXISTS
+    (SELECT 1 FROM station_owners o WHERE o.station_id = usage_mounts.station_id);
+
 -- The finalized invoice that billed a usage row; NULL until then. A row is billed once: by its
 -- own month's invoice, or, when it arrived after that one was finalized, by a later one.
 ALTER TABLE usage_mounts ADD COLUMN invoice_id TEXT;
 CREATE INDEX usage_mounts_billing ON usage_mounts (tenant_id, period_start_ms);
 
+-- Months a billing run finalized: their usage that arrives later is billed on later invoices,
+-- also for tenants that had no invoice that month.
+CREATE TABLE billing_periods (
+    period TEXT PRIMARY KEY,
+    closed_at BIGINT NOT NULL
+);
+
 -- One invoice per tenant and month (period 'YYYY-MM', UTC). A draft is recomputed by each
--- billing run; a finalized invoice never changes again.
+-- billing run; a finalized invoice never changes again. `plans` is the JSON of the plans its
+-- lines were priced with, frozen at finalization: late usage of the month is priced with them.
 CREATE TABLE invoices (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
@@ -41,6 +60,7 @@ CREATE TABLE invoices (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     finalized_at BIGINT,
+    plans TEXT NOT NULL,
     UNIQUE (tenant_id, period)
 );
 CREATE INDEX invoices_period ON invoices (period, id);

@@ -31,8 +31,8 @@ pub struct ClusterMetrics {
     pub station_listeners: prometheus::IntGaugeVec,
     /// Listeners per tenant (by id), the sum over its stations.
     pub tenant_listeners: prometheus::IntGaugeVec,
-    /// Invoices a billing run touched, by `outcome` = created | updated | unchanged |
-    /// finalized | skipped.
+    /// Invoices billing touched, by `outcome` = created | updated | unchanged |
+    /// already_finalized | finalized | skipped.
     pub billing_invoices: IntCounterVec,
 }
 
@@ -101,7 +101,7 @@ impl ClusterMetrics {
             billing_invoices: IntCounterVec::new(
                 Opts::new(
                     "onda_billing_invoices_total",
-                    "Invoices billing runs touched, by outcome (created, updated, unchanged, finalized, skipped)",
+                    "Invoices billing touched, by outcome (created, updated, unchanged, already_finalized, finalized, skipped)",
                 ),
                 &["outcome"],
             )?,
@@ -123,7 +123,14 @@ impl ClusterMetrics {
         for r in ["ok", "error"] {
             m.scheduler_runs.with_label_values(&[r]);
         }
-        for o in ["created", "updated", "unchanged", "finalized", "skipped"] {
+        for o in [
+            "created",
+            "updated",
+            "unchanged",
+            "already_finalized",
+            "finalized",
+            "skipped",
+        ] {
             m.billing_invoices.with_label_values(&[o]);
         }
         for st in ["placed", "unplaced"] {
@@ -193,11 +200,21 @@ impl Metrics {
         c.with_label_values(&["updated"])
             .inc_by(u64::from(run.updated));
         c.with_label_values(&["unchanged"])
-            .inc_by(u64::from(run.unchanged) + u64::from(run.already_finalized));
+            .inc_by(u64::from(run.unchanged));
+        c.with_label_values(&["already_finalized"])
+            .inc_by(u64::from(run.already_finalized));
         c.with_label_values(&["finalized"])
             .inc_by(u64::from(run.finalized));
         c.with_label_values(&["skipped"])
             .inc_by(run.skipped.len() as u64);
+    }
+
+    /// Counts an invoice finalized on its own (`POST /v1/invoices/{id}/finalize`).
+    pub fn invoice_finalized(&self) {
+        self.cluster
+            .billing_invoices
+            .with_label_values(&["finalized"])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

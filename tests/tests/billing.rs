@@ -167,9 +167,11 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
     let (t2, k2) = cp.tenant_with_key("Changing, Inc.", &s).await;
     let (t3, _) = cp.tenant_with_key("Newcomer", &s).await;
     let (t4, k4) = cp.tenant_with_key("Gone Radio", &s).await;
+    let (t5, k5) = cp.tenant_with_key("Dormant", &s).await;
     let st1 = station(&cp, &k1, "Steady").await;
     let st2 = station(&cp, &k2, "Changing").await;
     let st4 = station(&cp, &k4, "Gone").await;
+    let st5 = station(&cp, &k5, "Dormant").await;
 
     // T1, on S since October: every day of November two nodes report 40 h + 10 h and
     // 4 GB + 1 GB; a report starting 23:59:55 on 30 November counts for November (1 h, 0.5 GB),
@@ -233,10 +235,8 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
         .await;
 
     // T4, on S since October, deleted 5 November 12:00 (its station first): 5 days, 10 × 5/30 =
-    // 1.666667; its 10 h and 1 GB stay within the allowance. Its invoice keeps its name.
-    seeder
-        .report("node-a", &st4, nov(2, 9, 0), 10 * HOUR, GB)
-        .await;
+    // 1.666667; its 10 h and 1 GB, reported only after the deletion (a node back from a
+    // partition), stay within the allowance. Its invoice keeps its name.
     cp.delete(&format!("/v1/stations/{st4}"), &k4)
         .await
         .expect(204);
@@ -244,12 +244,27 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
         .await
         .expect(204);
     seeder
+        .report("node-a", &st4, nov(2, 9, 0), 10 * HOUR, GB)
+        .await;
+    seeder
         .history(
             &t4,
             "Gone Radio",
             &[
                 (NOV - 31 * DAY, &s, Status::Active),
                 (nov(5, 12, 0), &s, Status::Deleted),
+            ],
+        )
+        .await;
+
+    // T5, suspended since October: nothing to bill for November.
+    seeder
+        .history(
+            &t5,
+            "Dormant",
+            &[
+                (NOV - 40 * DAY, &s, Status::Active),
+                (NOV - 12 * DAY, &s, Status::Suspended),
             ],
         )
         .await;
@@ -402,7 +417,11 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
         .await
         .expect(200)
         .body;
-    assert_eq!(fin["finalized"], 3, "{fin}");
+    assert_eq!(
+        (&fin["finalized"], &fin["created"]),
+        (&json!(3), &json!(0)),
+        "{fin}"
+    );
     let f1 = invoice_of(&cp, &t1, "2026-11").await;
     assert_eq!(f1["status"], "finalized");
     assert!(f1["finalized_at"].is_string());
@@ -410,6 +429,23 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
     seeder
         .report("node-c", &st1, nov(15, 3, 0), 10 * HOUR, 5 * GB)
         .await;
+    // T5 had no November invoice, but the month is closed: its late 2 GB and 1 h are billed
+    // on its next invoice too, all of it beyond an allowance of 0 active days.
+    seeder
+        .report("node-c", &st5, nov(20, 3, 0), HOUR, 2 * GB)
+        .await;
+    // Plan S's GB price changes after November was finalized: T1's late November usage is
+    // still priced as November was (0.05); T5, which had no November invoice to freeze
+    // prices in, gets today's (1.00).
+    cp.patch(
+        &format!("/v1/plans/{s}"),
+        &a,
+        json!({"prices": {"overage_per_gb_micros": 1_000_000}}),
+    )
+    .await
+    .expect(200);
+    // A plan in a tenant's history cannot be deleted (billing prices it).
+    cp.delete(&format!("/v1/plans/{l}"), &a).await.problem(409);
     let after = cp
         .post("/v1/billing/runs", &a, json!({"period": "2026-11"}))
         .await
@@ -435,20 +471,21 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
         "finalizing again changes nothing"
     );
 
-    // ...and is billed on December's invoice, all of it beyond November's allowance already
-    // used: 5 GB × 0.05 = 0.250000 and 10 h × 0.002 = 0.020000, next to December's plan line
-    // (a draft of the running month shows the whole month as it stands).
+    // ...and is billed on the next invoice (the running month's draft), all of it beyond
+    // November's allowance already used: 5 GB × 0.05 = 0.250000 and 10 h × 0.002 = 0.020000,
+    // next to the running month's plan line (a draft shows the whole month as it stands).
+    let month = time::OffsetDateTime::now_utc().date().to_string()[..7].to_string();
     cp.post(
         "/v1/billing/runs",
         &a,
-        json!({"period": "2026-12", "finalize": true}),
+        json!({"period": month, "finalize": true}),
     )
     .await
     .problem(409);
-    cp.post("/v1/billing/runs", &a, json!({"period": "2026-12"}))
+    cp.post("/v1/billing/runs", &a, json!({ "period": month }))
         .await
         .expect(200);
-    let d1 = invoice_of(&cp, &t1, "2026-12").await;
+    let d1 = invoice_of(&cp, &t1, &month).await;
     assert_eq!(
         lines(&d1),
         [
@@ -459,16 +496,38 @@ async fn a_month_of_usage_is_invoiced_as_computed_by_hand(b: Backend) {
         "{d1}"
     );
     assert_eq!(d1["lines"][1]["usage_period"], "2026-11");
+    let d5 = invoice_of(&cp, &t5, &month).await;
+    assert_eq!(
+        lines(&d5),
+        [
+            line("bandwidth_overage", &s, "2", 2_000_000),
+            line("listener_hours_overage", &s, "1", 2000),
+        ],
+        "{d5}"
+    );
     let d1_id = d1["id"].as_str().expect("id");
     cp.post(&format!("/v1/invoices/{d1_id}/finalize"), &a, json!({}))
         .await
         .problem(409);
     assert!(
-        cp.list_all(&format!("/v1/invoices?tenant_id={t4}&period=2026-12"), &a)
+        cp.list_all(&format!("/v1/invoices?tenant_id={t4}&period={month}"), &a)
             .await
             .is_empty(),
-        "nothing to bill a tenant deleted in November for December"
+        "nothing to bill a tenant deleted in November for a later month"
     );
+    // The CSV export of a month is every invoice of it, whatever the page size.
+    let all = cp
+        .get(
+            &format!("/v1/invoices?period={month}&format=csv&limit=1"),
+            &a,
+        )
+        .await
+        .expect(200);
+    let ids: std::collections::BTreeSet<String> = csv::Reader::from_reader(all.text.as_bytes())
+        .records()
+        .map(|r| r.expect("row")[0].to_string())
+        .collect();
+    assert!(ids.len() >= 3, "{}", all.text);
     let metrics = cp
         .call(reqwest::Method::GET, "/metrics", None, None)
         .await

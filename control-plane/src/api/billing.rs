@@ -6,7 +6,7 @@ use super::AppState;
 use super::auth::{Admin, Caller};
 use super::error::{ApiError, ApiResult};
 use super::export;
-use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
+use super::extract::{ApiJson, ApiPath, ApiQuery, MAX_PAGE, Paging};
 use crate::billing::Period;
 use crate::db;
 use crate::db::billing::Outcome;
@@ -41,22 +41,16 @@ fn require_ended(p: Period) -> ApiResult<()> {
     Ok(())
 }
 
-/// One tenant's invoice in a transaction of its own: committed when it wrote something.
-async fn generate_one(
-    st: &AppState,
-    tenant_id: &str,
-    p: Period,
-    finalize: bool,
-) -> ApiResult<Outcome> {
-    let mut tx = st.db.begin().await?;
-    let outcome = db::billing::generate(&mut tx, tenant_id, p, finalize).await?;
-    match outcome {
-        Outcome::Nothing | Outcome::Skipped(_) | Outcome::AlreadyFinalized(_) => {
-            tx.rollback().await?
+/// One tenant's invoice; a database error (a deadlock PostgreSQL broke, a lost connection)
+/// skips the tenant with the reason instead of ending the whole run.
+async fn generate_one(st: &AppState, tenant_id: &str, p: Period, finalize: bool) -> Outcome {
+    match db::billing::generate(&st.db, tenant_id, p, finalize).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant_id, period = %p, "billing failed: {e}");
+            Outcome::Skipped(format!("the database refused the invoice ({e}); run again"))
         }
-        _ => tx.commit().await?,
     }
-    Ok(outcome)
 }
 
 /// Run billing for a month.
@@ -96,7 +90,7 @@ pub async fn run(
         skipped: Vec::new(),
     };
     for tenant_id in tenants {
-        match generate_one(&st, &tenant_id, p, req.finalize).await? {
+        match generate_one(&st, &tenant_id, p, req.finalize).await {
             Outcome::Created(id) => {
                 out.created += 1;
                 out.invoice_ids.push(id);
@@ -109,8 +103,9 @@ pub async fn run(
                 out.unchanged += 1;
                 out.invoice_ids.push(id);
             }
-            Outcome::Finalized(id) => {
+            Outcome::Finalized { id, created } => {
                 out.finalized += 1;
+                out.created += u32::from(created);
                 out.invoice_ids.push(id);
             }
             Outcome::AlreadyFinalized(id) => {
@@ -123,6 +118,10 @@ pub async fn run(
                 out.skipped.push(SkippedTenant { tenant_id, reason });
             }
         }
+    }
+    if req.finalize {
+        let mut c = st.db.conn().await?;
+        db::billing::close_period(&mut c, p).await?;
     }
     st.metrics.billing_run(&out);
     Ok(Json(out))
@@ -189,7 +188,7 @@ fn csv_rows(invoices: &[Invoice]) -> Vec<Vec<String>> {
 
 /// List invoices: the admin sees all, a tenant key its own.
 #[utoipa::path(get, path = "/v1/invoices", tag = "billing", params(InvoiceParams),
-    responses((status = 200, body = Page<Invoice>, description = "JSON, or text/csv (one row per line) with format=csv"),
+    responses((status = 200, body = Page<Invoice>, description = "JSON, or with format=csv every selected invoice (no paging) as text/csv, one row per line"),
               (status = 400, body = Problem)))]
 pub async fn list(
     State(st): State<AppState>,
@@ -224,13 +223,22 @@ pub async fn list(
         period: q.period.unwrap_or_default(),
         status: q.status.unwrap_or_default(),
     };
-    let page = {
-        let mut c = st.db.conn().await?;
-        db::billing::list(&mut c, &filter, paging.limit, &paging.cursor).await?
-    };
+    let mut c = st.db.conn().await?;
     if csv {
-        return export::csv("invoices.csv", &CSV_HEADER, csv_rows(&page.items));
+        // The export is every invoice the filters select, not a page of them.
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = db::billing::list(&mut c, &filter, MAX_PAGE, &cursor).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        return export::csv("invoices.csv", &CSV_HEADER, csv_rows(&all));
     }
+    let page = db::billing::list(&mut c, &filter, paging.limit, &paging.cursor).await?;
     Ok(Json(page).into_response())
 }
 
@@ -276,10 +284,14 @@ pub async fn finalize(
     let inv = readable(&st, &Caller::Admin, &id).await?;
     let p = period(&inv.period)?;
     require_ended(p)?;
-    if let Outcome::Skipped(reason) = generate_one(&st, &inv.tenant_id, p, true).await? {
-        return Err(ApiError::Unprocessable(format!(
-            "Invoice {id:?} cannot be finalized: {reason}."
-        )));
+    match generate_one(&st, &inv.tenant_id, p, true).await {
+        Outcome::Skipped(reason) => {
+            return Err(ApiError::Unprocessable(format!(
+                "Invoice {id:?} cannot be finalized: {reason}."
+            )));
+        }
+        Outcome::Finalized { .. } => st.metrics.invoice_finalized(),
+        _ => {}
     }
     Ok(Json(readable(&st, &Caller::Admin, &id).await?))
 }

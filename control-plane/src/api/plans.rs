@@ -144,7 +144,7 @@ pub async fn update(
     Ok(Json(saved))
 }
 
-/// Delete a plan no tenant is on.
+/// Delete a plan no tenant is or ever was on (billing prices the history with it).
 #[utoipa::path(delete, path = "/v1/plans/{id}", params(("id" = String, Path, description = "Object id")), tag = "plans",
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(
@@ -159,7 +159,8 @@ pub async fn delete(
     let n = db::plans::tenant_count(&mut tx, &id).await?;
     if n > 0 {
         return Err(ApiError::Conflict(format!(
-            "{n} tenant(s) are on plan {id:?}; move them to another plan first."
+            "{n} tenant(s) are or were on plan {id:?}; a plan in use or in a tenant's billing \
+             history cannot be deleted (create a new plan instead of reusing this one)."
         )));
     }
     db::plans::delete(&mut tx, &id).await?;

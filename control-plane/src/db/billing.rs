@@ -4,7 +4,8 @@
 //! Invariants: one invoice per (tenant, period), enforced by a UNIQUE key; a finalized invoice
 //! is never written again (every write is conditioned on `status = 'draft'`); a usage row is
 //! marked with the finalized invoice that billed it, in the same transaction as the
-//! finalization, and the lines are computed from the marked rows, so a row is billed once.
+//! finalization, and the lines are computed from the marked rows only, so a row is billed once;
+//! one billing transaction per tenant at a time (a lock on its history rows).
 
 use super::{Conn, now, now_ms, paginate, rfc3339};
 use crate::billing::{self, Change, DayUsage, Line, Period, Status};
@@ -21,9 +22,9 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Records that from `at_ms` on the tenant (called `name`) is on `plan_id` with `status`,
-/// unless that is already its latest plan and status. Two changes in one millisecond keep the
-/// last.
+/// Records that from `at_ms` (or just after the latest change, if that is later) the tenant
+/// (called `name`) is on `plan_id` with `status`, unless that is already its latest plan and
+/// status.
 pub async fn record_tenant(
     conn: &mut Conn,
     tenant_id: &str,
@@ -33,17 +34,21 @@ pub async fn record_tenant(
     name: &str,
 ) -> Result<(), sqlx::Error> {
     let latest = sqlx::query(
-        "SELECT plan_id, status FROM tenant_history WHERE tenant_id = $1 \
+        "SELECT at_ms, plan_id, status FROM tenant_history WHERE tenant_id = $1 \
          ORDER BY at_ms DESC LIMIT 1",
     )
     .bind(tenant_id)
     .fetch_optional(&mut *conn)
     .await?;
+    let mut at_ms = at_ms;
     if let Some(row) = latest {
         let (p, s): (String, String) = (row.try_get("plan_id")?, row.try_get("status")?);
         if p == plan_id && s == status.as_str() {
             return Ok(());
         }
+        // Changes stay in the order they were made even if this replica's clock is behind the
+        // one that wrote the latest (the caller holds the tenant's lock).
+        at_ms = at_ms.max(row.try_get::<i64, _>("at_ms")? + 1);
     }
     sqlx::query(
         "INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name) \
@@ -107,10 +112,15 @@ pub async fn tenants_before(conn: &mut Conn, end_ms: i64) -> Result<Vec<String>,
 /// Which usage rows of a month to add up.
 #[derive(Debug, Clone, Copy)]
 enum Rows<'a> {
-    /// Not billed yet, or billed by this invoice.
-    Open(&'a str),
+    /// Not billed yet (a draft prices them).
+    Unbilled,
+    /// Billed by this invoice (a finalization prices exactly the rows it marked).
+    Mine(&'a str),
+    /// Billed by any invoice, this one included.
+    Billed,
     /// Billed by another invoice.
     BilledElsewhere(&'a str),
+    /// Every row, billed or not.
     All,
 }
 
@@ -120,10 +130,13 @@ async fn daily_usage(
     period: Period,
     rows: Rows<'_>,
 ) -> Result<Vec<DayUsage>, sqlx::Error> {
+    // Each clause uses $5 so every variant binds the same parameters.
     let (clause, invoice) = match rows {
-        Rows::Open(id) => ("AND (invoice_id IS NULL OR invoice_id = $5)", id),
+        Rows::Unbilled => ("AND invoice_id IS NULL AND $5 = ''", ""),
+        Rows::Mine(id) => ("AND invoice_id = $5", id),
+        Rows::Billed => ("AND invoice_id IS NOT NULL AND $5 = ''", ""),
         Rows::BilledElsewhere(id) => ("AND invoice_id IS NOT NULL AND invoice_id <> $5", id),
-        Rows::All => ("AND $5 = $5", ""),
+        Rows::All => ("AND $5 = ''", ""),
     };
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM(listener_ms) AS BIGINT) AS listener_ms, \
@@ -170,40 +183,71 @@ async fn mark_usage(
     .rows_affected())
 }
 
-/// Earlier months of the tenant that have a finalized invoice and usage rows that no invoice
-/// (or only `invoice_id`) billed: usage that arrived after its month was finalized.
+/// Records that a billing run finalized `period`: from now on its usage that arrives late is
+/// billed on later invoices, whether or not a tenant had an invoice for it.
+pub async fn close_period(conn: &mut Conn, period: Period) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO billing_periods (period, closed_at) VALUES ($1, $2) \
+         ON CONFLICT (period) DO NOTHING",
+    )
+    .bind(period.to_string())
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn is_closed(conn: &mut Conn, period: Period) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT closed_at FROM billing_periods WHERE period = $1")
+            .bind(period.to_string())
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Earlier months that are closed (a finalize run, or this tenant's finalized invoice) and
+/// hold usage rows of the tenant that `rows` selects: usage that arrived after its month was
+/// finalized.
 async fn late_periods(
     conn: &mut Conn,
     tenant_id: &str,
     before: Period,
-    invoice_id: &str,
+    rows: Rows<'_>,
 ) -> Result<Vec<Period>, sqlx::Error> {
-    let oldest: Option<i64> = sqlx::query(
+    let (clause, invoice) = match rows {
+        Rows::Mine(id) => ("invoice_id = $3", id),
+        _ => ("invoice_id IS NULL AND $3 = ''", ""),
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
         "SELECT MIN(period_start_ms) AS oldest FROM usage_mounts WHERE tenant_id = $1 \
-         AND period_start_ms < $2 AND (invoice_id IS NULL OR invoice_id = $3)",
-    )
-    .bind(tenant_id)
-    .bind(before.start_ms())
-    .bind(invoice_id)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("oldest")?;
+         AND period_start_ms < $2 AND {clause}"
+    ));
+    let oldest: Option<i64> = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(before.start_ms())
+        .bind(invoice)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("oldest")?;
     let Some(oldest) = oldest else {
         return Ok(Vec::new());
     };
-    let oldest = Period::containing(oldest);
+    // `YYYY-MM` sorts as text like the months it names.
     let rows = sqlx::query(
-        "SELECT period FROM invoices WHERE tenant_id = $1 AND status = 'finalized' ORDER BY period",
+        "SELECT period FROM billing_periods WHERE period >= $2 AND period < $3 \
+         UNION SELECT period FROM invoices WHERE tenant_id = $1 AND status = 'finalized' \
+         AND period >= $2 AND period < $3 ORDER BY period",
     )
     .bind(tenant_id)
+    .bind(Period::containing(oldest).to_string())
+    .bind(before.to_string())
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let Ok(p) = Period::parse(&r.try_get::<String, _>("period")?) else {
-            continue;
-        };
-        if p >= oldest && p < before {
+        if let Ok(p) = Period::parse(&r.try_get::<String, _>("period")?) {
             out.push(p);
         }
     }
@@ -211,7 +255,7 @@ async fn late_periods(
 }
 
 /// Every plan by id (a handful: hosting offers have few plans).
-async fn plans(conn: &mut Conn) -> Result<HashMap<String, Plan>, sqlx::Error> {
+pub async fn plans(conn: &mut Conn) -> Result<HashMap<String, Plan>, sqlx::Error> {
     let mut out = HashMap::new();
     let mut cursor = String::new();
     loop {
@@ -226,30 +270,71 @@ async fn plans(conn: &mut Conn) -> Result<HashMap<String, Plan>, sqlx::Error> {
     }
 }
 
-/// The lines of `invoice_id` (new or draft) for the tenant's month, from the usage rows it
-/// would bill. Err(reason) when the month cannot be priced.
+/// The plans a month was priced with: those frozen in the tenant's finalized invoice of it,
+/// then today's for any plan it does not name.
+async fn plans_of(
+    conn: &mut Conn,
+    tenant_id: &str,
+    period: Period,
+    current: &HashMap<String, Plan>,
+) -> Result<HashMap<String, Plan>, sqlx::Error> {
+    let frozen: Option<String> = sqlx::query(
+        "SELECT plans FROM invoices WHERE tenant_id = $1 AND period = $2 AND status = 'finalized'",
+    )
+    .bind(tenant_id)
+    .bind(period.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get("plans"))
+    .transpose()?;
+    let mut out = current.clone();
+    if let Some(json) = frozen
+        && let Ok(frozen) = serde_json::from_str::<HashMap<String, Plan>>(&json)
+    {
+        out.extend(frozen);
+    }
+    Ok(out)
+}
+
+/// Why a month cannot be priced (a plan gone, plans in two currencies), or a database error.
+enum LinesError {
+    Unpriceable(String),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for LinesError {
+    fn from(e: sqlx::Error) -> Self {
+        LinesError::Db(e)
+    }
+}
+
+/// The lines of an invoice for the tenant's month. A draft (`finalizing` None) prices the
+/// rows no invoice billed yet; a finalization prices exactly the rows it marked with its id.
 async fn lines(
     conn: &mut Conn,
     tenant_id: &str,
     period: Period,
-    invoice_id: &str,
+    finalizing: Option<&str>,
     plans: &HashMap<String, Plan>,
-) -> Result<Result<Vec<Line>, String>, sqlx::Error> {
+) -> Result<Vec<Line>, LinesError> {
     let history = history(conn, tenant_id).await?;
-    let usage = daily_usage(conn, tenant_id, period, Rows::Open(invoice_id)).await?;
-    let mut lines = match billing::month_lines(period, &history, &usage, plans) {
-        Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
+    let (month_rows, late_all, late_billed) = match finalizing {
+        None => (Rows::Unbilled, Rows::All, Rows::Billed),
+        Some(id) => (Rows::Mine(id), Rows::Billed, Rows::BilledElsewhere(id)),
     };
-    for late in late_periods(conn, tenant_id, period, invoice_id).await? {
-        let all = daily_usage(conn, tenant_id, late, Rows::All).await?;
-        let billed = daily_usage(conn, tenant_id, late, Rows::BilledElsewhere(invoice_id)).await?;
-        match billing::late_lines(late, &history, &all, &billed, plans) {
-            Ok(l) => lines.extend(l),
-            Err(e) => return Ok(Err(e)),
-        }
+    let usage = daily_usage(conn, tenant_id, period, month_rows).await?;
+    let mut lines =
+        billing::month_lines(period, &history, &usage, plans).map_err(LinesError::Unpriceable)?;
+    for late in late_periods(conn, tenant_id, period, month_rows).await? {
+        let all = daily_usage(conn, tenant_id, late, late_all).await?;
+        let billed = daily_usage(conn, tenant_id, late, late_billed).await?;
+        let priced = plans_of(conn, tenant_id, late, plans).await?;
+        lines.extend(
+            billing::late_lines(late, &history, &all, &billed, &priced)
+                .map_err(LinesError::Unpriceable)?,
+        );
     }
-    Ok(Ok(lines))
+    Ok(lines)
 }
 
 fn api_line(l: &Line) -> InvoiceLine {
@@ -271,52 +356,79 @@ pub enum Outcome {
     Created(String),
     Updated(String),
     Unchanged(String),
-    /// Finalized by this call (created first when it did not exist).
-    Finalized(String),
+    /// Finalized by this call; `created` when the invoice did not exist before.
+    Finalized {
+        id: String,
+        created: bool,
+    },
     AlreadyFinalized(String),
-    /// No active day and no usage in the period: no invoice. The caller rolls back.
+    /// No active day and no usage in the period: no invoice.
     Nothing,
-    /// The month cannot be priced (a plan was deleted, plans in two currencies). The caller
-    /// rolls back.
+    /// The month cannot be priced (a plan was deleted, plans in two currencies).
     Skipped(String),
 }
 
-/// Creates or recomputes the tenant's invoice for `period`, and finalizes it when asked; runs
-/// in the caller's transaction, which must be rolled back for `Nothing` and `Skipped`.
+/// Creates or recomputes the tenant's invoice for `period`, and finalizes it when asked, in a
+/// transaction of its own: committed when it wrote something, rolled back otherwise.
 pub async fn generate(
+    db: &super::Db,
+    tenant_id: &str,
+    period: Period,
+    finalize: bool,
+) -> Result<Outcome, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let outcome = generate_in(&mut tx, tenant_id, period, finalize).await?;
+    match outcome {
+        Outcome::Created(_) | Outcome::Updated(_) | Outcome::Finalized { .. } => {
+            tx.commit().await?
+        }
+        _ => tx.rollback().await?,
+    }
+    Ok(outcome)
+}
+
+async fn generate_in(
     conn: &mut Conn,
     tenant_id: &str,
     period: Period,
     finalize: bool,
 ) -> Result<Outcome, sqlx::Error> {
+    // One billing transaction per tenant at a time: two finalizations of different months
+    // would otherwise mark the same late rows and deadlock, or read each other's marks between
+    // two statements (PostgreSQL reads committed rows statement by statement).
+    sqlx::query("UPDATE tenant_history SET status = status WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
     let period_s = period.to_string();
-    let existing = match find(conn, tenant_id, &period_s).await? {
-        Some(inv) if inv.status == InvoiceStatus::Finalized => {
-            return Ok(Outcome::AlreadyFinalized(inv.id));
-        }
-        Some(inv) => {
-            // The row lock makes concurrent runs of this invoice take turns; a run that waited
-            // may find it finalized meanwhile.
-            if !lock_draft(conn, &inv.id).await? {
-                return Ok(Outcome::AlreadyFinalized(inv.id));
-            }
-            find(conn, tenant_id, &period_s).await?
-        }
-        None => None,
-    };
+    let existing = find(conn, tenant_id, &period_s).await?;
+    if let Some(inv) = &existing
+        && inv.status == InvoiceStatus::Finalized
+    {
+        return Ok(Outcome::AlreadyFinalized(inv.id.clone()));
+    }
+    if existing.is_none() && is_closed(conn, period).await? {
+        // A closed month gets no new invoices: what reaches it now is late usage, billed on
+        // the tenant's next invoice.
+        return Ok(Outcome::Nothing);
+    }
     let id = existing
         .as_ref()
         .map_or_else(|| crate::secrets::new_id("inv"), |inv| inv.id.clone());
     if finalize {
+        // Mark first, then price exactly the marked rows: a report stored meanwhile stays
+        // unmarked and is billed later as late usage, never twice.
         mark_usage(conn, tenant_id, period, &id).await?;
-        for late in late_periods(conn, tenant_id, period, &id).await? {
+        for late in late_periods(conn, tenant_id, period, Rows::Unbilled).await? {
             mark_usage(conn, tenant_id, late, &id).await?;
         }
     }
     let plans = plans(conn).await?;
-    let lines = match lines(conn, tenant_id, period, &id, &plans).await? {
+    let finalizing = finalize.then_some(id.as_str());
+    let lines = match lines(conn, tenant_id, period, finalizing, &plans).await {
         Ok(l) => l,
-        Err(reason) => return Ok(Outcome::Skipped(reason)),
+        Err(LinesError::Unpriceable(reason)) => return Ok(Outcome::Skipped(reason)),
+        Err(LinesError::Db(e)) => return Err(e),
     };
     if lines.is_empty() && existing.is_none() {
         return Ok(Outcome::Nothing);
@@ -331,25 +443,28 @@ pub async fn generate(
     };
     let api_lines: Vec<InvoiceLine> = lines.iter().map(api_line).collect();
     let total: u64 = lines.iter().map(|l| l.amount_micros).sum();
+    let name = tenant_name(conn, tenant_id).await?;
     let outcome = match &existing {
-        Some(inv) if inv.lines == api_lines && inv.currency == currency => {
+        Some(inv)
+            if inv.lines == api_lines && inv.currency == currency && inv.tenant_name == name =>
+        {
             Outcome::Unchanged(id.clone())
         }
         Some(_) => {
-            write_lines(conn, &id, &currency, total, &api_lines).await?;
+            write_lines(conn, &id, &name, &currency, total, &api_lines).await?;
             Outcome::Updated(id.clone())
         }
         None => {
-            let tenant_name = tenant_name(conn, tenant_id).await?;
             let ts = now();
             let inserted = sqlx::query(
                 "INSERT INTO invoices (id, tenant_id, tenant_name, period, status, currency, \
-                 total_micros, created_at, updated_at) VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6, $6) \
+                 total_micros, created_at, updated_at, plans) \
+                 VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6, $6, '{}') \
                  ON CONFLICT (tenant_id, period) DO NOTHING",
             )
             .bind(&id)
             .bind(tenant_id)
-            .bind(&tenant_name)
+            .bind(&name)
             .bind(&period_s)
             .bind(&currency)
             .bind(ts)
@@ -362,41 +477,62 @@ pub async fn generate(
                         .to_string(),
                 ));
             }
-            write_lines(conn, &id, &currency, total, &api_lines).await?;
+            write_lines(conn, &id, &name, &currency, total, &api_lines).await?;
             Outcome::Created(id.clone())
         }
     };
     if finalize {
-        sqlx::query(
-            "UPDATE invoices SET status = 'finalized', finalized_at = $2, updated_at = $2 \
-             WHERE id = $1 AND status = 'draft'",
+        // The plans of every day the tenant ever had, as they are now: late usage of this
+        // month will be priced with them even if a plan changes later.
+        let history = history(conn, tenant_id).await?;
+        let frozen: HashMap<&str, &Plan> = history
+            .iter()
+            .filter_map(|c| plans.get(&c.plan_id).map(|p| (c.plan_id.as_str(), p)))
+            .collect();
+        let done = sqlx::query(
+            "UPDATE invoices SET status = 'finalized', finalized_at = $2, updated_at = $2, \
+             plans = $3 WHERE id = $1 AND status = 'draft'",
         )
         .bind(&id)
         .bind(now())
+        .bind(serde_json::to_string(&frozen).unwrap_or_else(|_| "{}".to_string()))
         .execute(&mut *conn)
-        .await?;
-        return Ok(Outcome::Finalized(id));
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        let created = matches!(outcome, Outcome::Created(_));
+        return Ok(Outcome::Finalized { id, created });
     }
     Ok(outcome)
 }
 
-async fn lock_draft(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE invoices SET updated_at = updated_at WHERE id = $1 AND status = 'draft'",
-    )
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
+/// Replaces a draft's lines and totals; a finalized invoice is left as it is (and the caller's
+/// transaction fails, since it expected a draft).
 async fn write_lines(
     conn: &mut Conn,
     id: &str,
+    name: &str,
     currency: &str,
     total: u64,
     lines: &[InvoiceLine],
 ) -> Result<(), sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE invoices SET tenant_name = $2, currency = $3, total_micros = $4, updated_at = $5 \
+         WHERE id = $1 AND status = 'draft'",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(currency)
+    .bind(i(total))
+    .bind(now())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if done != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1")
         .bind(id)
         .execute(&mut *conn)
@@ -420,16 +556,6 @@ async fn write_lines(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
-        "UPDATE invoices SET currency = $2, total_micros = $3, updated_at = $4 \
-         WHERE id = $1 AND status = 'draft'",
-    )
-    .bind(id)
-    .bind(currency)
-    .bind(i(total))
-    .bind(now())
-    .execute(conn)
-    .await?;
     Ok(())
 }
 

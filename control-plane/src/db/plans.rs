@@ -143,13 +143,17 @@ pub async fn lock(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() > 0)
 }
 
-/// How many tenants are on the plan (a plan in use cannot be deleted).
+/// How many tenants are or were on the plan: a plan in use, or in a tenant's history (which
+/// billing prices), cannot be deleted.
 pub async fn tenant_count(conn: &mut Conn, id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) AS n FROM tenants WHERE plan_id = $1")
-        .bind(id)
-        .fetch_one(conn)
-        .await?
-        .try_get("n")
+    sqlx::query(
+        "SELECT COUNT(DISTINCT tenant_id) AS n FROM (SELECT id AS tenant_id FROM tenants \
+         WHERE plan_id = $1 UNION SELECT tenant_id FROM tenant_history WHERE plan_id = $1) AS t",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?
+    .try_get("n")
 }
 
 pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {

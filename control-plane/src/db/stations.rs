@@ -146,6 +146,15 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(now())
     .execute(&mut *conn)
     .await?;
+    // Kept after the station goes, for usage reports that arrive later (billing).
+    sqlx::query(
+        "INSERT INTO station_owners (station_id, tenant_id) VALUES ($1, $2) \
+         ON CONFLICT (station_id) DO NOTHING",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant_id)
+    .execute(&mut *conn)
+    .await?;
     write_mounts(conn, s).await?;
     get(conn, &s.id, None)
         .await?

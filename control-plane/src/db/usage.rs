@@ -36,14 +36,16 @@ pub async fn store(
         return Ok(false);
     }
     for m in &r.mounts {
-        // The tenant is copied now, so usage stays billable after the station is deleted; a
-        // station deleted before its last report arrived keeps an empty tenant.
-        let tenant: Option<String> = sqlx::query("SELECT tenant_id FROM stations WHERE id = $1")
-            .bind(&m.station_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get("tenant_id"))
-            .transpose()?;
+        // The tenant is copied now, and read from `station_owners`, which outlives the station,
+        // so usage stays billable after the station is deleted, even when its last report
+        // arrives afterwards. Only a station id no control plane ever created stays unowned.
+        let tenant: Option<String> =
+            sqlx::query("SELECT tenant_id FROM station_owners WHERE station_id = $1")
+                .bind(&m.station_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|row| row.try_get("tenant_id"))
+                .transpose()?;
         sqlx::query(
             "INSERT INTO usage_mounts (node_id, seq, station_id, tenant_id, mount, period_start_ms, \
              period_end_ms, listener_ms, peak_listeners, sessions, bytes_sent) \
