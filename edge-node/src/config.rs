@@ -20,6 +20,47 @@ pub struct EdgeConfig {
     /// Listener limits shared by several mounts (a station's share of its plan's limit on this
     /// node): group name → most listeners at once over every mount naming the group.
     pub listener_groups: std::collections::BTreeMap<String, u64>,
+    /// RTMP ingest of live video (off unless `rtmp.listen` is set).
+    pub rtmp: RtmpConfig,
+    /// How live streams are cut into HLS.
+    pub hls: HlsConfig,
+    /// Live video streams publishers may push over RTMP, each with its stream key.
+    pub live_streams: Vec<LiveStreamConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Listen address for RTMP publishers, e.g. "0.0.0.0:1935"; empty: no RTMP. `ONDA_RTMP_LISTEN`.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Target segment duration; segments are cut at the first keyframe after it, so set the
+    /// encoder's keyframe interval to it or a divisor of it (OBS: 2 s).
+    pub segment_ms: u64,
+    /// Segments the playlist lists (and memory holds) per stream.
+    pub window: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_ms: 2000,
+            window: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveStreamConfig {
+    /// The stream's name in URLs: `/hls/{name}/index.m3u8`.
+    pub name: String,
+    /// The RTMP stream key (the publish name after the application, as OBS sends it).
+    pub key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -510,6 +551,8 @@ impl MountConfig {
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub listen: SocketAddr,
+    /// Where RTMP publishers connect; None without RTMP.
+    pub rtmp: Option<SocketAddr>,
     pub config: EdgeConfig,
 }
 
@@ -620,7 +663,11 @@ impl EdgeConfig {
                     "{section}: path {path:?} must start with '/' and use letters, digits, '.', '_', '-' or '/'"
                 );
             }
-            if path.starts_with("/admin") || path == "/status-json.xsl" || path == "/metrics" {
+            if path.starts_with("/admin")
+                || path.starts_with("/hls/")
+                || path == "/status-json.xsl"
+                || path == "/metrics"
+            {
                 anyhow::bail!("{section}: path {path:?} is reserved for the server itself");
             }
             if !paths.insert(path.to_string()) {
@@ -729,8 +776,59 @@ impl EdgeConfig {
                 );
             }
         }
+        let rtmp = if self.rtmp.listen.is_empty() {
+            None
+        } else {
+            Some(self.rtmp.listen.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "rtmp.listen = {:?} is not an address such as \"0.0.0.0:1935\"",
+                    self.rtmp.listen
+                )
+            })?)
+        };
+        if !(500..=20_000).contains(&self.hls.segment_ms) {
+            anyhow::bail!(
+                "hls.segment_ms = {} must be between 500 and 20000",
+                self.hls.segment_ms
+            );
+        }
+        if !(2..=100).contains(&self.hls.window) {
+            anyhow::bail!("hls.window = {} must be between 2 and 100", self.hls.window);
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for l in &self.live_streams {
+            let ok = !l.name.is_empty()
+                && l.name.len() <= 64
+                && l.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+            if !ok {
+                anyhow::bail!(
+                    "live_streams: name {:?} must be 1 to 64 letters, digits, '_' or '-'",
+                    l.name
+                );
+            }
+            if !names.insert(l.name.as_str()) {
+                anyhow::bail!("live_streams: name {:?} is used twice", l.name);
+            }
+            let ok = (8..=256).contains(&l.key.len())
+                && l.key
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?');
+            if !ok {
+                anyhow::bail!(
+                    "live_streams: {}: key must be 8 to 256 printable characters without '/' or '?'",
+                    l.name
+                );
+            }
+            if !keys.insert(l.key.as_str()) {
+                anyhow::bail!("live_streams: {}: key is used by another stream", l.name);
+            }
+        }
         Ok(Validated {
             listen,
+            rtmp,
             config: self,
         })
     }

@@ -2,7 +2,8 @@
 //! (sources by PUT/SOURCE, listeners with ICY metadata, admin and status routes, fallback mounts,
 //! relays) with one shared buffer per mount. It takes a typed [`EdgeConfig`] and knows nothing of
 //! QUIC or the control plane: the agent drives it through [`Edge::apply`] and [`Edge::stats`],
-//! and `onda edge --config edge.toml` runs it alone as a drop-in Icecast replacement.
+//! and `onda edge --config edge.toml` runs it alone as a drop-in Icecast replacement. Live video
+//! comes in over RTMP and goes out as HLS ([`live`]).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod frames;
 pub mod head;
 pub mod icy;
 mod listener;
+pub mod live;
 pub mod metrics;
 pub mod mount;
 pub mod relay;
@@ -66,6 +68,7 @@ pub struct MountStats {
 pub struct Edge {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    rtmp_addr: Option<SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -85,16 +88,41 @@ impl Edge {
             }
         })?;
         let addr = listener.local_addr()?;
+        let rtmp = match v.rtmp {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen for RTMP on {a}: {e}; choose another address with rtmp.listen or ONDA_RTMP_LISTEN"
+                )
+            })?),
+            None => None,
+        };
+        let rtmp_addr = rtmp.as_ref().map(|l| l.local_addr()).transpose()?;
         let shared = Arc::new(Shared::new(v.config)?);
         shared.sync_relays();
         shared.sync_autodj();
         let task = tokio::spawn(server::serve(listener, shared.clone()));
         tracing::info!("edge listening on http://{addr}");
-        Ok(Edge { shared, addr, task })
+        if let Some(l) = rtmp {
+            tokio::spawn(live::rtmp::serve(l, shared.clone()));
+            if let Some(a) = rtmp_addr {
+                tracing::info!("RTMP ingest on rtmp://{a}");
+            }
+        }
+        Ok(Edge {
+            shared,
+            addr,
+            rtmp_addr,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where RTMP publishers connect; None without `rtmp.listen`.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_addr
     }
 
     /// Applies a new configuration at runtime: added mounts appear, removed ones end, changed

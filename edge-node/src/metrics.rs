@@ -17,6 +17,23 @@ pub struct EdgeMetrics {
     pub slow_drops: IntCounter,
     pub listener_connects: IntCounter,
     pub refused_connections: IntCounter,
+    live_publishing: IntGaugeVec,
+    live_ingest: IntCounterVec,
+    live_segments: IntCounterVec,
+    live_sent: IntCounterVec,
+    live_requests: IntCounterVec,
+    /// RTMP publishes refused (unknown key, stream already live, bad media).
+    pub rtmp_refused: IntCounter,
+}
+
+/// One live stream's series.
+#[derive(Debug, Clone)]
+pub struct LiveCounters {
+    pub publishing: IntGauge,
+    pub ingest_bytes: IntCounter,
+    pub segments: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub requests: IntCounter,
 }
 
 /// One mount's series.
@@ -50,6 +67,18 @@ impl Counters {
             refused_full: c("r"),
         }
     }
+}
+
+fn live_gauge(registry: &Registry, name: &str, help: &str) -> anyhow::Result<IntGaugeVec> {
+    let v = IntGaugeVec::new(Opts::new(name, help), &["stream"])?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn live_counter(registry: &Registry, name: &str, help: &str) -> anyhow::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), &["stream"])?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
 }
 
 impl EdgeMetrics {
@@ -113,8 +142,55 @@ impl EdgeMetrics {
                 "onda_edge_refused_connections_total",
                 "Connections refused by the connection limits",
             )?,
+            live_publishing: live_gauge(
+                &registry,
+                "onda_edge_live_publishing",
+                "1 while a publisher streams into the live stream over RTMP",
+            )?,
+            live_ingest: live_counter(
+                &registry,
+                "onda_edge_live_ingest_bytes_total",
+                "Media bytes (FLV tag bodies) received from the live stream's publisher",
+            )?,
+            live_segments: live_counter(
+                &registry,
+                "onda_edge_live_segments_total",
+                "HLS segments the live stream produced",
+            )?,
+            live_sent: live_counter(
+                &registry,
+                "onda_edge_live_bytes_sent_total",
+                "HLS bytes (playlists and segments) sent to the live stream's viewers",
+            )?,
+            live_requests: live_counter(
+                &registry,
+                "onda_edge_live_requests_total",
+                "HLS playlist and segment requests answered for the live stream",
+            )?,
+            rtmp_refused: counter(
+                "onda_edge_rtmp_publish_refusals_total",
+                "RTMP publishes refused (unknown or rotated key, stream already live, unsupported media)",
+            )?,
             registry,
         })
+    }
+
+    pub fn live_counters(&self, stream: &str) -> LiveCounters {
+        LiveCounters {
+            publishing: self.live_publishing.with_label_values(&[stream]),
+            ingest_bytes: self.live_ingest.with_label_values(&[stream]),
+            segments: self.live_segments.with_label_values(&[stream]),
+            bytes_sent: self.live_sent.with_label_values(&[stream]),
+            requests: self.live_requests.with_label_values(&[stream]),
+        }
+    }
+
+    pub fn forget_live(&self, stream: &str) {
+        let _ = self.live_publishing.remove_label_values(&[stream]);
+        let _ = self.live_ingest.remove_label_values(&[stream]);
+        let _ = self.live_segments.remove_label_values(&[stream]);
+        let _ = self.live_sent.remove_label_values(&[stream]);
+        let _ = self.live_requests.remove_label_values(&[stream]);
     }
 
     pub fn mount_counters(&self, mount: &str) -> Counters {

@@ -37,6 +37,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub usage: crate::usage::Usage,
     groups: Mutex<HashMap<String, Arc<crate::usage::Group>>>,
+    /// Live video streams (RTMP in, HLS out).
+    pub live: crate::live::Live,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             usage: crate::usage::Usage::default(),
             groups: Mutex::new(HashMap::new()),
+            live: crate::live::Live::default(),
         };
         shared.set_config(config);
         Ok(shared)
@@ -141,6 +144,7 @@ impl Shared {
             }
         }
         drop(mounts);
+        self.live.sync(&config, &self.metrics);
         let new = Arc::new(config);
         match self.config.write() {
             Ok(mut c) => *c = new,
@@ -487,6 +491,7 @@ async fn dispatch(mut req: Request, shared: Arc<Shared>) {
         {
             admin::serve(req, shared).await;
         }
+        ("GET" | "HEAD", p) if p.starts_with("/hls/") => crate::live::serve_hls(req, shared).await,
         // Everything else is a mount or nothing; the listener code answers 404 for nothing.
         ("GET" | "HEAD", _) => listener::serve(req, shared).await,
         _ => {
@@ -544,8 +549,31 @@ pub async fn respond(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<()> {
+    respond_cached(
+        stream,
+        status,
+        content_type,
+        "no-cache",
+        headers,
+        body,
+        false,
+    )
+    .await
+}
+
+/// [`respond`] with a `Cache-Control` of the caller's choice; `head_only` sends the headers
+/// (Content-Length included) without the body, as a HEAD request asks.
+pub async fn respond_cached(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    cache_control: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n",
+        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: {cache_control}\r\nAccess-Control-Allow-Origin: *\r\n",
         reason(status),
         body.len()
     );
@@ -557,7 +585,9 @@ pub async fn respond(
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
     // A client that stops reading must not hold its connection slot forever.
     tokio::time::timeout(std::time::Duration::from_secs(10), stream.write_all(&bytes))
         .await

@@ -38,6 +38,14 @@ impl EdgeNode {
         }
     }
 
+    /// Like [`EdgeNode::start`] with RTMP on a free loopback port; returns the node and its
+    /// `rtmp://127.0.0.1:PORT` address.
+    pub async fn start_live(rest: &str) -> (EdgeNode, String) {
+        let mut node = Self::start(&format!("[rtmp]\nlisten = \"127.0.0.1:0\"\n\n{rest}")).await;
+        let addr = node.proc.wait_log_word("RTMP ingest on ", START).await;
+        (node, addr)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -160,6 +168,48 @@ pub fn ffmpeg_source(url: &str, freq: u32, extra: &[&str]) -> Proc {
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-f", "mp3", url]);
     Proc::external("ffmpeg source", "ffmpeg", &args)
+}
+
+/// ffmpeg publishing a generated H.264 + AAC test pattern in real time to `url` over RTMP
+/// (FLV), with a keyframe every `gop` frames at 25 fps.
+pub fn ffmpeg_rtmp(url: &str, gop: u32) -> Proc {
+    let gop = gop.to_string();
+    Proc::external(
+        "ffmpeg rtmp publisher",
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &gop,
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            url,
+        ],
+    )
 }
 
 /// What a raw listener has heard so far.

@@ -1,0 +1,257 @@
+//! Live video: publishers push H.264 + AAC over RTMP with a stream key (`rtmp`), the edge remuxes
+//! it without re-encoding into MPEG-TS segments held in memory (`hls`, `ts`, `flv`), and viewers
+//! play `/hls/{name}/index.m3u8`.
+//!
+//! Invariants: a stream has at most one publisher, and only a connection that presented the
+//! stream's current key; changing a stream's key or removing the stream ends its publisher.
+
+pub mod flv;
+pub mod hls;
+pub mod rtmp;
+mod ts;
+
+use crate::config::EdgeConfig;
+use crate::metrics::{EdgeMetrics, LiveCounters};
+use crate::mount::lock;
+use crate::server::{Request, Shared, respond, respond_cached};
+use bytes::Bytes;
+use hls::Segmenter;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Every live stream of the node, by name.
+#[derive(Default)]
+pub struct Live {
+    streams: Mutex<HashMap<String, Arc<LiveStream>>>,
+}
+
+pub struct LiveStream {
+    pub name: String,
+    pub counters: LiveCounters,
+    state: Mutex<State>,
+}
+
+struct State {
+    key: String,
+    segment_ms: u64,
+    window: usize,
+    segmenter: Segmenter,
+    /// The connection publishing now.
+    publisher: Option<u64>,
+    /// Cancelled to end the current publisher (its key was changed, the stream removed).
+    kick: CancellationToken,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownKey,
+    AlreadyLive,
+}
+
+impl Live {
+    /// Makes the configured streams current: new ones appear, removed ones and ones whose key
+    /// changed lose their publisher; segments of unchanged streams are kept.
+    pub fn sync(&self, config: &EdgeConfig, metrics: &EdgeMetrics) {
+        let mut streams = lock(&self.streams);
+        streams.retain(|name, s| {
+            let keep = config.live_streams.iter().any(|c| &c.name == name);
+            if !keep {
+                lock(&s.state).kick.cancel();
+                metrics.forget_live(name);
+            }
+            keep
+        });
+        let (segment_ms, window) = (
+            config.hls.segment_ms,
+            usize::try_from(config.hls.window).unwrap_or(6),
+        );
+        for c in &config.live_streams {
+            match streams.get(&c.name) {
+                Some(s) => {
+                    let mut st = lock(&s.state);
+                    if st.key != c.key {
+                        st.key = c.key.clone();
+                        st.kick.cancel();
+                        st.kick = CancellationToken::new();
+                    }
+                    // New HLS settings apply from the next publish.
+                    st.segment_ms = segment_ms;
+                    st.window = window;
+                }
+                None => {
+                    streams.insert(
+                        c.name.clone(),
+                        Arc::new(LiveStream {
+                            name: c.name.clone(),
+                            counters: metrics.live_counters(&c.name),
+                            state: Mutex::new(State {
+                                key: c.key.clone(),
+                                segment_ms,
+                                window,
+                                segmenter: Segmenter::new(segment_ms, window),
+                                publisher: None,
+                                kick: CancellationToken::new(),
+                            }),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+        lock(&self.streams).get(name).cloned()
+    }
+
+    /// The stream whose key this is; every key is compared in constant time.
+    pub fn by_key(&self, key: &str) -> Option<Arc<LiveStream>> {
+        let streams = lock(&self.streams);
+        let mut found = None;
+        for s in streams.values() {
+            if crate::constant_time_eq(lock(&s.state).key.as_bytes(), key.as_bytes()) {
+                found = Some(s.clone());
+            }
+        }
+        found
+    }
+
+    /// Every stream, by name.
+    pub fn streams(&self) -> Vec<Arc<LiveStream>> {
+        let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+impl LiveStream {
+    /// Makes connection `conn` the publisher if it presents the current key and nobody else
+    /// publishes; returns the token that ends it.
+    pub fn claim(&self, conn: u64, key: &str) -> Result<CancellationToken, Refusal> {
+        let mut st = lock(&self.state);
+        if !crate::constant_time_eq(st.key.as_bytes(), key.as_bytes()) {
+            return Err(Refusal::UnknownKey);
+        }
+        if st.publisher.is_some() {
+            return Err(Refusal::AlreadyLive);
+        }
+        st.publisher = Some(conn);
+        if st.kick.is_cancelled() {
+            st.kick = CancellationToken::new();
+        }
+        let (ms, window) = (st.segment_ms, st.window);
+        st.segmenter.restart();
+        if st.segmenter.target() != ms || st.segmenter.window() != window {
+            st.segmenter = Segmenter::new(ms, window);
+        }
+        self.counters.publishing.set(1);
+        Ok(st.kick.clone())
+    }
+
+    /// The publisher `conn` left: the playlist ends.
+    pub fn release(&self, conn: u64) {
+        let mut st = lock(&self.state);
+        if st.publisher == Some(conn) {
+            st.publisher = None;
+            st.segmenter.end();
+            self.counters.publishing.set(0);
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        lock(&self.state).publisher.is_some()
+    }
+
+    /// Feeds a tag of the publisher `conn` (anyone else's is ignored).
+    pub fn media(&self, conn: u64, video: bool, ms: u32, tag: &Bytes) -> Result<(), flv::FlvError> {
+        self.counters.ingest_bytes.inc_by(tag.len() as u64);
+        let mut st = lock(&self.state);
+        if st.publisher != Some(conn) {
+            return Ok(());
+        }
+        let closed = if video {
+            st.segmenter.video(ms, tag)?
+        } else {
+            st.segmenter.audio(ms, tag)?
+        };
+        if closed {
+            self.counters.segments.inc();
+        }
+        Ok(())
+    }
+
+    pub fn playlist(&self, query: &str) -> Option<String> {
+        lock(&self.state).segmenter.playlist(query)
+    }
+
+    pub fn segment(&self, seq: u64) -> Option<Bytes> {
+        lock(&self.state).segmenter.segment(seq)
+    }
+}
+
+/// `GET /hls/{name}/index.m3u8` and `GET /hls/{name}/{seq}.ts`.
+pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
+    let head_only = req.head.method == "HEAD";
+    let path = req.head.path.clone();
+    let rest = path.trim_start_matches("/hls/");
+    let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(stream) = shared.live.get(name) else {
+        let _ = respond(
+            &mut req.stream,
+            404,
+            "text/plain",
+            &[],
+            b"No such live stream\n",
+        )
+        .await;
+        return;
+    };
+    // The query (a playback token, later) is carried into the segment URIs; only a plain one.
+    let q = &req.head.query;
+    let query = if !q.is_empty() && q.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+        format!("?{q}")
+    } else {
+        String::new()
+    };
+    let (ctype, cache, body) = if file == "index.m3u8" {
+        match stream.playlist(&query) {
+            // Live playlists change every segment; an ended one no longer does.
+            Some(p) => ("application/vnd.apple.mpegurl", "no-cache", Bytes::from(p)),
+            None => {
+                let _ = respond(
+                    &mut req.stream,
+                    404,
+                    "text/plain",
+                    &[],
+                    b"The stream is not live yet\n",
+                )
+                .await;
+                return;
+            }
+        }
+    } else if let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok())
+        && let Some(seg) = stream.segment(seq)
+    {
+        // A segment never changes once listed.
+        ("video/mp2t", "max-age=3600", seg)
+    } else {
+        let _ = respond(
+            &mut req.stream,
+            404,
+            "text/plain",
+            &[],
+            b"No such segment (it may have left the playlist window)\n",
+        )
+        .await;
+        return;
+    };
+    stream.counters.requests.inc();
+    if respond_cached(&mut req.stream, 200, ctype, cache, &[], &body, head_only)
+        .await
+        .is_ok()
+        && !head_only
+    {
+        stream.counters.bytes_sent.inc_by(body.len() as u64);
+    }
+}

@@ -1,0 +1,299 @@
+//! The RTMP ingest: handshake, chunk stream and AMF0 commands (connect, releaseStream,
+//! createStream, publish) through rml_rtmp's server session, as OBS and ffmpeg send them. The
+//! publish name is the stream key: an unknown key, a stream that is already live, a request
+//! to play, or media that is not H.264/AAC is refused and the connection closed.
+
+use super::{LiveStream, Refusal};
+use crate::server::Shared;
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes a connection may send before it publishes (connect and publish commands are small):
+/// anything beyond is not a publisher.
+const MAX_BEFORE_PUBLISH: u64 = 1 << 20;
+
+/// Accepts publishers until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let conn = shared.next_id();
+            let mut publishing: Option<Arc<LiveStream>> = None;
+            if let Err(e) = session(stream, peer, &shared, conn, &mut publishing).await {
+                tracing::info!(%peer, "RTMP connection ended: {e}");
+            }
+            if let Some(s) = publishing {
+                tracing::info!(%peer, stream = %s.name, "publisher left");
+                s.release(conn);
+            }
+        });
+    }
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no data for {0:?}")]
+    Timeout(Duration),
+    #[error("handshake failed: {0:?}")]
+    Handshake(rml_rtmp::handshake::HandshakeError),
+    #[error("invalid RTMP: {0:?}")]
+    Protocol(rml_rtmp::sessions::ServerSessionError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("the stream's key changed or the stream was removed")]
+    Kicked,
+    #[error("the server is shutting down")]
+    Shutdown,
+}
+
+async fn read(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Result<usize, End> {
+    match tokio::time::timeout(limit, stream.read(buf)).await {
+        Err(_) => Err(End::Timeout(limit)),
+        Ok(Ok(0)) => Err(End::Closed),
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(End::Io(e)),
+    }
+}
+
+async fn send(
+    stream: &mut TcpStream,
+    results: &mut VecDeque<ServerSessionResult>,
+) -> Result<Vec<ServerSessionEvent>, End> {
+    let mut events = Vec::new();
+    while let Some(r) = results.pop_front() {
+        match r {
+            ServerSessionResult::OutboundResponse(p) => stream.write_all(&p.bytes).await?,
+            ServerSessionResult::RaisedEvent(e) => events.push(e),
+            ServerSessionResult::UnhandleableMessageReceived(_) => {}
+        }
+    }
+    Ok(events)
+}
+
+async fn session(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    conn: u64,
+    publishing: &mut Option<Arc<LiveStream>>,
+) -> Result<(), End> {
+    let limits = shared.config().limits.clone();
+    let handshake_limit = limits.header_timeout();
+    let idle_limit = limits.source_timeout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut hs = Handshake::new(PeerType::Server);
+    let leftover = loop {
+        let n = read(&mut stream, &mut buf, handshake_limit).await?;
+        match hs.process_bytes(&buf[..n]).map_err(End::Handshake)? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                stream.write_all(&response_bytes).await?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut rtmp, initial) =
+        ServerSession::new(ServerSessionConfig::new()).map_err(End::Protocol)?;
+    let mut results: VecDeque<ServerSessionResult> = initial.into();
+    results.extend(rtmp.handle_input(&leftover).map_err(End::Protocol)?);
+    let mut kick: Option<CancellationToken> = None;
+    let mut received = leftover.len() as u64;
+    loop {
+        // Events can queue more output (accepting a request answers it), so drain until quiet;
+        // a refusal is sent before the connection closes.
+        let mut close = None;
+        while !results.is_empty() {
+            for event in send(&mut stream, &mut results).await? {
+                let step = on_event(&mut rtmp, event, shared, conn, peer, publishing, &mut kick)?;
+                results.extend(step.out);
+                close = close.or(step.close);
+            }
+        }
+        if let Some(e) = close {
+            let _ = stream.flush().await;
+            crate::server::close_gracefully(&mut stream).await;
+            return Err(e);
+        }
+        if publishing.is_none() && received > MAX_BEFORE_PUBLISH {
+            return Err(End::Refused(format!(
+                "{received} bytes without a publish: not an RTMP publisher"
+            )));
+        }
+        let limit = if publishing.is_some() {
+            idle_limit
+        } else {
+            handshake_limit
+        };
+        let kicked = async {
+            match &kick {
+                Some(k) => k.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
+            r = read(&mut stream, &mut buf, limit) => r?,
+            () = kicked => return Err(End::Kicked),
+            () = shared.shutdown.cancelled() => return Err(End::Shutdown),
+        };
+        received += n as u64;
+        results.extend(rtmp.handle_input(&buf[..n]).map_err(End::Protocol)?);
+    }
+}
+
+/// What to send in answer to an event, and whether the connection ends after it.
+#[derive(Default)]
+struct Step {
+    out: Vec<ServerSessionResult>,
+    close: Option<End>,
+}
+
+impl Step {
+    fn send(out: Vec<ServerSessionResult>) -> Step {
+        Step { out, close: None }
+    }
+}
+
+/// Reacts to one session event.
+fn on_event(
+    rtmp: &mut ServerSession,
+    event: ServerSessionEvent,
+    shared: &Arc<Shared>,
+    conn: u64,
+    peer: SocketAddr,
+    publishing: &mut Option<Arc<LiveStream>>,
+    kick: &mut Option<CancellationToken>,
+) -> Result<Step, End> {
+    let refuse = |rtmp: &mut ServerSession, request_id, code: &str, why: String| {
+        shared.metrics.rtmp_refused.inc();
+        tracing::info!(%peer, "RTMP request refused: {why}");
+        let out = rtmp
+            .reject_request(request_id, code, &why)
+            .map_err(End::Protocol)?;
+        Ok(Step {
+            out,
+            close: Some(End::Refused(why)),
+        })
+    };
+    match event {
+        ServerSessionEvent::ConnectionRequested { request_id, .. }
+        | ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => rtmp
+            .accept_request(request_id)
+            .map(Step::send)
+            .map_err(End::Protocol),
+        ServerSessionEvent::PublishStreamRequested {
+            request_id,
+            stream_key,
+            ..
+        } => {
+            if publishing.is_some() {
+                let why = "this connection already publishes a stream".to_string();
+                return refuse(rtmp, request_id, "NetStream.Publish.BadName", why);
+            }
+            // OBS and ffmpeg may append a query to the key; the key is what precedes it.
+            let key = stream_key.split('?').next().unwrap_or_default();
+            let claimed = match shared.live.by_key(key) {
+                None => Err(Refusal::UnknownKey),
+                Some(s) => s.claim(conn, key).map(|k| (s, k)),
+            };
+            match claimed {
+                Ok((s, k)) => {
+                    tracing::info!(%peer, stream = %s.name, "publisher connected");
+                    *kick = Some(k);
+                    *publishing = Some(s);
+                    rtmp.accept_request(request_id)
+                        .map(Step::send)
+                        .map_err(End::Protocol)
+                }
+                Err(Refusal::UnknownKey) => refuse(
+                    rtmp,
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "unknown or revoked stream key".to_string(),
+                ),
+                Err(Refusal::AlreadyLive) => refuse(
+                    rtmp,
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "the stream already has a publisher".to_string(),
+                ),
+            }
+        }
+        ServerSessionEvent::PlayStreamRequested { request_id, .. } => refuse(
+            rtmp,
+            request_id,
+            "NetStream.Play.Failed",
+            "this server does not play RTMP: watch the stream over HLS".to_string(),
+        ),
+        ServerSessionEvent::VideoDataReceived {
+            data, timestamp, ..
+        } => media(publishing, conn, true, timestamp.value, &data).map(|()| Step::default()),
+        ServerSessionEvent::AudioDataReceived {
+            data, timestamp, ..
+        } => media(publishing, conn, false, timestamp.value, &data).map(|()| Step::default()),
+        ServerSessionEvent::PublishStreamFinished { .. } => {
+            if let Some(s) = publishing.take() {
+                tracing::info!(%peer, stream = %s.name, "publish finished");
+                s.release(conn);
+            }
+            *kick = None;
+            Ok(Step::default())
+        }
+        _ => Ok(Step::default()),
+    }
+}
+
+fn media(
+    publishing: &Option<Arc<LiveStream>>,
+    conn: u64,
+    video: bool,
+    ms: u32,
+    data: &Bytes,
+) -> Result<(), End> {
+    let Some(s) = publishing else {
+        return Ok(());
+    };
+    match s.media(conn, video, ms, data) {
+        Ok(()) => Ok(()),
+        // A codec the HLS output cannot carry: the publisher must change its settings.
+        Err(e @ (super::flv::FlvError::VideoCodec(_) | super::flv::FlvError::AudioCodec(_))) => {
+            Err(End::Refused(e.to_string()))
+        }
+        Err(e) => {
+            tracing::debug!(stream = %s.name, "tag skipped: {e}");
+            Ok(())
+        }
+    }
+}

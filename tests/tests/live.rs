@@ -1,0 +1,293 @@
+//! Live video on a real `onda edge`: ffmpeg publishes an H.264 + AAC test pattern over RTMP
+//! with a stream key, and ffprobe and ffmpeg play the HLS the edge makes of it. Wrong keys,
+//! second publishers, changed keys and malformed RTMP are refused without harm to the node.
+
+use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
+use onda_tests::wait_for;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const STREAM: &str = "[hls]\nsegment_ms = 1000\nwindow = 4\n\n\
+    [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n";
+
+/// The playlist once it lists at least `n` segments.
+async fn playlist(edge: &EdgeNode, n: usize) -> String {
+    let url = edge.url("/hls/show/index.m3u8");
+    wait_for("the HLS playlist", Duration::from_secs(30), || async {
+        let r = reqwest::get(&url).await.ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        let text = r.text().await.ok()?;
+        (text.matches("#EXTINF").count() >= n).then_some(text)
+    })
+    .await
+}
+
+fn ffprobe_streams(url: &str) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,codec_type",
+            "-of",
+            "compact",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
+    let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
+    assert_eq!(
+        reqwest::get(edge.url("/hls/show/index.m3u8"))
+            .await
+            .expect("get")
+            .status(),
+        404,
+        "not live before a publish"
+    );
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    let list = playlist(&edge, 3).await;
+    assert!(list.starts_with("#EXTM3U\n"), "{list}");
+    assert!(list.contains("#EXT-X-TARGETDURATION:"), "{list}");
+    assert!(!list.contains("ENDLIST"), "{list}");
+
+    // ffprobe finds both tracks, and ffmpeg decodes two segments' worth without an error.
+    let url = edge.url("/hls/show/index.m3u8");
+    let streams = ffprobe_streams(&url);
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("codec_name=aac|codec_type=audio"),
+        "{streams}"
+    );
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &url, "-t", "2", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(decode.status.success(), "{decode:?}");
+    assert!(
+        decode.stderr.is_empty(),
+        "decode errors: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+
+    // Segments: MPEG-TS, cacheable, whole 188-byte packets; HEAD answers without a body.
+    let seq = list
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment")
+        .to_string();
+    let r = reqwest::get(edge.url(&format!("/hls/show/{seq}")))
+        .await
+        .expect("segment");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp2t");
+    assert_eq!(r.headers()["cache-control"], "max-age=3600");
+    let body = r.bytes().await.expect("body");
+    assert!(!body.is_empty() && body.len() % 188 == 0 && body[0] == 0x47);
+    let head = reqwest::Client::new()
+        .head(edge.url(&format!("/hls/show/{seq}")))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    let r = reqwest::get(edge.url("/hls/show/index.m3u8"))
+        .await
+        .expect("playlist");
+    assert_eq!(r.headers()["content-type"], "application/vnd.apple.mpegurl");
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    for missing in [
+        "/hls/show/99999.ts",
+        "/hls/show/x.ts",
+        "/hls/other/index.m3u8",
+    ] {
+        let r = reqwest::get(edge.url(missing)).await.expect("get");
+        assert_eq!(r.status(), 404, "{missing}");
+    }
+    assert_eq!(
+        edge.metric("onda_edge_live_publishing{stream=\"show\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        edge.metric("onda_edge_live_segments_total{stream=\"show\"}")
+            .await
+            >= 3.0
+    );
+    assert!(
+        edge.metric("onda_edge_live_ingest_bytes_total{stream=\"show\"}")
+            .await
+            > 10_000.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_keys_and_second_publishers_are_refused() {
+    let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
+    let mut wrong = ffmpeg_rtmp(&format!("{rtmp}/live/not-the-key-000"), 25);
+    let status = wrong.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "a wrong key is refused");
+    assert!(
+        wrong.stderr().contains("unknown or revoked stream key"),
+        "{}",
+        wrong.stderr()
+    );
+    let _first = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    playlist(&edge, 1).await;
+    let mut second = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    let status = second.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "a second publisher is refused");
+    assert!(
+        second.stderr().contains("already has a publisher"),
+        "{}",
+        second.stderr()
+    );
+    // The first publisher is untouched: segments keep coming.
+    let before = edge
+        .metric("onda_edge_live_segments_total{stream=\"show\"}")
+        .await;
+    wait_for("more segments", Duration::from_secs(10), || async {
+        (edge
+            .metric("onda_edge_live_segments_total{stream=\"show\"}")
+            .await
+            > before)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        edge.metric("onda_edge_rtmp_publish_refusals_total").await,
+        2.0
+    );
+}
+
+/// A changed key ends the publisher at once and only the new key publishes; a removed stream
+/// ends its publisher too (through the library API the agent drives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_ends_the_publisher_and_the_old_key_is_refused() {
+    let cfg = |key: &str| {
+        let toml = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
+             [[live_streams]]\nname = \"show\"\nkey = \"{key}\"\n"
+        );
+        toml::from_str::<onda_edge::EdgeConfig>(&toml).expect("config")
+    };
+    let edge = onda_edge::Edge::start(cfg("old-key-0123456789"))
+        .await
+        .expect("edge");
+    let rtmp = format!("rtmp://{}", edge.rtmp_addr().expect("rtmp"));
+    let hls = format!("http://{}/hls/show/index.m3u8", edge.addr());
+    let mut publisher = ffmpeg_rtmp(&format!("{rtmp}/live/old-key-0123456789"), 25);
+    wait_for("the old key live", Duration::from_secs(30), || async {
+        (reqwest::get(&hls).await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    edge.apply(cfg("new-key-0123456789")).expect("apply");
+    let status = publisher.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "the publisher with the old key was cut");
+    let mut old = ffmpeg_rtmp(&format!("{rtmp}/live/old-key-0123456789"), 25);
+    assert!(!old.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(
+        old.stderr().contains("unknown or revoked"),
+        "{}",
+        old.stderr()
+    );
+    let mut new = ffmpeg_rtmp(&format!("{rtmp}/live/new-key-0123456789"), 25);
+    wait_for("the new key live", Duration::from_secs(30), || async {
+        let text = reqwest::get(&hls).await.ok()?.text().await.ok()?;
+        text.contains("#EXT-X-DISCONTINUITY").then_some(())
+    })
+    .await;
+    let mut none = cfg("new-key-0123456789");
+    none.live_streams.clear();
+    edge.apply(none).expect("apply");
+    assert!(!new.wait_exit(Duration::from_secs(20)).await.success());
+    edge.shutdown().await;
+}
+
+/// Garbage instead of a handshake, a handshake followed by garbage chunks, a chunk declaring a
+/// 16 MiB message and then stopping, and a flood without a publish: each connection is closed,
+/// and the node goes on serving (a real publish works afterwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rtmp_never_takes_the_node_down() {
+    // A short handshake timeout, so a connection that stops mid-message is closed soon.
+    let (edge, rtmp) =
+        EdgeNode::start_live(&format!("[limits]\nheader_timeout_ms = 2000\n\n{STREAM}")).await;
+    let addr = rtmp.trim_start_matches("rtmp://").to_string();
+    let mut seed = 0x2545_f491_u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    // A valid C0+C1 (version 3, 1536 bytes), so the server answers and waits for C2.
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(vec![0u8; 8]);
+    c0c1.extend(random(1528));
+    let chunk_16mib = {
+        // Basic header fmt 0, csid 3; timestamp 0; length 0xFFFFFF; type 20 (AMF0 command);
+        // stream id 0; then a few bytes of it and no more.
+        let mut v = vec![0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+        v.extend(random(100));
+        v
+    };
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("random bytes", vec![random(4096)]),
+        ("wrong version", vec![vec![9u8; 1537]]),
+        (
+            "handshake then garbage",
+            vec![c0c1.clone(), random(1536), random(8192)],
+        ),
+        (
+            "a 16 MiB message cut short",
+            vec![c0c1.clone(), random(1536), chunk_16mib],
+        ),
+        (
+            "a flood without publishing",
+            vec![c0c1.clone(), random(1536), random(3 << 20)],
+        ),
+    ];
+    for (what, sends) in cases {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let run = async {
+            for b in sends {
+                if s.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            // The server ends the connection (or times it out); read until it does.
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection was never closed"));
+        let health = reqwest::get(edge.url("/healthz")).await.expect("healthz");
+        assert_eq!(health.status(), 200, "{what}");
+    }
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    playlist(&edge, 1).await;
+}
