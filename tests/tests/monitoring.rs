@@ -1,9 +1,11 @@
 //! `grafana/`: the Prometheus config and alert rules pass `promtool check`, the dashboards are
 //! well-formed, and every `onda_` metric a dashboard or rule names is one the code exports: the
 //! names are checked against what a running control plane and agent (with a station on the air,
-//! a listener and an API request) serve on `/metrics`, not against a hand-kept list.
+//! a listener and an API request) and a standalone edge with a live stream serve on `/metrics`,
+//! not against a hand-kept list.
 
 use onda_tests::cluster::{Agent, ControlPlane, CpOptions, audio_bytes, sqlite_url};
+use onda_tests::edge::EdgeNode;
 use onda_tests::wait_for;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 3, "dashboards: {files:?}");
+    assert!(files.len() >= 4, "dashboards: {files:?}");
     for f in files {
         let name = f
             .file_name()
@@ -132,6 +134,12 @@ async fn every_metric_in_dashboards_and_rules_is_exported() {
     // A listener that stays while the metrics are read.
     let mut listener = reqwest::get(&url).await.expect("listen");
     listener.chunk().await.expect("audio");
+    // Live video runs on edges too: a standalone one with a live stream exports those series
+    // (nodes of a cluster do not get live streams from the control plane yet).
+    let (live_edge, _) = EdgeNode::start_live(
+        "[[live_streams]]\nname = \"show\"\nkey = \"monitoring-key-0123\"\n",
+    )
+    .await;
 
     // Until both pages carry the series that need activity (a usage report stored, the
     // station's listeners seen by the view).
@@ -140,6 +148,7 @@ async fn every_metric_in_dashboards_and_rules_is_exported() {
         for u in [
             format!("{}/metrics", cp.api),
             format!("{}/metrics", agent.edge_url),
+            live_edge.url("/metrics"),
         ] {
             text.push_str(&reqwest::get(&u).await.ok()?.text().await.ok()?);
         }
