@@ -21,6 +21,14 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
     cfg.relays.clear();
     cfg.autodj.clear();
     cfg.listener_groups.clear();
+    cfg.live_streams = desired
+        .live_streams
+        .iter()
+        .map(|l| onda_edge::config::LiveStreamConfig {
+            name: l.slug.clone(),
+            key: l.stream_key.clone(),
+        })
+        .collect();
     for s in &desired.stations {
         // The station's limit holds over all its mounts on this node together.
         let group = s.max_listeners.map(|max| {

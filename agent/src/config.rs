@@ -16,6 +16,10 @@ pub struct AgentConfig {
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
     pub usage: UsageConfig,
+    /// The edge's RTMP ingest for live streams (`listen`; empty: none).
+    pub rtmp: onda_edge::config::RtmpConfig,
+    /// How the edge cuts live streams into HLS.
+    pub hls: onda_edge::config::HlsConfig,
 }
 
 /// Usage metering (see `usage`): how often listener usage is made durable on the node, and how
@@ -50,6 +54,9 @@ pub struct NodeConfig {
     /// Base URL listeners reach this edge at (`http://edge1.example.com:8000`); default:
     /// `http://` and the bound address when that is a concrete address.
     pub public_url: String,
+    /// Where publishers reach this node's RTMP ingest (`rtmp://edge1.example.com:1935`);
+    /// default: `rtmp://` and the bound `rtmp.listen` address when that is a concrete address.
+    pub rtmp_url: String,
     /// Concurrent listeners this node should carry.
     pub capacity_listeners: u64,
     /// Outgoing bandwidth this node should use, in Mbit/s.
@@ -65,6 +72,7 @@ impl Default for NodeConfig {
             region: String::new(),
             labels: BTreeMap::new(),
             public_url: String::new(),
+            rtmp_url: String::new(),
             capacity_listeners: 5_000,
             capacity_mbps: 1_000,
             state_dir: "onda-node".to_string(),

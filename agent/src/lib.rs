@@ -188,6 +188,8 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         http: config.http.clone(),
         admin: config.admin.clone(),
         limits: config.limits.clone(),
+        rtmp: config.rtmp.clone(),
+        hls: config.hls.clone(),
         media: onda_edge::config::MediaConfig {
             cache_dir: state_dir.join("renditions").display().to_string(),
         },
@@ -211,6 +213,18 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
     } else {
         format!("http://{bound}")
     };
+    let rtmp_url = match edge.rtmp_addr() {
+        None => String::new(),
+        Some(_) if !config.node.rtmp_url.is_empty() => {
+            config.node.rtmp_url.trim_end_matches('/').to_string()
+        }
+        Some(a) if a.ip().is_unspecified() => anyhow::bail!(
+            "node.rtmp_url is empty and RTMP listens on {a}: set node.rtmp_url to the URL \
+             publishers reach this node at (e.g. rtmp://edge1.example.com:{})",
+            a.port()
+        ),
+        Some(a) => format!("rtmp://{a}"),
+    };
     let advert = NodeAdvert {
         name: if config.node.name.is_empty() {
             default_name()
@@ -220,6 +234,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         region: config.node.region.clone(),
         labels: config.node.labels.clone(),
         edge_url: public_url,
+        rtmp_url,
         capacity_listeners: config.node.capacity_listeners,
         capacity_mbps: config.node.capacity_mbps,
     };

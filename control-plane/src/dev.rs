@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub const DEMO_TENANT: &str = "Demo Radio";
 
-/// What `dev.json` holds; a later issue adds the RTMP URL.
+/// What `dev.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevInfo {
     pub api_url: String,
@@ -39,6 +39,15 @@ pub struct DevInfo {
     pub edge_url: String,
     #[serde(default)]
     pub control_channel: String,
+    /// Where the demo live stream is published: the RTMP ingest of the node carrying it (OBS
+    /// "Server"); publish to `{rtmp_url}/{stream_key}`.
+    #[serde(default)]
+    pub rtmp_url: String,
+    #[serde(default)]
+    pub stream_key: String,
+    /// The demo live stream's HLS playlist through the redirector.
+    #[serde(default)]
+    pub watch_url: String,
     #[serde(default)]
     pub nodes: Vec<DevNode>,
 }
@@ -104,7 +113,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .map(|p| p.admin_token.clone())
         .filter(|t| t.len() >= 16)
         .unwrap_or_else(secrets::new_admin_token);
-    let (tenant, api_key, station) = ensure_demo(&db, previous.as_ref()).await?;
+    let (tenant, api_key, station, stream) = ensure_demo(&db, previous.as_ref()).await?;
 
     let cluster = crate::config::ClusterConfig {
         listen: "127.0.0.1:0".to_string(),
@@ -156,10 +165,17 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             opts.edge_port
                 .saturating_add(u16::try_from(i - 1).unwrap_or(0))
         };
+        // RTMP next to the edge: 1935 for the first node when the edge has a fixed port.
+        let rtmp_port = if port == 0 {
+            0
+        } else {
+            1935u16.saturating_add(u16::try_from(i - 1).unwrap_or(0))
+        };
         let child = spawn_node(
             &opts.dir,
             &name,
             port,
+            rtmp_port,
             quic,
             &db,
             &cluster.cluster.ca.sha256,
@@ -199,6 +215,29 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             );
         }
     }
+    // The demo live stream's ingest, once the leader placed it on a node.
+    let mut rtmp_url = String::new();
+    while rtmp_url.is_empty() && tokio::time::Instant::now() < deadline {
+        let origin = cluster
+            .cluster
+            .view
+            .get()
+            .placement
+            .stations
+            .get(&stream.id)
+            .map(|p| p.origin.clone());
+        if let Some(origin) = origin {
+            let mut c = db.conn().await?;
+            if let Some(n) = db::nodes::get(&mut c, &origin).await?
+                && !n.rtmp_url.is_empty()
+            {
+                rtmp_url = format!("{}/live", n.rtmp_url);
+            }
+        }
+        if rtmp_url.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     let mount = station
         .mounts
         .first()
@@ -218,6 +257,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             .map(|n| n.edge_url.clone())
             .unwrap_or_default(),
         control_channel: quic.to_string(),
+        rtmp_url,
+        stream_key: stream.stream_key.clone(),
+        watch_url: format!("http://{addr}/watch/{}.m3u8", stream.slug),
         nodes,
     };
     write_json(&json_path, &info)?;
@@ -228,6 +270,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
          \n  tenant API key {key}  (tenant {tenant:?})\
          \n  demo station   {station}\
          \n  listen         {listen}\
+         \n  live video     publish to {rtmp}/{stream_key}, watch {watch}\
          \n  nodes          {nodes}\
          \n  metrics        {api}/metrics\
          \n\nThe same values are in {json}. Try:\
@@ -239,6 +282,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         tenant = DEMO_TENANT,
         station = info.station_id,
         listen = info.listen_url,
+        rtmp = info.rtmp_url,
+        stream_key = info.stream_key,
+        watch = info.watch_url,
         nodes = info
             .nodes
             .iter()
@@ -274,6 +320,7 @@ async fn spawn_node(
     dir: &Path,
     name: &str,
     edge_port: u16,
+    rtmp_port: u16,
     quic: SocketAddr,
     db: &Db,
     ca_sha256: &str,
@@ -285,7 +332,7 @@ async fn spawn_node(
     let config = format!(
         "[node]\nname = \"{name}\"\nregion = \"local\"\nstate_dir = \"{state}\"\n\n\
          [control_plane]\naddresses = [\"{quic}\"]\nmax_backoff_ms = 1000\n\n\
-         [http]\nlisten = \"127.0.0.1:{edge_port}\"\n",
+         [http]\nlisten = \"127.0.0.1:{edge_port}\"\n\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n",
         state = state.display(),
     );
     let config_path = node_dir.join("agent.toml");
@@ -336,7 +383,12 @@ fn write_json(path: &Path, info: &DevInfo) -> anyhow::Result<()> {
 async fn ensure_demo(
     db: &Db,
     previous: Option<&DevInfo>,
-) -> anyhow::Result<(Tenant, String, onda_shared::api::Station)> {
+) -> anyhow::Result<(
+    Tenant,
+    String,
+    onda_shared::api::Station,
+    onda_shared::api::LiveStream,
+)> {
     let mut tx = db.begin().await?;
     let tenant = match db::tenants::find_by_name(&mut tx, DEMO_TENANT).await? {
         Some(t) => t,
@@ -397,8 +449,22 @@ async fn ensure_demo(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the demo station: {e}"))?,
     };
+    let streams = db::live_streams::list(&mut tx, Some(&tenant.id), 1, "").await?;
+    let stream = match streams.items.into_iter().next() {
+        Some(s) => s,
+        None => crate::api::streams::create_for_tenant(
+            &mut tx,
+            &tenant.id,
+            onda_shared::api::CreateLiveStream {
+                name: "Demo Live".to_string(),
+                slug: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the demo live stream: {e}"))?,
+    };
     tx.commit().await?;
-    Ok((tenant, api_key, station))
+    Ok((tenant, api_key, station, stream))
 }
 
 /// The demo library: (file, artist, title, ffmpeg lavfi source). Each is 90 s of a slowly

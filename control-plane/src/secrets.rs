@@ -36,6 +36,11 @@ pub fn new_password() -> String {
     random_string(ALPHABET_MIXED, 20)
 }
 
+/// An RTMP stream key: `live_` and 32 base62 characters (190 bits), safe in an RTMP URL.
+pub fn new_stream_key() -> String {
+    format!("live_{}", random_string(ALPHABET_MIXED, 32))
+}
+
 /// An admin token for dev mode.
 pub fn new_admin_token() -> String {
     format!("onda_admin_{}", random_string(ALPHABET_MIXED, 40))

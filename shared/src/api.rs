@@ -314,6 +314,8 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
     /// Base URL listeners use to reach this node's edge.
     pub public_url: String,
+    /// `rtmp://host:port` where publishers reach this node's RTMP ingest; empty without one.
+    pub rtmp_url: String,
     pub capacity_listeners: u32,
     pub capacity_mbps: u32,
     pub status: NodeStatus,
@@ -946,4 +948,50 @@ pub struct StationHistory {
     pub from: String,
     pub to: String,
     pub items: Vec<HistoryEntry>,
+}
+
+/// A tenant's live video stream: published over RTMP with `stream_key` to the node carrying it,
+/// watched over HLS at `/watch/{slug}.m3u8` (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveStream {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// Short unique name in public URLs.
+    pub slug: String,
+    /// The RTMP stream key (OBS: "Stream Key"); rotate it with `POST …/stream-key`.
+    pub stream_key: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLiveStream {
+    pub name: String,
+    /// Derived from the name when absent.
+    #[serde(default)]
+    pub slug: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLiveStream {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+}
+
+/// Where to publish a live stream and where it is watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveStreamIngest {
+    pub stream_id: String,
+    /// The node carrying the stream; None until the scheduler placed it.
+    pub node: Option<String>,
+    /// OBS "Server": `rtmp://HOST:PORT/live` on that node; None until placed.
+    pub rtmp_url: Option<String>,
+    pub stream_key: String,
+    /// `rtmp_url` + `/` + key, for ffmpeg (`-f flv URL`).
+    pub publish_url: Option<String>,
+    /// The HLS playlist through the control plane's redirector.
+    pub watch_path: String,
 }

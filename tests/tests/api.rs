@@ -627,6 +627,13 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         .list_all(&format!("/v1/invoices?tenant_id={tid_a}"), &cp.admin)
         .await;
     let inv_a = inv_a[0]["id"].as_str().expect("A's invoice").to_string();
+    let live_a = cp
+        .post("/v1/streams", &key_a, json!({"name": "Alpha Live"}))
+        .await
+        .expect(201)
+        .body;
+    let lvs_a = live_a["id"].as_str().expect("stream id").to_string();
+    let lvs_slug = live_a["slug"].as_str().expect("slug").to_string();
 
     let spec = cp
         .call(Method::GET, "/openapi.json", None, None)
@@ -642,6 +649,7 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 .replace("{key_id}", &kid_a)
                 .replace("{station}", &sid_a)
                 .replace("{mount}", "radio.mp3")
+                .replace("{stream}", &format!("{lvs_slug}.m3u8"))
                 .replace(
                     "{id}",
                     if template.starts_with("/v1/stations") {
@@ -650,6 +658,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                         &tid_a
                     } else if template.starts_with("/v1/invoices") {
                         &inv_a
+                    } else if template.starts_with("/v1/streams") {
+                        &lvs_a
                     } else {
                         "plan_basic"
                     },
@@ -675,6 +685,14 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 // B's own invoices (none), and A's invoice as if it did not exist.
                 ("get", "/v1/invoices") => &[200],
                 ("get", "/v1/invoices/{id}") => &[404],
+                // B's own live streams, and creating one (the empty body is refused); A's
+                // stream through B's key as if it did not exist.
+                ("get", "/v1/streams") => &[200],
+                ("post", "/v1/streams") => &[422],
+                (_, t) if t.starts_with("/v1/streams/") => &[404],
+                // The public HLS redirector: A's stream is not placed in this API-only test
+                // cluster (no node), so it is unavailable.
+                ("get", "/watch/{stream}") => &[503],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
@@ -974,6 +992,14 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/prometheus/targets"),
         ("get", "/v1/stations/{id}/history"),
         ("post", "/v1/billing/runs"),
+        ("get", "/v1/streams"),
+        ("post", "/v1/streams"),
+        ("get", "/v1/streams/{id}"),
+        ("patch", "/v1/streams/{id}"),
+        ("delete", "/v1/streams/{id}"),
+        ("post", "/v1/streams/{id}/stream-key"),
+        ("get", "/v1/streams/{id}/ingest"),
+        ("get", "/watch/{stream}"),
         ("get", "/v1/invoices"),
         ("get", "/v1/invoices/{id}"),
         ("post", "/v1/invoices/{id}/finalize"),

@@ -41,6 +41,9 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         "listen_url",
         "nowplaying_url",
         "edge_url",
+        "rtmp_url",
+        "stream_key",
+        "watch_url",
     ] {
         assert!(
             info[key].as_str().is_some_and(|v| !v.is_empty()),
@@ -89,6 +92,38 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         Some(3),
         "{np}: {library}"
     );
+    // The demo live stream: ffmpeg publishes to dev.json's rtmp_url and stream_key, and
+    // ffprobe finds video and audio at its watch_url.
+    let publish = format!(
+        "{}/{}",
+        info["rtmp_url"].as_str().expect("rtmp_url"),
+        info["stream_key"].as_str().expect("stream_key")
+    );
+    let _publisher = onda_tests::edge::ffmpeg_rtmp(&publish, 25);
+    let watch = info["watch_url"].as_str().expect("watch_url").to_string();
+    let probed = wait_for("the demo live stream watchable", START, || async {
+        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        if !text.contains("#EXTINF") {
+            return None;
+        }
+        let out = tokio::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_type",
+                "-of",
+                "csv",
+                &watch,
+            ])
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.contains("video") && text.contains("audio")).then_some(text)
+    })
+    .await;
+    assert!(probed.contains("video"), "{probed}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

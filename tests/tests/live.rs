@@ -291,3 +291,120 @@ async fn malformed_rtmp_never_takes_the_node_down() {
     let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
     playlist(&edge, 1).await;
 }
+
+/// The cluster path: a tenant creates a live stream in the panel API, the leader places it on
+/// a node with an RTMP ingest, ffmpeg publishes to the ingest URL the API gives, and a viewer
+/// plays it through the control plane's `/watch/{slug}.m3u8` redirector. Rotating the key cuts
+/// the publisher and refuses the old key; the plan's `max_live_streams` holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector() {
+    use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+    use reqwest::Method;
+    use serde_json::json;
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: None,
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: "live-test-admin-token-0123456789",
+        node_ttl_ms: 1000,
+        relay_threshold: 500,
+    })
+    .await;
+    let token = cp.join_token(600).await;
+    let _agent = Agent::start("live-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let key = cp.tenant_key("Creator").await;
+    let (s, stream) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Launch Party"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let id = stream["id"].as_str().expect("id").to_string();
+    let slug = stream["slug"].as_str().expect("slug").to_string();
+    let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
+        let (s, i) = cp
+            .tenant_call(&key, Method::GET, &format!("/v1/streams/{id}/ingest"), None)
+            .await;
+        assert_eq!(s, 200, "{i}");
+        i["publish_url"].is_string().then_some(i)
+    })
+    .await;
+    let publish = ingest["publish_url"].as_str().expect("url").to_string();
+    assert!(publish.starts_with("rtmp://127.0.0.1:"), "{ingest}");
+    assert_eq!(ingest["node"], "live-1");
+    assert_eq!(ingest["watch_path"], format!("/watch/{slug}.m3u8"));
+    let mut publisher = ffmpeg_rtmp(&publish, 25);
+
+    let watch = format!("{}/watch/{slug}.m3u8", cp.api);
+    wait_for("the stream watchable", Duration::from_secs(30), || async {
+        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        (text.matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .await;
+    let streams = ffprobe_streams(&watch);
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("codec_name=aac|codec_type=audio"),
+        "{streams}"
+    );
+
+    // A new key: the publisher is cut when the node applies it, the old key is refused.
+    let (s, rotated) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            &format!("/v1/streams/{id}/stream-key"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    assert_ne!(rotated["stream_key"], stream["stream_key"]);
+    assert!(
+        !publisher.wait_exit(Duration::from_secs(20)).await.success(),
+        "the publisher with the old key was cut"
+    );
+    let mut old = ffmpeg_rtmp(&publish, 25);
+    assert!(!old.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(
+        old.stderr().contains("unknown or revoked"),
+        "{}",
+        old.stderr()
+    );
+
+    // Premium allows two live streams.
+    let (s, _) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Second"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, refused) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Third"})),
+        )
+        .await;
+    assert_eq!(
+        (s, refused["limit"].as_str()),
+        (403, Some("max_live_streams")),
+        "{refused}"
+    );
+    let (s, _) = cp
+        .call(Method::GET, "/watch/no-such-stream.m3u8", None)
+        .await;
+    assert_eq!(s, 404);
+}

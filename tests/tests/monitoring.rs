@@ -136,10 +136,9 @@ async fn every_metric_in_dashboards_and_rules_is_exported() {
     listener.chunk().await.expect("audio");
     // Live video runs on edges too: a standalone one with a live stream exports those series
     // (nodes of a cluster do not get live streams from the control plane yet).
-    let (live_edge, _) = EdgeNode::start_live(
-        "[[live_streams]]\nname = \"show\"\nkey = \"monitoring-key-0123\"\n",
-    )
-    .await;
+    let (live_edge, _) =
+        EdgeNode::start_live("[[live_streams]]\nname = \"show\"\nkey = \"monitoring-key-0123\"\n")
+            .await;
 
     // Until both pages carry the series that need activity (a usage report stored, the
     // station's listeners seen by the view).

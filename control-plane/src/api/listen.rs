@@ -124,3 +124,60 @@ pub async fn listen(
         }
     }
 }
+
+/// Redirect a viewer to the HLS playlist of a live stream on the edge carrying it.
+#[utoipa::path(get, path = "/watch/{stream}", tag = "listen", security(()),
+    params(("stream" = String, Path, description = "The live stream's slug with `.m3u8` appended")),
+    responses((status = 302, description = "To the stream's HLS playlist on the edge carrying it"),
+              (status = 404, body = Problem),
+              (status = 503, description = "The stream is not placed on a live node right now; retry", body = Problem)))]
+pub async fn watch(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+    let Some(slug) = stream.strip_suffix(".m3u8") else {
+        return ApiError::NotFound(format!(
+            "There is no {stream:?} to watch: ask for /watch/SLUG.m3u8."
+        ))
+        .into_response();
+    };
+    let Some(cluster) = &st.cluster else {
+        return unavailable("This control plane runs without a cluster.".to_string());
+    };
+    let live = match st.db.conn().await {
+        Ok(mut c) => crate::db::live_streams::by_slug(&mut c, slug).await,
+        Err(e) => Err(e),
+    };
+    let s = match live {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError::NotFound(format!("There is no live stream {slug:?}."))
+                .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let snap = cluster.view.get();
+    let edge = snap
+        .placement
+        .stations
+        .get(&s.id)
+        .and_then(|p| snap.nodes.get(&p.origin))
+        .filter(|n| n.alive);
+    match edge {
+        Some(n) => {
+            let url = format!(
+                "{}/hls/{}/index.m3u8",
+                n.edge_url.trim_end_matches('/'),
+                s.slug
+            );
+            (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, url.as_str()),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+            )
+                .into_response()
+        }
+        None => unavailable(format!(
+            "No edge carries live stream {slug:?} right now; it is being placed or moved."
+        )),
+    }
+}

@@ -18,6 +18,7 @@ mod plans;
 mod playlists;
 pub mod stations;
 pub mod streamers;
+pub mod streams;
 mod tenants;
 mod usage;
 
@@ -65,6 +66,7 @@ pub struct AppState {
         (name = "stations", description = "A tenant's radio stations"),
         (name = "media", description = "A station's media library: uploaded audio for the AutoDJ"),
         (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
+        (name = "streams", description = "A tenant's live video streams: RTMP ingest with a stream key, HLS playback"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -104,6 +106,11 @@ pub fn router(
         .routes(routes!(media::list, media::upload))
         .routes(routes!(media::get, media::update, media::delete))
         .routes(routes!(listen::listen))
+        .routes(routes!(listen::watch))
+        .routes(routes!(streams::list, streams::create))
+        .routes(routes!(streams::get, streams::update, streams::delete))
+        .routes(routes!(streams::rotate_key))
+        .routes(routes!(streams::ingest))
         .routes(routes!(playlists::list, playlists::create))
         .routes(routes!(
             playlists::get,
@@ -200,7 +207,9 @@ fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
                 };
                 add("401", "Missing, unknown or revoked bearer token");
                 let open_to_all = path == "/v1/me"
-                    || ((path.starts_with("/v1/stations") || path.starts_with("/v1/invoices"))
+                    || ((path.starts_with("/v1/stations")
+                        || path.starts_with("/v1/invoices")
+                        || path.starts_with("/v1/streams"))
                         && method == "get");
                 if !open_to_all {
                     add(

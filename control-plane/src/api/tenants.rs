@@ -116,7 +116,7 @@ pub async fn update(
     Ok(Json(t))
 }
 
-/// Delete a tenant that has no stations left (its API keys go with it).
+/// Delete a tenant that has no stations or live streams left (its API keys go with it).
 #[utoipa::path(delete, path = "/v1/tenants/{id}", params(("id" = String, Path, description = "Object id")), tag = "tenants",
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(
@@ -132,6 +132,12 @@ pub async fn delete(
     if n > 0 {
         return Err(ApiError::Conflict(format!(
             "Tenant {id:?} still has {n} station(s); delete them first."
+        )));
+    }
+    let n = db::live_streams::count_for_tenant(&mut tx, &id).await?;
+    if n > 0 {
+        return Err(ApiError::Conflict(format!(
+            "Tenant {id:?} still has {n} live stream(s); delete them first."
         )));
     }
     db::tenants::delete(&mut tx, &id).await?;

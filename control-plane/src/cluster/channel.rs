@@ -195,6 +195,12 @@ fn check_advert(node: &NodeAdvert) -> Result<(), String> {
             node.edge_url
         ));
     }
+    if !node.rtmp_url.is_empty() && !node.rtmp_url.starts_with("rtmp://") {
+        return Err(format!(
+            "node rtmp_url {:?} must be empty or an rtmp:// URL publishers can reach",
+            node.rtmp_url
+        ));
+    }
     if node.capacity_listeners == 0 || node.capacity_mbps == 0 {
         return Err("node capacity_listeners and capacity_mbps must be at least 1".into());
     }

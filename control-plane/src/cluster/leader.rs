@@ -8,13 +8,17 @@ use super::{Cluster, keys};
 use crate::db;
 use crate::scheduler::{self, NodeInfo, NodeState, Policy, Role, StationDemand};
 use onda_shared::cluster::proto::{
-    AutoDjSpec, DesiredState, DjSpec, MountSpec, PlaylistSpec, StationRole, StationSpec, TrackSpec,
+    AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, StationRole,
+    StationSpec, TrackSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The label the leader gives nodes with an RTMP ingest, which live streams select.
+const RTMP_LABEL: &str = "onda.rtmp";
 
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     while !stop.is_cancelled() {
@@ -258,13 +262,24 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         observed,
         ..
     } = super::read_state(cluster).await?;
+    let streams = {
+        let mut c = cluster.db.conn().await?;
+        db::live_streams::catalog(&mut c).await?
+    };
     let infos: Vec<NodeInfo> = nodes
         .iter()
         .filter(|n| n.revoked_at.is_none())
         .map(|n| NodeInfo {
             id: n.id.clone(),
             region: n.region.clone(),
-            labels: n.labels.clone(),
+            // Live streams go only to nodes with an RTMP ingest: a label they select.
+            labels: {
+                let mut l = n.labels.clone();
+                if !n.rtmp_url.is_empty() {
+                    l.insert(RTMP_LABEL.to_string(), "true".to_string());
+                }
+                l
+            },
             capacity_listeners: u64::from(n.capacity_listeners),
             capacity_kbps: u64::from(n.capacity_mbps) * 1000,
             state: if !alive.contains(&n.id) {
@@ -310,7 +325,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         .iter()
         .filter(|s| s.active && !s.mounts.is_empty())
         .collect();
-    let demands: Vec<StationDemand> = on_air
+    let mut demands: Vec<StationDemand> = on_air
         .iter()
         .map(|s| StationDemand {
             id: s.id.clone(),
@@ -322,6 +337,16 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             kbps_per_listener: s.mounts.iter().map(|m| u64::from(m.2)).sum(),
         })
         .collect();
+    // A live stream is placed like a station without listeners yet: one origin, where its
+    // publisher connects (viewers are not counted yet, so it gets no relays).
+    demands.extend(streams.iter().map(|l| StationDemand {
+        id: l.id.clone(),
+        region: String::new(),
+        node_selector: BTreeMap::from([(RTMP_LABEL.to_string(), "true".to_string())]),
+        listeners: 0,
+        reserve_listeners: cluster.settings.reserve_listeners,
+        kbps_per_listener: 0,
+    }));
     let policy = Policy {
         relay_threshold_listeners: cluster.settings.relay_threshold_listeners,
         ..Policy::default()
@@ -334,12 +359,24 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         policy: &policy,
     });
     let m = &cluster.metrics;
+    let is_stream = |id: &str| streams.iter().any(|l| l.id == id);
+    let placed = outcome
+        .placement
+        .stations
+        .keys()
+        .filter(|id| !is_stream(id))
+        .count();
+    let unplaced = outcome
+        .unplaced
+        .iter()
+        .filter(|u| !is_stream(&u.station))
+        .count();
     m.stations
         .with_label_values(&["placed"])
-        .set(i64::try_from(outcome.placement.stations.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(placed).unwrap_or(i64::MAX));
     m.stations
         .with_label_values(&["unplaced"])
-        .set(i64::try_from(outcome.unplaced.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(unplaced).unwrap_or(i64::MAX));
     for (status, label) in [
         (onda_shared::api::NodeStatus::Ready, "ready"),
         (onda_shared::api::NodeStatus::Unreachable, "unreachable"),
@@ -440,11 +477,25 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 autodj,
             });
         }
+        let live_streams: Vec<LiveStreamSpec> = by_node
+            .get(&n.id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(_, role)| *role == Role::Origin)
+            .filter_map(|(id, _)| streams.iter().find(|l| &l.id == id))
+            .map(|l| LiveStreamSpec {
+                stream_id: l.id.clone(),
+                slug: l.slug.clone(),
+                stream_key: l.stream_key.clone(),
+            })
+            .collect();
         let previous = existing.get(&n.id);
-        if previous.map(|d| &d.stations) != Some(&stations) {
+        if previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams)) {
             let desired = DesiredState {
                 generation: previous.map_or(0, |d| d.generation) + 1,
                 stations,
+                live_streams,
             };
             coord
                 .put(

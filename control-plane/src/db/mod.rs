@@ -6,6 +6,7 @@ pub mod billing;
 pub mod cluster;
 pub mod history;
 pub mod keys;
+pub mod live_streams;
 pub mod media;
 pub mod nodes;
 pub mod plans;
@@ -65,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "billing",
         include_str!("../../migrations/0008_billing.sql"),
+    ),
+    (
+        9,
+        "live streams",
+        include_str!("../../migrations/0009_live_streams.sql"),
     ),
 ];
 

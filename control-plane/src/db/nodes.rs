@@ -8,8 +8,8 @@ use onda_shared::cluster::proto::NodeAdvert;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, name, region, labels, public_url, capacity_listeners, capacity_mbps, \
-    status, last_heartbeat_at, created_at, draining, revoked_at";
+const COLUMNS: &str = "id, name, region, labels, public_url, rtmp_url, capacity_listeners, \
+    capacity_mbps, status, last_heartbeat_at, created_at, draining, revoked_at";
 
 fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
     let labels: String = row.try_get("labels")?;
@@ -22,6 +22,7 @@ fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
         region: row.try_get("region")?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         public_url: row.try_get("public_url")?,
+        rtmp_url: row.try_get("rtmp_url")?,
         capacity_listeners: u32::try_from(row.try_get::<i64, _>("capacity_listeners")?)
             .unwrap_or(u32::MAX),
         capacity_mbps: u32::try_from(row.try_get::<i64, _>("capacity_mbps")?).unwrap_or(u32::MAX),
@@ -97,8 +98,8 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO nodes (id, name, region, labels, public_url, capacity_listeners, \
-         capacity_mbps, status, last_heartbeat_at, created_at, cert_sha256, draining) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'unreachable', NULL, $8, $9, 0)",
+         capacity_mbps, status, last_heartbeat_at, created_at, cert_sha256, draining, rtmp_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'unreachable', NULL, $8, $9, 0, $10)",
     )
     .bind(id)
     .bind(&advert.name)
@@ -109,6 +110,7 @@ pub async fn insert(
     .bind(clamp(advert.capacity_mbps))
     .bind(now())
     .bind(cert_sha256)
+    .bind(&advert.rtmp_url)
     .execute(conn)
     .await?;
     Ok(())
@@ -122,7 +124,7 @@ pub async fn update_advert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE nodes SET region = $1, labels = $2, public_url = $3, capacity_listeners = $4, \
-         capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6 WHERE id = $7",
+         capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6, rtmp_url = $8 WHERE id = $7",
     )
     .bind(&advert.region)
     .bind(super::stations::labels_json(&advert.labels))
@@ -131,6 +133,7 @@ pub async fn update_advert(
     .bind(clamp(advert.capacity_mbps))
     .bind(now())
     .bind(id)
+    .bind(&advert.rtmp_url)
     .execute(conn)
     .await?;
     Ok(())

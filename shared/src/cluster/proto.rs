@@ -35,6 +35,9 @@ pub struct NodeAdvert {
     pub labels: BTreeMap<String, String>,
     /// Public base URL of the node's edge (`http://edge1.example.com:8000`).
     pub edge_url: String,
+    /// `rtmp://host:port` where publishers reach the node's RTMP ingest; empty without one.
+    #[serde(default)]
+    pub rtmp_url: String,
     pub capacity_listeners: u64,
     pub capacity_mbps: u64,
 }
@@ -239,6 +242,18 @@ impl RefusalCode {
 pub struct DesiredState {
     pub generation: u64,
     pub stations: Vec<StationSpec>,
+    /// Live video streams this node takes RTMP publishes for and serves as HLS.
+    #[serde(default)]
+    pub live_streams: Vec<LiveStreamSpec>,
+}
+
+/// A live stream the node ingests: publishers present `stream_key`; viewers play
+/// `/hls/{slug}/index.m3u8`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveStreamSpec {
+    pub stream_id: String,
+    pub slug: String,
+    pub stream_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

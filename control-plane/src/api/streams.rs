@@ -1,0 +1,238 @@
+//! `/v1/streams`: a tenant's live video streams within its plan (`live_video` feature,
+//! `max_live_streams`), their stream keys, and where to publish them. A tenant key sees only its
+//! own streams (another tenant's id answers 404); the admin token reads and deletes any.
+
+use super::AppState;
+use super::auth::{Caller, WritingTenant};
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
+use super::stations::{lock_active_tenant, plan_of};
+use crate::db::{self, is_unique_violation};
+use crate::{secrets, validate};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use onda_shared::api::{
+    CreateLiveStream, LiveStream, LiveStreamIngest, Page, PageParams, Problem, UpdateLiveStream,
+};
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("There is no live stream {id:?}."))
+}
+
+fn slug_taken(slug: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "The slug {slug:?} is already used by another live stream; choose another."
+    ))
+}
+
+/// Creates a stream for a tenant in the caller's transaction, within its plan (also used by dev
+/// mode for the demo stream).
+pub async fn create_for_tenant(
+    conn: &mut db::Conn,
+    tenant_id: &str,
+    req: CreateLiveStream,
+) -> ApiResult<LiveStream> {
+    let tenant = lock_active_tenant(conn, tenant_id).await?;
+    let plan = plan_of(conn, &tenant.plan_id).await?;
+    if !plan.features.live_video {
+        return Err(ApiError::PlanLimit {
+            limit: "live_video",
+            detail: format!("Plan {:?} does not include live video.", plan.name),
+        });
+    }
+    let count = db::live_streams::count_for_tenant(conn, tenant_id).await?;
+    if count >= i64::from(plan.limits.max_live_streams) {
+        return Err(ApiError::PlanLimit {
+            limit: "max_live_streams",
+            detail: format!(
+                "Plan {:?} allows {} live stream(s) and this tenant already has {count}.",
+                plan.name, plan.limits.max_live_streams
+            ),
+        });
+    }
+    let name = validate::name("name", &req.name)?;
+    let slug = match &req.slug {
+        Some(s) => validate::slug(s)?,
+        None => {
+            let base = validate::slug_from_name(&name).unwrap_or_else(|| "live".to_string());
+            let mut candidate = base.clone();
+            while db::live_streams::slug_taken(conn, &candidate).await? {
+                candidate = format!("{base}-{}", &secrets::new_id("s")[2..8]);
+            }
+            candidate
+        }
+    };
+    let stream = LiveStream {
+        id: secrets::new_id("lvs"),
+        tenant_id: tenant_id.to_string(),
+        name,
+        slug: slug.clone(),
+        stream_key: secrets::new_stream_key(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    match db::live_streams::insert(conn, &stream).await {
+        Ok(s) => Ok(s),
+        Err(e) if is_unique_violation(&e) => Err(slug_taken(&slug)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// List live streams: a tenant's own, or every one for the admin.
+#[utoipa::path(get, path = "/v1/streams", tag = "streams", params(PageParams),
+    responses((status = 200, body = Page<LiveStream>)))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<LiveStream>>> {
+    let p = Paging::try_from(q)?;
+    let mut conn = st.db.conn().await?;
+    Ok(Json(
+        db::live_streams::list(&mut conn, caller.tenant_scope(), p.limit, &p.cursor).await?,
+    ))
+}
+
+/// Create a live stream (tenant key); the plan needs `live_video` and room in
+/// `max_live_streams`. The answer carries the stream key.
+#[utoipa::path(post, path = "/v1/streams", tag = "streams", request_body = CreateLiveStream,
+    responses((status = 201, body = LiveStream), (status = 403, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create(
+    State(st): State<AppState>,
+    WritingTenant(tenant): WritingTenant,
+    ApiJson(req): ApiJson<CreateLiveStream>,
+) -> ApiResult<(StatusCode, Json<LiveStream>)> {
+    let mut tx = st.db.begin().await?;
+    let s = create_for_tenant(&mut tx, &tenant.id, req).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+/// Get a live stream.
+#[utoipa::path(get, path = "/v1/streams/{id}", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    responses((status = 200, body = LiveStream), (status = 404, body = Problem)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<LiveStream>> {
+    let mut conn = st.db.conn().await?;
+    db::live_streams::get(&mut conn, &id, caller.tenant_scope())
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Rename a live stream or change its slug.
+#[utoipa::path(patch, path = "/v1/streams/{id}", params(("id" = String, Path, description = "Object id")), tag = "streams", request_body = UpdateLiveStream,
+    responses((status = 200, body = LiveStream), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn update(
+    State(st): State<AppState>,
+    WritingTenant(tenant): WritingTenant,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateLiveStream>,
+) -> ApiResult<Json<LiveStream>> {
+    let mut tx = st.db.begin().await?;
+    lock_active_tenant(&mut tx, &tenant.id).await?;
+    let mut s = db::live_streams::get(&mut tx, &id, Some(&tenant.id))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    if let Some(n) = &req.name {
+        s.name = validate::name("name", n)?;
+    }
+    if let Some(slug) = &req.slug {
+        s.slug = validate::slug(slug)?;
+    }
+    let saved = match db::live_streams::update(&mut tx, &s).await {
+        Ok(saved) => saved,
+        Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(Json(saved))
+}
+
+/// Delete a live stream; its publisher is disconnected when the node applies the change.
+#[utoipa::path(delete, path = "/v1/streams/{id}", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    if let Caller::Tenant(_) = caller {
+        caller.writing_tenant("Live streams")?;
+    }
+    let mut tx = st.db.begin().await?;
+    if !db::live_streams::delete(&mut tx, &id, caller.tenant_scope()).await? {
+        return Err(not_found(&id));
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace the stream key with a new random one: the old key is refused from now on, and a
+/// publisher using it is disconnected when the node applies the change.
+#[utoipa::path(post, path = "/v1/streams/{id}/stream-key", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    responses((status = 200, body = LiveStream), (status = 404, body = Problem)))]
+pub async fn rotate_key(
+    State(st): State<AppState>,
+    WritingTenant(tenant): WritingTenant,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<LiveStream>> {
+    let mut tx = st.db.begin().await?;
+    lock_active_tenant(&mut tx, &tenant.id).await?;
+    let mut s = db::live_streams::get(&mut tx, &id, Some(&tenant.id))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    s.stream_key = secrets::new_stream_key();
+    let saved = db::live_streams::update(&mut tx, &s).await?;
+    tx.commit().await?;
+    Ok(Json(saved))
+}
+
+/// Where to publish: the RTMP server of the node carrying the stream, with the key.
+#[utoipa::path(get, path = "/v1/streams/{id}/ingest", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    responses((status = 200, body = LiveStreamIngest), (status = 404, body = Problem)))]
+pub async fn ingest(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<LiveStreamIngest>> {
+    let mut conn = st.db.conn().await?;
+    let s = db::live_streams::get(&mut conn, &id, caller.tenant_scope())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let origin = st
+        .cluster
+        .as_ref()
+        .and_then(|c| {
+            c.view
+                .get()
+                .placement
+                .stations
+                .get(&id)
+                .map(|p| p.origin.clone())
+        })
+        .filter(|o| !o.is_empty());
+    let node = match &origin {
+        Some(n) => db::nodes::get(&mut conn, n).await?,
+        None => None,
+    };
+    let rtmp_url = node
+        .as_ref()
+        .map(|n| n.rtmp_url.clone())
+        .filter(|u| !u.is_empty())
+        .map(|u| format!("{}/live", u.trim_end_matches('/')));
+    Ok(Json(LiveStreamIngest {
+        stream_id: s.id,
+        node: node.map(|n| n.name),
+        publish_url: rtmp_url.as_ref().map(|u| format!("{u}/{}", s.stream_key)),
+        rtmp_url,
+        stream_key: s.stream_key,
+        watch_path: format!("/watch/{}.m3u8", s.slug),
+    }))
+}
