@@ -27,6 +27,7 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
         .map(|l| onda_edge::config::LiveStreamConfig {
             name: l.slug.clone(),
             key: l.stream_key.clone(),
+            playback_secret: l.playback_secret.clone(),
         })
         .collect();
     for s in &desired.stations {

@@ -8,6 +8,9 @@ CREATE TABLE live_streams (
     name TEXT NOT NULL,
     slug TEXT NOT NULL UNIQUE,
     stream_key TEXT NOT NULL UNIQUE,
+    -- 'public', or 'token': viewers need a playback token signed with playback_secret.
+    access TEXT NOT NULL,
+    playback_secret TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );

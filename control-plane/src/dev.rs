@@ -458,6 +458,7 @@ async fn ensure_demo(
             onda_shared::api::CreateLiveStream {
                 name: "Demo Live".to_string(),
                 slug: None,
+                access: onda_shared::api::StreamAccess::Public,
             },
         )
         .await

@@ -41,6 +41,11 @@ pub fn new_stream_key() -> String {
     format!("live_{}", random_string(ALPHABET_MIXED, 32))
 }
 
+/// The secret a token stream's playback tokens are signed with (256 bits).
+pub fn new_playback_secret() -> String {
+    random_string(ALPHABET_MIXED, 43)
+}
+
 /// An admin token for dev mode.
 pub fn new_admin_token() -> String {
     format!("onda_admin_{}", random_string(ALPHABET_MIXED, 40))

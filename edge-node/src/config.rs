@@ -61,6 +61,10 @@ pub struct LiveStreamConfig {
     pub name: String,
     /// The RTMP stream key (the publish name after the application, as OBS sends it).
     pub key: String,
+    /// When set, every playlist and segment request needs a playback token signed with this
+    /// secret (`onda_shared::playback`, `?token=`); absent, the stream is public.
+    #[serde(default)]
+    pub playback_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -819,6 +823,14 @@ impl EdgeConfig {
             if !ok {
                 anyhow::bail!(
                     "live_streams: {}: key must be 8 to 256 printable characters without '/' or '?'",
+                    l.name
+                );
+            }
+            if let Some(secret) = &l.playback_secret
+                && secret.len() < 16
+            {
+                anyhow::bail!(
+                    "live_streams: {}: playback_secret must be at least 16 characters",
                     l.name
                 );
             }

@@ -950,15 +950,37 @@ pub struct StationHistory {
     pub items: Vec<HistoryEntry>,
 }
 
+/// Who may watch a live stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamAccess {
+    /// Anyone with the URL.
+    #[default]
+    Public,
+    /// Viewers with a playback token (`POST /v1/streams/{id}/playback-tokens`): subscribers,
+    /// pay-per-view buyers.
+    Token,
+}
+
+impl StreamAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamAccess::Public => "public",
+            StreamAccess::Token => "token",
+        }
+    }
+}
+
 /// A tenant's live video stream: published over RTMP with `stream_key` to the node carrying it,
-/// watched over HLS at `/watch/{slug}.m3u8` (public).
+/// watched over HLS at `/watch/{slug}.m3u8`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LiveStream {
     pub id: String,
     pub tenant_id: String,
     pub name: String,
-    /// Short unique name in public URLs.
+    /// Short unique name in public URLs (changing it invalidates its playback tokens).
     pub slug: String,
+    pub access: StreamAccess,
     /// The RTMP stream key (OBS: "Stream Key"); rotate it with `POST …/stream-key`.
     pub stream_key: String,
     pub created_at: String,
@@ -972,6 +994,8 @@ pub struct CreateLiveStream {
     /// Derived from the name when absent.
     #[serde(default)]
     pub slug: Option<String>,
+    #[serde(default)]
+    pub access: StreamAccess,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -979,6 +1003,28 @@ pub struct CreateLiveStream {
 pub struct UpdateLiveStream {
     pub name: Option<String>,
     pub slug: Option<String>,
+    pub access: Option<StreamAccess>,
+}
+
+/// Mint a playback token for one viewer of a token stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlaybackToken {
+    /// How long it plays, 60 s to 7 days (default 3600).
+    pub ttl_seconds: Option<u64>,
+    /// The viewer (subscriber, buyer) as the tenant's site knows them: letters, digits, `_`,
+    /// `-`, at most 64; default none.
+    #[serde(default)]
+    pub viewer_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlaybackToken {
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// `/watch/{slug}.m3u8?token=…` through the redirector.
+    pub watch_path: String,
 }
 
 /// Where to publish a live stream and where it is watched.

@@ -7,4 +7,5 @@ pub mod api;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod playback;
 pub mod signal;

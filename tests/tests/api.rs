@@ -999,6 +999,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("delete", "/v1/streams/{id}"),
         ("post", "/v1/streams/{id}/stream-key"),
         ("get", "/v1/streams/{id}/ingest"),
+        ("post", "/v1/streams/{id}/playback-tokens"),
         ("get", "/watch/{stream}"),
         ("get", "/v1/invoices"),
         ("get", "/v1/invoices/{id}"),

@@ -380,16 +380,85 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         old.stderr()
     );
 
-    // Premium allows two live streams.
-    let (s, _) = cp
+    // A token stream: viewers need a token the tenant mints; the redirector passes it on.
+    let (s, paid) = cp
         .tenant_call(
             &key,
             Method::POST,
             "/v1/streams",
-            Some(json!({"name": "Second"})),
+            Some(json!({"name": "Pay Per View", "access": "token"})),
         )
         .await;
-    assert_eq!(s, 201);
+    assert_eq!((s, paid["access"].as_str()), (201, Some("token")), "{paid}");
+    let paid_id = paid["id"].as_str().expect("id").to_string();
+    let (s, refused) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            &format!("/v1/streams/{id}/playback-tokens"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 409, "a public stream needs no token: {refused}");
+    let (s, minted) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            &format!("/v1/streams/{paid_id}/playback-tokens"),
+            Some(json!({"ttl_seconds": 600, "viewer_id": "buyer-1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{minted}");
+    let paid_ingest = wait_for(
+        "the token stream placed",
+        Duration::from_secs(30),
+        || async {
+            let (_, i) = cp
+                .tenant_call(
+                    &key,
+                    Method::GET,
+                    &format!("/v1/streams/{paid_id}/ingest"),
+                    None,
+                )
+                .await;
+            i["publish_url"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    let _paid_publisher = ffmpeg_rtmp(&paid_ingest, 25);
+    let with_token = format!(
+        "{}{}",
+        cp.api,
+        minted["watch_path"].as_str().expect("watch_path")
+    );
+    wait_for(
+        "the token stream watchable",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&with_token).await.ok()?.text().await.ok()?;
+            text.contains("#EXTINF").then_some(())
+        },
+    )
+    .await;
+    let probed = ffprobe_streams(&with_token);
+    assert!(
+        probed.contains("codec_type=video") && probed.contains("codec_type=audio"),
+        "{probed}"
+    );
+    let without = reqwest::get(format!(
+        "{}/watch/{}.m3u8",
+        cp.api,
+        paid["slug"].as_str().expect("slug")
+    ))
+    .await
+    .expect("watch");
+    assert_eq!(
+        without.status(),
+        403,
+        "redirected to the edge, which refuses"
+    );
+
+    // Premium allows two live streams: a third is refused.
     let (s, refused) = cp
         .tenant_call(
             &key,
@@ -407,4 +476,98 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         .call(Method::GET, "/watch/no-such-stream.m3u8", None)
         .await;
     assert_eq!(s, 404);
+}
+
+/// A token stream: the playlist and every segment need a valid token; a missing, expired or
+/// forged one is a 403 naming why, and the playlist hands its token on in the segment URIs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
+    use onda_shared::playback::sign;
+    let secret = "edge-playback-secret-0123456789";
+    let (edge, rtmp) = EdgeNode::start_live(&format!(
+        "[hls]\nsegment_ms = 1000\n\n[[live_streams]]\nname = \"paid\"\n\
+         key = \"paid-key-0123456789\"\nplayback_secret = \"{secret}\"\n"
+    ))
+    .await;
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/paid-key-0123456789"), 25);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let good = sign(secret, "paid", now + 600, "buyer-7");
+    let list_url = |token: &str| edge.url(&format!("/hls/paid/index.m3u8?token={token}"));
+    let list = wait_for(
+        "the token stream's playlist",
+        Duration::from_secs(30),
+        || async {
+            let r = reqwest::get(list_url(&good)).await.ok()?;
+            let text = r.text().await.ok()?;
+            text.contains("#EXTINF").then_some(text)
+        },
+    )
+    .await;
+    let segment = list
+        .lines()
+        .find(|l| l.contains(".ts"))
+        .expect("a segment")
+        .to_string();
+    assert!(segment.ends_with(&format!("?token={good}")), "{list}");
+    let base = edge.url("");
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move {
+            let r = reqwest::get(url).await.expect("get");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let bare = segment.split('?').next().expect("segment");
+    let expired = sign(secret, "paid", now - 1, "buyer-7");
+    let forged = sign("not-the-secret-0000000000", "paid", now + 600, "buyer-7");
+    let other = sign(secret, "another-stream", now + 600, "buyer-7");
+    for (what, path, status, why) in [
+        (
+            "playlist without a token",
+            "/hls/paid/index.m3u8".to_string(),
+            403,
+            "needs a playback token",
+        ),
+        (
+            "segment without a token",
+            format!("/hls/paid/{bare}"),
+            403,
+            "needs a playback token",
+        ),
+        (
+            "expired",
+            format!("/hls/paid/index.m3u8?token={expired}"),
+            403,
+            "expired",
+        ),
+        (
+            "forged",
+            format!("/hls/paid/{bare}?token={forged}"),
+            403,
+            "not valid",
+        ),
+        (
+            "another stream's",
+            format!("/hls/paid/index.m3u8?token={other}"),
+            403,
+            "not valid",
+        ),
+        (
+            "garbage",
+            "/hls/paid/index.m3u8?token=%0Aevil".to_string(),
+            403,
+            "malformed",
+        ),
+    ] {
+        let (s, body) = get(path).await;
+        assert_eq!(s, status, "{what}: {body}");
+        assert!(body.contains(why), "{what}: {body}");
+    }
+    let (s, _) = get(format!("/hls/paid/{segment}")).await;
+    assert_eq!(s, 200, "a segment with the token");
+    let streams = ffprobe_streams(&list_url(&good));
+    assert!(streams.contains("codec_type=video"), "{streams}");
 }

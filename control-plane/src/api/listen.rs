@@ -5,7 +5,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use onda_shared::api::Problem;
@@ -131,7 +131,11 @@ pub async fn listen(
     responses((status = 302, description = "To the stream's HLS playlist on the edge carrying it"),
               (status = 404, body = Problem),
               (status = 503, description = "The stream is not placed on a live node right now; retry", body = Problem)))]
-pub async fn watch(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+pub async fn watch(
+    State(st): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(slug) = stream.strip_suffix(".m3u8") else {
         return ApiError::NotFound(format!(
             "There is no {stream:?} to watch: ask for /watch/SLUG.m3u8."
@@ -162,8 +166,22 @@ pub async fn watch(State(st): State<AppState>, Path(stream): Path<String>) -> Re
         .filter(|n| n.alive);
     match edge {
         Some(n) => {
+            // A token stream's token goes on to the edge, which checks it.
+            let token = query
+                .as_deref()
+                .and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "token")
+                        .map(|(_, v)| v.into_owned())
+                })
+                .filter(|t| {
+                    t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                })
+                .map(|t| format!("?token={t}"))
+                .unwrap_or_default();
             let url = format!(
-                "{}/hls/{}/index.m3u8",
+                "{}/hls/{}/index.m3u8{token}",
                 n.edge_url.trim_end_matches('/'),
                 s.slug
             );

@@ -111,6 +111,7 @@ pub fn router(
         .routes(routes!(streams::get, streams::update, streams::delete))
         .routes(routes!(streams::rotate_key))
         .routes(routes!(streams::ingest))
+        .routes(routes!(streams::playback_token))
         .routes(routes!(playlists::list, playlists::create))
         .routes(routes!(
             playlists::get,

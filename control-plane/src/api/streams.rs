@@ -13,7 +13,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
-    CreateLiveStream, LiveStream, LiveStreamIngest, Page, PageParams, Problem, UpdateLiveStream,
+    CreateLiveStream, CreatePlaybackToken, LiveStream, LiveStreamIngest, Page, PageParams,
+    PlaybackToken, Problem, StreamAccess, UpdateLiveStream,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -68,11 +69,12 @@ pub async fn create_for_tenant(
         tenant_id: tenant_id.to_string(),
         name,
         slug: slug.clone(),
+        access: req.access,
         stream_key: secrets::new_stream_key(),
         created_at: String::new(),
         updated_at: String::new(),
     };
-    match db::live_streams::insert(conn, &stream).await {
+    match db::live_streams::insert(conn, &stream, &secrets::new_playback_secret()).await {
         Ok(s) => Ok(s),
         Err(e) if is_unique_violation(&e) => Err(slug_taken(&slug)),
         Err(e) => Err(e.into()),
@@ -146,6 +148,7 @@ pub async fn update(
     if let Some(slug) = &req.slug {
         s.slug = validate::slug(slug)?;
     }
+    s.access = req.access.unwrap_or(s.access);
     let saved = match db::live_streams::update(&mut tx, &s).await {
         Ok(saved) => saved,
         Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),
@@ -192,6 +195,57 @@ pub async fn rotate_key(
     let saved = db::live_streams::update(&mut tx, &s).await?;
     tx.commit().await?;
     Ok(Json(saved))
+}
+
+/// Mint a playback token for a viewer of a token stream (the tenant's site calls this for a
+/// subscriber or a buyer and hands them `watch_path`). The edge checks it on every playlist and
+/// segment request, with no round trip to the control plane.
+#[utoipa::path(post, path = "/v1/streams/{id}/playback-tokens", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    request_body = CreatePlaybackToken,
+    responses((status = 201, body = PlaybackToken), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn playback_token(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<CreatePlaybackToken>,
+) -> ApiResult<(StatusCode, Json<PlaybackToken>)> {
+    if let Caller::Tenant(_) = caller {
+        caller.writing_tenant("Live streams")?;
+    }
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    if !(60..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError::Unprocessable(format!(
+            "ttl_seconds is {ttl}; a token lasts 60 seconds to 7 days."
+        )));
+    }
+    if !onda_shared::playback::valid_viewer(&req.viewer_id) {
+        return Err(ApiError::Unprocessable(
+            "viewer_id must be at most 64 letters, digits, '_' or '-'.".to_string(),
+        ));
+    }
+    let mut conn = st.db.conn().await?;
+    let s = db::live_streams::get(&mut conn, &id, caller.tenant_scope())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    if s.access != StreamAccess::Token {
+        return Err(ApiError::Conflict(format!(
+            "Live stream {id:?} is public: anyone may watch it without a token (set access to \"token\" first)."
+        )));
+    }
+    let secret = db::live_streams::playback_secret(&mut conn, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let expiry = u64::try_from(db::now()).unwrap_or(0) + ttl;
+    let token = onda_shared::playback::sign(&secret, &s.slug, expiry, &req.viewer_id);
+    Ok((
+        StatusCode::CREATED,
+        Json(PlaybackToken {
+            watch_path: format!("/watch/{}.m3u8?token={token}", s.slug),
+            token,
+            expires_at: db::rfc3339(i64::try_from(expiry).unwrap_or(i64::MAX)),
+        }),
+    ))
 }
 
 /// Where to publish: the RTMP server of the node carrying the stream, with the key.

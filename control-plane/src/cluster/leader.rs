@@ -488,6 +488,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 stream_id: l.id.clone(),
                 slug: l.slug.clone(),
                 stream_key: l.stream_key.clone(),
+                playback_secret: l.playback_secret.clone(),
             })
             .collect();
         let previous = existing.get(&n.id);

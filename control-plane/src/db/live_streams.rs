@@ -1,11 +1,11 @@
 //! Live video streams of tenants.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{LiveStream, Page};
+use onda_shared::api::{LiveStream, Page, StreamAccess};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, tenant_id, name, slug, stream_key, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, name, slug, stream_key, access, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<LiveStream, sqlx::Error> {
     Ok(LiveStream {
@@ -14,6 +14,11 @@ fn from_row(row: &AnyRow) -> Result<LiveStream, sqlx::Error> {
         name: row.try_get("name")?,
         slug: row.try_get("slug")?,
         stream_key: row.try_get("stream_key")?,
+        access: if row.try_get::<String, _>("access")? == "token" {
+            StreamAccess::Token
+        } else {
+            StreamAccess::Public
+        },
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -80,16 +85,23 @@ pub async fn slug_taken(conn: &mut Conn, slug: &str) -> Result<bool, sqlx::Error
         .is_some())
 }
 
-pub async fn insert(conn: &mut Conn, s: &LiveStream) -> Result<LiveStream, sqlx::Error> {
+/// Inserts a stream with the secret its playback tokens are signed with.
+pub async fn insert(
+    conn: &mut Conn,
+    s: &LiveStream,
+    playback_secret: &str,
+) -> Result<LiveStream, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO live_streams (id, tenant_id, name, slug, stream_key, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO live_streams (id, tenant_id, name, slug, stream_key, access, \
+         playback_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
     .bind(&s.name)
     .bind(&s.slug)
     .bind(&s.stream_key)
+    .bind(s.access.as_str())
+    .bind(playback_secret)
     .bind(now())
     .execute(&mut *conn)
     .await?;
@@ -100,19 +112,30 @@ pub async fn insert(conn: &mut Conn, s: &LiveStream) -> Result<LiveStream, sqlx:
 
 pub async fn update(conn: &mut Conn, s: &LiveStream) -> Result<LiveStream, sqlx::Error> {
     sqlx::query(
-        "UPDATE live_streams SET name = $1, slug = $2, stream_key = $3, updated_at = $4 \
-         WHERE id = $5",
+        "UPDATE live_streams SET name = $1, slug = $2, stream_key = $3, updated_at = $4, \
+         access = $6 WHERE id = $5",
     )
     .bind(&s.name)
     .bind(&s.slug)
     .bind(&s.stream_key)
     .bind(now())
     .bind(&s.id)
+    .bind(s.access.as_str())
     .execute(&mut *conn)
     .await?;
     get(conn, &s.id, None)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The secret a stream's playback tokens are signed with.
+pub async fn playback_secret(conn: &mut Conn, id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT playback_secret FROM live_streams WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| r.try_get("playback_secret"))
+        .transpose()
 }
 
 pub async fn delete(conn: &mut Conn, id: &str, tenant: Option<&str>) -> Result<bool, sqlx::Error> {
@@ -131,11 +154,14 @@ pub struct CatalogStream {
     pub id: String,
     pub slug: String,
     pub stream_key: String,
+    /// Token streams: the playback secret; None for public ones.
+    pub playback_secret: Option<String>,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT l.id, l.slug, l.stream_key FROM live_streams l JOIN tenants t ON t.id = l.tenant_id \
+        "SELECT l.id, l.slug, l.stream_key, l.access, l.playback_secret FROM live_streams l \
+         JOIN tenants t ON t.id = l.tenant_id \
          WHERE t.status = 'active' ORDER BY l.id",
     )
     .fetch_all(conn)
@@ -146,6 +172,9 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error>
                 id: r.try_get("id")?,
                 slug: r.try_get("slug")?,
                 stream_key: r.try_get("stream_key")?,
+                playback_secret: (r.try_get::<String, _>("access")? == "token")
+                    .then(|| r.try_get("playback_secret"))
+                    .transpose()?,
             })
         })
         .collect()

@@ -16,6 +16,7 @@ use crate::mount::lock;
 use crate::server::{Request, Shared, respond, respond_cached};
 use bytes::Bytes;
 use hls::Segmenter;
+use onda_shared::playback::{self, TokenError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub struct LiveStream {
 
 struct State {
     key: String,
+    /// Playback tokens are required when set.
+    playback_secret: Option<String>,
     segment_ms: u64,
     window: usize,
     segmenter: Segmenter,
@@ -76,6 +79,7 @@ impl Live {
                         st.kick.cancel();
                         st.kick = CancellationToken::new();
                     }
+                    st.playback_secret = c.playback_secret.clone();
                     // New HLS settings apply from the next publish.
                     st.segment_ms = segment_ms;
                     st.window = window;
@@ -88,6 +92,7 @@ impl Live {
                             counters: metrics.live_counters(&c.name),
                             state: Mutex::new(State {
                                 key: c.key.clone(),
+                                playback_secret: c.playback_secret.clone(),
                                 segment_ms,
                                 window,
                                 segmenter: Segmenter::new(segment_ms, window),
@@ -181,6 +186,21 @@ impl LiveStream {
         Ok(())
     }
 
+    /// Checks a viewer's request: Ok with the query to carry into the playlist's URIs.
+    pub fn admit(&self, query: &str, now_unix: u64) -> Result<String, TokenError> {
+        let secret = lock(&self.state).playback_secret.clone();
+        let Some(secret) = secret else {
+            return Ok(String::new());
+        };
+        let token = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        playback::verify(&secret, &self.name, &token, now_unix)?;
+        // Only the token travels on: it is URL-safe as signed.
+        Ok(format!("?token={token}"))
+    }
+
     pub fn playlist(&self, query: &str) -> Option<String> {
         lock(&self.state).segmenter.playlist(query)
     }
@@ -207,12 +227,24 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
         .await;
         return;
     };
-    // The query (a playback token, later) is carried into the segment URIs; only a plain one.
-    let q = &req.head.query;
-    let query = if !q.is_empty() && q.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-        format!("?{q}")
-    } else {
-        String::new()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Token streams: every playlist and segment request carries a valid token, which the
+    // playlist passes on in its segment URIs.
+    let query = match stream.admit(&req.head.query, now) {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = respond(
+                &mut req.stream,
+                403,
+                "text/plain",
+                &[],
+                format!("{e}\n").as_bytes(),
+            )
+            .await;
+            return;
+        }
     };
     let (ctype, cache, body) = if file == "index.m3u8" {
         match stream.playlist(&query) {

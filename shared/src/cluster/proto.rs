@@ -254,6 +254,9 @@ pub struct LiveStreamSpec {
     pub stream_id: String,
     pub slug: String,
     pub stream_key: String,
+    /// Token streams: the secret playback tokens are signed with; None for public streams.
+    #[serde(default)]
+    pub playback_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
