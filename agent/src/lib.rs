@@ -133,20 +133,32 @@ impl Agent {
         h
     }
 
+    /// Each mount's listeners and source, and each live stream's viewers and publisher (as
+    /// the edge path `/hls/{slug}`, on the air while a publisher streams).
     pub fn mount_reports(&self) -> Vec<MountReport> {
         let stations = apply::station_of_paths(&self.desired);
-        self.edge
-            .stats()
-            .into_iter()
-            .filter_map(|m| {
-                Some(MountReport {
-                    station_id: stations.get(&m.path)?.clone(),
-                    on_air: m.source.is_some(),
-                    listeners: m.audience,
-                    path: m.path,
-                })
+        let mounts = self.edge.stats().into_iter().filter_map(|m| {
+            Some(MountReport {
+                station_id: stations.get(&m.path)?.clone(),
+                on_air: m.source.is_some(),
+                listeners: m.audience,
+                path: m.path,
             })
-            .collect()
+        });
+        let live = self.edge.live_stats().into_iter().filter_map(|l| {
+            let spec = self
+                .desired
+                .live_streams
+                .iter()
+                .find(|s| s.slug == l.name)?;
+            Some(MountReport {
+                station_id: spec.stream_id.clone(),
+                path: format!("/hls/{}", l.name),
+                listeners: l.viewers,
+                on_air: l.publishing,
+            })
+        });
+        mounts.chain(live).collect()
     }
 }
 

@@ -244,6 +244,13 @@ pub fn remember_paths(map: &PathMap, desired: &DesiredState) {
     let mut m = map
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A live stream's viewers are usage of the stream, under the mount name "/hls".
+    for l in &desired.live_streams {
+        m.insert(
+            format!("/hls/{}", l.slug),
+            (l.stream_id.clone(), "/hls".to_string()),
+        );
+    }
     for s in &desired.stations {
         let live = s.autodj.iter().filter_map(|a| a.live_mount.as_deref());
         for mount in s.mounts.iter().map(|m| m.path.as_str()).chain(live) {

@@ -182,11 +182,11 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     let (status, ctype, body): (u16, &str, Vec<u8>) = match path.as_str() {
         "/healthz" => (200, "text/plain", b"ok\n".to_vec()),
         "/readyz" => (200, "text/plain", b"ready\n".to_vec()),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render().into_bytes(),
-        ),
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", {
+            // Viewers are sessions that time out without a request: count them now.
+            shared.live.refresh_viewers();
+            shared.metrics.render().into_bytes()
+        }),
         "/status-json.xsl" => {
             let host = host(&req, &shared);
             let doc = status_json(&shared, &host);

@@ -43,6 +43,8 @@ pub struct HlsConfig {
     pub segment_ms: u64,
     /// Segments the playlist lists (and memory holds) per stream.
     pub window: u64,
+    /// A viewer (playback session) ends after this long without a playlist or segment request.
+    pub viewer_timeout_ms: u64,
 }
 
 impl Default for HlsConfig {
@@ -50,6 +52,7 @@ impl Default for HlsConfig {
         HlsConfig {
             segment_ms: 2000,
             window: 6,
+            viewer_timeout_ms: 15_000,
         }
     }
 }
@@ -794,6 +797,12 @@ impl EdgeConfig {
             anyhow::bail!(
                 "hls.segment_ms = {} must be between 500 and 20000",
                 self.hls.segment_ms
+            );
+        }
+        if !(1000..=600_000).contains(&self.hls.viewer_timeout_ms) {
+            anyhow::bail!(
+                "hls.viewer_timeout_ms = {} must be between 1000 and 600000",
+                self.hls.viewer_timeout_ms
             );
         }
         if !(2..=100).contains(&self.hls.window) {

@@ -64,6 +64,16 @@ pub struct MountStats {
     pub source: Option<SourceStats>,
 }
 
+/// One live stream's numbers, for the agent and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStats {
+    pub name: String,
+    /// Playback sessions active now.
+    pub viewers: u64,
+    /// A publisher streams into it now.
+    pub publishing: bool,
+}
+
 /// A running edge node.
 pub struct Edge {
     shared: Arc<Shared>,
@@ -157,6 +167,20 @@ impl Edge {
                     relay: s.info.relay,
                     bytes_received: s.end(),
                 }),
+            })
+            .collect()
+    }
+
+    pub fn live_stats(&self) -> Vec<LiveStats> {
+        let now = std::time::Instant::now();
+        self.shared
+            .live
+            .streams()
+            .iter()
+            .map(|s| LiveStats {
+                name: s.name.clone(),
+                viewers: s.viewers.current(now),
+                publishing: s.is_live(),
             })
             .collect()
     }

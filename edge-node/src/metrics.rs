@@ -22,6 +22,7 @@ pub struct EdgeMetrics {
     live_segments: IntCounterVec,
     live_sent: IntCounterVec,
     live_requests: IntCounterVec,
+    live_viewers: IntGaugeVec,
     /// RTMP publishes refused (unknown key, stream already live, bad media).
     pub rtmp_refused: IntCounter,
 }
@@ -34,6 +35,7 @@ pub struct LiveCounters {
     pub segments: IntCounter,
     pub bytes_sent: IntCounter,
     pub requests: IntCounter,
+    pub viewers: IntGauge,
 }
 
 /// One mount's series.
@@ -167,6 +169,11 @@ impl EdgeMetrics {
                 "onda_edge_live_requests_total",
                 "HLS playlist and segment requests answered for the live stream",
             )?,
+            live_viewers: live_gauge(
+                &registry,
+                "onda_edge_live_viewers",
+                "Viewers of the live stream: playback sessions with a request within hls.viewer_timeout_ms",
+            )?,
             rtmp_refused: counter(
                 "onda_edge_rtmp_publish_refusals_total",
                 "RTMP publishes refused (unknown or rotated key, stream already live, unsupported media)",
@@ -182,6 +189,7 @@ impl EdgeMetrics {
             segments: self.live_segments.with_label_values(&[stream]),
             bytes_sent: self.live_sent.with_label_values(&[stream]),
             requests: self.live_requests.with_label_values(&[stream]),
+            viewers: self.live_viewers.with_label_values(&[stream]),
         }
     }
 
@@ -191,6 +199,7 @@ impl EdgeMetrics {
         let _ = self.live_segments.remove_label_values(&[stream]);
         let _ = self.live_sent.remove_label_values(&[stream]);
         let _ = self.live_requests.remove_label_values(&[stream]);
+        let _ = self.live_viewers.remove_label_values(&[stream]);
     }
 
     pub fn mount_counters(&self, mount: &str) -> Counters {

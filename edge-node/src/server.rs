@@ -250,9 +250,10 @@ impl Shared {
         v
     }
 
-    /// Usage of every mount since the previous call (mounts with nothing to report left out).
+    /// Usage of every mount and live stream since the previous call (those with nothing to
+    /// report left out).
     pub fn take_usage(&self) -> Vec<crate::usage::MountUsage> {
-        let mut out = Vec::new();
+        let mut out = self.live.take_usage();
         for (path, cell) in self.usage.cells() {
             let now = std::time::Instant::now();
             let usage = match self.mount(&path).filter(|m| Arc::ptr_eq(&m.usage, &cell)) {

@@ -1027,6 +1027,18 @@ pub struct PlaybackToken {
     pub watch_path: String,
 }
 
+/// A live stream's audience right now (a heartbeat behind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveStreamViewers {
+    pub stream_id: String,
+    /// Playback sessions active on the edges carrying it.
+    pub viewers: u64,
+    /// A publisher streams into it.
+    pub publishing: bool,
+    /// The node carrying it.
+    pub node: Option<String>,
+}
+
 /// Where to publish a live stream and where it is watched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LiveStreamIngest {

@@ -240,7 +240,7 @@ pub fn agent_toml(name: &str, cps: &[String], edge_port: u16) -> String {
          capacity_mbps = 1000\nstate_dir = \"state\"\n\n[control_plane]\naddresses = [{addrs}]\n\
          max_backoff_ms = 1000\n\n[http]\nlisten = \"127.0.0.1:{edge_port}\"\n\n\
          [usage]\ncheckpoint_ms = 200\ninterval_ms = 1000\n\n\
-         [rtmp]\nlisten = \"127.0.0.1:0\"\n\n[hls]\nsegment_ms = 1000\n"
+         [rtmp]\nlisten = \"127.0.0.1:0\"\n\n[hls]\nsegment_ms = 1000\nviewer_timeout_ms = 2000\n"
     )
 }
 

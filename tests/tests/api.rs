@@ -1000,6 +1000,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("post", "/v1/streams/{id}/stream-key"),
         ("get", "/v1/streams/{id}/ingest"),
         ("post", "/v1/streams/{id}/playback-tokens"),
+        ("get", "/v1/streams/{id}/viewers"),
+        ("get", "/v1/streams/{id}/usage"),
         ("get", "/watch/{stream}"),
         ("get", "/v1/invoices"),
         ("get", "/v1/invoices/{id}"),

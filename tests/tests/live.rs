@@ -40,6 +40,90 @@ fn ffprobe_streams(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// What an HLS player fetched: media milliseconds of the segments (from their `#EXTINF`) and
+/// bytes of playlists and segments.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Watched {
+    media_ms: u64,
+    bytes: u64,
+}
+
+/// A player with its own User-Agent: refreshes the playlist every 500 ms for `secs` and fetches
+/// each new segment once, as hls.js and Safari do.
+async fn hls_player(url: String, agent: &'static str, secs: f64) -> Watched {
+    let http = reqwest::Client::builder()
+        .user_agent(agent)
+        .build()
+        .expect("client");
+    let mut got = Watched::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    while std::time::Instant::now() < end {
+        if let Ok(r) = http.get(&url).send().await
+            && r.status() == 200
+        {
+            let base = r.url().clone();
+            let text = r.text().await.unwrap_or_default();
+            got.bytes += text.len() as u64;
+            let mut duration_ms = 0;
+            for line in text.lines() {
+                if let Some(d) = line.strip_prefix("#EXTINF:") {
+                    let d = d.trim_end_matches(',');
+                    let (s, ms) = d.split_once('.').unwrap_or((d, "0"));
+                    duration_ms =
+                        s.parse::<u64>().unwrap_or(0) * 1000 + ms.parse::<u64>().unwrap_or(0);
+                } else if !line.starts_with('#')
+                    && !line.is_empty()
+                    && seen.insert(line.to_string())
+                {
+                    let seg = base.join(line).expect("segment URL");
+                    let body = http
+                        .get(seg)
+                        .send()
+                        .await
+                        .expect("segment")
+                        .bytes()
+                        .await
+                        .expect("body");
+                    got.bytes += body.len() as u64;
+                    got.media_ms += duration_ms;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    got
+}
+
+/// Viewers are playback sessions: two players with their own User-Agents are two viewers, and
+/// one that stops is gone after `hls.viewer_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_are_playback_sessions_that_time_out() {
+    let (edge, rtmp) = EdgeNode::start_live(
+        "[hls]\nsegment_ms = 1000\nviewer_timeout_ms = 2000\n\n\
+         [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n",
+    )
+    .await;
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    playlist(&edge, 1).await;
+    let url = edge.url("/hls/show/index.m3u8");
+    let long = tokio::spawn(hls_player(url.clone(), "player-long/1.0", 6.0));
+    let short = tokio::spawn(hls_player(url, "player-short/1.0", 1.5));
+    let viewers = || edge.metric("onda_edge_live_viewers{stream=\"show\"}");
+    wait_for("two viewers", Duration::from_secs(5), || async {
+        (viewers().await == 2.0).then_some(())
+    })
+    .await;
+    short.await.expect("player");
+    wait_for(
+        "the short player timed out",
+        Duration::from_secs(5),
+        || async { (viewers().await == 1.0).then_some(()) },
+    )
+    .await;
+    long.await.expect("player");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
     let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
@@ -356,6 +440,88 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         streams.contains("codec_name=aac|codec_type=audio"),
         "{streams}"
     );
+
+    // Two players through the redirector: two viewers in the API, and the usage billed is
+    // exactly the media time and bytes they fetched. First the probes above time out (the
+    // harness's viewer timeout is 2 s) and their usage is stored.
+    let usage_total = async || {
+        let (_, u) = cp
+            .tenant_call(
+                &key,
+                Method::GET,
+                &format!("/v1/streams/{id}/usage?granularity=day"),
+                None,
+            )
+            .await;
+        let t = &u["total"];
+        (
+            t["listener_ms"].as_u64().unwrap_or(0),
+            t["bytes_sent"].as_u64().unwrap_or(0),
+            t["sessions"].as_u64().unwrap_or(0),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    let before = loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (_, v) = cp
+            .tenant_call(
+                &key,
+                Method::GET,
+                &format!("/v1/streams/{id}/viewers"),
+                None,
+            )
+            .await;
+        let now = usage_total().await;
+        if v["viewers"] == 0 && last == Some(now) {
+            break now;
+        }
+        last = Some(now);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "viewers never went to 0 or usage never settled: {v} {now:?}"
+        );
+    };
+    let a = tokio::spawn(hls_player(watch.clone(), "viewer-a/1.0", 4.0));
+    let b = tokio::spawn(hls_player(watch.clone(), "viewer-b/1.0", 4.0));
+    let seen = wait_for(
+        "two viewers in the API",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = cp
+                .tenant_call(
+                    &key,
+                    Method::GET,
+                    &format!("/v1/streams/{id}/viewers"),
+                    None,
+                )
+                .await;
+            (v["viewers"] == 2).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        (&seen["publishing"], &seen["node"]),
+        (&json!(true), &json!("live-1")),
+        "{seen}"
+    );
+    let (a, b) = (a.await.expect("a"), b.await.expect("b"));
+    assert!(a.media_ms > 0 && b.media_ms > 0, "{a:?} {b:?}");
+    let want = (
+        before.0 + a.media_ms + b.media_ms,
+        before.1 + a.bytes + b.bytes,
+        before.2 + 2,
+    );
+    let billed = wait_for(
+        "the viewers' usage stored",
+        Duration::from_secs(20),
+        || async {
+            let now = usage_total().await;
+            (now == want).then_some(now)
+        },
+    )
+    .await;
+    eprintln!("viewers billed {billed:?} (before {before:?}), as fetched: {a:?} + {b:?}");
 
     // A new key: the publisher is cut when the node applies it, the old key is refused.
     let (s, rotated) = cp

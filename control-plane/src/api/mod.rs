@@ -112,6 +112,8 @@ pub fn router(
         .routes(routes!(streams::rotate_key))
         .routes(routes!(streams::ingest))
         .routes(routes!(streams::playback_token))
+        .routes(routes!(streams::viewers))
+        .routes(routes!(streams::usage))
         .routes(routes!(playlists::list, playlists::create))
         .routes(routes!(
             playlists::get,

@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
-    CreateLiveStream, CreatePlaybackToken, LiveStream, LiveStreamIngest, Page, PageParams,
-    PlaybackToken, Problem, StreamAccess, UpdateLiveStream,
+    CreateLiveStream, CreatePlaybackToken, LiveStream, LiveStreamIngest, LiveStreamViewers, Page,
+    PageParams, PlaybackToken, Problem, StationUsage, StreamAccess, UpdateLiveStream, UsageParams,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -246,6 +246,63 @@ pub async fn playback_token(
             expires_at: db::rfc3339(i64::try_from(expiry).unwrap_or(i64::MAX)),
         }),
     ))
+}
+
+/// Viewers right now: playback sessions with a request within the edge's viewer timeout.
+#[utoipa::path(get, path = "/v1/streams/{id}/viewers", params(("id" = String, Path, description = "Object id")), tag = "streams",
+    responses((status = 200, body = LiveStreamViewers), (status = 404, body = Problem)))]
+pub async fn viewers(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<LiveStreamViewers>> {
+    let s = {
+        let mut conn = st.db.conn().await?;
+        db::live_streams::get(&mut conn, &id, caller.tenant_scope())
+            .await?
+            .ok_or_else(|| not_found(&id))?
+    };
+    let path = format!("/hls/{}", s.slug);
+    let (viewers, publishing, node) = match &st.cluster {
+        Some(c) => {
+            let snap = c.view.get();
+            let origin = snap.placement.stations.get(&id).map(|p| p.origin.clone());
+            let node = origin.as_ref().and_then(|o| snap.nodes.get(o));
+            (
+                snap.listeners.get(&id).copied().unwrap_or(0),
+                node.is_some_and(|n| n.alive && n.on_air.contains(&path)),
+                node.map(|n| n.name.clone()),
+            )
+        }
+        None => (0, false, None),
+    };
+    Ok(Json(LiveStreamViewers {
+        stream_id: id,
+        viewers,
+        publishing,
+        node,
+    }))
+}
+
+/// A live stream's viewer usage per hour or day (viewer time is the media time of the segments
+/// served), JSON or CSV: the station usage answer, with the stream's id.
+#[utoipa::path(get, path = "/v1/streams/{id}/usage", tag = "streams",
+    params(("id" = String, Path, description = "Object id"), UsageParams),
+    responses((status = 200, body = StationUsage, description = "JSON, or text/csv with format=csv"),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn usage(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<UsageParams>,
+) -> ApiResult<axum::response::Response> {
+    {
+        let mut conn = st.db.conn().await?;
+        db::live_streams::get(&mut conn, &id, caller.tenant_scope())
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+    }
+    super::usage::usage_of(&st, id, q).await
 }
 
 /// Where to publish: the RTMP server of the node carrying the stream, with the key.

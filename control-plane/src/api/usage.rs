@@ -146,6 +146,15 @@ pub async fn station_usage(
     ReadableStation { station_id, .. }: ReadableStation,
     ApiQuery(q): ApiQuery<UsageParams>,
 ) -> ApiResult<Response> {
+    usage_of(&st, station_id, q).await
+}
+
+/// The usage answer for a station or a live stream (its viewers) the caller may read.
+pub(super) async fn usage_of(
+    st: &AppState,
+    station_id: String,
+    q: UsageParams,
+) -> ApiResult<Response> {
     let (granularity, bucket_ms) = match q.granularity.as_deref().unwrap_or("hour") {
         "hour" => ("hour", HOUR_MS),
         "day" => ("day", DAY_MS),

@@ -105,6 +105,15 @@ pub async fn insert(
     .bind(now())
     .execute(&mut *conn)
     .await?;
+    // Viewers are metered and billed like listeners, through the owner kept for stations.
+    sqlx::query(
+        "INSERT INTO station_owners (station_id, tenant_id) VALUES ($1, $2) \
+         ON CONFLICT (station_id) DO NOTHING",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant_id)
+    .execute(&mut *conn)
+    .await?;
     get(conn, &s.id, None)
         .await?
         .ok_or(sqlx::Error::RowNotFound)

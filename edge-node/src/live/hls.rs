@@ -234,10 +234,14 @@ impl Segmenter {
     }
 
     pub fn segment(&self, seq: u64) -> Option<Bytes> {
+        self.segment_with_duration(seq).map(|(d, _)| d)
+    }
+
+    pub fn segment_with_duration(&self, seq: u64) -> Option<(Bytes, u64)> {
         self.segments
             .iter()
             .find(|s| s.seq == seq)
-            .map(|s| s.data.clone())
+            .map(|s| (s.data.clone(), s.duration_ms))
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {

@@ -9,6 +9,7 @@ pub mod flv;
 pub mod hls;
 pub mod rtmp;
 mod ts;
+pub mod viewers;
 
 use crate::config::EdgeConfig;
 use crate::metrics::{EdgeMetrics, LiveCounters};
@@ -30,6 +31,7 @@ pub struct Live {
 pub struct LiveStream {
     pub name: String,
     pub counters: LiveCounters,
+    pub viewers: viewers::Viewers,
     state: Mutex<State>,
 }
 
@@ -90,6 +92,9 @@ impl Live {
                         Arc::new(LiveStream {
                             name: c.name.clone(),
                             counters: metrics.live_counters(&c.name),
+                            viewers: viewers::Viewers::new(std::time::Duration::from_millis(
+                                config.hls.viewer_timeout_ms,
+                            )),
                             state: Mutex::new(State {
                                 key: c.key.clone(),
                                 playback_secret: c.playback_secret.clone(),
@@ -120,6 +125,38 @@ impl Live {
             }
         }
         found
+    }
+
+    /// Sets each stream's viewers gauge to the sessions active now.
+    pub fn refresh_viewers(&self) {
+        let now = std::time::Instant::now();
+        for s in lock(&self.streams).values() {
+            s.counters
+                .viewers
+                .set(i64::try_from(s.viewers.current(now)).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// What each stream's viewers used since the previous call, as usage of the edge path
+    /// `/hls/{name}` (streams with nothing to report left out).
+    pub fn take_usage(&self) -> Vec<crate::usage::MountUsage> {
+        let now = std::time::Instant::now();
+        let mut out: Vec<crate::usage::MountUsage> = lock(&self.streams)
+            .values()
+            .map(|s| {
+                let u = s.viewers.take(now);
+                crate::usage::MountUsage {
+                    path: format!("/hls/{}", s.name),
+                    listener_ms: u.viewer_ms,
+                    peak_listeners: u.peak,
+                    sessions: u.sessions,
+                    bytes_sent: u.bytes,
+                }
+            })
+            .filter(|u| !u.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
 
     /// Every stream, by name.
@@ -186,27 +223,29 @@ impl LiveStream {
         Ok(())
     }
 
-    /// Checks a viewer's request: Ok with the query to carry into the playlist's URIs.
-    pub fn admit(&self, query: &str, now_unix: u64) -> Result<String, TokenError> {
+    /// Checks a viewer's request: Ok with the query to carry into the playlist's URIs and the
+    /// token's viewer id.
+    pub fn admit(&self, query: &str, now_unix: u64) -> Result<(String, String), TokenError> {
         let secret = lock(&self.state).playback_secret.clone();
         let Some(secret) = secret else {
-            return Ok(String::new());
+            return Ok((String::new(), String::new()));
         };
         let token = form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
-        playback::verify(&secret, &self.name, &token, now_unix)?;
+        let viewer = playback::verify(&secret, &self.name, &token, now_unix)?.to_string();
         // Only the token travels on: it is URL-safe as signed.
-        Ok(format!("?token={token}"))
+        Ok((format!("?token={token}"), viewer))
     }
 
     pub fn playlist(&self, query: &str) -> Option<String> {
         lock(&self.state).segmenter.playlist(query)
     }
 
-    pub fn segment(&self, seq: u64) -> Option<Bytes> {
-        lock(&self.state).segmenter.segment(seq)
+    /// A segment and its duration in milliseconds.
+    pub fn segment(&self, seq: u64) -> Option<(Bytes, u64)> {
+        lock(&self.state).segmenter.segment_with_duration(seq)
     }
 }
 
@@ -232,8 +271,8 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
         .map_or(0, |d| d.as_secs());
     // Token streams: every playlist and segment request carries a valid token, which the
     // playlist passes on in its segment URIs.
-    let query = match stream.admit(&req.head.query, now) {
-        Ok(q) => q,
+    let (query, viewer) = match stream.admit(&req.head.query, now) {
+        Ok(v) => v,
         Err(e) => {
             let _ = respond(
                 &mut req.stream,
@@ -246,10 +285,15 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
             return;
         }
     };
-    let (ctype, cache, body) = if file == "index.m3u8" {
+    let (ctype, cache, body, media_ms) = if file == "index.m3u8" {
         match stream.playlist(&query) {
             // Live playlists change every segment; an ended one no longer does.
-            Some(p) => ("application/vnd.apple.mpegurl", "no-cache", Bytes::from(p)),
+            Some(p) => (
+                "application/vnd.apple.mpegurl",
+                "no-cache",
+                Bytes::from(p),
+                0,
+            ),
             None => {
                 let _ = respond(
                     &mut req.stream,
@@ -263,10 +307,10 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
             }
         }
     } else if let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok())
-        && let Some(seg) = stream.segment(seq)
+        && let Some((seg, duration_ms)) = stream.segment(seq)
     {
         // A segment never changes once listed.
-        ("video/mp2t", "max-age=3600", seg)
+        ("video/mp2t", "max-age=3600", seg, duration_ms)
     } else {
         let _ = respond(
             &mut req.stream,
@@ -285,5 +329,10 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
         && !head_only
     {
         stream.counters.bytes_sent.inc_by(body.len() as u64);
+        let ua = req.head.header("user-agent").unwrap_or_default();
+        let key = viewers::session_key(&viewer, req.peer.ip(), ua);
+        stream
+            .viewers
+            .request(key, std::time::Instant::now(), body.len() as u64, media_ms);
     }
 }
