@@ -28,11 +28,29 @@ pub struct EdgeConfig {
     pub live_streams: Vec<LiveStreamConfig>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
     /// Listen address for RTMP publishers, e.g. "0.0.0.0:1935"; empty: no RTMP. `ONDA_RTMP_LISTEN`.
     pub listen: String,
+    /// nginx-rtmp's `on_publish`: an http:// URL POSTed (form) before a publish with a known key
+    /// is accepted; a 2xx answer allows it, anything else or no answer within
+    /// `webhook_timeout_ms` refuses it. Empty: no call.
+    pub on_publish: String,
+    /// nginx-rtmp's `on_publish_done`: POSTed when a publisher leaves (the answer is ignored).
+    pub on_publish_done: String,
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: String::new(),
+            on_publish: String::new(),
+            on_publish_done: String::new(),
+            webhook_timeout_ms: 3000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -793,6 +811,20 @@ impl EdgeConfig {
                 )
             })?)
         };
+        for (key, url) in [
+            ("rtmp.on_publish", &self.rtmp.on_publish),
+            ("rtmp.on_publish_done", &self.rtmp.on_publish_done),
+        ] {
+            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                anyhow::bail!("{key} = {url:?} must be an http:// or https:// URL (or empty)");
+            }
+        }
+        if !(100..=60_000).contains(&self.rtmp.webhook_timeout_ms) {
+            anyhow::bail!(
+                "rtmp.webhook_timeout_ms = {} must be between 100 and 60000",
+                self.rtmp.webhook_timeout_ms
+            );
+        }
         if !(500..=20_000).contains(&self.hls.segment_ms) {
             anyhow::bail!(
                 "hls.segment_ms = {} must be between 500 and 20000",

@@ -737,3 +737,134 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
     let streams = ffprobe_streams(&list_url(&good));
     assert!(streams.contains("codec_type=video"), "{streams}");
 }
+
+/// A webhook receiver on loopback: answers every request with `status` (or never, for 0) and
+/// keeps the form bodies it received.
+async fn webhook(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Head, then a body of Content-Length bytes.
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            record.lock().expect("lock").push(body.to_string());
+                            break;
+                        }
+                    }
+                }
+                if status == 0 {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// nginx-rtmp's webhooks: `on_publish` decides (2xx allows, another status or no answer in
+/// time refuses) and gets the key, `on_publish_done` hears the publisher leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_publish_webhooks_allow_refuse_and_hear_the_end() {
+    for (status, allowed) in [(200u16, true), (403, false), (0, false)] {
+        let (hook, seen) = webhook(status).await;
+        let (done, done_seen) = webhook(200).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let toml = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
+             on_publish = \"{hook}\"\non_publish_done = \"{done}\"\nwebhook_timeout_ms = 500\n\n\
+             [hls]\nsegment_ms = 1000\n\n\
+             [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n"
+        );
+        std::fs::write(dir.path().join("edge.toml"), toml).expect("write");
+        let mut proc = onda_tests::process::Proc::start_in(
+            "onda edge",
+            dir,
+            &["edge", "--config", "edge.toml"],
+            &[],
+        );
+        let http = proc
+            .wait_log_word("edge listening on ", Duration::from_secs(30))
+            .await;
+        let rtmp = proc
+            .wait_log_word("RTMP ingest on ", Duration::from_secs(30))
+            .await;
+        let mut publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+        if allowed {
+            let url = format!("{http}/hls/show/index.m3u8");
+            wait_for(
+                "the allowed publish live",
+                Duration::from_secs(30),
+                || async { (reqwest::get(&url).await.ok()?.status() == 200).then_some(()) },
+            )
+            .await;
+            publisher.terminate();
+            wait_for("on_publish_done", Duration::from_secs(20), || async {
+                done_seen.lock().expect("lock").first().cloned()
+            })
+            .await;
+            let body = done_seen.lock().expect("lock")[0].clone();
+            assert!(
+                body.contains("call=publish_done") && body.contains("stream=show"),
+                "{body}"
+            );
+        } else {
+            assert!(
+                !publisher.wait_exit(Duration::from_secs(20)).await.success(),
+                "status {status}"
+            );
+            assert!(
+                publisher.stderr().contains("on_publish"),
+                "{}",
+                publisher.stderr()
+            );
+        }
+        let body = seen
+            .lock()
+            .expect("lock")
+            .first()
+            .cloned()
+            .expect("on_publish called");
+        assert!(
+            body.contains("call=publish")
+                && body.contains("name=show-key-0123456789")
+                && body.contains("app=live")
+                && body.contains("addr=127.0.0.1"),
+            "{body}"
+        );
+    }
+}

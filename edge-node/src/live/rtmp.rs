@@ -48,6 +48,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             if let Some(s) = publishing {
                 tracing::info!(%peer, stream = %s.name, "publisher left");
                 s.release(conn);
+                publish_done(&shared, peer, conn, "", &s.name);
             }
         });
     }
@@ -137,7 +138,8 @@ async fn session(
         let mut close = None;
         while !results.is_empty() {
             for event in send(&mut stream, &mut results).await? {
-                let step = on_event(&mut rtmp, event, shared, conn, peer, publishing, &mut kick)?;
+                let step =
+                    on_event(&mut rtmp, event, shared, conn, peer, publishing, &mut kick).await?;
                 results.extend(step.out);
                 close = close.or(step.close);
             }
@@ -187,7 +189,7 @@ impl Step {
 }
 
 /// Reacts to one session event.
-fn on_event(
+async fn on_event(
     rtmp: &mut ServerSession,
     event: ServerSessionEvent,
     shared: &Arc<Shared>,
@@ -215,6 +217,7 @@ fn on_event(
             .map_err(End::Protocol),
         ServerSessionEvent::PublishStreamRequested {
             request_id,
+            app_name,
             stream_key,
             ..
         } => {
@@ -227,6 +230,17 @@ fn on_event(
             let claimed = match shared.live.by_key(key) {
                 None => Err(Refusal::UnknownKey),
                 Some(s) => s.claim(conn, key).map(|k| (s, k)),
+            };
+            // nginx-rtmp's on_publish: the publisher's own service decides too.
+            let claimed = match claimed {
+                Ok((s, k)) => match on_publish(shared, peer, conn, &app_name, key, &s.name).await {
+                    Ok(()) => Ok((s, k)),
+                    Err(why) => {
+                        s.release(conn);
+                        return refuse(rtmp, request_id, "NetStream.Publish.Unauthorized", why);
+                    }
+                },
+                Err(r) => Err(r),
             };
             match claimed {
                 Ok((s, k)) => {
@@ -263,16 +277,89 @@ fn on_event(
         ServerSessionEvent::AudioDataReceived {
             data, timestamp, ..
         } => media(publishing, conn, false, timestamp.value, &data).map(|()| Step::default()),
-        ServerSessionEvent::PublishStreamFinished { .. } => {
+        ServerSessionEvent::PublishStreamFinished { app_name, .. } => {
             if let Some(s) = publishing.take() {
                 tracing::info!(%peer, stream = %s.name, "publish finished");
                 s.release(conn);
+                publish_done(shared, peer, conn, &app_name, &s.name);
             }
             *kick = None;
             Ok(Step::default())
         }
         _ => Ok(Step::default()),
     }
+}
+
+/// The webhooks' HTTP client (one connection pool for the node).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// The form nginx-rtmp posts: `call`, `addr`, `clientid`, `app`, `name` (the stream key as
+/// published), and `stream`, the stream's name on this node.
+fn form(call: &str, peer: SocketAddr, conn: u64, app: &str, key: &str, stream: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("call", call)
+        .append_pair("addr", &peer.ip().to_string())
+        .append_pair("clientid", &conn.to_string())
+        .append_pair("app", app)
+        .append_pair("name", key)
+        .append_pair("stream", stream)
+        .finish()
+}
+
+/// Asks `rtmp.on_publish` (when set) whether this publish may go ahead: Err(why) unless it
+/// answers 2xx within `rtmp.webhook_timeout_ms`.
+async fn on_publish(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    conn: u64,
+    app: &str,
+    key: &str,
+    stream: &str,
+) -> Result<(), String> {
+    let cfg = shared.config().rtmp.clone();
+    if cfg.on_publish.is_empty() {
+        return Ok(());
+    }
+    let sent = client()
+        .post(&cfg.on_publish)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form("publish", peer, conn, app, key, stream))
+        .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("on_publish answered {}", r.status().as_u16())),
+        Err(e) if e.is_timeout() => Err(format!(
+            "on_publish did not answer within {} ms",
+            cfg.webhook_timeout_ms
+        )),
+        Err(_) => Err("on_publish could not be reached".to_string()),
+    }
+}
+
+/// Tells `rtmp.on_publish_done` (when set) that a publisher left; its answer is not awaited.
+fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, stream: &str) {
+    let cfg = shared.config().rtmp.clone();
+    if cfg.on_publish_done.is_empty() {
+        return;
+    }
+    let body = form("publish_done", peer, conn, app, "", stream);
+    tokio::spawn(async move {
+        let sent = client()
+            .post(&cfg.on_publish_done)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!("on_publish_done failed: {e}");
+        }
+    });
 }
 
 fn media(
