@@ -28,6 +28,7 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             name: l.slug.clone(),
             key: l.stream_key.clone(),
             playback_secret: l.playback_secret.clone(),
+            origin_url: l.origin_url.clone(),
         })
         .collect();
     for s in &desired.stations {

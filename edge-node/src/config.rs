@@ -86,6 +86,10 @@ pub struct LiveStreamConfig {
     /// secret (`onda_shared::playback`, `?token=`); absent, the stream is public.
     #[serde(default)]
     pub playback_secret: Option<String>,
+    /// Relay: pull the stream's HLS from this origin edge (`http://edge1:8000`) and serve it
+    /// from a local copy, instead of taking RTMP publishes.
+    #[serde(default)]
+    pub origin_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -872,6 +876,15 @@ impl EdgeConfig {
             {
                 anyhow::bail!(
                     "live_streams: {}: playback_secret must be at least 16 characters",
+                    l.name
+                );
+            }
+            if let Some(o) = &l.origin_url
+                && !o.starts_with("http://")
+                && !o.starts_with("https://")
+            {
+                anyhow::bail!(
+                    "live_streams: {}: origin_url {o:?} must be an http:// or https:// URL",
                     l.name
                 );
             }

@@ -868,3 +868,111 @@ async fn on_publish_webhooks_allow_refuse_and_hear_the_end() {
         );
     }
 }
+
+/// An edge that is not the stream's origin serves it: with viewers above the relay threshold
+/// the leader adds a relay, which pulls the origin's segments and plays them to its own
+/// viewers (ffprobe finds both tracks there); a publish to the relay is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
+    use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+    use reqwest::Method;
+    use serde_json::json;
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::start(&CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: None,
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: "relay-test-admin-token-0123456789",
+        node_ttl_ms: 1000,
+        // A relay as soon as a carrier has more than one viewer.
+        relay_threshold: 1,
+    })
+    .await;
+    let token = cp.join_token(600).await;
+    let a = Agent::start("live-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let token = cp.join_token(600).await;
+    let b = Agent::start("live-b", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let key = cp.tenant_key("Big Creator").await;
+    let (s, stream) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Finals"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let id = stream["id"].as_str().expect("id").to_string();
+    let slug = stream["slug"].as_str().expect("slug").to_string();
+    let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
+        let (_, i) = cp
+            .tenant_call(&key, Method::GET, &format!("/v1/streams/{id}/ingest"), None)
+            .await;
+        i["publish_url"].is_string().then_some(i)
+    })
+    .await;
+    let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
+    let relay = if ingest["node"] == "live-a" { &b } else { &a };
+    let origin = if ingest["node"] == "live-a" { &a } else { &b };
+    let watch = format!("{}/watch/{slug}.m3u8", cp.api);
+    wait_for("the stream watchable", Duration::from_secs(30), || async {
+        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        text.contains("#EXTINF").then_some(())
+    })
+    .await;
+    // Three viewers on the origin: more than the threshold.
+    let players: Vec<_> = ["p1/1.0", "p2/1.0", "p3/1.0"]
+        .into_iter()
+        .map(|ua| {
+            tokio::spawn(hls_player(
+                format!("{}/hls/{slug}/index.m3u8", origin.edge_url),
+                ua,
+                25.0,
+            ))
+        })
+        .collect();
+    let on_relay = format!("{}/hls/{slug}/index.m3u8", relay.edge_url);
+    wait_for(
+        "the relay serving the stream",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&on_relay).await.ok()?.text().await.ok()?;
+            (text.matches("#EXTINF").count() >= 2).then_some(())
+        },
+    )
+    .await;
+    let probed = ffprobe_streams(&on_relay);
+    assert!(
+        probed.contains("codec_name=h264|codec_type=video")
+            && probed.contains("codec_name=aac|codec_type=audio"),
+        "{probed}"
+    );
+    // Publishers go to the origin, not to a relay.
+    let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
+    let relay_name = if ingest["node"] == "live-a" {
+        "live-b"
+    } else {
+        "live-a"
+    };
+    let relay_rtmp = nodes["items"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == relay_name)
+        .and_then(|n| n["rtmp_url"].as_str())
+        .expect("the relay's RTMP address")
+        .to_string();
+    let key_part = ingest["stream_key"].as_str().expect("key");
+    let mut wrong = ffmpeg_rtmp(&format!("{relay_rtmp}/live/{key_part}"), 25);
+    assert!(!wrong.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(
+        wrong.stderr().contains("relays the stream"),
+        "{}",
+        wrong.stderr()
+    );
+    for p in players {
+        p.abort();
+    }
+}

@@ -158,12 +158,30 @@ pub async fn watch(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let snap = cluster.view.get();
+    // The least-loaded live carrier: the origin, or a relay with the stream's segments.
+    let path = format!("/hls/{}", s.slug);
     let edge = snap
         .placement
         .stations
         .get(&s.id)
-        .and_then(|p| snap.nodes.get(&p.origin))
-        .filter(|n| n.alive);
+        .into_iter()
+        .flat_map(|p| std::iter::once(&p.origin).chain(&p.relays))
+        .filter_map(|id| snap.nodes.get(id))
+        .filter(|n| n.alive && n.on_air.contains(&path))
+        .min_by(|a, b| {
+            let load = |n: &crate::cluster::view::NodeView| {
+                n.listeners as f64 / n.capacity_listeners.max(1) as f64
+            };
+            load(a).total_cmp(&load(b))
+        })
+        .or_else(|| {
+            // Before the publisher is on, the origin (it serves 404 until the first segment).
+            snap.placement
+                .stations
+                .get(&s.id)
+                .and_then(|p| snap.nodes.get(&p.origin))
+                .filter(|n| n.alive)
+        });
     match edge {
         Some(n) => {
             // A token stream's token goes on to the edge, which checks it.

@@ -343,7 +343,8 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         id: l.id.clone(),
         region: String::new(),
         node_selector: BTreeMap::from([(RTMP_LABEL.to_string(), "true".to_string())]),
-        listeners: 0,
+        // Viewers, as the nodes report them: a popular stream gets relays like a station.
+        listeners: listeners.get(l.id.as_str()).copied().unwrap_or(0),
         reserve_listeners: cluster.settings.reserve_listeners,
         kbps_per_listener: 0,
     }));
@@ -482,13 +483,24 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             .map(Vec::as_slice)
             .unwrap_or(&[])
             .iter()
-            .filter(|(_, role)| *role == Role::Origin)
-            .filter_map(|(id, _)| streams.iter().find(|l| &l.id == id))
-            .map(|l| LiveStreamSpec {
+            .filter(|(_, role)| *role != Role::Leaving)
+            .filter_map(|(id, role)| Some((streams.iter().find(|l| &l.id == id)?, role)))
+            .map(|(l, role)| LiveStreamSpec {
                 stream_id: l.id.clone(),
                 slug: l.slug.clone(),
                 stream_key: l.stream_key.clone(),
                 playback_secret: l.playback_secret.clone(),
+                // Relays pull the stream's HLS from the origin's edge.
+                origin_url: (*role == Role::Relay)
+                    .then(|| {
+                        outcome
+                            .placement
+                            .stations
+                            .get(&l.id)
+                            .and_then(|p| edge_url.get(p.origin.as_str()))
+                            .map(|u| u.to_string())
+                    })
+                    .flatten(),
             })
             .collect();
         let previous = existing.get(&n.id);

@@ -225,6 +225,28 @@ impl Segmenter {
         }
     }
 
+    /// A relay's copy: a segment pulled from the origin, kept in order in the window.
+    pub fn push(&mut self, segment: Segment) {
+        if self.segments.iter().any(|s| s.seq >= segment.seq) {
+            return;
+        }
+        self.next_seq = segment.seq + 1;
+        self.segments.push_back(segment);
+        while self.segments.len() > self.window {
+            self.segments.pop_front();
+        }
+    }
+
+    /// A relay's copy: whether the origin's playlist has ended.
+    pub fn set_ended(&mut self, ended: bool) {
+        self.ended = ended;
+    }
+
+    /// The sequence number of the newest segment held.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.segments.back().map(|s| s.seq)
+    }
+
     pub fn target(&self) -> u64 {
         self.target_ms
     }

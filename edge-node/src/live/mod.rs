@@ -7,6 +7,7 @@
 
 pub mod flv;
 pub mod hls;
+pub mod pull;
 pub mod rtmp;
 mod ts;
 pub mod viewers;
@@ -37,6 +38,12 @@ pub struct LiveStream {
 
 struct State {
     key: String,
+    /// What a relay edge presents to be served without a token and not counted as a viewer.
+    relay_key: String,
+    /// Relays: the origin edge this copy is pulled from, and the task pulling it.
+    origin: Option<(String, CancellationToken)>,
+    /// Relays: the origin's playlist had segments and had not ended at the last poll.
+    pulled: bool,
     /// Playback tokens are required when set.
     playback_secret: Option<String>,
     segment_ms: u64,
@@ -53,6 +60,36 @@ struct State {
 pub enum Refusal {
     UnknownKey,
     AlreadyLive,
+    /// This node relays the stream from its origin; publishers go to the origin.
+    NotOrigin,
+}
+
+/// The key relay edges present for a stream (derived from its stream key, which every carrier
+/// of the stream knows).
+pub fn relay_key(stream_key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        format!("onda-live-relay\0{stream_key}").as_bytes(),
+    ))
+}
+
+fn start_pull(
+    stream: &Arc<LiveStream>,
+    origin: &str,
+    key: &str,
+    poll_ms: u64,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(pull::run(
+            stream.clone(),
+            origin.to_string(),
+            relay_key(key),
+            std::time::Duration::from_millis((poll_ms / 2).max(250)),
+            stop.clone(),
+        ));
+    }
+    stop
 }
 
 impl Live {
@@ -63,7 +100,11 @@ impl Live {
         streams.retain(|name, s| {
             let keep = config.live_streams.iter().any(|c| &c.name == name);
             if !keep {
-                lock(&s.state).kick.cancel();
+                let st = lock(&s.state);
+                st.kick.cancel();
+                if let Some((_, stop)) = &st.origin {
+                    stop.cancel();
+                }
                 metrics.forget_live(name);
             }
             keep
@@ -78,8 +119,23 @@ impl Live {
                     let mut st = lock(&s.state);
                     if st.key != c.key {
                         st.key = c.key.clone();
+                        st.relay_key = relay_key(&c.key);
                         st.kick.cancel();
                         st.kick = CancellationToken::new();
+                    }
+                    let same_origin = st.origin.as_ref().map(|(o, _)| o) == c.origin_url.as_ref();
+                    if !same_origin {
+                        // Origin and relay swap roles when the stream moves.
+                        if let Some((_, stop)) = st.origin.take() {
+                            stop.cancel();
+                        }
+                        st.pulled = false;
+                        if let Some(o) = &c.origin_url {
+                            st.kick.cancel();
+                            st.kick = CancellationToken::new();
+                            let stop = start_pull(s, o, &c.key, segment_ms);
+                            st.origin = Some((o.clone(), stop));
+                        }
                     }
                     st.playback_secret = c.playback_secret.clone();
                     // New HLS settings apply from the next publish.
@@ -87,25 +143,30 @@ impl Live {
                     st.window = window;
                 }
                 None => {
-                    streams.insert(
-                        c.name.clone(),
-                        Arc::new(LiveStream {
-                            name: c.name.clone(),
-                            counters: metrics.live_counters(&c.name),
-                            viewers: viewers::Viewers::new(std::time::Duration::from_millis(
-                                config.hls.viewer_timeout_ms,
-                            )),
-                            state: Mutex::new(State {
-                                key: c.key.clone(),
-                                playback_secret: c.playback_secret.clone(),
-                                segment_ms,
-                                window,
-                                segmenter: Segmenter::new(segment_ms, window),
-                                publisher: None,
-                                kick: CancellationToken::new(),
-                            }),
+                    let stream = Arc::new(LiveStream {
+                        name: c.name.clone(),
+                        counters: metrics.live_counters(&c.name),
+                        viewers: viewers::Viewers::new(std::time::Duration::from_millis(
+                            config.hls.viewer_timeout_ms,
+                        )),
+                        state: Mutex::new(State {
+                            key: c.key.clone(),
+                            relay_key: relay_key(&c.key),
+                            origin: None,
+                            pulled: false,
+                            playback_secret: c.playback_secret.clone(),
+                            segment_ms,
+                            window,
+                            segmenter: Segmenter::new(segment_ms, window),
+                            publisher: None,
+                            kick: CancellationToken::new(),
                         }),
-                    );
+                    });
+                    if let Some(o) = &c.origin_url {
+                        let stop = start_pull(&stream, o, &c.key, segment_ms);
+                        lock(&stream.state).origin = Some((o.clone(), stop));
+                    }
+                    streams.insert(c.name.clone(), stream);
                 }
             }
         }
@@ -175,6 +236,9 @@ impl LiveStream {
         if !crate::constant_time_eq(st.key.as_bytes(), key.as_bytes()) {
             return Err(Refusal::UnknownKey);
         }
+        if st.origin.is_some() {
+            return Err(Refusal::NotOrigin);
+        }
         if st.publisher.is_some() {
             return Err(Refusal::AlreadyLive);
         }
@@ -201,8 +265,35 @@ impl LiveStream {
         }
     }
 
+    /// A publisher streams into it, or (a relay's copy) the origin's playlist goes on.
     pub fn is_live(&self) -> bool {
-        lock(&self.state).publisher.is_some()
+        let st = lock(&self.state);
+        st.publisher.is_some() || st.pulled
+    }
+
+    /// Whether a request presenting `header` as the relay header comes from a relay edge.
+    pub fn is_relay(&self, header: Option<&str>) -> bool {
+        header.is_some_and(|h| {
+            crate::constant_time_eq(h.as_bytes(), lock(&self.state).relay_key.as_bytes())
+        })
+    }
+
+    fn push_segment(&self, segment: hls::Segment) {
+        lock(&self.state).segmenter.push(segment);
+        self.counters.segments.inc();
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        lock(&self.state).segmenter.last_seq()
+    }
+
+    fn set_ended(&self, ended: bool) {
+        lock(&self.state).segmenter.set_ended(ended);
+    }
+
+    fn set_pulled(&self, pulled: bool) {
+        lock(&self.state).pulled = pulled;
+        self.counters.publishing.set(i64::from(pulled));
     }
 
     /// Feeds a tag of the publisher `conn` (anyone else's is ignored).
@@ -271,7 +362,14 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
         .map_or(0, |d| d.as_secs());
     // Token streams: every playlist and segment request carries a valid token, which the
     // playlist passes on in its segment URIs.
-    let (query, viewer) = match stream.admit(&req.head.query, now) {
+    // A relay edge pulling the stream needs no token and is no viewer.
+    let relay = stream.is_relay(req.head.header(pull::RELAY_HEADER));
+    let admitted = if relay {
+        Ok((String::new(), String::new()))
+    } else {
+        stream.admit(&req.head.query, now)
+    };
+    let (query, viewer) = match admitted {
         Ok(v) => v,
         Err(e) => {
             let _ = respond(
@@ -327,6 +425,7 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
         .await
         .is_ok()
         && !head_only
+        && !relay
     {
         stream.counters.bytes_sent.inc_by(body.len() as u64);
         let ua = req.head.header("user-agent").unwrap_or_default();

@@ -257,6 +257,13 @@ async fn on_event(
                     "NetStream.Publish.BadName",
                     "unknown or revoked stream key".to_string(),
                 ),
+                Err(Refusal::NotOrigin) => refuse(
+                    rtmp,
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "this node relays the stream: publish to its origin (GET /v1/streams/{id}/ingest)"
+                        .to_string(),
+                ),
                 Err(Refusal::AlreadyLive) => refuse(
                     rtmp,
                     request_id,

@@ -257,6 +257,9 @@ pub struct LiveStreamSpec {
     /// Token streams: the secret playback tokens are signed with; None for public streams.
     #[serde(default)]
     pub playback_secret: Option<String>,
+    /// Relays: the origin edge's base URL the node pulls the stream's HLS from.
+    #[serde(default)]
+    pub origin_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
