@@ -11,7 +11,8 @@
 #                                  promtool (checks grafana/prometheus config and alert rules),
 #                                  tzdata (AutoDJ schedule tests in named time zones)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
-#                                  liquidsoap (the peer AutoDJ), protoc, tzdata
+#                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
+#                                  (the peer live-video server), protoc, tzdata
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -26,6 +27,7 @@ case "$target" in
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
+              "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   *) echo "usage: $0 dev|test|bench" >&2; exit 2 ;;

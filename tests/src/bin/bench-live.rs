@@ -1,0 +1,287 @@
+//! Benchmark (not a test): live video ingest and HLS, `onda edge` against nginx-rtmp (Debian
+//! `libnginx-mod-rtmp`, `hls on`), one server at a time on this machine, with the same source:
+//! N publishers each copying a pre-encoded 720p H.264 + AAC file (2.5 Mbit/s, 2 s GOP) in real
+//! time (`ffmpeg -re -c copy`, so publishing costs little next to the servers). Reports per
+//! server: CPU % and RSS over the window, in total and per stream, with the onda/nginx ratios,
+//! and the latency from publish to segment availability: when a segment first appears in the
+//! playlist minus when the publisher sent its last media, median and 95th percentile over the
+//! segments of stream 0.
+//!
+//! Run with `scripts/bench-live.sh` (installs nginx and libnginx-mod-rtmp, builds release
+//! binaries). Options: `--streams N` (default 10), `--window SECS` (default 30).
+
+use onda_tests::bench::{arg, clock_ticks, release_onda, tree_cpu_seconds, tree_rss_kib};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(19350)
+}
+
+/// 20 s of 720p30 test pattern with a tone, H.264 2.5 Mbit/s with a keyframe every 2 s and AAC
+/// 128 kbit/s, made once.
+fn source(dir: &Path) -> anyhow::Result<PathBuf> {
+    let file = dir.join("source-720p.mp4");
+    if file.exists() {
+        return Ok(file);
+    }
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+            "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264", "-preset",
+            "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "60",
+            "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-b:a", "128k",
+        ])
+        .arg(&file)
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "ffmpeg could not make the source file");
+    Ok(file)
+}
+
+fn publisher(source: &Path, url: &str) -> anyhow::Result<Running> {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+        .arg(source)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Running { child })
+}
+
+struct Server {
+    name: &'static str,
+    run: Running,
+    rtmp: String,
+    /// The playlist URL of stream `i`.
+    playlist: Box<dyn Fn(usize) -> String>,
+}
+
+fn start_onda(onda: &Path, dir: &Path, streams: usize) -> anyhow::Result<Server> {
+    let (http, rtmp) = (free_port(), free_port());
+    let mut toml = format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
+         [hls]\nsegment_ms = 2000\nwindow = 6\n"
+    );
+    for i in 0..streams {
+        toml.push_str(&format!(
+            "[[live_streams]]\nname = \"s{i}\"\nkey = \"bench-key-{i:04}\"\n"
+        ));
+    }
+    std::fs::write(dir.join("edge.toml"), toml)?;
+    let child = Command::new(onda)
+        .args(["edge", "--config"])
+        .arg(dir.join("edge.toml"))
+        .env("ONDA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server {
+        name: "onda",
+        run: Running { child },
+        rtmp: format!("rtmp://127.0.0.1:{rtmp}/live/bench-key-"),
+        playlist: Box::new(move |i| format!("http://127.0.0.1:{http}/hls/s{i}/index.m3u8")),
+    })
+}
+
+fn start_nginx(dir: &Path) -> anyhow::Result<Server> {
+    let (http, rtmp) = (free_port(), free_port());
+    let hls = dir.join("hls");
+    std::fs::create_dir_all(&hls)?;
+    // The same HLS settings as onda's: 2 s fragments, 6 in the playlist.
+    let conf = format!(
+        "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+         daemon off;\nuser root;\nworker_processes auto;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n\
+           application live {{ live on; record off; hls on; hls_path {h}; hls_fragment 2s;\n\
+             hls_playlist_length 12s; }} }} }}\n\
+         http {{ access_log off; server {{ listen 127.0.0.1:{http};\n\
+           location /hls/ {{ alias {h}/; types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}\n\
+             add_header Cache-Control no-cache; }} }} }}\n",
+        d = dir.display(),
+        h = hls.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf)?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server {
+        name: "nginx-rtmp",
+        run: Running { child },
+        rtmp: format!("rtmp://127.0.0.1:{rtmp}/live/bench-key-"),
+        playlist: Box::new(move |i| format!("http://127.0.0.1:{http}/hls/bench-key-{i:04}.m3u8")),
+    })
+}
+
+struct Report {
+    name: &'static str,
+    cpu_percent: f64,
+    rss_mib: f64,
+    latency_ms: Vec<f64>,
+    streams_live: usize,
+}
+
+/// Segments of a playlist: (URI, duration ms), in order.
+fn entries(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut d = None;
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("#EXTINF:") {
+            d = v.trim_end_matches(',').split(',').next().and_then(|x| x.parse::<f64>().ok());
+        } else if !l.starts_with('#') && !l.trim().is_empty() {
+            if let Some(d) = d.take() {
+                out.push((l.trim().to_string(), d * 1000.0));
+            }
+        }
+    }
+    out
+}
+
+async fn measure(server: Server, source: &Path, streams: usize, window: Duration) -> anyhow::Result<Report> {
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ticks = clock_ticks();
+    let pid = server.run.child.id();
+    let t0 = Instant::now();
+    let mut publishers = Vec::new();
+    for i in 0..streams {
+        publishers.push(publisher(source, &format!("{}{i:04}", server.rtmp))?);
+    }
+    // Stream 0's segments as they appear: when first seen, and the media end each one has
+    // (the sum of the durations of the segments before it and its own).
+    let mut seen: Vec<(String, f64)> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut media_end_ms = 0.0;
+    let warmup = Duration::from_secs(8);
+    let mut cpu_start = None;
+    let end = t0 + warmup + window;
+    while Instant::now() < end {
+        if cpu_start.is_none() && t0.elapsed() >= warmup {
+            cpu_start = Some((tree_cpu_seconds(pid, ticks), Instant::now()));
+        }
+        if let Ok(r) = http.get((server.playlist)(0)).send().await
+            && r.status().is_success()
+            && let Ok(text) = r.text().await
+        {
+            let now_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            for (uri, d) in entries(&text) {
+                if !seen.iter().any(|(u, _)| *u == uri) {
+                    media_end_ms += d;
+                    latencies.push(now_ms - media_end_ms);
+                    seen.push((uri, d));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cpu0, at0) = cpu_start.unwrap_or((0.0, t0));
+    let cpu = tree_cpu_seconds(pid, ticks) - cpu0;
+    let secs = at0.elapsed().as_secs_f64();
+    let rss = tree_rss_kib(pid) as f64 / 1024.0;
+    let mut live = 0;
+    for i in 0..streams {
+        if let Ok(r) = http.get((server.playlist)(i)).send().await
+            && r.status().is_success()
+        {
+            live += 1;
+        }
+    }
+    drop(publishers);
+    // The first segment's latency includes the publisher's start; the steady ones matter.
+    let steady = latencies.iter().skip(1).copied().collect();
+    Ok(Report {
+        name: server.name,
+        cpu_percent: 100.0 * cpu / secs.max(0.001),
+        rss_mib: rss,
+        latency_ms: steady,
+        streams_live: live,
+    })
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let streams: usize = arg("--streams").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let window = Duration::from_secs(arg("--window").and_then(|v| v.parse().ok()).unwrap_or(30));
+    let onda = release_onda(arg("--onda"));
+    let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-live");
+    std::fs::create_dir_all(&work)?;
+    let source = source(&work)?;
+    eprintln!("{streams} streams of {}, window {window:?}", source.display());
+    let mut reports = Vec::new();
+    for which in ["onda", "nginx"] {
+        let dir = tempfile::tempdir()?;
+        let server = match which {
+            "onda" => start_onda(&onda, dir.path(), streams)?,
+            _ => start_nginx(dir.path())?,
+        };
+        let r = measure(server, &source, streams, window).await?;
+        eprintln!(
+            "{}: {:.1} % CPU, {:.1} MiB, {} of {streams} streams live, {} segments timed",
+            r.name,
+            r.cpu_percent,
+            r.rss_mib,
+            r.streams_live,
+            r.latency_ms.len()
+        );
+        reports.push(r);
+    }
+    println!(
+        "| server | streams live | CPU % (total) | CPU % per stream | RSS MiB | RSS MiB per stream | segment latency median ms | p95 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &reports {
+        println!(
+            "| {} | {}/{streams} | {:.1} | {:.2} | {:.1} | {:.2} | {:.0} | {:.0} |",
+            r.name,
+            r.streams_live,
+            r.cpu_percent,
+            r.cpu_percent / streams as f64,
+            r.rss_mib,
+            r.rss_mib / streams as f64,
+            percentile(&r.latency_ms, 0.5),
+            percentile(&r.latency_ms, 0.95)
+        );
+    }
+    if let [o, n] = &reports[..] {
+        println!(
+            "\nonda / nginx-rtmp: CPU {:.2}×, RSS {:.2}×, median latency {:.2}×",
+            o.cpu_percent / n.cpu_percent.max(0.001),
+            o.rss_mib / n.rss_mib.max(0.001),
+            percentile(&o.latency_ms, 0.5) / percentile(&n.latency_ms, 0.5)
+        );
+    }
+    Ok(())
+}
