@@ -376,15 +376,17 @@ async fn malformed_rtmp_never_takes_the_node_down() {
     playlist(&edge, 1).await;
 }
 
-/// The cluster path: a tenant creates a live stream in the panel API, the leader places it on
-/// a node with an RTMP ingest, ffmpeg publishes to the ingest URL the API gives, and a viewer
-/// plays it through the control plane's `/watch/{slug}.m3u8` redirector. Rotating the key cuts
-/// the publisher and refuses the old key; the plan's `max_live_streams` holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector() {
+/// A control plane with `nodes` joined agents (RTMP on, as the harness's agent.toml sets) and
+/// a premium tenant: the control plane, its temp dirs, the agents and the tenant's key.
+struct LiveCluster {
+    cp: onda_tests::cluster::ControlPlane,
+    agents: Vec<onda_tests::cluster::Agent>,
+    key: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn live_cluster(nodes: &[&str], relay_threshold: u64) -> LiveCluster {
     use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
-    use reqwest::Method;
-    use serde_json::json;
     let data = tempfile::tempdir().expect("dir");
     let ca = tempfile::tempdir().expect("dir");
     let cp = ControlPlane::start(&CpOptions {
@@ -394,31 +396,62 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         replica: "cp",
         admin_token: "live-test-admin-token-0123456789",
         node_ttl_ms: 1000,
-        relay_threshold: 500,
+        relay_threshold,
     })
     .await;
-    let token = cp.join_token(600).await;
-    let _agent = Agent::start("live-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let mut agents = Vec::new();
+    for name in nodes {
+        let token = cp.join_token(600).await;
+        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
+    }
     let key = cp.tenant_key("Creator").await;
-    let (s, stream) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            "/v1/streams",
-            Some(json!({"name": "Launch Party"})),
-        )
-        .await;
+    LiveCluster {
+        cp,
+        agents,
+        key,
+        _dirs: (data, ca),
+    }
+}
+
+/// Creates a live stream through the API and waits until it is placed: (stream, ingest).
+async fn placed_stream(
+    c: &LiveCluster,
+    body: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let (s, stream) =
+        c.cp.tenant_call(&c.key, reqwest::Method::POST, "/v1/streams", Some(body))
+            .await;
     assert_eq!(s, 201, "{stream}");
     let id = stream["id"].as_str().expect("id").to_string();
-    let slug = stream["slug"].as_str().expect("slug").to_string();
     let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
-        let (s, i) = cp
-            .tenant_call(&key, Method::GET, &format!("/v1/streams/{id}/ingest"), None)
+        let (s, i) =
+            c.cp.tenant_call(
+                &c.key,
+                reqwest::Method::GET,
+                &format!("/v1/streams/{id}/ingest"),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{i}");
         i["publish_url"].is_string().then_some(i)
     })
     .await;
+    (stream, ingest)
+}
+
+/// The cluster path: a tenant creates a live stream in the panel API, the leader places it on
+/// a node with an RTMP ingest, ffmpeg publishes to the ingest URL the API gives, and a viewer
+/// plays it through the control plane's `/watch/{slug}.m3u8` redirector. Rotating the key cuts
+/// the publisher and refuses the old key; the plan's `max_live_streams` holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector() {
+    use reqwest::Method;
+    use serde_json::json;
+    let c = live_cluster(&["live-1"], 500).await;
+    let (cp, key) = (&c.cp, c.key.clone());
+    let (stream, ingest) = placed_stream(&c, json!({"name": "Launch Party"})).await;
+    let id = stream["id"].as_str().expect("id").to_string();
+    let slug = stream["slug"].as_str().expect("slug").to_string();
     let publish = ingest["publish_url"].as_str().expect("url").to_string();
     assert!(publish.starts_with("rtmp://127.0.0.1:"), "{ingest}");
     assert_eq!(ingest["node"], "live-1");
@@ -874,45 +907,14 @@ async fn on_publish_webhooks_allow_refuse_and_hear_the_end() {
 /// viewers (ffprobe finds both tracks there); a publish to the relay is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
-    use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
     use reqwest::Method;
     use serde_json::json;
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: "relay-test-admin-token-0123456789",
-        node_ttl_ms: 1000,
-        // A relay as soon as a carrier has more than one viewer.
-        relay_threshold: 1,
-    })
-    .await;
-    let token = cp.join_token(600).await;
-    let a = Agent::start("live-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
-    let token = cp.join_token(600).await;
-    let b = Agent::start("live-b", std::slice::from_ref(&cp.quic), Some(&token)).await;
-    let key = cp.tenant_key("Big Creator").await;
-    let (s, stream) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            "/v1/streams",
-            Some(json!({"name": "Finals"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{stream}");
-    let id = stream["id"].as_str().expect("id").to_string();
+    // A relay as soon as a carrier has more than one viewer.
+    let c = live_cluster(&["live-a", "live-b"], 1).await;
+    let cp = &c.cp;
+    let (a, b) = (&c.agents[0], &c.agents[1]);
+    let (stream, ingest) = placed_stream(&c, json!({"name": "Finals"})).await;
     let slug = stream["slug"].as_str().expect("slug").to_string();
-    let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
-        let (_, i) = cp
-            .tenant_call(&key, Method::GET, &format!("/v1/streams/{id}/ingest"), None)
-            .await;
-        i["publish_url"].is_string().then_some(i)
-    })
-    .await;
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
     let relay = if ingest["node"] == "live-a" { &b } else { &a };
     let origin = if ingest["node"] == "live-a" { &a } else { &b };

@@ -42,12 +42,42 @@ fn source(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     let ok = Command::new("ffmpeg")
         .args([
-            "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-            "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
-            "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264", "-preset",
-            "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "60",
-            "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
-            "-b:a", "128k",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "5000k",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
         ])
         .arg(&file)
         .status()?
@@ -58,7 +88,16 @@ fn source(dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn publisher(source: &Path, url: &str) -> anyhow::Result<Running> {
     let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
         .arg(source)
         .args(["-c", "copy", "-f", "flv", url])
         .stdout(Stdio::null())
@@ -151,17 +190,27 @@ fn entries(text: &str) -> Vec<(String, f64)> {
     let mut d = None;
     for l in text.lines() {
         if let Some(v) = l.strip_prefix("#EXTINF:") {
-            d = v.trim_end_matches(',').split(',').next().and_then(|x| x.parse::<f64>().ok());
-        } else if !l.starts_with('#') && !l.trim().is_empty() {
-            if let Some(d) = d.take() {
-                out.push((l.trim().to_string(), d * 1000.0));
-            }
+            d = v
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .and_then(|x| x.parse::<f64>().ok());
+        } else if !l.starts_with('#')
+            && !l.trim().is_empty()
+            && let Some(d) = d.take()
+        {
+            out.push((l.trim().to_string(), d * 1000.0));
         }
     }
     out
 }
 
-async fn measure(server: Server, source: &Path, streams: usize, window: Duration) -> anyhow::Result<Report> {
+async fn measure(
+    server: Server,
+    source: &Path,
+    streams: usize,
+    window: Duration,
+) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let ticks = clock_ticks();
@@ -239,7 +288,10 @@ async fn main() -> anyhow::Result<()> {
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-live");
     std::fs::create_dir_all(&work)?;
     let source = source(&work)?;
-    eprintln!("{streams} streams of {}, window {window:?}", source.display());
+    eprintln!(
+        "{streams} streams of {}, window {window:?}",
+        source.display()
+    );
     let mut reports = Vec::new();
     for which in ["onda", "nginx"] {
         let dir = tempfile::tempdir()?;
