@@ -321,7 +321,10 @@ fn overages(
         .collect()
 }
 
-fn bandwidth_line(
+/// An overage line of `kind` (bandwidth or listener hours) for `over` bytes or milliseconds
+/// beyond what the plan's days included, or (`late`) beyond what was billed before.
+fn overage_line(
+    kind: LineKind,
     plan: &Plan,
     period: Period,
     o: &Overage,
@@ -329,63 +332,48 @@ fn bandwidth_line(
     over: u64,
     amount: u64,
 ) -> Line {
+    let (what, included, quantity, unit, unit_price) = match kind {
+        LineKind::ListenerHours => (
+            "listener hours",
+            decimal(mul_div_round(o.included_ms, 1_000_000, HOUR_MS), 6),
+            // Hours to six places: a listener hour is 3.6 million ms, not a power of ten.
+            decimal(mul_div_round(over, 1_000_000, HOUR_MS), 6),
+            "listener hour",
+            plan.prices.overage_per_listener_hour_micros,
+        ),
+        _ => (
+            "GB delivered",
+            format!("{} GB", decimal(o.included_bytes, 9)),
+            decimal(over, 9),
+            "GB",
+            plan.prices.overage_per_gb_micros,
+        ),
+    };
     let description = if late {
         format!(
-            "Late usage from {period}: GB delivered beyond the {} plan",
+            "Late usage from {period}: {what} beyond the {} plan",
             plan.name
         )
     } else {
+        let mut what = what.to_string();
+        if let Some(first) = what.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
         format!(
-            "GB delivered beyond the {} GB the {} plan includes for {} of {} days",
-            decimal(o.included_bytes, 9),
+            "{what} beyond the {included} the {} plan includes for {} of {} days",
             plan.name,
             o.active_days,
             period.days()
         )
     };
     Line {
-        kind: LineKind::Bandwidth,
+        kind,
         description,
         plan_id: plan.id.clone(),
         usage_period: period.to_string(),
-        quantity: decimal(over, 9),
-        unit: "GB".into(),
-        unit_price_micros: plan.prices.overage_per_gb_micros,
-        amount_micros: amount,
-    }
-}
-
-fn hours_line(
-    plan: &Plan,
-    period: Period,
-    o: &Overage,
-    late: bool,
-    over: u64,
-    amount: u64,
-) -> Line {
-    let description = if late {
-        format!(
-            "Late usage from {period}: listener hours beyond the {} plan",
-            plan.name
-        )
-    } else {
-        format!(
-            "Listener hours beyond the {} the {} plan includes for {} of {} days",
-            decimal(mul_div_round(o.included_ms, 1000, HOUR_MS), 3),
-            plan.name,
-            o.active_days,
-            period.days()
-        )
-    };
-    Line {
-        kind: LineKind::ListenerHours,
-        description,
-        plan_id: plan.id.clone(),
-        usage_period: period.to_string(),
-        // Hours to six places: a listener hour is 3.6 million ms, not a power of ten.
-        quantity: decimal(mul_div_round(over, 1_000_000, HOUR_MS), 6),
-        unit: "listener hour".into(),
-        unit_price_micros: plan.prices.overage_per_listener_hour_micros,
+        quantity,
+        unit: unit.into(),
+        unit_price_micros: unit_price,
         amount_micros: amount,
     }
 }
@@ -442,7 +430,8 @@ pub fn month_lines(
             });
         }
         if o.over_bytes > 0 {
-            lines.push(bandwidth_line(
+            lines.push(overage_line(
+                LineKind::Bandwidth,
                 plan,
                 period,
                 &o,
@@ -452,7 +441,8 @@ pub fn month_lines(
             ));
         }
         if o.over_ms > 0 {
-            lines.push(hours_line(
+            lines.push(overage_line(
+                LineKind::ListenerHours,
                 plan,
                 period,
                 &o,
@@ -485,12 +475,28 @@ pub fn late_lines(
         let over = o.over_bytes.saturating_sub(b_bytes);
         if over > 0 {
             let amount = o.bytes_amount.saturating_sub(b_bytes_amount);
-            lines.push(bandwidth_line(plan, period, &o, true, over, amount));
+            lines.push(overage_line(
+                LineKind::Bandwidth,
+                plan,
+                period,
+                &o,
+                true,
+                over,
+                amount,
+            ));
         }
         let over = o.over_ms.saturating_sub(b_ms);
         if over > 0 {
             let amount = o.hours_amount.saturating_sub(b_hours_amount);
-            lines.push(hours_line(plan, period, &o, true, over, amount));
+            lines.push(overage_line(
+                LineKind::ListenerHours,
+                plan,
+                period,
+                &o,
+                true,
+                over,
+                amount,
+            ));
         }
     }
     Ok(lines)

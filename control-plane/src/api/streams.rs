@@ -21,6 +21,13 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("There is no live stream {id:?}."))
 }
 
+/// The stream `id` as `tenant` (None: the admin) may see it, else a 404.
+async fn find(conn: &mut db::Conn, id: &str, tenant: Option<&str>) -> ApiResult<LiveStream> {
+    db::live_streams::get(conn, id, tenant)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
 fn slug_taken(slug: &str) -> ApiError {
     ApiError::Conflict(format!(
         "The slug {slug:?} is already used by another live stream; choose another."
@@ -121,10 +128,7 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<LiveStream>> {
     let mut conn = st.db.conn().await?;
-    db::live_streams::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(&id))
+    find(&mut conn, &id, caller.tenant_scope()).await.map(Json)
 }
 
 /// Rename a live stream or change its slug.
@@ -139,9 +143,7 @@ pub async fn update(
 ) -> ApiResult<Json<LiveStream>> {
     let mut tx = st.db.begin().await?;
     lock_active_tenant(&mut tx, &tenant.id).await?;
-    let mut s = db::live_streams::get(&mut tx, &id, Some(&tenant.id))
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let mut s = find(&mut tx, &id, Some(&tenant.id)).await?;
     if let Some(n) = &req.name {
         s.name = validate::name("name", n)?;
     }
@@ -188,9 +190,7 @@ pub async fn rotate_key(
 ) -> ApiResult<Json<LiveStream>> {
     let mut tx = st.db.begin().await?;
     lock_active_tenant(&mut tx, &tenant.id).await?;
-    let mut s = db::live_streams::get(&mut tx, &id, Some(&tenant.id))
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let mut s = find(&mut tx, &id, Some(&tenant.id)).await?;
     s.stream_key = secrets::new_stream_key();
     let saved = db::live_streams::update(&mut tx, &s).await?;
     tx.commit().await?;
@@ -225,9 +225,7 @@ pub async fn playback_token(
         ));
     }
     let mut conn = st.db.conn().await?;
-    let s = db::live_streams::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let s = find(&mut conn, &id, caller.tenant_scope()).await?;
     if s.access != StreamAccess::Token {
         return Err(ApiError::Conflict(format!(
             "Live stream {id:?} is public: anyone may watch it without a token (set access to \"token\" first)."
@@ -258,9 +256,7 @@ pub async fn viewers(
 ) -> ApiResult<Json<LiveStreamViewers>> {
     let s = {
         let mut conn = st.db.conn().await?;
-        db::live_streams::get(&mut conn, &id, caller.tenant_scope())
-            .await?
-            .ok_or_else(|| not_found(&id))?
+        find(&mut conn, &id, caller.tenant_scope()).await?
     };
     let path = format!("/hls/{}", s.slug);
     let (viewers, publishing, node) = match &st.cluster {
@@ -298,9 +294,7 @@ pub async fn usage(
 ) -> ApiResult<axum::response::Response> {
     {
         let mut conn = st.db.conn().await?;
-        db::live_streams::get(&mut conn, &id, caller.tenant_scope())
-            .await?
-            .ok_or_else(|| not_found(&id))?;
+        find(&mut conn, &id, caller.tenant_scope()).await?;
     }
     super::usage::usage_of(&st, id, q).await
 }
@@ -314,9 +308,7 @@ pub async fn ingest(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<LiveStreamIngest>> {
     let mut conn = st.db.conn().await?;
-    let s = db::live_streams::get(&mut conn, &id, caller.tenant_scope())
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let s = find(&mut conn, &id, caller.tenant_scope()).await?;
     let origin = st
         .cluster
         .as_ref()

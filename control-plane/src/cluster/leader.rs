@@ -360,7 +360,9 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         policy: &policy,
     });
     let m = &cluster.metrics;
-    let is_stream = |id: &str| streams.iter().any(|l| l.id == id);
+    let stream_by_id: BTreeMap<&str, &db::live_streams::CatalogStream> =
+        streams.iter().map(|l| (l.id.as_str(), l)).collect();
+    let is_stream = |id: &str| stream_by_id.contains_key(id);
     let placed = outcome
         .placement
         .stations
@@ -484,7 +486,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             .unwrap_or(&[])
             .iter()
             .filter(|(_, role)| *role != Role::Leaving)
-            .filter_map(|(id, role)| Some((streams.iter().find(|l| &l.id == id)?, role)))
+            .filter_map(|(id, role)| Some((*stream_by_id.get(id.as_str())?, role)))
             .map(|(l, role)| LiveStreamSpec {
                 stream_id: l.id.clone(),
                 slug: l.slug.clone(),

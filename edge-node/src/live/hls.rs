@@ -124,6 +124,23 @@ impl Segmenter {
         self.next_seq += 1;
     }
 
+    /// At a point a segment may start (a keyframe, or any audio frame without video): closes
+    /// the segment in progress once it reached the target and starts the next, or starts the
+    /// first. True when a segment was closed.
+    fn cut_if_due(&mut self, ms: u64) -> bool {
+        let due = self
+            .current
+            .as_ref()
+            .is_none_or(|c| ms.saturating_sub(c.start_ms) >= self.target_ms);
+        if !due {
+            return false;
+        }
+        let closed = self.current.is_some();
+        self.finish(Some(ms));
+        self.start(ms);
+        closed
+    }
+
     /// Feeds one video tag body; returns true when it closed a segment.
     pub fn video(&mut self, rtmp_ms: u32, tag: &Bytes) -> Result<bool, FlvError> {
         let ms = self.time(rtmp_ms);
@@ -138,18 +155,7 @@ impl Segmenter {
                 cts,
                 nalus,
             } => {
-                let mut closed = false;
-                if keyframe {
-                    let due = self
-                        .current
-                        .as_ref()
-                        .is_none_or(|c| ms.saturating_sub(c.start_ms) >= self.target_ms);
-                    if due {
-                        closed = self.current.is_some();
-                        self.finish(Some(ms));
-                        self.start(ms);
-                    }
-                }
+                let closed = keyframe && self.cut_if_due(ms);
                 let Some(avc) = self.avc.as_ref() else {
                     return Err(FlvError::NoAvcConfig);
                 };
@@ -189,18 +195,7 @@ impl Segmenter {
                 let Some(aac) = self.aac else {
                     return Err(FlvError::NoAacConfig);
                 };
-                let mut closed = false;
-                if self.avc.is_none() {
-                    let due = self
-                        .current
-                        .as_ref()
-                        .is_none_or(|c| ms.saturating_sub(c.start_ms) >= self.target_ms);
-                    if due {
-                        closed = self.current.is_some();
-                        self.finish(Some(ms));
-                        self.start(ms);
-                    }
-                }
+                let closed = self.avc.is_none() && self.cut_if_due(ms);
                 let Some(cur) = self.current.as_mut() else {
                     return Ok(false);
                 };
