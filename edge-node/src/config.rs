@@ -59,6 +59,10 @@ pub struct HlsConfig {
     /// Target segment duration; segments are cut at the first keyframe after it, so set the
     /// encoder's keyframe interval to it or a divisor of it (OBS: 2 s).
     pub segment_ms: u64,
+    /// Low-latency HLS: each segment is also published as partial segments of at most this
+    /// long (`EXT-X-PART`), with blocking playlist reloads and preload hints; players that know
+    /// LL-HLS (hls.js, Safari) then play about 3 parts behind live. 0: plain HLS only.
+    pub part_ms: u64,
     /// Segments the playlist lists (and memory holds) per stream.
     pub window: u64,
     /// A viewer (playback session) ends after this long without a playlist or segment request.
@@ -69,6 +73,7 @@ impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
             segment_ms: 2000,
+            part_ms: 500,
             window: 6,
             viewer_timeout_ms: 15_000,
         }
@@ -833,6 +838,16 @@ impl EdgeConfig {
             anyhow::bail!(
                 "hls.segment_ms = {} must be between 500 and 20000",
                 self.hls.segment_ms
+            );
+        }
+        if self.hls.part_ms != 0
+            && !(100..=1000.min(self.hls.segment_ms / 2)).contains(&self.hls.part_ms)
+        {
+            anyhow::bail!(
+                "hls.part_ms = {} must be 0 (no low-latency HLS) or between 100 and {} \
+                 (at most 1000 and half of hls.segment_ms)",
+                self.hls.part_ms,
+                1000.min(self.hls.segment_ms / 2)
             );
         }
         if !(1000..=600_000).contains(&self.hls.viewer_timeout_ms) {

@@ -217,6 +217,137 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
     );
 }
 
+/// The part a playlist's preload hint names, as (segment, part).
+fn preload_hint(list: &str) -> (u64, u64) {
+    let uri = list
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .unwrap_or_else(|| panic!("no preload hint in {list}"));
+    let name = uri.split(['"', '?']).next().unwrap_or_default();
+    let mut n = name.trim_end_matches(".ts").split('.');
+    let seg = n
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("segment number");
+    let part = n.next().and_then(|x| x.parse().ok()).expect("part number");
+    (seg, part)
+}
+
+/// Low-latency HLS: the playlist lists parts of at most the part target with the LL-HLS tags,
+/// a request for the hinted part waits for it and gets it, a blocking reload answers once the
+/// asked-for part exists, bad reload parameters get 400, and ffprobe plays both the playlist
+/// and a part alone with both tracks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
+    let (edge, rtmp) = EdgeNode::start_live(
+        "[hls]\nsegment_ms = 2000\npart_ms = 400\nwindow = 4\n\n\
+         [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n",
+    )
+    .await;
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 50);
+    let list = playlist(&edge, 2).await;
+    assert!(list.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n"), "{list}");
+    assert!(
+        list.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.200\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("#EXT-X-PART-INF:PART-TARGET=0.400\n"),
+        "{list}"
+    );
+    let durations: Vec<f64> = list
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .map(|l| {
+            l.split(',')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .expect("duration")
+        })
+        .collect();
+    assert!(durations.len() >= 5, "{list}");
+    assert!(durations.iter().all(|d| *d <= 0.4), "{durations:?}");
+    assert!(list.contains(".0.ts\",INDEPENDENT=YES\n"), "{list}");
+
+    // The hinted part does not exist yet; asked for, it comes once complete.
+    let (seg, part) = preload_hint(&list);
+    let hinted = format!("URI=\"{seg}.{part}.ts\"");
+    assert!(!list.contains(&format!("{hinted},")), "{list}");
+    let r = reqwest::get(edge.url(&format!("/hls/show/{seg}.{part}.ts")))
+        .await
+        .expect("hinted part");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp2t");
+    let body = r.bytes().await.expect("part body");
+    assert!(!body.is_empty() && body.len() % 188 == 0 && body[0] == 0x47);
+    let now = reqwest::get(edge.url("/hls/show/index.m3u8"))
+        .await
+        .expect("playlist")
+        .text()
+        .await
+        .expect("text");
+    assert!(now.contains(&format!("{hinted}\n")) || now.contains(&format!("{hinted},")));
+
+    // A blocking reload for the part after the newest one answers once it is listed.
+    let (seg, part) = preload_hint(&now);
+    let r = reqwest::get(edge.url(&format!(
+        "/hls/show/index.m3u8?_HLS_msn={seg}&_HLS_part={part}"
+    )))
+    .await
+    .expect("blocking reload");
+    assert_eq!(r.status(), 200);
+    let blocked = r.text().await.expect("text");
+    assert!(
+        blocked.contains(&format!("URI=\"{seg}.{part}.ts\""))
+            || blocked.contains(&format!("URI=\"{}.0.ts\"", seg + 1)),
+        "asked for {seg}.{part}: {blocked}"
+    );
+    for (query, why) in [
+        (format!("_HLS_msn={}", seg + 5), "ahead"),
+        ("_HLS_msn=x".to_string(), "whole number"),
+        ("_HLS_part=1".to_string(), "needs _HLS_msn"),
+    ] {
+        let r = reqwest::get(edge.url(&format!("/hls/show/index.m3u8?{query}")))
+            .await
+            .expect("bad reload");
+        assert_eq!(r.status(), 400, "{query}");
+        let text = r.text().await.expect("text");
+        assert!(text.contains(why), "{query}: {text}");
+    }
+
+    // Players without LL-HLS play the same playlist by segments; a part alone has both tracks.
+    let url = edge.url("/hls/show/index.m3u8");
+    let streams = ffprobe_streams(&url);
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("codec_name=aac|codec_type=audio"),
+        "{streams}"
+    );
+    let first = blocked
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .and_then(|l| l.split('"').nth(1))
+        .expect("a part URI")
+        .to_string();
+    assert!(
+        first.ends_with(".0.ts"),
+        "the first part listed is independent: {first}"
+    );
+    let streams = ffprobe_streams(&edge.url(&format!("/hls/show/{first}")));
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("codec_name=aac|codec_type=audio"),
+        "{streams}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_keys_and_second_publishers_are_refused() {
     let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
@@ -707,10 +838,24 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
     .await;
     let segment = list
         .lines()
-        .find(|l| l.contains(".ts"))
+        .find(|l| !l.starts_with('#') && l.contains(".ts"))
         .expect("a segment")
         .to_string();
     assert!(segment.ends_with(&format!("?token={good}")), "{list}");
+    // Parts and the preload hint carry the token too.
+    let part = list
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .and_then(|l| l.split('"').nth(1))
+        .expect("a part")
+        .to_string();
+    assert!(part.ends_with(&format!("?token={good}")), "{list}");
+    let hint = list
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .expect("a preload hint");
+    assert!(hint.ends_with(&format!("?token={good}\"")), "{list}");
+    let bare_part = part.split('?').next().expect("part").to_string();
     let base = edge.url("");
     let get = |path: String| {
         let url = format!("{base}{path}");
@@ -743,6 +888,18 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
             "expired",
         ),
         (
+            "part without a token",
+            format!("/hls/paid/{bare_part}"),
+            403,
+            "needs a playback token",
+        ),
+        (
+            "part with a forged token",
+            format!("/hls/paid/{bare_part}?token={forged}"),
+            403,
+            "not valid",
+        ),
+        (
             "forged",
             format!("/hls/paid/{bare}?token={forged}"),
             403,
@@ -767,6 +924,8 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
     }
     let (s, _) = get(format!("/hls/paid/{segment}")).await;
     assert_eq!(s, 200, "a segment with the token");
+    let (s, _) = get(format!("/hls/paid/{part}")).await;
+    assert_eq!(s, 200, "a part with the token");
     let streams = ffprobe_streams(&list_url(&good));
     assert!(streams.contains("codec_type=video"), "{streams}");
 }

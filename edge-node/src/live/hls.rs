@@ -1,14 +1,31 @@
 //! HLS from a live RTMP publish, in memory: FLV tags in, MPEG-TS segments cut at keyframes once
-//! they reach the target duration, and a sliding-window media playlist. Pure (no I/O): the RTMP
-//! session feeds it, the HTTP side reads it.
+//! they reach the target duration, and a sliding-window media playlist. With low-latency HLS on
+//! (`part_ms` > 0) each segment is also built as partial segments of at most `part_ms`, which
+//! the playlist lists (`EXT-X-PART`) as they complete, with a preload hint for the next one.
+//! Pure (no I/O): the RTMP session feeds it, the HTTP side reads it.
 
 use super::flv::{self, AacConfig, Audio, AvcConfig, FlvError, Video};
 use super::ts::{Frame, Muxer};
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::ops::Range;
 
 /// PTS/DTS start this far above zero (90 kHz), so a negative composition offset stays positive.
 const TS_OFFSET: u64 = 90_000;
+
+/// Complete segments whose parts the playlist still lists (besides the one being built): more
+/// than the part hold-back (3 part targets), which is less than one segment target.
+const PARTS_LISTED: usize = 2;
+
+/// A partial segment of a complete segment: a byte range of its data.
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    pub duration_ms: u64,
+    /// Starts with a keyframe (or carries audio only).
+    pub independent: bool,
+    range: Range<usize>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -17,6 +34,16 @@ pub struct Segment {
     pub data: Bytes,
     /// The first segment of a new publish (the timeline starts again).
     pub discontinuity: bool,
+    /// Its partial segments, in order (empty without low-latency HLS, and in a relay's copy).
+    pub parts: Vec<PartInfo>,
+}
+
+/// A completed part of the segment being built.
+#[derive(Debug)]
+struct Part {
+    data: Bytes,
+    duration_ms: u64,
+    independent: bool,
 }
 
 #[derive(Debug)]
@@ -24,13 +51,35 @@ struct Building {
     seq: u64,
     start_ms: u64,
     last_ms: u64,
-    data: Vec<u8>,
     discontinuity: bool,
+    parts: Vec<Part>,
+    /// The part in progress.
+    part: Vec<u8>,
+    part_start_ms: u64,
+    part_independent: bool,
+}
+
+/// Whether a blocking playlist request (`_HLS_msn`, `_HLS_part`) can be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Now,
+    Later,
+    /// More than two segments ahead of the playlist: the client is wrong (400).
+    TooFar,
+}
+
+/// What feeding one tag completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    pub segment: bool,
+    pub part: bool,
 }
 
 #[derive(Debug)]
 pub struct Segmenter {
     target_ms: u64,
+    /// Partial segment target; 0: no low-latency HLS.
+    part_ms: u64,
     window: usize,
     muxer: Muxer,
     avc: Option<AvcConfig>,
@@ -44,12 +93,20 @@ pub struct Segmenter {
     /// RTMP timestamps are 32-bit milliseconds; this extends them across a wrap.
     last_rtmp_ms: Option<u32>,
     epoch_ms: u64,
+    /// The time of the previous point a part may be cut at, for the frame interval.
+    last_cut_point_ms: Option<u64>,
 }
 
 impl Segmenter {
-    pub fn new(target_ms: u64, window: usize) -> Segmenter {
+    pub fn new(target_ms: u64, part_ms: u64, window: usize) -> Segmenter {
+        let target_ms = target_ms.max(100);
         Segmenter {
-            target_ms: target_ms.max(100),
+            target_ms,
+            part_ms: if part_ms == 0 {
+                0
+            } else {
+                part_ms.clamp(50, target_ms)
+            },
             window: window.max(1),
             muxer: Muxer::default(),
             avc: None,
@@ -61,6 +118,7 @@ impl Segmenter {
             discontinuity_next: false,
             last_rtmp_ms: None,
             epoch_ms: 0,
+            last_cut_point_ms: None,
         }
     }
 
@@ -74,6 +132,7 @@ impl Segmenter {
         self.discontinuity_next = !self.segments.is_empty();
         self.last_rtmp_ms = None;
         self.epoch_ms = 0;
+        self.last_cut_point_ms = None;
     }
 
     /// The publisher left: the segment in progress is closed and the playlist ends.
@@ -94,81 +153,145 @@ impl Segmenter {
         self.epoch_ms + u64::from(rtmp_ms)
     }
 
+    /// Closes the part in progress at `end_ms`.
+    fn close_part(b: &mut Building, end_ms: u64) {
+        let data = std::mem::take(&mut b.part);
+        b.parts.push(Part {
+            data: Bytes::from(data),
+            duration_ms: end_ms.saturating_sub(b.part_start_ms).max(1),
+            independent: b.part_independent,
+        });
+    }
+
     fn finish(&mut self, end_ms: Option<u64>) {
-        let Some(b) = self.current.take() else {
+        let Some(mut b) = self.current.take() else {
             return;
         };
         let end = end_ms.unwrap_or(b.last_ms).max(b.start_ms);
+        Self::close_part(&mut b, end);
+        // One copy per segment: its parts become ranges of the joined data.
+        let mut data = Vec::with_capacity(b.parts.iter().map(|p| p.data.len()).sum());
+        let mut parts = Vec::with_capacity(b.parts.len());
+        for p in &b.parts {
+            let at = data.len();
+            data.extend_from_slice(&p.data);
+            parts.push(PartInfo {
+                duration_ms: p.duration_ms,
+                independent: p.independent,
+                range: at..data.len(),
+            });
+        }
         self.segments.push_back(Segment {
             seq: b.seq,
             duration_ms: (end - b.start_ms).max(1),
-            data: Bytes::from(b.data),
+            data: Bytes::from(data),
             discontinuity: b.discontinuity,
+            parts,
         });
         while self.segments.len() > self.window {
             self.segments.pop_front();
         }
     }
 
-    fn start(&mut self, at_ms: u64) {
-        let mut data = Vec::with_capacity(256 * 1024);
+    fn new_part(&mut self) -> Vec<u8> {
+        let size = if self.part_ms > 0 { 64 } else { 256 } * 1024;
+        let mut part = Vec::with_capacity(size);
+        // Tables start every part, so a player may join at any independent part.
         self.muxer
-            .tables(&mut data, self.avc.is_some(), self.aac.is_some());
+            .tables(&mut part, self.avc.is_some(), self.aac.is_some());
+        part
+    }
+
+    fn start(&mut self, at_ms: u64) {
+        let part = self.new_part();
         self.current = Some(Building {
             seq: self.next_seq,
             start_ms: at_ms,
             last_ms: at_ms,
-            data,
             discontinuity: std::mem::take(&mut self.discontinuity_next),
+            parts: Vec::new(),
+            part,
+            part_start_ms: at_ms,
+            part_independent: true,
         });
         self.next_seq += 1;
     }
 
-    /// At a point a segment may start (a keyframe, or any audio frame without video): closes
-    /// the segment in progress once it reached the target and starts the next, or starts the
-    /// first. True when a segment was closed.
-    fn cut_if_due(&mut self, ms: u64) -> bool {
-        let due = self
+    /// At a point a segment or part may start (`keyframe`: a segment may start here; any video
+    /// frame, or any audio frame without video, may start a part): closes the segment in
+    /// progress once it reached the target and starts the next (or the first), else closes the
+    /// part in progress when the next frame would take it past the part target.
+    fn cut_point(&mut self, ms: u64, keyframe: bool) -> Cut {
+        let interval = self
+            .last_cut_point_ms
+            .map_or(0, |prev| ms.saturating_sub(prev));
+        self.last_cut_point_ms = Some(ms);
+        let segment_due = self
             .current
             .as_ref()
             .is_none_or(|c| ms.saturating_sub(c.start_ms) >= self.target_ms);
-        if !due {
-            return false;
+        if keyframe && segment_due {
+            let closed = self.current.is_some();
+            self.finish(Some(ms));
+            self.start(ms);
+            return Cut {
+                segment: closed,
+                part: closed,
+            };
         }
-        let closed = self.current.is_some();
-        self.finish(Some(ms));
-        self.start(ms);
-        closed
+        let part_ms = self.part_ms;
+        let part_due = part_ms > 0
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| ms > c.part_start_ms && ms - c.part_start_ms + interval > part_ms);
+        if !part_due {
+            return Cut::default();
+        }
+        let part = self.new_part();
+        if let Some(b) = self.current.as_mut() {
+            Self::close_part(b, ms);
+            b.part = part;
+            b.part_start_ms = ms;
+            b.part_independent = keyframe;
+        }
+        Cut {
+            segment: false,
+            part: true,
+        }
     }
 
-    /// Feeds one video tag body; returns true when it closed a segment.
-    pub fn video(&mut self, rtmp_ms: u32, tag: &Bytes) -> Result<bool, FlvError> {
+    /// Feeds one video tag body.
+    pub fn video(&mut self, rtmp_ms: u32, tag: &Bytes) -> Result<Cut, FlvError> {
         let ms = self.time(rtmp_ms);
         match flv::parse_video(tag, self.avc.as_ref())? {
             Video::Config(c) => {
                 self.avc = Some(c);
-                Ok(false)
+                Ok(Cut::default())
             }
-            Video::Skip => Ok(false),
+            Video::Skip => Ok(Cut::default()),
             Video::Frame {
                 keyframe,
                 cts,
                 nalus,
             } => {
-                let closed = keyframe && self.cut_if_due(ms);
-                let Some(avc) = self.avc.as_ref() else {
+                if self.avc.is_none() {
                     return Err(FlvError::NoAvcConfig);
-                };
-                let Some(cur) = self.current.as_mut() else {
-                    // Frames before the first keyframe cannot be decoded: skip them.
-                    return Ok(false);
+                }
+                // Frames before the first keyframe cannot be decoded: skip them.
+                if self.current.is_none() && !keyframe {
+                    return Ok(Cut::default());
+                }
+                let cut = self.cut_point(ms, keyframe);
+                let (Some(avc), Some(cur)) = (self.avc.as_ref(), self.current.as_mut()) else {
+                    return Ok(cut);
                 };
                 let au = flv::annex_b(avc, keyframe, &nalus);
                 let dts = TS_OFFSET + ms * 90;
                 let pts = dts.saturating_add_signed(i64::from(cts) * 90);
                 cur.last_ms = cur.last_ms.max(ms);
                 self.muxer.pes(
-                    &mut cur.data,
+                    &mut cur.part,
                     &Frame {
                         video: true,
                         pts,
@@ -178,26 +301,30 @@ impl Segmenter {
                         data: &au,
                     },
                 );
-                Ok(closed)
+                Ok(cut)
             }
         }
     }
 
-    /// Feeds one audio tag body; an audio-only stream cuts its segments here.
-    pub fn audio(&mut self, rtmp_ms: u32, tag: &Bytes) -> Result<bool, FlvError> {
+    /// Feeds one audio tag body; an audio-only stream cuts its segments and parts here.
+    pub fn audio(&mut self, rtmp_ms: u32, tag: &Bytes) -> Result<Cut, FlvError> {
         let ms = self.time(rtmp_ms);
         match flv::parse_audio(tag)? {
             Audio::Config(c) => {
                 self.aac = Some(c);
-                Ok(false)
+                Ok(Cut::default())
             }
             Audio::Frame(f) => {
                 let Some(aac) = self.aac else {
                     return Err(FlvError::NoAacConfig);
                 };
-                let closed = self.avc.is_none() && self.cut_if_due(ms);
+                let cut = if self.avc.is_none() {
+                    self.cut_point(ms, true)
+                } else {
+                    Cut::default()
+                };
                 let Some(cur) = self.current.as_mut() else {
-                    return Ok(false);
+                    return Ok(cut);
                 };
                 let pts = TS_OFFSET + ms * 90;
                 cur.last_ms = cur.last_ms.max(ms);
@@ -205,7 +332,7 @@ impl Segmenter {
                 let pcr = self.avc.is_none().then_some(pts);
                 let adts = flv::adts(&aac, &f);
                 self.muxer.pes(
-                    &mut cur.data,
+                    &mut cur.part,
                     &Frame {
                         video: false,
                         pts,
@@ -215,16 +342,18 @@ impl Segmenter {
                         data: &adts,
                     },
                 );
-                Ok(closed)
+                Ok(cut)
             }
         }
     }
 
-    /// A relay's copy: a segment pulled from the origin, kept in order in the window.
+    /// A relay's copy: a segment pulled from the origin, kept in order in the window. A copy
+    /// has whole segments only, so its playlist is plain HLS.
     pub fn push(&mut self, segment: Segment) {
         if self.segments.iter().any(|s| s.seq >= segment.seq) {
             return;
         }
+        self.part_ms = 0;
         self.next_seq = segment.seq + 1;
         self.segments.push_back(segment);
         while self.segments.len() > self.window {
@@ -246,6 +375,10 @@ impl Segmenter {
         self.target_ms
     }
 
+    pub fn part_target(&self) -> u64 {
+        self.part_ms
+    }
+
     pub fn window(&self) -> usize {
         self.window
     }
@@ -261,6 +394,61 @@ impl Segmenter {
             .map(|s| (s.data.clone(), s.duration_ms))
     }
 
+    /// Part `idx` of segment `seq` and its duration, once complete.
+    pub fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
+        if let Some(b) = self.current.as_ref().filter(|b| b.seq == seq) {
+            return b.parts.get(idx).map(|p| (p.data.clone(), p.duration_ms));
+        }
+        let s = self.segments.iter().find(|s| s.seq == seq)?;
+        let p = s.parts.get(idx)?;
+        Some((s.data.slice(p.range.clone()), p.duration_ms))
+    }
+
+    /// Whether part `idx` of segment `seq` is the one being built now (the preload hint).
+    pub fn part_pending(&self, seq: u64, idx: usize) -> bool {
+        !self.ended
+            && self.part_ms > 0
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|b| b.seq == seq && b.parts.len() == idx)
+    }
+
+    /// Whether the playlist holds segment `msn` (with `part`: its part `part`, or anything
+    /// later), for a blocking playlist reload.
+    pub fn ready(&self, msn: u64, part: Option<u64>) -> Ready {
+        if self.ended {
+            return Ready::Now;
+        }
+        let Some(last) = self.last_seq() else {
+            return Ready::Later;
+        };
+        if msn > last + 2 {
+            return Ready::TooFar;
+        }
+        let part = part.filter(|_| self.part_ms > 0);
+        let Some(part) = part else {
+            return if msn <= last {
+                Ready::Now
+            } else {
+                Ready::Later
+            };
+        };
+        // The newest part listed.
+        let newest = match self.current.as_ref().filter(|b| !b.parts.is_empty()) {
+            Some(b) => (b.seq, b.parts.len() as u64 - 1),
+            None => {
+                let s = self.segments.back().map_or(0, |s| s.parts.len());
+                (last, (s as u64).saturating_sub(1))
+            }
+        };
+        if (msn, part) <= newest {
+            Ready::Now
+        } else {
+            Ready::Later
+        }
+    }
+
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.iter()
     }
@@ -270,7 +458,7 @@ impl Segmenter {
     }
 
     /// The media playlist; None until the first segment is complete. `query` (with its `?`)
-    /// is appended to every segment URI.
+    /// is appended to every segment and part URI.
     pub fn playlist(&self, query: &str) -> Option<String> {
         let first = self.segments.front()?;
         let longest = self
@@ -280,26 +468,73 @@ impl Segmenter {
             .max()
             .unwrap_or(0);
         let target = longest.max(self.target_ms).div_ceil(1000);
-        let mut out = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-            first.seq
+        let ll = self.part_ms > 0;
+        let mut out = String::with_capacity(4096);
+        let _ = write!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{target}\n",
+            if ll { 6 } else { 3 }
         );
-        for s in &self.segments {
+        if ll {
+            let _ = write!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n\
+                 #EXT-X-PART-INF:PART-TARGET={}\n",
+                secs(3 * self.part_ms),
+                secs(self.part_ms)
+            );
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.seq);
+        let listed_from = self.segments.len().saturating_sub(PARTS_LISTED);
+        for (i, s) in self.segments.iter().enumerate() {
             if s.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            out.push_str(&format!(
-                "#EXTINF:{}.{:03},\n{}.ts{query}\n",
-                s.duration_ms / 1000,
-                s.duration_ms % 1000,
+            // An ended playlist is played by whole segments.
+            if ll && !self.ended && i >= listed_from {
+                for (n, p) in s.parts.iter().enumerate() {
+                    part_line(&mut out, s.seq, n, p.duration_ms, p.independent, query);
+                }
+            }
+            let _ = write!(
+                out,
+                "#EXTINF:{},\n{}.ts{query}\n",
+                secs(s.duration_ms),
                 s.seq
-            ));
+            );
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
+        } else if ll && let Some(b) = &self.current {
+            if b.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            for (n, p) in b.parts.iter().enumerate() {
+                part_line(&mut out, b.seq, n, p.duration_ms, p.independent, query);
+            }
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts{query}\"",
+                b.seq,
+                b.parts.len()
+            );
         }
         Some(out)
     }
+}
+
+/// Milliseconds as decimal seconds, as playlists write durations.
+fn secs(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+fn part_line(out: &mut String, seq: u64, n: usize, ms: u64, independent: bool, query: &str) {
+    let _ = writeln!(
+        out,
+        "#EXT-X-PART:DURATION={},URI=\"{seq}.{n}.ts{query}\"{}",
+        secs(ms),
+        if independent { ",INDEPENDENT=YES" } else { "" }
+    );
 }
 
 #[cfg(test)]
@@ -335,7 +570,7 @@ mod tests {
     /// are cut at the keyframe at or after each 2 s, the window slides, and the end is marked.
     #[test]
     fn segments_cut_at_keyframes_and_the_window_slides() {
-        let mut s = Segmenter::new(2000, 3);
+        let mut s = Segmenter::new(2000, 0, 3);
         let (v, a) = config_tags();
         s.video(0, &v).expect("avc config");
         s.audio(0, &a).expect("aac config");
@@ -380,13 +615,124 @@ mod tests {
         assert!(!p.contains("ENDLIST"), "{p}");
     }
 
+    /// Low-latency HLS at 30 fps, keyframes every 2 s, segments of 2 s and parts of 500 ms:
+    /// every part stays within the part target (and all but a segment's last reach 85 % of it,
+    /// as the LL-HLS spec asks), parts are byte ranges that join into their segment, only a
+    /// segment's first part is independent, and blocking reloads and the preload hint follow
+    /// the part being built.
+    #[test]
+    fn low_latency_parts_tile_their_segments() {
+        let mut s = Segmenter::new(2000, 500, 6);
+        let (v, a) = config_tags();
+        s.video(0, &v).expect("avc config");
+        s.audio(0, &a).expect("aac config");
+        let audio = Bytes::from_static(&[0xaf, 1, 1, 2, 3]);
+        let mut next_audio = 0;
+        let mut parts_cut = 0;
+        // 6.5 s of video: segments 0, 1, 2 complete, segment 3 being built.
+        for i in 0..=195u32 {
+            let ms = i * 1000 / 30;
+            while next_audio <= ms {
+                s.audio(next_audio, &audio).expect("audio");
+                next_audio += 21;
+            }
+            let cut = s.video(ms, &frame(i % 60 == 0)).expect("video");
+            parts_cut += u32::from(cut.part);
+        }
+        let segs: Vec<&Segment> = s.segments().collect();
+        assert_eq!(segs.len(), 3);
+        for seg in &segs {
+            assert_eq!(seg.duration_ms, 2000, "segment {}", seg.seq);
+            assert_eq!(seg.parts.len(), 4, "segment {}", seg.seq);
+            let total: u64 = seg.parts.iter().map(|p| p.duration_ms).sum();
+            assert_eq!(total, seg.duration_ms);
+            let mut joined = Vec::new();
+            for (n, p) in seg.parts.iter().enumerate() {
+                assert!(p.duration_ms <= 500, "{seg:?}");
+                if n + 1 < seg.parts.len() {
+                    assert!(p.duration_ms >= 425, "{seg:?}");
+                }
+                assert_eq!(p.independent, n == 0);
+                let (bytes, d) = s.part(seg.seq, n).expect("part");
+                assert_eq!(d, p.duration_ms);
+                assert_eq!(bytes.len() % 188, 0);
+                assert_eq!(bytes[0], 0x47);
+                joined.extend_from_slice(&bytes);
+            }
+            assert_eq!(joined, seg.data);
+        }
+        // Segment 3: its first part [6000, 6500) completed by the frame at 6500.
+        assert_eq!(parts_cut, 3 * 4 + 1);
+        assert!(s.part(3, 0).is_some());
+        assert!(s.part(3, 1).is_none());
+        assert!(s.part_pending(3, 1));
+        assert!(!s.part_pending(3, 2));
+        assert!(!s.part_pending(2, 3));
+        let p = s.playlist("?token=t").expect("playlist");
+        assert!(p.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n"));
+        assert!(
+            p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"),
+            "{p}"
+        );
+        assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"), "{p}");
+        // Parts are listed for the last two complete segments and the one being built.
+        assert!(!p.contains("URI=\"0.0.ts"), "{p}");
+        assert!(
+            p.contains("#EXT-X-PART:DURATION=0.500,URI=\"1.0.ts?token=t\",INDEPENDENT=YES\n"),
+            "{p}"
+        );
+        assert!(p.contains("URI=\"1.1.ts?token=t\"\n"), "{p}");
+        assert!(p.contains("URI=\"2.3.ts?token=t\"\n#EXTINF:2.000,\n2.ts?token=t\n"));
+        assert!(
+            p.ends_with("\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"3.1.ts?token=t\"\n"),
+            "{p}"
+        );
+        assert_eq!(p.matches("#EXT-X-PART:").count(), 4 + 4 + 1);
+        // Blocking reloads.
+        assert_eq!(s.ready(2, None), Ready::Now);
+        assert_eq!(s.ready(3, None), Ready::Later);
+        assert_eq!(s.ready(3, Some(0)), Ready::Now);
+        assert_eq!(s.ready(2, Some(9)), Ready::Now, "a later part exists");
+        assert_eq!(s.ready(3, Some(1)), Ready::Later);
+        assert_eq!(s.ready(4, Some(0)), Ready::Later);
+        assert_eq!(s.ready(4, None), Ready::Later);
+        assert_eq!(s.ready(5, None), Ready::TooFar);
+        // The publisher leaves: the part being built completes, nothing is pending any more.
+        s.end();
+        assert!(!s.part_pending(3, 1));
+        assert!(s.part(3, 1).is_some());
+        assert_eq!(s.ready(9, Some(0)), Ready::Now);
+        let p = s.playlist("").expect("playlist");
+        assert!(p.ends_with("#EXTINF:0.500,\n3.ts\n#EXT-X-ENDLIST\n"), "{p}");
+        assert!(!p.contains("PRELOAD-HINT"), "{p}");
+    }
+
+    /// Audio only: parts are cut on audio frames, and every one is independent.
+    #[test]
+    fn audio_only_streams_get_independent_parts() {
+        let mut s = Segmenter::new(1000, 250, 6);
+        let (_, a) = config_tags();
+        s.audio(0, &a).expect("aac config");
+        let audio = Bytes::from_static(&[0xaf, 1, 1, 2, 3]);
+        for i in 0..100u32 {
+            s.audio(i * 21, &audio).expect("audio");
+        }
+        let seg = s.segments().next().expect("a segment");
+        assert!(seg.parts.len() >= 4, "{seg:?}");
+        assert!(
+            seg.parts
+                .iter()
+                .all(|p| p.independent && p.duration_ms <= 250)
+        );
+    }
+
     #[test]
     fn frames_before_the_configuration_are_errors_and_before_a_keyframe_are_skipped() {
-        let mut s = Segmenter::new(2000, 3);
+        let mut s = Segmenter::new(2000, 0, 3);
         assert_eq!(s.video(0, &frame(true)), Err(FlvError::NoAvcConfig));
         let (v, _) = config_tags();
         s.video(0, &v).expect("config");
-        assert_eq!(s.video(40, &frame(false)), Ok(false));
+        assert_eq!(s.video(40, &frame(false)), Ok(Cut::default()));
         assert!(s.current.is_none());
         assert_eq!(
             s.audio(0, &Bytes::from_static(&[0xaf, 1, 1])),

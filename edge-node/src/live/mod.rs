@@ -34,6 +34,9 @@ pub struct LiveStream {
     pub counters: LiveCounters,
     pub viewers: viewers::Viewers,
     state: Mutex<State>,
+    /// Bumped whenever a part or segment completes or the playlist ends, for the requests
+    /// that wait for one (blocking playlist reloads, preload hints).
+    progress: tokio::sync::watch::Sender<u64>,
 }
 
 struct State {
@@ -47,6 +50,7 @@ struct State {
     /// Playback tokens are required when set.
     playback_secret: Option<String>,
     segment_ms: u64,
+    part_ms: u64,
     window: usize,
     segmenter: Segmenter,
     /// The connection publishing now.
@@ -109,8 +113,9 @@ impl Live {
             }
             keep
         });
-        let (segment_ms, window) = (
+        let (segment_ms, part_ms, window) = (
             config.hls.segment_ms,
+            config.hls.part_ms,
             usize::try_from(config.hls.window).unwrap_or(6),
         );
         for c in &config.live_streams {
@@ -140,6 +145,7 @@ impl Live {
                     st.playback_secret = c.playback_secret.clone();
                     // New HLS settings apply from the next publish.
                     st.segment_ms = segment_ms;
+                    st.part_ms = part_ms;
                     st.window = window;
                 }
                 None => {
@@ -156,11 +162,13 @@ impl Live {
                             pulled: false,
                             playback_secret: c.playback_secret.clone(),
                             segment_ms,
+                            part_ms,
                             window,
-                            segmenter: Segmenter::new(segment_ms, window),
+                            segmenter: Segmenter::new(segment_ms, part_ms, window),
                             publisher: None,
                             kick: CancellationToken::new(),
                         }),
+                        progress: tokio::sync::watch::Sender::new(0),
                     });
                     if let Some(o) = &c.origin_url {
                         let stop = start_pull(&stream, o, &c.key, segment_ms);
@@ -246,10 +254,13 @@ impl LiveStream {
         if st.kick.is_cancelled() {
             st.kick = CancellationToken::new();
         }
-        let (ms, window) = (st.segment_ms, st.window);
+        let (ms, part_ms, window) = (st.segment_ms, st.part_ms, st.window);
         st.segmenter.restart();
-        if st.segmenter.target() != ms || st.segmenter.window() != window {
-            st.segmenter = Segmenter::new(ms, window);
+        if st.segmenter.target() != ms
+            || st.segmenter.part_target() != part_ms
+            || st.segmenter.window() != window
+        {
+            st.segmenter = Segmenter::new(ms, part_ms, window);
         }
         self.counters.publishing.set(1);
         Ok(st.kick.clone())
@@ -262,6 +273,33 @@ impl LiveStream {
             st.publisher = None;
             st.segmenter.end();
             self.counters.publishing.set(0);
+            drop(st);
+            self.progressed();
+        }
+    }
+
+    fn progressed(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits until `ready` says the segmenter holds what a request asks for, or `timeout`.
+    async fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        ready: impl Fn(&Segmenter) -> hls::Ready,
+    ) -> hls::Ready {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Subscribed before looking, so a completion in between is not missed.
+            let mut rx = self.progress.subscribe();
+            let r = ready(&lock(&self.state).segmenter);
+            if r != hls::Ready::Later {
+                return r;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return hls::Ready::Later,
+            }
         }
     }
 
@@ -281,6 +319,7 @@ impl LiveStream {
     fn push_segment(&self, segment: hls::Segment) {
         lock(&self.state).segmenter.push(segment);
         self.counters.segments.inc();
+        self.progressed();
     }
 
     fn last_seq(&self) -> Option<u64> {
@@ -288,7 +327,12 @@ impl LiveStream {
     }
 
     fn set_ended(&self, ended: bool) {
-        lock(&self.state).segmenter.set_ended(ended);
+        let mut st = lock(&self.state);
+        if st.segmenter.ended() != ended {
+            st.segmenter.set_ended(ended);
+            drop(st);
+            self.progressed();
+        }
     }
 
     fn set_pulled(&self, pulled: bool) {
@@ -303,13 +347,17 @@ impl LiveStream {
         if st.publisher != Some(conn) {
             return Ok(());
         }
-        let closed = if video {
+        let cut = if video {
             st.segmenter.video(ms, tag)?
         } else {
             st.segmenter.audio(ms, tag)?
         };
-        if closed {
+        drop(st);
+        if cut.segment {
             self.counters.segments.inc();
+        }
+        if cut.part || cut.segment {
+            self.progressed();
         }
         Ok(())
     }
@@ -334,28 +382,85 @@ impl LiveStream {
         lock(&self.state).segmenter.playlist(query)
     }
 
+    fn target_ms(&self) -> u64 {
+        lock(&self.state).segmenter.target()
+    }
+
+    /// A part and its duration in milliseconds, once complete.
+    pub fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
+        lock(&self.state).segmenter.part(seq, idx)
+    }
+
     /// A segment and its duration in milliseconds.
     pub fn segment(&self, seq: u64) -> Option<(Bytes, u64)> {
         lock(&self.state).segmenter.segment_with_duration(seq)
     }
 }
 
-/// `GET /hls/{name}/index.m3u8` and `GET /hls/{name}/{seq}.ts`.
+const NO_SEGMENT: &str = "No such segment (it may have left the playlist window)";
+
+/// What a request under `/hls/{name}/` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum File {
+    Playlist,
+    /// `{seq}.ts`
+    Segment(u64),
+    /// `{seq}.{part}.ts`
+    Part(u64, usize),
+}
+
+fn parse_file(file: &str) -> Option<File> {
+    if file == "index.m3u8" {
+        return Some(File::Playlist);
+    }
+    let stem = file.strip_suffix(".ts")?;
+    match stem.split_once('.') {
+        None => stem.parse().ok().map(File::Segment),
+        Some((seq, part)) => Some(File::Part(seq.parse().ok()?, part.parse().ok()?)),
+    }
+}
+
+/// A blocking playlist reload's `_HLS_msn` and `_HLS_part`, if asked for.
+fn blocking_reload(query: &str) -> Result<Option<(u64, Option<u64>)>, String> {
+    let (mut msn, mut part) = (None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "_HLS_msn" => &mut msn,
+            "_HLS_part" => &mut part,
+            _ => continue,
+        };
+        *slot = Some(
+            v.parse::<u64>()
+                .map_err(|_| format!("{k}={v:?} is not a whole number"))?,
+        );
+    }
+    match (msn, part) {
+        (None, Some(_)) => Err("_HLS_part needs _HLS_msn".into()),
+        (None, None) => Ok(None),
+        (Some(m), p) => Ok(Some((m, p))),
+    }
+}
+
+async fn plain(req: &mut Request, status: u16, msg: &str) {
+    let _ = respond(
+        &mut req.stream,
+        status,
+        "text/plain",
+        &[],
+        format!("{msg}\n").as_bytes(),
+    )
+    .await;
+}
+
+/// `GET /hls/{name}/index.m3u8` (with `_HLS_msn`/`_HLS_part`: a blocking reload),
+/// `GET /hls/{name}/{seq}.ts` and `GET /hls/{name}/{seq}.{part}.ts`.
 pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
     let head_only = req.head.method == "HEAD";
     let path = req.head.path.clone();
     let rest = path.trim_start_matches("/hls/");
     let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(stream) = shared.live.get(name) else {
-        let _ = respond(
-            &mut req.stream,
-            404,
-            "text/plain",
-            &[],
-            b"No such live stream\n",
-        )
-        .await;
-        return;
+        return plain(&mut req, 404, "No such live stream").await;
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -371,54 +476,63 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
     };
     let (query, viewer) = match admitted {
         Ok(v) => v,
-        Err(e) => {
-            let _ = respond(
-                &mut req.stream,
-                403,
-                "text/plain",
-                &[],
-                format!("{e}\n").as_bytes(),
-            )
-            .await;
-            return;
-        }
+        Err(e) => return plain(&mut req, 403, &e.to_string()).await,
     };
-    let (ctype, cache, body, media_ms) = if file == "index.m3u8" {
-        match stream.playlist(&query) {
-            // Live playlists change every segment; an ended one no longer does.
-            Some(p) => (
-                "application/vnd.apple.mpegurl",
-                "no-cache",
-                Bytes::from(p),
-                0,
-            ),
-            None => {
-                let _ = respond(
-                    &mut req.stream,
-                    404,
-                    "text/plain",
-                    &[],
-                    b"The stream is not live yet\n",
-                )
-                .await;
-                return;
+    let wait = std::time::Duration::from_millis(3 * stream.target_ms());
+    let (ctype, cache, body, media_ms) = match parse_file(file) {
+        Some(File::Playlist) => {
+            match blocking_reload(&req.head.query) {
+                Err(msg) => return plain(&mut req, 400, &msg).await,
+                Ok(None) => {}
+                Ok(Some((msn, part))) => {
+                    match stream.wait_for(wait, |s| s.ready(msn, part)).await {
+                        hls::Ready::Now => {}
+                        hls::Ready::TooFar => {
+                            let msg = format!(
+                                "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                            );
+                            return plain(&mut req, 400, &msg).await;
+                        }
+                        hls::Ready::Later => {
+                            let msg = format!("Segment {msn} did not come in time");
+                            return plain(&mut req, 503, &msg).await;
+                        }
+                    }
+                }
+            }
+            match stream.playlist(&query) {
+                // Live playlists change every part or segment.
+                Some(p) => (
+                    "application/vnd.apple.mpegurl",
+                    "no-cache",
+                    Bytes::from(p),
+                    0,
+                ),
+                None => return plain(&mut req, 404, "The stream is not live yet").await,
             }
         }
-    } else if let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok())
-        && let Some((seg, duration_ms)) = stream.segment(seq)
-    {
-        // A segment never changes once listed.
-        ("video/mp2t", "max-age=3600", seg, duration_ms)
-    } else {
-        let _ = respond(
-            &mut req.stream,
-            404,
-            "text/plain",
-            &[],
-            b"No such segment (it may have left the playlist window)\n",
-        )
-        .await;
-        return;
+        Some(File::Segment(seq)) => match stream.segment(seq) {
+            // A segment never changes once listed.
+            Some((seg, duration_ms)) => ("video/mp2t", "max-age=3600", seg, duration_ms),
+            None => return plain(&mut req, 404, NO_SEGMENT).await,
+        },
+        Some(File::Part(seq, idx)) => {
+            // The preload hint names the part being built: it is answered once complete.
+            stream
+                .wait_for(wait, |s| {
+                    if s.part_pending(seq, idx) {
+                        hls::Ready::Later
+                    } else {
+                        hls::Ready::Now
+                    }
+                })
+                .await;
+            match stream.part(seq, idx) {
+                Some((part, duration_ms)) => ("video/mp2t", "max-age=3600", part, duration_ms),
+                None => return plain(&mut req, 404, NO_SEGMENT).await,
+            }
+        }
+        None => return plain(&mut req, 404, NO_SEGMENT).await,
     };
     stream.counters.requests.inc();
     if respond_cached(&mut req.stream, 200, ctype, cache, &[], &body, head_only)

@@ -121,6 +121,7 @@ async fn step(
             duration_ms: e.duration_ms,
             data,
             discontinuity: e.discontinuity,
+            parts: Vec::new(),
         });
     }
     stream.set_ended(ended);
