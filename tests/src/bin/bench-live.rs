@@ -8,9 +8,17 @@
 //! segments of stream 0.
 //!
 //! Run with `scripts/bench-live.sh` (installs nginx and libnginx-mod-rtmp, builds release
-//! binaries). Options: `--streams N` (default 10), `--window SECS` (default 30).
+//! binaries). Options: `--streams N` (default 10), `--window SECS` (default 30), `--part-ms`
+//! (onda's LL-HLS part target, default 500), `--joins N` and `--glass-secs S` (player sessions
+//! per kind of player in the glass-to-glass part, default 4 of 8 s).
+//!
+//! Then glass to glass (`onda_tests::glass`): one publisher drawing its wall clock into the
+//! video, and players that start and fetch as hls.js does: plain HLS on both servers, LL-HLS on
+//! onda.
 
+use anyhow::Context as _;
 use onda_tests::bench::{arg, clock_ticks, release_onda, tree_cpu_seconds, tree_rss_kib};
+use onda_tests::glass::{self, Mode};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,11 +122,11 @@ struct Server {
     playlist: Box<dyn Fn(usize) -> String>,
 }
 
-fn start_onda(onda: &Path, dir: &Path, streams: usize) -> anyhow::Result<Server> {
+fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::Result<Server> {
     let (http, rtmp) = (free_port(), free_port());
     let mut toml = format!(
         "[http]\nlisten = \"127.0.0.1:{http}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
-         [hls]\nsegment_ms = 2000\nwindow = 6\n"
+         [hls]\nsegment_ms = 2000\npart_ms = {part_ms}\nwindow = 6\n"
     );
     for i in 0..streams {
         toml.push_str(&format!(
@@ -271,6 +279,75 @@ async fn measure(
     })
 }
 
+/// One glass-to-glass figure: a kind of player on one server.
+struct Glass {
+    what: String,
+    latency_ms: Vec<f64>,
+    stalls: usize,
+    joins: usize,
+}
+
+/// Glass to glass on `server`: one publisher drawing its clock (1 s GOP), then for each mode
+/// `joins` player sessions of `secs` one after another.
+async fn glass_to_glass(
+    server: Server,
+    modes: &[Mode],
+    joins: usize,
+    secs: f64,
+) -> anyhow::Result<Vec<Glass>> {
+    let _publisher = Running {
+        child: glass::publisher(&format!("{}0000", server.rtmp), 30)?,
+    };
+    let url = (server.playlist)(0);
+    // Enough in the playlist for a plain HLS player's hold-back of 3 target durations.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            _ => String::new(),
+        };
+        if entries(&text).len() >= 4 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{}: the playlist never listed 4 segments",
+            server.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut out = Vec::new();
+    for &mode in modes {
+        let mut g = Glass {
+            what: format!(
+                "{} {}",
+                server.name,
+                if mode == Mode::Hls { "HLS" } else { "LL-HLS" }
+            ),
+            latency_ms: Vec::new(),
+            stalls: 0,
+            joins,
+        };
+        for _ in 0..joins {
+            let session = glass::play(&url, mode, secs).await?;
+            let clock = glass::read_clock(&session.start)?;
+            let offset = glass::clock_offset(&clock).context("no clock read")?;
+            let (l, stalls) = glass::latencies(&session, offset);
+            g.latency_ms.extend(l);
+            g.stalls += stalls;
+        }
+        eprintln!(
+            "{}: median {:.0} ms over {} frames, {} stalls",
+            g.what,
+            percentile(&g.latency_ms, 0.5),
+            g.latency_ms.len(),
+            g.stalls
+        );
+        out.push(g);
+    }
+    Ok(out)
+}
+
 fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -284,6 +361,9 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let streams: usize = arg("--streams").and_then(|v| v.parse().ok()).unwrap_or(10);
     let window = Duration::from_secs(arg("--window").and_then(|v| v.parse().ok()).unwrap_or(30));
+    let part_ms: u64 = arg("--part-ms").and_then(|v| v.parse().ok()).unwrap_or(500);
+    let joins: usize = arg("--joins").and_then(|v| v.parse().ok()).unwrap_or(4);
+    let glass_secs: f64 = arg("--glass-secs").and_then(|v| v.parse().ok()).unwrap_or(8.0);
     let onda = release_onda(arg("--onda"));
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-live");
     std::fs::create_dir_all(&work)?;
@@ -296,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
     for which in ["onda", "nginx"] {
         let dir = tempfile::tempdir()?;
         let server = match which {
-            "onda" => start_onda(&onda, dir.path(), streams)?,
+            "onda" => start_onda(&onda, dir.path(), streams, part_ms)?,
             _ => start_nginx(dir.path())?,
         };
         let r = measure(server, &source, streams, window).await?;
@@ -333,6 +413,38 @@ async fn main() -> anyhow::Result<()> {
             o.cpu_percent / n.cpu_percent.max(0.001),
             o.rss_mib / n.rss_mib.max(0.001),
             percentile(&o.latency_ms, 0.5) / percentile(&n.latency_ms, 0.5)
+        );
+    }
+
+    // Glass to glass, one stream at a time, with players that behave like hls.js.
+    let mut glasses = Vec::new();
+    for which in ["onda", "nginx"] {
+        let dir = tempfile::tempdir()?;
+        let (server, modes) = match which {
+            "onda" => (
+                start_onda(&onda, dir.path(), 1, part_ms)?,
+                &[Mode::Hls, Mode::LowLatency][..],
+            ),
+            _ => (start_nginx(dir.path())?, &[Mode::Hls][..]),
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        glasses.extend(glass_to_glass(server, modes, joins, glass_secs).await?);
+    }
+    println!(
+        "\nGlass to glass (clock drawn into 720p30 video, x264 zerolatency, 1 s GOP; segments 2 s, \
+         onda parts {part_ms} ms; {joins} joins × {glass_secs} s per player):\n"
+    );
+    println!("| player | latency median ms | p95 ms | stalls | frames |");
+    println!("|---|---|---|---|---|");
+    for g in &glasses {
+        println!(
+            "| {} | {:.0} | {:.0} | {} in {} joins | {} |",
+            g.what,
+            percentile(&g.latency_ms, 0.5),
+            percentile(&g.latency_ms, 0.95),
+            g.stalls,
+            g.joins,
+            g.latency_ms.len()
         );
     }
     Ok(())
