@@ -29,6 +29,7 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             key: l.stream_key.clone(),
             playback_secret: l.playback_secret.clone(),
             origin_url: l.origin_url.clone(),
+            renditions: Vec::new(),
         })
         .collect();
     for s in &desired.stations {

@@ -95,7 +95,28 @@ pub struct LiveStreamConfig {
     /// from a local copy, instead of taking RTMP publishes.
     #[serde(default)]
     pub origin_url: Option<String>,
+    /// An ABR ladder: each rendition is made from the publish by one ffmpeg per stream
+    /// (H.264, audio copied) and played at `/hls/{name}/{rendition}/index.m3u8`; the master
+    /// playlist `/hls/{name}/master.m3u8` lists the source and them. Needs `rtmp.listen`: the
+    /// renditions come back into this node over RTMP on loopback.
+    #[serde(default)]
+    pub renditions: Vec<RenditionConfig>,
 }
+
+/// One rung of a live stream's ABR ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionConfig {
+    /// Its name in URLs, e.g. "480p".
+    pub name: String,
+    /// Picture height in pixels (even, 144–2160); the width keeps the source's aspect.
+    pub height: u32,
+    /// Video bitrate in kbit/s (100–20000).
+    pub video_kbps: u32,
+}
+
+/// The most renditions a stream may have (each is an x264 encode on the node).
+pub const MAX_RENDITIONS: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -905,6 +926,50 @@ impl EdgeConfig {
             }
             if !keys.insert(l.key.as_str()) {
                 anyhow::bail!("live_streams: {}: key is used by another stream", l.name);
+            }
+            if !l.renditions.is_empty() && self.rtmp.listen.is_empty() {
+                anyhow::bail!(
+                    "live_streams: {}: renditions need rtmp.listen (they come back into the node over RTMP)",
+                    l.name
+                );
+            }
+            if l.renditions.len() > MAX_RENDITIONS {
+                anyhow::bail!(
+                    "live_streams: {}: at most {MAX_RENDITIONS} renditions",
+                    l.name
+                );
+            }
+            let mut seen = HashSet::new();
+            for r in &l.renditions {
+                let ok = !r.name.is_empty()
+                    && r.name.len() <= 32
+                    && r.name != "master.m3u8"
+                    && r.name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+                if !ok || !seen.insert(r.name.as_str()) {
+                    anyhow::bail!(
+                        "live_streams: {}: rendition name {:?} must be 1 to 32 letters, digits, '_' or '-', once",
+                        l.name,
+                        r.name
+                    );
+                }
+                if !(144..=2160).contains(&r.height) || r.height % 2 != 0 {
+                    anyhow::bail!(
+                        "live_streams: {}: rendition {}: height {} must be even, 144 to 2160",
+                        l.name,
+                        r.name,
+                        r.height
+                    );
+                }
+                if !(100..=20_000).contains(&r.video_kbps) {
+                    anyhow::bail!(
+                        "live_streams: {}: rendition {}: video_kbps {} must be 100 to 20000",
+                        l.name,
+                        r.name,
+                        r.video_kbps
+                    );
+                }
             }
         }
         Ok(Validated {

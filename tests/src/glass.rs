@@ -52,7 +52,15 @@ pub fn clock_source() -> String {
 /// x264 `zerolatency` as low-latency streamers set it, AAC) to `url` over RTMP.
 pub fn publisher(url: &str, gop_frames: u32) -> anyhow::Result<Child> {
     Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(clock_source())
         .args([
             "-f",
@@ -105,8 +113,7 @@ pub fn video_pts_ms(ts: &[u8]) -> Vec<i64> {
         };
         let Some(pes) = p.get(start..) else { continue };
         // A video stream id (0xE0–0xEF) with a PTS.
-        if pes.len() < 14 || pes[..3] != [0, 0, 1] || pes[3] & 0xf0 != 0xe0 || pes[7] & 0x80 == 0
-        {
+        if pes.len() < 14 || pes[..3] != [0, 0, 1] || pes[3] & 0xf0 != 0xe0 || pes[7] & 0x80 == 0 {
             continue;
         }
         let b = &pes[9..14];
@@ -126,7 +133,14 @@ pub fn read_clock(ts: &[u8]) -> anyhow::Result<Vec<(i64, i64)>> {
     let file = dir.path().join("start.ts");
     std::fs::write(&file, ts)?;
     let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "info", "-copyts", "-i"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "info",
+            "-copyts",
+            "-i",
+        ])
         .arg(&file)
         .args([
             "-map",
@@ -487,8 +501,11 @@ mod tests {
         let p = parse(text);
         assert_eq!(p.target_ms, 2000.0);
         assert_eq!(p.part_hold_back_ms, Some(1500.0));
-        let parts: Vec<(u64, Option<u64>, bool)> =
-            p.parts.iter().map(|i| (i.seq, i.part, i.independent)).collect();
+        let parts: Vec<(u64, Option<u64>, bool)> = p
+            .parts
+            .iter()
+            .map(|i| (i.seq, i.part, i.independent))
+            .collect();
         assert_eq!(
             parts,
             [(7, Some(0), true), (7, Some(1), false), (8, Some(0), true)]

@@ -348,6 +348,145 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
     );
 }
 
+/// The height of the video ffprobe finds at `url`.
+fn ffprobe_height(url: &str) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=height",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs");
+    // HLS lists its streams once per program too: the first line is the stream.
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// An ABR ladder: ffmpeg makes a 180p rendition of a 240p publish, the master playlist lists
+/// the source and the rendition with bitrates and codecs, the rendition plays (ffprobe: H.264
+/// at 180 lines, AAC) with its own LL-HLS parts, its traffic counts for the stream, and it
+/// ends when the publisher leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
+    let (edge, rtmp) = EdgeNode::start_live(
+        "[hls]\nsegment_ms = 1000\n\n[[live_streams]]\nname = \"show\"\n\
+         key = \"show-key-0123456789\"\n\
+         renditions = [{ name = \"180p\", height = 180, video_kbps = 300 }]\n",
+    )
+    .await;
+    let mut publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    let master_url = edge.url("/hls/show/master.m3u8");
+    let master = wait_for(
+        "a master playlist with the rendition",
+        Duration::from_secs(60),
+        || async {
+            let r = reqwest::get(&master_url).await.ok()?;
+            let text = r.text().await.ok()?;
+            (text.matches("#EXT-X-STREAM-INF:").count() == 2).then_some(text)
+        },
+    )
+    .await;
+    assert!(master.starts_with("#EXTM3U\n"), "{master}");
+    let lines: Vec<&str> = master.lines().collect();
+    let source = lines
+        .iter()
+        .position(|l| *l == "index.m3u8")
+        .expect("the source");
+    let rendition = lines
+        .iter()
+        .position(|l| *l == "180p/index.m3u8")
+        .expect("the rendition");
+    let bandwidth = |i: usize| -> u64 {
+        lines[i - 1]
+            .split("BANDWIDTH=")
+            .nth(1)
+            .and_then(|b| b.split(',').next())
+            .and_then(|b| b.parse().ok())
+            .expect("a bandwidth")
+    };
+    assert!(
+        bandwidth(source) > 0 && bandwidth(rendition) > 0,
+        "{master}"
+    );
+    assert!(
+        lines[rendition - 1].contains("CODECS=\"avc1.")
+            && lines[rendition - 1].contains(",mp4a.40.2\""),
+        "{master}"
+    );
+
+    // The rendition is its own LL-HLS media playlist, at 180 lines; the source stays at 240.
+    let list = reqwest::get(edge.url("/hls/show/180p/index.m3u8"))
+        .await
+        .expect("rendition playlist")
+        .text()
+        .await
+        .expect("text");
+    assert!(list.contains("#EXT-X-PART:"), "{list}");
+    let streams = ffprobe_streams(&edge.url("/hls/show/180p/index.m3u8"));
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("codec_name=aac|codec_type=audio"),
+        "{streams}"
+    );
+    assert_eq!(
+        ffprobe_height(&edge.url("/hls/show/180p/index.m3u8")),
+        "180"
+    );
+    assert_eq!(ffprobe_height(&edge.url("/hls/show/index.m3u8")), "240");
+    // ffprobe follows the master playlist too.
+    let streams = ffprobe_streams(&master_url);
+    assert!(streams.contains("codec_type=video"), "{streams}");
+
+    // Rendition traffic is the stream's; a rendition nobody configured is 404.
+    let seg = list
+        .lines()
+        .find(|l| !l.starts_with('#') && l.ends_with(".ts"))
+        .expect("a segment");
+    let before = edge
+        .metric("onda_edge_live_bytes_sent_total{stream=\"show\"}")
+        .await;
+    let body = reqwest::get(edge.url(&format!("/hls/show/180p/{seg}")))
+        .await
+        .expect("segment")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(!body.is_empty() && body.len() % 188 == 0);
+    let after = edge
+        .metric("onda_edge_live_bytes_sent_total{stream=\"show\"}")
+        .await;
+    assert!(after - before >= body.len() as f64, "{before} → {after}");
+    let r = reqwest::get(edge.url("/hls/show/1080p/index.m3u8"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        edge.metric("onda_edge_live_publishing{stream=\"show\"}")
+            .await,
+        1.0,
+        "renditions are not publishers of their own in the gauge"
+    );
+
+    // The publisher leaves: the source and the rendition end.
+    publisher.terminate();
+    let url = edge.url("/hls/show/180p/index.m3u8");
+    wait_for("the rendition to end", Duration::from_secs(20), || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.contains("#EXT-X-ENDLIST").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_keys_and_second_publishers_are_refused() {
     let (edge, rtmp) = EdgeNode::start_live(STREAM).await;

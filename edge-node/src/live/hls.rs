@@ -59,6 +59,15 @@ struct Building {
     part_independent: bool,
 }
 
+/// A stream as a master playlist lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// Peak bits per second over the segments held.
+    pub bandwidth: u64,
+    /// RFC 6381 codecs, when the configurations were seen.
+    pub codecs: Option<String>,
+}
+
 /// Whether a blocking playlist request (`_HLS_msn`, `_HLS_part`) can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ready {
@@ -447,6 +456,29 @@ impl Segmenter {
         } else {
             Ready::Later
         }
+    }
+
+    /// What a master playlist says of this stream; None before its first segment.
+    pub fn variant(&self) -> Option<Variant> {
+        let bandwidth = self
+            .segments
+            .iter()
+            .map(|s| s.data.len() as u64 * 8000 / s.duration_ms.max(1))
+            .max()?;
+        let video = self
+            .avc
+            .as_ref()
+            .and_then(|c| c.sps.first())
+            .and_then(|sps| {
+                let b = sps.get(1..4)?;
+                Some(format!("avc1.{:02x}{:02x}{:02x}", b[0], b[1], b[2]))
+            });
+        let audio = self.aac.map(|c| format!("mp4a.40.{}", c.object_type));
+        let codecs: Vec<String> = video.into_iter().chain(audio).collect();
+        Some(Variant {
+            bandwidth,
+            codecs: (!codecs.is_empty()).then(|| codecs.join(",")),
+        })
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {

@@ -9,10 +9,11 @@ pub mod flv;
 pub mod hls;
 pub mod pull;
 pub mod rtmp;
+pub mod transcode;
 mod ts;
 pub mod viewers;
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, RenditionConfig};
 use crate::metrics::{EdgeMetrics, LiveCounters};
 use crate::mount::lock;
 use crate::server::{Request, Shared, respond, respond_cached};
@@ -23,14 +24,63 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// Every live stream of the node, by name.
+/// Every live stream of the node, by name; a stream's renditions are streams named
+/// `{stream}/{rendition}`.
 #[derive(Default)]
 pub struct Live {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
+    /// Where this node's RTMP ingest is reachable on loopback (renditions publish there).
+    ingest: Mutex<Option<std::net::SocketAddr>>,
+}
+
+/// A stream the configuration asks for: a configured one or one of its renditions.
+struct Wanted<'a> {
+    name: String,
+    key: String,
+    playback_secret: Option<&'a String>,
+    origin_url: Option<&'a String>,
+    parent: Option<&'a str>,
+    renditions: &'a [RenditionConfig],
+}
+
+fn wanted(config: &EdgeConfig) -> Vec<Wanted<'_>> {
+    let mut out = Vec::new();
+    for c in &config.live_streams {
+        out.push(Wanted {
+            name: c.name.clone(),
+            key: c.key.clone(),
+            playback_secret: c.playback_secret.as_ref(),
+            origin_url: c.origin_url.as_ref(),
+            parent: None,
+            // A relay's copy is the source only.
+            renditions: if c.origin_url.is_some() {
+                &[]
+            } else {
+                &c.renditions
+            },
+        });
+        if c.origin_url.is_some() {
+            continue;
+        }
+        for r in &c.renditions {
+            out.push(Wanted {
+                name: format!("{}/{}", c.name, r.name),
+                key: transcode::rendition_key(&c.key, &r.name),
+                playback_secret: None,
+                origin_url: None,
+                parent: Some(&c.name),
+                renditions: &[],
+            });
+        }
+    }
+    out
 }
 
 pub struct LiveStream {
     pub name: String,
+    /// A rendition's stream: the stream it is made from, whose admission, viewers and
+    /// traffic counters it uses.
+    pub parent: Option<String>,
     pub counters: LiveCounters,
     pub viewers: viewers::Viewers,
     state: Mutex<State>,
@@ -55,6 +105,9 @@ struct State {
     segmenter: Segmenter,
     /// The connection publishing now.
     publisher: Option<u64>,
+    /// The ABR ladder made while the stream is published, and the ffmpeg making it.
+    renditions: Vec<RenditionConfig>,
+    transcoder: Option<transcode::Transcoder>,
     /// Cancelled to end the current publisher (its key was changed, the stream removed).
     kick: CancellationToken,
 }
@@ -100,9 +153,10 @@ impl Live {
     /// Makes the configured streams current: new ones appear, removed ones and ones whose key
     /// changed lose their publisher; segments of unchanged streams are kept.
     pub fn sync(&self, config: &EdgeConfig, metrics: &EdgeMetrics) {
+        let wanted = wanted(config);
         let mut streams = lock(&self.streams);
         streams.retain(|name, s| {
-            let keep = config.live_streams.iter().any(|c| &c.name == name);
+            let keep = wanted.iter().any(|c| &c.name == name);
             if !keep {
                 let st = lock(&s.state);
                 st.kick.cancel();
@@ -118,7 +172,7 @@ impl Live {
             config.hls.part_ms,
             usize::try_from(config.hls.window).unwrap_or(6),
         );
-        for c in &config.live_streams {
+        for c in &wanted {
             match streams.get(&c.name) {
                 Some(s) => {
                     let mut st = lock(&s.state);
@@ -128,22 +182,23 @@ impl Live {
                         st.kick.cancel();
                         st.kick = CancellationToken::new();
                     }
-                    let same_origin = st.origin.as_ref().map(|(o, _)| o) == c.origin_url.as_ref();
+                    let same_origin = st.origin.as_ref().map(|(o, _)| o) == c.origin_url;
                     if !same_origin {
                         // Origin and relay swap roles when the stream moves.
                         if let Some((_, stop)) = st.origin.take() {
                             stop.cancel();
                         }
                         st.pulled = false;
-                        if let Some(o) = &c.origin_url {
+                        if let Some(o) = c.origin_url {
                             st.kick.cancel();
                             st.kick = CancellationToken::new();
                             let stop = start_pull(s, o, &c.key, segment_ms);
                             st.origin = Some((o.clone(), stop));
                         }
                     }
-                    st.playback_secret = c.playback_secret.clone();
-                    // New HLS settings apply from the next publish.
+                    st.playback_secret = c.playback_secret.cloned();
+                    // New HLS settings and ladders apply from the next publish.
+                    st.renditions = c.renditions.to_vec();
                     st.segment_ms = segment_ms;
                     st.part_ms = part_ms;
                     st.window = window;
@@ -151,6 +206,7 @@ impl Live {
                 None => {
                     let stream = Arc::new(LiveStream {
                         name: c.name.clone(),
+                        parent: c.parent.map(str::to_string),
                         counters: metrics.live_counters(&c.name),
                         viewers: viewers::Viewers::new(std::time::Duration::from_millis(
                             config.hls.viewer_timeout_ms,
@@ -160,17 +216,19 @@ impl Live {
                             relay_key: relay_key(&c.key),
                             origin: None,
                             pulled: false,
-                            playback_secret: c.playback_secret.clone(),
+                            playback_secret: c.playback_secret.cloned(),
                             segment_ms,
                             part_ms,
                             window,
                             segmenter: Segmenter::new(segment_ms, part_ms, window),
                             publisher: None,
+                            renditions: c.renditions.to_vec(),
+                            transcoder: None,
                             kick: CancellationToken::new(),
                         }),
                         progress: tokio::sync::watch::Sender::new(0),
                     });
-                    if let Some(o) = &c.origin_url {
+                    if let Some(o) = c.origin_url {
                         let stop = start_pull(&stream, o, &c.key, segment_ms);
                         lock(&stream.state).origin = Some((o.clone(), stop));
                     }
@@ -182,6 +240,63 @@ impl Live {
 
     pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
         lock(&self.streams).get(name).cloned()
+    }
+
+    /// Records where the node's RTMP ingest listens (an unspecified address becomes loopback).
+    pub fn set_ingest(&self, mut addr: std::net::SocketAddr) {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        *lock(&self.ingest) = Some(addr);
+    }
+
+    /// Starts the renditions of `stream`, just claimed by a publisher, if it has any.
+    pub fn start_renditions(&self, stream: &LiveStream) {
+        let ingest = *lock(&self.ingest);
+        let mut st = lock(&stream.state);
+        if st.renditions.is_empty() || st.publisher.is_none() {
+            return;
+        }
+        let Some(ingest) = ingest else {
+            tracing::warn!(stream = %stream.name, "renditions need the RTMP ingest");
+            return;
+        };
+        match transcode::Transcoder::start(&stream.name, ingest, &st.key, &st.renditions) {
+            Ok(t) => st.transcoder = Some(t),
+            Err(e) => tracing::error!(stream = %stream.name, "renditions not made: {e}"),
+        }
+    }
+
+    /// The master playlist of `stream`: the source and each rendition that plays now, with
+    /// their peak bitrates over the window and codecs. None while the source does not play.
+    pub fn master(&self, stream: &LiveStream, query: &str) -> Option<String> {
+        let (source, renditions) = {
+            let st = lock(&stream.state);
+            (st.segmenter.variant()?, st.renditions.clone())
+        };
+        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        let mut add = |v: &hls::Variant, uri: &str| {
+            out.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth));
+            if let Some(c) = &v.codecs {
+                out.push_str(&format!(",CODECS=\"{c}\""));
+            }
+            out.push_str(&format!("\n{uri}{query}\n"));
+        };
+        add(&source, "index.m3u8");
+        for r in &renditions {
+            let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) else {
+                continue;
+            };
+            let v = lock(&child.state).segmenter.variant();
+            if let Some(v) = v {
+                add(&v, &format!("{}/index.m3u8", r.name));
+            }
+        }
+        Some(out)
     }
 
     /// The stream whose key this is; every key is compared in constant time.
@@ -262,7 +377,9 @@ impl LiveStream {
         {
             st.segmenter = Segmenter::new(ms, part_ms, window);
         }
-        self.counters.publishing.set(1);
+        if self.parent.is_none() {
+            self.counters.publishing.set(1);
+        }
         Ok(st.kick.clone())
     }
 
@@ -271,8 +388,12 @@ impl LiveStream {
         let mut st = lock(&self.state);
         if st.publisher == Some(conn) {
             st.publisher = None;
+            // Its ffmpeg's input ends: the renditions end too.
+            st.transcoder = None;
             st.segmenter.end();
-            self.counters.publishing.set(0);
+            if self.parent.is_none() {
+                self.counters.publishing.set(0);
+            }
             drop(st);
             self.progressed();
         }
@@ -347,6 +468,9 @@ impl LiveStream {
         if st.publisher != Some(conn) {
             return Ok(());
         }
+        if let Some(t) = st.transcoder.as_mut() {
+            t.send(video, ms, tag);
+        }
         let cut = if video {
             st.segmenter.video(ms, tag)?
         } else {
@@ -402,6 +526,8 @@ const NO_SEGMENT: &str = "No such segment (it may have left the playlist window)
 /// What a request under `/hls/{name}/` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum File {
+    /// `master.m3u8`: the source and its renditions.
+    Master,
     Playlist,
     /// `{seq}.ts`
     Segment(u64),
@@ -410,8 +536,10 @@ enum File {
 }
 
 fn parse_file(file: &str) -> Option<File> {
-    if file == "index.m3u8" {
-        return Some(File::Playlist);
+    match file {
+        "index.m3u8" => return Some(File::Playlist),
+        "master.m3u8" => return Some(File::Master),
+        _ => {}
     }
     let stem = file.strip_suffix(".ts")?;
     match stem.split_once('.') {
@@ -459,8 +587,16 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
     let path = req.head.path.clone();
     let rest = path.trim_start_matches("/hls/");
     let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(stream) = shared.live.get(name) else {
+    let Some(owner) = shared.live.get(name).filter(|s| s.parent.is_none()) else {
         return plain(&mut req, 404, "No such live stream").await;
+    };
+    // `{rendition}/{file}`: a rendition's media, under its stream's admission and accounting.
+    let (stream, file) = match file.split_once('/') {
+        Some((r, f)) => match shared.live.get(&format!("{name}/{r}")) {
+            Some(s) => (s, f),
+            None => return plain(&mut req, 404, "No such rendition").await,
+        },
+        None => (owner.clone(), file),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -468,18 +604,28 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
     // Token streams: every playlist and segment request carries a valid token, which the
     // playlist passes on in its segment URIs.
     // A relay edge pulling the stream needs no token and is no viewer.
-    let relay = stream.is_relay(req.head.header(pull::RELAY_HEADER));
+    let relay = owner.is_relay(req.head.header(pull::RELAY_HEADER));
     let admitted = if relay {
         Ok((String::new(), String::new()))
     } else {
-        stream.admit(&req.head.query, now)
+        owner.admit(&req.head.query, now)
     };
     let (query, viewer) = match admitted {
         Ok(v) => v,
         Err(e) => return plain(&mut req, 403, &e.to_string()).await,
     };
     let wait = std::time::Duration::from_millis(3 * stream.target_ms());
+    let is_rendition = !Arc::ptr_eq(&stream, &owner);
     let (ctype, cache, body, media_ms) = match parse_file(file) {
+        Some(File::Master) if !is_rendition => match shared.live.master(&owner, &query) {
+            Some(p) => (
+                "application/vnd.apple.mpegurl",
+                "no-cache",
+                Bytes::from(p),
+                0,
+            ),
+            None => return plain(&mut req, 404, "The stream is not live yet").await,
+        },
         Some(File::Playlist) => {
             match blocking_reload(&req.head.query) {
                 Err(msg) => return plain(&mut req, 400, &msg).await,
@@ -532,19 +678,19 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
                 None => return plain(&mut req, 404, NO_SEGMENT).await,
             }
         }
-        None => return plain(&mut req, 404, NO_SEGMENT).await,
+        Some(File::Master) | None => return plain(&mut req, 404, NO_SEGMENT).await,
     };
-    stream.counters.requests.inc();
+    owner.counters.requests.inc();
     if respond_cached(&mut req.stream, 200, ctype, cache, &[], &body, head_only)
         .await
         .is_ok()
         && !head_only
         && !relay
     {
-        stream.counters.bytes_sent.inc_by(body.len() as u64);
+        owner.counters.bytes_sent.inc_by(body.len() as u64);
         let ua = req.head.header("user-agent").unwrap_or_default();
         let key = viewers::session_key(&viewer, req.peer.ip(), ua);
-        stream
+        owner
             .viewers
             .request(key, std::time::Instant::now(), body.len() as u64, media_ms);
     }

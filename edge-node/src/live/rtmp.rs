@@ -48,7 +48,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             if let Some(s) = publishing {
                 tracing::info!(%peer, stream = %s.name, "publisher left");
                 s.release(conn);
-                publish_done(&shared, peer, conn, "", &s.name);
+                if s.parent.is_none() {
+                    publish_done(&shared, peer, conn, "", &s.name);
+                }
             }
         });
     }
@@ -231,8 +233,10 @@ async fn on_event(
                 None => Err(Refusal::UnknownKey),
                 Some(s) => s.claim(conn, key).map(|k| (s, k)),
             };
-            // nginx-rtmp's on_publish: the publisher's own service decides too.
+            // nginx-rtmp's on_publish: the publisher's own service decides too (renditions
+            // are this node's own publishes).
             let claimed = match claimed {
+                Ok((s, k)) if s.parent.is_some() => Ok((s, k)),
                 Ok((s, k)) => match on_publish(shared, peer, conn, &app_name, key, &s.name).await {
                     Ok(()) => Ok((s, k)),
                     Err(why) => {
@@ -245,6 +249,7 @@ async fn on_event(
             match claimed {
                 Ok((s, k)) => {
                     tracing::info!(%peer, stream = %s.name, "publisher connected");
+                    shared.live.start_renditions(&s);
                     *kick = Some(k);
                     *publishing = Some(s);
                     rtmp.accept_request(request_id)
@@ -288,7 +293,9 @@ async fn on_event(
             if let Some(s) = publishing.take() {
                 tracing::info!(%peer, stream = %s.name, "publish finished");
                 s.release(conn);
-                publish_done(shared, peer, conn, &app_name, &s.name);
+                if s.parent.is_none() {
+                    publish_done(shared, peer, conn, &app_name, &s.name);
+                }
             }
             *kick = None;
             Ok(Step::default())

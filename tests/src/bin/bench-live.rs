@@ -363,7 +363,9 @@ async fn main() -> anyhow::Result<()> {
     let window = Duration::from_secs(arg("--window").and_then(|v| v.parse().ok()).unwrap_or(30));
     let part_ms: u64 = arg("--part-ms").and_then(|v| v.parse().ok()).unwrap_or(500);
     let joins: usize = arg("--joins").and_then(|v| v.parse().ok()).unwrap_or(4);
-    let glass_secs: f64 = arg("--glass-secs").and_then(|v| v.parse().ok()).unwrap_or(8.0);
+    let glass_secs: f64 = arg("--glass-secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8.0);
     let onda = release_onda(arg("--onda"));
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-live");
     std::fs::create_dir_all(&work)?;
