@@ -29,7 +29,15 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             key: l.stream_key.clone(),
             playback_secret: l.playback_secret.clone(),
             origin_url: l.origin_url.clone(),
-            renditions: Vec::new(),
+            renditions: l
+                .renditions
+                .iter()
+                .map(|r| onda_edge::config::RenditionConfig {
+                    name: r.name.clone(),
+                    height: r.height,
+                    video_kbps: r.video_kbps,
+                })
+                .collect(),
         })
         .collect();
     for s in &desired.stations {

@@ -520,6 +520,7 @@ mod tests {
                 max_listeners_per_station: 1,
                 storage_bytes: 0,
                 max_live_streams: 0,
+                live_renditions: Vec::new(),
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {

@@ -130,7 +130,35 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         max_listeners_per_station,
         storage_bytes,
         max_live_streams,
+        live_renditions,
     } = &plan.limits;
+    if live_renditions.len() > onda_shared::api::MAX_LIVE_RENDITIONS {
+        return Err(ApiError::Unprocessable(format!(
+            "limits.live_renditions has {} rungs; at most {} are accepted.",
+            live_renditions.len(),
+            onda_shared::api::MAX_LIVE_RENDITIONS
+        )));
+    }
+    for (i, r) in live_renditions.iter().enumerate() {
+        if !(144..=2160).contains(&r.height) || r.height % 2 != 0 {
+            return Err(ApiError::Unprocessable(format!(
+                "limits.live_renditions[{i}].height must be even, 144 to 2160, got {}.",
+                r.height
+            )));
+        }
+        if !(100..=20_000).contains(&r.video_kbps) {
+            return Err(ApiError::Unprocessable(format!(
+                "limits.live_renditions[{i}].video_kbps must be 100 to 20000, got {}.",
+                r.video_kbps
+            )));
+        }
+        if live_renditions[..i].iter().any(|o| o.height == r.height) {
+            return Err(ApiError::Unprocessable(format!(
+                "limits.live_renditions has height {} twice.",
+                r.height
+            )));
+        }
+    }
     for (field, v) in [
         ("limits.max_stations", max_stations),
         ("limits.max_mounts_per_station", max_mounts_per_station),
@@ -412,6 +440,7 @@ mod tests {
                 max_listeners_per_station: 50,
                 storage_bytes: 1,
                 max_live_streams: 0,
+                live_renditions: Vec::new(),
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {

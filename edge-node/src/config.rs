@@ -116,7 +116,7 @@ pub struct RenditionConfig {
 }
 
 /// The most renditions a stream may have (each is an x264 encode on the node).
-pub const MAX_RENDITIONS: usize = 4;
+pub const MAX_RENDITIONS: usize = onda_shared::api::MAX_LIVE_RENDITIONS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

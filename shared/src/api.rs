@@ -50,6 +50,24 @@ pub struct PlanLimits {
     pub storage_bytes: u64,
     /// Live video streams a tenant may have.
     pub max_live_streams: u32,
+    /// The ABR ladder of the tenant's live streams: each rung is an H.264 encode the origin
+    /// edge makes while the stream is published, listed with the source in its master playlist
+    /// (`/hls/{slug}/master.m3u8`). Empty: the source only, no transcoding.
+    #[serde(default)]
+    pub live_renditions: Vec<LiveRendition>,
+}
+
+/// The most rungs a live ABR ladder may have (each is an x264 encode on the origin edge).
+pub const MAX_LIVE_RENDITIONS: usize = 4;
+
+/// One rung of a live ABR ladder; its name in URLs is `{height}p`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRendition {
+    /// Picture height in pixels (even, 144–2160); the width keeps the source's aspect.
+    pub height: u32,
+    /// Video bitrate in kbit/s (100–20000).
+    pub video_kbps: u32,
 }
 
 /// Features a plan switches on.
@@ -129,6 +147,7 @@ pub struct PlanLimitsPatch {
     pub max_listeners_per_station: Option<u32>,
     pub storage_bytes: Option<u64>,
     pub max_live_streams: Option<u32>,
+    pub live_renditions: Option<Vec<LiveRendition>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -381,7 +381,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
          renditions = [{ name = \"180p\", height = 180, video_kbps = 300 }]\n",
     )
     .await;
-    let mut publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    let publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
     let master_url = edge.url("/hls/show/master.m3u8");
     let master = wait_for(
         "a master playlist with the rendition",
@@ -1275,4 +1275,73 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
     for p in players {
         p.abort();
     }
+}
+
+/// The plan's ABR ladder reaches the origin edge: a plan with a 180p rung (and bad ladders
+/// refused with a reason), a stream of a tenant on it published at 240p, and
+/// `/watch/{slug}.m3u8` redirecting to the origin's master playlist, which ffprobe plays and
+/// which lists the source and the 180p rendition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
+    use reqwest::Method;
+    let c = live_cluster(&["live-a"], 1000).await;
+    for (ladder, why) in [
+        (
+            serde_json::json!([{"height": 181, "video_kbps": 300}]),
+            "height must be even",
+        ),
+        (
+            serde_json::json!([{"height": 180, "video_kbps": 50}]),
+            "video_kbps must be 100 to 20000",
+        ),
+        (
+            serde_json::json!([{"height": 180, "video_kbps": 300}, {"height": 180, "video_kbps": 200}]),
+            "height 180 twice",
+        ),
+    ] {
+        let (s, body) =
+            c.cp.call(
+                Method::PATCH,
+                "/v1/plans/plan_premium",
+                Some(serde_json::json!({"limits": {"live_renditions": ladder}})),
+            )
+            .await;
+        assert_eq!(s, 422, "{body}");
+        assert!(body.to_string().contains(why), "{body}");
+    }
+    let (s, plan) =
+        c.cp.call(
+            Method::PATCH,
+            "/v1/plans/plan_premium",
+            Some(serde_json::json!({"limits": {"live_renditions": [{"height": 180, "video_kbps": 300}]}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(plan["limits"]["live_renditions"][0]["height"], 180);
+    let (stream, ingest) = placed_stream(&c, serde_json::json!({"name": "Ladder"})).await;
+    let slug = stream["slug"].as_str().expect("slug").to_string();
+    let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
+    let watch = format!("{}/watch/{slug}.m3u8", c.cp.api);
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let location = wait_for("the ladder on the air", Duration::from_secs(60), || async {
+        let r = no_redirect.get(&watch).send().await.ok()?;
+        let to = r.headers().get("location")?.to_str().ok()?.to_string();
+        let master = reqwest::get(&to).await.ok()?.text().await.ok()?;
+        (master.matches("#EXT-X-STREAM-INF:").count() == 2).then_some(to)
+    })
+    .await;
+    assert!(
+        location.ends_with(&format!("/hls/{slug}/master.m3u8")),
+        "{location}"
+    );
+    let streams = ffprobe_streams(&watch);
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video"),
+        "{streams}"
+    );
+    let rendition = location.replace("master.m3u8", "180p/index.m3u8");
+    assert_eq!(ffprobe_height(&rendition), "180");
 }

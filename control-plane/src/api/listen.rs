@@ -146,10 +146,15 @@ pub async fn watch(
         return unavailable("This control plane runs without a cluster.".to_string());
     };
     let live = match st.db.conn().await {
-        Ok(mut c) => crate::db::live_streams::by_slug(&mut c, slug).await,
+        Ok(mut c) => match crate::db::live_streams::by_slug(&mut c, slug).await {
+            Ok(Some(s)) => crate::db::live_streams::has_renditions(&mut c, &s.id)
+                .await
+                .map(|r| Some((s, r))),
+            other => other.map(|o| o.map(|s| (s, false))),
+        },
         Err(e) => Err(e),
     };
-    let s = match live {
+    let (s, ladder) = match live {
         Ok(Some(s)) => s,
         Ok(None) => {
             return ApiError::NotFound(format!("There is no live stream {slug:?}."))
@@ -166,9 +171,9 @@ pub async fn watch(
         .get(&s.id)
         .into_iter()
         .flat_map(|p| std::iter::once(&p.origin).chain(&p.relays))
-        .filter_map(|id| snap.nodes.get(id))
-        .filter(|n| n.alive && n.on_air.contains(&path))
-        .min_by(|a, b| {
+        .filter_map(|id| snap.nodes.get(id).map(|n| (id, n)))
+        .filter(|(_, n)| n.alive && n.on_air.contains(&path))
+        .min_by(|(_, a), (_, b)| {
             let load = |n: &crate::cluster::view::NodeView| {
                 n.listeners as f64 / n.capacity_listeners.max(1) as f64
             };
@@ -179,11 +184,11 @@ pub async fn watch(
             snap.placement
                 .stations
                 .get(&s.id)
-                .and_then(|p| snap.nodes.get(&p.origin))
-                .filter(|n| n.alive)
+                .and_then(|p| snap.nodes.get(&p.origin).map(|n| (&p.origin, n)))
+                .filter(|(_, n)| n.alive)
         });
     match edge {
-        Some(n) => {
+        Some((node_id, n)) => {
             // A token stream's token goes on to the edge, which checks it.
             let token = query
                 .as_deref()
@@ -198,8 +203,20 @@ pub async fn watch(
                 })
                 .map(|t| format!("?token={t}"))
                 .unwrap_or_default();
+            // The origin makes the stream's ABR ladder, listed in its master playlist; relays
+            // carry the source only.
+            let is_origin = snap
+                .placement
+                .stations
+                .get(&s.id)
+                .is_some_and(|p| &p.origin == node_id);
+            let file = if ladder && is_origin {
+                "master.m3u8"
+            } else {
+                "index.m3u8"
+            };
             let url = format!(
-                "{}/hls/{}/index.m3u8{token}",
+                "{}/hls/{}/{file}{token}",
                 n.edge_url.trim_end_matches('/'),
                 s.slug
             );

@@ -113,6 +113,9 @@ pub async fn update(
             .unwrap_or(t.max_listeners_per_station);
         t.storage_bytes = l.storage_bytes.unwrap_or(t.storage_bytes);
         t.max_live_streams = l.max_live_streams.unwrap_or(t.max_live_streams);
+        t.live_renditions = l
+            .live_renditions
+            .unwrap_or(std::mem::take(&mut t.live_renditions));
     }
     if let Some(f) = req.features {
         let t = &mut plan.features;

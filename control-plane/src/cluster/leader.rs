@@ -8,8 +8,8 @@ use super::{Cluster, keys};
 use crate::db;
 use crate::scheduler::{self, NodeInfo, NodeState, Policy, Role, StationDemand};
 use onda_shared::cluster::proto::{
-    AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, StationRole,
-    StationSpec, TrackSpec,
+    AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, RenditionSpec,
+    StationRole, StationSpec, TrackSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -503,6 +503,18 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                             .map(|u| u.to_string())
                     })
                     .flatten(),
+                renditions: if *role == Role::Relay {
+                    Vec::new()
+                } else {
+                    l.renditions
+                        .iter()
+                        .map(|r| RenditionSpec {
+                            name: format!("{}p", r.height),
+                            height: r.height,
+                            video_kbps: r.video_kbps,
+                        })
+                        .collect()
+                },
             })
             .collect();
         let previous = existing.get(&n.id);

@@ -49,6 +49,18 @@ pub async fn by_slug(conn: &mut Conn, slug: &str) -> Result<Option<LiveStream>, 
     row.as_ref().map(from_row).transpose()
 }
 
+/// Whether the plan of the stream's tenant gives it an ABR ladder.
+pub async fn has_renditions(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
+    let ladder: Option<String> = sqlx::query_scalar(
+        "SELECT p.live_renditions FROM live_streams l JOIN tenants t ON t.id = l.tenant_id \
+         JOIN plans p ON p.id = t.plan_id WHERE l.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(ladder.is_some_and(|l| !super::plans::renditions_from_column(&l).is_empty()))
+}
+
 pub async fn list(
     conn: &mut Conn,
     tenant: Option<&str>,
@@ -165,12 +177,15 @@ pub struct CatalogStream {
     pub stream_key: String,
     /// Token streams: the playback secret; None for public ones.
     pub playback_secret: Option<String>,
+    /// The ABR ladder of the tenant's plan.
+    pub renditions: Vec<onda_shared::api::LiveRendition>,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT l.id, l.slug, l.stream_key, l.access, l.playback_secret FROM live_streams l \
-         JOIN tenants t ON t.id = l.tenant_id \
+        "SELECT l.id, l.slug, l.stream_key, l.access, l.playback_secret, p.live_renditions \
+         FROM live_streams l JOIN tenants t ON t.id = l.tenant_id \
+         JOIN plans p ON p.id = t.plan_id \
          WHERE t.status = 'active' ORDER BY l.id",
     )
     .fetch_all(conn)
@@ -184,6 +199,9 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error>
                 playback_secret: (r.try_get::<String, _>("access")? == "token")
                     .then(|| r.try_get("playback_secret"))
                     .transpose()?,
+                renditions: super::plans::renditions_from_column(
+                    &r.try_get::<String, _>("live_renditions")?,
+                ),
             })
         })
         .collect()

@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "live streams",
         include_str!("../../migrations/0009_live_streams.sql"),
     ),
+    (
+        10,
+        "live renditions",
+        include_str!("../../migrations/0010_live_renditions.sql"),
+    ),
 ];
 
 impl Db {

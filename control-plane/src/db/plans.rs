@@ -1,7 +1,9 @@
 //! Plans: what a tenant may use and what it pays.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{AudioFormat, Page, Plan, PlanFeatures, PlanLimits, PlanPrices};
+use onda_shared::api::{
+    AudioFormat, LiveRendition, Page, Plan, PlanFeatures, PlanLimits, PlanPrices,
+};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -9,7 +11,7 @@ const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_stati
     allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, max_live_streams, \
     feature_autodj, feature_scheduling, feature_hls, feature_live_video, currency, monthly_micros, \
     overage_per_gb_micros, overage_per_listener_hour_micros, included_gb, included_listener_hours, \
-    created_at, updated_at";
+    live_renditions, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -32,6 +34,7 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             max_listeners_per_station: u32_col("max_listeners_per_station")?,
             storage_bytes: u64_col("storage_bytes")?,
             max_live_streams: u32_col("max_live_streams")?,
+            live_renditions: renditions_from_column(&row.try_get::<String, _>("live_renditions")?),
         },
         features: PlanFeatures {
             autodj: flag("feature_autodj")?,
@@ -58,6 +61,11 @@ fn formats_column(formats: &[AudioFormat]) -> String {
         .map(|f| f.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The ladder is kept as JSON; a column this code did not write reads as no ladder.
+pub fn renditions_from_column(text: &str) -> Vec<LiveRendition> {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Saturating conversion: limits are validated before they get here, and SQL BIGINT is signed.
@@ -92,9 +100,9 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
          allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, \
          max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
          currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
-         included_gb, included_listener_hours, updated_at, id, created_at) \
+         included_gb, included_listener_hours, updated_at, id, live_renditions, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $20)"
+         $19, $20, $21, $22, $20)"
     } else {
         "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
@@ -102,7 +110,7 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
          feature_autodj = $10, feature_scheduling = $11, feature_hls = $12, \
          feature_live_video = $13, currency = $14, monthly_micros = $15, \
          overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, included_gb = $18, \
-         included_listener_hours = $19, updated_at = $20 WHERE id = $21"
+         included_listener_hours = $19, updated_at = $20, live_renditions = $22 WHERE id = $21"
     };
     let l = &plan.limits;
     let f = &plan.features;
@@ -129,6 +137,7 @@ pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, 
         .bind(big(p.included_listener_hours))
         .bind(ts)
         .bind(&plan.id)
+        .bind(serde_json::to_string(&l.live_renditions).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *conn)
         .await?;
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)

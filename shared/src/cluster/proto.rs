@@ -260,6 +260,18 @@ pub struct LiveStreamSpec {
     /// Relays: the origin edge's base URL the node pulls the stream's HLS from.
     #[serde(default)]
     pub origin_url: Option<String>,
+    /// The origin's ABR ladder (from the tenant's plan); relays carry the source only.
+    #[serde(default)]
+    pub renditions: Vec<RenditionSpec>,
+}
+
+/// One rung of a live stream's ABR ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenditionSpec {
+    /// Its name in URLs: `{height}p`.
+    pub name: String,
+    pub height: u32,
+    pub video_kbps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

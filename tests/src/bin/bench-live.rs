@@ -10,7 +10,7 @@
 //! Run with `scripts/bench-live.sh` (installs nginx and libnginx-mod-rtmp, builds release
 //! binaries). Options: `--streams N` (default 10), `--window SECS` (default 30), `--part-ms`
 //! (onda's LL-HLS part target, default 500), `--joins N` and `--glass-secs S` (player sessions
-//! per kind of player in the glass-to-glass part, default 4 of 8 s).
+//! per kind of player in the glass-to-glass part, default 8 of 8 s, each joining at a random moment).
 //!
 //! Then glass to glass (`onda_tests::glass`): one publisher drawing its wall clock into the
 //! video, and players that start and fetch as hls.js does: plain HLS on both servers, LL-HLS on
@@ -329,6 +329,12 @@ async fn glass_to_glass(
             joins,
         };
         for _ in 0..joins {
+            // Players join at any moment, not just after a part or segment completed: a random
+            // phase within one segment.
+            let jitter = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() / 500_000);
+            tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
             let session = glass::play(&url, mode, secs).await?;
             let clock = glass::read_clock(&session.start)?;
             let offset = glass::clock_offset(&clock).context("no clock read")?;
@@ -362,7 +368,7 @@ async fn main() -> anyhow::Result<()> {
     let streams: usize = arg("--streams").and_then(|v| v.parse().ok()).unwrap_or(10);
     let window = Duration::from_secs(arg("--window").and_then(|v| v.parse().ok()).unwrap_or(30));
     let part_ms: u64 = arg("--part-ms").and_then(|v| v.parse().ok()).unwrap_or(500);
-    let joins: usize = arg("--joins").and_then(|v| v.parse().ok()).unwrap_or(4);
+    let joins: usize = arg("--joins").and_then(|v| v.parse().ok()).unwrap_or(8);
     let glass_secs: f64 = arg("--glass-secs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(8.0);
