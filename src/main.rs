@@ -49,6 +49,10 @@ enum Command {
         /// One-time join token from the control plane.
         #[arg(long)]
         join: Option<String>,
+        /// Join (with --join) and exit instead of serving: for provisioning, which starts the
+        /// service afterwards. A node that already joined exits at once.
+        #[arg(long, requires = "join")]
+        join_only: bool,
     },
     /// A standalone edge node: an Icecast-compatible server, no control plane.
     Edge {
@@ -90,7 +94,12 @@ fn main() -> ExitCode {
                     onda_shared::config::load(config.as_deref())?;
                 onda_control_plane::server::run(cfg.validate()?).await
             }
-            Command::Agent { config, join } => {
+            Command::Agent {
+                config,
+                join,
+                join_only: true,
+            } => onda_agent::join_only(config.as_deref(), join.as_deref()).await,
+            Command::Agent { config, join, .. } => {
                 onda_agent::run(config.as_deref(), join.as_deref()).await
             }
             Command::Edge { config } => onda_edge::run(config.as_deref()).await,

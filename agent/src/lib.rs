@@ -184,6 +184,21 @@ pub async fn run(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Resu
     serve(agent, stop).await
 }
 
+/// Joins the cluster and exits (`onda agent --join TOKEN --join-only`); a node that already
+/// joined does nothing.
+pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
+    let config: AgentConfig = onda_shared::config::load(config_path)?;
+    config.check()?;
+    let state_dir = PathBuf::from(&config.node.state_dir);
+    if let Some(id) = identity::load(&state_dir)? {
+        println!("already joined as {}", id.node_id);
+        return Ok(());
+    }
+    let agent = start(config, join).await?;
+    println!("joined as {}", agent.identity.node_id);
+    Ok(())
+}
+
 /// Starts the edge (with the last desired state on disk) and joins when the node has no
 /// identity yet.
 pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Agent> {

@@ -178,6 +178,8 @@ impl Edge {
             .live
             .streams()
             .iter()
+            // Renditions are part of their stream.
+            .filter(|s| s.parent.is_none())
             .map(|s| LiveStats {
                 name: s.name.clone(),
                 viewers: s.viewers.current(now),
