@@ -9,7 +9,8 @@
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
 #                                  promtool (checks grafana/prometheus config and alert rules),
-#                                  tzdata (AutoDJ schedule tests in named time zones)
+#                                  tzdata (AutoDJ schedule tests in named time zones),
+#                                  ansible, ansible-lint and python3-apt (the provisioning test)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
 #                                  (the peer live-video server), protoc, tzdata
@@ -25,7 +26,9 @@ case "$target" in
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "promtool:prometheus" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
-              "/usr/share/zoneinfo/America/New_York:tzdata") ;;
+              "/usr/share/zoneinfo/America/New_York:tzdata" "ansible-playbook:ansible"
+              "ansible-lint:ansible-lint" "/usr/lib/python3/dist-packages/apt/__init__.py:python3-apt"
+              "setpriv:util-linux" "start-stop-daemon:dpkg") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"

@@ -559,6 +559,31 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
             "newcomers still admitted after 15 s"
         );
     }
+    // The refusal names the limit. The leader may still move a place between the edges after
+    // that pass (shares follow the counts a heartbeat behind), so a newcomer admitted on the
+    // way is held and counted too: the bound below covers every listener at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let r = reqwest::get(format!("{}{path}", agents[0].edge_url))
+            .await
+            .expect("get");
+        if r.status().as_u16() == 403 {
+            break r.text().await.unwrap_or_default();
+        }
+        drop(r);
+        if let Some(h) = listeners_on(&agents[0].edge_url, &path, 1, 60.0)
+            .remove(0)
+            .await
+            .expect("task")
+        {
+            admitted.push(h);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edge 0 still admits newcomers after 15 s"
+        );
+    };
+    assert!(text.contains("listener limit"), "{text}");
     let total = admitted.len() + 2;
     eprintln!(
         "limit {LIMIT}: at most {total} listeners at once across 3 nodes ({refused} of the storm refused)"
@@ -567,12 +592,6 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
         (LIMIT..=LIMIT + 2).contains(&total),
         "{total} admitted for a limit of {LIMIT}"
     );
-    let r = reqwest::get(format!("{}{path}", agents[0].edge_url))
-        .await
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 403);
-    let text = r.text().await.unwrap_or_default();
-    assert!(text.contains("listener limit"), "{text}");
     // Realtime stats and the metrics follow the edges' counts (a heartbeat behind).
     let slug = st["slug"].as_str().expect("slug").to_string();
     let realtime = wait_for("realtime listeners", Duration::from_secs(10), || async {
