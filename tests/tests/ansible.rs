@@ -163,16 +163,18 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let home = work.path().join("ansible-home");
     std::fs::create_dir_all(home.join("tmp")).expect("dir");
     let cp = Host::create(work.path().join("cp"));
-    let edge = Host::create(work.path().join("edge"));
-    let (cp_http, cp_quic, etcd_client, etcd_peer, prom, edge_http, edge_rtmp) = (
-        free_port(),
-        free_port(),
+    let edges = [
+        Host::create(work.path().join("edge1")),
+        Host::create(work.path().join("edge2")),
+    ];
+    let (cp_http, cp_quic, etcd_client, etcd_peer, prom) = (
         free_port(),
         free_port(),
         free_port(),
         free_port(),
         free_port(),
     );
+    let edge_ports = [(free_port(), free_port()), (free_port(), free_port())];
     // Everything as host variables: they win over the example's group_vars/all.yml, which the
     // test's inventory uses to wire the plays together as a real one does.
     let common = json!({
@@ -182,6 +184,7 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
         "onda_binary_src": onda_bin(),
         "onda_admin_token": ADMIN,
         "onda_firewall": "none",
+        "onda_apt_update_cache": false,
         "onda_common_init": "sysv",
         "etcd_init": "sysv",
         "monitoring_init": "sysv",
@@ -210,24 +213,27 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
         "monitoring_prometheus_port": prom,
         "monitoring_prometheus_listen": format!("127.0.0.1:{prom}"),
     }));
-    let edge_vars = with_common(json!({
-        "ansible_host": edge.dir,
-        "onda_edge_name": "edge-1",
-        "onda_edge_http_port": edge_http,
-        "onda_edge_http_listen": format!("127.0.0.1:{edge_http}"),
-        "onda_edge_rtmp_port": edge_rtmp,
-        "onda_edge_rtmp_listen": format!("127.0.0.1:{edge_rtmp}"),
-        "onda_edge_public_url": format!("http://127.0.0.1:{edge_http}"),
-        "onda_edge_rtmp_url": format!("rtmp://127.0.0.1:{edge_rtmp}"),
-        "onda_edge_apply_sysctl": false,
-    }));
+    let edge_vars = |i: usize| {
+        let (http, rtmp) = edge_ports[i];
+        with_common(json!({
+            "ansible_host": edges[i].dir,
+            "onda_edge_name": format!("edge-{}", i + 1),
+            "onda_edge_http_port": http,
+            "onda_edge_http_listen": format!("127.0.0.1:{http}"),
+            "onda_edge_rtmp_port": rtmp,
+            "onda_edge_rtmp_listen": format!("127.0.0.1:{rtmp}"),
+            "onda_edge_public_url": format!("http://127.0.0.1:{http}"),
+            "onda_edge_rtmp_url": format!("rtmp://127.0.0.1:{rtmp}"),
+            "onda_edge_apply_sysctl": false,
+        }))
+    };
     let inventory = json!({
         "all": {
             "children": {
                 "control_plane": {"hosts": {"cp1": cp_vars}},
                 "etcd": {"hosts": {"cp1": {}}},
                 "monitoring": {"hosts": {"cp1": {}}},
-                "edge": {"hosts": {"edge1": edge_vars}},
+                "edge": {"hosts": {"edge1": edge_vars(0), "edge2": edge_vars(1)}},
             }
         }
     });
@@ -235,7 +241,7 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let inv_dir = work.path().join("inventory");
     std::fs::create_dir_all(&inv_dir).expect("dir");
     std::fs::copy(
-        repo().join("ansible/inventory/example/group_vars/all.yml"),
+        repo().join("ansible/inventory/example/group_vars/all/main.yml"),
         inv_dir.join("group_vars.yml"),
     )
     .expect("group vars");
@@ -256,9 +262,10 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let (ok, first) = ansible("ansible-playbook", &["-i", &hosts, "site.yml"], &home);
     assert!(
         ok,
-        "first run:\n{first}\n--- control plane log:\n{}\n--- agent log:\n{}\n--- etcd log:\n{}",
+        "first run:\n{first}\n--- control plane log:\n{}\n--- agent logs:\n{}\n{}\n--- etcd log:\n{}",
         cp.log("onda-control-plane"),
-        edge.log("onda-agent"),
+        edges[0].log("onda-agent"),
+        edges[1].log("onda-agent"),
         cp.log("onda-etcd")
     );
     assert!(
@@ -282,21 +289,25 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let config =
         std::fs::read_to_string(cp.dir.join("etc/onda/control-plane.toml")).expect("config");
     assert!(config.contains("coordinator = \"etcd\""), "{config}");
-    let nodes = wait_for(
-        "the edge joined and ready",
-        Duration::from_secs(30),
-        || async {
-            let (_, body) =
-                admin(&http, reqwest::Method::GET, format!("{api}/v1/nodes"), None).await;
-            let items = body["items"].as_array()?.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let (_, body) = admin(&http, reqwest::Method::GET, format!("{api}/v1/nodes"), None).await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        let ready = |name: &str| {
             items
                 .iter()
-                .any(|n| n["name"] == "edge-1" && n["status"] == "ready")
-                .then_some(items)
-        },
-    )
-    .await;
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
+                .any(|n| n["name"] == name && n["status"] == "ready")
+        };
+        if ready("edge-1") && ready("edge-2") {
+            break items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edges are not both joined and ready: {body}\n{first}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 
     // A station plays through the redirector from the provisioned edge.
     let (s, tenant) = admin(
@@ -333,7 +344,10 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let got = wait_for("the station playing", Duration::from_secs(30), || async {
         let r = http.get(&listen).send().await.ok()?;
         let to = r.headers().get("location")?.to_str().ok()?.to_string();
-        if !to.starts_with(&format!("http://127.0.0.1:{edge_http}/")) {
+        if !edge_ports
+            .iter()
+            .any(|(p, _)| to.starts_with(&format!("http://127.0.0.1:{p}/")))
+        {
             return None;
         }
         onda_tests::cluster::audio_bytes(&to, 16 * 1024).await
@@ -358,18 +372,19 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let (ok, second) = ansible("ansible-playbook", &["-i", &hosts, "site.yml"], &home);
     assert!(ok, "second run:\n{second}");
     let counts = changed(&second);
-    assert_eq!(counts.len(), 2, "{second}");
+    assert_eq!(counts.len(), 3, "{second}");
     assert!(
         counts.iter().all(|(_, n)| *n == 0),
         "the second run changed something: {counts:?}\n{second}"
     );
 
-    // An upgrade: a new binary restarts the services (new process ids), and the station plays
-    // again from the restarted edge.
+    // An upgrade: a new binary restarts the services (new process ids), each edge drained
+    // first so its stations move to the other one, and the station plays afterwards.
     let pid = |h: &Host, name: &str| {
         std::fs::read_to_string(h.dir.join(format!("run/{name}.pid"))).unwrap_or_default()
     };
-    let (agent_before, cp_before) = (pid(&edge, "onda-agent"), pid(&cp, "onda-control-plane"));
+    let agents_before: Vec<String> = edges.iter().map(|e| pid(e, "onda-agent")).collect();
+    let cp_before = pid(&cp, "onda-control-plane");
     let upgraded = work.path().join("onda-upgraded");
     let mut bytes = std::fs::read(onda_bin()).expect("binary");
     // Bytes after the end of an ELF file are not loaded: the same program, another checksum.
@@ -387,8 +402,25 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
             && third.contains("RUNNING HANDLER [onda_control_plane : Restart the control plane]"),
         "{third}"
     );
-    assert_ne!(pid(&edge, "onda-agent"), agent_before);
+    for (e, before) in edges.iter().zip(&agents_before) {
+        assert_ne!(&pid(e, "onda-agent"), before);
+    }
     assert_ne!(pid(&cp, "onda-control-plane"), cp_before);
+    // Both edges were drained before their restart, one after the other (serial).
+    let drains: Vec<&str> = third
+        .split("HANDLER [onda_edge : Drain the node]")
+        .skip(1)
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("changed:") || l.starts_with("skipping:"))
+        })
+        .collect();
+    assert!(
+        drains.len() == 2
+            && drains[0].starts_with("changed: [edge1")
+            && drains[1].starts_with("changed: [edge2"),
+        "{drains:?}\n{third}"
+    );
     let got = wait_for(
         "the station playing after the upgrade",
         Duration::from_secs(30),
@@ -400,6 +432,6 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     )
     .await;
     assert!(got >= 16 * 1024);
-    drop(edge);
+    drop(edges);
     drop(cp);
 }

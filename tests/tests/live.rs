@@ -371,8 +371,8 @@ fn ffprobe_height(url: &str) -> String {
 
 /// An ABR ladder: ffmpeg makes a 180p rendition of a 240p publish, the master playlist lists
 /// the source and the rendition with bitrates and codecs, the rendition plays (ffprobe: H.264
-/// at 180 lines, AAC) with its own LL-HLS parts, its traffic counts for the stream, and it
-/// ends when the publisher leaves.
+/// at 180 lines, AAC) with its own LL-HLS parts, its traffic counts for the stream, it ends
+/// when the publisher leaves, and a republish right away gets the ladder again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     let (edge, rtmp) = EdgeNode::start_live(
@@ -480,11 +480,36 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     // The publisher leaves: the source and the rendition end.
     publisher.terminate();
     let url = edge.url("/hls/show/180p/index.m3u8");
-    wait_for("the rendition to end", Duration::from_secs(20), || async {
+    let ended = wait_for("the rendition to end", Duration::from_secs(20), || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        text.contains("#EXT-X-ENDLIST").then_some(())
+        text.contains("#EXT-X-ENDLIST").then_some(text)
     })
     .await;
+    let last_seq = |list: &str| -> u64 {
+        list.lines()
+            .filter(|l| !l.starts_with('#') && l.ends_with(".ts"))
+            .filter_map(|l| l.trim_end_matches(".ts").parse().ok())
+            .max()
+            .expect("a segment")
+    };
+    let before = last_seq(&ended);
+
+    // A republish at once gets its ladder again, numbered on from the last publish.
+    let _again = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    let list = wait_for(
+        "the rendition live again",
+        Duration::from_secs(60),
+        || async {
+            let master = reqwest::get(&master_url).await.ok()?.text().await.ok()?;
+            if !master.contains("180p/index.m3u8") {
+                return None;
+            }
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            (!text.contains("#EXT-X-ENDLIST") && last_seq(&text) > before).then_some(text)
+        },
+    )
+    .await;
+    assert!(list.contains("#EXT-X-DISCONTINUITY"), "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,8 +102,14 @@ pub struct Segmenter {
     /// RTMP timestamps are 32-bit milliseconds; this extends them across a wrap.
     last_rtmp_ms: Option<u32>,
     epoch_ms: u64,
-    /// The time of the previous point a part may be cut at, for the frame interval.
+    /// The time of the previous point a part may be cut at, and the last few intervals
+    /// between such points: a part is closed before the next frame could take it past the
+    /// part target, judged by the longest recent interval (RTMP's whole milliseconds make
+    /// 30 fps 33, 33, 34 ms).
     last_cut_point_ms: Option<u64>,
+    recent_intervals: [u64; 4],
+    /// A relay's copy: whole segments pulled from the origin, so its playlist is plain HLS.
+    relay_copy: bool,
 }
 
 impl Segmenter {
@@ -128,7 +134,34 @@ impl Segmenter {
             last_rtmp_ms: None,
             epoch_ms: 0,
             last_cut_point_ms: None,
+            recent_intervals: [0; 4],
+            relay_copy: false,
         }
+    }
+
+    /// A new segmenter (other settings) that goes on from `old`'s numbering, after a
+    /// discontinuity, and keeps its segments, so players and relays never see the media
+    /// sequence go back.
+    pub fn replacing(old: Segmenter, target_ms: u64, part_ms: u64, window: usize) -> Segmenter {
+        let mut s = Segmenter::new(target_ms, part_ms, window);
+        s.next_seq = old.next_seq;
+        s.segments = old.segments;
+        while s.segments.len() > s.window {
+            s.segments.pop_front();
+        }
+        s.discontinuity_next = !s.segments.is_empty();
+        s.ended = old.ended;
+        s
+    }
+
+    /// The number the next segment gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Numbers the next segment at least `seq` (a rendition lines up with its source).
+    pub fn continue_from(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
     }
 
     /// A new publisher: the configurations are learnt again and the next segment is marked as
@@ -142,6 +175,8 @@ impl Segmenter {
         self.last_rtmp_ms = None;
         self.epoch_ms = 0;
         self.last_cut_point_ms = None;
+        self.recent_intervals = [0; 4];
+        self.relay_copy = false;
     }
 
     /// The publisher left: the segment in progress is closed and the playlist ends.
@@ -231,10 +266,12 @@ impl Segmenter {
     /// progress once it reached the target and starts the next (or the first), else closes the
     /// part in progress when the next frame would take it past the part target.
     fn cut_point(&mut self, ms: u64, keyframe: bool) -> Cut {
-        let interval = self
-            .last_cut_point_ms
-            .map_or(0, |prev| ms.saturating_sub(prev));
+        if let Some(prev) = self.last_cut_point_ms {
+            self.recent_intervals.rotate_right(1);
+            self.recent_intervals[0] = ms.saturating_sub(prev);
+        }
         self.last_cut_point_ms = Some(ms);
+        let interval = self.recent_intervals.iter().copied().max().unwrap_or(0);
         let segment_due = self
             .current
             .as_ref()
@@ -362,7 +399,7 @@ impl Segmenter {
         if self.segments.iter().any(|s| s.seq >= segment.seq) {
             return;
         }
-        self.part_ms = 0;
+        self.relay_copy = true;
         self.next_seq = segment.seq + 1;
         self.segments.push_back(segment);
         while self.segments.len() > self.window {
@@ -386,6 +423,11 @@ impl Segmenter {
 
     pub fn part_target(&self) -> u64 {
         self.part_ms
+    }
+
+    /// Parts are made and listed (not a relay's copy).
+    fn low_latency(&self) -> bool {
+        self.part_ms > 0 && !self.relay_copy
     }
 
     pub fn window(&self) -> usize {
@@ -416,7 +458,7 @@ impl Segmenter {
     /// Whether part `idx` of segment `seq` is the one being built now (the preload hint).
     pub fn part_pending(&self, seq: u64, idx: usize) -> bool {
         !self.ended
-            && self.part_ms > 0
+            && self.low_latency()
             && self
                 .current
                 .as_ref()
@@ -435,7 +477,7 @@ impl Segmenter {
         if msn > last + 2 {
             return Ready::TooFar;
         }
-        let part = part.filter(|_| self.part_ms > 0);
+        let part = part.filter(|_| self.low_latency());
         let Some(part) = part else {
             return if msn <= last {
                 Ready::Now
@@ -453,6 +495,9 @@ impl Segmenter {
         };
         if (msn, part) <= newest {
             Ready::Now
+        } else if msn == newest.0 && part >= newest.1 + 3 {
+            // Three or more parts past the newest one (the spec's Advance Part Limit).
+            Ready::TooFar
         } else {
             Ready::Later
         }
@@ -500,7 +545,7 @@ impl Segmenter {
             .max()
             .unwrap_or(0);
         let target = longest.max(self.target_ms).div_ceil(1000);
-        let ll = self.part_ms > 0;
+        let ll = self.low_latency();
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
@@ -726,6 +771,12 @@ mod tests {
         assert_eq!(s.ready(3, Some(0)), Ready::Now);
         assert_eq!(s.ready(2, Some(9)), Ready::Now, "a later part exists");
         assert_eq!(s.ready(3, Some(1)), Ready::Later);
+        assert_eq!(s.ready(3, Some(2)), Ready::Later);
+        assert_eq!(
+            s.ready(3, Some(3)),
+            Ready::TooFar,
+            "three parts past the newest"
+        );
         assert_eq!(s.ready(4, Some(0)), Ready::Later);
         assert_eq!(s.ready(4, None), Ready::Later);
         assert_eq!(s.ready(5, None), Ready::TooFar);
@@ -737,6 +788,57 @@ mod tests {
         let p = s.playlist("").expect("playlist");
         assert!(p.ends_with("#EXTINF:0.500,\n3.ts\n#EXT-X-ENDLIST\n"), "{p}");
         assert!(!p.contains("PRELOAD-HINT"), "{p}");
+    }
+
+    /// 30 fps in RTMP's whole milliseconds (33, 33, 34 ms apart) with 333 ms parts: no part
+    /// is longer than the target, and all but a segment's last reach 85 % of it.
+    #[test]
+    fn uneven_frame_intervals_never_overrun_the_part_target() {
+        let mut s = Segmenter::new(2000, 333, 6);
+        let (v, _) = config_tags();
+        s.video(0, &v).expect("avc config");
+        for i in 0..=300u32 {
+            s.video(i * 1000 / 30, &frame(i % 60 == 0)).expect("video");
+        }
+        let mut parts = 0;
+        for seg in s.segments() {
+            for (n, p) in seg.parts.iter().enumerate() {
+                assert!(p.duration_ms <= 333, "{seg:?}");
+                if n + 1 < seg.parts.len() {
+                    assert!(p.duration_ms >= 283, "{seg:?}");
+                }
+                parts += 1;
+            }
+        }
+        assert!(parts >= 20, "{parts}");
+    }
+
+    /// New settings for a stream (or a relay's copy becoming the origin) keep the numbering:
+    /// the next segment follows the last one after a discontinuity.
+    #[test]
+    fn a_replaced_segmenter_goes_on_from_the_old_numbering() {
+        let mut old = Segmenter::new(1000, 0, 6);
+        for seq in 0..3 {
+            old.push(Segment {
+                seq,
+                duration_ms: 1000,
+                data: Bytes::from_static(&[0x47; 188]),
+                discontinuity: false,
+                parts: Vec::new(),
+            });
+        }
+        assert!(!old.playlist("").expect("playlist").contains("PART-INF"));
+        let mut s = Segmenter::replacing(old, 2000, 500, 6);
+        let (v, _) = config_tags();
+        s.video(0, &v).expect("avc config");
+        for i in 0..=50u32 {
+            s.video(i * 40, &frame(i % 25 == 0)).expect("video");
+        }
+        let p = s.playlist("").expect("playlist");
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY\n"), "{p}");
+        assert!(p.contains("URI=\"3.0.ts\""), "the next segment is 3: {p}");
+        assert!(p.contains("#EXT-X-PART-INF"), "{p}");
     }
 
     /// Audio only: parts are cut on audio frames, and every one is independent.

@@ -65,7 +65,8 @@ fn wanted(config: &EdgeConfig) -> Vec<Wanted<'_>> {
         for r in &c.renditions {
             out.push(Wanted {
                 name: format!("{}/{}", c.name, r.name),
-                key: transcode::rendition_key(&c.key, &r.name),
+                // Set per publish by start_renditions; until then nothing can claim it.
+                key: transcode::unusable_key(),
                 playback_secret: None,
                 origin_url: None,
                 parent: Some(&c.name),
@@ -176,7 +177,8 @@ impl Live {
             match streams.get(&c.name) {
                 Some(s) => {
                     let mut st = lock(&s.state);
-                    if st.key != c.key {
+                    // A rendition's key is its publish's own (start_renditions).
+                    if c.parent.is_none() && st.key != c.key {
                         st.key = c.key.clone();
                         st.relay_key = relay_key(&c.key);
                         st.kick.cancel();
@@ -254,20 +256,57 @@ impl Live {
         *lock(&self.ingest) = Some(addr);
     }
 
-    /// Starts the renditions of `stream`, just claimed by a publisher, if it has any.
+    /// Starts the renditions of `stream`, just claimed by a publisher, if it has any: each
+    /// rendition gets a fresh key for this publish only (an older ffmpeg still publishing one
+    /// is cut off), numbering that goes on from the source's, and one ffmpeg makes them all.
     pub fn start_renditions(&self, stream: &LiveStream) {
         let ingest = *lock(&self.ingest);
-        let mut st = lock(&stream.state);
-        if st.renditions.is_empty() || st.publisher.is_none() {
-            return;
-        }
+        let (renditions, key, next_seq) = {
+            let st = lock(&stream.state);
+            if st.renditions.is_empty() || st.publisher.is_none() {
+                return;
+            }
+            (
+                st.renditions.clone(),
+                st.key.clone(),
+                st.segmenter.next_seq(),
+            )
+        };
         let Some(ingest) = ingest else {
             tracing::warn!(stream = %stream.name, "renditions need the RTMP ingest");
             return;
         };
-        match transcode::Transcoder::start(&stream.name, ingest, &st.key, &st.renditions) {
-            Ok(t) => st.transcoder = Some(t),
+        let nonce = transcode::unusable_key();
+        let mut rungs = Vec::new();
+        for r in &renditions {
+            let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) else {
+                continue;
+            };
+            let child_key = transcode::rendition_key(&format!("{key}\0{nonce}"), &r.name);
+            let mut cs = lock(&child.state);
+            cs.key = child_key.clone();
+            cs.kick.cancel();
+            cs.kick = CancellationToken::new();
+            cs.segmenter.continue_from(next_seq);
+            rungs.push((r.clone(), child_key));
+        }
+        match transcode::Transcoder::start(&stream.name, ingest, &rungs) {
+            Ok(t) => lock(&stream.state).transcoder = Some(t),
             Err(e) => tracing::error!(stream = %stream.name, "renditions not made: {e}"),
+        }
+    }
+
+    /// The publisher of `stream` left: its renditions' publishes end with it (their keys
+    /// become unusable), so a quick republish starts a new ladder at once.
+    pub fn end_renditions(&self, stream: &LiveStream) {
+        let renditions = lock(&stream.state).renditions.clone();
+        for r in &renditions {
+            if let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) {
+                let mut cs = lock(&child.state);
+                cs.key = transcode::unusable_key();
+                cs.kick.cancel();
+                cs.kick = CancellationToken::new();
+            }
         }
     }
 
@@ -287,10 +326,15 @@ impl Live {
             out.push_str(&format!("\n{uri}{query}\n"));
         };
         add(&source, "index.m3u8");
+        // While the source is live, only the renditions being made now.
+        let source_live = stream.is_live();
         for r in &renditions {
             let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) else {
                 continue;
             };
+            if source_live && !child.is_live() {
+                continue;
+            }
             let v = lock(&child.state).segmenter.variant();
             if let Some(v) = v {
                 add(&v, &format!("{}/index.m3u8", r.name));
@@ -375,7 +419,8 @@ impl LiveStream {
             || st.segmenter.part_target() != part_ms
             || st.segmenter.window() != window
         {
-            st.segmenter = Segmenter::new(ms, part_ms, window);
+            let old = std::mem::replace(&mut st.segmenter, Segmenter::new(ms, part_ms, window));
+            st.segmenter = Segmenter::replacing(old, ms, part_ms, window);
         }
         if self.parent.is_none() {
             self.counters.publishing.set(1);
@@ -635,7 +680,9 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
                         hls::Ready::Now => {}
                         hls::Ready::TooFar => {
                             let msg = format!(
-                                "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                                "_HLS_msn={msn} (_HLS_part={}) is too far ahead of the playlist \
+                                 (more than two segments, or three parts)",
+                                part.map_or("-".to_string(), |p| p.to_string())
                             );
                             return plain(&mut req, 400, &msg).await;
                         }

@@ -49,6 +49,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::info!(%peer, stream = %s.name, "publisher left");
                 s.release(conn);
                 if s.parent.is_none() {
+                    shared.live.end_renditions(&s);
                     publish_done(&shared, peer, conn, "", &s.name);
                 }
             }
@@ -231,6 +232,10 @@ async fn on_event(
             let key = stream_key.split('?').next().unwrap_or_default();
             let claimed = match shared.live.by_key(key) {
                 None => Err(Refusal::UnknownKey),
+                // Renditions are this node's own ffmpeg, on loopback.
+                Some(s) if s.parent.is_some() && !peer.ip().is_loopback() => {
+                    Err(Refusal::UnknownKey)
+                }
                 Some(s) => s.claim(conn, key).map(|k| (s, k)),
             };
             // nginx-rtmp's on_publish: the publisher's own service decides too (renditions
@@ -294,6 +299,7 @@ async fn on_event(
                 tracing::info!(%peer, stream = %s.name, "publish finished");
                 s.release(conn);
                 if s.parent.is_none() {
+                    shared.live.end_renditions(&s);
                     publish_done(shared, peer, conn, &app_name, &s.name);
                 }
             }

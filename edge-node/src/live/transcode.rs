@@ -17,13 +17,18 @@ use std::time::{Duration, Instant};
 /// Tags queued for ffmpeg (about 15 s at 30 fps with audio) before they are dropped.
 const QUEUE: usize = 1024;
 
-/// The key a rendition publishes back with: secret (derived from the stream key), and a new
-/// one whenever the stream key changes.
-pub fn rendition_key(stream_key: &str, rendition: &str) -> String {
+/// The key a rendition publishes back with, from the stream key and a nonce of the publish
+/// (`seed`): valid for that publish only.
+pub fn rendition_key(seed: &str, rendition: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(
-        format!("onda-live-rendition\0{stream_key}\0{rendition}").as_bytes(),
+        format!("onda-live-rendition\0{seed}\0{rendition}").as_bytes(),
     ))
+}
+
+/// A random key nobody holds (a rendition between publishes, a publish's nonce).
+pub fn unusable_key() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 struct Tag {
@@ -35,9 +40,12 @@ struct Tag {
 /// A running ffmpeg for one publish; dropping it closes ffmpeg's input, and ffmpeg ends its
 /// renditions' publishes and exits (or is killed after a grace period).
 pub struct Transcoder {
-    tx: SyncSender<Tag>,
-    dropped: bool,
+    tx: Option<SyncSender<Tag>>,
+    /// Tags are being dropped (ffmpeg fell behind): video resumes at the next keyframe, so the
+    /// renditions never decode from a picture whose references are missing.
+    dropping: bool,
     stream: String,
+    child: std::sync::Arc<std::sync::Mutex<ffmpeg_sidecar::child::FfmpegChild>>,
 }
 
 /// The FLV file header (audio and video) and the first PreviousTagSize.
@@ -58,7 +66,7 @@ fn flv_tag(out: &mut Vec<u8>, video: bool, ms: u32, data: &[u8]) {
 
 /// ffmpeg's arguments: FLV on stdin, one H.264 encode per rendition (keyframes where the
 /// source has them, so segments line up across the ladder), audio copied.
-fn args(ingest: SocketAddr, stream_key: &str, renditions: &[RenditionConfig]) -> Vec<String> {
+fn args(ingest: SocketAddr, rungs: &[(RenditionConfig, String)]) -> Vec<String> {
     let mut a: Vec<String> = [
         "-loglevel",
         "error",
@@ -74,7 +82,7 @@ fn args(ingest: SocketAddr, stream_key: &str, renditions: &[RenditionConfig]) ->
     ]
     .map(String::from)
     .to_vec();
-    for r in renditions {
+    for (r, key) in rungs {
         let k = r.video_kbps;
         a.extend(
             [
@@ -96,8 +104,11 @@ fn args(ingest: SocketAddr, stream_key: &str, renditions: &[RenditionConfig]) ->
                 &format!("{}k", 2 * k),
                 "-vf",
                 &format!("scale=-2:{}", r.height),
+                // Keyframes where the source has them and nowhere else.
                 "-force_key_frames",
                 "source",
+                "-g",
+                "100000",
                 "-sc_threshold",
                 "0",
                 "-pix_fmt",
@@ -106,10 +117,7 @@ fn args(ingest: SocketAddr, stream_key: &str, renditions: &[RenditionConfig]) ->
                 "copy",
                 "-f",
                 "flv",
-                &format!(
-                    "rtmp://{ingest}/live/{}",
-                    rendition_key(stream_key, &r.name)
-                ),
+                &format!("rtmp://{ingest}/live/{key}"),
             ]
             .map(String::from),
         );
@@ -118,15 +126,15 @@ fn args(ingest: SocketAddr, stream_key: &str, renditions: &[RenditionConfig]) ->
 }
 
 impl Transcoder {
-    /// Starts ffmpeg for `stream`, publishing to the node's RTMP ingest at `ingest`.
+    /// Starts ffmpeg for `stream`, publishing each rung with its key to the node's RTMP
+    /// ingest at `ingest`.
     pub fn start(
         stream: &str,
         ingest: SocketAddr,
-        stream_key: &str,
-        renditions: &[RenditionConfig],
+        rungs: &[(RenditionConfig, String)],
     ) -> anyhow::Result<Transcoder> {
         let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
-        cmd.hide_banner().args(args(ingest, stream_key, renditions));
+        cmd.hide_banner().args(args(ingest, rungs));
         let mut child = cmd.spawn().map_err(|e| {
             anyhow::anyhow!("cannot start ffmpeg for the renditions (is it installed?): {e}")
         })?;
@@ -139,13 +147,17 @@ impl Transcoder {
         if let Some(stderr) = stderr {
             let name = name.clone();
             std::thread::spawn(move || {
-                // With -loglevel error everything ffmpeg says is an error worth a line.
-                for line in std::io::BufReader::new(stderr)
+                // With -loglevel error everything ffmpeg says is an error worth a line; the
+                // pipe is read to the end (a closed one would kill ffmpeg with SIGPIPE), the
+                // log holds the first 50.
+                for (n, line) in std::io::BufReader::new(stderr)
                     .lines()
                     .map_while(Result::ok)
-                    .take(50)
+                    .enumerate()
                 {
-                    tracing::warn!(stream = %name, "renditions ffmpeg: {line}");
+                    if n < 50 {
+                        tracing::warn!(stream = %name, "renditions ffmpeg: {line}");
+                    }
                 }
             });
         }
@@ -161,44 +173,75 @@ impl Transcoder {
                     // Flushed per tag: ffmpeg should see each frame as soon as it came.
                     ok = stdin.write_all(&buf).and_then(|()| stdin.flush()).is_ok();
                 }
-                drop(stdin);
-                // ffmpeg ends its outputs once its input ends; one that hangs is killed.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let inner = child.as_inner_mut();
-                while Instant::now() < deadline {
-                    match inner.try_wait() {
-                        Ok(Some(_)) | Err(_) => return,
-                        Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-                let _ = inner.kill();
-                let _ = inner.wait();
+                // Dropping stdin ends ffmpeg's input; the Transcoder's drop reaps it.
             })?;
         Ok(Transcoder {
-            tx,
-            dropped: false,
+            tx: Some(tx),
+            dropping: false,
             stream: stream.to_string(),
+            child: std::sync::Arc::new(std::sync::Mutex::new(child)),
         })
     }
 
     /// Passes one of the publisher's tags on; when ffmpeg falls behind by a whole queue the
     /// tag is dropped (and the renditions glitch) rather than slowing the source down.
     pub fn send(&mut self, video: bool, ms: u32, data: &Bytes) {
+        let Some(tx) = &self.tx else { return };
+        // FLV video: frame type 1 (keyframe) in the high nibble; AVC sequence headers too.
+        let keyframe = video && data.first().is_some_and(|b| b >> 4 == 1);
+        if self.dropping && video && !keyframe {
+            return;
+        }
         let tag = Tag {
             video,
             ms,
             data: data.clone(),
         };
-        match self.tx.try_send(tag) {
-            Ok(()) => {}
+        match tx.try_send(tag) {
+            Ok(()) => {
+                if self.dropping && keyframe {
+                    tracing::info!(stream = %self.stream, "renditions caught up");
+                    self.dropping = false;
+                }
+            }
             Err(TrySendError::Full(_)) => {
-                if !self.dropped {
-                    tracing::warn!(stream = %self.stream, "renditions fall behind: dropping input");
-                    self.dropped = true;
+                if !self.dropping {
+                    tracing::warn!(stream = %self.stream, "renditions fall behind: dropping input until the next keyframe");
+                    self.dropping = true;
                 }
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+}
+
+impl Drop for Transcoder {
+    fn drop(&mut self) {
+        // ffmpeg's input ends with the queue; it then ends its outputs and exits. One that
+        // does not within 5 s (an output stalled, the writer blocked on a full pipe) is killed.
+        self.tx = None;
+        let child = self.child.clone();
+        let stream = self.stream.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("renditions-reap-{stream}"))
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let mut c = crate::mount::lock(&child);
+                    match c.as_inner_mut().try_wait() {
+                        Ok(Some(_)) | Err(_) => return,
+                        Ok(None) if Instant::now() >= deadline => {
+                            tracing::warn!(%stream, "renditions ffmpeg did not end: killed");
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            return;
+                        }
+                        Ok(None) => {}
+                    }
+                    drop(c);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
     }
 }
 
@@ -225,14 +268,17 @@ mod tests {
         assert_ne!(a, rendition_key("key-1", "360p"));
         assert_ne!(a, rendition_key("key-2", "480p"));
         assert_eq!(a.len(), 64);
+        assert_ne!(unusable_key(), unusable_key());
         let args = args(
             "127.0.0.1:1935".parse().expect("addr"),
-            "key-1",
-            &[RenditionConfig {
-                name: "480p".into(),
-                height: 480,
-                video_kbps: 1200,
-            }],
+            &[(
+                RenditionConfig {
+                    name: "480p".into(),
+                    height: 480,
+                    video_kbps: 1200,
+                },
+                a.clone(),
+            )],
         );
         assert!(args.contains(&"scale=-2:480".to_string()));
         assert!(args.contains(&format!("rtmp://127.0.0.1:1935/live/{a}")));
