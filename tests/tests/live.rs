@@ -24,6 +24,16 @@ async fn playlist(edge: &EdgeNode, n: usize) -> String {
     .await
 }
 
+/// ffprobe finds an H.264 video and an AAC audio track at `url`.
+fn assert_both_tracks(url: &str) {
+    let streams = ffprobe_streams(url);
+    assert!(
+        streams.contains("codec_name=h264|codec_type=video")
+            && streams.contains("codec_name=aac|codec_type=audio"),
+        "{url}: {streams}"
+    );
+}
+
 fn ffprobe_streams(url: &str) -> String {
     let out = std::process::Command::new("ffprobe")
         .args([
@@ -143,15 +153,7 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
 
     // ffprobe finds both tracks, and ffmpeg decodes two segments' worth without an error.
     let url = edge.url("/hls/show/index.m3u8");
-    let streams = ffprobe_streams(&url);
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("codec_name=aac|codec_type=audio"),
-        "{streams}"
-    );
+    assert_both_tracks(&url);
     let decode = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i", &url, "-t", "2", "-f", "null", "-"])
         .output()
@@ -318,15 +320,7 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
 
     // Players without LL-HLS play the same playlist by segments; a part alone has both tracks.
     let url = edge.url("/hls/show/index.m3u8");
-    let streams = ffprobe_streams(&url);
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("codec_name=aac|codec_type=audio"),
-        "{streams}"
-    );
+    assert_both_tracks(&url);
     let first = blocked
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
@@ -337,15 +331,7 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
         first.ends_with(".0.ts"),
         "the first part listed is independent: {first}"
     );
-    let streams = ffprobe_streams(&edge.url(&format!("/hls/show/{first}")));
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("codec_name=aac|codec_type=audio"),
-        "{streams}"
-    );
+    assert_both_tracks(&edge.url(&format!("/hls/show/{first}")));
 }
 
 /// The height of the video ffprobe finds at `url`.
@@ -429,15 +415,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
         .await
         .expect("text");
     assert!(list.contains("#EXT-X-PART:"), "{list}");
-    let streams = ffprobe_streams(&edge.url("/hls/show/180p/index.m3u8"));
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("codec_name=aac|codec_type=audio"),
-        "{streams}"
-    );
+    assert_both_tracks(&edge.url("/hls/show/180p/index.m3u8"));
     assert_eq!(
         ffprobe_height(&edge.url("/hls/show/180p/index.m3u8")),
         "180"
@@ -759,15 +737,7 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         (text.matches("#EXTINF").count() >= 2).then_some(())
     })
     .await;
-    let streams = ffprobe_streams(&watch);
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("codec_name=aac|codec_type=audio"),
-        "{streams}"
-    );
+    assert_both_tracks(&watch);
 
     // Two players through the redirector: two viewers in the API, and the usage billed is
     // exactly the media time and bytes they fetched. First the probes above time out (the
@@ -1268,12 +1238,7 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
         },
     )
     .await;
-    let probed = ffprobe_streams(&on_relay);
-    assert!(
-        probed.contains("codec_name=h264|codec_type=video")
-            && probed.contains("codec_name=aac|codec_type=audio"),
-        "{probed}"
-    );
+    assert_both_tracks(&on_relay);
     // Publishers go to the origin, not to a relay.
     let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
     let relay_name = if ingest["node"] == "live-a" {
@@ -1362,11 +1327,7 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
         location.ends_with(&format!("/hls/{slug}/master.m3u8")),
         "{location}"
     );
-    let streams = ffprobe_streams(&watch);
-    assert!(
-        streams.contains("codec_name=h264|codec_type=video"),
-        "{streams}"
-    );
+    assert_both_tracks(&watch);
     let rendition = location.replace("master.m3u8", "180p/index.m3u8");
     assert_eq!(ffprobe_height(&rendition), "180");
 }
