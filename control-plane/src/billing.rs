@@ -472,31 +472,21 @@ pub fn late_lines(
         let (b_bytes, b_bytes_amount, b_ms, b_hours_amount) = b.map_or((0, 0, 0, 0), |b| {
             (b.over_bytes, b.bytes_amount, b.over_ms, b.hours_amount)
         });
-        let over = o.over_bytes.saturating_sub(b_bytes);
-        if over > 0 {
-            let amount = o.bytes_amount.saturating_sub(b_bytes_amount);
-            lines.push(overage_line(
+        for (kind, over, amount) in [
+            (
                 LineKind::Bandwidth,
-                plan,
-                period,
-                &o,
-                true,
-                over,
-                amount,
-            ));
-        }
-        let over = o.over_ms.saturating_sub(b_ms);
-        if over > 0 {
-            let amount = o.hours_amount.saturating_sub(b_hours_amount);
-            lines.push(overage_line(
+                o.over_bytes.saturating_sub(b_bytes),
+                o.bytes_amount.saturating_sub(b_bytes_amount),
+            ),
+            (
                 LineKind::ListenerHours,
-                plan,
-                period,
-                &o,
-                true,
-                over,
-                amount,
-            ));
+                o.over_ms.saturating_sub(b_ms),
+                o.hours_amount.saturating_sub(b_hours_amount),
+            ),
+        ] {
+            if over > 0 {
+                lines.push(overage_line(kind, plan, period, &o, true, over, amount));
+            }
         }
     }
     Ok(lines)

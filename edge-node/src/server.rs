@@ -364,27 +364,36 @@ pub struct Request {
     pub leftover: BytesMut,
 }
 
-/// Accepts until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// The next connection on `listener` (with TCP_NODELAY), or None at shutdown. A failed
+/// accept (out of file descriptors and the like) waits a moment instead of spinning.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shared: &Shared,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = shared.shutdown.cancelled() => return None,
             a = listener.accept() => a,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a moment instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
             }
-        };
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    while let Some((stream, peer)) = next_connection(&listener, &shared, "HTTP").await {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            handle(stream, peer, shared).await;
-        });
+        tokio::spawn(handle(stream, peer, shared));
     }
 }
 

@@ -118,14 +118,7 @@ pub async fn insert(
     .execute(&mut *conn)
     .await?;
     // Viewers are metered and billed like listeners, through the owner kept for stations.
-    sqlx::query(
-        "INSERT INTO station_owners (station_id, tenant_id) VALUES ($1, $2) \
-         ON CONFLICT (station_id) DO NOTHING",
-    )
-    .bind(&s.id)
-    .bind(&s.tenant_id)
-    .execute(&mut *conn)
-    .await?;
+    super::stations::record_owner(conn, &s.id, &s.tenant_id).await?;
     get(conn, &s.id, None)
         .await?
         .ok_or(sqlx::Error::RowNotFound)

@@ -146,15 +146,7 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(now())
     .execute(&mut *conn)
     .await?;
-    // Kept after the station goes, for usage reports that arrive later (billing).
-    sqlx::query(
-        "INSERT INTO station_owners (station_id, tenant_id) VALUES ($1, $2) \
-         ON CONFLICT (station_id) DO NOTHING",
-    )
-    .bind(&s.id)
-    .bind(&s.tenant_id)
-    .execute(&mut *conn)
-    .await?;
+    record_owner(conn, &s.id, &s.tenant_id).await?;
     write_mounts(conn, s).await?;
     get(conn, &s.id, None)
         .await?
@@ -218,4 +210,18 @@ pub async fn slug_taken(conn: &mut Conn, slug: &str) -> Result<bool, sqlx::Error
         .fetch_optional(conn)
         .await?;
     Ok(row.is_some())
+}
+
+/// Records who owns `id` (a station, or a live stream, metered the same way). The row outlives
+/// its object, for usage reports that arrive after it was deleted (billing).
+pub async fn record_owner(conn: &mut Conn, id: &str, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO station_owners (station_id, tenant_id) VALUES ($1, $2) \
+         ON CONFLICT (station_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -24,22 +24,11 @@ const MAX_BEFORE_PUBLISH: u64 = 1 << 20;
 
 /// Accepts publishers until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) =
+        crate::server::next_connection(&listener, &shared, "RTMP").await
+    {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
             let conn = shared.next_id();
             let mut publishing: Option<Arc<LiveStream>> = None;
             if let Err(e) = session(stream, peer, &shared, conn, &mut publishing).await {

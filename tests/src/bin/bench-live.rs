@@ -19,6 +19,7 @@
 use anyhow::Context as _;
 use onda_tests::bench::{arg, clock_ticks, release_onda, tree_cpu_seconds, tree_rss_kib};
 use onda_tests::glass::{self, Mode};
+use onda_tests::process::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,13 +33,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(19350)
 }
 
 /// 20 s of 720p30 test pattern with a tone, H.264 2.5 Mbit/s with a keyframe every 2 s and AAC
