@@ -53,6 +53,9 @@ enum Command {
         /// service afterwards. A node that already joined exits at once.
         #[arg(long, requires = "join")]
         join_only: bool,
+        /// Exit when this process (the `onda dev` that started the node) dies.
+        #[arg(long, hide = true)]
+        exit_with_parent: Option<u32>,
     },
     /// A standalone edge node: an Icecast-compatible server, no control plane.
     Edge {
@@ -74,6 +77,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Command::Agent {
+            exit_with_parent: Some(parent),
+            ..
+        } = cli.command
+        {
+            onda_agent::exit_with_parent(parent)?;
+        }
         match cli.command {
             Command::Dev {
                 listen,
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
                 config,
                 join,
                 join_only: true,
+                ..
             } => onda_agent::join_only(config.as_deref(), join.as_deref()).await,
             Command::Agent { config, join, .. } => {
                 onda_agent::run(config.as_deref(), join.as_deref()).await

@@ -184,6 +184,21 @@ pub async fn run(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Resu
     serve(agent, stop).await
 }
 
+/// Makes this process end (SIGTERM, so the edge stops cleanly) when the process `parent` that
+/// started it dies, even by SIGKILL: `onda dev` passes its pid so no agent outlives it. Fails
+/// when `parent` is already gone, since the death signal would then never come.
+pub fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+    set_parent_process_death_signal(Some(Signal::TERM))
+        .map_err(|e| anyhow::anyhow!("cannot ask for a parent-death signal: {e}"))?;
+    // Checked after the prctl: a parent that died in between is seen here, not missed.
+    let now = getppid().map_or(0, |p| p.as_raw_nonzero().get().unsigned_abs());
+    if now != parent {
+        anyhow::bail!("the parent process {parent} has already exited");
+    }
+    Ok(())
+}
+
 /// Joins the cluster and exits (`onda agent --join TOKEN --join-only`); a node that already
 /// joined does nothing.
 pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {

@@ -338,10 +338,14 @@ async fn spawn_node(
     let config_path = node_dir.join("agent.toml");
     std::fs::write(&config_path, config)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
+    // The node ends with this process, even when it is killed. Its parent-death signal is tied to
+    // the thread that forks it: dev mode's own task, on a thread that lives as long as it does.
     let mut args = vec![
         "agent".to_string(),
         "--config".to_string(),
         config_path.display().to_string(),
+        "--exit-with-parent".to_string(),
+        std::process::id().to_string(),
     ];
     if !state.join("identity.json").exists() {
         let mut c = db.conn().await?;

@@ -282,20 +282,19 @@ impl Drop for FrameListener {
 }
 
 /// The release `onda` binary: `--onda PATH`, else `$CARGO_TARGET_DIR/release/onda`, else the
-/// workspace's `target/release/onda`.
+/// workspace's `target/release/onda`. Always absolute: the benchmarks start servers in
+/// directories of their own, where a path relative to the caller's directory names nothing.
 pub fn release_onda(arg: Option<String>) -> PathBuf {
-    if let Some(p) = arg {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        },
-        PathBuf::from,
-    );
-    target.join("release").join("onda")
+    let path = match (arg, std::env::var_os("CARGO_TARGET_DIR")) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(target)) => PathBuf::from(target).join("release").join("onda"),
+        (None, None) => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("release")
+            .join("onda"),
+    };
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The value after `name` on the command line.
@@ -315,4 +314,17 @@ pub fn track_toml(t: &Track) -> String {
         t.artist,
         t.title
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_onda_binary_is_named_by_an_absolute_path() {
+        let p = release_onda(Some("target/release/onda".to_string()));
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.ends_with("target/release/onda"), "{}", p.display());
+        assert!(release_onda(None).is_absolute());
+    }
 }

@@ -1,10 +1,12 @@
 //! Real processes for tests (`onda` itself, and real clients such as ffmpeg): each runs in a temp
 //! dir of its own with stdout and stderr captured to files, is killed when dropped, and has its
-//! logs printed (and its directory kept) if the test panics.
+//! logs printed (and its directory kept) if the test panics. Each is the leader of a process
+//! group of its own, and dropping it kills the whole group: whatever it started goes too.
 //!
 //! The binary is `target/debug/onda` of this workspace (built by `make test` before the tests),
 //! or the path in `ONDA_BIN`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +76,7 @@ impl Proc {
         let err = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .process_group(0)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out)
@@ -114,6 +117,14 @@ impl Proc {
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The group first (children the process started, even if it already exited), then
+            // the process itself in case the group is gone.
+            if let Some(pgid) = i32::try_from(c.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -251,6 +251,43 @@ async fn dev_mode_with_several_nodes_survives_killing_one() {
     assert!(exit.success(), "{}", dev.logs());
 }
 
+/// Whether a process runs (a zombie waiting to be reaped has ended).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[tokio::test]
+async fn dev_mode_nodes_end_when_dev_is_killed() {
+    let mut dev = Proc::start(
+        "onda dev",
+        &["dev", "--listen", "127.0.0.1:0", "--edge-port", "0"],
+        &[],
+    );
+    let info = dev.wait_json(".onda-dev/dev.json", START).await;
+    let pids: Vec<String> = info["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["pid"].as_u64().expect("pid").to_string())
+        .collect();
+    assert!(!pids.is_empty(), "{info}");
+    assert!(pids.iter().all(|p| running(p)), "{info}");
+    // SIGKILL to dev alone (not its process group): nothing of dev mode runs to stop the nodes.
+    dev.signal("KILL");
+    dev.wait_exit(START).await;
+    wait_for("every node of a killed dev mode to end", START, || {
+        let alive: Vec<&String> = pids.iter().filter(|p| running(p)).collect();
+        std::future::ready(alive.is_empty().then_some(()))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn busy_port_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

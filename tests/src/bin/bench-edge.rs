@@ -6,7 +6,7 @@
 //! `--cases 1000,storm4000,ramp10000` `--window SECS` `--servers icecast,onda`.
 
 use onda_tests::load::{LoadPlan, LoadReport, run};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -169,8 +169,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let window = Duration::from_secs(arg("--window").and_then(|w| w.parse().ok()).unwrap_or(20));
     let servers = arg("--servers").unwrap_or_else(|| "icecast,onda".to_string());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let onda = arg("--onda").map_or_else(|| root.join("target/release/onda"), PathBuf::from);
+    let onda = onda_tests::bench::release_onda(arg("--onda"));
     let ticks: f64 = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
