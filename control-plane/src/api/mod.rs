@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod billing;
+mod cors;
 pub mod error;
 mod export;
 pub mod extract;
@@ -105,8 +106,6 @@ pub fn router(
         .routes(routes!(stations::placement))
         .routes(routes!(media::list, media::upload))
         .routes(routes!(media::get, media::update, media::delete))
-        .routes(routes!(listen::listen))
-        .routes(routes!(listen::watch))
         .routes(routes!(streams::list, streams::create))
         .routes(routes!(streams::get, streams::update, streams::delete))
         .routes(routes!(streams::rotate_key))
@@ -133,13 +132,12 @@ pub fn router(
         .routes(routes!(billing::list))
         .routes(routes!(billing::get))
         .routes(routes!(billing::finalize))
-        .routes(routes!(nowplaying::public))
-        .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi))
+        .merge(public_routes())
         .split_for_parts();
     if let Some(components) = openapi.components.as_mut() {
         components.add_security_scheme(
@@ -162,6 +160,16 @@ pub fn router(
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The routes web players call from other origins (no authentication), under one CORS layer.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(listen::listen))
+        .routes(routes!(listen::watch))
+        .routes(routes!(nowplaying::public))
+        .routes(routes!(nowplaying::events))
+        .layer(cors::public())
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad
