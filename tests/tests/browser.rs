@@ -5,7 +5,7 @@
 //! the control plane's `/listen` redirect, and hls.js through `/watch` to a live stream.
 
 use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
-use onda_tests::edge::ffmpeg_rtmp;
+use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
 use onda_tests::process::Proc;
 use onda_tests::wait_for;
 use serde_json::{Value, json};
@@ -179,4 +179,90 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
         "hls.js: {report}"
     );
     eprintln!("browser: {out}");
+}
+
+/// The durations of the `#EXT-X-PART` lines of each complete segment of a media playlist.
+fn parts_per_segment(list: &str) -> Vec<Vec<f64>> {
+    let mut segments = Vec::new();
+    let mut parts = Vec::new();
+    for line in list.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+            parts.push(
+                rest.split(',')
+                    .next()
+                    .and_then(|d| d.parse().ok())
+                    .expect("part duration"),
+            );
+        } else if line.starts_with("#EXTINF:") {
+            segments.push(std::mem::take(&mut parts));
+        }
+    }
+    segments.retain(|p: &Vec<f64>| !p.is_empty());
+    segments
+}
+
+/// LL-HLS whose parts do not divide the segment (25 fps, 2 s GOP, 300 ms parts: full parts of
+/// 280 ms left each segment a last part of one frame) played by hls.js from another origin: no
+/// segment ends in a sliver, and hls.js plays without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_low_latency_hls_whose_parts_do_not_divide_the_segment() {
+    let script = browser_dir().join("llhls.mjs");
+    let (edge, rtmp) = EdgeNode::start_live(
+        "[hls]\nsegment_ms = 2000\npart_ms = 300\nwindow = 6\n\n\
+         [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n",
+    )
+    .await;
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 50);
+    let playlist = edge.url("/hls/show/index.m3u8");
+    let list = wait_for(
+        "two segments with their parts",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&playlist).await.ok()?.text().await.ok()?;
+            (parts_per_segment(&text).len() >= 2).then_some(text)
+        },
+    )
+    .await;
+    let page = other_origin_site().await;
+    let mut node = Proc::external(
+        "chromium (playwright-core)",
+        "node",
+        &[&script.display().to_string(), &page, &playlist, "8", "."],
+    );
+    let exit = node.wait_exit(Duration::from_secs(40)).await;
+    let out: Value = serde_json::from_str(node.stdout().trim())
+        .unwrap_or_else(|e| panic!("no JSON from the browser ({exit}): {e}\n{}", node.logs()));
+    let report = format!("{out:#}\n(screenshots in {})", node.path().display());
+    eprintln!("hls.js: {}", out["play"]);
+    let end = reqwest::get(&playlist)
+        .await
+        .expect("playlist")
+        .text()
+        .await
+        .expect("text");
+    for parts in parts_per_segment(&list)
+        .into_iter()
+        .chain(parts_per_segment(&end))
+    {
+        let (min, max) = parts
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        assert!(
+            max <= 0.300 && min >= max * 0.75,
+            "parts of a segment: {parts:?}\n{end}"
+        );
+    }
+    assert!(
+        out["play"]["errors"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    assert!(
+        out["failed_requests"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    assert!(out["play"]["parts"].as_u64().unwrap_or(0) >= 5, "{report}");
+    assert!(
+        out["play"]["currentTime"].as_f64().unwrap_or(0.0) >= 3.0,
+        "{report}"
+    );
 }
