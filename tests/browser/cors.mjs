@@ -2,22 +2,23 @@
 // downloads a browser): loads PAGE (served by the test from another origin) and tries what web
 // players do with Onda's public URLs, then prints one JSON object with what each attempt got.
 //
-//   node tests/browser/cors.mjs PAGE EDGE_MOUNT LISTEN WATCH ARTIFACT_DIR
+//   node tests/browser/cors.mjs PAGE EDGE_MOUNT LISTEN WATCH NOWPLAYING ARTIFACT_DIR
 //
 //   fetch   fetch(EDGE_MOUNT) with `Icy-MetaData: 1` (a preflight): status, icy-metaint, bytes read
 //   audio   <audio crossorigin="anonymous" src=LISTEN> (the control plane's redirect): readyState,
 //           currentTime
 //   hls     hls.js on WATCH (the redirect to a live stream's playlist): fragments loaded,
 //           currentTime, hls.js errors
+//   nowplaying  fetch(NOWPLAYING) (the control plane's public JSON): status, the station's name
 //
 // Each attempt is bounded; on a failed attempt a screenshot goes to ARTIFACT_DIR. The exit code
 // is 0 whenever the JSON was printed: the test judges it.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
-const [page_url, edge_url, listen_url, watch_url, artifacts] = process.argv.slice(2);
+const [page_url, edge_url, listen_url, watch_url, nowplaying_url, artifacts] = process.argv.slice(2);
 if (!artifacts) {
-  console.error('usage: cors.mjs PAGE EDGE_MOUNT LISTEN WATCH ARTIFACT_DIR');
+  console.error('usage: cors.mjs PAGE EDGE_MOUNT LISTEN WATCH NOWPLAYING ARTIFACT_DIR');
   process.exit(2);
 }
 
@@ -111,8 +112,18 @@ try {
     return r;
   }, watch_url);
 
+  result.nowplaying = await page.evaluate(async (url) => {
+    try {
+      const r = await fetch(url);
+      const body = await r.json();
+      return { status: r.status, station: body.station?.name ?? null };
+    } catch (e) {
+      return { error: String(e) };
+    }
+  }, nowplaying_url);
+
   const failed = !(result.fetch.status === 200 && result.audio.outcome === 'playing'
-    && result.hls.outcome === 'playing');
+    && result.hls.outcome === 'playing' && result.nowplaying.status === 200);
   if (failed) {
     await page.screenshot({ path: path.join(artifacts, 'cors-page.png') }).catch(() => {});
   }

@@ -2,7 +2,8 @@
 //! (tests/browser, installed by `scripts/install-deps.sh test`) loads a page that the test serves
 //! from another origin (127.0.0.2) and plays Onda's public URLs as web players do: a `fetch`
 //! with `Icy-MetaData: 1` from an edge mount (a CORS preflight), an `<audio crossorigin>` through
-//! the control plane's `/listen` redirect, and hls.js through `/watch` to a live stream.
+//! the control plane's `/listen` redirect, hls.js through `/watch` to a live stream, and the
+//! public now-playing JSON.
 
 use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
 use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
@@ -119,6 +120,7 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
     .await;
     let listen = format!("{}/listen/{slug}/radio.mp3", cp.api);
     let watch = format!("{}/watch/{live}.m3u8", cp.api);
+    let nowplaying = format!("{}/api/nowplaying/{slug}", cp.api);
     wait_for(
         "the live stream watchable",
         Duration::from_secs(20),
@@ -139,6 +141,7 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
             &edge_mount,
             &listen,
             &watch,
+            &nowplaying,
             ".",
         ],
     );
@@ -177,6 +180,12 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
             .iter()
             .any(|e| e.as_str().is_some_and(|e| e.starts_with("fatal")))),
         "hls.js: {report}"
+    );
+    // 4. The public now-playing JSON.
+    assert_eq!(out["nowplaying"]["status"], 200, "now playing: {report}");
+    assert_eq!(
+        out["nowplaying"]["station"], "Browser FM",
+        "now playing: {report}"
     );
     eprintln!("browser: {out}");
 }
