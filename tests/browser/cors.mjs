@@ -5,6 +5,7 @@
 //   node tests/browser/cors.mjs PAGE EDGE_MOUNT LISTEN WATCH NOWPLAYING ARTIFACT_DIR
 //
 //   fetch   fetch(EDGE_MOUNT) with `Icy-MetaData: 1` (a preflight): status, icy-metaint, bytes read
+//   listen_fetch  the same through LISTEN (preflights at the control plane, then at the edge)
 //   audio   <audio crossorigin="anonymous" src=LISTEN> (the control plane's redirect): readyState,
 //           currentTime
 //   hls     hls.js on WATCH (the redirect to a live stream's playlist): fragments loaded,
@@ -36,7 +37,7 @@ try {
   await page.goto(page_url, { timeout: 10000 });
   result.origin = await page.evaluate(() => location.origin);
 
-  result.fetch = await page.evaluate(async (url) => {
+  const icy_fetch = async (url) => {
     try {
       const ctl = new AbortController();
       const timer = setTimeout(() => ctl.abort(), 8000);
@@ -54,7 +55,9 @@ try {
     } catch (e) {
       return { error: String(e) };
     }
-  }, edge_url);
+  };
+  result.fetch = await page.evaluate(icy_fetch, edge_url);
+  result.listen_fetch = await page.evaluate(icy_fetch, listen_url);
 
   result.audio = await page.evaluate(async (url) => {
     const audio = document.createElement('audio');
@@ -122,7 +125,7 @@ try {
     }
   }, nowplaying_url);
 
-  const failed = !(result.fetch.status === 200 && result.audio.outcome === 'playing'
+  const failed = !(result.fetch.status === 200 && result.listen_fetch.status === 200 && result.audio.outcome === 'playing'
     && result.hls.outcome === 'playing' && result.nowplaying.status === 200);
   if (failed) {
     await page.screenshot({ path: path.join(artifacts, 'cors-page.png') }).catch(() => {});

@@ -163,6 +163,10 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
         out["fetch"]["bytes"].as_u64().unwrap_or(0) >= 16000,
         "fetch: {report}"
     );
+    // The same through /listen: the control plane answers the preflight, the redirect is
+    // followed with a second preflight at the edge.
+    assert_eq!(out["listen_fetch"]["status"], 200, "fetch: {report}");
+    assert_eq!(out["listen_fetch"]["metaint"], "16000", "fetch: {report}");
     // 2. <audio crossorigin> through /listen's redirect plays.
     assert_eq!(out["audio"]["outcome"], "playing", "audio: {report}");
     assert!(

@@ -137,8 +137,14 @@ pub fn router(
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi))
-        .merge(public_routes())
         .split_for_parts();
+    // The public routes get their CORS layer over their whole method routers, the "method not
+    // allowed" answer included, so a preflight (OPTIONS) is answered by the layer.
+    let (public, public_doc) = public_routes().split_for_parts();
+    openapi.merge(public_doc);
+    let public = public
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors::public());
     if let Some(components) = openapi.components.as_mut() {
         components.add_security_scheme(
             "bearer",
@@ -155,6 +161,7 @@ pub fn router(
         media,
     };
     router
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -162,14 +169,13 @@ pub fn router(
         .with_state(state)
 }
 
-/// The routes web players call from other origins (no authentication), under one CORS layer.
+/// The routes web players call from other origins (no authentication), which get the CORS layer.
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(listen::listen))
         .routes(routes!(listen::watch))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
-        .layer(cors::public())
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad
