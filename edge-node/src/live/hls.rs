@@ -354,10 +354,10 @@ impl Segmenter {
     /// The length the part in progress should have, when cutting every part as long as the frame
     /// timing allows would leave the segment's last part shorter than half of one (a single
     /// frame, at 25 fps with 300 ms parts): what is left of the segment is then shared evenly
-    /// among its parts. hls.js counts parts by the part target when it asks for the next one, and
-    /// a sliver at the end of each segment throws it off. The shares fall below the 85 % of the
-    /// target that LL-HLS asks of parts other than a segment's last, by less than a frame: the
-    /// frame timing leaves no way to meet both. `None`: parts as long as allowed.
+    /// among its parts. hls.js estimates how many parts to skip ahead by the part target, and a
+    /// one-frame part at the end of every segment trips it. The shares may fall below the 85 %
+    /// of the target that LL-HLS asks of parts other than a segment's last (240 of 300 ms in that
+    /// example): the frame timing leaves no way to meet both. `None`: parts as long as allowed.
     fn balanced_part(&self, b: &Building, interval: u64) -> Option<u64> {
         let full = self.full_part_ms.filter(|f| *f > 0)?;
         let left = self
