@@ -10,7 +10,10 @@
 #                                  shout (libshout's client, a real libshout source),
 #                                  promtool (checks grafana/prometheus config and alert rules),
 #                                  tzdata (AutoDJ schedule tests in named time zones),
-#                                  ansible, ansible-lint and python3-apt (the provisioning test)
+#                                  ansible, ansible-lint and python3-apt (the provisioning test),
+#                                  chromium, node and npm (web players on another origin, driven by
+#                                  playwright-core and hls.js from tests/browser, installed there
+#                                  with `npm ci`), liquidsoap and ezstream (live DJ clients)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
 #                                  (the peer live-video server), protoc, tzdata
@@ -28,7 +31,8 @@ case "$target" in
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
               "/usr/share/zoneinfo/America/New_York:tzdata" "ansible-playbook:ansible"
               "ansible-lint:ansible-lint" "/usr/lib/python3/dist-packages/apt/__init__.py:python3-apt"
-              "setpriv:util-linux" "start-stop-daemon:dpkg") ;;
+              "setpriv:util-linux" "start-stop-daemon:dpkg" "chromium:chromium" "node:nodejs"
+              "npm:npm" "liquidsoap:liquidsoap" "ezstream:ezstream") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
@@ -47,7 +51,19 @@ for pair in "${wanted[@]}"; do
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The browser tests' Node packages (playwright-core never downloads a browser: it drives the
+# system chromium), from tests/browser/package-lock.json.
+node_packages() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [ "$target" = test ] && [ ! -d "$dir/node_modules" ]; then
+    echo "Installing the browser tests' Node packages (npm ci in tests/browser) ..." >&2
+    (cd "$dir" && npm ci --no-audit --no-fund >/tmp/onda-npm.log 2>&1) \
+      || { tail -20 /tmp/onda-npm.log >&2; echo "npm ci failed; see /tmp/onda-npm.log" >&2; exit 1; }
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then node_packages; exit 0; fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install the Rust toolchain (rustup) first." >&2
@@ -76,3 +92,4 @@ if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/tmp/onda-a
   fi
 fi
 echo "Installed ${missing[*]}." >&2
+node_packages

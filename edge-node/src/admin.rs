@@ -60,11 +60,18 @@ fn is_admin(head: &RequestHead, shared: &Shared) -> bool {
     })
 }
 
-fn is_mount_source(head: &RequestHead, mount: &Mount) -> bool {
-    let pw = mount.config().source_password;
-    basic_auth(head).is_some_and(|(u, p)| {
-        u == "source" && !pw.is_empty() && crate::constant_time_eq(p.as_bytes(), pw.as_bytes())
-    })
+/// Whether the caller may set the mount's title, as Icecast lets a mount's source credentials do:
+/// `source` with the mount's password, or the DJ account that is on the air on it (a live DJ's
+/// encoder sends its titles with the credentials it streams with). A DJ account is the mount's
+/// own, so it never reaches another station's mount; and another DJ of the station, off the air,
+/// gets no Argon2 verification at all.
+async fn may_set_title(head: &RequestHead, mount: &Mount) -> bool {
+    let Some((user, _)) = basic_auth(head) else {
+        return false;
+    };
+    let on_air = mount.session().is_some_and(|s| s.info.user == user);
+    (user == "source" || on_air)
+        && crate::source::authenticate(head, &mount.config()).await == Some(user)
 }
 
 /// `example.org:8000` → `example.org`; `[::1]:8000` → `[::1]`.
@@ -196,7 +203,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 doc.to_string().into_bytes(),
             )
         }
-        "/admin/metadata" | "/admin/metadata.xsl" => metadata(&req, &shared),
+        "/admin/metadata" | "/admin/metadata.xsl" => metadata(&req, &shared).await,
         _ if !is_admin(&req.head, &shared) => {
             let _ = respond(
                 &mut req.stream,
@@ -266,15 +273,16 @@ fn latin1_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
+async fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     // Authentication first: an unauthenticated caller learns nothing, not even whether the
     // mount exists.
     let name = req.head.query_param("mount").unwrap_or_default();
     let mount = shared.mount(&name);
     let allowed = is_admin(&req.head, shared)
-        || mount
-            .as_ref()
-            .is_some_and(|m| is_mount_source(&req.head, m));
+        || match &mount {
+            Some(m) => may_set_title(&req.head, m).await,
+            None => false,
+        };
     if !allowed {
         return (
             401,

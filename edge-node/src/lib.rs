@@ -10,6 +10,7 @@ pub mod admin;
 pub mod autodj;
 pub mod chunked;
 pub mod config;
+pub mod cors;
 pub mod frames;
 pub mod head;
 pub mod icy;

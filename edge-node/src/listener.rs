@@ -44,12 +44,10 @@ fn reply_head(mount: &Mount, session: &Session, metaint: Option<u64>) -> String 
     };
     let mut h = format!(
         "HTTP/1.0 200 OK\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {}\r\n\
-         Cache-Control: no-cache, no-store\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nPragma: no-cache\r\n\
-         Access-Control-Allow-Origin: *\r\n\
-         Access-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, Icy-MetaData\r\n\
-         Access-Control-Expose-Headers: icy-br, icy-description, icy-genre, icy-metaint, icy-name, icy-pub, icy-url\r\n",
+         Cache-Control: no-cache, no-store\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nPragma: no-cache\r\n",
         clean(&info.content_type)
     );
+    crate::cors::push_lines(&mut h, crate::cors::RESPONSE);
     if info.bitrate > 0 {
         h.push_str(&format!("icy-br:{}\r\n", info.bitrate));
     }

@@ -11,7 +11,7 @@ use crate::config::{EdgeConfig, MountConfig};
 use crate::head::{self, HeadError, RequestHead};
 use crate::metrics::EdgeMetrics;
 use crate::mount::{Mount, lock};
-use crate::{admin, listener, source};
+use crate::{admin, cors, listener, source};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -489,7 +489,7 @@ async fn dispatch(mut req: Request, shared: Arc<Shared>) {
     match (method.as_str(), path.as_str()) {
         ("SOURCE" | "PUT", _) => source::serve(req, shared).await,
         ("OPTIONS", _) => {
-            let _ = respond(&mut req.stream, 204, "text/plain", CORS_PREFLIGHT, b"").await;
+            let _ = respond(&mut req.stream, 204, "text/plain", cors::PREFLIGHT, b"").await;
         }
         ("GET" | "HEAD", p)
             if p == "/status-json.xsl"
@@ -522,16 +522,6 @@ pub const SERVER: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (Icecast 2.4 compatible)"
 );
-
-const CORS_PREFLIGHT: &[(&str, &str)] = &[
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
-    (
-        "Access-Control-Allow-Headers",
-        "Origin, Accept, X-Requested-With, Content-Type, Icy-MetaData, Range",
-    ),
-    ("Access-Control-Max-Age", "86400"),
-];
 
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -583,16 +573,12 @@ pub async fn respond_cached(
     head_only: bool,
 ) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: {cache_control}\r\nAccess-Control-Allow-Origin: *\r\n",
+        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: {cache_control}\r\n",
         reason(status),
         body.len()
     );
-    for (k, v) in headers {
-        out.push_str(k);
-        out.push_str(": ");
-        out.push_str(v);
-        out.push_str("\r\n");
-    }
+    cors::push_lines(&mut out, cors::RESPONSE);
+    cors::push_lines(&mut out, headers);
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     if !head_only {

@@ -3,6 +3,7 @@
 //! chunked) pushed into the mount's session until the client leaves or falls silent.
 
 use crate::chunked::ChunkedDecoder;
+use crate::config::MountConfig;
 use crate::head::{RequestHead, basic_auth};
 use crate::mount::{Coalescer, Session, SourceInfo};
 use crate::server::{Request, Shared, respond};
@@ -78,24 +79,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         .await;
         return;
     };
-    let cfg = mount.config();
-    let user = match basic_auth(&req.head) {
-        Some((user, pass)) if user == "source" => (!cfg.source_password.is_empty()
-            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes()))
-        .then_some(user),
-        Some((user, pass)) => match cfg.source_users.iter().find(|u| u.user == user) {
-            Some(u) => {
-                // Argon2 is deliberately slow: off the async threads.
-                let hash = u.password_hash.clone();
-                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pass))
-                    .await
-                    .unwrap_or(false);
-                ok.then_some(user)
-            }
-            None => None,
-        },
-        None => None,
-    };
+    let user = authenticate(&req.head, &mount.config()).await;
     let authorized = user.is_some();
     if !authorized {
         // libshout probes without credentials and reads `Allow` from this answer.
@@ -240,6 +224,28 @@ async fn receive(
     };
     co.flush(session);
     result
+}
+
+/// The user whose credentials (Basic auth) may feed this mount: `source` with the mount's source
+/// password, or one of its DJ accounts. `/admin/metadata` asks the same question.
+pub(crate) async fn authenticate(head: &RequestHead, cfg: &MountConfig) -> Option<String> {
+    match basic_auth(head) {
+        Some((user, pass)) if user == "source" => (!cfg.source_password.is_empty()
+            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes()))
+        .then_some(user),
+        Some((user, pass)) => match cfg.source_users.iter().find(|u| u.user == user) {
+            Some(u) => {
+                // Argon2 is deliberately slow: off the async threads.
+                let hash = u.password_hash.clone();
+                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pass))
+                    .await
+                    .unwrap_or(false);
+                ok.then_some(user)
+            }
+            None => None,
+        },
+        None => None,
+    }
 }
 
 /// Checks a password against an Argon2 PHC string; a malformed hash never matches.

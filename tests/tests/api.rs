@@ -930,6 +930,10 @@ async fn bad_input_is_refused_and_changes_nothing(b: Backend) {
     cp.call(Method::PUT, "/v1/plans", Some(&a), Some(json!({})))
         .await
         .problem(405);
+    // Also on the public routes under their CORS layer.
+    cp.call(Method::POST, "/listen/x/radio.mp3", None, None)
+        .await
+        .problem(405);
     cp.stop().await;
 }
 

@@ -163,6 +163,14 @@ async fn ffmpeg_source_plays_in_ffprobe_ffmpeg_and_status() {
             .unwrap_or("")
             .contains("Icy-MetaData")
     );
+    // Browsers refuse a preflight that names the allowed origin twice.
+    assert_eq!(
+        r.headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["*"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod billing;
+mod cors;
 pub mod error;
 mod export;
 pub mod extract;
@@ -105,8 +106,6 @@ pub fn router(
         .routes(routes!(stations::placement))
         .routes(routes!(media::list, media::upload))
         .routes(routes!(media::get, media::update, media::delete))
-        .routes(routes!(listen::listen))
-        .routes(routes!(listen::watch))
         .routes(routes!(streams::list, streams::create))
         .routes(routes!(streams::get, streams::update, streams::delete))
         .routes(routes!(streams::rotate_key))
@@ -133,14 +132,19 @@ pub fn router(
         .routes(routes!(billing::list))
         .routes(routes!(billing::get))
         .routes(routes!(billing::finalize))
-        .routes(routes!(nowplaying::public))
-        .routes(routes!(nowplaying::events))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi))
         .split_for_parts();
+    // The public routes get their CORS layer over their whole method routers, the "method not
+    // allowed" answer included, so a preflight (OPTIONS) is answered by the layer.
+    let (public, public_doc) = public_routes().split_for_parts();
+    openapi.merge(public_doc);
+    let public = public
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors::public());
     if let Some(components) = openapi.components.as_mut() {
         components.add_security_scheme(
             "bearer",
@@ -157,11 +161,21 @@ pub fn router(
         media,
     };
     router
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The routes web players call from other origins (no authentication), which get the CORS layer.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(listen::listen))
+        .routes(routes!(listen::watch))
+        .routes(routes!(nowplaying::public))
+        .routes(routes!(nowplaying::events))
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad

@@ -196,13 +196,9 @@ pub async fn panel(
 }
 
 fn public_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    // Web players on the tenant's own site read it.
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Web players on the tenant's own site read it: CORS comes from the public routes' layer.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
 /// Public now-playing JSON of a station (no authentication), for web players.

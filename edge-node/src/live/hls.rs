@@ -57,6 +57,8 @@ struct Building {
     part: Vec<u8>,
     part_start_ms: u64,
     part_independent: bool,
+    /// Parts of this segment are being cut shorter so that its last is not a sliver.
+    balanced: bool,
 }
 
 /// A stream as a master playlist lists it.
@@ -108,6 +110,12 @@ pub struct Segmenter {
     /// 30 fps 33, 33, 34 ms).
     last_cut_point_ms: Option<u64>,
     recent_intervals: [u64; 4],
+    /// The last keyframe and the interval before it: where the segment in progress will
+    /// probably end (at the first keyframe past the target).
+    last_keyframe_ms: Option<u64>,
+    keyframe_interval_ms: Option<u64>,
+    /// The longest part the frame timing allows (the last one closed at the part target).
+    full_part_ms: Option<u64>,
     /// A relay's copy: whole segments pulled from the origin, so its playlist is plain HLS.
     relay_copy: bool,
 }
@@ -135,6 +143,9 @@ impl Segmenter {
             epoch_ms: 0,
             last_cut_point_ms: None,
             recent_intervals: [0; 4],
+            last_keyframe_ms: None,
+            keyframe_interval_ms: None,
+            full_part_ms: None,
             relay_copy: false,
         }
     }
@@ -176,6 +187,9 @@ impl Segmenter {
         self.epoch_ms = 0;
         self.last_cut_point_ms = None;
         self.recent_intervals = [0; 4];
+        self.last_keyframe_ms = None;
+        self.keyframe_interval_ms = None;
+        self.full_part_ms = None;
         self.relay_copy = false;
     }
 
@@ -257,6 +271,7 @@ impl Segmenter {
             part,
             part_start_ms: at_ms,
             part_independent: true,
+            balanced: false,
         });
         self.next_seq += 1;
     }
@@ -272,6 +287,12 @@ impl Segmenter {
         }
         self.last_cut_point_ms = Some(ms);
         let interval = self.recent_intervals.iter().copied().max().unwrap_or(0);
+        if keyframe {
+            if let Some(prev) = self.last_keyframe_ms.filter(|p| ms > *p) {
+                self.keyframe_interval_ms = Some(ms - prev);
+            }
+            self.last_keyframe_ms = Some(ms);
+        }
         let segment_due = self
             .current
             .as_ref()
@@ -285,14 +306,24 @@ impl Segmenter {
                 part: closed,
             };
         }
-        let part_ms = self.part_ms;
-        let part_due = part_ms > 0
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|c| ms > c.part_start_ms && ms - c.part_start_ms + interval > part_ms);
-        if !part_due {
+        let Some(c) = self
+            .current
+            .as_ref()
+            .filter(|c| self.part_ms > 0 && ms > c.part_start_ms)
+        else {
             return Cut::default();
+        };
+        let length = ms - c.part_start_ms;
+        // Full: the next frame would take the part past the target.
+        let full = length + interval > self.part_ms;
+        let goal = self.balanced_part(c, interval);
+        // Balanced: this frame is the nearest to the part's share of the segment.
+        let at_goal = goal.is_some_and(|g| length + interval / 2 >= g);
+        if !full && !at_goal {
+            return Cut::default();
+        }
+        if full {
+            self.full_part_ms = Some(length);
         }
         let part = self.new_part();
         if let Some(b) = self.current.as_mut() {
@@ -300,11 +331,46 @@ impl Segmenter {
             b.part = part;
             b.part_start_ms = ms;
             b.part_independent = keyframe;
+            b.balanced |= goal.is_some();
         }
         Cut {
             segment: false,
             part: true,
         }
+    }
+
+    /// Where the segment in progress will probably end: at the first keyframe past its target,
+    /// when keyframes come at a steady interval (the target itself before two were seen).
+    fn expected_end(&self, b: &Building) -> u64 {
+        let due = b.start_ms + self.target_ms;
+        match (self.last_keyframe_ms, self.keyframe_interval_ms) {
+            (Some(key), Some(gop)) if gop > 0 && key <= due => {
+                key + (due - key).div_ceil(gop) * gop
+            }
+            _ => due,
+        }
+    }
+
+    /// The length the part in progress should have, when cutting every part as long as the frame
+    /// timing allows would leave the segment's last part shorter than half of one (a single
+    /// frame, at 25 fps with 300 ms parts): what is left of the segment is then shared evenly
+    /// among its parts. hls.js estimates how many parts to skip ahead by the part target, and a
+    /// one-frame part at the end of every segment trips it. The shares may fall below the 85 %
+    /// of the target that LL-HLS asks of parts other than a segment's last (240 of 300 ms in that
+    /// example): the frame timing leaves no way to meet both. `None`: parts as long as allowed.
+    fn balanced_part(&self, b: &Building, interval: u64) -> Option<u64> {
+        let full = self.full_part_ms.filter(|f| *f > 0)?;
+        let left = self
+            .expected_end(b)
+            .checked_sub(b.part_start_ms)
+            .filter(|l| *l > full)?;
+        // Parts of full length from here, and the last one, what remains.
+        let parts = left.saturating_sub(interval / 2).div_ceil(full);
+        if parts < 2 {
+            return None;
+        }
+        let last = left.saturating_sub((parts - 1) * full);
+        (b.balanced || last < full / 2).then(|| left / parts)
     }
 
     /// Feeds one video tag body.
@@ -811,6 +877,53 @@ mod tests {
             }
         }
         assert!(parts >= 20, "{parts}");
+    }
+
+    /// 25 fps with a keyframe every 2 s, 2 s segments: with 300 ms parts, parts as long as the
+    /// frames allow (280 ms) left each segment a last part of one frame (40 ms), with 500 ms
+    /// parts one of two frames; the parts now share the segment evenly, and no part is much
+    /// shorter than the others. Where the parts tile the segment, nothing changes.
+    #[test]
+    fn no_segment_ends_in_a_sliver_of_a_part() {
+        for (part_ms, shortest, longest, count) in
+            [(300, 240, 280, 8), (500, 400, 400, 5), (400, 400, 400, 5)]
+        {
+            let mut s = Segmenter::new(2000, part_ms, 6);
+            let (v, a) = config_tags();
+            s.video(0, &v).expect("avc config");
+            s.audio(0, &a).expect("aac config");
+            let audio = Bytes::from_static(&[0xaf, 1, 1, 2, 3]);
+            let mut next_audio = 0;
+            for i in 0..=250u32 {
+                let ms = i * 40;
+                while next_audio <= ms {
+                    s.audio(next_audio, &audio).expect("audio");
+                    next_audio += 23;
+                }
+                s.video(ms, &frame(i % 50 == 0)).expect("video");
+            }
+            let segs: Vec<&Segment> = s.segments().collect();
+            assert_eq!(segs.len(), 5, "{part_ms} ms parts");
+            // The first segment learns the frame timing: from the second on, every one.
+            for seg in &segs[1..] {
+                let lengths: Vec<u64> = seg.parts.iter().map(|p| p.duration_ms).collect();
+                assert_eq!(lengths.iter().sum::<u64>(), 2000, "{lengths:?}");
+                assert_eq!(lengths.len(), count, "{part_ms} ms parts: {lengths:?}");
+                let (min, max) = (lengths.iter().min(), lengths.iter().max());
+                assert_eq!(
+                    (min, max),
+                    (Some(&shortest), Some(&longest)),
+                    "{part_ms} ms parts: {lengths:?}"
+                );
+            }
+            // Even the first has no sliver (its estimate of the segment's end is the target).
+            let first = segs[0].parts.last().expect("parts").duration_ms;
+            assert!(
+                first >= part_ms / 2,
+                "{part_ms} ms parts: {:?}",
+                segs[0].parts
+            );
+        }
     }
 
     /// New settings for a stream (or a relay's copy becoming the origin) keep the numbering:
