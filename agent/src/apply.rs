@@ -2,6 +2,11 @@
 //! relays pulling from the origin edge; on the origin, the station's AutoDJ over the media files
 //! already in the node's cache) and keeps one ffmpeg tone source running per mount of stations
 //! whose desired state asks for one (test clusters without media).
+//!
+//! One station or live stream the edge refuses must not stop the others: [`admit`] keeps what
+//! the edge's own configuration check accepts and names the rest with the edge's reason, which
+//! the node reports back (so a tenant's mistake, or a control plane that let it through, costs
+//! only that station).
 
 use crate::media::MediaCache;
 use onda_edge::config::{
@@ -9,7 +14,7 @@ use onda_edge::config::{
     SourceUser, TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
-use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, StationRole, StationSpec};
+use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +105,63 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
         cfg.autodj.extend(autodj);
     }
     cfg
+}
+
+/// What of a desired state the edge takes: the same desired state without the stations and live
+/// streams that the edge's configuration check refuses, and those with the edge's reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admitted {
+    pub desired: DesiredState,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Splits `desired` into what the edge accepts and what it refuses. Usually everything passes at
+/// once; otherwise each live stream and station is added in turn and kept only if the edge's
+/// check still passes with it (so a station that collides with one before it is the one
+/// refused). Fails only when the node's own settings (`base`) do not pass.
+pub fn admit(
+    base: &EdgeConfig,
+    desired: &DesiredState,
+    media: &MediaCache,
+) -> anyhow::Result<Admitted> {
+    let check = |d: &DesiredState| edge_config(base, d, media).validate().map(|_| ());
+    if check(desired).is_ok() {
+        return Ok(Admitted {
+            desired: desired.clone(),
+            rejected: Vec::new(),
+        });
+    }
+    let mut ok = DesiredState {
+        generation: desired.generation,
+        stations: Vec::new(),
+        live_streams: Vec::new(),
+    };
+    check(&ok).map_err(|e| e.context("the node's own edge settings"))?;
+    let mut rejected = Vec::new();
+    for l in &desired.live_streams {
+        ok.live_streams.push(l.clone());
+        if let Err(e) = check(&ok) {
+            ok.live_streams.pop();
+            rejected.push(Rejected {
+                id: l.stream_id.clone(),
+                reason: format!("live stream {}: {e:#}", l.slug),
+            });
+        }
+    }
+    for s in &desired.stations {
+        ok.stations.push(s.clone());
+        if let Err(e) = check(&ok) {
+            ok.stations.pop();
+            rejected.push(Rejected {
+                id: s.station_id.clone(),
+                reason: format!("station {}: {e:#}", s.slug),
+            });
+        }
+    }
+    Ok(Admitted {
+        desired: ok,
+        rejected,
+    })
 }
 
 /// The key a relay edge of the station presents to its origin so that its pull is not counted

@@ -70,10 +70,10 @@ async fn handle(
             )
             .await;
             if let ControlMessage::Refused { code, message } = &answer {
-                tracing::warn!(
-                    "refused a join from {}: {code:?}: {message}",
-                    conn.remote_address()
-                );
+                // Anyone can try to join: one line per interval, however many try.
+                cluster.refusals.refuse("join", || {
+                    format!("a join from {}: {code:?}: {message}", conn.remote_address())
+                });
             }
             finish(&conn, &mut send, &answer).await
         }
@@ -222,14 +222,8 @@ async fn join(
         return refused(RefusalCode::BadRequest, why);
     }
     let node_id = crate::secrets::new_id("node");
-    let cert_pem = match cluster.ca.sign_node(csr_pem, &node_id) {
-        Ok(c) => c,
-        Err(e) => return refused(RefusalCode::BadRequest, format!("{e:#}")),
-    };
-    let fp = match onda_shared::cluster::tls::certs_from_pem(&cert_pem) {
-        Ok(c) => onda_shared::cluster::tls::sha256_hex(&c[0]),
-        Err(e) => return refused(RefusalCode::Internal, format!("{e:#}")),
-    };
+    // The token is checked (and consumed) before the CA looks at the CSR: without a valid token
+    // the CA signs nothing. A refused CSR rolls the consumption back with the transaction.
     let result: anyhow::Result<ControlMessage> = async {
         let mut tx = cluster.db.begin().await?;
         let secret = crate::secrets::sha256_hex(token_secret);
@@ -263,6 +257,14 @@ async fn join(
                 ),
             ));
         }
+        let cert_pem = match cluster.ca.sign_node(csr_pem, &node_id) {
+            Ok(c) => c,
+            Err(e) => return Ok(refused(RefusalCode::BadRequest, format!("{e:#}"))),
+        };
+        let fp = match onda_shared::cluster::tls::certs_from_pem(&cert_pem) {
+            Ok(c) => onda_shared::cluster::tls::sha256_hex(&c[0]),
+            Err(e) => return Ok(refused(RefusalCode::Internal, format!("{e:#}"))),
+        };
         db::nodes::insert(&mut tx, &node_id, node, &fp).await?;
         tx.commit().await?;
         Ok(ControlMessage::Joined {
@@ -422,6 +424,12 @@ async fn session(
                         }
                         observed.host = hb.host;
                         observed.mounts = hb.mounts;
+                        if version >= proto::REJECTED_VERSION && observed.rejected != hb.rejected {
+                            for r in hb.rejected.iter().filter(|r| !observed.rejected.contains(r)) {
+                                tracing::warn!("node {} cannot take {}: {}", advert.name, r.id, r.reason);
+                            }
+                            observed.rejected = hb.rejected;
+                        }
                         put_observed(lease, &observed).await?;
                         beats += 1;
                         if beats % 10 == 1 {

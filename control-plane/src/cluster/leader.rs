@@ -670,15 +670,12 @@ fn autodj_spec(
             timezone: "UTC".to_string(),
             crossfade_ms: 0,
         });
-    let live_mount = if s.mounts.iter().any(|m| m.0 == "/live") {
-        "/live-dj"
-    } else {
-        "/live"
-    };
+    // A path none of the station's mounts has (the edge refuses a path configured twice).
+    let live_mount = onda_shared::paths::live_mount(s.mounts.iter().map(|m| m.0.as_str()));
     Some(AutoDjSpec {
         timezone: settings.timezone,
         crossfade_ms: u64::from(settings.crossfade_ms),
-        live_mount: Some(live_mount.to_string()),
+        live_mount: Some(live_mount),
         djs: djs.cloned().unwrap_or_default(),
         playlists,
     })
