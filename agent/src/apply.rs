@@ -180,14 +180,7 @@ fn relay_key(s: &StationSpec) -> String {
 
 /// Every media hash the desired state's AutoDJs play, with its size.
 pub fn wanted_media(desired: &DesiredState) -> BTreeMap<String, u64> {
-    desired
-        .stations
-        .iter()
-        .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
-        .filter_map(|s| s.autodj.as_ref())
-        .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
-        .map(|t| (t.sha256.clone(), t.size_bytes))
-        .collect()
+    desired.media()
 }
 
 /// The station's AutoDJ over the tracks already cached; `None` while no rotation track is

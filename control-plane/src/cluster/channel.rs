@@ -493,8 +493,9 @@ async fn session(
                 let (media_send, media_recv) = bi?;
                 let cluster = cluster.clone();
                 let node = advert.name.clone();
+                let node_id = id.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_media(&cluster, media_send, media_recv).await {
+                    if let Err(e) = serve_media(&cluster, &node_id, media_send, media_recv).await {
                         tracing::warn!("node {node}: media stream: {e:#}");
                     }
                 });
@@ -556,7 +557,34 @@ async fn store_usage(
     }
     let stored: anyhow::Result<bool> = async {
         let mut tx = cluster.db.begin().await?;
-        let fresh = db::usage::store(&mut tx, node_id, report, crate::db::now_ms()).await?;
+        // Only usage of what the node carried in the period counts; the rest is refused, and the
+        // report is still stored (without it) and acknowledged, so the node's spool drains.
+        let carried = db::carriage::carried_during(
+            &mut tx,
+            node_id,
+            report.period_start_ms,
+            report.period_end_ms,
+        )
+        .await?;
+        let (kept, refused): (Vec<_>, Vec<_>) = report
+            .mounts
+            .iter()
+            .cloned()
+            .partition(|m| carried.contains(&m.station_id));
+        for m in &refused {
+            cluster.refusals.refuse("usage", || {
+                format!(
+                    "node {node_id} reported usage of {:.64} ({:.128}) in report {}, which it \
+                     did not carry in that period",
+                    m.station_id, m.mount, report.seq
+                )
+            });
+        }
+        let report = proto::UsageReport {
+            mounts: kept,
+            ..report.clone()
+        };
+        let fresh = db::usage::store(&mut tx, node_id, &report, crate::db::now_ms()).await?;
         tx.commit().await?;
         Ok(fresh)
     }
@@ -595,6 +623,19 @@ async fn track_changed(
     if track.station_id.is_empty() || track.station_id.len() > 64 {
         anyhow::bail!("a track report must name its station");
     }
+    // A node speaks only for the stations it carries.
+    if !desired_of(cluster, node_id)
+        .await?
+        .is_some_and(|d| d.carries(&track.station_id))
+    {
+        cluster.refusals.refuse("track", || {
+            format!(
+                "node {node_id} reported a track of {:.64}, which it does not carry",
+                track.station_id
+            )
+        });
+        return Ok(());
+    }
     // Titles come from DJs' source clients: keep them to a sane size.
     for text in [&mut track.title, &mut track.artist, &mut track.track_title] {
         if text.len() > 1024 {
@@ -620,14 +661,46 @@ async fn track_changed(
     Ok(())
 }
 
-/// Answers one media request: the file with the asked hash, streamed from the media store.
-async fn serve_media(cluster: &Cluster, mut send: Send, mut recv: Recv) -> anyhow::Result<()> {
+/// The node's desired state as the leader last wrote it (None before the first).
+async fn desired_of(cluster: &Cluster, node_id: &str) -> anyhow::Result<Option<DesiredState>> {
+    match cluster
+        .coord
+        .get(&format!("{}{node_id}", keys::DESIRED))
+        .await?
+    {
+        Some(raw) => Ok(Some(
+            serde_json::from_slice(&raw).context("a stored desired state does not decode")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Answers one media request: the file with the asked hash, streamed from the media store, if
+/// the node's desired state names it (a node gets the media of what it plays, nothing else).
+async fn serve_media(
+    cluster: &Cluster,
+    node_id: &str,
+    mut send: Send,
+    mut recv: Recv,
+) -> anyhow::Result<()> {
     let req: proto::MediaRequest =
         tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv))
             .await
             .context("no media request within 10 s")??
             .context("the media stream closed before its request")?;
-    let found = match cluster.blob_path(&req.sha256) {
+    let named = desired_of(cluster, node_id)
+        .await?
+        .is_some_and(|d| d.media().contains_key(&req.sha256));
+    if !named {
+        cluster.refusals.refuse("media", || {
+            format!(
+                "node {node_id} asked for media file {:.64} that its desired state does not name",
+                req.sha256
+            )
+        });
+    }
+    // Refused like a missing file: the node learns nothing about what the store holds.
+    let found = match cluster.blob_path(&req.sha256).filter(|_| named) {
         Some(path) => tokio::fs::File::open(&path).await.ok().map(|f| (f, path)),
         None => None,
     };

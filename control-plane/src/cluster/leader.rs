@@ -212,6 +212,8 @@ pub struct Round {
     /// The AutoDJ catalogue (library, playlists, DJ accounts) and when it was read: it is read
     /// again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
     autodj: Option<(tokio::time::Instant, Arc<AutoDjInputs>)>,
+    /// Nodes whose carriage this leadership has recorded (see [`write_desired`]).
+    carriage_recorded: BTreeSet<String>,
 }
 
 /// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change reaches its
@@ -428,6 +430,9 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         if n.revoked_at.is_some() {
             if existing.contains_key(&n.id) {
                 coord.delete(&format!("{}{}", keys::DESIRED, n.id)).await?;
+                let mut tx = cluster.db.begin().await?;
+                db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), 0).await?;
+                tx.commit().await?;
             }
             continue;
         }
@@ -517,21 +522,15 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 },
             })
             .collect();
-        let previous = existing.get(&n.id);
-        if previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams)) {
-            let desired = DesiredState {
-                generation: previous.map_or(0, |d| d.generation) + 1,
-                stations,
-                live_streams,
-            };
-            coord
-                .put(
-                    &format!("{}{}", keys::DESIRED, n.id),
-                    &serde_json::to_vec(&desired)?,
-                    None,
-                )
-                .await?;
-        }
+        write_desired(
+            cluster,
+            round,
+            &n.id,
+            existing.get(&n.id),
+            stations,
+            live_streams,
+        )
+        .await?;
         let is_alive = alive.contains(&n.id);
         let changed = round
             .last_alive
@@ -544,6 +543,58 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     }
     round.last_alive = Some(alive);
     Ok((outcome.placement.stations.len(), outcome.moved))
+}
+
+/// Writes a node's desired state where it changed (with the next generation), after recording in
+/// the database what it names (`carriage`, which usage reports are checked against). A
+/// leadership's first round records it for every node, changed or not: an unchanged state was in
+/// force before this leader, so what it names without a record yet counts as carried since ever
+/// (records from before the table existed).
+async fn write_desired(
+    cluster: &Cluster,
+    round: &mut Round,
+    node_id: &str,
+    previous: Option<&DesiredState>,
+    stations: Vec<StationSpec>,
+    live_streams: Vec<LiveStreamSpec>,
+) -> anyhow::Result<()> {
+    let changed =
+        previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams));
+    if changed || !round.carriage_recorded.contains(node_id) {
+        let carried: BTreeSet<String> = stations
+            .iter()
+            .map(|s| s.station_id.clone())
+            .chain(live_streams.iter().map(|l| l.stream_id.clone()))
+            .collect();
+        let now = db::now_ms();
+        let mut tx = cluster.db.begin().await?;
+        db::carriage::sync(
+            &mut tx,
+            node_id,
+            &carried,
+            now,
+            if changed { now } else { 0 },
+        )
+        .await?;
+        tx.commit().await?;
+        round.carriage_recorded.insert(node_id.to_string());
+    }
+    if changed {
+        let desired = DesiredState {
+            generation: previous.map_or(0, |d| d.generation) + 1,
+            stations,
+            live_streams,
+        };
+        cluster
+            .coord
+            .put(
+                &format!("{}{node_id}", keys::DESIRED),
+                &serde_json::to_vec(&desired)?,
+                None,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Each carrier's share of each station's listener limit (see [`super::shares`]), keyed by

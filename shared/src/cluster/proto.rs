@@ -265,6 +265,26 @@ pub struct DesiredState {
     pub live_streams: Vec<LiveStreamSpec>,
 }
 
+impl DesiredState {
+    /// Every media file the state's AutoDJs play (on stations the node originates), with its
+    /// size: what the node fetches, and all the control plane serves it.
+    pub fn media(&self) -> BTreeMap<String, u64> {
+        self.stations
+            .iter()
+            .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
+            .filter_map(|s| s.autodj.as_ref())
+            .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
+            .map(|t| (t.sha256.clone(), t.size_bytes))
+            .collect()
+    }
+
+    /// Whether the state names this station or live stream.
+    pub fn carries(&self, id: &str) -> bool {
+        self.stations.iter().any(|s| s.station_id == id)
+            || self.live_streams.iter().any(|l| l.stream_id == id)
+    }
+}
+
 /// A live stream the node ingests: publishers present `stream_key`; viewers play
 /// `/hls/{slug}/index.m3u8`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
