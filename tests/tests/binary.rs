@@ -194,10 +194,12 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
 async fn other_demo_radio(db_path: &std::path::Path) {
     use onda_control_plane::{api, db};
     use onda_shared::api::{AudioFormat, CreateLiveStream, CreateStation, Mount, StreamAccess};
-    let db = db::Db::connect(&format!("sqlite://{}", db_path.display()), 1)
+    use sqlx::Connection as _;
+    // A plain connection: the database stays as the binary migrated it.
+    sqlx::any::install_default_drivers();
+    let mut tx = sqlx::AnyConnection::connect(&format!("sqlite://{}", db_path.display()))
         .await
         .expect("the dev database");
-    let mut tx = db.begin().await.expect("tx");
     let t = onda_shared::api::Tenant {
         id: "tnt_0".to_string(),
         name: onda_control_plane::dev::DEMO_TENANT.to_string(),
@@ -234,7 +236,7 @@ async fn other_demo_radio(db_path: &std::path::Path) {
     api::streams::create_for_tenant(&mut tx, &t.id, stream)
         .await
         .expect("stream");
-    tx.commit().await.expect("commit");
+    tx.close().await.expect("close");
 }
 
 /// ffprobe's codec of a URL (following redirects), retried while the station comes on the air.
