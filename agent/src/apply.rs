@@ -392,3 +392,98 @@ async fn supervise(path: String, args: Vec<String>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec};
+
+    fn station(id: &str, slug: &str, mounts: &[&str]) -> StationSpec {
+        StationSpec {
+            station_id: id.to_string(),
+            slug: slug.to_string(),
+            name: id.to_string(),
+            role: StationRole::Origin,
+            origin_url: None,
+            mounts: mounts
+                .iter()
+                .map(|p| MountSpec {
+                    path: p.to_string(),
+                    format: "mp3".to_string(),
+                    bitrate_kbps: 64,
+                    source_password: "pw".to_string(),
+                })
+                .collect(),
+            max_listeners: Some(10),
+            demo_tone: false,
+            autodj: None,
+        }
+    }
+
+    fn stream(id: &str, slug: &str, key: &str) -> LiveStreamSpec {
+        LiveStreamSpec {
+            stream_id: id.to_string(),
+            slug: slug.to_string(),
+            stream_key: key.to_string(),
+            playback_secret: None,
+            origin_url: None,
+            renditions: Vec::new(),
+        }
+    }
+
+    fn base() -> EdgeConfig {
+        let mut b = EdgeConfig::default();
+        b.http.listen = "127.0.0.1:0".to_string();
+        b
+    }
+
+    #[test]
+    fn what_the_edge_refuses_is_left_out_and_named() {
+        let media = MediaCache::new(std::env::temp_dir().join("onda-admit-test"));
+        let desired = DesiredState {
+            generation: 7,
+            stations: vec![
+                station("s1", "administration-radio", &["/x.mp3"]),
+                station("bad", "hls", &["/x.mp3"]),
+                station("s2", "after", &["/a.mp3", "/b.mp3"]),
+            ],
+            live_streams: vec![
+                stream("l1", "demo-live", "key-one-0123456789"),
+                // The same key twice: the second stream is refused, not the first.
+                stream("l2", "other-live", "key-one-0123456789"),
+            ],
+        };
+        let a = admit(&base(), &desired, &media).unwrap();
+        assert_eq!(a.desired.generation, 7);
+        let ids: Vec<&str> = a
+            .desired
+            .stations
+            .iter()
+            .map(|s| s.station_id.as_str())
+            .collect();
+        assert_eq!(ids, ["s1", "s2"]);
+        assert_eq!(a.desired.live_streams.len(), 1);
+        assert_eq!(a.desired.live_streams[0].stream_id, "l1");
+        let rejected: Vec<&str> = a.rejected.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(rejected, ["l2", "bad"]);
+        assert!(
+            a.rejected[1].reason.contains("reserved"),
+            "{:?}",
+            a.rejected
+        );
+        // What is admitted passes the edge's check as a whole.
+        assert!(edge_config(&base(), &a.desired, &media).validate().is_ok());
+
+        // A clean state passes whole; bad node settings fail the whole state.
+        let clean = DesiredState {
+            stations: vec![station("s1", "one", &["/x.mp3"])],
+            ..DesiredState::default()
+        };
+        let a = admit(&base(), &clean, &media).unwrap();
+        assert_eq!((a.desired, a.rejected.len()), (clean.clone(), 0));
+        let mut broken = base();
+        broken.limits.burst_bytes = broken.limits.queue_bytes;
+        assert!(admit(&broken, &clean, &media).is_err());
+    }
+}

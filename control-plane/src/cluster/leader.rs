@@ -740,3 +740,51 @@ fn wire<T: serde::Serialize>(v: &T) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The DJ mount is never one of the station's mounts (the edge would refuse the node's
+    /// configuration over a path configured twice).
+    #[test]
+    fn the_live_mount_is_free_among_the_station_mounts() {
+        let station = |mounts: &[&str]| db::cluster::CatalogStation {
+            id: "stn_1".to_string(),
+            tenant_id: "tnt_1".to_string(),
+            slug: "two-lives".to_string(),
+            name: "Two Lives".to_string(),
+            max_listeners: 10,
+            source_password: "pw".to_string(),
+            region: String::new(),
+            node_labels: BTreeMap::new(),
+            mounts: mounts
+                .iter()
+                .map(|p| (p.to_string(), "mp3".to_string(), 64))
+                .collect(),
+            active: true,
+            autodj: true,
+        };
+        let mut cat = db::playlists::AutoDjCatalog::default();
+        cat.media.insert(
+            "stn_1".to_string(),
+            vec![db::playlists::TrackRow {
+                media_id: "med_1".to_string(),
+                sha256: "a".repeat(64),
+                size_bytes: 1,
+                artist: "A".to_string(),
+                title: "T".to_string(),
+                duration_ms: 1000,
+            }],
+        );
+        for (mounts, live) in [
+            (&["/radio.mp3"][..], "/live"),
+            (&["/live", "/radio.mp3"][..], "/live-dj"),
+            (&["/live", "/live-dj"][..], "/live-dj-2"),
+        ] {
+            let spec = autodj_spec(&station(mounts), &cat, None).unwrap();
+            assert_eq!(spec.live_mount.as_deref(), Some(live), "{mounts:?}");
+        }
+    }
+}

@@ -52,14 +52,15 @@ impl RefusalLog {
                 }
             }
         };
+        // Made only for a line that is written.
+        let message = message();
         if suppressed == 0 {
-            tracing::warn!(kind, "refused: {}", message());
+            tracing::warn!(kind, "refused: {message}");
         } else {
             tracing::warn!(
                 kind,
                 suppressed,
-                "refused: {} ({suppressed} more {kind} refusal(s) in the last {} s were not logged)",
-                message(),
+                "refused: {message} ({suppressed} more {kind} refusal(s) in the last {} s were not logged)",
                 self.interval.as_secs()
             );
         }
