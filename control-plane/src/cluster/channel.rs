@@ -422,14 +422,7 @@ async fn session(
                             lease = coord.grant(settings.node_ttl).await?;
                             coord.put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease)).await?;
                         }
-                        observed.host = hb.host;
-                        observed.mounts = hb.mounts;
-                        if version >= proto::REJECTED_VERSION && observed.rejected != hb.rejected {
-                            for r in hb.rejected.iter().filter(|r| !observed.rejected.contains(r)) {
-                                tracing::warn!("node {} cannot take {}: {}", advert.name, r.id, r.reason);
-                            }
-                            observed.rejected = hb.rejected;
-                        }
+                        observe(&mut observed, hb, version, &advert.name);
                         put_observed(lease, &observed).await?;
                         beats += 1;
                         if beats % 10 == 1 {
@@ -532,6 +525,23 @@ async fn session(
     }
     tracing::info!("node {} ({id}) disconnected", advert.name);
     outcome
+}
+
+/// Takes a heartbeat's observations: host, mounts and (from version 3) what the node's edge
+/// refused, each newly refused station or stream logged once.
+fn observe(observed: &mut Observed, hb: proto::Heartbeat, version: u32, node: &str) {
+    observed.host = hb.host;
+    observed.mounts = hb.mounts;
+    if version >= proto::REJECTED_VERSION && observed.rejected != hb.rejected {
+        for r in hb
+            .rejected
+            .iter()
+            .filter(|r| !observed.rejected.contains(r))
+        {
+            tracing::warn!("node {node} cannot take {}: {}", r.id, r.reason);
+        }
+        observed.rejected = hb.rejected;
+    }
 }
 
 /// Stores a usage report once per (node, seq): a resend of a stored report changes nothing.
