@@ -431,7 +431,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             if existing.contains_key(&n.id) {
                 coord.delete(&format!("{}{}", keys::DESIRED, n.id)).await?;
                 let mut tx = cluster.db.begin().await?;
-                db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), 0).await?;
+                db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), true).await?;
                 tx.commit().await?;
             }
             continue;
@@ -547,9 +547,8 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
 
 /// Writes a node's desired state where it changed (with the next generation), after recording in
 /// the database what it names (`carriage`, which usage reports are checked against). A
-/// leadership's first round records it for every node, changed or not: an unchanged state was in
-/// force before this leader, so what it names without a record yet counts as carried since ever
-/// (records from before the table existed).
+/// leadership's first round records it for every node, changed or not (see
+/// [`db::carriage::sync`] for where an unchanged state's new rows start).
 async fn write_desired(
     cluster: &Cluster,
     round: &mut Round,
@@ -568,14 +567,7 @@ async fn write_desired(
             .collect();
         let now = db::now_ms();
         let mut tx = cluster.db.begin().await?;
-        db::carriage::sync(
-            &mut tx,
-            node_id,
-            &carried,
-            now,
-            if changed { now } else { 0 },
-        )
-        .await?;
+        db::carriage::sync(&mut tx, node_id, &carried, now, changed).await?;
         tx.commit().await?;
         round.carriage_recorded.insert(node_id.to_string());
     }
