@@ -520,7 +520,9 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountConfig {
-    /// "/live": a slash and then letters, digits, '.', '_', '-' or '/'.
+    /// "/live": a slash and then letters, digits, '.', '_', '-' or '/'; not one of the paths the
+    /// server answers itself (`onda_shared::paths`: `/admin`, `/admin/…`, `/hls/…`,
+    /// `/status-json.xsl`, `/metrics`, `/healthz`, `/readyz`).
     pub path: String,
     /// Password of user `source` for this mount. Empty refuses every source (relay-only).
     #[serde(default)]

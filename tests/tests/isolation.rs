@@ -138,6 +138,16 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
     .await;
     assert_eq!(status, 201, "{admin_radio}");
     assert_eq!(admin_radio["slug"], "administration-radio");
+    // …but `admin` itself is reserved, also when a station is renamed to it.
+    let (status, problem) = cp
+        .tenant_call(
+            &key,
+            Method::PATCH,
+            &format!("/v1/stations/{}", admin_radio["id"].as_str().expect("id")),
+            Some(json!({"slug": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
 
     // An AutoDJ station with mounts /live and /live-dj: its DJs get a free mount.
     let (status, djs) = create_station(
