@@ -3,7 +3,8 @@
 //! reports, media requests, track reports) instead of what an agent would.
 
 use onda_shared::cluster::proto::{
-    self, ControlMessage, MediaReply, MediaRequest, NodeAdvert, NodeMessage,
+    self, ControlMessage, DesiredState, Heartbeat, HostMetrics, MediaReply, MediaRequest,
+    NodeAdvert, NodeMessage,
 };
 use onda_shared::cluster::tls;
 use onda_shared::cluster::token::JoinToken;
@@ -65,8 +66,12 @@ pub struct RogueNode {
 impl RogueNode {
     /// Joins with `token` (a real CSR, as an agent makes) and opens a session.
     pub async fn join(quic: SocketAddr, token: &str, name: &str) -> RogueNode {
+        Self::join_as(quic, token, advert(name)).await
+    }
+
+    /// As [`RogueNode::join`], with the node's advert as given (labels, capacity).
+    pub async fn join_as(quic: SocketAddr, token: &str, ad: NodeAdvert) -> RogueNode {
         let token: JoinToken = token.parse().expect("token");
-        let ad = advert(name);
         let id = onda_agent::identity::join(&token, &[quic], &ad)
             .await
             .expect("join");
@@ -107,6 +112,44 @@ impl RogueNode {
             send,
             recv,
             _endpoint: endpoint,
+        }
+    }
+
+    /// Sends heartbeats (so the node stays alive) until a desired state naming the station or
+    /// stream `id` arrives, acknowledging every desired state; returns that one.
+    pub async fn wait_carrying(&mut self, id: &str) -> DesiredState {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut beat = tokio::time::interval(Duration::from_millis(150));
+        loop {
+            let frame = {
+                // One read in flight across heartbeats: a frame is never cut in two.
+                let read = proto::read_frame::<_, ControlMessage>(&mut self.recv);
+                tokio::pin!(read);
+                loop {
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = beat.tick() => {
+                            let hb = NodeMessage::Heartbeat(Heartbeat {
+                                host: HostMetrics::default(),
+                                mounts: Vec::new(),
+                                rejected: Vec::new(),
+                            });
+                            proto::write_frame(&mut self.send, &hb).await.expect("heartbeat");
+                            assert!(tokio::time::Instant::now() < deadline, "{id} was never given to the node");
+                        }
+                    }
+                }
+            };
+            if let Some(ControlMessage::Desired(d)) = frame.expect("a frame") {
+                let ack = NodeMessage::Ack {
+                    generation: d.generation,
+                    error: None,
+                };
+                proto::write_frame(&mut self.send, &ack).await.expect("ack");
+                if d.carries(id) {
+                    return d;
+                }
+            }
         }
     }
 

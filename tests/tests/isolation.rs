@@ -343,40 +343,76 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
         .expect("media json");
     let sha = uploaded["sha256"].as_str().expect("sha256").to_string();
 
-    let mut rogue = RogueNode::join(quic(cp), &cp.join_token(600).await, "rogue").await;
+    // The rogue node carries one station of its own tenant (labelled for it alone).
+    let own_key = cp.tenant_key("Rogue Tenant").await;
+    let (status, own) = create_station(
+        cp,
+        &own_key,
+        json!({"name": "Own FM", "mounts": [mp3("/radio.mp3")], "node_labels": {"tier": "rogue"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{own}");
+    let own_id = own["id"].as_str().expect("id").to_string();
+    let mut ad = onda_tests::rogue::advert("rogue");
+    ad.labels.insert("tier".to_string(), "rogue".to_string());
+    let mut rogue = RogueNode::join_as(quic(cp), &cp.join_token(600).await, ad).await;
+    rogue.wait_carrying(&own_id).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
-    let report = |seq: u64, station: &str| {
+    let usage_of = |station: &str, listener_ms: u64| MountUsage {
+        station_id: station.to_string(),
+        mount: "/radio.mp3".to_string(),
+        listener_ms,
+        peak_listeners: 100_000,
+        sessions: 100_000,
+        bytes_sent: 1 << 40,
+    };
+    let report = |seq: u64, mounts: Vec<MountUsage>| {
         NodeMessage::Usage(onda_shared::cluster::proto::UsageReport {
             seq,
-            period_start_ms: now - 3_600_000,
+            period_start_ms: now - 60_000,
             period_end_ms: now,
-            mounts: vec![MountUsage {
-                station_id: station.to_string(),
-                mount: "/radio.mp3".to_string(),
-                listener_ms: 360_000_000_000,
-                peak_listeners: 100_000,
-                sessions: 100_000,
-                bytes_sent: 1 << 40,
-            }],
+            mounts,
         })
     };
-    // Acknowledged (the node's spool drains), the session goes on, nothing is stored.
-    for seq in 1..=2 {
-        rogue.send(&report(seq, &vid)).await;
-        assert_eq!(rogue.next().await, Some(ControlMessage::UsageAck { seq }));
-    }
-    let (_, usage) = cp
-        .tenant_call(
-            &key,
-            Method::GET,
-            &format!("/v1/stations/{vid}/usage?granularity=day"),
-            None,
-        )
+    // Acknowledged (the node's spool drains), the session goes on; only the usage of what the
+    // node carries is stored.
+    rogue
+        .send(&report(
+            1,
+            vec![usage_of(&vid, 360_000_000_000), usage_of(&own_id, 5_000)],
+        ))
         .await;
-    assert_eq!(usage["total"]["listener_ms"], 0, "{usage}");
+    assert_eq!(
+        rogue.next().await,
+        Some(ControlMessage::UsageAck { seq: 1 })
+    );
+    rogue
+        .send(&report(2, vec![usage_of(&vid, 360_000_000_000)]))
+        .await;
+    assert_eq!(
+        rogue.next().await,
+        Some(ControlMessage::UsageAck { seq: 2 })
+    );
+    let total = async |key: &str, id: &str| {
+        let (_, usage) = cp
+            .tenant_call(
+                key,
+                Method::GET,
+                &format!("/v1/stations/{id}/usage?granularity=day"),
+                None,
+            )
+            .await;
+        usage["total"]["listener_ms"].as_u64().expect("listener_ms")
+    };
+    assert_eq!(total(&key, &vid).await, 0, "the victim's usage");
+    assert_eq!(
+        total(&own_key, &own_id).await,
+        5_000,
+        "the node's own usage"
+    );
     // The media by its hash: refused like a missing file.
     let fetched = rogue.fetch(&sha).await;
     assert!(fetched.is_err(), "the rogue node got the victim's media");
