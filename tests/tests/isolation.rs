@@ -73,6 +73,39 @@ async fn on_the_air(cp: &ControlPlane, slug: &str) {
     .await;
 }
 
+/// Uploads a 3-second MP3 tone to a station's library; returns its SHA-256.
+async fn upload_track(cp: &ControlPlane, key: &str, station_id: &str) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let track = onda_tests::media::make_track(
+        dir.path(),
+        "song",
+        onda_tests::media::Kind::Mp3,
+        3.0,
+        330,
+        &onda_tests::media::Tags {
+            artist: "A",
+            title: "T",
+            album: "L",
+        },
+    )
+    .await;
+    let uploaded: Value = cp
+        .http
+        .post(format!(
+            "{}/v1/stations/{station_id}/media?filename=song.mp3",
+            cp.api
+        ))
+        .bearer_auth(key)
+        .body(std::fs::read(&track).expect("track"))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("media json");
+    uploaded["sha256"].as_str().expect("sha256").to_string()
+}
+
 /// The value of a counter line (`name{labels} value`) in a /metrics text, 0 when absent.
 fn metric(text: &str, series: &str) -> u64 {
     text.lines()
@@ -172,6 +205,8 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
         live["mount"],
         format!("/{}/live-dj-2", djs["slug"].as_str().expect("slug"))
     );
+    // With a library the leader gives its origin the AutoDJ and that DJ mount.
+    upload_track(cp, &key, djs_id).await;
 
     // A live stream on the same node.
     let (status, stream) = cp
@@ -212,6 +247,13 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
 
     // Everything else on the node applies: stations from before and after, and a new key.
     on_the_air(cp, "administration-radio").await;
+    on_the_air(cp, djs["slug"].as_str().expect("slug")).await;
+    let p = cp.placement(djs_id).await;
+    assert_eq!(
+        (&p["status"], &p["failures"]),
+        (&json!("placed"), &json!([])),
+        "{p}"
+    );
     let later = cp.station("Later Station").await;
     on_the_air(cp, later["slug"].as_str().expect("slug")).await;
     let ok = cp.placement(later["id"].as_str().expect("id")).await;
@@ -313,35 +355,7 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
     assert_eq!(status, 201, "{victim}");
     let vid = victim["id"].as_str().expect("id").to_string();
     let slug = victim["slug"].as_str().expect("slug").to_string();
-    let dir = tempfile::tempdir().expect("dir");
-    let track = onda_tests::media::make_track(
-        dir.path(),
-        "song",
-        onda_tests::media::Kind::Mp3,
-        3.0,
-        330,
-        &onda_tests::media::Tags {
-            artist: "A",
-            title: "T",
-            album: "L",
-        },
-    )
-    .await;
-    let uploaded: Value = cp
-        .http
-        .post(format!(
-            "{}/v1/stations/{vid}/media?filename=song.mp3",
-            cp.api
-        ))
-        .bearer_auth(&key)
-        .body(std::fs::read(&track).expect("track"))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("media json");
-    let sha = uploaded["sha256"].as_str().expect("sha256").to_string();
+    let sha = upload_track(cp, &key, &vid).await;
 
     // The rogue node carries one station of its own tenant (labelled for it alone).
     let own_key = cp.tenant_key("Rogue Tenant").await;
