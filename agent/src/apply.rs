@@ -2,6 +2,11 @@
 //! relays pulling from the origin edge; on the origin, the station's AutoDJ over the media files
 //! already in the node's cache) and keeps one ffmpeg tone source running per mount of stations
 //! whose desired state asks for one (test clusters without media).
+//!
+//! One station or live stream the edge refuses must not stop the others: [`admit`] keeps what
+//! the edge's own configuration check accepts and names the rest with the edge's reason, which
+//! the node reports back (so a tenant's mistake, or a control plane that let it through, costs
+//! only that station).
 
 use crate::media::MediaCache;
 use onda_edge::config::{
@@ -9,7 +14,7 @@ use onda_edge::config::{
     SourceUser, TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
-use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, StationRole, StationSpec};
+use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -102,6 +107,63 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
     cfg
 }
 
+/// What of a desired state the edge takes: the same desired state without the stations and live
+/// streams that the edge's configuration check refuses, and those with the edge's reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admitted {
+    pub desired: DesiredState,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Splits `desired` into what the edge accepts and what it refuses. Usually everything passes at
+/// once; otherwise each live stream and station is added in turn and kept only if the edge's
+/// check still passes with it (so a station that collides with one before it is the one
+/// refused). Fails only when the node's own settings (`base`) do not pass.
+pub fn admit(
+    base: &EdgeConfig,
+    desired: &DesiredState,
+    media: &MediaCache,
+) -> anyhow::Result<Admitted> {
+    let check = |d: &DesiredState| edge_config(base, d, media).validate().map(|_| ());
+    if check(desired).is_ok() {
+        return Ok(Admitted {
+            desired: desired.clone(),
+            rejected: Vec::new(),
+        });
+    }
+    let mut ok = DesiredState {
+        generation: desired.generation,
+        stations: Vec::new(),
+        live_streams: Vec::new(),
+    };
+    check(&ok).map_err(|e| e.context("the node's own edge settings"))?;
+    let mut rejected = Vec::new();
+    for l in &desired.live_streams {
+        ok.live_streams.push(l.clone());
+        if let Err(e) = check(&ok) {
+            ok.live_streams.pop();
+            rejected.push(Rejected {
+                id: l.stream_id.clone(),
+                reason: format!("live stream {}: {e:#}", l.slug),
+            });
+        }
+    }
+    for s in &desired.stations {
+        ok.stations.push(s.clone());
+        if let Err(e) = check(&ok) {
+            ok.stations.pop();
+            rejected.push(Rejected {
+                id: s.station_id.clone(),
+                reason: format!("station {}: {e:#}", s.slug),
+            });
+        }
+    }
+    Ok(Admitted {
+        desired: ok,
+        rejected,
+    })
+}
+
 /// The key a relay edge of the station presents to its origin so that its pull is not counted
 /// as a listener (nor limited as one). Derived from the station's source password, which every
 /// node carrying the station has and listeners do not, so no new secret needs handing out.
@@ -118,14 +180,7 @@ fn relay_key(s: &StationSpec) -> String {
 
 /// Every media hash the desired state's AutoDJs play, with its size.
 pub fn wanted_media(desired: &DesiredState) -> BTreeMap<String, u64> {
-    desired
-        .stations
-        .iter()
-        .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
-        .filter_map(|s| s.autodj.as_ref())
-        .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
-        .map(|t| (t.sha256.clone(), t.size_bytes))
-        .collect()
+    desired.media()
 }
 
 /// The station's AutoDJ over the tracks already cached; `None` while no rotation track is
@@ -335,5 +390,100 @@ async fn supervise(path: String, args: Vec<String>, stop: CancellationToken) {
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec};
+
+    fn station(id: &str, slug: &str, mounts: &[&str]) -> StationSpec {
+        StationSpec {
+            station_id: id.to_string(),
+            slug: slug.to_string(),
+            name: id.to_string(),
+            role: StationRole::Origin,
+            origin_url: None,
+            mounts: mounts
+                .iter()
+                .map(|p| MountSpec {
+                    path: p.to_string(),
+                    format: "mp3".to_string(),
+                    bitrate_kbps: 64,
+                    source_password: "pw".to_string(),
+                })
+                .collect(),
+            max_listeners: Some(10),
+            demo_tone: false,
+            autodj: None,
+        }
+    }
+
+    fn stream(id: &str, slug: &str, key: &str) -> LiveStreamSpec {
+        LiveStreamSpec {
+            stream_id: id.to_string(),
+            slug: slug.to_string(),
+            stream_key: key.to_string(),
+            playback_secret: None,
+            origin_url: None,
+            renditions: Vec::new(),
+        }
+    }
+
+    fn base() -> EdgeConfig {
+        let mut b = EdgeConfig::default();
+        b.http.listen = "127.0.0.1:0".to_string();
+        b
+    }
+
+    #[test]
+    fn what_the_edge_refuses_is_left_out_and_named() {
+        let media = MediaCache::new(std::env::temp_dir().join("onda-admit-test"));
+        let desired = DesiredState {
+            generation: 7,
+            stations: vec![
+                station("s1", "administration-radio", &["/x.mp3"]),
+                station("bad", "hls", &["/x.mp3"]),
+                station("s2", "after", &["/a.mp3", "/b.mp3"]),
+            ],
+            live_streams: vec![
+                stream("l1", "demo-live", "key-one-0123456789"),
+                // The same key twice: the second stream is refused, not the first.
+                stream("l2", "other-live", "key-one-0123456789"),
+            ],
+        };
+        let a = admit(&base(), &desired, &media).unwrap();
+        assert_eq!(a.desired.generation, 7);
+        let ids: Vec<&str> = a
+            .desired
+            .stations
+            .iter()
+            .map(|s| s.station_id.as_str())
+            .collect();
+        assert_eq!(ids, ["s1", "s2"]);
+        assert_eq!(a.desired.live_streams.len(), 1);
+        assert_eq!(a.desired.live_streams[0].stream_id, "l1");
+        let rejected: Vec<&str> = a.rejected.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(rejected, ["l2", "bad"]);
+        assert!(
+            a.rejected[1].reason.contains("reserved"),
+            "{:?}",
+            a.rejected
+        );
+        // What is admitted passes the edge's check as a whole.
+        assert!(edge_config(&base(), &a.desired, &media).validate().is_ok());
+
+        // A clean state passes whole; bad node settings fail the whole state.
+        let clean = DesiredState {
+            stations: vec![station("s1", "one", &["/x.mp3"])],
+            ..DesiredState::default()
+        };
+        let a = admit(&base(), &clean, &media).unwrap();
+        assert_eq!((a.desired, a.rejected.len()), (clean.clone(), 0));
+        let mut broken = base();
+        broken.limits.burst_bytes = broken.limits.queue_bytes;
+        assert!(admit(&broken, &clean, &media).is_err());
     }
 }

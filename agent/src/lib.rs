@@ -40,6 +40,8 @@ pub struct Agent {
     pub advert: NodeAdvert,
     pub edge: Edge,
     pub desired: DesiredState,
+    /// What of `desired` the edge took, and what it refused (reported in heartbeats).
+    pub admitted: apply::Admitted,
     pub media: media::MediaCache,
     state_dir: PathBuf,
     base: EdgeConfig,
@@ -67,20 +69,19 @@ impl Agent {
         )
     }
 
-    /// Applies a desired state to the edge and the tone sources, and keeps it on disk.
+    /// Applies a desired state to the edge and the tone sources, and keeps it on disk. What the
+    /// edge refuses of it is left out and kept in `admitted.rejected`; everything else applies.
     pub fn apply(&mut self, desired: DesiredState) -> anyhow::Result<()> {
         // Known before any listener of a new mount can arrive, so its usage has a station.
         usage::remember_paths(&self.paths, &desired);
-        let cfg = apply::edge_config(&self.base, &desired, &self.media);
-        self.edge
-            .apply(cfg)
+        self.apply_admitted(&desired)
             .with_context(|| format!("generation {}", desired.generation))?;
-        self.tones.sync(&desired, self.edge.addr().port());
         identity::save_desired(&self.state_dir, &desired)?;
         tracing::info!(
-            "applied generation {} ({} station(s))",
+            "applied generation {} ({} station(s), {} refused)",
             desired.generation,
-            desired.stations.len()
+            self.admitted.desired.stations.len(),
+            self.admitted.rejected.len()
         );
         self.desired = desired;
         Ok(())
@@ -88,13 +89,29 @@ impl Agent {
 
     /// Applies the current desired state again (new media files arrived).
     pub fn reconfigure(&mut self) -> anyhow::Result<()> {
-        let cfg = apply::edge_config(&self.base, &self.desired, &self.media);
-        self.edge.apply(cfg)
+        let desired = self.desired.clone();
+        self.apply_admitted(&desired)
+    }
+
+    /// Applies to the edge and the tones what the edge takes of `desired`.
+    fn apply_admitted(&mut self, desired: &DesiredState) -> anyhow::Result<()> {
+        let admitted = apply::admit(&self.base, desired, &self.media)?;
+        let cfg = apply::edge_config(&self.base, &admitted.desired, &self.media);
+        self.edge.apply(cfg)?;
+        self.tones.sync(&admitted.desired, self.edge.addr().port());
+        if admitted.rejected != self.admitted.rejected {
+            for r in &admitted.rejected {
+                tracing::warn!("not applied: {}", r.reason);
+            }
+        }
+        self.admitted = admitted;
+        Ok(())
     }
 
     /// What each station's AutoDJ plays now, by station id.
     pub fn now_playing(&self) -> Vec<TrackPlaying> {
         let by_slug: std::collections::BTreeMap<&str, &str> = self
+            .admitted
             .desired
             .stations
             .iter()
@@ -136,7 +153,7 @@ impl Agent {
     /// Each mount's listeners and source, and each live stream's viewers and publisher (as
     /// the edge path `/hls/{slug}`, on the air while a publisher streams).
     pub fn mount_reports(&self) -> Vec<MountReport> {
-        let stations = apply::station_of_paths(&self.desired);
+        let stations = apply::station_of_paths(&self.admitted.desired);
         let mounts = self.edge.stats().into_iter().filter_map(|m| {
             Some(MountReport {
                 station_id: stations.get(&m.path)?.clone(),
@@ -147,6 +164,7 @@ impl Agent {
         });
         let live = self.edge.live_stats().into_iter().filter_map(|l| {
             let spec = self
+                .admitted
                 .desired
                 .live_streams
                 .iter()
@@ -240,7 +258,9 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
     let media = media::MediaCache::new(state_dir.join("media"));
     let spool = usage::Spool::open(&state_dir.join("usage"))?;
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
-    let edge = Edge::start(apply::edge_config(&base, &desired, &media))
+    // What the edge takes of the last desired state (the rest is refused again just below).
+    let admitted = apply::admit(&base, &desired, &media)?;
+    let edge = Edge::start(apply::edge_config(&base, &admitted.desired, &media))
         .await
         .context("cannot start the edge")?;
     let bound = edge.addr();
@@ -324,6 +344,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         advert,
         edge,
         desired: DesiredState::default(),
+        admitted: apply::Admitted::default(),
         media,
         state_dir,
         base,

@@ -88,6 +88,19 @@ fn failed(established: bool, error: impl Into<anyhow::Error>) -> Ended {
     }
 }
 
+/// A heartbeat: host readings, mounts, and (from protocol version 3) what the edge refused.
+fn heartbeat(agent: &mut Agent, version: u32) -> Heartbeat {
+    Heartbeat {
+        host: agent.sample_host(),
+        mounts: agent.mount_reports(),
+        rejected: if version >= proto::REJECTED_VERSION {
+            agent.admitted.rejected.clone()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
 async fn session(agent: &mut Agent, addr: SocketAddr, stop: &CancellationToken) -> Ended {
     let cfg = match agent.client_config() {
         Ok(c) => c,
@@ -214,7 +227,7 @@ async fn established(
                     want.send_replace(crate::apply::wanted_media(&agent.desired));
                     // What the node carries now, before the ack: the control plane trusts a
                     // node's observations only once they are as new as its desired state.
-                    let hb = Heartbeat { host: agent.sample_host(), mounts: agent.mount_reports() };
+                    let hb = heartbeat(agent, version);
                     if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
                         return failed(true, e);
                     }
@@ -245,7 +258,7 @@ async fn established(
                 Err(e) => return failed(true, e),
             },
             _ = beat.tick() => {
-                let hb = Heartbeat { host: agent.sample_host(), mounts: agent.mount_reports() };
+                let hb = heartbeat(agent, version);
                 if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
                     return failed(true, e);
                 }

@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEMO_TENANT: &str = "Demo Radio";
+/// The database record (`cluster_facts`) of which tenant is the demo tenant.
+const DEMO_TENANT_FACT: &str = "dev_demo_tenant";
 
 /// What `dev.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,7 +396,21 @@ async fn ensure_demo(
     onda_shared::api::LiveStream,
 )> {
     let mut tx = db.begin().await?;
-    let tenant = match db::tenants::find_by_name(&mut tx, DEMO_TENANT).await? {
+    // The demo tenant is the one a previous run recorded, by id (in the database, or in dev.json
+    // for a directory from before that record): a name is no identity, since any tenant may be
+    // called "Demo Radio", and neither is being the first tenant.
+    let mut remembered = None;
+    let recorded = db::cluster::fact(&mut tx, DEMO_TENANT_FACT).await?;
+    for id in recorded
+        .iter()
+        .map(String::as_str)
+        .chain(previous.map(|p| p.tenant_id.as_str()))
+    {
+        if remembered.is_none() && !id.is_empty() {
+            remembered = db::tenants::get(&mut tx, id).await?;
+        }
+    }
+    let tenant = match remembered {
         Some(t) => t,
         None => {
             let plan = db::plans::get(&mut tx, "plan_premium")
@@ -412,6 +428,9 @@ async fn ensure_demo(
             db::tenants::insert(&mut tx, &t).await?
         }
     };
+    if recorded.as_deref() != Some(tenant.id.as_str()) {
+        db::cluster::put_fact(&mut tx, DEMO_TENANT_FACT, &tenant.id).await?;
+    }
     let reusable_key = match previous {
         Some(p) => db::keys::tenant_for_secret(&mut tx, &secrets::sha256_hex(&p.tenant_api_key))
             .await?
@@ -428,8 +447,21 @@ async fn ensure_demo(
                 .secret
         }
     };
-    let existing = db::stations::list(&mut tx, Some(&tenant.id), 1, "").await?;
-    let station = match existing.items.into_iter().next() {
+    // The demo station: the one the previous run named if it is still the tenant's, else the
+    // tenant's first (only ever the demo tenant's own).
+    let remembered = match previous.map(|p| p.station_id.as_str()) {
+        Some(id) if !id.is_empty() => db::stations::get(&mut tx, id, Some(&tenant.id)).await?,
+        _ => None,
+    };
+    let existing = match remembered {
+        Some(s) => Some(s),
+        None => db::stations::list(&mut tx, Some(&tenant.id), 1, "")
+            .await?
+            .items
+            .into_iter()
+            .next(),
+    };
+    let station = match existing {
         Some(s) => s,
         None => create_for_tenant(
             &mut tx,

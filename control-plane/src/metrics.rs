@@ -34,6 +34,8 @@ pub struct ClusterMetrics {
     /// Invoices billing touched, by `outcome` = created | updated | unchanged |
     /// already_finalized | finalized | skipped.
     pub billing_invoices: IntCounterVec,
+    /// What nodes asked for and were refused, by `kind` (see `cluster::refusals`).
+    pub node_refusals: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -105,6 +107,15 @@ impl ClusterMetrics {
                 ),
                 &["outcome"],
             )?,
+            node_refusals: IntCounterVec::new(
+                Opts::new(
+                    "onda_node_refusals_total",
+                    "Requests of nodes the control plane refused, by kind (join: a failed join; usage: \
+                     usage for a station or stream the node did not carry; media: a media file its \
+                     desired state does not name; track: a track report for a station it does not run)",
+                ),
+                &["kind"],
+            )?,
         };
         registry.register(Box::new(m.sessions.clone()))?;
         registry.register(Box::new(m.usage_reports.clone()))?;
@@ -116,6 +127,10 @@ impl ClusterMetrics {
         registry.register(Box::new(m.station_listeners.clone()))?;
         registry.register(Box::new(m.tenant_listeners.clone()))?;
         registry.register(Box::new(m.billing_invoices.clone()))?;
+        registry.register(Box::new(m.node_refusals.clone()))?;
+        for k in crate::cluster::refusals::KINDS {
+            m.node_refusals.with_label_values(&[k]);
+        }
         // Series exist from the start, so dashboards and alerts see zeros, not gaps.
         for r in ["stored", "duplicate", "failed"] {
             m.usage_reports.with_label_values(&[r]);

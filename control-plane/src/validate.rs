@@ -88,6 +88,47 @@ pub fn slug(value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A station's slug: a [`slug`] that is not one of the path segments an edge node answers itself
+/// (the shared rule of [`onda_shared::paths`], which the edge checks too).
+pub fn station_slug(value: &str) -> Result<String, ApiError> {
+    let v = slug(value)?;
+    onda_shared::paths::check_station_slug(&v)
+        .map_err(|why| ApiError::Unprocessable(sentence(why)))?;
+    Ok(v)
+}
+
+/// A live stream's slug: a [`slug`] that an edge takes as a stream name (`/hls/{slug}/…`).
+pub fn stream_slug(value: &str) -> Result<String, ApiError> {
+    let v = slug(value)?;
+    onda_shared::paths::check_live_stream_name(&v)
+        .map_err(|why| ApiError::Unprocessable(sentence(why)))?;
+    Ok(v)
+}
+
+/// Every path a station's mounts take on an edge (`/{slug}{mount}`) passes the edge's own check.
+pub fn edge_paths(slug: &str, mounts: &[Mount]) -> Result<(), ApiError> {
+    for m in mounts {
+        let path = format!("/{slug}{}", m.path);
+        onda_shared::paths::check_edge_path(&path).map_err(|why| {
+            ApiError::Unprocessable(sentence(format!("Mount {:?}: {why}", m.path)))
+        })?;
+    }
+    Ok(())
+}
+
+/// A rule's message as a sentence: capitalised, ending with a full stop.
+fn sentence(s: String) -> String {
+    let mut c = s.chars();
+    let mut out: String = match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => s,
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// A slug made from a station name ("Radio Ñu 101!" → "radio-u-101"); `None` when nothing usable
 /// is left.
 pub fn slug_from_name(name: &str) -> Option<String> {
@@ -538,6 +579,22 @@ mod tests {
         assert!(slug("-bad").is_err());
         assert!(slug("Bad").is_err());
         assert!(slug("a").is_err());
+        // Reserved segments are whole segments: "administration-radio" is not "admin".
+        assert!(station_slug("administration-radio").is_ok());
+        for reserved in ["admin", "hls"] {
+            let Err(ApiError::Unprocessable(why)) = station_slug(reserved) else {
+                panic!("{reserved} is reserved");
+            };
+            assert!(why.contains("/admin") && why.ends_with('.'), "{why}");
+        }
+        assert!(stream_slug("hls").is_ok());
+        let m = |p: &str| Mount {
+            path: p.to_string(),
+            format: AudioFormat::Mp3,
+            bitrate_kbps: 64,
+        };
+        assert!(edge_paths("administration-radio", &[m("/x.mp3")]).is_ok());
+        assert!(edge_paths("hls", &[m("/x.mp3")]).is_err());
     }
 
     #[test]

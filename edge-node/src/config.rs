@@ -520,7 +520,9 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountConfig {
-    /// "/live": a slash and then letters, digits, '.', '_', '-' or '/'.
+    /// "/live": a slash and then letters, digits, '.', '_', '-' or '/'; not one of the paths the
+    /// server answers itself (`onda_shared::paths`: `/admin`, `/admin/…`, `/hls/…`,
+    /// `/status-json.xsl`, `/metrics`, `/healthz`, `/readyz`).
     pub path: String,
     /// Password of user `source` for this mount. Empty refuses every source (relay-only).
     #[serde(default)]
@@ -642,17 +644,6 @@ impl LimitsConfig {
     }
 }
 
-pub fn valid_mount_path(path: &str) -> bool {
-    path.len() >= 2
-        && path.len() <= 128
-        && path.starts_with('/')
-        && !path.contains("//")
-        && !path.contains("/.")
-        && path[1..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
-}
-
 impl EdgeConfig {
     pub fn validate(self) -> anyhow::Result<Validated> {
         let listen = self.http.listen.parse().map_err(|_| {
@@ -713,17 +704,8 @@ impl EdgeConfig {
             .map(|m| ("mounts", m.path.as_str()))
             .chain(self.relays.iter().map(|r| ("relays", r.path.as_str())));
         for (section, path) in all {
-            if !valid_mount_path(path) {
-                anyhow::bail!(
-                    "{section}: path {path:?} must start with '/' and use letters, digits, '.', '_', '-' or '/'"
-                );
-            }
-            if path.starts_with("/admin")
-                || path.starts_with("/hls/")
-                || path == "/status-json.xsl"
-                || path == "/metrics"
-            {
-                anyhow::bail!("{section}: path {path:?} is reserved for the server itself");
+            if let Err(why) = onda_shared::paths::check_edge_path(path) {
+                anyhow::bail!("{section}: {why}");
             }
             if !paths.insert(path.to_string()) {
                 anyhow::bail!("{section}: path {path:?} is configured twice");
@@ -883,16 +865,8 @@ impl EdgeConfig {
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for l in &self.live_streams {
-            let ok = !l.name.is_empty()
-                && l.name.len() <= 64
-                && l.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-            if !ok {
-                anyhow::bail!(
-                    "live_streams: name {:?} must be 1 to 64 letters, digits, '_' or '-'",
-                    l.name
-                );
+            if let Err(why) = onda_shared::paths::check_live_stream_name(&l.name) {
+                anyhow::bail!("live_streams: {why}");
             }
             if !names.insert(l.name.as_str()) {
                 anyhow::bail!("live_streams: name {:?} is used twice", l.name);

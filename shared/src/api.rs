@@ -379,6 +379,29 @@ pub struct StationPlacementInfo {
     pub origin: Option<String>,
     pub relays: Vec<String>,
     pub leaving: Vec<String>,
+    /// `unplaced` (no node carries it), `placed`, or `failed` (a node it is placed on refused
+    /// it; `failures` says why).
+    pub status: PlacementStatus,
+    /// Nodes that could not take the station, each with the edge's sentence.
+    #[serde(default)]
+    pub failures: Vec<PlacementFailure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStatus {
+    Unplaced,
+    Placed,
+    Failed,
+}
+
+/// A node that could not take a station or live stream it was given, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlacementFailure {
+    /// The node's id.
+    pub node: String,
+    /// The edge's sentence: the rule the station or stream breaks there.
+    pub reason: String,
 }
 
 /// Who the bearer token belongs to.
@@ -1071,4 +1094,7 @@ pub struct LiveStreamIngest {
     pub publish_url: Option<String>,
     /// The HLS playlist through the control plane's redirector.
     pub watch_path: String,
+    /// Nodes that could not take the stream, each with the edge's sentence.
+    #[serde(default)]
+    pub failures: Vec<PlacementFailure>,
 }

@@ -7,5 +7,6 @@ pub mod api;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod paths;
 pub mod playback;
 pub mod signal;

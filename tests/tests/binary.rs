@@ -140,8 +140,10 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         dev.logs()
     );
 
-    // A second run in the same directory finds the same data and credentials.
+    // A second run in the same directory finds the same data and credentials, also when another
+    // tenant of the same name, with a station and a stream, sorts before the demo tenant.
     let dir = dev.into_dir();
+    other_demo_radio(&dir.path().join(".onda-dev/onda.db")).await;
     let mut again = Proc::start_in(
         "onda dev (2nd)",
         dir,
@@ -157,7 +159,14 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         }
     })
     .await;
-    for k in ["admin_token", "tenant_api_key", "station_id", "tenant_id"] {
+    for k in [
+        "admin_token",
+        "tenant_api_key",
+        "station_id",
+        "station_slug",
+        "tenant_id",
+        "stream_key",
+    ] {
         assert_eq!(info2[k], info[k], "{k} changed across runs");
     }
     let api2 = info2["api_url"].as_str().expect("api_url");
@@ -174,10 +183,60 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     .await;
     assert_eq!(
         tenants["items"].as_array().map(Vec::len),
-        Some(1),
-        "no duplicate demo tenant"
+        Some(2),
+        "no duplicate demo tenant (the other one is the tenant made between the runs)"
     );
     assert!(again.try_exit().is_none());
+}
+
+/// Another tenant called "Demo Radio", whose id sorts first, with a station and a live stream,
+/// written into a stopped dev mode's database.
+async fn other_demo_radio(db_path: &std::path::Path) {
+    use onda_control_plane::{api, db};
+    use onda_shared::api::{AudioFormat, CreateLiveStream, CreateStation, Mount, StreamAccess};
+    use sqlx::Connection as _;
+    // A plain connection: the database stays as the binary migrated it.
+    sqlx::any::install_default_drivers();
+    let mut tx = sqlx::AnyConnection::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .expect("the dev database");
+    let t = onda_shared::api::Tenant {
+        id: "tnt_0".to_string(),
+        name: onda_control_plane::dev::DEMO_TENANT.to_string(),
+        email: "other@example.com".to_string(),
+        plan_id: "plan_premium".to_string(),
+        status: onda_shared::api::TenantStatus::Active,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    db::tenants::insert(&mut tx, &t).await.expect("tenant");
+    let station = CreateStation {
+        name: "Not The Demo".to_string(),
+        slug: Some("not-the-demo".to_string()),
+        description: String::new(),
+        genre: String::new(),
+        autodj_enabled: false,
+        max_listeners: None,
+        mounts: vec![Mount {
+            path: "/radio.mp3".to_string(),
+            format: AudioFormat::Mp3,
+            bitrate_kbps: 64,
+        }],
+        region: String::new(),
+        node_labels: Default::default(),
+    };
+    api::stations::create_for_tenant(&mut tx, &t.id, station)
+        .await
+        .expect("station");
+    let stream = CreateLiveStream {
+        name: "Not The Demo".to_string(),
+        slug: Some("not-the-demo".to_string()),
+        access: StreamAccess::Public,
+    };
+    api::streams::create_for_tenant(&mut tx, &t.id, stream)
+        .await
+        .expect("stream");
+    tx.close().await.expect("close");
 }
 
 /// ffprobe's codec of a URL (following redirects), retried while the station comes on the air.

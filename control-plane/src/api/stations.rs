@@ -12,8 +12,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
-    CreateStation, Page, PageParams, Plan, Problem, Station, StationPlacementInfo, Tenant,
-    TenantStatus, UpdateStation,
+    CreateStation, Page, PageParams, PlacementFailure, PlacementStatus, Plan, Problem, Station,
+    StationPlacementInfo, Tenant, TenantStatus, UpdateStation,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -75,16 +75,20 @@ pub async fn create_for_tenant(
         });
     }
     let slug = match &req.slug {
-        Some(s) => validate::slug(s)?,
+        Some(s) => validate::station_slug(s)?,
         None => {
             let base = validate::slug_from_name(&name).unwrap_or_else(|| "station".to_string());
             let mut candidate = base.clone();
-            while db::stations::slug_taken(conn, &candidate).await? {
+            // A name like "HLS" gives a reserved slug: it gets a suffix like a taken one.
+            while validate::station_slug(&candidate).is_err()
+                || db::stations::slug_taken(conn, &candidate).await?
+            {
                 candidate = format!("{base}-{}", &secrets::new_id("s")[2..8]);
             }
             candidate
         }
     };
+    validate::edge_paths(&slug, &req.mounts)?;
     let station = Station {
         id: secrets::new_id("stn"),
         tenant_id: tenant_id.to_string(),
@@ -169,11 +173,26 @@ pub async fn placement(
     {
         return Err(not_found(&id));
     }
-    let placed = match &st.cluster {
-        Some(c) => c.view.get().placement.stations.get(&id).cloned(),
-        None => None,
+    let (placed, failures) = match &st.cluster {
+        Some(c) => {
+            let snap = c.view.get();
+            (
+                snap.placement.stations.get(&id).cloned(),
+                failures(&snap, &id),
+            )
+        }
+        None => (None, Vec::new()),
+    };
+    let status = if !failures.is_empty() {
+        PlacementStatus::Failed
+    } else if placed.as_ref().is_some_and(|p| !p.origin.is_empty()) {
+        PlacementStatus::Placed
+    } else {
+        PlacementStatus::Unplaced
     };
     Ok(Json(StationPlacementInfo {
+        status,
+        failures,
         station_id: id,
         origin: placed
             .as_ref()
@@ -185,6 +204,14 @@ pub async fn placement(
             .unwrap_or_default(),
         leaving: placed.map(|p| p.leaving).unwrap_or_default(),
     }))
+}
+
+/// The nodes that refused a station or live stream, as the API shows them.
+pub(crate) fn failures(snap: &crate::cluster::view::Snapshot, id: &str) -> Vec<PlacementFailure> {
+    snap.refusals(id)
+        .into_iter()
+        .map(|(node, reason)| PlacementFailure { node, reason })
+        .collect()
 }
 
 /// Change a station; absent fields stay, `mounts` replaces the whole list. Plan limits apply.
@@ -208,7 +235,7 @@ pub async fn update(
         s.name = validate::name("name", n)?;
     }
     if let Some(slug) = &req.slug {
-        s.slug = validate::slug(slug)?;
+        s.slug = validate::station_slug(slug)?;
     }
     if let Some(d) = &req.description {
         s.description = validate::text("description", d)?;
@@ -228,6 +255,7 @@ pub async fn update(
         s.node_labels = validate::labels("node_labels", l)?;
     }
     validate::station(&plan, &s.mounts, s.max_listeners, s.autodj_enabled)?;
+    validate::edge_paths(&s.slug, &s.mounts)?;
     let saved = match db::stations::update(&mut tx, &s).await {
         Ok(saved) => saved,
         Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),

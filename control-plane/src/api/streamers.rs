@@ -17,9 +17,6 @@ use onda_shared::api::{
     CreateStreamer, LiveIngest, Page, PageParams, Problem, Streamer, UpdateStreamer,
 };
 
-/// The live mount of every station with the AutoDJ on.
-pub const LIVE_MOUNT: &str = "/live";
-
 fn station_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("There is no station {id:?}."))
 }
@@ -179,7 +176,9 @@ pub async fn live(
             .await?
             .ok_or_else(|| station_not_found(&id))?
     };
-    let mount = format!("/{}{LIVE_MOUNT}", station.slug);
+    // The same free path the leader gives the station's origin (`/live` unless a mount has it).
+    let live_mount = onda_shared::paths::live_mount(station.mounts.iter().map(|m| m.path.as_str()));
+    let mount = format!("/{}{live_mount}", station.slug);
     let server_url = st.cluster.as_ref().and_then(|c| {
         let snap = c.view.get();
         let origin = &snap.placement.stations.get(&id)?.origin;

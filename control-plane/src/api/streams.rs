@@ -61,7 +61,7 @@ pub async fn create_for_tenant(
     }
     let name = validate::name("name", &req.name)?;
     let slug = match &req.slug {
-        Some(s) => validate::slug(s)?,
+        Some(s) => validate::stream_slug(s)?,
         None => {
             let base = validate::slug_from_name(&name).unwrap_or_else(|| "live".to_string());
             let mut candidate = base.clone();
@@ -148,7 +148,7 @@ pub async fn update(
         s.name = validate::name("name", n)?;
     }
     if let Some(slug) = &req.slug {
-        s.slug = validate::slug(slug)?;
+        s.slug = validate::stream_slug(slug)?;
     }
     s.access = req.access.unwrap_or(s.access);
     let saved = match db::live_streams::update(&mut tx, &s).await {
@@ -309,18 +309,15 @@ pub async fn ingest(
 ) -> ApiResult<Json<LiveStreamIngest>> {
     let mut conn = st.db.conn().await?;
     let s = find(&mut conn, &id, caller.tenant_scope()).await?;
-    let origin = st
-        .cluster
+    let snap = st.cluster.as_ref().map(|c| c.view.get());
+    let origin = snap
         .as_ref()
-        .and_then(|c| {
-            c.view
-                .get()
-                .placement
-                .stations
-                .get(&id)
-                .map(|p| p.origin.clone())
-        })
+        .and_then(|snap| snap.placement.stations.get(&id).map(|p| p.origin.clone()))
         .filter(|o| !o.is_empty());
+    let failures = snap
+        .as_ref()
+        .map(|snap| super::stations::failures(snap, &id))
+        .unwrap_or_default();
     let node = match &origin {
         Some(n) => db::nodes::get(&mut conn, n).await?,
         None => None,
@@ -337,5 +334,6 @@ pub async fn ingest(
         rtmp_url,
         stream_key: s.stream_key,
         watch_path: format!("/watch/{}.m3u8", s.slug),
+        failures,
     }))
 }

@@ -70,10 +70,10 @@ async fn handle(
             )
             .await;
             if let ControlMessage::Refused { code, message } = &answer {
-                tracing::warn!(
-                    "refused a join from {}: {code:?}: {message}",
-                    conn.remote_address()
-                );
+                // Anyone can try to join: one line per interval, however many try.
+                cluster.refusals.refuse("join", || {
+                    format!("a join from {}: {code:?}: {message}", conn.remote_address())
+                });
             }
             finish(&conn, &mut send, &answer).await
         }
@@ -222,14 +222,8 @@ async fn join(
         return refused(RefusalCode::BadRequest, why);
     }
     let node_id = crate::secrets::new_id("node");
-    let cert_pem = match cluster.ca.sign_node(csr_pem, &node_id) {
-        Ok(c) => c,
-        Err(e) => return refused(RefusalCode::BadRequest, format!("{e:#}")),
-    };
-    let fp = match onda_shared::cluster::tls::certs_from_pem(&cert_pem) {
-        Ok(c) => onda_shared::cluster::tls::sha256_hex(&c[0]),
-        Err(e) => return refused(RefusalCode::Internal, format!("{e:#}")),
-    };
+    // The token is checked (and consumed) before the CA looks at the CSR: without a valid token
+    // the CA signs nothing. A refused CSR rolls the consumption back with the transaction.
     let result: anyhow::Result<ControlMessage> = async {
         let mut tx = cluster.db.begin().await?;
         let secret = crate::secrets::sha256_hex(token_secret);
@@ -263,6 +257,14 @@ async fn join(
                 ),
             ));
         }
+        let cert_pem = match cluster.ca.sign_node(csr_pem, &node_id) {
+            Ok(c) => c,
+            Err(e) => return Ok(refused(RefusalCode::BadRequest, format!("{e:#}"))),
+        };
+        let fp = match onda_shared::cluster::tls::certs_from_pem(&cert_pem) {
+            Ok(c) => onda_shared::cluster::tls::sha256_hex(&c[0]),
+            Err(e) => return Ok(refused(RefusalCode::Internal, format!("{e:#}"))),
+        };
         db::nodes::insert(&mut tx, &node_id, node, &fp).await?;
         tx.commit().await?;
         Ok(ControlMessage::Joined {
@@ -420,8 +422,7 @@ async fn session(
                             lease = coord.grant(settings.node_ttl).await?;
                             coord.put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease)).await?;
                         }
-                        observed.host = hb.host;
-                        observed.mounts = hb.mounts;
+                        observe(&mut observed, hb, version, &advert.name);
                         put_observed(lease, &observed).await?;
                         beats += 1;
                         if beats % 10 == 1 {
@@ -485,8 +486,9 @@ async fn session(
                 let (media_send, media_recv) = bi?;
                 let cluster = cluster.clone();
                 let node = advert.name.clone();
+                let node_id = id.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_media(&cluster, media_send, media_recv).await {
+                    if let Err(e) = serve_media(&cluster, &node_id, media_send, media_recv).await {
                         tracing::warn!("node {node}: media stream: {e:#}");
                     }
                 });
@@ -525,6 +527,23 @@ async fn session(
     outcome
 }
 
+/// Takes a heartbeat's observations: host, mounts and (from version 3) what the node's edge
+/// refused, each newly refused station or stream logged once.
+fn observe(observed: &mut Observed, hb: proto::Heartbeat, version: u32, node: &str) {
+    observed.host = hb.host;
+    observed.mounts = hb.mounts;
+    if version >= proto::REJECTED_VERSION && observed.rejected != hb.rejected {
+        for r in hb
+            .rejected
+            .iter()
+            .filter(|r| !observed.rejected.contains(r))
+        {
+            tracing::warn!("node {node} cannot take {}: {}", r.id, r.reason);
+        }
+        observed.rejected = hb.rejected;
+    }
+}
+
 /// Stores a usage report once per (node, seq): a resend of a stored report changes nothing.
 async fn store_usage(
     cluster: &Cluster,
@@ -548,7 +567,34 @@ async fn store_usage(
     }
     let stored: anyhow::Result<bool> = async {
         let mut tx = cluster.db.begin().await?;
-        let fresh = db::usage::store(&mut tx, node_id, report, crate::db::now_ms()).await?;
+        // Only usage of what the node carried in the period counts; the rest is refused, and the
+        // report is still stored (without it) and acknowledged, so the node's spool drains.
+        let carried = db::carriage::carried_during(
+            &mut tx,
+            node_id,
+            report.period_start_ms,
+            report.period_end_ms,
+        )
+        .await?;
+        let (kept, refused): (Vec<_>, Vec<_>) = report
+            .mounts
+            .iter()
+            .cloned()
+            .partition(|m| carried.contains(&m.station_id));
+        for m in &refused {
+            cluster.refusals.refuse("usage", || {
+                format!(
+                    "node {node_id} reported usage of {:.64} ({:.128}) in report {}, which it \
+                     did not carry in that period",
+                    m.station_id, m.mount, report.seq
+                )
+            });
+        }
+        let report = proto::UsageReport {
+            mounts: kept,
+            ..report.clone()
+        };
+        let fresh = db::usage::store(&mut tx, node_id, &report, crate::db::now_ms()).await?;
         tx.commit().await?;
         Ok(fresh)
     }
@@ -587,6 +633,19 @@ async fn track_changed(
     if track.station_id.is_empty() || track.station_id.len() > 64 {
         anyhow::bail!("a track report must name its station");
     }
+    // A node speaks only for the stations it carries.
+    if !desired_of(cluster, node_id)
+        .await?
+        .is_some_and(|d| d.carries(&track.station_id))
+    {
+        cluster.refusals.refuse("track", || {
+            format!(
+                "node {node_id} reported a track of {:.64}, which it does not carry",
+                track.station_id
+            )
+        });
+        return Ok(());
+    }
     // Titles come from DJs' source clients: keep them to a sane size.
     for text in [&mut track.title, &mut track.artist, &mut track.track_title] {
         if text.len() > 1024 {
@@ -612,14 +671,46 @@ async fn track_changed(
     Ok(())
 }
 
-/// Answers one media request: the file with the asked hash, streamed from the media store.
-async fn serve_media(cluster: &Cluster, mut send: Send, mut recv: Recv) -> anyhow::Result<()> {
+/// The node's desired state as the leader last wrote it (None before the first).
+async fn desired_of(cluster: &Cluster, node_id: &str) -> anyhow::Result<Option<DesiredState>> {
+    match cluster
+        .coord
+        .get(&format!("{}{node_id}", keys::DESIRED))
+        .await?
+    {
+        Some(raw) => Ok(Some(
+            serde_json::from_slice(&raw).context("a stored desired state does not decode")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Answers one media request: the file with the asked hash, streamed from the media store, if
+/// the node's desired state names it (a node gets the media of what it plays, nothing else).
+async fn serve_media(
+    cluster: &Cluster,
+    node_id: &str,
+    mut send: Send,
+    mut recv: Recv,
+) -> anyhow::Result<()> {
     let req: proto::MediaRequest =
         tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv))
             .await
             .context("no media request within 10 s")??
             .context("the media stream closed before its request")?;
-    let found = match cluster.blob_path(&req.sha256) {
+    let named = desired_of(cluster, node_id)
+        .await?
+        .is_some_and(|d| d.media().contains_key(&req.sha256));
+    if !named {
+        cluster.refusals.refuse("media", || {
+            format!(
+                "node {node_id} asked for media file {:.64} that its desired state does not name",
+                req.sha256
+            )
+        });
+    }
+    // Refused like a missing file: the node learns nothing about what the store holds.
+    let found = match cluster.blob_path(&req.sha256).filter(|_| named) {
         Some(path) => tokio::fs::File::open(&path).await.ok().map(|f| (f, path)),
         None => None,
     };

@@ -212,6 +212,8 @@ pub struct Round {
     /// The AutoDJ catalogue (library, playlists, DJ accounts) and when it was read: it is read
     /// again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
     autodj: Option<(tokio::time::Instant, Arc<AutoDjInputs>)>,
+    /// Nodes whose carriage this leadership has recorded (see [`write_desired`]).
+    carriage_recorded: BTreeSet<String>,
 }
 
 /// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change reaches its
@@ -428,6 +430,9 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         if n.revoked_at.is_some() {
             if existing.contains_key(&n.id) {
                 coord.delete(&format!("{}{}", keys::DESIRED, n.id)).await?;
+                let mut tx = cluster.db.begin().await?;
+                db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), true).await?;
+                tx.commit().await?;
             }
             continue;
         }
@@ -517,21 +522,15 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
                 },
             })
             .collect();
-        let previous = existing.get(&n.id);
-        if previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams)) {
-            let desired = DesiredState {
-                generation: previous.map_or(0, |d| d.generation) + 1,
-                stations,
-                live_streams,
-            };
-            coord
-                .put(
-                    &format!("{}{}", keys::DESIRED, n.id),
-                    &serde_json::to_vec(&desired)?,
-                    None,
-                )
-                .await?;
-        }
+        write_desired(
+            cluster,
+            round,
+            &n.id,
+            existing.get(&n.id),
+            stations,
+            live_streams,
+        )
+        .await?;
         let is_alive = alive.contains(&n.id);
         let changed = round
             .last_alive
@@ -544,6 +543,50 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     }
     round.last_alive = Some(alive);
     Ok((outcome.placement.stations.len(), outcome.moved))
+}
+
+/// Writes a node's desired state where it changed (with the next generation), after recording in
+/// the database what it names (`carriage`, which usage reports are checked against). A
+/// leadership's first round records it for every node, changed or not (see
+/// [`db::carriage::sync`] for where an unchanged state's new rows start).
+async fn write_desired(
+    cluster: &Cluster,
+    round: &mut Round,
+    node_id: &str,
+    previous: Option<&DesiredState>,
+    stations: Vec<StationSpec>,
+    live_streams: Vec<LiveStreamSpec>,
+) -> anyhow::Result<()> {
+    let changed =
+        previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams));
+    if changed || !round.carriage_recorded.contains(node_id) {
+        let carried: BTreeSet<String> = stations
+            .iter()
+            .map(|s| s.station_id.clone())
+            .chain(live_streams.iter().map(|l| l.stream_id.clone()))
+            .collect();
+        let now = db::now_ms();
+        let mut tx = cluster.db.begin().await?;
+        db::carriage::sync(&mut tx, node_id, &carried, now, changed).await?;
+        tx.commit().await?;
+        round.carriage_recorded.insert(node_id.to_string());
+    }
+    if changed {
+        let desired = DesiredState {
+            generation: previous.map_or(0, |d| d.generation) + 1,
+            stations,
+            live_streams,
+        };
+        cluster
+            .coord
+            .put(
+                &format!("{}{node_id}", keys::DESIRED),
+                &serde_json::to_vec(&desired)?,
+                None,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Each carrier's share of each station's listener limit (see [`super::shares`]), keyed by
@@ -670,15 +713,12 @@ fn autodj_spec(
             timezone: "UTC".to_string(),
             crossfade_ms: 0,
         });
-    let live_mount = if s.mounts.iter().any(|m| m.0 == "/live") {
-        "/live-dj"
-    } else {
-        "/live"
-    };
+    // A path none of the station's mounts has (the edge refuses a path configured twice).
+    let live_mount = onda_shared::paths::live_mount(s.mounts.iter().map(|m| m.0.as_str()));
     Some(AutoDjSpec {
         timezone: settings.timezone,
         crossfade_ms: u64::from(settings.crossfade_ms),
-        live_mount: Some(live_mount.to_string()),
+        live_mount: Some(live_mount),
         djs: djs.cloned().unwrap_or_default(),
         playlists,
     })
@@ -691,4 +731,52 @@ fn wire<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The DJ mount is never one of the station's mounts (the edge would refuse the node's
+    /// configuration over a path configured twice).
+    #[test]
+    fn the_live_mount_is_free_among_the_station_mounts() {
+        let station = |mounts: &[&str]| db::cluster::CatalogStation {
+            id: "stn_1".to_string(),
+            tenant_id: "tnt_1".to_string(),
+            slug: "two-lives".to_string(),
+            name: "Two Lives".to_string(),
+            max_listeners: 10,
+            source_password: "pw".to_string(),
+            region: String::new(),
+            node_labels: BTreeMap::new(),
+            mounts: mounts
+                .iter()
+                .map(|p| (p.to_string(), "mp3".to_string(), 64))
+                .collect(),
+            active: true,
+            autodj: true,
+        };
+        let mut cat = db::playlists::AutoDjCatalog::default();
+        cat.media.insert(
+            "stn_1".to_string(),
+            vec![db::playlists::TrackRow {
+                media_id: "med_1".to_string(),
+                sha256: "a".repeat(64),
+                size_bytes: 1,
+                artist: "A".to_string(),
+                title: "T".to_string(),
+                duration_ms: 1000,
+            }],
+        );
+        for (mounts, live) in [
+            (&["/radio.mp3"][..], "/live"),
+            (&["/live", "/radio.mp3"][..], "/live-dj"),
+            (&["/live", "/live-dj"][..], "/live-dj-2"),
+        ] {
+            let spec = autodj_spec(&station(mounts), &cat, None).unwrap();
+            assert_eq!(spec.live_mount.as_deref(), Some(live), "{mounts:?}");
+        }
+    }
 }

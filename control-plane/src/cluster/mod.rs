@@ -12,6 +12,7 @@
 pub mod ca;
 pub mod channel;
 pub mod leader;
+pub mod refusals;
 pub mod shares;
 pub mod view;
 
@@ -21,7 +22,7 @@ use crate::coordinator::etcd::EtcdCoordinator;
 use crate::coordinator::memory::MemoryCoordinator;
 use crate::db::Db;
 use anyhow::Context as _;
-use onda_shared::cluster::proto::{HostMetrics, MountReport};
+use onda_shared::cluster::proto::{HostMetrics, MountReport, Rejected};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct Observed {
     pub host: HostMetrics,
     pub mounts: Vec<MountReport>,
     pub applied_generation: u64,
+    /// Stations and live streams of its desired state the node's edge refused (protocol 3).
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
 }
 
 /// What the leader and the views read each round: the catalogue and nodes from the database,
@@ -145,6 +149,8 @@ pub struct Cluster {
     /// The media store nodes fetch AutoDJ files from.
     pub media: Option<Arc<crate::media::MediaStore>>,
     pub metrics: crate::metrics::ClusterMetrics,
+    /// Refusals of nodes' requests: counted, and logged at most once per kind and 10 s.
+    pub refusals: refusals::RefusalLog,
     leading: AtomicBool,
     started: tokio::time::Instant,
 }
@@ -248,6 +254,10 @@ pub async fn start(
         changed: tokio::sync::watch::Sender::new(0),
         quic_addr,
         media,
+        refusals: refusals::RefusalLog::new(
+            metrics.node_refusals.clone(),
+            std::time::Duration::from_secs(10),
+        ),
         metrics,
         settings,
         leading: AtomicBool::new(false),

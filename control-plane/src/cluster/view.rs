@@ -36,6 +36,8 @@ pub struct NodeView {
     pub on_air: BTreeSet<String>,
     /// Every mount the node last reported (relay pulls are not in its listeners).
     pub mounts: Vec<onda_shared::cluster::proto::MountReport>,
+    /// What of its desired state the node's edge refused, and why.
+    pub rejected: Vec<onda_shared::cluster::proto::Rejected>,
 }
 
 /// An edge serving a mount, for the redirector.
@@ -67,6 +69,20 @@ impl View {
 impl Snapshot {
     pub fn station(&self, key: &str) -> Option<&Arc<CatalogStation>> {
         self.stations.get(key)
+    }
+
+    /// The nodes whose edge refused this station or live stream, with the edge's reason.
+    pub fn refusals(&self, id: &str) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .flat_map(|(node, n)| {
+                n.rejected
+                    .iter()
+                    .filter(move |r| r.id == id)
+                    .map(move |r| (node.clone(), r.reason.clone()))
+            })
+            .collect()
     }
 
     /// Live edges with this station's mount on the air, least loaded first.
@@ -177,6 +193,7 @@ async fn refresh(cluster: &Cluster) -> anyhow::Result<Snapshot> {
                     })
                     .unwrap_or_default(),
                 mounts: obs.map(|o| o.mounts.clone()).unwrap_or_default(),
+                rejected: obs.map(|o| o.rejected.clone()).unwrap_or_default(),
             };
             (n.id, view)
         })

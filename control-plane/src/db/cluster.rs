@@ -111,6 +111,30 @@ pub async fn consume_token(
     })
 }
 
+/// The value recorded under `name`, if any.
+pub async fn fact(conn: &mut Conn, name: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT value FROM cluster_facts WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get("value"))
+        .transpose()
+}
+
+/// Records `value` under `name`, replacing what was there (in the caller's transaction).
+pub async fn put_fact(conn: &mut Conn, name: &str, value: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM cluster_facts WHERE name = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO cluster_facts (name, value) VALUES ($1, $2)")
+        .bind(name)
+        .bind(value)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Records `value` under `name` unless another replica did first; returns what is stored.
 pub async fn agree_fact(conn: &mut Conn, name: &str, value: &str) -> Result<String, sqlx::Error> {
     let existing = sqlx::query("SELECT value FROM cluster_facts WHERE name = $1")

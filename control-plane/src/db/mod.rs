@@ -3,6 +3,7 @@
 //! backends through sqlx's Any driver; each submodule owns the queries of one resource.
 
 pub mod billing;
+pub mod carriage;
 pub mod cluster;
 pub mod history;
 pub mod keys;
@@ -76,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "live renditions",
         include_str!("../../migrations/0010_live_renditions.sql"),
+    ),
+    (
+        11,
+        "carriage",
+        include_str!("../../migrations/0011_carriage.sql"),
     ),
 ];
 

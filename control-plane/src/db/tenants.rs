@@ -31,14 +31,6 @@ pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Tenant>, sqlx::Erro
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Option<Tenant>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenants WHERE name = $1 ORDER BY id LIMIT 1"
-    ));
-    let row = sqlx::query(sql).bind(name).fetch_optional(conn).await?;
-    row.as_ref().map(from_row).transpose()
-}
-
 pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Tenant>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"

@@ -9,7 +9,10 @@
 //! naming both ranges. Message types a peer does not know are a protocol error naming the type,
 //! never a crash. Version 2 adds usage reports ([`NodeMessage::Usage`], acknowledged by
 //! [`ControlMessage::UsageAck`]); a node sends them only in a version-2 session and spools them
-//! meanwhile.
+//! meanwhile. Version 3 adds [`Heartbeat::rejected`]: the stations and live streams of the desired
+//! state the node could not take (it applies everything else); a node fills it only in a
+//! version-3 session, and a control plane reads it only there (the field is absent otherwise, so
+//! older peers are unaffected).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
@@ -17,9 +20,11 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// Versions this build speaks.
 pub const MIN_VERSION: u32 = 1;
-pub const MAX_VERSION: u32 = 2;
+pub const MAX_VERSION: u32 = 3;
 /// The first version with usage reports.
 pub const USAGE_VERSION: u32 = 2;
+/// The first version in which heartbeats name what the node could not apply.
+pub const REJECTED_VERSION: u32 = 3;
 /// ALPN of the control channel; a peer that is not Onda fails the TLS handshake.
 pub const ALPN: &[u8] = b"onda-control";
 /// Largest frame either side accepts.
@@ -111,6 +116,19 @@ pub struct Heartbeat {
     pub host: HostMetrics,
     /// Observed state: every mount the edge serves.
     pub mounts: Vec<MountReport>,
+    /// Stations and live streams of the applied desired state that the node's edge refused
+    /// (everything else is applied). Version 3 and later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejected>,
+}
+
+/// A station or live stream of a desired state that a node could not take, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The station's or the live stream's id.
+    pub id: String,
+    /// The edge's sentence (the configuration rule it breaks).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -245,6 +263,26 @@ pub struct DesiredState {
     /// Live video streams this node takes RTMP publishes for and serves as HLS.
     #[serde(default)]
     pub live_streams: Vec<LiveStreamSpec>,
+}
+
+impl DesiredState {
+    /// Every media file the state's AutoDJs play (on stations the node originates), with its
+    /// size: what the node fetches, and all the control plane serves it.
+    pub fn media(&self) -> BTreeMap<String, u64> {
+        self.stations
+            .iter()
+            .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
+            .filter_map(|s| s.autodj.as_ref())
+            .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
+            .map(|t| (t.sha256.clone(), t.size_bytes))
+            .collect()
+    }
+
+    /// Whether the state names this station or live stream.
+    pub fn carries(&self, id: &str) -> bool {
+        self.stations.iter().any(|s| s.station_id == id)
+            || self.live_streams.iter().any(|l| l.stream_id == id)
+    }
 }
 
 /// A live stream the node ingests: publishers present `stream_key`; viewers play
@@ -472,8 +510,22 @@ mod tests {
     #[test]
     fn negotiation() {
         assert_eq!(negotiate(1, 1), Ok(1));
-        assert_eq!(negotiate(1, 5), Ok(2));
-        let err = negotiate(3, 4).unwrap_err();
-        assert!(err.contains("3..=4") && err.contains("1..=2"), "{err}");
+        assert_eq!(negotiate(1, 2), Ok(2));
+        assert_eq!(negotiate(1, 5), Ok(3));
+        let err = negotiate(4, 5).unwrap_err();
+        assert!(err.contains("4..=5") && err.contains("1..=3"), "{err}");
+    }
+
+    #[test]
+    fn heartbeats_of_version_2_still_decode() {
+        // A version-2 node's heartbeat has no `rejected`; a version-2 control plane ignores it.
+        let v2 = r#"{"type":"heartbeat","host":{"cpu_percent":0.0,"memory_total_bytes":1,
+            "memory_available_bytes":1,"net_rx_bytes":0,"net_tx_bytes":0},"mounts":[]}"#;
+        let NodeMessage::Heartbeat(hb) = serde_json::from_str(v2).unwrap() else {
+            panic!("a heartbeat");
+        };
+        assert!(hb.rejected.is_empty());
+        let json = serde_json::to_string(&NodeMessage::Heartbeat(hb)).unwrap();
+        assert!(!json.contains("rejected"), "{json}");
     }
 }
