@@ -61,8 +61,8 @@ pub struct Session {
     pub connected_at: SystemTime,
     pub started: Instant,
     ring: Mutex<Ring>,
-    /// For Ogg streams: the header pages new listeners need first.
-    ogg: Option<Mutex<crate::frames::OggHeaders>>,
+    /// For Ogg streams: each chained link's header pages, which listeners need first.
+    ogg: Option<Mutex<crate::ogg::OggTracker>>,
     /// Bytes received from the source.
     end: AtomicU64,
     /// Bytes listeners may read: `end` as of the last publication. Publishing in batches (every
@@ -95,7 +95,7 @@ impl Session {
     /// A session; `batch_bytes` 0 publishes every push at once (no batching).
     pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64, batch_bytes: u64) -> Session {
         let ogg = crate::frames::is_ogg(&info.content_type)
-            .then(|| Mutex::new(crate::frames::OggHeaders::default()));
+            .then(|| Mutex::new(crate::ogg::OggTracker::default()));
         Session {
             ogg,
             info,
@@ -124,8 +124,14 @@ impl Session {
         if chunk.is_empty() {
             return;
         }
-        if let Some(ogg) = &self.ogg {
-            lock(ogg).feed(&chunk);
+        let tags = self.ogg.as_ref().and_then(|ogg| {
+            let mut ogg = lock(ogg);
+            ogg.feed(&chunk);
+            ogg.take_tags()
+        });
+        if let Some(tags) = tags.filter(|t| !t.is_empty()) {
+            // A new track's comment header: now playing, as an /admin/metadata update would.
+            self.set_tags(tags);
         }
         {
             let mut ring = lock(&self.ring);
@@ -142,6 +148,9 @@ impl Session {
                 }
             }
             self.end.store(new_end, Ordering::Release);
+            if let (Some(ogg), Some((oldest, _))) = (&self.ogg, ring.chunks.front()) {
+                lock(ogg).forget_before(*oldest);
+            }
         }
         let end = self.end();
         if end - self.published() >= self.batch_bytes {
@@ -206,28 +215,16 @@ impl Session {
         self.align(&ring, start, end)
     }
 
-    /// Where a listener starts reading, and what it must be sent before (an Ogg stream's header
-    /// pages when it starts after them). A start inside the header pages moves back to their
-    /// beginning, so a decoder always sees them whole.
+    /// Where a listener starts reading, and what it must be sent before: for an Ogg stream, the
+    /// header pages of the chained link its start belongs to (a start inside header pages moves
+    /// on to the link's first audio page), so a decoder always has the headers of what follows.
     pub fn listener_start(&self, back: u64) -> (u64, Option<Bytes>) {
         let pos = self.burst_start(back);
         let Some(ogg) = &self.ogg else {
             return (pos, None);
         };
-        let ogg = lock(ogg);
-        let (headers, start, end) = ogg.headers();
-        if headers.is_empty() {
-            (pos, None)
-        } else if pos >= end {
-            (pos, Some(Bytes::copy_from_slice(headers)))
-        } else {
-            let oldest = lock(&self.ring).chunks.front().map_or(start, |(s, _)| *s);
-            if start >= oldest {
-                (start.min(pos), None)
-            } else {
-                (pos, Some(Bytes::copy_from_slice(headers)))
-            }
-        }
+        let oldest = lock(&self.ring).chunks.front().map_or(pos, |(s, _)| *s);
+        lock(ogg).start_for(pos, oldest)
     }
 
     /// The first frame boundary at or after `start` (within 8 KiB), or `start` itself when the
@@ -250,7 +247,12 @@ impl Session {
                 break;
             }
         }
-        crate::frames::find_frame(&window, parse).map_or(start, |i| start + i as u64)
+        let found = if crate::frames::is_ogg(&self.info.content_type) {
+            crate::frames::find_ogg_start(&window)
+        } else {
+            crate::frames::find_frame(&window, parse)
+        };
+        found.map_or(start, |i| start + i as u64)
     }
 
     /// Everything after `pos`, advancing it.
@@ -321,6 +323,21 @@ impl Session {
         match self.meta.write() {
             Ok(mut m) => *m = meta,
             Err(p) => *p.into_inner() = meta,
+        }
+    }
+
+    /// Now playing from an Ogg stream's comment header: "Artist - Title" for ICY and
+    /// now-playing, the two apart for status-json.
+    pub fn set_tags(&self, tags: crate::ogg::Tags) {
+        let mut meta = Metadata::new(
+            META_VERSION.fetch_add(1, Ordering::Relaxed),
+            &tags.display(),
+            "",
+        );
+        meta.tags = Some(tags);
+        match self.meta.write() {
+            Ok(mut m) => *m = Arc::new(meta),
+            Err(p) => *p.into_inner() = Arc::new(meta),
         }
     }
 
