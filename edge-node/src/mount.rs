@@ -668,6 +668,54 @@ mod tests {
         assert_eq!(data(s.read(&mut fresh)).len(), 10);
     }
 
+    /// An Ogg page of `serial` holding one packet.
+    fn page(serial: u32, bos: bool, granule: u64, packet: &[u8]) -> Vec<u8> {
+        let mut p = b"OggS\0".to_vec();
+        p.push(if bos { 2 } else { 0 });
+        p.extend_from_slice(&granule.to_le_bytes());
+        p.extend_from_slice(&serial.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.push(1);
+        p.push(u8::try_from(packet.len()).expect("small"));
+        p.extend_from_slice(packet);
+        p
+    }
+
+    #[test]
+    fn an_ogg_listener_gets_the_headers_of_the_chained_stream_it_starts_in() {
+        let info = SourceInfo {
+            content_type: "application/ogg".into(),
+            ..SourceInfo::default()
+        };
+        let s = Session::new(info, 0, 1 << 20, 0);
+        let link = |serial: u32| {
+            let head = [
+                page(serial, true, 0, b"OpusHead-0123456789"),
+                page(serial, false, 0, b"OpusTags\x04\0\0\0test\0\0\0\0"),
+            ]
+            .concat();
+            let audio: Vec<u8> = (1..6)
+                .flat_map(|g| page(serial, false, g * 960, &[0x42; 100]))
+                .collect();
+            (head, audio)
+        };
+        let (head1, audio1) = link(1);
+        let (head2, audio2) = link(2);
+        s.push(Bytes::from([head1.clone(), audio1.clone()].concat()));
+        s.push(Bytes::from(head2.clone()));
+        s.push(Bytes::from(audio2[..127].to_vec()));
+        // A burst reaching back into the first stream: its headers, then its audio, from a
+        // page boundary; the second stream's headers follow in the stream itself.
+        let (pos, prefix) = s.listener_start(400);
+        assert_eq!(prefix.as_deref(), Some(&head1[..]));
+        assert!(pos > head1.len() as u64 && pos < (head1.len() + audio1.len()) as u64);
+        assert_eq!((pos - head1.len() as u64) % 128, 0, "on a page boundary");
+        // A burst starting in the second stream gets the second stream's headers.
+        let (pos, prefix) = s.listener_start(10);
+        assert_eq!(prefix.as_deref(), Some(&head2[..]));
+        assert_eq!(pos, (head1.len() + audio1.len() + head2.len()) as u64);
+    }
+
     #[test]
     fn batched_sessions_publish_at_the_threshold_or_on_demand() {
         let s = Session::new(SourceInfo::default(), 0, 1000, 10);

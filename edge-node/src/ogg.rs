@@ -412,6 +412,9 @@ impl OggTracker {
     /// Where a listener that would start at `pos` (a page boundary, or the buffer's end) starts,
     /// and the header pages to send it first. `oldest` is the oldest offset still buffered.
     pub fn start_for(&self, pos: u64, oldest: u64) -> (u64, Option<Bytes>) {
+        // No page boundary found after `pos` (the newest page is still arriving): from that
+        // page's beginning.
+        let pos = pos.min(self.pending_at);
         if let Some(b) = &self.building
             && b.start <= pos
             && b.start >= oldest
