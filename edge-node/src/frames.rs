@@ -172,6 +172,8 @@ pub struct Framer {
 impl Framer {
     /// Gives up looking for a frame in this much data without one, keeping memory bounded.
     const MAX_PENDING: usize = 64 * 1024;
+    /// The longest frame header: an Ogg page's, with a full segment table.
+    const MAX_HEADER: usize = 27 + 255;
 
     pub fn new(parse: Parser) -> Framer {
         Framer {
@@ -203,7 +205,8 @@ impl Framer {
                         self.synced = true;
                     }
                     None => {
-                        at += rest.len().saturating_sub(8);
+                        // Keep what may be the start of a header still arriving.
+                        at += rest.len().saturating_sub(Self::MAX_HEADER);
                         break;
                     }
                 }
@@ -215,7 +218,12 @@ impl Framer {
                     at += f.len;
                 }
                 Some(_) => break,
-                None if rest.len() < 8 => break,
+                // Not enough of the header yet (an Ogg page's segment table is up to 255 bytes).
+                None if rest.len() < 8
+                    || (rest.starts_with(b"OggS") && rest.len() < Self::MAX_HEADER) =>
+                {
+                    break;
+                }
                 None => self.synced = false,
             }
         }
@@ -354,6 +362,23 @@ mod tests {
             })
         );
         assert_eq!(ogg(&p[..27]), None, "segment table missing");
+    }
+
+    #[test]
+    fn the_framer_waits_for_a_whole_ogg_page_header() {
+        let pages = [
+            page(true, 0, b"OpusHead"),
+            page(false, 0, b"OpusTags"),
+            page(false, 960, b"a"),
+        ];
+        let stream = pages.concat();
+        let mut framer = Framer::new(ogg);
+        let mut out = Vec::new();
+        for piece in stream.chunks(10) {
+            out.extend(framer.push(piece));
+        }
+        // The last page has no page after it to confirm sync but is whole: it goes out too.
+        assert_eq!(out, stream);
     }
 
     #[test]
