@@ -8,6 +8,7 @@
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
+#                                  liquidsoap and ices2 (real Ogg/MP3 source clients),
 #                                  promtool (checks grafana/prometheus config and alert rules),
 #                                  tzdata (AutoDJ schedule tests in named time zones),
 #                                  ansible, ansible-lint and python3-apt (the provisioning test),
@@ -29,6 +30,7 @@ case "$target" in
               "/usr/share/zoneinfo/America/New_York:tzdata") ;;
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "promtool:prometheus" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
+              "liquidsoap:liquidsoap" "ices2:ices2"
               "/usr/share/zoneinfo/America/New_York:tzdata" "ansible-playbook:ansible"
               "ansible-lint:ansible-lint" "/usr/lib/python3/dist-packages/apt/__init__.py:python3-apt"
               "setpriv:util-linux" "start-stop-daemon:dpkg" "chromium:chromium" "node:nodejs"

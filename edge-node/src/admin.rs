@@ -143,9 +143,21 @@ fn source_json(mount: &Mount, s: &Session, host: &str) -> Value {
         "stream_start_iso8601".into(),
         json!(iso8601(s.connected_at)),
     );
-    let title = s.metadata().title.clone();
-    if !title.is_empty() {
-        o.insert("title".into(), json!(title));
+    let meta = s.metadata();
+    match &meta.tags {
+        // From an Ogg comment header: ARTIST and TITLE apart, as Icecast shows them.
+        Some(tags) => {
+            if !tags.artist.is_empty() {
+                o.insert("artist".into(), json!(tags.artist));
+            }
+            if !tags.title.is_empty() {
+                o.insert("title".into(), json!(tags.title));
+            }
+        }
+        None if !meta.title.is_empty() => {
+            o.insert("title".into(), json!(meta.title));
+        }
+        None => {}
     }
     o.insert("dummy".into(), Value::Null);
     Value::Object(o)

@@ -123,91 +123,6 @@ pub fn ogg(b: &[u8]) -> Option<Frame> {
     })
 }
 
-/// Largest set of header pages kept (comment headers can carry cover art).
-const MAX_OGG_HEADERS: usize = 256 * 1024;
-
-/// The header pages of an Ogg stream (codec setup: Vorbis' three header packets, OpusHead and
-/// OpusTags), which a decoder needs before any audio page. A listener joining mid-stream gets
-/// them first, as Icecast does. A new beginning-of-stream page (a chained stream: the next
-/// track) replaces them.
-#[derive(Debug, Default)]
-pub struct OggHeaders {
-    pending: Vec<u8>,
-    pending_at: u64,
-    headers: Vec<u8>,
-    headers_start: u64,
-    headers_end: u64,
-    in_headers: bool,
-}
-
-impl OggHeaders {
-    /// Feeds the stream's bytes in order.
-    pub fn feed(&mut self, data: &[u8]) {
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(data);
-        let mut i = 0;
-        while pending.len() - i >= 27 {
-            let rest = &pending[i..];
-            if &rest[..4] != b"OggS" {
-                // Lost sync: skip to the next capture pattern.
-                match rest[1..].windows(4).position(|w| w == b"OggS") {
-                    Some(k) => i += 1 + k,
-                    None => i = pending.len() - 3,
-                }
-                continue;
-            }
-            let Some(page) = ogg(rest) else {
-                if rest.len() >= 27 + 255 || rest[4] != 0 {
-                    i += 1; // not a page after all
-                    continue;
-                }
-                break; // segment table not here yet
-            };
-            if rest.len() < page.len {
-                break;
-            }
-            let bytes = &rest[..page.len];
-            let bos = bytes[5] & 0x02 != 0;
-            let granule = u64::from_le_bytes(bytes[6..14].try_into().unwrap_or([0xFF; 8]));
-            let start = self.pending_at + i as u64;
-            let end = start + page.len as u64;
-            if bos {
-                if !self.in_headers {
-                    self.headers.clear();
-                    self.headers_start = start;
-                    self.in_headers = true;
-                }
-                self.append(bytes, end);
-            } else if self.in_headers && granule == 0 {
-                self.append(bytes, end);
-            } else {
-                self.in_headers = false;
-            }
-            i += page.len;
-        }
-        pending.drain(..i);
-        self.pending_at += i as u64;
-        if pending.len() > 1 << 20 {
-            // A "page" this large is garbage: drop it and resync.
-            self.pending_at += pending.len() as u64;
-            pending.clear();
-        }
-        self.pending = pending;
-    }
-
-    fn append(&mut self, page: &[u8], end: u64) {
-        if self.headers.len() + page.len() <= MAX_OGG_HEADERS {
-            self.headers.extend_from_slice(page);
-            self.headers_end = end;
-        }
-    }
-
-    /// The header pages and the stream offsets where they start and end.
-    pub fn headers(&self) -> (&[u8], u64, u64) {
-        (&self.headers, self.headers_start, self.headers_end)
-    }
-}
-
 /// True for Ogg-contained streams (Vorbis, Opus, FLAC in Ogg).
 pub fn is_ogg(content_type: &str) -> bool {
     let ct = content_type.to_ascii_lowercase();
@@ -238,6 +153,106 @@ pub fn find_frame(b: &[u8], parse: Parser) -> Option<usize> {
         let next = i + f.len;
         next >= b.len().saturating_sub(3) || parse(&b[next..]).is_some()
     })
+}
+
+/// Cuts a byte stream into whole frames (or Ogg pages), for handing one stream over to another
+/// mid-flight: a live DJ's bytes join the AutoDJ's at an arbitrary offset, and a DJ or an
+/// encoder that stops ends wherever its last write did. Bytes before the first frame (or after
+/// lost sync, up to the next frame) are dropped, a frame goes out only once it is complete, and
+/// the incomplete tail left at the end is never sent, so listeners never get a partial frame
+/// spliced into the stream.
+#[derive(Debug)]
+pub struct Framer {
+    parse: Parser,
+    buf: Vec<u8>,
+    /// The buffer starts on a frame that followed a complete one (sync is established).
+    synced: bool,
+}
+
+impl Framer {
+    /// Gives up looking for a frame in this much data without one, keeping memory bounded.
+    const MAX_PENDING: usize = 64 * 1024;
+    /// The longest frame header: an Ogg page's, with a full segment table.
+    const MAX_HEADER: usize = 27 + 255;
+
+    pub fn new(parse: Parser) -> Framer {
+        Framer {
+            parse,
+            buf: Vec::new(),
+            synced: false,
+        }
+    }
+
+    /// Feeds bytes; returns the whole frames they complete (empty when none).
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let rest = &self.buf[at..];
+            if !self.synced {
+                // Sync on a frame followed by another, as a listener's start does.
+                match find_frame(rest, self.parse) {
+                    Some(i) => {
+                        let Some(f) = (self.parse)(&rest[i..]) else {
+                            break;
+                        };
+                        if rest.len() < i + f.len + 4 {
+                            at += i;
+                            break; // the frame after it is not here yet
+                        }
+                        at += i;
+                        self.synced = true;
+                    }
+                    None => {
+                        // Keep what may be the start of a header still arriving.
+                        at += rest.len().saturating_sub(Self::MAX_HEADER);
+                        break;
+                    }
+                }
+                continue;
+            }
+            match (self.parse)(rest) {
+                Some(f) if rest.len() >= f.len => {
+                    out.extend_from_slice(&rest[..f.len]);
+                    at += f.len;
+                }
+                Some(_) => break,
+                // Not enough of the header yet (an Ogg page's segment table is up to 255 bytes).
+                None if rest.len() < 8
+                    || (rest.starts_with(b"OggS") && rest.len() < Self::MAX_HEADER) =>
+                {
+                    break;
+                }
+                None => self.synced = false,
+            }
+        }
+        self.buf.drain(..at);
+        if self.buf.len() > Self::MAX_PENDING {
+            self.buf.clear();
+            self.synced = false;
+        }
+        out
+    }
+
+    /// Forgets a partial frame (the stream jumped): sync is looked for again.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.synced = false;
+    }
+}
+
+/// Where a listener can start in an Ogg stream `b`: the first page found by [`find_frame`],
+/// moved on past pages that begin with the tail of a packet from the page before. A decoder
+/// starting on such a page sees half a packet; and when a chained link's remaining pages are all
+/// such tails, it gets no audio of that link at all before the next link begins, which ffmpeg
+/// then takes for a second, multiplexed stream.
+pub fn find_ogg_start(b: &[u8]) -> Option<usize> {
+    let mut i = find_frame(b, ogg)?;
+    while b.get(i + 5).is_some_and(|flags| flags & 0x01 != 0) {
+        i += ogg(&b[i..])?.len;
+    }
+    (i < b.len()).then_some(i)
 }
 
 #[cfg(test)]
@@ -336,39 +351,82 @@ mod tests {
     }
 
     #[test]
-    fn ogg_header_pages_are_kept_and_replaced_by_the_next_chain() {
-        let head: Vec<u8> = [page(true, 0, b"OpusHead"), page(false, 0, b"OpusTags")].concat();
-        let audio: Vec<u8> = (1..5)
-            .flat_map(|g| page(false, g * 960, b"audio"))
-            .collect();
-        let stream = [head.clone(), audio.clone()].concat();
-        for piece in [1, 7, 64, stream.len()] {
-            let mut h = OggHeaders::default();
-            for p in stream.chunks(piece) {
-                h.feed(p);
-            }
-            assert_eq!(
-                h.headers(),
-                (&head[..], 0, head.len() as u64),
-                "piece {piece}"
-            );
-        }
-        let mut h = OggHeaders::default();
-        h.feed(&stream);
-        let next = [page(true, 0, b"OpusHead2"), page(false, 0, b"OpusTags2")].concat();
-        h.feed(&[b"junk".to_vec(), next.clone(), audio].concat());
-        let (bytes, start, end) = h.headers();
-        assert_eq!(bytes, &next[..]);
-        assert_eq!(start, stream.len() as u64 + 4);
-        assert_eq!(end, start + next.len() as u64);
+    fn ogg_page_length_is_header_table_and_body() {
+        let p = page(true, 0, b"OpusHead");
         assert_eq!(
-            ogg(&head),
+            ogg(&p),
             Some(Frame {
                 len: 27 + 1 + 8,
                 samples: 0,
                 rate: 0
             })
         );
+        assert_eq!(ogg(&p[..27]), None, "segment table missing");
+    }
+
+    #[test]
+    fn the_framer_waits_for_a_whole_ogg_page_header() {
+        let pages = [
+            page(true, 0, b"OpusHead"),
+            page(false, 0, b"OpusTags"),
+            page(false, 960, b"a"),
+        ];
+        let stream = pages.concat();
+        let mut framer = Framer::new(ogg);
+        let mut out = Vec::new();
+        for piece in stream.chunks(10) {
+            out.extend(framer.push(piece));
+        }
+        // The last page has no page after it to confirm sync but is whole: it goes out too.
+        assert_eq!(out, stream);
+    }
+
+    #[test]
+    fn ogg_listeners_start_on_a_page_that_begins_a_packet() {
+        let mut continued = page(false, 7, b"tail");
+        continued[5] = 0x01;
+        let stream = [
+            b"junk".to_vec(),
+            continued.clone(),
+            continued.clone(),
+            page(false, 9, b"fresh"),
+        ]
+        .concat();
+        assert_eq!(find_ogg_start(&stream), Some(4 + 2 * continued.len()));
+        assert_eq!(find_ogg_start(&stream[..4 + 2 * continued.len()]), None);
+    }
+
+    #[test]
+    fn the_framer_passes_whole_frames_only() {
+        let frame = |pad: bool| {
+            let mut f = vec![0xFF, 0xFB, if pad { 0x92 } else { 0x90 }, 0x00];
+            f.resize(if pad { 418 } else { 417 }, 0x11);
+            f
+        };
+        let frames = [frame(false), frame(true), frame(false), frame(true)].concat();
+        // Joined mid-frame, fed in odd pieces, cut mid-frame at the end.
+        let stream = &frames[200..frames.len() - 100];
+        let mut framer = Framer::new(mpeg);
+        let mut out = Vec::new();
+        for piece in stream.chunks(97) {
+            out.extend(framer.push(piece));
+        }
+        assert_eq!(out, [frame(true), frame(false)].concat());
+        // After a jump, sync is found again on a frame followed by another: the frame followed
+        // by garbage is dropped with the garbage.
+        framer.reset();
+        let mut out = framer.push(
+            &[
+                &frame(false)[300..],
+                &frame(true)[..],
+                b"xx",
+                &frame(false)[..],
+                &frame(true)[..],
+            ]
+            .concat(),
+        );
+        out.extend(framer.push(&frame(false)));
+        assert_eq!(out, [frame(false), frame(true), frame(false)].concat());
     }
 
     #[test]
@@ -388,8 +446,19 @@ mod tests {
                     }
                 })
                 .collect();
-            let mut h = OggHeaders::default();
+            let mut h = crate::ogg::OggTracker::default();
             h.feed(&bytes);
+            let _ = h.start_for(bytes.len() as u64 / 2, 0);
+            for p in [mpeg as Parser, adts, ogg] {
+                let mut framer = Framer::new(p);
+                for piece in bytes.chunks(13) {
+                    let out = framer.push(piece);
+                    assert!(out.is_empty() || p(&out).is_some());
+                }
+            }
+            if let Some(i) = find_ogg_start(&bytes) {
+                assert!(ogg(&bytes[i..]).is_some());
+            }
             for p in [mpeg as Parser, adts, ogg] {
                 if let Some(i) = find_frame(&bytes, p) {
                     assert!(i < bytes.len());

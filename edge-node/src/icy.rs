@@ -16,6 +16,9 @@ pub struct Metadata {
     pub url: String,
     /// The encoded block, length byte included.
     pub block: Bytes,
+    /// The ARTIST and TITLE comments the title was made of, when it came from an Ogg stream's
+    /// comment header (status-json shows them apart, as Icecast does).
+    pub tags: Option<crate::ogg::Tags>,
 }
 
 impl Metadata {
@@ -25,6 +28,7 @@ impl Metadata {
             title: title.to_string(),
             url: url.to_string(),
             block: encode_block(title, url),
+            tags: None,
         }
     }
 }

@@ -18,6 +18,7 @@ mod listener;
 pub mod live;
 pub mod metrics;
 pub mod mount;
+pub mod ogg;
 pub mod relay;
 pub mod server;
 mod source;

@@ -61,8 +61,8 @@ pub struct Session {
     pub connected_at: SystemTime,
     pub started: Instant,
     ring: Mutex<Ring>,
-    /// For Ogg streams: the header pages new listeners need first.
-    ogg: Option<Mutex<crate::frames::OggHeaders>>,
+    /// For Ogg streams: each chained link's header pages, which listeners need first.
+    ogg: Option<Mutex<crate::ogg::OggTracker>>,
     /// Bytes received from the source.
     end: AtomicU64,
     /// Bytes listeners may read: `end` as of the last publication. Publishing in batches (every
@@ -95,7 +95,7 @@ impl Session {
     /// A session; `batch_bytes` 0 publishes every push at once (no batching).
     pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64, batch_bytes: u64) -> Session {
         let ogg = crate::frames::is_ogg(&info.content_type)
-            .then(|| Mutex::new(crate::frames::OggHeaders::default()));
+            .then(|| Mutex::new(crate::ogg::OggTracker::default()));
         Session {
             ogg,
             info,
@@ -124,8 +124,14 @@ impl Session {
         if chunk.is_empty() {
             return;
         }
-        if let Some(ogg) = &self.ogg {
-            lock(ogg).feed(&chunk);
+        let tags = self.ogg.as_ref().and_then(|ogg| {
+            let mut ogg = lock(ogg);
+            ogg.feed(&chunk);
+            ogg.take_tags()
+        });
+        if let Some(tags) = tags.filter(|t| !t.is_empty()) {
+            // A new track's comment header: now playing, as an /admin/metadata update would.
+            self.set_tags(tags);
         }
         {
             let mut ring = lock(&self.ring);
@@ -142,6 +148,9 @@ impl Session {
                 }
             }
             self.end.store(new_end, Ordering::Release);
+            if let (Some(ogg), Some((oldest, _))) = (&self.ogg, ring.chunks.front()) {
+                lock(ogg).forget_before(*oldest);
+            }
         }
         let end = self.end();
         if end - self.published() >= self.batch_bytes {
@@ -206,28 +215,16 @@ impl Session {
         self.align(&ring, start, end)
     }
 
-    /// Where a listener starts reading, and what it must be sent before (an Ogg stream's header
-    /// pages when it starts after them). A start inside the header pages moves back to their
-    /// beginning, so a decoder always sees them whole.
+    /// Where a listener starts reading, and what it must be sent before: for an Ogg stream, the
+    /// header pages of the chained link its start belongs to (a start inside header pages moves
+    /// on to the link's first audio page), so a decoder always has the headers of what follows.
     pub fn listener_start(&self, back: u64) -> (u64, Option<Bytes>) {
         let pos = self.burst_start(back);
         let Some(ogg) = &self.ogg else {
             return (pos, None);
         };
-        let ogg = lock(ogg);
-        let (headers, start, end) = ogg.headers();
-        if headers.is_empty() {
-            (pos, None)
-        } else if pos >= end {
-            (pos, Some(Bytes::copy_from_slice(headers)))
-        } else {
-            let oldest = lock(&self.ring).chunks.front().map_or(start, |(s, _)| *s);
-            if start >= oldest {
-                (start.min(pos), None)
-            } else {
-                (pos, Some(Bytes::copy_from_slice(headers)))
-            }
-        }
+        let oldest = lock(&self.ring).chunks.front().map_or(pos, |(s, _)| *s);
+        lock(ogg).start_for(pos, oldest)
     }
 
     /// The first frame boundary at or after `start` (within 8 KiB), or `start` itself when the
@@ -250,7 +247,12 @@ impl Session {
                 break;
             }
         }
-        crate::frames::find_frame(&window, parse).map_or(start, |i| start + i as u64)
+        let found = if crate::frames::is_ogg(&self.info.content_type) {
+            crate::frames::find_ogg_start(&window)
+        } else {
+            crate::frames::find_frame(&window, parse)
+        };
+        found.map_or(start, |i| start + i as u64)
     }
 
     /// Everything after `pos`, advancing it.
@@ -321,6 +323,21 @@ impl Session {
         match self.meta.write() {
             Ok(mut m) => *m = meta,
             Err(p) => *p.into_inner() = meta,
+        }
+    }
+
+    /// Now playing from an Ogg stream's comment header: "Artist - Title" for ICY and
+    /// now-playing, the two apart for status-json.
+    pub fn set_tags(&self, tags: crate::ogg::Tags) {
+        let mut meta = Metadata::new(
+            META_VERSION.fetch_add(1, Ordering::Relaxed),
+            &tags.display(),
+            "",
+        );
+        meta.tags = Some(tags);
+        match self.meta.write() {
+            Ok(mut m) => *m = Arc::new(meta),
+            Err(p) => *p.into_inner() = Arc::new(meta),
         }
     }
 
@@ -649,6 +666,54 @@ mod tests {
         );
         let mut fresh = s.burst_start(10);
         assert_eq!(data(s.read(&mut fresh)).len(), 10);
+    }
+
+    /// An Ogg page of `serial` holding one packet.
+    fn page(serial: u32, bos: bool, granule: u64, packet: &[u8]) -> Vec<u8> {
+        let mut p = b"OggS\0".to_vec();
+        p.push(if bos { 2 } else { 0 });
+        p.extend_from_slice(&granule.to_le_bytes());
+        p.extend_from_slice(&serial.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.push(1);
+        p.push(u8::try_from(packet.len()).expect("small"));
+        p.extend_from_slice(packet);
+        p
+    }
+
+    #[test]
+    fn an_ogg_listener_gets_the_headers_of_the_chained_stream_it_starts_in() {
+        let info = SourceInfo {
+            content_type: "application/ogg".into(),
+            ..SourceInfo::default()
+        };
+        let s = Session::new(info, 0, 1 << 20, 0);
+        let link = |serial: u32| {
+            let head = [
+                page(serial, true, 0, b"OpusHead-0123456789"),
+                page(serial, false, 0, b"OpusTags\x04\0\0\0test\0\0\0\0"),
+            ]
+            .concat();
+            let audio: Vec<u8> = (1..6)
+                .flat_map(|g| page(serial, false, g * 960, &[0x42; 100]))
+                .collect();
+            (head, audio)
+        };
+        let (head1, audio1) = link(1);
+        let (head2, audio2) = link(2);
+        s.push(Bytes::from([head1.clone(), audio1.clone()].concat()));
+        s.push(Bytes::from(head2.clone()));
+        s.push(Bytes::from(audio2[..127].to_vec()));
+        // A burst reaching back into the first stream: its headers, then its audio, from a
+        // page boundary; the second stream's headers follow in the stream itself.
+        let (pos, prefix) = s.listener_start(400);
+        assert_eq!(prefix.as_deref(), Some(&head1[..]));
+        assert!(pos > head1.len() as u64 && pos < (head1.len() + audio1.len()) as u64);
+        assert_eq!((pos - head1.len() as u64) % 128, 0, "on a page boundary");
+        // A burst starting in the second stream gets the second stream's headers.
+        let (pos, prefix) = s.listener_start(10);
+        assert_eq!(prefix.as_deref(), Some(&head2[..]));
+        assert_eq!(pos, (head1.len() + audio1.len() + head2.len()) as u64);
     }
 
     #[test]

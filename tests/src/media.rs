@@ -16,6 +16,8 @@ pub enum Kind {
     M4a,
     /// FLAC with Vorbis comments.
     Flac,
+    /// Ogg Vorbis (96 kbps) with Vorbis comments.
+    Ogg,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Mp3 => "mp3",
             Kind::M4a => "m4a",
             Kind::Flac => "flac",
+            Kind::Ogg => "ogg",
         }
     }
 
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Mp3 => "mp3",
             Kind::M4a => "aac",
             Kind::Flac => "flac",
+            Kind::Ogg => "vorbis",
         }
     }
 }
@@ -59,6 +63,7 @@ pub async fn make_track(
         Kind::Mp3 => &["-c:a", "libmp3lame", "-b:a", "128k"],
         Kind::M4a => &["-c:a", "aac", "-b:a", "96k"],
         Kind::Flac => &["-c:a", "flac"],
+        Kind::Ogg => &["-c:a", "libvorbis", "-b:a", "96k"],
     };
     let out = tokio::process::Command::new("ffmpeg")
         .args([

@@ -62,7 +62,9 @@ pub async fn play(
             let same = live_format == Some(o.cfg.format.as_str())
                 && live.info.bitrate == o.cfg.bitrate_kbps;
             if same {
-                Feed::Direct(o.session.clone())
+                let parse = crate::frames::parser_for(&o.session.info.content_type)
+                    .unwrap_or(crate::frames::mpeg);
+                Feed::Direct(o.session.clone(), crate::frames::Framer::new(parse))
             } else {
                 Feed::convert(live_format, o)
             }
@@ -85,7 +87,12 @@ pub async fn play(
                     feed.send(&chunks);
                 }
             }
-            Read::Lagged => pos = live.published(),
+            Read::Lagged => {
+                pos = live.published();
+                for feed in &mut feeds {
+                    feed.resync();
+                }
+            }
             Read::Ended => break,
             Read::Pending => {
                 tokio::select! {
@@ -122,8 +129,11 @@ fn format_of(content_type: &str) -> Option<&'static str> {
 }
 
 enum Feed {
-    /// Same format and bitrate: the DJ's bytes as they are.
-    Direct(Arc<Session>),
+    /// Same format and bitrate: the DJ's frames as they are. The show is read from wherever the
+    /// DJ's stream is when it comes on (mid-frame, as a rule) and ends wherever the DJ's last
+    /// write did, so only whole frames go out: the AutoDJ's last frame before the show and its
+    /// first after it are followed and preceded by whole frames.
+    Direct(Arc<Session>, crate::frames::Framer),
     /// Through ffmpeg; `None` once ffmpeg could not start (the output then stays quiet while the
     /// DJ is on, and says why once).
     Convert(Option<Converter>),
@@ -151,9 +161,12 @@ impl Feed {
 
     fn send(&mut self, chunks: &[Bytes]) {
         match self {
-            Feed::Direct(session) => {
+            Feed::Direct(session, framer) => {
                 for c in chunks {
-                    session.push(c.clone());
+                    let frames = framer.push(c);
+                    if !frames.is_empty() {
+                        session.push(Bytes::from(frames));
+                    }
                 }
             }
             Feed::Convert(Some(c)) => {
@@ -166,6 +179,13 @@ impl Feed {
                 }
             }
             Feed::Convert(None) => {}
+        }
+    }
+
+    /// The DJ's stream jumped (this reader fell behind): a partial frame is dropped.
+    fn resync(&mut self) {
+        if let Feed::Direct(_, framer) = self {
+            framer.reset();
         }
     }
 
@@ -221,6 +241,11 @@ impl Converter {
             // Dropping stdin ends ffmpeg's input: it flushes and exits.
         });
         let session = o.session.clone();
+        // Whole frames only: ffmpeg stopped at the deadline may be mid-frame, and the AutoDJ's
+        // next frame must not follow half of one.
+        let mut framer = crate::frames::Framer::new(
+            crate::frames::parser_for(&o.cfg.format).unwrap_or(crate::frames::mpeg),
+        );
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(16 * 1024);
             loop {
@@ -229,7 +254,12 @@ impl Converter {
                 }
                 match stdout.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => session.push(buf.split().freeze()),
+                    Ok(_) => {
+                        let frames = framer.push(&buf.split());
+                        if !frames.is_empty() {
+                            session.push(Bytes::from(frames));
+                        }
+                    }
                 }
             }
         });
