@@ -8,13 +8,14 @@
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
-#                                  liquidsoap and ices2 (real Ogg/MP3 source clients),
+#                                  liquidsoap, ices2 and ezstream (real Ogg/MP3 source clients
+#                                  and live DJ clients),
 #                                  promtool (checks grafana/prometheus config and alert rules),
 #                                  tzdata (AutoDJ schedule tests in named time zones),
 #                                  ansible, ansible-lint and python3-apt (the provisioning test),
 #                                  chromium, node and npm (web players on another origin, driven by
 #                                  playwright-core and hls.js from tests/browser, installed there
-#                                  with `npm ci`), liquidsoap and ezstream (live DJ clients)
+#                                  with `npm ci`)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
 #                                  (the peer live-video server), protoc, tzdata
@@ -34,7 +35,7 @@ case "$target" in
               "/usr/share/zoneinfo/America/New_York:tzdata" "ansible-playbook:ansible"
               "ansible-lint:ansible-lint" "/usr/lib/python3/dist-packages/apt/__init__.py:python3-apt"
               "setpriv:util-linux" "start-stop-daemon:dpkg" "chromium:chromium" "node:nodejs"
-              "npm:npm" "liquidsoap:liquidsoap" "ezstream:ezstream") ;;
+              "npm:npm" "ezstream:ezstream") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
