@@ -13,6 +13,7 @@ pub mod glass;
 pub mod load;
 pub mod media;
 pub mod process;
+pub mod rtmp;
 pub mod usage;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,11 @@
 //! createStream, publish) through rml_rtmp's server session, as OBS and ffmpeg send them. The
 //! publish name is the stream key: an unknown key, a stream that is already live, a request
 //! to play, or media that is not H.264/AAC is refused and the connection closed.
+//!
+//! rml_rtmp 0.8 is unmaintained and panics on some malformed input (a second chunk stream
+//! starting while a message is partial, an AMF0 command of fewer than three values): every call
+//! into it is contained ([`contained`]), so such input ends only its own connection, and a
+//! claimed stream is held by a [`Publishing`] guard that releases it on every way out.
 
 use super::{LiveStream, Refusal};
 use crate::server::Shared;
@@ -30,20 +35,76 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let conn = shared.next_id();
-            let mut publishing: Option<Arc<LiveStream>> = None;
+            // Dropped with the task whichever way it ends, releasing a claimed stream.
+            let mut publishing: Option<Publishing> = None;
             if let Err(e) = session(stream, peer, &shared, conn, &mut publishing).await {
                 tracing::info!(%peer, "RTMP connection ended: {e}");
             }
-            if let Some(s) = publishing {
-                tracing::info!(%peer, stream = %s.name, "publisher left");
-                s.release(conn);
-                if s.parent.is_none() {
-                    shared.live.end_renditions(&s);
-                    publish_done(&shared, peer, conn, "", &s.name);
-                }
-            }
         });
     }
+}
+
+/// A stream claimed by connection `conn`. Dropping it releases the claim: at the end of the
+/// publish, on an error, and when the connection's task panics or is cancelled, so a stream is
+/// never left claimed by a connection that is gone.
+pub struct Publishing {
+    pub stream: Arc<LiveStream>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    conn: u64,
+    app: String,
+    /// The publish was accepted (renditions started, `on_publish_done` owed).
+    accepted: bool,
+}
+
+impl Publishing {
+    /// Claims `stream` for connection `conn` with `key`.
+    pub fn claim(
+        stream: Arc<LiveStream>,
+        shared: &Arc<Shared>,
+        peer: SocketAddr,
+        conn: u64,
+        app: &str,
+        key: &str,
+    ) -> Result<(Publishing, CancellationToken), Refusal> {
+        let kick = stream.claim(conn, key)?;
+        let guard = Publishing {
+            stream,
+            shared: shared.clone(),
+            peer,
+            conn,
+            app: app.to_string(),
+            accepted: false,
+        };
+        Ok((guard, kick))
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        let s = &self.stream;
+        s.release(self.conn);
+        if self.accepted {
+            tracing::info!(peer = %self.peer, stream = %s.name, "publisher left");
+            if s.parent.is_none() {
+                self.shared.live.end_renditions(s);
+                publish_done(&self.shared, self.peer, self.conn, &self.app, &s.name);
+            }
+        }
+    }
+}
+
+/// Runs one call into rml_rtmp, turning a panic inside it into the end of this connection
+/// only (the session's state is unknown afterwards, so the connection is not used again).
+fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, End> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        End::Panicked(what, msg)
+    })
 }
 
 /// Why a session ended, for the log.
@@ -65,6 +126,8 @@ enum End {
     Kicked,
     #[error("the server is shutting down")]
     Shutdown,
+    #[error("malformed RTMP made the RTMP library fail in {0} ({1})")]
+    Panicked(&'static str, String),
 }
 
 async fn read(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Result<usize, End> {
@@ -96,7 +159,7 @@ async fn session(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     conn: u64,
-    publishing: &mut Option<Arc<LiveStream>>,
+    publishing: &mut Option<Publishing>,
 ) -> Result<(), End> {
     let limits = shared.config().limits.clone();
     let handshake_limit = limits.header_timeout();
@@ -105,7 +168,7 @@ async fn session(
     let mut hs = Handshake::new(PeerType::Server);
     let leftover = loop {
         let n = read(&mut stream, &mut buf, handshake_limit).await?;
-        match hs.process_bytes(&buf[..n]).map_err(End::Handshake)? {
+        match contained("the handshake", || hs.process_bytes(&buf[..n]))?.map_err(End::Handshake)? {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 stream.write_all(&response_bytes).await?;
             }
@@ -118,10 +181,12 @@ async fn session(
             }
         }
     };
-    let (mut rtmp, initial) =
-        ServerSession::new(ServerSessionConfig::new()).map_err(End::Protocol)?;
+    let (mut rtmp, initial) = contained("the session", || {
+        ServerSession::new(ServerSessionConfig::new())
+    })?
+    .map_err(End::Protocol)?;
     let mut results: VecDeque<ServerSessionResult> = initial.into();
-    results.extend(rtmp.handle_input(&leftover).map_err(End::Protocol)?);
+    results.extend(input(&mut rtmp, &leftover)?);
     let mut kick: Option<CancellationToken> = None;
     let mut received = leftover.len() as u64;
     loop {
@@ -163,8 +228,19 @@ async fn session(
             () = shared.shutdown.cancelled() => return Err(End::Shutdown),
         };
         received += n as u64;
-        results.extend(rtmp.handle_input(&buf[..n]).map_err(End::Protocol)?);
+        results.extend(input(&mut rtmp, &buf[..n])?);
     }
+}
+
+/// Hands received bytes to the session (chunk deserializer, AMF0 decoding).
+fn input(rtmp: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, End> {
+    contained("the chunk or AMF0 decoder", || rtmp.handle_input(bytes))?.map_err(End::Protocol)
+}
+
+fn accept(rtmp: &mut ServerSession, request_id: u32) -> Result<Step, End> {
+    contained("accepting a request", || rtmp.accept_request(request_id))?
+        .map(Step::send)
+        .map_err(End::Protocol)
 }
 
 /// What to send in answer to an event, and whether the connection ends after it.
@@ -187,15 +263,16 @@ async fn on_event(
     shared: &Arc<Shared>,
     conn: u64,
     peer: SocketAddr,
-    publishing: &mut Option<Arc<LiveStream>>,
+    publishing: &mut Option<Publishing>,
     kick: &mut Option<CancellationToken>,
 ) -> Result<Step, End> {
     let refuse = |rtmp: &mut ServerSession, request_id, code: &str, why: String| {
         shared.metrics.rtmp_refused.inc();
         tracing::info!(%peer, "RTMP request refused: {why}");
-        let out = rtmp
-            .reject_request(request_id, code, &why)
-            .map_err(End::Protocol)?;
+        let out = contained("refusing a request", || {
+            rtmp.reject_request(request_id, code, &why)
+        })?
+        .map_err(End::Protocol)?;
         Ok(Step {
             out,
             close: Some(End::Refused(why)),
@@ -203,10 +280,7 @@ async fn on_event(
     };
     match event {
         ServerSessionEvent::ConnectionRequested { request_id, .. }
-        | ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => rtmp
-            .accept_request(request_id)
-            .map(Step::send)
-            .map_err(End::Protocol),
+        | ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => accept(rtmp, request_id),
         ServerSessionEvent::PublishStreamRequested {
             request_id,
             app_name,
@@ -225,30 +299,32 @@ async fn on_event(
                 Some(s) if s.parent.is_some() && !peer.ip().is_loopback() => {
                     Err(Refusal::UnknownKey)
                 }
-                Some(s) => s.claim(conn, key).map(|k| (s, k)),
+                Some(s) => Publishing::claim(s, shared, peer, conn, &app_name, key),
             };
             // nginx-rtmp's on_publish: the publisher's own service decides too (renditions
-            // are this node's own publishes).
+            // are this node's own publishes). The guard releases the claim if it refuses, or
+            // if the connection goes away while it is asked.
             let claimed = match claimed {
-                Ok((s, k)) if s.parent.is_some() => Ok((s, k)),
-                Ok((s, k)) => match on_publish(shared, peer, conn, &app_name, key, &s.name).await {
-                    Ok(()) => Ok((s, k)),
-                    Err(why) => {
-                        s.release(conn);
-                        return refuse(rtmp, request_id, "NetStream.Publish.Unauthorized", why);
+                Ok((g, k)) if g.stream.parent.is_some() => Ok((g, k)),
+                Ok((g, k)) => {
+                    match on_publish(shared, peer, conn, &app_name, key, &g.stream.name).await {
+                        Ok(()) => Ok((g, k)),
+                        Err(why) => {
+                            drop(g);
+                            return refuse(rtmp, request_id, "NetStream.Publish.Unauthorized", why);
+                        }
                     }
-                },
+                }
                 Err(r) => Err(r),
             };
             match claimed {
-                Ok((s, k)) => {
-                    tracing::info!(%peer, stream = %s.name, "publisher connected");
-                    shared.live.start_renditions(&s);
+                Ok((mut g, k)) => {
+                    tracing::info!(%peer, stream = %g.stream.name, "publisher connected");
+                    g.accepted = true;
+                    shared.live.start_renditions(&g.stream);
                     *kick = Some(k);
-                    *publishing = Some(s);
-                    rtmp.accept_request(request_id)
-                        .map(Step::send)
-                        .map_err(End::Protocol)
+                    *publishing = Some(g);
+                    accept(rtmp, request_id)
                 }
                 Err(Refusal::UnknownKey) => refuse(
                     rtmp,
@@ -283,14 +359,10 @@ async fn on_event(
         ServerSessionEvent::AudioDataReceived {
             data, timestamp, ..
         } => media(publishing, conn, false, timestamp.value, &data).map(|()| Step::default()),
-        ServerSessionEvent::PublishStreamFinished { app_name, .. } => {
-            if let Some(s) = publishing.take() {
-                tracing::info!(%peer, stream = %s.name, "publish finished");
-                s.release(conn);
-                if s.parent.is_none() {
-                    shared.live.end_renditions(&s);
-                    publish_done(shared, peer, conn, &app_name, &s.name);
-                }
+        ServerSessionEvent::PublishStreamFinished { .. } => {
+            // Dropping the guard releases the stream and tells on_publish_done.
+            if let Some(g) = publishing.take() {
+                tracing::info!(%peer, stream = %g.stream.name, "publish finished");
             }
             *kick = None;
             Ok(Step::default())
@@ -356,8 +428,12 @@ fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, st
     if cfg.on_publish_done.is_empty() {
         return;
     }
+    // Also called from a guard's drop, possibly as the runtime shuts down.
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let body = form("publish_done", peer, conn, app, "", stream);
-    tokio::spawn(async move {
+    rt.spawn(async move {
         let sent = client()
             .post(&cfg.on_publish_done)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -372,13 +448,13 @@ fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, st
 }
 
 fn media(
-    publishing: &Option<Arc<LiveStream>>,
+    publishing: &Option<Publishing>,
     conn: u64,
     video: bool,
     ms: u32,
     data: &Bytes,
 ) -> Result<(), End> {
-    let Some(s) = publishing else {
+    let Some(Publishing { stream: s, .. }) = publishing else {
         return Ok(());
     };
     match s.media(conn, video, ms, data) {
