@@ -2,6 +2,7 @@
 //! ice-*/icy-* headers into the stream's description, then the body (raw until close, or
 //! chunked) pushed into the mount's session until the client leaves or falls silent.
 
+use crate::auth::{Login, Secret};
 use crate::chunked::ChunkedDecoder;
 use crate::head::{RequestHead, basic_auth};
 use crate::mount::{Coalescer, Session, SourceInfo};
@@ -79,37 +80,49 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     };
     let cfg = mount.config();
-    let user = match basic_auth(&req.head) {
-        Some((user, pass)) if user == "source" => (!cfg.source_password.is_empty()
-            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes()))
-        .then_some(user),
-        Some((user, pass)) => match cfg.source_users.iter().find(|u| u.user == user) {
-            Some(u) => {
-                // Argon2 is deliberately slow: off the async threads.
-                let hash = u.password_hash.clone();
-                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pass))
-                    .await
-                    .unwrap_or(false);
-                ok.then_some(user)
-            }
-            None => None,
-        },
-        None => None,
+    let limits = shared.config().limits.clone();
+    let (user, pass) = basic_auth(&req.head).unwrap_or_default();
+    let secret = if user == "source" {
+        Secret::Plain(&cfg.source_password)
+    } else {
+        cfg.source_users
+            .iter()
+            .find(|u| u.user == user)
+            .map_or(Secret::Unknown, |u| Secret::Argon2(&u.password_hash))
     };
-    let authorized = user.is_some();
-    if !authorized {
-        // libshout probes without credentials and reads `Allow` from this answer.
-        let _ = respond(
-            &mut req.stream,
-            401,
-            "text/plain",
-            &[
-                ("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""),
-                ALLOW,
-            ],
-            b"You need to authenticate\n",
-        )
-        .await;
+    // libshout probes without credentials and reads `Allow` from the 401: no failure counted.
+    let login = if user.is_empty() && pass.is_empty() {
+        Login::Refused
+    } else {
+        let account = format!("{user}@{path}");
+        shared
+            .logins
+            .check(&limits, req.peer.ip(), &account, &pass, secret)
+            .await
+    };
+    let refusal: Option<(u16, String, &[u8])> = match login {
+        Login::Accepted => None,
+        Login::Refused => Some((401, String::new(), b"You need to authenticate\n")),
+        Login::Busy => Some((
+            503,
+            "1".to_string(),
+            b"Too many logins are being checked: try again in a moment\n",
+        )),
+        Login::LockedOut(wait) => Some((
+            429,
+            wait.as_secs().max(1).to_string(),
+            b"Too many failed logins from this address or for this user: try again later\n",
+        )),
+    };
+    if let Some((status, retry_after, body)) = refusal {
+        let mut headers = vec![ALLOW];
+        if status == 401 {
+            headers.push(("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""));
+        } else {
+            shared.metrics.login_throttled.inc();
+            headers.push(("Retry-After", &retry_after));
+        }
+        let _ = respond(&mut req.stream, status, "text/plain", &headers, body).await;
         return;
     }
     let content_type = match req.head.header("content-type") {
@@ -128,9 +141,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             return;
         }
     };
-    let limits = shared.config().limits.clone();
     let mut info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
-    info.user = user.unwrap_or_default();
+    info.user = user;
     let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
         let _ = respond(
@@ -240,26 +252,4 @@ async fn receive(
     };
     co.flush(session);
     result
-}
-
-/// Checks a password against an Argon2 PHC string; a malformed hash never matches.
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn argon2_hashes_verify() {
-        // Made by the control plane's `secrets::hash_password("friday-night")`.
-        let hash = "$argon2id$v=19$m=19456,t=2,p=1$MSVh1jgze0H4aNrq4EEOnA$7cBSps/jHr3dPVhHEXiVsttFxSt0AHy74yL3RIGoqQc";
-        assert!(super::verify_password(hash, "friday-night"));
-        assert!(!super::verify_password(hash, "saturday-night"));
-        assert!(!super::verify_password("not a hash", "friday-night"));
-    }
 }

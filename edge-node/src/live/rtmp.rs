@@ -186,7 +186,7 @@ async fn session(
     })?
     .map_err(End::Protocol)?;
     let mut results: VecDeque<ServerSessionResult> = initial.into();
-    results.extend(input(&mut rtmp, &leftover)?);
+    results.extend(input_step(&mut rtmp, &leftover)?);
     let mut kick: Option<CancellationToken> = None;
     let mut received = leftover.len() as u64;
     loop {
@@ -228,12 +228,12 @@ async fn session(
             () = shared.shutdown.cancelled() => return Err(End::Shutdown),
         };
         received += n as u64;
-        results.extend(input(&mut rtmp, &buf[..n])?);
+        results.extend(input_step(&mut rtmp, &buf[..n])?);
     }
 }
 
 /// Hands received bytes to the session (chunk deserializer, AMF0 decoding).
-fn input(rtmp: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, End> {
+fn input_step(rtmp: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, End> {
     contained("the chunk or AMF0 decoder", || rtmp.handle_input(bytes))?.map_err(End::Protocol)
 }
 
@@ -468,4 +468,104 @@ fn media(
             Ok(())
         }
     }
+}
+
+/// The fuzzing entry (`fuzz/`, `scripts/fuzz.sh`): what a client sends, through the same calls
+/// a connection makes — the handshake, the session's chunk and AMF0 decoding, accepting its
+/// requests, and the FLV tag parsers and segmenter its media goes to — without a socket or a
+/// key check. When `data` starts with an odd byte the rest follows a canned valid handshake,
+/// so the fuzzer spends its time on chunks and commands. Returns the panics that were
+/// contained (each would have ended only its connection).
+#[doc(hidden)]
+pub fn fuzz_connection(data: &[u8]) -> Vec<String> {
+    let mut contained_panics = Vec::new();
+    let mut note = |e: End| {
+        if let End::Panicked(what, msg) = e {
+            contained_panics.push(format!("{what}: {msg}"));
+        }
+    };
+    let input = match data.split_first() {
+        Some((first, rest)) if first % 2 == 1 => {
+            let mut v = vec![3u8];
+            v.extend_from_slice(&[0u8; 1536 * 2]);
+            v.extend_from_slice(rest);
+            v
+        }
+        Some((_, rest)) => rest.to_vec(),
+        None => return contained_panics,
+    };
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut chunks = None;
+    // Fed in pieces as reads would deliver them.
+    let mut pieces = input.chunks(1024);
+    for piece in pieces.by_ref() {
+        match contained("the handshake", || hs.process_bytes(piece)) {
+            Ok(Ok(HandshakeProcessResult::InProgress { .. })) => {}
+            Ok(Ok(HandshakeProcessResult::Completed {
+                remaining_bytes, ..
+            })) => {
+                chunks = Some(remaining_bytes);
+                break;
+            }
+            Ok(Err(_)) => return contained_panics,
+            Err(e) => {
+                note(e);
+                return contained_panics;
+            }
+        }
+    }
+    let Some(first) = chunks else {
+        return contained_panics;
+    };
+    let mut rtmp = match contained("the session", || {
+        ServerSession::new(ServerSessionConfig::new())
+    }) {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(_)) => return contained_panics,
+        Err(e) => {
+            note(e);
+            return contained_panics;
+        }
+    };
+    let mut segmenter = super::hls::Segmenter::new(1000, 200, 4);
+    let rest = pieces.flatten().copied().collect::<Vec<u8>>();
+    for piece in std::iter::once(&first[..]).chain(rest.chunks(1024)) {
+        let results = match input_step(&mut rtmp, piece) {
+            Ok(r) => r,
+            Err(e) => {
+                note(e);
+                return contained_panics;
+            }
+        };
+        for r in results {
+            let ServerSessionResult::RaisedEvent(event) = r else {
+                continue;
+            };
+            let step = match event {
+                ServerSessionEvent::ConnectionRequested { request_id, .. }
+                | ServerSessionEvent::ReleaseStreamRequested { request_id, .. }
+                | ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                    accept(&mut rtmp, request_id).map(drop)
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } => {
+                    let _ = segmenter.video(timestamp.value, &data);
+                    Ok(())
+                }
+                ServerSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } => {
+                    let _ = segmenter.audio(timestamp.value, &data);
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                note(e);
+                return contained_panics;
+            }
+        }
+    }
+    contained_panics
 }
