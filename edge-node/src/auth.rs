@@ -107,6 +107,8 @@ struct State {
 
 pub struct Logins {
     checks: Arc<tokio::sync::Semaphore>,
+    /// Argon2's working memory, one buffer per check slot at most, reused.
+    memory: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
     state: Mutex<State>,
     verifications: IntCounter,
 }
@@ -121,6 +123,7 @@ impl Logins {
         };
         Logins {
             checks: Arc::new(tokio::sync::Semaphore::new(checks)),
+            memory: Arc::new(Mutex::new(Vec::new())),
             state: Mutex::new(State {
                 by_ip: Tracker::new(),
                 by_user: Tracker::new(),
@@ -198,11 +201,15 @@ impl Logins {
         let permit = self.checks.clone().try_acquire_owned().ok()?;
         self.verifications.inc();
         let (hash, password) = (hash.to_string(), password.to_string());
+        let pool = self.memory.clone();
         // The permit goes with the check: it is held until Argon2 is done even if the client
         // has gone (its memory is in use until then).
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify_password(&hash, &password)
+            let mut memory = crate::mount::lock(&pool).pop().unwrap_or_default();
+            let ok = verify_password_in(&mut memory, &hash, &password);
+            crate::mount::lock(&pool).push(memory);
+            ok
         })
         .await
         .unwrap_or(false);
@@ -224,14 +231,52 @@ impl Logins {
     }
 }
 
+/// Most Argon2 memory a hash may ask for, in KiB (the control plane's hashes use 19 MiB).
+const MAX_M_COST: u32 = 64 * 1024;
+
 /// Checks a password against an Argon2 PHC string; a malformed hash never matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    verify_password_in(&mut Vec::new(), hash, password)
+}
+
+/// [`verify_password`] with Argon2's working memory in `memory`, grown as needed and kept by
+/// the caller: a node reuses one buffer per check slot instead of asking the allocator for
+/// ~19 MiB per login (which glibc keeps in per-thread arenas afterwards).
+pub fn verify_password_in(memory: &mut Vec<argon2::Block>, hash: &str, password: &str) -> bool {
+    use argon2::password_hash::PasswordHash;
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(expected), Some(salt)) = (
+        Algorithm::try_from(h.algorithm),
+        Params::try_from(&h),
+        h.hash,
+        h.salt,
+    ) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    if params.m_cost() > MAX_M_COST {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && crate::constant_time_eq(&out, expected.as_bytes())
 }
 
 #[cfg(test)]
@@ -246,6 +291,13 @@ mod tests {
         assert!(verify_password(HASH, "friday-night"));
         assert!(!verify_password(HASH, "saturday-night"));
         assert!(!verify_password("not a hash", "friday-night"));
+        // The same check in reused memory, and a hash asking for more memory than allowed.
+        let mut memory = Vec::new();
+        assert!(verify_password_in(&mut memory, HASH, "friday-night"));
+        assert!(!verify_password_in(&mut memory, HASH, "friday-nigh"));
+        assert!(verify_password_in(&mut memory, HASH, "friday-night"));
+        let greedy = HASH.replace("m=19456", "m=1048576");
+        assert!(!verify_password_in(&mut memory, &greedy, "friday-night"));
     }
 
     fn counter() -> IntCounter {
