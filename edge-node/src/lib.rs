@@ -116,7 +116,6 @@ impl Edge {
         if let Some(l) = rtmp {
             tokio::spawn(live::rtmp::serve(l, shared.clone()));
             if let Some(a) = rtmp_addr {
-                shared.live.set_ingest(a);
                 tracing::info!("RTMP ingest on rtmp://{a}");
             }
         }

@@ -335,6 +335,28 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
 }
 
 /// The height of the video ffprobe finds at `url`.
+/// The command lines of the processes whose parent is `pid`, arguments joined by spaces.
+fn children_cmdlines(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces, so split after its ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (ppid == pid).then(|| String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
 fn ffprobe_height(url: &str) -> String {
     let out = std::process::Command::new("ffprobe")
         .args([
@@ -406,6 +428,24 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
             && lines[rendition - 1].contains(",mp4a.40.2\""),
         "{master}"
     );
+    // The edge's ffmpeg shows no key and no URL of the node on its command line (which every
+    // local user can read).
+    let renditions_ffmpeg = children_cmdlines(edge.proc.pid());
+    assert!(
+        renditions_ffmpeg
+            .iter()
+            .any(|c| c.contains("-force_key_frames")),
+        "{renditions_ffmpeg:?}"
+    );
+    for cmd in &renditions_ffmpeg {
+        let hex_key = cmd
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|t| t.len() >= 32);
+        assert!(
+            !hex_key && !cmd.contains("rtmp://") && !cmd.contains("show-key"),
+            "{cmd}"
+        );
+    }
 
     // The rendition is its own LL-HLS media playlist, at 180 lines; the source stays at 240.
     let list = reqwest::get(edge.url("/hls/show/180p/index.m3u8"))

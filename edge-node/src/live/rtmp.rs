@@ -295,17 +295,14 @@ async fn on_event(
             let key = stream_key.split('?').next().unwrap_or_default();
             let claimed = match shared.live.by_key(key) {
                 None => Err(Refusal::UnknownKey),
-                // Renditions are this node's own ffmpeg, on loopback.
-                Some(s) if s.parent.is_some() && !peer.ip().is_loopback() => {
-                    Err(Refusal::UnknownKey)
-                }
+                // Renditions are fed by this node's own ffmpeg, never over RTMP.
+                Some(s) if s.parent.is_some() => Err(Refusal::UnknownKey),
                 Some(s) => Publishing::claim(s, shared, peer, conn, &app_name, key),
             };
-            // nginx-rtmp's on_publish: the publisher's own service decides too (renditions
-            // are this node's own publishes). The guard releases the claim if it refuses, or
-            // if the connection goes away while it is asked.
+            // nginx-rtmp's on_publish: the publisher's own service decides too. The guard
+            // releases the claim if it refuses, or if the connection goes away while it is
+            // asked.
             let claimed = match claimed {
-                Ok((g, k)) if g.stream.parent.is_some() => Ok((g, k)),
                 Ok((g, k)) => {
                     match on_publish(shared, peer, conn, &app_name, key, &g.stream.name).await {
                         Ok(()) => Ok((g, k)),
