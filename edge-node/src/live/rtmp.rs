@@ -566,3 +566,41 @@ pub fn fuzz_connection(data: &[u8]) -> Vec<String> {
     }
     contained_panics
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fuzz_connection;
+
+    /// A type 0 chunk on `csid` of an AMF0 command message declaring `declared` bytes.
+    fn chunk(csid: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![csid, 0, 0, 0];
+        v.extend_from_slice(&declared.to_be_bytes()[1..]);
+        v.extend_from_slice(&[20, 0, 0, 0, 0]);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// The two inputs known to panic rml_rtmp 0.8, after a canned handshake (odd first byte):
+    /// each is contained as the end of its connection.
+    #[test]
+    fn rml_rtmp_panics_are_contained() {
+        // A message on chunk stream 10 left partial (128 of 228 bytes), then one on chunk
+        // stream 11 shorter than that: `length - current_payload_length` underflows.
+        let mut interleaved = vec![1u8];
+        interleaved.extend(chunk(10, 228, &[0u8; 128]));
+        interleaved.extend(chunk(11, 10, &[0u8; 10]));
+        // An AMF0 command of one value: `arguments.drain(..3)` is out of range.
+        let mut short = vec![1u8];
+        short.extend(chunk(3, 10, b"\x02\x00\x07connect"));
+        for input in [interleaved, short] {
+            let panics = fuzz_connection(&input);
+            assert_eq!(panics.len(), 1, "{panics:?}");
+            assert!(
+                panics[0].starts_with("the chunk or AMF0 decoder"),
+                "{panics:?}"
+            );
+        }
+        // A well-formed connect goes through without one.
+        assert!(fuzz_connection(&[1u8]).is_empty());
+    }
+}
