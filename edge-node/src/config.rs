@@ -665,6 +665,15 @@ pub fn valid_mount_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
 }
 
+/// The ranges of the source-login limits (see `auth`).
+fn login_limits(l: &LimitsConfig) -> [(&'static str, u64, u64, u64); 3] {
+    [
+        ("limits.password_checks", l.password_checks, 0, 1_024),
+        ("limits.login_failures", l.login_failures, 0, 1_000_000),
+        ("limits.login_lockout_ms", l.login_lockout_ms, 1, 86_400_000),
+    ]
+}
+
 impl EdgeConfig {
     pub fn validate(self) -> anyhow::Result<Validated> {
         let listen = self.http.listen.parse().map_err(|_| {
@@ -705,11 +714,8 @@ impl EdgeConfig {
                 0,
                 2_000,
             ),
-            ("limits.password_checks", l.password_checks, 0, 1_024),
-            ("limits.login_failures", l.login_failures, 0, 1_000_000),
-            ("limits.login_lockout_ms", l.login_lockout_ms, 1, 86_400_000),
         ];
-        for (key, v, lo, hi) in checks {
+        for (key, v, lo, hi) in checks.into_iter().chain(login_limits(l)) {
             if !(lo..=hi).contains(&v) {
                 anyhow::bail!("{key} = {v} must be between {lo} and {hi}");
             }

@@ -243,7 +243,7 @@ async fn an_agents_edge_limits_connections_per_address_by_default() {
     })
     .await;
     let token = cp.join_token(600).await;
-    let agent = Agent::start("edge-a", &[cp.quic.clone()], Some(&token)).await;
+    let agent = Agent::start("edge-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let addr = agent.edge_url.trim_start_matches("http://").to_string();
     let mut open = Vec::new();
     for _ in 0..100 {
