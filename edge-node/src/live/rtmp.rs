@@ -569,7 +569,46 @@ pub fn fuzz_connection(data: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::fuzz_connection;
+    use super::{Publishing, Refusal, fuzz_connection};
+    use crate::server::Shared;
+    use std::sync::Arc;
+
+    /// A connection's task that panics or is cancelled while it holds a stream gives it back.
+    #[tokio::test]
+    async fn a_claimed_stream_is_released_when_its_task_panics_or_is_cancelled() {
+        let config: crate::EdgeConfig =
+            toml::from_str("[[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n")
+                .expect("config");
+        let shared = Arc::new(Shared::new(config).expect("shared"));
+        let peer = "192.0.2.1:5000".parse().expect("addr");
+        let stream = shared.live.get("show").expect("stream");
+        let claim = |conn| {
+            Publishing::claim(
+                stream.clone(),
+                &shared,
+                peer,
+                conn,
+                "live",
+                "show-key-0123456789",
+            )
+        };
+        let (held, _) = claim(1).expect("claimed");
+        assert!(matches!(claim(2), Err(Refusal::AlreadyLive)));
+        let task = tokio::spawn(async move {
+            let _held = held;
+            panic!("a bug while publishing");
+        });
+        assert!(task.await.expect_err("it panicked").is_panic());
+        let (held, _) = claim(3).expect("free again after the panic");
+        let task = tokio::spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        task.abort();
+        assert!(task.await.expect_err("it was cancelled").is_cancelled());
+        assert!(claim(4).is_ok(), "free again after the cancel");
+    }
 
     /// A type 0 chunk on `csid` of an AMF0 command message declaring `declared` bytes.
     fn chunk(csid: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
