@@ -552,6 +552,7 @@ pub fn reason(status: u16) -> &'static str {
         404 => "File Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -110,7 +110,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         )),
         Login::LockedOut(wait) => Some((
             429,
-            wait.as_secs().max(1).to_string(),
+            wait.as_millis().div_ceil(1000).max(1).to_string(),
             b"Too many failed logins from this address or for this user: try again later\n",
         )),
     };

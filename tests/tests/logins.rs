@@ -178,6 +178,10 @@ async fn failed_logins_lock_out_an_address_and_a_user_until_the_lockout_passes()
     // The user, from another address, even with the right password.
     let (status, text) = put(a, [127, 0, 0, 3], DJ_RIGHT).await;
     assert_eq!(status, 429, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.0 429 Too Many Requests\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Retry-After: "), "{text}");
     assert!(text.contains("Too many failed logins"), "{text}");
     // The address, for another user.
