@@ -642,4 +642,24 @@ mod tests {
         // A well-formed connect goes through without one.
         assert!(fuzz_connection(&[1u8]).is_empty());
     }
+
+    /// Found by `fuzz/` (target rtmp): a type 1 header whose timestamp delta is the extended
+    /// marker (0xFFFFFF) with an extended timestamp below it makes rml_rtmp compute
+    /// `timestamp - MAX_INITIAL_TIMESTAMP` on u32 (deserializer.rs:358): a panic where overflow
+    /// is checked (debug builds), a wrapped timestamp elsewhere. Either way the edge goes on.
+    #[test]
+    fn an_extended_timestamp_below_the_marker_is_harmless() {
+        let mut input = vec![1u8];
+        // Window Acknowledgement Size (type 5) on chunk stream 3: a previous header there.
+        input.extend_from_slice(&[0x03, 0, 0, 0, 0, 0, 4, 5, 0, 0, 0, 0, 0, 0, 0x10, 0]);
+        // Type 1 on chunk stream 3: delta 0xFFFFFF, 4 bytes, type 5; extended timestamp 1.
+        input.extend_from_slice(&[
+            0x43, 0xff, 0xff, 0xff, 0, 0, 4, 5, 0, 0, 0, 1, 0, 0, 0x10, 0,
+        ]);
+        let panics = fuzz_connection(&input);
+        assert!(panics.len() <= 1, "{panics:?}");
+        if cfg!(debug_assertions) {
+            assert_eq!(panics.len(), 1, "overflow is checked in this build");
+        }
+    }
 }
