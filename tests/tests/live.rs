@@ -725,6 +725,9 @@ async fn rtmp_inputs_that_panic_the_library_end_only_their_connection() {
         2,
         "{logs}"
     );
+    // One log line each, with the place, and no panic message or backtrace per connection.
+    assert!(logs.contains("deserializer.rs:371"), "{logs}");
+    assert!(!logs.contains("panicked at"), "{logs}");
     let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
     playlist(&edge, 1).await;
 }

@@ -94,16 +94,47 @@ impl Drop for Publishing {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a call into rml_rtmp; the place of a panic in it.
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Wraps the process's panic hook once: a panic inside a contained call is not printed (with
+/// a backtrace, per malformed connection) but recorded for the connection's log line.
+fn quiet_contained_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINING.with(std::cell::Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs one call into rml_rtmp, turning a panic inside it into the end of this connection
 /// only (the session's state is unknown afterwards, so the connection is not used again).
 fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, End> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+    quiet_contained_panics();
+    CONTAINING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(false));
+    result.map_err(|payload| {
         let msg = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        End::Panicked(what, msg)
+        let at = PANIC_AT.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        End::Panicked(what, format!("{msg} at {at}"))
     })
 }
 
