@@ -7,7 +7,7 @@ cargo build --bin onda
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --all-targets 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 passed=$( (grep -E '^test result: ' "$log" || true) | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$( (grep -E '^test result: ' "$log" || true) | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 echo

@@ -65,13 +65,25 @@ fn is_admin(head: &RequestHead, shared: &Shared) -> bool {
 /// encoder sends its titles with the credentials it streams with). A DJ account is the mount's
 /// own, so it never reaches another station's mount; and another DJ of the station, off the air,
 /// gets no Argon2 verification at all.
-async fn may_set_title(head: &RequestHead, mount: &Mount) -> bool {
-    let Some((user, _)) = basic_auth(head) else {
+async fn may_set_title(req: &Request, shared: &Shared, mount: &Mount) -> bool {
+    let Some((user, _)) = basic_auth(&req.head) else {
         return false;
     };
     let on_air = mount.session().is_some_and(|s| s.info.user == user);
-    (user == "source" || on_air)
-        && crate::source::authenticate(head, &mount.config()).await == Some(user)
+    if user != "source" && !on_air {
+        return false;
+    }
+    // Through the same bounded, throttled checker as a source login: a title update is no way
+    // around the lockout or the limit on Argon2 checks.
+    let (_, login) = crate::source::authenticate(
+        shared,
+        &req.head,
+        req.peer.ip(),
+        &mount.path,
+        &mount.config(),
+    )
+    .await;
+    login == crate::auth::Login::Accepted
 }
 
 /// `example.org:8000` → `example.org`; `[::1]:8000` → `[::1]`.
@@ -292,7 +304,7 @@ async fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>
     let mount = shared.mount(&name);
     let allowed = is_admin(&req.head, shared)
         || match &mount {
-            Some(m) => may_set_title(&req.head, m).await,
+            Some(m) => may_set_title(req, shared, m).await,
             None => false,
         };
     if !allowed {

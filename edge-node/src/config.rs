@@ -484,7 +484,8 @@ pub struct LimitsConfig {
     pub max_header_bytes: u64,
     /// Most header lines in a request head.
     pub max_headers: u64,
-    /// Concurrent connections from one IP address; 0 = no limit.
+    /// Concurrent connections from one IP address; 0 = no limit. The default (100) leaves room
+    /// for many listeners behind one NAT and stops one address from taking every slot.
     pub max_connections_per_ip: u64,
     /// Concurrent connections in total.
     pub max_connections: u64,
@@ -497,6 +498,14 @@ pub struct LimitsConfig {
     /// adds at most that much latency, which players buffer anyway. Larger
     /// batches mean fewer wake-ups and writes per listener; 0 hands over every source write.
     pub publish_interval_ms: u64,
+    /// DJ password checks (Argon2, ~19 MiB each) running at once; 0 = one per CPU core. A
+    /// login beyond them is refused at once (503), never queued.
+    pub password_checks: u64,
+    /// Failed source logins from one address, or for one user, before further attempts are
+    /// refused for `login_lockout_ms` (429); 0 = no lockout.
+    pub login_failures: u64,
+    /// How long a lockout lasts after the last failure, in milliseconds.
+    pub login_lockout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -508,11 +517,14 @@ impl Default for LimitsConfig {
             header_timeout_ms: 15_000,
             max_header_bytes: 8_192,
             max_headers: 64,
-            max_connections_per_ip: 0,
+            max_connections_per_ip: 100,
             max_connections: 50_000,
             icy_metaint: 16_000,
             listener_send_buffer_bytes: 65_536,
             publish_interval_ms: 400,
+            password_checks: 0,
+            login_failures: 5,
+            login_lockout_ms: 60_000,
         }
     }
 }
@@ -644,6 +656,15 @@ impl LimitsConfig {
     }
 }
 
+/// The ranges of the source-login limits (see `auth`).
+fn login_limits(l: &LimitsConfig) -> [(&'static str, u64, u64, u64); 3] {
+    [
+        ("limits.password_checks", l.password_checks, 0, 1_024),
+        ("limits.login_failures", l.login_failures, 0, 1_000_000),
+        ("limits.login_lockout_ms", l.login_lockout_ms, 1, 86_400_000),
+    ]
+}
+
 impl EdgeConfig {
     pub fn validate(self) -> anyhow::Result<Validated> {
         let listen = self.http.listen.parse().map_err(|_| {
@@ -685,7 +706,7 @@ impl EdgeConfig {
                 2_000,
             ),
         ];
-        for (key, v, lo, hi) in checks {
+        for (key, v, lo, hi) in checks.into_iter().chain(login_limits(l)) {
             if !(lo..=hi).contains(&v) {
                 anyhow::bail!("{key} = {v} must be between {lo} and {hi}");
             }

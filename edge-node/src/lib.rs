@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod autodj;
 pub mod chunked;
 pub mod config;
@@ -117,7 +118,6 @@ impl Edge {
         if let Some(l) = rtmp {
             tokio::spawn(live::rtmp::serve(l, shared.clone()));
             if let Some(a) = rtmp_addr {
-                shared.live.set_ingest(a);
                 tracing::info!("RTMP ingest on rtmp://{a}");
             }
         }

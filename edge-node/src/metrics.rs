@@ -25,6 +25,10 @@ pub struct EdgeMetrics {
     live_viewers: IntGaugeVec,
     /// RTMP publishes refused (unknown key, stream already live, bad media).
     pub rtmp_refused: IntCounter,
+    /// Argon2 password checks run (DJ logins not answered from memory).
+    pub password_verifications: IntCounter,
+    /// Source logins refused because every password check was busy or a lockout held.
+    pub login_throttled: IntCounter,
 }
 
 /// One live stream's series.
@@ -177,6 +181,14 @@ impl EdgeMetrics {
             rtmp_refused: counter(
                 "onda_edge_rtmp_publish_refusals_total",
                 "RTMP publishes refused (unknown or rotated key, stream already live, unsupported media)",
+            )?,
+            password_verifications: counter(
+                "onda_edge_password_verifications_total",
+                "Argon2 password checks run for source logins",
+            )?,
+            login_throttled: counter(
+                "onda_edge_login_throttled_total",
+                "Source logins refused unchecked: every password check busy, or a lockout after failures",
             )?,
             registry,
         })

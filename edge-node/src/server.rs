@@ -39,10 +39,17 @@ pub struct Shared {
     groups: Mutex<HashMap<String, Arc<crate::usage::Group>>>,
     /// Live video streams (RTMP in, HLS out).
     pub live: crate::live::Live,
+    /// Source logins: bounded password checks, lockouts, remembered successes.
+    pub logins: crate::auth::Logins,
 }
 
 impl Shared {
     pub fn new(config: EdgeConfig) -> anyhow::Result<Shared> {
+        let metrics = EdgeMetrics::new()?;
+        let logins = crate::auth::Logins::new(
+            config.limits.password_checks,
+            metrics.password_verifications.clone(),
+        );
         let shared = Shared {
             config: RwLock::new(Arc::new(EdgeConfig::default())),
             mounts: RwLock::new(HashMap::new()),
@@ -53,11 +60,12 @@ impl Shared {
             open: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: SystemTime::now(),
-            metrics: EdgeMetrics::new()?,
+            metrics,
             shutdown: CancellationToken::new(),
             usage: crate::usage::Usage::default(),
             groups: Mutex::new(HashMap::new()),
             live: crate::live::Live::default(),
+            logins,
         };
         shared.set_config(config);
         Ok(shared)
@@ -534,6 +542,7 @@ pub fn reason(status: u16) -> &'static str {
         404 => "File Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -2,12 +2,14 @@
 //! ice-*/icy-* headers into the stream's description, then the body (raw until close, or
 //! chunked) pushed into the mount's session until the client leaves or falls silent.
 
+use crate::auth::{Login, Secret};
 use crate::chunked::ChunkedDecoder;
 use crate::config::MountConfig;
 use crate::head::{RequestHead, basic_auth};
 use crate::mount::{Coalescer, Session, SourceInfo};
 use crate::server::{Request, Shared, respond};
 use bytes::BytesMut;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -79,21 +81,32 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         .await;
         return;
     };
-    let user = authenticate(&req.head, &mount.config()).await;
-    let authorized = user.is_some();
-    if !authorized {
-        // libshout probes without credentials and reads `Allow` from this answer.
-        let _ = respond(
-            &mut req.stream,
-            401,
-            "text/plain",
-            &[
-                ("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""),
-                ALLOW,
-            ],
-            b"You need to authenticate\n",
-        )
-        .await;
+    let cfg = mount.config();
+    let limits = shared.config().limits.clone();
+    let (user, login) = authenticate(&shared, &req.head, req.peer.ip(), &path, &cfg).await;
+    let refusal: Option<(u16, String, &[u8])> = match login {
+        Login::Accepted => None,
+        Login::Refused => Some((401, String::new(), b"You need to authenticate\n")),
+        Login::Busy => Some((
+            503,
+            "1".to_string(),
+            b"Too many logins are being checked: try again in a moment\n",
+        )),
+        Login::LockedOut(wait) => Some((
+            429,
+            wait.as_millis().div_ceil(1000).max(1).to_string(),
+            b"Too many failed logins from this address or for this user: try again later\n",
+        )),
+    };
+    if let Some((status, retry_after, body)) = refusal {
+        let mut headers = vec![ALLOW];
+        if status == 401 {
+            headers.push(("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""));
+        } else {
+            shared.metrics.login_throttled.inc();
+            headers.push(("Retry-After", &retry_after));
+        }
+        let _ = respond(&mut req.stream, status, "text/plain", &headers, body).await;
         return;
     }
     let content_type = match req.head.header("content-type") {
@@ -112,9 +125,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             return;
         }
     };
-    let limits = shared.config().limits.clone();
     let mut info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
-    info.user = user.unwrap_or_default();
+    info.user = user;
     let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
         let _ = respond(
@@ -226,46 +238,34 @@ async fn receive(
     result
 }
 
-/// The user whose credentials (Basic auth) may feed this mount: `source` with the mount's source
-/// password, or one of its DJ accounts. `/admin/metadata` asks the same question.
-pub(crate) async fn authenticate(head: &RequestHead, cfg: &MountConfig) -> Option<String> {
-    match basic_auth(head) {
-        Some((user, pass)) if user == "source" => (!cfg.source_password.is_empty()
-            && crate::constant_time_eq(pass.as_bytes(), cfg.source_password.as_bytes()))
-        .then_some(user),
-        Some((user, pass)) => match cfg.source_users.iter().find(|u| u.user == user) {
-            Some(u) => {
-                // Argon2 is deliberately slow: off the async threads.
-                let hash = u.password_hash.clone();
-                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pass))
-                    .await
-                    .unwrap_or(false);
-                ok.then_some(user)
-            }
-            None => None,
-        },
-        None => None,
+/// Checks a request's Basic credentials for a mount: `source` with the mount's source password,
+/// or one of its DJ accounts, through the node's bounded and throttled login checker (`auth`).
+/// `/admin/metadata` asks the same question. No credentials at all is a refusal that counts no
+/// failure: libshout probes that way and reads `Allow` from the 401.
+pub(crate) async fn authenticate(
+    shared: &Shared,
+    head: &RequestHead,
+    peer: IpAddr,
+    path: &str,
+    cfg: &MountConfig,
+) -> (String, Login) {
+    let (user, pass) = basic_auth(head).unwrap_or_default();
+    if user.is_empty() && pass.is_empty() {
+        return (user, Login::Refused);
     }
-}
-
-/// Checks a password against an Argon2 PHC string; a malformed hash never matches.
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn argon2_hashes_verify() {
-        // Made by the control plane's `secrets::hash_password("friday-night")`.
-        let hash = "$argon2id$v=19$m=19456,t=2,p=1$MSVh1jgze0H4aNrq4EEOnA$7cBSps/jHr3dPVhHEXiVsttFxSt0AHy74yL3RIGoqQc";
-        assert!(super::verify_password(hash, "friday-night"));
-        assert!(!super::verify_password(hash, "saturday-night"));
-        assert!(!super::verify_password("not a hash", "friday-night"));
-    }
+    let secret = if user == "source" {
+        Secret::Plain(&cfg.source_password)
+    } else {
+        cfg.source_users
+            .iter()
+            .find(|u| u.user == user)
+            .map_or(Secret::Unknown, |u| Secret::Argon2(&u.password_hash))
+    };
+    let limits = shared.config().limits.clone();
+    let account = format!("{user}@{path}");
+    let login = shared
+        .logins
+        .check(&limits, peer, &account, &pass, secret)
+        .await;
+    (user, login)
 }

@@ -581,7 +581,7 @@ pub struct MediaFile {
 pub struct CreateStreamer {
     /// 1–64 of a–z, 0–9, '.', '_', '-' (not `source`).
     pub username: String,
-    /// 8–128 characters.
+    /// 12–128 characters, no control characters or ':'.
     pub password: String,
     /// Defaults to the user name.
     #[serde(default)]
@@ -591,6 +591,7 @@ pub struct CreateStreamer {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStreamer {
+    /// 12–128 characters, as when created.
     pub password: Option<String>,
     pub display_name: Option<String>,
 }

@@ -14,6 +14,7 @@ pub mod load;
 pub mod media;
 pub mod process;
 pub mod rogue;
+pub mod rtmp;
 pub mod usage;
 
 use std::time::{Duration, Instant};

@@ -1329,7 +1329,10 @@ async fn streamer_accounts(b: Backend) {
     );
     // Bad input is refused with a sentence and creates nothing.
     for (body, status) in [
-        (json!({"username": "nova", "password": "another-one"}), 409),
+        (
+            json!({"username": "nova", "password": "another-one-2"}),
+            409,
+        ),
         (
             json!({"username": "source", "password": "friday-night"}),
             422,
@@ -1339,6 +1342,7 @@ async fn streamer_accounts(b: Backend) {
             422,
         ),
         (json!({"username": "kai", "password": "short"}), 422),
+        (json!({"username": "kai", "password": "elevenchars"}), 422),
         (
             json!({"username": "kai", "password": "has:colon-in-it"}),
             422,
@@ -1351,6 +1355,9 @@ async fn streamer_accounts(b: Backend) {
         let r = cp.post(&base, &key, body.clone()).await;
         assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
         assert_eq!(r.content_type, "application/problem+json");
+        if body["password"].as_str().is_some_and(|p| p.len() < 12) {
+            assert!(r.text.contains("at least 12"), "{}", r.text);
+        }
     }
     let listed = cp.list_all(&base, &key).await;
     assert_eq!(listed.len(), 1);
@@ -1366,6 +1373,16 @@ async fn streamer_accounts(b: Backend) {
         .expect(200)
         .body;
     assert_eq!(patched["display_name"], "Nova");
+    let short = cp
+        .call(
+            Method::PATCH,
+            &format!("{base}/{id}"),
+            Some(&key),
+            Some(json!({"password": "elevenchars"})),
+        )
+        .await;
+    assert_eq!(short.status.as_u16(), 422, "{}", short.text);
+    assert!(short.text.contains("at least 12"), "{}", short.text);
     // Where DJs connect: the live mount under the station's slug.
     let live = cp
         .call(

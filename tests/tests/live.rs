@@ -2,7 +2,7 @@
 //! with a stream key, and ffprobe and ffmpeg play the HLS the edge makes of it. Wrong keys,
 //! second publishers, changed keys and malformed RTMP are refused without harm to the node.
 
-use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
+use onda_tests::edge::{EdgeNode, START, ffmpeg_rtmp};
 use onda_tests::wait_for;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -335,6 +335,28 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
 }
 
 /// The height of the video ffprobe finds at `url`.
+/// The command lines of the processes whose parent is `pid`, arguments joined by spaces.
+fn children_cmdlines(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces, so split after its ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (ppid == pid).then(|| String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
 fn ffprobe_height(url: &str) -> String {
     let out = std::process::Command::new("ffprobe")
         .args([
@@ -406,6 +428,24 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
             && lines[rendition - 1].contains(",mp4a.40.2\""),
         "{master}"
     );
+    // The edge's ffmpeg shows no key and no URL of the node on its command line (which every
+    // local user can read).
+    let renditions_ffmpeg = children_cmdlines(edge.proc.pid());
+    assert!(
+        renditions_ffmpeg
+            .iter()
+            .any(|c| c.contains("-force_key_frames")),
+        "{renditions_ffmpeg:?}"
+    );
+    for cmd in &renditions_ffmpeg {
+        let hex_key = cmd
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|t| t.len() >= 32);
+        assert!(
+            !hex_key && !cmd.contains("rtmp://") && !cmd.contains("show-key"),
+            "{cmd}"
+        );
+    }
 
     // The rendition is its own LL-HLS media playlist, at 180 lines; the source stays at 240.
     let list = reqwest::get(edge.url("/hls/show/180p/index.m3u8"))
@@ -647,6 +687,88 @@ async fn malformed_rtmp_never_takes_the_node_down() {
     }
     let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
     playlist(&edge, 1).await;
+}
+
+/// The two inputs that panic rml_rtmp 0.8 (a second chunk stream starting while a message is
+/// partial; an AMF0 command of one value), each before any key is shown: only that connection
+/// ends, the node goes on serving, and the stream's key then publishes normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_inputs_that_panic_the_library_end_only_their_connection() {
+    let (mut edge, rtmp) = EdgeNode::start_live(STREAM).await;
+    let addr = rtmp.trim_start_matches("rtmp://").to_string();
+    let cases = [
+        (
+            "interleaved chunk streams",
+            onda_tests::rtmp::interleaved_chunk_streams(128),
+        ),
+        (
+            "a short AMF0 command",
+            onda_tests::rtmp::short_amf0_command(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut raw = onda_tests::rtmp::RawRtmp::connect(&addr).await;
+        raw.send_and_wait_close(&bytes).await;
+        let health = reqwest::get(edge.url("/healthz")).await.expect("healthz");
+        assert_eq!(health.status(), 200, "{what}");
+    }
+    // Both were contained as the end of their connection, not as a crashed task.
+    edge.proc
+        .wait_log_word(
+            "made the RTMP library fail in the chunk or AMF0 decoder",
+            START,
+        )
+        .await;
+    let logs = edge.proc.stderr();
+    assert_eq!(
+        logs.matches("made the RTMP library fail").count(),
+        2,
+        "{logs}"
+    );
+    // One log line each, with the place, and no panic message or backtrace per connection.
+    assert!(logs.contains("deserializer.rs:371"), "{logs}");
+    assert!(!logs.contains("panicked at"), "{logs}");
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    playlist(&edge, 1).await;
+}
+
+/// A publish whose connection dies inside the RTMP library, and a publisher killed with
+/// SIGKILL, both give their key back at once: the next publish with it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_fails_or_is_killed_releases_its_key() {
+    let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
+    let addr = rtmp.trim_start_matches("rtmp://").to_string();
+    let mut raw = onda_tests::rtmp::RawRtmp::connect(&addr).await;
+    raw.publish("show-key-0123456789").await;
+    wait_for("the raw publish live", Duration::from_secs(10), || async {
+        (edge
+            .metric("onda_edge_live_publishing{stream=\"show\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    raw.send_and_wait_close(&onda_tests::rtmp::short_amf0_command())
+        .await;
+    // The key is free again: a second raw publish is accepted, then ffmpeg's.
+    let mut again = onda_tests::rtmp::RawRtmp::connect(&addr).await;
+    again.publish("show-key-0123456789").await;
+    drop(again);
+    let first = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    playlist(&edge, 1).await;
+    first.signal("KILL");
+    let mut second = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    wait_for("the republish live", Duration::from_secs(30), || async {
+        let list = reqwest::get(edge.url("/hls/show/index.m3u8"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        list.contains("#EXT-X-DISCONTINUITY").then_some(())
+    })
+    .await;
+    assert!(second.try_exit().is_none(), "{}", second.stderr());
 }
 
 /// A control plane with `nodes` joined agents (RTMP on, as the harness's agent.toml sets) and

@@ -25,12 +25,22 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("There is no streamer {id:?}."))
 }
 
+/// Fewest characters of a DJ password: the account is reachable by anyone who can reach an
+/// edge, so it must resist guessing even before the edge's lockouts.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
 fn password(p: &str) -> ApiResult<String> {
     let n = p.chars().count();
-    if !(8..=128).contains(&n) {
-        return Err(ApiError::Unprocessable(
-            "password must be 8 to 128 characters long.".to_string(),
-        ));
+    if n < MIN_PASSWORD_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "password has {n} characters: a DJ password needs at least {MIN_PASSWORD_CHARS} \
+             (and at most 128)."
+        )));
+    }
+    if n > 128 {
+        return Err(ApiError::Unprocessable(format!(
+            "password has {n} characters: a DJ password has at most 128."
+        )));
     }
     if p.chars().any(char::is_control) || p.contains(':') {
         return Err(ApiError::Unprocessable(

@@ -26,11 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Every live stream of the node, by name; a stream's renditions are streams named
 /// `{stream}/{rendition}`.
-#[derive(Default)]
 pub struct Live {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
-    /// Where this node's RTMP ingest is reachable on loopback (renditions publish there).
-    ingest: Mutex<Option<std::net::SocketAddr>>,
+    /// Connection ids of the renditions' publishes (from the top, apart from RTMP's).
+    next_local: std::sync::atomic::AtomicU64,
 }
 
 /// A stream the configuration asks for: a configured one or one of its renditions.
@@ -244,55 +243,45 @@ impl Live {
         lock(&self.streams).get(name).cloned()
     }
 
-    /// Records where the node's RTMP ingest listens (an unspecified address becomes loopback).
-    pub fn set_ingest(&self, mut addr: std::net::SocketAddr) {
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        *lock(&self.ingest) = Some(addr);
-    }
-
-    /// Starts the renditions of `stream`, just claimed by a publisher, if it has any: each
-    /// rendition gets a fresh key for this publish only (an older ffmpeg still publishing one
-    /// is cut off), numbering that goes on from the source's, and one ffmpeg makes them all.
+    /// Starts the renditions of `stream`, just claimed by a publisher, if it has any: one
+    /// ffmpeg makes them all, and each rendition is claimed for this publish only (an older
+    /// publish of it is cut off) and fed from ffmpeg's output, numbered on from the source.
     pub fn start_renditions(&self, stream: &LiveStream) {
-        let ingest = *lock(&self.ingest);
-        let (renditions, key, next_seq) = {
+        let (renditions, next_seq) = {
             let st = lock(&stream.state);
             if st.renditions.is_empty() || st.publisher.is_none() {
                 return;
             }
-            (
-                st.renditions.clone(),
-                st.key.clone(),
-                st.segmenter.next_seq(),
-            )
+            (st.renditions.clone(), st.segmenter.next_seq())
         };
-        let Some(ingest) = ingest else {
-            tracing::warn!(stream = %stream.name, "renditions need the RTMP ingest");
-            return;
-        };
-        let nonce = transcode::unusable_key();
         let mut rungs = Vec::new();
         for r in &renditions {
             let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) else {
                 continue;
             };
-            let child_key = transcode::rendition_key(&format!("{key}\0{nonce}"), &r.name);
+            let key = transcode::unusable_key();
             let mut cs = lock(&child.state);
-            cs.key = child_key.clone();
+            cs.key = key.clone();
             cs.kick.cancel();
             cs.kick = CancellationToken::new();
             cs.segmenter.continue_from(next_seq);
-            rungs.push((r.clone(), child_key));
+            drop(cs);
+            rungs.push((r.clone(), child, key));
         }
-        match transcode::Transcoder::start(&stream.name, ingest, &rungs) {
-            Ok(t) => lock(&stream.state).transcoder = Some(t),
-            Err(e) => tracing::error!(stream = %stream.name, "renditions not made: {e}"),
+        let configs: Vec<RenditionConfig> = rungs.iter().map(|(r, _, _)| r.clone()).collect();
+        let (transcoder, outputs) = match transcode::Transcoder::start(&stream.name, &configs) {
+            Ok(t) => t,
+            Err(e) => return tracing::error!(stream = %stream.name, "renditions not made: {e}"),
+        };
+        lock(&stream.state).transcoder = Some(transcoder);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for ((_, child, key), output) in rungs.into_iter().zip(outputs) {
+            let conn = self
+                .next_local
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            rt.spawn(feed_rendition(child, key, conn, output));
         }
     }
 
@@ -392,6 +381,52 @@ impl Live {
         let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            streams: Mutex::default(),
+            next_local: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// Publishes one rendition from ffmpeg's FLV output until its publish is ended (the source's
+/// publisher left, the stream changed or went away) or ffmpeg's output ends.
+async fn feed_rendition(
+    child: Arc<LiveStream>,
+    key: String,
+    conn: u64,
+    mut output: tokio::net::unix::pipe::Receiver,
+) {
+    /// Releases the rendition however the feeding ends.
+    struct Claimed(Arc<LiveStream>, u64);
+    impl Drop for Claimed {
+        fn drop(&mut self) {
+            self.0.release(self.1);
+        }
+    }
+    let Ok(kick) = child.claim(conn, &key) else {
+        return;
+    };
+    let claimed = Claimed(child, conn);
+    let feed = async {
+        transcode::read_header(&mut output).await?;
+        loop {
+            let tag = transcode::read_tag(&mut output).await?;
+            if let Err(e) = claimed.0.media(conn, tag.video, tag.ms, &tag.body) {
+                tracing::debug!(stream = %claimed.0.name, "rendition tag skipped: {e}");
+            }
+        }
+    };
+    let ended: std::io::Result<()> = tokio::select! {
+        () = kick.cancelled() => Ok(()),
+        r = feed => r,
+    };
+    if let Err(e) = ended {
+        tracing::warn!(stream = %claimed.0.name, "rendition output ended: {e}");
     }
 }
 

@@ -2,6 +2,11 @@
 //! createStream, publish) through rml_rtmp's server session, as OBS and ffmpeg send them. The
 //! publish name is the stream key: an unknown key, a stream that is already live, a request
 //! to play, or media that is not H.264/AAC is refused and the connection closed.
+//!
+//! rml_rtmp 0.8 is unmaintained and panics on some malformed input (a second chunk stream
+//! starting while a message is partial, an AMF0 command of fewer than three values): every call
+//! into it is contained ([`contained`]), so such input ends only its own connection, and a
+//! claimed stream is held by a [`Publishing`] guard that releases it on every way out.
 
 use super::{LiveStream, Refusal};
 use crate::server::Shared;
@@ -30,20 +35,107 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let conn = shared.next_id();
-            let mut publishing: Option<Arc<LiveStream>> = None;
+            // Dropped with the task whichever way it ends, releasing a claimed stream.
+            let mut publishing: Option<Publishing> = None;
             if let Err(e) = session(stream, peer, &shared, conn, &mut publishing).await {
                 tracing::info!(%peer, "RTMP connection ended: {e}");
             }
-            if let Some(s) = publishing {
-                tracing::info!(%peer, stream = %s.name, "publisher left");
-                s.release(conn);
-                if s.parent.is_none() {
-                    shared.live.end_renditions(&s);
-                    publish_done(&shared, peer, conn, "", &s.name);
-                }
-            }
         });
     }
+}
+
+/// A stream claimed by connection `conn`. Dropping it releases the claim: at the end of the
+/// publish, on an error, and when the connection's task panics or is cancelled, so a stream is
+/// never left claimed by a connection that is gone.
+pub struct Publishing {
+    pub stream: Arc<LiveStream>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    conn: u64,
+    app: String,
+    /// The publish was accepted (renditions started, `on_publish_done` owed).
+    accepted: bool,
+}
+
+impl Publishing {
+    /// Claims `stream` for connection `conn` with `key`.
+    pub fn claim(
+        stream: Arc<LiveStream>,
+        shared: &Arc<Shared>,
+        peer: SocketAddr,
+        conn: u64,
+        app: &str,
+        key: &str,
+    ) -> Result<(Publishing, CancellationToken), Refusal> {
+        let kick = stream.claim(conn, key)?;
+        let guard = Publishing {
+            stream,
+            shared: shared.clone(),
+            peer,
+            conn,
+            app: app.to_string(),
+            accepted: false,
+        };
+        Ok((guard, kick))
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        let s = &self.stream;
+        s.release(self.conn);
+        if self.accepted {
+            tracing::info!(peer = %self.peer, stream = %s.name, "publisher left");
+            if s.parent.is_none() {
+                self.shared.live.end_renditions(s);
+                publish_done(&self.shared, self.peer, self.conn, &self.app, &s.name);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a call into rml_rtmp; the place of a panic in it.
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Wraps the process's panic hook once: a panic inside a contained call is not printed (with
+/// a backtrace, per malformed connection) but recorded for the connection's log line.
+fn quiet_contained_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINING.with(std::cell::Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs one call into rml_rtmp, turning a panic inside it into the end of this connection
+/// only (the session's state is unknown afterwards, so the connection is not used again).
+fn contained<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, End> {
+    quiet_contained_panics();
+    CONTAINING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(false));
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = PANIC_AT.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        End::Panicked(what, format!("{msg} at {at}"))
+    })
 }
 
 /// Why a session ended, for the log.
@@ -65,6 +157,8 @@ enum End {
     Kicked,
     #[error("the server is shutting down")]
     Shutdown,
+    #[error("malformed RTMP made the RTMP library fail in {0} ({1})")]
+    Panicked(&'static str, String),
 }
 
 async fn read(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Result<usize, End> {
@@ -96,7 +190,7 @@ async fn session(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     conn: u64,
-    publishing: &mut Option<Arc<LiveStream>>,
+    publishing: &mut Option<Publishing>,
 ) -> Result<(), End> {
     let limits = shared.config().limits.clone();
     let handshake_limit = limits.header_timeout();
@@ -105,7 +199,7 @@ async fn session(
     let mut hs = Handshake::new(PeerType::Server);
     let leftover = loop {
         let n = read(&mut stream, &mut buf, handshake_limit).await?;
-        match hs.process_bytes(&buf[..n]).map_err(End::Handshake)? {
+        match contained("the handshake", || hs.process_bytes(&buf[..n]))?.map_err(End::Handshake)? {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 stream.write_all(&response_bytes).await?;
             }
@@ -118,10 +212,12 @@ async fn session(
             }
         }
     };
-    let (mut rtmp, initial) =
-        ServerSession::new(ServerSessionConfig::new()).map_err(End::Protocol)?;
+    let (mut rtmp, initial) = contained("the session", || {
+        ServerSession::new(ServerSessionConfig::new())
+    })?
+    .map_err(End::Protocol)?;
     let mut results: VecDeque<ServerSessionResult> = initial.into();
-    results.extend(rtmp.handle_input(&leftover).map_err(End::Protocol)?);
+    results.extend(input_step(&mut rtmp, &leftover)?);
     let mut kick: Option<CancellationToken> = None;
     let mut received = leftover.len() as u64;
     loop {
@@ -163,8 +259,19 @@ async fn session(
             () = shared.shutdown.cancelled() => return Err(End::Shutdown),
         };
         received += n as u64;
-        results.extend(rtmp.handle_input(&buf[..n]).map_err(End::Protocol)?);
+        results.extend(input_step(&mut rtmp, &buf[..n])?);
     }
+}
+
+/// Hands received bytes to the session (chunk deserializer, AMF0 decoding).
+fn input_step(rtmp: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, End> {
+    contained("the chunk or AMF0 decoder", || rtmp.handle_input(bytes))?.map_err(End::Protocol)
+}
+
+fn accept(rtmp: &mut ServerSession, request_id: u32) -> Result<Step, End> {
+    contained("accepting a request", || rtmp.accept_request(request_id))?
+        .map(Step::send)
+        .map_err(End::Protocol)
 }
 
 /// What to send in answer to an event, and whether the connection ends after it.
@@ -187,15 +294,16 @@ async fn on_event(
     shared: &Arc<Shared>,
     conn: u64,
     peer: SocketAddr,
-    publishing: &mut Option<Arc<LiveStream>>,
+    publishing: &mut Option<Publishing>,
     kick: &mut Option<CancellationToken>,
 ) -> Result<Step, End> {
     let refuse = |rtmp: &mut ServerSession, request_id, code: &str, why: String| {
         shared.metrics.rtmp_refused.inc();
         tracing::info!(%peer, "RTMP request refused: {why}");
-        let out = rtmp
-            .reject_request(request_id, code, &why)
-            .map_err(End::Protocol)?;
+        let out = contained("refusing a request", || {
+            rtmp.reject_request(request_id, code, &why)
+        })?
+        .map_err(End::Protocol)?;
         Ok(Step {
             out,
             close: Some(End::Refused(why)),
@@ -203,10 +311,7 @@ async fn on_event(
     };
     match event {
         ServerSessionEvent::ConnectionRequested { request_id, .. }
-        | ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => rtmp
-            .accept_request(request_id)
-            .map(Step::send)
-            .map_err(End::Protocol),
+        | ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => accept(rtmp, request_id),
         ServerSessionEvent::PublishStreamRequested {
             request_id,
             app_name,
@@ -221,34 +326,33 @@ async fn on_event(
             let key = stream_key.split('?').next().unwrap_or_default();
             let claimed = match shared.live.by_key(key) {
                 None => Err(Refusal::UnknownKey),
-                // Renditions are this node's own ffmpeg, on loopback.
-                Some(s) if s.parent.is_some() && !peer.ip().is_loopback() => {
-                    Err(Refusal::UnknownKey)
-                }
-                Some(s) => s.claim(conn, key).map(|k| (s, k)),
+                // Renditions are fed by this node's own ffmpeg, never over RTMP.
+                Some(s) if s.parent.is_some() => Err(Refusal::UnknownKey),
+                Some(s) => Publishing::claim(s, shared, peer, conn, &app_name, key),
             };
-            // nginx-rtmp's on_publish: the publisher's own service decides too (renditions
-            // are this node's own publishes).
+            // nginx-rtmp's on_publish: the publisher's own service decides too. The guard
+            // releases the claim if it refuses, or if the connection goes away while it is
+            // asked.
             let claimed = match claimed {
-                Ok((s, k)) if s.parent.is_some() => Ok((s, k)),
-                Ok((s, k)) => match on_publish(shared, peer, conn, &app_name, key, &s.name).await {
-                    Ok(()) => Ok((s, k)),
-                    Err(why) => {
-                        s.release(conn);
-                        return refuse(rtmp, request_id, "NetStream.Publish.Unauthorized", why);
+                Ok((g, k)) => {
+                    match on_publish(shared, peer, conn, &app_name, key, &g.stream.name).await {
+                        Ok(()) => Ok((g, k)),
+                        Err(why) => {
+                            drop(g);
+                            return refuse(rtmp, request_id, "NetStream.Publish.Unauthorized", why);
+                        }
                     }
-                },
+                }
                 Err(r) => Err(r),
             };
             match claimed {
-                Ok((s, k)) => {
-                    tracing::info!(%peer, stream = %s.name, "publisher connected");
-                    shared.live.start_renditions(&s);
+                Ok((mut g, k)) => {
+                    tracing::info!(%peer, stream = %g.stream.name, "publisher connected");
+                    g.accepted = true;
+                    shared.live.start_renditions(&g.stream);
                     *kick = Some(k);
-                    *publishing = Some(s);
-                    rtmp.accept_request(request_id)
-                        .map(Step::send)
-                        .map_err(End::Protocol)
+                    *publishing = Some(g);
+                    accept(rtmp, request_id)
                 }
                 Err(Refusal::UnknownKey) => refuse(
                     rtmp,
@@ -283,14 +387,10 @@ async fn on_event(
         ServerSessionEvent::AudioDataReceived {
             data, timestamp, ..
         } => media(publishing, conn, false, timestamp.value, &data).map(|()| Step::default()),
-        ServerSessionEvent::PublishStreamFinished { app_name, .. } => {
-            if let Some(s) = publishing.take() {
-                tracing::info!(%peer, stream = %s.name, "publish finished");
-                s.release(conn);
-                if s.parent.is_none() {
-                    shared.live.end_renditions(&s);
-                    publish_done(shared, peer, conn, &app_name, &s.name);
-                }
+        ServerSessionEvent::PublishStreamFinished { .. } => {
+            // Dropping the guard releases the stream and tells on_publish_done.
+            if let Some(g) = publishing.take() {
+                tracing::info!(%peer, stream = %g.stream.name, "publish finished");
             }
             *kick = None;
             Ok(Step::default())
@@ -356,8 +456,12 @@ fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, st
     if cfg.on_publish_done.is_empty() {
         return;
     }
+    // Also called from a guard's drop, possibly as the runtime shuts down.
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let body = form("publish_done", peer, conn, app, "", stream);
-    tokio::spawn(async move {
+    rt.spawn(async move {
         let sent = client()
             .post(&cfg.on_publish_done)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -372,13 +476,13 @@ fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, st
 }
 
 fn media(
-    publishing: &Option<Arc<LiveStream>>,
+    publishing: &Option<Publishing>,
     conn: u64,
     video: bool,
     ms: u32,
     data: &Bytes,
 ) -> Result<(), End> {
-    let Some(s) = publishing else {
+    let Some(Publishing { stream: s, .. }) = publishing else {
         return Ok(());
     };
     match s.media(conn, video, ms, data) {
@@ -390,6 +494,203 @@ fn media(
         Err(e) => {
             tracing::debug!(stream = %s.name, "tag skipped: {e}");
             Ok(())
+        }
+    }
+}
+
+/// The fuzzing entry (`fuzz/`, `scripts/fuzz.sh`): what a client sends, through the same calls
+/// a connection makes — the handshake, the session's chunk and AMF0 decoding, accepting its
+/// requests, and the FLV tag parsers and segmenter its media goes to — without a socket or a
+/// key check. When `data` starts with an odd byte the rest follows a canned valid handshake,
+/// so the fuzzer spends its time on chunks and commands. Returns the panics that were
+/// contained (each would have ended only its connection).
+#[doc(hidden)]
+pub fn fuzz_connection(data: &[u8]) -> Vec<String> {
+    let mut contained_panics = Vec::new();
+    let mut note = |e: End| {
+        if let End::Panicked(what, msg) = e {
+            contained_panics.push(format!("{what}: {msg}"));
+        }
+    };
+    let input = match data.split_first() {
+        Some((first, rest)) if first % 2 == 1 => {
+            let mut v = vec![3u8];
+            v.extend_from_slice(&[0u8; 1536 * 2]);
+            v.extend_from_slice(rest);
+            v
+        }
+        Some((_, rest)) => rest.to_vec(),
+        None => return contained_panics,
+    };
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut chunks = None;
+    // Fed in pieces as reads would deliver them.
+    let mut pieces = input.chunks(1024);
+    for piece in pieces.by_ref() {
+        match contained("the handshake", || hs.process_bytes(piece)) {
+            Ok(Ok(HandshakeProcessResult::InProgress { .. })) => {}
+            Ok(Ok(HandshakeProcessResult::Completed {
+                remaining_bytes, ..
+            })) => {
+                chunks = Some(remaining_bytes);
+                break;
+            }
+            Ok(Err(_)) => return contained_panics,
+            Err(e) => {
+                note(e);
+                return contained_panics;
+            }
+        }
+    }
+    let Some(first) = chunks else {
+        return contained_panics;
+    };
+    let mut rtmp = match contained("the session", || {
+        ServerSession::new(ServerSessionConfig::new())
+    }) {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(_)) => return contained_panics,
+        Err(e) => {
+            note(e);
+            return contained_panics;
+        }
+    };
+    let mut segmenter = super::hls::Segmenter::new(1000, 200, 4);
+    let rest = pieces.flatten().copied().collect::<Vec<u8>>();
+    for piece in std::iter::once(&first[..]).chain(rest.chunks(1024)) {
+        let results = match input_step(&mut rtmp, piece) {
+            Ok(r) => r,
+            Err(e) => {
+                note(e);
+                return contained_panics;
+            }
+        };
+        for r in results {
+            let ServerSessionResult::RaisedEvent(event) = r else {
+                continue;
+            };
+            let step = match event {
+                ServerSessionEvent::ConnectionRequested { request_id, .. }
+                | ServerSessionEvent::ReleaseStreamRequested { request_id, .. }
+                | ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                    accept(&mut rtmp, request_id).map(drop)
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } => {
+                    let _ = segmenter.video(timestamp.value, &data);
+                    Ok(())
+                }
+                ServerSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } => {
+                    let _ = segmenter.audio(timestamp.value, &data);
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                note(e);
+                return contained_panics;
+            }
+        }
+    }
+    contained_panics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Publishing, Refusal, fuzz_connection};
+    use crate::server::Shared;
+    use std::sync::Arc;
+
+    /// A connection's task that panics or is cancelled while it holds a stream gives it back.
+    #[tokio::test]
+    async fn a_claimed_stream_is_released_when_its_task_panics_or_is_cancelled() {
+        let config: crate::EdgeConfig =
+            toml::from_str("[[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n")
+                .expect("config");
+        let shared = Arc::new(Shared::new(config).expect("shared"));
+        let peer = "192.0.2.1:5000".parse().expect("addr");
+        let stream = shared.live.get("show").expect("stream");
+        let claim = |conn| {
+            Publishing::claim(
+                stream.clone(),
+                &shared,
+                peer,
+                conn,
+                "live",
+                "show-key-0123456789",
+            )
+        };
+        let (held, _) = claim(1).expect("claimed");
+        assert!(matches!(claim(2), Err(Refusal::AlreadyLive)));
+        let task = tokio::spawn(async move {
+            let _held = held;
+            panic!("a bug while publishing");
+        });
+        assert!(task.await.expect_err("it panicked").is_panic());
+        let (held, _) = claim(3).expect("free again after the panic");
+        let task = tokio::spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        task.abort();
+        assert!(task.await.expect_err("it was cancelled").is_cancelled());
+        assert!(claim(4).is_ok(), "free again after the cancel");
+    }
+
+    /// A type 0 chunk on `csid` of an AMF0 command message declaring `declared` bytes.
+    fn chunk(csid: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![csid, 0, 0, 0];
+        v.extend_from_slice(&declared.to_be_bytes()[1..]);
+        v.extend_from_slice(&[20, 0, 0, 0, 0]);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// The two inputs known to panic rml_rtmp 0.8, after a canned handshake (odd first byte):
+    /// each is contained as the end of its connection.
+    #[test]
+    fn rml_rtmp_panics_are_contained() {
+        // A message on chunk stream 10 left partial (128 of 228 bytes), then one on chunk
+        // stream 11 shorter than that: `length - current_payload_length` underflows.
+        let mut interleaved = vec![1u8];
+        interleaved.extend(chunk(10, 228, &[0u8; 128]));
+        interleaved.extend(chunk(11, 10, &[0u8; 10]));
+        // An AMF0 command of one value: `arguments.drain(..3)` is out of range.
+        let mut short = vec![1u8];
+        short.extend(chunk(3, 10, b"\x02\x00\x07connect"));
+        for input in [interleaved, short] {
+            let panics = fuzz_connection(&input);
+            assert_eq!(panics.len(), 1, "{panics:?}");
+            assert!(
+                panics[0].starts_with("the chunk or AMF0 decoder"),
+                "{panics:?}"
+            );
+        }
+        // A well-formed connect goes through without one.
+        assert!(fuzz_connection(&[1u8]).is_empty());
+    }
+
+    /// Found by `fuzz/` (target rtmp): a type 1 header whose timestamp delta is the extended
+    /// marker (0xFFFFFF) with an extended timestamp below it makes rml_rtmp compute
+    /// `timestamp - MAX_INITIAL_TIMESTAMP` on u32 (deserializer.rs:358): a panic where overflow
+    /// is checked (debug builds), a wrapped timestamp elsewhere. Either way the edge goes on.
+    #[test]
+    fn an_extended_timestamp_below_the_marker_is_harmless() {
+        let mut input = vec![1u8];
+        // Window Acknowledgement Size (type 5) on chunk stream 3: a previous header there.
+        input.extend_from_slice(&[0x03, 0, 0, 0, 0, 0, 4, 5, 0, 0, 0, 0, 0, 0, 0x10, 0]);
+        // Type 1 on chunk stream 3: delta 0xFFFFFF, 4 bytes, type 5; extended timestamp 1.
+        input.extend_from_slice(&[
+            0x43, 0xff, 0xff, 0xff, 0, 0, 4, 5, 0, 0, 0, 1, 0, 0, 0x10, 0,
+        ]);
+        let panics = fuzz_connection(&input);
+        assert!(panics.len() <= 1, "{panics:?}");
+        if cfg!(debug_assertions) {
+            assert_eq!(panics.len(), 1, "overflow is checked in this build");
         }
     }
 }

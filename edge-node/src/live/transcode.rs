@@ -1,32 +1,29 @@
 //! Renditions of a live stream (an ABR ladder): while a stream with renditions is published,
-//! one ffmpeg reads the publisher's FLV tags on its stdin and encodes every rung, publishing
-//! each back into this node over RTMP on loopback with a key derived from the stream's key.
-//! Each rendition is then a live stream of its own here (segments, parts, playlists), served
-//! under its parent's name and admission, and the master playlist lists them.
+//! one ffmpeg reads the publisher's FLV tags on its stdin and encodes every rung, writing each
+//! as FLV into a FIFO of its own in a private (0700) temporary directory, which this node reads
+//! back ([`read_tag`]) into the rendition's live stream. No key or URL of the node is on
+//! ffmpeg's command line (which every local user can read in /proc), and nothing but this
+//! ffmpeg can feed a rendition. Each rendition is then a live stream of its own here (segments,
+//! parts, playlists), served under its parent's name and admission, and the master playlist
+//! lists them.
 //!
-//! The FLV written to ffmpeg is done by hand: a 13-byte file header and an 11-byte header per
-//! tag around the bodies RTMP already carries, smaller than any crate for it.
+//! The FLV written to ffmpeg and read back is done by hand: a 13-byte file header and an
+//! 11-byte header per tag around the bodies RTMP already carries, smaller than any crate for it.
 
 use crate::config::RenditionConfig;
 use bytes::Bytes;
 use std::io::{BufRead as _, Write as _};
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::unix::pipe;
 
 /// Tags queued for ffmpeg (about 15 s at 30 fps with audio) before they are dropped.
 const QUEUE: usize = 1024;
 
-/// The key a rendition publishes back with, from the stream key and a nonce of the publish
-/// (`seed`): valid for that publish only.
-pub fn rendition_key(seed: &str, rendition: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(
-        format!("onda-live-rendition\0{seed}\0{rendition}").as_bytes(),
-    ))
-}
-
-/// A random key nobody holds (a rendition between publishes, a publish's nonce).
+/// A random key nobody holds (a rendition's stream between publishes, and the key its
+/// publish claims it with inside the node).
 pub fn unusable_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -46,6 +43,8 @@ pub struct Transcoder {
     dropping: bool,
     stream: String,
     child: std::sync::Arc<std::sync::Mutex<ffmpeg_sidecar::child::FfmpegChild>>,
+    /// The FIFOs' directory, removed with the transcoder.
+    _fifos: tempfile::TempDir,
 }
 
 /// The FLV file header (audio and video) and the first PreviousTagSize.
@@ -64,10 +63,77 @@ fn flv_tag(out: &mut Vec<u8>, video: bool, ms: u32, data: &[u8]) {
     out.extend_from_slice(&(11 + len).to_be_bytes());
 }
 
+/// One FLV tag read back from ffmpeg: video (or audio), its timestamp and body.
+pub struct FlvTag {
+    pub video: bool,
+    pub ms: u32,
+    pub body: Bytes,
+}
+
+/// Reads ffmpeg's FLV file header (checked) from a rendition's FIFO.
+pub async fn read_header(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<()> {
+    let mut head = [0u8; 13];
+    r.read_exact(&mut head).await?;
+    if &head[..3] != b"FLV" {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "ffmpeg did not write FLV",
+        ));
+    }
+    // A longer header (DataOffset beyond 9) is skipped.
+    let offset = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+    let mut skip = vec![0u8; offset.saturating_sub(9).min(1024) as usize];
+    r.read_exact(&mut skip).await?;
+    Ok(())
+}
+
+/// Reads the next audio or video tag (script tags are skipped) after [`read_header`].
+pub async fn read_tag(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<FlvTag> {
+    loop {
+        let mut h = [0u8; 11];
+        r.read_exact(&mut h).await?;
+        let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        let ms = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+        // The body and the PreviousTagSize after it.
+        let mut body = vec![0u8; len + 4];
+        r.read_exact(&mut body).await?;
+        body.truncate(len);
+        match h[0] & 0x1f {
+            8 => {
+                return Ok(FlvTag {
+                    video: false,
+                    ms,
+                    body: body.into(),
+                });
+            }
+            9 => {
+                return Ok(FlvTag {
+                    video: true,
+                    ms,
+                    body: body.into(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Makes a FIFO at `path` (owner only) and opens its reading end. It is opened read-write so it
+/// neither waits for ffmpeg nor sees an end before ffmpeg has opened it.
+fn fifo(path: &Path) -> std::io::Result<pipe::Receiver> {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+}
+
 /// ffmpeg's arguments: FLV on stdin, one H.264 encode per rendition (keyframes where the
-/// source has them, so segments line up across the ladder), audio copied.
-fn args(ingest: SocketAddr, rungs: &[(RenditionConfig, String)]) -> Vec<String> {
+/// source has them, so segments line up across the ladder), audio copied, each rendition
+/// written as FLV to its FIFO in `outputs`.
+fn args(rungs: &[RenditionConfig], outputs: &[PathBuf]) -> Vec<String> {
     let mut a: Vec<String> = [
+        "-y",
         "-loglevel",
         "error",
         "-nostats",
@@ -82,7 +148,7 @@ fn args(ingest: SocketAddr, rungs: &[(RenditionConfig, String)]) -> Vec<String> 
     ]
     .map(String::from)
     .to_vec();
-    for (r, key) in rungs {
+    for (r, out) in rungs.iter().zip(outputs) {
         let k = r.video_kbps;
         a.extend(
             [
@@ -117,7 +183,10 @@ fn args(ingest: SocketAddr, rungs: &[(RenditionConfig, String)]) -> Vec<String> 
                 "copy",
                 "-f",
                 "flv",
-                &format!("rtmp://{ingest}/live/{key}"),
+                // A FIFO cannot be rewritten at the end.
+                "-flvflags",
+                "no_duration_filesize",
+                &out.display().to_string(),
             ]
             .map(String::from),
         );
@@ -126,15 +195,27 @@ fn args(ingest: SocketAddr, rungs: &[(RenditionConfig, String)]) -> Vec<String> 
 }
 
 impl Transcoder {
-    /// Starts ffmpeg for `stream`, publishing each rung with its key to the node's RTMP
-    /// ingest at `ingest`.
+    /// Starts ffmpeg for `stream`, making each rung; returns it and the reading end of each
+    /// rung's FLV, in the order of `rungs`.
     pub fn start(
         stream: &str,
-        ingest: SocketAddr,
-        rungs: &[(RenditionConfig, String)],
-    ) -> anyhow::Result<Transcoder> {
+        rungs: &[RenditionConfig],
+    ) -> anyhow::Result<(Transcoder, Vec<pipe::Receiver>)> {
+        // tempfile makes the directory with mode 0700.
+        let fifos = tempfile::Builder::new()
+            .prefix("onda-renditions-")
+            .tempdir()
+            .map_err(|e| anyhow::anyhow!("cannot make a directory for the renditions: {e}"))?;
+        let outputs: Vec<PathBuf> = (0..rungs.len())
+            .map(|i| fifos.path().join(format!("{i}.flv")))
+            .collect();
+        let readers = outputs
+            .iter()
+            .map(|p| fifo(p))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| anyhow::anyhow!("cannot make the renditions' FIFOs: {e}"))?;
         let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
-        cmd.hide_banner().args(args(ingest, rungs));
+        cmd.hide_banner().args(args(rungs, &outputs));
         let mut child = cmd.spawn().map_err(|e| {
             anyhow::anyhow!("cannot start ffmpeg for the renditions (is it installed?): {e}")
         })?;
@@ -175,12 +256,14 @@ impl Transcoder {
                 }
                 // Dropping stdin ends ffmpeg's input; the Transcoder's drop reaps it.
             })?;
-        Ok(Transcoder {
+        let t = Transcoder {
             tx: Some(tx),
             dropping: false,
             stream: stream.to_string(),
             child: std::sync::Arc::new(std::sync::Mutex::new(child)),
-        })
+            _fifos: fifos,
+        };
+        Ok((t, readers))
     }
 
     /// Passes one of the publisher's tags on; when ffmpeg falls behind by a whole queue the
@@ -263,24 +346,34 @@ mod tests {
     }
 
     #[test]
-    fn rendition_keys_differ_by_rendition_and_stream_key() {
-        let a = rendition_key("key-1", "480p");
-        assert_ne!(a, rendition_key("key-1", "360p"));
-        assert_ne!(a, rendition_key("key-2", "480p"));
-        assert_eq!(a.len(), 64);
+    fn arguments_name_fifos_and_no_url() {
         assert_ne!(unusable_key(), unusable_key());
         let args = args(
-            "127.0.0.1:1935".parse().expect("addr"),
-            &[(
-                RenditionConfig {
-                    name: "480p".into(),
-                    height: 480,
-                    video_kbps: 1200,
-                },
-                a.clone(),
-            )],
+            &[RenditionConfig {
+                name: "480p".into(),
+                height: 480,
+                video_kbps: 1200,
+            }],
+            &[PathBuf::from("/tmp/onda-renditions-x/0.flv")],
         );
         assert!(args.contains(&"scale=-2:480".to_string()));
-        assert!(args.contains(&format!("rtmp://127.0.0.1:1935/live/{a}")));
+        assert!(args.contains(&"/tmp/onda-renditions-x/0.flv".to_string()));
+        assert!(!args.iter().any(|a| a.contains("rtmp://")), "{args:?}");
+    }
+
+    #[tokio::test]
+    async fn flv_written_is_read_back() {
+        let mut file = flv_header().to_vec();
+        // A script tag first, as ffmpeg writes onMetaData.
+        file.extend_from_slice(&[18, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 13]);
+        flv_tag(&mut file, true, 0x0102_0304, &[0x17, 1, 2]);
+        flv_tag(&mut file, false, 40, &[0xaf, 1]);
+        let mut r = &file[..];
+        read_header(&mut r).await.expect("header");
+        let v = read_tag(&mut r).await.expect("video");
+        assert!(v.video && v.ms == 0x0102_0304 && v.body[..] == [0x17, 1, 2]);
+        let a = read_tag(&mut r).await.expect("audio");
+        assert!(!a.video && a.ms == 40 && a.body[..] == [0xaf, 1]);
+        assert!(read_tag(&mut r).await.is_err(), "the end");
     }
 }

@@ -93,7 +93,7 @@ fn start_icecast(dir: &Path) -> anyhow::Result<Server> {
 fn start_onda(dir: &Path, onda: &Path) -> anyhow::Result<Server> {
     let port = free_port();
     let toml = format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[limits]\nmax_connections = 30000\n\n[[mounts]]\npath = \"/live\"\nsource_password = \"hackme\"\n"
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[limits]\nmax_connections = 30000\nmax_connections_per_ip = 0\n\n[[mounts]]\npath = \"/live\"\nsource_password = \"hackme\"\n"
     );
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, toml)?;

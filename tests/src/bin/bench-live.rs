@@ -120,7 +120,8 @@ fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::
     let (http, rtmp) = (free_port(), free_port());
     let mut toml = format!(
         "[http]\nlisten = \"127.0.0.1:{http}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
-         [hls]\nsegment_ms = 2000\npart_ms = {part_ms}\nwindow = 6\n"
+         [hls]\nsegment_ms = 2000\npart_ms = {part_ms}\nwindow = 6\n\
+         [limits]\nmax_connections_per_ip = 0\n"
     );
     for i in 0..streams {
         toml.push_str(&format!(
