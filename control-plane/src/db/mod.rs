@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "live renditions",
         include_str!("../../migrations/0010_live_renditions.sql"),
     ),
+    (
+        11,
+        "rendition storage",
+        include_str!("../../migrations/0011_rendition_storage.sql"),
+    ),
 ];
 
 impl Db {
