@@ -175,7 +175,7 @@ async fn every_feed_gets_each_change_from_one_snapshot_build() {
     let builds_before = metric(&cp.api, "onda_nowplaying_snapshot_builds_total").await;
 
     // The next track change reaches every feed.
-    let mut changed = vec![false; FEEDS];
+    let mut changed = [false; FEEDS];
     while changed.iter().any(|c| !c) {
         let (i, np) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await

@@ -139,6 +139,30 @@ pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// Probes an upload in a slot of the tenant's share (429 when none comes free in time).
+async fn probe_in_turn(
+    st: &AppState,
+    tenant_id: &str,
+    path: &std::path::Path,
+    filename: &str,
+) -> ApiResult<probe::Probed> {
+    let _permit =
+        st.media
+            .probe_permit(tenant_id)
+            .await
+            .map_err(|busy| ApiError::TooManyRequests {
+                detail: format!(
+                    "This tenant's uploads already use every probe slot they may use \
+                 (media.probe_slots_per_tenant), and none came free within {} s; retry later.",
+                    busy.waited.as_secs()
+                ),
+                retry_after_secs: 10,
+            })?;
+    probe::probe(path, filename, st.media.max_duration())
+        .await
+        .map_err(|e| probe_error(e, filename))
+}
+
 /// The upload itself. Extractors run here rather than in the handler's signature so that their
 /// refusals (401, 403, 400) also close the connection.
 async fn receive_and_store(
@@ -186,23 +210,7 @@ async fn receive_and_store(
         let used = db::media::tenant_usage(&mut conn, &tenant.id).await?;
         check_quota(&plan, used.total(), upload.size_bytes, 0)?;
     }
-    let probed =
-        {
-            let _permit = st.media.probe_permit(&tenant.id).await.map_err(|busy| {
-                ApiError::TooManyRequests {
-                    detail: format!(
-                        "This tenant's uploads already use every probe slot they may use \
-                     (media.probe_slots_per_tenant), and none came free within {} s; retry \
-                     later.",
-                        busy.waited.as_secs()
-                    ),
-                    retry_after_secs: 10,
-                }
-            })?;
-            probe::probe(upload.path(), &filename, st.media.max_duration())
-                .await
-                .map_err(|e| probe_error(e, &filename))?
-        };
+    let probed = probe_in_turn(st, &tenant.id, upload.path(), &filename).await?;
 
     let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
