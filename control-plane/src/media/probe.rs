@@ -395,6 +395,48 @@ mod tests {
         assert_eq!(stem("noext"), "noext");
     }
 
+    /// Ten minutes of audio that declare no length: the decode stops just past the limit.
+    #[tokio::test]
+    async fn the_decode_stops_past_the_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("long.mka");
+        let out = std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "anullsrc=r=8000:cl=mono",
+            ])
+            .args(["-t", "600", "-c:a", "pcm_s16le", "-f", "matroska", "pipe:1"])
+            .output()
+            .expect("ffmpeg runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&p, &out.stdout).expect("write");
+        let decoded = decode(&file_url(&p), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("decodes: {e}"));
+        assert!(
+            (Duration::from_millis(4900)..=Duration::from_millis(5200)).contains(&decoded.duration),
+            "{:?}",
+            decoded.duration
+        );
+        let err = probe(&p, "long.mka", Duration::from_secs(5))
+            .await
+            .expect_err("too long");
+        assert!(
+            matches!(err, ProbeError::TooLong { limit_secs: 5 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("5 s"), "{err}");
+    }
+
     #[tokio::test]
     async fn a_text_file_is_not_audio() {
         let dir = tempfile::tempdir().expect("temp dir");
