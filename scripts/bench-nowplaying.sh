@@ -4,7 +4,8 @@
 #   scripts/bench-nowplaying.sh [--subscribers 20000] [--sources 10] [--samples 400]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh bench
+# ffmpeg makes the tracks; the build needs protoc.
+scripts/install-deps.sh dev
 # Every feed is a descriptor in the control plane (and one in a worker of the load generator).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "ulimit -n: $(ulimit -n)" >&2

@@ -5,7 +5,10 @@
 //! reports, the listeners, the station itself, whether it is on the air — and then sent to every
 //! subscriber of that station through a `watch` channel. So the song history and the DJ's display
 //! name are read from the database once per change of a station, never once per subscriber or
-//! per request (`onda_nowplaying_snapshot_builds_total` counts the builds).
+//! per request (`onda_nowplaying_snapshot_builds_total` counts the builds). A station's feeds
+//! are spread over [`SHARDS`] channels and a new snapshot reaches them in waves of about
+//! [`WAVE`] feeds [`WAVE_PAUSE`] apart, so waking tens of thousands of feeds never holds the
+//! runtime's queue for longer than one wave while panel requests wait.
 //!
 //! The feeds are public, so they are bounded: per client address (an IPv6 client by its /64) and
 //! in total, and the total is kept below the process's open-file limit so the feeds can never
@@ -45,6 +48,12 @@ const IDLE: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 /// Descriptors kept free of feeds for the API, the database, the control channel and media.
 const FD_RESERVE: u64 = 256;
+/// Channels a station's feeds are spread over.
+pub const SHARDS: usize = 32;
+/// Feeds woken before the publisher pauses.
+pub const WAVE: usize = 500;
+/// The pause between waves.
+pub const WAVE_PAUSE: Duration = Duration::from_millis(10);
 /// What a refused feed is told to wait.
 pub const RETRY_AFTER_SECS: u32 = 30;
 
@@ -85,6 +94,8 @@ pub struct Snapshot {
     marker: Arc<str>,
     /// The SSE frame (`event: nowplaying`), split where the marker was.
     event: Vec<Bytes>,
+    /// The frame as last rendered, for its base: every feed of the same host shares the bytes.
+    rendered: Mutex<Option<(String, Bytes)>>,
 }
 
 impl Snapshot {
@@ -108,6 +119,21 @@ impl Snapshot {
     /// The SSE frame sent to subscribers when this snapshot is new: the precomputed bytes with
     /// `base` spliced in, no serialization per subscriber.
     pub fn event(&self, base: &str) -> Bytes {
+        let mut cache = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((b, bytes)) = cache.as_ref()
+            && b == base
+        {
+            return bytes.clone();
+        }
+        let bytes = self.splice(base);
+        *cache = Some((base.to_string(), bytes.clone()));
+        bytes
+    }
+
+    fn splice(&self, base: &str) -> Bytes {
         let len: usize = self.event.iter().map(Bytes::len).sum();
         let mut out = BytesMut::with_capacity(len + base.len() * self.event.len());
         for (i, part) in self.event.iter().enumerate() {
@@ -127,10 +153,64 @@ pub fn event_frame(np: &NowPlaying) -> Bytes {
 }
 
 struct Entry {
-    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    current: Mutex<Option<Arc<Snapshot>>>,
+    /// The feeds, spread over channels (see [`Entry::publish`]).
+    shards: Vec<watch::Sender<Option<Arc<Snapshot>>>>,
+    next_shard: std::sync::atomic::AtomicUsize,
+    /// Bumped by every publish, so an older wave stops when a newer snapshot is on its way.
+    generation: std::sync::atomic::AtomicU64,
     /// One build at a time per station.
     building: tokio::sync::Mutex<()>,
     last_read: Mutex<Instant>,
+}
+
+impl Entry {
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn feeds(&self) -> usize {
+        self.shards.iter().map(watch::Sender::receiver_count).sum()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        let i = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        let mut rx = self.shards[i].subscribe();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// Makes `snap` the station's answer and sends it to the feeds, shard after shard, pausing
+    /// after every [`WAVE`] feeds woken.
+    fn publish(self: &Arc<Self>, snap: Arc<Snapshot>) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snap.clone());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = self.clone();
+        tokio::spawn(async move {
+            let mut woken = 0;
+            for shard in &entry.shards {
+                if entry.generation.load(Ordering::Relaxed) != generation {
+                    return;
+                }
+                let feeds = shard.receiver_count();
+                if feeds == 0 {
+                    continue;
+                }
+                shard.send_replace(Some(snap.clone()));
+                woken += feeds;
+                if woken >= WAVE {
+                    woken = 0;
+                    tokio::time::sleep(WAVE_PAUSE).await;
+                }
+            }
+        });
+    }
 }
 
 /// Feeds open per client address and in total.
@@ -346,8 +426,8 @@ impl Hub {
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
         for (id, entry) in entries {
-            let idle = entry.tx.receiver_count() == 0
-                && entry.last_read.lock().map_or(true, |t| t.elapsed() > IDLE);
+            let idle =
+                entry.feeds() == 0 && entry.last_read.lock().map_or(true, |t| t.elapsed() > IDLE);
             let inputs = self.inputs(&id);
             let Some(inputs) = inputs.filter(|_| !idle) else {
                 // Dropping the sender ends the station's feeds.
@@ -382,7 +462,10 @@ impl Hub {
             .entry(id.to_string())
             .or_insert_with(|| {
                 Arc::new(Entry {
-                    tx: watch::Sender::new(None),
+                    current: Mutex::new(None),
+                    shards: (0..SHARDS).map(|_| watch::Sender::new(None)).collect(),
+                    next_shard: std::sync::atomic::AtomicUsize::new(0),
+                    generation: std::sync::atomic::AtomicU64::new(0),
                     building: tokio::sync::Mutex::new(()),
                     last_read: Mutex::new(Instant::now()),
                 })
@@ -396,13 +479,12 @@ impl Hub {
 
     /// The station's snapshot for `inputs`, built (and sent to its subscribers) unless the
     /// current one already shows them.
-    async fn ensure_built(&self, entry: &Entry, inputs: Inputs) -> Result<Arc<Snapshot>, HubError> {
-        let current = |e: &Entry| {
-            e.tx.borrow()
-                .as_ref()
-                .filter(|s| s.inputs == inputs)
-                .cloned()
-        };
+    async fn ensure_built(
+        &self,
+        entry: &Arc<Entry>,
+        inputs: Inputs,
+    ) -> Result<Arc<Snapshot>, HubError> {
+        let current = |e: &Entry| e.current().filter(|s| s.inputs == inputs);
         if let Some(s) = current(entry) {
             return Ok(s);
         }
@@ -413,7 +495,7 @@ impl Hub {
         }
         let snap = Arc::new(self.build(inputs.clone()).await?);
         self.metrics.snapshot_builds.inc();
-        entry.tx.send_replace(Some(snap.clone()));
+        entry.publish(snap.clone());
         Ok(snap)
     }
 
@@ -434,8 +516,7 @@ impl Hub {
         let ticket = self.admission.admit(ip)?;
         let first = self.current(key).await?;
         let entry = self.entry(&first.inputs.station.id);
-        let mut updates = entry.tx.subscribe();
-        updates.mark_unchanged();
+        let updates = entry.subscribe();
         Ok(Subscription {
             first,
             updates,
@@ -496,6 +577,7 @@ impl Hub {
             np,
             marker: self.marker.clone(),
             event,
+            rendered: Mutex::new(None),
         })
     }
 

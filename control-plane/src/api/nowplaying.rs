@@ -122,11 +122,14 @@ pub async fn events(
     let first = event_frame(&sub.first.json(&base));
     struct Feed {
         first: Option<Bytes>,
+        /// The snapshot last sent: a feed opened during a wave may be sent it again.
+        last: Arc<Snapshot>,
         sub: crate::nowplaying::Subscription,
         base: String,
     }
     let feed = Feed {
         first: Some(first),
+        last: sub.first.clone(),
         sub,
         base,
     };
@@ -134,16 +137,27 @@ pub async fn events(
         if let Some(first) = f.first.take() {
             return Some((Ok::<_, std::convert::Infallible>(first), f));
         }
-        let next = tokio::select! {
-            // The station was deleted, or the server stops: the feed ends.
-            changed = f.sub.updates.changed() => {
-                changed.ok()?;
-                let snap = f.sub.updates.borrow_and_update().clone();
-                snap.map_or_else(|| Bytes::from_static(b":\n\n"), |s| s.event(&f.base))
-            }
-            () = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b":\n\n"),
-        };
-        Some((Ok(next), f))
+        let keep_alive = tokio::time::sleep(KEEP_ALIVE);
+        tokio::pin!(keep_alive);
+        loop {
+            let next = tokio::select! {
+                // The station was deleted, or the server stops: the feed ends.
+                changed = f.sub.updates.changed() => {
+                    changed.ok()?;
+                    let snap = f.sub.updates.borrow_and_update().clone();
+                    match snap {
+                        Some(s) if !Arc::ptr_eq(&s, &f.last) => {
+                            let bytes = s.event(&f.base);
+                            f.last = s;
+                            bytes
+                        }
+                        _ => continue,
+                    }
+                }
+                () = &mut keep_alive => Bytes::from_static(b":\n\n"),
+            };
+            return Some((Ok(next), f));
+        }
     });
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
