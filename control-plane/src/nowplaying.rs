@@ -51,7 +51,7 @@ const FD_RESERVE: u64 = 256;
 /// Channels a station's feeds are spread over.
 pub const SHARDS: usize = 32;
 /// Feeds woken before the publisher pauses.
-pub const WAVE: usize = 500;
+pub const WAVE: usize = 200;
 /// The pause between waves.
 pub const WAVE_PAUSE: Duration = Duration::from_millis(10);
 /// What a refused feed is told to wait.

@@ -172,12 +172,22 @@ async fn latencies(api: &str, key: &str, samples: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
-        let ok = client
+        let ok = match client
             .get(format!("{api}/v1/stations"))
             .bearer_auth(key)
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success());
+        {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                eprintln!("GET /v1/stations answered {}", r.status());
+                false
+            }
+            Err(e) => {
+                eprintln!("GET /v1/stations failed: {e:?}");
+                false
+            }
+        };
         out.push(if ok {
             t.elapsed().as_secs_f64() * 1000.0
         } else {
@@ -445,6 +455,15 @@ async fn bench() {
         tree_rss_kib(pid) as f64 / 1024.0
     );
     drop(workers);
+    for line in cp
+        .proc
+        .logs()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .take(8)
+    {
+        println!("control plane: {line}");
+    }
 
     let p50 = percentile(&loaded, 0.5) / percentile(&idle, 0.5);
     let p99 = percentile(&loaded, 0.99) / percentile(&idle, 0.99);
