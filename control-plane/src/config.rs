@@ -12,6 +12,7 @@ pub struct ControlPlaneConfig {
     pub auth: AuthConfig,
     pub cluster: ClusterConfig,
     pub media: MediaConfig,
+    pub nowplaying: NowPlayingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +124,17 @@ pub struct MediaConfig {
     pub dir: String,
     /// Largest upload accepted, in bytes (413 beyond). `ONDA_MEDIA_MAX_UPLOAD_BYTES`.
     pub max_upload_bytes: u64,
+    /// Longest playing time of one file, in seconds (422 beyond; the probe stops decoding there,
+    /// so a small file of hours of silence costs no more than this). `ONDA_MEDIA_MAX_DURATION_SECS`.
+    pub max_duration_secs: u64,
+    /// Uploads probed (decoded by ffmpeg) at once; 0: one per core. `ONDA_MEDIA_PROBE_SLOTS`.
+    pub probe_slots: u32,
+    /// Of those, at most this many for one tenant; 0: half of them, rounded up.
+    /// `ONDA_MEDIA_PROBE_SLOTS_PER_TENANT`.
+    pub probe_slots_per_tenant: u32,
+    /// How long an upload waits for a probe slot before it is refused with 429 and
+    /// `Retry-After`. `ONDA_MEDIA_PROBE_WAIT_SECS`.
+    pub probe_wait_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -130,6 +142,10 @@ impl Default for MediaConfig {
         MediaConfig {
             dir: "media".to_string(),
             max_upload_bytes: 200 * 1024 * 1024,
+            max_duration_secs: 3 * 3600,
+            probe_slots: 0,
+            probe_slots_per_tenant: 0,
+            probe_wait_secs: 60,
         }
     }
 }
@@ -139,6 +155,10 @@ impl Default for MediaConfig {
 pub struct MediaSettings {
     pub dir: std::path::PathBuf,
     pub max_upload_bytes: u64,
+    pub max_duration: std::time::Duration,
+    pub probe_slots: usize,
+    pub probe_slots_per_tenant: usize,
+    pub probe_wait: std::time::Duration,
 }
 
 /// Smallest `media.max_upload_bytes`: below this not even a short jingle fits.
@@ -157,10 +177,92 @@ impl MediaConfig {
                 self.max_upload_bytes
             );
         }
+        if !(1..=24 * 3600).contains(&self.max_duration_secs) {
+            anyhow::bail!(
+                "media.max_duration_secs = {} must be between 1 and 86400",
+                self.max_duration_secs
+            );
+        }
+        if self.probe_slots > 256 || self.probe_slots_per_tenant > 256 {
+            anyhow::bail!(
+                "media.probe_slots and media.probe_slots_per_tenant must be at most 256 (0: automatic)"
+            );
+        }
+        if self.probe_wait_secs > 3600 {
+            anyhow::bail!(
+                "media.probe_wait_secs = {} must be at most 3600",
+                self.probe_wait_secs
+            );
+        }
+        let slots = match self.probe_slots {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
+        };
+        let per_tenant = match self.probe_slots_per_tenant {
+            0 => slots.div_ceil(2),
+            n => (n as usize).min(slots),
+        };
         Ok(MediaSettings {
             dir: self.dir.clone().into(),
             max_upload_bytes: self.max_upload_bytes,
+            max_duration: std::time::Duration::from_secs(self.max_duration_secs),
+            probe_slots: slots,
+            probe_slots_per_tenant: per_tenant,
+            probe_wait: std::time::Duration::from_secs(self.probe_wait_secs),
         })
+    }
+}
+
+/// The public now-playing feeds (`/api/nowplaying/{station}/events`): unauthenticated, so
+/// bounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NowPlayingConfig {
+    /// Open SSE feeds one client address may hold (IPv6: one /64); 429 beyond.
+    /// `ONDA_NOWPLAYING_MAX_SUBSCRIBERS_PER_IP`.
+    pub max_subscribers_per_ip: u32,
+    /// Open SSE feeds in total on this replica; 503 beyond. Also kept below the process's open
+    /// file limit, so the feeds never take the descriptors the API needs.
+    /// `ONDA_NOWPLAYING_MAX_SUBSCRIBERS`.
+    pub max_subscribers: u32,
+}
+
+impl Default for NowPlayingConfig {
+    fn default() -> Self {
+        NowPlayingConfig {
+            max_subscribers_per_ip: 16,
+            max_subscribers: 20_000,
+        }
+    }
+}
+
+/// The now-playing feed limits checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NowPlayingSettings {
+    pub max_subscribers_per_ip: u32,
+    pub max_subscribers: u32,
+}
+
+impl NowPlayingConfig {
+    pub fn validate(&self) -> anyhow::Result<NowPlayingSettings> {
+        if self.max_subscribers_per_ip == 0 || self.max_subscribers == 0 {
+            anyhow::bail!(
+                "nowplaying.max_subscribers_per_ip and nowplaying.max_subscribers must be at least 1"
+            );
+        }
+        Ok(NowPlayingSettings {
+            max_subscribers_per_ip: self.max_subscribers_per_ip,
+            max_subscribers: self.max_subscribers,
+        })
+    }
+}
+
+impl Default for NowPlayingSettings {
+    fn default() -> Self {
+        NowPlayingSettings {
+            max_subscribers_per_ip: NowPlayingConfig::default().max_subscribers_per_ip,
+            max_subscribers: NowPlayingConfig::default().max_subscribers,
+        }
     }
 }
 
@@ -261,6 +363,7 @@ pub struct Validated {
     pub admin_token: Option<String>,
     pub cluster: Option<ClusterSettings>,
     pub media: MediaSettings,
+    pub nowplaying: NowPlayingSettings,
 }
 
 impl ControlPlaneConfig {
@@ -297,6 +400,7 @@ impl ControlPlaneConfig {
             admin_token: (!token.is_empty()).then(|| token.to_string()),
             cluster: self.cluster.validate()?,
             media: self.media.validate()?,
+            nowplaying: self.nowplaying.validate()?,
         })
     }
 }

@@ -138,6 +138,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             ..Default::default()
         }
         .validate()?,
+        nowplaying: Default::default(),
     };
     let running = server::start_with(listener, db.clone(), &cfg).await?;
     let cluster = running

@@ -12,6 +12,7 @@ pub mod db;
 pub mod dev;
 pub mod media;
 pub mod metrics;
+pub mod nowplaying;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

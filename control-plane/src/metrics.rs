@@ -9,6 +9,76 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub cluster: ClusterMetrics,
+    pub nowplaying: NowPlayingMetrics,
+    pub media: MediaMetrics,
+}
+
+/// The now-playing hub's series.
+#[derive(Clone, Debug)]
+pub struct NowPlayingMetrics {
+    /// Snapshots built (each one read of the song history): one per change of a watched
+    /// station, however many read it.
+    pub snapshot_builds: prometheus::IntCounter,
+    /// Open SSE feeds.
+    pub subscribers: prometheus::IntGauge,
+    /// SSE feeds refused, by `reason` = per_ip | total.
+    pub refused: IntCounterVec,
+}
+
+impl NowPlayingMetrics {
+    pub fn new(registry: &Registry) -> anyhow::Result<NowPlayingMetrics> {
+        let m = NowPlayingMetrics {
+            snapshot_builds: prometheus::IntCounter::new(
+                "onda_nowplaying_snapshot_builds_total",
+                "Now-playing snapshots built from the database (one per change of a watched station)",
+            )?,
+            subscribers: prometheus::IntGauge::new(
+                "onda_nowplaying_subscribers",
+                "Open now-playing SSE feeds on this replica",
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "onda_nowplaying_refused_total",
+                    "Now-playing SSE feeds refused, by reason (per_ip, total)",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.snapshot_builds.clone()))?;
+        registry.register(Box::new(m.subscribers.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        for r in ["per_ip", "total"] {
+            m.refused.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+}
+
+/// The media library's series.
+#[derive(Clone, Debug)]
+pub struct MediaMetrics {
+    /// Uploads being probed now.
+    pub probes_running: prometheus::IntGauge,
+    /// Uploads waiting for a probe slot.
+    pub probes_waiting: prometheus::IntGauge,
+}
+
+impl MediaMetrics {
+    pub fn new(registry: &Registry) -> anyhow::Result<MediaMetrics> {
+        let m = MediaMetrics {
+            probes_running: prometheus::IntGauge::new(
+                "onda_media_probes_running",
+                "Uploads being probed (decoded by ffmpeg) now",
+            )?,
+            probes_waiting: prometheus::IntGauge::new(
+                "onda_media_probes_waiting",
+                "Uploads waiting for a probe slot",
+            )?,
+        };
+        registry.register(Box::new(m.probes_running.clone()))?;
+        registry.register(Box::new(m.probes_waiting.clone()))?;
+        Ok(m)
+    }
 }
 
 /// The cluster's series (handles are cheap clones of the registered metrics).
@@ -189,11 +259,15 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(build))?;
         let cluster = ClusterMetrics::new(&registry)?;
+        let nowplaying = NowPlayingMetrics::new(&registry)?;
+        let media = MediaMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
             latency,
             cluster,
+            nowplaying,
+            media,
         })
     }
 

@@ -20,6 +20,8 @@ pub struct Running {
     pub cluster: Option<crate::cluster::Running>,
     /// The media store (uploaded audio by content hash), e.g. to serve blobs to nodes.
     pub media: Arc<MediaStore>,
+    /// Now-playing snapshots and feeds, when the cluster is enabled.
+    pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -29,6 +31,10 @@ impl Running {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // Open feeds never end by themselves and would keep the drain waiting.
+        if let Some(hub) = &self.nowplaying {
+            hub.close();
         }
         let served = (&mut self.task).await.context("server task failed")?;
         if let Some(c) = self.cluster.take() {
@@ -62,7 +68,7 @@ pub async fn start_with(
             "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
         );
     }
-    let media = Arc::new(MediaStore::open(&cfg.media).await?);
+    let media = Arc::new(MediaStore::open(&cfg.media, metrics.media.clone()).await?);
     let cluster = match &cfg.cluster {
         Some(settings) => Some(
             crate::cluster::start(
@@ -75,6 +81,18 @@ pub async fn start_with(
         ),
         None => None,
     };
+    let nowplaying = match &cluster {
+        Some(c) => Some(
+            crate::nowplaying::Hub::start(
+                db.clone(),
+                c.cluster.clone(),
+                metrics.nowplaying.clone(),
+                cfg.nowplaying,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let app = api::router(
         db.clone(),
         cfg.admin_token.clone(),
@@ -82,14 +100,19 @@ pub async fn start_with(
         cfg.max_body_bytes,
         cluster.as_ref().map(|c| c.cluster.clone()),
         media.clone(),
+        nowplaying.clone(),
     );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        // The peer address limits the public now-playing feeds per client.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     tracing::info!(
         "panel API listening on http://{addr} (database: {:?})",
@@ -100,6 +123,7 @@ pub async fn start_with(
         db,
         cluster,
         media,
+        nowplaying,
         stop: Some(tx),
         task,
     })

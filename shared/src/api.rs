@@ -411,6 +411,20 @@ pub struct Me {
     pub role: String,
     pub tenant: Option<Tenant>,
     pub plan: Option<Plan>,
+    /// The tenant's media storage against its plan (tenants only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageUsage>,
+}
+
+/// A tenant's media storage: the files' bytes plus the estimated size of the renditions the
+/// edges make of them, against the plan's `storage_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StorageUsage {
+    pub media_bytes: u64,
+    pub rendition_bytes: u64,
+    /// `media_bytes + rendition_bytes`: what counts against the limit.
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
 }
 
 /// One page of a list. Pass `next_cursor` as `cursor` to get the next page; it is null on the
@@ -561,6 +575,11 @@ pub struct MediaFile {
     pub sha256: String,
     /// Counted against the plan's `storage_bytes` for each station that holds the file.
     pub size_bytes: u64,
+    /// What the AutoDJ's renditions of the file take on the edge, estimated as its playing time
+    /// at the bitrates of the station's mounts (one rendition per distinct format and bitrate);
+    /// counted against `storage_bytes` too, and updated when the mounts change.
+    #[serde(default)]
+    pub rendition_bytes: u64,
     /// The name it was uploaded with (without any directory).
     pub filename: String,
     pub artist: String,

@@ -95,10 +95,13 @@ impl TestControlPlane {
             max_connections: 5,
             admin_token: Some(admin.clone()),
             cluster: Some(cluster_settings(ca_dir.path())),
-            media: onda_control_plane::config::MediaSettings {
-                dir: media_dir.path().join("media"),
-                max_upload_bytes: 200 * 1024 * 1024,
-            },
+            media: onda_control_plane::config::MediaConfig {
+                dir: media_dir.path().join("media").display().to_string(),
+                ..Default::default()
+            }
+            .validate()
+            .expect("media settings"),
+            nowplaying: Default::default(),
         };
         tweak(&mut cfg);
         let running = server::start(&cfg).await.expect("control plane starts");

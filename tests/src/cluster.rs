@@ -53,10 +53,15 @@ fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
 
 impl ControlPlane {
     pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
+        Self::start_with_env(o, &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with more settings as `ONDA_*` environment variables.
+    pub async fn start_with_env(o: &CpOptions<'_>, env: &[(&str, &str)]) -> ControlPlane {
         let dir = tempfile::tempdir().expect("temp dir");
         // Port 0: the control plane binds what is free and logs it (no race with other tests
         // for a port picked in advance); a restart reuses the logged ports.
-        Self::start_in(o, dir, 0, 0).await
+        Self::start_in_with_env(o, dir, 0, 0, env).await
     }
 
     /// Starts in a given dir on given ports (a restart on the same data and addresses).
@@ -66,13 +71,25 @@ impl ControlPlane {
         http_port: u16,
         quic_port: u16,
     ) -> ControlPlane {
+        Self::start_in_with_env(o, dir, http_port, quic_port, &[]).await
+    }
+
+    async fn start_in_with_env(
+        o: &CpOptions<'_>,
+        dir: tempfile::TempDir,
+        http_port: u16,
+        quic_port: u16,
+        env: &[(&str, &str)],
+    ) -> ControlPlane {
         std::fs::write(dir.path().join("cp.toml"), cp_toml(o, http_port, quic_port))
             .expect("write cp.toml");
+        let mut vars = vec![("ONDA_AUTH_ADMIN_TOKEN", o.admin_token)];
+        vars.extend_from_slice(env);
         let mut proc = Proc::start_in(
             o.replica,
             dir,
             &["control-plane", "--config", "cp.toml"],
-            &[("ONDA_AUTH_ADMIN_TOKEN", o.admin_token)],
+            &vars,
         );
         let quic = proc
             .wait_log_word(

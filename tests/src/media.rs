@@ -218,3 +218,49 @@ fn form_urlencoded(v: &str) -> String {
         })
         .collect()
 }
+
+/// `minutes` of silent mono Opus at 6 kbps in `dir`, made in about a second whatever its
+/// length: one minute is encoded, then its packets are copied `minutes` times. `declared`: an
+/// Ogg file, whose length ffprobe reads from its last page; otherwise Matroska written as a
+/// stream (`pipe:`), which declares no length at all, so only decoding can tell. Panics with
+/// ffmpeg's output when ffmpeg fails.
+pub async fn make_silence(dir: &Path, name: &str, minutes: u32, declared: bool) -> PathBuf {
+    let minute = dir.join(format!("{name}-minute.opus"));
+    let ffmpeg = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .await
+            .expect("ffmpeg runs");
+        assert!(
+            out.status.success(),
+            "ffmpeg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut args = s(&["-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "60"]);
+    args.extend(s(&["-c:a", "libopus", "-b:a", "6k"]));
+    args.push(minute.display().to_string());
+    ffmpeg(args).await;
+    let loops = minutes.saturating_sub(1).to_string();
+    let mut args = s(&["-stream_loop", &loops, "-i"]);
+    args.push(minute.display().to_string());
+    args.extend(s(&["-c", "copy"]));
+    let path = if declared {
+        let path = dir.join(format!("{name}.opus"));
+        args.push(path.display().to_string());
+        ffmpeg(args).await;
+        path
+    } else {
+        let path = dir.join(format!("{name}.mka"));
+        args.extend(s(&["-f", "matroska", "pipe:1"]));
+        std::fs::write(&path, ffmpeg(args).await).expect("write the stream");
+        path
+    };
+    let _ = std::fs::remove_file(&minute);
+    path
+}

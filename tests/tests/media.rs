@@ -4,7 +4,9 @@
 
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
-use onda_tests::media::{Kind, Tags, blob_path, files_under, make_track, upload, upload_chunked};
+use onda_tests::media::{
+    Kind, Tags, blob_path, files_under, make_silence, make_track, upload, upload_chunked,
+};
 use onda_tests::on_both_backends;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -17,6 +19,7 @@ on_both_backends!(
     search_edit_and_pagination,
     other_tenants_admin_and_plans_without_autodj,
     deleting_a_station_frees_its_media,
+    long_audio_is_refused_early_and_renditions_count_in_storage,
 );
 
 const SECONDS: f64 = 4.0;
@@ -299,8 +302,8 @@ async fn storage_quota_is_enforced_and_freed_by_delete(b: Backend) {
         .expect("read");
     let bb = std::fs::read(make_track(dir.path(), "b", Kind::Mp3, SECONDS, 550, &t).await)
         .expect("read");
-    // Room for either file, not both.
-    let quota = a.len().max(bb.len()) + a.len().min(bb.len()) / 2;
+    // Room for either file, not both (each with its renditions: 4 s at 64 kbps, 32,000 bytes).
+    let quota = a.len().max(bb.len()) + a.len().min(bb.len()) / 2 + 33_000;
     let plan = plan(&cp, "Tiny", quota as u64, true).await;
     let (_, key) = cp.tenant_with_key("Tight", &plan).await;
     let sid = station(&cp, &key, "Tight FM").await;
@@ -592,6 +595,247 @@ async fn deleting_a_station_frees_its_media(b: Backend) {
             .await
             .len(),
         1
+    );
+    cp.stop().await;
+}
+
+/// The tenant's storage as `/v1/me` reports it.
+async fn storage(cp: &TestControlPlane, key: &str) -> Value {
+    cp.get("/v1/me", key).await.expect(200).body["storage"].clone()
+}
+
+async fn long_audio_is_refused_early_and_renditions_count_in_storage(b: Backend) {
+    let Some(cp) = TestControlPlane::start_with(b, |c| {
+        c.media.max_duration = std::time::Duration::from_secs(60);
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan_id = plan(&cp, "Roomy", 10_000_000, true).await;
+    let (_, key) = cp.tenant_with_key("Long Air", &plan_id).await;
+    // Two renditions: 64 and 128 kbps (the second 128 kbps mount shares its rendition).
+    let sid = id(&cp
+        .post(
+            "/v1/stations",
+            &key,
+            json!({"name": "Long Air FM", "mounts": [
+                {"path": "/lo.mp3", "format": "mp3", "bitrate_kbps": 64},
+                {"path": "/hi.mp3", "format": "mp3", "bitrate_kbps": 128},
+                {"path": "/hi2.mp3", "format": "mp3", "bitrate_kbps": 128}]}),
+        )
+        .await
+        .expect(201)
+        .body);
+
+    // 4 h of silence in 3.7 MB: refused for its length, naming the limit, nothing stored.
+    let hours = make_silence(dir.path(), "four-hours", 240, true).await;
+    let bytes = std::fs::read(&hours).expect("read");
+    assert!(bytes.len() < 8_000_000, "{} bytes", bytes.len());
+    let r = upload(&cp, &key, &sid, "four-hours.opus", bytes)
+        .await
+        .problem(422);
+    assert!(r.text.contains("media.max_duration_secs"), "{}", r.text);
+    assert!(r.text.contains("1 min"), "{}", r.text);
+    // A stream that declares no length: the decode stops just past the limit.
+    let stream = make_silence(dir.path(), "undeclared", 10, false).await;
+    let started = std::time::Instant::now();
+    let r = upload(
+        &cp,
+        &key,
+        &sid,
+        "undeclared.mka",
+        std::fs::read(&stream).expect("read"),
+    )
+    .await
+    .problem(422);
+    assert!(r.text.contains("media.max_duration_secs"), "{}", r.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stored(&cp.media_dir).is_empty(),
+        "nothing of refused uploads"
+    );
+    assert_eq!(storage(&cp, &key).await["used_bytes"], 0);
+
+    // An accepted file is charged for its renditions: its playing time at 64 + 128 kbps.
+    let t = tags("Long", "Air", "Tests");
+    let track = std::fs::read(make_track(dir.path(), "t", Kind::Mp3, SECONDS, 440, &t).await)
+        .expect("read");
+    let m = upload(&cp, &key, &sid, "t.mp3", track.clone())
+        .await
+        .expect(201)
+        .body;
+    let ms = m["duration_ms"].as_u64().expect("duration");
+    let renditions = ms * 192 / 8;
+    assert_eq!(m["rendition_bytes"], renditions, "{m}");
+    let used = storage(&cp, &key).await;
+    assert_eq!(used["media_bytes"], track.len(), "{used}");
+    assert_eq!(used["rendition_bytes"], renditions, "{used}");
+    assert_eq!(
+        used["used_bytes"],
+        track.len() as u64 + renditions,
+        "{used}"
+    );
+    assert_eq!(used["limit_bytes"], 10_000_000, "{used}");
+
+    // Mounts change: the estimate follows them.
+    cp.patch(
+        &format!("/v1/stations/{sid}"),
+        &key,
+        json!({"mounts": [{"path": "/hi.mp3", "format": "mp3", "bitrate_kbps": 320}]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        storage(&cp, &key).await["rendition_bytes"],
+        ms * 320 / 8,
+        "renditions re-estimated for the new mounts"
+    );
+
+    // A plan with room for the file and its renditions at 64 kbps, not at 64 + 128 kbps.
+    let tight = plan(&cp, "Bytes Only", track.len() as u64 + ms * 64 / 8, true).await;
+    let (_, key2) = cp.tenant_with_key("Tight Air", &tight).await;
+    let two_mounts = json!([{"path": "/a.mp3", "format": "mp3", "bitrate_kbps": 64},
+                            {"path": "/b.mp3", "format": "mp3", "bitrate_kbps": 128}]);
+    let sid2 = id(&cp
+        .post(
+            "/v1/stations",
+            &key2,
+            json!({"name": "Tight Air FM", "mounts": two_mounts}),
+        )
+        .await
+        .expect(201)
+        .body);
+    let r = upload(&cp, &key2, &sid2, "t.mp3", track.clone())
+        .await
+        .problem(413);
+    assert_eq!(r.body["limit"], "storage_bytes", "{}", r.text);
+    assert!(r.text.contains("renditions"), "{}", r.text);
+    assert!(
+        stored(&cp.media_dir).len() == 1,
+        "only the first tenant's file"
+    );
+    let one_mount = json!([{"path": "/a.mp3", "format": "mp3", "bitrate_kbps": 64}]);
+    cp.patch(
+        &format!("/v1/stations/{sid2}"),
+        &key2,
+        json!({ "mounts": one_mount }),
+    )
+    .await
+    .expect(200);
+    let fits = upload(&cp, &key2, &sid2, "t.mp3", track.clone())
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(fits["rendition_bytes"], ms * 64 / 8);
+    // More mounts would make renditions the plan has no room for.
+    let r = cp
+        .patch(
+            &format!("/v1/stations/{sid2}"),
+            &key2,
+            json!({ "mounts": two_mounts }),
+        )
+        .await
+        .problem(413);
+    assert_eq!(r.body["limit"], "storage_bytes", "{}", r.text);
+    assert!(r.text.contains("renditions"), "{}", r.text);
+    assert_eq!(
+        storage(&cp, &key2).await["rendition_bytes"],
+        ms * 64 / 8,
+        "the refused change left the estimate alone"
+    );
+    cp.stop().await;
+}
+
+/// The control plane's value of a Prometheus series (0 when absent).
+async fn metric(cp: &TestControlPlane, name: &str) -> f64 {
+    let text = cp
+        .http
+        .get(format!("{}/metrics", cp.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The reply and when it came.
+async fn timed(
+    reply: impl std::future::Future<Output = onda_tests::api::Reply>,
+) -> (onda_tests::api::Reply, std::time::Instant) {
+    let r = reply.await;
+    (r, std::time::Instant::now())
+}
+
+/// One tenant's two slow uploads (long files to decode) with two probe slots: they take one
+/// slot between them, and another tenant's upload goes through the other at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_slow_probes_leave_a_slot_for_another_tenant() {
+    let cp = TestControlPlane::start_with(Backend::Sqlite, |c| {
+        c.media.probe_slots = 2;
+        c.media.probe_slots_per_tenant = 1;
+    })
+    .await
+    .expect("SQLite is always there");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, slow) = cp.tenant_with_key("Slow Uploads", "plan_premium").await;
+    let (_, quick) = cp.tenant_with_key("Quick Upload", "plan_premium").await;
+    let slow_sid = station(&cp, &slow, "Slow FM").await;
+    let quick_sid = station(&cp, &quick, "Quick FM").await;
+    let long1 = std::fs::read(make_silence(dir.path(), "long1", 150, true).await).expect("read");
+    let long2 = std::fs::read(make_silence(dir.path(), "long2", 149, true).await).expect("read");
+    let short = std::fs::read(
+        make_track(
+            dir.path(),
+            "short",
+            Kind::Mp3,
+            SECONDS,
+            500,
+            &tags("Q", "Q", "Q"),
+        )
+        .await,
+    )
+    .expect("read");
+
+    let slow_uploads = async {
+        tokio::join!(
+            timed(upload(&cp, &slow, &slow_sid, "long1.opus", long1)),
+            timed(upload(&cp, &slow, &slow_sid, "long2.opus", long2)),
+        )
+    };
+    let quick_upload = async {
+        // Both slow uploads received and at the probe (running or waiting for a slot).
+        onda_tests::wait_for(
+            "the slow uploads at the probe",
+            std::time::Duration::from_secs(60),
+            || async {
+                let running = metric(&cp, "onda_media_probes_running").await;
+                let waiting = metric(&cp, "onda_media_probes_waiting").await;
+                (running >= 1.0 && running + waiting >= 2.0).then_some(())
+            },
+        )
+        .await;
+        timed(Box::pin(upload(
+            &cp,
+            &quick,
+            &quick_sid,
+            "short.mp3",
+            short,
+        )))
+        .await
+    };
+    let (((r1, t1), (r2, t2)), (rq, tq)) = tokio::join!(slow_uploads, quick_upload);
+    r1.expect(201);
+    r2.expect(201);
+    rq.expect(201);
+    assert!(
+        tq < t1 && tq < t2,
+        "the quick tenant's upload waited for the slow tenant's probes"
     );
     cp.stop().await;
 }

@@ -1,4 +1,4 @@
-//! `/v1/me`: who the bearer token belongs to, with the tenant's plan.
+//! `/v1/me`: who the bearer token belongs to, with the tenant's plan and its media storage.
 
 use super::AppState;
 use super::auth::Caller;
@@ -6,9 +6,10 @@ use super::error::ApiResult;
 use crate::db;
 use axum::Json;
 use axum::extract::State;
-use onda_shared::api::{Me, Problem};
+use onda_shared::api::{Me, Problem, StorageUsage};
 
-/// The caller: "admin", or "tenant" with its tenant and plan.
+/// The caller: "admin", or "tenant" with its tenant, plan and media storage (the files plus
+/// the estimated renditions the edges make of them, against the plan's `storage_bytes`).
 #[utoipa::path(get, path = "/v1/me", tag = "tenants",
     responses((status = 200, body = Me), (status = 401, body = Problem)))]
 pub async fn get(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
@@ -17,14 +18,23 @@ pub async fn get(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<M
             role: "admin".to_string(),
             tenant: None,
             plan: None,
+            storage: None,
         },
         Caller::Tenant(t) => {
             let mut conn = st.db.conn().await?;
             let plan = db::plans::get(&mut conn, &t.plan_id).await?;
+            let used = db::media::tenant_usage(&mut conn, &t.id).await?;
+            let storage = StorageUsage {
+                media_bytes: used.media_bytes,
+                rendition_bytes: used.rendition_bytes,
+                used_bytes: used.total(),
+                limit_bytes: plan.as_ref().map_or(0, |p| p.limits.storage_bytes),
+            };
             Me {
                 role: "tenant".to_string(),
                 tenant: Some(t),
                 plan,
+                storage: Some(storage),
             }
         }
     }))

@@ -1,6 +1,8 @@
 //! `/v1/stations/{id}/media`: a station's media library. Uploads are the raw file as the body,
-//! streamed to the media store while hashed, probed as real audio, charged against the plan's
-//! `storage_bytes` per tenant, and stored once per content. Scoping is the stations' own: a
+//! streamed to the media store while hashed, probed as real audio (at most
+//! `media.max_duration_secs` long, in the tenant's fair share of probe slots), charged against
+//! the plan's `storage_bytes` per tenant with the estimated size of the renditions the edge will
+//! make of it, and stored once per content. Scoping is the stations' own: a
 //! tenant key reaches only its stations' files (another tenant's station answers 404); the admin
 //! token reads and deletes any.
 
@@ -63,17 +65,27 @@ fn require_autodj(plan: &Plan) -> ApiResult<()> {
     }
 }
 
-/// The plan's `storage_bytes` holds the tenant's files (`used` bytes) plus `size` more.
-fn check_quota(plan: &Plan, used: u64, size: u64) -> ApiResult<()> {
+/// The plan's `storage_bytes` holds the tenant's files and renditions (`used` bytes) plus
+/// `size` more of the file and `renditions` more of its renditions.
+fn check_quota(plan: &Plan, used: u64, size: u64, renditions: u64) -> ApiResult<()> {
     let quota = plan.limits.storage_bytes;
-    if used.saturating_add(size) <= quota {
+    let more = size.saturating_add(renditions);
+    if used.saturating_add(more) <= quota {
         return Ok(());
     }
+    let what = if renditions == 0 {
+        format!("the file has {size} more")
+    } else {
+        format!(
+            "the file needs {more} more ({size} of its own and {renditions} for the renditions \
+             the station's mounts make of it)"
+        )
+    };
     Err(ApiError::Quota {
         limit: "storage_bytes",
         detail: format!(
-            "Plan {:?} includes {quota} bytes of media storage; this tenant uses {used} and the \
-             file has {size} more. Delete files or change plan.",
+            "Plan {:?} includes {quota} bytes of media storage; this tenant uses {used} and \
+             {what}. Delete files or change plan.",
             plan.name
         ),
     })
@@ -97,9 +109,9 @@ fn probe_error(e: ProbeError, filename: &str) -> ApiError {
 }
 
 /// Upload an audio file (tenant key): the raw file is the body, with any Content-Type. Refused
-/// with 422 when it is not audio, truncated or corrupt, and with 413 when it is larger than the
-/// server accepts or does not fit the plan's storage (`limit` = "storage_bytes"); nothing is
-/// stored then. The same content uploaded again to the same station answers 200 with the
+/// with 422 when it is not audio, truncated, corrupt or plays longer than the server accepts,
+/// and with 413 when it is larger than the server accepts or does not fit the plan's storage
+/// with its renditions (`limit` = "storage_bytes"); nothing is stored then. The same content uploaded again to the same station answers 200 with the
 /// existing file.
 #[utoipa::path(post, path = "/v1/stations/{id}/media", tag = "media",
     params(("id" = String, Path, description = "Station id"), UploadMediaParams),
@@ -109,8 +121,9 @@ fn probe_error(e: ProbeError, filename: &str) -> ApiError {
               (status = 200, body = MediaFile, description = "This station already holds the same content"),
               (status = 400, body = Problem, description = "No filename, or the upload was interrupted"),
               (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 413, body = Problem, description = "Larger than media.max_upload_bytes, or over the plan's storage_bytes"),
-              (status = 422, body = Problem, description = "Not audio, truncated or corrupt")))]
+              (status = 413, body = Problem, description = "Larger than media.max_upload_bytes, or over the plan's storage_bytes (the file and its renditions)"),
+              (status = 422, body = Problem, description = "Not audio, truncated, corrupt, or longer than media.max_duration_secs"),
+              (status = 429, body = Problem, description = "No probe slot of the tenant's share came free in time (Retry-After)")))]
 pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     match receive_and_store(&st, &mut parts, body).await {
@@ -124,6 +137,30 @@ pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
             resp
         }
     }
+}
+
+/// Probes an upload in a slot of the tenant's share (429 when none comes free in time).
+async fn probe_in_turn(
+    st: &AppState,
+    tenant_id: &str,
+    path: &std::path::Path,
+    filename: &str,
+) -> ApiResult<probe::Probed> {
+    let _permit =
+        st.media
+            .probe_permit(tenant_id)
+            .await
+            .map_err(|busy| ApiError::TooManyRequests {
+                detail: format!(
+                    "This tenant's uploads already use every probe slot they may use \
+                 (media.probe_slots_per_tenant), and none came free within {} s; retry later.",
+                    busy.waited.as_secs()
+                ),
+                retry_after_secs: 10,
+            })?;
+    probe::probe(path, filename, st.media.max_duration())
+        .await
+        .map_err(|e| probe_error(e, filename))
 }
 
 /// The upload itself. Extractors run here rather than in the handler's signature so that their
@@ -171,14 +208,9 @@ async fn receive_and_store(
         }
         let plan = plan_of(&mut conn, &tenant.plan_id).await?;
         let used = db::media::tenant_usage(&mut conn, &tenant.id).await?;
-        check_quota(&plan, used, upload.size_bytes)?;
+        check_quota(&plan, used.total(), upload.size_bytes, 0)?;
     }
-    let probed = {
-        let _permit = st.media.probe_permit().await;
-        probe::probe(upload.path(), &filename)
-            .await
-            .map_err(|e| probe_error(e, &filename))?
-    };
+    let probed = probe_in_turn(st, &tenant.id, upload.path(), &filename).await?;
 
     let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
@@ -192,13 +224,18 @@ async fn receive_and_store(
         return Ok((StatusCode::OK, Json(existing)));
     }
     let used = db::media::tenant_usage(&mut tx, &tenant.id).await?;
-    check_quota(&plan, used, upload.size_bytes)?;
+    let renditions = db::media::rendition_bytes(
+        probed.duration_ms,
+        db::media::rendition_kbps(&station.mounts),
+    );
+    check_quota(&plan, used.total(), upload.size_bytes, renditions)?;
     let file = MediaFile {
         id: secrets::new_id("med"),
         tenant_id: tenant.id.clone(),
         station_id: station.id.clone(),
         sha256: upload.sha256.clone(),
         size_bytes: upload.size_bytes,
+        rendition_bytes: renditions,
         filename,
         artist: probed.artist,
         title: probed.title,

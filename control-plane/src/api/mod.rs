@@ -49,6 +49,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Uploaded audio, by content hash.
     pub media: Arc<crate::media::MediaStore>,
+    /// Now-playing snapshots and their feeds (with the cluster).
+    pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -83,6 +85,7 @@ pub fn router(
     max_body_bytes: usize,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     media: Arc<crate::media::MediaStore>,
+    nowplaying: Option<Arc<crate::nowplaying::Hub>>,
 ) -> Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(plans::list, plans::create))
@@ -159,6 +162,7 @@ pub fn router(
         openapi: Arc::new(openapi_json),
         cluster,
         media,
+        nowplaying,
     };
     router
         .merge(public)

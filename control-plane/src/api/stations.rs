@@ -261,8 +261,38 @@ pub async fn update(
         Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),
         Err(e) => return Err(e.into()),
     };
+    renditions_fit(&mut tx, &plan, &tenant.id, &saved).await?;
     tx.commit().await?;
     Ok(Json(saved))
+}
+
+/// Re-estimates the renditions of the station's media for its (new) mounts; more mounts whose
+/// renditions would not fit the plan's storage are refused (fewer always pass).
+async fn renditions_fit(
+    conn: &mut db::Conn,
+    plan: &Plan,
+    tenant_id: &str,
+    station: &Station,
+) -> ApiResult<()> {
+    let before = db::media::tenant_usage(conn, tenant_id).await?;
+    let kbps = db::media::rendition_kbps(&station.mounts);
+    db::media::update_renditions(conn, &station.id, kbps).await?;
+    let after = db::media::tenant_usage(conn, tenant_id).await?;
+    let quota = plan.limits.storage_bytes;
+    if after.rendition_bytes > before.rendition_bytes && after.total() > quota {
+        return Err(ApiError::Quota {
+            limit: "storage_bytes",
+            detail: format!(
+                "With these mounts the renditions of the tenant's media would take {} bytes, \
+                 and the tenant's storage {} of the {quota} bytes plan {:?} includes. Remove \
+                 media, use fewer or lower bitrates, or change plan.",
+                after.rendition_bytes,
+                after.total(),
+                plan.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Delete a station, its mounts and its media library (freeing the tenant's storage).

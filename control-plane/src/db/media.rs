@@ -1,14 +1,14 @@
 //! Media files: a station's references to content-addressed blobs, with their tags. The blobs
 //! themselves are the media store's (`crate::media`); these queries say which hashes are still
-//! referenced and how many bytes a tenant holds.
+//! referenced and how many bytes a tenant holds (its files plus their renditions' estimate).
 
 use super::{Conn, now, paginate, rfc3339};
 use onda_shared::api::{MediaFile, Page};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, tenant_id, station_id, sha256, size_bytes, filename, artist, title, \
-    album, duration_ms, codec, bitrate_kbps, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, station_id, sha256, size_bytes, rendition_bytes, filename, \
+    artist, title, album, duration_ms, codec, bitrate_kbps, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<MediaFile, sqlx::Error> {
     Ok(MediaFile {
@@ -17,6 +17,7 @@ fn from_row(row: &AnyRow) -> Result<MediaFile, sqlx::Error> {
         station_id: row.try_get("station_id")?,
         sha256: row.try_get("sha256")?,
         size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
+        rendition_bytes: u64::try_from(row.try_get::<i64, _>("rendition_bytes")?).unwrap_or(0),
         filename: row.try_get("filename")?,
         artist: row.try_get("artist")?,
         title: row.try_get("title")?,
@@ -112,18 +113,71 @@ pub async fn list(
 }
 
 /// Bytes the tenant's library holds, summed over its rows (a file held by two of its stations
-/// counts twice: each station could be given away or deleted on its own).
-pub async fn tenant_usage(conn: &mut Conn, tenant_id: &str) -> Result<u64, sqlx::Error> {
+/// counts twice: each station could be given away or deleted on its own): the files' own
+/// bytes, and their renditions' estimate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub media_bytes: u64,
+    pub rendition_bytes: u64,
+}
+
+impl Usage {
+    /// What counts against the plan's `storage_bytes`.
+    pub fn total(self) -> u64 {
+        self.media_bytes.saturating_add(self.rendition_bytes)
+    }
+}
+
+pub async fn tenant_usage(conn: &mut Conn, tenant_id: &str) -> Result<Usage, sqlx::Error> {
     // The cast: PostgreSQL's SUM of BIGINT is NUMERIC, which the Any driver cannot decode.
-    let used: i64 = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS used FROM media_files \
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS media, \
+         CAST(COALESCE(SUM(rendition_bytes), 0) AS BIGINT) AS renditions FROM media_files \
          WHERE tenant_id = $1",
     )
     .bind(tenant_id)
     .fetch_one(conn)
-    .await?
-    .try_get("used")?;
-    Ok(u64::try_from(used).unwrap_or(0))
+    .await?;
+    let get = |name: &str| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    Ok(Usage {
+        media_bytes: get("media")?,
+        rendition_bytes: get("renditions")?,
+    })
+}
+
+/// Kilobits per second of the renditions the edge makes of each file of a station: one per
+/// distinct (format, bitrate) of its mounts.
+pub fn rendition_kbps(mounts: &[onda_shared::api::Mount]) -> u64 {
+    let mut seen: Vec<(&onda_shared::api::AudioFormat, u32)> = Vec::new();
+    for m in mounts {
+        if !seen.contains(&(&m.format, m.bitrate_kbps)) {
+            seen.push((&m.format, m.bitrate_kbps));
+        }
+    }
+    seen.iter().map(|(_, kbps)| u64::from(*kbps)).sum()
+}
+
+/// The renditions' bytes of `duration_ms` of audio at `kbps`.
+pub fn rendition_bytes(duration_ms: u64, kbps: u64) -> u64 {
+    duration_ms.saturating_mul(kbps) / 8
+}
+
+/// Re-estimates the renditions of a station's files after its mounts changed.
+pub async fn update_renditions(
+    conn: &mut Conn,
+    station_id: &str,
+    kbps: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE media_files SET rendition_bytes = duration_ms * $1 / 8 WHERE station_id = $2",
+    )
+    .bind(big(kbps))
+    .bind(station_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// True while any row of any station or tenant names this content.
@@ -139,7 +193,8 @@ pub async fn insert(conn: &mut Conn, m: &MediaFile) -> Result<MediaFile, sqlx::E
     sqlx::query(
         "INSERT INTO media_files (id, tenant_id, station_id, sha256, size_bytes, filename, \
          artist, title, album, duration_ms, codec, bitrate_kbps, search_text, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+         updated_at, rendition_bytes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -155,6 +210,7 @@ pub async fn insert(conn: &mut Conn, m: &MediaFile) -> Result<MediaFile, sqlx::E
     .bind(i64::from(m.bitrate_kbps))
     .bind(search_text(m))
     .bind(now())
+    .bind(big(m.rendition_bytes))
     .execute(&mut *conn)
     .await?;
     get(conn, &m.station_id, &m.id)
@@ -224,6 +280,25 @@ pub async fn delete_for_station(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renditions_are_one_per_distinct_format_and_bitrate() {
+        use onda_shared::api::{AudioFormat, Mount};
+        let m = |format, kbps| Mount {
+            path: "/x".to_string(),
+            format,
+            bitrate_kbps: kbps,
+        };
+        let mounts = [
+            m(AudioFormat::Mp3, 128),
+            m(AudioFormat::Mp3, 128),
+            m(AudioFormat::Aac, 128),
+            m(AudioFormat::Mp3, 64),
+        ];
+        assert_eq!(rendition_kbps(&mounts), 320);
+        // 10 h at 64 kbps: the 288 MB of the report.
+        assert_eq!(rendition_bytes(36_000_000, 64), 288_000_000);
+    }
 
     #[test]
     fn like_patterns_take_wildcards_literally() {

@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "carriage",
         include_str!("../../migrations/0011_carriage.sql"),
     ),
+    (
+        12,
+        "rendition storage",
+        include_str!("../../migrations/0012_rendition_storage.sql"),
+    ),
 ];
 
 impl Db {

@@ -18,6 +18,10 @@
 //!   content.)
 //! - Nothing of a refused upload stays on disk: its temp file is removed on every path,
 //!   including a dropped request (the guard removes it on drop).
+//! - Probes share `media.probe_slots` fairly: one tenant holds at most
+//!   `media.probe_slots_per_tenant` of them, so its slow uploads never hold every slot while
+//!   another tenant's upload waits; an upload that waits longer than `media.probe_wait_secs` is
+//!   refused (429, Retry-After).
 
 pub mod probe;
 
@@ -26,8 +30,12 @@ use anyhow::Context as _;
 use axum::body::Body;
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Subdirectory of the store holding uploads in progress.
 const INCOMING: &str = "incoming";
@@ -39,9 +47,50 @@ pub struct MediaStore {
     dir: PathBuf,
     tmp: PathBuf,
     max_upload_bytes: u64,
+    max_duration: Duration,
     refs: tokio::sync::Mutex<()>,
-    /// Bounds concurrent probes: each decodes a whole file with ffmpeg, a core's worth of work.
-    probes: tokio::sync::Semaphore,
+    probes: ProbeSlots,
+}
+
+/// Bounds concurrent probes (each decodes a file with ffmpeg, a core's worth of work) and
+/// shares them between tenants.
+#[derive(Debug)]
+struct ProbeSlots {
+    all: Arc<Semaphore>,
+    per_tenant: usize,
+    /// Each tenant's own share, made on its first upload.
+    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    wait: Duration,
+    metrics: crate::metrics::MediaMetrics,
+}
+
+/// A turn to probe: a slot of the tenant's share and one of all slots, given back on drop.
+pub struct ProbePermit {
+    _tenant: OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+    metrics: crate::metrics::MediaMetrics,
+}
+
+impl Drop for ProbePermit {
+    fn drop(&mut self) {
+        self.metrics.probes_running.dec();
+    }
+}
+
+/// No probe slot came free within `media.probe_wait_secs`.
+#[derive(Debug, thiserror::Error)]
+#[error("every probe slot this tenant may use stayed busy for {} s", .waited.as_secs())]
+pub struct ProbeBusy {
+    pub waited: Duration,
+}
+
+/// Counts an upload waiting for a slot while it waits (also when the request is dropped).
+struct Waiting(crate::metrics::MediaMetrics);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.probes_waiting.dec();
+    }
 }
 
 /// Proof that the caller holds the store's reference lock (see [`MediaStore::lock_refs`]).
@@ -103,7 +152,10 @@ pub fn is_sha256(s: &str) -> bool {
 impl MediaStore {
     /// Opens (creating) the store's directory and removes the uploads an earlier process left
     /// unfinished in `incoming/`.
-    pub async fn open(settings: &MediaSettings) -> anyhow::Result<MediaStore> {
+    pub async fn open(
+        settings: &MediaSettings,
+        metrics: crate::metrics::MediaMetrics,
+    ) -> anyhow::Result<MediaStore> {
         let dir = settings.dir.clone();
         let tmp = dir.join(INCOMING);
         tokio::fs::create_dir_all(&tmp)
@@ -125,10 +177,15 @@ impl MediaStore {
             dir,
             tmp,
             max_upload_bytes: settings.max_upload_bytes,
+            max_duration: settings.max_duration,
             refs: tokio::sync::Mutex::new(()),
-            probes: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            probes: ProbeSlots {
+                all: Arc::new(Semaphore::new(settings.probe_slots.max(1))),
+                per_tenant: settings.probe_slots_per_tenant.max(1),
+                tenants: Mutex::new(HashMap::new()),
+                wait: settings.probe_wait,
+                metrics,
+            },
         })
     }
 
@@ -169,11 +226,50 @@ impl MediaStore {
         }
     }
 
-    /// Waits for a turn to probe an upload (at most one probe per core at a time, so a burst of
-    /// uploads cannot starve the API of CPU).
-    pub async fn probe_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        // The semaphore is never closed; None would only mean "go ahead".
-        self.probes.acquire().await.ok()
+    /// The longest playing time a file may have (`media.max_duration_secs`).
+    pub fn max_duration(&self) -> Duration {
+        self.max_duration
+    }
+
+    /// Waits for a turn to probe an upload of `tenant_id`: first a slot of the tenant's share,
+    /// then one of all slots, so a tenant waiting for its own share holds none of the others'.
+    /// At most `media.probe_wait_secs` in all.
+    pub async fn probe_permit(&self, tenant_id: &str) -> Result<ProbePermit, ProbeBusy> {
+        let p = &self.probes;
+        let share = {
+            let mut tenants = p
+                .tenants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Shares nobody holds or waits for are dropped, so the map stays as small as the
+            // set of tenants uploading.
+            tenants.retain(|_, s| Arc::strong_count(s) > 1);
+            tenants
+                .entry(tenant_id.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(p.per_tenant)))
+                .clone()
+        };
+        p.metrics.probes_waiting.inc();
+        let waiting = Waiting(p.metrics.clone());
+        let both = async {
+            let tenant = share.acquire_owned().await.ok()?;
+            let slot = p.all.clone().acquire_owned().await.ok()?;
+            Some((tenant, slot))
+        };
+        let got = tokio::time::timeout(p.wait, both).await;
+        drop(waiting);
+        match got {
+            Ok(Some((tenant, slot))) => {
+                p.metrics.probes_running.inc();
+                Ok(ProbePermit {
+                    _tenant: tenant,
+                    _slot: slot,
+                    metrics: p.metrics.clone(),
+                })
+            }
+            // The semaphores are never closed: None cannot happen; treat it as busy.
+            Ok(None) | Err(_) => Err(ProbeBusy { waited: p.wait }),
+        }
     }
 
     /// Streams a request body into a temp file of the store, hashing it on the way; refuses it
@@ -278,10 +374,21 @@ mod tests {
     use super::*;
 
     async fn store(dir: &Path, max: u64) -> MediaStore {
-        MediaStore::open(&MediaSettings {
-            dir: dir.join("media"),
-            max_upload_bytes: max,
-        })
+        let registry = prometheus::Registry::new();
+        MediaStore::open(
+            &crate::config::MediaConfig {
+                dir: dir.join("media").display().to_string(),
+                max_upload_bytes: max.max(crate::config::MIN_UPLOAD_BYTES),
+                ..Default::default()
+            }
+            .validate()
+            .map(|mut s| {
+                s.max_upload_bytes = max;
+                s
+            })
+            .expect("settings"),
+            crate::metrics::MediaMetrics::new(&registry).expect("metrics"),
+        )
         .await
         .expect("opens")
     }

@@ -7,6 +7,11 @@
 //! 2. `ffmpeg` decodes the whole first audio stream into the null muxer and reports how much
 //!    audio there really is (`-progress`) and how many decode errors it hit.
 //!
+//! The decode stops once it is past the longest playing time allowed (`media.max_duration_secs`):
+//! a small file that decodes to hours of audio (silence compresses to almost nothing) is refused
+//! as too long after decoding just over the limit, never the whole file. A file whose container
+//! declares more than the limit is refused before any decoding.
+//!
 //! A file is refused when ffprobe finds no audio, when the decode fails or yields (almost)
 //! nothing, when the decoded length disagrees with the declared one by more than
 //! [`DURATION_MARGIN`] (a cut MP3 still declares its full length in its Xing header), or when
@@ -80,6 +85,11 @@ pub enum ProbeError {
     Corrupt { errors: u64 },
     #[error("The file could not be decoded within {} seconds.", DECODE_TIMEOUT.as_secs())]
     TooSlow,
+    #[error(
+        "The file plays for more than {}, the longest this server accepts \
+         (media.max_duration_secs = {}).", hms(*.limit_secs), .limit_secs
+    )]
+    TooLong { limit_secs: u64 },
     /// ffprobe/ffmpeg could not run at all: the server's fault, not the file's.
     #[error("cannot run {tool}: {source}")]
     Tool {
@@ -115,8 +125,28 @@ struct FfprobeFormat {
 /// ffmpeg logs this when it computed a duration from the bitrate and the file size.
 const ESTIMATED: &str = "Estimating duration from bitrate";
 
-/// Probes and fully decodes `path`; `filename` supplies the title when the file has none.
-pub async fn probe(path: &Path, filename: &str) -> Result<Probed, ProbeError> {
+/// `3 h`, `1 h 30 min`, `90 s`.
+fn hms(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (h, 0, 0) => format!("{h} h"),
+        (h, m, 0) => format!("{h} h {m} min"),
+        _ => format!("{secs} s"),
+    }
+}
+
+/// Probes and decodes `path` (up to just past `max_duration`); `filename` supplies the title
+/// when the file has none.
+pub async fn probe(
+    path: &Path,
+    filename: &str,
+    max_duration: Duration,
+) -> Result<Probed, ProbeError> {
+    let too_long = ProbeError::TooLong {
+        limit_secs: max_duration.as_secs(),
+    };
     let input = file_url(path);
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-hide_banner", "-v", "warning"])
@@ -154,9 +184,15 @@ pub async fn probe(path: &Path, filename: &str) -> Result<Probed, ProbeError> {
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(Duration::from_secs_f64);
 
-    let decoded = decode(&input).await?;
+    if declared.is_some_and(|d| !estimated && d > max_duration + DURATION_MARGIN) {
+        return Err(too_long);
+    }
+    let decoded = decode(&input, max_duration + DURATION_MARGIN).await?;
     if decoded.duration < MIN_AUDIO {
         return Err(ProbeError::Empty);
+    }
+    if decoded.duration > max_duration {
+        return Err(too_long);
     }
     if let Some(declared) = declared.filter(|_| !estimated)
         && disagree(declared, decoded.duration)
@@ -203,16 +239,20 @@ struct Decoded {
     errors: u64,
 }
 
-/// Decodes the first audio stream to nowhere: how long it really is and how many errors the
-/// decoder logged. Output is read line by line, so a file that makes ffmpeg log an error per
-/// frame cannot fill memory.
-async fn decode(input: &str) -> Result<Decoded, ProbeError> {
+/// Decodes the first audio stream to nowhere, for at most `limit` of audio: how long it really
+/// is (up to the limit) and how many errors the decoder logged. Output is read line by line, so
+/// a file that makes ffmpeg log an error per frame cannot fill memory.
+async fn decode(input: &str, limit: Duration) -> Result<Decoded, ProbeError> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-hide_banner", "-nostats", "-v", "error"])
         .args(["-protocol_whitelist", "file", "-format_whitelist", FORMATS])
         .arg("-i")
         .arg(input)
-        .args(["-map", "0:a:0", "-f", "null", "-progress", "pipe:1", "-"])
+        .args(["-map", "0:a:0"])
+        // An output duration: ffmpeg stops decoding there (it would read the whole input).
+        .arg("-t")
+        .arg(format!("{:.3}", limit.as_secs_f64()))
+        .args(["-f", "null", "-progress", "pipe:1", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -330,6 +370,14 @@ mod tests {
     }
 
     #[test]
+    fn limits_read_as_durations() {
+        assert_eq!(hms(3 * 3600), "3 h");
+        assert_eq!(hms(5400), "1 h 30 min");
+        assert_eq!(hms(120), "2 min");
+        assert_eq!(hms(61), "61 s");
+    }
+
+    #[test]
     fn tags_are_found_in_any_case_and_cleaned() {
         let tags: BTreeMap<String, String> = [
             ("ARTIST".to_string(), " Nina\u{0} Simone ".to_string()),
@@ -347,12 +395,56 @@ mod tests {
         assert_eq!(stem("noext"), "noext");
     }
 
+    /// Ten minutes of audio that declare no length: the decode stops just past the limit.
+    #[tokio::test]
+    async fn the_decode_stops_past_the_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("long.mka");
+        let out = std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "anullsrc=r=8000:cl=mono",
+            ])
+            .args(["-t", "600", "-c:a", "pcm_s16le", "-f", "matroska", "pipe:1"])
+            .output()
+            .expect("ffmpeg runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&p, &out.stdout).expect("write");
+        let decoded = decode(&file_url(&p), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("decodes: {e}"));
+        assert!(
+            (Duration::from_millis(4900)..=Duration::from_millis(5200)).contains(&decoded.duration),
+            "{:?}",
+            decoded.duration
+        );
+        let err = probe(&p, "long.mka", Duration::from_secs(5))
+            .await
+            .expect_err("too long");
+        assert!(
+            matches!(err, ProbeError::TooLong { limit_secs: 5 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("5 s"), "{err}");
+    }
+
     #[tokio::test]
     async fn a_text_file_is_not_audio() {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = dir.path().join("notes.mp3");
         std::fs::write(&p, "these are my notes, not a song\n".repeat(20)).expect("write");
-        let err = probe(&p, "notes.mp3").await.expect_err("refused");
+        let err = probe(&p, "notes.mp3", Duration::from_secs(60))
+            .await
+            .expect_err("refused");
         assert!(matches!(err, ProbeError::NotAudio), "{err}");
     }
 }
