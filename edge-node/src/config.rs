@@ -485,7 +485,10 @@ pub struct LimitsConfig {
     /// Most header lines in a request head.
     pub max_headers: u64,
     /// Concurrent connections from one IP address; 0 = no limit. The default (100) leaves room
-    /// for many listeners behind one NAT and stops one address from taking every slot.
+    /// for many listeners behind one NAT and stops one address from taking every slot. Counted
+    /// once the request head is read; a relay pull with the relay key of what it asks for (a
+    /// peer node's, all from one address) is not counted. Connections still sending their head
+    /// are limited per address to the same number.
     pub max_connections_per_ip: u64,
     /// Concurrent connections in total.
     pub max_connections: u64,
