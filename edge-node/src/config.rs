@@ -501,8 +501,9 @@ pub struct LimitsConfig {
     /// adds at most that much latency, which players buffer anyway. Larger
     /// batches mean fewer wake-ups and writes per listener; 0 hands over every source write.
     pub publish_interval_ms: u64,
-    /// DJ password checks (Argon2, ~19 MiB each) running at once; 0 = one per CPU core. A
-    /// login beyond them is refused at once (503), never queued.
+    /// DJ password checks (Argon2, ~19 MiB each, a buffer per slot kept for reuse) running at
+    /// once; 0 = one per CPU core, at most 4. A login beyond them is refused at once (503),
+    /// never queued.
     pub password_checks: u64,
     /// Failed source logins from one address, or for one user, before further attempts are
     /// refused for `login_lockout_ms` (429); 0 = no lockout.
