@@ -66,15 +66,26 @@ fn is_admin(head: &RequestHead, shared: &Shared) -> bool {
 /// own, so it never reaches another station's mount; and another DJ of the station, off the air,
 /// gets no Argon2 verification at all.
 async fn may_set_title(req: &Request, shared: &Shared, mount: &Mount) -> bool {
-    let Some((user, _)) = basic_auth(&req.head) else {
+    let Some((user, password)) = basic_auth(&req.head) else {
         return false;
     };
-    let on_air = mount.session().is_some_and(|s| s.info.user == user);
+    let session = mount.session();
+    // The credentials the source on air logged in with: no password check again, so its title
+    // updates go on whatever the login checker is doing (lockouts, busy Argon2 slots).
+    let digest = shared.logins.digest(&user, &password);
+    if session
+        .as_ref()
+        .and_then(|s| s.info.credentials)
+        .is_some_and(|c| c.matches(&digest))
+    {
+        return true;
+    }
+    let on_air = session.is_some_and(|s| s.info.user == user);
     if user != "source" && !on_air {
         return false;
     }
-    // Through the same bounded, throttled checker as a source login: a title update is no way
-    // around the lockout or the limit on Argon2 checks.
+    // Anything else goes through the same bounded, throttled checker as a source login: a
+    // title update is no way around the lockout or the limit on Argon2 checks.
     let (_, login) = crate::source::authenticate(
         shared,
         &req.head,

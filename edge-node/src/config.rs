@@ -485,7 +485,10 @@ pub struct LimitsConfig {
     /// Most header lines in a request head.
     pub max_headers: u64,
     /// Concurrent connections from one IP address; 0 = no limit. The default (100) leaves room
-    /// for many listeners behind one NAT and stops one address from taking every slot.
+    /// for many listeners behind one NAT and stops one address from taking every slot. Counted
+    /// once the request head is read; a relay pull with the relay key of what it asks for (a
+    /// peer node's, all from one address) is not counted. Connections still sending their head
+    /// are limited per address to the same number.
     pub max_connections_per_ip: u64,
     /// Concurrent connections in total.
     pub max_connections: u64,
@@ -498,8 +501,9 @@ pub struct LimitsConfig {
     /// adds at most that much latency, which players buffer anyway. Larger
     /// batches mean fewer wake-ups and writes per listener; 0 hands over every source write.
     pub publish_interval_ms: u64,
-    /// DJ password checks (Argon2, ~19 MiB each) running at once; 0 = one per CPU core. A
-    /// login beyond them is refused at once (503), never queued.
+    /// DJ password checks (Argon2, ~19 MiB each, a buffer per slot kept for reuse) running at
+    /// once; 0 = one per CPU core, at most 4. A login beyond them is refused at once (503),
+    /// never queued.
     pub password_checks: u64,
     /// Failed source logins from one address, or for one user, before further attempts are
     /// refused for `login_lockout_ms` (429); 0 = no lockout.

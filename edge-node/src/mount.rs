@@ -34,7 +34,39 @@ pub struct SourceInfo {
     pub relay: bool,
     /// The source user who authenticated (`source`, or a live DJ's name).
     pub user: String,
+    /// A digest of the credentials it logged in with (`auth::Logins::digest`): a title update
+    /// presenting them needs no password check again.
+    pub credentials: Option<Credentials>,
 }
+
+/// A salted digest of the credentials a source logged in with (see `auth::Logins::digest`).
+#[derive(Clone, Copy, Default)]
+pub struct Credentials([u8; 32]);
+
+impl Credentials {
+    pub fn new(digest: [u8; 32]) -> Credentials {
+        Credentials(digest)
+    }
+
+    /// Constant-time comparison.
+    pub fn matches(&self, other: &Credentials) -> bool {
+        crate::constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Credentials) -> bool {
+        self.matches(other)
+    }
+}
+
+impl Eq for Credentials {}
 
 /// The outcome of one read from a session.
 #[derive(Debug)]

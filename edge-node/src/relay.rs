@@ -226,7 +226,7 @@ async fn pull(
         user_agent: String::new(),
         ip: format!("{}:{}", target.host, target.port),
         relay: true,
-        user: String::new(),
+        ..SourceInfo::default()
     };
     let session = limits.new_session(info);
     if !mount.attach(session.clone()) {

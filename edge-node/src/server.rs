@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Shared {
     config: RwLock<Arc<EdgeConfig>>,
     mounts: RwLock<HashMap<String, Arc<Mount>>>,
-    per_ip: Mutex<HashMap<IpAddr, u64>>,
+    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
     relays: Mutex<HashMap<String, (crate::config::RelayConfig, CancellationToken)>>,
     autodjs: Mutex<HashMap<String, crate::autodj::Handle>>,
     renditions: Mutex<Option<Arc<crate::autodj::render::Renditions>>>,
@@ -326,29 +326,101 @@ impl Shared {
         None
     }
 
+    /// A new connection from `ip`, counted against the total and, while its head is read,
+    /// against `ip`'s heads in flight; None when a limit is reached. Whether it counts as one of
+    /// `ip`'s open connections is decided once its head is known ([`ConnGuard::settle`]).
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
         let cfg = self.config();
         if self.open.load(Ordering::Relaxed) >= cfg.limits.max_connections {
             return None;
         }
+        let max = cfg.limits.max_connections_per_ip;
         let mut per_ip = lock(&self.per_ip);
-        let n = per_ip.entry(ip).or_insert(0);
-        if cfg.limits.max_connections_per_ip > 0 && *n >= cfg.limits.max_connections_per_ip {
+        let n = per_ip.entry(ip).or_default();
+        if max > 0 && n.heads >= max {
             return None;
         }
-        *n += 1;
+        n.heads += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
         Some(ConnGuard {
             shared: self.clone(),
             ip,
+            counted: Counted::Head,
         })
     }
+
+    /// Whether a request presents the relay key of what it asks for (`X-Onda-Relay`): a pull
+    /// by another node of the cluster, not a listener.
+    pub fn is_relay_request(&self, head: &RequestHead) -> bool {
+        let Some(key) = head.header(crate::live::pull::RELAY_HEADER) else {
+            return false;
+        };
+        match head.path.strip_prefix("/hls/") {
+            Some(rest) => {
+                let name = rest.split('/').next().unwrap_or_default();
+                self.live
+                    .get(name)
+                    .filter(|s| s.parent.is_none())
+                    .is_some_and(|s| s.is_relay(Some(key)))
+            }
+            None => self.mount(&head.path).is_some_and(|m| m.is_relay_key(key)),
+        }
+    }
+}
+
+/// One address's connections: those whose head is being read, and those open past their
+/// head that count against `max_connections_per_ip` (relay pulls do not).
+#[derive(Debug, Default)]
+struct PerIp {
+    heads: u64,
+    open: u64,
+}
+
+impl PerIp {
+    fn is_empty(&self) -> bool {
+        self.heads == 0 && self.open == 0
+    }
+}
+
+/// What a connection counts as in its address's [`PerIp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Head,
+    Open,
+    Nothing,
 }
 
 /// Releases a connection's slot in the limits when the connection ends.
 struct ConnGuard {
     shared: Arc<Shared>,
     ip: IpAddr,
+    counted: Counted,
+}
+
+impl ConnGuard {
+    /// The head is read: a relay pull (the relay key of what it asks for) is exempt from the
+    /// per-address limit, since every pull of a peer node comes from one address; any other
+    /// request counts as one of its address's open connections, or is refused (false) when the
+    /// address has `max_connections_per_ip` open.
+    fn settle(&mut self, relay: bool) -> bool {
+        let max = self.shared.config().limits.max_connections_per_ip;
+        let mut per_ip = lock(&self.shared.per_ip);
+        let n = per_ip.entry(self.ip).or_default();
+        if self.counted == Counted::Head {
+            n.heads = n.heads.saturating_sub(1);
+        }
+        let admitted = relay || max == 0 || n.open < max;
+        self.counted = if admitted && !relay {
+            n.open += 1;
+            Counted::Open
+        } else {
+            Counted::Nothing
+        };
+        if n.is_empty() {
+            per_ip.remove(&self.ip);
+        }
+        admitted
+    }
 }
 
 impl Drop for ConnGuard {
@@ -356,8 +428,12 @@ impl Drop for ConnGuard {
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = lock(&self.shared.per_ip);
         if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+            match self.counted {
+                Counted::Head => n.heads = n.heads.saturating_sub(1),
+                Counted::Open => n.open = n.open.saturating_sub(1),
+                Counted::Nothing => {}
+            }
+            if n.is_empty() {
                 per_ip.remove(&self.ip);
             }
         }
@@ -406,16 +482,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let Some(_guard) = shared.admit(peer.ip()) else {
-        shared.metrics.refused_connections.inc();
-        let _ = respond(
-            &mut stream,
-            503,
-            "text/plain",
-            &[],
-            b"Too many connections\n",
-        )
-        .await;
+    let Some(mut guard) = shared.admit(peer.ip()) else {
+        refuse_connection(&shared, &mut stream).await;
         return;
     };
     let cfg = shared.config();
@@ -457,6 +525,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         Ok(Ok(v)) => v,
     };
+    if !guard.settle(shared.is_relay_request(&head)) {
+        refuse_connection(&shared, &mut stream).await;
+        return;
+    }
     let req = Request {
         head,
         stream,
@@ -464,6 +536,12 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         leftover,
     };
     dispatch(req, shared).await;
+}
+
+/// The answer to a connection beyond the limits.
+async fn refuse_connection(shared: &Shared, stream: &mut TcpStream) {
+    shared.metrics.refused_connections.inc();
+    let _ = respond(stream, 503, "text/plain", &[], b"Too many connections\n").await;
 }
 
 /// Reads until a complete head; `Err(None)` when the peer closed first.
@@ -491,6 +569,33 @@ async fn read_head(
     }
 }
 
+/// Who answers a GET or HEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Admin,
+    Hls,
+    Mount,
+}
+
+/// The edge's own paths are those of `onda_shared::paths` (the rule the API and the edge's
+/// configuration check refuse mounts by): its reserved whole paths and everything under the
+/// `admin` segment are the admin routes, everything under `hls` the live streams.
+fn route(path: &str) -> Route {
+    use onda_shared::paths::{RESERVED_PATHS, reserved};
+    let first = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    if reserved(path).is_none() {
+        Route::Mount
+    } else if first == "hls" {
+        Route::Hls
+    } else {
+        debug_assert!(first == "admin" || RESERVED_PATHS.contains(&path), "{path}");
+        Route::Admin
+    }
+}
+
 async fn dispatch(mut req: Request, shared: Arc<Shared>) {
     let method = req.head.method.clone();
     let path = req.head.path.clone();
@@ -499,19 +604,12 @@ async fn dispatch(mut req: Request, shared: Arc<Shared>) {
         ("OPTIONS", _) => {
             let _ = respond(&mut req.stream, 204, "text/plain", cors::PREFLIGHT, b"").await;
         }
-        ("GET" | "HEAD", p)
-            if p == "/status-json.xsl"
-                || p == "/metrics"
-                || p == "/healthz"
-                || p == "/readyz"
-                || p.starts_with("/admin/")
-                || p == "/admin" =>
-        {
-            admin::serve(req, shared).await;
-        }
-        ("GET" | "HEAD", p) if p.starts_with("/hls/") => crate::live::serve_hls(req, shared).await,
-        // Everything else is a mount or nothing; the listener code answers 404 for nothing.
-        ("GET" | "HEAD", _) => listener::serve(req, shared).await,
+        ("GET" | "HEAD", p) => match route(p) {
+            Route::Admin => admin::serve(req, shared).await,
+            Route::Hls => crate::live::serve_hls(req, shared).await,
+            // A mount or nothing; the listener code answers 404 for nothing.
+            Route::Mount => listener::serve(req, shared).await,
+        },
         _ => {
             let _ = respond(
                 &mut req.stream,
@@ -620,4 +718,37 @@ pub async fn close_gracefully(stream: &mut TcpStream) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Route, route};
+    use onda_shared::paths::{RESERVED_PATHS, RESERVED_SEGMENTS};
+
+    #[test]
+    fn the_edge_routes_exactly_the_shared_reserved_paths_itself() {
+        for p in RESERVED_PATHS {
+            assert_eq!(route(p), Route::Admin, "{p}");
+        }
+        for seg in RESERVED_SEGMENTS {
+            for p in [
+                format!("/{seg}"),
+                format!("/{seg}/x"),
+                format!("/{seg}/x/y.m3u8"),
+            ] {
+                assert_ne!(route(&p), Route::Mount, "{p}");
+            }
+        }
+        assert_eq!(route("/admin/metadata"), Route::Admin);
+        assert_eq!(route("/hls/show/index.m3u8"), Route::Hls);
+        for p in [
+            "/administration-radio/x.mp3",
+            "/hlsx",
+            "/live",
+            "/metrics/x",
+            "/",
+        ] {
+            assert_eq!(route(p), Route::Mount, "{p}");
+        }
+    }
 }

@@ -63,6 +63,7 @@ pub fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceIn
         ip: ip.to_string(),
         relay: false,
         user: String::new(),
+        credentials: None,
     }
 }
 
@@ -126,6 +127,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         }
     };
     let mut info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
+    let (_, password) = basic_auth(&req.head).unwrap_or_default();
+    info.credentials = Some(shared.logins.digest(&user, &password));
     info.user = user;
     let session = limits.new_session(info);
     if !mount.attach(session.clone()) {
@@ -240,7 +243,8 @@ async fn receive(
 
 /// Checks a request's Basic credentials for a mount: `source` with the mount's source password,
 /// or one of its DJ accounts, through the node's bounded and throttled login checker (`auth`).
-/// `/admin/metadata` asks the same question. No credentials at all is a refusal that counts no
+/// `/admin/metadata` asks the same question of credentials other than those the source on air
+/// logged in with. No credentials at all is a refusal that counts no
 /// failure: libshout probes that way and reads `Allow` from the 401.
 pub(crate) async fn authenticate(
     shared: &Shared,
