@@ -20,6 +20,10 @@ const MAX_HEADERS: usize = 1 << 20;
 const MAX_LINKS: usize = 256;
 /// Most bytes of a comment packet parsed (the tags come first in practice; pictures are large).
 const MAX_COMMENT: usize = 64 * 1024;
+/// Most logical streams followed in one link (a multiplexed link has one per elementary
+/// stream: a handful in practice). A link with more is not followed: its pages pass through as
+/// plain data, so a source cannot make the tracker's memory or per-page work grow.
+const MAX_STREAMS: usize = 16;
 
 /// The TITLE and ARTIST comments of a link, as its comment header carries them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -275,6 +279,9 @@ pub struct OggTracker {
     building: Option<Building>,
     /// Tags of links completed since the last [`OggTracker::take_tags`].
     new_tags: Option<Tags>,
+    /// The run of beginning-of-stream pages being read has more than [`MAX_STREAMS`] streams:
+    /// its link is not followed, up to the run's end.
+    overflowed: bool,
 }
 
 impl OggTracker {
@@ -321,6 +328,9 @@ impl OggTracker {
         let end = start + bytes.len() as u64;
         let page = Page::parse(bytes, bytes.len());
         if page.bos {
+            if self.overflowed {
+                return;
+            }
             if !self.building.as_ref().is_some_and(|b| b.in_bos) {
                 // A new link: whatever was being read is abandoned (a source that restarted).
                 self.building = Some(Building {
@@ -331,12 +341,23 @@ impl OggTracker {
                     in_bos: true,
                 });
             }
-            if let Some(b) = &mut self.building {
+            if let Some(b) = &mut self.building
+                && !b.streams.iter().any(|s| s.serial == page.serial)
+            {
+                if b.streams.len() >= MAX_STREAMS {
+                    // More streams than any real link: not followed (see MAX_STREAMS).
+                    self.building = None;
+                    self.overflowed = true;
+                    return;
+                }
                 b.streams
                     .push(Stream::new(page.serial, page.first_packet()));
             }
-        } else if let Some(b) = &mut self.building {
-            b.in_bos = false;
+        } else {
+            self.overflowed = false;
+            if let Some(b) = &mut self.building {
+                b.in_bos = false;
+            }
         }
         let Some(b) = &mut self.building else {
             return;
@@ -580,5 +601,30 @@ mod tests {
             let _ = parse_comments(&c[..n.min(c.len())]);
         }
         assert_eq!(parse_comments(&[0xFF; 12]), Tags::default());
+    }
+
+    #[test]
+    fn a_flood_of_beginning_of_stream_pages_is_not_followed() {
+        let mut t = OggTracker::default();
+        let mut most = 0;
+        for serial in 0..100_000u32 {
+            t.feed(&page(serial, true, 0, &[b"\x01vorbis-id"]));
+            // The same serial again is the same stream, not another one.
+            t.feed(&page(serial, true, 0, &[b"\x01vorbis-id"]));
+            let tracked = t.building.as_ref().map_or(0, |b| b.streams.len());
+            most = most.max(tracked);
+            assert!(tracked <= MAX_STREAMS, "page {serial}: {tracked} streams");
+        }
+        assert_eq!(most, MAX_STREAMS, "the streams up to the cap are followed");
+        assert!(t.links.is_empty());
+        // The run ends; the next link is followed again.
+        t.feed(&page(7, false, 0, &[b"data"]));
+        let (head, audio) = vorbis(100_001, "A", "Next");
+        t.feed(&head);
+        t.feed(&audio);
+        assert_eq!(
+            t.current().map(|l| l.tags.display()).as_deref(),
+            Some("A - Next")
+        );
     }
 }

@@ -337,6 +337,11 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
 /// The height of the video ffprobe finds at `url`.
 /// The command lines of the processes whose parent is `pid`, arguments joined by spaces.
 fn children_cmdlines(pid: u32) -> Vec<String> {
+    children(pid).into_iter().map(|(_, cmd)| cmd).collect()
+}
+
+/// The processes whose parent is `pid`: their ids and command lines.
+fn children(pid: u32) -> Vec<(u32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -352,7 +357,8 @@ fn children_cmdlines(pid: u32) -> Vec<String> {
                 .parse()
                 .ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            (ppid == pid).then(|| String::from_utf8_lossy(&cmd).replace('\0', " "))
+            let id = e.file_name().to_str()?.parse().ok()?;
+            (ppid == pid).then(|| (id, String::from_utf8_lossy(&cmd).replace('\0', " ")))
         })
         .collect()
 }
@@ -380,7 +386,8 @@ fn ffprobe_height(url: &str) -> String {
 /// An ABR ladder: ffmpeg makes a 180p rendition of a 240p publish, the master playlist lists
 /// the source and the rendition with bitrates and codecs, the rendition plays (ffprobe: H.264
 /// at 180 lines, AAC) with its own LL-HLS parts, its traffic counts for the stream, it ends
-/// when the publisher leaves, and a republish right away gets the ladder again.
+/// when the publisher leaves, a republish right away gets the ladder again, and the ladder
+/// ends (the source plays on) when its ffmpeg dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     let (edge, rtmp) = EdgeNode::start_live(
@@ -528,6 +535,47 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     )
     .await;
     assert!(list.contains("#EXT-X-DISCONTINUITY"), "{list}");
+
+    // The renditions' ffmpeg dies mid-publish: the rendition ends and leaves the master
+    // playlist, while the source plays on.
+    // (The previous publish's ffmpeg may still be ending.)
+    let pid = wait_for("one renditions ffmpeg", Duration::from_secs(20), || async {
+        let found: Vec<u32> = children(edge.proc.pid())
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("-force_key_frames"))
+            .map(|(pid, _)| pid)
+            .collect();
+        (found.len() == 1).then(|| found[0])
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let source = edge.url("/hls/show/index.m3u8");
+    let master = wait_for(
+        "the rendition to end with its ffmpeg",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            if !text.contains("#EXT-X-ENDLIST") {
+                return None;
+            }
+            let master = reqwest::get(&master_url).await.ok()?.text().await.ok()?;
+            (!master.contains("180p/")).then_some(master)
+        },
+    )
+    .await;
+    assert!(master.contains("\nindex.m3u8"), "{master}");
+    let playing = reqwest::get(&source).await.expect("source").text().await;
+    let playing = playing.expect("text");
+    let newest = last_seq(&playing);
+    wait_for("the source to play on", Duration::from_secs(30), || async {
+        let text = reqwest::get(&source).await.ok()?.text().await.ok()?;
+        (!text.contains("#EXT-X-ENDLIST") && last_seq(&text) > newest).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,12 +394,12 @@ impl Default for Live {
 }
 
 /// Publishes one rendition from ffmpeg's FLV output until its publish is ended (the source's
-/// publisher left, the stream changed or went away) or ffmpeg's output ends.
+/// publisher left, the stream changed or went away) or ffmpeg's output ends (ffmpeg exited).
 async fn feed_rendition(
     child: Arc<LiveStream>,
     key: String,
     conn: u64,
-    mut output: tokio::net::unix::pipe::Receiver,
+    mut output: transcode::Output,
 ) {
     /// Releases the rendition however the feeding ends.
     struct Claimed(Arc<LiveStream>, u64);
@@ -413,9 +413,9 @@ async fn feed_rendition(
     };
     let claimed = Claimed(child, conn);
     let feed = async {
-        transcode::read_header(&mut output).await?;
+        output.header().await?;
         loop {
-            let tag = transcode::read_tag(&mut output).await?;
+            let tag = output.tag().await?;
             if let Err(e) = claimed.0.media(conn, tag.video, tag.ms, &tag.body) {
                 tracing::debug!(stream = %claimed.0.name, "rendition tag skipped: {e}");
             }

@@ -13,7 +13,7 @@
 use crate::config::RenditionConfig;
 use bytes::Bytes;
 use std::io::{BufRead as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
@@ -118,14 +118,38 @@ pub async fn read_tag(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::R
     }
 }
 
-/// Makes a FIFO at `path` (owner only) and opens its reading end. It is opened read-write so it
-/// neither waits for ffmpeg nor sees an end before ffmpeg has opened it.
-fn fifo(path: &Path) -> std::io::Result<pipe::Receiver> {
-    use rustix::fs::{CWD, FileType, Mode, mknodat};
-    mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
-    pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(path)
+/// One rung's FLV as ffmpeg writes it into the rung's FIFO.
+pub struct Output {
+    path: PathBuf,
+    reader: pipe::Receiver,
+}
+
+impl Output {
+    /// Makes a FIFO at `path` (owner only) and opens its reading end. It is opened read-write
+    /// first so it neither waits for ffmpeg nor sees an end before ffmpeg has opened it.
+    fn fifo(path: PathBuf) -> std::io::Result<Output> {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
+        let reader = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&path)?;
+        Ok(Output { path, reader })
+    }
+
+    /// Reads ffmpeg's FLV header ([`read_header`]). ffmpeg holds the FIFO open for writing from
+    /// then on, so it is read through a read-only descriptor: ffmpeg's exit, a crash too, ends
+    /// the reading (an end of file) instead of leaving it waiting forever.
+    pub async fn header(&mut self) -> std::io::Result<()> {
+        read_header(&mut self.reader).await?;
+        // Opened before the read-write one is closed, so what ffmpeg wrote stays in the pipe.
+        self.reader = pipe::OpenOptions::new().open_receiver(&self.path)?;
+        Ok(())
+    }
+
+    /// The next tag ([`read_tag`]), after [`Output::header`].
+    pub async fn tag(&mut self) -> std::io::Result<FlvTag> {
+        read_tag(&mut self.reader).await
+    }
 }
 
 /// ffmpeg's arguments: FLV on stdin, one H.264 encode per rendition (keyframes where the
@@ -200,7 +224,7 @@ impl Transcoder {
     pub fn start(
         stream: &str,
         rungs: &[RenditionConfig],
-    ) -> anyhow::Result<(Transcoder, Vec<pipe::Receiver>)> {
+    ) -> anyhow::Result<(Transcoder, Vec<Output>)> {
         // tempfile makes the directory with mode 0700.
         let fifos = tempfile::Builder::new()
             .prefix("onda-renditions-")
@@ -211,7 +235,7 @@ impl Transcoder {
             .collect();
         let readers = outputs
             .iter()
-            .map(|p| fifo(p))
+            .map(|p| Output::fifo(p.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| anyhow::anyhow!("cannot make the renditions' FIFOs: {e}"))?;
         let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
@@ -375,5 +399,28 @@ mod tests {
         let a = read_tag(&mut r).await.expect("audio");
         assert!(!a.video && a.ms == 40 && a.body[..] == [0xaf, 1]);
         assert!(read_tag(&mut r).await.is_err(), "the end");
+    }
+
+    /// Once ffmpeg's header is read, ffmpeg closing its end (exiting, crashing) ends the reading.
+    #[tokio::test]
+    async fn a_fifo_ends_when_its_writer_closes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut out = Output::fifo(dir.path().join("0.flv")).expect("fifo");
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("0.flv"))
+            .expect("writer");
+        let mut file = flv_header().to_vec();
+        flv_tag(&mut file, true, 7, &[0x17, 1]);
+        w.write_all(&file).expect("write");
+        out.header().await.expect("header");
+        drop(w);
+        let wait = Duration::from_secs(30);
+        let tag = tokio::time::timeout(wait, out.tag())
+            .await
+            .expect("no wait");
+        assert!(tag.expect("what was written stays").ms == 7);
+        let end = tokio::time::timeout(wait, out.tag()).await;
+        assert!(end.expect("an end, not a wait").is_err());
     }
 }
