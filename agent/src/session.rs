@@ -191,7 +191,7 @@ async fn established(
     let (want, fetched, fetcher) = spawn_fetcher(conn.clone(), agent.media.clone());
     let _fetcher = AbortOnDrop(fetcher);
     let mut fetched = fetched;
-    want.send_replace(crate::apply::wanted_media(&agent.desired));
+    want.send_replace(crate::apply::wanted_media(&agent.admitted));
     agent.metrics.connected.set(1);
     struct Disconnected(prometheus::IntGauge);
     impl Drop for Disconnected {
@@ -219,12 +219,19 @@ async fn established(
                 if let Err(e) = agent.reconfigure() {
                     tracing::warn!("applying newly fetched media: {e:#}");
                 }
+                // What the edge takes may change with the media it has.
+                let now = crate::apply::wanted_media(&agent.admitted);
+                want.send_if_modified(|w| {
+                    let changed = *w != now;
+                    *w = now;
+                    changed
+                });
             }
             msg = proto::read_frame::<_, ControlMessage>(&mut recv) => match msg {
                 Ok(Some(ControlMessage::Desired(desired))) => {
                     let generation = desired.generation;
                     let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
-                    want.send_replace(crate::apply::wanted_media(&agent.desired));
+                    want.send_replace(crate::apply::wanted_media(&agent.admitted));
                     // What the node carries now, before the ack: the control plane trusts a
                     // node's observations only once they are as new as its desired state.
                     let hb = heartbeat(agent, version);
