@@ -403,7 +403,8 @@ async fn session(
                 let desired: DesiredState = serde_json::from_slice(&raw)?;
                 if desired.generation != sent_generation {
                     sent_generation = desired.generation;
-                    proto::write_frame(&mut send, &ControlMessage::Desired(desired.clone())).await?;
+                    proto::write_frame(&mut send, &ControlMessage::Desired(desired.clone()))
+                        .await?;
                 }
                 desired_now = Some(desired);
             }
@@ -682,7 +683,11 @@ async fn vet_usage(
         Err(why) => {
             return Ok(usage_vet::Vetted {
                 period_start_ms: report.period_start_ms.min(report.period_end_ms),
-                refused: report.mounts.iter().map(|m| (m.clone(), why.clone())).collect(),
+                refused: report
+                    .mounts
+                    .iter()
+                    .map(|m| (m.clone(), why.clone()))
+                    .collect(),
                 ..usage_vet::Vetted::default()
             });
         }
@@ -698,7 +703,10 @@ async fn vet_usage(
         if subjects.contains_key(id) || !carried.contains(id) {
             continue;
         }
-        subjects.insert(id.clone(), subject(id, &desired, view.station(id), capacity));
+        subjects.insert(
+            id.clone(),
+            subject(id, &desired, view.station(id), capacity),
+        );
     }
     Ok(usage_vet::mounts(report, window, &carried, &subjects))
 }
