@@ -344,7 +344,7 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
 /// ffmpeg's arguments to publish a small test picture and a tone over RTMP to `url`, for
 /// `seconds` (None: until killed).
 fn rtmp_publish_args(url: &str, seconds: Option<u32>) -> Vec<String> {
-    let mut input = |src: &str| {
+    let input = |src: &str| {
         let mut a: Vec<String> = vec!["-re".into(), "-f".into(), "lavfi".into()];
         if let Some(s) = seconds {
             a.extend(["-t".into(), s.to_string()]);
