@@ -178,9 +178,10 @@ fn relay_key(s: &StationSpec) -> String {
     hex::encode(h.finalize())
 }
 
-/// Every media hash the desired state's AutoDJs play, with its size.
-pub fn wanted_media(desired: &DesiredState) -> BTreeMap<String, u64> {
-    desired.media()
+/// Every media hash the AutoDJs the edge took play, with its size: a station the edge refused
+/// plays nothing, so its media is not fetched.
+pub fn wanted_media(admitted: &Admitted) -> BTreeMap<String, u64> {
+    admitted.desired.media()
 }
 
 /// The station's AutoDJ over the tracks already cached; `None` while no rotation track is
@@ -397,7 +398,7 @@ async fn supervise(path: String, args: Vec<String>, stop: CancellationToken) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec};
+    use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec, PlaylistSpec, TrackSpec};
 
     fn station(id: &str, slug: &str, mounts: &[&str]) -> StationSpec {
         StationSpec {
@@ -474,6 +475,45 @@ mod tests {
         );
         // What is admitted passes the edge's check as a whole.
         assert!(edge_config(&base(), &a.desired, &media).validate().is_ok());
+        // Only the AutoDJ media of what the edge took is fetched.
+        let with_media = |mut s: StationSpec, sha: &str| {
+            s.autodj = Some(AutoDjSpec {
+                timezone: "UTC".into(),
+                crossfade_ms: 0,
+                live_mount: None,
+                djs: Vec::new(),
+                playlists: vec![PlaylistSpec {
+                    name: "p".into(),
+                    kind: "rotation".into(),
+                    order: "sequential".into(),
+                    weight: 1,
+                    days: Vec::new(),
+                    start: None,
+                    end: None,
+                    every_songs: None,
+                    tracks: vec![TrackSpec {
+                        sha256: sha.into(),
+                        size_bytes: 1,
+                        artist: "a".into(),
+                        title: "t".into(),
+                        duration_ms: None,
+                        weight: 1,
+                    }],
+                }],
+            });
+            s
+        };
+        let desired = DesiredState {
+            stations: vec![
+                with_media(station("s1", "one", &["/x.mp3"]), "aa"),
+                with_media(station("bad", "hls", &["/x.mp3"]), "bb"),
+            ],
+            ..DesiredState::default()
+        };
+        let a = admit(&base(), &desired, &media).unwrap();
+        assert_eq!(a.rejected.len(), 1);
+        let wanted: Vec<String> = wanted_media(&a).into_keys().collect();
+        assert_eq!(wanted, ["aa"]);
 
         // A clean state passes whole; bad node settings fail the whole state.
         let clean = DesiredState {

@@ -112,8 +112,9 @@ impl AgentConfig {
         if self.node.state_dir.trim().is_empty() {
             anyhow::bail!("node.state_dir must name a directory");
         }
-        if !(100..=3_600_000).contains(&self.usage.interval_ms) {
-            anyhow::bail!("usage.interval_ms must be between 100 and 3600000");
+        let most = onda_shared::cluster::proto::MAX_USAGE_INTERVAL_MS;
+        if !(100..=most).contains(&self.usage.interval_ms) {
+            anyhow::bail!("usage.interval_ms must be between 100 and {most}");
         }
         if !(50..=self.usage.interval_ms).contains(&self.usage.checkpoint_ms) {
             anyhow::bail!(

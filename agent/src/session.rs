@@ -191,7 +191,7 @@ async fn established(
     let (want, fetched, fetcher) = spawn_fetcher(conn.clone(), agent.media.clone());
     let _fetcher = AbortOnDrop(fetcher);
     let mut fetched = fetched;
-    want.send_replace(crate::apply::wanted_media(&agent.desired));
+    want_admitted(&want, agent);
     agent.metrics.connected.set(1);
     struct Disconnected(prometheus::IntGauge);
     impl Drop for Disconnected {
@@ -219,12 +219,13 @@ async fn established(
                 if let Err(e) = agent.reconfigure() {
                     tracing::warn!("applying newly fetched media: {e:#}");
                 }
+                want_admitted(&want, agent); // what the edge takes may change with the media
             }
             msg = proto::read_frame::<_, ControlMessage>(&mut recv) => match msg {
                 Ok(Some(ControlMessage::Desired(desired))) => {
                     let generation = desired.generation;
                     let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
-                    want.send_replace(crate::apply::wanted_media(&agent.desired));
+                    want_admitted(&want, agent);
                     // What the node carries now, before the ack: the control plane trusts a
                     // node's observations only once they are as new as its desired state.
                     let hb = heartbeat(agent, version);
@@ -340,6 +341,17 @@ impl Drop for AbortOnDrop {
 
 /// Fetches, one at a time, every wanted media file the cache lacks; says when one arrived.
 /// Failures are retried every 10 s (the control plane may still be storing an upload).
+/// Tells the fetcher the media of what the edge admitted (a refused station's is not fetched),
+/// waking it only when that changed.
+fn want_admitted(want: &tokio::sync::watch::Sender<BTreeMap<String, u64>>, agent: &Agent) {
+    let now = crate::apply::wanted_media(&agent.admitted);
+    want.send_if_modified(|w| {
+        let changed = *w != now;
+        *w = now;
+        changed
+    });
+}
+
 fn spawn_fetcher(
     conn: quinn::Connection,
     media: crate::media::MediaCache,

@@ -4,7 +4,9 @@
 //! carries (usage, media, track reports); joins check the token before anything else and failed
 //! ones cannot flood the log.
 
-use onda_shared::cluster::proto::{ControlMessage, MountUsage, NodeMessage, RefusalCode};
+use onda_shared::cluster::proto::{
+    ControlMessage, Heartbeat, HostMetrics, MountUsage, NodeMessage, RefusalCode, Rejected,
+};
 use onda_shared::cluster::token::JoinToken;
 use onda_tests::cluster::{Agent, ControlPlane, CpOptions, agent_toml, audio_bytes, sqlite_url};
 use onda_tests::process::free_port;
@@ -131,7 +133,7 @@ async fn metrics(cp: &ControlPlane) -> String {
 async fn a_station_the_edge_refuses_costs_only_that_station() {
     let s = control_plane().await;
     let cp = &s.cp;
-    let _node = Agent::start(
+    let node = Agent::start(
         "iso-1",
         std::slice::from_ref(&cp.quic),
         Some(&cp.join_token(600).await),
@@ -286,7 +288,7 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
         publish.ends_with(rotated["stream_key"].as_str().expect("key")),
         "{ingest}"
     );
-    let _publisher = small_rtmp_publisher(publish);
+    let publisher = small_rtmp_publisher(publish);
     let watch = format!("{}/watch/demo-live.m3u8", cp.api);
     wait_for("the rotated key publishing", WAIT, || async {
         let r = cp.http.get(&watch).send().await.ok()?;
@@ -295,27 +297,68 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
         text.contains("#EXTINF").then_some(())
     })
     .await;
+
+    // The old key no longer publishes. The new key's publisher leaves first, so a refusal can
+    // only be for the key, not for a stream that is already live.
+    drop(publisher);
+    let viewers = format!("/v1/streams/{stream_id}/viewers");
+    wait_for("the new key's publisher gone", WAIT, || async {
+        let (_, v) = cp.tenant_call(&key, Method::GET, &viewers, None).await;
+        (v["publishing"] == false).then_some(())
+    })
+    .await;
+    let old_key = stream["stream_key"].as_str().expect("old key");
+    assert_ne!(old_key, rotated["stream_key"].as_str().expect("key"));
+    let old_url = format!(
+        "{}{old_key}",
+        publish.trim_end_matches(rotated["stream_key"].as_str().expect("key"))
+    );
+    let edge_metrics = format!("{}/metrics", node.edge_url.trim_end_matches('/'));
+    let refusals = async || {
+        let text = reqwest::get(&edge_metrics).await.ok()?.text().await.ok()?;
+        Some(metric(&text, "onda_edge_rtmp_publish_refusals_total"))
+    };
+    let before = refusals().await.expect("edge metrics");
+    let status = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("ffmpeg")
+            .args(rtmp_publish_args(&old_url, Some(5)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("ffmpeg with the old key ends")
+    .expect("ffmpeg runs");
+    assert!(!status.success(), "ffmpeg published with the old key");
+    wait_for("the old key's refusal counted", WAIT, || async {
+        (refusals().await? > before).then_some(())
+    })
+    .await;
+    let (_, v) = cp.tenant_call(&key, Method::GET, &viewers, None).await;
+    assert_eq!(v["publishing"], false, "{v}");
 }
 
-/// ffmpeg publishing a small test picture and a tone over RTMP (killed on drop).
-fn small_rtmp_publisher(url: &str) -> onda_tests::process::Proc {
-    onda_tests::process::Proc::external(
-        "ffmpeg-rtmp",
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
+/// ffmpeg's arguments to publish a small test picture and a tone over RTMP to `url`, for
+/// `seconds` (None: until killed).
+fn rtmp_publish_args(url: &str, seconds: Option<u32>) -> Vec<String> {
+    let input = |src: &str| {
+        let mut a: Vec<String> = vec!["-re".into(), "-f".into(), "lavfi".into()];
+        if let Some(s) = seconds {
+            a.extend(["-t".into(), s.to_string()]);
+        }
+        a.extend(["-i".into(), src.into()]);
+        a
+    };
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin"]
+        .map(String::from)
+        .into();
+    args.extend(input("testsrc=size=160x120:rate=10"));
+    args.extend(input("sine=frequency=440:sample_rate=44100"));
+    args.extend(
+        [
             "-c:v",
             "libx264",
             "-preset",
@@ -331,8 +374,17 @@ fn small_rtmp_publisher(url: &str) -> onda_tests::process::Proc {
             "-f",
             "flv",
             url,
-        ],
-    )
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// ffmpeg publishing a small test picture and a tone over RTMP (killed on drop).
+fn small_rtmp_publisher(url: &str) -> onda_tests::process::Proc {
+    let args = rtmp_publish_args(url, None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    onda_tests::process::Proc::external("ffmpeg-rtmp", "ffmpeg", &args)
 }
 
 /// A joined node that carries nothing reports usage for another tenant's station, fetches its
@@ -393,10 +445,18 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
     };
     // Acknowledged (the node's spool drains), the session goes on; only the usage of what the
     // node carries is stored.
+    let normal = MountUsage {
+        station_id: own_id.clone(),
+        mount: "/radio.mp3".to_string(),
+        listener_ms: 5_000,
+        peak_listeners: 2,
+        sessions: 2,
+        bytes_sent: 80_000,
+    };
     rogue
         .send(&report(
             1,
-            vec![usage_of(&vid, 360_000_000_000), usage_of(&own_id, 5_000)],
+            vec![usage_of(&vid, 360_000_000_000), normal.clone()],
         ))
         .await;
     assert_eq!(
@@ -427,6 +487,83 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
         5_000,
         "the node's own usage"
     );
+
+    // Usage of the station the node does carry, inflated: a period of all time is refused
+    // whole; amounts beyond what the node could serve (the station's listener limit over the
+    // period, a second of metering jitter per listener) are cut; a mount the station does not
+    // have is refused. Each report is still acknowledged.
+    let max = own["max_listeners"]
+        .as_u64()
+        .expect("max_listeners")
+        .min(100_000);
+    let inflated = |mount: &str| MountUsage {
+        station_id: own_id.clone(),
+        mount: mount.to_string(),
+        ..usage_of(&own_id, 360_000_000_000)
+    };
+    rogue
+        .send(&NodeMessage::Usage(
+            onda_shared::cluster::proto::UsageReport {
+                seq: 3,
+                period_start_ms: 0,
+                period_end_ms: u64::MAX,
+                mounts: vec![inflated("/radio.mp3")],
+            },
+        ))
+        .await;
+    assert_eq!(
+        rogue.next().await,
+        Some(ControlMessage::UsageAck { seq: 3 })
+    );
+    rogue
+        .send(&report(
+            4,
+            vec![inflated("/radio.mp3"), inflated("/nope.mp3")],
+        ))
+        .await;
+    assert_eq!(
+        rogue.next().await,
+        Some(ControlMessage::UsageAck { seq: 4 })
+    );
+    assert_eq!(
+        total(&own_key, &own_id).await,
+        5_000 + max * 61_000,
+        "the normal report as sent, the inflated one cut to {max} listeners over 61 s"
+    );
+
+    // Heartbeats: a refusal of another tenant's station is dropped; one of the node's own is
+    // kept with its reason cut. Heartbeats go on meanwhile, so the node stays alive.
+    let heartbeat = NodeMessage::Heartbeat(Heartbeat {
+        host: HostMetrics::default(),
+        mounts: Vec::new(),
+        rejected: vec![
+            Rejected {
+                id: vid.clone(),
+                reason: "forged by another tenant's node".to_string(),
+            },
+            Rejected {
+                id: own_id.clone(),
+                reason: format!("edge says\n{}", "x".repeat(100_000)),
+            },
+        ],
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failed = loop {
+        rogue.send(&heartbeat).await;
+        let p = cp.placement(&own_id).await;
+        if p["status"] == "failed" {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never failed: {p}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    let reason = failed["failures"][0]["reason"].as_str().expect("reason");
+    assert!(reason.len() <= 512, "{} bytes", reason.len());
+    assert!(reason.starts_with("edge saysxxx"), "{reason}");
+    rogue.send(&heartbeat).await;
+    let p = cp.placement(&vid).await;
+    assert_eq!(p["failures"], json!([]), "{p}");
+    assert_ne!(p["status"], "failed", "{p}");
     // The media by its hash: refused like a missing file.
     let fetched = rogue.fetch(&sha).await;
     assert!(fetched.is_err(), "the rogue node got the victim's media");
@@ -456,7 +593,12 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
     .await;
     assert_eq!(
         metric(&text, "onda_node_refusals_total{kind=\"usage\"}"),
-        2,
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "onda_node_refusals_total{kind=\"usage_clamped\"}"),
+        1,
         "{text}"
     );
     assert_eq!(

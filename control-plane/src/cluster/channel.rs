@@ -2,7 +2,7 @@
 //! joined nodes (mutual TLS). One bidirectional stream per connection carries the frames of
 //! [`onda_shared::cluster::proto`].
 
-use super::{Cluster, Observed, keys};
+use super::{Cluster, Observed, keys, usage_vet};
 use crate::db;
 use anyhow::Context as _;
 use onda_shared::cluster::proto::{
@@ -394,6 +394,8 @@ async fn session(
     let mut beats = 0u64;
     // Send what is already desired before waiting for changes.
     let mut check_desired = true;
+    // The node's desired state as last read: what its heartbeats may report refusals of.
+    let mut desired_now: Option<DesiredState> = None;
     let outcome: anyhow::Result<()> = loop {
         if check_desired {
             check_desired = false;
@@ -401,8 +403,10 @@ async fn session(
                 let desired: DesiredState = serde_json::from_slice(&raw)?;
                 if desired.generation != sent_generation {
                     sent_generation = desired.generation;
-                    proto::write_frame(&mut send, &ControlMessage::Desired(desired)).await?;
+                    proto::write_frame(&mut send, &ControlMessage::Desired(desired.clone()))
+                        .await?;
                 }
+                desired_now = Some(desired);
             }
         }
         tokio::select! {
@@ -422,7 +426,7 @@ async fn session(
                             lease = coord.grant(settings.node_ttl).await?;
                             coord.put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease)).await?;
                         }
-                        observe(&mut observed, hb, version, &advert.name);
+                        observe(&mut observed, hb, version, &advert.name, desired_now.as_ref());
                         put_observed(lease, &observed).await?;
                         beats += 1;
                         if beats % 10 == 1 {
@@ -528,20 +532,70 @@ async fn session(
 }
 
 /// Takes a heartbeat's observations: host, mounts and (from version 3) what the node's edge
-/// refused, each newly refused station or stream logged once.
-fn observe(observed: &mut Observed, hb: proto::Heartbeat, version: u32, node: &str) {
+/// refused, each newly refused station or stream logged once. A node speaks only of its own
+/// desired state: refusals of anything else are dropped, at most one per station or stream is
+/// kept, and each reason is cut to [`MAX_REASON_BYTES`] without control characters.
+fn observe(
+    observed: &mut Observed,
+    hb: proto::Heartbeat,
+    version: u32,
+    node: &str,
+    desired: Option<&DesiredState>,
+) {
     observed.host = hb.host;
     observed.mounts = hb.mounts;
-    if version >= proto::REJECTED_VERSION && observed.rejected != hb.rejected {
-        for r in hb
-            .rejected
-            .iter()
-            .filter(|r| !observed.rejected.contains(r))
-        {
+    if version < proto::REJECTED_VERSION {
+        return;
+    }
+    let rejected = own_rejections(hb.rejected, desired);
+    if observed.rejected != rejected {
+        for r in rejected.iter().filter(|r| !observed.rejected.contains(r)) {
             tracing::warn!("node {node} cannot take {}: {}", r.id, r.reason);
         }
-        observed.rejected = hb.rejected;
+        observed.rejected = rejected;
     }
+}
+
+/// The most of a rejection's reason that is kept.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// The refusals of a heartbeat that are about the node's own desired state, one per id, with
+/// their reasons made safe to store and show.
+fn own_rejections(
+    sent: Vec<proto::Rejected>,
+    desired: Option<&DesiredState>,
+) -> Vec<proto::Rejected> {
+    let Some(desired) = desired else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for r in sent {
+        if out.len() >= desired.stations.len() + desired.live_streams.len() {
+            break;
+        }
+        if !desired.carries(&r.id) || !seen.insert(r.id.clone()) {
+            continue;
+        }
+        out.push(proto::Rejected {
+            reason: clean_reason(&r.reason),
+            id: r.id,
+        });
+    }
+    out
+}
+
+/// `reason` without control characters, cut to at most [`MAX_REASON_BYTES`] on a character
+/// boundary.
+fn clean_reason(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Stores a usage report once per (node, seq): a resend of a stored report changes nothing.
@@ -557,41 +611,34 @@ async fn store_usage(
             db::usage::MAX_MOUNTS_PER_REPORT
         );
     }
-    if report.seq == 0 || report.period_end_ms < report.period_start_ms {
-        anyhow::bail!(
-            "usage report {} covers [{}, {}): sequence numbers start at 1 and periods end after they start",
-            report.seq,
-            report.period_start_ms,
-            report.period_end_ms
-        );
+    if report.seq == 0 {
+        anyhow::bail!("usage report sequence numbers start at 1");
     }
     let stored: anyhow::Result<bool> = async {
         let mut tx = cluster.db.begin().await?;
-        // Only usage of what the node carried in the period counts; the rest is refused, and the
-        // report is still stored (without it) and acknowledged, so the node's spool drains.
-        let carried = db::carriage::carried_during(
-            &mut tx,
-            node_id,
-            report.period_start_ms,
-            report.period_end_ms,
-        )
-        .await?;
-        let (kept, refused): (Vec<_>, Vec<_>) = report
-            .mounts
-            .iter()
-            .cloned()
-            .partition(|m| carried.contains(&m.station_id));
-        for m in &refused {
+        // What the node could not have metered is refused or cut down (see `usage_vet`); the
+        // rest is stored, and the report acknowledged, so the node's spool drains.
+        let vetted = vet_usage(cluster, &mut tx, node_id, report).await?;
+        for (m, why) in &vetted.refused {
             cluster.refusals.refuse("usage", || {
                 format!(
-                    "node {node_id} reported usage of {:.64} ({:.128}) in report {}, which it \
-                     did not carry in that period",
+                    "node {node_id} reported usage of {:.64} ({:.128}) in report {}: {why}",
                     m.station_id, m.mount, report.seq
                 )
             });
         }
+        for (m, why) in &vetted.clamped {
+            cluster.refusals.refuse("usage_clamped", || {
+                format!(
+                    "node {node_id} reported {} listener ms, peak {} of {:.64} ({:.128}) in \
+                     report {}: {why}",
+                    m.listener_ms, m.peak_listeners, m.station_id, m.mount, report.seq
+                )
+            });
+        }
         let report = proto::UsageReport {
-            mounts: kept,
+            period_start_ms: vetted.period_start_ms,
+            mounts: vetted.kept,
             ..report.clone()
         };
         let fresh = db::usage::store(&mut tx, node_id, &report, crate::db::now_ms()).await?;
@@ -621,6 +668,85 @@ async fn store_usage(
         );
     }
     Ok(())
+}
+
+/// Vets a usage report against what the node carried in its period (the `carriage` record),
+/// its desired state, the catalogue and the node's capacity.
+async fn vet_usage(
+    cluster: &Cluster,
+    conn: &mut db::Conn,
+    node_id: &str,
+    report: &proto::UsageReport,
+) -> anyhow::Result<usage_vet::Vetted> {
+    let window = match usage_vet::period(report, crate::db::now_ms()) {
+        Ok(w) => w,
+        Err(why) => {
+            return Ok(usage_vet::Vetted {
+                period_start_ms: report.period_start_ms.min(report.period_end_ms),
+                refused: report
+                    .mounts
+                    .iter()
+                    .map(|m| (m.clone(), why.clone()))
+                    .collect(),
+                ..usage_vet::Vetted::default()
+            });
+        }
+    };
+    let carried = db::carriage::carried_during(conn, node_id, window.0, window.1).await?;
+    let capacity = db::nodes::get(conn, node_id)
+        .await?
+        .map_or(0, |n| u64::from(n.capacity_listeners));
+    let desired = desired_of(cluster, node_id).await?.unwrap_or_default();
+    let view = cluster.view.get();
+    let mut subjects = std::collections::BTreeMap::new();
+    for id in report.mounts.iter().map(|m| &m.station_id) {
+        if subjects.contains_key(id) || !carried.contains(id) {
+            continue;
+        }
+        subjects.insert(
+            id.clone(),
+            subject(id, &desired, view.station(id), capacity),
+        );
+    }
+    Ok(usage_vet::mounts(report, window, &carried, &subjects))
+}
+
+/// What is known of a station or live stream a usage report names: its mounts from the
+/// catalogue and the node's desired state, its listener limit from the catalogue (else the
+/// node's capacity).
+fn subject(
+    id: &str,
+    desired: &DesiredState,
+    catalog: Option<&std::sync::Arc<crate::db::cluster::CatalogStation>>,
+    capacity: u64,
+) -> usage_vet::Subject {
+    let spec = desired.stations.iter().find(|s| s.station_id == id);
+    let stream = desired.live_streams.iter().any(|l| l.stream_id == id);
+    let mut mounts: Option<std::collections::BTreeSet<String>> = None;
+    if let Some(c) = catalog.filter(|c| c.id == id) {
+        mounts
+            .get_or_insert_default()
+            .extend(c.mounts.iter().map(|m| m.0.clone()));
+    }
+    if let Some(s) = spec {
+        let live = s.autodj.iter().filter_map(|a| a.live_mount.clone());
+        mounts
+            .get_or_insert_default()
+            .extend(s.mounts.iter().map(|m| m.path.clone()).chain(live));
+    }
+    if stream {
+        mounts
+            .get_or_insert_default()
+            .insert(usage_vet::STREAM_MOUNT.to_string());
+    }
+    let limit = catalog
+        .filter(|c| c.id == id && c.max_listeners > 0)
+        .map_or(capacity, |c| c.max_listeners);
+    usage_vet::Subject {
+        mounts,
+        max_listeners: limit,
+        stream,
+    }
 }
 
 /// Records what a node says a station plays: into the song history (once per start) and as the
@@ -736,4 +862,43 @@ async fn serve_media(
     // Wait for the node to have read everything before the stream is dropped.
     let _ = send.stopped().await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rejected(id: &str, reason: &str) -> proto::Rejected {
+        proto::Rejected {
+            id: id.into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_node_reports_refusals_only_of_its_own_state_and_briefly() {
+        let desired: DesiredState = serde_json::from_value(serde_json::json!({
+            "generation": 3,
+            "stations": [{
+                "station_id": "mine", "slug": "mine", "name": "Mine", "role": "origin",
+                "mounts": [], "max_listeners": null
+            }],
+        }))
+        .unwrap();
+        let long = format!("bad\n\u{1b}[31m{}", "é".repeat(1000));
+        let sent = vec![
+            rejected("victim", "forged"),
+            rejected("mine", &long),
+            rejected("mine", "again"),
+        ];
+        let kept = own_rejections(sent.clone(), Some(&desired));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].id, "mine");
+        assert!(kept[0].reason.len() <= MAX_REASON_BYTES);
+        assert!(kept[0].reason.starts_with("bad[31m"), "{}", kept[0].reason);
+        assert!(!kept[0].reason.chars().any(char::is_control));
+        // Nothing is believed before the node has a desired state.
+        assert!(own_rejections(sent, None).is_empty());
+    }
 }

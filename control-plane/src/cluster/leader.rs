@@ -149,8 +149,13 @@ async fn lead(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut round = Round::default();
     let mut first = true;
+    let mut pruned: Option<std::time::Instant> = None;
     loop {
         let began = std::time::Instant::now();
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(began);
+            prune_carriage(cluster).await;
+        }
         let result = reconcile(cluster, &mut round).await;
         let m = &cluster.metrics;
         m.scheduler_duration.observe(began.elapsed().as_secs_f64());
@@ -184,6 +189,23 @@ async fn lead(
             () = lost.cancelled() => return Ok(()),
             () = stop.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// How often the leader prunes the `carriage` record.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Forgets carriage no usage report can be checked against any more.
+async fn prune_carriage(cluster: &Cluster) {
+    let pruned = async {
+        let mut c = cluster.db.conn().await?;
+        db::carriage::prune(&mut c, db::now_ms()).await
+    }
+    .await;
+    match pruned {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("pruned {n} carriage row(s) older than usage reports may be late"),
+        Err(e) => tracing::warn!("cannot prune the carriage record: {e:#}"),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod leader;
 pub mod refusals;
 pub mod shares;
+pub mod usage_vet;
 pub mod view;
 
 use crate::config::ClusterSettings;

@@ -9,6 +9,11 @@ use std::collections::BTreeSet;
 /// How far a node's clock may be off the control plane's when its usage periods are checked.
 pub const CLOCK_SLACK_MS: u64 = 5 * 60 * 1000;
 
+/// How late a usage report may arrive (a node back from a long partition): one whose period
+/// ended longer ago is refused, and carriage that ended longer ago (plus the clock allowance)
+/// is pruned, as no report can be checked against it any more.
+pub const MAX_REPORT_AGE_MS: u64 = 62 * 24 * 3_600_000;
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -107,10 +112,27 @@ pub async fn carried_during(
     .collect()
 }
 
+/// Deletes carriage that ended before any usage report still accepted can start (see
+/// [`MAX_REPORT_AGE_MS`]); open rows and recent ones stay. Returns how many rows went.
+pub async fn prune(conn: &mut Conn, now_ms: u64) -> Result<u64, sqlx::Error> {
+    let before = now_ms
+        .saturating_sub(MAX_REPORT_AGE_MS)
+        .saturating_sub(onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS)
+        .saturating_sub(CLOCK_SLACK_MS);
+    Ok(
+        sqlx::query("DELETE FROM carriage WHERE until_ms IS NOT NULL AND until_ms < $1")
+            .bind(i(before))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS;
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
@@ -210,5 +232,27 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+
+        // Pruning: the stretch of a that ended at 20 h goes once no report can reach back to
+        // it; the open rows stay however old.
+        async fn rows(c: &mut Conn) -> i64 {
+            sqlx::query("SELECT COUNT(*) AS n FROM carriage")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap()
+                .get::<i64, _>("n")
+        }
+        let total = rows(&mut c).await;
+        assert_eq!(prune(&mut c, 20 * H + MAX_REPORT_AGE_MS).await.unwrap(), 0);
+        let late = 20 * H + MAX_REPORT_AGE_MS + MAX_USAGE_PERIOD_MS + CLOCK_SLACK_MS + 1;
+        assert_eq!(prune(&mut c, late).await.unwrap(), 1);
+        assert_eq!(rows(&mut c).await, total - 1);
+        assert!(
+            carried_during(&mut c, "n1", 40 * H, 41 * H)
+                .await
+                .unwrap()
+                .contains("a")
+        );
+        assert_eq!(prune(&mut c, u64::MAX / 2).await.unwrap(), 0);
     }
 }

@@ -23,6 +23,12 @@ pub const MIN_VERSION: u32 = 1;
 pub const MAX_VERSION: u32 = 3;
 /// The first version with usage reports.
 pub const USAGE_VERSION: u32 = 2;
+/// The longest usage report interval an agent may be configured with.
+pub const MAX_USAGE_INTERVAL_MS: u64 = 5 * 60 * 1000;
+/// The longest period a usage report's amounts are believed for (three intervals: a report
+/// may run on while checkpoints fail); the control plane counts a longer one over its last
+/// stretch of this length only.
+pub const MAX_USAGE_PERIOD_MS: u64 = 3 * MAX_USAGE_INTERVAL_MS;
 /// The first version in which heartbeats name what the node could not apply.
 pub const REJECTED_VERSION: u32 = 3;
 /// ALPN of the control channel; a peer that is not Onda fails the TLS handshake.
