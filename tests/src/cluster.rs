@@ -51,6 +51,41 @@ fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
     )
 }
 
+/// One control plane on SQLite with the in-process coordinator, owning its database and CA
+/// directories (removed after the process is killed): what most single-replica tests start
+/// with. It derefs to the [`ControlPlane`].
+pub struct LocalControlPlane {
+    pub cp: ControlPlane,
+    /// Holds the SQLite database (`sqlite_url(&data)`), for tests that reach below the API.
+    pub data: tempfile::TempDir,
+    _ca: tempfile::TempDir,
+}
+
+impl LocalControlPlane {
+    pub async fn start(admin_token: &str, node_ttl_ms: u64) -> LocalControlPlane {
+        let data = tempfile::tempdir().expect("dir");
+        let ca = tempfile::tempdir().expect("dir");
+        let cp = ControlPlane::start(&CpOptions {
+            database_url: sqlite_url(&data),
+            etcd: None,
+            ca_dir: ca.path(),
+            replica: "cp",
+            admin_token,
+            node_ttl_ms,
+            relay_threshold: 500,
+        })
+        .await;
+        LocalControlPlane { cp, data, _ca: ca }
+    }
+}
+
+impl std::ops::Deref for LocalControlPlane {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        &self.cp
+    }
+}
+
 impl ControlPlane {
     pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
         Self::start_with_env(o, &[]).await

@@ -5,7 +5,7 @@
 //! the control plane's `/listen` redirect, hls.js through `/watch` to a live stream, and the
 //! public now-playing JSON.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
 use onda_tests::process::Proc;
 use onda_tests::wait_for;
@@ -73,18 +73,7 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
         browser_dir().join("node_modules/playwright-core").exists(),
         "playwright-core is missing: run scripts/install-deps.sh test"
     );
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: "browser-test-admin-token-0123456789",
-        node_ttl_ms: 1000,
-        relay_threshold: 500,
-    })
-    .await;
+    let cp = LocalControlPlane::start("browser-test-admin-token-0123456789", 1000).await;
     let token = cp.join_token(600).await;
     let _agent = Agent::start("web-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let station = cp.station("Browser FM").await;

@@ -8,7 +8,9 @@ use onda_shared::cluster::proto::{
     ControlMessage, Heartbeat, HostMetrics, MountUsage, NodeMessage, RefusalCode, Rejected,
 };
 use onda_shared::cluster::token::JoinToken;
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, agent_toml, audio_bytes, sqlite_url};
+use onda_tests::cluster::{
+    Agent, ControlPlane, LocalControlPlane, agent_toml, audio_bytes, sqlite_url,
+};
 use onda_tests::process::free_port;
 use onda_tests::rogue::{RogueNode, raw_join};
 use onda_tests::wait_for;
@@ -19,26 +21,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Setup {
-    cp: ControlPlane,
-    data: tempfile::TempDir,
-    _ca: tempfile::TempDir,
-}
-
-async fn control_plane() -> Setup {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: "isolation-test-admin-token-0123",
-        node_ttl_ms: 1000,
-        relay_threshold: 500,
-    })
-    .await;
-    Setup { cp, data, _ca: ca }
+async fn control_plane() -> LocalControlPlane {
+    LocalControlPlane::start("isolation-test-admin-token-0123", 1000).await
 }
 
 fn quic(cp: &ControlPlane) -> SocketAddr {

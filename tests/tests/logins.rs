@@ -5,7 +5,7 @@
 //! nodes not counted), nobody can keep a station off the air by failing logins on purpose, and
 //! the source on air titles its show whatever the login checker is doing.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::edge::EdgeNode;
 use onda_tests::wait_for;
 use std::time::{Duration, Instant};
@@ -298,18 +298,7 @@ async fn a_djs_successful_check_is_remembered() {
 /// The edge of an agent with no `[limits]` takes at most 100 connections from one address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_edge_limits_connections_per_address_by_default() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: "admin-token-0123456789",
-        node_ttl_ms: 2000,
-        relay_threshold: 500,
-    })
-    .await;
+    let cp = LocalControlPlane::start("admin-token-0123456789", 2000).await;
     let token = cp.join_token(600).await;
     let agent = Agent::start("edge-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let addr = agent.edge_url.trim_start_matches("http://").to_string();

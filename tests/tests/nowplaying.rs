@@ -5,7 +5,7 @@
 
 use onda_control_plane::config::NowPlayingSettings;
 use onda_tests::api::TestControlPlane;
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
+use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::db::Backend;
 use onda_tests::edge::make_track;
 use onda_tests::wait_for;
@@ -76,18 +76,7 @@ fn title_of(np: &Value) -> String {
 
 #[tokio::test]
 async fn every_feed_gets_each_change_from_one_snapshot_build() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: ADMIN,
-        node_ttl_ms: 2000,
-        relay_threshold: 500,
-    })
-    .await;
+    let cp = LocalControlPlane::start(ADMIN, 2000).await;
     let token = cp.join_token(600).await;
     let _agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let key = cp.tenant_key("Feeds Inc").await;
