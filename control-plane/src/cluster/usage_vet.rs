@@ -14,6 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The mount a live stream's viewers are reported under.
 pub const STREAM_MOUNT: &str = "/hls";
 
+/// The media an HLS viewer can fetch ahead of the clock: a joining player starts a few segments
+/// behind the live edge (hls.js: three target durations) and may take more of the window at
+/// once. Generous on purpose: it bounds an inflated report, it does not meter.
+pub const STREAM_FETCH_AHEAD_MS: u64 = 10 * 60_000;
+
 /// What is known of one station or live stream a report names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
@@ -21,8 +26,9 @@ pub struct Subject {
     pub mounts: Option<BTreeSet<String>>,
     /// The most listeners the node can have had on it at once.
     pub max_listeners: u64,
-    /// A live stream: its viewer time is the media time of segments served, which a viewer
-    /// fetching ahead can make run faster than the clock, so it may be up to twice the period.
+    /// A live stream: its viewer time is the media time of segments served, which runs ahead
+    /// of the clock when a player joins and fetches the playlist's window at once, so each
+    /// viewer may add up to [`STREAM_FETCH_AHEAD_MS`] to the period.
     pub stream: bool,
 }
 
@@ -89,7 +95,7 @@ pub fn mounts(
         // The edge measures listener time on its own clock between takes: a second of jitter
         // per listener is allowed.
         let per_listener = if s.stream {
-            len.saturating_mul(2)
+            len.saturating_add(STREAM_FETCH_AHEAD_MS)
         } else {
             len.saturating_add(1_000)
         };
@@ -153,6 +159,28 @@ mod tests {
             period(&report(0, NOW, vec![]), NOW),
             Ok((NOW - MAX_USAGE_PERIOD_MS, NOW))
         );
+    }
+
+    #[test]
+    fn viewers_fetching_ahead_are_kept_and_an_inflated_stream_is_cut() {
+        let carried: BTreeSet<String> = ["l1"].map(String::from).into();
+        let subjects: BTreeMap<String, Subject> = [(
+            "l1".to_string(),
+            Subject {
+                mounts: Some([STREAM_MOUNT.to_string()].into()),
+                max_listeners: 50,
+                stream: true,
+            },
+        )]
+        .into();
+        // Two viewers joining in a 1 s report fetch 4 s of segments each (seen in a real run).
+        let joining = usage("l1", STREAM_MOUNT, 8_000, 2);
+        let inflated = usage("l1", STREAM_MOUNT, 360_000_000_000, 2);
+        let r = report(NOW - 1_000, NOW, vec![joining.clone(), inflated]);
+        let v = mounts(&r, (NOW - 1_000, NOW), &carried, &subjects);
+        assert_eq!(v.kept[0], joining);
+        assert_eq!(v.kept[1].listener_ms, 2 * (1_000 + STREAM_FETCH_AHEAD_MS));
+        assert_eq!(v.clamped.len(), 1);
     }
 
     #[test]
