@@ -272,15 +272,27 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
         publish.ends_with(rotated["stream_key"].as_str().expect("key")),
         "{ingest}"
     );
-    let publisher = small_rtmp_publisher(publish);
     let watch = format!("{}/watch/demo-live.m3u8", cp.api);
-    wait_for("the rotated key publishing", WAIT, || async {
+    let playing = || async {
         let r = cp.http.get(&watch).send().await.ok()?;
         let url = r.headers().get("location")?.to_str().ok()?.to_string();
         let text = reqwest::get(url).await.ok()?.text().await.ok()?;
         text.contains("#EXTINF").then_some(())
-    })
-    .await;
+    };
+    // The API shows the new key before the node has applied it: a publish that gets there
+    // first is refused and ffmpeg exits, so it is started again until the node takes it.
+    let mut publisher = small_rtmp_publisher(publish);
+    let deadline = std::time::Instant::now() + WAIT;
+    while playing().await.is_none() {
+        if publisher.try_exit().is_some() {
+            publisher = small_rtmp_publisher(publish);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for the rotated key publishing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The old key no longer publishes. The new key's publisher leaves first, so a refusal can
     // only be for the key, not for a stream that is already live.
