@@ -24,18 +24,32 @@ pub fn advert(name: &str) -> NodeAdvert {
     }
 }
 
-/// Sends one join with `token` and `csr_pem` as given; returns the control plane's answer.
-pub async fn raw_join(quic: SocketAddr, token: &JoinToken, csr_pem: &str) -> ControlMessage {
-    let mismatch = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let cfg = tls::client_config_pinned(&token.ca_sha256, mismatch, Duration::from_secs(10))
-        .expect("client config");
+/// A QUIC connection to the control plane with `cfg`, and its one bidirectional stream.
+async fn open(
+    quic: SocketAddr,
+    cfg: quinn::ClientConfig,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
     let endpoint = onda_agent::session::client_endpoint(quic).expect("endpoint");
     let conn = endpoint
         .connect_with(cfg, quic, tls::SERVER_NAME)
         .expect("connect")
         .await
         .expect("handshake");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let (send, recv) = conn.open_bi().await.expect("stream");
+    (endpoint, conn, send, recv)
+}
+
+/// Sends one join with `token` and `csr_pem` as given; returns the control plane's answer.
+pub async fn raw_join(quic: SocketAddr, token: &JoinToken, csr_pem: &str) -> ControlMessage {
+    let mismatch = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let cfg = tls::client_config_pinned(&token.ca_sha256, mismatch, Duration::from_secs(10))
+        .expect("client config");
+    let (_endpoint, conn, mut send, mut recv) = open(quic, cfg).await;
     let join = NodeMessage::Join {
         min_version: proto::MIN_VERSION,
         max_version: proto::MAX_VERSION,
@@ -83,13 +97,7 @@ impl RogueNode {
             Duration::from_secs(10),
         )
         .expect("mtls");
-        let endpoint = onda_agent::session::client_endpoint(quic).expect("endpoint");
-        let conn = endpoint
-            .connect_with(cfg, quic, tls::SERVER_NAME)
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let (endpoint, conn, mut send, mut recv) = open(quic, cfg).await;
         let hello = NodeMessage::Hello {
             min_version: proto::MIN_VERSION,
             max_version: proto::MAX_VERSION,
