@@ -431,14 +431,16 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
         sessions: 100_000,
         bytes_sent: 1 << 40,
     };
-    let report = |seq: u64, mounts: Vec<MountUsage>| {
+    let report_in = |seq: u64, period: (u64, u64), mounts: Vec<MountUsage>| {
         NodeMessage::Usage(onda_shared::cluster::proto::UsageReport {
             seq,
-            period_start_ms: now - 60_000,
-            period_end_ms: now,
+            period_start_ms: period.0,
+            period_end_ms: period.1,
             mounts,
         })
     };
+    let (first_half, second_half) = ((now - 60_000, now - 30_000), (now - 30_000, now));
+    let report = |seq: u64, mounts: Vec<MountUsage>| report_in(seq, first_half, mounts);
     // Acknowledged (the node's spool drains), the session goes on; only the usage of what the
     // node carries is stored.
     let normal = MountUsage {
@@ -512,8 +514,9 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
         Some(ControlMessage::UsageAck { seq: 3 })
     );
     rogue
-        .send(&report(
+        .send(&report_in(
             4,
+            second_half,
             vec![inflated("/radio.mp3"), inflated("/nope.mp3")],
         ))
         .await;
@@ -521,10 +524,19 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
         rogue.next().await,
         Some(ControlMessage::UsageAck { seq: 4 })
     );
+    // The same minute again under a new sequence number: already reported, refused.
+    rogue
+        .send(&report_in(5, (now - 60_000, now), vec![normal.clone()]))
+        .await;
+    assert_eq!(
+        rogue.next().await,
+        Some(ControlMessage::UsageAck { seq: 5 })
+    );
     assert_eq!(
         total(&own_key, &own_id).await,
-        5_000 + max * 61_000,
-        "the normal report as sent, the inflated one cut to {max} listeners over 61 s"
+        5_000 + max * 31_000,
+        "the normal report as sent, the inflated one cut to {max} listeners over 31 s, the \
+         repeated minute not at all"
     );
 
     // Heartbeats: a refusal of another tenant's station is dropped; one of the node's own is
@@ -589,7 +601,7 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
     .await;
     assert_eq!(
         metric(&text, "onda_node_refusals_total{kind=\"usage\"}"),
-        4,
+        5,
         "{text}"
     );
     assert_eq!(

@@ -671,7 +671,7 @@ async fn store_usage(
 }
 
 /// Vets a usage report against what the node carried in its period (the `carriage` record),
-/// its desired state, the catalogue and the node's capacity.
+/// its desired state, the catalogue, the node's capacity and what it already reported.
 async fn vet_usage(
     cluster: &Cluster,
     conn: &mut db::Conn,
@@ -708,7 +708,11 @@ async fn vet_usage(
             subject(id, &desired, view.station(id), capacity),
         );
     }
-    Ok(usage_vet::mounts(report, window, &carried, &subjects))
+    let reported =
+        db::usage::reported_during(conn, node_id, report.seq, window.0, window.1).await?;
+    Ok(usage_vet::mounts(
+        report, window, &carried, &subjects, &reported,
+    ))
 }
 
 /// What is known of a station or live stream a usage report names: its mounts from the

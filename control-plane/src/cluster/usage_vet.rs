@@ -4,8 +4,13 @@
 //! end by now (give or take [`CLOCK_SLACK_MS`]) and not longer ago than [`MAX_REPORT_AGE_MS`];
 //! each mount must belong to a station or live stream the node carried in the period and be one
 //! of its mounts; its peak is at most the station's listener limit (the node's capacity when the
-//! limit is unknown), and its listener time at most that peak over the period. What breaks a
-//! rule is refused, what is too big is cut down; the rest is stored as sent.
+//! limit is unknown), and its listener time at most that peak over the period; its sessions
+//! at most one join per listener slot and second, its bytes at most what its listener time can
+//! carry at [`AUDIO_MAX_BYTES_PER_SEC`] (or [`STREAM_MAX_BYTES_PER_SEC`]) plus a burst per
+//! session. A node's periods of one station mount never count twice: the part of a period this
+//! node already reported for that mount (under another sequence number) is taken out, and the
+//! amounts shrink with it. What breaks a rule is refused, what is too big is cut down; the rest
+//! is stored as sent.
 
 use crate::db::carriage::{CLOCK_SLACK_MS, MAX_REPORT_AGE_MS};
 use onda_shared::cluster::proto::{MAX_USAGE_PERIOD_MS, MountUsage, UsageReport};
@@ -18,6 +23,47 @@ pub const STREAM_MOUNT: &str = "/hls";
 /// behind the live edge (hls.js: three target durations) and may take more of the window at
 /// once. Generous on purpose: it bounds an inflated report, it does not meter.
 pub const STREAM_FETCH_AHEAD_MS: u64 = 10 * 60_000;
+
+/// The most an audio listener can be sent per second: 1 Mbit/s, three times the highest
+/// bitrate the plans offer, with room for metadata.
+pub const AUDIO_MAX_BYTES_PER_SEC: u64 = 1_000_000 / 8;
+
+/// The most a live viewer can be sent per second of media: 50 Mbit/s.
+pub const STREAM_MAX_BYTES_PER_SEC: u64 = 50_000_000 / 8;
+
+/// The burst an audio listener gets on joining, at most: the edge's ceiling for
+/// `limits.burst_bytes`.
+pub const MAX_BURST_BYTES: u64 = 16 << 20;
+
+/// Periods of stored usage, by (station id, mount).
+pub type Reported = BTreeMap<(String, String), Vec<(u64, u64)>>;
+
+/// How much of `window` the `periods` cover.
+fn covered(window: (u64, u64), periods: &[(u64, u64)]) -> u64 {
+    let mut parts: Vec<(u64, u64)> = periods
+        .iter()
+        .map(|&(a, b)| (a.max(window.0), b.min(window.1)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    parts.sort_unstable();
+    let (mut total, mut reach) = (0, window.0);
+    for (a, b) in parts {
+        let a = a.max(reach);
+        if b > a {
+            total += b - a;
+            reach = b;
+        }
+    }
+    total
+}
+
+/// `v` scaled by `num / den` (rounded down).
+fn scale(v: u64, num: u64, den: u64) -> u64 {
+    if den == 0 {
+        return v;
+    }
+    u64::try_from(u128::from(v) * u128::from(num) / u128::from(den)).unwrap_or(u64::MAX)
+}
 
 /// What is known of one station or live stream a report names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +108,14 @@ pub fn period(report: &UsageReport, now_ms: u64) -> Result<(u64, u64), String> {
 }
 
 /// Vets each mount of `report` over `window` (from [`period`]): `carried` names what the node
-/// carried in it, `subjects` what is known of each.
+/// carried in it, `subjects` what is known of each, `reported` the periods of the node's stored
+/// usage of each mount that touch the window.
 pub fn mounts(
     report: &UsageReport,
     window: (u64, u64),
     carried: &BTreeSet<String>,
     subjects: &BTreeMap<String, Subject>,
+    reported: &Reported,
 ) -> Vetted {
     let mut out = Vetted {
         period_start_ms: window.0,
@@ -90,24 +138,57 @@ pub fn mounts(
                 .push((m.clone(), "not one of its mounts".into()));
             continue;
         }
+        let periods = reported
+            .get(&(m.station_id.clone(), m.mount.clone()))
+            .map_or(&[][..], Vec::as_slice);
+        let fresh = len - covered(window, periods);
+        let inside = |t: u64| periods.iter().any(|&(a, b)| a <= t && t < b);
+        if (len > 0 && fresh == 0) || (len == 0 && inside(window.0)) {
+            out.refused.push((
+                m.clone(),
+                "its period was already reported by another report of this node".into(),
+            ));
+            continue;
+        }
         let mut kept = m.clone();
+        // Only the part of the period not reported before counts, and the amounts with it.
+        kept.listener_ms = scale(m.listener_ms, fresh, len);
+        kept.sessions = scale(m.sessions, fresh, len);
+        kept.bytes_sent = scale(m.bytes_sent, fresh, len);
         kept.peak_listeners = m.peak_listeners.min(s.max_listeners);
         // The edge measures listener time on its own clock between takes: a second of jitter
         // per listener is allowed.
         let per_listener = if s.stream {
-            len.saturating_add(STREAM_FETCH_AHEAD_MS)
+            fresh.saturating_add(STREAM_FETCH_AHEAD_MS)
         } else {
-            len.saturating_add(1_000)
+            fresh.saturating_add(1_000)
         };
-        kept.listener_ms = m
+        kept.listener_ms = kept
             .listener_ms
             .min(per_listener.saturating_mul(kept.peak_listeners));
+        kept.sessions = kept
+            .sessions
+            .min(kept.peak_listeners.saturating_mul(1 + fresh / 1_000));
+        let (rate, burst) = if s.stream {
+            (STREAM_MAX_BYTES_PER_SEC, 0)
+        } else {
+            (AUDIO_MAX_BYTES_PER_SEC, MAX_BURST_BYTES)
+        };
+        kept.bytes_sent = kept.bytes_sent.min(
+            scale(kept.listener_ms, rate, 1_000)
+                .saturating_add(kept.sessions.saturating_mul(burst)),
+        );
         if kept != *m {
             out.clamped.push((
                 m.clone(),
                 format!(
-                    "cut to peak {} and {} listener ms (period {len} ms, at most {} listeners)",
-                    kept.peak_listeners, kept.listener_ms, s.max_listeners
+                    "cut to peak {}, {} listener ms, {} sessions and {} bytes (period {len} ms \
+                     of which {fresh} ms not reported before, at most {} listeners)",
+                    kept.peak_listeners,
+                    kept.listener_ms,
+                    kept.sessions,
+                    kept.bytes_sent,
+                    s.max_listeners
                 ),
             ));
         }
@@ -177,7 +258,13 @@ mod tests {
         let joining = usage("l1", STREAM_MOUNT, 8_000, 2);
         let inflated = usage("l1", STREAM_MOUNT, 360_000_000_000, 2);
         let r = report(NOW - 1_000, NOW, vec![joining.clone(), inflated]);
-        let v = mounts(&r, (NOW - 1_000, NOW), &carried, &subjects);
+        let v = mounts(
+            &r,
+            (NOW - 1_000, NOW),
+            &carried,
+            &subjects,
+            &Reported::new(),
+        );
         assert_eq!(v.kept[0], joining);
         assert_eq!(v.kept[1].listener_ms, 2 * (1_000 + STREAM_FETCH_AHEAD_MS));
         assert_eq!(v.clamped.len(), 1);
@@ -218,7 +305,13 @@ mod tests {
                 usage("s2", "/a.mp3", 1, 1),
             ],
         );
-        let v = mounts(&r, (NOW - 10_000, NOW), &carried, &subjects);
+        let v = mounts(
+            &r,
+            (NOW - 10_000, NOW),
+            &carried,
+            &subjects,
+            &Reported::new(),
+        );
         assert_eq!(v.period_start_ms, NOW - 10_000);
         assert_eq!(v.kept.len(), 3);
         // Normal usage stays exactly as sent.
@@ -231,5 +324,131 @@ mod tests {
         let refused: Vec<&str> = v.refused.iter().map(|(m, _)| m.mount.as_str()).collect();
         assert_eq!(refused, ["/other.mp3", "/a.mp3"]);
         assert!(v.refused[1].1.contains("not carried"));
+    }
+
+    fn one_station() -> (BTreeSet<String>, BTreeMap<String, Subject>) {
+        let carried: BTreeSet<String> = ["s1"].map(String::from).into();
+        let subjects = [(
+            "s1".to_string(),
+            Subject {
+                mounts: Some(["/a.mp3".to_string()].into()),
+                max_listeners: 100,
+                stream: false,
+            },
+        )]
+        .into();
+        (carried, subjects)
+    }
+
+    #[test]
+    fn a_period_the_node_already_reported_counts_once() {
+        let (carried, subjects) = one_station();
+        let key = ("s1".to_string(), "/a.mp3".to_string());
+        let sent = MountUsage {
+            sessions: 10,
+            bytes_sent: 1_000_000,
+            ..usage("s1", "/a.mp3", 30_000, 3)
+        };
+        let r = report(NOW - 10_000, NOW, vec![sent.clone()]);
+        let window = (NOW - 10_000, NOW);
+        // Reported before in full, in two pieces, or by a period around it: refused.
+        for stored in [
+            vec![(NOW - 10_000, NOW)],
+            vec![(NOW - 20_000, NOW - 4_000), (NOW - 5_000, NOW + 1)],
+            vec![(0, u64::MAX)],
+        ] {
+            let v = mounts(
+                &r,
+                window,
+                &carried,
+                &subjects,
+                &[(key.clone(), stored)].into(),
+            );
+            assert!(v.kept.is_empty());
+            assert!(
+                v.refused[0].1.contains("already reported"),
+                "{:?}",
+                v.refused
+            );
+        }
+        // Its first 4 s reported before (in two overlapping reports): 6 s of 10 s count.
+        let stored = vec![(NOW - 12_000, NOW - 7_000), (NOW - 8_000, NOW - 6_000)];
+        let v = mounts(
+            &r,
+            window,
+            &carried,
+            &subjects,
+            &[(key.clone(), stored)].into(),
+        );
+        assert_eq!(
+            (
+                v.kept[0].listener_ms,
+                v.kept[0].sessions,
+                v.kept[0].bytes_sent
+            ),
+            (18_000, 6, 600_000)
+        );
+        assert_eq!(v.kept[0].peak_listeners, 3);
+        assert_eq!(v.clamped.len(), 1);
+        // Periods that only touch it, or of another mount, take nothing away.
+        let reported: Reported = [
+            (
+                key.clone(),
+                vec![(NOW - 20_000, NOW - 10_000), (NOW, NOW + 5_000)],
+            ),
+            (("s1".to_string(), "/b.mp3".to_string()), vec![window]),
+        ]
+        .into();
+        let v = mounts(&r, window, &carried, &subjects, &reported);
+        assert_eq!(v.kept, [sent]);
+        assert!(v.clamped.is_empty());
+        // A report of an instant inside a reported period is refused, one at its end is not.
+        let instant = report(
+            NOW - 5_000,
+            NOW - 5_000,
+            vec![usage("s1", "/a.mp3", 900, 1)],
+        );
+        let stored: Reported = [(key.clone(), vec![window])].into();
+        let v = mounts(
+            &instant,
+            (NOW - 5_000, NOW - 5_000),
+            &carried,
+            &subjects,
+            &stored,
+        );
+        assert_eq!(v.refused.len(), 1);
+        let v = mounts(&instant, (NOW, NOW), &carried, &subjects, &stored);
+        assert_eq!(v.kept.len(), 1);
+    }
+
+    #[test]
+    fn sessions_and_bytes_are_bounded_by_the_listener_time() {
+        let (carried, subjects) = one_station();
+        // Two listeners over 10 s at 320 kbit/s, each with a 64 KiB burst: as sent.
+        let normal = MountUsage {
+            sessions: 2,
+            bytes_sent: 2 * 10 * 40_000 + 2 * 65_536,
+            ..usage("s1", "/a.mp3", 20_000, 2)
+        };
+        let inflated = MountUsage {
+            sessions: 1_000_000,
+            bytes_sent: u64::MAX,
+            ..usage("s1", "/a.mp3", 20_000, 2)
+        };
+        let r = report(NOW - 10_000, NOW, vec![normal.clone(), inflated]);
+        let v = mounts(
+            &r,
+            (NOW - 10_000, NOW),
+            &carried,
+            &subjects,
+            &Reported::new(),
+        );
+        assert_eq!(v.kept[0], normal);
+        assert_eq!(v.kept[1].sessions, 2 * 11);
+        assert_eq!(
+            v.kept[1].bytes_sent,
+            20 * AUDIO_MAX_BYTES_PER_SEC + 22 * MAX_BURST_BYTES
+        );
+        assert_eq!(v.clamped.len(), 1);
     }
 }

@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rendition storage",
         include_str!("../../migrations/0012_rendition_storage.sql"),
     ),
+    (
+        13,
+        "usage overlap",
+        include_str!("../../migrations/0013_usage_overlap.sql"),
+    ),
 ];
 
 impl Db {

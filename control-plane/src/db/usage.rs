@@ -69,6 +69,41 @@ pub async fn store(
     Ok(true)
 }
 
+/// The periods of this node's stored usage that overlap `[from, to)`, by (station, mount), other
+/// than those of report `seq` itself (a resend is a duplicate, not an overlap).
+pub async fn reported_during(
+    conn: &mut Conn,
+    node_id: &str,
+    seq: u64,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<std::collections::BTreeMap<(String, String), Vec<(u64, u64)>>, sqlx::Error> {
+    // `<=` and `>=` so a zero-length period at an instant a stored period holds is found too.
+    let rows = sqlx::query(
+        "SELECT station_id, mount, period_start_ms, period_end_ms FROM usage_mounts \
+         WHERE node_id = $1 AND seq <> $2 AND period_end_ms >= $3 AND period_start_ms <= $4",
+    )
+    .bind(node_id)
+    .bind(i(seq))
+    .bind(i(from_ms))
+    .bind(i(to_ms))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: std::collections::BTreeMap<(String, String), Vec<(u64, u64)>> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let start: i64 = r.try_get("period_start_ms")?;
+        let end: i64 = r.try_get("period_end_ms")?;
+        out.entry((r.try_get("station_id")?, r.try_get("mount")?))
+            .or_default()
+            .push((
+                u64::try_from(start).unwrap_or(0),
+                u64::try_from(end).unwrap_or(0),
+            ));
+    }
+    Ok(out)
+}
+
 /// One bucket of a station's usage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bucket {

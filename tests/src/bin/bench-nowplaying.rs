@@ -180,7 +180,9 @@ async fn latencies(api: &str, key: &str, samples: usize) -> Vec<f64> {
         {
             Ok(r) if r.status().is_success() => true,
             Ok(r) => {
-                eprintln!("GET /v1/stations answered {}", r.status());
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                eprintln!("GET /v1/stations answered {status}: {body:.400}");
                 false
             }
             Err(e) => {
