@@ -6,9 +6,10 @@
 //! subscriber of that station through a `watch` channel. So the song history and the DJ's display
 //! name are read from the database once per change of a station, never once per subscriber or
 //! per request (`onda_nowplaying_snapshot_builds_total` counts the builds). A station's feeds
-//! are spread over [`SHARDS`] channels and a new snapshot reaches them in waves of about
-//! [`WAVE`] feeds [`WAVE_PAUSE`] apart, so waking tens of thousands of feeds never holds the
-//! runtime's queue for longer than one wave while panel requests wait.
+//! are spread over channels of at most [`PER_SHARD`] feeds each, and a new snapshot reaches
+//! them in waves of about [`WAVE`] feeds [`WAVE_PAUSE`] apart, so waking tens of thousands of
+//! feeds never holds the runtime's queue for longer than one small wave while panel requests
+//! wait (20,000 feeds take about a second).
 //!
 //! The feeds are public, so they are bounded: per client address (an IPv6 client by its /64) and
 //! in total, and the total is kept below the process's open-file limit so the feeds can never
@@ -48,12 +49,13 @@ const IDLE: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 /// Descriptors kept free of feeds for the API, the database, the control channel and media.
 const FD_RESERVE: u64 = 256;
-/// Channels a station's feeds are spread over.
-pub const SHARDS: usize = 32;
+/// Feeds per channel at most: a channel wakes all of its feeds at once, so it is the smallest
+/// wave there can be. A station gets channels as its feeds grow.
+pub const PER_SHARD: usize = 64;
 /// Feeds woken before the publisher pauses.
-pub const WAVE: usize = 200;
+pub const WAVE: usize = 64;
 /// The pause between waves.
-pub const WAVE_PAUSE: Duration = Duration::from_millis(10);
+pub const WAVE_PAUSE: Duration = Duration::from_millis(3);
 /// What a refused feed is told to wait.
 pub const RETRY_AFTER_SECS: u32 = 30;
 
@@ -152,11 +154,12 @@ pub fn event_frame(np: &NowPlaying) -> Bytes {
     Bytes::from(format!("event: nowplaying\ndata: {json}\n\n"))
 }
 
+type Shard = watch::Sender<Option<Arc<Snapshot>>>;
+
 struct Entry {
     current: Mutex<Option<Arc<Snapshot>>>,
-    /// The feeds, spread over channels (see [`Entry::publish`]).
-    shards: Vec<watch::Sender<Option<Arc<Snapshot>>>>,
-    next_shard: std::sync::atomic::AtomicUsize,
+    /// The feeds, spread over channels of at most [`PER_SHARD`] (see [`Entry::publish`]).
+    shards: Mutex<Vec<Arc<Shard>>>,
     /// Bumped by every publish, so an older wave stops when a newer snapshot is on its way.
     generation: std::sync::atomic::AtomicU64,
     /// One build at a time per station.
@@ -172,13 +175,32 @@ impl Entry {
             .clone()
     }
 
-    fn feeds(&self) -> usize {
-        self.shards.iter().map(watch::Sender::receiver_count).sum()
+    fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
+    fn feeds(&self) -> usize {
+        self.shards().iter().map(|s| s.receiver_count()).sum()
+    }
+
+    /// A feed goes to the first channel with room, else to a new one.
     fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
-        let i = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        let mut rx = self.shards[i].subscribe();
+        let mut shards = self
+            .shards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shard = match shards.iter().find(|s| s.receiver_count() < PER_SHARD) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(watch::Sender::new(None));
+                shards.push(s.clone());
+                s
+            }
+        };
+        let mut rx = shard.subscribe();
         rx.mark_unchanged();
         rx
     }
@@ -194,7 +216,7 @@ impl Entry {
         let entry = self.clone();
         tokio::spawn(async move {
             let mut woken = 0;
-            for shard in &entry.shards {
+            for shard in entry.shards() {
                 if entry.generation.load(Ordering::Relaxed) != generation {
                     return;
                 }
@@ -463,8 +485,7 @@ impl Hub {
             .or_insert_with(|| {
                 Arc::new(Entry {
                     current: Mutex::new(None),
-                    shards: (0..SHARDS).map(|_| watch::Sender::new(None)).collect(),
-                    next_shard: std::sync::atomic::AtomicUsize::new(0),
+                    shards: Mutex::new(Vec::new()),
                     generation: std::sync::atomic::AtomicU64::new(0),
                     building: tokio::sync::Mutex::new(()),
                     last_read: Mutex::new(Instant::now()),
@@ -517,6 +538,10 @@ impl Hub {
         let first = self.current(key).await?;
         let entry = self.entry(&first.inputs.station.id);
         let updates = entry.subscribe();
+        // A snapshot published between reading `first` and subscribing reached the channel
+        // before this feed did: the feed starts from it instead (a publish sets the current
+        // snapshot before it sends).
+        let first = entry.current().unwrap_or(first);
         Ok(Subscription {
             first,
             updates,

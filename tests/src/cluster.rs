@@ -63,17 +63,29 @@ pub struct LocalControlPlane {
 
 impl LocalControlPlane {
     pub async fn start(admin_token: &str, node_ttl_ms: u64) -> LocalControlPlane {
+        Self::start_with_env(admin_token, node_ttl_ms, &[]).await
+    }
+
+    /// Like [`LocalControlPlane::start`], with more settings as `ONDA_*` environment variables.
+    pub async fn start_with_env(
+        admin_token: &str,
+        node_ttl_ms: u64,
+        env: &[(&str, &str)],
+    ) -> LocalControlPlane {
         let data = tempfile::tempdir().expect("dir");
         let ca = tempfile::tempdir().expect("dir");
-        let cp = ControlPlane::start(&CpOptions {
-            database_url: sqlite_url(&data),
-            etcd: None,
-            ca_dir: ca.path(),
-            replica: "cp",
-            admin_token,
-            node_ttl_ms,
-            relay_threshold: 500,
-        })
+        let cp = ControlPlane::start_with_env(
+            &CpOptions {
+                database_url: sqlite_url(&data),
+                etcd: None,
+                ca_dir: ca.path(),
+                replica: "cp",
+                admin_token,
+                node_ttl_ms,
+                relay_threshold: 500,
+            },
+            env,
+        )
         .await;
         LocalControlPlane { cp, data, _ca: ca }
     }
