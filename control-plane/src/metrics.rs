@@ -106,6 +106,8 @@ pub struct ClusterMetrics {
     pub billing_invoices: IntCounterVec,
     /// What nodes asked for and were refused, by `kind` (see `cluster::refusals`).
     pub node_refusals: IntCounterVec,
+    /// Values in the coordinator that did not decode, by `kind` (see `cluster::store`).
+    pub store_corrupt: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -186,7 +188,16 @@ impl ClusterMetrics {
                 ),
                 &["kind"],
             )?,
+            store_corrupt: IntCounterVec::new(
+                Opts::new(
+                    "onda_cluster_store_corrupt_total",
+                    "Values read from the coordinator that did not decode, by kind (placement, \
+                     desired, observed, now_playing); the leader skips its round",
+                ),
+                &["kind"],
+            )?,
         };
+        registry.register(Box::new(m.store_corrupt.clone()))?;
         registry.register(Box::new(m.sessions.clone()))?;
         registry.register(Box::new(m.usage_reports.clone()))?;
         registry.register(Box::new(m.usage_lag.clone()))?;

@@ -444,3 +444,103 @@ async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_
         "the edge kept serving without a control plane"
     );
 }
+
+/// A placement in etcd that does not decode (written by a newer version, or edited by hand)
+/// moves nothing: the leader skips its rounds, counts and logs the corrupt key, and leaves the
+/// value for an operator instead of placing every station again from nothing; the station stays
+/// where it was and its node's desired state is not rewritten.
+#[tokio::test]
+async fn a_corrupt_placement_in_etcd_moves_nothing() {
+    use onda_control_plane::coordinator::Coordinator as _;
+    let etcd = Etcd::start().await;
+    let data = tempfile::tempdir().expect("dir");
+    let ca = tempfile::tempdir().expect("dir");
+    let mut cp = ControlPlane::start(&CpOptions {
+        database_url: sqlite_url(&data),
+        etcd: Some(&etcd.endpoint),
+        ca_dir: ca.path(),
+        replica: "cp",
+        admin_token: ADMIN,
+        node_ttl_ms: 1500,
+        relay_threshold: 500,
+    })
+    .await;
+    let mut agents = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let token = cp.join_token(600).await;
+        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
+    }
+    let station = cp.station("Steady FM").await;
+    let id = station["id"].as_str().expect("id").to_string();
+    let origin = wait_for("the station placed", Duration::from_secs(30), || async {
+        let p = cp.placement(&id).await;
+        p["origin"].as_str().map(str::to_string)
+    })
+    .await;
+    let coord = onda_control_plane::coordinator::etcd::EtcdCoordinator::connect(
+        std::slice::from_ref(&etcd.endpoint),
+        "/onda",
+    )
+    .await
+    .expect("etcd");
+    let desired_key = format!("/nodes/desired/{origin}");
+    let desired = wait_for(
+        "the origin's desired state",
+        Duration::from_secs(10),
+        || {
+            let coord = &coord;
+            let key = &desired_key;
+            async move { coord.get(key).await.ok().flatten() }
+        },
+    )
+    .await;
+
+    let corrupt = br#"{"stations": "written by a version this one does not know"}"#;
+    coord
+        .put("/placement", corrupt, None)
+        .await
+        .expect("write the corrupt placement");
+    let corrupt_rounds = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("onda_cluster_store_corrupt_total{kind=\"placement\"} ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("three rounds skipped", Duration::from_secs(20), || async {
+        let text = cp
+            .http
+            .get(format!("{}/metrics", cp.api))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (corrupt_rounds(&text) >= 3).then_some(())
+    })
+    .await;
+    cp.proc
+        .wait_log_word(
+            "value at /placement does not decode",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        coord.get("/placement").await.expect("read").as_deref(),
+        Some(&corrupt[..]),
+        "the leader replaced the corrupt placement"
+    );
+    assert_eq!(
+        coord.get(&desired_key).await.expect("read"),
+        Some(desired),
+        "the origin's desired state was rewritten"
+    );
+    assert_eq!(
+        cp.placement(&id).await["origin"].as_str(),
+        Some(origin.as_str())
+    );
+    drop(agents);
+}

@@ -83,7 +83,7 @@ async fn set_draining(st: AppState, id: String, draining: bool) -> ApiResult<Jso
         return Err(not_found(&id));
     }
     // The leader watches /nodes/: a touch there makes it reconcile now rather than at its tick.
-    poke(&st, format!("{}{id}", crate::cluster::keys::REVOKED)).await?;
+    poke(&st, crate::cluster::store::revoked_key(&id)).await?;
     db::nodes::get(&mut conn, &id)
         .await?
         .map(Json)
@@ -105,12 +105,9 @@ pub async fn revoke(
     }
     if let Some(c) = &st.cluster {
         // Its liveness goes with it, so the leader re-places its stations now.
-        let _ = c
-            .coord
-            .delete(&format!("{}{id}", crate::cluster::keys::ALIVE))
-            .await;
+        let _ = c.store.delete_alive(&id).await;
     }
-    poke(&st, format!("{}{id}", crate::cluster::keys::REVOKED)).await?;
+    poke(&st, crate::cluster::store::revoked_key(&id)).await?;
     db::nodes::get(&mut conn, &id)
         .await?
         .map(Json)

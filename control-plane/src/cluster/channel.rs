@@ -2,7 +2,7 @@
 //! joined nodes (mutual TLS). One bidirectional stream per connection carries the frames of
 //! [`onda_shared::cluster::proto`].
 
-use super::{Cluster, Observed, keys, usage_vet};
+use super::{Cluster, Observed, store, usage_vet};
 use crate::db;
 use anyhow::Context as _;
 use onda_shared::cluster::proto::{
@@ -358,19 +358,9 @@ async fn session(
         applied_generation,
         ..Observed::default()
     };
-    let put_observed = |lease, observed: &Observed| {
-        let body = serde_json::to_vec(observed).unwrap_or_default();
-        let key = format!("{}{id}", keys::OBSERVED);
-        async move { coord.put(&key, &body, Some(lease)).await }
-    };
-    coord
-        .put(
-            &format!("{}{id}", keys::ALIVE),
-            settings.replica.as_bytes(),
-            Some(lease),
-        )
-        .await?;
-    put_observed(lease, &observed).await?;
+    let store = &cluster.store;
+    store.put_alive(&id, &settings.replica, lease).await?;
+    store.put_observed(&id, &observed, lease).await?;
     tracing::info!(
         "node {} ({id}) connected from {}",
         advert.name,
@@ -386,8 +376,7 @@ async fn session(
     }
     let _connected = Connected(&cluster.metrics.sessions);
 
-    let desired_key = format!("{}{id}", keys::DESIRED);
-    let revoked_key = format!("{}{id}", keys::REVOKED);
+    let (desired_key, revoked_key) = (store::desired_key(&id), store::revoked_key(&id));
     let mut desired_watch = coord.watch(&desired_key).await?;
     let mut revoked_watch = coord.watch(&revoked_key).await?;
     let mut sent_generation = 0u64;
@@ -399,8 +388,7 @@ async fn session(
     let outcome: anyhow::Result<()> = loop {
         if check_desired {
             check_desired = false;
-            if let Some(raw) = coord.get(&desired_key).await? {
-                let desired: DesiredState = serde_json::from_slice(&raw)?;
+            if let Some(desired) = store.desired(&id).await? {
                 if desired.generation != sent_generation {
                     sent_generation = desired.generation;
                     proto::write_frame(&mut send, &ControlMessage::Desired(desired.clone()))
@@ -424,10 +412,10 @@ async fn session(
                         if !coord.keep_alive(lease).await? {
                             // The lease lapsed (a long pause): the node is back, say so again.
                             lease = coord.grant(settings.node_ttl).await?;
-                            coord.put(&format!("{}{id}", keys::ALIVE), settings.replica.as_bytes(), Some(lease)).await?;
+                            store.put_alive(&id, &settings.replica, lease).await?;
                         }
                         observe(&mut observed, hb, version, &advert.name, desired_now.as_ref());
-                        put_observed(lease, &observed).await?;
+                        store.put_observed(&id, &observed, lease).await?;
                         beats += 1;
                         if beats % 10 == 1 {
                             let mut c = cluster.db.conn().await?;
@@ -439,7 +427,7 @@ async fn session(
                             tracing::warn!("node {} could not apply generation {generation}: {e}", advert.name);
                         }
                         observed.applied_generation = generation;
-                        put_observed(lease, &observed).await?;
+                        store.put_observed(&id, &observed, lease).await?;
                     }
                     NodeMessage::Usage(report) if version >= proto::USAGE_VERSION => {
                         // Acknowledged only once stored; a failure ends the session, and the
@@ -477,7 +465,7 @@ async fn session(
                                 on_air: true,
                             });
                         }
-                        put_observed(lease, &observed).await?;
+                        store.put_observed(&id, &observed, lease).await?;
                     }
                     other => {
                         let _ = refuse(conn, &mut send, RefusalCode::Protocol, &format!("unexpected message {other:?} in a session")).await;
@@ -790,29 +778,13 @@ async fn track_changed(
         let mut c = cluster.db.conn().await?;
         db::history::record(&mut c, node_id, &track).await?;
     }
-    cluster
-        .coord
-        .put(
-            &format!("{}{}", keys::NOW_PLAYING, track.station_id),
-            &serde_json::to_vec(&track)?,
-            None,
-        )
-        .await?;
+    cluster.store.put_now_playing(&track).await?;
     Ok(())
 }
 
 /// The node's desired state as the leader last wrote it (None before the first).
 async fn desired_of(cluster: &Cluster, node_id: &str) -> anyhow::Result<Option<DesiredState>> {
-    match cluster
-        .coord
-        .get(&format!("{}{node_id}", keys::DESIRED))
-        .await?
-    {
-        Some(raw) => Ok(Some(
-            serde_json::from_slice(&raw).context("a stored desired state does not decode")?,
-        )),
-        None => Ok(None),
-    }
+    Ok(cluster.store.desired(node_id).await?)
 }
 
 /// Answers one media request: the file with the asked hash, streamed from the media store, if

@@ -268,16 +268,11 @@ async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<A
     Ok(inputs)
 }
 
-fn strip<'a>(key: &'a str, prefix: &str) -> &'a str {
-    key.strip_prefix(prefix).unwrap_or(key)
-}
-
 /// One scheduling round: catalogue and nodes from the database, liveness and observations from
 /// the coordinator, placement computed, and every node's desired state rewritten where it
 /// changed (with the next generation).
 /// Returns how many stations are placed and how many of them moved.
 pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(usize, usize)> {
-    let coord = &cluster.coord;
     let super::ClusterState {
         catalog,
         nodes,
@@ -315,17 +310,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
             },
         })
         .collect();
-    let existing: BTreeMap<String, DesiredState> = coord
-        .list(keys::DESIRED)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                strip(&k, keys::DESIRED).to_string(),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
+    let existing: BTreeMap<String, DesiredState> = cluster.store.all_desired().await?;
     let mut listeners: BTreeMap<&str, u64> = BTreeMap::new();
     // Listeners per (station, node), for the shares of the station's limit.
     let mut per_node: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -423,13 +408,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         round.last_unplaced = unplaced;
     }
     if outcome.placement != current {
-        coord
-            .put(
-                keys::PLACEMENT,
-                &serde_json::to_vec(&outcome.placement)?,
-                None,
-            )
-            .await?;
+        cluster.store.put_placement(&outcome.placement).await?;
         if outcome.moved > 0 {
             tracing::info!("placement: {} station(s) moved", outcome.moved);
         }
@@ -451,7 +430,7 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
     for n in &nodes {
         if n.revoked_at.is_some() {
             if existing.contains_key(&n.id) {
-                coord.delete(&format!("{}{}", keys::DESIRED, n.id)).await?;
+                cluster.store.delete_desired(&n.id).await?;
                 let mut tx = cluster.db.begin().await?;
                 db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), true).await?;
                 tx.commit().await?;
@@ -599,14 +578,7 @@ async fn write_desired(
             stations,
             live_streams,
         };
-        cluster
-            .coord
-            .put(
-                &format!("{}{node_id}", keys::DESIRED),
-                &serde_json::to_vec(&desired)?,
-                None,
-            )
-            .await?;
+        cluster.store.put_desired(node_id, &desired).await?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod leader;
 pub mod refusals;
 pub mod shares;
+pub mod store;
 pub mod usage_vet;
 pub mod view;
 
@@ -76,10 +77,6 @@ pub struct ClusterState {
     pub now_playing: std::collections::BTreeMap<String, onda_shared::cluster::proto::TrackPlaying>,
 }
 
-fn strip_key(key: &str, prefix: &str) -> String {
-    key.strip_prefix(prefix).unwrap_or(key).to_string()
-}
-
 /// Reads a [`ClusterState`]. The placement is read before the observations: the leader drops a
 /// node a station is leaving only after it saw the new node on the air, so observations read
 /// after the placement always show that node on the air.
@@ -91,40 +88,11 @@ pub async fn read_state(cluster: &Cluster) -> anyhow::Result<ClusterState> {
             crate::db::nodes::all(&mut c).await?,
         )
     };
-    let coord = &cluster.coord;
-    let placement = coord
-        .get(keys::PLACEMENT)
-        .await?
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default();
-    let alive = coord
-        .list(keys::ALIVE)
-        .await?
-        .into_iter()
-        .map(|(k, _)| strip_key(&k, keys::ALIVE))
-        .collect();
-    let observed = coord
-        .list(keys::OBSERVED)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                strip_key(&k, keys::OBSERVED),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
-    let now_playing = coord
-        .list(keys::NOW_PLAYING)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                strip_key(&k, keys::NOW_PLAYING),
-                serde_json::from_slice(&v).ok()?,
-            ))
-        })
-        .collect();
+    let store = &cluster.store;
+    let placement = store.placement().await?.unwrap_or_default();
+    let alive = store.alive().await?;
+    let observed = store.observed().await?;
+    let now_playing = store.now_playing().await?;
     Ok(ClusterState {
         catalog,
         nodes,
@@ -139,6 +107,8 @@ pub async fn read_state(cluster: &Cluster) -> anyhow::Result<ClusterState> {
 pub struct Cluster {
     pub db: Db,
     pub coord: Arc<dyn Coordinator>,
+    /// The coordinator's cluster keys, typed (see [`store`]).
+    pub store: store::Store,
     pub ca: ca::ClusterCa,
     pub settings: ClusterSettings,
     pub view: view::View,
@@ -249,6 +219,7 @@ pub async fn start(
     let quic_addr = endpoint.local_addr()?;
     let cluster = Arc::new(Cluster {
         db,
+        store: store::Store::new(coord.clone(), metrics.store_corrupt.clone()),
         coord,
         ca,
         view: view::View::default(),

@@ -1,6 +1,7 @@
 //! The coordinator: where control-plane replicas keep ephemeral cluster state and agree on a
 //! leader. A small key/value surface with leases, prefix watches and an election, so the typed
-//! cluster state ([`crate::cluster::state`]) is written once and runs on either implementation:
+//! cluster store above it (the cluster module's `store`) is written once and runs on either
+//! implementation:
 //! etcd ([`etcd::EtcdCoordinator`]) for several replicas, or in-process
 //! ([`memory::MemoryCoordinator`]) for a single control plane. Durable configuration stays in the
 //! database; what lives here (leases, placement, desired state, node load) can be rebuilt.

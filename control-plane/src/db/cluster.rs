@@ -199,8 +199,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
             max_listeners: u64::try_from(row.try_get::<i64, _>("max_listeners")?).unwrap_or(0),
             source_password: row.try_get("source_password")?,
             region: row.try_get("region")?,
-            node_labels: serde_json::from_str(&row.try_get::<String, _>("node_labels")?)
-                .unwrap_or_default(),
+            node_labels: super::labels(row, "node_labels")?,
             mounts: Vec::new(),
             active: row.try_get::<String, _>("status")? == "active",
             autodj: row.try_get::<i64, _>("autodj_enabled")? != 0,

@@ -257,6 +257,21 @@ pub fn paginate<T>(
 /// Connection type every query function takes, so it runs inside or outside a transaction.
 pub type Conn = AnyConnection;
 
+/// Labels stored as a JSON object in `column` of `row`. A value that does not decode is an
+/// error naming the column (a decode error of the row), never "no labels": for a station that
+/// would mean "any node", for a node "matches nothing".
+pub fn labels(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<std::collections::BTreeMap<String, String>, sqlx::Error> {
+    use sqlx::Row as _;
+    let raw: String = row.try_get(column)?;
+    serde_json::from_str(&raw).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("{column} is not a JSON object of strings ({e}): {raw:.64}").into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +294,23 @@ mod tests {
         assert!(normalize_url("sqlite::memory:").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn labels_that_do_not_decode_are_an_error_not_no_labels() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 1).await.expect("db");
+        let mut c = db.conn().await.expect("conn");
+        let row = sqlx::query(r#"SELECT '{"tier": "gold"}' AS good, 'garbage' AS bad"#)
+            .fetch_one(&mut *c)
+            .await
+            .expect("row");
+        assert_eq!(
+            labels(&row, "good").expect("good"),
+            [("tier".to_string(), "gold".to_string())].into()
+        );
+        let err = labels(&row, "bad").expect_err("bad").to_string();
+        assert!(err.contains("bad is not a JSON object"), "{err}");
     }
 }

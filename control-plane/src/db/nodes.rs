@@ -12,7 +12,6 @@ const COLUMNS: &str = "id, name, region, labels, public_url, rtmp_url, capacity_
     capacity_mbps, status, last_heartbeat_at, created_at, draining, revoked_at";
 
 fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
-    let labels: String = row.try_get("labels")?;
     let status: String = row.try_get("status")?;
     let revoked_at: Option<i64> = row.try_get("revoked_at")?;
     let draining = row.try_get::<i64, _>("draining")? != 0;
@@ -20,7 +19,7 @@ fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         region: row.try_get("region")?,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        labels: super::labels(row, "labels")?,
         public_url: row.try_get("public_url")?,
         rtmp_url: row.try_get("rtmp_url")?,
         capacity_listeners: u32::try_from(row.try_get::<i64, _>("capacity_listeners")?)

@@ -21,8 +21,7 @@ fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
         mounts: Vec::new(),
         source_password: row.try_get("source_password")?,
         region: row.try_get("region")?,
-        node_labels: serde_json::from_str(&row.try_get::<String, _>("node_labels")?)
-            .unwrap_or_default(),
+        node_labels: super::labels(row, "node_labels")?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
