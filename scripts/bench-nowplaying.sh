@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: panel API latency idle vs under 20,000 open public now-playing feeds (SSE) while
 # now-playing changes, on this machine. Not a test.
-#   scripts/bench-nowplaying.sh [--subscribers 20000] [--sources 10] [--samples 400]
+#   scripts/bench-nowplaying.sh [--subscribers 20000] [--sources 10] [--samples 1000] [--worker-nice N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ffmpeg makes the tracks; the build needs protoc.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator;
 pub mod db;
 pub mod dev;
+pub mod lanes;
 pub mod media;
 pub mod metrics;
 pub mod nowplaying;

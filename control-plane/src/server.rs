@@ -103,17 +103,11 @@ pub async fn start_with(
         nowplaying.clone(),
     );
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        // The peer address limits the public now-playing feeds per client.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    // The peer address limits the public now-playing feeds per client; the feeds have their
+    // own lane (see `lanes`).
+    let task = tokio::spawn(crate::lanes::serve(listener, app, async {
+        let _ = rx.await;
+    }));
     tracing::info!(
         "panel API listening on http://{addr} (database: {:?})",
         db.backend()

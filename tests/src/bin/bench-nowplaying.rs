@@ -398,7 +398,7 @@ fn print_latency(label: &str, v: &[f64]) {
 async fn bench() -> bool {
     let subscribers = num("--subscribers", 20_000);
     let sources = num("--sources", 10).clamp(1, 250);
-    let samples = num("--samples", 400).max(10);
+    let samples = num("--samples", 1000).max(10);
     if std::env::var_os("ONDA_BIN").is_none() {
         eprintln!(
             "ONDA_BIN is not set: run scripts/bench-nowplaying.sh (it builds the release binary)"
