@@ -55,13 +55,7 @@ pub fn sha256_hex(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use onda_shared::secret::constant_time_eq;
 
 /// An Argon2id hash (PHC string) of a human-chosen password, with a random salt.
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
@@ -85,8 +79,5 @@ mod tests {
         assert_eq!(key_prefix(&k).len(), 12);
         assert!(new_id("stn").starts_with("stn_"));
         assert_eq!(sha256_hex("abc").len(), 64);
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

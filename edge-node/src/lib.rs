@@ -35,10 +35,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::task::JoinHandle;
 
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub(crate) use onda_shared::secret::constant_time_eq;
 
 /// What a source feeding a mount looks like from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,4 +9,5 @@ pub mod cluster;
 pub mod config;
 pub mod paths;
 pub mod playback;
+pub mod secret;
 pub mod signal;

@@ -7,7 +7,7 @@
 //! arrives after it is billed on the next month's invoice.
 
 use onda_control_plane::billing::Status;
-use onda_control_plane::db::{Db, billing, usage};
+use onda_control_plane::db::{Db, tenant_history, usage};
 use onda_shared::cluster::proto::{MountUsage, UsageReport};
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
@@ -67,7 +67,7 @@ impl Seeder {
             .await
             .expect("delete history");
         for (at, plan, status) in changes {
-            billing::record_tenant(&mut tx, tenant, *at, plan, *status, name)
+            tenant_history::record_tenant(&mut tx, tenant, *at, plan, *status, name)
                 .await
                 .expect("record");
         }

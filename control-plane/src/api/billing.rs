@@ -9,7 +9,7 @@ use super::export;
 use super::extract::{ApiJson, ApiPath, ApiQuery, MAX_PAGE, Paging};
 use crate::billing::Period;
 use crate::db;
-use crate::db::billing::Outcome;
+use crate::db::billing::{Finish, Outcome};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,7 @@ fn period(s: &str) -> ApiResult<Period> {
 }
 
 fn now_ms() -> i64 {
-    db::billing::history_now()
+    db::tenant_history::history_now()
 }
 
 /// A finalized invoice bills its whole month, so it waits until the month is over.
@@ -43,8 +43,8 @@ fn require_ended(p: Period) -> ApiResult<()> {
 
 /// One tenant's invoice; a database error (a deadlock PostgreSQL broke, a lost connection)
 /// skips the tenant with the reason instead of ending the whole run.
-async fn generate_one(st: &AppState, tenant_id: &str, p: Period, finalize: bool) -> Outcome {
-    match db::billing::generate(&st.db, tenant_id, p, finalize).await {
+async fn generate_one(st: &AppState, tenant_id: &str, p: Period, finish: Finish) -> Outcome {
+    match db::billing::generate(&st.db, tenant_id, p, finish).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(tenant = %tenant_id, period = %p, "billing failed: {e}");
@@ -72,9 +72,12 @@ pub async fn run(
             "The period {p} has not begun; bill a month that has."
         )));
     }
-    if req.finalize {
+    let finish = if req.finalize {
         require_ended(p)?;
-    }
+        Finish::Finalize
+    } else {
+        Finish::Draft
+    };
     let tenants = {
         let mut c = st.db.conn().await?;
         db::billing::tenants_before(&mut c, p.end_ms()).await?
@@ -90,7 +93,7 @@ pub async fn run(
         skipped: Vec::new(),
     };
     for tenant_id in tenants {
-        match generate_one(&st, &tenant_id, p, req.finalize).await {
+        match generate_one(&st, &tenant_id, p, finish).await {
             Outcome::Created(id) => {
                 out.created += 1;
                 out.invoice_ids.push(id);
@@ -284,7 +287,7 @@ pub async fn finalize(
     let inv = readable(&st, &Caller::Admin, &id).await?;
     let p = period(&inv.period)?;
     require_ended(p)?;
-    match generate_one(&st, &inv.tenant_id, p, true).await {
+    match generate_one(&st, &inv.tenant_id, p, Finish::Finalize).await {
         Outcome::Skipped(reason) => {
             return Err(ApiError::Unprocessable(format!(
                 "Invoice {id:?} cannot be finalized: {reason}."

@@ -53,7 +53,7 @@ pub async fn create(
     };
     validate::plan(&plan)?;
     let mut conn = st.db.conn().await?;
-    match db::plans::upsert(&mut conn, &plan, true).await {
+    match db::plans::insert(&mut conn, &plan).await {
         Ok(p) => Ok((StatusCode::CREATED, Json(p))),
         Err(e) if is_unique_violation(&e) => Err(taken(&plan.name)),
         Err(e) => Err(e.into()),
@@ -138,7 +138,7 @@ pub async fn update(
             .unwrap_or(t.included_listener_hours);
     }
     validate::plan(&plan)?;
-    let saved = match db::plans::upsert(&mut tx, &plan, false).await {
+    let saved = match db::plans::update(&mut tx, &plan).await {
         Ok(p) => p,
         Err(e) if is_unique_violation(&e) => return Err(taken(&plan.name)),
         Err(e) => return Err(e.into()),

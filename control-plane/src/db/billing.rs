@@ -1,5 +1,6 @@
-//! Billing storage: tenant history, usage by day for a tenant, invoices and their lines, and
-//! the generation of one tenant's invoice (`generate`) from them with `crate::billing`.
+//! Billing storage: usage by day for a tenant, invoices and their lines, and the generation of
+//! one tenant's invoice (`generate`) from them and the tenant history (`super::tenant_history`)
+//! with `crate::billing`.
 //!
 //! Invariants: one invoice per (tenant, period), enforced by a UNIQUE key; a finalized invoice
 //! is never written again (every write is conditioned on `status = 'draft'`); a usage row is
@@ -7,7 +8,7 @@
 //! finalization, and the lines are computed from the marked rows only, so a row is billed once;
 //! one billing transaction per tenant at a time (a lock on its history rows).
 
-use super::{Conn, now, now_ms, paginate, rfc3339};
+use super::{Conn, now, paginate, rfc3339};
 use crate::billing::{self, Change, DayUsage, Line, Period, Status};
 use onda_shared::api::{Invoice, InvoiceLine, InvoiceStatus, Page, Plan};
 use sqlx::Row as _;
@@ -20,49 +21,6 @@ fn u(v: i64) -> u64 {
 
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Records that from `at_ms` (or just after the latest change, if that is later) the tenant
-/// (called `name`) is on `plan_id` with `status`, unless that is already its latest plan and
-/// status.
-pub async fn record_tenant(
-    conn: &mut Conn,
-    tenant_id: &str,
-    at_ms: i64,
-    plan_id: &str,
-    status: Status,
-    name: &str,
-) -> Result<(), sqlx::Error> {
-    let latest = sqlx::query(
-        "SELECT at_ms, plan_id, status FROM tenant_history WHERE tenant_id = $1 \
-         ORDER BY at_ms DESC LIMIT 1",
-    )
-    .bind(tenant_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let mut at_ms = at_ms;
-    if let Some(row) = latest {
-        let (p, s): (String, String) = (row.try_get("plan_id")?, row.try_get("status")?);
-        if p == plan_id && s == status.as_str() {
-            return Ok(());
-        }
-        // Changes stay in the order they were made even if this replica's clock is behind the
-        // one that wrote the latest (the caller holds the tenant's lock).
-        at_ms = at_ms.max(row.try_get::<i64, _>("at_ms")? + 1);
-    }
-    sqlx::query(
-        "INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, at_ms) DO UPDATE SET \
-         plan_id = excluded.plan_id, status = excluded.status, name = excluded.name",
-    )
-    .bind(tenant_id)
-    .bind(at_ms)
-    .bind(plan_id)
-    .bind(status.as_str())
-    .bind(name)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The tenant's name: its current one, or the last its history kept once it is deleted.
@@ -368,16 +326,25 @@ pub enum Outcome {
     Skipped(String),
 }
 
+/// What a billing run leaves an invoice as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A draft, recomputed by every run until it is finalized.
+    Draft,
+    /// Finalized: never written again.
+    Finalize,
+}
+
 /// Creates or recomputes the tenant's invoice for `period`, and finalizes it when asked, in a
 /// transaction of its own: committed when it wrote something, rolled back otherwise.
 pub async fn generate(
     db: &super::Db,
     tenant_id: &str,
     period: Period,
-    finalize: bool,
+    finish: Finish,
 ) -> Result<Outcome, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let outcome = generate_in(&mut tx, tenant_id, period, finalize).await?;
+    let outcome = generate_in(&mut tx, tenant_id, period, finish).await?;
     match outcome {
         Outcome::Created(_) | Outcome::Updated(_) | Outcome::Finalized { .. } => {
             tx.commit().await?
@@ -391,8 +358,9 @@ async fn generate_in(
     conn: &mut Conn,
     tenant_id: &str,
     period: Period,
-    finalize: bool,
+    finish: Finish,
 ) -> Result<Outcome, sqlx::Error> {
+    let finalize = finish == Finish::Finalize;
     // One billing transaction per tenant at a time: two finalizations of different months
     // would otherwise mark the same late rows and deadlock, or read each other's marks between
     // two statements (PostgreSQL reads committed rows statement by statement).
@@ -667,9 +635,4 @@ pub async fn list(
         items.push(from_row(conn, r).await?);
     }
     Ok(paginate(items, limit, |inv| &inv.id))
-}
-
-/// The current time in unix milliseconds as the history's clock.
-pub fn history_now() -> i64 {
-    i64::try_from(now_ms()).unwrap_or(i64::MAX)
 }

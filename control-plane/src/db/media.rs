@@ -1,5 +1,5 @@
 //! Media files: a station's references to content-addressed blobs, with their tags. The blobs
-//! themselves are the media store's (`crate::media`); these queries say which hashes are still
+//! themselves are the media store's (the `media` module); these queries say which hashes are still
 //! referenced and how many bytes a tenant holds (its files plus their renditions' estimate).
 
 use super::{Conn, now, paginate, rfc3339};

@@ -14,6 +14,7 @@ pub mod plans;
 pub mod playlists;
 pub mod stations;
 pub mod streamers;
+pub mod tenant_history;
 pub mod tenants;
 pub mod usage;
 

@@ -92,26 +92,34 @@ pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Plan
     Ok(paginate(plans, limit, |p| &p.id))
 }
 
-/// Inserts or replaces all fields of `plan` (its id decides which).
-pub async fn upsert(conn: &mut Conn, plan: &Plan, insert: bool) -> Result<Plan, sqlx::Error> {
-    let ts = now();
-    let sql = if insert {
-        "INSERT INTO plans (name, description, max_stations, max_mounts_per_station, \
+/// Inserts `plan` (a new id).
+pub async fn insert(conn: &mut Conn, plan: &Plan) -> Result<Plan, sqlx::Error> {
+    save(conn, plan, INSERT).await
+}
+
+/// Replaces all fields of the plan with `plan`'s id.
+pub async fn update(conn: &mut Conn, plan: &Plan) -> Result<Plan, sqlx::Error> {
+    save(conn, plan, UPDATE).await
+}
+
+/// Both statements bind the same parameters, in the same order.
+const INSERT: &str = "INSERT INTO plans (name, description, max_stations, max_mounts_per_station, \
          allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, \
          max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
          currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
          included_gb, included_listener_hours, updated_at, id, live_renditions, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $20)"
-    } else {
-        "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
+         $19, $20, $21, $22, $20)";
+const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
          feature_autodj = $10, feature_scheduling = $11, feature_hls = $12, \
          feature_live_video = $13, currency = $14, monthly_micros = $15, \
          overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, included_gb = $18, \
-         included_listener_hours = $19, updated_at = $20, live_renditions = $22 WHERE id = $21"
-    };
+         included_listener_hours = $19, updated_at = $20, live_renditions = $22 WHERE id = $21";
+
+async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, sqlx::Error> {
+    let ts = now();
     let l = &plan.limits;
     let f = &plan.features;
     let p = &plan.prices;

@@ -1,6 +1,6 @@
 //! Tenants: the hosting company's customers.
 
-use super::{Conn, billing, now, paginate, rfc3339};
+use super::{Conn, now, paginate, rfc3339, tenant_history};
 use crate::billing::Status;
 use onda_shared::api::{Page, Tenant, TenantStatus};
 use sqlx::Row as _;
@@ -95,10 +95,10 @@ async fn record(conn: &mut Conn, t: &Tenant) -> Result<(), sqlx::Error> {
         TenantStatus::Active => Status::Active,
         TenantStatus::Suspended => Status::Suspended,
     };
-    billing::record_tenant(
+    tenant_history::record_tenant(
         conn,
         &t.id,
-        billing::history_now(),
+        tenant_history::history_now(),
         &t.plan_id,
         status,
         &t.name,
@@ -110,8 +110,8 @@ async fn record(conn: &mut Conn, t: &Tenant) -> Result<(), sqlx::Error> {
 /// Its history stays (ending in `deleted`) so its last month is still billed.
 pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
     if let Some(t) = get(conn, id).await? {
-        let now = billing::history_now();
-        billing::record_tenant(conn, id, now, &t.plan_id, Status::Deleted, &t.name).await?;
+        let now = tenant_history::history_now();
+        tenant_history::record_tenant(conn, id, now, &t.plan_id, Status::Deleted, &t.name).await?;
     }
     sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1")
         .bind(id)
