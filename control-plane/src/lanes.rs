@@ -50,9 +50,14 @@ async fn feed_connection(stream: &TcpStream) -> bool {
             Ok(Ok(n)) if n > 0 => n,
             _ => return false,
         };
-        let seen = &buf[..n];
-        if let Some(end) = seen.windows(2).position(|w| w == b"\r\n") {
-            return is_feed(&seen[..end]);
+        // Empty lines before a request are allowed (RFC 9112, 2.2), and so is a bare LF.
+        let start = buf[..n]
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(n);
+        let seen = &buf[start..n];
+        if let Some(end) = seen.iter().position(|&b| b == b'\n') {
+            return is_feed(seen[..end].strip_suffix(b"\r").unwrap_or(&seen[..end]));
         }
         if n == PEEK || tokio::time::Instant::now() >= deadline {
             return false;
@@ -148,18 +153,44 @@ pub async fn serve(
     let (main_tx, main_rx) = mpsc::channel(QUEUE);
     let (feeds_tx, feeds_rx) = mpsc::channel(QUEUE);
     let stop = CancellationToken::new();
+    // However this future ends (even dropped), the accept loop and the feed lane end with it.
+    let _stop_on_drop = stop.clone().drop_guard();
     let accepting = tokio::spawn(accept_loop(listener, main_tx, feeds_tx, stop.clone()));
 
-    let feeds_app = app.clone();
+    // A connection of the feed lane serves one feed: any other answer closes it, so a client
+    // that goes on to other requests makes a new connection (and lands in the main lane).
+    let feeds_app = app.clone().layer(axum::middleware::map_response(
+        |mut resp: axum::response::Response| async move {
+            let streaming = resp
+                .headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+            if !streaming {
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        },
+    ));
     let feeds_stop = stop.clone();
     let (feeds_done_tx, feeds_done) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     std::thread::Builder::new()
         .name("onda-feeds".to_string())
         .spawn(move || {
             lower_priority();
+            // Built and dropped on this thread: a runtime may not be dropped inside another.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = feeds_done_tx.send(Err(e));
+                    return;
+                }
+            };
             let served = rt.block_on(async move {
                 let lane = Lane {
                     rx: feeds_rx,
@@ -199,6 +230,7 @@ mod tests {
 
     #[test]
     fn only_feed_requests_take_the_feed_lane() {
+        assert!(is_feed(b"GET /api/nowplaying/x/events HTTP/1.1"));
         assert!(is_feed(b"GET /api/nowplaying/jazz/events HTTP/1.1"));
         assert!(is_feed(b"GET /api/nowplaying/jazz/events?x=1 HTTP/1.1"));
         assert!(!is_feed(b"GET /api/nowplaying/jazz HTTP/1.1"));

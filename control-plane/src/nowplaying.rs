@@ -160,8 +160,10 @@ struct Entry {
     current: Mutex<Option<Arc<Snapshot>>>,
     /// The feeds, spread over channels of at most [`PER_SHARD`] (see [`Entry::publish`]).
     shards: Mutex<Vec<Arc<Shard>>>,
-    /// Bumped by every publish, so an older wave stops when a newer snapshot is on its way.
+    /// Bumped by every publish, so the fan-out knows when its pass is out of date.
     generation: std::sync::atomic::AtomicU64,
+    /// A fan-out task is running for this station (see [`Entry::publish`]).
+    fanning: AtomicBool,
     /// One build at a time per station.
     building: tokio::sync::Mutex<()>,
     last_read: Mutex<Instant>,
@@ -205,30 +207,56 @@ impl Entry {
         rx
     }
 
-    /// Makes `snap` the station's answer and sends it to the feeds, shard after shard, pausing
-    /// after every [`WAVE`] feeds woken.
+    /// Makes `snap` the station's answer and has it sent to the feeds. One fan-out runs per
+    /// station at a time: it goes shard after shard, pausing after every [`WAVE`] feeds woken,
+    /// and sends each shard the newest snapshot there is when it gets there; when a snapshot
+    /// newer than the one its pass began with arrived meanwhile, it makes another pass. So
+    /// snapshots published faster than a pass takes never starve the last shards, and a shard
+    /// never goes back to an older snapshot.
     fn publish(self: &Arc<Self>, snap: Arc<Snapshot>) {
         *self
             .current
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snap.clone());
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snap);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.fanning.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let entry = self.clone();
         tokio::spawn(async move {
-            let mut woken = 0;
-            for shard in entry.shards() {
-                if entry.generation.load(Ordering::Relaxed) != generation {
-                    return;
+            loop {
+                let began = entry.generation.load(Ordering::SeqCst);
+                let mut woken = 0;
+                for shard in entry.shards() {
+                    let Some(latest) = entry.current() else {
+                        break;
+                    };
+                    let sent = shard.send_if_modified(|v| {
+                        if v.as_ref().is_some_and(|v| Arc::ptr_eq(v, &latest)) {
+                            return false;
+                        }
+                        *v = Some(latest.clone());
+                        true
+                    });
+                    if !sent {
+                        continue;
+                    }
+                    woken += shard.receiver_count();
+                    if woken >= WAVE {
+                        woken = 0;
+                        tokio::time::sleep(WAVE_PAUSE).await;
+                    }
                 }
-                let feeds = shard.receiver_count();
-                if feeds == 0 {
+                if entry.generation.load(Ordering::SeqCst) != began {
                     continue;
                 }
-                shard.send_replace(Some(snap.clone()));
-                woken += feeds;
-                if woken >= WAVE {
-                    woken = 0;
-                    tokio::time::sleep(WAVE_PAUSE).await;
+                entry.fanning.store(false, Ordering::SeqCst);
+                // A publish between the check and the store saw `fanning` still set and left
+                // the fan-out to this task: take it back unless another task already did.
+                if entry.generation.load(Ordering::SeqCst) == began
+                    || entry.fanning.swap(true, Ordering::SeqCst)
+                {
+                    return;
                 }
             }
         });
@@ -323,6 +351,10 @@ pub struct Hub {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     closed: AtomicBool,
     stop: CancellationToken,
+    /// The runtime the hub started on: feeds are served on a runtime of their own (see
+    /// `crate::lanes`), but their database work and fan-out stay here, so no pooled database
+    /// connection is opened from (and tied to) the feeds' low-priority thread.
+    main: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Hub {
@@ -410,6 +442,7 @@ impl Hub {
             entries: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
+            main: tokio::runtime::Handle::current(),
         });
         tokio::spawn(hub.clone().run());
         Ok(hub)
@@ -417,7 +450,7 @@ impl Hub {
 
     /// Ends every feed (they would keep a graceful shutdown waiting) and the loop.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::SeqCst);
         self.stop.cancel();
         self.lock_entries().clear();
     }
@@ -487,6 +520,7 @@ impl Hub {
                     current: Mutex::new(None),
                     shards: Mutex::new(Vec::new()),
                     generation: std::sync::atomic::AtomicU64::new(0),
+                    fanning: AtomicBool::new(false),
                     building: tokio::sync::Mutex::new(()),
                     last_read: Mutex::new(Instant::now()),
                 })
@@ -532,8 +566,31 @@ impl Hub {
         self.ensure_built(&entry, inputs).await
     }
 
-    /// Opens a feed of the station for a client at `ip`, within the limits.
-    pub async fn subscribe(&self, key: &str, ip: Option<IpAddr>) -> Result<Subscription, HubError> {
+    /// Opens a feed of the station for a client at `ip`, within the limits. Runs on the hub's
+    /// own runtime whichever runtime calls it.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        key: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Subscription, HubError> {
+        let (hub, owned) = (self.clone(), key.to_string());
+        match self
+            .main
+            .spawn(async move { hub.subscribe_here(&owned, ip).await })
+            .await
+        {
+            Ok(sub) => sub,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is stopping.
+            Err(_) => Err(HubError::NoStation(key.to_string())),
+        }
+    }
+
+    async fn subscribe_here(
+        &self,
+        key: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Subscription, HubError> {
         let ticket = self.admission.admit(ip)?;
         let first = self.current(key).await?;
         let entry = self.entry(&first.inputs.station.id);
@@ -542,6 +599,11 @@ impl Hub {
         // before this feed did: the feed starts from it instead (a publish sets the current
         // snapshot before it sends).
         let first = entry.current().unwrap_or(first);
+        // Closed meanwhile: `close` may have cleared the entries before this one was put back,
+        // and a feed of it would never end.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(HubError::NoStation(key.to_string()));
+        }
         Ok(Subscription {
             first,
             updates,

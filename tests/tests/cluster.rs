@@ -496,32 +496,39 @@ async fn a_corrupt_placement_in_etcd_moves_nothing() {
     .await;
 
     let corrupt = br#"{"stations": "written by a version this one does not know"}"#;
-    coord
-        .put("/placement", corrupt, None)
-        .await
-        .expect("write the corrupt placement");
-    let corrupt_rounds = |text: &str| {
+    let series = |text: &str, name: &str| {
         text.lines()
-            .find_map(|l| {
-                l.strip_prefix("onda_cluster_store_corrupt_total{kind=\"placement\"} ")?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    wait_for("three rounds skipped", Duration::from_secs(20), || async {
-        let text = cp
-            .http
+    let metrics = || async {
+        cp.http
             .get(format!("{}/metrics", cp.api))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
-        (corrupt_rounds(&text) >= 3).then_some(())
+            .ok()
+    };
+    let failed = "onda_scheduler_runs_total{result=\"error\"}";
+    let before = series(&metrics().await.expect("metrics"), failed);
+    coord
+        .put("/placement", corrupt, None)
+        .await
+        .expect("write the corrupt placement");
+    // The leader's rounds (not the views', which read it too) fail, three of them.
+    let text = wait_for("three rounds skipped", Duration::from_secs(20), || async {
+        let text = metrics().await?;
+        (series(&text, failed) >= before + 3).then_some(text)
     })
     .await;
+    assert!(
+        series(
+            &text,
+            "onda_cluster_store_corrupt_total{kind=\"placement\"}"
+        ) >= 3
+    );
     cp.proc
         .wait_log_word(
             "value at /placement does not decode",

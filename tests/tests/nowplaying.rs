@@ -279,6 +279,11 @@ async fn feeds_are_capped_per_address_and_in_total() {
     }
     // A third feed from the same address; a fourth feed in all from a new one.
     let resp = a.get(&events).send().await.expect("refused feed");
+    // A refused feed's connection (in the feeds' own lane) is not kept for other requests.
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     assert_problem(resp, 429, "nowplaying.max_subscribers_per_ip").await;
     let resp = c.get(&events).send().await.expect("refused feed");
     assert_problem(resp, 503, "nowplaying.max_subscribers").await;

@@ -604,6 +604,8 @@ async fn store_usage(
     }
     let stored: anyhow::Result<bool> = async {
         let mut tx = cluster.db.begin().await?;
+        // Each report is vetted against what the node already reported: one at a time.
+        db::nodes::lock(&mut tx, node_id).await?;
         // What the node could not have metered is refused or cut down (see `usage_vet`); the
         // rest is stored, and the report acknowledged, so the node's spool drains.
         let vetted = vet_usage(cluster, &mut tx, node_id, report).await?;

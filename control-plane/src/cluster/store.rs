@@ -1,9 +1,12 @@
 //! The cluster's shared state in the coordinator, typed: the placement, each node's desired
 //! state and last observation, liveness, and what each station's origin reports playing. Every
-//! key format lives here, and every value is decoded here: one that does not decode is an
-//! error naming its key (counted in `onda_cluster_store_corrupt_total{kind}` and logged by the
-//! caller), never read as "nothing stored". The leader skips a round on such an error instead of
-//! placing every station again from an empty placement.
+//! key format lives here, and every value is decoded here: a placement, desired state or
+//! observation that does not decode is an error naming its key (counted in
+//! `onda_cluster_store_corrupt_total{kind}` and logged by the caller), never read as "nothing
+//! stored", and the leader skips its round instead of placing every station again from an empty
+//! placement (observations are rewritten by every heartbeat, so that heals within a second).
+//! A now-playing record that does not decode is counted, logged once and left out: it has no
+//! lease and would otherwise stop the cluster until someone deleted it, and it places nothing.
 
 use super::{Observed, keys};
 use crate::coordinator::{Coordinator, LeaseId};
@@ -35,6 +38,8 @@ const KINDS: [&str; 4] = ["placement", "desired", "observed", "now_playing"];
 pub struct Store {
     coord: Arc<dyn Coordinator>,
     corrupt: prometheus::IntCounterVec,
+    /// Now-playing keys already logged as corrupt (each is logged once).
+    skipped: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl Store {
@@ -43,7 +48,11 @@ impl Store {
         for kind in KINDS {
             corrupt.with_label_values(&[kind]);
         }
-        Store { coord, corrupt }
+        Store {
+            coord,
+            corrupt,
+            skipped: Arc::default(),
+        }
     }
 
     /// The coordinator itself, for leases, watches and the election.
@@ -169,9 +178,27 @@ impl Store {
         self.coord.delete(&alive_key(node)).await
     }
 
-    /// What each station's origin last reported playing, by station id.
-    pub async fn now_playing(&self) -> Result<BTreeMap<String, TrackPlaying>, StoreError> {
-        self.list(keys::NOW_PLAYING, "now_playing").await
+    /// What each station's origin last reported playing, by station id; records that do not
+    /// decode are left out (see the module's doc).
+    pub async fn now_playing(&self) -> anyhow::Result<BTreeMap<String, TrackPlaying>> {
+        let mut out = BTreeMap::new();
+        for (key, raw) in self.coord.list(keys::NOW_PLAYING).await? {
+            match self.decode(&key, "now_playing", &raw) {
+                Ok(track) => {
+                    out.insert(rest(&key, keys::NOW_PLAYING), track);
+                }
+                Err(e) => {
+                    let mut skipped = self
+                        .skipped
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if skipped.insert(key.clone()) {
+                        tracing::warn!("{e}; left out until it is rewritten or deleted");
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn put_now_playing(&self, track: &TrackPlaying) -> anyhow::Result<()> {
@@ -240,6 +267,27 @@ mod tests {
                 + s.corrupt.with_label_values(&["desired"]).get(),
             2
         );
+        // A now-playing record that does not decode is left out, not an error.
+        let track = TrackPlaying {
+            station_id: "s1".into(),
+            started_at_ms: 1,
+            title: "A - B".into(),
+            artist: "A".into(),
+            track_title: "B".into(),
+            media_sha256: None,
+            duration_ms: None,
+            live: false,
+            streamer: String::new(),
+            next_title: None,
+        };
+        s.put_now_playing(&track).await.unwrap();
+        s.coordinator()
+            .put(&format!("{}s2", keys::NOW_PLAYING), b"[]", None)
+            .await
+            .unwrap();
+        let np = s.now_playing().await.unwrap();
+        assert_eq!(np.keys().collect::<Vec<_>>(), ["s1"]);
+        assert_eq!(s.corrupt.with_label_values(&["now_playing"]).get(), 1);
         // Values that decode come back as written.
         assert_eq!(
             s.desired("n1").await.unwrap(),

@@ -4,8 +4,9 @@
 //! end by now (give or take [`CLOCK_SLACK_MS`]) and not longer ago than [`MAX_REPORT_AGE_MS`];
 //! each mount must belong to a station or live stream the node carried in the period and be one
 //! of its mounts; its peak is at most the station's listener limit (the node's capacity when the
-//! limit is unknown), and its listener time at most that peak over the period; its sessions
-//! at most one join per listener slot and second, its bytes at most what its listener time can
+//! limit is unknown), and its listener time at most that peak over the period (plus metering
+//! jitter, or for a live stream what joining viewers fetch ahead); its sessions at most one join
+//! per listener slot and second, its bytes at most what its listener time can
 //! carry at [`AUDIO_MAX_BYTES_PER_SEC`] (or [`STREAM_MAX_BYTES_PER_SEC`]) plus a burst per
 //! session. A node's periods of one station mount never count twice: the part of a period this
 //! node already reported for that mount (under another sequence number) is taken out, and the
@@ -30,6 +31,9 @@ pub const AUDIO_MAX_BYTES_PER_SEC: u64 = 1_000_000 / 8;
 
 /// The most a live viewer can be sent per second of media: 50 Mbit/s.
 pub const STREAM_MAX_BYTES_PER_SEC: u64 = 50_000_000 / 8;
+
+/// The jitter of an audio listener's metered time per report.
+pub const JITTER_MS: u64 = 1_000;
 
 /// The burst an audio listener gets on joining, at most: the edge's ceiling for
 /// `limits.burst_bytes`.
@@ -156,19 +160,22 @@ pub fn mounts(
         kept.sessions = scale(m.sessions, fresh, len);
         kept.bytes_sent = scale(m.bytes_sent, fresh, len);
         kept.peak_listeners = m.peak_listeners.min(s.max_listeners);
-        // The edge measures listener time on its own clock between takes: a second of jitter
-        // per listener is allowed.
-        let per_listener = if s.stream {
-            fresh.saturating_add(STREAM_FETCH_AHEAD_MS)
+        // Every allowance grows with the period, none is granted per report: cutting a stretch
+        // into many short reports gains nothing. At most one join per listener slot and second.
+        kept.sessions = kept.sessions.min(scale(kept.peak_listeners, fresh, 1_000));
+        let most = if s.stream {
+            // Each joining viewer may fetch ahead of the clock.
+            fresh
+                .saturating_mul(kept.peak_listeners)
+                .saturating_add(kept.sessions.saturating_mul(STREAM_FETCH_AHEAD_MS))
         } else {
-            fresh.saturating_add(1_000)
+            // The edge measures listener time on its own clock between takes: up to a second of
+            // jitter per listener (a tenth of a period shorter than 10 s).
+            fresh
+                .saturating_add(JITTER_MS.min(fresh / 10))
+                .saturating_mul(kept.peak_listeners)
         };
-        kept.listener_ms = kept
-            .listener_ms
-            .min(per_listener.saturating_mul(kept.peak_listeners));
-        kept.sessions = kept
-            .sessions
-            .min(kept.peak_listeners.saturating_mul(1 + fresh / 1_000));
+        kept.listener_ms = kept.listener_ms.min(most);
         let (rate, burst) = if s.stream {
             (STREAM_MAX_BYTES_PER_SEC, 0)
         } else {
@@ -266,7 +273,7 @@ mod tests {
             &Reported::new(),
         );
         assert_eq!(v.kept[0], joining);
-        assert_eq!(v.kept[1].listener_ms, 2 * (1_000 + STREAM_FETCH_AHEAD_MS));
+        assert_eq!(v.kept[1].listener_ms, 2 * 1_000 + STREAM_FETCH_AHEAD_MS);
         assert_eq!(v.clamped.len(), 1);
     }
 
@@ -419,6 +426,15 @@ mod tests {
         assert_eq!(v.refused.len(), 1);
         let v = mounts(&instant, (NOW, NOW), &carried, &subjects, &stored);
         assert_eq!(v.kept.len(), 1);
+        // An instant carries no listener time, sessions or bytes.
+        assert_eq!(
+            (
+                v.kept[0].listener_ms,
+                v.kept[0].sessions,
+                v.kept[0].bytes_sent
+            ),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -444,11 +460,35 @@ mod tests {
             &Reported::new(),
         );
         assert_eq!(v.kept[0], normal);
-        assert_eq!(v.kept[1].sessions, 2 * 11);
+        assert_eq!(v.kept[1].sessions, 2 * 10);
         assert_eq!(
             v.kept[1].bytes_sent,
-            20 * AUDIO_MAX_BYTES_PER_SEC + 22 * MAX_BURST_BYTES
+            20 * AUDIO_MAX_BYTES_PER_SEC + 20 * MAX_BURST_BYTES
         );
         assert_eq!(v.clamped.len(), 1);
+    }
+
+    #[test]
+    fn cutting_a_stretch_into_tiny_reports_gains_nothing() {
+        let (carried, subjects) = one_station();
+        let key = ("s1".to_string(), "/a.mp3".to_string());
+        let mut reported = Reported::new();
+        let mut total = 0;
+        // A second of 10 listeners as 1,000 reports of a millisecond, each claiming an hour.
+        for i in 0..1_000 {
+            let window = (NOW - 1_000 + i, NOW - 1_000 + i + 1);
+            let r = report(
+                window.0,
+                window.1,
+                vec![usage("s1", "/a.mp3", 3_600_000, 10)],
+            );
+            let v = mounts(&r, window, &carried, &subjects, &reported);
+            total += v.kept.iter().map(|m| m.listener_ms).sum::<u64>();
+            reported.entry(key.clone()).or_default().push(window);
+        }
+        assert!(
+            total <= 10 * 1_000,
+            "{total} listener ms from 1 s of 10 listeners"
+        );
     }
 }

@@ -175,3 +175,14 @@ pub async fn revoke(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
         .await?;
     Ok(get(conn, id).await?.is_some())
 }
+
+/// Takes the node's row lock for the rest of the transaction (PostgreSQL; SQLite transactions
+/// already hold the write lock), so one node's usage reports are vetted one after another even
+/// when they arrive on two connections at once.
+pub async fn lock(conn: &mut Conn, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE nodes SET name = name WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

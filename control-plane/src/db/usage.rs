@@ -79,14 +79,20 @@ pub async fn reported_during(
     to_ms: u64,
 ) -> Result<std::collections::BTreeMap<(String, String), Vec<(u64, u64)>>, sqlx::Error> {
     // `<=` and `>=` so a zero-length period at an instant a stored period holds is found too.
+    // Stored periods are at most MAX_USAGE_PERIOD_MS long, which bounds the range of their ends
+    // the index is read over.
     let rows = sqlx::query(
         "SELECT station_id, mount, period_start_ms, period_end_ms FROM usage_mounts \
-         WHERE node_id = $1 AND seq <> $2 AND period_end_ms >= $3 AND period_start_ms <= $4",
+         WHERE node_id = $1 AND period_end_ms >= $3 AND period_end_ms <= $5 \
+         AND period_start_ms <= $4 AND seq <> $2",
     )
     .bind(node_id)
     .bind(i(seq))
     .bind(i(from_ms))
     .bind(i(to_ms))
+    .bind(i(to_ms.saturating_add(
+        onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS,
+    )))
     .fetch_all(&mut *conn)
     .await?;
     let mut out: std::collections::BTreeMap<(String, String), Vec<(u64, u64)>> =
