@@ -25,7 +25,7 @@ const PEEK: usize = 512;
 /// (where hyper's own timeouts apply).
 const CLASSIFY_WITHIN: Duration = Duration::from_millis(500);
 /// Added to the feed thread's nice value.
-const FEED_NICE: i32 = 5;
+const FEED_NICE: i32 = 10;
 /// Sockets waiting for their lane.
 const QUEUE: usize = 1024;
 
