@@ -1,26 +1,35 @@
 //! Input rules and plan limits, as pure functions so they are tested without a server.
 
-use crate::api::error::ApiError;
 use onda_shared::api::{Mount, Plan, PlanLimits, PlanPrices};
 use std::collections::HashSet;
+
+/// Why an input or a plan limit refuses a request: the API answers 422 for a value, 403 (with
+/// the limit's name) for a plan limit and 400 for a malformed request.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Value(String),
+    #[error("{detail}")]
+    PlanLimit { limit: &'static str, detail: String },
+    #[error("{0}")]
+    Request(String),
+}
 
 pub const MAX_NAME: usize = 100;
 pub const MAX_TEXT: usize = 2000;
 
-pub fn name(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn name(field: &str, value: &str) -> Result<String, Invalid> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} must not be empty."
-        )));
+        return Err(Invalid::Value(format!("{field} must not be empty.")));
     }
     if v.chars().count() > MAX_NAME {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} is longer than {MAX_NAME} characters."
         )));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} must not contain control characters."
         )));
     }
@@ -35,24 +44,24 @@ pub fn is_id(value: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-pub fn text(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn text(field: &str, value: &str) -> Result<String, Invalid> {
     if value
         .chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
     {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} must not contain control characters."
         )));
     }
     if value.chars().count() > MAX_TEXT {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} is longer than {MAX_TEXT} characters."
         )));
     }
     Ok(value.trim().to_string())
 }
 
-pub fn email(value: &str) -> Result<String, ApiError> {
+pub fn email(value: &str) -> Result<String, Invalid> {
     let v = value.trim();
     if v.is_empty() {
         return Ok(String::new());
@@ -65,14 +74,14 @@ pub fn email(value: &str) -> Result<String, ApiError> {
     if ok {
         Ok(v.to_string())
     } else {
-        Err(ApiError::Unprocessable(format!(
+        Err(Invalid::Value(format!(
             "email {v:?} is not an e-mail address."
         )))
     }
 }
 
 /// Slugs appear in public URLs: 2–48 of a-z, 0-9 and '-', not starting or ending with '-'.
-pub fn slug(value: &str) -> Result<String, ApiError> {
+pub fn slug(value: &str) -> Result<String, Invalid> {
     let ok = (2..=48).contains(&value.len())
         && value
             .bytes()
@@ -82,7 +91,7 @@ pub fn slug(value: &str) -> Result<String, ApiError> {
     if ok {
         Ok(value.to_string())
     } else {
-        Err(ApiError::Unprocessable(format!(
+        Err(Invalid::Value(format!(
             "slug {value:?} must be 2 to 48 characters of a-z, 0-9 and '-', not starting or ending with '-'."
         )))
     }
@@ -90,28 +99,25 @@ pub fn slug(value: &str) -> Result<String, ApiError> {
 
 /// A station's slug: a [`slug`] that is not one of the path segments an edge node answers itself
 /// (the shared rule of [`onda_shared::paths`], which the edge checks too).
-pub fn station_slug(value: &str) -> Result<String, ApiError> {
+pub fn station_slug(value: &str) -> Result<String, Invalid> {
     let v = slug(value)?;
-    onda_shared::paths::check_station_slug(&v)
-        .map_err(|why| ApiError::Unprocessable(sentence(why)))?;
+    onda_shared::paths::check_station_slug(&v).map_err(|why| Invalid::Value(sentence(why)))?;
     Ok(v)
 }
 
 /// A live stream's slug: a [`slug`] that an edge takes as a stream name (`/hls/{slug}/…`).
-pub fn stream_slug(value: &str) -> Result<String, ApiError> {
+pub fn stream_slug(value: &str) -> Result<String, Invalid> {
     let v = slug(value)?;
-    onda_shared::paths::check_live_stream_name(&v)
-        .map_err(|why| ApiError::Unprocessable(sentence(why)))?;
+    onda_shared::paths::check_live_stream_name(&v).map_err(|why| Invalid::Value(sentence(why)))?;
     Ok(v)
 }
 
 /// Every path a station's mounts take on an edge (`/{slug}{mount}`) passes the edge's own check.
-pub fn edge_paths(slug: &str, mounts: &[Mount]) -> Result<(), ApiError> {
+pub fn edge_paths(slug: &str, mounts: &[Mount]) -> Result<(), Invalid> {
     for m in mounts {
         let path = format!("/{slug}{}", m.path);
-        onda_shared::paths::check_edge_path(&path).map_err(|why| {
-            ApiError::Unprocessable(sentence(format!("Mount {:?}: {why}", m.path)))
-        })?;
+        onda_shared::paths::check_edge_path(&path)
+            .map_err(|why| Invalid::Value(sentence(format!("Mount {:?}: {why}", m.path))))?;
     }
     Ok(())
 }
@@ -147,11 +153,11 @@ pub fn slug_from_name(name: &str) -> Option<String> {
     (out.len() >= 2).then_some(out)
 }
 
-pub fn currency(value: &str) -> Result<String, ApiError> {
+pub fn currency(value: &str) -> Result<String, Invalid> {
     if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(value.to_string())
     } else {
-        Err(ApiError::Unprocessable(format!(
+        Err(Invalid::Value(format!(
             "currency {value:?} must be a three-letter ISO 4217 code such as \"USD\"."
         )))
     }
@@ -162,7 +168,7 @@ pub const MAX_COUNT: u32 = 1_000_000;
 /// Upper bound for prices and storage (fits a signed 64-bit column).
 pub const MAX_BIG: u64 = i64::MAX as u64;
 
-pub fn plan(plan: &Plan) -> Result<(), ApiError> {
+pub fn plan(plan: &Plan) -> Result<(), Invalid> {
     let PlanLimits {
         max_stations,
         max_mounts_per_station,
@@ -174,7 +180,7 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         live_renditions,
     } = &plan.limits;
     if live_renditions.len() > onda_shared::api::MAX_LIVE_RENDITIONS {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "limits.live_renditions has {} rungs; at most {} are accepted.",
             live_renditions.len(),
             onda_shared::api::MAX_LIVE_RENDITIONS
@@ -182,19 +188,19 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
     }
     for (i, r) in live_renditions.iter().enumerate() {
         if !(144..=2160).contains(&r.height) || r.height % 2 != 0 {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "limits.live_renditions[{i}].height must be even, 144 to 2160, got {}.",
                 r.height
             )));
         }
         if !(100..=20_000).contains(&r.video_kbps) {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "limits.live_renditions[{i}].video_kbps must be 100 to 20000, got {}.",
                 r.video_kbps
             )));
         }
         if live_renditions[..i].iter().any(|o| o.height == r.height) {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "limits.live_renditions has height {} twice.",
                 r.height
             )));
@@ -210,18 +216,18 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         ("limits.max_live_streams", max_live_streams),
     ] {
         if *v > MAX_COUNT {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "{field} is {v}; at most {MAX_COUNT} is accepted."
             )));
         }
     }
     if !(8..=1024).contains(max_bitrate_kbps) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "limits.max_bitrate_kbps must be between 8 and 1024, got {max_bitrate_kbps}."
         )));
     }
     if allowed_formats.is_empty() {
-        return Err(ApiError::Unprocessable(
+        return Err(Invalid::Value(
             "limits.allowed_formats must name at least one format.".to_string(),
         ));
     }
@@ -242,7 +248,7 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         ("prices.included_listener_hours", included_listener_hours),
     ] {
         if *v > MAX_ALLOWANCE {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "{field} is {v}; at most {MAX_ALLOWANCE} is accepted."
             )));
         }
@@ -254,7 +260,7 @@ pub fn plan(plan: &Plan) -> Result<(), ApiError> {
         overage_per_listener_hour_micros,
     ] {
         if *v > MAX_BIG {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "{v} is larger than {MAX_BIG}, the largest amount accepted."
             )));
         }
@@ -279,15 +285,15 @@ pub fn station(
     mounts: &[Mount],
     max_listeners: u32,
     autodj_enabled: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Invalid> {
     let limits = &plan.limits;
     if mounts.is_empty() {
-        return Err(ApiError::Unprocessable(
+        return Err(Invalid::Value(
             "A station needs at least one mount.".to_string(),
         ));
     }
     if mounts.len() > limits.max_mounts_per_station as usize {
-        return Err(ApiError::PlanLimit {
+        return Err(Invalid::PlanLimit {
             limit: "max_mounts_per_station",
             detail: format!(
                 "Plan {:?} allows {} mount(s) per station; {} were given.",
@@ -300,19 +306,19 @@ pub fn station(
     let mut seen = HashSet::new();
     for m in mounts {
         if !mount_path(&m.path) {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "Mount path {:?} must be '/' followed by 1 to 63 letters, digits, '.', '_' or '-'.",
                 m.path
             )));
         }
         if !seen.insert(m.path.as_str()) {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "Mount path {:?} appears twice.",
                 m.path
             )));
         }
         if !limits.allowed_formats.contains(&m.format) {
-            return Err(ApiError::PlanLimit {
+            return Err(Invalid::PlanLimit {
                 limit: "allowed_formats",
                 detail: format!(
                     "Plan {:?} does not include {} mounts (allowed: {}).",
@@ -328,13 +334,13 @@ pub fn station(
             });
         }
         if m.bitrate_kbps < 8 {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "Mount {:?}: bitrate_kbps must be at least 8.",
                 m.path
             )));
         }
         if m.bitrate_kbps > limits.max_bitrate_kbps {
-            return Err(ApiError::PlanLimit {
+            return Err(Invalid::PlanLimit {
                 limit: "max_bitrate_kbps",
                 detail: format!(
                     "Plan {:?} allows mounts up to {} kbps; mount {:?} asks for {} kbps.",
@@ -344,7 +350,7 @@ pub fn station(
         }
     }
     if max_listeners > limits.max_listeners_per_station {
-        return Err(ApiError::PlanLimit {
+        return Err(Invalid::PlanLimit {
             limit: "max_listeners_per_station",
             detail: format!(
                 "Plan {:?} allows {} listeners per station; {} were asked for.",
@@ -353,7 +359,7 @@ pub fn station(
         });
     }
     if autodj_enabled && !plan.features.autodj {
-        return Err(ApiError::PlanLimit {
+        return Err(Invalid::PlanLimit {
             limit: "features.autodj",
             detail: format!("Plan {:?} does not include the AutoDJ.", plan.name),
         });
@@ -369,11 +375,11 @@ fn label_token(v: &str) -> bool {
 }
 
 /// A region name: empty (any), or up to 63 letters, digits, '.', '_', '-'.
-pub fn region(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn region(field: &str, value: &str) -> Result<String, Invalid> {
     if value.is_empty() || label_token(value) {
         Ok(value.to_string())
     } else {
-        Err(ApiError::Unprocessable(format!(
+        Err(Invalid::Value(format!(
             "{field} must be empty or up to 63 letters, digits, '.', '_' or '-'."
         )))
     }
@@ -383,16 +389,16 @@ pub fn region(field: &str, value: &str) -> Result<String, ApiError> {
 pub fn labels(
     field: &str,
     value: &std::collections::BTreeMap<String, String>,
-) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+) -> Result<std::collections::BTreeMap<String, String>, Invalid> {
     if value.len() > 16 {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} has {} labels; at most 16 are allowed.",
             value.len()
         )));
     }
     for (k, v) in value {
         if !label_token(k) || !label_token(v) {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Invalid::Value(format!(
                 "{field}: labels need keys and values of 1 to 63 letters, digits, '.', '_' or '-'."
             )));
         }
@@ -407,16 +413,16 @@ pub const MAX_TAG: usize = 500;
 
 /// An uploaded file's name (`?filename=`): its last path component (a browser or script may
 /// send a whole path), trimmed, 1 to 255 characters, no control characters.
-pub fn media_filename(value: Option<&str>) -> Result<String, ApiError> {
+pub fn media_filename(value: Option<&str>) -> Result<String, Invalid> {
     let raw = value.unwrap_or_default();
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
     if base.is_empty() || base == "." || base == ".." {
-        return Err(ApiError::BadRequest(
+        return Err(Invalid::Request(
             "Name the uploaded file in the query string, e.g. ?filename=song.mp3.".to_string(),
         ));
     }
     if base.chars().count() > MAX_FILENAME || base.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Invalid::Request(format!(
             "filename must be at most {MAX_FILENAME} characters without control characters."
         )));
     }
@@ -425,15 +431,15 @@ pub fn media_filename(value: Option<&str>) -> Result<String, ApiError> {
 
 /// An artist, title or album edited through the API: trimmed, at most 500 characters, no
 /// control characters; empty clears it.
-pub fn tag(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn tag(field: &str, value: &str) -> Result<String, Invalid> {
     if value.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} must not contain control characters."
         )));
     }
     let v = value.trim();
     if v.chars().count() > MAX_TAG {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(Invalid::Value(format!(
             "{field} is longer than {MAX_TAG} characters."
         )));
     }
@@ -505,9 +511,9 @@ mod tests {
         }
     }
 
-    fn limit_of(r: Result<(), ApiError>) -> &'static str {
+    fn limit_of(r: Result<(), Invalid>) -> &'static str {
         match r {
-            Err(ApiError::PlanLimit { limit, .. }) => limit,
+            Err(Invalid::PlanLimit { limit, .. }) => limit,
             other => panic!("expected a plan limit, got {other:?}"),
         }
     }
@@ -582,7 +588,7 @@ mod tests {
         // Reserved segments are whole segments: "administration-radio" is not "admin".
         assert!(station_slug("administration-radio").is_ok());
         for reserved in ["admin", "hls"] {
-            let Err(ApiError::Unprocessable(why)) = station_slug(reserved) else {
+            let Err(Invalid::Value(why)) = station_slug(reserved) else {
                 panic!("{reserved} is reserved");
             };
             assert!(why.contains("/admin") && why.ends_with('.'), "{why}");

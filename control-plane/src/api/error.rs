@@ -47,6 +47,17 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::validate::Invalid> for ApiError {
+    fn from(e: crate::validate::Invalid) -> Self {
+        use crate::validate::Invalid;
+        match e {
+            Invalid::Value(detail) => ApiError::Unprocessable(detail),
+            Invalid::PlanLimit { limit, detail } => ApiError::PlanLimit { limit, detail },
+            Invalid::Request(detail) => ApiError::BadRequest(detail),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {

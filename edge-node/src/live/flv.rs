@@ -57,6 +57,23 @@ impl AacConfig {
     }
 }
 
+/// Which of a stream's two tracks an FLV tag (or RTMP media message) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    Audio,
+    Video,
+}
+
+impl TagKind {
+    /// The FLV tag type.
+    pub fn flv_type(self) -> u8 {
+        match self {
+            TagKind::Audio => 8,
+            TagKind::Video => 9,
+        }
+    }
+}
+
 /// What one video tag body holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Video {

@@ -416,7 +416,7 @@ async fn feed_rendition(
         output.header().await?;
         loop {
             let tag = output.tag().await?;
-            if let Err(e) = claimed.0.media(conn, tag.video, tag.ms, &tag.body) {
+            if let Err(e) = claimed.0.media(conn, tag.kind, tag.ms, &tag.body) {
                 tracing::debug!(stream = %claimed.0.name, "rendition tag skipped: {e}");
             }
         }
@@ -542,16 +542,22 @@ impl LiveStream {
     }
 
     /// Feeds a tag of the publisher `conn` (anyone else's is ignored).
-    pub fn media(&self, conn: u64, video: bool, ms: u32, tag: &Bytes) -> Result<(), flv::FlvError> {
+    pub fn media(
+        &self,
+        conn: u64,
+        kind: flv::TagKind,
+        ms: u32,
+        tag: &Bytes,
+    ) -> Result<(), flv::FlvError> {
         self.counters.ingest_bytes.inc_by(tag.len() as u64);
         let mut st = lock(&self.state);
         if st.publisher != Some(conn) {
             return Ok(());
         }
         if let Some(t) = st.transcoder.as_mut() {
-            t.send(video, ms, tag);
+            t.send(kind, ms, tag);
         }
-        let cut = if video {
+        let cut = if kind == flv::TagKind::Video {
             st.segmenter.video(ms, tag)?
         } else {
             st.segmenter.audio(ms, tag)?

@@ -8,6 +8,7 @@
 //! into it is contained ([`contained`]), so such input ends only its own connection, and a
 //! claimed stream is held by a [`Publishing`] guard that releases it on every way out.
 
+use super::flv::TagKind;
 use super::{LiveStream, Refusal};
 use crate::server::Shared;
 use bytes::Bytes;
@@ -383,10 +384,12 @@ async fn on_event(
         ),
         ServerSessionEvent::VideoDataReceived {
             data, timestamp, ..
-        } => media(publishing, conn, true, timestamp.value, &data).map(|()| Step::default()),
+        } => media(publishing, conn, TagKind::Video, timestamp.value, &data)
+            .map(|()| Step::default()),
         ServerSessionEvent::AudioDataReceived {
             data, timestamp, ..
-        } => media(publishing, conn, false, timestamp.value, &data).map(|()| Step::default()),
+        } => media(publishing, conn, TagKind::Audio, timestamp.value, &data)
+            .map(|()| Step::default()),
         ServerSessionEvent::PublishStreamFinished { .. } => {
             // Dropping the guard releases the stream and tells on_publish_done.
             if let Some(g) = publishing.take() {
@@ -478,14 +481,14 @@ fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, st
 fn media(
     publishing: &Option<Publishing>,
     conn: u64,
-    video: bool,
+    kind: TagKind,
     ms: u32,
     data: &Bytes,
 ) -> Result<(), End> {
     let Some(Publishing { stream: s, .. }) = publishing else {
         return Ok(());
     };
-    match s.media(conn, video, ms, data) {
+    match s.media(conn, kind, ms, data) {
         Ok(()) => Ok(()),
         // A codec the HLS output cannot carry: the publisher must change its settings.
         Err(e @ (super::flv::FlvError::VideoCodec(_) | super::flv::FlvError::AudioCodec(_))) => {

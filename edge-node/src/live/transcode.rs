@@ -10,6 +10,7 @@
 //! The FLV written to ffmpeg and read back is done by hand: a 13-byte file header and an
 //! 11-byte header per tag around the bodies RTMP already carries, smaller than any crate for it.
 
+use super::flv::TagKind;
 use crate::config::RenditionConfig;
 use bytes::Bytes;
 use std::io::{BufRead as _, Write as _};
@@ -29,7 +30,7 @@ pub fn unusable_key() -> String {
 }
 
 struct Tag {
-    video: bool,
+    kind: TagKind,
     ms: u32,
     data: Bytes,
 }
@@ -52,9 +53,9 @@ fn flv_header() -> [u8; 13] {
     [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0]
 }
 
-fn flv_tag(out: &mut Vec<u8>, video: bool, ms: u32, data: &[u8]) {
+fn flv_tag(out: &mut Vec<u8>, kind: TagKind, ms: u32, data: &[u8]) {
     let len = data.len().min(0xff_ffff) as u32;
-    out.push(if video { 9 } else { 8 });
+    out.push(kind.flv_type());
     out.extend_from_slice(&len.to_be_bytes()[1..]);
     out.extend_from_slice(&ms.to_be_bytes()[1..]);
     out.push((ms >> 24) as u8);
@@ -65,7 +66,7 @@ fn flv_tag(out: &mut Vec<u8>, video: bool, ms: u32, data: &[u8]) {
 
 /// One FLV tag read back from ffmpeg: video (or audio), its timestamp and body.
 pub struct FlvTag {
-    pub video: bool,
+    pub kind: TagKind,
     pub ms: u32,
     pub body: Bytes,
 }
@@ -101,14 +102,14 @@ pub async fn read_tag(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::R
         match h[0] & 0x1f {
             8 => {
                 return Ok(FlvTag {
-                    video: false,
+                    kind: TagKind::Audio,
                     ms,
                     body: body.into(),
                 });
             }
             9 => {
                 return Ok(FlvTag {
-                    video: true,
+                    kind: TagKind::Video,
                     ms,
                     body: body.into(),
                 });
@@ -274,7 +275,7 @@ impl Transcoder {
                 let mut buf = Vec::with_capacity(64 * 1024);
                 while ok && let Ok(tag) = rx.recv() {
                     buf.clear();
-                    flv_tag(&mut buf, tag.video, tag.ms, &tag.data);
+                    flv_tag(&mut buf, tag.kind, tag.ms, &tag.data);
                     // Flushed per tag: ffmpeg should see each frame as soon as it came.
                     ok = stdin.write_all(&buf).and_then(|()| stdin.flush()).is_ok();
                 }
@@ -292,15 +293,16 @@ impl Transcoder {
 
     /// Passes one of the publisher's tags on; when ffmpeg falls behind by a whole queue the
     /// tag is dropped (and the renditions glitch) rather than slowing the source down.
-    pub fn send(&mut self, video: bool, ms: u32, data: &Bytes) {
+    pub fn send(&mut self, kind: TagKind, ms: u32, data: &Bytes) {
         let Some(tx) = &self.tx else { return };
+        let video = kind == TagKind::Video;
         // FLV video: frame type 1 (keyframe) in the high nibble; AVC sequence headers too.
         let keyframe = video && data.first().is_some_and(|b| b >> 4 == 1);
         if self.dropping && video && !keyframe {
             return;
         }
         let tag = Tag {
-            video,
+            kind,
             ms,
             data: data.clone(),
         };
@@ -359,7 +361,7 @@ mod tests {
     #[test]
     fn flv_tags_have_their_sizes_and_extended_timestamps() {
         let mut out = Vec::new();
-        flv_tag(&mut out, true, 0x0102_0304, &[0x17, 1, 2]);
+        flv_tag(&mut out, TagKind::Video, 0x0102_0304, &[0x17, 1, 2]);
         assert_eq!(
             out,
             [
@@ -390,14 +392,14 @@ mod tests {
         let mut file = flv_header().to_vec();
         // A script tag first, as ffmpeg writes onMetaData.
         file.extend_from_slice(&[18, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 13]);
-        flv_tag(&mut file, true, 0x0102_0304, &[0x17, 1, 2]);
-        flv_tag(&mut file, false, 40, &[0xaf, 1]);
+        flv_tag(&mut file, TagKind::Video, 0x0102_0304, &[0x17, 1, 2]);
+        flv_tag(&mut file, TagKind::Audio, 40, &[0xaf, 1]);
         let mut r = &file[..];
         read_header(&mut r).await.expect("header");
         let v = read_tag(&mut r).await.expect("video");
-        assert!(v.video && v.ms == 0x0102_0304 && v.body[..] == [0x17, 1, 2]);
+        assert!(v.kind == TagKind::Video && v.ms == 0x0102_0304 && v.body[..] == [0x17, 1, 2]);
         let a = read_tag(&mut r).await.expect("audio");
-        assert!(!a.video && a.ms == 40 && a.body[..] == [0xaf, 1]);
+        assert!(a.kind == TagKind::Audio && a.ms == 40 && a.body[..] == [0xaf, 1]);
         assert!(read_tag(&mut r).await.is_err(), "the end");
     }
 
@@ -411,7 +413,7 @@ mod tests {
             .open(dir.path().join("0.flv"))
             .expect("writer");
         let mut file = flv_header().to_vec();
-        flv_tag(&mut file, true, 7, &[0x17, 1]);
+        flv_tag(&mut file, TagKind::Video, 7, &[0x17, 1]);
         w.write_all(&file).expect("write");
         out.header().await.expect("header");
         drop(w);
