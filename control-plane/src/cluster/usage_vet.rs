@@ -32,6 +32,10 @@ pub const AUDIO_MAX_BYTES_PER_SEC: u64 = 1_000_000 / 8;
 /// The most a live viewer can be sent per second of media: 50 Mbit/s.
 pub const STREAM_MAX_BYTES_PER_SEC: u64 = 50_000_000 / 8;
 
+/// How many times a report's period a joining listener may be sent ahead (an HLS viewer's
+/// first segments, an audio listener's burst), at most.
+pub const AHEAD: u64 = 30;
+
 /// The jitter of an audio listener's metered time per report.
 pub const JITTER_MS: u64 = 1_000;
 
@@ -160,31 +164,44 @@ pub fn mounts(
         kept.sessions = scale(m.sessions, fresh, len);
         kept.bytes_sent = scale(m.bytes_sent, fresh, len);
         kept.peak_listeners = m.peak_listeners.min(s.max_listeners);
-        // Every allowance grows with the period, none is granted per report: cutting a stretch
-        // into many short reports gains nothing. At most one join per listener slot and second.
-        kept.sessions = kept.sessions.min(scale(kept.peak_listeners, fresh, 1_000));
+        // At most one join per listener slot and second, and the slots' own joins.
+        kept.sessions = kept
+            .sessions
+            .min(kept.peak_listeners.saturating_mul(1 + fresh / 1_000));
+        // What a listener may be sent beyond the period's length grows with the period, so
+        // cutting a stretch into many short reports gains little: a viewer's fetch ahead and a
+        // joining listener's burst are capped at AHEAD times the period.
+        let ahead = fresh.saturating_mul(AHEAD);
+        // Listener time is metered on the edge's clock between takes: up to a second of jitter
+        // per listener (a tenth of a period shorter than 10 s).
+        let metered = fresh
+            .saturating_add(JITTER_MS.min(fresh / 10))
+            .saturating_mul(kept.peak_listeners);
         let most = if s.stream {
-            // Each joining viewer may fetch ahead of the clock.
-            fresh
-                .saturating_mul(kept.peak_listeners)
-                .saturating_add(kept.sessions.saturating_mul(STREAM_FETCH_AHEAD_MS))
+            // A viewer's time is the media time of the segments it fetched: a player fetches a
+            // whole segment at once, and a joining one several.
+            metered.saturating_add(
+                kept.peak_listeners
+                    .saturating_mul(STREAM_FETCH_AHEAD_MS.min(ahead)),
+            )
         } else {
-            // The edge measures listener time on its own clock between takes: up to a second of
-            // jitter per listener (a tenth of a period shorter than 10 s).
-            fresh
-                .saturating_add(JITTER_MS.min(fresh / 10))
-                .saturating_mul(kept.peak_listeners)
+            metered
         };
         kept.listener_ms = kept.listener_ms.min(most);
         let (rate, burst) = if s.stream {
             (STREAM_MAX_BYTES_PER_SEC, 0)
         } else {
-            (AUDIO_MAX_BYTES_PER_SEC, MAX_BURST_BYTES)
+            (
+                AUDIO_MAX_BYTES_PER_SEC,
+                MAX_BURST_BYTES.min(scale(ahead, AUDIO_MAX_BYTES_PER_SEC, 1_000)),
+            )
         };
-        kept.bytes_sent = kept.bytes_sent.min(
-            scale(kept.listener_ms, rate, 1_000)
-                .saturating_add(kept.sessions.saturating_mul(burst)),
-        );
+        // Bytes by what the listeners could have been sent over the period (not by the listener
+        // time reported: an HLS viewer's playlists and first segments come before its media
+        // time does).
+        kept.bytes_sent = kept
+            .bytes_sent
+            .min(scale(most, rate, 1_000).saturating_add(kept.sessions.saturating_mul(burst)));
         if kept != *m {
             out.clamped.push((
                 m.clone(),
@@ -264,7 +281,16 @@ mod tests {
         // Two viewers joining in a 1 s report fetch 4 s of segments each (seen in a real run).
         let joining = usage("l1", STREAM_MOUNT, 8_000, 2);
         let inflated = usage("l1", STREAM_MOUNT, 360_000_000_000, 2);
-        let r = report(NOW - 1_000, NOW, vec![joining.clone(), inflated]);
+        // A viewer that fetched playlists but no media yet (seen in a real run).
+        let playlists = MountUsage {
+            bytes_sent: 40_000,
+            ..usage("l1", STREAM_MOUNT, 0, 1)
+        };
+        let r = report(
+            NOW - 1_000,
+            NOW,
+            vec![joining.clone(), inflated, playlists.clone()],
+        );
         let v = mounts(
             &r,
             (NOW - 1_000, NOW),
@@ -273,7 +299,9 @@ mod tests {
             &Reported::new(),
         );
         assert_eq!(v.kept[0], joining);
-        assert_eq!(v.kept[1].listener_ms, 2 * 1_000 + STREAM_FETCH_AHEAD_MS);
+        // Two viewers over the second, each fetching up to 30 s ahead.
+        assert_eq!(v.kept[1].listener_ms, 2 * (1_100 + AHEAD * 1_000));
+        assert_eq!(v.kept[2], playlists);
         assert_eq!(v.clamped.len(), 1);
     }
 
@@ -426,15 +454,8 @@ mod tests {
         assert_eq!(v.refused.len(), 1);
         let v = mounts(&instant, (NOW, NOW), &carried, &subjects, &stored);
         assert_eq!(v.kept.len(), 1);
-        // An instant carries no listener time, sessions or bytes.
-        assert_eq!(
-            (
-                v.kept[0].listener_ms,
-                v.kept[0].sessions,
-                v.kept[0].bytes_sent
-            ),
-            (0, 0, 0)
-        );
+        // An instant carries no listener time and no bytes.
+        assert_eq!((v.kept[0].listener_ms, v.kept[0].bytes_sent), (0, 0));
     }
 
     #[test]
@@ -460,10 +481,10 @@ mod tests {
             &Reported::new(),
         );
         assert_eq!(v.kept[0], normal);
-        assert_eq!(v.kept[1].sessions, 2 * 10);
+        assert_eq!(v.kept[1].sessions, 2 * 11);
         assert_eq!(
             v.kept[1].bytes_sent,
-            20 * AUDIO_MAX_BYTES_PER_SEC + 20 * MAX_BURST_BYTES
+            22 * AUDIO_MAX_BYTES_PER_SEC + 22 * MAX_BURST_BYTES
         );
         assert_eq!(v.clamped.len(), 1);
     }
