@@ -98,7 +98,58 @@ impl std::ops::Deref for LocalControlPlane {
     }
 }
 
+/// A tone for [`ControlPlane::upload_rotation`]: file name (its extension picks the format),
+/// frequency in Hz, seconds, artist, title.
+pub type Tone<'a> = (&'a str, u32, u32, &'a str, &'a str);
+
 impl ControlPlane {
+    /// Makes each tone with ffmpeg in `dir`, uploads it to the station (201 each) and puts them,
+    /// in order, in one sequential rotation playlist named `playlist`; returns the media files
+    /// as the API answered them.
+    pub async fn upload_rotation(
+        &self,
+        key: &str,
+        station_id: &str,
+        dir: &Path,
+        playlist: &str,
+        tones: &[Tone<'_>],
+    ) -> Vec<Value> {
+        let mut files = Vec::new();
+        for &(file, freq, secs, artist, title) in tones {
+            let path = crate::edge::make_track(dir, file, freq, secs, artist, title).await;
+            let resp = self
+                .http
+                .post(format!(
+                    "{}/v1/stations/{station_id}/media?filename={file}",
+                    self.api
+                ))
+                .bearer_auth(key)
+                .body(std::fs::read(&path).expect("read"))
+                .send()
+                .await
+                .expect("upload");
+            assert_eq!(resp.status().as_u16(), 201, "{file}");
+            files.push(resp.json::<Value>().await.expect("json"));
+        }
+        let ids: Vec<&str> = files
+            .iter()
+            .map(|m| m["id"].as_str().expect("media id"))
+            .collect();
+        let (s, pl) = self
+            .tenant_call(
+                key,
+                reqwest::Method::POST,
+                &format!("/v1/stations/{station_id}/playlists"),
+                Some(
+                    json!({"name": playlist, "kind": "rotation", "order": "sequential",
+                            "media_ids": ids}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 201, "{pl}");
+        files
+    }
+
     pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
         Self::start_with_env(o, &[]).await
     }

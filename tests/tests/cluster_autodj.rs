@@ -3,34 +3,13 @@
 //! public JSON and its push feed, and a live DJ with an account taking over and leaving.
 
 use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
-use onda_tests::edge::{RawListener, ffmpeg_source, make_track};
+use onda_tests::edge::{RawListener, ffmpeg_source};
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const ADMIN: &str = "admin-token-for-autodj-tests";
-
-async fn upload(cp: &ControlPlane, key: &str, station: &str, file: &std::path::Path) -> Value {
-    let name = file
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .to_string();
-    let resp = cp
-        .http
-        .post(format!(
-            "{}/v1/stations/{station}/media?filename={name}",
-            cp.api
-        ))
-        .bearer_auth(key)
-        .body(std::fs::read(file).expect("read"))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(resp.status().as_u16(), 201, "{name}");
-    resp.json().await.expect("json")
-}
 
 /// Reads `n` `event: nowplaying` payloads from the SSE feed.
 async fn sse_events(url: &str, n: usize) -> Vec<Value> {
@@ -107,28 +86,13 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
     let slug = station["slug"].as_str().expect("slug").to_string();
 
     let media = tempfile::tempdir().expect("dir");
-    let mut ids = Vec::new();
-    for (file, freq, artist, title) in [
-        ("one.mp3", 440, "Artist One", "Song One"),
-        ("two.flac", 550, "Artist Two", "Song Two"),
-        ("three.m4a", 660, "Artist Three", "Song Three"),
-    ] {
-        let path = make_track(media.path(), file, freq, 5, artist, title).await;
-        let m = upload(&cp, &key, &sid, &path).await;
-        ids.push(m["id"].as_str().expect("media id").to_string());
-    }
-    let (s, pl) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            &format!("/v1/stations/{sid}/playlists"),
-            Some(
-                json!({"name": "Daytime", "kind": "rotation", "order": "sequential",
-                        "media_ids": ids}),
-            ),
-        )
+    let tones = [
+        ("one.mp3", 440, 5, "Artist One", "Song One"),
+        ("two.flac", 550, 5, "Artist Two", "Song Two"),
+        ("three.m4a", 660, 5, "Artist Three", "Song Three"),
+    ];
+    cp.upload_rotation(&key, &sid, media.path(), "Daytime", &tones)
         .await;
-    assert_eq!(s, 201, "{pl}");
 
     // The origin fetches the files by hash and plays them; listeners go through the redirector.
     let url = wait_for("the station on the air", Duration::from_secs(60), || {

@@ -7,7 +7,6 @@ use onda_control_plane::config::NowPlayingSettings;
 use onda_tests::api::TestControlPlane;
 use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::db::Backend;
-use onda_tests::edge::make_track;
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -95,38 +94,16 @@ async fn every_feed_gets_each_change_from_one_snapshot_build() {
     let sid = station["id"].as_str().expect("id").to_string();
     let slug = station["slug"].as_str().expect("slug").to_string();
     let media = tempfile::tempdir().expect("dir");
-    let mut ids = Vec::new();
-    let mut hashes = Vec::new();
-    for (file, freq, title) in [("one.mp3", 440, "Song One"), ("two.mp3", 660, "Song Two")] {
-        let path = make_track(media.path(), file, freq, 3, "Feeder", title).await;
-        let resp = cp
-            .http
-            .post(format!(
-                "{}/v1/stations/{sid}/media?filename={file}",
-                cp.api
-            ))
-            .bearer_auth(&key)
-            .body(std::fs::read(&path).expect("read"))
-            .send()
-            .await
-            .expect("upload");
-        assert_eq!(resp.status().as_u16(), 201, "{file}");
-        let m: Value = resp.json().await.expect("json");
-        ids.push(m["id"].as_str().expect("id").to_string());
-        hashes.push(m["sha256"].as_str().expect("sha256").to_string());
-    }
-    let (s, pl) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            &format!("/v1/stations/{sid}/playlists"),
-            Some(
-                json!({"name": "Loop", "kind": "rotation", "order": "sequential",
-                        "media_ids": ids}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 201, "{pl}");
+    let tones = [
+        ("one.mp3", 440, 3, "Feeder", "Song One"),
+        ("two.mp3", 660, 3, "Feeder", "Song Two"),
+    ];
+    let hashes: Vec<String> = cp
+        .upload_rotation(&key, &sid, media.path(), "Loop", &tones)
+        .await
+        .iter()
+        .map(|m| m["sha256"].as_str().expect("sha256").to_string())
+        .collect();
     let public = format!("{}/api/nowplaying/{slug}", cp.api);
     wait_for("a track playing", Duration::from_secs(60), || async {
         let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;

@@ -20,7 +20,6 @@
 
 use onda_tests::bench::{arg, clock_ticks, tree_cpu_seconds, tree_rss_kib};
 use onda_tests::cluster::{Agent, LocalControlPlane};
-use onda_tests::edge::make_track;
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -336,35 +335,13 @@ async fn cluster(
     let sid = station["id"].as_str().expect("id").to_string();
     let slug = station["slug"].as_str().expect("slug").to_string();
     let media = tempfile::tempdir().expect("dir");
-    let mut ids = Vec::new();
-    for (i, freq) in [440, 550, 660].into_iter().enumerate() {
-        let file = format!("t{i}.mp3");
-        let path = make_track(media.path(), &file, freq, 4, "Bench", &format!("Track {i}")).await;
-        let m: Value = cp
-            .http
-            .post(format!(
-                "{}/v1/stations/{sid}/media?filename={file}",
-                cp.api
-            ))
-            .bearer_auth(&key)
-            .body(std::fs::read(&path).expect("read"))
-            .send()
-            .await
-            .expect("upload")
-            .json()
-            .await
-            .expect("json");
-        ids.push(m["id"].as_str().expect("media id").to_string());
-    }
-    let (s, pl) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            &format!("/v1/stations/{sid}/playlists"),
-            Some(json!({"name": "Loop", "kind": "rotation", "order": "sequential", "media_ids": ids})),
-        )
+    let tones = [
+        ("t0.mp3", 440, 4, "Bench", "Track 0"),
+        ("t1.mp3", 550, 4, "Bench", "Track 1"),
+        ("t2.mp3", 660, 4, "Bench", "Track 2"),
+    ];
+    cp.upload_rotation(&key, &sid, media.path(), "Loop", &tones)
         .await;
-    assert_eq!(s, 201, "{pl}");
     let public = format!("{}/api/nowplaying/{slug}", cp.api);
     wait_for("the AutoDJ playing", Duration::from_secs(90), || async {
         let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;
