@@ -207,6 +207,8 @@ async fn established(
     if usage && let Err(e) = send_usage(agent, &mut send, &mut usage_sent).await {
         return failed(true, e);
     }
+    // Read on a task of their own: a frame read inside the `select!` below is not cancel-safe.
+    let mut frames = proto::read_frames::<_, ControlMessage>(recv);
     loop {
         tokio::select! {
             Ok(()) = sealed.changed(), if usage => {
@@ -221,7 +223,7 @@ async fn established(
                 }
                 want_admitted(&want, agent); // what the edge takes may change with the media
             }
-            msg = proto::read_frame::<_, ControlMessage>(&mut recv) => match msg {
+            msg = frames.recv() => match msg.unwrap_or(Ok(None)) {
                 Ok(Some(ControlMessage::Desired(desired))) => {
                     let generation = desired.generation;
                     let error = agent.apply(desired).err().map(|e| format!("{e:#}"));

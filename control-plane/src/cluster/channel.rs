@@ -293,7 +293,7 @@ async fn session(
     cluster: &Arc<Cluster>,
     conn: &quinn::Connection,
     mut send: Send,
-    mut recv: Recv,
+    recv: Recv,
     fp: &str,
     versions: (u32, u32),
     advert: NodeAdvert,
@@ -385,6 +385,8 @@ async fn session(
     let mut check_desired = true;
     // The node's desired state as last read: what its heartbeats may report refusals of.
     let mut desired_now: Option<DesiredState> = None;
+    // Read on a task of their own: a frame read inside the `select!` below is not cancel-safe.
+    let mut frames = proto::read_frames::<_, NodeMessage>(recv);
     let outcome: anyhow::Result<()> = loop {
         if check_desired {
             check_desired = false;
@@ -398,11 +400,11 @@ async fn session(
             }
         }
         tokio::select! {
-            msg = proto::read_frame::<_, NodeMessage>(&mut recv) => {
+            msg = frames.recv() => {
                 let msg = match msg {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break Ok(()),
-                    Err(e) => {
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) | None => break Ok(()),
+                    Some(Err(e)) => {
                         let _ = refuse(conn, &mut send, RefusalCode::Protocol, &e.to_string()).await;
                         break Err(e.into());
                     }

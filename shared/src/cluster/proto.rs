@@ -459,6 +459,28 @@ where
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
+/// Reads messages from `r` on a task of its own until the stream ends or fails (the end or the
+/// error is the last item), each whole, into a channel. A `read_frame` inside a `select!` loses
+/// the part of a frame already read whenever another branch wins, and the next read starts
+/// mid-frame; the channel's `recv` can be cancelled without losing a byte.
+pub fn read_frames<R, T>(mut r: R) -> tokio::sync::mpsc::Receiver<Result<Option<T>, FrameError>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let frame = read_frame::<_, T>(&mut r).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// The version both ends use, or the sentence explaining why there is none.
 pub fn negotiate(peer_min: u32, peer_max: u32) -> Result<u32, String> {
     let v = peer_max.min(MAX_VERSION);
