@@ -164,10 +164,12 @@ pub fn mounts(
         kept.sessions = scale(m.sessions, fresh, len);
         kept.bytes_sent = scale(m.bytes_sent, fresh, len);
         kept.peak_listeners = m.peak_listeners.min(s.max_listeners);
-        // At most one join per listener slot and second, and the slots' own joins.
-        kept.sessions = kept
+        // Sessions are not billed and are kept as sent (listeners churn faster than any bound
+        // an honest node always meets); bursts are counted for at most one join per listener
+        // slot and second, and the slots' own joins twice over.
+        let joins = kept
             .sessions
-            .min(kept.peak_listeners.saturating_mul(1 + fresh / 1_000));
+            .min(kept.peak_listeners.saturating_mul(2 + fresh / 1_000));
         // What a listener may be sent beyond the period's length grows with the period, so
         // cutting a stretch into many short reports gains little: a viewer's fetch ahead and a
         // joining listener's burst are capped at AHEAD times the period.
@@ -201,7 +203,7 @@ pub fn mounts(
         // time does).
         kept.bytes_sent = kept
             .bytes_sent
-            .min(scale(most, rate, 1_000).saturating_add(kept.sessions.saturating_mul(burst)));
+            .min(scale(most, rate, 1_000).saturating_add(joins.saturating_mul(burst)));
         if kept != *m {
             out.clamped.push((
                 m.clone(),
@@ -481,10 +483,10 @@ mod tests {
             &Reported::new(),
         );
         assert_eq!(v.kept[0], normal);
-        assert_eq!(v.kept[1].sessions, 2 * 11);
+        assert_eq!(v.kept[1].sessions, 1_000_000);
         assert_eq!(
             v.kept[1].bytes_sent,
-            22 * AUDIO_MAX_BYTES_PER_SEC + 22 * MAX_BURST_BYTES
+            22 * AUDIO_MAX_BYTES_PER_SEC + 24 * MAX_BURST_BYTES
         );
         assert_eq!(v.clamped.len(), 1);
     }
