@@ -5,10 +5,10 @@
 //! each mount must belong to a station or live stream the node carried in the period and be one
 //! of its mounts; its peak is at most the station's listener limit (the node's capacity when the
 //! limit is unknown), and its listener time at most that peak over the period (plus metering
-//! jitter, or for a live stream what joining viewers fetch ahead); its sessions at most one join
-//! per listener slot and second, its bytes at most what its listener time can
-//! carry at [`AUDIO_MAX_BYTES_PER_SEC`] (or [`STREAM_MAX_BYTES_PER_SEC`]) plus a burst per
-//! session. A node's periods of one station mount never count twice: the part of a period this
+//! jitter, or for a live viewer what it fetches ahead, both growing with the period); its bytes
+//! at most what the listeners could have been sent over the period at
+//! [`AUDIO_MAX_BYTES_PER_SEC`] (or [`STREAM_MAX_BYTES_PER_SEC`]) plus a burst per join; its
+//! sessions (not billed) as sent. A node's periods of one station mount never count twice: the part of a period this
 //! node already reported for that mount (under another sequence number) is taken out, and the
 //! amounts shrink with it. What breaks a rule is refused, what is too big is cut down; the rest
 //! is stored as sent.
