@@ -271,7 +271,7 @@ pub fn now_ms() -> u64 {
 /// Takes the edge's usage since the last take into the spool's open report. `since_ms` is
 /// where this checkpoint starts and moves to its end.
 pub fn checkpoint(
-    take: &dyn Fn() -> Vec<onda_edge::usage::MountUsage>,
+    take: &dyn Fn() -> Vec<onda_edge::MountUsage>,
     paths: &PathMap,
     spool: &std::sync::Mutex<Spool>,
     since_ms: &mut u64,
@@ -312,7 +312,7 @@ pub fn checkpoint(
 /// (announced on `sealed`), until `stop`; then one last checkpoint and seal, after the caller
 /// has stopped the edge (see [`finish`]).
 pub async fn meter(
-    take: impl Fn() -> Vec<onda_edge::usage::MountUsage> + Send + Sync + 'static,
+    take: impl Fn() -> Vec<onda_edge::MountUsage> + Send + Sync + 'static,
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,
@@ -354,7 +354,7 @@ pub async fn meter(
 
 /// What the metering loop hands back when it stops, for the last checkpoint.
 pub struct Meter {
-    take: Box<dyn Fn() -> Vec<onda_edge::usage::MountUsage> + Send + Sync>,
+    take: Box<dyn Fn() -> Vec<onda_edge::MountUsage> + Send + Sync>,
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,

@@ -30,7 +30,7 @@ const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// What a login is checked against.
 #[derive(Debug, Clone, Copy)]
-pub enum Secret<'a> {
+pub(crate) enum Secret<'a> {
     /// A mount's source password (compared in constant time; empty refuses).
     Plain(&'a str),
     /// A DJ's Argon2 hash (PHC string).
@@ -41,7 +41,7 @@ pub enum Secret<'a> {
 
 /// The outcome of a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     Accepted,
     Refused,
     /// Every password check is in use: try again in a moment.
@@ -142,7 +142,7 @@ struct State {
     verified: HashMap<[u8; 32], Instant>,
 }
 
-pub struct Logins {
+pub(crate) struct Logins {
     checks: Arc<tokio::sync::Semaphore>,
     /// Argon2's working memory, one buffer per check slot at most, reused.
     memory: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
@@ -156,7 +156,7 @@ pub struct Logins {
 impl Logins {
     /// `checks` Argon2 verifications at once (0: one per CPU core, at most four); each one run
     /// is counted in `verifications`.
-    pub fn new(checks: u64, verifications: IntCounter) -> Logins {
+    pub(crate) fn new(checks: u64, verifications: IntCounter) -> Logins {
         let checks = match usize::try_from(checks) {
             Ok(0) | Err(_) => default_checks(),
             Ok(n) => n,
@@ -187,7 +187,7 @@ impl Logins {
 
     /// The digest of `user`'s `password` a source session keeps, so its title updates
     /// (`/admin/metadata` with the same credentials) need no password check again.
-    pub fn digest(&self, user: &str, password: &str) -> Credentials {
+    pub(crate) fn digest(&self, user: &str, password: &str) -> Credentials {
         Credentials::new(self.hash(&["source-session", user, password]))
     }
 
@@ -196,7 +196,7 @@ impl Logins {
     /// Argon2 success is let in at once; a locked-out address is refused (429); the mount's
     /// source password is compared, and if right let in even when the user is locked out;
     /// otherwise a locked-out user is refused before any Argon2 work.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         limits: &LimitsConfig,
         ip: IpAddr,
@@ -212,7 +212,7 @@ impl Logins {
             _ => None,
         };
         if let Some(id) = remembered
-            && crate::mount::lock(&self.state)
+            && crate::sync::lock(&self.state)
                 .verified
                 .get(&id)
                 .is_some_and(|until| now < *until)
@@ -227,7 +227,7 @@ impl Logins {
             _ => false,
         };
         if max > 0 {
-            let mut st = crate::mount::lock(&self.state);
+            let mut st = crate::sync::lock(&self.state);
             if let Some(wait) = st.by_ip.locked(&addr, max, lockout, now) {
                 return Login::LockedOut(wait);
             }
@@ -252,7 +252,7 @@ impl Logins {
             },
             _ => plain_ok,
         };
-        let mut st = crate::mount::lock(&self.state);
+        let mut st = crate::sync::lock(&self.state);
         if ok {
             st.by_user.clear(&user_key);
             Login::Accepted
@@ -277,16 +277,16 @@ impl Logins {
         // has gone (its memory is in use until then).
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut memory = crate::mount::lock(&pool).pop().unwrap_or_default();
+            let mut memory = crate::sync::lock(&pool).pop().unwrap_or_default();
             let ok = verify_password_in(&mut memory, &hash, &password);
-            crate::mount::lock(&pool).push(memory);
+            crate::sync::lock(&pool).push(memory);
             ok
         })
         .await
         .unwrap_or(false);
         if ok {
             let now = Instant::now();
-            let mut st = crate::mount::lock(&self.state);
+            let mut st = crate::sync::lock(&self.state);
             if st.verified.len() >= REMEMBERED {
                 st.verified.retain(|_, until| now < *until);
                 if st.verified.len() >= REMEMBERED
@@ -306,14 +306,19 @@ impl Logins {
 const MAX_M_COST: u32 = 64 * 1024;
 
 /// Checks a password against an Argon2 PHC string; a malformed hash never matches.
-pub fn verify_password(hash: &str, password: &str) -> bool {
+#[cfg(test)]
+pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
     verify_password_in(&mut Vec::new(), hash, password)
 }
 
 /// [`verify_password`] with Argon2's working memory in `memory`, grown as needed and kept by
 /// the caller: a node reuses one buffer per check slot instead of asking the allocator for
 /// ~19 MiB per login (which glibc keeps in per-thread arenas afterwards).
-pub fn verify_password_in(memory: &mut Vec<argon2::Block>, hash: &str, password: &str) -> bool {
+pub(crate) fn verify_password_in(
+    memory: &mut Vec<argon2::Block>,
+    hash: &str,
+    password: &str,
+) -> bool {
     use argon2::password_hash::PasswordHash;
     use argon2::{Algorithm, Argon2, Params, Version};
     let Ok(h) = PasswordHash::new(hash) else {

@@ -620,6 +620,27 @@ impl MountConfig {
     }
 }
 
+/// The configuration in force, shared by the parts of a running edge: each reads the current
+/// value when it needs it, and [`crate::Edge::apply`] replaces it.
+#[derive(Debug, Default)]
+pub(crate) struct Current(std::sync::RwLock<std::sync::Arc<EdgeConfig>>);
+
+impl Current {
+    pub(crate) fn get(&self) -> std::sync::Arc<EdgeConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, config: EdgeConfig) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(config);
+    }
+}
+
 /// The configuration checked for what serde cannot check.
 #[derive(Debug, Clone)]
 pub struct Validated {
@@ -633,28 +654,6 @@ impl LimitsConfig {
     pub fn source_timeout(&self) -> Duration {
         Duration::from_millis(self.source_timeout_ms)
     }
-    /// A new session for a mount, publishing in batches as configured.
-    pub fn new_session(
-        &self,
-        info: crate::mount::SourceInfo,
-    ) -> std::sync::Arc<crate::mount::Session> {
-        let batch = if self.publish_interval_ms == 0 {
-            0
-        } else {
-            32 * 1024
-        };
-        let session = std::sync::Arc::new(crate::mount::Session::new(
-            info,
-            self.burst_bytes,
-            self.queue_bytes,
-            batch,
-        ));
-        if self.publish_interval_ms > 0 {
-            session.spawn_publisher(Duration::from_millis(self.publish_interval_ms));
-        }
-        session
-    }
-
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
     }

@@ -3,7 +3,7 @@
 
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-pub struct EdgeMetrics {
+pub(crate) struct EdgeMetrics {
     registry: Registry,
     listeners: IntGaugeVec,
     peak: IntGaugeVec,
@@ -33,7 +33,7 @@ pub struct EdgeMetrics {
 
 /// One live stream's series.
 #[derive(Debug, Clone)]
-pub struct LiveCounters {
+pub(crate) struct LiveCounters {
     pub publishing: IntGauge,
     pub ingest_bytes: IntCounter,
     pub segments: IntCounter,
@@ -44,7 +44,7 @@ pub struct LiveCounters {
 
 /// One mount's series.
 #[derive(Debug, Clone)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub listeners: IntGauge,
     pub peak: IntGauge,
     pub source_connected: IntGauge,
@@ -58,7 +58,8 @@ pub struct Counters {
 
 impl Counters {
     /// Series registered nowhere (for unit tests and mounts outside a server).
-    pub fn detached() -> Counters {
+    #[cfg(test)]
+    pub(crate) fn detached() -> Counters {
         // The names are fixed and valid; construction cannot fail.
         let g = |n: &str| IntGauge::new(n, n).expect("valid metric name");
         let c = |n: &str| IntCounter::new(n, n).expect("valid metric name");
@@ -88,7 +89,7 @@ fn live_counter(registry: &Registry, name: &str, help: &str) -> anyhow::Result<I
 }
 
 impl EdgeMetrics {
-    pub fn new() -> anyhow::Result<EdgeMetrics> {
+    pub(crate) fn new() -> anyhow::Result<EdgeMetrics> {
         let registry = Registry::new();
         let gauge_vec = |name: &str, help: &str| -> anyhow::Result<IntGaugeVec> {
             let v = IntGaugeVec::new(Opts::new(name, help), &["mount"])?;
@@ -194,7 +195,7 @@ impl EdgeMetrics {
         })
     }
 
-    pub fn live_counters(&self, stream: &str) -> LiveCounters {
+    pub(crate) fn live_counters(&self, stream: &str) -> LiveCounters {
         LiveCounters {
             publishing: self.live_publishing.with_label_values(&[stream]),
             ingest_bytes: self.live_ingest.with_label_values(&[stream]),
@@ -205,7 +206,7 @@ impl EdgeMetrics {
         }
     }
 
-    pub fn forget_live(&self, stream: &str) {
+    pub(crate) fn forget_live(&self, stream: &str) {
         let _ = self.live_publishing.remove_label_values(&[stream]);
         let _ = self.live_ingest.remove_label_values(&[stream]);
         let _ = self.live_segments.remove_label_values(&[stream]);
@@ -214,7 +215,7 @@ impl EdgeMetrics {
         let _ = self.live_viewers.remove_label_values(&[stream]);
     }
 
-    pub fn mount_counters(&self, mount: &str) -> Counters {
+    pub(crate) fn mount_counters(&self, mount: &str) -> Counters {
         Counters {
             listeners: self.listeners.with_label_values(&[mount]),
             peak: self.peak.with_label_values(&[mount]),
@@ -228,7 +229,7 @@ impl EdgeMetrics {
     }
 
     /// Removes a deleted mount's series.
-    pub fn forget_mount(&self, mount: &str) {
+    pub(crate) fn forget_mount(&self, mount: &str) {
         let _ = self.listeners.remove_label_values(&[mount]);
         let _ = self.peak.remove_label_values(&[mount]);
         let _ = self.source.remove_label_values(&[mount]);
@@ -240,12 +241,12 @@ impl EdgeMetrics {
     }
 
     /// Adds another component's metrics (the agent's) to this edge's `/metrics`.
-    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+    pub(crate) fn register(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
         self.registry.register(c)?;
         Ok(())
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::warn!(error = %e, "cannot encode metrics");

@@ -6,7 +6,8 @@
 
 use crate::config::MountConfig;
 use crate::icy::Metadata;
-pub use crate::metrics::Counters;
+pub(crate) use crate::metrics::Counters;
+use crate::sync::lock;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -17,7 +18,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 /// What a source client told us about its stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceInfo {
+pub(crate) struct SourceInfo {
     pub content_type: String,
     pub name: String,
     pub description: String,
@@ -41,15 +42,15 @@ pub struct SourceInfo {
 
 /// A salted digest of the credentials a source logged in with (see `auth::Logins::digest`).
 #[derive(Clone, Copy, Default)]
-pub struct Credentials([u8; 32]);
+pub(crate) struct Credentials([u8; 32]);
 
 impl Credentials {
-    pub fn new(digest: [u8; 32]) -> Credentials {
+    pub(crate) fn new(digest: [u8; 32]) -> Credentials {
         Credentials(digest)
     }
 
     /// Constant-time comparison.
-    pub fn matches(&self, other: &Credentials) -> bool {
+    pub(crate) fn matches(&self, other: &Credentials) -> bool {
         crate::constant_time_eq(&self.0, &other.0)
     }
 }
@@ -70,7 +71,7 @@ impl Eq for Credentials {}
 
 /// The outcome of one read from a session.
 #[derive(Debug)]
-pub enum Read {
+pub(crate) enum Read {
     /// New bytes from the listener's offset; the offset has moved past them.
     Data(Vec<Bytes>),
     /// Nothing new yet.
@@ -88,7 +89,7 @@ struct Ring {
 }
 
 /// One connection of a source (or one run of a relay) feeding a mount.
-pub struct Session {
+pub(crate) struct Session {
     pub info: SourceInfo,
     pub connected_at: SystemTime,
     pub started: Instant,
@@ -124,8 +125,32 @@ impl std::fmt::Debug for Session {
 static META_VERSION: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
+    /// A new session for a mount, publishing in batches as `limits` say.
+    pub(crate) fn start(info: SourceInfo, limits: &crate::config::LimitsConfig) -> Arc<Session> {
+        let batch = if limits.publish_interval_ms == 0 {
+            0
+        } else {
+            32 * 1024
+        };
+        let session = Arc::new(Session::new(
+            info,
+            limits.burst_bytes,
+            limits.queue_bytes,
+            batch,
+        ));
+        if limits.publish_interval_ms > 0 {
+            session.spawn_publisher(Duration::from_millis(limits.publish_interval_ms));
+        }
+        session
+    }
+
     /// A session; `batch_bytes` 0 publishes every push at once (no batching).
-    pub fn new(info: SourceInfo, burst_bytes: u64, queue_bytes: u64, batch_bytes: u64) -> Session {
+    pub(crate) fn new(
+        info: SourceInfo,
+        burst_bytes: u64,
+        queue_bytes: u64,
+        batch_bytes: u64,
+    ) -> Session {
         let ogg = crate::frames::is_ogg(&info.content_type)
             .then(|| Mutex::new(crate::ogg::OggTracker::default()));
         Session {
@@ -152,7 +177,7 @@ impl Session {
     }
 
     /// Appends audio from the source and wakes the listeners.
-    pub fn push(&self, chunk: Bytes) {
+    pub(crate) fn push(&self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
         }
@@ -191,19 +216,19 @@ impl Session {
     }
 
     /// Makes everything received so far readable and wakes the listeners.
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let end = self.end();
         if self.published.swap(end, Ordering::AcqRel) != end {
             self.notify.notify_waiters();
         }
     }
 
-    pub fn published(&self) -> u64 {
+    pub(crate) fn published(&self) -> u64 {
         self.published.load(Ordering::Acquire)
     }
 
     /// Publishes whatever is pending every `every`, until the session ends.
-    pub fn spawn_publisher(self: &Arc<Self>, every: Duration) {
+    pub(crate) fn spawn_publisher(self: &Arc<Self>, every: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -220,24 +245,24 @@ impl Session {
     }
 
     /// Marks the session over; listeners drain what is left and then see `Ended`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.publish();
         self.notify.notify_waiters();
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Bytes received from the source so far.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
     }
 
     /// Where a new listener starts: the chunk boundary at least `burst` bytes before the end
     /// (or the oldest kept byte).
-    pub fn burst_start(&self, burst: u64) -> u64 {
+    pub(crate) fn burst_start(&self, burst: u64) -> u64 {
         let ring = lock(&self.ring);
         let end = self.published();
         // `burst` back (reads slice inside chunks), never before the oldest kept byte, then on to
@@ -250,7 +275,7 @@ impl Session {
     /// Where a listener starts reading, and what it must be sent before: for an Ogg stream, the
     /// header pages of the chained link its start belongs to (a start inside header pages moves
     /// on to the link's first audio page), so a decoder always has the headers of what follows.
-    pub fn listener_start(&self, back: u64) -> (u64, Option<Bytes>) {
+    pub(crate) fn listener_start(&self, back: u64) -> (u64, Option<Bytes>) {
         let pos = self.burst_start(back);
         let Some(ogg) = &self.ogg else {
             return (pos, None);
@@ -288,7 +313,7 @@ impl Session {
     }
 
     /// Everything after `pos`, advancing it.
-    pub fn read(&self, pos: &mut u64) -> Read {
+    pub(crate) fn read(&self, pos: &mut u64) -> Read {
         // Lag counts against everything received; reading stops at what is published.
         if self.end().saturating_sub(*pos) > self.queue_bytes {
             return Read::Lagged;
@@ -328,7 +353,7 @@ impl Session {
     }
 
     /// Resolves when there may be something new after `pos` (or the session ended).
-    pub async fn wait(&self, pos: u64) {
+    pub(crate) async fn wait(&self, pos: u64) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -340,13 +365,13 @@ impl Session {
         }
     }
 
-    pub fn metadata(&self) -> Arc<Metadata> {
+    pub(crate) fn metadata(&self) -> Arc<Metadata> {
         self.meta
             .read()
             .map_or_else(|p| p.into_inner().clone(), |m| m.clone())
     }
 
-    pub fn set_title(&self, title: &str, url: &str) {
+    pub(crate) fn set_title(&self, title: &str, url: &str) {
         let meta = Arc::new(Metadata::new(
             META_VERSION.fetch_add(1, Ordering::Relaxed),
             title,
@@ -360,7 +385,7 @@ impl Session {
 
     /// Now playing from an Ogg stream's comment header: "Artist - Title" for ICY and
     /// now-playing, the two apart for status-json.
-    pub fn set_tags(&self, tags: crate::ogg::Tags) {
+    pub(crate) fn set_tags(&self, tags: crate::ogg::Tags) {
         let mut meta = Metadata::new(
             META_VERSION.fetch_add(1, Ordering::Relaxed),
             &tags.display(),
@@ -374,7 +399,7 @@ impl Session {
     }
 
     /// Asks the source's connection to end.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_waiters();
         self.kill.notify_one();
@@ -385,16 +410,16 @@ impl Session {
 /// chunks of a few KiB before they enter the ring: fewer chunks per listener read, and no read
 /// buffer kept alive per frame.
 #[derive(Debug, Default)]
-pub struct Coalescer {
+pub(crate) struct Coalescer {
     pending: BytesMut,
     since: Option<Instant>,
 }
 
 impl Coalescer {
-    pub const BYTES: usize = 8 * 1024;
-    pub const WAIT: Duration = Duration::from_millis(100);
+    pub(crate) const BYTES: usize = 8 * 1024;
+    pub(crate) const WAIT: Duration = Duration::from_millis(100);
 
-    pub fn add(&mut self, data: &[u8]) {
+    pub(crate) fn add(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -408,16 +433,16 @@ impl Coalescer {
     }
 
     /// True when the pending bytes should go out now.
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.pending.len() >= Self::BYTES || self.since.is_some_and(|t| t.elapsed() >= Self::WAIT)
     }
 
     /// The latest moment pending bytes may wait until, if any are pending.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.since.map(|t| t + Self::WAIT)
     }
 
-    pub fn flush(&mut self, session: &Session) {
+    pub(crate) fn flush(&mut self, session: &Session) {
         if !self.pending.is_empty() {
             session.push(self.pending.split().freeze());
         }
@@ -427,14 +452,14 @@ impl Coalescer {
 
 /// What the server can tell a listener's task from outside.
 #[derive(Debug, Clone)]
-pub enum Control {
+pub(crate) enum Control {
     Kill,
     Move(String),
 }
 
 /// A connected listener, as `/admin/listclients` shows it.
 #[derive(Debug, Clone)]
-pub struct ListenerEntry {
+pub(crate) struct ListenerEntry {
     pub id: u64,
     pub ip: IpAddr,
     pub user_agent: String,
@@ -450,7 +475,7 @@ pub struct ListenerEntry {
 
 /// Why a listener was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The mount's own `max_listeners`.
     MountFull,
     /// The mount's listener group (the station's share on this node).
@@ -460,7 +485,7 @@ pub enum Refused {
 }
 
 #[derive(Debug)]
-pub struct Mount {
+pub(crate) struct Mount {
     pub path: String,
     config: RwLock<MountConfig>,
     session: RwLock<Option<Arc<Session>>>,
@@ -473,13 +498,8 @@ pub struct Mount {
     group: RwLock<Option<Arc<crate::usage::Group>>>,
 }
 
-/// Locks a mutex, recovering the data if a holder panicked (nothing here leaves it half-done).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Mount {
-    pub fn new(
+    pub(crate) fn new(
         config: MountConfig,
         counters: Counters,
         usage: Arc<crate::usage::UsageCell>,
@@ -498,13 +518,13 @@ impl Mount {
         }
     }
 
-    pub fn config(&self) -> MountConfig {
+    pub(crate) fn config(&self) -> MountConfig {
         self.config
             .read()
             .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
     }
 
-    pub fn set_group(&self, g: Option<Arc<crate::usage::Group>>) {
+    pub(crate) fn set_group(&self, g: Option<Arc<crate::usage::Group>>) {
         match self.group.write() {
             Ok(mut slot) => *slot = g,
             Err(p) => *p.into_inner() = g,
@@ -518,14 +538,14 @@ impl Mount {
     }
 
     /// Whether `key` (an `X-Onda-Relay` header) is this mount's relay key.
-    pub fn is_relay_key(&self, key: &str) -> bool {
+    pub(crate) fn is_relay_key(&self, key: &str) -> bool {
         self.config()
             .relay_key
             .as_deref()
             .is_some_and(|k| !k.is_empty() && crate::constant_time_eq(k.as_bytes(), key.as_bytes()))
     }
 
-    pub fn set_config(&self, c: MountConfig) {
+    pub(crate) fn set_config(&self, c: MountConfig) {
         match self.config.write() {
             Ok(mut g) => *g = c,
             Err(p) => *p.into_inner() = c,
@@ -533,7 +553,7 @@ impl Mount {
     }
 
     /// The live session, if a source is connected.
-    pub fn session(&self) -> Option<Arc<Session>> {
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
         let s = self
             .session
             .read()
@@ -542,7 +562,7 @@ impl Mount {
     }
 
     /// Installs a new session unless one is live; returns false if the mount is taken.
-    pub fn attach(&self, session: Arc<Session>) -> bool {
+    pub(crate) fn attach(&self, session: Arc<Session>) -> bool {
         let mut slot = match self.session.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -563,7 +583,7 @@ impl Mount {
     }
 
     /// Ends a session (if it is still the mount's) and tells parked listeners.
-    pub fn detach(&self, session: &Arc<Session>) {
+    pub(crate) fn detach(&self, session: &Arc<Session>) {
         session.close();
         let mut slot = match self.session.write() {
             Ok(g) => g,
@@ -578,12 +598,12 @@ impl Mount {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    pub fn listener_count(&self) -> u64 {
+    pub(crate) fn listener_count(&self) -> u64 {
         u64::try_from(self.counters.listeners.get()).unwrap_or(0)
     }
 
     /// Registers a listener, unless `max_listeners` or the group's limit is reached.
-    pub fn add_listener(&self, mut entry: ListenerEntry) -> Result<(), Refused> {
+    pub(crate) fn add_listener(&self, mut entry: ListenerEntry) -> Result<(), Refused> {
         let max = self.config().max_listeners;
         let mut table = lock(&self.listeners);
         if self.removed.load(Ordering::Acquire) {
@@ -624,7 +644,7 @@ impl Mount {
         Ok(())
     }
 
-    pub fn remove_listener(&self, id: u64) -> Option<ListenerEntry> {
+    pub(crate) fn remove_listener(&self, id: u64) -> Option<ListenerEntry> {
         let mut table = lock(&self.listeners);
         let e = table.remove(&id);
         if let Some(e) = &e {

@@ -49,14 +49,13 @@ impl Tags {
 
 /// One link of a chained stream whose header pages are complete.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub(crate) struct Link {
     /// Stream offset of its first beginning-of-stream page.
     pub start: u64,
     /// Stream offset just after its last header page: where its audio pages begin.
     pub data_start: u64,
     /// Its header pages, in stream order; `None` when they were too large to keep.
     pub headers: Option<Bytes>,
-    pub tags: Tags,
 }
 
 /// What a codec's headers look like, read off its beginning-of-stream packet.
@@ -172,7 +171,7 @@ impl Stream {
 
 /// Reads TITLE and ARTIST from a Vorbis comment structure (vendor string, then `KEY=value`
 /// entries, lengths little-endian). A truncated structure yields what came before the cut.
-pub fn parse_comments(b: &[u8]) -> Tags {
+pub(crate) fn parse_comments(b: &[u8]) -> Tags {
     let mut tags = Tags::default();
     let mut rest = b;
     let Some(vendor) = length(&mut rest) else {
@@ -272,7 +271,7 @@ struct Building {
 
 /// Follows an Ogg source's pages: see the module documentation.
 #[derive(Debug, Default)]
-pub struct OggTracker {
+pub(crate) struct OggTracker {
     pending: Vec<u8>,
     pending_at: u64,
     links: VecDeque<Link>,
@@ -286,7 +285,7 @@ pub struct OggTracker {
 
 impl OggTracker {
     /// Feeds the stream's bytes in order.
-    pub fn feed(&mut self, data: &[u8]) {
+    pub(crate) fn feed(&mut self, data: &[u8]) {
         let mut pending = std::mem::take(&mut self.pending);
         pending.extend_from_slice(data);
         let mut i = 0;
@@ -400,12 +399,11 @@ impl OggTracker {
             .iter()
             .find_map(|s| s.tags.clone())
             .unwrap_or_default();
-        self.new_tags = Some(tags.clone());
+        self.new_tags = Some(tags);
         self.links.push_back(Link {
             start: b.start,
             data_start,
             headers: (!b.too_large).then(|| Bytes::from(b.headers)),
-            tags,
         });
         if self.links.len() > MAX_LINKS {
             self.links.pop_front();
@@ -414,25 +412,20 @@ impl OggTracker {
 
     /// Forgets links no listener can start in any more: those ending before `oldest`, the
     /// oldest stream offset still buffered.
-    pub fn forget_before(&mut self, oldest: u64) {
+    pub(crate) fn forget_before(&mut self, oldest: u64) {
         while self.links.len() > 1 && self.links[1].start <= oldest {
             self.links.pop_front();
         }
     }
 
     /// The tags of the newest link, once, when its headers are complete.
-    pub fn take_tags(&mut self) -> Option<Tags> {
+    pub(crate) fn take_tags(&mut self) -> Option<Tags> {
         self.new_tags.take()
-    }
-
-    /// The newest complete link.
-    pub fn current(&self) -> Option<&Link> {
-        self.links.back()
     }
 
     /// Where a listener that would start at `pos` (a page boundary, or the buffer's end) starts,
     /// and the header pages to send it first. `oldest` is the oldest offset still buffered.
-    pub fn start_for(&self, pos: u64, oldest: u64) -> (u64, Option<Bytes>) {
+    pub(crate) fn start_for(&self, pos: u64, oldest: u64) -> (u64, Option<Bytes>) {
         // No page boundary found after `pos` (the newest page is still arriving): from that
         // page's beginning.
         let pos = pos.min(self.pending_at);
@@ -544,7 +537,7 @@ mod tests {
                 );
             }
             assert_eq!(
-                t.current().map(|l| l.tags.display()).as_deref(),
+                t.take_tags().map(|tags| tags.display()).as_deref(),
                 Some("Artist B - Song B")
             );
             // Once the first link is no longer buffered it is forgotten.
@@ -623,7 +616,7 @@ mod tests {
         t.feed(&head);
         t.feed(&audio);
         assert_eq!(
-            t.current().map(|l| l.tags.display()).as_deref(),
+            t.take_tags().map(|tags| tags.display()).as_deref(),
             Some("A - Next")
         );
     }

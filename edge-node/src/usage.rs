@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::mount::lock;
+use crate::sync::lock;
 
 /// Usage of one mount since the previous [`take`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ struct Acc {
 
 /// One mount path's usage accumulator.
 #[derive(Debug, Default)]
-pub struct UsageCell {
+pub(crate) struct UsageCell {
     acc: Mutex<Acc>,
     bytes: AtomicU64,
 }
@@ -72,11 +72,11 @@ impl UsageCell {
     }
 
     /// Listeners connected now (relay pulls are never admitted into a cell).
-    pub fn current(&self) -> u64 {
+    pub(crate) fn current(&self) -> u64 {
         lock(&self.acc).current
     }
 
-    pub fn add_bytes(&self, n: u64) {
+    pub(crate) fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -112,13 +112,13 @@ impl UsageCell {
 
 /// The usage cells of an edge, by mount path.
 #[derive(Debug, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     cells: Mutex<HashMap<String, Arc<UsageCell>>>,
 }
 
 impl Usage {
     /// The cell of `path`, made on first use.
-    pub fn cell(&self, path: &str) -> Arc<UsageCell> {
+    pub(crate) fn cell(&self, path: &str) -> Arc<UsageCell> {
         lock(&self.cells)
             .entry(path.to_string())
             .or_default()
@@ -141,30 +141,31 @@ impl Usage {
 
 /// A listener limit several mounts share.
 #[derive(Debug)]
-pub struct Group {
+pub(crate) struct Group {
     max: AtomicU64,
     count: AtomicU64,
 }
 
 impl Group {
-    pub fn new(max: u64) -> Group {
+    pub(crate) fn new(max: u64) -> Group {
         Group {
             max: AtomicU64::new(max),
             count: AtomicU64::new(0),
         }
     }
 
-    pub fn set_max(&self, max: u64) {
+    pub(crate) fn set_max(&self, max: u64) {
         self.max.store(max, Ordering::Release);
     }
 
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Acquire)
     }
 
     /// Takes a place; false when the group is full. A lowered limit refuses newcomers and keeps
     /// everybody already in.
-    pub fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self) -> bool {
         let max = self.max.load(Ordering::Acquire);
         self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -173,7 +174,7 @@ impl Group {
             .is_ok()
     }
 
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let _ = self
             .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));

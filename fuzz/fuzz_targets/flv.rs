@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use onda_edge::live::hls::Segmenter;
+use onda_edge::fuzz::Segmenter;
 
 fuzz_target!(|data: &[u8]| {
     let mut s = Segmenter::new(1000, 200, 4);

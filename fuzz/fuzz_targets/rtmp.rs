@@ -16,7 +16,7 @@ fuzz_target!(
         let _ = std::panic::take_hook();
     },
     |data: &[u8]| {
-        for panic in onda_edge::live::rtmp::fuzz_connection(data) {
+        for panic in onda_edge::fuzz::fuzz_connection(data) {
             let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let place = panic.rsplit(" at ").next().unwrap_or_default().to_string();
             if seen.get_or_insert_with(HashSet::new).insert(place) {

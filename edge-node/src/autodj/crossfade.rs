@@ -27,7 +27,7 @@ const PCM_INPUT: [&str; 6] = ["-f", "s16le", "-ar", "44100", "-ac", "2"];
 
 /// The mixer of one AutoDJ: its encoders and the held-back end of the previous track.
 #[derive(Default)]
-pub struct Mixer {
+pub(super) struct Mixer {
     /// By output (mount and the session it feeds).
     encoders: Vec<(String, std::sync::Arc<super::Session>, Converter)>,
     /// The last `crossfade` of the previous track, not yet played (interleaved samples).
@@ -39,7 +39,7 @@ pub struct Mixer {
 
 /// What ended a track.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Ended {
+pub(super) enum Ended {
     /// Played through (its tail is kept for the next track's fade).
     Done,
     /// A DJ came on, or the AutoDJ stops: the tail is dropped.
@@ -73,7 +73,7 @@ impl Mixer {
     }
 
     /// Drops what is held back (a live show took over): the next track starts without a fade.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.tail.clear();
         self.start = None;
         self.written = 0;
@@ -81,7 +81,7 @@ impl Mixer {
 
     /// Plays `file`, fading in over the previous track's held-back end (the outputs' title
     /// changes as the fade starts); keeps this track's last `fade` back for the next one.
-    pub async fn play(
+    pub(super) async fn play(
         &mut self,
         outputs: &[Output],
         file: &str,
@@ -176,7 +176,7 @@ impl Mixer {
     }
 
     /// Stops the encoders (the AutoDJ ends).
-    pub async fn shutdown(self) {
+    pub(super) async fn shutdown(self) {
         let deadline = Instant::now() + Duration::from_millis(300);
         for (_, _, c) in self.encoders {
             c.finish(deadline).await;
@@ -186,7 +186,7 @@ impl Mixer {
 
 /// The previous track's tail fading out under the next track's head fading in, linearly over
 /// the longer of the two; what only one of them covers plays as it is (faded).
-pub fn mix(tail: &[i16], head: &[i16]) -> Vec<i16> {
+pub(super) fn mix(tail: &[i16], head: &[i16]) -> Vec<i16> {
     let n = tail.len().max(head.len());
     let frames = (n / CHANNELS).max(1) as f32;
     (0..n)

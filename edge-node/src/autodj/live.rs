@@ -10,7 +10,7 @@
 use super::{Output, Session};
 use crate::config::AutoDjConfig;
 use crate::mount::Read;
-use crate::server::Shared;
+use crate::registry::Feeds;
 use bytes::{Bytes, BytesMut};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,15 +21,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The DJ's session when one is on the live mount and has sent audio.
-pub fn on_air(shared: &Shared, cfg: &AutoDjConfig) -> Option<Arc<Session>> {
-    let mount = shared.mount(cfg.live_mount.as_deref()?)?;
+pub(crate) fn on_air(feeds: &Feeds, cfg: &AutoDjConfig) -> Option<Arc<Session>> {
+    let mount = feeds.mount(cfg.live_mount.as_deref()?)?;
     mount
         .session()
         .filter(|s| !s.is_closed() && s.published() > 0)
 }
 
 /// Carries the live session on every output until the DJ leaves (or `stop`).
-pub async fn play(
+pub(super) async fn play(
     outputs: &mut [Output],
     live: Arc<Session>,
     clock: Instant,

@@ -13,14 +13,14 @@
 mod crossfade;
 mod live;
 mod ogg;
-pub mod order;
-pub mod render;
-pub mod schedule;
+pub(crate) mod order;
+pub(crate) mod render;
+pub(crate) mod schedule;
 
 use crate::config::{AutoDjConfig, AutoDjOutput, TrackConfig};
 use crate::frames::{Frame, Parser};
 use crate::mount::{Mount, Session, SourceInfo};
-use crate::server::Shared;
+use crate::registry::Feeds;
 use bytes::{Bytes, BytesMut};
 use rand::SeedableRng as _;
 use schedule::{Pick, Schedule};
@@ -35,19 +35,106 @@ use tokio_util::sync::CancellationToken;
 /// How far ahead of real time an output may be: enough that timer jitter and the short wait at a
 /// track change never starve a listener, small enough that a title change lands close to its
 /// audio.
-pub const LEAD: Duration = Duration::from_millis(500);
+pub(crate) const LEAD: Duration = Duration::from_millis(500);
 /// Wake-ups per output: one per this much audio.
 const TICK: Duration = Duration::from_millis(100);
 /// An output further behind than this (the process was stopped, the machine suspended) jumps
 /// to now instead of flooding its listeners.
 const MAX_BEHIND: Duration = Duration::from_secs(5);
 
-/// A running AutoDJ, as the edge keeps it.
+/// A running AutoDJ, as [`AutoDjs`] keeps it.
 #[derive(Debug)]
-pub struct Handle {
-    pub config: watch::Sender<AutoDjConfig>,
-    pub stop: CancellationToken,
-    pub now: Arc<Mutex<Option<NowPlaying>>>,
+struct Handle {
+    config: watch::Sender<AutoDjConfig>,
+    stop: CancellationToken,
+    now: Arc<Mutex<Option<NowPlaying>>>,
+}
+
+/// The AutoDJs running on the node, by name, and the rendition cache they share.
+#[derive(Default)]
+pub(crate) struct AutoDjs {
+    running: Mutex<std::collections::HashMap<String, Handle>>,
+    renditions: Mutex<Option<Arc<render::Renditions>>>,
+}
+
+impl AutoDjs {
+    /// Starts AutoDJs that are new in `config`, stops removed ones and hands changed
+    /// configurations to the running ones (they apply them at the next track, so listeners
+    /// stay connected).
+    pub(crate) fn sync(
+        &self,
+        config: &crate::config::EdgeConfig,
+        feeds: &Feeds,
+        shutdown: &CancellationToken,
+    ) {
+        let renditions = self.renditions(std::path::Path::new(&config.media.cache_dir));
+        let mut running = crate::sync::lock(&self.running);
+        running.retain(
+            |name, h| match config.autodj.iter().find(|a| &a.name == name) {
+                Some(a) => {
+                    h.config.send_if_modified(|c| {
+                        let changed = c != a;
+                        if changed {
+                            *c = a.clone();
+                        }
+                        changed
+                    });
+                    true
+                }
+                None => {
+                    h.stop.cancel();
+                    false
+                }
+            },
+        );
+        for a in &config.autodj {
+            if running.contains_key(&a.name) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(a.clone());
+            let stop = shutdown.child_token();
+            let now = Arc::new(Mutex::new(None));
+            tokio::spawn(run(
+                feeds.clone(),
+                renditions.clone(),
+                rx,
+                stop.clone(),
+                now.clone(),
+            ));
+            running.insert(
+                a.name.clone(),
+                Handle {
+                    config: tx,
+                    stop,
+                    now,
+                },
+            );
+        }
+    }
+
+    /// The rendition cache in `dir`, the same one as long as the directory stays.
+    fn renditions(&self, dir: &std::path::Path) -> Arc<render::Renditions> {
+        let mut slot = crate::sync::lock(&self.renditions);
+        match slot.as_ref() {
+            Some(r) if r.dir() == dir => r.clone(),
+            _ => {
+                let r = Arc::new(render::Renditions::new(dir));
+                *slot = Some(r.clone());
+                r
+            }
+        }
+    }
+
+    /// What each AutoDJ plays now, by AutoDJ name.
+    pub(crate) fn now_playing(&self) -> Vec<(String, NowPlaying)> {
+        let running = crate::sync::lock(&self.running);
+        let mut v: Vec<_> = running
+            .iter()
+            .filter_map(|(name, h)| Some((name.clone(), crate::sync::lock(&h.now).clone()?)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
 }
 
 /// What an AutoDJ's outputs carry now: a track of the playlist or a live DJ's show.
@@ -69,7 +156,7 @@ pub struct NowPlaying {
 }
 
 fn set_now(now: &Mutex<Option<NowPlaying>>, np: NowPlaying) {
-    *crate::mount::lock(now) = Some(np);
+    *crate::sync::lock(now) = Some(np);
 }
 
 struct Output {
@@ -89,8 +176,8 @@ impl Drop for Output {
 }
 
 /// Runs one AutoDJ until `stop`.
-pub async fn run(
-    shared: Arc<Shared>,
+async fn run(
+    feeds: Feeds,
     renditions: Arc<render::Renditions>,
     mut config: watch::Receiver<AutoDjConfig>,
     stop: CancellationToken,
@@ -109,7 +196,7 @@ pub async fn run(
             break;
         }
         let cfg = config.borrow_and_update().clone();
-        sync_outputs(&shared, &cfg, &mut outputs, clock);
+        sync_outputs(&feeds, &cfg, &mut outputs, clock);
         if outputs.is_empty() {
             // Every output mount still has another source (one being replaced by the AutoDJ):
             // try again shortly rather than play to nobody.
@@ -119,7 +206,7 @@ pub async fn run(
             }
             continue;
         }
-        if let Some(session) = live::on_air(&shared, &cfg) {
+        if let Some(session) = live::on_air(&feeds, &cfg) {
             live::play(&mut outputs, session, clock, &stop, &playing).await;
             mixer.reset();
             continue;
@@ -197,7 +284,7 @@ pub async fn run(
                 next: next.as_ref().map(|(p, _)| p.track.stream_title()),
             },
         );
-        let live = || live::on_air(&shared, &cfg).is_some();
+        let live = || live::on_air(&feeds, &cfg).is_some();
         if cfg.crossfade_ms > 0 {
             let fade = Duration::from_millis(cfg.crossfade_ms);
             let ended = mixer
@@ -256,11 +343,11 @@ fn prepare(
 
 /// Attaches a session to each configured output that has none (a live source may hold the
 /// mount: then it is tried again at the next track) and lets go of outputs no longer wanted.
-fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, clock: Instant) {
+fn sync_outputs(feeds: &Feeds, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, clock: Instant) {
     outputs.retain(|o| {
         !o.session.is_closed()
             && cfg.outputs.iter().any(|c| c == &o.cfg)
-            && shared
+            && feeds
                 .mount(&o.cfg.mount)
                 .is_some_and(|m| Arc::ptr_eq(&m, &o.mount))
     });
@@ -268,7 +355,7 @@ fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, 
         if outputs.iter().any(|o| o.cfg.mount == c.mount) {
             continue;
         }
-        let Some(mount) = shared.mount(&c.mount) else {
+        let Some(mount) = feeds.mount(&c.mount) else {
             continue;
         };
         let info = SourceInfo {
@@ -280,7 +367,7 @@ fn sync_outputs(shared: &Shared, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, 
             ip: "autodj".to_string(),
             ..SourceInfo::default()
         };
-        let session = shared.config().limits.new_session(info);
+        let session = feeds.session(info);
         if !mount.attach(session.clone()) {
             tracing::debug!(autodj = %cfg.name, mount = %c.mount, "the mount has another source");
             continue;

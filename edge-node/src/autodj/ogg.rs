@@ -9,7 +9,7 @@
 
 /// Rewrites the pages of consecutive tracks into one logical stream.
 #[derive(Debug, Default)]
-pub struct Chain {
+pub(super) struct Chain {
     /// Serial number and next page sequence number of the output stream, once it started.
     serial: Option<u32>,
     seq: u32,
@@ -23,7 +23,7 @@ pub struct Chain {
 
 impl Chain {
     /// The page as it goes out, or `None` when it is dropped (a later track's headers).
-    pub fn rewrite(&mut self, page: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn rewrite(&mut self, page: &[u8]) -> Option<Vec<u8>> {
         if page.len() < 27 || &page[..4] != b"OggS" {
             return None;
         }
@@ -70,7 +70,7 @@ impl Chain {
 /// Ogg's page checksum: CRC-32 with polynomial 0x04C11DB7, no reflection, initial value and
 /// final XOR 0 (not the common zlib CRC-32, hence not a crc crate's default). Written here
 /// because it is the one checksum this module needs and a dozen lines.
-pub fn crc32(data: &[u8]) -> u32 {
+pub(super) fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0u32;
     for &b in data {
         crc ^= u32::from(b) << 24;

@@ -7,7 +7,7 @@ use rand::RngExt as _;
 use rand::seq::SliceRandom as _;
 
 #[derive(Debug, Default)]
-pub struct Picker {
+pub(crate) struct Picker {
     cursor: usize,
     bag: Vec<usize>,
     last: Option<usize>,
@@ -15,7 +15,7 @@ pub struct Picker {
 
 impl Picker {
     /// The index of the next track among `weights.len()` tracks (`None` when there are none).
-    pub fn next<R: rand::Rng + ?Sized>(
+    pub(crate) fn next<R: rand::Rng + ?Sized>(
         &mut self,
         order: PlayOrder,
         weights: &[u32],

@@ -23,7 +23,7 @@ const PARALLEL_ENCODES: usize = 2;
 type FileKey = (PathBuf, u64, Option<SystemTime>);
 
 #[derive(Debug)]
-pub struct Renditions {
+pub(crate) struct Renditions {
     dir: PathBuf,
     /// Hashes of files already read, by (path, size, modification time).
     hashes: Mutex<HashMap<FileKey, String>>,
@@ -31,7 +31,7 @@ pub struct Renditions {
 }
 
 impl Renditions {
-    pub fn new(dir: impl Into<PathBuf>) -> Renditions {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Renditions {
         Renditions {
             dir: dir.into(),
             hashes: Mutex::new(HashMap::new()),
@@ -39,12 +39,16 @@ impl Renditions {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The rendition of `track` for `out`, made now if it is not cached yet.
-    pub async fn get(&self, track: &TrackConfig, out: &AutoDjOutput) -> anyhow::Result<PathBuf> {
+    pub(crate) async fn get(
+        &self,
+        track: &TrackConfig,
+        out: &AutoDjOutput,
+    ) -> anyhow::Result<PathBuf> {
         let src = PathBuf::from(&track.file);
         let sha = match &track.sha256 {
             Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -94,7 +98,7 @@ impl Renditions {
             .await
             .with_context(|| format!("cannot read {}", src.display()))?;
         let key = (src.to_path_buf(), meta.len(), meta.modified().ok());
-        if let Some(h) = crate::mount::lock(&self.hashes).get(&key) {
+        if let Some(h) = crate::sync::lock(&self.hashes).get(&key) {
             return Ok(h.clone());
         }
         let path = src.to_path_buf();
@@ -113,13 +117,13 @@ impl Renditions {
             Ok(hex::encode(hasher.finalize()))
         })
         .await??;
-        crate::mount::lock(&self.hashes).insert(key, h.clone());
+        crate::sync::lock(&self.hashes).insert(key, h.clone());
         Ok(h)
     }
 }
 
 /// The MIME type of an output format's stream.
-pub fn content_type(format: &str) -> &'static str {
+pub(crate) fn content_type(format: &str) -> &'static str {
     match format {
         "aac" => "audio/aac",
         "opus" => "audio/ogg",
@@ -131,7 +135,7 @@ pub fn content_type(format: &str) -> &'static str {
 /// crossfade): MP3 as bare frames (no Xing/Info frame, no ID3 tag, so concatenated tracks are
 /// gapless and every byte is playing time), AAC in ADTS, Opus in Ogg pages of 100 ms (fine
 /// enough to pace by).
-pub fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
+pub(crate) fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
     let bitrate = format!("{kbps}k");
     let args: Vec<&str> = match format {
         "aac" => vec![

@@ -40,7 +40,7 @@ const REST: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 /// The next track and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pick {
+pub(crate) struct Pick {
     pub playlist: String,
     pub kind: PlaylistKind,
     pub track: TrackConfig,
@@ -49,7 +49,7 @@ pub struct Pick {
 /// One station's schedule state, across tracks and configuration changes (kept by playlist
 /// name).
 #[derive(Debug, Default)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     lists: HashMap<String, ListState>,
     /// The local hour of the last station ID (or of the first track after a start).
     id_hour: Option<HourKey>,
@@ -96,7 +96,7 @@ enum Due {
 
 impl Schedule {
     /// The next track at `now`, or `None` when the configuration has no track at all.
-    pub fn next<R: rand::Rng + ?Sized>(
+    pub(crate) fn next<R: rand::Rng + ?Sized>(
         &mut self,
         cfg: &AutoDjConfig,
         now: Timestamp,
@@ -126,7 +126,7 @@ impl Schedule {
 
     /// Whether `pick`, made earlier, is still what the rules want at `now` (and still in the
     /// configuration).
-    pub fn confirm(&self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) -> bool {
+    pub(crate) fn confirm(&self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) -> bool {
         let lists = cfg.all_playlists();
         let present = lists.iter().any(|p| {
             p.name == pick.playlist && p.kind == pick.kind && p.tracks.contains(&pick.track)
@@ -140,12 +140,12 @@ impl Schedule {
     }
 
     /// A pick that was not played: its track is its playlist's next one.
-    pub fn put_back(&mut self, pick: Pick) {
+    pub(crate) fn put_back(&mut self, pick: Pick) {
         self.lists.entry(pick.playlist).or_default().held = Some(pick.track);
     }
 
     /// `pick` started playing at `now`.
-    pub fn played(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
+    pub(crate) fn played(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
         let state = self.lists.entry(pick.playlist.clone()).or_default();
         state.failed_in_row = 0;
         state.resting_until = None;
@@ -173,7 +173,7 @@ impl Schedule {
 
     /// `pick` could not be played (its file is missing or not audio). Once every track of its
     /// playlist failed in a row, the playlist rests for [`REST`] and the rules pass over it.
-    pub fn failed(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
+    pub(crate) fn failed(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
         let len = cfg
             .all_playlists()
             .iter()

@@ -29,7 +29,7 @@ pub enum FlvError {
 
 /// H.264 parameters from the AVCDecoderConfigurationRecord (ISO 14496-15).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AvcConfig {
+pub(crate) struct AvcConfig {
     pub sps: Vec<Bytes>,
     pub pps: Vec<Bytes>,
     /// Bytes of each NAL unit's length prefix (1, 2 or 4).
@@ -38,7 +38,7 @@ pub struct AvcConfig {
 
 /// AAC parameters from the AudioSpecificConfig (ISO 14496-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AacConfig {
+pub(crate) struct AacConfig {
     /// Audio object type (2 = AAC LC).
     pub object_type: u8,
     pub frequency_index: u8,
@@ -46,7 +46,8 @@ pub struct AacConfig {
 }
 
 impl AacConfig {
-    pub fn sample_rate(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn sample_rate(&self) -> u32 {
         const RATES: [u32; 13] = [
             96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
         ];
@@ -59,14 +60,14 @@ impl AacConfig {
 
 /// Which of a stream's two tracks an FLV tag (or RTMP media message) belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagKind {
+pub(crate) enum TagKind {
     Audio,
     Video,
 }
 
 impl TagKind {
     /// The FLV tag type.
-    pub fn flv_type(self) -> u8 {
+    pub(crate) fn flv_type(self) -> u8 {
         match self {
             TagKind::Audio => 8,
             TagKind::Video => 9,
@@ -76,7 +77,7 @@ impl TagKind {
 
 /// What one video tag body holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Video {
+pub(crate) enum Video {
     Config(AvcConfig),
     /// NAL units of one access unit, still without start codes.
     Frame {
@@ -91,7 +92,7 @@ pub enum Video {
 
 /// What one audio tag body holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Audio {
+pub(crate) enum Audio {
     Config(AacConfig),
     Frame(Bytes),
 }
@@ -103,7 +104,7 @@ fn u16_at(b: &[u8], i: usize) -> Option<usize> {
     ])))
 }
 
-pub fn parse_video(tag: &Bytes, config: Option<&AvcConfig>) -> Result<Video, FlvError> {
+pub(crate) fn parse_video(tag: &Bytes, config: Option<&AvcConfig>) -> Result<Video, FlvError> {
     let head = tag.get(..5).ok_or(FlvError::Truncated("video"))?;
     let frame_type = head[0] >> 4;
     let codec = head[0] & 0x0f;
@@ -193,7 +194,7 @@ fn parse_avc_config(b: &Bytes) -> Result<AvcConfig, FlvError> {
     })
 }
 
-pub fn parse_audio(tag: &Bytes) -> Result<Audio, FlvError> {
+pub(crate) fn parse_audio(tag: &Bytes) -> Result<Audio, FlvError> {
     let head = tag.get(..2).ok_or(FlvError::Truncated("audio"))?;
     let format = head[0] >> 4;
     if format != 10 {
@@ -234,7 +235,7 @@ const AUD: [u8; 2] = [0x09, 0xf0];
 
 /// One access unit in Annex B: an AUD, then (for a keyframe without them) the SPS and PPS,
 /// then the frame's NAL units, each after a start code.
-pub fn annex_b(config: &AvcConfig, keyframe: bool, nalus: &[Bytes]) -> Bytes {
+pub(crate) fn annex_b(config: &AvcConfig, keyframe: bool, nalus: &[Bytes]) -> Bytes {
     let size: usize = nalus.iter().map(|n| n.len() + 4).sum::<usize>() + 6;
     let mut out = BytesMut::with_capacity(size + 64);
     out.put_slice(&START_CODE);
@@ -260,7 +261,7 @@ pub fn annex_b(config: &AvcConfig, keyframe: bool, nalus: &[Bytes]) -> Bytes {
 }
 
 /// An AAC frame with its 7-byte ADTS header (no CRC).
-pub fn adts(config: &AacConfig, frame: &[u8]) -> Bytes {
+pub(crate) fn adts(config: &AacConfig, frame: &[u8]) -> Bytes {
     let len = frame.len() + 7;
     let profile = config.object_type - 1;
     let mut out = BytesMut::with_capacity(len);

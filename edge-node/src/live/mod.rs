@@ -5,18 +5,18 @@
 //! Invariants: a stream has at most one publisher, and only a connection that presented the
 //! stream's current key; changing a stream's key or removing the stream ends its publisher.
 
-pub mod flv;
-pub mod hls;
-pub mod pull;
-pub mod rtmp;
-pub mod transcode;
+pub(crate) mod flv;
+pub(crate) mod hls;
+pub(crate) mod pull;
+pub(crate) mod rtmp;
+pub(crate) mod transcode;
 mod ts;
-pub mod viewers;
+pub(crate) mod viewers;
 
 use crate::config::{EdgeConfig, RenditionConfig};
+use crate::http::{Request, respond, respond_cached};
 use crate::metrics::{EdgeMetrics, LiveCounters};
-use crate::mount::lock;
-use crate::server::{Request, Shared, respond, respond_cached};
+use crate::sync::lock;
 use bytes::Bytes;
 use hls::Segmenter;
 use onda_shared::playback::{self, TokenError};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Every live stream of the node, by name; a stream's renditions are streams named
 /// `{stream}/{rendition}`.
-pub struct Live {
+pub(crate) struct Live {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
     /// Connection ids of the renditions' publishes (from the top, apart from RTMP's).
     next_local: std::sync::atomic::AtomicU64,
@@ -76,7 +76,7 @@ fn wanted(config: &EdgeConfig) -> Vec<Wanted<'_>> {
     out
 }
 
-pub struct LiveStream {
+pub(crate) struct LiveStream {
     pub name: String,
     /// A rendition's stream: the stream it is made from, whose admission, viewers and
     /// traffic counters it uses.
@@ -114,7 +114,7 @@ struct State {
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     UnknownKey,
     AlreadyLive,
     /// This node relays the stream from its origin; publishers go to the origin.
@@ -123,7 +123,7 @@ pub enum Refusal {
 
 /// The key relay edges present for a stream (derived from its stream key, which every carrier
 /// of the stream knows).
-pub fn relay_key(stream_key: &str) -> String {
+pub(crate) fn relay_key(stream_key: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(
         format!("onda-live-relay\0{stream_key}").as_bytes(),
@@ -152,7 +152,7 @@ fn start_pull(
 impl Live {
     /// Makes the configured streams current: new ones appear, removed ones and ones whose key
     /// changed lose their publisher; segments of unchanged streams are kept.
-    pub fn sync(&self, config: &EdgeConfig, metrics: &EdgeMetrics) {
+    pub(crate) fn sync(&self, config: &EdgeConfig, metrics: &EdgeMetrics) {
         let wanted = wanted(config);
         let mut streams = lock(&self.streams);
         streams.retain(|name, s| {
@@ -239,14 +239,14 @@ impl Live {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
         lock(&self.streams).get(name).cloned()
     }
 
     /// Starts the renditions of `stream`, just claimed by a publisher, if it has any: one
     /// ffmpeg makes them all, and each rendition is claimed for this publish only (an older
     /// publish of it is cut off) and fed from ffmpeg's output, numbered on from the source.
-    pub fn start_renditions(&self, stream: &LiveStream) {
+    pub(crate) fn start_renditions(&self, stream: &LiveStream) {
         let (renditions, next_seq) = {
             let st = lock(&stream.state);
             if st.renditions.is_empty() || st.publisher.is_none() {
@@ -287,7 +287,7 @@ impl Live {
 
     /// The publisher of `stream` left: its renditions' publishes end with it (their keys
     /// become unusable), so a quick republish starts a new ladder at once.
-    pub fn end_renditions(&self, stream: &LiveStream) {
+    pub(crate) fn end_renditions(&self, stream: &LiveStream) {
         let renditions = lock(&stream.state).renditions.clone();
         for r in &renditions {
             if let Some(child) = self.get(&format!("{}/{}", stream.name, r.name)) {
@@ -301,7 +301,7 @@ impl Live {
 
     /// The master playlist of `stream`: the source and each rendition that plays now, with
     /// their peak bitrates over the window and codecs. None while the source does not play.
-    pub fn master(&self, stream: &LiveStream, query: &str) -> Option<String> {
+    pub(crate) fn master(&self, stream: &LiveStream, query: &str) -> Option<String> {
         let (source, renditions) = {
             let st = lock(&stream.state);
             (st.segmenter.variant()?, st.renditions.clone())
@@ -333,7 +333,7 @@ impl Live {
     }
 
     /// The stream whose key this is; every key is compared in constant time.
-    pub fn by_key(&self, key: &str) -> Option<Arc<LiveStream>> {
+    pub(crate) fn by_key(&self, key: &str) -> Option<Arc<LiveStream>> {
         let streams = lock(&self.streams);
         let mut found = None;
         for s in streams.values() {
@@ -345,7 +345,7 @@ impl Live {
     }
 
     /// Sets each stream's viewers gauge to the sessions active now.
-    pub fn refresh_viewers(&self) {
+    pub(crate) fn refresh_viewers(&self) {
         let now = std::time::Instant::now();
         for s in lock(&self.streams).values() {
             s.counters
@@ -356,7 +356,7 @@ impl Live {
 
     /// What each stream's viewers used since the previous call, as usage of the edge path
     /// `/hls/{name}` (streams with nothing to report left out).
-    pub fn take_usage(&self) -> Vec<crate::usage::MountUsage> {
+    pub(crate) fn take_usage(&self) -> Vec<crate::usage::MountUsage> {
         let now = std::time::Instant::now();
         let mut out: Vec<crate::usage::MountUsage> = lock(&self.streams)
             .values()
@@ -377,7 +377,7 @@ impl Live {
     }
 
     /// Every stream, by name.
-    pub fn streams(&self) -> Vec<Arc<LiveStream>> {
+    pub(crate) fn streams(&self) -> Vec<Arc<LiveStream>> {
         let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -433,7 +433,7 @@ async fn feed_rendition(
 impl LiveStream {
     /// Makes connection `conn` the publisher if it presents the current key and nobody else
     /// publishes; returns the token that ends it.
-    pub fn claim(&self, conn: u64, key: &str) -> Result<CancellationToken, Refusal> {
+    pub(crate) fn claim(&self, conn: u64, key: &str) -> Result<CancellationToken, Refusal> {
         let mut st = lock(&self.state);
         if !crate::constant_time_eq(st.key.as_bytes(), key.as_bytes()) {
             return Err(Refusal::UnknownKey);
@@ -464,7 +464,7 @@ impl LiveStream {
     }
 
     /// The publisher `conn` left: the playlist ends.
-    pub fn release(&self, conn: u64) {
+    pub(crate) fn release(&self, conn: u64) {
         let mut st = lock(&self.state);
         if st.publisher == Some(conn) {
             st.publisher = None;
@@ -505,13 +505,13 @@ impl LiveStream {
     }
 
     /// A publisher streams into it, or (a relay's copy) the origin's playlist goes on.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         let st = lock(&self.state);
         st.publisher.is_some() || st.pulled
     }
 
     /// Whether a request presenting `header` as the relay header comes from a relay edge.
-    pub fn is_relay(&self, header: Option<&str>) -> bool {
+    pub(crate) fn is_relay(&self, header: Option<&str>) -> bool {
         header.is_some_and(|h| {
             crate::constant_time_eq(h.as_bytes(), lock(&self.state).relay_key.as_bytes())
         })
@@ -542,7 +542,7 @@ impl LiveStream {
     }
 
     /// Feeds a tag of the publisher `conn` (anyone else's is ignored).
-    pub fn media(
+    pub(crate) fn media(
         &self,
         conn: u64,
         kind: flv::TagKind,
@@ -574,7 +574,7 @@ impl LiveStream {
 
     /// Checks a viewer's request: Ok with the query to carry into the playlist's URIs and the
     /// token's viewer id.
-    pub fn admit(&self, query: &str, now_unix: u64) -> Result<(String, String), TokenError> {
+    pub(crate) fn admit(&self, query: &str, now_unix: u64) -> Result<(String, String), TokenError> {
         let secret = lock(&self.state).playback_secret.clone();
         let Some(secret) = secret else {
             return Ok((String::new(), String::new()));
@@ -588,7 +588,7 @@ impl LiveStream {
         Ok((format!("?token={token}"), viewer))
     }
 
-    pub fn playlist(&self, query: &str) -> Option<String> {
+    pub(crate) fn playlist(&self, query: &str) -> Option<String> {
         lock(&self.state).segmenter.playlist(query)
     }
 
@@ -597,12 +597,12 @@ impl LiveStream {
     }
 
     /// A part and its duration in milliseconds, once complete.
-    pub fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
+    pub(crate) fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
         lock(&self.state).segmenter.part(seq, idx)
     }
 
     /// A segment and its duration in milliseconds.
-    pub fn segment(&self, seq: u64) -> Option<(Bytes, u64)> {
+    pub(crate) fn segment(&self, seq: u64) -> Option<(Bytes, u64)> {
         lock(&self.state).segmenter.segment_with_duration(seq)
     }
 }
@@ -668,17 +668,17 @@ async fn plain(req: &mut Request, status: u16, msg: &str) {
 
 /// `GET /hls/{name}/index.m3u8` (with `_HLS_msn`/`_HLS_part`: a blocking reload),
 /// `GET /hls/{name}/{seq}.ts` and `GET /hls/{name}/{seq}.{part}.ts`.
-pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
+pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
     let head_only = req.head.method == "HEAD";
     let path = req.head.path.clone();
     let rest = path.trim_start_matches("/hls/");
     let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(owner) = shared.live.get(name).filter(|s| s.parent.is_none()) else {
+    let Some(owner) = live.get(name).filter(|s| s.parent.is_none()) else {
         return plain(&mut req, 404, "No such live stream").await;
     };
     // `{rendition}/{file}`: a rendition's media, under its stream's admission and accounting.
     let (stream, file) = match file.split_once('/') {
-        Some((r, f)) => match shared.live.get(&format!("{name}/{r}")) {
+        Some((r, f)) => match live.get(&format!("{name}/{r}")) {
             Some(s) => (s, f),
             None => return plain(&mut req, 404, "No such rendition").await,
         },
@@ -703,7 +703,7 @@ pub async fn serve_hls(mut req: Request, shared: Arc<Shared>) {
     let wait = std::time::Duration::from_millis(3 * stream.target_ms());
     let is_rendition = !Arc::ptr_eq(&stream, &owner);
     let (ctype, cache, body, media_ms) = match parse_file(file) {
-        Some(File::Master) if !is_rendition => match shared.live.master(&owner, &query) {
+        Some(File::Master) if !is_rendition => match live.master(&owner, &query) {
             Some(p) => (
                 "application/vnd.apple.mpegurl",
                 "no-cache",

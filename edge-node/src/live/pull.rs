@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The header a relay presents to the origin, with [`super::relay_key`] of the stream.
-pub const RELAY_HEADER: &str = "x-onda-relay";
+pub(crate) const RELAY_HEADER: &str = "x-onda-relay";
 
 /// One segment line of a media playlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub seq: u64,
     pub duration_ms: u64,
     pub uri: String,
@@ -23,7 +23,7 @@ pub struct Entry {
 
 /// The segments of a media playlist as this edge writes them (`{seq}.ts` URIs), and whether it
 /// ended. Lines it does not know are ignored.
-pub fn parse_playlist(text: &str) -> (Vec<Entry>, bool) {
+pub(crate) fn parse_playlist(text: &str) -> (Vec<Entry>, bool) {
     let mut out = Vec::new();
     let mut duration_ms = None;
     let mut discontinuity = false;
@@ -61,7 +61,7 @@ pub fn parse_playlist(text: &str) -> (Vec<Entry>, bool) {
 }
 
 /// Keeps `stream`'s copy in step with `origin` until `stop`.
-pub async fn run(
+pub(crate) async fn run(
     stream: Arc<LiveStream>,
     origin: String,
     relay_key: String,

@@ -8,9 +8,11 @@
 //! into it is contained ([`contained`]), so such input ends only its own connection, and a
 //! claimed stream is held by a [`Publishing`] guard that releases it on every way out.
 
+use super::Live;
 use super::flv::TagKind;
 use super::{LiveStream, Refusal};
-use crate::server::Shared;
+use crate::config::Current;
+use crate::metrics::EdgeMetrics;
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -28,17 +30,54 @@ use tokio_util::sync::CancellationToken;
 /// anything beyond is not a publisher.
 const MAX_BEFORE_PUBLISH: u64 = 1 << 20;
 
+/// What the RTMP ingest works with: the live streams it feeds, and the node's configuration,
+/// metrics and shutdown.
+pub(crate) struct Ingest {
+    pub(crate) live: Arc<Live>,
+    config: Arc<Current>,
+    metrics: Arc<EdgeMetrics>,
+    shutdown: CancellationToken,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        live: Arc<Live>,
+        config: Arc<Current>,
+        metrics: Arc<EdgeMetrics>,
+        shutdown: CancellationToken,
+    ) -> Ingest {
+        Ingest {
+            live,
+            config,
+            metrics,
+            shutdown,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn config(&self) -> Arc<crate::config::EdgeConfig> {
+        self.config.get()
+    }
+
+    /// The connection's number, as `clientid` in the webhooks.
+    fn next_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Accepts publishers until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, ingest: Arc<Ingest>) {
     while let Some((stream, peer)) =
-        crate::server::next_connection(&listener, &shared, "RTMP").await
+        crate::http::next_connection(&listener, &ingest.shutdown, "RTMP").await
     {
-        let shared = shared.clone();
+        let ingest = ingest.clone();
         tokio::spawn(async move {
-            let conn = shared.next_id();
+            let conn = ingest.next_id();
             // Dropped with the task whichever way it ends, releasing a claimed stream.
             let mut publishing: Option<Publishing> = None;
-            if let Err(e) = session(stream, peer, &shared, conn, &mut publishing).await {
+            if let Err(e) = session(stream, peer, &ingest, conn, &mut publishing).await {
                 tracing::info!(%peer, "RTMP connection ended: {e}");
             }
         });
@@ -48,9 +87,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 /// A stream claimed by connection `conn`. Dropping it releases the claim: at the end of the
 /// publish, on an error, and when the connection's task panics or is cancelled, so a stream is
 /// never left claimed by a connection that is gone.
-pub struct Publishing {
+pub(crate) struct Publishing {
     pub stream: Arc<LiveStream>,
-    shared: Arc<Shared>,
+    ingest: Arc<Ingest>,
     peer: SocketAddr,
     conn: u64,
     app: String,
@@ -60,9 +99,9 @@ pub struct Publishing {
 
 impl Publishing {
     /// Claims `stream` for connection `conn` with `key`.
-    pub fn claim(
+    pub(crate) fn claim(
         stream: Arc<LiveStream>,
-        shared: &Arc<Shared>,
+        ingest: &Arc<Ingest>,
         peer: SocketAddr,
         conn: u64,
         app: &str,
@@ -71,7 +110,7 @@ impl Publishing {
         let kick = stream.claim(conn, key)?;
         let guard = Publishing {
             stream,
-            shared: shared.clone(),
+            ingest: ingest.clone(),
             peer,
             conn,
             app: app.to_string(),
@@ -88,8 +127,8 @@ impl Drop for Publishing {
         if self.accepted {
             tracing::info!(peer = %self.peer, stream = %s.name, "publisher left");
             if s.parent.is_none() {
-                self.shared.live.end_renditions(s);
-                publish_done(&self.shared, self.peer, self.conn, &self.app, &s.name);
+                self.ingest.live.end_renditions(s);
+                publish_done(&self.ingest, self.peer, self.conn, &self.app, &s.name);
             }
         }
     }
@@ -189,11 +228,11 @@ async fn send(
 async fn session(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    ingest: &Arc<Ingest>,
     conn: u64,
     publishing: &mut Option<Publishing>,
 ) -> Result<(), End> {
-    let limits = shared.config().limits.clone();
+    let limits = ingest.config().limits.clone();
     let handshake_limit = limits.header_timeout();
     let idle_limit = limits.source_timeout();
     let mut buf = vec![0u8; 64 * 1024];
@@ -228,14 +267,14 @@ async fn session(
         while !results.is_empty() {
             for event in send(&mut stream, &mut results).await? {
                 let step =
-                    on_event(&mut rtmp, event, shared, conn, peer, publishing, &mut kick).await?;
+                    on_event(&mut rtmp, event, ingest, conn, peer, publishing, &mut kick).await?;
                 results.extend(step.out);
                 close = close.or(step.close);
             }
         }
         if let Some(e) = close {
             let _ = stream.flush().await;
-            crate::server::close_gracefully(&mut stream).await;
+            crate::http::close_gracefully(&mut stream).await;
             return Err(e);
         }
         if publishing.is_none() && received > MAX_BEFORE_PUBLISH {
@@ -257,7 +296,7 @@ async fn session(
         let n = tokio::select! {
             r = read(&mut stream, &mut buf, limit) => r?,
             () = kicked => return Err(End::Kicked),
-            () = shared.shutdown.cancelled() => return Err(End::Shutdown),
+            () = ingest.shutdown.cancelled() => return Err(End::Shutdown),
         };
         received += n as u64;
         results.extend(input_step(&mut rtmp, &buf[..n])?);
@@ -292,14 +331,14 @@ impl Step {
 async fn on_event(
     rtmp: &mut ServerSession,
     event: ServerSessionEvent,
-    shared: &Arc<Shared>,
+    ingest: &Arc<Ingest>,
     conn: u64,
     peer: SocketAddr,
     publishing: &mut Option<Publishing>,
     kick: &mut Option<CancellationToken>,
 ) -> Result<Step, End> {
     let refuse = |rtmp: &mut ServerSession, request_id, code: &str, why: String| {
-        shared.metrics.rtmp_refused.inc();
+        ingest.metrics.rtmp_refused.inc();
         tracing::info!(%peer, "RTMP request refused: {why}");
         let out = contained("refusing a request", || {
             rtmp.reject_request(request_id, code, &why)
@@ -325,18 +364,18 @@ async fn on_event(
             }
             // OBS and ffmpeg may append a query to the key; the key is what precedes it.
             let key = stream_key.split('?').next().unwrap_or_default();
-            let claimed = match shared.live.by_key(key) {
+            let claimed = match ingest.live.by_key(key) {
                 None => Err(Refusal::UnknownKey),
                 // Renditions are fed by this node's own ffmpeg, never over RTMP.
                 Some(s) if s.parent.is_some() => Err(Refusal::UnknownKey),
-                Some(s) => Publishing::claim(s, shared, peer, conn, &app_name, key),
+                Some(s) => Publishing::claim(s, ingest, peer, conn, &app_name, key),
             };
             // nginx-rtmp's on_publish: the publisher's own service decides too. The guard
             // releases the claim if it refuses, or if the connection goes away while it is
             // asked.
             let claimed = match claimed {
                 Ok((g, k)) => {
-                    match on_publish(shared, peer, conn, &app_name, key, &g.stream.name).await {
+                    match on_publish(ingest, peer, conn, &app_name, key, &g.stream.name).await {
                         Ok(()) => Ok((g, k)),
                         Err(why) => {
                             drop(g);
@@ -350,7 +389,7 @@ async fn on_event(
                 Ok((mut g, k)) => {
                     tracing::info!(%peer, stream = %g.stream.name, "publisher connected");
                     g.accepted = true;
-                    shared.live.start_renditions(&g.stream);
+                    ingest.live.start_renditions(&g.stream);
                     *kick = Some(k);
                     *publishing = Some(g);
                     accept(rtmp, request_id)
@@ -424,14 +463,14 @@ fn form(call: &str, peer: SocketAddr, conn: u64, app: &str, key: &str, stream: &
 /// Asks `rtmp.on_publish` (when set) whether this publish may go ahead: Err(why) unless it
 /// answers 2xx within `rtmp.webhook_timeout_ms`.
 async fn on_publish(
-    shared: &Arc<Shared>,
+    ingest: &Arc<Ingest>,
     peer: SocketAddr,
     conn: u64,
     app: &str,
     key: &str,
     stream: &str,
 ) -> Result<(), String> {
-    let cfg = shared.config().rtmp.clone();
+    let cfg = ingest.config().rtmp.clone();
     if cfg.on_publish.is_empty() {
         return Ok(());
     }
@@ -454,8 +493,8 @@ async fn on_publish(
 }
 
 /// Tells `rtmp.on_publish_done` (when set) that a publisher left; its answer is not awaited.
-fn publish_done(shared: &Arc<Shared>, peer: SocketAddr, conn: u64, app: &str, stream: &str) {
-    let cfg = shared.config().rtmp.clone();
+fn publish_done(ingest: &Arc<Ingest>, peer: SocketAddr, conn: u64, app: &str, stream: &str) {
+    let cfg = ingest.config().rtmp.clone();
     if cfg.on_publish_done.is_empty() {
         return;
     }
@@ -603,8 +642,10 @@ pub fn fuzz_connection(data: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Ingest, Live};
     use super::{Publishing, Refusal, fuzz_connection};
-    use crate::server::Shared;
+    use crate::config::Current;
+    use crate::metrics::EdgeMetrics;
     use std::sync::Arc;
 
     /// A connection's task that panics or is cancelled while it holds a stream gives it back.
@@ -613,7 +654,17 @@ mod tests {
         let config: crate::EdgeConfig =
             toml::from_str("[[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n")
                 .expect("config");
-        let shared = Arc::new(Shared::new(config).expect("shared"));
+        let metrics = Arc::new(EdgeMetrics::new().expect("metrics"));
+        let live = Arc::new(Live::default());
+        live.sync(&config, &metrics);
+        let current = Arc::new(Current::default());
+        current.set(config);
+        let shared = Arc::new(Ingest::new(
+            live,
+            current,
+            metrics,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let peer = "192.0.2.1:5000".parse().expect("addr");
         let stream = shared.live.get("show").expect("stream");
         let claim = |conn| {

@@ -25,7 +25,7 @@ const QUEUE: usize = 1024;
 
 /// A random key nobody holds (a rendition's stream between publishes, and the key its
 /// publish claims it with inside the node).
-pub fn unusable_key() -> String {
+pub(crate) fn unusable_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
@@ -37,7 +37,7 @@ struct Tag {
 
 /// A running ffmpeg for one publish; dropping it closes ffmpeg's input, and ffmpeg ends its
 /// renditions' publishes and exits (or is killed after a grace period).
-pub struct Transcoder {
+pub(crate) struct Transcoder {
     tx: Option<SyncSender<Tag>>,
     /// Tags are being dropped (ffmpeg fell behind): video resumes at the next keyframe, so the
     /// renditions never decode from a picture whose references are missing.
@@ -65,14 +65,16 @@ fn flv_tag(out: &mut Vec<u8>, kind: TagKind, ms: u32, data: &[u8]) {
 }
 
 /// One FLV tag read back from ffmpeg: video (or audio), its timestamp and body.
-pub struct FlvTag {
+pub(crate) struct FlvTag {
     pub kind: TagKind,
     pub ms: u32,
     pub body: Bytes,
 }
 
 /// Reads ffmpeg's FLV file header (checked) from a rendition's FIFO.
-pub async fn read_header(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<()> {
+pub(crate) async fn read_header(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<()> {
     let mut head = [0u8; 13];
     r.read_exact(&mut head).await?;
     if &head[..3] != b"FLV" {
@@ -89,7 +91,9 @@ pub async fn read_header(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io
 }
 
 /// Reads the next audio or video tag (script tags are skipped) after [`read_header`].
-pub async fn read_tag(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<FlvTag> {
+pub(crate) async fn read_tag(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<FlvTag> {
     loop {
         let mut h = [0u8; 11];
         r.read_exact(&mut h).await?;
@@ -120,7 +124,7 @@ pub async fn read_tag(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::R
 }
 
 /// One rung's FLV as ffmpeg writes it into the rung's FIFO.
-pub struct Output {
+pub(crate) struct Output {
     path: PathBuf,
     reader: pipe::Receiver,
 }
@@ -140,7 +144,7 @@ impl Output {
     /// Reads ffmpeg's FLV header ([`read_header`]). ffmpeg holds the FIFO open for writing from
     /// then on, so it is read through a read-only descriptor: ffmpeg's exit, a crash too, ends
     /// the reading (an end of file) instead of leaving it waiting forever.
-    pub async fn header(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn header(&mut self) -> std::io::Result<()> {
         read_header(&mut self.reader).await?;
         // Opened before the read-write one is closed, so what ffmpeg wrote stays in the pipe.
         self.reader = pipe::OpenOptions::new().open_receiver(&self.path)?;
@@ -148,7 +152,7 @@ impl Output {
     }
 
     /// The next tag ([`read_tag`]), after [`Output::header`].
-    pub async fn tag(&mut self) -> std::io::Result<FlvTag> {
+    pub(crate) async fn tag(&mut self) -> std::io::Result<FlvTag> {
         read_tag(&mut self.reader).await
     }
 }
@@ -222,7 +226,7 @@ fn args(rungs: &[RenditionConfig], outputs: &[PathBuf]) -> Vec<String> {
 impl Transcoder {
     /// Starts ffmpeg for `stream`, making each rung; returns it and the reading end of each
     /// rung's FLV, in the order of `rungs`.
-    pub fn start(
+    pub(crate) fn start(
         stream: &str,
         rungs: &[RenditionConfig],
     ) -> anyhow::Result<(Transcoder, Vec<Output>)> {
@@ -293,7 +297,7 @@ impl Transcoder {
 
     /// Passes one of the publisher's tags on; when ffmpeg falls behind by a whole queue the
     /// tag is dropped (and the renditions glitch) rather than slowing the source down.
-    pub fn send(&mut self, kind: TagKind, ms: u32, data: &Bytes) {
+    pub(crate) fn send(&mut self, kind: TagKind, ms: u32, data: &Bytes) {
         let Some(tx) = &self.tx else { return };
         let video = kind == TagKind::Video;
         // FLV video: frame type 1 (keyframe) in the high nibble; AVC sequence headers too.
@@ -336,7 +340,7 @@ impl Drop for Transcoder {
             .spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {
-                    let mut c = crate::mount::lock(&child);
+                    let mut c = crate::sync::lock(&child);
                     match c.as_inner_mut().try_wait() {
                         Ok(Some(_)) | Err(_) => return,
                         Ok(None) if Instant::now() >= deadline => {

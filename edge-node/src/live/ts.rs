@@ -14,8 +14,8 @@ use mpeg2ts::ts::{
 };
 
 const PMT_PID: u16 = 0x1000;
-pub const VIDEO_PID: u16 = 0x100;
-pub const AUDIO_PID: u16 = 0x101;
+pub(super) const VIDEO_PID: u16 = 0x100;
+pub(super) const AUDIO_PID: u16 = 0x101;
 /// Payload bytes of a TS packet (188 minus the 4-byte header).
 const PAYLOAD: usize = 184;
 /// An adaptation field carrying a PCR: length, flags and the 6-byte PCR.
@@ -27,7 +27,7 @@ const TS_MASK: u64 = (1 << 33) - 1;
 /// One elementary stream unit to packetize. Times are 90 kHz; `pcr` goes in the first
 /// packet's adaptation field, with the random access flag for keyframes.
 #[derive(Debug, Clone, Copy)]
-pub struct Frame<'a> {
+pub(super) struct Frame<'a> {
     pub video: bool,
     pub pts: u64,
     pub dts: Option<u64>,
@@ -38,7 +38,7 @@ pub struct Frame<'a> {
 
 /// Writes TS packets into segment buffers, keeping continuity counters across segments.
 #[derive(Debug, Default)]
-pub struct Muxer {
+pub(super) struct Muxer {
     cc_pat: u8,
     cc_pmt: u8,
     cc_video: u8,
@@ -73,7 +73,7 @@ fn write(out: &mut Vec<u8>, packet: &TsPacket) {
 
 impl Muxer {
     /// PAT and PMT, which start every segment so each one decodes on its own.
-    pub fn tables(&mut self, out: &mut Vec<u8>, video: bool, audio: bool) {
+    pub(super) fn tables(&mut self, out: &mut Vec<u8>, video: bool, audio: bool) {
         let pat = TsPacket {
             header: header(0, &mut self.cc_pat),
             adaptation_field: None,
@@ -117,7 +117,7 @@ impl Muxer {
     }
 
     /// One PES (an access unit or an audio frame) cut into TS packets.
-    pub fn pes(&mut self, out: &mut Vec<u8>, f: &Frame<'_>) {
+    pub(super) fn pes(&mut self, out: &mut Vec<u8>, f: &Frame<'_>) {
         let Frame {
             video,
             pts,

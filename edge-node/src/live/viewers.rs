@@ -4,7 +4,7 @@
 //! Viewer time is the media time of the segments served, so a player that stalls or leaves
 //! stops adding time at once; it feeds the same usage reports as listener time.
 
-use crate::mount::lock;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,14 +23,14 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct Viewers {
+pub(crate) struct Viewers {
     timeout: Duration,
     inner: Mutex<Inner>,
 }
 
 /// What viewers used since the previous take.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ViewerUsage {
+pub(crate) struct ViewerUsage {
     pub viewer_ms: u64,
     pub sessions: u64,
     pub peak: u64,
@@ -38,7 +38,7 @@ pub struct ViewerUsage {
 }
 
 impl Viewers {
-    pub fn new(timeout: Duration) -> Viewers {
+    pub(crate) fn new(timeout: Duration) -> Viewers {
         Viewers {
             timeout,
             inner: Mutex::new(Inner::default()),
@@ -53,7 +53,7 @@ impl Viewers {
     }
 
     /// A request of session `key` that sent `bytes`, carrying `media_ms` of media (segments).
-    pub fn request(&self, key: u64, now: Instant, bytes: u64, media_ms: u64) {
+    pub(crate) fn request(&self, key: u64, now: Instant, bytes: u64, media_ms: u64) {
         let mut inner = lock(&self.inner);
         self.prune(&mut inner, now);
         if inner.sessions.insert(key, now).is_none() {
@@ -65,14 +65,14 @@ impl Viewers {
     }
 
     /// Sessions active now.
-    pub fn current(&self, now: Instant) -> u64 {
+    pub(crate) fn current(&self, now: Instant) -> u64 {
         let mut inner = lock(&self.inner);
         self.prune(&mut inner, now);
         inner.sessions.len() as u64
     }
 
     /// What accrued since the previous take; the peak starts again from the sessions active now.
-    pub fn take(&self, now: Instant) -> ViewerUsage {
+    pub(crate) fn take(&self, now: Instant) -> ViewerUsage {
         let mut inner = lock(&self.inner);
         self.prune(&mut inner, now);
         let active = inner.sessions.len() as u64;
@@ -88,7 +88,7 @@ impl Viewers {
 }
 
 /// The session key of a request: the token's viewer id, the client address and its User-Agent.
-pub fn session_key(viewer: &str, ip: std::net::IpAddr, user_agent: &str) -> u64 {
+pub(crate) fn session_key(viewer: &str, ip: std::net::IpAddr, user_agent: &str) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     viewer.hash(&mut h);

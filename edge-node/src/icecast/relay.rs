@@ -2,10 +2,10 @@
 //! onto a local mount, carrying its ICY titles over, and reconnect with backoff and jitter when
 //! it ends. Each relay is a task owned by the server and cancelled when its configuration goes.
 
+use super::Icecast;
 use crate::config::RelayConfig;
 use crate::icy::{Deinterleaver, stream_title};
-use crate::mount::{Coalescer, SourceInfo};
-use crate::server::Shared;
+use crate::mount::{Coalescer, Session, SourceInfo};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +18,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A parsed `http://host[:port]/path[?query]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub host: String,
     pub port: u16,
     pub path_and_query: String,
 }
 
-pub fn parse_url(url: &str) -> Result<Target, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let u = url::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     if u.scheme() != "http" {
         return Err(format!("{url:?}: only http:// is supported"));
@@ -47,13 +47,13 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 
 /// The reply head of an upstream server: status and headers (`ICY 200 OK` accepted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamHead {
+pub(crate) struct UpstreamHead {
     pub status: u16,
     pub headers: Vec<(String, String)>,
 }
 
 impl UpstreamHead {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -62,7 +62,7 @@ impl UpstreamHead {
 }
 
 /// Parses a response head; `Ok(None)` while incomplete.
-pub fn parse_response(buf: &[u8]) -> Result<Option<(UpstreamHead, usize)>, String> {
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(UpstreamHead, usize)>, String> {
     // SHOUTcast answers `ICY 200 OK`; httparse wants an HTTP version.
     let rewritten;
     let (buf, shift) = if buf.starts_with(b"ICY ") {
@@ -101,14 +101,49 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(UpstreamHead, usize)>, Strin
     }
 }
 
+/// The relays running on the node, by mount path.
+#[derive(Default)]
+pub(crate) struct Relays {
+    running: std::sync::Mutex<std::collections::HashMap<String, (RelayConfig, CancellationToken)>>,
+}
+
+impl Relays {
+    /// Starts relay tasks for new relays, stops those of removed ones and restarts those whose
+    /// URL changed. Other changes (`max_listeners`) reach the mount without a reconnect.
+    pub(crate) fn sync(&self, ice: &Arc<Icecast>) {
+        let wanted = ice.config().relays.clone();
+        let mut running = crate::sync::lock(&self.running);
+        running.retain(|path, (cfg, token)| {
+            match wanted.iter().find(|w| &w.path == path && w.url == cfg.url) {
+                Some(w) => {
+                    *cfg = w.clone();
+                    true
+                }
+                None => {
+                    token.cancel();
+                    false
+                }
+            }
+        });
+        for r in wanted {
+            if running.contains_key(&r.path) {
+                continue;
+            }
+            let token = ice.shutdown.child_token();
+            running.insert(r.path.clone(), (r.clone(), token.clone()));
+            tokio::spawn(run(ice.clone(), r, token));
+        }
+    }
+}
+
 /// Runs one relay until `stop` is cancelled.
-pub async fn run(shared: Arc<Shared>, relay: RelayConfig, stop: CancellationToken) {
+pub(crate) async fn run(ice: Arc<Icecast>, relay: RelayConfig, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            r = pull(&shared, &relay, &stop) => r,
+            r = pull(&ice, &relay, &stop) => r,
         };
         match outcome {
             Ok(why) => tracing::info!(mount = %relay.path, url = %relay.url, "relay ended: {why}"),
@@ -131,12 +166,12 @@ pub async fn run(shared: Arc<Shared>, relay: RelayConfig, stop: CancellationToke
 
 /// One connection to the upstream: returns why it ended normally.
 async fn pull(
-    shared: &Arc<Shared>,
+    ice: &Arc<Icecast>,
     relay: &RelayConfig,
     stop: &CancellationToken,
 ) -> Result<&'static str, String> {
     let mut target = parse_url(&relay.url)?;
-    let limits = shared.config().limits.clone();
+    let limits = ice.config().limits.clone();
     let timeout = limits.source_timeout();
     let mut redirects = 0;
     let (mut stream, head, mut leftover) = loop {
@@ -166,7 +201,7 @@ async fn pull(
         let req = format!(
             "GET {} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: {}\r\nIcy-MetaData: 1\r\n{relay_key}Accept: */*\r\n\r\n",
             target.path_and_query,
-            crate::server::SERVER
+            crate::http::SERVER
         );
         stream
             .write_all(req.as_bytes())
@@ -197,7 +232,7 @@ async fn pull(
         }
         break (stream, head, buf);
     };
-    let Some(mount) = shared.mount(&relay.path) else {
+    let Some(mount) = ice.mount(&relay.path) else {
         return Ok("mount removed");
     };
     let pick = |names: &[&str]| {
@@ -228,7 +263,7 @@ async fn pull(
         relay: true,
         ..SourceInfo::default()
     };
-    let session = limits.new_session(info);
+    let session = Session::start(info, &limits);
     if !mount.attach(session.clone()) {
         return Err("the mount already has a source".into());
     }

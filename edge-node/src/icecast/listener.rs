@@ -3,9 +3,10 @@
 //! fallback are gone. A listener whose mount lost its source keeps its connection and hears the
 //! fallback, and goes back when the source returns.
 
+use super::Icecast;
+use crate::http::{Request, SERVER, respond};
 use crate::icy::Interleaver;
 use crate::mount::{Control, ListenerEntry, Mount, Read, Refused, Session};
-use crate::server::{Request, SERVER, Shared, respond};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ fn reply_head(mount: &Mount, session: &Session, metaint: Option<u64>) -> String 
          Cache-Control: no-cache, no-store\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nPragma: no-cache\r\n",
         clean(&info.content_type)
     );
-    crate::cors::push_lines(&mut h, crate::cors::RESPONSE);
+    crate::http::cors::push_lines(&mut h, crate::http::cors::RESPONSE);
     if info.bitrate > 0 {
         h.push_str(&format!("icy-br:{}\r\n", info.bitrate));
     }
@@ -78,9 +79,9 @@ fn clean(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-pub async fn serve(mut req: Request, shared: Arc<Shared>) {
+pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
     let mut home = req.head.path.clone();
-    let Some(home_mount) = shared.mount(&home) else {
+    let Some(home_mount) = ice.mount(&home) else {
         let _ = respond(
             &mut req.stream,
             404,
@@ -93,7 +94,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     };
     // Subscribe before resolving, so a source returning meanwhile is not missed.
     let mut home_gen = Some(home_mount.generation.subscribe());
-    let Some((mut current, mut session)) = shared.resolve(&home) else {
+    let Some((mut current, mut session)) = ice.resolve(&home) else {
         let _ = respond(
             &mut req.stream,
             404,
@@ -104,7 +105,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         .await;
         return;
     };
-    let limits = shared.config().limits.clone();
+    let limits = ice.config().limits.clone();
     if limits.listener_send_buffer_bytes > 0 {
         let size = usize::try_from(limits.listener_send_buffer_bytes).unwrap_or(usize::MAX);
         let _ = socket2::SockRef::from(&req.stream).set_send_buffer_size(size);
@@ -116,7 +117,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         let _ = req.stream.write_all(head.as_bytes()).await;
         return;
     }
-    let id = shared.next_id();
+    let id = ice.next_id();
     let (control_tx, mut control) = mpsc::unbounded_channel();
     let entry = ListenerEntry {
         id,
@@ -151,7 +152,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         let _ = respond(&mut stream, 403, "text/plain", &[], body).await;
         return;
     }
-    shared.metrics.listener_connects.inc();
+    ice.metrics.listener_connects.inc();
     // The burst is measured from the moment of connection, before the reply head is written.
     let (mut pos, mut prefix) = session.listener_start(limits.burst_bytes);
     if tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(head.as_bytes()))
@@ -176,7 +177,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             ctl = control.recv() => match ctl {
                 None | Some(Control::Kill) => break "killed",
                 Some(Control::Move(dest)) => {
-                    let Some(dest_mount) = shared.mount(&dest) else { continue };
+                    let Some(dest_mount) = ice.mount(&dest) else { continue };
                     // Re-register on the destination so counts and listclients follow the move.
                     registered.remove_listener(id);
                     if dest_mount.add_listener(entry.clone()).is_err() {
@@ -188,7 +189,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                     registered = dest_mount.clone();
                     home = dest;
                     home_gen = Some(dest_mount.generation.subscribe());
-                    match shared.resolve(&home) {
+                    match ice.resolve(&home) {
                         Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
                         None => break "moved to a mount with nothing playing",
                     }
@@ -207,22 +208,22 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                             if !relay {
                                 registered.usage.add_bytes(n);
                             }
-                            shared.metrics.bytes_sent.inc_by(n);
+                            ice.metrics.bytes_sent.inc_by(n);
                         }
                         Err(SendError::Gone) => break "gone",
                         Err(SendError::Stalled) => {
                             registered.counters.dropped_slow.inc();
-                            shared.metrics.slow_drops.inc();
+                            ice.metrics.slow_drops.inc();
                             break "stopped reading";
                         }
                     }
                 }
                 Read::Lagged => {
                     registered.counters.dropped_slow.inc();
-                    shared.metrics.slow_drops.inc();
+                    ice.metrics.slow_drops.inc();
                     break "fell behind by more than the queue";
                 }
-                Read::Ended => match shared.resolve(&home) {
+                Read::Ended => match ice.resolve(&home) {
                     // The source left: carry on with the fallback, from its live edge.
                     Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
                     None => break "source ended",
@@ -231,7 +232,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             changed = wait_generation(&mut home_gen), if on_fallback => {
                 if !changed { continue; }
                 // The home mount's source returned: go back to it.
-                if let Some(m) = shared.mount(&home)
+                if let Some(m) = ice.mount(&home)
                     && let Some(s) = m.session()
                 {
                     (pos, prefix) = s.listener_start(4096);
@@ -246,7 +247,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 // to a stream: dropped.
                 Ok(_) => {}
             },
-            () = shared.shutdown.cancelled() => break "server stopping",
+            () = ice.shutdown.cancelled() => break "server stopping",
         }
     };
     registered.remove_listener(id);

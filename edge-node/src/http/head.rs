@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
+pub(crate) struct RequestHead {
     pub method: String,
     /// Percent-decoded path without the query.
     pub path: String,
@@ -18,7 +18,7 @@ pub struct RequestHead {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     /// The head is longer than allowed.
     TooLarge,
     /// More header lines than allowed.
@@ -39,7 +39,7 @@ impl fmt::Display for HeadError {
 
 impl RequestHead {
     /// The first value of a header, by case-insensitive name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -47,13 +47,13 @@ impl RequestHead {
     }
 
     /// Query parameters, percent- and plus-decoded.
-    pub fn query_pairs(&self) -> Vec<(String, String)> {
+    pub(crate) fn query_pairs(&self) -> Vec<(String, String)> {
         form_urlencoded::parse(self.query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect()
     }
 
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         self.query_pairs()
             .into_iter()
             .find(|(k, _)| k == name)
@@ -65,7 +65,7 @@ impl RequestHead {
 ///
 /// Returns `Ok(None)` while the head is incomplete (read more, unless `buf` already holds
 /// `max_bytes`), or the head and the number of bytes it used (the body starts after).
-pub fn parse(
+pub(crate) fn parse(
     buf: &[u8],
     max_bytes: usize,
     max_headers: usize,
@@ -154,7 +154,7 @@ fn find_line_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The `(user, password)` of a `Basic` Authorization header.
-pub fn basic_auth(head: &RequestHead) -> Option<(String, String)> {
+pub(crate) fn basic_auth(head: &RequestHead) -> Option<(String, String)> {
     use base64::Engine as _;
     let value = head.header("authorization")?;
     let (scheme, encoded) = value.split_once(' ')?;

@@ -1,10 +1,12 @@
-//! Status, metrics and the Icecast admin routes: `/status-json.xsl`, `/metrics`, `/healthz`,
-//! `/readyz`, `/admin/metadata`, `/admin/listclients`, `/admin/listmounts`, `/admin/killsource`,
-//! `/admin/killclient`, `/admin/moveclients`, `/admin/stats`, shaped as Icecast 2.4 shapes them.
+//! Status and the Icecast admin routes: `/status-json.xsl`, `/admin/metadata`,
+//! `/admin/listclients`, `/admin/listmounts`, `/admin/killsource`, `/admin/killclient`,
+//! `/admin/moveclients`, `/admin/stats`, shaped as Icecast 2.4 shapes them.
 
-use crate::head::{RequestHead, basic_auth};
-use crate::mount::{Control, Mount, Session, lock};
-use crate::server::{Request, Shared, respond};
+use super::Icecast;
+use crate::http::head::{RequestHead, basic_auth};
+use crate::http::{Request, respond};
+use crate::mount::{Control, Mount, Session};
+use crate::sync::lock;
 use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ fn iso8601(t: SystemTime) -> String {
     t.format(&fmt).unwrap_or_default()
 }
 
-pub fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -51,8 +53,8 @@ fn iceresponse(message: &str, ok: bool) -> Vec<u8> {
     .into_bytes()
 }
 
-fn is_admin(head: &RequestHead, shared: &Shared) -> bool {
-    let cfg = shared.config();
+fn is_admin(head: &RequestHead, ice: &Icecast) -> bool {
+    let cfg = ice.config();
     basic_auth(head).is_some_and(|(u, p)| {
         !cfg.admin.password.is_empty()
             && u == cfg.admin.user
@@ -65,14 +67,14 @@ fn is_admin(head: &RequestHead, shared: &Shared) -> bool {
 /// encoder sends its titles with the credentials it streams with). A DJ account is the mount's
 /// own, so it never reaches another station's mount; and another DJ of the station, off the air,
 /// gets no Argon2 verification at all.
-async fn may_set_title(req: &Request, shared: &Shared, mount: &Mount) -> bool {
+async fn may_set_title(req: &Request, ice: &Icecast, mount: &Mount) -> bool {
     let Some((user, password)) = basic_auth(&req.head) else {
         return false;
     };
     let session = mount.session();
     // The credentials the source on air logged in with: no password check again, so its title
     // updates go on whatever the login checker is doing (lockouts, busy Argon2 slots).
-    let digest = shared.logins.digest(&user, &password);
+    let digest = ice.logins.digest(&user, &password);
     if session
         .as_ref()
         .and_then(|s| s.info.credentials)
@@ -86,14 +88,9 @@ async fn may_set_title(req: &Request, shared: &Shared, mount: &Mount) -> bool {
     }
     // Anything else goes through the same bounded, throttled checker as a source login: a
     // title update is no way around the lockout or the limit on Argon2 checks.
-    let (_, login) = crate::source::authenticate(
-        shared,
-        &req.head,
-        req.peer.ip(),
-        &mount.path,
-        &mount.config(),
-    )
-    .await;
+    let (_, login) =
+        super::source::authenticate(ice, &req.head, req.peer.ip(), &mount.path, &mount.config())
+            .await;
     login == crate::auth::Login::Accepted
 }
 
@@ -106,8 +103,8 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
-fn host(req: &Request, shared: &Shared) -> String {
-    let cfg = shared.config();
+fn host(req: &Request, ice: &Icecast) -> String {
+    let cfg = ice.config();
     if !cfg.http.hostname.is_empty() {
         return cfg.http.hostname.clone();
     }
@@ -188,8 +185,8 @@ fn source_json(mount: &Mount, s: &Session, host: &str) -> Value {
 
 /// The `/status-json.xsl` document: `source` is an object for one live mount, an array for
 /// several, absent for none.
-pub fn status_json(shared: &Shared, host: &str) -> Value {
-    let sources: Vec<Value> = shared
+pub(crate) fn status_json(ice: &Icecast, host: &str) -> Value {
+    let sources: Vec<Value> = ice
         .mounts()
         .iter()
         .filter_map(|m| m.session().map(|s| source_json(m, &s, host)))
@@ -198,12 +195,9 @@ pub fn status_json(shared: &Shared, host: &str) -> Value {
     stats.insert("admin".into(), json!("icemaster@localhost"));
     stats.insert("host".into(), json!(host_without_port(host)));
     stats.insert("location".into(), json!("Earth"));
-    stats.insert("server_id".into(), json!(crate::server::SERVER));
-    stats.insert("server_start".into(), json!(rfc2822(shared.started)));
-    stats.insert(
-        "server_start_iso8601".into(),
-        json!(iso8601(shared.started)),
-    );
+    stats.insert("server_id".into(), json!(crate::http::SERVER));
+    stats.insert("server_start".into(), json!(rfc2822(ice.started)));
+    stats.insert("server_start_iso8601".into(), json!(iso8601(ice.started)));
     match sources.len() {
         0 => {}
         1 => {
@@ -219,27 +213,20 @@ pub fn status_json(shared: &Shared, host: &str) -> Value {
     json!({ "icestats": stats })
 }
 
-pub async fn serve(mut req: Request, shared: Arc<Shared>) {
+pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
     let path = req.head.path.clone();
     let (status, ctype, body): (u16, &str, Vec<u8>) = match path.as_str() {
-        "/healthz" => (200, "text/plain", b"ok\n".to_vec()),
-        "/readyz" => (200, "text/plain", b"ready\n".to_vec()),
-        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", {
-            // Viewers are sessions that time out without a request: count them now.
-            shared.live.refresh_viewers();
-            shared.metrics.render().into_bytes()
-        }),
         "/status-json.xsl" => {
-            let host = host(&req, &shared);
-            let doc = status_json(&shared, &host);
+            let host = host(&req, &ice);
+            let doc = status_json(&ice, &host);
             (
                 200,
                 "application/json; charset=UTF-8",
                 doc.to_string().into_bytes(),
             )
         }
-        "/admin/metadata" | "/admin/metadata.xsl" => metadata(&req, &shared).await,
-        _ if !is_admin(&req.head, &shared) => {
+        "/admin/metadata" | "/admin/metadata.xsl" => metadata(&req, &ice).await,
+        _ if !is_admin(&req.head, &ice) => {
             let _ = respond(
                 &mut req.stream,
                 401,
@@ -250,11 +237,11 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
             .await;
             return;
         }
-        "/admin/listclients" | "/admin/listclients.xsl" => listclients(&req, &shared),
-        "/admin/listmounts" | "/admin/listmounts.xsl" => (200, XML, listmounts(&shared)),
+        "/admin/listclients" | "/admin/listclients.xsl" => listclients(&req, &ice),
+        "/admin/listmounts" | "/admin/listmounts.xsl" => (200, XML, listmounts(&ice)),
         // What master/slave relays poll: the mounts that have a source, one per line.
         "/admin/streamlist.txt" => {
-            let list: String = shared
+            let list: String = ice
                 .mounts()
                 .iter()
                 .filter(|m| m.session().is_some())
@@ -262,12 +249,12 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
                 .collect();
             (200, "text/plain; charset=utf-8", list.into_bytes())
         }
-        "/admin/killsource" | "/admin/killsource.xsl" => killsource(&req, &shared),
-        "/admin/killclient" | "/admin/killclient.xsl" => killclient(&req, &shared),
-        "/admin/moveclients" | "/admin/moveclients.xsl" => moveclients(&req, &shared),
+        "/admin/killsource" | "/admin/killsource.xsl" => killsource(&req, &ice),
+        "/admin/killclient" | "/admin/killclient.xsl" => killclient(&req, &ice),
+        "/admin/moveclients" | "/admin/moveclients.xsl" => moveclients(&req, &ice),
         "/admin/stats" | "/admin/stats.xsl" | "/admin/" | "/admin" => {
-            let host = host(&req, &shared);
-            (200, XML, stats_xml(&shared, &host))
+            let host = host(&req, &ice);
+            (200, XML, stats_xml(&ice, &host))
         }
         _ => (404, XML, iceresponse("Unknown admin command", false)),
     };
@@ -284,9 +271,9 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     let _ = respond(&mut req.stream, status, ctype, challenge, &body).await;
 }
 
-fn mount_param(req: &Request, shared: &Shared) -> Result<Arc<Mount>, (u16, &'static str, Vec<u8>)> {
+fn mount_param(req: &Request, ice: &Icecast) -> Result<Arc<Mount>, (u16, &'static str, Vec<u8>)> {
     let name = req.head.query_param("mount").unwrap_or_default();
-    shared.mount(&name).ok_or_else(|| {
+    ice.mount(&name).ok_or_else(|| {
         (
             400,
             XML,
@@ -308,14 +295,14 @@ fn latin1_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-async fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
+async fn metadata(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
     // Authentication first: an unauthenticated caller learns nothing, not even whether the
     // mount exists.
     let name = req.head.query_param("mount").unwrap_or_default();
-    let mount = shared.mount(&name);
-    let allowed = is_admin(&req.head, shared)
+    let mount = ice.mount(&name);
+    let allowed = is_admin(&req.head, ice)
         || match &mount {
-            Some(m) => may_set_title(req, shared, m).await,
+            Some(m) => may_set_title(req, ice, m).await,
             None => false,
         };
     if !allowed {
@@ -377,8 +364,8 @@ async fn metadata(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>
     (200, XML, iceresponse("Metadata update successful", true))
 }
 
-fn listclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
-    let mount = match mount_param(req, shared) {
+fn listclients(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
+    let mount = match mount_param(req, ice) {
         Ok(m) => m,
         Err(e) => return e,
     };
@@ -402,9 +389,9 @@ fn listclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     (200, XML, x.into_bytes())
 }
 
-fn listmounts(shared: &Shared) -> Vec<u8> {
+fn listmounts(ice: &Icecast) -> Vec<u8> {
     let mut x = String::from("<?xml version=\"1.0\"?>\n<icestats>");
-    for m in shared.mounts() {
+    for m in ice.mounts() {
         if let Some(s) = m.session() {
             let _ = write!(
                 x,
@@ -420,8 +407,8 @@ fn listmounts(shared: &Shared) -> Vec<u8> {
     x.into_bytes()
 }
 
-fn killsource(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
-    let mount = match mount_param(req, shared) {
+fn killsource(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
+    let mount = match mount_param(req, ice) {
         Ok(m) => m,
         Err(e) => return e,
     };
@@ -436,8 +423,8 @@ fn killsource(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     }
 }
 
-fn killclient(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
-    let mount = match mount_param(req, shared) {
+fn killclient(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
+    let mount = match mount_param(req, ice) {
         Ok(m) => m,
         Err(e) => return e,
     };
@@ -456,8 +443,8 @@ fn killclient(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     }
 }
 
-fn moveclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
-    let mount = match mount_param(req, shared) {
+fn moveclients(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
+    let mount = match mount_param(req, ice) {
         Ok(m) => m,
         Err(e) => return e,
     };
@@ -470,14 +457,14 @@ fn moveclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
         );
     }
     // Refuse instead of reporting success for a move that cannot happen.
-    if shared.mount(&dest).is_none() {
+    if ice.mount(&dest).is_none() {
         return (
             400,
             XML,
             iceresponse(&format!("Destination {dest:?} does not exist"), false),
         );
     }
-    if shared.resolve(&dest).is_none() {
+    if ice.resolve(&dest).is_none() {
         return (
             400,
             XML,
@@ -489,7 +476,7 @@ fn moveclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     }
     let table = lock(&mount.listeners);
     let n = table.len();
-    if let Some(d) = shared.mount(&dest)
+    if let Some(d) = ice.mount(&dest)
         && let Some(max) = d.config().max_listeners
         && d.listener_count() + n as u64 > max
     {
@@ -518,8 +505,8 @@ fn moveclients(req: &Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     )
 }
 
-fn stats_xml(shared: &Shared, host: &str) -> Vec<u8> {
-    let mounts = shared.mounts();
+fn stats_xml(ice: &Icecast, host: &str) -> Vec<u8> {
+    let mounts = ice.mounts();
     let live: Vec<_> = mounts
         .iter()
         .filter_map(|m| m.session().map(|s| (m, s)))
@@ -530,9 +517,9 @@ fn stats_xml(shared: &Shared, host: &str) -> Vec<u8> {
         x,
         "<admin>icemaster@localhost</admin><host>{}</host><location>Earth</location><server_id>{}</server_id><server_start>{}</server_start><server_start_iso8601>{}</server_start_iso8601><listeners>{listeners}</listeners><sources>{}</sources>",
         xml_escape(host),
-        xml_escape(crate::server::SERVER),
-        rfc2822(shared.started),
-        iso8601(shared.started),
+        xml_escape(crate::http::SERVER),
+        rfc2822(ice.started),
+        iso8601(ice.started),
         live.len()
     );
     for (m, s) in live {

@@ -5,12 +5,12 @@
 use bytes::{Buf as _, Bytes, BytesMut};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChunkedError {
+pub(crate) enum ChunkedError {
     Malformed(&'static str),
 }
 
 #[derive(Debug, Default)]
-pub struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: State,
     buf: BytesMut,
 }
@@ -26,17 +26,17 @@ enum State {
 }
 
 impl ChunkedDecoder {
-    pub fn new() -> ChunkedDecoder {
+    pub(crate) fn new() -> ChunkedDecoder {
         ChunkedDecoder::default()
     }
 
     /// True once the terminating zero-size chunk and trailers were read.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Feeds received bytes and appends decoded body data to `out`.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), ChunkedError> {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), ChunkedError> {
         self.buf.extend_from_slice(input);
         loop {
             match self.state {

@@ -4,7 +4,7 @@
 //! only `Access-Control-Allow-Origin: *` and no preflight answer at all.
 
 /// On every answer: the reply head of a listener, HLS playlists and segments, status, errors.
-pub const RESPONSE: &[(&str, &str)] = &[
+pub(crate) const RESPONSE: &[(&str, &str)] = &[
     ("Access-Control-Allow-Origin", "*"),
     (
         "Access-Control-Expose-Headers",
@@ -13,7 +13,7 @@ pub const RESPONSE: &[(&str, &str)] = &[
 ];
 
 /// Added to [`RESPONSE`] on the answer to a preflight (`OPTIONS`).
-pub const PREFLIGHT: &[(&str, &str)] = &[
+pub(crate) const PREFLIGHT: &[(&str, &str)] = &[
     ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
     (
         "Access-Control-Allow-Headers",
@@ -23,7 +23,7 @@ pub const PREFLIGHT: &[(&str, &str)] = &[
 ];
 
 /// Appends `headers` to a response head as `Name: value` lines.
-pub fn push_lines(head: &mut String, headers: &[(&str, &str)]) {
+pub(crate) fn push_lines(head: &mut String, headers: &[(&str, &str)]) {
     for (k, v) in headers {
         head.push_str(k);
         head.push_str(": ");

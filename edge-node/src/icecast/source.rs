@@ -2,12 +2,13 @@
 //! ice-*/icy-* headers into the stream's description, then the body (raw until close, or
 //! chunked) pushed into the mount's session until the client leaves or falls silent.
 
+use super::Icecast;
 use crate::auth::{Login, Secret};
-use crate::chunked::ChunkedDecoder;
 use crate::config::MountConfig;
-use crate::head::{RequestHead, basic_auth};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::head::{RequestHead, basic_auth};
+use crate::http::{Request, respond};
 use crate::mount::{Coalescer, Session, SourceInfo};
-use crate::server::{Request, Shared, respond};
 use bytes::BytesMut;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ fn announced_bitrate(head: &RequestHead, audio_info: &str) -> u32 {
         .unwrap_or(0)
 }
 
-pub fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceInfo {
+pub(crate) fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceInfo {
     let audio_info = first_header(head, &["ice-audio-info"]);
     let public = first_header(head, &["ice-public", "icy-pub", "x-audiocast-public"]);
     SourceInfo {
@@ -69,9 +70,9 @@ pub fn source_info(head: &RequestHead, ip: &str, content_type: &str) -> SourceIn
 
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS, PUT, SOURCE");
 
-pub async fn serve(mut req: Request, shared: Arc<Shared>) {
+pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
     let path = req.head.path.clone();
-    let Some(mount) = shared.mount(&path) else {
+    let Some(mount) = ice.mount(&path) else {
         let _ = respond(
             &mut req.stream,
             404,
@@ -83,8 +84,8 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         return;
     };
     let cfg = mount.config();
-    let limits = shared.config().limits.clone();
-    let (user, login) = authenticate(&shared, &req.head, req.peer.ip(), &path, &cfg).await;
+    let limits = ice.config().limits.clone();
+    let (user, login) = authenticate(&ice, &req.head, req.peer.ip(), &path, &cfg).await;
     let refusal: Option<(u16, String, &[u8])> = match login {
         Login::Accepted => None,
         Login::Refused => Some((401, String::new(), b"You need to authenticate\n")),
@@ -104,7 +105,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         if status == 401 {
             headers.push(("WWW-Authenticate", "Basic realm=\"Icecast2 Server\""));
         } else {
-            shared.metrics.login_throttled.inc();
+            ice.metrics.login_throttled.inc();
             headers.push(("Retry-After", &retry_after));
         }
         let _ = respond(&mut req.stream, status, "text/plain", &headers, body).await;
@@ -128,9 +129,9 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
     };
     let mut info = source_info(&req.head, &req.peer.ip().to_string(), &content_type);
     let (_, password) = basic_auth(&req.head).unwrap_or_default();
-    info.credentials = Some(shared.logins.digest(&user, &password));
+    info.credentials = Some(ice.logins.digest(&user, &password));
     info.user = user;
-    let session = limits.new_session(info);
+    let session = Session::start(info, &limits);
     if !mount.attach(session.clone()) {
         let _ = respond(
             &mut req.stream,
@@ -157,7 +158,7 @@ pub async fn serve(mut req: Request, shared: Arc<Shared>) {
         reply.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
     reply.extend_from_slice(b"HTTP/1.0 200 OK\r\nServer: ");
-    reply.extend_from_slice(crate::server::SERVER.as_bytes());
+    reply.extend_from_slice(crate::http::SERVER.as_bytes());
     reply.extend_from_slice(b"\r\n\r\n");
     let result = async {
         req.stream.write_all(&reply).await?;
@@ -247,7 +248,7 @@ async fn receive(
 /// logged in with. No credentials at all is a refusal that counts no
 /// failure: libshout probes that way and reads `Allow` from the 401.
 pub(crate) async fn authenticate(
-    shared: &Shared,
+    ice: &Icecast,
     head: &RequestHead,
     peer: IpAddr,
     path: &str,
@@ -265,9 +266,9 @@ pub(crate) async fn authenticate(
             .find(|u| u.user == user)
             .map_or(Secret::Unknown, |u| Secret::Argon2(&u.password_hash))
     };
-    let limits = shared.config().limits.clone();
+    let limits = ice.config().limits.clone();
     let account = format!("{user}@{path}");
-    let login = shared
+    let login = ice
         .logins
         .check(&limits, peer, &account, &pass, secret)
         .await;

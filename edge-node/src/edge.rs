@@ -1,0 +1,426 @@
+//! One edge node, composed: the HTTP layer serving the Icecast handlers over the mount
+//! registry and the live streams' HLS, the RTMP ingest, the relays and AutoDJs, all reading one
+//! current configuration. [`Edge`] is what the agent and `onda edge` use.
+
+use crate::autodj::{AutoDjs, NowPlaying};
+use crate::config::{Current, EdgeConfig};
+use crate::http::{self, Request, respond};
+use crate::icecast::{self, Icecast, relay::Relays};
+use crate::live::{self, Live, rtmp::Ingest};
+use crate::metrics::EdgeMetrics;
+use crate::registry::{Feeds, Registry};
+use crate::usage::MountUsage;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What a source feeding a mount looks like from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStats {
+    pub connected_since: SystemTime,
+    pub content_type: String,
+    pub bitrate: u32,
+    pub title: String,
+    pub relay: bool,
+    pub bytes_received: u64,
+}
+
+/// One mount's numbers, for the agent and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountStats {
+    pub path: String,
+    /// Connections on the mount, relay edges pulling it included (what Icecast counts).
+    pub listeners: u64,
+    /// Listeners proper: relay pulls presenting the mount's relay key left out.
+    pub audience: u64,
+    pub peak: u64,
+    pub bytes_sent: u64,
+    pub connections: u64,
+    pub dropped_slow: u64,
+    pub refused_full: u64,
+    pub source: Option<SourceStats>,
+}
+
+/// One live stream's numbers, for the agent and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStats {
+    pub name: String,
+    /// Playback sessions active now.
+    pub viewers: u64,
+    /// A publisher streams into it now.
+    pub publishing: bool,
+}
+
+/// The parts of a running edge, each with its own state; the HTTP layer serves requests
+/// through [`Front`].
+struct Front {
+    config: Arc<Current>,
+    metrics: Arc<EdgeMetrics>,
+    registry: Arc<Registry>,
+    icecast: Arc<Icecast>,
+    live: Arc<Live>,
+    relays: Relays,
+    autodjs: AutoDjs,
+    shutdown: CancellationToken,
+}
+
+/// A running edge node.
+pub struct Edge {
+    front: Arc<Front>,
+    addr: SocketAddr,
+    rtmp_addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl Edge {
+    /// Binds and starts serving `config`.
+    pub async fn start(config: EdgeConfig) -> anyhow::Result<Edge> {
+        let v = config.validate()?;
+        let listener = tokio::net::TcpListener::bind(v.listen).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "cannot listen on {}: port {} is already in use; choose another with http.listen or ONDA_HTTP_LISTEN",
+                    v.listen,
+                    v.listen.port()
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {}: {e}", v.listen)
+            }
+        })?;
+        let addr = listener.local_addr()?;
+        let rtmp = match v.rtmp {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen for RTMP on {a}: {e}; choose another address with rtmp.listen or ONDA_RTMP_LISTEN"
+                )
+            })?),
+            None => None,
+        };
+        let rtmp_addr = rtmp.as_ref().map(|l| l.local_addr()).transpose()?;
+        let metrics = Arc::new(EdgeMetrics::new()?);
+        let config = Arc::new(Current::default());
+        config.set(v.config.clone());
+        let registry = Arc::new(Registry::new(metrics.clone()));
+        let shutdown = CancellationToken::new();
+        let front = Arc::new(Front {
+            icecast: Arc::new(Icecast::new(
+                registry.clone(),
+                config.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+            live: Arc::new(Live::default()),
+            relays: Relays::default(),
+            autodjs: AutoDjs::default(),
+            config,
+            metrics,
+            registry,
+            shutdown,
+        });
+        front.apply(v.config);
+        let task = tokio::spawn(http::serve(
+            listener,
+            front.clone(),
+            front.shutdown.clone(),
+            front.metrics.refused_connections.clone(),
+        ));
+        tracing::info!("edge listening on http://{addr}");
+        if let (Some(l), Some(a)) = (rtmp, rtmp_addr) {
+            let ingest = Ingest::new(
+                front.live.clone(),
+                front.config.clone(),
+                front.metrics.clone(),
+                front.shutdown.clone(),
+            );
+            tokio::spawn(live::rtmp::serve(l, Arc::new(ingest)));
+            tracing::info!("RTMP ingest on rtmp://{a}");
+        }
+        Ok(Edge {
+            front,
+            addr,
+            rtmp_addr,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where RTMP publishers connect; None without `rtmp.listen`.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_addr
+    }
+
+    /// Applies a new configuration at runtime: added mounts appear, removed ones end, changed
+    /// ones take the new settings; listeners of unchanged mounts are not disturbed. The listen
+    /// address cannot change at runtime.
+    pub fn apply(&self, config: EdgeConfig) -> anyhow::Result<()> {
+        let v = config.validate()?;
+        self.front.apply(v.config);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Vec<MountStats> {
+        self.front
+            .registry
+            .all()
+            .iter()
+            .map(|m| MountStats {
+                path: m.path.clone(),
+                listeners: m.listener_count(),
+                audience: m.usage.current(),
+                peak: u64::try_from(m.counters.peak.get()).unwrap_or(0),
+                bytes_sent: m.counters.bytes_sent.get(),
+                connections: m.counters.connections.get(),
+                dropped_slow: m.counters.dropped_slow.get(),
+                refused_full: m.counters.refused_full.get(),
+                source: m.session().map(|s| SourceStats {
+                    connected_since: s.connected_at,
+                    content_type: s.info.content_type.clone(),
+                    bitrate: s.info.bitrate,
+                    title: s.metadata().title.clone(),
+                    relay: s.info.relay,
+                    bytes_received: s.end(),
+                }),
+            })
+            .collect()
+    }
+
+    pub fn live_stats(&self) -> Vec<LiveStats> {
+        let now = std::time::Instant::now();
+        self.front
+            .live
+            .streams()
+            .iter()
+            // Renditions are part of their stream.
+            .filter(|s| s.parent.is_none())
+            .map(|s| LiveStats {
+                name: s.name.clone(),
+                viewers: s.viewers.current(now),
+                publishing: s.is_live(),
+            })
+            .collect()
+    }
+
+    /// Serves another component's metrics (the agent's) on this edge's `/metrics` too.
+    pub fn register_metric(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        self.front.metrics.register(c)
+    }
+
+    /// Listener usage of every mount and viewer usage of every live stream since the previous
+    /// call (see `usage`): the agent meters with it. Relay pulls are not in it.
+    pub fn take_usage(&self) -> Vec<MountUsage> {
+        self.front.take_usage()
+    }
+
+    /// [`Edge::take_usage`] as a function that outlives a borrow of the edge (for a metering
+    /// task, and for the last take after [`Edge::shutdown`]).
+    pub fn usage_taker(&self) -> impl Fn() -> Vec<MountUsage> + Send + Sync + 'static {
+        let front = self.front.clone();
+        move || front.take_usage()
+    }
+
+    /// What each AutoDJ plays now, by AutoDJ name.
+    pub fn now_playing(&self) -> Vec<(String, NowPlaying)> {
+        self.front.autodjs.now_playing()
+    }
+
+    /// Stops accepting and disconnects everyone.
+    pub async fn shutdown(self) {
+        self.front.shutdown.cancel();
+        self.front.registry.kill_sources();
+        let _ = self.task.await;
+    }
+}
+
+impl Front {
+    /// Makes `config` current in every part, in the order the parts read each other: mounts
+    /// and live streams first, then the configuration they read, then the relays and AutoDJs
+    /// that feed the mounts.
+    fn apply(&self, config: EdgeConfig) {
+        self.registry.apply(&config);
+        self.live.sync(&config, &self.metrics);
+        self.config.set(config);
+        self.relays.sync(&self.icecast);
+        let feeds = Feeds::new(self.registry.clone(), self.config.clone());
+        self.autodjs
+            .sync(&self.config.get(), &feeds, &self.shutdown);
+    }
+
+    fn take_usage(&self) -> Vec<MountUsage> {
+        let mut out = self.live.take_usage();
+        out.extend(self.registry.take_usage());
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// `/metrics`, `/healthz` and `/readyz`: the node's own routes, beside Icecast's.
+    async fn node_route(&self, req: &mut Request) -> bool {
+        let (ctype, body) = match req.head.path.as_str() {
+            "/healthz" => ("text/plain", b"ok\n".to_vec()),
+            "/readyz" => ("text/plain", b"ready\n".to_vec()),
+            "/metrics" => ("text/plain; version=0.0.4; charset=utf-8", {
+                // Viewers are sessions that time out without a request: count them now.
+                self.live.refresh_viewers();
+                self.metrics.render().into_bytes()
+            }),
+            _ => return false,
+        };
+        let body = if req.head.method == "HEAD" {
+            Vec::new()
+        } else {
+            body
+        };
+        let _ = respond(&mut req.stream, 200, ctype, &[], &body).await;
+        true
+    }
+}
+
+impl http::Service for Front {
+    fn limits(&self) -> http::Limits {
+        let l = &self.config.get().limits;
+        http::Limits {
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_header_bytes: usize::try_from(l.max_header_bytes).unwrap_or(8192),
+            max_headers: usize::try_from(l.max_headers).unwrap_or(64),
+            header_timeout: l.header_timeout(),
+        }
+    }
+
+    /// A pull by another node of the cluster (`X-Onda-Relay` with the relay key of what it
+    /// asks for), not a listener.
+    fn exempt(&self, head: &http::head::RequestHead) -> bool {
+        let Some(key) = head.header(live::pull::RELAY_HEADER) else {
+            return false;
+        };
+        match head.path.strip_prefix("/hls/") {
+            Some(rest) => {
+                let name = rest.split('/').next().unwrap_or_default();
+                self.live
+                    .get(name)
+                    .filter(|s| s.parent.is_none())
+                    .is_some_and(|s| s.is_relay(Some(key)))
+            }
+            None => self
+                .registry
+                .get(&head.path)
+                .is_some_and(|m| m.is_relay_key(key)),
+        }
+    }
+
+    async fn call(self: Arc<Self>, mut req: Request) {
+        let ice = self.icecast.clone();
+        match req.head.method.as_str() {
+            "SOURCE" | "PUT" => icecast::source::serve(req, ice).await,
+            "OPTIONS" => {
+                let _ = respond(
+                    &mut req.stream,
+                    204,
+                    "text/plain",
+                    http::cors::PREFLIGHT,
+                    b"",
+                )
+                .await;
+            }
+            "GET" | "HEAD" => match route(&req.head.path) {
+                Route::Admin => {
+                    if !self.node_route(&mut req).await {
+                        icecast::admin::serve(req, ice).await;
+                    }
+                }
+                Route::Hls => live::serve_hls(req, &self.live).await,
+                // A mount or nothing; the listener code answers 404 for nothing.
+                Route::Mount => icecast::listener::serve(req, ice).await,
+            },
+            _ => {
+                let _ = respond(
+                    &mut req.stream,
+                    405,
+                    "text/plain",
+                    &[("Allow", "GET, HEAD, OPTIONS, PUT, SOURCE")],
+                    b"Method not allowed\n",
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// `onda edge --config edge.toml`: serve until SIGINT/SIGTERM.
+pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config: EdgeConfig = onda_shared::config::load(config_path)?;
+    let edge = Edge::start(config)
+        .await
+        .context("cannot start the edge node")?;
+    onda_shared::signal::shutdown_signal().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Who answers a GET or HEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Admin,
+    Hls,
+    Mount,
+}
+
+/// The edge's own paths are those of `onda_shared::paths` (the rule the API and the edge's
+/// configuration check refuse mounts by): its reserved whole paths and everything under the
+/// `admin` segment are the admin routes, everything under `hls` the live streams.
+fn route(path: &str) -> Route {
+    use onda_shared::paths::{RESERVED_PATHS, reserved};
+    let first = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    if reserved(path).is_none() {
+        Route::Mount
+    } else if first == "hls" {
+        Route::Hls
+    } else {
+        debug_assert!(first == "admin" || RESERVED_PATHS.contains(&path), "{path}");
+        Route::Admin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Route, route};
+    use onda_shared::paths::{RESERVED_PATHS, RESERVED_SEGMENTS};
+
+    #[test]
+    fn the_edge_routes_exactly_the_shared_reserved_paths_itself() {
+        for p in RESERVED_PATHS {
+            assert_eq!(route(p), Route::Admin, "{p}");
+        }
+        for seg in RESERVED_SEGMENTS {
+            for p in [
+                format!("/{seg}"),
+                format!("/{seg}/x"),
+                format!("/{seg}/x/y.m3u8"),
+            ] {
+                assert_ne!(route(&p), Route::Mount, "{p}");
+            }
+        }
+        assert_eq!(route("/admin/metadata"), Route::Admin);
+        assert_eq!(route("/hls/show/index.m3u8"), Route::Hls);
+        for p in [
+            "/administration-radio/x.mp3",
+            "/hlsx",
+            "/live",
+            "/metrics/x",
+            "/",
+        ] {
+            assert_eq!(route(p), Route::Mount, "{p}");
+        }
+    }
+}
