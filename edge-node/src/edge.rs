@@ -4,7 +4,7 @@
 
 use crate::autodj::{AutoDjs, NowPlaying};
 use crate::config::{Current, EdgeConfig};
-use crate::http::{self, Request, respond};
+use crate::http::{self, Answer, Request, reply, respond};
 use crate::icecast::{self, Icecast, relay::Relays};
 use crate::live::{self, Live, rtmp::Ingest};
 use crate::metrics::EdgeMetrics;
@@ -126,7 +126,11 @@ impl Edge {
             listener,
             front.clone(),
             front.shutdown.clone(),
-            front.metrics.refused_connections.clone(),
+            http::Counters {
+                refused: front.metrics.refused_connections.clone(),
+                connections: front.metrics.http_connections.clone(),
+                requests: front.metrics.http_requests.clone(),
+            },
         ));
         tracing::info!("edge listening on http://{addr}");
         if let (Some(l), Some(a)) = (rtmp, rtmp_addr) {
@@ -271,12 +275,15 @@ impl Front {
             }),
             _ => return false,
         };
-        let body = if req.head.method == "HEAD" {
-            Vec::new()
-        } else {
-            body
+        let answer = Answer {
+            status: 200,
+            content_type: ctype,
+            cache_control: "no-cache",
+            headers: &[],
+            body: &body,
+            head_only: req.head.method == "HEAD",
         };
-        let _ = respond(&mut req.stream, 200, ctype, &[], &body).await;
+        let _ = reply(req, &answer).await;
         true
     }
 }
@@ -314,27 +321,34 @@ impl http::Service for Front {
         }
     }
 
-    async fn call(self: Arc<Self>, mut req: Request) {
+    async fn call(self: Arc<Self>, mut req: Request) -> Option<Request> {
         let ice = self.icecast.clone();
         match req.head.method.as_str() {
+            // Icecast's own paths answer over HTTP/1.0 and close, as Icecast does.
             "SOURCE" | "PUT" => icecast::source::serve(req, ice).await,
             "OPTIONS" => {
-                let _ = respond(
-                    &mut req.stream,
-                    204,
-                    "text/plain",
-                    http::cors::PREFLIGHT,
-                    b"",
-                )
-                .await;
+                let answer = Answer {
+                    status: 204,
+                    content_type: "text/plain",
+                    cache_control: "no-cache",
+                    headers: http::cors::PREFLIGHT,
+                    body: b"",
+                    head_only: false,
+                };
+                let _ = reply(&mut req, &answer).await;
+                return req.persist.then_some(req);
             }
             "GET" | "HEAD" => match route(&req.head.path) {
                 Route::Admin => {
                     if !self.node_route(&mut req).await {
-                        icecast::admin::serve(req, ice).await;
+                        icecast::admin::serve(&mut req, ice).await;
                     }
+                    return req.persist.then_some(req);
                 }
-                Route::Hls => live::serve_hls(req, &self.live).await,
+                Route::Hls => {
+                    live::serve_hls(&mut req, &self.live).await;
+                    return req.persist.then_some(req);
+                }
                 // A mount or nothing; the listener code answers 404 for nothing.
                 Route::Mount => icecast::listener::serve(req, ice).await,
             },
@@ -349,6 +363,7 @@ impl http::Service for Front {
                 .await;
             }
         }
+        None
     }
 }
 

@@ -17,6 +17,10 @@ pub(crate) struct EdgeMetrics {
     pub slow_drops: IntCounter,
     pub listener_connects: IntCounter,
     pub refused_connections: IntCounter,
+    /// HTTP connections accepted, and requests read on them (more than one per connection
+    /// where clients keep it alive).
+    pub http_connections: IntCounter,
+    pub http_requests: IntCounter,
     live_publishing: IntGaugeVec,
     live_ingest: IntCounterVec,
     live_segments: IntCounterVec,
@@ -148,6 +152,14 @@ impl EdgeMetrics {
             refused_connections: counter(
                 "onda_edge_refused_connections_total",
                 "Connections refused by the connection limits",
+            )?,
+            http_connections: counter(
+                "onda_edge_http_connections_total",
+                "HTTP connections accepted",
+            )?,
+            http_requests: counter(
+                "onda_edge_http_requests_total",
+                "HTTP requests read (a kept-alive connection carries several)",
             )?,
             live_publishing: live_gauge(
                 &registry,

@@ -1501,3 +1501,137 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
     let rendition = location.replace("master.m3u8", "180p/index.m3u8");
     assert_eq!(ffprobe_height(&rendition), "180");
 }
+
+/// One HTTP response read off a raw connection: its head and its body (by Content-Length).
+async fn read_response(conn: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(START, conn.read(&mut byte))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "closed inside a head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).expect("ASCII head");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("Content-Length");
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.expect("body");
+    (head, body)
+}
+
+/// HLS, status and admin answers keep HTTP/1.1 connections for the next request (pipelined
+/// ones too) unless the client says `Connection: close`, and an HTTP/1.0 client gets its
+/// answer and the close it expects; a player polling a live stream opens one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_and_status_routes_keep_connections_alive() {
+    let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 30);
+    playlist(&edge, 1).await;
+
+    let mut conn = tokio::net::TcpStream::connect(&edge.addr)
+        .await
+        .expect("connect");
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{extra}\r\n").into_bytes()
+    };
+    // Two requests in one write: both answered, in order, on the one connection.
+    let mut two = get("/hls/show/index.m3u8", "");
+    two.extend(get("/status-json.xsl", ""));
+    conn.write_all(&two).await.expect("write");
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
+    assert!(body.starts_with(b"#EXTM3U"));
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        body.starts_with(b"{\"icestats\""),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A HEAD and an admin refusal on the same connection.
+    conn.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: edge\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).await.expect("HEAD answer");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).expect("ASCII");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    conn.write_all(&get("/admin/listmounts", ""))
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    // `Connection: close` gets the answer and the end of the connection.
+    conn.write_all(&get("/healthz", "Connection: close\r\n"))
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut conn).await;
+    assert!(
+        head.starts_with("HTTP/1.0 200 ") && head.contains("Connection: Close"),
+        "{head}"
+    );
+    assert_eq!(body, b"ok\n");
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.expect("closed");
+    assert!(rest.is_empty());
+    // HTTP/1.0 without keep-alive: closed after the answer.
+    let mut old = tokio::net::TcpStream::connect(&edge.addr)
+        .await
+        .expect("connect");
+    old.write_all(b"GET /hls/show/index.m3u8 HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut old).await;
+    assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+    let mut rest = Vec::new();
+    old.read_to_end(&mut rest).await.expect("closed");
+    assert!(rest.is_empty());
+
+    // A polling player (one HTTP client, as hls.js in a browser) reuses its connection: the
+    // edge counts one more connection for it (and one for the second read of the counters).
+    let (connections, requests) = http_counts(&edge).await;
+    let watched = hls_player(edge.url("/hls/show/index.m3u8"), "keep-alive-test", 3.0).await;
+    assert!(watched.media_ms > 0, "{watched:?}");
+    let (connections_after, requests_after) = http_counts(&edge).await;
+    let (opened, asked) = (connections_after - connections, requests_after - requests);
+    assert!(asked >= 6.0, "{asked} requests");
+    assert_eq!(opened, 2.0, "{opened} connections for {asked} requests");
+}
+
+/// The edge's HTTP connections and requests so far, read in one request.
+async fn http_counts(edge: &EdgeNode) -> (f64, f64) {
+    let text = reqwest::get(edge.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in the metrics"))
+    };
+    (
+        value("onda_edge_http_connections_total "),
+        value("onda_edge_http_requests_total "),
+    )
+}

@@ -42,9 +42,24 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// Whether a request does not count against its address's limit (a relay pull: every pull
     /// of a peer node comes from one address).
     fn exempt(&self, head: &RequestHead) -> bool;
-    /// Answers one request; the connection is the handler's from here on.
-    fn call(self: Arc<Self>, req: Request) -> impl Future<Output = ()> + Send;
+    /// Answers one request. The connection is the handler's from here on; it hands it back
+    /// (Some) when it answered with [`reply`] and the client keeps the connection for another
+    /// request.
+    fn call(self: Arc<Self>, req: Request) -> impl Future<Output = Option<Request>> + Send;
 }
+
+/// Counters of an HTTP listener.
+#[derive(Clone)]
+pub(crate) struct Counters {
+    /// Connections refused by the limits.
+    pub(crate) refused: prometheus::IntCounter,
+    pub(crate) connections: prometheus::IntCounter,
+    pub(crate) requests: prometheus::IntCounter,
+}
+
+/// How long a kept-alive connection may wait for its next request head. LL-HLS players ask
+/// every part (a second or less); a player gone quiet for longer reconnects when it returns.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(15);
 
 /// A parsed request with its connection and the body bytes read along with the head.
 pub(crate) struct Request {
@@ -52,6 +67,44 @@ pub(crate) struct Request {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) leftover: BytesMut,
+    /// The client keeps the connection for another request after this one's answer
+    /// (HTTP/1.1 without `Connection: close`, or 1.0 with `Connection: keep-alive`, and no
+    /// request body); cleared once an answer closes it.
+    pub(crate) persist: bool,
+}
+
+impl Request {
+    fn new(head: RequestHead, stream: TcpStream, peer: SocketAddr, leftover: BytesMut) -> Self {
+        let persist = wants_keep_alive(&head);
+        Request {
+            head,
+            stream,
+            peer,
+            leftover,
+            persist,
+        }
+    }
+}
+
+/// Whether a request lets its connection carry another one after it. A request with a body
+/// does not: its body would be read as the next head.
+fn wants_keep_alive(head: &RequestHead) -> bool {
+    let has_body = head.header("transfer-encoding").is_some()
+        || head
+            .header("content-length")
+            .is_some_and(|v| v.trim() != "0");
+    if has_body {
+        return false;
+    }
+    let says = |token: &str| {
+        head.header("connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if head.minor_version >= 1 {
+        !says("close")
+    } else {
+        says("keep-alive")
+    }
 }
 
 /// The next connection on `listener` (with TCP_NODELAY), or None at shutdown. A failed
@@ -85,14 +138,15 @@ pub(crate) async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     shutdown: CancellationToken,
-    refused: prometheus::IntCounter,
+    counters: Counters,
 ) {
     let conns = Arc::new(Conns {
         open: AtomicU64::new(0),
         per_ip: Mutex::new(HashMap::new()),
-        refused,
+        counters,
     });
     while let Some((stream, peer)) = next_connection(&listener, &shutdown, "HTTP").await {
+        conns.counters.connections.inc();
         tokio::spawn(handle(stream, peer, service.clone(), conns.clone()));
     }
 }
@@ -110,39 +164,16 @@ async fn handle<S: Service>(
     };
     let read = tokio::time::timeout(
         limits.header_timeout,
-        read_head(&mut stream, limits.max_header_bytes, limits.max_headers),
+        read_head(
+            &mut stream,
+            BytesMut::new(),
+            limits.max_header_bytes,
+            limits.max_headers,
+        ),
     )
     .await;
-    let (head, leftover) = match read {
-        Err(_) => {
-            let _ = respond(
-                &mut stream,
-                408,
-                "text/plain",
-                &[],
-                b"Request head timeout\n",
-            )
-            .await;
-            return;
-        }
-        Ok(Err(None)) => return, // closed before sending anything
-        Ok(Err(Some(e))) => {
-            let status = match e {
-                HeadError::TooLarge => 431,
-                HeadError::TooManyHeaders => 431,
-                HeadError::Malformed(_) => 400,
-            };
-            let _ = respond(
-                &mut stream,
-                status,
-                "text/plain",
-                &[],
-                format!("{e}\n").as_bytes(),
-            )
-            .await;
-            return;
-        }
-        Ok(Ok(v)) => v,
+    let Some((head, leftover)) = head_or_answer(&mut stream, read).await else {
+        return;
     };
     if !guard.settle(
         service.exempt(&head),
@@ -151,23 +182,73 @@ async fn handle<S: Service>(
         conns.refuse(&mut stream).await;
         return;
     }
-    let req = Request {
-        head,
-        stream,
-        peer,
-        leftover,
-    };
-    service.call(req).await;
+    conns.counters.requests.inc();
+    let mut req = Request::new(head, stream, peer, leftover);
+    // Whatever the exemption of the first request decided holds for the connection.
+    while let Some(mut kept) = service.clone().call(req).await {
+        let buf = std::mem::take(&mut kept.leftover);
+        let limits = service.limits();
+        let read = tokio::time::timeout(
+            KEEP_ALIVE_IDLE,
+            read_head(
+                &mut kept.stream,
+                buf,
+                limits.max_header_bytes,
+                limits.max_headers,
+            ),
+        )
+        .await;
+        // A kept connection that goes quiet is closed without an answer, as HTTP/1.1 allows.
+        if read.is_err() {
+            return;
+        }
+        let Some((head, leftover)) = head_or_answer(&mut kept.stream, read).await else {
+            return;
+        };
+        conns.counters.requests.inc();
+        req = Request::new(head, kept.stream, peer, leftover);
+    }
     drop(guard);
 }
 
+/// The head read, or None after answering why there is none (408, 431, 400; nothing when the
+/// client closed first).
+async fn head_or_answer(
+    stream: &mut TcpStream,
+    read: Result<Result<(RequestHead, BytesMut), Option<HeadError>>, tokio::time::error::Elapsed>,
+) -> Option<(RequestHead, BytesMut)> {
+    let (status, body) = match read {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(None)) => return None, // closed before sending anything
+        Err(_) => (408, "Request head timeout\n".to_string()),
+        Ok(Err(Some(e))) => {
+            let status = match e {
+                HeadError::TooLarge => 431,
+                HeadError::TooManyHeaders => 431,
+                HeadError::Malformed(_) => 400,
+            };
+            (status, format!("{e}\n"))
+        }
+    };
+    let _ = respond(stream, status, "text/plain", &[], body.as_bytes()).await;
+    None
+}
+
 /// Reads until a complete head; `Err(None)` when the peer closed first.
+/// `buf` holds what was read past the previous request (a pipelined head).
 async fn read_head(
     stream: &mut TcpStream,
+    mut buf: BytesMut,
     max: usize,
     max_headers: usize,
 ) -> Result<(RequestHead, BytesMut), Option<HeadError>> {
-    let mut buf = BytesMut::with_capacity(1024);
+    if !buf.is_empty()
+        && let Some((head, used)) = head::parse(&buf, max, max_headers).map_err(Some)?
+    {
+        let _ = buf.split_to(used);
+        return Ok((head, buf));
+    }
+    buf.reserve(1024);
     loop {
         let n = stream.read_buf(&mut buf).await.map_err(|_| None)?;
         if n == 0 {
@@ -190,7 +271,7 @@ async fn read_head(
 struct Conns {
     open: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, PerIp>>,
-    refused: prometheus::IntCounter,
+    counters: Counters,
 }
 
 impl Conns {
@@ -218,7 +299,7 @@ impl Conns {
 
     /// The answer to a connection beyond the limits.
     async fn refuse(&self, stream: &mut TcpStream) {
-        self.refused.inc();
+        self.counters.refused.inc();
         let _ = respond(stream, 503, "text/plain", &[], b"Too many connections\n").await;
     }
 }
@@ -348,27 +429,82 @@ pub(crate) async fn respond_cached(
     body: &[u8],
     head_only: bool,
 ) -> std::io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.0 {status} {}\r\nServer: {SERVER}\r\nConnection: Close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: {cache_control}\r\n",
-        reason(status),
-        body.len()
-    );
-    cors::push_lines(&mut out, cors::RESPONSE);
-    cors::push_lines(&mut out, headers);
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(body);
+    let answer = Answer {
+        status,
+        content_type,
+        cache_control,
+        headers,
+        body,
+        head_only,
+    };
+    write(stream, &answer.bytes("HTTP/1.0", "Close")).await?;
+    close_gracefully(stream).await;
+    Ok(())
+}
+
+/// A complete response.
+pub(crate) struct Answer<'a> {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'a str,
+    pub(crate) cache_control: &'a str,
+    pub(crate) headers: &'a [(&'a str, &'a str)],
+    pub(crate) body: &'a [u8],
+    /// Headers only (Content-Length included), as a HEAD request asks.
+    pub(crate) head_only: bool,
+}
+
+impl Answer<'_> {
+    fn bytes(&self, version: &str, connection: &str) -> Vec<u8> {
+        let mut out = format!(
+            "{version} {} {}\r\nServer: {SERVER}\r\nConnection: {connection}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len(),
+            self.cache_control,
+        );
+        cors::push_lines(&mut out, cors::RESPONSE);
+        cors::push_lines(&mut out, self.headers);
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        if !self.head_only {
+            bytes.extend_from_slice(self.body);
+        }
+        bytes
     }
+}
+
+/// Answers `req`: over HTTP/1.1 on a connection kept for the client's next request when it
+/// asked for that ([`Request::persist`]), else as [`respond_cached`] does. A failed write
+/// closes the connection.
+pub(crate) async fn reply(req: &mut Request, answer: &Answer<'_>) -> std::io::Result<()> {
+    if !req.persist {
+        return respond_cached(
+            &mut req.stream,
+            answer.status,
+            answer.content_type,
+            answer.cache_control,
+            answer.headers,
+            answer.body,
+            answer.head_only,
+        )
+        .await;
+    }
+    let written = write(&mut req.stream, &answer.bytes("HTTP/1.1", "keep-alive")).await;
+    if written.is_err() {
+        req.persist = false;
+    }
+    written
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     // A client that stops reading must not hold its connection slot forever.
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.write_all(&bytes))
+    tokio::time::timeout(Duration::from_secs(10), stream.write_all(bytes))
         .await
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "response write stalled")
         })??;
-    stream.flush().await?;
-    close_gracefully(stream).await;
-    Ok(())
+    stream.flush().await
 }
 
 /// Sends FIN and discards what the client still sends (a refused source's audio, the rest of

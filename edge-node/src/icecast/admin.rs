@@ -4,7 +4,7 @@
 
 use super::Icecast;
 use crate::http::head::{RequestHead, basic_auth};
-use crate::http::{Request, respond};
+use crate::http::{Answer, Request, reply};
 use crate::mount::{Control, Mount, Session};
 use crate::sync::lock;
 use serde_json::{Map, Value, json};
@@ -213,11 +213,11 @@ pub(crate) fn status_json(ice: &Icecast, host: &str) -> Value {
     json!({ "icestats": stats })
 }
 
-pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
+pub(crate) async fn serve(req: &mut Request, ice: Arc<Icecast>) {
     let path = req.head.path.clone();
     let (status, ctype, body): (u16, &str, Vec<u8>) = match path.as_str() {
         "/status-json.xsl" => {
-            let host = host(&req, &ice);
+            let host = host(req, &ice);
             let doc = status_json(&ice, &host);
             (
                 200,
@@ -225,19 +225,11 @@ pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
                 doc.to_string().into_bytes(),
             )
         }
-        "/admin/metadata" | "/admin/metadata.xsl" => metadata(&req, &ice).await,
+        "/admin/metadata" | "/admin/metadata.xsl" => metadata(req, &ice).await,
         _ if !is_admin(&req.head, &ice) => {
-            let _ = respond(
-                &mut req.stream,
-                401,
-                "text/plain",
-                &[("WWW-Authenticate", "Basic realm=\"Icecast2 Server\"")],
-                b"You need to authenticate\n",
-            )
-            .await;
-            return;
+            (401, "text/plain", b"You need to authenticate\n".to_vec())
         }
-        "/admin/listclients" | "/admin/listclients.xsl" => listclients(&req, &ice),
+        "/admin/listclients" | "/admin/listclients.xsl" => listclients(req, &ice),
         "/admin/listmounts" | "/admin/listmounts.xsl" => (200, XML, listmounts(&ice)),
         // What master/slave relays poll: the mounts that have a source, one per line.
         "/admin/streamlist.txt" => {
@@ -249,26 +241,29 @@ pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
                 .collect();
             (200, "text/plain; charset=utf-8", list.into_bytes())
         }
-        "/admin/killsource" | "/admin/killsource.xsl" => killsource(&req, &ice),
-        "/admin/killclient" | "/admin/killclient.xsl" => killclient(&req, &ice),
-        "/admin/moveclients" | "/admin/moveclients.xsl" => moveclients(&req, &ice),
+        "/admin/killsource" | "/admin/killsource.xsl" => killsource(req, &ice),
+        "/admin/killclient" | "/admin/killclient.xsl" => killclient(req, &ice),
+        "/admin/moveclients" | "/admin/moveclients.xsl" => moveclients(req, &ice),
         "/admin/stats" | "/admin/stats.xsl" | "/admin/" | "/admin" => {
-            let host = host(&req, &ice);
+            let host = host(req, &ice);
             (200, XML, stats_xml(&ice, &host))
         }
         _ => (404, XML, iceresponse("Unknown admin command", false)),
-    };
-    let body = if req.head.method == "HEAD" {
-        Vec::new()
-    } else {
-        body
     };
     let challenge: &[(&str, &str)] = if status == 401 {
         &[("WWW-Authenticate", "Basic realm=\"Icecast2 Server\"")]
     } else {
         &[]
     };
-    let _ = respond(&mut req.stream, status, ctype, challenge, &body).await;
+    let answer = Answer {
+        status,
+        content_type: ctype,
+        cache_control: "no-cache",
+        headers: challenge,
+        body: &body,
+        head_only: req.head.method == "HEAD",
+    };
+    let _ = reply(req, &answer).await;
 }
 
 fn mount_param(req: &Request, ice: &Icecast) -> Result<Arc<Mount>, (u16, &'static str, Vec<u8>)> {

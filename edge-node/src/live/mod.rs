@@ -14,7 +14,7 @@ mod ts;
 pub(crate) mod viewers;
 
 use crate::config::{EdgeConfig, RenditionConfig};
-use crate::http::{Request, respond, respond_cached};
+use crate::http::{Answer, Request, reply};
 use crate::metrics::{EdgeMetrics, LiveCounters};
 use crate::sync::lock;
 use bytes::Bytes;
@@ -656,31 +656,33 @@ fn blocking_reload(query: &str) -> Result<Option<(u64, Option<u64>)>, String> {
 }
 
 async fn plain(req: &mut Request, status: u16, msg: &str) {
-    let _ = respond(
-        &mut req.stream,
+    let body = format!("{msg}\n");
+    let answer = Answer {
         status,
-        "text/plain",
-        &[],
-        format!("{msg}\n").as_bytes(),
-    )
-    .await;
+        content_type: "text/plain",
+        cache_control: "no-cache",
+        headers: &[],
+        body: body.as_bytes(),
+        head_only: req.head.method == "HEAD",
+    };
+    let _ = reply(req, &answer).await;
 }
 
 /// `GET /hls/{name}/index.m3u8` (with `_HLS_msn`/`_HLS_part`: a blocking reload),
 /// `GET /hls/{name}/{seq}.ts` and `GET /hls/{name}/{seq}.{part}.ts`.
-pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
+pub(crate) async fn serve_hls(req: &mut Request, live: &Live) {
     let head_only = req.head.method == "HEAD";
     let path = req.head.path.clone();
     let rest = path.trim_start_matches("/hls/");
     let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(owner) = live.get(name).filter(|s| s.parent.is_none()) else {
-        return plain(&mut req, 404, "No such live stream").await;
+        return plain(req, 404, "No such live stream").await;
     };
     // `{rendition}/{file}`: a rendition's media, under its stream's admission and accounting.
     let (stream, file) = match file.split_once('/') {
         Some((r, f)) => match live.get(&format!("{name}/{r}")) {
             Some(s) => (s, f),
-            None => return plain(&mut req, 404, "No such rendition").await,
+            None => return plain(req, 404, "No such rendition").await,
         },
         None => (owner.clone(), file),
     };
@@ -698,7 +700,7 @@ pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
     };
     let (query, viewer) = match admitted {
         Ok(v) => v,
-        Err(e) => return plain(&mut req, 403, &e.to_string()).await,
+        Err(e) => return plain(req, 403, &e.to_string()).await,
     };
     let wait = std::time::Duration::from_millis(3 * stream.target_ms());
     let is_rendition = !Arc::ptr_eq(&stream, &owner);
@@ -710,11 +712,11 @@ pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
                 Bytes::from(p),
                 0,
             ),
-            None => return plain(&mut req, 404, "The stream is not live yet").await,
+            None => return plain(req, 404, "The stream is not live yet").await,
         },
         Some(File::Playlist) => {
             match blocking_reload(&req.head.query) {
-                Err(msg) => return plain(&mut req, 400, &msg).await,
+                Err(msg) => return plain(req, 400, &msg).await,
                 Ok(None) => {}
                 Ok(Some((msn, part))) => {
                     match stream.wait_for(wait, |s| s.ready(msn, part)).await {
@@ -725,11 +727,11 @@ pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
                                  (more than two segments, or three parts)",
                                 part.map_or("-".to_string(), |p| p.to_string())
                             );
-                            return plain(&mut req, 400, &msg).await;
+                            return plain(req, 400, &msg).await;
                         }
                         hls::Ready::Later => {
                             let msg = format!("Segment {msn} did not come in time");
-                            return plain(&mut req, 503, &msg).await;
+                            return plain(req, 503, &msg).await;
                         }
                     }
                 }
@@ -742,13 +744,13 @@ pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
                     Bytes::from(p),
                     0,
                 ),
-                None => return plain(&mut req, 404, "The stream is not live yet").await,
+                None => return plain(req, 404, "The stream is not live yet").await,
             }
         }
         Some(File::Segment(seq)) => match stream.segment(seq) {
             // A segment never changes once listed.
             Some((seg, duration_ms)) => ("video/mp2t", "max-age=3600", seg, duration_ms),
-            None => return plain(&mut req, 404, NO_SEGMENT).await,
+            None => return plain(req, 404, NO_SEGMENT).await,
         },
         Some(File::Part(seq, idx)) => {
             // The preload hint names the part being built: it is answered once complete.
@@ -763,18 +765,21 @@ pub(crate) async fn serve_hls(mut req: Request, live: &Live) {
                 .await;
             match stream.part(seq, idx) {
                 Some((part, duration_ms)) => ("video/mp2t", "max-age=3600", part, duration_ms),
-                None => return plain(&mut req, 404, NO_SEGMENT).await,
+                None => return plain(req, 404, NO_SEGMENT).await,
             }
         }
-        Some(File::Master) | None => return plain(&mut req, 404, NO_SEGMENT).await,
+        Some(File::Master) | None => return plain(req, 404, NO_SEGMENT).await,
     };
     owner.counters.requests.inc();
-    if respond_cached(&mut req.stream, 200, ctype, cache, &[], &body, head_only)
-        .await
-        .is_ok()
-        && !head_only
-        && !relay
-    {
+    let answer = Answer {
+        status: 200,
+        content_type: ctype,
+        cache_control: cache,
+        headers: &[],
+        body: &body,
+        head_only,
+    };
+    if reply(req, &answer).await.is_ok() && !head_only && !relay {
         owner.counters.bytes_sent.inc_by(body.len() as u64);
         let ua = req.head.header("user-agent").unwrap_or_default();
         let key = viewers::session_key(&viewer, req.peer.ip(), ua);

@@ -114,6 +114,8 @@ struct Server {
     rtmp: String,
     /// The playlist URL of stream `i`.
     playlist: Box<dyn Fn(usize) -> String>,
+    /// Where the server counts its HTTP connections and requests (onda's `/metrics`).
+    metrics: Option<String>,
 }
 
 fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::Result<Server> {
@@ -141,6 +143,7 @@ fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::
         run: Running { child },
         rtmp: format!("rtmp://127.0.0.1:{rtmp}/live/bench-key-"),
         playlist: Box::new(move |i| format!("http://127.0.0.1:{http}/hls/s{i}/index.m3u8")),
+        metrics: Some(format!("http://127.0.0.1:{http}/metrics")),
     })
 }
 
@@ -176,6 +179,7 @@ fn start_nginx(dir: &Path) -> anyhow::Result<Server> {
         run: Running { child },
         rtmp: format!("rtmp://127.0.0.1:{rtmp}/live/bench-key-"),
         playlist: Box::new(move |i| format!("http://127.0.0.1:{http}/hls/bench-key-{i:04}.m3u8")),
+        metrics: None,
     })
 }
 
@@ -274,12 +278,28 @@ async fn measure(
     })
 }
 
+/// The HTTP connections and requests a server counted so far, when it counts them.
+async fn http_counts(metrics: Option<&str>) -> Option<(f64, f64)> {
+    let text = reqwest::get(metrics?).await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("onda_edge_http_connections_total ")?,
+        value("onda_edge_http_requests_total ")?,
+    ))
+}
+
 /// One glass-to-glass figure: a kind of player on one server.
 struct Glass {
     what: String,
     latency_ms: Vec<f64>,
     stalls: usize,
     joins: usize,
+    /// HTTP connections opened and requests made per viewer-minute, where the server counts
+    /// them.
+    per_viewer_minute: Option<(f64, f64)>,
 }
 
 /// Glass to glass on `server`: one publisher drawing its clock (1 s GOP), then for each mode
@@ -322,7 +342,9 @@ async fn glass_to_glass(
             latency_ms: Vec::new(),
             stalls: 0,
             joins,
+            per_viewer_minute: None,
         };
+        let before = http_counts(server.metrics.as_deref()).await;
         for _ in 0..joins {
             // Players join at any moment, not just after a part or segment completed: a random
             // phase within one segment.
@@ -336,6 +358,13 @@ async fn glass_to_glass(
             let (l, stalls) = glass::latencies(&session, offset);
             g.latency_ms.extend(l);
             g.stalls += stalls;
+        }
+        // The counters' own read is one connection and one request on each side; left out.
+        if let (Some((c0, r0)), Some((c1, r1))) =
+            (before, http_counts(server.metrics.as_deref()).await)
+        {
+            let minutes = joins as f64 * secs / 60.0;
+            g.per_viewer_minute = Some(((c1 - c0 - 1.0) / minutes, (r1 - r0 - 1.0) / minutes));
         }
         eprintln!(
             "{}: median {:.0} ms over {} frames, {} stalls",
@@ -437,11 +466,18 @@ async fn main() -> anyhow::Result<()> {
         "\nGlass to glass (clock drawn into 720p30 video, x264 zerolatency, 1 s GOP; segments 2 s, \
          onda parts {part_ms} ms; {joins} joins × {glass_secs} s per player):\n"
     );
-    println!("| player | latency median ms | p95 ms | stalls | frames |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| player | latency median ms | p95 ms | stalls | frames | connections per viewer-minute | requests per viewer-minute |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for g in &glasses {
+        let (conns, reqs) = g
+            .per_viewer_minute
+            .map_or(("-".into(), "-".into()), |(c, r)| {
+                (format!("{c:.1}"), format!("{r:.1}"))
+            });
         println!(
-            "| {} | {:.0} | {:.0} | {} in {} joins | {} |",
+            "| {} | {:.0} | {:.0} | {} in {} joins | {} | {conns} | {reqs} |",
             g.what,
             percentile(&g.latency_ms, 0.5),
             percentile(&g.latency_ms, 0.95),
