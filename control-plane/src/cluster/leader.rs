@@ -4,21 +4,17 @@
 //! once and campaigns again, so two leaders never write at the same time for longer than one
 //! lease.
 
+use super::round::{
+    self, AutoDjInputs, Carriage, Memory, NodeWrites, PlanSettings, RoundPlan, Snapshot,
+};
 use super::{Cluster, keys};
 use crate::db;
-use crate::scheduler::{self, NodeInfo, NodeState, Policy, Role, StationDemand};
-use onda_shared::cluster::proto::{
-    AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, RenditionSpec,
-    StationRole, StationSpec, TrackSpec,
-};
+use onda_shared::cluster::proto::DjSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// The label the leader gives nodes with an RTMP ingest, which live streams select.
-const RTMP_LABEL: &str = "onda.rtmp";
 
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     while !stop.is_cancelled() {
@@ -226,27 +222,18 @@ async fn missing_carriers(cluster: &Cluster) -> anyhow::Result<BTreeSet<String>>
         .collect())
 }
 
-/// What one leadership remembers between rounds, to log and write only changes.
+/// What one leadership carries from one round to the next.
 #[derive(Debug, Default)]
 pub struct Round {
-    last_unplaced: BTreeSet<String>,
-    last_alive: Option<BTreeSet<String>>,
+    memory: Memory,
     /// The AutoDJ catalogue (library, playlists, DJ accounts) and when it was read: it is read
     /// again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
     autodj: Option<(tokio::time::Instant, Arc<AutoDjInputs>)>,
-    /// Nodes whose carriage this leadership has recorded (see [`write_desired`]).
-    carriage_recorded: BTreeSet<String>,
 }
 
 /// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change reaches its
 /// node within this (plus one round).
 const AUTODJ_REFRESH: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Default)]
-struct AutoDjInputs {
-    catalog: db::playlists::AutoDjCatalog,
-    djs: BTreeMap<String, Vec<DjSpec>>,
-}
 
 async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Arc<AutoDjInputs>> {
     if let Some((at, inputs)) = &round.autodj
@@ -268,15 +255,22 @@ async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<A
     Ok(inputs)
 }
 
-/// One scheduling round: catalogue and nodes from the database, liveness and observations from
-/// the coordinator, placement computed, and every node's desired state rewritten where it
-/// changed (with the next generation).
+/// One scheduling round: what it decides from is read ([`gather`]), the round is decided
+/// ([`round::plan`]), and the decisions are written ([`write`]).
 /// Returns how many stations are placed and how many of them moved.
 pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(usize, usize)> {
+    let snapshot = gather(cluster, round).await?;
+    let plan = round::plan(&snapshot);
+    write(cluster, &mut round.memory, plan).await
+}
+
+/// Reads a round's [`Snapshot`]: catalogue and nodes from the database, placement, liveness,
+/// observations and desired states from the coordinator, the AutoDJ catalogue (cached).
+async fn gather(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Snapshot> {
     let super::ClusterState {
         catalog,
         nodes,
-        placement: current,
+        placement,
         alive,
         observed,
         ..
@@ -285,492 +279,103 @@ pub async fn reconcile(cluster: &Cluster, round: &mut Round) -> anyhow::Result<(
         let mut c = cluster.db.conn().await?;
         db::live_streams::catalog(&mut c).await?
     };
-    let infos: Vec<NodeInfo> = nodes
-        .iter()
-        .filter(|n| n.revoked_at.is_none())
-        .map(|n| NodeInfo {
-            id: n.id.clone(),
-            region: n.region.clone(),
-            // Live streams go only to nodes with an RTMP ingest: a label they select.
-            labels: {
-                let mut l = n.labels.clone();
-                if !n.rtmp_url.is_empty() {
-                    l.insert(RTMP_LABEL.to_string(), "true".to_string());
-                }
-                l
-            },
-            capacity_listeners: u64::from(n.capacity_listeners),
-            capacity_kbps: u64::from(n.capacity_mbps) * 1000,
-            state: if !alive.contains(&n.id) {
-                NodeState::Dead
-            } else if n.status == onda_shared::api::NodeStatus::Draining {
-                NodeState::Draining
-            } else {
-                NodeState::Ready
-            },
-        })
-        .collect();
-    let existing: BTreeMap<String, DesiredState> = cluster.store.all_desired().await?;
-    let mut listeners: BTreeMap<&str, u64> = BTreeMap::new();
-    // Listeners per (station, node), for the shares of the station's limit.
-    let mut per_node: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut serving = BTreeSet::new();
-    for (node, obs) in &observed {
-        // A node that has not applied its latest desired state may report mounts it is about to
-        // drop: its "on the air" cannot end anyone's drain yet.
-        let current_gen = existing.get(node).map_or(0, |d| d.generation);
-        let up_to_date = obs.applied_generation >= current_gen;
-        for m in &obs.mounts {
-            *listeners.entry(m.station_id.as_str()).or_default() += m.listeners;
-            *per_node
-                .entry((m.station_id.as_str(), node.as_str()))
-                .or_default() += m.listeners;
-            if m.on_air && up_to_date {
-                serving.insert((m.station_id.clone(), node.clone()));
-            }
-        }
-    }
-    let on_air: Vec<&db::cluster::CatalogStation> = catalog
-        .iter()
-        .filter(|s| s.active && !s.mounts.is_empty())
-        .collect();
-    let mut demands: Vec<StationDemand> = on_air
-        .iter()
-        .map(|s| StationDemand {
-            id: s.id.clone(),
-            region: s.region.clone(),
-            node_selector: s.node_labels.clone(),
-            // Nodes leave relay pulls out of their counts: a relay cannot keep itself alive.
-            listeners: listeners.get(s.id.as_str()).copied().unwrap_or(0),
-            reserve_listeners: cluster.settings.reserve_listeners.min(s.max_listeners),
-            kbps_per_listener: s.mounts.iter().map(|m| u64::from(m.2)).sum(),
-        })
-        .collect();
-    // A live stream is placed like a station without listeners yet: one origin, where its
-    // publisher connects (viewers are not counted yet, so it gets no relays).
-    demands.extend(streams.iter().map(|l| StationDemand {
-        id: l.id.clone(),
-        region: String::new(),
-        node_selector: BTreeMap::from([(RTMP_LABEL.to_string(), "true".to_string())]),
-        // Viewers, as the nodes report them: a popular stream gets relays like a station.
-        listeners: listeners.get(l.id.as_str()).copied().unwrap_or(0),
-        reserve_listeners: cluster.settings.reserve_listeners,
-        kbps_per_listener: 0,
-    }));
-    let policy = Policy {
-        relay_threshold_listeners: cluster.settings.relay_threshold_listeners,
-        ..Policy::default()
-    };
-    let outcome = scheduler::place(&scheduler::Input {
-        nodes: &infos,
-        stations: &demands,
-        current: &current,
-        serving: &serving,
-        policy: &policy,
-    });
-    let m = &cluster.metrics;
-    let stream_by_id: BTreeMap<&str, &db::live_streams::CatalogStream> =
-        streams.iter().map(|l| (l.id.as_str(), l)).collect();
-    let is_stream = |id: &str| stream_by_id.contains_key(id);
-    let placed = outcome
-        .placement
-        .stations
-        .keys()
-        .filter(|id| !is_stream(id))
-        .count();
-    let unplaced = outcome
-        .unplaced
-        .iter()
-        .filter(|u| !is_stream(&u.station))
-        .count();
-    m.stations
-        .with_label_values(&["placed"])
-        .set(i64::try_from(placed).unwrap_or(i64::MAX));
-    m.stations
-        .with_label_values(&["unplaced"])
-        .set(i64::try_from(unplaced).unwrap_or(i64::MAX));
-    for (status, label) in [
-        (onda_shared::api::NodeStatus::Ready, "ready"),
-        (onda_shared::api::NodeStatus::Unreachable, "unreachable"),
-        (onda_shared::api::NodeStatus::Draining, "draining"),
-        (onda_shared::api::NodeStatus::Revoked, "revoked"),
-    ] {
-        let n = nodes.iter().filter(|n| n.status == status).count();
-        m.nodes
-            .with_label_values(&[label])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    let unplaced: BTreeSet<String> = outcome.unplaced.iter().map(|u| u.station.clone()).collect();
-    if unplaced != round.last_unplaced {
-        for u in &outcome.unplaced {
-            tracing::warn!("station {} is not placed: {}", u.station, u.reason);
-        }
-        round.last_unplaced = unplaced;
-    }
-    if outcome.placement != current {
-        cluster.store.put_placement(&outcome.placement).await?;
-        if outcome.moved > 0 {
-            tracing::info!("placement: {} station(s) moved", outcome.moved);
-        }
-    }
-
-    // What each station's AutoDJ plays, from the media library, playlists and DJ accounts.
-    let inputs = autodj_inputs(cluster, round).await?;
-    let (autodj_catalog, djs) = (&inputs.catalog, &inputs.djs);
-
-    // Desired state per node.
-    let edge_url: BTreeMap<&str, &str> = nodes
-        .iter()
-        .map(|n| (n.id.as_str(), n.public_url.as_str()))
-        .collect();
-    let by_id: BTreeMap<&str, &&db::cluster::CatalogStation> =
-        on_air.iter().map(|s| (s.id.as_str(), s)).collect();
-    let by_node = outcome.placement.by_node();
-    let shares = listener_shares(&outcome.placement, &on_air, &per_node, &existing);
-    for n in &nodes {
-        if n.revoked_at.is_some() {
-            if existing.contains_key(&n.id) {
-                cluster.store.delete_desired(&n.id).await?;
-                let mut tx = cluster.db.begin().await?;
-                db::carriage::sync(&mut tx, &n.id, &BTreeSet::new(), db::now_ms(), true).await?;
-                tx.commit().await?;
-            }
-            continue;
-        }
-        let mut stations = Vec::new();
-        for (station_id, role) in by_node.get(&n.id).map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(s) = by_id.get(station_id.as_str()) else {
-                continue;
-            };
-            let placement = outcome.placement.stations.get(station_id);
-            let (role, origin_url) = match role {
-                Role::Origin => (StationRole::Origin, None),
-                Role::Leaving => (StationRole::Leaving, None),
-                Role::Relay => (
-                    StationRole::Relay,
-                    placement
-                        .and_then(|p| edge_url.get(p.origin.as_str()))
-                        .map(|u| u.to_string()),
-                ),
-            };
-            let autodj = (role != StationRole::Relay)
-                .then(|| autodj_spec(s, autodj_catalog, djs.get(&s.id)))
-                .flatten();
-            stations.push(StationSpec {
-                station_id: s.id.clone(),
-                slug: s.slug.clone(),
-                name: s.name.clone(),
-                role,
-                origin_url,
-                mounts: s
-                    .mounts
-                    .iter()
-                    .map(|(path, format, kbps)| MountSpec {
-                        path: path.clone(),
-                        format: format.clone(),
-                        bitrate_kbps: *kbps,
-                        source_password: s.source_password.clone(),
-                    })
-                    .collect(),
-                // This node's share of the station's limit (relay pulls are exempt on the
-                // edge, so no room is kept for them).
-                max_listeners: Some(
-                    shares
-                        .get(&(s.id.clone(), n.id.clone()))
-                        .copied()
-                        .unwrap_or(s.max_listeners),
-                ),
-                demo_tone: cluster.settings.demo_tone
-                    && role != StationRole::Relay
-                    && autodj.is_none(),
-                autodj,
-            });
-        }
-        let live_streams: Vec<LiveStreamSpec> = by_node
-            .get(&n.id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .filter(|(_, role)| *role != Role::Leaving)
-            .filter_map(|(id, role)| Some((*stream_by_id.get(id.as_str())?, role)))
-            .map(|(l, role)| LiveStreamSpec {
-                stream_id: l.id.clone(),
-                slug: l.slug.clone(),
-                stream_key: l.stream_key.clone(),
-                playback_secret: l.playback_secret.clone(),
-                // Relays pull the stream's HLS from the origin's edge.
-                origin_url: (*role == Role::Relay)
-                    .then(|| {
-                        outcome
-                            .placement
-                            .stations
-                            .get(&l.id)
-                            .and_then(|p| edge_url.get(p.origin.as_str()))
-                            .map(|u| u.to_string())
-                    })
-                    .flatten(),
-                renditions: if *role == Role::Relay {
-                    Vec::new()
-                } else {
-                    l.renditions
-                        .iter()
-                        .map(|r| RenditionSpec {
-                            name: format!("{}p", r.height),
-                            height: r.height,
-                            video_kbps: r.video_kbps,
-                        })
-                        .collect()
-                },
-            })
-            .collect();
-        write_desired(
-            cluster,
-            round,
-            &n.id,
-            existing.get(&n.id),
-            stations,
-            live_streams,
-        )
-        .await?;
-        let is_alive = alive.contains(&n.id);
-        let changed = round
-            .last_alive
-            .as_ref()
-            .is_none_or(|last| last.contains(&n.id) != is_alive);
-        if changed {
-            let mut c = cluster.db.conn().await?;
-            db::nodes::set_status(&mut c, &n.id, is_alive).await?;
-        }
-    }
-    round.last_alive = Some(alive);
-    Ok((outcome.placement.stations.len(), outcome.moved))
+    let desired = cluster.store.all_desired().await?;
+    let autodj = autodj_inputs(cluster, round).await?;
+    let settings = &cluster.settings;
+    Ok(Snapshot {
+        catalog,
+        streams,
+        nodes,
+        placement,
+        alive,
+        observed,
+        desired,
+        autodj,
+        settings: PlanSettings {
+            reserve_listeners: settings.reserve_listeners,
+            relay_threshold_listeners: settings.relay_threshold_listeners,
+            demo_tone: settings.demo_tone,
+        },
+        memory: round.memory.clone(),
+        now_ms: db::now_ms(),
+    })
 }
 
-/// Writes a node's desired state where it changed (with the next generation), after recording in
-/// the database what it names (`carriage`, which usage reports are checked against). A
-/// leadership's first round records it for every node, changed or not (see
-/// [`db::carriage::sync`] for where an unchanged state's new rows start).
-async fn write_desired(
+/// Sets the gauges, logs and writes what a round decided, remembering in `memory` what was done
+/// (a write that fails ends the round; the next one decides again from what is stored).
+async fn write(
     cluster: &Cluster,
-    round: &mut Round,
-    node_id: &str,
-    previous: Option<&DesiredState>,
-    stations: Vec<StationSpec>,
-    live_streams: Vec<LiveStreamSpec>,
-) -> anyhow::Result<()> {
-    let changed =
-        previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams));
-    if changed || !round.carriage_recorded.contains(node_id) {
-        let carried: BTreeSet<String> = stations
-            .iter()
-            .map(|s| s.station_id.clone())
-            .chain(live_streams.iter().map(|l| l.stream_id.clone()))
-            .collect();
-        let now = db::now_ms();
-        let mut tx = cluster.db.begin().await?;
-        db::carriage::sync(&mut tx, node_id, &carried, now, changed).await?;
-        tx.commit().await?;
-        round.carriage_recorded.insert(node_id.to_string());
+    memory: &mut Memory,
+    plan: RoundPlan,
+) -> anyhow::Result<(usize, usize)> {
+    let m = &cluster.metrics;
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    m.stations
+        .with_label_values(&["placed"])
+        .set(gauge(plan.gauges.stations_placed));
+    m.stations
+        .with_label_values(&["unplaced"])
+        .set(gauge(plan.gauges.stations_unplaced));
+    for (label, n) in plan.gauges.nodes {
+        m.nodes.with_label_values(&[label]).set(gauge(n));
     }
-    if changed {
-        let desired = DesiredState {
-            generation: previous.map_or(0, |d| d.generation) + 1,
-            stations,
-            live_streams,
-        };
-        cluster.store.put_desired(node_id, &desired).await?;
+    if let Some(unplaced) = &plan.unplaced {
+        for u in unplaced {
+            tracing::warn!("station {} is not placed: {}", u.station, u.reason);
+        }
+        memory.unplaced = unplaced.iter().map(|u| u.station.clone()).collect();
+    }
+    if let Some(placement) = &plan.placement {
+        cluster.store.put_placement(placement).await?;
+        if plan.moved > 0 {
+            tracing::info!("placement: {} station(s) moved", plan.moved);
+        }
+    }
+    for note in &plan.notes {
+        tracing::debug!("{note}");
+    }
+    for node in plan.nodes {
+        write_node(cluster, memory, node).await?;
+    }
+    memory.alive = Some(plan.alive);
+    Ok((plan.placed, plan.moved))
+}
+
+async fn write_node(
+    cluster: &Cluster,
+    memory: &mut Memory,
+    writes: NodeWrites,
+) -> anyhow::Result<()> {
+    match writes {
+        NodeWrites::Forget { node, carriage } => {
+            cluster.store.delete_desired(&node).await?;
+            record_carriage(cluster, &node, &carriage).await?;
+        }
+        NodeWrites::Update {
+            node,
+            carriage,
+            desired,
+            alive,
+        } => {
+            if let Some(carriage) = carriage {
+                record_carriage(cluster, &node, &carriage).await?;
+                memory.carriage_recorded.insert(node.clone());
+            }
+            if let Some(desired) = desired {
+                cluster.store.put_desired(&node, &desired).await?;
+            }
+            if let Some(alive) = alive {
+                let mut c = cluster.db.conn().await?;
+                db::nodes::set_status(&mut c, &node, alive).await?;
+            }
+        }
     }
     Ok(())
 }
 
-/// Each carrier's share of each station's listener limit (see [`super::shares`]), keyed by
-/// (station, node), from the counts the nodes reported (relay pulls are not in them).
-fn listener_shares(
-    placement: &scheduler::Placement,
-    stations: &[&db::cluster::CatalogStation],
-    per_node: &BTreeMap<(&str, &str), u64>,
-    existing: &BTreeMap<String, DesiredState>,
-) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for s in stations {
-        let Some(p) = placement.stations.get(&s.id) else {
-            continue;
-        };
-        let carriers: BTreeSet<&String> = std::iter::once(&p.origin)
-            .chain(&p.relays)
-            .chain(&p.leaving)
-            .collect();
-        let counts: BTreeMap<String, u64> = carriers
-            .iter()
-            .map(|node| {
-                let n = per_node
-                    .get(&(s.id.as_str(), node.as_str()))
-                    .copied()
-                    .unwrap_or(0);
-                ((*node).clone(), n)
-            })
-            .collect();
-        let previous: BTreeMap<String, u64> = carriers
-            .iter()
-            .filter_map(|node| {
-                let spec = existing
-                    .get(node.as_str())?
-                    .stations
-                    .iter()
-                    .find(|st| st.station_id == s.id)?;
-                Some(((*node).clone(), spec.max_listeners?))
-            })
-            .collect();
-        let split = super::shares::split(s.max_listeners, &counts, &previous);
-        if split != previous && !previous.is_empty() {
-            tracing::debug!(
-                "station {}: listener shares {split:?} (over the limit by at most {} while nodes apply them)",
-                s.id,
-                super::shares::overshoot_bound(&previous, &split)
-            );
-        }
-        for (node, share) in split {
-            out.insert((s.id.clone(), node), share);
-        }
-    }
-    out
-}
-
-/// The AutoDJ a station's origin runs: its playlists (or, without any, its whole library in
-/// shuffle), always with a rotation so the station never runs out of music, its DJ accounts and
-/// its time zone. `None` when the AutoDJ is off or the library is empty.
-fn autodj_spec(
-    s: &db::cluster::CatalogStation,
-    cat: &db::playlists::AutoDjCatalog,
-    djs: Option<&Vec<DjSpec>>,
-) -> Option<AutoDjSpec> {
-    if !s.autodj {
-        return None;
-    }
-    let media = cat.media.get(&s.id).filter(|m| !m.is_empty())?;
-    let by_id: BTreeMap<&str, &db::playlists::TrackRow> =
-        media.iter().map(|m| (m.media_id.as_str(), m)).collect();
-    let track = |m: &db::playlists::TrackRow| TrackSpec {
-        sha256: m.sha256.clone(),
-        size_bytes: m.size_bytes,
-        artist: m.artist.clone(),
-        title: m.title.clone(),
-        duration_ms: Some(m.duration_ms),
-        weight: 1,
-    };
-    let mut playlists: Vec<PlaylistSpec> = cat
-        .playlists
-        .get(&s.id)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            let tracks: Vec<TrackSpec> = p
-                .media_ids
-                .iter()
-                .filter_map(|id| by_id.get(id.as_str()).map(|m| track(m)))
-                .collect();
-            (!tracks.is_empty()).then(|| PlaylistSpec {
-                name: p.name.clone(),
-                kind: wire(&p.kind),
-                order: wire(&p.order),
-                weight: p.weight,
-                days: p.days.clone(),
-                start: p.start.clone(),
-                end: p.end.clone(),
-                every_songs: p.every_songs,
-                tracks,
-            })
-        })
-        .collect();
-    if !playlists.iter().any(|p| p.kind == "rotation") {
-        let mut name = "(all media)".to_string();
-        while playlists.iter().any(|p| p.name == name) {
-            name.push('+');
-        }
-        playlists.push(PlaylistSpec {
-            name,
-            kind: "rotation".to_string(),
-            order: "shuffle".to_string(),
-            weight: 1,
-            days: Vec::new(),
-            start: None,
-            end: None,
-            every_songs: None,
-            tracks: media.iter().map(track).collect(),
-        });
-    }
-    let settings = cat
-        .settings
-        .get(&s.id)
-        .cloned()
-        .unwrap_or(onda_shared::api::AutoDjSettings {
-            timezone: "UTC".to_string(),
-            crossfade_ms: 0,
-        });
-    // A path none of the station's mounts has (the edge refuses a path configured twice).
-    let live_mount = onda_shared::paths::live_mount(s.mounts.iter().map(|m| m.0.as_str()));
-    Some(AutoDjSpec {
-        timezone: settings.timezone,
-        crossfade_ms: u64::from(settings.crossfade_ms),
-        live_mount: Some(live_mount),
-        djs: djs.cloned().unwrap_or_default(),
-        playlists,
-    })
-}
-
-/// The wire name of one of the API's playlist enums (`rotation`, `shuffle`, …), which the edge's
-/// configuration uses too.
-fn wire<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    /// The DJ mount is never one of the station's mounts (the edge would refuse the node's
-    /// configuration over a path configured twice).
-    #[test]
-    fn the_live_mount_is_free_among_the_station_mounts() {
-        let station = |mounts: &[&str]| db::cluster::CatalogStation {
-            id: "stn_1".to_string(),
-            tenant_id: "tnt_1".to_string(),
-            slug: "two-lives".to_string(),
-            name: "Two Lives".to_string(),
-            max_listeners: 10,
-            source_password: "pw".to_string(),
-            region: String::new(),
-            node_labels: BTreeMap::new(),
-            mounts: mounts
-                .iter()
-                .map(|p| (p.to_string(), "mp3".to_string(), 64))
-                .collect(),
-            active: true,
-            autodj: true,
-        };
-        let mut cat = db::playlists::AutoDjCatalog::default();
-        cat.media.insert(
-            "stn_1".to_string(),
-            vec![db::playlists::TrackRow {
-                media_id: "med_1".to_string(),
-                sha256: "a".repeat(64),
-                size_bytes: 1,
-                artist: "A".to_string(),
-                title: "T".to_string(),
-                duration_ms: 1000,
-            }],
-        );
-        for (mounts, live) in [
-            (&["/radio.mp3"][..], "/live"),
-            (&["/live", "/radio.mp3"][..], "/live-dj"),
-            (&["/live", "/live-dj"][..], "/live-dj-2"),
-        ] {
-            let spec = autodj_spec(&station(mounts), &cat, None).unwrap();
-            assert_eq!(spec.live_mount.as_deref(), Some(live), "{mounts:?}");
-        }
-    }
+async fn record_carriage(cluster: &Cluster, node: &str, c: &Carriage) -> anyhow::Result<()> {
+    let mut tx = cluster.db.begin().await?;
+    db::carriage::sync(&mut tx, node, &c.carried, c.at_ms, c.new_state).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The cluster side of the control plane: the CA ([`ca`]), the QUIC control channel nodes connect
 //! to ([`channel`]), the leader's reconcile loop that runs the scheduler and writes each node's
-//! desired state ([`leader`]), and the cached view of where stations play that the redirector
-//! and the API read ([`view`]).
+//! desired state ([`leader`], which decides each round with [`round`]), and the cached view of
+//! where stations play that the redirector and the API read ([`view`]).
 //!
 //! Data flow: nodes' heartbeats and events become `observed` keys with the node's lease in the
 //! coordinator; the leader reads them with the catalogue from the database, places stations and
@@ -13,6 +13,7 @@ pub mod ca;
 pub mod channel;
 pub mod leader;
 pub mod refusals;
+pub mod round;
 pub mod shares;
 pub mod store;
 pub mod usage_vet;
