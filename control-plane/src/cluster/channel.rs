@@ -3,6 +3,7 @@
 //! [`onda_shared::cluster::proto`].
 
 use super::{Cluster, Observed, store, usage_vet};
+use crate::coordinator::LeaseId;
 use crate::db;
 use anyhow::Context as _;
 use onda_shared::cluster::proto::{
@@ -87,18 +88,12 @@ async fn handle(
                 ..
             },
         ) => {
-            session(
-                &cluster,
-                &conn,
-                send,
-                recv,
-                &fp,
-                (min_version, max_version),
-                node,
+            let hello = Hello {
+                versions: (min_version, max_version),
+                advert: node,
                 applied_generation,
-                stop,
-            )
-            .await
+            };
+            session(&cluster, &conn, send, recv, &fp, hello, stop).await
         }
         (None, NodeMessage::Hello { .. }) => {
             refuse(
@@ -288,237 +283,415 @@ async fn join(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a joined node's `hello` says.
+struct Hello {
+    versions: (u32, u32),
+    advert: NodeAdvert,
+    /// The generation the node is serving (from before a reconnect).
+    applied_generation: u64,
+}
+
+/// A joined node's session: admitted, welcomed, then its messages until it ends.
 async fn session(
     cluster: &Arc<Cluster>,
     conn: &quinn::Connection,
     mut send: Send,
     recv: Recv,
     fp: &str,
-    versions: (u32, u32),
-    advert: NodeAdvert,
-    applied_generation: u64,
+    hello: Hello,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (id, version) = match admit(cluster, fp, &hello).await? {
+        Ok(admitted) => admitted,
+        Err((code, why)) => return refuse(conn, &mut send, code, &why).await,
+    };
+    let mut session = NodeSession::start(cluster, conn, send, id, version, hello).await?;
+    let outcome = session.run(recv, stop).await?;
+    session.close().await;
+    outcome
+}
+
+/// The id of the node a hello comes from and the protocol version to speak, or the refusal to
+/// send.
+async fn admit(
+    cluster: &Cluster,
+    fp: &str,
+    hello: &Hello,
+) -> anyhow::Result<Result<(String, u32), (RefusalCode, String)>> {
     let node = {
         let mut c = cluster.db.conn().await?;
         db::nodes::by_cert(&mut c, fp).await?
     };
     let Some(node) = node else {
-        return refuse(
-            conn,
-            &mut send,
+        return Ok(Err((
             RefusalCode::UnknownNode,
-            "this node's certificate belongs to no node of this cluster; join again with a new token",
-        )
-        .await;
+            "this node's certificate belongs to no node of this cluster; join again with a new token".into(),
+        )));
     };
     if let Some(at) = &node.revoked_at {
-        return refuse(
-            conn,
-            &mut send,
+        return Ok(Err((
             RefusalCode::Revoked,
-            &format!(
+            format!(
                 "node {} ({}) was revoked by an administrator at {at}; it must join again with a new token",
                 node.name, node.id
             ),
-        )
-        .await;
+        )));
     }
-    let version = match proto::negotiate(versions.0, versions.1) {
+    let version = match proto::negotiate(hello.versions.0, hello.versions.1) {
         Ok(v) => v,
         Err(why) => {
             tracing::warn!("node {}: {why}", node.name);
-            return refuse(conn, &mut send, RefusalCode::Version, &why).await;
+            return Ok(Err((RefusalCode::Version, why)));
         }
     };
-    if let Err(why) = check_advert(&advert) {
-        return refuse(conn, &mut send, RefusalCode::BadRequest, &why).await;
+    if let Err(why) = check_advert(&hello.advert) {
+        return Ok(Err((RefusalCode::BadRequest, why)));
     }
-    {
-        let mut c = cluster.db.conn().await?;
-        db::nodes::update_advert(&mut c, &node.id, &advert).await?;
+    Ok(Ok((node.id, version)))
+}
+
+/// What a message does to its session: nothing more, or the session ends with this outcome
+/// (then [`NodeSession::close`] runs). A handler's `Err` instead ends the session at once, and
+/// the node's lease decides when its stations move.
+enum Flow {
+    Continue,
+    End(anyhow::Result<()>),
+}
+
+/// Counts a session in a gauge for as long as it lives, however it ends.
+struct Connected(prometheus::IntGauge);
+
+impl Connected {
+    fn new(gauge: &prometheus::IntGauge) -> Connected {
+        gauge.inc();
+        Connected(gauge.clone())
     }
-    let id = node.id.clone();
-    let settings = &cluster.settings;
-    proto::write_frame(
-        &mut send,
-        &ControlMessage::Welcome {
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// An admitted node's session: what it keeps between messages, and a method for each kind of
+/// message and each other thing that can happen (a media stream opened, the desired state or
+/// a revocation notice changed).
+struct NodeSession<'a> {
+    cluster: &'a Arc<Cluster>,
+    conn: &'a quinn::Connection,
+    send: Send,
+    id: String,
+    /// The node's name, for logs.
+    name: String,
+    version: u32,
+    /// The lease holding the node's liveness and observation keys.
+    lease: LeaseId,
+    observed: Observed,
+    beats: u64,
+    sent_generation: u64,
+    /// The node's desired state as last read: what its heartbeats may report refusals of.
+    desired: Option<DesiredState>,
+    _connected: Connected,
+}
+
+impl<'a> NodeSession<'a> {
+    /// Records the node's advert, welcomes it and marks it alive.
+    async fn start(
+        cluster: &'a Arc<Cluster>,
+        conn: &'a quinn::Connection,
+        mut send: Send,
+        id: String,
+        version: u32,
+        hello: Hello,
+    ) -> anyhow::Result<NodeSession<'a>> {
+        let Hello {
+            advert,
+            applied_generation,
+            ..
+        } = hello;
+        {
+            let mut c = cluster.db.conn().await?;
+            db::nodes::update_advert(&mut c, &id, &advert).await?;
+        }
+        let settings = &cluster.settings;
+        let welcome = ControlMessage::Welcome {
             version,
             node_id: id.clone(),
             control_plane: settings.replica.clone(),
             heartbeat_ms: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(1000),
-        },
-    )
-    .await?;
-    let coord = &cluster.coord;
-    let mut lease = coord.grant(settings.node_ttl).await?;
-    let mut observed = Observed {
-        replica: settings.replica.clone(),
-        applied_generation,
-        ..Observed::default()
-    };
-    let store = &cluster.store;
-    store.put_alive(&id, &settings.replica, lease).await?;
-    store.put_observed(&id, &observed, lease).await?;
-    tracing::info!(
-        "node {} ({id}) connected from {}",
-        advert.name,
-        conn.remote_address()
-    );
-    cluster.metrics.sessions.inc();
-    // Decremented however the session ends (an early return included).
-    struct Connected<'a>(&'a prometheus::IntGauge);
-    impl Drop for Connected<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
+        };
+        proto::write_frame(&mut send, &welcome).await?;
+        let lease = cluster.coord.grant(settings.node_ttl).await?;
+        let observed = Observed {
+            replica: settings.replica.clone(),
+            applied_generation,
+            ..Observed::default()
+        };
+        cluster
+            .store
+            .put_alive(&id, &settings.replica, lease)
+            .await?;
+        cluster.store.put_observed(&id, &observed, lease).await?;
+        tracing::info!(
+            "node {} ({id}) connected from {}",
+            advert.name,
+            conn.remote_address()
+        );
+        Ok(NodeSession {
+            cluster,
+            conn,
+            send,
+            id,
+            name: advert.name,
+            version,
+            lease,
+            observed,
+            beats: 0,
+            sent_generation: 0,
+            desired: None,
+            _connected: Connected::new(&cluster.metrics.sessions),
+        })
     }
-    let _connected = Connected(&cluster.metrics.sessions);
 
-    let (desired_key, revoked_key) = (store::desired_key(&id), store::revoked_key(&id));
-    let mut desired_watch = coord.watch(&desired_key).await?;
-    let mut revoked_watch = coord.watch(&revoked_key).await?;
-    let mut sent_generation = 0u64;
-    let mut beats = 0u64;
-    // Send what is already desired before waiting for changes.
-    let mut check_desired = true;
-    // The node's desired state as last read: what its heartbeats may report refusals of.
-    let mut desired_now: Option<DesiredState> = None;
-    // Read on a task of their own: a frame read inside the `select!` below is not cancel-safe.
-    let mut frames = proto::read_frames::<_, NodeMessage>(recv);
-    let outcome: anyhow::Result<()> = loop {
-        if check_desired {
-            check_desired = false;
-            if let Some(desired) = store.desired(&id).await? {
-                if desired.generation != sent_generation {
-                    sent_generation = desired.generation;
-                    proto::write_frame(&mut send, &ControlMessage::Desired(desired.clone()))
-                        .await?;
+    /// Serves the node until the session ends: its messages, its media streams, changes of its
+    /// desired state and revocation notices, the control plane stopping. Returns how the
+    /// session ended, or the failure that ended it at once (see [`Flow`]).
+    async fn run(
+        &mut self,
+        recv: Recv,
+        stop: CancellationToken,
+    ) -> anyhow::Result<anyhow::Result<()>> {
+        let coord = self.cluster.coord.clone();
+        let conn = self.conn;
+        let (desired_key, revoked_key) =
+            (store::desired_key(&self.id), store::revoked_key(&self.id));
+        let mut desired_watch = coord.watch(&desired_key).await?;
+        let mut revoked_watch = coord.watch(&revoked_key).await?;
+        // Send what is already desired before waiting for changes.
+        let mut check_desired = true;
+        // Read on a task of their own: a frame read inside the `select!` below is not
+        // cancel-safe.
+        let mut frames = proto::read_frames::<_, NodeMessage>(recv);
+        loop {
+            if check_desired {
+                check_desired = false;
+                self.send_desired().await?;
+            }
+            let flow = tokio::select! {
+                msg = frames.recv() => self.on_frame(msg).await?,
+                bi = conn.accept_bi() => {
+                    self.on_media_stream(bi?);
+                    Flow::Continue
                 }
-                desired_now = Some(desired);
+                w = desired_watch.recv() => {
+                    if w.is_none() {
+                        desired_watch = coord.watch(&desired_key).await?;
+                    }
+                    check_desired = true;
+                    Flow::Continue
+                }
+                w = revoked_watch.recv() => {
+                    if w.is_none() {
+                        revoked_watch = coord.watch(&revoked_key).await?;
+                    }
+                    self.on_revocation_notice().await?
+                }
+                () = stop.cancelled() => {
+                    conn.close(0u32.into(), b"control plane stopping");
+                    Flow::End(Ok(()))
+                }
+            };
+            if let Flow::End(outcome) = flow {
+                return Ok(outcome);
             }
         }
-        tokio::select! {
-            msg = frames.recv() => {
-                let msg = match msg {
-                    Some(Ok(Some(m))) => m,
-                    Some(Ok(None)) | None => break Ok(()),
-                    Some(Err(e)) => {
-                        let _ = refuse(conn, &mut send, RefusalCode::Protocol, &e.to_string()).await;
-                        break Err(e.into());
-                    }
-                };
-                match msg {
-                    NodeMessage::Heartbeat(hb) => {
-                        if !coord.keep_alive(lease).await? {
-                            // The lease lapsed (a long pause): the node is back, say so again.
-                            lease = coord.grant(settings.node_ttl).await?;
-                            store.put_alive(&id, &settings.replica, lease).await?;
-                        }
-                        observe(&mut observed, hb, version, &advert.name, desired_now.as_ref());
-                        store.put_observed(&id, &observed, lease).await?;
-                        beats += 1;
-                        if beats % 10 == 1 {
-                            let mut c = cluster.db.conn().await?;
-                            db::nodes::heartbeat(&mut c, &id).await?;
-                        }
-                    }
-                    NodeMessage::Ack { generation, error } => {
-                        if let Some(e) = error {
-                            tracing::warn!("node {} could not apply generation {generation}: {e}", advert.name);
-                        }
-                        observed.applied_generation = generation;
-                        store.put_observed(&id, &observed, lease).await?;
-                    }
-                    NodeMessage::Usage(report) if version >= proto::USAGE_VERSION => {
-                        // Acknowledged only once stored; a failure ends the session, and the
-                        // node sends the report again in the next one.
-                        let seq = report.seq;
-                        if let Err(e) = store_usage(cluster, &id, &report).await {
-                            tracing::error!("node {}: usage report {seq} not stored: {e:#}", advert.name);
-                            break Err(e);
-                        }
-                        if let Err(e) = proto::write_frame(&mut send, &ControlMessage::UsageAck { seq }).await {
-                            break Err(e.into());
-                        }
-                    }
-                    NodeMessage::Event(NodeEvent::TrackChanged(track)) => {
-                        if let Err(why) = track_changed(cluster, &id, track).await {
-                            tracing::warn!("node {}: a track report was not recorded: {why:#}", advert.name);
-                        }
-                    }
-                    NodeMessage::Event(ev) => {
-                        let (path, on_air) = match &ev {
-                            NodeEvent::SourceConnected { path, .. } => (path, true),
-                            NodeEvent::SourceLeft { path, .. } => (path, false),
-                            NodeEvent::TrackChanged(_) => continue,
-                        };
-                        for m in observed.mounts.iter_mut().filter(|m| &m.path == path) {
-                            m.on_air = on_air;
-                        }
-                        if let NodeEvent::SourceConnected { station_id, path } = &ev
-                            && !observed.mounts.iter().any(|m| &m.path == path)
-                        {
-                            observed.mounts.push(proto::MountReport {
-                                station_id: station_id.clone(),
-                                path: path.clone(),
-                                listeners: 0,
-                                on_air: true,
-                            });
-                        }
-                        store.put_observed(&id, &observed, lease).await?;
-                    }
-                    other => {
-                        let _ = refuse(conn, &mut send, RefusalCode::Protocol, &format!("unexpected message {other:?} in a session")).await;
-                        break Ok(());
-                    }
-                }
-            }
-            bi = conn.accept_bi() => {
-                // Further streams of a session fetch media files by hash.
-                let (media_send, media_recv) = bi?;
-                let cluster = cluster.clone();
-                let node = advert.name.clone();
-                let node_id = id.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_media(&cluster, &node_id, media_send, media_recv).await {
-                        tracing::warn!("node {node}: media stream: {e:#}");
-                    }
-                });
-            }
-            w = desired_watch.recv() => {
-                if w.is_none() {
-                    desired_watch = coord.watch(&desired_key).await?;
-                }
-                check_desired = true;
-            }
-            w = revoked_watch.recv() => {
-                if w.is_none() {
-                    revoked_watch = coord.watch(&revoked_key).await?;
-                }
-                let mut c = cluster.db.conn().await?;
-                if db::nodes::get(&mut c, &id).await?.is_some_and(|n| n.revoked_at.is_some()) {
-                    let _ = refuse(conn, &mut send, RefusalCode::Revoked, "this node was revoked by an administrator").await;
-                    break Ok(());
-                }
-            }
-            () = stop.cancelled() => {
-                conn.close(0u32.into(), b"control plane stopping");
-                break Ok(());
-            }
-        }
-    };
-    // A node that closed the connection itself is leaving: let its stations move now. After a
-    // timeout or a network error it may be back within its lease, so the lease decides.
-    if matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(_))
-    ) {
-        let _ = coord.revoke(lease).await;
     }
-    tracing::info!("node {} ({id}) disconnected", advert.name);
-    outcome
+
+    /// A node that closed the connection itself is leaving: its lease ends, so its stations
+    /// move now. After a timeout or a network error it may be back within its lease, so the
+    /// lease decides.
+    async fn close(&self) {
+        if matches!(
+            self.conn.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(_))
+        ) {
+            let _ = self.cluster.coord.revoke(self.lease).await;
+        }
+        tracing::info!("node {} ({}) disconnected", self.name, self.id);
+    }
+
+    async fn refuse(&mut self, code: RefusalCode, message: &str) -> anyhow::Result<()> {
+        refuse(self.conn, &mut self.send, code, message).await
+    }
+
+    /// Sends the node its desired state when the stored generation is not the one last sent.
+    async fn send_desired(&mut self) -> anyhow::Result<()> {
+        if let Some(desired) = self.cluster.store.desired(&self.id).await? {
+            if desired.generation != self.sent_generation {
+                self.sent_generation = desired.generation;
+                let message = ControlMessage::Desired(desired.clone());
+                proto::write_frame(&mut self.send, &message).await?;
+            }
+            self.desired = Some(desired);
+        }
+        Ok(())
+    }
+
+    /// What the reading task delivered: a message, the end of the stream, or a frame that does
+    /// not decode (the node is told why, and the session ends).
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Option<NodeMessage>, proto::FrameError>>,
+    ) -> anyhow::Result<Flow> {
+        match frame {
+            Some(Ok(Some(message))) => self.on_message(message).await,
+            Some(Ok(None)) | None => Ok(Flow::End(Ok(()))),
+            Some(Err(e)) => {
+                let _ = self.refuse(RefusalCode::Protocol, &e.to_string()).await;
+                Ok(Flow::End(Err(e.into())))
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: NodeMessage) -> anyhow::Result<Flow> {
+        match message {
+            NodeMessage::Heartbeat(hb) => self.on_heartbeat(hb).await?,
+            NodeMessage::Ack { generation, error } => self.on_ack(generation, error).await?,
+            NodeMessage::Usage(report) if self.version >= proto::USAGE_VERSION => {
+                return Ok(self.on_usage(report).await);
+            }
+            NodeMessage::Event(NodeEvent::TrackChanged(track)) => self.on_track(track).await,
+            NodeMessage::Event(NodeEvent::SourceConnected { station_id, path }) => {
+                self.on_source(station_id, path, true).await?;
+            }
+            NodeMessage::Event(NodeEvent::SourceLeft { station_id, path }) => {
+                self.on_source(station_id, path, false).await?;
+            }
+            other => {
+                let why = format!("unexpected message {other:?} in a session");
+                let _ = self.refuse(RefusalCode::Protocol, &why).await;
+                return Ok(Flow::End(Ok(())));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_heartbeat(&mut self, hb: proto::Heartbeat) -> anyhow::Result<()> {
+        let cluster = self.cluster;
+        let (coord, store, settings) = (&cluster.coord, &cluster.store, &cluster.settings);
+        if !coord.keep_alive(self.lease).await? {
+            // The lease lapsed (a long pause): the node is back, say so again.
+            self.lease = coord.grant(settings.node_ttl).await?;
+            store
+                .put_alive(&self.id, &settings.replica, self.lease)
+                .await?;
+        }
+        let desired = self.desired.as_ref();
+        observe(&mut self.observed, hb, self.version, &self.name, desired);
+        store
+            .put_observed(&self.id, &self.observed, self.lease)
+            .await?;
+        self.beats += 1;
+        if self.beats % 10 == 1 {
+            let mut c = cluster.db.conn().await?;
+            db::nodes::heartbeat(&mut c, &self.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_ack(&mut self, generation: u64, error: Option<String>) -> anyhow::Result<()> {
+        if let Some(e) = error {
+            tracing::warn!(
+                "node {} could not apply generation {generation}: {e}",
+                self.name
+            );
+        }
+        self.observed.applied_generation = generation;
+        let store = &self.cluster.store;
+        store
+            .put_observed(&self.id, &self.observed, self.lease)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a usage report and acknowledges it once stored; a failure ends the session, and
+    /// the node sends the report again in the next one.
+    async fn on_usage(&mut self, report: proto::UsageReport) -> Flow {
+        let seq = report.seq;
+        if let Err(e) = store_usage(self.cluster, &self.id, &report).await {
+            tracing::error!("node {}: usage report {seq} not stored: {e:#}", self.name);
+            return Flow::End(Err(e));
+        }
+        match proto::write_frame(&mut self.send, &ControlMessage::UsageAck { seq }).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::End(Err(e.into())),
+        }
+    }
+
+    async fn on_track(&mut self, track: proto::TrackPlaying) {
+        if let Err(why) = track_changed(self.cluster, &self.id, track).await {
+            tracing::warn!(
+                "node {}: a track report was not recorded: {why:#}",
+                self.name
+            );
+        }
+    }
+
+    /// A source connected to or left a mount: the observation says so now, not at the next
+    /// heartbeat.
+    async fn on_source(
+        &mut self,
+        station_id: String,
+        path: String,
+        on_air: bool,
+    ) -> anyhow::Result<()> {
+        let mounts = &mut self.observed.mounts;
+        for m in mounts.iter_mut().filter(|m| m.path == path) {
+            m.on_air = on_air;
+        }
+        if on_air && !mounts.iter().any(|m| m.path == path) {
+            mounts.push(proto::MountReport {
+                station_id,
+                path,
+                listeners: 0,
+                on_air: true,
+            });
+        }
+        let store = &self.cluster.store;
+        store
+            .put_observed(&self.id, &self.observed, self.lease)
+            .await?;
+        Ok(())
+    }
+
+    /// Further streams of a session fetch media files by hash, each on a task of its own.
+    fn on_media_stream(&self, (send, recv): (Send, Recv)) {
+        let cluster = self.cluster.clone();
+        let node = self.name.clone();
+        let node_id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_media(&cluster, &node_id, send, recv).await {
+                tracing::warn!("node {node}: media stream: {e:#}");
+            }
+        });
+    }
+
+    /// The node's revocation key changed: the session ends if the node is revoked.
+    async fn on_revocation_notice(&mut self) -> anyhow::Result<Flow> {
+        let revoked = {
+            let mut c = self.cluster.db.conn().await?;
+            db::nodes::get(&mut c, &self.id)
+                .await?
+                .is_some_and(|n| n.revoked_at.is_some())
+        };
+        if !revoked {
+            return Ok(Flow::Continue);
+        }
+        let why = "this node was revoked by an administrator";
+        let _ = self.refuse(RefusalCode::Revoked, why).await;
+        Ok(Flow::End(Ok(())))
+    }
 }
 
 /// Takes a heartbeat's observations: host, mounts and (from version 3) what the node's edge
