@@ -2,7 +2,7 @@
 //! coordinator ([`Snapshot`]) and says what to write and log ([`RoundPlan`]): the placement, each
 //! node's desired state, the carriage record, node statuses and gauges. It does no I/O and reads
 //! no clock (the round's time is in the snapshot), so rounds can be replayed and their properties
-//! checked on generated clusters, as [`scheduler::place`] is; the leader ([`super::leader`])
+//! checked on generated clusters, as [`scheduler::place`] is; the leader (`leader.rs`)
 //! gathers, plans and writes.
 
 use super::Observed;
