@@ -79,179 +79,246 @@ fn clean(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
-    let mut home = req.head.path.clone();
-    let Some(home_mount) = ice.mount(&home) else {
-        let _ = respond(
-            &mut req.stream,
-            404,
-            "text/plain",
-            &[],
-            b"The file you requested could not be found\n",
-        )
-        .await;
+pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
+    let Some(mut l) = Listening::start(req, &ice).await else {
         return;
     };
-    // Subscribe before resolving, so a source returning meanwhile is not missed.
-    let mut home_gen = Some(home_mount.generation.subscribe());
-    let Some((mut current, mut session)) = ice.resolve(&home) else {
-        let _ = respond(
-            &mut req.stream,
-            404,
-            "text/plain",
-            &[],
-            b"Source not found: nothing is playing on this mount\n",
-        )
-        .await;
-        return;
-    };
-    let limits = ice.config().limits.clone();
-    if limits.listener_send_buffer_bytes > 0 {
-        let size = usize::try_from(limits.listener_send_buffer_bytes).unwrap_or(usize::MAX);
-        let _ = socket2::SockRef::from(&req.stream).set_send_buffer_size(size);
-    }
-    let metaint =
-        (wants_icy(&req) && icy_capable(&session.info.content_type)).then_some(limits.icy_metaint);
-    let head = reply_head(&current, &session, metaint);
-    if req.head.method == "HEAD" {
-        let _ = req.stream.write_all(head.as_bytes()).await;
-        return;
-    }
-    let id = ice.next_id();
-    let (control_tx, mut control) = mpsc::unbounded_channel();
-    let entry = ListenerEntry {
-        id,
-        ip: req.peer.ip(),
-        user_agent: req
-            .head
-            .header("user-agent")
-            .unwrap_or_default()
-            .to_string(),
-        connected_at: Instant::now(),
-        control: control_tx,
-        relay: req
-            .head
-            .header("x-onda-relay")
-            .is_some_and(|k| home_mount.is_relay_key(k)),
-        since: Instant::now(),
-        group: None,
-    };
-    let relay = entry.relay;
-    // From here on only the socket is needed: the request head and the read buffer go, which
-    // matters at ten thousand listeners.
-    let Request { mut stream, .. } = req;
-    let mut registered = home_mount.clone();
-    if let Err(why) = registered.add_listener(entry.clone()) {
-        // Icecast answers a full mount with 403; players know it as "server full".
-        let body: &[u8] = match why {
-            Refused::GroupFull => {
-                b"Forbidden: this station's listener limit is reached on this server\n"
-            }
-            Refused::MountFull | Refused::Removed => b"Forbidden: max listeners reached\n",
+    let end = l.run(&ice).await;
+    l.registered.remove_listener(l.entry.id);
+    tracing::debug!(listener = l.entry.id, mount = %l.home, pos = l.pos, "listener left: {end}");
+}
+
+/// A listener past its reply head: the mount it counts on, what it hears and how far it is.
+struct Listening {
+    stream: TcpStream,
+    entry: ListenerEntry,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// The mount asked for (or moved to), and its source's comings and goings.
+    home: String,
+    home_gen: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Where the listener counts: its home, even while it hears a fallback.
+    registered: Arc<Mount>,
+    /// What it hears: the home mount or a fallback.
+    current: Arc<Mount>,
+    session: Arc<Session>,
+    pos: u64,
+    /// Codec headers the decoder needs first (Ogg), once per session joined.
+    prefix: Option<Bytes>,
+    icy: Option<Interleaver>,
+    queue_bytes: u64,
+}
+
+impl Listening {
+    /// Answers the request: 404 without a mount or anything playing, 403 when full, the reply
+    /// head (and no more for HEAD); then the listener is registered and ready to hear the burst.
+    async fn start(mut req: Request, ice: &Icecast) -> Option<Listening> {
+        let home = req.head.path.clone();
+        let not_found: &[u8] = b"The file you requested could not be found\n";
+        let Some(home_mount) = ice.mount(&home) else {
+            let _ = respond(&mut req.stream, 404, "text/plain", &[], not_found).await;
+            return None;
         };
-        let _ = respond(&mut stream, 403, "text/plain", &[], body).await;
-        return;
-    }
-    ice.metrics.listener_connects.inc();
-    // The burst is measured from the moment of connection, before the reply head is written.
-    let (mut pos, mut prefix) = session.listener_start(limits.burst_bytes);
-    if tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(head.as_bytes()))
-        .await
-        .is_err()
-    {
-        registered.remove_listener(id);
-        return;
-    }
-    let mut icy = metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000)));
-    // A player sends nothing after its request; watching the socket notices a reset at once
-    // instead of at the next failed write, which keeps listener time (billed usage) exact. A
-    // player that closes with unread audio resets; an end of its sending side only (a client
-    // that half-closes after its request) keeps it listening, so that ends the watch, not the
-    // stream.
-    let mut hangup = [0u8; 64];
-    let mut watch_peer = true;
-    let end = loop {
-        let on_fallback = current.path != home;
-        tokio::select! {
-            biased;
-            ctl = control.recv() => match ctl {
-                None | Some(Control::Kill) => break "killed",
-                Some(Control::Move(dest)) => {
-                    let Some(dest_mount) = ice.mount(&dest) else { continue };
-                    // Re-register on the destination so counts and listclients follow the move.
-                    registered.remove_listener(id);
-                    if dest_mount.add_listener(entry.clone()).is_err() {
-                        // The destination filled up meanwhile: stay where we are (the place
-                        // just freed is ours again).
-                        let _ = registered.add_listener(entry.clone());
-                        continue;
-                    }
-                    registered = dest_mount.clone();
-                    home = dest;
-                    home_gen = Some(dest_mount.generation.subscribe());
-                    match ice.resolve(&home) {
-                        Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
-                        None => break "moved to a mount with nothing playing",
-                    }
-                }
-            },
-            () = session.wait(pos) => match session.read(&mut pos) {
-                Read::Pending => {}
-                Read::Data(mut chunks) => {
-                    // Codec headers the decoder needs first (Ogg), once per session joined.
-                    if let Some(p) = prefix.take() {
-                        chunks.insert(0, p);
-                    }
-                    match send(&mut stream, &chunks, icy.as_mut(), &session, pos, limits.queue_bytes).await {
-                        Ok(n) => {
-                            registered.counters.bytes_sent.inc_by(n);
-                            if !relay {
-                                registered.usage.add_bytes(n);
-                            }
-                            ice.metrics.bytes_sent.inc_by(n);
-                        }
-                        Err(SendError::Gone) => break "gone",
-                        Err(SendError::Stalled) => {
-                            registered.counters.dropped_slow.inc();
-                            ice.metrics.slow_drops.inc();
-                            break "stopped reading";
-                        }
-                    }
-                }
-                Read::Lagged => {
-                    registered.counters.dropped_slow.inc();
-                    ice.metrics.slow_drops.inc();
-                    break "fell behind by more than the queue";
-                }
-                Read::Ended => match ice.resolve(&home) {
-                    // The source left: carry on with the fallback, from its live edge.
-                    Some((m, s)) => { (pos, prefix) = s.listener_start(4096); current = m; session = s; }
-                    None => break "source ended",
-                },
-            },
-            changed = wait_generation(&mut home_gen), if on_fallback => {
-                if !changed { continue; }
-                // The home mount's source returned: go back to it.
-                if let Some(m) = ice.mount(&home)
-                    && let Some(s) = m.session()
-                {
-                    (pos, prefix) = s.listener_start(4096);
-                    current = m;
-                    session = s;
-                }
-            },
-            r = stream.read(&mut hangup), if watch_peer => match r {
-                Err(_) => break "gone",
-                Ok(0) => watch_peer = false,
-                // Bytes after the request (a pipelined request, keep-alive noise) mean nothing
-                // to a stream: dropped.
-                Ok(_) => {}
-            },
-            () = ice.shutdown.cancelled() => break "server stopping",
+        // Subscribe before resolving, so a source returning meanwhile is not missed.
+        let home_gen = Some(home_mount.generation.subscribe());
+        let Some((current, session)) = ice.resolve(&home) else {
+            let body: &[u8] = b"Source not found: nothing is playing on this mount\n";
+            let _ = respond(&mut req.stream, 404, "text/plain", &[], body).await;
+            return None;
+        };
+        let limits = ice.config().limits.clone();
+        if limits.listener_send_buffer_bytes > 0 {
+            let size = usize::try_from(limits.listener_send_buffer_bytes).unwrap_or(usize::MAX);
+            let _ = socket2::SockRef::from(&req.stream).set_send_buffer_size(size);
         }
-    };
-    registered.remove_listener(id);
-    tracing::debug!(listener = id, mount = %home, pos, "listener left: {end}");
+        let metaint = (wants_icy(&req) && icy_capable(&session.info.content_type))
+            .then_some(limits.icy_metaint);
+        let head = reply_head(&current, &session, metaint);
+        if req.head.method == "HEAD" {
+            let _ = req.stream.write_all(head.as_bytes()).await;
+            return None;
+        }
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let entry = ListenerEntry {
+            id: ice.next_id(),
+            ip: req.peer.ip(),
+            user_agent: req
+                .head
+                .header("user-agent")
+                .unwrap_or_default()
+                .to_string(),
+            connected_at: Instant::now(),
+            control: control_tx,
+            relay: req
+                .head
+                .header("x-onda-relay")
+                .is_some_and(|k| home_mount.is_relay_key(k)),
+            since: Instant::now(),
+            group: None,
+        };
+        // From here on only the socket is needed: the request head and the read buffer go,
+        // which matters at ten thousand listeners.
+        let Request { mut stream, .. } = req;
+        if let Err(why) = home_mount.add_listener(entry.clone()) {
+            // Icecast answers a full mount with 403; players know it as "server full".
+            let body: &[u8] = match why {
+                Refused::GroupFull => {
+                    b"Forbidden: this station's listener limit is reached on this server\n"
+                }
+                Refused::MountFull | Refused::Removed => b"Forbidden: max listeners reached\n",
+            };
+            let _ = respond(&mut stream, 403, "text/plain", &[], body).await;
+            return None;
+        }
+        ice.metrics.listener_connects.inc();
+        // The burst is measured from the moment of connection, before the reply head is written.
+        let (pos, prefix) = session.listener_start(limits.burst_bytes);
+        if tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(head.as_bytes()))
+            .await
+            .is_err()
+        {
+            home_mount.remove_listener(entry.id);
+            return None;
+        }
+        Some(Listening {
+            stream,
+            entry,
+            control,
+            home,
+            home_gen,
+            registered: home_mount,
+            current,
+            session,
+            pos,
+            prefix,
+            icy: metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000))),
+            queue_bytes: limits.queue_bytes,
+        })
+    }
+
+    /// Streams until the listener leaves, is dropped or has nothing left to hear; says why.
+    async fn run(&mut self, ice: &Icecast) -> &'static str {
+        // A player sends nothing after its request; watching the socket notices a reset at
+        // once instead of at the next failed write, which keeps listener time (billed usage)
+        // exact. A player that closes with unread audio resets; an end of its sending side only
+        // (a client that half-closes after its request) keeps it listening, so that ends the
+        // watch, not the stream.
+        let mut hangup = [0u8; 64];
+        let mut watch_peer = true;
+        loop {
+            let on_fallback = self.current.path != self.home;
+            let end = tokio::select! {
+                biased;
+                ctl = self.control.recv() => match ctl {
+                    None | Some(Control::Kill) => Some("killed"),
+                    Some(Control::Move(dest)) => self.move_to(dest, ice),
+                },
+                () = self.session.wait(self.pos) => self.hear(ice).await,
+                changed = wait_generation(&mut self.home_gen), if on_fallback => {
+                    // The home mount's source returned: go back to it.
+                    if changed
+                        && let Some(m) = ice.mount(&self.home)
+                        && let Some(s) = m.session()
+                    {
+                        self.tune(m, s);
+                    }
+                    None
+                },
+                r = self.stream.read(&mut hangup), if watch_peer => match r {
+                    Err(_) => Some("gone"),
+                    Ok(0) => {
+                        watch_peer = false;
+                        None
+                    }
+                    // Bytes after the request (a pipelined request, keep-alive noise) mean
+                    // nothing to a stream: dropped.
+                    Ok(_) => None,
+                },
+                () = ice.shutdown.cancelled() => Some("server stopping"),
+            };
+            if let Some(why) = end {
+                return why;
+            }
+        }
+    }
+
+    /// Hears `session` of `mount` from now on, from its live edge.
+    fn tune(&mut self, mount: Arc<Mount>, session: Arc<Session>) {
+        (self.pos, self.prefix) = session.listener_start(4096);
+        self.current = mount;
+        self.session = session;
+    }
+
+    /// `/admin/moveclients`: re-registers on `dest` so counts and listclients follow the move.
+    fn move_to(&mut self, dest: String, ice: &Icecast) -> Option<&'static str> {
+        let dest_mount = ice.mount(&dest)?;
+        self.registered.remove_listener(self.entry.id);
+        if dest_mount.add_listener(self.entry.clone()).is_err() {
+            // The destination filled up meanwhile: stay where we are (the place just freed is
+            // ours again).
+            let _ = self.registered.add_listener(self.entry.clone());
+            return None;
+        }
+        self.home_gen = Some(dest_mount.generation.subscribe());
+        self.registered = dest_mount;
+        self.home = dest;
+        match ice.resolve(&self.home) {
+            Some((m, s)) => {
+                self.tune(m, s);
+                None
+            }
+            None => Some("moved to a mount with nothing playing"),
+        }
+    }
+
+    /// Sends what the source published since the last time; Some(why) when the listener ends.
+    async fn hear(&mut self, ice: &Icecast) -> Option<&'static str> {
+        match self.session.read(&mut self.pos) {
+            Read::Pending => None,
+            Read::Data(mut chunks) => {
+                if let Some(p) = self.prefix.take() {
+                    chunks.insert(0, p);
+                }
+                let sent = send(
+                    &mut self.stream,
+                    &chunks,
+                    self.icy.as_mut(),
+                    &self.session,
+                    self.pos,
+                    self.queue_bytes,
+                )
+                .await;
+                match sent {
+                    Ok(n) => {
+                        self.registered.counters.bytes_sent.inc_by(n);
+                        if !self.entry.relay {
+                            self.registered.usage.add_bytes(n);
+                        }
+                        ice.metrics.bytes_sent.inc_by(n);
+                        None
+                    }
+                    Err(SendError::Gone) => Some("gone"),
+                    Err(SendError::Stalled) => {
+                        self.registered.counters.dropped_slow.inc();
+                        ice.metrics.slow_drops.inc();
+                        Some("stopped reading")
+                    }
+                }
+            }
+            Read::Lagged => {
+                self.registered.counters.dropped_slow.inc();
+                ice.metrics.slow_drops.inc();
+                Some("fell behind by more than the queue")
+            }
+            Read::Ended => match ice.resolve(&self.home) {
+                // The source left: carry on with the fallback, from its live edge.
+                Some((m, s)) => {
+                    self.tune(m, s);
+                    None
+                }
+                None => Some("source ended"),
+            },
+        }
+    }
 }
 
 async fn wait_generation(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
