@@ -87,7 +87,7 @@ pub struct ClusterConfig {
     /// the nodes that carry stations to reconnect before it moves anything: a control-plane
     /// restart or failover must not look like dead nodes.
     pub reconnect_grace_ms: u64,
-    /// Until the AutoDJ exists: origins feed each station a generated tone (dev and test
+    /// Origins feed each station that has no AutoDJ playlist a generated tone (dev and test
     /// clusters only).
     pub demo_tone: bool,
     /// Listeners one node should serve of a station before relay edges are added.
