@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// What a source feeding a mount looks like from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,9 +324,10 @@ impl http::Service for Front {
 
     async fn call(self: Arc<Self>, mut req: Request) -> Option<Request> {
         let ice = self.icecast.clone();
+        let mount = tracing::info_span!("mount", mount = %req.head.path);
         match req.head.method.as_str() {
             // Icecast's own paths answer over HTTP/1.0 and close, as Icecast does.
-            "SOURCE" | "PUT" => icecast::source::serve(req, ice).await,
+            "SOURCE" | "PUT" => icecast::source::serve(req, ice).instrument(mount).await,
             "OPTIONS" => {
                 let answer = Answer {
                     status: 204,
@@ -346,11 +348,13 @@ impl http::Service for Front {
                     return req.persist.then_some(req);
                 }
                 Route::Hls => {
-                    live::serve_hls(&mut req, &self.live).await;
+                    let name = req.head.path.split('/').nth(2).unwrap_or_default();
+                    let span = tracing::info_span!("hls", stream = %name);
+                    live::serve_hls(&mut req, &self.live).instrument(span).await;
                     return req.persist.then_some(req);
                 }
                 // A mount or nothing; the listener code answers 404 for nothing.
-                Route::Mount => icecast::listener::serve(req, ice).await,
+                Route::Mount => icecast::listener::serve(req, ice).instrument(mount).await,
             },
             _ => {
                 let _ = respond(

@@ -1606,15 +1606,20 @@ async fn hls_and_status_routes_keep_connections_alive() {
     old.read_to_end(&mut rest).await.expect("closed");
     assert!(rest.is_empty());
 
-    // A polling player (one HTTP client, as hls.js in a browser) reuses its connection: the
-    // edge counts one more connection for it (and one for the second read of the counters).
+    // A polling player (one HTTP client, as hls.js in a browser) reuses its connections. Had
+    // every answer closed, there would be one more connection than requests (the second read
+    // of the counters). The client's pool may open a second one when a request starts before
+    // the previous answer's connection is back in the pool, so the bound is loose.
     let (connections, requests) = http_counts(&edge).await;
     let watched = hls_player(edge.url("/hls/show/index.m3u8"), "keep-alive-test", 3.0).await;
     assert!(watched.media_ms > 0, "{watched:?}");
     let (connections_after, requests_after) = http_counts(&edge).await;
     let (opened, asked) = (connections_after - connections, requests_after - requests);
     assert!(asked >= 6.0, "{asked} requests");
-    assert_eq!(opened, 2.0, "{opened} connections for {asked} requests");
+    assert!(
+        opened * 2.0 <= asked,
+        "{opened} connections for {asked} requests"
+    );
 }
 
 /// The edge's HTTP connections and requests so far, read in one request.

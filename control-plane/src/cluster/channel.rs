@@ -13,6 +13,7 @@ use onda_shared::cluster::tls::peer_cert_sha256;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: CancellationToken) {
     loop {
@@ -305,10 +306,16 @@ async fn session(
         Ok(admitted) => admitted,
         Err((code, why)) => return refuse(conn, &mut send, code, &why).await,
     };
-    let mut session = NodeSession::start(cluster, conn, send, id, version, hello).await?;
-    let outcome = session.run(recv, stop).await?;
-    session.close().await;
-    outcome
+    // Every line the session logs names the node through this span.
+    let span = tracing::info_span!("node", node_id = %id, name = %hello.advert.name);
+    async move {
+        let mut session = NodeSession::start(cluster, conn, send, id, version, hello).await?;
+        let outcome = session.run(recv, stop).await?;
+        session.close().await;
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 /// The id of the node a hello comes from and the protocol version to speak, or the refusal to
@@ -382,8 +389,6 @@ struct NodeSession<'a> {
     conn: &'a quinn::Connection,
     send: Send,
     id: String,
-    /// The node's name, for logs.
-    name: String,
     version: u32,
     /// The lease holding the node's liveness and observation keys.
     lease: LeaseId,
@@ -433,17 +438,12 @@ impl<'a> NodeSession<'a> {
             .put_alive(&id, &settings.replica, lease)
             .await?;
         cluster.store.put_observed(&id, &observed, lease).await?;
-        tracing::info!(
-            "node {} ({id}) connected from {}",
-            advert.name,
-            conn.remote_address()
-        );
+        tracing::info!(remote = %conn.remote_address(), "node connected");
         Ok(NodeSession {
             cluster,
             conn,
             send,
             id,
-            name: advert.name,
             version,
             lease,
             observed,
@@ -518,7 +518,7 @@ impl<'a> NodeSession<'a> {
         ) {
             let _ = self.cluster.coord.revoke(self.lease).await;
         }
-        tracing::info!("node {} ({}) disconnected", self.name, self.id);
+        tracing::info!("node disconnected");
     }
 
     async fn refuse(&mut self, code: RefusalCode, message: &str) -> anyhow::Result<()> {
@@ -588,7 +588,7 @@ impl<'a> NodeSession<'a> {
                 .await?;
         }
         let desired = self.desired.as_ref();
-        observe(&mut self.observed, hb, self.version, &self.name, desired);
+        observe(&mut self.observed, hb, self.version, desired);
         store
             .put_observed(&self.id, &self.observed, self.lease)
             .await?;
@@ -603,8 +603,8 @@ impl<'a> NodeSession<'a> {
     async fn on_ack(&mut self, generation: u64, error: Option<String>) -> anyhow::Result<()> {
         if let Some(e) = error {
             tracing::warn!(
-                "node {} could not apply generation {generation}: {e}",
-                self.name
+                generation,
+                "the node could not apply its desired state: {e}"
             );
         }
         self.observed.applied_generation = generation;
@@ -620,7 +620,7 @@ impl<'a> NodeSession<'a> {
     async fn on_usage(&mut self, report: proto::UsageReport) -> Flow {
         let seq = report.seq;
         if let Err(e) = store_usage(self.cluster, &self.id, &report).await {
-            tracing::error!("node {}: usage report {seq} not stored: {e:#}", self.name);
+            tracing::error!(seq, "usage report not stored: {e:#}");
             return Flow::End(Err(e));
         }
         match proto::write_frame(&mut self.send, &ControlMessage::UsageAck { seq }).await {
@@ -631,10 +631,7 @@ impl<'a> NodeSession<'a> {
 
     async fn on_track(&mut self, track: proto::TrackPlaying) {
         if let Err(why) = track_changed(self.cluster, &self.id, track).await {
-            tracing::warn!(
-                "node {}: a track report was not recorded: {why:#}",
-                self.name
-            );
+            tracing::warn!("a track report was not recorded: {why:#}");
         }
     }
 
@@ -668,13 +665,15 @@ impl<'a> NodeSession<'a> {
     /// Further streams of a session fetch media files by hash, each on a task of its own.
     fn on_media_stream(&self, (send, recv): (Send, Recv)) {
         let cluster = self.cluster.clone();
-        let node = self.name.clone();
         let node_id = self.id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_media(&cluster, &node_id, send, recv).await {
-                tracing::warn!("node {node}: media stream: {e:#}");
+        tokio::spawn(
+            async move {
+                if let Err(e) = serve_media(&cluster, &node_id, send, recv).await {
+                    tracing::warn!("media stream: {e:#}");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 
     /// The node's revocation key changed: the session ends if the node is revoked.
@@ -702,7 +701,6 @@ fn observe(
     observed: &mut Observed,
     hb: proto::Heartbeat,
     version: u32,
-    node: &str,
     desired: Option<&DesiredState>,
 ) {
     observed.host = hb.host;
@@ -713,7 +711,7 @@ fn observe(
     let rejected = own_rejections(hb.rejected, desired);
     if observed.rejected != rejected {
         for r in rejected.iter().filter(|r| !observed.rejected.contains(r)) {
-            tracing::warn!("node {node} cannot take {}: {}", r.id, r.reason);
+            tracing::warn!("the node cannot take {}: {}", r.id, r.reason);
         }
         observed.rejected = rejected;
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     while !stop.is_cancelled() {
@@ -144,6 +145,7 @@ async fn lead(
     let mut watch = cluster.coord.watch(keys::NODES).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut round = Round::default();
+    let mut rounds: u64 = 0;
     let mut first = true;
     let mut pruned: Option<std::time::Instant> = None;
     loop {
@@ -152,7 +154,9 @@ async fn lead(
             pruned = Some(began);
             prune_carriage(cluster).await;
         }
-        let result = reconcile(cluster, &mut round).await;
+        rounds += 1;
+        let span = tracing::info_span!("round", round = rounds, moved = tracing::field::Empty);
+        let result = reconcile(cluster, &mut round).instrument(span).await;
         let m = &cluster.metrics;
         m.scheduler_duration.observe(began.elapsed().as_secs_f64());
         m.scheduler_runs
@@ -328,6 +332,7 @@ async fn write(
     if let Some(placement) = &plan.placement {
         cluster.store.put_placement(placement).await?;
         if plan.moved > 0 {
+            tracing::Span::current().record("moved", plan.moved);
             tracing::info!("placement: {} station(s) moved", plan.moved);
         }
     }

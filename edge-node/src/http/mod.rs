@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// The connection limits in force when a connection arrives.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +148,8 @@ pub(crate) async fn serve<S: Service>(
     });
     while let Some((stream, peer)) = next_connection(&listener, &shutdown, "HTTP").await {
         conns.counters.connections.inc();
-        tokio::spawn(handle(stream, peer, service.clone(), conns.clone()));
+        let span = tracing::info_span!("http", %peer);
+        tokio::spawn(handle(stream, peer, service.clone(), conns.clone()).instrument(span));
     }
 }
 

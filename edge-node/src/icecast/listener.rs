@@ -85,7 +85,7 @@ pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
     };
     let end = l.run(&ice).await;
     l.registered.remove_listener(l.entry.id);
-    tracing::debug!(listener = l.entry.id, mount = %l.home, pos = l.pos, "listener left: {end}");
+    tracing::debug!(listener = l.entry.id, home = %l.home, pos = l.pos, "listener left: {end}");
 }
 
 /// A listener past its reply head: the mount it counts on, what it hears and how far it is.

@@ -143,7 +143,7 @@ pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
         .await;
         return;
     }
-    tracing::info!(mount = %path, ip = %req.peer.ip(), content_type, "source connected");
+    tracing::info!(content_type, "source connected");
     let chunked = req
         .head
         .header("transfer-encoding")
@@ -167,8 +167,8 @@ pub(crate) async fn serve(mut req: Request, ice: Arc<Icecast>) {
     .await;
     mount.detach(&session);
     match result {
-        Ok(end) => tracing::info!(mount = %path, bytes = session.end(), "source left: {end}"),
-        Err(e) => tracing::info!(mount = %path, bytes = session.end(), "source dropped: {e}"),
+        Ok(end) => tracing::info!(bytes = session.end(), "source left: {end}"),
+        Err(e) => tracing::info!(bytes = session.end(), "source dropped: {e}"),
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Bytes a connection may send before it publishes (connect and publish commands are small):
 /// anything beyond is not a publisher.
@@ -73,14 +74,18 @@ pub(crate) async fn serve(listener: TcpListener, ingest: Arc<Ingest>) {
         crate::http::next_connection(&listener, &ingest.shutdown, "RTMP").await
     {
         let ingest = ingest.clone();
-        tokio::spawn(async move {
-            let conn = ingest.next_id();
-            // Dropped with the task whichever way it ends, releasing a claimed stream.
-            let mut publishing: Option<Publishing> = None;
-            if let Err(e) = session(stream, peer, &ingest, conn, &mut publishing).await {
-                tracing::info!(%peer, "RTMP connection ended: {e}");
+        let span = tracing::info_span!("rtmp", %peer);
+        tokio::spawn(
+            async move {
+                let conn = ingest.next_id();
+                // Dropped with the task whichever way it ends, releasing a claimed stream.
+                let mut publishing: Option<Publishing> = None;
+                if let Err(e) = session(stream, peer, &ingest, conn, &mut publishing).await {
+                    tracing::info!("RTMP connection ended: {e}");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
@@ -125,7 +130,7 @@ impl Drop for Publishing {
         let s = &self.stream;
         s.release(self.conn);
         if self.accepted {
-            tracing::info!(peer = %self.peer, stream = %s.name, "publisher left");
+            tracing::info!(stream = %s.name, "publisher left");
             if s.parent.is_none() {
                 self.ingest.live.end_renditions(s);
                 publish_done(&self.ingest, self.peer, self.conn, &self.app, &s.name);
@@ -339,7 +344,7 @@ async fn on_event(
 ) -> Result<Step, End> {
     let refuse = |rtmp: &mut ServerSession, request_id, code: &str, why: String| {
         ingest.metrics.rtmp_refused.inc();
-        tracing::info!(%peer, "RTMP request refused: {why}");
+        tracing::info!("RTMP request refused: {why}");
         let out = contained("refusing a request", || {
             rtmp.reject_request(request_id, code, &why)
         })?
@@ -387,7 +392,7 @@ async fn on_event(
             };
             match claimed {
                 Ok((mut g, k)) => {
-                    tracing::info!(%peer, stream = %g.stream.name, "publisher connected");
+                    tracing::info!(stream = %g.stream.name, "publisher connected");
                     g.accepted = true;
                     ingest.live.start_renditions(&g.stream);
                     *kick = Some(k);
@@ -432,7 +437,7 @@ async fn on_event(
         ServerSessionEvent::PublishStreamFinished { .. } => {
             // Dropping the guard releases the stream and tells on_publish_done.
             if let Some(g) = publishing.take() {
-                tracing::info!(%peer, stream = %g.stream.name, "publish finished");
+                tracing::info!(stream = %g.stream.name, "publish finished");
             }
             *kick = None;
             Ok(Step::default())
