@@ -1,0 +1,28 @@
+//! The integration tests: one binary (one link, and one pool of test threads over every test
+//! instead of a pause at the end of each file's), one module per area. Each test starts real
+//! `onda` processes and clients through the harness in `onda_tests`.
+//!
+//! Run one area or test with a filter: `cargo test -p onda-tests --test integration live::`.
+
+mod ansible;
+mod api;
+mod autodj;
+mod billing;
+mod binary;
+mod browser;
+mod cluster;
+mod cluster_autodj;
+mod coordinator;
+mod dj_titles;
+mod edge;
+mod edge_apply;
+mod examples;
+mod handover;
+mod isolation;
+mod live;
+mod logins;
+mod media;
+mod monitoring;
+mod nowplaying;
+mod ogg;
+mod usage;
