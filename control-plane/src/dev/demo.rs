@@ -1,0 +1,226 @@
+//! The demo data of `onda dev`: the demo tenant, its API key, station and live stream, and the
+//! station's AutoDJ library (tones made with ffmpeg, uploaded through the panel API).
+
+use super::DevInfo;
+use crate::api::keys::issue;
+use crate::api::stations::create_for_tenant;
+use crate::db::{self, Db};
+use crate::secrets;
+use anyhow::Context as _;
+use onda_shared::api::{AudioFormat, CreateStation, Mount, Tenant, TenantStatus};
+use std::path::Path;
+
+pub const DEMO_TENANT: &str = "Demo Radio";
+/// The database record (`cluster_facts`) of which tenant is the demo tenant.
+const DEMO_TENANT_FACT: &str = "dev_demo_tenant";
+
+/// Makes sure the demo tenant, a working API key and the demo station exist, reusing what a
+/// previous run made.
+pub(super) async fn ensure_demo(
+    db: &Db,
+    previous: Option<&DevInfo>,
+) -> anyhow::Result<(
+    Tenant,
+    String,
+    onda_shared::api::Station,
+    onda_shared::api::LiveStream,
+)> {
+    let mut tx = db.begin().await?;
+    // The demo tenant is the one a previous run recorded, by id (in the database, or in dev.json
+    // for a directory from before that record): a name is no identity, since any tenant may be
+    // called "Demo Radio", and neither is being the first tenant.
+    let mut remembered = None;
+    let recorded = db::cluster::fact(&mut tx, DEMO_TENANT_FACT).await?;
+    for id in recorded
+        .iter()
+        .map(String::as_str)
+        .chain(previous.map(|p| p.tenant_id.as_str()))
+    {
+        if remembered.is_none() && !id.is_empty() {
+            remembered = db::tenants::get(&mut tx, id).await?;
+        }
+    }
+    let tenant = match remembered {
+        Some(t) => t,
+        None => {
+            let plan = db::plans::get(&mut tx, "plan_premium")
+                .await?
+                .context("the seed plan plan_premium is missing from the dev database")?;
+            let t = Tenant {
+                id: secrets::new_id("tnt"),
+                name: DEMO_TENANT.to_string(),
+                email: "demo@example.com".to_string(),
+                plan_id: plan.id,
+                status: TenantStatus::Active,
+                created_at: String::new(),
+                updated_at: String::new(),
+            };
+            db::tenants::insert(&mut tx, &t).await?
+        }
+    };
+    if recorded.as_deref() != Some(tenant.id.as_str()) {
+        db::cluster::put_fact(&mut tx, DEMO_TENANT_FACT, &tenant.id).await?;
+    }
+    let reusable_key = match previous {
+        Some(p) => db::keys::tenant_for_secret(&mut tx, &secrets::sha256_hex(&p.tenant_api_key))
+            .await?
+            .filter(|owner| *owner == tenant.id)
+            .map(|_| p.tenant_api_key.clone()),
+        None => None,
+    };
+    let api_key = match reusable_key {
+        Some(k) => k,
+        None => {
+            issue(&mut tx, &tenant.id, "dev")
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot issue the demo API key: {e}"))?
+                .secret
+        }
+    };
+    // The demo station: the one the previous run named if it is still the tenant's, else the
+    // tenant's first (only ever the demo tenant's own).
+    let remembered = match previous.map(|p| p.station_id.as_str()) {
+        Some(id) if !id.is_empty() => db::stations::get(&mut tx, id, Some(&tenant.id)).await?,
+        _ => None,
+    };
+    let existing = match remembered {
+        Some(s) => Some(s),
+        None => db::stations::list(&mut tx, Some(&tenant.id), 1, "")
+            .await?
+            .items
+            .into_iter()
+            .next(),
+    };
+    let station = match existing {
+        Some(s) => s,
+        None => create_for_tenant(
+            &mut tx,
+            &tenant.id,
+            CreateStation {
+                name: "Demo Station".to_string(),
+                slug: None,
+                description: "Onda's demo station".to_string(),
+                genre: "Various".to_string(),
+                autodj_enabled: true,
+                max_listeners: None,
+                mounts: vec![Mount {
+                    path: "/radio.mp3".to_string(),
+                    format: AudioFormat::Mp3,
+                    bitrate_kbps: 128,
+                }],
+                region: String::new(),
+                node_labels: Default::default(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the demo station: {e}"))?,
+    };
+    let streams = db::live_streams::list(&mut tx, Some(&tenant.id), 1, "").await?;
+    let stream = match streams.items.into_iter().next() {
+        Some(s) => s,
+        None => crate::api::streams::create_for_tenant(
+            &mut tx,
+            &tenant.id,
+            onda_shared::api::CreateLiveStream {
+                name: "Demo Live".to_string(),
+                slug: None,
+                access: onda_shared::api::StreamAccess::Public,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the demo live stream: {e}"))?,
+    };
+    tx.commit().await?;
+    Ok((tenant, api_key, station, stream))
+}
+
+/// The demo library: (file, artist, title, ffmpeg lavfi source). Each is 90 s of a slowly
+/// changing chord, so a listener can tell them apart and now-playing changes.
+const DEMO_TRACKS: [(&str, &str, &str, &str); 3] = [
+    (
+        "first-light.mp3",
+        "Onda Demo Band",
+        "First Light",
+        "aevalsrc=0.15*sin(2*PI*220*t)+0.1*sin(2*PI*277.18*t)+0.1*sin(2*PI*329.63*t)*(0.6+0.4*sin(2*PI*0.25*t)):s=44100:d=90",
+    ),
+    (
+        "harbour-lights.mp3",
+        "Onda Demo Band",
+        "Harbour Lights",
+        "aevalsrc=0.15*sin(2*PI*196*t)+0.1*sin(2*PI*246.94*t)+0.1*sin(2*PI*293.66*t)*(0.6+0.4*sin(2*PI*0.5*t)):s=44100:d=90",
+    ),
+    (
+        "night-drive.mp3",
+        "The Sample Rates",
+        "Night Drive",
+        "aevalsrc=0.15*sin(2*PI*174.61*t)+0.1*sin(2*PI*220*t)+0.1*sin(2*PI*261.63*t)*(0.6+0.4*sin(2*PI*1*t)):s=44100:d=90",
+    ),
+];
+
+/// Gives the demo station its library unless it has one: tracks synthesized by ffmpeg (kept in
+/// `demo-tracks/`), tagged, and uploaded through the panel API like a tenant would.
+pub(super) async fn ensure_demo_library(
+    api: &str,
+    key: &str,
+    station_id: &str,
+    dir: &Path,
+    db: &Db,
+) -> anyhow::Result<()> {
+    {
+        let mut c = db.conn().await?;
+        if !db::media::list(&mut c, station_id, "", 1, "")
+            .await?
+            .items
+            .is_empty()
+        {
+            return Ok(());
+        }
+    }
+    let tracks = dir.join("demo-tracks");
+    std::fs::create_dir_all(&tracks)
+        .with_context(|| format!("cannot create {}", tracks.display()))?;
+    let client = reqwest::Client::new();
+    for (file, artist, title, source) in DEMO_TRACKS {
+        let path = tracks.join(file);
+        if !path.is_file() {
+            let out = tokio::process::Command::new("ffmpeg")
+                .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", source, "-ac", "2", "-b:a", "128k"])
+                .args(["-metadata", &format!("artist={artist}")])
+                .args(["-metadata", &format!("title={title}")])
+                .args(["-metadata", "album=Onda Demo Tracks"])
+                .arg(&path)
+                .output()
+                .await
+                .context("cannot run ffmpeg (install it with `make dev`)")?;
+            if !out.status.success() {
+                let _ = std::fs::remove_file(&path);
+                anyhow::bail!(
+                    "ffmpeg could not make {file}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let body = tokio::fs::read(&path).await?;
+        let resp = client
+            .post(format!(
+                "{api}/v1/stations/{station_id}/media?filename={file}"
+            ))
+            .bearer_auth(key)
+            .body(body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            anyhow::bail!(
+                "uploading {file} answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    tracing::info!(
+        "the demo station's library has {} tracks",
+        DEMO_TRACKS.len()
+    );
+    Ok(())
+}
