@@ -1118,3 +1118,102 @@ pub struct LiveStreamIngest {
     #[serde(default)]
     pub failures: Vec<PlacementFailure>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Answers of the panel API as clients have always received them: how times, time zones,
+    /// kinds, orders and formats are typed in Rust must not change a byte of them.
+    const PLAYLIST_JSON: &str = concat!(
+        r#"{"id":"pl_1","station_id":"stn_1","name":"Night","kind":"scheduled","#,
+        r#""order":"shuffle","weight":1,"days":[5,6],"start":"22:00","end":"02:30","#,
+        r#""every_songs":null,"media_ids":["med_1"],"created_at":"2026-01-01T00:00:00Z","#,
+        r#""updated_at":"2026-01-01T00:00:00Z"}"#,
+    );
+    const PLAYLISTS_JSON: &str = concat!(
+        r#"[{"id":"pl_1","station_id":"stn_1","name":"Night","kind":"rotation","#,
+        r#""order":"sequential","weight":1,"days":[],"start":null,"end":null,"#,
+        r#""every_songs":null,"media_ids":["med_1"],"created_at":"2026-01-01T00:00:00Z","#,
+        r#""updated_at":"2026-01-01T00:00:00Z"},{"id":"pl_1","station_id":"stn_1","#,
+        r#""name":"Night","kind":"interval","order":"random","weight":1,"days":[],"start":null,"#,
+        r#""end":null,"every_songs":null,"media_ids":["med_1"],"#,
+        r#""created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"},"#,
+        r#"{"id":"pl_1","station_id":"stn_1","name":"Night","kind":"station_id","#,
+        r#""order":"shuffle","weight":1,"days":[],"start":null,"end":null,"every_songs":null,"#,
+        r#""media_ids":["med_1"],"created_at":"2026-01-01T00:00:00Z","#,
+        r#""updated_at":"2026-01-01T00:00:00Z"}]"#,
+    );
+    const SETTINGS_JSON: &str = r#"{"timezone":"Europe/Berlin","crossfade_ms":0}"#;
+    const MOUNTS_JSON: &str = concat!(
+        r#"[{"path":"/r.mp3","format":"mp3","bitrate_kbps":64},{"path":"/r.aac","format":"aac","#,
+        r#""bitrate_kbps":64},{"path":"/r.opus","format":"opus","bitrate_kbps":64}]"#,
+    );
+
+    #[test]
+    fn the_wire_json_of_playlists_settings_and_mounts_is_unchanged() {
+        let night = Playlist {
+            id: "pl_1".into(),
+            station_id: "stn_1".into(),
+            name: "Night".into(),
+            kind: PlaylistKind::Scheduled,
+            order: PlayOrder::Shuffle,
+            weight: 1,
+            days: vec![5, 6],
+            start: Some("22:00".into()),
+            end: Some("02:30".into()),
+            every_songs: None,
+            media_ids: vec!["med_1".into()],
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let others: Vec<Playlist> = [
+            (PlaylistKind::Rotation, PlayOrder::Sequential),
+            (PlaylistKind::Interval, PlayOrder::Random),
+            (PlaylistKind::StationId, PlayOrder::Shuffle),
+        ]
+        .into_iter()
+        .map(|(kind, order)| Playlist {
+            kind,
+            order,
+            days: Vec::new(),
+            start: None,
+            end: None,
+            ..night.clone()
+        })
+        .collect();
+        let settings = AutoDjSettings {
+            timezone: "Europe/Berlin".into(),
+            crossfade_ms: 0,
+        };
+        let mounts: Vec<Mount> = AudioFormat::ALL
+            .into_iter()
+            .map(|format| Mount {
+                path: format!("/r.{}", format.as_str()),
+                format,
+                bitrate_kbps: 64,
+            })
+            .collect();
+        assert_eq!(serde_json::to_string(&night).unwrap(), PLAYLIST_JSON);
+        assert_eq!(serde_json::to_string(&others).unwrap(), PLAYLISTS_JSON);
+        assert_eq!(serde_json::to_string(&settings).unwrap(), SETTINGS_JSON);
+        assert_eq!(serde_json::to_string(&mounts).unwrap(), MOUNTS_JSON);
+        assert_eq!(
+            serde_json::from_str::<Playlist>(PLAYLIST_JSON).unwrap(),
+            night
+        );
+        assert_eq!(
+            serde_json::from_str::<Vec<Playlist>>(PLAYLISTS_JSON).unwrap(),
+            others
+        );
+        assert_eq!(
+            serde_json::from_str::<AutoDjSettings>(SETTINGS_JSON).unwrap(),
+            settings
+        );
+        assert_eq!(
+            serde_json::from_str::<Vec<Mount>>(MOUNTS_JSON).unwrap(),
+            mounts
+        );
+    }
+}

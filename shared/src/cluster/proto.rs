@@ -544,6 +544,115 @@ mod tests {
         assert!(err.contains("4..=5") && err.contains("1..=3"), "{err}");
     }
 
+    /// A desired state using every audio format, playlist kind and play order, a scheduled
+    /// window and a time zone.
+    fn every_kind_of_desired_state() -> DesiredState {
+        let track = |n: &str| TrackSpec {
+            sha256: format!("{n}{n}"),
+            size_bytes: 1234,
+            artist: "Artist".into(),
+            title: format!("Title {n}"),
+            duration_ms: Some(180_000),
+            weight: 1,
+        };
+        let playlist = |name: &str, kind: &str, order: &str| PlaylistSpec {
+            name: name.into(),
+            kind: kind.into(),
+            order: order.into(),
+            weight: 1,
+            days: Vec::new(),
+            start: None,
+            end: None,
+            every_songs: None,
+            tracks: vec![track(name)],
+        };
+        DesiredState {
+            generation: 42,
+            stations: vec![StationSpec {
+                station_id: "stn_1".into(),
+                slug: "test-fm".into(),
+                name: "Test FM".into(),
+                role: StationRole::Origin,
+                origin_url: None,
+                mounts: ["mp3", "aac", "opus"]
+                    .into_iter()
+                    .map(|format| MountSpec {
+                        path: format!("/radio.{format}"),
+                        format: format.into(),
+                        bitrate_kbps: 128,
+                        source_password: "pw".into(),
+                    })
+                    .collect(),
+                max_listeners: Some(100),
+                demo_tone: false,
+                autodj: Some(AutoDjSpec {
+                    timezone: "Europe/Berlin".into(),
+                    crossfade_ms: 2000,
+                    live_mount: Some("/live".into()),
+                    djs: vec![DjSpec {
+                        username: "dj".into(),
+                        password_hash: "$argon2id$x".into(),
+                    }],
+                    playlists: vec![
+                        PlaylistSpec {
+                            weight: 3,
+                            ..playlist("music", "rotation", "shuffle")
+                        },
+                        PlaylistSpec {
+                            days: vec![5, 6],
+                            start: Some("22:00".into()),
+                            end: Some("02:30".into()),
+                            ..playlist("night", "scheduled", "sequential")
+                        },
+                        PlaylistSpec {
+                            every_songs: Some(3),
+                            ..playlist("jingles", "interval", "random")
+                        },
+                        playlist("ids", "station_id", "sequential"),
+                    ],
+                }),
+            }],
+            live_streams: Vec::new(),
+        }
+    }
+
+    /// The frame body of [`every_kind_of_desired_state`] as the protocol has always written it
+    /// (formats, kinds, orders, times and time zones as strings). Nodes and control planes of
+    /// different builds talk to each other during an upgrade, so how these fields are typed in
+    /// Rust must not change a byte.
+    const DESIRED_JSON: &str = concat!(
+        r#"{"type":"desired","generation":42,"stations":[{"station_id":"stn_1","#,
+        r#""slug":"test-fm","name":"Test FM","role":"origin","origin_url":null,"#,
+        r#""mounts":[{"path":"/radio.mp3","format":"mp3","bitrate_kbps":128,"#,
+        r#""source_password":"pw"},{"path":"/radio.aac","format":"aac","bitrate_kbps":128,"#,
+        r#""source_password":"pw"},{"path":"/radio.opus","format":"opus","bitrate_kbps":128,"#,
+        r#""source_password":"pw"}],"max_listeners":100,"demo_tone":false,"#,
+        r#""autodj":{"timezone":"Europe/Berlin","crossfade_ms":2000,"live_mount":"/live","#,
+        r#""djs":[{"username":"dj","password_hash":"$argon2id$x"}],"#,
+        r#""playlists":[{"name":"music","kind":"rotation","order":"shuffle","weight":3,"#,
+        r#""days":[],"start":null,"end":null,"every_songs":null,"#,
+        r#""tracks":[{"sha256":"musicmusic","size_bytes":1234,"artist":"Artist","#,
+        r#""title":"Title music","duration_ms":180000,"weight":1}]},{"name":"night","#,
+        r#""kind":"scheduled","order":"sequential","weight":1,"days":[5,6],"start":"22:00","#,
+        r#""end":"02:30","every_songs":null,"tracks":[{"sha256":"nightnight","size_bytes":1234,"#,
+        r#""artist":"Artist","title":"Title night","duration_ms":180000,"weight":1}]},"#,
+        r#"{"name":"jingles","kind":"interval","order":"random","weight":1,"days":[],"#,
+        r#""start":null,"end":null,"every_songs":3,"tracks":[{"sha256":"jinglesjingles","#,
+        r#""size_bytes":1234,"artist":"Artist","title":"Title jingles","duration_ms":180000,"#,
+        r#""weight":1}]},{"name":"ids","kind":"station_id","order":"sequential","weight":1,"#,
+        r#""days":[],"start":null,"end":null,"every_songs":null,"tracks":[{"sha256":"idsids","#,
+        r#""size_bytes":1234,"artist":"Artist","title":"Title ids","duration_ms":180000,"#,
+        r#""weight":1}]}]}}],"live_streams":[]}"#,
+    );
+
+    #[test]
+    fn the_wire_json_of_a_desired_state_is_unchanged() {
+        let msg = ControlMessage::Desired(every_kind_of_desired_state());
+        assert_eq!(serde_json::to_string(&msg).unwrap(), DESIRED_JSON);
+        let decoded: ControlMessage = serde_json::from_str(DESIRED_JSON).unwrap();
+        assert_eq!(decoded, msg);
+    }
+
     #[test]
     fn heartbeats_of_version_2_still_decode() {
         // A version-2 node's heartbeat has no `rejected`; a version-2 control plane ignores it.
