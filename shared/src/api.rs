@@ -5,10 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use utoipa::{IntoParams, ToSchema};
 
 /// Audio formats a mount can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AudioFormat {
     Mp3,
@@ -33,7 +33,8 @@ impl AudioFormat {
 }
 
 /// What a plan allows a tenant to use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanLimits {
     /// Stations a tenant on this plan may have.
@@ -61,7 +62,8 @@ pub struct PlanLimits {
 pub const MAX_LIVE_RENDITIONS: usize = 4;
 
 /// One rung of a live ABR ladder; its name in URLs is `{height}p`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LiveRendition {
     /// Picture height in pixels (even, 144–2160); the width keeps the source's aspect.
@@ -71,7 +73,8 @@ pub struct LiveRendition {
 }
 
 /// Features a plan switches on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct PlanFeatures {
     pub autodj: bool,
@@ -81,7 +84,8 @@ pub struct PlanFeatures {
 }
 
 /// Prices of a plan, in micro-units of `currency`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanPrices {
     /// ISO 4217 code, e.g. "USD".
@@ -100,7 +104,8 @@ pub struct PlanPrices {
     pub included_listener_hours: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub id: String,
     pub name: String,
@@ -113,7 +118,8 @@ pub struct Plan {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     pub name: String,
@@ -127,7 +133,8 @@ pub struct CreatePlan {
 
 /// A partial update: absent fields stay as they are; `limits`, `features` and `prices` are
 /// patched field by field too.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     pub name: Option<String>,
@@ -137,7 +144,8 @@ pub struct UpdatePlan {
     pub prices: Option<PlanPricesPatch>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanLimitsPatch {
     pub max_stations: Option<u32>,
@@ -150,7 +158,8 @@ pub struct PlanLimitsPatch {
     pub live_renditions: Option<Vec<LiveRendition>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanFeaturesPatch {
     pub autodj: Option<bool>,
@@ -159,7 +168,8 @@ pub struct PlanFeaturesPatch {
     pub live_video: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanPricesPatch {
     pub currency: Option<String>,
@@ -170,7 +180,8 @@ pub struct PlanPricesPatch {
     pub included_listener_hours: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     Active,
@@ -186,7 +197,8 @@ impl TenantStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -198,7 +210,8 @@ pub struct Tenant {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
@@ -207,7 +220,8 @@ pub struct CreateTenant {
     pub plan_id: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,
@@ -216,7 +230,8 @@ pub struct UpdateTenant {
 }
 
 /// An API key as listed: the secret itself is never shown again after creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     pub id: String,
     pub tenant_id: String,
@@ -228,7 +243,8 @@ pub struct ApiKey {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A label such as "website" or "billing sync".
@@ -237,7 +253,8 @@ pub struct CreateApiKey {
 }
 
 /// The answer to creating a key: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     pub key: ApiKey,
@@ -246,7 +263,8 @@ pub struct CreatedApiKey {
 }
 
 /// An output stream of a station.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Mount {
     /// Path on the edge, e.g. "/radio.mp3": a slash, then letters, digits, '.', '_' or '-'.
@@ -255,7 +273,8 @@ pub struct Mount {
     pub bitrate_kbps: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Station {
     pub id: String,
     pub tenant_id: String,
@@ -278,7 +297,8 @@ pub struct Station {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateStation {
     pub name: String,
@@ -302,7 +322,8 @@ pub struct CreateStation {
 }
 
 /// A partial update; `mounts`, when present, replaces the whole list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStation {
     pub name: Option<String>,
@@ -316,7 +337,8 @@ pub struct UpdateStation {
     pub node_labels: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
     Ready,
@@ -325,7 +347,8 @@ pub enum NodeStatus {
     Revoked,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     pub id: String,
     pub name: String,
@@ -346,7 +369,8 @@ pub struct Node {
 
 /// A one-time join token. `token` (with the CA fingerprint) is shown only in the answer to
 /// its creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinTokenInfo {
     pub id: String,
     pub description: String,
@@ -362,7 +386,8 @@ pub struct JoinTokenInfo {
     pub command: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     #[serde(default)]
@@ -372,7 +397,8 @@ pub struct CreateJoinToken {
 }
 
 /// Where a station is served right now, from the scheduler's placement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StationPlacementInfo {
     pub station_id: String,
     /// Node running the station's source; null while unplaced.
@@ -387,7 +413,8 @@ pub struct StationPlacementInfo {
     pub failures: Vec<PlacementFailure>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlacementStatus {
     Unplaced,
@@ -396,7 +423,8 @@ pub enum PlacementStatus {
 }
 
 /// A node that could not take a station or live stream it was given, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlacementFailure {
     /// The node's id.
     pub node: String,
@@ -405,7 +433,8 @@ pub struct PlacementFailure {
 }
 
 /// Who the bearer token belongs to.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     /// "admin" or "tenant".
     pub role: String,
@@ -418,7 +447,8 @@ pub struct Me {
 
 /// A tenant's media storage: the files' bytes plus the estimated size of the renditions the
 /// edges make of them, against the plan's `storage_bytes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageUsage {
     pub media_bytes: u64,
     pub rendition_bytes: u64,
@@ -429,26 +459,29 @@ pub struct StorageUsage {
 
 /// One page of a list. Pass `next_cursor` as `cursor` to get the next page; it is null on the
 /// last page.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
 /// Paging parameters accepted by every list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct PageParams {
     /// Items per page, 1 to 100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// An RFC 9457 problem document: every error of the API has this shape.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the kind of problem, e.g. "https://onda.dev/problems/plan-limit".
     #[serde(rename = "type")]
@@ -464,7 +497,8 @@ pub struct Problem {
 
 /// What a station plays now, in the shape web players written for AzuraCast read
 /// (`station`, `listeners`, `live`, `now_playing`, `playing_next`, `song_history`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowPlaying {
     pub station: NowPlayingStation,
     pub listeners: NowPlayingListeners,
@@ -478,7 +512,8 @@ pub struct NowPlaying {
     pub is_online: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowPlayingStation {
     pub id: String,
     pub name: String,
@@ -489,7 +524,8 @@ pub struct NowPlayingStation {
     pub mounts: Vec<NowPlayingMount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowPlayingMount {
     pub name: String,
     pub url: String,
@@ -497,14 +533,16 @@ pub struct NowPlayingMount {
     pub bitrate: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowPlayingListeners {
     /// Listeners on every edge carrying the station.
     pub total: u64,
     pub current: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowPlayingLive {
     pub is_live: bool,
     /// The live show's title (what the DJ's source client sent).
@@ -513,7 +551,8 @@ pub struct NowPlayingLive {
     pub broadcast_start: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Song {
     /// The media file's SHA-256 (empty for live shows).
     pub id: String,
@@ -525,7 +564,8 @@ pub struct Song {
     pub art: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CurrentSong {
     /// Unix seconds.
     pub played_at: i64,
@@ -538,12 +578,14 @@ pub struct CurrentSong {
     pub song: Song,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NextSong {
     pub song: Song,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlayedSong {
     pub played_at: i64,
     pub duration: u64,
@@ -552,7 +594,8 @@ pub struct PlayedSong {
 }
 
 /// A live DJ account of a station. The password is never shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Streamer {
     pub id: String,
     pub station_id: String,
@@ -566,7 +609,8 @@ pub struct Streamer {
 
 /// An audio file in a station's media library. The bytes are stored once per content (by
 /// `sha256`) however many stations hold the same file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaFile {
     pub id: String,
     pub tenant_id: String,
@@ -595,7 +639,8 @@ pub struct MediaFile {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateStreamer {
     /// 1–64 of a–z, 0–9, '.', '_', '-' (not `source`).
@@ -607,7 +652,8 @@ pub struct CreateStreamer {
     pub display_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStreamer {
     /// 12–128 characters, as when created.
@@ -617,7 +663,8 @@ pub struct UpdateStreamer {
 
 /// Where a station's live DJs connect: any Icecast source client (BUTT, Mixxx, Liquidsoap,
 /// ffmpeg) with a streamer account's user name and password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LiveIngest {
     /// The edge to connect to (the station's origin node); absent while the station is not
     /// placed.
@@ -629,21 +676,23 @@ pub struct LiveIngest {
 }
 
 /// `POST /v1/stations/{id}/media?filename=NAME`: the raw file is the body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct UploadMediaParams {
     /// The file's name, e.g. "song.mp3" (required; a directory part is dropped).
     pub filename: Option<String>,
 }
 
 /// Paging and search of a station's media library.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct MediaListParams {
     /// Items per page, 1 to 100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -652,7 +701,8 @@ pub struct MediaListParams {
 }
 
 /// Edits a media file's tags; absent fields stay as they are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMedia {
     pub artist: Option<String>,
@@ -663,7 +713,8 @@ pub struct UpdateMedia {
 /// Kinds of AutoDJ playlists. At each track change the AutoDJ plays: a station ID once the hour
 /// has turned; else an interval playlist whose turn has come; else a scheduled playlist in its
 /// window; else a rotation playlist chosen by weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlaylistKind {
     Rotation,
@@ -676,7 +727,8 @@ pub enum PlaylistKind {
 }
 
 /// Order of the tracks within a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlayOrder {
     /// Every track once in a random order, then a new order; never the same track twice in a row.
@@ -687,7 +739,8 @@ pub enum PlayOrder {
     Random,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Playlist {
     pub id: String,
     pub station_id: String,
@@ -710,7 +763,8 @@ pub struct Playlist {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlaylist {
     pub name: String,
@@ -733,7 +787,8 @@ pub struct CreatePlaylist {
 }
 
 /// A partial update; `media_ids`, when present, replaces the whole list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlaylist {
     pub name: Option<String>,
@@ -747,7 +802,8 @@ pub struct UpdatePlaylist {
 }
 
 /// A station's AutoDJ settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AutoDjSettings {
     /// IANA time zone of the station's schedules, e.g. "Europe/Berlin" (default "UTC").
@@ -759,9 +815,10 @@ pub struct AutoDjSettings {
 }
 
 /// Query of a station's usage history.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct UsageParams {
     /// Start (RFC 3339, inclusive); default: 24 hours before `to`.
     pub from: Option<String>,
@@ -774,7 +831,8 @@ pub struct UsageParams {
 }
 
 /// One hour or day of a station's usage, over every node and mount that carried it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageBucket {
     /// RFC 3339 start of the bucket.
     pub start: String,
@@ -790,7 +848,8 @@ pub struct UsageBucket {
 }
 
 /// A station's usage history, as nodes reported and the control plane stored it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StationUsage {
     pub station_id: String,
     pub granularity: String,
@@ -801,7 +860,8 @@ pub struct StationUsage {
     pub total: UsageTotal,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageTotal {
     pub listener_ms: u64,
     pub listener_hours: f64,
@@ -811,7 +871,8 @@ pub struct UsageTotal {
 }
 
 /// Listeners of a station right now, as its nodes last reported them (relay pulls left out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StationListeners {
     pub station_id: String,
     pub listeners: u64,
@@ -821,14 +882,16 @@ pub struct StationListeners {
     pub nodes: Vec<NodeListeners>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MountListeners {
     /// The station's mount path (`/radio.mp3`).
     pub mount: String,
     pub listeners: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeListeners {
     pub node_id: String,
     pub name: String,
@@ -839,7 +902,8 @@ pub struct NodeListeners {
 }
 
 /// One Prometheus HTTP service-discovery target group (`http_sd_configs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SdTargetGroup {
     /// `host:port` of the node's edge, which serves `/metrics` (the agent's own series too).
     pub targets: Vec<String>,
@@ -847,7 +911,8 @@ pub struct SdTargetGroup {
 }
 
 /// Whether an invoice may still change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum InvoiceStatus {
     /// Recomputed by each billing run of its period.
@@ -868,7 +933,8 @@ impl InvoiceStatus {
 /// One line of an invoice. `amount_micros` is `unit_price_micros` × the exact quantity, rounded
 /// half up to a micro-unit (`quantity` is exact for GB and for days as a fraction of the month
 /// up to six places; listener hours are shown to six places).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvoiceLine {
     /// `plan`, `bandwidth_overage` or `listener_hours_overage`.
     pub kind: String,
@@ -885,7 +951,8 @@ pub struct InvoiceLine {
 }
 
 /// A tenant's invoice for one calendar month (UTC). Taxes are left out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invoice {
     pub id: String,
     pub tenant_id: String,
@@ -906,7 +973,8 @@ pub struct Invoice {
 }
 
 /// Generate (and optionally finalize) the invoices of one month.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateBillingRun {
     /// `YYYY-MM`, UTC; a month that has begun.
@@ -917,14 +985,16 @@ pub struct CreateBillingRun {
 }
 
 /// A tenant the run could not bill, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkippedTenant {
     pub tenant_id: String,
     pub reason: String,
 }
 
 /// What a billing run did. Running it again with nothing changed creates and updates nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BillingRun {
     pub period: String,
     /// New draft (or, with `finalize`, finalized) invoices.
@@ -941,12 +1011,13 @@ pub struct BillingRun {
     pub skipped: Vec<SkippedTenant>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct InvoiceParams {
     /// Items per page, 1 to 100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -960,31 +1031,34 @@ pub struct InvoiceParams {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct FormatParams {
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct HistoryParams {
     /// Start (RFC 3339, inclusive); default: 24 hours before `to`.
     pub from: Option<String>,
     /// End (RFC 3339, exclusive); default: now.
     pub to: Option<String>,
     /// Most entries, newest first: 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
 
 /// One track (AutoDJ) or live show a station played.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     /// RFC 3339 (milliseconds exact in `started_at_ms`).
     pub started_at: String,
@@ -1004,7 +1078,8 @@ pub struct HistoryEntry {
 }
 
 /// What a station played in a time range, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StationHistory {
     pub station_id: String,
     pub from: String,
@@ -1013,7 +1088,8 @@ pub struct StationHistory {
 }
 
 /// Who may watch a live stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StreamAccess {
     /// Anyone with the URL.
@@ -1035,7 +1111,8 @@ impl StreamAccess {
 
 /// A tenant's live video stream: published over RTMP with `stream_key` to the node carrying it,
 /// watched over HLS at `/watch/{slug}.m3u8`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LiveStream {
     pub id: String,
     pub tenant_id: String,
@@ -1049,7 +1126,8 @@ pub struct LiveStream {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateLiveStream {
     pub name: String,
@@ -1060,7 +1138,8 @@ pub struct CreateLiveStream {
     pub access: StreamAccess,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLiveStream {
     pub name: Option<String>,
@@ -1069,7 +1148,8 @@ pub struct UpdateLiveStream {
 }
 
 /// Mint a playback token for one viewer of a token stream.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlaybackToken {
     /// How long it plays, 60 s to 7 days (default 3600).
@@ -1080,7 +1160,8 @@ pub struct CreatePlaybackToken {
     pub viewer_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlaybackToken {
     pub token: String,
     /// RFC 3339.
@@ -1090,7 +1171,8 @@ pub struct PlaybackToken {
 }
 
 /// A live stream's audience right now (a heartbeat behind).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LiveStreamViewers {
     pub stream_id: String,
     /// Playback sessions active on the edges carrying it.
@@ -1102,7 +1184,8 @@ pub struct LiveStreamViewers {
 }
 
 /// Where to publish a live stream and where it is watched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LiveStreamIngest {
     pub stream_id: String,
     /// The node carrying the stream; None until the scheduler placed it.

@@ -1,5 +1,6 @@
 //! Types shared by every Onda crate: the panel API's wire types (so the control plane and its
-//! clients cannot drift), and configuration loading (TOML plus `ONDA_...` overrides) used by each
+//! clients cannot drift; their OpenAPI schemas only with the `openapi` feature, which the control
+//! plane alone enables), and configuration loading (TOML plus `ONDA_...` overrides) used by each
 //! component.
 #![forbid(unsafe_code)]
 
