@@ -6,31 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Audio formats a mount can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum AudioFormat {
-    Mp3,
-    Aac,
-    Opus,
-}
-
-impl AudioFormat {
-    pub const ALL: [AudioFormat; 3] = [AudioFormat::Mp3, AudioFormat::Aac, AudioFormat::Opus];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AudioFormat::Mp3 => "mp3",
-            AudioFormat::Aac => "aac",
-            AudioFormat::Opus => "opus",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == s)
-    }
-}
+pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind};
 
 /// What a plan allows a tenant to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -708,35 +684,6 @@ pub struct UpdateMedia {
     pub artist: Option<String>,
     pub title: Option<String>,
     pub album: Option<String>,
-}
-
-/// Kinds of AutoDJ playlists. At each track change the AutoDJ plays: a station ID once the hour
-/// has turned; else an interval playlist whose turn has come; else a scheduled playlist in its
-/// window; else a rotation playlist chosen by weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum PlaylistKind {
-    Rotation,
-    /// Wins over rotation in its window (needs the plan's `scheduling` feature).
-    Scheduled,
-    /// One track every `every_songs` songs: jingles (needs `scheduling`).
-    Interval,
-    /// One track at the first track change of every hour (needs `scheduling`).
-    StationId,
-}
-
-/// Order of the tracks within a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum PlayOrder {
-    /// Every track once in a random order, then a new order; never the same track twice in a row.
-    Shuffle,
-    /// In list order, then again.
-    Sequential,
-    /// Independent random picks; never the same track twice in a row.
-    Random,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
