@@ -10,11 +10,12 @@
 
 use crate::media::MediaCache;
 use onda_edge::config::{
-    AutoDjConfig, AutoDjOutput, EdgeConfig, MountConfig, PlaylistConfig, PlaylistKind, RelayConfig,
-    SourceUser, TrackConfig,
+    AutoDjConfig, AutoDjOutput, EdgeConfig, MountConfig, PlaylistConfig, RelayConfig, SourceUser,
+    TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
 use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec};
+use onda_shared::domain::{AudioFormat, PlaylistKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -190,19 +191,12 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
     let outputs: Vec<AutoDjOutput> = s
         .mounts
         .iter()
-        .filter(|m| matches!(m.format.as_str(), "mp3" | "aac" | "opus"))
         .map(|m| AutoDjOutput {
             mount: edge_mount_path(&s.slug, &m.path),
-            format: m.format.clone(),
+            format: m.format,
             bitrate_kbps: m.bitrate_kbps,
         })
         .collect();
-    if outputs.len() < s.mounts.len() {
-        tracing::warn!(
-            "station {}: the AutoDJ plays MP3, AAC and Opus mounts; its other mounts stay silent",
-            s.slug
-        );
-    }
     let playlists: Vec<PlaylistConfig> = spec
         .playlists
         .iter()
@@ -225,12 +219,12 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
             }
             Some(PlaylistConfig {
                 name: p.name.clone(),
-                kind: serde_json::from_value(serde_json::Value::String(p.kind.clone())).ok()?,
-                order: serde_json::from_value(serde_json::Value::String(p.order.clone())).ok()?,
+                kind: p.kind,
+                order: p.order,
                 weight: p.weight.max(1),
                 days: p.days.clone(),
-                start: p.start.clone(),
-                end: p.end.clone(),
+                start: p.start,
+                end: p.end,
                 every_songs: p.every_songs,
                 tracks,
             })
@@ -289,7 +283,7 @@ impl Tones {
                     "icecast://source:{}@127.0.0.1:{edge_port}{path}",
                     m.source_password
                 );
-                let args = tone_args(&m.format, m.bitrate_kbps, freq, &url);
+                let args = tone_args(m.format, m.bitrate_kbps, freq, &url);
                 wanted.insert(path, args);
             }
         }
@@ -323,11 +317,11 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
-fn tone_args(format: &str, kbps: u32, freq: u64, url: &str) -> Vec<String> {
+fn tone_args(format: AudioFormat, kbps: u32, freq: u64, url: &str) -> Vec<String> {
     let (codec, content_type, muxer) = match format {
-        "aac" => ("aac", "audio/aac", "adts"),
-        "opus" => ("libopus", "audio/ogg", "ogg"),
-        _ => ("libmp3lame", "audio/mpeg", "mp3"),
+        AudioFormat::Mp3 => ("libmp3lame", "audio/mpeg", "mp3"),
+        AudioFormat::Aac => ("aac", "audio/aac", "adts"),
+        AudioFormat::Opus => ("libopus", "audio/ogg", "ogg"),
     };
     [
         "-hide_banner",
@@ -411,7 +405,7 @@ mod tests {
                 .iter()
                 .map(|p| MountSpec {
                     path: p.to_string(),
-                    format: "mp3".to_string(),
+                    format: AudioFormat::Mp3,
                     bitrate_kbps: 64,
                     source_password: "pw".to_string(),
                 })
@@ -478,14 +472,14 @@ mod tests {
         // Only the AutoDJ media of what the edge took is fetched.
         let with_media = |mut s: StationSpec, sha: &str| {
             s.autodj = Some(AutoDjSpec {
-                timezone: "UTC".into(),
+                timezone: onda_shared::domain::TimeZoneName::utc(),
                 crossfade_ms: 0,
                 live_mount: None,
                 djs: Vec::new(),
                 playlists: vec![PlaylistSpec {
                     name: "p".into(),
-                    kind: "rotation".into(),
-                    order: "sequential".into(),
+                    kind: PlaylistKind::Rotation,
+                    order: onda_shared::domain::PlayOrder::Sequential,
                     weight: 1,
                     days: Vec::new(),
                     start: None,
@@ -525,5 +519,98 @@ mod tests {
         let mut broken = base();
         broken.limits.burst_bytes = broken.limits.queue_bytes;
         assert!(admit(&broken, &clean, &media).is_err());
+    }
+
+    /// Every playlist of the desired state reaches the edge with its kind, order and window,
+    /// every mount is an AutoDJ output in its format, and the edge takes the result.
+    #[test]
+    fn an_autodj_reaches_the_edge_whole() {
+        use onda_shared::domain::{PlayOrder, TimeOfDay, TimeZoneName};
+        let dir = tempfile::tempdir().unwrap();
+        let media = MediaCache::new(dir.path().to_path_buf());
+        let sha = "ab".repeat(32);
+        std::fs::write(media.path(&sha), b"x").unwrap();
+        let track = TrackSpec {
+            sha256: sha.clone(),
+            size_bytes: 1,
+            artist: "a".into(),
+            title: "t".into(),
+            duration_ms: None,
+            weight: 1,
+        };
+        let playlist = |name: &str, kind, order| PlaylistSpec {
+            name: name.into(),
+            kind,
+            order,
+            weight: 1,
+            days: Vec::new(),
+            start: None,
+            end: None,
+            every_songs: None,
+            tracks: vec![track.clone()],
+        };
+        let playlists = vec![
+            playlist("music", PlaylistKind::Rotation, PlayOrder::Shuffle),
+            PlaylistSpec {
+                days: vec![5],
+                start: TimeOfDay::new(22, 0),
+                end: TimeOfDay::new(2, 0),
+                ..playlist("night", PlaylistKind::Scheduled, PlayOrder::Sequential)
+            },
+            PlaylistSpec {
+                every_songs: Some(3),
+                ..playlist("jingles", PlaylistKind::Interval, PlayOrder::Random)
+            },
+            playlist("ids", PlaylistKind::StationId, PlayOrder::Sequential),
+        ];
+        let mut s = station("s1", "one", &["/a.mp3", "/a.aac", "/a.opus"]);
+        for (m, format) in s.mounts.iter_mut().zip(AudioFormat::ALL) {
+            m.format = format;
+        }
+        s.autodj = Some(AutoDjSpec {
+            timezone: TimeZoneName::new("Europe/Berlin"),
+            crossfade_ms: 0,
+            live_mount: Some("/live".into()),
+            djs: Vec::new(),
+            playlists: playlists.clone(),
+        });
+        let desired = DesiredState {
+            stations: vec![s],
+            ..DesiredState::default()
+        };
+        let cfg = edge_config(&base(), &desired, &media);
+        let a = &cfg.autodj[0];
+        assert_eq!(a.timezone.as_str(), "Europe/Berlin");
+        let formats: Vec<AudioFormat> = a.outputs.iter().map(|o| o.format).collect();
+        assert_eq!(formats, AudioFormat::ALL);
+        let got: Vec<_> = a
+            .playlists
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.kind,
+                    p.order,
+                    p.start,
+                    p.end,
+                    p.every_songs,
+                )
+            })
+            .collect();
+        let sent: Vec<_> = playlists
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.kind,
+                    p.order,
+                    p.start,
+                    p.end,
+                    p.every_songs,
+                )
+            })
+            .collect();
+        assert_eq!(got, sent);
+        assert!(cfg.validate().is_ok());
     }
 }

@@ -716,7 +716,7 @@ impl Hub {
             .map(|(path, format, kbps)| NowPlayingMount {
                 name: path.clone(),
                 url: format!("{base}/listen/{}{path}", station.slug),
-                format: format.clone(),
+                format: *format,
                 bitrate: *kbps,
             })
             .collect();

@@ -1,6 +1,7 @@
 //! The edge node's configuration: the TOML file of `onda edge --config edge.toml` and, identically,
 //! the typed value the agent hands to [`crate::Edge::apply`] at runtime.
 
+use onda_shared::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -146,9 +147,10 @@ pub struct AutoDjConfig {
     /// resumes when the DJ leaves. Listeners of the outputs stay connected throughout.
     #[serde(default)]
     pub live_mount: Option<String>,
-    /// IANA time zone the schedules are in (the station's), e.g. "Europe/Berlin".
-    #[serde(default = "utc")]
-    pub timezone: String,
+    /// IANA time zone the schedules are in (the station's), e.g. "Europe/Berlin"; "UTC" when
+    /// absent.
+    #[serde(default)]
+    pub timezone: TimeZoneName,
     /// Crossfade between tracks, in milliseconds (0 = off, at most 10000). It decodes and
     /// re-encodes continuously (one ffmpeg per output and one per track), so it costs CPU; off,
     /// the AutoDJ copies pre-encoded frames.
@@ -161,36 +163,6 @@ pub struct AutoDjConfig {
     pub tracks: Vec<TrackConfig>,
     #[serde(default)]
     pub playlists: Vec<PlaylistConfig>,
-}
-
-fn utc() -> String {
-    "UTC".to_string()
-}
-
-/// The time zone named `name` (IANA, e.g. "Europe/Berlin"), from the system's tz database.
-/// "UTC" is known even on a machine without one.
-pub fn time_zone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
-    if name.eq_ignore_ascii_case("UTC") {
-        return Ok(jiff::tz::TimeZone::UTC);
-    }
-    if name.trim().is_empty() {
-        anyhow::bail!("timezone is empty: name an IANA time zone such as \"Europe/Berlin\"");
-    }
-    jiff::tz::db().get(name).map_err(|_| {
-        anyhow::anyhow!(
-            "timezone = {name:?} is not a known IANA time zone (such as \"Europe/Berlin\" or \"UTC\")"
-        )
-    })
-}
-
-/// Minutes since midnight of a time written "HH:MM" (00:00 to 23:59).
-pub fn parse_hhmm(s: &str) -> Option<u16> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 /// Name of the rotation playlist that the shorthand `tracks` and `order` stand for.
@@ -225,7 +197,9 @@ impl AutoDjConfig {
     /// the key.
     fn validate_playlists(&self) -> anyhow::Result<()> {
         let name = &self.name;
-        time_zone(&self.timezone).map_err(|e| anyhow::anyhow!("autodj {name:?}: {e}"))?;
+        self.timezone
+            .zone()
+            .map_err(|e| anyhow::anyhow!("autodj {name:?}: {e}"))?;
         if self.crossfade_ms > 10_000 {
             anyhow::bail!(
                 "autodj {name:?}: crossfade_ms = {} must be at most 10000",
@@ -284,14 +258,10 @@ impl AutoDjConfig {
             match p.kind {
                 PlaylistKind::Scheduled => {
                     for (key, v) in [("start", &p.start), ("end", &p.end)] {
-                        match v {
-                            None => anyhow::bail!(
+                        if v.is_none() {
+                            anyhow::bail!(
                                 "{at}: {key} is missing: a scheduled playlist needs start and end (\"HH:MM\")"
-                            ),
-                            Some(v) if parse_hhmm(v).is_none() => anyhow::bail!(
-                                "{at}: {key} = {v:?} must be a time \"HH:MM\" from 00:00 to 23:59"
-                            ),
-                            Some(_) => {}
+                            );
                         }
                     }
                     if let Some(d) = p.days.iter().find(|d| !(1..=7).contains(*d)) {
@@ -346,27 +316,13 @@ pub struct PlaylistConfig {
     /// Scheduled: window start and end, "HH:MM" in `timezone`; an end at or before the start
     /// crosses midnight (the window belongs to the day it starts on).
     #[serde(default)]
-    pub start: Option<String>,
+    pub start: Option<TimeOfDay>,
     #[serde(default)]
-    pub end: Option<String>,
+    pub end: Option<TimeOfDay>,
     /// Interval: one track of this playlist after every this many songs.
     #[serde(default)]
     pub every_songs: Option<u32>,
     pub tracks: Vec<TrackConfig>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlaylistKind {
-    /// The general rotation.
-    #[default]
-    Rotation,
-    /// Wins over rotation during its window (`days`, `start`, `end`).
-    Scheduled,
-    /// One track every `every_songs` songs (jingles).
-    Interval,
-    /// One track at the first track change of every hour.
-    StationId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,23 +331,8 @@ pub struct AutoDjOutput {
     /// A configured mount (not a relay's).
     pub mount: String,
     /// `mp3`, `aac` (ADTS) or `opus` (Ogg).
-    pub format: String,
+    pub format: AudioFormat,
     pub bitrate_kbps: u32,
-}
-
-/// How the AutoDJ picks the next track.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PlayOrder {
-    /// In list order, then again.
-    #[default]
-    Sequential,
-    /// Every track once in a random order, then a new order (never the same track twice in a
-    /// row).
-    Shuffle,
-    /// Independent random picks in proportion to each track's weight (never the same track twice
-    /// in a row).
-    Random,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -779,14 +720,6 @@ impl EdgeConfig {
                         o.mount
                     );
                 }
-                if !matches!(o.format.as_str(), "mp3" | "aac" | "opus") {
-                    anyhow::bail!(
-                        "autodj {:?}: output {}: format {:?} must be \"mp3\", \"aac\" or \"opus\"",
-                        a.name,
-                        o.mount,
-                        o.format
-                    );
-                }
                 if !(8..=320).contains(&o.bitrate_kbps) {
                     anyhow::bail!(
                         "autodj {:?}: output {}: bitrate_kbps = {} must be between 8 and 320",
@@ -1025,7 +958,7 @@ mod tests {
         let all = v.config.autodj[0].all_playlists();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name, DEFAULT_PLAYLIST);
-        assert_eq!(v.config.autodj[0].timezone, "UTC");
+        assert_eq!(v.config.autodj[0].timezone.as_str(), "UTC");
     }
 
     #[test]
@@ -1077,18 +1010,6 @@ mod tests {
             ),
             (
                 "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
-                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"22:00\"\n\
-                 end = \"24:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
-                "autodj \"Test FM\": playlist \"night\": end = \"24:00\" must be a time \"HH:MM\"",
-            ),
-            (
-                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
-                 [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"9:00\"\n\
-                 end = \"10:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
-                "autodj \"Test FM\": playlist \"night\": start = \"9:00\" must be a time \"HH:MM\"",
-            ),
-            (
-                "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
                  [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\ndays = [0, 1]\n\
                  start = \"22:00\"\nend = \"23:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
                 "autodj \"Test FM\": playlist \"night\": days contains 0",
@@ -1127,17 +1048,51 @@ mod tests {
         }
     }
 
+    /// Formats, kinds and times are decoded as what they are, so a bad one stops the file from
+    /// loading with the key and the value, before any other check.
     #[test]
-    fn times_are_hh_mm() {
-        assert_eq!(parse_hhmm("00:00"), Some(0));
-        assert_eq!(parse_hhmm("23:59"), Some(23 * 60 + 59));
-        for bad in [
-            "24:00", "7:30", "07:3", "07:60", "0730", "+7:30", "07:30:00", "",
+    fn a_bad_format_kind_or_time_names_the_key_and_the_value() {
+        let flac = "[[mounts]]\npath = \"/radio.mp3\"\n\n[[autodj]]\nname = \"Test FM\"\n\
+                    outputs = [{ mount = \"/radio.mp3\", format = \"flac\", bitrate_kbps = 128 }]\n\
+                    tracks = [{ file = \"a.mp3\" }]\n";
+        let e = toml::from_str::<EdgeConfig>(flac)
+            .expect_err("flac")
+            .to_string();
+        assert!(e.contains("format = \"flac\""), "{e}");
+        assert!(
+            e.contains("unknown variant `flac`, expected one of `mp3`, `aac`, `opus`"),
+            "{e}"
+        );
+        for (rest, key, message) in [
+            (
+                "[[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"25:00\"\n\
+                 end = \"02:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+                "start = \"25:00\"",
+                "\"25:00\" is not a time of day \"HH:MM\" (00:00 to 23:59)",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"9:00\"\n\
+                 end = \"10:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
+                "start = \"9:00\"",
+                "\"9:00\" is not a time of day \"HH:MM\"",
+            ),
+            (
+                "[[autodj.playlists]]\nname = \"night\"\nkind = \"weekly\"\n\
+                 tracks = [{ file = \"n.mp3\" }]\n",
+                "kind = \"weekly\"",
+                "unknown variant `weekly`",
+            ),
+            (
+                "order = \"alphabetical\"\ntracks = [{ file = \"a.mp3\" }]\n",
+                "order = \"alphabetical\"",
+                "unknown variant `alphabetical`",
+            ),
         ] {
-            assert_eq!(parse_hhmm(bad), None, "{bad}");
+            let e = error(rest);
+            assert!(
+                e.contains(key) && e.contains(message),
+                "{e}\n  wanted: {key} … {message}"
+            );
         }
-        assert!(time_zone("UTC").is_ok());
-        assert!(time_zone("Europe/Berlin").is_ok());
-        assert!(time_zone("").is_err());
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind};
+pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 
 /// What a plan allows a tenant to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,7 +505,7 @@ pub struct NowPlayingStation {
 pub struct NowPlayingMount {
     pub name: String,
     pub url: String,
-    pub format: String,
+    pub format: AudioFormat,
     pub bitrate: u32,
 }
 
@@ -700,8 +700,8 @@ pub struct Playlist {
     pub days: Vec<u8>,
     /// Scheduled: "HH:MM" in the station's time zone; an end at or before the start crosses
     /// midnight.
-    pub start: Option<String>,
-    pub end: Option<String>,
+    pub start: Option<TimeOfDay>,
+    pub end: Option<TimeOfDay>,
     /// Interval: one track after every this many songs.
     pub every_songs: Option<u32>,
     /// The station's media files, in order.
@@ -724,9 +724,9 @@ pub struct CreatePlaylist {
     #[serde(default)]
     pub days: Vec<u8>,
     #[serde(default)]
-    pub start: Option<String>,
+    pub start: Option<TimeOfDay>,
     #[serde(default)]
-    pub end: Option<String>,
+    pub end: Option<TimeOfDay>,
     #[serde(default)]
     pub every_songs: Option<u32>,
     #[serde(default)]
@@ -742,8 +742,8 @@ pub struct UpdatePlaylist {
     pub order: Option<PlayOrder>,
     pub weight: Option<u32>,
     pub days: Option<Vec<u8>>,
-    pub start: Option<String>,
-    pub end: Option<String>,
+    pub start: Option<TimeOfDay>,
+    pub end: Option<TimeOfDay>,
     pub every_songs: Option<u32>,
     pub media_ids: Option<Vec<String>>,
 }
@@ -754,7 +754,7 @@ pub struct UpdatePlaylist {
 #[serde(deny_unknown_fields)]
 pub struct AutoDjSettings {
     /// IANA time zone of the station's schedules, e.g. "Europe/Berlin" (default "UTC").
-    pub timezone: String,
+    pub timezone: TimeZoneName,
     /// Crossfade between tracks in milliseconds, 0 (off, the default) to 10000. It decodes and
     /// re-encodes the station continuously, so it costs CPU on its node.
     #[serde(default)]
@@ -1191,8 +1191,8 @@ mod tests {
             order: PlayOrder::Shuffle,
             weight: 1,
             days: vec![5, 6],
-            start: Some("22:00".into()),
-            end: Some("02:30".into()),
+            start: TimeOfDay::new(22, 0),
+            end: TimeOfDay::new(2, 30),
             every_songs: None,
             media_ids: vec!["med_1".into()],
             created_at: "2026-01-01T00:00:00Z".into(),
@@ -1214,13 +1214,13 @@ mod tests {
         })
         .collect();
         let settings = AutoDjSettings {
-            timezone: "Europe/Berlin".into(),
+            timezone: TimeZoneName::new("Europe/Berlin"),
             crossfade_ms: 0,
         };
         let mounts: Vec<Mount> = AudioFormat::ALL
             .into_iter()
             .map(|format| Mount {
-                path: format!("/r.{}", format.as_str()),
+                path: format!("/r.{format}"),
                 format,
                 bitrate_kbps: 64,
             })

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use onda_shared::api::{
     AutoDjSettings, CreatePlaylist, Page, PageParams, Plan, PlayOrder, Playlist, PlaylistKind,
-    Problem, Tenant, UpdatePlaylist,
+    Problem, Tenant, TimeZoneName, UpdatePlaylist,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -56,23 +56,6 @@ async fn save(conn: &mut db::Conn, p: &Playlist, insert: bool) -> ApiResult<Play
         .ok_or_else(|| not_found(&p.id))
 }
 
-fn hhmm(field: &str, v: &str) -> ApiResult<String> {
-    let ok = v.len() == 5
-        && v.as_bytes()[2] == b':'
-        && v[..2].parse::<u8>().is_ok_and(|h| h < 24)
-        && v[3..].parse::<u8>().is_ok_and(|m| m < 60)
-        && v.bytes()
-            .enumerate()
-            .all(|(i, b)| i == 2 || b.is_ascii_digit());
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err(ApiError::Unprocessable(format!(
-            "{field} = {v:?} must be a time of day \"HH:MM\" (00:00 to 23:59)."
-        )))
-    }
-}
-
 /// Checks a playlist as a whole, against the plan and the station's media.
 async fn check(conn: &mut db::Conn, plan: &Plan, p: &Playlist) -> ApiResult<()> {
     validate::name("name", &p.name)?;
@@ -92,16 +75,10 @@ async fn check(conn: &mut db::Conn, plan: &Plan, p: &Playlist) -> ApiResult<()> 
     }
     let scheduled = p.kind == PlaylistKind::Scheduled;
     if scheduled {
-        match (&p.start, &p.end) {
-            (Some(s), Some(e)) => {
-                hhmm("start", s)?;
-                hhmm("end", e)?;
-            }
-            _ => {
-                return Err(ApiError::Unprocessable(
-                    "a scheduled playlist needs start and end (\"HH:MM\").".to_string(),
-                ));
-            }
+        if p.start.is_none() || p.end.is_none() {
+            return Err(ApiError::Unprocessable(
+                "a scheduled playlist needs start and end (\"HH:MM\").".to_string(),
+            ));
         }
         let mut seen = [false; 8];
         for &d in &p.days {
@@ -295,10 +272,11 @@ pub async fn put_settings(
     }: WritableStation,
     ApiJson(req): ApiJson<AutoDjSettings>,
 ) -> ApiResult<Json<AutoDjSettings>> {
-    let tz = req.timezone.trim();
-    if jiff::tz::TimeZone::get(tz).is_err() {
+    let timezone = TimeZoneName::new(req.timezone.as_str().trim());
+    if timezone.zone().is_err() {
         return Err(ApiError::Unprocessable(format!(
-            "timezone {tz:?} is not a known IANA time zone (e.g. \"Europe/Berlin\")."
+            "timezone {:?} is not a known IANA time zone (e.g. \"Europe/Berlin\").",
+            timezone.as_str()
         )));
     }
     if req.crossfade_ms > 10_000 {
@@ -308,7 +286,7 @@ pub async fn put_settings(
         )));
     }
     let settings = AutoDjSettings {
-        timezone: tz.to_string(),
+        timezone,
         crossfade_ms: req.crossfade_ms,
     };
     let mut conn = st.db.conn().await?;

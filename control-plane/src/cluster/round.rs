@@ -15,6 +15,7 @@ use onda_shared::cluster::proto::{
     AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, RenditionSpec,
     StationRole, StationSpec, TrackSpec,
 };
+use onda_shared::domain::{PlayOrder, PlaylistKind, TimeZoneName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -348,7 +349,7 @@ impl Specs<'_> {
                 .iter()
                 .map(|(path, format, kbps)| MountSpec {
                     path: path.clone(),
-                    format: format.clone(),
+                    format: *format,
                     bitrate_kbps: *kbps,
                     source_password: s.source_password.clone(),
                 })
@@ -551,26 +552,26 @@ fn autodj_spec(
                 .collect();
             (!tracks.is_empty()).then(|| PlaylistSpec {
                 name: p.name.clone(),
-                kind: wire(&p.kind),
-                order: wire(&p.order),
+                kind: p.kind,
+                order: p.order,
                 weight: p.weight,
                 days: p.days.clone(),
-                start: p.start.clone(),
-                end: p.end.clone(),
+                start: p.start,
+                end: p.end,
                 every_songs: p.every_songs,
                 tracks,
             })
         })
         .collect();
-    if !playlists.iter().any(|p| p.kind == "rotation") {
+    if !playlists.iter().any(|p| p.kind == PlaylistKind::Rotation) {
         let mut name = "(all media)".to_string();
         while playlists.iter().any(|p| p.name == name) {
             name.push('+');
         }
         playlists.push(PlaylistSpec {
             name,
-            kind: "rotation".to_string(),
-            order: "shuffle".to_string(),
+            kind: PlaylistKind::Rotation,
+            order: PlayOrder::Shuffle,
             weight: 1,
             days: Vec::new(),
             start: None,
@@ -584,7 +585,7 @@ fn autodj_spec(
         .get(&s.id)
         .cloned()
         .unwrap_or(onda_shared::api::AutoDjSettings {
-            timezone: "UTC".to_string(),
+            timezone: TimeZoneName::utc(),
             crossfade_ms: 0,
         });
     // A path none of the station's mounts has (the edge refuses a path configured twice).
@@ -598,20 +599,12 @@ fn autodj_spec(
     })
 }
 
-/// The wire name of one of the API's playlist enums (`rotation`, `shuffle`, …), which the edge's
-/// configuration uses too.
-fn wire<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use onda_shared::cluster::proto::MountReport;
+    use onda_shared::domain::AudioFormat;
     use proptest::prelude::*;
 
     /// The DJ mount is never one of the station's mounts (the edge would refuse the node's
@@ -629,7 +622,7 @@ mod tests {
             node_labels: BTreeMap::new(),
             mounts: mounts
                 .iter()
-                .map(|p| (p.to_string(), "mp3".to_string(), 64))
+                .map(|p| (p.to_string(), AudioFormat::Mp3, 64))
                 .collect(),
             active: true,
             autodj: true,
@@ -742,7 +735,7 @@ mod tests {
             mounts: kbps
                 .iter()
                 .enumerate()
-                .map(|(m, k)| (format!("/s{i}-{m}.mp3"), "mp3".to_string(), *k))
+                .map(|(m, k)| (format!("/s{i}-{m}.mp3"), AudioFormat::Mp3, *k))
                 .collect(),
             active,
             autodj,

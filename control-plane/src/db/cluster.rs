@@ -3,6 +3,7 @@
 
 use super::{Conn, now, rfc3339};
 use onda_shared::api::JoinTokenInfo;
+use onda_shared::domain::AudioFormat;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
@@ -172,7 +173,7 @@ pub struct CatalogStation {
     pub region: String,
     pub node_labels: BTreeMap<String, String>,
     /// (path, format, bitrate kbps)
-    pub mounts: Vec<(String, String, u32)>,
+    pub mounts: Vec<(String, AudioFormat, u32)>,
     /// The tenant is active (suspended tenants' stations go off the air).
     pub active: bool,
     /// The station has the AutoDJ on.
@@ -215,7 +216,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
         if let Some(&i) = index.get(&station) {
             stations[i].mounts.push((
                 m.try_get("path")?,
-                m.try_get("format")?,
+                super::parsed(m, "format")?,
                 u32::try_from(m.try_get::<i64, _>("bitrate_kbps")?).unwrap_or(0),
             ));
         }

@@ -273,6 +273,41 @@ pub fn labels(
     })
 }
 
+/// A column holding one of the domain's names (an audio format, a playlist kind, a time
+/// "HH:MM"). A value this code did not write is an error naming the column, never a default.
+pub fn parsed<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use sqlx::Row as _;
+    parse_column(column, &row.try_get::<String, _>(column)?)
+}
+
+/// [`parsed`] of a nullable column.
+pub fn parsed_opt<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<T>, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use sqlx::Row as _;
+    row.try_get::<Option<String>, _>(column)?
+        .map(|raw| parse_column(column, &raw))
+        .transpose()
+}
+
+/// `raw`, read from `column`, as a `T`; the error names the column and quotes the value.
+pub fn parse_column<T>(column: &str, raw: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("{column}: {e}").into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +348,48 @@ mod tests {
         );
         let err = labels(&row, "bad").expect_err("bad").to_string();
         assert!(err.contains("bad is not a JSON object"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_domain_name_that_does_not_decode_is_an_error_naming_the_column() {
+        use onda_shared::domain::{AudioFormat, PlaylistKind, TimeOfDay};
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 1).await.expect("db");
+        let mut c = db.conn().await.expect("conn");
+        let row = sqlx::query(
+            "SELECT 'aac' AS format, 'flac' AS bad_format, 'station_id' AS kind, \
+             '22:00' AS start_time, NULL AS end_time, '25:00' AS bad_time",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .expect("row");
+        assert_eq!(
+            parsed::<AudioFormat>(&row, "format").expect("aac"),
+            AudioFormat::Aac
+        );
+        assert_eq!(
+            parsed::<PlaylistKind>(&row, "kind").expect("kind"),
+            PlaylistKind::StationId
+        );
+        assert_eq!(
+            parsed_opt::<TimeOfDay>(&row, "start_time").expect("start"),
+            TimeOfDay::new(22, 0)
+        );
+        assert_eq!(
+            parsed_opt::<TimeOfDay>(&row, "end_time").expect("end"),
+            None
+        );
+        let err = parsed::<AudioFormat>(&row, "bad_format")
+            .expect_err("flac")
+            .to_string();
+        assert!(
+            err.contains(r#"bad_format: "flac" is not an audio format"#),
+            "{err}"
+        );
+        let err = parsed_opt::<TimeOfDay>(&row, "bad_time")
+            .expect_err("25:00")
+            .to_string();
+        assert!(err.contains(r#"bad_time: "25:00" is not a time"#), "{err}");
     }
 }

@@ -1,8 +1,9 @@
 //! AutoDJ playlists (with their ordered media items) and per-station AutoDJ settings, plus the
 //! one query the leader needs to turn them into what a node plays.
 
-use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{AutoDjSettings, Page, PlayOrder, Playlist, PlaylistKind};
+use super::{Conn, now, paginate, parsed, parsed_opt, rfc3339};
+use onda_shared::api::{AutoDjSettings, Page, Playlist};
+use onda_shared::domain::TimeZoneName;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
@@ -10,30 +11,18 @@ use std::collections::BTreeMap;
 const COLUMNS: &str = "id, station_id, name, kind, play_order, weight, days, start_time, \
     end_time, every_songs, created_at, updated_at";
 
-fn enum_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
 fn from_row(row: &AnyRow) -> Result<Playlist, sqlx::Error> {
     let days: String = row.try_get("days")?;
     Ok(Playlist {
         id: row.try_get("id")?,
         station_id: row.try_get("station_id")?,
         name: row.try_get("name")?,
-        kind: parse_enum::<PlaylistKind>(&row.try_get::<String, _>("kind")?)?,
-        order: parse_enum::<PlayOrder>(&row.try_get::<String, _>("play_order")?)?,
+        kind: parsed(row, "kind")?,
+        order: parsed(row, "play_order")?,
         weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
         days: days.split(',').filter_map(|d| d.parse().ok()).collect(),
-        start: row.try_get("start_time")?,
-        end: row.try_get("end_time")?,
+        start: parsed_opt(row, "start_time")?,
+        end: parsed_opt(row, "end_time")?,
         every_songs: row
             .try_get::<Option<i64>, _>("every_songs")?
             .and_then(|v| u32::try_from(v).ok()),
@@ -120,12 +109,12 @@ pub async fn save(conn: &mut Conn, p: &Playlist, insert: bool) -> Result<(), sql
     };
     sqlx::query(sql)
         .bind(&p.name)
-        .bind(enum_text(&p.kind))
-        .bind(enum_text(&p.order))
+        .bind(p.kind.as_str())
+        .bind(p.order.as_str())
         .bind(i64::from(p.weight))
         .bind(days)
-        .bind(&p.start)
-        .bind(&p.end)
+        .bind(p.start.map(|t| t.to_string()))
+        .bind(p.end.map(|t| t.to_string()))
         .bind(p.every_songs.map(i64::from))
         .bind(ts)
         .bind(&p.station_id)
@@ -195,14 +184,14 @@ pub async fn settings(conn: &mut Conn, station_id: &str) -> Result<AutoDjSetting
 
 fn default_settings() -> AutoDjSettings {
     AutoDjSettings {
-        timezone: "UTC".to_string(),
+        timezone: TimeZoneName::utc(),
         crossfade_ms: 0,
     }
 }
 
 fn settings_from_row(r: &AnyRow) -> Result<AutoDjSettings, sqlx::Error> {
     Ok(AutoDjSettings {
-        timezone: r.try_get("timezone")?,
+        timezone: TimeZoneName::new(r.try_get::<String, _>("timezone")?),
         crossfade_ms: u32::try_from(r.try_get::<i64, _>("crossfade_ms")?).unwrap_or(0),
     })
 }
@@ -217,7 +206,7 @@ pub async fn set_settings(
          ON CONFLICT (station_id) DO UPDATE SET timezone = $2, crossfade_ms = $3",
     )
     .bind(station_id)
-    .bind(&s.timezone)
+    .bind(s.timezone.as_str())
     .bind(i64::from(s.crossfade_ms))
     .execute(conn)
     .await?;

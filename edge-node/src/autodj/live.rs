@@ -214,7 +214,7 @@ impl Converter {
             .args(input);
         cmd.args(["-i", "pipe:0", "-vn", "-map_metadata", "-1"])
             .args(super::render::encoder_args(
-                &o.cfg.format,
+                o.cfg.format,
                 o.cfg.bitrate_kbps,
             ));
         cmd.args(["-flush_packets", "1", "pipe:1"])
@@ -243,9 +243,7 @@ impl Converter {
         let session = o.session.clone();
         // Whole frames only: ffmpeg stopped at the deadline may be mid-frame, and the AutoDJ's
         // next frame must not follow half of one.
-        let mut framer = crate::frames::Framer::new(
-            crate::frames::parser_for(&o.cfg.format).unwrap_or(crate::frames::mpeg),
-        );
+        let mut framer = crate::frames::Framer::new(super::render::parser(o.cfg.format));
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(16 * 1024);
             loop {

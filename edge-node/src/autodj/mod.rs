@@ -22,6 +22,7 @@ use crate::frames::{Frame, Parser};
 use crate::mount::{Mount, Session, SourceInfo};
 use crate::registry::Feeds;
 use bytes::{Bytes, BytesMut};
+use onda_shared::domain::AudioFormat;
 use rand::SeedableRng as _;
 use schedule::{Pick, Schedule};
 use std::path::PathBuf;
@@ -359,7 +360,7 @@ fn sync_outputs(feeds: &Feeds, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, cl
             continue;
         };
         let info = SourceInfo {
-            content_type: render::content_type(&c.format).to_string(),
+            content_type: render::content_type(c.format).to_string(),
             name: cfg.name.clone(),
             bitrate: c.bitrate_kbps,
             audio_info: format!("bitrate={}", c.bitrate_kbps),
@@ -377,7 +378,7 @@ fn sync_outputs(feeds: &Feeds, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, cl
             mount,
             session,
             sent: clock.elapsed(),
-            ogg: (c.format == "opus").then(ogg::Chain::default),
+            ogg: (c.format == AudioFormat::Opus).then(ogg::Chain::default),
         });
     }
 }
@@ -399,7 +400,7 @@ async fn play(
             .find(|(m, _)| m == &o.cfg.mount)
             .map(|(_, p)| p);
         let reader = match file {
-            Some(p) => match FrameReader::open(p, &o.cfg.format).await {
+            Some(p) => match FrameReader::open(p, o.cfg.format).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(mount = %o.cfg.mount, "cannot read {}: {e}", p.display());
@@ -489,18 +490,14 @@ struct FrameReader {
 }
 
 impl FrameReader {
-    async fn open(path: &std::path::Path, format: &str) -> std::io::Result<FrameReader> {
+    async fn open(path: &std::path::Path, format: AudioFormat) -> std::io::Result<FrameReader> {
         Ok(FrameReader {
             file: tokio::fs::File::open(path).await?,
             buf: BytesMut::with_capacity(64 * 1024),
-            parse: match format {
-                "aac" => crate::frames::adts,
-                "opus" => crate::frames::ogg,
-                _ => crate::frames::mpeg,
-            },
-            ogg: format == "opus",
+            parse: render::parser(format),
+            ogg: format == AudioFormat::Opus,
             granule: None,
-            skip_first: format != "opus",
+            skip_first: format != AudioFormat::Opus,
             held: None,
             eof: false,
         })

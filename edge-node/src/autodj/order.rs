@@ -2,7 +2,7 @@
 //! repeat across rounds) and weighted random (no immediate repeat). Pure over an injected random
 //! number generator, so orders are testable.
 
-use crate::config::PlayOrder;
+use onda_shared::domain::PlayOrder;
 use rand::RngExt as _;
 use rand::seq::SliceRandom as _;
 

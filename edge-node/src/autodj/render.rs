@@ -5,6 +5,7 @@
 
 use crate::config::{AutoDjOutput, TrackConfig};
 use anyhow::Context as _;
+use onda_shared::domain::AudioFormat;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -56,11 +57,7 @@ impl Renditions {
             }
             _ => self.hash(&src).await?,
         };
-        let ext = match out.format.as_str() {
-            "aac" => "aac",
-            "opus" => "opus",
-            _ => "mp3",
-        };
+        let ext = out.format.as_str();
         let path = self.dir.join(format!(
             "{sha}-{}-{}-{RENDITION_VERSION}.{ext}",
             out.format, out.bitrate_kbps
@@ -77,9 +74,9 @@ impl Renditions {
             .await
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let tmp = path.with_extension(format!("{ext}.part-{}", rand::random::<u32>()));
-        let (format, kbps) = (out.format.clone(), out.bitrate_kbps);
+        let (format, kbps) = (out.format, out.bitrate_kbps);
         let (src2, tmp2) = (src.clone(), tmp.clone());
-        let encoded = tokio::task::spawn_blocking(move || encode(&src2, &tmp2, &format, kbps))
+        let encoded = tokio::task::spawn_blocking(move || encode(&src2, &tmp2, format, kbps))
             .await
             .context("the encoder task failed")?;
         if let Err(e) = encoded {
@@ -123,11 +120,20 @@ impl Renditions {
 }
 
 /// The MIME type of an output format's stream.
-pub(crate) fn content_type(format: &str) -> &'static str {
+pub(crate) fn content_type(format: AudioFormat) -> &'static str {
     match format {
-        "aac" => "audio/aac",
-        "opus" => "audio/ogg",
-        _ => "audio/mpeg",
+        AudioFormat::Mp3 => "audio/mpeg",
+        AudioFormat::Aac => "audio/aac",
+        AudioFormat::Opus => "audio/ogg",
+    }
+}
+
+/// The frames an output format's stream is cut into.
+pub(crate) fn parser(format: AudioFormat) -> crate::frames::Parser {
+    match format {
+        AudioFormat::Mp3 => crate::frames::mpeg,
+        AudioFormat::Aac => crate::frames::adts,
+        AudioFormat::Opus => crate::frames::ogg,
     }
 }
 
@@ -135,13 +141,13 @@ pub(crate) fn content_type(format: &str) -> &'static str {
 /// crossfade): MP3 as bare frames (no Xing/Info frame, no ID3 tag, so concatenated tracks are
 /// gapless and every byte is playing time), AAC in ADTS, Opus in Ogg pages of 100 ms (fine
 /// enough to pace by).
-pub(crate) fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
+pub(crate) fn encoder_args(format: AudioFormat, kbps: u32) -> Vec<String> {
     let bitrate = format!("{kbps}k");
     let args: Vec<&str> = match format {
-        "aac" => vec![
+        AudioFormat::Aac => vec![
             "-ac", "2", "-ar", "44100", "-c:a", "aac", "-b:a", &bitrate, "-f", "adts",
         ],
-        "opus" => vec![
+        AudioFormat::Opus => vec![
             "-ac",
             "2",
             "-ar",
@@ -155,7 +161,7 @@ pub(crate) fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
             "-f",
             "ogg",
         ],
-        _ => vec![
+        AudioFormat::Mp3 => vec![
             "-ac",
             "2",
             "-ar",
@@ -180,14 +186,13 @@ pub(crate) fn encoder_args(format: &str, kbps: u32) -> Vec<String> {
 /// between them: the audio plus the encoder's delay must fill whole frames (MP3: 1152 samples,
 /// LAME delays by 576; AAC: 1024, ffmpeg's encoder by a whole frame). At most one frame of the
 /// track's very end is cut. `None` when the length cannot be measured.
-fn gapless_length(src: &Path, format: &str) -> Option<u64> {
+fn gapless_length(src: &Path, format: AudioFormat) -> Option<u64> {
     // Opus (at 48 kHz): 20 ms packets after libopus's 312 samples of lookahead; whole packets
     // leave the last one no padding, which would be heard as silence where tracks join.
     let (frame, delay, rate) = match format {
-        "mp3" => (1152, 576, 44_100),
-        "aac" => (1024, 0, 44_100),
-        "opus" => (960, 312, 48_000),
-        _ => return None,
+        AudioFormat::Mp3 => (1152, 576, 44_100),
+        AudioFormat::Aac => (1024, 0, 44_100),
+        AudioFormat::Opus => (960, 312, 48_000),
     };
     let n = decoded_samples(src, rate)?;
     ((n + delay) / frame * frame)
@@ -237,20 +242,24 @@ fn decoded_samples(src: &Path, rate: u32) -> Option<u64> {
 }
 
 /// Encodes `src` into `dst` as a bare frame stream; an error carries ffmpeg's own words.
-fn encode(src: &Path, dst: &Path, format: &str, kbps: u32) -> anyhow::Result<()> {
+fn encode(src: &Path, dst: &Path, format: AudioFormat, kbps: u32) -> anyhow::Result<()> {
     let mut cmd = ffmpeg_sidecar::command::FfmpegCommand::new_with_path("ffmpeg");
     cmd.hide_banner()
         .args(["-nostdin", "-v", "error"])
         .input(src.as_os_str())
         .args(["-vn", "-map", "0:a:0", "-map_metadata", "-1"])
         .args(encoder_args(format, kbps));
-    if format == "mp3" {
+    if format == AudioFormat::Mp3 {
         // Without the bit reservoir every frame decodes on its own, so the player may skip a
         // track's first and last frames without damaging their neighbours.
         cmd.args(["-reservoir", "0"]);
     }
     if let Some(keep) = gapless_length(src, format) {
-        let rate = if format == "opus" { 48_000 } else { 44_100 };
+        let rate = if format == AudioFormat::Opus {
+            48_000
+        } else {
+            44_100
+        };
         cmd.args(["-af", &format!("aresample={rate},atrim=end_sample={keep}")]);
     }
     cmd.overwrite().output(dst.as_os_str());

@@ -29,8 +29,9 @@
 //! ([`Schedule::played`]) or cannot be played ([`Schedule::failed`]).
 
 use super::order::Picker;
-use crate::config::{AutoDjConfig, PlaylistConfig, PlaylistKind, TrackConfig};
+use crate::config::{AutoDjConfig, PlaylistConfig, TrackConfig};
 use jiff::{Timestamp, Zoned};
+use onda_shared::domain::{PlaylistKind, TimeOfDay};
 use rand::RngExt as _;
 use std::collections::HashMap;
 
@@ -264,7 +265,7 @@ impl Schedule {
 /// The station's time zone; UTC if the name is unknown (validation refuses that, so only a tz
 /// database changed under a running edge gets here).
 fn zone(cfg: &AutoDjConfig) -> jiff::tz::TimeZone {
-    crate::config::time_zone(&cfg.timezone).unwrap_or_else(|e| {
+    cfg.timezone.zone().unwrap_or_else(|e| {
         tracing::warn!(autodj = %cfg.name, "{e}; using UTC");
         jiff::tz::TimeZone::UTC
     })
@@ -272,8 +273,10 @@ fn zone(cfg: &AutoDjConfig) -> jiff::tz::TimeZone {
 
 /// Whether a scheduled playlist's window contains the local time `local`.
 fn in_window(p: &PlaylistConfig, local: &Zoned) -> bool {
-    let parse = |v: &Option<String>| v.as_deref().and_then(crate::config::parse_hhmm);
-    let (Some(start), Some(end)) = (parse(&p.start), parse(&p.end)) else {
+    let (Some(start), Some(end)) = (
+        p.start.map(TimeOfDay::minutes),
+        p.end.map(TimeOfDay::minutes),
+    ) else {
         return false;
     };
     let t =
@@ -292,8 +295,8 @@ fn in_window(p: &PlaylistConfig, local: &Zoned) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlayOrder;
     use jiff::civil::DateTime;
+    use onda_shared::domain::{PlayOrder, TimeZoneName};
     use rand::SeedableRng as _;
     use rand::rngs::StdRng;
 
@@ -327,7 +330,7 @@ mod tests {
             name: "Test FM".to_string(),
             outputs: Vec::new(),
             live_mount: None,
-            timezone: timezone.to_string(),
+            timezone: TimeZoneName::new(timezone),
             crossfade_ms: 0,
             order: PlayOrder::Sequential,
             tracks: tracks.iter().map(|t| track(t)).collect(),
@@ -400,8 +403,8 @@ mod tests {
     fn scheduled(name: &str, days: &[u8], start: &str, end: &str) -> PlaylistConfig {
         PlaylistConfig {
             days: days.to_vec(),
-            start: Some(start.to_string()),
-            end: Some(end.to_string()),
+            start: Some(start.parse().expect("HH:MM")),
+            end: Some(end.parse().expect("HH:MM")),
             ..playlist(name, PlaylistKind::Scheduled, &["show"])
         }
     }

@@ -13,7 +13,13 @@
 //! state the node could not take (it applies everything else); a node fills it only in a
 //! version-3 session, and a control plane reads it only there (the field is absent otherwise, so
 //! older peers are unaffected).
+//!
+//! Audio formats, playlist kinds, play orders, times of day and time-zone names travel as the
+//! [`crate::domain`] types, each the same string as ever. A value this build does not know (a
+//! playlist kind a newer control plane added) makes the whole message a decode error that names
+//! it, never a playlist silently left out; adding one is a protocol change.
 
+use crate::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -343,7 +349,7 @@ pub struct StationSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoDjSpec {
     /// IANA time zone of the schedules.
-    pub timezone: String,
+    pub timezone: TimeZoneName,
     /// Crossfade between tracks (0: off).
     #[serde(default)]
     pub crossfade_ms: u64,
@@ -365,17 +371,15 @@ pub struct DjSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaylistSpec {
     pub name: String,
-    /// `rotation`, `scheduled`, `interval` or `station_id`.
-    pub kind: String,
-    /// `sequential`, `shuffle` or `random`.
-    pub order: String,
+    pub kind: PlaylistKind,
+    pub order: PlayOrder,
     pub weight: u32,
     #[serde(default)]
     pub days: Vec<u8>,
     #[serde(default)]
-    pub start: Option<String>,
+    pub start: Option<TimeOfDay>,
     #[serde(default)]
-    pub end: Option<String>,
+    pub end: Option<TimeOfDay>,
     #[serde(default)]
     pub every_songs: Option<u32>,
     pub tracks: Vec<TrackSpec>,
@@ -405,7 +409,7 @@ pub enum StationRole {
 pub struct MountSpec {
     /// The station's mount path (`/radio.mp3`); the edge serves it under the station's slug.
     pub path: String,
-    pub format: String,
+    pub format: AudioFormat,
     pub bitrate_kbps: u32,
     pub source_password: String,
 }
@@ -555,10 +559,10 @@ mod tests {
             duration_ms: Some(180_000),
             weight: 1,
         };
-        let playlist = |name: &str, kind: &str, order: &str| PlaylistSpec {
+        let playlist = |name: &str, kind, order| PlaylistSpec {
             name: name.into(),
-            kind: kind.into(),
-            order: order.into(),
+            kind,
+            order,
             weight: 1,
             days: Vec::new(),
             start: None,
@@ -574,11 +578,11 @@ mod tests {
                 name: "Test FM".into(),
                 role: StationRole::Origin,
                 origin_url: None,
-                mounts: ["mp3", "aac", "opus"]
+                mounts: AudioFormat::ALL
                     .into_iter()
                     .map(|format| MountSpec {
                         path: format!("/radio.{format}"),
-                        format: format.into(),
+                        format,
                         bitrate_kbps: 128,
                         source_password: "pw".into(),
                     })
@@ -586,7 +590,7 @@ mod tests {
                 max_listeners: Some(100),
                 demo_tone: false,
                 autodj: Some(AutoDjSpec {
-                    timezone: "Europe/Berlin".into(),
+                    timezone: TimeZoneName::new("Europe/Berlin"),
                     crossfade_ms: 2000,
                     live_mount: Some("/live".into()),
                     djs: vec![DjSpec {
@@ -596,19 +600,19 @@ mod tests {
                     playlists: vec![
                         PlaylistSpec {
                             weight: 3,
-                            ..playlist("music", "rotation", "shuffle")
+                            ..playlist("music", PlaylistKind::Rotation, PlayOrder::Shuffle)
                         },
                         PlaylistSpec {
                             days: vec![5, 6],
-                            start: Some("22:00".into()),
-                            end: Some("02:30".into()),
-                            ..playlist("night", "scheduled", "sequential")
+                            start: TimeOfDay::new(22, 0),
+                            end: TimeOfDay::new(2, 30),
+                            ..playlist("night", PlaylistKind::Scheduled, PlayOrder::Sequential)
                         },
                         PlaylistSpec {
                             every_songs: Some(3),
-                            ..playlist("jingles", "interval", "random")
+                            ..playlist("jingles", PlaylistKind::Interval, PlayOrder::Random)
                         },
-                        playlist("ids", "station_id", "sequential"),
+                        playlist("ids", PlaylistKind::StationId, PlayOrder::Sequential),
                     ],
                 }),
             }],
@@ -651,6 +655,30 @@ mod tests {
         assert_eq!(serde_json::to_string(&msg).unwrap(), DESIRED_JSON);
         let decoded: ControlMessage = serde_json::from_str(DESIRED_JSON).unwrap();
         assert_eq!(decoded, msg);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_name_in_a_desired_state_is_a_decode_error_naming_it() {
+        for (from, to, named) in [
+            (r#""kind":"interval""#, r#""kind":"weekly""#, "weekly"),
+            (
+                r#""order":"random""#,
+                r#""order":"alphabetical""#,
+                "alphabetical",
+            ),
+            (r#""format":"aac""#, r#""format":"flac""#, "flac"),
+            (r#""start":"22:00""#, r#""start":"25:00""#, "25:00"),
+        ] {
+            assert!(DESIRED_JSON.contains(from), "{from}");
+            let body = DESIRED_JSON.replace(from, to);
+            let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(body.as_bytes());
+            let err = read_frame::<_, ControlMessage>(&mut framed.as_slice())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, FrameError::Decode(_)), "{err}");
+            assert!(err.to_string().contains(named), "{err}");
+        }
     }
 
     #[test]

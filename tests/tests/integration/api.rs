@@ -1532,34 +1532,59 @@ async fn playlists_and_schedules(b: Backend) {
         .expect(201)
         .body;
     assert_eq!(jingles["every_songs"], 3);
-    // Bad playlists are refused with a sentence and create nothing.
-    for (body, status) in [
-        (json!({"name": "Night", "kind": "rotation"}), 409),
+    // Bad playlists are refused with a sentence (naming the field and the value where one is
+    // malformed) and create nothing.
+    for (body, status, says) in [
+        (json!({"name": "Night", "kind": "rotation"}), 409, ""),
         (
             json!({"name": "X", "kind": "scheduled", "start": "25:00", "end": "02:00"}),
             422,
+            r#"start: \"25:00\" is not a time of day \"HH:MM\" (00:00 to 23:59)"#,
+        ),
+        (
+            json!({"name": "X", "kind": "scheduled", "start": "22:00", "end": "2:00"}),
+            422,
+            r#"end: \"2:00\" is not a time of day"#,
         ),
         (
             json!({"name": "X", "kind": "scheduled", "start": "22:00"}),
             422,
+            "needs start and end",
         ),
         (
             json!({"name": "X", "kind": "scheduled", "start": "22:00", "end": "23:00", "days": [8]}),
             422,
+            "",
         ),
         (
             json!({"name": "X", "kind": "rotation", "every_songs": 2}),
             422,
+            "",
         ),
-        (json!({"name": "X", "kind": "interval"}), 422),
+        (json!({"name": "X", "kind": "interval"}), 422, ""),
         (
             json!({"name": "X", "kind": "rotation", "media_ids": ["med_nope"]}),
             422,
+            "",
         ),
-        (json!({"name": "X", "kind": "weekly"}), 422),
+        (
+            json!({"name": "X", "kind": "weekly"}),
+            422,
+            "kind: unknown variant `weekly`",
+        ),
+        (
+            json!({"name": "X", "kind": "rotation", "order": "alphabetical"}),
+            422,
+            "order: unknown variant `alphabetical`",
+        ),
     ] {
         let r = cp.post(&base, &key, body.clone()).await;
         assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+        assert!(
+            r.text.contains(says),
+            "{body}: {}\n  wanted: {says}",
+            r.text
+        );
     }
     assert_eq!(cp.list_all(&base, &key).await.len(), 2);
     let nid = night["id"].as_str().expect("id");
@@ -1621,6 +1646,12 @@ async fn playlists_and_schedules(b: Backend) {
         )
         .await;
     assert_eq!(r.status.as_u16(), 422, "{}", r.text);
+    assert!(
+        r.text
+            .contains(r#"timezone \"Mars/Olympus\" is not a known IANA time zone"#),
+        "{}",
+        r.text
+    );
     // Deleting the file drops it from the playlists.
     cp.call(
         Method::DELETE,

@@ -316,7 +316,7 @@ async fn playlist_config_errors_stop_onda_edge_with_a_clear_message() {
             "[[autodj.tracks]]\nfile = \"a.mp3\"\n\
              [[autodj.playlists]]\nname = \"night\"\nkind = \"scheduled\"\nstart = \"22:00\"\n\
              end = \"25:00\"\ntracks = [{ file = \"n.mp3\" }]\n",
-            "autodj \"Test FM\": playlist \"night\": end = \"25:00\" must be a time \"HH:MM\"",
+            "\"25:00\" is not a time of day \"HH:MM\" (00:00 to 23:59)\nin `autodj.playlists.end`",
         ),
     ] {
         let dir = tempfile::tempdir().expect("dir");
