@@ -29,7 +29,11 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
         limits: PlanLimits {
             max_stations: u32_col("max_stations")?,
             max_mounts_per_station: u32_col("max_mounts_per_station")?,
-            allowed_formats: formats.split(',').filter_map(AudioFormat::parse).collect(),
+            allowed_formats: formats
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(|f| super::parse_column("allowed_formats", f))
+                .collect::<Result<_, _>>()?,
             max_bitrate_kbps: u32_col("max_bitrate_kbps")?,
             max_listeners_per_station: u32_col("max_listeners_per_station")?,
             storage_bytes: u64_col("storage_bytes")?,

@@ -1,7 +1,7 @@
 //! Stations and their mounts. A station's mounts are rewritten as a whole with the station.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{AudioFormat, Mount, Page, Station};
+use onda_shared::api::{Mount, Page, Station};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -41,10 +41,9 @@ async fn load_mounts(conn: &mut Conn, station: &mut Station) -> Result<(), sqlx:
     station.mounts = rows
         .iter()
         .map(|r| {
-            let format: String = r.try_get("format")?;
             Ok(Mount {
                 path: r.try_get("path")?,
-                format: AudioFormat::parse(&format).unwrap_or(AudioFormat::Mp3),
+                format: super::parsed(r, "format")?,
                 bitrate_kbps: u32::try_from(r.try_get::<i64, _>("bitrate_kbps")?).unwrap_or(0),
             })
         })
