@@ -137,7 +137,7 @@ pub fn admit(
         stations: Vec::new(),
         live_streams: Vec::new(),
     };
-    check(&ok).map_err(|e| e.context("the node's own edge settings"))?;
+    check(&ok).map_err(|e| anyhow::Error::new(e).context("the node's own edge settings"))?;
     let mut rejected = Vec::new();
     for l in &desired.live_streams {
         ok.live_streams.push(l.clone());

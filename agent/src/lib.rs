@@ -260,9 +260,15 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
     // What the edge takes of the last desired state (the rest is refused again just below).
     let admitted = apply::admit(&base, &desired, &media)?;
-    let edge = Edge::start(apply::edge_config(&base, &admitted.desired, &media))
-        .await
-        .context("cannot start the edge")?;
+    let edge = match Edge::start(apply::edge_config(&base, &admitted.desired, &media)).await {
+        Ok(edge) => edge,
+        // What admit let through is the node's own settings: a fix in agent.toml, not a retry.
+        Err(onda_edge::EdgeError::Config(e)) => anyhow::bail!(
+            "the node's edge settings are not usable ({} in agent.toml): {e}",
+            e.key
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot start the edge")),
+    };
     let bound = edge.addr();
     let public_url = if !config.node.public_url.is_empty() {
         config.node.public_url.trim_end_matches('/').to_string()

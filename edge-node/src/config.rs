@@ -7,6 +7,32 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A configuration value the edge cannot use: the key it is under (`limits.queue_bytes`,
+/// `mounts`, `autodj`, `live_streams`, …) and a sentence saying what is wrong and what would
+/// do (it names the value, and the mount, AutoDJ or stream it belongs to).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: String) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            message,
+        }
+    }
+}
+
+/// Returns a [`ConfigError`] under `key` with a formatted message.
+macro_rules! invalid {
+    ($key:expr, $($message:tt)+) => {
+        return Err(ConfigError::new($key, format!($($message)+)))
+    };
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
@@ -195,13 +221,14 @@ impl AutoDjConfig {
 
     /// Checks the time zone and the playlists; every error names the AutoDJ, the playlist and
     /// the key.
-    fn validate_playlists(&self) -> anyhow::Result<()> {
+    fn validate_playlists(&self) -> Result<(), ConfigError> {
         let name = &self.name;
         self.timezone
             .zone()
-            .map_err(|e| anyhow::anyhow!("autodj {name:?}: {e}"))?;
+            .map_err(|e| ConfigError::new("autodj", format!("autodj {name:?}: {e}")))?;
         if self.crossfade_ms > 10_000 {
-            anyhow::bail!(
+            invalid!(
+                "autodj",
                 "autodj {name:?}: crossfade_ms = {} must be at most 10000",
                 self.crossfade_ms
             );
@@ -214,7 +241,8 @@ impl AutoDjConfig {
                 .map(|p| p.tracks.len())
                 .sum::<usize>();
         if rotation_tracks == 0 {
-            anyhow::bail!(
+            invalid!(
+                "autodj",
                 "autodj {name:?}: no rotation track: set tracks, or a playlist of kind \"rotation\" \
                  with tracks, so the station never runs out of music"
             );
@@ -225,22 +253,23 @@ impl AutoDjConfig {
         }
         for (i, p) in self.playlists.iter().enumerate() {
             if p.name.trim().is_empty() {
-                anyhow::bail!("autodj {name:?}: playlists[{i}]: name is empty");
+                invalid!("autodj", "autodj {name:?}: playlists[{i}]: name is empty");
             }
             let at = format!("autodj {name:?}: playlist {:?}", p.name);
             if !names.insert(p.name.as_str()) {
                 if p.name == DEFAULT_PLAYLIST && !self.tracks.is_empty() {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "{at}: name is taken by the shorthand tracks (the playlist \"{DEFAULT_PLAYLIST}\")"
                     );
                 }
-                anyhow::bail!("{at}: name is used twice");
+                invalid!("autodj", "{at}: name is used twice");
             }
             if p.tracks.is_empty() {
-                anyhow::bail!("{at}: tracks is empty");
+                invalid!("autodj", "{at}: tracks is empty");
             }
             if p.weight == 0 {
-                anyhow::bail!("{at}: weight must be at least 1");
+                invalid!("autodj", "{at}: weight must be at least 1");
             }
             let scheduled = p.kind == PlaylistKind::Scheduled;
             for (key, set) in [
@@ -249,28 +278,35 @@ impl AutoDjConfig {
                 ("end", p.end.is_some()),
             ] {
                 if set && !scheduled {
-                    anyhow::bail!("{at}: {key} is only for kind = \"scheduled\"");
+                    invalid!("autodj", "{at}: {key} is only for kind = \"scheduled\"");
                 }
             }
             if p.every_songs.is_some() && p.kind != PlaylistKind::Interval {
-                anyhow::bail!("{at}: every_songs is only for kind = \"interval\"");
+                invalid!(
+                    "autodj",
+                    "{at}: every_songs is only for kind = \"interval\""
+                );
             }
             match p.kind {
                 PlaylistKind::Scheduled => {
                     for (key, v) in [("start", &p.start), ("end", &p.end)] {
                         if v.is_none() {
-                            anyhow::bail!(
+                            invalid!(
+                                "autodj",
                                 "{at}: {key} is missing: a scheduled playlist needs start and end (\"HH:MM\")"
                             );
                         }
                     }
                     if let Some(d) = p.days.iter().find(|d| !(1..=7).contains(*d)) {
-                        anyhow::bail!("{at}: days contains {d}: days are 1 (Monday) to 7 (Sunday)");
+                        invalid!(
+                            "autodj",
+                            "{at}: days contains {d}: days are 1 (Monday) to 7 (Sunday)"
+                        );
                     }
                 }
                 PlaylistKind::Interval => {
                     if p.every_songs.unwrap_or(0) == 0 {
-                        anyhow::bail!("{at}: every_songs must be at least 1");
+                        invalid!("autodj", "{at}: every_songs must be at least 1");
                     }
                 }
                 PlaylistKind::Rotation | PlaylistKind::StationId => {}
@@ -284,10 +320,14 @@ impl AutoDjConfig {
         for (at, tracks) in std::iter::once(shorthand).chain(lists) {
             for t in tracks {
                 if t.file.trim().is_empty() {
-                    anyhow::bail!("{at}: a track has an empty file");
+                    invalid!("autodj", "{at}: a track has an empty file");
                 }
                 if t.weight == 0 {
-                    anyhow::bail!("{at}: track {}: weight must be at least 1", t.file);
+                    invalid!(
+                        "autodj",
+                        "{at}: track {}: weight must be at least 1",
+                        t.file
+                    );
                 }
             }
         }
@@ -610,13 +650,44 @@ fn login_limits(l: &LimitsConfig) -> [(&'static str, u64, u64, u64); 3] {
 }
 
 impl EdgeConfig {
-    pub fn validate(self) -> anyhow::Result<Validated> {
+    pub fn validate(self) -> Result<Validated, ConfigError> {
         let listen = self.http.listen.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "http.listen = {:?} is not an address such as \"0.0.0.0:8000\"",
-                self.http.listen
+            ConfigError::new(
+                "http.listen",
+                format!(
+                    "http.listen = {:?} is not an address such as \"0.0.0.0:8000\"",
+                    self.http.listen
+                ),
             )
         })?;
+        self.check_limits()?;
+        self.check_paths()?;
+        self.check_autodj()?;
+        self.check_relays()?;
+        let rtmp = if self.rtmp.listen.is_empty() {
+            None
+        } else {
+            Some(self.rtmp.listen.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "rtmp.listen",
+                    format!(
+                        "rtmp.listen = {:?} is not an address such as \"0.0.0.0:1935\"",
+                        self.rtmp.listen
+                    ),
+                )
+            })?)
+        };
+        self.check_rtmp_and_hls()?;
+        self.check_live_streams()?;
+        Ok(Validated {
+            listen,
+            rtmp,
+            config: self,
+        })
+    }
+
+    /// Each limit in its range, and the burst smaller than the queue.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let checks = [
             ("limits.burst_bytes", l.burst_bytes, 0, 16 << 20),
@@ -652,16 +723,22 @@ impl EdgeConfig {
         ];
         for (key, v, lo, hi) in checks.into_iter().chain(login_limits(l)) {
             if !(lo..=hi).contains(&v) {
-                anyhow::bail!("{key} = {v} must be between {lo} and {hi}");
+                invalid!(key, "{key} = {v} must be between {lo} and {hi}");
             }
         }
         if l.burst_bytes >= l.queue_bytes {
-            anyhow::bail!(
+            invalid!(
+                "limits.burst_bytes",
                 "limits.burst_bytes = {} must be smaller than limits.queue_bytes = {}",
                 l.burst_bytes,
                 l.queue_bytes
             );
         }
+        Ok(())
+    }
+
+    /// Mount and relay paths: allowed, each once; fallbacks name another configured mount.
+    fn check_paths(&self) -> Result<(), ConfigError> {
         let mut paths = HashSet::new();
         let all = self
             .mounts
@@ -670,36 +747,47 @@ impl EdgeConfig {
             .chain(self.relays.iter().map(|r| ("relays", r.path.as_str())));
         for (section, path) in all {
             if let Err(why) = onda_shared::paths::check_edge_path(path) {
-                anyhow::bail!("{section}: {why}");
+                invalid!(section, "{section}: {why}");
             }
             if !paths.insert(path.to_string()) {
-                anyhow::bail!("{section}: path {path:?} is configured twice");
+                invalid!(section, "{section}: path {path:?} is configured twice");
             }
         }
         for m in &self.mounts {
             if let Some(f) = &m.fallback {
                 if !paths.contains(f) {
-                    anyhow::bail!(
+                    invalid!(
+                        "mounts",
                         "mounts: {}: fallback {f:?} is not a configured mount",
                         m.path
                     );
                 }
                 if f == &m.path {
-                    anyhow::bail!("mounts: {}: a mount cannot fall back to itself", m.path);
+                    invalid!(
+                        "mounts",
+                        "mounts: {}: a mount cannot fall back to itself",
+                        m.path
+                    );
                 }
             }
         }
+        Ok(())
+    }
+
+    /// AutoDJs: named once, their playlists, outputs on mounts no other AutoDJ feeds, a live mount that is no output.
+    fn check_autodj(&self) -> Result<(), ConfigError> {
         let mut fed = HashSet::new();
         let mut names = HashSet::new();
         for a in &self.autodj {
             if a.name.trim().is_empty() {
-                anyhow::bail!("autodj: every AutoDJ needs a name");
+                invalid!("autodj", "autodj: every AutoDJ needs a name");
             }
             if !names.insert(a.name.as_str()) {
-                anyhow::bail!("autodj: name {:?} is used twice", a.name);
+                invalid!("autodj", "autodj: name {:?} is used twice", a.name);
             }
             if a.outputs.is_empty() {
-                anyhow::bail!(
+                invalid!(
+                    "autodj",
                     "autodj {:?}: outputs is empty: name the mounts it plays into",
                     a.name
                 );
@@ -707,21 +795,24 @@ impl EdgeConfig {
             a.validate_playlists()?;
             for o in &a.outputs {
                 if !self.mounts.iter().any(|m| m.path == o.mount) {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "autodj {:?}: output mount {:?} is not one of mounts",
                         a.name,
                         o.mount
                     );
                 }
                 if !fed.insert(o.mount.as_str()) {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "autodj {:?}: mount {:?} is already fed by an AutoDJ",
                         a.name,
                         o.mount
                     );
                 }
                 if !(8..=320).contains(&o.bitrate_kbps) {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "autodj {:?}: output {}: bitrate_kbps = {} must be between 8 and 320",
                         a.name,
                         o.mount,
@@ -731,13 +822,15 @@ impl EdgeConfig {
             }
             if let Some(live) = &a.live_mount {
                 if !self.mounts.iter().any(|m| &m.path == live) {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "autodj {:?}: live_mount {live:?} is not one of mounts",
                         a.name
                     );
                 }
                 if a.outputs.iter().any(|o| &o.mount == live) {
-                    anyhow::bail!(
+                    invalid!(
+                        "autodj",
                         "autodj {:?}: live_mount {live:?} cannot also be an output",
                         a.name
                     );
@@ -745,11 +838,24 @@ impl EdgeConfig {
             }
         }
         if !self.autodj.is_empty() && self.media.cache_dir.trim().is_empty() {
-            anyhow::bail!("media.cache_dir must be set for the AutoDJ");
+            invalid!(
+                "media.cache_dir",
+                "media.cache_dir must be set for the AutoDJ"
+            );
         }
+        Ok(())
+    }
+
+    /// Relays pull http:// URLs; listener groups named by mounts and relays exist.
+    fn check_relays(&self) -> Result<(), ConfigError> {
         for r in &self.relays {
             if !r.url.starts_with("http://") {
-                anyhow::bail!("relays: {}: url {:?} must be an http:// URL", r.path, r.url);
+                invalid!(
+                    "relays",
+                    "relays: {}: url {:?} must be an http:// URL",
+                    r.path,
+                    r.url
+                );
             }
         }
         let groups = self
@@ -765,37 +871,38 @@ impl EdgeConfig {
             if let Some(g) = group
                 && !self.listener_groups.contains_key(g)
             {
-                anyhow::bail!(
+                invalid!(
+                    section,
                     "{section}: {path}: listener_group {g:?} is not one of listener_groups"
                 );
             }
         }
-        let rtmp = if self.rtmp.listen.is_empty() {
-            None
-        } else {
-            Some(self.rtmp.listen.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!(
-                    "rtmp.listen = {:?} is not an address such as \"0.0.0.0:1935\"",
-                    self.rtmp.listen
-                )
-            })?)
-        };
+        Ok(())
+    }
+
+    /// The RTMP webhooks and the HLS timing.
+    fn check_rtmp_and_hls(&self) -> Result<(), ConfigError> {
         for (key, url) in [
             ("rtmp.on_publish", &self.rtmp.on_publish),
             ("rtmp.on_publish_done", &self.rtmp.on_publish_done),
         ] {
             if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
-                anyhow::bail!("{key} = {url:?} must be an http:// or https:// URL (or empty)");
+                invalid!(
+                    key,
+                    "{key} = {url:?} must be an http:// or https:// URL (or empty)"
+                );
             }
         }
         if !(100..=60_000).contains(&self.rtmp.webhook_timeout_ms) {
-            anyhow::bail!(
+            invalid!(
+                "rtmp.webhook_timeout_ms",
                 "rtmp.webhook_timeout_ms = {} must be between 100 and 60000",
                 self.rtmp.webhook_timeout_ms
             );
         }
         if !(500..=20_000).contains(&self.hls.segment_ms) {
-            anyhow::bail!(
+            invalid!(
+                "hls.segment_ms",
                 "hls.segment_ms = {} must be between 500 and 20000",
                 self.hls.segment_ms
             );
@@ -803,7 +910,8 @@ impl EdgeConfig {
         if self.hls.part_ms != 0
             && !(100..=1000.min(self.hls.segment_ms / 2)).contains(&self.hls.part_ms)
         {
-            anyhow::bail!(
+            invalid!(
+                "hls.part_ms",
                 "hls.part_ms = {} must be 0 (no low-latency HLS) or between 100 and {} \
                  (at most 1000 and half of hls.segment_ms)",
                 self.hls.part_ms,
@@ -811,29 +919,44 @@ impl EdgeConfig {
             );
         }
         if !(1000..=600_000).contains(&self.hls.viewer_timeout_ms) {
-            anyhow::bail!(
+            invalid!(
+                "hls.viewer_timeout_ms",
                 "hls.viewer_timeout_ms = {} must be between 1000 and 600000",
                 self.hls.viewer_timeout_ms
             );
         }
         if !(2..=100).contains(&self.hls.window) {
-            anyhow::bail!("hls.window = {} must be between 2 and 100", self.hls.window);
+            invalid!(
+                "hls.window",
+                "hls.window = {} must be between 2 and 100",
+                self.hls.window
+            );
         }
+        Ok(())
+    }
+
+    /// Live streams: names and keys once each, secrets long enough, renditions that can be made.
+    fn check_live_streams(&self) -> Result<(), ConfigError> {
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for l in &self.live_streams {
             if let Err(why) = onda_shared::paths::check_live_stream_name(&l.name) {
-                anyhow::bail!("live_streams: {why}");
+                invalid!("live_streams", "live_streams: {why}");
             }
             if !names.insert(l.name.as_str()) {
-                anyhow::bail!("live_streams: name {:?} is used twice", l.name);
+                invalid!(
+                    "live_streams",
+                    "live_streams: name {:?} is used twice",
+                    l.name
+                );
             }
             let ok = (8..=256).contains(&l.key.len())
                 && l.key
                     .bytes()
                     .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?');
             if !ok {
-                anyhow::bail!(
+                invalid!(
+                    "live_streams",
                     "live_streams: {}: key must be 8 to 256 printable characters without '/' or '?'",
                     l.name
                 );
@@ -841,7 +964,8 @@ impl EdgeConfig {
             if let Some(secret) = &l.playback_secret
                 && secret.len() < 16
             {
-                anyhow::bail!(
+                invalid!(
+                    "live_streams",
                     "live_streams: {}: playback_secret must be at least 16 characters",
                     l.name
                 );
@@ -850,22 +974,29 @@ impl EdgeConfig {
                 && !o.starts_with("http://")
                 && !o.starts_with("https://")
             {
-                anyhow::bail!(
+                invalid!(
+                    "live_streams",
                     "live_streams: {}: origin_url {o:?} must be an http:// or https:// URL",
                     l.name
                 );
             }
             if !keys.insert(l.key.as_str()) {
-                anyhow::bail!("live_streams: {}: key is used by another stream", l.name);
+                invalid!(
+                    "live_streams",
+                    "live_streams: {}: key is used by another stream",
+                    l.name
+                );
             }
             if !l.renditions.is_empty() && self.rtmp.listen.is_empty() {
-                anyhow::bail!(
+                invalid!(
+                    "live_streams",
                     "live_streams: {}: renditions need rtmp.listen (they come back into the node over RTMP)",
                     l.name
                 );
             }
             if l.renditions.len() > MAX_RENDITIONS {
-                anyhow::bail!(
+                invalid!(
+                    "live_streams",
                     "live_streams: {}: at most {MAX_RENDITIONS} renditions",
                     l.name
                 );
@@ -879,14 +1010,16 @@ impl EdgeConfig {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
                 if !ok || !seen.insert(r.name.as_str()) {
-                    anyhow::bail!(
+                    invalid!(
+                        "live_streams",
                         "live_streams: {}: rendition name {:?} must be 1 to 32 letters, digits, '_' or '-', once",
                         l.name,
                         r.name
                     );
                 }
                 if !(144..=2160).contains(&r.height) || r.height % 2 != 0 {
-                    anyhow::bail!(
+                    invalid!(
+                        "live_streams",
                         "live_streams: {}: rendition {}: height {} must be even, 144 to 2160",
                         l.name,
                         r.name,
@@ -894,7 +1027,8 @@ impl EdgeConfig {
                     );
                 }
                 if !(100..=20_000).contains(&r.video_kbps) {
-                    anyhow::bail!(
+                    invalid!(
+                        "live_streams",
                         "live_streams: {}: rendition {}: video_kbps {} must be 100 to 20000",
                         l.name,
                         r.name,
@@ -903,11 +1037,7 @@ impl EdgeConfig {
                 }
             }
         }
-        Ok(Validated {
-            listen,
-            rtmp,
-            config: self,
-        })
+        Ok(())
     }
 }
 
@@ -923,7 +1053,7 @@ mod tests {
              outputs = [{{ mount = \"/radio.mp3\", format = \"mp3\", bitrate_kbps = 128 }}]\n{rest}"
         );
         let cfg: EdgeConfig = toml::from_str(&toml)?;
-        cfg.validate()
+        Ok(cfg.validate()?)
     }
 
     fn error(rest: &str) -> String {

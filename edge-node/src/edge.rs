@@ -3,7 +3,7 @@
 //! current configuration. [`Edge`] is what the agent and `onda edge` use.
 
 use crate::autodj::{AutoDjs, NowPlaying};
-use crate::config::{Current, EdgeConfig};
+use crate::config::{ConfigError, Current, EdgeConfig};
 use crate::http::{self, Answer, Request, reply, respond};
 use crate::icecast::{self, Icecast, relay::Relays};
 use crate::live::{self, Live, rtmp::Ingest};
@@ -56,6 +56,29 @@ pub struct LiveStats {
     pub publishing: bool,
 }
 
+/// Why an edge cannot start or take a configuration: the configuration (which key, and what is
+/// wrong with it), or the machine (an address it cannot listen on, its metrics registry).
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{message}")]
+    Listen {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the edge's metrics: {0:#}")]
+    Metrics(anyhow::Error),
+}
+
+fn local_addr(l: &tokio::net::TcpListener) -> Result<SocketAddr, EdgeError> {
+    l.local_addr().map_err(|e| EdgeError::Listen {
+        message: format!("cannot read the address listened on: {e}"),
+        source: e,
+    })
+}
+
 /// The parts of a running edge, each with its own state; the HTTP layer serves requests
 /// through [`Front`].
 struct Front {
@@ -79,30 +102,36 @@ pub struct Edge {
 
 impl Edge {
     /// Binds and starts serving `config`.
-    pub async fn start(config: EdgeConfig) -> anyhow::Result<Edge> {
+    pub async fn start(config: EdgeConfig) -> Result<Edge, EdgeError> {
         let v = config.validate()?;
-        let listener = tokio::net::TcpListener::bind(v.listen).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                anyhow::anyhow!(
-                    "cannot listen on {}: port {} is already in use; choose another with http.listen or ONDA_HTTP_LISTEN",
-                    v.listen,
-                    v.listen.port()
-                )
-            } else {
-                anyhow::anyhow!("cannot listen on {}: {e}", v.listen)
-            }
-        })?;
-        let addr = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::bind(v.listen)
+            .await
+            .map_err(|e| {
+                let message = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "cannot listen on {}: port {} is already in use; choose another with http.listen or ONDA_HTTP_LISTEN",
+                        v.listen,
+                        v.listen.port()
+                    )
+                } else {
+                    format!("cannot listen on {}: {e}", v.listen)
+                };
+                EdgeError::Listen { message, source: e }
+            })?;
+        let addr = local_addr(&listener)?;
         let rtmp = match v.rtmp {
             Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen for RTMP on {a}: {e}; choose another address with rtmp.listen or ONDA_RTMP_LISTEN"
-                )
+                EdgeError::Listen {
+                    message: format!(
+                        "cannot listen for RTMP on {a}: {e}; choose another address with rtmp.listen or ONDA_RTMP_LISTEN"
+                    ),
+                    source: e,
+                }
             })?),
             None => None,
         };
-        let rtmp_addr = rtmp.as_ref().map(|l| l.local_addr()).transpose()?;
-        let metrics = Arc::new(EdgeMetrics::new()?);
+        let rtmp_addr = rtmp.as_ref().map(local_addr).transpose()?;
+        let metrics = Arc::new(EdgeMetrics::new().map_err(EdgeError::Metrics)?);
         let config = Arc::new(Current::default());
         config.set(v.config.clone());
         let registry = Arc::new(Registry::new(metrics.clone()));
@@ -164,7 +193,7 @@ impl Edge {
     /// Applies a new configuration at runtime: added mounts appear, removed ones end, changed
     /// ones take the new settings; listeners of unchanged mounts are not disturbed. The listen
     /// address cannot change at runtime.
-    pub fn apply(&self, config: EdgeConfig) -> anyhow::Result<()> {
+    pub fn apply(&self, config: EdgeConfig) -> Result<(), EdgeError> {
         let v = config.validate()?;
         self.front.apply(v.config);
         Ok(())
@@ -413,7 +442,7 @@ fn route(path: &str) -> Route {
 
 #[cfg(test)]
 mod tests {
-    use super::{Route, route};
+    use super::{Edge, EdgeConfig, EdgeError, Route, route};
     use onda_shared::paths::{RESERVED_PATHS, RESERVED_SEGMENTS};
 
     #[test]
@@ -441,5 +470,43 @@ mod tests {
         ] {
             assert_eq!(route(p), Route::Mount, "{p}");
         }
+    }
+
+    fn config(toml: &str) -> EdgeConfig {
+        toml::from_str(&format!("[http]\nlisten = \"127.0.0.1:0\"\n{toml}")).expect("TOML")
+    }
+
+    /// A caller can tell a configuration it must fix (with the key) from an address it cannot
+    /// listen on.
+    #[tokio::test]
+    async fn start_says_whether_the_configuration_or_the_machine_is_at_fault() {
+        match Edge::start(config("[limits]\nqueue_bytes = 1\n")).await {
+            Err(EdgeError::Config(e)) => {
+                assert_eq!(e.key, "limits.queue_bytes");
+                assert!(e.message.contains("must be between"), "{e}");
+            }
+            other => panic!("not a configuration error: {:?}", other.err()),
+        }
+        let mounts = "[[mounts]]\npath = \"/a\"\nsource_password = \"x\"\nfallback = \"/b\"\n";
+        match Edge::start(config(mounts)).await {
+            Err(EdgeError::Config(e)) => assert_eq!(e.key, "mounts", "{e}"),
+            other => panic!("not a configuration error: {:?}", other.err()),
+        }
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let busy: EdgeConfig =
+            toml::from_str(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).expect("TOML");
+        match Edge::start(busy).await {
+            Err(EdgeError::Listen { message, .. }) => {
+                assert!(message.contains("already in use"), "{message}");
+            }
+            other => panic!("not a listen error: {:?}", other.err()),
+        }
+        let edge = Edge::start(config("")).await.expect("starts");
+        match edge.apply(config("[hls]\nwindow = 1\n")) {
+            Err(EdgeError::Config(e)) => assert_eq!(e.key, "hls.window", "{e}"),
+            other => panic!("not a configuration error: {other:?}"),
+        }
+        edge.shutdown().await;
     }
 }

@@ -33,8 +33,8 @@ mod sync;
 mod usage;
 
 pub use autodj::NowPlaying;
-pub use config::{EdgeConfig, MountConfig, RelayConfig};
-pub use edge::{Edge, LiveStats, MountStats, SourceStats, run};
+pub use config::{ConfigError, EdgeConfig, MountConfig, RelayConfig};
+pub use edge::{Edge, EdgeError, LiveStats, MountStats, SourceStats, run};
 pub use usage::MountUsage;
 
 use onda_shared::secret::constant_time_eq;
