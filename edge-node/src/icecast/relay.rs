@@ -170,11 +170,38 @@ async fn pull(
     relay: &RelayConfig,
     stop: &CancellationToken,
 ) -> Result<&'static str, String> {
-    let mut target = parse_url(&relay.url)?;
     let limits = ice.config().limits.clone();
     let timeout = limits.source_timeout();
+    let (stream, head, leftover, target) = connect(relay, timeout).await?;
+    let Some(mount) = ice.mount(&relay.path) else {
+        return Ok("mount removed");
+    };
+    let session = Session::start(source_info(&head, &target), &limits);
+    if !mount.attach(session.clone()) {
+        return Err("the mount already has a source".into());
+    }
+    tracing::info!(mount = %relay.path, url = %relay.url, "relay connected");
+    let metaint = head
+        .header("icy-metaint")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&m| m > 0);
+    // Detaches even when this future is dropped mid-stream (relay removed or changed).
+    let _attached = Attached {
+        mount: mount.clone(),
+        session: session.clone(),
+    };
+    carry(stream, leftover, &session, metaint, timeout, stop).await
+}
+
+/// Asks the upstream for the stream, following up to three redirects: the connection, the
+/// 200 reply's head, what was read past it, and where it ended up.
+async fn connect(
+    relay: &RelayConfig,
+    timeout: Duration,
+) -> Result<(TcpStream, UpstreamHead, BytesMut, Target), String> {
+    let mut target = parse_url(&relay.url)?;
     let mut redirects = 0;
-    let (mut stream, head, mut leftover) = loop {
+    loop {
         // IPv6 literals need brackets both to connect and in the Host header.
         let host = if target.host.contains(':') {
             format!("[{}]", target.host)
@@ -230,11 +257,12 @@ async fn pull(
         if head.status != 200 {
             return Err(format!("upstream answered {}", head.status));
         }
-        break (stream, head, buf);
-    };
-    let Some(mount) = ice.mount(&relay.path) else {
-        return Ok("mount removed");
-    };
+        return Ok((stream, head, buf, target));
+    }
+}
+
+/// The session's description, from the upstream's `icy-*`/`ice-*` headers.
+fn source_info(head: &UpstreamHead, target: &Target) -> SourceInfo {
     let pick = |names: &[&str]| {
         names
             .iter()
@@ -242,7 +270,7 @@ async fn pull(
             .unwrap_or_default()
             .to_string()
     };
-    let info = SourceInfo {
+    SourceInfo {
         content_type: head
             .header("content-type")
             .unwrap_or("audio/mpeg")
@@ -262,25 +290,23 @@ async fn pull(
         ip: format!("{}:{}", target.host, target.port),
         relay: true,
         ..SourceInfo::default()
-    };
-    let session = Session::start(info, &limits);
-    if !mount.attach(session.clone()) {
-        return Err("the mount already has a source".into());
     }
-    tracing::info!(mount = %relay.path, url = %relay.url, "relay connected");
-    let metaint = head
-        .header("icy-metaint")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&m| m > 0);
-    // Detaches even when this future is dropped mid-stream (relay removed or changed).
-    let _attached = Attached {
-        mount: mount.clone(),
-        session: session.clone(),
-    };
+}
+
+/// Carries the upstream's audio (and its ICY titles) into `session` until the upstream ends or
+/// goes silent, the relay is stopped, or an admin kills the source.
+async fn carry(
+    mut stream: TcpStream,
+    leftover: BytesMut,
+    session: &Session,
+    metaint: Option<usize>,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<&'static str, String> {
     let mut de = metaint.map(Deinterleaver::new);
     let mut co = Coalescer::default();
     let (mut audio, mut titles) = (Vec::new(), Vec::new());
-    let mut data = std::mem::take(&mut leftover).freeze();
+    let mut data = leftover.freeze();
     let mut heard = Instant::now();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let result = loop {
@@ -298,11 +324,11 @@ async fn pull(
         {
             // Audio before the title change goes out first, so the title lands where it did
             // upstream (within the coalescing delay).
-            co.flush(&session);
+            co.flush(session);
             session.set_title(&t, "");
         }
         if co.due() {
-            co.flush(&session);
+            co.flush(session);
         }
         let silence_deadline = heard + timeout;
         let wake = co
@@ -321,7 +347,7 @@ async fn pull(
             Err(_) if Instant::now() >= silence_deadline => {
                 break Ok("upstream silent for longer than the source timeout");
             }
-            Err(_) => co.flush(&session),
+            Err(_) => co.flush(session),
             Ok(Err(e)) => break Err(e.to_string()),
             Ok(Ok(0)) => break Ok("upstream closed the stream"),
             Ok(Ok(_)) => {
@@ -330,7 +356,7 @@ async fn pull(
             }
         }
     };
-    co.flush(&session);
+    co.flush(session);
     result
 }
 
