@@ -212,22 +212,11 @@ async fn run(
             mixer.reset();
             continue;
         }
-        // The prepared pick was made a track ago: the configuration may have changed since, or
-        // the hour turned, or a window opened or closed.
-        let now = jiff::Timestamp::now();
-        let (pick, prepared) = match next.take() {
-            Some((pick, p)) if schedule.confirm(&pick, &cfg, now) => (pick, p),
-            stale => {
-                if let Some((pick, _)) = stale {
-                    schedule.put_back(pick);
-                }
-                let Some(pick) = schedule.next(&cfg, now, &mut rng) else {
-                    tracing::error!(autodj = %cfg.name, "no track to play; the AutoDJ stops");
-                    break;
-                };
-                let p = prepare(&renditions, &pick.track, &cfg);
-                (pick, p)
-            }
+        let Some((pick, prepared)) =
+            take_next(&mut next, &mut schedule, &cfg, &mut rng, &renditions)
+        else {
+            tracing::error!(autodj = %cfg.name, "no track to play; the AutoDJ stops");
+            break;
         };
         let files = tokio::select! {
             r = prepared => r.map_err(|e| anyhow::anyhow!("the encoder task failed: {e}")).and_then(|f| f),
@@ -270,21 +259,9 @@ async fn run(
         let track = &pick.track;
         let title = track.stream_title();
         tracing::info!(autodj = %cfg.name, playlist = %pick.playlist, "playing {title}");
-        set_now(
-            &playing,
-            NowPlaying {
-                title: title.clone(),
-                artist: track.artist.clone(),
-                track_title: track.title.clone(),
-                file: track.file.clone(),
-                sha256: track.sha256.clone(),
-                started_at: SystemTime::now(),
-                duration: track_duration(track, &cfg.outputs, &files).await,
-                live: false,
-                streamer: String::new(),
-                next: next.as_ref().map(|(p, _)| p.track.stream_title()),
-            },
-        );
+        let duration = track_duration(track, &cfg.outputs, &files).await;
+        let coming = next.as_ref().map(|(p, _)| p.track.stream_title());
+        set_now(&playing, NowPlaying::track(track, duration, coming));
         let live = || live::on_air(&feeds, &cfg).is_some();
         if cfg.crossfade_ms > 0 {
             let fade = Duration::from_millis(cfg.crossfade_ms);
@@ -299,6 +276,49 @@ async fn run(
         }
     }
     mixer.shutdown().await;
+}
+
+/// The track to play now: the one prepared during the previous track while the schedule still
+/// agrees (the configuration may have changed since, or the hour turned, or a window opened or
+/// closed), else a new pick, the stale one going back to its playlist. None when no playlist
+/// has a track.
+fn take_next(
+    next: &mut Option<(Pick, Prepared)>,
+    schedule: &mut Schedule,
+    cfg: &AutoDjConfig,
+    rng: &mut rand::rngs::StdRng,
+    renditions: &Arc<render::Renditions>,
+) -> Option<(Pick, Prepared)> {
+    let now = jiff::Timestamp::now();
+    match next.take() {
+        Some((pick, p)) if schedule.confirm(&pick, cfg, now) => Some((pick, p)),
+        stale => {
+            if let Some((pick, _)) = stale {
+                schedule.put_back(pick);
+            }
+            let pick = schedule.next(cfg, now, rng)?;
+            let p = prepare(renditions, &pick.track, cfg);
+            Some((pick, p))
+        }
+    }
+}
+
+impl NowPlaying {
+    /// A playlist track starting now; `next` is the title of the one prepared after it.
+    fn track(track: &TrackConfig, duration: Option<Duration>, next: Option<String>) -> Self {
+        NowPlaying {
+            title: track.stream_title(),
+            artist: track.artist.clone(),
+            track_title: track.title.clone(),
+            file: track.file.clone(),
+            sha256: track.sha256.clone(),
+            started_at: SystemTime::now(),
+            duration,
+            live: false,
+            streamer: String::new(),
+            next,
+        }
+    }
 }
 
 /// The track's length: as configured, else from the size of its first constant-bitrate
