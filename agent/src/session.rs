@@ -132,6 +132,8 @@ async fn session(agent: &mut Agent, addr: SocketAddr, stop: &CancellationToken) 
     ended
 }
 
+/// A session once the connection is up: hello and welcome, then the node's part of the session
+/// until it ends.
 async fn established(
     agent: &mut Agent,
     conn: &quinn::Connection,
@@ -141,6 +143,37 @@ async fn established(
         Ok(s) => s,
         Err(e) => return failed(false, e),
     };
+    let (version, heartbeat_ms) = match handshake(agent, conn, &mut send, &mut recv).await {
+        Ok(v) => v,
+        Err(ended) => return ended,
+    };
+    let (want, fetched, fetcher) = spawn_fetcher(conn.clone(), agent.media.clone());
+    let _fetcher = AbortOnDrop(fetcher);
+    want_admitted(&want, agent);
+    agent.metrics.connected.set(1);
+    let _connected = Disconnected(agent.metrics.connected.clone());
+    let mut session = AgentSession {
+        send,
+        version,
+        want,
+        on_air: BTreeMap::new(),
+        reported: BTreeMap::new(),
+        usage_sent: 0,
+    };
+    match session.run(agent, recv, fetched, heartbeat_ms, stop).await {
+        Ok(ended) => ended,
+        Err(e) => failed(true, e),
+    }
+}
+
+/// Sends the hello and reads the welcome: the protocol version and heartbeat interval to use,
+/// or how the session ended.
+async fn handshake(
+    agent: &Agent,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<(u32, u64), Ended> {
     let hello = NodeMessage::Hello {
         min_version: MIN_VERSION,
         max_version: MAX_VERSION,
@@ -148,11 +181,11 @@ async fn established(
         node: agent.advert.clone(),
         applied_generation: agent.desired.generation,
     };
-    if let Err(e) = proto::write_frame(&mut send, &hello).await {
-        return failed(false, e);
-    }
-    let first = tokio::time::timeout(Duration::from_secs(10), proto::read_frame(&mut recv)).await;
-    let (version, heartbeat_ms) = match first {
+    proto::write_frame(send, &hello)
+        .await
+        .map_err(|e| failed(false, e))?;
+    let first = tokio::time::timeout(Duration::from_secs(10), proto::read_frame(recv)).await;
+    let why = match first {
         Ok(Ok(Some(ControlMessage::Welcome {
             version,
             control_plane,
@@ -163,154 +196,193 @@ async fn established(
                 "connected to control plane {control_plane} at {} (protocol {version})",
                 conn.remote_address()
             );
-            (version, heartbeat_ms.clamp(100, 60_000))
+            return Ok((version, heartbeat_ms.clamp(100, 60_000)));
         }
         Ok(Ok(Some(ControlMessage::Refused { code, message }))) => {
-            return Ended::Refused(code, message);
+            return Err(Ended::Refused(code, message));
         }
-        Ok(Ok(Some(other))) => {
-            return failed(false, anyhow::anyhow!("expected welcome, got {other:?}"));
-        }
-        Ok(Ok(None)) => {
-            return failed(
-                false,
-                anyhow::anyhow!("the control plane closed the connection before welcome"),
-            );
-        }
-        Ok(Err(e)) => {
-            // A refused certificate shows up here, on the first read, not at connect.
-            return failed(false, anyhow::anyhow!("no welcome: {e}"));
-        }
-        Err(_) => return failed(false, anyhow::anyhow!("no welcome within 10 s")),
+        Ok(Ok(Some(other))) => format!("expected welcome, got {other:?}"),
+        Ok(Ok(None)) => "the control plane closed the connection before welcome".to_string(),
+        // A refused certificate shows up here, on the first read, not at connect.
+        Ok(Err(e)) => format!("no welcome: {e}"),
+        Err(_) => "no welcome within 10 s".to_string(),
     };
-    let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
-    let mut poll = tokio::time::interval(Duration::from_millis(100));
-    let mut on_air: BTreeMap<String, bool> = BTreeMap::new();
-    // Tracks reported in this session; a new session reports the current ones again.
-    let mut reported: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    let (want, fetched, fetcher) = spawn_fetcher(conn.clone(), agent.media.clone());
-    let _fetcher = AbortOnDrop(fetcher);
-    let mut fetched = fetched;
-    want_admitted(&want, agent);
-    agent.metrics.connected.set(1);
-    struct Disconnected(prometheus::IntGauge);
-    impl Drop for Disconnected {
-        fn drop(&mut self) {
-            self.0.set(0);
+    Err(failed(false, anyhow::anyhow!(why)))
+}
+
+/// Clears the connected gauge however the session ends.
+struct Disconnected(prometheus::IntGauge);
+
+impl Drop for Disconnected {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
+/// The node's side of an established session: what it has told the control plane so far.
+struct AgentSession {
+    send: quinn::SendStream,
+    version: u32,
+    /// The media the node wants, for the fetcher.
+    want: tokio::sync::watch::Sender<BTreeMap<String, u64>>,
+    /// Whether each mount had a source at the last look.
+    on_air: BTreeMap<String, bool>,
+    /// Tracks reported in this session, by station; a new session reports the current ones
+    /// again.
+    reported: BTreeMap<String, (u64, String)>,
+    /// The newest usage report sent in this session.
+    usage_sent: u64,
+}
+
+impl AgentSession {
+    /// Serves the session until the control plane ends or refuses it, or `stop`; an error
+    /// (a write, a read, the connection) ends it as failed.
+    async fn run(
+        &mut self,
+        agent: &mut Agent,
+        recv: quinn::RecvStream,
+        mut fetched: tokio::sync::mpsc::Receiver<()>,
+        heartbeat_ms: u64,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Ended> {
+        let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        // Usage reports: everything still spooled goes first, then each report as it is sealed.
+        let usage = self.version >= proto::USAGE_VERSION;
+        let mut sealed = agent.sealed.subscribe();
+        if usage {
+            send_usage(agent, &mut self.send, &mut self.usage_sent).await?;
+        }
+        // Read on a task of their own: a frame read inside the `select!` below is not
+        // cancel-safe.
+        let mut frames = proto::read_frames::<_, ControlMessage>(recv);
+        loop {
+            tokio::select! {
+                Ok(()) = sealed.changed(), if usage => {
+                    send_usage(agent, &mut self.send, &mut self.usage_sent).await?;
+                }
+                Some(()) = fetched.recv() => {
+                    // New media arrived: AutoDJs waiting for it start, the others see more
+                    // tracks.
+                    if let Err(e) = agent.reconfigure() {
+                        tracing::warn!("applying newly fetched media: {e:#}");
+                    }
+                    // What the edge takes may change with the media.
+                    want_admitted(&self.want, agent);
+                }
+                msg = frames.recv() => {
+                    if let Some(ended) = self.on_message(agent, msg.unwrap_or(Ok(None))?).await? {
+                        return Ok(ended);
+                    }
+                }
+                _ = beat.tick() => self.heartbeat(agent).await?,
+                _ = poll.tick() => self.report_changes(agent).await?,
+                () = stop.cancelled() => return Ok(Ended::Stopped),
+            }
         }
     }
-    let _connected = Disconnected(agent.metrics.connected.clone());
-    // Usage reports: everything still spooled goes first, then each report as it is sealed.
-    let usage = version >= proto::USAGE_VERSION;
-    let mut sealed = agent.sealed.subscribe();
-    let mut usage_sent = 0u64;
-    if usage && let Err(e) = send_usage(agent, &mut send, &mut usage_sent).await {
-        return failed(true, e);
-    }
-    // Read on a task of their own: a frame read inside the `select!` below is not cancel-safe.
-    let mut frames = proto::read_frames::<_, ControlMessage>(recv);
-    loop {
-        tokio::select! {
-            Ok(()) = sealed.changed(), if usage => {
-                if let Err(e) = send_usage(agent, &mut send, &mut usage_sent).await {
-                    return failed(true, e);
-                }
+
+    /// One message of the control plane; Some when it ends the session.
+    async fn on_message(
+        &mut self,
+        agent: &mut Agent,
+        msg: Option<ControlMessage>,
+    ) -> anyhow::Result<Option<Ended>> {
+        match msg {
+            Some(ControlMessage::Desired(desired)) => {
+                let generation = desired.generation;
+                let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
+                want_admitted(&self.want, agent);
+                // What the node carries now, before the ack: the control plane trusts a node's
+                // observations only once they are as new as its desired state.
+                self.heartbeat(agent).await?;
+                let ack = NodeMessage::Ack { generation, error };
+                proto::write_frame(&mut self.send, &ack).await?;
             }
-            Some(()) = fetched.recv() => {
-                // New media arrived: AutoDJs waiting for it start, the others see more tracks.
-                if let Err(e) = agent.reconfigure() {
-                    tracing::warn!("applying newly fetched media: {e:#}");
-                }
-                want_admitted(&want, agent); // what the edge takes may change with the media
+            Some(ControlMessage::UsageAck { seq }) => on_usage_ack(agent, seq),
+            Some(ControlMessage::Refused { code, message }) => {
+                return Ok(Some(Ended::Refused(code, message)));
             }
-            msg = frames.recv() => match msg.unwrap_or(Ok(None)) {
-                Ok(Some(ControlMessage::Desired(desired))) => {
-                    let generation = desired.generation;
-                    let error = agent.apply(desired).err().map(|e| format!("{e:#}"));
-                    want_admitted(&want, agent);
-                    // What the node carries now, before the ack: the control plane trusts a
-                    // node's observations only once they are as new as its desired state.
-                    let hb = heartbeat(agent, version);
-                    if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
-                        return failed(true, e);
-                    }
-                    let ack = NodeMessage::Ack { generation, error };
-                    if let Err(e) = proto::write_frame(&mut send, &ack).await {
-                        return failed(true, e);
-                    }
-                }
-                Ok(Some(ControlMessage::UsageAck { seq })) => {
-                    let acked = {
-                        let mut spool = agent
-                            .spool
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let acked = spool.ack(seq);
-                        agent.metrics.spool.set(i64::try_from(spool.depth()).unwrap_or(i64::MAX));
-                        acked
-                    };
-                    if let Err(e) = acked {
-                        // The report stays pending and is sent again; the control plane stores
-                        // it once.
-                        tracing::error!("usage spool: {e:#}");
-                    }
-                }
-                Ok(Some(ControlMessage::Refused { code, message })) => return Ended::Refused(code, message),
-                Ok(Some(other)) => tracing::warn!("ignoring an unexpected control message: {other:?}"),
-                Ok(None) => return failed(true, anyhow::anyhow!("the control plane ended the session")),
-                Err(e) => return failed(true, e),
-            },
-            _ = beat.tick() => {
-                let hb = heartbeat(agent, version);
-                if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Heartbeat(hb)).await {
-                    return failed(true, e);
-                }
-            }
-            _ = poll.tick() => {
-                // Sources coming and going are told at once: the redirector and a drain wait on
-                // them. A mount that disappeared has left too.
-                let reports = agent.mount_reports();
-                let gone: Vec<String> = on_air
-                    .keys()
-                    .filter(|p| !reports.iter().any(|r| &r.path == *p))
-                    .cloned()
-                    .collect();
-                for track in agent.now_playing() {
-                    let key = (track.started_at_ms, track.title.clone());
-                    if reported.get(&track.station_id) != Some(&key) {
-                        reported.insert(track.station_id.clone(), key);
-                        let ev = NodeEvent::TrackChanged(track);
-                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
-                            return failed(true, e);
-                        }
-                    }
-                }
-                let stations = crate::apply::station_of_paths(&agent.desired);
-                for path in gone {
-                    if on_air.remove(&path) == Some(true) {
-                        let station_id = stations.get(&path).cloned().unwrap_or_default();
-                        let ev = NodeEvent::SourceLeft { station_id, path };
-                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
-                            return failed(true, e);
-                        }
-                    }
-                }
-                for MountReport { station_id, path, on_air: now, .. } in reports {
-                    let before = on_air.insert(path.clone(), now).unwrap_or(false);
-                    if before != now {
-                        let ev = if now {
-                            NodeEvent::SourceConnected { station_id, path }
-                        } else {
-                            NodeEvent::SourceLeft { station_id, path }
-                        };
-                        if let Err(e) = proto::write_frame(&mut send, &NodeMessage::Event(ev)).await {
-                            return failed(true, e);
-                        }
-                    }
-                }
-            }
-            () = stop.cancelled() => return Ended::Stopped,
+            Some(other) => tracing::warn!("ignoring an unexpected control message: {other:?}"),
+            None => anyhow::bail!("the control plane ended the session"),
         }
+        Ok(None)
+    }
+
+    async fn heartbeat(&mut self, agent: &mut Agent) -> anyhow::Result<()> {
+        let hb = heartbeat(agent, self.version);
+        proto::write_frame(&mut self.send, &NodeMessage::Heartbeat(hb)).await?;
+        Ok(())
+    }
+
+    async fn event(&mut self, ev: NodeEvent) -> anyhow::Result<()> {
+        proto::write_frame(&mut self.send, &NodeMessage::Event(ev)).await?;
+        Ok(())
+    }
+
+    /// Tracks that started and sources that came or went are told at once: the now-playing
+    /// feeds, the redirector and a drain wait on them. A mount that disappeared has left too.
+    async fn report_changes(&mut self, agent: &Agent) -> anyhow::Result<()> {
+        let reports = agent.mount_reports();
+        let gone: Vec<String> = self
+            .on_air
+            .keys()
+            .filter(|p| !reports.iter().any(|r| &r.path == *p))
+            .cloned()
+            .collect();
+        for track in agent.now_playing() {
+            let key = (track.started_at_ms, track.title.clone());
+            if self.reported.get(&track.station_id) != Some(&key) {
+                self.reported.insert(track.station_id.clone(), key);
+                self.event(NodeEvent::TrackChanged(track)).await?;
+            }
+        }
+        let stations = crate::apply::station_of_paths(&agent.desired);
+        for path in gone {
+            if self.on_air.remove(&path) == Some(true) {
+                let station_id = stations.get(&path).cloned().unwrap_or_default();
+                self.event(NodeEvent::SourceLeft { station_id, path })
+                    .await?;
+            }
+        }
+        for MountReport {
+            station_id,
+            path,
+            on_air: now,
+            ..
+        } in reports
+        {
+            let before = self.on_air.insert(path.clone(), now).unwrap_or(false);
+            if before != now {
+                let ev = if now {
+                    NodeEvent::SourceConnected { station_id, path }
+                } else {
+                    NodeEvent::SourceLeft { station_id, path }
+                };
+                self.event(ev).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The control plane stored usage report `seq`: it leaves the spool.
+fn on_usage_ack(agent: &Agent, seq: u64) {
+    let acked = {
+        let mut spool = agent
+            .spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let acked = spool.ack(seq);
+        agent
+            .metrics
+            .spool
+            .set(i64::try_from(spool.depth()).unwrap_or(i64::MAX));
+        acked
+    };
+    if let Err(e) = acked {
+        // The report stays pending and is sent again; the control plane stores it once.
+        tracing::error!("usage spool: {e:#}");
     }
 }
 
