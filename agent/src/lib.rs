@@ -232,6 +232,92 @@ pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow
     Ok(())
 }
 
+/// What the node tells the control plane about itself: its name, region and labels, where
+/// listeners and publishers reach it (the configured public URLs, else the addresses the edge
+/// listens on when those are specific), and its capacity.
+fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
+    let bound = edge.addr();
+    let public_url = if !config.node.public_url.is_empty() {
+        config.node.public_url.trim_end_matches('/').to_string()
+    } else if bound.ip().is_unspecified() {
+        anyhow::bail!(
+            "node.public_url is empty and the edge listens on {bound}: set node.public_url to the \
+             URL listeners reach this node at (e.g. http://edge1.example.com:{})",
+            bound.port()
+        );
+    } else {
+        format!("http://{bound}")
+    };
+    let rtmp_url = match edge.rtmp_addr() {
+        None => String::new(),
+        Some(_) if !config.node.rtmp_url.is_empty() => {
+            config.node.rtmp_url.trim_end_matches('/').to_string()
+        }
+        Some(a) if a.ip().is_unspecified() => anyhow::bail!(
+            "node.rtmp_url is empty and RTMP listens on {a}: set node.rtmp_url to the URL \
+             publishers reach this node at (e.g. rtmp://edge1.example.com:{})",
+            a.port()
+        ),
+        Some(a) => format!("rtmp://{a}"),
+    };
+    Ok(NodeAdvert {
+        name: if config.node.name.is_empty() {
+            default_name()
+        } else {
+            config.node.name.clone()
+        },
+        region: config.node.region.clone(),
+        labels: config.node.labels.clone(),
+        edge_url: public_url,
+        rtmp_url,
+        capacity_listeners: config.node.capacity_listeners,
+        capacity_mbps: config.node.capacity_mbps,
+    })
+}
+
+/// The node's identity: the one it has, else the one joining with `join` gives it (saved).
+async fn identity(
+    config: &AgentConfig,
+    state_dir: &Path,
+    join: Option<&str>,
+    advert: &NodeAdvert,
+) -> anyhow::Result<identity::Identity> {
+    let identity = match (identity::load(state_dir)?, join) {
+        (Some(id), Some(_)) => {
+            tracing::warn!(
+                "this node already joined as {}; ignoring --join (remove {} to join again)",
+                id.node_id,
+                identity::identity_path(state_dir).display()
+            );
+            id
+        }
+        (Some(id), None) => id,
+        (None, Some(token)) => {
+            let token: JoinToken = token.parse()?;
+            let mut addrs = Vec::new();
+            for a in &config.control_plane.addresses {
+                addrs.push(resolve(a).await?);
+            }
+            let id = identity::join(&token, &addrs, advert).await?;
+            identity::write_private(
+                &identity::identity_path(state_dir),
+                &serde_json::to_vec_pretty(&id)?,
+            )?;
+            tracing::info!(
+                "joined the cluster as node {} ({})",
+                id.node_id,
+                advert.name
+            );
+            id
+        }
+        (None, None) => anyhow::bail!(
+            "this node has not joined a cluster yet: run it once with --join TOKEN (an admin \
+             creates one with POST /v1/join-tokens)"
+        ),
+    };
+    Ok(identity)
+}
+
 /// Starts the edge (with the last desired state on disk) and joins when the node has no
 /// identity yet.
 pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Agent> {
@@ -269,76 +355,8 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         ),
         Err(e) => return Err(anyhow::Error::new(e).context("cannot start the edge")),
     };
-    let bound = edge.addr();
-    let public_url = if !config.node.public_url.is_empty() {
-        config.node.public_url.trim_end_matches('/').to_string()
-    } else if bound.ip().is_unspecified() {
-        anyhow::bail!(
-            "node.public_url is empty and the edge listens on {bound}: set node.public_url to the \
-             URL listeners reach this node at (e.g. http://edge1.example.com:{})",
-            bound.port()
-        );
-    } else {
-        format!("http://{bound}")
-    };
-    let rtmp_url = match edge.rtmp_addr() {
-        None => String::new(),
-        Some(_) if !config.node.rtmp_url.is_empty() => {
-            config.node.rtmp_url.trim_end_matches('/').to_string()
-        }
-        Some(a) if a.ip().is_unspecified() => anyhow::bail!(
-            "node.rtmp_url is empty and RTMP listens on {a}: set node.rtmp_url to the URL \
-             publishers reach this node at (e.g. rtmp://edge1.example.com:{})",
-            a.port()
-        ),
-        Some(a) => format!("rtmp://{a}"),
-    };
-    let advert = NodeAdvert {
-        name: if config.node.name.is_empty() {
-            default_name()
-        } else {
-            config.node.name.clone()
-        },
-        region: config.node.region.clone(),
-        labels: config.node.labels.clone(),
-        edge_url: public_url,
-        rtmp_url,
-        capacity_listeners: config.node.capacity_listeners,
-        capacity_mbps: config.node.capacity_mbps,
-    };
-    let identity = match (identity::load(&state_dir)?, join) {
-        (Some(id), Some(_)) => {
-            tracing::warn!(
-                "this node already joined as {}; ignoring --join (remove {} to join again)",
-                id.node_id,
-                identity::identity_path(&state_dir).display()
-            );
-            id
-        }
-        (Some(id), None) => id,
-        (None, Some(token)) => {
-            let token: JoinToken = token.parse()?;
-            let mut addrs = Vec::new();
-            for a in &config.control_plane.addresses {
-                addrs.push(resolve(a).await?);
-            }
-            let id = identity::join(&token, &addrs, &advert).await?;
-            identity::write_private(
-                &identity::identity_path(&state_dir),
-                &serde_json::to_vec_pretty(&id)?,
-            )?;
-            tracing::info!(
-                "joined the cluster as node {} ({})",
-                id.node_id,
-                advert.name
-            );
-            id
-        }
-        (None, None) => anyhow::bail!(
-            "this node has not joined a cluster yet: run it once with --join TOKEN (an admin \
-             creates one with POST /v1/join-tokens)"
-        ),
-    };
+    let advert = advert(&config, &edge)?;
+    let identity = identity(&config, &state_dir, join, &advert).await?;
     let agent_metrics = metrics::AgentMetrics::register(&edge)?;
     agent_metrics
         .spool
