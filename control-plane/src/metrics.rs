@@ -110,109 +110,109 @@ pub struct ClusterMetrics {
     pub store_corrupt: IntCounterVec,
 }
 
+/// Registers `c` in `registry` and hands it back.
+fn registered<C>(registry: &Registry, c: C) -> anyhow::Result<C>
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl ClusterMetrics {
     fn new(registry: &Registry) -> anyhow::Result<ClusterMetrics> {
+        let counters = |name: &str, help: &str, label: &str| {
+            registered(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), &[label])?,
+            )
+        };
+        let gauges = |name: &str, help: &str, label: &str| {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help), &[label])?;
+            registered(registry, g)
+        };
+        let duration = HistogramOpts::new(
+            "onda_scheduler_run_duration_seconds",
+            "Time of one reconcile round of the leader",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         let m = ClusterMetrics {
-            sessions: prometheus::IntGauge::new(
-                "onda_control_channel_sessions",
-                "Nodes connected to this replica's control channel",
+            sessions: registered(
+                registry,
+                prometheus::IntGauge::new(
+                    "onda_control_channel_sessions",
+                    "Nodes connected to this replica's control channel",
+                )?,
             )?,
-            usage_reports: IntCounterVec::new(
-                Opts::new(
-                    "onda_usage_reports_total",
-                    "Usage reports received from nodes, by result (stored, duplicate, failed)",
-                ),
-                &["result"],
+            usage_reports: counters(
+                "onda_usage_reports_total",
+                "Usage reports received from nodes, by result (stored, duplicate, failed)",
+                "result",
             )?,
-            usage_lag: prometheus::Gauge::new(
-                "onda_usage_ingest_lag_seconds",
-                "Seconds from the end of the last stored usage report's period to its storing",
+            usage_lag: registered(
+                registry,
+                prometheus::Gauge::new(
+                    "onda_usage_ingest_lag_seconds",
+                    "Seconds from the end of the last stored usage report's period to its storing",
+                )?,
             )?,
-            scheduler_runs: IntCounterVec::new(
-                Opts::new(
-                    "onda_scheduler_runs_total",
-                    "Reconcile rounds run by the leader, by result (ok, error)",
-                ),
-                &["result"],
+            scheduler_runs: counters(
+                "onda_scheduler_runs_total",
+                "Reconcile rounds run by the leader, by result (ok, error)",
+                "result",
             )?,
-            scheduler_duration: prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "onda_scheduler_run_duration_seconds",
-                    "Time of one reconcile round of the leader",
-                )
-                .buckets(vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ]),
+            scheduler_duration: registered(registry, prometheus::Histogram::with_opts(duration)?)?,
+            stations: gauges(
+                "onda_stations",
+                "Stations on the air by placement state (placed, unplaced); set by the leader",
+                "state",
             )?,
-            stations: prometheus::IntGaugeVec::new(
-                Opts::new(
-                    "onda_stations",
-                    "Stations on the air by placement state (placed, unplaced); set by the leader",
-                ),
-                &["state"],
+            nodes: gauges(
+                "onda_nodes",
+                "Nodes by status (ready, unreachable, draining, revoked); set by the leader",
+                "status",
             )?,
-            nodes: prometheus::IntGaugeVec::new(
-                Opts::new(
-                    "onda_nodes",
-                    "Nodes by status (ready, unreachable, draining, revoked); set by the leader",
-                ),
-                &["status"],
+            station_listeners: gauges(
+                "onda_station_listeners",
+                "Listeners of a station across every edge carrying it (relay pulls left out)",
+                "station",
             )?,
-            station_listeners: prometheus::IntGaugeVec::new(
-                Opts::new(
-                    "onda_station_listeners",
-                    "Listeners of a station across every edge carrying it (relay pulls left out)",
-                ),
-                &["station"],
+            tenant_listeners: gauges(
+                "onda_tenant_listeners",
+                "Listeners of a tenant's stations across every edge (relay pulls left out)",
+                "tenant",
             )?,
-            tenant_listeners: prometheus::IntGaugeVec::new(
-                Opts::new(
-                    "onda_tenant_listeners",
-                    "Listeners of a tenant's stations across every edge (relay pulls left out)",
-                ),
-                &["tenant"],
+            billing_invoices: counters(
+                "onda_billing_invoices_total",
+                "Invoices billing touched, by outcome (created, updated, unchanged, already_finalized, finalized, skipped)",
+                "outcome",
             )?,
-            billing_invoices: IntCounterVec::new(
-                Opts::new(
-                    "onda_billing_invoices_total",
-                    "Invoices billing touched, by outcome (created, updated, unchanged, already_finalized, finalized, skipped)",
-                ),
-                &["outcome"],
+            node_refusals: counters(
+                "onda_node_refusals_total",
+                "Requests of nodes the control plane refused, by kind (join: a failed join; usage: \
+                 usage for a station or stream the node did not carry; media: a media file its \
+                 desired state does not name; track: a track report for a station it does not run)",
+                "kind",
             )?,
-            node_refusals: IntCounterVec::new(
-                Opts::new(
-                    "onda_node_refusals_total",
-                    "Requests of nodes the control plane refused, by kind (join: a failed join; usage: \
-                     usage for a station or stream the node did not carry; media: a media file its \
-                     desired state does not name; track: a track report for a station it does not run)",
-                ),
-                &["kind"],
-            )?,
-            store_corrupt: IntCounterVec::new(
-                Opts::new(
-                    "onda_cluster_store_corrupt_total",
-                    "Values read from the coordinator that did not decode, by kind (placement, \
-                     desired, observed, now_playing); the leader skips its round",
-                ),
-                &["kind"],
+            store_corrupt: counters(
+                "onda_cluster_store_corrupt_total",
+                "Values read from the coordinator that did not decode, by kind (placement, \
+                 desired, observed, now_playing); the leader skips its round",
+                "kind",
             )?,
         };
-        registry.register(Box::new(m.store_corrupt.clone()))?;
-        registry.register(Box::new(m.sessions.clone()))?;
-        registry.register(Box::new(m.usage_reports.clone()))?;
-        registry.register(Box::new(m.usage_lag.clone()))?;
-        registry.register(Box::new(m.scheduler_runs.clone()))?;
-        registry.register(Box::new(m.scheduler_duration.clone()))?;
-        registry.register(Box::new(m.stations.clone()))?;
-        registry.register(Box::new(m.nodes.clone()))?;
-        registry.register(Box::new(m.station_listeners.clone()))?;
-        registry.register(Box::new(m.tenant_listeners.clone()))?;
-        registry.register(Box::new(m.billing_invoices.clone()))?;
-        registry.register(Box::new(m.node_refusals.clone()))?;
+        m.start_series_at_zero();
+        Ok(m)
+    }
+
+    /// Series exist from the start, so dashboards and alerts see zeros, not gaps.
+    fn start_series_at_zero(&self) {
+        let m = self;
         for k in crate::cluster::refusals::KINDS {
             m.node_refusals.with_label_values(&[k]);
         }
-        // Series exist from the start, so dashboards and alerts see zeros, not gaps.
         for r in ["stored", "duplicate", "failed"] {
             m.usage_reports.with_label_values(&[r]);
         }
@@ -235,7 +235,6 @@ impl ClusterMetrics {
         for st in ["ready", "unreachable", "draining", "revoked"] {
             m.nodes.with_label_values(&[st]);
         }
-        Ok(m)
     }
 }
 

@@ -450,30 +450,40 @@ async fn generate_in(
         }
     };
     if finalize {
-        // The plans of every day the tenant ever had, as they are now: late usage of this
-        // month will be priced with them even if a plan changes later.
-        let history = history(conn, tenant_id).await?;
-        let frozen: HashMap<&str, &Plan> = history
-            .iter()
-            .filter_map(|c| plans.get(&c.plan_id).map(|p| (c.plan_id.as_str(), p)))
-            .collect();
-        let done = sqlx::query(
-            "UPDATE invoices SET status = 'finalized', finalized_at = $2, updated_at = $2, \
-             plans = $3 WHERE id = $1 AND status = 'draft'",
-        )
-        .bind(&id)
-        .bind(now())
-        .bind(serde_json::to_string(&frozen).unwrap_or_else(|_| "{}".to_string()))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if done != 1 {
-            return Err(sqlx::Error::RowNotFound);
-        }
+        freeze(conn, tenant_id, &id, &plans).await?;
         let created = matches!(outcome, Outcome::Created(_));
         return Ok(Outcome::Finalized { id, created });
     }
     Ok(outcome)
+}
+
+/// Finalizes draft `id`, keeping with it the plans of every day the tenant ever had, as they
+/// are now: late usage of its month will be priced with them even if a plan changes later.
+async fn freeze(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+    plans: &HashMap<String, Plan>,
+) -> Result<(), sqlx::Error> {
+    let history = history(conn, tenant_id).await?;
+    let frozen: HashMap<&str, &Plan> = history
+        .iter()
+        .filter_map(|c| plans.get(&c.plan_id).map(|p| (c.plan_id.as_str(), p)))
+        .collect();
+    let done = sqlx::query(
+        "UPDATE invoices SET status = 'finalized', finalized_at = $2, updated_at = $2, \
+         plans = $3 WHERE id = $1 AND status = 'draft'",
+    )
+    .bind(id)
+    .bind(now())
+    .bind(serde_json::to_string(&frozen).unwrap_or_else(|_| "{}".to_string()))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if done != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    Ok(())
 }
 
 /// Replaces a draft's lines and totals; a finalized invoice is left as it is (and the caller's
