@@ -210,8 +210,34 @@ pub fn place(input: &Input<'_>) -> Outcome {
         .enumerate()
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
-    let demands = unique_stations(input.stations);
+    let (stations, groups) = stations(input, &nodes, &index, &rules);
+    let mut sched = Scheduler {
+        used: vec![Load::default(); nodes.len()],
+        node_hash: nodes.iter().map(|n| fnv1a(n.id.as_bytes())).collect(),
+        nodes: &nodes,
+    };
+    let mut assigned: Vec<Option<Assignment>> = vec![None; stations.len()];
+    let p = Phase {
+        stations: &stations,
+        groups: &groups,
+        rules: &rules,
+    };
+    p.keep(&mut sched, &mut assigned);
+    let kept: Vec<bool> = assigned.iter().map(Option::is_some).collect();
+    p.place_others(&mut sched, &mut assigned, &kept);
+    p.follow_listeners(&mut sched, &mut assigned, &kept);
+    outcome(input, &nodes, &index, &p, &assigned)
+}
 
+/// Each station to place, with what its current placement gives it, and the lists of eligible
+/// nodes its stations share (by index into `groups`).
+fn stations<'a>(
+    input: &Input<'a>,
+    nodes: &[&NodeInfo],
+    index: &BTreeMap<&str, usize>,
+    rules: &Rules,
+) -> (Vec<Station<'a>>, Vec<Vec<usize>>) {
+    let demands = unique_stations(input.stations);
     // Stations share few (region, selector) combinations, so each one's eligible nodes are listed
     // once instead of testing labels for every (station, node) pair.
     let mut group_of: BTreeMap<(&str, &BTreeMap<String, String>), usize> = BTreeMap::new();
@@ -257,77 +283,108 @@ pub fn place(input: &Input<'_>) -> Outcome {
             prev_relays,
         });
     }
+    (stations, groups)
+}
 
-    let mut sched = Scheduler {
-        used: vec![Load::default(); nodes.len()],
-        node_hash: nodes.iter().map(|n| fnv1a(n.id.as_bytes())).collect(),
-        nodes: &nodes,
-    };
-    let mut assigned: Vec<Option<Assignment>> = vec![None; stations.len()];
+/// What the phases of a placement share: the stations, their eligible nodes, the rules.
+struct Phase<'p, 'a> {
+    stations: &'p [Station<'a>],
+    groups: &'p [Vec<usize>],
+    rules: &'p Rules,
+}
 
-    // 1. Kept stations at their current carrier count, in id order. Charging exactly what they
-    //    had first is what makes a placement fed back unchanged keep every origin. Fewer
-    //    carriers are tried next, then more (a grown audience may need relays to fit at all).
-    for (i, st) in stations.iter().enumerate() {
-        let Some(origin) = st.kept_origin else {
-            continue;
-        };
-        let eligible = &groups[st.group];
-        let limit = rules.carrier_limit(eligible.len());
-        let carriers = (1 + st.prev_relays.len()).min(limit);
-        let target = rules.target_carriers(st.demand.listeners, carriers, limit);
-        let tries = (1..=carriers).rev().chain(carriers + 1..=target);
-        assigned[i] = sched.first_fit(st, eligible, Some(origin), &st.prev_relays, tries);
-    }
-    let kept: Vec<bool> = assigned.iter().map(Option::is_some).collect();
-
-    // 2. New and moved stations, largest demand first (stations are in id order already, so the
-    //    index breaks ties by id).
-    let mut order: Vec<usize> = (0..stations.len()).filter(|&i| !kept[i]).collect();
-    order.sort_by(|&a, &b| stations[b].load.cmp(&stations[a].load).then(a.cmp(&b)));
-    for i in order {
-        let st = &stations[i];
-        let eligible = &groups[st.group];
-        let limit = rules.carrier_limit(eligible.len());
-        let carriers = (1 + st.prev_relays.len()).min(limit);
-        let target = rules.target_carriers(st.demand.listeners, carriers, limit);
-        assigned[i] = sched.first_fit(st, eligible, None, &st.prev_relays, (1..=target).rev());
+impl Phase<'_, '_> {
+    /// Kept stations at their current carrier count, in id order. Charging exactly what they
+    /// had first is what makes a placement fed back unchanged keep every origin. Fewer
+    /// carriers are tried next, then more (a grown audience may need relays to fit at all).
+    fn keep(&self, sched: &mut Scheduler<'_>, assigned: &mut [Option<Assignment>]) {
+        let (stations, groups, rules) = (self.stations, self.groups, self.rules);
+        for (i, st) in stations.iter().enumerate() {
+            let Some(origin) = st.kept_origin else {
+                continue;
+            };
+            let eligible = &groups[st.group];
+            let limit = rules.carrier_limit(eligible.len());
+            let carriers = (1 + st.prev_relays.len()).min(limit);
+            let target = rules.target_carriers(st.demand.listeners, carriers, limit);
+            let tries = (1..=carriers).rev().chain(carriers + 1..=target);
+            assigned[i] = sched.first_fit(st, eligible, Some(origin), &st.prev_relays, tries);
+        }
     }
 
-    // 3. Relays of kept stations follow their listeners. Trying counts from the target back
-    //    towards the current one ends, at worst, with the configuration just released.
-    for (i, st) in stations.iter().enumerate() {
-        if !kept[i] {
-            continue;
+    /// New and moved stations, largest demand first (stations are in id order already, so the
+    /// index breaks ties by id).
+    fn place_others(
+        &self,
+        sched: &mut Scheduler<'_>,
+        assigned: &mut [Option<Assignment>],
+        kept: &[bool],
+    ) {
+        let (stations, groups, rules) = (self.stations, self.groups, self.rules);
+        let mut order: Vec<usize> = (0..stations.len()).filter(|&i| !kept[i]).collect();
+        order.sort_by(|&a, &b| stations[b].load.cmp(&stations[a].load).then(a.cmp(&b)));
+        for i in order {
+            let st = &stations[i];
+            let eligible = &groups[st.group];
+            let limit = rules.carrier_limit(eligible.len());
+            let carriers = (1 + st.prev_relays.len()).min(limit);
+            let target = rules.target_carriers(st.demand.listeners, carriers, limit);
+            assigned[i] = sched.first_fit(st, eligible, None, &st.prev_relays, (1..=target).rev());
         }
-        let Some(current) = assigned[i].take() else {
-            continue;
-        };
-        let eligible = &groups[st.group];
-        let limit = rules.carrier_limit(eligible.len());
-        let carriers = current.carriers();
-        let target = rules.target_carriers(st.demand.listeners, carriers, limit);
-        if target == carriers {
-            assigned[i] = Some(current);
-            continue;
-        }
-        sched.release(st, &current);
-        let tries: Vec<usize> = if target > carriers {
-            (carriers..=target).rev().collect()
-        } else {
-            (target..=carriers).collect()
-        };
-        let next = sched.first_fit(st, eligible, Some(current.origin), &current.relays, tries);
-        assigned[i] = match next {
-            Some(next) => Some(next),
-            None => {
-                sched.commit(st, &current);
-                Some(current)
+    }
+
+    /// Relays of kept stations follow their listeners. Trying counts from the target back
+    /// towards the current one ends, at worst, with the configuration just released.
+    fn follow_listeners(
+        &self,
+        sched: &mut Scheduler<'_>,
+        assigned: &mut [Option<Assignment>],
+        kept: &[bool],
+    ) {
+        let (stations, groups, rules) = (self.stations, self.groups, self.rules);
+        for (i, st) in stations.iter().enumerate() {
+            if !kept[i] {
+                continue;
             }
-        };
+            let Some(current) = assigned[i].take() else {
+                continue;
+            };
+            let eligible = &groups[st.group];
+            let limit = rules.carrier_limit(eligible.len());
+            let carriers = current.carriers();
+            let target = rules.target_carriers(st.demand.listeners, carriers, limit);
+            if target == carriers {
+                assigned[i] = Some(current);
+                continue;
+            }
+            sched.release(st, &current);
+            let tries: Vec<usize> = if target > carriers {
+                (carriers..=target).rev().collect()
+            } else {
+                (target..=carriers).collect()
+            };
+            let next = sched.first_fit(st, eligible, Some(current.origin), &current.relays, tries);
+            assigned[i] = match next {
+                Some(next) => Some(next),
+                None => {
+                    sched.commit(st, &current);
+                    Some(current)
+                }
+            };
+        }
     }
+}
 
-    // 4. The outcome, in station id order.
+/// The outcome, in station id order: each placed station's carriers and the nodes it is
+/// leaving, the stations that could not be placed and why, and how many origins moved.
+fn outcome(
+    input: &Input<'_>,
+    nodes: &[&NodeInfo],
+    index: &BTreeMap<&str, usize>,
+    p: &Phase<'_, '_>,
+    assigned: &[Option<Assignment>],
+) -> Outcome {
+    let (stations, groups) = (p.stations, p.groups);
     let mut outcome = Outcome::default();
     for (i, st) in stations.iter().enumerate() {
         let id = &st.demand.id;
@@ -383,7 +440,7 @@ pub fn place(input: &Input<'_>) -> Outcome {
                 }
                 outcome.unplaced.push(Unplaced {
                     station: id.clone(),
-                    reason: unplaced_reason(&nodes, st, groups[st.group].len()),
+                    reason: unplaced_reason(nodes, st, groups[st.group].len()),
                 });
                 if !previous.is_empty() {
                     outcome.placement.leaving_only.insert(
