@@ -352,12 +352,35 @@ impl http::Service for Front {
     }
 
     async fn call(self: Arc<Self>, mut req: Request) -> Option<Request> {
-        let ice = self.icecast.clone();
-        let mount = tracing::info_span!("mount", mount = %req.head.path);
-        match req.head.method.as_str() {
-            // Icecast's own paths answer over HTTP/1.0 and close, as Icecast does.
-            "SOURCE" | "PUT" => icecast::source::serve(req, ice).instrument(mount).await,
-            "OPTIONS" => {
+        // Icecast's own exchanges (sources, listeners) answer over HTTP/1.0 and close, as
+        // Icecast does; the other answers may keep the connection.
+        match (req.head.method.as_str(), route(&req.head.path)) {
+            ("SOURCE" | "PUT", _) => {
+                let span = mount_span(&req);
+                icecast::source::serve(req, self.icecast.clone())
+                    .instrument(span)
+                    .await;
+                return None;
+            }
+            // A mount or nothing; the listener code answers 404 for nothing.
+            ("GET" | "HEAD", Route::Mount) => {
+                let span = mount_span(&req);
+                icecast::listener::serve(req, self.icecast.clone())
+                    .instrument(span)
+                    .await;
+                return None;
+            }
+            ("GET" | "HEAD", Route::Admin) => {
+                if !self.node_route(&mut req).await {
+                    icecast::admin::serve(&mut req, self.icecast.clone()).await;
+                }
+            }
+            ("GET" | "HEAD", Route::Hls) => {
+                let name = req.head.path.split('/').nth(2).unwrap_or_default();
+                let span = tracing::info_span!("hls", stream = %name);
+                live::serve_hls(&mut req, &self.live).instrument(span).await;
+            }
+            ("OPTIONS", _) => {
                 let answer = Answer {
                     status: 204,
                     content_type: "text/plain",
@@ -367,24 +390,7 @@ impl http::Service for Front {
                     head_only: false,
                 };
                 let _ = reply(&mut req, &answer).await;
-                return req.persist.then_some(req);
             }
-            "GET" | "HEAD" => match route(&req.head.path) {
-                Route::Admin => {
-                    if !self.node_route(&mut req).await {
-                        icecast::admin::serve(&mut req, ice).await;
-                    }
-                    return req.persist.then_some(req);
-                }
-                Route::Hls => {
-                    let name = req.head.path.split('/').nth(2).unwrap_or_default();
-                    let span = tracing::info_span!("hls", stream = %name);
-                    live::serve_hls(&mut req, &self.live).instrument(span).await;
-                    return req.persist.then_some(req);
-                }
-                // A mount or nothing; the listener code answers 404 for nothing.
-                Route::Mount => icecast::listener::serve(req, ice).instrument(mount).await,
-            },
             _ => {
                 let _ = respond(
                     &mut req.stream,
@@ -394,10 +400,16 @@ impl http::Service for Front {
                     b"Method not allowed\n",
                 )
                 .await;
+                return None;
             }
         }
-        None
+        req.persist.then_some(req)
     }
+}
+
+/// The span of a source's or listener's connection to a mount.
+fn mount_span(req: &Request) -> tracing::Span {
+    tracing::info_span!("mount", mount = %req.head.path)
 }
 
 /// `onda edge --config edge.toml`: serve until SIGINT/SIGTERM.

@@ -168,7 +168,7 @@ impl Registry {
     }
 
     /// Listener usage of every mount since the previous call (those with nothing to report
-    /// left out), sorted by path.
+    /// left out); the edge sorts it with the live streams' usage.
     pub(crate) fn take_usage(&self) -> Vec<MountUsage> {
         let mut out = Vec::new();
         for (path, cell) in self.usage.cells() {
@@ -194,7 +194,6 @@ impl Registry {
             }
         }
         self.usage.prune();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
 }
