@@ -310,6 +310,19 @@ impl ControlPlane {
         resp.json().await.expect("station json")
     }
 
+    /// Creates a station of tenant `key` with the AutoDJ on and `mounts` (a JSON list);
+    /// answers its id and slug.
+    pub async fn autodj_station(&self, key: &str, name: &str, mounts: Value) -> (String, String) {
+        let body = json!({"name": name, "autodj_enabled": true, "mounts": mounts});
+        let (s, station) = self
+            .tenant_call(key, reqwest::Method::POST, "/v1/stations", Some(body))
+            .await;
+        assert_eq!(s, 201, "{station}");
+        let id = station["id"].as_str().expect("id").to_string();
+        let slug = station["slug"].as_str().expect("slug").to_string();
+        (id, slug)
+    }
+
     /// Where the redirector sends a listener of `slug`'s `/radio.mp3` right now (None: 503).
     pub async fn redirect(&self, slug: &str) -> Option<String> {
         let resp = self

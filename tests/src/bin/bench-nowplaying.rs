@@ -21,7 +21,6 @@
 use onda_tests::bench::{arg, clock_ticks, tree_cpu_seconds, tree_rss_kib};
 use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::wait_for;
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -320,20 +319,13 @@ async fn cluster(
     let token = cp.join_token(600).await;
     let agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let key = cp.tenant_key("Bench Radio").await;
-    let (s, station) = cp
-        .tenant_call(
+    let (sid, slug) = cp
+        .autodj_station(
             &key,
-            Method::POST,
-            "/v1/stations",
-            Some(
-                json!({"name": "Bench FM", "autodj_enabled": true, "mounts": [
-                {"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]}),
-            ),
+            "Bench FM",
+            json!([{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]),
         )
         .await;
-    assert_eq!(s, 201, "{station}");
-    let sid = station["id"].as_str().expect("id").to_string();
-    let slug = station["slug"].as_str().expect("slug").to_string();
     let media = tempfile::tempdir().expect("dir");
     let tones = [
         ("t0.mp3", 440, 4, "Bench", "Track 0"),

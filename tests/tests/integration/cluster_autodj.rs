@@ -69,21 +69,16 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
     let _agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
 
     let key = cp.tenant_key("Tracks Inc").await;
-    let (s, station) = cp
-        .tenant_call(
+    let (sid, slug) = cp
+        .autodj_station(
             &key,
-            Method::POST,
-            "/v1/stations",
-            Some(
-                json!({"name": "Track FM", "autodj_enabled": true, "mounts": [
+            "Track FM",
+            json!([
                 {"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 128},
-                {"path": "/radio.aac", "format": "aac", "bitrate_kbps": 64}]}),
-            ),
+                {"path": "/radio.aac", "format": "aac", "bitrate_kbps": 64},
+            ]),
         )
         .await;
-    assert_eq!(s, 201, "{station}");
-    let sid = station["id"].as_str().expect("id").to_string();
-    let slug = station["slug"].as_str().expect("slug").to_string();
 
     let media = tempfile::tempdir().expect("dir");
     let tones = [

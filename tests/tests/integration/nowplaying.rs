@@ -8,7 +8,6 @@ use onda_tests::api::TestControlPlane;
 use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::db::Backend;
 use onda_tests::wait_for;
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -79,20 +78,13 @@ async fn every_feed_gets_each_change_from_one_snapshot_build() {
     let token = cp.join_token(600).await;
     let _agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
     let key = cp.tenant_key("Feeds Inc").await;
-    let (s, station) = cp
-        .tenant_call(
+    let (sid, slug) = cp
+        .autodj_station(
             &key,
-            Method::POST,
-            "/v1/stations",
-            Some(
-                json!({"name": "Feed FM", "autodj_enabled": true, "mounts": [
-                {"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]}),
-            ),
+            "Feed FM",
+            json!([{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]),
         )
         .await;
-    assert_eq!(s, 201, "{station}");
-    let sid = station["id"].as_str().expect("id").to_string();
-    let slug = station["slug"].as_str().expect("slug").to_string();
     let media = tempfile::tempdir().expect("dir");
     let tones = [
         ("one.mp3", 440, 3, "Feeder", "Song One"),
