@@ -1,7 +1,14 @@
 //! The agent's connection to the control planes: mutual TLS, hello, then desired states in and
 //! heartbeats, acks and events out. Reconnects with exponential backoff and jitter, moving to
 //! the next control-plane address after each failure; the edge keeps serving the last desired
-//! state the whole time.
+//! state the whole time. A node the control plane refuses for good (revoked, unknown) stops with
+//! the reason; a version refusal is retried at the longest backoff.
+//!
+//! After the `handshake`, an `AgentSession` has one method per thing that happens. A desired
+//! state is applied, then a heartbeat reports what the node now carries, then the generation is
+//! acked (the control plane trusts observations only once they are that new). Source and track
+//! changes are looked for every 100 ms and sent as events; spooled usage reports go first in a
+//! session that speaks usage, then each as it is sealed.
 
 use crate::Agent;
 use onda_shared::cluster::proto::{

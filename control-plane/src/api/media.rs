@@ -5,6 +5,14 @@
 //! make of it, and stored once per content. Scoping is the stations' own: a
 //! tenant key reaches only its stations' files (another tenant's station answers 404); the admin
 //! token reads and deletes any.
+//!
+//! An upload, in order: the caller, the station and the plan's `autodj` feature are checked
+//! before a byte of the body is read; the body streams into the store while hashed; content the
+//! station already holds answers 200 and a file over the quota is refused, both before the
+//! probe; then, under the store's reference lock and in a transaction holding the tenant's lock,
+//! the checks are made again, the row inserted and the blob placed before the commit. Every
+//! refusal answers `Connection: close`, since the unread rest of the body makes the connection
+//! unusable.
 
 use super::AppState;
 use super::auth::Caller;

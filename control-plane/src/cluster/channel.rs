@@ -1,6 +1,14 @@
 //! The QUIC control channel: joins (no client certificate, a one-time token) and sessions of
 //! joined nodes (mutual TLS). One bidirectional stream per connection carries the frames of
-//! [`onda_shared::cluster::proto`].
+//! [`onda_shared::cluster::proto`]; each media file a node fetches takes a further stream.
+//!
+//! A join consumes its token (one conditional UPDATE) in the transaction that records the node,
+//! before the CA signs anything. A session (`NodeSession`, one method per kind of message)
+//! identifies the node by its certificate's SHA-256 and refuses a revoked or unknown one; it
+//! keeps the node's lease alive on heartbeats and stores its observations, sends the node's
+//! desired state whenever the leader rewrites it, stores each usage report once per (node,
+//! sequence number) and acknowledges it only after the commit, and serves media and takes
+//! track reports only for what the node's desired state names.
 
 use super::{Cluster, Observed, store, usage_vet};
 use crate::coordinator::LeaseId;

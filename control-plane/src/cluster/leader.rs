@@ -3,6 +3,12 @@
 //! coordinator lease this loop keeps alive; when a keep-alive fails the replica stops acting at
 //! once and campaigns again, so two leaders never write at the same time for longer than one
 //! lease.
+//!
+//! A new leader first waits one node lease, and then until every node the placement puts
+//! stations on is alive again (at most `reconnect_grace` more), so a restart or a failover
+//! moves nothing while agents are still reconnecting. Then it reconciles after every change
+//! under `/nodes/` in the coordinator, at most every 200 ms and at least once a second; it reads
+//! the AutoDJ catalogue at most every `AUTODJ_REFRESH` and prunes the carriage record hourly.
 
 use super::round::{
     self, AutoDjInputs, Carriage, Memory, NodeWrites, PlanSettings, RoundPlan, Snapshot,

@@ -4,6 +4,12 @@
 //! no clock (the round's time is in the snapshot), so rounds can be replayed and their properties
 //! checked on generated clusters, as [`scheduler::place`] is; the leader (`leader.rs`)
 //! gathers, plans and writes.
+//!
+//! Live streams are placed like stations: they select a label the round gives nodes that
+//! advertise an RTMP ingest, and their viewers count as listeners, so popular streams get
+//! relays. A node stops carrying a station it is leaving only once the new origin has applied
+//! its latest desired state and reports the station on the air (an older state's report could
+//! be stale).
 
 use super::Observed;
 use crate::db;

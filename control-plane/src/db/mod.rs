@@ -1,6 +1,12 @@
 //! The control plane's database: a pool over SQLite (embedded default) or PostgreSQL, chosen by
 //! URL, with the embedded migrations applied at connect. One set of portable SQL serves both
 //! backends through sqlx's Any driver; each submodule owns the queries of one resource.
+//!
+//! SQLite runs in WAL mode and its write transactions take the lock at once
+//! (`BEGIN IMMEDIATE`, see [`Db::begin`]); a plan limit that counts rows is checked after
+//! `tenants::lock` in the writing transaction. Lists are keyset pages over ids ([`paginate`]).
+//! A domain value or a label column that does not decode ([`parsed`], [`labels`]) is an error
+//! naming the column, never a default.
 
 pub mod billing;
 pub mod carriage;

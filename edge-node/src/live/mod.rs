@@ -4,6 +4,10 @@
 //!
 //! Invariants: a stream has at most one publisher, and only a connection that presented the
 //! stream's current key; changing a stream's key or removing the stream ends its publisher.
+//! A stream's renditions ([`Live`] names them `{stream}/{rendition}`) are fed only by its
+//! transcoder, never by an RTMP publish; they use their stream's admission, viewers and
+//! counters, and count as streams of their own neither in the publishing gauge nor in
+//! [`crate::Edge::live_stats`].
 
 pub(crate) mod flv;
 pub(crate) mod hls;
