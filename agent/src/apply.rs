@@ -1,6 +1,9 @@
-//! Turns a desired state into the edge's configuration (each station's mounts under its slug;
-//! relays pulling from the origin edge; on the origin, the station's AutoDJ over the media files
-//! already in the node's cache) and keeps one ffmpeg tone source running per mount of stations
+//! Turns a desired state into the edge's configuration (each station's mounts under its slug,
+//! sharing one listener group of the node's share of the station's limit; relays pulling from
+//! the origin edge; on the origin (and a node handing the station over), the station's AutoDJ
+//! over the media files already in the node's cache, and its live mount open to the DJ
+//! accounts' Argon2 hashes; live streams with their keys, playback secrets and renditions as
+//! the desired state gives them) and keeps one ffmpeg tone source running per mount of stations
 //! whose desired state asks for one (test clusters without media).
 //!
 //! One station or live stream the edge refuses must not stop the others: [`admit`] keeps what
