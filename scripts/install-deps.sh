@@ -54,12 +54,16 @@ for pair in "${wanted[@]}"; do
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
-# The browser tests' Node packages (playwright-core never downloads a browser: it drives the
-# system chromium), from tests/browser/package-lock.json.
+# The tests' Node packages (playwright-core never downloads a browser: it drives the system
+# chromium; jsonwebtoken signs user tokens as tenants' backends do), from
+# tests/browser/package-lock.json.
 node_packages() {
   local dir
   dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
-  if [ "$target" = test ] && [ ! -d "$dir/node_modules" ]; then
+  # Installed again when package-lock.json is newer than what npm last installed (a package
+  # was added), not only on a fresh machine.
+  if [ "$target" = test ] && { [ ! -f "$dir/node_modules/.package-lock.json" ] \
+      || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
     echo "Installing the browser tests' Node packages (npm ci in tests/browser) ..." >&2
     (cd "$dir" && npm ci --no-audit --no-fund >/tmp/onda-npm.log 2>&1) \
       || { tail -20 /tmp/onda-npm.log >&2; echo "npm ci failed; see /tmp/onda-npm.log" >&2; exit 1; }

@@ -17,4 +17,5 @@ pub mod nowplaying;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod users;
 pub mod validate;

@@ -8,6 +8,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// User tokens checked, by `outcome` (accepted or why refused).
+    user_tokens: IntCounterVec,
     pub cluster: ClusterMetrics,
     pub nowplaying: NowPlayingMetrics,
     pub media: MediaMetrics,
@@ -268,6 +270,17 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(build))?;
+        let user_tokens = IntCounterVec::new(
+            Opts::new(
+                "onda_user_token_checks_total",
+                "User tokens checked, by outcome: accepted, or the reason they were refused",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in crate::users::Refused::OUTCOMES {
+            user_tokens.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(user_tokens.clone()))?;
         let cluster = ClusterMetrics::new(&registry)?;
         let nowplaying = NowPlayingMetrics::new(&registry)?;
         let media = MediaMetrics::new(&registry)?;
@@ -275,6 +288,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            user_tokens,
             cluster,
             nowplaying,
             media,
@@ -289,6 +303,12 @@ impl Metrics {
         self.latency
             .with_label_values(&[method, route, &status])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one user token check: `None` when it was accepted.
+    pub fn user_token_checked(&self, refused: Option<&crate::users::Refused>) {
+        let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
+        self.user_tokens.with_label_values(&[outcome]).inc();
     }
 
     /// Counts what a billing run did.

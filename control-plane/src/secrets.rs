@@ -46,6 +46,11 @@ pub fn new_playback_secret() -> String {
     random_string(ALPHABET_MIXED, 43)
 }
 
+/// The secret of a user-token signing key (256 bits): the HMAC key is these characters.
+pub fn new_signing_secret() -> String {
+    random_string(ALPHABET_MIXED, 43)
+}
+
 /// An admin token for dev mode.
 pub fn new_admin_token() -> String {
     format!("onda_admin_{}", random_string(ALPHABET_MIXED, 40))

@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod users;
+pub use users::*;
+
 pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 
 /// What a plan allows a tenant to use.
@@ -412,13 +415,17 @@ pub struct PlacementFailure {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
-    /// "admin" or "tenant".
+    /// "admin", "tenant" (an API key) or "user" (a user token).
     pub role: String,
     pub tenant: Option<Tenant>,
     pub plan: Option<Plan>,
     /// The tenant's media storage against its plan (tenants only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageUsage>,
+    /// The end user a user token acts as (users only): their profile, and nothing of the
+    /// tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EndUser>,
 }
 
 /// A tenant's media storage: the files' bytes plus the estimated size of the renditions the

@@ -5,6 +5,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::db;
 use crate::secrets::{constant_time_eq, sha256_hex};
+use crate::users::{self, Principal, Refused};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -49,34 +50,56 @@ impl Caller {
     }
 }
 
+/// The bearer token of a request, or why there is none.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "Send an Authorization: Bearer header with the admin token, a tenant API key or a \
+             user token."
+                .to_string(),
+        )
+    })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            let (scheme, rest) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("The Authorization header must be `Bearer <token>`.".to_string())
+        })
+}
+
+fn is_admin(state: &AppState, token: &str) -> bool {
+    state
+        .admin_token
+        .as_ref()
+        .is_some_and(|admin| constant_time_eq(admin.as_bytes(), token.as_bytes()))
+}
+
+/// A user token is a JWT (dots between its parts); API keys never contain a '.', and the
+/// admin token, which an operator may choose freely, is recognised first.
+fn is_user_token(state: &AppState, token: &str) -> bool {
+    token.contains('.') && !is_admin(state, token)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "Send an Authorization: Bearer header with the admin token or a tenant API key."
-                    .to_string(),
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                let (scheme, rest) = h.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "The Authorization header must be `Bearer <token>`.".to_string(),
-                )
-            })?;
-        if let Some(admin) = &state.admin_token
-            && constant_time_eq(admin.as_bytes(), token.as_bytes())
-        {
+        let token = bearer(parts)?;
+        if is_admin(state, token) {
             return Ok(Caller::Admin);
+        }
+        if is_user_token(state, token) {
+            return Err(ApiError::Forbidden(
+                "This is a user token: it acts only as its user. This route needs the admin \
+                 token or the tenant's API key."
+                    .to_string(),
+            ));
         }
         let mut conn = state.db.conn().await?;
         let tenant_id = db::keys::tenant_for_secret(&mut conn, &sha256_hex(token)).await?;
@@ -87,6 +110,96 @@ impl FromRequestParts<AppState> for Caller {
         tenant.map(Caller::Tenant).ok_or_else(|| {
             ApiError::Unauthorized("The token is unknown or has been revoked.".to_string())
         })
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Database(e) => e.into(),
+            Refused::Suspended(_) => ApiError::Forbidden(e.to_string()),
+            other => ApiError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
+/// Extractor for routes an end user calls with a user token: who it acts as. API keys and the
+/// admin token are refused (the principals are never mixed).
+pub struct UserCaller(pub Principal);
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if !is_user_token(state, token) {
+            return Err(ApiError::Forbidden(
+                "This route is for end users: call it with a user token.".to_string(),
+            ));
+        }
+        let mut conn = state.db.conn().await?;
+        let principal = users::authenticate(&mut conn, token, db::now()).await;
+        state.metrics.user_token_checked(principal.as_ref().err());
+        Ok(UserCaller(principal?))
+    }
+}
+
+/// Either kind of caller, for the routes that answer both (`/v1/me`).
+pub enum AnyCaller {
+    Panel(Caller),
+    User(Principal),
+}
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(parts).is_ok_and(|t| is_user_token(state, t)) {
+            let UserCaller(p) = UserCaller::from_request_parts(parts, state).await?;
+            return Ok(AnyCaller::User(p));
+        }
+        Ok(AnyCaller::Panel(
+            Caller::from_request_parts(parts, state).await?,
+        ))
+    }
+}
+
+/// The tenant whose end users or signing keys a route reads: only the tenant itself (end users
+/// are the tenant's, identified by its own ids, so the admin has no namespace to name them in).
+pub fn users_tenant(caller: &Caller) -> Result<&Tenant, ApiError> {
+    match caller {
+        Caller::Admin => Err(ApiError::Forbidden(
+            "End users and signing keys belong to a tenant: call this route with the tenant's \
+             API key."
+                .to_string(),
+        )),
+        Caller::Tenant(t) => Ok(t),
+    }
+}
+
+/// Extractor for routes on one end user (`{user_id}` in the path): the tenant's key (an active
+/// tenant's for anything but GET) and a well-formed user id, checked before the body is read.
+pub struct TenantUser {
+    pub tenant: Tenant,
+    pub user_id: String,
+}
+
+impl FromRequestParts<AppState> for TenantUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let tenant = users_tenant(&caller)?.clone();
+        if parts.method != axum::http::Method::GET {
+            caller.writing_tenant("Users")?;
+        }
+        // Percent-decoded: `fan%40example.com` names the user `fan@example.com`.
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::NotFound("This route names no user.".to_string()))?;
+        let user_id = users::user_id(&raw)?.to_string();
+        Ok(TenantUser { tenant, user_id })
     }
 }
 

@@ -1,26 +1,35 @@
 //! `/v1/me`: who the bearer token belongs to, with the tenant's plan and its media storage.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::{AnyCaller, Caller};
 use super::error::ApiResult;
 use crate::db;
 use axum::Json;
 use axum::extract::State;
 use onda_shared::api::{Me, Problem, StorageUsage};
 
-/// The caller: "admin", or "tenant" with its tenant, plan and media storage (the files plus
-/// the estimated renditions the edges make of them, against the plan's `storage_bytes`).
+/// The caller: "admin"; "tenant" with its tenant, plan and media storage (the files plus the
+/// estimated renditions the edges make of them, against the plan's `storage_bytes`); or "user"
+/// with the end user's profile only.
 #[utoipa::path(get, path = "/v1/me", tag = "tenants",
     responses((status = 200, body = Me), (status = 401, body = Problem)))]
-pub async fn get(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
+pub async fn get(State(st): State<AppState>, caller: AnyCaller) -> ApiResult<Json<Me>> {
     Ok(Json(match caller {
-        Caller::Admin => Me {
+        AnyCaller::User(p) => Me {
+            role: "user".to_string(),
+            tenant: None,
+            plan: None,
+            storage: None,
+            user: Some(p.user),
+        },
+        AnyCaller::Panel(Caller::Admin) => Me {
             role: "admin".to_string(),
             tenant: None,
             plan: None,
             storage: None,
+            user: None,
         },
-        Caller::Tenant(t) => {
+        AnyCaller::Panel(Caller::Tenant(t)) => {
             let mut conn = st.db.conn().await?;
             let plan = db::plans::get(&mut conn, &t.plan_id).await?;
             let used = db::media::tenant_usage(&mut conn, &t.id).await?;
@@ -35,6 +44,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<M
                 tenant: Some(t),
                 plan,
                 storage: Some(storage),
+                user: None,
             }
         }
     }))

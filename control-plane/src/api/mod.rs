@@ -17,11 +17,13 @@ pub mod nodes;
 mod nowplaying;
 mod plans;
 mod playlists;
+mod signing_keys;
 pub mod stations;
 pub mod streamers;
 pub mod streams;
 mod tenants;
 mod usage;
+mod users;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -58,7 +60,7 @@ pub struct AppState {
     info(
         title = "Onda panel API",
         description = "Plans, tenants, API keys, stations, media and nodes of an Onda streaming cluster. \
-            Authenticate with `Authorization: Bearer <admin token or tenant API key>`. Errors are \
+            Authenticate with `Authorization: Bearer <admin token, tenant API key or user token>`. Errors are \
             RFC 9457 problem documents. Lists take `limit` (1-100) and `cursor`.",
     ),
     security(("bearer" = [])),
@@ -70,6 +72,7 @@ pub struct AppState {
         (name = "media", description = "A station's media library: uploaded audio for the AutoDJ"),
         (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
         (name = "streams", description = "A tenant's live video streams: RTMP ingest with a stream key, HLS playback"),
+        (name = "users", description = "A tenant's end users, the user tokens they act with, and the keys those are signed with (tenant API keys)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -135,6 +138,11 @@ pub fn router(
         .routes(routes!(billing::list))
         .routes(routes!(billing::get))
         .routes(routes!(billing::finalize))
+        .routes(routes!(users::list))
+        .routes(routes!(users::get, users::put, users::delete))
+        .routes(routes!(users::create_token))
+        .routes(routes!(signing_keys::list, signing_keys::create))
+        .routes(routes!(signing_keys::revoke))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

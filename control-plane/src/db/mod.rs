@@ -18,11 +18,13 @@ pub mod media;
 pub mod nodes;
 pub mod plans;
 pub mod playlists;
+pub mod signing_keys;
 pub mod stations;
 pub mod streamers;
 pub mod tenant_history;
 pub mod tenants;
 pub mod usage;
+pub mod users;
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -100,6 +102,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage overlap",
         include_str!("../../migrations/0013_usage_overlap.sql"),
     ),
+    (14, "users", include_str!("../../migrations/0014_users.sql")),
 ];
 
 impl Db {

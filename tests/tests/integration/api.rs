@@ -634,6 +634,21 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         .body;
     let lvs_a = live_a["id"].as_str().expect("stream id").to_string();
     let lvs_slug = live_a["slug"].as_str().expect("slug").to_string();
+    cp.call(
+        Method::PUT,
+        "/v1/users/fan-a",
+        Some(&key_a),
+        Some(json!({"display_name": "A's fan"})),
+    )
+    .await
+    .expect(201);
+    let user_a = cp.get("/v1/users/fan-a", &key_a).await.expect(200).body;
+    let sk_a = cp
+        .post("/v1/signing-keys", &key_a, json!({}))
+        .await
+        .expect(201)
+        .body;
+    let sk_a = sk_a["id"].as_str().expect("signing key id").to_string();
 
     let spec = cp
         .call(Method::GET, "/openapi.json", None, None)
@@ -647,6 +662,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let path = template
                 .replace("{key_id}", &kid_a)
+                .replace("{user_id}", "fan-a")
+                .replace("{kid}", &sk_a)
                 .replace("{station}", &sid_a)
                 .replace("{mount}", "radio.mp3")
                 .replace("{stream}", &format!("{lvs_slug}.m3u8"))
@@ -666,6 +683,11 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 );
             // The public push feed never ends by itself; the cluster tests read it.
             if template == "/api/nowplaying/{station}/events" {
+                continue;
+            }
+            // B putting a user with A's user's id makes B's own user (ids are each tenant's
+            // own); the users test checks that A's is untouched by it.
+            if (method.as_str(), template.as_str()) == ("put", "/v1/users/{user_id}") {
                 continue;
             }
             let body = matches!(m, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
@@ -693,6 +715,13 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 // The public HLS redirector: A's stream is not placed in this API-only test
                 // cluster (no node), so it is unavailable.
                 ("get", "/watch/{stream}") => &[503],
+                // B's own end users (none) and signing keys; creating a key of its own. A's
+                // user and A's key through B's key: as if they did not exist.
+                ("get", "/v1/users" | "/v1/signing-keys") => &[200],
+                ("post", "/v1/signing-keys") => &[201],
+                (_, t) if t.starts_with("/v1/users/") || t.starts_with("/v1/signing-keys/") => {
+                    &[404]
+                }
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
@@ -724,6 +753,12 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         sa
     );
     cp.get("/v1/me", &key_a).await.expect(200);
+    assert_eq!(
+        cp.get("/v1/users/fan-a", &key_a).await.expect(200).body,
+        user_a
+    );
+    let keys_a = cp.get("/v1/signing-keys", &key_a).await.expect(200).body;
+    assert_eq!(keys_a[0]["revoked_at"], Value::Null, "{keys_a}");
     cp.stop().await;
 }
 
@@ -761,7 +796,8 @@ async fn refuses_malformed(cp: &TestControlPlane, case: Case, huge: &[u8]) {
             &path,
             &token,
             Some("application/json"),
-            b"{\"name\": ".to_vec(),
+            // Cut short before any field, so no route can first find a field it does not know.
+            b"{ ".to_vec(),
         )
         .await;
     r.problem(400);
@@ -888,6 +924,14 @@ async fn bad_input_is_refused_and_changes_nothing(b: Backend) {
             list: "/v1/stations".to_string(),
             wrong_type: json!({"max_listeners": "many"}),
             unknown_field: json!({"source_password": "mine"}),
+        },
+        Case {
+            method: Method::PUT,
+            path: "/v1/users/fan-1".to_string(),
+            token: key.clone(),
+            list: "/v1/users".to_string(),
+            wrong_type: json!({"creator": "yes"}),
+            unknown_field: json!({"display_name": "F", "tenant_id": tid}),
         },
     ];
     for case in cases {
@@ -1051,6 +1095,14 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("patch", "/v1/stations/{id}/streamers/{streamer_id}"),
         ("delete", "/v1/stations/{id}/streamers/{streamer_id}"),
         ("get", "/v1/stations/{id}/live"),
+        ("get", "/v1/users"),
+        ("get", "/v1/users/{user_id}"),
+        ("put", "/v1/users/{user_id}"),
+        ("delete", "/v1/users/{user_id}"),
+        ("post", "/v1/users/{user_id}/tokens"),
+        ("get", "/v1/signing-keys"),
+        ("post", "/v1/signing-keys"),
+        ("delete", "/v1/signing-keys/{kid}"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -26,3 +26,4 @@ mod monitoring;
 mod nowplaying;
 mod ogg;
 mod usage;
+mod users;

@@ -1,0 +1,167 @@
+//! A tenant's end users: profiles keyed by (tenant, the tenant's own user id).
+
+use super::{Conn, now, paginate, rfc3339};
+use onda_shared::api::{EndUser, Page};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, display_name, avatar_url, creator, metadata, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
+    let raw: String = row.try_get("metadata")?;
+    // Written by this code as a JSON object; anything else is an error naming the column.
+    let metadata = serde_json::from_str(&raw).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "metadata".to_string(),
+        source: format!("metadata is not a JSON object ({e}): {raw:.64}").into(),
+    })?;
+    Ok(EndUser {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        avatar_url: row.try_get("avatar_url")?,
+        creator: row.try_get::<i64, _>("creator")? != 0,
+        metadata,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+/// Whether [`put`] made the user or replaced an existing profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    Replaced,
+}
+
+/// Creates or replaces the profile `user` (its id and fields; the timestamps are set here).
+pub async fn put(
+    conn: &mut Conn,
+    tenant_id: &str,
+    user: &EndUser,
+) -> Result<(EndUser, Put), sqlx::Error> {
+    let ts = now();
+    let metadata = serde_json::Value::Object(user.metadata.clone()).to_string();
+    // One statement, so two replicas putting the same new user cannot both insert.
+    let done = sqlx::query(
+        "INSERT INTO end_users (tenant_id, id, display_name, avatar_url, creator, metadata, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+         ON CONFLICT (tenant_id, id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(&user.id)
+    .bind(&user.display_name)
+    .bind(user.avatar_url.as_deref())
+    .bind(i64::from(user.creator))
+    .bind(&metadata)
+    .bind(ts)
+    .execute(&mut *conn)
+    .await?;
+    let outcome = if done.rows_affected() > 0 {
+        Put::Created
+    } else {
+        sqlx::query(
+            "UPDATE end_users SET display_name = $1, avatar_url = $2, creator = $3, \
+             metadata = $4, updated_at = $5 WHERE tenant_id = $6 AND id = $7",
+        )
+        .bind(&user.display_name)
+        .bind(user.avatar_url.as_deref())
+        .bind(i64::from(user.creator))
+        .bind(&metadata)
+        .bind(ts)
+        .bind(tenant_id)
+        .bind(&user.id)
+        .execute(&mut *conn)
+        .await?;
+        Put::Replaced
+    };
+    let stored = get(conn, tenant_id, &user.id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok((stored, outcome))
+}
+
+pub async fn get(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<EndUser>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM end_users WHERE tenant_id = $1 AND id = $2"
+    ));
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// `text` as a LIKE pattern matching it anywhere, with LIKE's own characters escaped.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// A page of the tenant's users by id, optionally only those whose display name or id
+/// contains `search` (case-insensitive).
+pub async fn list(
+    conn: &mut Conn,
+    tenant_id: &str,
+    search: Option<&str>,
+    limit: u32,
+    cursor: &str,
+) -> Result<Page<EndUser>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM end_users WHERE tenant_id = $1 AND id > $2 \
+         AND ($3 = '' OR LOWER(display_name) LIKE $4 ESCAPE '\\' OR LOWER(id) LIKE $4 ESCAPE '\\') \
+         ORDER BY id LIMIT $5"
+    ));
+    let search = search.unwrap_or_default();
+    let rows = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(cursor)
+        .bind(search)
+        .bind(contains_pattern(search))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(conn)
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(items, limit, |u| &u.id))
+}
+
+pub async fn delete(conn: &mut Conn, tenant_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM end_users WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Removes every user of a tenant (the tenant is being deleted).
+pub async fn delete_all(conn: &mut Conn, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM end_users WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(contains_pattern("Ana"), "%ana%");
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

@@ -1,0 +1,97 @@
+//! Wire types of a tenant's end users and the tokens they sign in with.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One of a tenant's own users, identified by the tenant's id for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndUser {
+    /// The tenant's own id of the user: 1 to 128 of `A-Z a-z 0-9 _ . : @ -`.
+    pub id: String,
+    /// The name others see; the id when none was given.
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    /// A creator (who streams, is tipped and called) rather than a fan.
+    pub creator: bool,
+    /// The tenant's own data about the user: a JSON object of at most 4 KiB.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `PUT /v1/users/{user_id}`: the whole profile (a field left out takes its default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutUser {
+    /// At most 100 characters; defaults to the user's id.
+    pub display_name: Option<String>,
+    /// An http or https URL.
+    pub avatar_url: Option<String>,
+    #[serde(default)]
+    pub creator: bool,
+    /// A JSON object of at most 4 KiB (serialized); defaults to `{}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Parameters of `GET /v1/users`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct UserListParams {
+    /// Items per page, 1 to 100 (default 50).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only users whose display name or id contains this text (case-insensitive).
+    pub q: Option<String>,
+}
+
+/// `POST /v1/users/{user_id}/tokens`: the body may be empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserToken {
+    /// How long the token is valid, 60 to 86400 seconds (default 3600).
+    pub ttl_seconds: Option<u32>,
+}
+
+/// A user token for the tenant's app to hand its user: a JWT (HS256) with `iss` the tenant,
+/// `sub` the user, `exp` and `kid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserToken {
+    pub token: String,
+    pub user_id: String,
+    /// The signing key it is signed with.
+    pub kid: String,
+    pub expires_at: String,
+}
+
+/// A key user tokens are signed with. The secret is shown once, when the key is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKey {
+    /// The `kid` a token's header names.
+    pub id: String,
+    /// Made by Onda for the tokens it mints (`POST /v1/users/{id}/tokens`); revoking it signs
+    /// every minted token out, and the next token gets a new key.
+    pub managed: bool,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A new signing key with its secret: the HMAC key is the secret's characters as UTF-8 bytes,
+/// as JWT libraries take a string secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewSigningKey {
+    #[serde(flatten)]
+    pub key: SigningKey,
+    pub secret: String,
+}
