@@ -41,11 +41,18 @@ fn require_ended(p: Period) -> ApiResult<()> {
     Ok(())
 }
 
-/// One tenant's invoice; a database error (a deadlock PostgreSQL broke, a lost connection)
-/// skips the tenant with the reason instead of ending the whole run.
+/// One tenant's invoice; a database error (a deadlock PostgreSQL broke, a lost connection, a
+/// stored value such as a plan that does not decode) skips the tenant with the reason instead
+/// of ending the whole run, and writes nothing for it.
 async fn generate_one(st: &AppState, tenant_id: &str, p: Period, finish: Finish) -> Outcome {
     match db::billing::generate(&st.db, tenant_id, p, finish).await {
         Ok(o) => o,
+        Err(e @ sqlx::Error::ColumnDecode { .. }) => {
+            tracing::error!(tenant = %tenant_id, period = %p, "billing failed: {e}");
+            Outcome::Skipped(format!(
+                "a stored value does not decode ({e}); repair it, then run again"
+            ))
+        }
         Err(e) => {
             tracing::warn!(tenant = %tenant_id, period = %p, "billing failed: {e}");
             Outcome::Skipped(format!("the database refused the invoice ({e}); run again"))

@@ -229,7 +229,8 @@ pub async fn plans(conn: &mut Conn) -> Result<HashMap<String, Plan>, sqlx::Error
 }
 
 /// The plans a month was priced with: those frozen in the tenant's finalized invoice of it,
-/// then today's for any plan it does not name.
+/// then today's for any plan it does not name. Frozen plans that do not decode are an error
+/// naming the column, never "nothing frozen": late usage would be priced with today's plans.
 async fn plans_of(
     conn: &mut Conn,
     tenant_id: &str,
@@ -246,12 +247,18 @@ async fn plans_of(
     .map(|r| r.try_get("plans"))
     .transpose()?;
     let mut out = current.clone();
-    if let Some(json) = frozen
-        && let Ok(frozen) = serde_json::from_str::<HashMap<String, Plan>>(&json)
-    {
-        out.extend(frozen);
+    if let Some(raw) = frozen {
+        out.extend(frozen_plans("plans", &raw)?);
     }
     Ok(out)
+}
+
+/// The plans frozen in `column` of an invoice, as JSON by plan id.
+fn frozen_plans(column: &str, raw: &str) -> Result<HashMap<String, Plan>, sqlx::Error> {
+    serde_json::from_str(raw).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("{column} is not a JSON object of plans by id ({e}): {raw:.64}").into(),
+    })
 }
 
 /// Why a month cannot be priced (a plan gone, plans in two currencies), or a database error.
@@ -645,4 +652,89 @@ pub async fn list(
         items.push(from_row(conn, r).await?);
     }
     Ok(paginate(items, limit, |inv| &inv.id))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_plans_that_do_not_decode_are_an_error_naming_the_column() {
+        assert!(frozen_plans("plans", "{}").unwrap().is_empty());
+        let err = frozen_plans("plans", r#"{"plan_basic": 7}"#).unwrap_err();
+        assert!(
+            matches!(&err, sqlx::Error::ColumnDecode { index, .. } if index == "plans"),
+            "{err:?}"
+        );
+        let err = err.to_string();
+        assert!(
+            err.contains("plans is not a JSON object of plans by id"),
+            "{err}"
+        );
+        assert!(err.contains(r#"{"plan_basic": 7}"#), "{err}");
+    }
+
+    /// Late usage of a month whose finalized invoice froze plans that no longer decode is not
+    /// priced with today's plans: the tenant's billing fails and writes nothing.
+    #[tokio::test]
+    async fn corrupt_frozen_plans_fail_the_invoice_instead_of_pricing_with_todays() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::Db::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        let jan = Period::parse("2024-01").unwrap();
+        let feb = Period::parse("2024-02").unwrap();
+        {
+            let mut c = db.conn().await.unwrap();
+            sqlx::query(
+                "INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name) \
+                 VALUES ('t1', $1, 'plan_basic', 'active', 'T1')",
+            )
+            .bind(jan.start_ms())
+            .execute(&mut *c)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO invoices (id, tenant_id, tenant_name, period, status, currency, \
+                 total_micros, created_at, updated_at, finalized_at, plans) \
+                 VALUES ('inv_jan', 't1', 'T1', '2024-01', 'finalized', 'USD', 0, 0, 0, 0, \
+                 'garbage')",
+            )
+            .execute(&mut *c)
+            .await
+            .unwrap();
+            // Usage of January that arrived after its invoice was finalized.
+            sqlx::query(
+                "INSERT INTO usage_mounts (node_id, seq, station_id, tenant_id, mount, \
+                 period_start_ms, period_end_ms, listener_ms, peak_listeners, sessions, \
+                 bytes_sent) VALUES ('n1', 1, 'st1', 't1', '/live', $1, $2, 3600000, 1, 1, \
+                 1000000000)",
+            )
+            .bind(jan.start_ms() + 86_400_000)
+            .bind(jan.start_ms() + 86_400_000 + 60_000)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        }
+        for finish in [Finish::Draft, Finish::Finalize] {
+            let err = generate(&db, "t1", feb, finish).await.unwrap_err();
+            assert!(
+                matches!(&err, sqlx::Error::ColumnDecode { index, .. } if index == "plans"),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("garbage"), "{err}");
+        }
+        let mut c = db.conn().await.unwrap();
+        assert!(find(&mut c, "t1", "2024-02").await.unwrap().is_none());
+        let unbilled: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_mounts WHERE invoice_id IS NULL")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+        assert_eq!(unbilled, 1, "the finalization's marks were rolled back");
+    }
 }

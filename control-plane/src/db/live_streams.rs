@@ -58,7 +58,10 @@ pub async fn has_renditions(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Err
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    Ok(ladder.is_some_and(|l| !super::plans::renditions_from_column(&l).is_empty()))
+    Ok(match ladder {
+        Some(l) => !super::plans::renditions_from_column("live_renditions", &l)?.is_empty(),
+        None => false,
+    })
 }
 
 pub async fn list(
@@ -193,8 +196,9 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error>
                     .then(|| r.try_get("playback_secret"))
                     .transpose()?,
                 renditions: super::plans::renditions_from_column(
+                    "live_renditions",
                     &r.try_get::<String, _>("live_renditions")?,
-                ),
+                )?,
             })
         })
         .collect()

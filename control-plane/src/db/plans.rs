@@ -38,7 +38,10 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             max_listeners_per_station: u32_col("max_listeners_per_station")?,
             storage_bytes: u64_col("storage_bytes")?,
             max_live_streams: u32_col("max_live_streams")?,
-            live_renditions: renditions_from_column(&row.try_get::<String, _>("live_renditions")?),
+            live_renditions: renditions_from_column(
+                "live_renditions",
+                &row.try_get::<String, _>("live_renditions")?,
+            )?,
         },
         features: PlanFeatures {
             autodj: flag("feature_autodj")?,
@@ -67,9 +70,13 @@ fn formats_column(formats: &[AudioFormat]) -> String {
         .join(",")
 }
 
-/// The ladder is kept as JSON; a column this code did not write reads as no ladder.
-pub fn renditions_from_column(text: &str) -> Vec<LiveRendition> {
-    serde_json::from_str(text).unwrap_or_default()
+/// The ladder, kept as JSON in `column`. A value this code did not write is an error naming the
+/// column, never "no ladder": that would quietly take a plan's ABR renditions away.
+pub fn renditions_from_column(column: &str, raw: &str) -> Result<Vec<LiveRendition>, sqlx::Error> {
+    serde_json::from_str(raw).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("{column} is not a JSON list of renditions ({e}): {raw:.64}").into(),
+    })
 }
 
 /// Saturating conversion: limits are validated before they get here, and SQL BIGINT is signed.
@@ -183,4 +190,87 @@ pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
         .execute(conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ladder_that_does_not_decode_is_an_error_naming_the_column() {
+        assert_eq!(
+            renditions_from_column("live_renditions", r#"[{"height":720,"video_kbps":2500}]"#)
+                .unwrap(),
+            [LiveRendition {
+                height: 720,
+                video_kbps: 2500
+            }]
+        );
+        assert!(
+            renditions_from_column("live_renditions", "[]")
+                .unwrap()
+                .is_empty()
+        );
+        let err = renditions_from_column("live_renditions", "{720p}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("live_renditions is not a JSON list of renditions"),
+            "{err}"
+        );
+        assert!(err.contains("{720p}"), "{err}");
+    }
+
+    /// A plan, and the live streams of its tenants, whose stored ladder does not decode fail
+    /// to read, instead of reading as "no ladder".
+    #[tokio::test]
+    async fn a_corrupt_ladder_fails_the_reads_of_its_plan_and_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::Db::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        let mut c = db.conn().await.unwrap();
+        for sql in [
+            "INSERT INTO tenants (id, name, email, plan_id, status, created_at, updated_at) \
+             VALUES ('t1', 'T1', 't1@example.com', 'plan_basic', 'active', 0, 0)",
+            "INSERT INTO live_streams (id, tenant_id, name, slug, stream_key, access, \
+             playback_secret, created_at, updated_at) \
+             VALUES ('ls1', 't1', 'Live', 'live', 'key', 'public', '', 0, 0)",
+        ] {
+            sqlx::query(sql).execute(&mut *c).await.unwrap();
+        }
+        assert!(get(&mut c, "plan_basic").await.unwrap().is_some());
+        assert!(
+            !super::super::live_streams::has_renditions(&mut c, "ls1")
+                .await
+                .unwrap()
+        );
+        sqlx::query("UPDATE plans SET live_renditions = 'not json' WHERE id = 'plan_basic'")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        let errors = [
+            get(&mut c, "plan_basic").await.map(|_| ()).unwrap_err(),
+            list(&mut c, 100, "").await.map(|_| ()).unwrap_err(),
+            super::super::live_streams::has_renditions(&mut c, "ls1")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            super::super::live_streams::catalog(&mut c)
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(
+                matches!(&e, sqlx::Error::ColumnDecode { index, .. } if index == "live_renditions"),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("not json"), "{e}");
+        }
+    }
 }

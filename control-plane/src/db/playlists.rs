@@ -20,7 +20,7 @@ fn from_row(row: &AnyRow) -> Result<Playlist, sqlx::Error> {
         kind: parsed(row, "kind")?,
         order: parsed(row, "play_order")?,
         weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
-        days: days.split(',').filter_map(|d| d.parse().ok()).collect(),
+        days: days_from_column("days", &days)?,
         start: parsed_opt(row, "start_time")?,
         end: parsed_opt(row, "end_time")?,
         every_songs: row
@@ -30,6 +30,24 @@ fn from_row(row: &AnyRow) -> Result<Playlist, sqlx::Error> {
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
+}
+
+/// ISO weekdays (1 = Monday … 7 = Sunday) kept comma-separated in `column`. A value this code
+/// did not write is an error naming the column, never a day left out: a scheduled playlist
+/// with no day left would play every day.
+fn days_from_column(column: &str, raw: &str) -> Result<Vec<u8>, sqlx::Error> {
+    raw.split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| match d.parse::<u8>() {
+            Ok(day) if (1..=7).contains(&day) => Ok(day),
+            Ok(day) => Err(format!("{day} is not an ISO weekday")),
+            Err(e) => Err(format!("{d:?}: {e}")),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: format!("{column} is not a list of ISO weekdays ({e}): {raw:.64}").into(),
+        })
 }
 
 /// The playlist's media ids in order (files deleted since are left out).
@@ -292,4 +310,69 @@ pub async fn autodj_catalog(conn: &mut Conn) -> Result<AutoDjCatalog, sqlx::Erro
             .insert(r.try_get("station_id")?, settings_from_row(r)?);
     }
     Ok(cat)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_that_do_not_decode_are_an_error_naming_the_column() {
+        assert_eq!(days_from_column("days", "").unwrap(), Vec::<u8>::new());
+        assert_eq!(days_from_column("days", "5,6").unwrap(), [5, 6]);
+        for raw in ["5,x", "0", "1,8", "mon", "5,,6,256"] {
+            let err = days_from_column("days", raw).unwrap_err();
+            assert!(
+                matches!(&err, sqlx::Error::ColumnDecode { index, .. } if index == "days"),
+                "{raw}: {err:?}"
+            );
+            let err = err.to_string();
+            assert!(err.contains("days is not a list of ISO weekdays"), "{err}");
+            assert!(err.contains(raw), "{err}");
+        }
+    }
+
+    /// A scheduled playlist whose stored days do not decode fails to read (its API calls and
+    /// the leader's AutoDJ catalog), instead of playing on the days that are left, or every day.
+    #[tokio::test]
+    async fn corrupt_days_fail_the_reads_of_the_playlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::Db::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        let mut c = db.conn().await.unwrap();
+        sqlx::query(
+            "INSERT INTO playlists (id, station_id, name, kind, play_order, weight, days, \
+             start_time, end_time, every_songs, created_at, updated_at) \
+             VALUES ('pl1', 'st1', 'Weekend', 'scheduled', 'shuffle', 1, '6,7', '22:00', \
+             '02:00', NULL, 0, 0)",
+        )
+        .execute(&mut *c)
+        .await
+        .unwrap();
+        assert_eq!(
+            get(&mut c, "st1", "pl1").await.unwrap().unwrap().days,
+            [6, 7]
+        );
+        sqlx::query("UPDATE playlists SET days = '6,Sun' WHERE id = 'pl1'")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        let errors = [
+            get(&mut c, "st1", "pl1").await.map(|_| ()).unwrap_err(),
+            list(&mut c, "st1", 100, "").await.map(|_| ()).unwrap_err(),
+            autodj_catalog(&mut c).await.map(|_| ()).unwrap_err(),
+        ];
+        for e in errors {
+            assert!(
+                matches!(&e, sqlx::Error::ColumnDecode { index, .. } if index == "days"),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("6,Sun"), "{e}");
+        }
+    }
 }
