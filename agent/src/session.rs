@@ -78,7 +78,8 @@ pub async fn run(agent: &mut Agent, stop: &CancellationToken) -> anyhow::Result<
                 tracing::warn!("control plane {addr}: {error:#}; retrying in about {backoff:?}");
             }
         }
-        // Full jitter: nodes that lost the same control plane do not come back in step.
+        // Equal jitter (half the backoff plus a random half): nodes that lost the same control
+        // plane do not come back in step.
         let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
