@@ -6,13 +6,96 @@
 //! or another component's variables are left alone), while a variable that names a known section
 //! but an unknown key (`ONDA_HTTP_LISTN`) is reported instead of being silently ignored.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::Path;
+
+/// A loaded configuration value a component cannot use: the key it is under (`http.listen`,
+/// `limits.queue_bytes`, `mounts`, …) and a sentence saying what is wrong and what would do.
+/// Each section's `validate` returns it, so a caller can tell a bad configuration from an I/O
+/// failure and a user reads which key to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: String) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            message,
+        }
+    }
+}
+
+/// `#[serde(with = "parsed")]` for a value written as a string and parsed with `FromStr`
+/// (a listen address): serde's own error for a bad address does not quote it, this one does,
+/// and the loader adds the key (`"localhost": invalid socket address syntax in `http.listen``).
+pub mod parsed {
+    use super::*;
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e}")))
+    }
+}
+
+/// `#[serde(with = "empty_is_none")]` for an optional value written as a string, where the empty
+/// string means "none" (`rtmp.listen = ""`: no RTMP). It serializes `None` as `""` rather than
+/// as a missing key or null, so the file, the environment override (`ONDA_RTMP_LISTEN=`) and the
+/// JSON on the wire all say the same thing, and the loader still sees a string key to override.
+pub mod empty_is_none {
+    use super::*;
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.collect_str(v),
+            None => serializer.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let raw = String::deserialize(deserializer)?;
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e}")))
+    }
+}
 
 /// Why a configuration could not be loaded; every message names the file, key or variable.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum LoadError {
     #[error("cannot read configuration file {path}: {source}")]
     Read {
         path: String,
@@ -27,12 +110,12 @@ pub enum ConfigError {
 }
 
 /// Loads `T` from an optional TOML file and the process environment.
-pub fn load<T>(path: Option<&Path>) -> Result<T, ConfigError>
+pub fn load<T>(path: Option<&Path>) -> Result<T, LoadError>
 where
     T: Serialize + DeserializeOwned + Default,
 {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| LoadError::Read {
             path: p.display().to_string(),
             source,
         })?,
@@ -43,18 +126,18 @@ where
 }
 
 /// Loads `T` from TOML text and the given environment (testable without touching the process).
-pub fn load_from<T, I>(text: &str, origin: &str, env: I) -> Result<T, ConfigError>
+pub fn load_from<T, I>(text: &str, origin: &str, env: I) -> Result<T, LoadError>
 where
     T: Serialize + DeserializeOwned + Default,
     I: IntoIterator<Item = (String, String)>,
 {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| LoadError::Parse {
         path: origin.to_string(),
         message: e.to_string(),
     })?;
     // The shape of the default value tells which keys exist and what type each has.
     let defaults = serde_json::to_value(T::default())
-        .map_err(|e| ConfigError::Invalid(format!("cannot describe defaults: {e}")))?;
+        .map_err(|e| LoadError::Invalid(format!("cannot describe defaults: {e}")))?;
     let mut known = Vec::new();
     collect_keys(&defaults, &mut Vec::new(), &mut known);
 
@@ -69,7 +152,7 @@ where
             let value = parse_env_value(&var, &raw, default)?;
             set_path(&mut table, key_path, value);
         } else if let Some(near) = typo_of_section(suffix, &known) {
-            return Err(ConfigError::Env {
+            return Err(LoadError::Env {
                 var,
                 message: format!("no such section; did you mean ONDA_{near}_…?"),
             });
@@ -84,7 +167,7 @@ where
                 .filter(|(p, _)| p.len() > 1 && p[0].to_uppercase() == section)
                 .map(|(p, _)| format!("ONDA_{}", env_name(p)))
                 .collect();
-            return Err(ConfigError::Env {
+            return Err(LoadError::Env {
                 var,
                 message: format!(
                     "no such key in section [{}]; known variables: {}",
@@ -95,7 +178,7 @@ where
         }
     }
 
-    T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| LoadError::Parse {
         path: origin.to_string(),
         message: e.to_string(),
     })
@@ -161,8 +244,8 @@ fn parse_env_value(
     var: &str,
     raw: &str,
     default: &serde_json::Value,
-) -> Result<toml::Value, ConfigError> {
-    let err = |what: &str| ConfigError::Env {
+) -> Result<toml::Value, LoadError> {
+    let err = |what: &str| LoadError::Env {
         var: var.to_string(),
         message: format!("expected {what}, got {raw:?}"),
     };
