@@ -13,8 +13,8 @@
 
 use crate::media::MediaCache;
 use onda_edge::config::{
-    AutoDjConfig, AutoDjOutput, EdgeConfig, MountConfig, PlaylistConfig, RelayConfig, SourceUser,
-    TrackConfig,
+    AutoDjConfig, AutoDjOutput, ConfigError, EdgeConfig, MountConfig, PlaylistConfig, RelayConfig,
+    SourceUser, TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
 use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec};
@@ -22,9 +22,16 @@ use onda_shared::domain::{AudioFormat, PlaylistKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 /// The edge configuration for `desired`, on top of the node's own HTTP/admin/limits settings.
-pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache) -> EdgeConfig {
+/// Fails only when an origin URL in `desired` is not a URL (the control plane writes them as
+/// strings; they become typed here, once).
+pub fn edge_config(
+    base: &EdgeConfig,
+    desired: &DesiredState,
+    media: &MediaCache,
+) -> Result<EdgeConfig, ConfigError> {
     let mut cfg = base.clone();
     cfg.mounts.clear();
     cfg.relays.clear();
@@ -33,22 +40,28 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
     cfg.live_streams = desired
         .live_streams
         .iter()
-        .map(|l| onda_edge::config::LiveStreamConfig {
-            name: l.slug.clone(),
-            key: l.stream_key.clone(),
-            playback_secret: l.playback_secret.clone(),
-            origin_url: l.origin_url.clone(),
-            renditions: l
-                .renditions
-                .iter()
-                .map(|r| onda_edge::config::RenditionConfig {
-                    name: r.name.clone(),
-                    height: r.height,
-                    video_kbps: r.video_kbps,
-                })
-                .collect(),
+        .map(|l| {
+            Ok(onda_edge::config::LiveStreamConfig {
+                name: l.slug.clone(),
+                key: l.stream_key.clone(),
+                playback_secret: l.playback_secret.clone(),
+                origin_url: l
+                    .origin_url
+                    .as_deref()
+                    .map(|o| origin_url("live_streams", &l.slug, o))
+                    .transpose()?,
+                renditions: l
+                    .renditions
+                    .iter()
+                    .map(|r| onda_edge::config::RenditionConfig {
+                        name: r.name.clone(),
+                        height: r.height,
+                        video_kbps: r.video_kbps,
+                    })
+                    .collect(),
+            })
         })
-        .collect();
+        .collect::<Result<_, ConfigError>>()?;
     for s in &desired.stations {
         // The station's limit holds over all its mounts on this node together.
         let group = s.max_listeners.map(|max| {
@@ -84,7 +97,11 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
             let path = edge_mount_path(&s.slug, &m.path);
             match (s.role, &s.origin_url) {
                 (StationRole::Relay, Some(origin)) => cfg.relays.push(RelayConfig {
-                    url: format!("{}{path}", origin.trim_end_matches('/')),
+                    url: origin_url(
+                        "relays",
+                        &s.slug,
+                        &format!("{}{path}", origin.trim_end_matches('/')),
+                    )?,
                     path,
                     max_listeners: None,
                     listener_group: group.clone(),
@@ -108,7 +125,17 @@ pub fn edge_config(base: &EdgeConfig, desired: &DesiredState, media: &MediaCache
         }
         cfg.autodj.extend(autodj);
     }
-    cfg
+    Ok(cfg)
+}
+
+/// An origin edge's URL from a desired state, as the edge takes it.
+fn origin_url(key: &str, slug: &str, url: &str) -> Result<Url, ConfigError> {
+    Url::parse(url).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("{key}: {slug}: origin URL {url:?} is not a URL: {e}"),
+        )
+    })
 }
 
 /// What of a desired state the edge takes: the same desired state without the stations and live
@@ -128,7 +155,11 @@ pub fn admit(
     desired: &DesiredState,
     media: &MediaCache,
 ) -> anyhow::Result<Admitted> {
-    let check = |d: &DesiredState| edge_config(base, d, media).validate().map(|_| ());
+    let check = |d: &DesiredState| {
+        edge_config(base, d, media)
+            .and_then(EdgeConfig::validate)
+            .map(|_| ())
+    };
     if check(desired).is_ok() {
         return Ok(Admitted {
             desired: desired.clone(),
@@ -209,7 +240,7 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
                 .iter()
                 .filter(|t| media.has(&t.sha256))
                 .map(|t| TrackConfig {
-                    file: media.path(&t.sha256).display().to_string(),
+                    file: media.path(&t.sha256),
                     artist: t.artist.clone(),
                     title: t.title.clone(),
                     weight: t.weight.max(1),
@@ -396,6 +427,7 @@ async fn supervise(path: String, args: Vec<String>, stop: CancellationToken) {
 mod tests {
     use super::*;
     use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec, PlaylistSpec, TrackSpec};
+    use std::net::SocketAddr;
 
     fn station(id: &str, slug: &str, mounts: &[&str]) -> StationSpec {
         StationSpec {
@@ -432,7 +464,7 @@ mod tests {
 
     fn base() -> EdgeConfig {
         let mut b = EdgeConfig::default();
-        b.http.listen = "127.0.0.1:0".to_string();
+        b.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         b
     }
 
@@ -471,7 +503,12 @@ mod tests {
             a.rejected
         );
         // What is admitted passes the edge's check as a whole.
-        assert!(edge_config(&base(), &a.desired, &media).validate().is_ok());
+        assert!(
+            edge_config(&base(), &a.desired, &media)
+                .expect("origin URLs")
+                .validate()
+                .is_ok()
+        );
         // Only the AutoDJ media of what the edge took is fetched.
         let with_media = |mut s: StationSpec, sha: &str| {
             s.autodj = Some(AutoDjSpec {
@@ -581,7 +618,7 @@ mod tests {
             stations: vec![s],
             ..DesiredState::default()
         };
-        let cfg = edge_config(&base(), &desired, &media);
+        let cfg = edge_config(&base(), &desired, &media).expect("origin URLs");
         let a = &cfg.autodj[0];
         assert_eq!(a.timezone.as_str(), "Europe/Berlin");
         let formats: Vec<AudioFormat> = a.outputs.iter().map(|o| o.format).collect();

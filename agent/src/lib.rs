@@ -96,7 +96,7 @@ impl Agent {
     /// Applies to the edge and the tones what the edge takes of `desired`.
     fn apply_admitted(&mut self, desired: &DesiredState) -> anyhow::Result<()> {
         let admitted = apply::admit(&self.base, desired, &self.media)?;
-        let cfg = apply::edge_config(&self.base, &admitted.desired, &self.media);
+        let cfg = apply::edge_config(&self.base, &admitted.desired, &self.media)?;
         self.edge.apply(cfg)?;
         self.tones.sync(&admitted.desired, self.edge.addr().port());
         if admitted.rejected != self.admitted.rejected {
@@ -337,7 +337,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         rtmp: config.rtmp.clone(),
         hls: config.hls.clone(),
         media: onda_edge::config::MediaConfig {
-            cache_dir: state_dir.join("renditions").display().to_string(),
+            cache_dir: state_dir.join("renditions"),
         },
         ..EdgeConfig::default()
     };
@@ -346,7 +346,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
     let desired = identity::load_desired(&state_dir).unwrap_or_default();
     // What the edge takes of the last desired state (the rest is refused again just below).
     let admitted = apply::admit(&base, &desired, &media)?;
-    let edge = match Edge::start(apply::edge_config(&base, &admitted.desired, &media)).await {
+    let edge = match Edge::start(apply::edge_config(&base, &admitted.desired, &media)?).await {
         Ok(edge) => edge,
         // What admit let through is the node's own settings: a fix in agent.toml, not a retry.
         Err(onda_edge::EdgeError::Config(e)) => anyhow::bail!(

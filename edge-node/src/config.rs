@@ -1,30 +1,19 @@
 //! The edge node's configuration: the TOML file of `onda edge --config edge.toml` and, identically,
 //! the typed value the agent hands to [`crate::Edge::apply`] at runtime.
 
+use onda_shared::config::{empty_is_none, parsed};
 use onda_shared::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+use url::Url;
 
 /// A configuration value the edge cannot use: the key it is under (`limits.queue_bytes`,
-/// `mounts`, `autodj`, `live_streams`, …) and a sentence saying what is wrong and what would
-/// do (it names the value, and the mount, AutoDJ or stream it belongs to).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: &str, message: String) -> ConfigError {
-        ConfigError {
-            key: key.to_string(),
-            message,
-        }
-    }
-}
+/// `mounts`, `autodj`, `live_streams`, …) and a sentence that names the value, and the mount,
+/// AutoDJ or stream it belongs to.
+pub use onda_shared::config::ConfigError;
 
 /// Returns a [`ConfigError`] under `key` with a formatted message.
 macro_rules! invalid {
@@ -59,22 +48,26 @@ pub struct EdgeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
     /// Listen address for RTMP publishers, e.g. "0.0.0.0:1935"; empty: no RTMP. `ONDA_RTMP_LISTEN`.
-    pub listen: String,
+    #[serde(with = "empty_is_none")]
+    pub listen: Option<SocketAddr>,
     /// nginx-rtmp's `on_publish`: an http:// URL POSTed (form) before a publish with a known key
     /// is accepted; a 2xx answer allows it, anything else or no answer within
     /// `webhook_timeout_ms` refuses it. Empty: no call.
-    pub on_publish: String,
+    #[serde(with = "empty_is_none")]
+    pub on_publish: Option<Url>,
     /// nginx-rtmp's `on_publish_done`: POSTed when a publisher leaves (the answer is ignored).
-    pub on_publish_done: String,
+    /// Empty: no call.
+    #[serde(with = "empty_is_none")]
+    pub on_publish_done: Option<Url>,
     pub webhook_timeout_ms: u64,
 }
 
 impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
-            listen: String::new(),
-            on_publish: String::new(),
-            on_publish_done: String::new(),
+            listen: None,
+            on_publish: None,
+            on_publish_done: None,
             webhook_timeout_ms: 3000,
         }
     }
@@ -121,7 +114,7 @@ pub struct LiveStreamConfig {
     /// Relay: pull the stream's HLS from this origin edge (`http://edge1:8000`) and serve it
     /// from a local copy, instead of taking RTMP publishes.
     #[serde(default)]
-    pub origin_url: Option<String>,
+    pub origin_url: Option<Url>,
     /// An ABR ladder: each rendition is made from the publish by one ffmpeg per stream
     /// (H.264, audio copied) and played at `/hls/{name}/{rendition}/index.m3u8`; the master
     /// playlist `/hls/{name}/master.m3u8` lists the source and them. Needs `rtmp.listen`: the
@@ -149,13 +142,13 @@ pub const MAX_RENDITIONS: usize = onda_shared::api::MAX_LIVE_RENDITIONS;
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Where AutoDJ renditions are cached, one file per (content hash, format, bitrate).
-    pub cache_dir: String,
+    pub cache_dir: PathBuf,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            cache_dir: "renditions".to_string(),
+            cache_dir: PathBuf::from("renditions"),
         }
     }
 }
@@ -319,14 +312,14 @@ impl AutoDjConfig {
             .map(|p| (format!("autodj {name:?}: playlist {:?}", p.name), &p.tracks));
         for (at, tracks) in std::iter::once(shorthand).chain(lists) {
             for t in tracks {
-                if t.file.trim().is_empty() {
+                if t.file.to_string_lossy().trim().is_empty() {
                     invalid!("autodj", "{at}: a track has an empty file");
                 }
                 if t.weight == 0 {
                     invalid!(
                         "autodj",
                         "{at}: track {}: weight must be at least 1",
-                        t.file
+                        t.file.display()
                     );
                 }
             }
@@ -379,7 +372,7 @@ pub struct AutoDjOutput {
 #[serde(deny_unknown_fields)]
 pub struct TrackConfig {
     /// An audio file in any format ffmpeg reads.
-    pub file: String,
+    pub file: PathBuf,
     #[serde(default)]
     pub artist: String,
     #[serde(default)]
@@ -403,7 +396,8 @@ impl TrackConfig {
     /// `Artist - Title`, or whichever of them is set, or the file name.
     pub fn stream_title(&self) -> String {
         match (self.artist.trim(), self.title.trim()) {
-            ("", "") => std::path::Path::new(&self.file)
+            ("", "") => self
+                .file
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default(),
@@ -418,7 +412,8 @@ impl TrackConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Listen address for sources, listeners, admin, status and metrics. `ONDA_HTTP_LISTEN`.
-    pub listen: String,
+    #[serde(with = "parsed")]
+    pub listen: SocketAddr,
     /// Host name used in `listenurl` of the status page (defaults to the request's Host).
     pub hostname: String,
 }
@@ -426,7 +421,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: "0.0.0.0:8000".to_string(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
             hostname: String::new(),
         }
     }
@@ -569,7 +564,7 @@ pub struct RelayConfig {
     /// Local mount the relayed stream appears on.
     pub path: String,
     /// Any Icecast-compatible stream URL (http only).
-    pub url: String,
+    pub url: Url,
     #[serde(default)]
     pub max_listeners: Option<u64>,
     /// As for mounts: this relay's listeners count against a group limit.
@@ -651,37 +646,15 @@ fn login_limits(l: &LimitsConfig) -> [(&'static str, u64, u64, u64); 3] {
 
 impl EdgeConfig {
     pub fn validate(self) -> Result<Validated, ConfigError> {
-        let listen = self.http.listen.parse().map_err(|_| {
-            ConfigError::new(
-                "http.listen",
-                format!(
-                    "http.listen = {:?} is not an address such as \"0.0.0.0:8000\"",
-                    self.http.listen
-                ),
-            )
-        })?;
         self.check_limits()?;
         self.check_paths()?;
         self.check_autodj()?;
         self.check_relays()?;
-        let rtmp = if self.rtmp.listen.is_empty() {
-            None
-        } else {
-            Some(self.rtmp.listen.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "rtmp.listen",
-                    format!(
-                        "rtmp.listen = {:?} is not an address such as \"0.0.0.0:1935\"",
-                        self.rtmp.listen
-                    ),
-                )
-            })?)
-        };
         self.check_rtmp_and_hls()?;
         self.check_live_streams()?;
         Ok(Validated {
-            listen,
-            rtmp,
+            listen: self.http.listen,
+            rtmp: self.rtmp.listen,
             config: self,
         })
     }
@@ -837,7 +810,7 @@ impl EdgeConfig {
                 }
             }
         }
-        if !self.autodj.is_empty() && self.media.cache_dir.trim().is_empty() {
+        if !self.autodj.is_empty() && self.media.cache_dir.to_string_lossy().trim().is_empty() {
             invalid!(
                 "media.cache_dir",
                 "media.cache_dir must be set for the AutoDJ"
@@ -849,12 +822,12 @@ impl EdgeConfig {
     /// Relays pull http:// URLs; listener groups named by mounts and relays exist.
     fn check_relays(&self) -> Result<(), ConfigError> {
         for r in &self.relays {
-            if !r.url.starts_with("http://") {
+            if r.url.scheme() != "http" {
                 invalid!(
                     "relays",
                     "relays: {}: url {:?} must be an http:// URL",
                     r.path,
-                    r.url
+                    r.url.as_str()
                 );
             }
         }
@@ -886,10 +859,13 @@ impl EdgeConfig {
             ("rtmp.on_publish", &self.rtmp.on_publish),
             ("rtmp.on_publish_done", &self.rtmp.on_publish_done),
         ] {
-            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+            if let Some(url) = url
+                && !matches!(url.scheme(), "http" | "https")
+            {
                 invalid!(
                     key,
-                    "{key} = {url:?} must be an http:// or https:// URL (or empty)"
+                    "{key} = {:?} must be an http:// or https:// URL (or empty)",
+                    url.as_str()
                 );
             }
         }
@@ -971,13 +947,13 @@ impl EdgeConfig {
                 );
             }
             if let Some(o) = &l.origin_url
-                && !o.starts_with("http://")
-                && !o.starts_with("https://")
+                && !matches!(o.scheme(), "http" | "https")
             {
                 invalid!(
                     "live_streams",
-                    "live_streams: {}: origin_url {o:?} must be an http:// or https:// URL",
-                    l.name
+                    "live_streams: {}: origin_url {:?} must be an http:// or https:// URL",
+                    l.name,
+                    o.as_str()
                 );
             }
             if !keys.insert(l.key.as_str()) {
@@ -987,7 +963,7 @@ impl EdgeConfig {
                     l.name
                 );
             }
-            if !l.renditions.is_empty() && self.rtmp.listen.is_empty() {
+            if !l.renditions.is_empty() && self.rtmp.listen.is_none() {
                 invalid!(
                     "live_streams",
                     "live_streams: {}: renditions need rtmp.listen (they come back into the node over RTMP)",
@@ -1064,6 +1040,115 @@ mod tests {
     }
 
     const SONG: &str = "[[autodj.tracks]]\nfile = \"song.mp3\"\n";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<EdgeConfig, String> {
+        onda_shared::config::load_from(text, "edge.toml", env(vars)).map_err(|e| e.to_string())
+    }
+
+    /// `rtmp.listen` is off by default and when empty, in the file or the environment; the
+    /// environment can switch it on over the default and off over the file.
+    #[test]
+    fn rtmp_listen_is_an_optional_address_in_the_file_and_the_environment() {
+        let addr: SocketAddr = "127.0.0.1:1935".parse().expect("address");
+        assert_eq!(load("", &[]).expect("loads").rtmp.listen, None);
+        let on = load("", &[("ONDA_RTMP_LISTEN", "127.0.0.1:1935")]).expect("loads");
+        assert_eq!(on.rtmp.listen, Some(addr));
+        let file = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n";
+        assert_eq!(load(file, &[]).expect("loads").rtmp.listen, Some(addr));
+        let off = load(file, &[("ONDA_RTMP_LISTEN", "")]).expect("loads");
+        assert_eq!(off.rtmp.listen, None);
+        let off = load("[rtmp]\nlisten = \"\"\n", &[]).expect("loads");
+        assert_eq!(off.rtmp.listen, None);
+        let hook = load(
+            "[rtmp]\non_publish = \"http://auth.example/publish\"\n",
+            &[("ONDA_RTMP_ON_PUBLISH_DONE", "")],
+        )
+        .expect("loads");
+        assert_eq!(
+            hook.rtmp.on_publish.as_ref().map(Url::as_str),
+            Some("http://auth.example/publish")
+        );
+        assert_eq!(hook.rtmp.on_publish_done, None);
+    }
+
+    #[test]
+    fn a_bad_address_or_url_names_the_key_and_the_value() {
+        for (text, vars, key, message) in [
+            (
+                "[http]\nlisten = \"localhost\"\n",
+                &[][..],
+                "http.listen",
+                "\"localhost\": invalid socket address syntax",
+            ),
+            (
+                "",
+                &[("ONDA_HTTP_LISTEN", "not-an-address")][..],
+                "http.listen",
+                "\"not-an-address\": invalid socket address syntax",
+            ),
+            (
+                "",
+                &[("ONDA_RTMP_LISTEN", "0.0.0.0")][..],
+                "rtmp.listen",
+                "\"0.0.0.0\": invalid socket address syntax",
+            ),
+            (
+                "[rtmp]\non_publish = \"auth/publish\"\n",
+                &[][..],
+                "rtmp.on_publish",
+                "\"auth/publish\": relative URL without a base",
+            ),
+            (
+                "[[relays]]\npath = \"/r\"\nurl = \"http://[::1/x\"\n",
+                &[][..],
+                "url",
+                "invalid IPv6 address",
+            ),
+        ] {
+            let e = load(text, vars).expect_err(text);
+            assert!(
+                e.contains(key) && e.contains(message),
+                "{e}\n  wanted: {key} … {message}"
+            );
+        }
+    }
+
+    /// Addresses, URLs and paths are strings in JSON as they are in TOML, so what the agent and
+    /// the control plane exchange and what a file says read the same; "RTMP off" is "".
+    #[test]
+    fn typed_values_serialize_as_the_strings_they_were_written_as() {
+        let mut cfg = load(
+            "[http]\nlisten = \"[::1]:8000\"\n[rtmp]\non_publish = \"https://a.example/p?x=1\"\n\
+             [media]\ncache_dir = \"/var/cache/onda\"\n\
+             [[relays]]\npath = \"/r\"\nurl = \"http://origin:8000/r\"\n",
+            &[],
+        )
+        .expect("loads");
+        cfg.live_streams.push(LiveStreamConfig {
+            name: "tv".to_string(),
+            key: "0123456789".to_string(),
+            playback_secret: None,
+            origin_url: Some("http://origin:8000/".parse().expect("URL")),
+            renditions: Vec::new(),
+        });
+        let json = serde_json::to_value(&cfg).expect("json");
+        assert_eq!(json["http"]["listen"], "[::1]:8000");
+        assert_eq!(json["rtmp"]["listen"], "");
+        assert_eq!(json["rtmp"]["on_publish"], "https://a.example/p?x=1");
+        assert_eq!(json["rtmp"]["on_publish_done"], "");
+        assert_eq!(json["media"]["cache_dir"], "/var/cache/onda");
+        assert_eq!(json["relays"][0]["url"], "http://origin:8000/r");
+        assert_eq!(json["live_streams"][0]["origin_url"], "http://origin:8000/");
+        let back: EdgeConfig = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, cfg);
+    }
 
     #[test]
     fn playlists_of_every_kind_are_accepted() {

@@ -11,6 +11,7 @@
 use super::Output;
 use super::live::Converter;
 use bytes::Bytes;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
@@ -84,7 +85,7 @@ impl Mixer {
     pub(super) async fn play(
         &mut self,
         outputs: &[Output],
-        file: &str,
+        file: &Path,
         title: &str,
         fade: Duration,
         stop: &CancellationToken,
@@ -106,7 +107,7 @@ impl Mixer {
             }
         }
         if head.is_empty() && decoder.failed() {
-            return Ended::Failed(format!("{file} could not be decoded"));
+            return Ended::Failed(format!("{} could not be decoded", file.display()));
         }
         let tail = std::mem::take(&mut self.tail);
         let mixed = mix(&tail, &head);
@@ -210,9 +211,10 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn start(file: &str) -> anyhow::Result<Decoder> {
+    fn start(file: &Path) -> anyhow::Result<Decoder> {
         let mut child = tokio::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", file])
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
+            .arg(file)
             .args(["-vn", "-f", "s16le", "-ar", "44100", "-ac", "2", "pipe:1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -41,7 +41,7 @@ pub(super) async fn play(
         title: title.to_string(),
         artist: String::new(),
         track_title: title.to_string(),
-        file: String::new(),
+        file: std::path::PathBuf::new(),
         sha256: None,
         started_at,
         duration: None,

@@ -68,7 +68,7 @@ impl AutoDjs {
         feeds: &Feeds,
         shutdown: &CancellationToken,
     ) {
-        let renditions = self.renditions(std::path::Path::new(&config.media.cache_dir));
+        let renditions = self.renditions(&config.media.cache_dir);
         let mut running = crate::sync::lock(&self.running);
         running.retain(
             |name, h| match config.autodj.iter().find(|a| &a.name == name) {
@@ -145,7 +145,7 @@ pub struct NowPlaying {
     pub title: String,
     pub artist: String,
     pub track_title: String,
-    pub file: String,
+    pub file: PathBuf,
     pub sha256: Option<String>,
     pub started_at: SystemTime,
     pub duration: Option<Duration>,
@@ -230,7 +230,7 @@ async fn run(
                     autodj = %cfg.name,
                     playlist = %pick.playlist,
                     "skipping track {}: {e:#}",
-                    pick.track.file
+                    pick.track.file.display()
                 );
                 schedule.failed(&pick, &cfg, now);
                 skipped_in_row += 1;
@@ -269,7 +269,7 @@ async fn run(
                 .play(&outputs, &track.file, &title, fade, &stop, &live)
                 .await;
             if let crossfade::Ended::Failed(why) = ended {
-                tracing::warn!(autodj = %cfg.name, "skipping track {}: {why}", track.file);
+                tracing::warn!(autodj = %cfg.name, "skipping track {}: {why}", track.file.display());
             }
         } else {
             play(&mut outputs, &files, &title, clock, &stop, &live).await;

@@ -50,7 +50,7 @@ impl Renditions {
         track: &TrackConfig,
         out: &AutoDjOutput,
     ) -> anyhow::Result<PathBuf> {
-        let src = PathBuf::from(&track.file);
+        let src = track.file.clone();
         let sha = match &track.sha256 {
             Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 h.to_ascii_lowercase()

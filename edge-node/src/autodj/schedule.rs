@@ -302,7 +302,7 @@ mod tests {
 
     fn track(name: &str) -> TrackConfig {
         TrackConfig {
-            file: format!("{name}.mp3"),
+            file: format!("{name}.mp3").into(),
             artist: String::new(),
             title: name.to_string(),
             weight: 1,

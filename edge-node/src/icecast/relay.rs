@@ -24,8 +24,15 @@ pub(crate) struct Target {
     pub path_and_query: String,
 }
 
+/// Parses a URL from upstream (a redirect's `Location`) into a [`Target`].
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let u = url::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    target(&u)
+}
+
+/// Where an http:// URL points.
+pub(crate) fn target(u: &url::Url) -> Result<Target, String> {
+    let url = u.as_str();
     if u.scheme() != "http" {
         return Err(format!("{url:?}: only http:// is supported"));
     }
@@ -199,7 +206,7 @@ async fn connect(
     relay: &RelayConfig,
     timeout: Duration,
 ) -> Result<(TcpStream, UpstreamHead, BytesMut, Target), String> {
-    let mut target = parse_url(&relay.url)?;
+    let mut target = target(&relay.url)?;
     let mut redirects = 0;
     loop {
         // IPv6 literals need brackets both to connect and in the Host header.

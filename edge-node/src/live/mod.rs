@@ -41,7 +41,7 @@ struct Wanted<'a> {
     name: String,
     key: String,
     playback_secret: Option<&'a String>,
-    origin_url: Option<&'a String>,
+    origin_url: Option<&'a url::Url>,
     parent: Option<&'a str>,
     renditions: &'a [RenditionConfig],
 }
@@ -98,7 +98,7 @@ struct State {
     /// What a relay edge presents to be served without a token and not counted as a viewer.
     relay_key: String,
     /// Relays: the origin edge this copy is pulled from, and the task pulling it.
-    origin: Option<(String, CancellationToken)>,
+    origin: Option<(url::Url, CancellationToken)>,
     /// Relays: the origin's playlist had segments and had not ended at the last poll.
     pulled: bool,
     /// Playback tokens are required when set.
@@ -136,7 +136,7 @@ pub(crate) fn relay_key(stream_key: &str) -> String {
 
 fn start_pull(
     stream: &Arc<LiveStream>,
-    origin: &str,
+    origin: &url::Url,
     key: &str,
     poll_ms: u64,
 ) -> CancellationToken {
@@ -144,7 +144,7 @@ fn start_pull(
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(pull::run(
             stream.clone(),
-            origin.to_string(),
+            origin.clone(),
             relay_key(key),
             std::time::Duration::from_millis((poll_ms / 2).max(250)),
             stop.clone(),

@@ -63,13 +63,17 @@ pub(crate) fn parse_playlist(text: &str) -> (Vec<Entry>, bool) {
 /// Keeps `stream`'s copy in step with `origin` until `stop`.
 pub(crate) async fn run(
     stream: Arc<LiveStream>,
-    origin: String,
+    origin: url::Url,
     relay_key: String,
     poll: Duration,
     stop: CancellationToken,
 ) {
     let http = reqwest::Client::new();
-    let base = format!("{}/hls/{}/", origin.trim_end_matches('/'), stream.name);
+    let base = format!(
+        "{}/hls/{}/",
+        origin.as_str().trim_end_matches('/'),
+        stream.name
+    );
     loop {
         let wait = match step(&http, &stream, &base, &relay_key).await {
             Ok(()) => poll,

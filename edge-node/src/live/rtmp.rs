@@ -476,11 +476,11 @@ async fn on_publish(
     stream: &str,
 ) -> Result<(), String> {
     let cfg = ingest.config().rtmp.clone();
-    if cfg.on_publish.is_empty() {
+    let Some(url) = cfg.on_publish else {
         return Ok(());
-    }
+    };
     let sent = client()
-        .post(&cfg.on_publish)
+        .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form("publish", peer, conn, app, key, stream))
         .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
@@ -500,9 +500,9 @@ async fn on_publish(
 /// Tells `rtmp.on_publish_done` (when set) that a publisher left; its answer is not awaited.
 fn publish_done(ingest: &Arc<Ingest>, peer: SocketAddr, conn: u64, app: &str, stream: &str) {
     let cfg = ingest.config().rtmp.clone();
-    if cfg.on_publish_done.is_empty() {
+    let Some(url) = cfg.on_publish_done else {
         return;
-    }
+    };
     // Also called from a guard's drop, possibly as the runtime shuts down.
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -510,7 +510,7 @@ fn publish_done(ingest: &Arc<Ingest>, peer: SocketAddr, conn: u64, app: &str, st
     let body = form("publish_done", peer, conn, app, "", stream);
     rt.spawn(async move {
         let sent = client()
-            .post(&cfg.on_publish_done)
+            .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .timeout(Duration::from_millis(cfg.webhook_timeout_ms))

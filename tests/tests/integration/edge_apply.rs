@@ -12,7 +12,7 @@ fn mount(path: &str, password: &str) -> MountConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_changes_mounts_without_disturbing_listeners() {
     let mut config = EdgeConfig::default();
-    config.http.listen = "127.0.0.1:0".to_string();
+    config.http.listen = "127.0.0.1:0".parse().expect("address");
     config.mounts = vec![mount("/a", "pw-a"), mount("/b", "pw-b")];
     let edge = Edge::start(config.clone()).await.expect("edge starts");
     let addr = edge.addr().to_string();
@@ -76,7 +76,7 @@ async fn apply_changes_mounts_without_disturbing_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_a_relay_restarts_it_cleanly() {
     let mut origin_cfg = EdgeConfig::default();
-    origin_cfg.http.listen = "127.0.0.1:0".to_string();
+    origin_cfg.http.listen = "127.0.0.1:0".parse().expect("address");
     origin_cfg.mounts = vec![mount("/live", "pw")];
     let origin = Edge::start(origin_cfg).await.expect("origin starts");
     let _src = ffmpeg_source(
@@ -86,10 +86,12 @@ async fn changing_a_relay_restarts_it_cleanly() {
     );
 
     let mut cfg = EdgeConfig::default();
-    cfg.http.listen = "127.0.0.1:0".to_string();
+    cfg.http.listen = "127.0.0.1:0".parse().expect("address");
     cfg.relays = vec![onda_edge::RelayConfig {
         path: "/relayed".to_string(),
-        url: format!("http://{}/live", origin.addr()),
+        url: format!("http://{}/live", origin.addr())
+            .parse()
+            .expect("URL"),
         max_listeners: None,
         listener_group: None,
         relay_key: None,
@@ -117,7 +119,9 @@ async fn changing_a_relay_restarts_it_cleanly() {
     // A new URL restarts the relay; the old session must go so the new one can attach.
     for n in 1..=3 {
         let before = relayed().await.map(|s| s.connected_since);
-        next.relays[0].url = format!("http://{}/live?try={n}", origin.addr());
+        next.relays[0].url = format!("http://{}/live?try={n}", origin.addr())
+            .parse()
+            .expect("URL");
         edge.apply(next.clone()).expect("apply");
         wait_for("the restarted relay to connect", START, || async {
             relayed()
@@ -133,16 +137,16 @@ async fn changing_a_relay_restarts_it_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_reach_ipv6_upstreams() {
     let mut origin_cfg = EdgeConfig::default();
-    origin_cfg.http.listen = "[::1]:0".to_string();
+    origin_cfg.http.listen = "[::1]:0".parse().expect("address");
     origin_cfg.mounts = vec![mount("/live", "pw")];
     let origin = Edge::start(origin_cfg).await.expect("origin starts on ::1");
     let port = origin.addr().port();
     let _src = ffmpeg_source(&format!("icecast://source:pw@[::1]:{port}/live"), 440, &[]);
     let mut cfg = EdgeConfig::default();
-    cfg.http.listen = "127.0.0.1:0".to_string();
+    cfg.http.listen = "127.0.0.1:0".parse().expect("address");
     cfg.relays = vec![onda_edge::RelayConfig {
         path: "/relayed".to_string(),
-        url: format!("http://[::1]:{port}/live"),
+        url: format!("http://[::1]:{port}/live").parse().expect("URL"),
         max_listeners: None,
         listener_group: None,
         relay_key: None,
