@@ -1,8 +1,17 @@
 //! Control-plane configuration: the TOML file (`onda control-plane --config cp.toml`), every key
 //! overridable as `ONDA_<SECTION>_<KEY>`, then validated into what the server runs with.
 
+use onda_shared::config::{ConfigError, empty_is_none, parsed};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Returns a [`ConfigError`] under `key` with a formatted message.
+macro_rules! invalid {
+    ($key:expr, $($message:tt)+) => {
+        return Err(ConfigError::new($key, format!($($message)+)))
+    };
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,7 +28,8 @@ pub struct ControlPlaneConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the panel API (and later the redirector). `ONDA_HTTP_LISTEN`.
-    pub listen: String,
+    #[serde(with = "parsed")]
+    pub listen: SocketAddr,
     /// Largest JSON body the API accepts, in bytes. `ONDA_HTTP_MAX_BODY_BYTES`.
     pub max_body_bytes: u64,
 }
@@ -27,7 +37,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: "0.0.0.0:8080".to_string(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 64 * 1024,
         }
     }
@@ -65,12 +75,13 @@ pub struct AuthConfig {
 pub struct ClusterConfig {
     /// UDP address of the QUIC control channel nodes connect to; empty disables the cluster
     /// (panel API only). `ONDA_CLUSTER_LISTEN`.
-    pub listen: String,
+    #[serde(with = "empty_is_none")]
+    pub listen: Option<SocketAddr>,
     /// Addresses nodes use to reach the control planes (`host:7443`), for the join command the
     /// API prints; empty: `listen`.
     pub advertise: Vec<String>,
     /// Directory of the cluster CA (`ca.crt`, `ca.key`); replicas share the same CA.
-    pub ca_dir: String,
+    pub ca_dir: PathBuf,
     /// `memory` (one control plane) or `etcd` (several replicas).
     pub coordinator: String,
     /// etcd client URLs, e.g. `["http://10.0.0.5:2379"]`.
@@ -99,9 +110,9 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
-            listen: "0.0.0.0:7443".to_string(),
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 7443))),
             advertise: Vec::new(),
-            ca_dir: "cluster-ca".to_string(),
+            ca_dir: PathBuf::from("cluster-ca"),
             coordinator: "memory".to_string(),
             etcd_endpoints: Vec::new(),
             etcd_prefix: "/onda".to_string(),
@@ -121,7 +132,7 @@ impl Default for ClusterConfig {
 pub struct MediaConfig {
     /// Directory of the media store (uploaded audio, one file per content hash); relative paths
     /// are taken from the working directory. `ONDA_MEDIA_DIR`.
-    pub dir: String,
+    pub dir: PathBuf,
     /// Largest upload accepted, in bytes (413 beyond). `ONDA_MEDIA_MAX_UPLOAD_BYTES`.
     pub max_upload_bytes: u64,
     /// Longest playing time of one file, in seconds (422 beyond; the probe stops decoding there,
@@ -140,7 +151,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            dir: "media".to_string(),
+            dir: PathBuf::from("media"),
             max_upload_bytes: 200 * 1024 * 1024,
             max_duration_secs: 3 * 3600,
             probe_slots: 0,
@@ -153,7 +164,7 @@ impl Default for MediaConfig {
 /// The media store's settings checked.
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
-    pub dir: std::path::PathBuf,
+    pub dir: PathBuf,
     pub max_upload_bytes: u64,
     pub max_duration: std::time::Duration,
     pub probe_slots: usize,
@@ -167,29 +178,38 @@ pub const MIN_UPLOAD_BYTES: u64 = 1024;
 pub const MAX_UPLOAD_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 impl MediaConfig {
-    pub fn validate(&self) -> anyhow::Result<MediaSettings> {
-        if self.dir.trim().is_empty() {
-            anyhow::bail!("media.dir must name a directory, e.g. \"media\"");
+    pub fn validate(&self) -> Result<MediaSettings, ConfigError> {
+        if self.dir.to_string_lossy().trim().is_empty() {
+            invalid!(
+                "media.dir",
+                "media.dir must name a directory, e.g. \"media\""
+            );
         }
         if !(MIN_UPLOAD_BYTES..=MAX_UPLOAD_BYTES).contains(&self.max_upload_bytes) {
-            anyhow::bail!(
+            invalid!(
+                "media.max_upload_bytes",
                 "media.max_upload_bytes = {} must be between {MIN_UPLOAD_BYTES} and {MAX_UPLOAD_BYTES}",
                 self.max_upload_bytes
             );
         }
         if !(1..=24 * 3600).contains(&self.max_duration_secs) {
-            anyhow::bail!(
+            invalid!(
+                "media.max_duration_secs",
                 "media.max_duration_secs = {} must be between 1 and 86400",
                 self.max_duration_secs
             );
         }
-        if self.probe_slots > 256 || self.probe_slots_per_tenant > 256 {
-            anyhow::bail!(
-                "media.probe_slots and media.probe_slots_per_tenant must be at most 256 (0: automatic)"
-            );
+        for (key, slots) in [
+            ("media.probe_slots", self.probe_slots),
+            ("media.probe_slots_per_tenant", self.probe_slots_per_tenant),
+        ] {
+            if slots > 256 {
+                invalid!(key, "{key} = {slots} must be at most 256 (0: automatic)");
+            }
         }
         if self.probe_wait_secs > 3600 {
-            anyhow::bail!(
+            invalid!(
+                "media.probe_wait_secs",
                 "media.probe_wait_secs = {} must be at most 3600",
                 self.probe_wait_secs
             );
@@ -203,7 +223,7 @@ impl MediaConfig {
             n => (n as usize).min(slots),
         };
         Ok(MediaSettings {
-            dir: self.dir.clone().into(),
+            dir: self.dir.clone(),
             max_upload_bytes: self.max_upload_bytes,
             max_duration: std::time::Duration::from_secs(self.max_duration_secs),
             probe_slots: slots,
@@ -244,11 +264,17 @@ pub struct NowPlayingSettings {
 }
 
 impl NowPlayingConfig {
-    pub fn validate(&self) -> anyhow::Result<NowPlayingSettings> {
-        if self.max_subscribers_per_ip == 0 || self.max_subscribers == 0 {
-            anyhow::bail!(
-                "nowplaying.max_subscribers_per_ip and nowplaying.max_subscribers must be at least 1"
-            );
+    pub fn validate(&self) -> Result<NowPlayingSettings, ConfigError> {
+        for (key, v) in [
+            (
+                "nowplaying.max_subscribers_per_ip",
+                self.max_subscribers_per_ip,
+            ),
+            ("nowplaying.max_subscribers", self.max_subscribers),
+        ] {
+            if v == 0 {
+                invalid!(key, "{key} must be at least 1");
+            }
         }
         Ok(NowPlayingSettings {
             max_subscribers_per_ip: self.max_subscribers_per_ip,
@@ -271,7 +297,7 @@ impl Default for NowPlayingSettings {
 pub struct ClusterSettings {
     pub listen: SocketAddr,
     pub advertise: Vec<String>,
-    pub ca_dir: std::path::PathBuf,
+    pub ca_dir: PathBuf,
     pub etcd: Option<(Vec<String>, String)>,
     pub replica: String,
     pub node_ttl: std::time::Duration,
@@ -283,51 +309,53 @@ pub struct ClusterSettings {
 }
 
 impl ClusterConfig {
-    pub fn validate(&self) -> anyhow::Result<Option<ClusterSettings>> {
-        if self.listen.trim().is_empty() {
+    pub fn validate(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let Some(listen) = self.listen else {
             return Ok(None);
-        }
-        let listen = self.listen.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "cluster.listen = {:?} is not an address such as \"0.0.0.0:7443\"",
-                self.listen
-            )
-        })?;
+        };
         let etcd = match self.coordinator.as_str() {
             "memory" => None,
             "etcd" => {
                 if self.etcd_endpoints.is_empty() {
-                    anyhow::bail!(
+                    invalid!(
+                        "cluster.etcd_endpoints",
                         "cluster.coordinator = \"etcd\" needs cluster.etcd_endpoints, e.g. [\"http://127.0.0.1:2379\"]"
                     );
                 }
                 Some((self.etcd_endpoints.clone(), self.etcd_prefix.clone()))
             }
-            other => anyhow::bail!(
+            other => invalid!(
+                "cluster.coordinator",
                 "cluster.coordinator = {other:?}: use \"memory\" (one control plane) or \"etcd\""
             ),
         };
         if !(500..=600_000).contains(&self.node_ttl_ms) {
-            anyhow::bail!(
+            invalid!(
+                "cluster.node_ttl_ms",
                 "cluster.node_ttl_ms = {} must be between 500 and 600000",
                 self.node_ttl_ms
             );
         }
         if self.heartbeat_ms < 100 || self.heartbeat_ms * 2 > self.node_ttl_ms {
-            anyhow::bail!(
+            invalid!(
+                "cluster.heartbeat_ms",
                 "cluster.heartbeat_ms = {} must be at least 100 and at most half of cluster.node_ttl_ms ({})",
                 self.heartbeat_ms,
                 self.node_ttl_ms
             );
         }
         if self.reconnect_grace_ms > 600_000 {
-            anyhow::bail!(
+            invalid!(
+                "cluster.reconnect_grace_ms",
                 "cluster.reconnect_grace_ms = {} must be at most 600000",
                 self.reconnect_grace_ms
             );
         }
         if self.relay_threshold_listeners == 0 {
-            anyhow::bail!("cluster.relay_threshold_listeners must be at least 1");
+            invalid!(
+                "cluster.relay_threshold_listeners",
+                "cluster.relay_threshold_listeners must be at least 1"
+            );
         }
         let replica = if self.replica.trim().is_empty() {
             let host = std::fs::read_to_string("/etc/hostname")
@@ -340,7 +368,7 @@ impl ClusterConfig {
         Ok(Some(ClusterSettings {
             listen,
             advertise: self.advertise.clone(),
-            ca_dir: self.ca_dir.clone().into(),
+            ca_dir: self.ca_dir.clone(),
             etcd,
             replica,
             node_ttl: std::time::Duration::from_millis(self.node_ttl_ms),
@@ -367,33 +395,31 @@ pub struct Validated {
 }
 
 impl ControlPlaneConfig {
-    pub fn validate(&self) -> anyhow::Result<Validated> {
-        let listen = self.http.listen.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "http.listen = {:?} is not an address such as \"0.0.0.0:8080\"",
-                self.http.listen
-            )
-        })?;
+    /// Checks every section; the first error found names its key.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
         if !(1024..=64 * 1024 * 1024).contains(&self.http.max_body_bytes) {
-            anyhow::bail!(
+            invalid!(
+                "http.max_body_bytes",
                 "http.max_body_bytes = {} must be between 1024 and 67108864",
                 self.http.max_body_bytes
             );
         }
         if self.database.max_connections == 0 || self.database.max_connections > 1000 {
-            anyhow::bail!(
+            invalid!(
+                "database.max_connections",
                 "database.max_connections = {} must be between 1 and 1000",
                 self.database.max_connections
             );
         }
         let token = self.auth.admin_token.trim();
         if !token.is_empty() && token.len() < 16 {
-            anyhow::bail!(
+            invalid!(
+                "auth.admin_token",
                 "auth.admin_token is shorter than 16 characters; use a long random token"
             );
         }
         Ok(Validated {
-            listen,
+            listen: self.http.listen,
             max_body_bytes: usize::try_from(self.http.max_body_bytes).unwrap_or(usize::MAX),
             database_url: self.database.url.clone(),
             max_connections: self.database.max_connections,
@@ -449,6 +475,84 @@ mod tests {
             let cfg: ControlPlaneConfig = load_from(bad, "cp.toml", Vec::new()).expect("loads");
             let err = cfg.validate().expect_err("invalid");
             assert!(err.to_string().starts_with("media."), "{err}");
+        }
+    }
+
+    /// Each section's check names the key it refuses, in the error's `key` and its sentence.
+    #[test]
+    fn each_section_names_the_key_it_refuses() {
+        for (text, key) in [
+            ("[http]\nmax_body_bytes = 10\n", "http.max_body_bytes"),
+            (
+                "[database]\nmax_connections = 0\n",
+                "database.max_connections",
+            ),
+            ("[auth]\nadmin_token = \"short\"\n", "auth.admin_token"),
+            (
+                "[cluster]\ncoordinator = \"zookeeper\"\n",
+                "cluster.coordinator",
+            ),
+            (
+                "[cluster]\ncoordinator = \"etcd\"\n",
+                "cluster.etcd_endpoints",
+            ),
+            ("[cluster]\nheartbeat_ms = 4000\n", "cluster.heartbeat_ms"),
+            (
+                "[media]\nprobe_slots_per_tenant = 300\n",
+                "media.probe_slots_per_tenant",
+            ),
+            (
+                "[nowplaying]\nmax_subscribers = 0\n",
+                "nowplaying.max_subscribers",
+            ),
+        ] {
+            let cfg: ControlPlaneConfig = load_from(text, "cp.toml", Vec::new()).expect(text);
+            let err = cfg.validate().expect_err(text);
+            assert_eq!(err.key, key, "{text}");
+            assert!(err.message.contains(key), "{err}");
+        }
+    }
+
+    /// Listen addresses and directories are typed when the file is read: a bad address stops
+    /// the load with the key and the value, and an empty `cluster.listen` (file or environment)
+    /// turns the cluster off.
+    #[test]
+    fn addresses_and_directories_are_read_as_what_they_are() {
+        let err = load_from::<ControlPlaneConfig, _>(
+            "[http]\nlisten = \"127.0.0.1\"\n",
+            "cp.toml",
+            Vec::new(),
+        )
+        .expect_err("no port");
+        let err = err.to_string();
+        assert!(
+            err.contains("http.listen")
+                && err.contains("\"127.0.0.1\": invalid socket address syntax"),
+            "{err}"
+        );
+        let err = load_from::<ControlPlaneConfig, _>(
+            "",
+            "cp.toml",
+            env(&[("ONDA_CLUSTER_LISTEN", "0.0.0.0:x")]),
+        )
+        .expect_err("bad port");
+        assert!(err.to_string().contains("cluster.listen"), "{err}");
+
+        let cfg: ControlPlaneConfig = load_from(
+            "[cluster]\nlisten = \"127.0.0.1:7000\"\nca_dir = \"/etc/onda/ca\"\n",
+            "cp.toml",
+            Vec::new(),
+        )
+        .expect("loads");
+        let cluster = cfg.validate().expect("valid").cluster.expect("on");
+        assert_eq!(cluster.listen, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        assert_eq!(cluster.ca_dir, PathBuf::from("/etc/onda/ca"));
+        for (text, vars) in [
+            ("[cluster]\nlisten = \"\"\n", Vec::new()),
+            ("", env(&[("ONDA_CLUSTER_LISTEN", "")])),
+        ] {
+            let cfg: ControlPlaneConfig = load_from(text, "cp.toml", vars).expect("loads");
+            assert!(cfg.validate().expect("valid").cluster.is_none(), "{text}");
         }
     }
 }

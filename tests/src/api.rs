@@ -22,8 +22,8 @@ pub struct TestControlPlane {
 /// An in-process cluster for API tests: in-memory coordinator, QUIC on a free loopback port.
 pub fn cluster_settings(ca_dir: &std::path::Path) -> onda_control_plane::config::ClusterSettings {
     let mut c = onda_control_plane::config::ClusterConfig {
-        listen: "127.0.0.1:0".to_string(),
-        ca_dir: ca_dir.display().to_string(),
+        listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ca_dir: ca_dir.to_path_buf(),
         ..Default::default()
     };
     c.replica = "test".to_string();
@@ -96,7 +96,7 @@ impl TestControlPlane {
             admin_token: Some(admin.clone()),
             cluster: Some(cluster_settings(ca_dir.path())),
             media: onda_control_plane::config::MediaConfig {
-                dir: media_dir.path().join("media").display().to_string(),
+                dir: media_dir.path().join("media"),
                 ..Default::default()
             }
             .validate()

@@ -178,8 +178,8 @@ fn config(
     admin_token: &str,
 ) -> anyhow::Result<Validated> {
     let cluster = crate::config::ClusterConfig {
-        listen: "127.0.0.1:0".to_string(),
-        ca_dir: dir.join("cluster-ca").display().to_string(),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ca_dir: dir.join("cluster-ca"),
         replica: "dev".to_string(),
         node_ttl_ms: 3_000,
         heartbeat_ms: 500,
@@ -194,7 +194,7 @@ fn config(
         admin_token: Some(admin_token.to_string()),
         cluster: cluster.validate()?,
         media: crate::config::MediaConfig {
-            dir: dir.join("media").display().to_string(),
+            dir: dir.join("media"),
             ..Default::default()
         }
         .validate()?,

@@ -377,7 +377,7 @@ mod tests {
         let registry = prometheus::Registry::new();
         MediaStore::open(
             &crate::config::MediaConfig {
-                dir: dir.join("media").display().to_string(),
+                dir: dir.join("media"),
                 max_upload_bytes: max.max(crate::config::MIN_UPLOAD_BYTES),
                 ..Default::default()
             }
