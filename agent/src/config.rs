@@ -3,8 +3,18 @@
 //! key can be overridden as `ONDA_<SECTION>_<KEY>`.
 
 use onda_edge::config::{AdminConfig, HttpConfig, LimitsConfig};
+use onda_shared::config::{ConfigError, empty_is_none};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use url::Url;
+
+/// Returns a [`ConfigError`] under `key` with a formatted message.
+macro_rules! invalid {
+    ($key:expr, $($message:tt)+) => {
+        return Err(ConfigError::new($key, format!($($message)+)))
+    };
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,16 +63,18 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Base URL listeners reach this edge at (`http://edge1.example.com:8000`); default:
     /// `http://` and the bound address when that is a concrete address.
-    pub public_url: String,
+    #[serde(with = "empty_is_none")]
+    pub public_url: Option<Url>,
     /// Where publishers reach this node's RTMP ingest (`rtmp://edge1.example.com:1935`);
     /// default: `rtmp://` and the bound `rtmp.listen` address when that is a concrete address.
-    pub rtmp_url: String,
+    #[serde(with = "empty_is_none")]
+    pub rtmp_url: Option<Url>,
     /// Concurrent listeners this node should carry.
     pub capacity_listeners: u64,
     /// Outgoing bandwidth this node should use, in Mbit/s.
     pub capacity_mbps: u64,
     /// Where the node keeps its identity (key, certificate) and last desired state.
-    pub state_dir: String,
+    pub state_dir: PathBuf,
 }
 
 impl Default for NodeConfig {
@@ -71,11 +83,11 @@ impl Default for NodeConfig {
             name: String::new(),
             region: String::new(),
             labels: BTreeMap::new(),
-            public_url: String::new(),
-            rtmp_url: String::new(),
+            public_url: None,
+            rtmp_url: None,
             capacity_listeners: 5_000,
             capacity_mbps: 1_000,
-            state_dir: "onda-node".to_string(),
+            state_dir: PathBuf::from("onda-node"),
         }
     }
 }
@@ -100,31 +112,135 @@ impl Default for ControlPlaneConfig {
 }
 
 impl AgentConfig {
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.control_plane.addresses.is_empty() {
-            anyhow::bail!(
+    /// Checks the agent's own sections (the edge's are checked by the edge when it starts); the
+    /// first error found names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.node.validate()?;
+        self.control_plane.validate()?;
+        self.usage.validate()
+    }
+}
+
+impl NodeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("node.capacity_listeners", self.capacity_listeners),
+            ("node.capacity_mbps", self.capacity_mbps),
+        ] {
+            if v == 0 {
+                invalid!(key, "{key} must be at least 1");
+            }
+        }
+        if self.state_dir.to_string_lossy().trim().is_empty() {
+            invalid!("node.state_dir", "node.state_dir must name a directory");
+        }
+        Ok(())
+    }
+}
+
+impl ControlPlaneConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.addresses.is_empty() {
+            invalid!(
+                "control_plane.addresses",
                 "control_plane.addresses is empty: list at least one control plane (\"host:7443\")"
             );
         }
-        if self.node.capacity_listeners == 0 || self.node.capacity_mbps == 0 {
-            anyhow::bail!("node.capacity_listeners and node.capacity_mbps must be at least 1");
-        }
-        if self.node.state_dir.trim().is_empty() {
-            anyhow::bail!("node.state_dir must name a directory");
-        }
-        let most = onda_shared::cluster::proto::MAX_USAGE_INTERVAL_MS;
-        if !(100..=most).contains(&self.usage.interval_ms) {
-            anyhow::bail!("usage.interval_ms must be between 100 and {most}");
-        }
-        if !(50..=self.usage.interval_ms).contains(&self.usage.checkpoint_ms) {
-            anyhow::bail!(
-                "usage.checkpoint_ms must be between 50 and usage.interval_ms ({})",
-                self.usage.interval_ms
+        if !(100..=600_000).contains(&self.max_backoff_ms) {
+            invalid!(
+                "control_plane.max_backoff_ms",
+                "control_plane.max_backoff_ms must be between 100 and 600000"
             );
         }
-        if !(100..=600_000).contains(&self.control_plane.max_backoff_ms) {
-            anyhow::bail!("control_plane.max_backoff_ms must be between 100 and 600000");
+        Ok(())
+    }
+}
+
+impl UsageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let most = onda_shared::cluster::proto::MAX_USAGE_INTERVAL_MS;
+        if !(100..=most).contains(&self.interval_ms) {
+            invalid!(
+                "usage.interval_ms",
+                "usage.interval_ms must be between 100 and {most}"
+            );
+        }
+        if !(50..=self.interval_ms).contains(&self.checkpoint_ms) {
+            invalid!(
+                "usage.checkpoint_ms",
+                "usage.checkpoint_ms must be between 50 and usage.interval_ms ({})",
+                self.interval_ms
+            );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onda_shared::config::load_from;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> AgentConfig {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load_from(text, "agent.toml", vars).expect(text)
+    }
+
+    #[test]
+    fn each_section_names_the_key_it_refuses() {
+        for (text, key) in [
+            ("[node]\ncapacity_mbps = 0\n", "node.capacity_mbps"),
+            ("[node]\nstate_dir = \"\"\n", "node.state_dir"),
+            (
+                "[control_plane]\naddresses = []\n",
+                "control_plane.addresses",
+            ),
+            (
+                "[control_plane]\nmax_backoff_ms = 1\n",
+                "control_plane.max_backoff_ms",
+            ),
+            ("[usage]\ncheckpoint_ms = 20000\n", "usage.checkpoint_ms"),
+        ] {
+            let err = load(text, &[]).validate().expect_err(text);
+            assert_eq!(err.key, key, "{text}");
+            assert!(err.message.contains(key), "{err}");
+        }
+    }
+
+    /// The node's public URLs are URLs once read; empty (the default) means "derive it from the
+    /// bound address", in the file and the environment alike.
+    #[test]
+    fn public_urls_are_optional_urls() {
+        let cfg = load(
+            "[node]\npublic_url = \"http://edge1.example.com:8000\"\n\
+             rtmp_url = \"rtmp://edge1.example.com:1935\"\n",
+            &[],
+        );
+        assert_eq!(
+            cfg.node.public_url.as_ref().map(Url::as_str),
+            Some("http://edge1.example.com:8000/")
+        );
+        // rtmp:// is no scheme the URL standard knows: it is kept as written.
+        assert_eq!(
+            cfg.node.rtmp_url.as_ref().map(Url::as_str),
+            Some("rtmp://edge1.example.com:1935")
+        );
+        let cfg = load(
+            "[node]\npublic_url = \"http://edge1.example.com:8000\"\n",
+            &[
+                ("ONDA_NODE_PUBLIC_URL", ""),
+                ("ONDA_NODE_STATE_DIR", "/var/lib/onda"),
+            ],
+        );
+        assert_eq!(cfg.node.public_url, None);
+        assert_eq!(cfg.node.rtmp_url, None);
+        assert_eq!(cfg.node.state_dir, PathBuf::from("/var/lib/onda"));
+        let err = load_from::<AgentConfig, _>(
+            "[node]\npublic_url = \"edge1.example.com\"\n",
+            "agent.toml",
+            Vec::new(),
+        )
+        .expect_err("not a URL");
+        assert!(err.to_string().contains("node.public_url"), "{err}");
     }
 }

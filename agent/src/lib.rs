@@ -191,7 +191,7 @@ fn default_name() -> String {
 /// `onda agent --config agent.toml [--join TOKEN]`: join if needed, then serve until a signal.
 pub async fn run(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
     let config: AgentConfig = onda_shared::config::load(config_path)?;
-    config.check()?;
+    config.validate()?;
     let stop = CancellationToken::new();
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -221,8 +221,8 @@ pub fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
 /// joined does nothing.
 pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
     let config: AgentConfig = onda_shared::config::load(config_path)?;
-    config.check()?;
-    let state_dir = PathBuf::from(&config.node.state_dir);
+    config.validate()?;
+    let state_dir = config.node.state_dir.clone();
     if let Some(id) = identity::load(&state_dir)? {
         println!("already joined as {}", id.node_id);
         return Ok(());
@@ -237,8 +237,9 @@ pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow
 /// listens on when those are specific), and its capacity.
 fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
     let bound = edge.addr();
-    let public_url = if !config.node.public_url.is_empty() {
-        config.node.public_url.trim_end_matches('/').to_string()
+    // The advert's URLs are bases the control plane appends paths to: no trailing slash.
+    let public_url = if let Some(url) = &config.node.public_url {
+        url.as_str().trim_end_matches('/').to_string()
     } else if bound.ip().is_unspecified() {
         anyhow::bail!(
             "node.public_url is empty and the edge listens on {bound}: set node.public_url to the \
@@ -248,17 +249,15 @@ fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
     } else {
         format!("http://{bound}")
     };
-    let rtmp_url = match edge.rtmp_addr() {
-        None => String::new(),
-        Some(_) if !config.node.rtmp_url.is_empty() => {
-            config.node.rtmp_url.trim_end_matches('/').to_string()
-        }
-        Some(a) if a.ip().is_unspecified() => anyhow::bail!(
+    let rtmp_url = match (edge.rtmp_addr(), &config.node.rtmp_url) {
+        (None, _) => String::new(),
+        (Some(_), Some(url)) => url.as_str().trim_end_matches('/').to_string(),
+        (Some(a), None) if a.ip().is_unspecified() => anyhow::bail!(
             "node.rtmp_url is empty and RTMP listens on {a}: set node.rtmp_url to the URL \
              publishers reach this node at (e.g. rtmp://edge1.example.com:{})",
             a.port()
         ),
-        Some(a) => format!("rtmp://{a}"),
+        (Some(a), None) => format!("rtmp://{a}"),
     };
     Ok(NodeAdvert {
         name: if config.node.name.is_empty() {
@@ -321,7 +320,7 @@ async fn identity(
 /// Starts the edge (with the last desired state on disk) and joins when the node has no
 /// identity yet.
 pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Agent> {
-    let state_dir = PathBuf::from(&config.node.state_dir);
+    let state_dir = config.node.state_dir.clone();
     if join.is_none() && identity::load(&state_dir)?.is_none() {
         anyhow::bail!(
             "this node has not joined a cluster yet: run it once with --join TOKEN (an admin \

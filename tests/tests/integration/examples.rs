@@ -39,6 +39,6 @@ fn agent_example_is_valid() {
     let text = read("agent/examples/agent.toml");
     let cfg: onda_agent::config::AgentConfig =
         onda_shared::config::load_from(&text, "agent.toml", Vec::new()).expect("parses");
-    cfg.check().expect("checks");
+    cfg.validate().expect("validates");
     assert_eq!(cfg.control_plane.addresses.len(), 2);
 }
