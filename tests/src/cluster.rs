@@ -19,11 +19,6 @@ pub struct CpOptions<'a> {
     pub relay_threshold: u64,
 }
 
-/// A SQLite database file in `dir`.
-pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("onda.db").display())
-}
-
 pub struct ControlPlane {
     pub proc: Proc,
     pub api: String,
@@ -49,53 +44,6 @@ fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
         hb = (o.node_ttl_ms / 5).max(100),
         relay = o.relay_threshold,
     )
-}
-
-/// One control plane on SQLite with the in-process coordinator, owning its database and CA
-/// directories (removed after the process is killed): what most single-replica tests start
-/// with. It derefs to the [`ControlPlane`].
-pub struct LocalControlPlane {
-    pub cp: ControlPlane,
-    /// Holds the SQLite database (`sqlite_url(&data)`), for tests that reach below the API.
-    pub data: tempfile::TempDir,
-    _ca: tempfile::TempDir,
-}
-
-impl LocalControlPlane {
-    pub async fn start(admin_token: &str, node_ttl_ms: u64) -> LocalControlPlane {
-        Self::start_with_env(admin_token, node_ttl_ms, &[]).await
-    }
-
-    /// Like [`LocalControlPlane::start`], with more settings as `ONDA_*` environment variables.
-    pub async fn start_with_env(
-        admin_token: &str,
-        node_ttl_ms: u64,
-        env: &[(&str, &str)],
-    ) -> LocalControlPlane {
-        let data = tempfile::tempdir().expect("dir");
-        let ca = tempfile::tempdir().expect("dir");
-        let cp = ControlPlane::start_with_env(
-            &CpOptions {
-                database_url: sqlite_url(&data),
-                etcd: None,
-                ca_dir: ca.path(),
-                replica: "cp",
-                admin_token,
-                node_ttl_ms,
-                relay_threshold: 500,
-            },
-            env,
-        )
-        .await;
-        LocalControlPlane { cp, data, _ca: ca }
-    }
-}
-
-impl std::ops::Deref for LocalControlPlane {
-    type Target = ControlPlane;
-    fn deref(&self) -> &ControlPlane {
-        &self.cp
-    }
 }
 
 /// A tone for [`ControlPlane::upload_rotation`]: file name (its extension picks the format),
@@ -172,7 +120,8 @@ impl ControlPlane {
         Self::start_in_with_env(o, dir, http_port, quic_port, &[]).await
     }
 
-    async fn start_in_with_env(
+    /// [`ControlPlane::start_in`] with more settings as `ONDA_*` environment variables.
+    pub async fn start_in_with_env(
         o: &CpOptions<'_>,
         dir: tempfile::TempDir,
         http_port: u16,

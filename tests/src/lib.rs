@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod db;
 pub mod edge;
 pub mod etcd;
+pub mod fixture;
 pub mod glass;
 pub mod load;
 pub mod media;

@@ -111,11 +111,18 @@ impl Proc {
 
     /// Stops the process and hands its directory over (to start another on the same data).
     pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.take_dir()
+    }
+
+    /// Like [`Proc::into_dir`] for a process held in a larger value: this one is left with no
+    /// directory (its logs go with the directory).
+    pub fn take_dir(&mut self) -> tempfile::TempDir {
         self.kill();
         self.dir.take().expect("dir")
     }
 
-    fn kill(&mut self) {
+    /// `kill -9` of the process and its group; the directory stays.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             // The group first (children the process started, even if it already exited), then
             // the process itself in case the group is gone.

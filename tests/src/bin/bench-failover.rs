@@ -4,8 +4,8 @@
 //! after each kill so three stay up). Run with `scripts/bench-cluster.sh`.
 #![forbid(unsafe_code)]
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, kill_carrier_and_time_failover};
-use onda_tests::etcd::Etcd;
+use onda_tests::cluster::kill_carrier_and_time_failover;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use std::time::Duration;
 
 #[tokio::main]
@@ -19,38 +19,27 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let etcd = Etcd::start().await;
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: format!("sqlite://{}", data.path().join("onda.db").display()),
-        etcd: Some(&etcd.endpoint),
-        ca_dir: ca.path(),
-        replica: "bench",
+    let mut fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: "bench-admin-token-0123456789",
+        etcd: true,
+        replica: "bench",
         node_ttl_ms: ttl,
-        relay_threshold: 500,
+        nodes: &["edge-1", "edge-2", "edge-3"],
+        ..ClusterSpec::default()
     })
     .await;
-    let cps = vec![cp.quic.clone()];
-    let mut agents = Vec::new();
-    let mut joined = 0;
-    while agents.len() < 3 {
-        joined += 1;
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(&format!("edge-{joined}"), &cps, Some(&token)).await);
-    }
-    let station = cp.station("Bench FM").await;
+    let mut joined = fx.agents.len();
+    let station = fx.cp.station("Bench FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     let mut times = Vec::new();
     for round in 1..=rounds {
         let (t, _) =
-            kill_carrier_and_time_failover(&cp, &mut agents, &slug, Duration::from_secs(30)).await;
+            kill_carrier_and_time_failover(&fx.cp, &mut fx.agents, &slug, Duration::from_secs(30))
+                .await;
         println!("round {round}: {} ms", t.as_millis());
         times.push(t);
         joined += 1;
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(&format!("edge-{joined}"), &cps, Some(&token)).await);
+        fx.join(&format!("edge-{joined}")).await;
     }
     times.sort();
     let ms = |d: Duration| d.as_millis();

@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 use onda_tests::bench::{arg, clock_ticks, tree_cpu_seconds, tree_rss_kib};
-use onda_tests::cluster::{Agent, LocalControlPlane};
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::wait_for;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -298,26 +298,25 @@ impl Workers {
     }
 }
 
-/// A control plane and an agent whose AutoDJ changes track every 4 s; the API, a tenant key,
-/// the feed path and the processes to keep.
-/// The control plane owns its database and CA directories for as long as it runs (SQLite
-/// opens files there whenever its pool opens a connection).
+/// A control plane and an agent whose AutoDJ changes track every 4 s: the cluster, a tenant
+/// key, the feed path and the media directory to keep.
 async fn cluster(
     per_ip: usize,
     total: usize,
-) -> (LocalControlPlane, Agent, String, String, tempfile::TempDir) {
+) -> (ClusterFixture, String, String, tempfile::TempDir) {
     let (per_ip, total) = (per_ip.to_string(), total.to_string());
-    let cp = LocalControlPlane::start_with_env(
-        ADMIN,
-        3000,
-        &[
+    let fx = ClusterFixture::start_with(ClusterSpec {
+        admin_token: ADMIN,
+        node_ttl_ms: 3000,
+        nodes: &["edge-1"],
+        env: &[
             ("ONDA_NOWPLAYING_MAX_SUBSCRIBERS_PER_IP", &per_ip),
             ("ONDA_NOWPLAYING_MAX_SUBSCRIBERS", &total),
         ],
-    )
+        ..ClusterSpec::default()
+    })
     .await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let cp = &fx.cp;
     let key = cp.tenant_key("Bench Radio").await;
     let (sid, slug) = cp
         .autodj_station(
@@ -343,13 +342,8 @@ async fn cluster(
             .map(|_| ())
     })
     .await;
-    (
-        cp,
-        agent,
-        key,
-        format!("/api/nowplaying/{slug}/events"),
-        media,
-    )
+    let path = format!("/api/nowplaying/{slug}/events");
+    (fx, key, path, media)
 }
 
 fn print_latency(label: &str, v: &[f64]) {
@@ -391,7 +385,8 @@ async fn bench() -> bool {
         "now-playing feeds: {subscribers} subscribers from {sources} addresses ({per_ip} per \
          address), open file limit {nofile}"
     );
-    let (cp, _agent, key, path, _media) = cluster(per_ip, subscribers).await;
+    let (fx, key, path, _media) = cluster(per_ip, subscribers).await;
+    let cp = &fx.cp;
     let ticks = clock_ticks();
     let pid = cp.proc.pid();
 

@@ -5,8 +5,8 @@
 //! the control plane's `/listen` redirect, hls.js through `/watch` to a live stream, and the
 //! public now-playing JSON.
 
-use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::process::Proc;
 use onda_tests::wait_for;
 use serde_json::{Value, json};
@@ -73,9 +73,14 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
         browser_dir().join("node_modules/playwright-core").exists(),
         "playwright-core is missing: run scripts/install-deps.sh test"
     );
-    let cp = LocalControlPlane::start("browser-test-admin-token-0123456789", 1000).await;
-    let token = cp.join_token(600).await;
-    let _agent = Agent::start("web-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let fx = ClusterFixture::start_with(ClusterSpec {
+        admin_token: "browser-test-admin-token-0123456789",
+        node_ttl_ms: 1000,
+        nodes: &["web-1"],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let cp = &fx.cp;
     let station = cp.station("Browser FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     let key = cp.tenant_key("Browser Live").await;

@@ -2,12 +2,9 @@
 //! in-process coordinator), real etcd, `onda agent` nodes joined with tokens, ffmpeg tones as the
 //! stations' sources, and ffprobe and raw HTTP as listeners through the redirector.
 
-use onda_tests::cluster::sqlite_url;
-use onda_tests::cluster::{
-    Agent, ControlPlane, CpOptions, audio_bytes, failed_join, kill_carrier_and_time_failover,
-};
-use onda_tests::db::{Backend, TestDb};
-use onda_tests::etcd::Etcd;
+use onda_tests::cluster::{Agent, audio_bytes, failed_join, kill_carrier_and_time_failover};
+use onda_tests::db::Backend;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::wait_for;
 use reqwest::Method;
 use std::time::{Duration, Instant};
@@ -21,18 +18,13 @@ async fn probe(url: &str) -> String {
 
 #[tokio::test]
 async fn joins_need_a_valid_token_and_revoked_nodes_are_refused() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
+    let fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: ADMIN,
         node_ttl_ms: 2000,
-        relay_threshold: 500,
+        ..ClusterSpec::default()
     })
     .await;
+    let cp = &fx.cp;
     let cps = vec![cp.quic.clone()];
 
     // Tokens that cannot work, each with the reason in the agent's error.
@@ -110,25 +102,16 @@ async fn joins_need_a_valid_token_and_revoked_nodes_are_refused() {
 
 #[tokio::test]
 async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_dies() {
-    let etcd = Etcd::start().await;
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let opts = CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: Some(&etcd.endpoint),
-        ca_dir: ca.path(),
-        replica: "cp-1",
+    let mut fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: ADMIN,
+        etcd: true,
+        replica: "cp-1",
         node_ttl_ms: 1000,
-        relay_threshold: 500,
-    };
-    let cp = ControlPlane::start(&opts).await;
-    let cps = vec![cp.quic.clone()];
-    let mut agents = Vec::new();
-    for name in ["edge-1", "edge-2", "edge-3"] {
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(name, &cps, Some(&token)).await);
-    }
+        nodes: &["edge-1", "edge-2", "edge-3"],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let (cp, agents) = (&fx.cp, &fx.agents);
     let station = cp.station("Failover FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     let sid = station["id"].as_str().expect("id").to_string();
@@ -176,7 +159,9 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
 
     // kill -9 the carrying node; time until audio flows through the redirector again.
     let (failover, _) =
-        kill_carrier_and_time_failover(&cp, &mut agents, &slug, Duration::from_secs(15)).await;
+        kill_carrier_and_time_failover(&fx.cp, &mut fx.agents, &slug, Duration::from_secs(15))
+            .await;
+    let (cp, agents) = (&fx.cp, &fx.agents);
     eprintln!(
         "FAILOVER: kill -9 to audio through the redirector: {} ms (node lease 1000 ms)",
         failover.as_millis()
@@ -205,30 +190,18 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
     // it instead of moving its station.
     let origin_agent = agents
         .iter()
-        .find(|a| a.node_id() == new_origin)
+        .position(|a| a.node_id() == new_origin)
         .expect("new origin is a live agent");
-    origin_agent.proc.signal("STOP");
-    let (http_port, quic_port) = (cp.http_port(), cp.quic_port());
-    let dir = cp.proc.into_dir();
-    let mut cp = ControlPlane::start_in(&opts, dir, http_port, quic_port).await;
-    cp.proc
+    fx.agents[origin_agent].proc.signal("STOP");
+    fx.restart_cp().await;
+    fx.cp
+        .proc
         .wait_log_word("waiting up to", Duration::from_secs(20))
         .await;
-    origin_agent.proc.signal("CONT");
-    wait_for(
-        "agents back on the restarted control plane",
-        Duration::from_secs(20),
-        || async {
-            let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
-            let ready = nodes["items"]
-                .as_array()?
-                .iter()
-                .filter(|n| n["status"] == "ready")
-                .count();
-            (ready == 2).then_some(())
-        },
-    )
-    .await;
+    fx.agents[origin_agent].proc.signal("CONT");
+    // Both agents back on the restarted control plane.
+    fx.wait_ready(2, Duration::from_secs(20)).await;
+    let cp = &mut fx.cp;
     let moved = cp
         .proc
         .wait_log_word("station(s) placed,", Duration::from_secs(25))
@@ -258,43 +231,41 @@ async fn a_station_plays_through_the_redirector_and_fails_over_when_its_node_die
 
 #[tokio::test]
 async fn the_leader_role_passes_to_the_other_control_plane() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else {
+    let Some(mut fx) = ClusterFixture::start_on(ClusterSpec {
+        admin_token: ADMIN,
+        backend: Backend::Postgres,
+        etcd: true,
+        replica: "cp-a",
+        node_ttl_ms: 1500,
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
         return;
     };
-    let etcd = Etcd::start().await;
-    let ca = tempfile::tempdir().expect("dir");
-    let opts = |replica| CpOptions {
-        database_url: db.url.clone(),
-        etcd: Some(&etcd.endpoint),
-        ca_dir: ca.path(),
-        replica,
-        admin_token: ADMIN,
-        node_ttl_ms: 1500,
-        relay_threshold: 500,
-    };
-    let mut a = ControlPlane::start(&opts("cp-a")).await;
-    let mut b = ControlPlane::start(&opts("cp-b")).await;
-    // The agent knows both control planes; it starts on a.
-    let cps = vec![a.quic.clone(), b.quic.clone()];
-    let token = a.join_token(600).await;
-    let agent = Agent::start("edge-1", &cps, Some(&token)).await;
+    let mut b = fx.start_replica("cp-b").await;
+    // The agent knows both control planes; it starts on a (`fx.cp`).
+    let cps = vec![fx.cp.quic.clone(), b.quic.clone()];
+    fx.join_via("edge-1", &cps).await;
     let station = b.station("Leader FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     wait_for(
         "the station on the air via a",
         Duration::from_secs(30),
-        || a.redirect(&slug),
+        || fx.cp.redirect(&slug),
     )
     .await;
     wait_for("b sees it too", Duration::from_secs(10), || {
         b.redirect(&slug)
     })
     .await;
-    a.proc
+    fx.cp
+        .proc
         .wait_log_word("replica cp-a is the", Duration::from_secs(5))
         .await;
     // kill -9 the leader (which also holds the agent's connection).
-    drop(a);
+    fx.kill_cp();
+    let agent = &fx.agents[0];
     b.proc
         .wait_log_word("replica cp-b is the", Duration::from_secs(15))
         .await;
@@ -327,25 +298,16 @@ async fn the_leader_role_passes_to_the_other_control_plane() {
 #[tokio::test]
 async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_the_control_plane()
 {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
+    let mut fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: ADMIN,
         node_ttl_ms: 2000,
         // Two listeners are all one node should carry of a station before relays help.
         relay_threshold: 2,
+        nodes: &["edge-1", "edge-2"],
+        ..ClusterSpec::default()
     })
     .await;
-    let cps = vec![cp.quic.clone()];
-    let mut agents = Vec::new();
-    for name in ["edge-1", "edge-2"] {
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(name, &cps, Some(&token)).await);
-    }
+    let (cp, agents) = (&fx.cp, &fx.agents);
     let station = cp.station("Drain FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     let sid = station["id"].as_str().expect("id").to_string();
@@ -437,7 +399,7 @@ async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_
     assert!(audio_bytes(&moved, 4096).await.is_some());
 
     // The control plane goes away: the node keeps serving what it was told.
-    drop(cp);
+    fx.kill_cp();
     let still = audio_bytes(&moved, 16384).await;
     assert!(
         still.is_some(),
@@ -452,24 +414,16 @@ async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_
 #[tokio::test]
 async fn a_corrupt_placement_in_etcd_moves_nothing() {
     use onda_control_plane::coordinator::Coordinator as _;
-    let etcd = Etcd::start().await;
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let mut cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: Some(&etcd.endpoint),
-        ca_dir: ca.path(),
-        replica: "cp",
+    let mut fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: ADMIN,
+        etcd: true,
         node_ttl_ms: 1500,
-        relay_threshold: 500,
+        nodes: &["edge-1", "edge-2"],
+        ..ClusterSpec::default()
     })
     .await;
-    let mut agents = Vec::new();
-    for name in ["edge-1", "edge-2"] {
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
-    }
+    let etcd_endpoint = fx.etcd_endpoint().to_string();
+    let cp = &mut fx.cp;
     let station = cp.station("Steady FM").await;
     let id = station["id"].as_str().expect("id").to_string();
     let origin = wait_for("the station placed", Duration::from_secs(30), || async {
@@ -478,7 +432,7 @@ async fn a_corrupt_placement_in_etcd_moves_nothing() {
     })
     .await;
     let coord = onda_control_plane::coordinator::etcd::EtcdCoordinator::connect(
-        std::slice::from_ref(&etcd.endpoint),
+        std::slice::from_ref(&etcd_endpoint),
         "/onda",
     )
     .await
@@ -549,5 +503,4 @@ async fn a_corrupt_placement_in_etcd_moves_nothing() {
         cp.placement(&id).await["origin"].as_str(),
         Some(origin.as_str())
     );
-    drop(agents);
 }

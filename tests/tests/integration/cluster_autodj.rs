@@ -2,14 +2,12 @@
 //! origin node by hash, played in playlist order through the redirector, now-playing in the
 //! public JSON and its push feed, and a live DJ with an account taking over and leaving.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
 use onda_tests::edge::{RawListener, ffmpeg_source};
+use onda_tests::fixture::ClusterFixture;
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-const ADMIN: &str = "admin-token-for-autodj-tests";
 
 /// Reads `n` `event: nowplaying` payloads from the SSE feed.
 async fn sse_events(url: &str, n: usize) -> Vec<Value> {
@@ -53,20 +51,8 @@ fn title_of(np: &Value) -> String {
 
 #[tokio::test]
 async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
-        admin_token: ADMIN,
-        node_ttl_ms: 2000,
-        relay_threshold: 500,
-    })
-    .await;
-    let token = cp.join_token(600).await;
-    let _agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let fx = ClusterFixture::start(1).await;
+    let cp = &fx.cp;
 
     let key = cp.tenant_key("Tracks Inc").await;
     let (sid, slug) = cp

@@ -8,9 +8,8 @@ use onda_shared::cluster::proto::{
     ControlMessage, Heartbeat, HostMetrics, MountUsage, NodeMessage, RefusalCode, Rejected,
 };
 use onda_shared::cluster::token::JoinToken;
-use onda_tests::cluster::{
-    Agent, ControlPlane, LocalControlPlane, agent_toml, audio_bytes, sqlite_url,
-};
+use onda_tests::cluster::{Agent, ControlPlane, agent_toml, audio_bytes};
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::process::free_port;
 use onda_tests::rogue::{RogueNode, raw_join};
 use onda_tests::wait_for;
@@ -21,8 +20,15 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn control_plane() -> LocalControlPlane {
-    LocalControlPlane::start("isolation-test-admin-token-0123", 1000).await
+/// A control plane with node leases of 1 s and the agents `nodes`.
+async fn cluster(nodes: &[&str]) -> ClusterFixture {
+    ClusterFixture::start_with(ClusterSpec {
+        admin_token: "isolation-test-admin-token-0123",
+        node_ttl_ms: 1000,
+        nodes,
+        ..ClusterSpec::default()
+    })
+    .await
 }
 
 fn quic(cp: &ControlPlane) -> SocketAddr {
@@ -115,14 +121,8 @@ async fn metrics(cp: &ControlPlane) -> String {
 /// refused one, which the station's placement shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_station_the_edge_refuses_costs_only_that_station() {
-    let s = control_plane().await;
-    let cp = &s.cp;
-    let node = Agent::start(
-        "iso-1",
-        std::slice::from_ref(&cp.quic),
-        Some(&cp.join_token(600).await),
-    )
-    .await;
+    let fx = cluster(&["iso-1"]).await;
+    let (cp, node) = (&fx.cp, &fx.agents[0]);
     let key = cp.tenant_key("Tenant A").await;
 
     // Slug `hls`: the edge serves live streams' HLS under /hls/, so the API refuses it.
@@ -211,7 +211,7 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
     let bad_id = bad["id"].as_str().expect("id").to_string();
     on_the_air(cp, bad["slug"].as_str().expect("slug")).await;
     {
-        let db = onda_control_plane::db::Db::connect(&sqlite_url(&s.data), 1)
+        let db = onda_control_plane::db::Db::connect(&fx.db.url, 1)
             .await
             .expect("db");
         let mut c = db.conn().await.expect("conn");
@@ -389,8 +389,8 @@ fn small_rtmp_publisher(url: &str) -> onda_tests::process::Proc {
 /// listeners' usage is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
-    let s = control_plane().await;
-    let cp = &s.cp;
+    let fx = cluster(&[]).await;
+    let cp = &fx.cp;
     let key = cp.tenant_key("Victim").await;
     // The station goes only to nodes labelled gold: never to the rogue node.
     let (status, victim) = create_station(
@@ -653,8 +653,8 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
 /// is counted one by one but logged once per interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_check_the_token_first_and_failed_joins_are_logged_once_per_interval() {
-    let s = control_plane().await;
-    let cp = &s.cp;
+    let fx = cluster(&[]).await;
+    let cp = &fx.cp;
     let token_text = cp.join_token(600).await;
     let good: JoinToken = token_text.parse().expect("token");
     let bad = JoinToken {

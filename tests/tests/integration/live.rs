@@ -820,40 +820,24 @@ async fn a_publish_that_fails_or_is_killed_releases_its_key() {
 }
 
 /// A control plane with `nodes` joined agents (RTMP on, as the harness's agent.toml sets) and
-/// a premium tenant: the control plane, its temp dirs, the agents and the tenant's key.
+/// a premium tenant: the cluster and the tenant's key.
 struct LiveCluster {
-    cp: onda_tests::cluster::ControlPlane,
-    agents: Vec<onda_tests::cluster::Agent>,
+    fx: onda_tests::fixture::ClusterFixture,
     key: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 async fn live_cluster(nodes: &[&str], relay_threshold: u64) -> LiveCluster {
-    use onda_tests::cluster::{Agent, ControlPlane, CpOptions, sqlite_url};
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
+    use onda_tests::fixture::{ClusterFixture, ClusterSpec};
+    let fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: "live-test-admin-token-0123456789",
         node_ttl_ms: 1000,
         relay_threshold,
+        nodes,
+        ..ClusterSpec::default()
     })
     .await;
-    let mut agents = Vec::new();
-    for name in nodes {
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
-    }
-    let key = cp.tenant_key("Creator").await;
-    LiveCluster {
-        cp,
-        agents,
-        key,
-        _dirs: (data, ca),
-    }
+    let key = fx.cp.tenant_key("Creator").await;
+    LiveCluster { fx, key }
 }
 
 /// Creates a live stream through the API and waits until it is placed: (stream, ingest).
@@ -862,19 +846,21 @@ async fn placed_stream(
     body: serde_json::Value,
 ) -> (serde_json::Value, serde_json::Value) {
     let (s, stream) =
-        c.cp.tenant_call(&c.key, reqwest::Method::POST, "/v1/streams", Some(body))
+        c.fx.cp
+            .tenant_call(&c.key, reqwest::Method::POST, "/v1/streams", Some(body))
             .await;
     assert_eq!(s, 201, "{stream}");
     let id = stream["id"].as_str().expect("id").to_string();
     let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
         let (s, i) =
-            c.cp.tenant_call(
-                &c.key,
-                reqwest::Method::GET,
-                &format!("/v1/streams/{id}/ingest"),
-                None,
-            )
-            .await;
+            c.fx.cp
+                .tenant_call(
+                    &c.key,
+                    reqwest::Method::GET,
+                    &format!("/v1/streams/{id}/ingest"),
+                    None,
+                )
+                .await;
         assert_eq!(s, 200, "{i}");
         i["publish_url"].is_string().then_some(i)
     })
@@ -891,7 +877,7 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
     use reqwest::Method;
     use serde_json::json;
     let c = live_cluster(&["live-1"], 500).await;
-    let (cp, key) = (&c.cp, c.key.clone());
+    let (cp, key) = (&c.fx.cp, c.key.clone());
     let (stream, ingest) = placed_stream(&c, json!({"name": "Launch Party"})).await;
     let id = stream["id"].as_str().expect("id").to_string();
     let slug = stream["slug"].as_str().expect("slug").to_string();
@@ -1374,8 +1360,8 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
     use serde_json::json;
     // A relay as soon as a carrier has more than one viewer.
     let c = live_cluster(&["live-a", "live-b"], 1).await;
-    let cp = &c.cp;
-    let (a, b) = (&c.agents[0], &c.agents[1]);
+    let cp = &c.fx.cp;
+    let (a, b) = (&c.fx.agents[0], &c.fx.agents[1]);
     let (stream, ingest) = placed_stream(&c, json!({"name": "Finals"})).await;
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
@@ -1460,17 +1446,18 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
         ),
     ] {
         let (s, body) =
-            c.cp.call(
-                Method::PATCH,
-                "/v1/plans/plan_premium",
-                Some(serde_json::json!({"limits": {"live_renditions": ladder}})),
-            )
-            .await;
+            c.fx.cp
+                .call(
+                    Method::PATCH,
+                    "/v1/plans/plan_premium",
+                    Some(serde_json::json!({"limits": {"live_renditions": ladder}})),
+                )
+                .await;
         assert_eq!(s, 422, "{body}");
         assert!(body.to_string().contains(why), "{body}");
     }
     let (s, plan) =
-        c.cp.call(
+        c.fx.cp.call(
             Method::PATCH,
             "/v1/plans/plan_premium",
             Some(serde_json::json!({"limits": {"live_renditions": [{"height": 180, "video_kbps": 300}]}})),
@@ -1481,7 +1468,7 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
     let (stream, ingest) = placed_stream(&c, serde_json::json!({"name": "Ladder"})).await;
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
-    let watch = format!("{}/watch/{slug}.m3u8", c.cp.api);
+    let watch = format!("{}/watch/{slug}.m3u8", c.fx.cp.api);
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

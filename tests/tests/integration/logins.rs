@@ -5,8 +5,8 @@
 //! nodes not counted), nobody can keep a station off the air by failing logins on purpose, and
 //! the source on air titles its show whatever the login checker is doing.
 
-use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::edge::EdgeNode;
+use onda_tests::fixture::ClusterFixture;
 use onda_tests::wait_for;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -298,9 +298,8 @@ async fn a_djs_successful_check_is_remembered() {
 /// The edge of an agent with no `[limits]` takes at most 100 connections from one address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_edge_limits_connections_per_address_by_default() {
-    let cp = LocalControlPlane::start("admin-token-0123456789", 2000).await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("edge-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let fx = ClusterFixture::start(1).await;
+    let agent = &fx.agents[0];
     let addr = agent.edge_url.trim_start_matches("http://").to_string();
     // 101 connections from one address that send nothing: exactly one is refused (whichever
     // the edge admits last; it handles connections concurrently), the others stay open.

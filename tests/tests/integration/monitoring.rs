@@ -4,8 +4,9 @@
 //! a listener and an API request) and a standalone edge with a live stream serve on `/metrics`,
 //! not against a hand-kept list.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, audio_bytes, sqlite_url};
+use onda_tests::cluster::audio_bytes;
 use onda_tests::edge::EdgeNode;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::wait_for;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -107,20 +108,14 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_in_dashboards_and_rules_is_exported() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
-        database_url: sqlite_url(&data),
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
+    let fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: "monitoring-test-admin-token-0123",
         node_ttl_ms: 1000,
-        relay_threshold: 500,
+        nodes: &["mon-1"],
+        ..ClusterSpec::default()
     })
     .await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("mon-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let (cp, agent) = (&fx.cp, &fx.agents[0]);
     let st = cp.station("Watched FM").await;
     let url = format!(
         "{}/{}/radio.mp3",

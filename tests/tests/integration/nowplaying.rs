@@ -5,15 +5,13 @@
 
 use onda_control_plane::config::NowPlayingSettings;
 use onda_tests::api::TestControlPlane;
-use onda_tests::cluster::{Agent, LocalControlPlane};
 use onda_tests::db::Backend;
+use onda_tests::fixture::ClusterFixture;
 use onda_tests::wait_for;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-const ADMIN: &str = "admin-token-for-nowplaying-tests";
 
 /// A client whose connections leave from `ip` (any 127.0.0.x reaches a loopback server).
 fn client_from(ip: &str) -> reqwest::Client {
@@ -74,9 +72,8 @@ fn title_of(np: &Value) -> String {
 
 #[tokio::test]
 async fn every_feed_gets_each_change_from_one_snapshot_build() {
-    let cp = LocalControlPlane::start(ADMIN, 2000).await;
-    let token = cp.join_token(600).await;
-    let _agent = Agent::start("edge-1", std::slice::from_ref(&cp.quic), Some(&token)).await;
+    let fx = ClusterFixture::start(1).await;
+    let cp = &fx.cp;
     let key = cp.tenant_key("Feeds Inc").await;
     let (sid, slug) = cp
         .autodj_station(

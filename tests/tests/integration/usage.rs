@@ -5,8 +5,9 @@
 //! (the harness's agent.toml), so a report counted twice would add about a second per listener:
 //! far more than the bounds below allow.
 
-use onda_tests::cluster::{Agent, ControlPlane, CpOptions, audio_bytes, sqlite_url};
+use onda_tests::cluster::{Agent, ControlPlane, audio_bytes};
 use onda_tests::db::{Backend, TestDb};
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::usage::{Listened, Truth, UdpRelay, listen_for, spooled_reports, truth};
 use onda_tests::wait_for;
 use reqwest::Method;
@@ -26,15 +27,13 @@ const CHECKPOINT_LOSS_MS: u64 = 300;
 /// 64 kbit/s for CHECKPOINT_LOSS_MS plus one publish batch.
 const CHECKPOINT_LOSS_BYTES: u64 = 8_000 * 3 / 10 + 8 * 1024;
 
-fn opts<'a>(database_url: String, ca: &'a tempfile::TempDir) -> CpOptions<'a> {
-    CpOptions {
-        database_url,
-        etcd: None,
-        ca_dir: ca.path(),
-        replica: "cp",
+/// The clusters of these tests: node leases of 1 s, and the agents `nodes`.
+fn cluster(nodes: &'static [&'static str]) -> ClusterSpec<'static> {
+    ClusterSpec {
         admin_token: ADMIN,
         node_ttl_ms: 1000,
-        relay_threshold: 500,
+        nodes,
+        ..ClusterSpec::default()
     }
 }
 
@@ -165,26 +164,23 @@ fn within(what: &str, unit: &str, billed: u64, truth: u64, lost: u64, slack: u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twice() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("meter-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
-    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+    let mut fx = ClusterFixture::start_with(cluster(&["meter-a"])).await;
+    let (sid, path, checks) = station_on_air(&fx.cp, &fx.agents[0]).await;
 
     // Two listeners finish before the kill; four are connected when it comes.
-    let done = listeners(&agent, &path, 2, 1.5);
-    let cut = listeners(&agent, &path, 4, 60.0);
+    let done = listeners(&fx.agents[0], &path, 2, 1.5);
+    let cut = listeners(&fx.agents[0], &path, 4, 60.0);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let dir = agent.proc.into_dir(); // SIGKILL
+    fx.kill_agent(0); // SIGKILL
     let done = collect(done).await;
     let cut = collect(cut).await;
     assert!(done.iter().all(|l| !l.cut), "{done:?}");
     assert!(cut.iter().all(|l| l.cut), "the kill ended these: {cut:?}");
 
     // The same node starts again on its own state: its spool holds what it had not sent.
-    let agent = Agent::start_in("meter-a", dir, None).await;
-    let got = settled(&cp, &agent, &sid).await;
+    fx.restart_agent(0).await;
+    let (cp, agent) = (&fx.cp, &fx.agents[0]);
+    let got = settled(cp, agent, &sid).await;
     let all: Vec<Listened> = checks.into_iter().chain(done).chain(cut).collect();
     // What the two report about it in Prometheus terms.
     let agent_metrics = scrape(format!("{}/metrics", agent.edge_url)).await;
@@ -219,19 +215,16 @@ async fn kill_9_of_the_agent_loses_at_most_one_checkpoint_and_counts_nothing_twi
 /// listeners received). Resuming brings the station back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspending_a_tenant_takes_its_stations_off_the_air_until_it_is_resumed() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("suspend-a", std::slice::from_ref(&cp.quic), Some(&token)).await;
-    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+    let fx = ClusterFixture::start_with(cluster(&["suspend-a"])).await;
+    let (cp, agent) = (&fx.cp, &fx.agents[0]);
+    let (sid, path, checks) = station_on_air(cp, agent).await;
     let (_, st) = cp
         .call(Method::GET, &format!("/v1/stations/{sid}"), None)
         .await;
     let tenant = st["tenant_id"].as_str().expect("tenant").to_string();
     let slug = st["slug"].as_str().expect("slug").to_string();
 
-    let on = listeners(&agent, &path, 1, 60.0);
+    let on = listeners(agent, &path, 1, 60.0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let suspended_at = std::time::Instant::now();
     let (s, t) = cp
@@ -261,7 +254,7 @@ async fn suspending_a_tenant_takes_its_stations_off_the_air_until_it_is_resumed(
         "the redirector to answer 503",
         Duration::from_secs(5),
         || {
-            let (cp, slug) = (&cp, &slug);
+            let (cp, slug) = (cp, &slug);
             async move {
                 let (status, body) = cp
                     .call(Method::GET, &format!("/listen/{slug}/radio.mp3"), None)
@@ -273,7 +266,7 @@ async fn suspending_a_tenant_takes_its_stations_off_the_air_until_it_is_resumed(
     .await;
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("off the air"), "{body}");
-    let got = settled(&cp, &agent, &sid).await;
+    let got = settled(cp, agent, &sid).await;
     let all: Vec<Listened> = checks.into_iter().chain(ended).collect();
     compare("a suspension", got, truth(&all), 0, 0);
 
@@ -299,49 +292,47 @@ async fn suspending_a_tenant_takes_its_stations_off_the_air_until_it_is_resumed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_control_plane_loses_nothing_on_postgresql() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else {
+    let Some(mut fx) = ClusterFixture::start_on(ClusterSpec {
+        backend: Backend::Postgres,
+        ..cluster(&["meter-b"])
+    })
+    .await
+    else {
         return;
     };
-    let ca = tempfile::tempdir().expect("dir");
-    let o = opts(db.url.clone(), &ca);
-    let cp = ControlPlane::start(&o).await;
-    let (http_port, quic_port) = (cp.http_port(), cp.quic_port());
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("meter-b", std::slice::from_ref(&cp.quic), Some(&token)).await;
-    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+    let (sid, path, checks) = station_on_air(&fx.cp, &fx.agents[0]).await;
 
-    let tasks = listeners(&agent, &path, 4, 6.0);
+    let tasks = listeners(&fx.agents[0], &path, 4, 6.0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let dir = cp.proc.into_dir(); // SIGKILL, reports in flight and unacknowledged
+    fx.kill_cp(); // SIGKILL, reports in flight and unacknowledged
     // The node keeps serving and spooling while no control plane answers.
     wait_for(
         "reports spooled meanwhile",
         Duration::from_secs(10),
-        || async { (spooled_reports(agent.proc.path()) >= 2).then_some(()) },
+        || async { (spooled_reports(fx.agents[0].proc.path()) >= 2).then_some(()) },
     )
     .await;
-    let cp = ControlPlane::start_in(&o, dir, http_port, quic_port).await;
+    fx.restart_cp().await;
+    let (cp, agent) = (&fx.cp, &fx.agents[0]);
     let mut heard = collect(tasks).await;
     assert!(
         heard.iter().all(|l| !l.cut),
         "listeners kept listening: {heard:?}"
     );
-    let got = settled(&cp, &agent, &sid).await;
+    let got = settled(cp, agent, &sid).await;
     heard.extend(checks);
     compare("kill -9 of the control plane", got, truth(&heard), 0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_between_node_and_control_plane_loses_nothing() {
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&opts(sqlite_url(&data), &ca)).await;
-    let relay = UdpRelay::start(cp.quic.parse().expect("quic addr")).await;
-    let token = cp.join_token(600).await;
-    let agent = Agent::start("meter-c", &[relay.addr.to_string()], Some(&token)).await;
-    let (sid, path, checks) = station_on_air(&cp, &agent).await;
+    let mut fx = ClusterFixture::start_with(cluster(&[])).await;
+    let relay = UdpRelay::start(fx.cp.quic.parse().expect("quic addr")).await;
+    fx.join_via("meter-c", &[relay.addr.to_string()]).await;
+    let (cp, agent) = (&fx.cp, &fx.agents[0]);
+    let (sid, path, checks) = station_on_air(cp, agent).await;
 
-    let tasks = listeners(&agent, &path, 4, 5.0);
+    let tasks = listeners(agent, &path, 4, 5.0);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     relay.cut();
     // Longer than the control channel's idle timeout (the 1 s node lease): both sides give
@@ -366,7 +357,7 @@ async fn a_partition_between_node_and_control_plane_loses_nothing() {
     .await;
     relay.heal();
     let mut heard = collect(tasks).await;
-    let got = settled(&cp, &agent, &sid).await;
+    let got = settled(cp, agent, &sid).await;
     // The station may have been taken off the partitioned node meanwhile (its lease expired,
     // and no other node could carry it): listeners cut that way count what they heard.
     heard.extend(checks);
@@ -455,20 +446,14 @@ onda_tests::on_both_backends!(a_report_is_stored_once);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stations_listener_limit_holds_across_three_nodes() {
     const LIMIT: usize = 6;
-    let data = tempfile::tempdir().expect("dir");
-    let ca = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::start(&CpOptions {
+    let fx = ClusterFixture::start_with(ClusterSpec {
         // One listener is all a node should carry before relays help: two listeners bring
         // the station onto all three nodes.
         relay_threshold: 1,
-        ..opts(sqlite_url(&data), &ca)
+        ..cluster(&["lim-1", "lim-2", "lim-3"])
     })
     .await;
-    let mut agents = Vec::new();
-    for name in ["lim-1", "lim-2", "lim-3"] {
-        let token = cp.join_token(600).await;
-        agents.push(Agent::start(name, std::slice::from_ref(&cp.quic), Some(&token)).await);
-    }
+    let (cp, agents) = (&fx.cp, &fx.agents);
     let key = cp.tenant_key("Limited").await;
     let (s, st) = cp
         .tenant_call(
@@ -502,7 +487,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
             if p["relays"].as_array()?.len() != 2 {
                 return None;
             }
-            for a in &agents {
+            for a in agents {
                 audio_bytes(&format!("{}{path}", a.edge_url), 1024).await?;
             }
             Some(())
@@ -516,7 +501,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
         "only the two listeners on the air",
         Duration::from_secs(10),
         || async {
-            for a in &agents {
+            for a in agents {
                 let want = if a.edge_url == origin_url { 4 } else { 0 };
                 if edge_listeners(&a.edge_url, &path).await != Some(want) {
                     return None;
@@ -544,7 +529,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let mut refusals = 0;
-        for a in &agents {
+        for a in agents {
             let t = listeners_on(&a.edge_url, &path, 1, 60.0).remove(0);
             match t.await.expect("task") {
                 Some(h) => admitted.push(h),
@@ -630,7 +615,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
         .iter()
         .filter_map(|g| g["targets"][0].as_str().map(str::to_string))
         .collect();
-    for a in &agents {
+    for a in agents {
         assert!(targets.contains(&host_port(&a.edge_url)), "{sd}");
     }
     assert_eq!(sd[0]["labels"]["region"], "test");
