@@ -272,6 +272,36 @@ impl ControlPlane {
         (id, slug)
     }
 
+    /// Creates a live stream of tenant `key` (`body` as the API takes it) and waits until it
+    /// is placed: (stream, ingest).
+    pub async fn placed_stream(&self, key: &str, body: Value) -> (Value, Value) {
+        let (s, stream) = self
+            .tenant_call(key, reqwest::Method::POST, "/v1/streams", Some(body))
+            .await;
+        assert_eq!(s, 201, "{stream}");
+        let id = stream["id"].as_str().expect("id");
+        let ingest = self.placed_ingest(key, id).await;
+        (stream, ingest)
+    }
+
+    /// Live stream `id`'s ingest (`GET /v1/streams/{id}/ingest`) once it is placed on a node
+    /// and has a publish URL.
+    pub async fn placed_ingest(&self, key: &str, id: &str) -> Value {
+        crate::wait_for("the stream placed", Duration::from_secs(30), || async {
+            let (s, i) = self
+                .tenant_call(
+                    key,
+                    reqwest::Method::GET,
+                    &format!("/v1/streams/{id}/ingest"),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{i}");
+            i["publish_url"].is_string().then_some(i)
+        })
+        .await
+    }
+
     /// Where the redirector sends a listener of `slug`'s `/radio.mp3` right now (None: 503).
     pub async fn redirect(&self, slug: &str) -> Option<String> {
         let resp = self

@@ -84,30 +84,12 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
     let station = cp.station("Browser FM").await;
     let slug = station["slug"].as_str().expect("slug").to_string();
     let key = cp.tenant_key("Browser Live").await;
-    let (s, stream) = cp
-        .tenant_call(
-            &key,
-            reqwest::Method::POST,
-            "/v1/streams",
-            Some(json!({"name": "Browser Live"})),
-        )
+    let (stream, ingest) = cp
+        .placed_stream(&key, json!({"name": "Browser Live"}))
         .await;
-    assert_eq!(s, 201, "{stream}");
-    let id = stream["id"].as_str().expect("id");
     let live = stream["slug"].as_str().expect("slug");
-    let publish = wait_for("the stream placed", Duration::from_secs(20), || async {
-        let (_, i) = cp
-            .tenant_call(
-                &key,
-                reqwest::Method::GET,
-                &format!("/v1/streams/{id}/ingest"),
-                None,
-            )
-            .await;
-        i["publish_url"].as_str().map(str::to_string)
-    })
-    .await;
-    let _publisher = ffmpeg_rtmp(&publish, 25);
+    let publish = ingest["publish_url"].as_str().expect("publish url");
+    let _publisher = ffmpeg_rtmp(publish, 25);
     let edge_mount = wait_for("the station on the air", Duration::from_secs(20), || {
         cp.redirect(&slug)
     })

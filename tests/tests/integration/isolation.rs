@@ -255,18 +255,7 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
         )
         .await;
     assert_eq!(status, 200, "{rotated}");
-    let ingest = wait_for("the stream placed", WAIT, || async {
-        let (_, i) = cp
-            .tenant_call(
-                &key,
-                Method::GET,
-                &format!("/v1/streams/{stream_id}/ingest"),
-                None,
-            )
-            .await;
-        i["publish_url"].is_string().then_some(i)
-    })
-    .await;
+    let ingest = cp.placed_ingest(&key, &stream_id).await;
     let publish = ingest["publish_url"].as_str().expect("url");
     assert!(
         publish.ends_with(rotated["stream_key"].as_str().expect("key")),

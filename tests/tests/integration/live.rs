@@ -840,34 +840,6 @@ async fn live_cluster(nodes: &[&str], relay_threshold: u64) -> LiveCluster {
     LiveCluster { fx, key }
 }
 
-/// Creates a live stream through the API and waits until it is placed: (stream, ingest).
-async fn placed_stream(
-    c: &LiveCluster,
-    body: serde_json::Value,
-) -> (serde_json::Value, serde_json::Value) {
-    let (s, stream) =
-        c.fx.cp
-            .tenant_call(&c.key, reqwest::Method::POST, "/v1/streams", Some(body))
-            .await;
-    assert_eq!(s, 201, "{stream}");
-    let id = stream["id"].as_str().expect("id").to_string();
-    let ingest = wait_for("the stream placed", Duration::from_secs(30), || async {
-        let (s, i) =
-            c.fx.cp
-                .tenant_call(
-                    &c.key,
-                    reqwest::Method::GET,
-                    &format!("/v1/streams/{id}/ingest"),
-                    None,
-                )
-                .await;
-        assert_eq!(s, 200, "{i}");
-        i["publish_url"].is_string().then_some(i)
-    })
-    .await;
-    (stream, ingest)
-}
-
 /// The cluster path: a tenant creates a live stream in the panel API, the leader places it on
 /// a node with an RTMP ingest, ffmpeg publishes to the ingest URL the API gives, and a viewer
 /// plays it through the control plane's `/watch/{slug}.m3u8` redirector. Rotating the key cuts
@@ -878,7 +850,9 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
     use serde_json::json;
     let c = live_cluster(&["live-1"], 500).await;
     let (cp, key) = (&c.fx.cp, c.key.clone());
-    let (stream, ingest) = placed_stream(&c, json!({"name": "Launch Party"})).await;
+    let (stream, ingest) = cp
+        .placed_stream(&key, json!({"name": "Launch Party"}))
+        .await;
     let id = stream["id"].as_str().expect("id").to_string();
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let publish = ingest["publish_url"].as_str().expect("url").to_string();
@@ -1362,7 +1336,7 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
     let c = live_cluster(&["live-a", "live-b"], 1).await;
     let cp = &c.fx.cp;
     let (a, b) = (&c.fx.agents[0], &c.fx.agents[1]);
-    let (stream, ingest) = placed_stream(&c, json!({"name": "Finals"})).await;
+    let (stream, ingest) = cp.placed_stream(&c.key, json!({"name": "Finals"})).await;
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
     let relay = if ingest["node"] == "live-a" { &b } else { &a };
@@ -1465,7 +1439,10 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
         .await;
     assert_eq!(s, 200, "{plan}");
     assert_eq!(plan["limits"]["live_renditions"][0]["height"], 180);
-    let (stream, ingest) = placed_stream(&c, serde_json::json!({"name": "Ladder"})).await;
+    let (stream, ingest) =
+        c.fx.cp
+            .placed_stream(&c.key, serde_json::json!({"name": "Ladder"}))
+            .await;
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
     let watch = format!("{}/watch/{slug}.m3u8", c.fx.cp.api);
