@@ -3,8 +3,8 @@
 //! `onda agent` nodes joined to it, all removed or killed when the fixture is dropped.
 //!
 //! Tests reach the parts through the fields (`fx.cp`, `fx.agents[i]`) and kill or restart them
-//! through methods, so the fixture always owns what a running process still uses. Never
-//! destructure a fixture (`let ClusterFixture { cp, .. } = fx`): the parts not named would be
+//! through methods, so the fixture always owns what a running process still uses. Moving a part
+//! out (`let ClusterFixture { cp, .. } = fx`) does not compile: the parts not named would be
 //! dropped on the spot, removing the database and CA under a running control plane.
 
 use crate::cluster::{Agent, ControlPlane, CpOptions};
@@ -22,7 +22,8 @@ pub struct ClusterSpec<'a> {
     pub node_ttl_ms: u64,
     /// Listeners one node carries of a station before relays help.
     pub relay_threshold: u64,
-    /// Agents joined (with a join token each) and ready before `start` answers, in this order.
+    /// Agents joined in this order, each with a fresh join token; each serves its edge when
+    /// `start` answers ([`ClusterFixture::wait_ready`] waits for the control plane's view).
     pub nodes: &'a [&'a str],
     /// More control-plane settings as `ONDA_*` environment variables.
     pub env: &'a [(&'a str, &'a str)],
@@ -55,6 +56,12 @@ pub struct ClusterFixture {
     pub db: TestDb,
     ca: tempfile::TempDir,
     settings: CpSettings,
+}
+
+/// Drops nothing itself (the fields drop after it, in their order): a type with `Drop` cannot
+/// be moved out of (E0509), so no test can take a part and drop the rest early.
+impl Drop for ClusterFixture {
+    fn drop(&mut self) {}
 }
 
 /// The spec's control-plane settings, kept to start replicas and restarts alike.
