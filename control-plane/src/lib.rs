@@ -14,6 +14,7 @@ pub mod lanes;
 pub mod media;
 pub mod metrics;
 pub mod nowplaying;
+pub mod realtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

@@ -13,6 +13,74 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
     pub nowplaying: NowPlayingMetrics,
     pub media: MediaMetrics,
+    pub realtime: RealtimeMetrics,
+}
+
+/// The realtime gateway's series.
+#[derive(Clone, Debug)]
+pub struct RealtimeMetrics {
+    /// Open Socket.io connections on this replica.
+    pub connections: prometheus::IntGauge,
+    /// Users with at least one connection to this replica.
+    pub users_online: prometheus::IntGauge,
+    /// Messages stored through this replica.
+    pub messages: prometheus::IntCounter,
+    /// Events received, by `event` and `outcome` (ok or the error code).
+    events: IntCounterVec,
+    /// Handshakes, by `outcome` (accepted or why the token was refused).
+    handshakes: IntCounterVec,
+}
+
+impl RealtimeMetrics {
+    pub fn new(registry: &Registry) -> anyhow::Result<RealtimeMetrics> {
+        let m = RealtimeMetrics {
+            connections: prometheus::IntGauge::new(
+                "onda_realtime_connections",
+                "Open Socket.io connections on this replica",
+            )?,
+            users_online: prometheus::IntGauge::new(
+                "onda_realtime_users_online",
+                "End users with at least one connection to this replica",
+            )?,
+            messages: prometheus::IntCounter::new(
+                "onda_realtime_messages_total",
+                "Messages stored through this replica",
+            )?,
+            events: IntCounterVec::new(
+                Opts::new(
+                    "onda_realtime_events_total",
+                    "Socket.io events received, by event and outcome (ok or the error code)",
+                ),
+                &["event", "outcome"],
+            )?,
+            handshakes: IntCounterVec::new(
+                Opts::new(
+                    "onda_realtime_handshakes_total",
+                    "Socket.io handshakes, by outcome: accepted, or why the user token was refused",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.users_online.clone()))?;
+        registry.register(Box::new(m.messages.clone()))?;
+        registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.handshakes.clone()))?;
+        Ok(m)
+    }
+
+    /// Counts one event: `None` when it succeeded, else its error code.
+    pub fn event(&self, event: &str, error: Option<&str>) {
+        self.events
+            .with_label_values(&[event, error.unwrap_or("ok")])
+            .inc();
+    }
+
+    /// Counts one handshake: `None` when its token was accepted.
+    pub fn handshake(&self, refused: Option<&crate::users::Refused>) {
+        let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
+        self.handshakes.with_label_values(&[outcome]).inc();
+    }
 }
 
 /// The now-playing hub's series.
@@ -284,6 +352,7 @@ impl Metrics {
         let cluster = ClusterMetrics::new(&registry)?;
         let nowplaying = NowPlayingMetrics::new(&registry)?;
         let media = MediaMetrics::new(&registry)?;
+        let realtime = RealtimeMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -292,6 +361,7 @@ impl Metrics {
             cluster,
             nowplaying,
             media,
+            realtime,
         })
     }
 

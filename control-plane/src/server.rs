@@ -22,6 +22,8 @@ pub struct Running {
     pub media: Arc<MediaStore>,
     /// Now-playing snapshots and feeds, when the cluster is enabled.
     pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
+    /// The realtime gateway, closed before the drain (its connections never end by themselves).
+    pub realtime: crate::realtime::Gateway,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -36,6 +38,7 @@ impl Running {
         if let Some(hub) = &self.nowplaying {
             hub.close();
         }
+        self.realtime.close().await;
         let served = (&mut self.task).await.context("server task failed")?;
         if let Some(c) = self.cluster.take() {
             c.shutdown().await;
@@ -93,7 +96,7 @@ pub async fn start_with(
         ),
         None => None,
     };
-    let app = api::router(
+    let (app, realtime) = api::router(
         db.clone(),
         cfg.admin_token.clone(),
         metrics,
@@ -118,6 +121,7 @@ pub async fn start_with(
         cluster,
         media,
         nowplaying,
+        realtime,
         stop: Some(tx),
         task,
     })

@@ -15,3 +15,4 @@ pub mod paths;
 pub mod playback;
 pub mod secret;
 pub mod signal;
+pub mod sync;

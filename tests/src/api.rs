@@ -217,6 +217,23 @@ impl TestControlPlane {
         (id, k.body["secret"].as_str().expect("secret").to_string())
     }
 
+    /// Creates (or replaces) end user `id` of the tenant with API key `key` and mints a user
+    /// token for them.
+    pub async fn user_with_token(&self, key: &str, id: &str, display_name: &str) -> String {
+        self.call(
+            Method::PUT,
+            &format!("/v1/users/{id}"),
+            Some(key),
+            Some(json!({ "display_name": display_name })),
+        )
+        .await;
+        let t = self
+            .post(&format!("/v1/users/{id}/tokens"), key, json!({}))
+            .await
+            .expect(201);
+        t.body["token"].as_str().expect("token").to_string()
+    }
+
     /// Every item of a paginated list, following cursors.
     pub async fn list_all(&self, path: &str, token: &str) -> Vec<Value> {
         let mut items = Vec::new();

@@ -14,6 +14,7 @@ pub mod glass;
 pub mod load;
 pub mod media;
 pub mod process;
+pub mod realtime;
 pub mod rogue;
 pub mod rtmp;
 pub mod usage;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod billing;
+mod conversations;
 mod cors;
 pub mod error;
 mod export;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub media: Arc<crate::media::MediaStore>,
     /// Now-playing snapshots and their feeds (with the cluster).
     pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
+    /// The realtime gateway (end users' Socket.io connections).
+    pub realtime: crate::realtime::Gateway,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -73,6 +76,7 @@ pub struct AppState {
         (name = "nodes", description = "Edge nodes of the cluster and their join tokens (admin)"),
         (name = "streams", description = "A tenant's live video streams: RTMP ingest with a stream key, HLS playback"),
         (name = "users", description = "A tenant's end users, the user tokens they act with, and the keys those are signed with (tenant API keys)"),
+        (name = "messaging", description = "An end user's conversations and messages (user tokens); live delivery is the realtime gateway at /socket.io/"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -80,7 +84,8 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// Builds the router and its OpenAPI document.
+/// Builds the router (with the realtime gateway at `/socket.io/` in front of it) and its
+/// OpenAPI document.
 pub fn router(
     db: Db,
     admin_token: Option<String>,
@@ -89,7 +94,7 @@ pub fn router(
     cluster: Option<Arc<crate::cluster::Cluster>>,
     media: Arc<crate::media::MediaStore>,
     nowplaying: Option<Arc<crate::nowplaying::Hub>>,
-) -> Router {
+) -> (Router, crate::realtime::Gateway) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(plans::list, plans::create))
         .routes(routes!(plans::get, plans::update, plans::delete))
@@ -143,6 +148,8 @@ pub fn router(
         .routes(routes!(users::create_token))
         .routes(routes!(signing_keys::list, signing_keys::create))
         .routes(routes!(signing_keys::revoke))
+        .routes(routes!(conversations::list))
+        .routes(routes!(conversations::history))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -163,6 +170,7 @@ pub fn router(
         );
     }
     let openapi_json = complete_error_responses(&openapi);
+    let (realtime, socketio) = crate::realtime::Gateway::new(db.clone(), metrics.realtime.clone());
     let state = AppState {
         db,
         admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -171,14 +179,18 @@ pub fn router(
         cluster,
         media,
         nowplaying,
+        realtime: realtime.clone(),
     };
-    router
+    let app = router
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+        // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.
+        .layer(socketio);
+    (app, realtime)
 }
 
 /// The routes web players call from other origins (no authentication), which get the CORS layer.

@@ -81,7 +81,8 @@ pub async fn get(
         .ok_or_else(|| not_found(&user_id))
 }
 
-/// Delete an end user: their profile goes and their tokens stop working at once.
+/// Delete an end user: their profile goes, their connections end and their tokens stop
+/// working at once; their messages stay for the other party.
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users",
     params(("user_id" = String, Path, description = "The tenant's own id of the user")),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
@@ -91,6 +92,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let mut conn = st.db.conn().await?;
     if db::users::delete(&mut conn, &tenant.id, &user_id).await? {
+        st.realtime.disconnect_user(&tenant.id, &user_id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&user_id))

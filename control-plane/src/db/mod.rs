@@ -15,6 +15,7 @@ pub mod history;
 pub mod keys;
 pub mod live_streams;
 pub mod media;
+pub mod messages;
 pub mod nodes;
 pub mod plans;
 pub mod playlists;
@@ -103,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0013_usage_overlap.sql"),
     ),
     (14, "users", include_str!("../../migrations/0014_users.sql")),
+    (
+        15,
+        "messaging",
+        include_str!("../../migrations/0015_messaging.sql"),
+    ),
 ];
 
 impl Db {

@@ -146,6 +146,39 @@ pub async fn delete(conn: &mut Conn, tenant_id: &str, id: &str) -> Result<bool, 
     Ok(done.rows_affected() > 0)
 }
 
+/// Records when the user was last connected (unix seconds).
+pub async fn touch_last_seen(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE end_users SET last_seen_at = $1 WHERE tenant_id = $2 AND id = $3")
+        .bind(at)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// When the user was last connected (unix seconds), if ever.
+pub async fn last_seen(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query("SELECT last_seen_at FROM end_users WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    match row {
+        Some(r) => r.try_get("last_seen_at"),
+        None => Ok(None),
+    }
+}
+
 /// Removes every user of a tenant (the tenant is being deleted).
 pub async fn delete_all(conn: &mut Conn, tenant_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM end_users WHERE tenant_id = $1")

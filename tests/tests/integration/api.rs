@@ -1103,6 +1103,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/signing-keys"),
         ("post", "/v1/signing-keys"),
         ("delete", "/v1/signing-keys/{kid}"),
+        ("get", "/v1/me/conversations"),
+        ("get", "/v1/me/conversations/{user_id}/messages"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -25,5 +25,6 @@ mod media;
 mod monitoring;
 mod nowplaying;
 mod ogg;
+mod realtime;
 mod usage;
 mod users;

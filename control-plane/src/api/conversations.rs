@@ -1,0 +1,94 @@
+//! `/v1/me/conversations`: an end user's conversations and their history, with a user token.
+//! What the gateway pushed while a client was away is here: the list (last message, unread
+//! count, the other user's profile and presence) and each conversation's messages, newest first.
+
+use super::AppState;
+use super::auth::UserCaller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
+use crate::db;
+use crate::db::messages::conversation_id;
+use crate::users;
+use axum::Json;
+use axum::extract::State;
+use onda_shared::api::{
+    Conversation, ConversationList, MessageHistoryParams, MessagePage, Peer, Problem,
+};
+
+/// How many conversations the list holds.
+const MAX_CONVERSATIONS: u32 = 200;
+
+fn limit(requested: Option<u32>) -> ApiResult<u32> {
+    let n = requested.unwrap_or(50);
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 100, got {n}."
+        )))
+    }
+}
+
+/// The caller's conversations, most recently active first (at most 200), with the total of
+/// unread messages.
+#[utoipa::path(get, path = "/v1/me/conversations", tag = "messaging",
+    responses((status = 200, body = ConversationList), (status = 403, body = Problem)))]
+pub async fn list(
+    State(st): State<AppState>,
+    UserCaller(me): UserCaller,
+) -> ApiResult<Json<ConversationList>> {
+    let tenant = &me.tenant.id;
+    let mut conn = st.db.conn().await?;
+    let rows =
+        db::messages::conversations(&mut conn, tenant, &me.user.id, MAX_CONVERSATIONS).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let profile = db::users::get(&mut conn, tenant, &row.other_id).await?;
+        let last_seen = db::users::last_seen(&mut conn, tenant, &row.other_id).await?;
+        items.push(Conversation {
+            id: row.conversation_id,
+            user: Peer {
+                online: st.realtime.online(tenant, &row.other_id),
+                deleted: profile.is_none(),
+                display_name: profile.as_ref().map(|p| p.display_name.clone()),
+                avatar_url: profile.and_then(|p| p.avatar_url),
+                last_seen: last_seen.map(db::rfc3339),
+                id: row.other_id,
+            },
+            last_message: row.last,
+            unread_count: row.unread,
+        });
+    }
+    Ok(Json(ConversationList {
+        unread_total: items.iter().map(|c| c.unread_count).sum(),
+        items,
+    }))
+}
+
+/// The caller's conversation with `user_id`, newest first; `before` pages to older messages.
+#[utoipa::path(get, path = "/v1/me/conversations/{user_id}/messages", tag = "messaging",
+    params(("user_id" = String, Path, description = "The other user's id"), MessageHistoryParams),
+    responses((status = 200, body = MessagePage), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn history(
+    State(st): State<AppState>,
+    UserCaller(me): UserCaller,
+    ApiPath(other): ApiPath<String>,
+    ApiQuery(q): ApiQuery<MessageHistoryParams>,
+) -> ApiResult<Json<MessagePage>> {
+    let other = users::user_id(&other)?;
+    let limit = limit(q.limit)?;
+    let conversation = conversation_id(&me.tenant.id, &me.user.id, other);
+    let mut conn = st.db.conn().await?;
+    let mut items =
+        db::messages::history(&mut conn, &conversation, q.before.as_deref(), limit + 1).await?;
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Ok(Json(MessagePage {
+        next_before: if more {
+            items.last().map(|m| m.id.clone())
+        } else {
+            None
+        },
+        items,
+    }))
+}

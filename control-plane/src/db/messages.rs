@@ -1,0 +1,293 @@
+//! 1-to-1 messages and each member's view of a conversation (last activity, what they read).
+//! Messages are ordered by (`created_ms`, `id`): ids are unique, so the order is total even
+//! when two messages share a millisecond.
+
+use super::Conn;
+use onda_shared::api::Message;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, conversation_id, sender_id, receiver_id, content, media_url, \
+                       media_type, created_ms, edited_ms, deleted_ms";
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    let deleted: Option<i64> = row.try_get("deleted_ms")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        sender_id: row.try_get("sender_id")?,
+        receiver_id: row.try_get("receiver_id")?,
+        content: if deleted.is_some() {
+            String::new()
+        } else {
+            row.try_get("content")?
+        },
+        media_url: if deleted.is_some() {
+            None
+        } else {
+            row.try_get("media_url")?
+        },
+        media_type: row.try_get("media_type")?,
+        created_at: rfc3339_ms(row.try_get("created_ms")?),
+        edited_at: row.try_get::<Option<i64>, _>("edited_ms")?.map(rfc3339_ms),
+        deleted_at: deleted.map(rfc3339_ms),
+    })
+}
+
+/// The conversation of two users of a tenant: the same id whichever of them asks.
+pub fn conversation_id(tenant_id: &str, a: &str, b: &str) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::digest(format!("{tenant_id}\0{lo}\0{hi}").as_bytes());
+    format!("cnv_{}", &hex::encode(digest)[..24])
+}
+
+/// A message to store: its id and time are chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub sender_id: &'a str,
+    pub receiver_id: &'a str,
+    pub content: &'a str,
+    pub media_url: Option<&'a str>,
+    pub media_type: Option<&'a str>,
+    pub created_ms: i64,
+}
+
+/// Stores `m` and moves the conversation to the top of both members' lists. Run it in a
+/// transaction: the message and the members' rows change together.
+pub async fn insert(conn: &mut Conn, m: &NewMessage<'_>) -> Result<Message, sqlx::Error> {
+    let conversation = conversation_id(m.tenant_id, m.sender_id, m.receiver_id);
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, conversation_id, sender_id, receiver_id, content, \
+         media_url, media_type, created_ms, edited_ms, deleted_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
+    )
+    .bind(m.id)
+    .bind(m.tenant_id)
+    .bind(&conversation)
+    .bind(m.sender_id)
+    .bind(m.receiver_id)
+    .bind(m.content)
+    .bind(m.media_url)
+    .bind(m.media_type)
+    .bind(m.created_ms)
+    .execute(&mut *conn)
+    .await?;
+    for (user, other) in [(m.sender_id, m.receiver_id), (m.receiver_id, m.sender_id)] {
+        sqlx::query(
+            "INSERT INTO conversation_members (tenant_id, user_id, other_id, conversation_id, \
+             last_message_ms, read_ms, read_id) VALUES ($1, $2, $3, $4, $5, 0, '') \
+             ON CONFLICT (tenant_id, user_id, other_id) DO UPDATE SET last_message_ms = \
+             CASE WHEN conversation_members.last_message_ms > $5 \
+             THEN conversation_members.last_message_ms ELSE $5 END",
+        )
+        .bind(m.tenant_id)
+        .bind(user)
+        .bind(other)
+        .bind(&conversation)
+        .bind(m.created_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    get(conn, m.tenant_id, m.id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+pub async fn get(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Message>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM messages WHERE tenant_id = $1 AND id = $2"
+    ));
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Marks what `reader` received from `sender` as read up to `upto` (a message of their
+/// conversation; the newest when None). Never moves the mark back. Returns the message the mark
+/// is now at, or None when there is nothing to read (or `upto` is not in the conversation).
+pub async fn mark_read(
+    conn: &mut Conn,
+    tenant_id: &str,
+    reader: &str,
+    sender: &str,
+    upto: Option<&str>,
+) -> Result<Option<Message>, sqlx::Error> {
+    let conversation = conversation_id(tenant_id, reader, sender);
+    let target = match upto {
+        Some(id) => get(conn, tenant_id, id)
+            .await?
+            .filter(|m| m.conversation_id == conversation),
+        None => {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 \
+                 ORDER BY created_ms DESC, id DESC LIMIT 1"
+            ));
+            sqlx::query(sql)
+                .bind(&conversation)
+                .fetch_optional(&mut *conn)
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()?
+        }
+    };
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let row = sqlx::query("SELECT created_ms FROM messages WHERE id = $1")
+        .bind(&target.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let ms: i64 = row.try_get("created_ms")?;
+    sqlx::query(
+        "UPDATE conversation_members SET read_ms = $1, read_id = $2 \
+         WHERE tenant_id = $3 AND user_id = $4 AND other_id = $5 \
+         AND (read_ms < $1 OR (read_ms = $1 AND read_id < $2))",
+    )
+    .bind(ms)
+    .bind(&target.id)
+    .bind(tenant_id)
+    .bind(reader)
+    .bind(sender)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(target))
+}
+
+/// One member's row of a conversation, with its unread count.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub conversation_id: String,
+    pub other_id: String,
+    pub unread: u64,
+    pub last: Option<Message>,
+}
+
+/// The conversations of `user`, most recently active first (at most `limit`).
+pub async fn conversations(
+    conn: &mut Conn,
+    tenant_id: &str,
+    user: &str,
+    limit: u32,
+) -> Result<Vec<Membership>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.conversation_id, m.other_id, \
+         (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = m.conversation_id \
+          AND x.receiver_id = m.user_id AND x.deleted_ms IS NULL \
+          AND (x.created_ms > m.read_ms OR (x.created_ms = m.read_ms AND x.id > m.read_id))) \
+          AS unread \
+         FROM conversation_members m WHERE m.tenant_id = $1 AND m.user_id = $2 \
+         ORDER BY m.last_message_ms DESC, m.other_id LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(user)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let conversation_id: String = row.try_get("conversation_id")?;
+        let last = history(conn, &conversation_id, None, 1).await?.pop();
+        out.push(Membership {
+            other_id: row.try_get("other_id")?,
+            unread: u64::try_from(row.try_get::<i64, _>("unread")?).unwrap_or(0),
+            conversation_id,
+            last,
+        });
+    }
+    Ok(out)
+}
+
+/// Messages of a conversation older than `before` (a message id), newest first.
+pub async fn history(
+    conn: &mut Conn,
+    conversation_id: &str,
+    before: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Message>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(match before {
+        Some(_) => format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND \
+             (created_ms, id) < (SELECT created_ms, id FROM messages WHERE id = $2) \
+             ORDER BY created_ms DESC, id DESC LIMIT $3"
+        ),
+        None => format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND $2 = '' \
+             ORDER BY created_ms DESC, id DESC LIMIT $3"
+        ),
+    });
+    let rows = sqlx::query(sql)
+        .bind(conversation_id)
+        .bind(before.unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The users who share a conversation with `user` (who should hear of their presence).
+pub async fn peers(
+    conn: &mut Conn,
+    tenant_id: &str,
+    user: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT other_id FROM conversation_members WHERE tenant_id = $1 AND user_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("other_id")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_is_the_same_from_both_sides_and_per_tenant() {
+        let ab = conversation_id("t1", "ana", "bo");
+        assert_eq!(ab, conversation_id("t1", "bo", "ana"));
+        assert_ne!(ab, conversation_id("t2", "ana", "bo"));
+        // User ids hold no NUL, so the separator keeps ("a", "b:c") and ("a:b", "c") apart.
+        assert_ne!(
+            conversation_id("t", "a", "b:c"),
+            conversation_id("t", "a:b", "c")
+        );
+        assert!(ab.starts_with("cnv_") && ab.len() == 28);
+    }
+
+    #[test]
+    fn times_have_milliseconds() {
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

@@ -1,0 +1,311 @@
+//! The gateway's event handlers. Each checks the connection's event budget and its payload,
+//! commits what it changes, acknowledges (`{ ok, … }` or `{ error: { code, message } }`), and
+//! only then tells the other sockets. Nothing a client sends ends its connection.
+
+use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
+use super::{Hub, Session, limits, user_room};
+use crate::db;
+use crate::users;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A typing indicator ends by itself this long after its last `typing-start`.
+pub const TYPING_EXPIRES: Duration = Duration::from_secs(6);
+
+type Handler = fn(Arc<Hub>, SocketRef, Session, Option<Value>) -> HandlerFuture;
+type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, Refusal>> + Send>>;
+
+/// Listens to every event a client may send.
+pub(super) fn register(s: &SocketRef) {
+    on(s, "send-message", |hub, s, session, data| {
+        Box::pin(send_message(hub, s, session, data))
+    });
+    on(s, "mark-read", |hub, s, session, data| {
+        Box::pin(mark_read(hub, s, session, data))
+    });
+    on(s, "typing-start", |hub, s, session, data| {
+        Box::pin(typing(hub, s, session, data, true))
+    });
+    on(s, "typing-stop", |hub, s, session, data| {
+        Box::pin(typing(hub, s, session, data, false))
+    });
+}
+
+/// Registers `handler` for `event` behind the checks every event gets: the socket's session,
+/// the connection's event budget, and one ack of either shape.
+fn on(s: &SocketRef, event: &'static str, handler: Handler) {
+    s.on(
+        event,
+        async move |s: SocketRef,
+                    TryData(data): TryData<Value>,
+                    ack: AckSender,
+                    State(hub): State<Arc<Hub>>| {
+            let answer = match admit(&s) {
+                Ok(session) => handler(hub.clone(), s, session, data.ok()).await,
+                Err(refusal) => Err(refusal),
+            };
+            hub.metrics
+                .event(event, answer.as_ref().err().map(|r| r.code));
+            let reply = answer.unwrap_or_else(|r| r.ack());
+            // A client that did not ask for an ack gets none; one whose buffer is full is
+            // already being dropped.
+            let _ = ack.send(&reply);
+        },
+    );
+}
+
+/// The socket's session if it may send one more event now.
+fn admit(s: &SocketRef) -> Result<Session, Refusal> {
+    let session = s
+        .extensions
+        .get::<Session>()
+        .ok_or_else(|| Refusal::new("unauthorized", "This connection acts as no user."))?;
+    if let Some(budget) = s.extensions.get::<limits::Connection>()
+        && let Err(ms) = budget.take()
+    {
+        let mut r = Refusal::new(
+            "rate_limited",
+            format!(
+                "This connection sends more than {} events a second; wait {ms} ms.",
+                limits::EVENTS_PER_SEC
+            ),
+        );
+        r.retry_after_ms = Some(ms);
+        return Err(r);
+    }
+    Ok(session)
+}
+
+/// The other user an event names: a well-formed id that is not the sender's own.
+fn other_user<'a>(session: &Session, field: &str, id: &'a str) -> Result<&'a str, Refusal> {
+    let id = users::user_id(id).map_err(|e| Refusal::invalid(format!("{field}: {e}")))?;
+    if id == session.user_id {
+        return Err(Refusal::invalid(format!("{field} is your own id.")));
+    }
+    Ok(id)
+}
+
+fn stored(e: &sqlx::Error) -> Refusal {
+    tracing::error!(error = %e, "realtime: database");
+    protocol::internal()
+}
+
+/// A new message id: the time in hex first, so ids sort roughly by time, then randomness.
+fn message_id(ms: i64) -> String {
+    format!("msg_{ms:012x}{}", &crate::secrets::new_id("x")[2..12])
+}
+
+async fn send_message(
+    hub: Arc<Hub>,
+    s: SocketRef,
+    session: Session,
+    data: Option<Value>,
+) -> Result<Value, Refusal> {
+    if let Err(ms) = hub.limits.message(&session.tenant_id, &session.user_id) {
+        let mut r = Refusal::new(
+            "rate_limited",
+            format!(
+                "You send more than {} messages a second; wait {ms} ms.",
+                limits::MESSAGES_PER_SEC
+            ),
+        );
+        r.retry_after_ms = Some(ms);
+        return Err(r);
+    }
+    let req: SendMessage = protocol::parse("send-message", data)?;
+    let receiver = other_user(&session, "receiverId", &req.receiver_id)?;
+    if req.media_url.is_some() || req.media_type.is_some() {
+        return Err(Refusal::new(
+            "not_supported",
+            "Media attachments are not accepted yet: send text content.",
+        ));
+    }
+    let content = protocol::content(&req.content, false)?;
+    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let id = message_id(ms);
+    let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
+    if db::users::get(&mut tx, &session.tenant_id, receiver)
+        .await
+        .map_err(|e| stored(&e))?
+        .is_none()
+    {
+        return Err(Refusal::new(
+            "not_found",
+            format!("There is no user {receiver:?} to send to."),
+        ));
+    }
+    let message = db::messages::insert(
+        &mut tx,
+        &db::messages::NewMessage {
+            id: &id,
+            tenant_id: &session.tenant_id,
+            sender_id: &session.user_id,
+            receiver_id: receiver,
+            content,
+            media_url: None,
+            media_type: None,
+            created_ms: ms,
+        },
+    )
+    .await
+    .map_err(|e| stored(&e))?;
+    tx.commit().await.map_err(|e| stored(&e))?;
+    hub.metrics.messages.inc();
+    let rooms = [user_room(&session.tenant_id, receiver), session.room()];
+    // Every device of both users but the one that sent it (which has the ack).
+    if let Err(e) = s.to(rooms).emit("receive-message", &message).await {
+        tracing::debug!(error = %e, "receive-message not delivered to every socket");
+    }
+    Ok(protocol::ok(json!({
+        "id": message.id,
+        "conversationId": message.conversation_id,
+        "createdAt": message.created_at,
+    })))
+}
+
+async fn mark_read(
+    hub: Arc<Hub>,
+    s: SocketRef,
+    session: Session,
+    data: Option<Value>,
+) -> Result<Value, Refusal> {
+    let req: MarkRead = protocol::parse("mark-read", data)?;
+    let sender = other_user(&session, "senderId", &req.sender_id)?;
+    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let Some(upto) = db::messages::mark_read(
+        &mut conn,
+        &session.tenant_id,
+        &session.user_id,
+        sender,
+        req.message_id.as_deref(),
+    )
+    .await
+    .map_err(|e| stored(&e))?
+    else {
+        return Err(Refusal::new(
+            "not_found",
+            "There is no such message in your conversation with this user.",
+        ));
+    };
+    let read = json!({
+        "conversationId": upto.conversation_id,
+        "readerId": session.user_id,
+        "messageId": upto.id,
+    });
+    let rooms = [user_room(&session.tenant_id, sender), session.room()];
+    if let Err(e) = s.to(rooms).emit("messages-read", &read).await {
+        tracing::debug!(error = %e, "messages-read not delivered to every socket");
+    }
+    Ok(protocol::ok(json!({ "messageId": upto.id })))
+}
+
+/// Generations of typing indicators by (tenant, sender, receiver): a timer ends an indicator
+/// only if no newer `typing-start` or `typing-stop` came since it was set.
+#[derive(Debug, Default)]
+pub(crate) struct TypingTimers {
+    generations: Mutex<HashMap<(String, String, String), u64>>,
+}
+
+impl TypingTimers {
+    /// Bumps the indicator's generation; returns the new one.
+    fn bump(&self, key: &(String, String, String), keep: bool) -> u64 {
+        let mut map = onda_shared::sync::lock(&self.generations);
+        let next = map.get(key).copied().unwrap_or(0) + 1;
+        if keep {
+            map.insert(key.clone(), next);
+        } else {
+            map.remove(key);
+        }
+        next
+    }
+
+    /// Ends the indicator if `generation` is still its latest.
+    fn expire(&self, key: &(String, String, String), generation: u64) -> bool {
+        let mut map = onda_shared::sync::lock(&self.generations);
+        if map.get(key) == Some(&generation) {
+            map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn typing(
+    hub: Arc<Hub>,
+    s: SocketRef,
+    session: Session,
+    data: Option<Value>,
+    start: bool,
+) -> Result<Value, Refusal> {
+    let event = if start { "typing-start" } else { "typing-stop" };
+    let req: Typing = protocol::parse(event, data)?;
+    let receiver = other_user(&session, "receiverId", &req.receiver_id)?.to_string();
+    let key = (
+        session.tenant_id.clone(),
+        session.user_id.clone(),
+        receiver.clone(),
+    );
+    let generation = hub.typing.bump(&key, start);
+    let room = user_room(&session.tenant_id, &receiver);
+    let _ = s
+        .to(room.clone())
+        .emit(event, &json!({ "senderId": session.user_id }))
+        .await;
+    if start {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TYPING_EXPIRES).await;
+            if hub.typing.expire(&key, generation) {
+                let stop = json!({ "senderId": key.1, "expired": true });
+                let _ = s.to(room).emit("typing-stop", &stop).await;
+            }
+        });
+    }
+    Ok(protocol::ok(json!({})))
+}
+
+/// Tells the users who share a conversation with `session`'s user that they came online or
+/// went offline (with when they were last seen).
+pub(super) async fn announce(hub: &Hub, s: &SocketRef, session: &Session, online: bool) {
+    let mut conn = match hub.db.conn().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: no database connection");
+            return;
+        }
+    };
+    let now = db::now();
+    if !online
+        && let Err(e) =
+            db::users::touch_last_seen(&mut conn, &session.tenant_id, &session.user_id, now).await
+    {
+        tracing::warn!(error = %e, "presence: cannot store last_seen");
+    }
+    let peers = match db::messages::peers(&mut conn, &session.tenant_id, &session.user_id).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: cannot read conversations");
+            return;
+        }
+    };
+    if peers.is_empty() {
+        return;
+    }
+    let rooms: Vec<String> = peers
+        .iter()
+        .map(|p| user_room(&session.tenant_id, p))
+        .collect();
+    let (event, body) = if online {
+        ("user-online", json!({ "userId": session.user_id }))
+    } else {
+        (
+            "user-offline",
+            json!({ "userId": session.user_id, "lastSeen": db::rfc3339(now) }),
+        )
+    };
+    let _ = s.to(rooms).emit(event, &body).await;
+}

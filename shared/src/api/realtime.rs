@@ -1,0 +1,82 @@
+//! Wire types of messaging, the same over the realtime gateway and REST. Their fields are
+//! camelCase, as creator platforms' Socket.io clients already name them (`senderId`,
+//! `receiverId`, `createdAt`).
+
+use serde::{Deserialize, Serialize};
+
+/// One message of a 1-to-1 conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub sender_id: String,
+    pub receiver_id: String,
+    /// Empty once the message is deleted.
+    pub content: String,
+    pub media_url: Option<String>,
+    pub media_type: Option<String>,
+    /// RFC 3339 with milliseconds.
+    pub created_at: String,
+    pub edited_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+/// The other member of a conversation as its member sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    pub id: String,
+    /// None when the user was deleted: their messages stay, their profile is gone.
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub deleted: bool,
+    pub online: bool,
+    pub last_seen: Option<String>,
+}
+
+/// One conversation in its member's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: String,
+    pub user: Peer,
+    pub last_message: Option<Message>,
+    pub unread_count: u64,
+}
+
+/// `GET /v1/me/conversations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationList {
+    /// Most recently active first.
+    pub items: Vec<Conversation>,
+    pub unread_total: u64,
+}
+
+/// A page of a conversation's history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    pub items: Vec<Message>,
+    /// Pass as `before` for older messages; None on the oldest page.
+    pub next_before: Option<String>,
+}
+
+/// Parameters of a conversation's history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct MessageHistoryParams {
+    /// Messages per page, 1 to 100 (default 50).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
+    pub limit: Option<u32>,
+    /// A message id: only messages older than it.
+    pub before: Option<String>,
+}

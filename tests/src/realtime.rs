@@ -1,0 +1,184 @@
+//! Socket.io clients for the gateway tests: the official `socket.io-client` in a Node process
+//! (tests/browser/sio.mjs) driven over its stdin and stdout, holding any number of named
+//! sockets. The process is killed when the driver is dropped.
+
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// How long a command or an awaited event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Sio {
+    url: String,
+    _child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<Value>,
+    /// Events read while waiting for something else.
+    seen: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl Sio {
+    /// A driver for the gateway at `url` (the control plane's base URL).
+    pub async fn start(url: &str) -> Sio {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+        assert!(
+            dir.join("node_modules/socket.io-client").is_dir(),
+            "socket.io-client is installed: run scripts/install-deps.sh test"
+        );
+        let mut child = Command::new("node")
+            .arg("sio.mjs")
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let value =
+                    serde_json::from_str(&line).unwrap_or_else(|_| json!({ "unparsed": line }));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        Sio {
+            url: url.to_string(),
+            _child: child,
+            stdin,
+            lines,
+            seen: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sends `cmd` and waits for its answer, keeping the events that arrive meanwhile.
+    async fn call(&mut self, mut cmd: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        cmd["id"] = json!(id);
+        let line = format!("{cmd}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("driver takes commands");
+        let deadline = tokio::time::Instant::now() + WAIT + Duration::from_secs(2);
+        loop {
+            let value = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {cmd}"))
+                .unwrap_or_else(|| panic!("the driver exited during {cmd}"));
+            if value["id"] == json!(id) {
+                return value;
+            }
+            self.seen.push_back(value);
+        }
+    }
+
+    /// Connects socket `client` with `auth: { token }`; the connect error's message if refused.
+    pub async fn connect(&mut self, client: &str, token: &str) -> Result<(), String> {
+        let url = self.url.clone();
+        self.connect_with(client, json!({ "url": url, "token": token }))
+            .await
+    }
+
+    /// Connects socket `client` with the given handshake `auth` object.
+    pub async fn connect_auth(&mut self, client: &str, auth: Value) -> Result<(), String> {
+        let url = self.url.clone();
+        self.connect_with(client, json!({ "url": url, "auth": auth }))
+            .await
+    }
+
+    async fn connect_with(&mut self, client: &str, mut cmd: Value) -> Result<(), String> {
+        cmd["op"] = json!("connect");
+        cmd["client"] = json!(client);
+        let r = self.call(cmd).await;
+        match r["error"].as_str() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Emits `event` with `data` from `client` and returns its ack.
+    pub async fn emit(&mut self, client: &str, event: &str, data: Value) -> Value {
+        let r = self
+            .call(json!({"op": "emit", "client": client, "event": event, "data": data}))
+            .await;
+        assert!(r["error"].is_null(), "{event} from {client}: {r}");
+        r["ack"].clone()
+    }
+
+    /// Emits `event` with these exact arguments (none, or several) and returns its ack.
+    pub async fn emit_args(&mut self, client: &str, event: &str, args: Value) -> Value {
+        let r = self
+            .call(json!({"op": "emit", "client": client, "event": event, "args": args}))
+            .await;
+        assert!(r["error"].is_null(), "{event} from {client}: {r}");
+        r["ack"].clone()
+    }
+
+    /// Emits `event` without asking for an ack.
+    pub async fn send(&mut self, client: &str, event: &str, data: Value) {
+        self.call(json!({"op": "send", "client": client, "event": event, "data": data}))
+            .await;
+    }
+
+    /// Writes a raw engine.io packet on `client`'s connection.
+    pub async fn raw(&mut self, client: &str, packet: &str) {
+        self.call(json!({"op": "raw", "client": client, "packet": packet}))
+            .await;
+    }
+
+    pub async fn close(&mut self, client: &str) {
+        self.call(json!({"op": "close", "client": client})).await;
+    }
+
+    fn take_seen(&mut self, client: &str, event: &str) -> Option<Value> {
+        let at = self
+            .seen
+            .iter()
+            .position(|v| v["client"] == client && v["event"] == event)?;
+        self.seen.remove(at)
+    }
+
+    /// The first argument of the next `event` that `client` receives (within `WAIT`).
+    pub async fn event(&mut self, client: &str, event: &str) -> Value {
+        self.event_within(client, event, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{client} received no {event} within {WAIT:?}"))
+    }
+
+    /// Like [`Sio::event`], or None when none arrives within `within`.
+    pub async fn event_within(
+        &mut self,
+        client: &str,
+        event: &str,
+        within: Duration,
+    ) -> Option<Value> {
+        if let Some(v) = self.take_seen(client, event) {
+            return Some(v["args"][0].clone());
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let value = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(v)) => v,
+                Ok(None) => panic!("the driver exited"),
+                Err(_) => return None,
+            };
+            if value["client"] == client && value["event"] == event {
+                return Some(value["args"][0].clone());
+            }
+            self.seen.push_back(value);
+        }
+    }
+}

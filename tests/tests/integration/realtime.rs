@@ -1,0 +1,420 @@
+//! The realtime gateway with the official `socket.io-client` (Node), on SQLite and PostgreSQL:
+//! two users chatting across devices, read marks and unread counts, typing indicators,
+//! presence, the handshake's refusals, and bad payloads and floods answered with error acks on
+//! a connection that stays up.
+
+use onda_tests::api::TestControlPlane;
+use onda_tests::db::Backend;
+use onda_tests::on_both_backends;
+use onda_tests::realtime::Sio;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+on_both_backends!(
+    a_fan_and_a_creator_chat_across_devices,
+    handshakes_need_a_valid_user_token,
+    bad_payloads_and_floods_get_error_acks,
+    presence_follows_the_last_device,
+);
+
+/// A tenant with a fan and a creator: (API key, fan's token, creator's token).
+async fn pair(cp: &TestControlPlane) -> (String, String, String) {
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let creator = cp.user_with_token(&key, "creator-1", "Cleo").await;
+    (key, fan, creator)
+}
+
+fn assert_error(ack: &Value, code: &str) {
+    assert_eq!(ack["error"]["code"], code, "{ack}");
+    let message = ack["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(' '), "a sentence: {ack}");
+}
+
+async fn a_fan_and_a_creator_chat_across_devices(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, fan, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("fan-phone", &fan)
+        .await
+        .expect("fan's phone connects");
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "Hi Cleo! 🎧 loved the show"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let id = ack["id"].as_str().expect("message id").to_string();
+    let got = sio.event("creator", "receive-message").await;
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["senderId"], "fan-1");
+    assert_eq!(got["receiverId"], "creator-1");
+    assert_eq!(got["content"], "Hi Cleo! 🎧 loved the show");
+    assert!(got["createdAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(got["conversationId"], ack["conversationId"]);
+    // The sender's other device sees it too; the sending socket has its ack instead.
+    assert_eq!(
+        sio.event("fan-phone", "receive-message").await["id"],
+        id.as_str()
+    );
+    assert!(
+        sio.event_within("fan", "receive-message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // The creator types: the fan's devices see it start and stop.
+    let ack = sio
+        .emit("creator", "typing-start", json!({"receiverId": "fan-1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        sio.event("fan", "typing-start").await["senderId"],
+        "creator-1"
+    );
+    sio.send("creator", "typing-stop", json!({"receiverId": "fan-1"}))
+        .await;
+    assert_eq!(
+        sio.event("fan", "typing-stop").await["senderId"],
+        "creator-1"
+    );
+
+    let reply = sio
+        .emit(
+            "creator",
+            "send-message",
+            json!({"receiverId": "fan-1", "content": "Thank you!\nSee you Friday"}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        sio.event("fan", "receive-message").await["content"],
+        "Thank you!\nSee you Friday"
+    );
+    assert_eq!(
+        sio.event("fan-phone", "receive-message").await["senderId"],
+        "creator-1"
+    );
+
+    // Unread counts over REST, then a read mark clears them and tells the sender.
+    let list = cp
+        .get("/v1/me/conversations", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(list["unreadTotal"], 1, "{list}");
+    let c = &list["items"][0];
+    assert_eq!(c["user"]["id"], "fan-1");
+    assert_eq!(c["user"]["displayName"], "Fan One");
+    assert_eq!(c["user"]["online"], true);
+    assert_eq!(c["lastMessage"]["id"], reply["id"]);
+    let ack = sio
+        .emit(
+            "creator",
+            "mark-read",
+            json!({"senderId": "fan-1", "messageId": id}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let read = sio.event("fan", "messages-read").await;
+    assert_eq!(read["readerId"], "creator-1");
+    assert_eq!(read["messageId"], id.as_str());
+    let list = cp
+        .get("/v1/me/conversations", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(list["unreadTotal"], 0, "{list}");
+    let fans = cp.get("/v1/me/conversations", &fan).await.expect(200).body;
+    assert_eq!(
+        fans["unreadTotal"], 1,
+        "the creator's reply is unread: {fans}"
+    );
+
+    // History, newest first, in pages.
+    for n in 0..3 {
+        let ack = sio
+            .emit(
+                "fan",
+                "send-message",
+                json!({"receiverId": "creator-1", "content": format!("more {n}")}),
+            )
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    let page = cp
+        .get("/v1/me/conversations/creator-1/messages?limit=2", &fan)
+        .await
+        .expect(200)
+        .body;
+    let contents: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["more 2", "more 1"]);
+    let before = page["nextBefore"].as_str().expect("older messages");
+    let older = cp
+        .get(
+            &format!("/v1/me/conversations/creator-1/messages?limit=10&before={before}"),
+            &fan,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(older["items"].as_array().map(Vec::len), Some(3), "{older}");
+    assert_eq!(older["nextBefore"], Value::Null);
+    // Stored, not just relayed: the same from the other side.
+    let theirs = cp
+        .get("/v1/me/conversations/fan-1/messages", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(theirs["items"].as_array().map(Vec::len), Some(5));
+    // A tenant key is not a user token here.
+    cp.get("/v1/me/conversations", &cp.admin).await.problem(403);
+    cp.stop().await;
+}
+
+async fn handshakes_need_a_valid_user_token(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, fan, _) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    let err = sio
+        .connect_auth("anon", json!({}))
+        .await
+        .expect_err("no token");
+    assert!(err.contains("auth: { token"), "{err}");
+    let err = sio
+        .connect("bad", "not.a.token")
+        .await
+        .expect_err("garbage");
+    assert!(err.contains("not a JWT"), "{err}");
+    let err = sio.connect("key", &key).await.expect_err("an API key");
+    assert!(err.contains("not a JWT"), "{err}");
+
+    // Another tenant's user cannot reach this tenant's users, even by the same id.
+    let (_, key_b) = cp.tenant_with_key("Other", "plan_premium").await;
+    let outsider = cp.user_with_token(&key_b, "fan-2", "Outsider").await;
+    sio.connect("outsider", &outsider).await.expect("connects");
+    let ack = sio
+        .emit(
+            "outsider",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hello?"}),
+        )
+        .await;
+    assert_error(&ack, "not_found");
+
+    // Deleting a user ends their connections at once, and their token no longer connects.
+    sio.connect("fan", &fan).await.expect("connects");
+    cp.call(Method::DELETE, "/v1/users/fan-1", Some(&key), None)
+        .await
+        .expect(204);
+    let reason = sio.event("fan", "disconnect").await;
+    assert_eq!(reason, "io server disconnect");
+    let err = sio.connect("fan-again", &fan).await.expect_err("deleted");
+    assert!(err.contains("does not exist"), "{err}");
+    let m = cp.get("/metrics", &cp.admin).await.expect(200).text;
+    assert!(
+        m.contains("onda_realtime_handshakes_total{outcome=\"malformed\"}"),
+        "handshakes counted"
+    );
+    cp.stop().await;
+}
+
+async fn bad_payloads_and_floods_get_error_acks(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, fan, _) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("connects");
+    let long = "é".repeat(4001);
+    for (payload, code, says) in [
+        (
+            json!({"receiverId": 7, "content": "x"}),
+            "invalid_payload",
+            "invalid type",
+        ),
+        (
+            json!({"receiverId": "creator-1", "content": "x", "senderId": "creator-1"}),
+            "invalid_payload",
+            "unknown field",
+        ),
+        (
+            json!({"receiverId": "creator-1", "content": long}),
+            "invalid_payload",
+            "4001",
+        ),
+        (
+            json!({"receiverId": "creator-1", "content": "a\u{0}b"}),
+            "invalid_payload",
+            "control",
+        ),
+        (
+            json!({"receiverId": "creator-1", "content": "   "}),
+            "invalid_payload",
+            "needs content",
+        ),
+        (
+            json!({"receiverId": "fan-1", "content": "me"}),
+            "invalid_payload",
+            "your own id",
+        ),
+        (
+            json!({"receiverId": "no one", "content": "x"}),
+            "invalid_payload",
+            "must be 1 to 128",
+        ),
+        (
+            json!({"receiverId": "ghost", "content": "x"}),
+            "not_found",
+            "ghost",
+        ),
+        (
+            json!({"receiverId": "creator-1", "mediaUrl": "https://x/y.png", "mediaType": "image"}),
+            "not_supported",
+            "attachments",
+        ),
+        (
+            json!(["creator-1", "x", null, null]),
+            "invalid_payload",
+            "JSON object",
+        ),
+    ] {
+        let ack = sio.emit("fan", "send-message", payload.clone()).await;
+        assert_error(&ack, code);
+        assert!(
+            ack["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{payload}: {ack}"
+        );
+    }
+    let ack = sio.emit_args("fan", "send-message", json!([])).await;
+    assert_error(&ack, "invalid_payload");
+    let ack = sio
+        .emit("fan", "mark-read", json!({"senderId": "creator-1"}))
+        .await;
+    assert_error(&ack, "not_found");
+    // A packet that is not Socket.io at all ends that connection, as the reference server does
+    // ("parse error"); the user's other connections and the server carry on.
+    sio.connect("garbage", &fan).await.expect("connects");
+    sio.raw("garbage", "4{not a packet").await;
+    sio.event("garbage", "disconnect").await;
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "still here"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    // A flood of messages: the user's bucket refuses with when to retry, and nothing is lost
+    // of what was accepted.
+    let mut accepted = 1;
+    let mut limited = None;
+    for n in 0..40 {
+        let ack = sio
+            .emit(
+                "fan",
+                "send-message",
+                json!({"receiverId": "creator-1", "content": format!("flood {n}")}),
+            )
+            .await;
+        if ack["ok"] == true {
+            accepted += 1;
+        } else {
+            assert_error(&ack, "rate_limited");
+            limited = Some(ack);
+        }
+    }
+    let limited = limited.expect("a flood is limited");
+    assert!(
+        limited["error"]["retryAfterMs"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0 && ms <= 1000)
+    );
+    let stored = cp
+        .get("/v1/me/conversations/creator-1/messages?limit=100", &fan)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(stored["items"].as_array().map(Vec::len), Some(accepted));
+    cp.stop().await;
+}
+
+async fn presence_follows_the_last_device(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, fan, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("connects");
+    sio.connect("creator", &creator).await.expect("connects");
+    // They share a conversation once a message passed.
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hi"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true);
+    sio.close("creator").await;
+    let off = sio.event("fan", "user-offline").await;
+    assert_eq!(off["userId"], "creator-1");
+    assert!(off["lastSeen"].is_string(), "{off}");
+
+    sio.connect("creator-laptop", &creator)
+        .await
+        .expect("connects");
+    assert_eq!(sio.event("fan", "user-online").await["userId"], "creator-1");
+    sio.connect("creator-phone", &creator)
+        .await
+        .expect("connects");
+    sio.close("creator-laptop").await;
+    // One device left: still online.
+    assert!(
+        sio.event_within("fan", "user-offline", Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    let list = cp.get("/v1/me/conversations", &fan).await.expect(200).body;
+    assert_eq!(list["items"][0]["user"]["online"], true);
+    sio.close("creator-phone").await;
+    assert_eq!(
+        sio.event("fan", "user-offline").await["userId"],
+        "creator-1"
+    );
+    let list = cp.get("/v1/me/conversations", &fan).await.expect(200).body;
+    assert_eq!(list["items"][0]["user"]["online"], false);
+    assert!(list["items"][0]["user"]["lastSeen"].is_string());
+
+    // A typing indicator without a refresh ends by itself after 6 s.
+    sio.connect("creator", &creator).await.expect("connects");
+    sio.send("creator", "typing-start", json!({"receiverId": "fan-1"}))
+        .await;
+    assert_eq!(
+        sio.event("fan", "typing-start").await["senderId"],
+        "creator-1"
+    );
+    let stop = sio.event("fan", "typing-stop").await;
+    assert_eq!(stop["expired"], true, "{stop}");
+    cp.stop().await;
+}
