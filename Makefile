@@ -2,6 +2,7 @@
 .PHONY: dev test deps-dev deps-test
 
 dev: deps-dev
+	scripts/build-web.sh
 	cargo run --release -- dev
 
 # Builds the binary the integration tests start, then runs every test of the workspace.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make test`: builds the binary the integration tests start, runs every test target of the
+# `make test`: builds the web app and the binary the integration tests start, runs every test target of the
 # workspace, and ends with one summary line over all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-web.sh
 cargo build --bin onda
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -32,6 +32,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest JSON body the API accepts, in bytes. `ONDA_HTTP_MAX_BODY_BYTES`.
     pub max_body_bytes: u64,
+    /// The built web app (`web/dist`, made by `make dev`/`make test`), served at `/app/`.
+    /// `ONDA_HTTP_APP_DIR`.
+    pub app_dir: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -39,6 +42,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 64 * 1024,
+            app_dir: PathBuf::from("web/dist"),
         }
     }
 }
@@ -386,6 +390,8 @@ impl ClusterConfig {
 pub struct Validated {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// The built web app served at `/app/`.
+    pub app_dir: PathBuf,
     pub database_url: String,
     pub max_connections: u32,
     pub admin_token: Option<String>,
@@ -421,6 +427,7 @@ impl ControlPlaneConfig {
         Ok(Validated {
             listen: self.http.listen,
             max_body_bytes: usize::try_from(self.http.max_body_bytes).unwrap_or(usize::MAX),
+            app_dir: self.http.app_dir.clone(),
             database_url: self.database.url.clone(),
             max_connections: self.database.max_connections,
             admin_token: (!token.is_empty()).then(|| token.to_string()),

@@ -98,9 +98,8 @@ pub async fn start_with(
     };
     let (app, realtime) = api::router(
         db.clone(),
-        cfg.admin_token.clone(),
+        cfg,
         metrics,
-        cfg.max_body_bytes,
         cluster.as_ref().map(|c| c.cluster.clone()),
         media.clone(),
         nowplaying.clone(),

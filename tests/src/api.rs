@@ -91,6 +91,7 @@ impl TestControlPlane {
         let mut cfg = Validated {
             listen: "127.0.0.1:0".parse().expect("addr"),
             max_body_bytes: 64 * 1024,
+            app_dir: crate::web_app_dir(),
             database_url: db.url.clone(),
             max_connections: 5,
             admin_token: Some(admin.clone()),

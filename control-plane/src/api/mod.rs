@@ -2,6 +2,7 @@
 //! `/openapi.json`. Every route is registered through utoipa-axum, so the OpenAPI document is
 //! generated from the same list the router serves and cannot miss a route.
 
+mod app;
 pub mod auth;
 mod billing;
 mod conversations;
@@ -88,9 +89,8 @@ struct ApiDoc;
 /// OpenAPI document.
 pub fn router(
     db: Db,
-    admin_token: Option<String>,
+    cfg: &crate::config::Validated,
     metrics: Arc<Metrics>,
-    max_body_bytes: usize,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     media: Arc<crate::media::MediaStore>,
     nowplaying: Option<Arc<crate::nowplaying::Hub>>,
@@ -173,7 +173,11 @@ pub fn router(
     let (realtime, socketio) = crate::realtime::Gateway::new(db.clone(), metrics.realtime.clone());
     let state = AppState {
         db,
-        admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
+        admin_token: cfg
+            .admin_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
         metrics,
         openapi: Arc::new(openapi_json),
         cluster,
@@ -183,9 +187,10 @@ pub fn router(
     };
     let app = router
         .merge(public)
+        .merge(app::routes(&cfg.app_dir))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
         // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.

@@ -224,3 +224,52 @@ pub(super) async fn ensure_demo_library(
     );
     Ok(())
 }
+
+/// A demo end user with a sign-in link for the web app.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DemoUser {
+    pub id: String,
+    /// `creator` or `fan`.
+    pub role: String,
+    pub token: String,
+    pub app_link: String,
+}
+
+/// The demo creator and fan, made (or refreshed) through the panel API like a tenant's backend
+/// would, each with a day-long user token and a sign-in link into the web app.
+pub(super) async fn ensure_demo_users(api: &str, key: &str) -> anyhow::Result<Vec<DemoUser>> {
+    let client = reqwest::Client::new();
+    let mut users = Vec::new();
+    for (id, name, creator) in [
+        ("demo-creator", "Demo Creator", true),
+        ("demo-fan", "Demo Fan", false),
+    ] {
+        let put = client
+            .put(format!("{api}/v1/users/{id}"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "display_name": name, "creator": creator }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            put.status().is_success(),
+            "PUT /v1/users/{id}: {}",
+            put.status()
+        );
+        let minted: onda_shared::api::UserToken = client
+            .post(format!("{api}/v1/users/{id}/tokens"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "ttl_seconds": 86_400 }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        users.push(DemoUser {
+            id: id.to_string(),
+            role: if creator { "creator" } else { "fan" }.to_string(),
+            app_link: format!("{api}/app/#token={}", minted.token),
+            token: minted.token,
+        });
+    }
+    Ok(users)
+}

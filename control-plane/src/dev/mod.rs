@@ -50,6 +50,16 @@ pub struct DevInfo {
     pub watch_url: String,
     #[serde(default)]
     pub nodes: Vec<DevNode>,
+    /// The web app for fans and creators.
+    #[serde(default)]
+    pub app_url: String,
+    /// Where Socket.io clients connect (`io(socketio_url, { auth: { token } })`; the path is
+    /// `/socket.io/`).
+    #[serde(default)]
+    pub socketio_url: String,
+    /// A demo creator and a demo fan with their user tokens and web app sign-in links.
+    #[serde(default)]
+    pub demo_users: Vec<demo::DemoUser>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +114,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     {
         tracing::warn!("the demo station has no music (it plays a tone instead): {e:#}");
     }
+    let demo_users = demo::ensure_demo_users(&api_url, &api_key).await?;
     let ca = &cluster.cluster.ca.sha256;
     let (children, mut nodes) =
         nodes::spawn_all(&opts.dir, opts.nodes, opts.edge_port, quic, &db, ca).await?;
@@ -118,6 +129,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         listen_url: format!("{api_url}/listen/{}{mount}", station.slug),
         nowplaying_url: format!("{api_url}/api/nowplaying/{}", station.slug),
         watch_url: format!("{api_url}/watch/{}.m3u8", stream.slug),
+        app_url: format!("{api_url}/app/"),
+        socketio_url: api_url.clone(),
+        demo_users,
         api_url,
         admin_token,
         tenant_id: tenant.id,
@@ -189,6 +203,7 @@ fn config(
     Ok(Validated {
         listen: addr,
         max_body_bytes: 64 * 1024,
+        app_dir: crate::config::HttpConfig::default().app_dir,
         database_url: database_url.to_string(),
         max_connections: 5,
         admin_token: Some(admin_token.to_string()),
@@ -241,6 +256,7 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
          \n  listen         {listen}\
          \n  live video     publish to {rtmp}/{stream_key}, watch {watch}\
          \n  nodes          {nodes}\
+         \n  web app        {app}{users}\
          \n  metrics        {api}/metrics\
          \n\nThe same values are in {json}. Try:\
          \n  curl -H 'Authorization: Bearer {key}' {api}/v1/stations\
@@ -262,6 +278,12 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
             .join(", "),
         json = json_path.display(),
         dir = dir.display(),
+        app = info.app_url,
+        users = info
+            .demo_users
+            .iter()
+            .map(|u| format!("\n    sign in as the demo {}: {}", u.role, u.app_link))
+            .collect::<String>(),
     );
 }
 

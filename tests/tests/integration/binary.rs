@@ -44,6 +44,8 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         "rtmp_url",
         "stream_key",
         "watch_url",
+        "app_url",
+        "socketio_url",
     ] {
         assert!(
             info[key].as_str().is_some_and(|v| !v.is_empty()),
@@ -70,6 +72,17 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         dev.stdout().contains(&key),
         "the key is printed for the user"
     );
+    // A demo creator and fan: their tokens act as them, their links open the web app.
+    let users = info["demo_users"].as_array().cloned().unwrap_or_default();
+    let roles: Vec<&str> = users.iter().filter_map(|u| u["role"].as_str()).collect();
+    assert_eq!(roles, ["creator", "fan"], "{info}");
+    for u in &users {
+        let token = u["token"].as_str().expect("token");
+        let (status, me) = get(&format!("{api}/v1/me"), token).await;
+        assert_eq!((status, &me["user"]["id"]), (200, &u["id"]), "{me}");
+        let link = u["app_link"].as_str().expect("app_link");
+        assert!(link.starts_with(&format!("{api}/app/#token=")), "{link}");
+    }
     // The demo station is on the air through the redirector, from the local node.
     assert_eq!(info["nodes"].as_array().map(Vec::len), Some(1), "{info}");
     let listen = info["listen_url"].as_str().expect("listen_url");

@@ -28,3 +28,4 @@ mod ogg;
 mod realtime;
 mod usage;
 mod users;
+mod web_app;

@@ -1,0 +1,89 @@
+// The REST half of the app: the public API with the user's token, as any tenant's front end
+// would call it.
+
+export interface Profile {
+  id: string;
+  display_name: string;
+  avatar_url: string | null;
+  creator: boolean;
+}
+
+export interface Message {
+  id: string;
+  conversationId: string;
+  senderId: string;
+  receiverId: string;
+  content: string;
+  mediaUrl: string | null;
+  mediaType: string | null;
+  createdAt: string;
+  deletedAt: string | null;
+}
+
+export interface Conversation {
+  id: string;
+  user: { id: string; displayName: string | null; deleted: boolean; online: boolean; lastSeen: string | null };
+  lastMessage: Message | null;
+  unreadCount: number;
+}
+
+export interface Notification {
+  id: string;
+  type: string;
+  title: string;
+  body: string | null;
+  link: string | null;
+  readAt: string | null;
+  createdAt: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Api {
+  constructor(private token: string) {}
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const r = await fetch(path, {
+      method,
+      headers: {
+        Authorization: `Bearer ${this.token}`,
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    const json = text ? JSON.parse(text) : null;
+    if (!r.ok) throw new ApiError(r.status, json?.detail ?? `${method} ${path}: ${r.status}`);
+    return json as T;
+  }
+
+  me() {
+    return this.call<{ role: string; user: Profile | null }>("GET", "/v1/me");
+  }
+
+  conversations() {
+    return this.call<{ items: Conversation[]; unreadTotal: number }>("GET", "/v1/me/conversations");
+  }
+
+  history(userId: string) {
+    return this.call<{ items: Message[]; nextBefore: string | null }>(
+      "GET",
+      `/v1/me/conversations/${encodeURIComponent(userId)}/messages?limit=100`,
+    );
+  }
+
+  notifications() {
+    return this.call<{ items: Notification[]; unreadCount: number }>("GET", "/v1/me/notifications?limit=20");
+  }
+
+  readAllNotifications() {
+    return this.call<{ unreadCount: number }>("POST", "/v1/me/notifications/read-all");
+  }
+}

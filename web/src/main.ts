@@ -1,0 +1,287 @@
+// Onda's web app for fans and creators: sign-in by link (#token=…), the conversation list, a
+// conversation (typing indicator, read marks, emoji), and the notification bell. It uses only
+// the public API and the realtime gateway, as a tenant's own front end would. User text is
+// always set as textContent, never parsed as HTML.
+import { io, Socket } from "socket.io-client";
+import { Api, ApiError, Conversation, Message, Profile } from "./api";
+import "./style.css";
+
+const TOKEN_KEY = "onda.token";
+
+/// The token of a sign-in link (`#token=…`), kept for this tab; the link's hash is cleared so it
+/// does not stay in the address bar or the history.
+function takeToken(): string | null {
+  const m = location.hash.match(/^#token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", `${location.pathname}#/`);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function time(iso: string): string {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+class App {
+  private socket: Socket;
+  private view = document.getElementById("view") as HTMLElement;
+  /// The conversation on screen (the other user's id), if any.
+  private open: string | null = null;
+  private typingTimer: number | undefined;
+  private typingSent = 0;
+  /// The last read mark sent: the list is read after it is stored, so its counts include it.
+  private pendingRead: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private api: Api,
+    private me: Profile,
+    token: string,
+  ) {
+    this.socket = io({ auth: { token }, transports: ["websocket", "polling"] });
+    this.socket.on("connect_error", (e) => this.banner(`Cannot connect: ${e.message}`));
+    this.socket.on("receive-message", (m: Message) => this.onMessage(m));
+    this.socket.on("typing-start", (e: { senderId: string }) => this.showTyping(e.senderId, true));
+    this.socket.on("typing-stop", (e: { senderId: string }) => this.showTyping(e.senderId, false));
+    this.socket.on("messages-read", (e: { readerId: string; messageId: string }) => this.onRead(e));
+    this.socket.on("user-online", () => this.refreshList());
+    this.socket.on("user-offline", () => this.refreshList());
+    this.socket.on("notification", (e: { unreadCount: number }) => this.setBell(e.unreadCount));
+    window.addEventListener("hashchange", () => this.route());
+    this.initBell();
+  }
+
+  route() {
+    const m = location.hash.match(/^#\/c\/(.+)$/);
+    if (m) this.showConversation(decodeURIComponent(m[1]));
+    else this.showList();
+  }
+
+  banner(text: string) {
+    const b = el("p", { class: "banner", "data-testid": "banner" }, text);
+    this.view.prepend(b);
+  }
+
+  // The conversation list.
+
+  async showList() {
+    this.open = null;
+    this.view.replaceChildren();
+    const start = el("form", { class: "start", "data-testid": "start" });
+    const who = el("input", { name: "user", placeholder: "Message a user by id", "data-testid": "start-user" });
+    start.append(who, el("button", { type: "submit" }, "Open"));
+    start.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (who.value.trim()) location.hash = `#/c/${encodeURIComponent(who.value.trim())}`;
+    });
+    const list = el("ul", { class: "conversations", "data-testid": "conversations" });
+    this.view.append(el("h1", {}, "Messages"), start, list);
+    await this.refreshList();
+  }
+
+  async refreshList() {
+    const list = this.view.querySelector<HTMLUListElement>("[data-testid=conversations]");
+    if (!list) return;
+    await this.pendingRead.catch(() => undefined);
+    const { items } = await this.api.conversations();
+    list.replaceChildren(...items.map((c) => this.row(c)));
+  }
+
+  row(c: Conversation): HTMLLIElement {
+    const li = el("li", { "data-testid": `conversation-${c.user.id}` });
+    const a = el("a", { href: `#/c/${encodeURIComponent(c.user.id)}` });
+    const name = c.user.deleted ? "Deleted user" : (c.user.displayName ?? c.user.id);
+    a.append(
+      el("span", { class: c.user.online ? "dot online" : "dot", "data-testid": "presence" }),
+      el("strong", {}, name),
+      el("span", { class: "last" }, c.lastMessage?.content ?? ""),
+    );
+    if (c.unreadCount > 0) {
+      a.append(el("span", { class: "badge", "data-testid": "unread" }, String(c.unreadCount)));
+    }
+    li.append(a);
+    return li;
+  }
+
+  // One conversation.
+
+  async showConversation(other: string) {
+    this.open = other;
+    this.view.replaceChildren();
+    const log = el("ol", { class: "log", "data-testid": "log" });
+    const typing = el("p", { class: "typing", "data-testid": "typing" });
+    typing.hidden = true;
+    const form = el("form", { class: "compose" });
+    const input = el("input", { name: "content", placeholder: "Write a message 🙂", "data-testid": "compose", autocomplete: "off" });
+    form.append(input, el("button", { type: "submit", "data-testid": "send" }, "Send"));
+    this.view.append(el("h1", { "data-testid": "with" }, other), log, typing, form);
+    input.addEventListener("input", () => this.typed(other));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const content = input.value;
+      if (!content.trim()) return;
+      const ack = await this.socket.emitWithAck("send-message", { receiverId: other, content });
+      if (ack.ok) {
+        input.value = "";
+        this.socket.emit("typing-stop", { receiverId: other });
+        this.typingSent = 0;
+        this.append({
+          id: ack.id,
+          conversationId: ack.conversationId,
+          senderId: this.me.id,
+          receiverId: other,
+          content,
+          mediaUrl: null,
+          mediaType: null,
+          createdAt: ack.createdAt,
+          deletedAt: null,
+        });
+      } else {
+        this.banner(ack.error?.message ?? "The message was not sent.");
+      }
+    });
+    try {
+      const { items } = await this.api.history(other);
+      for (const m of items.reverse()) this.append(m);
+      this.markRead(other, items);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      this.banner(e.message);
+    }
+    input.focus();
+  }
+
+  append(m: Message) {
+    const log = this.view.querySelector<HTMLOListElement>("[data-testid=log]");
+    if (!log || log.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+    const mine = m.senderId === this.me.id;
+    const li = el("li", { class: mine ? "mine" : "theirs", "data-id": m.id, "data-testid": "message" });
+    li.append(el("span", { class: "text" }, m.deletedAt ? "(deleted)" : m.content));
+    li.append(el("time", {}, time(m.createdAt)));
+    log.append(li);
+    li.scrollIntoView({ block: "end" });
+  }
+
+  onMessage(m: Message) {
+    const other = m.senderId === this.me.id ? m.receiverId : m.senderId;
+    if (this.open === other) {
+      this.append(m);
+      this.showTyping(other, false);
+      if (m.senderId === other) this.markRead(other, [m]);
+    } else {
+      this.refreshList();
+    }
+  }
+
+  markRead(other: string, seen: Message[]) {
+    if (document.visibilityState === "hidden") return;
+    if (seen.some((m) => m.senderId === other)) {
+      this.pendingRead = this.socket.timeout(5000).emitWithAck("mark-read", { senderId: other });
+    }
+  }
+
+  onRead(e: { readerId: string; messageId: string }) {
+    if (this.open !== e.readerId) return;
+    const log = this.view.querySelector("[data-testid=log]");
+    log?.querySelectorAll(".seen").forEach((n) => n.remove());
+    const at = log?.querySelector(`[data-id="${CSS.escape(e.messageId)}"]`);
+    // Everything of mine up to that message is read: mark the newest of mine.
+    const mine = log ? [...log.querySelectorAll("li.mine")] : [];
+    const upto = at ? mine.filter((n) => n.compareDocumentPosition(at) & Node.DOCUMENT_POSITION_FOLLOWING || n === at) : [];
+    upto.at(-1)?.append(el("span", { class: "seen", "data-testid": "seen" }, "Seen"));
+  }
+
+  /// Tells the other user we type, at most every 2 s (the indicator expires after 6 s).
+  typed(other: string) {
+    const now = Date.now();
+    if (now - this.typingSent > 2000) {
+      this.socket.emit("typing-start", { receiverId: other });
+      this.typingSent = now;
+    }
+  }
+
+  showTyping(sender: string, on: boolean) {
+    if (this.open !== sender) return;
+    const p = this.view.querySelector<HTMLParagraphElement>("[data-testid=typing]");
+    if (!p) return;
+    p.textContent = on ? `${sender} is typing…` : "";
+    p.hidden = !on;
+    window.clearTimeout(this.typingTimer);
+    if (on) this.typingTimer = window.setTimeout(() => (p.hidden = true), 7000);
+  }
+
+  // The notification bell.
+
+  async initBell() {
+    const bell = document.getElementById("bell") as HTMLButtonElement;
+    try {
+      const { unreadCount } = await this.api.notifications();
+      bell.hidden = false;
+      this.setBell(unreadCount);
+    } catch {
+      return; // No notifications on this server: no bell.
+    }
+    bell.addEventListener("click", () => this.toggleNotifications());
+  }
+
+  setBell(n: number) {
+    const count = document.getElementById("bell-count") as HTMLElement;
+    count.textContent = String(n);
+    count.hidden = n === 0;
+  }
+
+  async toggleNotifications() {
+    const panel = document.getElementById("notifications") as HTMLElement;
+    if (!panel.hidden) {
+      panel.hidden = true;
+      return;
+    }
+    const { items } = await this.api.notifications();
+    panel.replaceChildren(
+      ...items.map((n) => {
+        const li = el("article", { class: n.readAt ? "read" : "unread", "data-testid": "notification" });
+        li.append(el("strong", {}, n.title), el("p", {}, n.body ?? ""));
+        return li;
+      }),
+    );
+    if (items.length === 0) panel.append(el("p", {}, "Nothing yet."));
+    panel.hidden = false;
+    await this.api.readAllNotifications();
+    this.setBell(0);
+  }
+}
+
+async function main() {
+  const token = takeToken();
+  const view = document.getElementById("view") as HTMLElement;
+  if (!token) {
+    view.replaceChildren(el("p", { "data-testid": "signed-out" }, "Open the sign-in link your app gave you."));
+    return;
+  }
+  const api = new Api(token);
+  let me: Profile;
+  try {
+    const who = await api.me();
+    if (!who.user) throw new ApiError(403, "This link is not a user's sign-in link.");
+    me = who.user;
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    view.replaceChildren(el("p", { "data-testid": "signed-out" }, (e as Error).message));
+    return;
+  }
+  (document.getElementById("me") as HTMLElement).textContent = me.display_name;
+  new App(api, me, token).route();
+}
+
+main();
