@@ -96,13 +96,17 @@ pub async fn start_with(
         ),
         None => None,
     };
-    let (app, realtime) = api::router(
+    let (realtime, socketio) =
+        crate::realtime::Gateway::start(db.clone(), &cfg.database_url, metrics.realtime.clone())
+            .await?;
+    let app = api::router(
         db.clone(),
         cfg,
         metrics,
         cluster.as_ref().map(|c| c.cluster.clone()),
         media.clone(),
         nowplaying.clone(),
+        (realtime.clone(), socketio),
     );
     let (tx, rx) = oneshot::channel::<()>();
     // The peer address limits the public now-playing feeds per client; the feeds have their

@@ -13,8 +13,10 @@ pub struct TestControlPlane {
     pub http: reqwest::Client,
     /// The control plane's media store directory (`media.dir`).
     pub media_dir: std::path::PathBuf,
+    database_url: String,
     running: Option<Running>,
-    _db: TestDb,
+    /// None for a second replica over another's database.
+    _db: Option<TestDb>,
     _media_dir: tempfile::TempDir,
     _ca_dir: tempfile::TempDir,
 }
@@ -111,8 +113,9 @@ impl TestControlPlane {
             admin,
             http: reqwest::Client::new(),
             media_dir: cfg.media.dir.clone(),
+            database_url: db.url.clone(),
             running: Some(running),
-            _db: db,
+            _db: Some(db),
             _media_dir: media_dir,
             _ca_dir: ca_dir,
         })
@@ -120,7 +123,42 @@ impl TestControlPlane {
 
     /// The URL of the control plane's database (for tests that seed or inspect it directly).
     pub fn database_url(&self) -> &str {
-        &self._db.url
+        &self.database_url
+    }
+
+    /// Another replica over the same database: the API and the gateway only (no cluster). It
+    /// must be stopped before the replica that owns the database.
+    pub async fn replica(&self) -> TestControlPlane {
+        let ca_dir = tempfile::tempdir().expect("temp dir");
+        let media_dir = tempfile::tempdir().expect("temp dir");
+        let cfg = Validated {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            max_body_bytes: 64 * 1024,
+            app_dir: crate::web_app_dir(),
+            database_url: self.database_url.clone(),
+            max_connections: 5,
+            admin_token: Some(self.admin.clone()),
+            cluster: None,
+            media: onda_control_plane::config::MediaConfig {
+                dir: media_dir.path().join("media"),
+                ..Default::default()
+            }
+            .validate()
+            .expect("media settings"),
+            nowplaying: Default::default(),
+        };
+        let running = server::start(&cfg).await.expect("replica starts");
+        TestControlPlane {
+            url: format!("http://{}", running.addr),
+            admin: self.admin.clone(),
+            http: reqwest::Client::new(),
+            media_dir: cfg.media.dir.clone(),
+            database_url: self.database_url.clone(),
+            running: Some(running),
+            _db: None,
+            _media_dir: media_dir,
+            _ca_dir: ca_dir,
+        }
     }
 
     /// Sends a request; `body` None sends no body.

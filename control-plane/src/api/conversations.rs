@@ -48,7 +48,7 @@ pub async fn list(
         items.push(Conversation {
             id: row.conversation_id,
             user: Peer {
-                online: st.realtime.online(tenant, &row.other_id),
+                online: st.realtime.online(tenant, &row.other_id).await,
                 deleted: profile.is_none(),
                 display_name: profile.as_ref().map(|p| p.display_name.clone()),
                 avatar_url: profile.and_then(|p| p.avatar_url),

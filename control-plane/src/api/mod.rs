@@ -94,7 +94,8 @@ pub fn router(
     cluster: Option<Arc<crate::cluster::Cluster>>,
     media: Arc<crate::media::MediaStore>,
     nowplaying: Option<Arc<crate::nowplaying::Hub>>,
-) -> (Router, crate::realtime::Gateway) {
+    (realtime, socketio): (crate::realtime::Gateway, crate::realtime::GatewayLayer),
+) -> Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(plans::list, plans::create))
         .routes(routes!(plans::get, plans::update, plans::delete))
@@ -170,7 +171,6 @@ pub fn router(
         );
     }
     let openapi_json = complete_error_responses(&openapi);
-    let (realtime, socketio) = crate::realtime::Gateway::new(db.clone(), metrics.realtime.clone());
     let state = AppState {
         db,
         admin_token: cfg
@@ -183,7 +183,7 @@ pub fn router(
         cluster,
         media,
         nowplaying,
-        realtime: realtime.clone(),
+        realtime,
     };
     let app = router
         .merge(public)
@@ -192,10 +192,9 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
-        // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.
-        .layer(socketio);
-    (app, realtime)
+        .with_state(state);
+    // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.
+    socketio.wrap(app)
 }
 
 /// The routes web players call from other origins (no authentication), which get the CORS layer.

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod nodes;
 pub mod plans;
 pub mod playlists;
+pub mod presence;
 pub mod signing_keys;
 pub mod stations;
 pub mod streamers;
@@ -108,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "messaging",
         include_str!("../../migrations/0015_messaging.sql"),
+    ),
+    (
+        18,
+        "presence",
+        include_str!("../../migrations/0018_presence.sql"),
     ),
 ];
 

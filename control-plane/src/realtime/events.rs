@@ -7,6 +7,7 @@ use super::{Hub, Session, limits, user_room};
 use crate::db;
 use crate::users;
 use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,11 @@ use std::time::Duration;
 /// A typing indicator ends by itself this long after its last `typing-start`.
 pub const TYPING_EXPIRES: Duration = Duration::from_secs(6);
 
-type Handler = fn(Arc<Hub>, SocketRef, Session, Option<Value>) -> HandlerFuture;
+type Handler<A> = fn(Arc<Hub>, SocketRef<A>, Session, Option<Value>) -> HandlerFuture;
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, Refusal>> + Send>>;
 
 /// Listens to every event a client may send.
-pub(super) fn register(s: &SocketRef) {
+pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     on(s, "send-message", |hub, s, session, data| {
         Box::pin(send_message(hub, s, session, data))
     });
@@ -36,12 +37,12 @@ pub(super) fn register(s: &SocketRef) {
 
 /// Registers `handler` for `event` behind the checks every event gets: the socket's session,
 /// the connection's event budget, and one ack of either shape.
-fn on(s: &SocketRef, event: &'static str, handler: Handler) {
+fn on<A: Adapter>(s: &SocketRef<A>, event: &'static str, handler: Handler<A>) {
     s.on(
         event,
-        async move |s: SocketRef,
+        async move |s: SocketRef<A>,
                     TryData(data): TryData<Value>,
-                    ack: AckSender,
+                    ack: AckSender<A>,
                     State(hub): State<Arc<Hub>>| {
             let answer = match admit(&s) {
                 Ok(session) => handler(hub.clone(), s, session, data.ok()).await,
@@ -58,7 +59,7 @@ fn on(s: &SocketRef, event: &'static str, handler: Handler) {
 }
 
 /// The socket's session if it may send one more event now.
-fn admit(s: &SocketRef) -> Result<Session, Refusal> {
+fn admit<A: Adapter>(s: &SocketRef<A>) -> Result<Session, Refusal> {
     let session = s
         .extensions
         .get::<Session>()
@@ -98,9 +99,9 @@ fn message_id(ms: i64) -> String {
     format!("msg_{ms:012x}{}", &crate::secrets::new_id("x")[2..12])
 }
 
-async fn send_message(
+async fn send_message<A: Adapter>(
     hub: Arc<Hub>,
-    s: SocketRef,
+    s: SocketRef<A>,
     session: Session,
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
@@ -166,9 +167,9 @@ async fn send_message(
     })))
 }
 
-async fn mark_read(
+async fn mark_read<A: Adapter>(
     hub: Arc<Hub>,
-    s: SocketRef,
+    s: SocketRef<A>,
     session: Session,
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
@@ -234,9 +235,9 @@ impl TypingTimers {
     }
 }
 
-async fn typing(
+async fn typing<A: Adapter>(
     hub: Arc<Hub>,
-    s: SocketRef,
+    s: SocketRef<A>,
     session: Session,
     data: Option<Value>,
     start: bool,
@@ -268,44 +269,57 @@ async fn typing(
     Ok(protocol::ok(json!({})))
 }
 
-/// Tells the users who share a conversation with `session`'s user that they came online or
-/// went offline (with when they were last seen).
-pub(super) async fn announce(hub: &Hub, s: &SocketRef, session: &Session, online: bool) {
+/// A presence change to tell: the rooms of the users who share a conversation with the user,
+/// the event and its payload.
+pub(super) struct Announcement {
+    pub rooms: Vec<String>,
+    pub event: &'static str,
+    pub body: Value,
+}
+
+/// What to tell, and to whom, when `session`'s user came online or went offline everywhere (the
+/// offline case also records when they were last seen). None when no one shares a conversation
+/// with them or the database cannot say.
+pub(super) async fn presence_change(
+    hub: &Hub,
+    tenant_id: &str,
+    user_id: &str,
+    online: bool,
+) -> Option<Announcement> {
     let mut conn = match hub.db.conn().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "presence: no database connection");
-            return;
+            return None;
         }
     };
     let now = db::now();
-    if !online
-        && let Err(e) =
-            db::users::touch_last_seen(&mut conn, &session.tenant_id, &session.user_id, now).await
+    if !online && let Err(e) = db::users::touch_last_seen(&mut conn, tenant_id, user_id, now).await
     {
         tracing::warn!(error = %e, "presence: cannot store last_seen");
     }
-    let peers = match db::messages::peers(&mut conn, &session.tenant_id, &session.user_id).await {
+    let peers = match db::messages::peers(&mut conn, tenant_id, user_id).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "presence: cannot read conversations");
-            return;
+            return None;
         }
     };
     if peers.is_empty() {
-        return;
+        return None;
     }
-    let rooms: Vec<String> = peers
-        .iter()
-        .map(|p| user_room(&session.tenant_id, p))
-        .collect();
-    let (event, body) = if online {
-        ("user-online", json!({ "userId": session.user_id }))
+    let rooms = peers.iter().map(|p| user_room(tenant_id, p)).collect();
+    Some(if online {
+        Announcement {
+            rooms,
+            event: "user-online",
+            body: json!({ "userId": user_id }),
+        }
     } else {
-        (
-            "user-offline",
-            json!({ "userId": session.user_id, "lastSeen": db::rfc3339(now) }),
-        )
-    };
-    let _ = s.to(rooms).emit(event, &body).await;
+        Announcement {
+            rooms,
+            event: "user-offline",
+            body: json!({ "userId": user_id, "lastSeen": db::rfc3339(now) }),
+        }
+    })
 }

@@ -4,26 +4,34 @@
 //! reaches all their devices. The database is the truth: state-changing events are acknowledged
 //! after the commit, and what a client missed while away is in the REST history.
 //!
+//! On PostgreSQL every replica serves the gateway and events fan out between replicas through
+//! LISTEN/NOTIFY (socketioxide-postgres); on SQLite (one replica) the in-process adapter. Each
+//! replica heartbeats its row and lists its connected users in the database, so presence holds
+//! over replicas, and the users of a replica that died are swept offline by the others.
+//!
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
-//! (who is online here) ← `events` (the handlers) ← this module (the `Gateway` handle).
+//! (who is online on this replica) ← `events` (the handlers) ← this module (the `Gateway`).
 
 mod events;
 mod limits;
 mod presence;
 pub mod protocol;
 
-use crate::db::Db;
+use crate::db::{self, Backend, Db};
 use crate::metrics::RealtimeMetrics;
 use crate::users::{self, Principal};
 use limits::Limits;
 use presence::Presence;
 use serde_json::Value;
 use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide_postgres::{PostgresAdapterConfig, PostgresAdapterCtr, SqlxAdapter};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The largest Socket.io packet a client may send; a bigger one closes its connection (it is
 /// not a client of ours). Every valid event fits in a small fraction of it.
@@ -31,6 +39,13 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 
 /// Packets queued for one socket before it counts as not reading.
 const SOCKET_BUFFER: usize = 256;
+
+/// How often a replica heartbeats and sweeps, and how old a heartbeat makes a replica dead: its
+/// users are offline for everyone within `DEAD_AFTER` + `HEARTBEAT` of its death.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const DEAD_AFTER: Duration = Duration::from_secs(6);
+
+type PgAdapter = SqlxAdapter<socketioxide::adapter::Emitter>;
 
 /// Who a socket acts as; set by the auth middleware before the socket joins the namespace.
 #[derive(Debug, Clone)]
@@ -54,63 +69,195 @@ pub fn user_room(tenant_id: &str, user_id: &str) -> String {
 /// What every handler shares.
 pub(crate) struct Hub {
     db: Db,
+    /// This replica's id in the presence tables (new at every start).
+    replica: String,
     metrics: RealtimeMetrics,
     presence: Presence,
     limits: Limits,
     typing: events::TypingTimers,
 }
 
+/// The Socket.io server, over the adapter the database allows.
+#[derive(Clone)]
+enum Io {
+    Local(SocketIo<LocalAdapter>),
+    Postgres(SocketIo<PgAdapter>),
+}
+
+/// The tower layer that serves the gateway in front of the API router.
+pub enum GatewayLayer {
+    Local(SocketIoLayer<LocalAdapter>),
+    Postgres(SocketIoLayer<PgAdapter>),
+}
+
+impl GatewayLayer {
+    pub fn wrap(self, router: axum::Router) -> axum::Router {
+        match self {
+            GatewayLayer::Local(l) => router.layer(l),
+            GatewayLayer::Postgres(l) => router.layer(l),
+        }
+    }
+}
+
 /// The gateway's handle: the Socket.io server and its state.
 #[derive(Clone)]
 pub struct Gateway {
-    io: SocketIo,
+    io: Io,
     hub: Arc<Hub>,
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("replica", &self.hub.replica)
+            .finish_non_exhaustive()
     }
 }
 
+fn builder(hub: &Arc<Hub>) -> socketioxide::SocketIoBuilder {
+    SocketIo::builder()
+        .with_state(hub.clone())
+        .max_payload(MAX_PACKET_BYTES as u64)
+        .ws_max_message_size(MAX_PACKET_BYTES)
+        .ws_max_frame_size(MAX_PACKET_BYTES)
+        .max_buffer_size(SOCKET_BUFFER)
+        .ping_interval(Duration::from_secs(20))
+        .ping_timeout(Duration::from_secs(10))
+}
+
 impl Gateway {
-    /// The gateway and the tower layer that serves it in front of the API router.
-    pub fn new(db: Db, metrics: RealtimeMetrics) -> (Gateway, SocketIoLayer) {
+    /// Starts the gateway over `db` (`database_url` names the same database: PostgreSQL gets
+    /// a LISTEN connection of its own for the fan-out) and its heartbeat.
+    pub async fn start(
+        db: Db,
+        database_url: &str,
+        metrics: RealtimeMetrics,
+    ) -> anyhow::Result<(Gateway, GatewayLayer)> {
         let hub = Arc::new(Hub {
-            db,
+            replica: crate::secrets::new_id("rpl"),
+            db: db.clone(),
             metrics,
             presence: Presence::default(),
             limits: Limits::default(),
             typing: events::TypingTimers::default(),
         });
-        let (layer, io) = SocketIo::builder()
-            .with_state(hub.clone())
-            .max_payload(MAX_PACKET_BYTES as u64)
-            .ws_max_message_size(MAX_PACKET_BYTES)
-            .ws_max_frame_size(MAX_PACKET_BYTES)
-            .max_buffer_size(SOCKET_BUFFER)
-            .ping_interval(Duration::from_secs(20))
-            .ping_timeout(Duration::from_secs(10))
-            .build_layer();
-        io.ns("/", connected.with(authenticate));
-        (Gateway { io, hub }, layer)
+        let (io, layer) = match db.backend() {
+            Backend::Sqlite => {
+                let (layer, io) = builder(&hub).build_layer();
+                io.ns("/", connected.with(authenticate));
+                (Io::Local(io), GatewayLayer::Local(layer))
+            }
+            Backend::Postgres => {
+                let pool = socketioxide_postgres::drivers::sqlx::sqlx_client::PgPool::connect_lazy(
+                    database_url,
+                )?;
+                let config = PostgresAdapterConfig::new()
+                    .with_hb_interval(HEARTBEAT)
+                    .with_hb_timeout(DEAD_AFTER)
+                    .with_table_name("realtime_attachments");
+                let ctr = PostgresAdapterCtr::new_with_sqlx_config(pool, config);
+                let (layer, io) = builder(&hub).with_adapter::<PgAdapter>(ctr).build_layer();
+                io.ns("/", connected.with(authenticate))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the gateway's PostgreSQL fan-out: {e}"))?;
+                (Io::Postgres(io), GatewayLayer::Postgres(layer))
+            }
+        };
+        let gateway = Gateway {
+            io,
+            hub,
+            stop: CancellationToken::new(),
+        };
+        gateway.beat().await;
+        tokio::spawn(gateway.clone().heartbeat());
+        Ok((gateway, layer))
     }
 
-    /// Ends every connection of a user at once (the user was deleted).
+    /// One heartbeat of this replica, then a sweep of replicas that stopped beating.
+    async fn beat(&self) {
+        let now = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+        let swept = async {
+            let mut conn = self.hub.db.conn().await?;
+            db::presence::heartbeat(&mut conn, &self.hub.replica, now).await?;
+            let dead_before = now - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+            db::presence::sweep(&mut conn, dead_before).await
+        };
+        let gone = match swept.await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: heartbeat");
+                return;
+            }
+        };
+        for (tenant, user) in gone {
+            if !self.online(&tenant, &user).await
+                && let Some(a) = events::presence_change(&self.hub, &tenant, &user, false).await
+            {
+                self.emit_to(a.rooms, a.event, &a.body).await;
+            }
+        }
+    }
+
+    async fn heartbeat(self) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(HEARTBEAT) => self.beat().await,
+            }
+        }
+    }
+
+    async fn emit_to(&self, rooms: Vec<String>, event: &str, body: &Value) {
+        let sent = match &self.io {
+            Io::Local(io) => io.to(rooms).emit(event, body).await,
+            Io::Postgres(io) => io.to(rooms).emit(event, body).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "{event} not delivered to every socket");
+        }
+    }
+
+    /// Ends every connection of a user at once, on every replica (the user was deleted).
     pub async fn disconnect_user(&self, tenant_id: &str, user_id: &str) {
-        if let Err(e) = self.io.to(user_room(tenant_id, user_id)).disconnect().await {
+        let room = user_room(tenant_id, user_id);
+        let done = match &self.io {
+            Io::Local(io) => io.to(room).disconnect().await,
+            Io::Postgres(io) => io.to(room).disconnect().await,
+        };
+        if let Err(e) = done {
             tracing::warn!(error = %e, "cannot disconnect a deleted user's sockets");
         }
     }
 
-    /// Whether the user has a connection to this replica.
-    pub fn online(&self, tenant_id: &str, user_id: &str) -> bool {
-        self.hub.presence.online(tenant_id, user_id)
+    /// Whether the user has a connection to a live replica.
+    pub async fn online(&self, tenant_id: &str, user_id: &str) -> bool {
+        let alive_since = i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
+            - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+        match self.hub.db.conn().await {
+            Ok(mut conn) => db::presence::online(&mut conn, tenant_id, user_id, alive_since)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "realtime: presence");
+                    false
+                }),
+            Err(_) => false,
+        }
     }
 
-    /// Closes every connection (the server is shutting down).
+    /// Closes every connection and takes this replica out of the presence tables (the server is
+    /// shutting down).
     pub async fn close(&self) {
-        self.io.close().await;
+        self.stop.cancel();
+        match &self.io {
+            Io::Local(io) => io.close().await,
+            Io::Postgres(io) => io.close().await,
+        }
+        if let Ok(mut conn) = self.hub.db.conn().await
+            && let Err(e) = db::presence::retire(&mut conn, &self.hub.replica).await
+        {
+            tracing::warn!(error = %e, "realtime: cannot retire this replica");
+        }
     }
 }
 
@@ -126,8 +273,8 @@ enum ConnectRefused {
 }
 
 /// The connect middleware: the handshake's `auth.token` must be a valid user token.
-async fn authenticate(
-    s: SocketRef,
+async fn authenticate<A: Adapter>(
+    s: SocketRef<A>,
     TryData(auth): TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectRefused> {
@@ -136,7 +283,7 @@ async fn authenticate(
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
         .ok_or(ConnectRefused::NoToken)?;
     let principal = match hub.db.conn().await {
-        Ok(mut conn) => users::authenticate(&mut conn, &token, crate::db::now()).await,
+        Ok(mut conn) => users::authenticate(&mut conn, &token, db::now()).await,
         Err(e) => Err(users::Refused::Database(e)),
     };
     hub.metrics.handshake(principal.as_ref().err());
@@ -155,7 +302,7 @@ async fn authenticate(
 }
 
 /// A socket passed the middleware: join the user's room, count it, listen to its events.
-async fn connected(s: SocketRef, State(hub): State<Arc<Hub>>) {
+async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
     let Some(session) = s.extensions.get::<Session>() else {
         // The middleware always sets it; a socket without one acts as no one.
         let _ = s.disconnect();
@@ -165,22 +312,68 @@ async fn connected(s: SocketRef, State(hub): State<Arc<Hub>>) {
     hub.metrics.connections.inc();
     s.extensions.insert(limits::Connection::default());
     events::register(&s);
+    s.on_disconnect(disconnected::<A>);
     if hub.presence.connect(&session.tenant_id, &session.user_id) {
         hub.metrics.users_online.inc();
-        events::announce(&hub, &s, &session, true).await;
-    }
-    s.on_disconnect(async |s: SocketRef, State(hub): State<Arc<Hub>>| {
-        hub.metrics.connections.dec();
-        let Some(session) = s.extensions.get::<Session>() else {
-            return;
-        };
-        if hub
-            .presence
-            .disconnect(&session.tenant_id, &session.user_id)
+        if let Ok(mut conn) = hub.db.conn().await
+            && let Err(e) = db::presence::join(
+                &mut conn,
+                &hub.replica,
+                &session.tenant_id,
+                &session.user_id,
+            )
+            .await
         {
-            hub.metrics.users_online.dec();
-            hub.limits.forget(&session.tenant_id, &session.user_id);
-            events::announce(&hub, &s, &session, false).await;
+            tracing::warn!(error = %e, "realtime: presence");
         }
-    });
+        // Announced on every replica a user's first device reaches: a duplicate `user-online`
+        // is harmless, a missed one is not.
+        if let Some(a) =
+            events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
+        {
+            let _ = s.to(a.rooms).emit(a.event, &a.body).await;
+        }
+    }
+}
+
+async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
+    hub.metrics.connections.dec();
+    let Some(session) = s.extensions.get::<Session>() else {
+        return;
+    };
+    if !hub
+        .presence
+        .disconnect(&session.tenant_id, &session.user_id)
+    {
+        return;
+    }
+    hub.metrics.users_online.dec();
+    hub.limits.forget(&session.tenant_id, &session.user_id);
+    let Ok(mut conn) = hub.db.conn().await else {
+        return;
+    };
+    let alive_since = i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
+        - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+    let elsewhere = async {
+        db::presence::leave(
+            &mut conn,
+            &hub.replica,
+            &session.tenant_id,
+            &session.user_id,
+        )
+        .await?;
+        db::presence::online(&mut conn, &session.tenant_id, &session.user_id, alive_since).await
+    };
+    match elsewhere.await {
+        Ok(true) => {}
+        Ok(false) => {
+            drop(conn);
+            if let Some(a) =
+                events::presence_change(&hub, &session.tenant_id, &session.user_id, false).await
+            {
+                let _ = s.to(a.rooms).emit(a.event, &a.body).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "realtime: presence"),
+    }
 }

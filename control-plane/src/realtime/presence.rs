@@ -37,6 +37,7 @@ impl Presence {
         }
     }
 
+    #[cfg(test)]
     pub fn online(&self, tenant_id: &str, user_id: &str) -> bool {
         onda_shared::sync::lock(&self.sockets)
             .contains_key(&(tenant_id.to_string(), user_id.to_string()))

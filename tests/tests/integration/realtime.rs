@@ -418,3 +418,101 @@ async fn presence_follows_the_last_device(b: Backend) {
     assert_eq!(stop["expired"], true, "{stop}");
     cp.stop().await;
 }
+
+/// Two replicas over one PostgreSQL database: events fan out between them (LISTEN/NOTIFY),
+/// presence holds over both, and deleting a user through one ends their sockets on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_messages_presence_and_disconnects() {
+    let Some(a) = TestControlPlane::start(Backend::Postgres).await else {
+        return;
+    };
+    let b = a.replica().await;
+    let (key, fan, creator) = pair(&a).await;
+    let mut on_a = Sio::start(&a.url).await;
+    let mut on_b = Sio::start(&b.url).await;
+    on_a.connect("fan", &fan).await.expect("fan on A");
+    on_b.connect("fan-phone", &fan)
+        .await
+        .expect("fan's phone on B");
+    on_b.connect("creator", &creator)
+        .await
+        .expect("creator on B");
+
+    let ack = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "across"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        on_b.event("creator", "receive-message").await["content"],
+        "across"
+    );
+    assert_eq!(
+        on_b.event("fan-phone", "receive-message").await["id"],
+        ack["id"]
+    );
+    let reply = on_b
+        .emit(
+            "creator",
+            "send-message",
+            json!({"receiverId": "fan-1", "content": "back"}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        on_a.event("fan", "receive-message").await["content"],
+        "back"
+    );
+    on_b.send("creator", "typing-start", json!({"receiverId": "fan-1"}))
+        .await;
+    assert_eq!(
+        on_a.event("fan", "typing-start").await["senderId"],
+        "creator-1"
+    );
+
+    // Presence over both replicas: the creator on A and on B stays online until both close.
+    on_a.connect("creator-laptop", &creator)
+        .await
+        .expect("creator on A");
+    on_b.close("creator").await;
+    assert!(
+        on_a.event_within("fan", "user-offline", Duration::from_millis(700))
+            .await
+            .is_none(),
+        "still connected through A"
+    );
+    let seen_from_b = b.get("/v1/me/conversations", &fan).await.expect(200).body;
+    assert_eq!(
+        seen_from_b["items"][0]["user"]["online"], true,
+        "{seen_from_b}"
+    );
+    on_a.close("creator-laptop").await;
+    assert_eq!(
+        on_a.event("fan", "user-offline").await["userId"],
+        "creator-1"
+    );
+    let seen_from_b = b.get("/v1/me/conversations", &fan).await.expect(200).body;
+    assert_eq!(
+        seen_from_b["items"][0]["user"]["online"], false,
+        "{seen_from_b}"
+    );
+
+    // Deleting the fan through A ends their socket on B.
+    a.call(Method::DELETE, "/v1/users/fan-1", Some(&key), None)
+        .await
+        .expect(204);
+    assert_eq!(
+        on_b.event("fan-phone", "disconnect").await,
+        "io server disconnect"
+    );
+    assert_eq!(
+        on_a.event("fan", "disconnect").await,
+        "io server disconnect"
+    );
+    drop((on_a, on_b));
+    b.stop().await;
+    a.stop().await;
+}
