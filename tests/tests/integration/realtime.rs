@@ -4,7 +4,9 @@
 //! a connection that stays up.
 
 use onda_tests::api::TestControlPlane;
+use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::realtime::Sio;
 use reqwest::Method;
@@ -515,4 +517,81 @@ async fn two_replicas_share_messages_presence_and_disconnects() {
     drop((on_a, on_b));
     b.stop().await;
     a.stop().await;
+}
+
+/// A user of a process-based control plane: created with the tenant key, with a fresh token.
+async fn process_user(cp: &ControlPlane, key: &str, id: &str) -> String {
+    let (s, _) = cp
+        .tenant_call(
+            key,
+            Method::PUT,
+            &format!("/v1/users/{id}"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, t) = cp
+        .tenant_call(
+            key,
+            Method::POST,
+            &format!("/v1/users/{id}/tokens"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    t["token"].as_str().expect("token").to_string()
+}
+
+/// `kill -9` of the replica a user is connected to: the users who share a conversation with
+/// them see them go offline within 10 s, announced by the surviving replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_users_go_offline_within_10_s() {
+    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
+        backend: Backend::Postgres,
+        etcd: true,
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut b = fx.start_replica("cp-b").await;
+    let key = fx.cp.tenant_key("Creators").await;
+    let fan = process_user(&fx.cp, &key, "fan-1").await;
+    let creator = process_user(&fx.cp, &key, "creator-1").await;
+    let mut on_a = Sio::start(&fx.cp.api).await;
+    let mut on_b = Sio::start(&b.api).await;
+    on_a.connect("fan", &fan).await.expect("fan on A");
+    on_b.connect("creator", &creator)
+        .await
+        .expect("creator on B");
+    let ack = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hi"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        on_b.event("creator", "receive-message").await["content"],
+        "hi"
+    );
+
+    let killed = std::time::Instant::now();
+    b.proc.kill();
+    let off = on_a
+        .event_within("fan", "user-offline", Duration::from_secs(12))
+        .await
+        .expect("the creator goes offline after their replica is killed");
+    let took = killed.elapsed();
+    assert_eq!(off["userId"], "creator-1");
+    assert!(took < Duration::from_secs(10), "offline after {took:?}");
+    eprintln!("offline {took:?} after kill -9 of the replica");
+    let (s, list) = fx
+        .cp
+        .tenant_call(&fan, Method::GET, "/v1/me/conversations", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"][0]["user"]["online"], false, "{list}");
 }
