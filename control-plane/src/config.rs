@@ -22,6 +22,7 @@ pub struct ControlPlaneConfig {
     pub cluster: ClusterConfig,
     pub media: MediaConfig,
     pub nowplaying: NowPlayingConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +297,115 @@ impl Default for NowPlayingSettings {
     }
 }
 
+/// Webhooks to tenants' backends: which addresses they may point at, how deliveries are retried
+/// and how many run at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Accept (and deliver to) endpoints on loopback, private, link-local and unique-local
+    /// addresses. Off in production: such a URL would let a tenant make the control plane call
+    /// into its own network. `ONDA_WEBHOOKS_ALLOW_PRIVATE`.
+    pub allow_private: bool,
+    /// The first retry's delay in milliseconds; later ones wait 3, 12, 60, 180 and then 360
+    /// times this (10 s: 30 s, 2 min, 10 min, 30 min, then every hour).
+    /// `ONDA_WEBHOOKS_RETRY_BASE_MS`.
+    pub retry_base_ms: u64,
+    /// How long after an event its deliveries are retried before they fail.
+    /// `ONDA_WEBHOOKS_RETRY_FOR_SECS`.
+    pub retry_for_secs: u64,
+    /// How long one attempt may take, connecting included; a hanging endpoint holds one
+    /// delivery slot this long. `ONDA_WEBHOOKS_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// How often each replica looks for due deliveries. `ONDA_WEBHOOKS_POLL_MS`.
+    pub poll_ms: u64,
+    /// Attempts in flight at once on one replica. `ONDA_WEBHOOKS_CONCURRENCY`.
+    pub concurrency: u32,
+    /// Of those, at most this many for one tenant, so one tenant's slow endpoints cannot hold
+    /// every slot. `ONDA_WEBHOOKS_CONCURRENCY_PER_TENANT`.
+    pub concurrency_per_tenant: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private: false,
+            retry_base_ms: 10_000,
+            retry_for_secs: 24 * 3600,
+            timeout_ms: 10_000,
+            poll_ms: 1_000,
+            concurrency: 32,
+            concurrency_per_tenant: 4,
+        }
+    }
+}
+
+/// The webhook settings checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub allow_private: bool,
+    pub retry_base: std::time::Duration,
+    pub retry_for: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub poll: std::time::Duration,
+    pub concurrency: usize,
+    pub concurrency_per_tenant: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        // The defaults are within every bound `validate` checks.
+        let c = WebhooksConfig::default();
+        WebhookSettings {
+            allow_private: c.allow_private,
+            retry_base: std::time::Duration::from_millis(c.retry_base_ms),
+            retry_for: std::time::Duration::from_secs(c.retry_for_secs),
+            timeout: std::time::Duration::from_millis(c.timeout_ms),
+            poll: std::time::Duration::from_millis(c.poll_ms),
+            concurrency: c.concurrency as usize,
+            concurrency_per_tenant: c.concurrency_per_tenant as usize,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn validate(&self) -> Result<WebhookSettings, ConfigError> {
+        for (key, v, lo, hi) in [
+            ("webhooks.retry_base_ms", self.retry_base_ms, 10, 3_600_000),
+            (
+                "webhooks.retry_for_secs",
+                self.retry_for_secs,
+                1,
+                7 * 86_400,
+            ),
+            ("webhooks.timeout_ms", self.timeout_ms, 100, 60_000),
+            ("webhooks.poll_ms", self.poll_ms, 10, 60_000),
+            ("webhooks.concurrency", u64::from(self.concurrency), 1, 1024),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                invalid!(key, "{key} = {v} must be between {lo} and {hi}");
+            }
+        }
+        if self.concurrency_per_tenant == 0 || self.concurrency_per_tenant > self.concurrency {
+            invalid!(
+                "webhooks.concurrency_per_tenant",
+                "webhooks.concurrency_per_tenant = {} must be at least 1 and at most \
+                 webhooks.concurrency ({})",
+                self.concurrency_per_tenant,
+                self.concurrency
+            );
+        }
+        Ok(WebhookSettings {
+            allow_private: self.allow_private,
+            retry_base: std::time::Duration::from_millis(self.retry_base_ms),
+            retry_for: std::time::Duration::from_secs(self.retry_for_secs),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            concurrency: self.concurrency as usize,
+            concurrency_per_tenant: self.concurrency_per_tenant as usize,
+        })
+    }
+}
+
 /// The cluster settings checked.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -398,6 +508,7 @@ pub struct Validated {
     pub cluster: Option<ClusterSettings>,
     pub media: MediaSettings,
     pub nowplaying: NowPlayingSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl ControlPlaneConfig {
@@ -434,6 +545,7 @@ impl ControlPlaneConfig {
             cluster: self.cluster.validate()?,
             media: self.media.validate()?,
             nowplaying: self.nowplaying.validate()?,
+            webhooks: self.webhooks.validate()?,
         })
     }
 }
@@ -511,6 +623,11 @@ mod tests {
             (
                 "[nowplaying]\nmax_subscribers = 0\n",
                 "nowplaying.max_subscribers",
+            ),
+            ("[webhooks]\ntimeout_ms = 5\n", "webhooks.timeout_ms"),
+            (
+                "[webhooks]\nconcurrency = 2\nconcurrency_per_tenant = 3\n",
+                "webhooks.concurrency_per_tenant",
             ),
         ] {
             let cfg: ControlPlaneConfig = load_from(text, "cp.toml", Vec::new()).expect(text);

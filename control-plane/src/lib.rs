@@ -20,3 +20,4 @@ pub mod secrets;
 pub mod server;
 pub mod users;
 pub mod validate;
+pub mod webhooks;

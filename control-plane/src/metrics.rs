@@ -14,6 +14,47 @@ pub struct Metrics {
     pub nowplaying: NowPlayingMetrics,
     pub media: MediaMetrics,
     pub realtime: RealtimeMetrics,
+    pub webhooks: WebhookMetrics,
+}
+
+/// The webhook delivery worker's series.
+#[derive(Clone, Debug)]
+pub struct WebhookMetrics {
+    /// Attempts, by `outcome`: delivered, retry (will be tried again) or failed (given up).
+    deliveries: IntCounterVec,
+    /// How long the longest-waiting due delivery has waited, in seconds (0 when none waits).
+    pub lag_seconds: prometheus::Gauge,
+}
+
+impl WebhookMetrics {
+    pub const OUTCOMES: [&'static str; 3] = ["delivered", "retry", "failed"];
+
+    pub fn new(registry: &Registry) -> anyhow::Result<WebhookMetrics> {
+        let m = WebhookMetrics {
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "onda_webhook_deliveries_total",
+                    "Webhook delivery attempts, by outcome: delivered, retry or failed (given up)",
+                ),
+                &["outcome"],
+            )?,
+            lag_seconds: prometheus::Gauge::new(
+                "onda_webhook_lag_seconds",
+                "Seconds the longest-waiting due webhook delivery has waited (0: none waits)",
+            )?,
+        };
+        for outcome in Self::OUTCOMES {
+            m.deliveries.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.lag_seconds.clone()))?;
+        Ok(m)
+    }
+
+    /// Counts one attempt's outcome (one of [`WebhookMetrics::OUTCOMES`]).
+    pub fn attempt(&self, outcome: &str) {
+        self.deliveries.with_label_values(&[outcome]).inc();
+    }
 }
 
 /// The realtime gateway's series.
@@ -353,6 +394,7 @@ impl Metrics {
         let nowplaying = NowPlayingMetrics::new(&registry)?;
         let media = MediaMetrics::new(&registry)?;
         let realtime = RealtimeMetrics::new(&registry)?;
+        let webhooks = WebhookMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -362,6 +404,7 @@ impl Metrics {
             nowplaying,
             media,
             realtime,
+            webhooks,
         })
     }
 

@@ -24,6 +24,8 @@ pub struct Running {
     pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
     /// The realtime gateway, closed before the drain (its connections never end by themselves).
     pub realtime: crate::realtime::Gateway,
+    /// Delivers webhooks; stopped before the database closes.
+    webhooks: Option<crate::webhooks::Worker>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -39,6 +41,9 @@ impl Running {
             hub.close();
         }
         self.realtime.close().await;
+        if let Some(w) = self.webhooks.take() {
+            w.stop().await;
+        }
         let served = (&mut self.task).await.context("server task failed")?;
         if let Some(c) = self.cluster.take() {
             c.shutdown().await;
@@ -96,6 +101,8 @@ pub async fn start_with(
         ),
         None => None,
     };
+    let webhooks =
+        crate::webhooks::Worker::start(db.clone(), cfg.webhooks, metrics.webhooks.clone())?;
     let (realtime, socketio) =
         crate::realtime::Gateway::start(db.clone(), &cfg.database_url, metrics.realtime.clone())
             .await?;
@@ -125,6 +132,7 @@ pub async fn start_with(
         media,
         nowplaying,
         realtime,
+        webhooks: Some(webhooks),
         stop: Some(tx),
         task,
     })

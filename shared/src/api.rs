@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 
 mod realtime;
 mod users;
+mod webhooks;
 pub use realtime::*;
 pub use users::*;
+pub use webhooks::*;
 
 pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};
 

@@ -105,6 +105,11 @@ impl TestControlPlane {
             .validate()
             .expect("media settings"),
             nowplaying: Default::default(),
+            // Tests' webhook receivers listen on loopback.
+            webhooks: onda_control_plane::config::WebhookSettings {
+                allow_private: true,
+                ..Default::default()
+            },
         };
         tweak(&mut cfg);
         let running = server::start(&cfg).await.expect("control plane starts");
@@ -146,6 +151,10 @@ impl TestControlPlane {
             .validate()
             .expect("media settings"),
             nowplaying: Default::default(),
+            webhooks: onda_control_plane::config::WebhookSettings {
+                allow_private: true,
+                ..Default::default()
+            },
         };
         let running = server::start(&cfg).await.expect("replica starts");
         TestControlPlane {

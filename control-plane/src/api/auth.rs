@@ -169,8 +169,8 @@ impl FromRequestParts<AppState> for AnyCaller {
 pub fn users_tenant(caller: &Caller) -> Result<&Tenant, ApiError> {
     match caller {
         Caller::Admin => Err(ApiError::Forbidden(
-            "End users and signing keys belong to a tenant: call this route with the tenant's \
-             API key."
+            "End users, signing keys and webhooks belong to a tenant: call this route with the \
+             tenant's API key."
                 .to_string(),
         )),
         Caller::Tenant(t) => Ok(t),

@@ -26,6 +26,7 @@ pub mod streams;
 mod tenants;
 mod usage;
 mod users;
+mod webhooks;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
     /// The realtime gateway (end users' Socket.io connections).
     pub realtime: crate::realtime::Gateway,
+    /// Whether webhook URLs may point at private addresses (`webhooks.allow_private`).
+    pub webhooks_allow_private: bool,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -78,6 +81,7 @@ pub struct AppState {
         (name = "streams", description = "A tenant's live video streams: RTMP ingest with a stream key, HLS playback"),
         (name = "users", description = "A tenant's end users, the user tokens they act with, and the keys those are signed with (tenant API keys)"),
         (name = "messaging", description = "An end user's conversations and messages (user tokens); live delivery is the realtime gateway at /socket.io/"),
+        (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -149,6 +153,10 @@ pub fn router(
         .routes(routes!(users::create_token))
         .routes(routes!(signing_keys::list, signing_keys::create))
         .routes(routes!(signing_keys::revoke))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::test))
         .routes(routes!(conversations::list))
         .routes(routes!(conversations::history))
         .routes(routes!(me::get))
@@ -184,6 +192,7 @@ pub fn router(
         media,
         nowplaying,
         realtime,
+        webhooks_allow_private: cfg.webhooks.allow_private,
     };
     let app = router
         .merge(public)

@@ -27,6 +27,7 @@ pub mod tenant_history;
 pub mod tenants;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -109,6 +110,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "messaging",
         include_str!("../../migrations/0015_messaging.sql"),
+    ),
+    (
+        17,
+        "webhooks",
+        include_str!("../../migrations/0017_webhooks.sql"),
     ),
     (
         18,

@@ -214,6 +214,11 @@ fn config(
         }
         .validate()?,
         nowplaying: Default::default(),
+        // A developer's webhook receiver runs on their own machine.
+        webhooks: crate::config::WebhookSettings {
+            allow_private: true,
+            ..Default::default()
+        },
     })
 }
 

@@ -6,6 +6,8 @@ use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
 use super::{Hub, Session, limits, user_room};
 use crate::db;
 use crate::users;
+use crate::webhooks;
+use onda_shared::api::WebhookEventType;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
@@ -153,6 +155,14 @@ async fn send_message<A: Adapter>(
     )
     .await
     .map_err(|e| stored(&e))?;
+    webhooks::enqueue(
+        &mut tx,
+        &session.tenant_id,
+        WebhookEventType::MessageCreated,
+        &message,
+    )
+    .await
+    .map_err(|e| stored(&e))?;
     tx.commit().await.map_err(|e| stored(&e))?;
     hub.metrics.messages.inc();
     let rooms = [user_room(&session.tenant_id, receiver), session.room()];
@@ -277,15 +287,20 @@ pub(super) struct Announcement {
     pub body: Value,
 }
 
-/// What to tell, and to whom, when `session`'s user came online or went offline everywhere (the
-/// offline case also records when they were last seen). None when no one shares a conversation
-/// with them or the database cannot say.
+/// Stores a user's presence change (last seen, when they went offline everywhere) with its
+/// webhook event, and says what to tell to whom. None when no one shares a conversation with
+/// them or the database cannot say.
 pub(super) async fn presence_change(
     hub: &Hub,
     tenant_id: &str,
     user_id: &str,
     online: bool,
 ) -> Option<Announcement> {
+    let now = db::now();
+    let last_seen = db::rfc3339(now);
+    if let Err(e) = store_presence(hub, tenant_id, user_id, online, now, &last_seen).await {
+        tracing::warn!(error = %e, "presence: cannot store the change");
+    }
     let mut conn = match hub.db.conn().await {
         Ok(c) => c,
         Err(e) => {
@@ -293,11 +308,6 @@ pub(super) async fn presence_change(
             return None;
         }
     };
-    let now = db::now();
-    if !online && let Err(e) = db::users::touch_last_seen(&mut conn, tenant_id, user_id, now).await
-    {
-        tracing::warn!(error = %e, "presence: cannot store last_seen");
-    }
     let peers = match db::messages::peers(&mut conn, tenant_id, user_id).await {
         Ok(p) => p,
         Err(e) => {
@@ -305,6 +315,7 @@ pub(super) async fn presence_change(
             return None;
         }
     };
+    drop(conn);
     if peers.is_empty() {
         return None;
     }
@@ -319,7 +330,31 @@ pub(super) async fn presence_change(
         Announcement {
             rooms,
             event: "user-offline",
-            body: json!({ "userId": user_id, "lastSeen": db::rfc3339(now) }),
+            body: json!({ "userId": user_id, "lastSeen": last_seen }),
         }
     })
+}
+
+/// `last_seen` (going offline) and the `user.online`/`user.offline` webhook event, in one
+/// transaction.
+async fn store_presence(
+    hub: &Hub,
+    tenant_id: &str,
+    user_id: &str,
+    online: bool,
+    now: i64,
+    last_seen: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = hub.db.begin().await?;
+    let (event_type, data) = if online {
+        (WebhookEventType::UserOnline, json!({ "userId": user_id }))
+    } else {
+        db::users::touch_last_seen(&mut tx, tenant_id, user_id, now).await?;
+        (
+            WebhookEventType::UserOffline,
+            json!({ "userId": user_id, "lastSeen": last_seen }),
+        )
+    };
+    webhooks::enqueue(&mut tx, tenant_id, event_type, &data).await?;
+    tx.commit().await
 }

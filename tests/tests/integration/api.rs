@@ -649,6 +649,16 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         .expect(201)
         .body;
     let sk_a = sk_a["id"].as_str().expect("signing key id").to_string();
+    let whk_a = cp
+        .post(
+            "/v1/webhooks",
+            &key_a,
+            json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let whk_a = whk_a["id"].as_str().expect("webhook id").to_string();
 
     let spec = cp
         .call(Method::GET, "/openapi.json", None, None)
@@ -677,6 +687,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                         &inv_a
                     } else if template.starts_with("/v1/streams") {
                         &lvs_a
+                    } else if template.starts_with("/v1/webhooks") {
+                        &whk_a
                     } else {
                         "plan_basic"
                     },
@@ -722,6 +734,11 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 (_, t) if t.starts_with("/v1/users/") || t.starts_with("/v1/signing-keys/") => {
                     &[404]
                 }
+                // B's own webhooks (none), and registering one (the empty body is refused);
+                // A's webhook through B's key: as if it did not exist.
+                ("get", "/v1/webhooks") => &[200],
+                ("post", "/v1/webhooks") => &[422],
+                (_, t) if t.starts_with("/v1/webhooks/") => &[404],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
@@ -1103,6 +1120,12 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/signing-keys"),
         ("post", "/v1/signing-keys"),
         ("delete", "/v1/signing-keys/{kid}"),
+        ("get", "/v1/webhooks"),
+        ("post", "/v1/webhooks"),
+        ("get", "/v1/webhooks/{id}"),
+        ("delete", "/v1/webhooks/{id}"),
+        ("get", "/v1/webhooks/{id}/deliveries"),
+        ("post", "/v1/webhooks/{id}/test"),
         ("get", "/v1/me/conversations"),
         ("get", "/v1/me/conversations/{user_id}/messages"),
         ("get", "/v1/me"),

@@ -29,3 +29,4 @@ mod realtime;
 mod usage;
 mod users;
 mod web_app;
+mod webhooks;

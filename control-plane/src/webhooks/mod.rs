@@ -1,0 +1,140 @@
+//! Webhooks to tenants' backends. A change that a tenant may want to hear about writes its
+//! event with [`enqueue`] in the same transaction as the change itself (the outbox): the event
+//! exists exactly when the change was committed. The [`Worker`] of every replica then delivers
+//! each event to each endpoint that subscribes to it, at least once, signed, and retried with
+//! backoff until it is delivered or a day (`webhooks.retry_for_secs`) has passed.
+//!
+//! Layers: `target` (which URLs and addresses are allowed) and `signature` (the body and its
+//! HMAC) and `retry` (the schedule) are pure; `worker` sends; this module writes the outbox.
+
+mod retry;
+mod signature;
+pub mod target;
+mod worker;
+
+pub use worker::Worker;
+
+use crate::db::{self, Conn};
+use onda_shared::api::WebhookEventType;
+use serde::Serialize;
+
+/// Endpoints one tenant may register.
+pub const MAX_ENDPOINTS: i64 = 10;
+
+/// A new event id: the time in hex first, so ids sort by time (deliveries are listed by them),
+/// then randomness.
+fn event_id(ms: i64) -> String {
+    format!("evt_{ms:012x}{}", &crate::secrets::new_id("x")[2..12])
+}
+
+fn encode(data: &impl Serialize) -> Result<String, sqlx::Error> {
+    serde_json::to_string(data).map_err(|e| sqlx::Error::Encode(e.into()))
+}
+
+/// Writes an event of the tenant to the outbox, with a delivery for each of its endpoints that
+/// subscribes to `event_type`. Call it inside the transaction that makes the change, so the
+/// event is committed (and delivered) exactly when the change is. Returns the event id, or None
+/// when no endpoint wants the event (then nothing is written).
+pub async fn enqueue(
+    conn: &mut Conn,
+    tenant_id: &str,
+    event_type: WebhookEventType,
+    data: &impl Serialize,
+) -> Result<Option<String>, sqlx::Error> {
+    let endpoints = db::webhooks::subscribers(conn, tenant_id, event_type).await?;
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    store(conn, tenant_id, event_type, &encode(data)?, &endpoints)
+        .await
+        .map(Some)
+}
+
+/// Writes a `webhook.test` event for one endpoint only, whatever it subscribes to.
+pub async fn enqueue_test(
+    conn: &mut Conn,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<String, sqlx::Error> {
+    let data = serde_json::json!({ "webhookId": endpoint_id });
+    store(
+        conn,
+        tenant_id,
+        WebhookEventType::WebhookTest,
+        &encode(&data)?,
+        &[endpoint_id.to_string()],
+    )
+    .await
+}
+
+async fn store(
+    conn: &mut Conn,
+    tenant_id: &str,
+    event_type: WebhookEventType,
+    payload: &str,
+    endpoints: &[String],
+) -> Result<String, sqlx::Error> {
+    let created_ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let id = event_id(created_ms);
+    let event = db::webhooks::NewEvent {
+        id: &id,
+        tenant_id,
+        event_type,
+        payload,
+        created_ms,
+    };
+    db::webhooks::insert_event(conn, &event, endpoints).await?;
+    Ok(id)
+}
+
+/// The event types of a registration, checked: `["*"]` alone, or known types without
+/// repeats.
+pub fn event_filter(events: &[String]) -> Result<Vec<String>, String> {
+    if events.is_empty() {
+        return Err("events is empty: list event types, or [\"*\"] for all of them.".to_string());
+    }
+    if events.iter().any(|e| e == "*") {
+        if events.len() > 1 {
+            return Err("events: \"*\" already means every type; list it alone.".to_string());
+        }
+        return Ok(events.to_vec());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        let t: WebhookEventType = e.parse().map_err(|m| format!("events: {m}."))?;
+        if out.iter().any(|o| o == t.as_str()) {
+            return Err(format!("events lists {t} twice."));
+        }
+        out.push(t.as_str().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_filters() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(event_filter(&v(&["*"])), Ok(v(&["*"])));
+        assert_eq!(
+            event_filter(&v(&["message.created", "user.online"])),
+            Ok(v(&["message.created", "user.online"]))
+        );
+        for bad in [
+            v(&[]),
+            v(&["*", "user.online"]),
+            v(&["message.deleted"]),
+            v(&["user.online", "user.online"]),
+        ] {
+            assert!(event_filter(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn event_ids_sort_by_time() {
+        let (a, b) = (event_id(1_000), event_id(2_000));
+        assert!(a.starts_with("evt_") && a < b, "{a} {b}");
+    }
+}
