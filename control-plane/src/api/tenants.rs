@@ -142,6 +142,7 @@ pub async fn delete(
     }
     db::tenants::delete(&mut tx, &id).await?;
     tx.commit().await?;
+    st.realtime.disconnect_tenant(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,7 +160,8 @@ async fn set_status(st: &AppState, id: &str, status: TenantStatus) -> ApiResult<
     Ok(Json(t))
 }
 
-/// Suspend a tenant: its objects stay readable but cannot be changed.
+/// Suspend a tenant: its objects stay readable but cannot be changed, and its end users'
+/// realtime connections end (their tokens are refused until the tenant is resumed).
 #[utoipa::path(post, path = "/v1/tenants/{id}/suspend", params(("id" = String, Path, description = "Object id")), tag = "tenants",
     responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
 pub async fn suspend(
@@ -167,7 +169,9 @@ pub async fn suspend(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Tenant>> {
-    set_status(&st, &id, TenantStatus::Suspended).await
+    let t = set_status(&st, &id, TenantStatus::Suspended).await?;
+    st.realtime.disconnect_tenant(&id).await;
+    Ok(t)
 }
 
 /// Resume a suspended tenant.

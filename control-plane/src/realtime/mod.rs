@@ -66,6 +66,11 @@ pub fn user_room(tenant_id: &str, user_id: &str) -> String {
     format!("u:{tenant_id}:{user_id}")
 }
 
+/// The room every socket of a tenant's users joins.
+fn tenant_room(tenant_id: &str) -> String {
+    format!("t:{tenant_id}")
+}
+
 /// What every handler shares.
 pub(crate) struct Hub {
     db: Db,
@@ -220,13 +225,22 @@ impl Gateway {
 
     /// Ends every connection of a user at once, on every replica (the user was deleted).
     pub async fn disconnect_user(&self, tenant_id: &str, user_id: &str) {
-        let room = user_room(tenant_id, user_id);
+        self.disconnect_room(user_room(tenant_id, user_id)).await;
+    }
+
+    /// Ends every connection of a tenant's users, on every replica (the tenant was suspended
+    /// or deleted: its users' tokens are refused from now on).
+    pub async fn disconnect_tenant(&self, tenant_id: &str) {
+        self.disconnect_room(tenant_room(tenant_id)).await;
+    }
+
+    async fn disconnect_room(&self, room: String) {
         let done = match &self.io {
-            Io::Local(io) => io.to(room).disconnect().await,
-            Io::Postgres(io) => io.to(room).disconnect().await,
+            Io::Local(io) => io.to(room.clone()).disconnect().await,
+            Io::Postgres(io) => io.to(room.clone()).disconnect().await,
         };
         if let Err(e) = done {
-            tracing::warn!(error = %e, "cannot disconnect a deleted user's sockets");
+            tracing::warn!(error = %e, "cannot disconnect the sockets of {room}");
         }
     }
 
@@ -308,7 +322,7 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
         let _ = s.disconnect();
         return;
     };
-    s.join(session.room());
+    s.join([session.room(), tenant_room(&session.tenant_id)]);
     hub.metrics.connections.inc();
     s.extensions.insert(limits::Connection::default());
     events::register(&s);

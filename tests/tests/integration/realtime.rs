@@ -230,6 +230,27 @@ async fn handshakes_need_a_valid_user_token(b: Backend) {
     assert_eq!(reason, "io server disconnect");
     let err = sio.connect("fan-again", &fan).await.expect_err("deleted");
     assert!(err.contains("does not exist"), "{err}");
+
+    // Suspending the tenant ends its users' connections and refuses them until resumed.
+    let (tid, key2) = cp.tenant_with_key("Suspendable", "plan_premium").await;
+    let member = cp.user_with_token(&key2, "member", "Member").await;
+    sio.connect("member", &member).await.expect("connects");
+    cp.post(&format!("/v1/tenants/{tid}/suspend"), &cp.admin, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(
+        sio.event("member", "disconnect").await,
+        "io server disconnect"
+    );
+    let err = sio
+        .connect("member-again", &member)
+        .await
+        .expect_err("suspended");
+    assert!(err.contains("suspended"), "{err}");
+    cp.post(&format!("/v1/tenants/{tid}/resume"), &cp.admin, json!({}))
+        .await
+        .expect(200);
+    sio.connect("member-back", &member).await.expect("resumed");
     let m = cp.get("/metrics", &cp.admin).await.expect(200).text;
     assert!(
         m.contains("onda_realtime_handshakes_total{outcome=\"malformed\"}"),
