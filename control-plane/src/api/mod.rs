@@ -19,6 +19,7 @@ pub mod nodes;
 mod nowplaying;
 mod plans;
 mod playlists;
+mod reports;
 mod signing_keys;
 pub mod stations;
 pub mod streamers;
@@ -159,6 +160,7 @@ pub fn router(
         .routes(routes!(webhooks::test))
         .routes(routes!(conversations::list))
         .routes(routes!(conversations::history))
+        .routes(routes!(reports::list))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -130,6 +130,65 @@ pub async fn get(
         .transpose()
 }
 
+/// Replaces the text of `sender`'s own message `id` (not deleted); None when there is no such
+/// message of theirs.
+pub async fn edit(
+    conn: &mut Conn,
+    tenant_id: &str,
+    sender: &str,
+    id: &str,
+    content: &str,
+    now_ms: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE messages SET content = $1, edited_ms = $2 WHERE tenant_id = $3 AND id = $4          AND sender_id = $5 AND deleted_ms IS NULL",
+    )
+    .bind(content)
+    .bind(now_ms)
+    .bind(tenant_id)
+    .bind(id)
+    .bind(sender)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(conn, tenant_id, id).await
+}
+
+/// Deletes `sender`'s own message `id`: its text and attachment go, the message stays as
+/// deleted in the history. None when there is no such message of theirs (or it is deleted).
+pub async fn delete(
+    conn: &mut Conn,
+    tenant_id: &str,
+    sender: &str,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE messages SET content = '', media_url = NULL, deleted_ms = $1          WHERE tenant_id = $2 AND id = $3 AND sender_id = $4 AND deleted_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(tenant_id)
+    .bind(id)
+    .bind(sender)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(conn, tenant_id, id).await
+}
+
+/// Removes every message, conversation, block and report of a tenant (it is being deleted).
+pub async fn delete_tenant(conn: &mut Conn, tenant_id: &str) -> Result<(), sqlx::Error> {
+    for table in ["messages", "conversation_members", "user_blocks", "reports"] {
+        let sql = sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE tenant_id = $1"));
+        sqlx::query(sql).bind(tenant_id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Marks what `reader` received from `sender` as read up to `upto` (a message of their
 /// conversation; the newest when None). Never moves the mark back. Returns the message the mark
 /// is now at, or None when there is nothing to read (or `upto` is not in the conversation).

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod live_streams;
 pub mod media;
 pub mod messages;
+pub mod moderation;
 pub mod nodes;
 pub mod plans;
 pub mod playlists;
@@ -120,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         18,
         "presence",
         include_str!("../../migrations/0018_presence.sql"),
+    ),
+    (
+        19,
+        "moderation",
+        include_str!("../../migrations/0019_moderation.sql"),
     ),
 ];
 

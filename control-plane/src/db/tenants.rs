@@ -119,6 +119,7 @@ pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
         .await?;
     super::signing_keys::delete_all(conn, id).await?;
     super::users::delete_all(conn, id).await?;
+    super::messages::delete_tenant(conn, id).await?;
     super::webhooks::delete_all(conn, id).await?;
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(id)

@@ -3,7 +3,7 @@
 //! only then tells the other sockets. Nothing a client sends ends its connection.
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
-use super::{Hub, Session, limits, user_room};
+use super::{Hub, Session, limits, moderation, user_room};
 use crate::db;
 use crate::users;
 use crate::webhooks;
@@ -34,6 +34,21 @@ pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     });
     on(s, "typing-stop", |hub, s, session, data| {
         Box::pin(typing(hub, s, session, data, false))
+    });
+    on(s, "edit-message", |hub, s, session, data| {
+        Box::pin(moderation::edit_message(hub, s, session, data))
+    });
+    on(s, "delete-message", |hub, s, session, data| {
+        Box::pin(moderation::delete_message(hub, s, session, data))
+    });
+    on(s, "block-user", |hub, s, session, data| {
+        Box::pin(moderation::block(hub, s, session, data, true))
+    });
+    on(s, "unblock-user", |hub, s, session, data| {
+        Box::pin(moderation::block(hub, s, session, data, false))
+    });
+    on(s, "report-message", |hub, s, session, data| {
+        Box::pin(moderation::report(hub, s, session, data))
     });
 }
 
@@ -127,6 +142,7 @@ async fn send_message<A: Adapter>(
         ));
     }
     let content = protocol::content(&req.content, false)?;
+    moderation::may_reach(&hub, &session, receiver).await?;
     let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
     let id = message_id(ms);
     let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
@@ -255,6 +271,7 @@ async fn typing<A: Adapter>(
     let event = if start { "typing-start" } else { "typing-stop" };
     let req: Typing = protocol::parse(event, data)?;
     let receiver = other_user(&session, "receiverId", &req.receiver_id)?.to_string();
+    moderation::may_reach(&hub, &session, &receiver).await?;
     let key = (
         session.tenant_id.clone(),
         session.user_id.clone(),

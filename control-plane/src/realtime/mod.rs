@@ -10,10 +10,12 @@
 //! over replicas, and the users of a replica that died are swept offline by the others.
 //!
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
-//! (who is online on this replica) ← `events` (the handlers) ← this module (the `Gateway`).
+//! (who is online on this replica) ← `moderation` (edits, deletes, blocks, reports) ←
+//! `events` (the handlers) ← this module (the `Gateway`).
 
 mod events;
 mod limits;
+mod moderation;
 mod presence;
 pub mod protocol;
 

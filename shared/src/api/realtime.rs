@@ -80,3 +80,15 @@ pub struct MessageHistoryParams {
     /// A message id: only messages older than it.
     pub before: Option<String>,
 }
+
+/// An abuse report of a message, with the message as the reporter saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub id: String,
+    pub reporter_id: String,
+    pub reason: String,
+    pub message: Message,
+    pub created_at: String,
+}

@@ -729,7 +729,7 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/watch/{stream}") => &[503],
                 // B's own end users (none) and signing keys; creating a key of its own. A's
                 // user and A's key through B's key: as if they did not exist.
-                ("get", "/v1/users" | "/v1/signing-keys") => &[200],
+                ("get", "/v1/users" | "/v1/signing-keys" | "/v1/reports") => &[200],
                 ("post", "/v1/signing-keys") => &[201],
                 (_, t) if t.starts_with("/v1/users/") || t.starts_with("/v1/signing-keys/") => {
                     &[404]
@@ -1127,6 +1127,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/webhooks/{id}/deliveries"),
         ("post", "/v1/webhooks/{id}/test"),
         ("get", "/v1/me/conversations"),
+        ("get", "/v1/reports"),
         ("get", "/v1/me/conversations/{user_id}/messages"),
         ("get", "/v1/me"),
         ("get", "/healthz"),

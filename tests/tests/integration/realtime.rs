@@ -18,6 +18,7 @@ on_both_backends!(
     handshakes_need_a_valid_user_token,
     bad_payloads_and_floods_get_error_acks,
     presence_follows_the_last_device,
+    edits_deletes_blocks_and_reports,
 );
 
 /// A tenant with a fan and a creator: (API key, fan's token, creator's token).
@@ -615,4 +616,130 @@ async fn a_killed_replicas_users_go_offline_within_10_s() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(list["items"][0]["user"]["online"], false, "{list}");
+}
+
+async fn edits_deletes_blocks_and_reports(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, fan, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("connects");
+    sio.connect("creator", &creator).await.expect("connects");
+    let sent = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "helo"}),
+        )
+        .await;
+    let id = sent["id"].as_str().expect("id").to_string();
+    sio.event("creator", "receive-message").await;
+
+    // Edit and delete one's own message; the other side hears of both.
+    let ack = sio
+        .emit(
+            "fan",
+            "edit-message",
+            json!({"messageId": id, "content": "hello"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let edited = sio.event("creator", "message-edited").await;
+    assert_eq!(
+        (edited["id"].as_str(), edited["content"].as_str()),
+        (Some(id.as_str()), Some("hello"))
+    );
+    assert!(edited["editedAt"].is_string());
+    let ack = sio
+        .emit(
+            "creator",
+            "edit-message",
+            json!({"messageId": id, "content": "mine now"}),
+        )
+        .await;
+    assert_error(&ack, "not_found");
+
+    // A report keeps the message as the reporter saw it, even after it is deleted.
+    let ack = sio
+        .emit(
+            "creator",
+            "report-message",
+            json!({"messageId": id, "reason": "spam"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = sio
+        .emit(
+            "creator",
+            "report-message",
+            json!({"messageId": id, "reason": ""}),
+        )
+        .await;
+    assert_error(&ack, "invalid_payload");
+    let ack = sio
+        .emit("fan", "delete-message", json!({"messageId": id}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let deleted = sio.event("creator", "message-deleted").await;
+    assert_eq!(deleted["id"], id.as_str());
+    let history = cp
+        .get("/v1/me/conversations/fan-1/messages", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(history["items"][0]["content"], "", "{history}");
+    assert!(history["items"][0]["deletedAt"].is_string());
+    let reports = cp.list_all("/v1/reports", &key).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["reporterId"], "creator-1");
+    assert_eq!(reports[0]["reason"], "spam");
+    assert_eq!(reports[0]["message"]["content"], "hello");
+    let (_, other) = cp.tenant_with_key("Other", "plan_premium").await;
+    assert!(cp.list_all("/v1/reports", &other).await.is_empty());
+
+    // The creator blocks the fan: the fan can neither message nor type to them; unblocking
+    // lets the fan in again.
+    let ack = sio
+        .emit("creator", "block-user", json!({"userId": "fan-1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hey?"}),
+        )
+        .await;
+    assert_error(&ack, "blocked");
+    let ack = sio
+        .emit("fan", "typing-start", json!({"receiverId": "creator-1"}))
+        .await;
+    assert_error(&ack, "blocked");
+    let ack = sio
+        .emit(
+            "creator",
+            "send-message",
+            json!({"receiverId": "fan-1", "content": "x"}),
+        )
+        .await;
+    assert_error(&ack, "blocked");
+    assert!(
+        sio.event_within("creator", "receive-message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let ack = sio
+        .emit("creator", "unblock-user", json!({"userId": "fan-1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hey!"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    cp.stop().await;
 }
