@@ -64,6 +64,8 @@ pub struct PlanFeatures {
     pub scheduling: bool,
     pub hls: bool,
     pub live_video: bool,
+    /// End users' realtime gateway and conversations.
+    pub messaging: bool,
 }
 
 /// Prices of a plan, in micro-units of `currency`.
@@ -149,6 +151,7 @@ pub struct PlanFeaturesPatch {
     pub scheduling: Option<bool>,
     pub hls: Option<bool>,
     pub live_video: Option<bool>,
+    pub messaging: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -123,6 +123,7 @@ pub async fn update(
         t.scheduling = f.scheduling.unwrap_or(t.scheduling);
         t.hls = f.hls.unwrap_or(t.hls);
         t.live_video = f.live_video.unwrap_or(t.live_video);
+        t.messaging = f.messaging.unwrap_or(t.messaging);
     }
     if let Some(p) = req.prices {
         let t = &mut plan.prices;

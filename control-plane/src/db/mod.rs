@@ -127,6 +127,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "moderation",
         include_str!("../../migrations/0019_moderation.sql"),
     ),
+    (
+        20,
+        "plan messaging",
+        include_str!("../../migrations/0020_plan_messaging.sql"),
+    ),
 ];
 
 impl Db {

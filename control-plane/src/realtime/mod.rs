@@ -286,6 +286,10 @@ enum ConnectRefused {
     NoToken,
     #[error("{0}")]
     Token(String),
+    #[error(
+        "The tenant's plan {0:?} does not include messaging (the plan feature `messaging`)."
+    )]
+    NoMessaging(String),
 }
 
 /// The connect middleware: the handshake's `auth.token` must be a valid user token.
@@ -298,10 +302,11 @@ async fn authenticate<A: Adapter>(
         .ok()
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
         .ok_or(ConnectRefused::NoToken)?;
-    let principal = match hub.db.conn().await {
-        Ok(mut conn) => users::authenticate(&mut conn, &token, db::now()).await,
-        Err(e) => Err(users::Refused::Database(e)),
-    };
+    let mut conn = hub.db.conn().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot check a user token");
+        ConnectRefused::Token("The server could not check the token; try again.".to_string())
+    })?;
+    let principal = users::authenticate(&mut conn, &token, db::now()).await;
     hub.metrics.handshake(principal.as_ref().err());
     let Principal { tenant, user, .. } = principal.map_err(|e| match e {
         users::Refused::Database(e) => {
@@ -310,6 +315,15 @@ async fn authenticate<A: Adapter>(
         }
         other => ConnectRefused::Token(other.to_string()),
     })?;
+    let plan = db::plans::get(&mut conn, &tenant.plan_id).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read a tenant's plan");
+        ConnectRefused::Token("The server could not check the token; try again.".to_string())
+    })?;
+    match plan {
+        Some(p) if p.features.messaging => {}
+        Some(p) => return Err(ConnectRefused::NoMessaging(p.name)),
+        None => return Err(ConnectRefused::NoMessaging(tenant.plan_id)),
+    }
     s.extensions.insert(Session {
         tenant_id: tenant.id,
         user_id: user.id,

@@ -56,7 +56,7 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(premium["limits"]["storage_bytes"], 50_000_000_000_u64);
     assert_eq!(
         premium["features"],
-        json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true})
+        json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true})
     );
 
     let body = json!({
