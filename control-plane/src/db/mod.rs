@@ -132,6 +132,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "plan messaging",
         include_str!("../../migrations/0020_plan_messaging.sql"),
     ),
+    (
+        21,
+        "presence sockets",
+        include_str!("../../migrations/0021_presence_sockets.sql"),
+    ),
 ];
 
 impl Db {

@@ -17,7 +17,7 @@ pub async fn heartbeat(conn: &mut Conn, replica: &str, now_ms: i64) -> Result<()
     Ok(())
 }
 
-/// The user has a connection to `replica`.
+/// One more socket of the user on `replica`.
 pub async fn join(
     conn: &mut Conn,
     replica: &str,
@@ -25,8 +25,9 @@ pub async fn join(
     user_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO realtime_presence (replica_id, tenant_id, user_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (tenant_id, user_id, replica_id) DO NOTHING",
+        "INSERT INTO realtime_presence (replica_id, tenant_id, user_id, sockets) \
+         VALUES ($1, $2, $3, 1) ON CONFLICT (tenant_id, user_id, replica_id) \
+         DO UPDATE SET sockets = realtime_presence.sockets + 1",
     )
     .bind(replica)
     .bind(tenant_id)
@@ -36,7 +37,8 @@ pub async fn join(
     Ok(())
 }
 
-/// The user's last connection to `replica` closed.
+/// One socket of the user on `replica` fewer. The count may go below zero for a moment when a
+/// disconnect is handled before its connect; only rows above zero count as online.
 pub async fn leave(
     conn: &mut Conn,
     replica: &str,
@@ -44,7 +46,18 @@ pub async fn leave(
     user_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "DELETE FROM realtime_presence WHERE replica_id = $1 AND tenant_id = $2 AND user_id = $3",
+        "INSERT INTO realtime_presence (replica_id, tenant_id, user_id, sockets) \
+         VALUES ($1, $2, $3, -1) ON CONFLICT (tenant_id, user_id, replica_id) \
+         DO UPDATE SET sockets = realtime_presence.sockets - 1",
+    )
+    .bind(replica)
+    .bind(tenant_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM realtime_presence WHERE replica_id = $1 AND tenant_id = $2 \
+         AND user_id = $3 AND sockets = 0",
     )
     .bind(replica)
     .bind(tenant_id)
@@ -64,7 +77,7 @@ pub async fn online(
     let row = sqlx::query(
         "SELECT COUNT(*) AS n FROM realtime_presence p JOIN realtime_replicas r \
          ON r.id = p.replica_id WHERE p.tenant_id = $1 AND p.user_id = $2 \
-         AND r.heartbeat_ms >= $3",
+         AND p.sockets > 0 AND r.heartbeat_ms >= $3",
     )
     .bind(tenant_id)
     .bind(user_id)
@@ -131,6 +144,10 @@ mod tests {
         heartbeat(&mut c, "live", 9_000).await.expect("beat");
         join(&mut c, "old", "t", "ana").await.expect("join");
         join(&mut c, "old", "t", "bo").await.expect("join");
+        // A disconnect handled before its connect: the count ends where it should.
+        leave(&mut c, "live", "t", "bo").await.expect("leave");
+        join(&mut c, "live", "t", "bo").await.expect("join");
+        assert!(!online(&mut c, "t", "bo", 5_000).await.expect("q"));
         join(&mut c, "live", "t", "bo").await.expect("join");
         assert!(!online(&mut c, "t", "ana", 5_000).await.expect("q"));
         assert!(online(&mut c, "t", "ana", 500).await.expect("q"));

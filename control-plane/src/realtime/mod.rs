@@ -286,83 +286,92 @@ enum ConnectRefused {
     NoToken,
     #[error("{0}")]
     Token(String),
-    #[error(
-        "The tenant's plan {0:?} does not include messaging (the plan feature `messaging`)."
-    )]
+    #[error("The tenant's plan {0:?} does not include messaging (the plan feature `messaging`).")]
     NoMessaging(String),
 }
 
-/// The connect middleware: the handshake's `auth.token` must be a valid user token.
+/// The connect middleware: the handshake's `auth.token` must be a valid user token of a tenant
+/// whose plan has messaging. socketioxide sends the client its CONNECT once the middleware
+/// returns and only then starts the connect handler, so everything a connected client relies on
+/// at once (its rooms, its event handlers, its presence) is set up here, before the CONNECT.
 async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectRefused> {
+    let session = admit(&hub, auth.ok()).await?;
+    s.join([session.room(), tenant_room(&session.tenant_id)]);
+    s.extensions.insert(limits::Connection::default());
+    events::register(&s);
+    s.on_disconnect(disconnected::<A>);
+    hub.metrics.connections.inc();
+    let first = hub.presence.connect(&session.tenant_id, &session.user_id);
+    if first {
+        hub.metrics.users_online.inc();
+    }
+    if let Ok(mut conn) = hub.db.conn().await
+        && let Err(e) = db::presence::join(
+            &mut conn,
+            &hub.replica,
+            &session.tenant_id,
+            &session.user_id,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "realtime: presence");
+    }
+    s.extensions.insert(FirstDevice(first));
+    s.extensions.insert(session);
+    Ok(())
+}
+
+/// Whether a socket was its user's first on this replica when it connected.
+#[derive(Debug, Clone, Copy)]
+struct FirstDevice(bool);
+
+/// The session a handshake's `auth` payload opens, or why it opens none.
+async fn admit(hub: &Hub, auth: Option<Value>) -> Result<Session, ConnectRefused> {
     let token = auth
-        .ok()
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
         .ok_or(ConnectRefused::NoToken)?;
-    let mut conn = hub.db.conn().await.map_err(|e| {
+    let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "cannot check a user token");
         ConnectRefused::Token("The server could not check the token; try again.".to_string())
-    })?;
+    };
+    let mut conn = hub.db.conn().await.map_err(|e| unavailable(&e))?;
     let principal = users::authenticate(&mut conn, &token, db::now()).await;
     hub.metrics.handshake(principal.as_ref().err());
     let Principal { tenant, user, .. } = principal.map_err(|e| match e {
-        users::Refused::Database(e) => {
-            tracing::error!(error = %e, "cannot check a user token");
-            ConnectRefused::Token("The server could not check the token; try again.".to_string())
-        }
+        users::Refused::Database(e) => unavailable(&e),
         other => ConnectRefused::Token(other.to_string()),
     })?;
-    let plan = db::plans::get(&mut conn, &tenant.plan_id).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot read a tenant's plan");
-        ConnectRefused::Token("The server could not check the token; try again.".to_string())
-    })?;
-    match plan {
+    match db::plans::get(&mut conn, &tenant.plan_id)
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
         Some(p) if p.features.messaging => {}
         Some(p) => return Err(ConnectRefused::NoMessaging(p.name)),
         None => return Err(ConnectRefused::NoMessaging(tenant.plan_id)),
     }
-    s.extensions.insert(Session {
+    Ok(Session {
         tenant_id: tenant.id,
         user_id: user.id,
-    });
-    Ok(())
+    })
 }
 
-/// A socket passed the middleware: join the user's room, count it, listen to its events.
+/// A socket is connected: announce its user online when it is their first device here. A
+/// duplicate `user-online` (the user came online on two replicas at once) is harmless, a
+/// missed one is not.
 async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
-    let Some(session) = s.extensions.get::<Session>() else {
-        // The middleware always sets it; a socket without one acts as no one.
-        let _ = s.disconnect();
+    let (Some(session), Some(FirstDevice(true))) = (
+        s.extensions.get::<Session>(),
+        s.extensions.get::<FirstDevice>(),
+    ) else {
         return;
     };
-    s.join([session.room(), tenant_room(&session.tenant_id)]);
-    hub.metrics.connections.inc();
-    s.extensions.insert(limits::Connection::default());
-    events::register(&s);
-    s.on_disconnect(disconnected::<A>);
-    if hub.presence.connect(&session.tenant_id, &session.user_id) {
-        hub.metrics.users_online.inc();
-        if let Ok(mut conn) = hub.db.conn().await
-            && let Err(e) = db::presence::join(
-                &mut conn,
-                &hub.replica,
-                &session.tenant_id,
-                &session.user_id,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "realtime: presence");
-        }
-        // Announced on every replica a user's first device reaches: a duplicate `user-online`
-        // is harmless, a missed one is not.
-        if let Some(a) =
-            events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
-        {
-            let _ = s.to(a.rooms).emit(a.event, &a.body).await;
-        }
+    if let Some(a) = events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
+    {
+        let _ = s.to(a.rooms).emit(a.event, &a.body).await;
     }
 }
 
@@ -371,14 +380,13 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) 
     let Some(session) = s.extensions.get::<Session>() else {
         return;
     };
-    if !hub
+    let last_here = hub
         .presence
-        .disconnect(&session.tenant_id, &session.user_id)
-    {
-        return;
+        .disconnect(&session.tenant_id, &session.user_id);
+    if last_here {
+        hub.metrics.users_online.dec();
+        hub.limits.forget(&session.tenant_id, &session.user_id);
     }
-    hub.metrics.users_online.dec();
-    hub.limits.forget(&session.tenant_id, &session.user_id);
     let Ok(mut conn) = hub.db.conn().await else {
         return;
     };

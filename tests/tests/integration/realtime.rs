@@ -212,7 +212,10 @@ async fn handshakes_need_a_valid_user_token(b: Backend) {
     // A tenant whose plan lacks messaging: its users' tokens are good, the gateway refuses.
     let (_, basic) = cp.tenant_with_key("Radio only", "plan_basic").await;
     let listener = cp.user_with_token(&basic, "listener", "Listener").await;
-    let err = sio.connect("basic", &listener).await.expect_err("no messaging");
+    let err = sio
+        .connect("basic", &listener)
+        .await
+        .expect_err("no messaging");
     assert!(err.contains("does not include messaging"), "{err}");
 
     // Another tenant's user cannot reach this tenant's users, even by the same id.
