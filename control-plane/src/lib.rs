@@ -13,6 +13,7 @@ pub mod dev;
 pub mod lanes;
 pub mod media;
 pub mod metrics;
+pub mod notifications;
 pub mod nowplaying;
 pub mod realtime;
 pub mod scheduler;

@@ -6,9 +6,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod notifications;
 mod realtime;
 mod users;
 mod webhooks;
+pub use notifications::*;
 pub use realtime::*;
 pub use users::*;
 pub use webhooks::*;

@@ -18,6 +18,7 @@ pub mod media;
 pub mod messages;
 pub mod moderation;
 pub mod nodes;
+pub mod notifications;
 pub mod plans;
 pub mod playlists;
 pub mod presence;
@@ -136,6 +137,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         21,
         "presence sockets",
         include_str!("../../migrations/0021_presence_sockets.sql"),
+    ),
+    (
+        22,
+        "notifications",
+        include_str!("../../migrations/0022_notifications.sql"),
     ),
 ];
 
