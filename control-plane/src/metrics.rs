@@ -70,6 +70,8 @@ pub struct RealtimeMetrics {
     events: IntCounterVec,
     /// Handshakes, by `outcome` (accepted or why the token was refused).
     handshakes: IntCounterVec,
+    /// Notifications created, by `source`: `message` (Onda's, for a new message) or `tenant`.
+    notifications: IntCounterVec,
 }
 
 impl RealtimeMetrics {
@@ -101,12 +103,20 @@ impl RealtimeMetrics {
                 ),
                 &["outcome"],
             )?,
+            notifications: IntCounterVec::new(
+                Opts::new(
+                    "onda_notifications_total",
+                    "Notifications created, by source: message (Onda's, for a new message) or tenant",
+                ),
+                &["source"],
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.users_online.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.handshakes.clone()))?;
+        registry.register(Box::new(m.notifications.clone()))?;
         Ok(m)
     }
 
@@ -122,6 +132,24 @@ impl RealtimeMetrics {
         let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
         self.handshakes.with_label_values(&[outcome]).inc();
     }
+
+    /// Counts one notification created, by where it came from.
+    pub fn notification(&self, source: NotificationSource) {
+        let source = match source {
+            NotificationSource::Message => "message",
+            NotificationSource::Tenant => "tenant",
+        };
+        self.notifications.with_label_values(&[source]).inc();
+    }
+}
+
+/// Where a notification came from, as `onda_notifications_total` labels it.
+#[derive(Debug, Clone, Copy)]
+pub enum NotificationSource {
+    /// Onda's own, for a new message.
+    Message,
+    /// The tenant's, through `POST /v1/users/{user_id}/notifications`.
+    Tenant,
 }
 
 /// The now-playing hub's series.

@@ -16,6 +16,7 @@ mod listen;
 mod me;
 pub mod media;
 pub mod nodes;
+mod notifications;
 mod nowplaying;
 mod plans;
 mod playlists;
@@ -83,6 +84,7 @@ pub struct AppState {
         (name = "users", description = "A tenant's end users, the user tokens they act with, and the keys those are signed with (tenant API keys)"),
         (name = "messaging", description = "An end user's conversations and messages (user tokens); live delivery is the realtime gateway at /socket.io/"),
         (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
+        (name = "notifications", description = "An end user's notifications: tenants send them (tenant API keys), users list and mark them read (user tokens); pushed live as the gateway's `notification` event"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -161,6 +163,10 @@ pub fn router(
         .routes(routes!(conversations::list))
         .routes(routes!(conversations::history))
         .routes(routes!(reports::list))
+        .routes(routes!(notifications::create))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::read))
+        .routes(routes!(notifications::read_all))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

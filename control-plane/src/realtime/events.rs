@@ -3,7 +3,7 @@
 //! only then tells the other sockets. Nothing a client sends ends its connection.
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
-use super::{Hub, Session, limits, moderation, user_room};
+use super::{Hub, Session, limits, moderation, notify, user_room};
 use crate::db;
 use crate::users;
 use crate::webhooks;
@@ -49,6 +49,12 @@ pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     });
     on(s, "report-message", |hub, s, session, data| {
         Box::pin(moderation::report(hub, s, session, data))
+    });
+    on(s, "mark-notification-read", |hub, s, session, data| {
+        Box::pin(notify::mark_read(hub, s, session, data))
+    });
+    on(s, "mark-all-notifications-read", |hub, s, session, data| {
+        Box::pin(notify::mark_all_read(hub, s, session, data))
     });
 }
 
@@ -179,6 +185,9 @@ async fn send_message<A: Adapter>(
     )
     .await
     .map_err(|e| stored(&e))?;
+    let notice = notify::message_notification(&mut tx, &session.tenant_id, &message)
+        .await
+        .map_err(|e| stored(&e))?;
     tx.commit().await.map_err(|e| stored(&e))?;
     hub.metrics.messages.inc();
     let rooms = [user_room(&session.tenant_id, receiver), session.room()];
@@ -186,6 +195,7 @@ async fn send_message<A: Adapter>(
     if let Err(e) = s.to(rooms).emit("receive-message", &message).await {
         tracing::debug!(error = %e, "receive-message not delivered to every socket");
     }
+    notify::push_message_notification(&hub, &s, &session.tenant_id, receiver, &notice).await;
     Ok(protocol::ok(json!({
         "id": message.id,
         "conversationId": message.conversation_id,

@@ -10,12 +10,13 @@
 //! over replicas, and the users of a replica that died are swept offline by the others.
 //!
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
-//! (who is online on this replica) ← `moderation` (edits, deletes, blocks, reports) ←
-//! `events` (the handlers) ← this module (the `Gateway`).
+//! (who is online on this replica) ← `moderation` (edits, deletes, blocks, reports) and
+//! `notify` (notification events) ← `events` (the handlers) ← this module (the `Gateway`).
 
 mod events;
 mod limits;
 mod moderation;
+mod notify;
 mod presence;
 pub mod protocol;
 
@@ -212,6 +213,26 @@ impl Gateway {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(HEARTBEAT) => self.beat().await,
             }
+        }
+    }
+
+    /// Emits `event` with `payload` to every device of a user, on every replica (a
+    /// notification the API created, after its commit). A user with no connection misses
+    /// nothing: what was pushed is in the REST lists.
+    pub async fn notify_user<T: serde::Serialize + ?Sized>(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        event: &str,
+        payload: &T,
+    ) {
+        let room = user_room(tenant_id, user_id);
+        let sent = match &self.io {
+            Io::Local(io) => io.to(room).emit(event, payload).await,
+            Io::Postgres(io) => io.to(room).emit(event, payload).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, event, "not delivered to every socket of the user");
         }
     }
 

@@ -111,6 +111,22 @@ pub struct Typing {
     pub receiver_id: String,
 }
 
+/// The event that pushes a new notification, with the user's unread count, to every device of
+/// its user.
+pub const NOTIFICATION: &str = "notification";
+
+/// `mark-notification-read`: one of your notifications is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MarkNotificationRead {
+    pub id: String,
+}
+
+/// `mark-all-notifications-read`: every one of your notifications is read. No fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkAllNotificationsRead {}
+
 /// The success ack of a state change, after it is committed.
 pub fn ok(fields: Value) -> Value {
     let mut ack = json!({ "ok": true });

@@ -1,0 +1,96 @@
+//! Notifications over the gateway: `mark-notification-read` and `mark-all-notifications-read`
+//! (acknowledged with the unread count after the commit), and the notification of a new
+//! message, stored in the message's transaction and pushed to the receiver's devices after it
+//! commits.
+
+use super::protocol::{self, MarkAllNotificationsRead, MarkNotificationRead, Refusal};
+use super::{Hub, Session, user_room};
+use crate::db::{self, Conn};
+use crate::metrics::NotificationSource;
+use crate::notifications;
+use onda_shared::api::{Message, NotificationPush};
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use std::sync::Arc;
+
+fn stored(e: &sqlx::Error) -> Refusal {
+    tracing::error!(error = %e, "realtime: notifications database");
+    protocol::internal()
+}
+
+/// Stores the notification of `message` for its receiver. Call it in the message's
+/// transaction, so both are stored or neither; push it with [`push_message_notification`] after
+/// the commit.
+pub(super) async fn message_notification(
+    tx: &mut Conn,
+    tenant_id: &str,
+    message: &Message,
+) -> Result<NotificationPush, sqlx::Error> {
+    // The sender is connected, so their profile exists; their id stands in if it went meanwhile.
+    let sender = db::users::get(tx, tenant_id, &message.sender_id)
+        .await?
+        .map_or_else(|| message.sender_id.clone(), |u| u.display_name);
+    let content = notifications::for_message(&sender, message);
+    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    notifications::store(tx, tenant_id, &message.receiver_id, &content, ms).await
+}
+
+/// Pushes a committed message notification to every device of its receiver.
+pub(super) async fn push_message_notification<A: Adapter>(
+    hub: &Hub,
+    s: &SocketRef<A>,
+    tenant_id: &str,
+    receiver_id: &str,
+    notice: &NotificationPush,
+) {
+    hub.metrics.notification(NotificationSource::Message);
+    let room = user_room(tenant_id, receiver_id);
+    if let Err(e) = s.to(room).emit(protocol::NOTIFICATION, notice).await {
+        tracing::debug!(error = %e, "notification not delivered to every socket");
+    }
+}
+
+pub(super) async fn mark_read<A: Adapter>(
+    hub: Arc<Hub>,
+    _s: SocketRef<A>,
+    session: Session,
+    data: Option<Value>,
+) -> Result<Value, Refusal> {
+    let req: MarkNotificationRead = protocol::parse("mark-notification-read", data)?;
+    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let (tenant, user) = (&session.tenant_id, &session.user_id);
+    if !db::notifications::mark_read(&mut conn, tenant, user, &req.id, ms)
+        .await
+        .map_err(|e| stored(&e))?
+    {
+        return Err(Refusal::new(
+            "not_found",
+            format!("You have no notification {:.80?}.", req.id),
+        ));
+    }
+    let unread = db::notifications::unread_count(&mut conn, tenant, user)
+        .await
+        .map_err(|e| stored(&e))?;
+    Ok(protocol::ok(json!({ "unreadCount": unread })))
+}
+
+pub(super) async fn mark_all_read<A: Adapter>(
+    hub: Arc<Hub>,
+    _s: SocketRef<A>,
+    session: Session,
+    data: Option<Value>,
+) -> Result<Value, Refusal> {
+    let MarkAllNotificationsRead {} = protocol::parse("mark-all-notifications-read", data)?;
+    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let (tenant, user) = (&session.tenant_id, &session.user_id);
+    db::notifications::mark_all_read(&mut conn, tenant, user, ms)
+        .await
+        .map_err(|e| stored(&e))?;
+    let unread = db::notifications::unread_count(&mut conn, tenant, user)
+        .await
+        .map_err(|e| stored(&e))?;
+    Ok(protocol::ok(json!({ "unreadCount": unread })))
+}
