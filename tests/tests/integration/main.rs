@@ -23,6 +23,7 @@ mod live;
 mod logins;
 mod media;
 mod monitoring;
+mod notifications;
 mod nowplaying;
 mod ogg;
 mod realtime;
