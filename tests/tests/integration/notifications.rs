@@ -38,6 +38,18 @@ async fn metric(cp: &TestControlPlane, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until each socket's connect handler has run on the server. socketioxide tells the
+/// client it is connected before that handler joins the socket to its user's room; an event
+/// answered on the socket shows the handler ran (it registers the events after the join).
+async fn joined(sio: &mut Sio, clients: &[&str]) {
+    for client in clients {
+        let ack = sio
+            .emit(client, "typing-stop", json!({"receiverId": "someone-else"}))
+            .await;
+        assert_eq!(ack["ok"], true, "{client}: {ack}");
+    }
+}
+
 fn assert_error(ack: &Value, code: &str) {
     assert_eq!(ack["error"]["code"], code, "{ack}");
 }
@@ -50,6 +62,7 @@ async fn a_tenant_notifies_every_device_and_marks_are_counted(b: Backend) {
     let mut sio = Sio::start(&cp.url).await;
     sio.connect("cleo", &creator).await.expect("connects");
     sio.connect("cleo-phone", &creator).await.expect("connects");
+    joined(&mut sio, &["cleo", "cleo-phone"]).await;
 
     let first = cp
         .post(
@@ -189,6 +202,7 @@ async fn a_message_notifies_its_receiver_only(b: Backend) {
     sio.connect("fan", &fan).await.expect("connects");
     sio.connect("fan-phone", &fan).await.expect("connects");
     sio.connect("cleo", &creator).await.expect("connects");
+    joined(&mut sio, &["fan-phone", "cleo"]).await;
 
     let content = format!("{}{}", "🎧".repeat(90), "x".repeat(60));
     let ack = sio
