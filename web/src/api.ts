@@ -31,8 +31,9 @@ export interface Notification {
   id: string;
   type: string;
   title: string;
-  body: string | null;
+  body: string;
   link: string | null;
+  read: boolean;
   readAt: string | null;
   createdAt: string;
 }

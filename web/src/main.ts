@@ -250,8 +250,8 @@ class App {
     const { items } = await this.api.notifications();
     panel.replaceChildren(
       ...items.map((n) => {
-        const li = el("article", { class: n.readAt ? "read" : "unread", "data-testid": "notification" });
-        li.append(el("strong", {}, n.title), el("p", {}, n.body ?? ""));
+        const li = el("article", { class: n.read ? "read" : "unread", "data-testid": "notification" });
+        li.append(el("strong", {}, n.title), el("p", {}, n.body));
         return li;
       }),
     );

@@ -1,7 +1,7 @@
 //! The web app (`web/`, served at `/app/`) in a real browser: Debian's chromium driven by
 //! playwright-core (tests/browser/app.mjs). A fan and a creator, each in a browser context of
 //! their own, sign in by link and chat: the typing indicator comes and goes, a message arrives,
-//! the read mark shows, the unread badge appears and clears.
+//! the read mark shows, the unread badge appears and clears, the notification bell counts.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
@@ -65,6 +65,10 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     assert_eq!(steps["read_mark"], "Seen", "{report}");
     assert_eq!(steps["unread_badge"], "1", "{report}");
     assert_eq!(steps["badge_clears"], true, "{report}");
+    // The creator's reply made one notification for the fan: the bell counts it, opening the
+    // panel lists it and marks it read.
+    assert_eq!(steps["bell"]["before"], "1", "{report}");
+    assert_eq!(steps["bell"]["items"], 1, "{report}");
     let errors: Vec<&Value> = out["console"]
         .as_array()
         .into_iter()
