@@ -34,6 +34,37 @@ pub fn cluster_settings(ca_dir: &std::path::Path) -> onda_control_plane::config:
         .expect("cluster enabled")
 }
 
+/// A control plane's settings for tests: loopback on a free port, the given database, admin
+/// token, cluster (None: API and gateway only) and media directory; webhooks may go to loopback.
+fn settings(
+    database_url: &str,
+    admin: &str,
+    cluster: Option<onda_control_plane::config::ClusterSettings>,
+    media_dir: &std::path::Path,
+) -> Validated {
+    Validated {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        max_body_bytes: 64 * 1024,
+        app_dir: crate::web_app_dir(),
+        database_url: database_url.to_string(),
+        max_connections: 5,
+        admin_token: Some(admin.to_string()),
+        cluster,
+        media: onda_control_plane::config::MediaConfig {
+            dir: media_dir.join("media"),
+            ..Default::default()
+        }
+        .validate()
+        .expect("media settings"),
+        nowplaying: Default::default(),
+        // Tests' webhook receivers listen on loopback.
+        webhooks: onda_control_plane::config::WebhookSettings {
+            allow_private: true,
+            ..Default::default()
+        },
+    }
+}
+
 /// One answer: status, content type and the body as JSON (Null when empty or not JSON).
 #[derive(Debug)]
 pub struct Reply {
@@ -90,27 +121,12 @@ impl TestControlPlane {
         let admin = format!("test-admin-token-{}", rand::random::<u64>());
         let ca_dir = tempfile::tempdir().expect("temp dir");
         let media_dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = Validated {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            max_body_bytes: 64 * 1024,
-            app_dir: crate::web_app_dir(),
-            database_url: db.url.clone(),
-            max_connections: 5,
-            admin_token: Some(admin.clone()),
-            cluster: Some(cluster_settings(ca_dir.path())),
-            media: onda_control_plane::config::MediaConfig {
-                dir: media_dir.path().join("media"),
-                ..Default::default()
-            }
-            .validate()
-            .expect("media settings"),
-            nowplaying: Default::default(),
-            // Tests' webhook receivers listen on loopback.
-            webhooks: onda_control_plane::config::WebhookSettings {
-                allow_private: true,
-                ..Default::default()
-            },
-        };
+        let mut cfg = settings(
+            &db.url,
+            &admin,
+            Some(cluster_settings(ca_dir.path())),
+            media_dir.path(),
+        );
         tweak(&mut cfg);
         let running = server::start(&cfg).await.expect("control plane starts");
         Some(TestControlPlane {
@@ -136,26 +152,7 @@ impl TestControlPlane {
     pub async fn replica(&self) -> TestControlPlane {
         let ca_dir = tempfile::tempdir().expect("temp dir");
         let media_dir = tempfile::tempdir().expect("temp dir");
-        let cfg = Validated {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            max_body_bytes: 64 * 1024,
-            app_dir: crate::web_app_dir(),
-            database_url: self.database_url.clone(),
-            max_connections: 5,
-            admin_token: Some(self.admin.clone()),
-            cluster: None,
-            media: onda_control_plane::config::MediaConfig {
-                dir: media_dir.path().join("media"),
-                ..Default::default()
-            }
-            .validate()
-            .expect("media settings"),
-            nowplaying: Default::default(),
-            webhooks: onda_control_plane::config::WebhookSettings {
-                allow_private: true,
-                ..Default::default()
-            },
-        };
+        let cfg = settings(&self.database_url, &self.admin, None, media_dir.path());
         let running = server::start(&cfg).await.expect("replica starts");
         TestControlPlane {
             url: format!("http://{}", running.addr),
