@@ -358,9 +358,29 @@ async fn bad_payloads_and_floods_get_error_acks(b: Backend) {
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
 
+    // A packet over 64 KiB is no client of ours: that connection ends, the others go on.
+    sio.connect("huge", &fan).await.expect("connects");
+    let huge = "x".repeat(70 * 1024);
+    sio.send(
+        "huge",
+        "send-message",
+        json!({"receiverId": "creator-1", "content": huge}),
+    )
+    .await;
+    sio.event("huge", "disconnect").await;
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "after"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let accepted_before_flood = 2;
+
     // A flood of messages: the user's bucket refuses with when to retry, and nothing is lost
     // of what was accepted.
-    let mut accepted = 1;
+    let mut accepted = accepted_before_flood;
     let mut limited = None;
     for n in 0..40 {
         let ack = sio
@@ -751,4 +771,39 @@ async fn edits_deletes_blocks_and_reports(b: Backend) {
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
     cp.stop().await;
+}
+
+/// `kill -9` of the control plane right after a message was acknowledged: after a restart the
+/// message is in the history (it was committed before the ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_message_survives_kill_9() {
+    let mut fx = ClusterFixture::start(0).await;
+    let key = fx.cp.tenant_key("Creators").await;
+    let fan = process_user(&fx.cp, &key, "fan-1").await;
+    process_user(&fx.cp, &key, "creator-1").await;
+    let mut sio = Sio::start(&fx.cp.api).await;
+    sio.connect("fan", &fan).await.expect("connects");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "kept"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    fx.kill_cp();
+    sio.event("fan", "disconnect").await;
+    fx.restart_cp().await;
+    let (s, history) = fx
+        .cp
+        .tenant_call(
+            &fan,
+            Method::GET,
+            "/v1/me/conversations/creator-1/messages",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{history}");
+    assert_eq!(history["items"][0]["id"], ack["id"], "{history}");
+    assert_eq!(history["items"][0]["content"], "kept");
 }
