@@ -142,11 +142,6 @@ pub fn for_message(sender_name: &str, message: &Message) -> Content {
     }
 }
 
-/// A new notification id: the time in hex first, so ids sort roughly by time, then randomness.
-fn new_id(ms: i64) -> String {
-    format!("ntf_{ms:012x}{}", &crate::secrets::new_id("x")[2..12])
-}
-
 /// Stores `content` for the user and counts their unread notifications with it: the payload of
 /// the `notification` event, to push once the caller's transaction commits.
 pub async fn store(
@@ -156,7 +151,7 @@ pub async fn store(
     content: &Content,
     created_ms: i64,
 ) -> Result<NotificationPush, sqlx::Error> {
-    let id = new_id(created_ms);
+    let id = crate::secrets::new_time_id("ntf", created_ms);
     let notification = db::notifications::insert(
         conn,
         &db::notifications::NewNotification {
@@ -262,12 +257,5 @@ mod tests {
             Value::Object(n.data),
             json!({"conversationId": "cnv_1", "messageId": "msg_1", "senderId": "fan-1"})
         );
-    }
-
-    #[test]
-    fn ids_sort_by_time() {
-        let (a, b) = (new_id(1_700_000_000_000), new_id(1_700_000_000_001));
-        assert!(a < b, "{a} < {b}");
-        assert!(a.starts_with("ntf_") && a.len() == 4 + 12 + 10);
     }
 }

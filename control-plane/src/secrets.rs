@@ -20,6 +20,12 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", random_string(ALPHABET, 16))
 }
 
+/// A new id that sorts by time: `prefix_`, the time `ms` in 12 hex digits, then 10 random
+/// characters (keyset pages ordered by id come out in time order).
+pub fn new_time_id(prefix: &str, ms: i64) -> String {
+    format!("{prefix}_{ms:012x}{}", random_string(ALPHABET, 10))
+}
+
 /// A new API key secret: `onda_` and 43 base62 characters (256 bits).
 pub fn new_api_key() -> String {
     format!("onda_{}", random_string(ALPHABET_MIXED, 43))
@@ -74,6 +80,18 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_ids_sort_by_time() {
+        let (a, b) = (
+            new_time_id("ntf", 1_700_000_000_000),
+            new_time_id("ntf", 1_700_000_000_001),
+        );
+        assert!(a < b, "{a} < {b}");
+        assert!(a.starts_with("ntf_") && a.len() == 4 + 12 + 10);
+        let (a, b) = (new_time_id("evt", 1_000), new_time_id("evt", 2_000));
+        assert!(a.starts_with("evt_") && a < b, "{a} {b}");
+    }
 
     #[test]
     fn shapes() {

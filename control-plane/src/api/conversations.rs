@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::auth::UserCaller;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{ApiPath, ApiQuery};
 use crate::db;
 use crate::db::messages::conversation_id;
@@ -17,17 +17,6 @@ use onda_shared::api::{
 
 /// How many conversations the list holds.
 const MAX_CONVERSATIONS: u32 = 200;
-
-fn limit(requested: Option<u32>) -> ApiResult<u32> {
-    let n = requested.unwrap_or(50);
-    if (1..=100).contains(&n) {
-        Ok(n)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 100, got {n}."
-        )))
-    }
-}
 
 /// The caller's conversations, most recently active first (at most 200), with the total of
 /// unread messages.
@@ -76,7 +65,7 @@ pub async fn history(
     ApiQuery(q): ApiQuery<MessageHistoryParams>,
 ) -> ApiResult<Json<MessagePage>> {
     let other = users::user_id(&other)?;
-    let limit = limit(q.limit)?;
+    let limit = super::extract::page_limit(q.limit)?;
     let conversation = conversation_id(&me.tenant.id, &me.user.id, other);
     let mut conn = st.db.conn().await?;
     let mut items =

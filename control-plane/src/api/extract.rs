@@ -115,18 +115,24 @@ pub struct Paging {
 
 pub const MAX_PAGE: u32 = 100;
 
+/// A page size as asked for: 1..=100, 50 when not given.
+pub fn page_limit(requested: Option<u32>) -> Result<u32, ApiError> {
+    let limit = requested.unwrap_or(50);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {limit}."
+        )))
+    }
+}
+
 impl TryFrom<PageParams> for Paging {
     type Error = ApiError;
 
     fn try_from(p: PageParams) -> Result<Self, ApiError> {
-        let limit = p.limit.unwrap_or(50);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and {MAX_PAGE}, got {limit}."
-            )));
-        }
         Ok(Paging {
-            limit,
+            limit: page_limit(p.limit)?,
             cursor: p.cursor.unwrap_or_default(),
         })
     }

@@ -19,21 +19,6 @@ use onda_shared::api::{
     UnreadCount,
 };
 
-fn limit(requested: Option<u32>) -> ApiResult<u32> {
-    let n = requested.unwrap_or(50);
-    if (1..=100).contains(&n) {
-        Ok(n)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 100, got {n}."
-        )))
-    }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
-}
-
 /// Send the user a notification: stored, and pushed live to their connected devices with their
 /// unread count.
 #[utoipa::path(post, path = "/v1/users/{user_id}/notifications", tag = "notifications",
@@ -56,7 +41,8 @@ pub async fn create(
     }
     let ApiJson(req) = body?;
     let content = notifications::check(req)?;
-    let push = notifications::store(&mut tx, &tenant.id, &user_id, &content, now_ms()).await?;
+    let push =
+        notifications::store(&mut tx, &tenant.id, &user_id, &content, db::now_millis()).await?;
     tx.commit().await?;
     st.metrics.realtime.notification(NotificationSource::Tenant);
     st.realtime
@@ -75,7 +61,7 @@ pub async fn list(
     UserCaller(me): UserCaller,
     ApiQuery(q): ApiQuery<NotificationListParams>,
 ) -> ApiResult<Json<NotificationList>> {
-    let limit = limit(q.limit)?;
+    let limit = super::extract::page_limit(q.limit)?;
     let (tenant, user) = (&me.tenant.id, &me.user.id);
     let mut conn = st.db.conn().await?;
     let mut items = db::notifications::list(
@@ -112,7 +98,7 @@ pub async fn read(
 ) -> ApiResult<Json<UnreadCount>> {
     let (tenant, user) = (&me.tenant.id, &me.user.id);
     let mut conn = st.db.conn().await?;
-    if !db::notifications::mark_read(&mut conn, tenant, user, &id, now_ms()).await? {
+    if !db::notifications::mark_read(&mut conn, tenant, user, &id, db::now_millis()).await? {
         return Err(ApiError::NotFound(format!(
             "You have no notification {id:.80?}."
         )));
@@ -131,7 +117,7 @@ pub async fn read_all(
 ) -> ApiResult<Json<UnreadCount>> {
     let (tenant, user) = (&me.tenant.id, &me.user.id);
     let mut conn = st.db.conn().await?;
-    db::notifications::mark_all_read(&mut conn, tenant, user, now_ms()).await?;
+    db::notifications::mark_all_read(&mut conn, tenant, user, db::now_millis()).await?;
     Ok(Json(UnreadCount {
         unread_count: db::notifications::unread_count(&mut conn, tenant, user).await?,
     }))

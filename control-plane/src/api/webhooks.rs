@@ -60,7 +60,7 @@ pub async fn create(
             url: url.as_str(),
             events: &events,
             secret: &secret,
-            created_ms: i64::try_from(db::now_ms()).unwrap_or(i64::MAX),
+            created_ms: db::now_millis(),
         },
     )
     .await?;

@@ -266,6 +266,11 @@ pub fn now() -> i64 {
 }
 
 /// Current time as unix milliseconds (usage periods).
+/// Milliseconds since 1970 as the database stores them (BIGINT).
+pub fn now_millis() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
 pub fn now_ms() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }

@@ -112,16 +112,6 @@ fn other_user<'a>(session: &Session, field: &str, id: &'a str) -> Result<&'a str
     Ok(id)
 }
 
-fn stored(e: &sqlx::Error) -> Refusal {
-    tracing::error!(error = %e, "realtime: database");
-    protocol::internal()
-}
-
-/// A new message id: the time in hex first, so ids sort roughly by time, then randomness.
-fn message_id(ms: i64) -> String {
-    format!("msg_{ms:012x}{}", &crate::secrets::new_id("x")[2..12])
-}
-
 async fn send_message<A: Adapter>(
     hub: Arc<Hub>,
     s: SocketRef<A>,
@@ -149,12 +139,12 @@ async fn send_message<A: Adapter>(
     }
     let content = protocol::content(&req.content, false)?;
     moderation::may_reach(&hub, &session, receiver).await?;
-    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
-    let id = message_id(ms);
-    let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
+    let ms = db::now_millis();
+    let id = crate::secrets::new_time_id("msg", ms);
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
     if db::users::get(&mut tx, &session.tenant_id, receiver)
         .await
-        .map_err(|e| stored(&e))?
+        .map_err(|e| protocol::stored(&e))?
         .is_none()
     {
         return Err(Refusal::new(
@@ -176,7 +166,7 @@ async fn send_message<A: Adapter>(
         },
     )
     .await
-    .map_err(|e| stored(&e))?;
+    .map_err(|e| protocol::stored(&e))?;
     webhooks::enqueue(
         &mut tx,
         &session.tenant_id,
@@ -184,11 +174,11 @@ async fn send_message<A: Adapter>(
         &message,
     )
     .await
-    .map_err(|e| stored(&e))?;
+    .map_err(|e| protocol::stored(&e))?;
     let notice = notify::message_notification(&mut tx, &session.tenant_id, &message)
         .await
-        .map_err(|e| stored(&e))?;
-    tx.commit().await.map_err(|e| stored(&e))?;
+        .map_err(|e| protocol::stored(&e))?;
+    tx.commit().await.map_err(|e| protocol::stored(&e))?;
     hub.metrics.messages.inc();
     let rooms = [user_room(&session.tenant_id, receiver), session.room()];
     // Every device of both users but the one that sent it (which has the ack).
@@ -211,7 +201,7 @@ async fn mark_read<A: Adapter>(
 ) -> Result<Value, Refusal> {
     let req: MarkRead = protocol::parse("mark-read", data)?;
     let sender = other_user(&session, "senderId", &req.sender_id)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
     let Some(upto) = db::messages::mark_read(
         &mut conn,
         &session.tenant_id,
@@ -220,7 +210,7 @@ async fn mark_read<A: Adapter>(
         req.message_id.as_deref(),
     )
     .await
-    .map_err(|e| stored(&e))?
+    .map_err(|e| protocol::stored(&e))?
     else {
         return Err(Refusal::new(
             "not_found",

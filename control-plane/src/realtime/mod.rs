@@ -50,6 +50,11 @@ const DEAD_AFTER: Duration = Duration::from_secs(6);
 
 type PgAdapter = SqlxAdapter<socketioxide::adapter::Emitter>;
 
+/// Replicas that heartbeat at or after this time (unix milliseconds) are alive.
+fn alive_since() -> i64 {
+    db::now_millis() - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0)
+}
+
 /// Who a socket acts as; set by the auth middleware before the socket joins the namespace.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -184,12 +189,10 @@ impl Gateway {
 
     /// One heartbeat of this replica, then a sweep of replicas that stopped beating.
     async fn beat(&self) {
-        let now = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
         let swept = async {
             let mut conn = self.hub.db.conn().await?;
-            db::presence::heartbeat(&mut conn, &self.hub.replica, now).await?;
-            let dead_before = now - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
-            db::presence::sweep(&mut conn, dead_before).await
+            db::presence::heartbeat(&mut conn, &self.hub.replica, db::now_millis()).await?;
+            db::presence::sweep(&mut conn, alive_since()).await
         };
         let gone = match swept.await {
             Ok(gone) => gone,
@@ -226,17 +229,16 @@ impl Gateway {
         event: &str,
         payload: &T,
     ) {
-        let room = user_room(tenant_id, user_id);
-        let sent = match &self.io {
-            Io::Local(io) => io.to(room).emit(event, payload).await,
-            Io::Postgres(io) => io.to(room).emit(event, payload).await,
-        };
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, event, "not delivered to every socket of the user");
-        }
+        self.emit_to(vec![user_room(tenant_id, user_id)], event, payload)
+            .await;
     }
 
-    async fn emit_to(&self, rooms: Vec<String>, event: &str, body: &Value) {
+    async fn emit_to<T: serde::Serialize + ?Sized>(
+        &self,
+        rooms: Vec<String>,
+        event: &str,
+        body: &T,
+    ) {
         let sent = match &self.io {
             Io::Local(io) => io.to(rooms).emit(event, body).await,
             Io::Postgres(io) => io.to(rooms).emit(event, body).await,
@@ -269,8 +271,7 @@ impl Gateway {
 
     /// Whether the user has a connection to a live replica.
     pub async fn online(&self, tenant_id: &str, user_id: &str) -> bool {
-        let alive_since = i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
-            - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+        let alive_since = alive_since();
         match self.hub.db.conn().await {
             Ok(mut conn) => db::presence::online(&mut conn, tenant_id, user_id, alive_since)
                 .await
@@ -411,8 +412,7 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) 
     let Ok(mut conn) = hub.db.conn().await else {
         return;
     };
-    let alive_since = i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
-        - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+    let alive_since = alive_since();
     let elsewhere = async {
         db::presence::leave(
             &mut conn,

@@ -43,15 +43,6 @@ struct ReportMessage {
     reason: String,
 }
 
-fn stored(e: &sqlx::Error) -> Refusal {
-    tracing::error!(error = %e, "realtime: database");
-    protocol::internal()
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
-}
-
 fn not_yours() -> Refusal {
     Refusal::new(
         "not_found",
@@ -81,17 +72,17 @@ pub(super) async fn edit_message<A: Adapter>(
 ) -> Result<Value, Refusal> {
     let req: EditMessage = protocol::parse("edit-message", data)?;
     let content = protocol::content(&req.content, false)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
     let message = db::messages::edit(
         &mut conn,
         &session.tenant_id,
         &session.user_id,
         &req.message_id,
         content,
-        now_ms(),
+        db::now_millis(),
     )
     .await
-    .map_err(|e| stored(&e))?
+    .map_err(|e| protocol::stored(&e))?
     .ok_or_else(not_yours)?;
     tell(
         &s,
@@ -113,16 +104,16 @@ pub(super) async fn delete_message<A: Adapter>(
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
     let req: DeleteMessage = protocol::parse("delete-message", data)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
     let message = db::messages::delete(
         &mut conn,
         &session.tenant_id,
         &session.user_id,
         &req.message_id,
-        now_ms(),
+        db::now_millis(),
     )
     .await
-    .map_err(|e| stored(&e))?
+    .map_err(|e| protocol::stored(&e))?
     .ok_or_else(not_yours)?;
     let body = json!({
         "id": message.id,
@@ -151,20 +142,20 @@ pub(super) async fn block<A: Adapter>(
     if other == session.user_id {
         return Err(Refusal::invalid("userId is your own id."));
     }
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
     let done = if blocking {
         db::moderation::block(
             &mut conn,
             &session.tenant_id,
             &session.user_id,
             other,
-            now_ms(),
+            db::now_millis(),
         )
         .await
     } else {
         db::moderation::unblock(&mut conn, &session.tenant_id, &session.user_id, other).await
     };
-    done.map_err(|e| stored(&e))?;
+    done.map_err(|e| protocol::stored(&e))?;
     Ok(protocol::ok(
         json!({ "userId": other, "blocked": blocking }),
     ))
@@ -172,11 +163,11 @@ pub(super) async fn block<A: Adapter>(
 
 /// Whether `sender` may message or type to `receiver`: neither blocked the other.
 pub(super) async fn may_reach(hub: &Hub, session: &Session, receiver: &str) -> Result<(), Refusal> {
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
     let (i_blocked, they_blocked) =
         db::moderation::between(&mut conn, &session.tenant_id, &session.user_id, receiver)
             .await
-            .map_err(|e| stored(&e))?;
+            .map_err(|e| protocol::stored(&e))?;
     if they_blocked {
         return Err(Refusal::new(
             "blocked",
@@ -206,10 +197,10 @@ pub(super) async fn report<A: Adapter>(
             "reason must be 1 to {MAX_REASON_CHARS} characters without control characters."
         )));
     }
-    let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
     let message = db::messages::get(&mut tx, &session.tenant_id, &req.message_id)
         .await
-        .map_err(|e| stored(&e))?
+        .map_err(|e| protocol::stored(&e))?
         // Only a message the reporter could see: one of their own conversations.
         .filter(|m| m.sender_id == session.user_id || m.receiver_id == session.user_id)
         .ok_or_else(|| {
@@ -218,11 +209,7 @@ pub(super) async fn report<A: Adapter>(
                 "There is no such message in your conversations.",
             )
         })?;
-    let id = format!(
-        "rpt_{:012x}{}",
-        now_ms(),
-        &crate::secrets::new_id("x")[2..12]
-    );
+    let id = crate::secrets::new_time_id("rpt", db::now_millis());
     db::moderation::report(
         &mut tx,
         &session.tenant_id,
@@ -230,10 +217,10 @@ pub(super) async fn report<A: Adapter>(
         &session.user_id,
         reason,
         &message,
-        now_ms(),
+        db::now_millis(),
     )
     .await
-    .map_err(|e| stored(&e))?;
+    .map_err(|e| protocol::stored(&e))?;
     let event =
         json!({ "id": id, "reporterId": session.user_id, "reason": reason, "message": message });
     webhooks::enqueue(
@@ -243,7 +230,7 @@ pub(super) async fn report<A: Adapter>(
         &event,
     )
     .await
-    .map_err(|e| stored(&e))?;
-    tx.commit().await.map_err(|e| stored(&e))?;
+    .map_err(|e| protocol::stored(&e))?;
+    tx.commit().await.map_err(|e| protocol::stored(&e))?;
     Ok(protocol::ok(json!({ "id": id })))
 }

@@ -14,11 +14,6 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use std::sync::Arc;
 
-fn stored(e: &sqlx::Error) -> Refusal {
-    tracing::error!(error = %e, "realtime: notifications database");
-    protocol::internal()
-}
-
 /// Stores the notification of `message` for its receiver. Call it in the message's
 /// transaction, so both are stored or neither; push it with [`push_message_notification`] after
 /// the commit.
@@ -32,7 +27,7 @@ pub(super) async fn message_notification(
         .await?
         .map_or_else(|| message.sender_id.clone(), |u| u.display_name);
     let content = notifications::for_message(&sender, message);
-    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let ms = db::now_millis();
     notifications::store(tx, tenant_id, &message.receiver_id, &content, ms).await
 }
 
@@ -58,12 +53,12 @@ pub(super) async fn mark_read<A: Adapter>(
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
     let req: MarkNotificationRead = protocol::parse("mark-notification-read", data)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    let ms = db::now_millis();
     let (tenant, user) = (&session.tenant_id, &session.user_id);
     if !db::notifications::mark_read(&mut conn, tenant, user, &req.id, ms)
         .await
-        .map_err(|e| stored(&e))?
+        .map_err(|e| protocol::stored(&e))?
     {
         return Err(Refusal::new(
             "not_found",
@@ -72,7 +67,7 @@ pub(super) async fn mark_read<A: Adapter>(
     }
     let unread = db::notifications::unread_count(&mut conn, tenant, user)
         .await
-        .map_err(|e| stored(&e))?;
+        .map_err(|e| protocol::stored(&e))?;
     Ok(protocol::ok(json!({ "unreadCount": unread })))
 }
 
@@ -83,14 +78,14 @@ pub(super) async fn mark_all_read<A: Adapter>(
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
     let MarkAllNotificationsRead {} = protocol::parse("mark-all-notifications-read", data)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let ms = i64::try_from(db::now_ms()).unwrap_or(i64::MAX);
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    let ms = db::now_millis();
     let (tenant, user) = (&session.tenant_id, &session.user_id);
     db::notifications::mark_all_read(&mut conn, tenant, user, ms)
         .await
-        .map_err(|e| stored(&e))?;
+        .map_err(|e| protocol::stored(&e))?;
     let unread = db::notifications::unread_count(&mut conn, tenant, user)
         .await
-        .map_err(|e| stored(&e))?;
+        .map_err(|e| protocol::stored(&e))?;
     Ok(protocol::ok(json!({ "unreadCount": unread })))
 }

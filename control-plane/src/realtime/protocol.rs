@@ -1,6 +1,7 @@
 //! The gateway's events as data: what clients send (checked strictly: unknown fields, wrong
 //! types and oversized values are refused with an error ack, never a disconnect), and the acks
-//! they get back. Pure, so every refusal is tested without a socket. `docs/realtime.md` is the
+//! they get back. Pure but for `stored` (which logs a database error), so every refusal is
+//! tested without a socket. `docs/realtime.md` is the
 //! reference for clients.
 
 use serde::Deserialize;
@@ -42,8 +43,9 @@ impl Refusal {
     }
 }
 
-/// A storage failure, told to the client without details.
-pub fn internal() -> Refusal {
+/// A storage failure: logged here, told to the client without details.
+pub fn stored(e: &sqlx::Error) -> Refusal {
+    tracing::error!(error = %e, "realtime: database");
     Refusal::new("internal", "The server could not do this; try again.")
 }
 

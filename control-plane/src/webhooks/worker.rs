@@ -129,15 +129,11 @@ async fn run(sender: Arc<Sender>, cancel: CancellationToken) {
     inflight.tasks.abort_all();
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(db::now_ms()).unwrap_or(i64::MAX)
-}
-
 impl Sender {
     /// Updates the lag gauge, then claims and starts what this replica has room for, tenant
     /// by tenant (the longest-waiting first).
     async fn round(self: &Arc<Self>, inflight: &mut InFlight) -> Result<(), sqlx::Error> {
-        let now = now_ms();
+        let now = db::now_millis();
         let mut conn = self.db.conn().await?;
         let lag = db::webhooks::oldest_due_ms(&mut conn, now)
             .await?
@@ -196,7 +192,7 @@ impl Sender {
             }
         };
         let result = self.post(&due, &attempt).await;
-        let now = now_ms();
+        let now = db::now_millis();
         let outcome = decide(&self.settings, &attempt, result, now);
         self.metrics.attempt(match outcome {
             Outcome::Delivered { .. } => "delivered",
