@@ -1,8 +1,7 @@
 //! The gateway's events as data: what clients send (checked strictly: unknown fields, wrong
 //! types and oversized values are refused with an error ack, never a disconnect), and the acks
 //! they get back. Pure but for `stored` (which logs a database error), so every refusal is
-//! tested without a socket. `docs/realtime.md` is the
-//! reference for clients.
+//! tested without a socket. `docs/realtime.md` is the reference for clients.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
