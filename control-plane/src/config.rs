@@ -323,6 +323,10 @@ pub struct WebhooksConfig {
     /// Of those, at most this many for one tenant, so one tenant's slow endpoints cannot hold
     /// every slot. `ONDA_WEBHOOKS_CONCURRENCY_PER_TENANT`.
     pub concurrency_per_tenant: u32,
+    /// A PEM file of certificate authorities that `https` endpoints may also chain to, beside
+    /// the system's roots (a tenant's private CA; the tests' own). Empty: the system's roots
+    /// only. `ONDA_WEBHOOKS_CA_FILE`.
+    pub ca_file: PathBuf,
 }
 
 impl Default for WebhooksConfig {
@@ -335,12 +339,13 @@ impl Default for WebhooksConfig {
             poll_ms: 1_000,
             concurrency: 32,
             concurrency_per_tenant: 4,
+            ca_file: PathBuf::new(),
         }
     }
 }
 
 /// The webhook settings checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub allow_private: bool,
     pub retry_base: std::time::Duration,
@@ -349,6 +354,8 @@ pub struct WebhookSettings {
     pub poll: std::time::Duration,
     pub concurrency: usize,
     pub concurrency_per_tenant: usize,
+    /// Trusted for `https` endpoints beside the system's roots (`webhooks.ca_file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for WebhookSettings {
@@ -363,6 +370,7 @@ impl Default for WebhookSettings {
             poll: std::time::Duration::from_millis(c.poll_ms),
             concurrency: c.concurrency as usize,
             concurrency_per_tenant: c.concurrency_per_tenant as usize,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -394,7 +402,16 @@ impl WebhooksConfig {
                 self.concurrency
             );
         }
+        let extra_roots = if self.ca_file.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            read_roots(&self.ca_file).map_err(|message| ConfigError {
+                key: "webhooks.ca_file".into(),
+                message,
+            })?
+        };
         Ok(WebhookSettings {
+            extra_roots,
             allow_private: self.allow_private,
             retry_base: std::time::Duration::from_millis(self.retry_base_ms),
             retry_for: std::time::Duration::from_secs(self.retry_for_secs),
@@ -404,6 +421,25 @@ impl WebhooksConfig {
             concurrency_per_tenant: self.concurrency_per_tenant as usize,
         })
     }
+}
+
+/// The certificates of a PEM file, at least one.
+fn read_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("webhooks.ca_file {}: cannot read it: {e}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "webhooks.ca_file {}: not PEM certificates: {e}",
+            path.display()
+        )
+    })?;
+    if roots.is_empty() {
+        return Err(format!(
+            "webhooks.ca_file {}: holds no certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(roots)
 }
 
 /// The cluster settings checked.
@@ -678,5 +714,47 @@ mod tests {
             let cfg: ControlPlaneConfig = load_from(text, "cp.toml", vars).expect("loads");
             assert!(cfg.validate().expect("valid").cluster.is_none(), "{text}");
         }
+    }
+
+    /// `webhooks.ca_file`: empty means the system's roots only; a file that is missing or
+    /// holds no certificate is refused by name; a PEM certificate is read.
+    #[test]
+    fn webhooks_ca_file_is_read_and_checked() {
+        let cfg: ControlPlaneConfig = load_from("", "cp.toml", Vec::new()).expect("loads");
+        assert!(
+            cfg.validate()
+                .expect("valid")
+                .webhooks
+                .extra_roots
+                .is_empty()
+        );
+
+        let dir = tempfile::tempdir().expect("dir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let pair = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["ca.example".into()])
+            .expect("params")
+            .self_signed(&pair)
+            .expect("cert");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, cert.pem()).expect("write");
+        let missing = dir.path().join("missing.pem");
+        for (path, says) in [(&missing, "cannot read"), (&empty, "no certificate")] {
+            let cfg: ControlPlaneConfig = load_from(
+                "",
+                "cp.toml",
+                env(&[("ONDA_WEBHOOKS_CA_FILE", &path.display().to_string())]),
+            )
+            .expect("loads");
+            let err = cfg.validate().expect_err("refused").to_string();
+            assert!(
+                err.contains("webhooks.ca_file") && err.contains(says),
+                "{err}"
+            );
+        }
+        let text = format!("[webhooks]\nca_file = {:?}\n", good.display().to_string());
+        let cfg: ControlPlaneConfig = load_from(&text, "cp.toml", Vec::new()).expect("loads");
+        assert_eq!(cfg.validate().expect("valid").webhooks.extra_roots.len(), 1);
     }
 }

@@ -1,11 +1,12 @@
 //! Notifications of end users: what one may hold (pure checks, so every refusal is tested
 //! without a server), the one Onda writes for a new message, and [`store`], the one way both the
 //! REST route and the gateway create them: stored, then counted with the user's unread ones for
-//! the live `notification` event.
+//! the live `notification` event, with its `notification.created` webhook event in the same
+//! transaction.
 
 use crate::db::{self, Conn};
 use crate::validate::Invalid;
-use onda_shared::api::{CreateNotification, Message, NotificationPush};
+use onda_shared::api::{CreateNotification, Message, NotificationPush, WebhookEventType};
 use serde_json::{Map, Value, json};
 
 /// The longest `type`.
@@ -165,6 +166,19 @@ pub async fn store(
             data: &content.data,
             created_ms,
         },
+    )
+    .await?;
+    // The tenant's backend hears of it in the same transaction (the outbox).
+    let mut event =
+        serde_json::to_value(&notification).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    if let Value::Object(fields) = &mut event {
+        fields.insert("userId".into(), json!(user_id));
+    }
+    crate::webhooks::enqueue(
+        conn,
+        tenant_id,
+        WebhookEventType::NotificationCreated,
+        &event,
     )
     .await?;
     let unread_count = db::notifications::unread_count(conn, tenant_id, user_id).await?;

@@ -102,7 +102,7 @@ pub async fn start_with(
         None => None,
     };
     let webhooks =
-        crate::webhooks::Worker::start(db.clone(), cfg.webhooks, metrics.webhooks.clone())?;
+        crate::webhooks::Worker::start(db.clone(), cfg.webhooks.clone(), metrics.webhooks.clone())?;
     let (realtime, socketio) =
         crate::realtime::Gateway::start(db.clone(), &cfg.database_url, metrics.realtime.clone())
             .await?;

@@ -11,6 +11,8 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod paths;
 pub mod playback;
 pub mod secret;

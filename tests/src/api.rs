@@ -132,7 +132,7 @@ impl TestControlPlane {
         Some(TestControlPlane {
             url: format!("http://{}", running.addr),
             admin,
-            http: reqwest::Client::new(),
+            http: onda_shared::http::client(),
             media_dir: cfg.media.dir.clone(),
             database_url: db.url.clone(),
             running: Some(running),
@@ -157,7 +157,7 @@ impl TestControlPlane {
         TestControlPlane {
             url: format!("http://{}", running.addr),
             admin: self.admin.clone(),
-            http: reqwest::Client::new(),
+            http: onda_shared::http::client(),
             media_dir: cfg.media.dir.clone(),
             database_url: self.database_url.clone(),
             running: Some(running),

@@ -152,7 +152,7 @@ impl ControlPlane {
             api,
             quic,
             admin: o.admin_token.to_string(),
-            http: reqwest::Client::builder()
+            http: onda_shared::http::client_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
@@ -409,7 +409,7 @@ pub async fn failed_join(cps: &[String], token: &str) -> String {
 
 /// Reads audio from `url` until `n` bytes arrived (None: not served or too slow).
 pub async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
-    let client = reqwest::Client::builder()
+    let client = onda_shared::http::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .ok()?;

@@ -56,7 +56,7 @@ impl EdgeNode {
     }
 
     pub async fn status(&self) -> Value {
-        reqwest::get(self.url("/status-json.xsl"))
+        onda_shared::http::get(self.url("/status-json.xsl"))
             .await
             .expect("status")
             .json()
@@ -85,7 +85,7 @@ impl EdgeNode {
     }
 
     pub async fn admin_get(&self, path_and_query: &str) -> (u16, String) {
-        let r = reqwest::Client::new()
+        let r = onda_shared::http::client()
             .get(self.url(path_and_query))
             .basic_auth(&self.admin.0, Some(&self.admin.1))
             .send()
@@ -131,7 +131,7 @@ impl EdgeNode {
 
     /// The value of a metric line such as `onda_edge_listeners{mount="/live"}`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
+        let text = onda_shared::http::get(self.url("/metrics"))
             .await
             .expect("metrics")
             .text()

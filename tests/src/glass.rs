@@ -360,7 +360,7 @@ fn start_index(items: &[Item], hold_back_ms: f64) -> usize {
 /// Plays `url` (a media playlist) for `secs` as an hls.js-like player in `mode`.
 pub async fn play(url: &str, mode: Mode, secs: f64) -> anyhow::Result<Session> {
     let mut pl = Player {
-        http: reqwest::Client::builder()
+        http: onda_shared::http::client_builder()
             .timeout(Duration::from_secs(20))
             .build()?,
         url: url.to_string(),

@@ -179,7 +179,7 @@ pub(super) async fn ensure_demo_library(
     let tracks = dir.join("demo-tracks");
     std::fs::create_dir_all(&tracks)
         .with_context(|| format!("cannot create {}", tracks.display()))?;
-    let client = reqwest::Client::new();
+    let client = onda_shared::http::client();
     for (file, artist, title, source) in DEMO_TRACKS {
         let path = tracks.join(file);
         if !path.is_file() {
@@ -238,7 +238,7 @@ pub struct DemoUser {
 /// The demo creator and fan, made (or refreshed) through the panel API like a tenant's backend
 /// would, each with a day-long user token and a sign-in link into the web app.
 pub(super) async fn ensure_demo_users(api: &str, key: &str) -> anyhow::Result<Vec<DemoUser>> {
-    let client = reqwest::Client::new();
+    let client = onda_shared::http::client();
     let mut users = Vec::new();
     for (id, name, creator) in [
         ("demo-creator", "Demo Creator", true),

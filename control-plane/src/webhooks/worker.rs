@@ -38,7 +38,7 @@ impl Worker {
         settings: WebhookSettings,
         metrics: WebhookMetrics,
     ) -> anyhow::Result<Worker> {
-        let client = reqwest::Client::builder()
+        let client = onda_shared::http::client_builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             // A redirect is an answer other than 2xx: following it could lead anywhere.
@@ -48,6 +48,7 @@ impl Worker {
                 allow_private: settings.allow_private,
             }))
             .user_agent(concat!("Onda-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(settings.extra_roots.iter().cloned())
             .build()?;
         let sender = Arc::new(Sender {
             db,

@@ -68,7 +68,7 @@ pub(crate) async fn run(
     poll: Duration,
     stop: CancellationToken,
 ) {
-    let http = reqwest::Client::new();
+    let http = onda_shared::http::client();
     let base = format!(
         "{}/hls/{}/",
         origin.as_str().trim_end_matches('/'),

@@ -449,7 +449,7 @@ async fn on_event(
 /// The webhooks' HTTP client (one connection pool for the node).
 fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new)
+    CLIENT.get_or_init(onda_shared::http::client)
 }
 
 /// The form nginx-rtmp posts: `call`, `addr`, `clientid`, `app`, `name` (the stream key as

@@ -94,7 +94,7 @@ async fn wait_sources(addr: &str, n: usize, timeout: Duration) -> anyhow::Result
     let deadline = Instant::now() + timeout;
     let mut seen = 0;
     while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/status-json.xsl")).await
+        if let Ok(r) = onda_shared::http::get(format!("http://{addr}/status-json.xsl")).await
             && let Ok(t) = r.text().await
         {
             seen = t.matches("\"listenurl\"").count();

@@ -134,7 +134,7 @@ fn rss_mib(pid: u32) -> f64 {
 async fn wait_for_source(addr: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/status-json.xsl")).await
+        if let Ok(r) = onda_shared::http::get(format!("http://{addr}/status-json.xsl")).await
             && let Ok(t) = r.text().await
             && t.contains("\"listenurl\"")
         {

@@ -218,7 +218,7 @@ async fn measure(
     streams: usize,
     window: Duration,
 ) -> anyhow::Result<Report> {
-    let http = reqwest::Client::new();
+    let http = onda_shared::http::client();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let ticks = clock_ticks();
     let pid = server.run.child.id();
@@ -280,7 +280,12 @@ async fn measure(
 
 /// The HTTP connections and requests a server counted so far, when it counts them.
 async fn http_counts(metrics: Option<&str>) -> Option<(f64, f64)> {
-    let text = reqwest::get(metrics?).await.ok()?.text().await.ok()?;
+    let text = onda_shared::http::get(metrics?)
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
@@ -317,7 +322,7 @@ async fn glass_to_glass(
     // Enough in the playlist for a plain HLS player's hold-back of 3 target durations.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let text = match reqwest::get(&url).await {
+        let text = match onda_shared::http::get(&url).await {
             Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
             _ => String::new(),
         };

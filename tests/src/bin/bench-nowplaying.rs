@@ -162,7 +162,7 @@ async fn worker() {
 
 /// Times `samples` requests of `GET /v1/stations`, each on a new connection, in ms.
 async fn latencies(api: &str, key: &str, samples: usize) -> Vec<f64> {
-    let client = reqwest::Client::builder()
+    let client = onda_shared::http::client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
@@ -200,7 +200,7 @@ async fn latencies(api: &str, key: &str, samples: usize) -> Vec<f64> {
 }
 
 async fn metric(api: &str, name: &str) -> f64 {
-    let Ok(r) = reqwest::get(format!("{api}/metrics")).await else {
+    let Ok(r) = onda_shared::http::get(format!("{api}/metrics")).await else {
         return f64::NAN;
     };
     let text = r.text().await.unwrap_or_default();
@@ -335,7 +335,12 @@ async fn cluster(
         .await;
     let public = format!("{}/api/nowplaying/{slug}", cp.api);
     wait_for("the AutoDJ playing", Duration::from_secs(90), || async {
-        let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;
+        let np: Value = onda_shared::http::get(&public)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         np["now_playing"]["song"]["text"]
             .as_str()
             .filter(|t| !t.is_empty())

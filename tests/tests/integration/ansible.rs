@@ -274,7 +274,7 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     );
 
     // The control plane runs on etcd, the edge joined and is ready.
-    let http = reqwest::Client::builder()
+    let http = onda_shared::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()

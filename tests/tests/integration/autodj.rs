@@ -153,7 +153,7 @@ async fn a_live_dj_takes_over_and_the_autodj_resumes_without_dropping_listeners(
     mp3.wait_title("Artist A - Track A").await;
 
     // Wrong DJ credentials are refused.
-    let client = reqwest::Client::new();
+    let client = onda_shared::http::client();
     let wrong = client
         .put(edge.url("/live"))
         .basic_auth("source", Some("not-it"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 const START: Duration = Duration::from_secs(30);
 
 async fn get(url: &str, token: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = onda_shared::http::client()
         .get(url)
         .bearer_auth(token)
         .send()
@@ -90,7 +90,12 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     // It plays the demo library on the AutoDJ: now-playing names a demo track.
     let np_url = info["nowplaying_url"].as_str().expect("nowplaying_url");
     let np = wait_for("a demo track in now-playing", START, || async {
-        let np: Value = reqwest::get(np_url).await.ok()?.json().await.ok()?;
+        let np: Value = onda_shared::http::get(np_url)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         np["now_playing"]["song"]["text"]
             .as_str()
             .filter(|t| t.starts_with("Onda Demo Band - ") || t.starts_with("The Sample Rates - "))
@@ -115,7 +120,12 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     let _publisher = onda_tests::edge::ffmpeg_rtmp(&publish, 25);
     let watch = info["watch_url"].as_str().expect("watch_url").to_string();
     let probed = wait_for("the demo live stream watchable", START, || async {
-        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&watch)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         if !text.contains("#EXTINF") {
             return None;
         }
@@ -282,7 +292,7 @@ async fn dev_mode_with_several_nodes_survives_killing_one() {
     let listen = info["listen_url"].as_str().expect("listen_url").to_string();
     assert_eq!(probe_codec(&listen).await, "mp3");
     // Which node plays it: the redirector's target.
-    let client = reqwest::Client::builder()
+    let client = onda_shared::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");

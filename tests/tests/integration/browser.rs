@@ -101,7 +101,12 @@ async fn a_web_player_on_another_origin_plays_mounts_redirects_and_hls() {
         "the live stream watchable",
         Duration::from_secs(20),
         || async {
-            let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&watch)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             (text.matches("#EXTINF").count() >= 2).then_some(())
         },
     )
@@ -207,7 +212,12 @@ async fn hls_js_plays_low_latency_hls_whose_parts_do_not_divide_the_segment() {
         "two segments with their parts",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(&playlist).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&playlist)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             (parts_per_segment(&text).len() >= 2).then_some(text)
         },
     )
@@ -223,7 +233,7 @@ async fn hls_js_plays_low_latency_hls_whose_parts_do_not_divide_the_segment() {
         .unwrap_or_else(|e| panic!("no JSON from the browser ({exit}): {e}\n{}", node.logs()));
     let report = format!("{out:#}\n(screenshots in {})", node.path().display());
     eprintln!("hls.js: {}", out["play"]);
-    let end = reqwest::get(&playlist)
+    let end = onda_shared::http::get(&playlist)
         .await
         .expect("playlist")
         .text()

@@ -320,7 +320,7 @@ async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_
     // Relays: three listeners on the origin exceed 2 × 0.8, so the other node relays it.
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        let resp = reqwest::get(&first).await.expect("listen");
+        let resp = onda_shared::http::get(&first).await.expect("listen");
         assert!(resp.status().is_success());
         listeners.push(resp);
     }
@@ -394,7 +394,9 @@ async fn draining_moves_without_a_gap_relays_follow_listeners_and_nodes_outlive_
         assert!(Instant::now() < deadline, "the drain did not finish: {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let r = reqwest::get(&moved).await.expect("get the new edge");
+    let r = onda_shared::http::get(&moved)
+        .await
+        .expect("get the new edge");
     assert!(r.status().is_success(), "{moved}: {}", r.status());
     assert!(audio_bytes(&moved, 4096).await.is_some());
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Reads `n` `event: nowplaying` payloads from the SSE feed.
 async fn sse_events(url: &str, n: usize) -> Vec<Value> {
-    let mut resp = reqwest::get(url).await.expect("sse");
+    let mut resp = onda_shared::http::get(url).await.expect("sse");
     assert_eq!(resp.status().as_u16(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -117,7 +117,12 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
         "now-playing with history",
         Duration::from_secs(20),
         || async {
-            let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;
+            let np: Value = onda_shared::http::get(&public)
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             (np["song_history"].as_array()?.len() >= 2 && np["listeners"]["current"].as_u64()? >= 1)
                 .then_some(np)
         },
@@ -218,7 +223,7 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
         }
     })
     .await;
-    let np: Value = reqwest::get(&public)
+    let np: Value = onda_shared::http::get(&public)
         .await
         .expect("np")
         .json()
@@ -229,7 +234,12 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
     assert_eq!(np["now_playing"]["source"], "live");
     drop(dj_proc);
     wait_for("the AutoDJ back", Duration::from_secs(10), || async {
-        let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;
+        let np: Value = onda_shared::http::get(&public)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (np["live"]["is_live"] == false && title_of(&np).starts_with("Artist")).then_some(())
     })
     .await;
@@ -241,7 +251,7 @@ async fn uploaded_media_plays_on_the_origin_with_now_playing_and_a_live_dj() {
 async fn wait_for_live(public: &str) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(public).await
+        if let Ok(r) = onda_shared::http::get(public).await
             && let Ok(np) = r.json::<Value>().await
             && np["live"]["is_live"] == true
         {

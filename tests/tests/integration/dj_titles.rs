@@ -27,7 +27,7 @@ async fn wait_everywhere(edge: &EdgeNode, listener: &RawListener, title: &str) {
 /// `GET /admin/metadata` with the given Basic credentials: the status.
 async fn set_title(edge: &EdgeNode, mount: &str, user: &str, password: &str, song: &str) -> u16 {
     let song = song.replace(' ', "%20");
-    reqwest::Client::new()
+    onda_shared::http::client()
         .get(edge.url(&format!(
             "/admin/metadata?mount={mount}&mode=updinfo&song={song}"
         )))

@@ -144,14 +144,14 @@ async fn ffmpeg_source_plays_in_ffprobe_ffmpeg_and_status() {
     );
 
     // HEAD answers the head only; OPTIONS is a CORS preflight.
-    let r = reqwest::Client::new()
+    let r = onda_shared::http::client()
         .head(&url)
         .send()
         .await
         .expect("head");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "audio/mpeg");
-    let r = reqwest::Client::new()
+    let r = onda_shared::http::client()
         .request(reqwest::Method::OPTIONS, &url)
         .send()
         .await
@@ -250,7 +250,7 @@ async fn metadata_updates_reach_icy_listeners() {
         l.heard().head
     );
 
-    let client = reqwest::Client::new();
+    let client = onda_shared::http::client();
     let set = |user: &str, pass: &str, query: &str| {
         client
             .get(edge.url(&format!("/admin/metadata?mount=/live&mode=updinfo&{query}")))
@@ -302,7 +302,7 @@ async fn metadata_updates_reach_icy_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_auth_busy_mount_and_missing_content_type() {
     let edge = EdgeNode::start(LIVE).await;
-    let client = reqwest::Client::new();
+    let client = onda_shared::http::client();
     // libshout's probe: no credentials, Content-Length 0; the 401 must list PUT in Allow.
     let mut s = TcpStream::connect(&edge.addr).await.expect("connect");
     s.write_all(b"SOURCE /live HTTP/1.0\r\nContent-Length: 0\r\nPrefer: return=minimal\r\n\r\n")
@@ -351,7 +351,10 @@ async fn source_auth_busy_mount_and_missing_content_type() {
         .expect("put");
     assert_eq!(r.status(), 404);
     assert_eq!(
-        reqwest::get(edge.url("/nope")).await.expect("get").status(),
+        onda_shared::http::get(edge.url("/nope"))
+            .await
+            .expect("get")
+            .status(),
         404
     );
 }
@@ -365,7 +368,9 @@ async fn max_listeners_refuses_the_next_listener() {
     let b = RawListener::connect(&edge.addr, "/live", false).await;
     a.wait_more_audio(1000).await;
     b.wait_more_audio(1000).await;
-    let r = reqwest::get(edge.url("/live")).await.expect("get");
+    let r = onda_shared::http::get(edge.url("/live"))
+        .await
+        .expect("get");
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap_or_default().contains("max listeners"));
     assert_eq!(
@@ -538,7 +543,7 @@ async fn slow_and_oversized_request_heads_and_connection_limits() {
     drop(held);
     // The server is still fine.
     wait_for("a normal request after the limits", START, || async {
-        reqwest::get(edge.url("/status-json.xsl"))
+        onda_shared::http::get(edge.url("/status-json.xsl"))
             .await
             .ok()
             .filter(|r| r.status() == 200)
@@ -698,10 +703,10 @@ async fn silent_source_is_dropped_and_admin_routes_need_credentials() {
         "/admin/killsource?mount=/live",
         "/admin/listmounts",
     ] {
-        let r = reqwest::get(edge.url(path)).await.expect("get");
+        let r = onda_shared::http::get(edge.url(path)).await.expect("get");
         assert_eq!(r.status(), 401, "{path} without credentials");
         assert!(r.headers().contains_key("www-authenticate"), "{path}");
-        let r = reqwest::Client::new()
+        let r = onda_shared::http::client()
             .get(edge.url(path))
             .basic_auth("admin", Some("wrong"))
             .send()
@@ -709,7 +714,7 @@ async fn silent_source_is_dropped_and_admin_routes_need_credentials() {
             .expect("get");
         assert_eq!(r.status(), 401, "{path} with a wrong password");
     }
-    let r = reqwest::get(edge.url("/admin/metadata?mount=/live&mode=updinfo&song=x"))
+    let r = onda_shared::http::get(edge.url("/admin/metadata?mount=/live&mode=updinfo&song=x"))
         .await
         .expect("get");
     assert_eq!(r.status(), 401);

@@ -47,7 +47,7 @@ async fn apply_changes_mounts_without_disturbing_listeners() {
     assert_eq!(a.listeners, 1);
     assert!(a.source.is_some(), "the source of /a was not touched");
     assert_eq!(
-        reqwest::get(format!("http://{addr}/b"))
+        onda_shared::http::get(format!("http://{addr}/b"))
             .await
             .expect("get")
             .status(),

@@ -106,7 +106,7 @@ fn metric(text: &str, series: &str) -> u64 {
 }
 
 async fn metrics(cp: &ControlPlane) -> String {
-    reqwest::get(format!("{}/metrics", cp.api))
+    onda_shared::http::get(format!("{}/metrics", cp.api))
         .await
         .expect("metrics")
         .text()
@@ -265,7 +265,7 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
     let playing = || async {
         let r = cp.http.get(&watch).send().await.ok()?;
         let url = r.headers().get("location")?.to_str().ok()?.to_string();
-        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(url).await.ok()?.text().await.ok()?;
         text.contains("#EXTINF").then_some(())
     };
     // The API shows the new key before the node has applied it: a publish that gets there
@@ -300,7 +300,12 @@ async fn a_station_the_edge_refuses_costs_only_that_station() {
     );
     let edge_metrics = format!("{}/metrics", node.edge_url.trim_end_matches('/'));
     let refusals = async || {
-        let text = reqwest::get(&edge_metrics).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&edge_metrics)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         Some(metric(&text, "onda_edge_rtmp_publish_refusals_total"))
     };
     let before = refusals().await.expect("edge metrics");

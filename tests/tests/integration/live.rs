@@ -14,7 +14,7 @@ const STREAM: &str = "[hls]\nsegment_ms = 1000\nwindow = 4\n\n\
 async fn playlist(edge: &EdgeNode, n: usize) -> String {
     let url = edge.url("/hls/show/index.m3u8");
     wait_for("the HLS playlist", Duration::from_secs(30), || async {
-        let r = reqwest::get(&url).await.ok()?;
+        let r = onda_shared::http::get(&url).await.ok()?;
         if r.status() != 200 {
             return None;
         }
@@ -61,7 +61,7 @@ struct Watched {
 /// A player with its own User-Agent: refreshes the playlist every 500 ms for `secs` and fetches
 /// each new segment once, as hls.js and Safari do.
 async fn hls_player(url: String, agent: &'static str, secs: f64) -> Watched {
-    let http = reqwest::Client::builder()
+    let http = onda_shared::http::client_builder()
         .user_agent(agent)
         .build()
         .expect("client");
@@ -138,7 +138,7 @@ async fn viewers_are_playback_sessions_that_time_out() {
 async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
     let (edge, rtmp) = EdgeNode::start_live(STREAM).await;
     assert_eq!(
-        reqwest::get(edge.url("/hls/show/index.m3u8"))
+        onda_shared::http::get(edge.url("/hls/show/index.m3u8"))
             .await
             .expect("get")
             .status(),
@@ -171,7 +171,7 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
         .find(|l| l.ends_with(".ts"))
         .expect("a segment")
         .to_string();
-    let r = reqwest::get(edge.url(&format!("/hls/show/{seq}")))
+    let r = onda_shared::http::get(edge.url(&format!("/hls/show/{seq}")))
         .await
         .expect("segment");
     assert_eq!(r.status(), 200);
@@ -179,7 +179,7 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
     assert_eq!(r.headers()["cache-control"], "max-age=3600");
     let body = r.bytes().await.expect("body");
     assert!(!body.is_empty() && body.len() % 188 == 0 && body[0] == 0x47);
-    let head = reqwest::Client::new()
+    let head = onda_shared::http::client()
         .head(edge.url(&format!("/hls/show/{seq}")))
         .send()
         .await
@@ -189,7 +189,7 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
         head.headers()["content-length"],
         body.len().to_string().as_str()
     );
-    let r = reqwest::get(edge.url("/hls/show/index.m3u8"))
+    let r = onda_shared::http::get(edge.url("/hls/show/index.m3u8"))
         .await
         .expect("playlist");
     assert_eq!(r.headers()["content-type"], "application/vnd.apple.mpegurl");
@@ -199,7 +199,9 @@ async fn an_rtmp_publish_plays_as_hls_with_video_and_audio() {
         "/hls/show/x.ts",
         "/hls/other/index.m3u8",
     ] {
-        let r = reqwest::get(edge.url(missing)).await.expect("get");
+        let r = onda_shared::http::get(edge.url(missing))
+            .await
+            .expect("get");
         assert_eq!(r.status(), 404, "{missing}");
     }
     assert_eq!(
@@ -276,14 +278,14 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
     let (seg, part) = preload_hint(&list);
     let hinted = format!("URI=\"{seg}.{part}.ts\"");
     assert!(!list.contains(&format!("{hinted},")), "{list}");
-    let r = reqwest::get(edge.url(&format!("/hls/show/{seg}.{part}.ts")))
+    let r = onda_shared::http::get(edge.url(&format!("/hls/show/{seg}.{part}.ts")))
         .await
         .expect("hinted part");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "video/mp2t");
     let body = r.bytes().await.expect("part body");
     assert!(!body.is_empty() && body.len() % 188 == 0 && body[0] == 0x47);
-    let now = reqwest::get(edge.url("/hls/show/index.m3u8"))
+    let now = onda_shared::http::get(edge.url("/hls/show/index.m3u8"))
         .await
         .expect("playlist")
         .text()
@@ -293,7 +295,7 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
 
     // A blocking reload for the part after the newest one answers once it is listed.
     let (seg, part) = preload_hint(&now);
-    let r = reqwest::get(edge.url(&format!(
+    let r = onda_shared::http::get(edge.url(&format!(
         "/hls/show/index.m3u8?_HLS_msn={seg}&_HLS_part={part}"
     )))
     .await
@@ -310,7 +312,7 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
         ("_HLS_msn=x".to_string(), "whole number"),
         ("_HLS_part=1".to_string(), "needs _HLS_msn"),
     ] {
-        let r = reqwest::get(edge.url(&format!("/hls/show/index.m3u8?{query}")))
+        let r = onda_shared::http::get(edge.url(&format!("/hls/show/index.m3u8?{query}")))
             .await
             .expect("bad reload");
         assert_eq!(r.status(), 400, "{query}");
@@ -402,7 +404,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
         "a master playlist with the rendition",
         Duration::from_secs(60),
         || async {
-            let r = reqwest::get(&master_url).await.ok()?;
+            let r = onda_shared::http::get(&master_url).await.ok()?;
             let text = r.text().await.ok()?;
             (text.matches("#EXT-X-STREAM-INF:").count() == 2).then_some(text)
         },
@@ -455,7 +457,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     }
 
     // The rendition is its own LL-HLS media playlist, at 180 lines; the source stays at 240.
-    let list = reqwest::get(edge.url("/hls/show/180p/index.m3u8"))
+    let list = onda_shared::http::get(edge.url("/hls/show/180p/index.m3u8"))
         .await
         .expect("rendition playlist")
         .text()
@@ -480,7 +482,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     let before = edge
         .metric("onda_edge_live_bytes_sent_total{stream=\"show\"}")
         .await;
-    let body = reqwest::get(edge.url(&format!("/hls/show/180p/{seg}")))
+    let body = onda_shared::http::get(edge.url(&format!("/hls/show/180p/{seg}")))
         .await
         .expect("segment")
         .bytes()
@@ -491,7 +493,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
         .metric("onda_edge_live_bytes_sent_total{stream=\"show\"}")
         .await;
     assert!(after - before >= body.len() as f64, "{before} → {after}");
-    let r = reqwest::get(edge.url("/hls/show/1080p/index.m3u8"))
+    let r = onda_shared::http::get(edge.url("/hls/show/1080p/index.m3u8"))
         .await
         .expect("get");
     assert_eq!(r.status(), 404);
@@ -506,7 +508,7 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
     publisher.terminate();
     let url = edge.url("/hls/show/180p/index.m3u8");
     let ended = wait_for("the rendition to end", Duration::from_secs(20), || async {
-        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&url).await.ok()?.text().await.ok()?;
         text.contains("#EXT-X-ENDLIST").then_some(text)
     })
     .await;
@@ -525,11 +527,16 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
         "the rendition live again",
         Duration::from_secs(60),
         || async {
-            let master = reqwest::get(&master_url).await.ok()?.text().await.ok()?;
+            let master = onda_shared::http::get(&master_url)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             if !master.contains("180p/index.m3u8") {
                 return None;
             }
-            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&url).await.ok()?.text().await.ok()?;
             (!text.contains("#EXT-X-ENDLIST") && last_seq(&text) > before).then_some(text)
         },
     )
@@ -558,21 +565,35 @@ async fn renditions_make_an_abr_ladder_with_a_master_playlist() {
         "the rendition to end with its ffmpeg",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&url).await.ok()?.text().await.ok()?;
             if !text.contains("#EXT-X-ENDLIST") {
                 return None;
             }
-            let master = reqwest::get(&master_url).await.ok()?.text().await.ok()?;
+            let master = onda_shared::http::get(&master_url)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             (!master.contains("180p/")).then_some(master)
         },
     )
     .await;
     assert!(master.contains("\nindex.m3u8"), "{master}");
-    let playing = reqwest::get(&source).await.expect("source").text().await;
+    let playing = onda_shared::http::get(&source)
+        .await
+        .expect("source")
+        .text()
+        .await;
     let playing = playing.expect("text");
     let newest = last_seq(&playing);
     wait_for("the source to play on", Duration::from_secs(30), || async {
-        let text = reqwest::get(&source).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&source)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         (!text.contains("#EXT-X-ENDLIST") && last_seq(&text) > newest).then_some(())
     })
     .await;
@@ -635,7 +656,7 @@ async fn a_changed_key_ends_the_publisher_and_the_old_key_is_refused() {
     let hls = format!("http://{}/hls/show/index.m3u8", edge.addr());
     let mut publisher = ffmpeg_rtmp(&format!("{rtmp}/live/old-key-0123456789"), 25);
     wait_for("the old key live", Duration::from_secs(30), || async {
-        (reqwest::get(&hls).await.ok()?.status() == 200).then_some(())
+        (onda_shared::http::get(&hls).await.ok()?.status() == 200).then_some(())
     })
     .await;
     edge.apply(cfg("new-key-0123456789")).expect("apply");
@@ -650,7 +671,7 @@ async fn a_changed_key_ends_the_publisher_and_the_old_key_is_refused() {
     );
     let mut new = ffmpeg_rtmp(&format!("{rtmp}/live/new-key-0123456789"), 25);
     wait_for("the new key live", Duration::from_secs(30), || async {
-        let text = reqwest::get(&hls).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&hls).await.ok()?.text().await.ok()?;
         text.contains("#EXT-X-DISCONTINUITY").then_some(())
     })
     .await;
@@ -730,7 +751,9 @@ async fn malformed_rtmp_never_takes_the_node_down() {
         tokio::time::timeout(Duration::from_secs(20), run)
             .await
             .unwrap_or_else(|_| panic!("{what}: the connection was never closed"));
-        let health = reqwest::get(edge.url("/healthz")).await.expect("healthz");
+        let health = onda_shared::http::get(edge.url("/healthz"))
+            .await
+            .expect("healthz");
         assert_eq!(health.status(), 200, "{what}");
     }
     let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
@@ -757,7 +780,9 @@ async fn rtmp_inputs_that_panic_the_library_end_only_their_connection() {
     for (what, bytes) in cases {
         let mut raw = onda_tests::rtmp::RawRtmp::connect(&addr).await;
         raw.send_and_wait_close(&bytes).await;
-        let health = reqwest::get(edge.url("/healthz")).await.expect("healthz");
+        let health = onda_shared::http::get(edge.url("/healthz"))
+            .await
+            .expect("healthz");
         assert_eq!(health.status(), 200, "{what}");
     }
     // Both were contained as the end of their connection, not as a crashed task.
@@ -807,7 +832,7 @@ async fn a_publish_that_fails_or_is_killed_releases_its_key() {
     first.signal("KILL");
     let mut second = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
     wait_for("the republish live", Duration::from_secs(30), || async {
-        let list = reqwest::get(edge.url("/hls/show/index.m3u8"))
+        let list = onda_shared::http::get(edge.url("/hls/show/index.m3u8"))
             .await
             .ok()?
             .text()
@@ -863,7 +888,12 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
 
     let watch = format!("{}/watch/{slug}.m3u8", cp.api);
     wait_for("the stream watchable", Duration::from_secs(30), || async {
-        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&watch)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         (text.matches("#EXTINF").count() >= 2).then_some(())
     })
     .await;
@@ -1029,7 +1059,12 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         "the token stream watchable",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(&with_token).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&with_token)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             text.contains("#EXTINF").then_some(())
         },
     )
@@ -1039,7 +1074,7 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         probed.contains("codec_type=video") && probed.contains("codec_type=audio"),
         "{probed}"
     );
-    let without = reqwest::get(format!(
+    let without = onda_shared::http::get(format!(
         "{}/watch/{}.m3u8",
         cp.api,
         paid["slug"].as_str().expect("slug")
@@ -1094,7 +1129,7 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
         "the token stream's playlist",
         Duration::from_secs(30),
         || async {
-            let r = reqwest::get(list_url(&good)).await.ok()?;
+            let r = onda_shared::http::get(list_url(&good)).await.ok()?;
             let text = r.text().await.ok()?;
             text.contains("#EXTINF").then_some(text)
         },
@@ -1124,7 +1159,7 @@ async fn a_token_stream_refuses_missing_expired_and_forged_tokens() {
     let get = |path: String| {
         let url = format!("{base}{path}");
         async move {
-            let r = reqwest::get(url).await.expect("get");
+            let r = onda_shared::http::get(url).await.expect("get");
             (r.status().as_u16(), r.text().await.unwrap_or_default())
         }
     };
@@ -1285,7 +1320,9 @@ async fn on_publish_webhooks_allow_refuse_and_hear_the_end() {
             wait_for(
                 "the allowed publish live",
                 Duration::from_secs(30),
-                || async { (reqwest::get(&url).await.ok()?.status() == 200).then_some(()) },
+                || async {
+                    (onda_shared::http::get(&url).await.ok()?.status() == 200).then_some(())
+                },
             )
             .await;
             publisher.terminate();
@@ -1343,7 +1380,12 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
     let origin = if ingest["node"] == "live-a" { &a } else { &b };
     let watch = format!("{}/watch/{slug}.m3u8", cp.api);
     wait_for("the stream watchable", Duration::from_secs(30), || async {
-        let text = reqwest::get(&watch).await.ok()?.text().await.ok()?;
+        let text = onda_shared::http::get(&watch)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.contains("#EXTINF").then_some(())
     })
     .await;
@@ -1363,7 +1405,12 @@ async fn a_relay_edge_serves_a_popular_stream_from_its_origin() {
         "the relay serving the stream",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(&on_relay).await.ok()?.text().await.ok()?;
+            let text = onda_shared::http::get(&on_relay)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             (text.matches("#EXTINF").count() >= 2).then_some(())
         },
     )
@@ -1446,14 +1493,14 @@ async fn a_plan_ladder_gives_streams_renditions_through_the_cluster() {
     let slug = stream["slug"].as_str().expect("slug").to_string();
     let _publisher = ffmpeg_rtmp(ingest["publish_url"].as_str().expect("url"), 25);
     let watch = format!("{}/watch/{slug}.m3u8", c.fx.cp.api);
-    let no_redirect = reqwest::Client::builder()
+    let no_redirect = onda_shared::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let location = wait_for("the ladder on the air", Duration::from_secs(60), || async {
         let r = no_redirect.get(&watch).send().await.ok()?;
         let to = r.headers().get("location")?.to_str().ok()?.to_string();
-        let master = reqwest::get(&to).await.ok()?.text().await.ok()?;
+        let master = onda_shared::http::get(&to).await.ok()?.text().await.ok()?;
         (master.matches("#EXT-X-STREAM-INF:").count() == 2).then_some(to)
     })
     .await;
@@ -1588,7 +1635,7 @@ async fn hls_and_status_routes_keep_connections_alive() {
 
 /// The edge's HTTP connections and requests so far, read in one request.
 async fn http_counts(edge: &EdgeNode) -> (f64, f64) {
-    let text = reqwest::get(edge.url("/metrics"))
+    let text = onda_shared::http::get(edge.url("/metrics"))
         .await
         .expect("metrics")
         .text()

@@ -127,7 +127,7 @@ async fn every_metric_in_dashboards_and_rules_is_exported() {
     })
     .await;
     // A listener that stays while the metrics are read.
-    let mut listener = reqwest::get(&url).await.expect("listen");
+    let mut listener = onda_shared::http::get(&url).await.expect("listen");
     listener.chunk().await.expect("audio");
     // Live video runs on edges too: a standalone one with a live stream exports those series
     // (nodes of a cluster do not get live streams from the control plane yet).
@@ -144,7 +144,7 @@ async fn every_metric_in_dashboards_and_rules_is_exported() {
             format!("{}/metrics", agent.edge_url),
             live_edge.url("/metrics"),
         ] {
-            text.push_str(&reqwest::get(&u).await.ok()?.text().await.ok()?);
+            text.push_str(&onda_shared::http::get(&u).await.ok()?.text().await.ok()?);
         }
         let ready = text.contains("onda_usage_reports_total{result=\"stored\"} 1")
             || text.lines().any(|l| {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 /// A client whose connections leave from `ip` (any 127.0.0.x reaches a loopback server).
 fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    onda_shared::http::client_builder()
         .local_address(ip.parse::<IpAddr>().expect("ip"))
         .build()
         .expect("client")
@@ -52,7 +52,7 @@ async fn read_feed(
 
 /// A Prometheus series of a control plane at `api` (0 when absent).
 async fn metric(api: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{api}/metrics"))
+    let text = onda_shared::http::get(format!("{api}/metrics"))
         .await
         .expect("metrics")
         .text()
@@ -95,7 +95,12 @@ async fn every_feed_gets_each_change_from_one_snapshot_build() {
         .collect();
     let public = format!("{}/api/nowplaying/{slug}", cp.api);
     wait_for("a track playing", Duration::from_secs(60), || async {
-        let np: Value = reqwest::get(&public).await.ok()?.json().await.ok()?;
+        let np: Value = onda_shared::http::get(&public)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (!title_of(&np).is_empty()).then_some(())
     })
     .await;
@@ -167,7 +172,7 @@ async fn every_feed_gets_each_change_from_one_snapshot_build() {
             );
         }
     }
-    let np: Value = reqwest::get(&public)
+    let np: Value = onda_shared::http::get(&public)
         .await
         .expect("np")
         .json()
@@ -217,7 +222,7 @@ async fn feeds_are_capped_per_address_and_in_total() {
         "the station in the view",
         Duration::from_secs(20),
         || async {
-            let r = reqwest::get(format!("{}/api/nowplaying/{slug}", cp.url))
+            let r = onda_shared::http::get(format!("{}/api/nowplaying/{slug}", cp.url))
                 .await
                 .ok()?;
             (r.status() == 200).then_some(())
@@ -254,7 +259,7 @@ async fn feeds_are_capped_per_address_and_in_total() {
     let resp = c.get(&events).send().await.expect("refused feed");
     assert_problem(resp, 503, "nowplaying.max_subscribers").await;
     // The public JSON is no feed: it still answers.
-    let r = reqwest::get(format!("{}/api/nowplaying/{slug}", cp.url))
+    let r = onda_shared::http::get(format!("{}/api/nowplaying/{slug}", cp.url))
         .await
         .expect("json");
     assert_eq!(r.status().as_u16(), 200);

@@ -549,7 +549,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
     // way is held and counted too: the bound below covers every listener at once.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let text = loop {
-        let r = reqwest::get(format!("{}{path}", agents[0].edge_url))
+        let r = onda_shared::http::get(format!("{}{path}", agents[0].edge_url))
             .await
             .expect("get");
         if r.status().as_u16() == 403 {
@@ -659,7 +659,7 @@ async fn a_stations_listener_limit_holds_across_three_nodes() {
 
 /// A Prometheus text page as a lookup of one series' value.
 async fn scrape(url: String) -> impl Fn(&str) -> Option<f64> {
-    let text = reqwest::get(&url)
+    let text = onda_shared::http::get(&url)
         .await
         .expect("metrics")
         .text()
@@ -674,7 +674,7 @@ async fn scrape(url: String) -> impl Fn(&str) -> Option<f64> {
 
 /// The edge's own count of listeners (and relay pulls) on a mount, from its metrics.
 async fn edge_listeners(edge_url: &str, path: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{edge_url}/metrics"))
+    let text = onda_shared::http::get(format!("{edge_url}/metrics"))
         .await
         .ok()?
         .text()
@@ -697,7 +697,7 @@ fn listeners_on(
         .map(|_| {
             let url = format!("{edge_url}{path}");
             tokio::spawn(async move {
-                let mut resp = reqwest::get(&url).await.ok()?;
+                let mut resp = onda_shared::http::get(&url).await.ok()?;
                 if !resp.status().is_success() {
                     return None;
                 }

@@ -29,7 +29,9 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     // The app and its assets: the page revalidated, the hashed assets cached for good.
     let page = cp.call(Method::GET, "/app/", None, None).await.expect(200);
     assert!(page.text.contains("<script"), "{}", page.text);
-    let app = reqwest::get(format!("{}/app/", cp.url)).await.expect("app");
+    let app = onda_shared::http::get(format!("{}/app/", cp.url))
+        .await
+        .expect("app");
     assert_eq!(app.headers()["cache-control"], "no-cache");
     let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
     let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;

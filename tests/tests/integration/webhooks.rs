@@ -2,6 +2,8 @@
 //! the test: a message sent over the gateway arrives as a signed `message.created`; an
 //! endpoint answering 500 gets the event again until it answers 200, and one that never does
 //! ends `failed`; a tenant whose endpoint hangs does not delay another tenant's deliveries;
+//! an `https` endpoint is delivered to when its certificate chains to a trusted root and not
+//! when it does not;
 //! what registration refuses, and another tenant's webhook as if it did not exist.
 
 use hmac::{Hmac, Mac as _};
@@ -15,13 +17,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 on_both_backends!(
     a_message_arrives_signed_as_message_created,
     failed_attempts_are_retried_until_delivered_or_too_old,
     a_hanging_endpoint_does_not_delay_another_tenant,
     registrations_are_checked_and_tenants_kept_apart,
+    https_endpoints_are_verified_against_the_trusted_roots,
 );
 
 /// How the receiver answers its `n`th request (from 1).
@@ -77,7 +80,10 @@ impl Receiver {
 }
 
 /// Reads one request (headers, then `content-length` bytes), records it and answers.
-async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: Answer) {
+async fn serve<S>(mut stream: S, log: Arc<Mutex<Vec<Received>>>, answer: Answer)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let (head_end, headers) = loop {
@@ -458,4 +464,115 @@ async fn registrations_are_checked_and_tenants_kept_apart(b: Backend) {
         );
     }
     strict.stop().await;
+}
+
+/// A certificate authority of the test's own and a server certificate for 127.0.0.1 it signed.
+struct TestCa {
+    ca_pem: String,
+    server: rustls::ServerConfig,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::new()).expect("CA params");
+        let name = format!("Onda test CA {:016x}", rand::random::<u64>());
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(Vec::new()).expect("server params");
+        params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        onda_shared::http::install_tls_provider();
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key DER"),
+            )
+            .expect("server TLS config");
+        TestCa {
+            ca_pem: ca_cert.pem(),
+            server,
+        }
+    }
+
+    /// A receiver that answers over TLS with this CA's certificate.
+    async fn receiver(&self) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!(
+            "https://{}/hooks/onda",
+            listener.local_addr().expect("addr")
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(self.server.clone()));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, tls) = (log.clone(), tls.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve(stream, log, Answer::Ok).await;
+                    }
+                });
+            }
+        });
+        Receiver { url, seen }
+    }
+}
+
+async fn https_endpoints_are_verified_against_the_trusted_roots(b: Backend) {
+    let trusted = TestCa::new();
+    let roots = reqwest::Certificate::from_pem_bundle(trusted.ca_pem.as_bytes()).expect("PEM");
+    let Some(cp) = TestControlPlane::start_with(b, move |c| {
+        c.webhooks.poll = Duration::from_millis(50);
+        c.webhooks.retry_base = Duration::from_secs(60);
+        c.webhooks.extra_roots = roots;
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let good = trusted.receiver().await;
+    let (good_hook, secret) = register(&cp, &key, &good.url, json!(["notification.created"])).await;
+    // The same kind of server, but its CA is one the control plane was not told to trust.
+    let stranger = TestCa::new().receiver().await;
+    let (bad_hook, _) = register(&cp, &key, &stranger.url, json!(["notification.created"])).await;
+
+    cp.post(
+        "/v1/users/fan-1/notifications",
+        &key,
+        json!({ "type": "new_subscriber", "title": "A new subscriber" }),
+    )
+    .await
+    .expect(201);
+
+    let got = good.wait(1, Duration::from_secs(10)).await;
+    verify(&secret, &got[0]);
+    assert_eq!(body(&got[0])["type"], "notification.created");
+    let failed = wait_for(
+        "the untrusted endpoint's attempt",
+        Duration::from_secs(10),
+        || async {
+            let list = deliveries(&cp, &key, &bad_hook).await;
+            list.into_iter().find(|d| d["attempts"] == 1)
+        },
+    )
+    .await;
+    assert_eq!(failed["state"], "pending", "retried later: {failed}");
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    eprintln!("the untrusted endpoint's error: {error}");
+    assert!(
+        error.contains("certificate"),
+        "names the TLS failure: {failed}"
+    );
+    assert!(stranger.requests().is_empty(), "nothing was sent to it");
+    let delivered = deliveries(&cp, &key, &good_hook).await;
+    assert_eq!(delivered[0]["state"], "delivered", "{delivered:?}");
+    cp.stop().await;
 }
