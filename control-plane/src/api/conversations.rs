@@ -28,26 +28,30 @@ pub async fn list(
 ) -> ApiResult<Json<ConversationList>> {
     let tenant = &me.tenant.id;
     let mut conn = st.db.conn().await?;
-    let rows =
-        db::messages::conversations(&mut conn, tenant, &me.user.id, MAX_CONVERSATIONS).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        let profile = db::users::get(&mut conn, tenant, &row.other_id).await?;
-        let last_seen = db::users::last_seen(&mut conn, tenant, &row.other_id).await?;
-        items.push(Conversation {
+    let rows = db::messages::conversations(
+        &mut conn,
+        tenant,
+        &me.user.id,
+        MAX_CONVERSATIONS,
+        st.realtime.alive_since(),
+    )
+    .await?;
+    let items: Vec<Conversation> = rows
+        .into_iter()
+        .map(|row| Conversation {
             id: row.conversation_id,
             user: Peer {
-                online: st.realtime.online(tenant, &row.other_id).await,
-                deleted: profile.is_none(),
-                display_name: profile.as_ref().map(|p| p.display_name.clone()),
-                avatar_url: profile.and_then(|p| p.avatar_url),
-                last_seen: last_seen.map(db::rfc3339),
-                id: row.other_id,
+                deleted: row.peer.display_name.is_none(),
+                online: row.peer.online,
+                display_name: row.peer.display_name,
+                avatar_url: row.peer.avatar_url,
+                last_seen: row.peer.last_seen_ms.map(db::rfc3339),
+                id: row.peer.id,
             },
             last_message: row.last,
             unread_count: row.unread,
-        });
-    }
+        })
+        .collect();
     Ok(Json(ConversationList {
         unread_total: items.iter().map(|c| c.unread_count).sum(),
         items,

@@ -28,25 +28,33 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
-    let deleted: Option<i64> = row.try_get("deleted_ms")?;
+    message_at(row, "")
+}
+
+/// The message in `row`'s columns named `{prefix}{column}` (a join names them apart).
+fn message_at(row: &AnyRow, prefix: &str) -> Result<Message, sqlx::Error> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let deleted: Option<i64> = row.try_get(col("deleted_ms").as_str())?;
     Ok(Message {
-        id: row.try_get("id")?,
-        conversation_id: row.try_get("conversation_id")?,
-        sender_id: row.try_get("sender_id")?,
-        receiver_id: row.try_get("receiver_id")?,
+        id: row.try_get(col("id").as_str())?,
+        conversation_id: row.try_get(col("conversation_id").as_str())?,
+        sender_id: row.try_get(col("sender_id").as_str())?,
+        receiver_id: row.try_get(col("receiver_id").as_str())?,
         content: if deleted.is_some() {
             String::new()
         } else {
-            row.try_get("content")?
+            row.try_get(col("content").as_str())?
         },
         media_url: if deleted.is_some() {
             None
         } else {
-            row.try_get("media_url")?
+            row.try_get(col("media_url").as_str())?
         },
-        media_type: row.try_get("media_type")?,
-        created_at: rfc3339_ms(row.try_get("created_ms")?),
-        edited_at: row.try_get::<Option<i64>, _>("edited_ms")?.map(rfc3339_ms),
+        media_type: row.try_get(col("media_type").as_str())?,
+        created_at: rfc3339_ms(row.try_get(col("created_ms").as_str())?),
+        edited_at: row
+            .try_get::<Option<i64>, _>(col("edited_ms").as_str())?
+            .map(rfc3339_ms),
         deleted_at: deleted.map(rfc3339_ms),
     })
 }
@@ -241,48 +249,91 @@ pub async fn mark_read(
     Ok(Some(target))
 }
 
-/// One member's row of a conversation, with its unread count.
+/// The other member of a conversation as its list shows them.
+#[derive(Debug, Clone)]
+pub struct PeerRow {
+    pub id: String,
+    /// None when the user was deleted (their profile is gone, their messages stay).
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub last_seen_ms: Option<i64>,
+    pub online: bool,
+}
+
+/// One member's row of a conversation, with its unread count, its last message and the other
+/// member.
 #[derive(Debug, Clone)]
 pub struct Membership {
     pub conversation_id: String,
-    pub other_id: String,
+    pub peer: PeerRow,
     pub unread: u64,
     pub last: Option<Message>,
 }
 
-/// The conversations of `user`, most recently active first (at most `limit`).
+/// The conversations of `user`, most recently active first (at most `limit`), each with its
+/// last message and the other member's profile and presence (online: connected to a replica
+/// that heartbeat at or after `alive_since_ms`). One query, whatever the number of
+/// conversations: the list is read on every app start.
 pub async fn conversations(
     conn: &mut Conn,
     tenant_id: &str,
     user: &str,
     limit: u32,
+    alive_since_ms: i64,
 ) -> Result<Vec<Membership>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT m.conversation_id, m.other_id, \
+    let last = COLUMNS
+        .split(", ")
+        .map(|c| format!("l.{c} AS l_{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT m.conversation_id AS member_conversation, m.other_id, \
          (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = m.conversation_id \
           AND x.receiver_id = m.user_id AND x.deleted_ms IS NULL \
           AND (x.created_ms > m.read_ms OR (x.created_ms = m.read_ms AND x.id > m.read_id))) \
-          AS unread \
-         FROM conversation_members m WHERE m.tenant_id = $1 AND m.user_id = $2 \
-         ORDER BY m.last_message_ms DESC, m.other_id LIMIT $3",
-    )
-    .bind(tenant_id)
-    .bind(user)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let conversation_id: String = row.try_get("conversation_id")?;
-        let last = history(conn, &conversation_id, None, 1).await?.pop();
-        out.push(Membership {
-            other_id: row.try_get("other_id")?,
-            unread: u64::try_from(row.try_get::<i64, _>("unread")?).unwrap_or(0),
-            conversation_id,
-            last,
-        });
-    }
-    Ok(out)
+          AS unread, \
+         (SELECT COUNT(*) FROM realtime_presence p JOIN realtime_replicas r \
+          ON r.id = p.replica_id WHERE p.tenant_id = m.tenant_id AND p.user_id = m.other_id \
+          AND p.sockets > 0 AND r.heartbeat_ms >= $4) AS peer_replicas, \
+         u.display_name AS peer_name, u.avatar_url AS peer_avatar, \
+         u.last_seen_at AS peer_last_seen, {last} \
+         FROM conversation_members m \
+         LEFT JOIN end_users u ON u.tenant_id = m.tenant_id AND u.id = m.other_id \
+         LEFT JOIN messages l ON l.id = (SELECT y.id FROM messages y \
+          WHERE y.conversation_id = m.conversation_id \
+          ORDER BY y.created_ms DESC, y.id DESC LIMIT 1) \
+         WHERE m.tenant_id = $1 AND m.user_id = $2 \
+         ORDER BY m.last_message_ms DESC, m.other_id LIMIT $3"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(user)
+        .bind(i64::from(limit))
+        .bind(alive_since_ms)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let last = match row.try_get::<Option<String>, _>("l_id")? {
+                Some(_) => Some(message_at(row, "l_")?),
+                None => None,
+            };
+            let display_name: Option<String> = row.try_get("peer_name")?;
+            Ok(Membership {
+                conversation_id: row.try_get("member_conversation")?,
+                peer: PeerRow {
+                    id: row.try_get("other_id")?,
+                    avatar_url: row.try_get("peer_avatar")?,
+                    last_seen_ms: row.try_get("peer_last_seen")?,
+                    // A deleted user's sockets are closing; they are not online.
+                    online: display_name.is_some() && row.try_get::<i64, _>("peer_replicas")? > 0,
+                    display_name,
+                },
+                unread: u64::try_from(row.try_get::<i64, _>("unread")?).unwrap_or(0),
+                last,
+            })
+        })
+        .collect()
 }
 
 /// Messages of a conversation older than `before` (a message id), newest first.

@@ -270,6 +270,12 @@ impl Gateway {
     }
 
     /// Whether the user has a connection to a live replica.
+    /// Replicas that heartbeat at or after this time (unix milliseconds) are alive: a user
+    /// connected to one of them is online.
+    pub fn alive_since(&self) -> i64 {
+        alive_since()
+    }
+
     pub async fn online(&self, tenant_id: &str, user_id: &str) -> bool {
         let alive_since = alive_since();
         match self.hub.db.conn().await {

@@ -19,6 +19,7 @@ on_both_backends!(
     bad_payloads_and_floods_get_error_acks,
     presence_follows_the_last_device,
     edits_deletes_blocks_and_reports,
+    the_conversation_list_shows_each_peer_and_last_message,
 );
 
 /// A tenant with a fan and a creator: (API key, fan's token, creator's token).
@@ -806,4 +807,94 @@ async fn an_acknowledged_message_survives_kill_9() {
     assert_eq!(s, 200, "{history}");
     assert_eq!(history["items"][0]["id"], ack["id"], "{history}");
     assert_eq!(history["items"][0]["content"], "kept");
+}
+
+/// A creator with three conversations: the list is newest first, each row carries its own last
+/// message and unread count, and a deleted fan's conversation stays, shown as a deleted user.
+async fn the_conversation_list_shows_each_peer_and_last_message(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, _, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("creator", &creator).await.expect("connects");
+    for (n, fan) in ["fan-a", "fan-b", "fan-c"].into_iter().enumerate() {
+        let token = cp.user_with_token(&key, fan, &format!("Fan {fan}")).await;
+        sio.connect(fan, &token).await.expect("connects");
+        for i in 0..=n {
+            let ack = sio
+                .emit(
+                    fan,
+                    "send-message",
+                    json!({"receiverId": "creator-1", "content": format!("{fan} says {i}")}),
+                )
+                .await;
+            assert_eq!(ack["ok"], true, "{ack}");
+        }
+    }
+    sio.close("fan-c").await;
+    // fan-a writes again: their conversation moves to the top.
+    let ack = sio
+        .emit(
+            "fan-a",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "fan-a again"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    cp.delete("/v1/users/fan-b", &key).await.expect(204);
+
+    let list = cp
+        .get("/v1/me/conversations", &creator)
+        .await
+        .expect(200)
+        .body;
+    let rows: Vec<(Value, Value, Value, Value, Value)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| {
+            (
+                c["user"]["id"].clone(),
+                c["user"]["online"].clone(),
+                c["user"]["deleted"].clone(),
+                c["lastMessage"]["content"].clone(),
+                c["unreadCount"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                json!("fan-a"),
+                json!(true),
+                json!(false),
+                json!("fan-a again"),
+                json!(2)
+            ),
+            (
+                json!("fan-c"),
+                json!(false),
+                json!(false),
+                json!("fan-c says 2"),
+                json!(3)
+            ),
+            (
+                json!("fan-b"),
+                json!(false),
+                json!(true),
+                json!("fan-b says 1"),
+                json!(2)
+            ),
+        ],
+        "{list}"
+    );
+    assert_eq!(list["unreadTotal"], 7, "{list}");
+    assert_eq!(
+        list["items"][2]["user"]["displayName"],
+        Value::Null,
+        "{list}"
+    );
+    assert!(list["items"][1]["user"]["lastSeen"].is_string(), "{list}");
 }
