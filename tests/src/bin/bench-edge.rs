@@ -185,26 +185,7 @@ async fn main() -> anyhow::Result<()> {
         // Icecast drops to its own user and must write its logs here.
         std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777))?;
     }
-    let track = work.path().join("tone.mp3");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100:duration=60",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-        ])
-        .arg(&track)
-        .status()?;
-    anyhow::ensure!(made.success(), "ffmpeg could not make the test track");
+    let track = make_track(work.path())?;
 
     let mut rows = Vec::new();
     for name in servers.split(',') {
@@ -270,11 +251,42 @@ async fn main() -> anyhow::Result<()> {
         drop(server);
     }
 
+    print_table(&rows, &cases);
+    Ok(())
+}
+
+/// A minute of 440 Hz MP3 at 128 kbit/s for the source to loop.
+fn make_track(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let track = dir.join("tone.mp3");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100:duration=60",
+            "-ac",
+            "2",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+        ])
+        .arg(&track)
+        .status()?;
+    anyhow::ensure!(made.success(), "ffmpeg could not make the test track");
+    Ok(track)
+}
+
+/// The results as a Markdown table, then onda's ratios to Icecast per case.
+fn print_table(rows: &[Row], cases: &[Case]) {
     println!(
         "| case | server | kept ≥90 % | failed | ended early | min / median rate | all connected after | CPU % | RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         let rep = &r.report;
         println!(
             "| {} | {} | {}/{} ({:.2} %) | {} | {} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
@@ -294,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    for case in &cases {
+    for case in cases {
         let find = |s: &str| rows.iter().find(|r| r.case == case.name && r.server == s);
         if let (Some(i), Some(o)) = (find("icecast"), find("onda")) {
             // CPU per listener that kept up: a server that refuses half its listeners must not
@@ -311,5 +323,4 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }
