@@ -511,6 +511,7 @@ mod tests {
                 storage_bytes: 0,
                 max_live_streams: 0,
                 live_renditions: Vec::new(),
+                attachment_bytes: 0,
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {

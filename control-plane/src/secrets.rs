@@ -36,6 +36,18 @@ pub fn key_prefix(secret: &str) -> String {
     secret.chars().take(12).collect()
 }
 
+/// A message attachment's id, which is also the capability to fetch it: `att_` and 32 base62
+/// characters (190 bits).
+pub fn new_attachment_id() -> String {
+    format!("att_{}", random_string(ALPHABET_MIXED, 32))
+}
+
+/// True for an id [`new_attachment_id`] could have made.
+pub fn is_attachment_id(id: &str) -> bool {
+    id.strip_prefix("att_")
+        .is_some_and(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// A password for Icecast source clients: 20 base62 characters (119 bits), nothing that needs
 /// escaping in a URL or a config file.
 pub fn new_password() -> String {

@@ -103,9 +103,13 @@ pub async fn start_with(
     };
     let webhooks =
         crate::webhooks::Worker::start(db.clone(), cfg.webhooks.clone(), metrics.webhooks.clone())?;
-    let (realtime, socketio) =
-        crate::realtime::Gateway::start(db.clone(), &cfg.database_url, metrics.realtime.clone())
-            .await?;
+    let (realtime, socketio) = crate::realtime::Gateway::start(
+        db.clone(),
+        &cfg.database_url,
+        metrics.realtime.clone(),
+        media.clone(),
+    )
+    .await?;
     let app = api::router(
         db.clone(),
         cfg,

@@ -178,6 +178,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         storage_bytes,
         max_live_streams,
         live_renditions,
+        attachment_bytes,
     } = &plan.limits;
     if live_renditions.len() > onda_shared::api::MAX_LIVE_RENDITIONS {
         return Err(Invalid::Value(format!(
@@ -255,6 +256,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
     }
     for v in [
         storage_bytes,
+        attachment_bytes,
         monthly_micros,
         overage_per_gb_micros,
         overage_per_listener_hour_micros,
@@ -488,6 +490,7 @@ mod tests {
                 storage_bytes: 1,
                 max_live_streams: 0,
                 live_renditions: Vec::new(),
+                attachment_bytes: 1,
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {

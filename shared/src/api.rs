@@ -41,6 +41,17 @@ pub struct PlanLimits {
     /// (`/hls/{slug}/master.m3u8`). Empty: the source only, no transcoding.
     #[serde(default)]
     pub live_renditions: Vec<LiveRendition>,
+    /// The largest single media attachment (image, audio or video) one of the tenant's end
+    /// users may upload for a message, in bytes (`POST /v1/me/attachments`).
+    #[serde(default = "default_attachment_bytes")]
+    pub attachment_bytes: u64,
+}
+
+/// `attachment_bytes` of a plan that does not say: 10 MiB.
+pub const DEFAULT_ATTACHMENT_BYTES: u64 = 10 * 1024 * 1024;
+
+fn default_attachment_bytes() -> u64 {
+    DEFAULT_ATTACHMENT_BYTES
 }
 
 /// The most rungs a live ABR ladder may have (each is an x264 encode on the origin edge).
@@ -143,6 +154,7 @@ pub struct PlanLimitsPatch {
     pub storage_bytes: Option<u64>,
     pub max_live_streams: Option<u32>,
     pub live_renditions: Option<Vec<LiveRendition>>,
+    pub attachment_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

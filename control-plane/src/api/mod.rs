@@ -3,6 +3,7 @@
 //! generated from the same list the router serves and cannot miss a route.
 
 mod app;
+pub mod attachments;
 pub mod auth;
 mod billing;
 mod conversations;
@@ -54,7 +55,7 @@ pub struct AppState {
     pub openapi: Arc<String>,
     /// None when the control plane runs without a cluster (API only).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Uploaded audio, by content hash.
+    /// Uploaded audio and message attachments, by content hash.
     pub media: Arc<crate::media::MediaStore>,
     /// Now-playing snapshots and their feeds (with the cluster).
     pub nowplaying: Option<Arc<crate::nowplaying::Hub>>,
@@ -162,6 +163,8 @@ pub fn router(
         .routes(routes!(webhooks::test))
         .routes(routes!(conversations::list))
         .routes(routes!(conversations::history))
+        .routes(routes!(attachments::upload))
+        .routes(routes!(attachments::serve))
         .routes(routes!(reports::list))
         .routes(routes!(notifications::create))
         .routes(routes!(notifications::list))
@@ -267,6 +270,10 @@ fn complete_error_responses(openapi: &utoipa::openapi::OpenApi) -> String {
                         .entry(status.to_string())
                         .or_insert_with(|| problem(description));
                 };
+                // An attachment's URL is its capability: no token, so no 401 or 403.
+                if path.starts_with("/v1/attachments/") {
+                    continue;
+                }
                 add("401", "Missing, unknown or revoked bearer token");
                 let open_to_all = path == "/v1/me"
                     || ((path.starts_with("/v1/stations")

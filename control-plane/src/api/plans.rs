@@ -116,6 +116,7 @@ pub async fn update(
         t.live_renditions = l
             .live_renditions
             .unwrap_or(std::mem::take(&mut t.live_renditions));
+        t.attachment_bytes = l.attachment_bytes.unwrap_or(t.attachment_bytes);
     }
     if let Some(f) = req.features {
         let t = &mut plan.features;

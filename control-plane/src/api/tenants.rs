@@ -124,6 +124,8 @@ pub async fn delete(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    // Its users' attachments go with it: rows in the transaction, blobs after the commit.
+    let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
     if !db::tenants::lock(&mut tx, &id).await? {
         return Err(not_found(&id));
@@ -141,7 +143,12 @@ pub async fn delete(
         )));
     }
     db::tenants::delete(&mut tx, &id).await?;
+    let blobs = db::attachments::delete_tenant(&mut tx, &id).await?;
     tx.commit().await?;
+    for sha256 in &blobs {
+        st.media.remove_if_unreferenced(&refs, &st.db, sha256).await;
+    }
+    drop(refs);
     st.realtime.disconnect_tenant(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }

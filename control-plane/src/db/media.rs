@@ -180,13 +180,14 @@ pub async fn update_renditions(
     Ok(())
 }
 
-/// True while any row of any station or tenant names this content.
+/// True while any row of any station or tenant names this content: a media file, or a message
+/// attachment (the store holds both).
 pub async fn is_referenced(conn: &mut Conn, sha256: &str) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("SELECT id FROM media_files WHERE sha256 = $1 LIMIT 1")
         .bind(sha256)
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.is_some())
+    Ok(row.is_some() || super::attachments::is_referenced(conn, sha256).await?)
 }
 
 pub async fn insert(conn: &mut Conn, m: &MediaFile) -> Result<MediaFile, sqlx::Error> {

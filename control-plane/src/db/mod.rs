@@ -8,6 +8,7 @@
 //! A domain value or a label column that does not decode ([`parsed`], [`labels`]) is an error
 //! naming the column, never a default.
 
+pub mod attachments;
 pub mod billing;
 pub mod carriage;
 pub mod cluster;
@@ -142,6 +143,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         22,
         "notifications",
         include_str!("../../migrations/0022_notifications.sql"),
+    ),
+    (
+        23,
+        "attachments",
+        include_str!("../../migrations/0023_attachments.sql"),
     ),
 ];
 

@@ -11,7 +11,7 @@ const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_stati
     allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, max_live_streams, \
     feature_autodj, feature_scheduling, feature_hls, feature_live_video, currency, monthly_micros, \
     overage_per_gb_micros, overage_per_listener_hour_micros, included_gb, included_listener_hours, \
-    live_renditions, feature_messaging, created_at, updated_at";
+    live_renditions, feature_messaging, attachment_bytes, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -42,6 +42,7 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
                 "live_renditions",
                 &row.try_get::<String, _>("live_renditions")?,
             )?,
+            attachment_bytes: u64_col("attachment_bytes")?,
         },
         features: PlanFeatures {
             autodj: flag("feature_autodj")?,
@@ -120,8 +121,8 @@ const INSERT: &str = "INSERT INTO plans (name, description, max_stations, max_mo
          max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
          currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
          included_gb, included_listener_hours, updated_at, id, live_renditions, feature_messaging, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21, $22, $23, $20)";
+         attachment_bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $20)";
 const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
@@ -129,7 +130,7 @@ const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations
          feature_live_video = $13, currency = $14, monthly_micros = $15, \
          overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, included_gb = $18, \
          included_listener_hours = $19, updated_at = $20, live_renditions = $22, \
-         feature_messaging = $23 WHERE id = $21";
+         feature_messaging = $23, attachment_bytes = $24 WHERE id = $21";
 
 async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, sqlx::Error> {
     let ts = now();
@@ -160,6 +161,7 @@ async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, s
         .bind(&plan.id)
         .bind(serde_json::to_string(&l.live_renditions).unwrap_or_else(|_| "[]".into()))
         .bind(i64::from(f.messaging))
+        .bind(big(l.attachment_bytes))
         .execute(&mut *conn)
         .await?;
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)

@@ -1,8 +1,9 @@
-//! The media store: uploaded audio kept on local disk, content-addressed by SHA-256.
+//! The media store: uploaded audio of the media library and end users' message attachments
+//! (`attachment`), kept on local disk, content-addressed by SHA-256.
 //!
 //! Layout under `media.dir`:
 //! - `{sha[0..2]}/{sha}` — one blob per distinct content, whatever number of stations or
-//!   tenants hold it (each holder is a row of `media_files`);
+//!   tenants hold it (each holder is a row of `media_files` or of `attachments`);
 //! - `incoming/upload-*` — uploads being received; removed at start (the directory belongs to
 //!   one control plane). Only files of that name are ever removed wholesale, so a mistaken
 //!   `media.dir` (say `/`) costs nothing else.
@@ -23,6 +24,7 @@
 //!   another tenant's upload waits; an upload that waits longer than `media.probe_wait_secs` is
 //!   refused (429, Retry-After).
 
+pub mod attachment;
 pub mod probe;
 
 use crate::config::MediaSettings;
@@ -275,6 +277,13 @@ impl MediaStore {
     /// Streams a request body into a temp file of the store, hashing it on the way; refuses it
     /// (and removes what was written) as soon as it exceeds `max_upload_bytes`.
     pub async fn receive(&self, body: Body) -> Result<Upload, ReceiveError> {
+        self.receive_at_most(body, self.max_upload_bytes).await
+    }
+
+    /// As [`MediaStore::receive`], refusing the upload past `max` bytes (or
+    /// `max_upload_bytes`, when that is less).
+    pub async fn receive_at_most(&self, body: Body, max: u64) -> Result<Upload, ReceiveError> {
+        let max = max.min(self.max_upload_bytes);
         let path = self
             .tmp
             .join(format!("{UPLOAD_PREFIX}{}", crate::secrets::new_id("u")));
@@ -289,10 +298,8 @@ impl MediaStore {
                 continue; // trailers
             };
             size = size.saturating_add(data.len() as u64);
-            if size > self.max_upload_bytes {
-                return Err(ReceiveError::TooLarge {
-                    max: self.max_upload_bytes,
-                });
+            if size > max {
+                return Err(ReceiveError::TooLarge { max });
             }
             hasher.update(&data);
             file.write_all(&data).await?;

@@ -187,7 +187,7 @@ pub async fn probe(
     if declared.is_some_and(|d| !estimated && d > max_duration + DURATION_MARGIN) {
         return Err(too_long);
     }
-    let decoded = decode(&input, max_duration + DURATION_MARGIN).await?;
+    let decoded = decode(&input, "0:a:0", max_duration + DURATION_MARGIN, None).await?;
     if decoded.duration < MIN_AUDIO {
         return Err(ProbeError::Empty);
     }
@@ -234,21 +234,30 @@ pub async fn probe(
     })
 }
 
-struct Decoded {
-    duration: Duration,
-    errors: u64,
+pub(crate) struct Decoded {
+    pub duration: Duration,
+    pub errors: u64,
 }
 
-/// Decodes the first audio stream to nowhere, for at most `limit` of audio: how long it really
-/// is (up to the limit) and how many errors the decoder logged. Output is read line by line, so
-/// a file that makes ffmpeg log an error per frame cannot fill memory.
-async fn decode(input: &str, limit: Duration) -> Result<Decoded, ProbeError> {
+/// Decodes one stream (`map`, e.g. "0:a:0" for the first audio stream) to nowhere, for at most
+/// `limit` of it: how long it really is (up to the limit) and how many errors the decoder
+/// logged. Output is read line by line, so a file that makes ffmpeg log an error per frame
+/// cannot fill memory. `max_pixels` bounds a video decoder's pictures.
+pub(crate) async fn decode(
+    input: &str,
+    map: &str,
+    limit: Duration,
+    max_pixels: Option<u64>,
+) -> Result<Decoded, ProbeError> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-hide_banner", "-nostats", "-v", "error"])
-        .args(["-protocol_whitelist", "file", "-format_whitelist", FORMATS])
-        .arg("-i")
+        .args(["-protocol_whitelist", "file", "-format_whitelist", FORMATS]);
+    if let Some(max) = max_pixels {
+        cmd.args(["-max_pixels", &max.to_string()]);
+    }
+    cmd.arg("-i")
         .arg(input)
-        .args(["-map", "0:a:0"])
+        .args(["-map", map])
         // An output duration: ffmpeg stops decoding there (it would read the whole input).
         .arg("-t")
         .arg(format!("{:.3}", limit.as_secs_f64()))
@@ -310,7 +319,7 @@ async fn decode(input: &str, limit: Duration) -> Result<Decoded, ProbeError> {
 }
 
 /// `file:` + the path, so a path can never be taken for another protocol or an option.
-fn file_url(path: &Path) -> String {
+pub(crate) fn file_url(path: &Path) -> String {
     format!("file:{}", path.display())
 }
 
@@ -419,7 +428,7 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(&p, &out.stdout).expect("write");
-        let decoded = decode(&file_url(&p), Duration::from_secs(5))
+        let decoded = decode(&file_url(&p), "0:a:0", Duration::from_secs(5), None)
             .await
             .unwrap_or_else(|e| panic!("decodes: {e}"));
         assert!(

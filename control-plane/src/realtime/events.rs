@@ -131,13 +131,16 @@ async fn send_message<A: Adapter>(
     }
     let req: SendMessage = protocol::parse("send-message", data)?;
     let receiver = other_user(&session, "receiverId", &req.receiver_id)?;
-    if req.media_url.is_some() || req.media_type.is_some() {
-        return Err(Refusal::new(
-            "not_supported",
-            "Media attachments are not accepted yet: send text content.",
-        ));
-    }
-    let content = protocol::content(&req.content, false)?;
+    let attachment_id = match (&req.media_url, &req.media_type) {
+        (Some(url), _) => Some(protocol::attachment_id(url)?),
+        (None, Some(_)) => {
+            return Err(Refusal::invalid(
+                "mediaType goes with mediaUrl: send the attachment's url too, or neither.",
+            ));
+        }
+        (None, None) => None,
+    };
+    let content = protocol::content(&req.content, attachment_id.is_some())?;
     moderation::may_reach(&hub, &session, receiver).await?;
     let ms = db::now_millis();
     let id = crate::secrets::new_time_id("msg", ms);
@@ -152,6 +155,10 @@ async fn send_message<A: Adapter>(
             format!("There is no user {receiver:?} to send to."),
         ));
     }
+    let media = match attachment_id {
+        Some(a) => Some(sender_attachment(&mut tx, &session, a, req.media_type.as_deref()).await?),
+        None => None,
+    };
     let message = db::messages::insert(
         &mut tx,
         &db::messages::NewMessage {
@@ -160,8 +167,8 @@ async fn send_message<A: Adapter>(
             sender_id: &session.user_id,
             receiver_id: receiver,
             content,
-            media_url: None,
-            media_type: None,
+            media_url: media.as_ref().map(|(url, _)| url.as_str()),
+            media_type: media.as_ref().map(|(_, t)| t.as_str()),
             created_ms: ms,
         },
     )
@@ -191,6 +198,30 @@ async fn send_message<A: Adapter>(
         "conversationId": message.conversation_id,
         "createdAt": message.created_at,
     })))
+}
+
+/// The attachment a message of `session`'s user carries: one they uploaded, in their tenant.
+/// Another's (of this tenant or another) is refused exactly as an unknown one, so an id tells
+/// no one whether it exists. Returns its canonical url and media type.
+async fn sender_attachment(
+    conn: &mut db::Conn,
+    session: &Session,
+    id: &str,
+    stated_type: Option<&str>,
+) -> Result<(String, onda_shared::api::MediaType), Refusal> {
+    let stored = db::attachments::get(conn, id)
+        .await
+        .map_err(|e| protocol::stored(&e))?
+        .filter(|a| a.tenant_id == session.tenant_id && a.user_id == session.user_id)
+        .ok_or_else(|| {
+            Refusal::new(
+                "not_found",
+                "mediaUrl names no attachment of yours: upload the file with POST \
+                 /v1/me/attachments and send the url it answers.",
+            )
+        })?;
+    let media_type = protocol::media_type(stated_type, stored.attachment.media_type)?;
+    Ok((stored.attachment.url, media_type))
 }
 
 async fn mark_read<A: Adapter>(

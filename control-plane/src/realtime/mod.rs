@@ -88,6 +88,8 @@ pub(crate) struct Hub {
     presence: Presence,
     limits: Limits,
     typing: events::TypingTimers,
+    /// Where attachments' blobs are: deleting the last message that carries one removes it.
+    media: Arc<crate::media::MediaStore>,
 }
 
 /// The Socket.io server, over the adapter the database allows.
@@ -146,8 +148,10 @@ impl Gateway {
         db: Db,
         database_url: &str,
         metrics: RealtimeMetrics,
+        media: Arc<crate::media::MediaStore>,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
         let hub = Arc::new(Hub {
+            media,
             replica: crate::secrets::new_id("rpl"),
             db: db.clone(),
             metrics,

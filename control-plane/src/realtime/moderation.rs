@@ -1,4 +1,5 @@
-//! Events that change or police what was said: editing and deleting one's own message, blocking
+//! Events that change or police what was said: editing and deleting one's own message (with its
+//! attachment, unless another message carries it too), blocking
 //! a user (a blocked user cannot message or type to the blocker), and reporting a message (the
 //! report keeps the message as the reporter saw it, listed for the tenant at `GET /v1/reports`).
 
@@ -104,9 +105,16 @@ pub(super) async fn delete_message<A: Adapter>(
     data: Option<Value>,
 ) -> Result<Value, Refusal> {
     let req: DeleteMessage = protocol::parse("delete-message", data)?;
-    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    // The attachment goes with the last message that carries it: its row in the same
+    // transaction, its blob after the commit, under the store's reference lock.
+    let refs = hub.media.lock_refs().await;
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
+    let media_url = db::messages::get(&mut tx, &session.tenant_id, &req.message_id)
+        .await
+        .map_err(|e| protocol::stored(&e))?
+        .and_then(|m| m.media_url);
     let message = db::messages::delete(
-        &mut conn,
+        &mut tx,
         &session.tenant_id,
         &session.user_id,
         &req.message_id,
@@ -115,6 +123,19 @@ pub(super) async fn delete_message<A: Adapter>(
     .await
     .map_err(|e| protocol::stored(&e))?
     .ok_or_else(not_yours)?;
+    let orphan = match &media_url {
+        Some(url) => db::attachments::delete_unless_sent(&mut tx, &session.tenant_id, url)
+            .await
+            .map_err(|e| protocol::stored(&e))?,
+        None => None,
+    };
+    tx.commit().await.map_err(|e| protocol::stored(&e))?;
+    if let Some(sha256) = orphan {
+        hub.media
+            .remove_if_unreferenced(&refs, &hub.db, &sha256)
+            .await;
+    }
+    drop(refs);
     let body = json!({
         "id": message.id,
         "conversationId": message.conversation_id,

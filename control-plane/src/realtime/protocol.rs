@@ -3,6 +3,7 @@
 //! they get back. Pure but for `stored` (which logs a database error), so every refusal is
 //! tested without a socket. `docs/realtime.md` is the reference for clients.
 
+use onda_shared::api::MediaType;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -70,6 +71,49 @@ pub struct SendMessage {
     pub content: String,
     pub media_url: Option<String>,
     pub media_type: Option<String>,
+}
+
+/// The attachment a `mediaUrl` names: the `url` of `POST /v1/me/attachments`'s answer
+/// (`/v1/attachments/{id}`), or that path on any origin (a client may resolve it against the
+/// API's). Returns the attachment's id.
+pub fn attachment_id(media_url: &str) -> Result<&str, Refusal> {
+    let refused = || {
+        Refusal::invalid(
+            "mediaUrl must be the url of an attachment you uploaded (POST /v1/me/attachments \
+             answers it: /v1/attachments/{id}).",
+        )
+    };
+    let path = match media_url.find("://") {
+        // An absolute URL: only its path counts (no query, no fragment).
+        Some(scheme_end) => {
+            let rest = &media_url[scheme_end + 3..];
+            rest.find('/').map_or("", |slash| &rest[slash..])
+        }
+        None => media_url,
+    };
+    let id = path
+        .strip_prefix(crate::db::attachments::URL_PREFIX)
+        .ok_or_else(refused)?;
+    if crate::secrets::is_attachment_id(id) {
+        Ok(id)
+    } else {
+        Err(refused())
+    }
+}
+
+/// The `mediaType` of a message with an attachment of type `actual`: the attachment's, which a
+/// client may also state (and then must state right).
+pub fn media_type(stated: Option<&str>, actual: MediaType) -> Result<MediaType, Refusal> {
+    match stated {
+        None => Ok(actual),
+        Some(s) if s == actual.as_str() => Ok(actual),
+        Some(s) => Err(Refusal::invalid(format!(
+            "mediaType is {s:?}, but the attachment at mediaUrl is {:?}; send {:?} or leave \
+             mediaType out.",
+            actual.as_str(),
+            actual.as_str()
+        ))),
+    }
 }
 
 /// The text of a message, checked: UTF-8 (emoji welcome), at most 4000 characters, no NUL or
@@ -170,6 +214,40 @@ mod tests {
         assert!(content("a\u{1b}[31m", false).is_err());
         assert!(content("  ", false).is_err());
         assert!(content("", true).is_ok());
+    }
+
+    #[test]
+    fn media_urls_name_attachments() {
+        let id = "att_0123456789abcdefABCDEF0123456789";
+        assert_eq!(attachment_id(&format!("/v1/attachments/{id}")), Ok(id));
+        assert_eq!(
+            attachment_id(&format!("https://panel.example.com/v1/attachments/{id}")),
+            Ok(id)
+        );
+        for bad in [
+            "https://x/y.png".to_string(),
+            "/v1/attachments/".to_string(),
+            format!("/v1/attachments/{id}/x"),
+            format!("/v1/attachments/{id}?a=1"),
+            format!("/v1/media/{id}"),
+            "/v1/attachments/att_short".to_string(),
+            String::new(),
+        ] {
+            let e = attachment_id(&bad).expect_err("refused");
+            assert_eq!(e.code, "invalid_payload", "{bad}");
+            assert!(
+                e.message.contains("POST /v1/me/attachments"),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(media_type(None, MediaType::Audio), Ok(MediaType::Audio));
+        assert_eq!(
+            media_type(Some("image"), MediaType::Image),
+            Ok(MediaType::Image)
+        );
+        let e = media_type(Some("video"), MediaType::Image).expect_err("wrong type");
+        assert!(e.message.contains("\"image\""), "{}", e.message);
     }
 
     #[test]

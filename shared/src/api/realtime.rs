@@ -15,12 +15,67 @@ pub struct Message {
     pub receiver_id: String,
     /// Empty once the message is deleted.
     pub content: String,
+    /// The attachment's `url` (`/v1/attachments/{id}`); None once the message is deleted.
     pub media_url: Option<String>,
+    /// "image", "audio" or "video" when the message has an attachment.
     pub media_type: Option<String>,
     /// RFC 3339 with milliseconds.
     pub created_at: String,
     pub edited_at: Option<String>,
     pub deleted_at: Option<String>,
+}
+
+/// What kind of media an attachment is; a message's `mediaType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MediaType {
+    Image,
+    Audio,
+    Video,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Image => "image",
+            MediaType::Audio => "audio",
+            MediaType::Video => "video",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MediaType> {
+        match s {
+            "image" => Some(MediaType::Image),
+            "audio" => Some(MediaType::Audio),
+            "video" => Some(MediaType::Video),
+            _ => None,
+        }
+    }
+}
+
+/// A media file an end user uploaded for a message (`POST /v1/me/attachments`). `url` is a
+/// capability: anyone who has it can fetch the file, without a token, so it works in
+/// `<img src>`; send it as a message's `mediaUrl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: String,
+    /// A path on the API's origin, `/v1/attachments/{id}`.
+    pub url: String,
+    pub media_type: MediaType,
+    /// The type it was uploaded and is served as, e.g. "image/png".
+    pub content_type: String,
+    pub bytes: u64,
+    /// Pixels, for images and video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Measured by decoding, for audio and video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// The other member of a conversation as its member sees them.
