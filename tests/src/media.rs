@@ -1,6 +1,6 @@
-//! Helpers for media-library tests: real audio files made by the system ffmpeg, uploads of raw
-//! bytes (also chunked, with no length announced), and a look at what the media store holds on
-//! disk.
+//! Helpers for media tests: real audio files and images made by the system ffmpeg, uploads of
+//! raw bytes (also chunked, with no length announced), and a look at what the media store holds
+//! on disk.
 
 use crate::api::{Reply, TestControlPlane};
 use reqwest::Method;
@@ -98,6 +98,34 @@ pub async fn make_track(
     path
 }
 
+/// A `width` × `height` PNG of ffmpeg's test pattern in `dir` (a real image: it decodes).
+pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBuf {
+    let path = dir.join(format!("{name}.png"));
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .arg("-i")
+        .arg(format!("testsrc=size={width}x{height}:rate=1"))
+        .args(["-frames:v", "1"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed to make {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// Every file under `dir` (recursively), sorted; directories are not listed.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -153,16 +181,30 @@ pub async fn upload_chunked(
     filename: &str,
     bytes: &[u8],
 ) -> (u16, String) {
+    let path = format!(
+        "/v1/stations/{station}/media?filename={}",
+        form_urlencoded(filename)
+    );
+    post_chunked(cp, &path, token, "audio/mpeg", bytes).await
+}
+
+/// POSTs `bytes` to `path` with `Transfer-Encoding: chunked` (see [`upload_chunked`]).
+pub async fn post_chunked(
+    cp: &TestControlPlane,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> (u16, String) {
     let addr = cp.url.trim_start_matches("http://").to_string();
     let s = tokio::net::TcpStream::connect(&addr)
         .await
         .expect("connect");
     let (mut r, mut w) = s.into_split();
     let head = format!(
-        "POST /v1/stations/{station}/media?filename={} HTTP/1.1\r\nHost: {addr}\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: audio/mpeg\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        form_urlencoded(filename)
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     w.write_all(head.as_bytes()).await.expect("write head");
     let bytes = bytes.to_vec();

@@ -54,6 +54,9 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(premium["limits"]["max_bitrate_kbps"], 320);
     assert_eq!(premium["limits"]["max_listeners_per_station"], 200);
     assert_eq!(premium["limits"]["storage_bytes"], 50_000_000_000_u64);
+    // One message attachment: 25 MiB on the plan with messaging, 10 MiB on the others.
+    assert_eq!(premium["limits"]["attachment_bytes"], 25 * 1024 * 1024);
+    assert_eq!(basic["limits"]["attachment_bytes"], 10 * 1024 * 1024);
     assert_eq!(
         premium["features"],
         json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true})
@@ -74,6 +77,11 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(
         created["prices"]["included_gb"], 0,
         "allowances default to none"
+    );
+    assert_eq!(
+        created["limits"]["attachment_bytes"],
+        10 * 1024 * 1024,
+        "a plan that does not say allows 10 MiB attachments"
     );
     assert_eq!(
         cp.get(&format!("/v1/plans/{id}"), a).await.expect(200).body,
@@ -741,6 +749,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 (_, t) if t.starts_with("/v1/webhooks/") => &[404],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
+                // An attachment's URL is its capability (no token is looked at); the id this
+                // walk puts in it names none.
+                ("get", "/v1/attachments/{id}") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
                 _ => &[403],
             };
@@ -1129,6 +1140,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/me/conversations"),
         ("get", "/v1/reports"),
         ("get", "/v1/me/conversations/{user_id}/messages"),
+        ("post", "/v1/me/attachments"),
+        ("get", "/v1/attachments/{id}"),
         ("post", "/v1/users/{user_id}/notifications"),
         ("get", "/v1/me/notifications"),
         ("post", "/v1/me/notifications/{id}/read"),
@@ -1170,7 +1183,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
             );
         }
     }
-    // Errors are documented as problem documents, and every /v1 operation documents 401.
+    // Errors are documented as problem documents, and every /v1 operation documents 401 but
+    // the attachments' capability URLs (they take no token).
     for (template, ops) in spec["paths"].as_object().expect("paths") {
         for (m, op) in ops.as_object().expect("ops") {
             for (status, resp) in op["responses"].as_object().expect("responses") {
@@ -1182,7 +1196,12 @@ async fn openapi_lists_every_served_route(b: Backend) {
                     );
                 }
             }
-            if template.starts_with("/v1/") {
+            if template.starts_with("/v1/attachments/") {
+                assert!(
+                    op["responses"].get("401").is_none(),
+                    "{m} {template} documents a 401 it never answers"
+                );
+            } else if template.starts_with("/v1/") {
                 assert!(
                     op["responses"].get("401").is_some(),
                     "{m} {template} lacks 401"

@@ -6,6 +6,7 @@
 
 mod ansible;
 mod api;
+mod attachments;
 mod autodj;
 mod billing;
 mod binary;

@@ -1,0 +1,301 @@
+//! Message attachments, on SQLite and PostgreSQL: real images and audio made by ffmpeg uploaded
+//! through `POST /v1/me/attachments`, checked (dimensions, duration; content that is not what
+//! its type says refused), bounded by the plan's `attachment_bytes` also when no length is
+//! announced, sent with `send-message` over the gateway (`socket.io-client`), served at their
+//! capability URL to `<img>`-like clients without a token, and kept to their uploader's tenant.
+
+use onda_tests::api::TestControlPlane;
+use onda_tests::db::Backend;
+use onda_tests::media::{self, Kind, Tags};
+use onda_tests::on_both_backends;
+use onda_tests::realtime::Sio;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    uploads_are_checked_served_and_sent,
+    the_plan_bounds_attachments,
+);
+
+const UPLOAD: &str = "/v1/me/attachments";
+
+async fn upload(cp: &TestControlPlane, token: &str, content_type: &str, bytes: Vec<u8>) -> Value {
+    cp.raw(Method::POST, UPLOAD, token, Some(content_type), bytes)
+        .await
+        .expect(201)
+        .body
+}
+
+/// A GET of an attachment's URL with no token, and optionally a Range.
+async fn fetch(cp: &TestControlPlane, url: &str, range: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("{}{url}", cp.url));
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    req.send().await.expect("request sent")
+}
+
+fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn assert_error(ack: &Value, code: &str) {
+    assert_eq!(ack["error"]["code"], code, "{ack}");
+    let message = ack["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(' '), "a sentence: {ack}");
+}
+
+async fn uploads_are_checked_served_and_sent(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let creator = cp.user_with_token(&key, "creator-1", "Cleo").await;
+    let (_, other_key) = cp.tenant_with_key("Others", "plan_premium").await;
+    let stranger = cp
+        .user_with_token(&other_key, "fan-1", "Same id, other tenant")
+        .await;
+
+    // A real PNG and a real MP3: their measures come back.
+    let png = std::fs::read(media::make_png(dir.path(), "pattern", 64, 48).await).expect("png");
+    let image = upload(&cp, &fan, "image/png", png.clone()).await;
+    assert_eq!(image["mediaType"], "image", "{image}");
+    assert_eq!(image["contentType"], "image/png");
+    assert_eq!(image["bytes"], png.len());
+    assert_eq!(
+        (image["width"].clone(), image["height"].clone()),
+        (json!(64), json!(48))
+    );
+    assert!(image.get("durationMs").is_none(), "{image}");
+    let url = image["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        url,
+        format!("/v1/attachments/{}", image["id"].as_str().expect("id"))
+    );
+    let tags = Tags {
+        artist: "Fan One",
+        title: "Voice note",
+        album: "",
+    };
+    let mp3_path = media::make_track(dir.path(), "note", Kind::Mp3, 1.5, 440, &tags).await;
+    let mp3 = std::fs::read(mp3_path).expect("mp3");
+    let audio = upload(&cp, &fan, "audio/mpeg", mp3.clone()).await;
+    assert_eq!(audio["mediaType"], "audio", "{audio}");
+    let ms = audio["durationMs"].as_u64().expect("duration");
+    assert!(
+        (1400..=1700).contains(&ms),
+        "1.5 s of audio measured as {ms} ms"
+    );
+    assert!(audio.get("width").is_none(), "{audio}");
+
+    // Content that is not what its type says, and types attachments may not have.
+    let noise: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+    let r = cp
+        .raw(Method::POST, UPLOAD, &fan, Some("image/png"), noise)
+        .await
+        .problem(422);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("image/png"),
+        "{}",
+        r.text
+    );
+    let r = cp
+        .raw(Method::POST, UPLOAD, &fan, Some("image/jpeg"), mp3.clone())
+        .await
+        .problem(422);
+    assert!(r.text.contains("MP3 audio"), "{}", r.text);
+    cp.raw(Method::POST, UPLOAD, &fan, Some("audio/mpeg"), png.clone())
+        .await
+        .problem(422);
+    cp.raw(
+        Method::POST,
+        UPLOAD,
+        &fan,
+        Some("text/html"),
+        b"<script>alert(1)</script>".to_vec(),
+    )
+    .await
+    .problem(415);
+    // Only end users upload: a tenant key is refused before the body is read.
+    cp.raw(Method::POST, UPLOAD, &key, Some("image/png"), png.clone())
+        .await
+        .problem(403);
+
+    // Served without a token, as uploaded, never sniffed or run; ranges for players.
+    let resp = fetch(&cp, &url, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "image/png");
+    assert_eq!(header(&resp, "x-content-type-options"), "nosniff");
+    assert!(header(&resp, "content-security-policy").contains("sandbox"));
+    assert!(header(&resp, "cache-control").starts_with("private"));
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), png.as_slice());
+    let audio_url = audio["url"].as_str().expect("url");
+    let resp = fetch(&cp, audio_url, Some("bytes=0-9")).await;
+    assert_eq!(resp.status(), 206);
+    assert_eq!(header(&resp, "content-type"), "audio/mpeg");
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), &mp3[..10]);
+    let unknown = "/v1/attachments/att_00000000000000000000000000000000";
+    assert_eq!(fetch(&cp, unknown, None).await.status(), 404);
+
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+    sio.connect("stranger", &stranger)
+        .await
+        .expect("stranger connects");
+
+    // Only the uploader sends their attachment, with its own type.
+    let ack = sio
+        .emit(
+            "creator",
+            "send-message",
+            json!({"receiverId": "fan-1", "mediaUrl": url}),
+        )
+        .await;
+    assert_error(&ack, "not_found");
+    let ack = sio
+        .emit(
+            "stranger",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": url}),
+        )
+        .await;
+    assert_error(&ack, "not_found");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": url, "mediaType": "video"}),
+        )
+        .await;
+    assert_error(&ack, "invalid_payload");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": "https://elsewhere.example/cat.png"}),
+        )
+        .await;
+    assert_error(&ack, "invalid_payload");
+
+    // An image with no text: the receiver gets its URL and type, and fetches the same bytes.
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "", "mediaUrl": url}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let got = sio.event("creator", "receive-message").await;
+    assert_eq!(got["id"], ack["id"]);
+    assert_eq!(got["mediaUrl"], url.as_str());
+    assert_eq!(got["mediaType"], "image");
+    assert_eq!(got["content"], "");
+    let resp = fetch(&cp, got["mediaUrl"].as_str().expect("url"), None).await;
+    assert_eq!(header(&resp, "content-type"), "image/png");
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), png.as_slice());
+    // Audio with a caption, the type stated.
+    let voice = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "listen 🎧", "mediaUrl": audio_url, "mediaType": "audio"}),
+        )
+        .await;
+    assert_eq!(voice["ok"], true, "{voice}");
+    assert_eq!(
+        sio.event("creator", "receive-message").await["mediaType"],
+        "audio"
+    );
+
+    // The history and the conversation list carry them too.
+    let history = cp
+        .get("/v1/me/conversations/fan-1/messages", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(history["items"][0]["mediaUrl"], audio_url, "{history}");
+    assert_eq!(history["items"][1]["mediaUrl"], url.as_str());
+    assert_eq!(history["items"][1]["mediaType"], "image");
+    let list = cp
+        .get("/v1/me/conversations", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        list["items"][0]["lastMessage"]["mediaType"], "audio",
+        "{list}"
+    );
+
+    // Deleting the message deletes the attachment it alone carried.
+    let ack = sio
+        .emit("fan", "delete-message", json!({"messageId": ack["id"]}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(fetch(&cp, &url, None).await.status(), 404);
+    assert_eq!(fetch(&cp, audio_url, None).await.status(), 200);
+    cp.stop().await;
+}
+
+async fn the_plan_bounds_attachments(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let png = std::fs::read(media::make_png(dir.path(), "big", 320, 240).await).expect("png");
+    let small = std::fs::read(media::make_png(dir.path(), "small", 16, 16).await).expect("png");
+    let limit = 2000;
+    assert!(
+        png.len() > limit && small.len() < limit,
+        "{} {}",
+        png.len(),
+        small.len()
+    );
+    cp.patch(
+        "/v1/plans/plan_premium",
+        &cp.admin,
+        json!({"limits": {"attachment_bytes": limit}}),
+    )
+    .await
+    .expect(200);
+
+    // Over the limit: refused by its announced length, and while streaming when none is.
+    let r = cp
+        .raw(Method::POST, UPLOAD, &fan, Some("image/png"), png.clone())
+        .await
+        .problem(413);
+    assert_eq!(r.body["limit"], "attachment_bytes", "{}", r.text);
+    assert!(r.text.contains("2000 bytes"), "{}", r.text);
+    let (status, body) = media::post_chunked(&cp, UPLOAD, &fan, "image/png", &png).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("attachment_bytes"), "{body}");
+    assert!(
+        media::files_under(&cp.media_dir).is_empty(),
+        "nothing of a refused upload stays: {:?}",
+        media::files_under(&cp.media_dir)
+    );
+    upload(&cp, &fan, "image/png", small).await;
+
+    // A plan without messaging has no attachments.
+    let (_, basic_key) = cp.tenant_with_key("Radio", "plan_basic").await;
+    let listener = cp.user_with_token(&basic_key, "listener", "Lis").await;
+    let r = cp
+        .raw(Method::POST, UPLOAD, &listener, Some("image/png"), png)
+        .await
+        .problem(403);
+    assert!(r.text.contains("messaging"), "{}", r.text);
+    cp.stop().await;
+}
