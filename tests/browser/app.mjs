@@ -1,17 +1,18 @@
 // The web app in Debian's chromium (playwright-core, which never downloads a browser): a fan and
 // a creator, each in a browser context of their own, sign in by link and chat. Prints one JSON
-// object with what each step saw; screenshots of every page go to ARTIFACT_DIR.
+// object with what each step saw; screenshots of every page go to ARTIFACT_DIR. IMAGE is a
+// picture the fan attaches.
 //
-//   node tests/browser/app.mjs APP_URL FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR
+//   node tests/browser/app.mjs APP_URL FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR IMAGE
 //
 // Every wait is bounded; a step that times out is recorded with its error and the run goes on
 // to print the JSON. The exit code is 0 whenever the JSON was printed: the test judges it.
 import { chromium } from "playwright-core";
 import path from "node:path";
 
-const [app, fanToken, creatorToken, artifacts] = process.argv.slice(2);
-if (!artifacts) {
-  console.error("usage: app.mjs APP_URL FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR");
+const [app, fanToken, creatorToken, artifacts, image] = process.argv.slice(2);
+if (!image) {
+  console.error("usage: app.mjs APP_URL FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR IMAGE");
   process.exit(2);
 }
 const WAIT = { timeout: 10000 };
@@ -76,6 +77,20 @@ try {
     await fan.waitForSelector("[data-testid=seen]", WAIT);
     await shot(fan, "fan-conversation");
     return await fan.textContent("[data-testid=seen]");
+  });
+  await step("image_attached", async () => {
+    // The attach button opens this input; the picked file is uploaded, then sent.
+    await fan.setInputFiles("[data-testid=attach-file]", image);
+    // Loaded and decoded: an image that failed to load has no natural width.
+    const loaded = (p) =>
+      p.waitForFunction(() => {
+        const img = document.querySelector("[data-testid=attachment-image]");
+        return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : false;
+      }, null, WAIT);
+    const creatorWidth = await (await loaded(creator)).jsonValue();
+    const fanWidth = await (await loaded(fan)).jsonValue();
+    await shot(creator, "creator-image");
+    return { creator: creatorWidth, fan: fanWidth };
   });
   await step("unread_badge", async () => {
     await fan.goto(`${app}#/`, WAIT);

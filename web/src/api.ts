@@ -20,6 +20,18 @@ export interface Message {
   deletedAt: string | null;
 }
 
+/// A file uploaded for a message (`POST /v1/me/attachments`); `url` goes in `mediaUrl`.
+export interface Attachment {
+  id: string;
+  url: string;
+  mediaType: "image" | "audio" | "video";
+  contentType: string;
+  bytes: number;
+  width?: number;
+  height?: number;
+  durationMs?: number;
+}
+
 export interface Conversation {
   id: string;
   user: { id: string; displayName: string | null; deleted: boolean; online: boolean; lastSeen: string | null };
@@ -59,10 +71,24 @@ export class Api {
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    return this.answer<T>(r, `${method} ${path}`);
+  }
+
+  private async answer<T>(r: Response, what: string): Promise<T> {
     const text = await r.text();
     const json = text ? JSON.parse(text) : null;
-    if (!r.ok) throw new ApiError(r.status, json?.detail ?? `${method} ${path}: ${r.status}`);
+    if (!r.ok) throw new ApiError(r.status, json?.detail ?? `${what}: ${r.status}`);
     return json as T;
+  }
+
+  /// Uploads a file as the raw body with its own type; the server checks it is what it says.
+  async upload(file: File): Promise<Attachment> {
+    const r = await fetch("/v1/me/attachments", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": file.type },
+      body: file,
+    });
+    return this.answer<Attachment>(r, "POST /v1/me/attachments");
   }
 
   me() {

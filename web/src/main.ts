@@ -1,7 +1,8 @@
 // Onda's web app for fans and creators: sign-in by link (#token=…), the conversation list, a
-// conversation (typing indicator, read marks, emoji), and the notification bell. It uses only
+// conversation (typing indicator, read marks, emoji, image attachments), and the notification
+// bell. It uses only
 // the public API and the realtime gateway, as a tenant's own front end would. User text is
-// always set as textContent, never parsed as HTML.
+// always set as textContent, never parsed as HTML; attachments are shown from their own URL.
 import { io, Socket } from "socket.io-client";
 import { Api, ApiError, Conversation, Message, Profile } from "./api";
 import "./style.css";
@@ -32,6 +33,23 @@ function el<K extends keyof HTMLElementTagNameMap>(
 
 function time(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/// What the attach button offers: the image types the server accepts.
+const IMAGE_TYPES = "image/jpeg,image/png,image/webp,image/gif";
+
+/// An attachment in a bubble: an image, or a player for audio and video.
+function media(url: string, type: string | null): HTMLElement {
+  if (type === "audio") return el("audio", { src: url, controls: "", preload: "metadata", "data-testid": "attachment-audio" });
+  if (type === "video") return el("video", { src: url, controls: "", preload: "metadata", "data-testid": "attachment-video" });
+  return el("img", { src: url, alt: "Image", class: "attachment", "data-testid": "attachment-image" });
+}
+
+/// The list's one line of a conversation's last message.
+function preview(m: Message | null): string {
+  if (!m) return "";
+  if (m.content || !m.mediaUrl) return m.content;
+  return m.mediaType === "audio" ? "🎵 Audio" : m.mediaType === "video" ? "🎬 Video" : "📷 Photo";
 }
 
 class App {
@@ -105,7 +123,7 @@ class App {
     a.append(
       el("span", { class: c.user.online ? "dot online" : "dot", "data-testid": "presence" }),
       el("strong", {}, name),
-      el("span", { class: "last" }, c.lastMessage?.content ?? ""),
+      el("span", { class: "last" }, preview(c.lastMessage)),
     );
     if (c.unreadCount > 0) {
       a.append(el("span", { class: "badge", "data-testid": "unread" }, String(c.unreadCount)));
@@ -124,32 +142,31 @@ class App {
     typing.hidden = true;
     const form = el("form", { class: "compose" });
     const input = el("input", { name: "content", placeholder: "Write a message 🙂", "data-testid": "compose", autocomplete: "off" });
-    form.append(input, el("button", { type: "submit", "data-testid": "send" }, "Send"));
+    const file = el("input", { type: "file", accept: IMAGE_TYPES, "data-testid": "attach-file", hidden: "" });
+    const attach = el("button", { type: "button", title: "Attach an image", "data-testid": "attach" }, "📎");
+    attach.addEventListener("click", () => file.click());
+    file.addEventListener("change", async () => {
+      const picked = file.files?.[0];
+      file.value = "";
+      if (!picked) return;
+      attach.disabled = true;
+      try {
+        const a = await this.api.upload(picked);
+        if (await this.send(other, input.value, a.url)) input.value = "";
+      } catch (e) {
+        if (!(e instanceof ApiError)) throw e;
+        this.banner(e.message);
+      } finally {
+        attach.disabled = false;
+      }
+    });
+    form.append(attach, file, input, el("button", { type: "submit", "data-testid": "send" }, "Send"));
     this.view.append(el("h1", { "data-testid": "with" }, other), log, typing, form);
     input.addEventListener("input", () => this.typed(other));
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const content = input.value;
-      if (!content.trim()) return;
-      const ack = await this.socket.emitWithAck("send-message", { receiverId: other, content });
-      if (ack.ok) {
-        input.value = "";
-        this.socket.emit("typing-stop", { receiverId: other });
-        this.typingSent = 0;
-        this.append({
-          id: ack.id,
-          conversationId: ack.conversationId,
-          senderId: this.me.id,
-          receiverId: other,
-          content,
-          mediaUrl: null,
-          mediaType: null,
-          createdAt: ack.createdAt,
-          deletedAt: null,
-        });
-      } else {
-        this.banner(ack.error?.message ?? "The message was not sent.");
-      }
+      if (!input.value.trim()) return;
+      if (await this.send(other, input.value, null)) input.value = "";
     });
     try {
       const { items } = await this.api.history(other);
@@ -162,12 +179,37 @@ class App {
     input.focus();
   }
 
+  /// Sends a message (with an attachment's URL, if any) and shows it; false when refused.
+  async send(other: string, content: string, mediaUrl: string | null): Promise<boolean> {
+    const payload = mediaUrl ? { receiverId: other, content, mediaUrl } : { receiverId: other, content };
+    const ack = await this.socket.emitWithAck("send-message", payload);
+    if (!ack.ok) {
+      this.banner(ack.error?.message ?? "The message was not sent.");
+      return false;
+    }
+    this.socket.emit("typing-stop", { receiverId: other });
+    this.typingSent = 0;
+    this.append({
+      id: ack.id,
+      conversationId: ack.conversationId,
+      senderId: this.me.id,
+      receiverId: other,
+      content,
+      mediaUrl,
+      mediaType: mediaUrl ? "image" : null,
+      createdAt: ack.createdAt,
+      deletedAt: null,
+    });
+    return true;
+  }
+
   append(m: Message) {
     const log = this.view.querySelector<HTMLOListElement>("[data-testid=log]");
     if (!log || log.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
     const mine = m.senderId === this.me.id;
     const li = el("li", { class: mine ? "mine" : "theirs", "data-id": m.id, "data-testid": "message" });
-    li.append(el("span", { class: "text" }, m.deletedAt ? "(deleted)" : m.content));
+    if (m.mediaUrl && !m.deletedAt) li.append(media(m.mediaUrl, m.mediaType));
+    if (m.content || m.deletedAt) li.append(el("span", { class: "text" }, m.deletedAt ? "(deleted)" : m.content));
     li.append(el("time", {}, time(m.createdAt)));
     log.append(li);
     li.scrollIntoView({ block: "end" });

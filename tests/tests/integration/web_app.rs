@@ -1,7 +1,8 @@
 //! The web app (`web/`, served at `/app/`) in a real browser: Debian's chromium driven by
 //! playwright-core (tests/browser/app.mjs). A fan and a creator, each in a browser context of
 //! their own, sign in by link and chat: the typing indicator comes and goes, a message arrives,
-//! the read mark shows, the unread badge appears and clears, the notification bell counts.
+//! the read mark shows, the fan attaches an image that both pages show loaded, the unread badge
+//! appears and clears, the notification bell counts.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
@@ -37,6 +38,9 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
     let creator = cp.user_with_token(&key, "creator-1", "Cleo").await;
 
+    let pictures = tempfile::tempdir().expect("temp dir");
+    let photo = onda_tests::media::make_png(pictures.path(), "photo", 120, 80).await;
+
     let app_url = format!("{}/app/", cp.url);
     let mut node = Proc::external(
         "chromium (playwright-core)",
@@ -47,6 +51,7 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
             &fan,
             &creator,
             ".",
+            &photo.display().to_string(),
         ],
     );
     let exit = node.wait_exit(Duration::from_secs(120)).await;
@@ -65,6 +70,9 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     assert_eq!(steps["message_arrives"], "Hi Cleo 🎧", "{report}");
     assert_eq!(steps["typing_goes"], true, "{report}");
     assert_eq!(steps["read_mark"], "Seen", "{report}");
+    // The attached picture, uploaded and sent: loaded in both pages at its own width.
+    assert_eq!(steps["image_attached"]["creator"], 120, "{report}");
+    assert_eq!(steps["image_attached"]["fan"], 120, "{report}");
     assert_eq!(steps["unread_badge"], "1", "{report}");
     assert_eq!(steps["badge_clears"], true, "{report}");
     // The creator's reply made one notification for the fan: the bell counts it, opening the
