@@ -321,8 +321,18 @@ async fn bad_payloads_and_floods_get_error_acks(b: Backend) {
         ),
         (
             json!({"receiverId": "creator-1", "mediaUrl": "https://x/y.png", "mediaType": "image"}),
-            "not_supported",
-            "attachments",
+            "invalid_payload",
+            "POST /v1/me/attachments",
+        ),
+        (
+            json!({"receiverId": "creator-1", "content": "x", "mediaType": "image"}),
+            "invalid_payload",
+            "mediaType goes with mediaUrl",
+        ),
+        (
+            json!({"receiverId": "creator-1", "mediaUrl": "/v1/attachments/att_00000000000000000000000000000000"}),
+            "not_found",
+            "no attachment of yours",
         ),
         (
             json!(["creator-1", "x", null, null]),
