@@ -15,7 +15,8 @@
 //! `<audio src>` without a token. The file is served as the type it was checked as, never
 //! sniffed (`nosniff`), under a Content-Security-Policy that lets it run nothing (an uploaded
 //! file must never act on this origin), with long private caching (an attachment never
-//! changes) and Range requests (tower-http's `ServeFile`).
+//! changes) and Range requests (tower-http's `ServeFile`). It is one of the public routes, with
+//! their CORS layer, so a tenant's app on its own origin can fetch it too.
 
 use super::AppState;
 use super::auth::UserCaller;

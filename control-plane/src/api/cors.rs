@@ -1,8 +1,9 @@
 //! CORS of the public routes web players call from a tenant's own site: the listener and viewer
 //! redirects (`/listen`, `/watch`: an `<audio crossorigin>` or hls.js follows them to an edge,
-//! and a browser drops a cross-origin redirect that does not allow its origin) and the public
-//! now-playing JSON and events. One layer builds the headers for all of them; the panel API
-//! (`/v1`, bearer tokens) gets none.
+//! and a browser drops a cross-origin redirect that does not allow its origin), the public
+//! now-playing JSON and events, and message attachments (`/v1/attachments/{id}`, whose URL is
+//! its own capability, fetched by a tenant's app from its own origin). One layer builds the
+//! headers for all of them; the rest of the panel API (`/v1`, bearer tokens) gets none.
 
 use axum::http::{HeaderName, Method, header};
 use std::time::Duration;

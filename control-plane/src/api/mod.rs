@@ -164,7 +164,6 @@ pub fn router(
         .routes(routes!(conversations::list))
         .routes(routes!(conversations::history))
         .routes(routes!(attachments::upload))
-        .routes(routes!(attachments::serve))
         .routes(routes!(reports::list))
         .routes(routes!(notifications::create))
         .routes(routes!(notifications::list))
@@ -224,6 +223,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(listen::watch))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
+        .routes(routes!(attachments::serve))
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad
