@@ -410,23 +410,25 @@ async fn decode_frame(
 mod tests {
     use super::*;
 
-    fn report(format: &str, streams: &[(&str, &str, Option<(u32, u32)>, bool)]) -> Probe {
+    /// A stream of ffprobe's report; `size` for pictures, `cover` for an audio file's art.
+    fn stream(kind: &str, codec: &str, size: Option<(u32, u32)>, cover: bool) -> Stream {
+        Stream {
+            codec_type: kind.to_string(),
+            codec_name: codec.to_string(),
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
+            disposition: Disposition {
+                attached_pic: u8::from(cover),
+            },
+        }
+    }
+
+    fn report(format: &str, streams: Vec<Stream>) -> Probe {
         Probe {
             format: Format {
                 format_name: format.to_string(),
             },
-            streams: streams
-                .iter()
-                .map(|(kind, codec, size, cover)| Stream {
-                    codec_type: kind.to_string(),
-                    codec_name: codec.to_string(),
-                    width: size.map(|s| s.0),
-                    height: size.map(|s| s.1),
-                    disposition: Disposition {
-                        attached_pic: u8::from(*cover),
-                    },
-                })
-                .collect(),
+            streams,
         }
     }
 
@@ -453,7 +455,10 @@ mod tests {
 
     #[test]
     fn an_image_must_be_the_declared_format_with_a_picture() {
-        let png = report("png_pipe", &[("video", "png", Some((64, 48)), false)]);
+        let png = report(
+            "png_pipe",
+            vec![stream("video", "png", Some((64, 48)), false)],
+        );
         assert_eq!(
             classify(ty("image/png"), Some(&png)).ok(),
             Some(Decode::Image {
@@ -471,13 +476,13 @@ mod tests {
         assert!(e.to_string().contains("nothing Onda can read"), "{e}");
         let huge = report(
             "png_pipe",
-            &[("video", "png", Some((100_000, 100_000)), false)],
+            vec![stream("video", "png", Some((100_000, 100_000)), false)],
         );
         assert!(matches!(
             classify(ty("image/png"), Some(&huge)),
             Err(CheckError::TooManyPixels { .. })
         ));
-        let sizeless = report("gif", &[("video", "gif", None, false)]);
+        let sizeless = report("gif", vec![stream("video", "gif", None, false)]);
         assert!(classify(ty("image/gif"), Some(&sizeless)).is_err());
     }
 
@@ -485,9 +490,9 @@ mod tests {
     fn audio_may_have_cover_art_but_no_video() {
         let mp3 = report(
             "mp3",
-            &[
-                ("audio", "mp3", None, false),
-                ("video", "mjpeg", Some((300, 300)), true),
+            vec![
+                stream("audio", "mp3", None, false),
+                stream("video", "mjpeg", Some((300, 300)), true),
             ],
         );
         assert_eq!(
@@ -496,9 +501,9 @@ mod tests {
         );
         let mp4 = report(
             "mov,mp4,m4a,3gp,3g2,mj2",
-            &[
-                ("video", "h264", Some((640, 360)), false),
-                ("audio", "aac", None, false),
+            vec![
+                stream("video", "h264", Some((640, 360)), false),
+                stream("audio", "aac", None, false),
             ],
         );
         let e = classify(ty("audio/mp4"), Some(&mp4)).expect_err("video sent as audio");
@@ -512,7 +517,7 @@ mod tests {
         );
         let e = classify(ty("video/webm"), Some(&mp4)).expect_err("an MP4 is no WebM");
         assert!(e.to_string().contains("MP4/QuickTime"), "{e}");
-        let silent = report("matroska,webm", &[("video", "vp9", None, false)]);
+        let silent = report("matroska,webm", vec![stream("video", "vp9", None, false)]);
         assert!(classify(ty("audio/webm"), Some(&silent)).is_err());
     }
 }
