@@ -123,13 +123,23 @@ fn link(value: &str) -> Result<String, Invalid> {
     }
 }
 
-/// The notification of a new message for its receiver.
+/// The notification of a new message for its receiver: its first characters, or what it
+/// carries when it is only an attachment.
 pub fn for_message(sender_name: &str, message: &Message) -> Content {
-    let preview: String = message
-        .content
-        .chars()
-        .take(MESSAGE_PREVIEW_CHARS)
-        .collect();
+    let preview: String = match message.media_type.as_deref() {
+        Some(kind) if message.content.trim().is_empty() => match kind {
+            "image" => "Sent an image.",
+            "audio" => "Sent audio.",
+            "video" => "Sent a video.",
+            _ => "Sent an attachment.",
+        }
+        .to_string(),
+        _ => message
+            .content
+            .chars()
+            .take(MESSAGE_PREVIEW_CHARS)
+            .collect(),
+    };
     let mut data = Map::new();
     data.insert("conversationId".into(), json!(message.conversation_id));
     data.insert("messageId".into(), json!(message.id));
@@ -266,6 +276,18 @@ mod tests {
         assert_eq!(n.kind, MESSAGE_CREATED);
         assert_eq!(n.title, "New message from Fan One");
         assert_eq!(n.body, "🎧".repeat(100));
+        let photo = Message {
+            content: String::new(),
+            media_url: Some("/v1/attachments/att_x".into()),
+            media_type: Some("image".into()),
+            ..message.clone()
+        };
+        assert_eq!(for_message("Fan One", &photo).body, "Sent an image.");
+        let captioned = Message {
+            content: "look".into(),
+            ..photo
+        };
+        assert_eq!(for_message("Fan One", &captioned).body, "look");
         assert_eq!(n.link, None);
         assert_eq!(
             Value::Object(n.data),
