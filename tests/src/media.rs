@@ -126,6 +126,37 @@ pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBu
     path
 }
 
+/// `seconds` of ffmpeg's test pattern at `width` × `height`, 10 frames a second, as MPEG-4
+/// video in an MP4 file in `dir` (ffmpeg's own encoder, in every build).
+pub async fn make_video(dir: &Path, name: &str, width: u32, height: u32, seconds: u32) -> PathBuf {
+    let path = dir.join(format!("{name}.mp4"));
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .arg("-i")
+        .arg(format!("testsrc=size={width}x{height}:rate=10"))
+        .arg("-t")
+        .arg(seconds.to_string())
+        .args(["-c:v", "mpeg4", "-f", "mp4"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed to make {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// Every file under `dir` (recursively), sorted; directories are not listed.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -1,6 +1,6 @@
-//! Message attachments, on SQLite and PostgreSQL: real images and audio made by ffmpeg uploaded
-//! through `POST /v1/me/attachments`, checked (dimensions, duration; content that is not what
-//! its type says refused), bounded by the plan's `attachment_bytes` also when no length is
+//! Message attachments, on SQLite and PostgreSQL: real images, audio and video made by ffmpeg
+//! uploaded through `POST /v1/me/attachments`, checked (dimensions, duration; content that is
+//! not what its type says refused), bounded by the plan's `attachment_bytes` also when no length is
 //! announced, sent with `send-message` over the gateway (`socket.io-client`), served at their
 //! capability URL to `<img>`-like clients without a token, and kept to their uploader's tenant.
 
@@ -93,6 +93,19 @@ async fn uploads_are_checked_served_and_sent(b: Backend) {
     );
     assert!(audio.get("width").is_none(), "{audio}");
 
+    let mp4 = std::fs::read(media::make_video(dir.path(), "clip", 160, 120, 1).await).expect("mp4");
+    let video = upload(&cp, &fan, "video/mp4", mp4.clone()).await;
+    assert_eq!(video["mediaType"], "video", "{video}");
+    assert_eq!(
+        (video["width"].clone(), video["height"].clone()),
+        (json!(160), json!(120))
+    );
+    let ms = video["durationMs"].as_u64().expect("duration");
+    assert!(
+        (900..=1100).contains(&ms),
+        "1 s of video measured as {ms} ms"
+    );
+
     // Content that is not what its type says, and types attachments may not have.
     let noise: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
     let r = cp
@@ -115,6 +128,11 @@ async fn uploads_are_checked_served_and_sent(b: Backend) {
     cp.raw(Method::POST, UPLOAD, &fan, Some("audio/mpeg"), png.clone())
         .await
         .problem(422);
+    let r = cp
+        .raw(Method::POST, UPLOAD, &fan, Some("audio/mp4"), mp4)
+        .await
+        .problem(422);
+    assert!(r.text.contains("with video"), "{}", r.text);
     cp.raw(
         Method::POST,
         UPLOAD,
