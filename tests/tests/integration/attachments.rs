@@ -28,7 +28,7 @@ async fn upload(cp: &TestControlPlane, token: &str, content_type: &str, bytes: V
 
 /// A GET of an attachment's URL with no token, and optionally a Range.
 async fn fetch(cp: &TestControlPlane, url: &str, range: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new().get(format!("{}{url}", cp.url));
+    let mut req = onda_shared::http::client().get(format!("{}{url}", cp.url));
     if let Some(r) = range {
         req = req.header("range", r);
     }
