@@ -72,6 +72,12 @@ pub struct RealtimeMetrics {
     handshakes: IntCounterVec,
     /// Notifications created, by `source`: `message` (Onda's, for a new message) or `tenant`.
     notifications: IntCounterVec,
+    /// Reconnects that asked to recover, by `outcome`: `complete` or `incomplete`.
+    recoveries: IntCounterVec,
+    /// Events replayed to reconnecting sockets.
+    replayed: prometheus::IntCounter,
+    /// Sockets dropped because they did not read what they were sent (their queue was full).
+    pub slow_clients: prometheus::IntCounter,
 }
 
 impl RealtimeMetrics {
@@ -110,12 +116,33 @@ impl RealtimeMetrics {
                 ),
                 &["source"],
             )?,
+            recoveries: IntCounterVec::new(
+                Opts::new(
+                    "onda_realtime_recoveries_total",
+                    "Reconnects that asked to recover missed events, by outcome: complete or incomplete",
+                ),
+                &["outcome"],
+            )?,
+            replayed: prometheus::IntCounter::new(
+                "onda_realtime_replayed_events_total",
+                "Events replayed to reconnecting sockets",
+            )?,
+            slow_clients: prometheus::IntCounter::new(
+                "onda_realtime_slow_clients_total",
+                "Sockets dropped because their send queue was full (they did not read)",
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.users_online.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.handshakes.clone()))?;
+        registry.register(Box::new(m.recoveries.clone()))?;
+        for outcome in ["complete", "incomplete"] {
+            m.recoveries.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(m.replayed.clone()))?;
+        registry.register(Box::new(m.slow_clients.clone()))?;
         registry.register(Box::new(m.notifications.clone()))?;
         Ok(m)
     }
@@ -131,6 +158,16 @@ impl RealtimeMetrics {
     pub fn handshake(&self, refused: Option<&crate::users::Refused>) {
         let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
         self.handshakes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts a connect: whether it asked to recover, whether it got everything it missed, and
+    /// how many events it was replayed.
+    pub fn recovery(&self, asked: bool, complete: bool, replayed: usize) {
+        if asked {
+            let outcome = if complete { "complete" } else { "incomplete" };
+            self.recoveries.with_label_values(&[outcome]).inc();
+        }
+        self.replayed.inc_by(replayed as u64);
     }
 
     /// Counts one notification created, by where it came from.

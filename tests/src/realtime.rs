@@ -143,6 +143,58 @@ impl Sio {
         self.call(json!({"op": "close", "client": client})).await;
     }
 
+    /// Loses `client`'s connection (its engine closes, as when a network drops) and waits for
+    /// its `disconnect`; it stays down until [`Sio::reconnect`].
+    pub async fn drop_connection(&mut self, client: &str) {
+        let r = self.call(json!({"op": "drop", "client": client})).await;
+        assert!(r["error"].is_null(), "drop {client}: {r}");
+    }
+
+    /// Reconnects `client` as socket.io-client does after a drop: its handshake carries the
+    /// newest offset it saw.
+    pub async fn reconnect(&mut self, client: &str) -> Result<(), String> {
+        let r = self
+            .call(json!({"op": "reconnect", "client": client}))
+            .await;
+        match r["error"].as_str() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest offset `client` saw, if any.
+    pub async fn offset(&mut self, client: &str) -> Option<String> {
+        let r = self.call(json!({"op": "offset", "client": client})).await;
+        r["offset"].as_str().map(str::to_string)
+    }
+
+    /// Every event `client` received (in order) until its next `until` event, which ends the
+    /// list; within [`WAIT`].
+    pub async fn events_until(&mut self, client: &str, until: &str) -> Vec<Value> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = if let Some(at) = self.seen.iter().position(|v| v["client"] == client) {
+                self.seen.remove(at).unwrap_or_default()
+            } else {
+                match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => panic!("the driver exited"),
+                    Err(_) => panic!("{client} received no {until} within {WAIT:?}: {got:?}"),
+                }
+            };
+            if value["client"] != client {
+                self.seen.push_back(value);
+                continue;
+            }
+            let done = value["event"] == until;
+            got.push(value);
+            if done {
+                return got;
+            }
+        }
+    }
+
     fn take_seen(&mut self, client: &str, event: &str) -> Option<Value> {
         let at = self
             .seen

@@ -1,7 +1,7 @@
 //! Notifications: a tenant sends one to its user (`POST /v1/users/{user_id}/notifications`,
 //! tenant API key), and the user lists theirs and marks them read (`/v1/me/notifications`, user
-//! token). A new notification is pushed live to the user's devices after its commit, as the
-//! gateway's `notification` event.
+//! token). A new notification is recorded in the user's gateway feed with it, and pushed live to
+//! their devices after the commit, as the gateway's `notification` event.
 
 use super::AppState;
 use super::auth::{TenantUser, UserCaller};
@@ -11,6 +11,7 @@ use crate::db;
 use crate::metrics::NotificationSource;
 use crate::notifications;
 use crate::realtime::protocol::NOTIFICATION;
+use crate::realtime::recovery;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -43,12 +44,13 @@ pub async fn create(
     let content = notifications::check(req)?;
     let push =
         notifications::store(&mut tx, &tenant.id, &user_id, &content, db::now_millis()).await?;
+    let notification = push.notification.clone();
+    let entry = recovery::Entry::new(&user_id, NOTIFICATION, serde_json::json!(push));
+    let recorded = recovery::record(&mut tx, &tenant.id, vec![entry]).await?;
     tx.commit().await?;
     st.metrics.realtime.notification(NotificationSource::Tenant);
-    st.realtime
-        .notify_user(&tenant.id, &user_id, NOTIFICATION, &push)
-        .await;
-    Ok((StatusCode::CREATED, Json(push.notification)))
+    st.realtime.send(&tenant.id, &recorded).await;
+    Ok((StatusCode::CREATED, Json(notification)))
 }
 
 /// The caller's notifications, newest first, with their unread count; `before` pages to older

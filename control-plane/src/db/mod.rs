@@ -23,6 +23,7 @@ pub mod notifications;
 pub mod plans;
 pub mod playlists;
 pub mod presence;
+pub mod realtime_feed;
 pub mod signing_keys;
 pub mod stations;
 pub mod streamers;
@@ -148,6 +149,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "attachments",
         include_str!("../../migrations/0023_attachments.sql"),
+    ),
+    (
+        25,
+        "realtime feed",
+        include_str!("../../migrations/0025_realtime_feed.sql"),
     ),
 ];
 

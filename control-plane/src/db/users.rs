@@ -137,9 +137,11 @@ pub async fn list(
     Ok(paginate(items, limit, |u| &u.id))
 }
 
-/// Deletes a user and their notifications; their messages stay for the other party.
+/// Deletes a user, their notifications and their gateway feed; their messages stay for the
+/// other party.
 pub async fn delete(conn: &mut Conn, tenant_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     super::notifications::delete_for_user(conn, tenant_id, id).await?;
+    super::realtime_feed::delete_for_user(conn, tenant_id, id).await?;
     let done = sqlx::query("DELETE FROM end_users WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(id)
@@ -181,9 +183,11 @@ pub async fn last_seen(
     }
 }
 
-/// Removes every user of a tenant and their notifications (the tenant is being deleted).
+/// Removes every user of a tenant, their notifications and their gateway feeds (the tenant is
+/// being deleted).
 pub async fn delete_all(conn: &mut Conn, tenant_id: &str) -> Result<(), sqlx::Error> {
     super::notifications::delete_all(conn, tenant_id).await?;
+    super::realtime_feed::delete_all(conn, tenant_id).await?;
     sqlx::query("DELETE FROM end_users WHERE tenant_id = $1")
         .bind(tenant_id)
         .execute(conn)

@@ -3,8 +3,10 @@
 //! only then tells the other sockets. Nothing a client sends ends its connection.
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
+use super::recovery::{self, Entry};
 use super::{Hub, Session, limits, moderation, notify, user_room};
 use crate::db;
+use crate::metrics::NotificationSource;
 use crate::users;
 use crate::webhooks;
 use onda_shared::api::WebhookEventType;
@@ -185,18 +187,29 @@ async fn send_message<A: Adapter>(
     let notice = notify::message_notification(&mut tx, &session.tenant_id, &message)
         .await
         .map_err(|e| protocol::stored(&e))?;
+    let body = json!(message);
+    // Every device of both users but the one that sent it (which has the ack), and the
+    // receiver's notification.
+    let recorded = recovery::record(
+        &mut tx,
+        &session.tenant_id,
+        vec![
+            Entry::new(receiver, "receive-message", body.clone()),
+            Entry::new(&session.user_id, "receive-message", body),
+            Entry::new(receiver, protocol::NOTIFICATION, json!(notice)),
+        ],
+    )
+    .await
+    .map_err(|e| protocol::stored(&e))?;
     tx.commit().await.map_err(|e| protocol::stored(&e))?;
     hub.metrics.messages.inc();
-    let rooms = [user_room(&session.tenant_id, receiver), session.room()];
-    // Every device of both users but the one that sent it (which has the ack).
-    if let Err(e) = s.to(rooms).emit("receive-message", &message).await {
-        tracing::debug!(error = %e, "receive-message not delivered to every socket");
-    }
-    notify::push_message_notification(&hub, &s, &session.tenant_id, receiver, &notice).await;
+    hub.metrics.notification(NotificationSource::Message);
+    recovery::send(&s, &session.tenant_id, &recorded).await;
     Ok(protocol::ok(json!({
         "id": message.id,
         "conversationId": message.conversation_id,
         "createdAt": message.created_at,
+        "offset": recovery::own_offset(&recorded, &session.user_id),
     })))
 }
 
@@ -232,9 +245,9 @@ async fn mark_read<A: Adapter>(
 ) -> Result<Value, Refusal> {
     let req: MarkRead = protocol::parse("mark-read", data)?;
     let sender = other_user(&session, "senderId", &req.sender_id)?;
-    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
     let Some(upto) = db::messages::mark_read(
-        &mut conn,
+        &mut tx,
         &session.tenant_id,
         &session.user_id,
         sender,
@@ -253,11 +266,22 @@ async fn mark_read<A: Adapter>(
         "readerId": session.user_id,
         "messageId": upto.id,
     });
-    let rooms = [user_room(&session.tenant_id, sender), session.room()];
-    if let Err(e) = s.to(rooms).emit("messages-read", &read).await {
-        tracing::debug!(error = %e, "messages-read not delivered to every socket");
-    }
-    Ok(protocol::ok(json!({ "messageId": upto.id })))
+    let recorded = recovery::record(
+        &mut tx,
+        &session.tenant_id,
+        vec![
+            Entry::new(sender, "messages-read", read.clone()),
+            Entry::new(&session.user_id, "messages-read", read),
+        ],
+    )
+    .await
+    .map_err(|e| protocol::stored(&e))?;
+    tx.commit().await.map_err(|e| protocol::stored(&e))?;
+    recovery::send(&s, &session.tenant_id, &recorded).await;
+    Ok(protocol::ok(json!({
+        "messageId": upto.id,
+        "offset": recovery::own_offset(&recorded, &session.user_id),
+    })))
 }
 
 /// Generations of typing indicators by (tenant, sender, receiver): a timer ends an indicator

@@ -9,9 +9,14 @@
 //! replica heartbeats its row and lists its connected users in the database, so presence holds
 //! over replicas, and the users of a replica that died are swept offline by the others.
 //!
+//! Every durable event a user is sent is also stored in their feed, with an offset, in the
+//! change's transaction: a client that reconnects with the last offset it saw gets what it
+//! missed (`recovery`).
+//!
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
-//! (who is online on this replica) ← `moderation` (edits, deletes, blocks, reports) and
-//! `notify` (notification events) ← `events` (the handlers) ← this module (the `Gateway`).
+//! (who is online on this replica) ← `recovery` (the feeds, offsets and replays) ←
+//! `moderation` (edits, deletes, blocks, reports) and `notify` (notification events) ←
+//! `events` (the handlers) ← this module (the `Gateway`).
 
 mod events;
 mod limits;
@@ -19,6 +24,7 @@ mod moderation;
 mod notify;
 mod presence;
 pub mod protocol;
+pub mod recovery;
 
 use crate::db::{self, Backend, Db};
 use crate::metrics::RealtimeMetrics;
@@ -195,7 +201,10 @@ impl Gateway {
     async fn beat(&self) {
         let swept = async {
             let mut conn = self.hub.db.conn().await?;
-            db::presence::heartbeat(&mut conn, &self.hub.replica, db::now_millis()).await?;
+            let now = db::now_millis();
+            db::presence::heartbeat(&mut conn, &self.hub.replica, now).await?;
+            let window = i64::try_from(recovery::WINDOW.as_millis()).unwrap_or(i64::MAX);
+            db::realtime_feed::prune(&mut conn, now - window).await?;
             db::presence::sweep(&mut conn, alive_since()).await
         };
         let gone = match swept.await {
@@ -223,18 +232,15 @@ impl Gateway {
         }
     }
 
-    /// Emits `event` with `payload` to every device of a user, on every replica (a
-    /// notification the API created, after its commit). A user with no connection misses
-    /// nothing: what was pushed is in the REST lists.
-    pub async fn notify_user<T: serde::Serialize + ?Sized>(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        event: &str,
-        payload: &T,
-    ) {
-        self.emit_to(vec![user_room(tenant_id, user_id)], event, payload)
-            .await;
+    /// Sends events recorded in their users' feeds ([`recovery::record`], in the transaction
+    /// of the change) to every device of their users, on every replica, after the commit (a
+    /// notification the API created). A user with no connection misses nothing: a reconnect
+    /// replays it, and it is in the REST lists.
+    pub async fn send(&self, tenant_id: &str, recorded: &[recovery::Recorded]) {
+        for r in recorded {
+            self.emit_to(vec![user_room(tenant_id, &r.user_id)], r.event, &r.args())
+                .await;
+        }
     }
 
     async fn emit_to<T: serde::Serialize + ?Sized>(
@@ -326,13 +332,24 @@ enum ConnectRefused {
 /// whose plan has messaging. socketioxide sends the client its CONNECT once the middleware
 /// returns and only then starts the connect handler, so everything a connected client relies on
 /// at once (its rooms, its event handlers, its presence) is set up here, before the CONNECT.
+/// A socket that asks to recover (`auth.offset`) joins its user's room only after the replay
+/// (in `connected`), so what it missed comes before what is new.
 async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectRefused> {
-    let session = admit(&hub, auth.ok()).await?;
-    s.join([session.room(), tenant_room(&session.tenant_id)]);
+    let auth = auth.ok();
+    let asked = auth
+        .as_ref()
+        .and_then(|a| a.get("offset"))
+        .filter(|o| !o.is_null())
+        .cloned();
+    let session = admit(&hub, auth).await?;
+    if asked.is_none() {
+        s.join(session.room());
+    }
+    s.join(tenant_room(&session.tenant_id));
     s.extensions.insert(limits::Connection::default());
     events::register(&s);
     s.on_disconnect(disconnected::<A>);
@@ -353,9 +370,14 @@ async fn authenticate<A: Adapter>(
         tracing::warn!(error = %e, "realtime: presence");
     }
     s.extensions.insert(FirstDevice(first));
+    s.extensions.insert(Resume(asked));
     s.extensions.insert(session);
     Ok(())
 }
+
+/// The handshake's `auth.offset`, when the client asked to recover.
+#[derive(Debug, Clone)]
+struct Resume(Option<Value>);
 
 /// Whether a socket was its user's first on this replica when it connected.
 #[derive(Debug, Clone, Copy)]
@@ -391,20 +413,68 @@ async fn admit(hub: &Hub, auth: Option<Value>) -> Result<Session, ConnectRefused
     })
 }
 
-/// A socket is connected: announce its user online when it is their first device here. A
-/// duplicate `user-online` (the user came online on two replicas at once) is harmless, a
-/// missed one is not.
+/// A socket is connected: replay what it missed (or tell it where its user's feed is), then
+/// announce its user online when it is their first device here. A duplicate `user-online` (the
+/// user came online on two replicas at once) is harmless, a missed one is not.
 async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
-    let (Some(session), Some(FirstDevice(true))) = (
-        s.extensions.get::<Session>(),
-        s.extensions.get::<FirstDevice>(),
-    ) else {
+    let Some(session) = s.extensions.get::<Session>() else {
         return;
     };
-    if let Some(a) = events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
+    let asked = s.extensions.get::<Resume>().and_then(|r| r.0);
+    resume(&hub, &s, &session, asked).await;
+    if s.extensions.get::<FirstDevice>().is_some_and(|f| f.0)
+        && let Some(a) =
+            events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
     {
         let _ = s.to(a.rooms).emit(a.event, &a.body).await;
     }
+}
+
+/// Sends a connecting socket the events its user was sent after `asked` (its handshake's
+/// offset), joins it to its user's room if it asked, and ends with `recovery`. If the database
+/// cannot say, the socket still joins and is told to reload.
+async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, asked: Option<Value>) {
+    let recovering = asked.is_some();
+    let (tenant, user) = (&session.tenant_id, &session.user_id);
+    let read = async {
+        let mut conn = hub.db.conn().await?;
+        let plan = recovery::Plan::read(&mut conn, tenant, user, asked.as_ref()).await?;
+        let mut replay = plan.replay.clone();
+        for (event, payload, offset) in &plan.replay {
+            let _ = s.emit(event.as_str(), &(payload, offset.to_string()));
+        }
+        if recovering {
+            // Events stored between the read and the join reach it only this way; later ones
+            // come live.
+            s.join(session.room());
+            let more = plan.catch_up(&mut conn, tenant, user).await?;
+            for (event, payload, offset) in &more {
+                let _ = s.emit(event.as_str(), &(payload, offset.to_string()));
+            }
+            replay.extend(more);
+        }
+        Ok::<_, sqlx::Error>((plan, replay))
+    };
+    let status = match read.await {
+        Ok((plan, replay)) => {
+            let newest = replay.last().map_or(&plan.head, |(_, _, o)| o);
+            let status = plan.status(replay.len(), newest);
+            hub.metrics
+                .recovery(recovering, plan.incomplete.is_none(), replay.len());
+            status
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "realtime: cannot read the user's feed");
+            s.join(session.room());
+            serde_json::json!({
+                "recovered": false,
+                "offset": Value::Null,
+                "replayed": 0,
+                "reason": "The server could not read what you missed: load the state through REST.",
+            })
+        }
+    };
+    let _ = s.emit(recovery::RECOVERY, &status);
 }
 
 async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {

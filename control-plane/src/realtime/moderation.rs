@@ -4,7 +4,8 @@
 //! report keeps the message as the reporter saw it, listed for the tenant at `GET /v1/reports`).
 
 use super::protocol::{self, Refusal};
-use super::{Hub, Session, user_room};
+use super::recovery::{self, Entry};
+use super::{Hub, Session};
 use crate::db;
 use crate::users;
 use crate::webhooks;
@@ -51,18 +52,25 @@ fn not_yours() -> Refusal {
     )
 }
 
-/// Tells both users' other devices that a message changed.
-async fn tell<A: Adapter>(
-    s: &SocketRef<A>,
+/// Records, in the change's transaction `tx`, that both users' devices are to hear of it; send
+/// the result with `recovery::send` after the commit.
+async fn record_both(
+    tx: &mut crate::db::Conn,
     session: &Session,
     other: &str,
-    event: &str,
-    body: &Value,
-) {
-    let rooms = [user_room(&session.tenant_id, other), session.room()];
-    if let Err(e) = s.to(rooms).emit(event, body).await {
-        tracing::debug!(error = %e, "{event} not delivered to every socket");
-    }
+    event: &'static str,
+    body: Value,
+) -> Result<Vec<recovery::Recorded>, Refusal> {
+    recovery::record(
+        tx,
+        &session.tenant_id,
+        vec![
+            Entry::new(other, event, body.clone()),
+            Entry::new(&session.user_id, event, body),
+        ],
+    )
+    .await
+    .map_err(|e| protocol::stored(&e))
 }
 
 pub(super) async fn edit_message<A: Adapter>(
@@ -73,9 +81,9 @@ pub(super) async fn edit_message<A: Adapter>(
 ) -> Result<Value, Refusal> {
     let req: EditMessage = protocol::parse("edit-message", data)?;
     let content = protocol::content(&req.content, false)?;
-    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
     let message = db::messages::edit(
-        &mut conn,
+        &mut tx,
         &session.tenant_id,
         &session.user_id,
         &req.message_id,
@@ -85,17 +93,21 @@ pub(super) async fn edit_message<A: Adapter>(
     .await
     .map_err(|e| protocol::stored(&e))?
     .ok_or_else(not_yours)?;
-    tell(
-        &s,
+    let recorded = record_both(
+        &mut tx,
         &session,
         &message.receiver_id,
         "message-edited",
-        &json!(message),
+        json!(message),
     )
-    .await;
-    Ok(protocol::ok(
-        json!({ "id": message.id, "editedAt": message.edited_at }),
-    ))
+    .await?;
+    tx.commit().await.map_err(|e| protocol::stored(&e))?;
+    recovery::send(&s, &session.tenant_id, &recorded).await;
+    Ok(protocol::ok(json!({
+        "id": message.id,
+        "editedAt": message.edited_at,
+        "offset": recovery::own_offset(&recorded, &session.user_id),
+    })))
 }
 
 pub(super) async fn delete_message<A: Adapter>(
@@ -129,6 +141,19 @@ pub(super) async fn delete_message<A: Adapter>(
             .map_err(|e| protocol::stored(&e))?,
         None => None,
     };
+    let body = json!({
+        "id": message.id,
+        "conversationId": message.conversation_id,
+        "deletedAt": message.deleted_at,
+    });
+    let recorded = record_both(
+        &mut tx,
+        &session,
+        &message.receiver_id,
+        "message-deleted",
+        body,
+    )
+    .await?;
     tx.commit().await.map_err(|e| protocol::stored(&e))?;
     if let Some(sha256) = orphan {
         hub.media
@@ -136,13 +161,11 @@ pub(super) async fn delete_message<A: Adapter>(
             .await;
     }
     drop(refs);
-    let body = json!({
+    recovery::send(&s, &session.tenant_id, &recorded).await;
+    Ok(protocol::ok(json!({
         "id": message.id,
-        "conversationId": message.conversation_id,
-        "deletedAt": message.deleted_at,
-    });
-    tell(&s, &session, &message.receiver_id, "message-deleted", &body).await;
-    Ok(protocol::ok(json!({ "id": message.id })))
+        "offset": recovery::own_offset(&recorded, &session.user_id),
+    })))
 }
 
 pub(super) async fn block<A: Adapter>(

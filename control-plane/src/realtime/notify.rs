@@ -1,12 +1,11 @@
 //! Notifications over the gateway: `mark-notification-read` and `mark-all-notifications-read`
 //! (acknowledged with the unread count after the commit), and the notification of a new
-//! message, stored in the message's transaction and pushed to the receiver's devices after it
-//! commits.
+//! message, stored in the message's transaction (which also records it in the receiver's feed,
+//! and pushes it to their devices after the commit).
 
 use super::protocol::{self, MarkAllNotificationsRead, MarkNotificationRead, Refusal};
-use super::{Hub, Session, user_room};
+use super::{Hub, Session};
 use crate::db::{self, Conn};
-use crate::metrics::NotificationSource;
 use crate::notifications;
 use onda_shared::api::{Message, NotificationPush};
 use serde_json::{Value, json};
@@ -15,8 +14,7 @@ use socketioxide::extract::SocketRef;
 use std::sync::Arc;
 
 /// Stores the notification of `message` for its receiver. Call it in the message's
-/// transaction, so both are stored or neither; push it with [`push_message_notification`] after
-/// the commit.
+/// transaction, so both are stored or neither.
 pub(super) async fn message_notification(
     tx: &mut Conn,
     tenant_id: &str,
@@ -29,21 +27,6 @@ pub(super) async fn message_notification(
     let content = notifications::for_message(&sender, message);
     let ms = db::now_millis();
     notifications::store(tx, tenant_id, &message.receiver_id, &content, ms).await
-}
-
-/// Pushes a committed message notification to every device of its receiver.
-pub(super) async fn push_message_notification<A: Adapter>(
-    hub: &Hub,
-    s: &SocketRef<A>,
-    tenant_id: &str,
-    receiver_id: &str,
-    notice: &NotificationPush,
-) {
-    hub.metrics.notification(NotificationSource::Message);
-    let room = user_room(tenant_id, receiver_id);
-    if let Err(e) = s.to(room).emit(protocol::NOTIFICATION, notice).await {
-        tracing::debug!(error = %e, "notification not delivered to every socket");
-    }
 }
 
 pub(super) async fn mark_read<A: Adapter>(

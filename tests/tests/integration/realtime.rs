@@ -20,6 +20,8 @@ on_both_backends!(
     presence_follows_the_last_device,
     edits_deletes_blocks_and_reports,
     the_conversation_list_shows_each_peer_and_last_message,
+    a_reconnect_replays_missed_events_once_in_order,
+    old_foreign_or_bad_offsets_say_incomplete,
 );
 
 /// A tenant with a fan and a creator: (API key, fan's token, creator's token).
@@ -907,4 +909,297 @@ async fn the_conversation_list_shows_each_peer_and_last_message(b: Backend) {
         "{list}"
     );
     assert!(list["items"][1]["user"]["lastSeen"].is_string(), "{list}");
+}
+
+/// The events of a replay: (event, first argument, offset), up to and without `recovery`, and
+/// `recovery`'s payload. The `disconnect` of the drop before it and ephemeral events (typing,
+/// presence: never replayed, they have no offset) are left out.
+fn replayed(events: Vec<Value>) -> (Vec<(String, Value, String)>, Value) {
+    let (last, rest) = events.split_last().expect("recovery came");
+    assert_eq!(last["event"], "recovery", "{last}");
+    let got = rest
+        .iter()
+        .filter(|v| {
+            let ephemeral = ["typing-start", "typing-stop", "user-online", "user-offline"];
+            v["event"] != "disconnect" && !ephemeral.iter().any(|e| v["event"] == *e)
+        })
+        .map(|v| {
+            let offset = v["args"][1]
+                .as_str()
+                .unwrap_or_else(|| panic!("an offset: {v}"));
+            (
+                v["event"].as_str().unwrap_or_default().to_string(),
+                v["args"][0].clone(),
+                offset.to_string(),
+            )
+        })
+        .collect();
+    (got, last["args"][0].clone())
+}
+
+/// A receiver that loses its connection for a moment gets, when socket.io-client reconnects
+/// with the newest offset it saw, the messages and notifications sent meanwhile: in order, once,
+/// then `recovery` says it is complete, and new events come live after it.
+async fn a_reconnect_replays_missed_events_once_in_order(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, fan, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+    let first = sio.events_until("creator", "recovery").await;
+    let (_, fresh) = replayed(first);
+    assert_eq!(fresh["recovered"], false, "nothing asked: {fresh}");
+    let send = |n: &str| json!({"receiverId": "creator-1", "content": n});
+    let ack = sio.emit("fan", "send-message", send("before")).await;
+    assert!(
+        ack["offset"].as_str().is_some(),
+        "the sender's own offset: {ack}"
+    );
+    assert_eq!(
+        sio.event("creator", "receive-message").await["content"],
+        "before"
+    );
+    sio.event("creator", "notification").await;
+    let seen = sio.offset("creator").await.expect("an offset");
+
+    sio.drop_connection("creator").await;
+    let m1 = sio.emit("fan", "send-message", send("while away 1")).await;
+    let pushed = cp
+        .call(
+            Method::POST,
+            "/v1/users/creator-1/notifications",
+            Some(&key),
+            Some(json!({"type": "tip.received", "title": "A tip!"})),
+        )
+        .await
+        .expect(201)
+        .body;
+    let m2 = sio.emit("fan", "send-message", send("while away 2")).await;
+    assert_eq!(sio.offset("creator").await.as_deref(), Some(seen.as_str()));
+
+    sio.reconnect("creator").await.expect("creator reconnects");
+    let (got, status) = replayed(sio.events_until("creator", "recovery").await);
+    let names: Vec<&str> = got.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "receive-message",
+            "notification",
+            "notification",
+            "receive-message",
+            "notification"
+        ],
+        "{got:?}"
+    );
+    assert_eq!(got[0].1["id"], m1["id"]);
+    assert_eq!(got[1].1["notification"]["data"]["messageId"], m1["id"]);
+    assert_eq!(got[2].1["notification"]["id"], pushed["id"]);
+    assert_eq!(got[3].1["id"], m2["id"]);
+    assert_eq!(got[4].1["unreadCount"], 4, "{:?}", got[4]);
+    let offsets: Vec<&str> = got.iter().map(|(_, _, o)| o.as_str()).collect();
+    assert!(seen.as_str() < offsets[0], "{seen} then {offsets:?}");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert_eq!(status["recovered"], true, "{status}");
+    assert_eq!(status["replayed"], 5, "{status}");
+    assert_eq!(status["offset"], offsets[4], "{status}");
+
+    // Exactly once: nothing of it comes again, and what is new comes live.
+    let m3 = sio.emit("fan", "send-message", send("back again")).await;
+    let live = sio.event("creator", "receive-message").await;
+    assert_eq!(live["id"], m3["id"], "only the new one: {live}");
+    assert!(
+        sio.event_within("creator", "receive-message", Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    // A second drop with nothing missed is complete with nothing to replay.
+    sio.event("creator", "notification").await;
+    sio.drop_connection("creator").await;
+    sio.reconnect("creator").await.expect("again");
+    let (got, status) = replayed(sio.events_until("creator", "recovery").await);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(
+        (status["recovered"].clone(), status["replayed"].clone()),
+        (json!(true), json!(0))
+    );
+    let metrics = cp.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(
+        metrics.contains("onda_realtime_recoveries_total{outcome=\"complete\"} 2"),
+        "{metrics}"
+    );
+    cp.stop().await;
+}
+
+/// Ages every stored gateway event by `ms`, as if that long had passed.
+async fn age_feeds(cp: &TestControlPlane, ms: i64) {
+    let db = onda_control_plane::db::Db::connect(cp.database_url(), 1)
+        .await
+        .expect("database");
+    let mut conn = db.conn().await.expect("conn");
+    sqlx::query("UPDATE realtime_events SET created_ms = created_ms - $1")
+        .bind(ms)
+        .execute(&mut *conn)
+        .await
+        .expect("age");
+}
+
+/// An offset older than the recovery window, another user's, or not an offset at all: the
+/// connection stands, nothing is replayed, and `recovery` says to reload through REST.
+async fn old_foreign_or_bad_offsets_say_incomplete(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, fan, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("creator", &creator).await.expect("creator");
+    // Its first connect asked for nothing: told so, with where its feed is.
+    let (_, fresh) = replayed(sio.events_until("creator", "recovery").await);
+    assert_eq!(fresh["recovered"], false, "{fresh}");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "one"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    sio.event("creator", "receive-message").await;
+    sio.event("creator", "notification").await;
+    let creators = sio.offset("creator").await.expect("creator's offset");
+
+    // The fan presents the creator's offset: none of the creator's events, and not complete.
+    sio.connect_auth("fan-2", json!({"token": fan, "offset": creators}))
+        .await
+        .expect("connects anyway");
+    let (got, status) = replayed(sio.events_until("fan-2", "recovery").await);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(status["recovered"], false, "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("REST")),
+        "{status}"
+    );
+    assert_ne!(status["offset"], creators.as_str());
+    // Not an offset: the same, on a connection that works.
+    for bad in [json!(5), json!("x-1"), json!({"seq": 1})] {
+        sio.connect_auth("odd", json!({"token": fan, "offset": bad}))
+            .await
+            .expect("connects anyway");
+        let (got, status) = replayed(sio.events_until("odd", "recovery").await);
+        assert!(got.is_empty() && status["recovered"] == false, "{status}");
+        let ack = sio
+            .emit("odd", "typing-start", json!({"receiverId": "creator-1"}))
+            .await;
+        assert_eq!(ack["ok"], true, "the socket works: {ack}");
+        sio.close("odd").await;
+    }
+
+    // Away longer than the window: what was missed is gone from the log.
+    sio.drop_connection("creator").await;
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "two"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    age_feeds(&cp, 3 * 60 * 1000).await;
+    sio.reconnect("creator").await.expect("reconnects");
+    let (got, status) = replayed(sio.events_until("creator", "recovery").await);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(status["recovered"], false, "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("window")),
+        "{status}"
+    );
+    // From the offset it is told, the next reconnect is complete again.
+    let message = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "three"}),
+        )
+        .await;
+    assert_eq!(
+        sio.event("creator", "receive-message").await["id"],
+        message["id"]
+    );
+    sio.event("creator", "notification").await;
+    sio.drop_connection("creator").await;
+    sio.reconnect("creator").await.expect("reconnects");
+    let (_, status) = replayed(sio.events_until("creator", "recovery").await);
+    assert_eq!(status["recovered"], true, "{status}");
+    cp.stop().await;
+}
+
+/// Recovery does not depend on the replica: a message sent through replica A while the receiver
+/// was away is replayed when it reconnects to replica B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_through_another_replica_recovers() {
+    let Some(a) = TestControlPlane::start(Backend::Postgres).await else {
+        return;
+    };
+    let b = a.replica().await;
+    let (_, fan, creator) = pair(&a).await;
+    let mut on_a = Sio::start(&a.url).await;
+    let mut on_b = Sio::start(&b.url).await;
+    on_a.connect("fan", &fan).await.expect("fan on A");
+    on_a.connect("creator", &creator)
+        .await
+        .expect("creator on A");
+    let first = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        on_a.event("creator", "receive-message").await["id"],
+        first["id"]
+    );
+    on_a.event("creator", "notification").await;
+    let seen = on_a.offset("creator").await.expect("an offset");
+    on_a.close("creator").await;
+
+    let missed = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "via A"}),
+        )
+        .await;
+    assert_eq!(missed["ok"], true, "{missed}");
+    on_b.connect_auth("creator", json!({"token": creator, "offset": seen}))
+        .await
+        .expect("creator on B");
+    let (got, status) = replayed(on_b.events_until("creator", "recovery").await);
+    let names: Vec<&str> = got.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert_eq!(names, ["receive-message", "notification"], "{got:?}");
+    assert_eq!(got[0].1["id"], missed["id"]);
+    assert_eq!(status["recovered"], true, "{status}");
+    // And it is live on B from then on, for a message sent through A.
+    let next = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "live"}),
+        )
+        .await;
+    assert_eq!(
+        on_b.event("creator", "receive-message").await["id"],
+        next["id"]
+    );
+    drop((on_a, on_b));
+    b.stop().await;
+    a.stop().await;
 }
