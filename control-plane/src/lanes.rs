@@ -11,6 +11,7 @@
 //! its lane, and each lane is an `axum::serve` over a [`Lane`] listener with the same router, so
 //! both keep axum's connection handling and graceful shutdown.
 
+use crate::connections::{Connections, Cuttable};
 use axum::Router;
 use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
@@ -68,17 +69,18 @@ async fn feed_connection(stream: &TcpStream) -> bool {
 }
 
 /// One lane's listener: the sockets the accept loop sent it, registered with the runtime that
-/// accepts them.
+/// accepts them and with the server's [`Connections`] (so one can be cut).
 struct Lane {
     rx: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
     local: SocketAddr,
+    connections: Connections,
 }
 
 impl axum::serve::Listener for Lane {
-    type Io = TcpStream;
+    type Io = Cuttable;
     type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+    async fn accept(&mut self) -> (Cuttable, SocketAddr) {
         loop {
             let Some((stream, peer)) = self.rx.recv().await else {
                 // The accept loop has stopped: so does this lane, by its shutdown signal.
@@ -86,7 +88,7 @@ impl axum::serve::Listener for Lane {
                 continue;
             };
             match TcpStream::from_std(stream) {
-                Ok(s) => return (s, peer),
+                Ok(s) => return (self.connections.track(s, peer), peer),
                 Err(e) => tracing::debug!("cannot take a connection from {peer}: {e}"),
             }
         }
@@ -143,10 +145,12 @@ fn lower_priority() {
 }
 
 /// Serves `app` on `listener` in two lanes until `shutdown` resolves, then drains both
-/// (open feeds must be ended by their hub first: they never end by themselves).
+/// (open feeds must be ended by their hub first: they never end by themselves). Every
+/// connection is tracked in `connections`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    connections: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
@@ -175,6 +179,7 @@ pub async fn serve(
         },
     ));
     let feeds_stop = stop.clone();
+    let feeds_connections = connections.clone();
     let (feeds_done_tx, feeds_done) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     std::thread::Builder::new()
         .name("onda-feeds".to_string())
@@ -195,6 +200,7 @@ pub async fn serve(
                 let lane = Lane {
                     rx: feeds_rx,
                     local,
+                    connections: feeds_connections,
                 }
                 .tap_io(|_| {});
                 axum::serve(
@@ -207,7 +213,12 @@ pub async fn serve(
             let _ = feeds_done_tx.send(served);
         })?;
 
-    let lane = Lane { rx: main_rx, local }.tap_io(|_| {});
+    let lane = Lane {
+        rx: main_rx,
+        local,
+        connections,
+    }
+    .tap_io(|_| {});
     let main_stop = stop.clone();
     let served = axum::serve(
         lane,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod billing;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod coordinator;
 pub mod db;
 pub mod dev;

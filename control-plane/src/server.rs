@@ -103,11 +103,14 @@ pub async fn start_with(
     };
     let webhooks =
         crate::webhooks::Worker::start(db.clone(), cfg.webhooks.clone(), metrics.webhooks.clone())?;
+    // The gateway cuts the connection of a client that stops reading.
+    let connections = crate::connections::Connections::default();
     let (realtime, socketio) = crate::realtime::Gateway::start(
         db.clone(),
         &cfg.database_url,
         metrics.realtime.clone(),
         media.clone(),
+        connections.clone(),
     )
     .await?;
     let app = api::router(
@@ -122,7 +125,7 @@ pub async fn start_with(
     let (tx, rx) = oneshot::channel::<()>();
     // The peer address limits the public now-playing feeds per client; the feeds have their
     // own lane (see `lanes`).
-    let task = tokio::spawn(crate::lanes::serve(listener, app, async {
+    let task = tokio::spawn(crate::lanes::serve(listener, app, connections, async {
         let _ = rx.await;
     }));
     tracing::info!(

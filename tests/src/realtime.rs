@@ -234,3 +234,94 @@ impl Sio {
         }
     }
 }
+
+/// A Socket.io client that completes its handshake over a raw WebSocket and then never reads
+/// again: what the server sends piles up in its kernel buffers (kept small) and then in the
+/// server's queue for it. Written over a bare `TcpStream` (RFC 6455 framing is a few lines) so
+/// the test controls exactly when reading stops.
+pub struct StalledClient {
+    /// Held open, never read after the handshake.
+    _stream: tokio::net::TcpStream,
+}
+
+impl StalledClient {
+    /// Connects to the gateway at `addr` as the user of `token`; returns once the server has
+    /// sent the Socket.io CONNECT (the socket is in its user's room).
+    pub async fn connect(addr: std::net::SocketAddr, token: &str) -> StalledClient {
+        use tokio::io::AsyncReadExt as _;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // A small receive window, so the server's writes block soon.
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        let request = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("upgrade request");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.expect("upgrade answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let open = read_text_frame(&mut stream).await;
+        assert!(open.starts_with("0{"), "engine.io open: {open}");
+        let connect = format!("40{}", json!({ "token": token }));
+        stream
+            .write_all(&client_text_frame(&connect))
+            .await
+            .expect("CONNECT");
+        loop {
+            let packet = read_text_frame(&mut stream).await;
+            if packet.starts_with("40") {
+                break;
+            }
+            assert!(!packet.starts_with("44"), "refused: {packet}");
+        }
+        StalledClient { _stream: stream }
+    }
+}
+
+/// One unfragmented text frame from the server (unmasked, RFC 6455 5.2).
+async fn read_text_frame(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.expect("frame header");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            stream.read_exact(&mut n).await.expect("length");
+            usize::from(u16::from_be_bytes(n))
+        }
+        127 => panic!("a frame over 64 KiB"),
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.expect("payload");
+    assert_eq!(head[0], 0x81, "a final text frame");
+    String::from_utf8(payload).expect("UTF-8")
+}
+
+/// A masked text frame from a client (RFC 6455 5.3).
+fn client_text_frame(text: &str) -> Vec<u8> {
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let bytes = text.as_bytes();
+    let mut frame = vec![0x81];
+    match u16::try_from(bytes.len()) {
+        Ok(n) if n < 126 => frame.push(0x80 | u8::try_from(n).unwrap_or(0)),
+        Ok(n) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => panic!("a frame over 64 KiB"),
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(bytes.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}

@@ -16,7 +16,8 @@
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
 //! (who is online on this replica) ← `recovery` (the feeds, offsets and replays) ←
 //! `moderation` (edits, deletes, blocks, reports) and `notify` (notification events) ←
-//! `events` (the handlers) ← this module (the `Gateway`).
+//! `events` (the handlers) ← this module (the `Gateway`); `slow` (sockets that do not read)
+//! beside them.
 
 mod events;
 mod limits;
@@ -25,6 +26,7 @@ mod notify;
 mod presence;
 pub mod protocol;
 pub mod recovery;
+mod slow;
 
 use crate::db::{self, Backend, Db};
 use crate::metrics::RealtimeMetrics;
@@ -46,8 +48,12 @@ use tokio_util::sync::CancellationToken;
 /// not a client of ours). Every valid event fits in a small fraction of it.
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 
-/// Packets queued for one socket before it counts as not reading.
+/// Packets queued for one socket before it counts as not reading (see `slow`).
 const SOCKET_BUFFER: usize = 256;
+
+/// How long a replay waits for a reconnecting socket to make room in its queue before it is
+/// left to `slow`.
+const REPLAY_STALL: Duration = Duration::from_secs(5);
 
 /// How often a replica heartbeats and sweeps, and how old a heartbeat makes a replica dead: its
 /// users are offline for everyone within `DEAD_AFTER` + `HEARTBEAT` of its death.
@@ -96,6 +102,8 @@ pub(crate) struct Hub {
     typing: events::TypingTimers,
     /// Where attachments' blobs are: deleting the last message that carries one removes it.
     media: Arc<crate::media::MediaStore>,
+    /// The server's TCP connections, to cut one that does not read.
+    connections: crate::connections::Connections,
 }
 
 /// The Socket.io server, over the adapter the database allows.
@@ -155,9 +163,11 @@ impl Gateway {
         database_url: &str,
         metrics: RealtimeMetrics,
         media: Arc<crate::media::MediaStore>,
+        connections: crate::connections::Connections,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
         let hub = Arc::new(Hub {
             media,
+            connections,
             replica: crate::secrets::new_id("rpl"),
             db: db.clone(),
             metrics,
@@ -194,6 +204,7 @@ impl Gateway {
         };
         gateway.beat().await;
         tokio::spawn(gateway.clone().heartbeat());
+        tokio::spawn(gateway.clone().police());
         Ok((gateway, layer))
     }
 
@@ -258,6 +269,21 @@ impl Gateway {
         }
     }
 
+    /// Drops the sockets of this replica that do not read (`slow`), until the gateway closes.
+    async fn police(self) {
+        let mut strikes = slow::Strikes::default();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(slow::CHECK_EVERY) => {}
+            }
+            match &self.io {
+                Io::Local(io) => drop_slow(&self.hub, io, &mut strikes),
+                Io::Postgres(io) => drop_slow(&self.hub, io, &mut strikes),
+            }
+        }
+    }
+
     /// Ends every connection of a user at once, on every replica (the user was deleted).
     pub async fn disconnect_user(&self, tenant_id: &str, user_id: &str) {
         self.disconnect_room(user_room(tenant_id, user_id)).await;
@@ -313,6 +339,77 @@ impl Gateway {
             tracing::warn!(error = %e, "realtime: cannot retire this replica");
         }
     }
+}
+
+/// One check of this replica's sockets: those whose queue stayed full leave their rooms (so
+/// nothing more is queued for them) and have their connection cut. A socket in its replay is
+/// not checked: the replay fills its queue on purpose and waits for room.
+fn drop_slow<A: Adapter>(hub: &Hub, io: &SocketIo<A>, strikes: &mut slow::Strikes) {
+    let sockets = io.sockets();
+    let checked = sockets
+        .iter()
+        .filter(|s| s.extensions.get::<Replaying>().is_none())
+        .map(|s| (s.id, slow::is_full(s)));
+    for sid in strikes.check(checked.collect::<Vec<_>>()) {
+        let Some(s) = sockets.iter().find(|s| s.id == sid) else {
+            continue;
+        };
+        hub.metrics.slow_clients.inc();
+        s.leave_all();
+        let peer = s
+            .req_parts()
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let user = s.extensions.get::<Session>().map(|s| s.user_id);
+        let cut = peer.is_some_and(|p| hub.connections.cut(p));
+        tracing::info!(%sid, ?user, ?peer, cut, "realtime: dropped a client that does not read");
+    }
+}
+
+/// Marks a socket whose replay is under way.
+#[derive(Debug, Clone, Copy)]
+struct Replaying;
+
+/// Emits one replayed event, waiting (up to [`REPLAY_STALL`] for the whole replay) while the
+/// socket's queue is full: a reconnecting client reads, it only got a burst. False when the
+/// socket is gone or did not make room in time.
+async fn emit_paced<A: Adapter>(
+    s: &SocketRef<A>,
+    deadline: tokio::time::Instant,
+    event: &str,
+    payload: &Value,
+    offset: &recovery::Offset,
+) -> bool {
+    let args = (payload, offset.to_string());
+    loop {
+        match s.emit(event, &args) {
+            Ok(()) => return true,
+            Err(socketioxide::SendError::Socket(
+                socketioxide::SocketError::InternalChannelFull,
+            )) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "realtime: a replay stopped");
+                return false;
+            }
+        }
+    }
+}
+
+/// Emits replayed events in order; false if one could not be sent (the rest are not).
+async fn replay_to<A: Adapter>(
+    s: &SocketRef<A>,
+    deadline: tokio::time::Instant,
+    events: &[(String, Value, recovery::Offset)],
+) -> bool {
+    for (event, payload, offset) in events {
+        if !emit_paced(s, deadline, event, payload, offset).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Why a connection is refused: told to the client as `connect_error`'s message.
@@ -436,27 +533,37 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
 async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, asked: Option<Value>) {
     let recovering = asked.is_some();
     let (tenant, user) = (&session.tenant_id, &session.user_id);
+    s.extensions.insert(Replaying);
+    let deadline = tokio::time::Instant::now() + REPLAY_STALL;
     let read = async {
-        let mut conn = hub.db.conn().await?;
-        let plan = recovery::Plan::read(&mut conn, tenant, user, asked.as_ref()).await?;
+        let plan = {
+            let mut conn = hub.db.conn().await?;
+            recovery::Plan::read(&mut conn, tenant, user, asked.as_ref()).await?
+        };
         let mut replay = plan.replay.clone();
-        for (event, payload, offset) in &plan.replay {
-            let _ = s.emit(event.as_str(), &(payload, offset.to_string()));
-        }
+        let mut sent = replay_to(s, deadline, &replay).await;
         if recovering {
             // Events stored between the read and the join reach it only this way; later ones
-            // come live.
+            // come live, after these in its queue.
             s.join(session.room());
+            let mut conn = hub.db.conn().await?;
             let more = plan.catch_up(&mut conn, tenant, user).await?;
-            for (event, payload, offset) in &more {
-                let _ = s.emit(event.as_str(), &(payload, offset.to_string()));
+            drop(conn);
+            if sent {
+                sent = replay_to(s, deadline, &more).await;
             }
             replay.extend(more);
         }
-        Ok::<_, sqlx::Error>((plan, replay))
+        Ok::<_, sqlx::Error>((plan, replay, sent))
     };
     let status = match read.await {
-        Ok((plan, replay)) => {
+        // The socket is gone, or did not make room: `slow` drops it; it reconnects from the
+        // last offset it got.
+        Ok((_, _, false)) => {
+            s.extensions.remove::<Replaying>();
+            return;
+        }
+        Ok((plan, replay, true)) => {
             let newest = replay.last().map_or(&plan.head, |(_, _, o)| o);
             let status = plan.status(replay.len(), newest);
             hub.metrics
@@ -475,6 +582,7 @@ async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, aske
         }
     };
     let _ = s.emit(recovery::RECOVERY, &status);
+    s.extensions.remove::<Replaying>();
 }
 
 async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {

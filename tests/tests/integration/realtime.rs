@@ -8,7 +8,7 @@ use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
-use onda_tests::realtime::Sio;
+use onda_tests::realtime::{Sio, StalledClient};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -22,6 +22,7 @@ on_both_backends!(
     the_conversation_list_shows_each_peer_and_last_message,
     a_reconnect_replays_missed_events_once_in_order,
     old_foreign_or_bad_offsets_say_incomplete,
+    a_client_that_never_reads_is_dropped_and_others_are_not_slowed,
 );
 
 /// A tenant with a fan and a creator: (API key, fan's token, creator's token).
@@ -1202,4 +1203,130 @@ async fn a_reconnect_through_another_replica_recovers() {
     drop((on_a, on_b));
     b.stop().await;
     a.stop().await;
+}
+
+/// The value of an unlabelled series in a Prometheus text page.
+fn series(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A client that completes its handshake and then never reads, while a flood of notifications
+/// goes to its user: it is dropped within seconds (counted as a slow client), and another
+/// user's reading client keeps getting its messages promptly meanwhile.
+async fn a_client_that_never_reads_is_dropped_and_others_are_not_slowed(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, fan, creator) = pair(&cp).await;
+    let stuck = cp.user_with_token(&key, "stuck-1", "Stuck").await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+    let addr = cp
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the control plane's address");
+    let stalled = StalledClient::connect(addr, &stuck).await;
+    let metrics = async || cp.call(Method::GET, "/metrics", None, None).await.text;
+    let page = metrics().await;
+    assert_eq!(
+        series(&page, "onda_realtime_connections"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(series(&page, "onda_realtime_slow_clients_total"), Some(0.0));
+
+    // The flood: notifications of about 6 KB to the stuck user, eight requests at a time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let (http, url, key, stop) = (cp.http.clone(), cp.url.clone(), key.clone(), stop.clone());
+        let body = json!({
+            "type": "flood.test",
+            "title": "Flood",
+            "body": "b".repeat(2000),
+            "data": {"pad": "d".repeat(3900)},
+        });
+        async move {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                let mut batch = tokio::task::JoinSet::new();
+                for _ in 0..8 {
+                    batch.spawn(
+                        http.post(format!("{url}/v1/users/stuck-1/notifications"))
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send(),
+                    );
+                }
+                for r in batch.join_all().await {
+                    assert_eq!(r.expect("the API answers").status().as_u16(), 201);
+                    sent += 1;
+                }
+            }
+            sent
+        }
+    });
+
+    // Meanwhile the creator messages the fan (within the message rate limit) and the fan's
+    // socket gets each one; the latency of the slowest is kept.
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut probes = 0;
+    let mut pace = tokio::time::interval(Duration::from_millis(150));
+    let dropped_after = loop {
+        pace.tick().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stalled client is not dropped within 60 s"
+        );
+        let at = std::time::Instant::now();
+        let ack = sio
+            .emit(
+                "creator",
+                "send-message",
+                json!({"receiverId": "fan-1", "content": format!("probe {probes}")}),
+            )
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        let got = sio.event("fan", "receive-message").await;
+        assert_eq!(got["id"], ack["id"], "in order, none lost");
+        worst = worst.max(at.elapsed());
+        probes += 1;
+        let page = metrics().await;
+        if series(&page, "onda_realtime_slow_clients_total") == Some(1.0) {
+            // Its disconnect ran: two connections left, the readers'.
+            assert_eq!(
+                series(&page, "onda_realtime_connections"),
+                Some(2.0),
+                "{page}"
+            );
+            break started.elapsed();
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.await.expect("flood");
+    eprintln!(
+        "stalled client dropped after {dropped_after:?} of flood ({flooded} notifications sent); \
+         slowest of {probes} messages to a reading client: {worst:?}"
+    );
+    assert!(worst < Duration::from_secs(1), "a reader waited {worst:?}");
+    // The readers are still connected and served.
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "still here"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        sio.event("creator", "receive-message").await["id"],
+        ack["id"]
+    );
+    drop(stalled);
+    cp.stop().await;
 }
