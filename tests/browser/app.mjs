@@ -23,9 +23,19 @@ const browser = await chromium.launch({
   args: ["--no-sandbox"],
 });
 
-async function page(name, token) {
+// The creator's WebSockets go through a route the script can cut, as a lost network would: while
+// `offline`, new ones are closed at once (socket.io-client keeps retrying).
+const link = { offline: false, open: [] };
+
+async function page(name, token, cuttable = false) {
   const context = await browser.newContext();
   const p = await context.newPage();
+  if (cuttable) {
+    await p.routeWebSocket(/\/socket\.io\//, (ws) => {
+      if (link.offline) return ws.close();
+      link.open.push({ ws, server: ws.connectToServer() });
+    });
+  }
   p.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`));
   p.on("pageerror", (e) => result.console.push(`${name} pageerror: ${e.message}`));
   await p.goto(`${app}#token=${encodeURIComponent(token)}`, WAIT);
@@ -40,6 +50,22 @@ async function step(name, fn) {
   }
 }
 
+/// A series of the control plane's /metrics, as a number.
+async function metric(name) {
+  const text = await (await fetch(new URL("/metrics", app))).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
+/// Polls `cond` until it holds, for at most WAIT.
+async function until(cond) {
+  const deadline = Date.now() + WAIT.timeout;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`not within ${WAIT.timeout} ms: ${cond}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 const shot = (p, name) => p.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
 const open = async (p, user) => {
   await p.fill("[data-testid=start-user]", user);
@@ -49,7 +75,7 @@ const open = async (p, user) => {
 
 try {
   const fan = await page("fan", fanToken);
-  const creator = await page("creator", creatorToken);
+  const creator = await page("creator", creatorToken, true);
   await step("signed_in", async () => ({
     fan: await fan.textContent("[data-testid=me]", WAIT),
     creator: await creator.textContent("[data-testid=me]", WAIT),
@@ -123,6 +149,29 @@ try {
     await shot(fan, "fan-notifications");
     await fan.waitForSelector("[data-testid=bell-count]", { ...WAIT, state: "hidden" });
     return { before, items: await fan.locator("[data-testid=notification]").count() };
+  });
+  await step("reconnect_replays", async () => {
+    // The creator's tab loses its connection; the server sees it go (only the fan is left).
+    link.offline = true;
+    for (const { ws, server } of link.open.splice(0)) {
+      await server.close();
+      await ws.close();
+    }
+    await until(async () => (await metric("onda_realtime_connections")) === 1);
+    await open(fan, "creator-1");
+    await fan.fill("[data-testid=compose]", "While you were away 📡");
+    await fan.click("[data-testid=send]");
+    await fan.locator("[data-testid=message] .text", { hasText: "While you were away" }).waitFor(WAIT);
+    // Back online: socket.io-client reconnects with the newest offset it saw.
+    link.offline = false;
+    const got = creator.locator("[data-testid=message] .text", { hasText: "While you were away" });
+    await got.waitFor({ timeout: 20000 });
+    await shot(creator, "creator-after-reconnect");
+    return {
+      text: await got.textContent(),
+      shown: await got.count(),
+      recovered: await metric('onda_realtime_recoveries_total{outcome="complete"}'),
+    };
   });
 } catch (e) {
   result.error = String(e.message ?? e);

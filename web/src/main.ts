@@ -2,7 +2,9 @@
 // conversation (typing indicator, read marks, emoji, image attachments), and the notification
 // bell. It uses only
 // the public API and the realtime gateway, as a tenant's own front end would. User text is
-// always set as textContent, never parsed as HTML; attachments are shown from their own URL.
+// always set as textContent, never parsed as HTML; attachments are shown from their own URL. A
+// tab that loses its connection for a moment gets what it missed when socket.io-client
+// reconnects (docs/realtime.md, "Reconnecting and missed events").
 import { io, Socket } from "socket.io-client";
 import { Api, ApiError, Conversation, Message, Profile } from "./api";
 import "./style.css";
@@ -61,23 +63,68 @@ class App {
   private typingSent = 0;
   /// The last read mark sent: the list is read after it is stored, so its counts include it.
   private pendingRead: Promise<unknown> = Promise.resolve();
+  /// The newest offset of this user's feed seen (an event's last argument, an ack's `offset`,
+  /// `recovery`'s): sent at every reconnect, so the server replays what came after it.
+  private offset: string | undefined;
+  /// Whether the socket connected before: a later `recovery` that is not complete means the
+  /// page missed something and reloads from REST.
+  private connectedBefore = false;
 
   constructor(
     private api: Api,
     private me: Profile,
     token: string,
   ) {
-    this.socket = io({ auth: { token }, transports: ["websocket", "polling"] });
+    // A function, so every automatic reconnect sends the newest offset.
+    const auth = (cb: (data: object) => void) =>
+      cb(this.offset === undefined ? { token } : { token, offset: this.offset });
+    this.socket = io({ auth, transports: ["websocket", "polling"] });
     this.socket.on("connect_error", (e) => this.banner(`Cannot connect: ${e.message}`));
-    this.socket.on("receive-message", (m: Message) => this.onMessage(m));
+    this.socket.on("recovery", (e: { recovered: boolean; offset: string | null }) => this.onRecovery(e));
+    this.socket.on("receive-message", (m: Message, offset?: string) => {
+      this.saw(offset);
+      this.onMessage(m);
+    });
     this.socket.on("typing-start", (e: { senderId: string }) => this.showTyping(e.senderId, true));
     this.socket.on("typing-stop", (e: { senderId: string }) => this.showTyping(e.senderId, false));
-    this.socket.on("messages-read", (e: { readerId: string; messageId: string }) => this.onRead(e));
+    this.socket.on("messages-read", (e: { readerId: string; messageId: string }, offset?: string) => {
+      this.saw(offset);
+      this.onRead(e);
+    });
+    this.socket.on("message-edited", (_: Message, offset?: string) => this.saw(offset));
+    this.socket.on("message-deleted", (_: unknown, offset?: string) => this.saw(offset));
     this.socket.on("user-online", () => this.refreshList());
     this.socket.on("user-offline", () => this.refreshList());
-    this.socket.on("notification", (e: { unreadCount: number }) => this.setBell(e.unreadCount));
+    this.socket.on("notification", (e: { unreadCount: number }, offset?: string) => {
+      this.saw(offset);
+      this.setBell(e.unreadCount);
+    });
     window.addEventListener("hashchange", () => this.route());
     this.initBell();
+  }
+
+  /// Keeps the newest offset (one user's offsets sort as text).
+  saw(offset: string | null | undefined) {
+    if (typeof offset === "string" && (this.offset === undefined || offset > this.offset)) {
+      this.offset = offset;
+    }
+  }
+
+  /// The end of a (re)connect's replay. Replayed events came before it through their usual
+  /// handlers (a message shows once: `append` skips one it has); when they were not all of
+  /// what was missed, the page reloads what it shows from REST.
+  onRecovery(e: { recovered: boolean; offset: string | null }) {
+    if (e.recovered) {
+      this.saw(e.offset);
+    } else {
+      // Where the feed is now (another epoch, if the old offset was not this user's).
+      this.offset = e.offset ?? undefined;
+      if (this.connectedBefore) {
+        this.route();
+        this.api.notifications().then(({ unreadCount }) => this.setBell(unreadCount), () => undefined);
+      }
+    }
+    this.connectedBefore = true;
   }
 
   route() {
@@ -183,6 +230,7 @@ class App {
   async send(other: string, content: string, mediaUrl: string | null): Promise<boolean> {
     const payload = mediaUrl ? { receiverId: other, content, mediaUrl } : { receiverId: other, content };
     const ack = await this.socket.emitWithAck("send-message", payload);
+    this.saw(ack.offset);
     if (!ack.ok) {
       this.banner(ack.error?.message ?? "The message was not sent.");
       return false;

@@ -2,7 +2,8 @@
 //! playwright-core (tests/browser/app.mjs). A fan and a creator, each in a browser context of
 //! their own, sign in by link and chat: the typing indicator comes and goes, a message arrives,
 //! the read mark shows, the fan attaches an image that both pages show loaded, the unread badge
-//! appears and clears, the notification bell counts.
+//! appears and clears, the notification bell counts, and a message sent while the creator's tab
+//! had lost its connection shows once it reconnects.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
@@ -79,6 +80,12 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     // panel lists it and marks it read.
     assert_eq!(steps["bell"]["before"], "1", "{report}");
     assert_eq!(steps["bell"]["items"], 1, "{report}");
+    // The creator's tab lost its connection while the fan wrote: when socket.io-client
+    // reconnected, the message was replayed into the open conversation, once.
+    let replay = &steps["reconnect_replays"];
+    assert_eq!(replay["text"], "While you were away 📡", "{report}");
+    assert_eq!(replay["shown"], 1, "{report}");
+    assert_eq!(replay["recovered"], 1, "{report}");
     let errors: Vec<&Value> = out["console"]
         .as_array()
         .into_iter()
