@@ -17,6 +17,7 @@ pub mod process;
 pub mod realtime;
 pub mod rogue;
 pub mod rtmp;
+pub mod sioload;
 pub mod usage;
 
 use std::time::{Duration, Instant};
