@@ -267,18 +267,16 @@ async fn client(
     let accepted = tokio::time::timeout(HANDSHAKE, async {
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
-            match text.as_str() {
-                t if t.starts_with('0') => {
-                    if ws.send(Message::text(hello.clone())).await.is_err() {
-                        return Err("the connection ended during the handshake".to_string());
-                    }
-                }
-                "2" => {
-                    let _ = ws.send(Message::text("3")).await;
-                }
+            // The open packet gets the token; a ping its pong.
+            let reply = match text.as_str() {
                 t if t.starts_with("40") => return Ok(()),
                 t if t.starts_with("44") => return Err(format!("refused: {t}")),
-                _ => {}
+                t if t.starts_with('0') => hello.clone(),
+                "2" => "3".to_string(),
+                _ => continue,
+            };
+            if ws.send(Message::text(reply)).await.is_err() {
+                break;
             }
         }
         Err("the connection ended during the handshake".to_string())
