@@ -155,6 +155,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "realtime feed",
         include_str!("../../migrations/0025_realtime_feed.sql"),
     ),
+    (
+        27,
+        "one managed key",
+        include_str!("../../migrations/0027_one_managed_key.sql"),
+    ),
 ];
 
 impl Db {

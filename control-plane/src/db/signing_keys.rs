@@ -58,6 +58,33 @@ pub async fn insert(
     get(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
+/// The tenant's active managed key, made now if it has none. Two callers at once get the same
+/// key: a unique index allows one active managed key per tenant, so the second insert does
+/// nothing and both read the one that won.
+pub async fn managed_or_insert(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+    secret: &str,
+) -> Result<StoredKey, sqlx::Error> {
+    if let Some(key) = active_managed(conn, tenant_id).await? {
+        return Ok(key);
+    }
+    sqlx::query(
+        "INSERT INTO signing_keys (id, tenant_id, secret, managed, created_at, revoked_at) \
+         VALUES ($1, $2, $3, 1, $4, NULL) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(secret)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    active_managed(conn, tenant_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
 /// A key by its id, whatever its tenant (a token names only the kid).
 pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<StoredKey>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM signing_keys WHERE id = $1"));

@@ -209,19 +209,13 @@ pub async fn mint(
     ttl: u32,
     now: i64,
 ) -> Result<UserToken, sqlx::Error> {
-    let key = match db::signing_keys::active_managed(conn, tenant_id).await? {
-        Some(key) => key,
-        None => {
-            db::signing_keys::insert(
-                conn,
-                tenant_id,
-                &secrets::new_id("sk"),
-                &secrets::new_signing_secret(),
-                db::signing_keys::Origin::Managed,
-            )
-            .await?
-        }
-    };
+    let key = db::signing_keys::managed_or_insert(
+        conn,
+        tenant_id,
+        &secrets::new_id("sk"),
+        &secrets::new_signing_secret(),
+    )
+    .await?;
     let claims = jwt::Claims {
         iss: tenant_id.to_string(),
         sub: user_id.to_string(),

@@ -16,6 +16,7 @@ on_both_backends!(
     profiles_by_the_tenants_own_ids,
     minted_tokens_act_only_as_their_user,
     tenant_signed_tokens_and_every_refusal,
+    first_mints_at_once_share_one_managed_key,
 );
 
 fn now() -> i64 {
@@ -437,5 +438,45 @@ async fn tenant_signed_tokens_and_every_refusal(b: Backend) {
     cp.post("/v1/signing-keys", &key, json!({}))
         .await
         .problem(409);
+    cp.stop().await;
+}
+
+/// A tenant's first tokens minted all at once are signed with one managed key, not one each.
+async fn first_mints_at_once_share_one_managed_key(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    for i in 0..8 {
+        cp.call(
+            Method::PUT,
+            &format!("/v1/users/fan-{i}"),
+            Some(&key),
+            Some(json!({ "display_name": format!("Fan {i}") })),
+        )
+        .await
+        .expect(201);
+    }
+    let mints = (0..8).map(|i| {
+        let (cp, key) = (&cp, &key);
+        async move {
+            let r = cp
+                .post(&format!("/v1/users/fan-{i}/tokens"), key, json!({}))
+                .await
+                .expect(201)
+                .body;
+            r["kid"].as_str().expect("kid").to_string()
+        }
+    });
+    let kids = futures_util::future::join_all(mints).await;
+    assert!(kids.iter().all(|k| *k == kids[0]), "one key: {kids:?}");
+    let keys = cp.get("/v1/signing-keys", &key).await.expect(200).body;
+    let managed: Vec<&Value> = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["managed"] == true)
+        .collect();
+    assert_eq!(managed.len(), 1, "{keys}");
     cp.stop().await;
 }
