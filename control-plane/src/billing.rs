@@ -7,10 +7,12 @@
 //! - A day of the month is *active* when the tenant existed and was not suspended at any moment
 //!   of it; it belongs to the plan in effect at its last active moment (a day with no active
 //!   moment belongs to the plan in effect when it ends). Usage belongs to the day its report
-//!   period starts in.
-//! - Per plan: the monthly price × active days / days in the month; the plan's included GB and
-//!   listener hours are prorated the same way, and what the plan's days used beyond them is
-//!   billed at the plan's overage prices.
+//!   period starts in; realtime usage is recorded per UTC day already (a connection over
+//!   midnight counts on both days).
+//! - Per plan: the monthly price × active days / days in the month; the plan's included GB,
+//!   listener hours, realtime connection minutes and messages are prorated the same way, and
+//!   what the plan's days used beyond them is billed at the plan's overage prices (per GB, per
+//!   listener hour, per 1000 connection minutes, per 1000 messages).
 //! - Amounts are micro-units of the currency, rounded half up once per line.
 //! - Usage that reaches the control plane after its month's invoice was finalized is billed on
 //!   a later invoice as the difference between that month's overage with it and without it, so
@@ -23,6 +25,7 @@ use time::{Date, Month};
 pub const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: u128 = 3_600_000;
 const GB: u128 = 1_000_000_000;
+const MINUTE_MS: u128 = 60_000;
 
 /// A calendar month in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -130,12 +133,17 @@ pub struct Change {
     pub status: Status,
 }
 
-/// Usage of one day of the month (0 = the 1st), summed over stations, mounts and nodes.
+/// Usage of one day of the month (0 = the 1st), summed over stations, mounts and nodes, and
+/// over the tenant's end users' realtime connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayUsage {
     pub day: u32,
     pub listener_ms: u64,
     pub bytes: u64,
+    /// Time every socket of the tenant's end users was connected.
+    pub connection_ms: u64,
+    /// Messages the tenant's end users sent.
+    pub messages: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +151,17 @@ pub enum LineKind {
     Plan,
     Bandwidth,
     ListenerHours,
+    ConnectionMinutes,
+    Messages,
 }
+
+/// The metered kinds, in the order their lines follow a plan's line.
+const METERED: [LineKind; 4] = [
+    LineKind::Bandwidth,
+    LineKind::ListenerHours,
+    LineKind::ConnectionMinutes,
+    LineKind::Messages,
+];
 
 impl LineKind {
     pub fn as_str(self) -> &'static str {
@@ -151,6 +169,8 @@ impl LineKind {
             LineKind::Plan => "plan",
             LineKind::Bandwidth => "bandwidth_overage",
             LineKind::ListenerHours => "listener_hours_overage",
+            LineKind::ConnectionMinutes => "connection_minutes_overage",
+            LineKind::Messages => "messages_overage",
         }
     }
 }
@@ -163,9 +183,10 @@ pub struct Line {
     pub plan_id: String,
     /// The month the line's usage or days belong to (earlier than the invoice's for late usage).
     pub usage_period: String,
-    /// Exact decimal where it can be (days and GB), six places for listener hours.
+    /// Exact decimal where it can be (days, GB, thousands of messages), six places for listener
+    /// hours and thousands of connection minutes.
     pub quantity: String,
-    /// "month", "GB" or "listener hour".
+    /// "month", "GB", "listener hour", "1000 connection minutes" or "1000 messages".
     pub unit: String,
     pub unit_price_micros: u64,
     pub amount_micros: u64,
@@ -178,6 +199,17 @@ struct PlanMonth {
     active_days: u32,
     listener_ms: u64,
     bytes: u64,
+    connection_ms: u64,
+    messages: u64,
+}
+
+/// One metered quantity of one plan's days in a month, in its base unit (bytes, ms, messages):
+/// what the days included, what went beyond, and the price of that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Metered {
+    included: u64,
+    over: u64,
+    amount: u64,
 }
 
 /// Overage of one plan's days in a month.
@@ -185,12 +217,22 @@ struct PlanMonth {
 struct Overage {
     plan_id: String,
     active_days: u32,
-    included_bytes: u64,
-    over_bytes: u64,
-    bytes_amount: u64,
-    included_ms: u64,
-    over_ms: u64,
-    hours_amount: u64,
+    bytes: Metered,
+    listener_ms: Metered,
+    connection_ms: Metered,
+    messages: Metered,
+}
+
+impl Overage {
+    fn of(&self, kind: LineKind) -> Metered {
+        match kind {
+            LineKind::Bandwidth => self.bytes,
+            LineKind::ListenerHours => self.listener_ms,
+            LineKind::ConnectionMinutes => self.connection_ms,
+            LineKind::Messages => self.messages,
+            LineKind::Plan => Metered::default(),
+        }
+    }
 }
 
 /// a × b / c rounded half up, in 128 bits (no product of u64s overflows).
@@ -256,6 +298,8 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
                     active_days: 0,
                     listener_ms: 0,
                     bytes: 0,
+                    connection_ms: 0,
+                    messages: 0,
                 });
                 out.len() - 1
             }
@@ -276,6 +320,8 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
             let m = entry(&mut out, &plan);
             m.listener_ms = m.listener_ms.saturating_add(u.listener_ms);
             m.bytes = m.bytes.saturating_add(u.bytes);
+            m.connection_ms = m.connection_ms.saturating_add(u.connection_ms);
+            m.messages = m.messages.saturating_add(u.messages);
         }
     }
     out
@@ -285,6 +331,27 @@ fn plan<'a>(plans: &'a HashMap<String, Plan>, id: &str) -> Result<&'a Plan, Stri
     plans
         .get(id)
         .ok_or_else(|| format!("plan {id:?} no longer exists, so the days on it cannot be priced"))
+}
+
+/// `used` against a monthly allowance of `allowance` units of `unit` base units, prorated by
+/// `days` of `dim`, the rest priced at `price` per `per` base units.
+fn metered(
+    used: u64,
+    allowance: u64,
+    unit: u128,
+    days: u64,
+    dim: u128,
+    price: u64,
+    per: u128,
+) -> Metered {
+    let unit = u64::try_from(unit).unwrap_or(u64::MAX);
+    let included = mul_div_floor(allowance.saturating_mul(unit), days, dim);
+    let over = used.saturating_sub(included);
+    Metered {
+        included,
+        over,
+        amount: mul_div_round(over, price, per),
+    }
 }
 
 fn overages(
@@ -299,30 +366,52 @@ fn overages(
         .map(|m| {
             let p = &plan(plans, &m.plan_id)?.prices;
             let days = u64::from(m.active_days);
-            let included_bytes = mul_div_floor(p.included_gb.saturating_mul(GB as u64), days, dim);
-            let included_ms = mul_div_floor(
-                p.included_listener_hours.saturating_mul(HOUR_MS as u64),
-                days,
-                dim,
-            );
-            let over_bytes = m.bytes.saturating_sub(included_bytes);
-            let over_ms = m.listener_ms.saturating_sub(included_ms);
             Ok(Overage {
                 plan_id: m.plan_id,
                 active_days: m.active_days,
-                included_bytes,
-                over_bytes,
-                bytes_amount: mul_div_round(over_bytes, p.overage_per_gb_micros, GB),
-                included_ms,
-                over_ms,
-                hours_amount: mul_div_round(over_ms, p.overage_per_listener_hour_micros, HOUR_MS),
+                bytes: metered(
+                    m.bytes,
+                    p.included_gb,
+                    GB,
+                    days,
+                    dim,
+                    p.overage_per_gb_micros,
+                    GB,
+                ),
+                listener_ms: metered(
+                    m.listener_ms,
+                    p.included_listener_hours,
+                    HOUR_MS,
+                    days,
+                    dim,
+                    p.overage_per_listener_hour_micros,
+                    HOUR_MS,
+                ),
+                connection_ms: metered(
+                    m.connection_ms,
+                    p.included_connection_minutes,
+                    MINUTE_MS,
+                    days,
+                    dim,
+                    p.overage_per_1000_connection_minutes_micros,
+                    1000 * MINUTE_MS,
+                ),
+                messages: metered(
+                    m.messages,
+                    p.included_messages,
+                    1,
+                    days,
+                    dim,
+                    p.overage_per_1000_messages_micros,
+                    1000,
+                ),
             })
         })
         .collect()
 }
 
-/// An overage line of `kind` (bandwidth or listener hours) for `over` bytes or milliseconds
-/// beyond what the plan's days included, or (`late`) beyond what was billed before.
+/// An overage line of a metered `kind` for `over` base units beyond what the plan's days
+/// included, or (`late`) beyond what was billed before.
 fn overage_line(
     kind: LineKind,
     plan: &Plan,
@@ -332,21 +421,38 @@ fn overage_line(
     over: u64,
     amount: u64,
 ) -> Line {
+    let included = o.of(kind).included;
+    let p = &plan.prices;
     let (what, included, quantity, unit, unit_price) = match kind {
         LineKind::ListenerHours => (
             "listener hours",
-            decimal(mul_div_round(o.included_ms, 1_000_000, HOUR_MS), 6),
+            decimal(mul_div_round(included, 1_000_000, HOUR_MS), 6),
             // Hours to six places: a listener hour is 3.6 million ms, not a power of ten.
             decimal(mul_div_round(over, 1_000_000, HOUR_MS), 6),
             "listener hour",
-            plan.prices.overage_per_listener_hour_micros,
+            p.overage_per_listener_hour_micros,
+        ),
+        LineKind::ConnectionMinutes => (
+            "realtime connection minutes",
+            decimal(mul_div_round(included, 1000, MINUTE_MS), 3),
+            // Thousands of minutes to six places (0.06 s): the price is per 1000 minutes.
+            decimal(mul_div_round(over, 1_000_000, 1000 * MINUTE_MS), 6),
+            "1000 connection minutes",
+            p.overage_per_1000_connection_minutes_micros,
+        ),
+        LineKind::Messages => (
+            "messages",
+            included.to_string(),
+            decimal(over, 3),
+            "1000 messages",
+            p.overage_per_1000_messages_micros,
         ),
         _ => (
             "GB delivered",
-            format!("{} GB", decimal(o.included_bytes, 9)),
+            format!("{} GB", decimal(included, 9)),
             decimal(over, 9),
             "GB",
-            plan.prices.overage_per_gb_micros,
+            p.overage_per_gb_micros,
         ),
     };
     let description = if late {
@@ -429,27 +535,13 @@ pub fn month_lines(
                 ),
             });
         }
-        if o.over_bytes > 0 {
-            lines.push(overage_line(
-                LineKind::Bandwidth,
-                plan,
-                period,
-                &o,
-                false,
-                o.over_bytes,
-                o.bytes_amount,
-            ));
-        }
-        if o.over_ms > 0 {
-            lines.push(overage_line(
-                LineKind::ListenerHours,
-                plan,
-                period,
-                &o,
-                false,
-                o.over_ms,
-                o.hours_amount,
-            ));
+        for kind in METERED {
+            let m = o.of(kind);
+            if m.over > 0 {
+                lines.push(overage_line(
+                    kind, plan, period, &o, false, m.over, m.amount,
+                ));
+            }
         }
     }
     Ok(lines)
@@ -469,22 +561,11 @@ pub fn late_lines(
     for o in overages(period, history, all, plans)? {
         let plan = plan(plans, &o.plan_id)?;
         let b = before.iter().find(|b| b.plan_id == o.plan_id);
-        let (b_bytes, b_bytes_amount, b_ms, b_hours_amount) = b.map_or((0, 0, 0, 0), |b| {
-            (b.over_bytes, b.bytes_amount, b.over_ms, b.hours_amount)
-        });
-        for (kind, over, amount) in [
-            (
-                LineKind::Bandwidth,
-                o.over_bytes.saturating_sub(b_bytes),
-                o.bytes_amount.saturating_sub(b_bytes_amount),
-            ),
-            (
-                LineKind::ListenerHours,
-                o.over_ms.saturating_sub(b_ms),
-                o.hours_amount.saturating_sub(b_hours_amount),
-            ),
-        ] {
+        for kind in METERED {
+            let (now, then) = (o.of(kind), b.map(|b| b.of(kind)).unwrap_or_default());
+            let over = now.over.saturating_sub(then.over);
             if over > 0 {
+                let amount = now.amount.saturating_sub(then.amount);
                 lines.push(overage_line(kind, plan, period, &o, true, over, amount));
             }
         }
@@ -512,6 +593,7 @@ mod tests {
                 max_live_streams: 0,
                 live_renditions: Vec::new(),
                 attachment_bytes: 0,
+                max_realtime_connections: 1,
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {
@@ -521,6 +603,10 @@ mod tests {
                 overage_per_listener_hour_micros: per_hour,
                 included_gb: gb,
                 included_listener_hours: hours,
+                included_connection_minutes: 0,
+                overage_per_1000_connection_minutes_micros: 0,
+                included_messages: 0,
+                overage_per_1000_messages_micros: 0,
             },
             created_at: String::new(),
             updated_at: String::new(),
@@ -580,6 +666,7 @@ mod tests {
             day: 3,
             listener_ms: 3_600_000,
             bytes: 1_000_000_000,
+            ..Default::default()
         }];
         let lines = month_lines(p, &history, &usage, &plans).expect("lines");
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -606,11 +693,13 @@ mod tests {
                 day: 12,
                 listener_ms: 400 * 3_600_000,
                 bytes: 40_000_000_000,
+                ..Default::default()
             },
             DayUsage {
                 day: 27,
                 listener_ms: 200 * 3_600_000,
                 bytes: 20_000_000_000,
+                ..Default::default()
             },
         ];
         let lines = month_lines(p, &history, &usage, &plans).expect("lines");
@@ -647,11 +736,13 @@ mod tests {
                 day: 0,
                 listener_ms: 0,
                 bytes: 2_000_000_000,
+                ..Default::default()
             },
             DayUsage {
                 day: 15,
                 listener_ms: 0,
                 bytes: 7_000_000_000,
+                ..Default::default()
             },
         ];
         let lines = month_lines(p, &history, &usage, &plans).expect("lines");
@@ -683,11 +774,13 @@ mod tests {
             day: 5,
             listener_ms: 0,
             bytes: 9_000_000_000,
+            ..Default::default()
         };
         let late = DayUsage {
             day: 30,
             listener_ms: 0,
             bytes: 2_500_000_000,
+            ..Default::default()
         };
         let first = month_lines(p, &history, &[on_time], &plans).expect("lines");
         assert_eq!(first.len(), 1, "under the allowance: {first:?}");
@@ -706,6 +799,190 @@ mod tests {
                 .expect("late")
                 .is_empty()
         );
+    }
+
+    /// `p` with realtime allowances and prices.
+    fn realtime(
+        mut p: Plan,
+        minutes: u64,
+        per_1000_minutes: u64,
+        messages: u64,
+        per_1000: u64,
+    ) -> Plan {
+        p.prices.included_connection_minutes = minutes;
+        p.prices.overage_per_1000_connection_minutes_micros = per_1000_minutes;
+        p.prices.included_messages = messages;
+        p.prices.overage_per_1000_messages_micros = per_1000;
+        p
+    }
+
+    fn day(day: u32, connection_ms: u64, messages: u64) -> DayUsage {
+        DayUsage {
+            day,
+            connection_ms,
+            messages,
+            ..Default::default()
+        }
+    }
+
+    /// Active 16 of 30 days (as above). Connection minutes: 3000 a month → 1600 included
+    /// (96 000 000 ms); 2000 min + 100.5 min used → 500.5 min over = 0.5005 thousand at 0.50 =
+    /// 0.250250. Messages: 1000 a month → 533 included (533.33 rounded down); 1234 sent → 701
+    /// over = 0.701 thousand at 2.00 = 1.402.
+    #[test]
+    fn realtime_usage_beyond_the_prorated_allowance_is_billed_per_1000() {
+        let p = Period::parse("2026-11").expect("parse");
+        let plans = plans(vec![realtime(
+            plan("r", 0, 0, 0, 0, 0),
+            3000,
+            500_000,
+            1000,
+            2_000_000,
+        )]);
+        let history = [
+            change(at(p, 10, 23), "r", Status::Active),
+            change(at(p, 20, 1), "r", Status::Suspended),
+            change(at(p, 25, 12), "r", Status::Active),
+        ];
+        let usage = [
+            day(12, 2000 * 60_000, 1200),
+            day(27, 100 * 60_000 + 30_000, 34),
+        ];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.kind,
+                    l.quantity.as_str(),
+                    l.unit.as_str(),
+                    l.unit_price_micros,
+                    l.amount_micros,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (LineKind::Plan, "0.533333", "month", 0, 0),
+                (
+                    LineKind::ConnectionMinutes,
+                    "0.5005",
+                    "1000 connection minutes",
+                    500_000,
+                    250_250
+                ),
+                (
+                    LineKind::Messages,
+                    "0.701",
+                    "1000 messages",
+                    2_000_000,
+                    1_402_000
+                ),
+            ]
+        );
+        assert_eq!(
+            lines[1].description,
+            "Realtime connection minutes beyond the 1600 the R plan includes for 16 of 30 days"
+        );
+        assert_eq!(
+            lines[2].description,
+            "Messages beyond the 533 the R plan includes for 16 of 30 days"
+        );
+        assert_eq!(lines[1].kind.as_str(), "connection_minutes_overage");
+        assert_eq!(lines[2].kind.as_str(), "messages_overage");
+        // Under both allowances: only the plan line.
+        let under = [day(12, 96_000_000, 533)];
+        assert_eq!(
+            month_lines(p, &history, &under, &plans)
+                .expect("lines")
+                .len(),
+            1
+        );
+    }
+
+    /// A plan change on the 16th at 10:00 from a to b: each day's realtime usage counts against
+    /// its own plan's prorated allowance at its own plan's price. a: no messages included,
+    /// 2500 sent → 2.5 thousand at 1.00. b: 3000 a month → 1500 for its 15 days; 2000 sent →
+    /// 0.5 thousand at 0.50; 60 connection minutes of its 300 included → no line.
+    #[test]
+    fn a_plan_change_splits_realtime_usage_between_the_plans() {
+        let p = Period::parse("2026-11").expect("parse");
+        let plans = plans(vec![
+            realtime(plan("a", 3_000_000, 0, 0, 0, 0), 0, 0, 0, 1_000_000),
+            realtime(
+                plan("b", 6_000_000, 0, 0, 0, 0),
+                600,
+                100_000,
+                3000,
+                500_000,
+            ),
+        ]);
+        let history = [
+            change(at(p, -1, 0), "a", Status::Active),
+            change(at(p, 15, 10), "b", Status::Active),
+        ];
+        let usage = [day(0, 0, 2500), day(15, 0, 2000), day(20, 3_600_000, 0)];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.plan_id.as_str(),
+                    l.kind,
+                    l.quantity.as_str(),
+                    l.amount_micros,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", LineKind::Plan, "0.5", 1_500_000),
+                ("a", LineKind::Messages, "2.5", 2_500_000),
+                ("b", LineKind::Plan, "0.5", 3_000_000),
+                ("b", LineKind::Messages, "0.5", 250_000),
+            ]
+        );
+    }
+
+    /// Realtime usage that arrives after the month was finalized is billed as the difference,
+    /// like listener hours: both invoices together bill the month as if it had been on time.
+    #[test]
+    fn late_realtime_usage_bills_the_difference() {
+        let p = Period::parse("2026-10").expect("parse");
+        let plans = plans(vec![realtime(
+            plan("a", 0, 0, 0, 0, 0),
+            0,
+            400_000,
+            31_000,
+            1_000_000,
+        )]);
+        let history = [change(at(p, -1, 0), "a", Status::Active)];
+        let on_time = day(5, 0, 30_000);
+        let late = day(30, 90_000, 2_500);
+        let first = month_lines(p, &history, &[on_time], &plans).expect("lines");
+        assert_eq!(first.len(), 1, "under the allowance: {first:?}");
+        let extra = late_lines(p, &history, &[on_time, late], &[on_time], &plans).expect("late");
+        let got: Vec<_> = extra
+            .iter()
+            .map(|l| (l.kind, l.quantity.as_str(), l.amount_micros))
+            .collect();
+        // 90 s = 0.0015 thousand minutes at 0.40 = 0.000600; 1500 messages over at 1.00.
+        assert_eq!(
+            got,
+            [
+                (LineKind::ConnectionMinutes, "0.0015", 600),
+                (LineKind::Messages, "1.5", 1_500_000),
+            ]
+        );
+        assert_eq!(
+            extra[1].description,
+            "Late usage from 2026-10: messages beyond the A plan"
+        );
+        let whole = month_lines(p, &history, &[on_time, late], &plans).expect("lines");
+        let total = |l: &[Line]| l.iter().map(|l| l.amount_micros).sum::<u64>();
+        assert_eq!(total(&first) + total(&extra), total(&whole));
     }
 
     #[test]

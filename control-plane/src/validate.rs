@@ -179,6 +179,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         max_live_streams,
         live_renditions,
         attachment_bytes,
+        max_realtime_connections,
     } = &plan.limits;
     if live_renditions.len() > onda_shared::api::MAX_LIVE_RENDITIONS {
         return Err(Invalid::Value(format!(
@@ -215,6 +216,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
             max_listeners_per_station,
         ),
         ("limits.max_live_streams", max_live_streams),
+        ("limits.max_realtime_connections", max_realtime_connections),
     ] {
         if *v > MAX_COUNT {
             return Err(Invalid::Value(format!(
@@ -239,14 +241,23 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_listener_hour_micros,
         included_gb,
         included_listener_hours,
+        included_connection_minutes,
+        overage_per_1000_connection_minutes_micros,
+        included_messages,
+        overage_per_1000_messages_micros,
     } = &plan.prices;
     currency(cur)?;
-    // Allowances are multiplied by 10^9 bytes or 3.6 million ms when billed; this bound keeps
-    // those products inside a signed 64-bit column.
+    // Allowances are multiplied by 10^9 bytes, 3.6 million ms or 60 000 ms when billed; this
+    // bound keeps those products inside a signed 64-bit column.
     const MAX_ALLOWANCE: u64 = 1_000_000_000;
     for (field, v) in [
         ("prices.included_gb", included_gb),
         ("prices.included_listener_hours", included_listener_hours),
+        (
+            "prices.included_connection_minutes",
+            included_connection_minutes,
+        ),
+        ("prices.included_messages", included_messages),
     ] {
         if *v > MAX_ALLOWANCE {
             return Err(Invalid::Value(format!(
@@ -260,6 +271,8 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         monthly_micros,
         overage_per_gb_micros,
         overage_per_listener_hour_micros,
+        overage_per_1000_connection_minutes_micros,
+        overage_per_1000_messages_micros,
     ] {
         if *v > MAX_BIG {
             return Err(Invalid::Value(format!(
@@ -491,6 +504,7 @@ mod tests {
                 max_live_streams: 0,
                 live_renditions: Vec::new(),
                 attachment_bytes: 1,
+                max_realtime_connections: 10,
             },
             features: PlanFeatures::default(),
             prices: PlanPrices {
@@ -500,6 +514,10 @@ mod tests {
                 overage_per_listener_hour_micros: 1,
                 included_gb: 1,
                 included_listener_hours: 1,
+                included_connection_minutes: 1,
+                overage_per_1000_connection_minutes_micros: 1,
+                included_messages: 1,
+                overage_per_1000_messages_micros: 1,
             },
             created_at: String::new(),
             updated_at: String::new(),

@@ -45,6 +45,10 @@ pub struct PlanLimits {
     /// users may upload for a message, in bytes (`POST /v1/me/attachments`).
     #[serde(default = "default_attachment_bytes")]
     pub attachment_bytes: u64,
+    /// Socket.io connections of the tenant's end users at once, over every control-plane
+    /// replica; a handshake beyond it is refused. Absent: 1000.
+    #[serde(default = "default_max_realtime_connections")]
+    pub max_realtime_connections: u32,
 }
 
 /// `attachment_bytes` of a plan that does not say: 10 MiB.
@@ -52,6 +56,14 @@ pub const DEFAULT_ATTACHMENT_BYTES: u64 = 10 * 1024 * 1024;
 
 fn default_attachment_bytes() -> u64 {
     DEFAULT_ATTACHMENT_BYTES
+}
+
+/// The realtime connection limit of a plan created without one (and of plans that existed
+/// before the limit did).
+pub const DEFAULT_MAX_REALTIME_CONNECTIONS: u32 = 1000;
+
+fn default_max_realtime_connections() -> u32 {
+    DEFAULT_MAX_REALTIME_CONNECTIONS
 }
 
 /// The most rungs a live ABR ladder may have (each is an x264 encode on the origin edge).
@@ -100,6 +112,19 @@ pub struct PlanPrices {
     /// Listener hours per month that the monthly price includes, prorated the same way.
     #[serde(default)]
     pub included_listener_hours: u64,
+    /// Minutes of end users' realtime connections (every socket's connected time) per month
+    /// that the monthly price includes, prorated the same way.
+    #[serde(default)]
+    pub included_connection_minutes: u64,
+    /// Per 1000 realtime connection minutes beyond what the plan includes.
+    #[serde(default)]
+    pub overage_per_1000_connection_minutes_micros: u64,
+    /// Messages end users send per month that the monthly price includes, prorated the same way.
+    #[serde(default)]
+    pub included_messages: u64,
+    /// Per 1000 messages beyond what the plan includes.
+    #[serde(default)]
+    pub overage_per_1000_messages_micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +180,7 @@ pub struct PlanLimitsPatch {
     pub max_live_streams: Option<u32>,
     pub live_renditions: Option<Vec<LiveRendition>>,
     pub attachment_bytes: Option<u64>,
+    pub max_realtime_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -178,6 +204,10 @@ pub struct PlanPricesPatch {
     pub overage_per_listener_hour_micros: Option<u64>,
     pub included_gb: Option<u64>,
     pub included_listener_hours: Option<u64>,
+    pub included_connection_minutes: Option<u64>,
+    pub overage_per_1000_connection_minutes_micros: Option<u64>,
+    pub included_messages: Option<u64>,
+    pub overage_per_1000_messages_micros: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -117,6 +117,9 @@ pub async fn update(
             .live_renditions
             .unwrap_or(std::mem::take(&mut t.live_renditions));
         t.attachment_bytes = l.attachment_bytes.unwrap_or(t.attachment_bytes);
+        t.max_realtime_connections = l
+            .max_realtime_connections
+            .unwrap_or(t.max_realtime_connections);
     }
     if let Some(f) = req.features {
         let t = &mut plan.features;
@@ -138,6 +141,16 @@ pub async fn update(
         t.included_listener_hours = p
             .included_listener_hours
             .unwrap_or(t.included_listener_hours);
+        t.included_connection_minutes = p
+            .included_connection_minutes
+            .unwrap_or(t.included_connection_minutes);
+        t.overage_per_1000_connection_minutes_micros = p
+            .overage_per_1000_connection_minutes_micros
+            .unwrap_or(t.overage_per_1000_connection_minutes_micros);
+        t.included_messages = p.included_messages.unwrap_or(t.included_messages);
+        t.overage_per_1000_messages_micros = p
+            .overage_per_1000_messages_micros
+            .unwrap_or(t.overage_per_1000_messages_micros);
     }
     validate::plan(&plan)?;
     let saved = match db::plans::update(&mut tx, &plan).await {

@@ -1,4 +1,5 @@
-//! Billing storage: usage by day for a tenant, invoices and their lines, and the generation of
+//! Billing storage: usage by day for a tenant (listener usage from node reports, realtime usage
+//! from the gateway), invoices and their lines, and the generation of
 //! one tenant's invoice (`generate`) from them and the tenant history (`super::tenant_history`)
 //! with `crate::billing`.
 //!
@@ -82,43 +83,65 @@ enum Rows<'a> {
     All,
 }
 
+/// The tables of metered usage billing reads and marks: both have `tenant_id`,
+/// `period_start_ms` and `invoice_id` (NULL until a finalized invoice billed the row).
+const USAGE_TABLES: [&str; 2] = ["usage_mounts", "realtime_usage"];
+
+/// The SQL condition on `invoice_id` that `rows` selects, using `$5` so every variant binds the
+/// same parameters, and what to bind to it.
+fn rows_clause(rows: Rows<'_>) -> (&'static str, &str) {
+    match rows {
+        Rows::Unbilled => ("AND invoice_id IS NULL AND $5 = ''", ""),
+        Rows::Mine(id) => ("AND invoice_id = $5", id),
+        Rows::Billed => ("AND invoice_id IS NOT NULL AND $5 = ''", ""),
+        Rows::BilledElsewhere(id) => ("AND invoice_id IS NOT NULL AND invoice_id <> $5", id),
+        Rows::All => ("AND $5 = ''", ""),
+    }
+}
+
+/// The month's usage by day: listener time and bytes from `usage_mounts`, connection time and
+/// messages from `realtime_usage`.
 async fn daily_usage(
     conn: &mut Conn,
     tenant_id: &str,
     period: Period,
     rows: Rows<'_>,
 ) -> Result<Vec<DayUsage>, sqlx::Error> {
-    // Each clause uses $5 so every variant binds the same parameters.
-    let (clause, invoice) = match rows {
-        Rows::Unbilled => ("AND invoice_id IS NULL AND $5 = ''", ""),
-        Rows::Mine(id) => ("AND invoice_id = $5", id),
-        Rows::Billed => ("AND invoice_id IS NOT NULL AND $5 = ''", ""),
-        Rows::BilledElsewhere(id) => ("AND invoice_id IS NOT NULL AND invoice_id <> $5", id),
-        Rows::All => ("AND $5 = ''", ""),
-    };
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM(listener_ms) AS BIGINT) AS listener_ms, \
-         CAST(SUM(bytes_sent) AS BIGINT) AS bytes FROM usage_mounts \
-         WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 {clause} \
-         GROUP BY (period_start_ms - $2) / $4 ORDER BY day"
-    ));
-    let rows = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(period.start_ms())
-        .bind(period.end_ms())
-        .bind(billing::DAY_MS)
-        .bind(invoice)
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DayUsage {
-                day: u32::try_from(r.try_get::<i64, _>("day")?).unwrap_or(0),
-                listener_ms: u(r.try_get("listener_ms")?),
-                bytes: u(r.try_get("bytes")?),
-            })
-        })
-        .collect()
+    let (clause, invoice) = rows_clause(rows);
+    let mut by_day: std::collections::BTreeMap<u32, DayUsage> = std::collections::BTreeMap::new();
+    for (table, a, b) in [
+        ("usage_mounts", "listener_ms", "bytes_sent"),
+        ("realtime_usage", "connection_ms", "messages"),
+    ] {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM({a}) AS BIGINT) AS a, \
+             CAST(SUM({b}) AS BIGINT) AS b FROM {table} \
+             WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 {clause} \
+             GROUP BY (period_start_ms - $2) / $4 ORDER BY day"
+        ));
+        let found = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(period.start_ms())
+            .bind(period.end_ms())
+            .bind(billing::DAY_MS)
+            .bind(invoice)
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in &found {
+            let day = u32::try_from(r.try_get::<i64, _>("day")?).unwrap_or(0);
+            let (a, b) = (u(r.try_get("a")?), u(r.try_get("b")?));
+            let d = by_day.entry(day).or_insert(DayUsage {
+                day,
+                ..DayUsage::default()
+            });
+            if table == "usage_mounts" {
+                (d.listener_ms, d.bytes) = (a, b);
+            } else {
+                (d.connection_ms, d.messages) = (a, b);
+            }
+        }
+    }
+    Ok(by_day.into_values().collect())
 }
 
 /// Marks the tenant's unbilled usage rows of `period` as billed by `invoice_id`.
@@ -128,17 +151,22 @@ async fn mark_usage(
     period: Period,
     invoice_id: &str,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE usage_mounts SET invoice_id = $4 WHERE tenant_id = $1 AND invoice_id IS NULL \
-         AND period_start_ms >= $2 AND period_start_ms < $3",
-    )
-    .bind(tenant_id)
-    .bind(period.start_ms())
-    .bind(period.end_ms())
-    .bind(invoice_id)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    let mut marked = 0;
+    for table in USAGE_TABLES {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET invoice_id = $4 WHERE tenant_id = $1 AND invoice_id IS NULL \
+             AND period_start_ms >= $2 AND period_start_ms < $3"
+        ));
+        marked += sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(period.start_ms())
+            .bind(period.end_ms())
+            .bind(invoice_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(marked)
 }
 
 /// Records that a billing run finalized `period`: from now on its usage that arrives late is
@@ -178,17 +206,24 @@ async fn late_periods(
         Rows::Mine(id) => ("invoice_id = $3", id),
         _ => ("invoice_id IS NULL AND $3 = ''", ""),
     };
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT MIN(period_start_ms) AS oldest FROM usage_mounts WHERE tenant_id = $1 \
-         AND period_start_ms < $2 AND {clause}"
-    ));
-    let oldest: Option<i64> = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(before.start_ms())
-        .bind(invoice)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("oldest")?;
+    let mut oldest: Option<i64> = None;
+    for table in USAGE_TABLES {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(period_start_ms) AS oldest FROM {table} WHERE tenant_id = $1 \
+             AND period_start_ms < $2 AND {clause}"
+        ));
+        let found: Option<i64> = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(before.start_ms())
+            .bind(invoice)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("oldest")?;
+        oldest = match (oldest, found) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     let Some(oldest) = oldest else {
         return Ok(Vec::new());
     };

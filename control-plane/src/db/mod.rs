@@ -24,6 +24,7 @@ pub mod plans;
 pub mod playlists;
 pub mod presence;
 pub mod realtime_feed;
+pub mod realtime_usage;
 pub mod signing_keys;
 pub mod stations;
 pub mod streamers;
@@ -149,6 +150,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "attachments",
         include_str!("../../migrations/0023_attachments.sql"),
+    ),
+    (
+        24,
+        "realtime usage",
+        include_str!("../../migrations/0024_realtime_usage.sql"),
     ),
     (
         25,

@@ -11,7 +11,9 @@ const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_stati
     allowed_formats, max_bitrate_kbps, max_listeners_per_station, storage_bytes, max_live_streams, \
     feature_autodj, feature_scheduling, feature_hls, feature_live_video, currency, monthly_micros, \
     overage_per_gb_micros, overage_per_listener_hour_micros, included_gb, included_listener_hours, \
-    live_renditions, feature_messaging, attachment_bytes, created_at, updated_at";
+    live_renditions, feature_messaging, attachment_bytes, max_realtime_connections, \
+    included_connection_minutes, overage_per_1000_connection_minutes_micros, included_messages, \
+    overage_per_1000_messages_micros, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -43,6 +45,7 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
                 &row.try_get::<String, _>("live_renditions")?,
             )?,
             attachment_bytes: u64_col("attachment_bytes")?,
+            max_realtime_connections: u32_col("max_realtime_connections")?,
         },
         features: PlanFeatures {
             autodj: flag("feature_autodj")?,
@@ -58,6 +61,12 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             overage_per_listener_hour_micros: u64_col("overage_per_listener_hour_micros")?,
             included_gb: u64_col("included_gb")?,
             included_listener_hours: u64_col("included_listener_hours")?,
+            included_connection_minutes: u64_col("included_connection_minutes")?,
+            overage_per_1000_connection_minutes_micros: u64_col(
+                "overage_per_1000_connection_minutes_micros",
+            )?,
+            included_messages: u64_col("included_messages")?,
+            overage_per_1000_messages_micros: u64_col("overage_per_1000_messages_micros")?,
         },
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -121,8 +130,11 @@ const INSERT: &str = "INSERT INTO plans (name, description, max_stations, max_mo
          max_live_streams, feature_autodj, feature_scheduling, feature_hls, feature_live_video, \
          currency, monthly_micros, overage_per_gb_micros, overage_per_listener_hour_micros, \
          included_gb, included_listener_hours, updated_at, id, live_renditions, feature_messaging, \
-         attachment_bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $20)";
+         attachment_bytes, max_realtime_connections, included_connection_minutes, \
+         overage_per_1000_connection_minutes_micros, included_messages, \
+         overage_per_1000_messages_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
+         $28, $29, $20)";
 const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
@@ -130,7 +142,9 @@ const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations
          feature_live_video = $13, currency = $14, monthly_micros = $15, \
          overage_per_gb_micros = $16, overage_per_listener_hour_micros = $17, included_gb = $18, \
          included_listener_hours = $19, updated_at = $20, live_renditions = $22, \
-         feature_messaging = $23, attachment_bytes = $24 WHERE id = $21";
+         feature_messaging = $23, attachment_bytes = $24, max_realtime_connections = $25, \
+         included_connection_minutes = $26, overage_per_1000_connection_minutes_micros = $27, \
+         included_messages = $28, overage_per_1000_messages_micros = $29 WHERE id = $21";
 
 async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, sqlx::Error> {
     let ts = now();
@@ -162,6 +176,11 @@ async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, s
         .bind(serde_json::to_string(&l.live_renditions).unwrap_or_else(|_| "[]".into()))
         .bind(i64::from(f.messaging))
         .bind(big(l.attachment_bytes))
+        .bind(i64::from(l.max_realtime_connections))
+        .bind(big(p.included_connection_minutes))
+        .bind(big(p.overage_per_1000_connection_minutes_micros))
+        .bind(big(p.included_messages))
+        .bind(big(p.overage_per_1000_messages_micros))
         .execute(&mut *conn)
         .await?;
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)

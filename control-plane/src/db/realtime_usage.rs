@@ -1,0 +1,107 @@
+//! A tenant's metered realtime usage per UTC day: the connection time of its end users'
+//! sockets (each replica flushes what it accumulated) and the messages they sent (counted in
+//! the transaction that stores each message). Billing (`db::billing`) reads and marks these
+//! rows like `usage_mounts`.
+
+use super::Conn;
+use crate::billing::DAY_MS;
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The first millisecond of the UTC day that holds `at_ms`.
+pub fn day_start(at_ms: i64) -> i64 {
+    at_ms - at_ms.rem_euclid(DAY_MS)
+}
+
+/// Adds `connection_ms` and `messages` to the tenant's unbilled row of the day that holds
+/// `at_ms`, creating it when there is none (a finalized invoice marked the last one). On
+/// PostgreSQL the row stays locked until the caller's transaction ends, so a caller that holds
+/// other locks calls this last.
+pub async fn add(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+    connection_ms: u64,
+    messages: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, period_start_ms) WHERE invoice_id IS NULL \
+         DO UPDATE SET connection_ms = realtime_usage.connection_ms + excluded.connection_ms, \
+         messages = realtime_usage.messages + excluded.messages",
+    )
+    .bind(tenant_id)
+    .bind(day_start(at_ms))
+    .bind(i(connection_ms))
+    .bind(i(messages))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sqlx::Row as _;
+
+    #[test]
+    fn days_start_at_utc_midnight() {
+        assert_eq!(day_start(0), 0);
+        assert_eq!(day_start(DAY_MS - 1), 0);
+        assert_eq!(day_start(DAY_MS), DAY_MS);
+        assert_eq!(day_start(-1), -DAY_MS);
+    }
+
+    /// Additions go to the day's unbilled row; once an invoice marked it, a new row starts and
+    /// the billed one keeps what it was billed for.
+    #[tokio::test]
+    async fn additions_go_to_the_unbilled_row_of_the_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::Db::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        let mut c = db.conn().await.unwrap();
+        add(&mut c, "t1", DAY_MS + 5, 1_000, 0).await.unwrap();
+        add(&mut c, "t1", 2 * DAY_MS - 1, 500, 2).await.unwrap();
+        add(&mut c, "t1", 2 * DAY_MS, 7, 0).await.unwrap();
+        add(&mut c, "t2", DAY_MS, 0, 1).await.unwrap();
+        sqlx::query("UPDATE realtime_usage SET invoice_id = 'inv' WHERE tenant_id = 't1'")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        add(&mut c, "t1", DAY_MS, 30, 1).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT period_start_ms, connection_ms, messages, invoice_id FROM realtime_usage \
+             WHERE tenant_id = 't1' ORDER BY period_start_ms, invoice_id",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+        let got: Vec<(i64, i64, i64, Option<String>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("period_start_ms").unwrap(),
+                    r.try_get("connection_ms").unwrap(),
+                    r.try_get("messages").unwrap(),
+                    r.try_get("invoice_id").unwrap(),
+                )
+            })
+            .collect();
+        // SQLite sorts NULL first.
+        assert_eq!(
+            got,
+            [
+                (DAY_MS, 30, 1, None),
+                (DAY_MS, 1_500, 2, Some("inv".to_string())),
+                (2 * DAY_MS, 7, 0, Some("inv".to_string())),
+            ]
+        );
+    }
+}
