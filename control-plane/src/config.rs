@@ -23,6 +23,7 @@ pub struct ControlPlaneConfig {
     pub media: MediaConfig,
     pub nowplaying: NowPlayingConfig,
     pub webhooks: WebhooksConfig,
+    pub realtime: RealtimeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,6 +298,53 @@ impl Default for NowPlayingSettings {
     }
 }
 
+/// The realtime gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// How often each replica writes the connection time it metered to the database (also at
+    /// shutdown). A replica killed without a shutdown loses at most this much of each of its
+    /// sockets' connection time from billing. `ONDA_REALTIME_USAGE_FLUSH_SECS`.
+    pub usage_flush_secs: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            usage_flush_secs: 60,
+        }
+    }
+}
+
+/// The realtime settings checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealtimeSettings {
+    pub usage_flush: std::time::Duration,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            usage_flush: std::time::Duration::from_secs(RealtimeConfig::default().usage_flush_secs),
+        }
+    }
+}
+
+impl RealtimeConfig {
+    pub fn validate(&self) -> Result<RealtimeSettings, ConfigError> {
+        if !(1..=3600).contains(&self.usage_flush_secs) {
+            invalid!(
+                "realtime.usage_flush_secs",
+                "realtime.usage_flush_secs = {} must be between 1 and 3600",
+                self.usage_flush_secs
+            );
+        }
+        Ok(RealtimeSettings {
+            usage_flush: std::time::Duration::from_secs(self.usage_flush_secs),
+        })
+    }
+}
+
 /// Webhooks to tenants' backends: which addresses they may point at, how deliveries are retried
 /// and how many run at once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -545,6 +593,7 @@ pub struct Validated {
     pub media: MediaSettings,
     pub nowplaying: NowPlayingSettings,
     pub webhooks: WebhookSettings,
+    pub realtime: RealtimeSettings,
 }
 
 impl ControlPlaneConfig {
@@ -582,6 +631,7 @@ impl ControlPlaneConfig {
             media: self.media.validate()?,
             nowplaying: self.nowplaying.validate()?,
             webhooks: self.webhooks.validate()?,
+            realtime: self.realtime.validate()?,
         })
     }
 }
@@ -664,6 +714,10 @@ mod tests {
             (
                 "[webhooks]\nconcurrency = 2\nconcurrency_per_tenant = 3\n",
                 "webhooks.concurrency_per_tenant",
+            ),
+            (
+                "[realtime]\nusage_flush_secs = 0\n",
+                "realtime.usage_flush_secs",
             ),
         ] {
             let cfg: ControlPlaneConfig = load_from(text, "cp.toml", Vec::new()).expect(text);

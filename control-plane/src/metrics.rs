@@ -68,8 +68,12 @@ pub struct RealtimeMetrics {
     pub messages: prometheus::IntCounter,
     /// Events received, by `event` and `outcome` (ok or the error code).
     events: IntCounterVec,
-    /// Handshakes, by `outcome` (accepted or why the token was refused).
+    /// Handshakes, by `outcome` (accepted, or why the token or the connection was refused).
     handshakes: IntCounterVec,
+    /// Connection time of end users' sockets written to `realtime_usage` (billed), in seconds.
+    connection_seconds: prometheus::Counter,
+    /// Writes of the metered connection time, by `outcome`: `ok` or `error` (kept for the next).
+    usage_flushes: IntCounterVec,
     /// Notifications created, by `source`: `message` (Onda's, for a new message) or `tenant`.
     notifications: IntCounterVec,
     /// Reconnects that asked to recover, by `outcome`: `complete` or `incomplete`.
@@ -81,6 +85,11 @@ pub struct RealtimeMetrics {
 }
 
 impl RealtimeMetrics {
+    /// Handshake outcomes beside the token check's ([`crate::users::Refused::OUTCOMES`]): no
+    /// token in the handshake, a plan without messaging, the plan's connection limit reached.
+    pub const HANDSHAKE_REFUSALS: [&'static str; 3] =
+        ["no_token", "no_messaging", "connection_limit"];
+
     pub fn new(registry: &Registry) -> anyhow::Result<RealtimeMetrics> {
         let m = RealtimeMetrics {
             connections: prometheus::IntGauge::new(
@@ -105,7 +114,19 @@ impl RealtimeMetrics {
             handshakes: IntCounterVec::new(
                 Opts::new(
                     "onda_realtime_handshakes_total",
-                    "Socket.io handshakes, by outcome: accepted, or why the user token was refused",
+                    "Socket.io handshakes, by outcome: accepted, or why the user token or the \
+                     connection was refused (no_token, no_messaging, connection_limit, ...)",
+                ),
+                &["outcome"],
+            )?,
+            connection_seconds: prometheus::Counter::new(
+                "onda_realtime_connection_seconds_total",
+                "Connection time of end users' sockets on this replica written for billing, in seconds",
+            )?,
+            usage_flushes: IntCounterVec::new(
+                Opts::new(
+                    "onda_realtime_usage_flushes_total",
+                    "Writes of the metered connection time, by outcome: ok, or error (kept for the next write)",
                 ),
                 &["outcome"],
             )?,
@@ -136,6 +157,15 @@ impl RealtimeMetrics {
         registry.register(Box::new(m.users_online.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
+        for outcome in crate::users::Refused::OUTCOMES
+            .into_iter()
+            .chain(Self::HANDSHAKE_REFUSALS)
+        {
+            m.handshakes.with_label_values(&[outcome]);
+        }
+        for outcome in ["ok", "error"] {
+            m.usage_flushes.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.recoveries.clone()))?;
         for outcome in ["complete", "incomplete"] {
@@ -143,6 +173,8 @@ impl RealtimeMetrics {
         }
         registry.register(Box::new(m.replayed.clone()))?;
         registry.register(Box::new(m.slow_clients.clone()))?;
+        registry.register(Box::new(m.connection_seconds.clone()))?;
+        registry.register(Box::new(m.usage_flushes.clone()))?;
         registry.register(Box::new(m.notifications.clone()))?;
         Ok(m)
     }
@@ -154,9 +186,9 @@ impl RealtimeMetrics {
             .inc();
     }
 
-    /// Counts one handshake: `None` when its token was accepted.
-    pub fn handshake(&self, refused: Option<&crate::users::Refused>) {
-        let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
+    /// Counts one handshake by its outcome: `accepted`, a token check's refusal or one of
+    /// [`RealtimeMetrics::HANDSHAKE_REFUSALS`].
+    pub fn handshake(&self, outcome: &str) {
         self.handshakes.with_label_values(&[outcome]).inc();
     }
 
@@ -168,6 +200,18 @@ impl RealtimeMetrics {
             self.recoveries.with_label_values(&[outcome]).inc();
         }
         self.replayed.inc_by(replayed as u64);
+    }
+
+    /// Counts one write of metered connection time: the milliseconds written, or None when it
+    /// failed.
+    pub fn usage_flushed(&self, written_ms: Option<u64>) {
+        match written_ms {
+            Some(ms) => {
+                self.usage_flushes.with_label_values(&["ok"]).inc();
+                self.connection_seconds.inc_by(ms as f64 / 1000.0);
+            }
+            None => self.usage_flushes.with_label_values(&["error"]).inc(),
+        }
     }
 
     /// Counts one notification created, by where it came from.

@@ -107,7 +107,7 @@ pub async fn start_with(
     let connections = crate::connections::Connections::default();
     let (realtime, socketio) = crate::realtime::Gateway::start(
         db.clone(),
-        &cfg.database_url,
+        cfg,
         metrics.realtime.clone(),
         media.clone(),
         connections.clone(),

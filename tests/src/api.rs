@@ -62,6 +62,7 @@ fn settings(
             allow_private: true,
             ..Default::default()
         },
+        realtime: Default::default(),
     }
 }
 

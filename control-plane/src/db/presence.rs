@@ -87,6 +87,25 @@ pub async fn online(
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
+/// Sockets of the tenant's users on replicas that heartbeat at or after `alive_since_ms`: what
+/// the plan's `max_realtime_connections` limits.
+pub async fn tenant_sockets(
+    conn: &mut Conn,
+    tenant_id: &str,
+    alive_since_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(p.sockets), 0) AS BIGINT) AS n FROM realtime_presence p \
+         JOIN realtime_replicas r ON r.id = p.replica_id WHERE p.tenant_id = $1 \
+         AND p.sockets > 0 AND r.heartbeat_ms >= $2",
+    )
+    .bind(tenant_id)
+    .bind(alive_since_ms)
+    .fetch_one(conn)
+    .await?;
+    row.try_get("n")
+}
+
 /// Removes replicas whose last heartbeat is older than `dead_before_ms` and their presence rows;
 /// returns the (tenant, user) pairs whose rows were removed. Each row is removed by exactly one
 /// sweeper (DELETE … RETURNING), so each loss is announced once.
@@ -152,6 +171,10 @@ mod tests {
         assert!(!online(&mut c, "t", "ana", 5_000).await.expect("q"));
         assert!(online(&mut c, "t", "ana", 500).await.expect("q"));
         assert!(online(&mut c, "t", "bo", 5_000).await.expect("q"));
+        // Only live replicas' sockets count against the tenant's limit.
+        assert_eq!(tenant_sockets(&mut c, "t", 5_000).await.expect("q"), 1);
+        assert_eq!(tenant_sockets(&mut c, "t", 500).await.expect("q"), 3);
+        assert_eq!(tenant_sockets(&mut c, "t2", 0).await.expect("q"), 0);
 
         let mut gone = sweep(&mut c, 5_000).await.expect("sweep");
         gone.sort();

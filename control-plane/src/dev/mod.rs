@@ -219,6 +219,7 @@ fn config(
             allow_private: true,
             ..Default::default()
         },
+        realtime: Default::default(),
     })
 }
 

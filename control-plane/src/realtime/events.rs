@@ -201,6 +201,12 @@ async fn send_message<A: Adapter>(
     )
     .await
     .map_err(|e| protocol::stored(&e))?;
+    // Metered with the message, so it is billed exactly when it was stored. Last: on
+    // PostgreSQL the tenant's usage row of the day stays locked until the commit, and every
+    // message of the tenant writes it.
+    db::realtime_usage::add(&mut tx, &session.tenant_id, ms, 0, 1)
+        .await
+        .map_err(|e| protocol::stored(&e))?;
     tx.commit().await.map_err(|e| protocol::stored(&e))?;
     hub.metrics.messages.inc();
     hub.metrics.notification(NotificationSource::Message);

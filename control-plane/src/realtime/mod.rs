@@ -13,14 +13,20 @@
 //! change's transaction: a client that reconnects with the last offset it saw gets what it
 //! missed (`recovery`).
 //!
+//! A handshake is admitted only while the tenant's users hold fewer sockets than its plan's
+//! `max_realtime_connections` over every live replica (counted in the presence tables, under
+//! the tenant's row lock). The connection time of every socket is metered (`meter`) and written
+//! to `realtime_usage` every `realtime.usage_flush_secs` and at shutdown, for billing.
+//!
 //! Layers: `protocol` (payloads and acks, pure) ← `limits` (token buckets) ← `presence`
-//! (who is online on this replica) ← `recovery` (the feeds, offsets and replays) ←
-//! `moderation` (edits, deletes, blocks, reports) and `notify` (notification events) ←
-//! `events` (the handlers) ← this module (the `Gateway`); `slow` (sockets that do not read)
-//! beside them.
+//! (who is online on this replica) and `meter` (connection time) ← `recovery` (the feeds,
+//! offsets and replays) ← `moderation` (edits, deletes, blocks, reports) and `notify`
+//! (notification events) ← `events` (the handlers) ← this module (the `Gateway`); `slow`
+//! (sockets that do not read) beside them.
 
 mod events;
 mod limits;
+mod meter;
 mod moderation;
 mod notify;
 mod presence;
@@ -32,6 +38,7 @@ use crate::db::{self, Backend, Db};
 use crate::metrics::RealtimeMetrics;
 use crate::users::{self, Principal};
 use limits::Limits;
+use meter::Meter;
 use presence::Presence;
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -39,6 +46,7 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Sid;
 use socketioxide_postgres::{PostgresAdapterConfig, PostgresAdapterCtr, SqlxAdapter};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +67,11 @@ const REPLAY_STALL: Duration = Duration::from_secs(5);
 /// users are offline for everyone within `DEAD_AFTER` + `HEARTBEAT` of its death.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(6);
+
+/// A socket admitted this long ago that is not in the namespace never got there (its client
+/// went during the handshake, and socketioxide runs no disconnect handler for it): it is
+/// counted gone. Far longer than the instant between the middleware and the namespace.
+const NEVER_ARRIVED_AFTER_MS: i64 = 2_000;
 
 type PgAdapter = SqlxAdapter<socketioxide::adapter::Emitter>;
 
@@ -104,6 +117,8 @@ pub(crate) struct Hub {
     media: Arc<crate::media::MediaStore>,
     /// The server's TCP connections, to cut one that does not read.
     connections: crate::connections::Connections,
+    /// Connection time of this replica's sockets, until the next flush.
+    meter: Meter<Sid>,
 }
 
 /// The Socket.io server, over the adapter the database allows.
@@ -156,15 +171,16 @@ fn builder(hub: &Arc<Hub>) -> socketioxide::SocketIoBuilder {
 }
 
 impl Gateway {
-    /// Starts the gateway over `db` (`database_url` names the same database: PostgreSQL gets
-    /// a LISTEN connection of its own for the fan-out) and its heartbeat.
+    /// Starts the gateway over `db` (`cfg.database_url` names the same database: PostgreSQL
+    /// gets a LISTEN connection of its own for the fan-out), its heartbeat and its metering.
     pub async fn start(
         db: Db,
-        database_url: &str,
+        cfg: &crate::config::Validated,
         metrics: RealtimeMetrics,
         media: Arc<crate::media::MediaStore>,
         connections: crate::connections::Connections,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
+        let database_url = cfg.database_url.as_str();
         let hub = Arc::new(Hub {
             media,
             connections,
@@ -174,6 +190,7 @@ impl Gateway {
             presence: Presence::default(),
             limits: Limits::default(),
             typing: events::TypingTimers::default(),
+            meter: Meter::default(),
         });
         let (io, layer) = match db.backend() {
             Backend::Sqlite => {
@@ -205,7 +222,73 @@ impl Gateway {
         gateway.beat().await;
         tokio::spawn(gateway.clone().heartbeat());
         tokio::spawn(gateway.clone().police());
+        tokio::spawn(gateway.clone().metering(cfg.realtime.usage_flush));
         Ok((gateway, layer))
+    }
+
+    /// Every `every`: forgets sockets that never reached the namespace, then flushes.
+    async fn metering(self, every: Duration) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {
+                    self.reap().await;
+                    self.flush().await;
+                }
+            }
+        }
+    }
+
+    /// Adds the connection time accrued on this replica (open sockets up to now) to
+    /// `realtime_usage`, in one transaction; a batch that fails is kept for the next flush.
+    /// A replica killed without a shutdown loses what accrued since its last flush: at most one
+    /// flush interval of each of its sockets' connection time goes unbilled.
+    async fn flush(&self) {
+        let batch = self.hub.meter.take(db::now_millis());
+        if batch.is_empty() {
+            return;
+        }
+        let written = async {
+            let mut tx = self.hub.db.begin().await?;
+            // In key order on every replica, so two replicas' flushes lock the same rows in the
+            // same order and never deadlock.
+            for ((tenant, day), ms) in &batch {
+                db::realtime_usage::add(&mut tx, tenant, *day, *ms, 0).await?;
+            }
+            tx.commit().await
+        };
+        match written.await {
+            Ok(()) => self.hub.metrics.usage_flushed(Some(batch.values().sum())),
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: cannot write the metered connection time; kept for the next flush");
+                self.hub.metrics.usage_flushed(None);
+                self.hub.meter.put_back(batch);
+            }
+        }
+    }
+
+    /// Sockets admitted a while ago that are not in the namespace are counted gone.
+    async fn reap(&self) {
+        for sid in self
+            .hub
+            .meter
+            .opened_before(db::now_millis() - NEVER_ARRIVED_AFTER_MS)
+        {
+            let here = match &self.io {
+                Io::Local(io) => io.get_socket(sid).is_some(),
+                Io::Postgres(io) => io.get_socket(sid).is_some(),
+            };
+            if here {
+                continue;
+            }
+            if let Some((session, true)) = socket_gone(&self.hub, sid).await
+                && let Some(a) =
+                    events::presence_change(&self.hub, &session.tenant_id, &session.user_id, false)
+                        .await
+            {
+                self.emit_to(a.rooms, a.event, &a.body).await;
+            }
+        }
     }
 
     /// One heartbeat of this replica, then a sweep of replicas that stopped beating.
@@ -325,14 +408,16 @@ impl Gateway {
         }
     }
 
-    /// Closes every connection and takes this replica out of the presence tables (the server is
-    /// shutting down).
+    /// Closes every connection, writes the metered connection time and takes this replica out
+    /// of the presence tables (the server is shutting down).
     pub async fn close(&self) {
         self.stop.cancel();
         match &self.io {
             Io::Local(io) => io.close().await,
             Io::Postgres(io) => io.close().await,
         }
+        // Sockets whose disconnect handler has not run yet are counted up to now.
+        self.flush().await;
         if let Ok(mut conn) = self.hub.db.conn().await
             && let Err(e) = db::presence::retire(&mut conn, &self.hub.replica).await
         {
@@ -419,18 +504,44 @@ enum ConnectRefused {
         "Connect with the user token in the handshake: io(url, {{ auth: {{ token: USER_TOKEN }} }})."
     )]
     NoToken,
-    #[error("{0}")]
-    Token(String),
+    /// The token check's refusal: its metric label and its sentence.
+    #[error("{1}")]
+    Token(&'static str, String),
+    #[error("The server could not check the token; try again.")]
+    Unavailable,
     #[error("The tenant's plan {0:?} does not include messaging (the plan feature `messaging`).")]
     NoMessaging(String),
+    #[error(
+        "The tenant's plan {plan:?} allows {limit} realtime connections at once (the plan limit \
+         `max_realtime_connections`) and all are in use; try again when one closes."
+    )]
+    ConnectionLimit { plan: String, limit: u32 },
+}
+
+impl ConnectRefused {
+    /// The handshake metric's label.
+    fn outcome(&self) -> &'static str {
+        match self {
+            ConnectRefused::NoToken => "no_token",
+            ConnectRefused::Token(outcome, _) => outcome,
+            ConnectRefused::Unavailable => "error",
+            ConnectRefused::NoMessaging(_) => "no_messaging",
+            ConnectRefused::ConnectionLimit { .. } => "connection_limit",
+        }
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> ConnectRefused {
+    tracing::error!(error = %e, "cannot admit a realtime connection");
+    ConnectRefused::Unavailable
 }
 
 /// The connect middleware: the handshake's `auth.token` must be a valid user token of a tenant
-/// whose plan has messaging. socketioxide sends the client its CONNECT once the middleware
-/// returns and only then starts the connect handler, so everything a connected client relies on
-/// at once (its rooms, its event handlers, its presence) is set up here, before the CONNECT.
-/// A socket that asks to recover (`auth.offset`) joins its user's room only after the replay
-/// (in `connected`), so what it missed comes before what is new.
+/// whose plan has messaging and a connection to spare. socketioxide sends the client its
+/// CONNECT once the middleware returns and only then starts the connect handler, so everything
+/// a connected client relies on at once (its rooms, its event handlers, its presence) is set up
+/// here, before the CONNECT. A socket that asks to recover (`auth.offset`) joins its user's
+/// room only after the replay (in `connected`), so what it missed comes before what is new.
 async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Value>,
@@ -442,7 +553,17 @@ async fn authenticate<A: Adapter>(
         .and_then(|a| a.get("offset"))
         .filter(|o| !o.is_null())
         .cloned();
-    let session = admit(&hub, auth).await?;
+    let admitted = admit(&hub, auth).await;
+    hub.metrics.handshake(
+        admitted
+            .as_ref()
+            .map_or_else(ConnectRefused::outcome, |_| "accepted"),
+    );
+    let session = admitted?;
+    // From here to the end nothing awaits: the socket is metered, and its disconnect handler
+    // set, in the same step as the presence row counting it was committed.
+    hub.meter
+        .open(s.id, &session.tenant_id, &session.user_id, db::now_millis());
     if asked.is_none() {
         s.join(session.room());
     }
@@ -454,17 +575,6 @@ async fn authenticate<A: Adapter>(
     let first = hub.presence.connect(&session.tenant_id, &session.user_id);
     if first {
         hub.metrics.users_online.inc();
-    }
-    if let Ok(mut conn) = hub.db.conn().await
-        && let Err(e) = db::presence::join(
-            &mut conn,
-            &hub.replica,
-            &session.tenant_id,
-            &session.user_id,
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "realtime: presence");
     }
     s.extensions.insert(FirstDevice(first));
     s.extensions.insert(Resume(asked));
@@ -480,34 +590,79 @@ struct Resume(Option<Value>);
 #[derive(Debug, Clone, Copy)]
 struct FirstDevice(bool);
 
-/// The session a handshake's `auth` payload opens, or why it opens none.
+/// The session a handshake's `auth` payload opens, or why it opens none; an admitted socket is
+/// already counted in the presence tables.
 async fn admit(hub: &Hub, auth: Option<Value>) -> Result<Session, ConnectRefused> {
     let token = auth
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
         .ok_or(ConnectRefused::NoToken)?;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "cannot check a user token");
-        ConnectRefused::Token("The server could not check the token; try again.".to_string())
+    let principal = {
+        let mut conn = hub.db.conn().await.map_err(|e| unavailable(&e))?;
+        users::authenticate(&mut conn, &token, db::now()).await
     };
-    let mut conn = hub.db.conn().await.map_err(|e| unavailable(&e))?;
-    let principal = users::authenticate(&mut conn, &token, db::now()).await;
-    hub.metrics.handshake(principal.as_ref().err());
     let Principal { tenant, user, .. } = principal.map_err(|e| match e {
         users::Refused::Database(e) => unavailable(&e),
-        other => ConnectRefused::Token(other.to_string()),
+        other => ConnectRefused::Token(other.outcome(), other.to_string()),
     })?;
-    match db::plans::get(&mut conn, &tenant.plan_id)
-        .await
-        .map_err(|e| unavailable(&e))?
-    {
-        Some(p) if p.features.messaging => {}
-        Some(p) => return Err(ConnectRefused::NoMessaging(p.name)),
-        None => return Err(ConnectRefused::NoMessaging(tenant.plan_id)),
-    }
-    Ok(Session {
+    let session = Session {
         tenant_id: tenant.id,
         user_id: user.id,
-    })
+    };
+    let mut tx = hub.db.begin().await.map_err(|e| unavailable(&e))?;
+    take_connection(&mut tx, hub, &session).await?;
+    tx.commit().await.map_err(|e| unavailable(&e))?;
+    Ok(session)
+}
+
+/// Counts the session's socket in the presence tables, unless the tenant's plan has no
+/// messaging or its users hold `max_realtime_connections` sockets on live replicas already.
+///
+/// The tenant's row lock makes the count and the increment one step for all replicas: two
+/// handshakes of a tenant never both take its last connection, so the limit holds exactly over
+/// live replicas. What escapes it: a replica that stopped heartbeating (cut off from the
+/// database but still serving) drops out of the count after `DEAD_AFTER`, so its sockets can be
+/// overshot by until it is swept and its clients reconnect elsewhere. Lowering the limit ends no
+/// connection; it refuses handshakes until the count is below it.
+async fn take_connection(
+    tx: &mut db::Conn,
+    hub: &Hub,
+    session: &Session,
+) -> Result<(), ConnectRefused> {
+    let fail = |e: sqlx::Error| unavailable(&e);
+    let tenant = if db::tenants::lock(tx, &session.tenant_id)
+        .await
+        .map_err(fail)?
+    {
+        db::tenants::get(tx, &session.tenant_id)
+            .await
+            .map_err(fail)?
+    } else {
+        None
+    };
+    let Some(tenant) = tenant else {
+        return Err(ConnectRefused::Token(
+            "no_user",
+            format!("The tenant {:?} does not exist.", session.tenant_id),
+        ));
+    };
+    let plan = match db::plans::get(tx, &tenant.plan_id).await.map_err(fail)? {
+        Some(p) if p.features.messaging => p,
+        Some(p) => return Err(ConnectRefused::NoMessaging(p.name)),
+        None => return Err(ConnectRefused::NoMessaging(tenant.plan_id)),
+    };
+    let used = db::presence::tenant_sockets(tx, &tenant.id, alive_since())
+        .await
+        .map_err(fail)?;
+    let limit = plan.limits.max_realtime_connections;
+    if used >= i64::from(limit) {
+        return Err(ConnectRefused::ConnectionLimit {
+            plan: plan.name,
+            limit,
+        });
+    }
+    db::presence::join(tx, &hub.replica, &session.tenant_id, &session.user_id)
+        .await
+        .map_err(fail)
 }
 
 /// A socket is connected: replay what it missed (or tell it where its user's feed is), then
@@ -586,22 +741,33 @@ async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, aske
 }
 
 async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
-    hub.metrics.connections.dec();
-    let Some(session) = s.extensions.get::<Session>() else {
+    let Some((session, true)) = socket_gone(&hub, s.id).await else {
         return;
     };
-    let last_here = hub
+    if let Some(a) =
+        events::presence_change(&hub, &session.tenant_id, &session.user_id, false).await
+    {
+        let _ = s.to(a.rooms).emit(a.event, &a.body).await;
+    }
+}
+
+/// A socket is gone: its connection time stops, and it leaves this replica's presence and the
+/// presence tables. Once per socket (None after the first call); true with the session when
+/// its user has no connection left on any live replica.
+async fn socket_gone(hub: &Hub, sid: Sid) -> Option<(Session, bool)> {
+    let (tenant_id, user_id) = hub.meter.close(&sid, db::now_millis())?;
+    let session = Session { tenant_id, user_id };
+    hub.metrics.connections.dec();
+    if hub
         .presence
-        .disconnect(&session.tenant_id, &session.user_id);
-    if last_here {
+        .disconnect(&session.tenant_id, &session.user_id)
+    {
         hub.metrics.users_online.dec();
         hub.limits.forget(&session.tenant_id, &session.user_id);
     }
-    let Ok(mut conn) = hub.db.conn().await else {
-        return;
-    };
     let alive_since = alive_since();
     let elsewhere = async {
+        let mut conn = hub.db.conn().await?;
         db::presence::leave(
             &mut conn,
             &hub.replica,
@@ -612,15 +778,10 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) 
         db::presence::online(&mut conn, &session.tenant_id, &session.user_id, alive_since).await
     };
     match elsewhere.await {
-        Ok(true) => {}
-        Ok(false) => {
-            drop(conn);
-            if let Some(a) =
-                events::presence_change(&hub, &session.tenant_id, &session.user_id, false).await
-            {
-                let _ = s.to(a.rooms).emit(a.event, &a.body).await;
-            }
+        Ok(online) => Some((session, !online)),
+        Err(e) => {
+            tracing::warn!(error = %e, "realtime: presence");
+            Some((session, false))
         }
-        Err(e) => tracing::warn!(error = %e, "realtime: presence"),
     }
 }
