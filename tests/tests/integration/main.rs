@@ -28,6 +28,7 @@ mod notifications;
 mod nowplaying;
 mod ogg;
 mod realtime;
+mod realtime_usage;
 mod usage;
 mod users;
 mod web_app;
