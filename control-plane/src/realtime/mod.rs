@@ -274,12 +274,15 @@ impl Gateway {
             .meter
             .opened_before(db::now_millis() - NEVER_ARRIVED_AFTER_MS)
         {
+            // No namespace: the server is closing, and closes every socket itself.
             let here = match &self.io {
-                Io::Local(io) => io.get_socket(sid).is_some(),
-                Io::Postgres(io) => io.get_socket(sid).is_some(),
+                Io::Local(io) => io.of("/").map(|ns| ns.get_socket(sid).is_some()),
+                Io::Postgres(io) => io.of("/").map(|ns| ns.get_socket(sid).is_some()),
             };
-            if here {
-                continue;
+            match here {
+                None => return,
+                Some(true) => continue,
+                Some(false) => {}
             }
             if let Some((session, true)) = socket_gone(&self.hub, sid).await
                 && let Some(a) =

@@ -66,11 +66,15 @@ async fn connect_eventually(sio: &mut Sio, client: &str, token: &str) {
 }
 
 async fn the_connection_limit_refuses_the_handshake_beyond_it(b: Backend) {
-    let Some(cp) = TestControlPlane::start(b).await else {
+    let Some(cp) = TestControlPlane::start_with(b, |c| {
+        c.realtime.usage_flush = Duration::from_secs(1);
+    })
+    .await
+    else {
         return;
     };
     let plan = plan(&cp, "Two sockets", 2, free()).await;
-    let (_, key) = cp.tenant_with_key("Small", &plan).await;
+    let (tenant, key) = cp.tenant_with_key("Small", &plan).await;
     let fan = cp.user_with_token(&key, "fan-1", "Fan").await;
     let creator = cp.user_with_token(&key, "creator-1", "Cleo").await;
     // Another tenant's sockets do not count against this one's.
@@ -85,6 +89,38 @@ async fn the_connection_limit_refuses_the_handshake_beyond_it(b: Backend) {
     assert_limit_refusal(sio.connect("fan-phone", &fan).await, "third socket");
     sio.connect("other-1", &other).await.expect("other tenant");
     sio.connect("other-2", &other).await.expect("other tenant");
+
+    // Sockets that stay connected are not taken for ones that never arrived: once flushes
+    // wrote 3 s of each one's time (each flush first looks for such sockets, older than 2 s),
+    // both still count.
+    let db = Db::connect(cp.database_url(), 1).await.expect("database");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut conn = db.conn().await.expect("conn");
+        let written: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(connection_ms), 0) AS BIGINT) FROM realtime_usage \
+             WHERE tenant_id = $1",
+        )
+        .bind(&tenant)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("written");
+        if written >= 6_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {written} ms written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut conn = db.conn().await.expect("conn");
+    assert_eq!(
+        presence::tenant_sockets(&mut conn, &tenant, 0)
+            .await
+            .expect("count"),
+        2
+    );
+    drop(conn);
+    db.close().await;
+    assert_limit_refusal(sio.connect("fan-phone", &fan).await, "still two");
 
     // One closes: its slot is free again.
     sio.close("fan").await;
