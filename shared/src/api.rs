@@ -875,6 +875,46 @@ pub struct UsageTotal {
     pub peak_listeners: u64,
 }
 
+/// Query of a tenant's realtime usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct RealtimeUsageParams {
+    /// The tenant (the admin must name one; a tenant key reads only its own).
+    pub tenant_id: Option<String>,
+    /// Start (RFC 3339); the UTC day that holds it is the first. Default: 30 days before `to`.
+    pub from: Option<String>,
+    /// End (RFC 3339, exclusive); default: now.
+    pub to: Option<String>,
+}
+
+/// A tenant's end users' realtime usage on one UTC day (or the sum of the days).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RealtimeUsageDay {
+    /// RFC 3339 start of the day (empty on the total).
+    pub start: String,
+    /// Time every socket of the tenant's users was connected, summed (as replicas wrote it:
+    /// up to `realtime.usage_flush_secs` behind).
+    pub connection_ms: u64,
+    pub connection_minutes: f64,
+    /// Messages sent (stored).
+    pub messages: u64,
+}
+
+/// A tenant's realtime usage per UTC day: what billing prices as connection minutes and
+/// messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenantRealtimeUsage {
+    pub tenant_id: String,
+    pub from: String,
+    pub to: String,
+    pub days: Vec<RealtimeUsageDay>,
+    pub total: RealtimeUsageDay,
+}
+
 /// Listeners of a station right now, as its nodes last reported them (relay pulls left out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -147,6 +147,7 @@ pub fn router(
         .routes(routes!(usage::station_usage))
         .routes(routes!(usage::station_listeners))
         .routes(routes!(usage::station_history))
+        .routes(routes!(usage::realtime_usage))
         .routes(routes!(usage::prometheus_targets))
         .routes(routes!(billing::run))
         .routes(routes!(billing::list))

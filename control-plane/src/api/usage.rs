@@ -1,9 +1,11 @@
 //! Usage statistics of a station (tenant-scoped): listener time, sessions, bytes and peak
 //! listeners per hour or day, from the usage reports nodes sent, as JSON or CSV; its listeners
-//! right now per mount and node; its song history (JSON or CSV); and the Prometheus service discovery of the nodes.
+//! right now per mount and node; its song history (JSON or CSV); a tenant's realtime usage per
+//! day (its end users' connection time and messages, as billing prices them); and the
+//! Prometheus service discovery of the nodes.
 
 use super::AppState;
-use super::auth::{Admin, ReadableStation};
+use super::auth::{Admin, Caller, ReadableStation};
 use super::error::{ApiError, ApiResult};
 use super::export;
 use super::extract::ApiQuery;
@@ -12,8 +14,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use onda_shared::api::{
-    HistoryEntry, HistoryParams, MountListeners, NodeListeners, Problem, SdTargetGroup,
-    StationHistory, StationListeners, StationUsage, UsageBucket, UsageParams, UsageTotal,
+    HistoryEntry, HistoryParams, MountListeners, NodeListeners, Problem, RealtimeUsageDay,
+    RealtimeUsageParams, SdTargetGroup, StationHistory, StationListeners, StationUsage,
+    TenantRealtimeUsage, UsageBucket, UsageParams, UsageTotal,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -134,6 +137,70 @@ pub async fn station_history(
         items,
     })
     .into_response())
+}
+
+/// A tenant's end users' realtime usage per UTC day: connection time and messages.
+#[utoipa::path(get, path = "/v1/realtime/usage", tag = "billing", params(RealtimeUsageParams),
+    responses((status = 200, body = TenantRealtimeUsage),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn realtime_usage(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RealtimeUsageParams>,
+) -> ApiResult<Json<TenantRealtimeUsage>> {
+    let tenant_id = match (caller.tenant_scope(), q.tenant_id) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(ApiError::NotFound(format!("There is no tenant {asked:?}.")));
+        }
+        (Some(own), _) => own.to_string(),
+        (None, Some(asked)) => asked,
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "tenant_id is required: name the tenant whose usage to read".to_string(),
+            ));
+        }
+    };
+    let to = match q.to.as_deref() {
+        Some(v) => parse_time("to", v)?,
+        None => i64::try_from(db::now_ms()).unwrap_or(i64::MAX),
+    };
+    let from = match q.from.as_deref() {
+        Some(v) => parse_time("from", v)?,
+        None => to - 30 * DAY_MS,
+    };
+    let from = db::realtime_usage::day_start(from);
+    if from >= to || to - from > MAX_RANGE_MS {
+        return Err(ApiError::BadRequest(format!(
+            "from must be before to, and the range at most {} days",
+            MAX_RANGE_MS / DAY_MS
+        )));
+    }
+    let rows = {
+        let mut c = st.db.conn().await?;
+        db::realtime_usage::days(&mut c, &tenant_id, from, to).await?
+    };
+    let day = |start: String, ms: u64, messages: u64| RealtimeUsageDay {
+        start,
+        connection_ms: ms,
+        connection_minutes: ms as f64 / 60_000.0,
+        messages,
+    };
+    let days: Vec<RealtimeUsageDay> = rows
+        .into_iter()
+        .map(|(start, ms, messages)| day(format_ms(start), u(ms), u(messages)))
+        .collect();
+    let total = day(
+        String::new(),
+        days.iter().map(|d| d.connection_ms).sum(),
+        days.iter().map(|d| d.messages).sum(),
+    );
+    Ok(Json(TenantRealtimeUsage {
+        tenant_id,
+        from: format_ms(from),
+        to: format_ms(to),
+        days,
+        total,
+    }))
 }
 
 /// A station's usage per hour or day.

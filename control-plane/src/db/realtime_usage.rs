@@ -5,6 +5,7 @@
 
 use super::Conn;
 use crate::billing::DAY_MS;
+use sqlx::Row as _;
 
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -41,11 +42,40 @@ pub async fn add(
     Ok(())
 }
 
+/// The tenant's usage per UTC day for the days that start in `[from_ms, to_ms)`, billed or not:
+/// (day start, connection ms, messages), oldest first.
+pub async fn days(
+    conn: &mut Conn,
+    tenant_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT period_start_ms, CAST(SUM(connection_ms) AS BIGINT) AS connection_ms, \
+         CAST(SUM(messages) AS BIGINT) AS messages FROM realtime_usage WHERE tenant_id = $1 \
+         AND period_start_ms >= $2 AND period_start_ms < $3 GROUP BY period_start_ms \
+         ORDER BY period_start_ms",
+    )
+    .bind(tenant_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("period_start_ms")?,
+                r.try_get("connection_ms")?,
+                r.try_get("messages")?,
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use sqlx::Row as _;
 
     #[test]
     fn days_start_at_utc_midnight() {

@@ -1096,6 +1096,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/stations/{id}/listeners"),
         ("get", "/v1/prometheus/targets"),
         ("get", "/v1/stations/{id}/history"),
+        ("get", "/v1/realtime/usage"),
         ("post", "/v1/billing/runs"),
         ("get", "/v1/streams"),
         ("post", "/v1/streams"),

@@ -407,5 +407,37 @@ async fn messages_and_connection_time_reach_the_draft_invoice(b: Backend) {
         descriptions[2].starts_with("Messages beyond the 0 the Metered plan"),
         "{descriptions:?}"
     );
+
+    // The usage API shows the same: the tenant reads its own, the admin names the tenant.
+    let usage = cp.get("/v1/realtime/usage", &key).await.expect(200).body;
+    assert_eq!(usage["tenant_id"], tenant.as_str(), "{usage}");
+    assert_eq!(usage["total"]["messages"], 3, "{usage}");
+    let total_ms = usage["total"]["connection_ms"].as_u64().expect("ms");
+    assert!(
+        (connection_ms..=upper_ms).contains(&total_ms),
+        "{total_ms} ms: {usage}"
+    );
+    let days = usage["days"].as_array().expect("days");
+    assert!(
+        (1..=2).contains(&days.len()),
+        "today, or over midnight: {usage}"
+    );
+    let by_admin = cp
+        .get(&format!("/v1/realtime/usage?tenant_id={tenant}"), &cp.admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(by_admin["total"]["messages"], 3, "{by_admin}");
+    cp.get("/v1/realtime/usage", &cp.admin).await.problem(400);
+    cp.get("/v1/realtime/usage?from=yesterday", &key)
+        .await
+        .problem(400);
+    let (_, other_key) = cp.tenant_with_key("Other", &plan).await;
+    cp.get(
+        &format!("/v1/realtime/usage?tenant_id={tenant}"),
+        &other_key,
+    )
+    .await
+    .problem(404);
     cp.stop().await;
 }
