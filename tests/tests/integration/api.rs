@@ -726,6 +726,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("post", "/v1/stations") => &[422],
                 // B's own invoices (none), and A's invoice as if it did not exist.
                 ("get", "/v1/invoices") => &[200],
+                // B's own realtime usage (none); naming A is a 404 (realtime_usage.rs).
+                ("get", "/v1/realtime/usage") => &[200],
                 ("get", "/v1/invoices/{id}") => &[404],
                 // B's own live streams, and creating one (the empty body is refused); A's
                 // stream through B's key as if it did not exist.
