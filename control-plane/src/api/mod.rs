@@ -144,15 +144,7 @@ pub fn router(
         .routes(routes!(streamers::update, streamers::delete))
         .routes(routes!(streamers::live))
         .routes(routes!(nowplaying::panel))
-        .routes(routes!(usage::station_usage))
-        .routes(routes!(usage::station_listeners))
-        .routes(routes!(usage::station_history))
-        .routes(routes!(usage::realtime_usage))
-        .routes(routes!(usage::prometheus_targets))
-        .routes(routes!(billing::run))
-        .routes(routes!(billing::list))
-        .routes(routes!(billing::get))
-        .routes(routes!(billing::finalize))
+        .merge(usage_and_billing_routes())
         .routes(routes!(users::list))
         .routes(routes!(users::get, users::put, users::delete))
         .routes(routes!(users::create_token))
@@ -215,6 +207,20 @@ pub fn router(
         .with_state(state);
     // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.
     socketio.wrap(app)
+}
+
+/// Usage (stations, realtime, Prometheus discovery) and billing.
+fn usage_and_billing_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(usage::station_usage))
+        .routes(routes!(usage::station_listeners))
+        .routes(routes!(usage::station_history))
+        .routes(routes!(usage::realtime_usage))
+        .routes(routes!(usage::prometheus_targets))
+        .routes(routes!(billing::run))
+        .routes(routes!(billing::list))
+        .routes(routes!(billing::get))
+        .routes(routes!(billing::finalize))
 }
 
 /// The routes web players call from other origins (no authentication), which get the CORS layer.
