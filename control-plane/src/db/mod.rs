@@ -166,6 +166,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one managed key",
         include_str!("../../migrations/0027_one_managed_key.sql"),
     ),
+    (
+        28,
+        "realtime usage shards",
+        include_str!("../../migrations/0028_realtime_usage_shards.sql"),
+    ),
 ];
 
 impl Db {
@@ -177,6 +182,10 @@ impl Db {
             .with_context(|| format!("invalid database URL {}", redact(&url)))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // No ping before each hand-out: it was a round trip per query batch (the realtime
+            // benchmark counted it on every message). A connection that died fails its query,
+            // which is an error like any other, and the pool drops it.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await

@@ -16,7 +16,10 @@ pub fn day_start(at_ms: i64) -> i64 {
     at_ms - at_ms.rem_euclid(DAY_MS)
 }
 
-/// Adds `connection_ms` and `messages` to the tenant's unbilled row of the day that holds
+/// Unbilled rows per tenant and day.
+const SHARDS: u8 = 16;
+
+/// Adds `connection_ms` and `messages` to one of the tenant's unbilled rows of the day that holds
 /// `at_ms`, creating it when there is none (a finalized invoice marked the last one). On
 /// PostgreSQL the row stays locked until the caller's transaction ends, so a caller that holds
 /// other locks calls this last.
@@ -27,9 +30,13 @@ pub async fn add(
     connection_ms: u64,
     messages: u64,
 ) -> Result<(), sqlx::Error> {
+    // One of the day's unbilled rows at random: writers at once lock different rows (see
+    // migration 0028); readers sum them.
+    let shard = i64::from(rand::random::<u8>() % SHARDS);
     sqlx::query(
-        "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, period_start_ms) WHERE invoice_id IS NULL \
+        "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages, shard) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id, period_start_ms, shard) WHERE invoice_id IS NULL \
          DO UPDATE SET connection_ms = realtime_usage.connection_ms + excluded.connection_ms, \
          messages = realtime_usage.messages + excluded.messages",
     )
@@ -37,6 +44,7 @@ pub async fn add(
     .bind(day_start(at_ms))
     .bind(i(connection_ms))
     .bind(i(messages))
+    .bind(shard)
     .execute(conn)
     .await?;
     Ok(())
@@ -85,8 +93,8 @@ mod tests {
         assert_eq!(day_start(-1), -DAY_MS);
     }
 
-    /// Additions go to the day's unbilled row; once an invoice marked it, a new row starts and
-    /// the billed one keeps what it was billed for.
+    /// Additions go to the day's unbilled rows (spread over shards, summed here); once an
+    /// invoice marked them, new rows start and the billed ones keep what they were billed for.
     #[tokio::test]
     async fn additions_go_to_the_unbilled_row_of_the_day() {
         let dir = tempfile::tempdir().unwrap();
@@ -107,8 +115,10 @@ mod tests {
             .unwrap();
         add(&mut c, "t1", DAY_MS, 30, 1).await.unwrap();
         let rows = sqlx::query(
-            "SELECT period_start_ms, connection_ms, messages, invoice_id FROM realtime_usage \
-             WHERE tenant_id = 't1' ORDER BY period_start_ms, invoice_id",
+            "SELECT period_start_ms, CAST(SUM(connection_ms) AS BIGINT) AS connection_ms, \
+             CAST(SUM(messages) AS BIGINT) AS messages, invoice_id FROM realtime_usage \
+             WHERE tenant_id = 't1' GROUP BY period_start_ms, invoice_id \
+             ORDER BY period_start_ms, invoice_id",
         )
         .fetch_all(&mut *c)
         .await
