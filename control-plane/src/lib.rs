@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod db;
 pub mod dev;
 pub mod lanes;
+pub mod ledger;
 pub mod media;
 pub mod metrics;
 pub mod notifications;

@@ -80,6 +80,17 @@ pub fn email(value: &str) -> Result<String, Invalid> {
     }
 }
 
+/// A tenant's commission in basis points: 0 (none) to 10000 (all of a payment).
+pub fn fee_bps(value: u32) -> Result<u32, Invalid> {
+    if value <= 10_000 {
+        Ok(value)
+    } else {
+        Err(Invalid::Value(format!(
+            "platform_fee_bps = {value} must be between 0 and 10000 (basis points: 2000 is 20 %)."
+        )))
+    }
+}
+
 /// Slugs appear in public URLs: 2–48 of a-z, 0-9 and '-', not starting or ending with '-'.
 pub fn slug(value: &str) -> Result<String, Invalid> {
     let ok = (2..=48).contains(&value.len())

@@ -6,10 +6,12 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod ledger;
 mod notifications;
 mod realtime;
 mod users;
 mod webhooks;
+pub use ledger::*;
 pub use notifications::*;
 pub use realtime::*;
 pub use users::*;
@@ -236,9 +238,18 @@ pub struct Tenant {
     pub email: String,
     pub plan_id: String,
     pub status: TenantStatus,
+    /// ISO 4217 code of the currency its ledger counts in (minor units: cents for USD).
+    pub currency: String,
+    /// Commission split off every fan-to-creator payment, in basis points (2000 = 20 %).
+    pub platform_fee_bps: u32,
     pub created_at: String,
     pub updated_at: String,
 }
+
+/// Default of `Tenant::currency`.
+pub const DEFAULT_CURRENCY: &str = "USD";
+/// Default of `Tenant::platform_fee_bps`.
+pub const DEFAULT_PLATFORM_FEE_BPS: u32 = 2000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -248,6 +259,12 @@ pub struct CreateTenant {
     #[serde(default)]
     pub email: String,
     pub plan_id: String,
+    /// ISO 4217 code, three upper-case letters (default "USD").
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// 0 to 10000 basis points (default 2000).
+    #[serde(default)]
+    pub platform_fee_bps: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -257,6 +274,10 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     pub email: Option<String>,
     pub plan_id: Option<String>,
+    /// ISO 4217 code; only while the tenant's ledger has no transaction.
+    pub currency: Option<String>,
+    /// 0 to 10000; applies to payments from then on.
+    pub platform_fee_bps: Option<u32>,
 }
 
 /// An API key as listed: the secret itself is never shown again after creation.

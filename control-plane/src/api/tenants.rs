@@ -59,6 +59,14 @@ pub async fn create(
         email: validate::email(&req.email)?,
         plan_id: req.plan_id,
         status: TenantStatus::Active,
+        currency: match &req.currency {
+            Some(c) => validate::currency(c)?,
+            None => onda_shared::api::DEFAULT_CURRENCY.to_string(),
+        },
+        platform_fee_bps: validate::fee_bps(
+            req.platform_fee_bps
+                .unwrap_or(onda_shared::api::DEFAULT_PLATFORM_FEE_BPS),
+        )?,
         created_at: String::new(),
         updated_at: String::new(),
     };
@@ -84,7 +92,8 @@ pub async fn get(
         .ok_or_else(|| not_found(&id))
 }
 
-/// Change a tenant's name, e-mail or plan.
+/// Change a tenant's name, e-mail, plan, commission (`platform_fee_bps`) or currency (only
+/// while its ledger is empty).
 #[utoipa::path(patch, path = "/v1/tenants/{id}", params(("id" = String, Path, description = "Object id")), tag = "tenants", request_body = UpdateTenant,
     responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
@@ -110,6 +119,21 @@ pub async fn update(
     if let Some(p) = req.plan_id {
         require_plan(&mut tx, &p).await?;
         t.plan_id = p;
+    }
+    if let Some(bps) = req.platform_fee_bps {
+        t.platform_fee_bps = validate::fee_bps(bps)?;
+    }
+    if let Some(c) = &req.currency {
+        let c = validate::currency(c)?;
+        // Amounts are stored without their currency per entry: changing it under existing
+        // balances would relabel them.
+        if c != t.currency && db::ledger::has_transactions(&mut tx, &id).await? {
+            return Err(ApiError::Conflict(format!(
+                "Tenant {id:?} already has ledger transactions in {}; its currency cannot change.",
+                t.currency
+            )));
+        }
+        t.currency = c;
     }
     let t = db::tenants::update(&mut tx, &t).await?;
     tx.commit().await?;

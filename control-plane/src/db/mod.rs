@@ -14,6 +14,7 @@ pub mod carriage;
 pub mod cluster;
 pub mod history;
 pub mod keys;
+pub mod ledger;
 pub mod live_streams;
 pub mod media;
 pub mod messages;
@@ -160,6 +161,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         25,
         "realtime feed",
         include_str!("../../migrations/0025_realtime_feed.sql"),
+    ),
+    (
+        26,
+        "ledger",
+        include_str!("../../migrations/0026_ledger.sql"),
     ),
     (
         27,

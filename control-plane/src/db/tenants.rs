@@ -6,7 +6,8 @@ use onda_shared::api::{Page, Tenant, TenantStatus};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, name, email, plan_id, status, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, email, plan_id, status, currency, platform_fee_bps, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -20,6 +21,13 @@ fn from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
         } else {
             TenantStatus::Active
         },
+        currency: row.try_get("currency")?,
+        platform_fee_bps: u32::try_from(row.try_get::<i64, _>("platform_fee_bps")?).map_err(
+            |e| sqlx::Error::ColumnDecode {
+                index: "platform_fee_bps".to_string(),
+                source: Box::new(e),
+            },
+        )?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -47,14 +55,16 @@ pub async fn list(conn: &mut Conn, limit: u32, cursor: &str) -> Result<Page<Tena
 pub async fn insert(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> {
     let ts = now();
     sqlx::query(
-        "INSERT INTO tenants (id, name, email, plan_id, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO tenants (id, name, email, plan_id, status, currency, platform_fee_bps, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(&t.id)
     .bind(&t.name)
     .bind(&t.email)
     .bind(&t.plan_id)
     .bind(t.status.as_str())
+    .bind(&t.currency)
+    .bind(i64::from(t.platform_fee_bps))
     .bind(ts)
     .execute(&mut *conn)
     .await?;
@@ -64,13 +74,15 @@ pub async fn insert(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> 
 
 pub async fn update(conn: &mut Conn, t: &Tenant) -> Result<Tenant, sqlx::Error> {
     sqlx::query(
-        "UPDATE tenants SET name = $1, email = $2, plan_id = $3, status = $4, updated_at = $5 \
-         WHERE id = $6",
+        "UPDATE tenants SET name = $1, email = $2, plan_id = $3, status = $4, currency = $5, \
+         platform_fee_bps = $6, updated_at = $7 WHERE id = $8",
     )
     .bind(&t.name)
     .bind(&t.email)
     .bind(&t.plan_id)
     .bind(t.status.as_str())
+    .bind(&t.currency)
+    .bind(i64::from(t.platform_fee_bps))
     .bind(now())
     .bind(&t.id)
     .execute(&mut *conn)

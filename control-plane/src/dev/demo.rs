@@ -52,6 +52,8 @@ pub(super) async fn ensure_demo(
                 email: "demo@example.com".to_string(),
                 plan_id: plan.id,
                 status: TenantStatus::Active,
+                currency: onda_shared::api::DEFAULT_CURRENCY.to_string(),
+                platform_fee_bps: onda_shared::api::DEFAULT_PLATFORM_FEE_BPS,
                 created_at: String::new(),
                 updated_at: String::new(),
             };

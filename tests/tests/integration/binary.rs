@@ -229,6 +229,8 @@ async fn other_demo_radio(db_path: &std::path::Path) {
         email: "other@example.com".to_string(),
         plan_id: "plan_premium".to_string(),
         status: onda_shared::api::TenantStatus::Active,
+        currency: onda_shared::api::DEFAULT_CURRENCY.to_string(),
+        platform_fee_bps: onda_shared::api::DEFAULT_PLATFORM_FEE_BPS,
         created_at: String::new(),
         updated_at: String::new(),
     };

@@ -20,6 +20,7 @@ mod edge_apply;
 mod examples;
 mod handover;
 mod isolation;
+mod ledger;
 mod live;
 mod logins;
 mod media;

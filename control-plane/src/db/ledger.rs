@@ -1,0 +1,505 @@
+//! The ledger's tables: accounts with their kept balances, immutable transactions and their
+//! entries, and the idempotency keys of the requests that moved value. [`post`] is the only
+//! writer of transactions and entries, and it writes only balanced [`Posting`]s; there is no
+//! UPDATE or DELETE of a transaction or an entry anywhere (corrections are new transactions).
+//!
+//! Why a wallet never goes below zero, under any concurrency: every debit of a floored account
+//! (a wallet or earnings) is one conditional statement, `UPDATE ledger_accounts SET balance =
+//! balance + $amount WHERE … AND balance + $amount >= 0`, inside the posting's transaction; no
+//! balance is read by the application and written back. On PostgreSQL the UPDATE takes the
+//! row's lock and, when another transaction changed the row first, waits for it and evaluates
+//! the condition again on the committed balance (READ COMMITTED re-check), so two spends can
+//! never both pass on the same money. On SQLite every write transaction holds the database's
+//! write lock from its start (`BEGIN IMMEDIATE`, see [`super::Db::begin`]), so postings run one
+//! after the other. When the condition fails nothing is changed and the caller rolls back the
+//! whole transaction. Accounts are updated in the order of their keys, so two postings never
+//! wait on each other's rows in a cycle (no deadlock).
+
+use super::{Conn, now_millis, paginate};
+use crate::ledger::{Account, Original, Posting};
+use onda_shared::api::{LedgerEntry, LedgerSource, LedgerTransaction, Page, Tenant};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+/// Why a posting was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// The account (a wallet or earnings) does not hold what the posting takes from it.
+    #[error("{account} holds less than the {needed} this takes from it")]
+    Insufficient { account: String, needed: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Writes `p` as a new transaction of `tenant` in its currency, updating the kept balance of
+/// each account in the same transaction. On [`PostError::Insufficient`] some balances may have
+/// been changed already: the caller must roll back (drop the transaction), which every caller
+/// does by returning the error.
+pub async fn post(
+    conn: &mut Conn,
+    tenant: &Tenant,
+    p: &Posting,
+) -> Result<LedgerTransaction, PostError> {
+    let created_ms = now_millis();
+    let id = crate::secrets::new_time_id("txn", created_ms);
+    for (account, amount) in p.entries() {
+        let key = account.key();
+        sqlx::query(
+            "INSERT INTO ledger_accounts (tenant_id, account, balance) VALUES ($1, $2, 0) \
+             ON CONFLICT (tenant_id, account) DO NOTHING",
+        )
+        .bind(&tenant.id)
+        .bind(&key)
+        .execute(&mut *conn)
+        .await?;
+        let floor = if account.floored() && *amount < 0 {
+            " AND balance + $1 >= 0"
+        } else {
+            ""
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE ledger_accounts SET balance = balance + $1 \
+             WHERE tenant_id = $2 AND account = $3{floor}"
+        ));
+        let done = sqlx::query(sql)
+            .bind(amount)
+            .bind(&tenant.id)
+            .bind(&key)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(PostError::Insufficient {
+                account: key,
+                needed: -amount,
+            });
+        }
+    }
+    sqlx::query(
+        "INSERT INTO ledger_transactions (id, tenant_id, source, user_id, counterparty_id, \
+         amount, currency, reference, reason, refund_of, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&id)
+    .bind(&tenant.id)
+    .bind(p.source.as_str())
+    .bind(&p.user_id)
+    .bind(&p.counterparty_id)
+    .bind(p.amount)
+    .bind(&tenant.currency)
+    .bind(&p.reference)
+    .bind(&p.reason)
+    .bind(&p.refund_of)
+    .bind(created_ms)
+    .execute(&mut *conn)
+    .await?;
+    let mut entries = Vec::with_capacity(p.entries().len());
+    for (account, amount) in p.entries() {
+        let key = account.key();
+        sqlx::query(
+            "INSERT INTO ledger_entries (transaction_id, tenant_id, account, amount) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(&tenant.id)
+        .bind(&key)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
+        entries.push(LedgerEntry {
+            account: key,
+            amount: *amount,
+        });
+    }
+    Ok(LedgerTransaction {
+        id,
+        source: p.source,
+        user_id: p.user_id.clone(),
+        counterparty_id: p.counterparty_id.clone(),
+        amount: p.amount,
+        currency: tenant.currency.clone(),
+        reference: p.reference.clone(),
+        reason: p.reason.clone(),
+        refund_of: p.refund_of.clone(),
+        entries,
+        created_at: super::messages::rfc3339_ms(created_ms),
+    })
+}
+
+const COLUMNS: &str = "id, source, user_id, counterparty_id, amount, currency, reference, \
+                       reason, refund_of, created_ms";
+
+fn from_row(row: &AnyRow) -> Result<LedgerTransaction, sqlx::Error> {
+    Ok(LedgerTransaction {
+        id: row.try_get("id")?,
+        source: super::parsed(row, "source")?,
+        user_id: row.try_get("user_id")?,
+        counterparty_id: row.try_get("counterparty_id")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        reference: row.try_get("reference")?,
+        reason: row.try_get("reason")?,
+        refund_of: row.try_get("refund_of")?,
+        entries: Vec::new(),
+        created_at: super::messages::rfc3339_ms(row.try_get("created_ms")?),
+    })
+}
+
+/// Fills in the entries of `txs` (one query for the page).
+async fn with_entries(
+    conn: &mut Conn,
+    mut txs: Vec<LedgerTransaction>,
+) -> Result<Vec<LedgerTransaction>, sqlx::Error> {
+    if txs.is_empty() {
+        return Ok(txs);
+    }
+    let params: Vec<String> = (1..=txs.len()).map(|i| format!("${i}")).collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT transaction_id, account, amount FROM ledger_entries \
+         WHERE transaction_id IN ({}) ORDER BY transaction_id, account",
+        params.join(", ")
+    ));
+    let mut q = sqlx::query(sql);
+    for t in &txs {
+        q = q.bind(t.id.clone());
+    }
+    let mut by_tx: BTreeMap<String, Vec<LedgerEntry>> = BTreeMap::new();
+    for row in q.fetch_all(conn).await? {
+        by_tx
+            .entry(row.try_get("transaction_id")?)
+            .or_default()
+            .push(LedgerEntry {
+                account: row.try_get("account")?,
+                amount: row.try_get("amount")?,
+            });
+    }
+    for t in &mut txs {
+        t.entries = by_tx.remove(&t.id).unwrap_or_default();
+    }
+    Ok(txs)
+}
+
+/// One transaction of the tenant, with its entries.
+pub async fn get(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<LedgerTransaction>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ledger_transactions WHERE tenant_id = $1 AND id = $2"
+    ));
+    let Some(row) = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let t = from_row(&row)?;
+    Ok(with_entries(conn, vec![t]).await?.pop())
+}
+
+/// The transaction a refund reverses, with what has been refunded of it already. On PostgreSQL
+/// its row is locked (`FOR UPDATE`) for the rest of the transaction, so two refunds of it run one
+/// after the other and cannot both take what remains; SQLite's write lock does the same.
+pub async fn refundable(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<(Original, i64)>, sqlx::Error> {
+    let lock = if conn.backend_name() == "PostgreSQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ledger_transactions WHERE tenant_id = $1 AND id = $2{lock}"
+    ));
+    let Some(row) = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let t = from_row(&row)?;
+    let fee: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS fee FROM ledger_entries \
+         WHERE transaction_id = $1 AND account = 'platform'",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("fee")?;
+    let refunded: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS refunded FROM ledger_transactions \
+         WHERE tenant_id = $1 AND refund_of = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("refunded")?;
+    Ok(Some((
+        Original {
+            id: t.id,
+            source: t.source,
+            user_id: t.user_id,
+            counterparty_id: t.counterparty_id,
+            amount: t.amount,
+            fee,
+        },
+        refunded,
+    )))
+}
+
+/// The kept balance of an account (0 for one never used).
+pub async fn balance(
+    conn: &mut Conn,
+    tenant_id: &str,
+    account: &Account,
+) -> Result<i64, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT balance FROM ledger_accounts WHERE tenant_id = $1 AND account = $2")
+            .bind(tenant_id)
+            .bind(account.key())
+            .fetch_optional(conn)
+            .await?;
+    row.map_or(Ok(0), |r| r.try_get("balance"))
+}
+
+/// Whether the tenant's ledger has any transaction (its currency is then fixed).
+pub async fn has_transactions(conn: &mut Conn, tenant_id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT id FROM ledger_transactions WHERE tenant_id = $1 LIMIT 1")
+        .bind(tenant_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Which transactions a list selects.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// As the paying/credited user or as the creator paid.
+    pub user_id: Option<String>,
+    pub source: Option<LedgerSource>,
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until_ms: Option<i64>,
+}
+
+/// A page of the tenant's transactions, newest first, after `cursor` (an id; "" for the first).
+pub async fn list(
+    conn: &mut Conn,
+    tenant_id: &str,
+    filter: &Filter,
+    limit: u32,
+    cursor: &str,
+) -> Result<Page<LedgerTransaction>, sqlx::Error> {
+    let mut clauses = vec!["tenant_id = $1".to_string()];
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if filter.user_id.is_some() {
+        let p = next();
+        clauses.push(format!("(user_id = {p} OR counterparty_id = {p})"));
+    }
+    if filter.source.is_some() {
+        clauses.push(format!("source = {}", next()));
+    }
+    if filter.since_ms.is_some() {
+        clauses.push(format!("created_ms >= {}", next()));
+    }
+    if filter.until_ms.is_some() {
+        clauses.push(format!("created_ms < {}", next()));
+    }
+    if !cursor.is_empty() {
+        clauses.push(format!("id < {}", next()));
+    }
+    let limit_param = next();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ledger_transactions WHERE {} ORDER BY id DESC LIMIT {limit_param}",
+        clauses.join(" AND ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id.to_string());
+    if let Some(u) = &filter.user_id {
+        q = q.bind(u.clone());
+    }
+    if let Some(s) = filter.source {
+        q = q.bind(s.as_str());
+    }
+    if let Some(ms) = filter.since_ms {
+        q = q.bind(ms);
+    }
+    if let Some(ms) = filter.until_ms {
+        q = q.bind(ms);
+    }
+    if !cursor.is_empty() {
+        q = q.bind(cursor.to_string());
+    }
+    let rows = q.bind(i64::from(limit) + 1).fetch_all(&mut *conn).await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let page = paginate(items, limit, |t| &t.id);
+    Ok(Page {
+        items: with_entries(conn, page.items).await?,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// What [`check`] found wrong; empty when the ledger is consistent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Discrepancies {
+    /// Accounts whose kept balance differs from the sum of their entries: (account, kept,
+    /// derived).
+    pub balances: Vec<(String, i64, i64)>,
+    /// Transactions whose entries do not sum to zero.
+    pub unbalanced: Vec<String>,
+    /// Wallets or earnings below zero.
+    pub negative: Vec<String>,
+}
+
+impl Discrepancies {
+    pub fn is_empty(&self) -> bool {
+        self.balances.is_empty() && self.unbalanced.is_empty() && self.negative.is_empty()
+    }
+}
+
+/// Recomputes the tenant's balances from its entries and compares them with the kept ones;
+/// checks that every transaction sums to zero and no floored account is negative.
+pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<Discrepancies, sqlx::Error> {
+    let entries = sqlx::query(
+        "SELECT account, CAST(SUM(amount) AS BIGINT) AS total FROM ledger_entries \
+         WHERE tenant_id = $1 GROUP BY account",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut derived = BTreeMap::new();
+    for r in &entries {
+        derived.insert(
+            r.try_get::<String, _>("account")?,
+            r.try_get::<i64, _>("total")?,
+        );
+    }
+    let kept = sqlx::query("SELECT account, balance FROM ledger_accounts WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Discrepancies::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &kept {
+        let account: String = r.try_get("account")?;
+        let balance: i64 = r.try_get("balance")?;
+        let d = derived.get(&account).copied().unwrap_or(0);
+        if d != balance {
+            out.balances.push((account.clone(), balance, d));
+        }
+        if balance < 0 && Account::parse(&account).is_some_and(|a| a.floored()) {
+            out.negative.push(account.clone());
+        }
+        seen.insert(account);
+    }
+    for (account, d) in derived {
+        if !seen.contains(&account) {
+            out.balances.push((account, 0, d));
+        }
+    }
+    let unbalanced = sqlx::query(
+        "SELECT transaction_id FROM ledger_entries WHERE tenant_id = $1 \
+         GROUP BY transaction_id HAVING SUM(amount) <> 0",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &unbalanced {
+        out.unbalanced.push(r.try_get("transaction_id")?);
+    }
+    Ok(out)
+}
+
+/// The answer stored with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub route: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+pub async fn idempotent_answer(
+    conn: &mut Conn,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<StoredAnswer>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT route, request_hash, status, response FROM idempotency_keys \
+         WHERE tenant_id = $1 AND idem_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(StoredAnswer {
+            route: r.try_get("route")?,
+            request_hash: r.try_get("request_hash")?,
+            status: u16::try_from(r.try_get::<i64, _>("status")?).map_err(|e| {
+                sqlx::Error::ColumnDecode {
+                    index: "status".to_string(),
+                    source: Box::new(e),
+                }
+            })?,
+            body: r.try_get("response")?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores the answer of a key's first use; a unique violation means a concurrent request with
+/// the same key committed first (the caller answers what that one stored).
+pub async fn store_answer(
+    conn: &mut Conn,
+    tenant_id: &str,
+    key: &str,
+    answer: &StoredAnswer,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, idem_key, route, request_hash, status, \
+         response, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .bind(&answer.route)
+    .bind(&answer.request_hash)
+    .bind(i64::from(answer.status))
+    .bind(&answer.body)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fills in the answer of a key stored by [`store_answer`] earlier in the same transaction.
+pub async fn complete_answer(
+    conn: &mut Conn,
+    tenant_id: &str,
+    key: &str,
+    answer: &StoredAnswer,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $1, response = $2 \
+         WHERE tenant_id = $3 AND idem_key = $4",
+    )
+    .bind(i64::from(answer.status))
+    .bind(&answer.body)
+    .bind(tenant_id)
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The ledger against the real database, on SQLite and PostgreSQL: a seeded random driver of
+//! credits, fan-to-creator payments, refunds, adjustments and bursts of concurrent overspending,
+//! with the invariants checked after every step (each transaction sums to zero, no wallet or
+//! earnings below zero, kept balances equal the ones recomputed from entries, and the totals the
+//! driver expects); and 50 spends at once from one wallet, of which exactly
+//! floor(balance / price) succeed.
+
+use onda_control_plane::db::{self, Db, ledger::PostError};
+use onda_control_plane::ledger::{self, Account};
+use onda_shared::api::{AdjustedAccount, LedgerSource, Tenant, TenantStatus};
+use onda_tests::db::{Backend, TestDb};
+use onda_tests::on_both_backends;
+use rand::{RngExt as _, SeedableRng as _};
+use std::collections::BTreeMap;
+
+on_both_backends!(
+    random_operations_keep_the_invariants,
+    fifty_spends_at_once_never_overdraw,
+);
+
+async fn tenant(db: &Db, fee_bps: u32) -> Tenant {
+    let t = Tenant {
+        id: format!("tnt_ledger{}", rand::random::<u32>()),
+        name: "Ledger".to_string(),
+        email: String::new(),
+        plan_id: "plan_premium".to_string(),
+        status: TenantStatus::Active,
+        currency: "EUR".to_string(),
+        platform_fee_bps: fee_bps,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    let mut c = db.conn().await.expect("conn");
+    db::tenants::insert(&mut c, &t).await.expect("tenant")
+}
+
+/// Posts `p` in a transaction of its own: the transaction, or why it was refused (rolled back).
+async fn post(
+    db: &Db,
+    t: &Tenant,
+    p: &ledger::Posting,
+) -> Result<onda_shared::api::LedgerTransaction, PostError> {
+    let mut tx = db.begin().await.expect("begin");
+    let r = db::ledger::post(&mut tx, t, p).await?;
+    tx.commit().await.expect("commit");
+    Ok(r)
+}
+
+async fn assert_consistent(db: &Db, t: &Tenant, expected: &BTreeMap<String, i64>, step: &str) {
+    let mut c = db.conn().await.expect("conn");
+    let d = db::ledger::check(&mut c, &t.id).await.expect("check");
+    assert!(d.is_empty(), "after {step}: {d:?}");
+    for (account, want) in expected {
+        let a = Account::parse(account).expect("account");
+        let got = db::ledger::balance(&mut c, &t.id, &a)
+            .await
+            .expect("balance");
+        assert_eq!(got, *want, "after {step}: balance of {account}");
+    }
+}
+
+async fn random_operations_keep_the_invariants(b: Backend) {
+    let Some(test_db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 10).await.expect("db");
+    let t = tenant(&db, 1500).await;
+    let fans = ["fan-a", "fan-b", "fan-c"];
+    let creators = ["star-1", "star-2"];
+    let seed = std::env::var("LEDGER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("ledger driver seed {seed} (LEDGER_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The balances the driver expects, from its own model of the rules.
+    let mut model: BTreeMap<String, i64> = BTreeMap::new();
+    let mut refundable: Vec<String> = Vec::new();
+    let (mut ok, mut refused) = (0, 0);
+    for step in 0..150 {
+        let fan = fans[rng.random_range(0..fans.len())];
+        let creator = creators[rng.random_range(0..creators.len())];
+        let posting = match rng.random_range(0..10) {
+            0..=2 => ledger::credit(fan, rng.random_range(1..5_000), "psp").expect("credit"),
+            3..=5 => ledger::payment(
+                LedgerSource::Tip,
+                fan,
+                creator,
+                rng.random_range(1..3_000),
+                t.platform_fee_bps,
+            )
+            .expect("payment"),
+            6 | 7 if !refundable.is_empty() => {
+                let id = refundable[rng.random_range(0..refundable.len())].clone();
+                let mut c = db.begin().await.expect("begin");
+                let (orig, done) = db::ledger::refundable(&mut c, &t.id, &id)
+                    .await
+                    .expect("read")
+                    .expect("exists");
+                drop(c);
+                let want = rng.random_range(1..=orig.amount);
+                match ledger::refund(&orig, done, Some(want), "driver") {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                }
+            }
+            8 => {
+                let (who, account) = if rng.random_bool(0.5) {
+                    (fan, AdjustedAccount::Wallet)
+                } else {
+                    (creator, AdjustedAccount::Earnings)
+                };
+                let amount = rng.random_range(-2_000..2_000);
+                match ledger::adjustment(who, account, amount, "driver") {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                }
+            }
+            _ => {
+                // A burst: several payments from one wallet at once, each of a third to all of
+                // it; the database decides which fit.
+                let have = model
+                    .get(&Account::Wallet(fan.into()).key())
+                    .copied()
+                    .unwrap_or(0);
+                if have < 3 {
+                    continue;
+                }
+                let price = rng.random_range(have / 3..=have);
+                let p = ledger::payment(LedgerSource::Purchase, fan, creator, price, 1500)
+                    .expect("payment");
+                let results = futures_join(&db, &t, &p, 6).await;
+                let won = results.iter().filter(|r| r.is_ok()).count() as i64;
+                assert_eq!(won, have / price, "step {step}: {have} / {price}");
+                for r in results {
+                    match r {
+                        Ok(tx) => {
+                            for e in &tx.entries {
+                                *model.entry(e.account.clone()).or_default() += e.amount;
+                            }
+                            refundable.push(tx.id);
+                            ok += 1;
+                        }
+                        Err(PostError::Insufficient { .. }) => refused += 1,
+                        Err(e) => panic!("step {step}: {e}"),
+                    }
+                }
+                assert_consistent(&db, &t, &model, &format!("burst at step {step}")).await;
+                continue;
+            }
+        };
+        let sum: i64 = posting.entries().iter().map(|(_, v)| v).sum();
+        assert_eq!(sum, 0);
+        let would_go_negative = posting
+            .entries()
+            .iter()
+            .any(|(a, v)| a.floored() && model.get(&a.key()).copied().unwrap_or(0) + v < 0);
+        match post(&db, &t, &posting).await {
+            Ok(tx) => {
+                assert!(!would_go_negative, "step {step}: {posting:?} overdrew");
+                for e in &tx.entries {
+                    *model.entry(e.account.clone()).or_default() += e.amount;
+                }
+                if tx.source == LedgerSource::Credit || tx.source.is_payment() {
+                    refundable.push(tx.id);
+                }
+                ok += 1;
+            }
+            Err(PostError::Insufficient { .. }) => {
+                assert!(would_go_negative, "step {step}: {posting:?} refused");
+                refused += 1;
+            }
+            Err(e) => panic!("step {step}: {e}"),
+        }
+        assert_consistent(&db, &t, &model, &format!("step {step}")).await;
+    }
+    eprintln!("{ok} postings written, {refused} refused");
+    assert!(ok > 50 && refused > 0, "{ok} written, {refused} refused");
+    db.close().await;
+}
+
+/// `n` copies of `p` posted at once, each in its own transaction.
+async fn futures_join(
+    db: &Db,
+    t: &Tenant,
+    p: &ledger::Posting,
+    n: usize,
+) -> Vec<Result<onda_shared::api::LedgerTransaction, PostError>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (db, t, p) = (db.clone(), t.clone(), p.clone());
+        set.spawn(async move { post(&db, &t, &p).await });
+    }
+    set.join_all().await
+}
+
+async fn fifty_spends_at_once_never_overdraw(b: Backend) {
+    let Some(test_db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 20).await.expect("db");
+    let t = tenant(&db, 2000).await;
+    post(
+        &db,
+        &t,
+        &ledger::credit("fan", 1_000, "psp").expect("credit"),
+    )
+    .await
+    .expect("credit");
+    let price = 30;
+    let p = ledger::payment(LedgerSource::Tip, "fan", "star", price, 2000).expect("tip");
+    let results = futures_join(&db, &t, &p, 50).await;
+    let won = results.iter().filter(|r| r.is_ok()).count() as i64;
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, PostError::Insufficient { .. }), "{e}");
+        }
+    }
+    assert_eq!(
+        won,
+        1_000 / price,
+        "exactly floor(1000 / 30) spends succeed"
+    );
+    let mut c = db.conn().await.expect("conn");
+    let wallet = db::ledger::balance(&mut c, &t.id, &Account::Wallet("fan".into()))
+        .await
+        .expect("balance");
+    assert_eq!(wallet, 1_000 - won * price);
+    let earnings = db::ledger::balance(&mut c, &t.id, &Account::Earnings("star".into()))
+        .await
+        .expect("balance");
+    assert_eq!(earnings, won * 24, "the creator gets 24 of each 30 (fee 6)");
+    assert!(
+        db::ledger::check(&mut c, &t.id)
+            .await
+            .expect("check")
+            .is_empty()
+    );
+    drop(c);
+    db.close().await;
+}
