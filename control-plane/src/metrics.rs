@@ -15,6 +15,66 @@ pub struct Metrics {
     pub media: MediaMetrics,
     pub realtime: RealtimeMetrics,
     pub webhooks: WebhookMetrics,
+    pub ledger: LedgerMetrics,
+}
+
+/// The ledger's series.
+#[derive(Clone, Debug)]
+pub struct LedgerMetrics {
+    /// Transactions written, by `source` (credit, tip, refund, …).
+    transactions: IntCounterVec,
+    /// Movements refused, by `reason`.
+    refusals: IntCounterVec,
+}
+
+impl LedgerMetrics {
+    /// Why a movement is refused: the `reason` label values.
+    pub const REASONS: [&'static str; 4] = [
+        "insufficient_funds",
+        "invalid_amount",
+        "not_refundable",
+        "idempotency_conflict",
+    ];
+
+    pub fn new(registry: &Registry) -> anyhow::Result<LedgerMetrics> {
+        let m = LedgerMetrics {
+            transactions: IntCounterVec::new(
+                Opts::new(
+                    "onda_ledger_transactions_total",
+                    "Ledger transactions written, by source (credit, tip, purchase, refund, …)",
+                ),
+                &["source"],
+            )?,
+            refusals: IntCounterVec::new(
+                Opts::new(
+                    "onda_ledger_refusals_total",
+                    "Value-moving requests refused, by reason: insufficient_funds, \
+                     invalid_amount, not_refundable, idempotency_conflict",
+                ),
+                &["reason"],
+            )?,
+        };
+        for source in onda_shared::api::LedgerSource::ALL {
+            m.transactions.with_label_values(&[source.as_str()]);
+        }
+        for reason in Self::REASONS {
+            m.refusals.with_label_values(&[reason]);
+        }
+        registry.register(Box::new(m.transactions.clone()))?;
+        registry.register(Box::new(m.refusals.clone()))?;
+        Ok(m)
+    }
+
+    pub fn transaction(&self, source: onda_shared::api::LedgerSource) {
+        self.transactions
+            .with_label_values(&[source.as_str()])
+            .inc();
+    }
+
+    /// Counts a refusal (one of [`LedgerMetrics::REASONS`]).
+    pub fn refused(&self, reason: &str) {
+        self.refusals.with_label_values(&[reason]).inc();
+    }
 }
 
 /// The webhook delivery worker's series.
@@ -504,6 +564,7 @@ impl Metrics {
         let media = MediaMetrics::new(&registry)?;
         let realtime = RealtimeMetrics::new(&registry)?;
         let webhooks = WebhookMetrics::new(&registry)?;
+        let ledger = LedgerMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -514,6 +575,7 @@ impl Metrics {
             media,
             realtime,
             webhooks,
+            ledger,
         })
     }
 

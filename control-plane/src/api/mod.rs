@@ -12,6 +12,7 @@ pub mod error;
 mod export;
 pub mod extract;
 mod health;
+mod idempotency;
 pub mod keys;
 mod listen;
 mod me;
@@ -27,8 +28,10 @@ pub mod stations;
 pub mod streamers;
 pub mod streams;
 mod tenants;
+mod transactions;
 mod usage;
 mod users;
+mod wallets;
 mod webhooks;
 
 use crate::db::Db;
@@ -86,6 +89,7 @@ pub struct AppState {
         (name = "messaging", description = "An end user's conversations and messages (user tokens); live delivery is the realtime gateway at /socket.io/"),
         (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
         (name = "notifications", description = "An end user's notifications: tenants send them (tenant API keys), users list and mark them read (user tokens); pushed live as the gateway's `notification` event"),
+        (name = "money", description = "Wallets on a double-entry ledger: credits, refunds, adjustments and transaction history (tenant API keys; requests that move value need an Idempotency-Key header), and a user's own wallet (user tokens)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
@@ -162,6 +166,15 @@ pub fn router(
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::read))
         .routes(routes!(notifications::read_all))
+        .routes(routes!(wallets::get))
+        .routes(routes!(wallets::credit))
+        .routes(routes!(wallets::adjust))
+        .routes(routes!(wallets::transactions))
+        .routes(routes!(wallets::me))
+        .routes(routes!(wallets::my_transactions))
+        .routes(routes!(transactions::list))
+        .routes(routes!(transactions::get))
+        .routes(routes!(transactions::refund))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

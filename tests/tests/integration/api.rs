@@ -651,6 +651,19 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
     .await
     .expect(201);
     let user_a = cp.get("/v1/users/fan-a", &key_a).await.expect(200).body;
+    // A credit of A's fan: a transaction to refund and read through B's key.
+    let txn_a = cp
+        .http
+        .post(format!("{}/v1/users/fan-a/wallet/credits", cp.url))
+        .bearer_auth(&key_a)
+        .header("idempotency-key", "walk-credit")
+        .json(&json!({"amount": 500, "reference": "psp-1"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(txn_a.status().as_u16(), 201);
+    let txn_a: Value = txn_a.json().await.expect("transaction");
+    let txn_a = txn_a["id"].as_str().expect("transaction id").to_string();
     let sk_a = cp
         .post("/v1/signing-keys", &key_a, json!({}))
         .await
@@ -697,6 +710,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                         &lvs_a
                     } else if template.starts_with("/v1/webhooks") {
                         &whk_a
+                    } else if template.starts_with("/v1/transactions") {
+                        &txn_a
                     } else {
                         "plan_basic"
                     },
@@ -748,6 +763,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 // A's webhook through B's key: as if it did not exist.
                 ("get", "/v1/webhooks") => &[200],
                 ("post", "/v1/webhooks") => &[422],
+                // B's own ledger (empty); A's transaction as if it did not exist.
+                ("get", "/v1/transactions") => &[200],
+                (_, t) if t.starts_with("/v1/transactions/") => &[404],
                 (_, t) if t.starts_with("/v1/webhooks/") => &[404],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
@@ -783,6 +801,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
         sa
     );
     cp.get("/v1/me", &key_a).await.expect(200);
+    let wallet_a = cp.get("/v1/users/fan-a/wallet", &key_a).await.expect(200);
+    assert_eq!(wallet_a.body["balance"], json!(500), "{}", wallet_a.text);
     assert_eq!(
         cp.get("/v1/users/fan-a", &key_a).await.expect(200).body,
         user_a
@@ -1149,6 +1169,15 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/me/notifications"),
         ("post", "/v1/me/notifications/{id}/read"),
         ("post", "/v1/me/notifications/read-all"),
+        ("get", "/v1/users/{user_id}/wallet"),
+        ("post", "/v1/users/{user_id}/wallet/credits"),
+        ("post", "/v1/users/{user_id}/wallet/adjustments"),
+        ("get", "/v1/users/{user_id}/transactions"),
+        ("get", "/v1/me/wallet"),
+        ("get", "/v1/me/transactions"),
+        ("get", "/v1/transactions"),
+        ("get", "/v1/transactions/{id}"),
+        ("post", "/v1/transactions/{id}/refunds"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
