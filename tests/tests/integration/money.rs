@@ -531,7 +531,8 @@ async fn refunds_adjustments_and_histories(b: Backend) {
 }
 
 /// 50 debits of 30 at once from a wallet of 1000 through the API: exactly 33 succeed, the rest
-/// are refused with 409, and the wallet holds 10.
+/// are refused with 409, and the wallet holds 10. Then ten copies of one credit at once with one
+/// key move it once.
 async fn fifty_debits_at_once_through_the_api(b: Backend) {
     let Some(cp) = TestControlPlane::start(b).await else {
         return;
@@ -568,6 +569,21 @@ async fn fifty_debits_at_once_through_the_api(b: Backend) {
     let refused = codes.iter().filter(|c| **c == 409).count();
     assert_eq!((ok, refused), (33, 17), "{codes:?}");
     assert_eq!(balance(&cp, &key, "fan").await["balance"], json!(10));
+    // Ten retries of one credit at once, with the same key: one movement, one answer for all.
+    let url = format!("{}/v1/users/fan/wallet/credits", cp.url);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (http, url, key) = (cp.http.clone(), url.clone(), key.clone());
+        set.spawn(async move {
+            let body = json!({"amount": 70, "reference": "p2"});
+            let a = send(&http, url, &key, (Method::POST, Some("same"), Some(body))).await;
+            (a.status, a.text)
+        });
+    }
+    let answers = set.join_all().await;
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 201, "{answers:?}");
+    assert_eq!(balance(&cp, &key, "fan").await["balance"], json!(80));
     cp.stop().await;
 }
 
