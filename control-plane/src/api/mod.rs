@@ -175,6 +175,7 @@ pub fn router(
         .routes(routes!(transactions::list))
         .routes(routes!(transactions::get))
         .routes(routes!(transactions::refund))
+        .routes(routes!(transactions::check))
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

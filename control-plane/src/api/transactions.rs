@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use onda_shared::api::{
-    CreateRefund, LedgerTransaction, Page, Problem, Tenant, TransactionListParams,
+    CreateRefund, LedgerCheck, LedgerTransaction, Page, Problem, Tenant, TransactionListParams,
 };
 
 /// A short free text of a request (`reference`, `reason`): trimmed, 1 to `max` characters, no
@@ -202,6 +202,21 @@ pub async fn get(
         .await?
         .map(Json)
         .ok_or_else(|| not_found(&id))
+}
+
+/// Recompute the tenant's balances from its entries and compare them with the kept ones; also
+/// checks that every transaction sums to zero and no wallet or earnings is below zero. Reads
+/// every entry of the tenant: an audit, not something to poll.
+#[utoipa::path(get, path = "/v1/ledger/check", tag = "money",
+    responses((status = 200, body = LedgerCheck), (status = 403, body = Problem)))]
+pub async fn check(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<LedgerCheck>> {
+    let tenant = users_tenant(&caller)?;
+    let mut conn = st.db.conn().await?;
+    let c = db::ledger::check(&mut conn, &tenant.id).await?;
+    if !c.ok {
+        tracing::error!(tenant = %tenant.id, check = ?c, "the ledger check found discrepancies");
+    }
+    Ok(Json(c))
 }
 
 const REFUND_ROUTE: &str = "POST /v1/transactions/{id}/refunds";

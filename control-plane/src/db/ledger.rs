@@ -17,7 +17,9 @@
 
 use super::{Conn, now_millis, paginate};
 use crate::ledger::{Account, Original, Posting};
-use onda_shared::api::{LedgerEntry, LedgerSource, LedgerTransaction, Page, Tenant};
+use onda_shared::api::{
+    BalanceMismatch, LedgerCheck, LedgerEntry, LedgerSource, LedgerTransaction, Page, Tenant,
+};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
@@ -351,27 +353,9 @@ pub async fn list(
     })
 }
 
-/// What [`check`] found wrong; empty when the ledger is consistent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Discrepancies {
-    /// Accounts whose kept balance differs from the sum of their entries: (account, kept,
-    /// derived).
-    pub balances: Vec<(String, i64, i64)>,
-    /// Transactions whose entries do not sum to zero.
-    pub unbalanced: Vec<String>,
-    /// Wallets or earnings below zero.
-    pub negative: Vec<String>,
-}
-
-impl Discrepancies {
-    pub fn is_empty(&self) -> bool {
-        self.balances.is_empty() && self.unbalanced.is_empty() && self.negative.is_empty()
-    }
-}
-
 /// Recomputes the tenant's balances from its entries and compares them with the kept ones;
 /// checks that every transaction sums to zero and no floored account is negative.
-pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<Discrepancies, sqlx::Error> {
+pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<LedgerCheck, sqlx::Error> {
     let entries = sqlx::query(
         "SELECT account, CAST(SUM(amount) AS BIGINT) AS total FROM ledger_entries \
          WHERE tenant_id = $1 GROUP BY account",
@@ -390,23 +374,37 @@ pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<Discrepancies, sq
         .bind(tenant_id)
         .fetch_all(&mut *conn)
         .await?;
-    let mut out = Discrepancies::default();
+    let mut out = LedgerCheck {
+        ok: false,
+        transactions: 0,
+        balance_mismatches: Vec::new(),
+        unbalanced_transactions: Vec::new(),
+        negative_accounts: Vec::new(),
+    };
     let mut seen = std::collections::BTreeSet::new();
     for r in &kept {
         let account: String = r.try_get("account")?;
         let balance: i64 = r.try_get("balance")?;
         let d = derived.get(&account).copied().unwrap_or(0);
         if d != balance {
-            out.balances.push((account.clone(), balance, d));
+            out.balance_mismatches.push(BalanceMismatch {
+                account: account.clone(),
+                kept: balance,
+                derived: d,
+            });
         }
         if balance < 0 && Account::parse(&account).is_some_and(|a| a.floored()) {
-            out.negative.push(account.clone());
+            out.negative_accounts.push(account.clone());
         }
         seen.insert(account);
     }
     for (account, d) in derived {
         if !seen.contains(&account) {
-            out.balances.push((account, 0, d));
+            out.balance_mismatches.push(BalanceMismatch {
+                account,
+                kept: 0,
+                derived: d,
+            });
         }
     }
     let unbalanced = sqlx::query(
@@ -417,8 +415,19 @@ pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<Discrepancies, sq
     .fetch_all(&mut *conn)
     .await?;
     for r in &unbalanced {
-        out.unbalanced.push(r.try_get("transaction_id")?);
+        out.unbalanced_transactions
+            .push(r.try_get("transaction_id")?);
     }
+    let count: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM ledger_transactions WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+    out.transactions = u64::try_from(count).unwrap_or(0);
+    out.ok = out.balance_mismatches.is_empty()
+        && out.unbalanced_transactions.is_empty()
+        && out.negative_accounts.is_empty();
     Ok(out)
 }
 

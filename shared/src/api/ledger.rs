@@ -202,3 +202,27 @@ pub struct WalletHistoryParams {
     /// selected, without paging.
     pub format: Option<String>,
 }
+
+/// An account whose kept balance differs from the sum of its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BalanceMismatch {
+    pub account: String,
+    pub kept: i64,
+    pub derived: i64,
+}
+
+/// `GET /v1/ledger/check`: the tenant's balances recomputed from its entries and compared with
+/// the kept ones. `ok` when every list is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LedgerCheck {
+    pub ok: bool,
+    /// Transactions checked.
+    pub transactions: u64,
+    pub balance_mismatches: Vec<BalanceMismatch>,
+    /// Transactions whose entries do not sum to zero.
+    pub unbalanced_transactions: Vec<String>,
+    /// Wallets or earnings below zero.
+    pub negative_accounts: Vec<String>,
+}

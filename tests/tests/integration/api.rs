@@ -764,7 +764,7 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/v1/webhooks") => &[200],
                 ("post", "/v1/webhooks") => &[422],
                 // B's own ledger (empty); A's transaction as if it did not exist.
-                ("get", "/v1/transactions") => &[200],
+                ("get", "/v1/transactions" | "/v1/ledger/check") => &[200],
                 (_, t) if t.starts_with("/v1/transactions/") => &[404],
                 (_, t) if t.starts_with("/v1/webhooks/") => &[404],
                 // A's station through B's key: as if it did not exist.
@@ -1178,6 +1178,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/transactions"),
         ("get", "/v1/transactions/{id}"),
         ("post", "/v1/transactions/{id}/refunds"),
+        ("get", "/v1/ledger/check"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),

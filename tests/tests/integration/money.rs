@@ -500,6 +500,13 @@ async fn refunds_adjustments_and_histories(b: Backend) {
         .await
         .expect(200);
     assert_eq!(by_format.text.lines().count(), 2, "{}", by_format.text);
+    // The kept balances agree with the entries.
+    let check = cp.get("/v1/ledger/check", &key).await.expect(200).body;
+    assert_eq!(
+        check,
+        json!({"ok": true, "transactions": 5, "balance_mismatches": [],
+               "unbalanced_transactions": [], "negative_accounts": []})
+    );
     // The fan's own view with a user token; the tenant key cannot use it, the token cannot use
     // the tenant's routes.
     let mine = cp.get("/v1/me/wallet", &fan_token).await.expect(200).body;
