@@ -3,7 +3,7 @@
 //! with the invariants checked after every step (each transaction sums to zero, no wallet or
 //! earnings below zero, kept balances equal the ones recomputed from entries, and the totals the
 //! driver expects); and 50 spends at once from one wallet, of which exactly
-//! floor(balance / price) succeed.
+//! floor(balance / price) succeed; and a second refund of one transaction waiting for the first.
 
 use onda_control_plane::db::{self, Db, ledger::PostError};
 use onda_control_plane::ledger::{self, Account};
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 on_both_backends!(
     random_operations_keep_the_invariants,
     fifty_spends_at_once_never_overdraw,
+    a_second_refund_waits_for_the_first,
 );
 
 async fn tenant(db: &Db, fee_bps: u32) -> Tenant {
@@ -232,5 +233,70 @@ async fn fifty_spends_at_once_never_overdraw(b: Backend) {
     assert_eq!(earnings, won * 24, "the creator gets 24 of each 30 (fee 6)");
     assert!(db::ledger::check(&mut c, &t.id).await.expect("check").ok);
     drop(c);
+    db.close().await;
+}
+
+/// Two refunds of one transaction: the second reads what remains refundable only after the
+/// first committed (PostgreSQL: it waits on the original's row lock, seen in
+/// `pg_stat_activity`; SQLite: on the write lock), so it cannot refund the same amount again.
+async fn a_second_refund_waits_for_the_first(b: Backend) {
+    let Some(test_db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 5).await.expect("db");
+    let t = tenant(&db, 2000).await;
+    // The wallet holds twice the credit: only the refund rule can stop a second refund.
+    let credit = post(&db, &t, &ledger::credit("fan", 100, "a").expect("credit"))
+        .await
+        .expect("credit");
+    post(&db, &t, &ledger::credit("fan", 100, "b").expect("credit"))
+        .await
+        .expect("credit");
+    let mut first = db.begin().await.expect("begin");
+    let (orig, refunded) = db::ledger::refundable(&mut first, &t.id, &credit.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(refunded, 0);
+    let p = ledger::refund(&orig, refunded, None, "first").expect("refund");
+    db::ledger::post(&mut first, &t, &p).await.expect("post");
+    let second = tokio::spawn({
+        let (db, tid, id) = (db.clone(), t.id.clone(), credit.id.clone());
+        async move {
+            let mut tx = db.begin().await.expect("begin");
+            let (_, refunded) = db::ledger::refundable(&mut tx, &tid, &id)
+                .await
+                .expect("read")
+                .expect("exists");
+            refunded
+        }
+    });
+    if b == Backend::Postgres {
+        let url = test_db.url.clone();
+        let what = "the second refund to wait on a lock";
+        onda_tests::wait_for(what, std::time::Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                use sqlx::Connection as _;
+                let mut c = sqlx::AnyConnection::connect(&url).await.expect("conn");
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut c)
+                .await
+                .expect("activity");
+                let _ = c.close().await;
+                (waiting > 0).then_some(())
+            }
+        })
+        .await;
+    }
+    first.commit().await.expect("commit");
+    assert_eq!(
+        second.await.expect("task"),
+        100,
+        "the second sees the first's refund"
+    );
     db.close().await;
 }

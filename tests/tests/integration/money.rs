@@ -539,7 +539,7 @@ async fn refunds_adjustments_and_histories(b: Backend) {
 
 /// 50 debits of 30 at once from a wallet of 1000 through the API: exactly 33 succeed, the rest
 /// are refused with 409, and the wallet holds 10. Then ten copies of one credit at once with one
-/// key move it once.
+/// key move it once, and eight refunds of it at once refund it once.
 async fn fifty_debits_at_once_through_the_api(b: Backend) {
     let Some(cp) = TestControlPlane::start(b).await else {
         return;
@@ -591,6 +591,33 @@ async fn fifty_debits_at_once_through_the_api(b: Backend) {
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
     assert_eq!(answers[0].0, 201, "{answers:?}");
     assert_eq!(balance(&cp, &key, "fan").await["balance"], json!(80));
+    // Eight full refunds of that credit at once, with different keys: the wallet could pay
+    // for more than one (it holds 80 of 70), but only one refund of it exists.
+    let id = answers[0]
+        .1
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next());
+    let url = format!("{}/v1/transactions/{}/refunds", cp.url, id.expect("id"));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (http, url, key) = (cp.http.clone(), url.clone(), key.clone());
+        set.spawn(async move {
+            let body = json!({"reason": "duplicate charge"});
+            send(
+                &http,
+                url,
+                &key,
+                (Method::POST, Some(&format!("refund-{i}")), Some(body)),
+            )
+            .await
+            .status
+        });
+    }
+    let mut codes = set.join_all().await;
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(balance(&cp, &key, "fan").await["balance"], json!(10));
     cp.stop().await;
 }
 
