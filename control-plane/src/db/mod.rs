@@ -177,6 +177,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "realtime usage shards",
         include_str!("../../migrations/0028_realtime_usage_shards.sql"),
     ),
+    (
+        29,
+        "tenant sockets",
+        include_str!("../../migrations/0029_tenant_sockets.sql"),
+    ),
 ];
 
 impl Db {

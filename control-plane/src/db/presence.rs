@@ -32,6 +32,26 @@ pub async fn join(
     .bind(replica)
     .bind(tenant_id)
     .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    count_tenant(conn, replica, tenant_id, 1).await
+}
+
+/// Adds `delta` to the tenant's socket count on `replica` (see migration 0029).
+async fn count_tenant(
+    conn: &mut Conn,
+    replica: &str,
+    tenant_id: &str,
+    delta: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO realtime_tenant_sockets (tenant_id, replica_id, sockets) \
+         VALUES ($1, $2, $3) ON CONFLICT (tenant_id, replica_id) \
+         DO UPDATE SET sockets = realtime_tenant_sockets.sockets + excluded.sockets",
+    )
+    .bind(tenant_id)
+    .bind(replica)
+    .bind(delta)
     .execute(conn)
     .await?;
     Ok(())
@@ -62,9 +82,9 @@ pub async fn leave(
     .bind(replica)
     .bind(tenant_id)
     .bind(user_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    count_tenant(conn, replica, tenant_id, -1).await
 }
 
 /// Whether the user is connected to a replica that heartbeat at or after `alive_since_ms`.
@@ -95,9 +115,9 @@ pub async fn tenant_sockets(
     alive_since_ms: i64,
 ) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(p.sockets), 0) AS BIGINT) AS n FROM realtime_presence p \
-         JOIN realtime_replicas r ON r.id = p.replica_id WHERE p.tenant_id = $1 \
-         AND p.sockets > 0 AND r.heartbeat_ms >= $2",
+        "SELECT CAST(COALESCE(SUM(t.sockets), 0) AS BIGINT) AS n \
+         FROM realtime_tenant_sockets t JOIN realtime_replicas r ON r.id = t.replica_id \
+         WHERE t.tenant_id = $1 AND t.sockets > 0 AND r.heartbeat_ms >= $2",
     )
     .bind(tenant_id)
     .bind(alive_since_ms)
@@ -132,16 +152,20 @@ pub async fn sweep(
         for r in &rows {
             gone.push((r.try_get("tenant_id")?, r.try_get("user_id")?));
         }
+        sqlx::query("DELETE FROM realtime_tenant_sockets WHERE replica_id = $1")
+            .bind(&replica)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(gone)
 }
 
 /// Forgets a replica that is stopping (its sockets are already gone).
 pub async fn retire(conn: &mut Conn, replica: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM realtime_presence WHERE replica_id = $1")
-        .bind(replica)
-        .execute(&mut *conn)
-        .await?;
+    for table in ["realtime_presence", "realtime_tenant_sockets"] {
+        let sql = sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE replica_id = $1"));
+        sqlx::query(sql).bind(replica).execute(&mut *conn).await?;
+    }
     sqlx::query("DELETE FROM realtime_replicas WHERE id = $1")
         .bind(replica)
         .execute(conn)

@@ -229,10 +229,18 @@ async fn make_user(http: &reqwest::Client, api: &str, key: &str, id: &str) -> Va
 /// Makes `n` users of a new Premium tenant and mints a token for each, 32 requests at a time.
 async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
     let cp = &fx.cp;
+    // Premium allows 1000 connections at once; the run holds `n`.
+    let (s, plan) = cp
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/plans/plan_premium",
+            Some(json!({ "limits": { "max_realtime_connections": n + 100 } })),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
     let key = cp.tenant_key("Bench Creators").await;
     let ids: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("u{i:05}")).collect());
-    // The first token alone: the tenant's managed key is made on first use, and concurrent
-    // first uses would each make one.
+    // The first token alone, so the tenant's managed key exists before the rush.
     let first = make_user(&cp.http, &cp.api, &key, &ids[0]).await;
     let next = Arc::new(AtomicUsize::new(1));
     let mut tasks = tokio::task::JoinSet::new();
