@@ -32,7 +32,7 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts as _, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use onda_shared::api::{Attachment, Plan, Problem};
 
 /// Headers of every served attachment: never sniffed, never run (a document it would be is
@@ -119,16 +119,7 @@ fn check_error(e: CheckError) -> ApiError {
               (status = 429, body = Problem, description = "No probe slot of the tenant's share came free in time (Retry-After)")))]
 pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
-    match receive_and_store(&st, &mut parts, body).await {
-        Ok(stored) => stored.into_response(),
-        Err(e) => {
-            let mut resp = e.into_response();
-            // The unread rest of a refused body makes the connection unusable.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            resp
-        }
-    }
+    super::media::closing_on_refusal(receive_and_store(&st, &mut parts, body).await)
 }
 
 /// The upload itself; extractors run here so that their refusals close the connection too.

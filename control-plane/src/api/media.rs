@@ -134,12 +134,17 @@ fn probe_error(e: ProbeError, filename: &str) -> ApiError {
               (status = 429, body = Problem, description = "No probe slot of the tenant's share came free in time (Retry-After)")))]
 pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
-    match receive_and_store(&st, &mut parts, body).await {
+    closing_on_refusal(receive_and_store(&st, &mut parts, body).await)
+}
+
+/// An upload's answer. A refusal may leave most of the body unread, and the server then closes
+/// the connection; saying so (`Connection: close`) keeps clients from sending their next
+/// request on it.
+pub(super) fn closing_on_refusal(answer: ApiResult<impl axum::response::IntoResponse>) -> Response {
+    match answer {
         Ok(stored) => stored.into_response(),
         Err(e) => {
             let mut resp = e.into_response();
-            // A refusal may leave most of the body unread, and the server then closes the
-            // connection; saying so keeps clients from sending their next request on it.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             resp

@@ -48,6 +48,22 @@ pub(super) fn rule_error(st: &AppState, e: RuleError) -> ApiError {
 }
 
 /// A posting the database refused: an account that does not hold what it would give.
+/// Writes `posting` in the movement's transaction, stores the answer with its idempotency key,
+/// commits, and answers 201 with the transaction.
+pub(super) async fn post_and_finish(
+    st: &AppState,
+    mut m: idempotency::Movement,
+    tenant: &Tenant,
+    posting: &ledger::Posting,
+) -> ApiResult<Response> {
+    let t = db::ledger::post(&mut m.tx, tenant, posting)
+        .await
+        .map_err(|e| post_error(st, e))?;
+    let resp = m.finish(StatusCode::CREATED, &t).await?;
+    st.metrics.ledger.transaction(t.source);
+    Ok(resp)
+}
+
 pub(super) fn post_error(st: &AppState, e: PostError) -> ApiError {
     match e {
         PostError::Insufficient { account, needed } => {
@@ -259,10 +275,5 @@ pub async fn refund(
         .ok_or_else(|| not_found(&id))?;
     let posting =
         ledger::refund(&original, refunded, req.amount, &reason).map_err(|e| rule_error(&st, e))?;
-    let t = db::ledger::post(&mut m.tx, &tenant, &posting)
-        .await
-        .map_err(|e| post_error(&st, e))?;
-    let resp = m.finish(StatusCode::CREATED, &t).await?;
-    st.metrics.ledger.transaction(t.source);
-    Ok(resp)
+    post_and_finish(&st, m, &tenant, &posting).await
 }

@@ -8,12 +8,12 @@ use super::auth::{TenantUser, UserCaller};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
 use super::idempotency::{self, Begun, IdempotencyKey};
-use super::transactions::{history, post_error, rule_error, text, wants_csv};
+use super::transactions::{history, post_and_finish, rule_error, text, wants_csv};
 use crate::db::{self, ledger::Filter};
 use crate::ledger::{self, Account};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use onda_shared::api::{
     AdjustedAccount, CreateAdjustment, CreateCredit, EndUser, LedgerTransaction, Page, Problem,
@@ -128,12 +128,7 @@ pub async fn credit(
         Begun::Fresh(m) => m,
     };
     user(&mut m.tx, &tenant.id, &user_id).await?;
-    let t = db::ledger::post(&mut m.tx, &tenant, &posting)
-        .await
-        .map_err(|e| post_error(&st, e))?;
-    let resp = m.finish(StatusCode::CREATED, &t).await?;
-    st.metrics.ledger.transaction(t.source);
-    Ok(resp)
+    post_and_finish(&st, m, &tenant, &posting).await
 }
 
 const ADJUSTMENT_ROUTE: &str = "POST /v1/users/{user_id}/wallet/adjustments";
@@ -170,10 +165,5 @@ pub async fn adjust(
             "User {user_id:?} is not a creator: only creators have earnings to adjust."
         )));
     }
-    let t = db::ledger::post(&mut m.tx, &tenant, &posting)
-        .await
-        .map_err(|e| post_error(&st, e))?;
-    let resp = m.finish(StatusCode::CREATED, &t).await?;
-    st.metrics.ledger.transaction(t.source);
-    Ok(resp)
+    post_and_finish(&st, m, &tenant, &posting).await
 }
