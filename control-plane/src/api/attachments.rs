@@ -203,18 +203,7 @@ async fn receive_and_store(
     // Under the tenant's lock: a tenant deleted meanwhile keeps no attachment.
     lock_active_tenant(&mut tx, &me.tenant.id).await?;
     db::attachments::insert(&mut tx, &stored, db::now_millis()).await?;
-    let sha256 = upload.sha256.clone();
-    st.media
-        .place(&refs, upload)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("media store")))?;
-    if let Err(e) = tx.commit().await {
-        // The blob may be new and now unreferenced.
-        st.media
-            .remove_if_unreferenced(&refs, &st.db, &sha256)
-            .await;
-        return Err(e.into());
-    }
+    super::media::place_and_commit(st, &refs, upload, tx).await?;
     Ok((StatusCode::CREATED, Json(stored.attachment)))
 }
 

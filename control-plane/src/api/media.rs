@@ -137,6 +137,26 @@ pub async fn upload(State(st): State<AppState>, req: Request) -> Response {
     closing_on_refusal(receive_and_store(&st, &mut parts, body).await)
 }
 
+/// Places an upload's blob in the store, then commits `tx`, which references it; when the
+/// commit fails the blob goes again unless something else references it.
+pub(super) async fn place_and_commit(
+    st: &AppState,
+    refs: &crate::media::RefsGuard<'_>,
+    upload: crate::media::Upload,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+) -> ApiResult<()> {
+    let sha256 = upload.sha256.clone();
+    st.media
+        .place(refs, upload)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("media store")))?;
+    if let Err(e) = tx.commit().await {
+        st.media.remove_if_unreferenced(refs, &st.db, &sha256).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// An upload's answer. A refusal may leave most of the body unread, and the server then closes
 /// the connection; saying so (`Connection: close`) keeps clients from sending their next
 /// request on it.
@@ -269,18 +289,7 @@ async fn receive_and_store(
         }
         Err(e) => return Err(e.into()),
     };
-    let sha256 = upload.sha256.clone();
-    st.media
-        .place(&refs, upload)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("media store")))?;
-    if let Err(e) = tx.commit().await {
-        // The blob may be new and now unreferenced.
-        st.media
-            .remove_if_unreferenced(&refs, &st.db, &sha256)
-            .await;
-        return Err(e.into());
-    }
+    place_and_commit(st, &refs, upload, tx).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
