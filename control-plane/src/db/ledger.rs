@@ -187,19 +187,30 @@ pub async fn get(
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<LedgerTransaction>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM ledger_transactions WHERE tenant_id = $1 AND id = $2"
-    ));
-    let Some(row) = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
+    let Some(t) = transaction_row(conn, tenant_id, id, "").await? else {
         return Ok(None);
     };
-    let t = from_row(&row)?;
     Ok(with_entries(conn, vec![t]).await?.pop())
+}
+
+/// The tenant's transaction `id` without its entries; `suffix` ends the query (a lock clause).
+async fn transaction_row(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+    suffix: &str,
+) -> Result<Option<LedgerTransaction>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ledger_transactions WHERE tenant_id = $1 AND id = $2{suffix}"
+    ));
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// The transaction a refund reverses, with what has been refunded of it already. On PostgreSQL
@@ -215,18 +226,9 @@ pub async fn refundable(
     } else {
         ""
     };
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM ledger_transactions WHERE tenant_id = $1 AND id = $2{lock}"
-    ));
-    let Some(row) = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
+    let Some(t) = transaction_row(conn, tenant_id, id, lock).await? else {
         return Ok(None);
     };
-    let t = from_row(&row)?;
     let fee: i64 = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS fee FROM ledger_entries \
          WHERE transaction_id = $1 AND account = 'platform'",

@@ -286,15 +286,14 @@ pub async fn conversations(
         .map(|c| format!("l.{c} AS l_{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let online = super::presence::live_presence_count("m.tenant_id", "m.other_id", "$4");
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT m.conversation_id AS member_conversation, m.other_id, \
          (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = m.conversation_id \
           AND x.receiver_id = m.user_id AND x.deleted_ms IS NULL \
           AND (x.created_ms > m.read_ms OR (x.created_ms = m.read_ms AND x.id > m.read_id))) \
           AS unread, \
-         (SELECT COUNT(*) FROM realtime_presence p JOIN realtime_replicas r \
-          ON r.id = p.replica_id WHERE p.tenant_id = m.tenant_id AND p.user_id = m.other_id \
-          AND p.sockets > 0 AND r.heartbeat_ms >= $4) AS peer_replicas, \
+         {online} AS peer_replicas, \
          u.display_name AS peer_name, u.avatar_url AS peer_avatar, \
          u.last_seen_at AS peer_last_seen, {last} \
          FROM conversation_members m \

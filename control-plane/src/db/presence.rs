@@ -87,6 +87,16 @@ pub async fn leave(
     count_tenant(conn, replica, tenant_id, -1).await
 }
 
+/// SQL counting the user's presence rows on replicas that heartbeat at or after `alive_since`
+/// (more than zero: online). The arguments are SQL expressions: parameters or columns.
+pub fn live_presence_count(tenant: &str, user: &str, alive_since: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM realtime_presence p JOIN realtime_replicas r \
+         ON r.id = p.replica_id WHERE p.tenant_id = {tenant} AND p.user_id = {user} \
+         AND p.sockets > 0 AND r.heartbeat_ms >= {alive_since})"
+    )
+}
+
 /// Whether the user is connected to a replica that heartbeat at or after `alive_since_ms`.
 pub async fn online(
     conn: &mut Conn,
@@ -94,16 +104,16 @@ pub async fn online(
     user_id: &str,
     alive_since_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM realtime_presence p JOIN realtime_replicas r \
-         ON r.id = p.replica_id WHERE p.tenant_id = $1 AND p.user_id = $2 \
-         AND p.sockets > 0 AND r.heartbeat_ms >= $3",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .bind(alive_since_ms)
-    .fetch_one(conn)
-    .await?;
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {} AS n",
+        live_presence_count("$1", "$2", "$3")
+    ));
+    let row = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(alive_since_ms)
+        .fetch_one(conn)
+        .await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 

@@ -398,7 +398,7 @@ impl Gateway {
         alive_since()
     }
 
-    pub async fn online(&self, tenant_id: &str, user_id: &str) -> bool {
+    async fn online(&self, tenant_id: &str, user_id: &str) -> bool {
         let alive_since = alive_since();
         match self.hub.db.conn().await {
             Ok(mut conn) => db::presence::online(&mut conn, tenant_id, user_id, alive_since)
