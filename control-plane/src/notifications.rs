@@ -162,6 +162,19 @@ pub async fn store(
     content: &Content,
     created_ms: i64,
 ) -> Result<NotificationPush, sqlx::Error> {
+    let outbox = crate::webhooks::Outbox::load(conn, tenant_id).await?;
+    store_with(conn, &outbox, user_id, content, created_ms).await
+}
+
+/// As [`store`], with the tenant's webhook endpoints already read by the caller's transaction.
+pub async fn store_with(
+    conn: &mut Conn,
+    outbox: &crate::webhooks::Outbox,
+    user_id: &str,
+    content: &Content,
+    created_ms: i64,
+) -> Result<NotificationPush, sqlx::Error> {
+    let tenant_id = outbox.tenant_id();
     let id = crate::secrets::new_time_id("ntf", created_ms);
     let notification = db::notifications::insert(
         conn,
@@ -184,13 +197,9 @@ pub async fn store(
     if let Value::Object(fields) = &mut event {
         fields.insert("userId".into(), json!(user_id));
     }
-    crate::webhooks::enqueue(
-        conn,
-        tenant_id,
-        WebhookEventType::NotificationCreated,
-        &event,
-    )
-    .await?;
+    outbox
+        .enqueue(conn, WebhookEventType::NotificationCreated, &event)
+        .await?;
     let unread_count = db::notifications::unread_count(conn, tenant_id, user_id).await?;
     Ok(NotificationPush {
         notification,

@@ -79,45 +79,92 @@ pub struct NewMessage<'a> {
     pub created_ms: i64,
 }
 
+/// What a sender needs to know before messaging a receiver, read in one statement because
+/// every message asks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The sender's display name; None when the sender's profile is gone.
+    pub sender_name: Option<String>,
+    pub receiver_exists: bool,
+    /// The sender blocked the receiver.
+    pub blocked_by_sender: bool,
+    /// The receiver blocked the sender.
+    pub blocked_by_receiver: bool,
+}
+
+pub async fn reach(
+    conn: &mut Conn,
+    tenant_id: &str,
+    sender: &str,
+    receiver: &str,
+) -> Result<Reach, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT display_name FROM end_users WHERE tenant_id = $1 AND id = $2) AS sender_name, \
+         (SELECT COUNT(*) FROM end_users WHERE tenant_id = $1 AND id = $3) AS receivers, \
+         (SELECT COUNT(*) FROM user_blocks WHERE tenant_id = $1 AND blocker_id = $2 \
+          AND blocked_id = $3) AS by_sender, \
+         (SELECT COUNT(*) FROM user_blocks WHERE tenant_id = $1 AND blocker_id = $3 \
+          AND blocked_id = $2) AS by_receiver",
+    )
+    .bind(tenant_id)
+    .bind(sender)
+    .bind(receiver)
+    .fetch_one(conn)
+    .await?;
+    Ok(Reach {
+        sender_name: row.try_get("sender_name")?,
+        receiver_exists: row.try_get::<i64, _>("receivers")? > 0,
+        blocked_by_sender: row.try_get::<i64, _>("by_sender")? > 0,
+        blocked_by_receiver: row.try_get::<i64, _>("by_receiver")? > 0,
+    })
+}
+
 /// Stores `m` and moves the conversation to the top of both members' lists. Run it in a
-/// transaction: the message and the members' rows change together.
+/// transaction: the message and the members' rows change together. Two statements: the
+/// message answers its own row (`RETURNING`), and both members' rows are one upsert, because
+/// this runs for every message sent.
 pub async fn insert(conn: &mut Conn, m: &NewMessage<'_>) -> Result<Message, sqlx::Error> {
     let conversation = conversation_id(m.tenant_id, m.sender_id, m.receiver_id);
-    sqlx::query(
+    let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO messages (id, tenant_id, conversation_id, sender_id, receiver_id, content, \
          media_url, media_type, created_ms, edited_ms, deleted_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) RETURNING {COLUMNS}"
+    ));
+    let row = sqlx::query(sql)
+        .bind(m.id)
+        .bind(m.tenant_id)
+        .bind(&conversation)
+        .bind(m.sender_id)
+        .bind(m.receiver_id)
+        .bind(m.content)
+        .bind(m.media_url)
+        .bind(m.media_type)
+        .bind(m.created_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    // The rows in the order of their keys, so two messages between the same pair (either way)
+    // lock them in one order and never wait on each other.
+    let (lo, hi) = if m.sender_id <= m.receiver_id {
+        (m.sender_id, m.receiver_id)
+    } else {
+        (m.receiver_id, m.sender_id)
+    };
+    sqlx::query(
+        "INSERT INTO conversation_members (tenant_id, user_id, other_id, conversation_id, \
+         last_message_ms, read_ms, read_id) VALUES ($1, $2, $3, $4, $5, 0, ''), \
+         ($1, $3, $2, $4, $5, 0, '') \
+         ON CONFLICT (tenant_id, user_id, other_id) DO UPDATE SET last_message_ms = \
+         CASE WHEN conversation_members.last_message_ms > excluded.last_message_ms \
+         THEN conversation_members.last_message_ms ELSE excluded.last_message_ms END",
     )
-    .bind(m.id)
     .bind(m.tenant_id)
+    .bind(lo)
+    .bind(hi)
     .bind(&conversation)
-    .bind(m.sender_id)
-    .bind(m.receiver_id)
-    .bind(m.content)
-    .bind(m.media_url)
-    .bind(m.media_type)
     .bind(m.created_ms)
     .execute(&mut *conn)
     .await?;
-    for (user, other) in [(m.sender_id, m.receiver_id), (m.receiver_id, m.sender_id)] {
-        sqlx::query(
-            "INSERT INTO conversation_members (tenant_id, user_id, other_id, conversation_id, \
-             last_message_ms, read_ms, read_id) VALUES ($1, $2, $3, $4, $5, 0, '') \
-             ON CONFLICT (tenant_id, user_id, other_id) DO UPDATE SET last_message_ms = \
-             CASE WHEN conversation_members.last_message_ms > $5 \
-             THEN conversation_members.last_message_ms ELSE $5 END",
-        )
-        .bind(m.tenant_id)
-        .bind(user)
-        .bind(other)
-        .bind(&conversation)
-        .bind(m.created_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    get(conn, m.tenant_id, m.id)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+    from_row(&row)
 }
 
 pub async fn get(

@@ -46,27 +46,27 @@ pub struct NewNotification<'a> {
     pub created_ms: i64,
 }
 
-/// Stores `n`, unread.
+/// Stores `n`, unread, and answers it as stored.
 pub async fn insert(conn: &mut Conn, n: &NewNotification<'_>) -> Result<Notification, sqlx::Error> {
     let data = Value::Object(n.data.clone()).to_string();
-    sqlx::query(
+    let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO notifications (id, tenant_id, user_id, kind, title, body, link, data, \
-         read_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9)",
-    )
-    .bind(n.id)
-    .bind(n.tenant_id)
-    .bind(n.user_id)
-    .bind(n.kind)
-    .bind(n.title)
-    .bind(n.body)
-    .bind(n.link)
-    .bind(&data)
-    .bind(n.created_ms)
-    .execute(&mut *conn)
-    .await?;
-    get(conn, n.tenant_id, n.user_id, n.id)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+         read_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) \
+         RETURNING {COLUMNS}"
+    ));
+    let row = sqlx::query(sql)
+        .bind(n.id)
+        .bind(n.tenant_id)
+        .bind(n.user_id)
+        .bind(n.kind)
+        .bind(n.title)
+        .bind(n.body)
+        .bind(n.link)
+        .bind(&data)
+        .bind(n.created_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    from_row(&row)
 }
 
 /// One notification of `user_id`; None when it is not theirs (or does not exist).

@@ -23,47 +23,89 @@ pub struct Head {
     pub seq: i64,
 }
 
-/// Appends an event to the user's feed and returns its offset. The feed's row stays locked
-/// until the caller's transaction ends, so the user's offsets commit in the order they are
-/// given out; a transaction that appends for several users must take them in one order
-/// (the gateway sorts them by user id) or two could wait on each other.
-/// `new_epoch` is used only if the user has no feed yet.
+/// An event to append to a user's feed.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub event: &'a str,
+    /// The payload as JSON text, as it is sent.
+    pub payload: String,
+}
+
+/// Appends `events` to their users' feeds and returns each one's position (its feed's epoch
+/// and its offset), in the order of `events`; a user's events get consecutive offsets in that
+/// order. Two statements whatever the count, because every message sent appends three: one
+/// upsert moves each user's head past their events, one insert stores them.
+///
+/// The feeds' rows stay locked until the caller's transaction ends, so a user's offsets commit
+/// in the order they are given out. The upsert takes the users in the order of their ids, so two
+/// transactions that append for the same users never wait on each other in a cycle.
+/// `new_epoch` names a feed made here (a user with none yet).
 pub async fn append(
     conn: &mut Conn,
     tenant_id: &str,
-    user_id: &str,
-    new_epoch: &str,
-    event: &str,
-    payload: &str,
+    new_epoch: impl Fn() -> String,
+    events: &[NewEvent<'_>],
     now_ms: i64,
-) -> Result<Head, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO realtime_feeds (tenant_id, user_id, epoch, head) VALUES ($1, $2, $3, 1) \
-         ON CONFLICT (tenant_id, user_id) DO UPDATE SET head = realtime_feeds.head + 1 \
-         RETURNING epoch, head",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .bind(new_epoch)
-    .fetch_one(&mut *conn)
-    .await?;
-    let head = Head {
-        epoch: row.try_get("epoch")?,
-        seq: row.try_get("head")?,
-    };
-    sqlx::query(
+) -> Result<Vec<Head>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts = std::collections::BTreeMap::<&str, i64>::new();
+    for e in events {
+        *counts.entry(e.user_id).or_default() += 1;
+    }
+    let rows: Vec<String> = (0..counts.len())
+        .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO realtime_feeds (tenant_id, user_id, epoch, head) VALUES {} \
+         ON CONFLICT (tenant_id, user_id) DO UPDATE SET head = realtime_feeds.head + excluded.head \
+         RETURNING user_id, epoch, head",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for (user, n) in &counts {
+        q = q.bind(*user).bind(new_epoch()).bind(*n);
+    }
+    let mut heads = std::collections::HashMap::<String, Head>::new();
+    for row in q.fetch_all(&mut *conn).await? {
+        let user: String = row.try_get("user_id")?;
+        let head = Head {
+            epoch: row.try_get("epoch")?,
+            seq: row.try_get("head")?,
+        };
+        // The user's first new offset: their events take the heads up to the new one.
+        let first = head.seq - counts.get(user.as_str()).copied().unwrap_or_default() + 1;
+        heads.insert(user, Head { seq: first, ..head });
+    }
+    let mut placed = Vec::with_capacity(events.len());
+    for e in events {
+        let next = heads.get_mut(e.user_id).ok_or(sqlx::Error::RowNotFound)?;
+        placed.push(next.clone());
+        next.seq += 1;
+    }
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let p = 4 * i + 3;
+            format!("($1, ${p}, ${}, ${}, ${}, $2)", p + 1, p + 2, p + 3)
+        })
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO realtime_events (tenant_id, user_id, seq, event, payload, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .bind(head.seq)
-    .bind(event)
-    .bind(payload)
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
-    Ok(head)
+         VALUES {}",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id).bind(now_ms);
+    for (e, head) in events.iter().zip(&placed) {
+        q = q
+            .bind(e.user_id)
+            .bind(head.seq)
+            .bind(e.event)
+            .bind(&e.payload);
+    }
+    q.execute(conn).await?;
+    Ok(placed)
 }
 
 /// The user's feed head, made (empty, with `new_epoch`) if the user has none yet.

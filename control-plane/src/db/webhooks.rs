@@ -127,26 +127,40 @@ pub async fn delete_all(conn: &mut Conn, tenant_id: &str) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// The ids of the tenant's enabled endpoints that want `event_type`.
-pub async fn subscribers(
-    conn: &mut Conn,
-    tenant_id: &str,
-    event_type: WebhookEventType,
-) -> Result<Vec<String>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 AND disabled = 0"
-    ));
-    let rows = sqlx::query(sql).bind(tenant_id).fetch_all(conn).await?;
-    let mut ids = Vec::new();
-    for row in &rows {
-        if events(row)?
+/// One enabled endpoint of a tenant and the event types it takes (`*` for all).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub endpoint_id: String,
+    pub events: Vec<String>,
+}
+
+impl Subscription {
+    pub fn wants(&self, event_type: WebhookEventType) -> bool {
+        self.events
             .iter()
             .any(|e| e == "*" || e == event_type.as_str())
-        {
-            ids.push(row.try_get("id")?);
-        }
     }
-    Ok(ids)
+}
+
+/// The tenant's enabled endpoints with what each subscribes to.
+pub async fn subscriptions(
+    conn: &mut Conn,
+    tenant_id: &str,
+) -> Result<Vec<Subscription>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, events FROM webhook_endpoints WHERE tenant_id = $1 AND disabled = 0",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Subscription {
+                endpoint_id: row.try_get("id")?,
+                events: events(row)?,
+            })
+        })
+        .collect()
 }
 
 /// An event to store in the outbox.

@@ -143,20 +143,22 @@ async fn send_message<A: Adapter>(
         (None, None) => None,
     };
     let content = protocol::content(&req.content, attachment_id.is_some())?;
-    moderation::may_reach(&hub, &session, receiver).await?;
-    let ms = db::now_millis();
-    let id = crate::secrets::new_time_id("msg", ms);
-    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
-    if db::users::get(&mut tx, &session.tenant_id, receiver)
-        .await
-        .map_err(|e| protocol::stored(&e))?
-        .is_none()
-    {
+    let reach = {
+        let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+        db::messages::reach(&mut conn, &session.tenant_id, &session.user_id, receiver)
+            .await
+            .map_err(|e| protocol::stored(&e))?
+    };
+    moderation::unblocked(reach.blocked_by_sender, reach.blocked_by_receiver)?;
+    if !reach.receiver_exists {
         return Err(Refusal::new(
             "not_found",
             format!("There is no user {receiver:?} to send to."),
         ));
     }
+    let ms = db::now_millis();
+    let id = crate::secrets::new_time_id("msg", ms);
+    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
     let media = match attachment_id {
         Some(a) => Some(sender_attachment(&mut tx, &session, a, req.media_type.as_deref()).await?),
         None => None,
@@ -176,15 +178,16 @@ async fn send_message<A: Adapter>(
     )
     .await
     .map_err(|e| protocol::stored(&e))?;
-    webhooks::enqueue(
-        &mut tx,
-        &session.tenant_id,
-        WebhookEventType::MessageCreated,
-        &message,
-    )
-    .await
-    .map_err(|e| protocol::stored(&e))?;
-    let notice = notify::message_notification(&mut tx, &session.tenant_id, &message)
+    let outbox = webhooks::Outbox::load(&mut tx, &session.tenant_id)
+        .await
+        .map_err(|e| protocol::stored(&e))?;
+    outbox
+        .enqueue(&mut tx, WebhookEventType::MessageCreated, &message)
+        .await
+        .map_err(|e| protocol::stored(&e))?;
+    // The sender is connected, so their profile exists; their id stands in if it went meanwhile.
+    let sender_name = reach.sender_name.as_deref().unwrap_or(&session.user_id);
+    let notice = notify::message_notification(&mut tx, &outbox, sender_name, &message)
         .await
         .map_err(|e| protocol::stored(&e))?;
     let body = json!(message);

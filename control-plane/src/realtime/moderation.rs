@@ -212,6 +212,11 @@ pub(super) async fn may_reach(hub: &Hub, session: &Session, receiver: &str) -> R
         db::moderation::between(&mut conn, &session.tenant_id, &session.user_id, receiver)
             .await
             .map_err(|e| protocol::stored(&e))?;
+    unblocked(i_blocked, they_blocked)
+}
+
+/// The refusal when either user blocked the other.
+pub(super) fn unblocked(i_blocked: bool, they_blocked: bool) -> Result<(), Refusal> {
     if they_blocked {
         return Err(Refusal::new(
             "blocked",

@@ -7,26 +7,24 @@ use super::protocol::{self, MarkAllNotificationsRead, MarkNotificationRead, Refu
 use super::{Hub, Session};
 use crate::db::{self, Conn};
 use crate::notifications;
+use crate::webhooks::Outbox;
 use onda_shared::api::{Message, NotificationPush};
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use std::sync::Arc;
 
-/// Stores the notification of `message` for its receiver. Call it in the message's
-/// transaction, so both are stored or neither.
+/// Stores the notification of `message` for its receiver, from `sender_name`. Call it in the
+/// message's transaction, so both are stored or neither.
 pub(super) async fn message_notification(
     tx: &mut Conn,
-    tenant_id: &str,
+    outbox: &Outbox,
+    sender_name: &str,
     message: &Message,
 ) -> Result<NotificationPush, sqlx::Error> {
-    // The sender is connected, so their profile exists; their id stands in if it went meanwhile.
-    let sender = db::users::get(tx, tenant_id, &message.sender_id)
-        .await?
-        .map_or_else(|| message.sender_id.clone(), |u| u.display_name);
-    let content = notifications::for_message(&sender, message);
+    let content = notifications::for_message(sender_name, message);
     let ms = db::now_millis();
-    notifications::store(tx, tenant_id, &message.receiver_id, &content, ms).await
+    notifications::store_with(tx, outbox, &message.receiver_id, &content, ms).await
 }
 
 pub(super) async fn mark_read<A: Adapter>(

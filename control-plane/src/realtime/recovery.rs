@@ -120,41 +120,30 @@ pub struct Recorded {
 }
 
 /// Appends `entries` to their users' feeds in the caller's transaction; the offsets come back
-/// in the order of `entries`. Users are locked in the order of their ids, so two transactions
-/// that both touch users A and B (a message each way) never wait on each other.
+/// in the order of `entries`.
 pub async fn record(
     tx: &mut Conn,
     tenant_id: &str,
     entries: Vec<Entry>,
 ) -> Result<Vec<Recorded>, sqlx::Error> {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by(|&a, &b| entries[a].user_id.cmp(&entries[b].user_id));
-    let now = db::now_millis();
-    let mut offsets = vec![None; entries.len()];
-    for i in order {
-        let e = &entries[i];
-        let head = realtime_feed::append(
-            tx,
-            tenant_id,
-            &e.user_id,
-            &new_epoch(),
-            e.event,
-            &e.payload.to_string(),
-            now,
-        )
-        .await?;
-        offsets[i] = Some(Offset::of(&head));
-    }
+    let events: Vec<realtime_feed::NewEvent<'_>> = entries
+        .iter()
+        .map(|e| realtime_feed::NewEvent {
+            user_id: &e.user_id,
+            event: e.event,
+            payload: e.payload.to_string(),
+        })
+        .collect();
+    let heads = realtime_feed::append(tx, tenant_id, new_epoch, &events, db::now_millis()).await?;
+    drop(events);
     Ok(entries
         .into_iter()
-        .zip(offsets)
-        .filter_map(|(e, offset)| {
-            Some(Recorded {
-                user_id: e.user_id,
-                event: e.event,
-                payload: e.payload,
-                offset: offset?,
-            })
+        .zip(heads)
+        .map(|(e, head)| Recorded {
+            user_id: e.user_id,
+            event: e.event,
+            payload: e.payload,
+            offset: Offset::of(&head),
         })
         .collect())
 }

@@ -35,13 +35,59 @@ pub async fn enqueue(
     event_type: WebhookEventType,
     data: &impl Serialize,
 ) -> Result<Option<String>, sqlx::Error> {
-    let endpoints = db::webhooks::subscribers(conn, tenant_id, event_type).await?;
-    if endpoints.is_empty() {
-        return Ok(None);
+    Outbox::load(conn, tenant_id)
+        .await?
+        .enqueue(conn, event_type, data)
+        .await
+}
+
+/// A tenant's endpoints, read once for a transaction that writes several events (a message
+/// writes `message.created` and `notification.created`), so each event costs no read.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tenant_id: String,
+    subscriptions: Vec<db::webhooks::Subscription>,
+}
+
+impl Outbox {
+    /// Reads the tenant's endpoints; call it inside the transaction the events go into.
+    pub async fn load(conn: &mut Conn, tenant_id: &str) -> Result<Outbox, sqlx::Error> {
+        Ok(Outbox {
+            tenant_id: tenant_id.to_string(),
+            subscriptions: db::webhooks::subscriptions(conn, tenant_id).await?,
+        })
     }
-    store(conn, tenant_id, event_type, &encode(data)?, &endpoints)
+
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    /// As [`enqueue`], for this tenant.
+    pub async fn enqueue(
+        &self,
+        conn: &mut Conn,
+        event_type: WebhookEventType,
+        data: &impl Serialize,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let endpoints: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.wants(event_type))
+            .map(|s| s.endpoint_id.clone())
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        store(
+            conn,
+            &self.tenant_id,
+            event_type,
+            &encode(data)?,
+            &endpoints,
+        )
         .await
         .map(Some)
+    }
 }
 
 /// Writes a `webhook.test` event for one endpoint only, whatever it subscribes to.
