@@ -142,6 +142,8 @@ pub struct RealtimeMetrics {
     replayed: prometheus::IntCounter,
     /// Sockets dropped because they did not read what they were sent (their queue was full).
     pub slow_clients: prometheus::IntCounter,
+    /// Messages written by each transaction of the gateway's writer.
+    pub message_batch: prometheus::Histogram,
 }
 
 impl RealtimeMetrics {
@@ -212,6 +214,13 @@ impl RealtimeMetrics {
                 "onda_realtime_slow_clients_total",
                 "Sockets dropped because their send queue was full (they did not read)",
             )?,
+            message_batch: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "onda_realtime_message_batch_size",
+                    "Messages stored by each transaction of the gateway (several when they arrive together)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.users_online.clone()))?;
@@ -233,6 +242,7 @@ impl RealtimeMetrics {
         }
         registry.register(Box::new(m.replayed.clone()))?;
         registry.register(Box::new(m.slow_clients.clone()))?;
+        registry.register(Box::new(m.message_batch.clone()))?;
         registry.register(Box::new(m.connection_seconds.clone()))?;
         registry.register(Box::new(m.usage_flushes.clone()))?;
         registry.register(Box::new(m.notifications.clone()))?;

@@ -174,37 +174,63 @@ pub async fn store_with(
     content: &Content,
     created_ms: i64,
 ) -> Result<NotificationPush, sqlx::Error> {
+    let mut pushed = store_many(conn, outbox, &[(user_id, content)], created_ms).await?;
+    pushed.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Stores a notification for each (user, content) of the outbox's tenant, in a few statements
+/// whatever the count; answers their pushes in the order given. A user who gets several here
+/// is told the same unread count (the one after all of them) with each.
+pub async fn store_many(
+    conn: &mut Conn,
+    outbox: &crate::webhooks::Outbox,
+    items: &[(&str, &Content)],
+    created_ms: i64,
+) -> Result<Vec<NotificationPush>, sqlx::Error> {
     let tenant_id = outbox.tenant_id();
-    let id = crate::secrets::new_time_id("ntf", created_ms);
-    let notification = db::notifications::insert(
-        conn,
-        &db::notifications::NewNotification {
-            id: &id,
-            tenant_id,
-            user_id,
-            kind: &content.kind,
-            title: &content.title,
-            body: &content.body,
-            link: content.link.as_deref(),
-            data: &content.data,
-            created_ms,
-        },
-    )
-    .await?;
-    // The tenant's backend hears of it in the same transaction (the outbox).
-    let mut event =
-        serde_json::to_value(&notification).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    if let Value::Object(fields) = &mut event {
-        fields.insert("userId".into(), json!(user_id));
+    let ids: Vec<String> = items
+        .iter()
+        .map(|_| crate::secrets::new_time_id("ntf", created_ms))
+        .collect();
+    let new: Vec<db::notifications::NewNotification<'_>> = items
+        .iter()
+        .zip(&ids)
+        .map(
+            |((user_id, content), id)| db::notifications::NewNotification {
+                id,
+                tenant_id,
+                user_id,
+                kind: &content.kind,
+                title: &content.title,
+                body: &content.body,
+                link: content.link.as_deref(),
+                data: &content.data,
+                created_ms,
+            },
+        )
+        .collect();
+    let stored = db::notifications::insert_all(conn, &new).await?;
+    for (notification, (user_id, _)) in stored.iter().zip(items) {
+        // The tenant's backend hears of it in the same transaction (the outbox).
+        let mut event =
+            serde_json::to_value(notification).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        if let Value::Object(fields) = &mut event {
+            fields.insert("userId".into(), json!(user_id));
+        }
+        outbox
+            .enqueue(conn, WebhookEventType::NotificationCreated, &event)
+            .await?;
     }
-    outbox
-        .enqueue(conn, WebhookEventType::NotificationCreated, &event)
-        .await?;
-    let unread_count = db::notifications::unread_count(conn, tenant_id, user_id).await?;
-    Ok(NotificationPush {
-        notification,
-        unread_count,
-    })
+    let users: Vec<&str> = items.iter().map(|(u, _)| *u).collect();
+    let unread = db::notifications::unread_counts(conn, tenant_id, &users).await?;
+    Ok(stored
+        .into_iter()
+        .zip(items)
+        .map(|(notification, (user_id, _))| NotificationPush {
+            notification,
+            unread_count: unread.get(*user_id).copied().unwrap_or_default(),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -79,8 +79,7 @@ pub struct NewMessage<'a> {
     pub created_ms: i64,
 }
 
-/// What a sender needs to know before messaging a receiver, read in one statement because
-/// every message asks it.
+/// What a sender needs to know before messaging a receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reach {
     /// The sender's display name; None when the sender's profile is gone.
@@ -92,79 +91,136 @@ pub struct Reach {
     pub blocked_by_receiver: bool,
 }
 
-pub async fn reach(
+/// What each of `asks` (tenant, sender, receiver) needs to know, in their order.
+pub async fn reach_all(
     conn: &mut Conn,
-    tenant_id: &str,
-    sender: &str,
-    receiver: &str,
-) -> Result<Reach, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT (SELECT display_name FROM end_users WHERE tenant_id = $1 AND id = $2) AS sender_name, \
-         (SELECT COUNT(*) FROM end_users WHERE tenant_id = $1 AND id = $3) AS receivers, \
-         (SELECT COUNT(*) FROM user_blocks WHERE tenant_id = $1 AND blocker_id = $2 \
-          AND blocked_id = $3) AS by_sender, \
-         (SELECT COUNT(*) FROM user_blocks WHERE tenant_id = $1 AND blocker_id = $3 \
-          AND blocked_id = $2) AS by_receiver",
-    )
-    .bind(tenant_id)
-    .bind(sender)
-    .bind(receiver)
-    .fetch_one(conn)
-    .await?;
-    Ok(Reach {
-        sender_name: row.try_get("sender_name")?,
-        receiver_exists: row.try_get::<i64, _>("receivers")? > 0,
-        blocked_by_sender: row.try_get::<i64, _>("by_sender")? > 0,
-        blocked_by_receiver: row.try_get::<i64, _>("by_receiver")? > 0,
-    })
+    asks: &[(&str, &str, &str)],
+) -> Result<Vec<Reach>, sqlx::Error> {
+    if asks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<String> = (0..asks.len())
+        .map(|i| {
+            let p = 4 * i + 1;
+            format!("(${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
+        })
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "WITH q (i, tenant_id, sender, receiver) AS (VALUES {}) \
+         SELECT q.i, \
+         (SELECT display_name FROM end_users u WHERE u.tenant_id = q.tenant_id \
+          AND u.id = q.sender) AS sender_name, \
+         (SELECT COUNT(*) FROM end_users u WHERE u.tenant_id = q.tenant_id \
+          AND u.id = q.receiver) AS receivers, \
+         (SELECT COUNT(*) FROM user_blocks b WHERE b.tenant_id = q.tenant_id \
+          AND b.blocker_id = q.sender AND b.blocked_id = q.receiver) AS by_sender, \
+         (SELECT COUNT(*) FROM user_blocks b WHERE b.tenant_id = q.tenant_id \
+          AND b.blocker_id = q.receiver AND b.blocked_id = q.sender) AS by_receiver \
+         FROM q ORDER BY q.i",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql);
+    for (i, (tenant, sender, receiver)) in asks.iter().enumerate() {
+        q = q.bind(i as i64).bind(*tenant).bind(*sender).bind(*receiver);
+    }
+    q.fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Reach {
+                sender_name: row.try_get("sender_name")?,
+                receiver_exists: row.try_get::<i64, _>("receivers")? > 0,
+                blocked_by_sender: row.try_get::<i64, _>("by_sender")? > 0,
+                blocked_by_receiver: row.try_get::<i64, _>("by_receiver")? > 0,
+            })
+        })
+        .collect()
 }
 
-/// Stores `m` and moves the conversation to the top of both members' lists. Run it in a
-/// transaction: the message and the members' rows change together. Two statements: the
-/// message answers its own row (`RETURNING`), and both members' rows are one upsert, because
-/// this runs for every message sent.
-pub async fn insert(conn: &mut Conn, m: &NewMessage<'_>) -> Result<Message, sqlx::Error> {
-    let conversation = conversation_id(m.tenant_id, m.sender_id, m.receiver_id);
+/// Stores `messages` and moves each conversation to the top of both members' lists; answers
+/// the messages as stored, in the order given. Run it in a transaction: the messages and the
+/// members' rows change together. Two statements whatever the count, because the gateway
+/// stores every message sent through here (several at once when they arrive together).
+pub async fn insert_all(
+    conn: &mut Conn,
+    messages: &[NewMessage<'_>],
+) -> Result<Vec<Message>, sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let conversations: Vec<String> = messages
+        .iter()
+        .map(|m| conversation_id(m.tenant_id, m.sender_id, m.receiver_id))
+        .collect();
+    let rows: Vec<String> = (0..messages.len())
+        .map(|i| {
+            let ps: Vec<String> = (9 * i + 1..9 * i + 10).map(|n| format!("${n}")).collect();
+            format!("({}, NULL, NULL)", ps.join(", "))
+        })
+        .collect();
     let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO messages (id, tenant_id, conversation_id, sender_id, receiver_id, content, \
-         media_url, media_type, created_ms, edited_ms, deleted_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) RETURNING {COLUMNS}"
+         media_url, media_type, created_ms, edited_ms, deleted_ms) VALUES {} RETURNING {COLUMNS}",
+        rows.join(", ")
     ));
-    let row = sqlx::query(sql)
-        .bind(m.id)
-        .bind(m.tenant_id)
-        .bind(&conversation)
-        .bind(m.sender_id)
-        .bind(m.receiver_id)
-        .bind(m.content)
-        .bind(m.media_url)
-        .bind(m.media_type)
-        .bind(m.created_ms)
-        .fetch_one(&mut *conn)
-        .await?;
-    // The rows in the order of their keys, so two messages between the same pair (either way)
-    // lock them in one order and never wait on each other.
-    let (lo, hi) = if m.sender_id <= m.receiver_id {
-        (m.sender_id, m.receiver_id)
-    } else {
-        (m.receiver_id, m.sender_id)
-    };
-    sqlx::query(
+    let mut q = sqlx::query(sql);
+    for (m, conversation) in messages.iter().zip(&conversations) {
+        q = q
+            .bind(m.id)
+            .bind(m.tenant_id)
+            .bind(conversation)
+            .bind(m.sender_id)
+            .bind(m.receiver_id)
+            .bind(m.content)
+            .bind(m.media_url)
+            .bind(m.media_type)
+            .bind(m.created_ms);
+    }
+    let mut stored = std::collections::HashMap::new();
+    for row in q.fetch_all(&mut *conn).await? {
+        let message = from_row(&row)?;
+        stored.insert(message.id.clone(), message);
+    }
+    // One row per member and peer (an upsert may not touch a row twice), with the newest time,
+    // in the order of their keys, so concurrent writers lock them in one order and never wait
+    // on each other in a cycle.
+    let mut members = std::collections::BTreeMap::<(&str, &str, &str), (&str, i64)>::new();
+    for (m, conversation) in messages.iter().zip(&conversations) {
+        for (user, other) in [(m.sender_id, m.receiver_id), (m.receiver_id, m.sender_id)] {
+            let row = members
+                .entry((m.tenant_id, user, other))
+                .or_insert((conversation, m.created_ms));
+            row.1 = row.1.max(m.created_ms);
+        }
+    }
+    let rows: Vec<String> = (0..members.len())
+        .map(|i| {
+            let ps: Vec<String> = (5 * i + 1..5 * i + 6).map(|n| format!("${n}")).collect();
+            format!("({}, 0, '')", ps.join(", "))
+        })
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO conversation_members (tenant_id, user_id, other_id, conversation_id, \
-         last_message_ms, read_ms, read_id) VALUES ($1, $2, $3, $4, $5, 0, ''), \
-         ($1, $3, $2, $4, $5, 0, '') \
+         last_message_ms, read_ms, read_id) VALUES {} \
          ON CONFLICT (tenant_id, user_id, other_id) DO UPDATE SET last_message_ms = \
          CASE WHEN conversation_members.last_message_ms > excluded.last_message_ms \
          THEN conversation_members.last_message_ms ELSE excluded.last_message_ms END",
-    )
-    .bind(m.tenant_id)
-    .bind(lo)
-    .bind(hi)
-    .bind(&conversation)
-    .bind(m.created_ms)
-    .execute(&mut *conn)
-    .await?;
-    from_row(&row)
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql);
+    for ((tenant, user, other), (conversation, ms)) in &members {
+        q = q
+            .bind(*tenant)
+            .bind(*user)
+            .bind(*other)
+            .bind(*conversation)
+            .bind(*ms);
+    }
+    q.execute(&mut *conn).await?;
+    messages
+        .iter()
+        .map(|m| stored.remove(m.id).ok_or(sqlx::Error::RowNotFound))
+        .collect()
 }
 
 pub async fn get(

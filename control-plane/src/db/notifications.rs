@@ -46,27 +46,48 @@ pub struct NewNotification<'a> {
     pub created_ms: i64,
 }
 
-/// Stores `n`, unread, and answers it as stored.
-pub async fn insert(conn: &mut Conn, n: &NewNotification<'_>) -> Result<Notification, sqlx::Error> {
-    let data = Value::Object(n.data.clone()).to_string();
+/// Stores `notifications`, unread, and answers them as stored, in the order given: one
+/// statement whatever the count.
+pub async fn insert_all(
+    conn: &mut Conn,
+    notifications: &[NewNotification<'_>],
+) -> Result<Vec<Notification>, sqlx::Error> {
+    if notifications.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<String> = (0..notifications.len())
+        .map(|i| {
+            let ps: Vec<String> = (9 * i + 1..9 * i + 10).map(|n| format!("${n}")).collect();
+            format!("({}, NULL, {})", ps[..8].join(", "), ps[8])
+        })
+        .collect();
     let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO notifications (id, tenant_id, user_id, kind, title, body, link, data, \
-         read_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) \
-         RETURNING {COLUMNS}"
+         read_ms, created_ms) VALUES {} RETURNING {COLUMNS}",
+        rows.join(", ")
     ));
-    let row = sqlx::query(sql)
-        .bind(n.id)
-        .bind(n.tenant_id)
-        .bind(n.user_id)
-        .bind(n.kind)
-        .bind(n.title)
-        .bind(n.body)
-        .bind(n.link)
-        .bind(&data)
-        .bind(n.created_ms)
-        .fetch_one(&mut *conn)
-        .await?;
-    from_row(&row)
+    let mut q = sqlx::query(sql);
+    for n in notifications {
+        q = q
+            .bind(n.id)
+            .bind(n.tenant_id)
+            .bind(n.user_id)
+            .bind(n.kind)
+            .bind(n.title)
+            .bind(n.body)
+            .bind(n.link)
+            .bind(Value::Object(n.data.clone()).to_string())
+            .bind(n.created_ms);
+    }
+    let mut stored = std::collections::HashMap::new();
+    for row in q.fetch_all(conn).await? {
+        let n = from_row(&row)?;
+        stored.insert(n.id.clone(), n);
+    }
+    notifications
+        .iter()
+        .map(|n| stored.remove(n.id).ok_or(sqlx::Error::RowNotFound))
+        .collect()
 }
 
 /// One notification of `user_id`; None when it is not theirs (or does not exist).
@@ -124,6 +145,39 @@ pub async fn list(
         .fetch_all(conn)
         .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// How many notifications each of `users` (of one tenant) has unread; a user with none is
+/// absent from the answer.
+pub async fn unread_counts(
+    conn: &mut Conn,
+    tenant_id: &str,
+    users: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let list: Vec<String> = (0..users.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT user_id, COUNT(*) AS n FROM notifications \
+         WHERE tenant_id = $1 AND user_id IN ({}) AND read_ms IS NULL GROUP BY user_id",
+        list.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for u in users {
+        q = q.bind(*u);
+    }
+    q.fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let n: i64 = row.try_get("n")?;
+            Ok((
+                row.try_get("user_id")?,
+                u64::try_from(n).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            ))
+        })
+        .collect()
 }
 
 /// How many notifications of `user_id` are unread.

@@ -4,7 +4,7 @@
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
 use super::recovery::{self, Entry};
-use super::{Hub, Session, limits, moderation, notify, user_room};
+use super::{Hub, Session, limits, moderation, notify, user_room, writer};
 use crate::db;
 use crate::metrics::NotificationSource;
 use crate::users;
@@ -143,107 +143,25 @@ async fn send_message<A: Adapter>(
         (None, None) => None,
     };
     let content = protocol::content(&req.content, attachment_id.is_some())?;
-    let reach = {
-        let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
-        db::messages::reach(&mut conn, &session.tenant_id, &session.user_id, receiver)
-            .await
-            .map_err(|e| protocol::stored(&e))?
-    };
-    moderation::unblocked(reach.blocked_by_sender, reach.blocked_by_receiver)?;
-    if !reach.receiver_exists {
-        return Err(Refusal::new(
-            "not_found",
-            format!("There is no user {receiver:?} to send to."),
-        ));
-    }
-    let ms = db::now_millis();
-    let id = crate::secrets::new_time_id("msg", ms);
-    let mut tx = hub.db.begin().await.map_err(|e| protocol::stored(&e))?;
-    let media = match attachment_id {
-        Some(a) => Some(sender_attachment(&mut tx, &session, a, req.media_type.as_deref()).await?),
-        None => None,
-    };
-    let message = db::messages::insert(
-        &mut tx,
-        &db::messages::NewMessage {
-            id: &id,
-            tenant_id: &session.tenant_id,
-            sender_id: &session.user_id,
-            receiver_id: receiver,
-            content,
-            media_url: media.as_ref().map(|(url, _)| url.as_str()),
-            media_type: media.as_ref().map(|(_, t)| t.as_str()),
-            created_ms: ms,
-        },
-    )
-    .await
-    .map_err(|e| protocol::stored(&e))?;
-    let outbox = webhooks::Outbox::load(&mut tx, &session.tenant_id)
-        .await
-        .map_err(|e| protocol::stored(&e))?;
-    outbox
-        .enqueue(&mut tx, WebhookEventType::MessageCreated, &message)
-        .await
-        .map_err(|e| protocol::stored(&e))?;
-    // The sender is connected, so their profile exists; their id stands in if it went meanwhile.
-    let sender_name = reach.sender_name.as_deref().unwrap_or(&session.user_id);
-    let notice = notify::message_notification(&mut tx, &outbox, sender_name, &message)
-        .await
-        .map_err(|e| protocol::stored(&e))?;
-    let body = json!(message);
-    // Every device of both users but the one that sent it (which has the ack), and the
-    // receiver's notification.
-    let recorded = recovery::record(
-        &mut tx,
-        &session.tenant_id,
-        vec![
-            Entry::new(receiver, "receive-message", body.clone()),
-            Entry::new(&session.user_id, "receive-message", body),
-            Entry::new(receiver, protocol::NOTIFICATION, json!(notice)),
-        ],
-    )
-    .await
-    .map_err(|e| protocol::stored(&e))?;
-    // Metered with the message, so it is billed exactly when it was stored. Last: on
-    // PostgreSQL the tenant's usage row of the day stays locked until the commit, and every
-    // message of the tenant writes it.
-    db::realtime_usage::add(&mut tx, &session.tenant_id, ms, 0, 1)
-        .await
-        .map_err(|e| protocol::stored(&e))?;
-    tx.commit().await.map_err(|e| protocol::stored(&e))?;
+    let sent = hub
+        .writer
+        .send(writer::Outgoing {
+            tenant_id: session.tenant_id.clone(),
+            sender_id: session.user_id.clone(),
+            receiver_id: receiver.to_string(),
+            content: content.to_string(),
+            attachment: attachment_id.map(|a| (a.to_string(), req.media_type.clone())),
+        })
+        .await?;
     hub.metrics.messages.inc();
     hub.metrics.notification(NotificationSource::Message);
-    recovery::send(&s, &session.tenant_id, &recorded).await;
+    recovery::send(&s, &session.tenant_id, &sent.recorded).await;
     Ok(protocol::ok(json!({
-        "id": message.id,
-        "conversationId": message.conversation_id,
-        "createdAt": message.created_at,
-        "offset": recovery::own_offset(&recorded, &session.user_id),
+        "id": sent.message.id,
+        "conversationId": sent.message.conversation_id,
+        "createdAt": sent.message.created_at,
+        "offset": recovery::own_offset(&sent.recorded, &session.user_id),
     })))
-}
-
-/// The attachment a message of `session`'s user carries: one they uploaded, in their tenant.
-/// Another's (of this tenant or another) is refused exactly as an unknown one, so an id tells
-/// no one whether it exists. Returns its canonical url and media type.
-async fn sender_attachment(
-    conn: &mut db::Conn,
-    session: &Session,
-    id: &str,
-    stated_type: Option<&str>,
-) -> Result<(String, onda_shared::api::MediaType), Refusal> {
-    let stored = db::attachments::get(conn, id)
-        .await
-        .map_err(|e| protocol::stored(&e))?
-        .filter(|a| a.tenant_id == session.tenant_id && a.user_id == session.user_id)
-        .ok_or_else(|| {
-            Refusal::new(
-                "not_found",
-                "mediaUrl names no attachment of yours: upload the file with POST \
-                 /v1/me/attachments and send the url it answers.",
-            )
-        })?;
-    let media_type = protocol::media_type(stated_type, stored.attachment.media_type)?;
-    Ok((stored.attachment.url, media_type))
 }
 
 async fn mark_read<A: Adapter>(

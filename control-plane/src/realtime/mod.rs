@@ -33,6 +33,7 @@ mod presence;
 pub mod protocol;
 pub mod recovery;
 mod slow;
+mod writer;
 
 use crate::db::{self, Backend, Db};
 use crate::metrics::RealtimeMetrics;
@@ -119,6 +120,8 @@ pub(crate) struct Hub {
     connections: crate::connections::Connections,
     /// Connection time of this replica's sockets, until the next flush.
     meter: Meter<Sid>,
+    /// Where sent messages are stored, several to a transaction under load.
+    writer: writer::Writer,
 }
 
 /// The Socket.io server, over the adapter the database allows.
@@ -181,6 +184,7 @@ impl Gateway {
         connections: crate::connections::Connections,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
         let database_url = cfg.database_url.as_str();
+        let writer = writer::Writer::start(db.clone(), metrics.message_batch.clone());
         let hub = Arc::new(Hub {
             media,
             connections,
@@ -191,6 +195,7 @@ impl Gateway {
             limits: Limits::default(),
             typing: events::TypingTimers::default(),
             meter: Meter::default(),
+            writer,
         });
         let (io, layer) = match db.backend() {
             Backend::Sqlite => {

@@ -1,31 +1,14 @@
-//! Notifications over the gateway: `mark-notification-read` and `mark-all-notifications-read`
-//! (acknowledged with the unread count after the commit), and the notification of a new
-//! message, stored in the message's transaction (which also records it in the receiver's feed,
-//! and pushes it to their devices after the commit).
+//! Notifications over the gateway: `mark-notification-read` and `mark-all-notifications-read`,
+//! acknowledged with the unread count after the commit. (The notification of a new message is
+//! stored with the message, by the writer.)
 
 use super::protocol::{self, MarkAllNotificationsRead, MarkNotificationRead, Refusal};
 use super::{Hub, Session};
-use crate::db::{self, Conn};
-use crate::notifications;
-use crate::webhooks::Outbox;
-use onda_shared::api::{Message, NotificationPush};
+use crate::db;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use std::sync::Arc;
-
-/// Stores the notification of `message` for its receiver, from `sender_name`. Call it in the
-/// message's transaction, so both are stored or neither.
-pub(super) async fn message_notification(
-    tx: &mut Conn,
-    outbox: &Outbox,
-    sender_name: &str,
-    message: &Message,
-) -> Result<NotificationPush, sqlx::Error> {
-    let content = notifications::for_message(sender_name, message);
-    let ms = db::now_millis();
-    notifications::store_with(tx, outbox, &message.receiver_id, &content, ms).await
-}
 
 pub(super) async fn mark_read<A: Adapter>(
     hub: Arc<Hub>,

@@ -9,6 +9,7 @@ use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::realtime::{Sio, StalledClient};
+use onda_tests::sioload::{Emit, Pool};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -23,6 +24,7 @@ on_both_backends!(
     a_reconnect_replays_missed_events_once_in_order,
     old_foreign_or_bad_offsets_say_incomplete,
     a_client_that_never_reads_is_dropped_and_others_are_not_slowed,
+    messages_sent_at_once_are_each_stored_and_answered,
 );
 
 /// A tenant with a fan and a creator: (API key, fan's token, creator's token).
@@ -846,6 +848,11 @@ async fn the_conversation_list_shows_each_peer_and_last_message(b: Backend) {
         }
     }
     sio.close("fan-c").await;
+    // Gone once the creator hears it (its last_seen is stored before that).
+    assert_eq!(
+        sio.event("creator", "user-offline").await["userId"],
+        "fan-c"
+    );
     // fan-a writes again: their conversation moves to the top.
     let ack = sio
         .emit(
@@ -1329,4 +1336,103 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_not_slowed(b: Backe
     );
     drop(stalled);
     cp.stop().await;
+}
+
+/// Forty users in twenty pairs send five messages each to their peer at once, so the gateway
+/// stores them several to a transaction: every message is answered on its own, the refused ones
+/// (to a user who does not exist, between users who blocked each other) refuse only
+/// themselves, and every stored one is delivered once, listed and counted unread.
+async fn messages_sent_at_once_are_each_stored_and_answered(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        let id = format!("u{i:02}");
+        tokens.push(cp.user_with_token(&key, &id, &format!("User {i}")).await);
+    }
+    let pool = Pool::connect(&cp.url, &tokens, 1000).await;
+    assert_eq!(
+        pool.wait_answered(Duration::from_secs(20)).await,
+        (40, 0, 0, 0)
+    );
+    pool.emit(
+        3,
+        Emit {
+            event: "block-user",
+            payload: json!({ "userId": "u02" }),
+            stamp: None,
+        },
+    );
+    let stats = pool.stats.clone();
+    onda_tests::wait_for("the block", Duration::from_secs(10), || {
+        let stats = stats.clone();
+        async move { (stats.joined.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    stats.measure(1);
+    let message = |to: String| Emit {
+        event: "send-message",
+        payload: json!({ "receiverId": to }),
+        stamp: Some(1),
+    };
+    for _ in 0..5 {
+        for i in 0..40 {
+            pool.emit(i, message(format!("u{:02}", i ^ 1)));
+        }
+    }
+    pool.emit(0, message("ghost".to_string()));
+    let done = onda_tests::wait_for("every answer and delivery", Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move {
+            let m = stats.snapshot();
+            (m.acked + m.ack_errors == 201 && m.delivered >= 190).then_some(m)
+        }
+    })
+    .await;
+    // Pair (u02, u03) blocked each other: 10 refused; and the one to the ghost.
+    assert_eq!((done.sent, done.acked, done.ack_errors), (201, 190, 11));
+    assert_eq!(done.delivered, 190, "each stored message delivered once");
+    for (user, token, peer) in [("u05", &tokens[5], "u04"), ("u38", &tokens[38], "u39")] {
+        let list = cp.get("/v1/me/conversations", token).await.expect(200).body;
+        assert_eq!(
+            list["items"].as_array().map(Vec::len),
+            Some(1),
+            "{user}: {list}"
+        );
+        assert_eq!(list["items"][0]["user"]["id"], peer, "{list}");
+        assert_eq!(list["items"][0]["unreadCount"], 5, "{list}");
+        let page = cp
+            .get(&format!("/v1/me/conversations/{peer}/messages"), token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(10), "{page}");
+        let unread = cp
+            .get("/v1/me/notifications?unread=true", token)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(unread["unreadCount"], 5, "{unread}");
+    }
+    let list = cp
+        .get("/v1/me/conversations", &tokens[2])
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "nothing stored between blocked users: {list}"
+    );
+    // Told for the record, not asserted: how many transactions wrote them depends on timing.
+    let metrics = cp.call(Method::GET, "/metrics", None, None).await.text;
+    let batches: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("onda_realtime_message_batch_size_"))
+        .collect();
+    eprintln!("{}", batches.join("\n"));
+    assert!(!batches.is_empty(), "the writer's batch sizes are exported");
+    pool.close(Duration::from_secs(5)).await;
 }
