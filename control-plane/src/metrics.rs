@@ -134,7 +134,8 @@ pub struct RealtimeMetrics {
     connection_seconds: prometheus::Counter,
     /// Writes of the metered connection time, by `outcome`: `ok` or `error` (kept for the next).
     usage_flushes: IntCounterVec,
-    /// Notifications created, by `source`: `message` (Onda's, for a new message) or `tenant`.
+    /// Notifications created, by `source`: `message` (Onda's, for a new message), `money` (a
+    /// payment received, a payout processed) or `tenant`.
     notifications: IntCounterVec,
     /// Reconnects that asked to recover, by `outcome`: `complete` or `incomplete`.
     recoveries: IntCounterVec,
@@ -195,7 +196,8 @@ impl RealtimeMetrics {
             notifications: IntCounterVec::new(
                 Opts::new(
                     "onda_notifications_total",
-                    "Notifications created, by source: message (Onda's, for a new message) or tenant",
+                    "Notifications created, by source: message (Onda's, for a new message), money \
+                     (Onda's, for a payment received or a payout processed) or tenant",
                 ),
                 &["source"],
             )?,
@@ -289,6 +291,7 @@ impl RealtimeMetrics {
         let source = match source {
             NotificationSource::Message => "message",
             NotificationSource::Tenant => "tenant",
+            NotificationSource::Money => "money",
         };
         self.notifications.with_label_values(&[source]).inc();
     }
@@ -301,6 +304,8 @@ pub enum NotificationSource {
     Message,
     /// The tenant's, through `POST /v1/users/{user_id}/notifications`.
     Tenant,
+    /// Onda's own, for money: a payment received, a payout processed.
+    Money,
 }
 
 /// The now-playing hub's series.

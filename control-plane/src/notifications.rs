@@ -6,7 +6,9 @@
 
 use crate::db::{self, Conn};
 use crate::validate::Invalid;
-use onda_shared::api::{CreateNotification, Message, NotificationPush, WebhookEventType};
+use onda_shared::api::{
+    CreateNotification, Message, NotificationPush, Payout, PayoutStatus, Tip, WebhookEventType,
+};
 use serde_json::{Map, Value, json};
 
 /// The longest `type`.
@@ -24,6 +26,10 @@ pub const MESSAGE_PREVIEW_CHARS: usize = 100;
 
 /// The `type` of the notification Onda makes for a new message.
 pub const MESSAGE_CREATED: &str = "message.created";
+/// The `type` of the notification a creator gets for a tip (a payment received).
+pub const PAYMENT_RECEIVED: &str = "payment.received";
+/// The `type` of the notification a creator gets when the tenant decided their payout.
+pub const PAYOUT_PROCESSED: &str = "payout.processed";
 
 /// A notification's content, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +154,52 @@ pub fn for_message(sender_name: &str, message: &Message) -> Content {
         kind: MESSAGE_CREATED.to_string(),
         title: format!("New message from {sender_name}"),
         body: preview,
+        link: None,
+        data,
+    }
+}
+
+/// The creator's notification of a tip ("payment received"): who sent it, how much reached
+/// their earnings, and the fan's message as its body. Amounts are minor units of `currency`.
+pub fn for_tip(sender_name: &str, tip: &Tip) -> Content {
+    let mut data = Map::new();
+    data.insert("tipId".into(), json!(tip.id));
+    data.insert("senderId".into(), json!(tip.sender_id));
+    data.insert("amount".into(), json!(tip.amount));
+    data.insert("net".into(), json!(tip.net));
+    data.insert("currency".into(), json!(tip.currency));
+    Content {
+        kind: PAYMENT_RECEIVED.to_string(),
+        title: format!("Payment received: a tip from {sender_name}"),
+        body: tip.message.clone(),
+        link: None,
+        data,
+    }
+}
+
+/// The creator's notification that the tenant paid or rejected their payout ("payout
+/// processed").
+pub fn for_payout(payout: &Payout) -> Content {
+    let body = match (payout.status, payout.reason.as_deref()) {
+        (PayoutStatus::Rejected, Some(reason)) => format!(
+            "Your payout of {} (minor units of {}) was rejected: {reason} The amount is back in \
+             your earnings.",
+            payout.amount, payout.currency
+        ),
+        _ => format!(
+            "Your payout of {} (minor units of {}) was paid.",
+            payout.amount, payout.currency
+        ),
+    };
+    let mut data = Map::new();
+    data.insert("payoutId".into(), json!(payout.id));
+    data.insert("status".into(), json!(payout.status));
+    data.insert("amount".into(), json!(payout.amount));
+    data.insert("currency".into(), json!(payout.currency));
+    Content {
+        kind: PAYOUT_PROCESSED.to_string(),
+        title: "Payout processed".to_string(),
+        body,
         link: None,
         data,
     }
@@ -291,6 +343,61 @@ mod tests {
         .expect("an https link");
         assert_eq!(url.link.as_deref(), Some("https://example.com/p?q=1"));
         assert!(check(req(json!({"type": "a", "title": "é".repeat(200)}))).is_ok());
+    }
+
+    #[test]
+    fn money_notifications_say_what_happened() {
+        let tip = Tip {
+            id: "txn_1".into(),
+            sender_id: "fan-1".into(),
+            creator_id: "star".into(),
+            amount: 999,
+            fee: 199,
+            net: 800,
+            currency: "EUR".into(),
+            message: "great set".into(),
+            created_at: String::new(),
+        };
+        let n = for_tip("Fan One", &tip);
+        assert_eq!(n.kind, PAYMENT_RECEIVED);
+        assert_eq!(n.title, "Payment received: a tip from Fan One");
+        assert_eq!(n.body, "great set");
+        assert_eq!(
+            Value::Object(n.data),
+            json!({"tipId": "txn_1", "senderId": "fan-1", "amount": 999, "net": 800, "currency": "EUR"})
+        );
+        let mut payout = Payout {
+            id: "pyt_1".into(),
+            user_id: "star".into(),
+            amount: 700,
+            currency: "EUR".into(),
+            status: PayoutStatus::Paid,
+            reference: Some("tr_1".into()),
+            reason: None,
+            request_transaction_id: "txn_2".into(),
+            decision_transaction_id: Some("txn_3".into()),
+            created_at: String::new(),
+            decided_at: None,
+        };
+        let n = for_payout(&payout);
+        assert_eq!(
+            (n.kind.as_str(), n.title.as_str()),
+            (PAYOUT_PROCESSED, "Payout processed")
+        );
+        assert!(
+            n.body.contains("700") && n.body.contains("paid"),
+            "{}",
+            n.body
+        );
+        payout.status = PayoutStatus::Rejected;
+        payout.reason = Some("No bank account on file.".into());
+        let n = for_payout(&payout);
+        assert!(
+            n.body.contains("rejected: No bank account on file.") && n.body.contains("back"),
+            "{}",
+            n.body
+        );
+        assert_eq!(n.data["status"], "rejected");
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct PlanFeatures {
     pub live_video: bool,
     /// End users' realtime gateway and conversations.
     pub messaging: bool,
+    /// Fans pay creators (tips) and creators request payouts.
+    pub monetization: bool,
 }
 
 /// Prices of a plan, in micro-units of `currency`.
@@ -194,6 +196,7 @@ pub struct PlanFeaturesPatch {
     pub hls: Option<bool>,
     pub live_video: Option<bool>,
     pub messaging: Option<bool>,
+    pub monetization: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -17,6 +17,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 402: the payer's wallet does not hold what the request would take.
+    #[error("{0}")]
+    PaymentRequired(String),
     #[error("{detail}")]
     PlanLimit { limit: &'static str, detail: String },
     /// A plan's storage quota: 413, because the request is refused for its size (and would be
@@ -88,6 +91,11 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-required",
+                "Payment required",
+            ),
             ApiError::PlanLimit { .. } => {
                 (StatusCode::FORBIDDEN, "plan-limit", "Plan limit exceeded")
             }

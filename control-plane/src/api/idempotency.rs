@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use sqlx::Transaction;
 
 pub const HEADER: &str = "idempotency-key";
-const MAX_KEY: usize = 255;
+const MAX_KEY: usize = crate::ledger::MAX_IDEMPOTENCY_KEY;
 
 /// The request's `Idempotency-Key`: required, 1 to 255 visible ASCII characters.
 pub struct IdempotencyKey(pub String);
@@ -36,11 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             ));
         };
         match v.to_str() {
-            Ok(k)
-                if (1..=MAX_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                Ok(IdempotencyKey(k.to_string()))
-            }
+            Ok(k) if crate::ledger::idempotency_key_ok(k) => Ok(IdempotencyKey(k.to_string())),
             _ => Err(ApiError::BadRequest(format!(
                 "The Idempotency-Key header must be 1 to {MAX_KEY} visible ASCII characters."
             ))),

@@ -128,6 +128,7 @@ pub async fn update(
         t.hls = f.hls.unwrap_or(t.hls);
         t.live_video = f.live_video.unwrap_or(t.live_video);
         t.messaging = f.messaging.unwrap_or(t.messaging);
+        t.monetization = f.monetization.unwrap_or(t.monetization);
     }
     if let Some(p) = req.prices {
         let t = &mut plan.prices;

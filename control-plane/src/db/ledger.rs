@@ -433,6 +433,72 @@ pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<LedgerCheck, sqlx
     Ok(out)
 }
 
+/// Keeps a tip's message beside its transaction (in the tip's database transaction).
+pub async fn insert_tip(
+    conn: &mut Conn,
+    tenant_id: &str,
+    transaction_id: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO ledger_tips (transaction_id, tenant_id, message) VALUES ($1, $2, $3)")
+        .bind(transaction_id)
+        .bind(tenant_id)
+        .bind(message)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The payments to `creator` made in `[start_ms, end_ms)` and the refunds of such payments made
+/// then, each with what its entries gave the creator's earnings and the platform.
+pub async fn earnings_rows(
+    conn: &mut Conn,
+    tenant_id: &str,
+    creator: &str,
+    (start_ms, end_ms): (i64, i64),
+) -> Result<Vec<crate::ledger::earnings::Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT t.created_ms AS created_ms, t.source AS source, o.source AS original_source, \
+         CAST(COALESCE(SUM(CASE WHEN e.account = $3 THEN e.amount ELSE 0 END), 0) AS BIGINT) \
+         AS net, \
+         CAST(COALESCE(SUM(CASE WHEN e.account = 'platform' THEN e.amount ELSE 0 END), 0) \
+         AS BIGINT) AS fee \
+         FROM ledger_transactions t \
+         LEFT JOIN ledger_transactions o ON o.id = t.refund_of \
+         JOIN ledger_entries e ON e.transaction_id = t.id \
+         WHERE t.tenant_id = $1 AND t.counterparty_id = $2 \
+         AND t.created_ms >= $4 AND t.created_ms < $5 \
+         AND t.source IN ('tip', 'purchase', 'subscription', 'call', 'refund') \
+         GROUP BY t.id, t.created_ms, t.source, o.source ORDER BY t.id",
+    )
+    .bind(tenant_id)
+    .bind(creator)
+    .bind(Account::Earnings(creator.to_string()).key())
+    .bind(start_ms)
+    .bind(end_ms)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let source: LedgerSource = super::parsed(r, "source")?;
+        let source = if source == LedgerSource::Refund {
+            match super::parsed_opt::<LedgerSource>(r, "original_source")? {
+                Some(s) if s.is_payment() => s,
+                _ => continue,
+            }
+        } else {
+            source
+        };
+        out.push(crate::ledger::earnings::Row {
+            created_ms: r.try_get("created_ms")?,
+            source,
+            net: r.try_get("net")?,
+            fee: r.try_get("fee")?,
+        });
+    }
+    Ok(out)
+}
+
 /// The answer stored with an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {

@@ -21,6 +21,7 @@ pub mod messages;
 pub mod moderation;
 pub mod nodes;
 pub mod notifications;
+pub mod payouts;
 pub mod plans;
 pub mod playlists;
 pub mod presence;
@@ -181,6 +182,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         29,
         "tenant sockets",
         include_str!("../../migrations/0029_tenant_sockets.sql"),
+    ),
+    (
+        30,
+        "monetization",
+        include_str!("../../migrations/0030_monetization.sql"),
     ),
 ];
 

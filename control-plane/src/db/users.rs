@@ -5,7 +5,8 @@ use onda_shared::api::{EndUser, Page};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, display_name, avatar_url, creator, metadata, created_at, updated_at";
+const COLUMNS: &str =
+    "id, display_name, avatar_url, creator, tip_minimum, metadata, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
     let raw: String = row.try_get("metadata")?;
@@ -19,6 +20,7 @@ fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
         display_name: row.try_get("display_name")?,
         avatar_url: row.try_get("avatar_url")?,
         creator: row.try_get::<i64, _>("creator")? != 0,
+        tip_minimum: row.try_get("tip_minimum")?,
         metadata,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -43,7 +45,7 @@ pub async fn put(
     // One statement, so two replicas putting the same new user cannot both insert.
     let done = sqlx::query(
         "INSERT INTO end_users (tenant_id, id, display_name, avatar_url, creator, metadata, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+         created_at, updated_at, tip_minimum) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
          ON CONFLICT (tenant_id, id) DO NOTHING",
     )
     .bind(tenant_id)
@@ -53,6 +55,7 @@ pub async fn put(
     .bind(i64::from(user.creator))
     .bind(&metadata)
     .bind(ts)
+    .bind(user.tip_minimum)
     .execute(&mut *conn)
     .await?;
     let outcome = if done.rows_affected() > 0 {
@@ -60,7 +63,7 @@ pub async fn put(
     } else {
         sqlx::query(
             "UPDATE end_users SET display_name = $1, avatar_url = $2, creator = $3, \
-             metadata = $4, updated_at = $5 WHERE tenant_id = $6 AND id = $7",
+             metadata = $4, updated_at = $5, tip_minimum = $8 WHERE tenant_id = $6 AND id = $7",
         )
         .bind(&user.display_name)
         .bind(user.avatar_url.as_deref())
@@ -69,6 +72,7 @@ pub async fn put(
         .bind(ts)
         .bind(tenant_id)
         .bind(&user.id)
+        .bind(user.tip_minimum)
         .execute(&mut *conn)
         .await?;
         Put::Replaced

@@ -1,6 +1,6 @@
 //! The ledger's rules, without I/O: which accounts a movement of value touches and by how much.
-//! Every value-moving operation (a credit, a fan-to-creator payment, a refund, an adjustment, and
-//! later payouts) becomes a [`Posting`]: a set of entries over [`Account`]s in integer minor units
+//! Every value-moving operation (a credit, a fan-to-creator payment, a refund, an adjustment, a
+//! payout's request and its decision) becomes a [`Posting`]: a set of entries over [`Account`]s in integer minor units
 //! that sum to zero. [`Posting`]s are only made through [`Posting::new`], which refuses an
 //! unbalanced or empty set, so an unbalanced transaction is a bug caught here and never reaches
 //! the database (`db::ledger::post` writes postings and nothing else).
@@ -11,11 +11,22 @@
 //! (`floor(refunded × fee / amount)` minus what earlier refunds took back), so refunds that add up
 //! to the whole payment take back exactly its fee.
 
+pub mod earnings;
+
 use onda_shared::api::{AdjustedAccount, LedgerSource};
 use std::collections::BTreeMap;
 
 /// The largest amount one request may move: 10^12 minor units (ten billion dollars in cents).
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// The longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Whether `key` may be an idempotency key (the `Idempotency-Key` header, or the
+/// `idempotencyKey` of a gateway event): 1 to 255 visible ASCII characters.
+pub fn idempotency_key_ok(key: &str) -> bool {
+    (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// An account of a tenant's ledger. Its key (`wallet:<user id>`, …) is how the database and the
 /// API name it.
@@ -29,6 +40,8 @@ pub enum Account {
     Platform,
     /// Money entering and leaving through the tenant's payment provider.
     External,
+    /// Payouts creators requested and the tenant has not decided yet: their sum.
+    PayoutsPending,
 }
 
 impl Account {
@@ -38,6 +51,7 @@ impl Account {
             Account::Earnings(u) => format!("earnings:{u}"),
             Account::Platform => "platform".to_string(),
             Account::External => "external".to_string(),
+            Account::PayoutsPending => "payouts_pending".to_string(),
         }
     }
 
@@ -45,6 +59,7 @@ impl Account {
         match key {
             "platform" => Some(Account::Platform),
             "external" => Some(Account::External),
+            "payouts_pending" => Some(Account::PayoutsPending),
             _ => match key.split_once(':')? {
                 ("wallet", u) if !u.is_empty() => Some(Account::Wallet(u.to_string())),
                 ("earnings", u) if !u.is_empty() => Some(Account::Earnings(u.to_string())),
@@ -53,10 +68,14 @@ impl Account {
         }
     }
 
-    /// Users' accounts never go below zero; the tenant's own (platform, external) are its books
-    /// and may (external is negative by what has entered).
+    /// Users' accounts never go below zero, nor does `payouts_pending` (a decision takes back
+    /// only what a request put there); the tenant's own (platform, external) are its books and
+    /// may (external is negative by what has entered).
     pub fn floored(&self) -> bool {
-        matches!(self, Account::Wallet(_) | Account::Earnings(_))
+        matches!(
+            self,
+            Account::Wallet(_) | Account::Earnings(_) | Account::PayoutsPending
+        )
     }
 }
 
@@ -217,6 +236,68 @@ pub fn payment(
             (Account::Earnings(creator.to_string()), share),
             (Account::Platform, fee),
         ],
+    )
+}
+
+/// A creator asks for `amount` of their earnings: earnings → `payouts_pending` until the
+/// tenant decides. `payout_id` is the transaction's reference.
+pub fn payout_request(creator: &str, amount: i64, payout_id: &str) -> Result<Posting, RuleError> {
+    let amount = self::amount("amount", amount)?;
+    Posting::new(
+        LedgerSource::Payout,
+        creator,
+        amount,
+        Header {
+            reference: Some(payout_id.to_string()),
+            ..Header::default()
+        },
+        [
+            (Account::Earnings(creator.to_string()), -amount),
+            (Account::PayoutsPending, amount),
+        ],
+    )
+}
+
+/// How the tenant decided a requested payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayoutDecision {
+    /// Its payment provider paid it: `payouts_pending` → `external` (money left), with the
+    /// provider's reference.
+    Paid { reference: String },
+    /// Not paid: `payouts_pending` → the creator's earnings again, with the reason.
+    Rejected { reason: String },
+}
+
+/// The decision on a payout of `amount` requested by `creator`: a new transaction (the request's
+/// stays as it was).
+pub fn payout_decision(
+    creator: &str,
+    amount: i64,
+    decision: &PayoutDecision,
+) -> Result<Posting, RuleError> {
+    let amount = self::amount("amount", amount)?;
+    let (header, to) = match decision {
+        PayoutDecision::Paid { reference } => (
+            Header {
+                reference: Some(reference.clone()),
+                ..Header::default()
+            },
+            Account::External,
+        ),
+        PayoutDecision::Rejected { reason } => (
+            Header {
+                reason: Some(reason.clone()),
+                ..Header::default()
+            },
+            Account::Earnings(creator.to_string()),
+        ),
+    };
+    Posting::new(
+        LedgerSource::Payout,
+        creator,
+        amount,
+        header,
+        [(Account::PayoutsPending, -amount), (to, amount)],
     )
 }
 

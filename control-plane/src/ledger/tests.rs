@@ -33,6 +33,55 @@ fn a_payment_splits_the_fee_in_the_same_posting() {
 }
 
 #[test]
+fn a_payout_goes_through_payouts_pending_and_is_decided_by_a_new_posting() {
+    let req = payout_request("star", 700, "pyt_1").expect("request");
+    assert_eq!(
+        req.entries(),
+        &[
+            (Account::Earnings("star".into()), -700),
+            (Account::PayoutsPending, 700),
+        ]
+    );
+    assert_eq!(req.reference.as_deref(), Some("pyt_1"));
+    assert_eq!(req.source, LedgerSource::Payout);
+    let paid = PayoutDecision::Paid {
+        reference: "psp_tr_1".into(),
+    };
+    let p = payout_decision("star", 700, &paid).expect("paid");
+    assert_eq!(
+        p.entries(),
+        &[(Account::External, 700), (Account::PayoutsPending, -700)]
+    );
+    assert_eq!(p.reference.as_deref(), Some("psp_tr_1"));
+    let rejected = PayoutDecision::Rejected {
+        reason: "no bank account".into(),
+    };
+    let p = payout_decision("star", 700, &rejected).expect("rejected");
+    assert_eq!(
+        p.entries(),
+        &[
+            (Account::Earnings("star".into()), 700),
+            (Account::PayoutsPending, -700),
+        ]
+    );
+    assert_eq!(p.reason.as_deref(), Some("no bank account"));
+    for bad in [0, -1, MAX_AMOUNT + 1] {
+        assert!(payout_request("star", bad, "pyt_1").is_err(), "{bad}");
+        assert!(payout_decision("star", bad, &paid).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn idempotency_keys_are_visible_ascii() {
+    assert!(idempotency_key_ok("tip-1"));
+    assert!(idempotency_key_ok(&"k".repeat(MAX_IDEMPOTENCY_KEY)));
+    for bad in ["", "a b", "é", "a\n"] {
+        assert!(!idempotency_key_ok(bad), "{bad:?}");
+    }
+    assert!(!idempotency_key_ok(&"k".repeat(MAX_IDEMPOTENCY_KEY + 1)));
+}
+
+#[test]
 fn unbalanced_or_empty_postings_cannot_be_made() {
     let h = Header::default;
     assert_eq!(
@@ -79,9 +128,12 @@ fn account_keys_round_trip() {
         Account::Earnings("a:b".into()),
         Account::Platform,
         Account::External,
+        Account::PayoutsPending,
     ] {
         assert_eq!(Account::parse(&a.key()), Some(a));
     }
+    assert!(Account::PayoutsPending.floored());
+    assert!(!Account::External.floored());
     assert_eq!(Account::parse("wallet:"), None);
     assert_eq!(Account::parse("bank"), None);
 }

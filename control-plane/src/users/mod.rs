@@ -74,11 +74,19 @@ pub fn profile(id: &str, req: PutUser) -> Result<EndUser, Invalid> {
             "metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are kept."
         )));
     }
+    let tip_minimum = req.tip_minimum.unwrap_or(1);
+    if !(1..=crate::ledger::MAX_AMOUNT).contains(&tip_minimum) {
+        return Err(Invalid::Value(format!(
+            "tip_minimum = {tip_minimum} must be a whole number of minor units between 1 and {}.",
+            crate::ledger::MAX_AMOUNT
+        )));
+    }
     Ok(EndUser {
         id: user_id(id)?.to_string(),
         display_name,
         avatar_url,
         creator: req.creator,
+        tip_minimum,
         metadata,
         created_at: String::new(),
         updated_at: String::new(),
@@ -284,6 +292,17 @@ mod tests {
             ..PutUser::default()
         };
         assert!(profile("u1", control).is_err());
+
+        assert_eq!(p.tip_minimum, 1);
+        let tips = |v| PutUser {
+            tip_minimum: Some(v),
+            ..PutUser::default()
+        };
+        assert_eq!(profile("u1", tips(250)).expect("accepted").tip_minimum, 250);
+        for bad in [0, -1, crate::ledger::MAX_AMOUNT + 1] {
+            let e = profile("u1", tips(bad)).expect_err("refused").to_string();
+            assert!(e.contains("tip_minimum"), "{e}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Why a transaction moved value. Today's routes write `credit`, `refund` and `adjustment`; the
-/// others are the fan-to-creator payments and payouts built on the same posting function.
+/// Why a transaction moved value. Today's routes write `credit`, `tip`, `payout`, `refund` and
+/// `adjustment`; the other fan-to-creator payments are built on the same posting function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -225,4 +225,194 @@ pub struct LedgerCheck {
     pub unbalanced_transactions: Vec<String>,
     /// Wallets or earnings below zero.
     pub negative_accounts: Vec<String>,
+}
+
+/// `POST /v1/me/tips` and the gateway's `send-tip` (which adds `idempotencyKey`): the caller
+/// tips a creator of their tenant from their wallet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTip {
+    /// The tenant's id of the creator tipped.
+    pub creator_id: String,
+    /// Minor units of the tenant's currency, at least the creator's `tip_minimum`.
+    pub amount: i64,
+    /// Shown to the creator: at most 200 characters (may be empty).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A tip: one ledger transaction (its id is the tip's), the fan's wallet paying the creator's
+/// earnings with the tenant's fee split off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Tip {
+    /// The ledger transaction's id (`txn_…`).
+    pub id: String,
+    pub sender_id: String,
+    pub creator_id: String,
+    /// What the fan paid, in minor units of `currency`.
+    pub amount: i64,
+    /// The tenant's commission (rounded down).
+    pub fee: i64,
+    /// What the creator's earnings received: `amount - fee`.
+    pub net: i64,
+    pub currency: String,
+    pub message: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What one source brought a creator on one day: `gross` paid by fans, `fee` kept by the tenant,
+/// `net` to the creator's earnings (`gross - fee`); refunds made that day are subtracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EarningsFigures {
+    pub gross: i64,
+    pub fee: i64,
+    pub net: i64,
+    /// Transactions counted (payments and refunds).
+    pub transactions: u64,
+}
+
+/// One UTC day of a creator's earnings, by source (only the sources that moved that day).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EarningsDay {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub sources: std::collections::BTreeMap<String, EarningsFigures>,
+    /// The day's sum over its sources.
+    pub total: EarningsFigures,
+}
+
+/// `GET /v1/users/{user_id}/earnings` and `GET /v1/me/earnings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EarningsReport {
+    pub user_id: String,
+    pub currency: String,
+    /// First day, inclusive (`YYYY-MM-DD`).
+    pub from: String,
+    /// Last day, inclusive (`YYYY-MM-DD`).
+    pub to: String,
+    /// Days with earnings movements, oldest first.
+    pub days: Vec<EarningsDay>,
+    /// The whole range.
+    pub total: EarningsFigures,
+}
+
+/// Days of an earnings report: `from` and `to` are UTC days (`YYYY-MM-DD`), both inclusive;
+/// the default is the 30 days ending today, and a range is at most 366 days.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct EarningsParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Where a payout stands. It is decided once: `requested`, then `paid` or `rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    Requested,
+    Paid,
+    Rejected,
+}
+
+impl PayoutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutStatus::Requested => "requested",
+            PayoutStatus::Paid => "paid",
+            PayoutStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for PayoutStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            PayoutStatus::Requested,
+            PayoutStatus::Paid,
+            PayoutStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| format!("{s:?} is not a payout status"))
+    }
+}
+
+/// A creator's payout: requested from their earnings (held in `payouts_pending` meanwhile),
+/// then paid by the tenant's payment provider or rejected (the amount returns to earnings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Payout {
+    /// `pyt_…`
+    pub id: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: PayoutStatus,
+    /// The provider's reference, once paid.
+    pub reference: Option<String>,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// The ledger transaction that moved the amount out of earnings.
+    pub request_transaction_id: String,
+    /// The ledger transaction of the decision (paid: to external; rejected: back to earnings).
+    pub decision_transaction_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub decided_at: Option<String>,
+}
+
+/// `POST /v1/me/payouts`: pay out `amount` of the caller's earnings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayout {
+    /// 1 to 10^12 minor units, at most the earnings.
+    pub amount: i64,
+}
+
+/// `POST /v1/payouts/{id}/paid`: the tenant's payment provider paid it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkPayoutPaid {
+    /// The provider's reference of the transfer (1 to 200 characters).
+    pub reference: String,
+}
+
+/// `POST /v1/payouts/{id}/rejected`: the tenant will not pay it; the amount returns to the
+/// creator's earnings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RejectPayout {
+    /// Why (1 to 500 characters), told to the creator.
+    pub reason: String,
+}
+
+/// `GET /v1/payouts` (tenant) and `GET /v1/me/payouts` (creator): newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct PayoutListParams {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only payouts in this state.
+    pub status: Option<PayoutStatus>,
+    /// Only this creator's payouts (tenant list).
+    pub user_id: Option<String>,
 }

@@ -14,6 +14,8 @@ pub struct EndUser {
     pub avatar_url: Option<String>,
     /// A creator (who streams, is tipped and called) rather than a fan.
     pub creator: bool,
+    /// The smallest tip this user accepts, in minor units of the tenant's currency (default 1).
+    pub tip_minimum: i64,
     /// The tenant's own data about the user: a JSON object of at most 4 KiB.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Map<String, Value>,
@@ -32,6 +34,8 @@ pub struct PutUser {
     pub avatar_url: Option<String>,
     #[serde(default)]
     pub creator: bool,
+    /// The smallest tip the user accepts, 1 to 10^12 minor units; defaults to 1.
+    pub tip_minimum: Option<i64>,
     /// A JSON object of at most 4 KiB (serialized); defaults to `{}`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Map<String, Value>>,

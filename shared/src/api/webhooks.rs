@@ -22,18 +22,35 @@ pub enum WebhookEventType {
     /// A user reported something.
     #[serde(rename = "report.created")]
     ReportCreated,
+    /// A fan tipped a creator; `data` is the tip.
+    #[serde(rename = "tip.created")]
+    TipCreated,
+    /// A creator requested a payout; `data` is the payout.
+    #[serde(rename = "payout.requested")]
+    PayoutRequested,
+    /// The tenant marked a payout paid; `data` is the payout.
+    #[serde(rename = "payout.paid")]
+    PayoutPaid,
+    /// The tenant rejected a payout (its amount is back in the creator's earnings); `data` is
+    /// the payout.
+    #[serde(rename = "payout.rejected")]
+    PayoutRejected,
     /// Sent by `POST /v1/webhooks/{id}/test` to that endpoint only, whatever it subscribes to.
     #[serde(rename = "webhook.test")]
     WebhookTest,
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 6] = [
+    pub const ALL: [WebhookEventType; 10] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::NotificationCreated,
         WebhookEventType::UserOnline,
         WebhookEventType::UserOffline,
         WebhookEventType::ReportCreated,
+        WebhookEventType::TipCreated,
+        WebhookEventType::PayoutRequested,
+        WebhookEventType::PayoutPaid,
+        WebhookEventType::PayoutRejected,
         WebhookEventType::WebhookTest,
     ];
 
@@ -45,6 +62,10 @@ impl WebhookEventType {
             WebhookEventType::UserOnline => "user.online",
             WebhookEventType::UserOffline => "user.offline",
             WebhookEventType::ReportCreated => "report.created",
+            WebhookEventType::TipCreated => "tip.created",
+            WebhookEventType::PayoutRequested => "payout.requested",
+            WebhookEventType::PayoutPaid => "payout.paid",
+            WebhookEventType::PayoutRejected => "payout.rejected",
             WebhookEventType::WebhookTest => "webhook.test",
         }
     }

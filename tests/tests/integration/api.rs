@@ -59,7 +59,8 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(basic["limits"]["attachment_bytes"], 10 * 1024 * 1024);
     assert_eq!(
         premium["features"],
-        json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true})
+        json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true,
+               "monetization": true})
     );
 
     let body = json!({
