@@ -21,6 +21,7 @@ pub mod realtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod tips;
 pub mod users;
 pub mod validate;
 pub mod webhooks;

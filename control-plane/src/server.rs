@@ -108,7 +108,7 @@ pub async fn start_with(
     let (realtime, socketio) = crate::realtime::Gateway::start(
         db.clone(),
         cfg,
-        metrics.realtime.clone(),
+        (metrics.realtime.clone(), metrics.ledger.clone()),
         media.clone(),
         connections.clone(),
     )

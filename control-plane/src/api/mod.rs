@@ -8,6 +8,7 @@ pub mod auth;
 mod billing;
 mod conversations;
 mod cors;
+mod earnings;
 pub mod error;
 mod export;
 pub mod extract;
@@ -20,6 +21,7 @@ pub mod media;
 pub mod nodes;
 mod notifications;
 mod nowplaying;
+mod payouts;
 mod plans;
 mod playlists;
 mod reports;
@@ -28,6 +30,7 @@ pub mod stations;
 pub mod streamers;
 pub mod streams;
 mod tenants;
+mod tips;
 mod transactions;
 mod usage;
 mod users;
@@ -166,16 +169,7 @@ pub fn router(
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::read))
         .routes(routes!(notifications::read_all))
-        .routes(routes!(wallets::get))
-        .routes(routes!(wallets::credit))
-        .routes(routes!(wallets::adjust))
-        .routes(routes!(wallets::transactions))
-        .routes(routes!(wallets::me))
-        .routes(routes!(wallets::my_transactions))
-        .routes(routes!(transactions::list))
-        .routes(routes!(transactions::get))
-        .routes(routes!(transactions::refund))
-        .routes(routes!(transactions::check))
+        .merge(money_routes())
         .routes(routes!(me::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -221,6 +215,28 @@ pub fn router(
         .with_state(state);
     // Outermost: `/socket.io/` is answered by the gateway, everything else passes through.
     socketio.wrap(app)
+}
+
+/// The money API: wallets, transactions, tips, earnings and payouts.
+fn money_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(wallets::get))
+        .routes(routes!(wallets::credit))
+        .routes(routes!(wallets::adjust))
+        .routes(routes!(wallets::transactions))
+        .routes(routes!(wallets::me))
+        .routes(routes!(wallets::my_transactions))
+        .routes(routes!(transactions::list))
+        .routes(routes!(transactions::get))
+        .routes(routes!(transactions::refund))
+        .routes(routes!(transactions::check))
+        .routes(routes!(tips::create))
+        .routes(routes!(earnings::get))
+        .routes(routes!(earnings::mine))
+        .routes(routes!(payouts::request, payouts::mine))
+        .routes(routes!(payouts::list))
+        .routes(routes!(payouts::paid))
+        .routes(routes!(payouts::rejected))
 }
 
 /// Usage (stations, realtime, Prometheus discovery) and billing.

@@ -4,7 +4,7 @@
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
 use super::recovery::{self, Entry};
-use super::{Hub, Session, limits, moderation, notify, user_room, writer};
+use super::{Hub, Session, limits, moderation, notify, tips, user_room, writer};
 use crate::db;
 use crate::metrics::NotificationSource;
 use crate::users;
@@ -51,6 +51,9 @@ pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     });
     on(s, "report-message", |hub, s, session, data| {
         Box::pin(moderation::report(hub, s, session, data))
+    });
+    on(s, "send-tip", |hub, s, session, data| {
+        Box::pin(tips::send_tip(hub, s, session, data))
     });
     on(s, "mark-notification-read", |hub, s, session, data| {
         Box::pin(notify::mark_read(hub, s, session, data))

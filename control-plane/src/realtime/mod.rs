@@ -33,6 +33,7 @@ mod presence;
 pub mod protocol;
 pub mod recovery;
 mod slow;
+mod tips;
 mod writer;
 
 use crate::db::{self, Backend, Db};
@@ -111,6 +112,8 @@ pub(crate) struct Hub {
     /// This replica's id in the presence tables (new at every start).
     replica: String,
     metrics: RealtimeMetrics,
+    /// Tips over the gateway are ledger transactions, counted with the API's.
+    ledger: crate::metrics::LedgerMetrics,
     presence: Presence,
     limits: Limits,
     typing: events::TypingTimers,
@@ -179,7 +182,7 @@ impl Gateway {
     pub async fn start(
         db: Db,
         cfg: &crate::config::Validated,
-        metrics: RealtimeMetrics,
+        (metrics, ledger): (RealtimeMetrics, crate::metrics::LedgerMetrics),
         media: Arc<crate::media::MediaStore>,
         connections: crate::connections::Connections,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
@@ -191,6 +194,7 @@ impl Gateway {
             replica: crate::secrets::new_id("rpl"),
             db: db.clone(),
             metrics,
+            ledger,
             presence: Presence::default(),
             limits: Limits::default(),
             typing: events::TypingTimers::default(),

@@ -141,6 +141,18 @@ pub fn content(text: &str, has_media: bool) -> Result<&str, Refusal> {
     Ok(text)
 }
 
+/// `send-tip`: the fields of `POST /v1/me/tips` and the idempotency key (1 to 255 visible
+/// ASCII characters) that a retry sends again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SendTip {
+    pub creator_id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub message: String,
+    pub idempotency_key: String,
+}
+
 /// `mark-read`: what `senderId` sent is read, up to `messageId` (the newest when absent).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -665,6 +665,7 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
     assert_eq!(txn_a.status().as_u16(), 201);
     let txn_a: Value = txn_a.json().await.expect("transaction");
     let txn_a = txn_a["id"].as_str().expect("transaction id").to_string();
+    let pyt_a = a_payout(&cp, &key_a).await;
     let sk_a = cp
         .post("/v1/signing-keys", &key_a, json!({}))
         .await
@@ -713,6 +714,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                         &whk_a
                     } else if template.starts_with("/v1/transactions") {
                         &txn_a
+                    } else if template.starts_with("/v1/payouts") {
+                        &pyt_a
                     } else {
                         "plan_basic"
                     },
@@ -765,8 +768,10 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/v1/webhooks") => &[200],
                 ("post", "/v1/webhooks") => &[422],
                 // B's own ledger (empty); A's transaction as if it did not exist.
-                ("get", "/v1/transactions" | "/v1/ledger/check") => &[200],
+                ("get", "/v1/transactions" | "/v1/ledger/check" | "/v1/payouts") => &[200],
                 (_, t) if t.starts_with("/v1/transactions/") => &[404],
+                // A's payout through B's key: as if it did not exist.
+                (_, t) if t.starts_with("/v1/payouts/") => &[404],
                 (_, t) if t.starts_with("/v1/webhooks/") => &[404],
                 // A's station through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/stations/") => &[404],
@@ -1180,6 +1185,14 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/transactions/{id}"),
         ("post", "/v1/transactions/{id}/refunds"),
         ("get", "/v1/ledger/check"),
+        ("post", "/v1/me/tips"),
+        ("get", "/v1/users/{user_id}/earnings"),
+        ("get", "/v1/me/earnings"),
+        ("post", "/v1/me/payouts"),
+        ("get", "/v1/me/payouts"),
+        ("get", "/v1/payouts"),
+        ("post", "/v1/payouts/{id}/paid"),
+        ("post", "/v1/payouts/{id}/rejected"),
         ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
@@ -1831,4 +1844,53 @@ async fn playlists_and_schedules(b: Backend) {
     cp.post(&bbase, &basic, json!({"name": "All", "kind": "rotation"}))
         .await
         .expect(201);
+}
+
+/// A payout requested by a creator of the tenant with `key` (earnings granted by an
+/// adjustment): its id.
+async fn a_payout(cp: &TestControlPlane, key: &str) -> String {
+    cp.call(
+        Method::PUT,
+        "/v1/users/star-a",
+        Some(key),
+        Some(json!({"creator": true})),
+    )
+    .await
+    .expect(201);
+    let send = |path: &str, token: &str, idem: &str, body: Value| {
+        cp.http
+            .post(format!("{}{path}", cp.url))
+            .bearer_auth(token.to_string())
+            .header("idempotency-key", idem)
+            .json(&body)
+            .send()
+    };
+    let r = send(
+        "/v1/users/star-a/wallet/adjustments",
+        key,
+        "walk-earnings",
+        json!({"account": "earnings", "amount": 100, "reason": "walk"}),
+    )
+    .await
+    .expect("adjustment");
+    assert_eq!(r.status().as_u16(), 201);
+    let token = cp
+        .post("/v1/users/star-a/tokens", key, json!({}))
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let r = send(
+        "/v1/me/payouts",
+        &token,
+        "walk-payout",
+        json!({"amount": 60}),
+    )
+    .await
+    .expect("payout");
+    assert_eq!(r.status().as_u16(), 201);
+    let p: Value = r.json().await.expect("payout");
+    p["id"].as_str().expect("payout id").to_string()
 }

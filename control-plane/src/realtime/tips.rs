@@ -1,0 +1,67 @@
+//! `send-tip`: a tip over the gateway, done by [`crate::tips::send`] exactly as `POST /v1/me/tips`
+//! does it (same rules, same idempotency keys). Acknowledged after the commit with the tip; a
+//! retry with the same `idempotencyKey` gets the same ack and moves nothing. The creator's
+//! devices then hear `notification` and `earnings`.
+
+use super::protocol::{self, Refusal, SendTip};
+use super::{Hub, Session, recovery};
+use crate::db;
+use crate::metrics::NotificationSource;
+use crate::tips::{self, Refused};
+use onda_shared::api::CreateTip;
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use std::sync::Arc;
+
+fn refusal(r: Refused) -> Refusal {
+    match r {
+        Refused::Invalid(m) => Refusal::invalid(m),
+        Refused::NotFound(m) => Refusal::new("not_found", m),
+        Refused::Forbidden { code, detail } => Refusal::new(code, detail),
+        Refused::Insufficient(m) => Refusal::new("insufficient_funds", m),
+        Refused::KeyConflict(m) => Refusal::new("idempotency_conflict", m),
+        Refused::Database(e) => protocol::stored(&e),
+    }
+}
+
+pub(super) async fn send_tip<A: Adapter>(
+    hub: Arc<Hub>,
+    s: SocketRef<A>,
+    session: Session,
+    data: Option<Value>,
+) -> Result<Value, Refusal> {
+    let req: SendTip = protocol::parse("send-tip", data)?;
+    if !crate::ledger::idempotency_key_ok(&req.idempotency_key) {
+        return Err(Refusal::invalid(format!(
+            "idempotencyKey must be 1 to {} visible ASCII characters, unique per tip and sent \
+             again when retrying it.",
+            crate::ledger::MAX_IDEMPOTENCY_KEY
+        )));
+    }
+    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
+    let tenant = db::tenants::get(&mut conn, &session.tenant_id)
+        .await
+        .map_err(|e| protocol::stored(&e))?
+        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
+    drop(conn);
+    let tip = CreateTip {
+        creator_id: req.creator_id,
+        amount: req.amount,
+        message: req.message,
+    };
+    let sent = tips::send(
+        &hub.db,
+        &hub.ledger,
+        &tenant,
+        &session.user_id,
+        (&req.idempotency_key, &tip),
+    )
+    .await
+    .map_err(refusal)?;
+    if !sent.replayed {
+        hub.metrics.notification(NotificationSource::Money);
+        recovery::send(&s, &session.tenant_id, &sent.recorded).await;
+    }
+    Ok(protocol::ok(json!({ "tip": sent.tip })))
+}
