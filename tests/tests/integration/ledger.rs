@@ -1,5 +1,6 @@
 //! The ledger against the real database, on SQLite and PostgreSQL: a seeded random driver of
-//! credits, fan-to-creator payments, refunds, adjustments and bursts of concurrent overspending,
+//! credits, fan-to-creator payments (tips), refunds, adjustments, payouts requested and then
+//! paid or rejected, and bursts of concurrent overspending,
 //! with the invariants checked after every step (each transaction sums to zero, no wallet or
 //! earnings below zero, kept balances equal the ones recomputed from entries, and the totals the
 //! driver expects); and 50 spends at once from one wallet, of which exactly
@@ -77,11 +78,14 @@ async fn random_operations_keep_the_invariants(b: Backend) {
     // The balances the driver expects, from its own model of the rules.
     let mut model: BTreeMap<String, i64> = BTreeMap::new();
     let mut refundable: Vec<String> = Vec::new();
+    // Requested payouts not decided yet: (creator, amount).
+    let mut pending: Vec<(String, i64)> = Vec::new();
+    let mut payout_steps = 0;
     let (mut ok, mut refused) = (0, 0);
     for step in 0..150 {
         let fan = fans[rng.random_range(0..fans.len())];
         let creator = creators[rng.random_range(0..creators.len())];
-        let posting = match rng.random_range(0..10) {
+        let posting = match rng.random_range(0..12) {
             0..=2 => ledger::credit(fan, rng.random_range(1..5_000), "psp").expect("credit"),
             3..=5 => ledger::payment(
                 LedgerSource::Tip,
@@ -104,6 +108,28 @@ async fn random_operations_keep_the_invariants(b: Backend) {
                     Ok(p) => p,
                     Err(_) => continue,
                 }
+            }
+            10 => {
+                // A payout of up to all the creator's earnings (sometimes more: refused).
+                let have = model
+                    .get(&Account::Earnings(creator.into()).key())
+                    .copied()
+                    .unwrap_or(0);
+                let amount = rng.random_range(1..=have.max(1) + 100);
+                ledger::payout_request(creator, amount, &format!("pyt_{step}")).expect("request")
+            }
+            11 if !pending.is_empty() => {
+                let (who, amount) = pending.swap_remove(rng.random_range(0..pending.len()));
+                let decision = if rng.random_bool(0.5) {
+                    ledger::PayoutDecision::Paid {
+                        reference: format!("psp_{step}"),
+                    }
+                } else {
+                    ledger::PayoutDecision::Rejected {
+                        reason: "driver".to_string(),
+                    }
+                };
+                ledger::payout_decision(&who, amount, &decision).expect("decision")
             }
             8 => {
                 let (who, account) = if rng.random_bool(0.5) {
@@ -165,6 +191,16 @@ async fn random_operations_keep_the_invariants(b: Backend) {
                 if tx.source == LedgerSource::Credit || tx.source.is_payment() {
                     refundable.push(tx.id);
                 }
+                if tx
+                    .reference
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("pyt_"))
+                {
+                    pending.push((tx.user_id.clone(), tx.amount));
+                }
+                if tx.source == LedgerSource::Payout {
+                    payout_steps += 1;
+                }
                 ok += 1;
             }
             Err(PostError::Insufficient { .. }) => {
@@ -175,8 +211,18 @@ async fn random_operations_keep_the_invariants(b: Backend) {
         }
         assert_consistent(&db, &t, &model, &format!("step {step}")).await;
     }
-    eprintln!("{ok} postings written, {refused} refused");
+    // Every payout still pending is what payouts_pending holds.
+    let held: i64 = pending.iter().map(|(_, a)| a).sum();
+    assert_eq!(
+        model
+            .get(&Account::PayoutsPending.key())
+            .copied()
+            .unwrap_or(0),
+        held
+    );
+    eprintln!("{ok} postings written ({payout_steps} of payouts), {refused} refused");
     assert!(ok > 50 && refused > 0, "{ok} written, {refused} refused");
+    assert!(payout_steps > 0, "the driver made no payout");
     db.close().await;
 }
 

@@ -24,6 +24,7 @@ mod ledger;
 mod live;
 mod logins;
 mod media;
+mod monetization;
 mod money;
 mod monitoring;
 mod notifications;
