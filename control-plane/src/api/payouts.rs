@@ -129,6 +129,12 @@ pub async fn mine(
     UserCaller(me): UserCaller,
     ApiQuery(q): ApiQuery<PayoutListParams>,
 ) -> ApiResult<Json<Page<Payout>>> {
+    if q.user_id.is_some() {
+        return Err(ApiError::BadRequest(
+            "user_id filters the tenant's list (GET /v1/payouts); this one lists only yours."
+                .to_string(),
+        ));
+    }
     let limit = page_limit(q.limit)?;
     let cursor = q.cursor.unwrap_or_default();
     let mut conn = st.db.conn().await?;

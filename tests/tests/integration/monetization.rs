@@ -737,6 +737,20 @@ async fn payouts_are_requested_and_decided_once(b: Backend) {
             .is_empty()
     );
     assert_eq!(cp.list_all("/v1/me/payouts", &star).await.len(), 2);
+    cp.get("/v1/me/payouts?user_id=fan", &star)
+        .await
+        .problem(400);
+    assert_eq!(
+        cp.list_all("/v1/payouts?user_id=star&status=requested", &key)
+            .await
+            .len(),
+        2
+    );
+    assert!(
+        cp.list_all("/v1/payouts?user_id=fan", &key)
+            .await
+            .is_empty()
+    );
     cp.get("/v1/payouts?status=lost", &key).await.problem(400);
     cp.get("/v1/payouts", &star).await.problem(403);
 
