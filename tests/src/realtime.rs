@@ -118,6 +118,42 @@ impl Sio {
         r["ack"].clone()
     }
 
+    /// Emits every `(client, event, data)` at once (the driver runs its commands concurrently)
+    /// and returns their acks in the same order.
+    pub async fn emit_all(&mut self, emits: &[(&str, &str, Value)]) -> Vec<Value> {
+        let first = self.next_id;
+        for (client, event, data) in emits {
+            let cmd = json!({"id": self.next_id, "op": "emit", "client": client, "event": event,
+                             "data": data});
+            self.next_id += 1;
+            self.stdin
+                .write_all(format!("{cmd}\n").as_bytes())
+                .await
+                .expect("driver takes commands");
+        }
+        let mut acks: Vec<Option<Value>> = vec![None; emits.len()];
+        let deadline = tokio::time::Instant::now() + WAIT + Duration::from_secs(2);
+        while acks.iter().any(Option::is_none) {
+            let value = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("not every emit was answered: {acks:?}"))
+                .expect("the driver runs");
+            let slot = value["id"]
+                .as_u64()
+                .and_then(|id| id.checked_sub(first))
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|i| *i < emits.len());
+            match slot {
+                Some(i) => {
+                    assert!(value["error"].is_null(), "{:?}: {value}", emits[i]);
+                    acks[i] = Some(value["ack"].clone());
+                }
+                None => self.seen.push_back(value),
+            }
+        }
+        acks.into_iter().flatten().collect()
+    }
+
     /// Emits `event` with these exact arguments (none, or several) and returns its ack.
     pub async fn emit_args(&mut self, client: &str, event: &str, args: Value) -> Value {
         let r = self

@@ -267,14 +267,27 @@ async fn a_tip_moves_money_once_and_tells_the_creator(b: Backend) {
     assert_eq!(ack["tip"], first.body, "{ack}");
     assert_eq!(wallet(&cp, &key, "fan").await["balance"], json!(3901));
     assert_eq!(wallet(&cp, &key, "star").await["earnings"], json!(880));
-    assert_eq!(webhook_events(&cp, "tip.created").await.len(), 2);
+    // Three devices of the fan send one tip twice each, all at once: it moves once.
+    sio.connect("fan-2", &fan).await.expect("connects");
+    sio.connect("fan-3", &fan).await.expect("connects");
+    joined(&mut sio, &["fan-2", "fan-3"]).await;
+    let event = json!({"creatorId": "star", "amount": 1, "idempotencyKey": "sock-2"});
+    let burst: Vec<(&str, &str, Value)> = ["fan", "fan-2", "fan-3", "fan", "fan-2", "fan-3"]
+        .into_iter()
+        .map(|c| (c, "send-tip", event.clone()))
+        .collect();
+    let acks = sio.emit_all(&burst).await;
+    assert!(acks.iter().all(|a| a == &acks[0]), "{acks:?}");
+    assert_eq!(acks[0]["tip"]["amount"], json!(1), "{acks:?}");
+    assert_eq!(wallet(&cp, &key, "fan").await["balance"], json!(3900));
+    assert_eq!(webhook_events(&cp, "tip.created").await.len(), 3);
     assert_eq!(
         metric(&cp, "onda_ledger_transactions_total{source=\"tip\"}").await,
-        2.0
+        3.0
     );
     assert_eq!(
         metric(&cp, "onda_notifications_total{source=\"money\"}").await,
-        2.0
+        3.0
     );
     assert_check_ok(&cp, &key, "the tips").await;
     cp.stop().await;
