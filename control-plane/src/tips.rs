@@ -262,13 +262,17 @@ async fn pay(
         message: req.message.clone(),
         created_at: t.created_at,
     };
-    webhooks::enqueue(tx, &tenant.id, WebhookEventType::TipCreated, &tip).await?;
+    // The tenant's endpoints, read once for both events of the tip.
+    let outbox = webhooks::Outbox::load(tx, &tenant.id).await?;
+    outbox
+        .enqueue(tx, WebhookEventType::TipCreated, &tip)
+        .await?;
     let sender = db::users::get(tx, &tenant.id, payer)
         .await?
         .map_or_else(|| payer.to_string(), |u| u.display_name);
     let content = notifications::for_tip(&sender, &tip);
     let push =
-        notifications::store(tx, &tenant.id, &creator.id, &content, db::now_millis()).await?;
+        notifications::store_with(tx, &outbox, &creator.id, &content, db::now_millis()).await?;
     let earnings =
         db::ledger::balance(tx, &tenant.id, &Account::Earnings(creator.id.clone())).await?;
     let recorded = recovery::record(

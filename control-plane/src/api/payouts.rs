@@ -268,16 +268,12 @@ async fn decide(
     let payout = db::payouts::get(&mut m.tx, &tenant.id, id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    webhooks::enqueue(&mut m.tx, &tenant.id, event, &payout).await?;
+    let outbox = webhooks::Outbox::load(&mut m.tx, &tenant.id).await?;
+    outbox.enqueue(&mut m.tx, event, &payout).await?;
     let content = notifications::for_payout(&payout);
-    let push = notifications::store(
-        &mut m.tx,
-        &tenant.id,
-        &payout.user_id,
-        &content,
-        d.decided_ms,
-    )
-    .await?;
+    let push =
+        notifications::store_with(&mut m.tx, &outbox, &payout.user_id, &content, d.decided_ms)
+            .await?;
     let entry = recovery::Entry::new(&payout.user_id, NOTIFICATION, serde_json::json!(push));
     let recorded = recovery::record(&mut m.tx, &tenant.id, vec![entry]).await?;
     let resp = m.finish(StatusCode::OK, &payout).await?;
