@@ -217,6 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tip_event_needs_its_key_and_whole_amounts() {
+        let t: SendTip = parse(
+            "send-tip",
+            Some(json!({"creatorId": "star", "amount": 500, "idempotencyKey": "k1"})),
+        )
+        .expect("fits");
+        assert_eq!((t.amount, t.message.as_str()), (500, ""));
+        for bad in [
+            json!({"creatorId": "star", "amount": 500}),
+            json!({"creatorId": "star", "amount": 1.5, "idempotencyKey": "k1"}),
+            json!({"creatorId": "star", "amount": "500", "idempotencyKey": "k1"}),
+            json!({"creatorId": "star", "amount": 5, "idempotencyKey": "k1", "senderId": "x"}),
+        ] {
+            let e = parse::<SendTip>("send-tip", Some(bad.clone())).expect_err("refused");
+            assert_eq!(e.code, "invalid_payload", "{bad}");
+        }
+    }
+
+    #[test]
     fn message_text_rules() {
         assert!(content("hello\nworld 🎉", false).is_ok());
         assert!(content(&"é".repeat(MAX_CONTENT_CHARS), false).is_ok());
