@@ -17,6 +17,22 @@ pub async fn heartbeat(conn: &mut Conn, replica: &str, now_ms: i64) -> Result<()
     Ok(())
 }
 
+/// Whether a replica other than `replica` beat at or after `alive_since_ms`.
+pub async fn others_alive(
+    conn: &mut Conn,
+    replica: &str,
+    alive_since_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM realtime_replicas WHERE id <> $1 AND heartbeat_ms >= $2",
+    )
+    .bind(replica)
+    .bind(alive_since_ms)
+    .fetch_one(conn)
+    .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
+}
+
 /// One more socket of the user on `replica`.
 pub async fn join(
     conn: &mut Conn,

@@ -158,7 +158,7 @@ async fn send_message<A: Adapter>(
         .await?;
     hub.metrics.messages.inc();
     hub.metrics.notification(NotificationSource::Message);
-    recovery::send(&s, &session.tenant_id, &sent.recorded).await;
+    recovery::send(&hub, &s, &session.tenant_id, &sent.recorded).await;
     Ok(protocol::ok(json!({
         "id": sent.message.id,
         "conversationId": sent.message.conversation_id,
@@ -207,7 +207,7 @@ async fn mark_read<A: Adapter>(
     .await
     .map_err(|e| protocol::stored(&e))?;
     tx.commit().await.map_err(|e| protocol::stored(&e))?;
-    recovery::send(&s, &session.tenant_id, &recorded).await;
+    recovery::send(&hub, &s, &session.tenant_id, &recorded).await;
     Ok(protocol::ok(json!({
         "messageId": upto.id,
         "offset": recovery::own_offset(&recorded, &session.user_id),
@@ -264,8 +264,8 @@ async fn typing<A: Adapter>(
     );
     let generation = hub.typing.bump(&key, start);
     let room = user_room(&session.tenant_id, &receiver);
-    let _ = s
-        .to(room.clone())
+    let _ = hub
+        .scoped(s.to(room.clone()))
         .emit(event, &json!({ "senderId": session.user_id }))
         .await;
     if start {
@@ -274,7 +274,7 @@ async fn typing<A: Adapter>(
             tokio::time::sleep(TYPING_EXPIRES).await;
             if hub.typing.expire(&key, generation) {
                 let stop = json!({ "senderId": key.1, "expired": true });
-                let _ = s.to(room).emit("typing-stop", &stop).await;
+                let _ = hub.scoped(s.to(room)).emit("typing-stop", &stop).await;
             }
         });
     }

@@ -29,6 +29,7 @@ mod limits;
 mod meter;
 mod moderation;
 mod notify;
+mod peers;
 mod presence;
 pub mod protocol;
 pub mod recovery;
@@ -125,6 +126,23 @@ pub(crate) struct Hub {
     meter: Meter<Sid>,
     /// Where sent messages are stored, several to a transaction under load.
     writer: writer::Writer,
+    /// Whether other replicas serve the gateway (else emits stay on this one).
+    peers: peers::Peers,
+}
+
+impl Hub {
+    /// An emit as it should go: to every replica, or only to this one's sockets when no other
+    /// replica serves (see [`peers`]).
+    fn scoped<A: Adapter>(
+        &self,
+        op: socketioxide::operators::BroadcastOperators<A>,
+    ) -> socketioxide::operators::BroadcastOperators<A> {
+        if self.peers.alone(db::now_millis()) {
+            op.local()
+        } else {
+            op
+        }
+    }
 }
 
 /// The Socket.io server, over the adapter the database allows.
@@ -200,6 +218,7 @@ impl Gateway {
             typing: events::TypingTimers::default(),
             meter: Meter::default(),
             writer,
+            peers: peers::Peers::default(),
         });
         let (io, layer) = match db.backend() {
             Backend::Sqlite => {
@@ -228,6 +247,12 @@ impl Gateway {
             hub,
             stop: CancellationToken::new(),
         };
+        if db.backend() == Backend::Postgres {
+            // Others hear of this replica before it accepts a connection; this one hears of
+            // others from its LISTEN (and its beats).
+            gateway.announce().await;
+            tokio::spawn(gateway.clone().listen_for_peers(database_url.to_string()));
+        }
         gateway.beat().await;
         tokio::spawn(gateway.clone().heartbeat());
         tokio::spawn(gateway.clone().police());
@@ -303,12 +328,75 @@ impl Gateway {
         }
     }
 
+    /// Tells every replica listening that this one serves the gateway (see [`peers`]).
+    async fn announce(&self) {
+        let said = async {
+            let mut conn = self.hub.db.conn().await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(peers::CHANNEL)
+                .bind(&self.hub.replica)
+                .execute(&mut *conn)
+                .await
+        };
+        if let Err(e) = said.await {
+            // The others learn of it at their next beat instead.
+            tracing::warn!(error = %e, "realtime: cannot announce this replica");
+        }
+    }
+
+    /// Keeps a LISTEN on the replicas' channel: an announcement of another replica ends this
+    /// one's local-only emits at once. While the LISTEN is down, emits go to every replica.
+    async fn listen_for_peers(self, url: String) {
+        let peers = &self.hub.peers;
+        loop {
+            let listened = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(peers::CHANNEL).await?;
+                // Replicas that announced themselves while this one was not listening.
+                self.check_peers().await?;
+                peers.set_listening(true);
+                while let Some(n) = listener.try_recv().await? {
+                    if n.payload() != self.hub.replica {
+                        peers.saw_others(db::now_millis(), DEAD_AFTER);
+                    }
+                }
+                // The connection was lost: announcements may be missed until it is back.
+                Ok::<(), sqlx::Error>(())
+            };
+            let ended = tokio::select! {
+                () = self.stop.cancelled() => return,
+                ended = listened => ended,
+            };
+            peers.set_listening(false);
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, "realtime: the replicas' LISTEN failed; emits go to every replica until it is back");
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Reads whether another replica beat lately.
+    async fn check_peers(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.hub.db.conn().await?;
+        let now = db::now_millis();
+        if db::presence::others_alive(&mut conn, &self.hub.replica, alive_since()).await? {
+            self.hub.peers.saw_others(now, DEAD_AFTER);
+        }
+        Ok(())
+    }
+
     /// One heartbeat of this replica, then a sweep of replicas that stopped beating.
     async fn beat(&self) {
         let swept = async {
             let mut conn = self.hub.db.conn().await?;
             let now = db::now_millis();
             db::presence::heartbeat(&mut conn, &self.hub.replica, now).await?;
+            if db::presence::others_alive(&mut conn, &self.hub.replica, alive_since()).await? {
+                self.hub.peers.saw_others(now, DEAD_AFTER);
+            }
             let window = i64::try_from(recovery::WINDOW.as_millis()).unwrap_or(i64::MAX);
             db::realtime_feed::prune(&mut conn, now - window).await?;
             db::presence::sweep(&mut conn, alive_since()).await
@@ -357,7 +445,7 @@ impl Gateway {
     ) {
         let sent = match &self.io {
             Io::Local(io) => io.to(rooms).emit(event, body).await,
-            Io::Postgres(io) => io.to(rooms).emit(event, body).await,
+            Io::Postgres(io) => self.hub.scoped(io.to(rooms)).emit(event, body).await,
         };
         if let Err(e) = sent {
             tracing::debug!(error = %e, "{event} not delivered to every socket");
@@ -690,7 +778,7 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
         && let Some(a) =
             events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await
     {
-        let _ = s.to(a.rooms).emit(a.event, &a.body).await;
+        let _ = hub.scoped(s.to(a.rooms)).emit(a.event, &a.body).await;
     }
 }
 
@@ -759,7 +847,7 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) 
     if let Some(a) =
         events::presence_change(&hub, &session.tenant_id, &session.user_id, false).await
     {
-        let _ = s.to(a.rooms).emit(a.event, &a.body).await;
+        let _ = hub.scoped(s.to(a.rooms)).emit(a.event, &a.body).await;
     }
 }
 

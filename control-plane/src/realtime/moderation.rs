@@ -102,7 +102,7 @@ pub(super) async fn edit_message<A: Adapter>(
     )
     .await?;
     tx.commit().await.map_err(|e| protocol::stored(&e))?;
-    recovery::send(&s, &session.tenant_id, &recorded).await;
+    recovery::send(&hub, &s, &session.tenant_id, &recorded).await;
     Ok(protocol::ok(json!({
         "id": message.id,
         "editedAt": message.edited_at,
@@ -161,7 +161,7 @@ pub(super) async fn delete_message<A: Adapter>(
             .await;
     }
     drop(refs);
-    recovery::send(&s, &session.tenant_id, &recorded).await;
+    recovery::send(&hub, &s, &session.tenant_id, &recorded).await;
     Ok(protocol::ok(json!({
         "id": message.id,
         "offset": recovery::own_offset(&recorded, &session.user_id),

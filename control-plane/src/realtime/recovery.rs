@@ -157,10 +157,15 @@ impl Recorded {
 
 /// Sends committed events to every device of their users, on every replica, but the acting
 /// socket `s` (it has the ack, which carries its own offset).
-pub async fn send<A: Adapter>(s: &SocketRef<A>, tenant_id: &str, recorded: &[Recorded]) {
+pub(crate) async fn send<A: Adapter>(
+    hub: &super::Hub,
+    s: &SocketRef<A>,
+    tenant_id: &str,
+    recorded: &[Recorded],
+) {
     for r in recorded {
         let room = user_room(tenant_id, &r.user_id);
-        if let Err(e) = s.to(room).emit(r.event, &r.args()).await {
+        if let Err(e) = hub.scoped(s.to(room)).emit(r.event, &r.args()).await {
             tracing::debug!(error = %e, "{} not delivered to every socket", r.event);
         }
     }

@@ -61,7 +61,7 @@ pub(super) async fn send_tip<A: Adapter>(
     .map_err(refusal)?;
     if !sent.replayed {
         hub.metrics.notification(NotificationSource::Money);
-        recovery::send(&s, &session.tenant_id, &sent.recorded).await;
+        recovery::send(&hub, &s, &session.tenant_id, &sent.recorded).await;
     }
     Ok(protocol::ok(json!({ "tip": sent.tip })))
 }

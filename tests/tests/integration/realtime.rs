@@ -1436,3 +1436,52 @@ async fn messages_sent_at_once_are_each_stored_and_answered(b: Backend) {
     assert!(!batches.is_empty(), "the writer's batch sizes are exported");
     pool.close(Duration::from_secs(5)).await;
 }
+
+/// A replica on its own sends events to its own sockets only (no NOTIFY); when a second
+/// replica starts, the first hears of it and a message from a client of the first reaches a
+/// client of the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_alone_starts_sharing_when_another_joins() {
+    let Some(a) = TestControlPlane::start(Backend::Postgres).await else {
+        return;
+    };
+    let (_, fan, creator) = pair(&a).await;
+    let mut on_a = Sio::start(&a.url).await;
+    on_a.connect("fan", &fan).await.expect("fan on A");
+    on_a.connect("creator", &creator)
+        .await
+        .expect("creator on A");
+    let ack = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "alone"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        on_a.event("creator", "receive-message").await["content"],
+        "alone"
+    );
+    let b = a.replica().await;
+    let mut on_b = Sio::start(&b.url).await;
+    on_b.connect("creator-phone", &creator)
+        .await
+        .expect("creator's phone on B");
+    let ack = on_a
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "content": "shared"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        on_b.event("creator-phone", "receive-message").await["content"],
+        "shared"
+    );
+    assert_eq!(
+        on_a.event("creator", "receive-message").await["content"],
+        "shared"
+    );
+}
