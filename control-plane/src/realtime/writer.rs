@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub const MAX_BATCH: usize = 64;
 
 /// The most message transactions in flight at once, of the pool's connections.
-pub const PARALLEL: usize = 4;
+pub const PARALLEL: usize = 2;
 
 /// A message a connected user sends, checked for form (not yet against the database).
 #[derive(Debug, Clone)]
