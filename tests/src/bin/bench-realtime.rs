@@ -696,7 +696,13 @@ async fn bench() -> bool {
         };
         let report = run(&server, &users, &k, false).await;
         // How the gateway's writer grouped the messages (its batches, from /metrics).
-        let metrics = match fx.cp.http.get(format!("{}/metrics", fx.cp.api)).send().await {
+        let metrics = match fx
+            .cp
+            .http
+            .get(format!("{}/metrics", fx.cp.api))
+            .send()
+            .await
+        {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
