@@ -551,6 +551,26 @@ pub struct Problem {
     /// For plan-limit problems: the limit that was hit (e.g. "max_stations").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// For a viewer refused access (402, 403): what would grant it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<AccessGrant>,
+}
+
+/// What would let a viewer in who is refused: subscribing to a creator, or buying a
+/// pay-per-view stream, at a price in minor units of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessGrant {
+    /// `subscribe` (`POST /v1/me/subscriptions`), `purchase`
+    /// (`POST /v1/me/streams/{id}/purchase`), or `tenant` (only the tenant can let the viewer
+    /// in: a token stream, or a creator who sells no subscription).
+    pub action: String,
+    pub creator_id: Option<String>,
+    pub stream_id: Option<String>,
+    /// None when nothing is for sale.
+    pub price: Option<i64>,
+    pub currency: String,
 }
 
 /// What a station plays now, in the shape web players written for AzuraCast read
@@ -1159,22 +1179,46 @@ pub struct StationHistory {
 /// Who may watch a live stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum StreamAccess {
     /// Anyone with the URL.
     #[default]
     Public,
-    /// Viewers with a playback token (`POST /v1/streams/{id}/playback-tokens`): subscribers,
-    /// pay-per-view buyers.
+    /// Viewers with a playback token the tenant mints (`POST /v1/streams/{id}/playback-tokens`).
     Token,
+    /// Subscribers of the stream's creator (`creator_id`); they get their token from
+    /// `POST /v1/me/streams/{id}/playback`.
+    Subscribers,
+    /// Viewers who bought the stream once at `price` (`POST /v1/me/streams/{id}/purchase`).
+    PayPerView,
 }
 
 impl StreamAccess {
+    pub const ALL: [StreamAccess; 4] = [
+        StreamAccess::Public,
+        StreamAccess::Token,
+        StreamAccess::Subscribers,
+        StreamAccess::PayPerView,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StreamAccess::Public => "public",
             StreamAccess::Token => "token",
+            StreamAccess::Subscribers => "subscribers",
+            StreamAccess::PayPerView => "pay_per_view",
         }
+    }
+}
+
+impl std::str::FromStr for StreamAccess {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        StreamAccess::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not an access mode"))
     }
 }
 
@@ -1189,13 +1233,20 @@ pub struct LiveStream {
     /// Short unique name in public URLs (changing it invalidates its playback tokens).
     pub slug: String,
     pub access: StreamAccess,
+    /// The creator (an end user of the tenant) whose stream it is: `subscribers` streams admit
+    /// this creator's subscribers, and pay-per-view purchases pay this creator.
+    #[serde(default)]
+    pub creator_id: Option<String>,
+    /// `pay_per_view`: what one viewer pays once, in minor units of the tenant's currency.
+    #[serde(default)]
+    pub price: Option<i64>,
     /// The RTMP stream key (OBS: "Stream Key"); rotate it with `POST …/stream-key`.
     pub stream_key: String,
     pub created_at: String,
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateLiveStream {
@@ -1205,6 +1256,12 @@ pub struct CreateLiveStream {
     pub slug: Option<String>,
     #[serde(default)]
     pub access: StreamAccess,
+    /// Required for `subscribers` and `pay_per_view`: a creator of the tenant.
+    #[serde(default)]
+    pub creator_id: Option<String>,
+    /// Required for `pay_per_view`: 1 to 10^12 minor units.
+    #[serde(default)]
+    pub price: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1214,6 +1271,10 @@ pub struct UpdateLiveStream {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub access: Option<StreamAccess>,
+    /// The stream's creator (a creator of the tenant).
+    pub creator_id: Option<String>,
+    /// The pay-per-view price, 1 to 10^12 minor units.
+    pub price: Option<i64>,
 }
 
 /// Mint a playback token for one viewer of a token stream.

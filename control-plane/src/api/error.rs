@@ -22,6 +22,13 @@ pub enum ApiError {
     PaymentRequired(String),
     #[error("{detail}")]
     PlanLimit { limit: &'static str, detail: String },
+    /// A viewer without access: 402 when buying the stream would grant it, 403 otherwise; the
+    /// problem's `grant` says what would.
+    #[error("{detail}")]
+    NoAccess {
+        detail: String,
+        grant: Box<onda_shared::api::AccessGrant>,
+    },
     /// A plan's storage quota: 413, because the request is refused for its size (and would be
     /// accepted once space is freed), with `limit` naming the quota like other plan limits.
     #[error("{detail}")]
@@ -96,6 +103,12 @@ impl ApiError {
                 "payment-required",
                 "Payment required",
             ),
+            ApiError::NoAccess { grant, .. } if grant.action == "purchase" => (
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-required",
+                "Payment required",
+            ),
+            ApiError::NoAccess { .. } => (StatusCode::FORBIDDEN, "no-access", "No access"),
             ApiError::PlanLimit { .. } => {
                 (StatusCode::FORBIDDEN, "plan-limit", "Plan limit exceeded")
             }
@@ -160,6 +173,10 @@ impl ApiError {
                 ApiError::PlanLimit { limit, .. } | ApiError::Quota { limit, .. } => {
                     Some((*limit).to_string())
                 }
+                _ => None,
+            },
+            grant: match self {
+                ApiError::NoAccess { grant, .. } => Some((**grant).clone()),
                 _ => None,
             },
         }

@@ -17,6 +17,7 @@ fn unavailable(detail: String) -> Response {
         status: 503,
         detail,
         limit: None,
+        grant: None,
     };
     let mut resp = (
         StatusCode::SERVICE_UNAVAILABLE,

@@ -22,7 +22,11 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The stream `id` as `tenant` (None: the admin) may see it, else a 404.
-async fn find(conn: &mut db::Conn, id: &str, tenant: Option<&str>) -> ApiResult<LiveStream> {
+pub(super) async fn find(
+    conn: &mut db::Conn,
+    id: &str,
+    tenant: Option<&str>,
+) -> ApiResult<LiveStream> {
     db::live_streams::get(conn, id, tenant)
         .await?
         .ok_or_else(|| not_found(id))
@@ -77,10 +81,13 @@ pub async fn create_for_tenant(
         name,
         slug: slug.clone(),
         access: req.access,
+        creator_id: req.creator_id,
+        price: req.price,
         stream_key: secrets::new_stream_key(),
         created_at: String::new(),
         updated_at: String::new(),
     };
+    check_access(conn, tenant_id, &stream).await?;
     match db::live_streams::insert(conn, &stream, &secrets::new_playback_secret()).await {
         Ok(s) => Ok(s),
         Err(e) if is_unique_violation(&e) => Err(slug_taken(&slug)),
@@ -131,7 +138,7 @@ pub async fn get(
     find(&mut conn, &id, caller.tenant_scope()).await.map(Json)
 }
 
-/// Rename a live stream or change its slug.
+/// Rename a live stream, change its slug, or its access (mode, creator, pay-per-view price).
 #[utoipa::path(patch, path = "/v1/streams/{id}", params(("id" = String, Path, description = "Object id")), tag = "streams", request_body = UpdateLiveStream,
     responses((status = 200, body = LiveStream), (status = 404, body = Problem), (status = 409, body = Problem),
               (status = 422, body = Problem)))]
@@ -151,6 +158,9 @@ pub async fn update(
         s.slug = validate::stream_slug(slug)?;
     }
     s.access = req.access.unwrap_or(s.access);
+    s.creator_id = req.creator_id.or(s.creator_id);
+    s.price = req.price.or(s.price);
+    check_access(&mut tx, &tenant.id, &s).await?;
     let saved = match db::live_streams::update(&mut tx, &s).await {
         Ok(saved) => saved,
         Err(e) if is_unique_violation(&e) => return Err(slug_taken(&s.slug)),
@@ -226,24 +236,69 @@ pub async fn playback_token(
     }
     let mut conn = st.db.conn().await?;
     let s = find(&mut conn, &id, caller.tenant_scope()).await?;
-    if s.access != StreamAccess::Token {
+    if s.access == StreamAccess::Public {
         return Err(ApiError::Conflict(format!(
             "Live stream {id:?} is public: anyone may watch it without a token (set access to \"token\" first)."
         )));
     }
-    let secret = db::live_streams::playback_secret(&mut conn, &id)
+    let token = sign(&mut conn, &s, &req.viewer_id, ttl).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// A playback token of `s` for `viewer` (checked with `valid_viewer`), valid `ttl` seconds.
+pub(super) async fn sign(
+    conn: &mut db::Conn,
+    s: &LiveStream,
+    viewer: &str,
+    ttl: u64,
+) -> ApiResult<PlaybackToken> {
+    let secret = db::live_streams::playback_secret(conn, &s.id)
         .await?
-        .ok_or_else(|| not_found(&id))?;
+        .ok_or_else(|| not_found(&s.id))?;
     let expiry = u64::try_from(db::now()).unwrap_or(0) + ttl;
-    let token = onda_shared::playback::sign(&secret, &s.slug, expiry, &req.viewer_id);
-    Ok((
-        StatusCode::CREATED,
-        Json(PlaybackToken {
-            watch_path: format!("/watch/{}.m3u8?token={token}", s.slug),
-            token,
-            expires_at: db::rfc3339(i64::try_from(expiry).unwrap_or(i64::MAX)),
-        }),
-    ))
+    let token = onda_shared::playback::sign(&secret, &s.slug, expiry, viewer);
+    Ok(PlaybackToken {
+        watch_path: format!("/watch/{}.m3u8?token={token}", s.slug),
+        token,
+        expires_at: db::rfc3339(i64::try_from(expiry).unwrap_or(i64::MAX)),
+    })
+}
+
+/// The stream's access settings, checked: `subscribers` and `pay_per_view` need a creator of
+/// the tenant, `pay_per_view` a price.
+async fn check_access(conn: &mut db::Conn, tenant_id: &str, s: &LiveStream) -> ApiResult<()> {
+    if let Some(p) = s.price {
+        crate::ledger::amount("price", p).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    }
+    if let Some(c) = &s.creator_id {
+        let u = db::users::get(conn, tenant_id, crate::users::user_id(c)?)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!("creator_id: there is no user {c:?}."))
+            })?;
+        if !u.creator {
+            return Err(ApiError::Unprocessable(format!(
+                "creator_id: user {c:?} is not a creator."
+            )));
+        }
+    }
+    let needs_creator = matches!(
+        s.access,
+        StreamAccess::Subscribers | StreamAccess::PayPerView
+    );
+    if needs_creator && s.creator_id.is_none() {
+        return Err(ApiError::Unprocessable(format!(
+            "access {:?} needs creator_id: the creator whose subscribers watch or who is paid.",
+            s.access.as_str()
+        )));
+    }
+    if s.access == StreamAccess::PayPerView && s.price.is_none() {
+        return Err(ApiError::Unprocessable(
+            "access \"pay_per_view\" needs a price (minor units of the tenant's currency)."
+                .to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Viewers right now: playback sessions with a request within the edge's viewer timeout.

@@ -1,11 +1,12 @@
 //! Live video streams of tenants.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{LiveStream, Page, StreamAccess};
+use onda_shared::api::{LiveStream, Page};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, tenant_id, name, slug, stream_key, access, created_at, updated_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, slug, stream_key, access, creator_id, price, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<LiveStream, sqlx::Error> {
     Ok(LiveStream {
@@ -14,11 +15,9 @@ fn from_row(row: &AnyRow) -> Result<LiveStream, sqlx::Error> {
         name: row.try_get("name")?,
         slug: row.try_get("slug")?,
         stream_key: row.try_get("stream_key")?,
-        access: if row.try_get::<String, _>("access")? == "token" {
-            StreamAccess::Token
-        } else {
-            StreamAccess::Public
-        },
+        access: super::parsed(row, "access")?,
+        creator_id: row.try_get("creator_id")?,
+        price: row.try_get("price")?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -108,7 +107,8 @@ pub async fn insert(
 ) -> Result<LiveStream, sqlx::Error> {
     sqlx::query(
         "INSERT INTO live_streams (id, tenant_id, name, slug, stream_key, access, \
-         playback_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+         playback_secret, created_at, updated_at, creator_id, price) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -118,6 +118,8 @@ pub async fn insert(
     .bind(s.access.as_str())
     .bind(playback_secret)
     .bind(now())
+    .bind(&s.creator_id)
+    .bind(s.price)
     .execute(&mut *conn)
     .await?;
     // Viewers are metered and billed like listeners, through the owner kept for stations.
@@ -130,7 +132,7 @@ pub async fn insert(
 pub async fn update(conn: &mut Conn, s: &LiveStream) -> Result<LiveStream, sqlx::Error> {
     sqlx::query(
         "UPDATE live_streams SET name = $1, slug = $2, stream_key = $3, updated_at = $4, \
-         access = $6 WHERE id = $5",
+         access = $6, creator_id = $7, price = $8 WHERE id = $5",
     )
     .bind(&s.name)
     .bind(&s.slug)
@@ -138,6 +140,8 @@ pub async fn update(conn: &mut Conn, s: &LiveStream) -> Result<LiveStream, sqlx:
     .bind(now())
     .bind(&s.id)
     .bind(s.access.as_str())
+    .bind(&s.creator_id)
+    .bind(s.price)
     .execute(&mut *conn)
     .await?;
     get(conn, &s.id, None)
@@ -171,7 +175,7 @@ pub struct CatalogStream {
     pub id: String,
     pub slug: String,
     pub stream_key: String,
-    /// Token streams: the playback secret; None for public ones.
+    /// Streams that need a token (every access but public): the playback secret.
     pub playback_secret: Option<String>,
     /// The ABR ladder of the tenant's plan.
     pub renditions: Vec<onda_shared::api::LiveRendition>,
@@ -192,7 +196,9 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStream>, sqlx::Error>
                 id: r.try_get("id")?,
                 slug: r.try_get("slug")?,
                 stream_key: r.try_get("stream_key")?,
-                playback_secret: (r.try_get::<String, _>("access")? == "token")
+                // The edge enforces tokens on every stream that is not public: subscribers and
+                // pay-per-view streams too, so nothing plays past the paywall.
+                playback_secret: (r.try_get::<String, _>("access")? != "public")
                     .then(|| r.try_get("playback_secret"))
                     .transpose()?,
                 renditions: super::plans::renditions_from_column(

@@ -30,6 +30,7 @@ pub mod realtime_usage;
 pub mod signing_keys;
 pub mod stations;
 pub mod streamers;
+pub mod subscriptions;
 pub mod tenant_history;
 pub mod tenants;
 pub mod usage;
@@ -187,6 +188,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         30,
         "monetization",
         include_str!("../../migrations/0030_monetization.sql"),
+    ),
+    (
+        31,
+        "subscriptions",
+        include_str!("../../migrations/0031_subscriptions.sql"),
     ),
 ];
 

@@ -5,8 +5,8 @@ use onda_shared::api::{EndUser, Page};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str =
-    "id, display_name, avatar_url, creator, tip_minimum, metadata, created_at, updated_at";
+const COLUMNS: &str = "id, display_name, avatar_url, creator, tip_minimum, subscription_price, metadata, \
+     created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
     let raw: String = row.try_get("metadata")?;
@@ -21,6 +21,7 @@ fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
         avatar_url: row.try_get("avatar_url")?,
         creator: row.try_get::<i64, _>("creator")? != 0,
         tip_minimum: row.try_get("tip_minimum")?,
+        subscription_price: row.try_get("subscription_price")?,
         metadata,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -45,7 +46,8 @@ pub async fn put(
     // One statement, so two replicas putting the same new user cannot both insert.
     let done = sqlx::query(
         "INSERT INTO end_users (tenant_id, id, display_name, avatar_url, creator, metadata, \
-         created_at, updated_at, tip_minimum) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+         created_at, updated_at, tip_minimum, subscription_price) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
          ON CONFLICT (tenant_id, id) DO NOTHING",
     )
     .bind(tenant_id)
@@ -56,6 +58,7 @@ pub async fn put(
     .bind(&metadata)
     .bind(ts)
     .bind(user.tip_minimum)
+    .bind(user.subscription_price)
     .execute(&mut *conn)
     .await?;
     let outcome = if done.rows_affected() > 0 {
@@ -63,7 +66,8 @@ pub async fn put(
     } else {
         sqlx::query(
             "UPDATE end_users SET display_name = $1, avatar_url = $2, creator = $3, \
-             metadata = $4, updated_at = $5, tip_minimum = $8 WHERE tenant_id = $6 AND id = $7",
+             metadata = $4, updated_at = $5, tip_minimum = $8, subscription_price = $9 \
+             WHERE tenant_id = $6 AND id = $7",
         )
         .bind(&user.display_name)
         .bind(user.avatar_url.as_deref())
@@ -73,6 +77,7 @@ pub async fn put(
         .bind(tenant_id)
         .bind(&user.id)
         .bind(user.tip_minimum)
+        .bind(user.subscription_price)
         .execute(&mut *conn)
         .await?;
         Put::Replaced
@@ -152,6 +157,26 @@ pub async fn delete(conn: &mut Conn, tenant_id: &str, id: &str) -> Result<bool, 
         .execute(conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Sets (or, with None, removes) a creator's monthly subscription price.
+pub async fn set_subscription_price(
+    conn: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+    price: Option<i64>,
+) -> Result<Option<EndUser>, sqlx::Error> {
+    sqlx::query(
+        "UPDATE end_users SET subscription_price = $1, updated_at = $2 \
+         WHERE tenant_id = $3 AND id = $4",
+    )
+    .bind(price)
+    .bind(now())
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    get(conn, tenant_id, id).await
 }
 
 /// Records when the user was last connected (unix seconds).

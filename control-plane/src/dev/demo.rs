@@ -126,7 +126,8 @@ pub(super) async fn ensure_demo(
             onda_shared::api::CreateLiveStream {
                 name: "Demo Live".to_string(),
                 slug: None,
-                access: onda_shared::api::StreamAccess::Public,
+                // Public, with no creator (the demo's paywall comes with the web app).
+                ..Default::default()
             },
         )
         .await

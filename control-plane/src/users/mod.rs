@@ -81,16 +81,32 @@ pub fn profile(id: &str, req: PutUser) -> Result<EndUser, Invalid> {
             crate::ledger::MAX_AMOUNT
         )));
     }
+    let subscription_price = req
+        .subscription_price
+        .map(|p| subscription_price(req.creator, p))
+        .transpose()?;
     Ok(EndUser {
         id: user_id(id)?.to_string(),
         display_name,
         avatar_url,
         creator: req.creator,
         tip_minimum,
+        subscription_price,
         metadata,
         created_at: String::new(),
         updated_at: String::new(),
     })
+}
+
+/// A creator's monthly subscription price, checked: only creators sell subscriptions.
+pub fn subscription_price(creator: bool, price: i64) -> Result<i64, Invalid> {
+    if !creator {
+        return Err(Invalid::Value(
+            "subscription_price is for creators: set creator to true to sell subscriptions."
+                .to_string(),
+        ));
+    }
+    crate::ledger::amount("subscription_price", price).map_err(|e| Invalid::Value(e.to_string()))
 }
 
 /// The lifetime a token request asks for, checked.
@@ -302,6 +318,25 @@ mod tests {
         for bad in [0, -1, crate::ledger::MAX_AMOUNT + 1] {
             let e = profile("u1", tips(bad)).expect_err("refused").to_string();
             assert!(e.contains("tip_minimum"), "{e}");
+        }
+        let priced = |creator, v| PutUser {
+            creator,
+            subscription_price: Some(v),
+            ..PutUser::default()
+        };
+        assert_eq!(p.subscription_price, None);
+        let ok = profile("u1", priced(true, 499)).expect("accepted");
+        assert_eq!(ok.subscription_price, Some(499));
+        for (creator, bad, says) in [
+            (true, 0, "subscription_price = 0"),
+            (true, -3, "subscription_price = -3"),
+            (true, crate::ledger::MAX_AMOUNT + 1, "subscription_price"),
+            (false, 499, "for creators"),
+        ] {
+            let e = profile("u1", priced(creator, bad))
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(says), "{e}");
         }
     }
 

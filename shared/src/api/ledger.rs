@@ -416,3 +416,69 @@ pub struct PayoutListParams {
     /// Only this creator's payouts (tenant list).
     pub user_id: Option<String>,
 }
+
+/// `POST /v1/me/subscriptions`: subscribe to a creator from the wallet at their price.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateSubscription {
+    pub creator_id: String,
+}
+
+/// `PUT /v1/creators/{id}/subscribers/{user_id}`: the tenant declares a subscriber it bills
+/// itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeclareSubscriber {
+    /// RFC 3339: when access ends.
+    pub ends_at: String,
+}
+
+/// A fan's subscription to a creator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// `sub_…`, one per (creator, subscriber).
+    pub id: String,
+    pub creator_id: String,
+    pub user_id: String,
+    /// `wallet` (bought from the wallet, renewed from it) or `tenant` (declared by the tenant).
+    pub kind: String,
+    /// `active` (running: a wallet one renews at its end), `canceled` (a wallet one that runs
+    /// to its end without renewal) or `ended`.
+    pub status: String,
+    /// Wallet subscriptions: the price of each 30-day period, in minor units of `currency`.
+    pub price: Option<i64>,
+    pub currency: String,
+    pub renews: bool,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339: access lasts until then.
+    pub ends_at: String,
+    /// The ledger transaction of the last period paid (wallet subscriptions).
+    pub transaction_id: Option<String>,
+    /// RFC 3339: when a renewal failed for want of funds and the subscription lapsed.
+    pub lapsed_at: Option<String>,
+}
+
+/// A pay-per-view stream bought once: one ledger transaction (source `purchase`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Purchase {
+    /// The ledger transaction's id (`txn_…`).
+    pub id: String,
+    pub stream_id: String,
+    pub buyer_id: String,
+    pub creator_id: String,
+    pub amount: i64,
+    /// The tenant's commission (rounded down).
+    pub fee: i64,
+    /// What the creator's earnings received.
+    pub net: i64,
+    pub currency: String,
+    /// RFC 3339.
+    pub created_at: String,
+}

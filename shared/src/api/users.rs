@@ -16,6 +16,10 @@ pub struct EndUser {
     pub creator: bool,
     /// The smallest tip this user accepts, in minor units of the tenant's currency (default 1).
     pub tip_minimum: i64,
+    /// A creator's monthly subscription price in minor units (30 days, bought from the wallet
+    /// with `POST /v1/me/subscriptions`); None: not offering one.
+    #[serde(default)]
+    pub subscription_price: Option<i64>,
     /// The tenant's own data about the user: a JSON object of at most 4 KiB.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Map<String, Value>,
@@ -36,6 +40,8 @@ pub struct PutUser {
     pub creator: bool,
     /// The smallest tip the user accepts, 1 to 10^12 minor units; defaults to 1.
     pub tip_minimum: Option<i64>,
+    /// A creator's monthly subscription price, 1 to 10^12 minor units; absent: none offered.
+    pub subscription_price: Option<i64>,
     /// A JSON object of at most 4 KiB (serialized); defaults to `{}`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Map<String, Value>>,
@@ -98,4 +104,14 @@ pub struct NewSigningKey {
     #[serde(flatten)]
     pub key: SigningKey,
     pub secret: String,
+}
+
+/// `PATCH /v1/me`: what a user sets on their own profile (a creator's token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    /// The monthly subscription price, 1 to 10^12 minor units; null or absent stops offering
+    /// one (subscriptions already bought run on at their price).
+    pub subscription_price: Option<i64>,
 }

@@ -35,13 +35,26 @@ pub enum WebhookEventType {
     /// the payout.
     #[serde(rename = "payout.rejected")]
     PayoutRejected,
+    /// A fan bought a pay-per-view stream; `data` is the purchase.
+    #[serde(rename = "purchase.created")]
+    PurchaseCreated,
+    /// A fan subscribed to a creator from their wallet; `data` is the subscription.
+    #[serde(rename = "subscription.created")]
+    SubscriptionCreated,
+    /// A wallet subscription was renewed for another 30 days; `data` is the subscription.
+    #[serde(rename = "subscription.renewed")]
+    SubscriptionRenewed,
+    /// A renewal failed (the wallet did not cover it): the subscription ends at its end;
+    /// `data` is the subscription.
+    #[serde(rename = "subscription.lapsed")]
+    SubscriptionLapsed,
     /// Sent by `POST /v1/webhooks/{id}/test` to that endpoint only, whatever it subscribes to.
     #[serde(rename = "webhook.test")]
     WebhookTest,
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 10] = [
+    pub const ALL: [WebhookEventType; 14] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::NotificationCreated,
         WebhookEventType::UserOnline,
@@ -51,6 +64,10 @@ impl WebhookEventType {
         WebhookEventType::PayoutRequested,
         WebhookEventType::PayoutPaid,
         WebhookEventType::PayoutRejected,
+        WebhookEventType::PurchaseCreated,
+        WebhookEventType::SubscriptionCreated,
+        WebhookEventType::SubscriptionRenewed,
+        WebhookEventType::SubscriptionLapsed,
         WebhookEventType::WebhookTest,
     ];
 
@@ -66,6 +83,10 @@ impl WebhookEventType {
             WebhookEventType::PayoutRequested => "payout.requested",
             WebhookEventType::PayoutPaid => "payout.paid",
             WebhookEventType::PayoutRejected => "payout.rejected",
+            WebhookEventType::PurchaseCreated => "purchase.created",
+            WebhookEventType::SubscriptionCreated => "subscription.created",
+            WebhookEventType::SubscriptionRenewed => "subscription.renewed",
+            WebhookEventType::SubscriptionLapsed => "subscription.lapsed",
             WebhookEventType::WebhookTest => "webhook.test",
         }
     }

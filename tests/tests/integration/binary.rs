@@ -257,6 +257,8 @@ async fn other_demo_radio(db_path: &std::path::Path) {
         name: "Not The Demo".to_string(),
         slug: Some("not-the-demo".to_string()),
         access: StreamAccess::Public,
+        creator_id: None,
+        price: None,
     };
     api::streams::create_for_tenant(&mut tx, &t.id, stream)
         .await
