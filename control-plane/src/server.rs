@@ -26,6 +26,9 @@ pub struct Running {
     pub realtime: crate::realtime::Gateway,
     /// Delivers webhooks; stopped before the database closes.
     webhooks: Option<crate::webhooks::Worker>,
+    /// Renews due wallet subscriptions (its `run_once` is what the task runs, for tests).
+    pub renewer: crate::subscriptions::Renewer,
+    renewals: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -43,6 +46,10 @@ impl Running {
         self.realtime.close().await;
         if let Some(w) = self.webhooks.take() {
             w.stop().await;
+        }
+        if let Some((stop, task)) = self.renewals.take() {
+            stop.cancel();
+            let _ = task.await;
         }
         let served = (&mut self.task).await.context("server task failed")?;
         if let Some(c) = self.cluster.take() {
@@ -113,6 +120,17 @@ pub async fn start_with(
         connections.clone(),
     )
     .await?;
+    let renewer = crate::subscriptions::Renewer {
+        db: db.clone(),
+        realtime: realtime.clone(),
+        ledger: metrics.ledger.clone(),
+        notifications: metrics.realtime.clone(),
+    };
+    let renewals_stop = tokio_util::sync::CancellationToken::new();
+    let renewals = renewer.clone().spawn(
+        crate::subscriptions::RENEWAL_INTERVAL,
+        renewals_stop.clone(),
+    );
     let app = api::router(
         db.clone(),
         cfg,
@@ -140,6 +158,8 @@ pub async fn start_with(
         nowplaying,
         realtime,
         webhooks: Some(webhooks),
+        renewer,
+        renewals: Some((renewals_stop, renewals)),
         stop: Some(tx),
         task,
     })

@@ -143,6 +143,17 @@ impl TestControlPlane {
         })
     }
 
+    /// Runs the subscription renewal once now, as the control plane's task does every minute.
+    pub async fn renew_subscriptions(&self) -> onda_control_plane::subscriptions::Report {
+        self.running
+            .as_ref()
+            .expect("running")
+            .renewer
+            .run_once()
+            .await
+            .expect("renewal runs")
+    }
+
     /// The URL of the control plane's database (for tests that seed or inspect it directly).
     pub fn database_url(&self) -> &str {
         &self.database_url

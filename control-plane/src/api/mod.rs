@@ -22,6 +22,7 @@ pub mod nodes;
 mod notifications;
 mod nowplaying;
 mod payouts;
+mod paywall;
 mod plans;
 mod playlists;
 mod reports;
@@ -29,6 +30,7 @@ mod signing_keys;
 pub mod stations;
 pub mod streamers;
 pub mod streams;
+mod subscriptions;
 mod tenants;
 mod tips;
 mod transactions;
@@ -170,7 +172,7 @@ pub fn router(
         .routes(routes!(notifications::read))
         .routes(routes!(notifications::read_all))
         .merge(money_routes())
-        .routes(routes!(me::get))
+        .routes(routes!(me::get, subscriptions::update_me))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -237,6 +239,11 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(payouts::list))
         .routes(routes!(payouts::paid))
         .routes(routes!(payouts::rejected))
+        .routes(routes!(subscriptions::create, subscriptions::mine))
+        .routes(routes!(subscriptions::cancel))
+        .routes(routes!(subscriptions::declare, subscriptions::remove))
+        .routes(routes!(paywall::purchase))
+        .routes(routes!(paywall::playback))
 }
 
 /// Usage (stations, realtime, Prometheus discovery) and billing.

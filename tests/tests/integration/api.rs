@@ -696,6 +696,7 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
             let path = template
                 .replace("{key_id}", &kid_a)
                 .replace("{user_id}", "fan-a")
+                .replace("{creator_id}", "fan-a")
                 .replace("{kid}", &sk_a)
                 .replace("{station}", &sid_a)
                 .replace("{mount}", "radio.mp3")
@@ -770,6 +771,8 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 // B's own ledger (empty); A's transaction as if it did not exist.
                 ("get", "/v1/transactions" | "/v1/ledger/check" | "/v1/payouts") => &[200],
                 (_, t) if t.starts_with("/v1/transactions/") => &[404],
+                // A's users as creator and subscriber through B's key: as if they did not exist.
+                (_, t) if t.starts_with("/v1/creators/") => &[404],
                 // A's payout through B's key: as if it did not exist.
                 (_, t) if t.starts_with("/v1/payouts/") => &[404],
                 (_, t) if t.starts_with("/v1/webhooks/") => &[404],
@@ -1193,7 +1196,15 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/payouts"),
         ("post", "/v1/payouts/{id}/paid"),
         ("post", "/v1/payouts/{id}/rejected"),
+        ("post", "/v1/me/subscriptions"),
+        ("get", "/v1/me/subscriptions"),
+        ("delete", "/v1/me/subscriptions/{creator_id}"),
+        ("put", "/v1/creators/{creator_id}/subscribers/{user_id}"),
+        ("delete", "/v1/creators/{creator_id}/subscribers/{user_id}"),
+        ("post", "/v1/me/streams/{id}/purchase"),
+        ("post", "/v1/me/streams/{id}/playback"),
         ("get", "/v1/me"),
+        ("patch", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
