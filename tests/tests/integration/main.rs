@@ -32,6 +32,7 @@ mod nowplaying;
 mod ogg;
 mod realtime;
 mod realtime_usage;
+mod subscriptions;
 mod usage;
 mod users;
 mod web_app;

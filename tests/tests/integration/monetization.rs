@@ -20,15 +20,15 @@ on_both_backends!(
     payouts_are_requested_and_decided_once,
 );
 
-struct Answer {
-    status: u16,
-    replayed: bool,
-    text: String,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) replayed: bool,
+    pub(crate) text: String,
+    pub(crate) body: Value,
 }
 
 /// A request with an optional `Idempotency-Key` and JSON body.
-async fn send(
+pub(crate) async fn send(
     cp: &TestControlPlane,
     (method, path): (Method, &str),
     token: &str,
@@ -70,7 +70,7 @@ async fn tip(cp: &TestControlPlane, token: &str, key: &str, body: Value) -> Answ
 }
 
 #[track_caller]
-fn problem(a: &Answer, status: u16, says: &str) {
+pub(crate) fn problem(a: &Answer, status: u16, says: &str) {
     assert_eq!(a.status, status, "{}", a.text);
     assert_eq!(a.body["status"], json!(status), "{}", a.text);
     let detail = a.body["detail"].as_str().unwrap_or_default();
@@ -79,7 +79,7 @@ fn problem(a: &Answer, status: u16, says: &str) {
 
 /// A tenant on Premium with a fan holding `credit` and a creator:
 /// (API key, fan's token, creator's token).
-async fn tenant(cp: &TestControlPlane, credit: i64) -> (String, String, String) {
+pub(crate) async fn tenant(cp: &TestControlPlane, credit: i64) -> (String, String, String) {
     let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
     let fan = cp.user_with_token(&key, "fan", "Fan One").await;
     cp.call(
@@ -110,21 +110,21 @@ async fn tenant(cp: &TestControlPlane, credit: i64) -> (String, String, String) 
     (key, fan, star)
 }
 
-async fn wallet(cp: &TestControlPlane, key: &str, user: &str) -> Value {
+pub(crate) async fn wallet(cp: &TestControlPlane, key: &str, user: &str) -> Value {
     cp.get(&format!("/v1/users/{user}/wallet"), key)
         .await
         .expect(200)
         .body
 }
 
-async fn assert_check_ok(cp: &TestControlPlane, key: &str, step: &str) {
+pub(crate) async fn assert_check_ok(cp: &TestControlPlane, key: &str, step: &str) {
     let c = cp.get("/v1/ledger/check", key).await.expect(200).body;
     assert_eq!(c["ok"], json!(true), "after {step}: {c}");
 }
 
 /// The `data` of the tenant's webhook events of `event_type`, oldest first, read from the
 /// outbox table.
-async fn webhook_events(cp: &TestControlPlane, event_type: &str) -> Vec<Value> {
+pub(crate) async fn webhook_events(cp: &TestControlPlane, event_type: &str) -> Vec<Value> {
     use sqlx::Connection as _;
     sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(cp.database_url())
