@@ -293,14 +293,17 @@ pub async fn declare(
     let row = match existing {
         Some(s) if s.kind == db::subscriptions::WALLET && s.ends_ms > now => Row { ends_ms, ..s },
         other => Row {
-            id: other.map_or_else(|| crate::secrets::new_time_id("sub", now), |s| s.id),
+            id: other
+                .as_ref()
+                .map_or_else(|| crate::secrets::new_time_id("sub", now), |s| s.id.clone()),
             tenant_id: tenant.id.clone(),
             creator_id: c.id.clone(),
             user_id: u.id.clone(),
             kind: db::subscriptions::TENANT.to_string(),
             price: None,
             renews: false,
-            period: 0,
+            // Periods only count up, so a renewal key `renew:{id}:{period}` is never reused.
+            period: other.as_ref().map_or(0, |s| s.period),
             started_ms: now,
             ends_ms,
             transaction_id: None,
