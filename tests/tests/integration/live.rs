@@ -1086,6 +1086,7 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         403,
         "redirected to the edge, which refuses"
     );
+    assert_ppv_playback_opens_the_edge(cp, &key, &paid_id).await;
 
     // Premium allows two live streams: a third is refused.
     let (s, refused) = cp
@@ -1105,6 +1106,72 @@ async fn a_live_stream_goes_through_the_cluster_and_plays_through_the_redirector
         .call(Method::GET, "/watch/no-such-stream.m3u8", None)
         .await;
     assert_eq!(s, 404);
+}
+
+/// The token stream `id` sold pay-per-view by a creator: a fan buys it from their wallet, and
+/// the token `POST /v1/me/streams/{id}/playback` answers opens its playlist through the
+/// redirector and the edge (which checks it as any other token).
+async fn assert_ppv_playback_opens_the_edge(
+    cp: &onda_tests::cluster::ControlPlane,
+    key: &str,
+    id: &str,
+) {
+    use reqwest::Method;
+    use serde_json::json;
+    for (user, body) in [("star", json!({"creator": true})), ("fan", json!({}))] {
+        let (s, u) = cp
+            .tenant_call(key, Method::PUT, &format!("/v1/users/{user}"), Some(body))
+            .await;
+        assert_eq!(s, 201, "{u}");
+    }
+    let (s, t) = cp
+        .tenant_call(key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let fan = t["token"].as_str().expect("token").to_string();
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
+        .bearer_auth(key)
+        .header("idempotency-key", "live-credit")
+        .json(&json!({"amount": 1000, "reference": "psp_live"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(credit.status(), 201);
+    let (s, ppv) = cp
+        .tenant_call(
+            key,
+            Method::PATCH,
+            &format!("/v1/streams/{id}"),
+            Some(json!({"access": "pay_per_view", "creator_id": "star", "price": 300})),
+        )
+        .await;
+    assert_eq!(s, 200, "{ppv}");
+    let playback = format!("/v1/me/streams/{id}/playback");
+    let (s, refused) = cp.tenant_call(&fan, Method::POST, &playback, None).await;
+    assert_eq!(s, 402, "{refused}");
+    let bought = cp
+        .http
+        .post(format!("{}/v1/me/streams/{id}/purchase", cp.api))
+        .bearer_auth(&fan)
+        .header("idempotency-key", "live-buy")
+        .send()
+        .await
+        .expect("purchase");
+    assert_eq!(bought.status(), 201);
+    let (s, token) = cp.tenant_call(&fan, Method::POST, &playback, None).await;
+    assert_eq!(s, 201, "{token}");
+    let url = format!("{}{}", cp.api, token["watch_path"].as_str().expect("path"));
+    wait_for(
+        "the bought stream's playlist",
+        Duration::from_secs(30),
+        || async {
+            let text = onda_shared::http::get(&url).await.ok()?.text().await.ok()?;
+            text.contains("#EXTINF").then_some(())
+        },
+    )
+    .await;
 }
 
 /// A token stream: the playlist and every segment need a valid token; a missing, expired or
