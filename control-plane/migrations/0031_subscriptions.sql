@@ -8,7 +8,7 @@ ALTER TABLE end_users ADD COLUMN subscription_price BIGINT;
 -- One row per (tenant, creator, subscriber): `kind` 'wallet' (bought from the wallet, renewed
 -- from it while `renews` = 1) or 'tenant' (declared by the tenant, which bills it itself).
 -- Access lasts while ends_ms is in the future. `period` counts the wallet periods paid; the
--- renewal of period N+1 is keyed `renew:{id}:{N+1}` and moves the row from N to N+1 with one
+-- renewal of period N+1 is keyed `renew {id} {N+1}` and moves the row from N to N+1 with one
 -- conditional UPDATE, so of two replicas renewing at once one does it.
 CREATE TABLE subscriptions (
     id TEXT PRIMARY KEY,

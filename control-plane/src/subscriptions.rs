@@ -6,7 +6,7 @@
 //! Renewal ([`renew_due`]) runs on every replica (the [`Renewer`] task, and tests call it
 //! directly): each due subscription is renewed in one database transaction that moves it to its
 //! next period with a conditional UPDATE, stores the idempotency key
-//! `renew:{subscription id}:{period}` and posts the payment, so whichever replica gets there
+//! `renew {subscription id} {period}` (see [`renewal_key`]) and posts the payment, so whichever replica gets there
 //! first renews it and the others find nothing to do: one renewal per period, however many
 //! replicas run it and however often. When the wallet does not cover the price, the
 //! subscription lapses: it renews no more, access ends at its end, and the fan is told why
@@ -36,6 +36,13 @@ pub const RENEWAL_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The idempotency route of renewals.
 const RENEWAL_ROUTE: &str = "subscription renewal";
+
+/// The idempotency key of a subscription's renewal into `period`. Its spaces keep it apart from
+/// every key a client can send (1 to 255 visible ASCII characters, no space), so no request
+/// can take a renewal's key and block it.
+pub fn renewal_key(subscription_id: &str, period: i64) -> String {
+    format!("renew {subscription_id} {period}")
+}
 
 /// The subscription as the API shows it, at `now_ms`.
 pub fn to_api(row: &Row, currency: &str, now_ms: i64) -> Subscription {
@@ -147,7 +154,7 @@ async fn renew_one(db: &Db, row: &Row, now_ms: i64) -> Result<Outcome, sqlx::Err
         return lapse(db, &tenant, row, now_ms).await;
     };
     let period = row.period + 1;
-    let key = format!("renew:{}:{period}", row.id);
+    let key = renewal_key(&row.id, period);
     let ends_ms = row.ends_ms.max(now_ms) + PERIOD_MS;
     let mut posting = ledger::payment(
         LedgerSource::Subscription,
@@ -284,5 +291,18 @@ impl Renewer {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_keys_are_per_period_and_no_client_can_send_one() {
+        let key = renewal_key("sub_1", 2);
+        assert_eq!(key, "renew sub_1 2");
+        assert_ne!(key, renewal_key("sub_1", 3));
+        assert!(!crate::ledger::idempotency_key_ok(&key));
     }
 }

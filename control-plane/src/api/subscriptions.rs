@@ -302,7 +302,7 @@ pub async fn declare(
             kind: db::subscriptions::TENANT.to_string(),
             price: None,
             renews: false,
-            // Periods only count up, so a renewal key `renew:{id}:{period}` is never reused.
+            // Periods only count up, so a renewal key (`renew {id} {period}`) is never reused.
             period: other.as_ref().map_or(0, |s| s.period),
             started_ms: now,
             ends_ms,
