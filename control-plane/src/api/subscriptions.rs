@@ -138,7 +138,19 @@ pub async fn create(
         transaction_id: Some(t.id),
         lapsed_ms: None,
     };
-    db::subscriptions::upsert(&mut m.tx, &row, now).await?;
+    if let Err(e) = db::subscriptions::upsert(&mut m.tx, &row, now).await {
+        // Another request (another key) subscribed this fan at the same moment and committed
+        // first: this one is rolled back, its payment with it.
+        return Err(if db::is_unique_violation(&e) {
+            ApiError::Conflict(format!(
+                "You subscribed to {:?} at the same moment with another request; nothing more \
+                 was moved.",
+                c.id
+            ))
+        } else {
+            e.into()
+        });
+    }
     let sub = subs::to_api(&row, &tenant.currency, now);
     let recorded = announce(&mut m.tx, tenant, &me.user, &sub, now).await?;
     let resp = m.finish(StatusCode::CREATED, &sub).await?;

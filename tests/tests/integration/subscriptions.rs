@@ -676,6 +676,25 @@ async fn bad_subscriptions_and_streams_are_refused(b: Backend) {
     assert_eq!(c.status, 201, "{}", c.text);
     assert_eq!(subscribe(&cp, &fan, "s-5", "star").await.status, 201);
     assert_eq!(wallet(&cp, &key, "fan").await["balance"], json!(0));
+    // Two subscriptions at once with two keys: one is bought, the other refused; money once.
+    let twin = cp.user_with_token(&key, "twin", "Twin").await;
+    let c = send(
+        &cp,
+        (Method::POST, "/v1/users/twin/wallet/credits"),
+        &key,
+        Some("credit-2"),
+        Some(json!({"amount": 1000, "reference": "psp_3"})),
+    )
+    .await;
+    assert_eq!(c.status, 201, "{}", c.text);
+    let (a, b2) = tokio::join!(
+        subscribe(&cp, &twin, "t-1", "star"),
+        subscribe(&cp, &twin, "t-2", "star")
+    );
+    let mut codes = [a.status, b2.status];
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 409], "{} / {}", a.text, b2.text);
+    assert_eq!(wallet(&cp, &key, "twin").await["balance"], json!(600));
     // A plan without monetization sells none.
     let (_, basic) = cp.tenant_with_key("Basic", "plan_standard").await;
     let basic_fan = cp.user_with_token(&basic, "fan", "Fan").await;
@@ -718,7 +737,7 @@ async fn bad_subscriptions_and_streams_are_refused(b: Backend) {
         cp.list_all("/v1/transactions?source=subscription", &key)
             .await
             .len(),
-        1
+        2
     );
     assert_check_ok(&cp, &key, "the refusals").await;
     cp.stop().await;
