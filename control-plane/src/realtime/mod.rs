@@ -392,7 +392,7 @@ impl Gateway {
                 let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
                 listener.listen(peers::CHANNEL).await?;
                 // Replicas that announced themselves while this one was not listening.
-                self.check_peers().await?;
+                self.check_peers(&mut *self.hub.db.conn().await?).await?;
                 peers.set_listening(true);
                 while let Some(n) = listener.try_recv().await? {
                     if n.payload() != self.hub.replica {
@@ -418,11 +418,9 @@ impl Gateway {
     }
 
     /// Reads whether another replica beat lately.
-    async fn check_peers(&self) -> Result<(), sqlx::Error> {
-        let mut conn = self.hub.db.conn().await?;
-        let now = db::now_millis();
-        if db::presence::others_alive(&mut conn, &self.hub.replica, alive_since()).await? {
-            self.hub.peers.saw_others(now, DEAD_AFTER);
+    async fn check_peers(&self, conn: &mut db::Conn) -> Result<(), sqlx::Error> {
+        if db::presence::others_alive(conn, &self.hub.replica, alive_since()).await? {
+            self.hub.peers.saw_others(db::now_millis(), DEAD_AFTER);
         }
         Ok(())
     }
@@ -433,9 +431,7 @@ impl Gateway {
             let mut conn = self.hub.db.conn().await?;
             let now = db::now_millis();
             db::presence::heartbeat(&mut conn, &self.hub.replica, now).await?;
-            if db::presence::others_alive(&mut conn, &self.hub.replica, alive_since()).await? {
-                self.hub.peers.saw_others(now, DEAD_AFTER);
-            }
+            self.check_peers(&mut conn).await?;
             let window = i64::try_from(recovery::WINDOW.as_millis()).unwrap_or(i64::MAX);
             db::realtime_feed::prune(&mut conn, now - window).await?;
             db::presence::sweep(&mut conn, alive_since()).await
