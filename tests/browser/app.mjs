@@ -77,8 +77,9 @@ try {
   const fan = await page("fan", fanToken);
   const creator = await page("creator", creatorToken, true);
   await step("signed_in", async () => ({
-    fan: await fan.textContent("[data-testid=me]", WAIT),
-    creator: await creator.textContent("[data-testid=me]", WAIT),
+    // The name element is in the page from the start and filled once the profile loads.
+    fan: await fan.textContent("[data-testid=me]:not(:empty)", WAIT),
+    creator: await creator.textContent("[data-testid=me]:not(:empty)", WAIT),
     address_has_token: fan.url().includes("token="),
   }));
   await step("open", async () => {
