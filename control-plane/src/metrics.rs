@@ -145,6 +145,11 @@ pub struct RealtimeMetrics {
     pub slow_clients: prometheus::IntCounter,
     /// Messages written by each transaction of the gateway's writer.
     pub message_batch: prometheus::Histogram,
+    /// Messages said in live streams' chats through this replica (tips shown in chats not
+    /// counted).
+    pub chat_messages: prometheus::IntCounter,
+    /// Viewers in streams' chat rooms on this replica (a socket in two rooms counts twice).
+    pub chat_viewers: prometheus::IntGauge,
 }
 
 impl RealtimeMetrics {
@@ -223,6 +228,14 @@ impl RealtimeMetrics {
                 )
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             )?,
+            chat_messages: prometheus::IntCounter::new(
+                "onda_chat_messages_total",
+                "Messages said in live streams' chats through this replica",
+            )?,
+            chat_viewers: prometheus::IntGauge::new(
+                "onda_chat_room_sockets",
+                "Sockets in live streams' chat rooms on this replica",
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.users_online.clone()))?;
@@ -245,6 +258,8 @@ impl RealtimeMetrics {
         registry.register(Box::new(m.replayed.clone()))?;
         registry.register(Box::new(m.slow_clients.clone()))?;
         registry.register(Box::new(m.message_batch.clone()))?;
+        registry.register(Box::new(m.chat_messages.clone()))?;
+        registry.register(Box::new(m.chat_viewers.clone()))?;
         registry.register(Box::new(m.connection_seconds.clone()))?;
         registry.register(Box::new(m.usage_flushes.clone()))?;
         registry.register(Box::new(m.notifications.clone()))?;

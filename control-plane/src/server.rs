@@ -120,6 +120,13 @@ pub async fn start_with(
         connections.clone(),
     )
     .await?;
+    if let Some(c) = &cluster {
+        let cluster = c.cluster.clone();
+        realtime.set_audience(Arc::new(move |id: &str, slug: &str| {
+            let (viewers, live, _) = cluster.view.get().stream(id, slug);
+            (viewers, live)
+        }));
+    }
     let renewer = crate::subscriptions::Renewer {
         db: db.clone(),
         realtime: realtime.clone(),

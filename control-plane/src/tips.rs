@@ -12,6 +12,7 @@
 //! payer and the request, so a retry with the same key, over either, answers the stored tip and
 //! moves nothing; the same key with another tip is refused. A refused tip stores nothing.
 
+use crate::chat;
 use crate::db::{self, Db, ledger::PostError, ledger::StoredAnswer};
 use crate::ledger::{self, Account};
 use crate::metrics::LedgerMetrics;
@@ -20,7 +21,9 @@ use crate::realtime::protocol::NOTIFICATION;
 use crate::realtime::recovery::{self, Entry, Recorded};
 use crate::users;
 use crate::webhooks;
-use onda_shared::api::{CreateTip, LedgerSource, Tenant, Tip, WebhookEventType};
+use onda_shared::api::{
+    ChatMessage, ChatMessageKind, CreateTip, LedgerSource, Tenant, Tip, WebhookEventType,
+};
 use serde_json::json;
 
 /// The longest tip message, in characters.
@@ -60,6 +63,8 @@ pub struct Sent {
     pub tip: Tip,
     pub replayed: bool,
     pub recorded: Vec<Recorded>,
+    /// The tip's line in the stream's chat it was given in (none for a replay: the room saw it).
+    pub chat: Option<ChatMessage>,
 }
 
 /// Whether the tenant's plan includes monetization; the refusal says which feature is missing.
@@ -165,7 +170,7 @@ async fn attempt(
             .ok_or(sqlx::Error::RowNotFound)?;
         return replay(key, &stored, &answer.request_hash);
     }
-    let (tip, recorded) = pay(&mut tx, tenant, payer, req).await?;
+    let (tip, recorded, chat) = pay(&mut tx, tenant, payer, req).await?;
     answer.status = 201;
     answer.body = serde_json::to_string(&tip).map_err(|e| sqlx::Error::Encode(e.into()))?;
     db::ledger::complete_answer(&mut tx, &tenant.id, key, &answer).await?;
@@ -174,6 +179,7 @@ async fn attempt(
         tip,
         replayed: false,
         recorded,
+        chat,
     })
 }
 
@@ -190,17 +196,19 @@ fn replay(key: &str, stored: &StoredAnswer, hash: &str) -> Result<Sent, Refused>
         tip,
         replayed: true,
         recorded: Vec::new(),
+        chat: None,
     })
 }
 
 /// The tip's writes, in the caller's transaction: the checks that need the creator, the
-/// posting, the message, the webhook event and the creator's notification and earnings event.
+/// posting, the message, its line in the stream's chat, the webhook event and the creator's
+/// notification and earnings event.
 async fn pay(
     tx: &mut db::Conn,
     tenant: &Tenant,
     payer: &str,
     req: &CreateTip,
-) -> Result<(Tip, Vec<Recorded>), Refused> {
+) -> Result<(Tip, Vec<Recorded>, Option<ChatMessage>), Refused> {
     let creator = db::users::get(tx, &tenant.id, &req.creator_id)
         .await?
         .ok_or_else(|| Refused::NotFound(format!("There is no user {:?}.", req.creator_id)))?;
@@ -215,6 +223,9 @@ async fn pay(
             "amount = {} is under {:?}'s minimum tip of {} minor units.",
             req.amount, creator.id, creator.tip_minimum
         )));
+    }
+    if let Some(stream) = &req.stream_id {
+        in_chat(tx, tenant, (payer, &creator.id), stream).await?;
     }
     let (i_blocked, they_blocked) =
         db::moderation::between(tx, &tenant.id, payer, &creator.id).await?;
@@ -251,6 +262,23 @@ async fn pay(
         .find(|e| e.account == Account::Platform.key())
         .map_or(0, |e| e.amount);
     db::ledger::insert_tip(tx, &tenant.id, &t.id, &req.message).await?;
+    let chat = match &req.stream_id {
+        Some(stream_id) => {
+            let line = db::stream_chat::NewChatMessage {
+                id: &crate::secrets::new_time_id("chm", db::now_millis()),
+                tenant_id: &tenant.id,
+                stream_id,
+                creator_id: &creator.id,
+                user_id: payer,
+                kind: ChatMessageKind::Tip,
+                content: &req.message,
+                tip: Some((t.amount, &t.id)),
+                created_ms: db::now_millis(),
+            };
+            Some(db::stream_chat::insert(tx, &line).await?)
+        }
+        None => None,
+    };
     let tip = Tip {
         id: t.id,
         sender_id: payer.to_string(),
@@ -288,7 +316,47 @@ async fn pay(
         ],
     )
     .await?;
-    Ok((tip, recorded))
+    Ok((tip, recorded, chat))
+}
+
+/// A tip given in a stream's chat: the stream is the creator's, and the tipper may be in its
+/// chat (the same check as joining it).
+async fn in_chat(
+    tx: &mut db::Conn,
+    tenant: &Tenant,
+    (payer, creator): (&str, &str),
+    stream_id: &str,
+) -> Result<(), Refused> {
+    let stream = db::live_streams::get(tx, stream_id, Some(&tenant.id))
+        .await?
+        .ok_or_else(|| Refused::NotFound(format!("There is no stream {stream_id:?}.")))?;
+    if stream.creator_id.as_deref() != Some(creator) {
+        return Err(Refused::Invalid(format!(
+            "streamId: stream {stream_id:?} is not {creator:?}'s; a tip shows only in its \
+             creator's chats."
+        )));
+    }
+    chat::may_join(
+        tx,
+        (&tenant.id, &tenant.currency),
+        &stream,
+        payer,
+        db::now_millis(),
+    )
+    .await?
+    .map(|_| ())
+    .map_err(|r| match r.code {
+        "not_found" => Refused::NotFound(r.message),
+        // "forbidden" is the plan's refusal (`monetized`); this one is the viewer's.
+        "forbidden" => Refused::Forbidden {
+            code: "not_entitled",
+            detail: r.message,
+        },
+        code => Refused::Forbidden {
+            code,
+            detail: r.message,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -300,6 +368,7 @@ mod tests {
             creator_id: creator.to_string(),
             amount,
             message: message.to_string(),
+            stream_id: None,
         }
     }
 

@@ -6,11 +6,13 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod chat;
 mod ledger;
 mod notifications;
 mod realtime;
 mod users;
 mod webhooks;
+pub use chat::*;
 pub use ledger::*;
 pub use notifications::*;
 pub use realtime::*;
@@ -95,6 +97,8 @@ pub struct PlanFeatures {
     pub messaging: bool,
     /// Fans pay creators (tips) and creators request payouts.
     pub monetization: bool,
+    /// Viewers chat in live streams' rooms on the gateway.
+    pub live_chat: bool,
 }
 
 /// Prices of a plan, in micro-units of `currency`.
@@ -197,6 +201,7 @@ pub struct PlanFeaturesPatch {
     pub live_video: Option<bool>,
     pub messaging: Option<bool>,
     pub monetization: Option<bool>,
+    pub live_chat: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

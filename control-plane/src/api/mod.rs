@@ -6,6 +6,7 @@ mod app;
 pub mod attachments;
 pub mod auth;
 mod billing;
+mod chat;
 mod conversations;
 mod cors;
 mod earnings;
@@ -94,6 +95,7 @@ pub struct AppState {
         (name = "messaging", description = "An end user's conversations and messages (user tokens); live delivery is the realtime gateway at /socket.io/"),
         (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
         (name = "notifications", description = "An end user's notifications: tenants send them (tenant API keys), users list and mark them read (user tokens); pushed live as the gateway's `notification` event"),
+        (name = "chat", description = "Live streams' chats: moderators of a creator's chats and a stream's saved chat (everything said goes over the realtime gateway)"),
         (name = "money", description = "Wallets on a double-entry ledger: credits, refunds, adjustments and transaction history (tenant API keys; requests that move value need an Idempotency-Key header), and a user's own wallet (user tokens)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
@@ -244,6 +246,11 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(subscriptions::declare, subscriptions::remove))
         .routes(routes!(paywall::purchase))
         .routes(routes!(paywall::playback))
+        .routes(routes!(chat::moderators))
+        .routes(routes!(chat::add, chat::remove))
+        .routes(routes!(chat::my_moderators))
+        .routes(routes!(chat::add_mine, chat::remove_mine))
+        .routes(routes!(chat::saved))
 }
 
 /// Usage (stations, realtime, Prometheus discovery) and billing.

@@ -129,6 +129,7 @@ pub async fn update(
         t.live_video = f.live_video.unwrap_or(t.live_video);
         t.messaging = f.messaging.unwrap_or(t.messaging);
         t.monetization = f.monetization.unwrap_or(t.monetization);
+        t.live_chat = f.live_chat.unwrap_or(t.live_chat);
     }
     if let Some(p) = req.prices {
         let t = &mut plan.prices;

@@ -313,18 +313,8 @@ pub async fn viewers(
         let mut conn = st.db.conn().await?;
         find(&mut conn, &id, caller.tenant_scope()).await?
     };
-    let path = format!("/hls/{}", s.slug);
     let (viewers, publishing, node) = match &st.cluster {
-        Some(c) => {
-            let snap = c.view.get();
-            let origin = snap.placement.stations.get(&id).map(|p| p.origin.clone());
-            let node = origin.as_ref().and_then(|o| snap.nodes.get(o));
-            (
-                snap.listeners.get(&id).copied().unwrap_or(0),
-                node.is_some_and(|n| n.alive && n.on_air.contains(&path)),
-                node.map(|n| n.name.clone()),
-            )
-        }
+        Some(c) => c.view.get().stream(&id, &s.slug),
         None => (0, false, None),
     };
     Ok(Json(LiveStreamViewers {

@@ -21,7 +21,7 @@ pub(super) fn api_error(r: Refused) -> ApiError {
         Refused::Invalid(m) | Refused::KeyConflict(m) => ApiError::Unprocessable(m),
         Refused::NotFound(m) => ApiError::NotFound(m),
         Refused::Forbidden {
-            code: "blocked",
+            code: "blocked" | "banned" | "not_entitled",
             detail,
         } => ApiError::Forbidden(detail),
         Refused::Forbidden { detail, .. } => ApiError::PlanLimit {
@@ -69,6 +69,12 @@ pub async fn create(
     } else {
         st.metrics.realtime.notification(NotificationSource::Money);
         st.realtime.send(&me.tenant.id, &sent.recorded).await;
+    }
+    if let Some(line) = &sent.chat {
+        let body = serde_json::json!({ "streamId": line.stream_id, "message": line });
+        st.realtime
+            .to_stream(&me.tenant.id, &line.stream_id, "chat-message", &body)
+            .await;
     }
     Ok(resp)
 }

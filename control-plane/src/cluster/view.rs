@@ -116,6 +116,21 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// A live stream's viewers across its edges, whether its origin has it on the air (a
+    /// publisher is sending), and the origin node's name.
+    pub fn stream(&self, id: &str, slug: &str) -> (u64, bool, Option<String>) {
+        let path = format!("/hls/{slug}");
+        let origin = self.placement.stations.get(id).map(|p| p.origin.clone());
+        let node = origin.as_ref().and_then(|o| self.nodes.get(o));
+        (
+            self.listeners.get(id).copied().unwrap_or(0),
+            node.is_some_and(|n| n.alive && n.on_air.contains(&path)),
+            node.map(|n| n.name.clone()),
+        )
+    }
+}
+
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     let mut watch = None;
     loop {

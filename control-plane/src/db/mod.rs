@@ -29,6 +29,7 @@ pub mod realtime_feed;
 pub mod realtime_usage;
 pub mod signing_keys;
 pub mod stations;
+pub mod stream_chat;
 pub mod streamers;
 pub mod subscriptions;
 pub mod tenant_history;
@@ -193,6 +194,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         31,
         "subscriptions",
         include_str!("../../migrations/0031_subscriptions.sql"),
+    ),
+    (
+        32,
+        "stream_chat",
+        include_str!("../../migrations/0032_stream_chat.sql"),
     ),
 ];
 

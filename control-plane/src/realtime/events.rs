@@ -4,6 +4,7 @@
 
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
 use super::recovery::{self, Entry};
+use super::stream_chat::{self, Sanction};
 use super::{Hub, Session, limits, moderation, notify, tips, user_room, writer};
 use crate::db;
 use crate::metrics::NotificationSource;
@@ -54,6 +55,42 @@ pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     });
     on(s, "send-tip", |hub, s, session, data| {
         Box::pin(tips::send_tip(hub, s, session, data))
+    });
+    on(s, "join-stream", |hub, s, session, data| {
+        Box::pin(stream_chat::join(hub, s, session, data))
+    });
+    on(s, "leave-stream", |hub, s, session, data| {
+        Box::pin(stream_chat::leave(hub, s, session, data))
+    });
+    on(s, "chat-message", |hub, s, session, data| {
+        Box::pin(stream_chat::say(hub, s, session, data))
+    });
+    on(s, "delete-chat-message", |hub, s, session, data| {
+        Box::pin(stream_chat::delete(hub, s, session, data))
+    });
+    on(s, "timeout-user", |hub, s, session, data| {
+        Box::pin(stream_chat::sanction(
+            hub,
+            s,
+            session,
+            data,
+            Sanction::Timeout,
+        ))
+    });
+    on(s, "ban-user", |hub, s, session, data| {
+        Box::pin(stream_chat::sanction(hub, s, session, data, Sanction::Ban))
+    });
+    on(s, "unban-user", |hub, s, session, data| {
+        Box::pin(stream_chat::sanction(
+            hub,
+            s,
+            session,
+            data,
+            Sanction::Unban,
+        ))
+    });
+    on(s, "chat-settings", |hub, s, session, data| {
+        Box::pin(stream_chat::settings(hub, s, session, data))
     });
     on(s, "mark-notification-read", |hub, s, session, data| {
         Box::pin(notify::mark_read(hub, s, session, data))

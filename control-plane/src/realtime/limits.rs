@@ -7,11 +7,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Messages a user may send at once, and per second after that.
 pub const MESSAGE_BURST: f64 = 20.0;
 pub const MESSAGES_PER_SEC: f64 = 10.0;
+
+/// Chat messages a user may say at once in streams' chats, per second after that, and how long
+/// saying more mutes them (Owncast's rule: a short burst, then a timed mute with a notice).
+pub const CHAT_BURST: f64 = 3.0;
+pub const CHAT_PER_SEC: f64 = 1.5;
+pub const CHAT_MUTE: Duration = Duration::from_secs(10);
 
 /// Events one connection may send at once, and per second after that.
 pub const EVENT_BURST: f64 = 60.0;
@@ -74,6 +80,22 @@ impl Connection {
 #[derive(Debug, Default)]
 pub struct Limits {
     users: Mutex<HashMap<(String, String), Bucket>>,
+    chat: Mutex<HashMap<(String, String), Chatter>>,
+}
+
+/// A user's chat bucket, and the end of their mute once they overran it.
+#[derive(Debug, Clone)]
+struct Chatter {
+    bucket: Bucket,
+    muted_until: Option<Instant>,
+}
+
+/// Why a chat message is held back: milliseconds to wait, and whether this message started
+/// the mute (so its notice says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Muted {
+    pub ms: u64,
+    pub now: bool,
 }
 
 impl Limits {
@@ -86,16 +108,87 @@ impl Limits {
             .take(now)
     }
 
-    /// The user left this replica: their bucket goes (a full one is the same as none).
+    /// One chat message of the user at `now`: over the burst, they are muted for
+    /// [`CHAT_MUTE`] (the bucket refills meanwhile).
+    pub fn chat(&self, tenant_id: &str, user_id: &str, now: Instant) -> Result<(), Muted> {
+        let mut chat = onda_shared::sync::lock(&self.chat);
+        let c = chat
+            .entry((tenant_id.to_string(), user_id.to_string()))
+            .or_insert_with(|| Chatter {
+                bucket: Bucket::new(CHAT_BURST, CHAT_PER_SEC, now),
+                muted_until: None,
+            });
+        if let Some(until) = c.muted_until {
+            if now < until {
+                let ms = until.saturating_duration_since(now).as_millis();
+                return Err(Muted {
+                    ms: u64::try_from(ms).unwrap_or(u64::MAX).max(1),
+                    now: false,
+                });
+            }
+            c.muted_until = None;
+            c.bucket = Bucket::new(CHAT_BURST, CHAT_PER_SEC, now);
+        }
+        c.bucket.take(now).map_err(|_| {
+            c.muted_until = Some(now + CHAT_MUTE);
+            Muted {
+                ms: u64::try_from(CHAT_MUTE.as_millis()).unwrap_or(u64::MAX),
+                now: true,
+            }
+        })
+    }
+
+    /// The user left this replica: their buckets go (a full one is the same as none; a mute
+    /// ends with the last connection).
     pub fn forget(&self, tenant_id: &str, user_id: &str) {
-        onda_shared::sync::lock(&self.users).remove(&(tenant_id.to_string(), user_id.to_string()));
+        let key = (tenant_id.to_string(), user_id.to_string());
+        onda_shared::sync::lock(&self.users).remove(&key);
+        onda_shared::sync::lock(&self.chat).remove(&key);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_chatter_gets_three_at_once_then_a_mute_then_a_fresh_burst() {
+        let limits = Limits::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limits.chat("t", "fan", t0).is_ok());
+        }
+        assert_eq!(
+            limits.chat("t", "fan", t0),
+            Err(Muted {
+                ms: 10_000,
+                now: true
+            })
+        );
+        // Others are not held.
+        assert!(limits.chat("t", "other", t0).is_ok());
+        let during = t0 + Duration::from_secs(4);
+        assert_eq!(
+            limits.chat("t", "fan", during),
+            Err(Muted {
+                ms: 6_000,
+                now: false
+            })
+        );
+        let after = t0 + CHAT_MUTE;
+        for _ in 0..3 {
+            assert!(limits.chat("t", "fan", after).is_ok());
+        }
+        // A steady 1 message a second never mutes.
+        let limits = Limits::default();
+        for i in 0..30 {
+            assert!(
+                limits
+                    .chat("t", "calm", t0 + Duration::from_secs(i))
+                    .is_ok()
+            );
+        }
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate_and_says_when() {

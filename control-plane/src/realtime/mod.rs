@@ -34,6 +34,7 @@ mod presence;
 pub mod protocol;
 pub mod recovery;
 mod slow;
+mod stream_chat;
 mod tips;
 mod writer;
 
@@ -51,9 +52,18 @@ use socketioxide::handler::ConnectHandler as _;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Sid;
 use socketioxide_postgres::{PostgresAdapterConfig, PostgresAdapterCtr, SqlxAdapter};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+pub use stream_chat::stream_room;
+
+/// How often each replica tells its sockets in streams' rooms the streams' viewer counts.
+pub const VIEWER_COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// A live stream's audience as the cluster sees it, by stream id and slug: viewers now, and
+/// whether it is on the air.
+pub type Audience = Arc<dyn Fn(&str, &str) -> (u64, bool) + Send + Sync>;
 
 /// The largest Socket.io packet a client may send; a bigger one closes its connection (it is
 /// not a client of ours). Every valid event fits in a small fraction of it.
@@ -128,9 +138,20 @@ pub(crate) struct Hub {
     writer: writer::Writer,
     /// Whether other replicas serve the gateway (else emits stay on this one).
     peers: peers::Peers,
+    /// Which streams' rooms this replica's sockets are in.
+    rooms: stream_chat::Rooms,
+    /// Streams' viewer counts (none without a cluster: every stream is off the air).
+    audience: OnceLock<Audience>,
 }
 
 impl Hub {
+    /// A stream's viewers now and whether it is on the air.
+    fn audience(&self, stream_id: &str, slug: &str) -> (u64, bool) {
+        self.audience
+            .get()
+            .map_or((0, false), |a| a(stream_id, slug))
+    }
+
     /// An emit as it should go: to every replica, or only to this one's sockets when no other
     /// replica serves (see [`peers`]).
     fn scoped<A: Adapter>(
@@ -258,6 +279,8 @@ impl Gateway {
             meter: Meter::default(),
             writer,
             peers: peers::Peers::default(),
+            rooms: stream_chat::Rooms::default(),
+            audience: OnceLock::new(),
         });
         let (io, layer) = match db.backend() {
             Backend::Sqlite => {
@@ -296,7 +319,50 @@ impl Gateway {
         tokio::spawn(gateway.clone().heartbeat());
         tokio::spawn(gateway.clone().police());
         tokio::spawn(gateway.clone().metering(cfg.realtime.usage_flush));
+        tokio::spawn(gateway.clone().push_viewers());
         Ok((gateway, layer))
+    }
+
+    /// Where streams' viewer counts come from (the cluster's view), once.
+    pub fn set_audience(&self, audience: Audience) {
+        let _ = self.hub.audience.set(audience);
+    }
+
+    /// Every [`VIEWER_COUNT_EVERY`], each stream whose room has sockets on this replica gets
+    /// `viewer-count` there. Each replica tells its own sockets: no fan-out between replicas.
+    async fn push_viewers(self) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(VIEWER_COUNT_EVERY) => {}
+            }
+            for ((tenant, stream), slug) in self.hub.rooms.streams() {
+                let (viewers, live) = self.hub.audience(&stream, &slug);
+                let body =
+                    serde_json::json!({ "streamId": stream, "viewers": viewers, "live": live });
+                let room = stream_room(&tenant, &stream);
+                let sent = match &self.io {
+                    Io::Local(io) => io.to(room).local().emit("viewer-count", &body).await,
+                    Io::Postgres(io) => io.to(room).local().emit("viewer-count", &body).await,
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "viewer-count not delivered to every socket");
+                }
+            }
+        }
+    }
+
+    /// Sends an event to everyone in a stream's room, on every replica (a tip given over REST
+    /// shows in the chat).
+    pub async fn to_stream<T: serde::Serialize + ?Sized>(
+        &self,
+        tenant_id: &str,
+        stream_id: &str,
+        event: &str,
+        body: &T,
+    ) {
+        self.emit_to(vec![stream_room(tenant_id, stream_id)], event, body)
+            .await;
     }
 
     /// Every `every`: forgets sockets that never reached the namespace, then flushes.
@@ -893,6 +959,10 @@ async fn socket_gone(hub: &Hub, sid: Sid) -> Option<(Session, bool)> {
     let (tenant_id, user_id) = hub.meter.close(&sid, db::now_millis())?;
     let session = Session { tenant_id, user_id };
     hub.metrics.connections.dec();
+    let rooms = hub.rooms.gone(sid);
+    hub.metrics
+        .chat_viewers
+        .sub(i64::try_from(rooms).unwrap_or(i64::MAX));
     if hub
         .presence
         .disconnect(&session.tenant_id, &session.user_id)

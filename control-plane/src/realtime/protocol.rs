@@ -151,6 +151,8 @@ pub struct SendTip {
     #[serde(default)]
     pub message: String,
     pub idempotency_key: String,
+    /// A stream of the creator's whose chat shows the tip.
+    pub stream_id: Option<String>,
 }
 
 /// `mark-read`: what `senderId` sent is read, up to `messageId` (the newest when absent).

@@ -49,6 +49,7 @@ pub(super) async fn send_tip<A: Adapter>(
         creator_id: req.creator_id,
         amount: req.amount,
         message: req.message,
+        stream_id: req.stream_id,
     };
     let sent = tips::send(
         &hub.db,
@@ -62,6 +63,11 @@ pub(super) async fn send_tip<A: Adapter>(
     if !sent.replayed {
         hub.metrics.notification(NotificationSource::Money);
         recovery::send(&hub, &s, &session.tenant_id, &sent.recorded).await;
+    }
+    if let Some(line) = &sent.chat {
+        let body = json!({ "streamId": line.stream_id, "message": line });
+        let room = super::stream_room(&session.tenant_id, &line.stream_id);
+        let _ = hub.scoped(s.within(room)).emit("chat-message", &body).await;
     }
     Ok(protocol::ok(json!({ "tip": sent.tip })))
 }

@@ -240,6 +240,9 @@ pub struct CreateTip {
     /// Shown to the creator: at most 200 characters (may be empty).
     #[serde(default)]
     pub message: String,
+    /// A live stream of the creator's whose chat shows the tip (the tipper must be let into it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
 }
 
 /// A tip: one ledger transaction (its id is the tip's), the fan's wallet paying the creator's

@@ -32,6 +32,7 @@ mod nowplaying;
 mod ogg;
 mod realtime;
 mod realtime_usage;
+mod stream_chat;
 mod subscriptions;
 mod usage;
 mod users;
