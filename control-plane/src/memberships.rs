@@ -1,7 +1,7 @@
 //! The one membership check: whether a viewer may watch a creator's stream (and, later, chat
 //! in its room and call the creator), and otherwise what would let them in. Playback
-//! (`POST /v1/me/streams/{id}/playback`) asks [`entitled`] and nothing else; stream chat and
-//! calls are to ask it too, so access is decided in one place.
+//! (`POST /v1/me/streams/{id}/playback`) and joining a stream's chat (`chat::may_join`) ask
+//! [`entitled`] and nothing else; calls are to ask it too, so access is decided in one place.
 //!
 //! The answer is read from the memberships the money made (a subscription whose end is in the
 //! future, a pay-per-view purchase) and from the stream's access mode; the creator is always
