@@ -298,10 +298,16 @@ pub(super) async fn say<A: Adapter>(
         tip: None,
         created_ms: now,
     };
-    let message = db::stream_chat::insert(&mut conn, &line)
-        .await
-        .map_err(|e| stored(&e))?;
     drop(conn);
+    // The message and its count for billing (the plan's messages) commit together.
+    let stored_line = async {
+        let mut tx = hub.db.begin().await?;
+        let message = db::stream_chat::insert(&mut tx, &line).await?;
+        db::realtime_usage::add(&mut tx, tenant_id, now, 0, 1).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(message)
+    };
+    let message = stored_line.await.map_err(|e| stored(&e))?;
     hub.metrics.chat_messages.inc();
     let body = json!({ "streamId": req.stream_id, "message": message });
     let room = stream_room(tenant_id, &req.stream_id);

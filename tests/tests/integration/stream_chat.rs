@@ -126,10 +126,35 @@ async fn a_fan_and_the_creator_chat_tip_and_delete(b: Backend) {
     }
     let again = sio.emit("fan", "send-tip", tip).await;
     assert_eq!(ok(&again)["tip"]["id"], tipped["tip"]["id"]);
-    // The tip's earnings reach the creator at once.
+    // Over REST too, once per key.
+    let body =
+        json!({"creatorId": "star", "amount": 200, "message": "from the app", "streamId": id});
+    for _ in 0..2 {
+        let r = send(
+            &cp,
+            (Method::POST, "/v1/me/tips"),
+            &fan,
+            Some("tip-chat-rest"),
+            Some(body.clone()),
+        )
+        .await;
+        assert!(r.status == 201, "{}", r.text);
+    }
+    for who in ["fan", "star"] {
+        let m = sio.event(who, "chat-message").await["message"].clone();
+        assert_eq!(
+            (&m["amount"], &m["content"]),
+            (&json!(200), &json!("from the app")),
+            "{who}"
+        );
+    }
+    // The tips' earnings reach the creator at once.
     assert_eq!(
         sio.event("star", "earnings").await["earnings"],
         tipped["tip"]["net"]
+    );
+    assert!(
+        sio.event("star", "earnings").await["earnings"].as_i64() > tipped["tip"]["net"].as_i64()
     );
 
     // The creator deletes the fan's message: gone for everyone, marked in the saved chat.
@@ -168,10 +193,13 @@ async fn a_fan_and_the_creator_chat_tip_and_delete(b: Backend) {
         .expect(200)
         .body;
     let items = saved["items"].as_array().expect("items");
-    assert_eq!(items.len(), 3, "{saved}");
+    assert_eq!(items.len(), 4, "{saved}");
     assert_eq!(items[0]["deleted"], json!(true));
     assert_eq!(items[0]["content"], json!(""));
-    assert_eq!(items[2]["kind"], json!("tip"));
+    assert_eq!(
+        (&items[2]["kind"], &items[3]["kind"]),
+        (&json!("tip"), &json!("tip"))
+    );
 
     // Who joins later gets what was said, without the deleted line.
     sio.connect(
@@ -189,7 +217,17 @@ async fn a_fan_and_the_creator_chat_tip_and_delete(b: Backend) {
         .iter()
         .map(|m| &m["content"])
         .collect();
-    assert_eq!(contents, vec![&json!("Welcome!"), &json!("for the encore")]);
+    assert_eq!(
+        contents,
+        vec![
+            &json!("Welcome!"),
+            &json!("for the encore"),
+            &json!("from the app")
+        ]
+    );
+    // The chat's messages are the tenant's messages for billing (tips are not).
+    let usage = cp.get("/v1/realtime/usage", &key).await.expect(200).body;
+    assert_eq!(usage["total"]["messages"], json!(2), "{usage}");
     // After leaving, nothing more arrives and writing is refused.
     ok(&sio
         .emit("late", "leave-stream", json!({ "streamId": id }))
