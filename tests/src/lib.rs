@@ -15,6 +15,7 @@ pub mod load;
 pub mod media;
 pub mod process;
 pub mod realtime;
+pub mod realtime_bench;
 pub mod rogue;
 pub mod rtmp;
 pub mod sioload;

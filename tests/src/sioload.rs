@@ -25,8 +25,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// How long a client may take from TCP connect to the server's CONNECT answer.
 const HANDSHAKE: Duration = Duration::from_secs(60);
 
-/// The events whose content a client reads as a stamped delivery.
-const DELIVERIES: [&str; 2] = ["receive-message", "stream-message"];
+/// The events whose content a client reads as a stamped delivery: the payload's `content`, or
+/// its `message.content` (Onda's stream chat, where tips show too).
+const DELIVERIES: [&str; 3] = ["receive-message", "stream-message", "chat-message"];
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -145,8 +146,11 @@ impl Stats {
 pub struct Emit {
     pub event: &'static str,
     pub payload: Value,
-    /// Some(tag): the payload's `content` is set to a stamp with this tag when it is written.
+    /// Some(tag): the payload's `stamp_field` is set to a stamp with this tag when it is
+    /// written.
     pub stamp: Option<u32>,
+    /// `content` for messages; `message` for a tip, whose message shows in a chat.
+    pub stamp_field: &'static str,
 }
 
 /// Clients, one task each, driven by [`Emit`] commands; dropping the pool closes them.
@@ -328,7 +332,7 @@ async fn client(
                     return;
                 };
                 if let Some(tag) = emit.stamp {
-                    emit.payload["content"] = Value::String(stamp(tag));
+                    emit.payload[emit.stamp_field] = Value::String(stamp(tag));
                     if stats.measured(tag) {
                         stats.sent.fetch_add(1, Ordering::SeqCst);
                     }
@@ -357,7 +361,10 @@ fn received(text: &str, stats: &Stats, pending: &mut Pending) {
         let name = args.first().and_then(Value::as_str).unwrap_or_default();
         let stamped = args
             .get(1)
-            .and_then(|p| p.get("content"))
+            .and_then(|p| {
+                p.get("content")
+                    .or_else(|| p.get("message")?.get("content"))
+            })
             .and_then(Value::as_str)
             .and_then(parse_stamp);
         match stamped {

@@ -27,15 +27,14 @@
 #![forbid(unsafe_code)]
 
 use onda_tests::bench::{clock_ticks, tree_cpu_seconds, tree_rss_kib};
-use onda_tests::db::{Backend, TestDb, postgres_admin_url};
+use onda_tests::db::{Backend, TestDb};
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
+use onda_tests::realtime_bench::{self, knob, pg_backends_cpu, pg_cpu_since, raise_nofile};
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt as _;
 
@@ -52,16 +51,6 @@ struct Knobs {
     warmup: u64,
     room: usize,
     room_rate: usize,
-}
-
-fn knob(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v:?} is not a whole number");
-            std::process::exit(2);
-        }),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -176,56 +165,6 @@ impl Report {
     }
 }
 
-/// CPU seconds of each backend of PostgreSQL connected to `database`, by pid.
-async fn pg_backends_cpu(database: &str, ticks: f64) -> HashMap<u32, f64> {
-    let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&postgres_admin_url()).await else {
-        return HashMap::new();
-    };
-    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
-        .bind(database)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default();
-    let _ = conn.close().await;
-    pids.into_iter()
-        .filter_map(|p| u32::try_from(p).ok())
-        .map(|p| (p, tree_cpu_seconds(p, ticks)))
-        .collect()
-}
-
-/// CPU the backends used since `before` (a backend that came and went meanwhile is missed).
-fn pg_cpu_since(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
-    after
-        .iter()
-        .map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0))
-        .sum()
-}
-
-/// Makes end user `id` and mints a token for them: the `POST /v1/users/{id}/tokens` answer.
-async fn make_user(http: &reqwest::Client, api: &str, key: &str, id: &str) -> Value {
-    let put = http
-        .put(format!("{api}/v1/users/{id}"))
-        .bearer_auth(key)
-        .json(&json!({"display_name": format!("Fan {id}")}))
-        .send()
-        .await
-        .expect("PUT /v1/users");
-    assert!(put.status().is_success(), "PUT user {id}: {}", put.status());
-    let minted = http
-        .post(format!("{api}/v1/users/{id}/tokens"))
-        .bearer_auth(key)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST tokens");
-    assert!(
-        minted.status().is_success(),
-        "token of {id}: {}",
-        minted.status()
-    );
-    minted.json().await.expect("a token")
-}
-
 /// Makes `n` users of a new Premium tenant and mints a token for each, 32 requests at a time.
 async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
     let cp = &fx.cp;
@@ -239,34 +178,8 @@ async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
         .await;
     assert_eq!(s, 200, "{plan}");
     let key = cp.tenant_key("Bench Creators").await;
-    let ids: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("u{i:05}")).collect());
-    // The first token alone, so the tenant's managed key exists before the rush.
-    let first = make_user(&cp.http, &cp.api, &key, &ids[0]).await;
-    let next = Arc::new(AtomicUsize::new(1));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (ids, next, key) = (ids.clone(), next.clone(), key.clone());
-        let (api, http) = (cp.api.clone(), cp.http.clone());
-        tasks.spawn(async move {
-            let mut minted = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(id) = ids.get(i) else {
-                    return minted;
-                };
-                minted.push((i, make_user(&http, &api, &key, id).await));
-            }
-        });
-    }
-    let mut tokens = vec![String::new(); n];
-    let kid = first["kid"].as_str().expect("kid").to_string();
-    tokens[0] = first["token"].as_str().expect("token").to_string();
-    while let Some(done) = tasks.join_next().await {
-        for (i, t) in done.expect("user maker") {
-            tokens[i] = t["token"].as_str().expect("token").to_string();
-            assert_eq!(t["kid"].as_str(), Some(kid.as_str()), "one signing key");
-        }
-    }
+    let ids: Vec<String> = (0..n).map(|i| format!("u{i:05}")).collect();
+    let (tokens, kid) = realtime_bench::mint_users(&cp.http, &cp.api, &key, &ids).await;
     // The tenant's id is the tokens' issuer.
     let claims = tokens
         .first()
@@ -290,7 +203,7 @@ async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
         .expect("the managed signing key");
     let _ = conn.close().await;
     Users {
-        ids: Arc::unwrap_or_clone(ids),
+        ids,
         tokens,
         issuer,
         secret,
@@ -388,6 +301,7 @@ async fn paced(
                     event,
                     payload,
                     stamp: Some(tag),
+                    stamp_field: "content",
                 },
             );
         }
@@ -499,6 +413,7 @@ async fn run(server: &Server, users: &Users, k: &Knobs, room: bool) -> Report {
                     event: "join-stream",
                     payload: json!({"streamId": "bench"}),
                     stamp: None,
+                    stamp_field: "content",
                 },
             );
         }
@@ -652,14 +567,6 @@ fn print_goals(k: &Knobs, onda: &Report, node: &Report) {
 
 /// Raises the soft open-file limit to the hard one: every client is a descriptor here, and
 /// every connection one in the server (which inherits the limit).
-fn raise_nofile() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    limit.current = limit.maximum;
-    let _ = setrlimit(Resource::Nofile, limit);
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
 async fn bench() -> bool {
     let k = Knobs::from_env();
     if std::env::var_os("ONDA_BIN").is_none() {

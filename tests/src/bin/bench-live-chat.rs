@@ -1,0 +1,506 @@
+//! Benchmark (not a test): a live stream's chat on Onda's gateway, and its ledger under tips.
+//!
+//! `onda control-plane` (release build, `ONDA_BIN`) on a fresh PostgreSQL database, a tenant on
+//! Premium, a creator and a public stream of theirs, `BENCH_VIEWERS` end users (10,000) made
+//! and their tokens minted through the API, connected by the realtime benchmark's load
+//! generator (`onda_tests::sioload`) at `BENCH_RAMP` a second, all in the stream's room:
+//! - **room**: `BENCH_CHAT_RATE` chat messages a second (20, from `BENCH_SENDERS` viewers in
+//!   turn, each well under the chat's burst limit) and `BENCH_TIP_RATE` tips a second (5, each
+//!   shown in the chat) for `BENCH_SECONDS` (30) after a 3 s warm-up: delivery latency p50/p99
+//!   from the send time stamped in each message, deliveries against the exact number expected
+//!   (a chat message reaches every other viewer, a tip every viewer: none lost, none twice), the
+//!   server's and PostgreSQL's CPU-seconds.
+//! - **ledger**: `BENCH_LEDGER_RATE` tips a second (500, from as many viewers, one a second
+//!   each, amounts 1 to 9) for `BENCH_LEDGER_SECONDS` (10), not in a chat: tips committed a
+//!   second, then the totals checked exactly against what was acknowledged (the creator's
+//!   earnings, every tipper's wallet, `GET /v1/ledger/check`).
+//!
+//! The run fails (exit 1) when a connection or a join fails, a message or tip is refused or not
+//! acknowledged, a delivery is lost or duplicated, or a total is off. Run it with
+//! `scripts/bench-live-chat.sh`.
+
+#![forbid(unsafe_code)]
+
+use onda_tests::bench::{clock_ticks, tree_cpu_seconds, tree_rss_kib};
+use onda_tests::cluster::ControlPlane;
+use onda_tests::db::Backend;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
+use onda_tests::realtime_bench::{knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile};
+use onda_tests::sioload::{Emit, Measured, Pool, percentile};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "bench-admin-token-live-chat-0123";
+/// What each tipper's wallet is credited with before the run.
+const CREDIT: i64 = 100_000;
+/// A tip in the room.
+const ROOM_TIP: i64 = 100;
+
+#[derive(Debug, Clone)]
+struct Knobs {
+    viewers: usize,
+    ramp: usize,
+    chat_rate: usize,
+    tip_rate: usize,
+    senders: usize,
+    seconds: u64,
+    warmup: u64,
+    ledger_rate: usize,
+    ledger_seconds: u64,
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let k = Knobs {
+            viewers: knob("BENCH_VIEWERS", 10_000),
+            ramp: knob("BENCH_RAMP", 500).max(1),
+            chat_rate: knob("BENCH_CHAT_RATE", 20).max(1),
+            tip_rate: knob("BENCH_TIP_RATE", 5).max(1),
+            senders: knob("BENCH_SENDERS", 60).max(1),
+            seconds: knob("BENCH_SECONDS", 30).max(1) as u64,
+            warmup: knob("BENCH_WARMUP_SECONDS", 3) as u64,
+            ledger_rate: knob("BENCH_LEDGER_RATE", 500),
+            ledger_seconds: knob("BENCH_LEDGER_SECONDS", 10) as u64,
+        };
+        // Viewers [0, ledger) tip in the ledger phase, the next `tippers` tip in the room, the
+        // next `senders` chat.
+        if k.ledger_rate + k.tippers() + k.senders > k.viewers {
+            eprintln!("BENCH_LEDGER_RATE + tippers + BENCH_SENDERS must fit in BENCH_VIEWERS");
+            std::process::exit(2);
+        }
+        k
+    }
+
+    /// Room tippers: each tips at most once every 10 s.
+    fn tippers(&self) -> usize {
+        self.tip_rate * 10
+    }
+
+    fn room_tipper(&self, n: usize) -> usize {
+        self.ledger_rate + n % self.tippers()
+    }
+
+    fn sender(&self, n: usize) -> usize {
+        self.ledger_rate + self.tippers() + n % self.senders
+    }
+}
+
+/// Onda under test: its API, process, database, tenant and stream.
+struct Setup {
+    api: String,
+    pid: u32,
+    database: String,
+    key: String,
+    stream: String,
+    ids: Vec<String>,
+    tokens: Vec<String>,
+    fee_bps: i64,
+}
+
+/// Makes the tenant, its creator `star`, the stream, the viewers and the tippers' credit.
+async fn setup(cp: &ControlPlane, database: String, k: &Knobs) -> Setup {
+    let (s, plan) = cp
+        .call(
+            Method::PATCH,
+            "/v1/plans/plan_premium",
+            Some(json!({ "limits": { "max_realtime_connections": k.viewers + 100 } })),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
+    let key = cp.tenant_key("Bench Live").await;
+    let (s, v) = cp
+        .tenant_call(
+            &key,
+            Method::PUT,
+            "/v1/users/star",
+            Some(json!({"display_name": "Star", "creator": true})),
+        )
+        .await;
+    assert!(s == 201 || s == 200, "{v}");
+    let (s, v) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Bench Show", "access": "public", "creator_id": "star"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let stream = v["id"].as_str().expect("stream id").to_string();
+    let ids: Vec<String> = (0..k.viewers).map(|i| format!("v{i:05}")).collect();
+    let t = Instant::now();
+    let (tokens, _) = mint_users(&cp.http, &cp.api, &key, &ids).await;
+    println!(
+        "{} viewers and tokens made through the API in {:.1} s",
+        ids.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for id in &ids[..k.ledger_rate + k.tippers()] {
+        let r = cp
+            .http
+            .post(format!("{}/v1/users/{id}/wallet/credits", cp.api))
+            .bearer_auth(&key)
+            .header("idempotency-key", format!("credit-{id}"))
+            .json(&json!({"amount": CREDIT, "reference": format!("psp-{id}")}))
+            .send()
+            .await
+            .expect("credit");
+        assert_eq!(r.status().as_u16(), 201, "credit {id}");
+    }
+    let (_, me) = cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
+    let fee_bps = me["tenant"]["platform_fee_bps"].as_i64().unwrap_or(0);
+    Setup {
+        api: cp.api.clone(),
+        pid: cp.proc.pid(),
+        database,
+        key,
+        stream,
+        ids,
+        tokens,
+        fee_bps,
+    }
+}
+
+/// Sends `rate` emits a second for `secs`, evenly spaced; `emit(n)` makes the n-th.
+async fn paced(pool: &Pool, secs: u64, rate: usize, emit: impl Fn(usize) -> (usize, Emit)) {
+    let start = Instant::now();
+    let total = secs as usize * rate;
+    for n in 0..total {
+        let at = start + Duration::from_micros(n as u64 * 1_000_000 / rate as u64);
+        tokio::time::sleep_until(at.into()).await;
+        let (client, e) = emit(n);
+        pool.emit(client, e);
+    }
+}
+
+/// What one measured window gave.
+struct Window {
+    m: Measured,
+    expected: u64,
+    secs: f64,
+    cpu_s: f64,
+    pg_cpu_s: f64,
+    /// From the window's start to the last ack.
+    acked_in: f64,
+}
+
+impl Window {
+    fn ok(&self) -> bool {
+        self.m.ack_errors == 0 && self.m.acked == self.m.sent && self.m.delivered == self.expected
+    }
+}
+
+fn chat(s: &Setup, tag: u32) -> Emit {
+    Emit {
+        event: "chat-message",
+        payload: json!({ "streamId": s.stream }),
+        stamp: Some(tag),
+        stamp_field: "content",
+    }
+}
+
+fn tip(s: &Setup, tag: u32, n: usize, (amount, in_room): (i64, bool)) -> Emit {
+    let mut payload = json!({
+        "creatorId": "star",
+        "amount": amount,
+        "idempotencyKey": format!("bench-{tag}-{n}"),
+    });
+    if in_room {
+        payload["streamId"] = json!(s.stream);
+    }
+    Emit {
+        event: "send-tip",
+        payload,
+        stamp: Some(tag),
+        stamp_field: "message",
+    }
+}
+
+/// The room phase's emits: tips at `tip_rate` among `chat_rate` chat messages a second.
+async fn room_traffic(pool: &Pool, k: &Knobs, s: &Setup, tag: u32, secs: u64) -> (u64, u64) {
+    let per_sec = k.chat_rate + k.tip_rate;
+    let tips_every = per_sec / k.tip_rate;
+    let (mut chats, mut tips) = (0u64, 0u64);
+    let mut plan = Vec::with_capacity(secs as usize * per_sec);
+    for n in 0..secs as usize * per_sec {
+        if n % tips_every == 0 && tips < secs * k.tip_rate as u64 {
+            plan.push((k.room_tipper(tips as usize), true));
+            tips += 1;
+        } else {
+            plan.push((k.sender(chats as usize), false));
+            chats += 1;
+        }
+    }
+    paced(pool, secs, per_sec, |n| {
+        let (client, is_tip) = plan[n];
+        if is_tip {
+            (client, tip(s, tag, n, (ROOM_TIP, true)))
+        } else {
+            (client, chat(s, tag))
+        }
+    })
+    .await;
+    (chats, tips)
+}
+
+/// Waits (at most 30 s) for every ack and `expected` deliveries of the measured tag.
+async fn settle(pool: &Pool, expected: impl Fn(&Measured) -> u64) -> (Measured, f64) {
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(30);
+    let mut m = pool.stats.snapshot();
+    let mut acked_at = t;
+    while (m.acked + m.ack_errors < m.sent || m.delivered < expected(&m))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = m.acked;
+        m = pool.stats.snapshot();
+        if m.acked > before {
+            acked_at = Instant::now();
+        }
+    }
+    // A moment more: a duplicate delivery would arrive now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (
+        pool.stats.snapshot(),
+        acked_at.duration_since(t).as_secs_f64(),
+    )
+}
+
+/// The room phase, and how many tips it gave (warm-up included).
+async fn room(pool: &Pool, k: &Knobs, s: &Setup) -> (Window, u64) {
+    let ticks = clock_ticks();
+    pool.stats.measure(2);
+    let (_, warmup_tips) = room_traffic(pool, k, s, 1, k.warmup).await;
+    let pg0 = pg_backends_cpu(&s.database, ticks).await;
+    let cpu0 = tree_cpu_seconds(s.pid, ticks);
+    let t0 = Instant::now();
+    let (chats, tips) = room_traffic(pool, k, s, 2, k.seconds).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_s = tree_cpu_seconds(s.pid, ticks) - cpu0;
+    let pg_cpu_s = pg_cpu_since(&pg0, &pg_backends_cpu(&s.database, ticks).await);
+    let n = k.viewers as u64;
+    // A chat message reaches every viewer but its writer's socket; a tip's line every viewer.
+    let expected = chats * (n - 1) + tips * n;
+    let (m, acked_in) = settle(pool, |_| expected).await;
+    let w = Window {
+        m,
+        expected,
+        secs,
+        cpu_s,
+        pg_cpu_s,
+        acked_in: acked_in + secs,
+    };
+    (w, warmup_tips + tips)
+}
+
+/// The amount of the ledger phase's tip `n` (numbered from 0 in the warm-up and again in the
+/// window).
+fn ledger_amount(n: usize) -> i64 {
+    1 + (n % 9) as i64
+}
+
+/// Every ledger-phase tip: (its tipper, its amount), warm-up and window.
+fn ledger_tips(k: &Knobs) -> impl Iterator<Item = (usize, i64)> + '_ {
+    [k.warmup, k.ledger_seconds]
+        .into_iter()
+        .flat_map(move |secs| {
+            (0..secs as usize * k.ledger_rate).map(move |n| (n % k.ledger_rate, ledger_amount(n)))
+        })
+}
+
+async fn ledger(pool: &Pool, k: &Knobs, s: &Setup) -> Window {
+    let ticks = clock_ticks();
+    pool.stats.measure(4);
+    let emit = |tag: u32| {
+        move |n: usize| {
+            let client = n % k.ledger_rate;
+            (client, tip(s, tag, n, (ledger_amount(n), false)))
+        }
+    };
+    paced(pool, k.warmup, k.ledger_rate, emit(3)).await;
+    let pg0 = pg_backends_cpu(&s.database, ticks).await;
+    let cpu0 = tree_cpu_seconds(s.pid, ticks);
+    let t0 = Instant::now();
+    paced(pool, k.ledger_seconds, k.ledger_rate, emit(4)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (m, acked_in) = settle(pool, |_| 0).await;
+    Window {
+        m,
+        expected: 0,
+        secs,
+        cpu_s: tree_cpu_seconds(s.pid, ticks) - cpu0,
+        pg_cpu_s: pg_cpu_since(&pg0, &pg_backends_cpu(&s.database, ticks).await),
+        acked_in: acked_in + secs,
+    }
+}
+
+/// Checks the ledger against what was sent (every tip acknowledged): the creator's earnings,
+/// each tipper's wallet, and the ledger's own check. Prints what is off.
+async fn totals_exact(http: &reqwest::Client, s: &Setup, k: &Knobs, room_tips: u64) -> bool {
+    let get = |path: String| async move {
+        let r = http
+            .get(format!("{}{path}", s.api))
+            .bearer_auth(&s.key)
+            .send()
+            .await
+            .expect("request");
+        r.json::<Value>().await.expect("json")
+    };
+    let fee = |amount: i64| amount * s.fee_bps / 10_000;
+    let room_net = (0..room_tips)
+        .map(|_| ROOM_TIP - fee(ROOM_TIP))
+        .sum::<i64>();
+    let ledger_net = ledger_tips(k).map(|(_, a)| a - fee(a)).sum::<i64>();
+    let mut spent = vec![0i64; k.ledger_rate];
+    for (tipper, a) in ledger_tips(k) {
+        spent[tipper] += a;
+    }
+    let mut ok = true;
+    let star = get("/v1/users/star/wallet".into()).await;
+    if star["earnings"].as_i64() != Some(room_net + ledger_net) {
+        println!(
+            "FAIL: the creator's earnings are {}, the tips acknowledged make {}",
+            star["earnings"],
+            room_net + ledger_net
+        );
+        ok = false;
+    }
+    let mut off = 0;
+    for (i, spent) in spent.iter().enumerate() {
+        let w = get(format!("/v1/users/{}/wallet", s.ids[i])).await;
+        if w["balance"].as_i64() != Some(CREDIT - spent) {
+            off += 1;
+        }
+    }
+    if off > 0 {
+        println!("FAIL: {off} tippers' wallets are not their credit minus their tips");
+        ok = false;
+    }
+    let check = get("/v1/ledger/check".into()).await;
+    if check["ok"] != json!(true) {
+        println!("FAIL: the ledger check: {check}");
+        ok = false;
+    }
+    ok
+}
+
+fn line(name: &str, w: &Window, n: u64) {
+    let l = &w.m.latencies_ms;
+    println!(
+        "| {name} | {} | {} | {} of {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",
+        w.m.sent,
+        w.m.acked,
+        w.m.delivered,
+        w.expected,
+        percentile(l, 0.5),
+        percentile(l, 0.99),
+        w.cpu_s,
+        w.pg_cpu_s,
+        n as f64 / w.acked_in.max(0.001),
+    );
+}
+
+async fn bench() -> bool {
+    let k = Knobs::from_env();
+    if std::env::var_os("ONDA_BIN").is_none() {
+        eprintln!(
+            "ONDA_BIN is not set: run scripts/bench-live-chat.sh (it builds the release binary)"
+        );
+        std::process::exit(2);
+    }
+    println!(
+        "live chat benchmark: {k:?}, open file limit {}",
+        raise_nofile()
+    );
+    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
+        admin_token: ADMIN,
+        backend: Backend::Postgres,
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
+        eprintln!("PostgreSQL is unreachable: the benchmark needs it");
+        return false;
+    };
+    let database = fx.db.url.rsplit('/').next().unwrap_or_default().to_string();
+    let s = setup(&fx.cp, database, &k).await;
+    let rss0 = tree_rss_kib(s.pid);
+    let pool = Pool::connect(&s.api, &s.tokens, k.ramp).await;
+    let (connected, refused, failed, pending) = pool.wait_answered(Duration::from_secs(90)).await;
+    println!(
+        "connections: {connected} connected, {refused} refused, {failed} failed, {pending} unanswered"
+    );
+    for i in 0..k.viewers {
+        pool.emit(
+            i,
+            Emit {
+                event: "join-stream",
+                payload: json!({ "streamId": s.stream }),
+                stamp: None,
+                stamp_field: "content",
+            },
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.stats.joined.load(Ordering::SeqCst) < k.viewers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let joined = pool.stats.joined.load(Ordering::SeqCst);
+    println!(
+        "joined the stream's room: {joined}; server RSS {} -> {} MiB",
+        rss0 / 1024,
+        tree_rss_kib(s.pid) / 1024
+    );
+    let mut ok = connected == k.viewers && joined == k.viewers;
+    let (r, room_tips) = room(&pool, &k, &s).await;
+    let l = ledger(&pool, &k, &s).await;
+    println!(
+        "\n| phase | sent | acked | delivered | p50 ms | p99 ms | server CPU-s | PostgreSQL CPU-s | acked/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    line("room", &r, r.m.acked);
+    line("ledger", &l, l.m.acked);
+    println!(
+        "room: {:.1} s window, {} deliveries a server CPU-second",
+        r.secs,
+        (r.m.delivered as f64 / r.cpu_s.max(0.001)).round()
+    );
+    let p99 = percentile(&r.m.latencies_ms, 0.99);
+    println!(
+        "goal p99 < 150 ms: {}",
+        if p99 < 150.0 { "met" } else { "NOT met" }
+    );
+    ok &= r.ok() && l.m.ack_errors == 0 && l.m.acked == l.m.sent;
+    ok &= totals_exact(&fx.cp.http, &s, &k, room_tips).await;
+    if let Some(e) = pool
+        .stats
+        .first_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        println!("first error: {e}");
+    }
+    pool.close(Duration::from_secs(30)).await;
+    println!(
+        "totals exact and nothing lost or duplicated: {}",
+        if ok { "yes" } else { "NO" }
+    );
+    ok
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ok = rt.block_on(bench());
+    drop(rt);
+    if !ok {
+        std::process::exit(1);
+    }
+}
