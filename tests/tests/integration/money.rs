@@ -621,21 +621,16 @@ async fn fifty_debits_at_once_through_the_api(b: Backend) {
     cp.stop().await;
 }
 
-/// The real binary holds each answer after its commit (`ONDA_LEDGER_ANSWER_DELAY_MS`); the test
-/// waits until the credit is committed, kills the process with SIGKILL before it answered,
-/// restarts it, and retries with the same key: the stored answer comes back and the wallet was
-/// credited once.
-async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
-    let Some(mut fx) = ClusterFixture::start_on(ClusterSpec {
+/// A control plane that holds each answer after its commit (`ONDA_LEDGER_ANSWER_DELAY_MS`)
+/// and a tenant with the end user `fan`: (fixture, tenant key).
+async fn held_answers(b: Backend, tenant: &str) -> Option<(ClusterFixture, String)> {
+    let fx = ClusterFixture::start_on(ClusterSpec {
         backend: b,
         env: &[("ONDA_LEDGER_ANSWER_DELAY_MS", "600000")],
         ..ClusterSpec::default()
     })
-    .await
-    else {
-        return;
-    };
-    let key = fx.cp.tenant_key("Killed").await;
+    .await?;
+    let key = fx.cp.tenant_key(tenant).await;
     let (s, _) = fx
         .cp
         .tenant_call(
@@ -646,15 +641,31 @@ async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
         )
         .await;
     assert_eq!(s, 201);
-    let url = format!("{}/v1/users/fan/wallet/credits", fx.cp.api);
-    let body = json!({"amount": 4200, "reference": "psp_killed"});
+    Some((fx, key))
+}
+
+/// Sends `POST path` with `body` under the idempotency key `idem` and `token`, waits until the
+/// database holds its committed answer while the request is still pending, kills the control
+/// plane with SIGKILL, restarts it, and retries with the same key: the retry's answer, which
+/// must be the stored one (replayed).
+async fn killed_between_commit_and_answer(
+    fx: &mut ClusterFixture,
+    token: &str,
+    (path, idem, body): (&str, &str, &Value),
+) -> Answer {
     let http = fx.cp.http.clone();
     let pending = tokio::spawn({
-        let (http, url, key, body) = (http.clone(), url.clone(), key.clone(), body.clone());
+        let url = format!("{}{path}", fx.cp.api);
+        let (http, token, body, idem) = (
+            http.clone(),
+            token.to_string(),
+            body.clone(),
+            idem.to_string(),
+        );
         async move {
             http.post(url)
-                .bearer_auth(key)
-                .header("idempotency-key", "killed-1")
+                .bearer_auth(token)
+                .header("idempotency-key", idem)
                 .json(&body)
                 .send()
                 .await
@@ -663,18 +674,19 @@ async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
     // Committed (the key's answer is stored) but not answered: the request is still pending.
     sqlx::any::install_default_drivers();
     let db_url = fx.db.url.clone();
-    onda_tests::wait_for("the credit's commit", Duration::from_secs(20), || {
-        let db_url = db_url.clone();
+    onda_tests::wait_for("the commit", Duration::from_secs(20), || {
+        let (db_url, idem) = (db_url.clone(), idem.to_string());
         async move {
             use sqlx::Connection as _;
             let mut c = sqlx::AnyConnection::connect(&db_url).await.ok()?;
             let row: Option<(i64,)> =
-                sqlx::query_as("SELECT status FROM idempotency_keys WHERE idem_key = 'killed-1'")
+                sqlx::query_as("SELECT status FROM idempotency_keys WHERE idem_key = $1")
+                    .bind(idem)
                     .fetch_optional(&mut c)
                     .await
                     .ok()?;
             let _ = c.close().await;
-            row.filter(|(s,)| *s == 201).map(|_| ())
+            row.filter(|(s,)| (200..300).contains(s)).map(|_| ())
         }
     })
     .await;
@@ -691,20 +703,35 @@ async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
     fx.restart_cp().await;
     let retry = send(
         &http,
-        format!("{}/v1/users/fan/wallet/credits", fx.cp.api),
-        &key,
-        (Method::POST, Some("killed-1"), Some(body.clone())),
+        format!("{}{path}", fx.cp.api),
+        token,
+        (Method::POST, Some(idem), Some(body.clone())),
     )
     .await;
-    assert_eq!(retry.status, 201, "{}", retry.text);
-    assert_eq!(retry.body["amount"], json!(4200));
+    assert!((200..300).contains(&retry.status), "{}", retry.text);
     assert_eq!(
         retry
             .headers
             .get("idempotent-replayed")
             .map(|v| v.as_bytes()),
-        Some(&b"true"[..])
+        Some(&b"true"[..]),
+        "the retry answers the stored result"
     );
+    retry
+}
+
+/// A credit killed between its commit and its answer is answered by the retry, once.
+async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
+    let Some((mut fx, key)) = held_answers(b, "Killed").await else {
+        return;
+    };
+    let body = json!({"amount": 4200, "reference": "psp_killed"});
+    let path = "/v1/users/fan/wallet/credits";
+    let retry = killed_between_commit_and_answer(&mut fx, &key, (path, "killed-1", &body)).await;
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    assert_eq!(retry.body["amount"], json!(4200));
+    let http = fx.cp.http.clone();
+    let url = format!("{}{path}", fx.cp.api);
     let (_, wallet) = fx
         .cp
         .tenant_call(&key, Method::GET, "/v1/users/fan/wallet", None)
@@ -723,7 +750,7 @@ async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
     // The same key with another body is still a conflict after the restart.
     let other = send(
         &http,
-        url.replace(&url, &format!("{}/v1/users/fan/wallet/credits", fx.cp.api)),
+        url,
         &key,
         (
             Method::POST,

@@ -1363,6 +1363,7 @@ async fn messages_sent_at_once_are_each_stored_and_answered(b: Backend) {
             event: "block-user",
             payload: json!({ "userId": "u02" }),
             stamp: None,
+            stamp_field: "content",
         },
     );
     let stats = pool.stats.clone();
@@ -1376,6 +1377,7 @@ async fn messages_sent_at_once_are_each_stored_and_answered(b: Backend) {
         event: "send-message",
         payload: json!({ "receiverId": to }),
         stamp: Some(1),
+        stamp_field: "content",
     };
     for _ in 0..5 {
         for i in 0..40 {
