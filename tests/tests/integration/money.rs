@@ -18,6 +18,7 @@ on_both_backends!(
     refunds_adjustments_and_histories,
     fifty_debits_at_once_through_the_api,
     a_retry_after_sigkill_answers_the_committed_result,
+    a_purchase_killed_after_its_commit_is_done_once,
 );
 
 struct Answer {
@@ -644,6 +645,28 @@ async fn held_answers(b: Backend, tenant: &str) -> Option<(ClusterFixture, Strin
     Some((fx, key))
 }
 
+/// Waits until the answer under the idempotency key `idem` is committed (a 2xx stored).
+async fn committed(fx: &ClusterFixture, idem: &str) {
+    sqlx::any::install_default_drivers();
+    let db_url = fx.db.url.clone();
+    onda_tests::wait_for("the commit", Duration::from_secs(20), || {
+        let (db_url, idem) = (db_url.clone(), idem.to_string());
+        async move {
+            use sqlx::Connection as _;
+            let mut c = sqlx::AnyConnection::connect(&db_url).await.ok()?;
+            let row: Option<(i64,)> =
+                sqlx::query_as("SELECT status FROM idempotency_keys WHERE idem_key = $1")
+                    .bind(idem)
+                    .fetch_optional(&mut c)
+                    .await
+                    .ok()?;
+            let _ = c.close().await;
+            row.filter(|(s,)| (200..300).contains(s)).map(|_| ())
+        }
+    })
+    .await;
+}
+
 /// Sends `POST path` with `body` under the idempotency key `idem` and `token`, waits until the
 /// database holds its committed answer while the request is still pending, kills the control
 /// plane with SIGKILL, restarts it, and retries with the same key: the retry's answer, which
@@ -672,24 +695,7 @@ async fn killed_between_commit_and_answer(
         }
     });
     // Committed (the key's answer is stored) but not answered: the request is still pending.
-    sqlx::any::install_default_drivers();
-    let db_url = fx.db.url.clone();
-    onda_tests::wait_for("the commit", Duration::from_secs(20), || {
-        let (db_url, idem) = (db_url.clone(), idem.to_string());
-        async move {
-            use sqlx::Connection as _;
-            let mut c = sqlx::AnyConnection::connect(&db_url).await.ok()?;
-            let row: Option<(i64,)> =
-                sqlx::query_as("SELECT status FROM idempotency_keys WHERE idem_key = $1")
-                    .bind(idem)
-                    .fetch_optional(&mut c)
-                    .await
-                    .ok()?;
-            let _ = c.close().await;
-            row.filter(|(s,)| (200..300).contains(s)).map(|_| ())
-        }
-    })
-    .await;
+    committed(fx, idem).await;
     assert!(
         !pending.is_finished(),
         "the answer was held after the commit"
@@ -760,4 +766,76 @@ async fn a_retry_after_sigkill_answers_the_committed_result(b: Backend) {
     )
     .await;
     assert_eq!(other.status, 422, "{}", other.text);
+}
+
+/// A pay-per-view purchase killed between its commit and its answer: the retry with the key
+/// answers the purchase, the fan paid once, and playback opens.
+async fn a_purchase_killed_after_its_commit_is_done_once(b: Backend) {
+    let Some((mut fx, key)) = held_answers(b, "Killed buying").await else {
+        return;
+    };
+    let cp = &fx.cp;
+    let (s, _) = cp
+        .tenant_call(
+            &key,
+            Method::PUT,
+            "/v1/users/star",
+            Some(json!({"display_name": "Star", "creator": true})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, stream) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"name": "Show", "access": "pay_per_view", "creator_id": "star", "price": 700})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let id = stream["id"].as_str().expect("id").to_string();
+    let (s, t) = cp
+        .tenant_call(&key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let fan = t["token"].as_str().expect("token").to_string();
+    // Every answer is held, the credit's too: its commit is what the purchase needs (the
+    // request dies with the process).
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
+        .bearer_auth(&key)
+        .header("idempotency-key", "credit-fan")
+        .json(&json!({"amount": 1000, "reference": "psp_1"}))
+        .send();
+    let _held = tokio::spawn(credit);
+    committed(&fx, "credit-fan").await;
+    let path = format!("/v1/me/streams/{id}/purchase");
+    let retry = killed_between_commit_and_answer(&mut fx, &fan, (&path, "buy-1", &json!({}))).await;
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    let cp = &fx.cp;
+    let (_, wallet) = cp
+        .tenant_call(&key, Method::GET, "/v1/users/fan/wallet", None)
+        .await;
+    assert_eq!(wallet["balance"], json!(300), "paid exactly once: {wallet}");
+    let again = send(
+        &cp.http,
+        format!("{}{path}", cp.api),
+        &fan,
+        (Method::POST, Some("buy-2"), None),
+    )
+    .await;
+    assert_eq!(again.status, 409, "bought already: {}", again.text);
+    let playback = send(
+        &cp.http,
+        format!("{}/v1/me/streams/{id}/playback", cp.api),
+        &fan,
+        (Method::POST, None, None),
+    )
+    .await;
+    assert_eq!(playback.status, 201, "{}", playback.text);
+    let (_, check) = cp
+        .tenant_call(&key, Method::GET, "/v1/ledger/check", None)
+        .await;
+    assert_eq!(check["ok"], json!(true), "{check}");
 }
