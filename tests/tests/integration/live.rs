@@ -1172,6 +1172,35 @@ async fn assert_ppv_playback_opens_the_edge(
         },
     )
     .await;
+    // The fan joins the stream's chat: it is on the air, and the room hears the viewers the
+    // edges count (the fan's own playback among them) every few seconds.
+    let mut sio = onda_tests::realtime::Sio::start(&cp.api).await;
+    sio.connect("fan", &fan).await.expect("the fan connects");
+    let joined = sio
+        .emit("fan", "join-stream", json!({ "streamId": id }))
+        .await;
+    assert_eq!(joined["ok"], json!(true), "{joined}");
+    assert_eq!(joined["stream"]["live"], json!(true), "{joined}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Watching: the edge counts a viewer while their playlist requests go on.
+        let _ = onda_shared::http::get(&url).await;
+        let count = sio
+            .event_within("fan", "viewer-count", Duration::from_secs(2))
+            .await;
+        if let Some(c) = count.filter(|c| c["viewers"].as_u64() >= Some(1)) {
+            assert_eq!(
+                (&c["streamId"], &c["live"]),
+                (&json!(id), &json!(true)),
+                "{c}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no viewer-count with the fan watching"
+        );
+    }
 }
 
 /// A token stream: the playlist and every segment need a valid token; a missing, expired or
