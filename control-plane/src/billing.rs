@@ -10,9 +10,9 @@
 //!   period starts in; realtime usage is recorded per UTC day already (a connection over
 //!   midnight counts on both days).
 //! - Per plan: the monthly price × active days / days in the month; the plan's included GB,
-//!   listener hours, realtime connection minutes and messages are prorated the same way, and
-//!   what the plan's days used beyond them is billed at the plan's overage prices (per GB, per
-//!   listener hour, per 1000 connection minutes, per 1000 messages).
+//!   listener hours, realtime connection minutes, messages and payments are prorated the same
+//!   way, and what the plan's days used beyond them is billed at the plan's overage prices (per
+//!   GB, per listener hour, per 1000 connection minutes, per 1000 messages, per 1000 payments).
 //! - Amounts are micro-units of the currency, rounded half up once per line.
 //! - Usage that reaches the control plane after its month's invoice was finalized is billed on
 //!   a later invoice as the difference between that month's overage with it and without it, so
@@ -144,6 +144,8 @@ pub struct DayUsage {
     pub connection_ms: u64,
     /// Messages the tenant's end users sent.
     pub messages: u64,
+    /// Payments the tenant's end users made (tips, purchases, subscription periods, calls).
+    pub transactions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,14 +155,16 @@ pub enum LineKind {
     ListenerHours,
     ConnectionMinutes,
     Messages,
+    Transactions,
 }
 
 /// The metered kinds, in the order their lines follow a plan's line.
-const METERED: [LineKind; 4] = [
+const METERED: [LineKind; 5] = [
     LineKind::Bandwidth,
     LineKind::ListenerHours,
     LineKind::ConnectionMinutes,
     LineKind::Messages,
+    LineKind::Transactions,
 ];
 
 impl LineKind {
@@ -171,6 +175,7 @@ impl LineKind {
             LineKind::ListenerHours => "listener_hours_overage",
             LineKind::ConnectionMinutes => "connection_minutes_overage",
             LineKind::Messages => "messages_overage",
+            LineKind::Transactions => "transactions_overage",
         }
     }
 }
@@ -186,7 +191,8 @@ pub struct Line {
     /// Exact decimal where it can be (days, GB, thousands of messages), six places for listener
     /// hours and thousands of connection minutes.
     pub quantity: String,
-    /// "month", "GB", "listener hour", "1000 connection minutes" or "1000 messages".
+    /// "month", "GB", "listener hour", "1000 connection minutes", "1000 messages" or "1000
+    /// payments".
     pub unit: String,
     pub unit_price_micros: u64,
     pub amount_micros: u64,
@@ -201,6 +207,7 @@ struct PlanMonth {
     bytes: u64,
     connection_ms: u64,
     messages: u64,
+    transactions: u64,
 }
 
 /// One metered quantity of one plan's days in a month, in its base unit (bytes, ms, messages):
@@ -221,6 +228,7 @@ struct Overage {
     listener_ms: Metered,
     connection_ms: Metered,
     messages: Metered,
+    transactions: Metered,
 }
 
 impl Overage {
@@ -230,6 +238,7 @@ impl Overage {
             LineKind::ListenerHours => self.listener_ms,
             LineKind::ConnectionMinutes => self.connection_ms,
             LineKind::Messages => self.messages,
+            LineKind::Transactions => self.transactions,
             LineKind::Plan => Metered::default(),
         }
     }
@@ -300,6 +309,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
                     bytes: 0,
                     connection_ms: 0,
                     messages: 0,
+                    transactions: 0,
                 });
                 out.len() - 1
             }
@@ -322,6 +332,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
             m.bytes = m.bytes.saturating_add(u.bytes);
             m.connection_ms = m.connection_ms.saturating_add(u.connection_ms);
             m.messages = m.messages.saturating_add(u.messages);
+            m.transactions = m.transactions.saturating_add(u.transactions);
         }
     }
     out
@@ -405,6 +416,15 @@ fn overages(
                     p.overage_per_1000_messages_micros,
                     1000,
                 ),
+                transactions: metered(
+                    m.transactions,
+                    p.included_transactions,
+                    1,
+                    days,
+                    dim,
+                    p.overage_per_1000_transactions_micros,
+                    1000,
+                ),
             })
         })
         .collect()
@@ -446,6 +466,13 @@ fn overage_line(
             decimal(over, 3),
             "1000 messages",
             p.overage_per_1000_messages_micros,
+        ),
+        LineKind::Transactions => (
+            "payments",
+            included.to_string(),
+            decimal(over, 3),
+            "1000 payments",
+            p.overage_per_1000_transactions_micros,
         ),
         _ => (
             "GB delivered",
@@ -607,6 +634,8 @@ mod tests {
                 overage_per_1000_connection_minutes_micros: 0,
                 included_messages: 0,
                 overage_per_1000_messages_micros: 0,
+                included_transactions: 0,
+                overage_per_1000_transactions_micros: 0,
             },
             created_at: String::new(),
             updated_at: String::new(),
@@ -1013,5 +1042,53 @@ mod tests {
         let gone = HashMap::new();
         let active = [change(at(p, -3, 0), "a", Status::Active)];
         assert!(month_lines(p, &active, &[], &gone).is_err());
+    }
+
+    /// Payments are billed like messages: 300 a month on 16 of 30 days → 160 included; 1160
+    /// payments → 1000 over = 1 thousand at 5.00.
+    #[test]
+    fn payments_beyond_the_prorated_allowance_are_billed_per_1000() {
+        let p = Period::parse("2026-11").expect("parse");
+        let mut payments = plan("pay", 0, 0, 0, 0, 0);
+        payments.prices.included_transactions = 300;
+        payments.prices.overage_per_1000_transactions_micros = 5_000_000;
+        let plans = plans(vec![payments]);
+        let history = [
+            change(at(p, 10, 23), "pay", Status::Active),
+            change(at(p, 20, 1), "pay", Status::Suspended),
+            change(at(p, 25, 12), "pay", Status::Active),
+        ];
+        let usage = [
+            DayUsage {
+                day: 12,
+                transactions: 1000,
+                ..Default::default()
+            },
+            DayUsage {
+                day: 27,
+                transactions: 160,
+                ..Default::default()
+            },
+        ];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        let over = lines
+            .iter()
+            .find(|l| l.kind == LineKind::Transactions)
+            .expect("a payments line");
+        assert_eq!(
+            (
+                over.kind.as_str(),
+                over.quantity.as_str(),
+                over.unit.as_str(),
+                over.amount_micros
+            ),
+            ("transactions_overage", "1", "1000 payments", 5_000_000)
+        );
+        assert!(
+            over.description
+                .starts_with("Payments beyond the 160 the PAY plan includes for 16 of 30 days"),
+            "{}",
+            over.description
+        );
     }
 }

@@ -256,6 +256,8 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_1000_connection_minutes_micros,
         included_messages,
         overage_per_1000_messages_micros,
+        included_transactions,
+        overage_per_1000_transactions_micros,
     } = &plan.prices;
     currency(cur)?;
     // Allowances are multiplied by 10^9 bytes, 3.6 million ms or 60 000 ms when billed; this
@@ -269,6 +271,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
             included_connection_minutes,
         ),
         ("prices.included_messages", included_messages),
+        ("prices.included_transactions", included_transactions),
     ] {
         if *v > MAX_ALLOWANCE {
             return Err(Invalid::Value(format!(
@@ -284,6 +287,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_listener_hour_micros,
         overage_per_1000_connection_minutes_micros,
         overage_per_1000_messages_micros,
+        overage_per_1000_transactions_micros,
     ] {
         if *v > MAX_BIG {
             return Err(Invalid::Value(format!(
@@ -529,6 +533,8 @@ mod tests {
                 overage_per_1000_connection_minutes_micros: 1,
                 included_messages: 1,
                 overage_per_1000_messages_micros: 1,
+                included_transactions: 1,
+                overage_per_1000_transactions_micros: 1,
             },
             created_at: String::new(),
             updated_at: String::new(),

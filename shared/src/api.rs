@@ -133,6 +133,13 @@ pub struct PlanPrices {
     /// Per 1000 messages beyond what the plan includes.
     #[serde(default)]
     pub overage_per_1000_messages_micros: u64,
+    /// Payments end users make per month (tips, purchases, subscription periods, calls) that
+    /// the monthly price includes, prorated the same way.
+    #[serde(default)]
+    pub included_transactions: u64,
+    /// Per 1000 payments beyond what the plan includes.
+    #[serde(default)]
+    pub overage_per_1000_transactions_micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +225,8 @@ pub struct PlanPricesPatch {
     pub overage_per_1000_connection_minutes_micros: Option<u64>,
     pub included_messages: Option<u64>,
     pub overage_per_1000_messages_micros: Option<u64>,
+    pub included_transactions: Option<u64>,
+    pub overage_per_1000_transactions_micros: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -950,6 +959,9 @@ pub struct RealtimeUsageDay {
     pub connection_minutes: f64,
     /// Messages sent (stored).
     pub messages: u64,
+    /// Payments made (tips, purchases, subscription periods, calls).
+    #[serde(default)]
+    pub transactions: u64,
 }
 
 /// A tenant's realtime usage per UTC day: what billing prices as connection minutes and

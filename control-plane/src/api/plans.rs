@@ -153,6 +153,10 @@ pub async fn update(
         t.overage_per_1000_messages_micros = p
             .overage_per_1000_messages_micros
             .unwrap_or(t.overage_per_1000_messages_micros);
+        t.included_transactions = p.included_transactions.unwrap_or(t.included_transactions);
+        t.overage_per_1000_transactions_micros = p
+            .overage_per_1000_transactions_micros
+            .unwrap_or(t.overage_per_1000_transactions_micros);
     }
     validate::plan(&plan)?;
     let saved = match db::plans::update(&mut tx, &plan).await {

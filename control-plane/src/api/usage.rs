@@ -179,20 +179,26 @@ pub async fn realtime_usage(
         let mut c = st.db.conn().await?;
         db::realtime_usage::days(&mut c, &tenant_id, from, to).await?
     };
-    let day = |start: String, ms: u64, messages: u64| RealtimeUsageDay {
+    let day = |start: String, ms: u64, (messages, transactions): (u64, u64)| RealtimeUsageDay {
         start,
         connection_ms: ms,
         connection_minutes: ms as f64 / 60_000.0,
         messages,
+        transactions,
     };
     let days: Vec<RealtimeUsageDay> = rows
         .into_iter()
-        .map(|(start, ms, messages)| day(format_ms(start), u(ms), u(messages)))
+        .map(|(start, ms, messages, payments)| {
+            day(format_ms(start), u(ms), (u(messages), u(payments)))
+        })
         .collect();
     let total = day(
         String::new(),
         days.iter().map(|d| d.connection_ms).sum(),
-        days.iter().map(|d| d.messages).sum(),
+        (
+            days.iter().map(|d| d.messages).sum(),
+            days.iter().map(|d| d.transactions).sum(),
+        ),
     );
     Ok(Json(TenantRealtimeUsage {
         tenant_id,

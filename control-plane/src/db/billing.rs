@@ -99,8 +99,8 @@ fn rows_clause(rows: Rows<'_>) -> (&'static str, &str) {
     }
 }
 
-/// The month's usage by day: listener time and bytes from `usage_mounts`, connection time and
-/// messages from `realtime_usage`.
+/// The month's usage by day: listener time and bytes from `usage_mounts`, connection time,
+/// messages and payments from `realtime_usage`.
 async fn daily_usage(
     conn: &mut Conn,
     tenant_id: &str,
@@ -109,13 +109,18 @@ async fn daily_usage(
 ) -> Result<Vec<DayUsage>, sqlx::Error> {
     let (clause, invoice) = rows_clause(rows);
     let mut by_day: std::collections::BTreeMap<u32, DayUsage> = std::collections::BTreeMap::new();
-    for (table, a, b) in [
-        ("usage_mounts", "listener_ms", "bytes_sent"),
-        ("realtime_usage", "connection_ms", "messages"),
+    for (table, a, b, c) in [
+        ("usage_mounts", "listener_ms", "bytes_sent", "0"),
+        (
+            "realtime_usage",
+            "connection_ms",
+            "messages",
+            "transactions",
+        ),
     ] {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM({a}) AS BIGINT) AS a, \
-             CAST(SUM({b}) AS BIGINT) AS b FROM {table} \
+             CAST(SUM({b}) AS BIGINT) AS b, CAST(SUM({c}) AS BIGINT) AS c FROM {table} \
              WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 {clause} \
              GROUP BY (period_start_ms - $2) / $4 ORDER BY day"
         ));
@@ -129,7 +134,7 @@ async fn daily_usage(
             .await?;
         for r in &found {
             let day = u32::try_from(r.try_get::<i64, _>("day")?).unwrap_or(0);
-            let (a, b) = (u(r.try_get("a")?), u(r.try_get("b")?));
+            let (a, b, c) = (u(r.try_get("a")?), u(r.try_get("b")?), u(r.try_get("c")?));
             let d = by_day.entry(day).or_insert(DayUsage {
                 day,
                 ..DayUsage::default()
@@ -137,7 +142,7 @@ async fn daily_usage(
             if table == "usage_mounts" {
                 (d.listener_ms, d.bytes) = (a, b);
             } else {
-                (d.connection_ms, d.messages) = (a, b);
+                (d.connection_ms, d.messages, d.transactions) = (a, b, c);
             }
         }
     }

@@ -95,6 +95,10 @@ pub async fn post(
     .bind(created_ms)
     .execute(&mut *conn)
     .await?;
+    if p.source.is_payment() {
+        // The tenant's plan prices its users' payments; counted with the payment, once.
+        super::realtime_usage::add_transaction(conn, &tenant.id, created_ms).await?;
+    }
     let mut entries = Vec::with_capacity(p.entries().len());
     for (account, amount) in p.entries() {
         let key = account.key();

@@ -200,6 +200,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stream_chat",
         include_str!("../../migrations/0032_stream_chat.sql"),
     ),
+    (
+        34,
+        "transactions_billing",
+        include_str!("../../migrations/0034_transactions_billing.sql"),
+    ),
 ];
 
 impl Db {

@@ -13,7 +13,8 @@ const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_stati
     overage_per_gb_micros, overage_per_listener_hour_micros, included_gb, included_listener_hours, \
     live_renditions, feature_messaging, attachment_bytes, max_realtime_connections, \
     included_connection_minutes, overage_per_1000_connection_minutes_micros, included_messages, \
-    overage_per_1000_messages_micros, feature_monetization, feature_live_chat, created_at, updated_at";
+    overage_per_1000_messages_micros, feature_monetization, feature_live_chat, \
+    included_transactions, overage_per_1000_transactions_micros, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -69,6 +70,8 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             )?,
             included_messages: u64_col("included_messages")?,
             overage_per_1000_messages_micros: u64_col("overage_per_1000_messages_micros")?,
+            included_transactions: u64_col("included_transactions")?,
+            overage_per_1000_transactions_micros: u64_col("overage_per_1000_transactions_micros")?,
         },
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -134,9 +137,10 @@ const INSERT: &str = "INSERT INTO plans (name, description, max_stations, max_mo
          included_gb, included_listener_hours, updated_at, id, live_renditions, feature_messaging, \
          attachment_bytes, max_realtime_connections, included_connection_minutes, \
          overage_per_1000_connection_minutes_micros, included_messages, \
-         overage_per_1000_messages_micros, feature_monetization, feature_live_chat, created_at) \
+         overage_per_1000_messages_micros, feature_monetization, feature_live_chat, \
+         included_transactions, overage_per_1000_transactions_micros, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $20)";
+         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $20)";
 const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
@@ -147,7 +151,8 @@ const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations
          feature_messaging = $23, attachment_bytes = $24, max_realtime_connections = $25, \
          included_connection_minutes = $26, overage_per_1000_connection_minutes_micros = $27, \
          included_messages = $28, overage_per_1000_messages_micros = $29, \
-         feature_monetization = $30, feature_live_chat = $31 WHERE id = $21";
+         feature_monetization = $30, feature_live_chat = $31, included_transactions = $32, \
+         overage_per_1000_transactions_micros = $33 WHERE id = $21";
 
 async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, sqlx::Error> {
     let ts = now();
@@ -186,6 +191,8 @@ async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, s
         .bind(big(p.overage_per_1000_messages_micros))
         .bind(i64::from(f.monetization))
         .bind(i64::from(f.live_chat))
+        .bind(big(p.included_transactions))
+        .bind(big(p.overage_per_1000_transactions_micros))
         .execute(&mut *conn)
         .await?;
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)

@@ -30,37 +30,58 @@ pub async fn add(
     connection_ms: u64,
     messages: u64,
 ) -> Result<(), sqlx::Error> {
+    bump(conn, tenant_id, at_ms, (connection_ms, messages, 0)).await
+}
+
+/// Counts one payment (`db::ledger::post` of a fan-to-creator payment), like [`add`].
+pub async fn add_transaction(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    bump(conn, tenant_id, at_ms, (0, 0, 1)).await
+}
+
+async fn bump(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+    (connection_ms, messages, transactions): (u64, u64, u64),
+) -> Result<(), sqlx::Error> {
     // One of the day's unbilled rows at random: writers at once lock different rows (see
     // migration 0028); readers sum them.
     let shard = i64::from(rand::random::<u8>() % SHARDS);
     sqlx::query(
-        "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages, shard) \
-         VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages, shard, \
+         transactions) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (tenant_id, period_start_ms, shard) WHERE invoice_id IS NULL \
          DO UPDATE SET connection_ms = realtime_usage.connection_ms + excluded.connection_ms, \
-         messages = realtime_usage.messages + excluded.messages",
+         messages = realtime_usage.messages + excluded.messages, \
+         transactions = realtime_usage.transactions + excluded.transactions",
     )
     .bind(tenant_id)
     .bind(day_start(at_ms))
     .bind(i(connection_ms))
     .bind(i(messages))
     .bind(shard)
+    .bind(i(transactions))
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// The tenant's usage per UTC day for the days that start in `[from_ms, to_ms)`, billed or not:
-/// (day start, connection ms, messages), oldest first.
+/// (day start, connection ms, messages, payments), oldest first.
 pub async fn days(
     conn: &mut Conn,
     tenant_id: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+) -> Result<Vec<(i64, i64, i64, i64)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT period_start_ms, CAST(SUM(connection_ms) AS BIGINT) AS connection_ms, \
-         CAST(SUM(messages) AS BIGINT) AS messages FROM realtime_usage WHERE tenant_id = $1 \
+         CAST(SUM(messages) AS BIGINT) AS messages, \
+         CAST(SUM(transactions) AS BIGINT) AS transactions FROM realtime_usage WHERE tenant_id = $1 \
          AND period_start_ms >= $2 AND period_start_ms < $3 GROUP BY period_start_ms \
          ORDER BY period_start_ms",
     )
@@ -75,6 +96,7 @@ pub async fn days(
                 r.try_get("period_start_ms")?,
                 r.try_get("connection_ms")?,
                 r.try_get("messages")?,
+                r.try_get("transactions")?,
             ))
         })
         .collect()

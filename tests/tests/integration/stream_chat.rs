@@ -225,9 +225,12 @@ async fn a_fan_and_the_creator_chat_tip_and_delete(b: Backend) {
             &json!("from the app")
         ]
     );
-    // The chat's messages are the tenant's messages for billing (tips are not).
+    // The chat's messages are the tenant's messages for billing (tips are not: they are
+    // payments).
     let usage = cp.get("/v1/realtime/usage", &key).await.expect(200).body;
     assert_eq!(usage["total"]["messages"], json!(2), "{usage}");
+    // The two tips are the tenant's payments for billing, once each (the retries were not).
+    assert_eq!(usage["total"]["transactions"], json!(2), "{usage}");
     // After leaving, nothing more arrives and writing is refused.
     ok(&sio
         .emit("late", "leave-stream", json!({ "streamId": id }))
