@@ -11,12 +11,14 @@ mod ledger;
 mod notifications;
 mod realtime;
 mod users;
+mod watch;
 mod webhooks;
 pub use chat::*;
 pub use ledger::*;
 pub use notifications::*;
 pub use realtime::*;
 pub use users::*;
+pub use watch::*;
 pub use webhooks::*;
 
 pub use crate::domain::{AudioFormat, PlayOrder, PlaylistKind, TimeOfDay, TimeZoneName};

@@ -19,6 +19,7 @@ pub mod keys;
 mod listen;
 mod me;
 pub mod media;
+mod my_streams;
 pub mod nodes;
 mod notifications;
 mod nowplaying;
@@ -144,6 +145,8 @@ pub fn router(
         .routes(routes!(streams::playback_token))
         .routes(routes!(streams::viewers))
         .routes(routes!(streams::usage))
+        .routes(routes!(my_streams::mine))
+        .routes(routes!(my_streams::view, my_streams::update))
         .routes(routes!(playlists::list, playlists::create))
         .routes(routes!(
             playlists::get,

@@ -266,7 +266,11 @@ pub(super) async fn sign(
 
 /// The stream's access settings, checked: `subscribers` and `pay_per_view` need a creator of
 /// the tenant, `pay_per_view` a price.
-async fn check_access(conn: &mut db::Conn, tenant_id: &str, s: &LiveStream) -> ApiResult<()> {
+pub(super) async fn check_access(
+    conn: &mut db::Conn,
+    tenant_id: &str,
+    s: &LiveStream,
+) -> ApiResult<()> {
     if let Some(p) = s.price {
         crate::ledger::amount("price", p).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     }
@@ -301,6 +305,14 @@ async fn check_access(conn: &mut db::Conn, tenant_id: &str, s: &LiveStream) -> A
     Ok(())
 }
 
+/// A stream's audience now, from the cluster's view: (viewers, publishing, carrying node).
+pub(super) fn audience(st: &AppState, s: &LiveStream) -> (u64, bool, Option<String>) {
+    match &st.cluster {
+        Some(c) => c.view.get().stream(&s.id, &s.slug),
+        None => (0, false, None),
+    }
+}
+
 /// Viewers right now: playback sessions with a request within the edge's viewer timeout.
 #[utoipa::path(get, path = "/v1/streams/{id}/viewers", params(("id" = String, Path, description = "Object id")), tag = "streams",
     responses((status = 200, body = LiveStreamViewers), (status = 404, body = Problem)))]
@@ -313,10 +325,7 @@ pub async fn viewers(
         let mut conn = st.db.conn().await?;
         find(&mut conn, &id, caller.tenant_scope()).await?
     };
-    let (viewers, publishing, node) = match &st.cluster {
-        Some(c) => c.view.get().stream(&id, &s.slug),
-        None => (0, false, None),
-    };
+    let (viewers, publishing, node) = audience(&st, &s);
     Ok(Json(LiveStreamViewers {
         stream_id: id,
         viewers,
@@ -344,6 +353,37 @@ pub async fn usage(
     super::usage::usage_of(&st, id, q).await
 }
 
+/// The node carrying `s` and its RTMP server (`rtmp://HOST:PORT/live`, OBS's "Server"); None
+/// until the scheduler placed it.
+pub(super) async fn rtmp_server(
+    st: &AppState,
+    conn: &mut db::Conn,
+    s: &LiveStream,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let origin = st
+        .cluster
+        .as_ref()
+        .and_then(|c| {
+            c.view
+                .get()
+                .placement
+                .stations
+                .get(&s.id)
+                .map(|p| p.origin.clone())
+        })
+        .filter(|o| !o.is_empty());
+    let node = match &origin {
+        Some(n) => db::nodes::get(conn, n).await?,
+        None => None,
+    };
+    let rtmp_url = node
+        .as_ref()
+        .map(|n| n.rtmp_url.clone())
+        .filter(|u| !u.is_empty())
+        .map(|u| format!("{}/live", u.trim_end_matches('/')));
+    Ok((node.map(|n| n.name), rtmp_url))
+}
+
 /// Where to publish: the RTMP server of the node carrying the stream, with the key.
 #[utoipa::path(get, path = "/v1/streams/{id}/ingest", params(("id" = String, Path, description = "Object id")), tag = "streams",
     responses((status = 200, body = LiveStreamIngest), (status = 404, body = Problem)))]
@@ -355,26 +395,14 @@ pub async fn ingest(
     let mut conn = st.db.conn().await?;
     let s = find(&mut conn, &id, caller.tenant_scope()).await?;
     let snap = st.cluster.as_ref().map(|c| c.view.get());
-    let origin = snap
-        .as_ref()
-        .and_then(|snap| snap.placement.stations.get(&id).map(|p| p.origin.clone()))
-        .filter(|o| !o.is_empty());
     let failures = snap
         .as_ref()
         .map(|snap| super::stations::failures(snap, &id))
         .unwrap_or_default();
-    let node = match &origin {
-        Some(n) => db::nodes::get(&mut conn, n).await?,
-        None => None,
-    };
-    let rtmp_url = node
-        .as_ref()
-        .map(|n| n.rtmp_url.clone())
-        .filter(|u| !u.is_empty())
-        .map(|u| format!("{}/live", u.trim_end_matches('/')));
+    let (node, rtmp_url) = rtmp_server(&st, &mut conn, &s).await?;
     Ok(Json(LiveStreamIngest {
         stream_id: s.id,
-        node: node.map(|n| n.name),
+        node,
         publish_url: rtmp_url.as_ref().map(|u| format!("{u}/{}", s.stream_key)),
         rtmp_url,
         stream_key: s.stream_key,

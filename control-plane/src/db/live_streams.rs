@@ -83,6 +83,24 @@ pub async fn list(
     Ok(paginate(items, limit, |s| &s.id))
 }
 
+/// The streams of `tenant` whose creator is `creator_id` (at most 100: a creator has a few).
+pub async fn for_creator(
+    conn: &mut Conn,
+    tenant: &str,
+    creator_id: &str,
+) -> Result<Vec<LiveStream>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM live_streams WHERE tenant_id = $1 AND creator_id = $2 \
+         ORDER BY id LIMIT 100"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant)
+        .bind(creator_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 pub async fn count_for_tenant(conn: &mut Conn, tenant_id: &str) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) AS n FROM live_streams WHERE tenant_id = $1")
         .bind(tenant_id)

@@ -27,6 +27,7 @@ mod media;
 mod monetization;
 mod money;
 mod monitoring;
+mod my_streams;
 mod notifications;
 mod nowplaying;
 mod ogg;
