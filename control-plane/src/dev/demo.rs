@@ -1,5 +1,8 @@
-//! The demo data of `onda dev`: the demo tenant, its API key, station and live stream, and the
-//! station's AutoDJ library (tones made with ffmpeg, uploaded through the panel API).
+//! The demo data of `onda dev`: the demo tenant, its API key, station and live stream, the
+//! station's AutoDJ library (tones made with ffmpeg, uploaded through the panel API), and the
+//! money demo: the demo creator sells a subscription, the demo stream is for their
+//! subscribers, and the demo fan starts with a balance and no subscription, so the watch page
+//! shows its paywall first.
 
 use super::DevInfo;
 use crate::api::keys::issue;
@@ -126,7 +129,8 @@ pub(super) async fn ensure_demo(
             onda_shared::api::CreateLiveStream {
                 name: "Demo Live".to_string(),
                 slug: None,
-                // Public, with no creator (the demo's paywall comes with the web app).
+                // Public at first: the demo creator is made through the panel API once the
+                // server runs, then the stream becomes theirs (`ensure_demo_money`).
                 ..Default::default()
             },
         )
@@ -236,21 +240,40 @@ pub struct DemoUser {
     pub role: String,
     pub token: String,
     pub app_link: String,
+    /// The demo stream's watch page, signed in as this user.
+    #[serde(default)]
+    pub watch_link: String,
 }
+
+/// The demo creator's subscription price (minor units of the demo tenant's currency).
+pub const DEMO_SUBSCRIPTION_PRICE: i64 = 499;
+/// The demo fan's starting balance.
+pub const DEMO_FAN_BALANCE: i64 = 2000;
+/// The idempotency key and reference of the demo fan's starting credit: fixed, so a second run
+/// answers the first credit again instead of crediting twice.
+const DEMO_CREDIT_KEY: &str = "onda-dev-demo-fan-starting-balance";
 
 /// The demo creator and fan, made (or refreshed) through the panel API like a tenant's backend
 /// would, each with a day-long user token and a sign-in link into the web app.
-pub(super) async fn ensure_demo_users(api: &str, key: &str) -> anyhow::Result<Vec<DemoUser>> {
+pub(super) async fn ensure_demo_users(
+    api: &str,
+    key: &str,
+    stream_slug: &str,
+) -> anyhow::Result<Vec<DemoUser>> {
     let client = onda_shared::http::client();
     let mut users = Vec::new();
     for (id, name, creator) in [
         ("demo-creator", "Demo Creator", true),
         ("demo-fan", "Demo Fan", false),
     ] {
+        let mut profile = serde_json::json!({ "display_name": name, "creator": creator });
+        if creator {
+            profile["subscription_price"] = DEMO_SUBSCRIPTION_PRICE.into();
+        }
         let put = client
             .put(format!("{api}/v1/users/{id}"))
             .bearer_auth(key)
-            .json(&serde_json::json!({ "display_name": name, "creator": creator }))
+            .json(&profile)
             .send()
             .await?;
         anyhow::ensure!(
@@ -271,8 +294,51 @@ pub(super) async fn ensure_demo_users(api: &str, key: &str) -> anyhow::Result<Ve
             id: id.to_string(),
             role: if creator { "creator" } else { "fan" }.to_string(),
             app_link: format!("{api}/app/#token={}", minted.token),
+            watch_link: format!("{api}/app/watch/{stream_slug}#token={}", minted.token),
             token: minted.token,
         });
     }
     Ok(users)
+}
+
+/// The money demo, through the panel API like a tenant's backend: the demo stream becomes the
+/// demo creator's, for their subscribers (only while it has no creator, so a later change by
+/// the creator or the tenant stays), and the demo fan's wallet is credited once with a fixed
+/// key and reference (a second run credits nothing). The fan is not subscribed: the watch page
+/// shows the paywall, and subscribing takes the price from that balance.
+pub(super) async fn ensure_demo_money(
+    api: &str,
+    key: &str,
+    stream: &onda_shared::api::LiveStream,
+) -> anyhow::Result<()> {
+    let client = onda_shared::http::client();
+    if stream.creator_id.is_none() {
+        let patch = client
+            .patch(format!("{api}/v1/streams/{}", stream.id))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "access": "subscribers", "creator_id": "demo-creator" }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            patch.status().is_success(),
+            "PATCH /v1/streams/{}: {}: {}",
+            stream.id,
+            patch.status(),
+            patch.text().await.unwrap_or_default()
+        );
+    }
+    let credit = client
+        .post(format!("{api}/v1/users/demo-fan/wallet/credits"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", DEMO_CREDIT_KEY)
+        .json(&serde_json::json!({ "amount": DEMO_FAN_BALANCE, "reference": DEMO_CREDIT_KEY }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        credit.status().is_success(),
+        "POST /v1/users/demo-fan/wallet/credits: {}: {}",
+        credit.status(),
+        credit.text().await.unwrap_or_default()
+    );
+    Ok(())
 }

@@ -48,6 +48,10 @@ pub struct DevInfo {
     /// The demo live stream's HLS playlist through the redirector.
     #[serde(default)]
     pub watch_url: String,
+    /// The demo live stream's watch page in the web app (sign in first: each demo user's
+    /// `watch_link` opens it signed in).
+    #[serde(default)]
+    pub watch_page_url: String,
     #[serde(default)]
     pub nodes: Vec<DevNode>,
     /// The web app for fans and creators.
@@ -114,7 +118,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     {
         tracing::warn!("the demo station has no music (it plays a tone instead): {e:#}");
     }
-    let demo_users = demo::ensure_demo_users(&api_url, &api_key).await?;
+    let demo_users = demo::ensure_demo_users(&api_url, &api_key, &stream.slug).await?;
+    demo::ensure_demo_money(&api_url, &api_key, &stream).await?;
     let ca = &cluster.cluster.ca.sha256;
     let (children, mut nodes) =
         nodes::spawn_all(&opts.dir, opts.nodes, opts.edge_port, quic, &db, ca).await?;
@@ -129,6 +134,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         listen_url: format!("{api_url}/listen/{}{mount}", station.slug),
         nowplaying_url: format!("{api_url}/api/nowplaying/{}", station.slug),
         watch_url: format!("{api_url}/watch/{}.m3u8", stream.slug),
+        watch_page_url: format!("{api_url}/app/watch/{}", stream.slug),
         app_url: format!("{api_url}/app/"),
         socketio_url: api_url.clone(),
         demo_users,
@@ -261,6 +267,7 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
          \n  demo station   {station}\
          \n  listen         {listen}\
          \n  live video     publish to {rtmp}/{stream_key}, watch {watch}\
+         \n  watch page     {watch_page} (subscribers of the demo creator; the demo fan has {balance})\
          \n  nodes          {nodes}\
          \n  web app        {app}{users}\
          \n  metrics        {api}/metrics\
@@ -276,6 +283,8 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
         rtmp = info.rtmp_url,
         stream_key = info.stream_key,
         watch = info.watch_url,
+        watch_page = info.watch_page_url,
+        balance = demo::DEMO_FAN_BALANCE,
         nodes = info
             .nodes
             .iter()
@@ -288,7 +297,12 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
         users = info
             .demo_users
             .iter()
-            .map(|u| format!("\n    sign in as the demo {}: {}", u.role, u.app_link))
+            .map(|u| {
+                format!(
+                    "\n    sign in as the demo {}: {}\n      (its watch page: {})",
+                    u.role, u.app_link, u.watch_link
+                )
+            })
             .collect::<String>(),
     );
 }

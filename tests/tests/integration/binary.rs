@@ -20,6 +20,68 @@ async fn get(url: &str, token: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn post(url: &str, token: &str) -> (u16, Value) {
+    let r = onda_shared::http::client()
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The money demo of dev mode as the demo fan sees it: the demo stream is for the demo
+/// creator's subscribers at 499, the fan is not one, and their wallet holds the starting
+/// balance (credited once, however many runs). Answers the demo users' tokens by id.
+async fn assert_money_demo(info: &Value) -> std::collections::HashMap<String, String> {
+    let api = info["api_url"].as_str().expect("api_url");
+    let tokens: std::collections::HashMap<String, String> = info["demo_users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            let id = u["id"].as_str().expect("id").to_string();
+            (id, u["token"].as_str().expect("token").to_string())
+        })
+        .collect();
+    let fan = &tokens["demo-fan"];
+    let slug = info["watch_url"]
+        .as_str()
+        .and_then(|w| w.rsplit('/').next())
+        .and_then(|f| f.strip_suffix(".m3u8"))
+        .expect("slug");
+    assert_eq!(
+        info["watch_page_url"].as_str(),
+        Some(format!("{api}/app/watch/{slug}").as_str()),
+        "{info}"
+    );
+    let (status, wallet) = get(&format!("{api}/v1/me/wallet"), fan).await;
+    assert_eq!(
+        (status, &wallet["balance"]),
+        (200, &Value::from(2000)),
+        "{wallet}"
+    );
+    let (status, view) = get(&format!("{api}/v1/me/streams/{slug}"), fan).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["access"], "subscribers", "{view}");
+    assert_eq!(view["creator"]["id"], "demo-creator", "{view}");
+    assert_eq!(
+        view["entitled"], false,
+        "the demo fan is not subscribed: {view}"
+    );
+    assert_eq!(view["grant"]["action"], "subscribe", "{view}");
+    assert_eq!(view["grant"]["price"], 499, "{view}");
+    for u in info["demo_users"].as_array().into_iter().flatten() {
+        let link = u["watch_link"].as_str().expect("watch_link");
+        assert!(
+            link.starts_with(&format!("{api}/app/watch/{slug}#token=")),
+            "{link}"
+        );
+    }
+    tokens
+}
+
 /// The base URL a control plane logged as its panel API address.
 async fn logged_address(p: &mut Proc) -> String {
     p.wait_log_word("panel API listening on ", START).await
@@ -110,15 +172,39 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         Some(3),
         "{np}: {library}"
     );
+    // The money demo; the demo stream is for subscribers, so the creator's playback token
+    // opens it (the bare watch_url is refused by the edge).
+    let tokens = assert_money_demo(&info).await;
+    let slug = info["watch_page_url"]
+        .as_str()
+        .and_then(|w| w.rsplit('/').next())
+        .expect("slug");
+    let (_, view) = get(
+        &format!("{api}/v1/me/streams/{slug}"),
+        &tokens["demo-creator"],
+    )
+    .await;
+    let (status, played) = post(
+        &format!(
+            "{api}/v1/me/streams/{}/playback",
+            view["id"].as_str().expect("id")
+        ),
+        &tokens["demo-creator"],
+    )
+    .await;
+    assert_eq!(status, 201, "{played}");
     // The demo live stream: ffmpeg publishes to dev.json's rtmp_url and stream_key, and
-    // ffprobe finds video and audio at its watch_url.
+    // ffprobe finds video and audio at its watch_url with the creator's token.
     let publish = format!(
         "{}/{}",
         info["rtmp_url"].as_str().expect("rtmp_url"),
         info["stream_key"].as_str().expect("stream_key")
     );
     let _publisher = onda_tests::edge::ffmpeg_rtmp(&publish, 25);
-    let watch = info["watch_url"].as_str().expect("watch_url").to_string();
+    let watch = format!(
+        "{api}{}",
+        played["watch_path"].as_str().expect("watch_path")
+    );
     let probed = wait_for("the demo live stream watchable", START, || async {
         let text = onda_shared::http::get(&watch)
             .await
@@ -192,6 +278,8 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
     ] {
         assert_eq!(info2[k], info[k], "{k} changed across runs");
     }
+    // The fan was credited once over both runs; the stream is still the creator's.
+    assert_money_demo(&info2).await;
     let api2 = info2["api_url"].as_str().expect("api_url");
     let (_, stations) = get(&format!("{api2}/v1/stations"), &key).await;
     assert_eq!(
