@@ -6,6 +6,8 @@ export interface Profile {
   display_name: string;
   avatar_url: string | null;
   creator: boolean;
+  tip_minimum: number;
+  subscription_price: number | null;
 }
 
 export interface Message {
@@ -50,24 +52,150 @@ export interface Notification {
   createdAt: string;
 }
 
+/// What would let a refused viewer in (a 402/403 problem's `grant`, a stream view's `grant`).
+export interface AccessGrant {
+  action: "subscribe" | "purchase" | "tenant";
+  creatorId: string | null;
+  streamId: string | null;
+  price: number | null;
+  currency: string;
+}
+
+export type StreamAccess = "public" | "token" | "subscribers" | "pay_per_view";
+
+/// `GET /v1/me/streams/{id}`: a stream as a signed-in viewer sees it.
+export interface StreamView {
+  id: string;
+  slug: string;
+  name: string;
+  access: StreamAccess;
+  price: number | null;
+  currency: string;
+  creator: {
+    id: string;
+    display_name: string;
+    avatar_url: string | null;
+    subscription_price: number | null;
+    tip_minimum: number;
+  } | null;
+  entitled: boolean;
+  grant: AccessGrant | null;
+  viewers: number;
+  publishing: boolean;
+}
+
+/// `GET /v1/me/streams`: one of a creator's own streams.
+export interface CreatorStream {
+  id: string;
+  slug: string;
+  name: string;
+  access: StreamAccess;
+  price: number | null;
+  currency: string;
+  rtmp_url: string | null;
+  stream_key: string;
+  publish_url: string | null;
+  watch_page_path: string;
+  viewers: number;
+  publishing: boolean;
+}
+
+export interface PlaybackToken {
+  token: string;
+  expires_at: string;
+  watch_path: string;
+}
+
+export interface Wallet {
+  currency: string;
+  balance: number;
+  earnings?: number;
+}
+
+export interface LedgerTransaction {
+  id: string;
+  source: string;
+  user_id: string;
+  counterparty_id: string | null;
+  amount: number;
+  currency: string;
+  reference: string | null;
+  reason: string | null;
+  entries: { account: string; amount: number }[];
+  created_at: string;
+}
+
+export interface EarningsFigures {
+  gross: number;
+  fee: number;
+  net: number;
+  transactions: number;
+}
+
+export interface EarningsReport {
+  currency: string;
+  from: string;
+  to: string;
+  days: { day: string; sources: Record<string, EarningsFigures>; total: EarningsFigures }[];
+  total: EarningsFigures;
+}
+
+export interface Payout {
+  id: string;
+  amount: number;
+  currency: string;
+  status: "requested" | "paid" | "rejected";
+  reason: string | null;
+  created_at: string;
+}
+
+export interface Subscription {
+  id: string;
+  creatorId: string;
+  status: string;
+  price: number | null;
+  currency: string;
+  renews: boolean;
+  endsAt: string;
+}
+
+export interface Tip {
+  id: string;
+  amount: number;
+  currency: string;
+  creatorId: string;
+}
+
 export class ApiError extends Error {
   constructor(
     public status: number,
     message: string,
+    /// The problem document, when the server sent one.
+    public problem: { detail?: string; grant?: AccessGrant } | null = null,
   ) {
     super(message);
   }
 }
 
+/// A fresh `Idempotency-Key`: 128 random bits as hex (crypto.getRandomValues works on plain
+/// http too, where randomUUID does not).
+export function newKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export class Api {
   constructor(private token: string) {}
 
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /// A request with the user's token; `key` is sent as the `Idempotency-Key` of a request
+  /// that moves value (the caller keeps it for retries of the same operation).
+  async call<T>(method: string, path: string, body?: unknown, key?: string): Promise<T> {
     const r = await fetch(path, {
       method,
       headers: {
         Authorization: `Bearer ${this.token}`,
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        ...(key === undefined ? {} : { "Idempotency-Key": key }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -77,7 +205,7 @@ export class Api {
   private async answer<T>(r: Response, what: string): Promise<T> {
     const text = await r.text();
     const json = text ? JSON.parse(text) : null;
-    if (!r.ok) throw new ApiError(r.status, json?.detail ?? `${what}: ${r.status}`);
+    if (!r.ok) throw new ApiError(r.status, json?.detail ?? `${what}: ${r.status}`, json);
     return json as T;
   }
 
@@ -112,5 +240,65 @@ export class Api {
 
   readAllNotifications() {
     return this.call<{ unreadCount: number }>("POST", "/v1/me/notifications/read-all");
+  }
+
+  // Live streams.
+
+  stream(idOrSlug: string) {
+    return this.call<StreamView>("GET", `/v1/me/streams/${encodeURIComponent(idOrSlug)}`);
+  }
+
+  myStreams() {
+    return this.call<{ items: CreatorStream[] }>("GET", "/v1/me/streams");
+  }
+
+  updateMyStream(id: string, change: { access?: StreamAccess; price?: number }) {
+    return this.call<CreatorStream>("PATCH", `/v1/me/streams/${encodeURIComponent(id)}`, change);
+  }
+
+  playback(id: string) {
+    return this.call<PlaybackToken>("POST", `/v1/me/streams/${encodeURIComponent(id)}/playback`);
+  }
+
+  purchase(id: string, key: string) {
+    return this.call<unknown>("POST", `/v1/me/streams/${encodeURIComponent(id)}/purchase`, undefined, key);
+  }
+
+  // Money.
+
+  subscribe(creatorId: string, key: string) {
+    return this.call<Subscription>("POST", "/v1/me/subscriptions", { creatorId }, key);
+  }
+
+  subscriptions() {
+    return this.call<{ items: Subscription[] }>("GET", "/v1/me/subscriptions");
+  }
+
+  tip(creatorId: string, amount: number, message: string, key: string) {
+    return this.call<Tip>("POST", "/v1/me/tips", { creatorId, amount, message }, key);
+  }
+
+  wallet() {
+    return this.call<Wallet>("GET", "/v1/me/wallet");
+  }
+
+  transactions() {
+    return this.call<{ items: LedgerTransaction[] }>("GET", "/v1/me/transactions?limit=50");
+  }
+
+  earnings() {
+    return this.call<EarningsReport>("GET", "/v1/me/earnings");
+  }
+
+  payouts() {
+    return this.call<{ items: Payout[] }>("GET", "/v1/me/payouts?limit=20");
+  }
+
+  requestPayout(amount: number, key: string) {
+    return this.call<Payout>("POST", "/v1/me/payouts", { amount }, key);
+  }
+
+  setSubscriptionPrice(price: number | null) {
+    return this.call<Profile>("PATCH", "/v1/me", { subscription_price: price });
   }
 }

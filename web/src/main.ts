@@ -1,12 +1,17 @@
 // Onda's web app for fans and creators: sign-in by link (#token=…), the conversation list, a
-// conversation (typing indicator, read marks, emoji, image attachments), and the notification
-// bell. It uses only
+// conversation (typing indicator, read marks, emoji, image attachments), the notification
+// bell, and the live pages: a stream's watch page (/app/watch/{slug}), the creator's go-live
+// page (/app/live) and the wallet (/app/wallet), in pages/. It uses only
 // the public API and the realtime gateway, as a tenant's own front end would. User text is
 // always set as textContent, never parsed as HTML; attachments are shown from their own URL. A
 // tab that loses its connection for a moment gets what it missed when socket.io-client
 // reconnects (docs/realtime.md, "Reconnecting and missed events").
 import { io, Socket } from "socket.io-client";
 import { Api, ApiError, Conversation, Message, Profile } from "./api";
+import { LivePage } from "./pages/live";
+import { WalletPage } from "./pages/wallet";
+import { WatchPage } from "./pages/watch";
+import { el } from "./ui";
 import "./style.css";
 
 const TOKEN_KEY = "onda.token";
@@ -20,17 +25,6 @@ function takeToken(): string | null {
     history.replaceState(null, "", `${location.pathname}#/`);
   }
   return sessionStorage.getItem(TOKEN_KEY);
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  text?: string,
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 function time(iso: string): string {
@@ -99,7 +93,9 @@ class App {
       this.saw(offset);
       this.setBell(e.unreadCount);
     });
-    window.addEventListener("hashchange", () => this.route());
+    window.addEventListener("hashchange", () => {
+      if (!this.onLivePage()) this.route();
+    });
     this.initBell();
   }
 
@@ -119,7 +115,8 @@ class App {
     } else {
       // Where the feed is now (another epoch, if the old offset was not this user's).
       this.offset = e.offset ?? undefined;
-      if (this.connectedBefore) {
+      // The live pages read REST themselves; a reload there would restart the player.
+      if (this.connectedBefore && !this.onLivePage()) {
         this.route();
         this.api.notifications().then(({ unreadCount }) => this.setBell(unreadCount), () => undefined);
       }
@@ -127,7 +124,19 @@ class App {
     this.connectedBefore = true;
   }
 
+  /// Whether the address is a live page (watch, go-live, wallet) rather than messaging.
+  onLivePage(): boolean {
+    return location.pathname.replace(/^\/app\/?/, "") !== "";
+  }
+
+  /// The page of the address: a live page by its path under /app/, else the messaging pages by
+  /// the hash (#/ the list, #/c/{user} a conversation).
   route() {
+    const path = location.pathname.replace(/^\/app\/?/, "");
+    const watch = path.match(/^watch\/([^/]+)\/?$/);
+    if (watch) return new WatchPage(this.api, this.me, this.view).show(decodeURIComponent(watch[1]));
+    if (/^live\/?$/.test(path)) return new LivePage(this.api, this.me, this.view).show();
+    if (/^wallet\/?$/.test(path)) return new WalletPage(this.api, this.me, this.view).show();
     const m = location.hash.match(/^#\/c\/(.+)$/);
     if (m) this.showConversation(decodeURIComponent(m[1]));
     else this.showList();
@@ -371,6 +380,7 @@ async function main() {
     return;
   }
   (document.getElementById("me") as HTMLElement).textContent = me.display_name;
+  (document.getElementById("nav-live") as HTMLElement).hidden = !me.creator;
   new App(api, me, token).route();
 }
 

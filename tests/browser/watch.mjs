@@ -1,0 +1,153 @@
+// The web app's live pages in Debian's chromium (playwright-core, which never downloads a
+// browser): a fan opens a subscribers-only stream's watch page, sees the paywall, subscribes
+// from their wallet and the video plays (hls.js, low-latency mode); the fan tips; the wallet
+// page shows the lower balance and the history; the creator's go-live page shows the RTMP
+// server, the stream key and "live"; the creator's wallet shows the earnings and takes a payout
+// request. Prints one JSON object with what each step saw; screenshots go to ARTIFACT_DIR.
+//
+//   node tests/browser/watch.mjs APP_URL SLUG FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR
+//
+// Every wait is bounded; a step that fails is recorded with its error and the run goes on to
+// print the JSON. The exit code is 0 whenever the JSON was printed: the test judges it.
+import { chromium } from "playwright-core";
+import path from "node:path";
+
+const [app, slug, fanToken, creatorToken, artifacts] = process.argv.slice(2);
+if (!artifacts) {
+  console.error("usage: watch.mjs APP_URL SLUG FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR");
+  process.exit(2);
+}
+const WAIT = { timeout: 15000 };
+const result = { steps: {}, console: [] };
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+});
+
+async function page(name, url) {
+  // Money is written as en-US writes it ("$4.99"), whatever the machine's locale.
+  const context = await browser.newContext({ locale: "en-US" });
+  const p = await context.newPage();
+  p.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`));
+  p.on("pageerror", (e) => result.console.push(`${name} pageerror: ${e.message}`));
+  await p.goto(url, WAIT);
+  return p;
+}
+
+async function step(name, fn) {
+  try {
+    result.steps[name] = (await fn()) ?? true;
+  } catch (e) {
+    result.steps[name] = { error: String(e.message ?? e).split("\n")[0] };
+  }
+}
+
+const shot = (p, name) => p.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+const amount = async (p, testid) => Number(await p.getAttribute(`[data-testid=${testid}]`, "data-amount", WAIT));
+
+/// The video's currentTime once it is past `after` seconds (polled in the page).
+const playedPast = (p, after, timeout = WAIT.timeout) =>
+  p
+    .waitForFunction(
+      (t) => {
+        const v = document.querySelector("[data-testid=video]");
+        return v && v.currentTime > t ? v.currentTime : false;
+      },
+      after,
+      { timeout },
+    )
+    .then((h) => h.jsonValue());
+
+try {
+  const fan = await page("fan", `${app}watch/${slug}#token=${encodeURIComponent(fanToken)}`);
+  await step("paywall", async () => {
+    await fan.waitForSelector("[data-testid=paywall]", WAIT);
+    const r = {
+      name: await fan.textContent("[data-testid=stream-name]"),
+      subscribe: await fan.textContent("[data-testid=subscribe]"),
+      balance: await amount(fan, "paywall-balance"),
+      video: await fan.locator("[data-testid=video]").count(),
+      address_has_token: fan.url().includes("token="),
+    };
+    await shot(fan, "fan-paywall");
+    return r;
+  });
+  await step("subscribe_and_play", async () => {
+    await fan.click("[data-testid=subscribe]");
+    await fan.waitForSelector("[data-testid=video]", WAIT);
+    // Playing: currentTime moves, and keeps moving a second later.
+    const first = await playedPast(fan, 0, 30000);
+    const later = await playedPast(fan, first + 1);
+    await shot(fan, "fan-playing");
+    return {
+      first,
+      later,
+      paywall_gone: (await fan.locator("[data-testid=paywall]").count()) === 0,
+      live: await fan.textContent("[data-testid=live-state]"),
+    };
+  });
+  await step("tip", async () => {
+    await fan.fill("[data-testid=tip-message]", "Great show 🎉");
+    await fan.click("[data-testid=tip-200]");
+    const ok = fan.locator("[data-testid=tip-status].ok");
+    await ok.waitFor(WAIT);
+    return await ok.textContent();
+  });
+
+  const creator = await page("creator", `${app}live#token=${encodeURIComponent(creatorToken)}`);
+  await step("go_live", async () => {
+    await creator.waitForSelector("[data-testid=my-stream]", WAIT);
+    // The page reads its figures again every 3 s: wait for the stream to show live and watched.
+    await creator.waitForSelector("[data-testid=live-status].on", WAIT);
+    await creator.waitForSelector("[data-testid=live-viewers]:not([data-count='0'])", { timeout: 30000 });
+    await creator.click("[data-testid=reveal-key]");
+    const r = {
+      status: await creator.textContent("[data-testid=live-status]"),
+      viewers: Number(await creator.getAttribute("[data-testid=live-viewers]", "data-count")),
+      rtmp_url: await creator.textContent("[data-testid=rtmp-url]"),
+      stream_key: await creator.inputValue("[data-testid=stream-key]"),
+      key_shown_as: await creator.getAttribute("[data-testid=stream-key]", "type"),
+      access: await creator.inputValue("[data-testid=access]"),
+      nav_live: await creator.isVisible("[data-testid=nav-live]"),
+    };
+    await shot(creator, "creator-go-live");
+    return r;
+  });
+
+  await step("fan_wallet", async () => {
+    await fan.click("[data-testid=nav-wallet]");
+    await fan.waitForSelector("[data-testid=balance]", WAIT);
+    const sources = await fan.$$eval("[data-testid=transaction]", (rows) =>
+      rows.map((r) => [r.dataset.source, Number(r.dataset.delta)]),
+    );
+    await shot(fan, "fan-wallet");
+    return {
+      balance: await amount(fan, "balance"),
+      sources,
+      subscriptions: await fan.locator("[data-testid=subscription]").count(),
+      nav_live: await fan.isVisible("[data-testid=nav-live]"),
+    };
+  });
+  await step("creator_wallet", async () => {
+    await creator.click("[data-testid=nav-wallet]");
+    await creator.waitForSelector("[data-testid=earnings]", WAIT);
+    const before = await amount(creator, "earnings");
+    const days = await creator.$$eval("[data-testid=earnings-day]", (rows) => rows.map((r) => Number(r.dataset.net)));
+    await creator.fill("[data-testid=payout-amount]", "100");
+    await creator.click("[data-testid=payout-request]");
+    await creator.waitForSelector("[data-testid=payout-note].ok", WAIT);
+    await shot(creator, "creator-wallet");
+    return {
+      earnings_before: before,
+      days,
+      earnings_after: await amount(creator, "earnings"),
+      payouts: await creator.$$eval("[data-testid=payout]", (rows) => rows.map((r) => r.dataset.status)),
+    };
+  });
+} catch (e) {
+  result.error = String(e.message ?? e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
