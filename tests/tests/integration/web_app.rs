@@ -4,13 +4,18 @@
 //! the read mark shows, the fan attaches an image that both pages show loaded, the unread badge
 //! appears and clears, the notification bell counts, and a message sent while the creator's tab
 //! had lost its connection shows once it reconnects.
+//! The live pages (tests/browser/watch.mjs) on a cluster with ffmpeg publishing: the watch
+//! page's paywall, subscribing and playing, a tip, the wallet pages and the go-live page.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
+use onda_tests::edge::ffmpeg_rtmp;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::process::Proc;
+use onda_tests::wait_for;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,4 +100,168 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
     assert!(errors.is_empty(), "{report}");
     eprintln!("web app: {out}\n(screenshots in {})", node.path().display());
     cp.stop().await;
+}
+
+/// The live pages (tests/browser/watch.mjs) on a cluster of one node: ffmpeg publishes RTMP to
+/// a stream for the subscribers of creator Cleo; the fan opens its watch page and sees the
+/// paywall, subscribes from their wallet and the video plays (hls.js's `currentTime`
+/// advances); the fan tips; the fan's wallet page shows the balance less both and the history;
+/// Cleo's go-live page shows the RTMP server, the key, "live" and the fan watching; Cleo's
+/// wallet shows the earnings of the day and takes a payout request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_subscribes_and_watches_live_in_the_browser() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh test"
+    );
+    let app_dir = onda_tests::web_app_dir();
+    assert!(
+        app_dir.join("index.html").is_file(),
+        "the web app is not built: run scripts/build-web.sh (make test does)"
+    );
+    let app_dir = app_dir.display().to_string();
+    let fx = ClusterFixture::start_with(ClusterSpec {
+        admin_token: "web-live-test-admin-token-012345",
+        node_ttl_ms: 1000,
+        nodes: &["web-1"],
+        env: &[("ONDA_HTTP_APP_DIR", &app_dir)],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let cp = &fx.cp;
+    let key = cp.tenant_key("Live Creators").await;
+    let mut tokens = Vec::new();
+    for (id, body) in [
+        (
+            "cleo",
+            json!({"display_name": "Cleo", "creator": true, "subscription_price": 499}),
+        ),
+        ("fan-1", json!({"display_name": "Fan One"})),
+    ] {
+        let (s, u) = cp
+            .tenant_call(&key, Method::PUT, &format!("/v1/users/{id}"), Some(body))
+            .await;
+        assert_eq!(s, 201, "{u}");
+        let (s, t) = cp
+            .tenant_call(
+                &key,
+                Method::POST,
+                &format!("/v1/users/{id}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        tokens.push(t["token"].as_str().expect("token").to_string());
+    }
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan-1/wallet/credits", cp.api))
+        .bearer_auth(&key)
+        .header("idempotency-key", "web-live-credit")
+        .json(&json!({"amount": 2000, "reference": "psp_web_live"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(credit.status(), 201);
+    let (stream, ingest) = cp
+        .placed_stream(
+            &key,
+            json!({"name": "Cleo Live", "slug": "cleo-live", "access": "subscribers", "creator_id": "cleo"}),
+        )
+        .await;
+    let id = stream["id"].as_str().expect("id").to_string();
+    let publish = ingest["publish_url"].as_str().expect("publish url");
+    let _publisher = ffmpeg_rtmp(publish, 25);
+    wait_for("the stream publishing", Duration::from_secs(20), || async {
+        let (_, v) = cp
+            .tenant_call(
+                &key,
+                Method::GET,
+                &format!("/v1/streams/{id}/viewers"),
+                None,
+            )
+            .await;
+        (v["publishing"] == true).then_some(())
+    })
+    .await;
+
+    let mut node = Proc::external(
+        "chromium (playwright-core)",
+        "node",
+        &[
+            &dir.join("watch.mjs").display().to_string(),
+            &format!("{}/app/", cp.api),
+            "cleo-live",
+            &tokens[1],
+            &tokens[0],
+            ".",
+        ],
+    );
+    let exit = node.wait_exit(Duration::from_secs(120)).await;
+    let out: Value = serde_json::from_str(node.stdout().trim())
+        .unwrap_or_else(|e| panic!("no JSON from the browser ({exit}): {e}\n{}", node.logs()));
+    let report = format!("{out:#}\n(screenshots in {})", node.path().display());
+    let steps = &out["steps"];
+    // Not subscribed: the paywall offers the subscription at Cleo's price, and no video.
+    let paywall = &steps["paywall"];
+    assert_eq!(paywall["name"], "Cleo Live", "{report}");
+    assert_eq!(
+        paywall["subscribe"], "Subscribe for $4.99/month",
+        "{report}"
+    );
+    assert_eq!(paywall["balance"], 2000, "{report}");
+    assert_eq!(paywall["video"], 0, "{report}");
+    assert_eq!(paywall["address_has_token"], false, "{report}");
+    // Subscribed from the wallet: the video plays and goes on playing.
+    let play = &steps["subscribe_and_play"];
+    assert!(play["first"].as_f64().is_some_and(|t| t > 0.0), "{report}");
+    assert!(
+        play["later"].as_f64() > play["first"].as_f64().map(|t| t + 1.0),
+        "currentTime advances: {report}"
+    );
+    assert_eq!(play["paywall_gone"], true, "{report}");
+    assert_eq!(play["live"], "LIVE", "{report}");
+    assert!(
+        steps["tip"].as_str().is_some_and(|t| t.contains("$2.00")),
+        "{report}"
+    );
+    // The go-live page: OBS's server and key (the ones the API gave), live and watched.
+    let live = &steps["go_live"];
+    let rtmp = ingest["rtmp_url"].as_str().expect("rtmp_url");
+    assert_eq!(live["rtmp_url"], rtmp, "{report}");
+    assert_eq!(live["stream_key"], stream["stream_key"], "{report}");
+    assert_eq!(live["key_shown_as"], "text", "{report}");
+    assert_eq!(live["status"], "live", "{report}");
+    assert!(live["viewers"].as_u64() >= Some(1), "{report}");
+    assert_eq!(live["access"], "subscribers", "{report}");
+    assert_eq!(live["nav_live"], true, "{report}");
+    // The fan's wallet: 2000 − 499 − 200, the three movements, the subscription.
+    let wallet = &steps["fan_wallet"];
+    assert_eq!(wallet["balance"], 1301, "{report}");
+    assert_eq!(
+        wallet["sources"],
+        json!([["tip", -200], ["subscription", -499], ["credit", 2000]]),
+        "{report}"
+    );
+    assert_eq!(wallet["subscriptions"], 1, "{report}");
+    assert_eq!(wallet["nav_live"], false, "{report}");
+    // Cleo's earnings at the 20 % fee: 400 of the subscription and 160 of the tip, today;
+    // a payout of 100 leaves 460 and is listed as requested.
+    let earned = &steps["creator_wallet"];
+    assert_eq!(earned["earnings_before"], 560, "{report}");
+    assert_eq!(earned["days"], json!([560]), "{report}");
+    assert_eq!(earned["earnings_after"], 460, "{report}");
+    assert_eq!(earned["payouts"], json!(["requested"]), "{report}");
+    let errors: Vec<&Value> = out["console"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l.as_str().is_some_and(|l| l.contains("pageerror")))
+        .collect();
+    assert!(errors.is_empty(), "{report}");
+    eprintln!(
+        "web app live: {out}\n(screenshots in {})",
+        node.path().display()
+    );
 }
