@@ -1,9 +1,11 @@
 // The web app's live pages in Debian's chromium (playwright-core, which never downloads a
-// browser): a fan opens a subscribers-only stream's watch page, sees the paywall, subscribes
-// from their wallet and the video plays (hls.js, low-latency mode); the fan tips; the wallet
-// page shows the lower balance and the history; the creator's go-live page shows the RTMP
-// server, the stream key and "live"; the creator's wallet shows the earnings and takes a payout
-// request. Prints one JSON object with what each step saw; screenshots go to ARTIFACT_DIR.
+// browser): a fan opens a subscribers-only stream's watch page, sees the paywall (and the chat
+// closed), subscribes from their wallet and the video plays (hls.js, low-latency mode); the
+// creator's go-live page shows the RTMP server, the stream key and "live"; on the watch page
+// fan and creator chat (with emoji), the fan's tip shows in both chats, and the creator deletes
+// a message of the fan's, which goes from the fan's chat; the fan's wallet page shows the lower
+// balance and the history; the creator's wallet shows the earnings and takes a payout request.
+// Prints one JSON object with what each step saw; screenshots go to ARTIFACT_DIR.
 //
 //   node tests/browser/watch.mjs APP_URL SLUG FAN_TOKEN CREATOR_TOKEN ARTIFACT_DIR
 //
@@ -69,6 +71,8 @@ try {
       balance: await amount(fan, "paywall-balance"),
       video: await fan.locator("[data-testid=video]").count(),
       address_has_token: fan.url().includes("token="),
+      // The chat refused the join: its note says what would let the fan in.
+      chat_note: await fan.textContent("[data-testid=chat-note]:not([hidden])", WAIT),
     };
     await shot(fan, "fan-paywall");
     return r;
@@ -87,14 +91,6 @@ try {
       live: await fan.textContent("[data-testid=live-state]"),
     };
   });
-  await step("tip", async () => {
-    await fan.fill("[data-testid=tip-message]", "Great show 🎉");
-    await fan.click("[data-testid=tip-200]");
-    const ok = fan.locator("[data-testid=tip-status].ok");
-    await ok.waitFor(WAIT);
-    return await ok.textContent();
-  });
-
   const creator = await page("creator", `${app}live#token=${encodeURIComponent(creatorToken)}`);
   await step("go_live", async () => {
     await creator.waitForSelector("[data-testid=my-stream]", WAIT);
@@ -113,6 +109,64 @@ try {
     };
     await shot(creator, "creator-go-live");
     return r;
+  });
+
+  // The creator watches too, from the go-live page's link: the chat with moderation controls.
+  await step("creator_joins", async () => {
+    await creator.click("[data-testid=watch-link]");
+    await creator.waitForSelector("[data-testid=chat][data-role=creator]", WAIT);
+    await fan.waitForSelector("[data-testid=chat][data-role=viewer]", WAIT);
+    return {
+      fan_chat_note_hidden: await fan.isHidden("[data-testid=chat-note]"),
+    };
+  });
+  const line = (p, text) => p.locator("[data-testid=chat-message]", { hasText: text });
+  await step("chat_round_trip", async () => {
+    await fan.fill("[data-testid=chat-input]", "Hello Cleo ");
+    await fan.click("[data-testid=emoji-toggle]");
+    await fan.click("[data-testid=emoji] >> nth=0");
+    await fan.click("[data-testid=chat-send]");
+    await line(creator, "Hello Cleo").waitFor(WAIT);
+    await creator.fill("[data-testid=chat-input]", "Welcome! 🎉");
+    await creator.press("[data-testid=chat-input]", "Enter");
+    await line(fan, "Welcome!").waitFor(WAIT);
+    return {
+      creator_saw: await line(creator, "Hello Cleo").locator(".text").textContent(),
+      fan_saw: await line(fan, "Welcome!").locator(".text").textContent(),
+      // Moderation controls: the creator has them on the fan's line, the fan none on the creator's.
+      creator_ban_controls: await line(creator, "Hello Cleo").locator("[data-testid=chat-ban]").count(),
+      fan_ban_controls: await line(fan, "Welcome!").locator("[data-testid=chat-ban]").count(),
+    };
+  });
+  await step("tip", async () => {
+    await fan.fill("[data-testid=tip-message]", "Great show 🎉");
+    await fan.click("[data-testid=tip-200]");
+    const ok = fan.locator("[data-testid=tip-status].ok");
+    await ok.waitFor(WAIT);
+    const tipLine = (p) => p.locator("[data-testid=chat-message][data-kind=tip]", { hasText: "Great show" });
+    await tipLine(fan).waitFor(WAIT);
+    await tipLine(creator).waitFor(WAIT);
+    await shot(fan, "fan-chat");
+    await shot(creator, "creator-chat");
+    return {
+      status: await ok.textContent(),
+      fan_chat: await tipLine(fan).textContent(),
+      creator_chat: await tipLine(creator).textContent(),
+    };
+  });
+  await step("moderation_delete", async () => {
+    await fan.fill("[data-testid=chat-input]", "spoiler: the ending 🙊");
+    await fan.click("[data-testid=chat-send]");
+    await line(fan, "spoiler").waitFor(WAIT);
+    await line(creator, "spoiler").locator("[data-testid=chat-delete]").click();
+    await line(fan, "spoiler").waitFor({ ...WAIT, state: "detached" });
+    await line(creator, "spoiler").waitFor({ ...WAIT, state: "detached" });
+    // The room's viewer count reached the fan's page (the edges count both players).
+    await fan.waitForSelector("[data-testid=viewers]:not([data-count='0'])", { timeout: 20000 });
+    return {
+      fan_lines: await fan.locator("[data-testid=chat-message]").count(),
+      viewers: Number(await fan.getAttribute("[data-testid=viewers]", "data-count")),
+    };
   });
 
   await step("fan_wallet", async () => {

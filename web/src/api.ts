@@ -274,8 +274,9 @@ export class Api {
     return this.call<{ items: Subscription[] }>("GET", "/v1/me/subscriptions");
   }
 
-  tip(creatorId: string, amount: number, message: string, key: string) {
-    return this.call<Tip>("POST", "/v1/me/tips", { creatorId, amount, message }, key);
+  /// A tip; with `streamId` it also shows in that stream's chat.
+  tip(creatorId: string, amount: number, message: string, key: string, streamId?: string) {
+    return this.call<Tip>("POST", "/v1/me/tips", { creatorId, amount, message, ...(streamId ? { streamId } : {}) }, key);
   }
 
   wallet() {

@@ -134,7 +134,7 @@ class App {
   route() {
     const path = location.pathname.replace(/^\/app\/?/, "");
     const watch = path.match(/^watch\/([^/]+)\/?$/);
-    if (watch) return new WatchPage(this.api, this.me, this.view).show(decodeURIComponent(watch[1]));
+    if (watch) return new WatchPage(this.api, this.me, this.view, this.socket).show(decodeURIComponent(watch[1]));
     if (/^live\/?$/.test(path)) return new LivePage(this.api, this.me, this.view).show();
     if (/^wallet\/?$/.test(path)) return new WalletPage(this.api, this.me, this.view).show();
     const m = location.hash.match(/^#\/c\/(.+)$/);

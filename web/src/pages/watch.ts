@@ -2,10 +2,14 @@
 // membership check decides: an entitled viewer gets a playback token and hls.js plays it in
 // low-latency mode; anyone else sees the paywall with what would let them in (subscribe to the
 // creator, or buy the stream), paid from their wallet, and then plays. Tips go to the creator
-// from the same wallet. The viewer count and the live state are read again every few seconds.
+// from the same wallet and show in the stream's chat (pages/chat.ts) beside the player. The
+// viewer count and the live state come from the chat room's events and are read again every
+// few seconds.
 import type Hls from "hls.js";
+import type { Socket } from "socket.io-client";
 import { Api, ApiError, AccessGrant, Profile, StreamView, newKey } from "../api";
 import { amountEl, el, money, say, whileShown } from "../ui";
+import { ChatPanel } from "./chat";
 
 /// Tip amounts offered, in minor units (those under the creator's minimum are left out).
 const TIP_AMOUNTS = [100, 200, 500, 1000];
@@ -19,10 +23,13 @@ export class WatchPage {
   private viewers = el("span", { class: "viewers", "data-testid": "viewers" });
   private live = el("span", { class: "live-badge", "data-testid": "live-state" });
 
+  private chat: ChatPanel | null = null;
+
   constructor(
     private api: Api,
     private me: Profile,
     private view: HTMLElement,
+    private socket: Socket,
   ) {
     // Autoplay is allowed muted; the viewer unmutes with the controls.
     this.video.muted = true;
@@ -46,12 +53,40 @@ export class WatchPage {
       this.viewers,
     );
     const by = el("p", { class: "by" }, s.creator ? `by ${s.creator.display_name}` : "");
-    page.append(head, by, this.stage);
-    if (s.creator && s.creator.id !== this.me.id) page.append(this.tipBar(s));
+    const main = el("div", { class: "watch-main" });
+    main.append(this.stage);
+    if (s.creator && s.creator.id !== this.me.id) main.append(this.tipBar(s));
+    const body = el("div", { class: "watch-body" });
+    body.append(main);
+    // Chat needs the stream's creator (moderation is theirs).
+    if (s.creator) {
+      this.chat = new ChatPanel(this.socket, this.me.id, s.id, s.currency, {
+        viewers: (n) => {
+          this.stream = { ...this.stream, viewers: n };
+          this.figures(this.stream);
+        },
+        live: (on) => {
+          if (on === this.stream.publishing) return;
+          this.stream = { ...this.stream, publishing: on };
+          this.figures(this.stream);
+          if (on && this.stream.entitled && !this.playing) this.play();
+        },
+      });
+      body.append(this.chat.node);
+    }
+    page.append(head, by, body);
     this.view.replaceChildren(page);
     this.figures(s);
     if (s.entitled) await this.play();
     else this.paywall(s.grant);
+    // Joined when entitled; otherwise the chat says what would let the viewer in.
+    const closed =
+      s.grant?.action === "subscribe"
+        ? `Subscribe to ${s.creator?.display_name ?? "the creator"} to watch and chat.`
+        : s.grant?.action === "purchase"
+          ? "Buy the stream to watch and chat."
+          : undefined;
+    await this.chat?.join(closed);
     whileShown(page, 5000, () => this.refresh());
   }
 
@@ -157,6 +192,7 @@ export class WatchPage {
         this.stream = await this.api.stream(this.stream.slug);
         this.figures(this.stream);
         await this.play();
+        await this.chat?.join();
       } catch (e) {
         if (!(e instanceof ApiError)) {
           say(note, "The request did not get through; try again.");
@@ -205,7 +241,8 @@ export class WatchPage {
     buttons.forEach((b) => (b.disabled = true));
     try {
       this.unanswered = { amount, text, key };
-      await this.api.tip(s.creator!.id, amount, text, key);
+      // With the stream, so the tip shows highlighted in its chat.
+      await this.api.tip(s.creator!.id, amount, text, key, s.id);
       this.unanswered = null;
       say(status, `You tipped ${s.creator!.display_name} ${money(amount, s.currency)}. Thank you!`, true);
       message.value = "";
