@@ -5,7 +5,8 @@
 //! appears and clears, the notification bell counts, and a message sent while the creator's tab
 //! had lost its connection shows once it reconnects.
 //! The live pages (tests/browser/watch.mjs) on a cluster with ffmpeg publishing: the watch
-//! page's paywall, subscribing and playing, a tip, the wallet pages and the go-live page.
+//! page's paywall, subscribing and playing, the stream chat between fan and creator with a tip
+//! and a deletion, the wallet pages and the go-live page.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
@@ -104,9 +105,11 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
 
 /// The live pages (tests/browser/watch.mjs) on a cluster of one node: ffmpeg publishes RTMP to
 /// a stream for the subscribers of creator Cleo; the fan opens its watch page and sees the
-/// paywall, subscribes from their wallet and the video plays (hls.js's `currentTime`
-/// advances); the fan tips; the fan's wallet page shows the balance less both and the history;
-/// Cleo's go-live page shows the RTMP server, the key, "live" and the fan watching; Cleo's
+/// paywall (the chat closed), subscribes from their wallet and the video plays (hls.js's
+/// `currentTime` advances); Cleo's go-live page shows the RTMP server, the key, "live" and the
+/// fan watching; on the watch page they chat both ways, the fan's tip shows highlighted in both
+/// chats, and Cleo deletes a message of the fan's, which goes from the fan's chat; the fan's
+/// wallet page shows the balance less the subscription and the tip, and the history; Cleo's
 /// wallet shows the earnings of the day and takes a payout request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_subscribes_and_watches_live_in_the_browser() {
@@ -213,6 +216,12 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser() {
     assert_eq!(paywall["balance"], 2000, "{report}");
     assert_eq!(paywall["video"], 0, "{report}");
     assert_eq!(paywall["address_has_token"], false, "{report}");
+    assert!(
+        paywall["chat_note"]
+            .as_str()
+            .is_some_and(|n| n == "Subscribe to Cleo to watch and chat."),
+        "the chat is closed and says what opens it: {report}"
+    );
     // Subscribed from the wallet: the video plays and goes on playing.
     let play = &steps["subscribe_and_play"];
     assert!(play["first"].as_f64().is_some_and(|t| t > 0.0), "{report}");
@@ -222,10 +231,6 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser() {
     );
     assert_eq!(play["paywall_gone"], true, "{report}");
     assert_eq!(play["live"], "LIVE", "{report}");
-    assert!(
-        steps["tip"].as_str().is_some_and(|t| t.contains("$2.00")),
-        "{report}"
-    );
     // The go-live page: OBS's server and key (the ones the API gave), live and watched.
     let live = &steps["go_live"];
     let rtmp = ingest["rtmp_url"].as_str().expect("rtmp_url");
@@ -236,6 +241,36 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser() {
     assert!(live["viewers"].as_u64() >= Some(1), "{report}");
     assert_eq!(live["access"], "subscribers", "{report}");
     assert_eq!(live["nav_live"], true, "{report}");
+    // Stream chat on the watch page: both joined (the fan once subscribed), a round trip with
+    // an emoji from the palette, moderation controls for the creator only.
+    assert_eq!(
+        steps["creator_joins"]["fan_chat_note_hidden"], true,
+        "{report}"
+    );
+    let chat = &steps["chat_round_trip"];
+    assert_eq!(chat["creator_saw"], "Hello Cleo 😀", "{report}");
+    assert_eq!(chat["fan_saw"], "Welcome! 🎉", "{report}");
+    assert_eq!(chat["creator_ban_controls"], 1, "{report}");
+    assert_eq!(chat["fan_ban_controls"], 0, "{report}");
+    // The tip, highlighted in both chats with its amount and message.
+    let tip = &steps["tip"];
+    assert!(
+        tip["status"].as_str().is_some_and(|t| t.contains("$2.00")),
+        "{report}"
+    );
+    for side in ["fan_chat", "creator_chat"] {
+        let text = tip[side].as_str().unwrap_or_default();
+        assert!(
+            text.contains("Fan One")
+                && text.contains("tipped $2.00")
+                && text.contains("Great show 🎉"),
+            "{side}: {report}"
+        );
+    }
+    // The creator deleted the fan's spoiler: gone from the fan's chat, the other three stay.
+    let deleted = &steps["moderation_delete"];
+    assert_eq!(deleted["fan_lines"], 3, "{report}");
+    assert!(deleted["viewers"].as_u64() >= Some(1), "{report}");
     // The fan's wallet: 2000 − 499 − 200, the three movements, the subscription.
     let wallet = &steps["fan_wallet"];
     assert_eq!(wallet["balance"], 1301, "{report}");
