@@ -185,7 +185,8 @@ try {
   });
   await step("creator_wallet", async () => {
     await creator.click("[data-testid=nav-wallet]");
-    await creator.waitForSelector("[data-testid=earnings]", WAIT);
+    // The earnings per day are read after the balance: the payout form comes once they are shown.
+    await creator.waitForSelector("[data-testid=payout-form]", WAIT);
     const before = await amount(creator, "earnings");
     const days = await creator.$$eval("[data-testid=earnings-day]", (rows) => rows.map((r) => Number(r.dataset.net)));
     await creator.fill("[data-testid=payout-amount]", "100");
