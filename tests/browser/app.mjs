@@ -166,7 +166,10 @@ try {
     // Back online: socket.io-client reconnects with the newest offset it saw.
     link.offline = false;
     const got = creator.locator("[data-testid=message] .text", { hasText: "While you were away" });
-    await got.waitFor({ timeout: 20000 });
+    // socket.io-client retries with backoff, and an attempt made while the link was cut can sit
+    // for its 20 s connect timeout (a WebSocket the route closes before it opened is not always
+    // seen failing at once): the replay may come after more than one attempt.
+    await got.waitFor({ timeout: 60000 });
     await shot(creator, "creator-after-reconnect");
     return {
       text: await got.textContent(),
