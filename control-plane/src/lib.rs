@@ -23,6 +23,7 @@ pub mod realtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod stream_sessions;
 pub mod subscriptions;
 pub mod tips;
 pub mod users;

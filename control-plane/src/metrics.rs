@@ -25,6 +25,9 @@ pub struct LedgerMetrics {
     transactions: IntCounterVec,
     /// Movements refused, by `reason`.
     refusals: IntCounterVec,
+    /// What fans paid creators, in minor units, by `source` (tip, purchase, subscription) and
+    /// `currency`.
+    paid: IntCounterVec,
 }
 
 impl LedgerMetrics {
@@ -53,6 +56,14 @@ impl LedgerMetrics {
                 ),
                 &["reason"],
             )?,
+            paid: IntCounterVec::new(
+                Opts::new(
+                    "onda_ledger_paid_minor_units_total",
+                    "What fans paid creators (before the tenant's fee), in minor units of the \
+                     currency, by source (tip, purchase, subscription) and currency",
+                ),
+                &["source", "currency"],
+            )?,
         };
         for source in onda_shared::api::LedgerSource::ALL {
             m.transactions.with_label_values(&[source.as_str()]);
@@ -62,6 +73,7 @@ impl LedgerMetrics {
         }
         registry.register(Box::new(m.transactions.clone()))?;
         registry.register(Box::new(m.refusals.clone()))?;
+        registry.register(Box::new(m.paid.clone()))?;
         Ok(m)
     }
 
@@ -69,6 +81,14 @@ impl LedgerMetrics {
         self.transactions
             .with_label_values(&[source.as_str()])
             .inc();
+    }
+
+    /// Adds a fan-to-creator payment of `amount` minor units of `currency` (a tip, a purchase,
+    /// a subscription period): the revenue the counter sums.
+    pub fn paid(&self, source: onda_shared::api::LedgerSource, currency: &str, amount: i64) {
+        self.paid
+            .with_label_values(&[source.as_str(), currency])
+            .inc_by(u64::try_from(amount).unwrap_or(0));
     }
 
     /// Counts a refusal (one of [`LedgerMetrics::REASONS`]).
@@ -202,7 +222,8 @@ impl RealtimeMetrics {
                 Opts::new(
                     "onda_notifications_total",
                     "Notifications created, by source: message (Onda's, for a new message), money \
-                     (Onda's, for a payment received or a payout processed) or tenant",
+                     (Onda's, for a payment received or a payout processed), live (Onda's, to a \
+                     creator's subscribers when the creator goes live) or tenant",
                 ),
                 &["source"],
             )?,
@@ -307,6 +328,7 @@ impl RealtimeMetrics {
             NotificationSource::Message => "message",
             NotificationSource::Tenant => "tenant",
             NotificationSource::Money => "money",
+            NotificationSource::Live => "live",
         };
         self.notifications.with_label_values(&[source]).inc();
     }
@@ -321,6 +343,8 @@ pub enum NotificationSource {
     Tenant,
     /// Onda's own, for money: a payment received, a payout processed.
     Money,
+    /// Onda's own, to a creator's subscribers: the creator went live.
+    Live,
 }
 
 /// The now-playing hub's series.
@@ -403,6 +427,8 @@ pub struct ClusterMetrics {
     /// Reconcile rounds of the leader, `result` = ok | error.
     pub scheduler_runs: IntCounterVec,
     pub scheduler_duration: prometheus::Histogram,
+    /// Stream sessions open (set by the leader each second; 0 on other replicas).
+    pub live_sessions: prometheus::IntGauge,
     /// Stations by `state` = placed | unplaced (set by the leader).
     pub stations: prometheus::IntGaugeVec,
     /// Nodes by `status` (set by the leader).
@@ -474,6 +500,14 @@ impl ClusterMetrics {
                 "result",
             )?,
             scheduler_duration: registered(registry, prometheus::Histogram::with_opts(duration)?)?,
+            live_sessions: registered(
+                registry,
+                prometheus::IntGauge::new(
+                    "onda_live_sessions",
+                    "Stream sessions open (live streams on the air); set by the leader, 0 on \
+                     other replicas",
+                )?,
+            )?,
             stations: gauges(
                 "onda_stations",
                 "Stations on the air by placement state (placed, unplaced); set by the leader",

@@ -29,6 +29,8 @@ pub struct Running {
     /// Renews due wallet subscriptions (its `run_once` is what the task runs, for tests).
     pub renewer: crate::subscriptions::Renewer,
     renewals: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+    /// Opens and closes stream sessions while this replica leads (with the cluster).
+    sessions: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -38,6 +40,11 @@ impl Running {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // Before the gateway closes: the tracker emits through it.
+        if let Some((stop, task)) = self.sessions.take() {
+            stop.cancel();
+            let _ = task.await;
         }
         // Open feeds never end by themselves and would keep the drain waiting.
         if let Some(hub) = &self.nowplaying {
@@ -138,6 +145,17 @@ pub async fn start_with(
         crate::subscriptions::RENEWAL_INTERVAL,
         renewals_stop.clone(),
     );
+    // The cluster's leader opens and closes stream sessions; the tracker tells the gateway.
+    let sessions = cluster.as_ref().map(|c| {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tracker = crate::stream_sessions::Tracker {
+            db: db.clone(),
+            cluster: c.cluster.clone(),
+            realtime: realtime.clone(),
+            notifications: metrics.realtime.clone(),
+        };
+        (stop.clone(), tracker.spawn(stop))
+    });
     let app = api::router(
         db.clone(),
         cfg,
@@ -167,6 +185,7 @@ pub async fn start_with(
         webhooks: Some(webhooks),
         renewer,
         renewals: Some((renewals_stop, renewals)),
+        sessions,
         stop: Some(tx),
         task,
     })

@@ -114,12 +114,14 @@ pub struct Report {
     pub lapsed: u32,
     /// Renewed or changed by someone else meanwhile (another replica, a cancel).
     pub skipped: u32,
+    /// What each renewal paid: (currency, amount in minor units).
+    pub paid: Vec<(String, i64)>,
     /// Events to push after the commits, by tenant.
     pub pushes: Vec<(String, Vec<Recorded>)>,
 }
 
 enum Outcome {
-    Renewed,
+    Renewed(String, i64),
     Lapsed(String, Vec<Recorded>),
     Skipped,
 }
@@ -130,7 +132,10 @@ pub async fn renew_due(db: &Db, now_ms: i64) -> Result<Report, sqlx::Error> {
     let mut report = Report::default();
     for row in due {
         match renew_one(db, &row, now_ms).await? {
-            Outcome::Renewed => report.renewed += 1,
+            Outcome::Renewed(currency, amount) => {
+                report.renewed += 1;
+                report.paid.push((currency, amount));
+            }
             Outcome::Lapsed(tenant, recorded) => {
                 report.lapsed += 1;
                 report.pushes.push((tenant, recorded));
@@ -211,7 +216,7 @@ async fn renew_one(db: &Db, row: &Row, now_ms: i64) -> Result<Outcome, sqlx::Err
     )
     .await?;
     tx.commit().await?;
-    Ok(Outcome::Renewed)
+    Ok(Outcome::Renewed(tenant.currency.clone(), price))
 }
 
 /// Marks a due subscription lapsed and tells the fan, in one transaction.
@@ -255,8 +260,10 @@ impl Renewer {
     /// One run at the current time.
     pub async fn run_once(&self) -> Result<Report, sqlx::Error> {
         let report = renew_due(&self.db, db::now_millis()).await?;
-        for _ in 0..report.renewed {
+        for (currency, amount) in &report.paid {
             self.ledger.transaction(LedgerSource::Subscription);
+            self.ledger
+                .paid(LedgerSource::Subscription, currency, *amount);
         }
         for (tenant, recorded) in &report.pushes {
             self.notifications.notification(NotificationSource::Money);

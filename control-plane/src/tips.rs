@@ -127,7 +127,10 @@ pub async fn send(
 ) -> Result<Sent, Refused> {
     let done = attempt(db, tenant, payer, key, req).await;
     match &done {
-        Ok(s) if !s.replayed => metrics.transaction(LedgerSource::Tip),
+        Ok(s) if !s.replayed => {
+            metrics.transaction(LedgerSource::Tip);
+            metrics.paid(LedgerSource::Tip, &s.tip.currency, s.tip.amount);
+        }
         Ok(_) => {}
         Err(r) => {
             if let Some(reason) = refusal_reason(r) {

@@ -28,6 +28,7 @@ mod paywall;
 mod plans;
 mod playlists;
 mod reports;
+mod sessions;
 mod signing_keys;
 pub mod stations;
 pub mod streamers;
@@ -147,6 +148,8 @@ pub fn router(
         .routes(routes!(streams::usage))
         .routes(routes!(my_streams::mine))
         .routes(routes!(my_streams::view, my_streams::update))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::mine))
         .routes(routes!(playlists::list, playlists::create))
         .routes(routes!(
             playlists::get,

@@ -1,6 +1,7 @@
 //! A signed-in viewer and a stream's paywall: `POST /v1/me/streams/{id}/playback` answers the
 //! stream's signed playback token to a viewer [`crate::memberships::entitled`] lets in (and
-//! nothing else decides), or a 402/403 problem saying what would grant access;
+//! nothing else decides; the viewer counts among the unique viewers of the stream's open
+//! session), or a 402/403 problem saying what would grant access;
 //! `POST /v1/me/streams/{id}/purchase` buys a pay-per-view stream once from the wallet (source
 //! `purchase`, the fee split off, `purchase.created`, the creator's "payment received").
 //!
@@ -73,6 +74,15 @@ pub async fn playback(
     .await?;
     match access {
         Access::Granted(_) => {
+            // One of the open session's unique viewers (if the stream is on the air).
+            db::stream_sessions::add_viewer(
+                &mut conn,
+                &me.tenant.id,
+                &s.id,
+                &me.user.id,
+                db::now_millis(),
+            )
+            .await?;
             let token =
                 streams::sign(&mut conn, &s, &viewer_of(&me.user.id), VIEWER_TOKEN_TTL).await?;
             Ok((StatusCode::CREATED, Json(token)))
@@ -207,6 +217,9 @@ pub async fn purchase(
     let recorded = recovery::record(&mut m.tx, &tenant.id, vec![entry]).await?;
     let resp = m.finish(StatusCode::CREATED, &p).await?;
     st.metrics.ledger.transaction(LedgerSource::Purchase);
+    st.metrics
+        .ledger
+        .paid(LedgerSource::Purchase, &p.currency, p.amount);
     st.metrics.realtime.notification(NotificationSource::Money);
     st.realtime.send(&tenant.id, &recorded).await;
     Ok(resp)

@@ -155,6 +155,9 @@ pub async fn create(
     let recorded = announce(&mut m.tx, tenant, &me.user, &sub, now).await?;
     let resp = m.finish(StatusCode::CREATED, &sub).await?;
     st.metrics.ledger.transaction(LedgerSource::Subscription);
+    st.metrics
+        .ledger
+        .paid(LedgerSource::Subscription, &tenant.currency, price);
     st.metrics.realtime.notification(NotificationSource::Money);
     st.realtime.send(&tenant.id, &recorded).await;
     Ok(resp)

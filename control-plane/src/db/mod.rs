@@ -30,6 +30,7 @@ pub mod realtime_usage;
 pub mod signing_keys;
 pub mod stations;
 pub mod stream_chat;
+pub mod stream_sessions;
 pub mod streamers;
 pub mod subscriptions;
 pub mod tenant_history;
@@ -199,6 +200,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         32,
         "stream_chat",
         include_str!("../../migrations/0032_stream_chat.sql"),
+    ),
+    (
+        33,
+        "stream sessions",
+        include_str!("../../migrations/0033_stream_sessions.sql"),
     ),
     (
         34,

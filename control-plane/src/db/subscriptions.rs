@@ -109,6 +109,24 @@ pub async fn of_user(
     rows.iter().map(from_row).collect()
 }
 
+/// The users whose subscription to `creator` lasts beyond `now_ms` (bought or declared), by id.
+pub async fn active_subscribers(
+    conn: &mut Conn,
+    tenant_id: &str,
+    creator: &str,
+    now_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM subscriptions WHERE tenant_id = $1 AND creator_id = $2 \
+         AND ends_ms > $3 ORDER BY user_id",
+    )
+    .bind(tenant_id)
+    .bind(creator)
+    .bind(now_ms)
+    .fetch_all(conn)
+    .await
+}
+
 /// Writes `row` whole: a new subscription, or a new start of one that ended (same id).
 pub async fn upsert(conn: &mut Conn, row: &Row, now_ms: i64) -> Result<(), sqlx::Error> {
     let done = sqlx::query(

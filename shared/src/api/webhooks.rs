@@ -48,13 +48,20 @@ pub enum WebhookEventType {
     /// `data` is the subscription.
     #[serde(rename = "subscription.lapsed")]
     SubscriptionLapsed,
+    /// A live stream went on the air: a stream session opened; `data` is the session.
+    #[serde(rename = "stream.started")]
+    StreamStarted,
+    /// A live stream's session closed (off the air for a few seconds); `data` is the session
+    /// with its figures.
+    #[serde(rename = "stream.ended")]
+    StreamEnded,
     /// Sent by `POST /v1/webhooks/{id}/test` to that endpoint only, whatever it subscribes to.
     #[serde(rename = "webhook.test")]
     WebhookTest,
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 14] = [
+    pub const ALL: [WebhookEventType; 16] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::NotificationCreated,
         WebhookEventType::UserOnline,
@@ -68,6 +75,8 @@ impl WebhookEventType {
         WebhookEventType::SubscriptionCreated,
         WebhookEventType::SubscriptionRenewed,
         WebhookEventType::SubscriptionLapsed,
+        WebhookEventType::StreamStarted,
+        WebhookEventType::StreamEnded,
         WebhookEventType::WebhookTest,
     ];
 
@@ -87,6 +96,8 @@ impl WebhookEventType {
             WebhookEventType::SubscriptionCreated => "subscription.created",
             WebhookEventType::SubscriptionRenewed => "subscription.renewed",
             WebhookEventType::SubscriptionLapsed => "subscription.lapsed",
+            WebhookEventType::StreamStarted => "stream.started",
+            WebhookEventType::StreamEnded => "stream.ended",
             WebhookEventType::WebhookTest => "webhook.test",
         }
     }
