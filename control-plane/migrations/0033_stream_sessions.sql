@@ -1,7 +1,8 @@
 -- Stream sessions (docs/realtime.md): each RTMP publish of a live stream, opened and closed by
 -- the leader from the cluster's view, with the viewer figures it samples each second, and the
 -- signed-in viewers who got a playback token while it was open. Tips and pay-per-view revenue
--- are not copied here: they are read from the ledger over the session's time window.
+-- are not copied here: they are read from the ledger over the session's time window (from
+-- started_ms to closed_ms, or now while open).
 
 CREATE TABLE stream_sessions (
     -- Time-ordered ids (secrets::new_time_id): newest first is ORDER BY id DESC.
@@ -13,6 +14,9 @@ CREATE TABLE stream_sessions (
     started_ms BIGINT NOT NULL,
     -- NULL while the session is open; then the last time the stream was seen on the air.
     ended_ms BIGINT,
+    -- When the leader closed it (ended_ms + the grace, or later): tips and purchases up to
+    -- here count, since the session was open until then.
+    closed_ms BIGINT,
     peak_viewers BIGINT NOT NULL DEFAULT 0,
     -- Viewer-milliseconds: the sampled viewer counts integrated over time.
     viewer_ms BIGINT NOT NULL DEFAULT 0,

@@ -308,7 +308,7 @@ impl Tracker {
     /// Closes `s` at `ended_ms` and tells its room; false when it was closed already.
     async fn close(&self, s: &Open, ended_ms: i64, now: i64) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        if !db::stream_sessions::close(&mut tx, &s.id, ended_ms).await? {
+        if !db::stream_sessions::close(&mut tx, &s.id, ended_ms, now).await? {
             return Ok(false);
         }
         let session = db::stream_sessions::get(&mut tx, &s.id, now)

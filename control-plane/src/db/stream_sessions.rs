@@ -121,14 +121,23 @@ pub async fn sample(conn: &mut Conn, s: &Open, read_sampled_ms: i64) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
-/// Closes session `id` at `ended_ms`; false when it was closed already.
-pub async fn close(conn: &mut Conn, id: &str, ended_ms: i64) -> Result<bool, sqlx::Error> {
-    let done =
-        sqlx::query("UPDATE stream_sessions SET ended_ms = $1 WHERE id = $2 AND ended_ms IS NULL")
-            .bind(ended_ms)
-            .bind(id)
-            .execute(conn)
-            .await?;
+/// Closes session `id` now (`now_ms`), ended at `ended_ms` (when its stream was last seen on
+/// the air); false when it was closed already.
+pub async fn close(
+    conn: &mut Conn,
+    id: &str,
+    ended_ms: i64,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE stream_sessions SET ended_ms = $1, closed_ms = $2 \
+         WHERE id = $3 AND ended_ms IS NULL",
+    )
+    .bind(ended_ms)
+    .bind(now_ms)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -158,25 +167,26 @@ pub async fn add_viewer(
 }
 
 /// The session with its figures: viewers counted, tips to its creator and purchases of its
-/// stream in the ledger between its start and its end (now while open), gross amounts.
+/// stream in the ledger while it was open (from its start to its closing, or now), gross
+/// amounts.
 const SELECT: &str = "SELECT s.id, s.stream_id, s.creator_id, s.started_ms, s.ended_ms, \
      s.peak_viewers, s.viewer_ms, t.currency, \
      (SELECT COUNT(*) FROM stream_session_viewers v WHERE v.session_id = s.id) AS unique_viewers, \
      (SELECT COUNT(*) FROM ledger_transactions l WHERE l.tenant_id = s.tenant_id \
         AND l.source = 'tip' AND l.counterparty_id = s.creator_id \
-        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.ended_ms, $1)) AS tips, \
+        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.closed_ms, $1)) AS tips, \
      (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM ledger_transactions l \
         WHERE l.tenant_id = s.tenant_id AND l.source = 'tip' \
         AND l.counterparty_id = s.creator_id \
-        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.ended_ms, $1)) \
+        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.closed_ms, $1)) \
         AS tips_amount, \
      (SELECT COUNT(*) FROM ledger_transactions l WHERE l.tenant_id = s.tenant_id \
         AND l.source = 'purchase' AND l.reference = s.stream_id \
-        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.ended_ms, $1)) AS ppv, \
+        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.closed_ms, $1)) AS ppv, \
      (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM ledger_transactions l \
         WHERE l.tenant_id = s.tenant_id AND l.source = 'purchase' \
         AND l.reference = s.stream_id \
-        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.ended_ms, $1)) \
+        AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.closed_ms, $1)) \
         AS ppv_amount \
      FROM stream_sessions s JOIN tenants t ON t.id = s.tenant_id";
 

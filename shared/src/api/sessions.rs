@@ -35,7 +35,8 @@ pub struct StreamSession {
     pub viewer_minutes: f64,
     /// Distinct signed-in users who got a playback token while it was open.
     pub unique_viewers: u64,
-    /// Tips to the creator while the session was open.
+    /// Tips to the creator while the session was open (until it closed, a few seconds after
+    /// `ended_at`).
     pub tips: PaymentTotals,
     /// Purchases of this (pay-per-view) stream while the session was open.
     pub pay_per_view: PaymentTotals,

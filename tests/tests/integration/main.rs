@@ -34,6 +34,7 @@ mod ogg;
 mod realtime;
 mod realtime_usage;
 mod stream_chat;
+mod stream_sessions;
 mod subscriptions;
 mod usage;
 mod users;
