@@ -57,6 +57,8 @@ pub struct OnAir {
     pub stream_id: String,
     pub tenant_id: String,
     pub creator_id: Option<String>,
+    /// The stream's name, for the subscribers' notification.
+    pub title: String,
     pub viewers: u64,
 }
 
@@ -139,6 +141,7 @@ fn on_air(
             stream_id: s.id.clone(),
             tenant_id: s.tenant_id.clone(),
             creator_id: s.creator_id.clone(),
+            title: s.name.clone(),
             viewers: snap.listeners.get(&s.id).copied().unwrap_or(0),
         })
         .collect()
@@ -211,7 +214,7 @@ impl Tracker {
             }
         }
         for s in &plan.open {
-            if self.open(s, &streams, now).await? {
+            if self.open(s, now).await? {
                 live += 1;
             }
         }
@@ -220,12 +223,7 @@ impl Tracker {
     }
 
     /// Opens a session of `s` and tells everyone; false when another leader opened it first.
-    async fn open(
-        &self,
-        s: &OnAir,
-        streams: &[db::stream_sessions::StreamRow],
-        now: i64,
-    ) -> Result<bool, sqlx::Error> {
+    async fn open(&self, s: &OnAir, now: i64) -> Result<bool, sqlx::Error> {
         let row = Open {
             id: crate::secrets::new_time_id("ses", now),
             tenant_id: s.tenant_id.clone(),
@@ -248,13 +246,9 @@ impl Tracker {
         outbox
             .enqueue(&mut tx, WebhookEventType::StreamStarted, &session)
             .await?;
-        let title = streams
-            .iter()
-            .find(|x| x.id == s.stream_id)
-            .map_or("", |x| x.name.as_str());
         let recorded = match &s.creator_id {
             Some(creator) => {
-                self.notify_subscribers(&mut tx, (&outbox, creator), title, &session, now)
+                self.notify_subscribers(&mut tx, (&outbox, creator), &s.title, &session, now)
                     .await?
             }
             None => Vec::new(),
@@ -361,6 +355,7 @@ mod tests {
             stream_id: id.to_string(),
             tenant_id: "ten".to_string(),
             creator_id: Some("star".to_string()),
+            title: "Friday set".to_string(),
             viewers,
         }
     }

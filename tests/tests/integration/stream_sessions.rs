@@ -72,7 +72,8 @@ async fn live_notification(sio: &mut Sio, client: &str) -> Value {
     }
 }
 
-/// The value of the unlabelled series `name` in the control plane's /metrics.
+/// The value of series `name` (with its labels as Prometheus writes them) in the control
+/// plane's /metrics.
 async fn gauge(cp: &ControlPlane, name: &str) -> Option<String> {
     let text = onda_shared::http::get(format!("{}/metrics", cp.api))
         .await
@@ -272,6 +273,8 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
         "{closed}"
     );
     assert_eq!(gauge(cp, "onda_live_sessions").await.as_deref(), Some("0"));
+    let tips_paid = "onda_ledger_paid_minor_units_total{currency=\"USD\",source=\"tip\"}";
+    assert_eq!(gauge(cp, tips_paid).await.as_deref(), Some("250"));
     let started = webhook_events(&fx, "stream.started").await;
     let ended = webhook_events(&fx, "stream.ended").await;
     assert_eq!(
