@@ -431,6 +431,64 @@ mod tests {
     }
 
     #[test]
+    fn on_the_air_means_a_live_origin_reporting_the_streams_hls_path() {
+        use crate::cluster::view::{NodeView, Snapshot};
+        use crate::scheduler::StationPlacement;
+        let row = |id: &str, slug: &str| db::stream_sessions::StreamRow {
+            id: id.to_string(),
+            tenant_id: "ten".to_string(),
+            slug: slug.to_string(),
+            name: format!("{slug} show"),
+            creator_id: None,
+        };
+        let node = |alive: bool, paths: &[&str]| NodeView {
+            alive,
+            on_air: paths.iter().map(|p| p.to_string()).collect(),
+            ..NodeView::default()
+        };
+        let mut snap = Snapshot::default();
+        for (stream, origin) in [("a", "n1"), ("b", "n1"), ("c", "n2"), ("d", "n3")] {
+            snap.placement.stations.insert(
+                stream.to_string(),
+                StationPlacement {
+                    origin: origin.to_string(),
+                    relays: vec!["n4".to_string()],
+                    leaving: Vec::new(),
+                },
+            );
+        }
+        // n1 publishes a and (only as an audio mount path) not b; n2 is dead; n3 is absent;
+        // n4, a relay, carries everything but is not the origin.
+        snap.nodes
+            .insert("n1".into(), node(true, &["/hls/a-live", "/b-live"]));
+        snap.nodes
+            .insert("n2".into(), node(false, &["/hls/c-live"]));
+        snap.nodes.insert(
+            "n4".into(),
+            node(true, &["/hls/b-live", "/hls/c-live", "/hls/d-live"]),
+        );
+        snap.listeners.insert("a".into(), 7);
+        let streams = [
+            row("a", "a-live"),
+            row("b", "b-live"),
+            row("c", "c-live"),
+            row("d", "d-live"),
+            row("e", "e-live"),
+        ];
+        let got = on_air(&snap, &streams);
+        assert_eq!(
+            got,
+            vec![OnAir {
+                stream_id: "a".into(),
+                tenant_id: "ten".into(),
+                creator_id: None,
+                title: "a-live show".into(),
+                viewers: 7,
+            }]
+        );
+    }
+
+    #[test]
     fn the_live_notification_names_the_creator_and_the_title() {
         let n = went_live("Star", "Friday set", "lvs_1", "ses_1");
         assert_eq!(n.kind, LIVE_NOTIFICATION);
