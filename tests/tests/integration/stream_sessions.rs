@@ -4,7 +4,8 @@
 //! token and playlist fetches make the session's unique and peak viewers, a tip during it counts
 //! in its tips; when ffmpeg stops the session closes with its duration, the webhooks
 //! `stream.started` and `stream.ended` are in the outbox, and only the tenant and the creator
-//! read the sessions (another tenant gets 404).
+//! read the sessions (another tenant gets 404). Below the API, the database's side is driven as
+//! two leaders at once would drive it.
 
 use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
@@ -16,7 +17,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-on_both_backends!(a_publish_is_a_session_with_its_viewers_tips_and_go_live_events);
+on_both_backends!(
+    a_publish_is_a_session_with_its_viewers_tips_and_go_live_events,
+    two_leaders_never_open_count_or_close_a_session_twice,
+);
 
 /// A user of tenant `key` (`body` as `PUT /v1/users/{id}` takes it) and a token of theirs.
 async fn user(cp: &ControlPlane, key: &str, id: &str, body: Value) -> String {
@@ -297,4 +301,163 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
         .tenant_call(&key, Method::GET, &format!("{sessions}?limit=0"), None)
         .await;
     assert_eq!(s, 400, "{bad}");
+}
+
+/// The database side of sessions, driven as two leaders at once would: one open session per
+/// stream (the partial unique index), a sample only from the row it was computed from, a close
+/// once; unique viewers counted once; the money window from the start to the closing; pages
+/// newest first.
+async fn two_leaders_never_open_count_or_close_a_session_twice(b: Backend) {
+    use onda_control_plane::db::{Db, stream_sessions as ss};
+    let Some(test_db) = onda_tests::db::TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 2).await.expect("db");
+    let mut c = db.conn().await.expect("conn");
+    sqlx::query(
+        "INSERT INTO tenants (id, name, email, plan_id, status, currency, platform_fee_bps, \
+         created_at, updated_at) VALUES ('ten_1', 'T', '', 'plan_premium', 'active', 'EUR', \
+         2000, 0, 0)",
+    )
+    .execute(&mut *c)
+    .await
+    .expect("tenant");
+    let row = |id: &str, at: i64| ss::Open {
+        id: id.to_string(),
+        tenant_id: "ten_1".to_string(),
+        stream_id: "lvs_1".to_string(),
+        creator_id: Some("star".to_string()),
+        started_ms: at,
+        peak_viewers: 0,
+        viewer_ms: 0,
+        sampled_ms: at,
+        on_air_ms: at,
+    };
+    let first = row("ses_1", 1_000);
+    assert!(ss::open(&mut c, &first).await.expect("open"));
+    assert!(
+        !ss::open(&mut c, &row("ses_2", 1_001)).await.expect("open"),
+        "a second leader cannot open a second session of the stream"
+    );
+    assert_eq!(
+        ss::open_all(&mut c).await.expect("read"),
+        vec![first.clone()]
+    );
+
+    let sampled = ss::Open {
+        peak_viewers: 3,
+        viewer_ms: 3_000,
+        sampled_ms: 2_000,
+        on_air_ms: 2_000,
+        ..first.clone()
+    };
+    assert!(ss::sample(&mut c, &sampled, 1_000).await.expect("sample"));
+    let again = ss::Open {
+        viewer_ms: 6_000,
+        ..sampled.clone()
+    };
+    assert!(
+        !ss::sample(&mut c, &again, 1_000).await.expect("sample"),
+        "an interval is counted once"
+    );
+    assert_eq!(ss::open_all(&mut c).await.expect("read"), vec![sampled]);
+
+    for _ in 0..2 {
+        ss::add_viewer(&mut c, "ten_1", "lvs_1", "fan", 1_500)
+            .await
+            .expect("viewer");
+    }
+    ss::add_viewer(&mut c, "ten_1", "lvs_1", "other", 1_600)
+        .await
+        .expect("viewer");
+    ss::add_viewer(&mut c, "ten_1", "lvs_9", "fan", 1_600)
+        .await
+        .expect("a stream without a session counts nobody");
+    ss::add_viewer(&mut c, "ten_2", "lvs_1", "fan", 1_600)
+        .await
+        .expect("another tenant's stream id counts nobody");
+
+    // Tips to the creator and purchases of the stream: only those while it was open count.
+    for (id, source, who, reference, amount, at) in [
+        ("txn_1", "tip", "star", None, 100, 999),
+        ("txn_2", "tip", "star", None, 200, 1_500),
+        ("txn_3", "tip", "someone", None, 400, 1_500),
+        ("txn_4", "purchase", "star", Some("lvs_1"), 300, 2_500),
+        ("txn_5", "purchase", "star", Some("lvs_2"), 800, 2_500),
+        ("txn_6", "tip", "star", None, 1_000, 6_000),
+    ] {
+        sqlx::query(
+            "INSERT INTO ledger_transactions (id, tenant_id, source, user_id, counterparty_id, \
+             amount, currency, reference, created_ms) \
+             VALUES ($1, 'ten_1', $2, 'fan', $3, $4, 'EUR', $5, $6)",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(who)
+        .bind(amount)
+        .bind(reference)
+        .bind(at)
+        .execute(&mut *c)
+        .await
+        .expect("transaction");
+    }
+    // Last seen on the air at 2 000, closed by the leader at 5 000.
+    assert!(
+        ss::close(&mut c, "ses_1", 2_000, 5_000)
+            .await
+            .expect("close")
+    );
+    assert!(
+        !ss::close(&mut c, "ses_1", 2_100, 5_100)
+            .await
+            .expect("close"),
+        "closed once"
+    );
+    let s = ss::get(&mut c, "ses_1", 9_000)
+        .await
+        .expect("get")
+        .expect("the session");
+    assert_eq!(
+        (
+            s.live,
+            s.duration_secs,
+            s.peak_viewers,
+            s.viewer_minutes,
+            s.unique_viewers
+        ),
+        (false, 1, 3, 0.05, 2),
+        "{s:?}"
+    );
+    assert_eq!(
+        (
+            s.tips.count,
+            s.tips.amount,
+            s.pay_per_view.count,
+            s.pay_per_view.amount
+        ),
+        (1, 200, 1, 300),
+        "{s:?}"
+    );
+    assert_eq!(s.currency, "EUR");
+
+    // After the close the stream may open a new session; pages are newest first.
+    assert!(ss::open(&mut c, &row("ses_3", 7_000)).await.expect("open"));
+    let page = ss::list(&mut c, ("ten_1", "lvs_1"), 1, "", 8_000)
+        .await
+        .expect("list");
+    assert_eq!(page.items[0].id, "ses_3");
+    assert_eq!(page.items[0].duration_secs, 1, "open: up to now");
+    assert!(page.items[0].live);
+    let cursor = page.next_cursor.expect("a second page");
+    let rest = ss::list(&mut c, ("ten_1", "lvs_1"), 1, &cursor, 8_000)
+        .await
+        .expect("list");
+    assert_eq!(rest.items, vec![s]);
+    assert_eq!(rest.next_cursor, None);
+    let other = ss::list(&mut c, ("ten_2", "lvs_1"), 10, "", 8_000)
+        .await
+        .expect("list");
+    assert!(other.items.is_empty(), "another tenant sees none");
+    drop(c);
+    db.close().await;
 }
