@@ -1,6 +1,7 @@
 //! Stream sessions through a real cluster, on SQLite and PostgreSQL: ffmpeg publishes RTMP to
 //! the node the leader placed a subscribers-only stream on; the leader opens a session, the
-//! creator's subscriber gets the go-live notification on their socket, a viewer's playback
+//! creator's subscriber gets the go-live notification on their socket and, in the stream's
+//! room, `stream-started` (then `stream-ended`), a viewer's playback
 //! token and playlist fetches make the session's unique and peak viewers, a tip during it counts
 //! in its tips; when ffmpeg stops the session closes with its duration, the webhooks
 //! `stream.started` and `stream.ended` are in the outbox, and only the tenant and the creator
@@ -176,15 +177,28 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
 
     let mut sio = Sio::start(&cp.api).await;
     sio.connect("fan", &fan).await.expect("the fan connects");
+    let joined = sio
+        .emit("fan", "join-stream", json!({ "streamId": id }))
+        .await;
+    assert_eq!(
+        (&joined["ok"], &joined["stream"]["live"]),
+        (&json!(true), &json!(false)),
+        "{joined}"
+    );
     let publish = ingest["publish_url"].as_str().expect("publish url");
     let mut publisher = ffmpeg_rtmp(publish, 25);
 
-    // On the air: the subscriber hears of it, and the session is open.
+    // On the air: the subscriber hears of it, the stream's room too, and the session is open.
     let told = live_notification(&mut sio, "fan").await;
     assert_eq!(told["title"], "Star is live: Friday set", "{told}");
     assert_eq!(told["data"]["streamId"], json!(id), "{told}");
     let open = newest(cp, &key, &sessions).await;
     assert_eq!(open["id"], told["data"]["sessionId"], "{open}");
+    let started = sio.event("fan", "stream-started").await;
+    assert_eq!(
+        started,
+        json!({"streamId": id, "sessionId": open["id"], "startedAt": open["started_at"]})
+    );
     assert_eq!(
         (&open["live"], &open["ended_at"]),
         (&json!(true), &Value::Null)
@@ -244,6 +258,11 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
     })
     .await;
     assert_eq!(closed["id"], open["id"], "{closed}");
+    let ended = sio.event("fan", "stream-ended").await;
+    assert_eq!(
+        ended,
+        json!({"streamId": id, "sessionId": open["id"], "endedAt": closed["ended_at"]})
+    );
     assert!(closed["ended_at"].is_string(), "{closed}");
     let at = |field: &str| {
         time::OffsetDateTime::parse(
