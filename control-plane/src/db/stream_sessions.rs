@@ -166,12 +166,16 @@ pub async fn add_viewer(
     Ok(())
 }
 
-/// The session with its figures: viewers counted, tips to its creator and purchases of its
-/// stream in the ledger while it was open (from its start to its closing, or now), gross
-/// amounts.
+/// The session with its figures: viewers counted, and what happened while it was open (from its
+/// start to its closing, or now): chat messages said, tips to its creator and purchases of its
+/// stream in the ledger (gross amounts).
 const SELECT: &str = "SELECT s.id, s.stream_id, s.creator_id, s.started_ms, s.ended_ms, \
      s.peak_viewers, s.viewer_ms, t.currency, \
      (SELECT COUNT(*) FROM stream_session_viewers v WHERE v.session_id = s.id) AS unique_viewers, \
+     (SELECT COUNT(*) FROM stream_chat_messages m WHERE m.tenant_id = s.tenant_id \
+        AND m.stream_id = s.stream_id AND m.kind = 'message' \
+        AND m.created_ms >= s.started_ms AND m.created_ms <= COALESCE(s.closed_ms, $1)) \
+        AS chat_messages, \
      (SELECT COUNT(*) FROM ledger_transactions l WHERE l.tenant_id = s.tenant_id \
         AND l.source = 'tip' AND l.counterparty_id = s.creator_id \
         AND l.created_ms >= s.started_ms AND l.created_ms <= COALESCE(s.closed_ms, $1)) AS tips, \
@@ -210,6 +214,7 @@ fn from_row(r: &AnyRow, now_ms: i64) -> Result<StreamSession, sqlx::Error> {
         // Minutes with two decimals: a short test session still shows its viewer time.
         viewer_minutes: (viewer_ms.max(0) as f64 / 600.0).round() / 100.0,
         unique_viewers: count(r, "unique_viewers")?,
+        chat_messages: count(r, "chat_messages")?,
         tips: PaymentTotals {
             count: count(r, "tips")?,
             amount: r.try_get("tips_amount")?,

@@ -35,6 +35,9 @@ pub struct StreamSession {
     pub viewer_minutes: f64,
     /// Distinct signed-in users who got a playback token while it was open.
     pub unique_viewers: u64,
+    /// Messages said in the stream's chat while it was open (deleted ones included; tips shown
+    /// in the chat are in `tips`).
+    pub chat_messages: u64,
     /// Tips to the creator while the session was open (until it closed, a few seconds after
     /// `ended_at`).
     pub tips: PaymentTotals,

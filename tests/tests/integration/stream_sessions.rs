@@ -238,6 +238,14 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
     )
     .await;
     assert_eq!(tipped, 201);
+    let said = sio
+        .emit(
+            "fan",
+            "chat-message",
+            json!({ "streamId": id, "content": "hello from the front row" }),
+        )
+        .await;
+    assert_eq!(said["ok"], true, "{said}");
 
     // An open session shows its figures so far: its duration grows while it is on the air.
     wait_for(
@@ -283,11 +291,13 @@ async fn a_publish_is_a_session_with_its_viewers_tips_and_go_live_events(b: Back
     assert_eq!(
         (
             &closed["unique_viewers"],
+            &closed["chat_messages"],
             &closed["tips"],
             &closed["pay_per_view"],
             &closed["currency"]
         ),
         (
+            &json!(1),
             &json!(1),
             &json!({"count": 1, "amount": 250}),
             &json!({"count": 0, "amount": 0}),
@@ -420,6 +430,26 @@ async fn two_leaders_never_open_count_or_close_a_session_twice(b: Backend) {
         .await
         .expect("transaction");
     }
+    // Chat said in the stream while it was open counts; tips shown in it are tips.
+    for (id, stream, kind, at) in [
+        ("chm_1", "lvs_1", "message", 1_200),
+        ("chm_2", "lvs_1", "message", 4_900),
+        ("chm_3", "lvs_1", "tip", 1_500),
+        ("chm_4", "lvs_1", "message", 900),
+        ("chm_5", "lvs_2", "message", 1_200),
+    ] {
+        sqlx::query(
+            "INSERT INTO stream_chat_messages (id, tenant_id, stream_id, creator_id, user_id, \
+             kind, content, created_ms) VALUES ($1, 'ten_1', $2, 'star', 'fan', $3, 'hi', $4)",
+        )
+        .bind(id)
+        .bind(stream)
+        .bind(kind)
+        .bind(at)
+        .execute(&mut *c)
+        .await
+        .expect("chat");
+    }
     // Last seen on the air at 2 000, closed by the leader at 5 000.
     assert!(
         ss::close(&mut c, "ses_1", 2_000, 5_000)
@@ -442,9 +472,10 @@ async fn two_leaders_never_open_count_or_close_a_session_twice(b: Backend) {
             s.duration_secs,
             s.peak_viewers,
             s.viewer_minutes,
-            s.unique_viewers
+            s.unique_viewers,
+            s.chat_messages
         ),
-        (false, 1, 3, 0.05, 2),
+        (false, 1, 3, 0.05, 2, 2),
         "{s:?}"
     );
     assert_eq!(
