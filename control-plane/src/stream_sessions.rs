@@ -1,10 +1,11 @@
 //! Stream sessions: each RTMP publish of a live stream is a session, opened when the leader
 //! sees the stream on the air and closed when it has been off the air for [`GRACE`], with its
 //! peak viewers and viewer time sampled each second on the way (`db::stream_sessions` stores
-//! them; `GET /v1/streams/{id}/sessions` reads them with their tips and pay-per-view revenue).
+//! them; `GET /v1/streams/{id}/sessions` reads them with their chat
+//! messages, tips and pay-per-view revenue).
 //!
 //! Only the leader opens and closes sessions. Every replica runs the [`Tracker`]; each
-//! [`TICK`] the leader's gathers (I/O) the streams on the air from the cluster's view and the
+//! [`TICK`] the leader gathers (I/O) the streams on the air from the cluster's view and the
 //! open sessions from the database, [`decide`]s (pure) what to open, sample and close, and
 //! writes it. Each write is conditional (see `db::stream_sessions`), so a second leader during
 //! an election changes nothing twice.
