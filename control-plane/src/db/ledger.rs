@@ -45,36 +45,15 @@ pub async fn post(
 ) -> Result<LedgerTransaction, PostError> {
     let created_ms = now_millis();
     let id = crate::secrets::new_time_id("txn", created_ms);
-    for (account, amount) in p.entries() {
-        let key = account.key();
-        sqlx::query(
-            "INSERT INTO ledger_accounts (tenant_id, account, balance) VALUES ($1, $2, 0) \
-             ON CONFLICT (tenant_id, account) DO NOTHING",
-        )
-        .bind(&tenant.id)
-        .bind(&key)
-        .execute(&mut *conn)
-        .await?;
-        let floor = if account.floored() && *amount < 0 {
-            " AND balance + $1 >= 0"
+    // Every transaction takes its accounts' rows in one order (by key), so two transactions
+    // never wait for each other's rows in a cycle.
+    let mut moves: Vec<&(Account, i64)> = p.entries().iter().collect();
+    moves.sort_by_key(|(account, _)| account.key());
+    for (account, amount) in moves {
+        if *amount >= 0 {
+            credit(conn, &tenant.id, &account.key(), *amount).await?;
         } else {
-            ""
-        };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE ledger_accounts SET balance = balance + $1 \
-             WHERE tenant_id = $2 AND account = $3{floor}"
-        ));
-        let done = sqlx::query(sql)
-            .bind(amount)
-            .bind(&tenant.id)
-            .bind(&key)
-            .execute(&mut *conn)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(PostError::Insufficient {
-                account: key,
-                needed: -amount,
-            });
+            debit(conn, &tenant.id, account, *amount).await?;
         }
     }
     sqlx::query(
@@ -263,19 +242,104 @@ pub async fn refundable(
     )))
 }
 
-/// The kept balance of an account (0 for one never used).
+/// Credit rows per account (see migration 0035).
+const CREDIT_SHARDS: u8 = 16;
+
+/// Adds `amount` to one of the account's credit rows, at random: payments to one account at
+/// once lock different rows.
+async fn credit(
+    conn: &mut Conn,
+    tenant_id: &str,
+    account: &str,
+    amount: i64,
+) -> Result<(), sqlx::Error> {
+    if amount == 0 {
+        return Ok(());
+    }
+    let shard = i64::from(rand::random::<u8>() % CREDIT_SHARDS);
+    sqlx::query(
+        "INSERT INTO ledger_account_credits (tenant_id, account, shard, amount) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, account, shard) \
+         DO UPDATE SET amount = ledger_account_credits.amount + excluded.amount",
+    )
+    .bind(tenant_id)
+    .bind(account)
+    .bind(shard)
+    .bind(amount)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes `-amount` from the account: its credit rows move into its balance row first (the rows
+/// deleted are exactly the ones summed), then one conditional UPDATE keeps a floored account
+/// at zero or above.
+async fn debit(
+    conn: &mut Conn,
+    tenant_id: &str,
+    account: &Account,
+    amount: i64,
+) -> Result<(), PostError> {
+    let key = account.key();
+    sqlx::query(
+        "INSERT INTO ledger_accounts (tenant_id, account, balance) VALUES ($1, $2, 0) \
+         ON CONFLICT (tenant_id, account) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(&key)
+    .execute(&mut *conn)
+    .await?;
+    let moved: Vec<i64> = sqlx::query_scalar(
+        "DELETE FROM ledger_account_credits WHERE tenant_id = $1 AND account = $2 \
+         RETURNING amount",
+    )
+    .bind(tenant_id)
+    .bind(&key)
+    .fetch_all(&mut *conn)
+    .await?;
+    let change = moved.iter().sum::<i64>() + amount;
+    let floor = if account.floored() {
+        " AND balance + $1 >= 0"
+    } else {
+        ""
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE ledger_accounts SET balance = balance + $1 \
+         WHERE tenant_id = $2 AND account = $3{floor}"
+    ));
+    let done = sqlx::query(sql)
+        .bind(change)
+        .bind(tenant_id)
+        .bind(&key)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        // The caller's transaction rolls back: the credit rows deleted above come back.
+        return Err(PostError::Insufficient {
+            account: key,
+            needed: -amount,
+        });
+    }
+    Ok(())
+}
+
+/// The kept balance of an account: its balance row and its credit rows (0 for one never used).
 pub async fn balance(
     conn: &mut Conn,
     tenant_id: &str,
     account: &Account,
 ) -> Result<i64, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT balance FROM ledger_accounts WHERE tenant_id = $1 AND account = $2")
-            .bind(tenant_id)
-            .bind(account.key())
-            .fetch_optional(conn)
-            .await?;
-    row.map_or(Ok(0), |r| r.try_get("balance"))
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(b), 0) AS BIGINT) FROM (\
+         SELECT balance AS b FROM ledger_accounts WHERE tenant_id = $1 AND account = $2 \
+         UNION ALL \
+         SELECT amount AS b FROM ledger_account_credits WHERE tenant_id = $1 AND account = $2\
+         ) AS kept",
+    )
+    .bind(tenant_id)
+    .bind(account.key())
+    .fetch_one(conn)
+    .await
 }
 
 /// Whether the tenant's ledger has any transaction (its currency is then fixed).
@@ -376,10 +440,16 @@ pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<LedgerCheck, sqlx
             r.try_get::<i64, _>("total")?,
         );
     }
-    let kept = sqlx::query("SELECT account, balance FROM ledger_accounts WHERE tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let kept = sqlx::query(
+        "SELECT account, CAST(SUM(b) AS BIGINT) AS balance FROM (\
+         SELECT account, balance AS b FROM ledger_accounts WHERE tenant_id = $1 \
+         UNION ALL \
+         SELECT account, amount AS b FROM ledger_account_credits WHERE tenant_id = $1\
+         ) AS kept GROUP BY account",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out = LedgerCheck {
         ok: false,
         transactions: 0,

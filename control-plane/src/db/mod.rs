@@ -211,6 +211,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "transactions_billing",
         include_str!("../../migrations/0034_transactions_billing.sql"),
     ),
+    (
+        35,
+        "ledger_credit_shards",
+        include_str!("../../migrations/0035_ledger_credit_shards.sql"),
+    ),
 ];
 
 impl Db {

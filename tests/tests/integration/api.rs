@@ -60,8 +60,17 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(
         premium["features"],
         json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true,
-               "monetization": true})
+               "monetization": true, "live_chat": true})
     );
+    // Premium includes 10,000 payments a month, then 5.00 per 1000.
+    assert_eq!(
+        (
+            &premium["prices"]["included_transactions"],
+            &premium["prices"]["overage_per_1000_transactions_micros"]
+        ),
+        (&json!(10_000), &json!(5_000_000))
+    );
+    assert_eq!(basic["prices"]["included_transactions"], 0);
 
     let body = json!({
         "name": "Pro",
