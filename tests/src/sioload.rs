@@ -149,7 +149,8 @@ pub struct Emit {
     /// Some(tag): the payload's `stamp_field` is set to a stamp with this tag when it is
     /// written.
     pub stamp: Option<u32>,
-    /// `content` for messages; `message` for a tip, whose message shows in a chat.
+    /// `content` for messages; `message` for a tip, whose message shows in a chat; empty: the
+    /// payload stays as it is (the emit is still counted and its ack measured under the tag).
     pub stamp_field: &'static str,
 }
 
@@ -332,7 +333,9 @@ async fn client(
                     return;
                 };
                 if let Some(tag) = emit.stamp {
-                    emit.payload[emit.stamp_field] = Value::String(stamp(tag));
+                    if !emit.stamp_field.is_empty() {
+                        emit.payload[emit.stamp_field] = Value::String(stamp(tag));
+                    }
                     if stats.measured(tag) {
                         stats.sent.fetch_add(1, Ordering::SeqCst);
                     }
