@@ -102,6 +102,9 @@ export class ChatPanel {
       hooks.viewers(e.viewers);
       hooks.live(e.live);
     });
+    // The publish starting or ending, at once (the counts come every 5 s).
+    socket.on("stream-started", (e: { streamId: string }) => mine(e) && hooks.live(true));
+    socket.on("stream-ended", (e: { streamId: string }) => mine(e) && hooks.live(false));
     // A reconnected socket is in no room: join again (messages already shown are kept once).
     socket.on("connect", () => {
       if (this.joined) this.join();

@@ -3,8 +3,8 @@
 // low-latency mode; anyone else sees the paywall with what would let them in (subscribe to the
 // creator, or buy the stream), paid from their wallet, and then plays. Tips go to the creator
 // from the same wallet and show in the stream's chat (pages/chat.ts) beside the player. The
-// viewer count and the live state come from the chat room's events and are read again every
-// few seconds.
+// viewer count and the live state come from the chat room's events (`viewer-count` every 5 s,
+// `stream-started` and `stream-ended` at once) and are read again every few seconds.
 import type Hls from "hls.js";
 import type { Socket } from "socket.io-client";
 import { Api, ApiError, AccessGrant, Profile, StreamView, newKey } from "../api";
