@@ -123,27 +123,23 @@ pub fn decide(on_air: &[OnAir], open: &[Open], now_ms: i64) -> Plan {
 }
 
 /// The streams on the air in the view: a stream is on the air when its origin node is alive
-/// and reports `/hls/{slug}` with a publisher (as `GET /v1/streams/{id}/viewers` reads it).
+/// and reports `/hls/{slug}` with a publisher (`Snapshot::stream`, as `GET
+/// /v1/streams/{id}/viewers` and the chat's viewer counts read it).
 fn on_air(
     snap: &crate::cluster::view::Snapshot,
     streams: &[db::stream_sessions::StreamRow],
 ) -> Vec<OnAir> {
     streams
         .iter()
-        .filter(|s| {
-            let path = format!("/hls/{}", s.slug);
-            snap.placement
-                .stations
-                .get(&s.id)
-                .and_then(|p| snap.nodes.get(&p.origin))
-                .is_some_and(|n| n.alive && n.on_air.contains(&path))
-        })
-        .map(|s| OnAir {
-            stream_id: s.id.clone(),
-            tenant_id: s.tenant_id.clone(),
-            creator_id: s.creator_id.clone(),
-            title: s.name.clone(),
-            viewers: snap.listeners.get(&s.id).copied().unwrap_or(0),
+        .filter_map(|s| {
+            let (viewers, live, _) = snap.stream(&s.id, &s.slug);
+            live.then(|| OnAir {
+                stream_id: s.id.clone(),
+                tenant_id: s.tenant_id.clone(),
+                creator_id: s.creator_id.clone(),
+                title: s.name.clone(),
+                viewers,
+            })
         })
         .collect()
 }

@@ -268,23 +268,22 @@ pub(super) async fn say<A: Adapter>(
         })?;
     let now = db::now_millis();
     let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let said = read_said(&mut conn, (tenant_id, &creator, user_id), now)
+    let facts = read_said(&mut conn, (tenant_id, &creator, user_id), now)
         .await
         .map_err(|e| stored(&e))?;
-    let settings = said.1;
     chat::admit(&Said {
         content: &req.content,
-        role: said.0,
-        restriction: said.2,
-        settings: &settings,
-        last_said_ms: said.3,
-        subscriber: said.4,
+        role: facts.role,
+        restriction: facts.restriction,
+        settings: &facts.settings,
+        last_said_ms: facts.last_said_ms,
+        subscriber: facts.subscriber,
         now_ms: now,
     })
     .map_err(refusal)?;
     // The burst limit counts what would be said: a refused message costs nothing (the
     // connection's event budget bounds retries), and moderators are not held.
-    if !said.0.moderates() {
+    if !facts.role.moderates() {
         mute_check(&hub, tenant_id, user_id)?;
     }
     let line = db::stream_chat::NewChatMessage {
@@ -342,7 +341,13 @@ fn mute_check(hub: &Hub, tenant_id: &str, user_id: &str) -> Result<(), Refusal> 
 /// What deciding a chat message needs from the database: the writer's role, the creator's
 /// settings, the writer's restriction, their last message (only under slow mode) and whether
 /// they subscribe (only in a subscribers-only chat).
-type SaidFacts = (Role, ChatSettings, Option<Restriction>, Option<i64>, bool);
+struct SaidFacts {
+    role: Role,
+    settings: ChatSettings,
+    restriction: Option<Restriction>,
+    last_said_ms: Option<i64>,
+    subscriber: bool,
+}
 
 async fn read_said(
     conn: &mut db::Conn,
@@ -352,7 +357,13 @@ async fn read_said(
     let role = chat::role(conn, tenant_id, creator, user_id).await?;
     let settings = db::stream_chat::settings(conn, tenant_id, creator).await?;
     if role.moderates() {
-        return Ok((role, settings, None, None, false));
+        return Ok(SaidFacts {
+            role,
+            settings,
+            restriction: None,
+            last_said_ms: None,
+            subscriber: false,
+        });
     }
     let restriction = db::stream_chat::restriction(conn, tenant_id, creator, user_id, now).await?;
     let last = if settings.slow_mode_secs > 0 {
@@ -365,7 +376,13 @@ async fn read_said(
             memberships::entitled(conn, tenant_id, user_id, (Some(creator), None), now).await?,
             Access::Granted(_)
         );
-    Ok((role, settings, restriction, last, subscriber))
+    Ok(SaidFacts {
+        role,
+        settings,
+        restriction,
+        last_said_ms: last,
+        subscriber,
+    })
 }
 
 /// The stream an event names and the caller's role in its creator's chats, refusing anyone who
