@@ -18,8 +18,8 @@
 //!   the content), the server's CPU-seconds and deliveries per CPU-second; also the CPU of the
 //!   server's PostgreSQL backends.
 //! - **room** (Node only, `BENCH_ROOM` members, 5,000, `BENCH_ROOM_RATE` messages a second, 10):
-//!   Onda has no event that broadcasts to a room yet (stream chat comes later), so this one is
-//!   measured for Node alone; `BENCH_ROOM=0` leaves it out.
+//!   measured for Node alone (Onda's stream rooms take a real stream and entitled viewers, and
+//!   are measured by `bench-live-chat`); `BENCH_ROOM=0` leaves it out.
 //!
 //! The run fails (exit 1) when a server misbehaves: a connection refused, failed or dropped, a
 //! message refused or never acknowledged, a delivery lost. Run it with
