@@ -3,7 +3,9 @@
 // closed), subscribes from their wallet and the video plays (hls.js, low-latency mode); the
 // creator's go-live page shows the RTMP server, the stream key and "live"; on the watch page
 // fan and creator chat (with emoji), the fan's tip shows in both chats, and the creator deletes
-// a message of the fan's, which goes from the fan's chat; the fan's wallet page shows the lower
+// a message of the fan's, which goes from the fan's chat; the creator then sells the stream per
+// view from the go-live page and the fan buys it ("Buy" on the watch page) and it plays again;
+// the fan's wallet page shows the lower
 // balance and the history; the creator's wallet shows the earnings and takes a payout request.
 // Prints one JSON object with what each step saw; screenshots go to ARTIFACT_DIR.
 //
@@ -166,6 +168,35 @@ try {
     return {
       fan_lines: await fan.locator("[data-testid=chat-message]").count(),
       viewers: Number(await fan.getAttribute("[data-testid=viewers]", "data-count")),
+    };
+  });
+
+  // The creator sells the stream per view from the go-live page; the fan, a subscriber but
+  // not a buyer, sees "Buy" on the watch page, buys from their wallet, and it plays again.
+  await step("pay_per_view", async () => {
+    await creator.click("[data-testid=nav-live]");
+    const form = creator.locator("[data-testid=access-form]");
+    await form.waitFor(WAIT);
+    await form.locator("[data-testid=access]").selectOption("pay_per_view");
+    await form.locator("[data-testid=ppv-price]").fill("300");
+    await form.locator("button[type=submit]").click();
+    await form.locator(".note.ok").waitFor(WAIT);
+    await fan.goto(`${app}watch/${slug}`, WAIT);
+    const buy = fan.locator("[data-testid=buy]");
+    await buy.waitFor(WAIT);
+    const offer = await buy.textContent();
+    const video_before = await fan.locator("[data-testid=video]").count();
+    await shot(fan, "fan-buy");
+    await buy.click();
+    await fan.waitForSelector("[data-testid=video]", WAIT);
+    const first = await playedPast(fan, 0, 30000);
+    const later = await playedPast(fan, first + 1);
+    return {
+      offer,
+      video_before,
+      first,
+      later,
+      paywall_gone: (await fan.locator("[data-testid=paywall]").count()) === 0,
     };
   });
 

@@ -42,13 +42,13 @@ where
     }
 }
 
-/// Declares each named `async fn NAME(Backend)` as two tests, `sqlite::NAME` and
-/// `postgres::NAME` (the test file imports `Backend`).
 /// The built web app (`web/dist`; `make test` builds it).
 pub fn web_app_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist")
 }
 
+/// Declares each named `async fn NAME(Backend)` as two tests, `sqlite::NAME` and
+/// `postgres::NAME` (the test file imports `Backend`).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

@@ -6,13 +6,15 @@
 //! had lost its connection shows once it reconnects.
 //! The live pages (tests/browser/watch.mjs) on a cluster with ffmpeg publishing: the watch
 //! page's paywall, subscribing and playing, the stream chat between fan and creator with a tip
-//! and a deletion, the wallet pages and the go-live page.
+//! and a deletion, selling the stream per view and buying it, the wallet pages and the go-live
+//! page. Both run on SQLite and on PostgreSQL.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::edge::ffmpeg_rtmp;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
+use onda_tests::on_both_backends;
 use onda_tests::process::Proc;
 use onda_tests::wait_for;
 use reqwest::Method;
@@ -20,8 +22,12 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_and_a_creator_chat_in_the_browser() {
+on_both_backends!(
+    a_fan_and_a_creator_chat_in_the_browser,
+    a_fan_subscribes_and_watches_live_in_the_browser,
+);
+
+async fn a_fan_and_a_creator_chat_in_the_browser(b: Backend) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -31,9 +37,9 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
         onda_tests::web_app_dir().join("index.html").is_file(),
         "the web app is not built: run scripts/build-web.sh (make test does)"
     );
-    let cp = TestControlPlane::start(Backend::Sqlite)
-        .await
-        .expect("SQLite is always there");
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
     // The app and its assets: the page revalidated, the hashed assets cached for good.
     let page = cp.call(Method::GET, "/app/", None, None).await.expect(200);
     assert!(page.text.contains("<script"), "{}", page.text);
@@ -108,11 +114,11 @@ async fn a_fan_and_a_creator_chat_in_the_browser() {
 /// paywall (the chat closed), subscribes from their wallet and the video plays (hls.js's
 /// `currentTime` advances); Cleo's go-live page shows the RTMP server, the key, "live" and the
 /// fan watching; on the watch page they chat both ways, the fan's tip shows highlighted in both
-/// chats, and Cleo deletes a message of the fan's, which goes from the fan's chat; the fan's
+/// chats, and Cleo deletes a message of the fan's, which goes from the fan's chat; Cleo sells
+/// the stream per view from the go-live page, and the fan buys it and it plays again; the fan's
 /// wallet page shows the balance less the subscription and the tip, and the history; Cleo's
 /// wallet shows the earnings of the day and takes a payout request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_subscribes_and_watches_live_in_the_browser() {
+async fn a_fan_subscribes_and_watches_live_in_the_browser(b: Backend) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -124,14 +130,18 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser() {
         "the web app is not built: run scripts/build-web.sh (make test does)"
     );
     let app_dir = app_dir.display().to_string();
-    let fx = ClusterFixture::start_with(ClusterSpec {
+    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
         admin_token: "web-live-test-admin-token-012345",
+        backend: b,
         node_ttl_ms: 1000,
         nodes: &["web-1"],
         env: &[("ONDA_HTTP_APP_DIR", &app_dir)],
         ..ClusterSpec::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let cp = &fx.cp;
     let key = cp.tenant_key("Live Creators").await;
     let mut tokens = Vec::new();
@@ -271,22 +281,38 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser() {
     let deleted = &steps["moderation_delete"];
     assert_eq!(deleted["fan_lines"], 3, "{report}");
     assert!(deleted["viewers"].as_u64() >= Some(1), "{report}");
-    // The fan's wallet: 2000 − 499 − 200, the three movements, the subscription.
+    // Sold per view from the go-live page: the subscriber is offered the stream at its price,
+    // buys it, and it plays again.
+    let ppv = &steps["pay_per_view"];
+    assert_eq!(ppv["offer"], "Buy for $3.00", "{report}");
+    assert_eq!(ppv["video_before"], 0, "{report}");
+    assert!(ppv["first"].as_f64().is_some_and(|t| t > 0.0), "{report}");
+    assert!(
+        ppv["later"].as_f64() > ppv["first"].as_f64().map(|t| t + 1.0),
+        "currentTime advances after the purchase: {report}"
+    );
+    assert_eq!(ppv["paywall_gone"], true, "{report}");
+    // The fan's wallet: 2000 − 499 − 200 − 300, the four movements, the subscription.
     let wallet = &steps["fan_wallet"];
-    assert_eq!(wallet["balance"], 1301, "{report}");
+    assert_eq!(wallet["balance"], 1001, "{report}");
     assert_eq!(
         wallet["sources"],
-        json!([["tip", -200], ["subscription", -499], ["credit", 2000]]),
+        json!([
+            ["purchase", -300],
+            ["tip", -200],
+            ["subscription", -499],
+            ["credit", 2000]
+        ]),
         "{report}"
     );
     assert_eq!(wallet["subscriptions"], 1, "{report}");
     assert_eq!(wallet["nav_live"], false, "{report}");
-    // Cleo's earnings at the 20 % fee: 400 of the subscription and 160 of the tip, today;
-    // a payout of 100 leaves 460 and is listed as requested.
+    // Cleo's earnings at the 20 % fee: 400 of the subscription, 160 of the tip and 240 of the
+    // purchase, today; a payout of 100 leaves 700 and is listed as requested.
     let earned = &steps["creator_wallet"];
-    assert_eq!(earned["earnings_before"], 560, "{report}");
-    assert_eq!(earned["days"], json!([560]), "{report}");
-    assert_eq!(earned["earnings_after"], 460, "{report}");
+    assert_eq!(earned["earnings_before"], 800, "{report}");
+    assert_eq!(earned["days"], json!([800]), "{report}");
+    assert_eq!(earned["earnings_after"], 700, "{report}");
     assert_eq!(earned["payouts"], json!(["requested"]), "{report}");
     let errors: Vec<&Value> = out["console"]
         .as_array()
