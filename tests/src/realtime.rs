@@ -13,6 +13,11 @@ use tokio::sync::mpsc;
 /// How long a command or an awaited event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The driver's command for one `(client, event, data)` emit (its id is set when it is sent).
+fn emit_command((client, event, data): (&str, &str, Value)) -> Value {
+    json!({"op": "emit", "client": client, "event": event, "data": data})
+}
+
 pub struct Sio {
     url: String,
     _child: Child,
@@ -121,37 +126,79 @@ impl Sio {
     /// Emits every `(client, event, data)` at once (the driver runs its commands concurrently)
     /// and returns their acks in the same order.
     pub async fn emit_all(&mut self, emits: &[(&str, &str, Value)]) -> Vec<Value> {
+        let cmds = emits.iter().map(|e| emit_command(e.clone())).collect();
+        let answers = self.run_all(cmds).await;
+        emits
+            .iter()
+            .zip(answers)
+            .map(|(emit, value)| {
+                assert!(value["error"].is_null(), "{emit:?}: {value}");
+                value["ack"].clone()
+            })
+            .collect()
+    }
+
+    /// Emits `before`, reconnects `client` (as [`Sio::reconnect`]) and emits `after`, all at
+    /// once, so the reconnect happens while those events are being stored and sent. Returns the
+    /// reconnect's outcome and the emits' acks, in order.
+    pub async fn reconnect_amid(
+        &mut self,
+        client: &str,
+        before: &[(&str, &str, Value)],
+        after: &[(&str, &str, Value)],
+    ) -> (Result<(), String>, Vec<Value>) {
+        let mut cmds: Vec<Value> = before.iter().map(|e| emit_command(e.clone())).collect();
+        cmds.push(json!({"op": "reconnect", "client": client}));
+        cmds.extend(after.iter().map(|e| emit_command(e.clone())));
+        let mut answers = self.run_all(cmds).await;
+        let reconnected = answers.remove(before.len());
+        let acks = before
+            .iter()
+            .chain(after)
+            .zip(answers)
+            .map(|(emit, value)| {
+                assert!(value["error"].is_null(), "{emit:?}: {value}");
+                value["ack"].clone()
+            })
+            .collect();
+        let reconnected = match reconnected["error"].as_str() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        };
+        (reconnected, acks)
+    }
+
+    /// Writes every command at once (the driver runs them concurrently) and returns their
+    /// answers in the same order.
+    async fn run_all(&mut self, cmds: Vec<Value>) -> Vec<Value> {
         let first = self.next_id;
-        for (client, event, data) in emits {
-            let cmd = json!({"id": self.next_id, "op": "emit", "client": client, "event": event,
-                             "data": data});
+        let count = cmds.len();
+        for mut cmd in cmds {
+            cmd["id"] = json!(self.next_id);
             self.next_id += 1;
             self.stdin
                 .write_all(format!("{cmd}\n").as_bytes())
                 .await
                 .expect("driver takes commands");
         }
-        let mut acks: Vec<Option<Value>> = vec![None; emits.len()];
+        let mut answers: Vec<Option<Value>> = vec![None; count];
         let deadline = tokio::time::Instant::now() + WAIT + Duration::from_secs(2);
-        while acks.iter().any(Option::is_none) {
+        while answers.iter().any(Option::is_none) {
             let value = tokio::time::timeout_at(deadline, self.lines.recv())
                 .await
-                .unwrap_or_else(|_| panic!("not every emit was answered: {acks:?}"))
+                .unwrap_or_else(|_| panic!("not every command was answered: {answers:?}"))
                 .expect("the driver runs");
             let slot = value["id"]
                 .as_u64()
                 .and_then(|id| id.checked_sub(first))
                 .and_then(|i| usize::try_from(i).ok())
-                .filter(|i| *i < emits.len());
+                .filter(|i| *i < count);
             match slot {
-                Some(i) => {
-                    assert!(value["error"].is_null(), "{:?}: {value}", emits[i]);
-                    acks[i] = Some(value["ack"].clone());
-                }
+                Some(i) => answers[i] = Some(value),
                 None => self.seen.push_back(value),
             }
         }
-        acks.into_iter().flatten().collect()
+        answers.into_iter().flatten().collect()
     }
 
     /// Emits `event` with these exact arguments (none, or several) and returns its ack.

@@ -108,12 +108,15 @@ pub async fn append(
     Ok(placed)
 }
 
-/// The user's feed head, made (empty, with `new_epoch`) if the user has none yet.
+/// The user's feed head, made (empty, with `new_epoch`) if the user has none yet. With `lock`,
+/// read by a no-op UPDATE that keeps the row locked until the caller's transaction ends (on
+/// SQLite: the database's write lock), so no event of the user is appended meanwhile.
 pub async fn head(
     conn: &mut Conn,
     tenant_id: &str,
     user_id: &str,
     new_epoch: &str,
+    lock: bool,
 ) -> Result<Head, sqlx::Error> {
     sqlx::query(
         "INSERT INTO realtime_feeds (tenant_id, user_id, epoch, head) VALUES ($1, $2, $3, 0) \
@@ -124,12 +127,17 @@ pub async fn head(
     .bind(new_epoch)
     .execute(&mut *conn)
     .await?;
-    let row =
-        sqlx::query("SELECT epoch, head FROM realtime_feeds WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant_id)
-            .bind(user_id)
-            .fetch_one(conn)
-            .await?;
+    let sql = if lock {
+        "UPDATE realtime_feeds SET head = head WHERE tenant_id = $1 AND user_id = $2 \
+         RETURNING epoch, head"
+    } else {
+        "SELECT epoch, head FROM realtime_feeds WHERE tenant_id = $1 AND user_id = $2"
+    };
+    let row = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_one(conn)
+        .await?;
     Ok(Head {
         epoch: row.try_get("epoch")?,
         seq: row.try_get("head")?,

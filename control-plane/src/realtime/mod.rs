@@ -533,8 +533,10 @@ impl Gateway {
     /// replays it, and it is in the REST lists.
     pub async fn send(&self, tenant_id: &str, recorded: &[recovery::Recorded]) {
         for r in recorded {
-            self.emit_to(vec![user_room(tenant_id, &r.user_id)], r.event, &r.args())
-                .await;
+            let rooms = vec![user_room(tenant_id, &r.user_id)];
+            // Not to the sockets that were replayed it (`recovery::skip_room`).
+            let except = vec![r.skip_room(tenant_id)];
+            self.emit_except(rooms, except, r.event, &r.args()).await;
         }
     }
 
@@ -544,9 +546,22 @@ impl Gateway {
         event: &str,
         body: &T,
     ) {
+        self.emit_except(rooms, Vec::new(), event, body).await;
+    }
+
+    async fn emit_except<T: serde::Serialize + ?Sized>(
+        &self,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: &str,
+        body: &T,
+    ) {
         let sent = match &self.io {
-            Io::Local(io) => io.to(rooms).emit(event, body).await,
-            Io::Postgres(io) => self.hub.scoped(io.to(rooms)).emit(event, body).await,
+            Io::Local(io) => io.to(rooms).except(except).emit(event, body).await,
+            Io::Postgres(io) => {
+                let to = io.to(rooms).except(except);
+                self.hub.scoped(to).emit(event, body).await
+            }
         };
         if let Err(e) = sent {
             tracing::debug!(error = %e, "{event} not delivered to every socket");
@@ -742,7 +757,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> ConnectRefused {
 /// CONNECT once the middleware returns and only then starts the connect handler, so everything
 /// a connected client relies on at once (its rooms, its event handlers, its presence) is set up
 /// here, before the CONNECT. A socket that asks to recover (`auth.offset`) joins its user's
-/// room only after the replay (in `connected`), so what it missed comes before what is new.
+/// room later, in `resume`, under its user's feed lock, so that each event reaches it once.
 async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Value>,
@@ -886,44 +901,46 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
 /// Sends a connecting socket the events its user was sent after `asked` (its handshake's
 /// offset), joins it to its user's room if it asked, and ends with `recovery`. If the database
 /// cannot say, the socket still joins and is told to reload.
+///
+/// Each offset reaches the socket once, and in order: the plan is read with the user's feed
+/// locked, and while the lock holds the socket joins the skip room of each event it is replayed
+/// (their live copies pass it by, see `recovery::skip_room`), then its user's room, and queues
+/// as much of the replay as its queue takes. Events up to the plan's head thus come only
+/// replayed; later ones commit only after the lock is released, so they come only live, behind
+/// the queued replay. (A replay longer than the queue goes on, paced, after the release; newer
+/// events may then come between its parts, still once each.)
 async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, asked: Option<Value>) {
     let recovering = asked.is_some();
     let (tenant, user) = (&session.tenant_id, &session.user_id);
     s.extensions.insert(Replaying);
     let deadline = tokio::time::Instant::now() + REPLAY_STALL;
     let read = async {
-        let plan = {
-            let mut conn = hub.db.conn().await?;
-            recovery::Plan::read(&mut conn, tenant, user, asked.as_ref()).await?
-        };
-        let mut replay = plan.replay.clone();
-        let mut sent = replay_to(s, deadline, &replay).await;
+        let mut tx = hub.db.begin().await?;
+        let plan = recovery::Plan::read(&mut tx, tenant, user, asked.as_ref(), recovering).await?;
+        let mut queued = 0;
         if recovering {
-            // Events stored between the read and the join reach it only this way; later ones
-            // come live, after these in its queue.
-            s.join(session.room());
-            let mut conn = hub.db.conn().await?;
-            let more = plan.catch_up(&mut conn, tenant, user).await?;
-            drop(conn);
-            if sent {
-                sent = replay_to(s, deadline, &more).await;
+            for (_, _, offset) in &plan.replay {
+                s.join(recovery::skip_room(tenant, user, offset));
             }
-            replay.extend(more);
+            s.join(session.room());
+            queued = queue_now(s, &plan.replay);
         }
-        Ok::<_, sqlx::Error>((plan, replay, sent))
+        tx.commit().await?;
+        let sent = replay_to(s, deadline, &plan.replay[queued..]).await;
+        Ok::<_, sqlx::Error>((plan, sent))
     };
     let status = match read.await {
         // The socket is gone, or did not make room: `slow` drops it; it reconnects from the
         // last offset it got.
-        Ok((_, _, false)) => {
+        Ok((_, false)) => {
             s.extensions.remove::<Replaying>();
             return;
         }
-        Ok((plan, replay, true)) => {
-            let newest = replay.last().map_or(&plan.head, |(_, _, o)| o);
-            let status = plan.status(replay.len(), newest);
+        Ok((plan, true)) => {
+            let newest = plan.replay.last().map_or(&plan.head, |(_, _, o)| o);
+            let status = plan.status(plan.replay.len(), newest);
             hub.metrics
-                .recovery(recovering, plan.incomplete.is_none(), replay.len());
+                .recovery(recovering, plan.incomplete.is_none(), plan.replay.len());
             status
         }
         Err(e) => {
@@ -939,6 +956,18 @@ async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, aske
     };
     let _ = s.emit(recovery::RECOVERY, &status);
     s.extensions.remove::<Replaying>();
+}
+
+/// Queues replayed events for as long as the socket's queue takes them, without waiting;
+/// answers how many it took.
+fn queue_now<A: Adapter>(s: &SocketRef<A>, events: &[(String, Value, recovery::Offset)]) -> usize {
+    events
+        .iter()
+        .take_while(|(event, payload, offset)| {
+            s.emit(event.as_str(), &(payload, offset.to_string()))
+                .is_ok()
+        })
+        .count()
 }
 
 async fn disconnected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {

@@ -155,8 +155,26 @@ impl Recorded {
     }
 }
 
+impl Recorded {
+    /// The room of the user's sockets that were replayed this event: its live copy skips them
+    /// (see [`skip_room`]).
+    pub fn skip_room(&self, tenant_id: &str) -> String {
+        skip_room(tenant_id, &self.user_id, &self.offset)
+    }
+}
+
+/// The room a reconnecting socket joins for each event it is replayed, before it joins its
+/// user's room: every live copy of an event is sent to the user's room except this event's
+/// skip room, so the socket gets each offset once, replayed or live. (socketioxide sends a room's
+/// packets straight into each socket's queue, with no hook to filter them per socket; rooms are
+/// the filter it has.) A `#` never occurs in a user id, so no skip room is a user's room.
+pub fn skip_room(tenant_id: &str, user_id: &str, offset: &Offset) -> String {
+    format!("{}#{offset}", user_room(tenant_id, user_id))
+}
+
 /// Sends committed events to every device of their users, on every replica, but the acting
-/// socket `s` (it has the ack, which carries its own offset).
+/// socket `s` (it has the ack, which carries its own offset) and the sockets that were replayed
+/// them.
 pub(crate) async fn send<A: Adapter>(
     hub: &super::Hub,
     s: &SocketRef<A>,
@@ -165,7 +183,8 @@ pub(crate) async fn send<A: Adapter>(
 ) {
     for r in recorded {
         let room = user_room(tenant_id, &r.user_id);
-        if let Err(e) = hub.scoped(s.to(room)).emit(r.event, &r.args()).await {
+        let to = s.to(room).except(r.skip_room(tenant_id));
+        if let Err(e) = hub.scoped(to).emit(r.event, &r.args()).await {
             tracing::debug!(error = %e, "{} not delivered to every socket", r.event);
         }
     }
@@ -193,14 +212,17 @@ pub struct Plan {
 
 impl Plan {
     /// Reads what a socket of the user that last saw `asked` (its handshake's `auth.offset`)
-    /// missed.
+    /// missed. With `lock`, the user's feed row stays locked until `conn`'s transaction ends:
+    /// no event of the user commits meanwhile, so every event after the plan's head commits,
+    /// and is sent live, after whatever the caller did while holding it.
     pub async fn read(
         conn: &mut Conn,
         tenant_id: &str,
         user_id: &str,
         asked: Option<&Value>,
+        lock: bool,
     ) -> Result<Plan, sqlx::Error> {
-        let head = realtime_feed::head(conn, tenant_id, user_id, &new_epoch()).await?;
+        let head = realtime_feed::head(conn, tenant_id, user_id, &new_epoch(), lock).await?;
         let wanted = asked.map(|v| v.as_str().and_then(Offset::parse));
         let missed = match &wanted {
             Some(Some(o)) if o.epoch == head.epoch && o.seq < head.seq => {
@@ -210,22 +232,6 @@ impl Plan {
             _ => Vec::new(),
         };
         Ok(decide(wanted, &head, missed, db::now_millis()))
-    }
-
-    /// Continues the plan with the events stored after it was read (the socket joined its
-    /// user's room in between, so later ones reach it live).
-    pub async fn catch_up(
-        &self,
-        conn: &mut Conn,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Vec<(String, Value, Offset)>, sqlx::Error> {
-        let after = self.replay.last().map_or(self.head.seq, |(_, _, o)| o.seq);
-        let more = realtime_feed::since(conn, tenant_id, user_id, after, 1000).await?;
-        Ok(more
-            .into_iter()
-            .filter_map(|e| to_replay(&self.head.epoch, e))
-            .collect())
     }
 
     /// The `recovery` event that ends the replay; `offset` is the newest the client now has.

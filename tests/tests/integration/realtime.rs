@@ -22,6 +22,7 @@ on_both_backends!(
     edits_deletes_blocks_and_reports,
     the_conversation_list_shows_each_peer_and_last_message,
     a_reconnect_replays_missed_events_once_in_order,
+    a_reconnect_amid_a_burst_gets_each_offset_once,
     old_foreign_or_bad_offsets_say_incomplete,
     a_client_that_never_reads_is_dropped_and_others_are_not_slowed,
     messages_sent_at_once_are_each_stored_and_answered,
@@ -1038,6 +1039,138 @@ async fn a_reconnect_replays_missed_events_once_in_order(b: Backend) {
     assert!(
         metrics.contains("onda_realtime_recoveries_total{outcome=\"complete\"} 2"),
         "{metrics}"
+    );
+    cp.stop().await;
+}
+
+/// The sequence number of an offset (`{epoch}-{seq}`).
+fn seq_of(offset: &str) -> u64 {
+    offset
+        .rsplit_once('-')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or_else(|| panic!("an offset: {offset}"))
+}
+
+/// A receiver reconnects while many events for it are being committed and sent (messages of
+/// ten fans through the gateway, notifications through REST): every offset after the one it
+/// had reaches the socket exactly once, replayed or live, and the replay is in order.
+async fn a_reconnect_amid_a_burst_gets_each_offset_once(b: Backend) {
+    const FANS: usize = 10;
+    const ROUNDS: usize = 10;
+    // Fewer than the 1000 events a replay may have.
+    const PUSHES_AFTER: usize = 200;
+    const MAX_PUSHES: usize = 600;
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, _, creator) = pair(&cp).await;
+    let mut sio = Sio::start(&cp.url).await;
+    let fans: Vec<String> = (0..FANS).map(|i| format!("fan-{i}")).collect();
+    for fan in &fans {
+        let token = cp.user_with_token(&key, fan, fan).await;
+        sio.connect(fan, &token).await.expect("a fan connects");
+    }
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+    sio.events_until("creator", "recovery").await;
+    let send = |n: String| json!({"receiverId": "creator-1", "content": n});
+    sio.emit("fan-0", "send-message", send("before".into()))
+        .await;
+    sio.events_until("creator", "notification").await;
+    let seen = sio.offset("creator").await.expect("an offset");
+
+    sio.drop_connection("creator").await;
+    // Messages before and after the reconnect command, and notifications through REST at the
+    // same time: many commits while the socket is read its plan and joins its rooms.
+    let emits: Vec<(&str, &str, Value)> = (0..ROUNDS)
+        .flat_map(|r| {
+            fans.iter()
+                .map(move |f| (f.as_str(), "send-message", send(format!("{f} {r}"))))
+        })
+        .collect();
+    let (before, after) = emits.split_at(emits.len() / 3);
+    // Notifications through REST, four at a time, from before the reconnect until well after it
+    // (the replay and the joins happen after the reconnect is answered).
+    let reconnect_done = std::sync::atomic::AtomicBool::new(false);
+    let pusher = async {
+        let (mut pushed, mut after) = (0, 0);
+        while after < PUSHES_AFTER && pushed < MAX_PUSHES {
+            let batch = futures_util::future::join_all((0..4).map(|i| {
+                cp.call(
+                    Method::POST,
+                    "/v1/users/creator-1/notifications",
+                    Some(&key),
+                    Some(json!({"type": "tip.received", "title": format!("Push {pushed} {i}")})),
+                )
+            }));
+            for r in batch.await {
+                r.expect(201);
+            }
+            pushed += 4;
+            if reconnect_done.load(std::sync::atomic::Ordering::Relaxed) {
+                after += 4;
+            }
+        }
+        pushed
+    };
+    let reconnect = async {
+        let r = sio.reconnect_amid("creator", before, after).await;
+        reconnect_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let ((reconnected, acks), pushed) = tokio::join!(reconnect, pusher);
+    reconnected.expect("creator reconnects");
+    for ack in &acks {
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    // A last message, sent after everything else was acknowledged, closes what is expected.
+    let last = sio.emit("fan-0", "send-message", send("last".into())).await;
+    let mut events: Vec<Value> = Vec::new();
+    let last_came = |events: &[Value]| {
+        events
+            .iter()
+            .any(|v| v["event"] == "receive-message" && v["args"][0]["id"] == last["id"])
+    };
+    // The recovery first (the last message may come before it, replayed), then what is live.
+    events.extend(sio.events_until("creator", "recovery").await);
+    while !last_came(&events) {
+        events.extend(sio.events_until("creator", "receive-message").await);
+    }
+    let at = events
+        .iter()
+        .position(|v| v["event"] == "recovery")
+        .expect("recovery came");
+    let (replay, status) = replayed(events[..=at].to_vec());
+    assert_eq!(status["recovered"], true, "{status}");
+    let replay_seqs: Vec<u64> = replay.iter().map(|(_, _, o)| seq_of(o)).collect();
+    assert!(
+        replay_seqs.windows(2).all(|w| w[0] < w[1]),
+        "the replay in order: {replay_seqs:?}"
+    );
+    let mut seqs = replay_seqs.clone();
+    for v in &events[at + 1..] {
+        if let Some(o) = v["args"][1].as_str() {
+            seqs.push(seq_of(o));
+        }
+    }
+    let from = seq_of(&seen) + 1;
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    let dups: Vec<&[u64]> = sorted.windows(2).filter(|w| w[0] == w[1]).collect();
+    assert!(
+        dups.is_empty(),
+        "offsets that came twice: {dups:?} of {seqs:?}"
+    );
+    // Each message is two events of the creator (the message and its notification), each push
+    // one, and the last message (its notification comes after it).
+    let expected = 2 * FANS * ROUNDS + pushed + 1;
+    assert_eq!(sorted.len(), expected, "{sorted:?}");
+    assert_eq!(sorted.first().copied(), Some(from), "{sorted:?}");
+    assert_eq!(
+        sorted.last().copied(),
+        Some(from + u64::try_from(sorted.len()).expect("fits") - 1),
+        "no offset missing: {sorted:?}"
     );
     cp.stop().await;
 }
