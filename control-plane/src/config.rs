@@ -37,6 +37,11 @@ pub struct HttpConfig {
     /// The built web app (`web/dist`, made by `make dev`/`make test`), served at `/app/`.
     /// `ONDA_HTTP_APP_DIR`.
     pub app_dir: PathBuf,
+    /// The address clients reach the API at (`https://panel.example.com`, or with a path prefix
+    /// a proxy adds), for the links the API hands out that clients use elsewhere: message
+    /// attachments' `url`s are absolute on it. Empty: such links are paths on the API's own
+    /// origin. `ONDA_HTTP_PUBLIC_URL`.
+    pub public_url: String,
 }
 
 impl Default for HttpConfig {
@@ -45,7 +50,39 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 64 * 1024,
             app_dir: PathBuf::from("web/dist"),
+            public_url: String::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// `public_url` checked: an http(s) URL with a host and nothing after its path, without its
+    /// trailing `/`; None when empty.
+    fn public_url(&self) -> Result<Option<String>, ConfigError> {
+        let raw = self.public_url.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let key = "http.public_url";
+        let url = match url::Url::parse(raw) {
+            Ok(url) => url,
+            Err(e) => invalid!(key, "http.public_url = {raw:?} is not a URL ({e})"),
+        };
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            invalid!(
+                key,
+                "http.public_url = {raw:?} must be an http:// or https:// URL with a host, \
+                 e.g. \"https://panel.example.com\""
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            invalid!(
+                key,
+                "http.public_url = {raw:?} must have no query, fragment or user: links are made \
+                 by appending paths to it"
+            );
+        }
+        Ok(Some(url.as_str().trim_end_matches('/').to_string()))
     }
 }
 
@@ -152,6 +189,9 @@ pub struct MediaConfig {
     /// How long an upload waits for a probe slot before it is refused with 429 and
     /// `Retry-After`. `ONDA_MEDIA_PROBE_WAIT_SECS`.
     pub probe_wait_secs: u64,
+    /// How long a message attachment may wait for the first message that carries it; an upload
+    /// no message carried by then is deleted. `ONDA_MEDIA_UNSENT_ATTACHMENT_GRACE_SECS`.
+    pub unsent_attachment_grace_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -163,6 +203,7 @@ impl Default for MediaConfig {
             probe_slots: 0,
             probe_slots_per_tenant: 0,
             probe_wait_secs: 60,
+            unsent_attachment_grace_secs: 24 * 3600,
         }
     }
 }
@@ -176,12 +217,15 @@ pub struct MediaSettings {
     pub probe_slots: usize,
     pub probe_slots_per_tenant: usize,
     pub probe_wait: std::time::Duration,
+    pub unsent_attachment_grace: std::time::Duration,
 }
 
 /// Smallest `media.max_upload_bytes`: below this not even a short jingle fits.
 pub const MIN_UPLOAD_BYTES: u64 = 1024;
 /// Largest `media.max_upload_bytes` (64 GiB): bounds what one request may put on disk.
 pub const MAX_UPLOAD_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Longest `media.unsent_attachment_grace_secs`: 30 days.
+pub const MAX_UNSENT_GRACE_SECS: u64 = 30 * 24 * 3600;
 
 impl MediaConfig {
     pub fn validate(&self) -> Result<MediaSettings, ConfigError> {
@@ -220,6 +264,14 @@ impl MediaConfig {
                 self.probe_wait_secs
             );
         }
+        if !(1..=MAX_UNSENT_GRACE_SECS).contains(&self.unsent_attachment_grace_secs) {
+            invalid!(
+                "media.unsent_attachment_grace_secs",
+                "media.unsent_attachment_grace_secs = {} must be between 1 and \
+                 {MAX_UNSENT_GRACE_SECS} (30 days)",
+                self.unsent_attachment_grace_secs
+            );
+        }
         let slots = match self.probe_slots {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n as usize,
@@ -235,6 +287,9 @@ impl MediaConfig {
             probe_slots: slots,
             probe_slots_per_tenant: per_tenant,
             probe_wait: std::time::Duration::from_secs(self.probe_wait_secs),
+            unsent_attachment_grace: std::time::Duration::from_secs(
+                self.unsent_attachment_grace_secs,
+            ),
         })
     }
 }
@@ -586,6 +641,8 @@ pub struct Validated {
     pub max_body_bytes: usize,
     /// The built web app served at `/app/`.
     pub app_dir: PathBuf,
+    /// `http.public_url` without its trailing `/`, when set.
+    pub public_url: Option<String>,
     pub database_url: String,
     pub max_connections: u32,
     pub admin_token: Option<String>,
@@ -624,6 +681,7 @@ impl ControlPlaneConfig {
             listen: self.http.listen,
             max_body_bytes: usize::try_from(self.http.max_body_bytes).unwrap_or(usize::MAX),
             app_dir: self.http.app_dir.clone(),
+            public_url: self.http.public_url()?,
             database_url: self.database.url.clone(),
             max_connections: self.database.max_connections,
             admin_token: (!token.is_empty()).then(|| token.to_string()),
@@ -683,11 +741,54 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_public_url_is_optional_checked_and_overridable() {
+        let cfg: ControlPlaneConfig = load_from("", "cp.toml", Vec::new()).expect("loads");
+        assert_eq!(cfg.validate().expect("valid").public_url, None);
+        let cfg: ControlPlaneConfig = load_from(
+            "[http]\npublic_url = \"https://a.example\"\n",
+            "cp.toml",
+            env(&[("ONDA_HTTP_PUBLIC_URL", "https://panel.example.com/onda/")]),
+        )
+        .expect("loads");
+        assert_eq!(
+            cfg.validate().expect("valid").public_url.as_deref(),
+            Some("https://panel.example.com/onda"),
+            "the environment wins, without the trailing slash"
+        );
+        let cfg: ControlPlaneConfig = load_from(
+            "[http]\npublic_url = \"http://10.0.0.1:8080\"\n",
+            "cp.toml",
+            Vec::new(),
+        )
+        .expect("loads");
+        assert_eq!(
+            cfg.validate().expect("valid").public_url.as_deref(),
+            Some("http://10.0.0.1:8080")
+        );
+        for bad in [
+            "panel.example.com",
+            "ftp://panel.example.com",
+            "https://panel.example.com/?a=1",
+            "https://panel.example.com/#x",
+            "https://user@panel.example.com",
+        ] {
+            let text = format!("[http]\npublic_url = \"{bad}\"\n");
+            let cfg: ControlPlaneConfig = load_from(&text, "cp.toml", Vec::new()).expect("loads");
+            let err = cfg.validate().expect_err(bad);
+            assert!(err.to_string().contains("http.public_url"), "{err}");
+        }
+    }
+
     /// Each section's check names the key it refuses, in the error's `key` and its sentence.
     #[test]
     fn each_section_names_the_key_it_refuses() {
         for (text, key) in [
             ("[http]\nmax_body_bytes = 10\n", "http.max_body_bytes"),
+            (
+                "[media]\nunsent_attachment_grace_secs = 0\n",
+                "media.unsent_attachment_grace_secs",
+            ),
             (
                 "[database]\nmax_connections = 0\n",
                 "database.max_connections",

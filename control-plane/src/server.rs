@@ -29,6 +29,8 @@ pub struct Running {
     /// Renews due wallet subscriptions (its `run_once` is what the task runs, for tests).
     pub renewer: crate::subscriptions::Renewer,
     renewals: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+    /// Deletes message attachments no message carried within their grace period.
+    sweeps: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     /// Opens and closes stream sessions while this replica leads (with the cluster).
     sessions: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     stop: Option<oneshot::Sender<()>>,
@@ -55,6 +57,10 @@ impl Running {
             w.stop().await;
         }
         if let Some((stop, task)) = self.renewals.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some((stop, task)) = self.sweeps.take() {
             stop.cancel();
             let _ = task.await;
         }
@@ -145,6 +151,13 @@ pub async fn start_with(
         crate::subscriptions::RENEWAL_INTERVAL,
         renewals_stop.clone(),
     );
+    let sweeps_stop = tokio_util::sync::CancellationToken::new();
+    let sweeps = crate::media::unsent::Sweeper {
+        db: db.clone(),
+        media: media.clone(),
+        grace: cfg.media.unsent_attachment_grace,
+    }
+    .spawn(sweeps_stop.clone());
     // The cluster's leader opens and closes stream sessions; the tracker tells the gateway.
     let sessions = cluster.as_ref().map(|c| {
         let stop = tokio_util::sync::CancellationToken::new();
@@ -185,6 +198,7 @@ pub async fn start_with(
         webhooks: Some(webhooks),
         renewer,
         renewals: Some((renewals_stop, renewals)),
+        sweeps: Some((sweeps_stop, sweeps)),
         sessions,
         stop: Some(tx),
         task,

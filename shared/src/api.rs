@@ -521,14 +521,17 @@ pub struct Me {
     pub user: Option<EndUser>,
 }
 
-/// A tenant's media storage: the files' bytes plus the estimated size of the renditions the
-/// edges make of them, against the plan's `storage_bytes`.
+/// A tenant's storage: the media files' bytes, the estimated size of the renditions the edges
+/// make of them, and its end users' message attachments, against the plan's `storage_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageUsage {
     pub media_bytes: u64,
     pub rendition_bytes: u64,
-    /// `media_bytes + rendition_bytes`: what counts against the limit.
+    /// Message attachments its end users uploaded (`POST /v1/me/attachments`).
+    #[serde(default)]
+    pub attachment_bytes: u64,
+    /// `media_bytes + rendition_bytes + attachment_bytes`: what counts against the limit.
     pub used_bytes: u64,
     pub limit_bytes: u64,
 }

@@ -46,6 +46,7 @@ fn settings(
         listen: "127.0.0.1:0".parse().expect("addr"),
         max_body_bytes: 64 * 1024,
         app_dir: crate::web_app_dir(),
+        public_url: None,
         database_url: database_url.to_string(),
         max_connections: 5,
         admin_token: Some(admin.to_string()),

@@ -5,7 +5,9 @@
 //! An upload, in order: the user token, the plan's `messaging` feature, the `Content-Type` and
 //! the declared length are checked before a byte of the body is read; the body streams into the
 //! media store's temp directory while hashed and is cut off past the plan's `attachment_bytes`
-//! (or the server's `media.max_upload_bytes`, when less); it is then checked as real media of
+//! (or the server's `media.max_upload_bytes`, when less) and must fit in the plan's
+//! `storage_bytes`, which attachments share with the tenant's media files and their renditions
+//! (413 with `limit` = "storage_bytes"); it is then checked as real media of
 //! its declared type (`media::attachment`) in the tenant's fair share of probe slots; and under
 //! the store's reference lock the row is inserted and the blob placed before the commit, as the
 //! media library does. Every refusal answers `Connection: close`, since the unread rest of the
@@ -106,14 +108,15 @@ fn check_error(e: CheckError) -> ApiError {
 /// `Content-Type` (JPEG, PNG, WebP or GIF images; MP3, AAC/M4A, FLAC, Ogg, WAV or WebM audio; MP4
 /// or WebM video). It is checked as real media of that type (images decoded, audio and video
 /// decoded in full) and refused with 422 when it is not, and with 413 when it is larger than
-/// the plan's `attachment_bytes`. Send the answer's `url` as a message's `mediaUrl`.
+/// the plan's `attachment_bytes` or does not fit in the tenant's `storage_bytes` (shared with its
+/// media files). Send the answer's `url` as a message's `mediaUrl`.
 #[utoipa::path(post, path = "/v1/me/attachments", tag = "messaging",
     request_body(content = MediaFileBytes, content_type = "image/png",
         description = "The file's bytes, with its own Content-Type (image/jpeg, image/png, image/webp, image/gif, audio/mpeg, audio/mp4, audio/ogg, audio/webm, video/mp4, video/webm, …)"),
     responses((status = 201, body = Attachment, description = "Stored"),
               (status = 400, body = Problem, description = "The upload was interrupted"),
               (status = 403, body = Problem, description = "Not a user token, or the plan has no messaging"),
-              (status = 413, body = Problem, description = "Larger than the plan's attachment_bytes (`limit`) or media.max_upload_bytes"),
+              (status = 413, body = Problem, description = "Larger than the plan's attachment_bytes or media.max_upload_bytes, or over its storage_bytes (`limit` names which)"),
               (status = 415, body = Problem, description = "A Content-Type attachments may not have"),
               (status = 422, body = Problem, description = "The content is not what its Content-Type says, or is damaged"),
               (status = 429, body = Problem, description = "No probe slot of the tenant's share came free in time (Retry-After)")))]
@@ -166,6 +169,13 @@ async fn receive_and_store(
             }
             ReceiveError::Io(e) => ApiError::Internal(anyhow::Error::new(e).context("media store")),
         })?;
+    // A first look before the expensive check: an upload the tenant's storage cannot hold is
+    // refused without one. Decided for good below, under the tenant's lock.
+    {
+        let mut conn = st.db.conn().await?;
+        let used = db::media::tenant_usage(&mut conn, &me.tenant.id).await?;
+        super::media::check_quota(&plan, used.total(), upload.size_bytes, 0)?;
+    }
     let checked = {
         let _permit = st.media.probe_permit(&me.tenant.id).await.map_err(|busy| {
             ApiError::TooManyRequests {
@@ -187,7 +197,7 @@ async fn receive_and_store(
         user_id: me.user.id.clone(),
         sha256: upload.sha256.clone(),
         attachment: Attachment {
-            url: db::attachments::url(&id),
+            url: db::attachments::public_url(st.public_url.as_deref(), &id),
             id,
             media_type: kind.media_type,
             content_type: kind.content_type.to_string(),
@@ -200,8 +210,12 @@ async fn receive_and_store(
 
     let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
-    // Under the tenant's lock: a tenant deleted meanwhile keeps no attachment.
-    lock_active_tenant(&mut tx, &me.tenant.id).await?;
+    // Under the tenant's lock: a tenant deleted meanwhile keeps no attachment, and concurrent
+    // uploads (attachments or media files) never overrun its storage together.
+    let tenant = lock_active_tenant(&mut tx, &me.tenant.id).await?;
+    let plan = plan_of(&mut tx, &tenant.plan_id).await?;
+    let used = db::media::tenant_usage(&mut tx, &tenant.id).await?;
+    super::media::check_quota(&plan, used.total(), upload.size_bytes, 0)?;
     db::attachments::insert(&mut tx, &stored, db::now_millis()).await?;
     super::media::place_and_commit(st, &refs, upload, tx).await?;
     Ok((StatusCode::CREATED, Json(stored.attachment)))

@@ -1,4 +1,4 @@
-//! `/v1/me`: who the bearer token belongs to, with the tenant's plan and its media storage.
+//! `/v1/me`: who the bearer token belongs to, with the tenant's plan and its storage.
 
 use super::AppState;
 use super::auth::{AnyCaller, Caller};
@@ -8,8 +8,9 @@ use axum::Json;
 use axum::extract::State;
 use onda_shared::api::{Me, Problem, StorageUsage};
 
-/// The caller: "admin"; "tenant" with its tenant, plan and media storage (the files plus the
-/// estimated renditions the edges make of them, against the plan's `storage_bytes`); or "user"
+/// The caller: "admin"; "tenant" with its tenant, plan and storage (the media files, the
+/// estimated renditions the edges make of them and the end users' message attachments, against
+/// the plan's `storage_bytes`); or "user"
 /// with the end user's profile only.
 #[utoipa::path(get, path = "/v1/me", tag = "tenants",
     responses((status = 200, body = Me), (status = 401, body = Problem)))]
@@ -36,6 +37,7 @@ pub async fn get(State(st): State<AppState>, caller: AnyCaller) -> ApiResult<Jso
             let storage = StorageUsage {
                 media_bytes: used.media_bytes,
                 rendition_bytes: used.rendition_bytes,
+                attachment_bytes: used.attachment_bytes,
                 used_bytes: used.total(),
                 limit_bytes: plan.as_ref().map_or(0, |p| p.limits.storage_bytes),
             };

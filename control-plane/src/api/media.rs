@@ -73,9 +73,10 @@ fn require_autodj(plan: &Plan) -> ApiResult<()> {
     }
 }
 
-/// The plan's `storage_bytes` holds the tenant's files and renditions (`used` bytes) plus
-/// `size` more of the file and `renditions` more of its renditions.
-fn check_quota(plan: &Plan, used: u64, size: u64, renditions: u64) -> ApiResult<()> {
+/// The plan's `storage_bytes` holds the tenant's files, renditions and attachments (`used`
+/// bytes, `db::media::Usage::total`) plus `size` more of the file and `renditions` more of its
+/// renditions.
+pub(super) fn check_quota(plan: &Plan, used: u64, size: u64, renditions: u64) -> ApiResult<()> {
     let quota = plan.limits.storage_bytes;
     let more = size.saturating_add(renditions);
     if used.saturating_add(more) <= quota {
@@ -92,8 +93,9 @@ fn check_quota(plan: &Plan, used: u64, size: u64, renditions: u64) -> ApiResult<
     Err(ApiError::Quota {
         limit: "storage_bytes",
         detail: format!(
-            "Plan {:?} includes {quota} bytes of media storage; this tenant uses {used} and \
-             {what}. Delete files or change plan.",
+            "Plan {:?} includes {quota} bytes of storage (media files, their renditions and \
+             message attachments); this tenant uses {used} and {what}. Delete files or change \
+             plan.",
             plan.name
         ),
     })

@@ -74,6 +74,8 @@ pub struct AppState {
     pub realtime: crate::realtime::Gateway,
     /// Whether webhook URLs may point at private addresses (`webhooks.allow_private`).
     pub webhooks_allow_private: bool,
+    /// `http.public_url` (no trailing `/`): links handed out are absolute on it when set.
+    pub public_url: Option<Arc<str>>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -214,6 +216,7 @@ pub fn router(
         nowplaying,
         realtime,
         webhooks_allow_private: cfg.webhooks.allow_private,
+        public_url: cfg.public_url.as_deref().map(Arc::from),
     };
     let app = router
         .merge(public)

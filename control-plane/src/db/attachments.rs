@@ -22,9 +22,46 @@ pub struct Stored {
     pub attachment: Attachment,
 }
 
-/// The URL of attachment `id`.
+/// The path of attachment `id` on the API's origin (how the rows are read back; messages are
+/// matched to their attachment by it, whatever origin their `mediaUrl` has).
 pub fn url(id: &str) -> String {
     format!("{URL_PREFIX}{id}")
+}
+
+/// The URL of attachment `id` that clients are given: absolute on `public_url`
+/// (`http.public_url`, without its trailing `/`) when it is set, else the path.
+pub fn public_url(public_url: Option<&str>, id: &str) -> String {
+    format!("{}{URL_PREFIX}{id}", public_url.unwrap_or_default())
+}
+
+/// The attachment id a URL names: `/v1/attachments/{id}`, or that path on any origin and under
+/// any path prefix (the `url` given when `http.public_url` is set, or a client's own
+/// resolution of the path). None for anything else (a query, a fragment, more path after it).
+pub fn id_in(url: &str) -> Option<&str> {
+    let path = match url.find("://") {
+        // An absolute URL: its path counts, which may have a prefix (a proxy's).
+        Some(scheme_end) => {
+            let rest = &url[scheme_end + 3..];
+            let path = &rest[rest.find('/')?..];
+            &path[path.rfind(URL_PREFIX)?..]
+        }
+        None => url,
+    };
+    let id = path.strip_prefix(URL_PREFIX)?;
+    crate::secrets::is_attachment_id(id).then_some(id)
+}
+
+/// A LIKE pattern matching any URL of attachment `id` (see [`id_in`]): ending with its path,
+/// wildcard characters of the id taken literally.
+fn any_url_of(id: &str) -> String {
+    let mut p = String::from("%");
+    for c in format!("{URL_PREFIX}{id}").chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
 }
 
 /// A column that must fit its type: a value this code did not write is an error naming the
@@ -109,6 +146,57 @@ pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<Stored>, sqlx::Erro
         .transpose()
 }
 
+/// Marks attachment `id` of its uploader (`tenant_id`, `user_id`) sent (the first send's time
+/// stays), in the transaction of the message that carries it, so the sweep of unsent
+/// attachments ([`delete_unsent`]) never removes it once that commits, and a send racing the
+/// sweep either keeps it or finds it gone. False when there is no such attachment (any more).
+pub async fn mark_sent(
+    conn: &mut Conn,
+    id: &str,
+    tenant_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE attachments SET sent_ms = COALESCE(sent_ms, $4) \
+         WHERE id = $1 AND tenant_id = $2 AND user_id = $3",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes up to `limit` attachments that no message ever carried and that were uploaded before
+/// `before_ms`; returns the hash of each one's content (for the caller to remove the blobs no
+/// row names any more, after the commit).
+///
+/// One conditional statement: on PostgreSQL a row a send marked meanwhile ([`mark_sent`]) is
+/// waited for and, once that send commits, re-checked on its new version (`sent_ms` is set) and
+/// kept; a row the sweep deleted first is not found by the send, which refuses the message. On
+/// SQLite writers run one at a time. The conditions stand outside the subquery (which only
+/// bounds the batch) so that the re-check sees them.
+pub async fn delete_unsent(
+    conn: &mut Conn,
+    before_ms: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "DELETE FROM attachments WHERE sent_ms IS NULL AND created_ms < $1 AND id IN \
+         (SELECT id FROM attachments WHERE sent_ms IS NULL AND created_ms < $1 \
+          ORDER BY created_ms LIMIT $2) \
+         RETURNING sha256",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("sha256")).collect()
+}
+
 /// True while an attachment names this content.
 pub async fn is_referenced(conn: &mut Conn, sha256: &str) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("SELECT id FROM attachments WHERE sha256 = $1 LIMIT 1")
@@ -119,24 +207,25 @@ pub async fn is_referenced(conn: &mut Conn, sha256: &str) -> Result<bool, sqlx::
 }
 
 /// Deletes the attachment at `url` unless a message that is not deleted still carries it (the
-/// same upload may be sent twice). Returns the hash of its content when a row went, so the
-/// caller can remove the blob after the commit.
+/// same upload may be sent twice, also under another `http.public_url`). Returns the hash of its
+/// content when a row went, so the caller can remove the blob after the commit.
 pub async fn delete_unless_sent(
     conn: &mut Conn,
     tenant_id: &str,
     url: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let Some(id) = url.strip_prefix(URL_PREFIX) else {
+    let Some(id) = id_in(url) else {
         return Ok(None);
     };
     let row = sqlx::query(
         "DELETE FROM attachments WHERE id = $1 AND tenant_id = $2 AND NOT EXISTS \
-         (SELECT 1 FROM messages WHERE tenant_id = $2 AND media_url = $3 AND deleted_ms IS NULL) \
+         (SELECT 1 FROM messages WHERE tenant_id = $2 AND media_url LIKE $3 ESCAPE '\\' \
+          AND deleted_ms IS NULL) \
          RETURNING sha256",
     )
     .bind(id)
     .bind(tenant_id)
-    .bind(url)
+    .bind(any_url_of(id))
     .fetch_optional(conn)
     .await?;
     row.map(|r| r.try_get("sha256")).transpose()
@@ -156,4 +245,34 @@ pub async fn delete_tenant(conn: &mut Conn, tenant_id: &str) -> Result<Vec<Strin
     hashes.sort();
     hashes.dedup();
     Ok(hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_an_attachment_on_any_origin_name_it() {
+        let id = "att_0123456789abcdefABCDEF0123456789";
+        assert_eq!(public_url(None, id), format!("/v1/attachments/{id}"));
+        let base = Some("https://panel.example.com/onda");
+        let absolute = public_url(base, id);
+        assert_eq!(
+            absolute,
+            format!("https://panel.example.com/onda/v1/attachments/{id}")
+        );
+        for url in [url(id), absolute, format!("http://x/v1/attachments/{id}")] {
+            assert_eq!(id_in(&url), Some(id), "{url}");
+        }
+        for bad in [
+            format!("/v1/attachments/{id}?a=1"),
+            format!("/v1/attachments/{id}/x"),
+            format!("/prefix/v1/attachments/{id}"),
+            format!("https://x{URL_PREFIX}"),
+            "https://x".to_string(),
+        ] {
+            assert_eq!(id_in(&bad), None, "{bad}");
+        }
+        assert_eq!(any_url_of("att_a%b"), "%/v1/attachments/att\\_a\\%b");
+    }
 }

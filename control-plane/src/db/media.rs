@@ -112,19 +112,23 @@ pub async fn list(
     Ok(paginate(items, limit, |m| &m.id))
 }
 
-/// Bytes the tenant's library holds, summed over its rows (a file held by two of its stations
-/// counts twice: each station could be given away or deleted on its own): the files' own
-/// bytes, and their renditions' estimate.
+/// Bytes the tenant's storage holds, summed over its rows (a file held by two of its stations
+/// counts twice: each station could be given away or deleted on its own; so does the same
+/// content attached twice): the library's files, their renditions' estimate, and its end users'
+/// message attachments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub media_bytes: u64,
     pub rendition_bytes: u64,
+    pub attachment_bytes: u64,
 }
 
 impl Usage {
     /// What counts against the plan's `storage_bytes`.
     pub fn total(self) -> u64 {
-        self.media_bytes.saturating_add(self.rendition_bytes)
+        self.media_bytes
+            .saturating_add(self.rendition_bytes)
+            .saturating_add(self.attachment_bytes)
     }
 }
 
@@ -132,8 +136,10 @@ pub async fn tenant_usage(conn: &mut Conn, tenant_id: &str) -> Result<Usage, sql
     // The cast: PostgreSQL's SUM of BIGINT is NUMERIC, which the Any driver cannot decode.
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS media, \
-         CAST(COALESCE(SUM(rendition_bytes), 0) AS BIGINT) AS renditions FROM media_files \
-         WHERE tenant_id = $1",
+         CAST(COALESCE(SUM(rendition_bytes), 0) AS BIGINT) AS renditions, \
+         (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM attachments \
+          WHERE tenant_id = $1) AS attachments \
+         FROM media_files WHERE tenant_id = $1",
     )
     .bind(tenant_id)
     .fetch_one(conn)
@@ -144,6 +150,7 @@ pub async fn tenant_usage(conn: &mut Conn, tenant_id: &str) -> Result<Usage, sql
     Ok(Usage {
         media_bytes: get("media")?,
         rendition_bytes: get("renditions")?,
+        attachment_bytes: get("attachments")?,
     })
 }
 

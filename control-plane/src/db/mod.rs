@@ -216,6 +216,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger_credit_shards",
         include_str!("../../migrations/0035_ledger_credit_shards.sql"),
     ),
+    (
+        37,
+        "unsent_attachments",
+        include_str!("../../migrations/0037_unsent_attachments.sql"),
+    ),
 ];
 
 impl Db {

@@ -210,6 +210,7 @@ fn config(
         listen: addr,
         max_body_bytes: 64 * 1024,
         app_dir: crate::config::HttpConfig::default().app_dir,
+        public_url: None,
         database_url: database_url.to_string(),
         max_connections: 5,
         admin_token: Some(admin_token.to_string()),

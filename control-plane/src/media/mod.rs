@@ -26,6 +26,7 @@
 
 pub mod attachment;
 pub mod probe;
+pub mod unsent;
 
 use crate::config::MediaSettings;
 use anyhow::Context as _;

@@ -265,7 +265,11 @@ impl Gateway {
         connections: crate::connections::Connections,
     ) -> anyhow::Result<(Gateway, GatewayLayer)> {
         let database_url = cfg.database_url.as_str();
-        let writer = writer::Writer::start(db.clone(), metrics.message_batch.clone());
+        let writer = writer::Writer::start(
+            db.clone(),
+            metrics.message_batch.clone(),
+            cfg.public_url.as_deref().map(Arc::from),
+        );
         let hub = Arc::new(Hub {
             media,
             connections,

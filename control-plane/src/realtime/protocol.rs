@@ -74,31 +74,15 @@ pub struct SendMessage {
 }
 
 /// The attachment a `mediaUrl` names: the `url` of `POST /v1/me/attachments`'s answer
-/// (`/v1/attachments/{id}`), or that path on any origin (a client may resolve it against the
-/// API's). Returns the attachment's id.
+/// (`/v1/attachments/{id}`, or that path on `http.public_url`), or that path on any origin (a
+/// client may resolve it against the API's). Returns the attachment's id.
 pub fn attachment_id(media_url: &str) -> Result<&str, Refusal> {
-    let refused = || {
+    crate::db::attachments::id_in(media_url).ok_or_else(|| {
         Refusal::invalid(
             "mediaUrl must be the url of an attachment you uploaded (POST /v1/me/attachments \
              answers it: /v1/attachments/{id}).",
         )
-    };
-    let path = match media_url.find("://") {
-        // An absolute URL: only its path counts (no query, no fragment).
-        Some(scheme_end) => {
-            let rest = &media_url[scheme_end + 3..];
-            rest.find('/').map_or("", |slash| &rest[slash..])
-        }
-        None => media_url,
-    };
-    let id = path
-        .strip_prefix(crate::db::attachments::URL_PREFIX)
-        .ok_or_else(refused)?;
-    if crate::secrets::is_attachment_id(id) {
-        Ok(id)
-    } else {
-        Err(refused())
-    }
+    })
 }
 
 /// The `mediaType` of a message with an attachment of type `actual`: the attachment's, which a

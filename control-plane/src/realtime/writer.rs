@@ -59,10 +59,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the task that writes; it ends when the last `Writer` is dropped.
-    pub fn start(db: Db, sizes: prometheus::Histogram) -> Writer {
+    /// Starts the task that writes; it ends when the last `Writer` is dropped. Messages carry
+    /// their attachment's URL on `public_url` (`http.public_url`) when it is set.
+    pub fn start(db: Db, sizes: prometheus::Histogram, public_url: Option<Arc<str>>) -> Writer {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(db, jobs, sizes));
+        tokio::spawn(dispatch(db, jobs, sizes, public_url));
         Writer { queue }
     }
 
@@ -83,7 +84,12 @@ fn stopping() -> Refusal {
 /// Takes the queued messages in batches, as transactions become free. The queue needs no
 /// bound of its own: every job is a handler awaiting its answer, and each connection's event
 /// budget bounds how many handlers it runs.
-async fn dispatch(db: Db, mut jobs: mpsc::UnboundedReceiver<Job>, sizes: prometheus::Histogram) {
+async fn dispatch(
+    db: Db,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    sizes: prometheus::Histogram,
+    public_url: Option<Arc<str>>,
+) {
     let free = Arc::new(Semaphore::new(PARALLEL));
     while let Some(first) = jobs.recv().await {
         let Ok(slot) = free.clone().acquire_owned().await else {
@@ -98,17 +104,18 @@ async fn dispatch(db: Db, mut jobs: mpsc::UnboundedReceiver<Job>, sizes: prometh
         }
         sizes.observe(batch.len() as f64);
         let db = db.clone();
+        let public_url = public_url.clone();
         tokio::spawn(async move {
-            commit(&db, batch).await;
+            commit(&db, public_url.as_deref(), batch).await;
             drop(slot);
         });
     }
 }
 
 /// Writes a batch and answers each of its messages.
-async fn commit(db: &Db, batch: Vec<Job>) {
+async fn commit(db: &Db, public_url: Option<&str>, batch: Vec<Job>) {
     let outs: Vec<&Outgoing> = batch.iter().map(|j| &j.out).collect();
-    match write(db, &outs).await {
+    match write(db, public_url, &outs).await {
         Ok(answers) => {
             for (job, answer) in batch.into_iter().zip(answers) {
                 let _ = job.answer.send(answer);
@@ -117,7 +124,7 @@ async fn commit(db: &Db, batch: Vec<Job>) {
         Err(e) if batch.len() > 1 => {
             tracing::warn!(error = %e, messages = batch.len(), "realtime: a batch of messages failed; writing each alone");
             for job in batch {
-                let answer = match write(db, &[&job.out]).await {
+                let answer = match write(db, public_url, &[&job.out]).await {
                     Ok(mut answers) => answers.pop().unwrap_or_else(|| Err(stopping())),
                     Err(e) => Err(protocol::stored(&e)),
                 };
@@ -134,7 +141,11 @@ async fn commit(db: &Db, batch: Vec<Job>) {
 }
 
 /// One transaction for `outs`: each message's answer, or the error that undid them all.
-async fn write(db: &Db, outs: &[&Outgoing]) -> Result<Vec<Result<Sent, Refusal>>, sqlx::Error> {
+async fn write(
+    db: &Db,
+    public_url: Option<&str>,
+    outs: &[&Outgoing],
+) -> Result<Vec<Result<Sent, Refusal>>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let asks: Vec<(&str, &str, &str)> = outs
         .iter()
@@ -162,7 +173,8 @@ async fn write(db: &Db, outs: &[&Outgoing]) -> Result<Vec<Result<Sent, Refusal>>
         }
         let media = match &out.attachment {
             Some((id, stated)) => {
-                match sender_attachment(&mut tx, out, id, stated.as_deref()).await? {
+                let sent = sender_attachment(&mut tx, out, id, stated.as_deref(), now).await?;
+                match sent.map(|(id, t)| (db::attachments::public_url(public_url, &id), t)) {
                     Ok(media) => Some(media),
                     Err(refusal) => {
                         answers[i] = Err(refusal);
@@ -251,27 +263,37 @@ async fn write(db: &Db, outs: &[&Outgoing]) -> Result<Vec<Result<Sent, Refusal>>
     Ok(answers)
 }
 
-/// The attachment a message carries: one its sender uploaded, in their tenant. Another's (of
-/// this tenant or another) is refused exactly as an unknown one, so an id tells no one whether
-/// it exists. Answers its canonical url and media type.
+/// The attachment a message carries: one its sender uploaded, in their tenant, marked sent in
+/// the message's transaction (so the sweep of unsent uploads keeps it). Another's (of this
+/// tenant or another) is refused exactly as an unknown one, so an id tells no one whether it
+/// exists. Answers its id and media type.
 async fn sender_attachment(
     conn: &mut Conn,
     out: &Outgoing,
     id: &str,
     stated_type: Option<&str>,
+    now_ms: i64,
 ) -> Result<Result<(String, MediaType), Refusal>, sqlx::Error> {
+    let not_yours = || {
+        Refusal::new(
+            "not_found",
+            "mediaUrl names no attachment of yours: upload the file with POST \
+             /v1/me/attachments and send the url it answers.",
+        )
+    };
     let Some(stored) = db::attachments::get(conn, id)
         .await?
         .filter(|a| a.tenant_id == out.tenant_id && a.user_id == out.sender_id)
     else {
-        return Ok(Err(Refusal::new(
-            "not_found",
-            "mediaUrl names no attachment of yours: upload the file with POST \
-             /v1/me/attachments and send the url it answers.",
-        )));
+        return Ok(Err(not_yours()));
     };
-    Ok(
-        protocol::media_type(stated_type, stored.attachment.media_type)
-            .map(|t| (stored.attachment.url, t)),
-    )
+    let media_type = match protocol::media_type(stated_type, stored.attachment.media_type) {
+        Ok(t) => t,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    // Marked only once the message will be stored; gone meanwhile (swept) is as unknown.
+    if !db::attachments::mark_sent(conn, id, &out.tenant_id, &out.sender_id, now_ms).await? {
+        return Ok(Err(not_yours()));
+    }
+    Ok(Ok((stored.attachment.id, media_type)))
 }

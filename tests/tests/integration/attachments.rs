@@ -2,7 +2,9 @@
 //! uploaded through `POST /v1/me/attachments`, checked (dimensions, duration; content that is
 //! not what its type says refused), bounded by the plan's `attachment_bytes` also when no length is
 //! announced, sent with `send-message` over the gateway (`socket.io-client`), served at their
-//! capability URL to `<img>`-like clients without a token, and kept to their uploader's tenant.
+//! capability URL to `<img>`-like clients without a token, and kept to their uploader's tenant;
+//! counted in the tenant's `storage_bytes`; removed when no message carried them within the
+//! grace period (also when a send races the sweep); absolute on `http.public_url` when set.
 
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
@@ -11,10 +13,16 @@ use onda_tests::on_both_backends;
 use onda_tests::realtime::Sio;
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::time::Duration;
 
 on_both_backends!(
     uploads_are_checked_served_and_sent,
     the_plan_bounds_attachments,
+    attachments_count_against_the_plans_storage,
+    unsent_attachments_are_swept_after_the_grace,
+    the_sweep_and_a_send_never_both_win,
+    a_public_url_makes_attachment_urls_absolute,
 );
 
 const UPLOAD: &str = "/v1/me/attachments";
@@ -315,5 +323,304 @@ async fn the_plan_bounds_attachments(b: Backend) {
         .await
         .problem(403);
     assert!(r.text.contains("messaging"), "{}", r.text);
+    cp.stop().await;
+}
+
+async fn attachments_count_against_the_plans_storage(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let small = std::fs::read(media::make_png(dir.path(), "small", 16, 16).await).expect("png");
+    let big = std::fs::read(media::make_png(dir.path(), "big", 320, 240).await).expect("png");
+    // The small one fits, the big one then does not (each is far below attachment_bytes).
+    let quota = small.len() + big.len() - 1;
+    cp.patch(
+        "/v1/plans/plan_premium",
+        &cp.admin,
+        json!({"limits": {"storage_bytes": quota}}),
+    )
+    .await
+    .expect(200);
+    upload(&cp, &fan, "image/png", small.clone()).await;
+    let me = cp.get("/v1/me", &key).await.expect(200).body;
+    assert_eq!(me["storage"]["attachment_bytes"], small.len(), "{me}");
+    assert_eq!(me["storage"]["used_bytes"], small.len(), "{me}");
+    assert_eq!(me["storage"]["limit_bytes"], quota, "{me}");
+
+    let r = cp
+        .raw(Method::POST, UPLOAD, &fan, Some("image/png"), big.clone())
+        .await
+        .problem(413);
+    assert_eq!(r.body["limit"], "storage_bytes", "{}", r.text);
+    assert!(
+        r.text.contains(&format!("uses {}", small.len())),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        media::files_under(&cp.media_dir).len(),
+        1,
+        "only the small one's blob: {:?}",
+        media::files_under(&cp.media_dir)
+    );
+    let me = cp.get("/v1/me", &key).await.expect(200).body;
+    assert_eq!(me["storage"]["used_bytes"], small.len(), "{me}");
+    cp.stop().await;
+}
+
+/// Where the media store keeps the blob of `bytes`.
+fn blob_of(cp: &TestControlPlane, bytes: &[u8]) -> std::path::PathBuf {
+    let sha = format!("{:x}", Sha256::digest(bytes));
+    cp.media_dir.join(&sha[..2]).join(&sha)
+}
+
+async fn unsent_attachments_are_swept_after_the_grace(b: Backend) {
+    let Some(cp) = TestControlPlane::start_with(b, |cfg| {
+        cfg.media.unsent_attachment_grace = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    cp.user_with_token(&key, "creator-1", "Cleo").await;
+    let shared = std::fs::read(media::make_png(dir.path(), "shared", 32, 32).await).expect("png");
+    let lone = std::fs::read(media::make_png(dir.path(), "lone", 16, 16).await).expect("png");
+    // Sent at once: kept. The same content uploaded again and never sent: its row goes, the
+    // blob stays for the sent one. Other content never sent: row and blob go.
+    let sent = upload(&cp, &fan, "image/png", shared.clone()).await;
+    let twin = upload(&cp, &fan, "image/png", shared.clone()).await;
+    let unsent = upload(&cp, &fan, "image/png", lone.clone()).await;
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": sent["url"]}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(blob_of(&cp, &lone).is_file());
+
+    let url = |a: &Value| a["url"].as_str().expect("url").to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while fetch(&cp, &url(&unsent), None).await.status() != 404
+        || fetch(&cp, &url(&twin), None).await.status() != 404
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsent attachments still served 15 s after a 1 s grace"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sweep that removed them saw the sent one, as old: a message carries it.
+    let resp = fetch(&cp, &url(&sent), None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.bytes().await.expect("body").as_ref(),
+        shared.as_slice()
+    );
+    assert!(
+        blob_of(&cp, &shared).is_file(),
+        "the blob the sent one names"
+    );
+    assert!(!blob_of(&cp, &lone).exists(), "the blob no row names");
+    let me = cp.get("/v1/me", &key).await.expect(200).body;
+    assert_eq!(me["storage"]["attachment_bytes"], shared.len(), "{me}");
+    // The swept one cannot be sent any more.
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": twin["url"]}),
+        )
+        .await;
+    assert_error(&ack, "not_found");
+    cp.stop().await;
+}
+
+/// The sweep and a send meeting on one attachment, at the database, in both orders: the one that
+/// marks or deletes the row first wins, and the other sees it. A send that marked it keeps it
+/// from a sweep that waits for its commit; a sweep that deleted it first makes the send find
+/// nothing to mark.
+async fn the_sweep_and_a_send_never_both_win(b: Backend) {
+    use onda_control_plane::db::{self, attachments};
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tenant, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let png = std::fs::read(media::make_png(dir.path(), "p", 16, 16).await).expect("png");
+    let first = upload(&cp, &fan, "image/png", png.clone()).await;
+    let second = upload(&cp, &fan, "image/png", png).await;
+    let id = |a: &Value| a["id"].as_str().expect("id").to_string();
+    let db = db::Db::connect(cp.database_url(), 4)
+        .await
+        .expect("database");
+    // Everything uploaded so far counts as past the grace.
+    let later = db::now_millis() + 60_000;
+
+    // The send marks first; the sweep runs before its commit.
+    let mut send = db.begin().await.expect("begin");
+    let marked = attachments::mark_sent(&mut send, &id(&first), &tenant, "fan-1", db::now_millis())
+        .await
+        .expect("mark");
+    assert!(marked);
+    let sweep = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut tx = db.begin().await?;
+            let gone = attachments::delete_unsent(&mut tx, later, 100).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(gone.len())
+        })
+    };
+    if b == Backend::Postgres {
+        wait_for_lock_wait(&db).await;
+    }
+    send.commit().await.expect("commit");
+    // The second (unsent) goes; the first, sent, stays.
+    assert_eq!(sweep.await.expect("task").expect("sweep"), 1);
+    let mut conn = db.conn().await.expect("conn");
+    assert!(
+        attachments::get(&mut conn, &id(&first))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        attachments::get(&mut conn, &id(&second))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    drop(conn);
+
+    // The sweep deletes first; the send waits for it and finds nothing.
+    let third = upload(
+        &cp,
+        &fan,
+        "image/png",
+        std::fs::read(media::make_png(dir.path(), "q", 8, 8).await).expect("png"),
+    )
+    .await;
+    let mut sweep = db.begin().await.expect("begin");
+    let gone = attachments::delete_unsent(&mut sweep, later, 100)
+        .await
+        .expect("sweep");
+    assert_eq!(gone.len(), 1);
+    let send = {
+        let db = db.clone();
+        let third = id(&third);
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            let mut tx = db.begin().await?;
+            let marked =
+                attachments::mark_sent(&mut tx, &third, &tenant, "fan-1", db::now_millis()).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(marked)
+        })
+    };
+    if b == Backend::Postgres {
+        wait_for_lock_wait(&db).await;
+    }
+    sweep.commit().await.expect("commit");
+    assert!(
+        !send.await.expect("task").expect("send"),
+        "nothing left to send"
+    );
+    db.close().await;
+    cp.stop().await;
+}
+
+/// Waits until a statement of this test's database waits for a row lock (PostgreSQL).
+async fn wait_for_lock_wait(db: &onda_control_plane::db::Db) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = db.conn().await.expect("conn");
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second statement never waited for the first's row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_public_url_makes_attachment_urls_absolute(b: Backend) {
+    let base = "https://panel.example.com/onda";
+    let Some(cp) = TestControlPlane::start_with(b, |cfg| {
+        cfg.public_url = Some(base.to_string());
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, key) = cp.tenant_with_key("Creators", "plan_premium").await;
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let creator = cp.user_with_token(&key, "creator-1", "Cleo").await;
+    let png = std::fs::read(media::make_png(dir.path(), "p", 16, 16).await).expect("png");
+    let image = upload(&cp, &fan, "image/png", png.clone()).await;
+    let id = image["id"].as_str().expect("id");
+    let path = format!("/v1/attachments/{id}");
+    assert_eq!(image["url"], format!("{base}{path}"), "{image}");
+    // This server answers the path (the proxy at the public URL forwards it).
+    assert_eq!(fetch(&cp, &path, None).await.status(), 200);
+
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("fan", &fan).await.expect("fan connects");
+    sio.connect("creator", &creator)
+        .await
+        .expect("creator connects");
+    // The absolute url is sent as it was given, and so is the path alone; both carry it.
+    let ack = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": image["url"]}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let got = sio.event("creator", "receive-message").await;
+    assert_eq!(got["mediaUrl"], image["url"], "{got}");
+    let again = sio
+        .emit(
+            "fan",
+            "send-message",
+            json!({"receiverId": "creator-1", "mediaUrl": path}),
+        )
+        .await;
+    assert_eq!(again["ok"], true, "{again}");
+    let history = cp
+        .get("/v1/me/conversations/fan-1/messages", &creator)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(history["items"][0]["mediaUrl"], image["url"], "{history}");
+    // Deleting one message keeps the attachment the other carries; deleting both deletes it.
+    for (m, served) in [(&ack, 200), (&again, 404)] {
+        let del = sio
+            .emit("fan", "delete-message", json!({"messageId": m["id"]}))
+            .await;
+        assert_eq!(del["ok"], true, "{del}");
+        assert_eq!(fetch(&cp, &path, None).await.status(), served);
+    }
     cp.stop().await;
 }
