@@ -919,16 +919,19 @@ async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Session, aske
     s.extensions.insert(Replaying);
     let deadline = tokio::time::Instant::now() + REPLAY_STALL;
     let read = async {
-        let mut tx = hub.db.begin().await?;
-        let plan = recovery::Plan::read(&mut tx, tenant, user, asked.as_ref(), recovering).await?;
-        let mut queued = 0;
-        if recovering {
-            for (_, _, offset) in &plan.replay {
-                s.join(recovery::skip_room(tenant, user, offset));
-            }
-            s.join(session.room());
-            queued = queue_now(s, &plan.replay);
+        if !recovering {
+            // Already in its user's room: it is only told where its user's feed stands.
+            let mut conn = hub.db.conn().await?;
+            let plan = recovery::Plan::read(&mut conn, tenant, user, None, false).await?;
+            return Ok((plan, true));
         }
+        let mut tx = hub.db.begin().await?;
+        let plan = recovery::Plan::read(&mut tx, tenant, user, asked.as_ref(), true).await?;
+        for (_, _, offset) in &plan.replay {
+            s.join(recovery::skip_room(tenant, user, offset));
+        }
+        s.join(session.room());
+        let queued = queue_now(s, &plan.replay);
         tx.commit().await?;
         let sent = replay_to(s, deadline, &plan.replay[queued..]).await;
         Ok::<_, sqlx::Error>((plan, sent))
