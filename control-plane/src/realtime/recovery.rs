@@ -16,6 +16,12 @@
 //!   then sends `recovery` `{ recovered, offset, replayed, reason? }`. `recovered: false` (no
 //!   offset, an offset this server did not give that user, or events older than [`WINDOW`]
 //!   missed) means: reload through REST, then go on from `offset`, the user's newest.
+//! - Each offset reaches a socket once, also when events commit while it reconnects: the
+//!   plan is read with the user's feed row locked ([`Plan::read`] with `lock`), and under that
+//!   lock the socket joins the [`skip_room`] of each event it is replayed, which every live copy
+//!   of that event passes by, and then its user's room. Events up to the plan's head come only
+//!   replayed; later ones commit after the lock is released, so they come only live, and after
+//!   the replay queued under the lock.
 //!
 //! Why a per-user log with a counter rather than the tables' time-sortable ids
 //! (`secrets::new_time_id`): an id is drawn before its transaction commits, so a message with an

@@ -15,7 +15,8 @@ pub struct Message {
     pub receiver_id: String,
     /// Empty once the message is deleted.
     pub content: String,
-    /// The attachment's `url` (`/v1/attachments/{id}`); None once the message is deleted.
+    /// The attachment's `url` (`/v1/attachments/{id}`, absolute on `http.public_url` when that
+    /// was set when the message was sent); None once the message is deleted.
     pub media_url: Option<String>,
     /// "image", "audio" or "video" when the message has an attachment.
     pub media_type: Option<String>,
@@ -62,7 +63,8 @@ impl MediaType {
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub id: String,
-    /// A path on the API's origin, `/v1/attachments/{id}`.
+    /// `/v1/attachments/{id}`: a path on the API's origin, or an absolute URL on the control
+    /// plane's `http.public_url` when that is set.
     pub url: String,
     pub media_type: MediaType,
     /// The type it was uploaded and is served as, e.g. "image/png".
