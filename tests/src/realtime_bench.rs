@@ -1,9 +1,9 @@
 //! Helpers of the realtime benchmarks (`bench-realtime`, `bench-live-chat`): their knobs, end
 //! users made and their tokens minted through the API in parallel, the CPU of PostgreSQL's
-//! backends, and the open-file limit raised for thousands of sockets.
+//! backends, the open-file limit raised for thousands of sockets, and the Node.js peer.
 
 use crate::bench::tree_cpu_seconds;
-use crate::db::postgres_admin_url;
+use crate::db::{Backend, TestDb, postgres_admin_url};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::collections::HashMap;
@@ -121,4 +121,104 @@ pub async fn mint_users(
         }
     }
     (tokens, kid)
+}
+
+/// What checks the tokens of [`mint_users`]: (the tenant, their `iss`; the secret of the
+/// tenant's managed signing key `kid`, read from Onda's database at `db_url`), so a peer server
+/// accepts the very same tokens.
+pub async fn token_signer(db_url: &str, tokens: &[String], kid: &str) -> (String, String) {
+    use base64::Engine as _;
+    let claims = tokens
+        .first()
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        })
+        .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
+        .unwrap_or_default();
+    let issuer = claims["iss"].as_str().unwrap_or_default().to_string();
+    let mut conn = sqlx::postgres::PgConnection::connect(db_url)
+        .await
+        .expect("Onda's database");
+    let secret: String = sqlx::query_scalar("SELECT secret FROM signing_keys WHERE id = $1")
+        .bind(kid)
+        .fetch_one(&mut conn)
+        .await
+        .expect("the managed signing key");
+    let _ = conn.close().await;
+    (issuer, secret)
+}
+
+/// The Node.js peer (tests/bench/realtime-node/server.mjs: socket.io 4.8 doing the same work)
+/// on a free port over a PostgreSQL database of its own; killed when dropped.
+pub struct NodePeer {
+    child: tokio::process::Child,
+    pub url: String,
+    pub db: TestDb,
+}
+
+impl NodePeer {
+    /// Starts it with the tokens' issuer and secret (see [`token_signer`]); ends the run with a
+    /// sentence when its packages are not installed (the benchmark's script runs `npm ci`).
+    pub async fn start(issuer: &str, secret: &str) -> NodePeer {
+        use tokio::io::AsyncBufReadExt as _;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/realtime-node");
+        if !dir.join("node_modules/socket.io").is_dir() {
+            eprintln!(
+                "{} has no node_modules: run the benchmark's script (it runs npm ci)",
+                dir.display()
+            );
+            std::process::exit(2);
+        }
+        let db = TestDb::new(Backend::Postgres)
+            .await
+            .expect("PostgreSQL for the Node server");
+        let mut child = tokio::process::Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .env("DATABASE_URL", &db.url)
+            .env("JWT_SECRET", secret)
+            .env("JWT_ISSUER", issuer)
+            .env("PORT", "0")
+            .env("NODE_ENV", "production")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let port = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(p) = l.strip_prefix("listening on ") {
+                    return p.trim().to_string();
+                }
+            }
+            panic!("the Node server exited before it listened");
+        })
+        .await
+        .expect("the Node server listens within 30 s");
+        // Keep draining its stdout, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        NodePeer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            db,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the Node server runs")
+    }
+
+    /// The name of its database (for [`pg_backends_cpu`]).
+    pub fn database(&self) -> String {
+        database_name(&self.db.url)
+    }
+}
+
+/// The database's name in a PostgreSQL URL.
+pub fn database_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_string()
 }

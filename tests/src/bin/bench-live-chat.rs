@@ -16,6 +16,10 @@
 //!   tip is then sent again over REST with its idempotency key, as a client retries, and the
 //!   totals are checked exactly against every tip sent: the creator's earnings, every tipper's
 //!   wallet, `GET /v1/ledger/check` (a tip committed twice, or lost, shows here).
+//! - **node** (`BENCH_NODE=0` leaves it out): the room again on the Node.js peer of the realtime
+//!   benchmark (socket.io 4.8, tests/bench/realtime-node) once Onda has stopped, with the same
+//!   viewers, tokens and rate (chat and tips alike as `stream-message`: the peer has no
+//!   ledger), and the ratios of the two in this run.
 //!
 //! The run fails (exit 1) when a connection or a join fails, a message or tip is refused or not
 //! acknowledged, a delivery is lost or duplicated, or a total is off. Run it with
@@ -27,7 +31,9 @@ use onda_tests::bench::{clock_ticks, tree_cpu_seconds, tree_rss_kib};
 use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
-use onda_tests::realtime_bench::{knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile};
+use onda_tests::realtime_bench::{
+    NodePeer, knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile, token_signer,
+};
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -100,6 +106,8 @@ struct Setup {
     stream: String,
     ids: Vec<String>,
     tokens: Vec<String>,
+    /// The tenant's managed signing key, which signed every token.
+    kid: String,
     fee_bps: i64,
 }
 
@@ -135,7 +143,7 @@ async fn setup(cp: &ControlPlane, database: String, k: &Knobs) -> Setup {
     let stream = v["id"].as_str().expect("stream id").to_string();
     let ids: Vec<String> = (0..k.viewers).map(|i| format!("v{i:05}")).collect();
     let t = Instant::now();
-    let (tokens, _) = mint_users(&cp.http, &cp.api, &key, &ids).await;
+    let (tokens, kid) = mint_users(&cp.http, &cp.api, &key, &ids).await;
     println!(
         "{} viewers and tokens made through the API in {:.1} s",
         ids.len(),
@@ -163,6 +171,7 @@ async fn setup(cp: &ControlPlane, database: String, k: &Knobs) -> Setup {
         stream,
         ids,
         tokens,
+        kid,
         fee_bps,
     }
 }
@@ -351,6 +360,73 @@ async fn room(pool: &Pool, k: &Knobs, s: &Setup) -> (Window, u64) {
         acked_in: acked_in + secs,
     };
     (w, warmup_tips + tips)
+}
+
+/// The same room on the Node.js peer (socket.io 4.8, tests/bench/realtime-node), after Onda has
+/// stopped, so each server has the machine to itself: the same viewers with the same tokens,
+/// all in one room (`join-stream`), and the room's whole rate as `stream-message` (chat and tips
+/// alike: the peer has no ledger), each stored in PostgreSQL, then emitted to the room but its
+/// writer's socket and acknowledged, as a platform's own Node server does today.
+async fn node_room(k: &Knobs, tokens: &[String], (issuer, secret): (&str, &str)) -> Window {
+    let node = NodePeer::start(issuer, secret).await;
+    let (pid, database) = (node.pid(), node.database());
+    let pool = Pool::connect(&node.url, tokens, k.ramp).await;
+    let (connected, ..) = pool.wait_answered(Duration::from_secs(90)).await;
+    for i in 0..k.viewers {
+        pool.emit(
+            i,
+            Emit {
+                event: "join-stream",
+                payload: json!({ "streamId": "bench-show" }),
+                stamp: None,
+                stamp_field: "content",
+            },
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.stats.joined.load(Ordering::SeqCst) < k.viewers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "node: {connected} connected, {} in the room",
+        pool.stats.joined.load(Ordering::SeqCst)
+    );
+    let per_sec = k.chat_rate + k.tip_rate;
+    let say = |tag: u32| {
+        move |n: usize| {
+            let e = Emit {
+                event: "stream-message",
+                payload: json!({ "streamId": "bench-show" }),
+                stamp: Some(tag),
+                stamp_field: "content",
+            };
+            (k.sender(n), e)
+        }
+    };
+    let ticks = clock_ticks();
+    pool.stats.measure(2);
+    paced(&pool, k.warmup, per_sec, say(1)).await;
+    let pg0 = pg_backends_cpu(&database, ticks).await;
+    let cpu0 = tree_cpu_seconds(pid, ticks);
+    let gen0 = generator_cpu(pid, ticks);
+    let t0 = Instant::now();
+    paced(&pool, k.seconds, per_sec, say(2)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_s = tree_cpu_seconds(pid, ticks) - cpu0;
+    let gen_cpu_s = generator_cpu(pid, ticks) - gen0;
+    let pg_cpu_s = pg_cpu_since(&pg0, &pg_backends_cpu(&database, ticks).await);
+    let expected = k.seconds * per_sec as u64 * (k.viewers as u64 - 1);
+    let (m, acked_in) = settle(&pool, |_| expected).await;
+    pool.close(Duration::from_secs(30)).await;
+    Window {
+        m,
+        expected,
+        secs,
+        cpu_s,
+        pg_cpu_s,
+        gen_cpu_s,
+        acked_in: acked_in + secs,
+    }
 }
 
 /// The amount of the ledger phase's tip `n` (numbered from 0 in the warm-up and again in the
@@ -555,7 +631,45 @@ async fn bench() -> bool {
         "totals exact and nothing lost or duplicated: {}",
         if ok { "yes" } else { "NO" }
     );
+    if knob("BENCH_NODE", 1) > 0 {
+        let (issuer, secret) = token_signer(&fx.db.url, &s.tokens, &s.kid).await;
+        drop(fx);
+        let n = node_room(&k, &s.tokens, (&issuer, &secret)).await;
+        compare(&r, &n);
+    }
     ok
+}
+
+/// The room on both servers, one after the other in this run, and the ratios.
+fn compare(onda: &Window, node: &Window) {
+    println!(
+        "\n| room, {} s | delivered / expected | deliveries/s | p50 ms | p99 ms | server CPU-s | deliveries per server CPU-s | PostgreSQL CPU-s | generator CPU-s |",
+        onda.secs.round()
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let per_cpu = |w: &Window| w.m.delivered as f64 / w.cpu_s.max(0.001);
+    for (name, w) in [("onda", onda), ("node socket.io 4.8", node)] {
+        let l = &w.m.latencies_ms;
+        println!(
+            "| {name} | {} / {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            w.m.delivered,
+            w.expected,
+            w.m.delivered as f64 / w.secs.max(0.001),
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            w.cpu_s,
+            per_cpu(w),
+            w.pg_cpu_s,
+            w.gen_cpu_s,
+        );
+    }
+    println!(
+        "onda / node: {:.2}x the deliveries per server CPU-second; p99 {:.2}x; node delivered \
+         every message once: {}",
+        per_cpu(onda) / per_cpu(node).max(0.001),
+        percentile(&onda.m.latencies_ms, 0.99) / percentile(&node.m.latencies_ms, 0.99).max(0.001),
+        if node.ok() { "yes" } else { "NO" }
+    );
 }
 
 fn main() {

@@ -27,16 +27,15 @@
 #![forbid(unsafe_code)]
 
 use onda_tests::bench::{clock_ticks, tree_cpu_seconds, tree_rss_kib};
-use onda_tests::db::{Backend, TestDb};
+use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
-use onda_tests::realtime_bench::{self, knob, pg_backends_cpu, pg_cpu_since, raise_nofile};
+use onda_tests::realtime_bench::{
+    self, NodePeer, database_name, knob, pg_backends_cpu, pg_cpu_since, raise_nofile,
+};
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use serde_json::{Value, json};
-use sqlx::Connection as _;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt as _;
 
 const ADMIN: &str = "bench-admin-token-realtime-0123456";
 
@@ -180,28 +179,7 @@ async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
     let key = cp.tenant_key("Bench Creators").await;
     let ids: Vec<String> = (0..n).map(|i| format!("u{i:05}")).collect();
     let (tokens, kid) = realtime_bench::mint_users(&cp.http, &cp.api, &key, &ids).await;
-    // The tenant's id is the tokens' issuer.
-    let claims = tokens
-        .first()
-        .and_then(|t| t.split('.').nth(1))
-        .and_then(|c| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-        })
-        .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
-        .unwrap_or_default();
-    let issuer = claims["iss"].as_str().unwrap_or_default().to_string();
-    let mut conn = sqlx::postgres::PgConnection::connect(&fx.db.url)
-        .await
-        .expect("Onda's database");
-    let secret: String = sqlx::query_scalar("SELECT secret FROM signing_keys WHERE id = $1")
-        .bind(&kid)
-        .fetch_one(&mut conn)
-        .await
-        .expect("the managed signing key");
-    let _ = conn.close().await;
+    let (issuer, secret) = realtime_bench::token_signer(&fx.db.url, &tokens, &kid).await;
     Users {
         ids,
         tokens,
@@ -210,72 +188,14 @@ async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
     }
 }
 
-/// The Node server (tests/bench/realtime-node/server.mjs) on a free port over a database of its
-/// own; killed when dropped.
-struct Node {
-    child: tokio::process::Child,
-    url: String,
-    db: TestDb,
-}
-
-impl Node {
-    async fn start(users: &Users) -> Node {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/realtime-node");
-        if !dir.join("node_modules/socket.io").is_dir() {
-            eprintln!(
-                "{} has no node_modules: run scripts/bench-realtime.sh (it runs npm ci)",
-                dir.display()
-            );
-            std::process::exit(2);
-        }
-        let db = TestDb::new(Backend::Postgres)
-            .await
-            .expect("PostgreSQL for the Node server");
-        let mut child = tokio::process::Command::new("node")
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("DATABASE_URL", &db.url)
-            .env("JWT_SECRET", &users.secret)
-            .env("JWT_ISSUER", &users.issuer)
-            .env("PORT", "0")
-            .env("NODE_ENV", "production")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs");
-        let out = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if let Some(p) = l.strip_prefix("listening on ") {
-                    return p.trim().to_string();
-                }
-            }
-            panic!("the Node server exited before it listened");
-        })
-        .await
-        .expect("the Node server listens within 30 s");
-        // Keep draining its stdout, so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            db,
-        }
+/// The Node peer as a server under test.
+fn node_server(node: &NodePeer) -> Server {
+    Server {
+        name: "node socket.io",
+        url: node.url.clone(),
+        pid: node.pid(),
+        database: node.database(),
     }
-
-    fn server(&self) -> Server {
-        Server {
-            name: "node socket.io",
-            url: self.url.clone(),
-            pid: self.child.id().expect("pid"),
-            database: database_name(&self.db.url),
-        }
-    }
-}
-
-fn database_name(url: &str) -> String {
-    url.rsplit('/').next().unwrap_or_default().to_string()
 }
 
 /// Sends `per_second` stamped messages a second for `secs`, spread evenly, each made by
@@ -643,8 +563,8 @@ async fn bench() -> bool {
     };
     // Onda stops before Node starts: each server has the machine to itself.
     drop(fx);
-    let node = Node::start(&users).await;
-    let node_report = run(&node.server(), &users, &k, true).await;
+    let node = NodePeer::start(&users.issuer, &users.secret).await;
+    let node_report = run(&node_server(&node), &users, &k, true).await;
     drop(node);
 
     print_tables(&k, &[("onda", &onda), ("node socket.io", &node_report)]);
