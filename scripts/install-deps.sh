@@ -20,7 +20,8 @@
 #                                  the chat screenshots show emoji)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
-#                                  (the peer live-video server), protoc, tzdata
+#                                  (the peer live-video server), protoc, tzdata, node and npm
+#                                  (the socket.io peer), perf (scripts/profile-live-chat.sh)
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -42,7 +43,7 @@ case "$target" in
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
-              "/usr/share/zoneinfo/America/New_York:tzdata") ;;
+              "/usr/share/zoneinfo/America/New_York:tzdata" "node:nodejs" "npm:npm" "perf:linux-perf") ;;
   *) echo "usage: $0 dev|test|bench" >&2; exit 2 ;;
 esac
 
