@@ -17,36 +17,26 @@ pub const DEMO_TENANT: &str = "Demo Radio";
 /// The database record (`cluster_facts`) of which tenant is the demo tenant.
 const DEMO_TENANT_FACT: &str = "dev_demo_tenant";
 
-/// Makes sure the demo tenant, a working API key and the demo station exist, reusing what a
-/// previous run made.
-pub(super) async fn ensure_demo(
-    db: &Db,
-    previous: Option<&DevInfo>,
-) -> anyhow::Result<(
-    Tenant,
-    String,
-    onda_shared::api::Station,
-    onda_shared::api::LiveStream,
-)> {
-    let mut tx = db.begin().await?;
+/// The demo tenant, made on the first run and recorded (`DEMO_TENANT_FACT`).
+async fn demo_tenant(tx: &mut db::Conn, previous: Option<&DevInfo>) -> anyhow::Result<Tenant> {
     // The demo tenant is the one a previous run recorded, by id (in the database, or in dev.json
     // for a directory from before that record): a name is no identity, since any tenant may be
     // called "Demo Radio", and neither is being the first tenant.
     let mut remembered = None;
-    let recorded = db::cluster::fact(&mut tx, DEMO_TENANT_FACT).await?;
+    let recorded = db::cluster::fact(&mut *tx, DEMO_TENANT_FACT).await?;
     for id in recorded
         .iter()
         .map(String::as_str)
         .chain(previous.map(|p| p.tenant_id.as_str()))
     {
         if remembered.is_none() && !id.is_empty() {
-            remembered = db::tenants::get(&mut tx, id).await?;
+            remembered = db::tenants::get(&mut *tx, id).await?;
         }
     }
     let tenant = match remembered {
         Some(t) => t,
         None => {
-            let plan = db::plans::get(&mut tx, "plan_premium")
+            let plan = db::plans::get(&mut *tx, "plan_premium")
                 .await?
                 .context("the seed plan plan_premium is missing from the dev database")?;
             let t = Tenant {
@@ -60,12 +50,28 @@ pub(super) async fn ensure_demo(
                 created_at: String::new(),
                 updated_at: String::new(),
             };
-            db::tenants::insert(&mut tx, &t).await?
+            db::tenants::insert(&mut *tx, &t).await?
         }
     };
     if recorded.as_deref() != Some(tenant.id.as_str()) {
-        db::cluster::put_fact(&mut tx, DEMO_TENANT_FACT, &tenant.id).await?;
+        db::cluster::put_fact(&mut *tx, DEMO_TENANT_FACT, &tenant.id).await?;
     }
+    Ok(tenant)
+}
+
+/// Makes sure the demo tenant, a working API key and the demo station exist, reusing what a
+/// previous run made.
+pub(super) async fn ensure_demo(
+    db: &Db,
+    previous: Option<&DevInfo>,
+) -> anyhow::Result<(
+    Tenant,
+    String,
+    onda_shared::api::Station,
+    onda_shared::api::LiveStream,
+)> {
+    let mut tx = db.begin().await?;
+    let tenant = demo_tenant(&mut tx, previous).await?;
     let reusable_key = match previous {
         Some(p) => db::keys::tenant_for_secret(&mut tx, &secrets::sha256_hex(&p.tenant_api_key))
             .await?

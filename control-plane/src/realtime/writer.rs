@@ -140,6 +140,41 @@ async fn commit(db: &Db, public_url: Option<&str>, batch: Vec<Job>) {
     }
 }
 
+/// Whether `out` may be stored (neither user blocked the other, the receiver exists, the
+/// attachment is the sender's own and unsent): its media (url, type) and the sender's name.
+async fn accept(
+    tx: &mut Conn,
+    (out, reach): (&Outgoing, db::messages::Reach),
+    public_url: Option<&str>,
+    now: i64,
+) -> Result<Result<(Option<(String, MediaType)>, String), Refusal>, sqlx::Error> {
+    if let Err(refusal) =
+        super::moderation::unblocked(reach.blocked_by_sender, reach.blocked_by_receiver)
+    {
+        return Ok(Err(refusal));
+    }
+    if !reach.receiver_exists {
+        return Ok(Err(Refusal::new(
+            "not_found",
+            format!("There is no user {:?} to send to.", out.receiver_id),
+        )));
+    }
+    let media = match &out.attachment {
+        Some((id, stated)) => {
+            let sent = sender_attachment(tx, out, id, stated.as_deref(), now).await?;
+            match sent.map(|(id, t)| (db::attachments::public_url(public_url, &id), t)) {
+                Ok(media) => Some(media),
+                Err(refusal) => return Ok(Err(refusal)),
+            }
+        }
+        None => None,
+    };
+    // The sender is connected, so their profile exists; their id stands in if it went
+    // meanwhile.
+    let name = reach.sender_name.unwrap_or_else(|| out.sender_id.clone());
+    Ok(Ok((media, name)))
+}
+
 /// One transaction for `outs`: each message's answer, or the error that undid them all.
 async fn write(
     db: &Db,
@@ -157,37 +192,13 @@ async fn write(
     // (index in outs, id, media url and type, sender's name) of each message to store.
     let mut accepted = Vec::new();
     for (i, (out, reach)) in outs.iter().zip(reaches).enumerate() {
-        answers.push(Err(stopping()));
-        if let Err(refusal) =
-            super::moderation::unblocked(reach.blocked_by_sender, reach.blocked_by_receiver)
-        {
-            answers[i] = Err(refusal);
-            continue;
-        }
-        if !reach.receiver_exists {
-            answers[i] = Err(Refusal::new(
-                "not_found",
-                format!("There is no user {:?} to send to.", out.receiver_id),
-            ));
-            continue;
-        }
-        let media = match &out.attachment {
-            Some((id, stated)) => {
-                let sent = sender_attachment(&mut tx, out, id, stated.as_deref(), now).await?;
-                match sent.map(|(id, t)| (db::attachments::public_url(public_url, &id), t)) {
-                    Ok(media) => Some(media),
-                    Err(refusal) => {
-                        answers[i] = Err(refusal);
-                        continue;
-                    }
-                }
+        match accept(&mut tx, (out, reach), public_url, now).await? {
+            Ok((media, name)) => {
+                answers.push(Err(stopping()));
+                accepted.push((i, crate::secrets::new_time_id("msg", now), media, name));
             }
-            None => None,
-        };
-        // The sender is connected, so their profile exists; their id stands in if it went
-        // meanwhile.
-        let name = reach.sender_name.unwrap_or_else(|| out.sender_id.clone());
-        accepted.push((i, crate::secrets::new_time_id("msg", now), media, name));
+            Err(refusal) => answers.push(Err(refusal)),
+        }
     }
     let new: Vec<db::messages::NewMessage<'_>> = accepted
         .iter()

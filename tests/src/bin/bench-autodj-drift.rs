@@ -16,7 +16,9 @@
 //! Run with `scripts/bench-autodj.sh drift [--seconds N]`, or directly after a release build:
 //! `bench-autodj-drift --seconds 600 [--onda PATH]`.
 
-use onda_tests::bench::{FrameListener, KillTree, arg, make_tracks, release_onda, track_toml};
+use onda_tests::bench::{
+    FrameListener, KillTree, Track, arg, make_tracks, release_onda, track_toml,
+};
 use onda_tests::process::Proc;
 use std::time::{Duration, Instant};
 
@@ -100,15 +102,7 @@ async fn main() -> anyhow::Result<()> {
         tracks.iter().map(|t| t.secs).sum::<u32>(),
         t0.elapsed().as_secs_f64()
     );
-    let config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n\n[media]\ncache_dir = \"{}\"\n\n\
-         [[mounts]]\npath = \"/drift.mp3\"\n\n[[mounts]]\npath = \"/drift.aac\"\n\n\
-         [[autodj]]\nname = \"Drift FM\"\norder = \"sequential\"\n\
-         outputs = [{{ mount = \"/drift.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
-         {{ mount = \"/drift.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n{}",
-        work.path().join("cache").display(),
-        tracks.iter().map(track_toml).collect::<String>()
-    );
+    let config = edge_config(work.path(), &tracks);
     let cfg = work.path().join("edge.toml");
     std::fs::write(&cfg, config)?;
     let cfg = cfg.to_string_lossy().to_string();
@@ -118,6 +112,20 @@ async fn main() -> anyhow::Result<()> {
         &["edge", "--config", &cfg],
     ));
     run(&mut edge.0, seconds).await
+}
+
+/// The standalone edge's configuration: one AutoDJ playing `tracks` in order into an MP3 and
+/// an AAC mount.
+fn edge_config(work: &std::path::Path, tracks: &[Track]) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[media]\ncache_dir = \"{}\"\n\n\
+         [[mounts]]\npath = \"/drift.mp3\"\n\n[[mounts]]\npath = \"/drift.aac\"\n\n\
+         [[autodj]]\nname = \"Drift FM\"\norder = \"sequential\"\n\
+         outputs = [{{ mount = \"/drift.mp3\", format = \"mp3\", bitrate_kbps = 128 }}, \
+         {{ mount = \"/drift.aac\", format = \"aac\", bitrate_kbps = 64 }}]\n\n{}",
+        work.join("cache").display(),
+        tracks.iter().map(track_toml).collect::<String>()
+    )
 }
 
 async fn run(edge: &mut Proc, seconds: u64) -> anyhow::Result<()> {

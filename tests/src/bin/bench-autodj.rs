@@ -296,6 +296,62 @@ fn late_lines(procs: &[Proc]) -> usize {
         .sum()
 }
 
+/// The peer's icecast2 configuration: on `port`, room for `sources` sources, logs in `dir`.
+fn icecast_xml(dir: &Path, port: u16, sources: usize) -> String {
+    format!(
+        r#"<icecast>
+  <location>bench</location><admin>bench@localhost</admin><hostname>127.0.0.1</hostname>
+  <limits><clients>{clients}</clients><sources>{sources}</sources><queue-size>524288</queue-size>
+    <client-timeout>30</client-timeout><header-timeout>15</header-timeout><source-timeout>10</source-timeout>
+    <burst-on-connect>1</burst-on-connect><burst-size>65536</burst-size></limits>
+  <authentication><source-password>hackme</source-password><admin-user>admin</admin-user><admin-password>admin-bench</admin-password></authentication>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <paths><basedir>/usr/share/icecast2</basedir><logdir>{d}</logdir><webroot>/usr/share/icecast2/web</webroot>
+    <adminroot>/usr/share/icecast2/admin</adminroot></paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
+  <security><chroot>0</chroot><changeowner><user>icecast2</user><group>icecast</group></changeowner></security>
+</icecast>"#,
+        clients = sources + 100,
+        d = dir.display()
+    )
+}
+
+/// Writes station `i`'s playlist and Liquidsoap script (one MP3 output per bitrate to icecast2
+/// on `port`) into `dir`; answers the script's path.
+fn liquidsoap_script(
+    dir: &Path,
+    tracks: &[Track],
+    (i, port): (usize, u16),
+    root: bool,
+) -> anyhow::Result<std::path::PathBuf> {
+    let list = dir.join(format!("s{i}.m3u"));
+    let lines: Vec<String> = rotated(tracks, i)
+        .iter()
+        .map(|t| t.file.display().to_string())
+        .collect();
+    std::fs::write(&list, lines.join("\n") + "\n")?;
+    let mut liq = String::new();
+    if root {
+        // Liquidsoap refuses to run as root unless told to (the benchmark may run as root).
+        liq += "settings.init.allow_root.set(true)\n";
+    }
+    liq += &format!(
+        "settings.log.stdout.set(true)\nsettings.log.file.set(false)\nsettings.log.level.set(3)\n\
+         s = mksafe(playlist(mode=\"normal\", reload_mode=\"never\", \"{}\"))\n",
+        list.display()
+    );
+    for kbps in BITRATES {
+        liq += &format!(
+            "output.icecast(%mp3(bitrate={kbps}), host=\"127.0.0.1\", port={port}, \
+             password=\"hackme\", mount=\"{}\", name=\"Station {i}\", s)\n",
+            mount(i, kbps)
+        );
+    }
+    let script = dir.join(format!("s{i}.liq"));
+    std::fs::write(&script, liq)?;
+    Ok(script)
+}
+
 async fn run_liquidsoap(
     work: &Path,
     tracks: &[Track],
@@ -313,22 +369,7 @@ async fn run_liquidsoap(
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let sources = stations * BITRATES.len() + 8;
-    let xml = format!(
-        r#"<icecast>
-  <location>bench</location><admin>bench@localhost</admin><hostname>127.0.0.1</hostname>
-  <limits><clients>{clients}</clients><sources>{sources}</sources><queue-size>524288</queue-size>
-    <client-timeout>30</client-timeout><header-timeout>15</header-timeout><source-timeout>10</source-timeout>
-    <burst-on-connect>1</burst-on-connect><burst-size>65536</burst-size></limits>
-  <authentication><source-password>hackme</source-password><admin-user>admin</admin-user><admin-password>admin-bench</admin-password></authentication>
-  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
-  <paths><basedir>/usr/share/icecast2</basedir><logdir>{d}</logdir><webroot>/usr/share/icecast2/web</webroot>
-    <adminroot>/usr/share/icecast2/admin</adminroot></paths>
-  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
-  <security><chroot>0</chroot><changeowner><user>icecast2</user><group>icecast</group></changeowner></security>
-</icecast>"#,
-        clients = sources + 100,
-        d = dir.display()
-    );
+    let xml = icecast_xml(&dir, port, sources);
     let cfg = dir.join("icecast.xml");
     std::fs::write(&cfg, xml)?;
     let icecast = Proc::external("icecast2", "icecast2", &["-c", &cfg.to_string_lossy()]);
@@ -337,31 +378,7 @@ async fn run_liquidsoap(
     let root = is_root();
     let mut procs = Vec::new();
     for i in 0..stations {
-        let list = dir.join(format!("s{i}.m3u"));
-        let lines: Vec<String> = rotated(tracks, i)
-            .iter()
-            .map(|t| t.file.display().to_string())
-            .collect();
-        std::fs::write(&list, lines.join("\n") + "\n")?;
-        let mut liq = String::new();
-        if root {
-            // Liquidsoap refuses to run as root unless told to (the benchmark may run as root).
-            liq += "settings.init.allow_root.set(true)\n";
-        }
-        liq += &format!(
-            "settings.log.stdout.set(true)\nsettings.log.file.set(false)\nsettings.log.level.set(3)\n\
-             s = mksafe(playlist(mode=\"normal\", reload_mode=\"never\", \"{}\"))\n",
-            list.display()
-        );
-        for kbps in BITRATES {
-            liq += &format!(
-                "output.icecast(%mp3(bitrate={kbps}), host=\"127.0.0.1\", port={port}, \
-                 password=\"hackme\", mount=\"{}\", name=\"Station {i}\", s)\n",
-                mount(i, kbps)
-            );
-        }
-        let script = dir.join(format!("s{i}.liq"));
-        std::fs::write(&script, liq)?;
+        let script = liquidsoap_script(&dir, tracks, (i, port), root)?;
         procs.push(Proc::external(
             &format!("liquidsoap {i}"),
             "liquidsoap",
@@ -479,12 +496,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    print_results(&rows, &notes);
+    Ok(())
+}
+
+/// The table of every attempt, the probes, the notes and the per-station ratios.
+fn print_results(rows: &[Measured], notes: &[String]) {
     println!(
         "| side | stations × mounts | processes | CPU % | CPU % per station | RSS MiB | RSS MiB per station | check listener (rate, frames) | sustained |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mib = |k: u64| k as f64 / 1024.0;
-    for m in &rows {
+    for m in rows {
         let n = m.stations as f64;
         let server = if m.server_rss_kib > 0 {
             format!(
@@ -516,10 +539,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    for m in &rows {
+    for m in rows {
         println!("ffprobe {} {}: {}", m.side, mount(0, 64), m.probe);
     }
-    for n in &notes {
+    for n in notes {
         println!("{n}");
     }
     let onda_row = rows.iter().find(|m| m.side.starts_with("onda"));
@@ -543,5 +566,4 @@ async fn main() -> anyhow::Result<()> {
             if b.sustained { "" } else { ", not sustained" }
         );
     }
-    Ok(())
 }
