@@ -24,6 +24,7 @@
 //! (notification events) ← `events` (the handlers) ← this module (the `Gateway`); `slow`
 //! (sockets that do not read) beside them.
 
+mod bursts;
 mod events;
 mod limits;
 mod meter;
@@ -142,6 +143,8 @@ pub(crate) struct Hub {
     rooms: stream_chat::Rooms,
     /// Streams' viewer counts (none without a cluster: every stream is off the air).
     audience: OnceLock<Audience>,
+    /// Stream rooms' events, emitted in short bursts.
+    bursts: Arc<bursts::Bursts>,
 }
 
 impl Hub {
@@ -150,6 +153,25 @@ impl Hub {
         self.audience
             .get()
             .map_or((0, false), |a| a(stream_id, slug))
+    }
+
+    /// Emits `event` with `body` through `op` in the next burst of the stream room `room`
+    /// (see [`bursts`]), after the room's events queued before it.
+    async fn burst<A: Adapter>(
+        &self,
+        room: &str,
+        op: socketioxide::operators::BroadcastOperators<A>,
+        event: &'static str,
+        body: serde_json::Value,
+    ) {
+        let emit = async move {
+            if let Err(e) = op.emit(event, &body).await {
+                tracing::debug!(error = %e, "{event} not delivered to every socket");
+            }
+        };
+        self.bursts
+            .send(room, Box::new(move || Box::pin(emit)))
+            .await;
     }
 
     /// An emit as it should go: to every replica, or only to this one's sockets when no other
@@ -270,7 +292,9 @@ impl Gateway {
             metrics.message_batch.clone(),
             cfg.public_url.as_deref().map(Arc::from),
         );
+        let stop = CancellationToken::new();
         let hub = Arc::new(Hub {
+            bursts: bursts::Bursts::new(cfg.realtime.room_burst, stop.clone()),
             media,
             connections,
             replica: crate::secrets::new_id("rpl"),
@@ -308,11 +332,7 @@ impl Gateway {
                 (Io::Postgres(io), GatewayLayer::Postgres(layer))
             }
         };
-        let gateway = Gateway {
-            io,
-            hub,
-            stop: CancellationToken::new(),
-        };
+        let gateway = Gateway { io, hub, stop };
         if db.backend() == Backend::Postgres {
             // Others hear of this replica before it accepts a connection; this one hears of
             // others from its LISTEN (and its beats).
@@ -357,7 +377,7 @@ impl Gateway {
     }
 
     /// Sends an event to everyone in a stream's room, on every replica (a tip given over REST
-    /// shows in the chat).
+    /// shows in the chat), in the room's next burst.
     pub async fn to_stream<T: serde::Serialize + ?Sized>(
         &self,
         tenant_id: &str,
@@ -365,7 +385,16 @@ impl Gateway {
         event: &str,
         body: &T,
     ) {
-        self.emit_to(vec![stream_room(tenant_id, stream_id)], event, body)
+        let room = stream_room(tenant_id, stream_id);
+        let body = match serde_json::to_value(body) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(error = %e, "{event} does not encode"),
+        };
+        let (this, to, event) = (self.clone(), room.clone(), event.to_string());
+        let emit = async move { this.emit_to(vec![to], &event, &body).await };
+        self.hub
+            .bursts
+            .send(&room, Box::new(move || Box::pin(emit)))
             .await;
     }
 
