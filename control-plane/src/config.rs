@@ -361,17 +361,12 @@ pub struct RealtimeConfig {
     /// shutdown). A replica killed without a shutdown loses at most this much of each of its
     /// sockets' connection time from billing. `ONDA_REALTIME_USAGE_FLUSH_SECS`.
     pub usage_flush_secs: u64,
-    /// The longest a stream's chat room holds an event so that it goes out with the others of
-    /// the moment in one write per socket (0: each at once). Bounds the delay a burst adds; see
-    /// `realtime::bursts`. `ONDA_REALTIME_ROOM_BURST_MS`.
-    pub room_burst_ms: u64,
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
         RealtimeConfig {
             usage_flush_secs: 60,
-            room_burst_ms: 50,
         }
     }
 }
@@ -380,15 +375,12 @@ impl Default for RealtimeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RealtimeSettings {
     pub usage_flush: std::time::Duration,
-    pub room_burst: std::time::Duration,
 }
 
 impl Default for RealtimeSettings {
     fn default() -> Self {
-        let d = RealtimeConfig::default();
         RealtimeSettings {
-            usage_flush: std::time::Duration::from_secs(d.usage_flush_secs),
-            room_burst: std::time::Duration::from_millis(d.room_burst_ms),
+            usage_flush: std::time::Duration::from_secs(RealtimeConfig::default().usage_flush_secs),
         }
     }
 }
@@ -402,16 +394,8 @@ impl RealtimeConfig {
                 self.usage_flush_secs
             );
         }
-        if self.room_burst_ms > 1000 {
-            invalid!(
-                "realtime.room_burst_ms",
-                "realtime.room_burst_ms = {} must be between 0 and 1000",
-                self.room_burst_ms
-            );
-        }
         Ok(RealtimeSettings {
             usage_flush: std::time::Duration::from_secs(self.usage_flush_secs),
-            room_burst: std::time::Duration::from_millis(self.room_burst_ms),
         })
     }
 }

@@ -24,7 +24,6 @@
 //! (notification events) ← `events` (the handlers) ← this module (the `Gateway`); `slow`
 //! (sockets that do not read) beside them.
 
-mod bursts;
 mod events;
 mod limits;
 mod meter;
@@ -143,8 +142,6 @@ pub(crate) struct Hub {
     rooms: stream_chat::Rooms,
     /// Streams' viewer counts (none without a cluster: every stream is off the air).
     audience: OnceLock<Audience>,
-    /// Stream rooms' events, emitted in short bursts.
-    bursts: Arc<bursts::Bursts>,
 }
 
 impl Hub {
@@ -153,25 +150,6 @@ impl Hub {
         self.audience
             .get()
             .map_or((0, false), |a| a(stream_id, slug))
-    }
-
-    /// Emits `event` with `body` through `op` in the next burst of the stream room `room`
-    /// (see [`bursts`]), after the room's events queued before it.
-    async fn burst<A: Adapter>(
-        &self,
-        room: &str,
-        op: socketioxide::operators::BroadcastOperators<A>,
-        event: &'static str,
-        body: serde_json::Value,
-    ) {
-        let emit = async move {
-            if let Err(e) = op.emit(event, &body).await {
-                tracing::debug!(error = %e, "{event} not delivered to every socket");
-            }
-        };
-        self.bursts
-            .send(room, Box::new(move || Box::pin(emit)))
-            .await;
     }
 
     /// An emit as it should go: to every replica, or only to this one's sockets when no other
@@ -292,9 +270,7 @@ impl Gateway {
             metrics.message_batch.clone(),
             cfg.public_url.as_deref().map(Arc::from),
         );
-        let stop = CancellationToken::new();
         let hub = Arc::new(Hub {
-            bursts: bursts::Bursts::new(cfg.realtime.room_burst, stop.clone()),
             media,
             connections,
             replica: crate::secrets::new_id("rpl"),
@@ -332,7 +308,11 @@ impl Gateway {
                 (Io::Postgres(io), GatewayLayer::Postgres(layer))
             }
         };
-        let gateway = Gateway { io, hub, stop };
+        let gateway = Gateway {
+            io,
+            hub,
+            stop: CancellationToken::new(),
+        };
         if db.backend() == Backend::Postgres {
             // Others hear of this replica before it accepts a connection; this one hears of
             // others from its LISTEN (and its beats).
@@ -377,7 +357,7 @@ impl Gateway {
     }
 
     /// Sends an event to everyone in a stream's room, on every replica (a tip given over REST
-    /// shows in the chat), in the room's next burst.
+    /// shows in the chat).
     pub async fn to_stream<T: serde::Serialize + ?Sized>(
         &self,
         tenant_id: &str,
@@ -385,16 +365,7 @@ impl Gateway {
         event: &str,
         body: &T,
     ) {
-        let room = stream_room(tenant_id, stream_id);
-        let body = match serde_json::to_value(body) {
-            Ok(b) => b,
-            Err(e) => return tracing::warn!(error = %e, "{event} does not encode"),
-        };
-        let (this, to, event) = (self.clone(), room.clone(), event.to_string());
-        let emit = async move { this.emit_to(vec![to], &event, &body).await };
-        self.hub
-            .bursts
-            .send(&room, Box::new(move || Box::pin(emit)))
+        self.emit_to(vec![stream_room(tenant_id, stream_id)], event, body)
             .await;
     }
 

@@ -310,8 +310,7 @@ pub(super) async fn say<A: Adapter>(
     hub.metrics.chat_messages.inc();
     let body = json!({ "streamId": req.stream_id, "message": message });
     let room = stream_room(tenant_id, &req.stream_id);
-    hub.burst(&room, hub.scoped(s.to(room.clone())), "chat-message", body)
-        .await;
+    let _ = hub.scoped(s.to(room)).emit("chat-message", &body).await;
     Ok(protocol::ok(json!({ "message": message })))
 }
 
@@ -445,8 +444,10 @@ pub(super) async fn delete<A: Adapter>(
     drop(conn);
     let body = json!({ "streamId": stream.id, "messageId": message.id });
     let room = stream_room(&tenant.id, &stream.id);
-    let to = hub.scoped(s.to(room.clone()));
-    hub.burst(&room, to, "chat-message-deleted", body).await;
+    let _ = hub
+        .scoped(s.to(room))
+        .emit("chat-message-deleted", &body)
+        .await;
     Ok(protocol::ok(json!({})))
 }
 
@@ -554,25 +555,14 @@ pub(super) async fn sanction<A: Adapter>(
         }
     };
     drop(conn);
-    let everyone = hub.scoped(s.within(room.clone()));
-    // The banned user's sockets leave the room on every replica once the room heard of the
-    // ban (in its burst, after the messages before it): they hear no more of it.
-    let theirs =
-        (what == Sanction::Ban).then(|| hub.scoped(s.within(super::user_room(tenant_id, target))));
-    let leaving = room.clone();
-    let emit = async move {
-        if let Err(e) = everyone.emit(event, &body).await {
-            tracing::debug!(error = %e, "{event} not delivered to every socket");
-        }
-        if let Some(theirs) = theirs
-            && let Err(e) = theirs.leave(leaving).await
-        {
+    let _ = hub.scoped(s.within(room.clone())).emit(event, &body).await;
+    if what == Sanction::Ban {
+        // The banned user's sockets leave the room on every replica: they hear no more of it.
+        let theirs = hub.scoped(s.within(super::user_room(tenant_id, target)));
+        if let Err(e) = theirs.leave(room).await {
             tracing::warn!(error = %e, "realtime: a banned user's sockets did not all leave the room");
         }
-    };
-    hub.bursts
-        .send(&room, Box::new(move || Box::pin(emit)))
-        .await;
+    }
     Ok(protocol::ok(ack))
 }
 
@@ -632,8 +622,7 @@ pub(super) async fn settings<A: Adapter>(
     drop(conn);
     let body = json!({ "streamId": stream.id, "settings": public_settings(&settings) });
     let room = stream_room(tenant_id, &stream.id);
-    let to = hub.scoped(s.to(room.clone()));
-    hub.burst(&room, to, "chat-settings", body).await;
+    let _ = hub.scoped(s.to(room)).emit("chat-settings", &body).await;
     Ok(protocol::ok(json!({ "settings": settings })))
 }
 

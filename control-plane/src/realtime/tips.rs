@@ -67,8 +67,7 @@ pub(super) async fn send_tip<A: Adapter>(
     if let Some(line) = &sent.chat {
         let body = json!({ "streamId": line.stream_id, "message": line });
         let room = super::stream_room(&session.tenant_id, &line.stream_id);
-        let to = hub.scoped(s.within(room.clone()));
-        hub.burst(&room, to, "chat-message", body).await;
+        let _ = hub.scoped(s.within(room)).emit("chat-message", &body).await;
     }
     Ok(protocol::ok(json!({ "tip": sent.tip })))
 }
