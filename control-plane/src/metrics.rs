@@ -28,6 +28,8 @@ pub struct LedgerMetrics {
     /// What fans paid creators, in minor units, by `source` (tip, purchase, subscription) and
     /// `currency`.
     paid: IntCounterVec,
+    /// Tips written by each transaction of the tips' writer.
+    pub tip_batch: prometheus::Histogram,
 }
 
 impl LedgerMetrics {
@@ -64,6 +66,13 @@ impl LedgerMetrics {
                 ),
                 &["source", "currency"],
             )?,
+            tip_batch: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "onda_ledger_tip_batch_size",
+                    "Tips written by each transaction (several when they arrive together)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )?,
         };
         for source in onda_shared::api::LedgerSource::ALL {
             m.transactions.with_label_values(&[source.as_str()]);
@@ -74,6 +83,7 @@ impl LedgerMetrics {
         registry.register(Box::new(m.transactions.clone()))?;
         registry.register(Box::new(m.refusals.clone()))?;
         registry.register(Box::new(m.paid.clone()))?;
+        registry.register(Box::new(m.tip_batch.clone()))?;
         Ok(m)
     }
 

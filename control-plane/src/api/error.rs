@@ -70,6 +70,13 @@ impl From<crate::validate::Invalid> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            // Overload, not a fault: every connection stayed busy for the pool's whole wait.
+            return ApiError::Unavailable {
+                detail: crate::db::POOL_BUSY.to_string(),
+                retry_after_secs: 1,
+            };
+        }
         if let sqlx::Error::Database(db) = &e {
             if db.is_foreign_key_violation() {
                 // A referenced object (a plan, a tenant) was deleted or created concurrently.

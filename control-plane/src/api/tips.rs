@@ -29,6 +29,11 @@ pub(super) fn api_error(r: Refused) -> ApiError {
             detail,
         },
         Refused::Insufficient(m) => ApiError::PaymentRequired(m),
+        Refused::TenantGone(m) => ApiError::Unauthorized(m),
+        Refused::Busy(detail) => ApiError::Unavailable {
+            detail,
+            retry_after_secs: 1,
+        },
         Refused::Database(e) => e.into(),
     }
 }
@@ -42,7 +47,8 @@ pub(super) fn api_error(r: Refused) -> ApiError {
     responses((status = 201, body = Tip), (status = 400, body = Problem),
               (status = 402, body = Problem, description = "The wallet does not hold the amount"),
               (status = 403, body = Problem, description = "Not a user token, the plan has no monetization, or a block between the two"),
-              (status = 404, body = Problem), (status = 422, body = Problem)))]
+              (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 503, body = Problem, description = "Too many tips are waiting to be written: send it again with the same key after Retry-After")))]
 pub async fn create(
     State(st): State<AppState>,
     UserCaller(me): UserCaller,
@@ -54,9 +60,9 @@ pub async fn create(
         .map_err(api_error)?;
     let (IdempotencyKey(key), ApiJson(req)) = (key?, req?);
     let sent = tips::send(
-        &st.db,
+        st.realtime.tips(),
         &st.metrics.ledger,
-        &me.tenant,
+        &me.tenant.id,
         &me.user.id,
         (&key, &req),
     )

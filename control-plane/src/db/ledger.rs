@@ -342,6 +342,368 @@ pub async fn balance(
     .await
 }
 
+/// A payment to write with others by [`post_payments`]: its posting, and the id and time chosen
+/// for its transaction (the caller tells them before the write, in the answer it stores).
+#[derive(Debug, Clone, Copy)]
+pub struct Batched<'a> {
+    pub posting: &'a Posting,
+    pub id: &'a str,
+    pub created_ms: i64,
+}
+
+/// Writes fans' payments (`LedgerSource::is_payment`: a wallet pays earnings and the platform)
+/// many at once, in the caller's transaction and a few statements whatever their count: each is
+/// written, or refused because its wallet does not hold what it takes (None in its place;
+/// nothing of it stays). The rules are [`post`]'s, in bulk:
+///
+/// - Locks in key order, as [`post`] takes them: first the credits of every earnings and the
+///   platform account (one upsert, each account's sum on one of its credit rows, at random),
+///   then the wallets' balance rows (made when missing, then `FOR UPDATE` on PostgreSQL, in key
+///   order; SQLite's write lock already holds everything).
+/// - With the wallets locked, their kept balances (balance row plus credit rows) can only grow
+///   until the commit (a credit row is folded only under its balance row's lock), so
+///   [`ledger::affordable`] decides on them which payments pass, in order. A refused one's
+///   credits are taken back from the rows they went to (already locked by this transaction).
+/// - Each wallet's total is then taken by one conditional statement, as in [`debit`]
+///   (`balance + change >= 0`, the credit rows folded in): a floor that fails there fails the
+///   whole batch, which the caller then writes payment by payment.
+/// - The transactions and their entries are one statement each.
+///
+/// Unlike [`post`], it does not meter the payments: the caller counts them
+/// (`realtime_usage::add_transactions`) in the same transaction, last, after the feeds, the
+/// order the message writer takes those locks in.
+pub async fn post_payments(
+    conn: &mut Conn,
+    tenant: &Tenant,
+    batch: &[Batched<'_>],
+) -> Result<Vec<Option<LedgerTransaction>>, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(b) = batch.iter().find(|b| !b.posting.source.is_payment()) {
+        return Err(sqlx::Error::Protocol(format!(
+            "post_payments writes payments only, not {}",
+            b.posting.source
+        )));
+    }
+    let credits = sums(batch.iter().map(|b| b.posting), |v| v > 0);
+    let shards = credit_all(conn, &tenant.id, &credits, None).await?;
+    let wallets = sums(batch.iter().map(|b| b.posting), |v| v < 0);
+    let accounts: Vec<&str> = wallets.keys().map(String::as_str).collect();
+    let held = lock_kept(conn, &tenant.id, &accounts).await?;
+    let postings: Vec<&Posting> = batch.iter().map(|b| b.posting).collect();
+    let pass = crate::ledger::affordable(&held, &postings);
+    if pass.contains(&false) {
+        let refused = postings
+            .iter()
+            .zip(&pass)
+            .filter(|(_, ok)| !**ok)
+            .map(|(p, _)| *p);
+        let back: BTreeMap<String, i64> = sums(refused, |v| v > 0)
+            .into_iter()
+            .map(|(account, v)| (account, -v))
+            .collect();
+        credit_all(conn, &tenant.id, &back, Some(&shards)).await?;
+    }
+    let taken = sums(
+        postings
+            .iter()
+            .zip(&pass)
+            .filter(|(_, ok)| **ok)
+            .map(|(p, _)| *p),
+        |v| v < 0,
+    );
+    debit_all(conn, &tenant.id, &taken).await?;
+    let written: Vec<&Batched<'_>> = batch
+        .iter()
+        .zip(&pass)
+        .filter(|(_, ok)| **ok)
+        .map(|(b, _)| b)
+        .collect();
+    insert_transactions(conn, tenant, &written).await?;
+    Ok(batch
+        .iter()
+        .zip(pass)
+        .map(|(b, ok)| ok.then(|| transaction(tenant, b)))
+        .collect())
+}
+
+/// The sum of each account's entries that `keep` (by sign), over `postings`.
+fn sums<'a>(
+    postings: impl Iterator<Item = &'a Posting>,
+    keep: impl Fn(i64) -> bool,
+) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for p in postings {
+        for (account, v) in p.entries() {
+            if keep(*v) {
+                *out.entry(account.key()).or_insert(0) += v;
+            }
+        }
+    }
+    out
+}
+
+/// Adds each amount to one credit row of its account (`shards` names the rows, else one at
+/// random each) in one statement; answers the rows used.
+async fn credit_all(
+    conn: &mut Conn,
+    tenant_id: &str,
+    amounts: &BTreeMap<String, i64>,
+    shards: Option<&BTreeMap<String, i64>>,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let amounts: Vec<(&String, i64)> = amounts
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(a, v)| (a, *v))
+        .collect();
+    let mut used = BTreeMap::new();
+    if amounts.is_empty() {
+        return Ok(used);
+    }
+    let rows: Vec<String> = (0..amounts.len())
+        .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ledger_account_credits (tenant_id, account, shard, amount) VALUES {} \
+         ON CONFLICT (tenant_id, account, shard) \
+         DO UPDATE SET amount = ledger_account_credits.amount + excluded.amount",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for (account, v) in amounts {
+        let shard = shards
+            .and_then(|s| s.get(account).copied())
+            .unwrap_or_else(|| i64::from(rand::random::<u8>() % CREDIT_SHARDS));
+        used.insert(account.clone(), shard);
+        q = q.bind(account.as_str()).bind(shard).bind(v);
+    }
+    q.execute(conn).await?;
+    Ok(used)
+}
+
+/// The kept balances of `accounts` (balance row plus credit rows), their balance rows locked
+/// until the caller's transaction ends (on PostgreSQL; made first when missing, so there is a
+/// row to lock).
+async fn lock_kept(
+    conn: &mut Conn,
+    tenant_id: &str,
+    list: &[&str],
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    if list.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let params: Vec<String> = (2..list.len() + 2).map(|i| format!("${i}")).collect();
+    let postgres = conn.backend_name() == "PostgreSQL";
+    if postgres {
+        let rows: Vec<String> = params.iter().map(|p| format!("($1, {p}, 0)")).collect();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO ledger_accounts (tenant_id, account, balance) VALUES {} \
+             ON CONFLICT (tenant_id, account) DO NOTHING",
+            rows.join(", ")
+        ));
+        let mut q = sqlx::query(sql).bind(tenant_id);
+        for a in list {
+            q = q.bind(*a);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let mut kept = BTreeMap::new();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT account, balance FROM ledger_accounts WHERE tenant_id = $1 AND account IN ({}) \
+         ORDER BY account{}",
+        params.join(", "),
+        if postgres { " FOR UPDATE" } else { "" }
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for a in list {
+        q = q.bind(*a);
+    }
+    for r in q.fetch_all(&mut *conn).await? {
+        kept.insert(
+            r.try_get::<String, _>("account")?,
+            r.try_get::<i64, _>("balance")?,
+        );
+    }
+    // Read after the lock: what was credited before it is here.
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT account, CAST(SUM(amount) AS BIGINT) AS credits FROM ledger_account_credits \
+         WHERE tenant_id = $1 AND account IN ({}) GROUP BY account",
+        params.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for a in list {
+        q = q.bind(*a);
+    }
+    for r in q.fetch_all(&mut *conn).await? {
+        *kept.entry(r.try_get::<String, _>("account")?).or_insert(0) +=
+            r.try_get::<i64, _>("credits")?;
+    }
+    Ok(kept)
+}
+
+/// Takes each (negative) amount from its account, its credit rows folded in, under the floor of
+/// [`debit`]: one statement on PostgreSQL, [`debit`] per account on SQLite. A floor that fails
+/// is an error: the caller decided on locked balances, so the batch is not what it was decided
+/// on and is written again payment by payment.
+async fn debit_all(
+    conn: &mut Conn,
+    tenant_id: &str,
+    amounts: &BTreeMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let amounts: Vec<(Account, i64)> = amounts
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(key, v)| {
+            Account::parse(key)
+                .map(|a| (a, *v))
+                .ok_or_else(|| sqlx::Error::Protocol(format!("ledger: no such account {key:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if amounts.is_empty() {
+        return Ok(());
+    }
+    let floor_failed = |account: &str| {
+        sqlx::Error::Protocol(format!(
+            "ledger: {account} held less than the batch was decided on; write it payment by payment"
+        ))
+    };
+    if conn.backend_name() != "PostgreSQL" {
+        for (account, v) in &amounts {
+            debit(conn, tenant_id, account, *v)
+                .await
+                .map_err(|e| match e {
+                    PostError::Insufficient { account, .. } => floor_failed(&account),
+                    PostError::Database(e) => e,
+                })?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..amounts.len())
+        .map(|i| {
+            format!(
+                "(${}, CAST(${} AS BIGINT), ${})",
+                3 * i + 2,
+                3 * i + 3,
+                3 * i + 4
+            )
+        })
+        .collect();
+    // The credit rows deleted are exactly the ones summed into the balance (RETURNING).
+    let sql = sqlx::AssertSqlSafe(format!(
+        "WITH d (account, amount, floored) AS (VALUES {}), \
+         moved AS (DELETE FROM ledger_account_credits c USING d \
+         WHERE c.tenant_id = $1 AND c.account = d.account RETURNING c.account, c.amount), \
+         change AS (SELECT d.account, d.floored, d.amount + CAST(COALESCE((SELECT SUM(m.amount) \
+         FROM moved m WHERE m.account = d.account), 0) AS BIGINT) AS amount FROM d) \
+         UPDATE ledger_accounts a SET balance = a.balance + change.amount FROM change \
+         WHERE a.tenant_id = $1 AND a.account = change.account \
+         AND (change.floored = 0 OR a.balance + change.amount >= 0) RETURNING a.account",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for (account, v) in &amounts {
+        q = q
+            .bind(account.key())
+            .bind(*v)
+            .bind(i64::from(account.floored()));
+    }
+    let done: Vec<String> = q
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get("account"))
+        .collect::<Result<_, _>>()?;
+    if let Some((account, _)) = amounts.iter().find(|(a, _)| !done.contains(&a.key())) {
+        return Err(floor_failed(&account.key()));
+    }
+    Ok(())
+}
+
+/// The rows of `written`'s transactions and entries: one statement each.
+async fn insert_transactions(
+    conn: &mut Conn,
+    tenant: &Tenant,
+    written: &[&Batched<'_>],
+) -> Result<(), sqlx::Error> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..written.len())
+        .map(|i| {
+            let ps: Vec<String> = (0..9).map(|k| format!("${}", 9 * i + k + 3)).collect();
+            format!(
+                "({}, $1, {}, $2, {})",
+                ps[0],
+                ps[1..5].join(", "),
+                ps[5..].join(", ")
+            )
+        })
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ledger_transactions (id, tenant_id, source, user_id, counterparty_id, \
+         amount, currency, reference, reason, refund_of, created_ms) VALUES {}",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(&tenant.id).bind(&tenant.currency);
+    for b in written {
+        let p = b.posting;
+        q = q
+            .bind(b.id)
+            .bind(p.source.as_str())
+            .bind(&p.user_id)
+            .bind(&p.counterparty_id)
+            .bind(p.amount)
+            .bind(&p.reference)
+            .bind(&p.reason)
+            .bind(&p.refund_of)
+            .bind(b.created_ms);
+    }
+    q.execute(&mut *conn).await?;
+    let entries: Vec<(&str, String, i64)> = written
+        .iter()
+        .flat_map(|b| b.posting.entries().iter().map(|(a, v)| (b.id, a.key(), *v)))
+        .collect();
+    let rows: Vec<String> = (0..entries.len())
+        .map(|i| format!("(${}, $1, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ledger_entries (transaction_id, tenant_id, account, amount) VALUES {}",
+        rows.join(", ")
+    ));
+    let mut q = sqlx::query(sql).bind(&tenant.id);
+    for (id, account, v) in entries {
+        q = q.bind(id).bind(account).bind(v);
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
+/// The transaction `b` as written.
+fn transaction(tenant: &Tenant, b: &Batched<'_>) -> LedgerTransaction {
+    let p = b.posting;
+    LedgerTransaction {
+        id: b.id.to_string(),
+        source: p.source,
+        user_id: p.user_id.clone(),
+        counterparty_id: p.counterparty_id.clone(),
+        amount: p.amount,
+        currency: tenant.currency.clone(),
+        reference: p.reference.clone(),
+        reason: p.reason.clone(),
+        refund_of: p.refund_of.clone(),
+        entries: p
+            .entries()
+            .iter()
+            .map(|(a, v)| LedgerEntry {
+                account: a.key(),
+                amount: *v,
+            })
+            .collect(),
+        created_at: super::messages::rfc3339_ms(b.created_ms),
+    }
+}
+
 /// Whether the tenant's ledger has any transaction (its currency is then fixed).
 pub async fn has_transactions(conn: &mut Conn, tenant_id: &str) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("SELECT id FROM ledger_transactions WHERE tenant_id = $1 LIMIT 1")

@@ -35,6 +35,7 @@ pub mod streamers;
 pub mod subscriptions;
 pub mod tenant_history;
 pub mod tenants;
+pub mod tips;
 pub mod usage;
 pub mod users;
 pub mod webhooks;
@@ -367,6 +368,11 @@ pub fn rfc3339(secs: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// What a request that waited in vain for a pooled connection (`sqlx::Error::PoolTimedOut`) is
+/// told: overload, not a fault, so the client is asked to try again.
+pub const POOL_BUSY: &str = "The server is busy: no database connection became free in time. \
+     Send the request again in a moment (with the same Idempotency-Key if it has one).";
 
 /// True when the error is a violated UNIQUE constraint (a name or slug already taken).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -39,7 +39,17 @@ pub async fn add_transaction(
     tenant_id: &str,
     at_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    bump(conn, tenant_id, at_ms, (0, 0, 1)).await
+    add_transactions(conn, tenant_id, at_ms, 1).await
+}
+
+/// Counts `n` payments written together (`db::ledger::post_payments`), like [`add`].
+pub async fn add_transactions(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+    n: u64,
+) -> Result<(), sqlx::Error> {
+    bump(conn, tenant_id, at_ms, (0, 0, n)).await
 }
 
 async fn bump(

@@ -401,6 +401,33 @@ pub fn refund(
     Posting::new(LedgerSource::Refund, &original.user_id, r, header, entries)
 }
 
+/// Which of a batch's postings can be written, in their order (`db::ledger::post_payments`):
+/// each takes from its floored accounts only what `held` (their kept balances) still holds
+/// after the postings before it that pass; one that cannot changes nothing. Credits of the
+/// batch are not counted for later postings (in a batch of payments no account is both paid
+/// and paid from).
+pub fn affordable(held: &BTreeMap<String, i64>, postings: &[&Posting]) -> Vec<bool> {
+    let mut left = held.clone();
+    postings
+        .iter()
+        .map(|p| {
+            let fits = p.entries().iter().all(|(account, v)| {
+                *v >= 0
+                    || !account.floored()
+                    || left.get(&account.key()).copied().unwrap_or(0) + v >= 0
+            });
+            if fits {
+                for (account, v) in p.entries() {
+                    if *v < 0 {
+                        *left.entry(account.key()).or_insert(0) += v;
+                    }
+                }
+            }
+            fits
+        })
+        .collect()
+}
+
 /// Balances as the entries make them: what the kept balances must equal.
 pub fn balances<'a>(entries: impl IntoIterator<Item = (&'a str, i64)>) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();

@@ -165,6 +165,30 @@ fn refunds_are_bounded_by_what_remains() {
     ));
 }
 
+/// A batch pays in order: a wallet pays what it still holds after the payments before it, and a
+/// payment it cannot make changes nothing for the ones after.
+#[test]
+fn a_batch_pays_in_order_what_each_wallet_still_holds() {
+    let pay = |payer: &str, amount| {
+        payment(LedgerSource::Tip, payer, "star", amount, 2_000).expect("payment")
+    };
+    let ps = [
+        pay("ana", 6),
+        pay("ana", 6),
+        pay("bo", 3),
+        pay("ana", 4),
+        pay("cy", 1),
+    ];
+    let held: BTreeMap<String, i64> =
+        [("wallet:ana".to_string(), 10), ("wallet:bo".to_string(), 3)]
+            .into_iter()
+            .collect();
+    let refs: Vec<&Posting> = ps.iter().collect();
+    // ana: 6 of 10, then 6 > 4 left (refused), then 4 of 4; bo: all 3; cy holds nothing.
+    assert_eq!(affordable(&held, &refs), [true, false, true, true, false]);
+    assert_eq!(affordable(&BTreeMap::new(), &[]), Vec::<bool>::new());
+}
+
 proptest! {
     /// Any split of a payment into partial refunds gives back exactly the amount, takes back
     /// exactly the fee, and every posting sums to zero.
@@ -196,6 +220,33 @@ proptest! {
         for p in &all { prop_assert_eq!(sum(p), 0); }
         for (account, v) in b {
             prop_assert_eq!(v, 0, "{} is not back to zero", account);
+        }
+    }
+
+    /// Whatever the balances and the batch, the payments that pass never take a wallet below
+    /// zero, and a payment refused would have.
+    #[test]
+    fn a_batch_never_takes_a_wallet_below_zero(
+        held in proptest::collection::vec(0i64..50, 3),
+        tips in proptest::collection::vec((0usize..3, 1i64..30), 0..20),
+    ) {
+        let names = ["ana", "bo", "cy"];
+        let start: BTreeMap<String, i64> =
+            names.iter().zip(&held).map(|(n, v)| (format!("wallet:{n}"), *v)).collect();
+        let ps: Vec<Posting> = tips
+            .iter()
+            .map(|(who, amount)| payment(LedgerSource::Tip, names[*who], "star", *amount, 2_000).expect("payment"))
+            .collect();
+        let refs: Vec<&Posting> = ps.iter().collect();
+        let pass = affordable(&start, &refs);
+        let mut left = start.clone();
+        for ((who, amount), ok) in tips.iter().zip(&pass) {
+            let w = left.get_mut(&format!("wallet:{}", names[*who])).expect("wallet");
+            prop_assert_eq!(*ok, *w >= *amount);
+            if *ok {
+                *w -= amount;
+            }
+            prop_assert!(*w >= 0);
         }
     }
 

@@ -136,6 +136,8 @@ pub(crate) struct Hub {
     meter: Meter<Sid>,
     /// Where sent messages are stored, several to a transaction under load.
     writer: writer::Writer,
+    /// Where tips are written (over the gateway and the API), several to a transaction.
+    tips: crate::tips::Writer,
     /// Whether other replicas serve the gateway (else emits stay on this one).
     peers: peers::Peers,
     /// Which streams' rooms this replica's sockets are in.
@@ -270,6 +272,7 @@ impl Gateway {
             metrics.message_batch.clone(),
             cfg.public_url.as_deref().map(Arc::from),
         );
+        let tips = crate::tips::Writer::start(db.clone(), ledger.tip_batch.clone());
         let hub = Arc::new(Hub {
             media,
             connections,
@@ -282,6 +285,7 @@ impl Gateway {
             typing: events::TypingTimers::default(),
             meter: Meter::default(),
             writer,
+            tips,
             peers: peers::Peers::default(),
             rooms: stream_chat::Rooms::default(),
             audience: OnceLock::new(),
@@ -529,6 +533,11 @@ impl Gateway {
                 () = tokio::time::sleep(HEARTBEAT) => self.beat().await,
             }
         }
+    }
+
+    /// The writer of tips, which the API's `POST /v1/me/tips` shares with `send-tip`.
+    pub fn tips(&self) -> &crate::tips::Writer {
+        &self.hub.tips
     }
 
     /// Sends events recorded in their users' feeds ([`recovery::record`], in the transaction

@@ -45,6 +45,10 @@ impl Refusal {
 
 /// A storage failure: logged here, told to the client without details.
 pub fn stored(e: &sqlx::Error) -> Refusal {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        // Overload, not a fault: the client may send the same event again.
+        return Refusal::new("busy", crate::db::POOL_BUSY);
+    }
     tracing::error!(error = %e, "realtime: database");
     Refusal::new("internal", "The server could not do this; try again.")
 }

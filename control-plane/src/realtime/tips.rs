@@ -1,11 +1,11 @@
 //! `send-tip`: a tip over the gateway, done by [`crate::tips::send`] exactly as `POST /v1/me/tips`
 //! does it (same rules, same idempotency keys). Acknowledged after the commit with the tip; a
 //! retry with the same `idempotencyKey` gets the same ack and moves nothing. The creator's
-//! devices then hear `notification` and `earnings`.
+//! devices then hear `notification` and `earnings`. A tip the server has no room for now is
+//! refused with `busy` (send it again, same key).
 
 use super::protocol::{self, Refusal, SendTip};
 use super::{Hub, Session, recovery};
-use crate::db;
 use crate::metrics::NotificationSource;
 use crate::tips::{self, Refused};
 use onda_shared::api::CreateTip;
@@ -21,6 +21,8 @@ fn refusal(r: Refused) -> Refusal {
         Refused::Forbidden { code, detail } => Refusal::new(code, detail),
         Refused::Insufficient(m) => Refusal::new("insufficient_funds", m),
         Refused::KeyConflict(m) => Refusal::new("idempotency_conflict", m),
+        Refused::TenantGone(_) => Refusal::new("unauthorized", "This connection's tenant is gone."),
+        Refused::Busy(m) => Refusal::new("busy", m),
         Refused::Database(e) => protocol::stored(&e),
     }
 }
@@ -39,12 +41,6 @@ pub(super) async fn send_tip<A: Adapter>(
             crate::ledger::MAX_IDEMPOTENCY_KEY
         )));
     }
-    let mut conn = hub.db.conn().await.map_err(|e| protocol::stored(&e))?;
-    let tenant = db::tenants::get(&mut conn, &session.tenant_id)
-        .await
-        .map_err(|e| protocol::stored(&e))?
-        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
-    drop(conn);
     let tip = CreateTip {
         creator_id: req.creator_id,
         amount: req.amount,
@@ -52,9 +48,9 @@ pub(super) async fn send_tip<A: Adapter>(
         stream_id: req.stream_id,
     };
     let sent = tips::send(
-        &hub.db,
+        &hub.tips,
         &hub.ledger,
-        &tenant,
+        &session.tenant_id,
         &session.user_id,
         (&req.idempotency_key, &tip),
     )

@@ -8,23 +8,27 @@
 //! transaction: either all of it is committed or nothing is. The caller pushes the recorded
 //! events after the commit.
 //!
+//! Tips that arrive together share that transaction ([`writer`]: group commit, a few
+//! statements for the whole batch, [`batch`]), each with its own answer: one tip's refusal
+//! never touches another's. A tip the server cannot queue (too many waiting) is refused as
+//! [`Refused::Busy`], which says to try again with the same key.
+//!
 //! Idempotency: the key is stored under one route name for both transports with a hash of the
 //! payer and the request, so a retry with the same key, over either, answers the stored tip and
 //! moves nothing; the same key with another tip is refused. A refused tip stores nothing.
 
+mod batch;
+mod writer;
+
+pub use writer::Writer;
+
 use crate::chat;
-use crate::db::{self, Db, ledger::PostError, ledger::StoredAnswer};
-use crate::ledger::{self, Account};
+use crate::db::{self, ledger::StoredAnswer};
+use crate::ledger;
 use crate::metrics::LedgerMetrics;
-use crate::notifications;
-use crate::realtime::protocol::NOTIFICATION;
-use crate::realtime::recovery::{self, Entry, Recorded};
+use crate::realtime::recovery::Recorded;
 use crate::users;
-use crate::webhooks;
-use onda_shared::api::{
-    ChatMessage, ChatMessageKind, CreateTip, LedgerSource, Tenant, Tip, WebhookEventType,
-};
-use serde_json::json;
+use onda_shared::api::{ChatMessage, CreateTip, LedgerSource, Tenant, Tip};
 
 /// The longest tip message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 200;
@@ -52,8 +56,40 @@ pub enum Refused {
     /// The key was used for another request.
     #[error("{0}")]
     KeyConflict(String),
+    /// The payer's tenant is gone (deleted while they were connected).
+    #[error("{0}")]
+    TenantGone(String),
+    /// Too many tips are waiting to be written (or the server is stopping): nothing was done,
+    /// and the same request with the same key may be sent again.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+impl Refused {
+    /// The refusal of a tip from a tenant whose plan has no monetization.
+    fn not_monetized(tenant: &Tenant) -> Refused {
+        Refused::Forbidden {
+            code: "forbidden",
+            detail: format!(
+                "The tenant's plan {:?} does not include monetization (the plan feature \
+                 `monetization`), so its users cannot tip or request payouts.",
+                tenant.plan_id
+            ),
+        }
+    }
+}
+
+/// A tip to write: who pays, in which tenant, under which key, and the hash of the request
+/// stored with the key.
+#[derive(Debug, Clone)]
+struct Queued {
+    tenant_id: String,
+    payer: String,
+    key: String,
+    req: CreateTip,
+    hash: String,
 }
 
 /// A tip done (or found done under its key): the tip, whether it is a replay, and the events to
@@ -71,14 +107,7 @@ pub struct Sent {
 pub async fn monetized(conn: &mut db::Conn, tenant: &Tenant) -> Result<(), Refused> {
     match db::plans::get(conn, &tenant.plan_id).await? {
         Some(p) if p.features.monetization => Ok(()),
-        _ => Err(Refused::Forbidden {
-            code: "forbidden",
-            detail: format!(
-                "The tenant's plan {:?} does not include monetization (the plan feature \
-                 `monetization`), so its users cannot tip or request payouts.",
-                tenant.plan_id
-            ),
-        }),
+        _ => Err(Refused::not_monetized(tenant)),
     }
 }
 
@@ -117,15 +146,24 @@ fn refusal_reason(r: &Refused) -> Option<&'static str> {
 }
 
 /// Tips `req.creator_id` from `payer`'s wallet under the idempotency `key` (see the module's
-/// documentation). Counts the transaction or the refusal in `metrics`.
+/// documentation), through the tenant's `writer`. Counts the transaction or the refusal in
+/// `metrics`.
 pub async fn send(
-    db: &Db,
+    writer: &Writer,
     metrics: &LedgerMetrics,
-    tenant: &Tenant,
+    tenant_id: &str,
     payer: &str,
     (key, req): (&str, &CreateTip),
 ) -> Result<Sent, Refused> {
-    let done = attempt(db, tenant, payer, key, req).await;
+    let body = serde_json::to_string(req).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let tip = Queued {
+        tenant_id: tenant_id.to_string(),
+        payer: payer.to_string(),
+        key: key.to_string(),
+        req: req.clone(),
+        hash: crate::secrets::sha256_hex(&format!("{ROUTE}\n{payer}\n{body}")),
+    };
+    let done = writer.send(tip).await;
     match &done {
         Ok(s) if !s.replayed => {
             metrics.transaction(LedgerSource::Tip);
@@ -139,51 +177,6 @@ pub async fn send(
         }
     }
     done
-}
-
-async fn attempt(
-    db: &Db,
-    tenant: &Tenant,
-    payer: &str,
-    key: &str,
-    req: &CreateTip,
-) -> Result<Sent, Refused> {
-    monetized(&mut *db.conn().await?, tenant).await?;
-    check(payer, req)?;
-    let body = serde_json::to_string(req).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let hash = crate::secrets::sha256_hex(&format!("{ROUTE}\n{payer}\n{body}"));
-    let mut tx = db.begin().await?;
-    if let Some(stored) = db::ledger::idempotent_answer(&mut tx, &tenant.id, key).await? {
-        return replay(key, &stored, &hash);
-    }
-    let mut answer = StoredAnswer {
-        route: ROUTE.to_string(),
-        request_hash: hash,
-        status: 0,
-        body: String::new(),
-    };
-    if let Err(e) = db::ledger::store_answer(&mut tx, &tenant.id, key, &answer).await {
-        if !db::is_unique_violation(&e) {
-            return Err(e.into());
-        }
-        // A concurrent request with this key committed while we waited: answer what it stored.
-        drop(tx);
-        let stored = db::ledger::idempotent_answer(&mut *db.conn().await?, &tenant.id, key)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        return replay(key, &stored, &answer.request_hash);
-    }
-    let (tip, recorded, chat) = pay(&mut tx, tenant, payer, req).await?;
-    answer.status = 201;
-    answer.body = serde_json::to_string(&tip).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    db::ledger::complete_answer(&mut tx, &tenant.id, key, &answer).await?;
-    tx.commit().await?;
-    Ok(Sent {
-        tip,
-        replayed: false,
-        recorded,
-        chat,
-    })
 }
 
 fn replay(key: &str, stored: &StoredAnswer, hash: &str) -> Result<Sent, Refused> {
@@ -201,125 +194,6 @@ fn replay(key: &str, stored: &StoredAnswer, hash: &str) -> Result<Sent, Refused>
         recorded: Vec::new(),
         chat: None,
     })
-}
-
-/// The tip's writes, in the caller's transaction: the checks that need the creator, the
-/// posting, the message, its line in the stream's chat, the webhook event and the creator's
-/// notification and earnings event.
-async fn pay(
-    tx: &mut db::Conn,
-    tenant: &Tenant,
-    payer: &str,
-    req: &CreateTip,
-) -> Result<(Tip, Vec<Recorded>, Option<ChatMessage>), Refused> {
-    let creator = db::users::get(tx, &tenant.id, &req.creator_id)
-        .await?
-        .ok_or_else(|| Refused::NotFound(format!("There is no user {:?}.", req.creator_id)))?;
-    if !creator.creator {
-        return Err(Refused::Invalid(format!(
-            "User {:?} is not a creator: only creators can be tipped.",
-            creator.id
-        )));
-    }
-    if req.amount < creator.tip_minimum {
-        return Err(Refused::Invalid(format!(
-            "amount = {} is under {:?}'s minimum tip of {} minor units.",
-            req.amount, creator.id, creator.tip_minimum
-        )));
-    }
-    if let Some(stream) = &req.stream_id {
-        in_chat(tx, tenant, (payer, &creator.id), stream).await?;
-    }
-    let (i_blocked, they_blocked) =
-        db::moderation::between(tx, &tenant.id, payer, &creator.id).await?;
-    if i_blocked || they_blocked {
-        return Err(Refused::Forbidden {
-            code: "blocked",
-            detail: if they_blocked {
-                "This user does not accept tips from you.".to_string()
-            } else {
-                "You blocked this user: unblock them (unblock-user) to tip them.".to_string()
-            },
-        });
-    }
-    let posting = ledger::payment(
-        LedgerSource::Tip,
-        payer,
-        &creator.id,
-        req.amount,
-        tenant.platform_fee_bps,
-    )
-    .map_err(|e| Refused::Invalid(e.to_string()))?;
-    let t = db::ledger::post(tx, tenant, &posting)
-        .await
-        .map_err(|e| match e {
-            PostError::Insufficient { .. } => Refused::Insufficient(format!(
-                "Your wallet holds less than the {} this tip takes; nothing was moved.",
-                req.amount
-            )),
-            PostError::Database(e) => Refused::Database(e),
-        })?;
-    let fee = t
-        .entries
-        .iter()
-        .find(|e| e.account == Account::Platform.key())
-        .map_or(0, |e| e.amount);
-    db::ledger::insert_tip(tx, &tenant.id, &t.id, &req.message).await?;
-    let chat = match &req.stream_id {
-        Some(stream_id) => {
-            let line = db::stream_chat::NewChatMessage {
-                id: &crate::secrets::new_time_id("chm", db::now_millis()),
-                tenant_id: &tenant.id,
-                stream_id,
-                creator_id: &creator.id,
-                user_id: payer,
-                kind: ChatMessageKind::Tip,
-                content: &req.message,
-                tip: Some((t.amount, &t.id)),
-                created_ms: db::now_millis(),
-            };
-            Some(db::stream_chat::insert(tx, &line).await?)
-        }
-        None => None,
-    };
-    let tip = Tip {
-        id: t.id,
-        sender_id: payer.to_string(),
-        creator_id: creator.id.clone(),
-        amount: t.amount,
-        fee,
-        net: t.amount - fee,
-        currency: t.currency,
-        message: req.message.clone(),
-        created_at: t.created_at,
-    };
-    // The tenant's endpoints, read once for both events of the tip.
-    let outbox = webhooks::Outbox::load(tx, &tenant.id).await?;
-    outbox
-        .enqueue(tx, WebhookEventType::TipCreated, &tip)
-        .await?;
-    let sender = db::users::get(tx, &tenant.id, payer)
-        .await?
-        .map_or_else(|| payer.to_string(), |u| u.display_name);
-    let content = notifications::for_tip(&sender, &tip);
-    let push =
-        notifications::store_with(tx, &outbox, &creator.id, &content, db::now_millis()).await?;
-    let earnings =
-        db::ledger::balance(tx, &tenant.id, &Account::Earnings(creator.id.clone())).await?;
-    let recorded = recovery::record(
-        tx,
-        &tenant.id,
-        vec![
-            Entry::new(&creator.id, NOTIFICATION, json!(push)),
-            Entry::new(
-                &creator.id,
-                EARNINGS_EVENT,
-                json!({ "currency": tip.currency, "earnings": earnings, "tipId": tip.id }),
-            ),
-        ],
-    )
-    .await?;
-    Ok((tip, recorded, chat))
 }
 
 /// A tip given in a stream's chat: the stream is the creator's, and the tipper may be in its
