@@ -33,6 +33,14 @@ impl Refusal {
         Refusal::new("invalid_payload", message)
     }
 
+    /// The server is overloaded and did nothing: send the same event again in a second.
+    pub fn busy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            retry_after_ms: Some(1000),
+            ..Refusal::new("busy", message)
+        }
+    }
+
     /// The error ack: `{ error: { code, message[, retryAfterMs] } }`.
     pub fn ack(&self) -> Value {
         let mut error = json!({ "code": self.code, "message": self.message });
@@ -47,7 +55,7 @@ impl Refusal {
 pub fn stored(e: &sqlx::Error) -> Refusal {
     if matches!(e, sqlx::Error::PoolTimedOut) {
         // Overload, not a fault: the client may send the same event again.
-        return Refusal::new("busy", crate::db::POOL_BUSY);
+        return Refusal::busy(crate::db::POOL_BUSY);
     }
     tracing::error!(error = %e, "realtime: database");
     Refusal::new("internal", "The server could not do this; try again.")
@@ -186,6 +194,14 @@ pub fn ok(fields: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_timeout_is_busy_and_says_when_to_retry() {
+        let busy = stored(&sqlx::Error::PoolTimedOut);
+        assert_eq!((busy.code, busy.retry_after_ms), ("busy", Some(1000)));
+        assert!(busy.message.contains("again"), "{}", busy.message);
+        assert_eq!(stored(&sqlx::Error::RowNotFound).code, "internal");
+    }
 
     #[test]
     fn payloads_are_checked_strictly() {

@@ -22,7 +22,7 @@ fn refusal(r: Refused) -> Refusal {
         Refused::Insufficient(m) => Refusal::new("insufficient_funds", m),
         Refused::KeyConflict(m) => Refusal::new("idempotency_conflict", m),
         Refused::TenantGone(_) => Refusal::new("unauthorized", "This connection's tenant is gone."),
-        Refused::Busy(m) => Refusal::new("busy", m),
+        Refused::Busy(m) => Refusal::busy(m),
         Refused::Database(e) => protocol::stored(&e),
     }
 }

@@ -626,6 +626,27 @@ async fn bench() -> bool {
             if p99 < 150.0 { "met" } else { "NOT met" }
         );
     }
+    // How the tips' writer grouped the tips of both phases (its batches, from /metrics).
+    let metrics = match fx.cp.http.get(format!("{}/metrics", s.api)).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (tips, transactions) = (
+        series("onda_ledger_tip_batch_size_sum"),
+        series("onda_ledger_tip_batch_size_count"),
+    );
+    if transactions > 0.0 {
+        println!(
+            "onda wrote {tips} tips in {transactions} transactions ({:.1} a transaction)",
+            tips / transactions
+        );
+    }
     let (answered, replayed) = retry_ledger(&fx.cp.http, &s, &k).await;
     let all = ((k.warmup + k.ledger_seconds) as usize) * k.ledger_rate;
     println!(
