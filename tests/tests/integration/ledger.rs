@@ -5,6 +5,9 @@
 //! earnings below zero, kept balances equal the ones recomputed from entries, and the totals the
 //! driver expects); and 50 spends at once from one wallet, of which exactly
 //! floor(balance / price) succeed; and a second refund of one transaction waiting for the first.
+//! Payments written in batches (`db::ledger::post_payments`, the tips' writer): each wallet pays
+//! in the batch's order what it still holds, and batches and single postings at once from one
+//! wallet never overdraw it.
 
 use onda_control_plane::db::{self, Db, ledger::PostError};
 use onda_control_plane::ledger::{self, Account};
@@ -18,6 +21,8 @@ on_both_backends!(
     random_operations_keep_the_invariants,
     fifty_spends_at_once_never_overdraw,
     a_second_refund_waits_for_the_first,
+    a_batch_of_payments_pays_in_order_what_each_wallet_holds,
+    batches_and_single_spends_at_once_never_overdraw,
 );
 
 async fn tenant(db: &Db, fee_bps: u32) -> Tenant {
@@ -344,5 +349,134 @@ async fn a_second_refund_waits_for_the_first(b: Backend) {
         100,
         "the second sees the first's refund"
     );
+    db.close().await;
+}
+
+/// Posts `postings` as one batch in a transaction of its own: which were written.
+async fn post_batch(db: &Db, t: &Tenant, postings: &[ledger::Posting]) -> Vec<bool> {
+    let ids: Vec<String> = postings
+        .iter()
+        .map(|_| format!("txn_batch{}", rand::random::<u64>()))
+        .collect();
+    let batch: Vec<db::ledger::Batched<'_>> = postings
+        .iter()
+        .zip(&ids)
+        .map(|(posting, id)| db::ledger::Batched {
+            posting,
+            id,
+            created_ms: db::now_millis(),
+        })
+        .collect();
+    let mut tx = db.begin().await.expect("begin");
+    let written = db::ledger::post_payments(&mut tx, t, &batch)
+        .await
+        .expect("batch");
+    tx.commit().await.expect("commit");
+    for (w, id) in written.iter().zip(&ids) {
+        if let Some(w) = w {
+            assert_eq!(&w.id, id, "the transaction keeps the id chosen for it");
+        }
+    }
+    written.iter().map(Option::is_some).collect()
+}
+
+fn tip(payer: &str, amount: i64) -> ledger::Posting {
+    ledger::payment(LedgerSource::Tip, payer, "star", amount, 2000).expect("tip")
+}
+
+async fn a_batch_of_payments_pays_in_order_what_each_wallet_holds(b: Backend) {
+    let Some(test_db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 5).await.expect("db");
+    let t = tenant(&db, 2000).await;
+    for (fan, amount) in [("ana", 100), ("bo", 10)] {
+        let credit = ledger::credit(fan, amount, "psp").expect("credit");
+        post(&db, &t, &credit).await.expect("credit");
+    }
+    // ana: 30, 50, then 30 > 20 left (refused), then 20; bo: 6, then 6 > 4 left (refused); cy
+    // has no wallet at all.
+    let batch = [
+        tip("ana", 30),
+        tip("bo", 6),
+        tip("ana", 50),
+        tip("bo", 6),
+        tip("ana", 30),
+        tip("cy", 5),
+        tip("ana", 20),
+    ];
+    let written = post_batch(&db, &t, &batch).await;
+    assert_eq!(written, [true, true, true, false, false, false, true]);
+    let paid = 30 + 6 + 50 + 20;
+    let expected: BTreeMap<String, i64> = [
+        ("wallet:ana", 0),
+        ("wallet:bo", 4),
+        ("wallet:cy", 0),
+        // 20 % of each tip to the platform, the rest to the creator.
+        ("earnings:star", 24 + 5 + 40 + 16),
+        ("platform", 6 + 1 + 10 + 4),
+        ("external", -110),
+    ]
+    .into_iter()
+    .map(|(a, v)| (a.to_string(), v))
+    .collect();
+    assert_eq!(expected["earnings:star"] + expected["platform"], paid);
+    assert_consistent(&db, &t, &expected, "the batch").await;
+    let mut c = db.conn().await.expect("conn");
+    let check = db::ledger::check(&mut c, &t.id).await.expect("check");
+    assert_eq!(
+        check.transactions,
+        2 + 4,
+        "two credits and the four tips written"
+    );
+    drop(c);
+    // A batch where no one can pay writes nothing.
+    assert_eq!(
+        post_batch(&db, &t, &[tip("ana", 1), tip("bo", 5)]).await,
+        [false, false]
+    );
+    assert_consistent(&db, &t, &expected, "a batch refused whole").await;
+    db.close().await;
+}
+
+async fn batches_and_single_spends_at_once_never_overdraw(b: Backend) {
+    let Some(test_db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 20).await.expect("db");
+    let t = tenant(&db, 2000).await;
+    let credit = ledger::credit("fan", 1_000, "psp").expect("credit");
+    post(&db, &t, &credit).await.expect("credit");
+    // Eight batches of five tips of 30 and ten single tips of 30 at once: 50 tips, and the
+    // wallet pays for 33 of them.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (db, t) = (db.clone(), t.clone());
+        set.spawn(async move {
+            let batch: Vec<ledger::Posting> = (0..5).map(|_| tip("fan", 30)).collect();
+            post_batch(&db, &t, &batch).await
+        });
+    }
+    for _ in 0..10 {
+        let (db, t) = (db.clone(), t.clone());
+        set.spawn(async move { vec![post(&db, &t, &tip("fan", 30)).await.is_ok()] });
+    }
+    let won = set
+        .join_all()
+        .await
+        .iter()
+        .flatten()
+        .filter(|ok| **ok)
+        .count() as i64;
+    assert_eq!(won, 1_000 / 30, "exactly floor(1000 / 30) tips are written");
+    let expected: BTreeMap<String, i64> = [
+        ("wallet:fan", 1_000 - won * 30),
+        ("earnings:star", won * 24),
+        ("platform", won * 6),
+    ]
+    .into_iter()
+    .map(|(a, v)| (a.to_string(), v))
+    .collect();
+    assert_consistent(&db, &t, &expected, "the burst").await;
     db.close().await;
 }
