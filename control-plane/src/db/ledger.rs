@@ -358,8 +358,8 @@ pub struct Batched<'a> {
 ///
 /// - Locks in key order, as [`post`] takes them: first the credits of every earnings and the
 ///   platform account (one upsert, each account's sum on one of its credit rows, at random),
-///   then the wallets' balance rows (made when missing, then `FOR UPDATE` on PostgreSQL, in key
-///   order; SQLite's write lock already holds everything).
+///   then the wallets' balance rows (`FOR UPDATE` on PostgreSQL, in key order, made first when
+///   missing; SQLite's write lock already holds everything).
 /// - With the wallets locked, their kept balances (balance row plus credit rows) can only grow
 ///   until the commit (a credit row is folded only under its balance row's lock), so
 ///   [`ledger::affordable`] decides on them which payments pass, in order. A refused one's
@@ -482,9 +482,9 @@ async fn credit_all(
     Ok(used)
 }
 
-/// The kept balances of `accounts` (balance row plus credit rows), their balance rows locked
-/// until the caller's transaction ends (on PostgreSQL; made first when missing, so there is a
-/// row to lock).
+/// The kept balances of `list` (balance row plus credit rows), their balance rows locked until
+/// the caller's transaction ends (on PostgreSQL; rows that are missing, a wallet never debited,
+/// are made and then locked, so there is a row to lock).
 async fn lock_kept(
     conn: &mut Conn,
     tenant_id: &str,
@@ -493,39 +493,31 @@ async fn lock_kept(
     if list.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let params: Vec<String> = (2..list.len() + 2).map(|i| format!("${i}")).collect();
     let postgres = conn.backend_name() == "PostgreSQL";
-    if postgres {
-        let rows: Vec<String> = params.iter().map(|p| format!("($1, {p}, 0)")).collect();
+    let mut kept = balance_rows(conn, tenant_id, list, postgres).await?;
+    if postgres && kept.len() < list.len() {
+        let missing: Vec<&str> = list
+            .iter()
+            .copied()
+            .filter(|a| !kept.contains_key(*a))
+            .collect();
+        let rows: Vec<String> = (0..missing.len())
+            .map(|i| format!("($1, ${}, 0)", i + 2))
+            .collect();
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO ledger_accounts (tenant_id, account, balance) VALUES {} \
              ON CONFLICT (tenant_id, account) DO NOTHING",
             rows.join(", ")
         ));
         let mut q = sqlx::query(sql).bind(tenant_id);
-        for a in list {
+        for a in &missing {
             q = q.bind(*a);
         }
         q.execute(&mut *conn).await?;
-    }
-    let mut kept = BTreeMap::new();
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT account, balance FROM ledger_accounts WHERE tenant_id = $1 AND account IN ({}) \
-         ORDER BY account{}",
-        params.join(", "),
-        if postgres { " FOR UPDATE" } else { "" }
-    ));
-    let mut q = sqlx::query(sql).bind(tenant_id);
-    for a in list {
-        q = q.bind(*a);
-    }
-    for r in q.fetch_all(&mut *conn).await? {
-        kept.insert(
-            r.try_get::<String, _>("account")?,
-            r.try_get::<i64, _>("balance")?,
-        );
+        kept = balance_rows(conn, tenant_id, list, postgres).await?;
     }
     // Read after the lock: what was credited before it is here.
+    let params: Vec<String> = (2..list.len() + 2).map(|i| format!("${i}")).collect();
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT account, CAST(SUM(amount) AS BIGINT) AS credits FROM ledger_account_credits \
          WHERE tenant_id = $1 AND account IN ({}) GROUP BY account",
@@ -540,6 +532,34 @@ async fn lock_kept(
             r.try_get::<i64, _>("credits")?;
     }
     Ok(kept)
+}
+
+/// The balance rows of `list` that exist, locked in key order when `lock`.
+async fn balance_rows(
+    conn: &mut Conn,
+    tenant_id: &str,
+    list: &[&str],
+    lock: bool,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let params: Vec<String> = (2..list.len() + 2).map(|i| format!("${i}")).collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT account, balance FROM ledger_accounts WHERE tenant_id = $1 AND account IN ({}) \
+         ORDER BY account{}",
+        params.join(", "),
+        if lock { " FOR UPDATE" } else { "" }
+    ));
+    let mut q = sqlx::query(sql).bind(tenant_id);
+    for a in list {
+        q = q.bind(*a);
+    }
+    let mut rows = BTreeMap::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        rows.insert(
+            r.try_get::<String, _>("account")?,
+            r.try_get::<i64, _>("balance")?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Takes each (negative) amount from its account, its credit rows folded in, under the floor of
@@ -867,22 +887,6 @@ pub async fn check(conn: &mut Conn, tenant_id: &str) -> Result<LedgerCheck, sqlx
         && out.unbalanced_transactions.is_empty()
         && out.negative_accounts.is_empty();
     Ok(out)
-}
-
-/// Keeps a tip's message beside its transaction (in the tip's database transaction).
-pub async fn insert_tip(
-    conn: &mut Conn,
-    tenant_id: &str,
-    transaction_id: &str,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO ledger_tips (transaction_id, tenant_id, message) VALUES ($1, $2, $3)")
-        .bind(transaction_id)
-        .bind(tenant_id)
-        .bind(message)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// The payments to `creator` made in `[start_ms, end_ms)` and the refunds of such payments made

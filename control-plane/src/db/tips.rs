@@ -1,5 +1,6 @@
 //! The tips' own queries, for tips written many at once (`crate::tips`): what a batch needs to
-//! know before it writes (stored answers, creators, blocks, the payers' names) in one statement,
+//! know before it writes (the plan's monetization, stored answers, creators, blocks, the payers'
+//! names) in one statement,
 //! its idempotency keys claimed in one, and the tips' messages stored in one.
 
 use super::Conn;
@@ -31,18 +32,19 @@ pub struct Facts {
     pub creator_blocks: bool,
 }
 
-/// The facts of each of `asks`, in their order: one statement whatever the count.
+/// Whether the plan `plan_id` includes monetization, and the facts of each of `asks`, in their
+/// order: one statement whatever the count.
 pub async fn facts(
     conn: &mut Conn,
-    tenant_id: &str,
+    (tenant_id, plan_id): (&str, &str),
     asks: &[Ask<'_>],
-) -> Result<Vec<Facts>, sqlx::Error> {
+) -> Result<(bool, Vec<Facts>), sqlx::Error> {
     if asks.is_empty() {
-        return Ok(Vec::new());
+        return Ok((false, Vec::new()));
     }
     let rows: Vec<String> = (0..asks.len())
         .map(|i| {
-            let p = 4 * i + 2;
+            let p = 4 * i + 3;
             format!("(${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
         })
         .collect();
@@ -54,14 +56,15 @@ pub async fn facts(
          (SELECT COUNT(*) FROM user_blocks b WHERE b.tenant_id = $1 \
           AND b.blocker_id = v.payer_id AND b.blocked_id = v.creator_id) AS payer_blocks, \
          (SELECT COUNT(*) FROM user_blocks b WHERE b.tenant_id = $1 \
-          AND b.blocker_id = v.creator_id AND b.blocked_id = v.payer_id) AS creator_blocks \
+          AND b.blocker_id = v.creator_id AND b.blocked_id = v.payer_id) AS creator_blocks, \
+         (SELECT COUNT(*) FROM plans WHERE id = $2 AND feature_monetization <> 0) AS monetized \
          FROM v \
          LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.idem_key = v.idem_key \
          LEFT JOIN end_users c ON c.tenant_id = $1 AND c.id = v.creator_id \
          LEFT JOIN end_users p ON p.tenant_id = $1 AND p.id = v.payer_id",
         rows.join(", ")
     ));
-    let mut q = sqlx::query(sql).bind(tenant_id);
+    let mut q = sqlx::query(sql).bind(tenant_id).bind(plan_id);
     for (i, a) in asks.iter().enumerate() {
         q = q
             .bind(i64::try_from(i).unwrap_or(i64::MAX))
@@ -70,7 +73,9 @@ pub async fn facts(
             .bind(a.payer_id);
     }
     let mut out = vec![Facts::default(); asks.len()];
+    let mut monetized = false;
     for r in q.fetch_all(conn).await? {
+        monetized = r.try_get::<i64, _>("monetized")? > 0;
         let i: i64 = r.try_get("i")?;
         let slot = usize::try_from(i)
             .ok()
@@ -100,7 +105,7 @@ pub async fn facts(
         slot.payer_blocks = r.try_get::<i64, _>("payer_blocks")? > 0;
         slot.creator_blocks = r.try_get::<i64, _>("creator_blocks")? > 0;
     }
-    Ok(out)
+    Ok((monetized, out))
 }
 
 /// Stores each (key, answer) unless its key is taken, in one statement; answers the keys stored

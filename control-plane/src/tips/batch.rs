@@ -1,8 +1,8 @@
 //! One transaction for a batch of tips (see `tips::Writer`): the same rules as a tip alone,
 //! each tip answered on its own, in a few statements per tenant whatever the count:
 //!
-//! 1. the tenant and its plan; then, in one statement, each tip's stored answer, creator, the
-//!    blocks between the two and the payer's name (`db::tips::facts`);
+//! 1. the tenant; then, in one statement, its plan's monetization and each tip's stored answer,
+//!    creator, the blocks between the two and the payer's name (`db::tips::facts`);
 //! 2. the rules, in the order a tip alone meets them (monetization, the request's form, a
 //!    replay, the creator, the stream's chat, blocks), each tip's refusal its own;
 //! 3. the keys of the tips that pass, claimed with their answers in one statement (a key taken
@@ -91,9 +91,6 @@ async fn write_tenant(
             })
             .collect());
     };
-    let monetized = db::plans::get(tx, &tenant.plan_id)
-        .await?
-        .is_some_and(|p| p.features.monetization);
     let asks: Vec<db::tips::Ask<'_>> = tips
         .iter()
         .map(|t| db::tips::Ask {
@@ -102,7 +99,7 @@ async fn write_tenant(
             payer_id: &t.payer,
         })
         .collect();
-    let facts = db::tips::facts(tx, tenant_id, &asks).await?;
+    let (monetized, facts) = db::tips::facts(tx, (tenant_id, &tenant.plan_id), &asks).await?;
     let mut out: Vec<Option<Result<Sent, Refused>>> = tips.iter().map(|_| None).collect();
     let mut paying = Vec::new();
     let created_ms = db::now_millis();
