@@ -669,11 +669,12 @@ async fn bench() -> bool {
         "totals exact and nothing lost or duplicated: {}",
         if ok { "yes" } else { "NO" }
     );
-    if knob("BENCH_NODE", 1) > 0 {
+    // The Node peer has a room only: it runs when Onda's room did.
+    if let Some(r) = r.as_ref().filter(|_| knob("BENCH_NODE", 1) > 0) {
         let (issuer, secret) = token_signer(&fx.db.url, &s.tokens, &s.kid).await;
         drop(fx);
         let n = node_room(&k, &s.tokens, (&issuer, &secret)).await;
-        compare(&r, &n);
+        compare(r, &n);
     }
     ok
 }
