@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod server;
 pub mod stream_sessions;
 pub mod subscriptions;
+pub mod ticker;
 pub mod tips;
 pub mod users;
 pub mod validate;

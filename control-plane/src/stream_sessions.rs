@@ -328,13 +328,8 @@ impl Tracker {
     /// Ticks every [`TICK`] until `stop` is cancelled.
     pub fn spawn(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            let mut ticker = crate::ticker::Ticker::new(TICK, stop);
+            while ticker.next().await {
                 if let Err(e) = self.tick().await {
                     tracing::warn!(error = %e, "stream sessions: tick failed; trying again");
                 }

@@ -286,13 +286,8 @@ impl Renewer {
         stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            let mut ticker = crate::ticker::Ticker::new(every, stop);
+            while ticker.next().await {
                 if let Err(e) = self.run_once().await {
                     tracing::warn!(error = %e, "subscription renewal failed; retrying later");
                 }

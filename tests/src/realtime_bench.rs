@@ -222,3 +222,20 @@ impl NodePeer {
 pub fn database_name(url: &str) -> String {
     url.rsplit('/').next().unwrap_or_default().to_string()
 }
+
+/// A histogram's `_sum` and `_count` in the server's `/metrics` at `api` (0 and 0 when it is not
+/// there, or the server does not answer).
+pub async fn histogram_totals(http: &reqwest::Client, api: &str, name: &str) -> (f64, f64) {
+    let metrics = match http.get(format!("{api}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let series = |suffix: &str| {
+        let series = format!("{name}{suffix}");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (series("_sum"), series("_count"))
+}

@@ -67,13 +67,8 @@ impl Sweeper {
     /// Sweeps every [`interval`] of the grace period until `stop` is cancelled.
     pub fn spawn(self, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval(self.grace));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            let mut ticker = crate::ticker::Ticker::new(interval(self.grace), stop);
+            while ticker.next().await {
                 if let Err(e) = self.run_once().await {
                     tracing::warn!(error = %e, "sweeping unsent attachments failed; retrying later");
                 }

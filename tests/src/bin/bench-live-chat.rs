@@ -33,7 +33,8 @@ use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::realtime_bench::{
-    NodePeer, knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile, token_signer,
+    NodePeer, histogram_totals, knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile,
+    token_signer,
 };
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use reqwest::Method;
@@ -627,20 +628,8 @@ async fn bench() -> bool {
         );
     }
     // How the tips' writer grouped the tips of both phases (its batches, from /metrics).
-    let metrics = match fx.cp.http.get(format!("{}/metrics", s.api)).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    let series = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let (tips, transactions) = (
-        series("onda_ledger_tip_batch_size_sum"),
-        series("onda_ledger_tip_batch_size_count"),
-    );
+    let (tips, transactions) =
+        histogram_totals(&fx.cp.http, &s.api, "onda_ledger_tip_batch_size").await;
     if transactions > 0.0 {
         println!(
             "onda wrote {tips} tips in {transactions} transactions ({:.1} a transaction)",

@@ -523,26 +523,12 @@ async fn bench() -> bool {
         };
         let report = run(&server, &users, &k, false).await;
         // How the gateway's writer grouped the messages (its batches, from /metrics).
-        let metrics = match fx
-            .cp
-            .http
-            .get(format!("{}/metrics", fx.cp.api))
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let series = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let (stored, transactions) = (
-            series("onda_realtime_message_batch_size_sum"),
-            series("onda_realtime_message_batch_size_count"),
-        );
+        let (stored, transactions) = realtime_bench::histogram_totals(
+            &fx.cp.http,
+            &fx.cp.api,
+            "onda_realtime_message_batch_size",
+        )
+        .await;
         if transactions > 0.0 {
             println!(
                 "onda stored {stored} messages in {transactions} transactions ({:.1} a transaction)",
