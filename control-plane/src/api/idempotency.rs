@@ -145,6 +145,16 @@ fn answer_delay() -> std::time::Duration {
     }))
 }
 
+/// Holds an answer whose movement is committed for `ONDA_LEDGER_ANSWER_DELAY_MS` (the test hook
+/// of [`answer_delay`]); nothing when it is unset.
+pub(crate) async fn hold_answer(key: &str) {
+    let delay = answer_delay();
+    if !delay.is_zero() {
+        tracing::info!(key = %key, "committed; holding the answer (test hook)");
+        tokio::time::sleep(delay).await;
+    }
+}
+
 impl Movement {
     /// Stores the answer with the key, commits, and answers.
     pub async fn finish(
@@ -158,11 +168,7 @@ impl Movement {
         self.answer.body = json.clone();
         db::ledger::complete_answer(&mut self.tx, &self.tenant_id, &self.key, &self.answer).await?;
         self.tx.commit().await?;
-        let delay = answer_delay();
-        if !delay.is_zero() {
-            tracing::info!(key = %self.key, "committed; holding the answer (test hook)");
-            tokio::time::sleep(delay).await;
-        }
+        hold_answer(&self.key).await;
         let mut resp = (status, json).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -68,6 +68,9 @@ pub async fn create(
     )
     .await
     .map_err(api_error)?;
+    if !sent.replayed {
+        super::idempotency::hold_answer(&key).await;
+    }
     let mut resp = (StatusCode::CREATED, Json(&sent.tip)).into_response();
     if sent.replayed {
         resp.headers_mut()

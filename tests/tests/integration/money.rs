@@ -19,6 +19,7 @@ on_both_backends!(
     fifty_debits_at_once_through_the_api,
     a_retry_after_sigkill_answers_the_committed_result,
     a_purchase_killed_after_its_commit_is_done_once,
+    a_tip_killed_after_its_commit_is_done_once,
 );
 
 struct Answer {
@@ -834,6 +835,63 @@ async fn a_purchase_killed_after_its_commit_is_done_once(b: Backend) {
     )
     .await;
     assert_eq!(playback.status, 201, "{}", playback.text);
+    let (_, check) = cp
+        .tenant_call(&key, Method::GET, "/v1/ledger/check", None)
+        .await;
+    assert_eq!(check["ok"], json!(true), "{check}");
+}
+
+/// A tip (written by the tips' batch writer) killed between its commit and its answer: the
+/// retry with the key answers the tip, the fan paid once and the creator earned once.
+async fn a_tip_killed_after_its_commit_is_done_once(b: Backend) {
+    let Some((mut fx, key)) = held_answers(b, "Killed tipping").await else {
+        return;
+    };
+    let cp = &fx.cp;
+    let (s, _) = cp
+        .tenant_call(
+            &key,
+            Method::PUT,
+            "/v1/users/star",
+            Some(json!({"display_name": "Star", "creator": true})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, t) = cp
+        .tenant_call(&key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let fan = t["token"].as_str().expect("token").to_string();
+    let (_, me) = cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
+    let fee_bps = me["tenant"]["platform_fee_bps"].as_i64().expect("fee");
+    // The credit's answer is held too: its commit is what the tip needs.
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
+        .bearer_auth(&key)
+        .header("idempotency-key", "credit-fan")
+        .json(&json!({"amount": 1000, "reference": "psp_1"}))
+        .send();
+    let _held = tokio::spawn(credit);
+    committed(&fx, "credit-fan").await;
+    let body = json!({"creatorId": "star", "amount": 250, "message": "encore"});
+    let retry =
+        killed_between_commit_and_answer(&mut fx, &fan, ("/v1/me/tips", "tip-1", &body)).await;
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    assert_eq!(retry.body["amount"], json!(250), "{}", retry.text);
+    let cp = &fx.cp;
+    let (_, wallet) = cp
+        .tenant_call(&key, Method::GET, "/v1/users/fan/wallet", None)
+        .await;
+    assert_eq!(wallet["balance"], json!(750), "paid exactly once: {wallet}");
+    let (_, star) = cp
+        .tenant_call(&key, Method::GET, "/v1/users/star/wallet", None)
+        .await;
+    assert_eq!(
+        star["earnings"],
+        json!(250 - 250 * fee_bps / 10_000),
+        "earned exactly once: {star}"
+    );
     let (_, check) = cp
         .tenant_call(&key, Method::GET, "/v1/ledger/check", None)
         .await;
