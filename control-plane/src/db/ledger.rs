@@ -78,37 +78,26 @@ pub async fn post(
         // The tenant's plan prices its users' payments; counted with the payment, once.
         super::realtime_usage::add_transaction(conn, &tenant.id, created_ms).await?;
     }
-    let mut entries = Vec::with_capacity(p.entries().len());
     for (account, amount) in p.entries() {
-        let key = account.key();
         sqlx::query(
             "INSERT INTO ledger_entries (transaction_id, tenant_id, account, amount) \
              VALUES ($1, $2, $3, $4)",
         )
         .bind(&id)
         .bind(&tenant.id)
-        .bind(&key)
+        .bind(account.key())
         .bind(amount)
         .execute(&mut *conn)
         .await?;
-        entries.push(LedgerEntry {
-            account: key,
-            amount: *amount,
-        });
     }
-    Ok(LedgerTransaction {
-        id,
-        source: p.source,
-        user_id: p.user_id.clone(),
-        counterparty_id: p.counterparty_id.clone(),
-        amount: p.amount,
-        currency: tenant.currency.clone(),
-        reference: p.reference.clone(),
-        reason: p.reason.clone(),
-        refund_of: p.refund_of.clone(),
-        entries,
-        created_at: super::messages::rfc3339_ms(created_ms),
-    })
+    Ok(as_written(
+        tenant,
+        &Batched {
+            posting: p,
+            id: &id,
+            created_ms,
+        },
+    ))
 }
 
 const COLUMNS: &str = "id, source, user_id, counterparty_id, amount, currency, reference, \
@@ -424,7 +413,7 @@ pub async fn post_payments(
     Ok(batch
         .iter()
         .zip(pass)
-        .map(|(b, ok)| ok.then(|| transaction(tenant, b)))
+        .map(|(b, ok)| ok.then(|| as_written(tenant, b)))
         .collect())
 }
 
@@ -699,8 +688,8 @@ async fn insert_transactions(
     Ok(())
 }
 
-/// The transaction `b` as written.
-fn transaction(tenant: &Tenant, b: &Batched<'_>) -> LedgerTransaction {
+/// The transaction `b` of `tenant` as written (by [`post`] or [`post_payments`]).
+fn as_written(tenant: &Tenant, b: &Batched<'_>) -> LedgerTransaction {
     let p = b.posting;
     LedgerTransaction {
         id: b.id.to_string(),
@@ -961,20 +950,23 @@ pub async fn idempotent_answer(
     .bind(key)
     .fetch_optional(conn)
     .await?;
-    row.map(|r| {
-        Ok(StoredAnswer {
-            route: r.try_get("route")?,
-            request_hash: r.try_get("request_hash")?,
-            status: u16::try_from(r.try_get::<i64, _>("status")?).map_err(|e| {
-                sqlx::Error::ColumnDecode {
-                    index: "status".to_string(),
-                    source: Box::new(e),
-                }
-            })?,
-            body: r.try_get("response")?,
-        })
+    row.map(|r| stored_answer(&r)).transpose()
+}
+
+/// The stored answer in a row of `idempotency_keys` (`route`, `request_hash`, `status`,
+/// `response`).
+pub(super) fn stored_answer(r: &AnyRow) -> Result<StoredAnswer, sqlx::Error> {
+    Ok(StoredAnswer {
+        route: r.try_get("route")?,
+        request_hash: r.try_get("request_hash")?,
+        status: u16::try_from(r.try_get::<i64, _>("status")?).map_err(|e| {
+            sqlx::Error::ColumnDecode {
+                index: "status".to_string(),
+                source: Box::new(e),
+            }
+        })?,
+        body: r.try_get("response")?,
     })
-    .transpose()
 }
 
 /// Stores the answer of a key's first use; a unique violation means a concurrent request with

@@ -81,19 +81,9 @@ pub async fn facts(
             .ok()
             .and_then(|i| out.get_mut(i))
             .ok_or(sqlx::Error::RowNotFound)?;
-        let route: Option<String> = r.try_get("route")?;
-        if let Some(route) = route {
-            slot.stored = Some(StoredAnswer {
-                route,
-                request_hash: r.try_get("request_hash")?,
-                status: u16::try_from(r.try_get::<i64, _>("status")?).map_err(|e| {
-                    sqlx::Error::ColumnDecode {
-                        index: "status".to_string(),
-                        source: Box::new(e),
-                    }
-                })?,
-                body: r.try_get("response")?,
-            });
+        // The key's row is joined: no route, no stored answer.
+        if r.try_get::<Option<String>, _>("route")?.is_some() {
+            slot.stored = Some(super::ledger::stored_answer(&r)?);
         }
         if r.try_get::<Option<String>, _>("creator_found")?.is_some() {
             slot.creator = Some((

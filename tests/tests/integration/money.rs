@@ -646,6 +646,37 @@ async fn held_answers(b: Backend, tenant: &str) -> Option<(ClusterFixture, Strin
     Some((fx, key))
 }
 
+/// Creator `star`, and `fan`'s token once 1000 is credited to the fan's wallet. Every answer
+/// is held, the credit's too: its commit is what the payment after it needs (the request dies
+/// with the process).
+async fn creator_and_funded_fan(fx: &ClusterFixture, key: &str) -> String {
+    let cp = &fx.cp;
+    let (s, _) = cp
+        .tenant_call(
+            key,
+            Method::PUT,
+            "/v1/users/star",
+            Some(json!({"display_name": "Star", "creator": true})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, t) = cp
+        .tenant_call(key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let fan = t["token"].as_str().expect("token").to_string();
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
+        .bearer_auth(key)
+        .header("idempotency-key", "credit-fan")
+        .json(&json!({"amount": 1000, "reference": "psp_1"}))
+        .send();
+    let _held = tokio::spawn(credit);
+    committed(fx, "credit-fan").await;
+    fan
+}
+
 /// Waits until the answer under the idempotency key `idem` is committed (a 2xx stored).
 async fn committed(fx: &ClusterFixture, idem: &str) {
     sqlx::any::install_default_drivers();
@@ -775,16 +806,8 @@ async fn a_purchase_killed_after_its_commit_is_done_once(b: Backend) {
     let Some((mut fx, key)) = held_answers(b, "Killed buying").await else {
         return;
     };
+    let fan = creator_and_funded_fan(&fx, &key).await;
     let cp = &fx.cp;
-    let (s, _) = cp
-        .tenant_call(
-            &key,
-            Method::PUT,
-            "/v1/users/star",
-            Some(json!({"display_name": "Star", "creator": true})),
-        )
-        .await;
-    assert_eq!(s, 201);
     let (s, stream) = cp
         .tenant_call(
             &key,
@@ -795,22 +818,6 @@ async fn a_purchase_killed_after_its_commit_is_done_once(b: Backend) {
         .await;
     assert_eq!(s, 201, "{stream}");
     let id = stream["id"].as_str().expect("id").to_string();
-    let (s, t) = cp
-        .tenant_call(&key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
-        .await;
-    assert_eq!(s, 201, "{t}");
-    let fan = t["token"].as_str().expect("token").to_string();
-    // Every answer is held, the credit's too: its commit is what the purchase needs (the
-    // request dies with the process).
-    let credit = cp
-        .http
-        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
-        .bearer_auth(&key)
-        .header("idempotency-key", "credit-fan")
-        .json(&json!({"amount": 1000, "reference": "psp_1"}))
-        .send();
-    let _held = tokio::spawn(credit);
-    committed(&fx, "credit-fan").await;
     let path = format!("/v1/me/streams/{id}/purchase");
     let retry = killed_between_commit_and_answer(&mut fx, &fan, (&path, "buy-1", &json!({}))).await;
     assert_eq!(retry.status, 201, "{}", retry.text);
@@ -847,33 +854,9 @@ async fn a_tip_killed_after_its_commit_is_done_once(b: Backend) {
     let Some((mut fx, key)) = held_answers(b, "Killed tipping").await else {
         return;
     };
-    let cp = &fx.cp;
-    let (s, _) = cp
-        .tenant_call(
-            &key,
-            Method::PUT,
-            "/v1/users/star",
-            Some(json!({"display_name": "Star", "creator": true})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let (s, t) = cp
-        .tenant_call(&key, Method::POST, "/v1/users/fan/tokens", Some(json!({})))
-        .await;
-    assert_eq!(s, 201, "{t}");
-    let fan = t["token"].as_str().expect("token").to_string();
-    let (_, me) = cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
+    let fan = creator_and_funded_fan(&fx, &key).await;
+    let (_, me) = fx.cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
     let fee_bps = me["tenant"]["platform_fee_bps"].as_i64().expect("fee");
-    // The credit's answer is held too: its commit is what the tip needs.
-    let credit = cp
-        .http
-        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
-        .bearer_auth(&key)
-        .header("idempotency-key", "credit-fan")
-        .json(&json!({"amount": 1000, "reference": "psp_1"}))
-        .send();
-    let _held = tokio::spawn(credit);
-    committed(&fx, "credit-fan").await;
     let body = json!({"creatorId": "star", "amount": 250, "message": "encore"});
     let retry =
         killed_between_commit_and_answer(&mut fx, &fan, ("/v1/me/tips", "tip-1", &body)).await;
