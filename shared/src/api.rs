@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod calls;
 mod chat;
 mod ledger;
 mod notifications;
@@ -14,6 +15,7 @@ mod sessions;
 mod users;
 mod watch;
 mod webhooks;
+pub use calls::*;
 pub use chat::*;
 pub use ledger::*;
 pub use notifications::*;
