@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod billing;
+pub mod calls;
 pub mod chat;
 pub mod cluster;
 pub mod config;

@@ -180,6 +180,71 @@ pub struct RealtimeMetrics {
     pub chat_messages: prometheus::IntCounter,
     /// Viewers in streams' chat rooms on this replica (a socket in two rooms counts twice).
     pub chat_viewers: prometheus::IntGauge,
+    /// 1-to-1 calls.
+    pub calls: CallMetrics,
+}
+
+/// 1-to-1 calls (the gateway's signalling and the clock that bills them).
+#[derive(Clone, Debug)]
+pub struct CallMetrics {
+    /// Calls in progress over the cluster, as the last tick of this replica's clock counted.
+    pub in_progress: prometheus::IntGauge,
+    /// Calls made through this replica (rung or busy).
+    pub started: prometheus::IntCounter,
+    /// Calls ended by this replica, by `reason`.
+    ended: IntCounterVec,
+    /// Call time charged by this replica, in seconds (units × their length).
+    pub billed_seconds: prometheus::IntCounter,
+    /// From `initiate-call` to media flowing, as the clients reported it.
+    pub setup: prometheus::Histogram,
+}
+
+impl CallMetrics {
+    fn new(registry: &Registry) -> anyhow::Result<CallMetrics> {
+        let m = CallMetrics {
+            in_progress: prometheus::IntGauge::new(
+                "onda_calls_in_progress",
+                "1-to-1 calls in progress over the cluster (each replica reports the same count: \
+                 take the max)",
+            )?,
+            started: prometheus::IntCounter::new(
+                "onda_calls_started_total",
+                "1-to-1 calls made through this replica (rung, or refused as busy)",
+            )?,
+            ended: IntCounterVec::new(
+                Opts::new(
+                    "onda_calls_ended_total",
+                    "1-to-1 calls ended by this replica, by reason (rejected, missed, cancelled, \
+                     hung_up, busy, balance_exhausted, connection_lost)",
+                ),
+                &["reason"],
+            )?,
+            billed_seconds: prometheus::IntCounter::new(
+                "onda_call_billed_seconds_total",
+                "Call time charged to callers' wallets by this replica, in seconds",
+            )?,
+            setup: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "onda_call_setup_seconds",
+                    "From initiate-call to media flowing, as the first client reported it",
+                )
+                .buckets(vec![0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0]),
+            )?,
+        };
+        for reason in onda_shared::api::CallEndReason::ALL {
+            m.ended.with_label_values(&[reason.as_str()]);
+        }
+        registry.register(Box::new(m.in_progress.clone()))?;
+        registry.register(Box::new(m.started.clone()))?;
+        registry.register(Box::new(m.ended.clone()))?;
+        registry.register(Box::new(m.billed_seconds.clone()))?;
+        registry.register(Box::new(m.setup.clone()))?;
+        Ok(m)
+    }
+
+    pub fn ended(&self, reason: onda_shared::api::CallEndReason) {
+        self.ended.with_label_values(&[reason.as_str()]).inc();
+    }
 }
 
 impl RealtimeMetrics {
@@ -267,6 +332,7 @@ impl RealtimeMetrics {
                 "onda_chat_room_sockets",
                 "Sockets in live streams' chat rooms on this replica",
             )?,
+            calls: CallMetrics::new(registry)?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.users_online.clone()))?;

@@ -105,6 +105,9 @@ pub struct PlanFeatures {
     pub monetization: bool,
     /// Viewers chat in live streams' rooms on the gateway.
     pub live_chat: bool,
+    /// Fans make paid 1-to-1 video calls to creators (signalling over the gateway, TURN).
+    #[serde(default)]
+    pub calls: bool,
 }
 
 /// Prices of a plan, in micro-units of `currency`.
@@ -215,6 +218,7 @@ pub struct PlanFeaturesPatch {
     pub messaging: Option<bool>,
     pub monetization: Option<bool>,
     pub live_chat: Option<bool>,
+    pub calls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -147,7 +147,7 @@ impl FromRequestParts<AppState> for UserCaller {
 /// Either kind of caller, for the routes that answer both (`/v1/me`).
 pub enum AnyCaller {
     Panel(Caller),
-    User(Principal),
+    User(Box<Principal>),
 }
 
 impl FromRequestParts<AppState> for AnyCaller {
@@ -156,7 +156,7 @@ impl FromRequestParts<AppState> for AnyCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if bearer(parts).is_ok_and(|t| is_user_token(state, t)) {
             let UserCaller(p) = UserCaller::from_request_parts(parts, state).await?;
-            return Ok(AnyCaller::User(p));
+            return Ok(AnyCaller::User(Box::new(p)));
         }
         Ok(AnyCaller::Panel(
             Caller::from_request_parts(parts, state).await?,

@@ -6,6 +6,7 @@ mod app;
 pub mod attachments;
 pub mod auth;
 mod billing;
+mod calls;
 mod chat;
 mod conversations;
 mod cors;
@@ -100,6 +101,7 @@ pub struct AppState {
         (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
         (name = "notifications", description = "An end user's notifications: tenants send them (tenant API keys), users list and mark them read (user tokens); pushed live as the gateway's `notification` event"),
         (name = "chat", description = "Live streams' chats: moderators of a creator's chats and a stream's saved chat (everything said goes over the realtime gateway)"),
+        (name = "calls", description = "Paid 1-to-1 video calls: made and changed over the realtime gateway (docs/calls.md); their records and history here"),
         (name = "money", description = "Wallets on a double-entry ledger: credits, refunds, adjustments and transaction history (tenant API keys; requests that move value need an Idempotency-Key header), and a user's own wallet (user tokens)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
@@ -248,6 +250,8 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(earnings::mine))
         .routes(routes!(payouts::request, payouts::mine))
         .routes(routes!(payouts::list))
+        .routes(routes!(calls::list))
+        .routes(routes!(calls::mine))
         .routes(routes!(payouts::paid))
         .routes(routes!(payouts::rejected))
         .routes(routes!(subscriptions::create, subscriptions::mine))

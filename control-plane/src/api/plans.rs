@@ -130,6 +130,7 @@ pub async fn update(
         t.messaging = f.messaging.unwrap_or(t.messaging);
         t.monetization = f.monetization.unwrap_or(t.monetization);
         t.live_chat = f.live_chat.unwrap_or(t.live_chat);
+        t.calls = f.calls.unwrap_or(t.calls);
     }
     if let Some(p) = req.prices {
         let t = &mut plan.prices;

@@ -372,8 +372,10 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Set your own subscription price (a creator's user token); null stops offering one
-/// (subscriptions already bought renew at their price).
+/// Change your own profile (a creator's user token): your subscription price (null stops
+/// offering one; subscriptions already bought renew at their price), whether you take calls
+/// now and at what price per minute, and whether only subscribers may call. A field left out
+/// stays as it is.
 #[utoipa::path(patch, path = "/v1/me", tag = "users", request_body = UpdateMe,
     responses((status = 200, body = EndUser), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn update_me(
@@ -381,12 +383,29 @@ pub async fn update_me(
     UserCaller(me): UserCaller,
     ApiJson(req): ApiJson<UpdateMe>,
 ) -> ApiResult<Json<EndUser>> {
-    let price = req
-        .subscription_price
-        .map(|p| users::subscription_price(me.user.creator, p))
-        .transpose()?;
+    let creator = me.user.creator;
+    let change = db::users::OwnChange {
+        subscription_price: req
+            .subscription_price
+            .map(|p| p.map(|p| users::subscription_price(creator, p)).transpose())
+            .transpose()?,
+        call_price_per_minute: req
+            .call_price_per_minute
+            .map(|p| p.map(|p| users::call_price(creator, p)).transpose())
+            .transpose()?,
+        available_for_calls: req.available_for_calls,
+        calls_subscribers_only: req.calls_subscribers_only,
+    };
+    if !creator
+        && (req.available_for_calls == Some(true) || req.calls_subscribers_only == Some(true))
+    {
+        return Err(ApiError::Unprocessable(
+            "available_for_calls and calls_subscribers_only are for creators: you are not one."
+                .to_string(),
+        ));
+    }
     let mut conn = st.db.conn().await?;
-    let u = db::users::set_subscription_price(&mut conn, &me.tenant.id, &me.user.id, price)
+    let u = db::users::change_own(&mut conn, &me.tenant.id, &me.user.id, &change)
         .await?
         .ok_or_else(|| ApiError::NotFound("Your user no longer exists.".to_string()))?;
     Ok(Json(u))

@@ -10,6 +10,7 @@
 
 pub mod attachments;
 pub mod billing;
+pub mod calls;
 pub mod carriage;
 pub mod cluster;
 pub mod history;
@@ -222,6 +223,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unsent_attachments",
         include_str!("../../migrations/0037_unsent_attachments.sql"),
     ),
+    (38, "calls", include_str!("../../migrations/0038_calls.sql")),
 ];
 
 impl Db {

@@ -133,6 +133,7 @@ pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, sqlx::Error> {
     super::users::delete_all(conn, id).await?;
     super::messages::delete_tenant(conn, id).await?;
     super::webhooks::delete_all(conn, id).await?;
+    super::calls::delete_tenant(conn, id).await?;
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(id)
         .execute(conn)

@@ -6,7 +6,8 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, display_name, avatar_url, creator, tip_minimum, subscription_price, metadata, \
-     created_at, updated_at";
+     created_at, updated_at, available_for_calls, call_price_per_minute, call_billing, \
+     calls_subscribers_only, region";
 
 fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
     let raw: String = row.try_get("metadata")?;
@@ -22,6 +23,11 @@ fn from_row(row: &AnyRow) -> Result<EndUser, sqlx::Error> {
         creator: row.try_get::<i64, _>("creator")? != 0,
         tip_minimum: row.try_get("tip_minimum")?,
         subscription_price: row.try_get("subscription_price")?,
+        available_for_calls: row.try_get::<i64, _>("available_for_calls")? != 0,
+        call_price_per_minute: row.try_get("call_price_per_minute")?,
+        call_billing: super::parsed(row, "call_billing")?,
+        calls_subscribers_only: row.try_get::<i64, _>("calls_subscribers_only")? != 0,
+        region: row.try_get("region")?,
         metadata,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -46,8 +52,9 @@ pub async fn put(
     // One statement, so two replicas putting the same new user cannot both insert.
     let done = sqlx::query(
         "INSERT INTO end_users (tenant_id, id, display_name, avatar_url, creator, metadata, \
-         created_at, updated_at, tip_minimum, subscription_price) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+         created_at, updated_at, tip_minimum, subscription_price, available_for_calls, \
+         call_price_per_minute, call_billing, calls_subscribers_only, region) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (tenant_id, id) DO NOTHING",
     )
     .bind(tenant_id)
@@ -59,6 +66,11 @@ pub async fn put(
     .bind(ts)
     .bind(user.tip_minimum)
     .bind(user.subscription_price)
+    .bind(i64::from(user.available_for_calls))
+    .bind(user.call_price_per_minute)
+    .bind(user.call_billing.as_str())
+    .bind(i64::from(user.calls_subscribers_only))
+    .bind(user.region.as_deref())
     .execute(&mut *conn)
     .await?;
     let outcome = if done.rows_affected() > 0 {
@@ -66,8 +78,9 @@ pub async fn put(
     } else {
         sqlx::query(
             "UPDATE end_users SET display_name = $1, avatar_url = $2, creator = $3, \
-             metadata = $4, updated_at = $5, tip_minimum = $8, subscription_price = $9 \
-             WHERE tenant_id = $6 AND id = $7",
+             metadata = $4, updated_at = $5, tip_minimum = $8, subscription_price = $9, \
+             available_for_calls = $10, call_price_per_minute = $11, call_billing = $12, \
+             calls_subscribers_only = $13, region = $14 WHERE tenant_id = $6 AND id = $7",
         )
         .bind(&user.display_name)
         .bind(user.avatar_url.as_deref())
@@ -78,6 +91,11 @@ pub async fn put(
         .bind(&user.id)
         .bind(user.tip_minimum)
         .bind(user.subscription_price)
+        .bind(i64::from(user.available_for_calls))
+        .bind(user.call_price_per_minute)
+        .bind(user.call_billing.as_str())
+        .bind(i64::from(user.calls_subscribers_only))
+        .bind(user.region.as_deref())
         .execute(&mut *conn)
         .await?;
         Put::Replaced
@@ -159,18 +177,40 @@ pub async fn delete(conn: &mut Conn, tenant_id: &str, id: &str) -> Result<bool, 
     Ok(done.rows_affected() > 0)
 }
 
-/// Sets (or, with None, removes) a creator's monthly subscription price.
-pub async fn set_subscription_price(
+/// What a creator changes on their own profile (`PATCH /v1/me`); None leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OwnChange {
+    pub subscription_price: Option<Option<i64>>,
+    pub available_for_calls: Option<bool>,
+    pub call_price_per_minute: Option<Option<i64>>,
+    pub calls_subscribers_only: Option<bool>,
+}
+
+/// Applies `change` to the user's profile in one statement (a field not changed is written
+/// back as it is).
+pub async fn change_own(
     conn: &mut Conn,
     tenant_id: &str,
     id: &str,
-    price: Option<i64>,
+    change: &OwnChange,
 ) -> Result<Option<EndUser>, sqlx::Error> {
+    // CASE keeps a column whose flag is 0: one statement whatever the change.
     sqlx::query(
-        "UPDATE end_users SET subscription_price = $1, updated_at = $2 \
-         WHERE tenant_id = $3 AND id = $4",
+        "UPDATE end_users SET \
+         subscription_price = CASE WHEN $1 = 1 THEN $2 ELSE subscription_price END, \
+         available_for_calls = CASE WHEN $3 = 1 THEN $4 ELSE available_for_calls END, \
+         call_price_per_minute = CASE WHEN $5 = 1 THEN $6 ELSE call_price_per_minute END, \
+         calls_subscribers_only = CASE WHEN $7 = 1 THEN $8 ELSE calls_subscribers_only END, \
+         updated_at = $9 WHERE tenant_id = $10 AND id = $11",
     )
-    .bind(price)
+    .bind(i64::from(change.subscription_price.is_some()))
+    .bind(change.subscription_price.flatten())
+    .bind(i64::from(change.available_for_calls.is_some()))
+    .bind(i64::from(change.available_for_calls.unwrap_or(false)))
+    .bind(i64::from(change.call_price_per_minute.is_some()))
+    .bind(change.call_price_per_minute.flatten())
+    .bind(i64::from(change.calls_subscribers_only.is_some()))
+    .bind(i64::from(change.calls_subscribers_only.unwrap_or(false)))
     .bind(now())
     .bind(tenant_id)
     .bind(id)

@@ -5,7 +5,8 @@
 use super::protocol::{self, MarkRead, Refusal, SendMessage, Typing};
 use super::recovery::{self, Entry};
 use super::stream_chat::{self, Sanction};
-use super::{Hub, Session, limits, moderation, notify, tips, user_room, writer};
+use super::{Hub, Session, calls, limits, moderation, notify, tips, user_room, writer};
+use crate::calls::Act;
 use crate::db;
 use crate::metrics::NotificationSource;
 use crate::users;
@@ -91,6 +92,24 @@ pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
     });
     on(s, "chat-settings", |hub, s, session, data| {
         Box::pin(stream_chat::settings(hub, s, session, data))
+    });
+    on(s, "initiate-call", |hub, s, session, data| {
+        Box::pin(calls::initiate(hub, s, session, data))
+    });
+    on(s, "accept-call", |hub, s, session, data| {
+        Box::pin(calls::act(hub, s, session, data, Act::Accept))
+    });
+    on(s, "reject-call", |hub, s, session, data| {
+        Box::pin(calls::act(hub, s, session, data, Act::Reject))
+    });
+    on(s, "end-call", |hub, s, session, data| {
+        Box::pin(calls::act(hub, s, session, data, Act::End))
+    });
+    on(s, "signal", |hub, s, session, data| {
+        Box::pin(calls::signal(hub, s, session, data))
+    });
+    on(s, "call-connected", |hub, s, session, data| {
+        Box::pin(calls::connected(hub, s, session, data))
     });
     on(s, "mark-notification-read", |hub, s, session, data| {
         Box::pin(notify::mark_read(hub, s, session, data))

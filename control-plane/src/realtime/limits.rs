@@ -19,6 +19,11 @@ pub const CHAT_BURST: f64 = 3.0;
 pub const CHAT_PER_SEC: f64 = 1.5;
 pub const CHAT_MUTE: Duration = Duration::from_secs(10);
 
+/// Calls a user may make at once, and per second after that (one every 5 s): enough to call
+/// again after a missed call, not to ring a creator's devices in a loop.
+pub const CALL_BURST: f64 = 5.0;
+pub const CALLS_PER_SEC: f64 = 0.2;
+
 /// Events one connection may send at once, and per second after that.
 pub const EVENT_BURST: f64 = 60.0;
 pub const EVENTS_PER_SEC: f64 = 30.0;
@@ -81,6 +86,7 @@ impl Connection {
 pub struct Limits {
     users: Mutex<HashMap<(String, String), Bucket>>,
     chat: Mutex<HashMap<(String, String), Chatter>>,
+    calls: Mutex<HashMap<(String, String), Bucket>>,
 }
 
 /// A user's chat bucket, and the end of their mute once they overran it.
@@ -105,6 +111,15 @@ impl Limits {
         onda_shared::sync::lock(&self.users)
             .entry((tenant_id.to_string(), user_id.to_string()))
             .or_insert_with(|| Bucket::new(MESSAGE_BURST, MESSAGES_PER_SEC, now))
+            .take(now)
+    }
+
+    /// One call the user makes; when over the limit, milliseconds until they may call again.
+    pub fn call(&self, tenant_id: &str, user_id: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        onda_shared::sync::lock(&self.calls)
+            .entry((tenant_id.to_string(), user_id.to_string()))
+            .or_insert_with(|| Bucket::new(CALL_BURST, CALLS_PER_SEC, now))
             .take(now)
     }
 
@@ -144,6 +159,7 @@ impl Limits {
         let key = (tenant_id.to_string(), user_id.to_string());
         onda_shared::sync::lock(&self.users).remove(&key);
         onda_shared::sync::lock(&self.chat).remove(&key);
+        onda_shared::sync::lock(&self.calls).remove(&key);
     }
 }
 

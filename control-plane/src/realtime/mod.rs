@@ -24,6 +24,7 @@
 //! (notification events) ← `events` (the handlers) ← this module (the `Gateway`); `slow`
 //! (sockets that do not read) beside them.
 
+mod calls;
 mod events;
 mod limits;
 mod meter;
@@ -328,6 +329,7 @@ impl Gateway {
         tokio::spawn(gateway.clone().police());
         tokio::spawn(gateway.clone().metering(cfg.realtime.usage_flush));
         tokio::spawn(gateway.clone().push_viewers());
+        tokio::spawn(gateway.clone().call_clock());
         Ok((gateway, layer))
     }
 
@@ -903,6 +905,7 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(hub): State<Arc<Hub>>) {
     };
     let asked = s.extensions.get::<Resume>().and_then(|r| r.0);
     resume(&hub, &s, &session, asked).await;
+    calls::resume(&hub, &s, &session).await;
     if s.extensions.get::<FirstDevice>().is_some_and(|f| f.0)
         && let Some(a) =
             events::presence_change(&hub, &session.tenant_id, &session.user_id, true).await

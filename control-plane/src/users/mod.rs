@@ -85,6 +85,17 @@ pub fn profile(id: &str, req: PutUser) -> Result<EndUser, Invalid> {
         .subscription_price
         .map(|p| subscription_price(req.creator, p))
         .transpose()?;
+    let call_price_per_minute = req
+        .call_price_per_minute
+        .map(|p| call_price(req.creator, p))
+        .transpose()?;
+    if req.available_for_calls || req.calls_subscribers_only {
+        creator_only(
+            req.creator,
+            "available_for_calls and calls_subscribers_only",
+        )?;
+    }
+    let region = req.region.as_deref().map(region).transpose()?;
     Ok(EndUser {
         id: user_id(id)?.to_string(),
         display_name,
@@ -92,6 +103,11 @@ pub fn profile(id: &str, req: PutUser) -> Result<EndUser, Invalid> {
         creator: req.creator,
         tip_minimum,
         subscription_price,
+        available_for_calls: req.available_for_calls,
+        call_price_per_minute,
+        call_billing: req.call_billing,
+        calls_subscribers_only: req.calls_subscribers_only,
+        region,
         metadata,
         created_at: String::new(),
         updated_at: String::new(),
@@ -107,6 +123,38 @@ pub fn subscription_price(creator: bool, price: i64) -> Result<i64, Invalid> {
         ));
     }
     crate::ledger::amount("subscription_price", price).map_err(|e| Invalid::Value(e.to_string()))
+}
+
+/// The longest region name (as nodes name theirs).
+const MAX_REGION: usize = 64;
+
+/// A user's region, checked: 1 to 64 visible ASCII characters, as a node's region is named.
+pub fn region(value: &str) -> Result<String, Invalid> {
+    if (1..=MAX_REGION).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(value.to_string())
+    } else {
+        Err(Invalid::Value(format!(
+            "region {value:.80?} must be 1 to {MAX_REGION} visible ASCII characters, the name of \
+             a region of the cluster's nodes."
+        )))
+    }
+}
+
+/// Refuses a creator's setting on a fan.
+fn creator_only(creator: bool, what: &str) -> Result<(), Invalid> {
+    if creator {
+        Ok(())
+    } else {
+        Err(Invalid::Value(format!(
+            "{what} are for creators: set creator to true to take calls."
+        )))
+    }
+}
+
+/// A creator's price per minute of a call, checked: only creators take paid calls.
+pub fn call_price(creator: bool, price: i64) -> Result<i64, Invalid> {
+    creator_only(creator, "call_price_per_minute and call settings")?;
+    crate::ledger::amount("call_price_per_minute", price).map_err(|e| Invalid::Value(e.to_string()))
 }
 
 /// The lifetime a token request asks for, checked.

@@ -20,6 +20,22 @@ pub struct EndUser {
     /// with `POST /v1/me/subscriptions`); None: not offering one.
     #[serde(default)]
     pub subscription_price: Option<i64>,
+    /// A creator takes 1-to-1 calls now (when also online and with a price).
+    #[serde(default)]
+    pub available_for_calls: bool,
+    /// What a minute of a call with this creator costs the caller, in minor units; None: the
+    /// creator takes no calls.
+    #[serde(default)]
+    pub call_price_per_minute: Option<i64>,
+    /// Each started minute or each started second is charged (set by the tenant).
+    #[serde(default)]
+    pub call_billing: crate::api::CallBilling,
+    /// Only the creator's subscribers may call them.
+    #[serde(default)]
+    pub calls_subscribers_only: bool,
+    /// The region whose edge nodes relay this user's calls (TURN), when the tenant knows it.
+    #[serde(default)]
+    pub region: Option<String>,
     /// The tenant's own data about the user: a JSON object of at most 4 KiB.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Map<String, Value>,
@@ -42,6 +58,19 @@ pub struct PutUser {
     pub tip_minimum: Option<i64>,
     /// A creator's monthly subscription price, 1 to 10^12 minor units; absent: none offered.
     pub subscription_price: Option<i64>,
+    /// A creator takes calls now (default false).
+    #[serde(default)]
+    pub available_for_calls: bool,
+    /// A creator's price per minute of a call, 1 to 10^12 minor units; absent: no calls.
+    pub call_price_per_minute: Option<i64>,
+    /// `minute` (default) or `second`: how the creator's calls are charged.
+    #[serde(default)]
+    pub call_billing: crate::api::CallBilling,
+    /// Only the creator's subscribers may call (default false).
+    #[serde(default)]
+    pub calls_subscribers_only: bool,
+    /// The region (of the cluster's nodes) whose TURN relays this user's calls use.
+    pub region: Option<String>,
     /// A JSON object of at most 4 KiB (serialized); defaults to `{}`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Map<String, Value>>,
@@ -111,7 +140,28 @@ pub struct NewSigningKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    /// The monthly subscription price, 1 to 10^12 minor units; null or absent stops offering
-    /// one (subscriptions already bought run on at their price).
-    pub subscription_price: Option<i64>,
+    /// The monthly subscription price, 1 to 10^12 minor units; null stops offering one
+    /// (subscriptions already bought run on at their price); absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub subscription_price: Option<Option<i64>>,
+    /// Whether you take calls now; absent leaves it as it is.
+    pub available_for_calls: Option<bool>,
+    /// Your price per minute of a call, 1 to 10^12 minor units; null: no calls; absent leaves
+    /// it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub call_price_per_minute: Option<Option<i64>>,
+    /// Only your subscribers may call you; absent leaves it as it is.
+    pub calls_subscribers_only: Option<bool>,
+}
+
+/// A field of a partial update that was sent, as its value or null: absent stays `None` (by
+/// `#[serde(default)]`), null becomes `Some(None)`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

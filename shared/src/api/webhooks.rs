@@ -55,13 +55,20 @@ pub enum WebhookEventType {
     /// with its figures.
     #[serde(rename = "stream.ended")]
     StreamEnded,
+    /// A creator answered a call: billing started; `data` is the call.
+    #[serde(rename = "call.started")]
+    CallStarted,
+    /// A call ended (rejected, missed, busy, hung up, …, with its reason and cost); `data` is
+    /// the call.
+    #[serde(rename = "call.ended")]
+    CallEnded,
     /// Sent by `POST /v1/webhooks/{id}/test` to that endpoint only, whatever it subscribes to.
     #[serde(rename = "webhook.test")]
     WebhookTest,
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 16] = [
+    pub const ALL: [WebhookEventType; 18] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::NotificationCreated,
         WebhookEventType::UserOnline,
@@ -77,6 +84,8 @@ impl WebhookEventType {
         WebhookEventType::SubscriptionLapsed,
         WebhookEventType::StreamStarted,
         WebhookEventType::StreamEnded,
+        WebhookEventType::CallStarted,
+        WebhookEventType::CallEnded,
         WebhookEventType::WebhookTest,
     ];
 
@@ -98,6 +107,8 @@ impl WebhookEventType {
             WebhookEventType::SubscriptionLapsed => "subscription.lapsed",
             WebhookEventType::StreamStarted => "stream.started",
             WebhookEventType::StreamEnded => "stream.ended",
+            WebhookEventType::CallStarted => "call.started",
+            WebhookEventType::CallEnded => "call.ended",
             WebhookEventType::WebhookTest => "webhook.test",
         }
     }

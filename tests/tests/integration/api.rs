@@ -60,7 +60,7 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(
         premium["features"],
         json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true,
-               "monetization": true, "live_chat": true})
+               "monetization": true, "live_chat": true, "calls": true})
     );
     // Premium includes 10,000 payments a month, then 5.00 per 1000.
     assert_eq!(
@@ -778,7 +778,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/v1/webhooks") => &[200],
                 ("post", "/v1/webhooks") => &[422],
                 // B's own ledger (empty); A's transaction as if it did not exist.
-                ("get", "/v1/transactions" | "/v1/ledger/check" | "/v1/payouts") => &[200],
+                ("get", "/v1/transactions" | "/v1/ledger/check" | "/v1/payouts" | "/v1/calls") => {
+                    &[200]
+                }
                 (_, t) if t.starts_with("/v1/transactions/") => &[404],
                 // A's users as creator and subscriber through B's key: as if they did not exist.
                 (_, t) if t.starts_with("/v1/creators/") => &[404],
@@ -1213,6 +1215,8 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("delete", "/v1/creators/{creator_id}/subscribers/{user_id}"),
         ("post", "/v1/me/streams/{id}/purchase"),
         ("post", "/v1/me/streams/{id}/playback"),
+        ("get", "/v1/calls"),
+        ("get", "/v1/me/calls"),
         ("get", "/v1/me/streams"),
         ("get", "/v1/me/streams/{id}"),
         ("patch", "/v1/me/streams/{id}"),
