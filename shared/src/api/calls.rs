@@ -150,9 +150,11 @@ impl std::str::FromStr for CallBilling {
     }
 }
 
-/// A call's record: who called whom, when, for how long and what it cost.
+/// A call's record: who called whom, when, for how long and what it cost. camelCase, as the
+/// gateway's other objects (messages, tips): the same object in acks, events and REST.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct Call {
     pub id: String,
     pub caller_id: String,

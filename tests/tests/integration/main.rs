@@ -11,6 +11,7 @@ mod autodj;
 mod billing;
 mod binary;
 mod browser;
+mod calls;
 mod cluster;
 mod cluster_autodj;
 mod coordinator;

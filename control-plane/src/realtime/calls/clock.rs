@@ -130,8 +130,8 @@ impl Gateway {
 
     async fn tell(&self, told: Told) {
         match &self.io {
-            Io::Local(io) => told.deliver(&self.hub, |rooms| io.to(rooms)).await,
-            Io::Postgres(io) => told.deliver(&self.hub, |rooms| io.to(rooms)).await,
+            Io::Local(io) => told.deliver(&self.hub, |rooms| io.to(rooms), None).await,
+            Io::Postgres(io) => told.deliver(&self.hub, |rooms| io.to(rooms), None).await,
         }
     }
 }

@@ -180,14 +180,6 @@ pub(super) async fn initiate<A: Adapter>(
     if receiver == session.user_id {
         return Err(Refusal::invalid("You cannot call yourself."));
     }
-    if let Err(ms) = hub.limits.call(&session.tenant_id, &session.user_id) {
-        let mut r = Refusal::new(
-            "rate_limited",
-            format!("You make calls too often; wait {ms} ms."),
-        );
-        r.retry_after_ms = Some(ms);
-        return Err(r);
-    }
     let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
     let tenant = tenant_with_calls(&mut conn, &session).await?;
     let (callee, price) = callable(&hub, &mut conn, &session, receiver).await?;
@@ -207,10 +199,20 @@ pub(super) async fn initiate<A: Adapter>(
         ));
     }
     drop(conn);
+    // Counted only for calls that would ring: a refused one costs a read, not a ring.
+    if let Err(ms) = hub.limits.call(&session.tenant_id, &session.user_id) {
+        let mut r = Refusal::new(
+            "rate_limited",
+            format!("You make calls too often; wait {ms} ms."),
+        );
+        r.retry_after_ms = Some(ms);
+        return Err(r);
+    }
     let (call, told) = open(&hub, &tenant, &session, (&callee, price)).await?;
     hub.metrics.calls.started.inc();
     if call.state == CallState::Ended {
-        told.deliver(&hub, |rooms| s.within(rooms)).await;
+        told.deliver(&hub, |rooms| s.within(rooms), Some((&s, &session.user_id)))
+            .await;
         let mut r = Refusal::new(
             "busy",
             format!("{} or you are in another call.", callee.display_name),
@@ -356,7 +358,8 @@ async fn ring<A: Adapter>(
         call.state = CallState::Ringing;
         told.state(&call);
     }
-    told.deliver(hub, |rooms| s.within(rooms)).await;
+    told.deliver(hub, |rooms| s.within(rooms), Some((s, &session.user_id)))
+        .await;
     let _ = session;
     Ok(protocol::ok(json!({
         "callId": call.id,
@@ -417,7 +420,8 @@ pub(super) async fn act<A: Adapter>(
     };
     if changed {
         tx.commit().await.map_err(|e| stored(&e))?;
-        told.deliver(&hub, |rooms| s.within(rooms)).await;
+        told.deliver(&hub, |rooms| s.within(rooms), Some((&s, &session.user_id)))
+            .await;
     } else {
         drop(tx);
         let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;

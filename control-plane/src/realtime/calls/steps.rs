@@ -13,6 +13,7 @@ use crate::webhooks;
 use onda_shared::api::{CallEndReason, CallState, LedgerSource, Tenant, WebhookEventType};
 use serde_json::{Map, Value, json};
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 
 /// What the parties are told after the commit: events to rooms, and notifications recorded in
@@ -57,11 +58,15 @@ impl Told {
         self.both(call, "call-state", state_body(call));
     }
 
-    /// Sends it all, through `to` (a socket's or the server's broadcast).
+    /// Sends it all, through `to` (a socket's `within` or the server's `to`). `acting` is the
+    /// socket whose event made the change, with its user: a broadcast with `except` (which
+    /// the recorded events need, to pass by sockets being replayed them) leaves the sending
+    /// socket out, so it gets its own copy here.
     pub(crate) async fn deliver<A: Adapter>(
         self,
         hub: &Hub,
         to: impl Fn(Vec<String>) -> BroadcastOperators<A>,
+        acting: Option<(&SocketRef<A>, &str)>,
     ) {
         for (rooms, event, body) in self.events {
             if let Err(e) = hub.scoped(to(rooms)).emit(event, &body).await {
@@ -73,6 +78,11 @@ impl Told {
             let op = to(vec![user_room(tenant, &r.user_id)]).except(r.skip_room(tenant));
             if let Err(e) = hub.scoped(op).emit(r.event, &r.args()).await {
                 tracing::debug!(error = %e, "{} not delivered to every socket", r.event);
+            }
+            if let Some((s, user)) = acting
+                && user == r.user_id
+            {
+                let _ = s.emit(r.event, &r.args());
             }
         }
     }
