@@ -7,6 +7,7 @@
 
 use onda_tests::api::TestControlPlane;
 use onda_tests::db::Backend;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::realtime::Sio;
 use reqwest::Method;
@@ -19,6 +20,7 @@ on_both_backends!(
     one_minute_of_credit_is_warned_and_ends_at_the_boundary,
     a_party_gone_fifteen_seconds_ends_the_call_and_one_back_sooner_keeps_it,
     bad_calls_and_signals_get_error_acks,
+    a_control_plane_killed_mid_call_bills_each_second_once,
 );
 
 /// A tenant whose creator `star` takes calls at `price` a minute (by `billing`) and whose fan
@@ -580,4 +582,123 @@ async fn bad_calls_and_signals_get_error_acks(b: Backend) {
         .await;
     assert!(ack["error"].is_null(), "the connection still works: {ack}");
     cp.stop().await;
+}
+
+/// The call's record as the tenant lists it.
+async fn record(fx: &ClusterFixture, key: &str, id: &str) -> Value {
+    let (status, page) = fx.cp.tenant_call(key, Method::GET, "/v1/calls", None).await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|c| c["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("call {id} is listed: {page}"))
+}
+
+/// SIGKILL of the control plane (a real `onda` process) during a call billed by the second:
+/// the restarted one goes on billing it from the database, and when it is hung up every second
+/// it lasted is paid exactly once.
+async fn a_control_plane_killed_mid_call_bills_each_second_once(b: Backend) {
+    let Some(mut fx) = ClusterFixture::start_on(ClusterSpec {
+        backend: b,
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let key = fx.cp.tenant_key("Killed calls").await;
+    let put = |id: &str, body: Value| {
+        let (cp, key, path) = (&fx.cp, key.clone(), format!("/v1/users/{id}"));
+        async move { cp.tenant_call(&key, Method::PUT, &path, Some(body)).await }
+    };
+    // 60 a minute by the second: each second costs 1.
+    let (s, _) = put(
+        "star",
+        json!({"display_name": "Star", "creator": true, "available_for_calls": true,
+               "call_price_per_minute": 60, "call_billing": "second"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = put("fan", json!({"display_name": "Fan"})).await;
+    assert_eq!(s, 201);
+    let mut tokens = Vec::new();
+    for user in ["fan", "star"] {
+        let (s, t) = fx
+            .cp
+            .tenant_call(
+                &key,
+                Method::POST,
+                &format!("/v1/users/{user}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        tokens.push(t["token"].as_str().expect("token").to_string());
+    }
+    let credit = fx
+        .cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", fx.cp.api))
+        .bearer_auth(&key)
+        .header("idempotency-key", "credit-fan")
+        .json(&json!({"amount": 1000, "reference": "psp"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(credit.status().as_u16(), 201);
+
+    let mut sio = Sio::start(&fx.cp.api).await;
+    sio.connect("fan", &tokens[0]).await.expect("fan connects");
+    sio.connect("star", &tokens[1])
+        .await
+        .expect("star connects");
+    let id = ring(&mut sio).await;
+    let ack = sio.emit("star", "accept-call", json!({"callId": id})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let units = |c: &Value| c["unitsCharged"].as_i64().unwrap_or(0);
+    let fx_ref = &fx;
+    onda_tests::wait_for("3 seconds billed", Duration::from_secs(10), || {
+        let (key, id) = (key.clone(), id.clone());
+        async move { (units(&record(fx_ref, &key, &id).await) >= 3).then_some(()) }
+    })
+    .await;
+
+    fx.kill_cp();
+    let killed = units(&record_after_restart(&mut fx, &key, &id).await);
+    // Both come back within the 15 s grace; the restarted process bills on.
+    sio.reconnect("fan").await.expect("fan reconnects");
+    sio.reconnect("star").await.expect("star reconnects");
+    let fx_ref = &fx;
+    onda_tests::wait_for("billing goes on", Duration::from_secs(10), || {
+        let (key, id) = (key.clone(), id.clone());
+        async move { (units(&record(fx_ref, &key, &id).await) >= killed + 2).then_some(()) }
+    })
+    .await;
+    let ack = sio.emit("fan", "end-call", json!({"callId": id})).await;
+    assert_eq!(ack["call"]["reason"], "hung_up", "{ack}");
+    let call = record(&fx, &key, &id).await;
+    let (charged, amount) = (units(&call), call["amount"].as_i64().unwrap_or(-1));
+    assert_eq!(amount, charged, "1 a second, each charged once: {call}");
+    // Every second it was in progress is paid: the seconds it lasted, rounded up.
+    assert_eq!(
+        charged,
+        call["durationSecs"].as_i64().unwrap_or(-1),
+        "{call}"
+    );
+    let (_, wallet) = fx
+        .cp
+        .tenant_call(&key, Method::GET, "/v1/users/fan/wallet", None)
+        .await;
+    assert_eq!(wallet["balance"], json!(1000 - amount), "{wallet}");
+    let (_, check) = fx
+        .cp
+        .tenant_call(&key, Method::GET, "/v1/ledger/check", None)
+        .await;
+    assert_eq!(check["ok"], true, "{check}");
+}
+
+/// Restarts the killed control plane and reads the call's record from the new one.
+async fn record_after_restart(fx: &mut ClusterFixture, key: &str, id: &str) -> Value {
+    fx.restart_cp().await;
+    record(fx, key, id).await
 }
