@@ -18,6 +18,7 @@ pub mod realtime;
 pub mod realtime_bench;
 pub mod rogue;
 pub mod rtmp;
+pub mod sioconn;
 pub mod sioload;
 pub mod usage;
 
