@@ -146,6 +146,8 @@ pub struct DayUsage {
     pub messages: u64,
     /// Payments the tenant's end users made (tips, purchases, subscription periods, calls).
     pub transactions: u64,
+    /// Time of the calls its end users were charged for.
+    pub call_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,15 +158,17 @@ pub enum LineKind {
     ConnectionMinutes,
     Messages,
     Transactions,
+    CallMinutes,
 }
 
 /// The metered kinds, in the order their lines follow a plan's line.
-const METERED: [LineKind; 5] = [
+const METERED: [LineKind; 6] = [
     LineKind::Bandwidth,
     LineKind::ListenerHours,
     LineKind::ConnectionMinutes,
     LineKind::Messages,
     LineKind::Transactions,
+    LineKind::CallMinutes,
 ];
 
 impl LineKind {
@@ -176,6 +180,7 @@ impl LineKind {
             LineKind::ConnectionMinutes => "connection_minutes_overage",
             LineKind::Messages => "messages_overage",
             LineKind::Transactions => "transactions_overage",
+            LineKind::CallMinutes => "call_minutes_overage",
         }
     }
 }
@@ -208,6 +213,7 @@ struct PlanMonth {
     connection_ms: u64,
     messages: u64,
     transactions: u64,
+    call_ms: u64,
 }
 
 /// One metered quantity of one plan's days in a month, in its base unit (bytes, ms, messages):
@@ -229,6 +235,7 @@ struct Overage {
     connection_ms: Metered,
     messages: Metered,
     transactions: Metered,
+    call_ms: Metered,
 }
 
 impl Overage {
@@ -239,6 +246,7 @@ impl Overage {
             LineKind::ConnectionMinutes => self.connection_ms,
             LineKind::Messages => self.messages,
             LineKind::Transactions => self.transactions,
+            LineKind::CallMinutes => self.call_ms,
             LineKind::Plan => Metered::default(),
         }
     }
@@ -310,6 +318,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
                     connection_ms: 0,
                     messages: 0,
                     transactions: 0,
+                    call_ms: 0,
                 });
                 out.len() - 1
             }
@@ -333,6 +342,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
             m.connection_ms = m.connection_ms.saturating_add(u.connection_ms);
             m.messages = m.messages.saturating_add(u.messages);
             m.transactions = m.transactions.saturating_add(u.transactions);
+            m.call_ms = m.call_ms.saturating_add(u.call_ms);
         }
     }
     out
@@ -425,6 +435,15 @@ fn overages(
                     p.overage_per_1000_transactions_micros,
                     1000,
                 ),
+                call_ms: metered(
+                    m.call_ms,
+                    p.included_call_minutes,
+                    MINUTE_MS,
+                    days,
+                    dim,
+                    p.overage_per_1000_call_minutes_micros,
+                    1000 * MINUTE_MS,
+                ),
             })
         })
         .collect()
@@ -466,6 +485,14 @@ fn overage_line(
             decimal(over, 3),
             "1000 messages",
             p.overage_per_1000_messages_micros,
+        ),
+        LineKind::CallMinutes => (
+            "call minutes",
+            decimal(mul_div_round(included, 1000, MINUTE_MS), 3),
+            // Thousands of minutes to six places, as connection minutes.
+            decimal(mul_div_round(over, 1_000_000, 1000 * MINUTE_MS), 6),
+            "1000 call minutes",
+            p.overage_per_1000_call_minutes_micros,
         ),
         LineKind::Transactions => (
             "payments",
@@ -636,6 +663,8 @@ mod tests {
                 overage_per_1000_messages_micros: 0,
                 included_transactions: 0,
                 overage_per_1000_transactions_micros: 0,
+                included_call_minutes: 0,
+                overage_per_1000_call_minutes_micros: 0,
             },
             created_at: String::new(),
             updated_at: String::new(),
@@ -1087,6 +1116,52 @@ mod tests {
         assert!(
             over.description
                 .starts_with("Payments beyond the 160 the PAY plan includes for 16 of 30 days"),
+            "{}",
+            over.description
+        );
+    }
+
+    /// Call minutes are billed like connection minutes: 1500 a month on 16 of 30 days → 800
+    /// included; 2000 minutes charged → 1200 over = 1.2 thousand at 20.00 = 24.00.
+    #[test]
+    fn call_minutes_beyond_the_prorated_allowance_are_billed_per_1000() {
+        let p = Period::parse("2026-11").expect("parse");
+        let mut calls = plan("call", 0, 0, 0, 0, 0);
+        calls.prices.included_call_minutes = 1500;
+        calls.prices.overage_per_1000_call_minutes_micros = 20_000_000;
+        let plans = plans(vec![calls]);
+        let history = [
+            change(at(p, 10, 23), "call", Status::Active),
+            change(at(p, 20, 1), "call", Status::Suspended),
+            change(at(p, 25, 12), "call", Status::Active),
+        ];
+        let usage = [DayUsage {
+            day: 12,
+            call_ms: 2000 * 60_000,
+            ..Default::default()
+        }];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        let over = lines
+            .iter()
+            .find(|l| l.kind == LineKind::CallMinutes)
+            .expect("a call minutes line");
+        assert_eq!(
+            (
+                over.kind.as_str(),
+                over.quantity.as_str(),
+                over.unit.as_str(),
+                over.amount_micros
+            ),
+            (
+                "call_minutes_overage",
+                "1.2",
+                "1000 call minutes",
+                24_000_000
+            )
+        );
+        assert!(
+            over.description
+                .starts_with("Call minutes beyond the 800 the CALL plan includes"),
             "{}",
             over.description
         );

@@ -179,19 +179,9 @@ pub const MAX_COUNT: u32 = 1_000_000;
 /// Upper bound for prices and storage (fits a signed 64-bit column).
 pub const MAX_BIG: u64 = i64::MAX as u64;
 
-pub fn plan(plan: &Plan) -> Result<(), Invalid> {
-    let PlanLimits {
-        max_stations,
-        max_mounts_per_station,
-        allowed_formats,
-        max_bitrate_kbps,
-        max_listeners_per_station,
-        storage_bytes,
-        max_live_streams,
-        live_renditions,
-        attachment_bytes,
-        max_realtime_connections,
-    } = &plan.limits;
+/// A plan's live ABR ladder, checked: at most `MAX_LIVE_RENDITIONS` rungs of distinct even
+/// heights and sane bitrates.
+fn renditions(live_renditions: &[onda_shared::api::LiveRendition]) -> Result<(), Invalid> {
     if live_renditions.len() > onda_shared::api::MAX_LIVE_RENDITIONS {
         return Err(Invalid::Value(format!(
             "limits.live_renditions has {} rungs; at most {} are accepted.",
@@ -219,6 +209,23 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
             )));
         }
     }
+    Ok(())
+}
+
+pub fn plan(plan: &Plan) -> Result<(), Invalid> {
+    let PlanLimits {
+        max_stations,
+        max_mounts_per_station,
+        allowed_formats,
+        max_bitrate_kbps,
+        max_listeners_per_station,
+        storage_bytes,
+        max_live_streams,
+        live_renditions,
+        attachment_bytes,
+        max_realtime_connections,
+    } = &plan.limits;
+    renditions(live_renditions)?;
     for (field, v) in [
         ("limits.max_stations", max_stations),
         ("limits.max_mounts_per_station", max_mounts_per_station),
@@ -258,6 +265,8 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_1000_messages_micros,
         included_transactions,
         overage_per_1000_transactions_micros,
+        included_call_minutes,
+        overage_per_1000_call_minutes_micros,
     } = &plan.prices;
     currency(cur)?;
     // Allowances are multiplied by 10^9 bytes, 3.6 million ms or 60 000 ms when billed; this
@@ -272,6 +281,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         ),
         ("prices.included_messages", included_messages),
         ("prices.included_transactions", included_transactions),
+        ("prices.included_call_minutes", included_call_minutes),
     ] {
         if *v > MAX_ALLOWANCE {
             return Err(Invalid::Value(format!(
@@ -288,6 +298,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_1000_connection_minutes_micros,
         overage_per_1000_messages_micros,
         overage_per_1000_transactions_micros,
+        overage_per_1000_call_minutes_micros,
     ] {
         if *v > MAX_BIG {
             return Err(Invalid::Value(format!(
@@ -535,6 +546,8 @@ mod tests {
                 overage_per_1000_messages_micros: 1,
                 included_transactions: 1,
                 overage_per_1000_transactions_micros: 1,
+                included_call_minutes: 1,
+                overage_per_1000_call_minutes_micros: 1,
             },
             created_at: String::new(),
             updated_at: String::new(),

@@ -149,6 +149,13 @@ pub struct PlanPrices {
     /// Per 1000 payments beyond what the plan includes.
     #[serde(default)]
     pub overage_per_1000_transactions_micros: u64,
+    /// Minutes of 1-to-1 calls (as charged to the callers) per month that the monthly price
+    /// includes, prorated the same way.
+    #[serde(default)]
+    pub included_call_minutes: u64,
+    /// Per 1000 call minutes beyond what the plan includes.
+    #[serde(default)]
+    pub overage_per_1000_call_minutes_micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +244,8 @@ pub struct PlanPricesPatch {
     pub overage_per_1000_messages_micros: Option<u64>,
     pub included_transactions: Option<u64>,
     pub overage_per_1000_transactions_micros: Option<u64>,
+    pub included_call_minutes: Option<u64>,
+    pub overage_per_1000_call_minutes_micros: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -975,6 +984,11 @@ pub struct RealtimeUsageDay {
     /// Payments made (tips, purchases, subscription periods, calls).
     #[serde(default)]
     pub transactions: u64,
+    /// Time of 1-to-1 calls charged to the callers (each charged unit's length).
+    #[serde(default)]
+    pub call_ms: u64,
+    #[serde(default)]
+    pub call_minutes: f64,
 }
 
 /// A tenant's realtime usage per UTC day: what billing prices as connection minutes and

@@ -158,6 +158,10 @@ pub async fn update(
         t.overage_per_1000_transactions_micros = p
             .overage_per_1000_transactions_micros
             .unwrap_or(t.overage_per_1000_transactions_micros);
+        t.included_call_minutes = p.included_call_minutes.unwrap_or(t.included_call_minutes);
+        t.overage_per_1000_call_minutes_micros = p
+            .overage_per_1000_call_minutes_micros
+            .unwrap_or(t.overage_per_1000_call_minutes_micros);
     }
     validate::plan(&plan)?;
     let saved = match db::plans::update(&mut tx, &plan).await {

@@ -179,17 +179,25 @@ pub async fn realtime_usage(
         let mut c = st.db.conn().await?;
         db::realtime_usage::days(&mut c, &tenant_id, from, to).await?
     };
-    let day = |start: String, ms: u64, (messages, transactions): (u64, u64)| RealtimeUsageDay {
-        start,
-        connection_ms: ms,
-        connection_minutes: ms as f64 / 60_000.0,
-        messages,
-        transactions,
+    let day = |start: String, ms: u64, (messages, transactions, call_ms): (u64, u64, u64)| {
+        RealtimeUsageDay {
+            start,
+            connection_ms: ms,
+            connection_minutes: ms as f64 / 60_000.0,
+            messages,
+            transactions,
+            call_ms,
+            call_minutes: call_ms as f64 / 60_000.0,
+        }
     };
     let days: Vec<RealtimeUsageDay> = rows
         .into_iter()
-        .map(|(start, ms, messages, payments)| {
-            day(format_ms(start), u(ms), (u(messages), u(payments)))
+        .map(|(start, ms, messages, payments, call_ms)| {
+            day(
+                format_ms(start),
+                u(ms),
+                (u(messages), u(payments), u(call_ms)),
+            )
         })
         .collect();
     let total = day(
@@ -198,6 +206,7 @@ pub async fn realtime_usage(
         (
             days.iter().map(|d| d.messages).sum(),
             days.iter().map(|d| d.transactions).sum(),
+            days.iter().map(|d| d.call_ms).sum(),
         ),
     );
     Ok(Json(TenantRealtimeUsage {

@@ -109,18 +109,20 @@ async fn daily_usage(
 ) -> Result<Vec<DayUsage>, sqlx::Error> {
     let (clause, invoice) = rows_clause(rows);
     let mut by_day: std::collections::BTreeMap<u32, DayUsage> = std::collections::BTreeMap::new();
-    for (table, a, b, c) in [
-        ("usage_mounts", "listener_ms", "bytes_sent", "0"),
+    for (table, a, b, c, e) in [
+        ("usage_mounts", "listener_ms", "bytes_sent", "0", "0"),
         (
             "realtime_usage",
             "connection_ms",
             "messages",
             "transactions",
+            "call_ms",
         ),
     ] {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM({a}) AS BIGINT) AS a, \
-             CAST(SUM({b}) AS BIGINT) AS b, CAST(SUM({c}) AS BIGINT) AS c FROM {table} \
+             CAST(SUM({b}) AS BIGINT) AS b, CAST(SUM({c}) AS BIGINT) AS c, \
+             CAST(SUM({e}) AS BIGINT) AS e FROM {table} \
              WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 {clause} \
              GROUP BY (period_start_ms - $2) / $4 ORDER BY day"
         ));
@@ -143,6 +145,7 @@ async fn daily_usage(
                 (d.listener_ms, d.bytes) = (a, b);
             } else {
                 (d.connection_ms, d.messages, d.transactions) = (a, b, c);
+                d.call_ms = u(r.try_get("e")?);
             }
         }
     }

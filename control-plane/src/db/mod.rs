@@ -224,6 +224,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0037_unsent_attachments.sql"),
     ),
     (38, "calls", include_str!("../../migrations/0038_calls.sql")),
+    (
+        40,
+        "call_metering",
+        include_str!("../../migrations/0040_call_metering.sql"),
+    ),
 ];
 
 impl Db {

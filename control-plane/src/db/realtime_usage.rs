@@ -30,7 +30,7 @@ pub async fn add(
     connection_ms: u64,
     messages: u64,
 ) -> Result<(), sqlx::Error> {
-    bump(conn, tenant_id, at_ms, (connection_ms, messages, 0)).await
+    bump(conn, tenant_id, at_ms, (connection_ms, messages, 0, 0)).await
 }
 
 /// Counts one payment (`db::ledger::post` of a fan-to-creator payment), like [`add`].
@@ -49,25 +49,36 @@ pub async fn add_transactions(
     at_ms: i64,
     n: u64,
 ) -> Result<(), sqlx::Error> {
-    bump(conn, tenant_id, at_ms, (0, 0, n)).await
+    bump(conn, tenant_id, at_ms, (0, 0, n, 0)).await
+}
+
+/// Counts `ms` of call time charged (`realtime::calls`: units × their length), like [`add`].
+pub async fn add_call_time(
+    conn: &mut Conn,
+    tenant_id: &str,
+    at_ms: i64,
+    ms: u64,
+) -> Result<(), sqlx::Error> {
+    bump(conn, tenant_id, at_ms, (0, 0, 0, ms)).await
 }
 
 async fn bump(
     conn: &mut Conn,
     tenant_id: &str,
     at_ms: i64,
-    (connection_ms, messages, transactions): (u64, u64, u64),
+    (connection_ms, messages, transactions, call_ms): (u64, u64, u64, u64),
 ) -> Result<(), sqlx::Error> {
     // One of the day's unbilled rows at random: writers at once lock different rows (see
     // migration 0028); readers sum them.
     let shard = i64::from(rand::random::<u8>() % SHARDS);
     sqlx::query(
         "INSERT INTO realtime_usage (tenant_id, period_start_ms, connection_ms, messages, shard, \
-         transactions) VALUES ($1, $2, $3, $4, $5, $6) \
+         transactions, call_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (tenant_id, period_start_ms, shard) WHERE invoice_id IS NULL \
          DO UPDATE SET connection_ms = realtime_usage.connection_ms + excluded.connection_ms, \
          messages = realtime_usage.messages + excluded.messages, \
-         transactions = realtime_usage.transactions + excluded.transactions",
+         transactions = realtime_usage.transactions + excluded.transactions, \
+         call_ms = realtime_usage.call_ms + excluded.call_ms",
     )
     .bind(tenant_id)
     .bind(day_start(at_ms))
@@ -75,23 +86,25 @@ async fn bump(
     .bind(i(messages))
     .bind(shard)
     .bind(i(transactions))
+    .bind(i(call_ms))
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// The tenant's usage per UTC day for the days that start in `[from_ms, to_ms)`, billed or not:
-/// (day start, connection ms, messages, payments), oldest first.
+/// (day start, connection ms, messages, payments, call ms), oldest first.
 pub async fn days(
     conn: &mut Conn,
     tenant_id: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(i64, i64, i64, i64)>, sqlx::Error> {
+) -> Result<Vec<(i64, i64, i64, i64, i64)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT period_start_ms, CAST(SUM(connection_ms) AS BIGINT) AS connection_ms, \
          CAST(SUM(messages) AS BIGINT) AS messages, \
-         CAST(SUM(transactions) AS BIGINT) AS transactions FROM realtime_usage WHERE tenant_id = $1 \
+         CAST(SUM(transactions) AS BIGINT) AS transactions, \
+         CAST(SUM(call_ms) AS BIGINT) AS call_ms FROM realtime_usage WHERE tenant_id = $1 \
          AND period_start_ms >= $2 AND period_start_ms < $3 GROUP BY period_start_ms \
          ORDER BY period_start_ms",
     )
@@ -107,6 +120,7 @@ pub async fn days(
                 r.try_get("connection_ms")?,
                 r.try_get("messages")?,
                 r.try_get("transactions")?,
+                r.try_get("call_ms")?,
             ))
         })
         .collect()

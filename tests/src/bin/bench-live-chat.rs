@@ -644,15 +644,7 @@ async fn bench() -> bool {
     );
     ok &= r.as_ref().is_none_or(Window::ok) && answered == all;
     ok &= totals_exact(&fx.cp.http, &s, &k, room_tips).await;
-    if let Some(e) = pool
-        .stats
-        .first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
-        println!("first error: {e}");
-    }
+    print_first_error(&pool);
     pool.close(Duration::from_secs(30)).await;
     println!(
         "totals exact and nothing lost or duplicated: {}",
@@ -666,6 +658,19 @@ async fn bench() -> bool {
         compare(r, &n);
     }
     ok
+}
+
+/// The first thing that went wrong in the load generator, if anything did.
+fn print_first_error(pool: &Pool) {
+    let first = pool
+        .stats
+        .first_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(e) = first {
+        println!("first error: {e}");
+    }
 }
 
 /// The room on both servers, one after the other in this run, and the ratios.

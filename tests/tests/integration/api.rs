@@ -71,6 +71,14 @@ async fn seed_plans_and_plan_crud(b: Backend) {
         (&json!(10_000), &json!(5_000_000))
     );
     assert_eq!(basic["prices"]["included_transactions"], 0);
+    // And 1,000 call minutes, then 20.00 per 1000.
+    assert_eq!(
+        (
+            &premium["prices"]["included_call_minutes"],
+            &premium["prices"]["overage_per_1000_call_minutes_micros"]
+        ),
+        (&json!(1000), &json!(20_000_000))
+    );
 
     let body = json!({
         "name": "Pro",

@@ -220,6 +220,10 @@ async fn a_fan_calls_a_creator_who_answers_and_pays_each_started_minute(b: Backe
     // The ledger holds one call transaction, balanced, and the books check.
     let check = cp.get("/v1/ledger/check", &key).await.expect(200).body;
     assert_eq!(check["ok"], true, "{check}");
+    // The minute charged is on the tenant's usage, which its invoice prices.
+    let usage = cp.get("/v1/realtime/usage", &key).await.expect(200).body;
+    assert_eq!(usage["total"]["call_ms"], 60_000, "{usage}");
+    assert_eq!(usage["total"]["transactions"], 1, "{usage}");
     cp.stop().await;
 }
 

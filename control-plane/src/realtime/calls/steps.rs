@@ -172,6 +172,11 @@ pub(crate) async fn charge(
         ));
         db::ledger::post(tx, tenant, &posting).await?;
     }
+    if n > 0 {
+        // The tenant's plan prices its users' call minutes: the time charged, with the charge.
+        let ms = u64::try_from(n * call.unit_ms()).unwrap_or(0);
+        db::realtime_usage::add_call_time(tx, &tenant.id, now, ms).await?;
+    }
     let paid = from + n;
     let paid_until = calls::paid_until(call, paid, balance - amount);
     let warn_at = paid_until - calls::WARN_BEFORE_MS;
