@@ -68,6 +68,31 @@ async fn ice_servers(
     Ok(Vec::new())
 }
 
+/// The ICE servers of `user`, a party of `call`: the relays of the caller's region (else the
+/// callee's), so both parties meet on the same TURN servers.
+async fn party_ice(
+    conn: &mut db::Conn,
+    call: &Record,
+    user: &str,
+) -> Result<Vec<IceServer>, sqlx::Error> {
+    let mut region = None;
+    for party in [&call.caller_id, &call.callee_id] {
+        if region.is_none() {
+            region = db::users::get(conn, &call.tenant_id, party)
+                .await?
+                .and_then(|u| u.region);
+        }
+    }
+    ice_servers(conn, (&call.tenant_id, user), region.as_deref()).await
+}
+
+/// `incoming-call`'s payload.
+fn incoming_body(call: &Record, ice: &[IceServer]) -> Value {
+    json!({ "callId": call.id, "callerId": call.caller_id,
+            "pricePerMinute": call.price_per_minute, "currency": call.currency,
+            "billing": call.billing, "iceServers": ice })
+}
+
 /// The tenant, checked: there, and its plan includes calls.
 async fn tenant_with_calls(conn: &mut db::Conn, session: &Session) -> Result<Tenant, Refusal> {
     let tenant = db::tenants::get(conn, &session.tenant_id)
@@ -92,7 +117,6 @@ async fn tenant_with_calls(conn: &mut db::Conn, session: &Session) -> Result<Ten
 /// The creator `receiver`, checked: a creator who takes calls now, online, who has not blocked
 /// the caller (nor been blocked), and whose subscribers-only rule lets the caller in.
 async fn callable(
-    hub: &Hub,
     conn: &mut db::Conn,
     session: &Session,
     receiver: &str,
@@ -161,7 +185,6 @@ async fn callable(
             format!("{} is not online now.", callee.display_name),
         ));
     }
-    let _ = hub;
     Ok((callee, price))
 }
 
@@ -182,7 +205,7 @@ pub(super) async fn initiate<A: Adapter>(
     }
     let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
     let tenant = tenant_with_calls(&mut conn, &session).await?;
-    let (callee, price) = callable(&hub, &mut conn, &session, receiver).await?;
+    let (callee, price) = callable(&mut conn, &session, receiver).await?;
     let minimum = calls::ring_minimum(price, callee.call_billing);
     let wallet = Account::Wallet(session.user_id.clone());
     let balance = db::ledger::balance(&mut conn, &tenant.id, &wallet)
@@ -221,7 +244,7 @@ pub(super) async fn initiate<A: Adapter>(
         r["callId"] = json!(call.id);
         return Ok(r);
     }
-    ring(&hub, &s, &session, call, told).await
+    ring(&hub, &s, call, told).await
 }
 
 /// Records the call (busy when a party is in one), with the callee's "incoming call"
@@ -305,38 +328,16 @@ async fn open(
 async fn ring<A: Adapter>(
     hub: &Hub,
     s: &SocketRef<A>,
-    session: &Session,
     mut call: Record,
     mut told: Told,
 ) -> Result<Value, Refusal> {
     let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let region = |u: Option<EndUser>| u.and_then(|u| u.region);
-    let caller_region = region(
-        db::users::get(&mut conn, &call.tenant_id, &call.caller_id)
-            .await
-            .map_err(|e| stored(&e))?,
-    );
-    let callee_region = region(
-        db::users::get(&mut conn, &call.tenant_id, &call.callee_id)
-            .await
-            .map_err(|e| stored(&e))?,
-    );
-    // The caller's region decides the relay for both: they meet on one TURN server.
-    let relay_region = caller_region.or(callee_region);
-    let caller_ice = ice_servers(
-        &mut conn,
-        (&call.tenant_id, &call.caller_id),
-        relay_region.as_deref(),
-    )
-    .await
-    .map_err(|e| stored(&e))?;
-    let callee_ice = ice_servers(
-        &mut conn,
-        (&call.tenant_id, &call.callee_id),
-        relay_region.as_deref(),
-    )
-    .await
-    .map_err(|e| stored(&e))?;
+    let caller_ice = party_ice(&mut conn, &call, &call.caller_id)
+        .await
+        .map_err(|e| stored(&e))?;
+    let callee_ice = party_ice(&mut conn, &call, &call.callee_id)
+        .await
+        .map_err(|e| stored(&e))?;
     told.user(
         &call.tenant_id,
         &call.caller_id,
@@ -347,9 +348,7 @@ async fn ring<A: Adapter>(
         &call.tenant_id,
         &call.callee_id,
         "incoming-call",
-        json!({ "callId": call.id, "callerId": call.caller_id,
-                "pricePerMinute": call.price_per_minute, "currency": call.currency,
-                "billing": call.billing, "iceServers": callee_ice }),
+        incoming_body(&call, &callee_ice),
     );
     if db::calls::advance(&mut conn, &call.id, CallState::Calling, CallState::Ringing)
         .await
@@ -358,9 +357,9 @@ async fn ring<A: Adapter>(
         call.state = CallState::Ringing;
         told.state(&call);
     }
-    told.deliver(hub, |rooms| s.within(rooms), Some((s, &session.user_id)))
+    let caller = call.caller_id.clone();
+    told.deliver(hub, |rooms| s.within(rooms), Some((s, &caller)))
         .await;
-    let _ = session;
     Ok(protocol::ok(json!({
         "callId": call.id,
         "iceServers": caller_ice,
@@ -530,13 +529,8 @@ pub(super) async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Se
         };
         let _ = s.emit("call-state", &steps::state_body(&call));
         if call.state == CallState::Ringing && call.callee_id == session.user_id {
-            let ice = ice_servers(&mut conn, (&call.tenant_id, &call.callee_id), None).await?;
-            let _ = s.emit(
-                "incoming-call",
-                &json!({ "callId": call.id, "callerId": call.caller_id,
-                         "pricePerMinute": call.price_per_minute, "currency": call.currency,
-                         "billing": call.billing, "iceServers": ice }),
-            );
+            let ice = party_ice(&mut conn, &call, &call.callee_id).await?;
+            let _ = s.emit("incoming-call", &incoming_body(&call, &ice));
         }
         Ok(())
     }
