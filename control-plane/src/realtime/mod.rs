@@ -118,6 +118,33 @@ fn tenant_room(tenant_id: &str) -> String {
     format!("t:{tenant_id}")
 }
 
+/// The socket's tenant, checked: still there, and its plan has the feature (`what`, its name
+/// in the plan, and how to read it), else the refusal that says which.
+async fn featured_tenant(
+    conn: &mut db::Conn,
+    session: &Session,
+    (what, name, has): (&str, &str, fn(&onda_shared::api::PlanFeatures) -> bool),
+) -> Result<onda_shared::api::Tenant, protocol::Refusal> {
+    use protocol::{Refusal, stored};
+    let tenant = db::tenants::get(conn, &session.tenant_id)
+        .await
+        .map_err(|e| stored(&e))?
+        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
+    let plan = db::plans::get(conn, &tenant.plan_id)
+        .await
+        .map_err(|e| stored(&e))?;
+    if !plan.is_some_and(|p| has(&p.features)) {
+        return Err(Refusal::new(
+            "forbidden",
+            format!(
+                "The tenant's plan {:?} does not include {what} (the plan feature `{name}`).",
+                tenant.plan_id
+            ),
+        ));
+    }
+    Ok(tenant)
+}
+
 /// What every handler shares.
 pub(crate) struct Hub {
     db: Db,

@@ -149,22 +149,8 @@ async fn stream_of(
     session: &Session,
     stream_id: &str,
 ) -> Result<(onda_shared::api::Tenant, LiveStream), Refusal> {
-    let tenant = db::tenants::get(conn, &session.tenant_id)
-        .await
-        .map_err(|e| stored(&e))?
-        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
-    let plan = db::plans::get(conn, &tenant.plan_id)
-        .await
-        .map_err(|e| stored(&e))?;
-    if !plan.is_some_and(|p| p.features.live_chat) {
-        return Err(Refusal::new(
-            "forbidden",
-            format!(
-                "The tenant's plan {:?} does not include live chat (the plan feature `live_chat`).",
-                tenant.plan_id
-            ),
-        ));
-    }
+    let tenant =
+        super::featured_tenant(conn, session, ("live chat", "live_chat", |f| f.live_chat)).await?;
     let stream = db::live_streams::get(conn, stream_id, Some(&tenant.id))
         .await
         .map_err(|e| stored(&e))?

@@ -102,7 +102,29 @@ async fn state(sio: &mut Sio, (client, id): (&str, &str), want: &str, within: Du
     }
 }
 
-/// Rings `star` from `fan` and answers: the call's id.
+/// `initiate-call` from `fan` with `payload` is refused with `code`.
+async fn refused(sio: &mut Sio, payload: Value, code: &str) {
+    let ack = sio.emit("fan", "initiate-call", payload).await;
+    assert_error(&ack, code);
+}
+
+/// A driver with `fan` and `star` connected, by their tokens.
+async fn fan_and_star(url: &str, (fan, star): (&str, &str)) -> Sio {
+    let mut sio = Sio::start(url).await;
+    sio.connect("fan", fan).await.expect("fan connects");
+    sio.connect("star", star).await.expect("star connects");
+    sio
+}
+
+/// Rings `star` from `fan`, and `star` answers: the call's id.
+async fn answered(sio: &mut Sio) -> String {
+    let id = ring(sio).await;
+    let ack = sio.emit("star", "accept-call", json!({"callId": id})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    id
+}
+
+/// Rings `star` from `fan`: the call's id.
 async fn ring(sio: &mut Sio) -> String {
     let ack = sio
         .emit("fan", "initiate-call", json!({"receiverId": "star"}))
@@ -121,9 +143,7 @@ async fn a_fan_calls_a_creator_who_answers_and_pays_each_started_minute(b: Backe
         return;
     };
     let (key, fan, star) = setup(&cp, (120, "minute"), 1000).await;
-    let mut sio = Sio::start(&cp.url).await;
-    sio.connect("fan", &fan).await.expect("fan connects");
-    sio.connect("star", &star).await.expect("star connects");
+    let mut sio = fan_and_star(&cp.url, (&fan, &star)).await;
     sio.connect("star-tablet", &star)
         .await
         .expect("star's tablet connects");
@@ -234,9 +254,7 @@ async fn reject_cancel_busy_and_missed_end_with_their_reason_and_charge_nothing(
     let (key, fan, star) = setup(&cp, (100, "minute"), 500).await;
     let other = cp.user_with_token(&key, "other", "Other").await;
     credit_wallet(&cp, &key, "other", 500).await;
-    let mut sio = Sio::start(&cp.url).await;
-    sio.connect("fan", &fan).await.expect("fan connects");
-    sio.connect("star", &star).await.expect("star connects");
+    let mut sio = fan_and_star(&cp.url, (&fan, &star)).await;
     sio.connect("other", &other).await.expect("other connects");
 
     // Rejected by the creator.
@@ -338,12 +356,8 @@ async fn one_minute_of_credit_is_warned_and_ends_at_the_boundary(b: Backend) {
     };
     // 600 a minute by the second (10 a second), and exactly one minute in the wallet.
     let (key, fan, star) = setup(&cp, (600, "second"), 600).await;
-    let mut sio = Sio::start(&cp.url).await;
-    sio.connect("fan", &fan).await.expect("fan connects");
-    sio.connect("star", &star).await.expect("star connects");
-    let id = ring(&mut sio).await;
-    let ack = sio.emit("star", "accept-call", json!({"callId": id})).await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    let mut sio = fan_and_star(&cp.url, (&fan, &star)).await;
+    let id = answered(&mut sio).await;
     let started = std::time::Instant::now();
     // The balance pays 60 s: both are warned at once, with the end time.
     for client in ["fan", "star"] {
@@ -383,11 +397,8 @@ async fn a_party_gone_fifteen_seconds_ends_the_call_and_one_back_sooner_keeps_it
         return;
     };
     let (key, fan, star) = setup(&cp, (60, "minute"), 1000).await;
-    let mut sio = Sio::start(&cp.url).await;
-    sio.connect("fan", &fan).await.expect("fan connects");
-    sio.connect("star", &star).await.expect("star connects");
-    let id = ring(&mut sio).await;
-    sio.emit("star", "accept-call", json!({"callId": id})).await;
+    let mut sio = fan_and_star(&cp.url, (&fan, &star)).await;
+    let id = answered(&mut sio).await;
     for client in ["fan", "star"] {
         state(
             &mut sio,
@@ -453,42 +464,30 @@ async fn bad_calls_and_signals_get_error_acks(b: Backend) {
     let mut sio = Sio::start(&cp.url).await;
     sio.connect("fan", &fan).await.expect("fan connects");
 
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "fan"}))
-        .await;
-    assert_error(&ack, "invalid_payload");
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "plain"}))
-        .await;
-    assert_error(&ack, "not_a_creator");
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "nobody"}))
-        .await;
-    assert_error(&ack, "not_found");
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"to": "star"}))
-        .await;
-    assert_error(&ack, "invalid_payload");
+    for (payload, code) in [
+        (json!({"receiverId": "fan"}), "invalid_payload"),
+        (json!({"receiverId": "plain"}), "not_a_creator"),
+        (json!({"receiverId": "nobody"}), "not_found"),
+        (json!({"to": "star"}), "invalid_payload"),
+    ] {
+        refused(&mut sio, payload, code).await;
+    }
     // The creator is not online.
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
-        .await;
-    assert_error(&ack, "offline");
+    refused(&mut sio, json!({"receiverId": "star"}), "offline").await;
     sio.connect("star", &star).await.expect("star connects");
     // Online, but the fan holds less than a minute.
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
-        .await;
-    assert_error(&ack, "insufficient_funds");
+    refused(
+        &mut sio,
+        json!({"receiverId": "star"}),
+        "insufficient_funds",
+    )
+    .await;
     credit_wallet(&cp, &key, "fan", 1000).await;
     // Not available, then available but blocked.
     cp.patch("/v1/me", &star, json!({"available_for_calls": false}))
         .await
         .expect(200);
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
-        .await;
-    assert_error(&ack, "unavailable");
+    refused(&mut sio, json!({"receiverId": "star"}), "unavailable").await;
     let me = cp
         .patch("/v1/me", &star, json!({"available_for_calls": true}))
         .await
@@ -501,20 +500,19 @@ async fn bad_calls_and_signals_get_error_acks(b: Backend) {
         .emit("star", "block-user", json!({"userId": "fan"}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
-        .await;
-    assert_error(&ack, "blocked");
+    refused(&mut sio, json!({"receiverId": "star"}), "blocked").await;
     sio.emit("star", "unblock-user", json!({"userId": "fan"}))
         .await;
     // Subscribers only: the fan is not one.
     cp.patch("/v1/me", &star, json!({"calls_subscribers_only": true}))
         .await
         .expect(200);
-    let ack = sio
-        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
-        .await;
-    assert_error(&ack, "subscription_required");
+    refused(
+        &mut sio,
+        json!({"receiverId": "star"}),
+        "subscription_required",
+    )
+    .await;
     cp.patch("/v1/me", &star, json!({"calls_subscribers_only": false}))
         .await
         .expect(200);
@@ -656,9 +654,7 @@ async fn a_control_plane_killed_mid_call_bills_each_second_once(b: Backend) {
     sio.connect("star", &tokens[1])
         .await
         .expect("star connects");
-    let id = ring(&mut sio).await;
-    let ack = sio.emit("star", "accept-call", json!({"callId": id})).await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    let id = answered(&mut sio).await;
     let units = |c: &Value| c["unitsCharged"].as_i64().unwrap_or(0);
     let fx_ref = &fx;
     onda_tests::wait_for("3 seconds billed", Duration::from_secs(10), || {

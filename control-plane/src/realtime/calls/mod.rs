@@ -93,27 +93,6 @@ fn incoming_body(call: &Record, ice: &[IceServer]) -> Value {
             "billing": call.billing, "iceServers": ice })
 }
 
-/// The tenant, checked: there, and its plan includes calls.
-async fn tenant_with_calls(conn: &mut db::Conn, session: &Session) -> Result<Tenant, Refusal> {
-    let tenant = db::tenants::get(conn, &session.tenant_id)
-        .await
-        .map_err(|e| stored(&e))?
-        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
-    let plan = db::plans::get(conn, &tenant.plan_id)
-        .await
-        .map_err(|e| stored(&e))?;
-    if !plan.is_some_and(|p| p.features.calls) {
-        return Err(Refusal::new(
-            "forbidden",
-            format!(
-                "The tenant's plan {:?} does not include calls (the plan feature `calls`).",
-                tenant.plan_id
-            ),
-        ));
-    }
-    Ok(tenant)
-}
-
 /// The creator `receiver`, checked: a creator who takes calls now, online, who has not blocked
 /// the caller (nor been blocked), and whose subscribers-only rule lets the caller in.
 async fn callable(
@@ -204,7 +183,8 @@ pub(super) async fn initiate<A: Adapter>(
         return Err(Refusal::invalid("You cannot call yourself."));
     }
     let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let tenant = tenant_with_calls(&mut conn, &session).await?;
+    let tenant =
+        super::featured_tenant(&mut conn, &session, ("calls", "calls", |f| f.calls)).await?;
     let (callee, price) = callable(&mut conn, &session, receiver).await?;
     let minimum = calls::ring_minimum(price, callee.call_billing);
     let wallet = Account::Wallet(session.user_id.clone());
