@@ -253,6 +253,8 @@ pub struct DemoUser {
 
 /// The demo creator's subscription price (minor units of the demo tenant's currency).
 pub const DEMO_SUBSCRIPTION_PRICE: i64 = 499;
+/// What a minute of a call with the demo creator costs (they take calls from the start).
+pub const DEMO_CALL_PRICE: i64 = 100;
 /// The demo fan's starting balance.
 pub const DEMO_FAN_BALANCE: i64 = 2000;
 /// The idempotency key and reference of the demo fan's starting credit: fixed, so a second run
@@ -275,6 +277,8 @@ pub(super) async fn ensure_demo_users(
         let mut profile = serde_json::json!({ "display_name": name, "creator": creator });
         if creator {
             profile["subscription_price"] = DEMO_SUBSCRIPTION_PRICE.into();
+            profile["available_for_calls"] = true.into();
+            profile["call_price_per_minute"] = DEMO_CALL_PRICE.into();
         }
         let put = client
             .put(format!("{api}/v1/users/{id}"))
