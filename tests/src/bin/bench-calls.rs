@@ -8,8 +8,9 @@
 //! `BENCH_CANDIDATES` ICE candidates (10) each way through `signal` — the signalling of a real
 //! WebRTC call, without media. Set-up latency is from `initiate-call` to the last candidate
 //! received. With every call in progress at once the run holds `BENCH_HOLD_SECONDS` (10) to
-//! measure what open calls cost (the calls' clock reads them every 500 ms), then every fan
-//! hangs up: tear-down latency is from `end-call` to the creator's `call-state ended`.
+//! measure what open calls cost (the calls' clock reads them every 500 ms), then the fans hang
+//! up at the same rate: tear-down latency is from `end-call` to the creator's `call-state
+//! ended`.
 //! Reported: latencies p50/p99, the server's, PostgreSQL's and the generator's CPU-seconds per
 //! phase, and the records checked exactly (every call hung up, one minute charged, the ledger
 //! balanced). Exit 1 when a call fails or a total is off. Run it with `scripts/bench-calls.sh`.
@@ -289,6 +290,8 @@ async fn run(o: &Onda, k: &Knobs, pairs: Vec<(Conn, Conn)>) -> bool {
             let _ = up.send(set.as_ref().map(|(_, m)| *m).map_err(Clone::clone));
             let (id, _) = set?;
             let _ = hold.recv().await;
+            // Hung up at the rate they were made, as calls end spread out.
+            tokio::time::sleep(every * u32::try_from(i).unwrap_or(u32::MAX)).await;
             tear_down(&mut fan, &mut star, &id).await
         });
         tokio::time::sleep(every).await;
