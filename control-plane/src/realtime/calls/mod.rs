@@ -370,43 +370,44 @@ pub(super) async fn act<A: Adapter>(
     act: Act,
 ) -> Result<Value, Refusal> {
     let req: CallRef = protocol::parse(act.event(), data)?;
-    let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-    let (mut call, party) = party_call(&mut conn, &session, &req.call_id).await?;
-    let outcome =
-        calls::act(call.state, party, act).map_err(|m| Refusal::new("invalid_state", m))?;
-    let tenant = db::tenants::get(&mut conn, &session.tenant_id)
-        .await
-        .map_err(|e| stored(&e))?
-        .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?;
-    drop(conn);
-    let now = db::now_millis();
-    let mut told = Told::new(&tenant.id);
-    let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
-    let changed = match outcome {
-        Outcome::Already => false,
-        Outcome::Answered => answer(&mut tx, (&tenant, &hub), &mut call, (now, &mut told))
-            .await
-            .map_err(charge_refusal)?,
-        Outcome::Ended(reason) => steps::finish(
-            &mut tx,
-            (&tenant, &hub),
-            &mut call,
-            (reason, now),
-            &mut told,
-        )
-        .await
-        .map_err(charge_refusal)?,
-    };
-    if changed {
-        tx.commit().await.map_err(|e| stored(&e))?;
-        told.deliver(&hub, |rooms| s.within(rooms), Some((&s, &session.user_id)))
-            .await;
-    } else {
-        drop(tx);
+    let tenant = {
         let mut conn = hub.db.conn().await.map_err(|e| stored(&e))?;
-        call = party_call(&mut conn, &session, &req.call_id).await?.0;
+        db::tenants::get(&mut conn, &session.tenant_id)
+            .await
+            .map_err(|e| stored(&e))?
+            .ok_or_else(|| Refusal::new("unauthorized", "This connection's tenant is gone."))?
+    };
+    // The call is read in the change's transaction; a guarded write that finds it changed
+    // since (the clock charged a unit, the other party acted) rolls back and reads it again.
+    for _ in 0..5 {
+        let mut tx = hub.db.begin().await.map_err(|e| stored(&e))?;
+        let (mut call, party) = party_call(&mut tx, &session, &req.call_id).await?;
+        let outcome =
+            calls::act(call.state, party, act).map_err(|m| Refusal::new("invalid_state", m))?;
+        let now = db::now_millis();
+        let mut told = Told::new(&tenant.id);
+        let changed = match outcome {
+            Outcome::Already => return Ok(protocol::ok(json!({ "call": db::calls::wire(&call) }))),
+            Outcome::Answered => answer(&mut tx, (&tenant, &hub), &mut call, (now, &mut told))
+                .await
+                .map_err(charge_refusal)?,
+            Outcome::Ended(reason) => {
+                let end = (reason, now);
+                steps::finish(&mut tx, (&tenant, &hub), &mut call, end, &mut told)
+                    .await
+                    .map_err(charge_refusal)?
+            }
+        };
+        if changed {
+            tx.commit().await.map_err(|e| stored(&e))?;
+            told.deliver(&hub, |rooms| s.within(rooms), Some((&s, &session.user_id)))
+                .await;
+            return Ok(protocol::ok(json!({ "call": db::calls::wire(&call) })));
+        }
     }
-    Ok(protocol::ok(json!({ "call": db::calls::wire(&call) })))
+    Err(Refusal::busy(
+        "The call kept changing while this was done; send it again.",
+    ))
 }
 
 /// The callee answered: in progress, the first unit charged now (a wallet that no longer pays
