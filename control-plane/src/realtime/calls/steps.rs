@@ -256,6 +256,9 @@ pub(crate) async fn finish(
         && let Some(accepted) = call.accepted_ms
     {
         let owed = calls::owed_units(accepted, call.unit_ms(), ended_ms.max(accepted));
+        // Ending: no low-balance warning for a call that is over (the charge warns only a
+        // call that has not been warned).
+        call.warned_ms.get_or_insert(ended_ms);
         if charge(tx, (tenant, hub), call, owed, (ended_ms, told)).await? == Charge::Lost {
             return Ok(false);
         }
