@@ -170,6 +170,7 @@ pub fn admit(
         generation: desired.generation,
         stations: Vec::new(),
         live_streams: Vec::new(),
+        turn: desired.turn.clone(),
     };
     check(&ok).map_err(|e| anyhow::Error::new(e).context("the node's own edge settings"))?;
     let mut rejected = Vec::new();
@@ -483,9 +484,15 @@ mod tests {
                 // The same key twice: the second stream is refused, not the first.
                 stream("l2", "other-live", "key-one-0123456789"),
             ],
+            turn: Some(onda_shared::cluster::proto::TurnSpec {
+                realm: "onda".into(),
+                secrets: vec!["s".into()],
+            }),
         };
         let a = admit(&base(), &desired, &media).unwrap();
         assert_eq!(a.desired.generation, 7);
+        // What the edge refuses does not take the TURN secrets with it.
+        assert_eq!(a.desired.turn, desired.turn);
         let ids: Vec<&str> = a
             .desired
             .stations

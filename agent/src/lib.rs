@@ -269,6 +269,8 @@ fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
         labels: config.node.labels.clone(),
         edge_url: public_url,
         rtmp_url,
+        // The agent runs no TURN relay yet.
+        turn_urls: Vec::new(),
         capacity_listeners: config.node.capacity_listeners,
         capacity_mbps: config.node.capacity_mbps,
     })

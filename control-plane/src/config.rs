@@ -24,6 +24,7 @@ pub struct ControlPlaneConfig {
     pub nowplaying: NowPlayingConfig,
     pub webhooks: WebhooksConfig,
     pub realtime: RealtimeConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -400,6 +401,88 @@ impl RealtimeConfig {
     }
 }
 
+/// TURN for calls: the shared secrets the nodes' relays check credentials against, and how long
+/// a credential handed to a client lasts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// A new shared secret is made this often (seconds); the one before stays until every
+    /// credential made with it has expired. `ONDA_TURN_ROTATE_SECS`.
+    pub rotate_secs: u64,
+    /// How long a TURN credential is valid (seconds): a call that starts later needs new ones.
+    /// `ONDA_TURN_CREDENTIAL_TTL_SECS`.
+    pub credential_ttl_secs: u64,
+    /// The cluster's TURN realm (coturn's `realm`, sent to every node). `ONDA_TURN_REALM`.
+    pub realm: String,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            rotate_secs: 24 * 3600,
+            credential_ttl_secs: 3600,
+            realm: "onda".to_string(),
+        }
+    }
+}
+
+/// The TURN settings checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnSettings {
+    pub rotate_secs: u64,
+    pub credential_ttl_secs: u64,
+    pub realm: String,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        let c = TurnConfig::default();
+        TurnSettings {
+            rotate_secs: c.rotate_secs,
+            credential_ttl_secs: c.credential_ttl_secs,
+            realm: c.realm,
+        }
+    }
+}
+
+impl TurnConfig {
+    pub fn validate(&self) -> Result<TurnSettings, ConfigError> {
+        if !(60..=30 * 24 * 3600).contains(&self.rotate_secs) {
+            invalid!(
+                "turn.rotate_secs",
+                "turn.rotate_secs = {} must be between 60 and 2592000 (30 days)",
+                self.rotate_secs
+            );
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.credential_ttl_secs) {
+            invalid!(
+                "turn.credential_ttl_secs",
+                "turn.credential_ttl_secs = {} must be between 60 and 604800 (7 days)",
+                self.credential_ttl_secs
+            );
+        }
+        // It goes into coturn's configuration file and user database as written.
+        let realm = self.realm.trim();
+        let ok = (1..=127).contains(&realm.len())
+            && realm
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !ok {
+            invalid!(
+                "turn.realm",
+                "turn.realm = {:?} must be 1 to 127 of A-Z, a-z, 0-9, '.', '-', '_' \
+                 (e.g. \"turn.example.com\")",
+                self.realm
+            );
+        }
+        Ok(TurnSettings {
+            rotate_secs: self.rotate_secs,
+            credential_ttl_secs: self.credential_ttl_secs,
+            realm: realm.to_string(),
+        })
+    }
+}
+
 /// Webhooks to tenants' backends: which addresses they may point at, how deliveries are retried
 /// and how many run at once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -559,6 +642,9 @@ pub struct ClusterSettings {
     pub demo_tone: bool,
     pub relay_threshold_listeners: u64,
     pub reserve_listeners: u64,
+    /// The `[turn]` section, for the leader's secret rotation (set from it by
+    /// [`ControlPlaneConfig::validate`]).
+    pub turn: TurnSettings,
 }
 
 impl ClusterConfig {
@@ -630,6 +716,7 @@ impl ClusterConfig {
             demo_tone: self.demo_tone,
             relay_threshold_listeners: self.relay_threshold_listeners,
             reserve_listeners: self.reserve_listeners,
+            turn: TurnSettings::default(),
         }))
     }
 }
@@ -651,6 +738,7 @@ pub struct Validated {
     pub nowplaying: NowPlayingSettings,
     pub webhooks: WebhookSettings,
     pub realtime: RealtimeSettings,
+    pub turn: TurnSettings,
 }
 
 impl ControlPlaneConfig {
@@ -677,6 +765,11 @@ impl ControlPlaneConfig {
                 "auth.admin_token is shorter than 16 characters; use a long random token"
             );
         }
+        let turn = self.turn.validate()?;
+        let mut cluster = self.cluster.validate()?;
+        if let Some(c) = cluster.as_mut() {
+            c.turn = turn.clone();
+        }
         Ok(Validated {
             listen: self.http.listen,
             max_body_bytes: usize::try_from(self.http.max_body_bytes).unwrap_or(usize::MAX),
@@ -685,11 +778,12 @@ impl ControlPlaneConfig {
             database_url: self.database.url.clone(),
             max_connections: self.database.max_connections,
             admin_token: (!token.is_empty()).then(|| token.to_string()),
-            cluster: self.cluster.validate()?,
+            cluster,
             media: self.media.validate()?,
             nowplaying: self.nowplaying.validate()?,
             webhooks: self.webhooks.validate()?,
             realtime: self.realtime.validate()?,
+            turn,
         })
     }
 }
@@ -704,6 +798,48 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn turn_section_defaults_file_env_and_errors() {
+        let cfg: ControlPlaneConfig = load_from("", "cp.toml", Vec::new()).expect("loads");
+        let v = cfg.validate().expect("valid");
+        assert_eq!(v.turn, TurnSettings::default());
+        assert_eq!(
+            (v.turn.rotate_secs, v.turn.credential_ttl_secs),
+            (86_400, 3600)
+        );
+        // The leader rotates with the same settings.
+        assert_eq!(v.cluster.expect("cluster").turn, v.turn);
+        let cfg: ControlPlaneConfig = load_from(
+            "[turn]\nrotate_secs = 3600\nrealm = \"turn.example.com\"\n",
+            "cp.toml",
+            env(&[("ONDA_TURN_CREDENTIAL_TTL_SECS", "600")]),
+        )
+        .expect("loads");
+        let turn = cfg.validate().expect("valid").turn;
+        assert_eq!(
+            (
+                turn.rotate_secs,
+                turn.credential_ttl_secs,
+                turn.realm.as_str()
+            ),
+            (3600, 600, "turn.example.com")
+        );
+        for (text, key) in [
+            ("[turn]\nrotate_secs = 10\n", "turn.rotate_secs"),
+            (
+                "[turn]\ncredential_ttl_secs = 0\n",
+                "turn.credential_ttl_secs",
+            ),
+            ("[turn]\nrealm = \"two words\"\n", "turn.realm"),
+            ("[turn]\nrealm = \"\"\n", "turn.realm"),
+        ] {
+            let cfg: ControlPlaneConfig = load_from(text, "cp.toml", Vec::new()).expect(text);
+            let err = cfg.validate().expect_err(text);
+            assert_eq!(err.key, key, "{text}");
+            assert!(err.message.contains(key), "{err}");
+        }
     }
 
     #[test]

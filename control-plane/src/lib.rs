@@ -28,6 +28,7 @@ pub mod stream_sessions;
 pub mod subscriptions;
 pub mod ticker;
 pub mod tips;
+pub mod turn;
 pub mod users;
 pub mod validate;
 pub mod webhooks;

@@ -83,6 +83,14 @@ pub async fn start(cfg: &Validated) -> anyhow::Result<Running> {
     start_with(listener, db, cfg).await
 }
 
+fn warn_without_admin_token(cfg: &Validated) {
+    if cfg.admin_token.is_none() {
+        tracing::warn!(
+            "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
+        );
+    }
+}
+
 /// Serves on an already bound listener with an already connected database.
 pub async fn start_with(
     listener: tokio::net::TcpListener,
@@ -91,12 +99,9 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new()?);
-    if cfg.admin_token.is_none() {
-        tracing::warn!(
-            "no admin token configured (auth.admin_token / ONDA_AUTH_ADMIN_TOKEN): admin routes refuse every request"
-        );
-    }
+    warn_without_admin_token(cfg);
     let media = Arc::new(MediaStore::open(&cfg.media, metrics.media.clone()).await?);
+    crate::turn::start(&db, &cfg.turn).await?;
     let cluster = match &cfg.cluster {
         Some(settings) => Some(
             crate::cluster::start(

@@ -12,6 +12,7 @@ mod ledger;
 mod notifications;
 mod realtime;
 mod sessions;
+mod turn;
 mod users;
 mod watch;
 mod webhooks;
@@ -21,6 +22,7 @@ pub use ledger::*;
 pub use notifications::*;
 pub use realtime::*;
 pub use sessions::*;
+pub use turn::*;
 pub use users::*;
 pub use watch::*;
 pub use webhooks::*;
@@ -445,6 +447,10 @@ pub struct Node {
     pub public_url: String,
     /// `rtmp://host:port` where publishers reach this node's RTMP ingest; empty without one.
     pub rtmp_url: String,
+    /// Where WebRTC peers reach this node's TURN relay (`turn:host:3478?transport=udp`, …);
+    /// empty without one.
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
     pub capacity_listeners: u32,
     pub capacity_mbps: u32,
     pub status: NodeStatus,

@@ -64,6 +64,7 @@ fn settings(
             ..Default::default()
         },
         realtime: Default::default(),
+        turn: Default::default(),
     }
 }
 

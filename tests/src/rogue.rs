@@ -19,6 +19,7 @@ pub fn advert(name: &str) -> NodeAdvert {
         labels: Default::default(),
         edge_url: "http://127.0.0.1:9".to_string(),
         rtmp_url: String::new(),
+        turn_urls: Vec::new(),
         capacity_listeners: 1000,
         capacity_mbps: 1000,
     }

@@ -38,6 +38,7 @@ mod subscriptions;
 mod tenants;
 mod tips;
 mod transactions;
+mod turn;
 mod usage;
 mod users;
 mod wallets;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub webhooks_allow_private: bool,
     /// `http.public_url` (no trailing `/`): links handed out are absolute on it when set.
     pub public_url: Option<Arc<str>>,
+    /// The `[turn]` settings: how long the TURN credentials handed out last.
+    pub turn: Arc<crate::config::TurnSettings>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -104,6 +107,7 @@ pub struct AppState {
         (name = "calls", description = "Paid 1-to-1 video calls: made and changed over the realtime gateway (docs/calls.md); their records and history here"),
         (name = "money", description = "Wallets on a double-entry ledger: credits, refunds, adjustments and transaction history (tenant API keys; requests that move value need an Idempotency-Key header), and a user's own wallet (user tokens)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
+        (name = "calls", description = "1-to-1 calls: TURN relays and their time-limited credentials for an end user's WebRTC peer connections (user tokens)"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
     )
@@ -219,6 +223,7 @@ pub fn router(
         realtime,
         webhooks_allow_private: cfg.webhooks.allow_private,
         public_url: cfg.public_url.as_deref().map(Arc::from),
+        turn: Arc::new(cfg.turn.clone()),
     };
     let app = router
         .merge(public)
@@ -232,7 +237,8 @@ pub fn router(
     socketio.wrap(app)
 }
 
-/// The money API: wallets, transactions, tips, earnings and payouts.
+/// The money API: wallets, transactions, tips, earnings and payouts (and beside it paywalls,
+/// stream chats' moderators, and calls' TURN relays).
 fn money_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(wallets::get))
@@ -259,6 +265,7 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(subscriptions::declare, subscriptions::remove))
         .routes(routes!(paywall::purchase))
         .routes(routes!(paywall::playback))
+        .routes(routes!(turn::ice_servers))
         .routes(routes!(chat::moderators))
         .routes(routes!(chat::add, chat::remove))
         .routes(routes!(chat::my_moderators))

@@ -15,7 +15,7 @@ use super::round::{
 };
 use super::{Cluster, keys};
 use crate::db;
-use onda_shared::cluster::proto::DjSpec;
+use onda_shared::cluster::proto::{DjSpec, TurnSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -292,6 +292,10 @@ async fn gather(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Snapshot
     let desired = cluster.store.all_desired().await?;
     let autodj = autodj_inputs(cluster, round).await?;
     let settings = &cluster.settings;
+    let turn = {
+        let mut c = cluster.db.conn().await?;
+        crate::turn::secrets::rotate(&mut c, db::now_millis(), &settings.turn).await?
+    };
     Ok(Snapshot {
         catalog,
         streams,
@@ -301,6 +305,10 @@ async fn gather(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Snapshot
         observed,
         desired,
         autodj,
+        turn: (!turn.is_empty()).then(|| TurnSpec {
+            realm: settings.turn.realm.clone(),
+            secrets: turn,
+        }),
         settings: PlanSettings {
             reserve_listeners: settings.reserve_listeners,
             relay_threshold_listeners: settings.relay_threshold_listeners,

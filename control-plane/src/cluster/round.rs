@@ -10,6 +10,9 @@
 //! relays. A node stops carrying a station it is leaving only once the new origin has applied
 //! its latest desired state and reports the station on the air (an older state's report could
 //! be stale).
+//!
+//! Nodes that advertise TURN URLs also get the cluster's live TURN secrets (read by the leader,
+//! see the `turn::secrets` module); a change of the secrets alone is a new generation for them.
 
 use super::Observed;
 use crate::db;
@@ -19,7 +22,7 @@ use crate::scheduler::{self, NodeInfo, NodeState, Placement, Policy, Role, Stati
 use onda_shared::api::{Node, NodeStatus};
 use onda_shared::cluster::proto::{
     AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, RenditionSpec,
-    StationRole, StationSpec, TrackSpec,
+    StationRole, StationSpec, TrackSpec, TurnSpec,
 };
 use onda_shared::domain::{PlayOrder, PlaylistKind, TimeZoneName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +74,8 @@ pub struct Snapshot {
     /// Every node's desired state as last written.
     pub desired: BTreeMap<String, DesiredState>,
     pub autodj: Arc<AutoDjInputs>,
+    /// The TURN secrets every node with TURN carries; None when there are none yet.
+    pub turn: Option<TurnSpec>,
     pub settings: PlanSettings,
     pub memory: Memory,
     /// The round's time (Unix ms), for the carriage record.
@@ -437,8 +442,9 @@ fn node_writes(
         });
     }
     let (stations, live_streams) = specs.of_node(&n.id, roles.map(Vec::as_slice).unwrap_or(&[]));
-    let changed =
-        previous.map(|d| (&d.stations, &d.live_streams)) != Some((&stations, &live_streams));
+    let turn = s.turn.clone().filter(|_| !n.turn_urls.is_empty());
+    let changed = previous.map(|d| (&d.stations, &d.live_streams, &d.turn))
+        != Some((&stations, &live_streams, &turn));
     let carriage = (changed || !s.memory.carriage_recorded.contains(&n.id)).then(|| Carriage {
         carried: stations
             .iter()
@@ -452,6 +458,7 @@ fn node_writes(
         generation: previous.map_or(0, |d| d.generation) + 1,
         stations,
         live_streams,
+        turn,
     });
     let is_alive = s.alive.contains(&n.id);
     let alive = s
@@ -645,6 +652,53 @@ mod tests {
         }
     }
 
+    /// Nodes with TURN get the cluster's secrets, and new secrets are a new generation for
+    /// them only; a node without TURN never sees a secret.
+    #[test]
+    fn turn_secrets_go_to_the_nodes_with_turn() {
+        let nodes = vec![
+            make_node(0, &(0, true, false, 100, 100, NodeStatus::Ready, true)),
+            make_node(1, &(0, false, false, 100, 100, NodeStatus::Ready, true)),
+        ];
+        let mut s = Snapshot {
+            catalog: Vec::new(),
+            streams: Vec::new(),
+            alive: nodes.iter().map(|n| n.id.clone()).collect(),
+            nodes,
+            placement: Placement::default(),
+            observed: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            autodj: Arc::new(AutoDjInputs::default()),
+            turn: Some(turn_spec(&["s1"])),
+            settings: PlanSettings {
+                reserve_listeners: 10,
+                relay_threshold_listeners: 500,
+                demo_tone: false,
+            },
+            memory: Memory::default(),
+            now_ms: 1_750_000_000_000,
+        };
+        let p = plan(&s);
+        s.desired = desired_after(&s, &p);
+        s.memory.carriage_recorded = s.desired.keys().cloned().collect();
+        s.memory.alive = Some(s.alive.clone());
+        assert_eq!(s.desired["node_0"].turn, Some(turn_spec(&["s1"])));
+        assert_eq!(s.desired["node_1"].turn, None);
+        // Nothing changed: nothing written.
+        assert!(plan(&s).nodes.is_empty());
+        s.turn = Some(turn_spec(&["s2", "s1"]));
+        let p = plan(&s);
+        let after = desired_after(&s, &p);
+        assert_eq!(p.nodes.len(), 1, "{p:?}");
+        assert_eq!(p.nodes[0].node(), "node_0");
+        assert_eq!(
+            after["node_0"].generation,
+            s.desired["node_0"].generation + 1
+        );
+        assert_eq!(after["node_0"].turn, Some(turn_spec(&["s2", "s1"])));
+        assert_eq!(after["node_1"], s.desired["node_1"]);
+    }
+
     fn track_row(i: usize) -> db::playlists::TrackRow {
         db::playlists::TrackRow {
             media_id: format!("med_{i}"),
@@ -694,6 +748,12 @@ mod tests {
                 format!("rtmp://edge-{i}:1935")
             } else {
                 String::new()
+            },
+            // The nodes with an RTMP ingest also run TURN.
+            turn_urls: if rtmp {
+                vec![format!("turn:edge-{i}:3478?transport=udp")]
+            } else {
+                Vec::new()
             },
             capacity_listeners,
             capacity_mbps,
@@ -913,6 +973,7 @@ mod tests {
                     generation: *generation,
                     stations,
                     live_streams: Vec::new(),
+                    turn: None,
                 };
                 Some((node.clone(), state))
             })
@@ -1015,7 +1076,15 @@ mod tests {
             observed,
             desired,
             autodj: Arc::new(autodj),
+            turn: Some(turn_spec(&["s1"])),
             now_ms: 1_750_000_000_000,
+        }
+    }
+
+    fn turn_spec(secrets: &[&str]) -> TurnSpec {
+        TurnSpec {
+            realm: "onda".into(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -1110,6 +1179,7 @@ mod tests {
             observed,
             desired,
             autodj: s.autodj.clone(),
+            turn: s.turn.clone(),
             settings: s.settings,
             memory,
             now_ms: s.now_ms + 1000,

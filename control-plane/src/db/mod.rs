@@ -224,6 +224,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0037_unsent_attachments.sql"),
     ),
     (38, "calls", include_str!("../../migrations/0038_calls.sql")),
+    (39, "turn", include_str!("../../migrations/0039_turn.sql")),
     (
         40,
         "call_metering",

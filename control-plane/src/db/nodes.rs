@@ -9,7 +9,20 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, name, region, labels, public_url, rtmp_url, capacity_listeners, \
-    capacity_mbps, status, last_heartbeat_at, created_at, draining, revoked_at";
+    capacity_mbps, status, last_heartbeat_at, created_at, draining, revoked_at, turn_urls";
+
+/// The `turn_urls` column: a JSON array of URLs, as the node advertised them.
+fn turn_urls(row: &AnyRow) -> Result<Vec<String>, sqlx::Error> {
+    let raw: String = row.try_get("turn_urls")?;
+    serde_json::from_str(&raw).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "turn_urls".to_string(),
+        source: format!("turn_urls is not a JSON array of strings ({e}): {raw:.64}").into(),
+    })
+}
+
+fn turn_urls_json(urls: &[String]) -> String {
+    serde_json::Value::from(urls.to_vec()).to_string()
+}
 
 fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -22,6 +35,7 @@ fn from_row(row: &AnyRow) -> Result<Node, sqlx::Error> {
         labels: super::labels(row, "labels")?,
         public_url: row.try_get("public_url")?,
         rtmp_url: row.try_get("rtmp_url")?,
+        turn_urls: turn_urls(row)?,
         capacity_listeners: u32::try_from(row.try_get::<i64, _>("capacity_listeners")?)
             .unwrap_or(u32::MAX),
         capacity_mbps: u32::try_from(row.try_get::<i64, _>("capacity_mbps")?).unwrap_or(u32::MAX),
@@ -97,8 +111,9 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO nodes (id, name, region, labels, public_url, capacity_listeners, \
-         capacity_mbps, status, last_heartbeat_at, created_at, cert_sha256, draining, rtmp_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'unreachable', NULL, $8, $9, 0, $10)",
+         capacity_mbps, status, last_heartbeat_at, created_at, cert_sha256, draining, rtmp_url, \
+         turn_urls) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'unreachable', NULL, $8, $9, 0, $10, $11)",
     )
     .bind(id)
     .bind(&advert.name)
@@ -110,6 +125,7 @@ pub async fn insert(
     .bind(now())
     .bind(cert_sha256)
     .bind(&advert.rtmp_url)
+    .bind(turn_urls_json(&advert.turn_urls))
     .execute(conn)
     .await?;
     Ok(())
@@ -123,7 +139,8 @@ pub async fn update_advert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE nodes SET region = $1, labels = $2, public_url = $3, capacity_listeners = $4, \
-         capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6, rtmp_url = $8 WHERE id = $7",
+         capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6, rtmp_url = $8, \
+         turn_urls = $9 WHERE id = $7",
     )
     .bind(&advert.region)
     .bind(super::stations::labels_json(&advert.labels))
@@ -133,6 +150,7 @@ pub async fn update_advert(
     .bind(now())
     .bind(id)
     .bind(&advert.rtmp_url)
+    .bind(turn_urls_json(&advert.turn_urls))
     .execute(conn)
     .await?;
     Ok(())

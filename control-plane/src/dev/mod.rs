@@ -227,6 +227,7 @@ fn config(
             ..Default::default()
         },
         realtime: Default::default(),
+        turn: Default::default(),
     })
 }
 

@@ -55,6 +55,10 @@ pub struct NodeAdvert {
     /// `rtmp://host:port` where publishers reach the node's RTMP ingest; empty without one.
     #[serde(default)]
     pub rtmp_url: String,
+    /// Where WebRTC peers reach the node's TURN relay (`turn:host:3478?transport=udp`, the
+    /// same over TCP, and `turns:host:5349?transport=tcp` with TLS); empty without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_urls: Vec<String>,
     pub capacity_listeners: u64,
     pub capacity_mbps: u64,
 }
@@ -275,6 +279,21 @@ pub struct DesiredState {
     /// Live video streams this node takes RTMP publishes for and serves as HLS.
     #[serde(default)]
     pub live_streams: Vec<LiveStreamSpec>,
+    /// The TURN relay's shared secrets, for nodes that advertise TURN URLs; absent for the
+    /// others and from control planes that predate TURN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<TurnSpec>,
+}
+
+/// What a node's TURN relay (coturn, `use-auth-secret`) checks credentials against: the
+/// TURN REST API scheme, where a client's password is base64(HMAC-SHA1(secret, username)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnSpec {
+    /// The realm of the cluster's TURN relays.
+    pub realm: String,
+    /// Every secret a credential still valid may have been made with, newest first: a rotated
+    /// secret stays until the last credential made with it has expired.
+    pub secrets: Vec<String>,
 }
 
 impl DesiredState {
@@ -617,6 +636,7 @@ mod tests {
                 }),
             }],
             live_streams: Vec::new(),
+            turn: None,
         }
     }
 
@@ -679,6 +699,24 @@ mod tests {
             assert!(matches!(err, FrameError::Decode(_)), "{err}");
             assert!(err.to_string().contains(named), "{err}");
         }
+    }
+
+    /// TURN secrets travel only to nodes that run TURN: a state without them is the bytes it
+    /// always was (above), and one with them decodes on this build.
+    #[test]
+    fn a_desired_state_carries_turn_secrets_when_given() {
+        let mut state = every_kind_of_desired_state();
+        state.turn = Some(TurnSpec {
+            realm: "onda".into(),
+            secrets: vec!["new".into(), "old".into()],
+        });
+        let json = serde_json::to_string(&ControlMessage::Desired(state.clone())).unwrap();
+        assert!(
+            json.ends_with(r#""turn":{"realm":"onda","secrets":["new","old"]}}"#),
+            "{json}"
+        );
+        let decoded: ControlMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded, ControlMessage::Desired(state));
     }
 
     #[test]

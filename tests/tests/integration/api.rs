@@ -1236,6 +1236,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("put", "/v1/creators/{creator_id}/moderators/{user_id}"),
         ("delete", "/v1/creators/{creator_id}/moderators/{user_id}"),
         ("get", "/v1/me/streams/{id}/sessions"),
+        ("get", "/v1/me/ice-servers"),
         ("get", "/v1/me"),
         ("patch", "/v1/me"),
         ("get", "/healthz"),
