@@ -30,6 +30,82 @@ pub struct AgentConfig {
     pub rtmp: onda_edge::config::RtmpConfig,
     /// How the edge cuts live streams into HLS.
     pub hls: onda_edge::config::HlsConfig,
+    /// The node's TURN relay for calls (coturn, run and supervised by the agent).
+    pub turn: TurnConfig,
+}
+
+/// Whether the node runs TURN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnMode {
+    /// When coturn's `turnserver` is installed (on PATH, or `turn.binary`).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The node's TURN relay: coturn, which the agent configures, starts, restarts and stops, and
+/// whose shared secrets come with the desired state. `ONDA_TURN_<KEY>` overrides each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// `auto` (default: on when `turnserver` is installed), `on` (a missing coturn is an
+    /// error) or `off`.
+    pub enabled: TurnMode,
+    /// coturn's executable (Debian package `coturn`).
+    pub binary: PathBuf,
+    /// The IP address TURN listens on; empty: every address of the host.
+    #[serde(with = "empty_is_none")]
+    pub listen: Option<std::net::IpAddr>,
+    /// TURN over UDP and TCP.
+    pub port: u16,
+    /// TURN over TLS (`turns:`), only with `cert` and `key`.
+    pub tls_port: u16,
+    /// PEM certificate chain and private key for `turns:`; empty: no TLS.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The UDP ports relays are allocated from (open them in the firewall).
+    pub min_port: u16,
+    pub max_port: u16,
+    /// The host name or address in the advertised `turn:` URLs; empty: the host of
+    /// `node.public_url` (or of the edge's bound address).
+    pub public_host: String,
+    /// The node's public IP address when it is behind NAT (coturn's `external-ip`); empty: none.
+    #[serde(with = "empty_is_none")]
+    pub external_ip: Option<std::net::IpAddr>,
+    /// Relay to peers on private, loopback, link-local and shared (CGNAT) addresses. Off in
+    /// production: a relay there would let any caller reach the node's own networks. Tests
+    /// and `onda dev` turn it on (their peers are on loopback).
+    pub allow_private_peers: bool,
+    /// Relays at once on the node, and per credential (coturn's `total-quota`, `user-quota`).
+    pub total_quota: u32,
+    pub user_quota: u32,
+    /// Bytes per second one relay may carry (coturn's `max-bps`).
+    pub max_bps: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            enabled: TurnMode::Auto,
+            binary: PathBuf::from("turnserver"),
+            listen: None,
+            port: 3478,
+            tls_port: 5349,
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            min_port: 49152,
+            max_port: 65535,
+            public_host: String::new(),
+            external_ip: None,
+            allow_private_peers: false,
+            total_quota: 1000,
+            user_quota: 10,
+            // 10 Mbit/s: an HD call's audio and video with room to spare.
+            max_bps: 1_250_000,
+        }
+    }
 }
 
 /// Usage metering (see `usage`): how often listener usage is made durable on the node, and how
@@ -117,7 +193,56 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.node.validate()?;
         self.control_plane.validate()?;
-        self.usage.validate()
+        self.usage.validate()?;
+        self.turn.validate()
+    }
+}
+
+impl TurnConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.port == 0 {
+            invalid!(
+                "turn.port",
+                "turn.port must be a port number (1-65535; 3478 is TURN's)"
+            );
+        }
+        if self.min_port == 0 || self.min_port > self.max_port {
+            invalid!(
+                "turn.min_port",
+                "turn.min_port ({}) must be at least 1 and at most turn.max_port ({})",
+                self.min_port,
+                self.max_port
+            );
+        }
+        let tls = [&self.cert, &self.key].map(|p| !p.as_os_str().is_empty());
+        if tls[0] != tls[1] {
+            invalid!(
+                if tls[0] { "turn.key" } else { "turn.cert" },
+                "turn.cert and turn.key go together: set both for turns: URLs, or neither"
+            );
+        }
+        if tls[0] && (self.tls_port == 0 || self.tls_port == self.port) {
+            invalid!(
+                "turn.tls_port",
+                "turn.tls_port must be a port other than turn.port (5349 is TURN over TLS's)"
+            );
+        }
+        let host = self.public_host.trim();
+        if host.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '@' | '#')) {
+            invalid!(
+                "turn.public_host",
+                "turn.public_host = {host:?} must be a bare host name or address \
+                 (e.g. turn1.example.com), without a scheme, port or path"
+            );
+        }
+        if self.total_quota == 0 || self.user_quota == 0 || self.max_bps == 0 {
+            invalid!(
+                "turn.total_quota",
+                "turn.total_quota, turn.user_quota and turn.max_bps must be at least 1: they \
+                 bound what one node relays"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -200,11 +325,46 @@ mod tests {
                 "control_plane.max_backoff_ms",
             ),
             ("[usage]\ncheckpoint_ms = 20000\n", "usage.checkpoint_ms"),
+            ("[turn]\nport = 0\n", "turn.port"),
+            (
+                "[turn]\nmin_port = 60000\nmax_port = 50000\n",
+                "turn.min_port",
+            ),
+            ("[turn]\ncert = \"/etc/turn.pem\"\n", "turn.key"),
+            ("[turn]\npublic_host = \"turn://x\"\n", "turn.public_host"),
         ] {
             let err = load(text, &[]).validate().expect_err(text);
             assert_eq!(err.key, key, "{text}");
             assert!(err.message.contains(key), "{err}");
         }
+    }
+
+    /// TURN's keys come from the file and the environment like every other; its mode is a word.
+    #[test]
+    fn turn_keys_read_from_the_file_and_the_environment() {
+        let cfg = load("", &[]);
+        assert_eq!(cfg.turn.enabled, TurnMode::Auto);
+        assert_eq!((cfg.turn.port, cfg.turn.listen), (3478, None));
+        assert!(!cfg.turn.allow_private_peers);
+        let cfg = load(
+            "[turn]\nenabled = \"off\"\nport = 3479\n",
+            &[
+                ("ONDA_TURN_ENABLED", "on"),
+                ("ONDA_TURN_LISTEN", "127.0.0.1"),
+                ("ONDA_TURN_ALLOW_PRIVATE_PEERS", "true"),
+            ],
+        );
+        assert_eq!(cfg.turn.enabled, TurnMode::On);
+        assert_eq!(cfg.turn.port, 3479);
+        assert_eq!(cfg.turn.listen, Some([127, 0, 0, 1].into()));
+        assert!(cfg.turn.allow_private_peers);
+        let err = load_from::<AgentConfig, _>(
+            "[turn]\nenabled = \"sometimes\"\n",
+            "agent.toml",
+            Vec::new(),
+        )
+        .expect_err("an unknown mode");
+        assert!(err.to_string().contains("sometimes"), "{err}");
     }
 
     /// The node's public URLs are URLs once read; empty (the default) means "derive it from the

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod media;
 pub mod metrics;
 pub mod session;
+pub mod turn;
 pub mod usage;
 
 use anyhow::Context as _;
@@ -53,6 +54,10 @@ pub struct Agent {
     /// The last sealed report's sequence number: sessions send what is new.
     pub sealed: tokio::sync::watch::Sender<u64>,
     pub metrics: metrics::AgentMetrics,
+    /// coturn's executable when the node runs TURN (`[turn]`).
+    turn_binary: Option<PathBuf>,
+    /// The TURN relay, while the agent serves.
+    pub turn: Option<turn::Turn>,
 }
 
 impl Agent {
@@ -77,6 +82,9 @@ impl Agent {
         self.apply_admitted(&desired)
             .with_context(|| format!("generation {}", desired.generation))?;
         identity::save_desired(&self.state_dir, &desired)?;
+        if let Some(t) = &self.turn {
+            t.set(desired.turn.as_ref());
+        }
         tracing::info!(
             "applied generation {} ({} station(s), {} refused)",
             desired.generation,
@@ -84,6 +92,23 @@ impl Agent {
             self.admitted.rejected.len()
         );
         self.desired = desired;
+        Ok(())
+    }
+
+    /// Starts the TURN relay when the node runs one, with the secrets of the state it serves.
+    fn start_turn(&mut self) -> anyhow::Result<()> {
+        let Some(binary) = self.turn_binary.clone() else {
+            return Ok(());
+        };
+        let t = turn::Turn::start(
+            self.config.turn.clone(),
+            binary,
+            self.state_dir.join("turn"),
+            self.advert.turn_urls.clone(),
+            self.metrics.turn.clone(),
+        )?;
+        t.set(self.desired.turn.as_ref());
+        self.turn = Some(t);
         Ok(())
     }
 
@@ -235,7 +260,7 @@ pub async fn join_only(config_path: Option<&Path>, join: Option<&str>) -> anyhow
 /// What the node tells the control plane about itself: its name, region and labels, where
 /// listeners and publishers reach it (the configured public URLs, else the addresses the edge
 /// listens on when those are specific), and its capacity.
-fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
+fn advert(config: &AgentConfig, edge: &Edge, turn: Option<&Path>) -> anyhow::Result<NodeAdvert> {
     let bound = edge.addr();
     // The advert's URLs are bases the control plane appends paths to: no trailing slash.
     let public_url = if let Some(url) = &config.node.public_url {
@@ -259,6 +284,10 @@ fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
         ),
         (Some(a), None) => format!("rtmp://{a}"),
     };
+    let turn_urls = match turn {
+        Some(_) => turn::urls(&config.turn, &turn::public_host(&config.turn, &public_url)?),
+        None => Vec::new(),
+    };
     Ok(NodeAdvert {
         name: if config.node.name.is_empty() {
             default_name()
@@ -269,8 +298,7 @@ fn advert(config: &AgentConfig, edge: &Edge) -> anyhow::Result<NodeAdvert> {
         labels: config.node.labels.clone(),
         edge_url: public_url,
         rtmp_url,
-        // The agent runs no TURN relay yet.
-        turn_urls: Vec::new(),
+        turn_urls,
         capacity_listeners: config.node.capacity_listeners,
         capacity_mbps: config.node.capacity_mbps,
     })
@@ -356,7 +384,8 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         ),
         Err(e) => return Err(anyhow::Error::new(e).context("cannot start the edge")),
     };
-    let advert = advert(&config, &edge)?;
+    let turn_binary = turn::binary(&config.turn)?;
+    let advert = advert(&config, &edge, turn_binary.as_deref())?;
     let identity = identity(&config, &state_dir, join, &advert).await?;
     let agent_metrics = metrics::AgentMetrics::register(&edge)?;
     agent_metrics
@@ -378,6 +407,8 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         paths: usage::PathMap::default(),
         spool: std::sync::Arc::new(std::sync::Mutex::new(spool)),
         sealed: tokio::sync::watch::channel(0).0,
+        turn_binary,
+        turn: None,
     };
     if desired.generation > 0 {
         tracing::info!(
@@ -399,6 +430,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
 /// Meters usage meanwhile; the last checkpoint is taken once the edge has stopped, so every
 /// listener's time is in the spool before the process exits.
 pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<()> {
+    agent.start_turn()?;
     let meter_stop = CancellationToken::new();
     let meter = tokio::spawn(usage::meter(
         agent.edge.usage_taker(),
@@ -411,6 +443,9 @@ pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<
     ));
     let result = session::run(&mut agent, &stop).await;
     agent.tones.stop_all();
+    if let Some(t) = agent.turn.take() {
+        t.stop().await;
+    }
     meter_stop.cancel();
     let meter = meter.await;
     agent.edge.shutdown().await;

@@ -1,6 +1,6 @@
 //! The agent's own metrics (`onda_agent_…`), served on its edge's `/metrics`: the host's CPU,
 //! memory and network as the heartbeats report them, the free disk of its state directory, the
-//! usage spool's depth, and whether a control plane is connected.
+//! usage spool's depth, whether a control plane is connected, and whether its TURN relay runs.
 
 use onda_shared::cluster::proto::HostMetrics;
 use prometheus::{Gauge, IntGauge};
@@ -18,6 +18,8 @@ pub struct AgentMetrics {
     pub connected: IntGauge,
     disk_available: IntGauge,
     disk_total: IntGauge,
+    /// The TURN relay (coturn) the agent supervises.
+    pub turn: crate::turn::TurnMetrics,
 }
 
 impl AgentMetrics {
@@ -57,6 +59,16 @@ impl AgentMetrics {
                 "onda_agent_state_disk_total_bytes",
                 "Size of the file system holding the node's state directory",
             )?,
+            turn: crate::turn::TurnMetrics {
+                up: IntGauge::new(
+                    "onda_agent_turn_up",
+                    "1 while the node's TURN relay (coturn, run by the agent) is running",
+                )?,
+                restarts: prometheus::IntCounter::new(
+                    "onda_agent_turn_restarts_total",
+                    "Times the agent started coturn again after it exited",
+                )?,
+            },
         };
         for c in [
             &m.memory_total,
@@ -67,9 +79,11 @@ impl AgentMetrics {
             &m.connected,
             &m.disk_available,
             &m.disk_total,
+            &m.turn.up,
         ] {
             edge.register_metric(Box::new(c.clone()))?;
         }
+        edge.register_metric(Box::new(m.turn.restarts.clone()))?;
         edge.register_metric(Box::new(m.cpu.clone()))?;
         Ok(m)
     }

@@ -1,0 +1,432 @@
+//! The node's TURN relay for calls: coturn (`turnserver`), run by the agent as a child process.
+//! The agent writes its configuration ([`conf`]) into `STATE_DIR/turn/`, starts it, restarts it
+//! when it exits (backing off while it keeps failing), and stops it on shutdown. The shared
+//! secrets arrive with the desired state and go into coturn's user database ([`userdb`]), which
+//! coturn reads on every authentication: a rotation applies without a restart and without
+//! dropping relays. Only a change of realm (a setting of the control plane) restarts coturn,
+//! since the realm is in its configuration file.
+//!
+//! The node advertises the `turn:` (and with a certificate `turns:`) URLs built here; clients
+//! get credentials for them from the control plane.
+
+pub mod conf;
+pub mod userdb;
+
+use crate::config::{TurnConfig, TurnMode};
+use anyhow::Context as _;
+use onda_shared::cluster::proto::TurnSpec;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The realm coturn runs with before the first desired state names the cluster's.
+const DEFAULT_REALM: &str = "onda";
+
+/// A coturn that ran this long had a good run: its next exit restarts it at once again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// The longest wait before restarting a coturn that keeps exiting.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The executable `cfg` asks for, when TURN is to run: `None` when it is off, or `auto` and
+/// coturn is not installed; an error when it is `on` and coturn is missing.
+pub fn binary(cfg: &TurnConfig) -> anyhow::Result<Option<PathBuf>> {
+    if cfg.enabled == TurnMode::Off {
+        return Ok(None);
+    }
+    match (find(&cfg.binary), cfg.enabled) {
+        (Some(found), _) => Ok(Some(found)),
+        (None, TurnMode::On) => anyhow::bail!(
+            "turn.enabled = \"on\" but coturn's {} is not installed: install the Debian package \
+             coturn (scripts/install-deps.sh does), or set turn.binary",
+            cfg.binary.display()
+        ),
+        (None, _) => Ok(None),
+    }
+}
+
+/// `binary` itself when it names a path, else the first executable of that name on PATH.
+fn find(binary: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| p.is_file();
+    if binary.components().count() > 1 {
+        return is_file(binary).then(|| binary.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(binary))
+        .find(|p| is_file(p))
+}
+
+/// The URLs clients reach the relay at, on `host` (a name, an IPv4 address, or an IPv6 one in
+/// brackets).
+pub fn urls(cfg: &TurnConfig, host: &str) -> Vec<String> {
+    let mut urls = vec![
+        format!("turn:{host}:{}?transport=udp", cfg.port),
+        format!("turn:{host}:{}?transport=tcp", cfg.port),
+    ];
+    if !cfg.cert.as_os_str().is_empty() {
+        urls.push(format!("turns:{host}:{}?transport=tcp", cfg.tls_port));
+    }
+    urls
+}
+
+/// The host of the advertised URLs: `turn.public_host`, else the host of the edge's public URL.
+pub fn public_host(cfg: &TurnConfig, edge_url: &str) -> anyhow::Result<String> {
+    let host = cfg.public_host.trim();
+    if !host.is_empty() {
+        return Ok(if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        });
+    }
+    let url = url::Url::parse(edge_url).with_context(|| format!("edge URL {edge_url:?}"))?;
+    url.host_str().map(str::to_string).with_context(|| {
+        format!("the edge URL {edge_url} has no host: set turn.public_host to the relay's name")
+    })
+}
+
+/// Counters of the relay, on the agent's `/metrics`.
+#[derive(Clone)]
+pub struct TurnMetrics {
+    /// 1 while coturn runs.
+    pub up: prometheus::IntGauge,
+    /// Starts of coturn after it exited.
+    pub restarts: prometheus::IntCounter,
+}
+
+/// The running relay: dropping it leaves coturn to the shutdown that [`Turn::stop`] does.
+pub struct Turn {
+    specs: watch::Sender<Option<TurnSpec>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    /// What the node advertises.
+    pub urls: Vec<String>,
+    /// coturn's directory (configuration, user database, log, pid file).
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("urls", &self.urls)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// coturn's files in its directory.
+struct Paths {
+    conf: PathBuf,
+    userdb: PathBuf,
+    log: PathBuf,
+    pid: PathBuf,
+}
+
+impl Paths {
+    fn in_dir(dir: &Path) -> Paths {
+        Paths {
+            conf: dir.join("turnserver.conf"),
+            userdb: dir.join("turndb"),
+            log: dir.join("turnserver.log"),
+            pid: dir.join("turnserver.pid"),
+        }
+    }
+}
+
+impl Turn {
+    /// Starts supervising coturn (`binary`) with `cfg`, its files in `dir`, advertised at `urls`.
+    pub fn start(
+        cfg: TurnConfig,
+        binary: PathBuf,
+        dir: PathBuf,
+        urls: Vec<String>,
+        metrics: TurnMetrics,
+    ) -> anyhow::Result<Turn> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let paths = Paths::in_dir(&dir);
+        end_stale(&paths);
+        let (specs, rx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(supervise(
+            Supervised {
+                cfg,
+                binary,
+                paths,
+                metrics,
+            },
+            rx,
+            stop.clone(),
+        ));
+        tracing::info!("TURN relay at {}", urls.join(", "));
+        Ok(Turn {
+            specs,
+            stop,
+            task,
+            urls,
+            dir,
+        })
+    }
+
+    /// The secrets (and realm) of a desired state; coturn gets them at once.
+    pub fn set(&self, spec: Option<&TurnSpec>) {
+        self.specs.send_if_modified(|current| {
+            let changed = current.as_ref() != spec;
+            if changed {
+                *current = spec.cloned();
+            }
+            changed
+        });
+    }
+
+    /// Stops coturn and waits for it to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::warn!("the TURN supervisor failed: {e}");
+        }
+    }
+}
+
+/// Ends a coturn that a previous run of this agent started and could not stop (the agent was
+/// killed): it would hold the ports. Only a process whose command line names this node's
+/// configuration file is touched.
+fn end_stale(paths: &Paths) {
+    let Some(pid) = std::fs::read_to_string(&paths.pid)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+        let conf = paths.conf.as_os_str().as_encoded_bytes();
+        cmd.windows(conf.len()).any(|w| w == conf)
+    });
+    let Some(pid) = rustix::process::Pid::from_raw(pid).filter(|_| ours) else {
+        return;
+    };
+    tracing::warn!("ending coturn {pid:?} left running by an earlier run of this agent");
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Supervised {
+    cfg: TurnConfig,
+    binary: PathBuf,
+    paths: Paths,
+    metrics: TurnMetrics,
+}
+
+/// Why one run of coturn ended.
+enum Ended {
+    /// The agent stops.
+    Stopped,
+    /// The realm changed: coturn starts again with the new configuration at once.
+    Realm,
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+impl Supervised {
+    /// Writes coturn's configuration for `realm` and the secrets of `spec`.
+    async fn prepare(&self, realm: &str, spec: Option<&TurnSpec>) -> anyhow::Result<()> {
+        let files = conf::Files {
+            userdb: &self.paths.userdb,
+            log: &self.paths.log,
+            pid: &self.paths.pid,
+        };
+        let text = conf::render(&self.cfg, realm, files);
+        std::fs::write(&self.paths.conf, text)
+            .with_context(|| format!("cannot write {}", self.paths.conf.display()))?;
+        self.write_secrets(realm, spec).await
+    }
+
+    async fn write_secrets(&self, realm: &str, spec: Option<&TurnSpec>) -> anyhow::Result<()> {
+        let secrets = spec.map(|s| s.secrets.as_slice()).unwrap_or_default();
+        userdb::write(&self.paths.userdb, realm, secrets).await
+    }
+
+    /// Waits for the running coturn to exit, applying new secrets meanwhile.
+    async fn run(
+        &self,
+        child: &mut tokio::process::Child,
+        realm: &str,
+        specs: &mut watch::Receiver<Option<TurnSpec>>,
+        stop: &CancellationToken,
+    ) -> Ended {
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ended::Exited(status),
+                changed = specs.changed() => {
+                    if changed.is_err() {
+                        return Ended::Stopped;
+                    }
+                    let spec = specs.borrow_and_update().clone();
+                    if spec.as_ref().is_some_and(|s| s.realm != realm) {
+                        return Ended::Realm;
+                    }
+                    match self.write_secrets(realm, spec.as_ref()).await {
+                        Ok(()) => tracing::info!(
+                            "TURN secrets updated ({} live)",
+                            spec.as_ref().map_or(0, |s| s.secrets.len())
+                        ),
+                        Err(e) => tracing::error!("cannot give coturn the new TURN secrets: {e:#}"),
+                    }
+                }
+                () = stop.cancelled() => return Ended::Stopped,
+            }
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if coturn has not ended within 3 s.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+async fn supervise(
+    s: Supervised,
+    mut specs: watch::Receiver<Option<TurnSpec>>,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut first = true;
+    while !stop.is_cancelled() {
+        let spec = specs.borrow_and_update().clone();
+        let realm = spec
+            .as_ref()
+            .map_or(DEFAULT_REALM, |s| s.realm.as_str())
+            .to_string();
+        if let Err(e) = s.prepare(&realm, spec.as_ref()).await {
+            tracing::error!("cannot prepare coturn: {e:#}");
+        }
+        if !first {
+            s.metrics.restarts.inc();
+        }
+        first = false;
+        let started = Instant::now();
+        let spawned = tokio::process::Command::new(&s.binary)
+            .arg("-c")
+            .arg(&s.paths.conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let ended = match spawned {
+            Ok(mut child) => {
+                s.metrics.up.set(1);
+                let ended = s.run(&mut child, &realm, &mut specs, &stop).await;
+                if !matches!(ended, Ended::Exited(_)) {
+                    terminate(&mut child).await;
+                }
+                s.metrics.up.set(0);
+                ended
+            }
+            Err(e) => Ended::Exited(Err(e)),
+        };
+        match ended {
+            Ended::Stopped => break,
+            Ended::Realm => tracing::info!("the TURN realm changed: restarting coturn"),
+            Ended::Exited(status) => {
+                if started.elapsed() >= HEALTHY_RUN {
+                    failures = 0;
+                }
+                failures += 1;
+                let wait =
+                    (Duration::from_millis(250) * 2u32.pow(failures.min(6) - 1)).min(MAX_BACKOFF);
+                let status = match status {
+                    Ok(st) => format!("exited ({st})"),
+                    Err(e) => format!("could not start ({e})"),
+                };
+                tracing::warn!(
+                    "coturn {status}; starting it again in {wait:?} (its log: {})",
+                    s.paths.log.display()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_udp_tcp_and_tls_when_there_is_a_certificate() {
+        let mut cfg = TurnConfig::default();
+        assert_eq!(
+            urls(&cfg, "edge1.example.com"),
+            [
+                "turn:edge1.example.com:3478?transport=udp",
+                "turn:edge1.example.com:3478?transport=tcp"
+            ]
+        );
+        cfg.cert = "/etc/onda/turn.pem".into();
+        cfg.key = "/etc/onda/turn.key".into();
+        assert_eq!(
+            urls(&cfg, "[2001:db8::1]")[2],
+            "turns:[2001:db8::1]:5349?transport=tcp"
+        );
+    }
+
+    #[test]
+    fn the_host_is_the_configured_one_else_the_edges() {
+        let mut cfg = TurnConfig::default();
+        let host = |cfg: &TurnConfig, url: &str| public_host(cfg, url).expect(url);
+        assert_eq!(
+            host(&cfg, "http://edge1.example.com:8000"),
+            "edge1.example.com"
+        );
+        assert_eq!(host(&cfg, "http://[::1]:8000"), "[::1]");
+        cfg.public_host = "2001:db8::1".into();
+        assert_eq!(host(&cfg, "http://edge1.example.com:8000"), "[2001:db8::1]");
+        cfg.public_host = "turn1.example.com".into();
+        assert_eq!(host(&cfg, "http://127.0.0.1:8000"), "turn1.example.com");
+    }
+
+    #[test]
+    fn off_is_off_and_on_without_coturn_says_what_to_install() {
+        let off = TurnConfig {
+            enabled: TurnMode::Off,
+            ..TurnConfig::default()
+        };
+        assert_eq!(binary(&off).expect("off"), None);
+        let missing = TurnConfig {
+            binary: "/nonexistent/turnserver".into(),
+            ..TurnConfig::default()
+        };
+        assert_eq!(binary(&missing).expect("auto"), None);
+        let err = binary(&TurnConfig {
+            enabled: TurnMode::On,
+            ..missing
+        })
+        .expect_err("on");
+        assert!(
+            err.to_string()
+                .contains("install the Debian package coturn"),
+            "{err}"
+        );
+    }
+}
