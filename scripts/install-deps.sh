@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh dev    ffmpeg (AutoDJ renditions, the dev tone),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  tzdata (AutoDJ schedules in the station's time zone),
-#                                  node and npm (the web app's build, scripts/build-web.sh)
+#                                  node and npm (the web app's build, scripts/build-web.sh),
+#                                  coturn (turnserver: the dev node's TURN relay for calls)
 #   scripts/install-deps.sh test   ffmpeg (test clients), etcd (coordinator tests),
 #                                  protoc (etcd-client builds its protocol with it),
 #                                  shout (libshout's client, a real libshout source),
@@ -17,7 +18,9 @@
 #                                  chromium, node and npm (web players on another origin, driven by
 #                                  playwright-core and hls.js from tests/browser, installed there
 #                                  with `npm ci`; the web app's browser test), an emoji font (so
-#                                  the chat screenshots show emoji)
+#                                  the chat screenshots show emoji),
+#                                  coturn (turnserver, run by the agent, and turnutils_uclient,
+#                                  the TURN client of the TURN tests)
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
 #                                  (the peer live-video server), protoc, tzdata, node and npm
@@ -31,7 +34,7 @@ target=${1:-test}
 case "$target" in
   dev)  wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
-              "/usr/share/zoneinfo/America/New_York:tzdata" "node:nodejs" "npm:npm") ;;
+              "/usr/share/zoneinfo/America/New_York:tzdata" "node:nodejs" "npm:npm" "turnserver:coturn") ;;
   test) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "etcd:etcd-server" "promtool:prometheus" "protoc:protobuf-compiler"
               "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" "shout:libshout-tools"
               "liquidsoap:liquidsoap" "ices2:ices2"
@@ -39,7 +42,7 @@ case "$target" in
               "ansible-lint:ansible-lint" "/usr/lib/python3/dist-packages/apt/__init__.py:python3-apt"
               "setpriv:util-linux" "start-stop-daemon:dpkg" "chromium:chromium" "node:nodejs"
               "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf:fonts-noto-color-emoji"
-              "npm:npm" "ezstream:ezstream") ;;
+              "npm:npm" "ezstream:ezstream" "turnserver:coturn" "turnutils_uclient:coturn") ;;
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"

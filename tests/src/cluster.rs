@@ -334,8 +334,12 @@ pub struct Agent {
     pub proc: Proc,
     pub name: String,
     pub edge_url: String,
+    /// `ONDA_*` settings it runs with (kept for a restart).
+    pub env: Vec<(String, String)>,
 }
 
+/// A test node's agent.toml. Test nodes run no TURN relay (the TURN tests turn it on, on
+/// ports of their own, with `ONDA_TURN_*`: see [`crate::turn::agent_env`]).
 pub fn agent_toml(name: &str, cps: &[String], edge_port: u16) -> String {
     let addrs = cps
         .iter()
@@ -347,7 +351,8 @@ pub fn agent_toml(name: &str, cps: &[String], edge_port: u16) -> String {
          capacity_mbps = 1000\nstate_dir = \"state\"\n\n[control_plane]\naddresses = [{addrs}]\n\
          max_backoff_ms = 1000\n\n[http]\nlisten = \"127.0.0.1:{edge_port}\"\n\n\
          [usage]\ncheckpoint_ms = 200\ninterval_ms = 1000\n\n\
-         [rtmp]\nlisten = \"127.0.0.1:0\"\n\n[hls]\nsegment_ms = 1000\nviewer_timeout_ms = 2000\n"
+         [rtmp]\nlisten = \"127.0.0.1:0\"\n\n[hls]\nsegment_ms = 1000\nviewer_timeout_ms = 2000\n\n\
+         [turn]\nenabled = \"off\"\n"
     )
 }
 
@@ -364,11 +369,22 @@ impl Agent {
     }
 
     pub async fn start_in(name: &str, dir: tempfile::TempDir, token: Option<&str>) -> Agent {
+        Self::start_in_with_env(name, dir, token, Vec::new()).await
+    }
+
+    /// [`Agent::start_in`] with `ONDA_*` settings over its agent.toml.
+    pub async fn start_in_with_env(
+        name: &str,
+        dir: tempfile::TempDir,
+        token: Option<&str>,
+        env: Vec<(String, String)>,
+    ) -> Agent {
         let mut args = vec!["agent", "--config", "agent.toml"];
         if let Some(t) = token {
             args.extend(["--join", t]);
         }
-        let mut proc = Proc::start_in(name, dir, &args, &[]);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut proc = Proc::start_in(name, dir, &args, &pairs);
         let edge_url = proc
             .wait_log_word(") edge on ", Duration::from_secs(30))
             .await;
@@ -376,6 +392,7 @@ impl Agent {
             proc,
             name: name.to_string(),
             edge_url,
+            env,
         }
     }
 

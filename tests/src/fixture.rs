@@ -163,6 +163,21 @@ impl ClusterFixture {
             .push(Agent::start(name, cps, Some(&token)).await);
     }
 
+    /// Like [`ClusterFixture::join`], the agent running with `ONDA_*` settings `env` over its
+    /// agent.toml (also when restarted).
+    pub async fn join_with_env(&mut self, name: &str, env: Vec<(String, String)>) {
+        let token = self.cp.join_token(600).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let toml = crate::cluster::agent_toml(
+            name,
+            std::slice::from_ref(&self.cp.quic),
+            crate::process::free_port(),
+        );
+        std::fs::write(dir.path().join("agent.toml"), toml).expect("write agent.toml");
+        self.agents
+            .push(Agent::start_in_with_env(name, dir, Some(&token), env).await);
+    }
+
     /// Another control-plane replica of the same cluster (same database, CA and coordinator),
     /// owned by the caller.
     pub async fn start_replica(&self, replica: &str) -> ControlPlane {
@@ -201,7 +216,8 @@ impl ClusterFixture {
     pub async fn restart_agent(&mut self, i: usize) {
         let dir = self.agents[i].proc.take_dir();
         let name = self.agents[i].name.clone();
-        self.agents[i] = Agent::start_in(&name, dir, None).await;
+        let env = std::mem::take(&mut self.agents[i].env);
+        self.agents[i] = Agent::start_in_with_env(&name, dir, None, env).await;
     }
 
     /// Waits until `n` nodes are ready as the control plane sees them.

@@ -20,6 +20,7 @@ pub mod rogue;
 pub mod rtmp;
 pub mod sioconn;
 pub mod sioload;
+pub mod turn;
 pub mod usage;
 
 use std::time::{Duration, Instant};

@@ -95,6 +95,18 @@ pub(super) async fn stop_all(children: Vec<Child>) {
     }
 }
 
+/// A port free on loopback for both UDP and TCP (TURN listens on both).
+fn free_udp_tcp_port() -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no loopback port is free for both UDP and TCP (for the dev node's TURN)")
+}
+
 /// Starts one local node as `onda agent` (this same binary), joining it on first use.
 async fn spawn_node(
     dir: &Path,
@@ -109,10 +121,14 @@ async fn spawn_node(
     std::fs::create_dir_all(&node_dir)
         .with_context(|| format!("cannot create {}", node_dir.display()))?;
     let state = node_dir.join("state");
+    // TURN (when coturn is installed) on loopback, on a port free now rather than 3478, which
+    // Debian's own coturn service may hold; the browsers of a dev machine are loopback peers.
+    let turn_port = free_udp_tcp_port()?;
     let config = format!(
         "[node]\nname = \"{name}\"\nregion = \"local\"\nstate_dir = \"{state}\"\n\n\
          [control_plane]\naddresses = [\"{quic}\"]\nmax_backoff_ms = 1000\n\n\
-         [http]\nlisten = \"127.0.0.1:{edge_port}\"\n\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n",
+         [http]\nlisten = \"127.0.0.1:{edge_port}\"\n\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n\
+         [turn]\nlisten = \"127.0.0.1\"\nport = {turn_port}\nallow_private_peers = true\n",
         state = state.display(),
     );
     let config_path = node_dir.join("agent.toml");

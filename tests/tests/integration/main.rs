@@ -37,6 +37,7 @@ mod realtime_usage;
 mod stream_chat;
 mod stream_sessions;
 mod subscriptions;
+mod turn;
 mod usage;
 mod users;
 mod web_app;

@@ -1,0 +1,261 @@
+//! TURN for calls with the real coturn, on SQLite and PostgreSQL: a node's agent runs coturn on
+//! loopback ports of the test's own and advertises its `turn:` URLs; a user gets ICE servers
+//! with a time-limited credential from `GET /v1/me/ice-servers`; coturn's own client
+//! (`turnutils_uclient`) allocates relays with it over UDP and TCP and relays data through them,
+//! and is refused with a wrong password or an expired (correctly signed) credential. A secret
+//! the control plane adds reaches coturn without a restart. When coturn is killed, the agent
+//! starts it again.
+
+use onda_control_plane::db::Db;
+use onda_control_plane::turn;
+use onda_tests::cluster::ControlPlane;
+use onda_tests::db::Backend;
+use onda_tests::fixture::{ClusterFixture, ClusterSpec};
+use onda_tests::on_both_backends;
+use onda_tests::turn::{TurnPorts, agent_env, allocate, require_coturn};
+use onda_tests::wait_for;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+on_both_backends!(coturn_relays_with_the_control_planes_credentials_only);
+
+/// A user `id` of a new tenant and a user token for them: (tenant id, token).
+async fn user(cp: &ControlPlane, id: &str) -> (String, String) {
+    let key = cp.tenant_key("Calls Co").await;
+    let (s, me) = cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
+    assert_eq!(s, 200, "{me}");
+    let tenant = me["tenant"]["id"]
+        .as_str()
+        .or(me["tenant_id"].as_str())
+        .unwrap_or_else(|| panic!("the tenant's id in {me}"))
+        .to_string();
+    let path = format!("/v1/users/{id}");
+    let (s, body) = cp
+        .tenant_call(
+            &key,
+            Method::PUT,
+            &path,
+            Some(json!({"display_name": "Fan"})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {body}");
+    let (s, body) = cp
+        .tenant_call(
+            &key,
+            Method::POST,
+            &format!("{path}/tokens"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    (tenant, body["token"].as_str().expect("token").to_string())
+}
+
+/// The node's advertised TURN URLs, once the control plane has them.
+async fn advertised(cp: &ControlPlane) -> Vec<String> {
+    wait_for(
+        "a ready node with TURN URLs",
+        Duration::from_secs(30),
+        || async {
+            let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
+            let node = nodes["items"].as_array()?.first()?.clone();
+            let urls: Vec<String> = serde_json::from_value(node["turn_urls"].clone()).ok()?;
+            (node["status"] == "ready" && !urls.is_empty()).then_some(urls)
+        },
+    )
+    .await
+}
+
+/// Polls until a relay is allocated with this credential (the node gets the secrets with its
+/// desired state, a moment after it is ready); panics with the client's last output.
+async fn allocates(url: &str, username: &str, password: &str, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match allocate(url, username, password).await {
+            Ok(summary) => return summary,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("no relay at {url} for {username} within {within:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The pid of the coturn the agent of `fx.agents[0]` runs, from coturn's pid file.
+fn coturn_pid(fx: &ClusterFixture) -> Option<i32> {
+    let path = fx.agents[0].proc.path().join("state/turn/turnserver.pid");
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+async fn turn_cluster(backend: Backend) -> Option<ClusterFixture> {
+    require_coturn();
+    let mut fx = ClusterFixture::start_on(ClusterSpec {
+        backend,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    fx.join_with_env("edge-turn", agent_env(&TurnPorts::free()))
+        .await;
+    fx.wait_ready(1, Duration::from_secs(30)).await;
+    Some(fx)
+}
+
+async fn coturn_relays_with_the_control_planes_credentials_only(backend: Backend) {
+    let Some(fx) = turn_cluster(backend).await else {
+        return;
+    };
+    let urls = advertised(&fx.cp).await;
+    let port = onda_tests::turn::parse_url(&urls[0]).1;
+    assert_eq!(
+        urls,
+        [
+            format!("turn:127.0.0.1:{port}?transport=udp"),
+            format!("turn:127.0.0.1:{port}?transport=tcp")
+        ]
+    );
+    let (tenant, token) = user(&fx.cp, "fan-1").await;
+
+    let before = onda_control_plane::db::now();
+    let (s, ice) = fx
+        .cp
+        .tenant_call(&token, Method::GET, "/v1/me/ice-servers?region=test", None)
+        .await;
+    assert_eq!(s, 200, "{ice}");
+    let servers = ice["iceServers"].as_array().expect("iceServers");
+    assert_eq!(servers.len(), 1, "{ice}");
+    assert_eq!(servers[0]["urls"], json!(urls));
+    let username = servers[0]["username"]
+        .as_str()
+        .expect("username")
+        .to_string();
+    let password = servers[0]["credential"]
+        .as_str()
+        .expect("credential")
+        .to_string();
+    let (expiry, who) = username.split_once(':').expect("expiry:user");
+    assert_eq!(who, format!("{tenant}.fan-1"));
+    let expiry: i64 = expiry.parse().expect("expiry");
+    // turn.credential_ttl_secs: an hour by default.
+    assert!(
+        (before + 3600..=before + 3610).contains(&expiry),
+        "{username}"
+    );
+    assert!(ice["expiresAt"].is_string(), "{ice}");
+
+    // Relays over UDP and TCP with the credential; nothing with a wrong password.
+    allocates(&urls[0], &username, &password, Duration::from_secs(20)).await;
+    allocate(&urls[1], &username, &password)
+        .await
+        .unwrap_or_else(|e| panic!("TCP: {e}"));
+    let wrong = allocate(&urls[0], &username, "d3JvbmcgcGFzc3dvcmQ=").await;
+    assert!(wrong.is_err_and(|e| e.contains("Cannot complete Allocation")));
+
+    // A credential signed with the live secret whose expiry has passed is refused.
+    let db = Db::connect(&fx.db.url, 2).await.expect("database");
+    let mut c = db.conn().await.expect("conn");
+    let stored = turn::secrets::all(&mut c).await.expect("secrets");
+    let secret = turn::secrets::minting(&stored, onda_control_plane::db::now_millis())
+        .expect("a secret")
+        .secret
+        .clone();
+    let (u, p) = turn::credential(&secret, &format!("{tenant}.fan-1"), expiry);
+    assert_eq!(
+        (&u, &p),
+        (&username, &password),
+        "the API's credential is this"
+    );
+    let (u, p) = turn::credential(&secret, &format!("{tenant}.fan-1"), before - 60);
+    let expired = allocate(&urls[0], &u, &p).await;
+    assert!(expired.is_err_and(|e| e.contains("Cannot complete Allocation")));
+
+    // A new secret (as the leader's rotation makes) reaches coturn without a restart.
+    let pid = coturn_pid(&fx).expect("coturn runs");
+    let fresh = "a-rotated-secret-0123456789abcdef";
+    sqlx::query("INSERT INTO turn_secrets (id, secret, created_ms) VALUES ($1, $2, $3)")
+        .bind("turn_test_rotation")
+        .bind(fresh)
+        .bind(onda_control_plane::db::now_millis())
+        .execute(&mut *c)
+        .await
+        .expect("insert a secret");
+    let (u, p) = turn::credential(fresh, "someone", before + 600);
+    allocates(&urls[0], &u, &p, Duration::from_secs(20)).await;
+    assert_eq!(coturn_pid(&fx), Some(pid), "coturn was restarted");
+    // The earlier secret still works: credentials made with it have not expired.
+    allocate(&urls[0], &username, &password)
+        .await
+        .unwrap_or_else(|e| panic!("the earlier secret: {e}"));
+
+    // Only user tokens get credentials.
+    let key = fx.cp.tenant_key("Other").await;
+    let (s, body) = fx
+        .cp
+        .tenant_call(&key, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, _) = fx
+        .cp
+        .tenant_call("", Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    assert_eq!(s, 401);
+    let long = "x".repeat(65);
+    let (s, body): (u16, Value) = fx
+        .cp
+        .tenant_call(
+            &token,
+            Method::GET,
+            &format!("/v1/me/ice-servers?region={long}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+}
+
+/// SIGKILL of coturn: the agent starts it again, and relays work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_starts_coturn_again_when_it_is_killed() {
+    let fx = turn_cluster(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let urls = advertised(&fx.cp).await;
+    let (_, token) = user(&fx.cp, "fan-2").await;
+    let (_, ice) = fx
+        .cp
+        .tenant_call(&token, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    let s = &ice["iceServers"][0];
+    let (username, password) = (
+        s["username"].as_str().expect("username"),
+        s["credential"].as_str().expect("credential"),
+    );
+    allocates(&urls[0], username, password, Duration::from_secs(20)).await;
+    let pid = coturn_pid(&fx).expect("coturn runs");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill coturn");
+    let again = wait_for("coturn started again", Duration::from_secs(20), || async {
+        coturn_pid(&fx).filter(|p| *p != pid)
+    })
+    .await;
+    allocates(&urls[0], username, password, Duration::from_secs(20)).await;
+    assert_eq!(coturn_pid(&fx), Some(again));
+    let metrics = onda_shared::http::client()
+        .get(format!("{}/metrics", fx.agents[0].edge_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("onda_agent_turn_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("onda_agent_turn_restarts_total 1"),
+        "{metrics}"
+    );
+}
