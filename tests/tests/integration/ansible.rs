@@ -8,6 +8,7 @@
 //! nothing, and a run with a new binary restarts the services and the station plays again.
 
 use onda_tests::process::{free_port, onda_bin};
+use onda_tests::turn::TurnPorts;
 use onda_tests::wait_for;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -175,6 +176,7 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
         free_port(),
     );
     let edge_ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let turn_ports = [TurnPorts::free(), TurnPorts::free()];
     // Everything as host variables: they win over the example's group_vars/all.yml, which the
     // test's inventory uses to wire the plays together as a real one does.
     let common = json!({
@@ -225,6 +227,12 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
             "onda_edge_public_url": format!("http://127.0.0.1:{http}"),
             "onda_edge_rtmp_url": format!("rtmp://127.0.0.1:{rtmp}"),
             "onda_edge_apply_sysctl": false,
+            // Each edge's coturn on loopback ports of its own (both share this machine's
+            // network).
+            "onda_edge_turn_listen": "127.0.0.1",
+            "onda_edge_turn_port": turn_ports[i].port,
+            "onda_edge_turn_min_port": turn_ports[i].min_port,
+            "onda_edge_turn_max_port": turn_ports[i].max_port,
         }))
     };
     let inventory = json!({
@@ -293,10 +301,13 @@ async fn the_playbook_provisions_a_cluster_that_plays_and_a_second_run_changes_n
     let nodes = loop {
         let (_, body) = admin(&http, reqwest::Method::GET, format!("{api}/v1/nodes"), None).await;
         let items = body["items"].as_array().cloned().unwrap_or_default();
+        // Ready, and running the TURN relay the role installed coturn for.
         let ready = |name: &str| {
-            items
-                .iter()
-                .any(|n| n["name"] == name && n["status"] == "ready")
+            items.iter().any(|n| {
+                n["name"] == name
+                    && n["status"] == "ready"
+                    && n["turn_urls"].as_array().is_some_and(|u| !u.is_empty())
+            })
         };
         if ready("edge-1") && ready("edge-2") {
             break items;
