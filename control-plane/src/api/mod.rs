@@ -104,10 +104,9 @@ pub struct AppState {
         (name = "webhooks", description = "Endpoints of a tenant's backend that receive signed events (message.created, user.online, …) and the state of each delivery (tenant API keys)"),
         (name = "notifications", description = "An end user's notifications: tenants send them (tenant API keys), users list and mark them read (user tokens); pushed live as the gateway's `notification` event"),
         (name = "chat", description = "Live streams' chats: moderators of a creator's chats and a stream's saved chat (everything said goes over the realtime gateway)"),
-        (name = "calls", description = "Paid 1-to-1 video calls: made and changed over the realtime gateway (docs/calls.md); their records and history here"),
+        (name = "calls", description = "Paid 1-to-1 video calls: made and changed over the realtime gateway (docs/calls.md); their records and history here, and TURN relays with time-limited credentials for an end user's peer connections"),
         (name = "money", description = "Wallets on a double-entry ledger: credits, refunds, adjustments and transaction history (tenant API keys; requests that move value need an Idempotency-Key header), and a user's own wallet (user tokens)"),
         (name = "billing", description = "Monthly invoices: the admin runs billing, a tenant reads its own invoices"),
-        (name = "calls", description = "1-to-1 calls: TURN relays and their time-limited credentials for an end user's WebRTC peer connections (user tokens)"),
         (name = "listen", description = "Public listener URLs, redirected to an edge carrying the station"),
         (name = "system", description = "Health, readiness, metrics"),
     )
