@@ -79,12 +79,13 @@ impl Agent {
     pub fn apply(&mut self, desired: DesiredState) -> anyhow::Result<()> {
         // Known before any listener of a new mount can arrive, so its usage has a station.
         usage::remember_paths(&self.paths, &desired);
-        self.apply_admitted(&desired)
-            .with_context(|| format!("generation {}", desired.generation))?;
-        identity::save_desired(&self.state_dir, &desired)?;
+        // The TURN secrets do not depend on the edge: they apply even if the edge cannot.
         if let Some(t) = &self.turn {
             t.set(desired.turn.as_ref());
         }
+        self.apply_admitted(&desired)
+            .with_context(|| format!("generation {}", desired.generation))?;
+        identity::save_desired(&self.state_dir, &desired)?;
         tracing::info!(
             "applied generation {} ({} station(s), {} refused)",
             desired.generation,

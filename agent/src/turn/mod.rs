@@ -145,6 +145,10 @@ impl Turn {
     ) -> anyhow::Result<Turn> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // The user database holds the secrets credentials are made with: the agent's user only.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
         let paths = Paths::in_dir(&dir);
         end_stale(&paths);
         let (specs, rx) = watch::channel(None);
@@ -356,14 +360,19 @@ async fn supervise(
                     Ok(st) => format!("exited ({st})"),
                     Err(e) => format!("could not start ({e})"),
                 };
-                tracing::warn!(
-                    "coturn {status}; starting it again in {wait:?} (its log: {})",
-                    s.paths.log.display()
-                );
+                // Said after the wait: a Ctrl-C in a terminal (onda dev) signals coturn, in the
+                // agent's process group, a moment before the agent itself stops.
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => break,
+                    () = stop.cancelled() => {
+                        tracing::info!("coturn {status} as the agent stops");
+                        break;
+                    }
                 }
+                tracing::warn!(
+                    "coturn {status}; starting it again after {wait:?} (its log: {})",
+                    s.paths.log.display()
+                );
             }
         }
     }

@@ -117,6 +117,13 @@ async fn coturn_relays_with_the_control_planes_credentials_only(backend: Backend
             format!("turn:127.0.0.1:{port}?transport=tcp")
         ]
     );
+    // coturn's files, the secrets among them, are the agent's user's only.
+    let dir = fx.agents[0].proc.path().join("state/turn");
+    let mode = std::fs::metadata(&dir).expect("state/turn").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
     let (tenant, token) = user(&fx.cp, "fan-1").await;
 
     let before = onda_control_plane::db::now();
