@@ -62,8 +62,9 @@ pub fn render(cfg: &TurnConfig, realm: &str, files: Files<'_>) -> String {
         line(format!("tls-listening-port={}", cfg.tls_port));
         line(format!("cert={}", cfg.cert.display()));
         line(format!("pkey={}", cfg.key.display()));
-        line("no-tlsv1".into());
-        line("no-tlsv1_1".into());
+        // No `no-tlsv1`/`no-tlsv1_1`: with them Debian's coturn 4.6.1 stalls TLS sessions after
+        // the handshake (seen with turnutils_uclient -S), and OpenSSL 3 refuses TLS 1.0 and 1.1
+        // at its default security level anyway.
     }
     // NAT behaviour discovery needs a second address and port, which WebRTC does not use.
     line("no-rfc5780".into());

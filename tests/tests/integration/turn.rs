@@ -12,7 +12,9 @@ use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
-use onda_tests::turn::{TurnPorts, agent_env, allocate, require_coturn};
+use onda_tests::turn::{
+    TurnPorts, agent_env, allocate, free_udp_tcp_port, require_coturn, self_signed_cert,
+};
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -92,14 +94,23 @@ fn coturn_pid(fx: &ClusterFixture) -> Option<i32> {
 }
 
 async fn turn_cluster(backend: Backend) -> Option<ClusterFixture> {
+    turn_cluster_with(backend, Vec::new()).await
+}
+
+/// A cluster of one node running TURN, with more `ONDA_TURN_*` settings `more`.
+async fn turn_cluster_with(
+    backend: Backend,
+    more: Vec<(String, String)>,
+) -> Option<ClusterFixture> {
     require_coturn();
     let mut fx = ClusterFixture::start_on(ClusterSpec {
         backend,
         ..ClusterSpec::default()
     })
     .await?;
-    fx.join_with_env("edge-turn", agent_env(&TurnPorts::free()))
-        .await;
+    let mut env = agent_env(&TurnPorts::free());
+    env.extend(more);
+    fx.join_with_env("edge-turn", env).await;
     fx.wait_ready(1, Duration::from_secs(30)).await;
     Some(fx)
 }
@@ -265,4 +276,40 @@ async fn the_agent_starts_coturn_again_when_it_is_killed() {
         metrics.contains("onda_agent_turn_restarts_total 1"),
         "{metrics}"
     );
+}
+
+/// With a certificate the node also advertises `turns:` and coturn relays over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_coturn_relays_over_tls_too() {
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = self_signed_cert(certs.path());
+    let tls_port = free_udp_tcp_port();
+    let more = [
+        ("ONDA_TURN_TLS_PORT", tls_port.to_string()),
+        ("ONDA_TURN_CERT", cert.display().to_string()),
+        ("ONDA_TURN_KEY", key.display().to_string()),
+    ];
+    let fx = turn_cluster_with(
+        Backend::Sqlite,
+        more.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    )
+    .await
+    .expect("SQLite is always there");
+    let urls = advertised(&fx.cp).await;
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    assert_eq!(urls[2], format!("turns:127.0.0.1:{tls_port}?transport=tcp"));
+    let (_, token) = user(&fx.cp, "fan-3").await;
+    let (_, ice) = fx
+        .cp
+        .tenant_call(&token, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    let s = &ice["iceServers"][0];
+    assert_eq!(s["urls"], json!(urls));
+    let (username, password) = (
+        s["username"].as_str().expect("username"),
+        s["credential"].as_str().expect("credential"),
+    );
+    allocates(&urls[2], username, password, Duration::from_secs(60)).await;
+    let wrong = allocate(&urls[2], username, "d3JvbmcgcGFzc3dvcmQ=").await;
+    assert!(wrong.is_err_and(|e| e.contains("Cannot complete Allocation")));
 }
