@@ -4,7 +4,8 @@
 //! (`turnutils_uclient`) allocates relays with it over UDP and TCP and relays data through them,
 //! and is refused with a wrong password or an expired (correctly signed) credential. A secret
 //! the control plane adds reaches coturn without a restart. When coturn is killed, the agent
-//! starts it again.
+//! starts it again. With a certificate it relays over TLS too; with the production peer policy
+//! it refuses to relay to loopback peers.
 
 use onda_control_plane::db::Db;
 use onda_control_plane::turn;
@@ -109,6 +110,7 @@ async fn turn_cluster_with(
     })
     .await?;
     let mut env = agent_env(&TurnPorts::free());
+    env.retain(|(k, _)| !more.iter().any(|(m, _)| m == k));
     env.extend(more);
     fx.join_with_env("edge-turn", env).await;
     fx.wait_ready(1, Duration::from_secs(30)).await;
@@ -312,4 +314,39 @@ async fn with_a_certificate_coturn_relays_over_tls_too() {
     allocates(&urls[2], username, password, Duration::from_secs(60)).await;
     let wrong = allocate(&urls[2], username, "d3JvbmcgcGFzc3dvcmQ=").await;
     assert!(wrong.is_err_and(|e| e.contains("Cannot complete Allocation")));
+}
+
+/// The production peer policy (`turn.allow_private_peers` off): coturn allocates, but refuses
+/// to relay to a loopback peer (here the other client's relay address on 127.0.0.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_relays_refuse_loopback_peers() {
+    let more = vec![(
+        "ONDA_TURN_ALLOW_PRIVATE_PEERS".to_string(),
+        "false".to_string(),
+    )];
+    let fx = turn_cluster_with(Backend::Sqlite, more)
+        .await
+        .expect("SQLite is always there");
+    let urls = advertised(&fx.cp).await;
+    let (_, token) = user(&fx.cp, "fan-4").await;
+    let (_, ice) = fx
+        .cp
+        .tenant_call(&token, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    let s = &ice["iceServers"][0];
+    let (username, password) = (
+        s["username"].as_str().expect("username"),
+        s["credential"].as_str().expect("credential"),
+    );
+    // Until the node has the secrets the allocation itself fails; then the peer is refused.
+    let refused = wait_for(
+        "a refused loopback peer",
+        Duration::from_secs(20),
+        || async {
+            let e = allocate(&urls[0], username, password).await.err()?;
+            e.contains("403 (Forbidden IP)").then_some(e)
+        },
+    )
+    .await;
+    assert!(!refused.contains("Cannot complete Allocation"), "{refused}");
 }
