@@ -235,9 +235,10 @@ async fn coturn_relays_with_the_control_planes_credentials_only(backend: Backend
     assert_eq!(s, 400, "{body}");
 }
 
-/// SIGKILL of coturn: the agent starts it again, and relays work again.
+/// SIGKILL of coturn: the agent starts it again, and relays work again; SIGTERM of the agent
+/// stops coturn with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_starts_coturn_again_when_it_is_killed() {
+async fn the_agent_starts_coturn_again_when_it_is_killed_and_stops_it_with_itself() {
     let fx = turn_cluster(Backend::Sqlite)
         .await
         .expect("SQLite is always there");
@@ -278,6 +279,23 @@ async fn the_agent_starts_coturn_again_when_it_is_killed() {
         metrics.contains("onda_agent_turn_restarts_total 1"),
         "{metrics}"
     );
+
+    // An agent that stops stops its coturn.
+    let mut fx = fx;
+    fx.agents[0].proc.terminate();
+    let status = fx.agents[0].proc.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "the agent stopped with {status}");
+    let stat = format!("/proc/{again}/stat");
+    // Gone, or a zombie until the orphan is reaped: no longer running either way.
+    wait_for(
+        "coturn gone with its agent",
+        Duration::from_secs(5),
+        || async {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            (s.is_empty() || s.contains(") Z ")).then_some(())
+        },
+    )
+    .await;
 }
 
 /// With a certificate the node also advertises `turns:` and coturn relays over TLS.
