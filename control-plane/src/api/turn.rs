@@ -13,9 +13,10 @@ use onda_shared::api::{IceServers, IceServersParams, Problem};
 
 /// ICE servers for your peer connections (user token): the TURN URLs of up to two ready nodes
 /// (of `region` when one there runs TURN, else any), least loaded first, with a credential
-/// valid until `expiresAt`. Empty when no node runs TURN.
+/// valid until `expiresAt`. Empty when no node runs TURN. Only with the plan feature `calls`.
 #[utoipa::path(get, path = "/v1/me/ice-servers", tag = "calls", params(IceServersParams),
-    responses((status = 200, body = IceServers), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = IceServers), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem)))]
 pub async fn ice_servers(
     State(st): State<AppState>,
     UserCaller(me): UserCaller,
@@ -30,6 +31,17 @@ pub async fn ice_servers(
         )));
     }
     let mut conn = st.db.conn().await?;
+    // Relays cost the hosting company bandwidth: they come with calls, a plan feature.
+    let plan = super::stations::plan_of(&mut conn, &me.tenant.plan_id).await?;
+    if !plan.features.calls {
+        return Err(ApiError::PlanLimit {
+            limit: "features.calls",
+            detail: format!(
+                "Plan {:?} does not include calls, so its users get no TURN relays.",
+                plan.name
+            ),
+        });
+    }
     let (ice_servers, expires) = crate::turn::ice_servers_with(
         &mut conn,
         &st.turn,

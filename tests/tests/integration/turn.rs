@@ -210,6 +210,48 @@ async fn coturn_relays_with_the_control_planes_credentials_only(backend: Backend
         .await
         .unwrap_or_else(|e| panic!("the earlier secret: {e}"));
 
+    // Only tenants whose plan has calls get relays.
+    let (s, basic) = fx
+        .cp
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"name": "Basic Co", "email": "b@example.com", "plan_id": "plan_basic"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{basic}");
+    let (s, key) = fx
+        .cp
+        .call(
+            Method::POST,
+            &format!("/v1/tenants/{}/api-keys", basic["id"].as_str().expect("id")),
+            Some(json!({"name": "k"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let key = key["secret"].as_str().expect("secret");
+    let (s, _) = fx
+        .cp
+        .tenant_call(
+            key,
+            Method::PUT,
+            "/v1/users/fan-b",
+            Some(json!({"display_name": "B"})),
+        )
+        .await;
+    assert!(s == 200 || s == 201);
+    let (_, t) = fx
+        .cp
+        .tenant_call(key, Method::POST, "/v1/users/fan-b/tokens", Some(json!({})))
+        .await;
+    let basic_user = t["token"].as_str().expect("token");
+    let (s, body) = fx
+        .cp
+        .tenant_call(basic_user, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.to_string().contains("features.calls"), "{body}");
+
     // Only user tokens get credentials.
     let key = fx.cp.tenant_key("Other").await;
     let (s, body) = fx
