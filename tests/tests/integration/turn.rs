@@ -21,7 +21,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-on_both_backends!(coturn_relays_with_the_control_planes_credentials_only);
+on_both_backends!(
+    coturn_relays_with_the_control_planes_credentials_only,
+    a_calls_parties_get_relays_of_the_node_that_coturn_accepts,
+);
 
 /// A user `id` of a new tenant and a user token for them: (tenant id, token).
 async fn user(cp: &ControlPlane, id: &str) -> (String, String) {
@@ -409,4 +412,79 @@ async fn production_relays_refuse_loopback_peers() {
     )
     .await;
     assert!(!refused.contains("Cannot complete Allocation"), "{refused}");
+}
+
+/// A call over the gateway hands each party the node's relays with a credential of their own
+/// (the caller in `initiate-call`'s ack, the creator in `incoming-call`), and coturn relays
+/// with each.
+async fn a_calls_parties_get_relays_of_the_node_that_coturn_accepts(backend: Backend) {
+    let Some(fx) = turn_cluster(backend).await else {
+        return;
+    };
+    let urls = advertised(&fx.cp).await;
+    let key = fx.cp.tenant_key("Calls with relays").await;
+    let (_, me) = fx.cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
+    let tenant = me["tenant"]["id"].as_str().expect("tenant id").to_string();
+    let mut tokens = Vec::new();
+    for (id, creator) in [("fan", false), ("star", true)] {
+        let body = json!({"display_name": id, "creator": creator,
+                          "available_for_calls": creator, "call_price_per_minute": 10});
+        let body = if creator {
+            body
+        } else {
+            json!({"display_name": id})
+        };
+        let (s, v) = fx
+            .cp
+            .tenant_call(&key, Method::PUT, &format!("/v1/users/{id}"), Some(body))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, t) = fx
+            .cp
+            .tenant_call(
+                &key,
+                Method::POST,
+                &format!("/v1/users/{id}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        tokens.push(t["token"].as_str().expect("token").to_string());
+    }
+    let (fan, star) = (&tokens[0], &tokens[1]);
+    let credit = fx
+        .cp
+        .http
+        .post(format!("{}/v1/users/fan/wallet/credits", fx.cp.api))
+        .bearer_auth(&key)
+        .header("idempotency-key", "credit-fan")
+        .json(&json!({"amount": 100, "reference": "psp"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(credit.status().as_u16(), 201);
+
+    let mut sio = onda_tests::realtime::Sio::start(&fx.cp.api).await;
+    sio.connect("fan", fan).await.expect("fan connects");
+    sio.connect("star", star).await.expect("star connects");
+    let ack = sio
+        .emit("fan", "initiate-call", json!({"receiverId": "star"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let incoming = sio.event("star", "incoming-call").await;
+    for (servers, who) in [
+        (&ack["iceServers"], "fan"),
+        (&incoming["iceServers"], "star"),
+    ] {
+        let server = &servers[0];
+        assert_eq!(server["urls"], json!(urls), "{servers}");
+        let username = server["username"].as_str().expect("username");
+        assert_eq!(
+            username.split_once(':').map(|(_, u)| u.to_string()),
+            Some(format!("{tenant}.{who}")),
+            "each party's own credential"
+        );
+        let password = server["credential"].as_str().expect("credential");
+        allocates(&urls[0], username, password, Duration::from_secs(20)).await;
+    }
 }

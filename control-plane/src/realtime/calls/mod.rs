@@ -57,17 +57,6 @@ fn charge_refusal(e: ChargeError) -> Refusal {
     }
 }
 
-/// The ICE servers (TURN with credentials for `user`) of a call's party.
-async fn ice_servers(
-    _conn: &mut db::Conn,
-    _session: (&str, &str),
-    _region: Option<&str>,
-) -> Result<Vec<IceServer>, sqlx::Error> {
-    // TURN's credentials come with the TURN module (the agent's coturn); until then peers
-    // use the host candidates they have.
-    Ok(Vec::new())
-}
-
 /// The ICE servers of `user`, a party of `call`: the relays of the caller's region (else the
 /// callee's), so both parties meet on the same TURN servers.
 async fn party_ice(
@@ -83,7 +72,13 @@ async fn party_ice(
                 .and_then(|u| u.region);
         }
     }
-    ice_servers(conn, (&call.tenant_id, user), region.as_deref()).await
+    crate::turn::ice_servers(
+        conn,
+        (&call.tenant_id, user),
+        region.as_deref(),
+        db::now_millis(),
+    )
+    .await
 }
 
 /// `incoming-call`'s payload.
