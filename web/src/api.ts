@@ -8,6 +8,48 @@ export interface Profile {
   creator: boolean;
   tip_minimum: number;
   subscription_price: number | null;
+  available_for_calls: boolean;
+  call_price_per_minute: number | null;
+  call_billing: CallBilling;
+  calls_subscribers_only: boolean;
+}
+
+export type CallBilling = "minute" | "second";
+
+/// `GET /v1/me/creators/{id}`: a creator as a signed-in user sees them, with what a call takes.
+export interface CreatorProfile {
+  id: string;
+  display_name: string;
+  avatar_url: string | null;
+  subscription_price: number | null;
+  tip_minimum: number;
+  currency: string;
+  online: boolean;
+  subscribed: boolean;
+  blocked: boolean;
+  calls: { available: boolean; price_per_minute: number | null; billing: CallBilling; subscribers_only: boolean };
+}
+
+export type CallState = "calling" | "ringing" | "in_progress" | "ended";
+export type CallEndReason = "rejected" | "missed" | "cancelled" | "hung_up" | "busy" | "balance_exhausted" | "connection_lost";
+
+/// A call's record (camelCase, as in the gateway's events): `GET /v1/me/calls`, `call-state`.
+export interface Call {
+  id: string;
+  callerId: string;
+  calleeId: string;
+  state: CallState;
+  reason: CallEndReason | null;
+  pricePerMinute: number;
+  billing: CallBilling;
+  currency: string;
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  durationSecs: number;
+  unitsCharged: number;
+  amount: number;
+  setupMs: number | null;
 }
 
 export interface Message {
@@ -301,5 +343,20 @@ export class Api {
 
   setSubscriptionPrice(price: number | null) {
     return this.call<Profile>("PATCH", "/v1/me", { subscription_price: price });
+  }
+
+  // Calls (made over the gateway; see calls.ts).
+
+  creator(id: string) {
+    return this.call<CreatorProfile>("GET", `/v1/me/creators/${encodeURIComponent(id)}`);
+  }
+
+  /// A creator's own call settings; a field left out stays as it is (`null` price: no calls).
+  setCallSettings(change: { available_for_calls?: boolean; call_price_per_minute?: number | null }) {
+    return this.call<Profile>("PATCH", "/v1/me", change);
+  }
+
+  myCalls() {
+    return this.call<{ items: Call[]; next_cursor: string | null }>("GET", "/v1/me/calls?limit=50");
   }
 }

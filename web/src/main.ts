@@ -1,13 +1,18 @@
 // Onda's web app for fans and creators: sign-in by link (#token=…), the conversation list, a
 // conversation (typing indicator, read marks, emoji, image attachments), the notification
 // bell, and the live pages: a stream's watch page (/app/watch/{slug}), the creator's go-live
-// page (/app/live) and the wallet (/app/wallet), in pages/. It uses only
+// page (/app/live), the wallet (/app/wallet), a creator's page with the call button
+// (/app/creator/{id}) and the calls page (/app/calls), in pages/; paid video calls (calls.ts)
+// ring and run over whichever page is open. It uses only
 // the public API and the realtime gateway, as a tenant's own front end would. User text is
 // always set as textContent, never parsed as HTML; attachments are shown from their own URL. A
 // tab that loses its connection for a moment gets what it missed when socket.io-client
 // reconnects (docs/realtime.md, "Reconnecting and missed events").
 import { io, Socket } from "socket.io-client";
 import { Api, ApiError, Conversation, Message, Profile } from "./api";
+import { Calls } from "./calls";
+import { CallsPage } from "./pages/calls";
+import { CreatorPage } from "./pages/creator";
 import { LivePage } from "./pages/live";
 import { WalletPage } from "./pages/wallet";
 import { WatchPage } from "./pages/watch";
@@ -50,6 +55,7 @@ function preview(m: Message | null): string {
 
 class App {
   private socket: Socket;
+  private calls: Calls;
   private view = document.getElementById("view") as HTMLElement;
   /// The conversation on screen (the other user's id), if any.
   private open: string | null = null;
@@ -74,6 +80,7 @@ class App {
       cb(this.offset === undefined ? { token } : { token, offset: this.offset });
     this.socket = io({ auth, transports: ["websocket", "polling"] });
     this.socket.on("connect_error", (e) => this.banner(`Cannot connect: ${e.message}`));
+    this.calls = new Calls(this.socket);
     this.socket.on("recovery", (e: { recovered: boolean; offset: string | null }) => this.onRecovery(e));
     this.socket.on("receive-message", (m: Message, offset?: string) => {
       this.saw(offset);
@@ -124,7 +131,8 @@ class App {
     this.connectedBefore = true;
   }
 
-  /// Whether the address is a live page (watch, go-live, wallet) rather than messaging.
+  /// Whether the address is a page of its own (watch, go-live, wallet, creator, calls) rather
+  /// than messaging.
   onLivePage(): boolean {
     return location.pathname.replace(/^\/app\/?/, "") !== "";
   }
@@ -135,6 +143,9 @@ class App {
     const path = location.pathname.replace(/^\/app\/?/, "");
     const watch = path.match(/^watch\/([^/]+)\/?$/);
     if (watch) return new WatchPage(this.api, this.me, this.view, this.socket).show(decodeURIComponent(watch[1]));
+    const creator = path.match(/^creator\/([^/]+)\/?$/);
+    if (creator) return new CreatorPage(this.api, this.me, this.view, this.calls).show(decodeURIComponent(creator[1]));
+    if (/^calls\/?$/.test(path)) return new CallsPage(this.api, this.me, this.view).show();
     if (/^live\/?$/.test(path)) return new LivePage(this.api, this.me, this.view).show();
     if (/^wallet\/?$/.test(path)) return new WalletPage(this.api, this.me, this.view).show();
     const m = location.hash.match(/^#\/c\/(.+)$/);
@@ -217,7 +228,9 @@ class App {
       }
     });
     form.append(attach, file, input, el("button", { type: "submit", "data-testid": "send" }, "Send"));
-    this.view.append(el("h1", { "data-testid": "with" }, other), log, typing, form);
+    const title = el("header", { class: "watch-head" });
+    title.append(el("h1", { "data-testid": "with" }, other), el("a", { href: `/app/creator/${encodeURIComponent(other)}`, class: "profile-link", "data-testid": "with-profile" }, "profile"));
+    this.view.append(title, log, typing, form);
     input.addEventListener("input", () => this.typed(other));
     form.addEventListener("submit", async (e) => {
       e.preventDefault();

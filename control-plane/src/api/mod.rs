@@ -10,6 +10,7 @@ mod calls;
 mod chat;
 mod conversations;
 mod cors;
+mod creators;
 mod earnings;
 pub mod error;
 mod export;
@@ -188,6 +189,7 @@ pub fn router(
         .routes(routes!(notifications::read_all))
         .merge(money_routes())
         .routes(routes!(me::get, subscriptions::update_me))
+        .routes(routes!(creators::get))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

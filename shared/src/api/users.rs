@@ -43,6 +43,44 @@ pub struct EndUser {
     pub updated_at: String,
 }
 
+/// `GET /v1/me/creators/{creator_id}`: a creator's profile as a signed-in user of the tenant
+/// sees it (the web app's creator page): who they are, whether they are online, and what it
+/// takes to call them. Never their metadata, region or settings only the tenant sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatorProfile {
+    pub id: String,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    /// The 30-day subscription from the wallet, in minor units; None: not sold.
+    pub subscription_price: Option<i64>,
+    /// The smallest tip the creator accepts, in minor units.
+    pub tip_minimum: i64,
+    /// The tenant's currency (ISO 4217), which the prices are in.
+    pub currency: String,
+    /// Connected to the realtime gateway now (a call can ring only then).
+    pub online: bool,
+    /// The caller is the creator or holds a running subscription to them (what
+    /// `calls_subscribers_only` asks).
+    pub subscribed: bool,
+    /// The caller and the creator have blocked each other, or one of them has: no calls.
+    pub blocked: bool,
+    pub calls: CreatorCalls,
+}
+
+/// How a creator takes calls, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatorCalls {
+    /// Taking calls now: `available_for_calls` with a price (the creator must be online too).
+    pub available: bool,
+    /// What a minute costs the caller, in minor units of `currency`; None: no calls.
+    pub price_per_minute: Option<i64>,
+    pub billing: crate::api::CallBilling,
+    /// Only the creator's subscribers may call.
+    pub subscribers_only: bool,
+}
+
 /// `PUT /v1/users/{user_id}`: the whole profile (a field left out takes its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

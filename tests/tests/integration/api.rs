@@ -1239,6 +1239,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/v1/me/ice-servers"),
         ("get", "/v1/me"),
         ("patch", "/v1/me"),
+        ("get", "/v1/me/creators/{creator_id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -8,6 +8,10 @@
 //! page's paywall, subscribing and playing, the stream chat between fan and creator with a tip
 //! and a deletion, selling the stream per view and buying it, the wallet pages and the go-live
 //! page. Both run on SQLite and on PostgreSQL.
+//! A paid video call (tests/browser/call.mjs) between two chromium browsers with fake cameras:
+//! the creator goes available with a price, the fan calls from the creator's page, the creator
+//! answers in one of two tabs, media flows both ways, the fan's mute and camera-off reach the
+//! creator, and the fan is charged exactly what the call's record says.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
@@ -25,6 +29,7 @@ use std::time::Duration;
 on_both_backends!(
     a_fan_and_a_creator_chat_in_the_browser,
     a_fan_subscribes_and_watches_live_in_the_browser,
+    a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says,
 );
 
 async fn a_fan_and_a_creator_chat_in_the_browser(b: Backend) {
@@ -325,4 +330,167 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser(b: Backend) {
         "web app live: {out}\n(screenshots in {})",
         node.path().display()
     );
+}
+
+/// A paid call between two browsers (tests/browser/call.mjs), host candidates on loopback:
+/// creator Cleo (billed by the second) is online but not taking calls, and the fan's view of
+/// her page says so; she turns calls on at 600 a minute from the calls page; the fan's call
+/// button turns on with the price and the fan calls; both of Cleo's tabs ring and she answers in
+/// one (the other's screen goes); both sides decode video frames and receive audio; the fan
+/// mutes the microphone and turns the camera off and Cleo's side hears silence and sees black;
+/// the fan hangs up; the fan's wallet, Cleo's earnings and both call histories, in the pages and
+/// over REST, are what `GET /v1/calls` says the call cost (the tenant's fee is 20 %).
+async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: Backend) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh test"
+    );
+    assert!(
+        onda_tests::web_app_dir().join("index.html").is_file(),
+        "the web app is not built: run scripts/build-web.sh (make test does)"
+    );
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Call Creators", "plan_premium").await;
+    cp.call(
+        Method::PUT,
+        "/v1/users/cleo",
+        Some(&key),
+        Some(json!({"display_name": "Cleo", "creator": true, "call_billing": "second"})),
+    )
+    .await
+    .expect(201);
+    let creator = cp
+        .post("/v1/users/cleo/tokens", &key, json!({}))
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
+    let credit = cp
+        .http
+        .post(format!("{}/v1/users/fan-1/wallet/credits", cp.url))
+        .bearer_auth(&key)
+        .header("idempotency-key", "web-call-credit")
+        .json(&json!({"amount": 2000, "reference": "psp_web_call"}))
+        .send()
+        .await
+        .expect("credit");
+    assert_eq!(credit.status(), 201);
+
+    let mut node = Proc::external(
+        "chromium (playwright-core)",
+        "node",
+        &[
+            &dir.join("call.mjs").display().to_string(),
+            &format!("{}/app/", cp.url),
+            &fan,
+            &creator,
+            "cleo",
+            ".",
+            "all",
+        ],
+    );
+    let exit = node.wait_exit(Duration::from_secs(150)).await;
+    let out: Value = serde_json::from_str(node.stdout().trim())
+        .unwrap_or_else(|e| panic!("no JSON from the browsers ({exit}): {e}\n{}", node.logs()));
+    let report = format!("{out:#}\n(screenshots in {})", node.path().display());
+    let steps = &out["steps"];
+    // Online but not taking calls: no button, and the gateway's sentence for `unavailable`.
+    let before = &steps["not_available"];
+    assert_eq!(before["name"], "Cleo", "{report}");
+    assert_eq!(before["button_hidden"], true, "{report}");
+    assert_eq!(before["reason"], "Cleo does not take calls now.", "{report}");
+    // Cleo's settings, made in her page, are her profile's.
+    let cleo = cp.get("/v1/users/cleo", &key).await.expect(200).body;
+    assert_eq!(
+        (&cleo["available_for_calls"], &cleo["call_price_per_minute"]),
+        (&json!(true), &json!(600)),
+        "{report}"
+    );
+    let button = &steps["call_button"];
+    assert_eq!(button["text"], "📞 Call · $6.00/min", "{report}");
+    assert_eq!(button["price"], 600, "{report}");
+    // Both of Cleo's tabs rang with the price; the one that did not answer stopped ringing
+    // and stayed out of the call.
+    let ringing = &steps["ringing"];
+    assert_eq!(ringing["fan_status"], "Ringing Cleo…", "{report}");
+    for tab in ringing["tabs"].as_array().into_iter().flatten() {
+        assert_eq!(tab["caller"], "fan-1", "{report}");
+        assert_eq!(tab["price"], "$6.00 a minute, billed by the second", "{report}");
+    }
+    assert_eq!(ringing["tabs"].as_array().map(Vec::len), Some(2), "{report}");
+    let accepted = &steps["accepted"];
+    assert_eq!(accepted["fan_status"], "In call", "{report}");
+    assert_eq!(accepted["tab2_in_call"], 0, "{report}");
+    assert_eq!(accepted["tab2_peers"], 0, "{report}");
+    // Media both ways: video frames decoded and audio packets received rising on each side.
+    let flows = &steps["media_flows"];
+    for side in ["fan", "creator"] {
+        let s = &flows[side];
+        assert!(s["frames"].as_i64() >= Some(30), "{side} decodes video: {report}");
+        assert!(s["audio_packets"].as_i64() >= Some(50), "{side} receives audio: {report}");
+        assert!(s["audio_energy"].as_f64() > Some(0.0), "{side} hears sound: {report}");
+    }
+    // The fan's microphone muted and camera off: Cleo's side hears silence and sees black,
+    // while the fan still sees and hears Cleo.
+    let muted = &steps["fan_mutes"];
+    assert_eq!((&muted["mic"], &muted["camera"]), (&json!("true"), &json!("true")), "{report}");
+    assert_eq!(muted["creator"]["audio_energy"].as_f64(), Some(0.0), "{report}");
+    assert!(muted["creator"]["brightness"].as_i64() <= Some(5), "{report}");
+    assert!(flows["creator"]["brightness"].as_i64() > Some(20), "{report}");
+    assert!(muted["fan"]["frames"].as_i64() >= Some(30), "{report}");
+    assert!(muted["fan"]["audio_energy"].as_f64() > Some(0.0), "{report}");
+    // Hung up by the fan: both told, with the reason in words.
+    let hung = &steps["hang_up"];
+    assert_eq!(hung["fan_status"], "Call ended: You hung up.", "{report}");
+    assert_eq!(hung["creator_status"], "Call ended: fan-1 hung up.", "{report}");
+    assert_eq!(hung["reason"], "hung_up", "{report}");
+    // The server's record of the call, and what each page and the ledger say of it.
+    let calls = cp.get("/v1/calls", &key).await.expect(200).body;
+    let call = &calls["items"][0];
+    assert_eq!(calls["items"].as_array().map(Vec::len), Some(1), "{calls}");
+    assert_eq!(call["id"], hung["call_id"], "{call}\n{report}");
+    assert_eq!(
+        (&call["state"], &call["reason"], &call["billing"]),
+        (&json!("ended"), &json!("hung_up"), &json!("second")),
+        "{call}"
+    );
+    let amount = call["amount"].as_i64().expect("amount");
+    // By the second at 600 a minute: 10 a second, for each second started (at least the 10 s
+    // the page measured media for).
+    assert_eq!(amount, call["unitsCharged"].as_i64().expect("units") * 10, "{call}");
+    assert!(amount >= 100, "{call}");
+    assert!(call["setupMs"].as_i64().is_some(), "call-connected was reported: {call}");
+    assert_eq!(hung["fan_cost"], amount, "{call}\n{report}");
+    assert_eq!(hung["creator_cost"], amount, "{call}\n{report}");
+    let fan_wallet = cp.get("/v1/users/fan-1/wallet", &key).await.expect(200).body;
+    let cleo_wallet = cp.get("/v1/users/cleo/wallet", &key).await.expect(200).body;
+    let fee = amount * 20 / 100;
+    assert_eq!(fan_wallet["balance"], 2000 - amount, "{fan_wallet}");
+    assert_eq!(cleo_wallet["earnings"], amount - fee, "{cleo_wallet}");
+    let fan_after = &steps["fan_after"];
+    assert_eq!(fan_after["balance"], 2000 - amount, "{report}");
+    assert_eq!(fan_after["charged"], -amount, "{report}");
+    assert_eq!(fan_after["history_amount"], amount, "{report}");
+    assert_eq!(fan_after["history_reason"], "hung_up", "{report}");
+    assert_eq!(fan_after["history_rows"], 1, "{report}");
+    let creator_after = &steps["creator_after"];
+    assert_eq!(creator_after["earnings"], amount - fee, "{report}");
+    assert_eq!(creator_after["history_amount"], amount, "{report}");
+    assert_eq!(creator_after["history_with"], "← fan-1", "{report}");
+    assert_eq!(creator_after["available_checked"], true, "{report}");
+    let errors: Vec<&Value> = out["console"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l.as_str().is_some_and(|l| l.contains("pageerror")))
+        .collect();
+    assert!(errors.is_empty(), "{report}");
+    eprintln!("web app call: {out}\n(screenshots in {})", node.path().display());
+    cp.stop().await;
 }

@@ -52,7 +52,11 @@ export class WatchPage {
       this.live,
       this.viewers,
     );
-    const by = el("p", { class: "by" }, s.creator ? `by ${s.creator.display_name}` : "");
+    const by = el("p", { class: "by" });
+    if (s.creator) {
+      const page = `/app/creator/${encodeURIComponent(s.creator.id)}`;
+      by.append("by ", el("a", { href: page, "data-testid": "creator-link" }, s.creator.display_name));
+    }
     const main = el("div", { class: "watch-main" });
     main.append(this.stage);
     if (s.creator && s.creator.id !== this.me.id) main.append(this.tipBar(s));
