@@ -37,8 +37,7 @@ pub async fn get(
     );
     let (i_blocked, blocked_me) =
         db::moderation::between(&mut conn, tenant, &me.user.id, &u.id).await?;
-    let online =
-        db::presence::online(&mut conn, tenant, &u.id, st.realtime.alive_since()).await?;
+    let online = db::presence::online(&mut conn, tenant, &u.id, st.realtime.alive_since()).await?;
     Ok(Json(CreatorProfile {
         calls: CreatorCalls {
             available: u.available_for_calls && u.call_price_per_minute.is_some(),

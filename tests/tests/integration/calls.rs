@@ -10,6 +10,7 @@ use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::realtime::Sio;
+use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -21,6 +22,7 @@ on_both_backends!(
     a_party_gone_fifteen_seconds_ends_the_call_and_one_back_sooner_keeps_it,
     bad_calls_and_signals_get_error_acks,
     a_control_plane_killed_mid_call_bills_each_second_once,
+    a_creators_page_says_what_a_call_takes,
 );
 
 /// A tenant whose creator `star` takes calls at `price` a minute (by `billing`) and whose fan
@@ -701,4 +703,105 @@ async fn a_control_plane_killed_mid_call_bills_each_second_once(b: Backend) {
 async fn record_after_restart(fx: &mut ClusterFixture, key: &str, id: &str) -> Value {
     fx.restart_cp().await;
     record(fx, key, id).await
+}
+
+async fn page(cp: &TestControlPlane, token: &str) -> Value {
+    cp.get("/v1/me/creators/star", token).await.expect(200).body
+}
+
+/// `GET /v1/me/creators/{id}` (the web app's creator page) tells a fan what `initiate-call`
+/// will check: the price and whether the creator takes calls, is online, has a block between
+/// them, or takes subscribers only and whether the fan is one; a user who is not a creator is a
+/// 404, and the route is for user tokens.
+async fn a_creators_page_says_what_a_call_takes(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (key, fan, star) = setup(&cp, (120, "minute"), 0).await;
+    let p = page(&cp, &fan).await;
+    assert_eq!(p["display_name"], "Star", "{p}");
+    assert_eq!(p["currency"], "USD", "{p}");
+    assert_eq!(
+        p["calls"],
+        json!({"available": true, "price_per_minute": 120, "billing": "minute",
+               "subscribers_only": false}),
+        "{p}"
+    );
+    assert_eq!(
+        (&p["online"], &p["subscribed"], &p["blocked"]),
+        (&json!(false), &json!(false), &json!(false)),
+        "{p}"
+    );
+    assert!(
+        p.get("metadata").is_none() && p.get("region").is_none(),
+        "{p}"
+    );
+
+    // Online once connected to the gateway; a block either way shows.
+    let mut sio = Sio::start(&cp.url).await;
+    sio.connect("star", &star).await.expect("star connects");
+    wait_for("star online", Duration::from_secs(5), || async {
+        (page(&cp, &fan).await["online"] == true).then_some(())
+    })
+    .await;
+    let ack = sio
+        .emit("star", "block-user", json!({"userId": "fan"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(page(&cp, &fan).await["blocked"], true);
+    sio.emit("star", "unblock-user", json!({"userId": "fan"}))
+        .await;
+    assert_eq!(page(&cp, &fan).await["blocked"], false);
+
+    // The creator's own settings: off, then subscribers only, which the fan becomes.
+    cp.patch("/v1/me", &star, json!({"available_for_calls": false}))
+        .await
+        .expect(200);
+    assert_eq!(page(&cp, &fan).await["calls"]["available"], false);
+    cp.patch(
+        "/v1/me",
+        &star,
+        json!({"available_for_calls": true, "calls_subscribers_only": true}),
+    )
+    .await
+    .expect(200);
+    let p = page(&cp, &fan).await;
+    assert_eq!(
+        (&p["calls"]["subscribers_only"], &p["subscribed"]),
+        (&json!(true), &json!(false)),
+        "{p}"
+    );
+    assert_eq!(
+        page(&cp, &star).await["subscribed"],
+        true,
+        "the creator is in"
+    );
+    let ends = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    cp.call(
+        Method::PUT,
+        "/v1/creators/star/subscribers/fan",
+        Some(&key),
+        Some(json!({"ends_at": ends})),
+    )
+    .await
+    .expect(201);
+    assert_eq!(page(&cp, &fan).await["subscribed"], true);
+
+    // Not a creator, nobody, a bad id, another principal.
+    for (path, status) in [
+        ("/v1/me/creators/fan", 404),
+        ("/v1/me/creators/nobody", 404),
+        ("/v1/me/creators/bad%20id", 422),
+    ] {
+        let r = cp.get(path, &fan).await.expect(status);
+        assert!(
+            r.body["detail"].as_str().is_some_and(|d| d.contains(' ')),
+            "{}",
+            r.text
+        );
+    }
+    cp.get("/v1/me/creators/star", &key).await.expect(403);
+    cp.stop().await;
 }

@@ -332,15 +332,75 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser(b: Backend) {
     );
 }
 
-/// A paid call between two browsers (tests/browser/call.mjs), host candidates on loopback:
-/// creator Cleo (billed by the second) is online but not taking calls, and the fan's view of
-/// her page says so; she turns calls on at 600 a minute from the calls page; the fan's call
-/// button turns on with the price and the fan calls; both of Cleo's tabs ring and she answers in
-/// one (the other's screen goes); both sides decode video frames and receive audio; the fan
-/// mutes the microphone and turns the camera off and Cleo's side hears silence and sees black;
-/// the fan hangs up; the fan's wallet, Cleo's earnings and both call histories, in the pages and
-/// over REST, are what `GET /v1/calls` says the call cost (the tenant's fee is 20 %).
-async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: Backend) {
+/// A tenant's API as the call test drives it: over any control plane (a `TestControlPlane`
+/// or a cluster's), with the tenant's key.
+struct TenantApi<'a> {
+    http: &'a reqwest::Client,
+    api: &'a str,
+    key: String,
+}
+
+impl TenantApi<'_> {
+    /// A request with the tenant's key: the status and the JSON body.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if path.ends_with("/credits") {
+            req = req.header("idempotency-key", format!("web-call-{path}"));
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.send(Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Creator Cleo (billed by the second, not taking calls yet) and fan-1 with 2000 in the
+    /// wallet: their user tokens (fan, creator).
+    async fn call_users(&self) -> (String, String) {
+        let mut tokens = Vec::new();
+        for (id, body) in [
+            ("fan-1", json!({"display_name": "Fan One"})),
+            (
+                "cleo",
+                json!({"display_name": "Cleo", "creator": true, "call_billing": "second"}),
+            ),
+        ] {
+            let path = format!("/v1/users/{id}");
+            let (s, u) = self.send(Method::PUT, &path, Some(body)).await;
+            assert_eq!(s, 201, "{u}");
+            let (s, t) = self
+                .send(Method::POST, &format!("{path}/tokens"), Some(json!({})))
+                .await;
+            assert_eq!(s, 201, "{t}");
+            tokens.push(t["token"].as_str().expect("token").to_string());
+        }
+        let credit = json!({"amount": 2000, "reference": "psp_web_call"});
+        let (s, c) = self
+            .send(Method::POST, "/v1/users/fan-1/wallet/credits", Some(credit))
+            .await;
+        assert_eq!(s, 201, "{c}");
+        let creator = tokens.pop().expect("creator");
+        (tokens.pop().expect("fan"), creator)
+    }
+}
+
+/// Runs tests/browser/call.mjs against the app at `app_url` with `ice` ("relay" or "all"):
+/// its JSON and a report of it (with where the screenshots are).
+async fn run_call_browsers(
+    app_url: &str,
+    (fan, creator): (&str, &str),
+    ice: &str,
+) -> (Value, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -350,66 +410,39 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
         onda_tests::web_app_dir().join("index.html").is_file(),
         "the web app is not built: run scripts/build-web.sh (make test does)"
     );
-    let Some(cp) = TestControlPlane::start(b).await else {
-        return;
-    };
-    let (_, key) = cp.tenant_with_key("Call Creators", "plan_premium").await;
-    cp.call(
-        Method::PUT,
-        "/v1/users/cleo",
-        Some(&key),
-        Some(json!({"display_name": "Cleo", "creator": true, "call_billing": "second"})),
-    )
-    .await
-    .expect(201);
-    let creator = cp
-        .post("/v1/users/cleo/tokens", &key, json!({}))
-        .await
-        .expect(201)
-        .body["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let fan = cp.user_with_token(&key, "fan-1", "Fan One").await;
-    let credit = cp
-        .http
-        .post(format!("{}/v1/users/fan-1/wallet/credits", cp.url))
-        .bearer_auth(&key)
-        .header("idempotency-key", "web-call-credit")
-        .json(&json!({"amount": 2000, "reference": "psp_web_call"}))
-        .send()
-        .await
-        .expect("credit");
-    assert_eq!(credit.status(), 201);
-
+    let script = dir.join("call.mjs").display().to_string();
     let mut node = Proc::external(
         "chromium (playwright-core)",
         "node",
-        &[
-            &dir.join("call.mjs").display().to_string(),
-            &format!("{}/app/", cp.url),
-            &fan,
-            &creator,
-            "cleo",
-            ".",
-            "all",
-        ],
+        &[&script, app_url, fan, creator, "cleo", ".", ice],
     );
     let exit = node.wait_exit(Duration::from_secs(150)).await;
     let out: Value = serde_json::from_str(node.stdout().trim())
         .unwrap_or_else(|e| panic!("no JSON from the browsers ({exit}): {e}\n{}", node.logs()));
     let report = format!("{out:#}\n(screenshots in {})", node.path().display());
-    let steps = &out["steps"];
+    let errors: Vec<&Value> = out["console"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l.as_str().is_some_and(|l| l.contains("pageerror")))
+        .collect();
+    assert!(errors.is_empty(), "{report}");
+    eprintln!(
+        "web app call: {out}\n(screenshots in {})",
+        node.path().display()
+    );
+    (out, report)
+}
+
+/// What the two browsers saw from Cleo's settings to the hang-up (the media's `policy` and
+/// candidates are the caller's to judge).
+fn assert_call_seen(steps: &Value, report: &str) {
     // Online but not taking calls: no button, and the gateway's sentence for `unavailable`.
     let before = &steps["not_available"];
     assert_eq!(before["name"], "Cleo", "{report}");
     assert_eq!(before["button_hidden"], true, "{report}");
-    assert_eq!(before["reason"], "Cleo does not take calls now.", "{report}");
-    // Cleo's settings, made in her page, are her profile's.
-    let cleo = cp.get("/v1/users/cleo", &key).await.expect(200).body;
     assert_eq!(
-        (&cleo["available_for_calls"], &cleo["call_price_per_minute"]),
-        (&json!(true), &json!(600)),
+        before["reason"], "Cleo does not take calls now.",
         "{report}"
     );
     let button = &steps["call_button"];
@@ -419,11 +452,15 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
     // and stayed out of the call.
     let ringing = &steps["ringing"];
     assert_eq!(ringing["fan_status"], "Ringing Cleo…", "{report}");
-    for tab in ringing["tabs"].as_array().into_iter().flatten() {
+    let tabs = ringing["tabs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tabs.len(), 2, "{report}");
+    for tab in tabs {
         assert_eq!(tab["caller"], "fan-1", "{report}");
-        assert_eq!(tab["price"], "$6.00 a minute, billed by the second", "{report}");
+        assert_eq!(
+            tab["price"], "$6.00 a minute, billed by the second",
+            "{report}"
+        );
     }
-    assert_eq!(ringing["tabs"].as_array().map(Vec::len), Some(2), "{report}");
     let accepted = &steps["accepted"];
     assert_eq!(accepted["fan_status"], "In call", "{report}");
     assert_eq!(accepted["tab2_in_call"], 0, "{report}");
@@ -432,46 +469,96 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
     let flows = &steps["media_flows"];
     for side in ["fan", "creator"] {
         let s = &flows[side];
-        assert!(s["frames"].as_i64() >= Some(30), "{side} decodes video: {report}");
-        assert!(s["audio_packets"].as_i64() >= Some(50), "{side} receives audio: {report}");
-        assert!(s["audio_energy"].as_f64() > Some(0.0), "{side} hears sound: {report}");
+        assert!(
+            s["frames"].as_i64() >= Some(30),
+            "{side} decodes video: {report}"
+        );
+        assert!(
+            s["audio_packets"].as_i64() >= Some(50),
+            "{side} receives audio: {report}"
+        );
+        assert!(
+            s["audio_energy"].as_f64() > Some(0.0),
+            "{side} hears sound: {report}"
+        );
     }
-    // The fan's microphone muted and camera off: Cleo's side hears silence and sees black,
-    // while the fan still sees and hears Cleo.
+    // The fan's microphone muted and camera off: Cleo's side hears silence (no audio energy;
+    // packets of silence still come) and sees black (Chromium goes on sending black frames, so
+    // the frame count rises: the picture is what shows it), while the fan still sees and hears
+    // Cleo.
     let muted = &steps["fan_mutes"];
-    assert_eq!((&muted["mic"], &muted["camera"]), (&json!("true"), &json!("true")), "{report}");
-    assert_eq!(muted["creator"]["audio_energy"].as_f64(), Some(0.0), "{report}");
-    assert!(muted["creator"]["brightness"].as_i64() <= Some(5), "{report}");
-    assert!(flows["creator"]["brightness"].as_i64() > Some(20), "{report}");
+    assert_eq!(
+        (&muted["mic"], &muted["camera"]),
+        (&json!("true"), &json!("true")),
+        "{report}"
+    );
+    assert_eq!(
+        muted["creator"]["audio_energy"].as_f64(),
+        Some(0.0),
+        "{report}"
+    );
+    assert!(
+        flows["creator"]["brightness"].as_i64() > Some(20),
+        "{report}"
+    );
+    assert!(
+        muted["creator"]["brightness"].as_i64() <= Some(5),
+        "{report}"
+    );
     assert!(muted["fan"]["frames"].as_i64() >= Some(30), "{report}");
-    assert!(muted["fan"]["audio_energy"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        muted["fan"]["audio_energy"].as_f64() > Some(0.0),
+        "{report}"
+    );
     // Hung up by the fan: both told, with the reason in words.
     let hung = &steps["hang_up"];
     assert_eq!(hung["fan_status"], "Call ended: You hung up.", "{report}");
-    assert_eq!(hung["creator_status"], "Call ended: fan-1 hung up.", "{report}");
+    assert_eq!(
+        hung["creator_status"], "Call ended: fan-1 hung up.",
+        "{report}"
+    );
     assert_eq!(hung["reason"], "hung_up", "{report}");
-    // The server's record of the call, and what each page and the ledger say of it.
-    let calls = cp.get("/v1/calls", &key).await.expect(200).body;
+}
+
+/// The server's record of the call, and what the pages and the ledger say it cost: the fan
+/// paid its amount, Cleo earned it less the tenant's 20 % fee.
+async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
+    // Cleo's settings, made in her page, are her profile's.
+    let cleo = t.get("/v1/users/cleo").await;
+    assert_eq!(
+        (&cleo["available_for_calls"], &cleo["call_price_per_minute"]),
+        (&json!(true), &json!(600)),
+        "{report}"
+    );
+    let calls = t.get("/v1/calls").await;
     let call = &calls["items"][0];
     assert_eq!(calls["items"].as_array().map(Vec::len), Some(1), "{calls}");
+    let hung = &steps["hang_up"];
     assert_eq!(call["id"], hung["call_id"], "{call}\n{report}");
     assert_eq!(
         (&call["state"], &call["reason"], &call["billing"]),
         (&json!("ended"), &json!("hung_up"), &json!("second")),
         "{call}"
     );
+    // By the second at 600 a minute: 10 for each second started, and media was measured for
+    // more than 10 s.
     let amount = call["amount"].as_i64().expect("amount");
-    // By the second at 600 a minute: 10 a second, for each second started (at least the 10 s
-    // the page measured media for).
-    assert_eq!(amount, call["unitsCharged"].as_i64().expect("units") * 10, "{call}");
+    assert_eq!(
+        amount,
+        call["unitsCharged"].as_i64().expect("units") * 10,
+        "{call}"
+    );
     assert!(amount >= 100, "{call}");
-    assert!(call["setupMs"].as_i64().is_some(), "call-connected was reported: {call}");
+    assert!(
+        call["setupMs"].as_i64().is_some(),
+        "call-connected was reported: {call}"
+    );
     assert_eq!(hung["fan_cost"], amount, "{call}\n{report}");
     assert_eq!(hung["creator_cost"], amount, "{call}\n{report}");
-    let fan_wallet = cp.get("/v1/users/fan-1/wallet", &key).await.expect(200).body;
-    let cleo_wallet = cp.get("/v1/users/cleo/wallet", &key).await.expect(200).body;
     let fee = amount * 20 / 100;
+    let fan_wallet = t.get("/v1/users/fan-1/wallet").await;
     assert_eq!(fan_wallet["balance"], 2000 - amount, "{fan_wallet}");
+    let cleo_wallet = t.get("/v1/users/cleo/wallet").await;
     assert_eq!(cleo_wallet["earnings"], amount - fee, "{cleo_wallet}");
     let fan_after = &steps["fan_after"];
     assert_eq!(fan_after["balance"], 2000 - amount, "{report}");
@@ -484,13 +571,35 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
     assert_eq!(creator_after["history_amount"], amount, "{report}");
     assert_eq!(creator_after["history_with"], "← fan-1", "{report}");
     assert_eq!(creator_after["available_checked"], true, "{report}");
-    let errors: Vec<&Value> = out["console"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l.as_str().is_some_and(|l| l.contains("pageerror")))
-        .collect();
-    assert!(errors.is_empty(), "{report}");
-    eprintln!("web app call: {out}\n(screenshots in {})", node.path().display());
+}
+
+/// A paid call between two browsers (tests/browser/call.mjs), host candidates on loopback:
+/// creator Cleo (billed by the second) is online but not taking calls, and the fan's view of
+/// her page says so; she turns calls on at 600 a minute from the calls page; the fan's call
+/// button turns on with the price and the fan calls; both of Cleo's tabs ring and she answers in
+/// one (the other's screen goes); both sides decode video frames and receive audio; the fan
+/// mutes the microphone and turns the camera off and Cleo's side hears silence and sees black;
+/// the fan hangs up; the fan's wallet, Cleo's earnings and both call histories, in the pages and
+/// over REST, are what `GET /v1/calls` says the call cost (the tenant's fee is 20 %).
+async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: Backend) {
+    let Some(cp) = TestControlPlane::start(b).await else {
+        return;
+    };
+    let (_, key) = cp.tenant_with_key("Call Creators", "plan_premium").await;
+    let tenant = TenantApi {
+        http: &cp.http,
+        api: &cp.url,
+        key,
+    };
+    let (fan, creator) = tenant.call_users().await;
+    let app = format!("{}/app/", cp.url);
+    let (out, report) = run_call_browsers(&app, (&fan, &creator), "all").await;
+    let steps = &out["steps"];
+    assert_call_seen(steps, &report);
+    let flows = &steps["media_flows"];
+    for side in ["fan", "creator"] {
+        assert_eq!(flows[side]["policy"], "all", "{report}");
+    }
+    assert_call_charged(&tenant, steps, &report).await;
     cp.stop().await;
 }
