@@ -2,8 +2,10 @@
 // chromium instances (playwright-core, which never downloads a browser) with Chromium's fake
 // camera and microphone, one the fan's and one the creator's. The creator makes themselves
 // available at a price on the calls page (with a second tab open); the fan opens the creator's
-// page, sees the call button turn on with the price, and calls; both creator tabs ring, one
-// accepts and the other's screen goes; both sides' RTCPeerConnection stats show video frames
+// page, sees the call button turn on with the price, and calls: first to cancel while it rings,
+// then to be rejected, then for real; both creator tabs ring, one accepts and the other's
+// screen goes (it offers to hang up the call running elsewhere); the fan's balance pays less
+// than a minute more, so both get the warning; both sides' RTCPeerConnection stats show video frames
 // decoded and audio packets received rising; the fan mutes the microphone and turns the
 // camera off and the creator's side sees it; the fan hangs up; the wallet, earnings and call
 // history pages show what was charged. Prints one JSON object with what each step saw;
@@ -182,6 +184,36 @@ try {
     return r;
   });
 
+  /// Rings both creator tabs; the fan's view says it rings.
+  const ring = async () => {
+    await fan.click("[data-testid=call-button]");
+    await fan.waitForSelector("[data-testid=call][data-state=ringing]", WAIT);
+    for (const p of [creator, creator2]) await p.waitForSelector("[data-testid=incoming-call]", WAIT);
+  };
+  /// Both creator tabs stop ringing, and the fan's view says how the call ended.
+  const ended = async () => {
+    for (const p of [creator, creator2]) await p.waitForSelector("[data-testid=incoming-call]", { ...WAIT, state: "detached" });
+    await fan.waitForSelector("[data-testid=call][data-state=ended]", WAIT);
+    const r = {
+      fan_status: await fan.textContent("[data-testid=call-status]"),
+      reason: await fan.getAttribute("[data-testid=call]", "data-reason"),
+    };
+    await fan.click("[data-testid=call-close]");
+    return r;
+  };
+
+  await step("cancelled", async () => {
+    await ring();
+    await fan.click("[data-testid=call-hangup]");
+    return await ended();
+  });
+
+  await step("rejected", async () => {
+    await ring();
+    await creator2.click("[data-testid=incoming-reject]");
+    return await ended();
+  });
+
   await step("ringing", async () => {
     await fan.click("[data-testid=call-button]");
     await fan.waitForSelector("[data-testid=call][data-state=ringing]", WAIT);
@@ -204,10 +236,13 @@ try {
     await creator2.waitForSelector("[data-testid=incoming-call]", { ...WAIT, state: "detached" });
     for (const p of [fan, creator]) await p.waitForSelector("[data-testid=call][data-state=in_progress]", WAIT);
     for (const p of [fan, creator]) await p.waitForSelector("[data-testid=call-media][data-state=connected]", WAIT);
+    await creator2.waitForSelector("[data-testid=call-elsewhere]", WAIT);
+    await shot(creator2, "creator-tab2-elsewhere");
     return {
       fan_status: await fan.textContent("[data-testid=call-status]"),
       creator_status: await creator.textContent("[data-testid=call-status]"),
       tab2_in_call: await creator2.locator("[data-testid=call]").count(),
+      tab2_elsewhere: await creator2.textContent("[data-testid=call-elsewhere]"),
       tab2_peers: await creator2.evaluate(() => window.__peers.length),
     };
   });
@@ -237,6 +272,14 @@ try {
     };
   });
 
+  await step("warning", async () => {
+    // The fan's wallet pays less than a minute more: both are told when the call would end.
+    const shown = "[data-testid=call-warning]:not([hidden])";
+    const r = { fan: await fan.textContent(shown, WAIT), creator: await creator.textContent(shown, WAIT) };
+    await shot(fan, "fan-warning");
+    return r;
+  });
+
   await step("cost_runs", async () => ({
     fan: await amount(fan, "call-cost"),
     creator: await amount(creator, "call-cost"),
@@ -256,6 +299,7 @@ try {
       fan_duration: await fan.textContent("[data-testid=call-duration]"),
       peer_closed: await fan.evaluate(() => window.__peers.at(-1).pc.connectionState),
     };
+    await creator2.waitForSelector("[data-testid=call-elsewhere]", { ...WAIT, state: "detached" });
     await shot(fan, "fan-call-ended");
     await shot(creator, "creator-call-ended");
     return r;

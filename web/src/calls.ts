@@ -12,7 +12,7 @@
 // `?ice=all` goes back) or the setting on the Calls page.
 import type { Socket } from "socket.io-client";
 import type { Call, CallEndReason, CallState } from "./api";
-import { CallView, IncomingScreen, reasonText } from "./callview";
+import { CallView, ElsewhereBar, IncomingScreen, reasonText } from "./callview";
 
 /// `RTCIceServer` as the gateway sends it.
 export interface IceServer {
@@ -70,6 +70,7 @@ class Active {
 
   constructor(
     readonly role: "caller" | "callee",
+    /// Who is at the other end, as the screens name them.
     readonly peer: string,
     readonly view: CallView,
     readonly local: MediaStream,
@@ -80,8 +81,16 @@ class Active {
 export class Calls {
   private active: Active | null = null;
   private incoming = new Map<string, IncomingScreen>();
+  /// The last call's view, kept to show how it ended until the next call.
+  private lastView: CallView | null = null;
+  /// A call of this user's that another tab or device is in (this one can hang it up).
+  private elsewhere: ElsewhereBar | null = null;
 
-  constructor(private socket: Socket) {
+  constructor(
+    private socket: Socket,
+    /// The signed-in user's id.
+    private me: string,
+  ) {
     socket.on("incoming-call", (e: Incoming) => this.onIncoming(e));
     socket.on("call-state", (e: { callId: string; state: CallState; reason: CallEndReason | null; call: Call }) =>
       this.onState(e.callId, e.state, e.call),
@@ -92,6 +101,10 @@ export class Calls {
     });
     socket.on("call-warning", (e: { callId: string; endsAt: string; secondsLeft: number }) => {
       if (this.active?.id === e.callId) this.active.view.warn(e.secondsLeft, this.active.role === "caller");
+    });
+    // Leaving the page would leave the call running (and billed) with no one in it here.
+    window.addEventListener("beforeunload", (e) => {
+      if (this.busy()) e.preventDefault();
     });
   }
 
@@ -104,12 +117,12 @@ export class Calls {
   async start(creatorId: string, name: string) {
     if (this.busy()) return;
     const local = await this.media();
-    const view = new CallView(name, "caller", () => this.hangUp());
+    const view = this.view(name, "caller");
     if (!local.stream) {
       view.refused(local.error);
       return;
     }
-    const a = new Active("caller", creatorId, view, local.stream, []);
+    const a = new Active("caller", name, view, local.stream, []);
     this.active = a;
     view.attach(local.stream);
     view.state("calling");
@@ -127,6 +140,13 @@ export class Calls {
     view.relayNote(icePolicy(), a.ice);
     // The ringing state may have come before the ack (then it was not yet known as ours).
     if (a.state === "calling" && ack.state === "ringing") this.onState(a.id, "ringing", null);
+  }
+
+  /// A new call's view, in place of the last one's.
+  private view(peer: string, role: "caller" | "callee"): CallView {
+    this.lastView?.close();
+    this.lastView = new CallView(peer, role, () => this.hangUp());
+    return this.lastView;
   }
 
   /// The camera and microphone, or why not.
@@ -170,7 +190,7 @@ export class Calls {
       screen?.note(local.error);
       return;
     }
-    const view = new CallView(e.callerId, "callee", () => this.hangUp());
+    const view = this.view(e.callerId, "callee");
     const a = new Active("callee", e.callerId, view, local.stream, e.iceServers);
     a.id = e.callId;
     // Ready for the caller's offer before the server hears of the answer.
@@ -200,7 +220,8 @@ export class Calls {
     // Another tab answered, or the caller gave up, or nobody answered in time.
     if (state !== "ringing" && state !== "calling") this.dismiss(callId);
     const a = this.active;
-    if (!a || a.id !== callId || a.ended) return;
+    if (a?.id !== callId) return this.other(callId, state, call);
+    if (a.ended) return;
     a.state = state;
     a.view.state(state);
     if (call && call.amount > 0) a.view.cost(call.amount, call.currency);
@@ -211,6 +232,22 @@ export class Calls {
     if (state === "ended") {
       this.finish(a);
       a.view.ended(reasonText(call?.reason ?? null, a.role, a.peer, a.hungUpHere), call);
+    }
+  }
+
+  /// A call of this user's that this tab is not in: one answered or made in another tab or on
+  /// another device, or one this tab was in before it reloaded. It can be hung up from here.
+  private other(callId: string, state: CallState, call: Call | null) {
+    if (this.elsewhere?.callId === callId && state === "ended") {
+      this.elsewhere.close();
+      this.elsewhere = null;
+    } else if (state === "in_progress" && call && this.elsewhere?.callId !== callId) {
+      this.elsewhere?.close();
+      const peer = call.callerId === this.me ? call.calleeId : call.callerId;
+      this.elsewhere = new ElsewhereBar(callId, peer, async () => {
+        const ack = await this.emit("end-call", { callId });
+        if (!ack.ok) this.elsewhere?.note(ack.error?.message ?? "The call did not end; try again.");
+      });
     }
   }
 

@@ -95,6 +95,35 @@ export class IncomingScreen {
   }
 }
 
+/// A call of this user's that another tab or device is in, with a way to hang it up from here.
+export class ElsewhereBar {
+  private node = el("section", { class: "elsewhere", "data-testid": "call-elsewhere" });
+  private line = el("span", { class: "note error" });
+
+  constructor(
+    readonly callId: string,
+    peer: string,
+    hangUp: () => Promise<void>,
+  ) {
+    const b = el("button", { type: "button", class: "hangup", "data-testid": "call-elsewhere-hangup" }, "Hang up");
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      await hangUp();
+      b.disabled = false;
+    });
+    this.node.append(el("span", {}, `📞 In a call with ${peer} in another tab or device. `), b, this.line);
+    layer().append(this.node);
+  }
+
+  note(text: string) {
+    this.line.textContent = ` ${text}`;
+  }
+
+  close() {
+    this.node.remove();
+  }
+}
+
 export class CallView {
   private node = el("section", { class: "call", "data-testid": "call" });
   private status = el("span", { class: "call-status", "data-testid": "call-status" });

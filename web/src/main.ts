@@ -80,7 +80,7 @@ class App {
       cb(this.offset === undefined ? { token } : { token, offset: this.offset });
     this.socket = io({ auth, transports: ["websocket", "polling"] });
     this.socket.on("connect_error", (e) => this.banner(`Cannot connect: ${e.message}`));
-    this.calls = new Calls(this.socket);
+    this.calls = new Calls(this.socket, this.me.id);
     this.socket.on("recovery", (e: { recovered: boolean; offset: string | null }) => this.onRecovery(e));
     this.socket.on("receive-message", (m: Message, offset?: string) => {
       this.saw(offset);

@@ -332,6 +332,9 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser(b: Backend) {
     );
 }
 
+/// What the call test's fan holds before calling.
+const CALL_CREDIT: i64 = 650;
+
 /// A tenant's API as the call test drives it: over any control plane (a `TestControlPlane`
 /// or a cluster's), with the tenant's key.
 struct TenantApi<'a> {
@@ -364,8 +367,9 @@ impl TenantApi<'_> {
         v
     }
 
-    /// Creator Cleo (billed by the second, not taking calls yet) and fan-1 with 2000 in the
-    /// wallet: their user tokens (fan, creator).
+    /// Creator Cleo (billed by the second, not taking calls yet) and fan-1 with 650 in the
+    /// wallet (a call at 600 a minute rings, and is warned 5 s in): their user tokens (fan,
+    /// creator).
     async fn call_users(&self) -> (String, String) {
         let mut tokens = Vec::new();
         for (id, body) in [
@@ -384,7 +388,7 @@ impl TenantApi<'_> {
             assert_eq!(s, 201, "{t}");
             tokens.push(t["token"].as_str().expect("token").to_string());
         }
-        let credit = json!({"amount": 2000, "reference": "psp_web_call"});
+        let credit = json!({"amount": CALL_CREDIT, "reference": "psp_web_call"});
         let (s, c) = self
             .send(Method::POST, "/v1/users/fan-1/wallet/credits", Some(credit))
             .await;
@@ -448,6 +452,19 @@ fn assert_call_seen(steps: &Value, report: &str) {
     let button = &steps["call_button"];
     assert_eq!(button["text"], "📞 Call · $6.00/min", "{report}");
     assert_eq!(button["price"], 600, "{report}");
+    // Cancelled while it rang, then rejected in Cleo's second tab: both tabs stopped ringing.
+    let cancelled = &steps["cancelled"];
+    assert_eq!(
+        cancelled["fan_status"], "Call ended: You cancelled the call.",
+        "{report}"
+    );
+    assert_eq!(cancelled["reason"], "cancelled", "{report}");
+    let rejected = &steps["rejected"];
+    assert_eq!(
+        rejected["fan_status"], "Call ended: Cleo declined the call.",
+        "{report}"
+    );
+    assert_eq!(rejected["reason"], "rejected", "{report}");
     // Both of Cleo's tabs rang with the price; the one that did not answer stopped ringing
     // and stayed out of the call.
     let ringing = &steps["ringing"];
@@ -464,6 +481,10 @@ fn assert_call_seen(steps: &Value, report: &str) {
     let accepted = &steps["accepted"];
     assert_eq!(accepted["fan_status"], "In call", "{report}");
     assert_eq!(accepted["tab2_in_call"], 0, "{report}");
+    assert_eq!(
+        accepted["tab2_elsewhere"], "📞 In a call with fan-1 in another tab or device. Hang up",
+        "{report}"
+    );
     assert_eq!(accepted["tab2_peers"], 0, "{report}");
     // Media both ways: video frames decoded and audio packets received rising on each side.
     let flows = &steps["media_flows"];
@@ -510,6 +531,17 @@ fn assert_call_seen(steps: &Value, report: &str) {
         muted["fan"]["audio_energy"].as_f64() > Some(0.0),
         "{report}"
     );
+    // 650 pays 65 s at 10 a second: both are warned when less than a minute is left.
+    let warning = &steps["warning"];
+    let (fan_warned, creator_warned) = (
+        warning["fan"].as_str().unwrap_or_default(),
+        warning["creator"].as_str().unwrap_or_default(),
+    );
+    assert!(fan_warned.starts_with("Your balance pays for "), "{report}");
+    assert!(
+        creator_warned.starts_with("The caller's balance pays for "),
+        "{report}"
+    );
     // Hung up by the fan: both told, with the reason in words.
     let hung = &steps["hang_up"];
     assert_eq!(hung["fan_status"], "Call ended: You hung up.", "{report}");
@@ -530,9 +562,21 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
         (&json!(true), &json!(600)),
         "{report}"
     );
+    // Newest first: the answered call, then the rejected and the cancelled ones, which cost
+    // nothing.
     let calls = t.get("/v1/calls").await;
-    let call = &calls["items"][0];
-    assert_eq!(calls["items"].as_array().map(Vec::len), Some(1), "{calls}");
+    let items = calls["items"].as_array().cloned().unwrap_or_default();
+    let ends: Vec<(&Value, &Value)> = items.iter().map(|c| (&c["reason"], &c["amount"])).collect();
+    assert_eq!(
+        ends,
+        [
+            (&json!("hung_up"), &items[0]["amount"]),
+            (&json!("rejected"), &json!(0)),
+            (&json!("cancelled"), &json!(0))
+        ],
+        "{calls}"
+    );
+    let call = &items[0];
     let hung = &steps["hang_up"];
     assert_eq!(call["id"], hung["call_id"], "{call}\n{report}");
     assert_eq!(
@@ -557,15 +601,15 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
     assert_eq!(hung["creator_cost"], amount, "{call}\n{report}");
     let fee = amount * 20 / 100;
     let fan_wallet = t.get("/v1/users/fan-1/wallet").await;
-    assert_eq!(fan_wallet["balance"], 2000 - amount, "{fan_wallet}");
+    assert_eq!(fan_wallet["balance"], CALL_CREDIT - amount, "{fan_wallet}");
     let cleo_wallet = t.get("/v1/users/cleo/wallet").await;
     assert_eq!(cleo_wallet["earnings"], amount - fee, "{cleo_wallet}");
     let fan_after = &steps["fan_after"];
-    assert_eq!(fan_after["balance"], 2000 - amount, "{report}");
+    assert_eq!(fan_after["balance"], CALL_CREDIT - amount, "{report}");
     assert_eq!(fan_after["charged"], -amount, "{report}");
     assert_eq!(fan_after["history_amount"], amount, "{report}");
     assert_eq!(fan_after["history_reason"], "hung_up", "{report}");
-    assert_eq!(fan_after["history_rows"], 1, "{report}");
+    assert_eq!(fan_after["history_rows"], 3, "{report}");
     let creator_after = &steps["creator_after"];
     assert_eq!(creator_after["earnings"], amount - fee, "{report}");
     assert_eq!(creator_after["history_amount"], amount, "{report}");
