@@ -399,12 +399,13 @@ impl TenantApi<'_> {
 }
 
 /// Runs tests/browser/call.mjs against the app at `app_url` with `ice` ("relay" or "all"):
-/// its JSON and a report of it (with where the screenshots are).
+/// the finished process (hold it while judging: a panic keeps its directory, screenshots and
+/// all), its JSON and a report of it (with where the screenshots are).
 async fn run_call_browsers(
     app_url: &str,
     (fan, creator): (&str, &str),
     ice: &str,
-) -> (Value, String) {
+) -> (Proc, Value, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -435,7 +436,7 @@ async fn run_call_browsers(
         "web app call: {out}\n(screenshots in {})",
         node.path().display()
     );
-    (out, report)
+    (node, out, report)
 }
 
 /// What the two browsers saw from Cleo's settings to the hang-up (the media's `policy` and
@@ -637,7 +638,7 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
     };
     let (fan, creator) = tenant.call_users().await;
     let app = format!("{}/app/", cp.url);
-    let (out, report) = run_call_browsers(&app, (&fan, &creator), "all").await;
+    let (_browsers, out, report) = run_call_browsers(&app, (&fan, &creator), "all").await;
     let steps = &out["steps"];
     assert_call_seen(steps, &report);
     let flows = &steps["media_flows"];

@@ -37,9 +37,11 @@ function relaySetting(): HTMLElement {
   const box = el("input", { type: "checkbox", "data-testid": "call-relay" });
   box.checked = icePolicy() === "relay";
   box.addEventListener("change", () => setIcePolicy(box.checked ? "relay" : "all"));
-  const label = el("label", { class: "row" });
+  const label = el("label", {});
   label.append(box, " Send my calls through the relay only (for strict networks; ?ice=relay in the address does the same)");
-  return label;
+  const p = el("p", {});
+  p.append(label);
+  return p;
 }
 
 export class CallsPage {
@@ -79,7 +81,7 @@ export class CallsPage {
         el("td", {}, when(c.createdAt)),
         el("td", {}, `${caller ? "→" : "←"} ${other}`),
         el("td", {}, `${mins}:${String(c.durationSecs % 60).padStart(2, "0")}`),
-        el("td", { class: caller && c.amount > 0 ? "out" : "in" }, money(c.amount, c.currency)),
+        el("td", { class: c.amount === 0 ? "" : caller ? "out" : "in" }, money(c.amount, c.currency)),
         el("td", {}, c.reason === "hung_up" ? "Hung up" : ended),
       );
       table.append(row);
