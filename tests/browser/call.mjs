@@ -88,7 +88,11 @@ const stats = (p) =>
     const peer = window.__peers.at(-1);
     if (!peer) return null;
     const report = await peer.pc.getStats();
-    const out = { policy: peer.config?.iceTransportPolicy ?? "all", connection: peer.pc.connectionState };
+    const out = {
+      policy: peer.config?.iceTransportPolicy ?? "all",
+      iceUrls: (peer.config?.iceServers ?? []).flatMap((s) => s.urls),
+      connection: peer.pc.connectionState,
+    };
     let pairId = null;
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
@@ -134,6 +138,7 @@ async function rising(p, ms) {
     audio_energy: b.audioEnergy - a.audioEnergy,
     brightness: b.brightness,
     policy: b.policy,
+    ice_urls: b.iceUrls,
     local_candidate: b.localCandidate,
     remote_candidate: b.remoteCandidate,
   };

@@ -102,6 +102,8 @@ export class Calls {
     socket.on("call-warning", (e: { callId: string; endsAt: string; secondsLeft: number }) => {
       if (this.active?.id === e.callId) this.active.view.warn(e.secondsLeft, this.active.role === "caller");
     });
+    // `?ice=` is kept from the address the tab opened with.
+    icePolicy();
     // Leaving the page would leave the call running (and billed) with no one in it here.
     window.addEventListener("beforeunload", (e) => {
       if (this.busy()) e.preventDefault();

@@ -27,7 +27,7 @@ function takeToken(): string | null {
   const m = location.hash.match(/^#token=([^&]+)/);
   if (m) {
     sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
-    history.replaceState(null, "", `${location.pathname}#/`);
+    history.replaceState(null, "", `${location.pathname}${location.search}#/`);
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }

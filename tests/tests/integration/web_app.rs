@@ -8,18 +8,21 @@
 //! page's paywall, subscribing and playing, the stream chat between fan and creator with a tip
 //! and a deletion, selling the stream per view and buying it, the wallet pages and the go-live
 //! page. Both run on SQLite and on PostgreSQL.
-//! A paid video call (tests/browser/call.mjs) between two chromium browsers with fake cameras:
-//! the creator goes available with a price, the fan calls from the creator's page, the creator
-//! answers in one of two tabs, media flows both ways, the fan's mute and camera-off reach the
-//! creator, and the fan is charged exactly what the call's record says.
+//! A paid video call (tests/browser/call.mjs) between two chromium browsers with fake cameras,
+//! relay-only through the coturn of a one-node cluster: the creator goes available with a
+//! price, the fan calls from the creator's page, the creator answers in one of two tabs, media
+//! flows both ways over relayed candidates, the fan's mute and camera-off reach the creator,
+//! and the fan is charged exactly what the call's record says.
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
+use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::edge::ffmpeg_rtmp;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::process::Proc;
+use onda_tests::turn::{TurnPorts, agent_env, require_coturn};
 use onda_tests::wait_for;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -618,33 +621,69 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
     assert_eq!(creator_after["available_checked"], true, "{report}");
 }
 
-/// A paid call between two browsers (tests/browser/call.mjs), host candidates on loopback:
-/// creator Cleo (billed by the second) is online but not taking calls, and the fan's view of
-/// her page says so; she turns calls on at 600 a minute from the calls page; the fan's call
-/// button turns on with the price and the fan calls; both of Cleo's tabs ring and she answers in
-/// one (the other's screen goes); both sides decode video frames and receive audio; the fan
-/// mutes the microphone and turns the camera off and Cleo's side hears silence and sees black;
-/// the fan hangs up; the fan's wallet, Cleo's earnings and both call histories, in the pages and
-/// over REST, are what `GET /v1/calls` says the call cost (the tenant's fee is 20 %).
+/// The node's advertised TURN URLs, once the control plane has them.
+async fn turn_urls(cp: &ControlPlane) -> Vec<String> {
+    wait_for(
+        "a ready node with TURN URLs",
+        Duration::from_secs(30),
+        || async {
+            let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
+            let node = nodes["items"].as_array()?.first()?.clone();
+            let urls: Vec<String> = serde_json::from_value(node["turn_urls"].clone()).ok()?;
+            (node["status"] == "ready" && !urls.is_empty()).then_some(urls)
+        },
+    )
+    .await
+}
+
+/// A paid call between two browsers (tests/browser/call.mjs) on a cluster whose node runs
+/// TURN (the agent's coturn on loopback ports), with `iceTransportPolicy: "relay"`: every
+/// media packet crosses coturn. Creator Cleo (billed by the second) is online but not taking
+/// calls, and the fan's view of her page says so; she turns calls on at 600 a minute from the
+/// calls page; the fan's call button turns on with the price; the fan cancels a call while it
+/// rings and Cleo rejects the next; then both of Cleo's tabs ring and she answers in one (the
+/// other's screen goes); both sides decode video frames and receive audio over a relayed
+/// candidate pair, with the node's TURN URLs as the call's ICE servers; the fan is warned that
+/// the balance pays less than a minute more; the fan mutes the microphone and turns the camera
+/// off and Cleo's side hears silence and sees black; the fan hangs up; the fan's wallet, Cleo's
+/// earnings and both call histories, in the pages and over REST, are what `GET /v1/calls` says
+/// the call cost (the tenant's fee is 20 %).
 async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: Backend) {
-    let Some(cp) = TestControlPlane::start(b).await else {
+    require_coturn();
+    let app_dir = onda_tests::web_app_dir().display().to_string();
+    let Some(mut fx) = ClusterFixture::start_on(ClusterSpec {
+        admin_token: "web-call-test-admin-token-0123456",
+        backend: b,
+        env: &[("ONDA_HTTP_APP_DIR", &app_dir)],
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
         return;
     };
-    let (_, key) = cp.tenant_with_key("Call Creators", "plan_premium").await;
+    fx.join_with_env("edge-turn", agent_env(&TurnPorts::free()))
+        .await;
+    fx.wait_ready(1, Duration::from_secs(30)).await;
+    let urls = turn_urls(&fx.cp).await;
+    let cp = &fx.cp;
     let tenant = TenantApi {
         http: &cp.http,
-        api: &cp.url,
-        key,
+        api: &cp.api,
+        key: cp.tenant_key("Call Creators").await,
     };
     let (fan, creator) = tenant.call_users().await;
-    let app = format!("{}/app/", cp.url);
-    let (_browsers, out, report) = run_call_browsers(&app, (&fan, &creator), "all").await;
+    let app = format!("{}/app/", cp.api);
+    let (_browsers, out, report) = run_call_browsers(&app, (&fan, &creator), "relay").await;
     let steps = &out["steps"];
     assert_call_seen(steps, &report);
-    let flows = &steps["media_flows"];
+    // Relayed both ways: each side's peer connection was made relay-only with the node's
+    // TURN URLs, and its selected candidate pair is a relay on its side.
     for side in ["fan", "creator"] {
-        assert_eq!(flows[side]["policy"], "all", "{report}");
+        let s = &steps["media_flows"][side];
+        assert_eq!(s["policy"], "relay", "{side}: {report}");
+        assert_eq!(s["ice_urls"], json!(urls), "{side}: {report}");
+        assert_eq!(s["local_candidate"], "relay", "{side}: {report}");
+        assert_eq!(s["remote_candidate"], "relay", "{side}: {report}");
     }
     assert_call_charged(&tenant, steps, &report).await;
-    cp.stop().await;
 }
