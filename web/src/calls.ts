@@ -35,6 +35,8 @@ type Signal =
 interface Incoming {
   callId: string;
   callerId: string;
+  /// The caller's display name.
+  callerName?: string;
   pricePerMinute: number;
   currency: string;
   billing: "minute" | "second";

@@ -51,13 +51,20 @@ export class IncomingScreen {
   private line = el("p", { class: "note", "data-testid": "incoming-note" });
 
   constructor(
-    e: { callId: string; callerId: string; pricePerMinute: number; currency: string; billing: "minute" | "second" },
+    e: {
+      callId: string;
+      callerId: string;
+      callerName?: string;
+      pricePerMinute: number;
+      currency: string;
+      billing: "minute" | "second";
+    },
     busyHere: boolean,
     act: { accept: () => Promise<void>; reject: () => Promise<void> },
   ) {
     this.node.dataset.callId = e.callId;
     const who = el("p", { class: "who" });
-    who.append(el("strong", { "data-testid": "incoming-caller" }, e.callerId), " is calling you 📞");
+    who.append(el("strong", { "data-testid": "incoming-caller" }, e.callerName ?? e.callerId), " is calling you 📞");
     const per = e.billing === "second" ? "billed by the second" : "billed by the minute";
     const price = el("p", { "data-testid": "incoming-price" }, `${money(e.pricePerMinute, e.currency)} a minute, ${per}`);
     const accept = el("button", { type: "button", class: "accept", "data-testid": "incoming-accept" }, "Accept");

@@ -137,6 +137,7 @@ async fn ring(sio: &mut Sio) -> String {
     let incoming = sio.event("star", "incoming-call").await;
     assert_eq!(incoming["callId"], id.as_str());
     assert_eq!(incoming["callerId"], "fan");
+    assert_eq!(incoming["callerName"], "Fan");
     id
 }
 

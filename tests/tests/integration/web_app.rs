@@ -476,7 +476,7 @@ fn assert_call_seen(steps: &Value, report: &str) {
     let tabs = ringing["tabs"].as_array().cloned().unwrap_or_default();
     assert_eq!(tabs.len(), 2, "{report}");
     for tab in tabs {
-        assert_eq!(tab["caller"], "fan-1", "{report}");
+        assert_eq!(tab["caller"], "Fan One", "the caller's name: {report}");
         assert_eq!(
             tab["price"], "$6.00 a minute, billed by the second",
             "{report}"

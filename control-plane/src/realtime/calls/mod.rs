@@ -81,11 +81,20 @@ async fn party_ice(
     .await
 }
 
-/// `incoming-call`'s payload.
-fn incoming_body(call: &Record, ice: &[IceServer]) -> Value {
-    json!({ "callId": call.id, "callerId": call.caller_id,
+/// `incoming-call`'s payload, with the caller's display name.
+async fn incoming_body(
+    conn: &mut db::Conn,
+    call: &Record,
+    ice: &[IceServer],
+) -> Result<Value, sqlx::Error> {
+    let name = db::users::get(conn, &call.tenant_id, &call.caller_id)
+        .await?
+        .map_or_else(|| call.caller_id.clone(), |u| u.display_name);
+    Ok(
+        json!({ "callId": call.id, "callerId": call.caller_id, "callerName": name,
             "pricePerMinute": call.price_per_minute, "currency": call.currency,
-            "billing": call.billing, "iceServers": ice })
+            "billing": call.billing, "iceServers": ice }),
+    )
 }
 
 /// The creator `receiver`, checked: a creator who takes calls now, online, who has not blocked
@@ -323,7 +332,9 @@ async fn ring<A: Adapter>(
         &call.tenant_id,
         &call.callee_id,
         "incoming-call",
-        incoming_body(&call, &callee_ice),
+        incoming_body(&mut conn, &call, &callee_ice)
+            .await
+            .map_err(|e| stored(&e))?,
     );
     if db::calls::advance(&mut conn, &call.id, CallState::Calling, CallState::Ringing)
         .await
@@ -506,7 +517,8 @@ pub(super) async fn resume<A: Adapter>(hub: &Hub, s: &SocketRef<A>, session: &Se
         let _ = s.emit("call-state", &steps::state_body(&call));
         if call.state == CallState::Ringing && call.callee_id == session.user_id {
             let ice = party_ice(&mut conn, &call, &call.callee_id).await?;
-            let _ = s.emit("incoming-call", &incoming_body(&call, &ice));
+            let body = incoming_body(&mut conn, &call, &ice).await?;
+            let _ = s.emit("incoming-call", &body);
         }
         Ok(())
     }
