@@ -219,6 +219,24 @@ impl ControlPlane {
         key["secret"].as_str().expect("secret").to_string()
     }
 
+    /// Credits `amount` to `user`'s wallet as the tenant's backend does once its payment
+    /// provider confirmed a top-up (a fresh idempotency key); panics unless it is 201.
+    pub async fn credit(&self, key: &str, user: &str, amount: i64) {
+        let r = self
+            .http
+            .post(format!("{}/v1/users/{user}/wallet/credits", self.api))
+            .bearer_auth(key)
+            .header(
+                "idempotency-key",
+                format!("credit-{user}-{}", rand::random::<u64>()),
+            )
+            .json(&json!({"amount": amount, "reference": format!("psp-{user}")}))
+            .send()
+            .await
+            .expect("credit");
+        assert_eq!(r.status().as_u16(), 201, "credit of {user}");
+    }
+
     /// A request as a tenant (JSON body or none): status and JSON (or the text as a string).
     pub async fn tenant_call(
         &self,

@@ -168,3 +168,18 @@ pub async fn allocate(url: &str, username: &str, password: &str) -> Result<Strin
         _ => Err(format!("turnutils_uclient ({}):\n{text}", out.status)),
     }
 }
+
+/// The first node's advertised TURN URLs, once it is ready and has them (within 30 s).
+pub async fn advertised(cp: &crate::cluster::ControlPlane) -> Vec<String> {
+    crate::wait_for(
+        "a ready node with TURN URLs",
+        Duration::from_secs(30),
+        || async {
+            let (_, nodes) = cp.call(reqwest::Method::GET, "/v1/nodes", None).await;
+            let node = nodes["items"].as_array()?.first()?.clone();
+            let urls: Vec<String> = serde_json::from_value(node["turn_urls"].clone()).ok()?;
+            (node["status"] == "ready" && !urls.is_empty()).then_some(urls)
+        },
+    )
+    .await
+}

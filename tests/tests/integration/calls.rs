@@ -640,17 +640,7 @@ async fn a_control_plane_killed_mid_call_bills_each_second_once(b: Backend) {
         assert_eq!(s, 201, "{t}");
         tokens.push(t["token"].as_str().expect("token").to_string());
     }
-    let credit = fx
-        .cp
-        .http
-        .post(format!("{}/v1/users/fan/wallet/credits", fx.cp.api))
-        .bearer_auth(&key)
-        .header("idempotency-key", "credit-fan")
-        .json(&json!({"amount": 1000, "reference": "psp"}))
-        .send()
-        .await
-        .expect("credit");
-    assert_eq!(credit.status().as_u16(), 201);
+    fx.cp.credit(&key, "fan", 1000).await;
 
     let mut sio = Sio::start(&fx.cp.api).await;
     sio.connect("fan", &tokens[0]).await.expect("fan connects");

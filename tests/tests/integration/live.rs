@@ -1129,16 +1129,7 @@ async fn assert_ppv_playback_opens_the_edge(
         .await;
     assert_eq!(s, 201, "{t}");
     let fan = t["token"].as_str().expect("token").to_string();
-    let credit = cp
-        .http
-        .post(format!("{}/v1/users/fan/wallet/credits", cp.api))
-        .bearer_auth(key)
-        .header("idempotency-key", "live-credit")
-        .json(&json!({"amount": 1000, "reference": "psp_live"}))
-        .send()
-        .await
-        .expect("credit");
-    assert_eq!(credit.status(), 201);
+    cp.credit(key, "fan", 1000).await;
     let (s, ppv) = cp
         .tenant_call(
             key,

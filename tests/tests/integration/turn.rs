@@ -58,21 +58,6 @@ async fn user(cp: &ControlPlane, id: &str) -> (String, String) {
     (tenant, body["token"].as_str().expect("token").to_string())
 }
 
-/// The node's advertised TURN URLs, once the control plane has them.
-async fn advertised(cp: &ControlPlane) -> Vec<String> {
-    wait_for(
-        "a ready node with TURN URLs",
-        Duration::from_secs(30),
-        || async {
-            let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
-            let node = nodes["items"].as_array()?.first()?.clone();
-            let urls: Vec<String> = serde_json::from_value(node["turn_urls"].clone()).ok()?;
-            (node["status"] == "ready" && !urls.is_empty()).then_some(urls)
-        },
-    )
-    .await
-}
-
 /// Polls until a relay is allocated with this credential (the node gets the secrets with its
 /// desired state, a moment after it is ready); panics with the client's last output.
 async fn allocates(url: &str, username: &str, password: &str, within: Duration) -> String {
@@ -124,7 +109,7 @@ async fn coturn_relays_with_the_control_planes_credentials_only(backend: Backend
     let Some(fx) = turn_cluster(backend).await else {
         return;
     };
-    let urls = advertised(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     let port = onda_tests::turn::parse_url(&urls[0]).1;
     assert_eq!(
         urls,
@@ -287,7 +272,7 @@ async fn the_agent_starts_coturn_again_when_it_is_killed_and_stops_it_with_itsel
     let fx = turn_cluster(Backend::Sqlite)
         .await
         .expect("SQLite is always there");
-    let urls = advertised(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     let (_, token) = user(&fx.cp, "fan-2").await;
     let (_, ice) = fx
         .cp
@@ -360,7 +345,7 @@ async fn with_a_certificate_coturn_relays_over_tls_too() {
     )
     .await
     .expect("SQLite is always there");
-    let urls = advertised(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     assert_eq!(urls.len(), 3, "{urls:?}");
     assert_eq!(urls[2], format!("turns:127.0.0.1:{tls_port}?transport=tcp"));
     let (_, token) = user(&fx.cp, "fan-3").await;
@@ -390,7 +375,7 @@ async fn production_relays_refuse_loopback_peers() {
     let fx = turn_cluster_with(Backend::Sqlite, more)
         .await
         .expect("SQLite is always there");
-    let urls = advertised(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     let (_, token) = user(&fx.cp, "fan-4").await;
     let (_, ice) = fx
         .cp
@@ -421,7 +406,7 @@ async fn a_calls_parties_get_relays_of_the_node_that_coturn_accepts(backend: Bac
     let Some(fx) = turn_cluster(backend).await else {
         return;
     };
-    let urls = advertised(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     let key = fx.cp.tenant_key("Calls with relays").await;
     let (_, me) = fx.cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
     let tenant = me["tenant"]["id"].as_str().expect("tenant id").to_string();
@@ -452,17 +437,7 @@ async fn a_calls_parties_get_relays_of_the_node_that_coturn_accepts(backend: Bac
         tokens.push(t["token"].as_str().expect("token").to_string());
     }
     let (fan, star) = (&tokens[0], &tokens[1]);
-    let credit = fx
-        .cp
-        .http
-        .post(format!("{}/v1/users/fan/wallet/credits", fx.cp.api))
-        .bearer_auth(&key)
-        .header("idempotency-key", "credit-fan")
-        .json(&json!({"amount": 100, "reference": "psp"}))
-        .send()
-        .await
-        .expect("credit");
-    assert_eq!(credit.status().as_u16(), 201);
+    fx.cp.credit(&key, "fan", 100).await;
 
     let mut sio = onda_tests::realtime::Sio::start(&fx.cp.api).await;
     sio.connect("fan", fan).await.expect("fan connects");

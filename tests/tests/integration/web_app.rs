@@ -16,7 +16,6 @@
 //! Screenshots of each page are kept in the node process's directory (its path is printed).
 
 use onda_tests::api::TestControlPlane;
-use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::edge::ffmpeg_rtmp;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
@@ -175,16 +174,7 @@ async fn a_fan_subscribes_and_watches_live_in_the_browser(b: Backend) {
         assert_eq!(s, 201, "{t}");
         tokens.push(t["token"].as_str().expect("token").to_string());
     }
-    let credit = cp
-        .http
-        .post(format!("{}/v1/users/fan-1/wallet/credits", cp.api))
-        .bearer_auth(&key)
-        .header("idempotency-key", "web-live-credit")
-        .json(&json!({"amount": 2000, "reference": "psp_web_live"}))
-        .send()
-        .await
-        .expect("credit");
-    assert_eq!(credit.status(), 201);
+    cp.credit(&key, "fan-1", 2000).await;
     let (stream, ingest) = cp
         .placed_stream(
             &key,
@@ -621,21 +611,6 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
     assert_eq!(creator_after["available_checked"], true, "{report}");
 }
 
-/// The node's advertised TURN URLs, once the control plane has them.
-async fn turn_urls(cp: &ControlPlane) -> Vec<String> {
-    wait_for(
-        "a ready node with TURN URLs",
-        Duration::from_secs(30),
-        || async {
-            let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None).await;
-            let node = nodes["items"].as_array()?.first()?.clone();
-            let urls: Vec<String> = serde_json::from_value(node["turn_urls"].clone()).ok()?;
-            (node["status"] == "ready" && !urls.is_empty()).then_some(urls)
-        },
-    )
-    .await
-}
-
 /// A paid call between two browsers (tests/browser/call.mjs) on a cluster whose node runs
 /// TURN (the agent's coturn on loopback ports), with `iceTransportPolicy: "relay"`: every
 /// media packet crosses coturn. Creator Cleo (billed by the second) is online but not taking
@@ -664,7 +639,7 @@ async fn a_fan_calls_a_creator_in_the_browser_and_pays_what_the_record_says(b: B
     fx.join_with_env("edge-turn", agent_env(&TurnPorts::free()))
         .await;
     fx.wait_ready(1, Duration::from_secs(30)).await;
-    let urls = turn_urls(&fx.cp).await;
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
     let cp = &fx.cp;
     let tenant = TenantApi {
         http: &cp.http,
