@@ -59,6 +59,12 @@ pub const WAVE_PAUSE: Duration = Duration::from_millis(3);
 /// What a refused feed is told to wait.
 pub const RETRY_AFTER_SECS: u32 = 30;
 
+/// The pictures a snapshot shows: the station's media files' (by media hash) and its default.
+struct Art<'a> {
+    media: &'a HashMap<String, String>,
+    station: Option<&'a str>,
+}
+
 /// Why the hub cannot answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -109,6 +115,15 @@ impl Snapshot {
         fix(&mut np.station.listen_url);
         for m in &mut np.station.mounts {
             fix(&mut m.url);
+        }
+        let songs = np
+            .now_playing
+            .iter_mut()
+            .map(|c| &mut c.song)
+            .chain(np.playing_next.iter_mut().map(|n| &mut n.song))
+            .chain(np.song_history.iter_mut().map(|h| &mut h.song));
+        for song in songs {
+            fix(&mut song.art);
         }
         if let (Some(c), Some(t)) = (np.now_playing.as_mut(), self.inputs.track.as_ref()) {
             let elapsed = now_ms().saturating_sub(t.started_at_ms) / 1000;
@@ -622,7 +637,16 @@ impl Hub {
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
-    fn song(&self, t: &TrackPlaying) -> Song {
+    /// `art` maps the media files' hashes to their pictures'; a track without one shows the
+    /// station's default picture, or the built-in one.
+    fn song(&self, t: &TrackPlaying, art: &Art<'_>) -> Song {
+        let picture = t
+            .media_sha256
+            .as_deref()
+            .and_then(|m| art.media.get(m).map(String::as_str))
+            .or(art.station)
+            .map(|sha| format!("{}{}", self.marker, crate::media::art::path(sha, 500)))
+            .unwrap_or_else(|| format!("{}/art/default.svg", self.marker));
         Song {
             id: t
                 .media_sha256
@@ -633,7 +657,7 @@ impl Hub {
             artist: t.artist.clone(),
             title: t.track_title.clone(),
             album: String::new(),
-            art: String::new(),
+            art: picture,
         }
     }
 
@@ -641,7 +665,7 @@ impl Hub {
     async fn build(&self, inputs: Inputs) -> Result<Snapshot, HubError> {
         let station = &inputs.station;
         let current = inputs.track.as_ref();
-        let (history, streamer) = {
+        let (history, streamer, art) = {
             let mut c = self.db.conn().await?;
             let history = db::history::recent(&mut c, &station.id, HISTORY + 1).await?;
             // A DJ's account name becomes the display name the tenant gave it.
@@ -654,9 +678,24 @@ impl Hub {
                 Some(t) => t.title.clone(),
                 None => String::new(),
             };
-            (history, streamer)
+            let media: Vec<&str> = current
+                .iter()
+                .copied()
+                .chain(history.iter())
+                .filter_map(|t| t.media_sha256.as_deref())
+                .collect();
+            let art = db::art::of_media(&mut c, &station.id, &media).await?;
+            (
+                history,
+                streamer,
+                art.into_iter().collect::<HashMap<_, _>>(),
+            )
         };
-        let np = self.answer(&inputs, &history, streamer);
+        let art = Art {
+            media: &art,
+            station: station.art.as_deref(),
+        };
+        let np = self.answer(&inputs, &history, streamer, &art);
         let frame = event_frame(&np);
         let event = split_at_marker(&frame, self.marker.as_bytes());
         Ok(Snapshot {
@@ -668,7 +707,13 @@ impl Hub {
         })
     }
 
-    fn answer(&self, inputs: &Inputs, history: &[TrackPlaying], streamer: String) -> NowPlaying {
+    fn answer(
+        &self,
+        inputs: &Inputs,
+        history: &[TrackPlaying],
+        streamer: String,
+        art: &Art<'_>,
+    ) -> NowPlaying {
         let station = &inputs.station;
         let current = inputs.track.as_ref();
         let base = &*self.marker;
@@ -682,7 +727,7 @@ impl Hub {
                 elapsed,
                 remaining: duration.saturating_sub(elapsed),
                 source: source(t),
-                song: self.song(t),
+                song: self.song(t, art),
             }
         });
         let playing_next = current.and_then(|t| t.next_title.as_ref()).map(|text| {
@@ -706,7 +751,7 @@ impl Hub {
                 played_at: secs(h.started_at_ms),
                 duration: h.duration_ms.unwrap_or(0) / 1000,
                 source: source(h),
-                song: self.song(h),
+                song: self.song(h, art),
             })
             .collect();
         let live = current.filter(|t| t.live);

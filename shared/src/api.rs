@@ -755,6 +755,10 @@ pub struct MediaFile {
     /// The audio codec as ffmpeg names it: "mp3", "aac", "flac", "vorbis", "opus", …
     pub codec: String,
     pub bitrate_kbps: u32,
+    /// The cover picture the file embeds, by the SHA-256 of its 500 px JPEG; served at
+    /// `/art/{art_sha256}/500.jpg` and `/art/{art_sha256}/100.jpg`. None when it has none.
+    #[serde(default)]
+    pub art_sha256: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }

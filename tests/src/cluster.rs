@@ -62,9 +62,29 @@ impl ControlPlane {
         playlist: &str,
         tones: &[Tone<'_>],
     ) -> Vec<Value> {
-        let mut files = Vec::new();
+        let mut paths = Vec::new();
         for &(file, freq, secs, artist, title) in tones {
-            let path = crate::edge::make_track(dir, file, freq, secs, artist, title).await;
+            paths.push(crate::edge::make_track(dir, file, freq, secs, artist, title).await);
+        }
+        let files = self.upload_files(key, station_id, &paths).await;
+        let ids: Vec<&str> = files
+            .iter()
+            .map(|m| m["id"].as_str().expect("media id"))
+            .collect();
+        self.rotation(key, station_id, playlist, &ids).await;
+        files
+    }
+
+    /// Uploads each file to the station (201 each); the media files as the API answered them.
+    pub async fn upload_files(
+        &self,
+        key: &str,
+        station_id: &str,
+        paths: &[std::path::PathBuf],
+    ) -> Vec<Value> {
+        let mut files = Vec::new();
+        for path in paths {
+            let file = path.file_name().expect("a file name").to_string_lossy();
             let resp = self
                 .http
                 .post(format!(
@@ -72,17 +92,18 @@ impl ControlPlane {
                     self.api
                 ))
                 .bearer_auth(key)
-                .body(std::fs::read(&path).expect("read"))
+                .body(std::fs::read(path).expect("read"))
                 .send()
                 .await
                 .expect("upload");
             assert_eq!(resp.status().as_u16(), 201, "{file}");
             files.push(resp.json::<Value>().await.expect("json"));
         }
-        let ids: Vec<&str> = files
-            .iter()
-            .map(|m| m["id"].as_str().expect("media id"))
-            .collect();
+        files
+    }
+
+    /// Puts the media files, in order, in one sequential rotation playlist named `playlist`.
+    pub async fn rotation(&self, key: &str, station_id: &str, playlist: &str, ids: &[&str]) {
         let (s, pl) = self
             .tenant_call(
                 key,
@@ -95,7 +116,6 @@ impl ControlPlane {
             )
             .await;
         assert_eq!(s, 201, "{pl}");
-        files
     }
 
     pub async fn start(o: &CpOptions<'_>) -> ControlPlane {
@@ -253,6 +273,33 @@ impl ControlPlane {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A request as a tenant with a raw body of `content_type`: status and JSON (or the text as
+    /// a string).
+    pub async fn raw_call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (

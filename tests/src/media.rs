@@ -126,6 +126,29 @@ pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBu
     path
 }
 
+/// A copy of the audio file `track` with the picture `cover` embedded as its cover (an ID3
+/// APIC frame in an MP3, a picture block in a FLAC), named `name` in the same directory.
+pub async fn with_cover(track: &Path, cover: &Path, name: &str) -> PathBuf {
+    let path = track.with_file_name(name);
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y", "-i"])
+        .arg(track)
+        .arg("-i")
+        .arg(cover)
+        .args(["-map", "0:a", "-map", "1:v", "-c:a", "copy"])
+        .args(["-disposition:v", "attached_pic"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed to embed a cover in {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// `seconds` of ffmpeg's test pattern at `width` × `height`, 10 frames a second, as MPEG-4
 /// video in an MP4 file in `dir` (ffmpeg's own encoder, in every build).
 pub async fn make_video(dir: &Path, name: &str, width: u32, height: u32, seconds: u32) -> PathBuf {

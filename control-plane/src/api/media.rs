@@ -21,6 +21,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Paging};
 use super::stations::{lock_active_tenant, plan_of};
 use crate::db::{self, is_unique_violation};
 use crate::media::ReceiveError;
+use crate::media::art;
 use crate::media::probe::{self, ProbeError};
 use crate::{secrets, validate};
 use axum::Json;
@@ -174,13 +175,14 @@ pub(super) fn closing_on_refusal(answer: ApiResult<impl axum::response::IntoResp
     }
 }
 
-/// Probes an upload in a slot of the tenant's share (429 when none comes free in time).
+/// Probes an upload, and scales the cover it embeds, in a slot of the tenant's share (429 when
+/// none comes free in time).
 async fn probe_in_turn(
     st: &AppState,
     tenant_id: &str,
     path: &std::path::Path,
     filename: &str,
-) -> ApiResult<probe::Probed> {
+) -> ApiResult<(probe::Probed, Option<art::Art>)> {
     let _permit =
         st.media
             .probe_permit(tenant_id)
@@ -193,9 +195,17 @@ async fn probe_in_turn(
                 ),
                 retry_after_secs: 10,
             })?;
-    probe::probe(path, filename, st.media.max_duration())
+    let probed = probe::probe(path, filename, st.media.max_duration())
         .await
-        .map_err(|e| probe_error(e, filename))
+        .map_err(|e| probe_error(e, filename))?;
+    let cover = if probed.picture {
+        art::from_audio(path)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("cover art")))?
+    } else {
+        None
+    };
+    Ok((probed, cover))
 }
 
 /// The upload itself. Extractors run here rather than in the handler's signature so that their
@@ -245,7 +255,7 @@ async fn receive_and_store(
         let used = db::media::tenant_usage(&mut conn, &tenant.id).await?;
         check_quota(&plan, used.total(), upload.size_bytes, 0)?;
     }
-    let probed = probe_in_turn(st, &tenant.id, upload.path(), &filename).await?;
+    let (probed, cover) = probe_in_turn(st, &tenant.id, upload.path(), &filename).await?;
 
     let refs = st.media.lock_refs().await;
     let mut tx = st.db.begin().await?;
@@ -278,9 +288,13 @@ async fn receive_and_store(
         duration_ms: probed.duration_ms,
         codec: probed.codec,
         bitrate_kbps: probed.bitrate_kbps,
+        art_sha256: cover.as_ref().map(|a| a.sha256.clone()),
         created_at: String::new(),
         updated_at: String::new(),
     };
+    if let Some(a) = &cover {
+        db::art::put(&mut tx, &a.sha256, &a.large, &a.small).await?;
+    }
     let saved = match db::media::insert(&mut tx, &file).await {
         Ok(saved) => saved,
         Err(e) if is_unique_violation(&e) => {

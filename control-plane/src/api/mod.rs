@@ -3,6 +3,7 @@
 //! generated from the same list the router serves and cannot miss a route.
 
 mod app;
+mod art;
 pub mod attachments;
 pub mod auth;
 mod billing;
@@ -169,6 +170,7 @@ pub fn router(
         .routes(routes!(streamers::update, streamers::delete))
         .routes(routes!(streamers::live))
         .routes(routes!(nowplaying::panel))
+        .routes(routes!(art::put_station, art::delete_station))
         .merge(usage_and_billing_routes())
         .routes(routes!(users::list))
         .routes(routes!(users::get, users::put, users::delete))
@@ -296,6 +298,8 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
         .routes(routes!(attachments::serve))
+        .routes(routes!(art::serve))
+        .routes(routes!(art::default_picture))
 }
 
 /// Adds to every operation the error answers that the extractors give (401 for a missing or bad

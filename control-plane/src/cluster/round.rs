@@ -639,6 +639,7 @@ mod tests {
                 .collect(),
             active: true,
             autodj: true,
+            art: None,
         };
         let mut cat = db::playlists::AutoDjCatalog::default();
         cat.media.insert("stn_1".to_string(), vec![track_row(1)]);
@@ -805,6 +806,7 @@ mod tests {
                 .collect(),
             active,
             autodj,
+            art: None,
         }
     }
 

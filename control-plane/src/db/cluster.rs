@@ -178,12 +178,14 @@ pub struct CatalogStation {
     pub active: bool,
     /// The station has the AutoDJ on.
     pub autodj: bool,
+    /// The station's default cover picture (`stations.art_sha256`), for now-playing.
+    pub art: Option<String>,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.id, s.tenant_id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
-         s.node_labels, s.autodj_enabled, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
+         s.node_labels, s.autodj_enabled, s.art_sha256, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -204,6 +206,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
             mounts: Vec::new(),
             active: row.try_get::<String, _>("status")? == "active",
             autodj: row.try_get::<i64, _>("autodj_enabled")? != 0,
+            art: row.try_get("art_sha256")?,
         });
     }
     let mounts = sqlx::query(

@@ -8,7 +8,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, tenant_id, station_id, sha256, size_bytes, rendition_bytes, filename, \
-    artist, title, album, duration_ms, codec, bitrate_kbps, created_at, updated_at";
+    artist, title, album, duration_ms, codec, bitrate_kbps, art_sha256, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<MediaFile, sqlx::Error> {
     Ok(MediaFile {
@@ -25,6 +25,7 @@ fn from_row(row: &AnyRow) -> Result<MediaFile, sqlx::Error> {
         duration_ms: u64::try_from(row.try_get::<i64, _>("duration_ms")?).unwrap_or(0),
         codec: row.try_get("codec")?,
         bitrate_kbps: u32::try_from(row.try_get::<i64, _>("bitrate_kbps")?).unwrap_or(0),
+        art_sha256: row.try_get("art_sha256")?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -201,8 +202,8 @@ pub async fn insert(conn: &mut Conn, m: &MediaFile) -> Result<MediaFile, sqlx::E
     sqlx::query(
         "INSERT INTO media_files (id, tenant_id, station_id, sha256, size_bytes, filename, \
          artist, title, album, duration_ms, codec, bitrate_kbps, search_text, created_at, \
-         updated_at, rendition_bytes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
+         updated_at, rendition_bytes, art_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16)",
     )
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -219,6 +220,7 @@ pub async fn insert(conn: &mut Conn, m: &MediaFile) -> Result<MediaFile, sqlx::E
     .bind(search_text(m))
     .bind(now())
     .bind(big(m.rendition_bytes))
+    .bind(m.art_sha256.as_deref())
     .execute(&mut *conn)
     .await?;
     get(conn, &m.station_id, &m.id)
@@ -259,13 +261,16 @@ pub async fn delete(
     sqlx::query("DELETE FROM media_files WHERE station_id = $1 AND id = $2")
         .bind(station_id)
         .bind(id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    if let Some(art) = &m.art_sha256 {
+        super::art::remove_if_unreferenced(conn, art).await?;
+    }
     Ok(Some(m.sha256))
 }
 
-/// Deletes every file of a station (before the station itself); the content hashes they
-/// referenced.
+/// Deletes every file of a station (before the station itself) and the station's default
+/// picture; the content hashes the files referenced.
 pub async fn delete_for_station(
     conn: &mut Conn,
     station_id: &str,
@@ -278,10 +283,24 @@ pub async fn delete_for_station(
         .iter()
         .map(|r| r.try_get("sha256"))
         .collect::<Result<Vec<String>, _>>()?;
+    let arts = sqlx::query(
+        "SELECT art_sha256 FROM media_files WHERE station_id = $1 AND art_sha256 IS NOT NULL \
+         UNION SELECT art_sha256 FROM stations WHERE id = $1 AND art_sha256 IS NOT NULL",
+    )
+    .bind(station_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get("art_sha256"))
+    .collect::<Result<Vec<String>, _>>()?;
     sqlx::query("DELETE FROM media_files WHERE station_id = $1")
         .bind(station_id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    super::art::set_station_default(conn, station_id, None).await?;
+    for art in &arts {
+        super::art::remove_if_unreferenced(conn, art).await?;
+    }
     Ok(hashes)
 }
 

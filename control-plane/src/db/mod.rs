@@ -8,6 +8,7 @@
 //! A domain value or a label column that does not decode ([`parsed`], [`labels`]) is an error
 //! naming the column, never a default.
 
+pub mod art;
 pub mod attachments;
 pub mod billing;
 pub mod calls;
@@ -229,6 +230,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         40,
         "call_metering",
         include_str!("../../migrations/0040_call_metering.sql"),
+    ),
+    (
+        41,
+        "cover_art",
+        include_str!("../../migrations/0041_cover_art.sql"),
     ),
 ];
 

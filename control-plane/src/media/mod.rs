@@ -24,6 +24,7 @@
 //!   another tenant's upload waits; an upload that waits longer than `media.probe_wait_secs` is
 //!   refused (429, Retry-After).
 
+pub mod art;
 pub mod attachment;
 pub mod probe;
 pub mod unsent;

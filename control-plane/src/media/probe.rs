@@ -64,6 +64,9 @@ pub struct Probed {
     pub artist: String,
     pub title: String,
     pub album: String,
+    /// The file embeds a picture (ID3 APIC, a FLAC or Vorbis picture block, an MP4 cover):
+    /// ffprobe lists it as a video stream with the `attached_pic` disposition.
+    pub picture: bool,
 }
 
 /// Why a file was refused; the messages are sentences for the uploader.
@@ -112,6 +115,7 @@ struct FfprobeStream {
     codec_name: String,
     bit_rate: Option<String>,
     tags: BTreeMap<String, String>,
+    disposition: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +235,10 @@ pub async fn probe(
         artist: tag("artist"),
         title,
         album: tag("album"),
+        picture: info.streams.iter().any(|s| {
+            s.codec_type == "video"
+                && s.disposition.get("attached_pic") == Some(&serde_json::json!(1))
+        }),
     })
 }
 

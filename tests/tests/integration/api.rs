@@ -800,6 +800,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 // An attachment's URL is its capability (no token is looked at); the id this
                 // walk puts in it names none.
                 ("get", "/v1/attachments/{id}") => &[404],
+                // Public pictures: the built-in one, and no picture of the walk's made-up hash.
+                ("get", "/art/default.svg") => &[200],
+                ("get", "/art/{sha256}/{size}") => &[404],
                 // Admin collections and objects: forbidden to any tenant key.
                 _ => &[403],
             };
@@ -1142,6 +1145,10 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/api/nowplaying/{station}"),
         ("get", "/api/nowplaying/{station}/events"),
         ("get", "/v1/stations/{id}/nowplaying"),
+        ("put", "/v1/stations/{id}/art"),
+        ("delete", "/v1/stations/{id}/art"),
+        ("get", "/art/{sha256}/{size}"),
+        ("get", "/art/default.svg"),
         ("get", "/v1/stations/{id}/usage"),
         ("get", "/v1/stations/{id}/listeners"),
         ("get", "/v1/prometheus/targets"),

@@ -6,6 +6,7 @@
 
 mod ansible;
 mod api;
+mod art;
 mod attachments;
 mod autodj;
 mod billing;
