@@ -35,6 +35,9 @@ enum Command {
         /// Edge port of the first node; the others count up from it. 0: any free port.
         #[arg(long, env = "ONDA_DEV_EDGE_PORT", default_value_t = 8000)]
         edge_port: u16,
+        /// The built web app (station pages, the app at /app/).
+        #[arg(long, env = "ONDA_DEV_APP_DIR", default_value = "web/dist")]
+        app_dir: PathBuf,
     },
     /// The control plane: panel API, redirector, control channel, scheduler.
     ControlPlane {
@@ -90,12 +93,14 @@ fn main() -> ExitCode {
                 dir,
                 nodes,
                 edge_port,
+                app_dir,
             } => {
                 onda_control_plane::dev::run(onda_control_plane::dev::DevOptions {
                     dir,
                     listen,
                     nodes,
                     edge_port,
+                    app_dir,
                 })
                 .await
             }

@@ -133,6 +133,11 @@ impl Snapshot {
         np
     }
 
+    /// The station's name, as of this snapshot.
+    pub fn station_name(&self) -> &str {
+        &self.np.station.name
+    }
+
     /// The SSE frame sent to subscribers when this snapshot is new: the precomputed bytes with
     /// `base` spliced in, no serialization per subscriber.
     pub fn event(&self, base: &str) -> Bytes {

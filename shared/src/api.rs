@@ -824,6 +824,42 @@ pub struct MediaListParams {
     pub q: Option<String>,
 }
 
+/// How an embedded player looks (`GET /v1/stations/{id}/embed`); absent options take their
+/// defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct EmbedParams {
+    /// `light` (default) or `dark`.
+    pub theme: Option<String>,
+    /// The accent colour, `#rgb` or `#rrggbb` (the `#` may be left out).
+    pub accent: Option<String>,
+    /// `full` (default: cover, progress, next song) or `compact` (one line).
+    pub layout: Option<String>,
+    /// Show the last songs played (default: true in the full layout).
+    pub history: Option<bool>,
+    /// Show song requests (default false; the station must take them).
+    pub requests: Option<bool>,
+    /// Show the volume control (default true).
+    pub volume: Option<bool>,
+    /// Show the cover picture (default true).
+    pub cover: Option<bool>,
+}
+
+/// An embeddable player: its URL and the `<iframe>` to paste in a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmbedSnippet {
+    /// `/embed/{slug}?…` on the control plane (absolute when `http.public_url` is set or the
+    /// request named its host).
+    pub url: String,
+    /// `<iframe src="…" width="…" height="…" …></iframe>`
+    pub snippet: String,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Edits a media file's tags; absent fields stay as they are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

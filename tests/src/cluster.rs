@@ -33,11 +33,12 @@ fn cp_toml(o: &CpOptions<'_>, http_port: u16, quic_port: u16) -> String {
         None => "coordinator = \"memory\"\n".to_string(),
     };
     format!(
-        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[database]\nurl = \"{db}\"\n\n\
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\napp_dir = \"{app}\"\n\n[database]\nurl = \"{db}\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:{quic_port}\"\nca_dir = \"{ca}\"\n{coordinator}\
          replica = \"{replica}\"\nnode_ttl_ms = {ttl}\nheartbeat_ms = {hb}\ndemo_tone = true\n\
          relay_threshold_listeners = {relay}\nreserve_listeners = 1\n",
         db = o.database_url,
+        app = crate::web_app_dir().display(),
         ca = o.ca_dir.display(),
         replica = o.replica,
         ttl = o.node_ttl_ms,
@@ -404,7 +405,7 @@ pub struct Agent {
 }
 
 /// A test node's agent.toml. Test nodes run no TURN relay (the TURN tests turn it on, on
-/// ports of their own, with `ONDA_TURN_*`: see [`crate::turn::agent_env`]).
+/// ports of their own, with `ONDA_TURN_*`: see `turn::agent_env`).
 pub fn agent_toml(name: &str, cps: &[String], edge_port: u16) -> String {
     let addrs = cps
         .iter()

@@ -26,6 +26,7 @@ mod my_streams;
 pub mod nodes;
 mod notifications;
 mod nowplaying;
+mod pages;
 mod payouts;
 mod paywall;
 mod plans;
@@ -135,9 +136,6 @@ pub fn router(
         .routes(routes!(tenants::resume))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::revoke))
-        .routes(routes!(stations::list, stations::create))
-        .routes(routes!(stations::get, stations::update, stations::delete))
-        .routes(routes!(stations::rotate_source_password))
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::get))
         .routes(routes!(nodes::drain))
@@ -145,9 +143,6 @@ pub fn router(
         .routes(routes!(nodes::revoke))
         .routes(routes!(nodes::list_tokens, nodes::create_token))
         .routes(routes!(nodes::delete_token))
-        .routes(routes!(stations::placement))
-        .routes(routes!(media::list, media::upload))
-        .routes(routes!(media::get, media::update, media::delete))
         .routes(routes!(streams::list, streams::create))
         .routes(routes!(streams::get, streams::update, streams::delete))
         .routes(routes!(streams::rotate_key))
@@ -159,18 +154,7 @@ pub fn router(
         .routes(routes!(my_streams::view, my_streams::update))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::mine))
-        .routes(routes!(playlists::list, playlists::create))
-        .routes(routes!(
-            playlists::get,
-            playlists::update,
-            playlists::delete
-        ))
-        .routes(routes!(playlists::get_settings, playlists::put_settings))
-        .routes(routes!(streamers::list, streamers::create))
-        .routes(routes!(streamers::update, streamers::delete))
-        .routes(routes!(streamers::live))
-        .routes(routes!(nowplaying::panel))
-        .routes(routes!(art::put_station, art::delete_station))
+        .merge(station_routes())
         .merge(usage_and_billing_routes())
         .routes(routes!(users::list))
         .routes(routes!(users::get, users::put, users::delete))
@@ -230,6 +214,7 @@ pub fn router(
     };
     let app = router
         .merge(public)
+        .merge(pages::routes(&cfg.app_dir))
         .merge(app::routes(&cfg.app_dir))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -274,6 +259,31 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(chat::my_moderators))
         .routes(routes!(chat::add_mine, chat::remove_mine))
         .routes(routes!(chat::saved))
+}
+
+/// Radio stations: the stations themselves, their media, playlists, DJs, now playing, pictures
+/// and embeddable player.
+fn station_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stations::list, stations::create))
+        .routes(routes!(stations::get, stations::update, stations::delete))
+        .routes(routes!(stations::rotate_source_password))
+        .routes(routes!(stations::placement))
+        .routes(routes!(media::list, media::upload))
+        .routes(routes!(media::get, media::update, media::delete))
+        .routes(routes!(playlists::list, playlists::create))
+        .routes(routes!(
+            playlists::get,
+            playlists::update,
+            playlists::delete
+        ))
+        .routes(routes!(playlists::get_settings, playlists::put_settings))
+        .routes(routes!(streamers::list, streamers::create))
+        .routes(routes!(streamers::update, streamers::delete))
+        .routes(routes!(streamers::live))
+        .routes(routes!(nowplaying::panel))
+        .routes(routes!(art::put_station, art::delete_station))
+        .routes(routes!(pages::snippet))
 }
 
 /// Usage (stations, realtime, Prometheus discovery) and billing.

@@ -42,7 +42,7 @@ impl From<HubError> for ApiError {
 }
 
 /// `http://host` as the client reached us, for absolute listen URLs.
-fn base_url(headers: &HeaderMap) -> String {
+pub(super) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

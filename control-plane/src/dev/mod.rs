@@ -34,6 +34,13 @@ pub struct DevInfo {
     /// The demo station's public now-playing JSON (its SSE feed: this URL + `/events`).
     #[serde(default)]
     pub nowplaying_url: String,
+    /// The demo station's public page (player, now playing, history, requests).
+    #[serde(default)]
+    pub station_page_url: String,
+    /// The demo station's embeddable player (put it in an `<iframe>`; the panel's
+    /// `GET /v1/stations/{id}/embed` writes the snippet).
+    #[serde(default)]
+    pub embed_url: String,
     /// The first node's edge.
     #[serde(default)]
     pub edge_url: String,
@@ -81,6 +88,8 @@ pub struct DevOptions {
     pub nodes: usize,
     /// Edge port of the first node (the next ones count up); 0: any free port.
     pub edge_port: u16,
+    /// The built web app (`web/dist`).
+    pub app_dir: PathBuf,
 }
 
 fn read_previous(path: &Path) -> Option<DevInfo> {
@@ -105,7 +114,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .filter(|t| t.len() >= 16)
         .unwrap_or_else(secrets::new_admin_token);
     let (tenant, api_key, station, stream) = demo::ensure_demo(&db, previous.as_ref()).await?;
-    let cfg = config(&opts.dir, addr, &database_url, &admin_token)?;
+    let mut cfg = config(&opts.dir, addr, &database_url, &admin_token)?;
+    cfg.app_dir.clone_from(&opts.app_dir);
     let running = server::start_with(listener, db.clone(), &cfg).await?;
     let cluster = running
         .cluster
@@ -133,6 +143,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let info = DevInfo {
         listen_url: format!("{api_url}/listen/{}{mount}", station.slug),
         nowplaying_url: format!("{api_url}/api/nowplaying/{}", station.slug),
+        station_page_url: format!("{api_url}/stations/{}", station.slug),
+        embed_url: format!("{api_url}/embed/{}", station.slug),
         watch_url: format!("{api_url}/watch/{}.m3u8", stream.slug),
         watch_page_url: format!("{api_url}/app/watch/{}", stream.slug),
         app_url: format!("{api_url}/app/"),
@@ -268,6 +280,7 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
          \n  tenant API key {key}  (tenant {tenant:?})\
          \n  demo station   {station}\
          \n  listen         {listen}\
+         \n  station page   {page} (embed: {embed})\
          \n  live video     publish to {rtmp}/{stream_key}, watch {watch}\
          \n  watch page     {watch_page} (subscribers of the demo creator; the demo fan has {balance})\
          \n  nodes          {nodes}\
@@ -282,6 +295,8 @@ fn print_banner(info: &DevInfo, json_path: &Path, dir: &Path) {
         tenant = DEMO_TENANT,
         station = info.station_id,
         listen = info.listen_url,
+        page = info.station_page_url,
+        embed = info.embed_url,
         rtmp = info.rtmp_url,
         stream_key = info.stream_key,
         watch = info.watch_url,

@@ -1149,6 +1149,7 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("delete", "/v1/stations/{id}/art"),
         ("get", "/art/{sha256}/{size}"),
         ("get", "/art/default.svg"),
+        ("get", "/v1/stations/{id}/embed"),
         ("get", "/v1/stations/{id}/usage"),
         ("get", "/v1/stations/{id}/listeners"),
         ("get", "/v1/prometheus/targets"),
