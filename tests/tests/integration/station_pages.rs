@@ -171,6 +171,25 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
         assert!(matches!(s, 400 | 422), "{bad}: {s} {body}");
     }
 
+    // The public JSON carries an ETag: asked again with it (within the same second, as the
+    // body's elapsed time moves each second), the answer is 304 without a body.
+    let np_url = format!("{}/api/nowplaying/{slug}", cp.api);
+    let mut not_modified = 0;
+    for _ in 0..5 {
+        let r = http.get(&np_url).send().await.expect("np");
+        let etag = r.headers()["etag"].clone();
+        let again = http
+            .get(&np_url)
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("np");
+        if again.status().as_u16() == 304 {
+            not_modified += 1;
+        }
+    }
+    assert!(not_modified > 0, "no 304 in 5 tries");
+
     let (out, report) = browser(
         &json!({"api": cp.api, "slug": slug, "mode": "page"}),
         &format!("station-pages-{b:?}").to_lowercase(),
