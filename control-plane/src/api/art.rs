@@ -184,7 +184,8 @@ pub async fn put_station(
         })?;
     let scratch = tempfile::NamedTempFile::new()
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("scratch file")))?;
-    std::fs::write(scratch.path(), &bytes)
+    tokio::fs::write(scratch.path(), &bytes)
+        .await
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("scratch file")))?;
     let scaled = art::from_image(scratch.path())
         .await

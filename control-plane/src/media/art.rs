@@ -94,7 +94,8 @@ async fn scale(path: &Path, demuxers: &str) -> std::io::Result<Option<Art>> {
     if !out?.status.success() {
         return Ok(None);
     }
-    let (Ok(large), Ok(small)) = (std::fs::read(&large), std::fs::read(&small)) else {
+    let (Ok(large), Ok(small)) = (tokio::fs::read(&large).await, tokio::fs::read(&small).await)
+    else {
         return Ok(None);
     };
     if !is_jpeg(&large) || !is_jpeg(&small) {
