@@ -14,10 +14,12 @@
 use crate::media::MediaCache;
 use onda_edge::config::{
     AutoDjConfig, AutoDjOutput, ConfigError, EdgeConfig, MountConfig, PlaylistConfig, RelayConfig,
-    SourceUser, TrackConfig,
+    RequestConfig, SourceUser, TrackConfig,
 };
 use onda_shared::cluster::edge_mount_path;
-use onda_shared::cluster::proto::{AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec};
+use onda_shared::cluster::proto::{
+    AutoDjSpec, DesiredState, Rejected, StationRole, StationSpec, TrackSpec,
+};
 use onda_shared::domain::{AudioFormat, PlaylistKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -232,23 +234,21 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
             bitrate_kbps: m.bitrate_kbps,
         })
         .collect();
+    let cached = |t: &TrackSpec| {
+        media.has(&t.sha256).then(|| TrackConfig {
+            file: media.path(&t.sha256),
+            artist: t.artist.clone(),
+            title: t.title.clone(),
+            weight: t.weight.max(1),
+            sha256: Some(t.sha256.clone()),
+            duration_ms: t.duration_ms,
+        })
+    };
     let playlists: Vec<PlaylistConfig> = spec
         .playlists
         .iter()
         .filter_map(|p| {
-            let tracks: Vec<TrackConfig> = p
-                .tracks
-                .iter()
-                .filter(|t| media.has(&t.sha256))
-                .map(|t| TrackConfig {
-                    file: media.path(&t.sha256),
-                    artist: t.artist.clone(),
-                    title: t.title.clone(),
-                    weight: t.weight.max(1),
-                    sha256: Some(t.sha256.clone()),
-                    duration_ms: t.duration_ms,
-                })
-                .collect();
+            let tracks: Vec<TrackConfig> = p.tracks.iter().filter_map(cached).collect();
             if tracks.is_empty() {
                 return None;
             }
@@ -280,6 +280,17 @@ fn autodj_config(s: &StationSpec, spec: &AutoDjSpec, media: &MediaCache) -> Opti
         order: Default::default(),
         tracks: Vec::new(),
         playlists,
+        // A request whose file is still on its way waits; those behind it play meanwhile.
+        requests: spec
+            .requests
+            .iter()
+            .filter_map(|r| {
+                Some(RequestConfig {
+                    id: r.request_id.clone(),
+                    track: cached(&r.track)?,
+                })
+            })
+            .collect(),
     })
 }
 
@@ -427,7 +438,9 @@ async fn supervise(path: String, args: Vec<String>, stop: CancellationToken) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use onda_shared::cluster::proto::{LiveStreamSpec, MountSpec, PlaylistSpec, TrackSpec};
+    use onda_shared::cluster::proto::{
+        LiveStreamSpec, MountSpec, PlaylistSpec, RequestSpec, TrackSpec,
+    };
     use std::net::SocketAddr;
 
     fn station(id: &str, slug: &str, mounts: &[&str]) -> StationSpec {
@@ -541,6 +554,7 @@ mod tests {
                         weight: 1,
                     }],
                 }],
+                requests: Vec::new(),
             });
             s
         };
@@ -620,6 +634,20 @@ mod tests {
             live_mount: Some("/live".into()),
             djs: Vec::new(),
             playlists: playlists.clone(),
+            // The second request's file is not cached yet: it waits, the first goes through.
+            requests: vec![
+                RequestSpec {
+                    request_id: "req_1".into(),
+                    track: track.clone(),
+                },
+                RequestSpec {
+                    request_id: "req_2".into(),
+                    track: TrackSpec {
+                        sha256: "cd".repeat(32),
+                        ..track.clone()
+                    },
+                },
+            ],
         });
         let desired = DesiredState {
             stations: vec![s],
@@ -658,6 +686,14 @@ mod tests {
             })
             .collect();
         assert_eq!(got, sent);
+        let requests: Vec<(&str, Option<&str>)> = a
+            .requests
+            .iter()
+            .map(|r| (r.id.as_str(), r.track.sha256.as_deref()))
+            .collect();
+        assert_eq!(requests, [("req_1", Some(sha.as_str()))]);
+        // The node fetches the requested files too.
+        assert!(desired.media().contains_key(&"cd".repeat(32)));
         assert!(cfg.validate().is_ok());
     }
 }

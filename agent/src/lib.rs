@@ -163,6 +163,8 @@ impl Agent {
                     live: np.live,
                     streamer: np.streamer,
                     next_title: np.next,
+                    request_id: np.request_id,
+                    next_request_id: np.next_request_id,
                 })
             })
             .collect()

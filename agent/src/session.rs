@@ -227,6 +227,10 @@ impl Drop for Disconnected {
     }
 }
 
+/// A station's track as last reported: its start and title, and the next track's title and
+/// request.
+type Reported = (u64, String, Option<String>, Option<String>);
+
 /// The node's side of an established session: what it has told the control plane so far.
 struct AgentSession {
     send: quinn::SendStream,
@@ -237,7 +241,7 @@ struct AgentSession {
     on_air: BTreeMap<String, bool>,
     /// Tracks reported in this session, by station; a new session reports the current ones
     /// again.
-    reported: BTreeMap<String, (u64, String)>,
+    reported: BTreeMap<String, Reported>,
     /// The newest usage report sent in this session.
     usage_sent: u64,
 }
@@ -339,7 +343,13 @@ impl AgentSession {
             .cloned()
             .collect();
         for track in agent.now_playing() {
-            let key = (track.started_at_ms, track.title.clone());
+            // The next track is part of it: a request queued during a track is announced then.
+            let key = (
+                track.started_at_ms,
+                track.title.clone(),
+                track.next_title.clone(),
+                track.next_request_id.clone(),
+            );
             if self.reported.get(&track.station_id) != Some(&key) {
                 self.reported.insert(track.station_id.clone(), key);
                 self.event(NodeEvent::TrackChanged(track)).await?;

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod nowplaying;
 pub mod realtime;
+pub mod requests;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

@@ -439,12 +439,8 @@ impl Hub {
     ) -> anyhow::Result<Arc<Hub>> {
         let id_key = {
             let mut c = db.conn().await?;
-            db::cluster::agree_fact(
-                &mut c,
-                "nowplaying_song_id_key",
-                &crate::secrets::new_playback_secret(),
-            )
-            .await?
+            db::cluster::agree_fact(&mut c, SONG_ID_KEY, &crate::secrets::new_playback_secret())
+                .await?
         };
         let hub = Arc::new(Hub {
             db,
@@ -631,15 +627,8 @@ impl Hub {
         })
     }
 
-    /// An opaque, stable id of a media file as one station plays it.
     fn song_id(&self, station_id: &str, sha256: &str) -> String {
-        let Ok(mut mac) = <Hmac<Sha256>>::new_from_slice(&self.id_key) else {
-            return String::new();
-        };
-        mac.update(station_id.as_bytes());
-        mac.update(b"\n");
-        mac.update(sha256.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        song_id(&self.id_key, station_id, sha256)
     }
 
     /// `art` maps the media files' hashes to their pictures'; a track without one shows the
@@ -732,12 +721,15 @@ impl Hub {
                 elapsed,
                 remaining: duration.saturating_sub(elapsed),
                 source: source(t),
+                is_request: t.request_id.is_some(),
                 song: self.song(t, art),
             }
         });
-        let playing_next = current.and_then(|t| t.next_title.as_ref()).map(|text| {
+        let playing_next = current.and_then(|t| Some((t.next_title.as_ref()?, t)));
+        let playing_next = playing_next.map(|(text, t)| {
             let (artist, title) = text.split_once(" - ").unwrap_or(("", text.as_str()));
             NextSong {
+                is_request: t.next_request_id.is_some(),
                 song: Song {
                     id: String::new(),
                     text: text.clone(),
@@ -756,6 +748,7 @@ impl Hub {
                 played_at: secs(h.started_at_ms),
                 duration: h.duration_ms.unwrap_or(0) / 1000,
                 source: source(h),
+                is_request: h.request_id.is_some(),
                 song: self.song(h, art),
             })
             .collect();
@@ -793,6 +786,20 @@ impl Hub {
             is_online: inputs.online,
         }
     }
+}
+
+/// The name of the song id key among the cluster's facts (`db::cluster::agree_fact`).
+pub const SONG_ID_KEY: &str = "nowplaying_song_id_key";
+
+/// An opaque, stable id of a media file as one station plays it (song requests list the same).
+pub fn song_id(key: &[u8], station_id: &str, sha256: &str) -> String {
+    let Ok(mut mac) = <Hmac<Sha256>>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(station_id.as_bytes());
+    mac.update(b"\n");
+    mac.update(sha256.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
 /// `frame` cut at every occurrence of `marker` (the marker left out).

@@ -1,6 +1,6 @@
 //! Input rules and plan limits, as pure functions so they are tested without a server.
 
-use onda_shared::api::{Mount, Plan, PlanLimits, PlanPrices};
+use onda_shared::api::{Mount, Plan, PlanLimits, PlanPrices, RequestSettings};
 use std::collections::HashSet;
 
 /// Why an input or a plan limit refuses a request: the API answers 422 for a value, 403 (with
@@ -485,6 +485,21 @@ pub fn tag(field: &str, value: &str) -> Result<String, Invalid> {
         )));
     }
     Ok(v.to_string())
+}
+
+/// A station's song request settings: their ranges, and the plan's feature when they are on.
+pub fn requests(plan: &Plan, settings: &RequestSettings) -> Result<(), Invalid> {
+    crate::requests::validate(settings).map_err(Invalid::Value)?;
+    if settings.enabled && !plan.features.requests {
+        return Err(Invalid::PlanLimit {
+            limit: "features.requests",
+            detail: format!(
+                "Plan {:?} does not include song requests (plan feature requests).",
+                plan.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -182,6 +182,18 @@ pub struct AutoDjConfig {
     pub tracks: Vec<TrackConfig>,
     #[serde(default)]
     pub playlists: Vec<PlaylistConfig>,
+    /// Listeners' requests, oldest first: each plays once, after the current track and before
+    /// the playlists go on (the agent fills this from the control plane's queue).
+    #[serde(default)]
+    pub requests: Vec<RequestConfig>,
+}
+
+/// A requested track and the id its play is reported with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    pub id: String,
+    pub track: TrackConfig,
 }
 
 /// Name of the rotation playlist that the shorthand `tracks` and `order` stand for.

@@ -11,6 +11,7 @@ mod chat;
 mod ledger;
 mod notifications;
 mod realtime;
+mod requests;
 mod sessions;
 mod turn;
 mod users;
@@ -21,6 +22,7 @@ pub use chat::*;
 pub use ledger::*;
 pub use notifications::*;
 pub use realtime::*;
+pub use requests::*;
 pub use sessions::*;
 pub use turn::*;
 pub use users::*;
@@ -110,6 +112,9 @@ pub struct PlanFeatures {
     /// Fans make paid 1-to-1 video calls to creators (signalling over the gateway, TURN).
     #[serde(default)]
     pub calls: bool,
+    /// Listeners request songs from a station's library (the station turns them on).
+    #[serde(default)]
+    pub requests: bool,
 }
 
 /// Prices of a plan, in micro-units of `currency`.
@@ -228,6 +233,7 @@ pub struct PlanFeaturesPatch {
     pub monetization: Option<bool>,
     pub live_chat: Option<bool>,
     pub calls: Option<bool>,
+    pub requests: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -382,6 +388,9 @@ pub struct Station {
     pub region: String,
     /// Labels a node must carry to serve the station (e.g. {"tier": "premium"}).
     pub node_labels: BTreeMap<String, String>,
+    /// Song requests from listeners.
+    #[serde(default)]
+    pub requests: RequestSettings,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -408,6 +417,9 @@ pub struct CreateStation {
     /// Labels a node must carry to serve the station.
     #[serde(default)]
     pub node_labels: BTreeMap<String, String>,
+    /// Song requests (off unless given).
+    #[serde(default)]
+    pub requests: RequestSettings,
 }
 
 /// A partial update; `mounts`, when present, replaces the whole list.
@@ -424,6 +436,8 @@ pub struct UpdateStation {
     pub mounts: Option<Vec<Mount>>,
     pub region: Option<String>,
     pub node_labels: Option<BTreeMap<String, String>>,
+    /// Song requests: absent fields stay.
+    pub requests: Option<RequestSettingsPatch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -695,12 +709,18 @@ pub struct CurrentSong {
     pub remaining: u64,
     /// `autodj` or `live`.
     pub source: String,
+    /// A listener requested it.
+    #[serde(default)]
+    pub is_request: bool,
     pub song: Song,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NextSong {
+    /// A listener requested it.
+    #[serde(default)]
+    pub is_request: bool,
     pub song: Song,
 }
 
@@ -710,6 +730,9 @@ pub struct PlayedSong {
     pub played_at: i64,
     pub duration: u64,
     pub source: String,
+    /// A listener requested it.
+    #[serde(default)]
+    pub is_request: bool,
     pub song: Song,
 }
 
@@ -1254,6 +1277,9 @@ pub struct HistoryEntry {
     pub title: String,
     /// The media file played (AutoDJ).
     pub media_sha256: Option<String>,
+    /// The listener request it played for (`/v1/stations/{id}/requests`).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// What a station played in a time range, newest first.

@@ -32,6 +32,7 @@ mod paywall;
 mod plans;
 mod playlists;
 mod reports;
+mod requests;
 mod sessions;
 mod signing_keys;
 pub mod stations;
@@ -261,8 +262,8 @@ fn money_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(chat::saved))
 }
 
-/// Radio stations: the stations themselves, their media, playlists, DJs, now playing, pictures
-/// and embeddable player.
+/// Radio stations: the stations themselves, their media, playlists, DJs, now playing, pictures,
+/// embeddable player and song requests.
 fn station_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stations::list, stations::create))
@@ -284,6 +285,8 @@ fn station_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(nowplaying::panel))
         .routes(routes!(art::put_station, art::delete_station))
         .routes(routes!(pages::snippet))
+        .routes(routes!(requests::list, requests::clear_all))
+        .routes(routes!(requests::clear))
 }
 
 /// Usage (stations, realtime, Prometheus discovery) and billing.
@@ -307,6 +310,8 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(listen::watch))
         .routes(routes!(nowplaying::public))
         .routes(routes!(nowplaying::events))
+        .routes(routes!(requests::list_requestable))
+        .routes(routes!(requests::request))
         .routes(routes!(attachments::serve))
         .routes(routes!(art::serve))
         .routes(routes!(art::default_picture))

@@ -131,6 +131,7 @@ pub async fn update(
         t.monetization = f.monetization.unwrap_or(t.monetization);
         t.live_chat = f.live_chat.unwrap_or(t.live_chat);
         t.calls = f.calls.unwrap_or(t.calls);
+        t.requests = f.requests.unwrap_or(t.requests);
     }
     if let Some(p) = req.prices {
         let t = &mut plan.prices;

@@ -64,6 +64,7 @@ pub async fn create_for_tenant(
         .max_listeners
         .unwrap_or(plan.limits.max_listeners_per_station);
     validate::station(&plan, &req.mounts, max_listeners, req.autodj_enabled)?;
+    validate::requests(&plan, &req.requests)?;
     let count = db::stations::count_for_tenant(conn, tenant_id).await?;
     if count >= i64::from(plan.limits.max_stations) {
         return Err(ApiError::PlanLimit {
@@ -102,6 +103,7 @@ pub async fn create_for_tenant(
         source_password: secrets::new_password(),
         region: validate::region("region", &req.region)?,
         node_labels: validate::labels("node_labels", &req.node_labels)?,
+        requests: req.requests,
         created_at: String::new(),
         updated_at: String::new(),
     };
@@ -253,6 +255,10 @@ pub async fn update(
     }
     if let Some(l) = &req.node_labels {
         s.node_labels = validate::labels("node_labels", l)?;
+    }
+    if let Some(r) = &req.requests {
+        s.requests = r.apply(s.requests);
+        validate::requests(&plan, &s.requests)?;
     }
     validate::station(&plan, &s.mounts, s.max_listeners, s.autodj_enabled)?;
     validate::edge_paths(&s.slug, &s.mounts)?;

@@ -100,6 +100,7 @@ pub async fn station_history(
             artist: t.artist,
             title: t.track_title,
             media_sha256: t.media_sha256,
+            request_id: t.request_id,
         })
         .collect();
     if csv {

@@ -958,8 +958,25 @@ async fn track_changed(
         }
     }
     {
-        let mut c = cluster.db.conn().await?;
-        db::history::record(&mut c, node_id, &track).await?;
+        let mut tx = cluster.db.begin().await?;
+        // A request the station does not have is not one (the play is recorded without it).
+        if let Some(id) = track.request_id.clone() {
+            let at = i64::try_from(track.started_at_ms).unwrap_or(i64::MAX);
+            if id.len() > 64
+                || !db::requests::mark_played(&mut tx, &track.station_id, &id, at).await?
+            {
+                track.request_id = None;
+            }
+        }
+        db::history::record(&mut tx, node_id, &track).await?;
+        tx.commit().await?;
+    }
+    if track
+        .next_request_id
+        .as_ref()
+        .is_some_and(|id| id.len() > 64)
+    {
+        track.next_request_id = None;
     }
     cluster.store.put_now_playing(&track).await?;
     Ok(())

@@ -236,13 +236,13 @@ async fn missing_carriers(cluster: &Cluster) -> anyhow::Result<BTreeSet<String>>
 #[derive(Debug, Default)]
 pub struct Round {
     memory: Memory,
-    /// The AutoDJ catalogue (library, playlists, DJ accounts) and when it was read: it is read
-    /// again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
+    /// The AutoDJ catalogue (library, playlists, DJ accounts, requests) and when it was read:
+    /// it is read again at most every [`AUTODJ_REFRESH`], not on every heartbeat-driven round.
     autodj: Option<(tokio::time::Instant, Arc<AutoDjInputs>)>,
 }
 
-/// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change reaches its
-/// node within this (plus one round).
+/// How stale the AutoDJ catalogue in a round may be: a tenant's playlist change, or a
+/// listener's request, reaches its node within this (plus one round).
 const AUTODJ_REFRESH: Duration = Duration::from_secs(2);
 
 async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<Arc<AutoDjInputs>> {
@@ -260,7 +260,12 @@ async fn autodj_inputs(cluster: &Cluster, round: &mut Round) -> anyhow::Result<A
             password_hash,
         });
     }
-    let inputs = Arc::new(AutoDjInputs { catalog, djs });
+    let requests = db::requests::pending_all(&mut c).await?;
+    let inputs = Arc::new(AutoDjInputs {
+        catalog,
+        djs,
+        requests,
+    });
     round.autodj = Some((tokio::time::Instant::now(), inputs.clone()));
     Ok(inputs)
 }

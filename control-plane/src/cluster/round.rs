@@ -22,7 +22,7 @@ use crate::scheduler::{self, NodeInfo, NodeState, Placement, Policy, Role, Stati
 use onda_shared::api::{Node, NodeStatus};
 use onda_shared::cluster::proto::{
     AutoDjSpec, DesiredState, DjSpec, LiveStreamSpec, MountSpec, PlaylistSpec, RenditionSpec,
-    StationRole, StationSpec, TrackSpec, TurnSpec,
+    RequestSpec, StationRole, StationSpec, TrackSpec, TurnSpec,
 };
 use onda_shared::domain::{PlayOrder, PlaylistKind, TimeZoneName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,12 +31,15 @@ use std::sync::Arc;
 /// The label the leader gives nodes with an RTMP ingest, which live streams select.
 const RTMP_LABEL: &str = "onda.rtmp";
 
-/// What each station's AutoDJ plays: the media library, playlists and DJ accounts.
+/// What each station's AutoDJ plays: the media library, playlists, DJ accounts and listeners'
+/// pending requests.
 #[derive(Debug, Default)]
 pub struct AutoDjInputs {
     pub catalog: db::playlists::AutoDjCatalog,
     /// DJ accounts by station.
     pub djs: BTreeMap<String, Vec<DjSpec>>,
+    /// Pending requests by station, oldest first.
+    pub requests: BTreeMap<String, Vec<RequestSpec>>,
 }
 
 /// The cluster settings a round decides with.
@@ -347,7 +350,7 @@ impl Specs<'_> {
             Role::Relay => (StationRole::Relay, self.origin_url(&s.id)),
         };
         let autodj = (role != StationRole::Relay)
-            .then(|| autodj_spec(s, &self.autodj.catalog, self.autodj.djs.get(&s.id)))
+            .then(|| autodj_spec(s, self.autodj))
             .flatten();
         StationSpec {
             station_id: s.id.clone(),
@@ -533,11 +536,8 @@ fn listener_shares(
 /// The AutoDJ a station's origin runs: its playlists (or, without any, its whole library in
 /// shuffle), always with a rotation so the station never runs out of music, its DJ accounts and
 /// its time zone. `None` when the AutoDJ is off or the library is empty.
-fn autodj_spec(
-    s: &CatalogStation,
-    cat: &db::playlists::AutoDjCatalog,
-    djs: Option<&Vec<DjSpec>>,
-) -> Option<AutoDjSpec> {
+fn autodj_spec(s: &CatalogStation, inputs: &AutoDjInputs) -> Option<AutoDjSpec> {
+    let cat = &inputs.catalog;
     if !s.autodj {
         return None;
     }
@@ -607,8 +607,9 @@ fn autodj_spec(
         timezone: settings.timezone,
         crossfade_ms: u64::from(settings.crossfade_ms),
         live_mount: Some(live_mount),
-        djs: djs.cloned().unwrap_or_default(),
+        djs: inputs.djs.get(&s.id).cloned().unwrap_or_default(),
         playlists,
+        requests: inputs.requests.get(&s.id).cloned().unwrap_or_default(),
     })
 }
 
@@ -641,14 +642,17 @@ mod tests {
             autodj: true,
             art: None,
         };
-        let mut cat = db::playlists::AutoDjCatalog::default();
-        cat.media.insert("stn_1".to_string(), vec![track_row(1)]);
+        let mut inputs = AutoDjInputs::default();
+        inputs
+            .catalog
+            .media
+            .insert("stn_1".to_string(), vec![track_row(1)]);
         for (mounts, live) in [
             (&["/radio.mp3"][..], "/live"),
             (&["/live", "/radio.mp3"][..], "/live-dj"),
             (&["/live", "/live-dj"][..], "/live-dj-2"),
         ] {
-            let spec = autodj_spec(&station(mounts), &cat, None).unwrap();
+            let spec = autodj_spec(&station(mounts), &inputs).unwrap();
             assert_eq!(spec.live_mount.as_deref(), Some(live), "{mounts:?}");
         }
     }

@@ -279,6 +279,8 @@ mod tests {
             live: false,
             streamer: String::new(),
             next_title: None,
+            request_id: None,
+            next_request_id: None,
         };
         s.put_now_playing(&track).await.unwrap();
         s.coordinator()

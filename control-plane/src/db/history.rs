@@ -1,4 +1,5 @@
-//! Song history: every track (or live show) a station's origin node reported playing.
+//! Song history: every track (or live show) a station's origin node reported playing, and which
+//! of them were listeners' requests.
 
 use super::Conn;
 use onda_shared::cluster::proto::TrackPlaying;
@@ -8,7 +9,8 @@ use sqlx::Row as _;
 pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO song_history (station_id, started_at_ms, node_id, title, artist, track_title, \
-         media_sha256, duration_ms, live, streamer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         media_sha256, duration_ms, live, streamer, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (station_id, started_at_ms) DO NOTHING",
     )
     .bind(&t.station_id)
@@ -21,13 +23,14 @@ pub async fn record(conn: &mut Conn, node_id: &str, t: &TrackPlaying) -> Result<
     .bind(t.duration_ms.and_then(|d| i64::try_from(d).ok()))
     .bind(i64::from(t.live))
     .bind(&t.streamer)
+    .bind(&t.request_id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 const COLUMNS: &str = "station_id, started_at_ms, title, artist, track_title, media_sha256, \
-    duration_ms, live, streamer";
+    duration_ms, live, streamer, request_id";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<TrackPlaying, sqlx::Error> {
     Ok(TrackPlaying {
@@ -43,6 +46,8 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<TrackPlaying, sqlx::Error> {
         live: r.try_get::<i64, _>("live")? != 0,
         streamer: r.try_get("streamer")?,
         next_title: None,
+        request_id: r.try_get("request_id")?,
+        next_request_id: None,
     })
 }
 

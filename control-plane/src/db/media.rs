@@ -38,7 +38,7 @@ fn search_text(m: &MediaFile) -> String {
 }
 
 /// A LIKE pattern matching `q` anywhere, with `%`, `_` and the escape character taken literally.
-fn contains_pattern(q: &str) -> String {
+pub(crate) fn contains_pattern(q: &str) -> String {
     let mut p = String::with_capacity(q.len() + 2);
     p.push('%');
     for c in q.to_lowercase().chars() {

@@ -29,6 +29,7 @@ pub mod playlists;
 pub mod presence;
 pub mod realtime_feed;
 pub mod realtime_usage;
+pub mod requests;
 pub mod signing_keys;
 pub mod stations;
 pub mod stream_chat;
@@ -235,6 +236,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         41,
         "cover_art",
         include_str!("../../migrations/0041_cover_art.sql"),
+    ),
+    (
+        42,
+        "song_requests",
+        include_str!("../../migrations/0042_song_requests.sql"),
     ),
 ];
 

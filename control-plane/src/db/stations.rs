@@ -1,12 +1,14 @@
 //! Stations and their mounts. A station's mounts are rewritten as a whole with the station.
 
 use super::{Conn, now, paginate, rfc3339};
-use onda_shared::api::{Mount, Page, Station};
+use onda_shared::api::{Mount, Page, RequestSettings, Station};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "id, tenant_id, name, slug, description, genre, autodj_enabled, \
-    max_listeners, source_password, region, node_labels, created_at, updated_at";
+    max_listeners, source_password, region, node_labels, requests_enabled, \
+    request_track_gap_minutes, request_artist_gap_minutes, request_ip_limit, request_ip_minutes, \
+    created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
     Ok(Station {
@@ -22,9 +24,46 @@ fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
         source_password: row.try_get("source_password")?,
         region: row.try_get("region")?,
         node_labels: super::labels(row, "node_labels")?,
+        requests: requests_from_row(row)?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
+}
+
+fn requests_from_row(row: &AnyRow) -> Result<RequestSettings, sqlx::Error> {
+    let minutes = |column: &str| -> Result<u32, sqlx::Error> {
+        let v: i64 = row.try_get(column)?;
+        u32::try_from(v).map_err(|_| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: format!("{column} is {v}, not a count of minutes or requests").into(),
+        })
+    };
+    Ok(RequestSettings {
+        enabled: row.try_get::<i64, _>("requests_enabled")? != 0,
+        track_gap_minutes: minutes("request_track_gap_minutes")?,
+        artist_gap_minutes: minutes("request_artist_gap_minutes")?,
+        per_ip_limit: minutes("request_ip_limit")?,
+        per_ip_minutes: minutes("request_ip_minutes")?,
+    })
+}
+
+/// Writes the station's request settings (beside the rest of its row).
+async fn write_requests(conn: &mut Conn, s: &Station) -> Result<(), sqlx::Error> {
+    let r = &s.requests;
+    sqlx::query(
+        "UPDATE stations SET requests_enabled = $1, request_track_gap_minutes = $2, \
+         request_artist_gap_minutes = $3, request_ip_limit = $4, request_ip_minutes = $5 \
+         WHERE id = $6",
+    )
+    .bind(i64::from(r.enabled))
+    .bind(i64::from(r.track_gap_minutes))
+    .bind(i64::from(r.artist_gap_minutes))
+    .bind(i64::from(r.per_ip_limit))
+    .bind(i64::from(r.per_ip_minutes))
+    .bind(&s.id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub fn labels_json(labels: &std::collections::BTreeMap<String, String>) -> String {
@@ -145,6 +184,7 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .execute(&mut *conn)
     .await?;
     record_owner(conn, &s.id, &s.tenant_id).await?;
+    write_requests(conn, s).await?;
     write_mounts(conn, s).await?;
     get(conn, &s.id, None)
         .await?
@@ -170,6 +210,7 @@ pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(&s.id)
     .execute(&mut *conn)
     .await?;
+    write_requests(conn, s).await?;
     write_mounts(conn, s).await?;
     get(conn, &s.id, None)
         .await?
@@ -199,7 +240,20 @@ pub async fn delete(
         .execute(&mut *conn)
         .await?;
     super::playlists::delete_for_station(conn, id).await?;
+    super::requests::delete_for_station(conn, id).await?;
     Ok(true)
+}
+
+/// The station a public URL names: by slug, or by id.
+pub async fn by_slug_or_id(conn: &mut Conn, key: &str) -> Result<Option<Station>, sqlx::Error> {
+    let row = sqlx::query("SELECT id FROM stations WHERE slug = $1 OR id = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => get(conn, &r.try_get::<String, _>("id")?, None).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn slug_taken(conn: &mut Conn, slug: &str) -> Result<bool, sqlx::Error> {

@@ -10,7 +10,7 @@ use crate::api::stations::create_for_tenant;
 use crate::db::{self, Db};
 use crate::secrets;
 use anyhow::Context as _;
-use onda_shared::api::{AudioFormat, CreateStation, Mount, Tenant, TenantStatus};
+use onda_shared::api::{AudioFormat, CreateStation, Mount, RequestSettings, Tenant, TenantStatus};
 use std::path::Path;
 
 pub const DEMO_TENANT: &str = "Demo Radio";
@@ -121,6 +121,14 @@ pub(super) async fn ensure_demo(
                 }],
                 region: String::new(),
                 node_labels: Default::default(),
+                // Listeners of the demo may request its few tracks: short gaps.
+                requests: RequestSettings {
+                    enabled: true,
+                    track_gap_minutes: 5,
+                    artist_gap_minutes: 0,
+                    per_ip_limit: 5,
+                    per_ip_minutes: 10,
+                },
             },
         )
         .await

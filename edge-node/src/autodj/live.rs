@@ -48,6 +48,8 @@ pub(super) async fn play(
         live: true,
         streamer: live.info.user.clone(),
         next: None,
+        request_id: None,
+        next_request_id: None,
     };
     super::set_now(now, show(&live.metadata().title));
     let live_format = format_of(&live.info.content_type);

@@ -8,7 +8,10 @@
 //!
 //! One task per AutoDJ owns one source session per output mount for as long as it runs, so
 //! listeners stay connected across tracks. Configuration changes take effect at the next track.
-//! A track that cannot be encoded (missing, not audio) is skipped with a warning.
+//! A track that cannot be encoded (missing, not audio) is skipped with a warning. A change that
+//! arrives while a track plays (a listener's request, an edited playlist) also re-picks the
+//! prepared next track when the schedule no longer wants it, so what is announced as next is
+//! what plays next.
 
 mod crossfade;
 mod live;
@@ -154,6 +157,10 @@ pub struct NowPlaying {
     pub streamer: String,
     /// The ICY title of the track prepared to play next.
     pub next: Option<String>,
+    /// The listener request this track plays for.
+    pub request_id: Option<String>,
+    /// The listener request the track prepared to play next is.
+    pub next_request_id: Option<String>,
 }
 
 fn set_now(now: &Mutex<Option<NowPlaying>>, np: NowPlaying) {
@@ -260,20 +267,31 @@ async fn run(
         let title = track.stream_title();
         tracing::info!(autodj = %cfg.name, playlist = %pick.playlist, "playing {title}");
         let duration = track_duration(track, &cfg.outputs, &files).await;
-        let coming = next.as_ref().map(|(p, _)| p.track.stream_title());
-        set_now(&playing, NowPlaying::track(track, duration, coming));
+        let mut now_playing = NowPlaying::track(track, duration, pick.request.clone());
+        now_playing.set_next(next.as_ref().map(|(p, _)| p));
+        set_now(&playing, now_playing);
         let live = || live::on_air(&feeds, &cfg).is_some();
-        if cfg.crossfade_ms > 0 {
-            let fade = Duration::from_millis(cfg.crossfade_ms);
-            let ended = mixer
-                .play(&outputs, &track.file, &title, fade, &stop, &live)
-                .await;
-            if let crossfade::Ended::Failed(why) = ended {
-                tracing::warn!(autodj = %cfg.name, "skipping track {}: {why}", track.file.display());
+        let playback = async {
+            if cfg.crossfade_ms > 0 {
+                let fade = Duration::from_millis(cfg.crossfade_ms);
+                let ended = mixer
+                    .play(&outputs, &track.file, &title, fade, &stop, &live)
+                    .await;
+                if let crossfade::Ended::Failed(why) = ended {
+                    tracing::warn!(autodj = %cfg.name, "skipping track {}: {why}", track.file.display());
+                }
+            } else {
+                play(&mut outputs, &files, &title, clock, &stop, &live).await;
             }
-        } else {
-            play(&mut outputs, &files, &title, clock, &stop, &live).await;
-        }
+        };
+        let mut upcoming = Upcoming {
+            next: &mut next,
+            schedule: &mut schedule,
+            rng: &mut rng,
+            renditions: &renditions,
+            playing: &playing,
+        };
+        until_played(playback, &mut config, &mut upcoming).await;
     }
     mixer.shutdown().await;
 }
@@ -303,9 +321,66 @@ fn take_next(
     }
 }
 
+/// What a track that plays may change: the next track, prepared meanwhile.
+struct Upcoming<'a> {
+    next: &'a mut Option<(Pick, Prepared)>,
+    schedule: &'a mut Schedule,
+    rng: &'a mut rand::rngs::StdRng,
+    renditions: &'a Arc<render::Renditions>,
+    playing: &'a Mutex<Option<NowPlaying>>,
+}
+
+impl Upcoming<'_> {
+    /// The configuration changed: the prepared pick stays if the schedule still wants it,
+    /// else it goes back and the schedule picks (and encoding starts) again, and now-playing
+    /// names the new next track.
+    fn revise(&mut self, cfg: &AutoDjConfig) {
+        let now = jiff::Timestamp::now();
+        match self.next.take() {
+            Some((pick, p)) if self.schedule.confirm(&pick, cfg, now) => {
+                *self.next = Some((pick, p));
+                return;
+            }
+            Some((stale, _)) => self.schedule.put_back(stale),
+            None => {}
+        }
+        *self.next = self.schedule.next(cfg, now, self.rng).map(|p| {
+            let prepared = prepare(self.renditions, &p.track, cfg);
+            (p, prepared)
+        });
+        if let Some(np) = crate::sync::lock(self.playing).as_mut() {
+            np.set_next(self.next.as_ref().map(|(p, _)| p));
+        }
+    }
+}
+
+/// Waits for `playback` to end, revising the next track at every configuration change
+/// meanwhile.
+async fn until_played(
+    playback: impl std::future::Future<Output = ()>,
+    config: &mut watch::Receiver<AutoDjConfig>,
+    upcoming: &mut Upcoming<'_>,
+) {
+    tokio::pin!(playback);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            () = &mut playback => return,
+            changed = config.changed(), if open => match changed {
+                Ok(()) => {
+                    let cfg = config.borrow_and_update().clone();
+                    upcoming.revise(&cfg);
+                }
+                // The AutoDJ is being removed: its stop token ends the playback.
+                Err(_) => open = false,
+            },
+        }
+    }
+}
+
 impl NowPlaying {
-    /// A playlist track starting now; `next` is the title of the one prepared after it.
-    fn track(track: &TrackConfig, duration: Option<Duration>, next: Option<String>) -> Self {
+    /// A playlist track (or the listener request `request_id`) starting now.
+    fn track(track: &TrackConfig, duration: Option<Duration>, request_id: Option<String>) -> Self {
         NowPlaying {
             title: track.stream_title(),
             artist: track.artist.clone(),
@@ -316,8 +391,16 @@ impl NowPlaying {
             duration,
             live: false,
             streamer: String::new(),
-            next,
+            next: None,
+            request_id,
+            next_request_id: None,
         }
+    }
+
+    /// Names `pick` as the track prepared to play next.
+    fn set_next(&mut self, pick: Option<&Pick>) {
+        self.next = pick.map(|p| p.track.stream_title());
+        self.next_request_id = pick.and_then(|p| p.request.clone());
     }
 }
 

@@ -27,9 +27,14 @@
 //! the rules then; if not, [`Schedule::put_back`] keeps its track as that playlist's next one
 //! (nothing is skipped) and a new pick is made. State moves on only when a track really starts
 //! ([`Schedule::played`]) or cannot be played ([`Schedule::failed`]).
+//!
+//! Listeners' requests (`requests` of the configuration, oldest first) come before every rule:
+//! the first one this schedule has not played is the next track. Each plays once: its id is
+//! remembered until the control plane's queue no longer lists it. A request counts as a song
+//! for the interval playlists.
 
 use super::order::Picker;
-use crate::config::{AutoDjConfig, PlaylistConfig, TrackConfig};
+use crate::config::{AutoDjConfig, PlaylistConfig, RequestConfig, TrackConfig};
 use jiff::{Timestamp, Zoned};
 use onda_shared::domain::{PlaylistKind, TimeOfDay};
 use rand::RngExt as _;
@@ -45,6 +50,8 @@ pub(crate) struct Pick {
     pub playlist: String,
     pub kind: PlaylistKind,
     pub track: TrackConfig,
+    /// The listener request it plays, if it is one.
+    pub request: Option<String>,
 }
 
 /// One station's schedule state, across tracks and configuration changes (kept by playlist
@@ -54,6 +61,8 @@ pub(crate) struct Schedule {
     lists: HashMap<String, ListState>,
     /// The local hour of the last station ID (or of the first track after a start).
     id_hour: Option<HourKey>,
+    /// Requests played (or unplayable) here, while the configuration still lists them.
+    requests_done: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +112,14 @@ impl Schedule {
         now: Timestamp,
         rng: &mut R,
     ) -> Option<Pick> {
+        if let Some(r) = self.next_request(cfg) {
+            return Some(Pick {
+                playlist: String::new(),
+                kind: PlaylistKind::Rotation,
+                track: r.track.clone(),
+                request: Some(r.id.clone()),
+            });
+        }
         let lists = cfg.all_playlists();
         let chosen = match self.due(cfg, &lists, now) {
             Due::StationId => self.by_weight(&lists, PlaylistKind::StationId, now, rng),
@@ -122,12 +139,32 @@ impl Schedule {
             playlist: chosen.name.clone(),
             kind: chosen.kind,
             track,
+            request: None,
         })
+    }
+
+    /// The oldest request of the configuration not played here yet.
+    fn next_request<'a>(&self, cfg: &'a AutoDjConfig) -> Option<&'a RequestConfig> {
+        cfg.requests
+            .iter()
+            .find(|r| !self.requests_done.contains(&r.id))
+    }
+
+    /// Remembers that request `id` is done, forgetting those the configuration dropped.
+    fn request_done(&mut self, id: &str, cfg: &AutoDjConfig) {
+        self.requests_done
+            .retain(|d| cfg.requests.iter().any(|r| &r.id == d));
+        self.requests_done.push(id.to_string());
     }
 
     /// Whether `pick`, made earlier, is still what the rules want at `now` (and still in the
     /// configuration).
     pub(crate) fn confirm(&self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) -> bool {
+        let head = self.next_request(cfg).map(|r| &r.id);
+        if pick.request.is_some() || head.is_some() {
+            // A request waits: only it may play next (and a cleared one no longer).
+            return pick.request.as_ref() == head;
+        }
         let lists = cfg.all_playlists();
         let present = lists.iter().any(|p| {
             p.name == pick.playlist && p.kind == pick.kind && p.tracks.contains(&pick.track)
@@ -142,11 +179,21 @@ impl Schedule {
 
     /// A pick that was not played: its track is its playlist's next one.
     pub(crate) fn put_back(&mut self, pick: Pick) {
+        if pick.request.is_some() {
+            // It is still in the queue, if it was not cleared.
+            return;
+        }
         self.lists.entry(pick.playlist).or_default().held = Some(pick.track);
     }
 
     /// `pick` started playing at `now`.
     pub(crate) fn played(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
+        if let Some(id) = &pick.request {
+            self.request_done(id, cfg);
+            self.count_song(cfg);
+            self.first_hour(cfg, now);
+            return;
+        }
         let state = self.lists.entry(pick.playlist.clone()).or_default();
         state.failed_in_row = 0;
         state.resting_until = None;
@@ -155,18 +202,25 @@ impl Schedule {
                 self.id_hour = Some(HourKey::of(&now.to_zoned(zone(cfg))));
             }
             PlaylistKind::Interval => state.songs_since = 0,
-            PlaylistKind::Rotation | PlaylistKind::Scheduled => {
-                for p in cfg
-                    .playlists
-                    .iter()
-                    .filter(|p| p.kind == PlaylistKind::Interval)
-                {
-                    let s = self.lists.entry(p.name.clone()).or_default();
-                    s.songs_since = s.songs_since.saturating_add(1);
-                }
-            }
+            PlaylistKind::Rotation | PlaylistKind::Scheduled => self.count_song(cfg),
         }
-        // The first track after a start is the hour's: the station does not open with an ID.
+        self.first_hour(cfg, now);
+    }
+
+    /// A song played: every interval playlist is one song closer to its turn.
+    fn count_song(&mut self, cfg: &AutoDjConfig) {
+        for p in cfg
+            .playlists
+            .iter()
+            .filter(|p| p.kind == PlaylistKind::Interval)
+        {
+            let s = self.lists.entry(p.name.clone()).or_default();
+            s.songs_since = s.songs_since.saturating_add(1);
+        }
+    }
+
+    /// The first track after a start is the hour's: the station does not open with an ID.
+    fn first_hour(&mut self, cfg: &AutoDjConfig, now: Timestamp) {
         if self.id_hour.is_none() {
             self.id_hour = Some(HourKey::of(&now.to_zoned(zone(cfg))));
         }
@@ -175,6 +229,11 @@ impl Schedule {
     /// `pick` could not be played (its file is missing or not audio). Once every track of its
     /// playlist failed in a row, the playlist rests for [`REST`] and the rules pass over it.
     pub(crate) fn failed(&mut self, pick: &Pick, cfg: &AutoDjConfig, now: Timestamp) {
+        if let Some(id) = &pick.request {
+            // Not tried again: the queue goes on.
+            self.request_done(id, cfg);
+            return;
+        }
         let len = cfg
             .all_playlists()
             .iter()
@@ -335,6 +394,7 @@ mod tests {
             order: PlayOrder::Sequential,
             tracks: tracks.iter().map(|t| track(t)).collect(),
             playlists,
+            requests: Vec::new(),
         }
     }
 
@@ -686,5 +746,111 @@ mod tests {
             schedule.next(&cfg, later, &mut rng).expect("a").track.title,
             "J"
         );
+    }
+
+    fn request(id: &str, title: &str) -> RequestConfig {
+        RequestConfig {
+            id: id.to_string(),
+            track: track(title),
+        }
+    }
+
+    #[test]
+    fn requests_play_next_in_order_once_each_and_the_rotation_goes_on() {
+        let mut cfg = station("UTC", &["a", "b", "c"], Vec::new());
+        let start = at("2026-03-06T10:00", "UTC");
+        let every = jiff::SignedDuration::from_mins(3);
+        let mut sim = Sim::new();
+        assert_eq!(sim.titles(&cfg, start, every, 2), ["a", "b"]);
+        // Two requests arrive while "b" plays: they come after it, oldest first.
+        cfg.requests = vec![request("r1", "x"), request("r2", "y")];
+        let picks: Vec<Pick> = (2..6)
+            .map(|i| sim.change(&cfg, start + every * i))
+            .collect();
+        let titles: Vec<&str> = picks.iter().map(|p| p.track.title.as_str()).collect();
+        assert_eq!(titles, ["x", "y", "c", "a"]);
+        assert_eq!(picks[0].request.as_deref(), Some("r1"));
+        assert_eq!(picks[1].request.as_deref(), Some("r2"));
+        assert!(picks[2].request.is_none());
+        // The control plane drops the played ones; a new one plays once.
+        cfg.requests = vec![request("r3", "z")];
+        assert_eq!(sim.titles(&cfg, start + every * 6, every, 2), ["z", "b"]);
+    }
+
+    #[test]
+    fn a_request_cleared_before_it_plays_is_not_played_and_a_new_one_replaces_a_prepared_pick() {
+        let mut cfg = station("UTC", &["a", "b", "c"], Vec::new());
+        let now = at("2026-03-06T10:00", "UTC");
+        let mut sim = Sim::new();
+        assert_eq!(sim.change(&cfg, now).track.title, "a");
+        // "b" is prepared; a request arrives: the prepared pick no longer stands.
+        let prepared = sim.prepared.clone().expect("prepared");
+        assert_eq!(prepared.track.title, "b");
+        cfg.requests = vec![request("r1", "x")];
+        assert!(!sim.schedule.confirm(&prepared, &cfg, now));
+        assert_eq!(sim.change(&cfg, now).track.title, "x");
+        // "b" was put back, so nothing of the rotation is skipped.
+        cfg.requests.clear();
+        assert_eq!(sim.change(&cfg, now).track.title, "b");
+        // A request prepared and then cleared gives way to the rotation.
+        cfg.requests = vec![request("r2", "y")];
+        let mut rng = StdRng::seed_from_u64(3);
+        let pick = sim.schedule.next(&cfg, now, &mut rng).expect("pick");
+        assert_eq!(pick.request.as_deref(), Some("r2"));
+        cfg.requests.clear();
+        assert!(!sim.schedule.confirm(&pick, &cfg, now));
+    }
+
+    #[test]
+    fn an_unplayable_request_is_passed_over() {
+        let mut cfg = station("UTC", &["a"], Vec::new());
+        cfg.requests = vec![request("r1", "x"), request("r2", "y")];
+        let now = at("2026-03-06T10:00", "UTC");
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut schedule = Schedule::default();
+        let pick = schedule.next(&cfg, now, &mut rng).expect("pick");
+        schedule.failed(&pick, &cfg, now);
+        let next = schedule.next(&cfg, now, &mut rng).expect("pick");
+        assert_eq!(next.request.as_deref(), Some("r2"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the queue looks like at each change (requests added, played ones dropped
+        /// or not yet), every request plays exactly once, in the order it was queued.
+        #[test]
+        fn every_request_plays_once_in_queue_order(
+            arrivals in proptest::collection::vec(0usize..3, 1..12),
+            lag in proptest::collection::vec(proptest::bool::ANY, 12),
+        ) {
+            let mut cfg = station("UTC", &["a", "b"], Vec::new());
+            let start = at("2026-03-06T10:00", "UTC");
+            let mut sim = Sim::new();
+            let mut queued = 0usize;
+            let mut played: Vec<String> = Vec::new();
+            for (i, n) in arrivals.iter().enumerate() {
+                for _ in 0..*n {
+                    cfg.requests.push(request(&format!("r{queued}"), &format!("t{queued}")));
+                    queued += 1;
+                }
+                let now = start + jiff::SignedDuration::from_mins(3) * i32::try_from(i).expect("i");
+                let pick = sim.change(&cfg, now);
+                if let Some(id) = pick.request {
+                    played.push(id);
+                }
+                // The control plane drops played requests, sometimes a round late.
+                if !lag[i] {
+                    cfg.requests.retain(|r| !played.contains(&r.id));
+                }
+            }
+            // Drain: the rest plays.
+            for i in 0..queued + 1 {
+                let now = start + jiff::SignedDuration::from_hours(1) + jiff::SignedDuration::from_mins(3) * i32::try_from(i).expect("i");
+                if let Some(id) = sim.change(&cfg, now).request {
+                    played.push(id);
+                }
+            }
+            let expected: Vec<String> = (0..queued).map(|i| format!("r{i}")).collect();
+            proptest::prop_assert_eq!(played, expected);
+        }
     }
 }

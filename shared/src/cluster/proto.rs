@@ -203,6 +203,12 @@ pub struct TrackPlaying {
     pub streamer: String,
     /// The ICY title of the track prepared to play next.
     pub next_title: Option<String>,
+    /// The listener request this track plays for (an id from [`AutoDjSpec::requests`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The request the track prepared to play next is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_request_id: Option<String>,
 }
 
 /// The first frame of a media stream: a node opens a further bidirectional stream on its session
@@ -304,7 +310,10 @@ impl DesiredState {
             .iter()
             .filter(|s| matches!(s.role, StationRole::Origin | StationRole::Leaving))
             .filter_map(|s| s.autodj.as_ref())
-            .flat_map(|a| a.playlists.iter().flat_map(|p| &p.tracks))
+            .flat_map(|a| {
+                let requested = a.requests.iter().map(|r| &r.track);
+                a.playlists.iter().flat_map(|p| &p.tracks).chain(requested)
+            })
             .map(|t| (t.sha256.clone(), t.size_bytes))
             .collect()
     }
@@ -378,6 +387,17 @@ pub struct AutoDjSpec {
     #[serde(default)]
     pub djs: Vec<DjSpec>,
     pub playlists: Vec<PlaylistSpec>,
+    /// Listeners' pending requests, oldest first: played after the current track, in this
+    /// order, before the playlists go on. Absent from control planes without requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestSpec>,
+}
+
+/// A listener's request: its id (reported back in [`TrackPlaying::request_id`]) and the track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    pub request_id: String,
+    pub track: TrackSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -633,6 +653,7 @@ mod tests {
                         },
                         playlist("ids", PlaylistKind::StationId, PlayOrder::Sequential),
                     ],
+                    requests: Vec::new(),
                 }),
             }],
             live_streams: Vec::new(),

@@ -60,8 +60,11 @@ async fn seed_plans_and_plan_crud(b: Backend) {
     assert_eq!(
         premium["features"],
         json!({"autodj": true, "scheduling": true, "hls": true, "live_video": true, "messaging": true,
-               "monetization": true, "live_chat": true, "calls": true})
+               "monetization": true, "live_chat": true, "calls": true, "requests": true})
     );
+    // Song requests come with Standard and Premium.
+    assert_eq!(standard["features"]["requests"], true);
+    assert_eq!(basic["features"]["requests"], false);
     // Premium includes 10,000 payments a month, then 5.00 per 1000.
     assert_eq!(
         (
@@ -757,6 +760,9 @@ async fn another_tenants_objects_answer_404_on_every_route(b: Backend) {
                 ("get", "/listen/{station}/{mount}") => &[404, 503],
                 // Public now-playing: anyone may read it (404 until the view has the station).
                 ("get", "/api/nowplaying/{station}") => &[200, 404],
+                // Public song requests: A's station takes none (they are off).
+                ("get", "/api/station/{station}/requests")
+                | ("post", "/api/station/{station}/request/{request_id}") => &[403],
                 // B's own view: its identity and its (empty) station list.
                 ("get", "/v1/me" | "/v1/stations") => &[200],
                 // B may create stations for itself (the empty body is refused before anything).
@@ -1150,6 +1156,11 @@ async fn openapi_lists_every_served_route(b: Backend) {
         ("get", "/art/{sha256}/{size}"),
         ("get", "/art/default.svg"),
         ("get", "/v1/stations/{id}/embed"),
+        ("get", "/api/station/{station}/requests"),
+        ("post", "/api/station/{station}/request/{request_id}"),
+        ("get", "/v1/stations/{id}/requests"),
+        ("delete", "/v1/stations/{id}/requests"),
+        ("delete", "/v1/stations/{id}/requests/{request_id}"),
         ("get", "/v1/stations/{id}/usage"),
         ("get", "/v1/stations/{id}/listeners"),
         ("get", "/v1/prometheus/targets"),

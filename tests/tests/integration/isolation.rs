@@ -584,6 +584,8 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
                     live: false,
                     streamer: String::new(),
                     next_title: None,
+                    request_id: None,
+                    next_request_id: None,
                 },
             ),
         ))

@@ -35,6 +35,7 @@ mod nowplaying;
 mod ogg;
 mod realtime;
 mod realtime_usage;
+mod requests;
 mod station_pages;
 mod stream_chat;
 mod stream_sessions;
