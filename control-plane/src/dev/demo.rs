@@ -121,10 +121,10 @@ pub(super) async fn ensure_demo(
                 }],
                 region: String::new(),
                 node_labels: Default::default(),
-                // Listeners of the demo may request its few tracks: short gaps.
+                // Its three tracks rotate every 4.5 minutes: a gap shorter than that.
                 requests: RequestSettings {
                     enabled: true,
-                    track_gap_minutes: 5,
+                    track_gap_minutes: 2,
                     artist_gap_minutes: 0,
                     per_ip_limit: 5,
                     per_ip_minutes: 10,

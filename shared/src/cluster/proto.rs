@@ -740,6 +740,40 @@ mod tests {
         assert_eq!(decoded, ControlMessage::Desired(state));
     }
 
+    /// Requests travel only when there are some (a state without them is the bytes above), and
+    /// their media are what the node fetches too; a track report names its request only when
+    /// it plays one.
+    #[test]
+    fn requests_travel_in_the_autodj_and_back_in_track_reports() {
+        let mut state = every_kind_of_desired_state();
+        let autodj = state.stations[0].autodj.as_mut().unwrap();
+        let mut track = autodj.playlists[0].tracks[0].clone();
+        track.sha256 = "requested".into();
+        autodj.requests = vec![RequestSpec {
+            request_id: "req_1".into(),
+            track,
+        }];
+        assert!(state.media().contains_key("requested"));
+        let json = serde_json::to_string(&ControlMessage::Desired(state.clone())).unwrap();
+        assert!(
+            json.contains(r#""requests":[{"request_id":"req_1""#),
+            "{json}"
+        );
+        let decoded: ControlMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded, ControlMessage::Desired(state));
+        let report = r#"{"station_id":"s","started_at_ms":1,"title":"A - B","artist":"A",
+            "track_title":"B","media_sha256":null,"duration_ms":null,"live":false,
+            "next_title":null}"#;
+        let t: TrackPlaying = serde_json::from_str(report).unwrap();
+        assert_eq!((t.request_id, t.next_request_id), (None, None));
+        let again = serde_json::to_string(&TrackPlaying {
+            request_id: Some("req_1".into()),
+            ..serde_json::from_str(report).unwrap()
+        })
+        .unwrap();
+        assert!(again.contains(r#""request_id":"req_1""#) && !again.contains("next_request_id"));
+    }
+
     #[test]
     fn heartbeats_of_version_2_still_decode() {
         // A version-2 node's heartbeat has no `rejected`; a version-2 control plane ignores it.
