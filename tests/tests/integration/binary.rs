@@ -172,6 +172,11 @@ async fn dev_mode_serves_demo_data_and_reuses_it() {
         Some(3),
         "{np}: {library}"
     );
+    // The demo station takes song requests: its three tracks are requestable.
+    let slug = info["station_slug"].as_str().expect("station slug");
+    let (status, requestable) = get(&format!("{api}/api/station/{slug}/requests"), "").await;
+    assert_eq!(status, 200, "{requestable}");
+    assert_eq!(requestable["total"], 3, "{requestable}");
     // The money demo; the demo stream is for subscribers, so the creator's playback token
     // opens it (the bare watch_url is refused by the edge).
     let tokens = assert_money_demo(&info).await;
