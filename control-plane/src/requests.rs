@@ -48,21 +48,41 @@ pub enum Refusal {
         minutes: u32,
         retry_after_secs: u32,
     },
+    #[error(
+        "This station already has {MAX_QUEUE} requests waiting, the most it queues; try again \
+         once some have played."
+    )]
+    QueueFull,
 }
 
 const MINUTE_MS: i64 = 60_000;
 
+/// Requests a station holds waiting at most: the queue travels in its origin's desired state,
+/// so listeners from many addresses must not grow it without bound.
+pub const MAX_QUEUE: u64 = 100;
+
+/// What [`admit`] decides from: the station's plays and (not cleared) requests at least as far
+/// back as the longer gap, the times of this listener's requests at least as far back as the
+/// per-address window, and how many requests wait.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub recent: &'a [Recent],
+    pub client: &'a [i64],
+    pub queued: u64,
+}
+
 /// Whether the station takes a request of a track by `artist` with content `sha256` at `now_ms`.
-/// `recent` holds the station's plays and (not cleared) requests at least as far back as the
-/// longer gap; `client` the times of this listener's requests at least as far back as the
-/// per-address window.
 pub fn admit(
     rules: &RequestSettings,
     (sha256, artist): (&str, &str),
-    recent: &[Recent],
-    client: &[i64],
+    facts: Facts<'_>,
     now_ms: i64,
 ) -> Result<(), Refusal> {
+    let Facts {
+        recent,
+        client,
+        queued,
+    } = facts;
     let within = |at: i64, minutes: u32| now_ms - at < i64::from(minutes) * MINUTE_MS;
     let minutes = rules.track_gap_minutes;
     if minutes > 0
@@ -101,6 +121,9 @@ pub fn admit(
             minutes,
             retry_after_secs: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
         });
+    }
+    if queued >= MAX_QUEUE {
+        return Err(Refusal::QueueFull);
     }
     Ok(())
 }
@@ -175,6 +198,36 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    fn ask(
+        r: &RequestSettings,
+        track: (&str, &str),
+        recent: &[Recent],
+        client: &[i64],
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let facts = Facts {
+            recent,
+            client,
+            queued: 0,
+        };
+        admit(r, track, facts, now)
+    }
+
+    #[test]
+    fn a_full_queue_takes_no_more() {
+        let facts = |queued| Facts {
+            recent: &[],
+            client: &[],
+            queued,
+        };
+        assert_eq!(
+            admit(&rules(), ("aa", "A"), facts(MAX_QUEUE - 1), NOW),
+            Ok(())
+        );
+        let full = admit(&rules(), ("aa", "A"), facts(MAX_QUEUE), NOW);
+        assert_eq!(full, Err(Refusal::QueueFull));
+    }
+
     fn rules() -> RequestSettings {
         RequestSettings {
             enabled: true,
@@ -198,7 +251,7 @@ mod tests {
         let r = rules();
         let played = [recent("aa", "Band", 59)];
         assert_eq!(
-            admit(&r, ("aa", "Band"), &played, &[], NOW),
+            ask(&r, ("aa", "Band"), &played, &[], NOW),
             Err(Refusal::TrackGap { minutes: 60 })
         );
         assert_eq!(
@@ -206,13 +259,13 @@ mod tests {
             "This track was played or requested in the last 60 minutes; request another one."
         );
         let long_ago = [recent("aa", "Band", 61)];
-        assert_eq!(admit(&r, ("aa", "Band"), &long_ago, &[], NOW), Ok(()));
+        assert_eq!(ask(&r, ("aa", "Band"), &long_ago, &[], NOW), Ok(()));
         let no_gap = RequestSettings {
             track_gap_minutes: 0,
             artist_gap_minutes: 0,
             ..r
         };
-        assert_eq!(admit(&no_gap, ("aa", "Band"), &played, &[], NOW), Ok(()));
+        assert_eq!(ask(&no_gap, ("aa", "Band"), &played, &[], NOW), Ok(()));
     }
 
     #[test]
@@ -220,7 +273,7 @@ mod tests {
         let r = rules();
         let played = [recent("bb", " the band", 10)];
         assert_eq!(
-            admit(&r, ("aa", "The Band"), &played, &[], NOW),
+            ask(&r, ("aa", "The Band"), &played, &[], NOW),
             Err(Refusal::ArtistGap {
                 artist: "The Band".into(),
                 minutes: 30
@@ -228,9 +281,9 @@ mod tests {
         );
         // Tracks without an artist share no artist.
         let anonymous = [recent("bb", "", 10)];
-        assert_eq!(admit(&r, ("aa", ""), &anonymous, &[], NOW), Ok(()));
+        assert_eq!(ask(&r, ("aa", ""), &anonymous, &[], NOW), Ok(()));
         assert_eq!(
-            admit(
+            ask(
                 &r,
                 ("aa", "Other"),
                 &[recent("bb", "The Band", 31)],
@@ -246,7 +299,7 @@ mod tests {
         let r = rules();
         let client = [NOW - 9 * MINUTE_MS, NOW - MINUTE_MS];
         assert_eq!(
-            admit(&r, ("aa", "Band"), &[], &client, NOW),
+            ask(&r, ("aa", "Band"), &[], &client, NOW),
             Err(Refusal::PerIp {
                 limit: 2,
                 minutes: 10,
@@ -254,7 +307,7 @@ mod tests {
             })
         );
         let older = [NOW - 11 * MINUTE_MS, NOW - MINUTE_MS];
-        assert_eq!(admit(&r, ("aa", "Band"), &[], &older, NOW), Ok(()));
+        assert_eq!(ask(&r, ("aa", "Band"), &[], &older, NOW), Ok(()));
     }
 
     #[test]
@@ -303,7 +356,7 @@ mod tests {
             for (track, wait_s) in asks {
                 now += wait_s * 1000;
                 let sha = format!("t{track}");
-                if admit(&r, (&sha, "A"), &taken, &client, now).is_ok() {
+                if ask(&r, (&sha, "A"), &taken, &client, now).is_ok() {
                     taken.push(Recent { sha256: sha, artist: "A".into(), at_ms: now });
                     client.push(now);
                 }

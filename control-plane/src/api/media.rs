@@ -409,6 +409,8 @@ pub async fn delete(
     let sha256 = db::media::delete(&mut tx, &station.id, &media_id)
         .await?
         .ok_or_else(|| media_not_found(&id, &media_id))?;
+    // Its pending requests can no longer play.
+    db::requests::clear_of_media(&mut tx, &station.id, &media_id).await?;
     tx.commit().await?;
     st.media
         .remove_if_unreferenced(&refs, &st.db, &sha256)

@@ -35,6 +35,10 @@ impl From<Refusal> for ApiError {
             Refusal::TrackGap { .. } | Refusal::ArtistGap { .. } => {
                 ApiError::Conflict(r.to_string())
             }
+            Refusal::QueueFull => ApiError::TooManyRequests {
+                detail: r.to_string(),
+                retry_after_secs: 60,
+            },
         }
     }
 }
@@ -181,7 +185,13 @@ pub async fn request(
         now - rules::client_window_ms(s),
     )
     .await?;
-    rules::admit(s, (&track.sha256, &track.artist), &recent, &mine, now)?;
+    let queued = db::requests::pending_count(&mut tx, &station.id).await?;
+    let facts = rules::Facts {
+        recent: &recent,
+        client: &mine,
+        queued,
+    };
+    rules::admit(s, (&track.sha256, &track.artist), facts, now)?;
     db::requests::insert(&mut tx, &station.id, &track, &client, now).await?;
     tx.commit().await?;
     let what = match track.artist.is_empty() {

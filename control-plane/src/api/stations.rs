@@ -256,6 +256,7 @@ pub async fn update(
     if let Some(l) = &req.node_labels {
         s.node_labels = validate::labels("node_labels", l)?;
     }
+    let taking_requests = s.requests.enabled;
     if let Some(r) = &req.requests {
         s.requests = r.apply(s.requests);
         validate::requests(&plan, &s.requests)?;
@@ -268,6 +269,10 @@ pub async fn update(
         Err(e) => return Err(e.into()),
     };
     renditions_fit(&mut tx, &plan, &tenant.id, &saved).await?;
+    if taking_requests && !saved.requests.enabled {
+        // Off means off: what waited would otherwise play whenever they are turned on again.
+        db::requests::clear_pending(&mut tx, &saved.id).await?;
+    }
     tx.commit().await?;
     Ok(Json(saved))
 }

@@ -246,6 +246,35 @@ pub async fn clear(conn: &mut Conn, station_id: &str, id: &str) -> Result<bool, 
     Ok(done.rows_affected() > 0)
 }
 
+/// Clears the pending requests of a media file (deleted from the library).
+pub async fn clear_of_media(
+    conn: &mut Conn,
+    station_id: &str,
+    media_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE song_requests SET state = 'cleared' WHERE station_id = $1 AND media_id = $2 \
+         AND state = 'pending'",
+    )
+    .bind(station_id)
+    .bind(media_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How many requests of the station wait.
+pub async fn pending_count(conn: &mut Conn, station_id: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM song_requests WHERE station_id = $1 AND state = 'pending'",
+    )
+    .bind(station_id)
+    .fetch_one(conn)
+    .await?
+    .try_get("n")?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Clears every pending request of the station; how many.
 pub async fn clear_pending(conn: &mut Conn, station_id: &str) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(

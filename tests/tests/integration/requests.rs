@@ -339,6 +339,25 @@ async fn a_request_plays_next_and_is_kept_in_the_history(b: Backend) {
         .await;
     assert_eq!(rest["items"][0]["title"], "Third", "{rest}");
     assert!(rest["next_cursor"].is_null(), "{rest}");
+    // A cleared request leaves the gap free; turning requests off clears what waits.
+    assert_eq!(public(cp, Method::POST, &ask(&ids["Third"])).await.0, 200);
+    let off = json!({"requests": {"enabled": false}});
+    assert_eq!(
+        cp.tenant_call(&key, Method::PATCH, &station_path, Some(off))
+            .await
+            .0,
+        200
+    );
+    let (_, pending) = cp
+        .tenant_call(
+            &key,
+            Method::GET,
+            &format!("{requests}?state=pending"),
+            None,
+        )
+        .await;
+    assert_eq!(pending["items"], json!([]), "{pending}");
+    assert_eq!(public(cp, Method::POST, &ask(&ids["Third"])).await.0, 403);
     // The history API names the request a play was for.
     let (_, history) = cp
         .tenant_call(
