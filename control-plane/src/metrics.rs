@@ -10,6 +10,8 @@ pub struct Metrics {
     latency: HistogramVec,
     /// User tokens checked, by `outcome` (accepted or why refused).
     user_tokens: IntCounterVec,
+    /// Listeners' song requests, by `outcome` (accepted, or why refused).
+    song_requests: IntCounterVec,
     pub cluster: ClusterMetrics,
     pub nowplaying: NowPlayingMetrics,
     pub media: MediaMetrics,
@@ -699,6 +701,17 @@ impl Metrics {
             user_tokens.with_label_values(&[outcome]);
         }
         registry.register(Box::new(user_tokens.clone()))?;
+        let song_requests = IntCounterVec::new(
+            Opts::new(
+                "onda_song_requests_total",
+                "Listeners' song requests, by outcome: accepted, or the rule that refused them",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in crate::requests::Refusal::OUTCOMES {
+            song_requests.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(song_requests.clone()))?;
         let cluster = ClusterMetrics::new(&registry)?;
         let nowplaying = NowPlayingMetrics::new(&registry)?;
         let media = MediaMetrics::new(&registry)?;
@@ -710,6 +723,7 @@ impl Metrics {
             requests,
             latency,
             user_tokens,
+            song_requests,
             cluster,
             nowplaying,
             media,
@@ -733,6 +747,12 @@ impl Metrics {
     pub fn user_token_checked(&self, refused: Option<&crate::users::Refused>) {
         let outcome = refused.map_or("accepted", crate::users::Refused::outcome);
         self.user_tokens.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts one song request that got as far as the rules: `None` when it was taken.
+    pub fn song_request(&self, refused: Option<&crate::requests::Refusal>) {
+        let outcome = refused.map_or("accepted", crate::requests::Refusal::outcome);
+        self.song_requests.with_label_values(&[outcome]).inc();
     }
 
     /// Counts what a billing run did.

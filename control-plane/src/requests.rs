@@ -57,6 +57,26 @@ pub enum Refusal {
 
 const MINUTE_MS: i64 = 60_000;
 
+impl Refusal {
+    /// The `outcome` label values of `onda_song_requests_total`, "accepted" first.
+    pub const OUTCOMES: [&'static str; 5] = [
+        "accepted",
+        "track_gap",
+        "artist_gap",
+        "per_ip",
+        "queue_full",
+    ];
+
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::TrackGap { .. } => "track_gap",
+            Refusal::ArtistGap { .. } => "artist_gap",
+            Refusal::PerIp { .. } => "per_ip",
+            Refusal::QueueFull => "queue_full",
+        }
+    }
+}
+
 /// Requests a station holds waiting at most: the queue travels in its origin's desired state,
 /// so listeners from many addresses must not grow it without bound.
 pub const MAX_QUEUE: u64 = 100;

@@ -129,6 +129,7 @@ pub async fn list_requestable(
                 album: m.album,
                 art: String::new(),
             },
+            request_url: format!("/api/station/{}/request/{}", station.slug, m.media_id),
             request_id: m.media_id,
         })
         .collect();
@@ -191,7 +192,9 @@ pub async fn request(
         client: &mine,
         queued,
     };
-    rules::admit(s, (&track.sha256, &track.artist), facts, now)?;
+    let decided = rules::admit(s, (&track.sha256, &track.artist), facts, now);
+    st.metrics.song_request(decided.as_ref().err());
+    decided?;
     db::requests::insert(&mut tx, &station.id, &track, &client, now).await?;
     tx.commit().await?;
     let what = match track.artist.is_empty() {

@@ -66,6 +66,8 @@ impl RequestSettingsPatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RequestableSong {
     pub request_id: String,
+    /// The path to `POST` to request it (`/api/station/{slug}/request/{request_id}`).
+    pub request_url: String,
     pub song: Song,
 }
 

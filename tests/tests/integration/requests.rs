@@ -192,6 +192,10 @@ async fn a_request_plays_next_and_is_kept_in_the_history(b: Backend) {
     assert_eq!(text(&found["items"][0]), "Req One - Second", "{found}");
     let first = &all["items"][0];
     assert_eq!(first["request_id"], ids["First"].as_str());
+    assert_eq!(
+        first["request_url"],
+        format!("/api/station/{slug}/request/{}", ids["First"])
+    );
     let song_id = first["song"]["id"].as_str().expect("song id").to_string();
     assert_eq!(song_id.len(), 32, "{first}");
 
@@ -339,6 +343,22 @@ async fn a_request_plays_next_and_is_kept_in_the_history(b: Backend) {
         .await;
     assert_eq!(rest["items"][0]["title"], "Third", "{rest}");
     assert!(rest["next_cursor"].is_null(), "{rest}");
+    // Every decision is counted by its outcome.
+    let text = onda_shared::http::get(&format!("{}/metrics", cp.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for (outcome, n) in [
+        ("accepted", 3),
+        ("track_gap", 1),
+        ("artist_gap", 1),
+        ("per_ip", 1),
+    ] {
+        let line = format!("onda_song_requests_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(text.contains(&line), "{line} missing");
+    }
     // A cleared request leaves the gap free; turning requests off clears what waits.
     assert_eq!(public(cp, Method::POST, &ask(&ids["Third"])).await.0, 200);
     let off = json!({"requests": {"enabled": false}});
