@@ -33,3 +33,5 @@ CREATE TABLE song_requests (
 CREATE INDEX song_requests_station ON song_requests (station_id, requested_at_ms);
 CREATE INDEX song_requests_state ON song_requests (state, station_id, requested_at_ms);
 CREATE INDEX song_requests_client ON song_requests (station_id, client_hash, requested_at_ms);
+-- The requestable library asks, per file, which kinds of playlist hold it.
+CREATE INDEX playlist_items_media ON playlist_items (media_id);
