@@ -13,7 +13,7 @@ use crate::requests::{self as rules, Refusal};
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use onda_shared::api::{
     Page, Problem, RequestAccepted, RequestableParams, RequestableSong, RequestableSongs,
     RequestsCleared, Song, SongRequest, SongRequestParams, Station, TenantStatus,
@@ -93,6 +93,7 @@ async fn id_key(conn: &mut db::Conn) -> ApiResult<Vec<u8>> {
               (status = 404, body = Problem)))]
 pub async fn list_requestable(
     State(st): State<AppState>,
+    headers: HeaderMap,
     ApiPath(station): ApiPath<String>,
     ApiQuery(p): ApiQuery<RequestableParams>,
 ) -> ApiResult<Json<RequestableSongs>> {
@@ -114,6 +115,12 @@ pub async fn list_requestable(
     let key = id_key(&mut conn).await?;
     let (rows, total) =
         db::requests::requestable(&mut conn, &station.id, &q, page, per_page).await?;
+    // Pictures as the now-playing JSON shows them: absolute, on the address the client used.
+    let base = super::nowplaying::base_url(&headers);
+    let art = |sha: Option<&str>| match sha {
+        Some(sha) => format!("{base}{}", crate::media::art::path(sha, 500)),
+        None => format!("{base}/art/default.svg"),
+    };
     let items = rows
         .into_iter()
         .map(|m| RequestableSong {
@@ -126,8 +133,8 @@ pub async fn list_requestable(
                 },
                 artist: m.artist,
                 title: m.title,
+                art: art(m.art_sha256.as_deref()),
                 album: m.album,
-                art: String::new(),
             },
             request_url: format!("/api/station/{}/request/{}", station.slug, m.media_id),
             request_id: m.media_id,

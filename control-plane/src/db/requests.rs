@@ -19,7 +19,13 @@ pub struct Requestable {
     pub artist: String,
     pub title: String,
     pub album: String,
+    /// Its cover picture, else the station's default one (content hashes).
+    pub art_sha256: Option<String>,
 }
+
+/// The file's picture, else its station's default one.
+const ART: &str = "COALESCE(m.art_sha256, (SELECT s.art_sha256 FROM stations s \
+     WHERE s.id = m.station_id)) AS art";
 
 /// The SQL condition (over `media_files m`) that makes a file requestable.
 const REQUESTABLE: &str = "(NOT EXISTS (SELECT 1 FROM playlist_items i JOIN playlists p \
@@ -34,6 +40,7 @@ fn requestable_row(r: &sqlx::any::AnyRow) -> Result<Requestable, sqlx::Error> {
         artist: r.try_get("artist")?,
         title: r.try_get("title")?,
         album: r.try_get("album")?,
+        art_sha256: r.try_get("art")?,
     })
 }
 
@@ -60,7 +67,7 @@ pub async fn requestable(
         .await?
         .try_get("n")?;
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT m.id, m.sha256, m.artist, m.title, m.album {filter} \
+        "SELECT m.id, m.sha256, m.artist, m.title, m.album, {ART} {filter} \
          ORDER BY m.artist, m.title, m.id LIMIT $4 OFFSET $5"
     ));
     let rows = sqlx::query(sql)
@@ -82,7 +89,7 @@ pub async fn requestable_one(
     media_id: &str,
 ) -> Result<Option<Requestable>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT m.id, m.sha256, m.artist, m.title, m.album FROM media_files m \
+        "SELECT m.id, m.sha256, m.artist, m.title, m.album, {ART} FROM media_files m \
          WHERE m.station_id = $1 AND m.id = $2 AND {REQUESTABLE}"
     ));
     let row = sqlx::query(sql)

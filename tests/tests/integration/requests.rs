@@ -198,6 +198,12 @@ async fn a_request_plays_next_and_is_kept_in_the_history(b: Backend) {
     );
     let song_id = first["song"]["id"].as_str().expect("song id").to_string();
     assert_eq!(song_id.len(), 32, "{first}");
+    // No embedded picture: the default one, as now-playing shows it.
+    assert_eq!(
+        first["song"]["art"],
+        format!("{}/art/default.svg", cp.api),
+        "{first}"
+    );
 
     // The station plays its rotation; a listener requests "First".
     let np = wait_for(
