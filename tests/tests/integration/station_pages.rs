@@ -6,6 +6,8 @@
 //! another origin plays and shows the cover, in the light and the dark theme, its page, script
 //! and styles under 60 KB. On a two-node `onda dev`: the node carrying the demo station is
 //! SIGKILLed while the page plays, and the player resumes by itself through the redirector.
+//! On the one-node cluster a listener also requests a song on the page: it shows as the next
+//! song, then plays, and the same request again is refused with its reason.
 //! Also the server side: the root page, a station that does not exist, the embed snippet.
 //! Screenshots are kept in the browser process's directory (its path is printed).
 
@@ -84,6 +86,19 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
         .map(|f| f["id"].as_str().expect("id"))
         .collect();
     cp.rotation(&key, &sid, "Loop", &ids).await;
+    // A fourth track plays only when a listener requests it (song requests on, 60-minute gap).
+    let fourth =
+        onda_tests::edge::make_track(dir.path(), "fourth.mp3", 770, 6, "Pages", "Fourth").await;
+    cp.upload_files(&key, &sid, &[fourth]).await;
+    let (s, body) = cp
+        .tenant_call(
+            &key,
+            Method::PATCH,
+            &format!("/v1/stations/{sid}"),
+            Some(json!({"requests": {"enabled": true, "track_gap_minutes": 60}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
     // Every track shows a picture: its own, or the station's default.
     let logo = onda_tests::media::make_png(dir.path(), "logo", 300, 300).await;
     let (s, body) = cp
@@ -191,7 +206,7 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
     assert!(not_modified > 0, "no 304 in 5 tries");
 
     let (out, report) = browser(
-        &json!({"api": cp.api, "slug": slug, "mode": "page"}),
+        &json!({"api": cp.api, "slug": slug, "mode": "page", "request": "Pages - Fourth"}),
         &format!("station-pages-{b:?}").to_lowercase(),
     )
     .await;
@@ -223,6 +238,17 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
     assert_eq!(change["navigations"], 1, "no reload: {report}");
     // Shown within 2 s of the track's start (its start is known to the second, hence 3 s).
     assert!(change["lag_ms"].as_i64() < Some(3000), "{report}");
+    // A listener's request: announced as next, then playing; the same again is refused.
+    let requested = &steps["request_shows_as_next_and_plays"];
+    assert!(requested.is_object(), "{report}");
+    assert!(requested.get("error").is_none(), "{report}");
+    let refused = steps["same_request_inside_the_gap_is_refused"]["refused"]
+        .as_str()
+        .expect(&report);
+    assert_eq!(
+        refused, "This track was played or requested in the last 60 minutes; request another one.",
+        "{report}"
+    );
     for theme in ["light", "dark"] {
         let e = &steps[format!("embed_{theme}_plays_and_shows_the_cover")];
         assert!(e["current_time"].as_f64() > Some(2.0), "{theme}: {report}");
