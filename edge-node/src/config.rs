@@ -40,6 +40,8 @@ pub struct EdgeConfig {
     pub rtmp: RtmpConfig,
     /// How live streams are cut into HLS.
     pub hls: HlsConfig,
+    /// The mounts' audio as HLS (packed MP3/AAC segments), beside the Icecast stream.
+    pub audio_hls: AudioHlsConfig,
     /// Live video streams publishers may push over RTMP, each with its stream key.
     pub live_streams: Vec<LiveStreamConfig>,
 }
@@ -96,6 +98,33 @@ impl Default for HlsConfig {
             part_ms: 500,
             window: 6,
             viewer_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioHlsConfig {
+    /// Serve every MP3 and AAC mount as HLS too, at `/hls-audio{mount}/index.m3u8` (Ogg mounts
+    /// answer 404 there, saying why).
+    pub enabled: bool,
+    /// Target segment duration: segments are cut on a frame boundary at or below it, and where
+    /// the title changes.
+    pub segment_ms: u64,
+    /// Segments the playlist lists (memory holds three more per mount).
+    pub window: u64,
+    /// An HLS listener (a session) ends after this long without a playlist request; at least
+    /// twice `segment_ms`, since players reload the playlist about once per segment.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for AudioHlsConfig {
+    fn default() -> Self {
+        AudioHlsConfig {
+            enabled: true,
+            segment_ms: 4000,
+            window: 6,
+            session_timeout_ms: 12_000,
         }
     }
 }
@@ -663,12 +692,34 @@ impl EdgeConfig {
         self.check_autodj()?;
         self.check_relays()?;
         self.check_rtmp_and_hls()?;
+        self.check_audio_hls()?;
         self.check_live_streams()?;
         Ok(Validated {
             listen: self.http.listen,
             rtmp: self.rtmp.listen,
             config: self,
         })
+    }
+
+    /// The audio HLS settings in their ranges.
+    fn check_audio_hls(&self) -> Result<(), ConfigError> {
+        let a = &self.audio_hls;
+        let checks = [
+            ("audio_hls.segment_ms", a.segment_ms, 1000, 10_000),
+            ("audio_hls.window", a.window, 3, 30),
+            (
+                "audio_hls.session_timeout_ms",
+                a.session_timeout_ms,
+                2 * a.segment_ms,
+                600_000,
+            ),
+        ];
+        for (key, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                invalid!(key, "{key} = {v} must be between {lo} and {hi}");
+            }
+        }
+        Ok(())
     }
 
     /// Each limit in its range, and the burst smaller than the queue.

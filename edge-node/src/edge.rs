@@ -2,6 +2,7 @@
 //! registry and the live streams' HLS, the RTMP ingest, the relays and AutoDJs, all reading one
 //! current configuration. [`Edge`] is what the agent and `onda edge` use.
 
+use crate::audio_hls::{self, AudioHls};
 use crate::autodj::{AutoDjs, NowPlaying};
 use crate::config::{ConfigError, Current, EdgeConfig};
 use crate::http::{self, Answer, Request, reply, respond};
@@ -87,6 +88,7 @@ struct Front {
     registry: Arc<Registry>,
     icecast: Arc<Icecast>,
     live: Arc<Live>,
+    audio_hls: AudioHls,
     relays: Relays,
     autodjs: AutoDjs,
     shutdown: CancellationToken,
@@ -144,6 +146,12 @@ impl Edge {
                 shutdown.clone(),
             )),
             live: Arc::new(Live::default()),
+            audio_hls: AudioHls::new(
+                registry.clone(),
+                config.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ),
             relays: Relays::default(),
             autodjs: AutoDjs::default(),
             config,
@@ -274,12 +282,13 @@ impl Edge {
 
 impl Front {
     /// Makes `config` current in every part, in the order the parts read each other: mounts
-    /// and live streams first, then the configuration they read, then the relays and AutoDJs
-    /// that feed the mounts.
+    /// and live streams first, then the configuration they read, then the mounts' HLS, the
+    /// relays and the AutoDJs that feed the mounts.
     fn apply(&self, config: EdgeConfig) {
         self.registry.apply(&config);
         self.live.sync(&config, &self.metrics);
         self.config.set(config);
+        self.audio_hls.sync();
         self.relays.sync(&self.icecast);
         let feeds = Feeds::new(self.registry.clone(), self.config.clone());
         self.autodjs
@@ -375,6 +384,12 @@ impl http::Service for Front {
                     icecast::admin::serve(&mut req, self.icecast.clone()).await;
                 }
             }
+            ("GET" | "HEAD", Route::AudioHls) => {
+                let span = tracing::info_span!("hls-audio", path = %req.head.path);
+                audio_hls::serve::serve(&mut req, &self.audio_hls)
+                    .instrument(span)
+                    .await;
+            }
             ("GET" | "HEAD", Route::Hls) => {
                 let name = req.head.path.split('/').nth(2).unwrap_or_default();
                 let span = tracing::info_span!("hls", stream = %name);
@@ -429,13 +444,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Admin,
+    AudioHls,
     Hls,
     Mount,
 }
 
 /// The edge's own paths are those of `onda_shared::paths` (the rule the API and the edge's
 /// configuration check refuse mounts by): its reserved whole paths and everything under the
-/// `admin` segment are the admin routes, everything under `hls` the live streams.
+/// `admin` segment are the admin routes, everything under `hls` the live streams, everything
+/// under `hls-audio` the mounts' HLS.
 fn route(path: &str) -> Route {
     use onda_shared::paths::{RESERVED_PATHS, reserved};
     let first = path
@@ -446,6 +463,8 @@ fn route(path: &str) -> Route {
         Route::Mount
     } else if first == "hls" {
         Route::Hls
+    } else if first == "hls-audio" {
+        Route::AudioHls
     } else {
         debug_assert!(first == "admin" || RESERVED_PATHS.contains(&path), "{path}");
         Route::Admin
@@ -473,6 +492,10 @@ mod tests {
         }
         assert_eq!(route("/admin/metadata"), Route::Admin);
         assert_eq!(route("/hls/show/index.m3u8"), Route::Hls);
+        assert_eq!(
+            route("/hls-audio/demo/radio.mp3/index.m3u8"),
+            Route::AudioHls
+        );
         for p in [
             "/administration-radio/x.mp3",
             "/hlsx",

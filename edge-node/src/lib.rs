@@ -8,7 +8,8 @@
 //! Layers, each using only those below it (`scripts/modcycles.py edge-node/src` checks):
 //! - [`edge`]: one `Edge` composing the rest, and the routing of requests;
 //! - `icecast` (sources, listeners, admin, relays) over `registry` (the mounts); `live` (RTMP
-//!   ingest, HLS, its own registry of streams); `autodj`, feeding mounts through
+//!   ingest, HLS, its own registry of streams); `audio_hls` (the mounts cut into HLS segments,
+//!   HLS listeners as sessions in the mounts' listener tables); `autodj`, feeding mounts through
 //!   `registry::Feeds`;
 //! - `mount` (one mount's sessions and listeners), `auth` (source logins);
 //! - `http` (accept loop, limits, request heads, responses), `config`, `metrics`, `usage`,
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod audio_hls;
 mod auth;
 mod autodj;
 pub mod config;

@@ -33,6 +33,19 @@ pub(crate) struct EdgeMetrics {
     pub password_verifications: IntCounter,
     /// Source logins refused because every password check was busy or a lockout held.
     pub login_throttled: IntCounter,
+    pub audio_hls: AudioHlsCounters,
+}
+
+/// The mounts' audio HLS, over every mount (per-mount listeners and bytes are in the mount's
+/// own series, HLS listeners counted with Icecast ones).
+#[derive(Debug, Clone)]
+pub(crate) struct AudioHlsCounters {
+    pub sessions: IntGauge,
+    pub playlists: IntCounter,
+    pub segments_served: IntCounter,
+    pub segments_made: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub refused: IntCounter,
 }
 
 /// One live stream's series.
@@ -109,6 +122,36 @@ impl EdgeMetrics {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
             Ok(c)
+        };
+        let audio_hls = AudioHlsCounters {
+            sessions: {
+                let g = IntGauge::new(
+                    "onda_edge_audio_hls_sessions",
+                    "HLS listeners of the mounts now (sessions with a playlist request within audio_hls.session_timeout_ms)",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            playlists: counter(
+                "onda_edge_audio_hls_playlist_requests_total",
+                "Audio HLS playlists served",
+            )?,
+            segments_served: counter(
+                "onda_edge_audio_hls_segment_requests_total",
+                "Audio HLS segments served",
+            )?,
+            segments_made: counter(
+                "onda_edge_audio_hls_segments_total",
+                "Audio HLS segments cut from the mounts' streams",
+            )?,
+            bytes_sent: counter(
+                "onda_edge_audio_hls_bytes_sent_total",
+                "Audio HLS bytes (playlists and segments) sent",
+            )?,
+            refused: counter(
+                "onda_edge_audio_hls_refusals_total",
+                "Audio HLS listeners refused by a mount's or station's listener limit",
+            )?,
         };
         Ok(EdgeMetrics {
             listeners: gauge_vec("onda_edge_listeners", "Listeners connected to a mount")?,
@@ -203,6 +246,7 @@ impl EdgeMetrics {
                 "onda_edge_login_throttled_total",
                 "Source logins refused unchecked: every password check busy, or a lockout after failures",
             )?,
+            audio_hls,
             registry,
         })
     }

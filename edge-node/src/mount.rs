@@ -645,6 +645,12 @@ impl Mount {
     }
 
     pub(crate) fn remove_listener(&self, id: u64) -> Option<ListenerEntry> {
+        self.remove_listener_at(id, Instant::now())
+    }
+
+    /// Removes a listener whose listening ended at `end` (an HLS session, noticed gone after
+    /// its timeout): its time counts up to `end`.
+    pub(crate) fn remove_listener_at(&self, id: u64, end: Instant) -> Option<ListenerEntry> {
         let mut table = lock(&self.listeners);
         let e = table.remove(&id);
         if let Some(e) = &e {
@@ -652,7 +658,7 @@ impl Mount {
                 g.release();
             }
             if !e.relay {
-                self.usage.leave(e.since.elapsed());
+                self.usage.leave(end.saturating_duration_since(e.since));
             }
         }
         self.counters

@@ -4,20 +4,21 @@
 //! picks free paths for what it generates, such as a station's live DJ mount).
 //!
 //! An edge answers some paths itself: everything under the segments in [`RESERVED_SEGMENTS`]
-//! (`/admin`, `/admin/…`, `/hls/…`) and the exact paths in [`RESERVED_PATHS`]. Reserved prefixes
+//! (`/admin`, `/admin/…`, `/hls/…`, `/hls-audio/…`) and the exact paths in [`RESERVED_PATHS`]. Reserved prefixes
 //! are whole path segments: `/administration-radio/x.mp3` is a mount, `/admin/x` is not.
 
-/// First path segments the edge serves itself: its admin routes and live streams' HLS.
-pub const RESERVED_SEGMENTS: &[&str] = &["admin", "hls"];
+/// First path segments the edge serves itself: its admin routes, live streams' HLS and the
+/// mounts' audio HLS (`/hls-audio{mount}/index.m3u8`).
+pub const RESERVED_SEGMENTS: &[&str] = &["admin", "hls", "hls-audio"];
 
 /// Whole paths the edge serves itself.
 pub const RESERVED_PATHS: &[&str] = &["/status-json.xsl", "/metrics", "/healthz", "/readyz"];
 
 /// The rule in one sentence, for error messages.
 pub const RULE: &str = "an edge node answers /admin and /admin/…, /hls/… (live streams), \
-     /status-json.xsl, /metrics, /healthz and /readyz itself, so no mount may be one of these \
-     paths or lie under the segments admin or hls (a station's mounts lie under its slug, so the \
-     slugs admin and hls are taken)";
+     /hls-audio/… (mounts as HLS), /status-json.xsl, /metrics, /healthz and /readyz itself, so \
+     no mount may be one of these paths or lie under the segments admin, hls or hls-audio (a \
+     station's mounts lie under its slug, so the slugs admin, hls and hls-audio are taken)";
 
 /// Longest edge path (station slug and mount path together).
 pub const MAX_EDGE_PATH: usize = 128;
@@ -123,6 +124,7 @@ mod tests {
             "/admin/stats",
             "/hls",
             "/hls/demo-live/x.mp3",
+            "/hls-audio/demo/radio.mp3",
             "/status-json.xsl",
             "/metrics",
             "/healthz",
@@ -133,6 +135,7 @@ mod tests {
         }
         assert!(check_station_slug("hls").is_err());
         assert!(check_station_slug("admin").is_err());
+        assert!(check_station_slug("hls-audio").is_err());
         assert!(check_station_slug("administration-radio").is_ok());
     }
 
