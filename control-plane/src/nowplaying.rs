@@ -31,6 +31,7 @@ use onda_shared::api::{
     NowPlayingStation, PlayedSong, Song,
 };
 use onda_shared::cluster::proto::TrackPlaying;
+use onda_shared::domain::AudioFormat;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -756,11 +757,16 @@ impl Hub {
         let mounts: Vec<NowPlayingMount> = station
             .mounts
             .iter()
-            .map(|(path, format, kbps)| NowPlayingMount {
-                name: path.clone(),
-                url: format!("{base}/listen/{}{path}", station.slug),
-                format: *format,
-                bitrate: *kbps,
+            .map(|(path, format, kbps)| {
+                let url = format!("{base}/listen/{}{path}", station.slug);
+                NowPlayingMount {
+                    name: path.clone(),
+                    hls_url: matches!(format, AudioFormat::Mp3 | AudioFormat::Aac)
+                        .then(|| format!("{url}.m3u8")),
+                    url,
+                    format: *format,
+                    bitrate: *kbps,
+                }
             })
             .collect();
         NowPlaying {

@@ -663,6 +663,10 @@ pub struct NowPlayingStation {
 pub struct NowPlayingMount {
     pub name: String,
     pub url: String,
+    /// The mount as HLS through the redirector (`{url}.m3u8`), for MP3 and AAC mounts; none
+    /// for Ogg (Opus) mounts.
+    #[serde(default)]
+    pub hls_url: Option<String>,
     pub format: AudioFormat,
     pub bitrate: u32,
 }

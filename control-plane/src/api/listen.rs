@@ -1,7 +1,9 @@
 //! The listener redirector: public URLs that stay the same whichever node carries a station.
 //! `GET /listen/{station}/{mount}` answers 302 to the least-loaded live edge with the mount on
 //! the air; `…/{mount}.m3u` and `.pls` list every such edge so players fail over by themselves;
-//! 503 with `Retry-After` when no edge has it on the air (a failover in progress).
+//! `…/{mount}.m3u8` answers 302 to the mount's HLS playlist on that edge (MP3 and AAC mounts),
+//! with a session token of its own for each listener; 503 with `Retry-After` when no edge has it
+//! on the air (a failover in progress).
 
 use super::AppState;
 use super::error::ApiError;
@@ -9,6 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use onda_shared::api::Problem;
+use onda_shared::domain::AudioFormat;
 
 fn unavailable(detail: String) -> Response {
     let problem = Problem {
@@ -38,14 +41,15 @@ enum Variant {
     Redirect,
     M3u,
     Pls,
+    Hls,
 }
 
 /// Redirect a listener to an edge carrying the station's mount (`.m3u`/`.pls`: a playlist of
 /// every edge carrying it).
 #[utoipa::path(get, path = "/listen/{station}/{mount}", tag = "listen", security(()),
     params(("station" = String, Path, description = "Station slug or id"),
-           ("mount" = String, Path, description = "Mount name without the leading slash (`radio.mp3`), optionally with `.m3u` or `.pls` appended")),
-    responses((status = 302, description = "To the least-loaded edge carrying the mount"),
+           ("mount" = String, Path, description = "Mount name without the leading slash (`radio.mp3`), optionally with `.m3u` or `.pls` appended, or `.m3u8` for the mount as HLS (MP3 and AAC mounts)")),
+    responses((status = 302, description = "To the least-loaded edge carrying the mount (`.m3u8`: to the mount's HLS playlist there, with a session token of the listener's own)"),
               (status = 200, description = "M3U or PLS playlist of every edge carrying it", body = String),
               (status = 404, body = Problem),
               (status = 503, description = "No edge has the mount on the air right now; retry", body = Problem)))]
@@ -67,6 +71,8 @@ pub async fn listen(
         (Variant::M3u, m)
     } else if let Some(m) = mount.strip_suffix(".pls") {
         (Variant::Pls, m)
+    } else if let Some(m) = mount.strip_suffix(".m3u8") {
+        (Variant::Hls, m)
     } else {
         (Variant::Redirect, mount.as_str())
     };
@@ -88,6 +94,16 @@ pub async fn listen(
         ))
         .into_response();
     }
+    if let Variant::Hls = variant
+        && let Some((_, format, _)) = s.mounts.iter().find(|m| m.0 == path)
+        && !matches!(format, AudioFormat::Mp3 | AudioFormat::Aac)
+    {
+        return ApiError::NotFound(format!(
+            "Mount {path:?} of station {station:?} is {format} in Ogg: HLS is made only of MP3 \
+             and AAC mounts; listen to /listen/{station}{path} instead."
+        ))
+        .into_response();
+    }
     if !s.active {
         return unavailable(format!("Station {station:?} is off the air."));
     }
@@ -104,6 +120,22 @@ pub async fn listen(
             [(header::LOCATION, carriers[0].url.as_str()), no_store],
         )
             .into_response(),
+        Variant::Hls => {
+            let edge_path = onda_shared::cluster::edge_mount_path(&s.slug, &path);
+            let base = carriers[0]
+                .url
+                .strip_suffix(&edge_path)
+                .unwrap_or(&carriers[0].url);
+            // One token per redirect: the edge counts each listener's session by it, also
+            // behind one address.
+            let token = hex::encode(rand::random::<[u8; 12]>());
+            let url = format!("{base}/hls-audio{edge_path}/index.m3u8?s={token}");
+            (
+                StatusCode::FOUND,
+                [(header::LOCATION, url.as_str()), no_store],
+            )
+                .into_response()
+        }
         Variant::M3u => {
             let mut body = String::from("#EXTM3U\n");
             for c in &carriers {
