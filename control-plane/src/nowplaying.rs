@@ -116,6 +116,9 @@ impl Snapshot {
         fix(&mut np.station.listen_url);
         for m in &mut np.station.mounts {
             fix(&mut m.url);
+            if let Some(h) = &mut m.hls_url {
+                fix(h);
+            }
         }
         let songs = np
             .now_playing

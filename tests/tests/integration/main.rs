@@ -21,6 +21,7 @@ mod edge;
 mod edge_apply;
 mod examples;
 mod handover;
+mod hls_audio;
 mod isolation;
 mod ledger;
 mod live;
