@@ -11,6 +11,7 @@ pub mod edge;
 pub mod etcd;
 pub mod fixture;
 pub mod glass;
+pub mod hls_load;
 pub mod load;
 pub mod media;
 pub mod process;
