@@ -2,8 +2,8 @@
 //! (tests/browser, installed by `scripts/install-deps.sh test`) loads a page that the test serves
 //! from another origin (127.0.0.2) and plays Onda's public URLs as web players do: a `fetch`
 //! with `Icy-MetaData: 1` from an edge mount (a CORS preflight), an `<audio crossorigin>` through
-//! the control plane's `/listen` redirect, hls.js through `/watch` to a live stream, and the
-//! public now-playing JSON.
+//! the control plane's `/listen` redirect, hls.js through `/watch` to a live stream, hls.js
+//! through `/listen/…/{mount}.m3u8` to a mount's audio HLS, and the public now-playing JSON.
 
 use onda_tests::edge::{EdgeNode, ffmpeg_rtmp};
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
@@ -262,6 +262,103 @@ async fn hls_js_plays_low_latency_hls_whose_parts_do_not_divide_the_segment() {
     assert!(out["play"]["parts"].as_u64().unwrap_or(0) >= 5, "{report}");
     assert!(
         out["play"]["currentTime"].as_f64().unwrap_or(0.0) >= 3.0,
+        "{report}"
+    );
+}
+
+/// hls.js on another origin plays a station's MP3 mount as audio HLS through the redirector's
+/// `.m3u8` URL (302 to the edge, with a session token): the audio's time advances without a
+/// fatal error, hls.js reads the ID3 tags (timestamp and title) of the segments, and the title
+/// set at the source shows as the playlist's date range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_mount_as_audio_hls_through_the_redirector() {
+    let script = browser_dir().join("audiohls.mjs");
+    let fx = ClusterFixture::start_with(ClusterSpec {
+        admin_token: "browser-hls-admin-token-0123456789",
+        nodes: &["web-hls-1"],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let cp = &fx.cp;
+    let station = cp.station("Browser HLS FM").await;
+    let slug = station["slug"].as_str().expect("slug").to_string();
+    let password = station["source_password"]
+        .as_str()
+        .expect("source password");
+    let url = format!("{}/listen/{slug}/radio.mp3.m3u8", cp.api);
+    // The edge's own playlist, under a token of this test's (a session of its own).
+    let edge_list = wait_for("the mount's HLS", Duration::from_secs(30), || async {
+        let edge = cp.redirect(&slug).await?;
+        let list = edge.replace(&format!("/{slug}/"), &format!("/hls-audio/{slug}/"));
+        let list = format!("{list}/index.m3u8?s=browser-test");
+        let resp = onda_shared::http::get(&list).await.ok()?;
+        resp.status().is_success().then_some(list)
+    })
+    .await;
+    // A title, as a source client sets it (the edge takes the station's source password).
+    let edge = edge_list.split("/hls-audio/").next().expect("edge base");
+    let resp = onda_shared::http::client()
+        .get(format!(
+            "{edge}/admin/metadata?mount=/{slug}/radio.mp3&mode=updinfo&song=Browser%20Song"
+        ))
+        .basic_auth("source", Some(password))
+        .send()
+        .await
+        .expect("metadata");
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_for("the title's segment", Duration::from_secs(30), || async {
+        let text = onda_shared::http::get(&edge_list)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("X-TITLE=\"Browser Song\"").then_some(())
+    })
+    .await;
+    let page = other_origin_site().await;
+    let mut node = Proc::external(
+        "chromium (playwright-core)",
+        "node",
+        &[&script.display().to_string(), &page, &url, "10", "."],
+    );
+    let exit = node.wait_exit(Duration::from_secs(40)).await;
+    let out: Value = serde_json::from_str(node.stdout().trim())
+        .unwrap_or_else(|e| panic!("no JSON from the browser ({exit}): {e}\n{}", node.logs()));
+    let report = format!("{out:#}\n(screenshot in {})", node.path().display());
+    eprintln!("hls.js: {}", out["play"]);
+    let play = &out["play"];
+    assert!(
+        play["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/hls-audio/") && u.contains("?s=")),
+        "hls.js followed the redirect to the edge: {report}"
+    );
+    assert!(
+        !play["errors"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.starts_with("fatal")))),
+        "{report}"
+    );
+    assert!(play["frags"].as_u64().unwrap_or(0) >= 2, "{report}");
+    assert!(
+        play["currentTime"].as_f64().unwrap_or(0.0) >= 4.0,
+        "the audio played: {report}"
+    );
+    let id3: Vec<&str> = play["id3"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        id3.iter()
+            .any(|t| t.contains("com.apple.streaming.transportStreamTimestamp")),
+        "{report}"
+    );
+    assert!(id3.iter().any(|t| t.contains("Browser Song")), "{report}");
+    assert!(
+        play["dateRanges"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.ends_with("=Browser Song")))),
         "{report}"
     );
 }
