@@ -1,7 +1,8 @@
 //! Mounts as HLS (packed audio): the AutoDJ's MP3 and AAC mounts through the redirector's
 //! `.m3u8` URL, played by real ffmpeg and ffprobe (audio decoded, the live playlist growing, the
 //! titles as date ranges), HLS listeners counted, limited by the station's limit with a
-//! sentence and metered; and on standalone edges, a relay's own HLS of the relayed mount, a
+//! sentence and metered; a failover (the carrier killed) after which the `.m3u8` leads to the
+//! new carrier's own HLS; and on standalone edges, a relay's own HLS of the relayed mount, a
 //! fallback heard through the HLS of the mount that falls back, and an Ogg mount's 404 sentence.
 
 use onda_tests::db::Backend;
@@ -345,4 +346,47 @@ async fn a_relay_segments_its_own_copy_and_fallbacks_and_ogg_behave() {
     let (status, body) = get(&origin.url("/hls-audio/live/index.m3u8?s=a%20b")).await;
     assert_eq!(status, 400);
     assert!(body.contains("session token"), "{body}");
+}
+
+/// A failover over HLS: the node carrying a station is killed (SIGKILL); the redirector's
+/// `.m3u8` then sends players to the node that carries it now, whose own segmenter serves a
+/// playlist ffprobe reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_m3u8_leads_to_the_new_carriers_own_hls() {
+    let mut fx = ClusterFixture::start_with(ClusterSpec {
+        node_ttl_ms: 1000,
+        nodes: &["hls-a", "hls-b"],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let station = fx.cp.station("Failover HLS FM").await;
+    let slug = station["slug"].as_str().expect("slug").to_string();
+    let before = wait_for("the mount's HLS", WAIT, || async {
+        let (status, location) = hls_redirect(&fx.cp.api, &slug, "radio.mp3").await;
+        (status == 302 && get(&location).await.0 == 200).then_some(location)
+    })
+    .await;
+    let (took, killed) = onda_tests::cluster::kill_carrier_and_time_failover(
+        &fx.cp,
+        &mut fx.agents,
+        &slug,
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!(
+        "failover (Icecast audio back) after {} ms, node {killed} killed",
+        took.as_millis()
+    );
+    let survivor = fx.agents[0].edge_url.clone();
+    assert!(
+        !before.starts_with(&survivor),
+        "{before} was on the killed node"
+    );
+    let after = wait_for("HLS from the surviving node", WAIT, || async {
+        let (status, location) = hls_redirect(&fx.cp.api, &slug, "radio.mp3").await;
+        (status == 302 && location.starts_with(&survivor) && get(&location).await.0 == 200)
+            .then_some(location)
+    })
+    .await;
+    assert_eq!(probe(&after).await, "mp3");
 }
