@@ -779,6 +779,7 @@ impl Hub {
                 shortcode: station.slug.clone(),
                 listen_url: mounts.first().map(|m| m.url.clone()).unwrap_or_default(),
                 mounts,
+                hls_preferred: station.hls_preferred,
             },
             listeners: NowPlayingListeners {
                 total: inputs.listeners,

@@ -391,6 +391,9 @@ pub struct Station {
     /// Song requests from listeners.
     #[serde(default)]
     pub requests: RequestSettings,
+    /// The web player plays the mounts' HLS (`hls_url` in the now-playing JSON) even where the
+    /// browser could stream MP3 or AAC itself.
+    pub hls_preferred: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -420,6 +423,9 @@ pub struct CreateStation {
     /// Song requests (off unless given).
     #[serde(default)]
     pub requests: RequestSettings,
+    /// The web player prefers the mounts' HLS; default false.
+    #[serde(default)]
+    pub hls_preferred: bool,
 }
 
 /// A partial update; `mounts`, when present, replaces the whole list.
@@ -438,6 +444,7 @@ pub struct UpdateStation {
     pub node_labels: Option<BTreeMap<String, String>>,
     /// Song requests: absent fields stay.
     pub requests: Option<RequestSettingsPatch>,
+    pub hls_preferred: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -656,6 +663,9 @@ pub struct NowPlayingStation {
     /// The first mount's public URL (through the redirector).
     pub listen_url: String,
     pub mounts: Vec<NowPlayingMount>,
+    /// The station prefers HLS in web players (each mount's `hls_url`).
+    #[serde(default)]
+    pub hls_preferred: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,6 +104,7 @@ pub async fn create_for_tenant(
         region: validate::region("region", &req.region)?,
         node_labels: validate::labels("node_labels", &req.node_labels)?,
         requests: req.requests,
+        hls_preferred: req.hls_preferred,
         created_at: String::new(),
         updated_at: String::new(),
     };
@@ -246,6 +247,7 @@ pub async fn update(
         s.genre = validate::text("genre", g)?;
     }
     s.autodj_enabled = req.autodj_enabled.unwrap_or(s.autodj_enabled);
+    s.hls_preferred = req.hls_preferred.unwrap_or(s.hls_preferred);
     s.max_listeners = req.max_listeners.unwrap_or(s.max_listeners);
     if let Some(m) = req.mounts {
         s.mounts = m;

@@ -641,6 +641,7 @@ mod tests {
             active: true,
             autodj: true,
             art: None,
+            hls_preferred: false,
         };
         let mut inputs = AutoDjInputs::default();
         inputs
@@ -811,6 +812,7 @@ mod tests {
             active,
             autodj,
             art: None,
+            hls_preferred: false,
         }
     }
 

@@ -180,12 +180,14 @@ pub struct CatalogStation {
     pub autodj: bool,
     /// The station's default cover picture (`stations.art_sha256`), for now-playing.
     pub art: Option<String>,
+    /// Its web player prefers the mounts' HLS.
+    pub hls_preferred: bool,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.id, s.tenant_id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
-         s.node_labels, s.autodj_enabled, s.art_sha256, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
+         s.node_labels, s.autodj_enabled, s.art_sha256, s.hls_preferred, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -207,6 +209,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
             active: row.try_get::<String, _>("status")? == "active",
             autodj: row.try_get::<i64, _>("autodj_enabled")? != 0,
             art: row.try_get("art_sha256")?,
+            hls_preferred: row.try_get::<i64, _>("hls_preferred")? != 0,
         });
     }
     let mounts = sqlx::query(

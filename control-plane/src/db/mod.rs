@@ -242,6 +242,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "song_requests",
         include_str!("../../migrations/0042_song_requests.sql"),
     ),
+    (
+        43,
+        "station_hls_preferred",
+        include_str!("../../migrations/0043_station_hls_preferred.sql"),
+    ),
 ];
 
 impl Db {

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 const COLUMNS: &str = "id, tenant_id, name, slug, description, genre, autodj_enabled, \
     max_listeners, source_password, region, node_labels, requests_enabled, \
     request_track_gap_minutes, request_artist_gap_minutes, request_ip_limit, request_ip_minutes, \
-    created_at, updated_at";
+    hls_preferred, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
     Ok(Station {
@@ -25,6 +25,7 @@ fn from_row(row: &AnyRow) -> Result<Station, sqlx::Error> {
         region: row.try_get("region")?,
         node_labels: super::labels(row, "node_labels")?,
         requests: requests_from_row(row)?,
+        hls_preferred: row.try_get::<i64, _>("hls_preferred")? != 0,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -166,8 +167,8 @@ pub async fn count_for_tenant(conn: &mut Conn, tenant_id: &str) -> Result<i64, s
 pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error> {
     sqlx::query(
         "INSERT INTO stations (id, tenant_id, name, slug, description, genre, autodj_enabled, \
-         max_listeners, source_password, region, node_labels, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+         max_listeners, source_password, region, node_labels, hls_preferred, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -180,6 +181,7 @@ pub async fn insert(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(&s.source_password)
     .bind(&s.region)
     .bind(labels_json(&s.node_labels))
+    .bind(i64::from(s.hls_preferred))
     .bind(now())
     .execute(&mut *conn)
     .await?;
@@ -195,7 +197,7 @@ pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     sqlx::query(
         "UPDATE stations SET name = $1, slug = $2, description = $3, genre = $4, \
          autodj_enabled = $5, max_listeners = $6, source_password = $7, region = $8, \
-         node_labels = $9, updated_at = $10 WHERE id = $11",
+         node_labels = $9, hls_preferred = $10, updated_at = $11 WHERE id = $12",
     )
     .bind(&s.name)
     .bind(&s.slug)
@@ -206,6 +208,7 @@ pub async fn update(conn: &mut Conn, s: &Station) -> Result<Station, sqlx::Error
     .bind(&s.source_password)
     .bind(&s.region)
     .bind(labels_json(&s.node_labels))
+    .bind(i64::from(s.hls_preferred))
     .bind(now())
     .bind(&s.id)
     .execute(&mut *conn)

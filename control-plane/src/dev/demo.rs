@@ -129,6 +129,7 @@ pub(super) async fn ensure_demo(
                     per_ip_limit: 5,
                     per_ip_minutes: 10,
                 },
+                hls_preferred: false,
             },
         )
         .await

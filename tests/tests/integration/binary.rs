@@ -343,6 +343,7 @@ async fn other_demo_radio(db_path: &std::path::Path) {
         region: String::new(),
         node_labels: Default::default(),
         requests: Default::default(),
+        hls_preferred: false,
     };
     api::stations::create_for_tenant(&mut tx, &t.id, station)
         .await

@@ -249,6 +249,29 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
     })
     .await;
     eprintln!("metered: {}", usage["total"]);
+
+    // A station may prefer HLS for its web player: the now-playing JSON says so.
+    assert_eq!(np["station"]["hls_preferred"], false);
+    let (s, patched) = cp
+        .tenant_call(
+            &key,
+            Method::PATCH,
+            &format!("/v1/stations/{sid}"),
+            Some(json!({"hls_preferred": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    assert_eq!(patched["hls_preferred"], true);
+    wait_for("hls_preferred in the now-playing JSON", WAIT, || async {
+        let np: Value = onda_shared::http::get(&public)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (np["station"]["hls_preferred"] == true).then_some(())
+    })
+    .await;
 }
 
 onda_tests::on_both_backends!(an_autodj_station_plays_over_hls_counted_limited_and_metered);
