@@ -83,6 +83,7 @@ pub fn edge_config(
             let source_password = s.mounts.first().map(|m| m.source_password.as_str());
             let mut mc = MountConfig::new(live, source_password.unwrap_or_default());
             mc.name = Some(format!("{} (live)", s.name));
+            mc.hls = s.hls;
             mc.listener_group = group.clone();
             mc.source_users = s
                 .autodj
@@ -108,6 +109,7 @@ pub fn edge_config(
                     max_listeners: None,
                     listener_group: group.clone(),
                     relay_key: relay_key.clone(),
+                    hls: s.hls,
                 }),
                 // A relay without an origin URL has nothing to pull: skip it.
                 (StationRole::Relay, None) => {}
@@ -121,6 +123,7 @@ pub fn edge_config(
                     mc.listener_group = group.clone();
                     mc.relay_key = relay_key.clone();
                     mc.name = Some(s.name.clone());
+                    mc.hls = s.hls;
                     cfg.mounts.push(mc);
                 }
             }
@@ -462,6 +465,7 @@ mod tests {
             max_listeners: Some(10),
             demo_tone: false,
             autodj: None,
+            hls: true,
         }
     }
 

@@ -764,7 +764,7 @@ impl Hub {
                 let url = format!("{base}/listen/{}{path}", station.slug);
                 NowPlayingMount {
                     name: path.clone(),
-                    hls_url: matches!(format, AudioFormat::Mp3 | AudioFormat::Aac)
+                    hls_url: (station.hls && matches!(format, AudioFormat::Mp3 | AudioFormat::Aac))
                         .then(|| format!("{url}.m3u8")),
                     url,
                     format: *format,

@@ -589,6 +589,14 @@ pub struct MountConfig {
     /// they are exempt from the group limit and left out of usage.
     #[serde(default)]
     pub relay_key: Option<String>,
+    /// Also served as HLS at `/hls-audio{path}/index.m3u8` (when `audio_hls.enabled`; MP3 and
+    /// AAC only). Default true; the agent sets it from the station's plan.
+    #[serde(default = "yes")]
+    pub hls: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -615,6 +623,9 @@ pub struct RelayConfig {
     /// and accepted from relays of this relay.
     #[serde(default)]
     pub relay_key: Option<String>,
+    /// As for mounts: the relayed mount is also served as HLS. Default true.
+    #[serde(default = "yes")]
+    pub hls: bool,
 }
 
 impl MountConfig {
@@ -633,6 +644,7 @@ impl MountConfig {
             source_users: Vec::new(),
             listener_group: None,
             relay_key: None,
+            hls: true,
         }
     }
 }

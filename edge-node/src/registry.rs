@@ -45,6 +45,7 @@ impl Registry {
                 max_listeners: r.max_listeners,
                 listener_group: r.listener_group.clone(),
                 relay_key: r.relay_key.clone(),
+                hls: r.hls,
                 ..MountConfig::new(&r.path, "")
             }))
             .collect();

@@ -104,6 +104,15 @@ pub async fn listen(
         ))
         .into_response();
     }
+    if let Variant::Hls = variant
+        && !s.hls
+    {
+        return ApiError::Forbidden(format!(
+            "Station {station:?} is not served as HLS: its plan does not include HLS; listen to \
+             /listen/{station}{path} instead."
+        ))
+        .into_response();
+    }
     if !s.active {
         return unavailable(format!("Station {station:?} is off the air."));
     }

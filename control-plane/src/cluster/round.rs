@@ -378,6 +378,7 @@ impl Specs<'_> {
             ),
             demo_tone: self.demo_tone && role != StationRole::Relay && autodj.is_none(),
             autodj,
+            hls: s.hls,
         }
     }
 
@@ -642,6 +643,7 @@ mod tests {
             autodj: true,
             art: None,
             hls_preferred: false,
+            hls: true,
         };
         let mut inputs = AutoDjInputs::default();
         inputs
@@ -813,6 +815,7 @@ mod tests {
             autodj,
             art: None,
             hls_preferred: false,
+            hls: true,
         }
     }
 
@@ -974,6 +977,7 @@ mod tests {
                             max_listeners: *share,
                             demo_tone: false,
                             autodj: None,
+                            hls: true,
                         })
                     })
                     .collect();

@@ -182,12 +182,16 @@ pub struct CatalogStation {
     pub art: Option<String>,
     /// Its web player prefers the mounts' HLS.
     pub hls_preferred: bool,
+    /// Its plan includes HLS (`features.hls`): its MP3 and AAC mounts are served as HLS too.
+    pub hls: bool,
 }
 
 pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.id, s.tenant_id, s.slug, s.name, s.max_listeners, s.source_password, s.region, \
-         s.node_labels, s.autodj_enabled, s.art_sha256, s.hls_preferred, t.status FROM stations s JOIN tenants t ON t.id = s.tenant_id ORDER BY s.id",
+         s.node_labels, s.autodj_enabled, s.art_sha256, s.hls_preferred, t.status, p.feature_hls \
+         FROM stations s JOIN tenants t ON t.id = s.tenant_id JOIN plans p ON p.id = t.plan_id \
+         ORDER BY s.id",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -210,6 +214,7 @@ pub async fn catalog(conn: &mut Conn) -> Result<Vec<CatalogStation>, sqlx::Error
             autodj: row.try_get::<i64, _>("autodj_enabled")? != 0,
             art: row.try_get("art_sha256")?,
             hls_preferred: row.try_get::<i64, _>("hls_preferred")? != 0,
+            hls: row.try_get::<i64, _>("feature_hls")? != 0,
         });
     }
     let mounts = sqlx::query(

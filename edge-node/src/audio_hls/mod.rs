@@ -71,8 +71,12 @@ impl AudioHls {
     pub(crate) fn sync(&self) {
         let config = self.config.get();
         let settings = config.audio_hls.clone();
-        let wanted = if settings.enabled {
-            self.registry.all()
+        let wanted: Vec<Arc<Mount>> = if settings.enabled {
+            self.registry
+                .all()
+                .into_iter()
+                .filter(|m| m.config().hls)
+                .collect()
         } else {
             Vec::new()
         };
@@ -104,6 +108,11 @@ impl AudioHls {
 
     pub(crate) fn get(&self, path: &str) -> Option<Arc<MountHls>> {
         lock(&self.mounts).get(path).cloned()
+    }
+
+    /// Whether the node has a mount at `path` (with or without HLS).
+    pub(crate) fn has_mount(&self, path: &str) -> bool {
+        self.registry.get(path).is_some()
     }
 
     pub(crate) fn enabled(&self) -> bool {

@@ -49,12 +49,12 @@ pub(crate) async fn serve(req: &mut Request, hls: &AudioHls) {
         return plain(req, 404, msg).await;
     }
     let Some(h) = hls.get(mount) else {
-        return plain(
-            req,
-            404,
-            &format!("There is no mount {mount} on this server"),
-        )
-        .await;
+        let msg = if hls.has_mount(mount) {
+            format!("Mount {mount} is not served as HLS on this server")
+        } else {
+            format!("There is no mount {mount} on this server")
+        };
+        return plain(req, 404, &msg).await;
     };
     if file == "index.m3u8" {
         return playlist(req, hls, &h).await;

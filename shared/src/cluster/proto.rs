@@ -370,6 +370,10 @@ pub struct StationSpec {
     /// The origin plays these playlists when the station has the AutoDJ on.
     #[serde(default)]
     pub autodj: Option<AutoDjSpec>,
+    /// The station's plan includes HLS: its MP3 and AAC mounts are also served as HLS. Absent
+    /// (a control plane from before audio HLS): no.
+    #[serde(default)]
+    pub hls: bool,
 }
 
 /// A station's AutoDJ as the origin node runs it (the edge's `[[autodj]]` configuration; see
@@ -655,6 +659,7 @@ mod tests {
                     ],
                     requests: Vec::new(),
                 }),
+                hls: true,
             }],
             live_streams: Vec::new(),
             turn: None,

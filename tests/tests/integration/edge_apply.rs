@@ -95,6 +95,7 @@ async fn changing_a_relay_restarts_it_cleanly() {
         max_listeners: None,
         listener_group: None,
         relay_key: None,
+        hls: true,
     }];
     let edge = Edge::start(cfg.clone()).await.expect("edge starts");
     let relayed = || async {
@@ -150,6 +151,7 @@ async fn relays_reach_ipv6_upstreams() {
         max_listeners: None,
         listener_group: None,
         relay_key: None,
+        hls: true,
     }];
     let edge = Edge::start(cfg).await.expect("edge starts");
     wait_for("the relay to connect over IPv6", START, || async {

@@ -413,3 +413,73 @@ async fn after_a_failover_the_m3u8_leads_to_the_new_carriers_own_hls() {
     .await;
     assert_eq!(probe(&after).await, "mp3");
 }
+
+/// Audio HLS is a plan feature (`features.hls`): a station whose plan lacks it has no `hls_url`,
+/// the redirector refuses its `.m3u8` with a sentence and its edge serves no HLS of it; moved to
+/// a plan with HLS, the station's mount is served as HLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_hls_follows_the_plans_hls_feature() {
+    let fx = ClusterFixture::start(1).await;
+    let cp = &fx.cp;
+    let (s, tenant) = cp
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"name": "Basic Radio", "email": "b@example.com", "plan_id": "plan_basic"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{tenant}");
+    let tid = tenant["id"].as_str().expect("id").to_string();
+    let (s, key) = cp
+        .call(
+            Method::POST,
+            &format!("/v1/tenants/{tid}/api-keys"),
+            Some(json!({"name": "k"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let key = key["secret"].as_str().expect("secret");
+    let (s, st) = cp
+        .tenant_call(
+            key,
+            Method::POST,
+            "/v1/stations",
+            Some(json!({"name": "Basic FM", "mounts": [
+                {"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{st}");
+    let slug = st["slug"].as_str().expect("slug").to_string();
+    let icecast = wait_for("the station on the air", WAIT, || cp.redirect(&slug)).await;
+    let edge_hls = icecast.replace(&format!("/{slug}/"), &format!("/hls-audio/{slug}/"));
+    let edge_hls = format!("{edge_hls}/index.m3u8");
+
+    let (status, problem) = hls_redirect(&cp.api, &slug, "radio.mp3").await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem.contains("plan does not include HLS"), "{problem}");
+    let (status, body) = get(&edge_hls).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not served as HLS"), "{body}");
+    let np: Value = onda_shared::http::get(format!("{}/api/nowplaying/{slug}", cp.api))
+        .await
+        .expect("now playing")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(np["station"]["mounts"][0]["hls_url"], Value::Null, "{np}");
+
+    let (s, t) = cp
+        .call(
+            Method::PATCH,
+            &format!("/v1/tenants/{tid}"),
+            Some(json!({"plan_id": "plan_premium"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let url = wait_for("HLS once the plan includes it", WAIT, || async {
+        let (status, location) = hls_redirect(&cp.api, &slug, "radio.mp3").await;
+        (status == 302 && get(&location).await.0 == 200).then_some(location)
+    })
+    .await;
+    assert_eq!(probe(&url).await, "mp3");
+}
