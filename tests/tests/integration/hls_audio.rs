@@ -5,6 +5,7 @@
 //! new carrier's own HLS; and on standalone edges, a relay's own HLS of the relayed mount, a
 //! fallback heard through the HLS of the mount that falls back, and an Ogg mount's 404 sentence.
 
+use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::edge::{EdgeNode, ffmpeg_source};
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
@@ -92,17 +93,14 @@ async fn probe(url: &str) -> String {
     codecs.lines().next().unwrap_or_default().to_string()
 }
 
-async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: Backend) {
-    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
-        backend,
-        nodes: &["hls-1"],
-        ..ClusterSpec::default()
-    })
-    .await
-    else {
-        return;
-    };
-    let cp = &fx.cp;
+/// The public now-playing JSON, when it answers.
+async fn now_playing(url: &str) -> Option<Value> {
+    onda_shared::http::get(url).await.ok()?.json().await.ok()
+}
+
+/// A premium tenant's AutoDJ station limited to 2 listeners, with MP3, AAC and Opus mounts and
+/// a rotation of two 3 s tones: (tenant key, station id, slug).
+async fn hls_station(cp: &ControlPlane) -> (String, String, String) {
     let key = cp.tenant_key("Hls Radio").await;
     let body = json!({"name": "Hls FM", "autodj_enabled": true, "max_listeners": 2, "mounts": [
         {"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64},
@@ -124,20 +122,12 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
     ];
     cp.upload_rotation(&key, &sid, media.path(), "Loop", &tones)
         .await;
+    (key, sid, slug)
+}
 
-    // The now-playing JSON names each MP3 and AAC mount's HLS URL, through the redirector.
-    let public = format!("{}/api/nowplaying/{slug}", cp.api);
-    let np: Value = wait_for("a track playing", WAIT, || async {
-        let np: Value = onda_shared::http::get(&public)
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let text = np["now_playing"]["song"]["text"].as_str()?;
-        (!text.is_empty()).then_some(np)
-    })
-    .await;
+/// The now-playing JSON names each MP3 and AAC mount's HLS URL, through the redirector; the
+/// Ogg mount has none and its `.m3u8` says why.
+async fn hls_urls_are_announced(cp: &ControlPlane, slug: &str, np: &Value) {
     let mounts = np["station"]["mounts"].as_array().expect("mounts");
     let hls_of = |name: &str| {
         mounts
@@ -146,29 +136,97 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
             .map(|m| m["hls_url"].clone())
             .expect("mount listed")
     };
-    assert_eq!(
-        hls_of("/radio.mp3"),
-        json!(format!("{}/listen/{slug}/radio.mp3.m3u8", cp.api))
-    );
-    assert_eq!(
-        hls_of("/radio.aac"),
-        json!(format!("{}/listen/{slug}/radio.aac.m3u8", cp.api))
-    );
+    for mount in ["radio.mp3", "radio.aac"] {
+        assert_eq!(
+            hls_of(&format!("/{mount}")),
+            json!(format!("{}/listen/{slug}/{mount}.m3u8", cp.api))
+        );
+    }
     assert_eq!(hls_of("/radio.ogg"), Value::Null, "no HLS of an Ogg mount");
-    let (status, problem) = hls_redirect(&cp.api, &slug, "radio.ogg").await;
+    let (status, problem) = hls_redirect(&cp.api, slug, "radio.ogg").await;
     assert_eq!(status, 404, "{problem}");
     assert!(
         problem.contains("HLS is made only of MP3 and AAC mounts"),
         "{problem}"
     );
+}
 
-    // Each redirect hands out a session of its own, on the edge carrying the station.
-    let (status, mp3_url) = wait_for("the MP3 mount's HLS on the air", WAIT, || async {
-        let (status, location) = hls_redirect(&cp.api, &slug, "radio.mp3").await;
-        (status == 302).then_some((status, location))
+/// ffmpeg plays the live playlist at `url`: 16 s of audio is more than the playlist holds at
+/// first, so it has to follow the playlist as it grows; the titles are date ranges.
+async fn ffmpeg_follows_the_live_playlist(url: &str) {
+    let (status, first_list) = get(url).await;
+    assert_eq!(status, 200, "{first_list}");
+    assert!(
+        first_list.contains("#EXT-X-PROGRAM-DATE-TIME:"),
+        "{first_list}"
+    );
+    assert!(first_list.contains(".mp3\n"), "{first_list}");
+    let pcm = decoded_pcm_bytes(url, 16).await;
+    // The decoder may drop a frame where one 3 s track joins the next (the bit reservoir of
+    // MP3 does not survive a join); the Icecast stream has the same bytes.
+    let seconds = pcm as f64 / (44_100.0 * 4.0);
+    assert!((15.0..=16.0).contains(&seconds), "{seconds} s decoded");
+    let (_, later_list) = get(url).await;
+    assert!(
+        last_segment(&later_list) >= last_segment(&first_list) + 2,
+        "the live playlist grew:\n{first_list}\n{later_list}"
+    );
+    // The rotation's titles are timed metadata: a date range where each starts.
+    let titled = wait_for("a title in the playlist's date ranges", WAIT, || async {
+        let (_, list) = get(url).await;
+        (list.contains("X-TITLE=\"Hls - Song One\"") || list.contains("X-TITLE=\"Hls - Song Two\""))
+            .then_some(list)
     })
     .await;
-    assert_eq!(status, 302);
+    assert!(titled.contains("CLASS=\"com.onda.title\""), "{titled}");
+}
+
+/// The station's listener time and bytes in its usage: at least two sessions.
+async fn metered(cp: &ControlPlane, sid: &str) -> Value {
+    wait_for("the HLS listeners metered", WAIT, || async {
+        let (s, u) = cp
+            .call(
+                Method::GET,
+                &format!("/v1/stations/{sid}/usage?granularity=day"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{u}");
+        let t = &u["total"];
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        (n("sessions") >= 2 && n("listener_ms") >= 10_000 && n("bytes_sent") >= 16 * 8_000)
+            .then_some(u["total"].clone())
+    })
+    .await
+}
+
+async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: Backend) {
+    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
+        backend,
+        nodes: &["hls-1"],
+        ..ClusterSpec::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let cp = &fx.cp;
+    let (key, sid, slug) = hls_station(cp).await;
+    let public = format!("{}/api/nowplaying/{slug}", cp.api);
+    let np: Value = wait_for("a track playing", WAIT, || async {
+        let np = now_playing(&public).await?;
+        let text = np["now_playing"]["song"]["text"].as_str()?;
+        (!text.is_empty()).then_some(np)
+    })
+    .await;
+    hls_urls_are_announced(cp, &slug, &np).await;
+
+    // Each redirect hands out a session of its own, on the edge carrying the station.
+    let mp3_url = wait_for("the MP3 mount's HLS on the air", WAIT, || async {
+        let (status, location) = hls_redirect(&cp.api, &slug, "radio.mp3").await;
+        (status == 302).then_some(location)
+    })
+    .await;
     let edge = &fx.agents[0].edge_url;
     assert!(
         mp3_url.starts_with(&format!("{edge}/hls-audio/{slug}/radio.mp3/index.m3u8?s=")),
@@ -176,39 +234,7 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
     );
     let (_, second) = hls_redirect(&cp.api, &slug, "radio.mp3").await;
     assert_ne!(second, mp3_url, "a token per listener");
-
-    // ffmpeg plays the live playlist: 16 s of audio is more than the playlist holds at first,
-    // so it has to follow the playlist as it grows.
-    let (status, first_list) = get(&mp3_url).await;
-    assert_eq!(status, 200, "{first_list}");
-    assert!(
-        first_list.contains("#EXT-X-PROGRAM-DATE-TIME:"),
-        "{first_list}"
-    );
-    assert!(first_list.contains(".mp3\n"), "{first_list}");
-    let pcm = decoded_pcm_bytes(&mp3_url, 16).await;
-    // The decoder may drop a frame where one 3 s track joins the next (the bit reservoir of
-    // MP3 does not survive a join); the Icecast stream has the same bytes.
-    let seconds = pcm as f64 / (44_100.0 * 4.0);
-    assert!((15.0..=16.0).contains(&seconds), "{seconds} s decoded");
-    let (_, later_list) = get(&mp3_url).await;
-    assert!(
-        last_segment(&later_list) >= last_segment(&first_list) + 2,
-        "the live playlist grew:\n{first_list}\n{later_list}"
-    );
-    // The rotation's titles are timed metadata: a date range where each starts.
-    let titled = wait_for(
-        "both titles in the playlist's date ranges",
-        WAIT,
-        || async {
-            let (_, list) = get(&mp3_url).await;
-            (list.contains("X-TITLE=\"Hls - Song One\"")
-                || list.contains("X-TITLE=\"Hls - Song Two\""))
-            .then_some(list)
-        },
-    )
-    .await;
-    assert!(titled.contains("CLASS=\"com.onda.title\""), "{titled}");
+    ffmpeg_follows_the_live_playlist(&mp3_url).await;
 
     // The AAC mount, for a second listener: ffprobe through the redirector.
     let aac = format!("{}/listen/{slug}/radio.aac.m3u8", cp.api);
@@ -221,34 +247,13 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
     assert_eq!(status, 403, "{refusal}");
     assert!(refusal.contains("listener limit"), "{refusal}");
 
-    // They are the station's listeners, in the now-playing count ...
+    // They are the station's listeners, in the now-playing count, and metered.
     wait_for("two listeners counted", WAIT, || async {
-        let np: Value = onda_shared::http::get(&public)
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let np = now_playing(&public).await?;
         (np["listeners"]["total"] == 2).then_some(())
     })
     .await;
-    // ... and metered: sessions, listener time and the segments' bytes.
-    let usage = wait_for("the HLS listeners metered", WAIT, || async {
-        let (s, u) = cp
-            .call(
-                Method::GET,
-                &format!("/v1/stations/{sid}/usage?granularity=day"),
-                None,
-            )
-            .await;
-        assert_eq!(s, 200, "{u}");
-        let t = &u["total"];
-        let n = |k: &str| t[k].as_u64().unwrap_or(0);
-        (n("sessions") >= 2 && n("listener_ms") >= 10_000 && n("bytes_sent") >= 16 * 8_000)
-            .then_some(u)
-    })
-    .await;
-    eprintln!("metered: {}", usage["total"]);
+    eprintln!("metered: {}", metered(cp, &sid).await);
 
     // A station may prefer HLS for its web player: the now-playing JSON says so.
     assert_eq!(np["station"]["hls_preferred"], false);
@@ -263,12 +268,7 @@ async fn an_autodj_station_plays_over_hls_counted_limited_and_metered(backend: B
     assert_eq!(s, 200, "{patched}");
     assert_eq!(patched["hls_preferred"], true);
     wait_for("hls_preferred in the now-playing JSON", WAIT, || async {
-        let np: Value = onda_shared::http::get(&public)
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let np = now_playing(&public).await?;
         (np["station"]["hls_preferred"] == true).then_some(())
     })
     .await;
@@ -460,12 +460,9 @@ async fn audio_hls_follows_the_plans_hls_feature() {
     let (status, body) = get(&edge_hls).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not served as HLS"), "{body}");
-    let np: Value = onda_shared::http::get(format!("{}/api/nowplaying/{slug}", cp.api))
+    let np = now_playing(&format!("{}/api/nowplaying/{slug}", cp.api))
         .await
-        .expect("now playing")
-        .json()
-        .await
-        .expect("json");
+        .expect("now playing");
     assert_eq!(np["station"]["mounts"][0]["hls_url"], Value::Null, "{np}");
 
     let (s, t) = cp
