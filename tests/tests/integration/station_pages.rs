@@ -206,7 +206,7 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
     assert!(not_modified > 0, "no 304 in 5 tries");
 
     let (out, report) = browser(
-        &json!({"api": cp.api, "slug": slug, "mode": "page", "request": "Pages - Fourth"}),
+        &json!({"api": cp.api, "slug": slug, "mode": "page", "request": "Pages - Fourth", "hls": true}),
         &format!("station-pages-{b:?}").to_lowercase(),
     )
     .await;
@@ -238,10 +238,18 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
     assert_eq!(change["navigations"], 1, "no reload: {report}");
     // Shown within 2 s of the track's start (its start is known to the second, hence 3 s).
     assert!(change["lag_ms"].as_i64() < Some(3000), "{report}");
+    // The mount's HLS, chosen in the page's source list, plays through hls.js.
+    let hls = &steps["hls_plays_through_hls_js"];
+    assert_eq!(hls["source"], "64 kbps MP3 (HLS)", "{report}");
+    assert!(hls["current_time"].as_f64().is_some(), "{report}");
     // A listener's request: announced as next, then playing; the same again is refused.
     let requested = &steps["request_shows_as_next_and_plays"];
     assert!(requested.is_object(), "{report}");
     assert!(requested.get("error").is_none(), "{report}");
+    assert_eq!(
+        requested["next"], "Next: Pages - Fourth (requested)",
+        "{report}"
+    );
     let refused = steps["same_request_inside_the_gap_is_refused"]["refused"]
         .as_str()
         .expect(&report);

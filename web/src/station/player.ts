@@ -94,9 +94,13 @@ export class Player {
     if (!source) return;
     this.detach();
     this.lastProgress = performance.now();
-    if (source.hls && !this.audio.canPlayType("application/vnd.apple.mpegurl")) {
-      const { default: Hls } = await import("hls.js");
-      if (!this.wanted || source !== this.source) return;
+    // hls.js wherever Media Source Extensions exist (as its authors advise: the same player,
+    // timed metadata and recovery in every browser); the browser's own HLS only without them
+    // (an iPhone before iOS 17.1).
+    const mse = "MediaSource" in window || "ManagedMediaSource" in window;
+    const Hls = source.hls && mse ? (await import("hls.js")).default : null;
+    if (source !== this.source || !this.wanted) return;
+    if (Hls?.isSupported()) {
       const hls = new Hls({ lowLatencyMode: false, liveSyncDurationCount: 2 });
       hls.on(Hls.Events.ERROR, (_e, data) => {
         if (data.fatal) this.trouble();
