@@ -261,3 +261,29 @@ fn options<'a>(
         relay_threshold: s.relay_threshold,
     }
 }
+
+/// A one-node cluster ("n1") on `backend` and a station of a Premium tenant with the AutoDJ on
+/// and one 64 kbps MP3 mount, `/radio.mp3`: the cluster, the tenant's key, the station's id and
+/// slug. None when that database is not reachable (see [`ClusterFixture::start_on`]).
+pub async fn radio(
+    backend: Backend,
+    tenant: &str,
+    station: &str,
+) -> Option<(ClusterFixture, String, String, String)> {
+    let fx = ClusterFixture::start_on(ClusterSpec {
+        backend,
+        nodes: &["n1"],
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let key = fx.cp.tenant_key(tenant).await;
+    let (id, slug) = fx
+        .cp
+        .autodj_station(
+            &key,
+            station,
+            serde_json::json!([{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]),
+        )
+        .await;
+    Some((fx, key, id, slug))
+}

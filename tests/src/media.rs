@@ -98,31 +98,32 @@ pub async fn make_track(
     path
 }
 
-/// A `width` × `height` PNG of ffmpeg's test pattern in `dir` (a real image: it decodes).
-pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBuf {
-    let path = dir.join(format!("{name}.png"));
+/// Runs `ffmpeg -nostdin -hide_banner -v error -y ARGS`; panics with its output, naming
+/// `what`, when it fails.
+async fn ffmpeg(what: &str, args: &[&std::ffi::OsStr]) {
     let out = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-        ])
-        .arg("-i")
-        .arg(format!("testsrc=size={width}x{height}:rate=1"))
-        .args(["-frames:v", "1"])
-        .arg(&path)
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+        .args(args)
         .output()
         .await
         .expect("ffmpeg runs");
     assert!(
         out.status.success(),
-        "ffmpeg failed to make {name}: {}",
+        "ffmpeg failed to {what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A `width` × `height` PNG of ffmpeg's test pattern in `dir` (a real image: it decodes).
+pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBuf {
+    let path = dir.join(format!("{name}.png"));
+    let source = format!("testsrc=size={width}x{height}:rate=1");
+    let args = ["-f", "lavfi", "-i", &source, "-frames:v", "1"].map(std::ffi::OsStr::new);
+    ffmpeg(
+        &format!("make {name}"),
+        &[&args[..], &[path.as_os_str()]].concat(),
+    )
+    .await;
     path
 }
 
@@ -130,22 +131,23 @@ pub async fn make_png(dir: &Path, name: &str, width: u32, height: u32) -> PathBu
 /// APIC frame in an MP3, a picture block in a FLAC), named `name` in the same directory.
 pub async fn with_cover(track: &Path, cover: &Path, name: &str) -> PathBuf {
     let path = track.with_file_name(name);
-    let out = tokio::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-v", "error", "-y", "-i"])
-        .arg(track)
-        .arg("-i")
-        .arg(cover)
-        .args(["-map", "0:a", "-map", "1:v", "-c:a", "copy"])
-        .args(["-disposition:v", "attached_pic"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed to embed a cover in {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let o = std::ffi::OsStr::new;
+    let args = [
+        o("-i"),
+        track.as_os_str(),
+        o("-i"),
+        cover.as_os_str(),
+        o("-map"),
+        o("0:a"),
+        o("-map"),
+        o("1:v"),
+        o("-c:a"),
+        o("copy"),
+        o("-disposition:v"),
+        o("attached_pic"),
+        path.as_os_str(),
+    ];
+    ffmpeg(&format!("embed a cover in {name}"), &args).await;
     path
 }
 

@@ -207,6 +207,58 @@ mod tests {
         assert_eq!(hashes[0], hashes[1]);
     }
 
+    /// A FLAC picture block (as Vorbis comments carry it, base64 in METADATA_BLOCK_PICTURE).
+    fn picture_block(png: &[u8], width: u32, height: u32) -> Vec<u8> {
+        let mime = b"image/png";
+        let mut b = Vec::new();
+        for n in [3, u32::try_from(mime.len()).expect("len")] {
+            b.extend_from_slice(&n.to_be_bytes());
+        }
+        b.extend_from_slice(mime);
+        let len = u32::try_from(png.len()).expect("len");
+        for n in [0, width, height, 24, 0, len] {
+            b.extend_from_slice(&n.to_be_bytes());
+        }
+        b.extend_from_slice(png);
+        b
+    }
+
+    #[tokio::test]
+    async fn an_ogg_vorbis_picture_comment_gives_a_cover() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().expect("temp");
+        let d = dir.path().display();
+        let (cover, bare, with) = (
+            format!("{d}/cover.png"),
+            format!("{d}/bare.ogg"),
+            format!("{d}/with.ogg"),
+        );
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240",
+            "-frames:v",
+            "1",
+            &cover,
+        ])
+        .await;
+        ffmpeg(&["-f", "lavfi", "-i", "sine=d=1", "-c:a", "libvorbis", &bare]).await;
+        let png = std::fs::read(&cover).expect("png");
+        let comment = format!(
+            "METADATA_BLOCK_PICTURE={}",
+            base64::engine::general_purpose::STANDARD.encode(picture_block(&png, 320, 240))
+        );
+        ffmpeg(&["-i", &bare, "-c", "copy", "-metadata", &comment, &with]).await;
+        assert_eq!(from_audio(Path::new(&bare)).await.expect("runs"), None);
+        let art = from_audio(Path::new(&with))
+            .await
+            .expect("runs")
+            .expect("the Vorbis picture");
+        assert_eq!(dimensions(&art.large).await, (320, 240));
+        assert_eq!(dimensions(&art.small).await, (100, 75));
+    }
+
     #[tokio::test]
     async fn a_small_picture_is_not_enlarged_and_text_is_no_picture() {
         let dir = tempfile::tempdir().expect("temp");

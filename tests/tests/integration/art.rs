@@ -4,11 +4,10 @@
 //! until the tenant uploads the station's default, and then that one.
 
 use onda_tests::db::Backend;
-use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::wait_for;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 on_both_backends!(covers_are_extracted_served_and_shown_in_now_playing);
@@ -33,24 +32,11 @@ fn art_of(np: &Value, title: &str) -> Option<String> {
 }
 
 async fn covers_are_extracted_served_and_shown_in_now_playing(b: Backend) {
-    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
-        backend: b,
-        nodes: &["n1"],
-        ..ClusterSpec::default()
-    })
-    .await
+    let Some((fx, key, sid, slug)) = onda_tests::fixture::radio(b, "Covers Inc", "Cover FM").await
     else {
         return;
     };
     let cp = &fx.cp;
-    let key = cp.tenant_key("Covers Inc").await;
-    let (sid, slug) = cp
-        .autodj_station(
-            &key,
-            "Cover FM",
-            json!([{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]),
-        )
-        .await;
     let dir = tempfile::tempdir().expect("dir");
     let picture = onda_tests::media::make_png(dir.path(), "cover", 800, 600).await;
     let plain = onda_tests::edge::make_track(dir.path(), "a.mp3", 440, 3, "Art", "Covered").await;

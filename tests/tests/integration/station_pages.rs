@@ -12,7 +12,6 @@
 //! Screenshots are kept in the browser process's directory (its path is printed).
 
 use onda_tests::db::Backend;
-use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::process::Proc;
 use reqwest::Method;
@@ -54,24 +53,12 @@ async fn browser(config: &Value, artifacts: &str) -> (Value, String) {
 }
 
 async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
-    let Some(fx) = ClusterFixture::start_on(ClusterSpec {
-        backend: b,
-        nodes: &["n1"],
-        ..ClusterSpec::default()
-    })
-    .await
+    let Some((fx, key, sid, slug)) =
+        onda_tests::fixture::radio(b, "Pages Inc", "Harbour Radio").await
     else {
         return;
     };
     let cp = &fx.cp;
-    let key = cp.tenant_key("Pages Inc").await;
-    let (sid, slug) = cp
-        .autodj_station(
-            &key,
-            "Harbour Radio",
-            json!([{"path": "/radio.mp3", "format": "mp3", "bitrate_kbps": 64}]),
-        )
-        .await;
     let dir = tempfile::tempdir().expect("dir");
     let picture = onda_tests::media::make_png(dir.path(), "cover", 600, 600).await;
     let plain = onda_tests::edge::make_track(dir.path(), "a.mp3", 440, 6, "Pages", "First").await;
