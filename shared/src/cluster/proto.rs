@@ -371,8 +371,9 @@ pub struct StationSpec {
     #[serde(default)]
     pub autodj: Option<AutoDjSpec>,
     /// The station's plan includes HLS: its MP3 and AAC mounts are also served as HLS. Absent
-    /// (a control plane from before audio HLS): no.
-    #[serde(default)]
+    /// (a control plane from before audio HLS, or no HLS): no. Left out when false, so a station
+    /// without it is written as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hls: bool,
 }
 
@@ -697,10 +698,22 @@ mod tests {
 
     #[test]
     fn the_wire_json_of_a_desired_state_is_unchanged() {
-        let msg = ControlMessage::Desired(every_kind_of_desired_state());
+        let mut state = every_kind_of_desired_state();
+        // Newer than the pinned frame: audio HLS, written only when on.
+        state.stations[0].hls = false;
+        let msg = ControlMessage::Desired(state.clone());
         assert_eq!(serde_json::to_string(&msg).unwrap(), DESIRED_JSON);
         let decoded: ControlMessage = serde_json::from_str(DESIRED_JSON).unwrap();
         assert_eq!(decoded, msg);
+        state.stations[0].hls = true;
+        let with_hls =
+            DESIRED_JSON.replace(r#"}}],"live_streams""#, r#"},"hls":true}],"live_streams""#);
+        let msg = ControlMessage::Desired(state);
+        assert_eq!(serde_json::to_string(&msg).unwrap(), with_hls);
+        assert_eq!(
+            serde_json::from_str::<ControlMessage>(&with_hls).unwrap(),
+            msg
+        );
     }
 
     #[tokio::test]
