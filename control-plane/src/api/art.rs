@@ -55,13 +55,17 @@ fn no_picture() -> ApiError {
     ApiError::NotFound("There is no such picture.".to_string())
 }
 
-fn picture(bytes: Bytes, etag: &str, content_type: &'static str, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{etag}\"");
-    let fresh = headers
+/// The client's copy, named in `If-None-Match`, is the one tagged `etag` (quoted): answer 304.
+pub(super) fn current_copy(headers: &HeaderMap, etag: &str) -> bool {
+    headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut resp = if fresh {
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+fn picture(bytes: Bytes, etag: &str, content_type: &'static str, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{etag}\"");
+    let mut resp = if current_copy(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, content_type)], bytes).into_response()

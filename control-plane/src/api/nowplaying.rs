@@ -96,11 +96,7 @@ pub async fn public(
     // The body changes each second (elapsed, remaining) and on every change: its hash is the
     // validator, so a player polling within the same second is answered 304 without a body.
     let etag = format!("\"{:016x}\"", body_hash(&bytes));
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut resp = if fresh {
+    let mut resp = if super::art::current_copy(&headers, &etag) {
         axum::http::StatusCode::NOT_MODIFIED.into_response()
     } else {
         (

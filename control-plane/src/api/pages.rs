@@ -28,19 +28,23 @@ pub fn routes(app_dir: &Path) -> axum::Router<AppState> {
         .layer(axum::Extension(StationPage::load(app_dir)))
 }
 
-/// `station.html` as built, or why it is not there.
+/// Where `station.html` is built. Read when served (a few hundred bytes), so a rebuilt web app
+/// is served without a restart, as `/app/` is.
 #[derive(Clone)]
-pub struct StationPage(Arc<Result<String, String>>);
+pub struct StationPage(Arc<std::path::PathBuf>);
 
 impl StationPage {
     pub fn load(app_dir: &Path) -> StationPage {
-        let path = app_dir.join("station.html");
-        StationPage(Arc::new(std::fs::read_to_string(&path).map_err(|_| {
+        StationPage(Arc::new(app_dir.join("station.html")))
+    }
+
+    async fn html(&self) -> Result<String, String> {
+        tokio::fs::read_to_string(&*self.0).await.map_err(|_| {
             format!(
                 "The web app is not built ({} is missing): run `make dev`, or set http.app_dir.",
-                path.display()
+                self.0.display()
             )
-        })))
+        })
     }
 }
 
@@ -80,9 +84,9 @@ fn escape(s: &str) -> String {
 }
 
 async fn page(st: &AppState, page: &StationPage, slug: &str, embed: bool) -> Response {
-    let html = match page.0.as_ref() {
+    let html = match page.html().await {
         Ok(html) => html,
-        Err(missing) => return ApiError::NotFound(missing.clone()).into_response(),
+        Err(missing) => return ApiError::NotFound(missing).into_response(),
     };
     let name = match st.nowplaying.as_ref() {
         Some(hub) => hub
