@@ -194,7 +194,46 @@ impl AgentConfig {
         self.node.validate()?;
         self.control_plane.validate()?;
         self.usage.validate()?;
-        self.turn.validate()
+        self.turn.validate()?;
+        self.turn_ports_free()
+    }
+
+    /// coturn listens on TCP too and, finding its port taken, retries the bind for ever without
+    /// serving UDP either: a TURN port that is also the edge's HTTP or RTMP port is refused here
+    /// with a sentence instead of a relay that never answers.
+    fn turn_ports_free(&self) -> Result<(), ConfigError> {
+        if self.turn.enabled == TurnMode::Off {
+            return Ok(());
+        }
+        // Two listeners on different concrete addresses may share a port.
+        let overlaps = |a: std::net::SocketAddr| match self.turn.listen {
+            None => true,
+            Some(ip) => a.ip().is_unspecified() || a.ip() == ip,
+        };
+        let mut taken = vec![self.http.listen];
+        taken.extend(self.rtmp.listen);
+        let names = ["http.listen", "rtmp.listen"];
+        let taken: Vec<(&str, u16)> = taken
+            .into_iter()
+            .zip(names)
+            .filter(|(a, _)| overlaps(*a))
+            .map(|(a, name)| (name, a.port()))
+            .collect();
+        let tls = !self.turn.cert.as_os_str().is_empty();
+        let mut turn = vec![("turn.port", self.turn.port)];
+        if tls {
+            turn.push(("turn.tls_port", self.turn.tls_port));
+        }
+        for (key, port) in turn {
+            if let Some((other, _)) = taken.iter().find(|(_, p)| *p == port) {
+                invalid!(
+                    key,
+                    "{key} = {port} is also {other}'s port: TURN listens on TCP too, so give it \
+                     a port of its own (3478 is TURN's)"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -332,11 +371,36 @@ mod tests {
             ),
             ("[turn]\ncert = \"/etc/turn.pem\"\n", "turn.key"),
             ("[turn]\npublic_host = \"turn://x\"\n", "turn.public_host"),
+            ("[turn]\nport = 8000\n", "turn.port"),
+            (
+                "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[turn]\nport = 1935\nlisten = \"127.0.0.1\"\n",
+                "turn.port",
+            ),
+            (
+                "[turn]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\ntls_port = 8000\n",
+                "turn.tls_port",
+            ),
         ] {
             let err = load(text, &[]).validate().expect_err(text);
             assert_eq!(err.key, key, "{text}");
             assert!(err.message.contains(key), "{err}");
         }
+    }
+
+    /// TURN may share a port number with the edge only on another concrete address, or when
+    /// it does not run.
+    #[test]
+    fn turn_shares_no_port_with_the_edge() {
+        for text in [
+            "[http]\nlisten = \"127.0.0.1:8000\"\n[turn]\nlisten = \"127.0.0.2\"\nport = 8000\n",
+            "[turn]\nenabled = \"off\"\nport = 8000\n",
+        ] {
+            load(text, &[]).validate().expect(text);
+        }
+        let err = load("[turn]\nport = 8000\n", &[])
+            .validate()
+            .expect_err("8000");
+        assert!(err.message.contains("http.listen"), "{err}");
     }
 
     /// TURN's keys come from the file and the environment like every other; its mode is a word.

@@ -28,12 +28,32 @@ pub fn onda_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (for tests of fixed-address behaviour; prefer port 0).
+/// A free TCP port on 127.0.0.1 (for tests of fixed-address behaviour; prefer port 0), never
+/// one this test process handed out before.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    unique_port(|_| true)
+}
+
+/// A port the kernel finds free on 127.0.0.1 for TCP (and for which `also` holds), never one
+/// this test process handed out before. A port is free again once its probe closes, so two
+/// picks of the same test (an edge's HTTP port and its TURN port, say) could get the same one
+/// and the second process would find it taken; remembering every port given keeps the picks of
+/// concurrent tests of one binary apart.
+pub fn unique_port(also: impl Fn(u16) -> bool) -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && also(port) {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port that this test process did not give out before, in 1000 tries");
 }
 
 pub struct Proc {

@@ -67,14 +67,7 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
 
 /// A port free on loopback for both UDP and TCP.
 pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on loopback after 100 tries");
+    crate::process::unique_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// The `ONDA_TURN_*` settings of a test node: TURN on, on loopback, relays to loopback peers
