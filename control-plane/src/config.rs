@@ -134,8 +134,15 @@ pub struct ClusterConfig {
     pub etcd_prefix: String,
     /// This replica's name in leader elections and logs; empty: host name and process id.
     pub replica: String,
-    /// A node whose heartbeats stop for this long is dead and its stations move.
+    /// The lease of each node's liveness in the coordinator: a node whose heartbeats stop this
+    /// long is dead and its stations move, even when the replica it was connected to is gone
+    /// too. A node connected to a live replica is noticed sooner, by `node_silence_ms`.
     pub node_ttl_ms: u64,
+    /// A node whose control connection carries nothing for this long is dead and its stations
+    /// move (QUIC's idle timeout; the control plane sends keep-alives six times as often, so a
+    /// shorter network hiccup does not end the connection). Defaults to 1500 ms, which with
+    /// 250 ms keep-alives rides out a 1 s partition and fails a station over in under 3 s.
+    pub node_silence_ms: u64,
     /// How often nodes send heartbeats.
     pub heartbeat_ms: u64,
     /// When a replica becomes the leader it waits up to this long (after one `node_ttl_ms`) for
@@ -162,6 +169,7 @@ impl Default for ClusterConfig {
             etcd_prefix: "/onda".to_string(),
             replica: String::new(),
             node_ttl_ms: 5_000,
+            node_silence_ms: 1_500,
             heartbeat_ms: 1_000,
             reconnect_grace_ms: 10_000,
             demo_tone: false,
@@ -637,6 +645,7 @@ pub struct ClusterSettings {
     pub etcd: Option<(Vec<String>, String)>,
     pub replica: String,
     pub node_ttl: std::time::Duration,
+    pub node_silence: std::time::Duration,
     pub heartbeat: std::time::Duration,
     pub reconnect_grace: std::time::Duration,
     pub demo_tone: bool,
@@ -675,6 +684,13 @@ impl ClusterConfig {
                 self.node_ttl_ms
             );
         }
+        if !(300..=600_000).contains(&self.node_silence_ms) {
+            invalid!(
+                "cluster.node_silence_ms",
+                "cluster.node_silence_ms = {} must be between 300 and 600000",
+                self.node_silence_ms
+            );
+        }
         if self.heartbeat_ms < 100 || self.heartbeat_ms * 2 > self.node_ttl_ms {
             invalid!(
                 "cluster.heartbeat_ms",
@@ -711,6 +727,7 @@ impl ClusterConfig {
             etcd,
             replica,
             node_ttl: std::time::Duration::from_millis(self.node_ttl_ms),
+            node_silence: std::time::Duration::from_millis(self.node_silence_ms),
             heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
             reconnect_grace: std::time::Duration::from_millis(self.reconnect_grace_ms),
             demo_tone: self.demo_tone,

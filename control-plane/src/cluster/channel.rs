@@ -318,9 +318,11 @@ async fn session(
     let span = tracing::info_span!("node", node_id = %id, name = %hello.advert.name);
     async move {
         let mut session = NodeSession::start(cluster, conn, send, id, version, hello).await?;
-        let outcome = session.run(recv, stop).await?;
+        // However the session ended, `close` reads why the connection did (a silent node's
+        // ends both the frame reader and `accept_bi`, whichever the loop was in).
+        let outcome = session.run(recv, stop).await;
         session.close().await;
-        outcome
+        outcome?
     }
     .instrument(span)
     .await
@@ -516,17 +518,26 @@ impl<'a> NodeSession<'a> {
         }
     }
 
-    /// A node that closed the connection itself is leaving: its lease ends, so its stations
-    /// move now. After a timeout or a network error it may be back within its lease, so the
-    /// lease decides.
+    /// A node that closed the connection itself is leaving, and one whose connection carried
+    /// nothing, not even a keep-alive, for `cluster.node_silence_ms` is dead (or cut off for
+    /// longer than a hiccup): either way its lease ends, so its stations move now rather than
+    /// when the coordinator's lease runs out. After any other error (a reset, this replica
+    /// stopping) it may be back within its lease, so the lease decides.
     async fn close(&self) {
-        if matches!(
-            self.conn.close_reason(),
-            Some(quinn::ConnectionError::ApplicationClosed(_))
-        ) {
-            let _ = self.cluster.coord.revoke(self.lease).await;
+        match self.conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(_)) => {
+                let _ = self.cluster.coord.revoke(self.lease).await;
+                tracing::info!("node disconnected");
+            }
+            Some(quinn::ConnectionError::TimedOut) => {
+                let _ = self.cluster.coord.revoke(self.lease).await;
+                tracing::warn!(
+                    "node silent for {:?}: taken for dead, its stations move",
+                    self.cluster.settings.node_silence
+                );
+            }
+            _ => tracing::info!("node disconnected"),
         }
-        tracing::info!("node disconnected");
     }
 
     async fn refuse(&mut self, code: RefusalCode, message: &str) -> anyhow::Result<()> {

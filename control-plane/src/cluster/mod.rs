@@ -208,7 +208,7 @@ pub async fn start(
         ca.cert_der.clone(),
         chain,
         key,
-        settings.node_ttl,
+        settings.node_silence,
     )?;
     let endpoint = quinn::Endpoint::server(server_config, settings.listen).with_context(|| {
         format!(

@@ -34,6 +34,7 @@ mod my_streams;
 mod notifications;
 mod nowplaying;
 mod ogg;
+mod partition;
 mod realtime;
 mod realtime_usage;
 mod requests;
