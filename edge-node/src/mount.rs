@@ -103,6 +103,10 @@ pub(crate) struct Session {
     /// listener a few times a second instead of once per MP3 frame the source writes.
     published: AtomicU64,
     batch_bytes: u64,
+    /// The first this many bytes are published as they arrive: whoever joins a mount that has
+    /// just come up (a station taken over after a failover, a source that reconnected) hears
+    /// it at once rather than after the first batch. One burst's worth.
+    eager_bytes: u64,
     closed: AtomicBool,
     notify: Notify,
     queue_bytes: u64,
@@ -162,6 +166,7 @@ impl Session {
             end: AtomicU64::new(0),
             published: AtomicU64::new(0),
             batch_bytes,
+            eager_bytes: burst_bytes,
             closed: AtomicBool::new(false),
             notify: Notify::new(),
             queue_bytes,
@@ -210,7 +215,7 @@ impl Session {
             }
         }
         let end = self.end();
-        if end - self.published() >= self.batch_bytes {
+        if end <= self.eager_bytes || end - self.published() >= self.batch_bytes {
             self.publish();
         }
     }
@@ -772,6 +777,21 @@ mod tests {
         let (pos, prefix) = s.listener_start(10);
         assert_eq!(prefix.as_deref(), Some(&head2[..]));
         assert_eq!(pos, (head1.len() + audio1.len() + head2.len()) as u64);
+    }
+
+    #[test]
+    fn a_new_session_publishes_its_first_burst_at_once_then_batches() {
+        let s = Session::new(SourceInfo::default(), 6, 1000, 100);
+        let mut pos = 0;
+        s.push(Bytes::from_static(b"abc"));
+        assert_eq!(data(s.read(&mut pos)), b"abc", "within the first burst");
+        s.push(Bytes::from_static(b"def"));
+        assert_eq!(data(s.read(&mut pos)), b"def", "up to the burst's end");
+        s.push(Bytes::from_static(b"g"));
+        assert!(
+            matches!(s.read(&mut pos), Read::Pending),
+            "past the first burst: batched again"
+        );
     }
 
     #[test]
