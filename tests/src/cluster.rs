@@ -492,10 +492,17 @@ pub async fn failed_join(cps: &[String], token: &str) -> String {
 
 /// Reads audio from `url` until `n` bytes arrived (None: not served or too slow).
 pub async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
-    let client = onda_shared::http::client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
+    // One client for every call: building one reads the system's TLS roots, which in a debug
+    // build took longer than the failovers it was timing.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        onda_shared::http::client_builder()
+            .timeout(Duration::from_secs(5))
+            // Tests run on runtimes of their own: a pooled connection would outlive its runtime.
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client")
+    });
     let mut resp = client.get(url).send().await.ok()?;
     if !resp.status().is_success() {
         return None;
@@ -516,27 +523,83 @@ pub async fn kill_carrier_and_time_failover(
     slug: &str,
     timeout: Duration,
 ) -> (Duration, usize) {
-    let current = crate::wait_for("the station on the air", timeout, || cp.redirect(slug)).await;
-    let idx = agents
-        .iter()
-        .position(|a| current.starts_with(&a.edge_url))
-        .expect("the redirect names one of the agents");
-    let killed = agents.remove(idx);
-    let killed_url = killed.edge_url.clone();
+    let f = kill_carrier(cp, agents, slug, timeout).await;
+    (f.audio, f.killed)
+}
+
+/// One failover, from the SIGKILL of the carrying node.
+#[derive(Debug, Clone, Copy)]
+pub struct Failover {
+    /// Until the redirector first named another node.
+    pub redirected: Duration,
+    /// Until a listener sent there got audio.
+    pub audio: Duration,
+    /// The killed agent's index in the list it was removed from ([`kill_carrier`]).
+    pub killed: usize,
+}
+
+/// [`kill_carrier_and_time_failover`] with the time the redirector turned as well.
+pub async fn kill_carrier(
+    cp: &ControlPlane,
+    agents: &mut Vec<Agent>,
+    slug: &str,
+    timeout: Duration,
+) -> Failover {
+    let listen = format!("{}/listen/{slug}/radio.mp3", cp.api);
+    let mut killed = 0;
+    let mut f = kill_and_time(&listen, timeout, |carrier| {
+        killed = agents
+            .iter()
+            .position(|a| carrier.starts_with(&a.edge_url))
+            .expect("the redirect names one of the agents");
+        drop(agents.remove(killed));
+    })
+    .await;
+    f.killed = killed;
+    f
+}
+
+/// Waits until the redirector at `listen` (a `/listen/…` URL) names a node, has `kill` kill
+/// that node (given the URL it was named by), and times the failover from then: until the
+/// redirector names another node, and until audio comes from there.
+pub async fn kill_and_time(listen: &str, timeout: Duration, kill: impl FnOnce(&str)) -> Failover {
+    let client = onda_shared::http::client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    let redirect = || async {
+        let r = client.get(listen).send().await.ok()?;
+        if r.status().as_u16() != 302 {
+            return None;
+        }
+        let location = r.headers().get("location")?.to_str().ok()?;
+        Some(location.to_string())
+    };
+    let current = crate::wait_for("the station on the air", timeout, redirect).await;
+    let carrier = current.split('/').take(3).collect::<Vec<_>>().join("/");
     let t0 = std::time::Instant::now();
-    drop(killed);
+    kill(&current);
+    let redirected = std::sync::OnceLock::new();
     crate::wait_for("audio from another node", timeout, || {
-        let killed_url = &killed_url;
+        let (carrier, redirected) = (&carrier, &redirected);
         async move {
-            let url = cp.redirect(slug).await?;
-            if url.starts_with(killed_url.as_str()) {
+            let url = redirect().await?;
+            if url.starts_with(carrier.as_str()) {
                 return None;
             }
+            redirected.get_or_init(|| t0.elapsed());
             audio_bytes(&url, 4096).await
         }
     })
     .await;
-    (t0.elapsed(), idx)
+    let audio = t0.elapsed();
+    let redirected = redirected.into_inner().unwrap_or(audio);
+    Failover {
+        redirected,
+        audio,
+        killed: 0,
+    }
 }
 
 /// ffprobe's codec for a URL (following redirects), or empty when it found no audio in 20 s.
