@@ -260,7 +260,7 @@ async fn run(
         schedule.played(&pick, &cfg, now);
         // While this one plays, the next one is encoded.
         if let Some(p) = schedule.next(&cfg, now, &mut rng) {
-            let prepared = prepare(&renditions, &p.track, &cfg);
+            let prepared = prepare(&renditions, &p.track, &cfg, false);
             next = Some((p, prepared));
         }
         let track = &pick.track;
@@ -315,7 +315,7 @@ fn take_next(
                 schedule.put_back(pick);
             }
             let pick = schedule.next(cfg, now, rng)?;
-            let p = prepare(renditions, &pick.track, cfg);
+            let p = prepare(renditions, &pick.track, cfg, true);
             Some((pick, p))
         }
     }
@@ -345,7 +345,7 @@ impl Upcoming<'_> {
             None => {}
         }
         *self.next = self.schedule.next(cfg, now, self.rng).map(|p| {
-            let prepared = prepare(self.renditions, &p.track, cfg);
+            let prepared = prepare(self.renditions, &p.track, cfg, false);
             (p, prepared)
         });
         if let Some(np) = crate::sync::lock(self.playing).as_mut() {
@@ -409,26 +409,33 @@ impl NowPlaying {
 async fn track_duration(
     track: &TrackConfig,
     outputs: &[AutoDjOutput],
-    files: &[(String, PathBuf)],
+    files: &[(String, render::Rendition)],
 ) -> Option<Duration> {
     if let Some(ms) = track.duration_ms {
         return Some(Duration::from_millis(ms));
     }
     let out = outputs.first()?;
-    let (_, path) = files.iter().find(|(m, _)| m == &out.mount)?;
-    let bytes = tokio::fs::metadata(path).await.ok()?.len();
+    let (_, r) = files.iter().find(|(m, _)| m == &out.mount)?;
+    if r.growing {
+        return None;
+    }
+    let bytes = tokio::fs::metadata(&r.path).await.ok()?.len();
     Some(Duration::from_millis(
         bytes * 8 / u64::from(out.bitrate_kbps.max(1)),
     ))
 }
 
 /// Renditions of one track for each output (by mount path), encoding in the background.
-type Prepared = tokio::task::JoinHandle<anyhow::Result<Vec<(String, PathBuf)>>>;
+type Prepared = tokio::task::JoinHandle<anyhow::Result<Vec<(String, render::Rendition)>>>;
 
+/// Starts the renditions of `track`: made whole ahead of time while another track plays, or,
+/// when the track is to play `now` (the AutoDJ's first, or one picked again after a change),
+/// followed as they are written so nobody waits for a whole encode.
 fn prepare(
     renditions: &Arc<render::Renditions>,
     track: &TrackConfig,
     cfg: &AutoDjConfig,
+    now: bool,
 ) -> Prepared {
     let (r, track, outs) = (renditions.clone(), track.clone(), cfg.outputs.clone());
     // A crossfading AutoDJ decodes the original files as it plays: no renditions.
@@ -439,7 +446,15 @@ fn prepare(
         }
         let mut files = Vec::with_capacity(outs.len());
         for o in &outs {
-            files.push((o.mount.clone(), r.get(&track, o).await?));
+            let rendition = if now {
+                r.start(&track, o).await?
+            } else {
+                render::Rendition {
+                    path: r.get(&track, o).await?,
+                    growing: false,
+                }
+            };
+            files.push((o.mount.clone(), rendition));
         }
         Ok(files)
     })
@@ -490,7 +505,7 @@ fn sync_outputs(feeds: &Feeds, cfg: &AutoDjConfig, outputs: &mut Vec<Output>, cl
 /// DJ comes on the air (`live`), or on `stop`.
 async fn play(
     outputs: &mut [Output],
-    files: &[(String, PathBuf)],
+    files: &[(String, render::Rendition)],
     title: &str,
     clock: Instant,
     stop: &CancellationToken,
@@ -503,10 +518,10 @@ async fn play(
             .find(|(m, _)| m == &o.cfg.mount)
             .map(|(_, p)| p);
         let reader = match file {
-            Some(p) => match FrameReader::open(p, o.cfg.format).await {
+            Some(r) => match FrameReader::open(r, o.cfg.format).await {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::warn!(mount = %o.cfg.mount, "cannot read {}: {e}", p.display());
+                    tracing::warn!(mount = %o.cfg.mount, "cannot read {}: {e}", r.path.display());
                     None
                 }
             },
@@ -590,12 +605,19 @@ struct FrameReader {
     skip_first: bool,
     held: Option<(Bytes, Frame)>,
     eof: bool,
+    /// The file's name while an encoder still writes it (see [`render::Rendition::growing`]).
+    growing: Option<PathBuf>,
 }
 
+/// How often a reader at the end of a rendition being written looks for more: the encoder is
+/// many times faster than real time, so it is rarely there.
+const GROWING_POLL: Duration = Duration::from_millis(20);
+
 impl FrameReader {
-    async fn open(path: &std::path::Path, format: AudioFormat) -> std::io::Result<FrameReader> {
+    async fn open(r: &render::Rendition, format: AudioFormat) -> std::io::Result<FrameReader> {
         Ok(FrameReader {
-            file: tokio::fs::File::open(path).await?,
+            file: tokio::fs::File::open(&r.path).await?,
+            growing: r.growing.then(|| r.path.clone()),
             buf: BytesMut::with_capacity(64 * 1024),
             parse: render::parser(format),
             ogg: format == AudioFormat::Opus,
@@ -653,7 +675,15 @@ impl FrameReader {
                 self.buf.reserve(64 * 1024);
             }
             if self.file.read_buf(&mut self.buf).await? == 0 {
-                self.eof = true;
+                match &self.growing {
+                    // Renamed or removed: the encoder is done, and a last read takes what it
+                    // wrote before that.
+                    Some(p) if !tokio::fs::try_exists(p).await.unwrap_or(false) => {
+                        self.growing = None;
+                    }
+                    Some(_) => tokio::time::sleep(GROWING_POLL).await,
+                    None => self.eof = true,
+                }
             }
         }
     }
@@ -684,5 +714,50 @@ impl FrameReader {
             rate: 48_000,
             ..f
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An MPEG-1 Layer III frame header (128 kbit/s, 44.1 kHz, no padding: 417 bytes) and
+    /// silence, numbered in its last byte.
+    fn frame(n: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 417];
+        f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
+        f[416] = n;
+        f
+    }
+
+    /// A reader of a rendition still being written waits at its end instead of ending the
+    /// track, takes what the encoder writes, and ends once the file has its final name; the
+    /// priming frame and the flush frame are dropped as from a finished file.
+    #[tokio::test]
+    async fn a_growing_rendition_is_read_to_its_end_once_renamed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tmp = dir.path().join("r.mp3.part-1");
+        let done = dir.path().join("r.mp3");
+        std::fs::write(&tmp, [frame(1), frame(2)].concat()).expect("write");
+        let r = render::Rendition {
+            path: tmp.clone(),
+            growing: true,
+        };
+        let mut reader = FrameReader::open(&r, AudioFormat::Mp3).await.expect("open");
+        // Frame 1 is the priming and frame 2 may be the last: nothing to hand out yet.
+        let early = tokio::time::timeout(Duration::from_millis(200), reader.next()).await;
+        assert!(early.is_err(), "waits for the encoder rather than ending");
+        let more = [frame(3), frame(4), frame(5)].concat();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&tmp)
+            .expect("append");
+        std::io::Write::write_all(&mut f, &more).expect("append");
+        std::fs::rename(&tmp, &done).expect("rename");
+        let mut got = Vec::new();
+        while let Some((bytes, _)) = reader.next().await.expect("read") {
+            got.push(bytes[416]);
+        }
+        assert_eq!(got, [2, 3, 4], "all but the priming and the flush frame");
     }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::Semaphore;
 
@@ -21,6 +21,10 @@ const RENDITION_VERSION: &str = "v3";
 /// CPU for the stations already playing.
 const PARALLEL_ENCODES: usize = 2;
 
+/// At most this many encodes of tracks to play at once (a node taking over stations starts one
+/// per station and output); they are faster than real time, so each is followed as it grows.
+const URGENT_ENCODES: usize = 8;
+
 type FileKey = (PathBuf, u64, Option<SystemTime>);
 
 #[derive(Debug)]
@@ -29,6 +33,7 @@ pub(crate) struct Renditions {
     /// Hashes of files already read, by (path, size, modification time).
     hashes: Mutex<HashMap<FileKey, String>>,
     encodes: Semaphore,
+    urgent: Arc<Semaphore>,
 }
 
 impl Renditions {
@@ -37,6 +42,7 @@ impl Renditions {
             dir: dir.into(),
             hashes: Mutex::new(HashMap::new()),
             encodes: Semaphore::new(PARALLEL_ENCODES),
+            urgent: Arc::new(Semaphore::new(URGENT_ENCODES)),
         }
     }
 
@@ -44,24 +50,30 @@ impl Renditions {
         &self.dir
     }
 
-    /// The rendition of `track` for `out`, made now if it is not cached yet.
+    /// Where the rendition of `track` for `out` is cached.
+    async fn path_for(&self, track: &TrackConfig, out: &AutoDjOutput) -> anyhow::Result<PathBuf> {
+        let sha = match &track.sha256 {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                h.to_ascii_lowercase()
+            }
+            _ => self.hash(&track.file).await?,
+        };
+        Ok(self.dir.join(format!(
+            "{sha}-{}-{}-{RENDITION_VERSION}.{}",
+            out.format,
+            out.bitrate_kbps,
+            out.format.as_str()
+        )))
+    }
+
+    /// The rendition of `track` for `out`, made now if it is not cached yet (encodes made ahead
+    /// of time wait for one of [`PARALLEL_ENCODES`]).
     pub(crate) async fn get(
         &self,
         track: &TrackConfig,
         out: &AutoDjOutput,
     ) -> anyhow::Result<PathBuf> {
-        let src = track.file.clone();
-        let sha = match &track.sha256 {
-            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                h.to_ascii_lowercase()
-            }
-            _ => self.hash(&src).await?,
-        };
-        let ext = out.format.as_str();
-        let path = self.dir.join(format!(
-            "{sha}-{}-{}-{RENDITION_VERSION}.{ext}",
-            out.format, out.bitrate_kbps
-        ));
+        let path = self.path_for(track, out).await?;
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(path);
         }
@@ -70,24 +82,88 @@ impl Renditions {
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(path);
         }
+        let tmp = self.begin(&path).await?;
+        let (src, format, kbps) = (track.file.clone(), out.format, out.bitrate_kbps);
+        finish(
+            self.encode_to(&src, &tmp, format, kbps).await,
+            &tmp,
+            &path,
+            &src,
+        )
+        .await?;
+        Ok(path)
+    }
+
+    /// The rendition of `track` for `out` to play now: the cached one, else one being written
+    /// that a [`Growing`] reader follows as the encoder writes it, so the track starts within
+    /// the encoder's first frames instead of after the whole file. Such encodes do not queue
+    /// behind the ones made ahead of time (a listener waits for this one), and at most
+    /// [`URGENT_ENCODES`] run at once.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        track: &TrackConfig,
+        out: &AutoDjOutput,
+    ) -> anyhow::Result<Rendition> {
+        let path = self.path_for(track, out).await?;
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(Rendition {
+                path,
+                growing: false,
+            });
+        }
+        let permit = self.urgent.clone().acquire_owned().await?;
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(Rendition {
+                path,
+                growing: false,
+            });
+        }
+        let tmp = self.begin(&path).await?;
+        let (me, src, format, kbps) = (
+            self.clone(),
+            track.file.clone(),
+            out.format,
+            out.bitrate_kbps,
+        );
+        let (tmp2, path2) = (tmp.clone(), path);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let encoded = me.encode_to(&src, &tmp2, format, kbps).await;
+            if let Err(e) = finish(encoded, &tmp2, &path2, &src).await {
+                tracing::warn!("the track being played stops early: {e:#}");
+            }
+        });
+        Ok(Rendition {
+            path: tmp,
+            growing: true,
+        })
+    }
+
+    /// A new, empty file beside `path` for an encode into it: it exists before the encoder
+    /// starts, so a reader can open it at once.
+    async fn begin(&self, path: &Path) -> anyhow::Result<PathBuf> {
         tokio::fs::create_dir_all(&self.dir)
             .await
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
         let tmp = path.with_extension(format!("{ext}.part-{}", rand::random::<u32>()));
-        let (format, kbps) = (out.format, out.bitrate_kbps);
-        let (src2, tmp2) = (src.clone(), tmp.clone());
-        let encoded = tokio::task::spawn_blocking(move || encode(&src2, &tmp2, format, kbps))
+        tokio::fs::File::create(&tmp)
             .await
-            .context("the encoder task failed")?;
-        if let Err(e) = encoded {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        tokio::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(tmp)
+    }
+
+    async fn encode_to(
+        &self,
+        src: &Path,
+        tmp: &Path,
+        format: AudioFormat,
+        kbps: u32,
+    ) -> anyhow::Result<()> {
+        let (src, tmp) = (src.to_path_buf(), tmp.to_path_buf());
+        tokio::task::spawn_blocking(move || encode(&src, &tmp, format, kbps))
             .await
-            .with_context(|| format!("cannot store {}", path.display()))?;
-        tracing::info!("rendition {} made from {}", path.display(), src.display());
-        Ok(path)
+            .context("the encoder task failed")?
     }
 
     async fn hash(&self, src: &Path) -> anyhow::Result<String> {
@@ -117,6 +193,34 @@ impl Renditions {
         crate::sync::lock(&self.hashes).insert(key, h.clone());
         Ok(h)
     }
+}
+
+/// Stores a finished encode under its final name, or removes what a failed one left. A reader
+/// following the file being written sees it end either way (see [`Rendition::growing`]).
+async fn finish(
+    encoded: anyhow::Result<()>,
+    tmp: &Path,
+    path: &Path,
+    src: &Path,
+) -> anyhow::Result<()> {
+    if let Err(e) = encoded {
+        let _ = tokio::fs::remove_file(tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(tmp, path)
+        .await
+        .with_context(|| format!("cannot store {}", path.display()))?;
+    tracing::info!("rendition {} made from {}", path.display(), src.display());
+    Ok(())
+}
+
+/// A rendition to read.
+#[derive(Debug, Clone)]
+pub(crate) struct Rendition {
+    pub(crate) path: PathBuf,
+    /// Still being written: at its end, a reader waits for more while the file is under this
+    /// name (the encoder renames it when done, or removes it when it fails).
+    pub(crate) growing: bool,
 }
 
 /// The MIME type of an output format's stream.
