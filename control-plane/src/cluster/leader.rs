@@ -224,10 +224,14 @@ async fn missing_carriers(cluster: &Cluster) -> anyhow::Result<BTreeSet<String>>
         .filter(|n| n.revoked_at.is_some())
         .map(|n| n.id.as_str())
         .collect();
-    Ok(state
-        .placement
-        .by_node()
-        .into_keys()
+    // The placement says who carries what; the carriage record says it too, and outlives an
+    // in-process coordinator's restart, after which nodes only come back once they notice
+    // (`cluster.node_silence_ms`).
+    let mut carriers: BTreeSet<String> = state.placement.by_node().into_keys().collect();
+    let mut c = cluster.db.conn().await?;
+    carriers.extend(db::carriage::carrying_nodes(&mut c).await?);
+    Ok(carriers
+        .into_iter()
         .filter(|n| !n.is_empty() && !revoked.contains(n.as_str()) && !state.alive.contains(n))
         .collect())
 }

@@ -114,6 +114,18 @@ pub async fn carried_during(
 
 /// Deletes carriage that ended before any usage report still accepted can start (see
 /// [`MAX_REPORT_AGE_MS`]); open rows and recent ones stay. Returns how many rows went.
+/// The nodes told to carry something that they have not been told to let go of: what a new
+/// leader must wait for even when the coordinator lost the placement (the in-process one, when
+/// its control plane restarted).
+pub async fn carrying_nodes(conn: &mut Conn) -> Result<BTreeSet<String>, sqlx::Error> {
+    sqlx::query("SELECT DISTINCT node_id FROM carriage WHERE until_ms IS NULL")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get("node_id"))
+        .collect()
+}
+
 pub async fn prune(conn: &mut Conn, now_ms: u64) -> Result<u64, sqlx::Error> {
     let before = now_ms
         .saturating_sub(MAX_REPORT_AGE_MS)
