@@ -1,7 +1,8 @@
-//! Failover benchmark: a control plane on a real etcd, three agents, one station; the node
-//! carrying the station is killed (SIGKILL) several times and the time until a listener gets
-//! audio through the redirector from another node is measured each time (a fresh node joins
-//! after each kill so three stay up). Run with `scripts/bench-cluster.sh`.
+//! Failover benchmark: a control plane on a real etcd (or `COORDINATOR=memory`), three agents,
+//! one station; the node carrying the station is killed (SIGKILL) several times and the time
+//! until a listener gets audio through the redirector from another node is measured each time
+//! (a fresh node joins after each kill so three stay up). `--dev` does the same to the demo
+//! station of `onda dev --nodes 3`, a fresh one each round. Run with `scripts/bench-cluster.sh`.
 #![forbid(unsafe_code)]
 
 use onda_tests::cluster::{Failover, kill_and_time, kill_carrier};
@@ -50,9 +51,12 @@ async fn cluster_rounds(rounds: usize) -> (String, Vec<Duration>) {
         .and_then(|v| v.parse().ok())
         // The production default (cluster.node_ttl_ms).
         .unwrap_or(5000);
+    // `COORDINATOR=memory`: one control plane with the in-process coordinator (the default
+    // of a single control plane); otherwise etcd, as several replicas run.
+    let etcd = std::env::var("COORDINATOR").map_or(true, |c| c != "memory");
     let mut fx = ClusterFixture::start_with(ClusterSpec {
         admin_token: "bench-admin-token-0123456789",
-        etcd: true,
+        etcd,
         replica: "bench",
         node_ttl_ms: ttl,
         nodes: &["edge-1", "edge-2", "edge-3"],
@@ -70,7 +74,12 @@ async fn cluster_rounds(rounds: usize) -> (String, Vec<Duration>) {
         joined += 1;
         fx.join(&format!("edge-{joined}")).await;
     }
-    (format!("etcd, node lease {ttl} ms"), times)
+    let coordinator = if etcd {
+        "etcd"
+    } else {
+        "in-process coordinator"
+    };
+    (format!("{coordinator}, node lease {ttl} ms"), times)
 }
 
 /// `onda dev --nodes 3` as a developer runs it, once per round (a fresh directory each time):
