@@ -58,6 +58,8 @@ pub struct Agent {
     turn_binary: Option<PathBuf>,
     /// The TURN relay, while the agent serves.
     pub turn: Option<turn::Turn>,
+    /// Relayed TURN bytes by tenant, from coturn's log to the usage meter.
+    turn_usage: turn::meter::Tally,
 }
 
 impl Agent {
@@ -107,6 +109,7 @@ impl Agent {
             self.state_dir.join("turn"),
             self.advert.turn_urls.clone(),
             self.metrics.turn.clone(),
+            self.turn_usage.clone(),
         )?;
         t.set(self.desired.turn.as_ref());
         self.turn = Some(t);
@@ -412,6 +415,7 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         sealed: tokio::sync::watch::channel(0).0,
         turn_binary,
         turn: None,
+        turn_usage: turn::meter::Tally::default(),
     };
     if desired.generation > 0 {
         tracing::info!(
@@ -437,6 +441,7 @@ pub async fn serve(mut agent: Agent, stop: CancellationToken) -> anyhow::Result<
     let meter_stop = CancellationToken::new();
     let meter = tokio::spawn(usage::meter(
         agent.edge.usage_taker(),
+        agent.turn_usage.clone(),
         agent.paths.clone(),
         agent.spool.clone(),
         agent.sealed.clone(),

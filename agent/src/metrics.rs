@@ -68,6 +68,15 @@ impl AgentMetrics {
                     "onda_agent_turn_restarts_total",
                     "Times the agent started coturn again after it exited",
                 )?,
+                usage_lines: prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "onda_agent_turn_usage_lines_total",
+                        "coturn session usage lines read by the agent, by result: counted (a \
+                         tenant's relayed bytes, metered), unattributed (a username of no \
+                         tenant), unparsed",
+                    ),
+                    &["result"],
+                )?,
             },
         };
         for c in [
@@ -84,6 +93,7 @@ impl AgentMetrics {
             edge.register_metric(Box::new(c.clone()))?;
         }
         edge.register_metric(Box::new(m.turn.restarts.clone()))?;
+        edge.register_metric(Box::new(m.turn.usage_lines.clone()))?;
         edge.register_metric(Box::new(m.cpu.clone()))?;
         Ok(m)
     }

@@ -1,12 +1,12 @@
-//! The durable usage spool. The agent takes its edge's listener usage every checkpoint (about a
-//! second) and adds it to the report of the current interval, which is on disk — fsync'd file,
+//! The durable usage spool. The agent takes its edge's listener usage and its TURN relay's
+//! relayed bytes by tenant (`crate::turn::meter`) every checkpoint (about a second) and adds it to the report of the current interval, which is on disk — fsync'd file,
 //! rename, fsync'd directory — before the next checkpoint; at the end of each interval (about
 //! ten seconds) the report is sealed and sent. Sealed reports stay in the spool until the
 //! control plane acknowledges storing them; a new session resends whatever is left. Together
 //! with the control plane storing (node, seq) once, a report is neither lost (kill -9, a control
 //! plane down, a partition) nor counted twice (a resend after a lost ack). What a `kill -9` of
 //! the agent can lose is what its listeners used since the last checkpoint (their connections
-//! die with the process).
+//! die with the process) and what coturn logged since the last checkpoint.
 //!
 //! Layout of `state_dir/usage/`: `seq` holds the last sequence number handed out (written before
 //! a report carries it, so no number is ever reused); the open report of the current interval is
@@ -17,7 +17,7 @@
 
 use anyhow::Context as _;
 use onda_shared::cluster::edge_mount_path;
-use onda_shared::cluster::proto::{DesiredState, MountUsage, UsageReport};
+use onda_shared::cluster::proto::{DesiredState, MountUsage, TurnUsage, UsageReport};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,25 @@ pub struct Spool {
     dirty: bool,
     /// Usage taken while no report could be opened (the sequence number could not be made
     /// durable), with where it starts: added to the next one.
-    unwritten: Option<(u64, Vec<MountUsage>)>,
+    unwritten: Option<(u64, Taken)>,
+}
+
+/// What one checkpoint took: listener usage by station mount, relayed TURN bytes by tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub mounts: Vec<MountUsage>,
+    pub turn: Vec<TurnUsage>,
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        self.mounts.is_empty() && self.turn.is_empty()
+    }
+
+    fn add(&mut self, more: Taken) {
+        merge(&mut self.mounts, more.mounts);
+        merge_turn(&mut self.turn, more.turn);
+    }
 }
 
 fn sealed_name(seq: u64) -> String {
@@ -123,20 +141,15 @@ impl Spool {
 
     /// Adds one checkpoint's usage to the open report (starting one at `start_ms` if none is
     /// open) and makes it durable. Nothing is written when there is nothing to add.
-    pub fn checkpoint(
-        &mut self,
-        start_ms: u64,
-        end_ms: u64,
-        mounts: Vec<MountUsage>,
-    ) -> anyhow::Result<()> {
-        let (start_ms, mut mounts) = match self.unwritten.take() {
+    pub fn checkpoint(&mut self, start_ms: u64, end_ms: u64, taken: Taken) -> anyhow::Result<()> {
+        let (start_ms, mut taken) = match self.unwritten.take() {
             Some((since, mut earlier)) => {
-                merge(&mut earlier, mounts);
+                earlier.add(taken);
                 (since, earlier)
             }
-            None => (start_ms, mounts),
+            None => (start_ms, taken),
         };
-        if mounts.is_empty() && !self.dirty {
+        if taken.is_empty() && !self.dirty {
             if let Some(open) = &mut self.open {
                 open.period_end_ms = open.period_end_ms.max(end_ms);
             }
@@ -147,7 +160,7 @@ impl Spool {
             // The number is durable before a report carries it: no restart hands it out again
             // (a reused number would be taken for a resend and dropped).
             if let Err(e) = write_durably(&self.dir, "seq", seq.to_string().as_bytes()) {
-                self.unwritten = Some((start_ms, std::mem::take(&mut mounts)));
+                self.unwritten = Some((start_ms, std::mem::take(&mut taken)));
                 return Err(e);
             }
             self.last_seq = seq;
@@ -156,13 +169,15 @@ impl Spool {
                 period_start_ms: start_ms,
                 period_end_ms: start_ms,
                 mounts: Vec::new(),
+                turn: Vec::new(),
             });
         }
         let Some(open) = &mut self.open else {
             unreachable!("opened above")
         };
         open.period_end_ms = open.period_end_ms.max(end_ms);
-        merge(&mut open.mounts, mounts);
+        merge(&mut open.mounts, taken.mounts);
+        merge_turn(&mut open.turn, taken.turn);
         self.dirty = true;
         let bytes = serde_json::to_vec(open)?;
         write_durably(&self.dir, &open_name(open.seq), &bytes)?;
@@ -174,7 +189,7 @@ impl Spool {
     pub fn seal(&mut self) -> anyhow::Result<Option<UsageReport>> {
         if self.dirty {
             // The file must hold everything the report does before it is sealed and sent.
-            self.checkpoint(0, 0, Vec::new())?;
+            self.checkpoint(0, 0, Taken::default())?;
         }
         let Some(report) = self.open.take() else {
             return Ok(None);
@@ -235,6 +250,16 @@ fn merge(into: &mut Vec<MountUsage>, more: Vec<MountUsage>) {
     }
 }
 
+/// Adds `more` into `into`, one entry per tenant.
+fn merge_turn(into: &mut Vec<TurnUsage>, more: Vec<TurnUsage>) {
+    for t in more {
+        match into.iter_mut().find(|u| u.tenant_id == t.tenant_id) {
+            Some(u) => u.relayed_bytes = u.relayed_bytes.saturating_add(t.relayed_bytes),
+            None => into.push(t),
+        }
+    }
+}
+
 /// Which station and station mount each edge path belongs to. Paths are never forgotten while
 /// the agent runs: a listener may leave a removed mount later, and its time still belongs to
 /// the station.
@@ -268,15 +293,17 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Takes the edge's usage since the last take into the spool's open report. `since_ms` is
-/// where this checkpoint starts and moves to its end.
+/// Takes the edge's usage and the TURN relay's since the last take into the spool's open
+/// report. `since_ms` is where this checkpoint starts and moves to its end.
 pub fn checkpoint(
     take: &dyn Fn() -> Vec<onda_edge::MountUsage>,
+    turn: &crate::turn::meter::Tally,
     paths: &PathMap,
     spool: &std::sync::Mutex<Spool>,
     since_ms: &mut u64,
 ) -> anyhow::Result<()> {
     let taken = take();
+    let turn = turn.take();
     let end = now_ms().max(*since_ms);
     let start = std::mem::replace(since_ms, end);
     let map = paths
@@ -305,14 +332,16 @@ pub fn checkpoint(
     spool
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .checkpoint(start, end, mounts)
+        .checkpoint(start, end, Taken { mounts, turn })
 }
 
 /// The metering loop: a checkpoint every `checkpoint_ms`, a sealed report every `interval_ms`
 /// (announced on `sealed`), until `stop`; then one last checkpoint and seal, after the caller
 /// has stopped the edge (see [`finish`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn meter(
     take: impl Fn() -> Vec<onda_edge::MountUsage> + Send + Sync + 'static,
+    turn: crate::turn::meter::Tally,
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,
@@ -331,7 +360,7 @@ pub async fn meter(
             _ = tick.tick() => {}
             () = stop.cancelled() => break,
         }
-        if let Err(e) = checkpoint(&take, &paths, &spool, &mut since) {
+        if let Err(e) = checkpoint(&take, &turn, &paths, &spool, &mut since) {
             // What was taken stays in the spool's memory (the open report, or usage waiting
             // for one) until a checkpoint succeeds; say so loudly, this is billing.
             tracing::error!("usage spool: {e:#}");
@@ -345,6 +374,7 @@ pub async fn meter(
     Meter {
         depth,
         take: Box::new(take),
+        turn,
         paths,
         spool,
         sealed,
@@ -355,6 +385,7 @@ pub async fn meter(
 /// What the metering loop hands back when it stops, for the last checkpoint.
 pub struct Meter {
     take: Box<dyn Fn() -> Vec<onda_edge::MountUsage> + Send + Sync>,
+    turn: crate::turn::meter::Tally,
     paths: PathMap,
     spool: std::sync::Arc<std::sync::Mutex<Spool>>,
     sealed: tokio::sync::watch::Sender<u64>,
@@ -363,10 +394,16 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// The last checkpoint and seal, once the edge has stopped (its listeners have left, so
-    /// their time is all in the take).
+    /// The last checkpoint and seal, once the edge and coturn have stopped (its listeners have
+    /// left, so their time is all in the take, and what coturn logged is in the tally).
     pub fn finish(mut self) {
-        if let Err(e) = checkpoint(&*self.take, &self.paths, &self.spool, &mut self.since) {
+        if let Err(e) = checkpoint(
+            &*self.take,
+            &self.turn,
+            &self.paths,
+            &self.spool,
+            &mut self.since,
+        ) {
             tracing::error!("usage spool: {e:#}");
         }
         seal_and_announce(&self.spool, &self.sealed, &self.depth);
@@ -421,22 +458,71 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn usage(ms: u64, peak: u64) -> Vec<MountUsage> {
-        vec![MountUsage {
-            station_id: "st".into(),
-            mount: "/a.mp3".into(),
-            listener_ms: ms,
-            peak_listeners: peak,
-            sessions: 1,
-            bytes_sent: 10,
-        }]
+    fn usage(ms: u64, peak: u64) -> Taken {
+        Taken {
+            mounts: vec![MountUsage {
+                station_id: "st".into(),
+                mount: "/a.mp3".into(),
+                listener_ms: ms,
+                peak_listeners: peak,
+                sessions: 1,
+                bytes_sent: 10,
+            }],
+            turn: Vec::new(),
+        }
+    }
+
+    fn relayed(pairs: &[(&str, u64)]) -> Taken {
+        Taken {
+            mounts: Vec::new(),
+            turn: pairs
+                .iter()
+                .map(|&(t, b)| TurnUsage {
+                    tenant_id: t.into(),
+                    relayed_bytes: b,
+                })
+                .collect(),
+        }
+    }
+
+    /// Relayed bytes add up per tenant like listener usage, a report of TURN bytes alone is a
+    /// report, and what is in the open report survives a restart once: sealed, never again.
+    #[test]
+    fn turn_bytes_add_up_per_tenant_and_survive_a_restart_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path()).unwrap();
+        s.checkpoint(0, 10, relayed(&[("ten_a", 100), ("ten_b", 5)]))
+            .unwrap();
+        s.checkpoint(10, 20, relayed(&[("ten_a", 50)])).unwrap();
+        let mut more = usage(3, 1);
+        more.turn = relayed(&[("ten_b", 7)]).turn;
+        s.checkpoint(20, 30, more).unwrap();
+        drop(s); // killed with the report open
+        let mut s = Spool::open(dir.path()).unwrap();
+        let r = &s.pending_after(0)[0];
+        assert_eq!((r.seq, r.period_start_ms, r.period_end_ms), (1, 0, 30));
+        assert_eq!(r.turn, relayed(&[("ten_a", 150), ("ten_b", 12)]).turn);
+        assert_eq!(r.mounts.len(), 1);
+        s.ack(1).unwrap();
+        // Usage taken while the sequence number cannot be written is kept for the next report.
+        let blocker = dir.path().join("seq.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(s.checkpoint(30, 40, relayed(&[("ten_a", 9)])).is_err());
+        std::fs::remove_dir(&blocker).unwrap();
+        s.checkpoint(40, 50, relayed(&[("ten_a", 1)])).unwrap();
+        let r = s.seal().unwrap().unwrap();
+        assert_eq!((r.seq, r.period_start_ms), (2, 30));
+        assert_eq!(r.turn, relayed(&[("ten_a", 10)]).turn);
+        drop(s);
+        let s = Spool::open(dir.path()).unwrap();
+        assert_eq!(s.pending_after(0), vec![r], "sealed once, nothing else");
     }
 
     #[test]
     fn checkpoints_add_up_and_seal_into_numbered_reports() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path()).unwrap();
-        s.checkpoint(0, 10, vec![]).unwrap();
+        s.checkpoint(0, 10, Taken::default()).unwrap();
         assert!(s.seal().unwrap().is_none(), "nothing used, no report");
         s.checkpoint(10, 20, usage(5, 2)).unwrap();
         s.checkpoint(20, 30, usage(7, 1)).unwrap();

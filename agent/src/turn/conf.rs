@@ -32,7 +32,6 @@ pub const DENIED_PEERS: &[&str] = &[
 #[derive(Debug, Clone, Copy)]
 pub struct Files<'a> {
     pub userdb: &'a Path,
-    pub log: &'a Path,
     pub pid: &'a Path,
 }
 
@@ -81,10 +80,14 @@ pub fn render(cfg: &TurnConfig, realm: &str, files: Files<'_>) -> String {
     line(format!("total-quota={}", cfg.total_quota));
     line(format!("user-quota={}", cfg.user_quota));
     line(format!("max-bps={}", cfg.max_bps));
-    line(format!("log-file={}", files.log.display()));
-    // One file, reopened on SIGHUP (logrotate's postrotate), not one per day.
+    // The log goes to the agent, which meters relayed bytes from its usage lines (`meter`)
+    // and writes it on to `turnserver.log`. Only to stdout does coturn flush every line (its
+    // copy of a log file's lines on stdout is block-buffered: a usage line would wait for 4 KiB
+    // more and die with coturn). `simple-log`: no rollover of its own.
+    line("log-file=stdout".into());
     line("simple-log".into());
-    line("no-stdout-log".into());
+    // Without it coturn logs no session usage at all.
+    line("verbose".into());
     line(format!("pidfile={}", files.pid.display()));
     lines.push(String::new());
     lines.join("\n")
@@ -97,7 +100,6 @@ mod tests {
     fn files() -> Files<'static> {
         Files {
             userdb: Path::new("/var/lib/onda/turn/turndb"),
-            log: Path::new("/var/lib/onda/turn/turnserver.log"),
             pid: Path::new("/var/lib/onda/turn/turnserver.pid"),
         }
     }
@@ -122,6 +124,8 @@ mod tests {
             "denied-peer-ip=192.168.0.0-192.168.255.255\n",
             "total-quota=1000\n",
             "max-bps=1250000\n",
+            "log-file=stdout\n",
+            "verbose\n",
         ] {
             assert!(prod.contains(want), "{want:?} missing from:\n{prod}");
         }

@@ -6,10 +6,15 @@
 //! dropping relays. Only a change of realm (a setting of the control plane) restarts coturn,
 //! since the realm is in its configuration file.
 //!
+//! coturn logs to its stdout, which the agent reads: it meters each session's relayed bytes
+//! by tenant from the usage lines ([`meter`]) for the node's usage reports, and writes every
+//! line on to `turnserver.log`.
+//!
 //! The node advertises the `turn:` (and with a certificate `turns:`) URLs built here; clients
 //! get credentials for them from the control plane.
 
 pub mod conf;
+pub mod meter;
 pub mod userdb;
 
 use crate::config::{TurnConfig, TurnMode};
@@ -93,6 +98,9 @@ pub struct TurnMetrics {
     pub up: prometheus::IntGauge,
     /// Starts of coturn after it exited.
     pub restarts: prometheus::IntCounter,
+    /// coturn's session usage lines by `result`: `counted` (a tenant's, metered), `unattributed`
+    /// (a username of no tenant), `unparsed`.
+    pub usage_lines: prometheus::IntCounterVec,
 }
 
 /// The running relay: dropping it leaves coturn to the shutdown that [`Turn::stop`] does.
@@ -142,6 +150,7 @@ impl Turn {
         dir: PathBuf,
         urls: Vec<String>,
         metrics: TurnMetrics,
+        tally: meter::Tally,
     ) -> anyhow::Result<Turn> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -159,6 +168,7 @@ impl Turn {
                 binary,
                 paths,
                 metrics,
+                tally,
             },
             rx,
             stop.clone(),
@@ -225,6 +235,7 @@ struct Supervised {
     binary: PathBuf,
     paths: Paths,
     metrics: TurnMetrics,
+    tally: meter::Tally,
 }
 
 /// Why one run of coturn ended.
@@ -241,7 +252,6 @@ impl Supervised {
     async fn prepare(&self, realm: &str, spec: Option<&TurnSpec>) -> anyhow::Result<()> {
         let files = conf::Files {
             userdb: &self.paths.userdb,
-            log: &self.paths.log,
             pid: &self.paths.pid,
         };
         let text = conf::render(&self.cfg, realm, files);
@@ -288,6 +298,66 @@ impl Supervised {
     }
 }
 
+/// coturn's log file, written by the agent from coturn's output. It is opened again when it was
+/// moved or removed (logrotate's default `create`), checked at most once a second; a failure to
+/// write it is said once and never stops the metering.
+struct LogFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    checked: Instant,
+    failed: bool,
+}
+
+impl LogFile {
+    fn new(path: PathBuf) -> LogFile {
+        LogFile {
+            path,
+            file: None,
+            checked: Instant::now(),
+            failed: false,
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        use std::io::Write as _;
+        use std::os::unix::fs::MetadataExt as _;
+        if self.file.is_some() && self.checked.elapsed() >= Duration::from_secs(1) {
+            self.checked = Instant::now();
+            let same = |f: &std::fs::File| {
+                let (Ok(open), Ok(named)) = (f.metadata(), std::fs::metadata(&self.path)) else {
+                    return false;
+                };
+                (open.dev(), open.ino()) == (named.dev(), named.ino())
+            };
+            if !self.file.as_ref().is_some_and(same) {
+                self.file = None;
+            }
+        }
+        if self.file.is_none() {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => self.file = Some(f),
+                Err(e) => self.fail(&e),
+            }
+        }
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(line)
+        {
+            self.fail(&e);
+            self.file = None;
+        }
+    }
+
+    fn fail(&mut self, e: &std::io::Error) {
+        if !std::mem::replace(&mut self.failed, true) {
+            tracing::warn!("cannot write coturn's log {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// SIGTERM, then SIGKILL if coturn has not ended within 3 s.
 async fn terminate(child: &mut tokio::process::Child) {
     if let Some(pid) = child
@@ -330,16 +400,34 @@ async fn supervise(
             .arg("-c")
             .arg(&s.paths.conf)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn();
         let ended = match spawned {
             Ok(mut child) => {
                 s.metrics.up.set(1);
+                let reader = child.stdout.take().map(|out| {
+                    let mut log = LogFile::new(s.paths.log.clone());
+                    tokio::spawn(meter::read(
+                        out,
+                        s.tally.clone(),
+                        s.metrics.usage_lines.clone(),
+                        move |line| log.write(line),
+                    ))
+                });
                 let ended = s.run(&mut child, &realm, &mut specs, &stop).await;
                 if !matches!(ended, Ended::Exited(_)) {
                     terminate(&mut child).await;
+                }
+                // The usage coturn logged on its way out is in the tally before the agent's
+                // last checkpoint. Bounded: a grandchild holding the pipe open would keep it.
+                if let Some(reader) = reader
+                    && tokio::time::timeout(Duration::from_secs(5), reader)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!("coturn's output did not end within 5 s of its exit");
                 }
                 s.metrics.up.set(0);
                 ended

@@ -247,6 +247,7 @@ mod tests {
             period_start_ms: start,
             period_end_ms: end,
             mounts,
+            turn: Vec::new(),
         }
     }
 

@@ -108,6 +108,19 @@ pub struct UsageReport {
     pub period_start_ms: u64,
     pub period_end_ms: u64,
     pub mounts: Vec<MountUsage>,
+    /// Bytes the node's TURN relay relayed for each tenant's end users in the interval; left
+    /// out when there are none, so a node without TURN writes the report it always wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn: Vec<TurnUsage>,
+}
+
+/// One tenant's TURN relay traffic in a report: what coturn logged as its allocations' usage
+/// (the client side of each allocation, `rb + sb` of its `usage:` lines: bytes the relay
+/// received from and sent to the tenant's end users, data and TURN messages alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnUsage {
+    pub tenant_id: String,
+    pub relayed_bytes: u64,
 }
 
 /// One station mount's usage in a report. Relay pulls between edges are not listeners and are
@@ -790,6 +803,52 @@ mod tests {
         })
         .unwrap();
         assert!(again.contains(r#""request_id":"req_1""#) && !again.contains("next_request_id"));
+    }
+
+    /// A usage report as version 2 has always written it: a node without TURN traffic still
+    /// writes exactly this, and a control plane reads it as a report without TURN usage.
+    const USAGE_JSON: &str = concat!(
+        r#"{"type":"usage","seq":7,"period_start_ms":1000,"period_end_ms":11000,"#,
+        r#""mounts":[{"station_id":"stn_1","mount":"/radio.mp3","listener_ms":9000,"#,
+        r#""peak_listeners":2,"sessions":3,"bytes_sent":144000}]}"#,
+    );
+
+    #[test]
+    fn the_wire_json_of_a_usage_report_is_unchanged_and_carries_turn_bytes_when_some() {
+        let mut report = UsageReport {
+            seq: 7,
+            period_start_ms: 1000,
+            period_end_ms: 11000,
+            mounts: vec![MountUsage {
+                station_id: "stn_1".into(),
+                mount: "/radio.mp3".into(),
+                listener_ms: 9000,
+                peak_listeners: 2,
+                sessions: 3,
+                bytes_sent: 144_000,
+            }],
+            turn: Vec::new(),
+        };
+        let msg = NodeMessage::Usage(report.clone());
+        assert_eq!(serde_json::to_string(&msg).unwrap(), USAGE_JSON);
+        assert_eq!(
+            serde_json::from_str::<NodeMessage>(USAGE_JSON).unwrap(),
+            msg
+        );
+        report.turn = vec![TurnUsage {
+            tenant_id: "ten_1".into(),
+            relayed_bytes: 46_700,
+        }];
+        let with_turn = format!(
+            r#"{},"turn":[{{"tenant_id":"ten_1","relayed_bytes":46700}}]}}"#,
+            USAGE_JSON.strip_suffix('}').unwrap()
+        );
+        let msg = NodeMessage::Usage(report);
+        assert_eq!(serde_json::to_string(&msg).unwrap(), with_turn);
+        assert_eq!(
+            serde_json::from_str::<NodeMessage>(&with_turn).unwrap(),
+            msg
+        );
     }
 
     #[test]

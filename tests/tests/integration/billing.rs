@@ -49,6 +49,7 @@ impl Seeder {
                 sessions: 1,
                 bytes_sent: bytes,
             }],
+            turn: Vec::new(),
         };
         for attempt in 0..2 {
             let mut tx = self.db.begin().await.expect("begin");

@@ -431,6 +431,7 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
             period_start_ms: period.0,
             period_end_ms: period.1,
             mounts,
+            turn: Vec::new(),
         })
     };
     let (first_half, second_half) = ((now - 60_000, now - 30_000), (now - 30_000, now));
@@ -500,6 +501,7 @@ async fn a_node_gets_usage_media_and_tracks_only_of_what_it_carries() {
                 period_start_ms: 0,
                 period_end_ms: u64::MAX,
                 mounts: vec![inflated("/radio.mp3")],
+                turn: Vec::new(),
             },
         ))
         .await;

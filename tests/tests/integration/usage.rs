@@ -386,6 +386,7 @@ async fn a_report_is_stored_once(backend: Backend) {
             sessions: 1,
             bytes_sent: 1000,
         }],
+        turn: Vec::new(),
     };
     let store = |node: &'static str, r: UsageReport| {
         let db = db.clone();
