@@ -2,7 +2,7 @@
 //! its Prometheus exporter, so its log is the only source: the agent reads coturn's stdout
 //! (coturn writes every log line there as well as to its log file) and adds each session's
 //! usage lines to a [`Tally`] by tenant, which the usage meter takes into the spool at every
-//! checkpoint (`crate::usage`), like the edge's listener usage.
+//! checkpoint, like the edge's listener usage.
 //!
 //! What coturn 4.6.1 logs (seen by running it with `verbose` and `turnutils_uclient`; without
 //! `verbose` it logs no usage at all):
