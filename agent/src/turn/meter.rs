@@ -1,7 +1,7 @@
 //! Relayed TURN bytes per tenant, read from coturn's own log. Debian's coturn is built without
-//! its Prometheus exporter, so its log is the only source: the agent reads coturn's stdout
-//! (coturn writes every log line there as well as to its log file) and adds each session's
-//! usage lines to a [`Tally`] by tenant, which the usage meter takes into the spool at every
+//! its Prometheus exporter, so its log is the only source: coturn logs to its stdout
+//! (`log-file=stdout`, flushed per line), the agent reads it, writes it on to `turnserver.log`
+//! and adds each session's usage lines to a [`Tally`] by tenant, which the usage meter takes into the spool at every
 //! checkpoint, like the edge's listener usage.
 //!
 //! What coturn 4.6.1 logs (seen by running it with `verbose` and `turnutils_uclient`; without
