@@ -10,9 +10,10 @@
 //!   period starts in; realtime usage is recorded per UTC day already (a connection over
 //!   midnight counts on both days).
 //! - Per plan: the monthly price × active days / days in the month; the plan's included GB,
-//!   listener hours, realtime connection minutes, messages and payments are prorated the same
-//!   way, and what the plan's days used beyond them is billed at the plan's overage prices (per
-//!   GB, per listener hour, per 1000 connection minutes, per 1000 messages, per 1000 payments).
+//!   listener hours, realtime connection minutes, messages, payments, call minutes and GB
+//!   relayed by TURN are prorated the same way, and what the plan's days used beyond them is
+//!   billed at the plan's overage prices (per GB, per listener hour, per 1000 connection minutes,
+//!   per 1000 messages, per 1000 payments, per 1000 call minutes, per GB relayed).
 //! - Amounts are micro-units of the currency, rounded half up once per line.
 //! - Usage that reaches the control plane after its month's invoice was finalized is billed on
 //!   a later invoice as the difference between that month's overage with it and without it, so
@@ -148,6 +149,8 @@ pub struct DayUsage {
     pub transactions: u64,
     /// Time of the calls its end users were charged for.
     pub call_ms: u64,
+    /// Bytes the TURN relays relayed for its end users (received from and sent to them).
+    pub turn_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,16 +162,18 @@ pub enum LineKind {
     Messages,
     Transactions,
     CallMinutes,
+    TurnBytes,
 }
 
 /// The metered kinds, in the order their lines follow a plan's line.
-const METERED: [LineKind; 6] = [
+const METERED: [LineKind; 7] = [
     LineKind::Bandwidth,
     LineKind::ListenerHours,
     LineKind::ConnectionMinutes,
     LineKind::Messages,
     LineKind::Transactions,
     LineKind::CallMinutes,
+    LineKind::TurnBytes,
 ];
 
 impl LineKind {
@@ -181,6 +186,7 @@ impl LineKind {
             LineKind::Messages => "messages_overage",
             LineKind::Transactions => "transactions_overage",
             LineKind::CallMinutes => "call_minutes_overage",
+            LineKind::TurnBytes => "turn_bytes_overage",
         }
     }
 }
@@ -214,6 +220,7 @@ struct PlanMonth {
     messages: u64,
     transactions: u64,
     call_ms: u64,
+    turn_bytes: u64,
 }
 
 /// One metered quantity of one plan's days in a month, in its base unit (bytes, ms, messages):
@@ -236,6 +243,7 @@ struct Overage {
     messages: Metered,
     transactions: Metered,
     call_ms: Metered,
+    turn_bytes: Metered,
 }
 
 impl Overage {
@@ -247,6 +255,7 @@ impl Overage {
             LineKind::Messages => self.messages,
             LineKind::Transactions => self.transactions,
             LineKind::CallMinutes => self.call_ms,
+            LineKind::TurnBytes => self.turn_bytes,
             LineKind::Plan => Metered::default(),
         }
     }
@@ -319,6 +328,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
                     messages: 0,
                     transactions: 0,
                     call_ms: 0,
+                    turn_bytes: 0,
                 });
                 out.len() - 1
             }
@@ -343,6 +353,7 @@ fn plan_months(period: Period, history: &[Change], usage: &[DayUsage]) -> Vec<Pl
             m.messages = m.messages.saturating_add(u.messages);
             m.transactions = m.transactions.saturating_add(u.transactions);
             m.call_ms = m.call_ms.saturating_add(u.call_ms);
+            m.turn_bytes = m.turn_bytes.saturating_add(u.turn_bytes);
         }
     }
     out
@@ -444,6 +455,15 @@ fn overages(
                     p.overage_per_1000_call_minutes_micros,
                     1000 * MINUTE_MS,
                 ),
+                turn_bytes: metered(
+                    m.turn_bytes,
+                    p.included_turn_gb,
+                    GB,
+                    days,
+                    dim,
+                    p.overage_per_turn_gb_micros,
+                    GB,
+                ),
             })
         })
         .collect()
@@ -493,6 +513,13 @@ fn overage_line(
             decimal(mul_div_round(over, 1_000_000, 1000 * MINUTE_MS), 6),
             "1000 call minutes",
             p.overage_per_1000_call_minutes_micros,
+        ),
+        LineKind::TurnBytes => (
+            "GB relayed by TURN",
+            format!("{} GB", decimal(included, 9)),
+            decimal(over, 9),
+            "GB",
+            p.overage_per_turn_gb_micros,
         ),
         LineKind::Transactions => (
             "payments",
@@ -665,6 +692,8 @@ mod tests {
                 overage_per_1000_transactions_micros: 0,
                 included_call_minutes: 0,
                 overage_per_1000_call_minutes_micros: 0,
+                included_turn_gb: 0,
+                overage_per_turn_gb_micros: 0,
             },
             created_at: String::new(),
             updated_at: String::new(),
@@ -1165,5 +1194,54 @@ mod tests {
             "{}",
             over.description
         );
+    }
+
+    /// Relayed TURN bytes are billed like bandwidth: 10 GB a month on 16 of 30 days → 5.333333333
+    /// GB included; 8 GB relayed → 2.666666667 GB over at 0.50 = 1.333333.
+    #[test]
+    fn turn_bytes_beyond_the_prorated_allowance_are_billed_per_gb() {
+        let p = Period::parse("2026-11").expect("parse");
+        let mut relay = plan("relay", 0, 0, 0, 0, 0);
+        relay.prices.included_turn_gb = 10;
+        relay.prices.overage_per_turn_gb_micros = 500_000;
+        let plans = plans(vec![relay]);
+        let history = [
+            change(at(p, 10, 23), "relay", Status::Active),
+            change(at(p, 20, 1), "relay", Status::Suspended),
+            change(at(p, 25, 12), "relay", Status::Active),
+        ];
+        let usage = [DayUsage {
+            day: 12,
+            turn_bytes: 8_000_000_000,
+            ..Default::default()
+        }];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        let over = lines
+            .iter()
+            .find(|l| l.kind == LineKind::TurnBytes)
+            .expect("a TURN line");
+        assert_eq!(
+            (
+                over.kind.as_str(),
+                over.quantity.as_str(),
+                over.unit.as_str(),
+                over.amount_micros
+            ),
+            ("turn_bytes_overage", "2.666666667", "GB", 1_333_333)
+        );
+        assert!(
+            over.description
+                .starts_with("GB relayed by TURN beyond the 5.333333333 GB the RELAY plan"),
+            "{}",
+            over.description
+        );
+        // Within the allowance: no line.
+        let usage = [DayUsage {
+            day: 12,
+            turn_bytes: 5_000_000_000,
+            ..Default::default()
+        }];
+        let lines = month_lines(p, &history, &usage, &plans).expect("lines");
+        assert!(lines.iter().all(|l| l.kind != LineKind::TurnBytes));
     }
 }

@@ -267,6 +267,8 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_1000_transactions_micros,
         included_call_minutes,
         overage_per_1000_call_minutes_micros,
+        included_turn_gb,
+        overage_per_turn_gb_micros,
     } = &plan.prices;
     currency(cur)?;
     // Allowances are multiplied by 10^9 bytes, 3.6 million ms or 60 000 ms when billed; this
@@ -282,6 +284,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         ("prices.included_messages", included_messages),
         ("prices.included_transactions", included_transactions),
         ("prices.included_call_minutes", included_call_minutes),
+        ("prices.included_turn_gb", included_turn_gb),
     ] {
         if *v > MAX_ALLOWANCE {
             return Err(Invalid::Value(format!(
@@ -299,6 +302,7 @@ pub fn plan(plan: &Plan) -> Result<(), Invalid> {
         overage_per_1000_messages_micros,
         overage_per_1000_transactions_micros,
         overage_per_1000_call_minutes_micros,
+        overage_per_turn_gb_micros,
     ] {
         if *v > MAX_BIG {
             return Err(Invalid::Value(format!(
@@ -563,6 +567,8 @@ mod tests {
                 overage_per_1000_transactions_micros: 1,
                 included_call_minutes: 1,
                 overage_per_1000_call_minutes_micros: 1,
+                included_turn_gb: 1,
+                overage_per_turn_gb_micros: 1,
             },
             created_at: String::new(),
             updated_at: String::new(),

@@ -163,6 +163,13 @@ pub struct PlanPrices {
     /// Per 1000 call minutes beyond what the plan includes.
     #[serde(default)]
     pub overage_per_1000_call_minutes_micros: u64,
+    /// GB (10^9 bytes) relayed by the TURN relays for calls per month that the monthly price
+    /// includes, prorated the same way.
+    #[serde(default)]
+    pub included_turn_gb: u64,
+    /// Per GB relayed beyond what the plan includes.
+    #[serde(default)]
+    pub overage_per_turn_gb_micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +261,8 @@ pub struct PlanPricesPatch {
     pub overage_per_1000_transactions_micros: Option<u64>,
     pub included_call_minutes: Option<u64>,
     pub overage_per_1000_call_minutes_micros: Option<u64>,
+    pub included_turn_gb: Option<u64>,
+    pub overage_per_turn_gb_micros: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1072,6 +1081,11 @@ pub struct RealtimeUsageDay {
     pub call_ms: u64,
     #[serde(default)]
     pub call_minutes: f64,
+    /// Bytes the TURN relays relayed for the tenant's end users' calls: what each relay
+    /// received from and sent to them (coturn's per-allocation usage, `rb + sb`), counted on
+    /// the day the node's usage report period starts.
+    #[serde(default)]
+    pub turn_bytes: u64,
 }
 
 /// A tenant's realtime usage per UTC day: what billing prices as connection minutes and

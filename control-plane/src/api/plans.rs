@@ -163,6 +163,10 @@ pub async fn update(
         t.overage_per_1000_call_minutes_micros = p
             .overage_per_1000_call_minutes_micros
             .unwrap_or(t.overage_per_1000_call_minutes_micros);
+        t.included_turn_gb = p.included_turn_gb.unwrap_or(t.included_turn_gb);
+        t.overage_per_turn_gb_micros = p
+            .overage_per_turn_gb_micros
+            .unwrap_or(t.overage_per_turn_gb_micros);
     }
     validate::plan(&plan)?;
     let saved = match db::plans::update(&mut tx, &plan).await {

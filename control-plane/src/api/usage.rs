@@ -176,40 +176,44 @@ pub async fn realtime_usage(
             MAX_RANGE_MS / DAY_MS
         )));
     }
-    let rows = {
+    let (rows, turn) = {
         let mut c = st.db.conn().await?;
-        db::realtime_usage::days(&mut c, &tenant_id, from, to).await?
+        let rows = db::realtime_usage::days(&mut c, &tenant_id, from, to).await?;
+        // Relayed TURN bytes by the day their report's period starts, as billing counts them.
+        let turn = db::usage::turn_days(&mut c, &tenant_id, from, to).await?;
+        (rows, turn)
     };
-    let day = |start: String, ms: u64, (messages, transactions, call_ms): (u64, u64, u64)| {
-        RealtimeUsageDay {
-            start,
-            connection_ms: ms,
-            connection_minutes: ms as f64 / 60_000.0,
-            messages,
-            transactions,
-            call_ms,
-            call_minutes: call_ms as f64 / 60_000.0,
-        }
-    };
-    let days: Vec<RealtimeUsageDay> = rows
-        .into_iter()
-        .map(|(start, ms, messages, payments, call_ms)| {
-            day(
-                format_ms(start),
-                u(ms),
-                (u(messages), u(payments), u(call_ms)),
-            )
+    use std::collections::BTreeMap;
+    let mut by_day: BTreeMap<i64, RealtimeUsageDay> = BTreeMap::new();
+    fn day(by_day: &mut BTreeMap<i64, RealtimeUsageDay>, start: i64) -> &mut RealtimeUsageDay {
+        by_day.entry(start).or_insert_with(|| RealtimeUsageDay {
+            start: format_ms(start),
+            ..RealtimeUsageDay::default()
         })
-        .collect();
-    let total = day(
-        String::new(),
-        days.iter().map(|d| d.connection_ms).sum(),
-        (
-            days.iter().map(|d| d.messages).sum(),
-            days.iter().map(|d| d.transactions).sum(),
-            days.iter().map(|d| d.call_ms).sum(),
-        ),
-    );
+    }
+    for (start, ms, messages, payments, call_ms) in rows {
+        let d = day(&mut by_day, start);
+        d.connection_ms = u(ms);
+        d.connection_minutes = u(ms) as f64 / 60_000.0;
+        (d.messages, d.transactions) = (u(messages), u(payments));
+        d.call_ms = u(call_ms);
+        d.call_minutes = u(call_ms) as f64 / 60_000.0;
+    }
+    for (start, bytes) in turn {
+        day(&mut by_day, start).turn_bytes = u(bytes);
+    }
+    let days: Vec<RealtimeUsageDay> = by_day.into_values().collect();
+    let sum = |f: fn(&RealtimeUsageDay) -> u64| days.iter().map(f).sum::<u64>();
+    let total = RealtimeUsageDay {
+        start: String::new(),
+        connection_ms: sum(|d| d.connection_ms),
+        connection_minutes: sum(|d| d.connection_ms) as f64 / 60_000.0,
+        messages: sum(|d| d.messages),
+        transactions: sum(|d| d.transactions),
+        call_ms: sum(|d| d.call_ms),
+        call_minutes: sum(|d| d.call_ms) as f64 / 60_000.0,
+        turn_bytes: sum(|d| d.turn_bytes),
+    };
     Ok(Json(TenantRealtimeUsage {
         tenant_id,
         from: format_ms(from),

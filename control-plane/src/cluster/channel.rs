@@ -791,6 +791,13 @@ async fn store_usage(
             db::usage::MAX_MOUNTS_PER_REPORT
         );
     }
+    if report.turn.len() > db::usage::MAX_TURN_TENANTS_PER_REPORT {
+        anyhow::bail!(
+            "a usage report of TURN usage of {} tenants is more than the {} a report may carry",
+            report.turn.len(),
+            db::usage::MAX_TURN_TENANTS_PER_REPORT
+        );
+    }
     if report.seq == 0 {
         anyhow::bail!("usage report sequence numbers start at 1");
     }
@@ -818,9 +825,29 @@ async fn store_usage(
                 )
             });
         }
+        let turn = vet_turn(&mut tx, node_id, report).await?;
+        for (t, why) in &turn.refused {
+            cluster.refusals.refuse("turn_usage", || {
+                format!(
+                    "node {node_id} reported {} relayed TURN bytes of tenant {:.64} in report \
+                     {}: {why}",
+                    t.relayed_bytes, t.tenant_id, report.seq
+                )
+            });
+        }
+        for (t, why) in &turn.clamped {
+            cluster.refusals.refuse("turn_usage_clamped", || {
+                format!(
+                    "node {node_id} reported {} relayed TURN bytes of tenant {:.64} in report \
+                     {}: {why}",
+                    t.relayed_bytes, t.tenant_id, report.seq
+                )
+            });
+        }
         let report = proto::UsageReport {
             period_start_ms: vetted.period_start_ms,
             mounts: vetted.kept,
+            turn: turn.kept,
             ..report.clone()
         };
         let fresh = db::usage::store(&mut tx, node_id, &report, crate::db::now_ms()).await?;
@@ -894,6 +921,31 @@ async fn vet_usage(
         db::usage::reported_during(conn, node_id, report.seq, window.0, window.1).await?;
     Ok(usage_vet::mounts(
         report, window, &carried, &subjects, &reported,
+    ))
+}
+
+/// Vets a usage report's relayed TURN bytes (see `usage_vet::turn`): the node must run TURN
+/// (advertise TURN URLs), each tenant must exist or have existed.
+async fn vet_turn(
+    conn: &mut db::Conn,
+    node_id: &str,
+    report: &proto::UsageReport,
+) -> anyhow::Result<usage_vet::TurnVetted> {
+    if report.turn.is_empty() {
+        return Ok(usage_vet::TurnVetted::default());
+    }
+    let window = usage_vet::period(report, crate::db::now_ms());
+    let runs_turn = db::nodes::get(conn, node_id)
+        .await?
+        .is_some_and(|n| !n.turn_urls.is_empty());
+    let tenants =
+        db::usage::known_tenants(conn, report.turn.iter().map(|t| t.tenant_id.as_str())).await?;
+    let reported = match &window {
+        Ok(w) => db::usage::turn_reported_during(conn, node_id, report.seq, w.0, w.1).await?,
+        Err(_) => Default::default(),
+    };
+    Ok(usage_vet::turn(
+        report, window, runs_turn, &tenants, &reported,
     ))
 }
 

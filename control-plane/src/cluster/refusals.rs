@@ -10,8 +10,17 @@ use std::time::{Duration, Instant};
 
 /// The kinds of refusal, as the metric's label.
 /// `usage` is a mount of a usage report refused, `usage_clamped` one whose amounts were cut to
-/// what the node could have served.
-pub const KINDS: &[&str] = &["join", "usage", "usage_clamped", "media", "track"];
+/// what the node could have served; `turn_usage` and `turn_usage_clamped` the same of a tenant's
+/// relayed TURN bytes.
+pub const KINDS: &[&str] = &[
+    "join",
+    "usage",
+    "usage_clamped",
+    "turn_usage",
+    "turn_usage_clamped",
+    "media",
+    "track",
+];
 
 pub struct RefusalLog {
     interval: Duration,

@@ -12,9 +12,15 @@
 //! node already reported for that mount (under another sequence number) is taken out, and the
 //! amounts shrink with it. What breaks a rule is refused, what is too big is cut down; the rest
 //! is stored as sent.
+//!
+//! Relayed TURN bytes ([`turn`]) follow the same rules per tenant: only from a node that runs a
+//! TURN relay, only for a tenant that exists or existed, at most [`TURN_MAX_BYTES_PER_SEC`] over
+//! the period and [`TURN_LAG_MS`] before it (coturn logs a session's bytes every 4096 packets and
+//! at its end, so a report may carry some from before its period), and a period the node
+//! already reported for the tenant counts once.
 
 use crate::db::carriage::{CLOCK_SLACK_MS, MAX_REPORT_AGE_MS};
-use onda_shared::cluster::proto::{MAX_USAGE_PERIOD_MS, MountUsage, UsageReport};
+use onda_shared::cluster::proto::{MAX_USAGE_PERIOD_MS, MountUsage, TurnUsage, UsageReport};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The mount a live stream's viewers are reported under.
@@ -42,6 +48,15 @@ pub const JITTER_MS: u64 = 1_000;
 /// The burst an audio listener gets on joining, at most: the edge's ceiling for
 /// `limits.burst_bytes`.
 pub const MAX_BURST_BYTES: u64 = 16 << 20;
+
+/// The most a node's TURN relay is believed to relay per second for one tenant, received and
+/// sent together: 20 Gbit/s, a 10 Gbit/s interface both ways. It bounds an inflated report; it
+/// does not meter.
+pub const TURN_MAX_BYTES_PER_SEC: u64 = 20_000_000_000 / 8;
+
+/// How long before a report's period the relayed bytes it carries may have been relayed: a
+/// quiet session logs its usage only every 4096 packets or at its end.
+pub const TURN_LAG_MS: u64 = 10 * 60_000;
 
 /// Periods of stored usage, by (station id, mount).
 pub type Reported = BTreeMap<(String, String), Vec<(u64, u64)>>;
@@ -93,6 +108,73 @@ pub struct Vetted {
     pub kept: Vec<MountUsage>,
     pub refused: Vec<(MountUsage, String)>,
     pub clamped: Vec<(MountUsage, String)>,
+}
+
+/// A report's TURN usage after vetting.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TurnVetted {
+    pub kept: Vec<TurnUsage>,
+    pub refused: Vec<(TurnUsage, String)>,
+    pub clamped: Vec<(TurnUsage, String)>,
+}
+
+/// Vets each tenant's relayed bytes of `report` over `window` (from [`period`], or the reason
+/// none is believed): `runs_turn` says whether the node runs a TURN relay, `tenants` which of the
+/// named tenants exist or existed, `reported` the periods of the node's stored TURN usage of
+/// each tenant that touch the window.
+pub fn turn(
+    report: &UsageReport,
+    window: Result<(u64, u64), String>,
+    runs_turn: bool,
+    tenants: &BTreeSet<String>,
+    reported: &BTreeMap<String, Vec<(u64, u64)>>,
+) -> TurnVetted {
+    let mut out = TurnVetted::default();
+    for t in &report.turn {
+        let refuse = |why: &str| (t.clone(), why.to_string());
+        let window = match &window {
+            Ok(w) => *w,
+            Err(why) => {
+                out.refused.push(refuse(why));
+                continue;
+            }
+        };
+        if !runs_turn {
+            out.refused.push(refuse("the node runs no TURN relay"));
+            continue;
+        }
+        if !tenants.contains(&t.tenant_id) {
+            out.refused.push(refuse("no such tenant"));
+            continue;
+        }
+        let len = window.1 - window.0;
+        let periods = reported.get(&t.tenant_id).map_or(&[][..], Vec::as_slice);
+        let fresh = len - covered(window, periods);
+        let inside = |at: u64| periods.iter().any(|&(a, b)| a <= at && at < b);
+        if (len > 0 && fresh == 0) || (len == 0 && inside(window.0)) {
+            out.refused.push(refuse(
+                "its period was already reported by another report of this node",
+            ));
+            continue;
+        }
+        let mut kept = t.clone();
+        kept.relayed_bytes = scale(t.relayed_bytes, fresh, len).min(scale(
+            fresh.saturating_add(TURN_LAG_MS),
+            TURN_MAX_BYTES_PER_SEC,
+            1_000,
+        ));
+        if kept != *t {
+            out.clamped.push((
+                t.clone(),
+                format!(
+                    "cut to {} bytes (period {len} ms of which {fresh} ms not reported before)",
+                    kept.relayed_bytes
+                ),
+            ));
+        }
+        out.kept.push(kept);
+    }
+    out
 }
 
 /// The period the report's amounts are taken over, or why none of them is believed.
@@ -249,6 +331,64 @@ mod tests {
             mounts,
             turn: Vec::new(),
         }
+    }
+
+    fn relayed(tenant: &str, bytes: u64) -> TurnUsage {
+        TurnUsage {
+            tenant_id: tenant.into(),
+            relayed_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn turn_bytes_of_a_turn_node_for_known_tenants_count_once_and_bounded() {
+        let mut r = report(NOW - 10_000, NOW, vec![]);
+        r.turn = vec![
+            relayed("ten_a", 46_700),
+            relayed("ten_gone", 1),
+            relayed("ten_forged", 5),
+            relayed("ten_b", u64::MAX),
+        ];
+        let window = Ok((NOW - 10_000, NOW));
+        let tenants: BTreeSet<String> = ["ten_a", "ten_b", "ten_gone"].map(String::from).into();
+        let none = BTreeMap::new();
+        let v = turn(&r, window.clone(), true, &tenants, &none);
+        assert_eq!(
+            v.kept[..2],
+            [relayed("ten_a", 46_700), relayed("ten_gone", 1)]
+        );
+        // At most 20 Gbit/s over the period and the lag before it.
+        assert_eq!(
+            v.kept[2],
+            relayed(
+                "ten_b",
+                (10_000 + TURN_LAG_MS) / 1_000 * TURN_MAX_BYTES_PER_SEC
+            )
+        );
+        assert_eq!(v.clamped.len(), 1);
+        assert_eq!(
+            v.refused,
+            [(relayed("ten_forged", 5), "no such tenant".into())]
+        );
+        // A node without TURN, or a period not believed: nothing.
+        let v = turn(&r, window.clone(), false, &tenants, &none);
+        assert!(v.kept.is_empty() && v.refused.len() == 4);
+        let v = turn(&r, Err("too old".into()), true, &tenants, &none);
+        assert!(v.kept.is_empty() && v.refused[0].1 == "too old");
+        // Half the period reported before for ten_a (another seq): half counts; all of it for
+        // ten_gone: refused.
+        let reported: BTreeMap<String, Vec<(u64, u64)>> = [
+            ("ten_a".to_string(), vec![(NOW - 20_000, NOW - 5_000)]),
+            ("ten_gone".to_string(), vec![(NOW - 10_000, NOW)]),
+        ]
+        .into();
+        let v = turn(&r, window, true, &tenants, &reported);
+        assert_eq!(v.kept[0], relayed("ten_a", 23_350));
+        assert!(
+            v.refused
+                .iter()
+                .any(|(t, why)| t.tenant_id == "ten_gone" && why.contains("already reported"))
+        );
     }
 
     #[test]

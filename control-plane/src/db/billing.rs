@@ -1,5 +1,5 @@
-//! Billing storage: usage by day for a tenant (listener usage from node reports, realtime usage
-//! from the gateway), invoices and their lines, and the generation of
+//! Billing storage: usage by day for a tenant (listener usage and relayed TURN bytes from node
+//! reports, realtime usage from the gateway), invoices and their lines, and the generation of
 //! one tenant's invoice (`generate`) from them and the tenant history (`super::tenant_history`)
 //! with `crate::billing`.
 //!
@@ -85,7 +85,7 @@ enum Rows<'a> {
 
 /// The tables of metered usage billing reads and marks: both have `tenant_id`,
 /// `period_start_ms` and `invoice_id` (NULL until a finalized invoice billed the row).
-const USAGE_TABLES: [&str; 2] = ["usage_mounts", "realtime_usage"];
+const USAGE_TABLES: [&str; 3] = ["usage_mounts", "realtime_usage", "usage_turn"];
 
 /// The SQL condition on `invoice_id` that `rows` selects, using `$5` so every variant binds the
 /// same parameters, and what to bind to it.
@@ -100,7 +100,7 @@ fn rows_clause(rows: Rows<'_>) -> (&'static str, &str) {
 }
 
 /// The month's usage by day: listener time and bytes from `usage_mounts`, connection time,
-/// messages and payments from `realtime_usage`.
+/// messages, payments and call time from `realtime_usage`, relayed bytes from `usage_turn`.
 async fn daily_usage(
     conn: &mut Conn,
     tenant_id: &str,
@@ -118,6 +118,7 @@ async fn daily_usage(
             "transactions",
             "call_ms",
         ),
+        ("usage_turn", "relayed_bytes", "0", "0", "0"),
     ] {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT (period_start_ms - $2) / $4 AS day, CAST(SUM({a}) AS BIGINT) AS a, \
@@ -143,6 +144,8 @@ async fn daily_usage(
             });
             if table == "usage_mounts" {
                 (d.listener_ms, d.bytes) = (a, b);
+            } else if table == "usage_turn" {
+                d.turn_bytes = a;
             } else {
                 (d.connection_ms, d.messages, d.transactions) = (a, b, c);
                 d.call_ms = u(r.try_get("e")?);

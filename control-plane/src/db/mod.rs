@@ -247,6 +247,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "station_hls_preferred",
         include_str!("../../migrations/0043_station_hls_preferred.sql"),
     ),
+    (
+        44,
+        "turn_usage",
+        include_str!("../../migrations/0044_turn_usage.sql"),
+    ),
 ];
 
 impl Db {

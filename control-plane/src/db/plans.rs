@@ -15,8 +15,8 @@ const COLUMNS: &str = "id, name, description, max_stations, max_mounts_per_stati
     included_connection_minutes, overage_per_1000_connection_minutes_micros, included_messages, \
     overage_per_1000_messages_micros, feature_monetization, feature_live_chat, \
     included_transactions, overage_per_1000_transactions_micros, feature_calls, \
-    included_call_minutes, overage_per_1000_call_minutes_micros, feature_requests, created_at, \
-    updated_at";
+    included_call_minutes, overage_per_1000_call_minutes_micros, feature_requests, \
+    included_turn_gb, overage_per_turn_gb_micros, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
     let u32_col = |name: &str| -> Result<u32, sqlx::Error> {
@@ -78,6 +78,8 @@ fn from_row(row: &AnyRow) -> Result<Plan, sqlx::Error> {
             overage_per_1000_transactions_micros: u64_col("overage_per_1000_transactions_micros")?,
             included_call_minutes: u64_col("included_call_minutes")?,
             overage_per_1000_call_minutes_micros: u64_col("overage_per_1000_call_minutes_micros")?,
+            included_turn_gb: u64_col("included_turn_gb")?,
+            overage_per_turn_gb_micros: u64_col("overage_per_turn_gb_micros")?,
         },
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
@@ -146,10 +148,10 @@ const INSERT: &str = "INSERT INTO plans (name, description, max_stations, max_mo
          overage_per_1000_messages_micros, feature_monetization, feature_live_chat, \
          included_transactions, overage_per_1000_transactions_micros, feature_calls, \
          included_call_minutes, overage_per_1000_call_minutes_micros, feature_requests, \
-         created_at) \
+         included_turn_gb, overage_per_turn_gb_micros, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
          $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, \
-         $37, $20)";
+         $37, $38, $39, $20)";
 const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations = $3, \
          max_mounts_per_station = $4, allowed_formats = $5, max_bitrate_kbps = $6, \
          max_listeners_per_station = $7, storage_bytes = $8, max_live_streams = $9, \
@@ -163,7 +165,8 @@ const UPDATE: &str = "UPDATE plans SET name = $1, description = $2, max_stations
          feature_monetization = $30, feature_live_chat = $31, included_transactions = $32, \
          overage_per_1000_transactions_micros = $33, feature_calls = $34, \
          included_call_minutes = $35, overage_per_1000_call_minutes_micros = $36, \
-         feature_requests = $37 WHERE id = $21";
+         feature_requests = $37, included_turn_gb = $38, overage_per_turn_gb_micros = $39 \
+         WHERE id = $21";
 
 async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, sqlx::Error> {
     let ts = now();
@@ -208,6 +211,8 @@ async fn save(conn: &mut Conn, plan: &Plan, sql: &'static str) -> Result<Plan, s
         .bind(big(p.included_call_minutes))
         .bind(big(p.overage_per_1000_call_minutes_micros))
         .bind(i64::from(f.requests))
+        .bind(big(p.included_turn_gb))
+        .bind(big(p.overage_per_turn_gb_micros))
         .execute(&mut *conn)
         .await?;
     get(conn, &plan.id).await?.ok_or(sqlx::Error::RowNotFound)

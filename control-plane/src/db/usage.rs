@@ -1,5 +1,6 @@
 //! Usage reports from nodes, stored once per (node, seq), and the aggregates the stats API and
-//! billing read.
+//! billing read: listener usage per station mount (`usage_mounts`) and relayed TURN bytes per
+//! tenant (`usage_turn`).
 
 use super::Conn;
 use onda_shared::cluster::proto::UsageReport;
@@ -7,6 +8,10 @@ use sqlx::Row as _;
 
 /// Most mounts one report may carry (a node carries at most a few thousand station mounts).
 pub const MAX_MOUNTS_PER_REPORT: usize = 20_000;
+
+/// Most tenants one report may carry TURN usage of (coturn's `total-quota` allows 1000
+/// allocations by default).
+pub const MAX_TURN_TENANTS_PER_REPORT: usize = 20_000;
 
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -66,7 +71,102 @@ pub async fn store(
         .execute(&mut *conn)
         .await?;
     }
+    for t in r.turn.iter().filter(|t| t.relayed_bytes > 0) {
+        sqlx::query(
+            "INSERT INTO usage_turn (node_id, seq, tenant_id, period_start_ms, period_end_ms, \
+             relayed_bytes) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (node_id, seq, tenant_id) DO NOTHING",
+        )
+        .bind(node_id)
+        .bind(i(r.seq))
+        .bind(&t.tenant_id)
+        .bind(i(r.period_start_ms))
+        .bind(i(r.period_end_ms))
+        .bind(i(t.relayed_bytes))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(true)
+}
+
+/// Which of `tenant_ids` exist or existed (a deleted tenant's last relays are still billed).
+pub async fn known_tenants(
+    conn: &mut Conn,
+    tenant_ids: impl Iterator<Item = &str>,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let mut out = std::collections::BTreeSet::new();
+    for id in tenant_ids {
+        let found =
+            sqlx::query("SELECT tenant_id FROM tenant_history WHERE tenant_id = $1 LIMIT 1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+        if found {
+            out.insert(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The periods of this node's stored TURN usage that overlap `[from, to)`, by tenant, other than
+/// those of report `seq` itself (as [`reported_during`]).
+pub async fn turn_reported_during(
+    conn: &mut Conn,
+    node_id: &str,
+    seq: u64,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<std::collections::BTreeMap<String, Vec<(u64, u64)>>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT tenant_id, period_start_ms, period_end_ms FROM usage_turn \
+         WHERE node_id = $1 AND period_end_ms >= $3 AND period_end_ms <= $5 \
+         AND period_start_ms <= $4 AND seq <> $2",
+    )
+    .bind(node_id)
+    .bind(i(seq))
+    .bind(i(from_ms))
+    .bind(i(to_ms))
+    .bind(i(to_ms.saturating_add(
+        onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS,
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: std::collections::BTreeMap<String, Vec<(u64, u64)>> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let start: i64 = r.try_get("period_start_ms")?;
+        let end: i64 = r.try_get("period_end_ms")?;
+        out.entry(r.try_get("tenant_id")?).or_default().push((
+            u64::try_from(start).unwrap_or(0),
+            u64::try_from(end).unwrap_or(0),
+        ));
+    }
+    Ok(out)
+}
+
+/// A tenant's relayed TURN bytes per UTC day for the reports whose period starts in
+/// `[from_ms, to_ms)`, billed or not: (day start, bytes), oldest first.
+pub async fn turn_days(
+    conn: &mut Conn,
+    tenant_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT (period_start_ms / $4) * $4 AS day, CAST(SUM(relayed_bytes) AS BIGINT) AS bytes \
+         FROM usage_turn WHERE tenant_id = $1 AND period_start_ms >= $2 AND period_start_ms < $3 \
+         GROUP BY (period_start_ms / $4) * $4 ORDER BY day",
+    )
+    .bind(tenant_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(crate::billing::DAY_MS)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("day")?, r.try_get("bytes")?)))
+        .collect()
 }
 
 /// The periods of this node's stored usage that overlap `[from, to)`, by (station, mount), other
