@@ -106,6 +106,30 @@ pub fn parse_url(url: &str) -> (String, u16, bool) {
 /// Ok with the client's summary line when messages came back through the relay; Err
 /// with its output when it did not (a refused credential: "Cannot complete Allocation").
 pub async fn allocate(url: &str, username: &str, password: &str) -> Result<String, String> {
+    relay(url, username, password, 5, None)
+        .await
+        .map(|r| r.summary)
+}
+
+/// What one run of `turnutils_uclient` relayed.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// "start_mclient: tot_send_msgs=10, tot_recv_msgs=10".
+    pub summary: String,
+    /// Payload bytes its clients sent and received through the relays, as it counts them.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
+/// As [`allocate`], sending `messages` messages per client of `length` bytes (the client's
+/// default, 100, when `None`).
+pub async fn relay(
+    url: &str,
+    username: &str,
+    password: &str,
+    messages: u32,
+    length: Option<u32>,
+) -> Result<Relayed, String> {
     let (host, port, tcp) = parse_url(url);
     let mut cmd = tokio::process::Command::new("turnutils_uclient");
     if tcp {
@@ -115,20 +139,31 @@ pub async fn allocate(url: &str, username: &str, password: &str) -> Result<Strin
     if url.starts_with("turns:") {
         cmd.arg("-S");
     }
-    cmd.args(["-y", "-n", "5", "-m", "1", "-L", "127.0.0.1"])
-        .args([
-            "-u",
-            username,
-            "-w",
-            password,
-            "-p",
-            &port.to_string(),
-            &host,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    if let Some(length) = length {
+        cmd.args(["-l", &length.to_string()]);
+    }
+    cmd.args([
+        "-y",
+        "-n",
+        &messages.to_string(),
+        "-m",
+        "1",
+        "-L",
+        "127.0.0.1",
+    ])
+    .args([
+        "-u",
+        username,
+        "-w",
+        password,
+        "-p",
+        &port.to_string(),
+        &host,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     // Over TLS it takes about 15 s for five messages.
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -145,18 +180,28 @@ pub async fn allocate(url: &str, username: &str, password: &str) -> Result<Strin
         .find(|l| l.contains("start_mclient: tot_send_msgs="))
         .map(str::trim)
         .map(str::to_string);
-    let counts = summary.as_deref().and_then(|l| {
-        let n = |key: &str| -> Option<u64> {
-            let v = l.split(key).nth(1)?;
-            v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-        };
-        Some((n("tot_send_msgs=")?, n("tot_recv_msgs=")?))
-    });
+    let n = |l: &str, key: &str| -> Option<u64> {
+        let v = l.split(key).nth(1)?;
+        v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let counts = summary
+        .as_deref()
+        .and_then(|l| Some((n(l, "tot_send_msgs=")?, n(l, "tot_recv_msgs=")?)));
+    // The last report: "start_mclient: tot_send_bytes ~ 20000, tot_recv_bytes ~ 20000".
+    let bytes = text
+        .lines()
+        .rfind(|l| l.contains("start_mclient: tot_send_bytes ~ "))
+        .and_then(|l| Some((n(l, "tot_send_bytes ~ ")?, n(l, "tot_recv_bytes ~ ")?)));
     match (out.status.success(), counts) {
         // Some messages may be lost on the way (UDP; the TLS client drops some): data that
         // came back proves the relay.
         (true, Some((sent, received))) if sent > 0 && received > 0 => {
-            Ok(summary.unwrap_or_default())
+            let (sent_bytes, received_bytes) = bytes.unwrap_or_default();
+            Ok(Relayed {
+                summary: summary.unwrap_or_default(),
+                sent_bytes,
+                received_bytes,
+            })
         }
         _ => Err(format!("turnutils_uclient ({}):\n{text}", out.status)),
     }

@@ -5,7 +5,8 @@
 //! and is refused with a wrong password or an expired (correctly signed) credential. A secret
 //! the control plane adds reaches coturn without a restart. When coturn is killed, the agent
 //! starts it again. With a certificate it relays over TLS too; with the production peer policy
-//! it refuses to relay to loopback peers.
+//! it refuses to relay to loopback peers. What a tenant's users relay is metered from coturn's
+//! log onto the tenant's usage and invoice, once, also across a restart of the agent.
 
 use onda_control_plane::db::Db;
 use onda_control_plane::turn;
@@ -14,7 +15,7 @@ use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::on_both_backends;
 use onda_tests::turn::{
-    TurnPorts, agent_env, allocate, free_udp_tcp_port, require_coturn, self_signed_cert,
+    TurnPorts, agent_env, allocate, free_udp_tcp_port, relay, require_coturn, self_signed_cert,
 };
 use onda_tests::wait_for;
 use reqwest::Method;
@@ -24,6 +25,7 @@ use std::time::Duration;
 on_both_backends!(
     coturn_relays_with_the_control_planes_credentials_only,
     a_calls_parties_get_relays_of_the_node_that_coturn_accepts,
+    relayed_bytes_are_metered_onto_the_tenants_usage_and_invoice_once,
 );
 
 /// A user `id` of a new tenant and a user token for them: (tenant id, token).
@@ -462,4 +464,179 @@ async fn a_calls_parties_get_relays_of_the_node_that_coturn_accepts(backend: Bac
         let password = server["credential"].as_str().expect("credential");
         allocates(&urls[0], username, password, Duration::from_secs(20)).await;
     }
+}
+
+/// Relayed bytes of the tenant's usage lines in coturn's log (as the agent wrote it on): the
+/// sum of `rb + sb` of the `usage:` lines whose username is the tenant's.
+fn logged_bytes(fx: &ClusterFixture, tenant: &str) -> u64 {
+    let path = fx.agents[0].proc.path().join("state/turn/turnserver.log");
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let n = |l: &str, key: &str| -> u64 {
+        l.split(key)
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.contains(": usage: ") && l.contains(&format!(":{tenant}.")))
+        .map(|l| n(l, " rb=") + n(l, " sb="))
+        .sum()
+}
+
+/// The tenant's relayed bytes on `GET /v1/realtime/usage` (read as the admin).
+async fn usage_bytes(cp: &ControlPlane, tenant: &str) -> u64 {
+    let (s, usage) = cp
+        .call(
+            Method::GET,
+            &format!("/v1/realtime/usage?tenant_id={tenant}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{usage}");
+    usage["total"]["turn_bytes"].as_u64().expect("turn_bytes")
+}
+
+/// A tenant's user relays known traffic through the node's coturn with credentials from the
+/// API; the agent meters it from coturn's usage lines into its usage reports, and the tenant's
+/// usage shows it (and another tenant's none), exactly what coturn logged, within a stated
+/// tolerance of what the client sent; the draft invoice prices it. A restart of the agent
+/// counts nothing twice.
+async fn relayed_bytes_are_metered_onto_the_tenants_usage_and_invoice_once(backend: Backend) {
+    let Some(mut fx) = turn_cluster(backend).await else {
+        return;
+    };
+    let urls = onda_tests::turn::advertised(&fx.cp).await;
+    let (tenant, token) = user(&fx.cp, "fan-1").await;
+    let (other, _) = user(&fx.cp, "fan-2").await;
+    // The relay is billed at 1000.00 a GB beyond none included: a micro-unit per byte.
+    let (s, plan) = fx
+        .cp
+        .call(
+            Method::PATCH,
+            "/v1/plans/plan_premium",
+            Some(json!({"prices": {"included_turn_gb": 0,
+                                   "overage_per_turn_gb_micros": 1_000_000_000u64}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
+    let (s, ice) = fx
+        .cp
+        .tenant_call(&token, Method::GET, "/v1/me/ice-servers", None)
+        .await;
+    assert_eq!(s, 200, "{ice}");
+    let server = &ice["iceServers"][0];
+    let (username, password) = (
+        server["username"].as_str().expect("username"),
+        server["credential"].as_str().expect("credential"),
+    );
+    // The node has the secrets a moment after it is ready.
+    allocates(&urls[0], username, password, Duration::from_secs(20)).await;
+    let before = wait_for(
+        "the first relay's bytes on the usage",
+        Duration::from_secs(30),
+        || async {
+            let b = usage_bytes(&fx.cp, &tenant).await;
+            (b > 0 && b == logged_bytes(&fx, &tenant)).then_some(b)
+        },
+    )
+    .await;
+    // 100 messages of 1000 bytes each way per client pair over UDP.
+    let relayed = relay(&urls[0], username, password, 100, Some(1000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let payload = relayed.sent_bytes + relayed.received_bytes;
+    assert!(payload >= 400_000, "{relayed:?}");
+    // Each message enters the relay from one client and leaves it to the other: the usage
+    // lines count it in (rb) and out (sb), plus the TURN framing and the allocations' own
+    // requests (a run measured 809,736 bytes for 800,000 of payload). Tolerance: at most 2 %
+    // below (a datagram lost on loopback) and 5 % above the payload.
+    let metered = wait_for(
+        "the relayed bytes on the tenant's usage, as coturn logged them",
+        Duration::from_secs(30),
+        || async {
+            let logged = logged_bytes(&fx, &tenant);
+            let b = usage_bytes(&fx.cp, &tenant).await;
+            (logged >= before + payload * 98 / 100 && b == logged).then_some(b - before)
+        },
+    )
+    .await;
+    assert!(
+        (payload * 98 / 100..=payload * 105 / 100).contains(&metered),
+        "{metered} bytes metered for {relayed:?}"
+    );
+    assert_eq!(usage_bytes(&fx.cp, &other).await, 0, "another tenant's");
+    let metrics = onda_shared::http::client()
+        .get(format!("{}/metrics", fx.agents[0].edge_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("onda_agent_turn_usage_lines_total{result=\"counted\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("onda_agent_turn_usage_lines_total{result=\"unparsed\"}"),
+        "{metrics}"
+    );
+
+    // The running month's draft invoice prices the bytes: a micro-unit each (what the usage
+    // showed when the run began, or more had arrived by then).
+    let period =
+        onda_control_plane::billing::Period::containing(onda_control_plane::db::now_millis())
+            .to_string();
+    let low = usage_bytes(&fx.cp, &tenant).await;
+    let (s, run) = fx
+        .cp
+        .call(
+            Method::POST,
+            "/v1/billing/runs",
+            Some(json!({"period": period})),
+        )
+        .await;
+    assert_eq!(s, 200, "{run}");
+    let high = usage_bytes(&fx.cp, &tenant).await;
+    let (s, invoices) = fx
+        .cp
+        .call(
+            Method::GET,
+            &format!("/v1/invoices?tenant_id={tenant}&period={period}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{invoices}");
+    let line = invoices["items"][0]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["kind"] == "turn_bytes_overage")
+        .unwrap_or_else(|| panic!("a TURN line in {invoices}"))
+        .clone();
+    assert_eq!(line["unit"], "GB", "{line}");
+    let amount = line["amount_micros"].as_u64().expect("amount");
+    assert!((low..=high).contains(&amount), "{low}..={high}: {line}");
+
+    // A restart of the agent counts nothing again: it stops (its last report sealed in the
+    // spool, and sent again by the next run if this one had no ack for it), and starts on its
+    // spool with a new run of coturn; the usage is what both runs of coturn logged, each line
+    // once.
+    let total = usage_bytes(&fx.cp, &tenant).await;
+    fx.agents[0].proc.terminate();
+    let status = fx.agents[0].proc.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "the agent stopped with {status}");
+    fx.restart_agent(0).await;
+    fx.wait_ready(1, Duration::from_secs(30)).await;
+    allocates(&urls[0], username, password, Duration::from_secs(20)).await;
+    wait_for(
+        "the relay after the restart on the usage, once",
+        Duration::from_secs(30),
+        || async {
+            let b = usage_bytes(&fx.cp, &tenant).await;
+            (b > total && b == logged_bytes(&fx, &tenant)).then_some(())
+        },
+    )
+    .await;
 }
