@@ -82,6 +82,14 @@ async fn seed_plans_and_plan_crud(b: Backend) {
         ),
         (&json!(1000), &json!(20_000_000))
     );
+    // And 100 GB relayed by TURN, then 0.50 per GB.
+    assert_eq!(
+        (
+            &premium["prices"]["included_turn_gb"],
+            &premium["prices"]["overage_per_turn_gb_micros"]
+        ),
+        (&json!(100), &json!(500_000))
+    );
 
     let body = json!({
         "name": "Pro",

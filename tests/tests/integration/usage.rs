@@ -368,7 +368,7 @@ async fn a_partition_between_node_and_control_plane_loses_nothing() {
 /// reports of several nodes (the peak per report slot summed over nodes).
 async fn a_report_is_stored_once(backend: Backend) {
     use onda_control_plane::db::{Db, usage};
-    use onda_shared::cluster::proto::{MountUsage, UsageReport};
+    use onda_shared::cluster::proto::{MountUsage, TurnUsage, UsageReport};
     let Some(tdb) = TestDb::new(backend).await else {
         return;
     };
@@ -386,7 +386,11 @@ async fn a_report_is_stored_once(backend: Backend) {
             sessions: 1,
             bytes_sent: 1000,
         }],
-        turn: Vec::new(),
+        // Relayed TURN bytes of one tenant in every report.
+        turn: vec![TurnUsage {
+            tenant_id: "ten_x".into(),
+            relayed_bytes: 500,
+        }],
     };
     let store = |node: &'static str, r: UsageReport| {
         let db = db.clone();
@@ -432,6 +436,12 @@ async fn a_report_is_stored_once(backend: Backend) {
         (b[1].listener_ms, b[1].sessions, b[1].peak_listeners),
         (1_000, 1, 1)
     );
+    // The resend added no TURN bytes either: three reports, on the day they start.
+    let day = (base / 86_400_000 * 86_400_000) as i64;
+    let turn = usage::turn_days(&mut c, "ten_x", day, day + 86_400_000)
+        .await
+        .expect("turn days");
+    assert_eq!(turn, [(day, 1_500)]);
     c.rollback().await.expect("rollback");
     db.close().await;
     db.close().await;
