@@ -109,7 +109,9 @@ pub struct UsageReport {
     pub period_end_ms: u64,
     pub mounts: Vec<MountUsage>,
     /// Bytes the node's TURN relay relayed for each tenant's end users in the interval; left
-    /// out when there are none, so a node without TURN writes the report it always wrote.
+    /// out when there are none, so a node without TURN writes the report it always wrote. No
+    /// protocol version marks it: a control plane that predates it ignores it (and the bytes),
+    /// so control planes are upgraded first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub turn: Vec<TurnUsage>,
 }
