@@ -3,7 +3,8 @@
 //! listeners that kept ≥ 90 % of the bitrate, server CPU % and RSS, and onda/Icecast ratios.
 //!
 //! Run with `scripts/bench-edge.sh` (installs icecast2, builds release binaries). Options:
-//! `--cases 1000,storm4000,ramp10000` `--window SECS` `--servers icecast,onda`.
+//! `--cases 1000,storm4000,ramp10000` `--window SECS` `--servers icecast,onda`
+//! `--wrap "heaptrack -o FILE"` (onda under a heap profiler; its figures are then not comparable).
 
 use onda_tests::load::{LoadPlan, LoadReport, run};
 use std::path::Path;
@@ -90,14 +91,24 @@ fn start_icecast(dir: &Path) -> anyhow::Result<Server> {
     })
 }
 
-fn start_onda(dir: &Path, onda: &Path) -> anyhow::Result<Server> {
+fn start_onda(dir: &Path, onda: &Path, wrap: Option<&str>) -> anyhow::Result<Server> {
     let port = free_port();
     let toml = format!(
         "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[limits]\nmax_connections = 30000\nmax_connections_per_ip = 0\n\n[[mounts]]\npath = \"/live\"\nsource_password = \"hackme\"\n"
     );
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, toml)?;
-    let child = Command::new(onda)
+    // `--wrap "heaptrack -o FILE"` runs onda under a profiler (its CPU and RSS figures are then
+    // the wrapper's, not comparable).
+    let mut cmd = match wrap.map(str::split_whitespace) {
+        Some(mut words) => {
+            let mut c = Command::new(words.next().unwrap_or("env"));
+            c.args(words).arg(onda);
+            c
+        }
+        None => Command::new(onda),
+    };
+    let child = cmd
         .args(["edge", "--config"])
         .arg(&cfg)
         .env("ONDA_LOG", "warn")
@@ -191,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
     for name in servers.split(',') {
         let server = match name {
             "icecast" => start_icecast(work.path())?,
-            "onda" => start_onda(work.path(), &onda)?,
+            "onda" => start_onda(work.path(), &onda, arg("--wrap").as_deref())?,
             other => anyhow::bail!("unknown server {other}"),
         };
         let url = format!("icecast://source:hackme@{}/live", server.addr);
