@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// What a source client told us about its stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -462,6 +462,96 @@ pub(crate) enum Control {
     Move(String),
 }
 
+/// A listener's control line: the server's side ([`ControlTx`], kept in its entry) and the
+/// listener task's ([`ControlRx`]). The last word wins, except that a kill stays; the task hears
+/// `None` once every sender is gone. Hand-written rather than a tokio mpsc channel, whose
+/// first block of 32 slots (about 1 KiB) is allocated with it: ten megabytes at ten thousand
+/// listeners, for a word that comes once in a listener's life if ever.
+pub(crate) fn control_line() -> (ControlTx, ControlRx) {
+    let slot = Arc::new(ControlSlot {
+        word: Mutex::new(None),
+        senders: std::sync::atomic::AtomicUsize::new(1),
+        closed: AtomicBool::new(false),
+        notify: Notify::new(),
+    });
+    (ControlTx(slot.clone()), ControlRx(slot))
+}
+
+#[derive(Debug)]
+struct ControlSlot {
+    word: Mutex<Option<Control>>,
+    senders: std::sync::atomic::AtomicUsize,
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+#[derive(Debug)]
+pub(crate) struct ControlTx(Arc<ControlSlot>);
+
+impl ControlTx {
+    pub(crate) fn send(&self, word: Control) {
+        {
+            let mut w = lock(&self.0.word);
+            if !matches!(*w, Some(Control::Kill)) {
+                *w = Some(word);
+            }
+        }
+        // Stored as a permit when the task is not waiting: no word is missed.
+        self.0.notify.notify_one();
+    }
+}
+
+impl Clone for ControlTx {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::AcqRel);
+        ControlTx(self.0.clone())
+    }
+}
+
+impl Drop for ControlTx {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.store(true, Ordering::Release);
+            self.0.notify.notify_one();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ControlRx(Arc<ControlSlot>);
+
+/// Why [`ControlRx::try_recv`] has no word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoWord {
+    Empty,
+    /// Every sender is gone.
+    Closed,
+}
+
+impl ControlRx {
+    /// The next word, or `None` once every sender is gone. Cancel-safe: a word is taken only
+    /// when returned.
+    pub(crate) async fn recv(&mut self) -> Option<Control> {
+        loop {
+            match self.try_recv() {
+                Ok(word) => return Some(word),
+                Err(NoWord::Closed) => return None,
+                Err(NoWord::Empty) => self.0.notify.notified().await,
+            }
+        }
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Result<Control, NoWord> {
+        if let Some(word) = lock(&self.0.word).take() {
+            return Ok(word);
+        }
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(NoWord::Closed);
+        }
+        Err(NoWord::Empty)
+    }
+}
+
 /// A connected listener, as `/admin/listclients` shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct ListenerEntry {
@@ -469,7 +559,7 @@ pub(crate) struct ListenerEntry {
     pub ip: IpAddr,
     pub user_agent: String,
     pub connected_at: Instant,
-    pub control: mpsc::UnboundedSender<Control>,
+    pub control: ControlTx,
     /// A relay edge pulling the mount, not a listener (no limit of the group, no usage).
     pub relay: bool,
     /// Since when this listener's time on the mount is not yet in its usage.
@@ -779,6 +869,30 @@ mod tests {
         assert_eq!(pos, (head1.len() + audio1.len() + head2.len()) as u64);
     }
 
+    #[tokio::test]
+    async fn a_control_line_keeps_a_kill_and_closes_with_its_last_sender() {
+        let (tx, mut rx) = control_line();
+        assert_eq!(rx.try_recv().err(), Some(NoWord::Empty));
+        tx.send(Control::Move("/a".into()));
+        tx.send(Control::Move("/b".into()));
+        assert!(
+            matches!(rx.recv().await, Some(Control::Move(d)) if d == "/b"),
+            "the last word"
+        );
+        tx.send(Control::Kill);
+        tx.send(Control::Move("/c".into()));
+        assert!(
+            matches!(rx.recv().await, Some(Control::Kill)),
+            "a kill stays"
+        );
+        let other = tx.clone();
+        drop(tx);
+        assert_eq!(rx.try_recv().err(), Some(NoWord::Empty), "a sender is left");
+        let waiting = tokio::spawn(async move { rx.recv().await.is_none() });
+        drop(other);
+        assert!(waiting.await.expect("task"), "closed with the last sender");
+    }
+
     #[test]
     fn a_new_session_publishes_its_first_burst_at_once_then_batches() {
         let s = Session::new(SourceInfo::default(), 6, 1000, 100);
@@ -852,7 +966,7 @@ mod tests {
         m.detach(&a);
         assert!(m.session().is_none());
         assert!(m.attach(b));
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = control_line();
         let entry = |id| ListenerEntry {
             id,
             ip: IpAddr::from([127, 0, 0, 1]),

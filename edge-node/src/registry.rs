@@ -116,7 +116,7 @@ impl Registry {
             m.detach(&s);
         }
         for l in lock(&m.listeners).values() {
-            let _ = l.control.send(Control::Kill);
+            l.control.send(Control::Kill);
         }
     }
 

@@ -15,7 +15,6 @@ use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Why a playlist request gets no session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub(crate) enum Refusal {
 struct Held {
     id: u64,
     last: Instant,
-    control: mpsc::UnboundedReceiver<Control>,
+    control: crate::mount::ControlRx,
 }
 
 /// Who asks, as far as an HTTP request tells.
@@ -89,7 +88,7 @@ impl Sessions {
             h.last = now;
             return Ok(false);
         }
-        let (tx, control) = mpsc::unbounded_channel();
+        let (tx, control) = crate::mount::control_line();
         let entry = ListenerEntry {
             id: next_id(),
             ip: client.ip,
@@ -143,12 +142,12 @@ impl Sessions {
 }
 
 /// Whether an admin asked this session to end (a move is no use to an HLS player: ignored).
-fn killed(control: &mut mpsc::UnboundedReceiver<Control>) -> bool {
+fn killed(control: &mut crate::mount::ControlRx) -> bool {
     loop {
         match control.try_recv() {
-            Ok(Control::Kill) | Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            Ok(Control::Kill) | Err(crate::mount::NoWord::Closed) => return true,
             Ok(Control::Move(_)) => {}
-            Err(mpsc::error::TryRecvError::Empty) => return false,
+            Err(crate::mount::NoWord::Empty) => return false,
         }
     }
 }
@@ -216,7 +215,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.touch(&client(Some("a"), "x"), t0, || 7), Ok(true));
         for e in lock(&m.listeners).values() {
-            let _ = e.control.send(Control::Kill);
+            e.control.send(Control::Kill);
         }
         assert_eq!(
             s.touch(&client(Some("a"), "x"), t0, || 8),

@@ -515,7 +515,9 @@ async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 pub(crate) async fn close_gracefully(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
     let drain = async {
-        let mut buf = [0u8; 8192];
+        // On the heap, and only while draining: an array here would sit in the future of every
+        // connection that might close this way, listeners included (8 KiB each).
+        let mut buf = vec![0u8; 8192];
         let mut total = 0usize;
         while total < 256 * 1024 {
             match stream.read(&mut buf).await {
@@ -525,4 +527,53 @@ pub(crate) async fn close_gracefully(stream: &mut TcpStream) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that answers nothing: what is measured is the connection's own part.
+    struct Silent;
+
+    impl Service for Silent {
+        fn limits(&self) -> Limits {
+            Limits {
+                max_connections: 1,
+                max_connections_per_ip: 0,
+                max_header_bytes: 1024,
+                max_headers: 8,
+                header_timeout: Duration::from_secs(1),
+            }
+        }
+        fn exempt(&self, _: &RequestHead) -> bool {
+            false
+        }
+        async fn call(self: Arc<Self>, _req: Request) -> Option<Request> {
+            None
+        }
+    }
+
+    /// A connection's task holds this future as long as the connection lives, besides its
+    /// handler's: it must not carry buffers of the rare paths (an error answer's drain was an
+    /// 8 KiB array in it, in every listener's task).
+    #[tokio::test]
+    async fn a_connections_own_future_is_small() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let counter = prometheus::IntCounter::new("c", "c").expect("counter");
+        let conns = Arc::new(Conns {
+            open: AtomicU64::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            counters: Counters {
+                refused: counter.clone(),
+                connections: counter.clone(),
+                requests: counter,
+            },
+        });
+        let task = handle(stream, addr, Arc::new(Silent), conns);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "{size} bytes");
+    }
 }

@@ -427,7 +427,7 @@ fn killclient(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
     let table = lock(&mount.listeners);
     match id.and_then(|id| table.get(&id)) {
         Some(e) => {
-            let _ = e.control.send(Control::Kill);
+            e.control.send(Control::Kill);
             (
                 200,
                 XML,
@@ -485,7 +485,7 @@ fn moveclients(req: &Request, ice: &Icecast) -> (u16, &'static str, Vec<u8>) {
         );
     }
     for e in table.values() {
-        let _ = e.control.send(Control::Move(dest.clone()));
+        e.control.send(Control::Move(dest.clone()));
     }
     (
         200,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 /// A write that makes no progress for this long means the listener is gone or stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +79,9 @@ fn clean(v: &str) -> String {
 }
 
 pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
-    let Some(mut l) = Listening::start(req, &ice).await else {
+    // Boxed: what answering takes (the reply's writes) is not kept in the task for as long
+    // as the listener stays.
+    let Some(mut l) = Box::pin(Listening::start(req, &ice)).await else {
         return;
     };
     let end = l.run(&ice).await;
@@ -92,7 +93,7 @@ pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
 struct Listening {
     stream: TcpStream,
     entry: ListenerEntry,
-    control: mpsc::UnboundedReceiver<Control>,
+    control: crate::mount::ControlRx,
     /// The mount asked for (or moved to), and its source's comings and goings.
     home: String,
     home_gen: Option<tokio::sync::watch::Receiver<u64>>,
@@ -137,7 +138,7 @@ impl Listening {
             let _ = req.stream.write_all(head.as_bytes()).await;
             return None;
         }
-        let (control_tx, control) = mpsc::unbounded_channel();
+        let (control_tx, control) = crate::mount::control_line();
         let entry = ListenerEntry {
             id: ice.next_id(),
             ip: req.peer.ip(),
