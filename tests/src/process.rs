@@ -63,6 +63,22 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// `onda dev --nodes N` on a free API port and free edge ports, in a new temp dir (its
+    /// `dev.json` appears in `.onda-dev/`; see [`Proc::wait_json`]).
+    pub fn dev(nodes: usize, env: &[(&str, &str)]) -> Proc {
+        let n = nodes.to_string();
+        let args = [
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            &n,
+            "--edge-port",
+            "0",
+        ];
+        Self::start(&format!("onda dev --nodes {nodes}"), &args, env)
+    }
+
     /// Starts `onda ARGS` in a new temp dir with extra environment variables.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -826,23 +826,19 @@ async fn store_usage(
             });
         }
         let turn = vet_turn(&mut tx, node_id, report).await?;
-        for (t, why) in &turn.refused {
-            cluster.refusals.refuse("turn_usage", || {
-                format!(
-                    "node {node_id} reported {} relayed TURN bytes of tenant {:.64} in report \
-                     {}: {why}",
-                    t.relayed_bytes, t.tenant_id, report.seq
-                )
-            });
-        }
-        for (t, why) in &turn.clamped {
-            cluster.refusals.refuse("turn_usage_clamped", || {
-                format!(
-                    "node {node_id} reported {} relayed TURN bytes of tenant {:.64} in report \
-                     {}: {why}",
-                    t.relayed_bytes, t.tenant_id, report.seq
-                )
-            });
+        for (kind, list) in [
+            ("turn_usage", &turn.refused),
+            ("turn_usage_clamped", &turn.clamped),
+        ] {
+            for (t, why) in list {
+                cluster.refusals.refuse(kind, || {
+                    format!(
+                        "node {node_id} reported {} relayed TURN bytes of tenant {:.64} in \
+                         report {}: {why}",
+                        t.relayed_bytes, t.tenant_id, report.seq
+                    )
+                });
+            }
         }
         let report = proto::UsageReport {
             period_start_ms: vetted.period_start_ms,

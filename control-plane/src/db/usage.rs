@@ -118,31 +118,11 @@ pub async fn turn_reported_during(
     from_ms: u64,
     to_ms: u64,
 ) -> Result<std::collections::BTreeMap<String, Vec<(u64, u64)>>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT tenant_id, period_start_ms, period_end_ms FROM usage_turn \
+    const SQL: &str = "SELECT tenant_id, period_start_ms, period_end_ms FROM usage_turn \
          WHERE node_id = $1 AND period_end_ms >= $3 AND period_end_ms <= $5 \
-         AND period_start_ms <= $4 AND seq <> $2",
-    )
-    .bind(node_id)
-    .bind(i(seq))
-    .bind(i(from_ms))
-    .bind(i(to_ms))
-    .bind(i(to_ms.saturating_add(
-        onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS,
-    )))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out: std::collections::BTreeMap<String, Vec<(u64, u64)>> =
-        std::collections::BTreeMap::new();
-    for r in rows {
-        let start: i64 = r.try_get("period_start_ms")?;
-        let end: i64 = r.try_get("period_end_ms")?;
-        out.entry(r.try_get("tenant_id")?).or_default().push((
-            u64::try_from(start).unwrap_or(0),
-            u64::try_from(end).unwrap_or(0),
-        ));
-    }
-    Ok(out)
+         AND period_start_ms <= $4 AND seq <> $2";
+    let rows = overlapping(conn, SQL, node_id, seq, from_ms, to_ms).await?;
+    by_key(&rows, |r| r.try_get("tenant_id"))
 }
 
 /// A tenant's relayed TURN bytes per UTC day for the reports whose period starts in
@@ -178,34 +158,53 @@ pub async fn reported_during(
     from_ms: u64,
     to_ms: u64,
 ) -> Result<std::collections::BTreeMap<(String, String), Vec<(u64, u64)>>, sqlx::Error> {
-    // `<=` and `>=` so a zero-length period at an instant a stored period holds is found too.
-    // Stored periods are at most MAX_USAGE_PERIOD_MS long, which bounds the range of their ends
-    // the index is read over.
-    let rows = sqlx::query(
-        "SELECT station_id, mount, period_start_ms, period_end_ms FROM usage_mounts \
+    const SQL: &str = "SELECT station_id, mount, period_start_ms, period_end_ms FROM usage_mounts \
          WHERE node_id = $1 AND period_end_ms >= $3 AND period_end_ms <= $5 \
-         AND period_start_ms <= $4 AND seq <> $2",
-    )
-    .bind(node_id)
-    .bind(i(seq))
-    .bind(i(from_ms))
-    .bind(i(to_ms))
-    .bind(i(to_ms.saturating_add(
-        onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS,
-    )))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out: std::collections::BTreeMap<(String, String), Vec<(u64, u64)>> =
-        std::collections::BTreeMap::new();
+         AND period_start_ms <= $4 AND seq <> $2";
+    let rows = overlapping(conn, SQL, node_id, seq, from_ms, to_ms).await?;
+    by_key(&rows, |r| {
+        Ok((r.try_get("station_id")?, r.try_get("mount")?))
+    })
+}
+
+/// The rows `sql` selects of a node's stored periods overlapping `[from, to)` other than those
+/// of report `seq` (its binds: node, seq, from, to, and the latest end a stored period that
+/// starts before `to` may have). `<=` and `>=` so a zero-length period at an instant a stored
+/// period holds is found too; stored periods are at most MAX_USAGE_PERIOD_MS long, which bounds
+/// the range of their ends the index is read over.
+async fn overlapping(
+    conn: &mut Conn,
+    sql: &'static str,
+    node_id: &str,
+    seq: u64,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(node_id)
+        .bind(i(seq))
+        .bind(i(from_ms))
+        .bind(i(to_ms))
+        .bind(i(to_ms.saturating_add(
+            onda_shared::cluster::proto::MAX_USAGE_PERIOD_MS,
+        )))
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// Each row's (period_start_ms, period_end_ms), gathered under the key `key` reads of it.
+fn by_key<K: Ord>(
+    rows: &[sqlx::any::AnyRow],
+    key: impl Fn(&sqlx::any::AnyRow) -> Result<K, sqlx::Error>,
+) -> Result<std::collections::BTreeMap<K, Vec<(u64, u64)>>, sqlx::Error> {
+    let mut out: std::collections::BTreeMap<K, Vec<(u64, u64)>> = std::collections::BTreeMap::new();
     for r in rows {
         let start: i64 = r.try_get("period_start_ms")?;
         let end: i64 = r.try_get("period_end_ms")?;
-        out.entry((r.try_get("station_id")?, r.try_get("mount")?))
-            .or_default()
-            .push((
-                u64::try_from(start).unwrap_or(0),
-                u64::try_from(end).unwrap_or(0),
-            ));
+        out.entry(key(r)?).or_default().push((
+            u64::try_from(start).unwrap_or(0),
+            u64::try_from(end).unwrap_or(0),
+        ));
     }
     Ok(out)
 }

@@ -87,19 +87,7 @@ async fn cluster_rounds(rounds: usize) -> (String, Vec<Duration>) {
 async fn dev_rounds(rounds: usize) -> Vec<Duration> {
     let mut times = Vec::new();
     for round in 1..=rounds {
-        let mut dev = Proc::start(
-            "onda dev --nodes 3",
-            &[
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--nodes",
-                "3",
-                "--edge-port",
-                "0",
-            ],
-            &[],
-        );
+        let mut dev = Proc::dev(3, &[]);
         let info = dev
             .wait_json(".onda-dev/dev.json", Duration::from_secs(120))
             .await;

@@ -372,19 +372,7 @@ async fn probe_codec(url: &str) -> String {
 
 #[tokio::test]
 async fn dev_mode_with_several_nodes_survives_killing_one() {
-    let mut dev = Proc::start(
-        "onda dev --nodes 3",
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "3",
-            "--edge-port",
-            "0",
-        ],
-        &[],
-    );
+    let mut dev = Proc::dev(3, &[]);
     let info = dev.wait_json(".onda-dev/dev.json", START).await;
     let nodes = info["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 3, "{info}");

@@ -266,17 +266,8 @@ async fn a_listener_plays_and_sees_the_station_page_and_the_embed(b: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_station_page_resumes_by_itself_after_a_failover() {
-    let mut dev = Proc::start(
-        "onda dev --nodes 2",
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "2",
-            "--edge-port",
-            "0",
-        ],
+    let mut dev = Proc::dev(
+        2,
         &[(
             "ONDA_DEV_APP_DIR",
             &onda_tests::web_app_dir().display().to_string(),

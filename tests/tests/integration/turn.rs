@@ -298,14 +298,7 @@ async fn the_agent_starts_coturn_again_when_it_is_killed_and_stops_it_with_itsel
     .await;
     allocates(&urls[0], username, password, Duration::from_secs(20)).await;
     assert_eq!(coturn_pid(&fx), Some(again));
-    let metrics = onda_shared::http::client()
-        .get(format!("{}/metrics", fx.agents[0].edge_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node_metrics(&fx.agents[0]).await;
     assert!(metrics.contains("onda_agent_turn_up 1"), "{metrics}");
     assert!(
         metrics.contains("onda_agent_turn_restarts_total 1"),
@@ -566,14 +559,7 @@ async fn relayed_bytes_are_metered_onto_the_tenants_usage_and_invoice_once(backe
         "{metered} bytes metered for {relayed:?}"
     );
     assert_eq!(usage_bytes(&fx.cp, &other).await, 0, "another tenant's");
-    let metrics = onda_shared::http::client()
-        .get(format!("{}/metrics", fx.agents[0].edge_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node_metrics(&fx.agents[0]).await;
     assert!(
         metrics.contains("onda_agent_turn_usage_lines_total{result=\"counted\"}"),
         "{metrics}"
@@ -639,4 +625,16 @@ async fn relayed_bytes_are_metered_onto_the_tenants_usage_and_invoice_once(backe
         },
     )
     .await;
+}
+
+/// What a node's `/metrics` says now.
+async fn node_metrics(agent: &onda_tests::cluster::Agent) -> String {
+    onda_shared::http::client()
+        .get(format!("{}/metrics", agent.edge_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
