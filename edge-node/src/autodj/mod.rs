@@ -416,7 +416,7 @@ async fn track_duration(
     }
     let out = outputs.first()?;
     let (_, r) = files.iter().find(|(m, _)| m == &out.mount)?;
-    if r.growing {
+    if r.partial.is_some() {
         return None;
     }
     let bytes = tokio::fs::metadata(&r.path).await.ok()?.len();
@@ -451,7 +451,7 @@ fn prepare(
             } else {
                 render::Rendition {
                     path: r.get(&track, o).await?,
-                    growing: false,
+                    partial: None,
                 }
             };
             files.push((o.mount.clone(), rendition));
@@ -605,7 +605,7 @@ struct FrameReader {
     skip_first: bool,
     held: Option<(Bytes, Frame)>,
     eof: bool,
-    /// The file's name while an encoder still writes it (see [`render::Rendition::growing`]).
+    /// The file's name while an encoder still writes it (see [`render::Rendition::partial`]).
     growing: Option<PathBuf>,
 }
 
@@ -615,9 +615,20 @@ const GROWING_POLL: Duration = Duration::from_millis(20);
 
 impl FrameReader {
     async fn open(r: &render::Rendition, format: AudioFormat) -> std::io::Result<FrameReader> {
+        let (file, growing) = match &r.partial {
+            Some(p) => match tokio::fs::File::open(p).await {
+                Ok(f) => (f, Some(p.clone())),
+                // Finished meanwhile: renamed to its final name.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (tokio::fs::File::open(&r.path).await?, None)
+                }
+                Err(e) => return Err(e),
+            },
+            None => (tokio::fs::File::open(&r.path).await?, None),
+        };
         Ok(FrameReader {
-            file: tokio::fs::File::open(&r.path).await?,
-            growing: r.growing.then(|| r.path.clone()),
+            file,
+            growing,
             buf: BytesMut::with_capacity(64 * 1024),
             parse: render::parser(format),
             ogg: format == AudioFormat::Opus,
@@ -740,8 +751,8 @@ mod tests {
         let done = dir.path().join("r.mp3");
         std::fs::write(&tmp, [frame(1), frame(2)].concat()).expect("write");
         let r = render::Rendition {
-            path: tmp.clone(),
-            growing: true,
+            path: done.clone(),
+            partial: Some(tmp.clone()),
         };
         let mut reader = FrameReader::open(&r, AudioFormat::Mp3).await.expect("open");
         // Frame 1 is the priming and frame 2 may be the last: nothing to hand out yet.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 
 /// Part of every rendition's name: renditions made with other settings are not reused.
@@ -24,6 +24,9 @@ const PARALLEL_ENCODES: usize = 2;
 /// At most this many encodes of tracks to play at once (a node taking over stations starts one
 /// per station and output); they are faster than real time, so each is followed as it grows.
 const URGENT_ENCODES: usize = 8;
+
+/// How often an encode of a track to play now is looked at until it has written something.
+const FIRST_BYTES_POLL: Duration = Duration::from_millis(20);
 
 type FileKey = (PathBuf, u64, Option<SystemTime>);
 
@@ -108,14 +111,14 @@ impl Renditions {
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(Rendition {
                 path,
-                growing: false,
+                partial: None,
             });
         }
         let permit = self.urgent.clone().acquire_owned().await?;
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(Rendition {
                 path,
-                growing: false,
+                partial: None,
             });
         }
         let tmp = self.begin(&path).await?;
@@ -125,17 +128,38 @@ impl Renditions {
             out.format,
             out.bitrate_kbps,
         );
-        let (tmp2, path2) = (tmp.clone(), path);
-        tokio::spawn(async move {
+        let (tmp2, path2) = (tmp.clone(), path.clone());
+        let mut encoding = tokio::spawn(async move {
             let _permit = permit;
             let encoded = me.encode_to(&src, &tmp2, format, kbps).await;
-            if let Err(e) = finish(encoded, &tmp2, &path2, &src).await {
+            finish(encoded, &tmp2, &path2, &src).await
+        });
+        // Until the encoder has written something or is done: a file it cannot play is an
+        // error here, as from `get`, so the AutoDJ skips it (and backs off when none plays)
+        // instead of starting an empty track.
+        loop {
+            tokio::select! {
+                done = &mut encoding => {
+                    done.context("the encoder task failed")??;
+                    return Ok(Rendition { path, partial: None });
+                }
+                () = tokio::time::sleep(FIRST_BYTES_POLL) => {
+                    let written = tokio::fs::metadata(&tmp).await.map_or(0, |m| m.len());
+                    if written > 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        // The rest of the encode goes on by itself; a failure from here on ends the track early.
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = encoding.await {
                 tracing::warn!("the track being played stops early: {e:#}");
             }
         });
         Ok(Rendition {
-            path: tmp,
-            growing: true,
+            path,
+            partial: Some(tmp),
         })
     }
 
@@ -196,7 +220,7 @@ impl Renditions {
 }
 
 /// Stores a finished encode under its final name, or removes what a failed one left. A reader
-/// following the file being written sees it end either way (see [`Rendition::growing`]).
+/// following the file being written sees it end either way (see [`Rendition::partial`]).
 async fn finish(
     encoded: anyhow::Result<()>,
     tmp: &Path,
@@ -217,10 +241,13 @@ async fn finish(
 /// A rendition to read.
 #[derive(Debug, Clone)]
 pub(crate) struct Rendition {
+    /// Where the finished rendition is (or will be) cached.
     pub(crate) path: PathBuf,
-    /// Still being written: at its end, a reader waits for more while the file is under this
-    /// name (the encoder renames it when done, or removes it when it fails).
-    pub(crate) growing: bool,
+    /// The file an encoder is still writing, when it was not done yet: a reader follows it and,
+    /// at its end, waits for more while it is under this name (the encoder renames it to
+    /// `path` when done, or removes it when it fails). Renamed before the reader opened it,
+    /// the reader opens `path`.
+    pub(crate) partial: Option<PathBuf>,
 }
 
 /// The MIME type of an output format's stream.
