@@ -186,6 +186,7 @@ impl Session {
         if chunk.is_empty() {
             return;
         }
+        let chunk_len = chunk.len() as u64;
         let tags = self.ogg.as_ref().and_then(|ogg| {
             let mut ogg = lock(ogg);
             ogg.feed(&chunk);
@@ -215,7 +216,8 @@ impl Session {
             }
         }
         let end = self.end();
-        if end <= self.eager_bytes || end - self.published() >= self.batch_bytes {
+        let began = end - chunk_len;
+        if began < self.eager_bytes || end - self.published() >= self.batch_bytes {
             self.publish();
         }
     }

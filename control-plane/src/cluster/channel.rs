@@ -367,9 +367,9 @@ async fn admit(
     Ok(Ok((node.id, version)))
 }
 
-/// What a message does to its session: nothing more, or the session ends with this outcome
-/// (then [`NodeSession::close`] runs). A handler's `Err` instead ends the session at once, and
-/// the node's lease decides when its stations move.
+/// What a message does to its session: nothing more, or the session ends with this outcome.
+/// A handler's `Err` ends the session at once. Either way [`NodeSession::close`] runs and
+/// decides from how the connection ended whether the node's stations move now.
 enum Flow {
     Continue,
     End(anyhow::Result<()>),
@@ -528,6 +528,15 @@ impl<'a> NodeSession<'a> {
             Some(quinn::ConnectionError::ApplicationClosed(_)) => {
                 let _ = self.cluster.coord.revoke(self.lease).await;
                 tracing::info!("node disconnected");
+            }
+            // A replica that stalled itself heard nothing either: then the node may well be
+            // fine, and its lease decides (it reconnects, here or elsewhere, within it).
+            Some(quinn::ConnectionError::TimedOut)
+                if self
+                    .cluster
+                    .stalled_within(self.cluster.settings.node_silence * 2) =>
+            {
+                tracing::warn!("node connection timed out while this replica was stalled");
             }
             Some(quinn::ConnectionError::TimedOut) => {
                 let _ = self.cluster.coord.revoke(self.lease).await;

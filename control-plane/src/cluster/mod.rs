@@ -125,9 +125,40 @@ pub struct Cluster {
     pub refusals: refusals::RefusalLog,
     leading: AtomicBool,
     started: tokio::time::Instant,
+    /// Milliseconds after `started` when this replica's own runtime last fell behind (see
+    /// [`watch_stalls`]); 0: never.
+    stalled_at_ms: std::sync::atomic::AtomicU64,
+}
+
+/// How late a 100 ms tick of this replica's runtime must be to count as a stall of its own.
+const STALL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Notes when this replica's runtime falls behind (a tick 500 ms late): its control
+/// connections may then time out although the nodes are fine, and it must not take them for
+/// dead (see [`Cluster::stalled_within`]).
+async fn watch_stalls(cluster: Arc<Cluster>, stop: CancellationToken) {
+    let tick = std::time::Duration::from_millis(100);
+    loop {
+        let t = tokio::time::Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = stop.cancelled() => return,
+        }
+        if t.elapsed() > tick + STALL {
+            let at = u64::try_from(cluster.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            cluster.stalled_at_ms.store(at.max(1), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Cluster {
+    /// Whether this replica's own runtime stalled within the last `window`.
+    pub fn stalled_within(&self, window: std::time::Duration) -> bool {
+        let at = self.stalled_at_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis();
+        at > 0 && now.saturating_sub(u128::from(at)) <= window.as_millis()
+    }
+
     /// The media store's file with this SHA-256, if it has one.
     pub fn blob_path(&self, sha256: &str) -> Option<std::path::PathBuf> {
         self.media.as_ref()?.blob_path(sha256)
@@ -235,6 +266,7 @@ pub async fn start(
         settings,
         leading: AtomicBool::new(false),
         started: tokio::time::Instant::now(),
+        stalled_at_ms: std::sync::atomic::AtomicU64::new(0),
     });
     let stop = CancellationToken::new();
     let tasks = vec![
@@ -245,6 +277,7 @@ pub async fn start(
         )),
         tokio::spawn(leader::run(cluster.clone(), stop.clone())),
         tokio::spawn(view::run(cluster.clone(), stop.clone())),
+        tokio::spawn(watch_stalls(cluster.clone(), stop.clone())),
     ];
     tracing::info!(
         "control channel listening on quic://{quic_addr} (replica {}, CA sha256 {})",

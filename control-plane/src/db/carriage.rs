@@ -112,8 +112,6 @@ pub async fn carried_during(
     .collect()
 }
 
-/// Deletes carriage that ended before any usage report still accepted can start (see
-/// [`MAX_REPORT_AGE_MS`]); open rows and recent ones stay. Returns how many rows went.
 /// The nodes told to carry something that they have not been told to let go of: what a new
 /// leader must wait for even when the coordinator lost the placement (the in-process one, when
 /// its control plane restarted).
@@ -126,6 +124,8 @@ pub async fn carrying_nodes(conn: &mut Conn) -> Result<BTreeSet<String>, sqlx::E
         .collect()
 }
 
+/// Deletes carriage that ended before any usage report still accepted can start (see
+/// [`MAX_REPORT_AGE_MS`]); open rows and recent ones stay. Returns how many rows went.
 pub async fn prune(conn: &mut Conn, now_ms: u64) -> Result<u64, sqlx::Error> {
     let before = now_ms
         .saturating_sub(MAX_REPORT_AGE_MS)

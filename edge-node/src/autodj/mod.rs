@@ -24,6 +24,7 @@ use crate::config::{AutoDjConfig, AutoDjOutput, TrackConfig};
 use crate::frames::{Frame, Parser};
 use crate::mount::{Mount, Session, SourceInfo};
 use crate::registry::Feeds;
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use onda_shared::domain::AudioFormat;
 use rand::SeedableRng as _;
@@ -445,16 +446,30 @@ fn prepare(
             return Ok(Vec::new());
         }
         let mut files = Vec::with_capacity(outs.len());
+        if now {
+            // Every output's encode at once: the track starts when the slowest has begun.
+            let started: Vec<_> = outs
+                .iter()
+                .map(|o| {
+                    let (r, track, o) = (r.clone(), track.clone(), o.clone());
+                    tokio::spawn(async move { r.start(&track, &o).await })
+                })
+                .collect();
+            for (o, s) in outs.iter().zip(started) {
+                let rendition = s.await.context("the encoder task failed")??;
+                files.push((o.mount.clone(), rendition));
+            }
+            return Ok(files);
+        }
         for o in &outs {
-            let rendition = if now {
-                r.start(&track, o).await?
-            } else {
+            let path = r.get(&track, o).await?;
+            files.push((
+                o.mount.clone(),
                 render::Rendition {
-                    path: r.get(&track, o).await?,
+                    path,
                     partial: None,
-                }
-            };
-            files.push((o.mount.clone(), rendition));
+                },
+            ));
         }
         Ok(files)
     })
@@ -550,7 +565,13 @@ async fn play(
             }
             let mut chunk = BytesMut::new();
             while o.sent < now + LEAD {
-                match reader.next().await {
+                // A rendition still being written may keep the reader waiting: stopping must
+                // not wait for it.
+                let next = tokio::select! {
+                    r = reader.next() => r,
+                    () = stop.cancelled() => return,
+                };
+                match next {
                     Ok(Some((bytes, frame))) => {
                         match &mut o.ogg {
                             Some(chain) => {
@@ -607,7 +628,13 @@ struct FrameReader {
     eof: bool,
     /// The file's name while an encoder still writes it (see [`render::Rendition::partial`]).
     growing: Option<PathBuf>,
+    /// How long the reader has waited at the end of a rendition being written.
+    waited: Duration,
 }
+
+/// How long a rendition being written may stop growing before its reader gives up on it (an
+/// encoder runs many times faster than real time; one this slow is stuck).
+const GROWING_STALL: Duration = Duration::from_secs(10);
 
 /// How often a reader at the end of a rendition being written looks for more: the encoder is
 /// many times faster than real time, so it is rarely there.
@@ -629,6 +656,7 @@ impl FrameReader {
         Ok(FrameReader {
             file,
             growing,
+            waited: Duration::ZERO,
             buf: BytesMut::with_capacity(64 * 1024),
             parse: render::parser(format),
             ogg: format == AudioFormat::Opus,
@@ -685,14 +713,27 @@ impl FrameReader {
             if self.buf.capacity() - self.buf.len() < 16 * 1024 {
                 self.buf.reserve(64 * 1024);
             }
-            if self.file.read_buf(&mut self.buf).await? == 0 {
+            if self.file.read_buf(&mut self.buf).await? > 0 {
+                self.waited = Duration::ZERO;
+            } else {
                 match &self.growing {
                     // Renamed or removed: the encoder is done, and a last read takes what it
                     // wrote before that.
                     Some(p) if !tokio::fs::try_exists(p).await.unwrap_or(false) => {
                         self.growing = None;
                     }
-                    Some(_) => tokio::time::sleep(GROWING_POLL).await,
+                    Some(p) if self.waited >= GROWING_STALL => {
+                        tracing::warn!(
+                            "{} has not grown for {GROWING_STALL:?}: its encoder is stuck; the track ends here",
+                            p.display()
+                        );
+                        self.growing = None;
+                        self.eof = true;
+                    }
+                    Some(_) => {
+                        tokio::time::sleep(GROWING_POLL).await;
+                        self.waited += GROWING_POLL;
+                    }
                     None => self.eof = true,
                 }
             }

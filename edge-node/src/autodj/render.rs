@@ -97,11 +97,12 @@ impl Renditions {
         Ok(path)
     }
 
-    /// The rendition of `track` for `out` to play now: the cached one, else one being written
-    /// that a [`Growing`] reader follows as the encoder writes it, so the track starts within
-    /// the encoder's first frames instead of after the whole file. Such encodes do not queue
-    /// behind the ones made ahead of time (a listener waits for this one), and at most
-    /// [`URGENT_ENCODES`] run at once.
+    /// The rendition of `track` for `out` to play now: the cached one, else the one being
+    /// written, handed over once the encoder has written something (after it measured the
+    /// track's length for gapless joins, one decode of the file) and followed by the reader as
+    /// it grows, instead of after the whole encode. Such encodes do not queue behind the ones
+    /// made ahead of time (a listener waits for this one); at most [`URGENT_ENCODES`] run at
+    /// once, and each holds its place until its encode is done.
     pub(crate) async fn start(
         self: &Arc<Self>,
         track: &TrackConfig,
@@ -231,9 +232,11 @@ async fn finish(
         let _ = tokio::fs::remove_file(tmp).await;
         return Err(e);
     }
-    tokio::fs::rename(tmp, path)
-        .await
-        .with_context(|| format!("cannot store {}", path.display()))?;
+    if let Err(e) = tokio::fs::rename(tmp, path).await {
+        // Removed, so a reader following it sees it end.
+        let _ = tokio::fs::remove_file(tmp).await;
+        return Err(e).with_context(|| format!("cannot store {}", path.display()));
+    }
     tracing::info!("rendition {} made from {}", path.display(), src.display());
     Ok(())
 }

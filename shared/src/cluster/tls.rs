@@ -39,9 +39,11 @@ pub fn key_from_pem(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
 }
 
 /// The control channel's transport: a connection that carries nothing for `idle_timeout` is
-/// over (the peers agree on the smaller of their two), and each side sends a keep-alive after a
-/// sixth of it without sending anything: a network hiccup of up to about two thirds of the
-/// timeout loses a few pings, not the connection.
+/// over (the peers agree on the smaller of their two: the control plane's), and a side sends a
+/// keep-alive after a sixth of its own timeout without sending anything. The control plane's
+/// pings (and the node's acknowledgements of them) keep the line busy every sixth of the
+/// agreed timeout: a network hiccup of up to about two thirds of it loses a few pings, not the
+/// connection.
 fn transport(idle_timeout: Duration) -> anyhow::Result<Arc<quinn::TransportConfig>> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(idle_timeout.try_into()?));
