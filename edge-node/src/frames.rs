@@ -255,6 +255,33 @@ pub fn find_ogg_start(b: &[u8]) -> Option<usize> {
     (i < b.len()).then_some(i)
 }
 
+/// Frames made up for tests.
+#[cfg(test)]
+pub(crate) mod test_frames {
+    /// An MPEG-1 Layer III frame, 128 kbps, 44.1 kHz: 417 bytes (418 padded), 1152 samples,
+    /// filled with `fill` after its header.
+    pub(crate) fn mp3(pad: bool, fill: u8) -> Vec<u8> {
+        let mut f = vec![0xFF, 0xFB, if pad { 0x92 } else { 0x90 }, 0x00];
+        f.resize(if pad { 418 } else { 417 }, fill);
+        f
+    }
+
+    /// An ADTS frame of `len` bytes, 44.1 kHz, 1024 samples.
+    pub(crate) fn adts(len: usize) -> Vec<u8> {
+        let mut f = vec![
+            0xFF,
+            0xF1,
+            0x50,
+            0x80 | ((len >> 11) as u8 & 3),
+            (len >> 3) as u8,
+            ((len & 7) << 5) as u8 | 0x1F,
+            0xFC,
+        ];
+        f.resize(len, 0x21);
+        f
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

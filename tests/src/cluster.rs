@@ -370,19 +370,8 @@ impl ControlPlane {
 
     /// Where the redirector sends a listener of `slug`'s `/radio.mp3` right now (None: 503).
     pub async fn redirect(&self, slug: &str) -> Option<String> {
-        let resp = self
-            .http
-            .get(format!("{}/listen/{slug}/radio.mp3", self.api))
-            .send()
-            .await
-            .ok()?;
-        if resp.status().as_u16() != 302 {
-            return None;
-        }
-        resp.headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_string)
+        let listen = format!("{}/listen/{slug}/radio.mp3", self.api);
+        location(&self.http, &listen).await
     }
 
     pub async fn placement(&self, station_id: &str) -> Value {
@@ -490,6 +479,17 @@ pub async fn failed_join(cps: &[String], token: &str) -> String {
     p.stderr()
 }
 
+/// Where the redirector at `url` sends a listener: its 302's Location (`http` must not follow
+/// redirects), None for any other answer.
+pub async fn location(http: &reqwest::Client, url: &str) -> Option<String> {
+    let resp = http.get(url).send().await.ok()?;
+    if resp.status().as_u16() != 302 {
+        return None;
+    }
+    let location = resp.headers().get("location")?.to_str().ok()?;
+    Some(location.to_string())
+}
+
 /// Reads audio from `url` until `n` bytes arrived (None: not served or too slow).
 pub async fn audio_bytes(url: &str, n: usize) -> Option<usize> {
     // One client for every call: building one reads the system's TLS roots, which in a debug
@@ -568,14 +568,7 @@ pub async fn kill_and_time(listen: &str, timeout: Duration, kill: impl FnOnce(&s
         .timeout(Duration::from_secs(5))
         .build()
         .expect("an HTTP client");
-    let redirect = || async {
-        let r = client.get(listen).send().await.ok()?;
-        if r.status().as_u16() != 302 {
-            return None;
-        }
-        let location = r.headers().get("location")?.to_str().ok()?;
-        Some(location.to_string())
-    };
+    let redirect = || location(&client, listen);
     let current = crate::wait_for("the station on the air", timeout, redirect).await;
     let carrier = current.split('/').take(3).collect::<Vec<_>>().join("/");
     let t0 = std::time::Instant::now();

@@ -412,27 +412,7 @@ pub(crate) fn id3(pts: u64, title: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// An MPEG-1 Layer III frame, 128 kbps, 44.1 kHz: 417 bytes (418 padded), 1152 samples.
-    fn mp3_frame(pad: bool, fill: u8) -> Vec<u8> {
-        let mut f = vec![0xFF, 0xFB, if pad { 0x92 } else { 0x90 }, 0x00];
-        f.resize(if pad { 418 } else { 417 }, fill);
-        f
-    }
-
-    /// An ADTS frame of `len` bytes, 44.1 kHz, 1024 samples.
-    fn adts_frame(len: usize) -> Vec<u8> {
-        let mut f = vec![
-            0xFF,
-            0xF1,
-            0x50,
-            0x80 | ((len >> 11) as u8 & 3),
-            (len >> 3) as u8,
-            ((len & 7) << 5) as u8 | 0x1F,
-            0xFC,
-        ];
-        f.resize(len, 0x21);
-        f
-    }
+    use crate::frames::test_frames::{adts as adts_frame, mp3 as mp3_frame};
 
     /// The ID3 tag at the start of `data`: (its length, PRIV timestamp, TIT2 text).
     fn read_id3(data: &[u8]) -> (usize, u64, Option<String>) {

@@ -773,13 +773,9 @@ impl FrameReader {
 mod tests {
     use super::*;
 
-    /// An MPEG-1 Layer III frame header (128 kbit/s, 44.1 kHz, no padding: 417 bytes) and
-    /// silence, numbered in its last byte.
+    /// An unpadded 417-byte MP3 frame numbered `n` (its fill, so its last byte).
     fn frame(n: u8) -> Vec<u8> {
-        let mut f = vec![0u8; 417];
-        f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
-        f[416] = n;
-        f
+        crate::frames::test_frames::mp3(false, n)
     }
 
     /// A reader of a rendition still being written waits at its end instead of ending the

@@ -6,7 +6,7 @@
 //! Run with `scripts/bench-hls-audio.sh` (builds release binaries). Options: `--listeners N`
 //! (5000), `--window SECS` (24), `--ramp SECS` (10), `--onda PATH`.
 
-use onda_tests::bench::{arg, clock_ticks, release_onda, rss_kib};
+use onda_tests::bench::{arg, clock_ticks, release_onda, rss_kib, tree_cpu_seconds};
 use onda_tests::hls_load::{self, HlsPlan, KEPT_RATIO};
 use onda_tests::load::{self, LoadPlan};
 use std::path::Path;
@@ -47,15 +47,6 @@ fn start_edge(dir: &Path, onda: &Path) -> anyhow::Result<Edge> {
         child,
         addr: format!("127.0.0.1:{port}"),
     })
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / ticks
 }
 
 /// A minute of 440 Hz MP3 at 128 kbit/s for the source to loop.
@@ -110,10 +101,10 @@ impl Row {
 /// Runs `load` while measuring the edge's CPU over the whole of it (connect, settle, window).
 async fn measured<F: std::future::Future<Output = T>, T>(pid: u32, load: F) -> (T, f64, f64) {
     let ticks = clock_ticks();
-    let cpu0 = cpu_seconds(pid, ticks);
+    let cpu0 = tree_cpu_seconds(pid, ticks);
     let t0 = Instant::now();
     let out = load.await;
-    let cpu = (cpu_seconds(pid, ticks) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = (tree_cpu_seconds(pid, ticks) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     (out, cpu, rss_kib(pid) as f64 / 1024.0)
 }
 
