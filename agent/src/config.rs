@@ -210,21 +210,19 @@ impl AgentConfig {
             None => true,
             Some(ip) => a.ip().is_unspecified() || a.ip() == ip,
         };
-        let mut taken = vec![self.http.listen];
-        taken.extend(self.rtmp.listen);
-        let names = ["http.listen", "rtmp.listen"];
-        let taken: Vec<(&str, u16)> = taken
-            .into_iter()
-            .zip(names)
-            .filter(|(a, _)| overlaps(*a))
-            .map(|(a, name)| (name, a.port()))
-            .collect();
+        let taken: Vec<(&str, u16)> = [
+            ("http.listen", Some(self.http.listen)),
+            ("rtmp.listen", self.rtmp.listen),
+        ]
+        .into_iter()
+        .filter_map(|(name, a)| a.filter(|a| overlaps(*a)).map(|a| (name, a.port())))
+        .collect();
         let tls = !self.turn.cert.as_os_str().is_empty();
-        let mut turn = vec![("turn.port", self.turn.port)];
-        if tls {
-            turn.push(("turn.tls_port", self.turn.tls_port));
-        }
-        for (key, port) in turn {
+        let turn = [
+            Some(("turn.port", self.turn.port)),
+            tls.then_some(("turn.tls_port", self.turn.tls_port)),
+        ];
+        for (key, port) in turn.into_iter().flatten() {
             if let Some((other, _)) = taken.iter().find(|(_, p)| *p == port) {
                 invalid!(
                     key,
