@@ -24,7 +24,8 @@
 #   scripts/install-deps.sh bench  ffmpeg (sources, renditions), icecast2 (the peer server),
 #                                  liquidsoap (the peer AutoDJ), nginx with libnginx-mod-rtmp
 #                                  (the peer live-video server), protoc, tzdata, node and npm
-#                                  (the socket.io peer), perf (scripts/profile-live-chat.sh)
+#                                  (the socket.io peer), perf (scripts/profile-live-chat.sh),
+#                                  heaptrack (bench-edge's and bench-live's `--wrap`)
 #
 # As root it runs apt-get; otherwise it uses `sudo -n` when that works, and else prints the
 # command to run and fails.
@@ -46,7 +47,8 @@ case "$target" in
   bench) wanted=("ffmpeg:ffmpeg" "ffprobe:ffmpeg" "icecast2:icecast2" "liquidsoap:liquidsoap"
               "nginx:nginx" "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
               "protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
-              "/usr/share/zoneinfo/America/New_York:tzdata" "node:nodejs" "npm:npm" "perf:linux-perf") ;;
+              "/usr/share/zoneinfo/America/New_York:tzdata" "node:nodejs" "npm:npm" "perf:linux-perf"
+              "heaptrack:heaptrack") ;;
   *) echo "usage: $0 dev|test|bench" >&2; exit 2 ;;
 esac
 

@@ -281,6 +281,19 @@ impl Drop for FrameListener {
     }
 }
 
+/// The command that runs `onda`: as it is, or under `wrap` (`--wrap "heaptrack -o FILE"`: a
+/// heap profiler, whose CPU and RSS figures are then its own and not comparable).
+pub fn onda_command(onda: &Path, wrap: Option<&str>) -> std::process::Command {
+    match wrap.map(str::split_whitespace) {
+        Some(mut words) => {
+            let mut c = std::process::Command::new(words.next().unwrap_or("env"));
+            c.args(words).arg(onda);
+            c
+        }
+        None => std::process::Command::new(onda),
+    }
+}
+
 /// The release `onda` binary: `--onda PATH`, else `$CARGO_TARGET_DIR/release/onda`, else the
 /// workspace's `target/release/onda`. Always absolute: the benchmarks start servers in
 /// directories of their own, where a path relative to the caller's directory names nothing.

@@ -98,16 +98,7 @@ fn start_onda(dir: &Path, onda: &Path, wrap: Option<&str>) -> anyhow::Result<Ser
     );
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, toml)?;
-    // `--wrap "heaptrack -o FILE"` runs onda under a profiler (its CPU and RSS figures are then
-    // the wrapper's, not comparable).
-    let mut cmd = match wrap.map(str::split_whitespace) {
-        Some(mut words) => {
-            let mut c = Command::new(words.next().unwrap_or("env"));
-            c.args(words).arg(onda);
-            c
-        }
-        None => Command::new(onda),
-    };
+    let mut cmd = onda_tests::bench::onda_command(onda, wrap);
     let child = cmd
         .args(["edge", "--config"])
         .arg(&cfg)

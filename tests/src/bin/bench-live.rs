@@ -10,7 +10,9 @@
 //! Run with `scripts/bench-live.sh` (installs nginx and libnginx-mod-rtmp, builds release
 //! binaries). Options: `--streams N` (default 10), `--window SECS` (default 30), `--part-ms`
 //! (onda's LL-HLS part target, default 500), `--joins N` and `--glass-secs S` (player sessions
-//! per kind of player in the glass-to-glass part, default 8 of 8 s, each joining at a random moment).
+//! per kind of player in the glass-to-glass part, default 8 of 8 s, each joining at a random
+//! moment), `--wrap "heaptrack -o FILE"` (onda under a heap profiler in the first part; its
+//! figures are then not comparable).
 //!
 //! Then glass to glass (`onda_tests::glass`): one publisher drawing its wall clock into the
 //! video, and players that start and fetch as hls.js does: plain HLS on both servers, LL-HLS on
@@ -118,7 +120,13 @@ struct Server {
     metrics: Option<String>,
 }
 
-fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::Result<Server> {
+fn start_onda(
+    onda: &Path,
+    wrap: Option<&str>,
+    dir: &Path,
+    streams: usize,
+    part_ms: u64,
+) -> anyhow::Result<Server> {
     let (http, rtmp) = (free_port(), free_port());
     let mut toml = format!(
         "[http]\nlisten = \"127.0.0.1:{http}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
@@ -131,7 +139,7 @@ fn start_onda(onda: &Path, dir: &Path, streams: usize, part_ms: u64) -> anyhow::
         ));
     }
     std::fs::write(dir.join("edge.toml"), toml)?;
-    let child = Command::new(onda)
+    let child = onda_tests::bench::onda_command(onda, wrap)
         .args(["edge", "--config"])
         .arg(dir.join("edge.toml"))
         .env("ONDA_LOG", "warn")
@@ -402,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8.0);
     let onda = release_onda(arg("--onda"));
+    let wrap = arg("--wrap");
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-live");
     std::fs::create_dir_all(&work)?;
     let source = source(&work)?;
@@ -413,7 +422,7 @@ async fn main() -> anyhow::Result<()> {
     for which in ["onda", "nginx"] {
         let dir = tempfile::tempdir()?;
         let server = match which {
-            "onda" => start_onda(&onda, dir.path(), streams, part_ms)?,
+            "onda" => start_onda(&onda, wrap.as_deref(), dir.path(), streams, part_ms)?,
             _ => start_nginx(dir.path())?,
         };
         let r = measure(server, &source, streams, window).await?;
@@ -459,7 +468,7 @@ async fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let (server, modes) = match which {
             "onda" => (
-                start_onda(&onda, dir.path(), 1, part_ms)?,
+                start_onda(&onda, None, dir.path(), 1, part_ms)?,
                 &[Mode::Hls, Mode::LowLatency][..],
             ),
             _ => (start_nginx(dir.path())?, &[Mode::Hls][..]),
