@@ -1,5 +1,6 @@
 //! The HTTP server's open TCP connections, each of which can be cut from outside by its peer
-//! address (what a request's `ConnectInfo<SocketAddr>` holds).
+//! address (what a request's `ConnectInfo<SocketAddr>` holds). The accept loop (`lanes`)
+//! registers every connection it takes.
 //!
 //! The gateway needs it for a client that does not read: socketioxide closes a socket only by
 //! queueing a packet for it (which a full queue refuses), and engineioxide's writer waits on

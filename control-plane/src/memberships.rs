@@ -1,7 +1,13 @@
-//! The one membership check: whether a viewer may watch a creator's stream (and, later, chat
-//! in its room and call the creator), and otherwise what would let them in. Playback
-//! (`POST /v1/me/streams/{id}/playback`) and joining a stream's chat (`chat::may_join`) ask
-//! [`entitled`] and nothing else; calls are to ask it too, so access is decided in one place.
+//! The one membership check: whether a viewer may watch a creator's stream, chat in its room or
+//! call the creator, and otherwise what would let them in. Everything that decides access asks
+//! [`entitled`] and nothing else, so access is decided in one place: playback
+//! (`POST /v1/me/streams/{id}/playback`, `api::paywall`, which then signs the stream's playback
+//! token for the viewer), a signed-in user's view of a stream (`api::my_streams`, whose
+//! `entitled` and `grant` the watch page shows), joining a stream's chat and tipping in it
+//! (`chat::may_join`), a subscribers-only chat (`realtime::stream_chat`), `initiate-call` to a
+//! creator whose calls are for subscribers (`realtime::calls`); a creator's profile
+//! (`api::creators`) shows from it whether the viewer subscribes. The edge then checks the
+//! playback token of every stream that is not public on every playlist, part and segment.
 //!
 //! The answer is read from the memberships the money made (a subscription whose end is in the
 //! future, a pay-per-view purchase) and from the stream's access mode; the creator is always

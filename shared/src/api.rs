@@ -1,7 +1,9 @@
 //! Wire types of the panel API (`/v1`): what clients send and what the control plane answers.
 //! Request types reject unknown fields so a typo is an error instead of a silent no-op.
-//! Amounts of money are integers in micro-units of `currency` (1 USD = 1 000 000), so sub-cent
-//! overage prices (per listener hour) are exact.
+//! Plan prices and invoice amounts are integers in micro-units of `currency` (1 USD =
+//! 1 000 000), so sub-cent overage prices (per listener hour) are exact. What end users pay
+//! (wallets, tips, subscription, call and pay-per-view prices) is integers in minor units of the
+//! tenant's currency (cents for USD), as the ledger counts.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,5 +1,13 @@
-//! Bearer authentication: the admin token from configuration, or a tenant API key looked up by
-//! its digest on every request (so a revoked key is refused at once).
+//! Bearer authentication: the admin token from configuration, a tenant API key looked up by its
+//! digest on every request (so a revoked key is refused at once), or an end user's token.
+//!
+//! Every authenticated route is authorized by one of these extractors, from the request head,
+//! before its body is read: `Caller`, `Admin`, `WritingTenant`, `ReadableStation`,
+//! `WritableStation` and `TenantUser` (a tenant's route on one of its end users) for the panel's
+//! principals, `UserCaller` for end users, `AnyCaller` for routes that answer both. The
+//! principals never mix: a user token (a JWT, told apart by its dots) is refused
+//! by `Caller`, and API keys and the admin token by `UserCaller`; user tokens are checked by
+//! `users::authenticate` alone.
 
 use super::AppState;
 use super::error::ApiError;

@@ -4,9 +4,12 @@
 //! once and campaigns again, so two leaders never write at the same time for longer than one
 //! lease.
 //!
-//! A new leader first waits one node lease, and then until every node the placement puts
-//! stations on is alive again (at most `reconnect_grace` more), so a restart or a failover
-//! moves nothing while agents are still reconnecting. Then it reconciles after every change
+//! A new leader first waits one node lease, and then until every node the placement or the
+//! carriage record says carries something is alive again (at most `reconnect_grace` more), so a
+//! restart or a failover moves nothing while agents are still reconnecting. (A node whose
+//! connection to a live replica goes silent for `cluster.node_silence_ms` loses its lease at
+//! once, revoked by that replica in `channel` unless it stalled itself; the lease itself decides
+//! only when that replica is gone too.) Then it reconciles after every change
 //! under `/nodes/` in the coordinator, at most every 200 ms and at least once a second; it reads
 //! the AutoDJ catalogue at most every `AUTODJ_REFRESH` and prunes the carriage record hourly.
 

@@ -1,5 +1,6 @@
 //! Cover art: scaled JPEGs kept once per content hash (`cover_art`), named by media files and
-//! by stations (their default picture). A picture nobody names any more is deleted with the
+//! by stations (their default picture). The pictures are kept in the database, not the media
+//! directory, so every replica serves them. A picture nobody names any more is deleted with the
 //! last reference ([`remove_if_unreferenced`]).
 
 use super::{Conn, now};

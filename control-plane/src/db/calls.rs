@@ -2,6 +2,9 @@
 //! conditional UPDATE guarded by what the caller read (its state, its units charged), so two
 //! replicas acting on one call at once change it once: the other's UPDATE matches no row and
 //! it rolls back.
+//!
+//! `call_parties` holds a row per party of every call that has not ended, keyed by the user, so
+//! a second call of either party fails its INSERT on every replica and is recorded as busy.
 
 use super::{Conn, paginate};
 use crate::calls::{Party, Record};

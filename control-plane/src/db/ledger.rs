@@ -1,7 +1,12 @@
 //! The ledger's tables: accounts with their kept balances, immutable transactions and their
-//! entries, and the idempotency keys of the requests that moved value. [`post`] is the only
-//! writer of transactions and entries, and it writes only balanced [`Posting`]s; there is no
-//! UPDATE or DELETE of a transaction or an entry anywhere (corrections are new transactions).
+//! entries, and the idempotency keys of the requests that moved value. [`post`] and, for tips
+//! written together, `post_payments` are the only writers of transactions and entries, and
+//! they write only balanced [`Posting`]s; there is no UPDATE or DELETE of a transaction or an
+//! entry anywhere (corrections are new transactions). An account's kept balance is its
+//! `ledger_accounts` row plus its rows in `ledger_account_credits` (a credit lands on one of 16
+//! at random, so payments to one account do not queue on one row lock); a debit folds the
+//! credit rows into the balance row before its conditional UPDATE, and `check` recomputes
+//! every balance from the entries (`GET /v1/ledger/check`).
 //!
 //! Why a wallet never goes below zero, under any concurrency: every debit of a floored account
 //! (a wallet or earnings) is one conditional statement, `UPDATE ledger_accounts SET balance =

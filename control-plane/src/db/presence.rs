@@ -1,5 +1,9 @@
 //! Which replica each connected end user is on, and each replica's heartbeat: presence over
 //! every control-plane replica, and the sweep of replicas that died without saying so.
+//!
+//! Beside the presence rows each replica keeps one socket count per tenant
+//! (`realtime_tenant_sockets`), changed with them, so the handshake's check of the plan's
+//! `max_realtime_connections` reads one row per replica whatever the number of users.
 
 use super::Conn;
 use sqlx::Row as _;

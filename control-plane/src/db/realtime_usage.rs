@@ -2,6 +2,10 @@
 //! sockets (each replica flushes what it accumulated) and the messages they sent (counted in
 //! the transaction that stores each message). Billing (`db::billing`) reads and marks these
 //! rows like `usage_mounts`.
+//!
+//! A tenant's day has up to 16 unbilled rows, one picked at random by each writer, so writers
+//! at once (messages, payments, flushes) do not queue on one row's lock; readers sum them. Writers add only to a row no
+//! invoice has marked (and start a new one otherwise), so each row is billed by one invoice.
 
 use super::Conn;
 use crate::billing::DAY_MS;

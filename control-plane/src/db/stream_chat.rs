@@ -1,6 +1,9 @@
 //! Live streams' chats: the messages said in them (kept: a stream's saved chat), and each
 //! creator's moderation — the moderators they named, the users they timed out or banned, and
 //! the chat settings of their streams.
+//!
+//! A tip given in a stream's chat is written as a chat line in the tip's own transaction, at
+//! most once per ledger transaction (the unique index `stream_chat_tips`).
 
 use super::{Conn, paginate};
 use onda_shared::api::{ChatMessage, ChatMessageKind, ChatSettings, Page};

@@ -3,6 +3,10 @@
 //! money demo: the demo creator sells a subscription, the demo stream is for their
 //! subscribers, and the demo fan starts with a balance and no subscription, so the watch page
 //! shows its paywall first.
+//!
+//! The tenant's objects are made through the panel API's own functions
+//! (`api::stations::create_for_tenant`, `api::streams::create_for_tenant`), so the demo obeys
+//! the plan's limits like any tenant.
 
 use super::DevInfo;
 use crate::api::keys::issue;

@@ -5,7 +5,9 @@
 //! arrive while earlier ones are being written wait and then go together: one transaction for
 //! up to [`MAX_BATCH`] messages, with the same statements, each writing all of their rows. A
 //! lone message goes at once, alone; under load the batches grow by themselves, and
-//! [`PARALLEL`] transactions at most are in flight.
+//! [`PARALLEL`] transactions at most are in flight. A batch is `db::messages::reach_all` and
+//! `insert_all` for all its messages, then per tenant the webhook events,
+//! `notifications::store_many`, one feed append (`recovery::record`) and one metering row.
 //!
 //! Each message's answer is its own: a refusal (an unknown receiver, a block, someone else's
 //! attachment) concerns only it, decided inside the batch before anything is written. When the
