@@ -370,7 +370,15 @@ pub async fn start(config: AgentConfig, join: Option<&str>) -> anyhow::Result<Ag
         admin: config.admin.clone(),
         limits: config.limits.clone(),
         rtmp: config.rtmp.clone(),
-        hls: config.hls.clone(),
+        hls: onda_edge::config::HlsConfig {
+            // The node's disk rather than /tmp, which may be memory.
+            segment_dir: if config.hls.segment_dir.as_os_str().is_empty() {
+                state_dir.join("hls")
+            } else {
+                config.hls.segment_dir.clone()
+            },
+            ..config.hls.clone()
+        },
         media: onda_edge::config::MediaConfig {
             cache_dir: state_dir.join("renditions"),
         },

@@ -85,10 +85,17 @@ pub struct HlsConfig {
     /// long (`EXT-X-PART`), with blocking playlist reloads and preload hints; players that know
     /// LL-HLS (hls.js, Safari) then play about 3 parts behind live. 0: plain HLS only.
     pub part_ms: u64,
-    /// Segments the playlist lists (and memory holds) per stream.
+    /// Segments the playlist lists per stream.
     pub window: u64,
     /// A viewer (playback session) ends after this long without a playlist or segment request.
     pub viewer_timeout_ms: u64,
+    /// Where complete segments are kept, one file each, so that the window sits in the page
+    /// cache rather than in the edge's memory (the segment being built stays in memory). The
+    /// edge makes a directory of its own in it and removes what an earlier edge left there, so
+    /// give each edge its own. Empty: a private directory under the system's temporary
+    /// directory (which is memory where `/tmp` is a tmpfs). Read at start only.
+    /// `ONDA_HLS_SEGMENT_DIR`.
+    pub segment_dir: PathBuf,
 }
 
 impl Default for HlsConfig {
@@ -98,6 +105,7 @@ impl Default for HlsConfig {
             part_ms: 500,
             window: 6,
             viewer_timeout_ms: 15_000,
+            segment_dir: PathBuf::new(),
         }
     }
 }

@@ -71,11 +71,34 @@ pub enum EdgeError {
     },
     #[error("cannot set up the edge's metrics: {0:#}")]
     Metrics(anyhow::Error),
+    #[error("{message}")]
+    Storage {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn local_addr(l: &tokio::net::TcpListener) -> Result<SocketAddr, EdgeError> {
     l.local_addr().map_err(|e| EdgeError::Listen {
         message: format!("cannot read the address listened on: {e}"),
+        source: e,
+    })
+}
+
+/// The live segments' directory (`hls.segment_dir`; empty: a temporary one).
+fn segment_store(dir: &std::path::Path) -> Result<live::store::Store, EdgeError> {
+    let empty = dir.as_os_str().is_empty();
+    live::store::Store::open((!empty).then_some(dir)).map_err(|e| EdgeError::Storage {
+        message: format!(
+            "cannot keep live segments in {}: {e}; choose another directory with \
+             hls.segment_dir or ONDA_HLS_SEGMENT_DIR",
+            if empty {
+                "the temporary directory".to_string()
+            } else {
+                dir.display().to_string()
+            }
+        ),
         source: e,
     })
 }
@@ -134,6 +157,8 @@ impl Edge {
         };
         let rtmp_addr = rtmp.as_ref().map(local_addr).transpose()?;
         let metrics = Arc::new(EdgeMetrics::new().map_err(EdgeError::Metrics)?);
+        let segments = segment_store(&v.config.hls.segment_dir)?;
+        tracing::debug!("live segments in {}", segments.path().display());
         let config = Arc::new(Current::default());
         config.set(v.config.clone());
         let registry = Arc::new(Registry::new(metrics.clone()));
@@ -145,7 +170,7 @@ impl Edge {
                 metrics.clone(),
                 shutdown.clone(),
             )),
-            live: Arc::new(Live::default()),
+            live: Arc::new(Live::new(Some(segments))),
             audio_hls: AudioHls::new(
                 registry.clone(),
                 config.clone(),
@@ -548,7 +573,7 @@ mod tests {
     }
 
     /// A caller can tell a configuration it must fix (with the key) from an address it cannot
-    /// listen on.
+    /// listen on or a segment directory it cannot use.
     #[tokio::test]
     async fn start_says_whether_the_configuration_or_the_machine_is_at_fault() {
         match Edge::start(config("[limits]\nqueue_bytes = 1\n")).await {
@@ -572,6 +597,14 @@ mod tests {
                 assert!(message.contains("already in use"), "{message}");
             }
             other => panic!("not a listen error: {:?}", other.err()),
+        }
+        let file = tempfile::NamedTempFile::new().expect("file");
+        let segments = format!("[hls]\nsegment_dir = \"{}\"\n", file.path().display());
+        match Edge::start(config(&segments)).await {
+            Err(EdgeError::Storage { message, .. }) => {
+                assert!(message.contains("hls.segment_dir"), "{message}");
+            }
+            other => panic!("not a storage error: {:?}", other.err()),
         }
         let edge = Edge::start(config("")).await.expect("starts");
         match edge.apply(config("[hls]\nwindow = 1\n")) {

@@ -27,6 +27,8 @@ pub(crate) struct EdgeMetrics {
     live_sent: IntCounterVec,
     live_requests: IntCounterVec,
     live_viewers: IntGaugeVec,
+    /// Live segments kept in memory because their file could not be written.
+    live_unstored: IntCounter,
     /// RTMP publishes refused (unknown key, stream already live, bad media).
     pub rtmp_refused: IntCounter,
     /// Argon2 password checks run (DJ logins not answered from memory).
@@ -57,6 +59,8 @@ pub(crate) struct LiveCounters {
     pub bytes_sent: IntCounter,
     pub requests: IntCounter,
     pub viewers: IntGauge,
+    /// Over every stream: segments kept in memory because their file could not be written.
+    pub unstored: IntCounter,
 }
 
 /// One mount's series.
@@ -234,6 +238,10 @@ impl EdgeMetrics {
                 "onda_edge_live_viewers",
                 "Viewers of the live stream: playback sessions with a request within hls.viewer_timeout_ms",
             )?,
+            live_unstored: counter(
+                "onda_edge_live_segments_unstored_total",
+                "Live segments kept in memory because their file could not be written (the writer's queue full, or a write error)",
+            )?,
             rtmp_refused: counter(
                 "onda_edge_rtmp_publish_refusals_total",
                 "RTMP publishes refused (unknown or rotated key, stream already live, unsupported media)",
@@ -259,6 +267,7 @@ impl EdgeMetrics {
             bytes_sent: self.live_sent.with_label_values(&[stream]),
             requests: self.live_requests.with_label_values(&[stream]),
             viewers: self.live_viewers.with_label_values(&[stream]),
+            unstored: self.live_unstored.clone(),
         }
     }
 

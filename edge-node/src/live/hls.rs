@@ -2,7 +2,10 @@
 //! they reach the target duration, and a sliding-window media playlist. With low-latency HLS on
 //! (`part_ms` > 0) each segment is also built as partial segments of at most `part_ms`, which
 //! the playlist lists (`EXT-X-PART`) as they complete, with a preload hint for the next one.
-//! Pure (no I/O): the RTMP session feeds it, the HTTP side reads it.
+//! Pure (no I/O): the RTMP session feeds it, the HTTP side reads it. A complete segment may be
+//! moved out of memory: the caller takes it to be written (`to_store`) and says when it is
+//! (`stored`); from then on it is read as a range of its file (`Media::Stored`), and the caller
+//! deletes the files of stored segments that left the window (`take_evicted`).
 
 use super::flv::{self, AacConfig, Audio, AvcConfig, FlvError, Video};
 use super::ts::{Frame, Muxer};
@@ -31,11 +34,68 @@ pub struct PartInfo {
 pub struct Segment {
     pub seq: u64,
     pub duration_ms: u64,
-    pub data: Bytes,
+    /// Its size in bytes.
+    pub len: usize,
+    held: Held,
     /// The first segment of a new publish (the timeline starts again).
     pub discontinuity: bool,
     /// Its partial segments, in order (empty without low-latency HLS, and in a relay's copy).
     pub parts: Vec<PartInfo>,
+}
+
+impl Segment {
+    /// A whole segment (a relay's copy of the origin's), in memory.
+    pub fn new(seq: u64, duration_ms: u64, data: Bytes, discontinuity: bool) -> Segment {
+        Segment {
+            seq,
+            duration_ms,
+            len: data.len(),
+            held: Held::New(data),
+            discontinuity,
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// Where a complete segment's bytes are.
+#[derive(Debug, Clone)]
+enum Held {
+    /// In memory, not yet handed out to be stored.
+    New(Bytes),
+    /// In memory while it is being written.
+    Writing(Bytes),
+    /// In memory for good: writing it failed.
+    Kept(Bytes),
+    /// Only in its file.
+    Stored,
+}
+
+impl Held {
+    fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Held::New(b) | Held::Writing(b) | Held::Kept(b) => Some(b),
+            Held::Stored => None,
+        }
+    }
+}
+
+/// A segment's or part's bytes: in memory, or a byte range of a stored segment's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    Bytes(Bytes),
+    Stored { seq: u64, range: Range<u64> },
+}
+
+impl Media {
+    fn of(s: &Segment, range: Range<usize>) -> Media {
+        match s.held.bytes() {
+            Some(b) => Media::Bytes(b.slice(range)),
+            None => Media::Stored {
+                seq: s.seq,
+                range: range.start as u64..range.end as u64,
+            },
+        }
+    }
 }
 
 /// A completed part of the segment being built.
@@ -97,6 +157,8 @@ pub struct Segmenter {
     aac: Option<AacConfig>,
     current: Option<Building>,
     segments: VecDeque<Segment>,
+    /// Stored segments that left the window, whose files are to be deleted.
+    evicted: Vec<u64>,
     next_seq: u64,
     /// The publisher left: the playlist ends (until the next publish).
     ended: bool,
@@ -136,6 +198,7 @@ impl Segmenter {
             aac: None,
             current: None,
             segments: VecDeque::new(),
+            evicted: Vec::new(),
             next_seq: 0,
             ended: false,
             discontinuity_next: false,
@@ -157,9 +220,8 @@ impl Segmenter {
         let mut s = Segmenter::new(target_ms, part_ms, window);
         s.next_seq = old.next_seq;
         s.segments = old.segments;
-        while s.segments.len() > s.window {
-            s.segments.pop_front();
-        }
+        s.evicted = old.evicted;
+        s.trim();
         s.discontinuity_next = !s.segments.is_empty();
         s.ended = old.ended;
         s
@@ -213,7 +275,10 @@ impl Segmenter {
 
     /// Closes the part in progress at `end_ms`.
     fn close_part(b: &mut Building, end_ms: u64) {
-        let data = std::mem::take(&mut b.part);
+        let mut data = std::mem::take(&mut b.part);
+        // A part is held until its segment completes: without the room it grew into (up to
+        // twice its size), which the allocator shrinks in place.
+        data.shrink_to_fit();
         b.parts.push(Part {
             data: Bytes::from(data),
             duration_ms: end_ms.saturating_sub(b.part_start_ms).max(1),
@@ -242,17 +307,80 @@ impl Segmenter {
         self.segments.push_back(Segment {
             seq: b.seq,
             duration_ms: (end - b.start_ms).max(1),
-            data: Bytes::from(data),
+            len: data.len(),
+            held: Held::New(Bytes::from(data)),
             discontinuity: b.discontinuity,
             parts,
         });
+        self.trim();
+    }
+
+    /// Keeps the window's length; a stored segment leaving it is remembered for deletion.
+    fn trim(&mut self) {
         while self.segments.len() > self.window {
-            self.segments.pop_front();
+            if let Some(s) = self.segments.pop_front()
+                && matches!(s.held, Held::Stored)
+            {
+                self.evicted.push(s.seq);
+            }
         }
     }
 
+    /// The complete segments not yet handed out to be stored, now handed out: each stays in
+    /// memory until [`Segmenter::stored`] or [`Segmenter::store_failed`] says how it went.
+    pub fn to_store(&mut self) -> Vec<(u64, Bytes)> {
+        let mut out = Vec::new();
+        for s in &mut self.segments {
+            if let Held::New(b) = &s.held {
+                let b = b.clone();
+                out.push((s.seq, b.clone()));
+                s.held = Held::Writing(b);
+            }
+        }
+        out
+    }
+
+    /// Segment `seq` is in its file: its memory goes. False when it already left the window
+    /// (its file is then the caller's to delete).
+    pub fn stored(&mut self, seq: u64) -> bool {
+        match self.segments.iter_mut().find(|s| s.seq == seq) {
+            Some(s) => {
+                s.held = Held::Stored;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Segment `seq` could not be written: it stays in memory while in the window.
+    pub fn store_failed(&mut self, seq: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.seq == seq)
+            && let Held::Writing(b) = &s.held
+        {
+            s.held = Held::Kept(b.clone());
+        }
+    }
+
+    /// Stored segments that left the window since the last call.
+    pub fn take_evicted(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.evicted)
+    }
+
     fn new_part(&mut self) -> Vec<u8> {
-        let size = if self.part_ms > 0 { 64 } else { 256 } * 1024;
+        // About the size of the last part, so it seldom grows (doubling) as it fills.
+        let last = match self.current.as_ref() {
+            Some(b) => b.parts.last().map(|p| p.data.len()),
+            None => self
+                .segments
+                .back()
+                .and_then(|s| s.parts.last())
+                .map(|p| p.range.len()),
+        };
+        let size = match last {
+            Some(n) => n + n / 4,
+            None if self.part_ms > 0 => 64 * 1024,
+            None => 256 * 1024,
+        };
         let mut part = Vec::with_capacity(size);
         // Tables start every part, so a player may join at any independent part.
         self.muxer
@@ -468,9 +596,7 @@ impl Segmenter {
         self.relay_copy = true;
         self.next_seq = segment.seq + 1;
         self.segments.push_back(segment);
-        while self.segments.len() > self.window {
-            self.segments.pop_front();
-        }
+        self.trim();
     }
 
     /// A relay's copy: whether the origin's playlist has ended.
@@ -500,25 +626,25 @@ impl Segmenter {
         self.window
     }
 
-    pub fn segment(&self, seq: u64) -> Option<Bytes> {
-        self.segment_with_duration(seq).map(|(d, _)| d)
-    }
-
-    pub fn segment_with_duration(&self, seq: u64) -> Option<(Bytes, u64)> {
+    /// Segment `seq` and its duration.
+    pub fn segment(&self, seq: u64) -> Option<(Media, u64)> {
         self.segments
             .iter()
             .find(|s| s.seq == seq)
-            .map(|s| (s.data.clone(), s.duration_ms))
+            .map(|s| (Media::of(s, 0..s.len), s.duration_ms))
     }
 
     /// Part `idx` of segment `seq` and its duration, once complete.
-    pub fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
+    pub fn part(&self, seq: u64, idx: usize) -> Option<(Media, u64)> {
         if let Some(b) = self.current.as_ref().filter(|b| b.seq == seq) {
-            return b.parts.get(idx).map(|p| (p.data.clone(), p.duration_ms));
+            return b
+                .parts
+                .get(idx)
+                .map(|p| (Media::Bytes(p.data.clone()), p.duration_ms));
         }
         let s = self.segments.iter().find(|s| s.seq == seq)?;
         let p = s.parts.get(idx)?;
-        Some((s.data.slice(p.range.clone()), p.duration_ms))
+        Some((Media::of(s, p.range.clone()), p.duration_ms))
     }
 
     /// Whether part `idx` of segment `seq` is the one being built now (the preload hint).
@@ -574,7 +700,7 @@ impl Segmenter {
         let bandwidth = self
             .segments
             .iter()
-            .map(|s| s.data.len() as u64 * 8000 / s.duration_ms.max(1))
+            .map(|s| s.len as u64 * 8000 / s.duration_ms.max(1))
             .max()?;
         let video = self
             .avc
@@ -684,6 +810,73 @@ fn part_line(out: &mut String, seq: u64, n: usize, ms: u64, independent: bool, q
 mod tests {
     use super::*;
 
+    fn in_memory(m: Media) -> Bytes {
+        match m {
+            Media::Bytes(b) => b,
+            Media::Stored { seq, .. } => panic!("segment {seq} is not in memory"),
+        }
+    }
+
+    /// 2 s segments of 500 ms parts from 25 fps video, `secs` long.
+    fn published(window: usize, secs: u32) -> Segmenter {
+        let mut s = Segmenter::new(2000, 500, window);
+        let (v, _) = config_tags();
+        s.video(0, &v).expect("avc config");
+        for i in 0..=secs * 25 {
+            s.video(i * 40, &frame(i % 50 == 0)).expect("video");
+        }
+        s
+    }
+
+    /// A segment handed out to be stored is served from memory until it is written, then as
+    /// ranges of its file (the parts too); one that left the window is reported once for its
+    /// file to go, and one whose write failed stays in memory.
+    #[test]
+    fn stored_segments_are_read_from_their_files_and_evicted_ones_reported() {
+        let mut s = published(3, 6);
+        let seqs: Vec<u64> = s.segments().map(|x| x.seq).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        let handed = s.to_store();
+        assert_eq!(handed.iter().map(|(q, _)| *q).collect::<Vec<_>>(), seqs);
+        assert!(s.to_store().is_empty(), "each segment is handed out once");
+        let whole = in_memory(s.segment(1).expect("segment 1").0);
+        assert_eq!(whole, handed[1].1);
+        assert!(s.stored(1));
+        let seg1 = s.segments().nth(1).expect("segment 1").clone();
+        assert_eq!(
+            s.segment(1).expect("segment 1").0,
+            Media::Stored {
+                seq: 1,
+                range: 0..whole.len() as u64
+            }
+        );
+        let p = &seg1.parts[1];
+        match s.part(1, 1).expect("part 1.1").0 {
+            Media::Stored { seq: 1, range } => {
+                assert_eq!(range, p.range.start as u64..p.range.end as u64);
+                assert!(range.start > 0 && (range.end as usize) < whole.len());
+            }
+            other => panic!("part of a stored segment: {other:?}"),
+        }
+        s.store_failed(2);
+        assert!(matches!(
+            s.segment(2).expect("segment 2").0,
+            Media::Bytes(_)
+        ));
+        // Two more segments: 0 (handed, unwritten) and 1 (stored) leave the window.
+        for i in 151..=250u32 {
+            s.video(i * 40, &frame(i % 50 == 0)).expect("video");
+        }
+        assert_eq!(s.segments().next().map(|x| x.seq), Some(2));
+        assert_eq!(s.take_evicted(), [1]);
+        assert!(s.take_evicted().is_empty());
+        assert!(!s.stored(0), "a segment written after it left the window");
+        assert!(matches!(
+            s.segment(2).expect("segment 2").0,
+            Media::Bytes(_)
+        ));
+    }
+
     fn config_tags() -> (Bytes, Bytes) {
         let mut v = vec![
             0x17, 0, 0, 0, 0, 1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 2, 0x67, 0x42,
@@ -739,7 +932,7 @@ mod tests {
         assert!(p.contains("#EXT-X-TARGETDURATION:2\n"), "{p}");
         assert!(p.contains("#EXTINF:1.960,\n4.ts?t=x\n"), "{p}");
         assert!(p.ends_with("#EXT-X-ENDLIST\n"), "{p}");
-        let seg = s.segment(3).expect("segment 3");
+        let seg = in_memory(s.segment(3).expect("segment 3").0);
         assert_eq!(seg.len() % 188, 0);
         assert_eq!(seg[0], 0x47);
         assert!(s.segment(1).is_none(), "aged out of the window");
@@ -797,12 +990,13 @@ mod tests {
                 }
                 assert_eq!(p.independent, n == 0);
                 let (bytes, d) = s.part(seg.seq, n).expect("part");
+                let bytes = in_memory(bytes);
                 assert_eq!(d, p.duration_ms);
                 assert_eq!(bytes.len() % 188, 0);
                 assert_eq!(bytes[0], 0x47);
                 joined.extend_from_slice(&bytes);
             }
-            assert_eq!(joined, seg.data);
+            assert_eq!(joined, in_memory(s.segment(seg.seq).expect("segment").0));
         }
         // Segment 3: its first part [6000, 6500) completed by the frame at 6500.
         assert_eq!(parts_cut, 3 * 4 + 1);
@@ -932,13 +1126,12 @@ mod tests {
     fn a_replaced_segmenter_goes_on_from_the_old_numbering() {
         let mut old = Segmenter::new(1000, 0, 6);
         for seq in 0..3 {
-            old.push(Segment {
+            old.push(Segment::new(
                 seq,
-                duration_ms: 1000,
-                data: Bytes::from_static(&[0x47; 188]),
-                discontinuity: false,
-                parts: Vec::new(),
-            });
+                1000,
+                Bytes::from_static(&[0x47; 188]),
+                false,
+            ));
         }
         assert!(!old.playlist("").expect("playlist").contains("PART-INF"));
         let mut s = Segmenter::replacing(old, 2000, 500, 6);

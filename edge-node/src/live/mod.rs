@@ -1,6 +1,7 @@
 //! Live video: publishers push H.264 + AAC over RTMP with a stream key (`rtmp`), the edge remuxes
-//! it without re-encoding into MPEG-TS segments held in memory (`hls`, `ts`, `flv`), and viewers
-//! play `/hls/{name}/index.m3u8`.
+//! it without re-encoding into MPEG-TS segments (`hls`, `ts`, `flv`), and viewers play
+//! `/hls/{name}/index.m3u8`. The segment being built and its parts are in memory; complete
+//! segments move to files (`store`) once written, and are read from there.
 //!
 //! Invariants: a stream has at most one publisher, and only a connection that presented the
 //! stream's current key; changing a stream's key or removing the stream ends its publisher.
@@ -13,6 +14,7 @@ pub(crate) mod flv;
 pub(crate) mod hls;
 pub(crate) mod pull;
 pub(crate) mod rtmp;
+pub(crate) mod store;
 pub(crate) mod transcode;
 mod ts;
 pub(crate) mod viewers;
@@ -22,10 +24,10 @@ use crate::http::{Answer, Request, reply};
 use crate::metrics::{EdgeMetrics, LiveCounters};
 use crate::sync::lock;
 use bytes::Bytes;
-use hls::Segmenter;
+use hls::{Media, Segmenter};
 use onda_shared::playback::{self, TokenError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
 
 /// Every live stream of the node, by name; a stream's renditions are streams named
@@ -34,6 +36,8 @@ pub(crate) struct Live {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
     /// Connection ids of the renditions' publishes (from the top, apart from RTMP's).
     next_local: std::sync::atomic::AtomicU64,
+    /// Where complete segments go; without it they stay in memory.
+    store: Option<store::Store>,
 }
 
 /// A stream the configuration asks for: a configured one or one of its renditions.
@@ -81,6 +85,10 @@ fn wanted(config: &EdgeConfig) -> Vec<Wanted<'_>> {
 }
 
 pub(crate) struct LiveStream {
+    /// Itself, for the segment writer to report back to.
+    me: Weak<LiveStream>,
+    /// Its complete segments' files.
+    files: Option<store::Files>,
     pub name: String,
     /// A rendition's stream: the stream it is made from, whose admission, viewers and
     /// traffic counters it uses.
@@ -209,7 +217,9 @@ impl Live {
                     st.window = window;
                 }
                 None => {
-                    let stream = Arc::new(LiveStream {
+                    let stream = Arc::new_cyclic(|me| LiveStream {
+                        me: me.clone(),
+                        files: self.store.as_ref().map(store::Store::stream),
                         name: c.name.clone(),
                         parent: c.parent.map(str::to_string),
                         counters: metrics.live_counters(&c.name),
@@ -388,11 +398,13 @@ impl Live {
     }
 }
 
-impl Default for Live {
-    fn default() -> Self {
+impl Live {
+    /// Live streams whose complete segments go to `store` (or stay in memory without one).
+    pub(crate) fn new(store: Option<store::Store>) -> Live {
         Live {
             streams: Mutex::default(),
             next_local: std::sync::atomic::AtomicU64::new(u64::MAX),
+            store,
         }
     }
 }
@@ -461,6 +473,7 @@ impl LiveStream {
             let old = std::mem::replace(&mut st.segmenter, Segmenter::new(ms, part_ms, window));
             st.segmenter = Segmenter::replacing(old, ms, part_ms, window);
         }
+        self.store_segments(&mut st);
         if self.parent.is_none() {
             self.counters.publishing.set(1);
         }
@@ -475,6 +488,7 @@ impl LiveStream {
             // Its ffmpeg's input ends: the renditions end too.
             st.transcoder = None;
             st.segmenter.end();
+            self.store_segments(&mut st);
             if self.parent.is_none() {
                 self.counters.publishing.set(0);
             }
@@ -522,7 +536,10 @@ impl LiveStream {
     }
 
     fn push_segment(&self, segment: hls::Segment) {
-        lock(&self.state).segmenter.push(segment);
+        let mut st = lock(&self.state);
+        st.segmenter.push(segment);
+        self.store_segments(&mut st);
+        drop(st);
         self.counters.segments.inc();
         self.progressed();
     }
@@ -566,6 +583,9 @@ impl LiveStream {
         } else {
             st.segmenter.audio(ms, tag)?
         };
+        if cut.segment {
+            self.store_segments(&mut st);
+        }
         drop(st);
         if cut.segment {
             self.counters.segments.inc();
@@ -601,13 +621,75 @@ impl LiveStream {
     }
 
     /// A part and its duration in milliseconds, once complete.
-    pub(crate) fn part(&self, seq: u64, idx: usize) -> Option<(Bytes, u64)> {
-        lock(&self.state).segmenter.part(seq, idx)
+    pub(crate) async fn part(&self, seq: u64, idx: usize) -> std::io::Result<(Bytes, u64)> {
+        let found = lock(&self.state).segmenter.part(seq, idx);
+        self.bytes(found).await
     }
 
     /// A segment and its duration in milliseconds.
-    pub(crate) fn segment(&self, seq: u64) -> Option<(Bytes, u64)> {
-        lock(&self.state).segmenter.segment_with_duration(seq)
+    pub(crate) async fn segment(&self, seq: u64) -> std::io::Result<(Bytes, u64)> {
+        let found = lock(&self.state).segmenter.segment(seq);
+        self.bytes(found).await
+    }
+
+    /// The bytes of what the segmenter found: from memory, or read from a file (NotFound when
+    /// it found nothing, or the segment left the window and its file went meanwhile).
+    async fn bytes(&self, found: Option<(Media, u64)>) -> std::io::Result<(Bytes, u64)> {
+        match (found, &self.files) {
+            (Some((Media::Bytes(b), ms)), _) => Ok((b, ms)),
+            (Some((Media::Stored { seq, range }, ms)), Some(files)) => {
+                Ok((files.read(seq, range).await?, ms))
+            }
+            _ => Err(std::io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    /// Hands the segments completed since the last call to the writer, and has the files of
+    /// those that left the window deleted.
+    fn store_segments(&self, st: &mut State) {
+        let Some(files) = &self.files else {
+            return;
+        };
+        for seq in st.segmenter.take_evicted() {
+            files.remove(seq);
+        }
+        for (seq, data) in st.segmenter.to_store() {
+            let me = self.me.clone();
+            let queued = files.write(
+                seq,
+                data,
+                Box::new(move |r| {
+                    if let Some(s) = me.upgrade() {
+                        s.written(seq, r);
+                    }
+                }),
+            );
+            if !queued {
+                st.segmenter.store_failed(seq);
+                self.counters.unstored.inc();
+            }
+        }
+    }
+
+    /// The writer's report on segment `seq`'s file.
+    fn written(&self, seq: u64, r: std::io::Result<()>) {
+        let mut st = lock(&self.state);
+        match r {
+            Ok(()) => {
+                if !st.segmenter.stored(seq)
+                    && let Some(files) = &self.files
+                {
+                    // It left the window while being written.
+                    files.remove(seq);
+                }
+            }
+            Err(e) => {
+                st.segmenter.store_failed(seq);
+                drop(st);
+                self.counters.unstored.inc();
+                tracing::warn!(stream = %self.name, "segment {seq} stays in memory: {e}");
+            }
+        }
     }
 }
 
@@ -657,6 +739,16 @@ fn blocking_reload(query: &str) -> Result<Option<(u64, Option<u64>)>, String> {
         (None, None) => Ok(None),
         (Some(m), p) => Ok(Some((m, p))),
     }
+}
+
+/// A segment or part that could not be had: gone from the window (404), or its file unreadable
+/// (500, logged).
+async fn unreadable(req: &mut Request, stream: &LiveStream, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return plain(req, 404, NO_SEGMENT).await;
+    }
+    tracing::error!(stream = %stream.name, "cannot read a segment's file: {e}");
+    plain(req, 500, "The segment's file could not be read").await;
 }
 
 async fn plain(req: &mut Request, status: u16, msg: &str) {
@@ -751,10 +843,10 @@ pub(crate) async fn serve_hls(req: &mut Request, live: &Live) {
                 None => return plain(req, 404, "The stream is not live yet").await,
             }
         }
-        Some(File::Segment(seq)) => match stream.segment(seq) {
+        Some(File::Segment(seq)) => match stream.segment(seq).await {
             // A segment never changes once listed.
-            Some((seg, duration_ms)) => ("video/mp2t", "max-age=3600", seg, duration_ms),
-            None => return plain(req, 404, NO_SEGMENT).await,
+            Ok((seg, duration_ms)) => ("video/mp2t", "max-age=3600", seg, duration_ms),
+            Err(e) => return unreadable(req, &stream, &e).await,
         },
         Some(File::Part(seq, idx)) => {
             // The preload hint names the part being built: it is answered once complete.
@@ -767,9 +859,9 @@ pub(crate) async fn serve_hls(req: &mut Request, live: &Live) {
                     }
                 })
                 .await;
-            match stream.part(seq, idx) {
-                Some((part, duration_ms)) => ("video/mp2t", "max-age=3600", part, duration_ms),
-                None => return plain(req, 404, NO_SEGMENT).await,
+            match stream.part(seq, idx).await {
+                Ok((part, duration_ms)) => ("video/mp2t", "max-age=3600", part, duration_ms),
+                Err(e) => return unreadable(req, &stream, &e).await,
             }
         }
         Some(File::Master) | None => return plain(req, 404, NO_SEGMENT).await,

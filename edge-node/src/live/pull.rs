@@ -120,13 +120,7 @@ async fn step(
             continue;
         }
         let data = r.bytes().await.map_err(|e| e.to_string())?;
-        stream.push_segment(Segment {
-            seq: e.seq,
-            duration_ms: e.duration_ms,
-            data,
-            discontinuity: e.discontinuity,
-            parts: Vec::new(),
-        });
+        stream.push_segment(Segment::new(e.seq, e.duration_ms, data, e.discontinuity));
     }
     stream.set_ended(ended);
     stream.set_pulled(!ended && !entries.is_empty());

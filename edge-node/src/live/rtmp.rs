@@ -660,7 +660,7 @@ mod tests {
             toml::from_str("[[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n")
                 .expect("config");
         let metrics = Arc::new(EdgeMetrics::new().expect("metrics"));
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live::new(None));
         live.sync(&config, &metrics);
         let current = Arc::new(Current::default());
         current.set(config);

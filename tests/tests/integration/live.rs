@@ -336,6 +336,114 @@ async fn low_latency_hls_lists_parts_and_blocks_until_they_exist() {
     assert_both_tracks(&edge.url(&format!("/hls/show/{first}")));
 }
 
+/// The segment files under `dir` (`live-*/{stream}/{seq}.ts`), by sequence number.
+fn segment_files(dir: &std::path::Path) -> std::collections::BTreeMap<u64, std::path::PathBuf> {
+    let mut out = std::collections::BTreeMap::new();
+    let entries = |d: &std::path::Path| {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    for edge_dir in entries(dir) {
+        for stream_dir in entries(&edge_dir) {
+            for file in entries(&stream_dir) {
+                let seq = file
+                    .file_name()
+                    .and_then(|n| n.to_str()?.strip_suffix(".ts")?.parse().ok());
+                if let Some(seq) = seq {
+                    out.insert(seq, file);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The sequence numbers of the segments `list` names.
+fn listed(list: &str) -> Vec<u64> {
+    list.lines()
+        .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
+        .collect()
+}
+
+/// Complete segments go to files in `hls.segment_dir` and are served from them (a file changed
+/// behind the edge's back is what a viewer then gets, whole or as a part); files leave with the
+/// window; what an edge that was killed left there is removed at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_segments_are_served_from_files_that_leave_with_the_window() {
+    let dir = tempfile::tempdir().expect("dir");
+    let stale = dir.path().join("live-killed").join("0");
+    std::fs::create_dir_all(&stale).expect("stale dir");
+    std::fs::write(stale.join("1.ts"), b"old").expect("stale file");
+    let (edge, rtmp) = EdgeNode::start_live(&format!(
+        "[hls]\nsegment_ms = 1000\npart_ms = 250\nwindow = 3\nsegment_dir = \"{}\"\n\n\
+         [[live_streams]]\nname = \"show\"\nkey = \"show-key-0123456789\"\n",
+        dir.path().display()
+    ))
+    .await;
+    assert!(!stale.exists(), "a killed edge's segments are removed");
+    let _publisher = ffmpeg_rtmp(&format!("{rtmp}/live/show-key-0123456789"), 25);
+    // A segment whose parts are listed, with its file written.
+    let (seq, file) = wait_for(
+        "a listed segment in its file",
+        Duration::from_secs(30),
+        || async {
+            let list = playlist(&edge, 3).await;
+            let newest = *listed(&list).last()?;
+            let parts_of = list
+                .lines()
+                .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+                .filter_map(|l| l.split('"').nth(1)?.split('.').next()?.parse::<u64>().ok())
+                .find(|s| *s <= newest)?;
+            let file = segment_files(dir.path()).remove(&parts_of)?;
+            Some((parts_of, file))
+        },
+    )
+    .await;
+    let written = std::fs::read(&file).expect("segment file");
+    let segment_url = edge.url(&format!("/hls/show/{seq}.ts"));
+    let get = |url: String| async move {
+        let r = onda_shared::http::get(&url).await.ok()?;
+        (r.status() == 200).then_some(())?;
+        r.bytes().await.ok()
+    };
+    assert_eq!(
+        get(segment_url.clone()).await.expect("segment"),
+        written,
+        "a segment is its file's bytes"
+    );
+    // The same length, other bytes: from now on only the file has them.
+    let changed: Vec<u8> = written.iter().map(|b| !b).collect();
+    std::fs::write(&file, &changed).expect("change the file");
+    wait_for(
+        "the segment read from its file",
+        Duration::from_secs(10),
+        || async { (get(segment_url.clone()).await? == changed).then_some(()) },
+    )
+    .await;
+    let part = get(edge.url(&format!("/hls/show/{seq}.0.ts")))
+        .await
+        .expect("the segment's first part");
+    assert!(!part.is_empty() && part.len() < changed.len());
+    assert_eq!(part, changed[..part.len()], "a part is a range of the file");
+    // Files go with the window: later, only the listed segments (and one being written) have one.
+    wait_for("the first file gone", Duration::from_secs(30), || async {
+        (!file.exists()).then_some(())
+    })
+    .await;
+    let list = playlist(&edge, 3).await;
+    let files = segment_files(dir.path());
+    let oldest = listed(&list).first().copied().expect("listed");
+    assert!(
+        files.keys().all(|s| *s + 1 >= oldest) && files.len() <= 4,
+        "files {:?} for the playlist {list}",
+        files.keys().collect::<Vec<_>>()
+    );
+}
+
 /// The height of the video ffprobe finds at `url`.
 /// The command lines of the processes whose parent is `pid`, arguments joined by spaces.
 fn children_cmdlines(pid: u32) -> Vec<String> {

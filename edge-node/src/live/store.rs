@@ -1,0 +1,227 @@
+//! Where live streams' complete segments are kept: one file per segment, in a directory of the
+//! edge's own (`hls.segment_dir`, else a private one under the system's temporary directory).
+//! A stream's window then sits in the kernel's page cache, which the kernel reclaims under
+//! memory pressure, instead of in the edge's own memory, as nginx-rtmp and SRS keep theirs.
+//!
+//! One thread writes and deletes the files, in the order asked, so no async task waits on the
+//! disk: a segment is served from memory until its file is written. When the queue is full or
+//! a write fails, the segment stays in memory; nothing is lost.
+
+use bytes::Bytes;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+/// Jobs waiting for the writer; beyond this a segment stays in memory (a disk this far behind
+/// is better not waited for).
+const QUEUE: usize = 256;
+
+/// Stale directories of an edge that did not stop cleanly start with this.
+const PREFIX: &str = "live-";
+
+/// What the writer reports when a segment's file is written (or not).
+pub(crate) type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+enum Job {
+    Write {
+        path: PathBuf,
+        data: Bytes,
+        done: Done,
+    },
+    Remove(PathBuf),
+    RemoveDir(PathBuf),
+}
+
+/// The edge's segment directory and its writer thread.
+pub(crate) struct Store {
+    root: tempfile::TempDir,
+    jobs: SyncSender<Job>,
+    next: AtomicU64,
+}
+
+impl Store {
+    /// A fresh directory for this edge: under `dir` (created if missing; what an edge that was
+    /// killed left there is removed), else under the system's temporary directory. The
+    /// directory goes when the store does.
+    pub(crate) fn open(dir: Option<&Path>) -> io::Result<Store> {
+        let root = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+                tempfile::Builder::new().prefix(PREFIX).tempdir_in(dir)?
+            }
+            None => tempfile::Builder::new().prefix("onda-hls-").tempdir()?,
+        };
+        let (jobs, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("onda-hls-files".into())
+            .spawn(move || work(&rx))?;
+        Ok(Store {
+            root,
+            jobs,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A directory for one stream's segments (made with its first file).
+    pub(crate) fn stream(&self) -> Files {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Files {
+            dir: self.root.path().join(n.to_string()),
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+fn work(rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Write { path, data, done } => done(write(&path, &data)),
+            Job::Remove(path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Job::RemoveDir(path) => {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
+    }
+}
+
+fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    match std::fs::write(path, data) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, data)
+        }
+        r => r,
+    }
+}
+
+/// One stream's segment files; the directory goes when this does.
+pub(crate) struct Files {
+    dir: PathBuf,
+    jobs: SyncSender<Job>,
+}
+
+impl Files {
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq}.ts"))
+    }
+
+    /// Queues segment `seq` to be written; `done` hears how it went. False (and `done` dropped
+    /// uncalled) when the queue is full or the writer is gone.
+    pub(crate) fn write(&self, seq: u64, data: Bytes, done: Done) -> bool {
+        let job = Job::Write {
+            path: self.path(seq),
+            data,
+            done,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Queues segment `seq`'s file for deletion (left behind, with its directory, when the
+    /// queue is full).
+    pub(crate) fn remove(&self, seq: u64) {
+        let _ = self.jobs.try_send(Job::Remove(self.path(seq)));
+    }
+
+    /// `range` of segment `seq`'s file, read on a blocking thread.
+    pub(crate) async fn read(&self, seq: u64, range: Range<u64>) -> io::Result<Bytes> {
+        let path = self.path(seq);
+        let len = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| io::Error::other("range too long"))?;
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let file = std::fs::File::open(path)?;
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, range.start)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        let _ = self.jobs.try_send(Job::RemoveDir(dir));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    /// What `done` heard, waited for (the writer is another thread).
+    fn written(files: &Files, seq: u64, data: &'static [u8]) -> io::Result<()> {
+        let (tx, rx) = channel();
+        let queued = files.write(
+            seq,
+            Bytes::from_static(data),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        assert!(queued);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the writer answers")
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_read_by_range_and_removed_with_their_directory() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let stale = parent.path().join("live-old");
+        std::fs::create_dir_all(stale.join("0")).expect("stale dir");
+        let keep = parent.path().join("other");
+        std::fs::write(&keep, b"not ours").expect("file");
+        let store = Store::open(Some(parent.path())).expect("store");
+        assert!(!stale.exists(), "a killed edge's directory is removed");
+        assert!(keep.exists(), "what is not ours stays");
+        let files = store.stream();
+        written(&files, 7, b"0123456789").expect("written");
+        assert_eq!(files.read(7, 2..5).await.expect("read"), &b"234"[..]);
+        assert_eq!(
+            files.read(8, 0..1).await.map_err(|e| e.kind()),
+            Err(io::ErrorKind::NotFound)
+        );
+        files.remove(7);
+        // The writer works in order: once a later write is done, the removal is too.
+        written(&files, 9, b"x").expect("written");
+        assert!(!files.path(7).exists());
+        let dir = files.dir.clone();
+        drop(files);
+        let other = store.stream();
+        written(&other, 0, b"y").expect("written");
+        assert!(!dir.exists(), "a dropped stream's directory goes");
+        let root = store.path().to_path_buf();
+        drop(other);
+        drop(store);
+        assert!(!root.exists(), "the edge's directory goes with it");
+    }
+
+    #[test]
+    fn a_write_that_fails_says_so() {
+        let store = Store::open(None).expect("store");
+        let files = store.stream();
+        // A file where the stream's directory should be.
+        std::fs::write(&files.dir, b"in the way").expect("file");
+        assert!(written(&files, 0, b"z").is_err());
+    }
+}
