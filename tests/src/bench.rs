@@ -127,13 +127,27 @@ pub fn tree_rss_kib(pid: u32) -> u64 {
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/{pid}/status` figure in KiB (`VmRSS`, `RssAnon`, `RssFile`, …); 0 if unreadable.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse().ok())
         .unwrap_or(0)
+}
+
+/// Anonymous resident memory of `pid` and its descendants (heap, stacks: what the program
+/// itself holds, without the pages of its binary and libraries), in KiB.
+pub fn tree_anon_kib(pid: u32) -> u64 {
+    tree(pid)
+        .into_iter()
+        .map(|p| status_kib(p, "RssAnon"))
+        .sum()
 }
 
 /// Kills (SIGKILL) the live descendants of `pid`, deepest first (e.g. the ffmpeg encoders of an

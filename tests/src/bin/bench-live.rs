@@ -195,6 +195,8 @@ struct Report {
     name: &'static str,
     cpu_percent: f64,
     rss_mib: f64,
+    /// Of it, anonymous memory (heap and stacks, without the binary's and libraries' pages).
+    anon_mib: f64,
     latency_ms: Vec<f64>,
     streams_live: usize,
 }
@@ -266,6 +268,7 @@ async fn measure(
     let cpu = tree_cpu_seconds(pid, ticks) - cpu0;
     let secs = at0.elapsed().as_secs_f64();
     let rss = tree_rss_kib(pid) as f64 / 1024.0;
+    let anon = onda_tests::bench::tree_anon_kib(pid) as f64 / 1024.0;
     let mut live = 0;
     for i in 0..streams {
         if let Ok(r) = http.get((server.playlist)(i)).send().await
@@ -281,6 +284,7 @@ async fn measure(
         name: server.name,
         cpu_percent: 100.0 * cpu / secs.max(0.001),
         rss_mib: rss,
+        anon_mib: anon,
         latency_ms: steady,
         streams_live: live,
     })
@@ -427,27 +431,29 @@ async fn main() -> anyhow::Result<()> {
         };
         let r = measure(server, &source, streams, window).await?;
         eprintln!(
-            "{}: {:.1} % CPU, {:.1} MiB, {} of {streams} streams live, {} segments timed",
+            "{}: {:.1} % CPU, {:.1} MiB ({:.1} anonymous), {} of {streams} streams live, {} segments timed",
             r.name,
             r.cpu_percent,
             r.rss_mib,
+            r.anon_mib,
             r.streams_live,
             r.latency_ms.len()
         );
         reports.push(r);
     }
     println!(
-        "| server | streams live | CPU % (total) | CPU % per stream | RSS MiB | RSS MiB per stream | segment latency median ms | p95 ms |"
+        "| server | streams live | CPU % (total) | CPU % per stream | RSS MiB | of it anonymous MiB | RSS MiB per stream | segment latency median ms | p95 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!(
-            "| {} | {}/{streams} | {:.1} | {:.2} | {:.1} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {}/{streams} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
             r.name,
             r.streams_live,
             r.cpu_percent,
             r.cpu_percent / streams as f64,
             r.rss_mib,
+            r.anon_mib,
             r.rss_mib / streams as f64,
             percentile(&r.latency_ms, 0.5),
             percentile(&r.latency_ms, 0.95)
