@@ -50,33 +50,48 @@ impl Segment {
             seq,
             duration_ms,
             len: data.len(),
-            held: Held::New(data),
+            held: Held::New(vec![data]),
             discontinuity,
             parts: Vec::new(),
         }
     }
 }
 
-/// Where a complete segment's bytes are.
+/// Where a complete segment's bytes are. Until it is stored they are its parts' own buffers,
+/// never joined into one: the file is written from them, and a part is one of them.
 #[derive(Debug, Clone)]
 enum Held {
     /// In memory, not yet handed out to be stored.
-    New(Bytes),
+    New(Vec<Bytes>),
     /// In memory while it is being written.
-    Writing(Bytes),
-    /// In memory for good: writing it failed.
+    Writing(Vec<Bytes>),
+    /// In memory for good (writing it failed), joined.
     Kept(Bytes),
     /// Only in its file.
     Stored,
 }
 
-impl Held {
-    fn bytes(&self) -> Option<&Bytes> {
-        match self {
-            Held::New(b) | Held::Writing(b) | Held::Kept(b) => Some(b),
-            Held::Stored => None,
+/// `range` of the bytes that `chunks` hold one after the other: a slice of one chunk when it
+/// lies within one (a part), else a copy.
+fn slice_of(chunks: &[Bytes], range: Range<usize>) -> Bytes {
+    let mut at = 0;
+    for c in chunks {
+        let end = at + c.len();
+        if range.start >= at && range.end <= end {
+            return c.slice(range.start - at..range.end - at);
         }
+        at = end;
     }
+    let mut out = Vec::with_capacity(range.len());
+    let mut at = 0;
+    for c in chunks {
+        let (from, to) = (range.start.max(at), range.end.min(at + c.len()));
+        if from < to {
+            out.extend_from_slice(&c[from - at..to - at]);
+        }
+        at += c.len();
+    }
+    Bytes::from(out)
 }
 
 /// A segment's or part's bytes: in memory, or a byte range of a stored segment's file.
@@ -88,9 +103,10 @@ pub enum Media {
 
 impl Media {
     fn of(s: &Segment, range: Range<usize>) -> Media {
-        match s.held.bytes() {
-            Some(b) => Media::Bytes(b.slice(range)),
-            None => Media::Stored {
+        match &s.held {
+            Held::New(chunks) | Held::Writing(chunks) => Media::Bytes(slice_of(chunks, range)),
+            Held::Kept(b) => Media::Bytes(b.slice(range)),
+            Held::Stored => Media::Stored {
                 seq: s.seq,
                 range: range.start as u64..range.end as u64,
             },
@@ -292,23 +308,24 @@ impl Segmenter {
         };
         let end = end_ms.unwrap_or(b.last_ms).max(b.start_ms);
         Self::close_part(&mut b, end);
-        // One copy per segment: its parts become ranges of the joined data.
-        let mut data = Vec::with_capacity(b.parts.iter().map(|p| p.data.len()).sum());
+        // The parts' buffers are the segment's bytes; each part is a range of them.
+        let mut len = 0;
         let mut parts = Vec::with_capacity(b.parts.len());
-        for p in &b.parts {
-            let at = data.len();
-            data.extend_from_slice(&p.data);
+        let mut chunks = Vec::with_capacity(b.parts.len());
+        for p in b.parts {
             parts.push(PartInfo {
                 duration_ms: p.duration_ms,
                 independent: p.independent,
-                range: at..data.len(),
+                range: len..len + p.data.len(),
             });
+            len += p.data.len();
+            chunks.push(p.data);
         }
         self.segments.push_back(Segment {
             seq: b.seq,
             duration_ms: (end - b.start_ms).max(1),
-            len: data.len(),
-            held: Held::New(Bytes::from(data)),
+            len,
+            held: Held::New(chunks),
             discontinuity: b.discontinuity,
             parts,
         });
@@ -328,13 +345,13 @@ impl Segmenter {
 
     /// The complete segments not yet handed out to be stored, now handed out: each stays in
     /// memory until [`Segmenter::stored`] or [`Segmenter::store_failed`] says how it went.
-    pub fn to_store(&mut self) -> Vec<(u64, Bytes)> {
+    pub fn to_store(&mut self) -> Vec<(u64, Vec<Bytes>)> {
         let mut out = Vec::new();
         for s in &mut self.segments {
-            if let Held::New(b) = &s.held {
-                let b = b.clone();
-                out.push((s.seq, b.clone()));
-                s.held = Held::Writing(b);
+            if let Held::New(chunks) = &s.held {
+                let chunks = chunks.clone();
+                out.push((s.seq, chunks.clone()));
+                s.held = Held::Writing(chunks);
             }
         }
         out
@@ -355,9 +372,9 @@ impl Segmenter {
     /// Segment `seq` could not be written: it stays in memory while in the window.
     pub fn store_failed(&mut self, seq: u64) {
         if let Some(s) = self.segments.iter_mut().find(|s| s.seq == seq)
-            && let Held::Writing(b) = &s.held
+            && let Held::Writing(chunks) = &s.held
         {
-            s.held = Held::Kept(b.clone());
+            s.held = Held::Kept(slice_of(chunks, 0..s.len));
         }
     }
 
@@ -828,6 +845,21 @@ mod tests {
         s
     }
 
+    #[test]
+    fn ranges_of_chunks_are_slices_within_one_and_copies_across() {
+        let chunks = [
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b""),
+            Bytes::from_static(b"defg"),
+            Bytes::from_static(b"h"),
+        ];
+        assert_eq!(slice_of(&chunks, 3..7), &b"defg"[..]);
+        assert_eq!(slice_of(&chunks, 4..6), &b"ef"[..]);
+        assert_eq!(slice_of(&chunks, 0..8), &b"abcdefgh"[..]);
+        assert_eq!(slice_of(&chunks, 2..8), &b"cdefgh"[..]);
+        assert_eq!(slice_of(&chunks, 1..2), &b"b"[..]);
+    }
+
     /// A segment handed out to be stored is served from memory until it is written, then as
     /// ranges of its file (the parts too); one that left the window is reported once for its
     /// file to go, and one whose write failed stays in memory.
@@ -840,7 +872,7 @@ mod tests {
         assert_eq!(handed.iter().map(|(q, _)| *q).collect::<Vec<_>>(), seqs);
         assert!(s.to_store().is_empty(), "each segment is handed out once");
         let whole = in_memory(s.segment(1).expect("segment 1").0);
-        assert_eq!(whole, handed[1].1);
+        assert_eq!(whole, handed[1].1.concat());
         assert!(s.stored(1));
         let seg1 = s.segments().nth(1).expect("segment 1").clone();
         assert_eq!(

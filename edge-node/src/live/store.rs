@@ -27,7 +27,7 @@ pub(crate) type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 enum Job {
     Write {
         path: PathBuf,
-        data: Bytes,
+        data: Vec<Bytes>,
         done: Done,
     },
     Remove(PathBuf),
@@ -97,16 +97,23 @@ fn work(rx: &Receiver<Job>) {
     }
 }
 
-fn write(path: &Path, data: &[u8]) -> io::Result<()> {
-    match std::fs::write(path, data) {
+/// Writes `data`, one chunk after the other, to a new file at `path` (its directory made when
+/// missing).
+fn write(path: &Path, data: &[Bytes]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = match std::fs::File::create(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(path, data)
+            std::fs::File::create(path)?
         }
-        r => r,
+        r => r?,
+    };
+    for chunk in data {
+        file.write_all(chunk)?;
     }
+    Ok(())
 }
 
 /// One stream's segment files; the directory goes when this does.
@@ -120,9 +127,9 @@ impl Files {
         self.dir.join(format!("{seq}.ts"))
     }
 
-    /// Queues segment `seq` to be written; `done` hears how it went. False (and `done` dropped
-    /// uncalled) when the queue is full or the writer is gone.
-    pub(crate) fn write(&self, seq: u64, data: Bytes, done: Done) -> bool {
+    /// Queues segment `seq` (its bytes in chunks) to be written; `done` hears how it went.
+    /// False (and `done` dropped uncalled) when the queue is full or the writer is gone.
+    pub(crate) fn write(&self, seq: u64, data: Vec<Bytes>, done: Done) -> bool {
         let job = Job::Write {
             path: self.path(seq),
             data,
@@ -172,9 +179,10 @@ mod tests {
     /// What `done` heard, waited for (the writer is another thread).
     fn written(files: &Files, seq: u64, data: &'static [u8]) -> io::Result<()> {
         let (tx, rx) = channel();
+        let (a, b) = data.split_at(data.len() / 2);
         let queued = files.write(
             seq,
-            Bytes::from_static(data),
+            vec![Bytes::from_static(a), Bytes::from_static(b)],
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
