@@ -2,10 +2,11 @@
 //! they reach the target duration, and a sliding-window media playlist. With low-latency HLS on
 //! (`part_ms` > 0) each segment is also built as partial segments of at most `part_ms`, which
 //! the playlist lists (`EXT-X-PART`) as they complete, with a preload hint for the next one.
-//! Pure (no I/O): the RTMP session feeds it, the HTTP side reads it. A complete segment may be
-//! moved out of memory: the caller takes it to be written (`to_store`) and says when it is
-//! (`stored`); from then on it is read as a range of its file (`Media::Stored`), and the caller
-//! deletes the files of stored segments that left the window (`take_evicted`).
+//! Pure (no I/O): the RTMP session feeds it, the HTTP side reads it. Each completed part (or a
+//! relay's whole segment) may be moved out of memory: the caller takes it to be written at its
+//! offset in its segment's file (`to_store`) and says when it is (`stored`); from then on it is
+//! read from that file (`Piece::File`), and the caller deletes the files of segments that left
+//! the window (`take_evicted`). Only the part in progress has to stay in memory.
 
 use super::flv::{self, AacConfig, Audio, AvcConfig, FlvError, Video};
 use super::ts::{Frame, Muxer};
@@ -36,7 +37,8 @@ pub struct Segment {
     pub duration_ms: u64,
     /// Its size in bytes.
     pub len: usize,
-    held: Held,
+    /// Its bytes, one stretch per part (one for a relay's copy), in order.
+    chunks: Vec<Chunk>,
     /// The first segment of a new publish (the timeline starts again).
     pub discontinuity: bool,
     /// Its partial segments, in order (empty without low-latency HLS, and in a relay's copy).
@@ -50,76 +52,106 @@ impl Segment {
             seq,
             duration_ms,
             len: data.len(),
-            held: Held::New(vec![data]),
+            chunks: vec![Chunk::new(0, data)],
             discontinuity,
             parts: Vec::new(),
         }
     }
+
+    /// Some of its bytes were handed out to be written: it has (or will have) a file.
+    fn has_file(&self) -> bool {
+        self.chunks.iter().any(|c| !matches!(c.held, Held::New(_)))
+    }
 }
 
-/// Where a complete segment's bytes are. Until it is stored they are its parts' own buffers,
-/// never joined into one: the file is written from them, and a part is one of them.
+/// A stretch of a segment's bytes, from offset `at`, and where it is.
+#[derive(Debug, Clone)]
+struct Chunk {
+    at: usize,
+    len: usize,
+    held: Held,
+}
+
 #[derive(Debug, Clone)]
 enum Held {
-    /// In memory, not yet handed out to be stored.
-    New(Vec<Bytes>),
+    /// In memory, not yet handed out to be written.
+    New(Bytes),
     /// In memory while it is being written.
-    Writing(Vec<Bytes>),
-    /// In memory for good (writing it failed), joined.
+    Writing(Bytes),
+    /// In memory for good: writing it failed.
     Kept(Bytes),
-    /// Only in its file.
+    /// Only in the segment's file.
     Stored,
 }
 
-/// `range` of the bytes that `chunks` hold one after the other: a slice of one chunk when it
-/// lies within one (a part), else a copy.
-fn slice_of(chunks: &[Bytes], range: Range<usize>) -> Bytes {
-    let mut at = 0;
-    for c in chunks {
-        let end = at + c.len();
-        if range.start >= at && range.end <= end {
-            return c.slice(range.start - at..range.end - at);
+impl Chunk {
+    fn new(at: usize, data: Bytes) -> Chunk {
+        Chunk {
+            at,
+            len: data.len(),
+            held: Held::New(data),
         }
-        at = end;
     }
-    let mut out = Vec::with_capacity(range.len());
-    let mut at = 0;
-    for c in chunks {
-        let (from, to) = (range.start.max(at), range.end.min(at + c.len()));
-        if from < to {
-            out.extend_from_slice(&c[from - at..to - at]);
+
+    fn bytes(&self) -> Option<&Bytes> {
+        match &self.held {
+            Held::New(b) | Held::Writing(b) | Held::Kept(b) => Some(b),
+            Held::Stored => None,
         }
-        at += c.len();
     }
-    Bytes::from(out)
 }
 
-/// A segment's or part's bytes: in memory, or a byte range of a stored segment's file.
+/// Where a stretch of a segment's or part's bytes is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Media {
+pub enum Piece {
     Bytes(Bytes),
-    Stored { seq: u64, range: Range<u64> },
+    /// A byte range of the segment's file.
+    File(Range<u64>),
+}
+
+/// A segment's or part's bytes: pieces, in order, of segment `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub seq: u64,
+    pub pieces: Vec<Piece>,
 }
 
 impl Media {
-    fn of(s: &Segment, range: Range<usize>) -> Media {
-        match &s.held {
-            Held::New(chunks) | Held::Writing(chunks) => Media::Bytes(slice_of(chunks, range)),
-            Held::Kept(b) => Media::Bytes(b.slice(range)),
-            Held::Stored => Media::Stored {
-                seq: s.seq,
-                range: range.start as u64..range.end as u64,
-            },
+    /// `range` of segment `seq`, whose bytes `chunks` hold: slices of the chunks in memory (a
+    /// part is one slice) and ranges of the file for those written.
+    fn of<'a>(seq: u64, chunks: impl IntoIterator<Item = &'a Chunk>, range: Range<usize>) -> Media {
+        let mut pieces = Vec::new();
+        for c in chunks {
+            let (from, to) = (range.start.max(c.at), range.end.min(c.at + c.len));
+            if from >= to {
+                continue;
+            }
+            match c.bytes() {
+                Some(b) => pieces.push(Piece::Bytes(b.slice(from - c.at..to - c.at))),
+                None => match pieces.last_mut() {
+                    Some(Piece::File(r)) if r.end == from as u64 => r.end = to as u64,
+                    _ => pieces.push(Piece::File(from as u64..to as u64)),
+                },
+            }
         }
+        Media { seq, pieces }
     }
 }
 
 /// A completed part of the segment being built.
 #[derive(Debug)]
 struct Part {
-    data: Bytes,
+    chunk: Chunk,
     duration_ms: u64,
     independent: bool,
+}
+
+/// A completed part (or a relay's whole segment) to be written at `at` in segment `seq`'s file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToStore {
+    pub seq: u64,
+    pub at: u64,
+    pub data: Bytes,
 }
 
 #[derive(Debug)]
@@ -292,11 +324,12 @@ impl Segmenter {
     /// Closes the part in progress at `end_ms`.
     fn close_part(b: &mut Building, end_ms: u64) {
         let mut data = std::mem::take(&mut b.part);
-        // A part is held until its segment completes: without the room it grew into (up to
-        // twice its size), which the allocator shrinks in place.
+        // Held until written (or for good without a store): without the room it grew into
+        // (up to twice its size), which the allocator shrinks in place.
         data.shrink_to_fit();
+        let at = b.parts.last().map_or(0, |p| p.chunk.at + p.chunk.len);
         b.parts.push(Part {
-            data: Bytes::from(data),
+            chunk: Chunk::new(at, Bytes::from(data)),
             duration_ms: end_ms.saturating_sub(b.part_start_ms).max(1),
             independent: b.part_independent,
         });
@@ -308,77 +341,99 @@ impl Segmenter {
         };
         let end = end_ms.unwrap_or(b.last_ms).max(b.start_ms);
         Self::close_part(&mut b, end);
-        // The parts' buffers are the segment's bytes; each part is a range of them.
-        let mut len = 0;
+        // The parts' chunks are the segment's bytes; each part is a range of them.
         let mut parts = Vec::with_capacity(b.parts.len());
         let mut chunks = Vec::with_capacity(b.parts.len());
         for p in b.parts {
             parts.push(PartInfo {
                 duration_ms: p.duration_ms,
                 independent: p.independent,
-                range: len..len + p.data.len(),
+                range: p.chunk.at..p.chunk.at + p.chunk.len,
             });
-            len += p.data.len();
-            chunks.push(p.data);
+            chunks.push(p.chunk);
         }
         self.segments.push_back(Segment {
             seq: b.seq,
             duration_ms: (end - b.start_ms).max(1),
-            len,
-            held: Held::New(chunks),
+            len: chunks.iter().map(|c| c.len).sum(),
+            chunks,
             discontinuity: b.discontinuity,
             parts,
         });
         self.trim();
     }
 
-    /// Keeps the window's length; a stored segment leaving it is remembered for deletion.
+    /// Keeps the window's length; a segment with a file leaving it is remembered for deletion.
     fn trim(&mut self) {
         while self.segments.len() > self.window {
             if let Some(s) = self.segments.pop_front()
-                && matches!(s.held, Held::Stored)
+                && s.has_file()
             {
                 self.evicted.push(s.seq);
             }
         }
     }
 
-    /// The complete segments not yet handed out to be stored, now handed out: each stays in
-    /// memory until [`Segmenter::stored`] or [`Segmenter::store_failed`] says how it went.
-    pub fn to_store(&mut self) -> Vec<(u64, Vec<Bytes>)> {
+    /// Every chunk, of the complete segments and the one being built, with its segment.
+    fn chunks_mut(&mut self) -> impl Iterator<Item = (u64, &mut Chunk)> {
+        let complete = self.segments.iter_mut().flat_map(|s| {
+            let seq = s.seq;
+            s.chunks.iter_mut().map(move |c| (seq, c))
+        });
+        let building = self.current.iter_mut().flat_map(|b| {
+            let seq = b.seq;
+            b.parts.iter_mut().map(move |p| (seq, &mut p.chunk))
+        });
+        complete.chain(building)
+    }
+
+    /// The completed parts (and relay segments) not yet handed out to be written, now handed
+    /// out: each stays in memory until [`Segmenter::stored`] or [`Segmenter::store_failed`]
+    /// says how it went.
+    pub fn to_store(&mut self) -> Vec<ToStore> {
         let mut out = Vec::new();
-        for s in &mut self.segments {
-            if let Held::New(chunks) = &s.held {
-                let chunks = chunks.clone();
-                out.push((s.seq, chunks.clone()));
-                s.held = Held::Writing(chunks);
+        for (seq, c) in self.chunks_mut() {
+            if let Held::New(b) = &c.held {
+                let data = b.clone();
+                c.held = Held::Writing(data.clone());
+                out.push(ToStore {
+                    seq,
+                    at: c.at as u64,
+                    data,
+                });
             }
         }
         out
     }
 
-    /// Segment `seq` is in its file: its memory goes. False when it already left the window
-    /// (its file is then the caller's to delete).
-    pub fn stored(&mut self, seq: u64) -> bool {
-        match self.segments.iter_mut().find(|s| s.seq == seq) {
-            Some(s) => {
-                s.held = Held::Stored;
+    /// The chunk of segment `seq` at `at` is in the file: its memory goes. False when the
+    /// segment already left the window (its file is then the caller's to delete).
+    pub fn stored(&mut self, seq: u64, at: u64) -> bool {
+        match self
+            .chunks_mut()
+            .find(|(s, c)| *s == seq && c.at as u64 == at)
+        {
+            Some((_, c)) => {
+                c.held = Held::Stored;
                 true
             }
             None => false,
         }
     }
 
-    /// Segment `seq` could not be written: it stays in memory while in the window.
-    pub fn store_failed(&mut self, seq: u64) {
-        if let Some(s) = self.segments.iter_mut().find(|s| s.seq == seq)
-            && let Held::Writing(chunks) = &s.held
+    /// The chunk of segment `seq` at `at` could not be written: it stays in memory while its
+    /// segment is in the window.
+    pub fn store_failed(&mut self, seq: u64, at: u64) {
+        if let Some((_, c)) = self
+            .chunks_mut()
+            .find(|(s, c)| *s == seq && c.at as u64 == at)
+            && let Held::Writing(b) = &c.held
         {
-            s.held = Held::Kept(slice_of(chunks, 0..s.len));
+            c.held = Held::Kept(b.clone());
         }
     }
 
-    /// Stored segments that left the window since the last call.
+    /// Segments with a file that left the window since the last call.
     pub fn take_evicted(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.evicted)
     }
@@ -386,7 +441,7 @@ impl Segmenter {
     fn new_part(&mut self) -> Vec<u8> {
         // About the size of the last part, so it seldom grows (doubling) as it fills.
         let last = match self.current.as_ref() {
-            Some(b) => b.parts.last().map(|p| p.data.len()),
+            Some(b) => b.parts.last().map(|p| p.chunk.len),
             None => self
                 .segments
                 .back()
@@ -648,20 +703,19 @@ impl Segmenter {
         self.segments
             .iter()
             .find(|s| s.seq == seq)
-            .map(|s| (Media::of(s, 0..s.len), s.duration_ms))
+            .map(|s| (Media::of(seq, &s.chunks, 0..s.len), s.duration_ms))
     }
 
     /// Part `idx` of segment `seq` and its duration, once complete.
     pub fn part(&self, seq: u64, idx: usize) -> Option<(Media, u64)> {
         if let Some(b) = self.current.as_ref().filter(|b| b.seq == seq) {
-            return b
-                .parts
-                .get(idx)
-                .map(|p| (Media::Bytes(p.data.clone()), p.duration_ms));
+            let p = b.parts.get(idx)?;
+            let range = p.chunk.at..p.chunk.at + p.chunk.len;
+            return Some((Media::of(seq, [&p.chunk], range), p.duration_ms));
         }
         let s = self.segments.iter().find(|s| s.seq == seq)?;
         let p = s.parts.get(idx)?;
-        Some((Media::of(s, p.range.clone()), p.duration_ms))
+        Some((Media::of(seq, &s.chunks, p.range.clone()), p.duration_ms))
     }
 
     /// Whether part `idx` of segment `seq` is the one being built now (the preload hint).
@@ -828,10 +882,14 @@ mod tests {
     use super::*;
 
     fn in_memory(m: Media) -> Bytes {
-        match m {
-            Media::Bytes(b) => b,
-            Media::Stored { seq, .. } => panic!("segment {seq} is not in memory"),
+        let mut out = Vec::new();
+        for p in m.pieces {
+            match p {
+                Piece::Bytes(b) => out.extend_from_slice(&b),
+                Piece::File(r) => panic!("segment {} has {r:?} in its file", m.seq),
+            }
         }
+        Bytes::from(out)
     }
 
     /// 2 s segments of 500 ms parts from 25 fps video, `secs` long.
@@ -846,67 +904,106 @@ mod tests {
     }
 
     #[test]
-    fn ranges_of_chunks_are_slices_within_one_and_copies_across() {
-        let chunks = [
-            Bytes::from_static(b"abc"),
-            Bytes::from_static(b""),
-            Bytes::from_static(b"defg"),
-            Bytes::from_static(b"h"),
+    fn media_is_slices_of_the_chunks_in_memory_and_ranges_of_the_file_for_the_rest() {
+        let mut chunks = vec![
+            Chunk::new(0, Bytes::from_static(b"abc")),
+            Chunk::new(3, Bytes::from_static(b"defg")),
+            Chunk::new(7, Bytes::from_static(b"h")),
+            Chunk::new(8, Bytes::from_static(b"ij")),
         ];
-        assert_eq!(slice_of(&chunks, 3..7), &b"defg"[..]);
-        assert_eq!(slice_of(&chunks, 4..6), &b"ef"[..]);
-        assert_eq!(slice_of(&chunks, 0..8), &b"abcdefgh"[..]);
-        assert_eq!(slice_of(&chunks, 2..8), &b"cdefgh"[..]);
-        assert_eq!(slice_of(&chunks, 1..2), &b"b"[..]);
+        let m = |chunks: &[Chunk], r: Range<usize>| Media::of(9, chunks, r).pieces;
+        assert_eq!(
+            m(&chunks, 3..7),
+            [Piece::Bytes(Bytes::from_static(b"defg"))]
+        );
+        assert_eq!(m(&chunks, 4..6), [Piece::Bytes(Bytes::from_static(b"ef"))]);
+        chunks[1].held = Held::Stored;
+        chunks[2].held = Held::Stored;
+        assert_eq!(
+            m(&chunks, 1..9),
+            [
+                Piece::Bytes(Bytes::from_static(b"bc")),
+                Piece::File(3..8),
+                Piece::Bytes(Bytes::from_static(b"i")),
+            ]
+        );
+        assert_eq!(m(&chunks, 4..5), [Piece::File(4..5)]);
+        assert_eq!(m(&chunks, 10..10), []);
     }
 
-    /// A segment handed out to be stored is served from memory until it is written, then as
-    /// ranges of its file (the parts too); one that left the window is reported once for its
-    /// file to go, and one whose write failed stays in memory.
+    /// Completed parts are handed out once to be written at their offsets, served from memory
+    /// until written and from the file after, alone or mixed with parts still in memory; a
+    /// failed write keeps a part in memory; a segment with a file that leaves the window is
+    /// reported once, and a write finishing after that says so.
     #[test]
-    fn stored_segments_are_read_from_their_files_and_evicted_ones_reported() {
+    fn parts_are_read_from_the_file_once_written_and_evicted_segments_reported() {
         let mut s = published(3, 6);
         let seqs: Vec<u64> = s.segments().map(|x| x.seq).collect();
         assert_eq!(seqs, [0, 1, 2]);
         let handed = s.to_store();
-        assert_eq!(handed.iter().map(|(q, _)| *q).collect::<Vec<_>>(), seqs);
-        assert!(s.to_store().is_empty(), "each segment is handed out once");
-        let whole = in_memory(s.segment(1).expect("segment 1").0);
-        assert_eq!(whole, handed[1].1.concat());
-        assert!(s.stored(1));
-        let seg1 = s.segments().nth(1).expect("segment 1").clone();
+        let parts: usize = s.segments().map(|x| x.parts.len()).sum();
         assert_eq!(
-            s.segment(1).expect("segment 1").0,
-            Media::Stored {
-                seq: 1,
-                range: 0..whole.len() as u64
-            }
+            handed.len(),
+            parts,
+            "each part once: {:?}",
+            handed.iter().map(|h| (h.seq, h.at)).collect::<Vec<_>>()
         );
-        let p = &seg1.parts[1];
-        match s.part(1, 1).expect("part 1.1").0 {
-            Media::Stored { seq: 1, range } => {
-                assert_eq!(range, p.range.start as u64..p.range.end as u64);
-                assert!(range.start > 0 && (range.end as usize) < whole.len());
-            }
-            other => panic!("part of a stored segment: {other:?}"),
+        assert!(handed.iter().all(|h| h.seq < 3));
+        assert!(s.to_store().is_empty(), "each part is handed out once");
+        let of = |seq: u64| handed.iter().filter(move |h| h.seq == seq);
+        let whole: Vec<u8> = of(1).flat_map(|h| h.data.to_vec()).collect();
+        assert_eq!(in_memory(s.segment(1).expect("segment 1").0), whole);
+        for h in of(1) {
+            assert!(s.stored(1, h.at));
         }
-        s.store_failed(2);
+        let media = s.segment(1).expect("segment 1").0;
+        assert_eq!(media.pieces, [Piece::File(0..whole.len() as u64)]);
+        let p = s.segments().nth(1).expect("segment 1").parts[1].clone();
+        let part = s.part(1, 1).expect("part 1.1").0;
+        assert_eq!(
+            part.pieces,
+            [Piece::File(p.range.start as u64..p.range.end as u64)]
+        );
+        let first_of_2 = of(2).next().expect("a part of 2");
+        assert!(s.stored(2, first_of_2.at));
+        let second_of_2 = of(2).nth(1).expect("a part of 2");
+        s.store_failed(2, second_of_2.at);
+        let media = s.segment(2).expect("segment 2").0;
+        let parts_of_2 = s.segments().nth(2).expect("segment 2").parts.len();
+        assert_eq!(
+            media.pieces.len(),
+            parts_of_2,
+            "one file range, then a piece per part"
+        );
+        assert_eq!(
+            media.pieces[0],
+            Piece::File(0..first_of_2.data.len() as u64)
+        );
+        assert_eq!(media.pieces[1], Piece::Bytes(second_of_2.data.clone()));
+        // The segment being built: its completed parts too.
+        for i in 151..=170u32 {
+            s.video(i * 40, &frame(i % 50 == 0)).expect("video");
+        }
+        let building = s.to_store();
+        assert!(!building.is_empty() && building.iter().all(|h| h.seq == 3));
+        assert!(s.stored(3, 0));
+        assert_eq!(s.part(3, 0).expect("part 3.0").0.pieces.len(), 1);
         assert!(matches!(
-            s.segment(2).expect("segment 2").0,
-            Media::Bytes(_)
+            s.part(3, 0).expect("part 3.0").0.pieces[0],
+            Piece::File(_)
         ));
-        // Two more segments: 0 (handed, unwritten) and 1 (stored) leave the window.
-        for i in 151..=250u32 {
+        // Segments 0 (handed out, unwritten) and 1 (written) leave the window.
+        for i in 171..=250u32 {
             s.video(i * 40, &frame(i % 50 == 0)).expect("video");
         }
         assert_eq!(s.segments().next().map(|x| x.seq), Some(2));
-        assert_eq!(s.take_evicted(), [1]);
+        assert_eq!(s.take_evicted(), [0, 1]);
         assert!(s.take_evicted().is_empty());
-        assert!(!s.stored(0), "a segment written after it left the window");
-        assert!(matches!(
-            s.segment(2).expect("segment 2").0,
-            Media::Bytes(_)
-        ));
+        let late = of(0).next().expect("a part of 0");
+        assert!(
+            !s.stored(0, late.at),
+            "a part written after its segment left"
+        );
     }
 
     fn config_tags() -> (Bytes, Bytes) {

@@ -1,7 +1,7 @@
 //! Live video: publishers push H.264 + AAC over RTMP with a stream key (`rtmp`), the edge remuxes
 //! it without re-encoding into MPEG-TS segments (`hls`, `ts`, `flv`), and viewers play
-//! `/hls/{name}/index.m3u8`. The segment being built and its parts are in memory; complete
-//! segments move to files (`store`) once written, and are read from there.
+//! `/hls/{name}/index.m3u8`. The part in progress is in memory; each completed part is written
+//! to its segment's file (`store`) and read from there once written.
 //!
 //! Invariants: a stream has at most one publisher, and only a connection that presented the
 //! stream's current key; changing a stream's key or removing the stream ends its publisher.
@@ -24,7 +24,7 @@ use crate::http::{Answer, Request, reply};
 use crate::metrics::{EdgeMetrics, LiveCounters};
 use crate::sync::lock;
 use bytes::Bytes;
-use hls::{Media, Segmenter};
+use hls::{Media, Piece, Segmenter};
 use onda_shared::playback::{self, TokenError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -583,7 +583,7 @@ impl LiveStream {
         } else {
             st.segmenter.audio(ms, tag)?
         };
-        if cut.segment {
+        if cut.part || cut.segment {
             self.store_segments(&mut st);
         }
         drop(st);
@@ -632,20 +632,31 @@ impl LiveStream {
         self.bytes(found).await
     }
 
-    /// The bytes of what the segmenter found: from memory, or read from a file (NotFound when
-    /// it found nothing, or the segment left the window and its file went meanwhile).
+    /// The bytes of what the segmenter found: from memory, read from the file, or both joined
+    /// (NotFound when it found nothing, or the segment left the window and its file went
+    /// meanwhile).
     async fn bytes(&self, found: Option<(Media, u64)>) -> std::io::Result<(Bytes, u64)> {
-        match (found, &self.files) {
-            (Some((Media::Bytes(b), ms)), _) => Ok((b, ms)),
-            (Some((Media::Stored { seq, range }, ms)), Some(files)) => {
-                Ok((files.read(seq, range).await?, ms))
-            }
-            _ => Err(std::io::ErrorKind::NotFound.into()),
+        let Some((media, ms)) = found else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        if let [Piece::Bytes(b)] = &media.pieces[..] {
+            return Ok((b.clone(), ms));
         }
+        let mut out = Vec::new();
+        for piece in media.pieces {
+            match (piece, &self.files) {
+                (Piece::Bytes(b), _) => out.extend_from_slice(&b),
+                (Piece::File(range), Some(files)) => {
+                    out.extend_from_slice(&files.read(media.seq, range).await?);
+                }
+                (Piece::File(_), None) => return Err(std::io::ErrorKind::NotFound.into()),
+            }
+        }
+        Ok((Bytes::from(out), ms))
     }
 
-    /// Hands the segments completed since the last call to the writer, and has the files of
-    /// those that left the window deleted.
+    /// Hands the parts completed since the last call to the writer, and has the files of the
+    /// segments that left the window deleted.
     fn store_segments(&self, st: &mut State) {
         let Some(files) = &self.files else {
             return;
@@ -653,41 +664,42 @@ impl LiveStream {
         for seq in st.segmenter.take_evicted() {
             files.remove(seq);
         }
-        for (seq, data) in st.segmenter.to_store() {
+        for hls::ToStore { seq, at, data } in st.segmenter.to_store() {
             let me = self.me.clone();
             let queued = files.write(
                 seq,
+                at,
                 data,
                 Box::new(move |r| {
                     if let Some(s) = me.upgrade() {
-                        s.written(seq, r);
+                        s.written(seq, at, r);
                     }
                 }),
             );
             if !queued {
-                st.segmenter.store_failed(seq);
+                st.segmenter.store_failed(seq, at);
                 self.counters.unstored.inc();
             }
         }
     }
 
-    /// The writer's report on segment `seq`'s file.
-    fn written(&self, seq: u64, r: std::io::Result<()>) {
+    /// The writer's report on the bytes at `at` of segment `seq`'s file.
+    fn written(&self, seq: u64, at: u64, r: std::io::Result<()>) {
         let mut st = lock(&self.state);
         match r {
             Ok(()) => {
-                if !st.segmenter.stored(seq)
+                if !st.segmenter.stored(seq, at)
                     && let Some(files) = &self.files
                 {
-                    // It left the window while being written.
+                    // The segment left the window while this was being written.
                     files.remove(seq);
                 }
             }
             Err(e) => {
-                st.segmenter.store_failed(seq);
+                st.segmenter.store_failed(seq, at);
                 drop(st);
                 self.counters.unstored.inc();
-                tracing::warn!(stream = %self.name, "segment {seq} stays in memory: {e}");
+                tracing::warn!(stream = %self.name, "part of segment {seq} stays in memory: {e}");
             }
         }
     }

@@ -4,8 +4,9 @@
 //! memory pressure, instead of in the edge's own memory, as nginx-rtmp and SRS keep theirs.
 //!
 //! One thread writes and deletes the files, in the order asked, so no async task waits on the
-//! disk: a segment is served from memory until its file is written. When the queue is full or
-//! a write fails, the segment stays in memory; nothing is lost.
+//! disk: each completed part is written at its offset in its segment's file, and served from
+//! memory until it is. When the queue is full or a write fails, the part stays in memory;
+//! nothing is lost.
 
 use bytes::Bytes;
 use std::io;
@@ -27,7 +28,8 @@ pub(crate) type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 enum Job {
     Write {
         path: PathBuf,
-        data: Vec<Bytes>,
+        at: u64,
+        data: Bytes,
         done: Done,
     },
     Remove(PathBuf),
@@ -86,7 +88,12 @@ impl Store {
 fn work(rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         match job {
-            Job::Write { path, data, done } => done(write(&path, &data)),
+            Job::Write {
+                path,
+                at,
+                data,
+                done,
+            } => done(write(&path, at, &data)),
             Job::Remove(path) => {
                 let _ = std::fs::remove_file(path);
             }
@@ -97,23 +104,28 @@ fn work(rx: &Receiver<Job>) {
     }
 }
 
-/// Writes `data`, one chunk after the other, to a new file at `path` (its directory made when
-/// missing).
-fn write(path: &Path, data: &[Bytes]) -> io::Result<()> {
-    use std::io::Write as _;
-    let mut file = match std::fs::File::create(path) {
+/// Writes `data` at offset `at` of the file at `path`, made (with its directory) when missing.
+/// At an offset rather than appended, so a part whose write failed leaves the next ones where
+/// they belong.
+fn write(path: &Path, at: u64, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::File::create(path)?
+            open()?
         }
         r => r?,
     };
-    for chunk in data {
-        file.write_all(chunk)?;
-    }
-    Ok(())
+    file.write_all_at(data, at)
 }
 
 /// One stream's segment files; the directory goes when this does.
@@ -127,11 +139,12 @@ impl Files {
         self.dir.join(format!("{seq}.ts"))
     }
 
-    /// Queues segment `seq` (its bytes in chunks) to be written; `done` hears how it went.
+    /// Queues `data` to be written at `at` in segment `seq`'s file; `done` hears how it went.
     /// False (and `done` dropped uncalled) when the queue is full or the writer is gone.
-    pub(crate) fn write(&self, seq: u64, data: Vec<Bytes>, done: Done) -> bool {
+    pub(crate) fn write(&self, seq: u64, at: u64, data: Bytes, done: Done) -> bool {
         let job = Job::Write {
             path: self.path(seq),
+            at,
             data,
             done,
         };
@@ -177,12 +190,12 @@ mod tests {
     use std::sync::mpsc::channel;
 
     /// What `done` heard, waited for (the writer is another thread).
-    fn written(files: &Files, seq: u64, data: &'static [u8]) -> io::Result<()> {
+    fn written_at(files: &Files, seq: u64, at: u64, data: &'static [u8]) -> io::Result<()> {
         let (tx, rx) = channel();
-        let (a, b) = data.split_at(data.len() / 2);
         let queued = files.write(
             seq,
-            vec![Bytes::from_static(a), Bytes::from_static(b)],
+            at,
+            Bytes::from_static(data),
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -190,6 +203,10 @@ mod tests {
         assert!(queued);
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("the writer answers")
+    }
+
+    fn written(files: &Files, seq: u64, data: &'static [u8]) -> io::Result<()> {
+        written_at(files, seq, 0, data)
     }
 
     #[tokio::test]
@@ -203,8 +220,10 @@ mod tests {
         assert!(!stale.exists(), "a killed edge's directory is removed");
         assert!(keep.exists(), "what is not ours stays");
         let files = store.stream();
-        written(&files, 7, b"0123456789").expect("written");
-        assert_eq!(files.read(7, 2..5).await.expect("read"), &b"234"[..]);
+        // Parts land at their offsets, in whatever order they are written.
+        written_at(&files, 7, 5, b"56789").expect("written");
+        written_at(&files, 7, 0, b"01234").expect("written");
+        assert_eq!(files.read(7, 2..8).await.expect("read"), &b"234567"[..]);
         assert_eq!(
             files.read(8, 0..1).await.map_err(|e| e.kind()),
             Err(io::ErrorKind::NotFound)
