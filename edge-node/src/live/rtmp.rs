@@ -31,6 +31,22 @@ use tracing::Instrument as _;
 /// anything beyond is not a publisher.
 const MAX_BEFORE_PUBLISH: u64 = 1 << 20;
 
+/// A publisher's media is read at most once per tick, on a grid every connection shares: an
+/// encoder writes each frame as it comes (about 80 writes a second for 30 fps video with
+/// audio), and waking for each costs more than the media does; on a shared grid one wake-up
+/// reads every publisher's last 40 ms. That is a fifth of the shortest part, and at 2.5 Mbit/s
+/// 12 KiB waiting in the socket. A read that fills the buffer is followed by another at once.
+const INGEST_TICK: Duration = Duration::from_millis(40);
+
+/// The next instant on the ingest grid.
+fn next_tick(now: tokio::time::Instant) -> tokio::time::Instant {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| now);
+    let tick = INGEST_TICK.as_nanos();
+    let ticks = (now.duration_since(start).as_nanos() / tick + 1) as u64;
+    start + Duration::from_nanos(ticks.saturating_mul(tick as u64))
+}
+
 /// What the RTMP ingest works with: the live streams it feeds, and the node's configuration,
 /// metrics and shutdown.
 pub(crate) struct Ingest {
@@ -265,6 +281,7 @@ async fn session(
     results.extend(input_step(&mut rtmp, &leftover)?);
     let mut kick: Option<CancellationToken> = None;
     let mut received = leftover.len() as u64;
+    let mut last = 0;
     loop {
         // Events can queue more output (accepting a request answers it), so drain until quiet;
         // a refusal is sent before the connection closes.
@@ -298,12 +315,21 @@ async fn session(
                 None => std::future::pending().await,
             }
         };
+        // Publishing and the last read did not fill the buffer: wait for the grid.
+        let wait = (publishing.is_some() && last < buf.len())
+            .then(|| next_tick(tokio::time::Instant::now()));
         let n = tokio::select! {
-            r = read(&mut stream, &mut buf, limit) => r?,
+            r = async {
+                if let Some(at) = wait {
+                    tokio::time::sleep_until(at).await;
+                }
+                read(&mut stream, &mut buf, limit).await
+            } => r?,
             () = kicked => return Err(End::Kicked),
             () = ingest.shutdown.cancelled() => return Err(End::Shutdown),
         };
         received += n as u64;
+        last = n;
         results.extend(input_step(&mut rtmp, &buf[..n])?);
     }
 }
