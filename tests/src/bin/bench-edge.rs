@@ -123,14 +123,9 @@ fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     (t(11) + t(12)) / ticks
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// A `/proc/{pid}/status` figure (`VmRSS`, `RssAnon`) in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    onda_tests::bench::status_kib(pid, field) as f64 / 1024.0
 }
 
 async fn wait_for_source(addr: &str) -> bool {
@@ -153,6 +148,8 @@ struct Row {
     report: LoadReport,
     cpu_pct: f64,
     rss_mib: f64,
+    /// Of it, anonymous memory (without the binary's and libraries' pages).
+    anon_mib: f64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -233,9 +230,9 @@ async fn main() -> anyhow::Result<()> {
             let t0 = Instant::now();
             let report = run(&plan).await;
             let cpu_pct = (cpu_seconds(pid, ticks) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
-            let rss = rss_mib(pid);
+            let (rss, anon) = (status_mib(pid, "VmRSS"), status_mib(pid, "RssAnon"));
             eprintln!(
-                "{} {}: {report:?} cpu {cpu_pct:.1}% rss {rss:.1} MiB",
+                "{} {}: {report:?} cpu {cpu_pct:.1}% rss {rss:.1} MiB ({anon:.1} anonymous)",
                 server.name, case.name
             );
             rows.push(Row {
@@ -244,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
                 report,
                 cpu_pct,
                 rss_mib: rss,
+                anon_mib: anon,
             });
             // Let the server close the previous case's connections.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -285,13 +283,13 @@ fn make_track(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 /// The results as a Markdown table, then onda's ratios to Icecast per case.
 fn print_table(rows: &[Row], cases: &[Case]) {
     println!(
-        "| case | server | kept ≥90 % | failed | ended early | min / median rate | all connected after | CPU % | RSS MiB |"
+        "| case | server | kept ≥90 % | failed | ended early | min / median rate | all connected after | CPU % | RSS MiB | of it anonymous MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let rep = &r.report;
         println!(
-            "| {} | {} | {}/{} ({:.2} %) | {} | {} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {}/{} ({:.2} %) | {} | {} | {:.2} / {:.2} | {} | {:.1} | {:.1} | {:.1} |",
             r.case,
             r.server,
             rep.kept_up,
@@ -304,7 +302,8 @@ fn print_table(rows: &[Row], cases: &[Case]) {
             rep.all_connected_after
                 .map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
             r.cpu_pct,
-            r.rss_mib
+            r.rss_mib,
+            r.anon_mib
         );
     }
     println!();
