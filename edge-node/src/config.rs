@@ -89,8 +89,8 @@ pub struct HlsConfig {
     pub window: u64,
     /// A viewer (playback session) ends after this long without a playlist or segment request.
     pub viewer_timeout_ms: u64,
-    /// Where complete segments are kept, one file each, so that the window sits in the page
-    /// cache rather than in the edge's memory (the segment being built stays in memory). The
+    /// Where segments are kept, one file each (a part is written as it completes), so that
+    /// the window sits in the page cache rather than in the edge's memory. The
     /// edge makes a directory of its own in it and removes what an earlier edge left there, so
     /// give each edge its own. Empty: a private directory under the system's temporary
     /// directory (which is memory where `/tmp` is a tmpfs). Read at start only.
