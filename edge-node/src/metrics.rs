@@ -27,7 +27,7 @@ pub(crate) struct EdgeMetrics {
     live_sent: IntCounterVec,
     live_requests: IntCounterVec,
     live_viewers: IntGaugeVec,
-    /// Live segments kept in memory because their file could not be written.
+    /// Live parts kept in memory because their file could not be written.
     live_unstored: IntCounter,
     /// RTMP publishes refused (unknown key, stream already live, bad media).
     pub rtmp_refused: IntCounter,
@@ -59,7 +59,7 @@ pub(crate) struct LiveCounters {
     pub bytes_sent: IntCounter,
     pub requests: IntCounter,
     pub viewers: IntGauge,
-    /// Over every stream: segments kept in memory because their file could not be written.
+    /// Over every stream: parts kept in memory because their file could not be written.
     pub unstored: IntCounter,
 }
 
@@ -239,8 +239,8 @@ impl EdgeMetrics {
                 "Viewers of the live stream: playback sessions with a request within hls.viewer_timeout_ms",
             )?,
             live_unstored: counter(
-                "onda_edge_live_segments_unstored_total",
-                "Live segments kept in memory because their file could not be written (the writer's queue full, or a write error)",
+                "onda_edge_live_parts_unstored_total",
+                "Live parts (or relayed segments) kept in memory because their file could not be written (too many writes waiting, or a write error)",
             )?,
             rtmp_refused: counter(
                 "onda_edge_rtmp_publish_refusals_total",

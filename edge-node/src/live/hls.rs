@@ -662,7 +662,9 @@ impl Segmenter {
     /// A relay's copy: a segment pulled from the origin, kept in order in the window. A copy
     /// has whole segments only, so its playlist is plain HLS.
     pub fn push(&mut self, segment: Segment) {
-        if self.segments.iter().any(|s| s.seq >= segment.seq) {
+        // Never beside a publish (a stream that became the origin while a pull was under way):
+        // its segments would share numbers, and so files, with the pushed ones.
+        if self.current.is_some() || self.segments.iter().any(|s| s.seq >= segment.seq) {
             return;
         }
         self.relay_copy = true;
@@ -929,6 +931,32 @@ mod tests {
         );
         assert_eq!(m(&chunks, 4..5), [Piece::File(4..5)]);
         assert_eq!(m(&chunks, 10..10), []);
+    }
+
+    /// A relay's push never lands beside a publish: the numbers (and files) would collide.
+    #[test]
+    fn pushes_are_refused_while_a_segment_is_being_built() {
+        let mut s = published(6, 4);
+        let before: Vec<u64> = s.segments().map(|x| x.seq).collect();
+        let next = s.next_seq();
+        s.push(Segment::new(
+            next,
+            2000,
+            Bytes::from_static(&[0x47; 188]),
+            false,
+        ));
+        s.push(Segment::new(
+            next - 1,
+            2000,
+            Bytes::from_static(&[0x47; 188]),
+            false,
+        ));
+        assert_eq!(s.segments().map(|x| x.seq).collect::<Vec<_>>(), before);
+        assert!(
+            s.playlist("")
+                .expect("playlist")
+                .contains("#EXT-X-PART-INF")
+        );
     }
 
     /// Completed parts are handed out once to be written at their offsets, served from memory

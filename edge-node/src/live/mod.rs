@@ -537,6 +537,10 @@ impl LiveStream {
 
     fn push_segment(&self, segment: hls::Segment) {
         let mut st = lock(&self.state);
+        // A pull still under way when the stream stopped being a relay's copy.
+        if st.origin.is_none() || st.publisher.is_some() {
+            return;
+        }
         st.segmenter.push(segment);
         self.store_segments(&mut st);
         drop(st);

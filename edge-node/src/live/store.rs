@@ -1,21 +1,22 @@
-//! Where live streams' complete segments are kept: one file per segment, in a directory of the
-//! edge's own (`hls.segment_dir`, else a private one under the system's temporary directory).
+//! Where live streams' segments are kept: one file per segment, in a directory of the edge's
+//! own (`hls.segment_dir`, else a private one under the system's temporary directory).
 //! A stream's window then sits in the kernel's page cache, which the kernel reclaims under
 //! memory pressure, instead of in the edge's own memory, as nginx-rtmp and SRS keep theirs.
 //!
 //! One thread writes and deletes the files, in the order asked, so no async task waits on the
 //! disk: each completed part is written at its offset in its segment's file, and served from
-//! memory until it is. When the queue is full or a write fails, the part stays in memory;
-//! nothing is lost.
+//! memory until it is. When too many writes wait or one fails, the part stays in memory;
+//! nothing is lost. Deletions always queue (they are small), so no file outlives its segment.
 
 use bytes::Bytes;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 
-/// Jobs waiting for the writer; beyond this a segment stays in memory (a disk this far behind
+/// Writes waiting for the writer; beyond this a part stays in memory (a disk this far behind
 /// is better not waited for).
 const QUEUE: usize = 256;
 
@@ -36,10 +37,17 @@ enum Job {
     RemoveDir(PathBuf),
 }
 
+/// The writer's queue: jobs in order, and how many of them are writes.
+#[derive(Clone)]
+struct Queue {
+    jobs: Sender<Job>,
+    writes: Arc<AtomicUsize>,
+}
+
 /// The edge's segment directory and its writer thread.
 pub(crate) struct Store {
     root: tempfile::TempDir,
-    jobs: SyncSender<Job>,
+    queue: Queue,
     next: AtomicU64,
 }
 
@@ -60,13 +68,15 @@ impl Store {
             }
             None => tempfile::Builder::new().prefix("onda-hls-").tempdir()?,
         };
-        let (jobs, rx) = sync_channel(QUEUE);
+        let (jobs, rx) = channel();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = writes.clone();
         std::thread::Builder::new()
             .name("onda-hls-files".into())
-            .spawn(move || work(&rx))?;
+            .spawn(move || work(&rx, &counted))?;
         Ok(Store {
             root,
-            jobs,
+            queue: Queue { jobs, writes },
             next: AtomicU64::new(0),
         })
     }
@@ -80,12 +90,12 @@ impl Store {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         Files {
             dir: self.root.path().join(n.to_string()),
-            jobs: self.jobs.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
 
-fn work(rx: &Receiver<Job>) {
+fn work(rx: &Receiver<Job>, writes: &AtomicUsize) {
     while let Ok(job) = rx.recv() {
         match job {
             Job::Write {
@@ -93,7 +103,11 @@ fn work(rx: &Receiver<Job>) {
                 at,
                 data,
                 done,
-            } => done(write(&path, at, &data)),
+            } => {
+                let r = write(&path, at, &data);
+                writes.fetch_sub(1, Ordering::Relaxed);
+                done(r);
+            }
             Job::Remove(path) => {
                 let _ = std::fs::remove_file(path);
             }
@@ -104,9 +118,10 @@ fn work(rx: &Receiver<Job>) {
     }
 }
 
-/// Writes `data` at offset `at` of the file at `path`, made (with its directory) when missing.
-/// At an offset rather than appended, so a part whose write failed leaves the next ones where
-/// they belong.
+/// Writes `data` at offset `at` of the file at `path`, made (with its stream's directory) when
+/// missing. At an offset rather than appended, so a part whose write failed leaves the next
+/// ones where they belong. Only the stream's directory is made: once the edge's own is gone
+/// (the edge stopped), a late write fails instead of leaving a directory behind.
 fn write(path: &Path, at: u64, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let open = || {
@@ -119,7 +134,10 @@ fn write(path: &Path, at: u64, data: &[u8]) -> io::Result<()> {
     let file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                match std::fs::create_dir(dir) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
             }
             open()?
         }
@@ -131,7 +149,7 @@ fn write(path: &Path, at: u64, data: &[u8]) -> io::Result<()> {
 /// One stream's segment files; the directory goes when this does.
 pub(crate) struct Files {
     dir: PathBuf,
-    jobs: SyncSender<Job>,
+    queue: Queue,
 }
 
 impl Files {
@@ -140,24 +158,30 @@ impl Files {
     }
 
     /// Queues `data` to be written at `at` in segment `seq`'s file; `done` hears how it went.
-    /// False (and `done` dropped uncalled) when the queue is full or the writer is gone.
+    /// False (and `done` dropped uncalled) when `QUEUE` writes already wait or the writer is
+    /// gone.
     pub(crate) fn write(&self, seq: u64, at: u64, data: Bytes, done: Done) -> bool {
+        let waiting = &self.queue.writes;
+        if waiting.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
         let job = Job::Write {
             path: self.path(seq),
             at,
             data,
             done,
         };
-        match self.jobs.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        if self.queue.jobs.send(job).is_err() {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
-    /// Queues segment `seq`'s file for deletion (left behind, with its directory, when the
-    /// queue is full).
+    /// Queues segment `seq`'s file for deletion, after every write queued before.
     pub(crate) fn remove(&self, seq: u64) {
-        let _ = self.jobs.try_send(Job::Remove(self.path(seq)));
+        let _ = self.queue.jobs.send(Job::Remove(self.path(seq)));
     }
 
     /// `range` of segment `seq`'s file, read on a blocking thread.
@@ -180,7 +204,7 @@ impl Files {
 impl Drop for Files {
     fn drop(&mut self) {
         let dir = std::mem::take(&mut self.dir);
-        let _ = self.jobs.try_send(Job::RemoveDir(dir));
+        let _ = self.queue.jobs.send(Job::RemoveDir(dir));
     }
 }
 
@@ -239,8 +263,14 @@ mod tests {
         assert!(!dir.exists(), "a dropped stream's directory goes");
         let root = store.path().to_path_buf();
         drop(other);
+        let late = store.stream();
         drop(store);
         assert!(!root.exists(), "the edge's directory goes with it");
+        assert!(
+            written(&late, 0, b"z").is_err(),
+            "a write after the edge stopped fails"
+        );
+        assert!(!root.exists(), "and does not make the directory again");
     }
 
     #[test]
