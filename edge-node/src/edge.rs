@@ -387,8 +387,8 @@ impl http::Service for Front {
 
     async fn call(self: Arc<Self>, mut req: Request) -> Option<Request> {
         // Every connection's task holds this future for its whole life, sized by its largest
-        // state: everything but the listener's (ten thousand at once, for hours) is boxed, so
-        // a listener's task is not as large as an admin request's or an HLS answer's.
+        // state: the rare handlers are boxed, and a listener (ten thousand at once, for hours)
+        // gets a task of its own, so it holds neither an admin request's state nor this one.
         // Icecast's own exchanges (sources, listeners) answer over HTTP/1.0 and close, as
         // Icecast does; the other answers may keep the connection.
         match (req.head.method.as_str(), route(&req.head.path)) {
@@ -398,11 +398,11 @@ impl http::Service for Front {
                 return None;
             }
             // A mount or nothing; the listener code answers 404 for nothing.
+            // A task of its own: the connection's task (with room for every other kind of
+            // request) ends, and the listener's holds only what a listener needs.
             ("GET" | "HEAD", Route::Mount) => {
                 let span = mount_span(&req);
-                icecast::listener::serve(req, self.icecast.clone())
-                    .instrument(span)
-                    .await;
+                tokio::spawn(icecast::listener::serve(req, self.icecast.clone()).instrument(span));
                 return None;
             }
             ("GET" | "HEAD", Route::Admin) => {
@@ -559,6 +559,7 @@ mod tests {
                 peer: addr,
                 leftover: bytes::BytesMut::new(),
                 persist: false,
+                conn: None,
             }
         };
         let call = edge.front.clone().call(request().await);

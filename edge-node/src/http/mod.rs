@@ -72,6 +72,9 @@ pub(crate) struct Request {
     /// (HTTP/1.1 without `Connection: close`, or 1.0 with `Connection: keep-alive`, and no
     /// request body); cleared once an answer closes it.
     pub(crate) persist: bool,
+    /// The connection's place under the connection limits: it counts for as long as this
+    /// lives, in the request or in whatever took the connection over (a listener).
+    pub(crate) conn: Option<ConnGuard>,
 }
 
 impl Request {
@@ -83,6 +86,7 @@ impl Request {
             peer,
             leftover,
             persist,
+            conn: None,
         }
     }
 }
@@ -186,6 +190,7 @@ async fn handle<S: Service>(
     }
     conns.counters.requests.inc();
     let mut req = Request::new(head, stream, peer, leftover);
+    req.conn = Some(guard);
     // Whatever the exemption of the first request decided holds for the connection.
     while let Some(mut kept) = service.clone().call(req).await {
         let buf = std::mem::take(&mut kept.leftover);
@@ -209,8 +214,8 @@ async fn handle<S: Service>(
         };
         conns.counters.requests.inc();
         req = Request::new(head, kept.stream, peer, leftover);
+        req.conn = kept.conn.take();
     }
-    drop(guard);
 }
 
 /// The head read, or None after answering why there is none (408, 431, 400; nothing when the
@@ -329,7 +334,7 @@ enum Counted {
 }
 
 /// Releases a connection's slot in the limits when the connection ends.
-struct ConnGuard {
+pub(crate) struct ConnGuard {
     conns: Arc<Conns>,
     ip: IpAddr,
     counted: Counted,

@@ -92,6 +92,8 @@ pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
 /// A listener past its reply head: the mount it counts on, what it hears and how far it is.
 struct Listening {
     stream: TcpStream,
+    /// Counts the connection under the limits while the listener stays.
+    _conn: Option<crate::http::ConnGuard>,
     entry: ListenerEntry,
     control: crate::mount::ControlRx,
     /// The mount asked for (or moved to), and its source's comings and goings.
@@ -158,7 +160,9 @@ impl Listening {
         };
         // From here on only the socket is needed: the request head and the read buffer go,
         // which matters at ten thousand listeners.
-        let Request { mut stream, .. } = req;
+        let Request {
+            mut stream, conn, ..
+        } = req;
         if let Err(why) = home_mount.add_listener(entry.clone()) {
             // Icecast answers a full mount with 403; players know it as "server full".
             let body: &[u8] = match why {
@@ -182,6 +186,7 @@ impl Listening {
         }
         Some(Listening {
             stream,
+            _conn: conn,
             entry,
             control,
             home,
