@@ -326,15 +326,7 @@ mod tests {
     fn adts_lengths() {
         // Frame length 371 = 0b00101110011 spread over bytes 3..6.
         let len = 371usize;
-        let h = [
-            0xFF,
-            0xF1,
-            0x50,
-            0x80 | ((len >> 11) as u8 & 3),
-            (len >> 3) as u8,
-            ((len & 7) << 5) as u8 | 0x1F,
-            0xFC,
-        ];
+        let h = test_frames::adts(len);
         assert_eq!(
             adts(&h),
             Some(Frame {
@@ -353,15 +345,10 @@ mod tests {
 
     #[test]
     fn finds_a_frame_after_garbage_and_false_syncs() {
-        let frame = |pad: bool| {
-            let mut f = vec![0xFF, 0xFB, if pad { 0x92 } else { 0x90 }, 0x00];
-            f.resize(if pad { 418 } else { 417 }, 0x11);
-            f
-        };
         let mut stream = vec![0x00, 0xFF, 0xFB, 0x90, 0x00, 0x42]; // a false sync, then garbage
-        stream.extend(frame(false));
-        stream.extend(frame(true));
-        stream.extend(frame(false));
+        stream.extend(test_frames::mp3(false, 0x11));
+        stream.extend(test_frames::mp3(true, 0x11));
+        stream.extend(test_frames::mp3(false, 0x11));
         assert_eq!(find_frame(&stream, mpeg), Some(6));
     }
 

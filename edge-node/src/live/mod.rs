@@ -36,7 +36,7 @@ pub(crate) struct Live {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
     /// Connection ids of the renditions' publishes (from the top, apart from RTMP's).
     next_local: std::sync::atomic::AtomicU64,
-    /// Where complete segments go; without it they stay in memory.
+    /// Where segments' files go; without it every part stays in memory.
     store: Option<store::Store>,
 }
 
@@ -87,7 +87,7 @@ fn wanted(config: &EdgeConfig) -> Vec<Wanted<'_>> {
 pub(crate) struct LiveStream {
     /// Itself, for the segment writer to report back to.
     me: Weak<LiveStream>,
-    /// Its complete segments' files.
+    /// Its segments' files.
     files: Option<store::Files>,
     pub name: String,
     /// A rendition's stream: the stream it is made from, whose admission, viewers and
@@ -399,7 +399,7 @@ impl Live {
 }
 
 impl Live {
-    /// Live streams whose complete segments go to `store` (or stay in memory without one).
+    /// Live streams whose completed parts go to `store` (or stay in memory without one).
     pub(crate) fn new(store: Option<store::Store>) -> Live {
         Live {
             streams: Mutex::default(),
@@ -473,7 +473,7 @@ impl LiveStream {
             let old = std::mem::replace(&mut st.segmenter, Segmenter::new(ms, part_ms, window));
             st.segmenter = Segmenter::replacing(old, ms, part_ms, window);
         }
-        self.store_segments(&mut st);
+        self.store_parts(&mut st);
         if self.parent.is_none() {
             self.counters.publishing.set(1);
         }
@@ -488,7 +488,7 @@ impl LiveStream {
             // Its ffmpeg's input ends: the renditions end too.
             st.transcoder = None;
             st.segmenter.end();
-            self.store_segments(&mut st);
+            self.store_parts(&mut st);
             if self.parent.is_none() {
                 self.counters.publishing.set(0);
             }
@@ -542,7 +542,7 @@ impl LiveStream {
             return;
         }
         st.segmenter.push(segment);
-        self.store_segments(&mut st);
+        self.store_parts(&mut st);
         drop(st);
         self.counters.segments.inc();
         self.progressed();
@@ -588,7 +588,7 @@ impl LiveStream {
             st.segmenter.audio(ms, tag)?
         };
         if cut.part || cut.segment {
-            self.store_segments(&mut st);
+            self.store_parts(&mut st);
         }
         drop(st);
         if cut.segment {
@@ -661,7 +661,7 @@ impl LiveStream {
 
     /// Hands the parts completed since the last call to the writer, and has the files of the
     /// segments that left the window deleted.
-    fn store_segments(&self, st: &mut State) {
+    fn store_parts(&self, st: &mut State) {
         let Some(files) = &self.files else {
             return;
         };
