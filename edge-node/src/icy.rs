@@ -61,16 +61,18 @@ static EMPTY_BLOCK: &[u8] = &[0];
 /// Interleaves metadata blocks into one listener's audio.
 #[derive(Debug, Clone)]
 pub struct Interleaver {
-    metaint: usize,
-    until_block: usize,
+    // u32, not usize: one of these lives with every ICY listener (intervals are at most 1 MiB).
+    metaint: u32,
+    until_block: u32,
     sent_version: Option<u64>,
 }
 
 impl Interleaver {
     pub fn new(metaint: usize) -> Interleaver {
+        let metaint = u32::try_from(metaint).unwrap_or(u32::MAX).max(1);
         Interleaver {
-            metaint: metaint.max(1),
-            until_block: metaint.max(1),
+            metaint,
+            until_block: metaint,
             sent_version: None,
         }
     }
@@ -80,10 +82,12 @@ impl Interleaver {
     pub fn frame(&mut self, audio: &Bytes, meta: &Metadata, out: &mut Vec<Bytes>) {
         let mut pos = 0;
         while pos < audio.len() {
-            let n = self.until_block.min(audio.len() - pos);
+            let until = usize::try_from(self.until_block).unwrap_or(usize::MAX);
+            let n = until.min(audio.len() - pos);
             out.push(audio.slice(pos..pos + n));
             pos += n;
-            self.until_block -= n;
+            // n ≤ until_block, which is a u32.
+            self.until_block -= u32::try_from(n).unwrap_or(self.until_block);
             if self.until_block == 0 {
                 if self.sent_version == Some(meta.version) {
                     out.push(Bytes::from_static(EMPTY_BLOCK));

@@ -9,10 +9,12 @@ use crate::icy::Metadata;
 pub(crate) use crate::metrics::Counters;
 use crate::sync::lock;
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 
@@ -319,10 +321,15 @@ impl Session {
         found.map_or(start, |i| start + i as u64)
     }
 
+    /// Whether a reader at `pos` is more than the queue behind what the source sent.
+    pub(crate) fn too_far_behind(&self, pos: u64) -> bool {
+        self.end().saturating_sub(pos) > self.queue_bytes
+    }
+
     /// Everything after `pos`, advancing it.
     pub(crate) fn read(&self, pos: &mut u64) -> Read {
         // Lag counts against everything received; reading stops at what is published.
-        if self.end().saturating_sub(*pos) > self.queue_bytes {
+        if self.too_far_behind(*pos) {
             return Read::Lagged;
         }
         let end = self.published();
@@ -359,13 +366,23 @@ impl Session {
         Read::Data(out)
     }
 
+    /// Whether a reader at `pos` has something new to read (or the session ended).
+    pub(crate) fn has_news(&self, pos: u64) -> bool {
+        self.published() > pos || self.is_closed()
+    }
+
+    /// Woken at the next publish or close: enable it before looking at [`Session::has_news`].
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
     /// Resolves when there may be something new after `pos` (or the session ended).
     pub(crate) async fn wait(&self, pos: u64) {
         loop {
-            let notified = self.notify.notified();
+            let notified = self.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.published() > pos || self.is_closed() {
+            if self.has_news(pos) {
                 return;
             }
             notified.await;
@@ -462,19 +479,23 @@ impl Coalescer {
 pub(crate) enum Control {
     Kill,
     Move(String),
+    /// The listener's home mount has a source again: one on a fallback goes back to it.
+    Return,
 }
 
 /// A listener's control line: the server's side ([`ControlTx`], kept in its entry) and the
-/// listener task's ([`ControlRx`]). The last word wins, except that a kill stays; the task hears
-/// `None` once every sender is gone. Hand-written rather than a tokio mpsc channel, whose
-/// first block of 32 slots (about 1 KiB) is allocated with it: ten megabytes at ten thousand
-/// listeners, for a word that comes once in a listener's life if ever.
+/// listener task's ([`ControlRx`]). The last word wins, except that a kill stays and a move is
+/// not replaced by a return (a move re-tunes anyway); the task hears `None` once every sender is
+/// gone. Hand-written rather than a tokio mpsc channel, whose first block of 32 slots (about
+/// 1 KiB) is allocated with it: ten megabytes at ten thousand listeners, for a word that comes
+/// once in a listener's life if ever. The waiting task's waker lives in the slot (not in a
+/// `Notified` inside the task's future), so a listener's task stays small.
 pub(crate) fn control_line() -> (ControlTx, ControlRx) {
     let slot = Arc::new(ControlSlot {
         word: Mutex::new(None),
         senders: std::sync::atomic::AtomicUsize::new(1),
         closed: AtomicBool::new(false),
-        notify: Notify::new(),
+        waker: AtomicWaker::new(),
     });
     (ControlTx(slot.clone()), ControlRx(slot))
 }
@@ -484,7 +505,7 @@ struct ControlSlot {
     word: Mutex<Option<Control>>,
     senders: std::sync::atomic::AtomicUsize,
     closed: AtomicBool,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 #[derive(Debug)]
@@ -494,12 +515,16 @@ impl ControlTx {
     pub(crate) fn send(&self, word: Control) {
         {
             let mut w = lock(&self.0.word);
-            if !matches!(*w, Some(Control::Kill)) {
+            let keep = matches!(
+                (&*w, &word),
+                (Some(Control::Kill), _) | (Some(Control::Move(_)), Control::Return)
+            );
+            if !keep {
                 *w = Some(word);
             }
         }
-        // Stored as a permit when the task is not waiting: no word is missed.
-        self.0.notify.notify_one();
+        // The word is in the slot before the wake: a task polled after it finds the word.
+        self.0.waker.wake();
     }
 }
 
@@ -514,7 +539,7 @@ impl Drop for ControlTx {
     fn drop(&mut self) {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.closed.store(true, Ordering::Release);
-            self.0.notify.notify_one();
+            self.0.waker.wake();
         }
     }
 }
@@ -533,13 +558,19 @@ pub(crate) enum NoWord {
 impl ControlRx {
     /// The next word, or `None` once every sender is gone. Cancel-safe: a word is taken only
     /// when returned.
+    #[cfg(test)]
     pub(crate) async fn recv(&mut self) -> Option<Control> {
-        loop {
-            match self.try_recv() {
-                Ok(word) => return Some(word),
-                Err(NoWord::Closed) => return None,
-                Err(NoWord::Empty) => self.0.notify.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`ControlRx::recv`] as a poll: registers the task's waker before looking, so a word sent
+    /// in between wakes it.
+    pub(crate) fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Control>> {
+        self.0.waker.register(cx.waker());
+        match self.try_recv() {
+            Ok(word) => Poll::Ready(Some(word)),
+            Err(NoWord::Closed) => Poll::Ready(None),
+            Err(NoWord::Empty) => Poll::Pending,
         }
     }
 
@@ -586,7 +617,8 @@ pub(crate) struct Mount {
     pub path: String,
     config: RwLock<MountConfig>,
     session: RwLock<Option<Arc<Session>>>,
-    /// Bumped whenever a source connects or leaves, so parked listeners can react.
+    /// Bumped whenever a source connects or leaves, for the mount's HLS packer. (Listeners
+    /// are told by their control lines: a receiver each would cost them memory.)
     pub generation: watch::Sender<u64>,
     pub listeners: Mutex<HashMap<u64, ListenerEntry>>,
     pub counters: Counters,
@@ -676,10 +708,14 @@ impl Mount {
         self.counters.source_connected.set(1);
         self.counters.source_since.set(since);
         self.generation.send_modify(|g| *g += 1);
+        // Listeners that heard a fallback while this mount had no source come back.
+        for l in lock(&self.listeners).values() {
+            l.control.send(Control::Return);
+        }
         true
     }
 
-    /// Ends a session (if it is still the mount's) and tells parked listeners.
+    /// Ends a session (if it is still the mount's); its listeners see it closed.
     pub(crate) fn detach(&self, session: &Arc<Session>) {
         session.close();
         let mut slot = match self.session.write() {
@@ -872,7 +908,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_control_line_keeps_a_kill_and_closes_with_its_last_sender() {
+    async fn a_control_line_keeps_a_kill_and_a_move_and_closes_with_its_last_sender() {
         let (tx, mut rx) = control_line();
         assert_eq!(rx.try_recv().err(), Some(NoWord::Empty));
         tx.send(Control::Move("/a".into()));
@@ -881,6 +917,24 @@ mod tests {
             matches!(rx.recv().await, Some(Control::Move(d)) if d == "/b"),
             "the last word"
         );
+        tx.send(Control::Return);
+        tx.send(Control::Move("/b".into()));
+        tx.send(Control::Return);
+        assert!(
+            matches!(rx.recv().await, Some(Control::Move(d)) if d == "/b"),
+            "a return does not replace a move"
+        );
+        tx.send(Control::Return);
+        assert!(matches!(rx.recv().await, Some(Control::Return)));
+        // A word sent while the task waits wakes it.
+        let (tx2, mut rx2) = control_line();
+        let waiting = tokio::spawn(async move { rx2.recv().await });
+        tokio::task::yield_now().await;
+        tx2.send(Control::Return);
+        assert!(matches!(
+            waiting.await.expect("task"),
+            Some(Control::Return)
+        ));
         tx.send(Control::Kill);
         tx.send(Control::Move("/c".into()));
         assert!(

@@ -120,12 +120,16 @@ impl Registry {
         }
     }
 
-    /// Disconnects every source (at shutdown).
-    pub(crate) fn kill_sources(&self) {
+    /// Disconnects every source and listener (at shutdown). A listener registering after this
+    /// looks at the shutdown token itself.
+    pub(crate) fn kill_all(&self) {
         for m in self.all() {
             if let Some(s) = m.session() {
                 s.kill();
                 m.detach(&s);
+            }
+            for l in lock(&m.listeners).values() {
+                l.control.send(Control::Kill);
             }
         }
     }

@@ -141,12 +141,13 @@ impl Sessions {
     }
 }
 
-/// Whether an admin asked this session to end (a move is no use to an HLS player: ignored).
+/// Whether an admin asked this session to end (a move or a return is no use to an HLS player:
+/// ignored).
 fn killed(control: &mut crate::mount::ControlRx) -> bool {
     loop {
         match control.try_recv() {
             Ok(Control::Kill) | Err(crate::mount::NoWord::Closed) => return true,
-            Ok(Control::Move(_)) => {}
+            Ok(Control::Move(_) | Control::Return) => {}
             Err(crate::mount::NoWord::Empty) => return false,
         }
     }

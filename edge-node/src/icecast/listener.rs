@@ -7,12 +7,14 @@ use super::Icecast;
 use crate::http::{Request, SERVER, respond};
 use crate::icy::Interleaver;
 use crate::mount::{Control, ListenerEntry, Mount, Read, Refused, Session};
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
+use tokio::sync::futures::Notified;
 
 /// A write that makes no progress for this long means the listener is gone or stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,37 +80,64 @@ fn clean(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-pub(crate) async fn serve(req: Request, ice: Arc<Icecast>) {
+/// A listener's task, for as long as the listener stays. The request comes boxed: an async
+/// fn's arguments keep their room in its future for its whole life, and a request is a few
+/// hundred bytes.
+pub(crate) async fn serve(req: Box<Request>, ice: Arc<Icecast>) {
+    // Taken out of its box in a block of its own: a box moved out of is freed where its
+    // variable's scope ends, which would be when the listener leaves.
+    let req = {
+        let boxed = req;
+        *boxed
+    };
     // Boxed: what answering takes (the reply's writes) is not kept in the task for as long
     // as the listener stays.
     let Some(mut l) = Box::pin(Listening::start(req, &ice)).await else {
         return;
     };
     let end = l.run(&ice).await;
-    l.registered.remove_listener(l.entry.id);
-    tracing::debug!(listener = l.entry.id, home = %l.home, pos = l.pos, "listener left: {end}");
+    l.registered.remove_listener(l.id);
+    tracing::debug!(
+        listener = l.id,
+        mount = %l.registered.path,
+        pos = l.pos,
+        "listener left: {end}"
+    );
 }
 
 /// A listener past its reply head: the mount it counts on, what it hears and how far it is.
+///
+/// Ten thousand of these live at once, each in its task's future: everything here and in
+/// [`Listening::run`]'s waiting is kept small (the entry with its user agent stays in the
+/// mount's table; the control line's waker lives in the line, not here).
 struct Listening {
     stream: TcpStream,
     /// Counts the connection under the limits while the listener stays.
     _conn: Option<crate::http::ConnGuard>,
-    entry: ListenerEntry,
+    id: u64,
+    /// A relay edge pulling the mount: no usage counted.
+    relay: bool,
     control: crate::mount::ControlRx,
-    /// The mount asked for (or moved to), and its source's comings and goings.
-    home: String,
-    home_gen: Option<tokio::sync::watch::Receiver<u64>>,
-    /// Where the listener counts: its home, even while it hears a fallback.
+    /// Where the listener counts: the mount asked for (or moved to), even while it hears a
+    /// fallback.
     registered: Arc<Mount>,
     /// What it hears: the home mount or a fallback.
     current: Arc<Mount>,
     session: Arc<Session>,
     pos: u64,
-    /// Codec headers the decoder needs first (Ogg), once per session joined.
-    prefix: Option<Bytes>,
+    /// Codec headers the decoder needs first (Ogg), once per session joined; boxed, as most
+    /// listeners have none for most of their time.
+    prefix: Option<Box<Bytes>>,
     icy: Option<Interleaver>,
-    queue_bytes: u64,
+}
+
+/// What woke a waiting listener.
+enum Wake {
+    Control(Option<Control>),
+    /// The session published more, or ended.
+    News,
+    /// The connection failed.
+    Gone,
 }
 
 impl Listening {
@@ -121,9 +150,7 @@ impl Listening {
             let _ = respond(&mut req.stream, 404, "text/plain", &[], not_found).await;
             return None;
         };
-        // Subscribe before resolving, so a source returning meanwhile is not missed.
-        let home_gen = Some(home_mount.generation.subscribe());
-        let Some((current, session)) = ice.resolve(&home) else {
+        let Some((mut current, mut session)) = ice.resolve(&home) else {
             let body: &[u8] = b"Source not found: nothing is playing on this mount\n";
             let _ = respond(&mut req.stream, 404, "text/plain", &[], body).await;
             return None;
@@ -163,7 +190,8 @@ impl Listening {
         let Request {
             mut stream, conn, ..
         } = req;
-        if let Err(why) = home_mount.add_listener(entry.clone()) {
+        let (entry_id, relay) = (entry.id, entry.relay);
+        if let Err(why) = home_mount.add_listener(entry) {
             // Icecast answers a full mount with 403; players know it as "server full".
             let body: &[u8] = match why {
                 Refused::GroupFull => {
@@ -174,6 +202,17 @@ impl Listening {
             let _ = respond(&mut stream, 403, "text/plain", &[], body).await;
             return None;
         }
+        // Kills at shutdown and returns from a fallback go to registered listeners: one that
+        // registered after them looks for itself.
+        if ice.shutdown.is_cancelled() {
+            home_mount.remove_listener(entry_id);
+            return None;
+        }
+        if !Arc::ptr_eq(&current, &home_mount)
+            && let Some(s) = home_mount.session()
+        {
+            (current, session) = (home_mount.clone(), s);
+        }
         ice.metrics.listener_connects.inc();
         // The burst is measured from the moment of connection, before the reply head is written.
         let (pos, prefix) = session.listener_start(limits.burst_bytes);
@@ -181,23 +220,21 @@ impl Listening {
             .await
             .is_err()
         {
-            home_mount.remove_listener(entry.id);
+            home_mount.remove_listener(entry_id);
             return None;
         }
         Some(Listening {
             stream,
             _conn: conn,
-            entry,
+            id: entry_id,
+            relay,
             control,
-            home,
-            home_gen,
             registered: home_mount,
             current,
             session,
             pos,
-            prefix,
+            prefix: prefix.map(Box::new),
             icy: metaint.map(|m| Interleaver::new(usize::try_from(m).unwrap_or(16_000))),
-            queue_bytes: limits.queue_bytes,
         })
     }
 
@@ -208,38 +245,46 @@ impl Listening {
         // exact. A player that closes with unread audio resets; an end of its sending side only
         // (a client that half-closes after its request) keeps it listening, so that ends the
         // watch, not the stream.
-        let mut hangup = [0u8; 64];
         let mut watch_peer = true;
         loop {
-            let on_fallback = self.current.path != self.home;
-            let end = tokio::select! {
-                biased;
-                ctl = self.control.recv() => match ctl {
-                    None | Some(Control::Kill) => Some("killed"),
-                    Some(Control::Move(dest)) => self.move_to(dest, ice),
-                },
-                () = self.session.wait(self.pos) => self.hear(ice).await,
-                changed = wait_generation(&mut self.home_gen), if on_fallback => {
-                    // The home mount's source returned: go back to it.
-                    if changed
-                        && let Some(m) = ice.mount(&self.home)
-                        && let Some(s) = m.session()
+            // Hand-polled rather than a `select!`: the futures of every branch would live in
+            // the task for the listener's whole life; here only the session's `Notified` does.
+            let wake = {
+                let Listening {
+                    control,
+                    stream,
+                    pos,
+                    session,
+                    ..
+                } = &mut *self;
+                let session: &Session = session;
+                let mut notified = std::pin::pin!(session.notified());
+                std::future::poll_fn(|cx| {
+                    poll_wake(
+                        cx,
+                        control,
+                        session,
+                        notified.as_mut(),
+                        *pos,
+                        stream,
+                        &mut watch_peer,
+                    )
+                })
+                .await
+            };
+            let end = match wake {
+                Wake::Control(None | Some(Control::Kill)) => Some("killed"),
+                Wake::Control(Some(Control::Move(dest))) => self.move_to(dest, ice),
+                Wake::Control(Some(Control::Return)) => {
+                    if !Arc::ptr_eq(&self.current, &self.registered)
+                        && let Some(s) = self.registered.session()
                     {
-                        self.tune(m, s);
+                        self.tune(self.registered.clone(), s);
                     }
                     None
-                },
-                r = self.stream.read(&mut hangup), if watch_peer => match r {
-                    Err(_) => Some("gone"),
-                    Ok(0) => {
-                        watch_peer = false;
-                        None
-                    }
-                    // Bytes after the request (a pipelined request, keep-alive noise) mean
-                    // nothing to a stream: dropped.
-                    Ok(_) => None,
-                },
-                () = ice.shutdown.cancelled() => Some("server stopping"),
+                }
+                Wake::News => self.hear(ice).await,
+                Wake::Gone => Some("gone"),
             };
             if let Some(why) = end {
                 return why;
@@ -249,7 +294,8 @@ impl Listening {
 
     /// Hears `session` of `mount` from now on, from its live edge.
     fn tune(&mut self, mount: Arc<Mount>, session: Arc<Session>) {
-        (self.pos, self.prefix) = session.listener_start(4096);
+        let (pos, prefix) = session.listener_start(4096);
+        (self.pos, self.prefix) = (pos, prefix.map(Box::new));
         self.current = mount;
         self.session = session;
     }
@@ -257,17 +303,15 @@ impl Listening {
     /// `/admin/moveclients`: re-registers on `dest` so counts and listclients follow the move.
     fn move_to(&mut self, dest: String, ice: &Icecast) -> Option<&'static str> {
         let dest_mount = ice.mount(&dest)?;
-        self.registered.remove_listener(self.entry.id);
-        if dest_mount.add_listener(self.entry.clone()).is_err() {
+        let entry = self.registered.remove_listener(self.id)?;
+        if dest_mount.add_listener(entry.clone()).is_err() {
             // The destination filled up meanwhile: stay where we are (the place just freed is
             // ours again).
-            let _ = self.registered.add_listener(self.entry.clone());
+            let _ = self.registered.add_listener(entry);
             return None;
         }
-        self.home_gen = Some(dest_mount.generation.subscribe());
         self.registered = dest_mount;
-        self.home = dest;
-        match ice.resolve(&self.home) {
+        match ice.resolve(&dest) {
             Some((m, s)) => {
                 self.tune(m, s);
                 None
@@ -282,24 +326,24 @@ impl Listening {
             Read::Pending => None,
             Read::Data(mut chunks) => {
                 if let Some(p) = self.prefix.take() {
-                    chunks.insert(0, p);
+                    chunks.insert(0, *p);
                 }
-                let sent = send(
-                    &mut self.stream,
-                    &chunks,
-                    self.icy.as_mut(),
-                    &self.session,
-                    self.pos,
-                    self.queue_bytes,
-                )
-                .await;
+                let audio: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                let mut out = frame(chunks, self.icy.as_mut(), &self.session);
+                let mut sent = write_now(&self.stream, &mut out);
+                if sent.is_ok() && !out.is_empty() {
+                    // The socket is full: wait for it, boxed so that the wait's timer is in the
+                    // task only while a listener is behind.
+                    let (session, pos) = (&self.session, self.pos);
+                    sent = Box::pin(write_blocked(&self.stream, out, session, pos)).await;
+                }
                 match sent {
-                    Ok(n) => {
-                        self.registered.counters.bytes_sent.inc_by(n);
-                        if !self.entry.relay {
-                            self.registered.usage.add_bytes(n);
+                    Ok(()) => {
+                        self.registered.counters.bytes_sent.inc_by(audio);
+                        if !self.relay {
+                            self.registered.usage.add_bytes(audio);
                         }
-                        ice.metrics.bytes_sent.inc_by(n);
+                        ice.metrics.bytes_sent.inc_by(audio);
                         None
                     }
                     Err(SendError::Gone) => Some("gone"),
@@ -315,7 +359,7 @@ impl Listening {
                 ice.metrics.slow_drops.inc();
                 Some("fell behind by more than the queue")
             }
-            Read::Ended => match ice.resolve(&self.home) {
+            Read::Ended => match ice.resolve(&self.registered.path) {
                 // The source left: carry on with the fallback, from its live edge.
                 Some((m, s)) => {
                     self.tune(m, s);
@@ -327,11 +371,43 @@ impl Listening {
     }
 }
 
-async fn wait_generation(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
-    match rx {
-        Some(rx) => rx.changed().await.is_ok(),
-        None => std::future::pending().await,
+/// One poll of everything a waiting listener waits on, in order of precedence: a word on its
+/// control line, news from its session, then its socket (a reset; bytes the player sends are
+/// dropped). Each registers the task's waker before it looks, so nothing is missed.
+fn poll_wake(
+    cx: &mut Context<'_>,
+    control: &mut crate::mount::ControlRx,
+    session: &Session,
+    mut notified: Pin<&mut Notified<'_>>,
+    pos: u64,
+    stream: &TcpStream,
+    watch_peer: &mut bool,
+) -> Poll<Wake> {
+    if let Poll::Ready(word) = control.poll_recv(cx) {
+        return Poll::Ready(Wake::Control(word));
     }
+    // Enabled before looking, so a publish between the look and the wait still wakes.
+    notified.as_mut().enable();
+    if session.has_news(pos) || notified.poll(cx).is_ready() {
+        return Poll::Ready(Wake::News);
+    }
+    while *watch_peer {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => break,
+            Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
+            Poll::Ready(Ok(())) => {}
+        }
+        let mut drop_bytes = [0u8; 64];
+        match stream.try_read(&mut drop_bytes) {
+            Ok(0) => *watch_peer = false,
+            // Bytes after the request (a pipelined request, keep-alive noise) mean nothing to a
+            // stream; a `WouldBlock` cleared the readiness, so the next look registers.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Poll::Ready(Wake::Gone),
+        }
+    }
+    Poll::Pending
 }
 
 /// Why sending to a listener stopped.
@@ -342,62 +418,68 @@ enum SendError {
     Stalled,
 }
 
-/// Writes chunks (with ICY blocks when asked); returns the audio bytes written.
-///
-/// While a write waits on a full socket, the source keeps going; if it gets more than the queue
-/// ahead of `pos` (the listener's offset after these chunks), the listener is dropped then and
-/// there instead of being noticed only when the write finally returns.
-async fn send(
-    stream: &mut TcpStream,
-    chunks: &[Bytes],
-    icy: Option<&mut Interleaver>,
-    session: &Session,
-    pos: u64,
-    queue_bytes: u64,
-) -> Result<u64, SendError> {
-    let audio: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-    let pieces: Vec<Bytes> = match icy {
+/// The bytes to write for `chunks`: with ICY blocks when asked, in one buffer (copying a few KiB
+/// is cheaper than a system call per piece).
+fn frame(chunks: Vec<Bytes>, icy: Option<&mut Interleaver>, session: &Session) -> Bytes {
+    let pieces = match icy {
         Some(il) => {
             let meta = session.metadata();
             let mut out = Vec::with_capacity(chunks.len() * 2);
-            for c in chunks {
+            for c in &chunks {
                 il.frame(c, &meta, &mut out);
             }
             out
         }
-        None => chunks.to_vec(),
+        None => chunks,
     };
-    let lagging = || session.end().saturating_sub(pos) > queue_bytes;
-    // One write per batch: copying a few KiB is cheaper than a system call per piece.
-    let pieces = if pieces.len() > 1 {
-        let total = pieces.iter().map(Bytes::len).sum();
-        let mut one = Vec::with_capacity(total);
-        for p in &pieces {
-            one.extend_from_slice(p);
+    match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => one,
+        Err(pieces) => Bytes::from(pieces.concat()),
+    }
+}
+
+/// Writes what the socket takes now, without waiting; `out` keeps the rest.
+fn write_now(stream: &TcpStream, out: &mut Bytes) -> Result<(), SendError> {
+    while !out.is_empty() {
+        match stream.try_write(out) {
+            Ok(0) => return Err(SendError::Gone),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(SendError::Gone),
         }
-        vec![Bytes::from(one)]
-    } else {
-        pieces
-    };
-    for p in &pieces {
-        let mut buf = &p[..];
-        let mut blocked = Duration::ZERO;
-        while !buf.is_empty() {
-            // `write` on a TcpStream writes nothing when cancelled, so the timeout is safe.
-            match tokio::time::timeout(STALL_CHECK, stream.write(buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(SendError::Gone),
-                Ok(Ok(n)) => {
-                    buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Writes the rest once the socket takes it.
+///
+/// While the write waits on a full socket, the source keeps going; if it gets more than the queue
+/// ahead of `pos` (the listener's offset after these bytes), the listener is dropped then and
+/// there instead of being noticed only when the write finally returns.
+async fn write_blocked(
+    stream: &TcpStream,
+    mut out: Bytes,
+    session: &Session,
+    pos: u64,
+) -> Result<(), SendError> {
+    let mut blocked = Duration::ZERO;
+    while !out.is_empty() {
+        match tokio::time::timeout(STALL_CHECK, stream.writable()).await {
+            Ok(Ok(())) => {
+                let before = out.len();
+                write_now(stream, &mut out)?;
+                if out.len() < before {
                     blocked = Duration::ZERO;
                 }
-                Err(_) => {
-                    blocked += STALL_CHECK;
-                    if lagging() || blocked >= WRITE_TIMEOUT {
-                        return Err(SendError::Stalled);
-                    }
+            }
+            Ok(Err(_)) => return Err(SendError::Gone),
+            Err(_) => {
+                blocked += STALL_CHECK;
+                if session.too_far_behind(pos) || blocked >= WRITE_TIMEOUT {
+                    return Err(SendError::Stalled);
                 }
             }
         }
     }
-    Ok(audio)
+    Ok(())
 }

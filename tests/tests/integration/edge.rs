@@ -436,6 +436,63 @@ async fn fallback_moves_listeners_and_back_without_disconnecting() {
     .await;
 }
 
+/// Waits until `listener` is disconnected by the server.
+async fn wait_closed(what: &str, listener: &RawListener) {
+    wait_for(what, START, || {
+        let h = listener.heard();
+        async move { h.closed.then_some(()) }
+    })
+    .await;
+}
+
+/// The words an admin sends a listener's task: `/admin/moveclients` (it hears the other mount
+/// and counts there) and `/admin/killclient`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_moved_and_killed_by_the_admin() {
+    let edge = EdgeNode::start(
+        "[[mounts]]\npath = \"/a\"\nsource_password = \"a-pw\"\n\n[[mounts]]\npath = \"/b\"\nsource_password = \"b-pw\"\n",
+    )
+    .await;
+    let _a = ffmpeg_source(&edge.icecast_url("/a", "a-pw"), 220, &[]);
+    let _b = ffmpeg_source(&edge.icecast_url("/b", "b-pw"), 440, &[]);
+    edge.wait_source("/a").await;
+    edge.wait_source("/b").await;
+    for (mount, song) in [("/a", "ON%20A"), ("/b", "ON%20B")] {
+        let (code, body) = edge
+            .admin_get(&format!(
+                "/admin/metadata?mount={mount}&mode=updinfo&song={song}"
+            ))
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let moved = RawListener::connect(&edge.addr, "/a", true).await;
+    moved.wait_title("ON A").await;
+    let (code, body) = edge
+        .admin_get("/admin/moveclients?mount=/a&destination=/b")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("1 listeners"), "{body}");
+    moved.wait_title("ON B").await;
+    moved.wait_more_audio(16_000).await;
+    let (_, on_a) = edge.admin_get("/admin/listclients?mount=/a").await;
+    assert!(on_a.contains("<Listeners>0</Listeners>"), "{on_a}");
+    let (_, on_b) = edge.admin_get("/admin/listclients?mount=/b").await;
+    assert!(on_b.contains("<Listeners>1</Listeners>"), "{on_b}");
+    let id = on_b
+        .split("<ID>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("a listener id")
+        .to_string();
+    let (code, body) = edge
+        .admin_get(&format!("/admin/killclient?mount=/b&id={id}"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    wait_closed("the killed listener to be closed", &moved).await;
+    let (_, on_b) = edge.admin_get("/admin/listclients?mount=/b").await;
+    assert!(on_b.contains("<Listeners>0</Listeners>"), "{on_b}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_listener_is_dropped_while_others_keep_up() {
     let edge = EdgeNode::start(&format!(
