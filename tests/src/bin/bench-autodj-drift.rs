@@ -6,7 +6,7 @@
 //!
 //! The initial burst: a new listener gets the mount's burst (64 KiB, about 4 s at 128 kbps) plus
 //! whatever the AutoDJ is ahead of real time (at most 0.5 s) at once, so audio − wall jumps by
-//! that much at connect and then only jitters (AutoDJ ticks of 100 ms, batches of 400 ms). The
+//! that much at connect and then only jitters (AutoDJ ticks of 100 ms, batches of 600 ms). The
 //! drift is therefore measured from a baseline taken after the burst: the median of
 //! (audio − wall) over the first `W` seconds starting 5 s after connect, against the median over
 //! the last `W` seconds (`W` = 60 s, or a tenth of a shorter run). That is "audio received minus
