@@ -450,7 +450,7 @@ impl http::Service for Front {
     }
 }
 
-/// The span of a source's or listener's connection to a mount.
+/// The span of a source's connection to a mount (a listener has none: see `Front::call`).
 fn mount_span(req: &Request) -> tracing::Span {
     tracing::info_span!("mount", mount = %req.head.path)
 }

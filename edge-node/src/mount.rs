@@ -328,11 +328,18 @@ impl Session {
 
     /// Everything after `pos`, advancing it.
     pub(crate) fn read(&self, pos: &mut u64) -> Read {
-        // Lag counts against everything received; reading stops at what is published.
+        // Lag counts against everything received; reading stops at what is published, or at
+        // the end once the session is closed: the source's last flush may come after the close,
+        // and a reader told there is news ([`Session::has_news`]) must then get it or `Ended`,
+        // never `Pending` (it would ask again at once, forever).
         if self.too_far_behind(*pos) {
             return Read::Lagged;
         }
-        let end = self.published();
+        let end = if self.is_closed() {
+            self.end()
+        } else {
+            self.published()
+        };
         if *pos >= end {
             return if self.is_closed() && *pos >= self.end() {
                 Read::Ended
@@ -930,6 +937,7 @@ mod tests {
         let (tx2, mut rx2) = control_line();
         let waiting = tokio::spawn(async move { rx2.recv().await });
         tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "it waits for a word");
         tx2.send(Control::Return);
         assert!(matches!(
             waiting.await.expect("task"),
@@ -937,6 +945,7 @@ mod tests {
         ));
         tx.send(Control::Kill);
         tx.send(Control::Move("/c".into()));
+        tx.send(Control::Return);
         assert!(
             matches!(rx.recv().await, Some(Control::Kill)),
             "a kill stays"
@@ -947,6 +956,27 @@ mod tests {
         let waiting = tokio::spawn(async move { rx.recv().await.is_none() });
         drop(other);
         assert!(waiting.await.expect("task"), "closed with the last sender");
+    }
+
+    /// The source's last flush can land after the close: a reader told there is news gets it
+    /// and then `Ended`, never `Pending` (which would make it ask again at once, forever).
+    #[test]
+    fn a_closed_session_reads_to_its_end_then_ends() {
+        let s = Session::new(SourceInfo::default(), 0, 1 << 20, 1 << 20);
+        s.push(Bytes::from_static(b"first"));
+        s.publish();
+        let mut pos = 0;
+        assert!(matches!(s.read(&mut pos), Read::Data(_)));
+        s.push(Bytes::from_static(b"batched"));
+        s.close();
+        s.push(Bytes::from_static(b"late"));
+        assert!(s.has_news(pos));
+        let Read::Data(chunks) = s.read(&mut pos) else {
+            panic!("the rest is readable");
+        };
+        let rest: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        assert_eq!(rest, b"batchedlate");
+        assert!(matches!(s.read(&mut pos), Read::Ended));
     }
 
     #[test]

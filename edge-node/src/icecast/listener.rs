@@ -273,15 +273,24 @@ impl Listening {
                 .await
             };
             let end = match wake {
+                Wake::Control(None | Some(Control::Kill)) if ice.shutdown.is_cancelled() => {
+                    Some("server stopping")
+                }
                 Wake::Control(None | Some(Control::Kill)) => Some("killed"),
-                Wake::Control(Some(Control::Move(dest))) => self.move_to(dest, ice),
-                Wake::Control(Some(Control::Return)) => {
-                    if !Arc::ptr_eq(&self.current, &self.registered)
+                Wake::Control(Some(word)) => {
+                    let end = match word {
+                        Control::Move(dest) => self.move_to(dest, ice),
+                        Control::Return | Control::Kill => None,
+                    };
+                    // After any word, not only a return: a move that failed may have stood in
+                    // for a return (the line keeps a move over a return).
+                    if end.is_none()
+                        && !Arc::ptr_eq(&self.current, &self.registered)
                         && let Some(s) = self.registered.session()
                     {
                         self.tune(self.registered.clone(), s);
                     }
-                    None
+                    end
                 }
                 Wake::News => self.hear(ice).await,
                 Wake::Gone => Some("gone"),
@@ -305,10 +314,12 @@ impl Listening {
         let dest_mount = ice.mount(&dest)?;
         let entry = self.registered.remove_listener(self.id)?;
         if dest_mount.add_listener(entry.clone()).is_err() {
-            // The destination filled up meanwhile: stay where we are (the place just freed is
-            // ours again).
-            let _ = self.registered.add_listener(entry);
-            return None;
+            // The destination filled up meanwhile: stay where we are, unless our own place was
+            // taken meanwhile too (the entry, with the line's last sender, would be gone).
+            return match self.registered.add_listener(entry) {
+                Ok(()) => None,
+                Err(_) => Some("no room to move or to stay"),
+            };
         }
         self.registered = dest_mount;
         match ice.resolve(&dest) {
