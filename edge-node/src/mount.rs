@@ -716,10 +716,15 @@ impl Mount {
         self.counters.source_since.set(since);
         self.generation.send_modify(|g| *g += 1);
         // Listeners that heard a fallback while this mount had no source come back.
-        for l in lock(&self.listeners).values() {
-            l.control.send(Control::Return);
-        }
+        self.tell_listeners(&Control::Return);
         true
+    }
+
+    /// Sends `word` down the control line of every listener registered here.
+    pub(crate) fn tell_listeners(&self, word: &Control) {
+        for l in lock(&self.listeners).values() {
+            l.control.send(word.clone());
+        }
     }
 
     /// Ends a session (if it is still the mount's); its listeners see it closed.

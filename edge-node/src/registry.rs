@@ -115,9 +115,7 @@ impl Registry {
             s.kill();
             m.detach(&s);
         }
-        for l in lock(&m.listeners).values() {
-            l.control.send(Control::Kill);
-        }
+        m.tell_listeners(&Control::Kill);
     }
 
     /// Disconnects every source and listener (at shutdown). A listener registering after this
@@ -128,9 +126,7 @@ impl Registry {
                 s.kill();
                 m.detach(&s);
             }
-            for l in lock(&m.listeners).values() {
-                l.control.send(Control::Kill);
-            }
+            m.tell_listeners(&Control::Kill);
         }
     }
 

@@ -208,10 +208,8 @@ impl Listening {
             home_mount.remove_listener(entry_id);
             return None;
         }
-        if !Arc::ptr_eq(&current, &home_mount)
-            && let Some(s) = home_mount.session()
-        {
-            (current, session) = (home_mount.clone(), s);
+        if let Some(now) = ice.resolve(&home) {
+            (current, session) = now;
         }
         ice.metrics.listener_connects.inc();
         // The burst is measured from the moment of connection, before the reply head is written.
@@ -273,24 +271,23 @@ impl Listening {
                 .await
             };
             let end = match wake {
-                Wake::Control(None | Some(Control::Kill)) if ice.shutdown.is_cancelled() => {
-                    Some("server stopping")
-                }
-                Wake::Control(None | Some(Control::Kill)) => Some("killed"),
-                Wake::Control(Some(word)) => {
-                    let end = match word {
-                        Control::Move(dest) => self.move_to(dest, ice),
-                        Control::Return | Control::Kill => None,
-                    };
-                    // After any word, not only a return: a move that failed may have stood in
-                    // for a return (the line keeps a move over a return).
-                    if end.is_none()
-                        && !Arc::ptr_eq(&self.current, &self.registered)
-                        && let Some(s) = self.registered.session()
-                    {
-                        self.tune(self.registered.clone(), s);
+                Wake::Control(None | Some(Control::Kill)) => Some(if ice.shutdown.is_cancelled() {
+                    "server stopping"
+                } else {
+                    "killed"
+                }),
+                Wake::Control(Some(Control::Move(dest))) => {
+                    let end = self.move_to(dest, ice);
+                    // A move that failed may have stood in for a return (the line keeps a move
+                    // over a return).
+                    if end.is_none() {
+                        self.follow_home(ice);
                     }
                     end
+                }
+                Wake::Control(Some(Control::Return)) => {
+                    self.follow_home(ice);
+                    None
                 }
                 Wake::News => self.hear(ice).await,
                 Wake::Gone => Some("gone"),
@@ -298,6 +295,16 @@ impl Listening {
             if let Some(why) = end {
                 return why;
             }
+        }
+    }
+
+    /// Hears what its home resolves to now (its own source or a fallback), unless it hears that
+    /// mount already.
+    fn follow_home(&mut self, ice: &Icecast) {
+        if let Some((m, s)) = ice.resolve(&self.registered.path)
+            && !Arc::ptr_eq(&m, &self.current)
+        {
+            self.tune(m, s);
         }
     }
 
