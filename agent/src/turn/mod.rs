@@ -298,9 +298,66 @@ impl Supervised {
     }
 }
 
-/// coturn's log file, written by the agent from coturn's output. It is opened again when it was
-/// moved or removed (logrotate's default `create`), checked at most once a second; a failure to
-/// write it is said once and never stops the metering.
+/// How many of coturn's lines may wait for the log file's thread; beyond that (a disk that does
+/// not take writes) lines are left out of the log, never out of the metering.
+const LOG_QUEUE: usize = 1024;
+
+/// The sending end of coturn's log: lines go to a blocking thread that owns the [`LogFile`], so
+/// a slow disk never stalls the async worker that reads coturn's output and meters it.
+struct LogLines {
+    lines: tokio::sync::mpsc::Sender<Vec<u8>>,
+    path: PathBuf,
+    dropped: u64,
+    /// Awaited by tests only; in the agent the thread ends on its own once the sender is gone.
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl LogFile {
+    /// Starts the log's thread; it ends when the returned sender is dropped.
+    fn spawn(path: PathBuf) -> LogLines {
+        let (lines, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(LOG_QUEUE);
+        let mut file = LogFile::new(path.clone());
+        let thread = tokio::task::spawn_blocking(move || {
+            while let Some(line) = queue.blocking_recv() {
+                file.write(&line);
+            }
+        });
+        LogLines {
+            lines,
+            path,
+            dropped: 0,
+            thread,
+        }
+    }
+}
+
+impl LogLines {
+    /// Waits until every line sent is in the file (or was refused by it).
+    #[cfg(test)]
+    async fn close(self) {
+        drop(self.lines);
+        self.thread.await.expect("the log's thread");
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        if self.lines.try_send(line.to_vec()).is_err() {
+            self.dropped += 1;
+            // Said at the first line left out and then at every thousandth.
+            if self.dropped % 1000 == 1 {
+                tracing::warn!(
+                    "coturn's log {} does not keep up: {} lines left out of it",
+                    self.path.display(),
+                    self.dropped
+                );
+            }
+        }
+    }
+}
+
+/// coturn's log file, written from coturn's output on a blocking thread ([`LogFile::spawn`]).
+/// It is opened again when it was moved or removed (logrotate's default `create`), checked at
+/// most once a second; a failure to write it is said once and never stops the metering.
 struct LogFile {
     path: PathBuf,
     file: Option<std::fs::File>,
@@ -408,7 +465,7 @@ async fn supervise(
             Ok(mut child) => {
                 s.metrics.up.set(1);
                 let reader = child.stdout.take().map(|out| {
-                    let mut log = LogFile::new(s.paths.log.clone());
+                    let mut log = LogFile::spawn(s.paths.log.clone());
                     tokio::spawn(meter::read(
                         out,
                         s.tally.clone(),
@@ -469,6 +526,26 @@ async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn coturns_lines_reach_the_log_file_through_its_thread() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("turn.log");
+        std::fs::write(&path, "before\n").expect("write");
+        let mut log = LogFile::spawn(path.clone());
+        for line in ["one\n", "two: usage\n"] {
+            log.write(line.as_bytes());
+        }
+        log.close().await;
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "before\none\ntwo: usage\n"
+        );
+        // A log that cannot be opened costs nothing but the warning.
+        let mut nowhere = LogFile::spawn(dir.path().join("missing/turn.log"));
+        nowhere.write(b"lost\n");
+        nowhere.close().await;
+    }
 
     #[test]
     fn urls_name_udp_tcp_and_tls_when_there_is_a_certificate() {
