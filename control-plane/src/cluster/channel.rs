@@ -929,8 +929,9 @@ async fn vet_usage(
     ))
 }
 
-/// Vets a usage report's relayed TURN bytes (see `usage_vet::turn`): the node must run TURN
-/// (advertise TURN URLs), each tenant must exist or have existed.
+/// Vets a usage report's relayed TURN bytes (see `usage_vet::turn`): the node must have run TURN
+/// when the report's period began (advertise TURN URLs now, or have stopped after that), each
+/// tenant must exist or have existed.
 async fn vet_turn(
     conn: &mut db::Conn,
     node_id: &str,
@@ -940,9 +941,11 @@ async fn vet_turn(
         return Ok(usage_vet::TurnVetted::default());
     }
     let window = usage_vet::period(report, crate::db::now_ms());
-    let runs_turn = db::nodes::get(conn, node_id)
+    // A report spooled while the relay ran is believed after the node turned TURN off.
+    let start = window.as_ref().map_or(u64::MAX, |w| w.0);
+    let runs_turn = db::nodes::ran_turn_at(conn, node_id, start)
         .await?
-        .is_some_and(|n| !n.turn_urls.is_empty());
+        .unwrap_or(false);
     let tenants =
         db::usage::known_tenants(conn, report.turn.iter().map(|t| t.tenant_id.as_str())).await?;
     let reported = match &window {

@@ -252,6 +252,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "turn_usage",
         include_str!("../../migrations/0044_turn_usage.sql"),
     ),
+    (
+        45,
+        "node_turn_last",
+        include_str!("../../migrations/0045_node_turn_last.sql"),
+    ),
 ];
 
 impl Db {

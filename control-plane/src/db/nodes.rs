@@ -140,7 +140,10 @@ pub async fn update_advert(
     sqlx::query(
         "UPDATE nodes SET region = $1, labels = $2, public_url = $3, capacity_listeners = $4, \
          capacity_mbps = $5, status = 'ready', last_heartbeat_at = $6, rtmp_url = $8, \
-         turn_urls = $9 WHERE id = $7",
+         turn_urls = $9, \
+         turn_last_ms = CASE WHEN $9 <> '[]' THEN NULL \
+             WHEN turn_urls <> '[]' THEN $10 ELSE turn_last_ms END \
+         WHERE id = $7",
     )
     .bind(&advert.region)
     .bind(super::stations::labels_json(&advert.labels))
@@ -151,9 +154,27 @@ pub async fn update_advert(
     .bind(id)
     .bind(&advert.rtmp_url)
     .bind(turn_urls_json(&advert.turn_urls))
+    .bind(clamp(super::now_ms()))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Whether a node ran a TURN relay at `at_ms`: it advertises one now, or it stopped advertising
+/// one at or after `at_ms` (`turn_last_ms`). None: no such node.
+pub async fn ran_turn_at(
+    conn: &mut Conn,
+    id: &str,
+    at_ms: u64,
+) -> Result<Option<bool>, sqlx::Error> {
+    let row = sqlx::query("SELECT turn_urls, turn_last_ms FROM nodes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let last: Option<i64> = row.try_get("turn_last_ms")?;
+    let stopped_after = last.is_some_and(|l| u64::try_from(l).is_ok_and(|l| l >= at_ms));
+    Ok(Some(!turn_urls(&row)?.is_empty() || stopped_after))
 }
 
 pub async fn heartbeat(conn: &mut Conn, id: &str) -> Result<(), sqlx::Error> {

@@ -90,20 +90,27 @@ pub async fn store(
 }
 
 /// Which of `tenant_ids` exist or existed (a deleted tenant's last relays are still billed).
+/// One query per 500 ids (a report names each tenant once; the chunks keep any report within
+/// both databases' limits on bound parameters).
 pub async fn known_tenants(
     conn: &mut Conn,
     tenant_ids: impl Iterator<Item = &str>,
 ) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let ids: std::collections::BTreeSet<&str> = tenant_ids.collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
     let mut out = std::collections::BTreeSet::new();
-    for id in tenant_ids {
-        let found =
-            sqlx::query("SELECT tenant_id FROM tenant_history WHERE tenant_id = $1 LIMIT 1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some();
-        if found {
-            out.insert(id.to_string());
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT tenant_id FROM tenant_history WHERE tenant_id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(row.try_get("tenant_id")?);
         }
     }
     Ok(out)
@@ -280,4 +287,43 @@ pub async fn buckets(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn known_tenants_are_those_with_history_in_any_chunk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = super::super::Db::connect(&url, 1).await.expect("db");
+        let mut c = db.conn().await.expect("conn");
+        for (id, at) in [("ten_a", 1), ("ten_a", 2), ("ten_z", 1)] {
+            sqlx::query(
+                "INSERT INTO tenant_history (tenant_id, at_ms, plan_id, status, name) \
+                 VALUES ($1, $2, 'free', 'active', 'x')",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *c)
+            .await
+            .expect("insert");
+        }
+        // 1,200 names (more than two chunks), one of them twice, two known.
+        let mut ids: Vec<String> = (0..1200).map(|i| format!("ten_{i:04}")).collect();
+        ids.extend(["ten_a".to_string(), "ten_a".to_string()]);
+        ids.insert(700, "ten_z".to_string());
+        let known = known_tenants(&mut c, ids.iter().map(String::as_str))
+            .await
+            .expect("query");
+        assert_eq!(
+            known.into_iter().collect::<Vec<_>>(),
+            ["ten_a".to_string(), "ten_z".to_string()]
+        );
+        let none = known_tenants(&mut c, std::iter::empty())
+            .await
+            .expect("empty");
+        assert!(none.is_empty());
+    }
 }

@@ -447,8 +447,6 @@ async fn a_report_is_stored_once(backend: Backend) {
     db.close().await;
 }
 
-onda_tests::on_both_backends!(a_report_is_stored_once);
-
 /// A plan's listeners-per-station limit across three nodes: the station on an origin and two
 /// relays, listeners storming all three edges at once; the cluster admits the limit and refuses
 /// the rest (403 naming the station's limit), over by at most the places one re-split moves
@@ -725,3 +723,65 @@ fn listeners_on(
         })
         .collect()
 }
+
+/// A node that turned its TURN relay off is still believed for the periods that began while it
+/// ran (its spooled reports), and only for those; on both databases.
+async fn a_node_that_stopped_turn_is_believed_for_before(backend: Backend) {
+    use onda_control_plane::db::{Db, nodes};
+    use onda_shared::cluster::proto::NodeAdvert;
+    let Some(tdb) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = Db::connect(&tdb.url, 2).await.expect("connect");
+    let advert = |turn: bool| NodeAdvert {
+        name: "n1".into(),
+        region: "eu".into(),
+        labels: Default::default(),
+        edge_url: "http://127.0.0.1:1".into(),
+        rtmp_url: String::new(),
+        turn_urls: match turn {
+            true => vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            false => Vec::new(),
+        },
+        capacity_listeners: 10,
+        capacity_mbps: 10,
+    };
+    let mut c = db.conn().await.expect("conn");
+    let ran = async |c: &mut onda_control_plane::db::Conn, at: u64| {
+        nodes::ran_turn_at(c, "nod_1", at)
+            .await
+            .expect("ran_turn_at")
+    };
+    assert_eq!(ran(&mut c, 0).await, None, "no such node");
+    nodes::insert(&mut c, "nod_1", &advert(false), "sha")
+        .await
+        .expect("insert");
+    assert_eq!(ran(&mut c, 0).await, Some(false), "never ran TURN");
+    nodes::update_advert(&mut c, "nod_1", &advert(true))
+        .await
+        .expect("advert");
+    assert_eq!(ran(&mut c, u64::MAX).await, Some(true), "runs TURN now");
+    let before_off = onda_control_plane::db::now_ms();
+    nodes::update_advert(&mut c, "nod_1", &advert(false))
+        .await
+        .expect("advert");
+    let after_off = onda_control_plane::db::now_ms();
+    assert_eq!(
+        ran(&mut c, before_off).await,
+        Some(true),
+        "ran until it stopped"
+    );
+    assert_eq!(ran(&mut c, after_off + 1).await, Some(false), "not after");
+    // A later advert without TURN keeps the moment it stopped.
+    nodes::update_advert(&mut c, "nod_1", &advert(false))
+        .await
+        .expect("advert");
+    assert_eq!(ran(&mut c, before_off).await, Some(true), "still believed");
+    drop(c);
+    db.close().await;
+}
+
+onda_tests::on_both_backends!(
+    a_report_is_stored_once,
+    a_node_that_stopped_turn_is_believed_for_before
+);
