@@ -34,8 +34,15 @@ pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: Cance
         let stop = stop.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            if let Err(e) = handle(incoming, cluster, stop).await {
-                tracing::debug!("control channel from {remote}: {e:#}");
+            match handle(incoming, cluster, stop).await {
+                Ok(()) => {}
+                // The database failing a node's session is this replica's trouble, not the
+                // network's: said where an operator looks.
+                Err(e) if e.chain().any(|c| c.is::<sqlx::Error>()) => {
+                    tracing::warn!("control channel from {remote}: {e:#}");
+                }
+                // Lost connections, failed handshakes and strangers are the network's.
+                Err(e) => tracing::debug!("control channel from {remote}: {e:#}"),
             }
         });
     }
