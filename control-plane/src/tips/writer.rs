@@ -50,7 +50,12 @@ impl Writer {
     /// Starts the task that writes; it ends when the last `Writer` is dropped. `sizes` observes
     /// how many tips each transaction wrote.
     pub fn start(db: Db, sizes: prometheus::Histogram) -> Writer {
-        let (queue, jobs) = mpsc::channel(MAX_QUEUED);
+        Writer::with_room(db, sizes, MAX_QUEUED)
+    }
+
+    /// As [`Writer::start`], with room for `queued` waiting tips.
+    fn with_room(db: Db, sizes: prometheus::Histogram, queued: usize) -> Writer {
+        let (queue, jobs) = mpsc::channel(queued);
         tokio::spawn(dispatch(db, jobs, sizes));
         Writer { queue }
     }
@@ -62,8 +67,9 @@ impl Writer {
             .try_send(Job { tip, answer })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Refused::Busy(format!(
-                    "The server has {MAX_QUEUED} tips waiting to be written; nothing was done \
-                     with this one. Send it again in a moment with the same key."
+                    "The server has {} tips waiting to be written; nothing was done with this \
+                     one. Send it again in a moment with the same key.",
+                    self.queue.max_capacity()
                 )),
                 mpsc::error::TrySendError::Closed(_) => stopping(),
             })?;
@@ -141,5 +147,78 @@ async fn commit(db: &Db, batch: Vec<Job>) {
                 let _ = job.answer.send(Err(Refused::Database(e)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onda_shared::api::CreateTip;
+    use std::task::Poll;
+
+    fn tip(key: usize) -> Queued {
+        Queued {
+            tenant_id: "ten_x".into(),
+            payer: "fan".into(),
+            key: format!("key-{key}"),
+            req: CreateTip {
+                creator_id: "creator".into(),
+                amount: 5,
+                message: String::new(),
+                stream_id: None,
+            },
+            hash: "h".into(),
+        }
+    }
+
+    /// While the database holds every transaction up, tips fill the queue and the rest are
+    /// refused as busy at once; once it lets go, every queued tip is answered, none as busy, and
+    /// a busy tip sent again with its key is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_as_busy_and_loses_nothing_it_took() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, PARALLEL as u32 + 1).await.expect("db");
+        // The write lock, held: the writer's transactions wait at their BEGIN.
+        let lock = db.begin().await.expect("lock");
+        let sizes = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("s", "s"))
+            .expect("histogram");
+        const ROOM: usize = 4;
+        const SENT: usize = 200;
+        let writer = Writer::with_room(db.clone(), sizes, ROOM);
+        let (mut waiting, mut busy) = (Vec::new(), Vec::new());
+        for i in 0..SENT {
+            // One poll enqueues the tip or refuses it.
+            let mut send = Box::pin(writer.send(tip(i)));
+            let once = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+            match once {
+                Poll::Pending => waiting.push(send),
+                Poll::Ready(Err(Refused::Busy(m))) => {
+                    assert!(m.contains(&format!("{ROOM} tips waiting")), "{m}");
+                    busy.push(i);
+                }
+                Poll::Ready(other) => panic!("tip {i} answered while the lock was held: {other:?}"),
+            }
+        }
+        // At most two transactions' batches and the tip waiting for a third were taken off the
+        // queue; the rest of what did not fit in it was refused.
+        assert!(
+            busy.len() >= SENT - (PARALLEL * MAX_BATCH + 1 + ROOM),
+            "{} busy of {SENT}",
+            busy.len()
+        );
+        lock.rollback().await.expect("release");
+        for (n, answer) in futures_util::future::join_all(waiting)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert!(
+                !matches!(answer, Err(Refused::Busy(_))),
+                "queued tip {n}: {answer:?}"
+            );
+        }
+        let again = writer.send(tip(busy[0])).await;
+        assert!(!matches!(again, Err(Refused::Busy(_))), "{again:?}");
     }
 }
