@@ -262,17 +262,19 @@ pub async fn store_many(
         )
         .collect();
     let stored = db::notifications::insert_all(conn, &new).await?;
+    // The tenant's backend hears of them in the same transaction (the outbox).
+    let mut events = Vec::with_capacity(stored.len());
     for (notification, (user_id, _)) in stored.iter().zip(items) {
-        // The tenant's backend hears of it in the same transaction (the outbox).
         let mut event =
             serde_json::to_value(notification).map_err(|e| sqlx::Error::Encode(e.into()))?;
         if let Value::Object(fields) = &mut event {
             fields.insert("userId".into(), json!(user_id));
         }
-        outbox
-            .enqueue(conn, WebhookEventType::NotificationCreated, &event)
-            .await?;
+        events.push(event);
     }
+    outbox
+        .enqueue_many(conn, WebhookEventType::NotificationCreated, &events)
+        .await?;
     let users: Vec<&str> = items.iter().map(|(u, _)| *u).collect();
     let unread = db::notifications::unread_counts(conn, tenant_id, &users).await?;
     Ok(stored

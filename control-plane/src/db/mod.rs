@@ -378,6 +378,19 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The VALUES list of a multi-row INSERT: `rows` rows of `cols` bound values each, numbered from
+/// `$1`; `row` writes one row from its marks (`($1, $2, 'x')`). Callers keep `rows × cols`
+/// within both databases' limits on bound values (SQLite's is 32,766).
+pub fn value_rows(rows: usize, cols: usize, row: impl Fn(&[String]) -> String) -> String {
+    (0..rows)
+        .map(|r| {
+            let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            row(&marks)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Current time as unix seconds, the representation every table uses.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

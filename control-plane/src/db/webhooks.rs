@@ -173,35 +173,57 @@ pub struct NewEvent<'a> {
     pub created_ms: i64,
 }
 
-/// Stores the event and one pending delivery per endpoint, due at once.
-pub async fn insert_event(
+/// Events written per statement: five bound values each.
+const EVENTS_PER_STATEMENT: usize = 200;
+
+/// Deliveries written per statement: four bound values each.
+const DELIVERIES_PER_STATEMENT: usize = 1000;
+
+/// Stores each event and one pending delivery per endpoint of its own, due at once: one
+/// statement for the events and one for their deliveries (per few hundred), whatever the count.
+pub async fn insert_events(
     conn: &mut Conn,
-    e: &NewEvent<'_>,
-    endpoints: &[String],
+    events: &[(NewEvent<'_>, &[String])],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO webhook_events (id, tenant_id, event_type, payload, created_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(e.id)
-    .bind(e.tenant_id)
-    .bind(e.event_type.as_str())
-    .bind(e.payload)
-    .bind(e.created_ms)
-    .execute(&mut *conn)
-    .await?;
-    for endpoint in endpoints {
-        sqlx::query(
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO webhook_events (id, tenant_id, event_type, payload, created_ms) \
+             VALUES {}",
+            super::value_rows(chunk.len(), 5, |m| format!("({})", m.join(", ")))
+        ));
+        let mut q = sqlx::query(sql);
+        for (e, _) in chunk {
+            q = q
+                .bind(e.id)
+                .bind(e.tenant_id)
+                .bind(e.event_type.as_str())
+                .bind(e.payload)
+                .bind(e.created_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let deliveries: Vec<(&str, &NewEvent<'_>)> = events
+        .iter()
+        .flat_map(|(e, endpoints)| endpoints.iter().map(move |p| (p.as_str(), e)))
+        .collect();
+    for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
+        let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhook_deliveries (endpoint_id, event_id, tenant_id, state, attempts, \
-             next_attempt_ms, lease_until_ms, last_status, last_error, delivered_ms) \
-             VALUES ($1, $2, $3, 'pending', 0, $4, 0, NULL, NULL, NULL)",
-        )
-        .bind(endpoint)
-        .bind(e.id)
-        .bind(e.tenant_id)
-        .bind(e.created_ms)
-        .execute(&mut *conn)
-        .await?;
+             next_attempt_ms, lease_until_ms, last_status, last_error, delivered_ms) VALUES {}",
+            super::value_rows(chunk.len(), 4, |m| format!(
+                "({}, {}, {}, 'pending', 0, {}, 0, NULL, NULL, NULL)",
+                m[0], m[1], m[2], m[3]
+            ))
+        ));
+        let mut q = sqlx::query(sql);
+        for (endpoint, e) in chunk {
+            q = q
+                .bind(*endpoint)
+                .bind(e.id)
+                .bind(e.tenant_id)
+                .bind(e.created_ms);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -445,4 +467,83 @@ pub async fn deliveries(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(super::paginate(items, limit, |d| &d.event_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_rows_number_every_row_on() {
+        let sql = super::super::value_rows(2, 3, |m| format!("({}, 'x', {})", m[0], m[2]));
+        assert_eq!(sql, "($1, 'x', $3), ($4, 'x', $6)");
+    }
+
+    /// Events of a batch, each with its own endpoints, past one statement's worth: every event
+    /// once, one pending delivery per (event, endpoint), none for an event without endpoints.
+    #[tokio::test]
+    async fn events_and_their_deliveries_are_stored_in_batches() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = super::super::Db::connect(&url, 1).await.expect("db");
+        let mut c = db.conn().await.expect("conn");
+        let two = vec!["whk_a".to_string(), "whk_b".to_string()];
+        let none: Vec<String> = Vec::new();
+        let count = EVENTS_PER_STATEMENT + 3;
+        let ids: Vec<String> = (0..count).map(|i| format!("evt_{i:04}")).collect();
+        let events: Vec<(NewEvent<'_>, &[String])> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let event = NewEvent {
+                    id,
+                    tenant_id: "ten_x",
+                    event_type: WebhookEventType::TipCreated,
+                    payload: "{}",
+                    created_ms: 7,
+                };
+                (
+                    event,
+                    if i == 5 {
+                        none.as_slice()
+                    } else {
+                        two.as_slice()
+                    },
+                )
+            })
+            .collect();
+        insert_events(&mut c, &events).await.expect("insert");
+        let n = async |c: &mut Conn, sql: &'static str| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(c)
+                .await
+                .expect("count")
+        };
+        assert_eq!(
+            n(&mut c, "SELECT COUNT(*) FROM webhook_events").await,
+            count as i64
+        );
+        assert_eq!(
+            n(
+                &mut c,
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending' \
+               AND next_attempt_ms = 7 AND tenant_id = 'ten_x'"
+            )
+            .await,
+            2 * (count as i64 - 1)
+        );
+        assert_eq!(
+            n(
+                &mut c,
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE event_id = 'evt_0005'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            n(&mut c, "SELECT COUNT(DISTINCT event_id) FROM webhook_deliveries WHERE endpoint_id = 'whk_b'")
+                .await,
+            count as i64 - 1
+        );
+    }
 }

@@ -338,11 +338,10 @@ async fn tell(
     }
     // The tenant's endpoints, read once for every event of the batch.
     let outbox = Outbox::load(tx, &tenant.id).await?;
-    for p in paid {
-        outbox
-            .enqueue(tx, WebhookEventType::TipCreated, &p.answer)
-            .await?;
-    }
+    let answers: Vec<_> = paid.iter().map(|p| &p.answer).collect();
+    outbox
+        .enqueue_many(tx, WebhookEventType::TipCreated, &answers)
+        .await?;
     let contents: Vec<notifications::Content> = paid
         .iter()
         .map(|p| notifications::for_tip(&p.payer_name, &p.answer))

@@ -69,6 +69,20 @@ impl Outbox {
         event_type: WebhookEventType,
         data: &impl Serialize,
     ) -> Result<Option<String>, sqlx::Error> {
+        let mut ids = self
+            .enqueue_many(conn, event_type, std::slice::from_ref(data))
+            .await?;
+        Ok(ids.pop().flatten())
+    }
+
+    /// As [`enqueue`] for each of `data`, all of one type, in two statements whatever their
+    /// count (a batch of tips writes its `tip.created` events so). Returns their ids in order.
+    pub async fn enqueue_many<T: Serialize>(
+        &self,
+        conn: &mut Conn,
+        event_type: WebhookEventType,
+        data: &[T],
+    ) -> Result<Vec<Option<String>>, sqlx::Error> {
         let endpoints: Vec<String> = self
             .subscriptions
             .iter()
@@ -76,17 +90,30 @@ impl Outbox {
             .map(|s| s.endpoint_id.clone())
             .collect();
         if endpoints.is_empty() {
-            return Ok(None);
+            return Ok(vec![None; data.len()]);
         }
-        store(
-            conn,
-            &self.tenant_id,
-            event_type,
-            &encode(data)?,
-            &endpoints,
-        )
-        .await
-        .map(Some)
+        let payloads = data.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let created_ms = db::now_millis();
+        let ids: Vec<String> = data
+            .iter()
+            .map(|_| crate::secrets::new_time_id("evt", created_ms))
+            .collect();
+        let events: Vec<(db::webhooks::NewEvent<'_>, &[String])> = ids
+            .iter()
+            .zip(&payloads)
+            .map(|(id, payload)| {
+                let event = db::webhooks::NewEvent {
+                    id,
+                    tenant_id: &self.tenant_id,
+                    event_type,
+                    payload,
+                    created_ms,
+                };
+                (event, endpoints.as_slice())
+            })
+            .collect();
+        db::webhooks::insert_events(conn, &events).await?;
+        Ok(ids.into_iter().map(Some).collect())
     }
 }
 
@@ -123,7 +150,7 @@ async fn store(
         payload,
         created_ms,
     };
-    db::webhooks::insert_event(conn, &event, endpoints).await?;
+    db::webhooks::insert_events(conn, &[(event, endpoints)]).await?;
     Ok(id)
 }
 
