@@ -3,7 +3,7 @@
 // camera and microphone, one the fan's and one the creator's. The creator makes themselves
 // available at a price on the calls page (with a second tab open); the fan opens the creator's
 // page, sees the call button turn on with the price, and calls: first to cancel while it rings,
-// then to be rejected, then for real; both creator tabs ring, one accepts and the other's
+// then to be rejected, then to ring unanswered until the server ends it as missed, then for real; both creator tabs ring, one accepts and the other's
 // screen goes (it offers to hang up the call running elsewhere); the fan's balance pays less
 // than a minute more, so both get the warning; both sides' RTCPeerConnection stats show video frames
 // decoded and audio packets received rising; the fan mutes the microphone and turns the
@@ -196,9 +196,9 @@ try {
     for (const p of [creator, creator2]) await p.waitForSelector("[data-testid=incoming-call]", WAIT);
   };
   /// Both creator tabs stop ringing, and the fan's view says how the call ended.
-  const ended = async () => {
-    for (const p of [creator, creator2]) await p.waitForSelector("[data-testid=incoming-call]", { ...WAIT, state: "detached" });
-    await fan.waitForSelector("[data-testid=call][data-state=ended]", WAIT);
+  const ended = async (wait = WAIT) => {
+    for (const p of [creator, creator2]) await p.waitForSelector("[data-testid=incoming-call]", { ...wait, state: "detached" });
+    await fan.waitForSelector("[data-testid=call][data-state=ended]", wait);
     const r = {
       fan_status: await fan.textContent("[data-testid=call-status]"),
       reason: await fan.getAttribute("[data-testid=call]", "data-reason"),
@@ -217,6 +217,18 @@ try {
     await ring();
     await creator2.click("[data-testid=incoming-reject]");
     return await ended();
+  });
+
+  await step("missed", async () => {
+    await ring();
+    // Nobody answers: the server ends the call after its 30 s of ringing, and Cleo's bell has
+    // the missed call.
+    const r = await ended({ timeout: 45000 });
+    await creator2.click("#bell");
+    await creator2.waitForSelector("[data-testid=notification] >> text=Missed call", WAIT);
+    r.notification = await creator2.textContent("[data-testid=notification]");
+    await creator2.click("#bell");
+    return r;
   });
 
   await step("ringing", async () => {

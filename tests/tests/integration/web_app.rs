@@ -459,6 +459,20 @@ fn assert_call_seen(steps: &Value, report: &str) {
         "{report}"
     );
     assert_eq!(rejected["reason"], "rejected", "{report}");
+    // Then nobody answered: the server ended it as missed after its ringing time, both tabs
+    // stopped ringing, and Cleo's notifications have the missed call.
+    let missed = &steps["missed"];
+    assert_eq!(
+        missed["fan_status"], "Call ended: Cleo did not answer.",
+        "{report}"
+    );
+    assert_eq!(missed["reason"], "missed", "{report}");
+    assert!(
+        missed["notification"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("Missed call from fan-1")),
+        "{report}"
+    );
     // Both of Cleo's tabs rang with the price; the one that did not answer stopped ringing
     // and stayed out of the call.
     let ringing = &steps["ringing"];
@@ -556,8 +570,8 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
         (&json!(true), &json!(600)),
         "{report}"
     );
-    // Newest first: the answered call, then the rejected and the cancelled ones, which cost
-    // nothing.
+    // Newest first: the answered call, then the missed, the rejected and the cancelled ones,
+    // which cost nothing.
     let calls = t.get("/v1/calls").await;
     let items = calls["items"].as_array().cloned().unwrap_or_default();
     let ends: Vec<(&Value, &Value)> = items.iter().map(|c| (&c["reason"], &c["amount"])).collect();
@@ -565,6 +579,7 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
         ends,
         [
             (&json!("hung_up"), &items[0]["amount"]),
+            (&json!("missed"), &json!(0)),
             (&json!("rejected"), &json!(0)),
             (&json!("cancelled"), &json!(0))
         ],
@@ -603,7 +618,7 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
     assert_eq!(fan_after["charged"], -amount, "{report}");
     assert_eq!(fan_after["history_amount"], amount, "{report}");
     assert_eq!(fan_after["history_reason"], "hung_up", "{report}");
-    assert_eq!(fan_after["history_rows"], 3, "{report}");
+    assert_eq!(fan_after["history_rows"], 4, "{report}");
     let creator_after = &steps["creator_after"];
     assert_eq!(creator_after["earnings"], amount - fee, "{report}");
     assert_eq!(creator_after["history_amount"], amount, "{report}");
@@ -616,7 +631,8 @@ async fn assert_call_charged(t: &TenantApi<'_>, steps: &Value, report: &str) {
 /// media packet crosses coturn. Creator Cleo (billed by the second) is online but not taking
 /// calls, and the fan's view of her page says so; she turns calls on at 600 a minute from the
 /// calls page; the fan's call button turns on with the price; the fan cancels a call while it
-/// rings and Cleo rejects the next; then both of Cleo's tabs ring and she answers in one (the
+/// rings, Cleo rejects the next and lets the one after ring out (missed, and her notifications
+/// say so); then both of Cleo's tabs ring and she answers in one (the
 /// other's screen goes); both sides decode video frames and receive audio over a relayed
 /// candidate pair, with the node's TURN URLs as the call's ICE servers; the fan is warned that
 /// the balance pays less than a minute more; the fan mutes the microphone and turns the camera
