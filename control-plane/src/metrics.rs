@@ -473,6 +473,10 @@ pub struct MediaMetrics {
     pub probes_running: prometheus::IntGauge,
     /// Uploads waiting for a probe slot.
     pub probes_waiting: prometheus::IntGauge,
+    /// End users' uploads deleted because no message carried them in time.
+    pub unsent_removed: prometheus::IntCounter,
+    /// Rounds of the unsent-attachment sweep, by `result` = ok | error.
+    pub unsent_sweeps: IntCounterVec,
 }
 
 impl MediaMetrics {
@@ -486,9 +490,26 @@ impl MediaMetrics {
                 "onda_media_probes_waiting",
                 "Uploads waiting for a probe slot",
             )?,
+            unsent_removed: prometheus::IntCounter::new(
+                "onda_media_unsent_attachments_removed_total",
+                "End users' uploads deleted because no message carried them within \
+                 media.unsent_attachment_grace_secs",
+            )?,
+            unsent_sweeps: IntCounterVec::new(
+                Opts::new(
+                    "onda_media_unsent_sweeps_total",
+                    "Rounds of the sweep of unsent attachments, by result (ok, error)",
+                ),
+                &["result"],
+            )?,
         };
+        for result in ["ok", "error"] {
+            m.unsent_sweeps.with_label_values(&[result]);
+        }
         registry.register(Box::new(m.probes_running.clone()))?;
         registry.register(Box::new(m.probes_waiting.clone()))?;
+        registry.register(Box::new(m.unsent_removed.clone()))?;
+        registry.register(Box::new(m.unsent_sweeps.clone()))?;
         Ok(m)
     }
 }

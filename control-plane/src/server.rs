@@ -161,6 +161,7 @@ pub async fn start_with(
         db: db.clone(),
         media: media.clone(),
         grace: cfg.media.unsent_attachment_grace,
+        metrics: metrics.media.clone(),
     }
     .spawn(sweeps_stop.clone());
     // The cluster's leader opens and closes stream sessions; the tracker tells the gateway.

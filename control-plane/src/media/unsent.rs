@@ -30,6 +30,8 @@ pub struct Sweeper {
     pub media: Arc<MediaStore>,
     /// How long an upload may wait for its first message.
     pub grace: Duration,
+    /// Counts the rounds and what they removed.
+    pub metrics: crate::metrics::MediaMetrics,
 }
 
 impl Sweeper {
@@ -53,6 +55,7 @@ impl Sweeper {
                     .await;
             }
             drop(refs);
+            self.metrics.unsent_removed.inc_by(deleted as u64);
             removed += deleted;
             if i64::try_from(deleted).unwrap_or(i64::MAX) < BATCH {
                 break;
@@ -69,9 +72,17 @@ impl Sweeper {
         tokio::spawn(async move {
             let mut ticker = crate::ticker::Ticker::new(interval(self.grace), stop);
             while ticker.next().await {
-                if let Err(e) = self.run_once().await {
-                    tracing::warn!(error = %e, "sweeping unsent attachments failed; retrying later");
-                }
+                let result = match self.run_once().await {
+                    Ok(_) => "ok",
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweeping unsent attachments failed; retrying later");
+                        "error"
+                    }
+                };
+                self.metrics
+                    .unsent_sweeps
+                    .with_label_values(&[result])
+                    .inc();
             }
         })
     }

@@ -442,6 +442,19 @@ async fn unsent_attachments_are_swept_after_the_grace(b: Backend) {
         )
         .await;
     assert_error(&ack, "not_found");
+    // The metrics count both removed uploads and at least one round without an error.
+    let m = cp.call(Method::GET, "/metrics", None, None).await.text;
+    let series = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{m}"))
+    };
+    assert_eq!(series("onda_media_unsent_attachments_removed_total "), 2.0);
+    assert!(series("onda_media_unsent_sweeps_total{result=\"ok\"} ") >= 1.0);
+    assert_eq!(
+        series("onda_media_unsent_sweeps_total{result=\"error\"} "),
+        0.0
+    );
     cp.stop().await;
 }
 
