@@ -240,6 +240,39 @@ impl ControlPlane {
         key["secret"].as_str().expect("secret").to_string()
     }
 
+    /// The id of the tenant whose API key this is.
+    pub async fn tenant_id(&self, key: &str) -> String {
+        let (s, me) = self
+            .tenant_call(key, reqwest::Method::GET, "/v1/me", None)
+            .await;
+        assert_eq!(s, 200, "{me}");
+        me["tenant"]["id"]
+            .as_str()
+            .or(me["tenant_id"].as_str())
+            .unwrap_or_else(|| panic!("the tenant's id in {me}"))
+            .to_string()
+    }
+
+    /// Makes (or updates) the tenant's user `id` and mints a user token for them.
+    pub async fn user_token(&self, key: &str, id: &str, display_name: &str) -> String {
+        let path = format!("/v1/users/{id}");
+        let body = json!({ "display_name": display_name });
+        let (s, user) = self
+            .tenant_call(key, reqwest::Method::PUT, &path, Some(body))
+            .await;
+        assert!(s == 200 || s == 201, "{s} {user}");
+        let (s, body) = self
+            .tenant_call(
+                key,
+                reqwest::Method::POST,
+                &format!("{path}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
     /// Credits `amount` to `user`'s wallet as the tenant's backend does once its payment
     /// provider confirmed a top-up (a fresh idempotency key); panics unless it is 201.
     pub async fn credit(&self, key: &str, user: &str, amount: i64) {

@@ -31,33 +31,10 @@ on_both_backends!(
 /// A user `id` of a new tenant and a user token for them: (tenant id, token).
 async fn user(cp: &ControlPlane, id: &str) -> (String, String) {
     let key = cp.tenant_key("Calls Co").await;
-    let (s, me) = cp.tenant_call(&key, Method::GET, "/v1/me", None).await;
-    assert_eq!(s, 200, "{me}");
-    let tenant = me["tenant"]["id"]
-        .as_str()
-        .or(me["tenant_id"].as_str())
-        .unwrap_or_else(|| panic!("the tenant's id in {me}"))
-        .to_string();
-    let path = format!("/v1/users/{id}");
-    let (s, body) = cp
-        .tenant_call(
-            &key,
-            Method::PUT,
-            &path,
-            Some(json!({"display_name": "Fan"})),
-        )
-        .await;
-    assert!(s == 200 || s == 201, "{s} {body}");
-    let (s, body) = cp
-        .tenant_call(
-            &key,
-            Method::POST,
-            &format!("{path}/tokens"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
-    (tenant, body["token"].as_str().expect("token").to_string())
+    (
+        cp.tenant_id(&key).await,
+        cp.user_token(&key, id, "Fan").await,
+    )
 }
 
 /// Polls until a relay is allocated with this credential (the node gets the secrets with its
