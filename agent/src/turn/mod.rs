@@ -21,6 +21,7 @@ use crate::config::{TurnConfig, TurnMode};
 use anyhow::Context as _;
 use onda_shared::cluster::proto::TurnSpec;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -303,19 +304,20 @@ impl Supervised {
 const LOG_QUEUE: usize = 1024;
 
 /// The sending end of coturn's log: lines go to a blocking thread that owns the [`LogFile`], so
-/// a slow disk never stalls the async worker that reads coturn's output and meters it.
+/// a slow disk never stalls the async worker that reads coturn's output and meters it. One per
+/// supervisor, cloned into the reader of each coturn it starts: the lines of successive runs
+/// go to the file in order, through one thread.
+#[derive(Clone)]
 struct LogLines {
     lines: tokio::sync::mpsc::Sender<Vec<u8>>,
-    path: PathBuf,
-    dropped: u64,
-    /// Awaited by tests only; in the agent the thread ends on its own once the sender is gone.
-    #[cfg_attr(not(test), allow(dead_code))]
-    thread: tokio::task::JoinHandle<()>,
+    path: Arc<PathBuf>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogFile {
-    /// Starts the log's thread; it ends when the returned sender is dropped.
-    fn spawn(path: PathBuf) -> LogLines {
+    /// Starts the log's thread; it ends, having written what was sent, once every clone of the
+    /// returned sender is gone (the handle says when).
+    fn spawn(path: PathBuf) -> (LogLines, tokio::task::JoinHandle<()>) {
         let (lines, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(LOG_QUEUE);
         let mut file = LogFile::new(path.clone());
         let thread = tokio::task::spawn_blocking(move || {
@@ -323,32 +325,27 @@ impl LogFile {
                 file.write(&line);
             }
         });
-        LogLines {
+        let lines = LogLines {
             lines,
-            path,
-            dropped: 0,
-            thread,
-        }
+            path: Arc::new(path),
+            dropped: Arc::default(),
+        };
+        (lines, thread)
     }
 }
 
 impl LogLines {
-    /// Waits until every line sent is in the file (or was refused by it).
-    #[cfg(test)]
-    async fn close(self) {
-        drop(self.lines);
-        self.thread.await.expect("the log's thread");
-    }
-
-    fn write(&mut self, line: &[u8]) {
+    fn write(&self, line: &[u8]) {
         if self.lines.try_send(line.to_vec()).is_err() {
-            self.dropped += 1;
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
             // Said at the first line left out and then at every thousandth.
-            if self.dropped % 1000 == 1 {
+            if dropped % 1000 == 1 {
                 tracing::warn!(
-                    "coturn's log {} does not keep up: {} lines left out of it",
+                    "coturn's log {} does not keep up: {dropped} lines left out of it",
                     self.path.display(),
-                    self.dropped
                 );
             }
         }
@@ -439,6 +436,7 @@ async fn supervise(
 ) {
     let mut failures = 0u32;
     let mut first = true;
+    let (log, _log_thread) = LogFile::spawn(s.paths.log.clone());
     while !stop.is_cancelled() {
         let spec = specs.borrow_and_update().clone();
         let realm = spec
@@ -465,7 +463,7 @@ async fn supervise(
             Ok(mut child) => {
                 s.metrics.up.set(1);
                 let reader = child.stdout.take().map(|out| {
-                    let mut log = LogFile::spawn(s.paths.log.clone());
+                    let log = log.clone();
                     tokio::spawn(meter::read(
                         out,
                         s.tally.clone(),
@@ -532,19 +530,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("turn.log");
         std::fs::write(&path, "before\n").expect("write");
-        let mut log = LogFile::spawn(path.clone());
-        for line in ["one\n", "two: usage\n"] {
-            log.write(line.as_bytes());
-        }
-        log.close().await;
+        let (log, thread) = LogFile::spawn(path.clone());
+        // Two coturn runs' readers, one after the other, through the one thread.
+        let first = log.clone();
+        first.write(b"one\n");
+        drop(first);
+        log.write(b"two: usage\n");
+        drop(log);
+        thread.await.expect("the log's thread");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "before\none\ntwo: usage\n"
         );
         // A log that cannot be opened costs nothing but the warning.
-        let mut nowhere = LogFile::spawn(dir.path().join("missing/turn.log"));
+        let (nowhere, thread) = LogFile::spawn(dir.path().join("missing/turn.log"));
         nowhere.write(b"lost\n");
-        nowhere.close().await;
+        drop(nowhere);
+        thread.await.expect("the log's thread");
     }
 
     #[test]

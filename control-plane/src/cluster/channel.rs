@@ -37,8 +37,13 @@ pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: Cance
             match handle(incoming, cluster, stop).await {
                 Ok(()) => {}
                 // The database failing a node's session is this replica's trouble, not the
-                // network's: said where an operator looks.
-                Err(e) if e.chain().any(|c| c.is::<sqlx::Error>()) => {
+                // network's: said where an operator looks (but not its pool closing at shutdown).
+                Err(e)
+                    if e.chain().any(|c| {
+                        c.downcast_ref::<sqlx::Error>()
+                            .is_some_and(|e| !matches!(e, sqlx::Error::PoolClosed))
+                    }) =>
+                {
                     tracing::warn!("control channel from {remote}: {e:#}");
                 }
                 // Lost connections, failed handshakes and strangers are the network's.

@@ -208,17 +208,25 @@ mod tests {
             busy.len()
         );
         lock.rollback().await.expect("release");
-        for (n, answer) in futures_util::future::join_all(waiting)
-            .await
-            .into_iter()
-            .enumerate()
-        {
+        // A tip lost in the writer would never be answered: bounded, it fails the test.
+        let answers = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures_util::future::join_all(waiting),
+        )
+        .await
+        .expect("every queued tip answered within 60 s of the lock's release");
+        for (n, answer) in answers.into_iter().enumerate() {
             assert!(
                 !matches!(answer, Err(Refused::Busy(_))),
                 "queued tip {n}: {answer:?}"
             );
         }
-        let again = writer.send(tip(busy[0])).await;
+        let again = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            writer.send(tip(busy[0])),
+        )
+        .await
+        .expect("answered");
         assert!(!matches!(again, Err(Refused::Busy(_))), "{again:?}");
     }
 }

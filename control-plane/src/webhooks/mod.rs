@@ -75,8 +75,9 @@ impl Outbox {
         Ok(ids.pop().flatten())
     }
 
-    /// As [`enqueue`] for each of `data`, all of one type, in two statements whatever their
-    /// count (a batch of tips writes its `tip.created` events so). Returns their ids in order.
+    /// As [`enqueue`] for each of `data`, all of one type: one statement for the events and one
+    /// for their deliveries per few hundred (a batch of tips writes its `tip.created` events so).
+    /// Returns their ids in order; the ids sort in that order too.
     pub async fn enqueue_many<T: Serialize>(
         &self,
         conn: &mut Conn,
@@ -94,10 +95,13 @@ impl Outbox {
         }
         let payloads = data.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         let created_ms = db::now_millis();
-        let ids: Vec<String> = data
+        // Deliveries go out in event-id order; ids of one millisecond differ by a random
+        // suffix, so sorted they keep the events in the order given.
+        let mut ids: Vec<String> = data
             .iter()
             .map(|_| crate::secrets::new_time_id("evt", created_ms))
             .collect();
+        ids.sort();
         let events: Vec<(db::webhooks::NewEvent<'_>, &[String])> = ids
             .iter()
             .zip(&payloads)

@@ -414,7 +414,8 @@ async fn run_call_browsers(
         "node",
         &[&script, app_url, fan, creator, "cleo", ".", ice],
     );
-    let exit = node.wait_exit(Duration::from_secs(150)).await;
+    // The calls take about a minute and a half, the missed one 30 s of ringing of it.
+    let exit = node.wait_exit(Duration::from_secs(210)).await;
     let out: Value = serde_json::from_str(node.stdout().trim())
         .unwrap_or_else(|e| panic!("no JSON from the browsers ({exit}): {e}\n{}", node.logs()));
     let report = format!("{out:#}\n(screenshots in {})", node.path().display());
