@@ -6,8 +6,12 @@
 // the TURN relay; both ends of each pair send Chromium's
 // fake camera (320×240, 15 fps) and microphone. The pairs signal each other inside the page
 // (the gateway's signalling is the other half of the benchmark). After all are connected the
-// page waits SECONDS and reads every connection's stats at the start and the end of that window.
-// Prints one JSON object; the exit code is 0 whenever it was printed.
+// page reads every connection's stats, prints `window start`, waits SECONDS, reads them again
+// and prints `window end` (the benchmark samples CPU at both lines); then it stops the tracks,
+// waits a second for the last packets and reads the stats a last time (`final`: everything the
+// transports carried, to hold against what the relay counted) before it closes the
+// connections. Prints one JSON object as its last line; the exit code is 0 whenever it was
+// printed.
 //
 //   node tests/browser/relay.mjs PAGE_URL ICE_SERVERS_JSON PAIRS SECONDS
 //
@@ -27,6 +31,7 @@ const browser = await chromium.launch({
 let result;
 try {
   const page = await browser.newPage();
+  await page.exposeFunction("mark", (line) => console.log(line));
   await page.goto(pageUrl, { timeout: 15000 });
   result = await page.evaluate(
     async ({ iceServers, pairs, seconds }) => {
@@ -82,13 +87,17 @@ try {
         return f;
       };
       const start = await Promise.all(peers.map(figures));
+      await window.mark("window start");
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, seconds * 1000));
       const end = await Promise.all(peers.map(figures));
       const elapsed = (performance.now() - t0) / 1000;
-      for (const pc of peers) pc.close();
+      await window.mark("window end");
       for (const t of media.getTracks()) t.stop();
-      return { states, elapsed, start, end };
+      await new Promise((r) => setTimeout(r, 1000));
+      const last = await Promise.all(peers.map(figures));
+      for (const pc of peers) pc.close();
+      return { states, elapsed, start, end, final: last };
     },
     { iceServers: JSON.parse(iceJson), pairs: Number(pairsArg), seconds: Number(secondsArg) },
   );
