@@ -343,6 +343,22 @@ pub fn track_toml(t: &Track) -> String {
     )
 }
 
+/// Runs a benchmark's `bench` on a multi-threaded runtime with the TLS provider installed, and
+/// exits 1 when it says it failed. Everything the benchmark started is dropped (its processes
+/// stopped) inside the runtime, before the exit, which would run no destructor.
+pub fn main_of(bench: impl std::future::Future<Output = bool>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ok = rt.block_on(bench);
+    drop(rt);
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

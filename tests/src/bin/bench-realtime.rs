@@ -570,14 +570,5 @@ async fn bench() -> bool {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ok = rt.block_on(bench());
-    drop(rt);
-    if !ok {
-        std::process::exit(1);
-    }
+    onda_tests::bench::main_of(bench());
 }

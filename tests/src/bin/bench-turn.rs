@@ -296,15 +296,5 @@ async fn bench() -> bool {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // The cluster is dropped (its processes stopped) inside the runtime, before any exit.
-    let ok = rt.block_on(bench());
-    drop(rt);
-    if !ok {
-        std::process::exit(1);
-    }
+    onda_tests::bench::main_of(bench());
 }
