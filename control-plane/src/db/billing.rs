@@ -725,13 +725,7 @@ mod tests {
     /// priced with today's plans: the tenant's billing fails and writes nothing.
     #[tokio::test]
     async fn corrupt_frozen_plans_fail_the_invoice_instead_of_pricing_with_todays() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::super::Db::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch(1).await;
         let jan = Period::parse("2024-01").unwrap();
         let feb = Period::parse("2024-02").unwrap();
         {

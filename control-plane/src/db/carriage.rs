@@ -152,13 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn carriage_is_kept_per_stretch_of_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::super::Db::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.unwrap();
         // A node that joined at t = 1000 s.
         sqlx::query(

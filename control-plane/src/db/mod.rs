@@ -391,6 +391,18 @@ pub fn value_rows(rows: usize, cols: usize, row: impl Fn(&[String]) -> String) -
         .join(", ")
 }
 
+/// A fresh, migrated SQLite database in a temporary directory, for unit tests: keep the
+/// directory as long as the database.
+#[cfg(test)]
+pub async fn scratch(max_connections: u32) -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let db = Db::connect(&url, max_connections)
+        .await
+        .expect("a scratch database");
+    (dir, db)
+}
+
 /// Current time as unix seconds, the representation every table uses.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -524,9 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn labels_that_do_not_decode_are_an_error_not_no_labels() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::connect(&url, 1).await.expect("db");
+        let (_dir, db) = super::scratch(1).await;
         let mut c = db.conn().await.expect("conn");
         let row = sqlx::query(r#"SELECT '{"tier": "gold"}' AS good, 'garbage' AS bad"#)
             .fetch_one(&mut *c)
@@ -543,9 +553,7 @@ mod tests {
     #[tokio::test]
     async fn a_domain_name_that_does_not_decode_is_an_error_naming_the_column() {
         use onda_shared::domain::{AudioFormat, PlaylistKind, TimeOfDay};
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::connect(&url, 1).await.expect("db");
+        let (_dir, db) = super::scratch(1).await;
         let mut c = db.conn().await.expect("conn");
         let row = sqlx::query(
             "SELECT 'aac' AS format, 'flac' AS bad_format, 'station_id' AS kind, \

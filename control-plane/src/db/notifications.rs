@@ -55,16 +55,12 @@ pub async fn insert_all(
     if notifications.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<String> = (0..notifications.len())
-        .map(|i| {
-            let ps: Vec<String> = (9 * i + 1..9 * i + 10).map(|n| format!("${n}")).collect();
-            format!("({}, NULL, {})", ps[..8].join(", "), ps[8])
-        })
-        .collect();
+    let rows = super::value_rows(notifications.len(), 9, |m| {
+        format!("({}, NULL, {})", m[..8].join(", "), m[8])
+    });
     let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO notifications (id, tenant_id, user_id, kind, title, body, link, data, \
-         read_ms, created_ms) VALUES {} RETURNING {COLUMNS}",
-        rows.join(", ")
+         read_ms, created_ms) VALUES {rows} RETURNING {COLUMNS}"
     ));
     let mut q = sqlx::query(sql);
     for n in notifications {

@@ -282,13 +282,7 @@ mod tests {
     /// to read, instead of reading as "no ladder".
     #[tokio::test]
     async fn a_corrupt_ladder_fails_the_reads_of_its_plan_and_streams() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::super::Db::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.unwrap();
         for sql in [
             "INSERT INTO tenants (id, name, email, plan_id, status, created_at, updated_at) \

@@ -337,13 +337,7 @@ mod tests {
     /// the leader's AutoDJ catalog), instead of playing on the days that are left, or every day.
     #[tokio::test]
     async fn corrupt_days_fail_the_reads_of_the_playlist() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::super::Db::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.unwrap();
         sqlx::query(
             "INSERT INTO playlists (id, station_id, name, kind, play_order, weight, days, \

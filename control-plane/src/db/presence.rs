@@ -209,9 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_replica_is_swept_once_and_its_users_listed() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = super::super::Db::connect(&url, 1).await.expect("db");
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.expect("conn");
         heartbeat(&mut c, "old", 1_000).await.expect("beat");
         heartbeat(&mut c, "live", 9_000).await.expect("beat");

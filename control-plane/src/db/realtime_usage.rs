@@ -147,13 +147,7 @@ mod tests {
     /// invoice marked them, new rows start and the billed ones keep what they were billed for.
     #[tokio::test]
     async fn additions_go_to_the_unbilled_row_of_the_day() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::super::Db::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.unwrap();
         add(&mut c, "t1", DAY_MS + 5, 1_000, 0).await.unwrap();
         add(&mut c, "t1", 2 * DAY_MS - 1, 500, 2).await.unwrap();

@@ -295,9 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn known_tenants_are_those_with_history_in_any_chunk() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = super::super::Db::connect(&url, 1).await.expect("db");
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.expect("conn");
         for (id, at) in [("ten_a", 1), ("ten_a", 2), ("ten_z", 1)] {
             sqlx::query(

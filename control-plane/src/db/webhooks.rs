@@ -483,9 +483,7 @@ mod tests {
     /// once, one pending delivery per (event, endpoint), none for an event without endpoints.
     #[tokio::test]
     async fn events_and_their_deliveries_are_stored_in_batches() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = super::super::Db::connect(&url, 1).await.expect("db");
+        let (_dir, db) = crate::db::scratch(1).await;
         let mut c = db.conn().await.expect("conn");
         let two = vec!["whk_a".to_string(), "whk_b".to_string()];
         let none: Vec<String> = Vec::new();

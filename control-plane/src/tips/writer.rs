@@ -176,9 +176,7 @@ mod tests {
     /// a busy tip sent again with its key is taken.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_as_busy_and_loses_nothing_it_took() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::connect(&url, PARALLEL as u32 + 1).await.expect("db");
+        let (_dir, db) = crate::db::scratch(PARALLEL as u32 + 1).await;
         // The write lock, held: the writer's transactions wait at their BEGIN.
         let lock = db.begin().await.expect("lock");
         let sizes = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("s", "s"))
