@@ -429,11 +429,7 @@ async fn fallback_moves_listeners_and_back_without_disconnecting() {
     let (code, _) = edge.admin_get("/admin/killsource?mount=/backup").await;
     assert_eq!(code, 200);
     let b = RawListener::connect(&edge.addr, "/backup", false).await;
-    wait_for("the /backup listener to be closed", START, || {
-        let h = b.heard();
-        async move { h.closed.then_some(()) }
-    })
-    .await;
+    wait_closed("the /backup listener to be closed", &b).await;
 }
 
 /// Waits until `listener` is disconnected by the server.
