@@ -36,14 +36,7 @@ pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: Cance
             let remote = incoming.remote_address();
             match handle(incoming, cluster, stop).await {
                 Ok(()) => {}
-                // The database failing a node's session is this replica's trouble, not the
-                // network's: said where an operator looks (but not its pool closing at shutdown).
-                Err(e)
-                    if e.chain().any(|c| {
-                        c.downcast_ref::<sqlx::Error>()
-                            .is_some_and(|e| !matches!(e, sqlx::Error::PoolClosed))
-                    }) =>
-                {
+                Err(e) if database_fault(&e) => {
                     tracing::warn!("control channel from {remote}: {e:#}");
                 }
                 // Lost connections, failed handshakes and strangers are the network's.
@@ -51,6 +44,15 @@ pub async fn serve(endpoint: quinn::Endpoint, cluster: Arc<Cluster>, stop: Cance
             }
         });
     }
+}
+
+/// Whether the database failed a node's session: this replica's trouble, not the network's, so
+/// said where an operator looks (but not the pool closing at shutdown).
+fn database_fault(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .is_some_and(|e| !matches!(e, sqlx::Error::PoolClosed))
+    })
 }
 
 type Send = quinn::SendStream;
