@@ -14,6 +14,6 @@ scripts/install-deps.sh dev
 (cd tests/bench/realtime-node && npm ci --no-audit --no-fund --loglevel=error)
 # Every viewer is a descriptor in the load generator, every connection one in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release --bin onda -p onda -p onda-tests --bin bench-live-chat
+cargo build --release --bin onda -p onda -p onda-tests --bin bench-live-chat --bin sio-peer
 target="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 ONDA_BIN="$target/release/onda" exec "$target/release/bench-live-chat" "$@"

@@ -15,6 +15,6 @@ scripts/install-deps.sh dev
 # Every client is a descriptor in the load generator, every connection one in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "ulimit -n: $(ulimit -n)" >&2
-cargo build --release --bin onda -p onda -p onda-tests --bin bench-realtime
+cargo build --release --bin onda -p onda -p onda-tests --bin bench-realtime --bin sio-peer
 target="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 ONDA_BIN="$target/release/onda" exec "$target/release/bench-realtime" "$@"

@@ -1,6 +1,7 @@
 //! Helpers of the realtime benchmarks (`bench-realtime`, `bench-live-chat`): their knobs, end
 //! users made and their tokens minted through the API in parallel, the CPU of PostgreSQL's
-//! backends, the open-file limit raised for thousands of sockets, and the Node.js peer.
+//! backends, the open-file limit raised for thousands of sockets, and the peer servers (Node.js
+//! socket.io, socketioxide alone).
 
 use crate::bench::tree_cpu_seconds;
 use crate::db::{Backend, TestDb, postgres_admin_url};
@@ -151,42 +152,90 @@ pub async fn token_signer(db_url: &str, tokens: &[String], kid: &str) -> (String
     (issuer, secret)
 }
 
-/// The Node.js peer (tests/bench/realtime-node/server.mjs: socket.io 4.8 doing the same work)
-/// on a free port over a PostgreSQL database of its own; killed when dropped.
-pub struct NodePeer {
+/// A peer server of the benchmarks: the same events, the same tokens, its messages in a
+/// PostgreSQL database of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// tests/bench/realtime-node/server.mjs: socket.io 4.8 on Node.js, what creator platforms
+    /// run today.
+    Node,
+    /// `sio-peer` (tests/src/bin/sio-peer.rs): the same events on socketioxide as Onda's
+    /// gateway configures it, and nothing else of Onda's: the engine's own cost.
+    Socketioxide,
+}
+
+impl PeerKind {
+    /// Its name in the reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Node => "node socket.io",
+            PeerKind::Socketioxide => "socketioxide alone",
+        }
+    }
+
+    /// The command that runs it; ends the run with a sentence when it is not there (the
+    /// benchmarks' scripts run `npm ci` and build `sio-peer`).
+    fn command(self) -> tokio::process::Command {
+        match self {
+            PeerKind::Node => {
+                let dir =
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/realtime-node");
+                if !dir.join("node_modules/socket.io").is_dir() {
+                    eprintln!(
+                        "{} has no node_modules: run the benchmark's script (it runs npm ci)",
+                        dir.display()
+                    );
+                    std::process::exit(2);
+                }
+                let mut c = tokio::process::Command::new("node");
+                c.arg("server.mjs")
+                    .current_dir(&dir)
+                    .env("NODE_ENV", "production");
+                c
+            }
+            PeerKind::Socketioxide => {
+                // Built beside the benchmark's own binary.
+                let bin = std::env::current_exe()
+                    .map(|e| e.with_file_name("sio-peer"))
+                    .unwrap_or_default();
+                if !bin.is_file() {
+                    eprintln!(
+                        "{} is missing: run the benchmark's script (it builds sio-peer)",
+                        bin.display()
+                    );
+                    std::process::exit(2);
+                }
+                tokio::process::Command::new(bin)
+            }
+        }
+    }
+}
+
+/// A running peer server on a free port; killed when dropped.
+pub struct Peer {
     child: tokio::process::Child,
+    pub kind: PeerKind,
     pub url: String,
     pub db: TestDb,
 }
 
-impl NodePeer {
-    /// Starts it with the tokens' issuer and secret (see [`token_signer`]); ends the run with a
-    /// sentence when its packages are not installed (the benchmark's script runs `npm ci`).
-    pub async fn start(issuer: &str, secret: &str) -> NodePeer {
+impl Peer {
+    /// Starts `kind` with the tokens' issuer and secret (see [`token_signer`]).
+    pub async fn start(kind: PeerKind, issuer: &str, secret: &str) -> Peer {
         use tokio::io::AsyncBufReadExt as _;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/realtime-node");
-        if !dir.join("node_modules/socket.io").is_dir() {
-            eprintln!(
-                "{} has no node_modules: run the benchmark's script (it runs npm ci)",
-                dir.display()
-            );
-            std::process::exit(2);
-        }
         let db = TestDb::new(Backend::Postgres)
             .await
-            .expect("PostgreSQL for the Node server");
-        let mut child = tokio::process::Command::new("node")
-            .arg("server.mjs")
-            .current_dir(&dir)
+            .expect("PostgreSQL for the peer server");
+        let mut child = kind
+            .command()
             .env("DATABASE_URL", &db.url)
             .env("JWT_SECRET", secret)
             .env("JWT_ISSUER", issuer)
             .env("PORT", "0")
-            .env("NODE_ENV", "production")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("node runs");
+            .expect("the peer server runs");
         let out = child.stdout.take().expect("stdout");
         let mut lines = tokio::io::BufReader::new(out).lines();
         let port = tokio::time::timeout(std::time::Duration::from_secs(30), async {
@@ -195,21 +244,22 @@ impl NodePeer {
                     return p.trim().to_string();
                 }
             }
-            panic!("the Node server exited before it listened");
+            panic!("the {} peer exited before it listened", kind.name());
         })
         .await
-        .expect("the Node server listens within 30 s");
+        .expect("the peer server listens within 30 s");
         // Keep draining its stdout, so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        NodePeer {
+        Peer {
             child,
+            kind,
             url: format!("http://127.0.0.1:{port}"),
             db,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("the Node server runs")
+        self.child.id().expect("the peer server runs")
     }
 
     /// The name of its database (for [`pg_backends_cpu`]).

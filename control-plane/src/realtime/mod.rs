@@ -227,8 +227,9 @@ const SOCKET_IO_PATH: &str = "/socket.io";
 /// request head (`req_parts`) for the socket's life, and hyper parses a head into slices of its
 /// connection's read buffer (8–16 KiB), so each connected socket held that whole buffer: half
 /// of a connection's memory in bench-realtime (heaptrack: 16 KiB of 32, one buffer per socket).
-/// Copying the few hundred bytes of the URI and headers lets the buffer go.
-async fn detach_head(mut req: axum::extract::Request) -> axum::extract::Request {
+/// Copying the few hundred bytes of the URI and headers lets the buffer go. (Public for the
+/// benchmarks' socketioxide peer, which measures the engine as Onda configures it.)
+pub async fn detach_head(mut req: axum::extract::Request) -> axum::extract::Request {
     if !req.uri().path().starts_with(SOCKET_IO_PATH) {
         return req;
     }
@@ -271,8 +272,13 @@ impl std::fmt::Debug for Gateway {
 }
 
 fn builder(hub: &Arc<Hub>) -> socketioxide::SocketIoBuilder {
+    engine().with_state(hub.clone())
+}
+
+/// socketioxide as the gateway configures it: its limits, queue, buffers and heartbeat. Public
+/// for the benchmarks' socketioxide peer, which measures the engine alone.
+pub fn engine() -> socketioxide::SocketIoBuilder {
     SocketIo::builder()
-        .with_state(hub.clone())
         .max_payload(MAX_PACKET_BYTES as u64)
         .ws_max_message_size(MAX_PACKET_BYTES)
         .ws_max_frame_size(MAX_PACKET_BYTES)

@@ -17,10 +17,11 @@
 //!   tip is then sent again over REST with its idempotency key, as a client retries, and the
 //!   totals are checked exactly against every tip sent: the creator's earnings, every tipper's
 //!   wallet, `GET /v1/ledger/check` (a tip committed twice, or lost, shows here).
-//! - **node** (`BENCH_NODE=0` leaves it out): the room again on the Node.js peer of the realtime
-//!   benchmark (socket.io 4.8, tests/bench/realtime-node) once Onda has stopped, with the same
-//!   viewers, tokens and rate (chat and tips alike as `stream-message`: the peer has no
-//!   ledger), and the ratios of the two in this run.
+//! - **peers**: the room again on the realtime benchmark's peers once Onda has stopped, with
+//!   the same viewers, tokens and rate (chat and tips alike as `stream-message`: the peers have
+//!   no ledger): socketioxide alone (`sio-peer`, the engine under Onda's gateway doing only the
+//!   Node server's work; `BENCH_ENGINE=0` leaves it out), then the Node.js peer (socket.io 4.8,
+//!   tests/bench/realtime-node; `BENCH_NODE=0`), and the ratios in this run.
 //!
 //! The run fails (exit 1) when a connection or a join fails, a message or tip is refused or not
 //! acknowledged, a delivery is lost or duplicated, or a total is off. Run it with
@@ -33,8 +34,8 @@ use onda_tests::cluster::ControlPlane;
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::realtime_bench::{
-    NodePeer, histogram_totals, knob, mint_users, pg_backends_cpu, pg_cpu_since, raise_nofile,
-    token_signer,
+    Peer, PeerKind, histogram_totals, knob, mint_users, pg_backends_cpu, pg_cpu_since,
+    raise_nofile, token_signer,
 };
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use reqwest::Method;
@@ -194,6 +195,7 @@ async fn paced(pool: &Pool, secs: u64, rate: usize, emit: impl Fn(usize) -> (usi
 }
 
 /// What one measured window gave.
+#[derive(Clone)]
 struct Window {
     m: Measured,
     expected: u64,
@@ -367,13 +369,18 @@ async fn room(pool: &Pool, k: &Knobs, s: &Setup) -> (Window, u64) {
     (w, warmup_tips + tips)
 }
 
-/// The same room on the Node.js peer (socket.io 4.8, tests/bench/realtime-node), after Onda has
+/// The same room on a peer (socket.io 4.8 on Node.js, or socketioxide alone), after Onda has
 /// stopped, so each server has the machine to itself: the same viewers with the same tokens,
 /// all in one room (`join-stream`), and the room's whole rate as `stream-message` (chat and tips
-/// alike: the peer has no ledger), each stored in PostgreSQL, then emitted to the room but its
-/// writer's socket and acknowledged, as a platform's own Node server does today.
-async fn node_room(k: &Knobs, tokens: &[String], (issuer, secret): (&str, &str)) -> Window {
-    let node = NodePeer::start(issuer, secret).await;
+/// alike: the peers have no ledger), each stored in PostgreSQL, then emitted to the room but
+/// its writer's socket and acknowledged, as a platform's own server does today.
+async fn peer_room(
+    kind: PeerKind,
+    k: &Knobs,
+    tokens: &[String],
+    (issuer, secret): (&str, &str),
+) -> Window {
+    let node = Peer::start(kind, issuer, secret).await;
     let (pid, database) = (node.pid(), node.database());
     let pool = Pool::connect(&node.url, tokens, k.ramp).await;
     let (connected, ..) = pool.wait_answered(Duration::from_secs(90)).await;
@@ -393,7 +400,8 @@ async fn node_room(k: &Knobs, tokens: &[String], (issuer, secret): (&str, &str))
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "node: {connected} connected, {} in the room",
+        "{}: {connected} connected, {} in the room",
+        kind.name(),
         pool.stats.joined.load(Ordering::SeqCst)
     );
     let per_sec = k.chat_rate + k.tip_rate;
@@ -650,12 +658,21 @@ async fn bench() -> bool {
         "totals exact and nothing lost or duplicated: {}",
         if ok { "yes" } else { "NO" }
     );
-    // The Node peer has a room only: it runs when Onda's room did.
-    if let Some(r) = r.as_ref().filter(|_| knob("BENCH_NODE", 1) > 0) {
+    // The peers have a room only: they run when Onda's room did.
+    if let Some(r) = r.as_ref() {
         let (issuer, secret) = token_signer(&fx.db.url, &s.tokens, &s.kid).await;
         drop(fx);
-        let n = node_room(&k, &s.tokens, (&issuer, &secret)).await;
-        compare(r, &n);
+        let mut windows = vec![("onda", r.clone())];
+        for (kind, knob_name) in [
+            (PeerKind::Socketioxide, "BENCH_ENGINE"),
+            (PeerKind::Node, "BENCH_NODE"),
+        ] {
+            if knob(knob_name, 1) > 0 {
+                let w = peer_room(kind, &k, &s.tokens, (&issuer, &secret)).await;
+                windows.push((kind.name(), w));
+            }
+        }
+        compare(&windows);
     }
     ok
 }
@@ -673,15 +690,18 @@ fn print_first_error(pool: &Pool) {
     }
 }
 
-/// The room on both servers, one after the other in this run, and the ratios.
-fn compare(onda: &Window, node: &Window) {
+/// The room on every server, one after the other in this run, and the ratios to Onda's.
+fn compare(windows: &[(&str, Window)]) {
+    let Some((_, onda)) = windows.first() else {
+        return;
+    };
     println!(
         "\n| room, {} s | delivered / expected | deliveries/s | p50 ms | p99 ms | server CPU-s | deliveries per server CPU-s | PostgreSQL CPU-s | generator CPU-s |",
         onda.secs.round()
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let per_cpu = |w: &Window| w.m.delivered as f64 / w.cpu_s.max(0.001);
-    for (name, w) in [("onda", onda), ("node socket.io 4.8", node)] {
+    for (name, w) in windows {
         let l = &w.m.latencies_ms;
         println!(
             "| {name} | {} / {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.2} |",
@@ -696,13 +716,15 @@ fn compare(onda: &Window, node: &Window) {
             w.gen_cpu_s,
         );
     }
-    println!(
-        "onda / node: {:.2}x the deliveries per server CPU-second; p99 {:.2}x; node delivered \
-         every message once: {}",
-        per_cpu(onda) / per_cpu(node).max(0.001),
-        percentile(&onda.m.latencies_ms, 0.99) / percentile(&node.m.latencies_ms, 0.99).max(0.001),
-        if node.ok() { "yes" } else { "NO" }
-    );
+    for (name, w) in &windows[1..] {
+        println!(
+            "onda / {name}: {:.2}x the deliveries per server CPU-second; p99 {:.2}x; {name} \
+             delivered every message once: {}",
+            per_cpu(onda) / per_cpu(w).max(0.001),
+            percentile(&onda.m.latencies_ms, 0.99) / percentile(&w.m.latencies_ms, 0.99).max(0.001),
+            if w.ok() { "yes" } else { "NO" }
+        );
+    }
 }
 
 fn main() {

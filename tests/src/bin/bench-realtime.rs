@@ -1,14 +1,16 @@
 //! Benchmark (not a test): Onda's realtime gateway against a Node.js server with `socket.io` 4.8
 //! (tests/bench/realtime-node) doing the same work, one after the other in the same run, on the
-//! same machine, driven by the same load generator (`onda_tests::sioload`).
+//! same machine, driven by the same load generator (`onda_tests::sioload`); and between them
+//! socketioxide alone (`sio-peer`: Node's work on the engine under Onda's gateway, configured
+//! as the gateway configures it), which tells what the engine costs before Onda adds anything.
 //!
 //! Onda: `onda control-plane` (release build, `ONDA_BIN`) on a fresh PostgreSQL database, a
 //! tenant on the Premium plan (it has `messaging`), end users made with `PUT /v1/users/{id}` and
-//! their tokens minted with `POST /v1/users/{id}/tokens`. Node: the same tokens, checked with
-//! the secret of the tenant's managed signing key (read from Onda's database, as a tenant's
-//! server holds its own key), its messages in a PostgreSQL database of its own.
+//! their tokens minted with `POST /v1/users/{id}/tokens`. The peers: the same tokens, checked
+//! with the secret of the tenant's managed signing key (read from Onda's database, as a tenant's
+//! server holds its own key), their messages in a PostgreSQL database of their own.
 //!
-//! Scenarios, each against both servers:
+//! Scenarios, each against every server:
 //! - **connections**: `BENCH_CLIENTS` clients (10,000) connect at `BENCH_RAMP` a second (500)
 //!   and stay idle `BENCH_IDLE_SECONDS` (15): the server's RSS with none and with all of them,
 //!   memory per connection, CPU while idle.
@@ -17,9 +19,9 @@
 //!   after a 3 s warm-up: deliveries a second, delivery latency p50/p99 (send time carried in
 //!   the content), the server's CPU-seconds and deliveries per CPU-second; also the CPU of the
 //!   server's PostgreSQL backends.
-//! - **room** (Node only, `BENCH_ROOM` members, 5,000, `BENCH_ROOM_RATE` messages a second, 10):
-//!   measured for Node alone (Onda's stream rooms take a real stream and entitled viewers, and
-//!   are measured by `bench-live-chat`); `BENCH_ROOM=0` leaves it out.
+//! - **room** (the peers only, `BENCH_ROOM` members, 5,000, `BENCH_ROOM_RATE` messages a
+//!   second, 10): Onda's stream rooms take a real stream and entitled viewers, and are measured
+//!   by `bench-live-chat`; `BENCH_ROOM=0` leaves it out.
 //!
 //! The run fails (exit 1) when a server misbehaves: a connection refused, failed or dropped, a
 //! message refused or never acknowledged, a delivery lost. Run it with
@@ -30,7 +32,7 @@ use onda_tests::bench::{clock_ticks, tree_cpu_seconds, tree_rss_kib};
 use onda_tests::db::Backend;
 use onda_tests::fixture::{ClusterFixture, ClusterSpec};
 use onda_tests::realtime_bench::{
-    self, NodePeer, database_name, knob, pg_backends_cpu, pg_cpu_since, raise_nofile,
+    self, Peer, PeerKind, database_name, knob, pg_backends_cpu, pg_cpu_since, raise_nofile,
 };
 use onda_tests::sioload::{Emit, Measured, Pool, percentile};
 use serde_json::{Value, json};
@@ -188,13 +190,13 @@ async fn onda_users(fx: &ClusterFixture, n: usize) -> Users {
     }
 }
 
-/// The Node peer as a server under test.
-fn node_server(node: &NodePeer) -> Server {
+/// A peer as a server under test.
+fn peer_server(peer: &Peer) -> Server {
     Server {
-        name: "node socket.io",
-        url: node.url.clone(),
-        pid: node.pid(),
-        database: node.database(),
+        name: peer.kind.name(),
+        url: peer.url.clone(),
+        pid: peer.pid(),
+        database: peer.database(),
     }
 }
 
@@ -485,6 +487,28 @@ fn print_goals(k: &Knobs, onda: &Report, node: &Report) {
     );
 }
 
+/// What socketioxide alone (the engine under Onda's gateway, doing only Node's work) gets
+/// against Node: the most Onda could get on this engine, whatever it did on top.
+fn print_floor(engine: &Report, node: &Report) {
+    println!("\nThe engine's floor (socketioxide alone against Node):");
+    if let (Some(ef), Some(nf)) = (&engine.pairs, &node.pairs) {
+        println!(
+            "- deliveries per CPU-second: {:.2}x Node's ({:.0} against {:.0})",
+            ef.per_cpu() / nf.per_cpu(),
+            ef.per_cpu(),
+            nf.per_cpu()
+        );
+    }
+    let (e, n) = (
+        kib_per_connection(&engine.connections),
+        kib_per_connection(&node.connections),
+    );
+    println!(
+        "- memory per connection: {e:.1} / {n:.1} KiB = {:.2}x Node's",
+        e / n
+    );
+}
+
 /// Raises the soft open-file limit to the hard one: every client is a descriptor here, and
 /// every connection one in the server (which inherits the limit).
 async fn bench() -> bool {
@@ -547,16 +571,27 @@ async fn bench() -> bool {
         }
         report
     };
-    // Onda stops before Node starts: each server has the machine to itself.
+    // Each server stops before the next starts: each has the machine to itself.
     drop(fx);
-    let node = NodePeer::start(&users.issuer, &users.secret).await;
-    let node_report = run(&node_server(&node), &users, &k, true).await;
-    drop(node);
-
-    print_tables(&k, &[("onda", &onda), ("node socket.io", &node_report)]);
-    print_goals(&k, &onda, &node_report);
+    let mut peers = Vec::new();
+    for kind in [PeerKind::Socketioxide, PeerKind::Node] {
+        let peer = Peer::start(kind, &users.issuer, &users.secret).await;
+        peers.push((
+            kind.name(),
+            run(&peer_server(&peer), &users, &k, true).await,
+        ));
+    }
+    let [(_, engine), (_, node)] = &peers[..] else {
+        unreachable!("two peers")
+    };
+    let reports: Vec<(&str, &Report)> = std::iter::once(("onda", &onda))
+        .chain(peers.iter().map(|(name, r)| (*name, r)))
+        .collect();
+    print_tables(&k, &reports);
+    print_goals(&k, &onda, node);
+    print_floor(engine, node);
     let mut ok = true;
-    for (name, r) in [("onda", &onda), ("node socket.io", &node_report)] {
+    for (name, r) in reports {
         if !r.ok() {
             ok = false;
             println!(

@@ -1,0 +1,224 @@
+//! The socketioxide peer of the realtime benchmarks (`bench-realtime`, `bench-live-chat`): the
+//! Node.js peer's events (tests/bench/realtime-node/server.mjs) — the same handshake, the same
+//! checks, one `INSERT … RETURNING` per message, the same emits and acks — on socketioxide, the
+//! engine under Onda's gateway, configured as the gateway configures it
+//! (`onda_control_plane::realtime::engine`, the request heads detached). It does none of Onda's
+//! own work (no notification, conversation index, recovery feed, presence, limits or
+//! metering), so beside Onda and Node it tells what the engine itself costs: the floor under
+//! Onda's figures, on the same machine in the same run.
+//!
+//! Environment as the Node peer's: `DATABASE_URL` (PostgreSQL), `JWT_SECRET` and `JWT_ISSUER`
+//! (the user tokens' key and tenant), `PORT` (0: a free one). Prints `listening on PORT` once
+//! it serves.
+
+use onda_control_plane::realtime::protocol::{self, Refusal};
+use onda_control_plane::users::{self, jwt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
+
+struct Peer {
+    db: PgPool,
+    secret: Vec<u8>,
+    issuer: String,
+}
+
+/// The user a socket acts as.
+#[derive(Clone)]
+struct Me(String);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendMessage {
+    receiver_id: String,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamMessage {
+    stream_id: String,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinStream {
+    stream_id: String,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        eprintln!("set DATABASE_URL, JWT_SECRET and JWT_ISSUER ({name} is missing)");
+        std::process::exit(2);
+    })
+}
+
+/// The handshake: an HS256 user token of the issuer, unexpired, naming a user.
+async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(peer): State<Arc<Peer>>,
+) -> Result<(), String> {
+    let auth = auth.map_err(|_| "Connect with the user token.".to_string())?;
+    let token = auth["token"]
+        .as_str()
+        .ok_or("Connect with the user token.")?;
+    let now = now_secs();
+    let claims = jwt::parse(token)
+        .and_then(|t| t.verify(&peer.secret, now))
+        .map_err(|e| e.to_string())?;
+    if claims.iss != peer.issuer || users::user_id(&claims.sub).is_err() {
+        return Err("The token names no user of this tenant.".to_string());
+    }
+    s.join(format!("user:{}", claims.sub));
+    s.extensions.insert(Me(claims.sub));
+    s.on("send-message", send_message);
+    s.on("join-stream", join_stream);
+    s.on("stream-message", stream_message);
+    Ok(())
+}
+
+/// Unix seconds now.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Stores one message (`room` for a stream's, `receiver` for a user's): its id and time.
+async fn store(
+    peer: &Peer,
+    (room, sender, receiver): (Option<&str>, &str, Option<&str>),
+    content: &str,
+) -> Result<(String, String), Refusal> {
+    let (id, created): (i64, String) = sqlx::query_as(
+        "INSERT INTO messages (room, sender_id, receiver_id, content) VALUES ($1, $2, $3, $4) \
+         RETURNING id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    )
+    .bind(room)
+    .bind(sender)
+    .bind(receiver)
+    .bind(content)
+    .fetch_one(&peer.db)
+    .await
+    .map_err(|e| Refusal::new("internal", format!("could not store the message: {e}")))?;
+    Ok((id.to_string(), created))
+}
+
+async fn send_message(
+    s: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(peer): State<Arc<Peer>>,
+) {
+    let answer = async {
+        let me = s
+            .extensions
+            .get::<Me>()
+            .ok_or(Refusal::invalid("no user"))?
+            .0;
+        let req: SendMessage = protocol::parse("send-message", data.ok())?;
+        let receiver = users::user_id(&req.receiver_id)
+            .ok()
+            .filter(|r| *r != me)
+            .ok_or_else(|| Refusal::invalid("receiverId is not another user's id."))?;
+        let text = protocol::content(&req.content, false)?;
+        let (id, created) = store(&peer, (None, &me, Some(receiver)), text).await?;
+        let message = json!({
+            "id": id, "senderId": me, "receiverId": receiver, "content": text, "createdAt": created,
+        });
+        let rooms = [format!("user:{receiver}"), format!("user:{me}")];
+        let _ = s.to(rooms).emit("receive-message", &message).await;
+        Ok(json!({ "ok": true, "id": id, "createdAt": created }))
+    };
+    let _ = ack.send(&answer.await.unwrap_or_else(|r: Refusal| r.ack()));
+}
+
+async fn join_stream(s: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+    let answer = protocol::parse::<JoinStream>("join-stream", data.ok()).and_then(|j| {
+        users::user_id(&j.stream_id).map_err(|_| Refusal::invalid("streamId is not an id."))?;
+        s.join(format!("stream:{}", j.stream_id));
+        Ok(json!({ "ok": true }))
+    });
+    let _ = ack.send(&answer.unwrap_or_else(|r| r.ack()));
+}
+
+async fn stream_message(
+    s: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(peer): State<Arc<Peer>>,
+) {
+    let answer = async {
+        let me = s
+            .extensions
+            .get::<Me>()
+            .ok_or(Refusal::invalid("no user"))?
+            .0;
+        let req: StreamMessage = protocol::parse("stream-message", data.ok())?;
+        let stream = users::user_id(&req.stream_id)
+            .map_err(|_| Refusal::invalid("streamId is not an id."))?;
+        let text = protocol::content(&req.content, false)?;
+        let (id, created) = store(&peer, (Some(stream), &me, None), text).await?;
+        let message = json!({
+            "id": id, "streamId": stream, "senderId": me, "content": text, "createdAt": created,
+        });
+        let _ = s
+            .to(format!("stream:{stream}"))
+            .emit("stream-message", &message)
+            .await;
+        Ok(json!({ "ok": true, "id": id, "createdAt": created }))
+    };
+    let _ = ack.send(&answer.await.unwrap_or_else(|r: Refusal| r.ack()));
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let db = PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&env("DATABASE_URL"))
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS messages (id BIGSERIAL PRIMARY KEY, room TEXT, \
+         sender_id TEXT NOT NULL, receiver_id TEXT, content TEXT NOT NULL, \
+         created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&db)
+    .await?;
+    let peer = Arc::new(Peer {
+        db,
+        secret: env("JWT_SECRET").into_bytes(),
+        issuer: env("JWT_ISSUER"),
+    });
+    let (layer, io) = onda_control_plane::realtime::engine()
+        .with_state(peer)
+        .build_layer();
+    io.ns("/", (async |_: SocketRef| {}).with(authenticate));
+    let app = axum::Router::new()
+        .fallback(async || axum::http::StatusCode::NOT_FOUND)
+        .layer(layer)
+        .layer(axum::middleware::map_request(
+            onda_control_plane::realtime::detach_head,
+        ));
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on {}", listener.local_addr()?.port());
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if let Err(e) = rt.block_on(serve()) {
+        eprintln!("sio-peer: {e:#}");
+        std::process::exit(1);
+    }
+}
