@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: Onda's realtime gateway (Socket.io) vs a Node.js socket.io 4.8 server doing the same
-# work, on this machine, in one run, with the same load generator. Not a test.
+# work, and between them socketioxide alone (sio-peer: that work on the engine under the gateway),
+# on this machine, in one run, with the same load generator. Not a test.
 #   scripts/bench-realtime.sh
 # Scale by environment (the defaults are the issue's): BENCH_CLIENTS=10000 BENCH_RAMP=500
 # BENCH_IDLE_SECONDS=15 BENCH_PAIRS=2000 BENCH_SECONDS=30 BENCH_WARMUP_SECONDS=3
