@@ -14,7 +14,7 @@ use crate::webhooks;
 use onda_shared::api::WebhookEventType;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,115 +25,135 @@ pub const TYPING_EXPIRES: Duration = Duration::from_secs(6);
 type Handler<A> = fn(Arc<Hub>, SocketRef<A>, Session, Option<Value>) -> HandlerFuture;
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, Refusal>> + Send>>;
 
-/// Listens to every event a client may send.
-pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
-    on(s, "send-message", |hub, s, session, data| {
-        Box::pin(send_message(hub, s, session, data))
-    });
-    on(s, "mark-read", |hub, s, session, data| {
-        Box::pin(mark_read(hub, s, session, data))
-    });
-    on(s, "typing-start", |hub, s, session, data| {
-        Box::pin(typing(hub, s, session, data, true))
-    });
-    on(s, "typing-stop", |hub, s, session, data| {
-        Box::pin(typing(hub, s, session, data, false))
-    });
-    on(s, "edit-message", |hub, s, session, data| {
-        Box::pin(moderation::edit_message(hub, s, session, data))
-    });
-    on(s, "delete-message", |hub, s, session, data| {
-        Box::pin(moderation::delete_message(hub, s, session, data))
-    });
-    on(s, "block-user", |hub, s, session, data| {
-        Box::pin(moderation::block(hub, s, session, data, true))
-    });
-    on(s, "unblock-user", |hub, s, session, data| {
-        Box::pin(moderation::block(hub, s, session, data, false))
-    });
-    on(s, "report-message", |hub, s, session, data| {
-        Box::pin(moderation::report(hub, s, session, data))
-    });
-    on(s, "send-tip", |hub, s, session, data| {
-        Box::pin(tips::send_tip(hub, s, session, data))
-    });
-    on(s, "join-stream", |hub, s, session, data| {
-        Box::pin(stream_chat::join(hub, s, session, data))
-    });
-    on(s, "leave-stream", |hub, s, session, data| {
-        Box::pin(stream_chat::leave(hub, s, session, data))
-    });
-    on(s, "chat-message", |hub, s, session, data| {
-        Box::pin(stream_chat::say(hub, s, session, data))
-    });
-    on(s, "delete-chat-message", |hub, s, session, data| {
-        Box::pin(stream_chat::delete(hub, s, session, data))
-    });
-    on(s, "timeout-user", |hub, s, session, data| {
-        Box::pin(stream_chat::sanction(
-            hub,
-            s,
-            session,
-            data,
-            Sanction::Timeout,
-        ))
-    });
-    on(s, "ban-user", |hub, s, session, data| {
-        Box::pin(stream_chat::sanction(hub, s, session, data, Sanction::Ban))
-    });
-    on(s, "unban-user", |hub, s, session, data| {
-        Box::pin(stream_chat::sanction(
-            hub,
-            s,
-            session,
-            data,
-            Sanction::Unban,
-        ))
-    });
-    on(s, "chat-settings", |hub, s, session, data| {
-        Box::pin(stream_chat::settings(hub, s, session, data))
-    });
-    on(s, "initiate-call", |hub, s, session, data| {
-        Box::pin(calls::initiate(hub, s, session, data))
-    });
-    on(s, "accept-call", |hub, s, session, data| {
-        Box::pin(calls::act(hub, s, session, data, Act::Accept))
-    });
-    on(s, "reject-call", |hub, s, session, data| {
-        Box::pin(calls::act(hub, s, session, data, Act::Reject))
-    });
-    on(s, "end-call", |hub, s, session, data| {
-        Box::pin(calls::act(hub, s, session, data, Act::End))
-    });
-    on(s, "signal", |hub, s, session, data| {
-        Box::pin(calls::signal(hub, s, session, data))
-    });
-    on(s, "call-connected", |hub, s, session, data| {
-        Box::pin(calls::connected(hub, s, session, data))
-    });
-    on(s, "mark-notification-read", |hub, s, session, data| {
-        Box::pin(notify::mark_read(hub, s, session, data))
-    });
-    on(s, "mark-all-notifications-read", |hub, s, session, data| {
-        Box::pin(notify::mark_all_read(hub, s, session, data))
-    });
+/// The handler of each event a client may send, by name (the name as it is counted in the
+/// metrics). One table for every socket: socketioxide keeps a socket's own handlers in a map
+/// per socket (26 boxed handlers, about 1.3 KiB of every connection), so the gateway registers
+/// one fallback handler per socket that looks the event up here.
+fn handler<A: Adapter>(event: &str) -> Option<(&'static str, Handler<A>)> {
+    Some(match event {
+        "send-message" => ("send-message", |hub, s, session, data| {
+            Box::pin(send_message(hub, s, session, data))
+        }),
+        "mark-read" => ("mark-read", |hub, s, session, data| {
+            Box::pin(mark_read(hub, s, session, data))
+        }),
+        "typing-start" => ("typing-start", |hub, s, session, data| {
+            Box::pin(typing(hub, s, session, data, true))
+        }),
+        "typing-stop" => ("typing-stop", |hub, s, session, data| {
+            Box::pin(typing(hub, s, session, data, false))
+        }),
+        "edit-message" => ("edit-message", |hub, s, session, data| {
+            Box::pin(moderation::edit_message(hub, s, session, data))
+        }),
+        "delete-message" => ("delete-message", |hub, s, session, data| {
+            Box::pin(moderation::delete_message(hub, s, session, data))
+        }),
+        "block-user" => ("block-user", |hub, s, session, data| {
+            Box::pin(moderation::block(hub, s, session, data, true))
+        }),
+        "unblock-user" => ("unblock-user", |hub, s, session, data| {
+            Box::pin(moderation::block(hub, s, session, data, false))
+        }),
+        "report-message" => ("report-message", |hub, s, session, data| {
+            Box::pin(moderation::report(hub, s, session, data))
+        }),
+        "send-tip" => ("send-tip", |hub, s, session, data| {
+            Box::pin(tips::send_tip(hub, s, session, data))
+        }),
+        "join-stream" => ("join-stream", |hub, s, session, data| {
+            Box::pin(stream_chat::join(hub, s, session, data))
+        }),
+        "leave-stream" => ("leave-stream", |hub, s, session, data| {
+            Box::pin(stream_chat::leave(hub, s, session, data))
+        }),
+        "chat-message" => ("chat-message", |hub, s, session, data| {
+            Box::pin(stream_chat::say(hub, s, session, data))
+        }),
+        "delete-chat-message" => ("delete-chat-message", |hub, s, session, data| {
+            Box::pin(stream_chat::delete(hub, s, session, data))
+        }),
+        "timeout-user" => ("timeout-user", |hub, s, session, data| {
+            Box::pin(stream_chat::sanction(
+                hub,
+                s,
+                session,
+                data,
+                Sanction::Timeout,
+            ))
+        }),
+        "ban-user" => ("ban-user", |hub, s, session, data| {
+            Box::pin(stream_chat::sanction(hub, s, session, data, Sanction::Ban))
+        }),
+        "unban-user" => ("unban-user", |hub, s, session, data| {
+            Box::pin(stream_chat::sanction(
+                hub,
+                s,
+                session,
+                data,
+                Sanction::Unban,
+            ))
+        }),
+        "chat-settings" => ("chat-settings", |hub, s, session, data| {
+            Box::pin(stream_chat::settings(hub, s, session, data))
+        }),
+        "initiate-call" => ("initiate-call", |hub, s, session, data| {
+            Box::pin(calls::initiate(hub, s, session, data))
+        }),
+        "accept-call" => ("accept-call", |hub, s, session, data| {
+            Box::pin(calls::act(hub, s, session, data, Act::Accept))
+        }),
+        "reject-call" => ("reject-call", |hub, s, session, data| {
+            Box::pin(calls::act(hub, s, session, data, Act::Reject))
+        }),
+        "end-call" => ("end-call", |hub, s, session, data| {
+            Box::pin(calls::act(hub, s, session, data, Act::End))
+        }),
+        "signal" => ("signal", |hub, s, session, data| {
+            Box::pin(calls::signal(hub, s, session, data))
+        }),
+        "call-connected" => ("call-connected", |hub, s, session, data| {
+            Box::pin(calls::connected(hub, s, session, data))
+        }),
+        "mark-notification-read" => ("mark-notification-read", |hub, s, session, data| {
+            Box::pin(notify::mark_read(hub, s, session, data))
+        }),
+        "mark-all-notifications-read" => {
+            ("mark-all-notifications-read", |hub, s, session, data| {
+                Box::pin(notify::mark_all_read(hub, s, session, data))
+            })
+        }
+        _ => return None,
+    })
 }
 
-/// Registers `handler` for `event` behind the checks every event gets: the socket's session,
-/// the connection's event budget, and one ack of either shape.
-fn on<A: Adapter>(s: &SocketRef<A>, event: &'static str, handler: Handler<A>) {
-    s.on(
-        event,
+/// Listens to every event a client may send: each goes through the checks every event gets
+/// (the socket's session, the connection's event budget) to its handler, and is answered with
+/// one ack of either shape; an event the gateway does not know is refused `unknown_event`.
+pub(super) fn register<A: Adapter>(s: &SocketRef<A>) {
+    s.on_fallback(
         async move |s: SocketRef<A>,
+                    Event(event): Event,
                     TryData(data): TryData<Value>,
                     ack: AckSender<A>,
                     State(hub): State<Arc<Hub>>| {
-            let answer = match admit(&s) {
-                Ok(session) => handler(hub.clone(), s, session, data.ok()).await,
-                Err(refusal) => Err(refusal),
+            let known = handler::<A>(&event);
+            let answer = match (admit(&s), known) {
+                (Ok(session), Some((_, handler))) => {
+                    handler(hub.clone(), s, session, data.ok()).await
+                }
+                (Ok(_), None) => Err(Refusal::new(
+                    "unknown_event",
+                    format!(
+                        "There is no event {:.64?}; docs/realtime.md lists the events.",
+                        event
+                    ),
+                )),
+                (Err(refusal), _) => Err(refusal),
             };
+            let name = known.map_or("unknown", |(name, _)| name);
             hub.metrics
-                .event(event, answer.as_ref().err().map(|r| r.code));
+                .event(name, answer.as_ref().err().map(|r| r.code));
             let reply = answer.unwrap_or_else(|r| r.ack());
             // A client that did not ask for an ack gets none; one whose buffer is full is
             // already being dropped.

@@ -361,6 +361,17 @@ async fn bad_payloads_and_floods_get_error_acks(b: Backend) {
         .emit("fan", "mark-read", json!({"senderId": "creator-1"}))
         .await;
     assert_error(&ack, "not_found");
+    // An event the gateway does not know is refused by name, and the connection goes on.
+    let ack = sio
+        .emit("fan", "send-messages", json!({"receiverId": "creator-1"}))
+        .await;
+    assert_error(&ack, "unknown_event");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("send-messages")),
+        "{ack}"
+    );
     // A packet that is not Socket.io at all ends that connection, as the reference server does
     // ("parse error"); the user's other connections and the server carry on.
     sio.connect("garbage", &fan).await.expect("connects");
