@@ -195,7 +195,6 @@ async fn paced(pool: &Pool, secs: u64, rate: usize, emit: impl Fn(usize) -> (usi
 }
 
 /// What one measured window gave.
-#[derive(Clone)]
 struct Window {
     m: Measured,
     expected: u64,
@@ -659,22 +658,33 @@ async fn bench() -> bool {
         if ok { "yes" } else { "NO" }
     );
     // The peers have a room only: they run when Onda's room did.
-    if let Some(r) = r.as_ref() {
-        let (issuer, secret) = token_signer(&fx.db.url, &s.tokens, &s.kid).await;
+    if let Some(r) = r {
+        let signer = token_signer(&fx.db.url, &s.tokens, &s.kid).await;
         drop(fx);
-        let mut windows = vec![("onda", r.clone())];
-        for (kind, knob_name) in [
-            (PeerKind::Socketioxide, "BENCH_ENGINE"),
-            (PeerKind::Node, "BENCH_NODE"),
-        ] {
-            if knob(knob_name, 1) > 0 {
-                let w = peer_room(kind, &k, &s.tokens, (&issuer, &secret)).await;
-                windows.push((kind.name(), w));
-            }
-        }
-        compare(&windows);
+        peers_rooms(&k, &s.tokens, signer, r).await;
     }
     ok
+}
+
+/// The room on each peer asked for (`BENCH_ENGINE`, `BENCH_NODE`), one after the other with
+/// Onda stopped, and the table of all against Onda's window `onda`.
+async fn peers_rooms(
+    k: &Knobs,
+    tokens: &[String],
+    (issuer, secret): (String, String),
+    onda: Window,
+) {
+    let mut windows = vec![("onda", onda)];
+    for (kind, knob_name) in [
+        (PeerKind::Socketioxide, "BENCH_ENGINE"),
+        (PeerKind::Node, "BENCH_NODE"),
+    ] {
+        if knob(knob_name, 1) > 0 {
+            let w = peer_room(kind, k, tokens, (&issuer, &secret)).await;
+            windows.push((kind.name(), w));
+        }
+    }
+    compare(&windows);
 }
 
 /// The first thing that went wrong in the load generator, if anything did.

@@ -78,9 +78,25 @@ async fn authenticate(
     }
     s.join(format!("user:{}", claims.sub));
     s.extensions.insert(Me(claims.sub));
-    s.on("send-message", send_message);
+    s.on(
+        "send-message",
+        async |s: SocketRef,
+               TryData(d): TryData<Value>,
+               ack: AckSender,
+               State(p): State<Arc<Peer>>| {
+            message(false, s, d.ok(), ack, &p).await;
+        },
+    );
     s.on("join-stream", join_stream);
-    s.on("stream-message", stream_message);
+    s.on(
+        "stream-message",
+        async |s: SocketRef,
+               TryData(d): TryData<Value>,
+               ack: AckSender,
+               State(p): State<Arc<Peer>>| {
+            message(true, s, d.ok(), ack, &p).await;
+        },
+    );
     Ok(())
 }
 
@@ -91,53 +107,92 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Stores one message (`room` for a stream's, `receiver` for a user's): its id and time.
-async fn store(
-    peer: &Peer,
-    (room, sender, receiver): (Option<&str>, &str, Option<&str>),
-    content: &str,
-) -> Result<(String, String), Refusal> {
+/// Where a message goes: to another user, or to a stream's room.
+enum To<'a> {
+    User(&'a str),
+    Stream(&'a str),
+}
+
+/// The user the socket acts as.
+fn me(s: &SocketRef) -> Result<String, Refusal> {
+    Ok(s.extensions
+        .get::<Me>()
+        .ok_or(Refusal::invalid("This connection acts as no user."))?
+        .0)
+}
+
+/// Stores the message `text` of `me` and emits it (`event`) to its room but the writer's socket:
+/// the ack's answer.
+async fn say(
+    (s, peer): (&SocketRef, &Peer),
+    (me, to): (&str, To<'_>),
+    text: &str,
+    event: &'static str,
+) -> Result<Value, Refusal> {
+    let (stream, receiver) = match to {
+        To::User(r) => (None, Some(r)),
+        To::Stream(st) => (Some(st), None),
+    };
     let (id, created): (i64, String) = sqlx::query_as(
         "INSERT INTO messages (room, sender_id, receiver_id, content) VALUES ($1, $2, $3, $4) \
          RETURNING id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
     )
-    .bind(room)
-    .bind(sender)
+    .bind(stream)
+    .bind(me)
     .bind(receiver)
-    .bind(content)
+    .bind(text)
     .fetch_one(&peer.db)
     .await
     .map_err(|e| Refusal::new("internal", format!("could not store the message: {e}")))?;
-    Ok((id.to_string(), created))
+    let id = id.to_string();
+    let mut message = json!({ "id": id, "senderId": me, "content": text, "createdAt": created });
+    let _ = match to {
+        To::User(r) => {
+            message["receiverId"] = json!(r);
+            let rooms = [format!("user:{r}"), format!("user:{me}")];
+            s.to(rooms).emit(event, &message).await
+        }
+        To::Stream(st) => {
+            message["streamId"] = json!(st);
+            s.to(format!("stream:{st}")).emit(event, &message).await
+        }
+    };
+    Ok(json!({ "ok": true, "id": id, "createdAt": created }))
 }
 
-async fn send_message(
-    s: SocketRef,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-    State(peer): State<Arc<Peer>>,
-) {
+/// `send-message` (`stream` false) or `stream-message`: checked, stored, emitted, answered.
+async fn message(stream: bool, s: SocketRef, data: Option<Value>, ack: AckSender, peer: &Peer) {
     let answer = async {
-        let me = s
-            .extensions
-            .get::<Me>()
-            .ok_or(Refusal::invalid("no user"))?
-            .0;
-        let req: SendMessage = protocol::parse("send-message", data.ok())?;
-        let receiver = users::user_id(&req.receiver_id)
-            .ok()
-            .filter(|r| *r != me)
-            .ok_or_else(|| Refusal::invalid("receiverId is not another user's id."))?;
-        let text = protocol::content(&req.content, false)?;
-        let (id, created) = store(&peer, (None, &me, Some(receiver)), text).await?;
-        let message = json!({
-            "id": id, "senderId": me, "receiverId": receiver, "content": text, "createdAt": created,
-        });
-        let rooms = [format!("user:{receiver}"), format!("user:{me}")];
-        let _ = s.to(rooms).emit("receive-message", &message).await;
-        Ok(json!({ "ok": true, "id": id, "createdAt": created }))
+        let me = me(&s)?;
+        if stream {
+            let req: StreamMessage = protocol::parse("stream-message", data)?;
+            let stream = users::user_id(&req.stream_id)
+                .map_err(|_| Refusal::invalid("streamId is not an id."))?;
+            let text = protocol::content(&req.content, false)?;
+            say(
+                (&s, peer),
+                (&me, To::Stream(stream)),
+                text,
+                "stream-message",
+            )
+            .await
+        } else {
+            let req: SendMessage = protocol::parse("send-message", data)?;
+            let receiver = users::user_id(&req.receiver_id)
+                .ok()
+                .filter(|r| *r != me)
+                .ok_or_else(|| Refusal::invalid("receiverId is not another user's id."))?;
+            let text = protocol::content(&req.content, false)?;
+            say(
+                (&s, peer),
+                (&me, To::User(receiver)),
+                text,
+                "receive-message",
+            )
+            .await
+        }
     };
-    let _ = ack.send(&answer.await.unwrap_or_else(|r: Refusal| r.ack()));
+    let _ = ack.send(&answer.await.unwrap_or_else(|r| r.ack()));
 }
 
 async fn join_stream(s: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
@@ -147,35 +202,6 @@ async fn join_stream(s: SocketRef, TryData(data): TryData<Value>, ack: AckSender
         Ok(json!({ "ok": true }))
     });
     let _ = ack.send(&answer.unwrap_or_else(|r| r.ack()));
-}
-
-async fn stream_message(
-    s: SocketRef,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-    State(peer): State<Arc<Peer>>,
-) {
-    let answer = async {
-        let me = s
-            .extensions
-            .get::<Me>()
-            .ok_or(Refusal::invalid("no user"))?
-            .0;
-        let req: StreamMessage = protocol::parse("stream-message", data.ok())?;
-        let stream = users::user_id(&req.stream_id)
-            .map_err(|_| Refusal::invalid("streamId is not an id."))?;
-        let text = protocol::content(&req.content, false)?;
-        let (id, created) = store(&peer, (Some(stream), &me, None), text).await?;
-        let message = json!({
-            "id": id, "streamId": stream, "senderId": me, "content": text, "createdAt": created,
-        });
-        let _ = s
-            .to(format!("stream:{stream}"))
-            .emit("stream-message", &message)
-            .await;
-        Ok(json!({ "ok": true, "id": id, "createdAt": created }))
-    };
-    let _ = ack.send(&answer.await.unwrap_or_else(|r: Refusal| r.ack()));
 }
 
 async fn serve() -> anyhow::Result<()> {
