@@ -88,7 +88,13 @@ impl axum::serve::Listener for Lane {
                 continue;
             };
             match TcpStream::from_std(stream) {
-                Ok(s) => return (self.connections.track(s, peer), peer),
+                Ok(s) => {
+                    // Small writes go at once (as Node's HTTP server and the edge do): with
+                    // Nagle's algorithm a gateway event written while the previous one is not yet
+                    // acknowledged waits for that acknowledgement, which a client may delay.
+                    let _ = s.set_nodelay(true);
+                    return (self.connections.track(s, peer), peer);
+                }
                 Err(e) => tracing::debug!("cannot take a connection from {peer}: {e}"),
             }
         }

@@ -372,16 +372,16 @@ async fn room(pool: &Pool, k: &Knobs, s: &Setup) -> (Window, u64) {
 /// stopped, so each server has the machine to itself: the same viewers with the same tokens,
 /// all in one room (`join-stream`), and the room's whole rate as `stream-message` (chat and tips
 /// alike: the peers have no ledger), each stored in PostgreSQL, then emitted to the room but
-/// its writer's socket and acknowledged, as a platform's own server does today.
+/// its writer's socket and acknowledged (what a platform's own Node server does today).
 async fn peer_room(
     kind: PeerKind,
     k: &Knobs,
     tokens: &[String],
     (issuer, secret): (&str, &str),
 ) -> Window {
-    let node = Peer::start(kind, issuer, secret).await;
-    let (pid, database) = (node.pid(), node.database());
-    let pool = Pool::connect(&node.url, tokens, k.ramp).await;
+    let peer = Peer::start(kind, issuer, secret).await;
+    let (pid, database) = (peer.pid(), peer.database());
+    let pool = Pool::connect(&peer.url, tokens, k.ramp).await;
     let (connected, ..) = pool.wait_answered(Duration::from_secs(90)).await;
     for i in 0..k.viewers {
         pool.emit(

@@ -2,10 +2,11 @@
 //! Node.js peer's events (tests/bench/realtime-node/server.mjs) — the same handshake, the same
 //! checks, one `INSERT … RETURNING` per message, the same emits and acks — on socketioxide, the
 //! engine under Onda's gateway, configured as the gateway configures it
-//! (`onda_control_plane::realtime::engine`, the request heads detached). It does none of Onda's
-//! own work (no notification, conversation index, recovery feed, presence, limits or
-//! metering), so beside Onda and Node it tells what the engine itself costs: the floor under
-//! Onda's figures, on the same machine in the same run.
+//! (`onda_control_plane::realtime::engine`, the request heads detached, TCP_NODELAY), with the
+//! in-process adapter (Onda's PostgreSQL adapter emits locally too while no other replica
+//! serves). It does none of Onda's own work (no notification, conversation index, recovery
+//! feed, presence, limits or metering), so beside Onda and Node it tells what the engine itself
+//! costs: the floor under Onda's figures, on the same machine in the same run.
 //!
 //! Environment as the Node peer's: `DATABASE_URL` (PostgreSQL), `JWT_SECRET` and `JWT_ISSUER`
 //! (the user tokens' key and tenant), `PORT` (0: a free one). Prints `listening on PORT` once
@@ -117,7 +118,7 @@ enum To<'a> {
 fn me(s: &SocketRef) -> Result<String, Refusal> {
     Ok(s.extensions
         .get::<Me>()
-        .ok_or(Refusal::invalid("This connection acts as no user."))?
+        .ok_or_else(|| Refusal::new("unauthorized", "This connection acts as no user."))?
         .0)
 }
 
@@ -237,6 +238,10 @@ async fn serve() -> anyhow::Result<()> {
         .unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on {}", listener.local_addr()?.port());
+    // As the control plane's connections: TCP_NODELAY (see `onda_control_plane::lanes`).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -372,6 +372,11 @@ async fn bad_payloads_and_floods_get_error_acks(b: Backend) {
             .is_some_and(|m| m.contains("send-messages")),
         "{ack}"
     );
+    let long = "x".repeat(10_000);
+    let ack = sio.emit("fan", &long, json!({})).await;
+    assert_error(&ack, "unknown_event");
+    let said = ack["error"]["message"].as_str().unwrap_or_default();
+    assert!(said.len() < 200 && said.contains(&"x".repeat(64)), "{ack}");
     // A packet that is not Socket.io at all ends that connection, as the reference server does
     // ("parse error"); the user's other connections and the server carry on.
     sio.connect("garbage", &fan).await.expect("connects");
