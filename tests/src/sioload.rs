@@ -458,6 +458,11 @@ mod tests {
         assert_eq!(parse_stamp("bench x 12"), None);
     }
 
+    fn first_error_has(stats: &Stats, text: &str) -> bool {
+        let first = stats.first_error.lock().expect("lock");
+        first.as_deref().is_some_and(|e| e.contains(text))
+    }
+
     #[test]
     fn acks_and_deliveries_count_only_for_the_measured_tag() {
         let stats = Stats::default();
@@ -487,14 +492,7 @@ mod tests {
         assert_eq!(stats.joined.load(Ordering::SeqCst), 1);
         assert_eq!(stats.other("notification"), 1);
         assert!(pending.is_empty());
-        assert!(
-            stats
-                .first_error
-                .lock()
-                .expect("lock")
-                .as_deref()
-                .is_some_and(|e| e.contains("rate_limited"))
-        );
+        assert!(first_error_has(&stats, "rate_limited"));
     }
 
     #[test]
@@ -519,14 +517,7 @@ mod tests {
         received("42[not json", &stats, &mut pending);
         assert_eq!(stats.snapshot().delivered, 1);
         assert_eq!(stats.other("notification"), 1);
-        assert!(
-            stats
-                .first_error
-                .lock()
-                .expect("lock")
-                .as_deref()
-                .is_some_and(|e| e.contains("not a JSON array"))
-        );
+        assert!(first_error_has(&stats, "not a JSON array"));
     }
 
     #[test]
