@@ -70,9 +70,8 @@ async fn authenticate(
     let token = auth["token"]
         .as_str()
         .ok_or("Connect with the user token.")?;
-    let now = now_secs();
     let claims = jwt::parse(token)
-        .and_then(|t| t.verify(&peer.secret, now))
+        .and_then(|t| t.verify(&peer.secret, onda_control_plane::db::now()))
         .map_err(|e| e.to_string())?;
     if claims.iss != peer.issuer || users::user_id(&claims.sub).is_err() {
         return Err("The token names no user of this tenant.".to_string());
@@ -99,13 +98,6 @@ async fn authenticate(
         },
     );
     Ok(())
-}
-
-/// Unix seconds now.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Where a message goes: to another user, or to a stream's room.
