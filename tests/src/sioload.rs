@@ -375,8 +375,11 @@ fn stamp_in(body: &str) -> Option<(u32, u64)> {
 fn received(text: &str, stats: &Stats, pending: &mut Pending) {
     if let Some(rest) = text.strip_prefix("42") {
         let name = event_name(rest).unwrap_or_default();
-        let delivery = DELIVERIES.contains(&name);
-        match stamp_in(rest).filter(|_| delivery) {
+        let stamped = match DELIVERIES.contains(&name) {
+            true => stamp_in(rest),
+            false => None,
+        };
+        match stamped {
             Some((tag, sent)) => {
                 if stats.measured(tag) {
                     let us = now_micros().saturating_sub(sent);
